@@ -1,0 +1,333 @@
+/* llmgw_config: parses and validates the configuration. Errors name the
+ * directive, and httpd adds the file and line (we do when it cannot). */
+#include <httpd.h>
+#include <http_log.h>
+#include <mod_proxy.h>
+#include <apr_strings.h>
+
+#include "llmgw_config.h"
+
+APLOG_USE_MODULE(llm_gateway);
+
+void *llmgw_create_server_conf(apr_pool_t *p, server_rec *s)
+{
+    llmgw_server_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
+
+    conf->router = llmgw_router_create(p);
+    return conf;
+}
+
+void *llmgw_merge_server_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    llmgw_server_conf_t *base = basev, *add = addv;
+    llmgw_server_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
+
+    /* A virtual host with routes of its own uses only those. */
+    conf->router = add->router->routes->nelts ? add->router : base->router;
+    conf->max_body = add->max_body ? add->max_body : base->max_body;
+    return conf;
+}
+
+void *llmgw_create_dir_conf(apr_pool_t *p, char *dir)
+{
+    llmgw_dir_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
+
+    conf->api = LLMGW_API_UNSET;
+    return conf;
+}
+
+void *llmgw_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    llmgw_dir_conf_t *base = basev, *add = addv;
+    llmgw_dir_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
+
+    if (add->api != LLMGW_API_UNSET) {
+        conf->api = add->api;
+        conf->prefix = add->prefix;
+    }
+    else {
+        conf->api = base->api;
+        conf->prefix = base->prefix;
+    }
+    return conf;
+}
+
+apr_off_t llmgw_max_body(const llmgw_server_conf_t *conf)
+{
+    return conf->max_body ? conf->max_body : LLMGW_DEFAULT_MAX_BODY;
+}
+
+static llmgw_server_conf_t *server_conf(cmd_parms *cmd)
+{
+    return ap_get_module_config(cmd->server->module_config,
+                                &llm_gateway_module);
+}
+
+static const char *route_section(cmd_parms *cmd, void *dummy,
+                                 const char *arg)
+{
+    llmgw_server_conf_t *conf = server_conf(cmd);
+    const char *err, *endp, *word;
+    char *args;
+    llmgw_route_t *route;
+
+    err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
+    if (err) {
+        return err;
+    }
+    endp = ap_strrchr_c(arg, '>');
+    if (!endp) {
+        return "<LLMRoute> directive missing closing '>'";
+    }
+    if (conf->cur_route) {
+        return "<LLMRoute> cannot be nested";
+    }
+    args = apr_pstrmemdup(cmd->temp_pool, arg, endp - arg);
+    route = apr_pcalloc(cmd->pool, sizeof(*route));
+    route->patterns = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    route->file = cmd->directive->filename;
+    route->line = cmd->directive->line_num;
+    while (*(word = ap_getword_conf(cmd->pool, (const char **)&args))) {
+        APR_ARRAY_PUSH(route->patterns, const char *) = word;
+    }
+    if (route->patterns->nelts == 0) {
+        return "<LLMRoute> needs at least one model name or pattern, "
+               "e.g. <LLMRoute \"llama3*\">";
+    }
+    route->name = APR_ARRAY_IDX(route->patterns, 0, const char *);
+
+    conf->cur_route = route;
+    err = ap_walk_config(cmd->directive->first_child, cmd,
+                         cmd->context);
+    conf->cur_route = NULL;
+    if (err) {
+        return err;
+    }
+    if (!route->balancer) {
+        return apr_psprintf(cmd->pool, "<LLMRoute \"%s\"> needs an "
+                            "LLMBackend directive", route->name);
+    }
+    err = llmgw_router_add(cmd->pool, conf->router, route);
+    return err ? apr_psprintf(cmd->pool, "<LLMRoute>: %s", err) : NULL;
+}
+
+static llmgw_route_t *current_route(cmd_parms *cmd, const char **err)
+{
+    llmgw_route_t *route = server_conf(cmd)->cur_route;
+
+    *err = route ? NULL
+                 : apr_psprintf(cmd->pool, "%s is only allowed inside "
+                                "<LLMRoute>", cmd->cmd->name);
+    return route;
+}
+
+static const char *set_backend(cmd_parms *cmd, void *dummy, int argc,
+                               char *const argv[])
+{
+    const char *err;
+    llmgw_route_t *route = current_route(cmd, &err);
+    int i;
+
+    if (!route) {
+        return err;
+    }
+    if (route->balancer) {
+        return "LLMBackend: only one backend per <LLMRoute> (fallback "
+               "chains are not supported yet)";
+    }
+    if (argc < 1) {
+        return "LLMBackend needs a balancer URL, e.g. LLMBackend "
+               "balancer://ollama dialect=openai";
+    }
+    if (strncasecmp(argv[0], "balancer://", 11) != 0 || !argv[0][11]
+        || ap_strchr_c(argv[0] + 11, '/')) {
+        return apr_psprintf(cmd->pool, "LLMBackend: '%s' is not a "
+                            "balancer URL; use balancer://NAME and define "
+                            "its members in <Proxy \"balancer://NAME\">",
+                            argv[0]);
+    }
+    route->balancer = apr_pstrdup(cmd->pool, argv[0]);
+    ap_str_tolower((char *)route->balancer);
+    route->dialect = "openai";
+    route->backend_file = cmd->directive->filename;
+    route->backend_line = cmd->directive->line_num;
+    for (i = 1; i < argc; i++) {
+        const char *val;
+
+        if (strncasecmp(argv[i], "dialect=", 8) == 0) {
+            val = argv[i] + 8;
+            if (strcasecmp(val, "openai") != 0) {
+                return apr_psprintf(cmd->pool, "LLMBackend: unknown "
+                                    "dialect '%s' (supported: openai)",
+                                    val);
+            }
+            route->dialect = "openai";
+        }
+        else {
+            return apr_psprintf(cmd->pool, "LLMBackend: unknown option "
+                                "'%s' (supported: dialect=)", argv[i]);
+        }
+    }
+    return NULL;
+}
+
+static const char *set_upstream_model(cmd_parms *cmd, void *dummy,
+                                      const char *name)
+{
+    const char *err;
+    llmgw_route_t *route = current_route(cmd, &err);
+
+    if (!route) {
+        return err;
+    }
+    if (!*name) {
+        return "LLMUpstreamModel needs a model name";
+    }
+    route->upstream_model = name;
+    return NULL;
+}
+
+static const char *set_max_body(cmd_parms *cmd, void *dummy,
+                                const char *arg)
+{
+    llmgw_server_conf_t *conf = server_conf(cmd);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
+    char *end;
+    apr_off_t n;
+
+    if (err) {
+        return err;
+    }
+    if (apr_strtoff(&n, arg, &end, 10) != APR_SUCCESS || n <= 0) {
+        return apr_psprintf(cmd->pool, "LLMMaxRequestBody: '%s' is not a "
+                            "positive size", arg);
+    }
+    switch (*end) {
+    case 'k': case 'K':
+        n *= 1024;
+        end++;
+        break;
+    case 'm': case 'M':
+        n *= 1024 * 1024;
+        end++;
+        break;
+    }
+    if (*end) {
+        return apr_psprintf(cmd->pool, "LLMMaxRequestBody: '%s' is not a "
+                            "size (bytes, or a number with K or M)", arg);
+    }
+    conf->max_body = n;
+    return NULL;
+}
+
+static const char *set_api(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    llmgw_dir_conf_t *conf = dconf;
+
+    if (strcasecmp(arg, "openai") == 0) {
+        conf->api = LLMGW_API_OPENAI;
+    }
+    else if (strcasecmp(arg, "off") == 0) {
+        conf->api = LLMGW_API_OFF;
+    }
+    else {
+        return apr_psprintf(cmd->pool, "LLMApi: unknown API '%s' "
+                            "(supported: openai, off)", arg);
+    }
+    /* A plain <Location> path lets us find the endpoint below it. */
+    conf->prefix = (cmd->path && cmd->path[0] == '/') ? cmd->path : NULL;
+    return NULL;
+}
+
+const command_rec llmgw_cmds[] = {
+    AP_INIT_RAW_ARGS("<LLMRoute", route_section, NULL, RSRC_CONF,
+                     "<LLMRoute model-or-glob [alias ...]> ... "
+                     "</LLMRoute>: where requests for these models go"),
+    AP_INIT_TAKE_ARGV("LLMBackend", set_backend, NULL, RSRC_CONF,
+                      "balancer://NAME [dialect=openai]: the mod_proxy "
+                      "balancer serving this route"),
+    AP_INIT_TAKE1("LLMUpstreamModel", set_upstream_model, NULL, RSRC_CONF,
+                  "the model name sent to the backend"),
+    AP_INIT_TAKE1("LLMMaxRequestBody", set_max_body, NULL, RSRC_CONF,
+                  "largest accepted request body (bytes, or with K/M)"),
+    AP_INIT_TAKE1("LLMApi", set_api, NULL, ACCESS_CONF,
+                  "openai | off: the client API served here"),
+    { NULL }
+};
+
+static int balancer_defined(server_rec *s, module *proxy,
+                            const char *name)
+{
+    proxy_server_conf *pconf = ap_get_module_config(s->module_config,
+                                                    proxy);
+    proxy_balancer *b;
+    int i;
+
+    if (!pconf || !pconf->balancers) {
+        return 0;
+    }
+    b = (proxy_balancer *)pconf->balancers->elts;
+    for (i = 0; i < pconf->balancers->nelts; i++, b++) {
+        if (b->s && strcasecmp(b->s->name, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int llmgw_check_config(apr_pool_t *pconf, apr_pool_t *plog,
+                       apr_pool_t *ptemp, server_rec *s)
+{
+    static const char *const needed[] = { "mod_proxy.c", "mod_proxy_http.c",
+                                          "mod_proxy_balancer.c", NULL };
+    module *proxy = ap_find_linked_module("mod_proxy.c");
+    int failed = 0, have_routes = 0, i;
+    server_rec *vs;
+
+    for (vs = s; vs; vs = vs->next) {
+        llmgw_server_conf_t *conf = ap_get_module_config(vs->module_config,
+                                                         &llm_gateway_module);
+
+        have_routes |= conf->router->routes->nelts > 0;
+    }
+    if (!have_routes) {
+        return OK;
+    }
+    for (i = 0; needed[i]; i++) {
+        if (!ap_find_linked_module(needed[i])) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
+                         LLMGW_LOGNO(0001) "<LLMRoute> needs %s: load it "
+                         "(a2enmod proxy proxy_http proxy_balancer)",
+                         needed[i]);
+            failed = 1;
+        }
+    }
+    if (failed) {
+        return !OK;
+    }
+    for (vs = s; vs; vs = vs->next) {
+        llmgw_server_conf_t *conf = ap_get_module_config(vs->module_config,
+                                                         &llm_gateway_module);
+        apr_array_header_t *routes = conf->router->routes;
+
+        /* Virtual hosts that inherit the main routes were checked there. */
+        if (vs != s && conf->router == ((llmgw_server_conf_t *)
+                ap_get_module_config(s->module_config,
+                                     &llm_gateway_module))->router) {
+            continue;
+        }
+        for (i = 0; i < routes->nelts; i++) {
+            llmgw_route_t *r = APR_ARRAY_IDX(routes, i, llmgw_route_t *);
+
+            if (!balancer_defined(vs, proxy, r->balancer)) {
+                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
+                             LLMGW_LOGNO(0002) "%s:%d: LLMBackend %s: no "
+                             "such balancer; define it with <Proxy \"%s\"> "
+                             "and BalancerMember lines", r->backend_file,
+                             r->backend_line, r->balancer, r->balancer);
+                failed = 1;
+            }
+        }
+    }
+    return failed ? !OK : OK;
+}

@@ -1,0 +1,299 @@
+/* llmgw_dialect: OpenAI request parsing and validation, the upstream body,
+ * usage extraction and the OpenAI error shape. No httpd headers here. */
+#include <string.h>
+
+#include <apr_strings.h>
+
+#include "llmgw_dialect.h"
+
+llmgw_endpoint_t llmgw_endpoint_parse(apr_pool_t *p, const char *path,
+                                      const char **model_id)
+{
+    *model_id = NULL;
+    if (strncmp(path, "/v1/", 4) == 0) {
+        path += 3;
+    }
+    if (strcmp(path, "/chat/completions") == 0) {
+        return LLMGW_EP_CHAT;
+    }
+    if (strcmp(path, "/completions") == 0) {
+        return LLMGW_EP_COMPLETIONS;
+    }
+    if (strcmp(path, "/embeddings") == 0) {
+        return LLMGW_EP_EMBEDDINGS;
+    }
+    if (strcmp(path, "/models") == 0 || strcmp(path, "/models/") == 0) {
+        return LLMGW_EP_MODELS;
+    }
+    if (strncmp(path, "/models/", 8) == 0) {
+        /* Model ids may hold slashes ("org/model"): the rest is the id. */
+        *model_id = apr_pstrdup(p, path + 8);
+        return LLMGW_EP_MODEL;
+    }
+    return LLMGW_EP_NONE;
+}
+
+const char *llmgw_endpoint_method(llmgw_endpoint_t ep)
+{
+    return (ep == LLMGW_EP_MODELS || ep == LLMGW_EP_MODEL) ? "GET" : "POST";
+}
+
+const char *llmgw_endpoint_upstream_path(llmgw_endpoint_t ep)
+{
+    switch (ep) {
+    case LLMGW_EP_CHAT:
+        return "/v1/chat/completions";
+    case LLMGW_EP_COMPLETIONS:
+        return "/v1/completions";
+    case LLMGW_EP_EMBEDDINGS:
+        return "/v1/embeddings";
+    case LLMGW_EP_MODELS:
+    case LLMGW_EP_MODEL:
+        return "/v1/models";
+    default:
+        return NULL;
+    }
+}
+
+int llmgw_error_set(llmgw_error_t *err, int status, const char *type,
+                    const char *param, const char *code,
+                    const char *message)
+{
+    err->status = status;
+    err->type = type;
+    err->param = param;
+    err->code = code;
+    err->message = message;
+    return status;
+}
+
+static int invalid(llmgw_error_t *err, const char *param, const char *code,
+                   const char *message)
+{
+    return llmgw_error_set(err, 400, "invalid_request_error", param, code,
+                           message);
+}
+
+/* The field a generation endpoint cannot work without. */
+static const char *required_field(llmgw_endpoint_t ep,
+                                  llmgw_json_type_t *t1,
+                                  llmgw_json_type_t *t2)
+{
+    switch (ep) {
+    case LLMGW_EP_CHAT:
+        *t1 = *t2 = LLMGW_JSON_ARRAY;
+        return "messages";
+    case LLMGW_EP_COMPLETIONS:
+        *t1 = LLMGW_JSON_STRING;
+        *t2 = LLMGW_JSON_ARRAY;
+        return "prompt";
+    case LLMGW_EP_EMBEDDINGS:
+        *t1 = LLMGW_JSON_STRING;
+        *t2 = LLMGW_JSON_ARRAY;
+        return "input";
+    default:
+        return NULL;
+    }
+}
+
+int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
+                        const char *buf, apr_size_t len,
+                        llmgw_request_t *req, llmgw_error_t *err)
+{
+    llmgw_json_err_t jerr;
+    llmgw_json_type_t t, want1, want2;
+    const char *msg, *field;
+
+    memset(req, 0, sizeof(*req));
+    req->ep = ep;
+    req->body = llmgw_json_parse(p, buf, len, &jerr, &msg);
+    if (!req->body) {
+        return invalid(err, NULL, "invalid_json",
+                       apr_psprintf(p, "The request body is not valid "
+                                    "JSON: %s.", msg));
+    }
+    if (llmgw_json_type(req->body, NULL) != LLMGW_JSON_OBJECT) {
+        return invalid(err, NULL, "invalid_json",
+                       "The request body must be a JSON object.");
+    }
+    t = llmgw_json_type(req->body, "model", NULL);
+    if (t == LLMGW_JSON_MISSING || t == LLMGW_JSON_NULL) {
+        return invalid(err, "model", "missing_required_parameter",
+                       "You must provide a model parameter.");
+    }
+    /* A copy: renaming the model upstream frees json-c's string. */
+    req->model = apr_pstrdup(p, llmgw_json_gets(req->body, "model", NULL));
+    if (!req->model) {
+        return invalid(err, "model", "invalid_type",
+                       "Invalid type for 'model': expected a string.");
+    }
+    if (!*req->model) {
+        return invalid(err, "model", "invalid_value",
+                       "'model' must not be empty.");
+    }
+    field = required_field(ep, &want1, &want2);
+    if (field) {
+        t = llmgw_json_type(req->body, field, NULL);
+        if (t == LLMGW_JSON_MISSING) {
+            return invalid(err, field, "missing_required_parameter",
+                           apr_psprintf(p, "Missing required parameter: "
+                                        "'%s'.", field));
+        }
+        if (t != want1 && t != want2) {
+            return invalid(err, field, "invalid_type",
+                           apr_psprintf(p, "Invalid type for '%s': "
+                                        "expected %s.", field,
+                                        want1 == want2 ? "an array"
+                                        : "a string or an array"));
+        }
+    }
+    t = llmgw_json_type(req->body, "stream", NULL);
+    if (t != LLMGW_JSON_MISSING && t != LLMGW_JSON_NULL
+        && t != LLMGW_JSON_BOOL) {
+        return invalid(err, "stream", "invalid_type",
+                       "Invalid type for 'stream': expected a boolean.");
+    }
+    req->stream = (ep != LLMGW_EP_EMBEDDINGS)
+                  && llmgw_json_getb(req->body, 0, "stream", NULL);
+    req->wants_usage = llmgw_json_getb(req->body, 0, "stream_options",
+                                       "include_usage", NULL);
+    return 0;
+}
+
+const char *llmgw_request_upstream_body(llmgw_request_t *req,
+                                        const char *upstream_model,
+                                        const char *orig,
+                                        apr_size_t orig_len,
+                                        apr_size_t *len, int *strip_usage)
+{
+    int rename = upstream_model && strcmp(upstream_model, req->model) != 0;
+    int inject = req->stream && !req->wants_usage;
+
+    *strip_usage = inject;
+    if (!rename && !inject) {
+        *len = orig_len;
+        return orig;
+    }
+    if (rename) {
+        llmgw_json_sets(req->body, upstream_model, "model", NULL);
+    }
+    if (inject) {
+        llmgw_json_setb(req->body, 1, "stream_options", "include_usage",
+                        NULL);
+    }
+    return llmgw_json_write(req->body, len);
+}
+
+/* Last occurrence of needle in hay[0..len), or NULL. */
+static const char *find_last(const char *hay, apr_size_t len,
+                             const char *needle, apr_size_t nlen)
+{
+    const char *s;
+
+    if (len < nlen) {
+        return NULL;
+    }
+    for (s = hay + len - nlen; s >= hay; s--) {
+        if (*s == *needle && memcmp(s, needle, nlen) == 0) {
+            return s;
+        }
+    }
+    return NULL;
+}
+
+int llmgw_usage_find(apr_pool_t *p, const char *text, apr_size_t len,
+                     llmgw_usage_t *usage)
+{
+    static const char key[] = "\"usage\"";
+    const char *s, *end = text + len;
+    apr_size_t n = len, used;
+    llmgw_json_t *u;
+
+    /* The usage object comes last in OpenAI bodies, and may be preceded by
+     * "usage":null in earlier stream chunks; take the last real one. */
+    while ((s = find_last(text, n, key, sizeof(key) - 1)) != NULL) {
+        const char *v = s + sizeof(key) - 1;
+
+        n = (apr_size_t)(s - text);
+        while (v < end && LLMGW_JSON_IS_WS(*v)) {
+            v++;
+        }
+        if (v >= end || *v++ != ':') {
+            continue;
+        }
+        while (v < end && LLMGW_JSON_IS_WS(*v)) {
+            v++;
+        }
+        if (v >= end || *v != '{') {
+            continue;
+        }
+        u = llmgw_json_parse_prefix(p, v, (apr_size_t)(end - v), &used);
+        if (!u) {
+            continue;
+        }
+        usage->prompt = llmgw_json_getl(u, 0, "prompt_tokens", NULL);
+        usage->completion = llmgw_json_getl(u, 0, "completion_tokens",
+                                            NULL);
+        usage->total = llmgw_json_getl(u, usage->prompt + usage->completion,
+                                       "total_tokens", NULL);
+        usage->found = 1;
+        return 1;
+    }
+    return 0;
+}
+
+const char *llmgw_error_json(apr_pool_t *p, const llmgw_error_t *err)
+{
+    return apr_pstrcat(p, "{\"error\":{\"message\":",
+                       llmgw_json_quote(p, err->message),
+                       ",\"type\":", llmgw_json_quote(p, err->type),
+                       ",\"param\":",
+                       err->param ? llmgw_json_quote(p, err->param) : "null",
+                       ",\"code\":",
+                       err->code ? llmgw_json_quote(p, err->code) : "null",
+                       "}}", NULL);
+}
+
+void llmgw_error_for_status(int status, llmgw_error_t *err)
+{
+    switch (status) {
+    case 502:
+        llmgw_error_set(err, status, "server_error", NULL, "upstream_error",
+                        "The backend failed to answer the request.");
+        break;
+    case 503:
+        llmgw_error_set(err, status, "server_error", NULL,
+                        "no_backend_available",
+                        "No backend is available to serve this model "
+                        "right now.");
+        break;
+    case 504:
+        llmgw_error_set(err, status, "server_error", NULL,
+                        "upstream_timeout",
+                        "The backend did not answer in time.");
+        break;
+    case 400:
+        llmgw_error_set(err, status, "invalid_request_error", NULL,
+                        "bad_request", "The request could not be read.");
+        break;
+    case 408:
+        llmgw_error_set(err, status, "invalid_request_error", NULL,
+                        "request_timeout",
+                        "The request body was not received in time.");
+        break;
+    case 413:
+        llmgw_error_set(err, status, "invalid_request_error", NULL,
+                        "request_too_large",
+                        "The request body is too large.");
+        break;
+    default:
+        llmgw_error_set(err, status,
+                        status >= 500 ? "server_error"
+                                      : "invalid_request_error",
+                        NULL, status >= 500 ? "internal_error" : NULL,
+                        status >= 500 ? "The gateway failed to process "
+                                        "the request."
+                                      : "The request was rejected.");
+        break;
+    }
+}

@@ -1,0 +1,84 @@
+/* llmgw_dialect: the OpenAI API as clients speak it: endpoints, request
+ * validation, the body sent upstream, usage, and errors in its shape. */
+#ifndef LLMGW_DIALECT_H
+#define LLMGW_DIALECT_H
+
+#include <apr_pools.h>
+
+#include "llmgw_json.h"
+
+typedef enum {
+    LLMGW_EP_NONE = 0,
+    LLMGW_EP_CHAT,          /* POST /v1/chat/completions */
+    LLMGW_EP_COMPLETIONS,   /* POST /v1/completions */
+    LLMGW_EP_EMBEDDINGS,    /* POST /v1/embeddings */
+    LLMGW_EP_MODELS,        /* GET  /v1/models */
+    LLMGW_EP_MODEL          /* GET  /v1/models/{id} */
+} llmgw_endpoint_t;
+
+/* A client-visible error: status plus the four OpenAI error fields. */
+typedef struct {
+    int status;
+    const char *type;
+    const char *param;      /* NULL renders as JSON null */
+    const char *code;
+    const char *message;
+} llmgw_error_t;
+
+/* What the gateway needs to know about a generation request. */
+typedef struct {
+    llmgw_endpoint_t ep;
+    llmgw_json_t *body;
+    const char *model;
+    int stream;
+    int wants_usage;        /* stream_options.include_usage from client */
+} llmgw_request_t;
+
+typedef struct {
+    apr_int64_t prompt;
+    apr_int64_t completion;
+    apr_int64_t total;
+    int found;
+} llmgw_usage_t;
+
+/* Maps the path below the API root ("/chat/completions", "/models/x",
+ * with or without a leading "/v1") to an endpoint; *model_id gets the id
+ * of /models/{id}. */
+llmgw_endpoint_t llmgw_endpoint_parse(apr_pool_t *p, const char *path,
+                                      const char **model_id);
+/* "GET" or "POST": the one method an endpoint accepts. */
+const char *llmgw_endpoint_method(llmgw_endpoint_t ep);
+/* Upstream path of an endpoint for the openai dialect. */
+const char *llmgw_endpoint_upstream_path(llmgw_endpoint_t ep);
+
+/* Parses and validates a generation request body. Returns 0, or fills
+ * err and returns its status. */
+int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
+                        const char *buf, apr_size_t len,
+                        llmgw_request_t *req, llmgw_error_t *err);
+
+/* The body to send upstream: the client's bytes untouched when nothing
+ * changes, else the rewritten JSON (upstream model name; include_usage
+ * added to streams so accounting never misses one). *strip_usage is set
+ * when the usage chunk must be removed again before the client sees it. */
+const char *llmgw_request_upstream_body(llmgw_request_t *req,
+                                        const char *upstream_model,
+                                        const char *orig,
+                                        apr_size_t orig_len,
+                                        apr_size_t *len, int *strip_usage);
+
+/* Finds the last "usage" object in text (a response body or an SSE event)
+ * and reads its token counts. Returns 1 when found. */
+int llmgw_usage_find(apr_pool_t *p, const char *text, apr_size_t len,
+                     llmgw_usage_t *usage);
+
+/* Fills err; returns err->status. */
+int llmgw_error_set(llmgw_error_t *err, int status, const char *type,
+                    const char *param, const char *code,
+                    const char *message);
+/* {"error":{"message":..,"type":..,"param":..,"code":..}} */
+const char *llmgw_error_json(apr_pool_t *p, const llmgw_error_t *err);
+/* The canned error for a status the proxy produced (502, 503, 504...). */
+void llmgw_error_for_status(int status, llmgw_error_t *err);
+
+#endif

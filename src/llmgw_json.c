@@ -1,0 +1,391 @@
+/* llmgw_json: the one place that talks to json-c. Handles share the root's
+ * tree; the root is released by a cleanup on the pool it was made in. */
+#include <limits.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include <apr_strings.h>
+#include <json.h>
+
+#include "llmgw_json.h"
+
+struct llmgw_json {
+    apr_pool_t *p;
+    json_object *o;
+};
+
+static apr_status_t json_cleanup(void *data)
+{
+    json_object_put((json_object *)data);
+    return APR_SUCCESS;
+}
+
+static llmgw_json_t *wrap(apr_pool_t *p, json_object *o, int own)
+{
+    llmgw_json_t *j = apr_palloc(p, sizeof(*j));
+
+    j->p = p;
+    j->o = o;
+    if (own) {
+        apr_pool_cleanup_register(p, o, json_cleanup, apr_pool_cleanup_null);
+    }
+    return j;
+}
+
+static json_object *parse(const char *buf, apr_size_t len, int validate,
+                          apr_size_t *used, llmgw_json_err_t *err)
+{
+    json_tokener *tok = json_tokener_new_ex(LLMGW_JSON_MAX_DEPTH);
+    json_object *o;
+    enum json_tokener_error jerr;
+
+    if (!tok) {
+        *err = LLMGW_JSON_ERR_SYNTAX;
+        return NULL;
+    }
+    if (validate) {
+        json_tokener_set_flags(tok, JSON_TOKENER_VALIDATE_UTF8);
+    }
+    o = json_tokener_parse_ex(tok, buf, (int)len);
+    jerr = json_tokener_get_error(tok);
+    *used = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    switch (jerr) {
+    case json_tokener_success:
+        *err = LLMGW_JSON_ERR_NONE;
+        return o;
+    case json_tokener_error_depth:
+        *err = LLMGW_JSON_ERR_DEPTH;
+        break;
+    case json_tokener_error_parse_utf8_string:
+        *err = LLMGW_JSON_ERR_UTF8;
+        break;
+    default:
+        *err = LLMGW_JSON_ERR_SYNTAX;
+        break;
+    }
+    json_object_put(o);
+    return NULL;
+}
+
+llmgw_json_t *llmgw_json_parse(apr_pool_t *p, const char *buf,
+                               apr_size_t len, llmgw_json_err_t *err,
+                               const char **msg)
+{
+    apr_size_t used = 0, i;
+    json_object *o;
+
+    if (len > INT_MAX) {
+        *err = LLMGW_JSON_ERR_SYNTAX;
+        *msg = "JSON text too large";
+        return NULL;
+    }
+    o = parse(buf, len, 1, &used, err);
+    if (o) {
+        /* Only whitespace may follow the one value. */
+        for (i = used; i < len; i++) {
+            if (!LLMGW_JSON_IS_WS(buf[i])) {
+                json_object_put(o);
+                *err = LLMGW_JSON_ERR_TRAILING;
+                *msg = "unexpected data after the JSON value";
+                return NULL;
+            }
+        }
+        *msg = NULL;
+        return wrap(p, o, 1);
+    }
+    switch (*err) {
+    case LLMGW_JSON_ERR_DEPTH:
+        *msg = "JSON nested too deeply";
+        break;
+    case LLMGW_JSON_ERR_UTF8:
+        *msg = "JSON text is not valid UTF-8";
+        break;
+    default:
+        *msg = (used >= len) ? "JSON text ends early"
+                             : "JSON syntax error";
+        break;
+    }
+    return NULL;
+}
+
+llmgw_json_t *llmgw_json_parse_prefix(apr_pool_t *p, const char *buf,
+                                      apr_size_t len, apr_size_t *used)
+{
+    llmgw_json_err_t err;
+    json_object *o;
+
+    if (len > INT_MAX) {
+        return NULL;
+    }
+    o = parse(buf, len, 0, used, &err);
+    return o ? wrap(p, o, 1) : NULL;
+}
+
+llmgw_json_t *llmgw_json_create_object(apr_pool_t *p)
+{
+    return wrap(p, json_object_new_object(), 1);
+}
+
+static json_object *walk(json_object *o, va_list ap)
+{
+    const char *key;
+
+    while (o && (key = va_arg(ap, const char *)) != NULL) {
+        if (!json_object_is_type(o, json_type_object)
+            || !json_object_object_get_ex(o, key, &o)) {
+            return NULL;
+        }
+    }
+    return o;
+}
+
+/* Like walk, but creates objects for missing keys; returns the parent
+ * object and the last key, so the caller can set the leaf. */
+static json_object *walk_create(json_object *o, va_list ap,
+                                const char **leaf)
+{
+    const char *key = va_arg(ap, const char *), *next;
+    json_object *child;
+
+    while (key && (next = va_arg(ap, const char *)) != NULL) {
+        if (!json_object_object_get_ex(o, key, &child)
+            || !json_object_is_type(child, json_type_object)) {
+            child = json_object_new_object();
+            json_object_object_add(o, key, child);
+        }
+        o = child;
+        key = next;
+    }
+    *leaf = key;
+    return o;
+}
+
+llmgw_json_type_t llmgw_json_type(const llmgw_json_t *j, ...)
+{
+    va_list ap;
+    json_object *o;
+    int exists;
+
+    va_start(ap, j);
+    /* walk() cannot tell a JSON null from a missing key, so look again. */
+    o = j->o;
+    exists = 1;
+    {
+        const char *key;
+        while ((key = va_arg(ap, const char *)) != NULL) {
+            if (!o || !json_object_is_type(o, json_type_object)
+                || !json_object_object_get_ex(o, key, &o)) {
+                exists = 0;
+                break;
+            }
+        }
+    }
+    va_end(ap);
+    if (!exists) {
+        return LLMGW_JSON_MISSING;
+    }
+    switch (json_object_get_type(o)) {
+    case json_type_null:
+        return LLMGW_JSON_NULL;
+    case json_type_boolean:
+        return LLMGW_JSON_BOOL;
+    case json_type_int:
+        return LLMGW_JSON_INT;
+    case json_type_double:
+        return LLMGW_JSON_DOUBLE;
+    case json_type_string:
+        return LLMGW_JSON_STRING;
+    case json_type_array:
+        return LLMGW_JSON_ARRAY;
+    case json_type_object:
+        return LLMGW_JSON_OBJECT;
+    }
+    return LLMGW_JSON_MISSING;
+}
+
+llmgw_json_t *llmgw_json_getj(const llmgw_json_t *j, ...)
+{
+    va_list ap;
+    json_object *o;
+
+    va_start(ap, j);
+    o = walk(j->o, ap);
+    va_end(ap);
+    return o ? wrap(j->p, o, 0) : NULL;
+}
+
+const char *llmgw_json_gets(const llmgw_json_t *j, ...)
+{
+    va_list ap;
+    json_object *o;
+
+    va_start(ap, j);
+    o = walk(j->o, ap);
+    va_end(ap);
+    return json_object_is_type(o, json_type_string)
+               ? json_object_get_string(o) : NULL;
+}
+
+apr_int64_t llmgw_json_getl(const llmgw_json_t *j, apr_int64_t dflt, ...)
+{
+    va_list ap;
+    json_object *o;
+
+    va_start(ap, dflt);
+    o = walk(j->o, ap);
+    va_end(ap);
+    if (json_object_is_type(o, json_type_int)
+        || json_object_is_type(o, json_type_double)) {
+        return json_object_get_int64(o);
+    }
+    return dflt;
+}
+
+int llmgw_json_getb(const llmgw_json_t *j, int dflt, ...)
+{
+    va_list ap;
+    json_object *o;
+
+    va_start(ap, dflt);
+    o = walk(j->o, ap);
+    va_end(ap);
+    return json_object_is_type(o, json_type_boolean)
+               ? json_object_get_boolean(o) : dflt;
+}
+
+apr_size_t llmgw_json_array_len(const llmgw_json_t *j)
+{
+    return json_object_is_type(j->o, json_type_array)
+               ? json_object_array_length(j->o) : 0;
+}
+
+llmgw_json_t *llmgw_json_array_get(const llmgw_json_t *j, apr_size_t i)
+{
+    json_object *o;
+
+    if (i >= llmgw_json_array_len(j)) {
+        return NULL;
+    }
+    o = json_object_array_get_idx(j->o, i);
+    return wrap(j->p, o, 0);
+}
+
+static void set_leaf(llmgw_json_t *j, json_object *v, va_list ap)
+{
+    const char *leaf;
+    json_object *parent = walk_create(j->o, ap, &leaf);
+
+    if (leaf) {
+        json_object_object_add(parent, leaf, v);
+    }
+    else {
+        json_object_put(v);
+    }
+}
+
+void llmgw_json_sets(llmgw_json_t *j, const char *value, ...)
+{
+    va_list ap;
+
+    va_start(ap, value);
+    set_leaf(j, json_object_new_string(value), ap);
+    va_end(ap);
+}
+
+void llmgw_json_setb(llmgw_json_t *j, int value, ...)
+{
+    va_list ap;
+
+    va_start(ap, value);
+    set_leaf(j, json_object_new_boolean(value), ap);
+    va_end(ap);
+}
+
+void llmgw_json_setl(llmgw_json_t *j, apr_int64_t value, ...)
+{
+    va_list ap;
+
+    va_start(ap, value);
+    set_leaf(j, json_object_new_int64(value), ap);
+    va_end(ap);
+}
+
+void llmgw_json_setnull(llmgw_json_t *j, ...)
+{
+    va_list ap;
+
+    va_start(ap, j);
+    set_leaf(j, json_object_new_null(), ap);
+    va_end(ap);
+}
+
+void llmgw_json_setj(llmgw_json_t *j, const llmgw_json_t *v, ...)
+{
+    va_list ap;
+
+    va_start(ap, v);
+    set_leaf(j, json_object_get(v->o), ap);
+    va_end(ap);
+}
+
+void llmgw_json_del(llmgw_json_t *j, const char *key)
+{
+    json_object_object_del(j->o, key);
+}
+
+void llmgw_json_array_adds(llmgw_json_t *j, const char *value)
+{
+    json_object_array_add(j->o, json_object_new_string(value));
+}
+
+void llmgw_json_array_addj(llmgw_json_t *j, const llmgw_json_t *v)
+{
+    json_object_array_add(j->o, json_object_get(v->o));
+}
+
+llmgw_json_t *llmgw_json_add_array(llmgw_json_t *j, const char *key)
+{
+    json_object *a = json_object_new_array();
+
+    json_object_object_add(j->o, key, a);
+    return wrap(j->p, a, 0);
+}
+
+llmgw_json_t *llmgw_json_add_object(llmgw_json_t *j, const char *key)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(j->o, key, o);
+    return wrap(j->p, o, 0);
+}
+
+llmgw_json_t *llmgw_json_array_add_object(llmgw_json_t *j)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_array_add(j->o, o);
+    return wrap(j->p, o, 0);
+}
+
+const char *llmgw_json_write(const llmgw_json_t *j, apr_size_t *len)
+{
+    size_t n = 0;
+    const char *s = json_object_to_json_string_length(
+        j->o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
+
+    if (len) {
+        *len = n;
+    }
+    return s;
+}
+
+const char *llmgw_json_quote(apr_pool_t *p, const char *s)
+{
+    json_object *o = json_object_new_string(s ? s : "");
+    const char *out = apr_pstrdup(p, json_object_to_json_string_ext(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+
+    json_object_put(o);
+    return out;
+}

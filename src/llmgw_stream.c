@@ -1,0 +1,263 @@
+/* llmgw_stream: SSE framing for the output filter. Events are forwarded
+ * as soon as they are complete; only the rare usage chunk is parsed. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <apr_strings.h>
+
+#include "llmgw_stream.h"
+
+static apr_status_t sse_cleanup(void *data)
+{
+    llmgw_sse_t *s = data;
+
+    free(s->buf);
+    s->buf = NULL;
+    return APR_SUCCESS;
+}
+
+llmgw_sse_t *llmgw_sse_create(apr_pool_t *p, int strip_usage)
+{
+    llmgw_sse_t *s = apr_pcalloc(p, sizeof(*s));
+
+    s->p = p;
+    s->strip_usage = strip_usage;
+    apr_pool_cleanup_register(p, s, sse_cleanup, apr_pool_cleanup_null);
+    return s;
+}
+
+static int append(llmgw_sse_t *s, const char *in, apr_size_t len)
+{
+    if (s->len + len > s->cap) {
+        apr_size_t cap = s->cap ? s->cap : 4096;
+        char *nbuf;
+
+        while (cap < s->len + len) {
+            cap *= 2;
+        }
+        nbuf = realloc(s->buf, cap);
+        if (!nbuf) {
+            return 0;
+        }
+        s->buf = nbuf;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, in, len);
+    s->len += len;
+    return 1;
+}
+
+/* Offset just past the blank line that ends the event starting at or
+ * before 'from', or 0 when the event is not complete yet. */
+static apr_size_t event_end(const char *b, apr_size_t from, apr_size_t len)
+{
+    apr_size_t i;
+
+    for (i = from; i + 1 < len; i++) {
+        if (b[i] != '\n') {
+            continue;
+        }
+        if (b[i + 1] == '\n') {
+            return i + 2;
+        }
+        if (b[i + 1] == '\r' && i + 2 < len && b[i + 2] == '\n') {
+            return i + 3;
+        }
+    }
+    return 0;
+}
+
+/* The payload of the event's first "data:" line. */
+static const char *event_data(const char *ev, apr_size_t len,
+                              apr_size_t *dlen)
+{
+    const char *s = ev, *end = ev + len, *eol;
+
+    while (s < end) {
+        eol = memchr(s, '\n', (apr_size_t)(end - s));
+        if (!eol) {
+            eol = end;
+        }
+        if ((apr_size_t)(eol - s) >= 5 && memcmp(s, "data:", 5) == 0) {
+            s += 5;
+            if (s < eol && *s == ' ') {
+                s++;
+            }
+            *dlen = (apr_size_t)(eol - s);
+            if (*dlen && s[*dlen - 1] == '\r') {
+                (*dlen)--;
+            }
+            return s;
+        }
+        s = eol + 1;
+    }
+    return NULL;
+}
+
+static const char *mem_find(const char *hay, apr_size_t len,
+                            const char *needle)
+{
+    apr_size_t n = strlen(needle);
+    const char *s, *end = hay + len;
+
+    for (s = hay; s + n <= end; s++) {
+        s = memchr(s, *needle, (apr_size_t)(end - s));
+        if (!s || s + n > end) {
+            return NULL;
+        }
+        if (memcmp(s, needle, n) == 0) {
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* True when "key" has a non-empty string value somewhere in d. */
+static int has_text(const char *d, apr_size_t len, const char *key)
+{
+    const char *end = d + len, *v = d;
+
+    while ((v = mem_find(v, (apr_size_t)(end - v), key)) != NULL) {
+        v += strlen(key);
+        while (v < end && LLMGW_JSON_IS_WS(*v)) {
+            v++;
+        }
+        if (v >= end || *v != ':') {
+            continue;
+        }
+        v++;
+        while (v < end && LLMGW_JSON_IS_WS(*v)) {
+            v++;
+        }
+        if (v + 1 < end && v[0] == '"' && v[1] != '"') {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* True when a chunk carries generated output rather than just a role:
+ * non-empty content or text, a tool call, or reasoning. */
+static int has_output(const char *d, apr_size_t len)
+{
+    return has_text(d, len, "\"content\"") || has_text(d, len, "\"text\"")
+           || mem_find(d, len, "\"tool_calls\"") != NULL
+           || mem_find(d, len, "\"reasoning") != NULL;
+}
+
+/* Looks at one complete event; returns 0 when it must be dropped. */
+static int inspect(llmgw_sse_t *s, const char *ev, apr_size_t len)
+{
+    apr_size_t dlen = 0, used;
+    const char *d = event_data(ev, len, &dlen);
+    llmgw_json_t *j;
+
+    s->events++;
+    if (!d) {
+        return 1;
+    }
+    if (dlen >= 6 && memcmp(d, "[DONE]", 6) == 0) {
+        s->done = 1;
+        return 1;
+    }
+    if (!dlen || *d != '{') {
+        return 1;
+    }
+    if (!s->id) {
+        j = llmgw_json_parse_prefix(s->p, d, dlen, &used);
+        if (j) {
+            const char *v;
+
+            s->id = (v = llmgw_json_gets(j, "id", NULL))
+                        ? apr_pstrdup(s->p, v) : "";
+            s->object = (v = llmgw_json_gets(j, "object", NULL))
+                            ? apr_pstrdup(s->p, v) : NULL;
+            s->model = (v = llmgw_json_gets(j, "model", NULL))
+                           ? apr_pstrdup(s->p, v) : NULL;
+            s->created = llmgw_json_getl(j, 0, "created", NULL);
+        }
+    }
+    if (has_output(d, dlen)) {
+        s->content_events++;
+    }
+    if (mem_find(d, dlen, "\"usage\"")
+        && llmgw_usage_find(s->p, d, dlen, &s->usage) && s->strip_usage) {
+        /* Only the usage-only chunk we injected is ours to remove. */
+        j = llmgw_json_parse_prefix(s->p, d, dlen, &used);
+        if (j && llmgw_json_type(j, "choices", NULL) == LLMGW_JSON_ARRAY) {
+            llmgw_json_t *c = llmgw_json_getj(j, "choices", NULL);
+
+            if (llmgw_json_array_len(c) == 0) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
+                          const char **out)
+{
+    apr_size_t start, end, from;
+
+    if (s->ready) {
+        memmove(s->buf, s->buf + s->ready, s->len - s->ready);
+        s->len -= s->ready;
+        s->scanned -= s->ready;
+        s->ready = 0;
+    }
+    if (len && !append(s, in, len)) {
+        *out = NULL;
+        return 0;
+    }
+    /* Events before 'start' are complete and kept. The search resumes
+     * two bytes before where the last one stopped: a terminator may
+     * straddle two reads. */
+    start = 0;
+    from = s->scanned > 2 ? s->scanned - 2 : 0;
+    while ((end = event_end(s->buf, from > start ? from : start,
+                            s->len)) != 0) {
+        if (inspect(s, s->buf + start, end - start)) {
+            start = end;
+        }
+        else {
+            memmove(s->buf + start, s->buf + end, s->len - end);
+            s->len -= end - start;
+        }
+        from = start;
+    }
+    s->scanned = s->len;
+    s->ready = start;
+    *out = s->buf;
+    return start;
+}
+
+apr_size_t llmgw_sse_pending(const llmgw_sse_t *s)
+{
+    return s->len - s->ready;
+}
+
+const char *llmgw_sse_error_tail(const llmgw_sse_t *s, apr_pool_t *p,
+                                 llmgw_endpoint_t ep,
+                                 const llmgw_error_t *err,
+                                 apr_size_t *len)
+{
+    int chat = s->object ? strcmp(s->object, "text_completion") != 0
+                         : ep != LLMGW_EP_COMPLETIONS;
+    const char *tail = apr_psprintf(
+        p,
+        "data: {\"id\":%s,\"object\":%s,\"created\":%" APR_INT64_T_FMT
+        ",\"model\":%s,\"choices\":[{\"index\":0,%s,"
+        "\"finish_reason\":\"error\"}]}\n\n"
+        "data: %s\n\n"
+        "data: [DONE]\n\n",
+        llmgw_json_quote(p, s->id ? s->id : ""),
+        llmgw_json_quote(p, s->object ? s->object
+                            : chat ? "chat.completion.chunk"
+                                   : "text_completion"),
+        s->created, llmgw_json_quote(p, s->model ? s->model : ""),
+        chat ? "\"delta\":{}" : "\"text\":\"\"", llmgw_error_json(p, err));
+
+    *len = strlen(tail);
+    return tail;
+}

@@ -1,0 +1,47 @@
+/* llmgw_stream: an incremental Server-Sent Events framer for upstream
+ * streams: complete events pass on at once, usage is read on the way. */
+#ifndef LLMGW_STREAM_H
+#define LLMGW_STREAM_H
+
+#include <apr_pools.h>
+
+#include "llmgw_dialect.h"
+
+typedef struct llmgw_sse {
+    apr_pool_t *p;
+    char *buf;              /* malloc'ed: a long stream must not grow p */
+    apr_size_t len;
+    apr_size_t cap;
+    apr_size_t ready;       /* front bytes handed out by the last feed */
+    apr_size_t scanned;     /* bytes after 'ready' already searched */
+    int strip_usage;        /* drop the usage-only chunk we asked for */
+    int done;               /* "data: [DONE]" seen */
+    int content_events;     /* events that carried generated output */
+    int events;
+    llmgw_usage_t usage;
+    const char *id;         /* of the first chunk, for a final error chunk */
+    const char *object;
+    const char *model;
+    apr_int64_t created;
+} llmgw_sse_t;
+
+llmgw_sse_t *llmgw_sse_create(apr_pool_t *p, int strip_usage);
+
+/* Takes in the next bytes of the stream. Returns how many bytes of
+ * complete events are ready to forward, at *out; they stay valid until
+ * the next call. Incomplete events are held back. */
+apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
+                          const char **out);
+
+/* Bytes held back at the end of the stream (an event cut short). */
+apr_size_t llmgw_sse_pending(const llmgw_sse_t *s);
+
+/* What ends a stream that broke: a chunk with finish_reason "error", an
+ * error event, and [DONE], so clients see a failure, never a silent
+ * truncation. Allocated from p. */
+const char *llmgw_sse_error_tail(const llmgw_sse_t *s, apr_pool_t *p,
+                                 llmgw_endpoint_t ep,
+                                 const llmgw_error_t *err,
+                                 apr_size_t *len);
+
+#endif

@@ -1,0 +1,19 @@
+/* test_core.h: the Check suites of the httpd-free core, one per part,
+ * gathered by test_main.c. */
+#ifndef TEST_CORE_H
+#define TEST_CORE_H
+
+#include <check.h>
+#include <apr_pools.h>
+
+Suite *json_suite(void);
+Suite *dialect_suite(void);
+Suite *route_suite(void);
+Suite *stream_suite(void);
+
+/* A pool per test, made in setup and destroyed in teardown. */
+extern apr_pool_t *test_pool;
+void test_pool_setup(void);
+void test_pool_teardown(void);
+
+#endif

@@ -1,0 +1,189 @@
+/* test_dialect.c: OpenAI endpoints, request validation with the right
+ * error fields, the upstream body, usage extraction and error JSON. */
+#include <string.h>
+
+#include "llmgw_dialect.h"
+#include "test_core.h"
+
+static int parse(llmgw_endpoint_t ep, const char *body, llmgw_request_t *req,
+                 llmgw_error_t *err)
+{
+    memset(err, 0, sizeof(*err));
+    return llmgw_request_parse(test_pool, ep, body, strlen(body), req, err);
+}
+
+START_TEST(maps_endpoints)
+{
+    const char *id;
+
+    ck_assert_int_eq(llmgw_endpoint_parse(test_pool, "/chat/completions",
+                                          &id), LLMGW_EP_CHAT);
+    ck_assert_int_eq(llmgw_endpoint_parse(test_pool, "/v1/completions", &id),
+                     LLMGW_EP_COMPLETIONS);
+    ck_assert_int_eq(llmgw_endpoint_parse(test_pool, "/embeddings", &id),
+                     LLMGW_EP_EMBEDDINGS);
+    ck_assert_int_eq(llmgw_endpoint_parse(test_pool, "/models", &id),
+                     LLMGW_EP_MODELS);
+    ck_assert_int_eq(llmgw_endpoint_parse(test_pool, "/models/org/m:1", &id),
+                     LLMGW_EP_MODEL);
+    ck_assert_str_eq(id, "org/m:1");
+    ck_assert_int_eq(llmgw_endpoint_parse(test_pool, "/images/generations",
+                                          &id), LLMGW_EP_NONE);
+    ck_assert_str_eq(llmgw_endpoint_method(LLMGW_EP_CHAT), "POST");
+    ck_assert_str_eq(llmgw_endpoint_method(LLMGW_EP_MODELS), "GET");
+    ck_assert_str_eq(llmgw_endpoint_upstream_path(LLMGW_EP_EMBEDDINGS),
+                     "/v1/embeddings");
+}
+END_TEST
+
+START_TEST(accepts_valid_requests)
+{
+    llmgw_request_t req;
+    llmgw_error_t err;
+
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
+                           "\"stream\":true}", &req, &err), 0);
+    ck_assert_str_eq(req.model, "m");
+    ck_assert_int_eq(req.stream, 1);
+    ck_assert_int_eq(req.wants_usage, 0);
+    ck_assert_int_eq(parse(LLMGW_EP_COMPLETIONS, "{\"model\":\"m\","
+                           "\"prompt\":\"hi\",\"stream_options\":"
+                           "{\"include_usage\":true}}", &req, &err), 0);
+    ck_assert_int_eq(req.wants_usage, 1);
+    ck_assert_int_eq(parse(LLMGW_EP_EMBEDDINGS, "{\"model\":\"m\","
+                           "\"input\":[\"a\"],\"stream\":true}", &req, &err),
+                     0);
+    ck_assert_int_eq(req.stream, 0);
+}
+END_TEST
+
+START_TEST(rejects_bad_requests_with_param)
+{
+    llmgw_request_t req;
+    llmgw_error_t err;
+
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{", &req, &err), 400);
+    ck_assert_str_eq(err.code, "invalid_json");
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "[1]", &req, &err), 400);
+    ck_assert_str_eq(err.code, "invalid_json");
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"messages\":[]}", &req, &err),
+                     400);
+    ck_assert_str_eq(err.param, "model");
+    ck_assert_str_eq(err.code, "missing_required_parameter");
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":5,\"messages\":[]}",
+                           &req, &err), 400);
+    ck_assert_str_eq(err.code, "invalid_type");
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\"}", &req, &err),
+                     400);
+    ck_assert_str_eq(err.param, "messages");
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":"
+                           "\"hi\"}", &req, &err), 400);
+    ck_assert_str_eq(err.param, "messages");
+    ck_assert_str_eq(err.code, "invalid_type");
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
+                           "\"stream\":\"yes\"}", &req, &err), 400);
+    ck_assert_str_eq(err.param, "stream");
+    ck_assert_int_eq(parse(LLMGW_EP_EMBEDDINGS, "{\"model\":\"m\"}", &req,
+                           &err), 400);
+    ck_assert_str_eq(err.param, "input");
+}
+END_TEST
+
+START_TEST(keeps_body_when_nothing_changes)
+{
+    const char *body = "{\"model\":\"m\",\"messages\":[]}";
+    llmgw_request_t req;
+    llmgw_error_t err;
+    apr_size_t len;
+    int strip;
+
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, body, &req, &err), 0);
+    ck_assert_ptr_eq(llmgw_request_upstream_body(&req, "m", body,
+                                                 strlen(body), &len, &strip),
+                     body);
+    ck_assert_int_eq(strip, 0);
+}
+END_TEST
+
+START_TEST(renames_and_injects_usage)
+{
+    const char *body = "{\"model\":\"gpt-4o\",\"messages\":[],"
+                       "\"stream\":true}";
+    llmgw_request_t req;
+    llmgw_error_t err;
+    apr_size_t len;
+    int strip;
+    const char *out;
+
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, body, &req, &err), 0);
+    out = llmgw_request_upstream_body(&req, "local", body, strlen(body), &len,
+                                      &strip);
+    ck_assert_int_eq(strip, 1);
+    ck_assert_str_eq(out, "{\"model\":\"local\",\"messages\":[],\"stream\":"
+                          "true,\"stream_options\":{\"include_usage\":true}}");
+    ck_assert_int_eq(len, strlen(out));
+}
+END_TEST
+
+START_TEST(finds_usage)
+{
+    const char *plain = "{\"choices\":[],\"usage\":{\"prompt_tokens\":5,"
+                        "\"completion_tokens\":7,\"total_tokens\":12},"
+                        "\"timings\":{}}";
+    const char *nulls = "{\"usage\":null}";
+    const char *nested = "{\"usage\": {\"prompt_tokens\":1,"
+                         "\"completion_tokens\":2}}";
+    llmgw_usage_t u = { 0 };
+
+    ck_assert_int_eq(llmgw_usage_find(test_pool, plain, strlen(plain), &u),
+                     1);
+    ck_assert_int_eq(u.prompt, 5);
+    ck_assert_int_eq(u.completion, 7);
+    ck_assert_int_eq(u.total, 12);
+    memset(&u, 0, sizeof(u));
+    ck_assert_int_eq(llmgw_usage_find(test_pool, nulls, strlen(nulls), &u),
+                     0);
+    ck_assert_int_eq(llmgw_usage_find(test_pool, nested, strlen(nested), &u),
+                     1);
+    ck_assert_int_eq(u.total, 3);
+    /* A window that starts mid-object still finds the last usage. */
+    ck_assert_int_eq(llmgw_usage_find(test_pool, plain + 9,
+                                      strlen(plain) - 9, &u), 1);
+    ck_assert_int_eq(u.total, 12);
+}
+END_TEST
+
+START_TEST(writes_error_shape)
+{
+    llmgw_error_t err;
+
+    llmgw_error_set(&err, 404, "invalid_request_error", "model",
+                    "model_not_found", "no \"x\"");
+    ck_assert_str_eq(llmgw_error_json(test_pool, &err),
+                     "{\"error\":{\"message\":\"no \\\"x\\\"\",\"type\":"
+                     "\"invalid_request_error\",\"param\":\"model\","
+                     "\"code\":\"model_not_found\"}}");
+    llmgw_error_for_status(504, &err);
+    ck_assert_str_eq(err.code, "upstream_timeout");
+    ck_assert_ptr_null(err.param);
+    llmgw_error_for_status(503, &err);
+    ck_assert_str_eq(err.code, "no_backend_available");
+}
+END_TEST
+
+Suite *dialect_suite(void)
+{
+    Suite *s = suite_create("dialect");
+    TCase *tc = tcase_create("openai");
+
+    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
+    tcase_add_test(tc, maps_endpoints);
+    tcase_add_test(tc, accepts_valid_requests);
+    tcase_add_test(tc, rejects_bad_requests_with_param);
+    tcase_add_test(tc, keeps_body_when_nothing_changes);
+    tcase_add_test(tc, renames_and_injects_usage);
+    tcase_add_test(tc, finds_usage);
+    tcase_add_test(tc, writes_error_shape);
+    suite_add_tcase(s, tc);
+    return s;
+}

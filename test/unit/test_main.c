@@ -1,0 +1,37 @@
+/* test_main.c: runs every Check suite of the core (make check), printing
+ * Check's own summary line. */
+#include <stdlib.h>
+
+#include <apr_general.h>
+
+#include "test_core.h"
+
+apr_pool_t *test_pool;
+
+void test_pool_setup(void)
+{
+    apr_pool_create(&test_pool, NULL);
+}
+
+void test_pool_teardown(void)
+{
+    apr_pool_destroy(test_pool);
+    test_pool = NULL;
+}
+
+int main(void)
+{
+    SRunner *sr;
+    int failed;
+
+    apr_initialize();
+    sr = srunner_create(json_suite());
+    srunner_add_suite(sr, dialect_suite());
+    srunner_add_suite(sr, route_suite());
+    srunner_add_suite(sr, stream_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    apr_terminate();
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

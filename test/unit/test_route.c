@@ -1,0 +1,81 @@
+/* test_route.c: exact names before globs, config order among globs, and
+ * duplicate names refused with the place of the first claim. */
+#include <stdarg.h>
+#include <string.h>
+
+#include "llmgw_route.h"
+#include "test_core.h"
+
+static llmgw_route_t *route(const char *first, ...)
+{
+    llmgw_route_t *r = apr_pcalloc(test_pool, sizeof(*r));
+    va_list ap;
+    const char *p;
+
+    r->patterns = apr_array_make(test_pool, 2, sizeof(const char *));
+    va_start(ap, first);
+    for (p = first; p; p = va_arg(ap, const char *)) {
+        APR_ARRAY_PUSH(r->patterns, const char *) = p;
+    }
+    va_end(ap);
+    r->name = first;
+    r->file = "test.conf";
+    r->line = 1;
+    return r;
+}
+
+START_TEST(routes_exact_alias_and_glob)
+{
+    llmgw_router_t *rt = llmgw_router_create(test_pool);
+    llmgw_route_t *glob = route("llama3*", NULL);
+    llmgw_route_t *exact = route("llama3:70b", "big", NULL);
+    llmgw_route_t *any = route("*", NULL);
+
+    ck_assert_ptr_null(llmgw_router_add(test_pool, rt, glob));
+    ck_assert_ptr_null(llmgw_router_add(test_pool, rt, exact));
+    ck_assert_ptr_null(llmgw_router_add(test_pool, rt, any));
+    ck_assert_ptr_eq(llmgw_router_find(rt, "llama3:70b"), exact);
+    ck_assert_ptr_eq(llmgw_router_find(rt, "big"), exact);
+    ck_assert_ptr_eq(llmgw_router_find(rt, "llama3:8b"), glob);
+    ck_assert_ptr_eq(llmgw_router_find(rt, "org/other"), any);
+    ck_assert_str_eq(llmgw_router_names(test_pool, rt), "llama3:70b, big");
+}
+END_TEST
+
+START_TEST(no_match_and_empty_names)
+{
+    llmgw_router_t *rt = llmgw_router_create(test_pool);
+
+    ck_assert_str_eq(llmgw_router_names(test_pool, rt), "(none)");
+    ck_assert_ptr_null(llmgw_router_add(test_pool, rt, route("qwen?",
+                                                             NULL)));
+    ck_assert_ptr_null(llmgw_router_find(rt, "qwen"));
+    ck_assert_ptr_nonnull(llmgw_router_find(rt, "qwen2"));
+}
+END_TEST
+
+START_TEST(refuses_duplicate_names)
+{
+    llmgw_router_t *rt = llmgw_router_create(test_pool);
+    const char *err;
+
+    ck_assert_ptr_null(llmgw_router_add(test_pool, rt, route("a", NULL)));
+    err = llmgw_router_add(test_pool, rt, route("b", "a", NULL));
+    ck_assert_ptr_nonnull(err);
+    ck_assert_ptr_nonnull(strstr(err, "'a'"));
+    ck_assert_ptr_nonnull(strstr(err, "test.conf:1"));
+}
+END_TEST
+
+Suite *route_suite(void)
+{
+    Suite *s = suite_create("route");
+    TCase *tc = tcase_create("router");
+
+    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
+    tcase_add_test(tc, routes_exact_alias_and_glob);
+    tcase_add_test(tc, no_match_and_empty_names);
+    tcase_add_test(tc, refuses_duplicate_names);
+    suite_add_tcase(s, tc);
+    return s;
+}

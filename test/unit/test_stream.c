@@ -1,0 +1,156 @@
+/* test_stream.c: SSE framing at every byte boundary, usage read from the
+ * stream, the injected usage chunk removed, and the error tail. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <apr_strings.h>
+
+#include "llmgw_stream.h"
+#include "test_core.h"
+
+#define EV(s) "data: " s "\n\n"
+
+static const char *stream =
+    EV("{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":9,"
+       "\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+       "\"assistant\",\"content\":\"\"}}],\"usage\":null}")
+    EV("{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+       "\"hi \"}}],\"usage\":null}")
+    EV("{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},"
+       "\"finish_reason\":\"stop\"}],\"usage\":null}")
+    EV("{\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,"
+       "\"completion_tokens\":1,\"total_tokens\":4}}")
+    EV("[DONE]");
+
+/* Feeds the stream in pieces of 'step' bytes, collecting the output. */
+static char *run(const char *in, apr_size_t step, int strip,
+                 llmgw_sse_t **out_s)
+{
+    llmgw_sse_t *s = llmgw_sse_create(test_pool, strip);
+    apr_size_t len = strlen(in), off = 0, n;
+    char *out = apr_pcalloc(test_pool, len + 1);
+    apr_size_t olen = 0;
+    const char *ready;
+
+    while (off < len) {
+        apr_size_t take = len - off < step ? len - off : step;
+
+        n = llmgw_sse_feed(s, in + off, take, &ready);
+        memcpy(out + olen, ready, n);
+        olen += n;
+        off += take;
+    }
+    *out_s = s;
+    return out;
+}
+
+START_TEST(frames_at_every_boundary)
+{
+    apr_size_t step;
+
+    for (step = 1; step <= strlen(stream); step++) {
+        llmgw_sse_t *s;
+        char *out = run(stream, step, 0, &s);
+
+        ck_assert_str_eq(out, stream);
+        ck_assert_int_eq(s->done, 1);
+        ck_assert_int_eq(s->usage.found, 1);
+        ck_assert_int_eq(s->usage.total, 4);
+        ck_assert_int_eq(s->content_events, 1);
+        ck_assert_int_eq(llmgw_sse_pending(s), 0);
+    }
+}
+END_TEST
+
+START_TEST(strips_injected_usage_chunk)
+{
+    apr_size_t step;
+
+    for (step = 1; step <= strlen(stream); step += 7) {
+        llmgw_sse_t *s;
+        char *out = run(stream, step, 1, &s);
+
+        ck_assert_ptr_null(strstr(out, "\"choices\":[]"));
+        ck_assert_ptr_nonnull(strstr(out, "data: [DONE]\n\n"));
+        ck_assert_int_eq(s->usage.total, 4);
+    }
+}
+END_TEST
+
+START_TEST(counts_output_with_spaced_json)
+{
+    llmgw_sse_t *s;
+
+    run(EV("{\"choices\": [{\"delta\": {\"role\": \"assistant\", "
+           "\"content\": \"\"}}]}")
+        EV("{\"choices\": [{\"delta\": {\"content\": \"w \"}}]}"), 4, 0,
+        &s);
+    ck_assert_int_eq(s->content_events, 1);
+}
+END_TEST
+
+START_TEST(accepts_crlf_events)
+{
+    llmgw_sse_t *s;
+    char *out = run("data: {\"id\":\"x\"}\r\n\r\ndata: [DONE]\r\n\r\n", 3, 0,
+                    &s);
+
+    ck_assert_str_eq(out, "data: {\"id\":\"x\"}\r\n\r\ndata: [DONE]\r\n\r\n");
+    ck_assert_int_eq(s->done, 1);
+}
+END_TEST
+
+START_TEST(holds_back_partial_event_and_ends_with_error)
+{
+    llmgw_sse_t *s;
+    llmgw_error_t err;
+    const char *cut = EV("{\"id\":\"c9\",\"object\":\"chat.completion.chunk\","
+                         "\"created\":5,\"model\":\"m\",\"choices\":[]}")
+                      "data: {\"id\":\"c9\",\"choi";
+    char *out = run(cut, 5, 0, &s);
+    const char *tail;
+    apr_size_t n;
+
+    ck_assert_ptr_null(strstr(out, "choi\""));
+    ck_assert_int_gt(llmgw_sse_pending(s), 0);
+    ck_assert_int_eq(s->done, 0);
+    llmgw_error_set(&err, 502, "server_error", NULL, "upstream_stream_error",
+                    "broke");
+    tail = llmgw_sse_error_tail(s, test_pool, LLMGW_EP_CHAT, &err, &n);
+    ck_assert_int_eq(n, strlen(tail));
+    ck_assert_ptr_nonnull(strstr(tail, "\"id\":\"c9\""));
+    ck_assert_ptr_nonnull(strstr(tail, "\"finish_reason\":\"error\""));
+    ck_assert_ptr_nonnull(strstr(tail, "\"code\":\"upstream_stream_error\""));
+    ck_assert_ptr_nonnull(strstr(tail, "data: [DONE]\n\n"));
+}
+END_TEST
+
+START_TEST(error_tail_for_completions_without_events)
+{
+    llmgw_sse_t *s = llmgw_sse_create(test_pool, 0);
+    llmgw_error_t err;
+    apr_size_t n;
+    const char *tail;
+
+    llmgw_error_set(&err, 502, "server_error", NULL, "x", "y");
+    tail = llmgw_sse_error_tail(s, test_pool, LLMGW_EP_COMPLETIONS, &err, &n);
+    ck_assert_ptr_nonnull(strstr(tail, "\"object\":\"text_completion\""));
+    ck_assert_ptr_nonnull(strstr(tail, "\"text\":\"\""));
+}
+END_TEST
+
+Suite *stream_suite(void)
+{
+    Suite *s = suite_create("stream");
+    TCase *tc = tcase_create("sse");
+
+    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
+    tcase_add_test(tc, frames_at_every_boundary);
+    tcase_add_test(tc, strips_injected_usage_chunk);
+    tcase_add_test(tc, counts_output_with_spaced_json);
+    tcase_add_test(tc, accepts_crlf_events);
+    tcase_add_test(tc, holds_back_partial_event_and_ends_with_error);
+    tcase_add_test(tc, error_tail_for_completions_without_events);
+    suite_add_tcase(s, tc);
+    return s;
+}
