@@ -1,0 +1,76 @@
+# build/lib.sh: shared by build/check, build/demo and build/bench: install
+# what is missing (Debian), build in the source tree, find httpd modules.
+# shellcheck shell=bash
+
+LLMGW_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LLMGW_APT_PACKAGES="gcc make autoconf automake libtool pkg-config curl
+    apache2 apache2-dev libapr1-dev libaprutil1-dev libjson-c-dev
+    libxml2-dev libmicrohttpd-dev check valgrind python3 python3-pytest
+    memcached"
+HTTPD_MODULES=/usr/lib/apache2/modules
+
+llmgw_log() { printf '%s\n' "$*" >&2; }
+
+# Installs the Debian packages that are not there yet. apt-get update runs
+# only when something is missing, so a ready machine starts in a second.
+llmgw_install_deps() {
+    local missing=() pkg
+    for pkg in $LLMGW_APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null \
+            | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        llmgw_log "missing packages: ${missing[*]}"
+        llmgw_log "install them as root: apt-get install ${missing[*]}"
+        return 1
+    fi
+    llmgw_log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Configures on first use (or when configure.ac/Makefile.am changed), then
+# builds the module, the unit tests and the emulated backend.
+llmgw_build() {
+    (
+        cd "$LLMGW_TOP"
+        if [ ! -x configure ] || [ configure.ac -nt configure ] \
+            || [ Makefile.am -nt Makefile.in ]; then
+            autoreconf -fi >/dev/null 2>&1 || autoreconf -fi
+        fi
+        if [ ! -f Makefile ] || [ configure -nt Makefile ]; then
+            ./configure -q >/dev/null
+        fi
+        make -s -j"$(nproc)" all >/dev/null
+        make -s -j"$(nproc)" test/unit/test_core >/dev/null
+    )
+}
+
+# A free TCP port on 127.0.0.1.
+llmgw_free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); \
+s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Waits until something accepts connections on 127.0.0.1:$1.
+llmgw_wait_port() {
+    local port=$1 tries=${2:-100}
+    while [ "$tries" -gt 0 ]; do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+        tries=$((tries - 1))
+    done
+    return 1
+}
+
+# The LoadModule lines a gateway needs (mod_log_config is built in).
+llmgw_load_modules() {
+    local m
+    for m in mpm_event authz_core proxy proxy_http slotmem_shm \
+        proxy_balancer lbmethod_byrequests status; do
+        echo "LoadModule ${m}_module $HTTPD_MODULES/mod_$m.so"
+    done
+    echo "LoadModule llm_gateway_module $LLMGW_TOP/.libs/mod_llm_gateway.so"
+}
