@@ -107,6 +107,10 @@ static const char *route_section(cmd_parms *cmd, void *dummy,
         return apr_psprintf(cmd->pool, "<LLMRoute \"%s\"> needs an "
                             "LLMBackend directive", route->name);
     }
+    /* Aliases name the route's model: the backend knows only the name. */
+    if (!route->upstream_model && !llmgw_pattern_is_glob(route->name)) {
+        route->upstream_model = route->name;
+    }
     err = llmgw_router_add(cmd->pool, conf->router, route);
     return err ? apr_psprintf(cmd->pool, "<LLMRoute>: %s", err) : NULL;
 }

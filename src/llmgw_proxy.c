@@ -506,6 +506,12 @@ static apr_status_t error_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     if (!f->ctx) {
         /* First call: the status is final; replace the HTML page. */
         f->ctx = f;
+        if (r->status == HTTP_BAD_GATEWAY
+            && apr_table_get(r->notes, "proxy_timedout")) {
+            /* mod_proxy_http reports a read timeout as 502. */
+            r->status = HTTP_GATEWAY_TIME_OUT;
+            r->status_line = NULL;
+        }
         llmgw_error_for_status(r->status, &err);
         json = llmgw_error_json(r->pool, &err);
         ap_set_content_type(r, "application/json");

@@ -12,7 +12,9 @@ typedef struct llmgw_route {
     apr_array_header_t *patterns; /* const char *: name and aliases */
     const char *balancer;        /* "balancer://NAME" */
     const char *dialect;         /* "openai" */
-    const char *upstream_model;  /* NULL: send the client's name */
+    const char *upstream_model;  /* LLMUpstreamModel, else the route's
+                                  * exact name; NULL for a glob route:
+                                  * send the client's name */
     const char *file;            /* where <LLMRoute> stands */
     int line;
     const char *backend_file;    /* where LLMBackend stands */

@@ -1,0 +1,94 @@
+# pytest fixtures for the mod_llm_gateway integration suite: one temp dir, the
+# emulated backends and one real apache2 per session, all torn down at the end.
+import os
+import uuid
+
+import pytest
+
+import llmgw_env as env
+
+
+def _require(path, what, hint):
+    if not os.path.exists(path):
+        # CI must never turn a missing build into a green (all-skipped) run.
+        pytest.exit(f"{what} not found at {path}: {hint}", returncode=1)
+
+
+def pytest_sessionstart(session):
+    if session.config.option.collectonly:
+        return
+    _require(env.module_path(), "mod_llm_gateway",
+             "build the module first or set LLMGW_MODULE=/path/to/mod_llm_gateway.so")
+    _require(env.mockllm_path(), "mockllm",
+             "build test/mockllm first or set MOCKLLM=/path/to/mockllm")
+    _require(env.APACHE2, "apache2", "set APACHE2=/path/to/apache2")
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    kept = getattr(config, "_llmgw_kept", None)
+    if kept:
+        terminalreporter.write_line(f"llmgw: test dir kept for inspection: {kept}")
+
+
+@pytest.fixture(scope="session")
+def workdir(request):
+    d = env.new_workdir()
+    yield d
+    if request.session.testsfailed or getattr(request.config, "_llmgw_keep", False):
+        request.config._llmgw_kept = d
+        print(f"\nllmgw: keeping {d}")
+    else:
+        env.remove_workdir(d)
+
+
+@pytest.fixture(scope="session")
+def ports():
+    # Dead ports: allocated then released, so nothing listens there.
+    return {k: env.free_port() for k in ("be_a", "be_b", "slow", "dead1", "dead2")}
+
+
+@pytest.fixture(scope="session")
+def mocks(workdir, ports):
+    started = {}
+    binary = env.mockllm_path()
+    common = ["--models", "mock-small,mock-large", "--tps", "1000", "--ttft-ms", "5"]
+    try:
+        for name, key in (("a", "be_a"), ("b", "be_b"), ("slow", "slow")):
+            started[name] = env.MockBackend(binary, workdir, name, ports[key], common).start()
+        yield started
+    finally:
+        for m in started.values():
+            m.stop()
+
+
+@pytest.fixture(scope="session")
+def gw(request, workdir, ports, mocks):
+    g = env.Gateway(workdir, ports, env.module_path())
+    g.start()
+    try:
+        yield g
+    finally:
+        crashed = g.crash_lines()
+        g.stop()
+    # Fails the teardown of the last test, which testsfailed does not count yet.
+    request.config._llmgw_keep = bool(crashed)
+    assert not crashed, "apache2 children crashed:\n" + "".join(crashed)
+
+
+@pytest.fixture(scope="session")
+def config_test(workdir, ports):
+    """Run `apache2 -t` on the gateway config plus a snippet."""
+    counter = iter(range(1000))
+
+    def run(extra=""):
+        return env.config_test(workdir, f"cfgtest-{next(counter)}", ports,
+                               env.module_path(), extra)
+    return run
+
+
+@pytest.fixture
+def uniq():
+    """A fresh suffix, e.g. for model names the gpt-* glob accepts, so a test
+    can find its own line in the shared access log."""
+    return uuid.uuid4().hex[:10]
+

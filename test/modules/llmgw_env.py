@@ -1,0 +1,617 @@
+# Test harness for mod_llm_gateway: starts/stops the emulated backends and a real
+# apache2, writes its config, and offers small HTTP/SSE/access-log helpers.
+import atexit
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+APACHE2 = os.environ.get("APACHE2", "/usr/sbin/apache2")
+MODULES_DIR = os.environ.get("APACHE2_MODULES", "/usr/lib/apache2/modules")
+HOST = "127.0.0.1"
+
+# Order matters: mod_proxy must precede its providers and our module.
+STD_MODULES = [
+    ("mpm_event_module", "mod_mpm_event.so"),
+    ("authz_core_module", "mod_authz_core.so"),
+    ("unixd_module", "mod_unixd.so"),
+    ("proxy_module", "mod_proxy.so"),
+    ("proxy_http_module", "mod_proxy_http.so"),
+    ("slotmem_shm_module", "mod_slotmem_shm.so"),
+    ("proxy_balancer_module", "mod_proxy_balancer.so"),
+    ("lbmethod_byrequests_module", "mod_lbmethod_byrequests.so"),
+    ("status_module", "mod_status.so"),
+]
+
+LOG_FIELDS = ["request", "status", "model", "route", "upstream_model", "stream",
+              "prompt_tokens", "completion_tokens", "total_tokens", "ttft_ms", "error"]
+LOG_FORMAT = "|".join(["%r", "%>s"] + ["%{llm-" + f + "}n" for f in (
+    "model", "route", "upstream-model", "stream", "prompt-tokens",
+    "completion-tokens", "total-tokens", "ttft-ms", "error")])
+
+# Lines in the error log that mean a child died under us.
+CRASH_MARKERS = ("exit signal", "Segmentation fault", "AH00052", "AH00060")
+
+
+def module_path():
+    return os.environ.get("LLMGW_MODULE", os.path.join(REPO, ".libs", "mod_llm_gateway.so"))
+
+
+def mockllm_path():
+    return os.environ.get("MOCKLLM", os.path.join(REPO, "test", "mockllm", "mockllm"))
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def tail(path, n=40):
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        return "\n".join(lines[-n:])
+    except OSError as e:
+        return f"<cannot read {path}: {e}>"
+
+
+def wait_port(port, proc, logfiles, what, timeout=10.0):
+    """Wait until PORT accepts connections; fail with the log tails if PROC died."""
+    if isinstance(logfiles, str):
+        logfiles = [logfiles]
+
+    def logs():
+        return "\n".join(f"--- {f}:\n{tail(f)}" for f in logfiles)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening on "
+                               f"{port}\n{logs()}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} not listening on {port} after {timeout}s\n{logs()}")
+
+
+_started = []
+
+
+def _stop_all_at_exit():
+    # Safety net for interrupted runs whose fixture teardown never happened.
+    for proc in _started:
+        if proc.poll() is None:
+            proc.kill()
+
+
+atexit.register(_stop_all_at_exit)
+
+
+def spawn(args, logfile):
+    with open(logfile, "ab") as logf:
+        proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    _started.append(proc)
+    return proc
+
+
+def stop_process(proc, timeout=10.0):
+    """SIGTERM, then SIGKILL after TIMEOUT; returns the exit code."""
+    if proc is None or proc.poll() is not None:
+        return None if proc is None else proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)
+
+
+def child_pids(ppid):
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # comm may contain spaces/parens: fields after the last ')' are fixed.
+        rest = stat[stat.rfind(")") + 2:].split()
+        if int(rest[1]) == ppid:
+            pids.append(int(d))
+    return pids
+
+
+# ---------------------------------------------------------------- backends
+
+class MockBackend:
+    def __init__(self, binary, workdir, name, port=None, extra_args=()):
+        self.binary = binary
+        self.name = name
+        self.port = port or free_port()
+        self.log = os.path.join(workdir, f"mock-{name}.log")
+        self.args = [binary, "--host", HOST, "--port", str(self.port), "--name", name,
+                     *extra_args]
+        self.proc = None
+
+    def start(self):
+        self.proc = spawn(self.args, self.log)
+        wait_port(self.port, self.proc, self.log, f"mockllm {self.name}")
+        return self
+
+    def stop(self):
+        return stop_process(self.proc)
+
+    def _call(self, method, path):
+        r = request(self.port, method, path, timeout=10)
+        assert r.status == 200, f"mock {self.name} {method} {path}: {r.status} {r.body[:200]!r}"
+        return r.json()
+
+    def stats(self):
+        return self._call("GET", "/mock/stats")
+
+    def reset(self):
+        return self._call("POST", "/mock/reset")
+
+    def last(self):
+        """What the gateway sent upstream for the last generation request."""
+        return self._call("GET", "/mock/last")
+
+    def last_body(self):
+        return json.loads(self.last()["body"])
+
+
+# ---------------------------------------------------------------- gateway
+
+def gateway_config(d, port, ports, module, extra=""):
+    """The gateway config under test; `ports` maps be_a, be_b, slow, dead1, dead2."""
+    lines = [f'ServerRoot "{d}"', f"Listen {HOST}:{port}", f"ServerName {HOST}",
+             f'PidFile "{d}/run/httpd.pid"', f'DefaultRuntimeDir "{d}/run"',
+             f'Mutex file:{d}/run default', f'ErrorLog "{d}/error.log"',
+             f'LogFormat "{LOG_FORMAT}" llm', f'CustomLog "{d}/access.log" llm',
+             f'DocumentRoot "{d}/htdocs"']
+    # Debian compiles some modules in (e.g. unixd); loading those again is an error.
+    builtin = compiled_in_modules()
+    for name, so in STD_MODULES:
+        if so.replace(".so", ".c") not in builtin:
+            lines.append(f'LoadModule {name} "{MODULES_DIR}/{so}"')
+    if module:
+        lines.append(f'LoadModule llm_gateway_module "{module}"')
+    # Per-module levels resolve at parse time: only after the LoadModule lines.
+    lines.append("LogLevel warn llm_gateway:debug proxy:warn" if module else "LogLevel warn")
+    if os.geteuid() == 0:
+        # Root starts children as www-data: they must still reach the tmp dir.
+        lines += ["User www-data", "Group www-data"]
+    lines += """\
+StartServers 2
+ServerLimit 4
+ThreadsPerChild 16
+ThreadLimit 16
+MaxRequestWorkers 64
+MinSpareThreads 16
+MaxSpareThreads 64
+Timeout 30
+KeepAlive On
+<Location "/server-status">
+    SetHandler server-status
+</Location>
+""".splitlines()
+    lines += f"""\
+<Proxy "balancer://be">
+    BalancerMember "http://{HOST}:{ports['be_a']}"
+    BalancerMember "http://{HOST}:{ports['be_b']}"
+</Proxy>
+# Nothing listens on these ports.
+<Proxy "balancer://dead">
+    BalancerMember "http://{HOST}:{ports['dead1']}"
+    BalancerMember "http://{HOST}:{ports['dead2']}"
+</Proxy>
+<Proxy "balancer://slow">
+    BalancerMember "http://{HOST}:{ports['slow']}" timeout=2
+</Proxy>
+""".splitlines()
+    if module:
+        lines += """\
+LLMMaxRequestBody 1048576
+<LLMRoute "mock-small" "small">
+    LLMBackend balancer://be dialect=openai
+</LLMRoute>
+<LLMRoute "mock-large">
+    LLMBackend balancer://be
+</LLMRoute>
+<LLMRoute "gpt-*">
+    LLMBackend balancer://be
+    LLMUpstreamModel mock-large
+</LLMRoute>
+<LLMRoute "dead-model">
+    LLMBackend balancer://dead
+</LLMRoute>
+<LLMRoute "slow-model">
+    LLMBackend balancer://slow
+</LLMRoute>
+<Location "/v1">
+    LLMApi openai
+</Location>
+<Location "/v1/off">
+    LLMApi off
+</Location>
+""".splitlines()
+    if extra:
+        lines += extra.rstrip("\n").splitlines()
+    return "\n".join(lines) + "\n"
+
+
+_builtin = None
+
+
+def compiled_in_modules():
+    global _builtin
+    if _builtin is None:
+        out = subprocess.run([APACHE2, "-l"], capture_output=True, text=True, timeout=30).stdout
+        _builtin = {l.strip() for l in out.splitlines()[1:] if l.strip()}
+    return _builtin
+
+
+def make_server_dir(parent, name):
+    d = os.path.join(parent, name)
+    for sub in ("", "run", "htdocs"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+        os.chmod(os.path.join(d, sub), 0o755)
+    return d
+
+
+@dataclass
+class LogLine:
+    raw: str
+    fields: dict = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["fields"][name]
+        except KeyError:
+            raise AttributeError(name)
+
+
+def parse_log_line(line):
+    parts = line.rstrip("\n").split("|")
+    if len(parts) != len(LOG_FIELDS):
+        return LogLine(line, {"request": line})
+    return LogLine(line, dict(zip(LOG_FIELDS, parts)))
+
+
+class Gateway:
+    def __init__(self, workdir, ports, module, name="gw", extra=""):
+        self.dir = make_server_dir(workdir, name)
+        self.port = free_port()
+        self.ports = ports
+        self.module = module
+        self.conf = os.path.join(self.dir, "httpd.conf")
+        self.error_log = os.path.join(self.dir, "error.log")
+        self.access_log = os.path.join(self.dir, "access.log")
+        self.stdout_log = os.path.join(self.dir, "apache2.out")
+        with open(self.conf, "w") as f:
+            f.write(gateway_config(self.dir, self.port, ports, module, extra))
+        with open(os.path.join(self.dir, "htdocs", "index.html"), "w") as f:
+            f.write("<html><body>plain</body></html>\n")
+        self.proc = None
+
+    def cmd(self, *args):
+        return [APACHE2, "-d", self.dir, "-f", self.conf, *args]
+
+    def start(self):
+        self.proc = spawn(self.cmd("-DFOREGROUND"), self.stdout_log)
+        try:
+            wait_port(self.port, self.proc, [self.stdout_log, self.error_log], "apache2")
+            # The parent binds before children accept: wait for a real answer.
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    if request(self.port, "GET", "/server-status?auto", timeout=2).status == 200:
+                        break
+                except OSError:
+                    pass
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"apache2 not serving on {self.port}\n"
+                                       f"--- {self.stdout_log}:\n{tail(self.stdout_log)}\n"
+                                       f"--- {self.error_log}:\n{tail(self.error_log)}")
+                time.sleep(0.1)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        if self.proc is None:
+            return None
+        kids = child_pids(self.proc.pid)
+        rc = stop_process(self.proc)
+        # A SIGKILLed parent leaves its children behind; they are ours to reap.
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return rc
+
+    def children(self):
+        return child_pids(self.proc.pid)
+
+    def crash_lines(self):
+        try:
+            with open(self.error_log, errors="replace") as f:
+                return [l for l in f if any(m in l for m in CRASH_MARKERS)]
+        except FileNotFoundError:
+            return []
+
+    # -- access log
+
+    def log_lines(self):
+        try:
+            with open(self.access_log, errors="replace") as f:
+                return [parse_log_line(l) for l in f if l.strip()]
+        except FileNotFoundError:
+            return []
+
+    def log_mark(self):
+        return len(self.log_lines())
+
+    def wait_log(self, pred, since=0, count=1, timeout=5.0):
+        """Lines after mark SINCE matching PRED; waits until COUNT of them exist,
+        because httpd writes the line after the client already has the response."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [l for l in self.log_lines()[since:] if pred(l)]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+    def wait_log_one(self, pred, since=0, timeout=5.0):
+        found = self.wait_log(pred, since, 1, timeout)
+        assert found, (f"no access log line after #{since} matched; last lines:\n"
+                       + "\n".join(l.raw for l in self.log_lines()[-5:]))
+        return found[-1]
+
+    # -- HTTP
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        return request(self.port, method, path, body, headers, timeout)
+
+    def post(self, path, body, headers=None, timeout=30):
+        return self.request("POST", path, body, headers, timeout)
+
+    def get(self, path, headers=None, timeout=30):
+        return self.request("GET", path, None, headers, timeout)
+
+    def stream(self, path, body, headers=None, timeout=30):
+        return stream(self.port, path, body, headers, timeout)
+
+    def curl(self, *args, timeout=60):
+        return curl(self.port, *args, timeout=timeout)
+
+    def url(self, path):
+        return f"http://{HOST}:{self.port}{path}"
+
+
+def config_test(workdir, name, ports, module, extra=""):
+    """`apache2 -t` on the gateway config with EXTRA appended.
+    Returns (exit code, combined output, config path, first and last line of EXTRA)."""
+    d = make_server_dir(workdir, name)
+    conf = os.path.join(d, "httpd.conf")
+    text = gateway_config(d, free_port(), ports, module, extra)
+    with open(conf, "w") as f:
+        f.write(text)
+    total = text.count("\n")
+    n_extra = extra.rstrip("\n").count("\n") + 1 if extra else 0
+    first = total - n_extra + 1
+    p = subprocess.run([APACHE2, "-t", "-d", d, "-f", conf], capture_output=True, text=True,
+                       timeout=60)
+    return p.returncode, p.stdout + p.stderr, conf, first, total
+
+
+# ---------------------------------------------------------------- HTTP clients
+
+@dataclass
+class Response:
+    status: int
+    headers: object
+    body: bytes
+    elapsed: float
+
+    def header(self, name, default=None):
+        return self.headers.get(name, default)
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def content_type(self):
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+
+def _encode(body):
+    if body is None or isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    return json.dumps(body).encode()
+
+
+def request(port, method, path, body=None, headers=None, timeout=30):
+    """One request on a fresh connection: mod_proxy treats failures on reused
+    client connections differently (closes instead of answering)."""
+    data = _encode(body)
+    hdrs = {"Connection": "close"}
+    if data is not None:
+        hdrs["Content-Type"] = "application/json"
+    hdrs.update(headers or {})
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    t0 = time.monotonic()
+    try:
+        try:
+            conn.request(method, path, body=data, headers=hdrs)
+        except (BrokenPipeError, ConnectionResetError):
+            # The server may answer (e.g. 413) before reading all we send.
+            pass
+        resp = conn.getresponse()
+        payload = resp.read()
+        return Response(resp.status, resp.headers, payload, time.monotonic() - t0)
+    finally:
+        conn.close()
+
+
+@dataclass
+class Stream:
+    status: int
+    headers: object
+    events: list      # (seconds since request sent, data string) per SSE event
+    raw: bytes
+
+    @property
+    def content_type(self):
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+    def data(self):
+        return [d for _, d in self.events]
+
+    def chunks(self):
+        """Decoded JSON events, without the [DONE] terminator."""
+        return [json.loads(d) for d in self.data() if d != "[DONE]"]
+
+    def content(self):
+        out = []
+        for c in self.chunks():
+            for ch in c.get("choices") or []:
+                delta = ch.get("delta") or {}
+                out.append(delta.get("content") or ch.get("text") or "")
+        return "".join(out)
+
+    def content_times(self):
+        times = []
+        for t, d in self.events:
+            if d == "[DONE]":
+                continue
+            for ch in json.loads(d).get("choices") or []:
+                if (ch.get("delta") or {}).get("content") or ch.get("text"):
+                    times.append(t)
+        return times
+
+
+def parse_sse(raw):
+    """SSE data payloads of complete events (multi-line data joined by \\n)."""
+    events = []
+    for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
+        datas = [l[5:].lstrip(b" ") for l in block.split(b"\n") if l.startswith(b"data:")]
+        if datas:
+            events.append(b"\n".join(datas).decode())
+    return events
+
+
+def stream(port, path, body, headers=None, timeout=30):
+    """POST and read the SSE answer in small reads, timestamping each event
+    as it becomes complete, to see whether tokens really trickle in."""
+    hdrs = {"Content-Type": "application/json", "Accept": "text/event-stream",
+            "Connection": "close"}
+    hdrs.update(headers or {})
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    t0 = time.monotonic()
+    try:
+        conn.request("POST", path, body=_encode(body), headers=hdrs)
+        resp = conn.getresponse()
+        raw, buf, events = b"", b"", []
+        while True:
+            piece = resp.read1(4096)
+            if not piece:
+                break
+            now = time.monotonic() - t0
+            raw += piece
+            buf += piece.replace(b"\r\n", b"\n")
+            while b"\n\n" in buf:
+                block, buf = buf.split(b"\n\n", 1)
+                for d in parse_sse(block + b"\n\n"):
+                    events.append((now, d))
+        return Stream(resp.status, resp.headers, events, raw)
+    finally:
+        conn.close()
+
+
+@dataclass
+class CurlResult:
+    rc: int
+    status: int
+    headers: dict
+    body: bytes
+    stderr: str
+
+
+def curl(port, *args, timeout=60):
+    """Run curl against the gateway; ARGS end with the path. Headers are dumped
+    separately so the body is exactly what curl received."""
+    *opts, path = args
+    with tempfile.NamedTemporaryFile() as hf:
+        p = subprocess.run(["curl", "-sS", "-N", "--max-time", str(timeout - 5),
+                            "-D", hf.name, *opts, f"http://{HOST}:{port}{path}"],
+                           capture_output=True, timeout=timeout)
+        head = open(hf.name, "rb").read().decode("latin-1")
+    status, headers = 0, {}
+    # With 100-continue curl dumps several header blocks: keep the final one.
+    for block in head.replace("\r\n", "\n").strip().split("\n\n"):
+        lines = block.split("\n")
+        if lines and lines[0].startswith("HTTP/"):
+            status = int(lines[0].split()[1])
+            headers = {}
+            for l in lines[1:]:
+                if ":" in l:
+                    k, v = l.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+    return CurlResult(p.returncode, status, headers, p.stdout, p.stderr.decode(errors="replace"))
+
+
+# ---------------------------------------------------------------- assertions
+
+def assert_openai_error(r, status, type_=None, code=None, param=...):
+    """A gateway error as a user's OpenAI client sees it: JSON, not an HTML page."""
+    body = r.body.decode(errors="replace")
+    assert r.status == status, f"expected {status}, got {r.status}: {body[:300]}"
+    assert r.content_type == "application/json", f"Content-Type {r.content_type}: {body[:300]}"
+    doc = json.loads(r.body)
+    err = doc.get("error")
+    assert isinstance(err, dict), doc
+    assert set(err) >= {"message", "type", "param", "code"}, err
+    assert isinstance(err["message"], str) and err["message"], err
+    assert isinstance(err["type"], str), err
+    assert err["param"] is None or isinstance(err["param"], str), err
+    assert err["code"] is None or isinstance(err["code"], str), err
+    if type_ is not None:
+        assert err["type"] == type_, err
+    if code is not None:
+        assert err["code"] == code, err
+    if param is not ...:
+        assert err["param"] == param, err
+    return err
+
+
+def new_workdir():
+    d = tempfile.mkdtemp(prefix="llmgw-test-", dir="/tmp")
+    os.chmod(d, 0o755)
+    return d
+
+
+def remove_workdir(d):
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def chat_body(model="mock-small", content="say hello to the gateway", **kw):
+    body = {"model": model, "messages": [{"role": "user", "content": content}]}
+    body.update(kw)
+    return body

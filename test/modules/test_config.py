@@ -1,0 +1,62 @@
+# Configuration errors caught by `apache2 -t`: each bad variant is refused and
+# the message points at the directive, the file and the line to fix.
+import re
+
+import pytest
+
+BAD = {
+    "unknown_balancer": ("LLMBackend", """\
+<LLMRoute "bad-unknown-balancer">
+    LLMBackend balancer://nope
+</LLMRoute>"""),
+    "route_without_backend": ("LLMRoute", """\
+<LLMRoute "bad-no-backend">
+    LLMUpstreamModel mock-large
+</LLMRoute>"""),
+    "backend_not_balancer": ("LLMBackend", """\
+<LLMRoute "bad-not-balancer">
+    LLMBackend http://127.0.0.1:1
+</LLMRoute>"""),
+    "unknown_dialect": ("LLMBackend", """\
+<LLMRoute "bad-dialect">
+    LLMBackend balancer://be dialect=klingon
+</LLMRoute>"""),
+    "bad_llmapi": ("LLMApi", """\
+<Location "/bad">
+    LLMApi bogus
+</Location>"""),
+    "negative_body_limit": ("LLMMaxRequestBody", "LLMMaxRequestBody -5"),
+    "duplicate_model": ("LLMRoute", """\
+<LLMRoute "mock-large">
+    LLMBackend balancer://be
+</LLMRoute>"""),
+    "route_without_name": ("LLMRoute", """\
+<LLMRoute>
+    LLMBackend balancer://be
+</LLMRoute>"""),
+}
+
+
+def test_good_config_syntax_ok(config_test):
+    rc, out, _, _, _ = config_test()
+    assert rc == 0, out
+    assert "Syntax OK" in out
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_config_rejected(config_test, case):
+    directive, snippet = BAD[case]
+    rc, out, conf, first, last = config_test(snippet)
+    assert rc != 0, f"accepted:\n{snippet}\n{out}"
+    assert "Syntax OK" not in out, out
+    assert directive in out, f"{directive} not named:\n{out}"
+    assert conf in out, f"config path not named:\n{out}"
+    lines = set(range(first, last + 1))
+    if case == "duplicate_model":
+        # Either occurrence is a useful pointer.
+        with open(conf) as f:
+            lines |= {i for i, l in enumerate(f, 1) if l.startswith('<LLMRoute "mock-large"')}
+    # httpd says "on line N of FILE"; a module may also say "FILE:N".
+    mentioned = {int(n) for n in re.findall(r"\bline (\d+)\b", out)}
+    mentioned |= {int(n) for n in re.findall(re.escape(conf) + r":(\d+)", out)}
+    assert mentioned & lines, f"none of lines {sorted(lines)} of {conf} named:\n{out}"

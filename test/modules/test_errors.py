@@ -1,0 +1,177 @@
+# Error answers: every failure a client can provoke, or an upstream can cause,
+# comes back in the OpenAI error shape with the right status; nothing crashes.
+import json
+import os
+import time
+
+from llmgw_env import assert_openai_error, chat_body
+
+CHAT = "/v1/chat/completions"
+LIMIT = 1048576
+
+
+def sized_body(size):
+    """A valid chat request of exactly SIZE bytes."""
+    head = '{"model":"mock-small","messages":[{"role":"user","content":"'
+    tail = '"}]}'
+    body = (head + "x" * (size - len(head) - len(tail)) + tail).encode()
+    assert len(body) == size
+    return body
+
+
+# -- malformed bodies
+
+def test_malformed_json(gw):
+    r = gw.post(CHAT, b'{"model": "mock-small", "messages": [')
+    assert_openai_error(r, 400, "invalid_request_error", "invalid_json")
+
+
+def test_json_array_body(gw):
+    r = gw.post(CHAT, b'[{"model": "mock-small"}]')
+    assert_openai_error(r, 400, "invalid_request_error")
+
+
+def test_empty_body(gw):
+    r = gw.post(CHAT, b"")
+    assert_openai_error(r, 400, "invalid_request_error")
+
+
+def test_invalid_utf8_in_string(gw):
+    body = b'{"model":"mock-small","messages":[{"role":"user","content":"bad \xff\xfe here"}]}'
+    assert_openai_error(gw.post(CHAT, body), 400, "invalid_request_error")
+
+
+def test_deeply_nested_arrays(gw):
+    body = ('{"model":"mock-small","messages":[{"role":"user","content":"hi"}],"x":'
+            + "[" * 1000 + "]" * 1000 + "}")
+    assert_openai_error(gw.post(CHAT, body), 400, "invalid_request_error")
+
+
+# -- parameter validation
+
+def test_missing_model(gw):
+    r = gw.post(CHAT, {"messages": [{"role": "user", "content": "hi"}]})
+    assert_openai_error(r, 400, "invalid_request_error", "missing_required_parameter", "model")
+
+
+def test_model_wrong_type(gw):
+    r = gw.post(CHAT, {"model": 5, "messages": [{"role": "user", "content": "hi"}]})
+    assert_openai_error(r, 400, "invalid_request_error", "invalid_type", "model")
+
+
+def test_chat_without_messages(gw):
+    r = gw.post(CHAT, {"model": "mock-small"})
+    assert_openai_error(r, 400, "invalid_request_error", param="messages")
+
+
+def test_chat_messages_not_array(gw):
+    r = gw.post(CHAT, {"model": "mock-small", "messages": "hi"})
+    assert_openai_error(r, 400, "invalid_request_error", param="messages")
+
+
+def test_unknown_model_lists_available(gw):
+    r = gw.post(CHAT, chat_body("no-such-model"))
+    err = assert_openai_error(r, 404, code="model_not_found", param="model")
+    assert "mock-small" in err["message"], err
+
+
+def test_unknown_model_on_stream_is_json(gw):
+    # A client asking for SSE still gets a parseable error, not an event stream.
+    r = gw.post(CHAT, chat_body("no-such-model", stream=True))
+    assert_openai_error(r, 404, code="model_not_found")
+
+
+# -- methods and endpoints
+
+def allow_set(r):
+    return {m.strip().upper() for m in (r.header("Allow") or "").split(",") if m.strip()}
+
+
+def test_get_on_chat_is_405(gw):
+    r = gw.get(CHAT)
+    assert_openai_error(r, 405, code="method_not_allowed")
+    assert "POST" in allow_set(r) and "GET" not in allow_set(r), r.header("Allow")
+
+
+def test_post_on_models_is_405(gw):
+    r = gw.post("/v1/models", {"model": "mock-small"})
+    assert_openai_error(r, 405, code="method_not_allowed")
+    assert "GET" in allow_set(r) and "POST" not in allow_set(r), r.header("Allow")
+
+
+def test_unsupported_endpoints(gw):
+    for path in ("/v1/images/generations", "/v1/nope"):
+        r = gw.post(path, chat_body())
+        assert_openai_error(r, 404, code="unknown_endpoint")
+
+
+# -- body size
+
+def test_body_over_limit_is_413(gw):
+    r = gw.post(CHAT, sized_body(LIMIT + 1))
+    assert_openai_error(r, 413, code="request_too_large")
+
+
+def test_chunked_body_over_limit_is_413(gw, workdir):
+    # Without Content-Length the limit must be enforced while reading.
+    path = os.path.join(workdir, "big-chunked.json")
+    with open(path, "wb") as f:
+        f.write(sized_body(LIMIT + 4096))
+    c = gw.curl("-H", "Content-Type: application/json", "-H", "Transfer-Encoding: chunked",
+                "--data-binary", f"@{path}", CHAT)
+    assert c.status == 413, (c.rc, c.stderr, c.body[:300])
+    assert json.loads(c.body)["error"]["code"] == "request_too_large"
+
+
+def test_60k_body_passes_whole(gw, mocks):
+    body = chat_body(content="word " * 12000, max_tokens=3)
+    r = gw.post(CHAT, body)
+    assert r.status == 200, r.body[:300]
+    sent = json.loads(mocks[r.header("X-Mock-Backend")].last()["body"])
+    assert sent["messages"] == body["messages"]
+
+
+def test_expect_100_continue(gw):
+    body = json.dumps(chat_body(content="word " * 2000, max_tokens=3))
+    c = gw.curl("-H", "Content-Type: application/json", "-H", "Expect: 100-continue",
+                "--data-binary", body, CHAT)
+    assert c.rc == 0, c.stderr
+    assert c.status == 200, c.body[:300]
+    assert json.loads(c.body)["usage"]["completion_tokens"] == 3
+
+
+# -- upstream failures
+
+def test_dead_balancer_is_503(gw):
+    # Twice: the second time the members are already marked in error.
+    for _ in range(2):
+        r = gw.post(CHAT, chat_body("dead-model"))
+        assert_openai_error(r, 503, "server_error", "no_backend_available")
+
+
+def test_hanging_backend_times_out(gw):
+    r = gw.post(CHAT, chat_body("slow-model"), headers={"X-Mock-Fault": "hang"}, timeout=20)
+    assert_openai_error(r, 504, code="upstream_timeout")
+    # BalancerMember timeout=2, not the 30 s server Timeout.
+    assert r.elapsed < 6, r.elapsed
+
+
+def test_backend_500_passes_through(gw):
+    r = gw.post(CHAT, chat_body(), headers={"X-Mock-Fault": "500"})
+    assert r.status == 500
+    assert r.header("X-Mock-Backend") in ("a", "b")
+    assert b"mock internal error" in r.body
+
+
+def test_backend_reset_is_502(gw):
+    r = gw.post(CHAT, chat_body(), headers={"X-Mock-Fault": "reset"})
+    assert_openai_error(r, 502, code="upstream_error")
+
+
+def test_zz_still_serving_after_errors(gw):
+    # Defined last so it runs last here: none of the above may have hurt a child.
+    time.sleep(0.2)
+    for _ in range(4):
+        r = gw.post(CHAT, chat_body(max_tokens=2))
+        assert r.status == 200, r.body[:300]
+    assert gw.crash_lines() == []

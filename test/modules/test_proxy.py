@@ -1,0 +1,179 @@
+# Proxying and streaming as a client sees it: requests reach a balancer member,
+# renames happen upstream, SSE streams trickle through and end cleanly.
+import http.client
+import json
+
+from llmgw_env import chat_body, parse_sse
+
+BACKENDS = {"a", "b"}
+
+
+def served_by(r, mocks):
+    name = r.header("X-Mock-Backend")
+    assert name in BACKENDS, f"X-Mock-Backend {name!r}"
+    return mocks[name]
+
+
+def test_chat_completion(gw, mocks):
+    r = gw.post("/v1/chat/completions", chat_body(max_tokens=7))
+    assert r.status == 200, r.body
+    assert r.content_type == "application/json"
+    doc = r.json()
+    assert doc["choices"][0]["message"]["content"].strip()
+    assert doc["usage"]["completion_tokens"] == 7
+    assert doc["usage"]["total_tokens"] == doc["usage"]["prompt_tokens"] + 7
+    # Exact routes pass the model through untouched.
+    assert doc["model"] == "mock-small"
+    sent = served_by(r, mocks).last()
+    assert sent["path"] == "/v1/chat/completions"
+    body = json.loads(sent["body"])
+    assert body["model"] == "mock-small"
+    assert body["messages"] == chat_body()["messages"]
+    assert body["max_tokens"] == 7
+
+
+def test_completion(gw, mocks):
+    r = gw.post("/v1/completions", {"model": "mock-large", "prompt": "once upon", "max_tokens": 5})
+    assert r.status == 200, r.body
+    doc = r.json()
+    assert doc["choices"][0]["text"].strip()
+    assert doc["usage"]["completion_tokens"] == 5
+    sent = served_by(r, mocks).last()
+    assert sent["path"] == "/v1/completions"
+    assert json.loads(sent["body"])["model"] == "mock-large"
+
+
+def test_embeddings(gw, mocks):
+    r = gw.post("/v1/embeddings", {"model": "mock-small", "input": "embed me"})
+    assert r.status == 200, r.body
+    doc = r.json()
+    assert isinstance(doc["data"][0]["embedding"], list) and doc["data"][0]["embedding"]
+    sent = served_by(r, mocks).last()
+    assert sent["path"] == "/v1/embeddings"
+    assert json.loads(sent["body"])["model"] == "mock-small"
+
+
+def test_glob_route_renames_upstream(gw, mocks):
+    r = gw.post("/v1/chat/completions", chat_body("gpt-4o"))
+    assert r.status == 200, r.body
+    assert r.json()["model"] == "mock-large"
+    assert json.loads(served_by(r, mocks).last()["body"])["model"] == "mock-large"
+
+
+def test_alias_routes_like_name(gw, mocks):
+    # An alias is another name for the route's model: backends (like the mocks,
+    # started with --models) only serve the route name, so that goes upstream.
+    r = gw.post("/v1/chat/completions", chat_body("small", max_tokens=3))
+    assert r.status == 200, r.body
+    assert r.json()["usage"]["completion_tokens"] == 3
+    assert json.loads(served_by(r, mocks).last()["body"])["model"] == "mock-small"
+
+
+def test_client_headers_forwarded(gw, mocks):
+    # Per-request knobs travel upstream like any client header.
+    r = gw.post("/v1/chat/completions", chat_body(), headers={"X-Mock-Tokens": "4"})
+    assert r.status == 200, r.body
+    assert r.json()["usage"]["completion_tokens"] == 4
+
+
+def test_keepalive_connection_reused(gw):
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    try:
+        for i in range(3):
+            conn.request("POST", "/v1/chat/completions",
+                         body=json.dumps(chat_body(max_tokens=2 + i)),
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            doc = json.loads(resp.read())
+            assert resp.status == 200
+            assert doc["usage"]["completion_tokens"] == 2 + i
+    finally:
+        conn.close()
+
+
+def test_stream_matches_non_stream(gw, mocks):
+    body = chat_body(content="tell me a story", max_tokens=12)
+    plain = gw.post("/v1/chat/completions", body)
+    assert plain.status == 200, plain.body
+    s = gw.stream("/v1/chat/completions", dict(body, stream=True))
+    assert s.status == 200, s.raw[:300]
+    assert s.content_type == "text/event-stream"
+    assert s.data()[-1] == "[DONE]"
+    assert s.content() == plain.json()["choices"][0]["message"]["content"]
+    assert s.chunks()[0]["choices"][0]["delta"].get("role") == "assistant"
+    finishes = [c["choices"][0].get("finish_reason") for c in s.chunks() if c.get("choices")]
+    assert finishes[-1] in ("length", "stop"), finishes
+
+
+def test_stream_trickles(gw):
+    s = gw.stream("/v1/chat/completions", chat_body(stream=True, max_tokens=10),
+                  headers={"X-Mock-TPS": "20"})
+    assert s.status == 200
+    times = s.content_times()
+    assert len(times) == 10, s.data()
+    # 10 tokens at 20/s take ~450 ms upstream; buffering would deliver them at once.
+    assert times[-1] - times[0] >= 0.3, times
+
+
+def test_stream_usage_hidden_but_requested_upstream(gw, mocks):
+    s = gw.stream("/v1/chat/completions", chat_body(stream=True, max_tokens=6))
+    assert s.status == 200
+    assert s.data()[-1] == "[DONE]"
+    assert not [c for c in s.chunks() if c.get("choices") == []], \
+        "usage chunk leaked to a client that did not ask for it"
+    assert not [c for c in s.chunks() if c.get("usage")], "usage leaked"
+    sent = json.loads(mocks[s.headers["X-Mock-Backend"]].last()["body"])
+    assert sent["stream"] is True
+    assert sent["stream_options"]["include_usage"] is True
+
+
+def test_stream_usage_when_asked(gw):
+    body = chat_body(stream=True, max_tokens=6, stream_options={"include_usage": True})
+    s = gw.stream("/v1/chat/completions", body)
+    assert s.status == 200
+    usage = [c for c in s.chunks() if c.get("choices") == []]
+    assert len(usage) == 1, s.data()
+    assert usage[0]["usage"]["completion_tokens"] == 6
+    assert usage[0]["usage"]["total_tokens"] == usage[0]["usage"]["prompt_tokens"] + 6
+    assert s.data()[-1] == "[DONE]"
+
+
+def test_stream_completions_endpoint(gw):
+    s = gw.stream("/v1/completions", {"model": "mock-small", "prompt": "hi",
+                                      "max_tokens": 4, "stream": True})
+    assert s.status == 200
+    assert s.content_type == "text/event-stream"
+    assert s.data()[-1] == "[DONE]"
+    assert s.content().strip()
+
+
+def test_stream_via_curl(gw):
+    body = json.dumps(chat_body(stream=True, max_tokens=5))
+    c = gw.curl("-H", "Content-Type: application/json", "--data-binary", body,
+                "/v1/chat/completions")
+    assert c.rc == 0, c.stderr
+    assert c.status == 200
+    assert c.body.rstrip().endswith(b"data: [DONE]")
+
+
+def test_stream_cut_midway_ends_cleanly(gw):
+    body = json.dumps(chat_body(stream=True, max_tokens=20))
+    c = gw.curl("-H", "Content-Type: application/json", "-H", "X-Mock-Fault: cut",
+                "--data-binary", body, "/v1/chat/completions")
+    # curl exit 0 means the chunked body was properly terminated.
+    assert c.rc == 0, f"curl rc {c.rc}: {c.stderr}"
+    assert c.status == 200
+    events = parse_sse(c.body)
+    assert len(events) >= 3, c.body
+    assert events[-1] == "[DONE]", events[-3:]
+    err = json.loads(events[-2])["error"]
+    assert err["type"] == "server_error"
+    assert err["code"] == "upstream_stream_error"
+    assert err["param"] is None
+    assert isinstance(err["message"], str) and err["message"]
+    last_chunk = json.loads(events[-3])
+    assert last_chunk["choices"][0]["finish_reason"] == "error", events[-3]
+    # Some real tokens made it before the cut.
+    got = "".join((ch.get("delta") or {}).get("content") or ""
+                  for e in events[:-2] for ch in json.loads(e).get("choices") or [])
+    assert got.strip()

@@ -1,0 +1,77 @@
+# Routing by model name and where the gateway acts: /v1/models lists exact names
+# and aliases in config order, globs resolve on lookup, other locations untouched.
+from llmgw_env import assert_openai_error, chat_body
+
+EXPECTED_IDS = ["mock-small", "small", "mock-large", "dead-model", "slow-model"]
+
+
+def test_list_models(gw):
+    r = gw.get("/v1/models")
+    assert r.status == 200, r.body
+    assert r.content_type == "application/json"
+    doc = r.json()
+    assert doc["object"] == "list"
+    assert [m["id"] for m in doc["data"]] == EXPECTED_IDS
+    for m in doc["data"]:
+        assert m["object"] == "model", m
+
+
+def test_get_model_by_alias(gw):
+    r = gw.get("/v1/models/small")
+    assert r.status == 200, r.body
+    doc = r.json()
+    assert doc["id"] == "small"
+    assert doc["object"] == "model"
+
+
+def test_get_model_by_glob(gw):
+    r = gw.get("/v1/models/gpt-4o")
+    assert r.status == 200, r.body
+    assert r.json()["id"] == "gpt-4o"
+
+
+def test_get_unknown_model(gw):
+    assert_openai_error(gw.get("/v1/models/nope"), 404, code="model_not_found")
+
+
+def test_alias_uses_route_of_name(gw):
+    mark = gw.log_mark()
+    r = gw.post("/v1/chat/completions", chat_body("small", max_tokens=2))
+    assert r.status == 200, r.body
+    line = gw.wait_log_one(lambda l: l.model == "small", since=mark)
+    assert line.route == "mock-small"
+    assert line.upstream_model == "mock-small"
+
+
+def test_glob_does_not_match_prefix_only(gw):
+    # "gpt-*" needs the dash: "gpt4" must not be routed.
+    assert_openai_error(gw.post("/v1/chat/completions", chat_body("gpt4")), 404,
+                        code="model_not_found")
+
+
+def test_exact_name_is_not_a_prefix(gw):
+    assert_openai_error(gw.post("/v1/chat/completions", chat_body("mock-small-2")), 404,
+                        code="model_not_found")
+
+
+def assert_not_gateway(r):
+    """httpd's own answer: an HTML page, not the gateway's JSON."""
+    assert r.content_type == "text/html", (r.status, r.content_type, r.body[:200])
+    assert not r.body.lstrip().startswith(b"{"), r.body[:200]
+
+
+def test_plain_location_untouched(gw):
+    r = gw.get("/plain/missing.html")
+    assert r.status == 404
+    assert_not_gateway(r)
+    # Even an OpenAI-looking request is not handled outside LLMApi locations.
+    r = gw.post("/plain/v1/chat/completions", chat_body())
+    assert r.status == 404
+    assert_not_gateway(r)
+
+
+def test_llmapi_off_location_untouched(gw):
+    r = gw.post("/v1/off/chat/completions", chat_body())
+    assert r.status == 404
+    assert_not_gateway(r)
+    assert r.header("X-Mock-Backend") is None
