@@ -15,6 +15,10 @@ static void register_hooks(apr_pool_t *p)
     static const char *const before_proxy[] = { "mod_proxy.c", NULL };
 
     ap_hook_check_config(llmgw_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_translate_name(llmgw_translate_name, NULL, NULL,
+                           APR_HOOK_MIDDLE);
+    ap_hook_map_to_storage(llmgw_map_to_storage, NULL, NULL,
+                           APR_HOOK_MIDDLE);
     ap_hook_fixups(llmgw_fixups, NULL, before_proxy, APR_HOOK_FIRST);
     ap_hook_handler(llmgw_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_insert_error_filter(llmgw_insert_error_filter, NULL, NULL,

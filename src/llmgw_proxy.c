@@ -161,6 +161,39 @@ too_large:
 }
 
 /* ---------------------------------------------------------------------
+ * URL mapping: API paths are not files
+ */
+
+#define LLMGW_FILENAME_PREFIX "llm-gateway:"
+
+static int api_enabled(request_rec *r)
+{
+    llmgw_dir_conf_t *dconf = ap_get_module_config(r->per_dir_config,
+                                                   &llm_gateway_module);
+
+    return dconf->api == LLMGW_API_OPENAI && !r->main && !r->prev;
+}
+
+int llmgw_translate_name(request_rec *r)
+{
+    /* The <Location> walk has run, so LLMApi is known. Claiming the URL
+     * here spares every API request the filesystem walk, as ProxyPass
+     * does for proxied URLs. */
+    if (!api_enabled(r)) {
+        return DECLINED;
+    }
+    r->filename = apr_pstrcat(r->pool, LLMGW_FILENAME_PREFIX, r->uri, NULL);
+    return OK;
+}
+
+int llmgw_map_to_storage(request_rec *r)
+{
+    return (r->filename && strncmp(r->filename, LLMGW_FILENAME_PREFIX,
+                                   sizeof(LLMGW_FILENAME_PREFIX) - 1) == 0)
+               ? OK : DECLINED;
+}
+
+/* ---------------------------------------------------------------------
  * The fixups hook
  */
 
@@ -209,7 +242,7 @@ int llmgw_fixups(request_rec *r)
     char *body = NULL;
     apr_size_t body_len = 0;
 
-    if (dconf->api != LLMGW_API_OPENAI || r->main || r->prev) {
+    if (!api_enabled(r)) {
         return DECLINED;
     }
     sconf = ap_get_module_config(r->server->module_config,
@@ -349,6 +382,19 @@ static void keep_tail(llmgw_req_t *ctx, apr_pool_t *p, const char *data,
     ctx->tail_len += n;
 }
 
+static apr_status_t keep_bucket(llmgw_req_t *ctx, apr_pool_t *p,
+                                apr_bucket *e)
+{
+    const char *data;
+    apr_size_t n;
+    apr_status_t rv = apr_bucket_read(e, &data, &n, APR_BLOCK_READ);
+
+    if (rv == APR_SUCCESS) {
+        keep_tail(ctx, p, data, n);
+    }
+    return rv;
+}
+
 static void decide_mode(request_rec *r, llmgw_req_t *ctx)
 {
     if (r->status >= 400) {
@@ -413,28 +459,43 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         return ap_pass_brigade(f->next, bb);
     }
     if (ctx->out == OUT_JSON) {
+        apr_bucket *last = NULL;
+        const char *data;
+        apr_size_t n;
+        llmgw_usage_t u = { 0 };
+
+        /* Every data bucket but the last goes to the tail at once. A small
+         * answer arrives whole with its EOS: then usage is read from its
+         * one bucket, with no copy at all. */
         for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
              e = APR_BUCKET_NEXT(e)) {
-            const char *data;
-            apr_size_t n;
-
             if (APR_BUCKET_IS_EOS(e)) {
-                llmgw_usage_t u = { 0 };
-
-                llmgw_usage_find(r->pool, ctx->tail, ctx->tail_len, &u);
-                set_usage_notes(r, &u);
                 ctx->finished = 1;
                 break;
             }
             if (APR_BUCKET_IS_METADATA(e)) {
                 continue;
             }
-            rv = apr_bucket_read(e, &data, &n, APR_BLOCK_READ);
-            if (rv != APR_SUCCESS) {
+            if (last && (rv = keep_bucket(ctx, r->pool, last))) {
                 return rv;
             }
-            keep_tail(ctx, r->pool, data, n);
+            last = e;
         }
+        if (ctx->finished && last && !ctx->tail_len) {
+            if (apr_bucket_read(last, &data, &n, APR_BLOCK_READ)
+                == APR_SUCCESS) {
+                llmgw_usage_find(r->pool, data, n, &u);
+            }
+        }
+        else {
+            if (last && (rv = keep_bucket(ctx, r->pool, last))) {
+                return rv;
+            }
+            if (ctx->finished) {
+                llmgw_usage_find(r->pool, ctx->tail, ctx->tail_len, &u);
+            }
+        }
+        set_usage_notes(r, &u);
         return ap_pass_brigade(f->next, bb);
     }
 

@@ -11,6 +11,8 @@
 /* Registers the filters; called from register_hooks. */
 void llmgw_proxy_register_filters(void);
 
+int llmgw_translate_name(request_rec *r);
+int llmgw_map_to_storage(request_rec *r);
 int llmgw_fixups(request_rec *r);
 int llmgw_handler(request_rec *r);
 void llmgw_insert_error_filter(request_rec *r);

@@ -25,6 +25,19 @@ def test_log_plain_request(gw):
     assert_tokens(line, r.json()["usage"])
 
 
+def test_log_large_response_tokens(gw, uniq):
+    # ~40 KB of answer arrives in many pieces: usage is still read from
+    # the end of the body.
+    model = f"gpt-large-{uniq}"
+    mark = gw.log_mark()
+    r = gw.post(CHAT, chat_body(model, max_tokens=5000))
+    assert r.status == 200, r.body
+    assert len(r.body) > 20000
+    assert r.json()["usage"]["completion_tokens"] == 5000
+    line = gw.wait_log_one(lambda l: l.model == model, since=mark)
+    assert_tokens(line, r.json()["usage"])
+
+
 def test_log_glob_route_and_rename(gw, uniq):
     model = f"gpt-log-{uniq}"
     mark = gw.log_mark()
