@@ -54,11 +54,15 @@ llmgw_free_port() {
 s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-# Waits until something accepts connections on 127.0.0.1:$1.
+# Waits until something accepts connections on 127.0.0.1:$1; gives up
+# after $2 tenths of a second, or at once when process $3 has died.
 llmgw_wait_port() {
-    local port=$1 tries=${2:-100}
+    local port=$1 tries=${2:-100} pid=${3:-}
     while [ "$tries" -gt 0 ]; do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            return 1
+        fi
         sleep 0.1
         tries=$((tries - 1))
     done
@@ -68,7 +72,7 @@ llmgw_wait_port() {
 # The LoadModule lines a gateway needs (mod_log_config is built in).
 llmgw_load_modules() {
     local m
-    for m in mpm_event authz_core proxy proxy_http slotmem_shm \
+    for m in mpm_event authz_core authz_host proxy proxy_http slotmem_shm \
         proxy_balancer lbmethod_byrequests status; do
         echo "LoadModule ${m}_module $HTTPD_MODULES/mod_$m.so"
     done

@@ -145,23 +145,59 @@ static int has_output(const char *d, apr_size_t len)
            || mem_find(d, len, "\"reasoning") != NULL;
 }
 
-/* Looks at one complete event; returns 0 when it must be dropped. */
-static int inspect(llmgw_sse_t *s, const char *ev, apr_size_t len)
+/* Removes a ',"usage":null' member from d[0..len) (the one we made the
+ * backend add to every chunk); returns how many bytes went. */
+static apr_size_t drop_null_usage(char *d, apr_size_t len)
+{
+    char *end = d + len, *from, *v;
+    const char *hit = mem_find(d, len, "\"usage\"");
+
+    if (!hit) {
+        return 0;
+    }
+    from = (char *)hit;
+    v = from + 7;
+    while (from > d && LLMGW_JSON_IS_WS(from[-1])) {
+        from--;
+    }
+    if (from == d || from[-1] != ',') {
+        return 0;
+    }
+    from--;
+    while (v < end && LLMGW_JSON_IS_WS(*v)) {
+        v++;
+    }
+    if (v >= end || *v++ != ':') {
+        return 0;
+    }
+    while (v < end && LLMGW_JSON_IS_WS(*v)) {
+        v++;
+    }
+    if (end - v < 4 || memcmp(v, "null", 4) != 0) {
+        return 0;
+    }
+    v += 4;
+    memmove(from, v, (apr_size_t)(end - v));
+    return (apr_size_t)(v - from);
+}
+
+/* Looks at one complete event; returns its new length (0: drop it). */
+static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
 {
     apr_size_t dlen = 0, used;
-    const char *d = event_data(ev, len, &dlen);
+    char *d = (char *)event_data(ev, len, &dlen);
     llmgw_json_t *j;
 
     s->events++;
     if (!d) {
-        return 1;
+        return len;
     }
     if (dlen >= 6 && memcmp(d, "[DONE]", 6) == 0) {
         s->done = 1;
-        return 1;
+        return len;
     }
     if (!dlen || *d != '{') {
-        return 1;
+        return len;
     }
     if (!s->id) {
         j = llmgw_json_parse_prefix(s->p, d, dlen, &used);
@@ -192,7 +228,17 @@ static int inspect(llmgw_sse_t *s, const char *ev, apr_size_t len)
             }
         }
     }
-    return 1;
+    if (s->strip_usage) {
+        /* The data line shrinks in place; the rest of the event follows. */
+        apr_size_t gone = drop_null_usage(d, dlen);
+
+        if (gone) {
+            memmove(d + dlen - gone, d + dlen, (apr_size_t)(ev + len
+                                                            - (d + dlen)));
+            len -= gone;
+        }
+    }
+    return len;
 }
 
 apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
@@ -217,13 +263,13 @@ apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
     from = s->scanned > 2 ? s->scanned - 2 : 0;
     while ((end = event_end(s->buf, from > start ? from : start,
                             s->len)) != 0) {
-        if (inspect(s, s->buf + start, end - start)) {
-            start = end;
+        apr_size_t keep = inspect(s, s->buf + start, end - start);
+
+        if (keep < end - start) {
+            memmove(s->buf + start + keep, s->buf + end, s->len - end);
+            s->len -= end - start - keep;
         }
-        else {
-            memmove(s->buf + start, s->buf + end, s->len - end);
-            s->len -= end - start;
-        }
+        start += keep;
         from = start;
     }
     s->scanned = s->len;

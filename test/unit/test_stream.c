@@ -71,6 +71,8 @@ START_TEST(strips_injected_usage_chunk)
         char *out = run(stream, step, 1, &s);
 
         ck_assert_ptr_null(strstr(out, "\"choices\":[]"));
+        ck_assert_ptr_null(strstr(out, "\"usage\""));
+        ck_assert_ptr_nonnull(strstr(out, "\"content\":\"hi \"}}]}\n\n"));
         ck_assert_ptr_nonnull(strstr(out, "data: [DONE]\n\n"));
         ck_assert_int_eq(s->usage.total, 4);
     }

@@ -1,0 +1,1268 @@
+/* mockllm.c: CLI, HTTP daemon, routing, faults and introspection of
+ * mockllm, the emulated LLM backend behind mod_llm_gateway's tests. */
+
+#include <errno.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "mockllm.h"
+
+#define CONNECTION_LIMIT   2000
+#define MAX_STAT_PATHS     256
+#define OTHER_PATHS        "(other)"
+/* Spelled out: MHD renamed its constant for 413 between releases. */
+#define HTTP_TOO_LARGE     413
+
+typedef enum {
+    R_NONE = 0,
+    R_HEALTH,
+    R_MODELS,
+    R_CHAT,
+    R_COMPLETIONS,
+    R_EMBEDDINGS,
+    R_STATS,
+    R_RESET,
+    R_LAST
+} route_t;
+
+static const struct {
+    const char *path;
+    route_t route;
+    int post;                   /* else GET (and HEAD) */
+} routes[] = {
+    { "/health",              R_HEALTH,      0 },
+    { "/v1/models",           R_MODELS,      0 },
+    { "/v1/chat/completions", R_CHAT,        1 },
+    { "/v1/completions",      R_COMPLETIONS, 1 },
+    { "/v1/embeddings",       R_EMBEDDINGS,  1 },
+    { "/mock/stats",          R_STATS,       0 },
+    { "/mock/reset",          R_RESET,       1 },
+    { "/mock/last",           R_LAST,        0 },
+};
+
+/* Per-request state, from the first access-handler call to the
+ * completion notification. */
+typedef struct {
+    route_t route;
+    int post;
+    int allowed;
+    int buffering;              /* a generation POST: keep the body */
+    int too_large;
+    int answered;
+    char *body;
+    size_t len;
+    size_t cap;
+} req_t;
+
+mock_config_t mock_cfg;
+
+static atomic_int stopping;
+
+/* Counters and the last generation request live under one lock; they are
+ * touched once or twice per request, far from any hot loop. */
+static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t stat_requests;
+static uint64_t stat_generations;
+static struct {
+    char *path;
+    uint64_t n;
+} stat_paths[MAX_STAT_PATHS + 1];
+static size_t stat_npaths;
+static char *last_path;
+static char *last_headers;      /* JSON object text */
+static char *last_body;
+static size_t last_body_len;
+
+/* ---- small utilities -------------------------------------------------- */
+
+static void
+buf_grow(mock_buf_t *b, size_t extra)
+{
+    size_t cap;
+    char *p;
+
+    if (b->failed) {
+        return;
+    }
+    if (extra > SIZE_MAX / 2 - b->len) {
+        b->failed = 1;
+        return;
+    }
+    if (b->len + extra + 1 <= b->cap) {
+        return;
+    }
+    cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra + 1) {
+        cap *= 2;
+    }
+    p = realloc(b->data, cap);
+    if (p == NULL) {
+        b->failed = 1;
+        return;
+    }
+    b->data = p;
+    b->cap = cap;
+}
+
+void
+mock_buf_put(mock_buf_t *b, const void *data, size_t len)
+{
+    buf_grow(b, len);
+    if (b->failed) {
+        return;
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+}
+
+void
+mock_buf_puts(mock_buf_t *b, const char *s)
+{
+    mock_buf_put(b, s, strlen(s));
+}
+
+void
+mock_buf_printf(mock_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    buf_grow(b, 128);
+    if (b->failed) {
+        return;
+    }
+    va_start(ap, fmt);
+    n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->failed = 1;
+        return;
+    }
+    if ((size_t)n >= b->cap - b->len) {
+        buf_grow(b, (size_t)n);
+        if (b->failed) {
+            return;
+        }
+        va_start(ap, fmt);
+        vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+    }
+    b->len += (size_t)n;
+}
+
+void
+mock_buf_free(mock_buf_t *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+}
+
+/* A JSON string literal, quotes included, for hand-built JSON (the SSE
+ * chunks): json-c does the escaping so a hostile model name stays inert. */
+char *
+mock_json_quote(const char *s, size_t len)
+{
+    struct json_object *o = json_object_new_string_len(s, (int)len);
+    const char *t;
+    char *copy = NULL;
+    size_t tl = 0;
+
+    if (o == NULL) {
+        return NULL;
+    }
+    t = json_object_to_json_string_length(o, MOCK_JSON_OUT, &tl);
+    if (t != NULL && (copy = malloc(tl + 1)) != NULL) {
+        memcpy(copy, t, tl + 1);
+    }
+    json_object_put(o);
+    return copy;
+}
+
+int
+mock_stopping(void)
+{
+    return atomic_load(&stopping);
+}
+
+void
+mock_deadline(struct timespec *out, const struct timespec *base, double ms)
+{
+    int64_t sec, nsec;
+
+    if (!(ms > 0.0)) {
+        ms = 0.0;
+    }
+    if (ms > 1e12) {
+        ms = 1e12;
+    }
+    sec = (int64_t)(ms / 1000.0);
+    nsec = (int64_t)((ms - (double)sec * 1000.0) * 1e6) + base->tv_nsec;
+    out->tv_sec = base->tv_sec + (time_t)sec;
+    while (nsec >= 1000000000) {
+        nsec -= 1000000000;
+        out->tv_sec++;
+    }
+    out->tv_nsec = (long)nsec;
+}
+
+static int
+ts_before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec
+           || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* A client that hung up should free its thread now rather than after a
+ * long simulated generation or a 600 s hang. */
+static int
+peer_gone(int fd)
+{
+    char c;
+    ssize_t r;
+
+    if (fd < 0) {
+        return 0;
+    }
+    r = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r == 0) {
+        return 1;
+    }
+    return r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+/* Sleeps in steps of at most 100 ms so that neither shutdown nor a
+ * vanished client waits on us.  0: deadline reached, -1: give up. */
+int
+mock_sleep_until(const struct timespec *deadline, int fd)
+{
+    for (;;) {
+        struct timespec now, step;
+
+        if (mock_stopping() || peer_gone(fd)) {
+            return -1;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (!ts_before(&now, deadline)) {
+            return 0;
+        }
+        mock_deadline(&step, &now, 100.0);
+        if (ts_before(deadline, &step)) {
+            step = *deadline;
+        }
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &step, NULL)
+               == EINTR) {
+        }
+    }
+}
+
+int
+mock_model_known(const char *model, size_t len)
+{
+    size_t i;
+
+    if (mock_cfg.models == NULL) {
+        return 1;
+    }
+    for (i = 0; i < mock_cfg.nmodels; i++) {
+        if (strlen(mock_cfg.models[i]) == len
+            && memcmp(mock_cfg.models[i], model, len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+void
+mock_add_headers(struct MHD_Response *resp, const char *ctype)
+{
+    MHD_add_response_header(resp, "X-Mock-Backend", mock_cfg.name);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+}
+
+enum MHD_Result
+mock_reply(struct MHD_Connection *conn, unsigned int status,
+           const char *ctype, const char *body, size_t len,
+           const char *allow)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    resp = MHD_create_response_from_buffer(len, (void *)body,
+                                           MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL) {
+        return MHD_NO;
+    }
+    mock_add_headers(resp, ctype);
+    if (allow != NULL) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    }
+    ret = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result
+reply_json_allow(struct MHD_Connection *conn, unsigned int status,
+                 struct json_object *obj, const char *allow)
+{
+    enum MHD_Result ret = MHD_NO;
+    const char *s;
+    size_t len = 0;
+
+    if (obj == NULL) {
+        return MHD_NO;
+    }
+    s = json_object_to_json_string_length(obj, MOCK_JSON_OUT, &len);
+    if (s != NULL) {
+        ret = mock_reply(conn, status, "application/json", s, len, allow);
+    }
+    json_object_put(obj);
+    return ret;
+}
+
+enum MHD_Result
+mock_reply_json(struct MHD_Connection *conn, unsigned int status,
+                struct json_object *obj)
+{
+    return reply_json_allow(conn, status, obj, NULL);
+}
+
+enum MHD_Result
+mock_reply_error(struct MHD_Connection *conn, unsigned int status,
+                 const char *message, const char *type, const char *param,
+                 const char *code, const char *allow)
+{
+    struct json_object *o = json_object_new_object();
+    struct json_object *e = json_object_new_object();
+
+    json_object_object_add(e, "message", json_object_new_string(message));
+    json_object_object_add(e, "type", json_object_new_string(type));
+    json_object_object_add(e, "param",
+                           param ? json_object_new_string(param) : NULL);
+    json_object_object_add(e, "code",
+                           code ? json_object_new_string(code) : NULL);
+    json_object_object_add(o, "error", e);
+    return reply_json_allow(conn, status, o, allow);
+}
+
+/* ---- statistics and /mock/last ------------------------------------------ */
+
+static void
+stats_count(const char *url, int generation)
+{
+    size_t i;
+
+    if (strncmp(url, "/mock/", 6) == 0) {
+        return;
+    }
+    pthread_mutex_lock(&stats_lock);
+    stat_requests++;
+    if (generation) {
+        stat_generations++;
+    }
+    for (i = 0; i < stat_npaths; i++) {
+        if (strcmp(stat_paths[i].path, url) == 0) {
+            break;
+        }
+    }
+    if (i == stat_npaths) {
+        /* Bounded, so a scanner probing random URLs cannot grow us. */
+        const char *p = stat_npaths < MAX_STAT_PATHS ? url : OTHER_PATHS;
+
+        for (i = 0; i < stat_npaths; i++) {
+            if (strcmp(stat_paths[i].path, p) == 0) {
+                break;
+            }
+        }
+        if (i == stat_npaths) {
+            stat_paths[i].path = strdup(p);
+            stat_paths[i].n = 0;
+            if (stat_paths[i].path != NULL) {
+                stat_npaths++;
+            }
+        }
+    }
+    if (i < stat_npaths) {
+        stat_paths[i].n++;
+    }
+    pthread_mutex_unlock(&stats_lock);
+}
+
+/* Caller holds stats_lock. */
+static void
+stats_clear_locked(void)
+{
+    size_t i;
+
+    stat_requests = 0;
+    stat_generations = 0;
+    for (i = 0; i < stat_npaths; i++) {
+        free(stat_paths[i].path);
+        stat_paths[i].path = NULL;
+    }
+    stat_npaths = 0;
+    free(last_path);
+    free(last_headers);
+    free(last_body);
+    last_path = last_headers = last_body = NULL;
+    last_body_len = 0;
+}
+
+static enum MHD_Result
+collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
+               const char *value)
+{
+    struct json_object *h = cls, *old = NULL;
+
+    (void)kind;
+    if (key == NULL) {
+        return MHD_YES;
+    }
+    if (value == NULL) {
+        value = "";
+    }
+    if (json_object_object_get_ex(h, key, &old) && old != NULL) {
+        /* Repeated headers fold into one, as HTTP allows. */
+        mock_buf_t b = { 0 };
+
+        mock_buf_printf(&b, "%s, %s", json_object_get_string(old), value);
+        if (!b.failed) {
+            json_object_object_add(h, key,
+                                   json_object_new_string_len(b.data,
+                                                              (int)b.len));
+        }
+        mock_buf_free(&b);
+    }
+    else {
+        json_object_object_add(h, key, json_object_new_string(value));
+    }
+    return MHD_YES;
+}
+
+/* Keeps raw copies; the body is escaped only if /mock/last is asked for,
+ * so benchmarks do not pay for it on every request. */
+static void
+record_last(struct MHD_Connection *conn, const char *url, const char *body,
+            size_t len)
+{
+    struct json_object *h = json_object_new_object();
+    char *path = strdup(url), *hdrs = NULL, *copy = malloc(len + 1);
+    const char *s;
+    size_t sl = 0;
+
+    if (h != NULL) {
+        MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_header, h);
+        s = json_object_to_json_string_length(h, MOCK_JSON_OUT, &sl);
+        if (s != NULL && (hdrs = malloc(sl + 1)) != NULL) {
+            memcpy(hdrs, s, sl + 1);
+        }
+        json_object_put(h);
+    }
+    if (path == NULL || hdrs == NULL || copy == NULL) {
+        free(path);
+        free(hdrs);
+        free(copy);
+        return;
+    }
+    if (len != 0) {
+        memcpy(copy, body, len);
+    }
+    copy[len] = '\0';
+
+    pthread_mutex_lock(&stats_lock);
+    free(last_path);
+    free(last_headers);
+    free(last_body);
+    last_path = path;
+    last_headers = hdrs;
+    last_body = copy;
+    last_body_len = len;
+    pthread_mutex_unlock(&stats_lock);
+}
+
+static enum MHD_Result
+reply_last(struct MHD_Connection *conn)
+{
+    mock_buf_t b = { 0 };
+    enum MHD_Result ret;
+    char *qp, *qb;
+
+    pthread_mutex_lock(&stats_lock);
+    if (last_path == NULL) {
+        pthread_mutex_unlock(&stats_lock);
+        return mock_reply(conn, MHD_HTTP_OK, "application/json", "{}", 2,
+                          NULL);
+    }
+    qp = mock_json_quote(last_path, strlen(last_path));
+    qb = mock_json_quote(last_body, last_body_len);
+    if (qp != NULL && qb != NULL) {
+        mock_buf_printf(&b, "{\"path\":%s,\"headers\":%s,\"body\":%s}", qp,
+                        last_headers, qb);
+    }
+    pthread_mutex_unlock(&stats_lock);
+    free(qp);
+    free(qb);
+    if (b.data == NULL || b.failed) {
+        mock_buf_free(&b);
+        return MHD_NO;
+    }
+    ret = mock_reply(conn, MHD_HTTP_OK, "application/json", b.data, b.len,
+                     NULL);
+    mock_buf_free(&b);
+    return ret;
+}
+
+static enum MHD_Result
+reply_stats(struct MHD_Connection *conn)
+{
+    struct json_object *o = json_object_new_object();
+    struct json_object *bp = json_object_new_object();
+    size_t i;
+
+    json_object_object_add(o, "name", json_object_new_string(mock_cfg.name));
+    pthread_mutex_lock(&stats_lock);
+    json_object_object_add(o, "requests",
+                           json_object_new_int64((int64_t)stat_requests));
+    json_object_object_add(o, "generations",
+                           json_object_new_int64((int64_t)stat_generations));
+    for (i = 0; i < stat_npaths; i++) {
+        json_object_object_add(bp, stat_paths[i].path,
+                               json_object_new_int64(
+                                   (int64_t)stat_paths[i].n));
+    }
+    pthread_mutex_unlock(&stats_lock);
+    json_object_object_add(o, "by_path", bp);
+    return mock_reply_json(conn, MHD_HTTP_OK, o);
+}
+
+static enum MHD_Result
+reply_models(struct MHD_Connection *conn)
+{
+    static const char *const defaults[] = { "mock-small", "mock-large" };
+    const char *const *names = (const char *const *)mock_cfg.models;
+    size_t n = mock_cfg.nmodels, i;
+    struct json_object *o = json_object_new_object();
+    struct json_object *data = json_object_new_array();
+
+    if (names == NULL) {
+        names = defaults;
+        n = 2;
+    }
+    for (i = 0; i < n; i++) {
+        struct json_object *m = json_object_new_object();
+
+        json_object_object_add(m, "id", json_object_new_string(names[i]));
+        json_object_object_add(m, "object", json_object_new_string("model"));
+        json_object_object_add(m, "created",
+                               json_object_new_int64(1700000000));
+        json_object_object_add(m, "owned_by",
+                               json_object_new_string("mockllm"));
+        json_object_array_add(data, m);
+    }
+    json_object_object_add(o, "object", json_object_new_string("list"));
+    json_object_object_add(o, "data", data);
+    return mock_reply_json(conn, MHD_HTTP_OK, o);
+}
+
+/* ---- per-request knobs and faults --------------------------------------- */
+
+static int
+parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    long v;
+
+    if (s == NULL || *s < '0' || *s > '9') {
+        return -1;
+    }
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+parse_tps(const char *s, double *out)
+{
+    char *end;
+    double v;
+
+    if (s == NULL || ((*s < '0' || *s > '9') && *s != '.')) {
+        return -1;
+    }
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || *end != '\0' || !isfinite(v) || v < 0.0
+        || v > MOCK_MAX_TPS) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+parse_fault(const char *s, mock_fault_t *out)
+{
+    static const struct {
+        const char *name;
+        mock_fault_t fault;
+    } faults[] = {
+        { "none", MOCK_FAULT_NONE },
+        { "500", MOCK_FAULT_500 },
+        { "hang", MOCK_FAULT_HANG },
+        { "cut", MOCK_FAULT_CUT },
+        { "reset", MOCK_FAULT_RESET },
+    };
+    size_t i;
+
+    for (i = 0; s != NULL && i < sizeof(faults) / sizeof(faults[0]); i++) {
+        if (strcasecmp(s, faults[i].name) == 0) {
+            *out = faults[i].fault;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Returns the name of the first malformed X-Mock-* header, or NULL. */
+static const char *
+get_knobs(struct MHD_Connection *conn, mock_knobs_t *k)
+{
+    const union MHD_ConnectionInfo *ci;
+    const char *v;
+
+    k->fault = mock_cfg.fault;
+    k->tps = mock_cfg.tps;
+    k->ttft_ms = mock_cfg.ttft_ms;
+    k->tokens = mock_cfg.tokens;
+    ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    k->fd = ci != NULL ? ci->connect_fd : -1;
+
+    v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Mock-Fault");
+    if (v != NULL && parse_fault(v, &k->fault) != 0) {
+        return "X-Mock-Fault";
+    }
+    v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Mock-TTFT-Ms");
+    if (v != NULL && parse_long(v, 0, MOCK_MAX_TTFT_MS, &k->ttft_ms) != 0) {
+        return "X-Mock-TTFT-Ms";
+    }
+    v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Mock-TPS");
+    if (v != NULL && parse_tps(v, &k->tps) != 0) {
+        return "X-Mock-TPS";
+    }
+    v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Mock-Tokens");
+    if (v != NULL && parse_long(v, 0, MOCK_MAX_TOKENS, &k->tokens) != 0) {
+        return "X-Mock-Tokens";
+    }
+    return NULL;
+}
+
+static enum MHD_Result
+handle_generation(struct MHD_Connection *conn, const char *url, req_t *rq)
+{
+    static const char empty[] = "";
+    const char *body = rq->body ? rq->body : empty;
+    const char *bad;
+    struct timespec now, deadline;
+    mock_endpoint_t ep;
+    mock_knobs_t k;
+    char msg[96];
+
+    if (rq->too_large) {
+        return mock_reply_error(conn, HTTP_TOO_LARGE,
+                                "Request body too large (limit 16 MiB).",
+                                "invalid_request_error", NULL, NULL, NULL);
+    }
+    record_last(conn, url, body, rq->len);
+    bad = get_knobs(conn, &k);
+    if (bad != NULL) {
+        snprintf(msg, sizeof(msg), "Invalid value for header %s.", bad);
+        return mock_reply_error(conn, MHD_HTTP_BAD_REQUEST, msg,
+                                "invalid_request_error", NULL, NULL, NULL);
+    }
+
+    switch (k.fault) {
+    case MOCK_FAULT_RESET:
+        /* MHD_NO makes MHD drop the connection without a response. */
+        return MHD_NO;
+    case MOCK_FAULT_HANG:
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        mock_deadline(&deadline, &now, MOCK_HANG_SECONDS * 1000.0);
+        (void)mock_sleep_until(&deadline, k.fd);
+        return MHD_NO;
+    case MOCK_FAULT_500:
+        return mock_reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                "mock internal error", "server_error", NULL,
+                                NULL, NULL);
+    default:
+        break;
+    }
+
+    ep = rq->route == R_CHAT ? MOCK_EP_CHAT
+         : rq->route == R_COMPLETIONS ? MOCK_EP_COMPLETIONS
+         : MOCK_EP_EMBEDDINGS;
+    return mock_generate(conn, ep, body, rq->len, &k);
+}
+
+/* ---- the access handler ------------------------------------------------- */
+
+static int
+body_append(req_t *rq, const char *data, size_t n)
+{
+    if (rq->too_large) {
+        return 0;
+    }
+    if (n > MOCK_MAX_BODY - rq->len) {
+        /* Keep draining so the 413 goes out on a sane connection. */
+        rq->too_large = 1;
+        free(rq->body);
+        rq->body = NULL;
+        rq->len = rq->cap = 0;
+        return 0;
+    }
+    if (rq->len + n + 1 > rq->cap) {
+        size_t cap = rq->cap ? rq->cap : 4096;
+        char *p;
+
+        while (cap < rq->len + n + 1) {
+            cap *= 2;
+        }
+        if (cap > MOCK_MAX_BODY + 1) {
+            cap = MOCK_MAX_BODY + 1;
+        }
+        p = realloc(rq->body, cap);
+        if (p == NULL) {
+            return -1;
+        }
+        rq->body = p;
+        rq->cap = cap;
+    }
+    memcpy(rq->body + rq->len, data, n);
+    rq->len += n;
+    rq->body[rq->len] = '\0';
+    return 0;
+}
+
+static enum MHD_Result
+dispatch(struct MHD_Connection *conn, const char *url, const char *method,
+         req_t *rq)
+{
+    mock_buf_t m = { 0 };
+    enum MHD_Result ret;
+
+    if (rq->route == R_NONE) {
+        mock_buf_printf(&m, "no such endpoint: %s", url);
+        ret = mock_reply_error(conn, MHD_HTTP_NOT_FOUND,
+                               m.failed ? "no such endpoint" : m.data,
+                               "invalid_request_error", NULL,
+                               "unknown_endpoint", NULL);
+        mock_buf_free(&m);
+        return ret;
+    }
+    if (!rq->allowed) {
+        mock_buf_printf(&m, "method %s not allowed for %s", method, url);
+        ret = mock_reply_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+                               m.failed ? "method not allowed" : m.data,
+                               "invalid_request_error", NULL,
+                               "method_not_allowed",
+                               rq->post ? "POST" : "GET, HEAD");
+        mock_buf_free(&m);
+        return ret;
+    }
+
+    switch (rq->route) {
+    case R_HEALTH:
+        return mock_reply(conn, MHD_HTTP_OK, "application/json",
+                          "{\"status\":\"ok\"}", 15, NULL);
+    case R_MODELS:
+        return reply_models(conn);
+    case R_STATS:
+        return reply_stats(conn);
+    case R_RESET:
+        pthread_mutex_lock(&stats_lock);
+        stats_clear_locked();
+        pthread_mutex_unlock(&stats_lock);
+        return mock_reply(conn, MHD_HTTP_OK, "application/json",
+                          "{\"ok\":true}", 11, NULL);
+    case R_LAST:
+        return reply_last(conn);
+    default:
+        return handle_generation(conn, url, rq);
+    }
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url,
+           const char *method, const char *version, const char *upload,
+           size_t *upload_size, void **con_cls)
+{
+    req_t *rq = *con_cls;
+    size_t i;
+
+    (void)cls;
+    (void)version;
+    if (rq == NULL) {
+        const char *cl;
+        long len;
+
+        rq = calloc(1, sizeof(*rq));
+        if (rq == NULL) {
+            return MHD_NO;
+        }
+        *con_cls = rq;
+        for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+            if (strcmp(url, routes[i].path) == 0) {
+                rq->route = routes[i].route;
+                rq->post = routes[i].post;
+                break;
+            }
+        }
+        rq->allowed = rq->post
+                      ? strcmp(method, MHD_HTTP_METHOD_POST) == 0
+                      : (strcmp(method, MHD_HTTP_METHOD_GET) == 0
+                         || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0);
+        rq->buffering = rq->allowed && (rq->route == R_CHAT
+                                        || rq->route == R_COMPLETIONS
+                                        || rq->route == R_EMBEDDINGS);
+        stats_count(url, rq->buffering);
+
+        if (rq->buffering) {
+            cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                             MHD_HTTP_HEADER_CONTENT_LENGTH);
+            if (cl != NULL && parse_long(cl, 0, 1L << 40, &len) == 0) {
+                if ((size_t)len > MOCK_MAX_BODY) {
+                    /* Answer before the upload: MHD then skips the body
+                     * (and any 100-continue) and closes afterwards. */
+                    rq->answered = 1;
+                    return mock_reply_error(conn,
+                                            HTTP_TOO_LARGE,
+                                            "Request body too large "
+                                            "(limit 16 MiB).",
+                                            "invalid_request_error", NULL,
+                                            NULL, NULL);
+                }
+                if (len > 0) {
+                    rq->body = malloc((size_t)len + 1);
+                    rq->cap = rq->body ? (size_t)len + 1 : 0;
+                }
+            }
+        }
+        return MHD_YES;
+    }
+
+    if (*upload_size != 0) {
+        if (rq->buffering && body_append(rq, upload, *upload_size) != 0) {
+            return MHD_NO;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (rq->answered) {
+        return MHD_YES;
+    }
+    rq->answered = 1;
+    return dispatch(conn, url, method, rq);
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+             enum MHD_RequestTerminationCode toe)
+{
+    req_t *rq = *con_cls;
+
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    if (rq != NULL) {
+        free(rq->body);
+        free(rq);
+        *con_cls = NULL;
+    }
+}
+
+/* ---- startup and shutdown ----------------------------------------------- */
+
+static void
+usage(FILE *out)
+{
+    fprintf(out,
+        "usage: mockllm --port PORT [--host 127.0.0.1] [--name NAME]\n"
+        "               [--models m1,m2,...] [--tps N] [--ttft-ms N]\n"
+        "               [--tokens N] [--embed-dim N]\n"
+        "               [--fault none|500|hang|cut|reset] [--quiet]\n"
+        "Emulated OpenAI-dialect LLM server for mod_llm_gateway tests.\n"
+        "See test/mockllm/README.md.\n");
+}
+
+static int
+parse_models(const char *arg)
+{
+    const char *p = arg;
+
+    while (*p != '\0') {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char **grown;
+
+        while (len > 0 && (*p == ' ' || *p == '\t')) {
+            p++;
+            len--;
+        }
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t')) {
+            len--;
+        }
+        if (len > 0) {
+            grown = realloc(mock_cfg.models,
+                            (mock_cfg.nmodels + 1) * sizeof(char *));
+            if (grown == NULL) {
+                return -1;
+            }
+            mock_cfg.models = grown;
+            mock_cfg.models[mock_cfg.nmodels] = strndup(p, len);
+            if (mock_cfg.models[mock_cfg.nmodels] == NULL) {
+                return -1;
+            }
+            mock_cfg.nmodels++;
+        }
+        if (end == NULL) {
+            break;
+        }
+        p = end + 1;
+    }
+    return mock_cfg.nmodels > 0 ? 0 : -1;
+}
+
+static int
+valid_name(const char *s)
+{
+    /* It goes verbatim into a response header. */
+    if (*s == '\0') {
+        return 0;
+    }
+    for (; *s != '\0'; s++) {
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+known_option(const char *name)
+{
+    static const char *const opts[] = {
+        "--port", "--host", "--name", "--models", "--tps", "--ttft-ms",
+        "--tokens", "--embed-dim", "--fault"
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+        if (strcmp(name, opts[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+parse_args(int argc, char **argv)
+{
+    int i, have_port = 0;
+    long v;
+
+    mock_cfg.host = "127.0.0.1";
+    mock_cfg.name = "mock";
+    mock_cfg.tokens = 16;
+    mock_cfg.embed_dim = 8;
+    for (i = 1; i < argc; i++) {
+        const char *opt = argv[i], *val = NULL;
+        const char *eq = strchr(opt, '=');
+        char name[32];
+        size_t nl = eq ? (size_t)(eq - opt) : strlen(opt);
+
+        if (strcmp(opt, "-h") == 0 || strcmp(opt, "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (nl >= sizeof(name) || strncmp(opt, "--", 2) != 0) {
+            fprintf(stderr, "mockllm: unknown argument '%s'\n", opt);
+            return -1;
+        }
+        memcpy(name, opt, nl);
+        name[nl] = '\0';
+        if (strcmp(name, "--quiet") == 0) {
+            if (eq != NULL) {
+                fprintf(stderr, "mockllm: --quiet takes no value\n");
+                return -1;
+            }
+            mock_cfg.quiet = 1;
+            continue;
+        }
+        if (!known_option(name)) {
+            fprintf(stderr, "mockllm: unknown option '%s'\n", name);
+            return -1;
+        }
+        if (eq != NULL) {
+            val = eq + 1;
+        }
+        else if (i + 1 < argc) {
+            val = argv[++i];
+        }
+        else {
+            fprintf(stderr, "mockllm: %s needs a value\n", name);
+            return -1;
+        }
+
+        if (strcmp(name, "--port") == 0) {
+            if (parse_long(val, 0, 65535, &v) != 0) {
+                goto bad;
+            }
+            mock_cfg.port = (unsigned int)v;
+            have_port = 1;
+        }
+        else if (strcmp(name, "--host") == 0) {
+            mock_cfg.host = strcmp(val, "localhost") == 0 ? "127.0.0.1"
+                                                          : val;
+        }
+        else if (strcmp(name, "--name") == 0) {
+            if (!valid_name(val)) {
+                goto bad;
+            }
+            mock_cfg.name = val;
+        }
+        else if (strcmp(name, "--models") == 0) {
+            if (mock_cfg.models != NULL || parse_models(val) != 0) {
+                goto bad;
+            }
+        }
+        else if (strcmp(name, "--tps") == 0) {
+            if (parse_tps(val, &mock_cfg.tps) != 0) {
+                goto bad;
+            }
+        }
+        else if (strcmp(name, "--ttft-ms") == 0) {
+            if (parse_long(val, 0, MOCK_MAX_TTFT_MS, &mock_cfg.ttft_ms)
+                != 0) {
+                goto bad;
+            }
+        }
+        else if (strcmp(name, "--tokens") == 0) {
+            if (parse_long(val, 0, MOCK_MAX_TOKENS, &mock_cfg.tokens) != 0) {
+                goto bad;
+            }
+        }
+        else if (strcmp(name, "--embed-dim") == 0) {
+            if (parse_long(val, 1, MOCK_MAX_EMBED_DIM, &mock_cfg.embed_dim)
+                != 0) {
+                goto bad;
+            }
+        }
+        else if (strcmp(name, "--fault") == 0) {
+            if (parse_fault(val, &mock_cfg.fault) != 0) {
+                goto bad;
+            }
+        }
+        else {
+            fprintf(stderr, "mockllm: unknown option '%s'\n", name);
+            return -1;
+        }
+        continue;
+bad:
+        fprintf(stderr, "mockllm: invalid value for %s: '%s'\n", name, val);
+        return -1;
+    }
+    if (!have_port) {
+        fprintf(stderr, "mockllm: --port is required\n");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+free_config(void)
+{
+    size_t i;
+
+    for (i = 0; i < mock_cfg.nmodels; i++) {
+        free(mock_cfg.models[i]);
+    }
+    free(mock_cfg.models);
+    free(mock_cfg.fingerprint);
+    memset(&mock_cfg, 0, sizeof(mock_cfg));
+}
+
+/* We bind ourselves rather than let MHD do it, to tell "port in use"
+ * apart from other failures and to learn the port when 0 was asked. */
+static int
+open_listener(int *family)
+{
+    struct addrinfo hints, *ai = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char port[16];
+    int fd, one = 1, rc;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+    snprintf(port, sizeof(port), "%u", mock_cfg.port);
+    rc = getaddrinfo(mock_cfg.host, port, &hints, &ai);
+    if (rc != 0) {
+        fprintf(stderr, "mockllm: bad --host '%s': %s\n", mock_cfg.host,
+                gai_strerror(rc));
+        return -2;
+    }
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        fprintf(stderr, "mockllm: socket: %s\n", strerror(errno));
+        freeaddrinfo(ai);
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ai->ai_family == AF_INET6) {
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0
+        || listen(fd, 1024) != 0) {
+        int err = errno;
+
+        if (err == EADDRINUSE) {
+            fprintf(stderr, "mockllm: port %u on %s is already in use\n",
+                    mock_cfg.port, mock_cfg.host);
+        }
+        else {
+            fprintf(stderr, "mockllm: cannot listen on %s:%u: %s\n",
+                    mock_cfg.host, mock_cfg.port, strerror(err));
+        }
+        close(fd);
+        freeaddrinfo(ai);
+        return -1;
+    }
+    *family = ai->ai_family;
+    freeaddrinfo(ai);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        mock_cfg.port = ntohs(ss.ss_family == AF_INET6
+                              ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                              : ((struct sockaddr_in *)&ss)->sin_port);
+    }
+    return fd;
+}
+
+/* Thread-per-connection needs a descriptor per client; the default soft
+ * limit of 1024 would cap us below the 2000 connections we promise. */
+static void
+raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int
+main(int argc, char **argv)
+{
+    struct MHD_Daemon *d;
+    unsigned int flags;
+    sigset_t sigs;
+    size_t fplen;
+    int fd, family = AF_INET, sig;
+
+    if (parse_args(argc, argv) != 0) {
+        usage(stderr);
+        free_config();
+        return 2;
+    }
+    fplen = strlen(mock_cfg.name) + sizeof("mock-");
+    mock_cfg.fingerprint = malloc(fplen);
+    if (mock_cfg.fingerprint == NULL) {
+        free_config();
+        return 1;
+    }
+    snprintf(mock_cfg.fingerprint, fplen, "mock-%s", mock_cfg.name);
+
+    /* Block the stop signals before MHD creates threads so that they all
+     * inherit the mask and only sigwait() below ever sees them. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+
+    fd = open_listener(&family);
+    if (fd < 0) {
+        free_config();
+        return fd == -2 ? 2 : 1;
+    }
+
+    /* MHD_USE_POLL: per-connection threads would otherwise use select(),
+     * which cannot watch descriptors past FD_SETSIZE (1024). */
+    flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD
+            | MHD_USE_POLL;
+    if (!mock_cfg.quiet) {
+        flags |= MHD_USE_ERROR_LOG;
+    }
+    if (family == AF_INET6) {
+        flags |= MHD_USE_IPv6;
+    }
+    d = MHD_start_daemon(flags, (uint16_t)mock_cfg.port, NULL, NULL,
+                         on_request, NULL,
+                         MHD_OPTION_LISTEN_SOCKET, fd,
+                         MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned int)CONNECTION_LIMIT,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                         MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                         (size_t)(64 * 1024),
+                         MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
+                         MHD_OPTION_END);
+    if (d == NULL) {
+        fprintf(stderr, "mockllm: cannot start the HTTP daemon on %s:%u\n",
+                mock_cfg.host, mock_cfg.port);
+        close(fd);
+        free_config();
+        return 1;
+    }
+    fprintf(stderr, family == AF_INET6
+                    ? "mockllm %s listening on [%s]:%u\n"
+                    : "mockllm %s listening on %s:%u\n",
+            mock_cfg.name, mock_cfg.host, mock_cfg.port);
+    fflush(stderr);
+
+    do {
+        if (sigwait(&sigs, &sig) != 0) {
+            sig = 0;
+        }
+    } while (sig != SIGINT && sig != SIGTERM);
+
+    /* Sleepers poll this flag, so in-flight hangs and paced streams give
+     * up within 100 ms and MHD_stop_daemon can join their threads. */
+    atomic_store(&stopping, 1);
+    MHD_stop_daemon(d);
+
+    pthread_mutex_lock(&stats_lock);
+    stats_clear_locked();
+    pthread_mutex_unlock(&stats_lock);
+    free_config();
+    return 0;
+}
