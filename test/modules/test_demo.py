@@ -1,0 +1,80 @@
+# build/demo as a user runs it: it prints its ready: lines, serves chats and
+# streams on LLMGW_PORT, and SIGTERM stops every process it started.
+import os
+import signal
+import subprocess
+import time
+
+import llmgw_env as env
+from llmgw_env import chat_body
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def session_processes(sid):
+    """Live processes of session sid: the demo runs in its own session, so
+    everything it started (httpd and its children, mock backends) is here."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        # fields[0] is the state, fields[3] the session id.
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append((int(pid), cmd))
+    return found
+
+
+def test_demo_serves_and_stops_everything():
+    port = env.free_port()
+    proc = subprocess.Popen([os.path.join(TOP, "build", "demo")],
+                            env=dict(os.environ, LLMGW_PORT=str(port)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    ready, out = [], []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out.append(line)
+            if line.startswith("ready:"):
+                ready.append(line)
+            if line.startswith("logs:"):
+                break
+        assert any(f"http://127.0.0.1:{port}/v1" in l for l in ready), "".join(out)
+        run_dir = [l for l in out if l.startswith("logs:")][0].split()[1]
+        run_dir = os.path.dirname(run_dir)
+
+        r = env.request(port, "GET", "/v1/models")
+        assert r.status == 200
+        ids = [m["id"] for m in r.json()["data"]]
+        assert "mock-small" in ids and "gpt-4o-mini" in ids
+        r = env.request(port, "POST", "/v1/chat/completions",
+                        chat_body("gpt-4o-mini", max_tokens=3))
+        assert r.status == 200, r.body
+        assert r.json()["choices"][0]["message"]["content"]
+        s = env.stream(port, "/v1/chat/completions",
+                       chat_body("mock-small", stream=True, max_tokens=3))
+        assert s.data()[-1] == "[DONE]"
+        started = [cmd for _, cmd in session_processes(proc.pid)]
+        assert any("apache2" in c for c in started), started
+        assert sum("mockllm" in c for c in started) == 2, started
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+        out.append(rest)
+    assert proc.returncode == 0, "".join(out)
+    assert "demo stopped" in rest
+    deadline = time.time() + 10
+    while session_processes(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not session_processes(proc.pid), session_processes(proc.pid)
+    assert not os.path.exists(run_dir)
