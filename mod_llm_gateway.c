@@ -14,7 +14,10 @@ static void register_hooks(apr_pool_t *p)
      * set, as mod_rewrite's [P] does. */
     static const char *const before_proxy[] = { "mod_proxy.c", NULL };
 
+    ap_hook_pre_config(llmgw_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(llmgw_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(llmgw_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(llmgw_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_translate_name(llmgw_translate_name, NULL, NULL,
                            APR_HOOK_MIDDLE);
     ap_hook_map_to_storage(llmgw_map_to_storage, NULL, NULL,

@@ -5,6 +5,9 @@
 #include <mod_proxy.h>
 #include <apr_strings.h>
 
+#include <util_mutex.h>
+
+#include "llmgw_cache.h"
 #include "llmgw_config.h"
 
 APLOG_USE_MODULE(llm_gateway);
@@ -25,6 +28,8 @@ void *llmgw_merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     /* A virtual host with routes of its own uses only those. */
     conf->router = add->router->routes->nelts ? add->router : base->router;
     conf->max_body = add->max_body ? add->max_body : base->max_body;
+    conf->store_set = add->store_set || base->store_set;
+    conf->store = add->store_set ? add->store : base->store;
     return conf;
 }
 
@@ -191,6 +196,51 @@ static const char *set_upstream_model(cmd_parms *cmd, void *dummy,
     return NULL;
 }
 
+static const char *set_cache_policy(cmd_parms *cmd, void *dummy,
+                                    const char *arg)
+{
+    const char *err;
+    llmgw_route_t *route = current_route(cmd, &err);
+
+    if (!route) {
+        return err;
+    }
+    if (strcasecmp(arg, "deterministic") == 0) {
+        route->cache_policy = LLMGW_CACHE_DETERMINISTIC;
+    }
+    else if (strcasecmp(arg, "all") == 0) {
+        route->cache_policy = LLMGW_CACHE_ALL;
+    }
+    else if (strcasecmp(arg, "off") == 0) {
+        route->cache_policy = LLMGW_CACHE_OFF;
+    }
+    else {
+        return apr_psprintf(cmd->pool, "LLMCachePolicy: unknown policy "
+                            "'%s' (deterministic, all, off)", arg);
+    }
+    return NULL;
+}
+
+static const char *set_cache(cmd_parms *cmd, void *dummy, int argc,
+                             char *const argv[])
+{
+    llmgw_server_conf_t *conf = server_conf(cmd);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
+
+    if (err) {
+        return err;
+    }
+    if (argc < 1) {
+        return "LLMCache needs a store: memcache SERVERS, shm, or off";
+    }
+    conf->store_set = 1;
+    conf->store = NULL;
+    if (strcasecmp(argv[0], "off") == 0) {
+        return argc > 1 ? "LLMCache off takes no options" : NULL;
+    }
+    return llmgw_store_create(cmd->pool, argc, argv, &conf->store);
+}
+
 static const char *set_max_body(cmd_parms *cmd, void *dummy,
                                 const char *arg)
 {
@@ -252,6 +302,12 @@ const command_rec llmgw_cmds[] = {
                       "balancer serving this route"),
     AP_INIT_TAKE1("LLMUpstreamModel", set_upstream_model, NULL, RSRC_CONF,
                   "the model name sent to the backend"),
+    AP_INIT_TAKE1("LLMCachePolicy", set_cache_policy, NULL, RSRC_CONF,
+                  "deterministic | all | off: which answers of this route "
+                  "are cached"),
+    AP_INIT_TAKE_ARGV("LLMCache", set_cache, NULL, RSRC_CONF,
+                      "memcache HOST:PORT[,...] | shm | off [ttl=SECONDS] "
+                      "[max-item=SIZE] [size=SIZE]: the response cache"),
     AP_INIT_TAKE1("LLMMaxRequestBody", set_max_body, NULL, RSRC_CONF,
                   "largest accepted request body (bytes, or with K/M)"),
     AP_INIT_TAKE1("LLMApi", set_api, NULL, ACCESS_CONF,
@@ -334,4 +390,79 @@ int llmgw_check_config(apr_pool_t *pconf, apr_pool_t *plog,
         }
     }
     return failed ? !OK : OK;
+}
+
+int llmgw_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    return ap_mutex_register(pconf, LLMGW_STORE_MUTEX, NULL,
+                             APR_LOCK_DEFAULT, 0);
+}
+
+/* Virtual hosts share the main server's store: it is set up once, by the
+ * first server that has it. */
+static int store_seen(server_rec *s, server_rec *vs, llmgw_store_t *st)
+{
+    for (; s != vs; s = s->next) {
+        llmgw_server_conf_t *conf = ap_get_module_config(s->module_config,
+                                                         &llm_gateway_module);
+
+        if (conf->store == st) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int llmgw_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                      server_rec *s)
+{
+    llmgw_server_conf_t *main_conf = ap_get_module_config(s->module_config,
+                                                          &llm_gateway_module);
+    llmgw_store_t *dflt = NULL;
+    server_rec *vs;
+
+    /* Without LLMCache, one node still gets a cache: shmcb if loaded. */
+    if (!main_conf->store_set && main_conf->router->routes->nelts) {
+        dflt = llmgw_store_default(pconf);
+    }
+    for (vs = s; vs; vs = vs->next) {
+        llmgw_server_conf_t *conf = ap_get_module_config(vs->module_config,
+                                                         &llm_gateway_module);
+
+        if (!conf->store_set) {
+            conf->store = dflt;
+        }
+        if (!conf->store || !conf->store->ops->post_config
+            || store_seen(s, vs, conf->store)) {
+            continue;
+        }
+        if (conf->store->ops->post_config(conf->store, pconf, ptemp, s)
+            != APR_SUCCESS) {
+            return !OK;
+        }
+    }
+    return OK;
+}
+
+void llmgw_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    server_rec *vs;
+
+    for (vs = s; vs; vs = vs->next) {
+        llmgw_server_conf_t *conf = ap_get_module_config(vs->module_config,
+                                                         &llm_gateway_module);
+        apr_status_t rv;
+
+        if (!conf->store || store_seen(s, vs, conf->store)) {
+            continue;
+        }
+        conf->store->s = s;
+        rv = conf->store->ops->child_init(conf->store, pchild, s);
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, LLMGW_LOGNO(0003)
+                         "cache store %s unusable in this child; requests "
+                         "go to the backends", conf->store->ops->name);
+            conf->store = NULL;
+        }
+    }
 }

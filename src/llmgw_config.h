@@ -7,6 +7,7 @@
 #include <http_config.h>
 
 #include "llmgw_route.h"
+#include "llmgw_store.h"
 
 /* Our own log tags, in the spirit of httpd's APLOGNO. */
 #define LLMGW_LOGNO(n) "LLMGW" #n ": "
@@ -23,6 +24,8 @@ typedef struct {
     llmgw_router_t *router;
     llmgw_route_t *cur_route;   /* while an <LLMRoute> body is parsed */
     apr_off_t max_body;         /* 0: unset */
+    llmgw_store_t *store;       /* NULL: no cache */
+    int store_set;              /* LLMCache given (off included) */
 } llmgw_server_conf_t;
 
 typedef struct {
@@ -44,5 +47,11 @@ int llmgw_check_config(apr_pool_t *pconf, apr_pool_t *plog,
                        apr_pool_t *ptemp, server_rec *s);
 
 apr_off_t llmgw_max_body(const llmgw_server_conf_t *conf);
+
+/* pre_config, post_config and child_init: the cache stores' life. */
+int llmgw_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp);
+int llmgw_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                      server_rec *s);
+void llmgw_child_init(apr_pool_t *pchild, server_rec *s);
 
 #endif

@@ -1,6 +1,7 @@
 /* llmgw_json: the one place that talks to json-c. Handles share the root's
  * tree; the root is released by a cleanup on the pool it was made in. */
 #include <limits.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -242,6 +243,21 @@ apr_int64_t llmgw_json_getl(const llmgw_json_t *j, apr_int64_t dflt, ...)
     return dflt;
 }
 
+double llmgw_json_getd(const llmgw_json_t *j, double dflt, ...)
+{
+    va_list ap;
+    json_object *o;
+
+    va_start(ap, dflt);
+    o = walk(j->o, ap);
+    va_end(ap);
+    if (json_object_is_type(o, json_type_int)
+        || json_object_is_type(o, json_type_double)) {
+        return json_object_get_double(o);
+    }
+    return dflt;
+}
+
 int llmgw_json_getb(const llmgw_json_t *j, int dflt, ...)
 {
     va_list ap;
@@ -269,6 +285,22 @@ llmgw_json_t *llmgw_json_array_get(const llmgw_json_t *j, apr_size_t i)
     }
     o = json_object_array_get_idx(j->o, i);
     return wrap(j->p, o, 0);
+}
+
+double llmgw_json_array_getd(const llmgw_json_t *j, apr_size_t i,
+                             double dflt)
+{
+    json_object *o;
+
+    if (i >= llmgw_json_array_len(j)) {
+        return dflt;
+    }
+    o = json_object_array_get_idx(j->o, i);
+    if (json_object_is_type(o, json_type_int)
+        || json_object_is_type(o, json_type_double)) {
+        return json_object_get_double(o);
+    }
+    return dflt;
 }
 
 static void set_leaf(llmgw_json_t *j, json_object *v, va_list ap)
@@ -325,7 +357,7 @@ void llmgw_json_setj(llmgw_json_t *j, const llmgw_json_t *v, ...)
     va_list ap;
 
     va_start(ap, v);
-    set_leaf(j, json_object_get(v->o), ap);
+    set_leaf(j, v ? json_object_get(v->o) : NULL, ap);
     va_end(ap);
 }
 
@@ -388,4 +420,152 @@ const char *llmgw_json_quote(apr_pool_t *p, const char *s)
 
     json_object_put(o);
     return out;
+}
+
+/* ---------------------------------------------------------------------
+ * Canonical text, for cache keys: the same meaning gives the same bytes.
+ */
+
+/* A growable pool buffer: the canonical text of a big body is one copy. */
+typedef struct {
+    apr_pool_t *p;
+    char *d;
+    apr_size_t len;
+    apr_size_t cap;
+} canon_buf;
+
+static void put(canon_buf *b, const char *s, apr_size_t n)
+{
+    if (b->len + n > b->cap) {
+        apr_size_t cap = b->cap ? b->cap * 2 : 1024;
+        char *d;
+
+        while (cap < b->len + n) {
+            cap *= 2;
+        }
+        d = apr_palloc(b->p, cap);
+        if (b->len) {
+            memcpy(d, b->d, b->len);
+        }
+        b->d = d;
+        b->cap = cap;
+    }
+    memcpy(b->d + b->len, s, n);
+    b->len += n;
+}
+
+static void putc1(canon_buf *b, char c)
+{
+    put(b, &c, 1);
+}
+
+static int cmp_keys(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int skipped(const char *key, const char *const *skip)
+{
+    for (; skip && *skip; skip++) {
+        if (strcmp(key, *skip) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void canon(apr_pool_t *p, canon_buf *out, json_object *o,
+                  const char *const *skip)
+{
+    const char *s;
+    char num[40];
+
+    switch (json_object_get_type(o)) {
+    case json_type_object: {
+        apr_array_header_t *keys = apr_array_make(p, 8, sizeof(char *));
+        int i, first = 1;
+
+        json_object_object_foreach(o, key, val) {
+            (void)val;
+            if (!skipped(key, skip)) {
+                APR_ARRAY_PUSH(keys, const char *) = key;
+            }
+        }
+        qsort(keys->elts, keys->nelts, sizeof(char *), cmp_keys);
+        putc1(out, '{');
+        for (i = 0; i < keys->nelts; i++) {
+            const char *key = APR_ARRAY_IDX(keys, i, const char *);
+            json_object *k = json_object_new_string(key), *v = NULL;
+
+            if (!first) {
+                putc1(out, ',');
+            }
+            first = 0;
+            s = json_object_to_json_string_ext(k, JSON_C_TO_STRING_PLAIN
+                                               | JSON_C_TO_STRING_NOSLASHESCAPE);
+            put(out, s, strlen(s));
+            json_object_put(k);
+            putc1(out, ':');
+            json_object_object_get_ex(o, key, &v);
+            /* Only the top level has members to leave out. */
+            canon(p, out, v, NULL);
+        }
+        putc1(out, '}');
+        return;
+    }
+    case json_type_array: {
+        size_t i, n = json_object_array_length(o);
+
+        putc1(out, '[');
+        for (i = 0; i < n; i++) {
+            if (i) {
+                putc1(out, ',');
+            }
+            canon(p, out, json_object_array_get_idx(o, i), NULL);
+        }
+        putc1(out, ']');
+        return;
+    }
+    case json_type_double: {
+        double d = json_object_get_double(o);
+
+        /* 1, 1.0 and 1e0 mean the same: integral values print as integers. */
+        if (d == (double)(apr_int64_t)d && d > -9e15 && d < 9e15) {
+            apr_snprintf(num, sizeof(num), "%" APR_INT64_T_FMT,
+                         (apr_int64_t)d);
+        }
+        else {
+            apr_snprintf(num, sizeof(num), "%.17g", d);
+        }
+        s = num;
+        break;
+    }
+    case json_type_int:
+        apr_snprintf(num, sizeof(num), "%" APR_INT64_T_FMT,
+                     (apr_int64_t)json_object_get_int64(o));
+        s = num;
+        break;
+    case json_type_null:
+        s = "null";
+        break;
+    default:
+        s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN
+                                           | JSON_C_TO_STRING_NOSLASHESCAPE);
+        break;
+    }
+    put(out, s, strlen(s));
+}
+
+const char *llmgw_json_write_canonical(apr_pool_t *p, const llmgw_json_t *j,
+                                       const char *const *skip,
+                                       apr_size_t *len)
+{
+    canon_buf out = { p, NULL, 0, 0 };
+
+    canon(p, &out, j->o, skip);
+    putc1(&out, '\0');
+    if (len) {
+        *len = out.len - 1;
+    }
+    return out.d;
 }

@@ -55,16 +55,20 @@ llmgw_json_type_t llmgw_json_type(const llmgw_json_t *j, ...);
 llmgw_json_t *llmgw_json_getj(const llmgw_json_t *j, ...);
 const char *llmgw_json_gets(const llmgw_json_t *j, ...);
 apr_int64_t llmgw_json_getl(const llmgw_json_t *j, apr_int64_t dflt, ...);
+double llmgw_json_getd(const llmgw_json_t *j, double dflt, ...);
 int llmgw_json_getb(const llmgw_json_t *j, int dflt, ...);
 apr_size_t llmgw_json_array_len(const llmgw_json_t *j);
 llmgw_json_t *llmgw_json_array_get(const llmgw_json_t *j, apr_size_t i);
+/* Element i as a double without a handle per element (long vectors). */
+double llmgw_json_array_getd(const llmgw_json_t *j, apr_size_t i,
+                             double dflt);
 
 /* Setters create intermediate objects along the path as needed. */
 void llmgw_json_sets(llmgw_json_t *j, const char *value, ...);
 void llmgw_json_setb(llmgw_json_t *j, int value, ...);
 void llmgw_json_setl(llmgw_json_t *j, apr_int64_t value, ...);
 void llmgw_json_setnull(llmgw_json_t *j, ...);
-/* Adds a copy of member 'v' (deep reference) under the path. */
+/* Puts v (shared, not copied; NULL gives null) under the path. */
 void llmgw_json_setj(llmgw_json_t *j, const llmgw_json_t *v, ...);
 void llmgw_json_del(llmgw_json_t *j, const char *key);
 
@@ -78,6 +82,13 @@ llmgw_json_t *llmgw_json_array_add_object(llmgw_json_t *j);
 
 /* Compact text of j, valid as long as j's tree; *len may be NULL. */
 const char *llmgw_json_write(const llmgw_json_t *j, apr_size_t *len);
+
+/* Canonical text of j: object keys sorted bytewise, no whitespace, equal
+ * numbers written alike (1 and 1.0 both as 1). Top-level members named in
+ * skip (NULL-terminated, may be NULL) are left out. From p. */
+const char *llmgw_json_write_canonical(apr_pool_t *p, const llmgw_json_t *j,
+                                       const char *const *skip,
+                                       apr_size_t *len);
 
 /* s as a quoted JSON string literal, allocated from p. */
 const char *llmgw_json_quote(apr_pool_t *p, const char *s);

@@ -11,6 +11,7 @@
 #include <http_request.h>
 #include <util_filter.h>
 
+#include "llmgw_cache.h"
 #include "llmgw_config.h"
 #include "llmgw_dialect.h"
 #include "llmgw_proxy.h"
@@ -46,6 +47,13 @@ typedef struct {
     char *tail;
     apr_size_t tail_len;
     apr_bucket_brigade *bb;
+    llmgw_store_t *store;        /* the cache, for an eligible request */
+    const char *cache_key;
+    llmgw_record_t *hit;         /* the answer, from the cache */
+    llmgw_record_t *rec;         /* the answer being recorded */
+    int rec_complete;            /* ... arrived whole: store it */
+    char *copy;                  /* a plain answer being recorded */
+    apr_size_t copy_len;
 } llmgw_req_t;
 
 static ap_filter_rec_t *body_filter_handle;
@@ -232,6 +240,70 @@ static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx)
     ap_add_output_filter_handle(out_filter_handle, ctx, r, r->connection);
 }
 
+/* Looks the request up in the cache; returns 1 on a hit. Sets the
+ * X-LLM-Cache header either way, and arms recording on a miss. */
+static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
+                        llmgw_server_conf_t *sconf, const char *upstream)
+{
+    const char *cc = apr_table_get(r->headers_in, "Cache-Control");
+    const char *state = "BYPASS";
+    char *val;
+    apr_size_t len;
+    apr_status_t rv;
+
+    if (!sconf->store) {
+        return 0;
+    }
+    if (!llmgw_cache_eligible(&ctx->req, ctx->route->cache_policy)
+        || (cc && ap_strcasestr(cc, "no-store"))) {
+        goto done;
+    }
+    ctx->store = sconf->store;
+    ctx->cache_key = llmgw_cache_key(r->pool, &ctx->req, upstream,
+                                     ctx->route->balancer,
+                                     ctx->route->dialect);
+    apr_table_setn(r->err_headers_out, "X-LLM-Cache-Key", ctx->cache_key);
+    /* no-cache: answer afresh, but the fresh answer may be kept. */
+    rv = (cc && ap_strcasestr(cc, "no-cache"))
+             ? APR_NOTFOUND
+             : llmgw_store_get(ctx->store, r, ctx->cache_key, &val, &len);
+    if (rv == APR_SUCCESS
+        && (ctx->hit = llmgw_record_parse(r->pool, val, len)) != NULL) {
+        state = "HIT";
+    }
+    else if (rv == APR_SUCCESS || APR_STATUS_IS_NOTFOUND(rv)) {
+        state = "MISS";
+        ctx->rec = llmgw_record_create(r->pool, ctx->ep,
+                                       ctx->store->max_item);
+    }
+done:
+    apr_table_setn(r->err_headers_out, "X-LLM-Cache", state);
+    apr_table_setn(r->notes, "llm-cache", state);
+    return ctx->hit != NULL;
+}
+
+static void record_chunk(void *baton, const char *data, apr_size_t len)
+{
+    llmgw_record_add_chunk(baton, data, len);
+}
+
+/* Stores a recorded answer; runs after the response went out, so the
+ * client never waits for the store. */
+static void store_record(request_rec *r, llmgw_req_t *ctx)
+{
+    const char *text;
+    apr_size_t len;
+
+    if (!ctx->rec || !ctx->rec_complete) {
+        return;
+    }
+    text = llmgw_record_serialize(ctx->rec, &len);
+    if (text) {
+        llmgw_store_set(ctx->store, r, ctx->cache_key, text, len);
+    }
+    ctx->rec = NULL;
+}
+
 int llmgw_fixups(request_rec *r)
 {
     llmgw_dir_conf_t *dconf = ap_get_module_config(r->per_dir_config,
@@ -304,6 +376,10 @@ int llmgw_fixups(request_rec *r)
     apr_table_setn(r->notes, "llm-route", ctx->route->name);
     apr_table_setn(r->notes, "llm-upstream-model", upstream_model);
 
+    if (cache_lookup(r, ctx, sconf, upstream_model)) {
+        r->handler = LLMGW_HANDLER;
+        return OK;
+    }
     ctx->body = llmgw_request_upstream_body(&ctx->req, upstream_model, body,
                                             body_len, &ctx->body_len,
                                             &ctx->strip_usage);
@@ -397,6 +473,9 @@ static apr_status_t keep_bucket(llmgw_req_t *ctx, apr_pool_t *p,
 
 static void decide_mode(request_rec *r, llmgw_req_t *ctx)
 {
+    if (r->status != HTTP_OK) {
+        ctx->rec = NULL;            /* only good answers are cached */
+    }
     if (r->status >= 400) {
         ctx->out = OUT_PASS;
     }
@@ -404,6 +483,10 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
              && strncasecmp(r->content_type, "text/event-stream", 17) == 0) {
         ctx->out = OUT_SSE;
         ctx->sse = llmgw_sse_create(r->pool, ctx->strip_usage);
+        if (ctx->rec) {
+            ctx->sse->on_data = record_chunk;
+            ctx->sse->baton = ctx->rec;
+        }
         /* Compression would hold tokens back until a block fills. */
         apr_table_setn(r->subprocess_env, "no-gzip", "1");
     }
@@ -423,6 +506,7 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
 
     if (ctx->sse->done && !why) {
         set_usage_notes(r, &ctx->sse->usage);
+        ctx->rec_complete = 1;
         return;
     }
     llmgw_error_set(&err, HTTP_BAD_GATEWAY, "server_error", NULL,
@@ -439,6 +523,87 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
                                      tail, n, out->bucket_alloc));
     apr_table_setn(r->notes, "llm-error", "upstream_stream_error");
     set_usage_notes(r, &ctx->sse->usage);
+}
+
+/* Copies a plain answer being recorded; 0 when it outgrows the store. */
+static int copy_answer(llmgw_req_t *ctx, apr_pool_t *p, const char *data,
+                       apr_size_t n)
+{
+    apr_size_t max = ctx->store->max_item;
+
+    if (ctx->copy_len + n > max) {
+        return 0;
+    }
+    if (!ctx->copy) {
+        ctx->copy = apr_palloc(p, max);
+    }
+    memcpy(ctx->copy + ctx->copy_len, data, n);
+    ctx->copy_len += n;
+    return 1;
+}
+
+/* A plain JSON answer passes untouched; we read its usage at the end. Every
+ * data bucket but the last goes to the tail at once; a small answer comes
+ * whole with its EOS, and then usage is read from its one bucket with no
+ * copy at all. An answer being recorded is copied whole instead. */
+static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
+                               apr_bucket_brigade *bb)
+{
+    apr_bucket *e, *last = NULL;
+    const char *data;
+    apr_size_t n;
+    apr_status_t rv;
+    llmgw_usage_t u = { 0 };
+
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+         e = APR_BUCKET_NEXT(e)) {
+        if (APR_BUCKET_IS_EOS(e)) {
+            ctx->finished = 1;
+            break;
+        }
+        if (APR_BUCKET_IS_METADATA(e)) {
+            continue;
+        }
+        if (ctx->rec) {
+            if ((rv = apr_bucket_read(e, &data, &n, APR_BLOCK_READ))) {
+                return rv;
+            }
+            if (!copy_answer(ctx, r->pool, data, n)) {
+                /* Too big to cache: carry on as for any answer. */
+                keep_tail(ctx, r->pool, ctx->copy, ctx->copy_len);
+                keep_tail(ctx, r->pool, data, n);
+                ctx->rec = NULL;
+            }
+            continue;
+        }
+        if (last && (rv = keep_bucket(ctx, r->pool, last))) {
+            return rv;
+        }
+        last = e;
+    }
+    if (ctx->rec) {
+        if (ctx->finished) {
+            llmgw_usage_find(r->pool, ctx->copy, ctx->copy_len, &u);
+            llmgw_record_set_response(ctx->rec, ctx->copy, ctx->copy_len);
+            ctx->rec_complete = 1;
+        }
+    }
+    else if (ctx->finished && last && !ctx->tail_len) {
+        if (apr_bucket_read(last, &data, &n, APR_BLOCK_READ)
+            == APR_SUCCESS) {
+            llmgw_usage_find(r->pool, data, n, &u);
+        }
+    }
+    else {
+        if (last && (rv = keep_bucket(ctx, r->pool, last))) {
+            return rv;
+        }
+        if (ctx->finished) {
+            llmgw_usage_find(r->pool, ctx->tail, ctx->tail_len, &u);
+        }
+    }
+    set_usage_notes(r, &u);
+    return APR_SUCCESS;
 }
 
 static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
@@ -459,44 +624,12 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         return ap_pass_brigade(f->next, bb);
     }
     if (ctx->out == OUT_JSON) {
-        apr_bucket *last = NULL;
-        const char *data;
-        apr_size_t n;
-        llmgw_usage_t u = { 0 };
-
-        /* Every data bucket but the last goes to the tail at once. A small
-         * answer arrives whole with its EOS: then usage is read from its
-         * one bucket, with no copy at all. */
-        for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
-             e = APR_BUCKET_NEXT(e)) {
-            if (APR_BUCKET_IS_EOS(e)) {
-                ctx->finished = 1;
-                break;
-            }
-            if (APR_BUCKET_IS_METADATA(e)) {
-                continue;
-            }
-            if (last && (rv = keep_bucket(ctx, r->pool, last))) {
-                return rv;
-            }
-            last = e;
+        if ((rv = watch_json(r, ctx, bb)) != APR_SUCCESS) {
+            return rv;
         }
-        if (ctx->finished && last && !ctx->tail_len) {
-            if (apr_bucket_read(last, &data, &n, APR_BLOCK_READ)
-                == APR_SUCCESS) {
-                llmgw_usage_find(r->pool, data, n, &u);
-            }
-        }
-        else {
-            if (last && (rv = keep_bucket(ctx, r->pool, last))) {
-                return rv;
-            }
-            if (ctx->finished) {
-                llmgw_usage_find(r->pool, ctx->tail, ctx->tail_len, &u);
-            }
-        }
-        set_usage_notes(r, &u);
-        return ap_pass_brigade(f->next, bb);
+        rv = ap_pass_brigade(f->next, bb);
+        store_record(r, ctx);
+        return rv;
     }
 
     /* OUT_SSE: forward complete events, hold partial ones back. */
@@ -550,6 +683,7 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     rv = ap_pass_brigade(f->next, ctx->bb);
     apr_brigade_cleanup(ctx->bb);
     apr_brigade_cleanup(bb);
+    store_record(r, ctx);
     return rv;
 }
 
@@ -682,6 +816,30 @@ static int answer_models(request_rec *r, llmgw_req_t *ctx)
     return OK;
 }
 
+/* A cache hit, in the shape the client asked for: a stream is replayed
+ * chunk by chunk (the usage chunk only when asked), else one JSON body. */
+static int answer_hit(request_rec *r, llmgw_req_t *ctx)
+{
+    llmgw_usage_t u;
+    const char *text;
+    apr_size_t len;
+
+    llmgw_record_usage(ctx->hit, &u);
+    set_usage_notes(r, &u);
+    if (!ctx->req.stream) {
+        text = llmgw_record_render_json(ctx->hit, &len);
+        send_json(r, HTTP_OK, text, len);
+        return OK;
+    }
+    text = llmgw_record_render_sse(ctx->hit, r->pool, ctx->req.wants_usage,
+                                   &len);
+    apr_table_setn(r->subprocess_env, "no-gzip", "1");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    ap_set_content_type(r, "text/event-stream");
+    ap_rwrite(text, (int)len, r);
+    return OK;
+}
+
 int llmgw_handler(request_rec *r)
 {
     llmgw_req_t *ctx;
@@ -697,6 +855,9 @@ int llmgw_handler(request_rec *r)
     }
     if (ap_discard_request_body(r) != OK) {
         r->connection->keepalive = AP_CONN_CLOSE;
+    }
+    if (ctx->hit) {
+        return answer_hit(r, ctx);
     }
     if (!ctx->err.status) {
         return answer_models(r, ctx);

@@ -15,6 +15,7 @@ typedef struct llmgw_route {
     const char *upstream_model;  /* LLMUpstreamModel, else the route's
                                   * exact name; NULL for a glob route:
                                   * send the client's name */
+    int cache_policy;            /* llmgw_cache_policy_t */
     const char *file;            /* where <LLMRoute> stands */
     int line;
     const char *backend_file;    /* where LLMBackend stands */

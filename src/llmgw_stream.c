@@ -199,6 +199,9 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
     if (!dlen || *d != '{') {
         return len;
     }
+    if (s->on_data) {
+        s->on_data(s->baton, d, dlen);
+    }
     if (!s->id) {
         j = llmgw_json_parse_prefix(s->p, d, dlen, &used);
         if (j) {

@@ -23,6 +23,10 @@ typedef struct llmgw_sse {
     const char *object;
     const char *model;
     apr_int64_t created;
+    /* Called with each event's JSON data, before it is changed (the
+     * cache records streams through it); may be NULL. */
+    void (*on_data)(void *baton, const char *data, apr_size_t len);
+    void *baton;
 } llmgw_sse_t;
 
 llmgw_sse_t *llmgw_sse_create(apr_pool_t *p, int strip_usage);

@@ -1,0 +1,58 @@
+/* llmgw_cache: what may be cached, under which key, and the cached record:
+ * an answer kept as its chunk sequence and as one assembled response. */
+#ifndef LLMGW_CACHE_H
+#define LLMGW_CACHE_H
+
+#include <apr_pools.h>
+#include <apr_tables.h>
+
+#include "llmgw_dialect.h"
+#include "llmgw_json.h"
+
+typedef enum {
+    LLMGW_CACHE_DETERMINISTIC = 0, /* temperature 0 or a fixed seed */
+    LLMGW_CACHE_ALL,
+    LLMGW_CACHE_OFF
+} llmgw_cache_policy_t;
+
+/* Whether a request may be served from, and stored in, the cache. */
+int llmgw_cache_eligible(const llmgw_request_t *req,
+                         llmgw_cache_policy_t policy);
+
+/* The cache key: SHA-256 (hex) of a version tag, the endpoint, dialect,
+ * backend and upstream model, and the canonical JSON of every request
+ * member except those that cannot change the answer (model, stream,
+ * stream_options, user, metadata, store). */
+const char *llmgw_cache_key(apr_pool_t *p, const llmgw_request_t *req,
+                            const char *upstream_model, const char *backend,
+                            const char *dialect);
+
+typedef struct llmgw_record llmgw_record_t;
+
+/* A record being built from an upstream answer; max is the largest
+ * serialised size the store takes (a bigger answer is not cached). */
+llmgw_record_t *llmgw_record_create(apr_pool_t *p, llmgw_endpoint_t ep,
+                                    apr_size_t max);
+/* Feeds one SSE data payload (a chunk's JSON) of a streamed answer. */
+void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
+                            apr_size_t len);
+/* Sets the whole body of a non-streamed answer. */
+void llmgw_record_set_response(llmgw_record_t *rec, const char *body,
+                               apr_size_t len);
+/* The text to store, or NULL when the answer cannot be cached (too big,
+ * not understood). */
+const char *llmgw_record_serialize(llmgw_record_t *rec, apr_size_t *len);
+
+/* A stored record, or NULL when text is not one (e.g. an old version). */
+llmgw_record_t *llmgw_record_parse(apr_pool_t *p, const char *text,
+                                   apr_size_t len);
+/* The answer as a non-streamed JSON body. */
+const char *llmgw_record_render_json(llmgw_record_t *rec, apr_size_t *len);
+/* The answer as an SSE stream, [DONE] included; the usage chunk only
+ * when the client asked for it. */
+const char *llmgw_record_render_sse(llmgw_record_t *rec, apr_pool_t *p,
+                                    int include_usage, apr_size_t *len);
+/* Usage of the recorded answer. */
+void llmgw_record_usage(llmgw_record_t *rec, llmgw_usage_t *usage);
+
+#endif

@@ -1,0 +1,316 @@
+/* llmgw_store: memcached (apr_memcache, one client per child, keys spread
+ * over the servers) and shmcb (httpd's shared-memory socache). A store that
+ * fails is logged at most every 10 s and the request goes on without it. */
+#include <httpd.h>
+#include <http_log.h>
+#include <ap_mpm.h>
+#include <ap_provider.h>
+#include <util_mutex.h>
+#include <apr_strings.h>
+
+#include "llmgw_config.h"
+#include "llmgw_store.h"
+
+APLOG_USE_MODULE(llm_gateway);
+
+#define KEY_PREFIX "llmgw:"
+
+static apr_status_t parse_size(const char *arg, apr_size_t *out)
+{
+    char *end;
+    apr_off_t n;
+
+    if (apr_strtoff(&n, arg, &end, 10) != APR_SUCCESS || n <= 0) {
+        return APR_EINVAL;
+    }
+    if (*end == 'k' || *end == 'K') {
+        n *= 1024;
+        end++;
+    }
+    else if (*end == 'm' || *end == 'M') {
+        n *= 1024 * 1024;
+        end++;
+    }
+    if (*end) {
+        return APR_EINVAL;
+    }
+    *out = (apr_size_t)n;
+    return APR_SUCCESS;
+}
+
+/* ---- memcached ------------------------------------------------------ */
+
+static apr_status_t mc_child_init(llmgw_store_t *st, apr_pool_t *p,
+                                  server_rec *s)
+{
+    char *list = apr_pstrdup(p, st->servers), *last, *hp;
+    int threads = 1, n = 0;
+    apr_status_t rv;
+
+    ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
+    for (hp = list; *hp; hp++) {
+        n += *hp == ',';
+    }
+    rv = apr_memcache_create(p, (apr_uint16_t)(n + 1), 0, &st->mc);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    for (hp = apr_strtok(list, ",", &last); hp;
+         hp = apr_strtok(NULL, ",", &last)) {
+        char *host, *scope;
+        apr_port_t port;
+        apr_memcache_server_t *ms;
+
+        rv = apr_parse_addr_port(&host, &scope, &port, hp, p);
+        if (rv != APR_SUCCESS || !host) {
+            return rv ? rv : APR_EINVAL;
+        }
+        /* min 0: connect lazily; one connection per thread at most. */
+        rv = apr_memcache_server_create(p, host, port ? port : 11211, 0, 1,
+                                        threads > 0 ? threads : 1,
+                                        apr_time_from_sec(60), &ms);
+        if (rv == APR_SUCCESS) {
+            rv = apr_memcache_add_server(st->mc, ms);
+        }
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t mc_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                           char **val, apr_size_t *len)
+{
+    if (!st->mc) {
+        return APR_EINIT;
+    }
+    return apr_memcache_getp(st->mc, p, apr_pstrcat(p, KEY_PREFIX, key, NULL),
+                             val, len, NULL);
+}
+
+static apr_status_t mc_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                           const char *val, apr_size_t len)
+{
+    if (!st->mc) {
+        return APR_EINIT;
+    }
+    return apr_memcache_set(st->mc, apr_pstrcat(p, KEY_PREFIX, key, NULL),
+                            (char *)val, len, st->ttl, 0);
+}
+
+static const llmgw_store_ops_t memcache_ops = {
+    "memcache", NULL, mc_child_init, mc_get, mc_set
+};
+
+/* ---- shmcb ----------------------------------------------------------- */
+
+static apr_status_t shm_cleanup(void *data)
+{
+    llmgw_store_t *st = data;
+
+    if (st->sci) {
+        st->sc->destroy(st->sci, st->s);
+        st->sci = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t shm_post_config(llmgw_store_t *st, apr_pool_t *pconf,
+                                    apr_pool_t *ptemp, server_rec *s)
+{
+    struct ap_socache_hints hints = { 64, 64 * 1024, 60 };
+    const char *err, *arg;
+    apr_status_t rv;
+
+    st->s = s;
+    st->sc = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, "shmcb",
+                                AP_SOCACHE_PROVIDER_VERSION);
+    if (!st->sc) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, LLMGW_LOGNO(0201)
+                     "LLMCache shm needs mod_socache_shmcb: load it "
+                     "(a2enmod socache_shmcb)");
+        return APR_ENOTIMPL;
+    }
+    arg = apr_psprintf(ptemp, "%s(%" APR_SIZE_T_FMT ")",
+                       ap_runtime_dir_relative(ptemp, "llmgw-cache"),
+                       st->shm_size);
+    err = st->sc->create(&st->sci, arg, ptemp, pconf);
+    if (err) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, LLMGW_LOGNO(0202)
+                     "LLMCache shm: %s", err);
+        return APR_EGENERAL;
+    }
+    rv = ap_global_mutex_create(&st->mutex, NULL, LLMGW_STORE_MUTEX, NULL, s,
+                                pconf, 0);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    rv = st->sc->init(st->sci, "llmgw", &hints, s, pconf);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    apr_pool_cleanup_register(pconf, st, shm_cleanup, apr_pool_cleanup_null);
+    return APR_SUCCESS;
+}
+
+static apr_status_t shm_child_init(llmgw_store_t *st, apr_pool_t *p,
+                                   server_rec *s)
+{
+    return apr_global_mutex_child_init(&st->mutex,
+                                       apr_global_mutex_lockfile(st->mutex),
+                                       p);
+}
+
+static apr_status_t shm_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                            char **val, apr_size_t *len)
+{
+    unsigned int n = (unsigned int)st->max_item;
+    unsigned char *buf = apr_palloc(p, n);
+    apr_status_t rv;
+
+    if ((rv = apr_global_mutex_lock(st->mutex)) != APR_SUCCESS) {
+        return rv;
+    }
+    rv = st->sc->retrieve(st->sci, st->s, (const unsigned char *)key,
+                          (unsigned int)strlen(key), buf, &n, p);
+    apr_global_mutex_unlock(st->mutex);
+    *val = (char *)buf;
+    *len = n;
+    return rv;
+}
+
+static apr_status_t shm_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                            const char *val, apr_size_t len)
+{
+    apr_status_t rv;
+
+    if ((rv = apr_global_mutex_lock(st->mutex)) != APR_SUCCESS) {
+        return rv;
+    }
+    rv = st->sc->store(st->sci, st->s, (const unsigned char *)key,
+                       (unsigned int)strlen(key),
+                       apr_time_now() + apr_time_from_sec(st->ttl),
+                       (unsigned char *)val, (unsigned int)len, p);
+    apr_global_mutex_unlock(st->mutex);
+    return rv;
+}
+
+static const llmgw_store_ops_t shm_ops = {
+    "shm", shm_post_config, shm_child_init, shm_get, shm_set
+};
+
+/* ---- configuration and use ------------------------------------------ */
+
+const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
+                               llmgw_store_t **out)
+{
+    llmgw_store_t *st = apr_pcalloc(p, sizeof(*st));
+    int i = 1;
+
+    st->ttl = LLMGW_DEFAULT_TTL;
+    if (strcasecmp(argv[0], "memcache") == 0) {
+        if (argc < 2 || strchr(argv[1], '=')) {
+            return "LLMCache memcache needs a server list, e.g. "
+                   "LLMCache memcache 127.0.0.1:11211,10.0.0.2:11211";
+        }
+        st->ops = &memcache_ops;
+        st->servers = argv[1];
+        /* memcached's default item limit is 1 MB, key and flags included */
+        st->max_item = 1000 * 1000;
+        i = 2;
+    }
+    else if (strcasecmp(argv[0], "shm") == 0) {
+        st->ops = &shm_ops;
+        st->shm_size = LLMGW_DEFAULT_SHM_SIZE;
+        st->max_item = 128 * 1024;
+    }
+    else {
+        return apr_psprintf(p, "LLMCache: unknown store '%s' (use memcache, "
+                            "shm or off)", argv[0]);
+    }
+    for (; i < argc; i++) {
+        const char *v = strchr(argv[i], '=');
+        apr_size_t n;
+
+        if (!v || parse_size(v + 1, &n) != APR_SUCCESS) {
+            return apr_psprintf(p, "LLMCache: '%s' is not NAME=NUMBER",
+                                argv[i]);
+        }
+        if (strncasecmp(argv[i], "ttl=", 4) == 0) {
+            st->ttl = (apr_uint32_t)n;
+        }
+        else if (strncasecmp(argv[i], "max-item=", 9) == 0) {
+            st->max_item = n;
+        }
+        else if (strncasecmp(argv[i], "size=", 5) == 0
+                 && st->ops == &shm_ops) {
+            st->shm_size = n;
+        }
+        else {
+            return apr_psprintf(p, "LLMCache: unknown option '%s' (ttl=, "
+                                "max-item=%s)", argv[i],
+                                st->ops == &shm_ops ? ", size=" : "");
+        }
+    }
+    if (st->ops == &shm_ops && st->max_item > st->shm_size / 8) {
+        return "LLMCache shm: max-item must be at most an eighth of size";
+    }
+    *out = st;
+    return NULL;
+}
+
+llmgw_store_t *llmgw_store_default(apr_pool_t *p)
+{
+    static char *const args[] = { "shm" };
+    llmgw_store_t *st;
+
+    if (!ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, "shmcb",
+                            AP_SOCACHE_PROVIDER_VERSION)) {
+        return NULL;
+    }
+    return llmgw_store_create(p, 1, args, &st) ? NULL : st;
+}
+
+/* Failures are logged at most every 10 s per child: a memcached outage
+ * must not flood the log with one line per request. */
+static void log_failure(llmgw_store_t *st, request_rec *r, apr_status_t rv,
+                        const char *what)
+{
+    apr_time_t now = apr_time_now();
+
+    if (now < st->quiet_until) {
+        return;
+    }
+    st->quiet_until = now + apr_time_from_sec(10);
+    ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv, r, LLMGW_LOGNO(0203)
+                  "cache store %s: %s failed; requests go to the backends "
+                  "until it is back", st->ops->name, what);
+}
+
+apr_status_t llmgw_store_get(llmgw_store_t *st, request_rec *r,
+                             const char *key, char **val, apr_size_t *len)
+{
+    apr_status_t rv = st->ops->get(st, r->pool, key, val, len);
+
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_NOTFOUND(rv)) {
+        log_failure(st, r, rv, "get");
+    }
+    return rv;
+}
+
+apr_status_t llmgw_store_set(llmgw_store_t *st, request_rec *r,
+                             const char *key, const char *val,
+                             apr_size_t len)
+{
+    apr_status_t rv;
+
+    if (len > st->max_item) {
+        return APR_ENOSPC;
+    }
+    rv = st->ops->set(st, r->pool, key, val, len);
+    if (rv != APR_SUCCESS) {
+        log_failure(st, r, rv, "set");
+    }
+    return rv;
+}

@@ -1,0 +1,59 @@
+/* llmgw_store: one small interface for the shared stores (memcached via
+ * apr_memcache, or httpd's shmcb socache on one node), picked by LLMCache. */
+#ifndef LLMGW_STORE_H
+#define LLMGW_STORE_H
+
+#include <httpd.h>
+#include <http_config.h>
+#include <apr_global_mutex.h>
+#include <apr_memcache.h>
+#include <ap_socache.h>
+
+typedef struct llmgw_store llmgw_store_t;
+
+typedef struct {
+    const char *name;
+    /* post_config: set up what the children inherit. */
+    apr_status_t (*post_config)(llmgw_store_t *st, apr_pool_t *pconf,
+                                apr_pool_t *ptemp, server_rec *s);
+    /* child_init: per-child clients and mutexes. */
+    apr_status_t (*child_init)(llmgw_store_t *st, apr_pool_t *pchild,
+                               server_rec *s);
+    /* APR_NOTFOUND on a miss; *val is allocated from p. */
+    apr_status_t (*get)(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                        char **val, apr_size_t *len);
+    apr_status_t (*set)(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                        const char *val, apr_size_t len);
+} llmgw_store_ops_t;
+
+struct llmgw_store {
+    const llmgw_store_ops_t *ops;
+    const char *servers;        /* memcache: "host:port,host:port" */
+    apr_size_t shm_size;        /* shm: bytes of shared memory */
+    apr_uint32_t ttl;           /* seconds an entry lives */
+    apr_size_t max_item;        /* largest value stored; bigger: skipped */
+    server_rec *s;
+    apr_memcache_t *mc;         /* per child */
+    ap_socache_provider_t *sc;
+    ap_socache_instance_t *sci;
+    apr_global_mutex_t *mutex;  /* shmcb is not safe across processes */
+    volatile apr_time_t quiet_until; /* rate limit for "store down" logs */
+};
+
+#define LLMGW_STORE_MUTEX "llmgw-cache"
+#define LLMGW_DEFAULT_TTL 3600
+#define LLMGW_DEFAULT_SHM_SIZE (16 * 1024 * 1024)
+
+/* Builds a store from "LLMCache memcache|shm ARGS..."; NULL on success. */
+const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
+                               llmgw_store_t **st);
+/* The default store when LLMCache is absent: shm, if shmcb is loaded. */
+llmgw_store_t *llmgw_store_default(apr_pool_t *p);
+
+apr_status_t llmgw_store_get(llmgw_store_t *st, request_rec *r,
+                             const char *key, char **val, apr_size_t *len);
+apr_status_t llmgw_store_set(llmgw_store_t *st, request_rec *r,
+                             const char *key, const char *val,
+                             apr_size_t len);
+
+#endif
