@@ -268,7 +268,7 @@ async def _stream_once(conn, path, headers, body):
 
 
 def stream_run(port, conns, secs, model="mock-small", headers=None,
-               path="/v1/chat/completions", max_requests=None):
+               path="/v1/chat/completions", max_requests=None, raw=False):
     """Closed loop of streamed chat completions for secs seconds with
     conns connections. Returns rps (streams/s), latency of whole streams,
     time to first token, and the gaps between tokens."""
@@ -318,8 +318,9 @@ def stream_run(port, conns, secs, model="mock-small", headers=None,
         return time.monotonic() - t0
 
     elapsed = asyncio.run(main())
-    return {
+    out = {
         "rps": res["ok"] / elapsed if elapsed > 0 else 0.0,
+        "elapsed": elapsed,
         "p50_ms": median(res["total"]),
         "p99_ms": pct(res["total"], 99),
         "ttft_ms": median(res["ttft"]),
@@ -327,12 +328,14 @@ def stream_run(port, conns, secs, model="mock-small", headers=None,
         "gap_p50_ms": median(res["gaps"]),
         "gap_p99_ms": pct(res["gaps"], 99),
         "gap_max_ms": max(res["gaps"]) if res["gaps"] else None,
-        "gaps": res["gaps"],
         "streams": res["ok"],
         "incomplete": res["incomplete"],
         "errors": res["errors"],
         "cache": res["cache"],
     }
+    if raw:
+        out["raw"] = {k: res[k] for k in ("ttft", "total", "gaps")}
+    return out
 
 
 # ---- many concurrent streams (memory) ------------------------------------

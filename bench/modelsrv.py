@@ -31,7 +31,6 @@ class Server:
     def __init__(self, a):
         self.a = a
         self.loaded = []            # most recently used last
-        self.loading = None         # (model, future) of the load under way
         self.lock = asyncio.Lock()
         self.loads = 0
         self.requests = 0

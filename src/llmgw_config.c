@@ -238,7 +238,12 @@ static const char *set_cache(cmd_parms *cmd, void *dummy, int argc,
     if (strcasecmp(argv[0], "off") == 0) {
         return argc > 1 ? "LLMCache off takes no options" : NULL;
     }
-    return llmgw_store_create(cmd->pool, argc, argv, &conf->store);
+    err = llmgw_store_create(cmd->pool, argc, argv, &conf->store);
+    if (!err) {
+        conf->store->file = cmd->directive->filename;
+        conf->store->line = cmd->directive->line_num;
+    }
+    return err;
 }
 
 static const char *set_max_body(cmd_parms *cmd, void *dummy,
@@ -370,6 +375,16 @@ int llmgw_check_config(apr_pool_t *pconf, apr_pool_t *plog,
                                                          &llm_gateway_module);
         apr_array_header_t *routes = conf->router->routes;
 
+        if (conf->store && conf->store->file) {
+            const char *why = llmgw_store_check(conf->store);
+
+            if (why) {
+                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
+                             LLMGW_LOGNO(0004) "%s:%d: %s", conf->store->file,
+                             conf->store->line, why);
+                failed = 1;
+            }
+        }
         /* Virtual hosts that inherit the main routes were checked there. */
         if (vs != s && conf->router == ((llmgw_server_conf_t *)
                 ap_get_module_config(s->module_config,

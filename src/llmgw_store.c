@@ -65,10 +65,13 @@ static apr_status_t mc_child_init(llmgw_store_t *st, apr_pool_t *p,
         if (rv != APR_SUCCESS || !host) {
             return rv ? rv : APR_EINVAL;
         }
-        /* min 0: connect lazily; one connection per thread at most. */
+        /* min 0: connect lazily; one connection per thread at most. Idle
+         * connections expire after 3 s: apr_memcache retries a dead server
+         * every 5 s, and must then find fresh connections, not ones to the
+         * memcached that went away. */
         rv = apr_memcache_server_create(p, host, port ? port : 11211, 0, 1,
                                         threads > 0 ? threads : 1,
-                                        apr_time_from_sec(60), &ms);
+                                        apr_time_from_sec(3), &ms);
         if (rv == APR_SUCCESS) {
             rv = apr_memcache_add_server(st->mc, ms);
         }
@@ -257,6 +260,17 @@ const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
         return "LLMCache shm: max-item must be at most an eighth of size";
     }
     *out = st;
+    return NULL;
+}
+
+const char *llmgw_store_check(llmgw_store_t *st)
+{
+    if (st->ops == &shm_ops
+        && !ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, "shmcb",
+                               AP_SOCACHE_PROVIDER_VERSION)) {
+        return "LLMCache shm needs mod_socache_shmcb: load it "
+               "(a2enmod socache_shmcb)";
+    }
     return NULL;
 }
 

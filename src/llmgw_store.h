@@ -32,6 +32,8 @@ struct llmgw_store {
     apr_size_t shm_size;        /* shm: bytes of shared memory */
     apr_uint32_t ttl;           /* seconds an entry lives */
     apr_size_t max_item;        /* largest value stored; bigger: skipped */
+    const char *file;           /* where LLMCache stands */
+    int line;
     server_rec *s;
     apr_memcache_t *mc;         /* per child */
     ap_socache_provider_t *sc;
@@ -47,6 +49,8 @@ struct llmgw_store {
 /* Builds a store from "LLMCache memcache|shm ARGS..."; NULL on success. */
 const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
                                llmgw_store_t **st);
+/* NULL, or why the store cannot work with the modules loaded. */
+const char *llmgw_store_check(llmgw_store_t *st);
 /* The default store when LLMCache is absent: shm, if shmcb is loaded. */
 llmgw_store_t *llmgw_store_default(apr_pool_t *p);
 

@@ -1080,8 +1080,7 @@ parse_args(int argc, char **argv)
             }
         }
         else {
-            fprintf(stderr, "mockllm: unknown option '%s'\n", name);
-            return -1;
+            return -1;          /* unreachable: known_option() vetted it */
         }
         continue;
 bad:

@@ -75,6 +75,59 @@ def gw(request, workdir, ports, mocks):
     assert not crashed, "apache2 children crashed:\n" + "".join(crashed)
 
 
+CACHE_ROUTES = """\
+<LLMRoute "cache-all">
+    LLMBackend balancer://be
+    LLMUpstreamModel mock-small
+    LLMCachePolicy all
+</LLMRoute>
+<LLMRoute "cache-off">
+    LLMBackend balancer://be
+    LLMUpstreamModel mock-small
+    LLMCachePolicy off
+</LLMRoute>
+"""
+
+
+@pytest.fixture(scope="session")
+def memcached(workdir):
+    m = env.Memcached(workdir).start()
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+def _gateway(request, workdir, ports, name, extra):
+    g = env.Gateway(workdir, ports, env.module_path(), name=name, extra=extra)
+    g.start()
+    try:
+        yield g
+    finally:
+        crashed = g.crash_lines()
+        g.stop()
+    request.config._llmgw_keep = bool(crashed)
+    assert not crashed, "apache2 children crashed:\n" + "".join(crashed)
+
+
+@pytest.fixture(scope="session")
+def gw_cache(request, workdir, ports, mocks, memcached):
+    """A gateway with the memcached cache; short TTL and item limit so the
+    tests can see entries expire and big answers skipped."""
+    extra = (f"LLMCache memcache {env.HOST}:{memcached.port} ttl=3 "
+             f"max-item=64k\n" + CACHE_ROUTES)
+    yield from _gateway(request, workdir, ports, "gw-cache", extra)
+
+
+@pytest.fixture(scope="session")
+def gw_shm(request, workdir, ports, mocks):
+    """A gateway with no LLMCache but mod_socache_shmcb: the default
+    shared-memory cache of a single node."""
+    extra = (f'LoadModule socache_shmcb_module '
+             f'"{env.MODULES_DIR}/mod_socache_shmcb.so"\n')
+    yield from _gateway(request, workdir, ports, "gw-shm", extra)
+
+
 @pytest.fixture(scope="session")
 def config_test(workdir, ports):
     """Run `apache2 -t` on the gateway config plus a snippet."""

@@ -31,10 +31,11 @@ STD_MODULES = [
 ]
 
 LOG_FIELDS = ["request", "status", "model", "route", "upstream_model", "stream",
-              "prompt_tokens", "completion_tokens", "total_tokens", "ttft_ms", "error"]
+              "prompt_tokens", "completion_tokens", "total_tokens", "ttft_ms", "error",
+              "cache"]
 LOG_FORMAT = "|".join(["%r", "%>s"] + ["%{llm-" + f + "}n" for f in (
     "model", "route", "upstream-model", "stream", "prompt-tokens",
-    "completion-tokens", "total-tokens", "ttft-ms", "error")])
+    "completion-tokens", "total-tokens", "ttft-ms", "error", "cache")])
 
 # Lines in the error log that mean a child died under us.
 CRASH_MARKERS = ("exit signal", "Segmentation fault", "AH00052", "AH00060")
@@ -170,6 +171,29 @@ class MockBackend:
 
     def last_body(self):
         return json.loads(self.last()["body"])
+
+
+class Memcached:
+    """A private memcached on a free loopback port, stoppable and restartable
+    on the same port (to test the cache surviving an outage)."""
+
+    def __init__(self, workdir, name="memcached", port=None):
+        self.port = port or free_port()
+        self.log = os.path.join(workdir, f"{name}.log")
+        user = ["-u", "root"] if os.geteuid() == 0 else []
+        self.args = ["memcached", "-l", HOST, "-p", str(self.port), "-m", "64",
+                     "-U", "0", *user]
+        self.proc = None
+
+    def start(self):
+        self.proc = spawn(self.args, self.log)
+        wait_port(self.port, self.proc, self.log, "memcached")
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
 
 
 # ---------------------------------------------------------------- gateway

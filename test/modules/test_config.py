@@ -34,6 +34,16 @@ BAD = {
 <LLMRoute>
     LLMBackend balancer://be
 </LLMRoute>"""),
+    "unknown_cache_store": ("LLMCache", "LLMCache redis 127.0.0.1:6379"),
+    "memcache_without_servers": ("LLMCache", "LLMCache memcache ttl=5"),
+    "cache_bad_option": ("LLMCache", "LLMCache memcache 127.0.0.1:11211 ttl=soon"),
+    "shm_without_shmcb": ("LLMCache", "LLMCache shm"),
+    "unknown_cache_policy": ("LLMCachePolicy", """\
+<LLMRoute "bad-policy">
+    LLMBackend balancer://be
+    LLMCachePolicy sometimes
+</LLMRoute>"""),
+    "cache_policy_outside_route": ("LLMCachePolicy", "LLMCachePolicy all"),
 }
 
 

@@ -10,6 +10,7 @@ Suite *json_suite(void);
 Suite *dialect_suite(void);
 Suite *route_suite(void);
 Suite *stream_suite(void);
+Suite *cache_suite(void);
 
 /* A pool per test, made in setup and destroyed in teardown. */
 extern apr_pool_t *test_pool;

@@ -1,0 +1,1075 @@
+#!/usr/bin/env python3
+"""bench/bench.py: the benchmark harness behind build/bench.
+
+Puts mod_llm_gateway side by side with the emulated backend alone
+(direct), bare mod_proxy_http on the same httpd, nginx proxy_pass and the
+Portkey gateway, all on 127.0.0.1, and measures them in one run so that the
+ratios between them are what counts. Scenarios: overhead, stream, failover,
+switch, memory and seed (see docs/benchmarks.md). Writes
+bench/results/latest.json and latest.md.
+
+usage: bench/bench.py [--quick | --smoke] [--only S1,S2] [--out PREFIX]
+                      [--keep] [--lbmethod NAME]
+Use build/bench, which installs what is missing and builds first.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import loadgen as lg                                    # noqa: E402
+import report                                           # noqa: E402
+from subjects import (Stack, StartError, free_port, children,  # noqa: E402
+                      memory_kb, portkey_headers, portkey_absent_reason,
+                      portkey_version, PORTKEY_MAIN, TOP)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SUBJECTS = ["direct", "mod_proxy", "nginx", "portkey", "gateway_miss",
+            "gateway_hit"]
+SCENARIOS = ["overhead", "stream", "failover", "switch", "memory", "seed"]
+
+# The one body template of wrk's bench/post.lua, for warming the cache and
+# for checks with the same bytes.
+POST_BODY = ('{"model":"%s","temperature":0,"max_tokens":16,"messages":'
+             '[{"role":"user","content":"Say hello in five words. (%s)"}]}')
+
+PROFILES = {
+    # name: knobs of every scenario
+    "smoke": {},
+    "quick": {
+        "overhead": {"levels": [1, 32], "main": 32, "rounds": 1, "secs": 2,
+                     "warm_s": 1},
+        "stream": {"conns": 16, "secs": 3, "rounds": 1, "tps": 50,
+                   "ttft_ms": 20, "tokens": 20},
+        "failover": {"conns": 16, "secs": 4, "kill_at": 1.2,
+                     "restart_after": 1.5, "ttft_ms": 20},
+        "switch": {"conns": 8, "secs": 4, "slots": 1, "load_ms": 200,
+                   "gen_ms": 50, "per_token_ms": 1, "models": 3},
+        "memory": {"streams": 250, "ramp_s": 1.0},
+        "seed": {"conns": 8, "secs": 7, "kill_at": 2.8,
+                 "restart_after": 1.5},
+    },
+    "full": {
+        "overhead": {"levels": [1, 32, 128], "main": 32, "rounds": 3,
+                     "secs": 4, "warm_s": 2},
+        "stream": {"conns": 16, "secs": 6, "rounds": 2, "tps": 50,
+                   "ttft_ms": 20, "tokens": 20},
+        "failover": {"conns": 16, "secs": 8, "kill_at": 2.5,
+                     "restart_after": 3.0, "ttft_ms": 20},
+        "switch": {"conns": 8, "secs": 10, "slots": 1, "load_ms": 200,
+                   "gen_ms": 50, "per_token_ms": 1, "models": 3},
+        "memory": {"streams": 1000, "ramp_s": 3.0},
+        "seed": {"conns": 8, "secs": 20, "kill_at": 8.0,
+                 "restart_after": 3.0},
+    },
+}
+
+# The seed workload: repeated prompts in a Zipf mix, several models, a
+# model-load delay, and a member that fails.
+SEED = {"prompts": 200, "prompt_zipf_s": 1.1, "models": 3,
+        "model_zipf_s": 1.0, "slots": 1, "load_ms": 250, "gen_ms": 80,
+        "per_token_ms": 2, "tokens_min": 16, "tokens_max": 64}
+
+# What the seed article claims, quoted next to what we measure.
+SEED_CLAIMS = {
+    "direct": {"p95_ms": 840, "cache_hit_rate": 0.12,
+               "switch_overhead_ms": 210, "recovery_ms": 4200},
+    "gateway": {"p95_ms": 310, "cache_hit_rate": 0.68,
+                "switch_overhead_ms": 45, "recovery_ms": 180},
+}
+
+MPM_PROXY = {"StartServers": 2, "ServerLimit": 4, "ThreadsPerChild": 64,
+             "MaxRequestWorkers": 256, "MinSpareThreads": 32,
+             "MaxSpareThreads": 256, "ThreadLimit": 64}
+MPM_MEMORY = {"StartServers": 16, "ServerLimit": 16, "ThreadsPerChild": 64,
+              "MaxRequestWorkers": 1024, "MinSpareThreads": 64,
+              "MaxSpareThreads": 1024, "ThreadLimit": 64}
+
+
+class Run:
+    """State shared by the scenarios of one run."""
+
+    def __init__(self, args):
+        self.args = args
+        self.profile = "smoke" if args.smoke else (
+            "quick" if args.quick else "full")
+        self.knobs = PROFILES[self.profile]
+        self.t0 = time.time()
+        self.tmp = tempfile.mkdtemp(prefix="llmgw-bench.")
+        os.chmod(self.tmp, 0o755)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.raw = os.path.join(HERE, "results", "raw", stamp)
+        os.makedirs(self.raw, exist_ok=True)
+        self.wrklog = open(os.path.join(self.raw, "wrk.log"), "w")
+        self.notes = []
+        self.absent = {}        # subject -> reason (for every scenario)
+        self.scenarios = {}
+        self.params = {}
+        self.cache = None       # None: unknown; else dict(ok=, why=)
+        self.n_stack = 0
+
+    def stack(self, name):
+        self.n_stack += 1
+        return Stack(os.path.join(self.tmp, "%02d-%s" % (self.n_stack, name)))
+
+    def note(self, msg):
+        if msg not in self.notes:
+            self.notes.append(msg)
+        say("note: " + msg)
+
+    def mark_absent(self, subject, why):
+        if subject not in self.absent:
+            self.absent[subject] = why
+            say("absent: %s: %s" % (subject, why))
+
+
+def say(msg):
+    print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+def r3(x):
+    return lg.rnd(x, 3)
+
+
+def pick(d, keys):
+    return {k: (r3(d.get(k)) if isinstance(d.get(k), float) else d.get(k))
+            for k in keys if k in d}
+
+
+BASE_KEYS = ("rps", "p50_ms", "p99_ms", "ttft_ms", "errors")
+
+
+def entry(d, extra=()):
+    """A subject's numbers in the documented shape, plus extras."""
+    out = {k: (r3(d.get(k)) if isinstance(d.get(k), (int, float))
+               and not isinstance(d.get(k), bool) else d.get(k))
+           for k in BASE_KEYS}
+    out["errors"] = int(d.get("errors") or 0)
+    for k in extra:
+        if k in d:
+            v = d[k]
+            out[k] = r3(v) if isinstance(v, float) else v
+    return out
+
+
+# ---- the LLMCache probe ---------------------------------------------------
+
+def cache_directive(mc_port):
+    return "LLMCache memcache 127.0.0.1:%d ttl=600" % mc_port
+
+
+def gateway_vhost(routes):
+    """routes: [(model, balancer)]"""
+    out = []
+    for model, bal in routes:
+        out.append('<LLMRoute "%s">\n    LLMBackend balancer://%s\n'
+                   '</LLMRoute>' % (model, bal))
+    out.append('<Location "/v1">\n    LLMApi openai\n</Location>')
+    return "\n".join(out)
+
+
+def balancer(name, ports, lbmethod=None, extra=""):
+    members = "".join('    BalancerMember "http://127.0.0.1:%d"%s\n'
+                      % (p, extra) for p in ports)
+    lb = "    ProxySet lbmethod=%s\n" % lbmethod if lbmethod else ""
+    return '<Proxy "balancer://%s">\n%s%s</Proxy>' % (name, members, lb)
+
+
+def probe_cache(run, st, mc_port, global_lines, routes):
+    """Does this build's apache2 -t accept an LLMCache line?"""
+    port = free_port()
+    ok, msg = st.httpd_accepts(
+        "probe-cache", [(port, gateway_vhost(routes))], MPM_PROXY,
+        global_lines + "\n" + cache_directive(mc_port))
+    if ok:
+        return {"ok": True, "why": None}
+    line = next((l for l in msg.splitlines() if "LLMCache" in l
+                 or "Invalid command" in l), msg.splitlines()[-1] if msg
+                else "apache2 -t failed")
+    return {"ok": False, "why": "apache2 -t does not accept '%s': %s" % (
+        cache_directive(0).replace(":0 ", ":PORT "), line.strip()[:200])}
+
+
+# ---- the proxy stack: every subject in front of two emulated backends -----
+
+class Endpoint:
+    def __init__(self, port, headers=None, fixed=False):
+        self.port = port
+        self.headers = headers or {}
+        self.fixed = fixed
+
+
+def build_proxy_stack(run, st, stream_knobs):
+    """Starts: mock-fast (zero think time), mock-paced (paced tokens),
+    memcached, apache2 with bare mod_proxy and the gateway, apache2 with
+    the gateway and its cache (when the build has one), nginx, Portkey.
+    Returns {subject: {"overhead": Endpoint, "stream": Endpoint}}."""
+    fast = st.mock("mock-fast", tokens=16)
+    paced = st.mock("mock-paced", tps=stream_knobs["tps"],
+                    ttft_ms=stream_knobs["ttft_ms"],
+                    tokens=stream_knobs["tokens"])
+    subj = {"direct": {"overhead": Endpoint(fast.port),
+                       "stream": Endpoint(paced.port)}}
+    bal = balancer("fast", [fast.port]) + "\n" + balancer("paced",
+                                                          [paced.port])
+    routes = [("mock-small", "fast"), ("mock-paced", "paced")]
+    mp_fast, mp_paced, gw = free_port(), free_port(), free_port()
+    st.httpd("httpd-proxy", [
+        (mp_fast, 'ProxyPass "/v1/" "balancer://fast/v1/"'),
+        (mp_paced, 'ProxyPass "/v1/" "balancer://paced/v1/"'),
+        (gw, gateway_vhost(routes)),
+    ], MPM_PROXY, bal)
+    subj["mod_proxy"] = {"overhead": Endpoint(mp_fast),
+                         "stream": Endpoint(mp_paced)}
+    subj["gateway_miss"] = {"overhead": Endpoint(gw), "stream": Endpoint(gw)}
+
+    # The cache: memcached always; the gateway uses it once apache2 -t
+    # accepts LLMCache (the response cache is being built).
+    try:
+        mc = st.memcached()
+    except StartError as e:
+        mc = None
+        run.cache = {"ok": False, "why": str(e)}
+    if mc is not None and run.cache is None:
+        run.cache = probe_cache(run, st, mc.port, bal, routes)
+    if run.cache["ok"]:
+        gwc = free_port()
+        st.httpd("httpd-cache", [(gwc, gateway_vhost(routes))], MPM_PROXY,
+                 bal + "\n" + cache_directive(mc.port))
+        subj["gateway_hit"] = {"overhead": Endpoint(gwc, fixed=True),
+                               "stream": Endpoint(gwc, fixed=True)}
+        # A cache miss is measured where the cache is: look-up and store
+        # included, every request unique.
+        subj["gateway_miss"] = {"overhead": Endpoint(gwc),
+                                "stream": Endpoint(gwc)}
+        run.note("gateway_miss runs with the cache on (LLMCache): every "
+                 "request is unique, so each pays a look-up and a store")
+    else:
+        run.mark_absent("gateway_hit", "no response cache in this build "
+                        "(%s); reported as null, not estimated"
+                        % run.cache["why"])
+        run.note("gateway_miss is the gateway without a cache configured")
+
+    try:
+        ng_fast, ng_paced = free_port(), free_port()
+        st.nginx("nginx", [(ng_fast, [fast.port], True),
+                           (ng_paced, [paced.port], False)])
+        subj["nginx"] = {"overhead": Endpoint(ng_fast),
+                         "stream": Endpoint(ng_paced)}
+    except StartError as e:
+        run.mark_absent("nginx", str(e))
+
+    try:
+        pk = st.portkey()
+        subj["portkey"] = {
+            "overhead": Endpoint(pk.port, portkey_headers(fast.port)),
+            "stream": Endpoint(pk.port, portkey_headers(paced.port))}
+    except StartError as e:
+        run.mark_absent("portkey", str(e))
+    return subj
+
+
+def check_subject(run, name, ends, stream=True):
+    """One request (and one stream): does the subject answer? For
+    gateway_hit: the warmed request must come back X-LLM-Cache: HIT."""
+    ep = ends["overhead"]
+    try:
+        if ep.fixed:
+            body = (POST_BODY % ("mock-small", "fixed")).encode()
+            lg.one_request(ep.port, body, ep.headers)
+            st_, h, b = lg.one_request(ep.port, body, ep.headers)
+            if h.get("x-llm-cache", "").upper() != "HIT":
+                return "the repeated request was not a cache hit " \
+                       "(X-LLM-Cache: %s)" % h.get("x-llm-cache", "absent")
+        else:
+            body = (POST_BODY % ("mock-small", "check")).encode()
+            st_, h, b = lg.one_request(ep.port, body, ep.headers)
+        if st_ != 200 or b'"choices"' not in b:
+            return "POST answered %d: %s" % (st_, b[:160])
+        if stream:
+            se = ends["stream"]
+            r = lg.stream_run(se.port, 1, 10, model="mock-paced",
+                              headers=se.headers, max_requests=1)
+            if r["streams"] != 1:
+                return "the stream did not deliver tokens (%d errors)" \
+                    % r["errors"]
+    except Exception as e:                      # noqa: BLE001
+        return "%s: %s" % (type(e).__name__, e)
+    return None
+
+
+def checked_subjects(run, subj, stream=True):
+    ok = {}
+    for name in SUBJECTS:
+        if name not in subj:
+            continue
+        why = check_subject(run, name, subj[name], stream)
+        if why:
+            run.mark_absent(name, "started but did not answer: " + why)
+        else:
+            ok[name] = subj[name]
+    return ok
+
+
+# ---- scenario: overhead ---------------------------------------------------
+
+def scenario_overhead(run):
+    k = run.knobs["overhead"]
+    run.params["overhead"] = dict(k, backend="test/mockllm, zero think time,"
+                                  " 16 tokens, non-streamed", tool="wrk",
+                                  body="unique per request (gateway_hit: "
+                                       "one repeated request)")
+    with run.stack("overhead") as st:
+        subj = checked_subjects(run, build_proxy_stack(
+            run, st, run.knobs["stream"]), stream=False)
+        names = [s for s in SUBJECTS if s in subj]
+        say("overhead: subjects %s" % ", ".join(names))
+
+        def go(name, conns, secs):
+            ep = subj[name]["overhead"]
+            return lg.wrk(ep.port, conns, secs, fixed=ep.fixed,
+                          headers=ep.headers, log=run.wrklog)
+
+        for name in names:                      # warm every path
+            go(name, k["main"], k["warm_s"])
+        runs = {}                               # (name, c) -> [result]
+        for rnd in range(k["rounds"]):
+            for li, c in enumerate(k["levels"]):
+                shift = (rnd + li) % len(names)
+                order = names[shift:] + names[:shift]
+                for name in order:
+                    res = go(name, c, k["secs"])
+                    runs.setdefault((name, c), []).append(res)
+                    say("overhead r%d c=%d %-12s %9.0f rps  p50 %.3f ms  "
+                        "p99 %.3f ms  err %d" % (rnd + 1, c, name,
+                                                 res["rps"], res["p50_ms"],
+                                                 res["p99_ms"],
+                                                 res["errors"]))
+    out = {}
+    for name in SUBJECTS:
+        if name not in names:
+            out[name] = None
+            continue
+        by_c = {}
+        for c in k["levels"]:
+            rs = runs[(name, c)]
+            agg = {"rps": lg.median([r["rps"] for r in rs]),
+                   "p50_ms": lg.median([r["p50_ms"] for r in rs]),
+                   "p99_ms": lg.median([r["p99_ms"] for r in rs]),
+                   "ttft_ms": None,
+                   "errors": sum(r["errors"] for r in rs),
+                   "rounds_rps": [round(r["rps"], 1) for r in rs]}
+            by_c[str(c)] = entry(agg, ("rounds_rps",))
+        e = dict(by_c[str(k["main"])])
+        e["concurrency"] = k["main"]
+        e["by_concurrency"] = by_c
+        out[name] = e
+    run.scenarios["overhead"] = out
+
+
+# ---- scenario: stream -----------------------------------------------------
+
+def scenario_stream(run):
+    k = run.knobs["stream"]
+    expected_gap = 1000.0 / k["tps"]
+    run.params["stream"] = dict(k, backend="test/mockllm paced: ttft %d ms, "
+                                "%d tokens at %d tokens/s" % (
+                                    k["ttft_ms"], k["tokens"], k["tps"]),
+                                tool="bench/loadgen.py stream client",
+                                expected_gap_ms=expected_gap)
+    with run.stack("stream") as st:
+        subj = checked_subjects(run, build_proxy_stack(run, st, k))
+        names = [s for s in SUBJECTS if s in subj]
+        raw = {}
+        for rnd in range(k["rounds"]):
+            shift = rnd % len(names)
+            for name in names[shift:] + names[:shift]:
+                ep = subj[name]["stream"]
+                r = lg.stream_run(ep.port, k["conns"], k["secs"],
+                                  model="mock-paced", headers=ep.headers,
+                                  raw=True)
+                acc = raw.setdefault(name, {"ttft": [], "total": [],
+                                            "gaps": [], "errors": 0,
+                                            "streams": 0, "elapsed": 0.0,
+                                            "incomplete": 0, "cache": {}})
+                for key in ("ttft", "total", "gaps"):
+                    acc[key].extend(r["raw"][key])
+                for key in ("errors", "streams", "incomplete"):
+                    acc[key] += r[key]
+                acc["elapsed"] += r["elapsed"]
+                for c, n in r["cache"].items():
+                    acc["cache"][c] = acc["cache"].get(c, 0) + n
+                say("stream r%d %-12s %6.1f streams/s  ttft p50 %.2f ms  "
+                    "gap p50 %.2f p99 %.2f ms  err %d" % (
+                        rnd + 1, name, r["rps"], r["ttft_ms"] or -1,
+                        r["gap_p50_ms"] or -1, r["gap_p99_ms"] or -1,
+                        r["errors"]))
+    out = {}
+    for name in SUBJECTS:
+        if name not in raw:
+            out[name] = None
+            continue
+        a = raw[name]
+        gaps = a["gaps"]
+        burst = (sum(1 for g in gaps if g < 0.25 * expected_gap) / len(gaps)
+                 if gaps else None)
+        d = {"rps": a["streams"] / a["elapsed"] if a["elapsed"] else 0.0,
+             "p50_ms": lg.median(a["total"]), "p99_ms": lg.pct(a["total"],
+                                                               99),
+             "ttft_ms": lg.median(a["ttft"]),
+             "ttft_p99_ms": lg.pct(a["ttft"], 99),
+             "gap_p50_ms": lg.median(gaps), "gap_p99_ms": lg.pct(gaps, 99),
+             "gap_max_ms": max(gaps) if gaps else None,
+             "burst_fraction": burst, "streams": a["streams"],
+             "incomplete": a["incomplete"], "errors": a["errors"]}
+        if a["cache"]:
+            d["x_llm_cache"] = a["cache"]
+        out[name] = entry(d, ("ttft_p99_ms", "gap_p50_ms", "gap_p99_ms",
+                              "gap_max_ms", "burst_fraction", "streams",
+                              "incomplete", "x_llm_cache"))
+    run.scenarios["stream"] = out
+
+
+# ---- scenario: failover ---------------------------------------------------
+
+def failover_subject(run, st, name, a, b):
+    """Starts the subject in front of members a and b; returns its
+    (ports, headers) for the workload, or None."""
+    if name == "direct":
+        return [a.port, b.port], {}
+    if name == "mod_proxy":
+        p = free_port()
+        st.httpd("httpd", [(p, 'ProxyPass "/v1/" "balancer://be/v1/"')],
+                 MPM_PROXY, balancer("be", [a.port, b.port]))
+        return [p], {}
+    if name == "gateway_miss":
+        p = free_port()
+        st.httpd("httpd", [(p, gateway_vhost([("mock-small", "be")]))],
+                 MPM_PROXY, balancer("be", [a.port, b.port]))
+        return [p], {}
+    if name == "nginx":
+        p = free_port()
+        st.nginx("nginx", [(p, [a.port, b.port], True)])
+        return [p], {}
+    if name == "portkey":
+        pk = st.portkey()
+
+        def t(port):
+            return {"provider": "openai", "api_key": "sk-bench-unused",
+                    "custom_host": "http://127.0.0.1:%d/v1" % port}
+        cfg = {"strategy": {"mode": "loadbalance"}, "targets": [
+            {"strategy": {"mode": "fallback"}, "targets": [t(a.port),
+                                                          t(b.port)]},
+            {"strategy": {"mode": "fallback"}, "targets": [t(b.port),
+                                                          t(a.port)]}]}
+        return [pk.port], {"x-portkey-config": json.dumps(
+            cfg, separators=(",", ":"))}
+    return None
+
+
+def scenario_failover(run):
+    k = run.knobs["failover"]
+    run.params["failover"] = dict(
+        k, backend="two test/mockllm members, ttft %d ms, 16 tokens"
+        % k["ttft_ms"], tool="bench/loadgen.py closed loop",
+        what="member A is killed (SIGKILL) at kill_at s and restarted "
+             "restart_after s later; a failed request is retried by the "
+             "client after 50 ms; recovery_ms: from the kill to the end of "
+             "the last failed request; direct: the clients are split over "
+             "the two members, as without a gateway")
+    out = {}
+    names = ["direct", "mod_proxy", "nginx", "portkey", "gateway_miss"]
+    for name in SUBJECTS:
+        if name not in names or name in run.absent:
+            out[name] = None
+            continue
+        with run.stack("failover-" + name) as st:
+            a = st.mock("member-a", ttft_ms=k["ttft_ms"])
+            b = st.mock("member-b", ttft_ms=k["ttft_ms"])
+            try:
+                ports, hdrs = failover_subject(run, st, name, a, b)
+            except StartError as e:
+                run.mark_absent(name, str(e))
+                out[name] = None
+                continue
+            state = {"a": a}
+
+            def kill():
+                st.kill(state["a"])
+
+            def restart():
+                state["a"] = st.mock("member-a2", ttft_ms=k["ttft_ms"],
+                                     port=a.port)
+
+            n = [0]
+
+            def bodies(i):
+                while True:
+                    n[0] += 1
+                    yield lg.chat_body("mock-small", "Failover %d-%d"
+                                       % (i, n[0]), max_tokens=16)
+
+            log = lg.workload(ports, k["conns"], k["secs"], bodies, hdrs,
+                              events=[(k["kill_at"], kill),
+                                      (k["kill_at"] + k["restart_after"],
+                                       restart)])
+        s = lg.summarize(log, k["secs"], kill_at=k["kill_at"])
+        out[name] = entry(s, ("recovery_ms", "requests",
+                              "errors_before_kill"))
+        say("failover %-12s %7.0f rps  errors %d  recovery %.0f ms" % (
+            name, s["rps"], s["errors"], s["recovery_ms"]))
+    run.scenarios["failover"] = out
+
+
+# ---- model-load workloads (switch, seed) ----------------------------------
+
+def model_names(n):
+    return ["model-%s" % chr(ord("a") + i) for i in range(n)]
+
+
+def gateway_models_stack(run, st, name, members, models, cache_port=None):
+    p = free_port()
+    bal = balancer("models", [m.port for m in members],
+                   lbmethod=run.args.lbmethod)
+    glob = bal + ("\n" + cache_directive(cache_port) if cache_port else "")
+    st.httpd(name, [(p, gateway_vhost([(m, "models") for m in models]))],
+             MPM_PROXY, glob)
+    return p
+
+
+def load_stats(log):
+    waits, hits = [], 0
+    ok = 0
+    for _, _, stt, h in log:
+        if stt != 200:
+            continue
+        ok += 1
+        if h.get("x-llm-cache", "").upper() == "HIT":
+            hits += 1
+        try:
+            waits.append(float(h.get("x-model-load-ms", 0)))
+        except ValueError:
+            waits.append(0.0)
+    return {"switch_overhead_ms": (sum(waits) / len(waits)) if waits
+            else None,
+            "switch_wait_fraction": (sum(1 for w in waits if w > 0)
+                                     / len(waits)) if waits else None,
+            "cache_hit_rate": hits / ok if ok else 0.0}
+
+
+def scenario_switch(run):
+    k = run.knobs["switch"]
+    models = model_names(k["models"])
+    run.params["switch"] = dict(
+        k, backend="two bench/modelsrv.py members: %d model slot(s) each, "
+        "%d ms to load a model, %d ms + %d ms/token to generate" % (
+            k["slots"], k["load_ms"], k["gen_ms"], k["per_token_ms"]),
+        models=models, mix="Zipf s=1 over the models, every prompt unique",
+        lbmethod=run.args.lbmethod or "byrequests (round robin)",
+        what="switch_overhead_ms: mean time a request waited for a model "
+             "load (X-Model-Load-Ms); direct: clients split over the two "
+             "members")
+    out = {}
+
+    def bodies(i):
+        rng = lg.seeded(i, 7)
+        z = lg.Zipf(len(models), 1.0, rng)
+        n = 0
+        while True:
+            n += 1
+            yield lg.chat_body(models[z.draw()], "Switch %d-%d" % (i, n),
+                               max_tokens=16)
+
+    for name in SUBJECTS:
+        if name not in ("direct", "gateway_miss"):
+            out[name] = None
+            continue
+        with run.stack("switch-" + name) as st:
+            members = [st.modelsrv("msrv-%d" % i, k["slots"], k["load_ms"],
+                                   k["gen_ms"], k["per_token_ms"])
+                       for i in range(2)]
+            if name == "direct":
+                ports = [m.port for m in members]
+            else:
+                ports = [gateway_models_stack(run, st, "httpd", members,
+                                              models)]
+            log = lg.workload(ports, k["conns"], k["secs"], bodies)
+            loads = 0
+            for m in members:
+                try:
+                    _, _, b = lg.one_request(m.port, b"", path="/stats")
+                except Exception:               # noqa: BLE001
+                    b = b"{}"
+                loads += json.loads(b or b"{}").get("loads", 0)
+        s = lg.summarize(log, k["secs"])
+        s.update(load_stats(log))
+        s["model_loads"] = loads
+        out[name] = entry(s, ("p95_ms", "switch_overhead_ms",
+                              "switch_wait_fraction", "model_loads",
+                              "requests"))
+        say("switch %-12s %6.1f rps  p50 %.0f p99 %.0f ms  switch overhead "
+            "%.1f ms/request  loads %d" % (name, s["rps"], s["p50_ms"] or -1,
+                                           s["p99_ms"] or -1,
+                                           s["switch_overhead_ms"] or -1,
+                                           loads))
+    run.scenarios["switch"] = out
+
+
+def seed_prompts():
+    """SEED["prompts"] prompts, each with its model and length, fixed."""
+    models = model_names(SEED["models"])
+    rng = lg.seeded(0, 4242)
+    zm = lg.Zipf(len(models), SEED["model_zipf_s"], rng)
+    out = []
+    for p in range(SEED["prompts"]):
+        out.append(lg.chat_body(
+            models[zm.draw()], "Seed prompt %d: explain topic %d briefly."
+            % (p, p), max_tokens=rng.randint(SEED["tokens_min"],
+                                             SEED["tokens_max"])))
+    return out
+
+
+def scenario_seed(run):
+    k = run.knobs["seed"]
+    prompts = seed_prompts()
+    models = model_names(SEED["models"])
+    run.params["seed"] = dict(
+        k, **SEED, backend="two bench/modelsrv.py members",
+        what="closed loop; prompts drawn Zipf(s=%.1f) from %d, each with a "
+             "fixed model and length; member A is killed at kill_at s and "
+             "restarted restart_after s later (with no model loaded); "
+             "direct: clients split over the two members; cache hit rate "
+             "from X-LLM-Cache: HIT; switch overhead: mean X-Model-Load-Ms"
+             " per request; recovery: kill to the last failed request"
+             % (SEED["prompt_zipf_s"], SEED["prompts"]))
+
+    def bodies(i):
+        rng = lg.seeded(i, 99)
+        z = lg.Zipf(len(prompts), SEED["prompt_zipf_s"], rng)
+        while True:
+            yield prompts[z.draw()]
+
+    out = {}
+    for name in SUBJECTS:
+        if name not in ("direct", "gateway_miss", "gateway_hit"):
+            out[name] = None
+            continue
+        if name == "gateway_hit" and not (run.cache and run.cache["ok"]):
+            out[name] = None
+            continue
+        with run.stack("seed-" + name) as st:
+            mk = lambda nm, port=None: st.modelsrv(  # noqa: E731
+                nm, SEED["slots"], SEED["load_ms"], SEED["gen_ms"],
+                SEED["per_token_ms"], port=port)
+            a, b = mk("msrv-a"), mk("msrv-b")
+            if name == "direct":
+                ports = [a.port, b.port]
+            else:
+                mc = st.memcached().port if name == "gateway_hit" else None
+                ports = [gateway_models_stack(run, st, "httpd", [a, b],
+                                              models, cache_port=mc)]
+            state = {"a": a}
+            log = lg.workload(
+                ports, k["conns"], k["secs"], bodies,
+                events=[(k["kill_at"], lambda: st.kill(state["a"])),
+                        (k["kill_at"] + k["restart_after"],
+                         lambda: state.update(a=mk("msrv-a2", a.port)))])
+        s = lg.summarize(log, k["secs"], kill_at=k["kill_at"])
+        s.update(load_stats(log))
+        out[name] = entry(s, ("p95_ms", "cache_hit_rate",
+                              "switch_overhead_ms", "switch_wait_fraction",
+                              "recovery_ms", "requests"))
+        say("seed %-12s p95 %.0f ms  hit %.0f%%  switch %.1f ms  recovery "
+            "%.0f ms  errors %d" % (name, s["p95_ms"] or -1,
+                                    100 * s["cache_hit_rate"],
+                                    s["switch_overhead_ms"] or -1,
+                                    s["recovery_ms"], s["errors"]))
+    run.scenarios["seed"] = out
+
+
+# ---- scenario: memory -----------------------------------------------------
+
+def scenario_memory(run):
+    k = run.knobs["memory"]
+    n = k["streams"]
+    run.params["memory"] = dict(
+        k, backend="test/mockllm paced: 400 tokens at 5 tokens/s (streams "
+        "outlast the sample)", mpm=MPM_MEMORY,
+        what="n streams held open at once; RSS and PSS of all the "
+             "subject's processes (httpd: parent and children) idle and "
+             "with every stream past its first token")
+    out = {}
+    for name in SUBJECTS:
+        if name not in ("mod_proxy", "nginx", "portkey", "gateway_miss") \
+                or name in run.absent:
+            out[name] = None
+            continue
+        with run.stack("memory-" + name) as st:
+            m = st.mock("mock-long", tps=5, tokens=400)
+            p = free_port()
+            hdrs = {}
+            try:
+                if name == "mod_proxy":
+                    proc = st.httpd("httpd", [
+                        (p, 'ProxyPass "/v1/" "balancer://be/v1/"')],
+                        MPM_MEMORY, balancer("be", [m.port]))
+                elif name == "gateway_miss":
+                    proc = st.httpd("httpd", [
+                        (p, gateway_vhost([("mock-small", "be")]))],
+                        MPM_MEMORY, balancer("be", [m.port]))
+                elif name == "nginx":
+                    proc = st.nginx("nginx", [(p, [m.port], False)])
+                else:
+                    proc = st.portkey(port=p)
+                    hdrs = portkey_headers(m.port)
+            except StartError as e:
+                run.mark_absent(name, str(e))
+                out[name] = None
+                continue
+            time.sleep(1.0)
+            root = proc.pid
+
+            def sample():
+                pids = children(root)
+                rss, pss = memory_kb(pids)
+                crss, cpss = memory_kb([q for q in pids if q != root])
+                return {"rss": rss, "pss": pss, "crss": crss, "cpss": cpss,
+                        "procs": len(pids)}
+            idle = sample()
+            r = lg.hold_streams(p, n, headers=hdrs, ramp_s=k["ramp_s"],
+                                sample=sample)
+        busy = r["sample"] or {}
+        t = r["ttft"]
+        d = {"rps": None, "p50_ms": lg.median(t), "p99_ms": lg.pct(t, 99),
+             "ttft_ms": lg.median(t), "errors": r["errors"],
+             "streams": r["open"],
+             "rss_mb": busy.get("rss", 0) / 1024.0,
+             "pss_mb": busy.get("pss", 0) / 1024.0,
+             "children_rss_mb": (busy.get("crss", 0) / 1024.0
+                                 if name in ("mod_proxy", "gateway_miss")
+                                 else None),
+             "idle_rss_mb": idle["rss"] / 1024.0,
+             "idle_pss_mb": idle["pss"] / 1024.0,
+             "per_stream_kb": ((busy.get("pss", 0) - idle["pss"])
+                               / max(1, r["open"])),
+             "processes": busy.get("procs")}
+        out[name] = entry(d, ("streams", "rss_mb", "pss_mb",
+                              "children_rss_mb", "idle_rss_mb",
+                              "idle_pss_mb", "per_stream_kb", "processes"))
+        say("memory %-12s %d/%d streams  rss %.1f MB  pss %.1f MB (idle "
+            "%.1f)  %.1f kB/stream" % (name, r["open"], n, d["rss_mb"],
+                                       d["pss_mb"], d["idle_pss_mb"],
+                                       d["per_stream_kb"]))
+    run.scenarios["memory"] = out
+
+
+# ---- smoke ----------------------------------------------------------------
+
+def smoke(run):
+    """Every subject starts and answers one request and one stream."""
+    passed = failed = 0
+    with run.stack("smoke") as st:
+        subj = build_proxy_stack(run, st, {"tps": 200, "ttft_ms": 5,
+                                           "tokens": 5})
+        for name in SUBJECTS:
+            if name not in subj:
+                print("SKIP %-12s %s" % (name, run.absent.get(name, "")))
+                continue
+            why = check_subject(run, name, subj[name])
+            if why:
+                failed += 1
+                print("FAIL %-12s %s" % (name, why))
+            else:
+                passed += 1
+                print("ok   %-12s" % name)
+        try:
+            m = st.modelsrv("msrv", 1, 5, 5, 0)
+            s, h, _ = lg.one_request(m.port, lg.chat_body("model-a", "x"))
+            good = s == 200 and "x-model-load-ms" in h
+        except Exception as e:                  # noqa: BLE001
+            good, h = False, {"error": str(e)}
+        print("%s modelsrv" % ("ok  " if good else "FAIL"))
+        passed, failed = passed + good, failed + (not good)
+    print("smoke: %d passed, %d failed" % (passed, failed))
+    return failed == 0
+
+
+# ---- machine and results --------------------------------------------------
+
+def cmd_out(argv):
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        return (p.stdout + p.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def machine():
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = None
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+            mem = round(kb / 1024 / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    osname = None
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    osname = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+
+    def first(s, pat=None):
+        if not s:
+            return None
+        if pat:
+            m = re.search(pat, s)
+            return m.group(1) if m else s.splitlines()[0]
+        return s.splitlines()[0]
+    head = cmd_out(["git", "-C", TOP, "rev-parse", "--short", "HEAD"])
+    dirty = cmd_out(["git", "-C", TOP, "status", "--porcelain", "--",
+                     "src", "mod_llm_gateway.c"])
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": mem,
+        "kernel": platform.release(),
+        "os": osname,
+        "apache2": first(cmd_out(["/usr/sbin/apache2", "-v"]),
+                         r"Server version: (\S+)"),
+        "nginx": first(cmd_out(["nginx", "-v"]) if shutil.which("nginx")
+                       else None, r"nginx version: (\S+)"),
+        "portkey": ("@portkey-ai/gateway " + portkey_version())
+        if portkey_version() else None,
+        "node": cmd_out(["node", "--version"]) if shutil.which("node")
+        else None,
+        "wrk": first(cmd_out(["wrk", "--version"]), r"^(wrk \S+)"),
+        "memcached": first(cmd_out(["memcached", "-V"])),
+        "python": platform.python_version(),
+        "gateway_commit": (head + ("+local changes" if dirty else ""))
+        if head else None,
+        "loadavg_start": None,
+        "loadavg_end": None,
+    }
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return None
+
+
+def targets(run):
+    """The issue's targets, each a ratio or difference within this run."""
+    sc = run.scenarios
+    ov = sc.get("overhead") or {}
+    stm = sc.get("stream") or {}
+
+    def rps(s):
+        return (ov.get(s) or {}).get("rps")
+
+    def c1(s, key):
+        return (((ov.get(s) or {}).get("by_concurrency") or {})
+                .get("1") or {}).get(key)
+
+    def ratio(a, b):
+        return round(a / b, 3) if a and b else None
+
+    def diff(a, b):
+        return round(a - b, 3) if a is not None and b is not None else None
+
+    t = {}
+
+    def add(key, what, value, goal, cmp, why_null=None):
+        met = None if value is None else (value >= goal if cmp == ">="
+                                          else value <= goal)
+        t[key] = {"what": what, "value": value,
+                  "target": "%s %s" % (cmp, goal), "met": met}
+        if value is None and why_null:
+            t[key]["absent"] = why_null
+
+    main = (run.knobs.get("overhead") or {}).get("main")
+    add("miss_vs_mod_proxy", "gateway_miss rps / mod_proxy rps (overhead, "
+        "c=%s)" % main, ratio(rps("gateway_miss"), rps("mod_proxy")), 0.9,
+        ">=")
+    add("hit_vs_mod_proxy", "gateway_hit rps / mod_proxy rps (overhead, "
+        "c=%s)" % main, ratio(rps("gateway_hit"), rps("mod_proxy")), 2.0,
+        ">=", run.absent.get("gateway_hit"))
+    add("gateway_vs_portkey", "gateway_miss rps / portkey rps (overhead, "
+        "c=%s)" % main, ratio(rps("gateway_miss"), rps("portkey")), 10.0,
+        ">=", run.absent.get("portkey"))
+    add("added_p99_ms", "gateway_miss p99 - direct p99 (overhead, c=1), ms",
+        diff(c1("gateway_miss", "p99_ms"), c1("direct", "p99_ms")), 1.0,
+        "<=")
+    add("ttft_overhead_ms", "gateway_miss ttft - direct ttft (stream, "
+        "median), ms", diff((stm.get("gateway_miss") or {}).get("ttft_ms"),
+                            (stm.get("direct") or {}).get("ttft_ms")), 1.0,
+        "<=")
+    g, d = stm.get("gateway_miss") or {}, stm.get("direct") or {}
+    val = None
+    if g.get("burst_fraction") is not None and \
+            d.get("burst_fraction") is not None:
+        val = round(g["burst_fraction"] - d["burst_fraction"], 4)
+    add("token_bursts", "share of token gaps < 1/4 of the paced gap, "
+        "gateway_miss minus direct (0: no per-token buffering)", val, 0.02,
+        "<=")
+    ctx = {
+        "mod_proxy_vs_portkey": ratio(rps("mod_proxy"), rps("portkey")),
+        "nginx_vs_mod_proxy": ratio(rps("nginx"), rps("mod_proxy")),
+        "mod_proxy_vs_direct": ratio(rps("mod_proxy"), rps("direct")),
+        "gateway_miss_vs_nginx": ratio(rps("gateway_miss"), rps("nginx")),
+        "mod_proxy_added_p99_ms": diff(c1("mod_proxy", "p99_ms"),
+                                       c1("direct", "p99_ms")),
+        "mod_proxy_ttft_overhead_ms": diff(
+            (stm.get("mod_proxy") or {}).get("ttft_ms"),
+            (stm.get("direct") or {}).get("ttft_ms")),
+    }
+    return t, ctx
+
+
+def write_results(run, mach, prefix):
+    t, ctx = targets(run)
+    res = {
+        "format": "mod_llm_gateway bench results v1",
+        "mode": run.profile,
+        "date": datetime.datetime.now(datetime.timezone.utc)
+        .strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": round(time.time() - run.t0, 1),
+        "machine": mach,
+        "targets": t,
+        "context": ctx,
+        "absent": run.absent,
+        "notes": run.notes,
+        "params": run.params,
+        "seed_claims": SEED_CLAIMS,
+        "scenarios": run.scenarios,
+    }
+    os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    with open(prefix + ".json", "w") as f:
+        json.dump(res, f, indent=1, sort_keys=False)
+        f.write("\n")
+    with open(prefix + ".md", "w") as f:
+        f.write(report.markdown(res))
+    shutil.copy(prefix + ".json", os.path.join(run.raw, "results.json"))
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description="mod_llm_gateway benchmarks")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true",
+                   help="short runs, all scenarios (under 2 minutes)")
+    g.add_argument("--smoke", action="store_true",
+                   help="start every subject, one request each, no numbers")
+    ap.add_argument("--only", default="",
+                    help="comma-separated scenarios (default: all)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "latest"),
+                    help="results path prefix (.json and .md are added)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the run directory (configurations, logs)")
+    ap.add_argument("--lbmethod", default=None,
+                    help="lbmethod of the gateway's balancer in the switch "
+                         "and seed scenarios (default: byrequests)")
+    args = ap.parse_args()
+    only = [s for s in args.only.split(",") if s]
+    bad = [s for s in only if s not in SCENARIOS]
+    if bad:
+        ap.error("unknown scenario(s) %s; known: %s" % (
+            ", ".join(bad), ", ".join(SCENARIOS)))
+
+    run = Run(args)
+    limit = {"smoke": 180, "quick": 300, "full": 1500}[run.profile]
+
+    def on_signal(sig, _frame):
+        raise SystemExit("stopped by signal %d" % sig)
+
+    def on_alarm(_sig, _frame):
+        raise SystemExit("run exceeded its %d s bound; stopped" % limit)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(limit)
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = min(hard, 16384) if hard != resource.RLIM_INFINITY else 16384
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+    if not os.path.exists(PORTKEY_MAIN):
+        run.mark_absent("portkey", portkey_absent_reason())
+    if shutil.which("nginx") is None and not os.path.exists(
+            "/usr/sbin/nginx"):
+        run.mark_absent("nginx", "nginx is not installed")
+    ok = True
+    try:
+        if run.profile == "smoke":
+            ok = smoke(run)
+            return 0 if ok else 1
+        if shutil.which("wrk") is None:
+            say("wrk is not installed (apt-get install wrk)")
+            return 2
+        mach = machine()
+        mach["loadavg_start"] = loadavg()
+        say("%s run; machine: %d cores, %s; load average %s" % (
+            run.profile, mach["cores"] or 0, mach["cpu"],
+            mach["loadavg_start"]))
+        todo = only or SCENARIOS
+        funcs = {"overhead": scenario_overhead, "stream": scenario_stream,
+                 "failover": scenario_failover, "switch": scenario_switch,
+                 "memory": scenario_memory, "seed": scenario_seed}
+        for name in SCENARIOS:
+            if name not in todo:
+                continue
+            t0 = time.time()
+            say("== %s" % name)
+            try:
+                funcs[name](run)
+            except StartError as e:
+                ok = False
+                run.note("scenario %s could not start: %s" % (name, e))
+                run.scenarios[name] = {s: None for s in SUBJECTS}
+            say("== %s done in %.0f s" % (name, time.time() - t0))
+        mach["loadavg_end"] = loadavg()
+        res = write_results(run, mach, args.out)
+        say("wrote %s.json and %s.md (%.0f s)" % (
+            os.path.relpath(args.out, TOP), os.path.relpath(args.out, TOP),
+            res["duration_s"]))
+        print(report.headline(res))
+        return 0 if ok else 1
+    finally:
+        signal.alarm(0)
+        run.wrklog.close()
+        if args.keep:
+            say("run directory kept: %s" % run.tmp)
+        else:
+            shutil.rmtree(run.tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

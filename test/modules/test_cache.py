@@ -1,0 +1,238 @@
+# The response cache as clients see it: X-LLM-Cache MISS/HIT/BYPASS, keys that
+# change with every parameter, stream<->plain hits, TTL, size limit, policies,
+# Cache-Control, the shm default, and memcached going away and coming back.
+import threading
+import time
+
+import pytest
+
+from llmgw_env import chat_body
+
+CHAT = "/v1/chat/completions"
+
+
+def generations(mocks):
+    return sum(m.stats()["generations"] for m in mocks.values())
+
+
+def ask(g, body, headers=None):
+    r = g.post(CHAT, body, headers=headers)
+    assert r.status == 200, r.body
+    return r
+
+
+def det(uniq, **kw):
+    """A deterministic (cacheable) chat request unique to the test."""
+    kw.setdefault("temperature", 0)
+    kw.setdefault("max_tokens", 6)
+    return chat_body(content=f"cache test {uniq}", **kw)
+
+
+def test_miss_then_hit_without_backend(gw_cache, mocks, uniq):
+    body = det(uniq)
+    r1 = ask(gw_cache, body)
+    assert r1.header("X-LLM-Cache") == "MISS"
+    key = r1.header("X-LLM-Cache-Key")
+    assert key and len(key) == 64
+    before = generations(mocks)
+    r2 = ask(gw_cache, body)
+    assert r2.header("X-LLM-Cache") == "HIT"
+    assert r2.header("X-LLM-Cache-Key") == key
+    assert r2.json() == r1.json()
+    assert r2.content_type.startswith("application/json")
+    assert generations(mocks) == before, "a hit reached the backend"
+
+
+@pytest.mark.parametrize("change", [
+    {"temperature": 0.0, "max_tokens": 7},
+    {"top_p": 0.5},
+    {"seed": 3},
+    {"stop": ["x"]},
+    {"response_format": {"type": "json_object"}},
+    {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+    {"messages": [{"role": "user", "content": "another prompt"}]},
+    {"model": "mock-large"},
+])
+def test_every_parameter_changes_the_key(gw_cache, uniq, change):
+    base = det(uniq)
+    ask(gw_cache, base)
+    assert ask(gw_cache, base).header("X-LLM-Cache") == "HIT"
+    changed = dict(base, **change)
+    r = ask(gw_cache, changed)
+    assert r.header("X-LLM-Cache") == "MISS", change
+    assert r.header("X-LLM-Cache-Key") != ask(gw_cache, base).header("X-LLM-Cache-Key")
+
+
+def test_equal_meaning_same_key(gw_cache, uniq):
+    # Key order, 0 vs 0.0 and the user field do not change the answer.
+    a = det(uniq)
+    b = {"user": "someone", "max_tokens": 6, "temperature": 0.0,
+         "messages": a["messages"], "model": a["model"]}
+    ka = ask(gw_cache, a).header("X-LLM-Cache-Key")
+    r = ask(gw_cache, b)
+    assert r.header("X-LLM-Cache-Key") == ka
+    assert r.header("X-LLM-Cache") == "HIT"
+
+
+def test_plain_entry_replays_as_stream(gw_cache, uniq):
+    body = det(uniq)
+    plain = ask(gw_cache, body).json()
+    s = gw_cache.stream(CHAT, dict(body, stream=True))
+    assert s.status == 200
+    assert s.headers.get("X-LLM-Cache") == "HIT"
+    assert s.content_type.startswith("text/event-stream")
+    assert s.data()[-1] == "[DONE]"
+    assert s.content() == plain["choices"][0]["message"]["content"]
+    assert not [c for c in s.chunks() if "usage" in c]
+    finish = [c["choices"][0]["finish_reason"] for c in s.chunks() if c.get("choices")]
+    assert finish[-1] == plain["choices"][0]["finish_reason"]
+
+
+def test_stream_entry_replays_chunks_and_serves_plain(gw_cache, mocks, uniq):
+    body = det(uniq, stream=True, max_tokens=5)
+    first = gw_cache.stream(CHAT, body)
+    assert first.headers.get("X-LLM-Cache") == "MISS"
+    before = generations(mocks)
+    again = gw_cache.stream(CHAT, body)
+    assert again.headers.get("X-LLM-Cache") == "HIT"
+    # The same chunk sequence: one chunk per token, as the backend sent it.
+    assert again.data() == first.data()
+    plain = ask(gw_cache, dict(body, stream=False))
+    assert plain.header("X-LLM-Cache") == "HIT"
+    j = plain.json()
+    assert j["object"] == "chat.completion"
+    assert j["choices"][0]["message"]["content"] == first.content()
+    assert j["usage"]["completion_tokens"] == 5
+    assert generations(mocks) == before
+
+
+def test_stream_hit_with_usage_when_asked(gw_cache, uniq):
+    body = det(uniq, stream=True)
+    gw_cache.stream(CHAT, body)
+    s = gw_cache.stream(CHAT, dict(body, stream_options={"include_usage": True}))
+    assert s.headers.get("X-LLM-Cache") == "HIT"
+    usage = [c for c in s.chunks() if c.get("choices") == []]
+    assert len(usage) == 1 and usage[0]["usage"]["completion_tokens"] == 6
+
+
+def test_hit_is_logged_with_tokens(gw_cache, uniq):
+    body = det(uniq)
+    usage = ask(gw_cache, body).json()["usage"]
+    mark = gw_cache.log_mark()
+    ask(gw_cache, body)
+    line = gw_cache.wait_log_one(lambda l: l.cache == "HIT", since=mark)
+    assert line.total_tokens == str(usage["total_tokens"])
+
+
+def test_not_deterministic_is_bypassed(gw_cache, uniq):
+    body = chat_body(content=f"warm {uniq}", max_tokens=3)      # no temperature
+    r = ask(gw_cache, body)
+    assert r.header("X-LLM-Cache") == "BYPASS"
+    assert r.header("X-LLM-Cache-Key") is None
+    assert ask(gw_cache, body).header("X-LLM-Cache") == "BYPASS"
+    hot = dict(body, temperature=0.7)
+    assert ask(gw_cache, hot).header("X-LLM-Cache") == "BYPASS"
+
+
+def test_route_policies(gw_cache, uniq):
+    body = chat_body("cache-all", content=f"policy {uniq}", max_tokens=3)
+    assert ask(gw_cache, body).header("X-LLM-Cache") == "MISS"
+    assert ask(gw_cache, body).header("X-LLM-Cache") == "HIT"
+    off = chat_body("cache-off", content=f"policy {uniq}", max_tokens=3, temperature=0)
+    assert ask(gw_cache, off).header("X-LLM-Cache") == "BYPASS"
+    assert ask(gw_cache, off).header("X-LLM-Cache") == "BYPASS"
+
+
+def test_cache_control_from_client(gw_cache, mocks, uniq):
+    body = det(uniq)
+    r = ask(gw_cache, body, headers={"Cache-Control": "no-store"})
+    assert r.header("X-LLM-Cache") == "BYPASS"
+    assert ask(gw_cache, body).header("X-LLM-Cache") == "MISS"   # nothing was stored
+    before = generations(mocks)
+    r = ask(gw_cache, body, headers={"Cache-Control": "no-cache"})
+    assert r.header("X-LLM-Cache") == "MISS"
+    assert generations(mocks) == before + 1, "no-cache must reach the backend"
+    assert ask(gw_cache, body).header("X-LLM-Cache") == "HIT"
+
+
+def test_embeddings_cached(gw_cache, uniq):
+    body = {"model": "mock-small", "input": [f"embed {uniq}", "two"]}
+    r1 = gw_cache.post("/v1/embeddings", body)
+    assert r1.status == 200 and r1.header("X-LLM-Cache") == "MISS"
+    r2 = gw_cache.post("/v1/embeddings", body)
+    assert r2.header("X-LLM-Cache") == "HIT"
+    assert r2.json()["data"] == r1.json()["data"]
+
+
+def test_ttl_expiry(gw_cache, uniq):
+    body = det(uniq)
+    ask(gw_cache, body)
+    assert ask(gw_cache, body).header("X-LLM-Cache") == "HIT"
+    time.sleep(4.2)                                  # the gateway's ttl=3
+    assert ask(gw_cache, body).header("X-LLM-Cache") == "MISS"
+
+
+def test_large_answers_skipped_not_truncated(gw_cache, uniq):
+    big = det(uniq, max_tokens=15000)               # ~100 KB > max-item=64k
+    r1 = ask(gw_cache, big)
+    assert r1.header("X-LLM-Cache") == "MISS"
+    assert r1.json()["usage"]["completion_tokens"] == 15000
+    r2 = ask(gw_cache, big)
+    assert r2.header("X-LLM-Cache") == "MISS", "a value over max-item was stored"
+    assert r2.json()["choices"][0]["message"]["content"] == \
+        r1.json()["choices"][0]["message"]["content"]
+    small = det(uniq, max_tokens=2000)              # ~14 KB fits
+    ask(gw_cache, small)
+    assert ask(gw_cache, small).header("X-LLM-Cache") == "HIT"
+
+
+def test_memcached_outage_loses_no_request(gw_cache, memcached, uniq):
+    body = det(uniq)
+    ask(gw_cache, body)
+    results, stop = [], threading.Event()
+
+    def load():
+        n = 0
+        while not stop.is_set() and n < 400:
+            n += 1
+            results.append(gw_cache.post(CHAT, body).status)
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        memcached.stop()
+        time.sleep(1.0)
+        memcached.start()               # same port, empty
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert results and all(s == 200 for s in results), \
+        f"{sum(s != 200 for s in results)} of {len(results)} failed"
+    # apr_memcache retries a dead server after a few seconds: the cache
+    # comes back by itself.
+    deadline = time.time() + 15
+    state = None
+    while time.time() < deadline:
+        state = ask(gw_cache, body).header("X-LLM-Cache")
+        if state == "HIT":
+            break
+        time.sleep(0.5)
+    assert state == "HIT"
+
+
+def test_shm_default_cache_shared_by_children(gw_shm, mocks, uniq):
+    body = det(uniq)
+    assert ask(gw_shm, body).header("X-LLM-Cache") == "MISS"
+    before = generations(mocks)
+    # New connections spread over both children: every one must hit.
+    states = [ask(gw_shm, body).header("X-LLM-Cache") for _ in range(30)]
+    assert states == ["HIT"] * 30
+    assert generations(mocks) == before
+    pids = {ask(gw_shm, body).header("X-LLM-Cache") for _ in range(3)}
+    assert pids == {"HIT"}
+    assert len(gw_shm.children()) >= 2

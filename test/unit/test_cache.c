@@ -1,0 +1,209 @@
+/* test_cache.c: SHA-256 vectors, cache keys (what changes them and what
+ * does not), eligibility, and records built from streams and bodies. */
+#include <string.h>
+
+#include "llmgw_cache.h"
+#include "llmgw_sha256.h"
+#include "test_core.h"
+
+static llmgw_request_t *req(llmgw_endpoint_t ep, const char *body)
+{
+    llmgw_request_t *r = apr_pcalloc(test_pool, sizeof(*r));
+    llmgw_error_t err;
+
+    ck_assert_int_eq(llmgw_request_parse(test_pool, ep, body, strlen(body),
+                                         r, &err), 0);
+    return r;
+}
+
+static const char *key(const char *body)
+{
+    return llmgw_cache_key(test_pool, req(LLMGW_EP_CHAT, body), "m",
+                           "balancer://be", "openai");
+}
+
+START_TEST(sha256_vectors)
+{
+    ck_assert_str_eq(llmgw_sha256_hex(test_pool, "abc", 3),
+                     "ba7816bf8f01cfea414140de5dae2223"
+                     "b00361a396177a9cb410ff61f20015ad");
+    ck_assert_str_eq(llmgw_sha256_hex(test_pool, "", 0),
+                     "e3b0c44298fc1c149afbf4c8996fb924"
+                     "27ae41e4649b934ca495991b7852b855");
+    ck_assert_str_eq(llmgw_sha256_hex(test_pool,
+                     "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+                     56),
+                     "248d6a61d20638b8e5c026930c3e6039"
+                     "a33ce45964ff2167f6ecedd419db06c1");
+}
+END_TEST
+
+START_TEST(key_ignores_what_cannot_change_the_answer)
+{
+    const char *k = key("{\"model\":\"a\",\"messages\":[{\"role\":\"user\","
+                        "\"content\":\"hi\"}],\"temperature\":0}");
+
+    ck_assert_int_eq(strlen(k), 64);
+    /* member order, 0 vs 0.0, stream, user and the client's model name */
+    ck_assert_str_eq(k, key("{\"temperature\":0.0,\"stream\":true,"
+                            "\"user\":\"u\",\"messages\":[{\"content\":\"hi\","
+                            "\"role\":\"user\"}],\"model\":\"alias\"}"));
+}
+END_TEST
+
+START_TEST(key_changes_with_every_parameter)
+{
+    const char *base = key("{\"model\":\"a\",\"messages\":[],"
+                           "\"temperature\":0}");
+
+    ck_assert_str_ne(base, key("{\"model\":\"a\",\"messages\":[],"
+                               "\"temperature\":0.1}"));
+    ck_assert_str_ne(base, key("{\"model\":\"a\",\"messages\":[],"
+                               "\"temperature\":0,\"top_p\":1}"));
+    ck_assert_str_ne(base, key("{\"model\":\"a\",\"messages\":[{}],"
+                               "\"temperature\":0}"));
+    ck_assert_str_ne(base, key("{\"model\":\"a\",\"messages\":[],"
+                               "\"temperature\":0,\"unknown\":null}"));
+    ck_assert_str_ne(base, llmgw_cache_key(test_pool, req(LLMGW_EP_CHAT,
+                     "{\"model\":\"a\",\"messages\":[],\"temperature\":0}"),
+                     "other-model", "balancer://be", "openai"));
+    ck_assert_str_ne(base, llmgw_cache_key(test_pool, req(LLMGW_EP_CHAT,
+                     "{\"model\":\"a\",\"messages\":[],\"temperature\":0}"),
+                     "m", "balancer://other", "openai"));
+}
+END_TEST
+
+START_TEST(eligibility_by_policy)
+{
+    llmgw_request_t *cold = req(LLMGW_EP_CHAT, "{\"model\":\"a\",\"messages\""
+                                ":[],\"temperature\":0.0}");
+    llmgw_request_t *seeded = req(LLMGW_EP_CHAT, "{\"model\":\"a\","
+                                  "\"messages\":[],\"seed\":4}");
+    llmgw_request_t *hot = req(LLMGW_EP_CHAT, "{\"model\":\"a\",\"messages\":"
+                               "[],\"temperature\":0.2}");
+    llmgw_request_t *plain = req(LLMGW_EP_CHAT, "{\"model\":\"a\","
+                                 "\"messages\":[]}");
+    llmgw_request_t *emb = req(LLMGW_EP_EMBEDDINGS, "{\"model\":\"a\","
+                               "\"input\":\"x\"}");
+
+    ck_assert(llmgw_cache_eligible(cold, LLMGW_CACHE_DETERMINISTIC));
+    ck_assert(llmgw_cache_eligible(seeded, LLMGW_CACHE_DETERMINISTIC));
+    ck_assert(!llmgw_cache_eligible(hot, LLMGW_CACHE_DETERMINISTIC));
+    ck_assert(!llmgw_cache_eligible(plain, LLMGW_CACHE_DETERMINISTIC));
+    ck_assert(llmgw_cache_eligible(emb, LLMGW_CACHE_DETERMINISTIC));
+    ck_assert(llmgw_cache_eligible(plain, LLMGW_CACHE_ALL));
+    ck_assert(!llmgw_cache_eligible(cold, LLMGW_CACHE_OFF));
+}
+END_TEST
+
+static void chunk(llmgw_record_t *rec, const char *json)
+{
+    llmgw_record_add_chunk(rec, json, strlen(json));
+}
+
+START_TEST(record_from_stream_roundtrip)
+{
+    llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                              1 << 20);
+    llmgw_record_t *back;
+    llmgw_usage_t u;
+    const char *text, *json, *sse;
+    apr_size_t len;
+
+    chunk(rec, "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
+               "\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,"
+               "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+               "\"finish_reason\":null}],\"usage\":null}");
+    chunk(rec, "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":"
+               "{\"content\":\"Hel\"}}],\"usage\":null}");
+    chunk(rec, "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":"
+               "{\"content\":\"lo\",\"tool_calls\":[{\"index\":0,\"id\":"
+               "\"t1\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\"\""
+               "}}]}}]}");
+    chunk(rec, "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":"
+               "{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":"
+               "\":1}\"}}]},\"finish_reason\":\"tool_calls\"}]}");
+    chunk(rec, "{\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":"
+               "3,\"completion_tokens\":4,\"total_tokens\":7}}");
+    text = llmgw_record_serialize(rec, &len);
+    ck_assert_ptr_nonnull(text);
+
+    back = llmgw_record_parse(test_pool, text, len);
+    ck_assert_ptr_nonnull(back);
+    llmgw_record_usage(back, &u);
+    ck_assert_int_eq(u.total, 7);
+    json = llmgw_record_render_json(back, &len);
+    ck_assert_ptr_nonnull(strstr(json, "\"object\":\"chat.completion\""));
+    ck_assert_ptr_nonnull(strstr(json, "\"content\":\"Hello\""));
+    ck_assert_ptr_nonnull(strstr(json, "\"arguments\":\"{\\\"a\\\":1}\""));
+    ck_assert_ptr_nonnull(strstr(json, "\"finish_reason\":\"tool_calls\""));
+    ck_assert_ptr_nonnull(strstr(json, "\"total_tokens\":7"));
+
+    /* The replay is the original chunks, usage only on request. */
+    sse = llmgw_record_render_sse(back, test_pool, 0, &len);
+    ck_assert_ptr_null(strstr(sse, "usage"));
+    ck_assert_ptr_nonnull(strstr(sse, "{\"content\":\"Hel\"}"));
+    ck_assert_ptr_nonnull(strstr(sse, "data: [DONE]\n\n"));
+    sse = llmgw_record_render_sse(back, test_pool, 1, &len);
+    ck_assert_ptr_nonnull(strstr(sse, "\"choices\":[],\"usage\":"));
+}
+END_TEST
+
+START_TEST(record_from_body_replays_as_stream)
+{
+    const char *body = "{\"id\":\"x\",\"object\":\"text_completion\","
+                       "\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":"
+                       "0,\"text\":\"abc\",\"finish_reason\":\"length\"}],"
+                       "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":"
+                       "2,\"total_tokens\":3}}";
+    llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_COMPLETIONS,
+                                              1 << 20);
+    const char *text, *sse;
+    apr_size_t len;
+
+    llmgw_record_set_response(rec, body, strlen(body));
+    text = llmgw_record_serialize(rec, &len);
+    ck_assert_ptr_nonnull(text);
+    rec = llmgw_record_parse(test_pool, text, len);
+    sse = llmgw_record_render_sse(rec, test_pool, 0, &len);
+    ck_assert_ptr_nonnull(strstr(sse, "\"text\":\"abc\""));
+    ck_assert_ptr_nonnull(strstr(sse, "\"finish_reason\":\"length\""));
+    ck_assert_ptr_nonnull(strstr(sse, "\"object\":\"text_completion\""));
+    ck_assert_int_eq(len, strlen(sse));
+}
+END_TEST
+
+START_TEST(record_refuses_what_it_cannot_keep)
+{
+    llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT, 64);
+    const char *big = "{\"id\":\"x\",\"choices\":[{\"index\":0,\"message\":"
+                      "{\"content\":\"0123456789012345678901234567890123"
+                      "45678901234567890123456789\"}}]}";
+    apr_size_t len;
+
+    llmgw_record_set_response(rec, big, strlen(big));
+    ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
+    rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
+    llmgw_record_set_response(rec, "{\"error\":{}}", 12);
+    ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
+    ck_assert_ptr_null(llmgw_record_parse(test_pool, "{\"v\":99}", 8));
+    ck_assert_ptr_null(llmgw_record_parse(test_pool, "garbage", 7));
+}
+END_TEST
+
+Suite *cache_suite(void)
+{
+    Suite *s = suite_create("cache");
+    TCase *tc = tcase_create("keys-records");
+
+    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
+    tcase_add_test(tc, sha256_vectors);
+    tcase_add_test(tc, key_ignores_what_cannot_change_the_answer);
+    tcase_add_test(tc, key_changes_with_every_parameter);
+    tcase_add_test(tc, eligibility_by_policy);
+    tcase_add_test(tc, record_from_stream_roundtrip);
+    tcase_add_test(tc, record_from_body_replays_as_stream);
+    tcase_add_test(tc, record_refuses_what_it_cannot_keep);
+    suite_add_tcase(s, tc);
+    return s;
+}
