@@ -61,12 +61,18 @@ def test_demo_serves_and_stops_everything():
                         chat_body("gpt-4o-mini", max_tokens=3))
         assert r.status == 200, r.body
         assert r.json()["choices"][0]["message"]["content"]
+        cold = chat_body("mock-small", temperature=0, max_tokens=3)
+        first = env.request(port, "POST", "/v1/chat/completions", cold)
+        again = env.request(port, "POST", "/v1/chat/completions", cold)
+        assert (first.header("X-LLM-Cache"), again.header("X-LLM-Cache")) == \
+            ("MISS", "HIT")
         s = env.stream(port, "/v1/chat/completions",
                        chat_body("mock-small", stream=True, max_tokens=3))
         assert s.data()[-1] == "[DONE]"
         started = [cmd for _, cmd in session_processes(proc.pid)]
         assert any("apache2" in c for c in started), started
         assert sum("mockllm" in c for c in started) == 2, started
+        assert any(c.startswith("memcached") for c in started), started
     finally:
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=30)
