@@ -118,6 +118,7 @@ class Run:
         self.params = {}
         self.cache = None       # None: unknown; else dict(ok=, why=)
         self.n_stack = 0
+        self.module = freeze_module(self.tmp)
 
     def stack(self, name):
         self.n_stack += 1
@@ -132,6 +133,24 @@ class Run:
         if subject not in self.absent:
             self.absent[subject] = why
             say("absent: %s: %s" % (subject, why))
+
+
+def freeze_module(tmp):
+    """Copies the module into the run directory and loads it from there, so
+    that every httpd of the run loads the same build even if the tree is
+    rebuilt meanwhile. Returns its sha256."""
+    import hashlib
+    src = os.path.join(TOP, ".libs", "mod_llm_gateway.so")
+    dst = os.path.join(tmp, "mod_llm_gateway.so")
+    shutil.copy(src, dst)
+    os.chmod(dst, 0o755)
+    load = os.environ.get("LLMGW_LOAD_MODULES")
+    if not load:
+        from subjects import default_load_modules
+        load = default_load_modules()
+    os.environ["LLMGW_LOAD_MODULES"] = load.replace(src, dst)
+    with open(dst, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
 def say(msg):
@@ -169,9 +188,9 @@ def cache_directive(mc_port):
     return "LLMCache memcache 127.0.0.1:%d ttl=600" % mc_port
 
 
-def gateway_vhost(routes):
-    """routes: [(model, balancer)]"""
-    out = []
+def gateway_vhost(routes, cache=""):
+    """routes: [(model, balancer)]; cache: an LLMCache line or ""."""
+    out = [cache] if cache else []
     for model, bal in routes:
         out.append('<LLMRoute "%s">\n    LLMBackend balancer://%s\n'
                    '</LLMRoute>' % (model, bal))
@@ -186,19 +205,31 @@ def balancer(name, ports, lbmethod=None, extra=""):
     return '<Proxy "balancer://%s">\n%s%s</Proxy>' % (name, members, lb)
 
 
-def probe_cache(run, st, mc_port, global_lines, routes):
-    """Does this build's apache2 -t accept an LLMCache line?"""
+def probe_cache(run):
+    """Does this build's apache2 -t accept an LLMCache line? (apache2 -t
+    does not connect to memcached.)"""
+    st = Stack(os.path.join(run.tmp, "00-probe"))
     port = free_port()
     ok, msg = st.httpd_accepts(
-        "probe-cache", [(port, gateway_vhost(routes))], MPM_PROXY,
-        global_lines + "\n" + cache_directive(mc_port))
+        "probe-cache", [(port, gateway_vhost(
+            [("mock-small", "be")], cache_directive(11211)))], MPM_PROXY,
+        balancer("be", [port + 1 if port < 65535 else port - 1]))
     if ok:
-        return {"ok": True, "why": None}
-    line = next((l for l in msg.splitlines() if "LLMCache" in l
-                 or "Invalid command" in l), msg.splitlines()[-1] if msg
-                else "apache2 -t failed")
-    return {"ok": False, "why": "apache2 -t does not accept '%s': %s" % (
-        cache_directive(0).replace(":0 ", ":PORT "), line.strip()[:200])}
+        run.cache = {"ok": True, "why": None}
+        return
+    lines = msg.splitlines() or ["apache2 -t failed"]
+    line = next((l for l in lines if "LLMCache" in l
+                 or "Invalid command" in l), lines[-1])
+    run.cache = {"ok": False, "why": "apache2 -t does not accept "
+                 "'LLMCache memcache HOST:PORT ttl=N': %s" % line.strip()[:200]}
+
+
+def cache_line(run, mc_port=None):
+    """The LLMCache line of a gateway vhost: the memcached at mc_port, or
+    explicitly off (so a default cache cannot turn misses into hits)."""
+    if not (run.cache and run.cache["ok"]):
+        return ""
+    return cache_directive(mc_port) if mc_port else "LLMCache off"
 
 
 # ---- the proxy stack: every subject in front of two emulated backends -----
@@ -224,42 +255,39 @@ def build_proxy_stack(run, st, stream_knobs):
     bal = balancer("fast", [fast.port]) + "\n" + balancer("paced",
                                                           [paced.port])
     routes = [("mock-small", "fast"), ("mock-paced", "paced")]
-    mp_fast, mp_paced, gw = free_port(), free_port(), free_port()
+    mp_fast, mp_paced, gw, gwn = (free_port(), free_port(), free_port(),
+                                  free_port())
+    # memcached always; the gateway uses it once apache2 -t accepts LLMCache.
+    mc = None
+    if run.cache["ok"]:
+        try:
+            mc = st.memcached()
+        except StartError as e:
+            run.note("memcached did not start: %s" % e)
     st.httpd("httpd-proxy", [
         (mp_fast, 'ProxyPass "/v1/" "balancer://fast/v1/"'),
         (mp_paced, 'ProxyPass "/v1/" "balancer://paced/v1/"'),
-        (gw, gateway_vhost(routes)),
-    ], MPM_PROXY, bal)
+        (gw, gateway_vhost(routes, cache_line(run, mc and mc.port))),
+    ] + ([(gwn, gateway_vhost(routes, cache_line(run)))] if mc else []),
+        MPM_PROXY, bal)
     subj["mod_proxy"] = {"overhead": Endpoint(mp_fast),
                          "stream": Endpoint(mp_paced)}
     subj["gateway_miss"] = {"overhead": Endpoint(gw), "stream": Endpoint(gw)}
-
-    # The cache: memcached always; the gateway uses it once apache2 -t
-    # accepts LLMCache (the response cache is being built).
-    try:
-        mc = st.memcached()
-    except StartError as e:
-        mc = None
-        run.cache = {"ok": False, "why": str(e)}
-    if mc is not None and run.cache is None:
-        run.cache = probe_cache(run, st, mc.port, bal, routes)
-    if run.cache["ok"]:
-        gwc = free_port()
-        st.httpd("httpd-cache", [(gwc, gateway_vhost(routes))], MPM_PROXY,
-                 bal + "\n" + cache_directive(mc.port))
-        subj["gateway_hit"] = {"overhead": Endpoint(gwc, fixed=True),
-                               "stream": Endpoint(gwc, fixed=True)}
-        # A cache miss is measured where the cache is: look-up and store
-        # included, every request unique.
-        subj["gateway_miss"] = {"overhead": Endpoint(gwc),
-                                "stream": Endpoint(gwc)}
-        run.note("gateway_miss runs with the cache on (LLMCache): every "
-                 "request is unique, so each pays a look-up and a store")
+    if mc is not None:
+        subj["gateway_hit"] = {"overhead": Endpoint(gw, fixed=True),
+                               "stream": Endpoint(gw, fixed=True)}
+        # The same gateway with LLMCache off: what the cache adds to a miss.
+        subj["gateway_nocache"] = {"overhead": Endpoint(gwn),
+                                   "stream": Endpoint(gwn)}
+        run.note("gateway_miss and gateway_hit are one gateway with its "
+                 "memcached cache on: gateway_miss sends unique requests "
+                 "(each pays a look-up and a store), gateway_hit one "
+                 "repeated request")
     else:
-        run.mark_absent("gateway_hit", "no response cache in this build "
-                        "(%s); reported as null, not estimated"
-                        % run.cache["why"])
-        run.note("gateway_miss is the gateway without a cache configured")
+        run.mark_absent("gateway_hit", "no response cache: %s; reported as "
+                        "null, not estimated" % (
+                            run.cache["why"] or "memcached did not start"))
+        run.note("gateway_miss is the gateway without a cache")
 
     try:
         ng_fast, ng_paced = free_port(), free_port()
@@ -311,7 +339,7 @@ def check_subject(run, name, ends, stream=True):
 
 def checked_subjects(run, subj, stream=True):
     ok = {}
-    for name in SUBJECTS:
+    for name in SUBJECTS + ["gateway_nocache"]:
         if name not in subj:
             continue
         why = check_subject(run, name, subj[name], stream)
@@ -333,7 +361,7 @@ def scenario_overhead(run):
     with run.stack("overhead") as st:
         subj = checked_subjects(run, build_proxy_stack(
             run, st, run.knobs["stream"]), stream=False)
-        names = [s for s in SUBJECTS if s in subj]
+        names = [s for s in SUBJECTS + ["gateway_nocache"] if s in subj]
         say("overhead: subjects %s" % ", ".join(names))
 
         def go(name, conns, secs):
@@ -357,7 +385,7 @@ def scenario_overhead(run):
                                                  res["p99_ms"],
                                                  res["errors"]))
     out = {}
-    for name in SUBJECTS:
+    for name in SUBJECTS + ["gateway_nocache"]:
         if name not in names:
             out[name] = None
             continue
@@ -375,6 +403,9 @@ def scenario_overhead(run):
         e["concurrency"] = k["main"]
         e["by_concurrency"] = by_c
         out[name] = e
+    nocache = out.pop("gateway_nocache")
+    if nocache and out.get("gateway_miss"):
+        out["gateway_miss"]["without_cache"] = nocache
     run.scenarios["overhead"] = out
 
 
@@ -390,7 +421,7 @@ def scenario_stream(run):
                                 expected_gap_ms=expected_gap)
     with run.stack("stream") as st:
         subj = checked_subjects(run, build_proxy_stack(run, st, k))
-        names = [s for s in SUBJECTS if s in subj]
+        names = [s for s in SUBJECTS + ["gateway_nocache"] if s in subj]
         raw = {}
         for rnd in range(k["rounds"]):
             shift = rnd % len(names)
@@ -398,7 +429,7 @@ def scenario_stream(run):
                 ep = subj[name]["stream"]
                 r = lg.stream_run(ep.port, k["conns"], k["secs"],
                                   model="mock-paced", headers=ep.headers,
-                                  raw=True)
+                                  raw=True, fixed=ep.fixed)
                 acc = raw.setdefault(name, {"ttft": [], "total": [],
                                             "gaps": [], "errors": 0,
                                             "streams": 0, "elapsed": 0.0,
@@ -416,7 +447,7 @@ def scenario_stream(run):
                         r["gap_p50_ms"] or -1, r["gap_p99_ms"] or -1,
                         r["errors"]))
     out = {}
-    for name in SUBJECTS:
+    for name in SUBJECTS + ["gateway_nocache"]:
         if name not in raw:
             out[name] = None
             continue
@@ -438,6 +469,9 @@ def scenario_stream(run):
         out[name] = entry(d, ("ttft_p99_ms", "gap_p50_ms", "gap_p99_ms",
                               "gap_max_ms", "burst_fraction", "streams",
                               "incomplete", "x_llm_cache"))
+    nocache = out.pop("gateway_nocache")
+    if nocache and out.get("gateway_miss"):
+        out["gateway_miss"]["without_cache"] = nocache
     run.scenarios["stream"] = out
 
 
@@ -455,7 +489,8 @@ def failover_subject(run, st, name, a, b):
         return [p], {}
     if name == "gateway_miss":
         p = free_port()
-        st.httpd("httpd", [(p, gateway_vhost([("mock-small", "be")]))],
+        st.httpd("httpd", [(p, gateway_vhost([("mock-small", "be")],
+                                             cache_line(run)))],
                  MPM_PROXY, balancer("be", [a.port, b.port]))
         return [p], {}
     if name == "nginx":
@@ -542,9 +577,9 @@ def gateway_models_stack(run, st, name, members, models, cache_port=None):
     p = free_port()
     bal = balancer("models", [m.port for m in members],
                    lbmethod=run.args.lbmethod)
-    glob = bal + ("\n" + cache_directive(cache_port) if cache_port else "")
-    st.httpd(name, [(p, gateway_vhost([(m, "models") for m in models]))],
-             MPM_PROXY, glob)
+    st.httpd(name, [(p, gateway_vhost([(m, "models") for m in models],
+                                      cache_line(run, cache_port)))],
+             MPM_PROXY, bal)
     return p
 
 
@@ -726,7 +761,8 @@ def scenario_memory(run):
                         MPM_MEMORY, balancer("be", [m.port]))
                 elif name == "gateway_miss":
                     proc = st.httpd("httpd", [
-                        (p, gateway_vhost([("mock-small", "be")]))],
+                        (p, gateway_vhost([("mock-small", "be")],
+                                          cache_line(run)))],
                         MPM_MEMORY, balancer("be", [m.port]))
                 elif name == "nginx":
                     proc = st.nginx("nginx", [(p, [m.port], False)])
@@ -942,6 +978,9 @@ def targets(run):
         "nginx_vs_mod_proxy": ratio(rps("nginx"), rps("mod_proxy")),
         "mod_proxy_vs_direct": ratio(rps("mod_proxy"), rps("direct")),
         "gateway_miss_vs_nginx": ratio(rps("gateway_miss"), rps("nginx")),
+        "gateway_nocache_vs_mod_proxy": ratio(
+            ((ov.get("gateway_miss") or {}).get("without_cache") or {})
+            .get("rps"), rps("mod_proxy")),
         "mod_proxy_added_p99_ms": diff(c1("mod_proxy", "p99_ms"),
                                        c1("direct", "p99_ms")),
         "mod_proxy_ttft_overhead_ms": diff(
@@ -1029,13 +1068,20 @@ def main():
     ok = True
     try:
         if run.profile == "smoke":
+            probe_cache(run)
             ok = smoke(run)
             return 0 if ok else 1
         if shutil.which("wrk") is None:
             say("wrk is not installed (apt-get install wrk)")
             return 2
+        probe_cache(run)
+        if not run.cache["ok"]:
+            run.mark_absent("gateway_hit", "no response cache: %s; "
+                            "reported as null, not estimated"
+                            % run.cache["why"])
         mach = machine()
         mach["loadavg_start"] = loadavg()
+        mach["module_sha256"] = run.module
         say("%s run; machine: %d cores, %s; load average %s" % (
             run.profile, mach["cores"] or 0, mach["cpu"],
             mach["loadavg_start"]))

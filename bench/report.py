@@ -53,6 +53,9 @@ def rows_for(sc, cols):
             rows.append(["`%s`" % s] + ["absent"] + [""] * (len(cols) - 1))
             continue
         rows.append(["`%s`" % s] + [fn(e) for _, fn in cols])
+        if e.get("without_cache"):
+            rows.append(["`%s` without cache" % s]
+                        + [fn(e["without_cache"]) for _, fn in cols])
     return rows
 
 
@@ -79,13 +82,15 @@ def markdown(res):
     out.append(table(["target", "measured", "goal", "met"], rows))
     c = res.get("context") or {}
     out.append("\nFor context: mod_proxy / portkey %s×, nginx / mod_proxy "
-               "%s×, mod_proxy / direct %s×, gateway_miss / nginx %s×; "
+               "%s×, mod_proxy / direct %s×, gateway_miss / nginx %s×, "
+               "the gateway without its cache / mod_proxy %s×; "
                "bare mod_proxy adds %s ms to p99 at c=1 and %s ms to the "
                "time to first token.\n" % (
                    f(c.get("mod_proxy_vs_portkey"), 2),
                    f(c.get("nginx_vs_mod_proxy"), 2),
                    f(c.get("mod_proxy_vs_direct"), 2),
                    f(c.get("gateway_miss_vs_nginx"), 2),
+                   f(c.get("gateway_nocache_vs_mod_proxy"), 2),
                    f(c.get("mod_proxy_added_p99_ms"), 3),
                    f(c.get("mod_proxy_ttft_overhead_ms"), 3)))
 

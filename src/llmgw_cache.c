@@ -250,6 +250,10 @@ static void assemble(llmgw_record_t *rec)
         if (!c->seen) {
             continue;
         }
+        if (!c->finish_reason) {
+            rec->failed = 1;    /* a stream cut short is not an answer */
+            return;
+        }
         ch = llmgw_json_array_add_object(choices);
         llmgw_json_setl(ch, i, "index", NULL);
         if (!chat) {
@@ -283,8 +287,7 @@ static void assemble(llmgw_record_t *rec)
             }
         }
         llmgw_json_setnull(ch, "logprobs", NULL);
-        llmgw_json_sets(ch, c->finish_reason ? c->finish_reason : "stop",
-                        "finish_reason", NULL);
+        llmgw_json_sets(ch, c->finish_reason, "finish_reason", NULL);
     }
     if (rec->usage.found) {
         llmgw_json_setl(r, rec->usage.prompt, "usage", "prompt_tokens", NULL);
@@ -324,6 +327,7 @@ const char *llmgw_record_serialize(llmgw_record_t *rec, apr_size_t *len)
     if (!rec->failed && !rec->response && rec->first) {
         assemble(rec);
     }
+    /* assemble() may have found the stream incomplete. */
     if (rec->failed || !rec->response) {
         return NULL;
     }

@@ -17,6 +17,7 @@ void *llmgw_create_server_conf(apr_pool_t *p, server_rec *s)
     llmgw_server_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
 
     conf->router = llmgw_router_create(p);
+    conf->coalesce = -1;
     return conf;
 }
 
@@ -30,6 +31,9 @@ void *llmgw_merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     conf->max_body = add->max_body ? add->max_body : base->max_body;
     conf->store_set = add->store_set || base->store_set;
     conf->store = add->store_set ? add->store : base->store;
+    conf->coalesce = add->coalesce != -1 ? add->coalesce : base->coalesce;
+    conf->coalesce_timeout = add->coalesce_timeout ? add->coalesce_timeout
+                                                   : base->coalesce_timeout;
     return conf;
 }
 
@@ -246,6 +250,39 @@ static const char *set_cache(cmd_parms *cmd, void *dummy, int argc,
     return err;
 }
 
+static const char *set_coalesce(cmd_parms *cmd, void *dummy, int argc,
+                                char *const argv[])
+{
+    llmgw_server_conf_t *conf = server_conf(cmd);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
+    int i;
+
+    if (err) {
+        return err;
+    }
+    if (argc < 1 || (strcasecmp(argv[0], "on") != 0
+                     && strcasecmp(argv[0], "off") != 0)) {
+        return "LLMCoalesce takes on or off, then optionally timeout=SECONDS";
+    }
+    conf->coalesce = strcasecmp(argv[0], "on") == 0;
+    for (i = 1; i < argc; i++) {
+        char *end;
+        apr_int64_t n;
+
+        if (strncasecmp(argv[i], "timeout=", 8) != 0) {
+            return apr_psprintf(cmd->pool, "LLMCoalesce: unknown option "
+                                "'%s' (timeout=)", argv[i]);
+        }
+        n = apr_strtoi64(argv[i] + 8, &end, 10);
+        if (*end || n <= 0 || n > 86400) {
+            return apr_psprintf(cmd->pool, "LLMCoalesce: '%s' is not a "
+                                "number of seconds (1-86400)", argv[i] + 8);
+        }
+        conf->coalesce_timeout = apr_time_from_sec(n);
+    }
+    return NULL;
+}
+
 static const char *set_max_body(cmd_parms *cmd, void *dummy,
                                 const char *arg)
 {
@@ -313,6 +350,9 @@ const command_rec llmgw_cmds[] = {
     AP_INIT_TAKE_ARGV("LLMCache", set_cache, NULL, RSRC_CONF,
                       "memcache HOST:PORT[,...] | shm | off [ttl=SECONDS] "
                       "[max-item=SIZE] [size=SIZE]: the response cache"),
+    AP_INIT_TAKE_ARGV("LLMCoalesce", set_coalesce, NULL, RSRC_CONF,
+                      "on | off [timeout=SECONDS]: share one generation "
+                      "among identical requests in flight"),
     AP_INIT_TAKE1("LLMMaxRequestBody", set_max_body, NULL, RSRC_CONF,
                   "largest accepted request body (bytes, or with K/M)"),
     AP_INIT_TAKE1("LLMApi", set_api, NULL, ACCESS_CONF,
@@ -446,6 +486,10 @@ int llmgw_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
 
         if (!conf->store_set) {
             conf->store = dflt;
+        }
+        conf->coalesce = conf->coalesce != 0;
+        if (!conf->coalesce_timeout) {
+            conf->coalesce_timeout = LLMGW_DEFAULT_COALESCE_TIMEOUT;
         }
         if (!conf->store || !conf->store->ops->post_config
             || store_seen(s, vs, conf->store)) {

@@ -13,6 +13,7 @@
 #define LLMGW_LOGNO(n) "LLMGW" #n ": "
 
 #define LLMGW_DEFAULT_MAX_BODY (8 * 1024 * 1024)
+#define LLMGW_DEFAULT_COALESCE_TIMEOUT apr_time_from_sec(120)
 
 typedef enum {
     LLMGW_API_UNSET = -1,
@@ -26,6 +27,8 @@ typedef struct {
     apr_off_t max_body;         /* 0: unset */
     llmgw_store_t *store;       /* NULL: no cache */
     int store_set;              /* LLMCache given (off included) */
+    int coalesce;               /* -1 unset (on), 0 off, 1 on */
+    apr_interval_time_t coalesce_timeout;
 } llmgw_server_conf_t;
 
 typedef struct {

@@ -12,6 +12,7 @@
 #include <util_filter.h>
 
 #include "llmgw_cache.h"
+#include "llmgw_coalesce.h"
 #include "llmgw_config.h"
 #include "llmgw_dialect.h"
 #include "llmgw_proxy.h"
@@ -51,7 +52,11 @@ typedef struct {
     const char *cache_key;
     llmgw_record_t *hit;         /* the answer, from the cache */
     llmgw_record_t *rec;         /* the answer being recorded */
-    int rec_complete;            /* ... arrived whole: store it */
+    int complete;                /* the answer arrived whole and well */
+    int stream_ended;            /* the client's stream has its end */
+    int settled;                 /* stored and coalescing ended */
+    llmgw_coalesce_t *co;        /* as leader, or as a stream follower */
+    int following;
     char *copy;                  /* a plain answer being recorded */
     apr_size_t copy_len;
 } llmgw_req_t;
@@ -240,6 +245,39 @@ static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx)
     ap_add_output_filter_handle(out_filter_handle, ctx, r, r->connection);
 }
 
+/* After a miss: lead the generation, or follow one in flight. Returns 1
+ * when we follow (the answer then comes from the leader). */
+static int coalesce(request_rec *r, llmgw_req_t *ctx,
+                    llmgw_server_conf_t *sconf)
+{
+    llmgw_co_role_t role;
+    char *val;
+    apr_size_t len;
+
+    role = llmgw_coalesce_join(r, ctx->store, ctx->cache_key,
+                               ctx->req.stream, sconf->coalesce_timeout,
+                               &ctx->co);
+    if (role == LLMGW_CO_LEADER) {
+        return 0;
+    }
+    if (role == LLMGW_CO_FOLLOW) {
+        ctx->following = 1;
+        ctx->rec = NULL;
+        return 1;
+    }
+    if (role == LLMGW_CO_DONE
+        && llmgw_store_get(ctx->store, r, ctx->cache_key, &val, &len)
+               == APR_SUCCESS
+        && (ctx->hit = llmgw_record_parse(r->pool, val, len)) != NULL) {
+        ctx->rec = NULL;
+        ctx->co = NULL;
+        return 1;
+    }
+    /* Alone, or the leader's answer was not kept (too big): ask. */
+    ctx->co = NULL;
+    return 0;
+}
+
 /* Looks the request up in the cache; returns 1 on a hit. Sets the
  * X-LLM-Cache header either way, and arms recording on a miss. */
 static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
@@ -275,33 +313,51 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
         state = "MISS";
         ctx->rec = llmgw_record_create(r->pool, ctx->ep,
                                        ctx->store->max_item);
+        if (sconf->coalesce && !(cc && ap_strcasestr(cc, "no-cache"))
+            && coalesce(r, ctx, sconf)) {
+            state = "COALESCED";
+        }
     }
 done:
     apr_table_setn(r->err_headers_out, "X-LLM-Cache", state);
     apr_table_setn(r->notes, "llm-cache", state);
-    return ctx->hit != NULL;
+    return ctx->hit || ctx->following;
 }
 
-static void record_chunk(void *baton, const char *data, apr_size_t len)
+/* Each chunk of a stream being recorded or led: to the record, and to the
+ * followers tailing this generation. */
+static void on_chunk(void *baton, const char *data, apr_size_t len)
 {
-    llmgw_record_add_chunk(baton, data, len);
+    llmgw_req_t *ctx = baton;
+
+    if (ctx->rec) {
+        llmgw_record_add_chunk(ctx->rec, data, len);
+    }
+    if (ctx->co) {
+        llmgw_coalesce_put(ctx->co, data, len);
+    }
 }
 
-/* Stores a recorded answer; runs after the response went out, so the
- * client never waits for the store. */
-static void store_record(request_rec *r, llmgw_req_t *ctx)
+/* Once the answer went out (the client never waits for this): store it,
+ * then tell the followers, who look for it in the cache. */
+static void settle(request_rec *r, llmgw_req_t *ctx)
 {
     const char *text;
     apr_size_t len;
 
-    if (!ctx->rec || !ctx->rec_complete) {
+    if (!ctx->finished || ctx->settled) {
         return;
     }
-    text = llmgw_record_serialize(ctx->rec, &len);
-    if (text) {
-        llmgw_store_set(ctx->store, r, ctx->cache_key, text, len);
+    ctx->settled = 1;
+    if (ctx->rec && ctx->complete) {
+        text = llmgw_record_serialize(ctx->rec, &len);
+        if (text) {
+            llmgw_store_set(ctx->store, r, ctx->cache_key, text, len, 0);
+        }
     }
-    ctx->rec = NULL;
+    if (ctx->co) {
+        llmgw_coalesce_end(ctx->co, ctx->complete);
+    }
 }
 
 int llmgw_fixups(request_rec *r)
@@ -483,9 +539,9 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
              && strncasecmp(r->content_type, "text/event-stream", 17) == 0) {
         ctx->out = OUT_SSE;
         ctx->sse = llmgw_sse_create(r->pool, ctx->strip_usage);
-        if (ctx->rec) {
-            ctx->sse->on_data = record_chunk;
-            ctx->sse->baton = ctx->rec;
+        if (ctx->rec || ctx->co) {
+            ctx->sse->on_data = on_chunk;
+            ctx->sse->baton = ctx;
         }
         /* Compression would hold tokens back until a block fills. */
         apr_table_setn(r->subprocess_env, "no-gzip", "1");
@@ -504,9 +560,14 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
     const char *tail;
     apr_size_t n;
 
+    /* Once: a broken backend sends an error bucket, then EOS. */
+    if (ctx->stream_ended) {
+        return;
+    }
+    ctx->stream_ended = 1;
     if (ctx->sse->done && !why) {
         set_usage_notes(r, &ctx->sse->usage);
-        ctx->rec_complete = 1;
+        ctx->complete = 1;
         return;
     }
     llmgw_error_set(&err, HTTP_BAD_GATEWAY, "server_error", NULL,
@@ -585,7 +646,7 @@ static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
         if (ctx->finished) {
             llmgw_usage_find(r->pool, ctx->copy, ctx->copy_len, &u);
             llmgw_record_set_response(ctx->rec, ctx->copy, ctx->copy_len);
-            ctx->rec_complete = 1;
+            ctx->complete = 1;
         }
     }
     else if (ctx->finished && last && !ctx->tail_len) {
@@ -628,7 +689,7 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             return rv;
         }
         rv = ap_pass_brigade(f->next, bb);
-        store_record(r, ctx);
+        settle(r, ctx);
         return rv;
     }
 
@@ -649,13 +710,16 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             /* mod_proxy's "backend broke": end the stream well-formed. */
             finish_sse(r, ctx, ctx->bb, "the connection to the backend "
                        "failed");
-            ctx->sse->done = 1;
             apr_bucket_delete(e);
             continue;
         }
         if (APR_BUCKET_IS_METADATA(e)) {
             APR_BUCKET_REMOVE(e);
             APR_BRIGADE_INSERT_TAIL(ctx->bb, e);
+            continue;
+        }
+        if (ctx->stream_ended) {
+            apr_bucket_delete(e);   /* nothing may follow the end */
             continue;
         }
         {
@@ -683,7 +747,7 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     rv = ap_pass_brigade(f->next, ctx->bb);
     apr_brigade_cleanup(ctx->bb);
     apr_brigade_cleanup(bb);
-    store_record(r, ctx);
+    settle(r, ctx);
     return rv;
 }
 
@@ -840,6 +904,54 @@ static int answer_hit(request_rec *r, llmgw_req_t *ctx)
     return OK;
 }
 
+/* A stream follower: the leader's chunks as they come, framed for this
+ * client (its own usage choice), ending well-formed whatever happens. */
+static int answer_follower(request_rec *r, llmgw_req_t *ctx)
+{
+    llmgw_sse_t *sse = llmgw_sse_create(r->pool, !ctx->req.wants_usage);
+    llmgw_error_t err;
+    apr_status_t rv;
+    const char *out;
+    char *data;
+    apr_size_t len, n;
+
+    apr_table_setn(r->subprocess_env, "no-gzip", "1");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    ap_set_content_type(r, "text/event-stream");
+    while ((rv = llmgw_coalesce_next(ctx->co, &data, &len)) == APR_SUCCESS) {
+        const char *ev = apr_pstrcat(r->pool, "data: ",
+                                     apr_pstrmemdup(r->pool, data, len),
+                                     "\n\n", NULL);
+        int had_output = sse->content_events;
+
+        n = llmgw_sse_feed(sse, ev, strlen(ev), &out);
+        if (!had_output && sse->content_events) {
+            apr_table_setn(r->notes, "llm-ttft-ms",
+                           apr_off_t_toa(r->pool, apr_time_as_msec(
+                               apr_time_now() - r->request_time)));
+        }
+        if (n && (ap_rwrite(out, (int)n, r) < 0 || ap_rflush(r) < 0)) {
+            return OK;          /* the client left */
+        }
+    }
+    set_usage_notes(r, &sse->usage);
+    if (rv == APR_EOF) {
+        ap_rputs("data: [DONE]\n\n", r);
+        return OK;
+    }
+    llmgw_error_set(&err, HTTP_BAD_GATEWAY, "server_error", NULL,
+                    rv == APR_TIMEUP ? "upstream_timeout"
+                                     : "upstream_stream_error",
+                    rv == APR_TIMEUP ? "The shared generation made no "
+                                       "progress in time."
+                                     : "The shared generation failed "
+                                       "before it completed.");
+    apr_table_setn(r->notes, "llm-error", err.code);
+    out = llmgw_sse_error_tail(sse, r->pool, ctx->ep, &err, &n);
+    ap_rwrite(out, (int)n, r);
+    return OK;
+}
+
 int llmgw_handler(request_rec *r)
 {
     llmgw_req_t *ctx;
@@ -858,6 +970,9 @@ int llmgw_handler(request_rec *r)
     }
     if (ctx->hit) {
         return answer_hit(r, ctx);
+    }
+    if (ctx->following) {
+        return answer_follower(r, ctx);
     }
     if (!ctx->err.status) {
         return answer_models(r, ctx);

@@ -93,17 +93,36 @@ static apr_status_t mc_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
 }
 
 static apr_status_t mc_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
-                           const char *val, apr_size_t len)
+                           const char *val, apr_size_t len, apr_uint32_t ttl)
 {
     if (!st->mc) {
         return APR_EINIT;
     }
     return apr_memcache_set(st->mc, apr_pstrcat(p, KEY_PREFIX, key, NULL),
-                            (char *)val, len, st->ttl, 0);
+                            (char *)val, len, ttl, 0);
+}
+
+static apr_status_t mc_add(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                           const char *val, apr_size_t len, apr_uint32_t ttl)
+{
+    if (!st->mc) {
+        return APR_EINIT;
+    }
+    return apr_memcache_add(st->mc, apr_pstrcat(p, KEY_PREFIX, key, NULL),
+                            (char *)val, len, ttl, 0);
+}
+
+static apr_status_t mc_del(llmgw_store_t *st, apr_pool_t *p, const char *key)
+{
+    if (!st->mc) {
+        return APR_EINIT;
+    }
+    return apr_memcache_delete(st->mc, apr_pstrcat(p, KEY_PREFIX, key, NULL),
+                               0);
 }
 
 static const llmgw_store_ops_t memcache_ops = {
-    "memcache", NULL, mc_child_init, mc_get, mc_set
+    "memcache", NULL, mc_child_init, mc_get, mc_set, mc_add, mc_del
 };
 
 /* ---- shmcb ----------------------------------------------------------- */
@@ -183,24 +202,64 @@ static apr_status_t shm_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
     return rv;
 }
 
+static apr_status_t shm_store(llmgw_store_t *st, apr_pool_t *p,
+                              const char *key, const char *val,
+                              apr_size_t len, apr_uint32_t ttl, int only_new)
+{
+    /* shmcb reports a value that does not fit as absent: the probe must
+     * hold a whole lease (add is for leases: short values). */
+    unsigned char probe[256];
+    unsigned int n = sizeof(probe);
+    apr_status_t rv;
+
+    if ((rv = apr_global_mutex_lock(st->mutex)) != APR_SUCCESS) {
+        return rv;
+    }
+    /* Under the one lock, "absent" cannot change before we store. */
+    if (only_new) {
+        rv = st->sc->retrieve(st->sci, st->s, (const unsigned char *)key,
+                              (unsigned int)strlen(key), probe, &n, p);
+        if (!APR_STATUS_IS_NOTFOUND(rv)) {
+            apr_global_mutex_unlock(st->mutex);
+            return APR_EEXIST;
+        }
+    }
+    rv = st->sc->store(st->sci, st->s, (const unsigned char *)key,
+                       (unsigned int)strlen(key),
+                       apr_time_now() + apr_time_from_sec(ttl),
+                       (unsigned char *)val, (unsigned int)len, p);
+    apr_global_mutex_unlock(st->mutex);
+    return rv;
+}
+
 static apr_status_t shm_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
-                            const char *val, apr_size_t len)
+                            const char *val, apr_size_t len, apr_uint32_t ttl)
+{
+    return shm_store(st, p, key, val, len, ttl, 0);
+}
+
+static apr_status_t shm_add(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                            const char *val, apr_size_t len, apr_uint32_t ttl)
+{
+    return shm_store(st, p, key, val, len, ttl, 1);
+}
+
+static apr_status_t shm_del(llmgw_store_t *st, apr_pool_t *p, const char *key)
 {
     apr_status_t rv;
 
     if ((rv = apr_global_mutex_lock(st->mutex)) != APR_SUCCESS) {
         return rv;
     }
-    rv = st->sc->store(st->sci, st->s, (const unsigned char *)key,
-                       (unsigned int)strlen(key),
-                       apr_time_now() + apr_time_from_sec(st->ttl),
-                       (unsigned char *)val, (unsigned int)len, p);
+    rv = st->sc->remove(st->sci, st->s, (const unsigned char *)key,
+                        (unsigned int)strlen(key), p);
     apr_global_mutex_unlock(st->mutex);
     return rv;
 }
 
 static const llmgw_store_ops_t shm_ops = {
-    "shm", shm_post_config, shm_child_init, shm_get, shm_set
+    "shm", shm_post_config, shm_child_init, shm_get, shm_set, shm_add,
+    shm_del
 };
 
 /* ---- configuration and use ------------------------------------------ */
@@ -315,16 +374,35 @@ apr_status_t llmgw_store_get(llmgw_store_t *st, request_rec *r,
 
 apr_status_t llmgw_store_set(llmgw_store_t *st, request_rec *r,
                              const char *key, const char *val,
-                             apr_size_t len)
+                             apr_size_t len, apr_uint32_t ttl)
 {
     apr_status_t rv;
 
     if (len > st->max_item) {
         return APR_ENOSPC;
     }
-    rv = st->ops->set(st, r->pool, key, val, len);
+    rv = st->ops->set(st, r->pool, key, val, len, ttl ? ttl : st->ttl);
     if (rv != APR_SUCCESS) {
         log_failure(st, r, rv, "set");
     }
     return rv;
+}
+
+apr_status_t llmgw_store_add(llmgw_store_t *st, request_rec *r,
+                             const char *key, const char *val,
+                             apr_size_t len, apr_uint32_t ttl)
+{
+    apr_status_t rv = st->ops->add(st, r->pool, key, val, len,
+                                   ttl ? ttl : st->ttl);
+
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_EEXIST(rv)) {
+        log_failure(st, r, rv, "add");
+    }
+    return rv;
+}
+
+apr_status_t llmgw_store_del(llmgw_store_t *st, request_rec *r,
+                             const char *key)
+{
+    return st->ops->del(st, r->pool, key);
 }

@@ -23,7 +23,12 @@ typedef struct {
     apr_status_t (*get)(llmgw_store_t *st, apr_pool_t *p, const char *key,
                         char **val, apr_size_t *len);
     apr_status_t (*set)(llmgw_store_t *st, apr_pool_t *p, const char *key,
-                        const char *val, apr_size_t len);
+                        const char *val, apr_size_t len, apr_uint32_t ttl);
+    /* Stores only if the key is absent (APR_EEXIST if not): a lease; for
+     * values of at most 256 bytes. */
+    apr_status_t (*add)(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                        const char *val, apr_size_t len, apr_uint32_t ttl);
+    apr_status_t (*del)(llmgw_store_t *st, apr_pool_t *p, const char *key);
 } llmgw_store_ops_t;
 
 struct llmgw_store {
@@ -56,8 +61,14 @@ llmgw_store_t *llmgw_store_default(apr_pool_t *p);
 
 apr_status_t llmgw_store_get(llmgw_store_t *st, request_rec *r,
                              const char *key, char **val, apr_size_t *len);
+/* Stores for ttl seconds (0: the store's ttl). */
 apr_status_t llmgw_store_set(llmgw_store_t *st, request_rec *r,
                              const char *key, const char *val,
-                             apr_size_t len);
+                             apr_size_t len, apr_uint32_t ttl);
+apr_status_t llmgw_store_add(llmgw_store_t *st, request_rec *r,
+                             const char *key, const char *val,
+                             apr_size_t len, apr_uint32_t ttl);
+apr_status_t llmgw_store_del(llmgw_store_t *st, request_rec *r,
+                             const char *key);
 
 #endif

@@ -236,3 +236,138 @@ def test_shm_default_cache_shared_by_children(gw_shm, mocks, uniq):
     pids = {ask(gw_shm, body).header("X-LLM-Cache") for _ in range(3)}
     assert pids == {"HIT"}
     assert len(gw_shm.children()) >= 2
+
+
+# ---- coalescing: identical requests in flight share one generation ----
+
+def in_threads(fns):
+    out = [None] * len(fns)
+
+    def run(i, fn):
+        try:
+            out[i] = fn()
+        except Exception as e:          # surfaced by the assertions below
+            out[i] = e
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(fns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_identical_requests_in_flight_generate_once(gw_cache, mocks, uniq):
+    body = det(uniq, max_tokens=8)
+    slow = {"X-Mock-TPS": "40"}         # ~200 ms of generation to share
+    before = generations(mocks)
+    fns = []
+    for i in range(8):
+        if i % 2:
+            fns.append(lambda: gw_cache.stream(CHAT, dict(body, stream=True),
+                                               headers=slow))
+        else:
+            fns.append(lambda: gw_cache.post(CHAT, body, headers=slow))
+    results = in_threads(fns)
+    assert generations(mocks) == before + 1, "identical requests reached the backend"
+    texts, states = set(), []
+    for res in results:
+        assert not isinstance(res, Exception), res
+        assert res.status == 200
+        states.append(res.headers.get("X-LLM-Cache"))
+        if hasattr(res, "chunks"):
+            assert res.data()[-1] == "[DONE]"
+            texts.add(res.content())
+        else:
+            texts.add(res.json()["choices"][0]["message"]["content"])
+    assert len(texts) == 1, texts
+    assert states.count("MISS") == 1, states
+    assert "COALESCED" in states, states
+
+
+def test_stream_follower_tails_the_leader(gw_cache, mocks, uniq):
+    body = det(uniq, stream=True, max_tokens=10)
+    slow = {"X-Mock-TPS": "20"}         # a token every 50 ms
+    before = generations(mocks)
+
+    def follower():
+        time.sleep(0.15)
+        return gw_cache.stream(CHAT, body, headers=slow)
+    leader, follow = in_threads([lambda: gw_cache.stream(CHAT, body, headers=slow),
+                                 follower])
+    assert generations(mocks) == before + 1
+    assert follow.headers.get("X-LLM-Cache") == "COALESCED"
+    assert follow.content() == leader.content()
+    assert follow.data()[-1] == "[DONE]"
+    # It got tokens as they were generated, not all at the end.
+    times = follow.content_times()
+    assert times[-1] - times[0] >= 0.2, times
+
+
+def test_leader_failure_handed_over(gw_cache, mocks, uniq):
+    body = det(uniq, max_tokens=10)
+    before = generations(mocks)
+
+    def leader():
+        # Cut after about half of its tokens.
+        return gw_cache.stream(CHAT, dict(body, stream=True),
+                               headers={"X-Mock-Fault": "cut", "X-Mock-TPS": "20"})
+
+    def follower():
+        time.sleep(0.1)
+        return gw_cache.post(CHAT, body)
+    lead, f1, f2 = in_threads([leader, follower, follower])
+    assert lead.status == 200
+    assert lead.chunks()[-1].get("error", {}).get("code") == "upstream_stream_error"
+    for f in (f1, f2):
+        assert f.status == 200, f.body
+        assert "usage" in f.json(), (f.headers, f.body)
+        assert f.json()["usage"]["completion_tokens"] == 10
+    assert f1.json()["choices"] == f2.json()["choices"]
+    # The failed generation, then exactly one more for both followers.
+    assert generations(mocks) == before + 2
+
+
+def test_follower_does_not_wait_past_its_timeout(gw_cache, uniq):
+    body = det(uniq)
+
+    def leader():
+        try:
+            return gw_cache.post(CHAT, body, headers={"X-Mock-Fault": "hang"},
+                                 timeout=4)
+        except OSError as e:
+            return e
+
+    def follower():
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        r = gw_cache.post(CHAT, body)
+        return r, time.monotonic() - t0
+    _, (r, took) = in_threads([leader, follower])
+    assert r.status == 200, r.body
+    # LLMCoalesce timeout=1: the follower gave up on the stuck leader.
+    assert 0.9 <= took < 3.0, took
+
+
+def test_two_nodes_share_cache_and_generation(gw_cache, gw_cache_b, mocks, uniq):
+    body = det(uniq, max_tokens=8)
+    slow = {"X-Mock-TPS": "40"}
+    before = generations(mocks)
+    nodes = [gw_cache, gw_cache_b] * 3
+    results = in_threads([lambda g=g: g.post(CHAT, body, headers=slow) for g in nodes])
+    assert all(r.status == 200 for r in results), results
+    assert len({r.body for r in results}) == 1
+    assert generations(mocks) == before + 1, "two nodes generated the same answer"
+    # And the answer one node made is a hit on the other.
+    other = dict(body, max_tokens=9)
+    assert ask(gw_cache, other).header("X-LLM-Cache") == "MISS"
+    assert ask(gw_cache_b, other).header("X-LLM-Cache") == "HIT"
+
+
+def test_shm_coalesces_across_children(gw_shm, mocks, uniq):
+    body = det(uniq, max_tokens=8)
+    slow = {"X-Mock-TPS": "40"}
+    before = generations(mocks)
+    results = in_threads([lambda: gw_shm.post(CHAT, body, headers=slow)] * 6)
+    assert all(r.status == 200 for r in results), results
+    assert len({r.body for r in results}) == 1
+    assert generations(mocks) == before + 1

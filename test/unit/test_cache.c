@@ -187,6 +187,11 @@ START_TEST(record_refuses_what_it_cannot_keep)
     llmgw_record_set_response(rec, "{\"error\":{}}", 12);
     ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
     ck_assert_ptr_null(llmgw_record_parse(test_pool, "{\"v\":99}", 8));
+    /* A stream cut before its finish_reason is no answer to keep. */
+    rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
+    chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":"
+               "{\"content\":\"half\"},\"finish_reason\":null}]}");
+    ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
     ck_assert_ptr_null(llmgw_record_parse(test_pool, "garbage", 7));
 }
 END_TEST

@@ -1,0 +1,1651 @@
+/* test_ollama.c: the Ollama dialect both ways: bodies, answers and errors
+ * each way, and both stream translators fed at every byte boundary. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <apr_base64.h>
+#include <apr_strings.h>
+
+#include "llmgw_ollama.h"
+#include "llmgw_stream.h"
+#include "test_core.h"
+
+/* Fixtures: bodies and streams as the servers send them, and what the
+ * gateway must turn them into. */
+
+static const char a_chat_in[] =
+    "{\"model\":\"gpt\",\"messages\":[{\"role\":\"developer\","
+    "\"content\":\"be brief\"},{\"role\":\"user\","
+    "\"content\":[{\"type\":\"text\",\"text\":\"what\"},{\"type\":\"text\","
+    "\"text\":\"is this?\"},{\"type\":\"image_url\","
+    "\"image_url\":{\"url\":\"data:image/png;base64,iVBORw0KGgo=\"}}]},"
+    "{\"role\":\"assistant\",\"content\":null,"
+    "\"tool_calls\":[{\"id\":\"call_9\",\"type\":\"function\","
+    "\"function\":{\"name\":\"look\",\"arguments\":\"{\\\"x\\\":1}\"}}]},"
+    "{\"role\":\"tool\",\"tool_call_id\":\"call_9\",\"content\":\"a cat\"}],"
+    "\"temperature\":0.5,\"top_p\":0.9,\"seed\":7,\"stop\":\"END\","
+    "\"max_tokens\":50,\"presence_penalty\":0.1,\"frequency_penalty\":0.2,"
+    "\"response_format\":{\"type\":\"json_object\"},"
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"look\","
+    "\"parameters\":{}}}],\"keep_alive\":\"10m\",\"logprobs\":true,"
+    "\"user\":\"u\"}";
+static const char a_chat2_in[] =
+    "{\"model\":\"gpt\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+    "\"stream\":true,\"response_format\":{\"type\":\"json_schema\","
+    "\"json_schema\":{\"name\":\"x\",\"schema\":{\"type\":\"object\"}}},"
+    "\"stop\":[\"a\",\"b\"],\"max_tokens\":5,\"max_completion_tokens\":9,"
+    "\"reasoning_effort\":\"minimal\"}";
+static const char a_gen_in[] =
+    "{\"model\":\"gpt\",\"prompt\":[\"once\"],\"suffix\":\"end\","
+    "\"max_tokens\":3,\"echo\":true}";
+static const char a_emb_in[] =
+    "{\"model\":\"e\",\"input\":[\"a\",\"b\"],\"dimensions\":8,"
+    "\"encoding_format\":\"float\"}";
+static const char r_tools_ol[] =
+    "{\"model\":\"llama3\",\"message\":{\"role\":\"assistant\","
+    "\"content\":\"\",\"thinking\":\"hmm\","
+    "\"tool_calls\":[{\"function\":{\"name\":\"a\","
+    "\"arguments\":{\"q\":\"x\"}}},{\"id\":\"own\",\"function\":{\"index\":1,"
+    "\"name\":\"b\",\"arguments\":{}}}]},\"done\":true,"
+    "\"done_reason\":\"stop\",\"prompt_eval_count\":10,\"eval_count\":4}";
+static const char f_chat_in[] =
+    "{\"model\":\"llama3\",\"messages\":[{\"role\":\"system\","
+    "\"content\":\"sys\"},{\"role\":\"User\",\"content\":\"see\","
+    "\"images\":[\"iVBORw0KGgoAAA\",\"/9j/4AAQ\"]},{\"role\":\"assistant\","
+    "\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"w\","
+    "\"arguments\":{\"city\":\"Paris\"}}},{\"function\":{\"name\":\"t\","
+    "\"arguments\":{}}}]},{\"role\":\"tool\",\"tool_name\":\"t\","
+    "\"content\":\"12:00\"},{\"role\":\"tool\",\"tool_name\":\"w\","
+    "\"content\":\"sun\"}],\"options\":{\"temperature\":0.2,"
+    "\"num_predict\":100,\"stop\":[\"x\"],\"top_k\":40,\"num_ctx\":4096},"
+    "\"format\":\"json\",\"keep_alive\":\"5m\",\"think\":\"high\","
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"w\"}}]}";
+static const char f_gen_in[] =
+    "{\"model\":\"llama3\",\"prompt\":\"hi\",\"suffix\":\"end\","
+    "\"stream\":false,\"format\":{\"type\":\"object\"},"
+    "\"options\":{\"num_predict\":-1}}";
+static const char b_chat_oa[] =
+    "{\"id\":\"c\",\"object\":\"chat.completion\",\"created\":1,"
+    "\"model\":\"m\",\"choices\":[{\"index\":0,"
+    "\"message\":{\"role\":\"assistant\",\"content\":\"Hi\","
+    "\"reasoning_content\":\"r\"},\"finish_reason\":\"stop\"}],"
+    "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,"
+    "\"total_tokens\":4}}";
+static const char b_tools_oa[] =
+    "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+    "\"content\":null,\"tool_calls\":[{\"id\":\"call_1\","
+    "\"type\":\"function\",\"function\":{\"name\":\"w\","
+    "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},"
+    "\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":3,"
+    "\"completion_tokens\":1,\"total_tokens\":4}}";
+static const char a_chat_out[] =
+    "{\"model\":\"llava:7b\",\"messages\":[{\"role\":\"system\","
+    "\"content\":\"be brief\"},{\"role\":\"user\","
+    "\"content\":\"what\\nis this?\",\"images\":[\"iVBORw0KGgo=\"]},"
+    "{\"role\":\"assistant\",\"content\":\"\","
+    "\"tool_calls\":[{\"id\":\"call_9\",\"function\":{\"name\":\"look\","
+    "\"arguments\":{\"x\":1}}}]},{\"role\":\"tool\",\"content\":\"a cat\","
+    "\"tool_name\":\"look\",\"tool_call_id\":\"call_9\"}],"
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"look\","
+    "\"parameters\":{}}}],\"format\":\"json\","
+    "\"options\":{\"temperature\":0.5,\"top_p\":0.9,\"seed\":7,"
+    "\"presence_penalty\":0.1,\"frequency_penalty\":0.2,\"num_predict\":50,"
+    "\"stop\":[\"END\"]},\"stream\":false,\"keep_alive\":\"10m\"}";
+static const char a_chat2_out[] =
+    "{\"model\":\"gpt\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+    "\"format\":{\"type\":\"object\"},\"options\":{\"num_predict\":9,"
+    "\"stop\":[\"a\",\"b\"]},\"think\":\"low\",\"stream\":true}";
+static const char a_gen_out[] =
+    "{\"model\":\"m\",\"prompt\":\"once\",\"suffix\":\"end\","
+    "\"options\":{\"num_predict\":3},\"stream\":false}";
+static const char a_emb_out[] =
+    "{\"model\":\"nomic\",\"input\":[\"a\",\"b\"],\"dimensions\":8}";
+static const char r_chat_out[] =
+    "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion\","
+    "\"created\":1700000000,\"model\":\"gpt\",\"choices\":[{\"index\":0,"
+    "\"message\":{\"role\":\"assistant\",\"content\":\"Hello!\"},"
+    "\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+    "\"usage\":{\"prompt_tokens\":26,\"completion_tokens\":3,"
+    "\"total_tokens\":29}}";
+static const char r_tools_out[] =
+    "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion\","
+    "\"created\":1700000000,\"model\":\"gpt\",\"choices\":[{\"index\":0,"
+    "\"message\":{\"role\":\"assistant\",\"content\":null,"
+    "\"reasoning_content\":\"hmm\",\"tool_calls\":[{\"id\":\"call_0\","
+    "\"type\":\"function\",\"function\":{\"name\":\"a\","
+    "\"arguments\":\"{\\\"q\\\":\\\"x\\\"}\"}},{\"id\":\"own\","
+    "\"type\":\"function\",\"function\":{\"name\":\"b\","
+    "\"arguments\":\"{}\"}}]},\"logprobs\":null,"
+    "\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":10,"
+    "\"completion_tokens\":4,\"total_tokens\":14}}";
+static const char r_gen_out[] =
+    "{\"id\":\"cmpl-abc\",\"object\":\"text_completion\","
+    "\"created\":1700000000,\"model\":\"gpt\",\"choices\":[{\"text\":\"yes\","
+    "\"index\":0,\"logprobs\":null,\"finish_reason\":\"length\"}],"
+    "\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1,"
+    "\"total_tokens\":3}}";
+static const char r_emb_out[] =
+    "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,"
+    "\"embedding\":[0.5,-1]},{\"object\":\"embedding\",\"index\":1,"
+    "\"embedding\":[2,0.25]}],\"model\":\"e\",\"usage\":{\"prompt_tokens\":4,"
+    "\"total_tokens\":4}}";
+static const char f_chat_out[] =
+    "{\"model\":\"llama3\",\"messages\":[{\"role\":\"system\","
+    "\"content\":\"sys\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+    "\"text\":\"see\"},{\"type\":\"image_url\","
+    "\"image_url\":{\"url\":\"data:image/png;base64,iVBORw0KGgoAAA\"}},"
+    "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/jpeg;base64,"
+    "/9j/4AAQ\"}}]},{\"role\":\"assistant\",\"content\":\"\","
+    "\"tool_calls\":[{\"id\":\"call_0\",\"type\":\"function\","
+    "\"function\":{\"name\":\"w\","
+    "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}},{\"id\":\"call_1\","
+    "\"type\":\"function\",\"function\":{\"name\":\"t\","
+    "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"content\":\"12:00\","
+    "\"tool_call_id\":\"call_1\"},{\"role\":\"tool\",\"content\":\"sun\","
+    "\"tool_call_id\":\"call_0\"}],\"tools\":[{\"type\":\"function\","
+    "\"function\":{\"name\":\"w\"}}],"
+    "\"response_format\":{\"type\":\"json_object\"},\"temperature\":0.2,"
+    "\"top_k\":40,\"max_tokens\":100,\"stop\":[\"x\"],"
+    "\"reasoning_effort\":\"high\",\"stream\":true,"
+    "\"stream_options\":{\"include_usage\":true}}";
+static const char f_gen_out[] =
+    "{\"model\":\"llama3\",\"prompt\":\"hi\",\"suffix\":\"end\","
+    "\"response_format\":{\"type\":\"json_schema\","
+    "\"json_schema\":{\"name\":\"schema\",\"schema\":{\"type\":\"object\"}}},"
+    "\"stream\":false}";
+static const char b_chat_out[] =
+    "{\"model\":\"llama3\",\"created_at\":\"2023-11-14T22:13:20Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"Hi\","
+    "\"thinking\":\"r\"},\"done\":true,\"done_reason\":\"stop\","
+    "\"total_duration\":0,\"load_duration\":0,\"prompt_eval_count\":3,"
+    "\"prompt_eval_duration\":0,\"eval_count\":1,\"eval_duration\":0}";
+static const char b_tools_out[] =
+    "{\"model\":\"llama3\",\"created_at\":\"2023-11-14T22:13:20Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"\","
+    "\"tool_calls\":[{\"id\":\"call_1\",\"function\":{\"index\":0,"
+    "\"name\":\"w\",\"arguments\":{\"city\":\"Paris\"}}}]},\"done\":true,"
+    "\"done_reason\":\"stop\",\"total_duration\":0,\"load_duration\":0,"
+    "\"prompt_eval_count\":3,\"prompt_eval_duration\":0,\"eval_count\":1,"
+    "\"eval_duration\":0}";
+static const char b_gen_out[] =
+    "{\"model\":\"llama3\",\"created_at\":\"2023-11-14T22:13:20Z\","
+    "\"response\":\"abc\",\"done\":true,\"done_reason\":\"length\","
+    "\"total_duration\":0,\"load_duration\":0,\"prompt_eval_count\":3,"
+    "\"prompt_eval_duration\":0,\"eval_count\":1,\"eval_duration\":0}";
+static const char b_embed_out[] =
+    "{\"model\":\"llama3\",\"embeddings\":[[0.1,0.2],[0.3,0.4]],"
+    "\"total_duration\":0,\"load_duration\":0,\"prompt_eval_count\":2}";
+
+static const char ol_chat_in[] =
+    "{\"model\":\"llama3\",\"created_at\":\"2024-05-01T10:00:00.123456789Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"Hel\"},"
+    "\"done\":false}\n"
+    "{\"model\":\"llama3\",\"created_at\":\"2024-05-01T10:00:00.123456789Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":false}\n"
+    "{\"model\":\"llama3\",\"created_at\":\"2024-05-01T10:00:00.123456789Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"lo\"},"
+    "\"done\":false}\r\n"
+    "{\"model\":\"llama3\",\"created_at\":\"2024-05-01T10:00:01Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,"
+    "\"done_reason\":\"stop\",\"total_duration\":1,\"load_duration\":1,"
+    "\"prompt_eval_count\":5,\"prompt_eval_duration\":1,\"eval_count\":2,"
+    "\"eval_duration\":1}\n";
+static const char ol_chat_out[] =
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
+    "\"finish_reason\":null}],\"usage\":null}\n\n"
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"content\":\"Hel\"},\"logprobs\":null,"
+    "\"finish_reason\":null}],\"usage\":null}\n\n"
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"content\":\"lo\"},\"logprobs\":null,"
+    "\"finish_reason\":null}],\"usage\":null}\n\n"
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+    "\"usage\":null}\n\n"
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[],"
+    "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,"
+    "\"total_tokens\":7}}\n\n"
+    "data: [DONE]\n\n";
+
+static const char ol_tools_in[] =
+    "{\"model\":\"llama3\",\"created_at\":\"2024-05-01T10:00:00.123456789Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"\","
+    "\"thinking\":\"let me\"},\"done\":false}\n"
+    "{\"model\":\"llama3\",\"created_at\":\"2024-05-01T10:00:00.123456789Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"\","
+    "\"tool_calls\":[{\"function\":{\"name\":\"f\","
+    "\"arguments\":{\"a\":1}}}]},\"done\":false}\n"
+    "{\"model\":\"llama3\",\"created_at\":\"2024-05-01T10:00:00.123456789Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"\","
+    "\"tool_calls\":[{\"id\":\"own\",\"function\":{\"index\":1,\"name\":\"g\","
+    "\"arguments\":{}}}]},\"done\":false}\n"
+    "{\"model\":\"llama3\",\"message\":{\"role\":\"assistant\","
+    "\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\","
+    "\"prompt_eval_count\":9,\"eval_count\":4}\n";
+static const char ol_tools_out[] =
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
+    "\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"reasoning_content\":\"let me\"},\"logprobs\":null,"
+    "\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_0\","
+    "\"type\":\"function\",\"function\":{\"name\":\"f\","
+    "\"arguments\":\"{\\\"a\\\":1}\"}}]},\"logprobs\":null,"
+    "\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"own\","
+    "\"type\":\"function\",\"function\":{\"name\":\"g\","
+    "\"arguments\":\"{}\"}}]},\"logprobs\":null,\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"delta\":{},\"logprobs\":null,\"finish_reason\":\"tool_calls\"}]}\n\n"
+    "data: [DONE]\n\n";
+
+static const char ol_error_in[] =
+    "{\"model\":\"llama3\",\"created_at\":\"2024-05-01T10:00:00.123456789Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"a\"},\"done\":false}\n"
+    "{\"error\":\"CUDA out of memory\"}\n"
+    "{\"model\":\"llama3\",\"created_at\":\"2024-05-01T10:00:00.123456789Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"b\"},\"done\":false}\n";
+static const char ol_error_out[] =
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
+    "\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"content\":\"a\"},\"logprobs\":null,"
+    "\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"delta\":{},\"finish_reason\":\"error\"}]}\n\n"
+    "data: {\"error\":{\"message\":\"CUDA out of memory\","
+    "\"type\":\"server_error\",\"param\":null,"
+    "\"code\":\"upstream_error\"}}\n\n"
+    "data: [DONE]\n\n";
+
+static const char ol_gen_in[] =
+    "{\"model\":\"llama3\",\"response\":\"once\",\"done\":false}\n"
+    "{\"model\":\"llama3\",\"response\":\" upon\",\"thinking\":\"x\","
+    "\"done\":false}\n"
+    "{\"model\":\"llama3\",\"response\":\"\",\"done\":true,"
+    "\"done_reason\":\"length\",\"context\":[1,2,3],\"prompt_eval_count\":1,"
+    "\"eval_count\":2}\n";
+static const char ol_gen_out[] =
+    "data: {\"id\":\"cmpl-abc\",\"object\":\"text_completion\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"text\":\"once\",\"logprobs\":null,\"finish_reason\":null}],"
+    "\"usage\":null}\n\n"
+    "data: {\"id\":\"cmpl-abc\",\"object\":\"text_completion\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"text\":\" upon\",\"logprobs\":null,\"finish_reason\":null}],"
+    "\"usage\":null}\n\n"
+    "data: {\"id\":\"cmpl-abc\",\"object\":\"text_completion\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
+    "\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"length\"}],"
+    "\"usage\":null}\n\n"
+    "data: {\"id\":\"cmpl-abc\",\"object\":\"text_completion\","
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[],"
+    "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,"
+    "\"total_tokens\":3}}\n\n"
+    "data: [DONE]\n\n";
+
+static const char oa_chat_in[] =
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+    "\"finish_reason\":null}]}\n\n"
+    "data:{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n"
+    ": keep-alive\n\n"
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"reasoning_content\":\"hm\"},"
+    "\"finish_reason\":null}]}\r\n\r\n"
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"content\":\" there\"},\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\","
+    "\"type\":\"function\",\"function\":{\"name\":\"w\","
+    "\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"tool_calls\":[{\"index\":0,"
+    "\"function\":{\"arguments\":\"{\\\"ci\"}}]},\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"tool_calls\":[{\"index\":0,"
+    "\"function\":{\"arguments\":\"ty\\\":\\\"Paris\\\"}\"}}]},"
+    "\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},"
+    "\"finish_reason\":\"tool_calls\"}]}\n\n"
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1,\"model\":\"m\",\"choices\":[],"
+    "\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,"
+    "\"total_tokens\":10}}\n\n"
+    "data: [DONE]\n\n";
+static const char oa_chat_out[] =
+    "{\"model\":\"llama3\",\"created_at\":\"2023-11-14T22:13:20Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n"
+    "{\"model\":\"llama3\",\"created_at\":\"2023-11-14T22:13:20Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"\","
+    "\"thinking\":\"hm\"},\"done\":false}\n"
+    "{\"model\":\"llama3\",\"created_at\":\"2023-11-14T22:13:20Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\" there\"},"
+    "\"done\":false}\n"
+    "{\"model\":\"llama3\",\"created_at\":\"2023-11-14T22:13:20Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"\","
+    "\"tool_calls\":[{\"id\":\"call_a\",\"function\":{\"index\":0,"
+    "\"name\":\"w\",\"arguments\":{\"city\":\"Paris\"}}}]},\"done\":false}\n"
+    "{\"model\":\"llama3\",\"created_at\":\"2023-11-14T22:13:20Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,"
+    "\"done_reason\":\"stop\",\"total_duration\":0,\"load_duration\":0,"
+    "\"prompt_eval_count\":7,\"prompt_eval_duration\":0,\"eval_count\":3,"
+    "\"eval_duration\":0}\n";
+
+static const char oa_gen_in[] =
+    "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,"
+    "\"model\":\"m\",\"choices\":[{\"index\":0,\"text\":\"ab\","
+    "\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,"
+    "\"model\":\"m\",\"choices\":[{\"index\":0,\"text\":\"c\","
+    "\"finish_reason\":\"length\"}]}\n\n";
+static const char oa_gen_out[] =
+    "{\"model\":\"llama3\",\"created_at\":\"2023-11-14T22:13:20Z\","
+    "\"response\":\"ab\",\"done\":false}\n"
+    "{\"model\":\"llama3\",\"created_at\":\"2023-11-14T22:13:20Z\","
+    "\"response\":\"c\",\"done\":false}\n"
+    "{\"model\":\"llama3\",\"created_at\":\"2023-11-14T22:13:20Z\","
+    "\"response\":\"\",\"done\":true,\"done_reason\":\"length\","
+    "\"total_duration\":0,\"load_duration\":0,\"prompt_eval_count\":0,"
+    "\"prompt_eval_duration\":0,\"eval_count\":0,\"eval_duration\":0}\n";
+
+static const char oa_error_in[] =
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n"
+    "data: {\"error\":{\"message\":\"overloaded\","
+    "\"type\":\"server_error\"}}\n\n"
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+    "\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,"
+    "\"delta\":{\"content\":\"late\"},\"finish_reason\":null}]}\n\n";
+static const char oa_error_out[] =
+    "{\"model\":\"llama3\",\"created_at\":\"2023-11-14T22:13:20Z\","
+    "\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n"
+    "{\"error\":\"overloaded\"}\n";
+
+
+/* ---------------------------------------------------------------------
+ * Helpers
+ */
+
+static llmgw_json_t *json(const char *s)
+{
+    llmgw_json_err_t err;
+    const char *msg;
+    llmgw_json_t *j = llmgw_json_parse(test_pool, s, strlen(s), &err, &msg);
+
+    ck_assert_msg(j != NULL, "not JSON: %s", s);
+    return j;
+}
+
+/* A.1: an OpenAI body through llmgw_request_parse, then to Ollama. */
+static int to_ollama(llmgw_endpoint_t ep, const char *body,
+                     const char *upstream, const char **path,
+                     const char **out, llmgw_error_t *err)
+{
+    llmgw_request_t req;
+    apr_size_t len = 0;
+    int rv;
+
+    memset(err, 0, sizeof(*err));
+    ck_assert_int_eq(llmgw_request_parse(test_pool, ep, body, strlen(body),
+                                         &req, err), 0);
+    *out = NULL;
+    *path = NULL;
+    rv = llmgw_ollama_request(test_pool, &req, upstream, path, out, &len,
+                              err);
+    if (!rv) {
+        ck_assert_uint_eq(len, strlen(*out));
+    }
+    return rv;
+}
+
+static int chat_error(const char *body, llmgw_error_t *err)
+{
+    const char *path, *out;
+
+    return to_ollama(LLMGW_EP_CHAT, body, NULL, &path, &out, err);
+}
+
+/* A.2: an Ollama answer for the OpenAI request 'request'. */
+static int from_ollama(llmgw_endpoint_t ep, const char *request, int status,
+                       const char *answer, const char **out,
+                       llmgw_usage_t *u, llmgw_error_t *err)
+{
+    llmgw_request_t req;
+    apr_size_t len = 0;
+    int rv;
+
+    memset(err, 0, sizeof(*err));
+    ck_assert_int_eq(llmgw_request_parse(test_pool, ep, request,
+                                         strlen(request), &req, err), 0);
+    *out = NULL;
+    rv = llmgw_ollama_response(test_pool, &req, status, answer,
+                               strlen(answer), "abc", NULL, 1700000000, out,
+                               &len, u, err);
+    if (!rv) {
+        ck_assert_uint_eq(len, strlen(*out));
+    }
+    return rv;
+}
+
+/* B.4 */
+static int front(llmgw_ollama_ep_t oep, const char *body,
+                 llmgw_request_t *req, const char **out, llmgw_error_t *err)
+{
+    apr_size_t len = 0;
+    int rv;
+
+    memset(err, 0, sizeof(*err));
+    *out = NULL;
+    rv = llmgw_ollama_front_request(test_pool, oep, body, strlen(body), req,
+                                    out, &len, err);
+    if (!rv) {
+        ck_assert_uint_eq(len, strlen(*out));
+    }
+    return rv;
+}
+
+/* B.5 */
+static int front_answer(llmgw_ollama_ep_t oep, int status,
+                        const char *answer, const char **out,
+                        llmgw_usage_t *u, llmgw_error_t *err)
+{
+    apr_size_t len = 0;
+    int rv;
+
+    memset(err, 0, sizeof(*err));
+    *out = NULL;
+    rv = llmgw_ollama_front_response(test_pool, oep, status, answer,
+                                     strlen(answer), "llama3", 1700000000,
+                                     out, &len, u, err);
+    if (!rv) {
+        ck_assert_uint_eq(len, strlen(*out));
+    }
+    return rv;
+}
+
+/* What a stream translator left behind, read before its pool goes. */
+typedef struct {
+    int done;
+    int failed;
+    int content_events;
+    llmgw_usage_t usage;
+    const char *tail;       /* its error tail for a made-up error */
+} result_t;
+
+typedef struct {
+    char *b;
+    apr_size_t len;
+    apr_size_t cap;
+} collect_t;
+
+static void collect(apr_pool_t *p, collect_t *c, const char *s, apr_size_t n)
+{
+    if (c->len + n + 1 > c->cap) {
+        apr_size_t cap = c->cap ? c->cap * 2 : 4096;
+        char *nb;
+
+        while (cap < c->len + n + 1) {
+            cap *= 2;
+        }
+        nb = apr_palloc(p, cap);
+        if (c->len) {
+            memcpy(nb, c->b, c->len);
+        }
+        c->b = nb;
+        c->cap = cap;
+    }
+    memcpy(c->b + c->len, s, n);
+    c->len += n;
+    c->b[c->len] = '\0';
+}
+
+/* The input in pieces: the first 'first' bytes (0: none), then pieces of
+ * 'step' bytes. end: call the end function, as at a clean EOS. */
+static const char *run_sse(llmgw_endpoint_t ep, int include_usage,
+                           const char *in, apr_size_t first,
+                           apr_size_t step, int end, result_t *r)
+{
+    apr_pool_t *p;
+    llmgw_ollama_sse_t *s;
+    collect_t c = { NULL, 0, 0 };
+    apr_size_t len = strlen(in), off = 0, n;
+    const char *ready, *res;
+    llmgw_error_t err;
+
+    apr_pool_create(&p, test_pool);
+    s = llmgw_ollama_sse_create(p, ep, "abc", "gpt-x", 1700000000,
+                                include_usage);
+    while (off < len) {
+        apr_size_t take = first && !off ? first : step;
+
+        take = len - off < take ? len - off : take;
+        n = llmgw_ollama_sse_feed(s, in + off, take, &ready);
+        collect(p, &c, ready, n);
+        off += take;
+    }
+    if (end) {
+        n = llmgw_ollama_sse_end(s, &ready);
+        collect(p, &c, ready, n);
+    }
+    r->done = s->done;
+    r->failed = s->failed;
+    r->content_events = s->content_events;
+    r->usage = s->usage;
+    llmgw_error_set(&err, 502, "server_error", NULL, "upstream_stream_error",
+                    "broke");
+    r->tail = apr_pstrdup(test_pool, llmgw_ollama_sse_error_tail(
+                                         s, p, &err, &n));
+    res = apr_pstrmemdup(test_pool, c.b ? c.b : "", c.len);
+    apr_pool_destroy(p);
+    return res;
+}
+
+static const char *run_nd(llmgw_ollama_ep_t oep, const char *in,
+                          apr_size_t first, apr_size_t step, int end,
+                          result_t *r)
+{
+    apr_pool_t *p;
+    llmgw_ollama_ndjson_t *s;
+    collect_t c = { NULL, 0, 0 };
+    apr_size_t len = strlen(in), off = 0, n;
+    const char *ready, *res;
+
+    apr_pool_create(&p, test_pool);
+    s = llmgw_ollama_ndjson_create(p, oep, "llama3", 1700000000);
+    while (off < len) {
+        apr_size_t take = first && !off ? first : step;
+
+        take = len - off < take ? len - off : take;
+        n = llmgw_ollama_ndjson_feed(s, in + off, take, &ready);
+        collect(p, &c, ready, n);
+        off += take;
+    }
+    if (end) {
+        n = llmgw_ollama_ndjson_end(s, &ready);
+        collect(p, &c, ready, n);
+    }
+    r->done = s->done;
+    r->failed = s->failed;
+    r->content_events = s->content_events;
+    r->usage = s->usage;
+    r->tail = apr_pstrdup(test_pool, llmgw_ollama_ndjson_error_tail(
+                                         s, p, "broke", &n));
+    res = apr_pstrmemdup(test_pool, c.b ? c.b : "", c.len);
+    apr_pool_destroy(p);
+    return res;
+}
+
+/* Every way of cutting the input: pieces of 1..len bytes, and two
+ * pieces cut at every offset. All must give the same bytes. */
+static void every_boundary_sse(llmgw_endpoint_t ep, int include_usage,
+                               const char *in, const char *want,
+                               result_t *r)
+{
+    apr_size_t k, len = strlen(in);
+
+    for (k = 1; k <= len; k++) {
+        const char *got = run_sse(ep, include_usage, in, 0, k, 1, r);
+
+        ck_assert_msg(strcmp(got, want) == 0, "pieces of %lu bytes:\n%s",
+                      (unsigned long)k, got);
+        got = run_sse(ep, include_usage, in, k, len, 1, r);
+        ck_assert_msg(strcmp(got, want) == 0, "cut at %lu:\n%s",
+                      (unsigned long)k, got);
+    }
+}
+
+static void every_boundary_nd(llmgw_ollama_ep_t oep, const char *in,
+                              const char *want, result_t *r)
+{
+    apr_size_t k, len = strlen(in);
+
+    for (k = 1; k <= len; k++) {
+        const char *got = run_nd(oep, in, 0, k, 1, r);
+
+        ck_assert_msg(strcmp(got, want) == 0, "pieces of %lu bytes:\n%s",
+                      (unsigned long)k, got);
+        got = run_nd(oep, in, k, len, 1, r);
+        ck_assert_msg(strcmp(got, want) == 0, "cut at %lu:\n%s",
+                      (unsigned long)k, got);
+    }
+}
+
+/* ---------------------------------------------------------------------
+ * A.1 OpenAI requests to Ollama
+ */
+
+START_TEST(chat_request_maps_every_field)
+{
+    const char *path, *out;
+    llmgw_error_t err;
+
+    /* Roles, parts, image, tool call and tool answer, every option;
+     * logprobs and user dropped; the route's model name upstream. */
+    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, a_chat_in, "llava:7b", &path,
+                               &out, &err), 0);
+    ck_assert_str_eq(path, "/api/chat");
+    ck_assert_str_eq(out, a_chat_out);
+    /* Stream on, json_schema, stop array, max_completion_tokens first,
+     * reasoning effort; the client's model name when no upstream one. */
+    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, a_chat2_in, NULL, &path, &out,
+                               &err), 0);
+    ck_assert_str_eq(out, a_chat2_out);
+}
+END_TEST
+
+START_TEST(chat_request_stream_always_explicit)
+{
+    const char *path, *out;
+    llmgw_error_t err;
+
+    /* Ollama streams by default: a client that did not ask must not get
+     * NDJSON. */
+    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\""
+                               ":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+                               NULL, &path, &out, &err), 0);
+    ck_assert_ptr_nonnull(strstr(out, "\"stream\":false"));
+    ck_assert_ptr_null(strstr(out, "options"));
+    ck_assert_ptr_null(strstr(out, "format"));
+    ck_assert_ptr_null(strstr(out, "tools"));
+    ck_assert_ptr_null(strstr(out, "think"));
+}
+END_TEST
+
+START_TEST(chat_request_images)
+{
+    const char *path, *out;
+    llmgw_error_t err;
+    llmgw_json_t *j;
+
+    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\""
+        ":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+        "\"image_url\":{\"url\":\"DATA:image/jpeg;BASE64,/9j/4AA=\","
+        "\"detail\":\"low\"}},{\"type\":\"image_url\",\"image_url\":"
+        "\"data:;base64,R0lGOD\"},{\"type\":\"text\",\"text\":\"both?\"}]}]}",
+        NULL, &path, &out, &err), 0);
+    j = json(out);
+    ck_assert_str_eq(llmgw_json_write(llmgw_json_getj(
+        llmgw_json_array_get(llmgw_json_getj(j, "messages", NULL), 0), NULL),
+        NULL), "{\"role\":\"user\",\"content\":\"both?\",\"images\":"
+        "[\"/9j/4AA=\",\"R0lGOD\"]}");
+    /* Ollama cannot fetch: a remote image is the client's to inline. */
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
+        "\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":[{"
+        "\"type\":\"text\",\"text\":\"see\"},{\"type\":\"image_url\","
+        "\"image_url\":{\"url\":\"https://example.com/cat.png\"}}]}]}", &err),
+        400);
+    ck_assert_str_eq(err.param, "messages[1].content[1].image_url.url");
+    ck_assert_str_eq(err.type, "invalid_request_error");
+    ck_assert_str_eq(err.code, "unsupported_value");
+    ck_assert_ptr_nonnull(strstr(err.message, "cannot fetch"));
+    /* A data: URL that is not base64 is no image for Ollama either. */
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
+        "\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{"
+        "\"url\":\"data:image/svg+xml,<svg/>\"}}]}]}", &err), 400);
+    ck_assert_str_eq(err.param, "messages[0].content[0].image_url.url");
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
+        "\"user\",\"content\":[{\"type\":\"input_audio\",\"input_audio\":"
+        "{}}]}]}", &err), 400);
+    ck_assert_str_eq(err.param, "messages[0].content[0].type");
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
+        "\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", &err), 400);
+    ck_assert_str_eq(err.param, "messages[0].content[0].image_url.url");
+}
+END_TEST
+
+START_TEST(chat_request_tool_arguments)
+{
+    const char *path, *out;
+    llmgw_error_t err;
+    llmgw_json_t *j, *calls;
+
+    /* "" means no arguments; an object is taken as it is. */
+    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\""
+        ":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"a\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"now\",\"arguments\":\"\"}},"
+        "{\"id\":\"b\",\"type\":\"function\",\"function\":{\"name\":\"f\","
+        "\"arguments\":{\"k\":[1,2]}}},{\"id\":\"c\",\"type\":\"function\","
+        "\"function\":{\"name\":\"g\",\"arguments\":\" {\\\"s\\\": "
+        "\\\"\\\\u00e9\\\"} \"}}]}]}", NULL, &path, &out, &err), 0);
+    j = json(out);
+    calls = llmgw_json_getj(llmgw_json_array_get(llmgw_json_getj(
+        j, "messages", NULL), 0), "tool_calls", NULL);
+    ck_assert_str_eq(llmgw_json_write(calls, NULL),
+        "[{\"id\":\"a\",\"function\":{\"name\":\"now\",\"arguments\":{}}},"
+        "{\"id\":\"b\",\"function\":{\"name\":\"f\",\"arguments\":{\"k\":"
+        "[1,2]}}},{\"id\":\"c\",\"function\":{\"name\":\"g\",\"arguments\":"
+        "{\"s\":\"\xc3\xa9\"}}}]");
+    /* Broken JSON, or JSON that is no object, cannot reach Ollama. */
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
+        "\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"tool_calls\":"
+        "[{\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"f\","
+        "\"arguments\":\"{\\\"x\\\":\"}}]}]}", &err), 400);
+    ck_assert_str_eq(err.param, "messages[1].tool_calls[0].function."
+                     "arguments");
+    ck_assert_str_eq(err.code, "invalid_value");
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
+        "\"assistant\",\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\","
+        "\"function\":{\"name\":\"f\",\"arguments\":\"[1]\"}}]}]}", &err),
+        400);
+    ck_assert_str_eq(err.param, "messages[0].tool_calls[0].function."
+                     "arguments");
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
+        "\"assistant\",\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\","
+        "\"function\":{\"arguments\":\"{}\"}}]}]}", &err), 400);
+    ck_assert_str_eq(err.param, "messages[0].tool_calls[0].function.name");
+}
+END_TEST
+
+START_TEST(chat_request_tool_names_resolved)
+{
+    const char *path, *out;
+    llmgw_error_t err;
+    llmgw_json_t *msgs;
+
+    /* Ids repeat across turns ("call_0" twice): each tool answer takes
+     * the name of the nearest call before it. A legacy function
+     * message keeps its own name; an unknown id has no name. */
+    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\""
+        ":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"call_0\","
+        "\"type\":\"function\",\"function\":{\"name\":\"weather\","
+        "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":"
+        "\"call_0\",\"content\":\"sun\"},{\"role\":\"assistant\","
+        "\"tool_calls\":[{\"id\":\"call_0\",\"type\":\"function\","
+        "\"function\":{\"name\":\"time\",\"arguments\":\"{}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_0\",\"content\":\"9h\"},"
+        "{\"role\":\"function\",\"name\":\"legacy\",\"content\":\"1\"},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"nope\",\"content\":\"?\"}]}",
+        NULL, &path, &out, &err), 0);
+    msgs = llmgw_json_getj(json(out), "messages", NULL);
+    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 1),
+                                     "tool_name", NULL), "weather");
+    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 1),
+                                     "tool_call_id", NULL), "call_0");
+    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 3),
+                                     "tool_name", NULL), "time");
+    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 4),
+                                     "role", NULL), "tool");
+    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 4),
+                                     "tool_name", NULL), "legacy");
+    ck_assert_int_eq(llmgw_json_type(llmgw_json_array_get(msgs, 5),
+                                     "tool_name", NULL), LLMGW_JSON_MISSING);
+}
+END_TEST
+
+START_TEST(chat_request_rejections)
+{
+    llmgw_error_t err;
+    const char *path, *out;
+
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],\"n\":2}",
+                                &err), 400);
+    ck_assert_str_eq(err.param, "n");
+    ck_assert_str_eq(err.message, "n>1 is not supported by the ollama "
+                     "dialect.");
+    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\""
+                               ":[],\"n\":1}", NULL, &path, &out, &err), 0);
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],\"stop\":"
+                                "[\"a\",1]}", &err), 400);
+    ck_assert_str_eq(err.param, "stop");
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],"
+                                "\"temperature\":\"hot\"}", &err), 400);
+    ck_assert_str_eq(err.param, "temperature");
+    ck_assert_str_eq(err.code, "invalid_type");
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],"
+                                "\"max_tokens\":\"5\"}", &err), 400);
+    ck_assert_str_eq(err.param, "max_tokens");
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],"
+                                "\"response_format\":{\"type\":\"xml\"}}",
+                                &err), 400);
+    ck_assert_str_eq(err.param, "response_format.type");
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
+                                "\"wizard\",\"content\":\"x\"}]}", &err),
+                     400);
+    ck_assert_str_eq(err.param, "messages[0].role");
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{"
+                                "\"content\":\"x\"}]}", &err), 400);
+    ck_assert_str_eq(err.code, "missing_required_parameter");
+    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
+                                "\"user\",\"content\":5}]}", &err), 400);
+    ck_assert_str_eq(err.param, "messages[0].content");
+}
+END_TEST
+
+START_TEST(chat_request_tool_choice_none_and_effort)
+{
+    const char *path, *out;
+    llmgw_error_t err;
+    static const char tools[] = "\"tools\":[{\"type\":\"function\","
+                                "\"function\":{\"name\":\"f\"}}]";
+
+    /* Ollama has no tool_choice: "none" is kept by sending no tools. */
+    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, apr_pstrcat(test_pool,
+        "{\"model\":\"m\",\"messages\":[],", tools, ",\"tool_choice\":"
+        "\"none\",\"reasoning_effort\":\"none\"}", NULL), NULL, &path, &out,
+        &err), 0);
+    ck_assert_ptr_null(strstr(out, "tools"));
+    ck_assert_ptr_nonnull(strstr(out, "\"think\":false"));
+    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, apr_pstrcat(test_pool,
+        "{\"model\":\"m\",\"messages\":[],", tools, ",\"tool_choice\":"
+        "\"auto\",\"reasoning_effort\":\"high\"}", NULL), NULL, &path, &out,
+        &err), 0);
+    ck_assert_ptr_nonnull(strstr(out, tools));
+    ck_assert_ptr_nonnull(strstr(out, "\"think\":\"high\""));
+}
+END_TEST
+
+START_TEST(completions_request)
+{
+    const char *path, *out;
+    llmgw_error_t err;
+
+    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS, a_gen_in, "m", &path,
+                               &out, &err), 0);
+    ck_assert_str_eq(path, "/api/generate");
+    ck_assert_str_eq(out, a_gen_out);
+    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS, "{\"model\":\"g\","
+                               "\"prompt\":[\"a\",\"b\"]}", NULL, &path,
+                               &out, &err), 400);
+    ck_assert_str_eq(err.param, "prompt");
+    ck_assert_str_eq(err.code, "unsupported_value");
+    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS, "{\"model\":\"g\","
+                               "\"prompt\":[1,2,3]}", NULL, &path, &out,
+                               &err), 400);
+    ck_assert_str_eq(err.param, "prompt");
+    ck_assert_str_eq(err.code, "invalid_type");
+    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS, "{\"model\":\"g\","
+                               "\"prompt\":[[1,2]]}", NULL, &path, &out,
+                               &err), 400);
+    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS, "{\"model\":\"g\","
+                               "\"prompt\":\"x\",\"n\":3}", NULL, &path,
+                               &out, &err), 400);
+    ck_assert_str_eq(err.param, "n");
+}
+END_TEST
+
+START_TEST(embeddings_request)
+{
+    const char *path, *out;
+    llmgw_error_t err;
+
+    ck_assert_int_eq(to_ollama(LLMGW_EP_EMBEDDINGS, a_emb_in, "nomic", &path,
+                               &out, &err), 0);
+    ck_assert_str_eq(path, "/api/embed");
+    ck_assert_str_eq(out, a_emb_out);
+    ck_assert_int_eq(to_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
+                               "\"input\":\"one\",\"keep_alive\":0}", NULL,
+                               &path, &out, &err), 0);
+    ck_assert_str_eq(out, "{\"model\":\"e\",\"input\":\"one\","
+                          "\"keep_alive\":0}");
+    ck_assert_int_eq(to_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
+                               "\"input\":[[1,2]]}", NULL, &path, &out,
+                               &err), 400);
+    ck_assert_str_eq(err.param, "input");
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * A.2 Ollama answers to OpenAI
+ */
+
+START_TEST(chat_answer)
+{
+    llmgw_error_t err;
+    llmgw_usage_t u;
+    const char *out;
+
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
+        "\"messages\":[]}", 200, "{\"model\":\"llama3\",\"created_at\":"
+        "\"2024-01-01T00:00:00.1Z\",\"message\":{\"role\":\"assistant\","
+        "\"content\":\"Hello!\"},\"done\":true,\"done_reason\":\"stop\","
+        "\"total_duration\":5,\"prompt_eval_count\":26,\"eval_count\":3}",
+        &out, &u, &err), 0);
+    ck_assert_str_eq(out, r_chat_out);
+    ck_assert_int_eq(u.found, 1);
+    ck_assert_int_eq(u.prompt, 26);
+    ck_assert_int_eq(u.completion, 3);
+    ck_assert_int_eq(u.total, 29);
+    /* Thinking, tool calls without and with an id of Ollama's. */
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
+                                 "\"messages\":[]}", 200, r_tools_ol, &out,
+                                 &u, &err), 0);
+    ck_assert_str_eq(out, r_tools_out);
+    ck_assert_int_eq(u.total, 14);
+    /* Cut short with tool calls is still "length"; a prompt Ollama had
+     * cached counts 0 (it leaves prompt_eval_count out). */
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
+        "\"messages\":[]}", 200, "{\"message\":{\"role\":\"assistant\","
+        "\"content\":\"partial\",\"tool_calls\":[{\"function\":{\"name\":"
+        "\"f\",\"arguments\":{}}}]},\"done\":true,\"done_reason\":"
+        "\"length\",\"eval_count\":8}", &out, &u, &err), 0);
+    ck_assert_ptr_nonnull(strstr(out, "\"content\":\"partial\""));
+    ck_assert_ptr_nonnull(strstr(out, "\"finish_reason\":\"length\""));
+    ck_assert_int_eq(u.prompt, 0);
+    ck_assert_int_eq(u.total, 8);
+    /* Reasons Ollama has that OpenAI does not (load, unload): stop. */
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
+        "\"messages\":[]}", 200, "{\"message\":{\"role\":\"assistant\","
+        "\"content\":\"\"},\"done\":true,\"done_reason\":\"load\"}", &out,
+        &u, &err), 0);
+    ck_assert_ptr_nonnull(strstr(out, "\"content\":\"\"}"));
+    ck_assert_ptr_nonnull(strstr(out, "\"finish_reason\":\"stop\""));
+    /* A generate answer to a chat request is no chat answer. */
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
+        "\"messages\":[]}", 200, "{\"response\":\"x\",\"done\":true}",
+        &out, &u, &err), 502);
+    ck_assert_int_eq(u.found, 0);
+}
+END_TEST
+
+START_TEST(completion_and_embedding_answers)
+{
+    llmgw_error_t err;
+    llmgw_usage_t u;
+    const char *out;
+    llmgw_json_t *j;
+    const char *b64;
+    unsigned char raw[16];
+    float f[2];
+
+    ck_assert_int_eq(from_ollama(LLMGW_EP_COMPLETIONS, "{\"model\":\"gpt\","
+        "\"prompt\":\"x\"}", 200, "{\"model\":\"llama3\",\"response\":"
+        "\"yes\",\"done\":true,\"done_reason\":\"length\",\"context\":"
+        "[1,2],\"prompt_eval_count\":2,\"eval_count\":1}", &out, &u, &err),
+        0);
+    ck_assert_str_eq(out, r_gen_out);
+    ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
+        "\"input\":[\"a\",\"b\"]}", 200, "{\"model\":\"nomic\","
+        "\"embeddings\":[[0.5,-1],[2,0.25]],\"prompt_eval_count\":4}", &out,
+        &u, &err), 0);
+    ck_assert_str_eq(out, r_emb_out);
+    ck_assert_int_eq(u.prompt, 4);
+    ck_assert_int_eq(u.completion, 0);
+    ck_assert_int_eq(u.total, 4);
+    /* base64 as OpenAI sends it: little-endian float32s. */
+    ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
+        "\"input\":\"a\",\"encoding_format\":\"base64\"}", 200,
+        "{\"model\":\"nomic\",\"embeddings\":[[1.5,-2]]}", &out, &u, &err),
+        0);
+    j = json(out);
+    b64 = llmgw_json_gets(llmgw_json_array_get(llmgw_json_getj(j, "data",
+                                                               NULL), 0),
+                          "embedding", NULL);
+    ck_assert_ptr_nonnull(b64);
+    ck_assert_int_eq(apr_base64_decode_len(b64) >= 8, 1);
+    ck_assert_int_eq(apr_base64_decode_binary(raw, b64), 8);
+    ck_assert_int_eq(raw[3], 0x3f);     /* 1.5f = 0x3fc00000, LE */
+    ck_assert_int_eq(raw[2], 0xc0);
+    memcpy(f, raw, sizeof(f));
+    ck_assert(f[0] == 1.5f && f[1] == -2.0f);
+}
+END_TEST
+
+START_TEST(backend_errors_in_openai_shape)
+{
+    llmgw_error_t err;
+    llmgw_usage_t u;
+    const char *out;
+    static const char chat[] = "{\"model\":\"gpt\",\"messages\":[]}";
+
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 404, "{\"error\":"
+        "\"model \\\"llama3\\\" not found, try pulling it first\"}", &out,
+        &u, &err), 404);
+    ck_assert_str_eq(llmgw_error_json(test_pool, &err),
+        "{\"error\":{\"message\":\"model \\\"llama3\\\" not found, try "
+        "pulling it first\",\"type\":\"invalid_request_error\",\"param\":"
+        "\"model\",\"code\":\"model_not_found\"}}");
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 400, "{\"error\":"
+        "\"invalid options\"}", &out, &u, &err), 400);
+    ck_assert_str_eq(err.type, "invalid_request_error");
+    ck_assert_str_eq(err.message, "invalid options");
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 500, "{\"error\":"
+        "\"llama runner process has terminated\"}", &out, &u, &err), 500);
+    ck_assert_str_eq(err.type, "server_error");
+    ck_assert_str_eq(err.code, "upstream_error");
+    /* An error never passes as a success, and junk is the backend's. */
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 200, "{\"error\":"
+        "\"busy\"}", &out, &u, &err), 502);
+    ck_assert_str_eq(err.message, "busy");
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 200, "<html>", &out,
+                                 &u, &err), 502);
+    ck_assert_str_eq(err.code, "upstream_error");
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 503, "no JSON", &out,
+                                 &u, &err), 503);
+    ck_assert_ptr_nonnull(strstr(err.message, "503"));
+    ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
+        "\"input\":\"a\"}", 200, "{\"model\":\"e\"}", &out, &u, &err), 502);
+    ck_assert_int_eq(u.found, 0);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * A.3 Ollama NDJSON streams to OpenAI SSE
+ */
+
+START_TEST(sse_chat_at_every_boundary)
+{
+    result_t r;
+
+    /* Role chunk, text (the empty line sends nothing, CRLF is a line
+     * end), finish, usage chunk, [DONE]. */
+    every_boundary_sse(LLMGW_EP_CHAT, 1, ol_chat_in, ol_chat_out, &r);
+    ck_assert_int_eq(r.done, 1);
+    ck_assert_int_eq(r.failed, 0);
+    ck_assert_int_eq(r.content_events, 2);
+    ck_assert_int_eq(r.usage.found, 1);
+    ck_assert_int_eq(r.usage.prompt, 5);
+    ck_assert_int_eq(r.usage.completion, 2);
+    ck_assert_int_eq(r.usage.total, 7);
+    ck_assert_str_eq(r.tail, "");
+}
+END_TEST
+
+START_TEST(sse_tool_calls_and_thinking_at_every_boundary)
+{
+    result_t r;
+
+    /* reasoning_content, two tool calls on two lines numbered 0 and 1
+     * (ids: made up, then Ollama's own), finish_reason tool_calls; no
+     * usage chunk and no usage members when not asked for. */
+    every_boundary_sse(LLMGW_EP_CHAT, 0, ol_tools_in, ol_tools_out, &r);
+    ck_assert_ptr_null(strstr(ol_tools_out, "usage"));
+    ck_assert_int_eq(r.done, 1);
+    ck_assert_int_eq(r.content_events, 3);
+    /* Metered all the same. */
+    ck_assert_int_eq(r.usage.found, 1);
+    ck_assert_int_eq(r.usage.total, 13);
+}
+END_TEST
+
+START_TEST(sse_completions_at_every_boundary)
+{
+    result_t r;
+
+    /* No role chunk; thinking has no place in completions. */
+    every_boundary_sse(LLMGW_EP_COMPLETIONS, 1, ol_gen_in, ol_gen_out, &r);
+    ck_assert_int_eq(r.done, 1);
+    ck_assert_int_eq(r.usage.total, 3);
+}
+END_TEST
+
+START_TEST(sse_error_line_mid_stream)
+{
+    result_t r;
+    llmgw_ollama_sse_t *s;
+    const char *out;
+    apr_size_t n;
+
+    /* The error ends the stream in the error tail's shape; what comes
+     * after is not forwarded, and no second tail follows. */
+    every_boundary_sse(LLMGW_EP_CHAT, 0, ol_error_in, ol_error_out, &r);
+    ck_assert_int_eq(r.failed, 1);
+    ck_assert_int_eq(r.done, 0);
+    ck_assert_str_eq(r.tail, "");
+    s = llmgw_ollama_sse_create(test_pool, LLMGW_EP_CHAT, "abc", "gpt-x",
+                                1700000000, 0);
+    n = llmgw_ollama_sse_feed(s, ol_error_in, strlen(ol_error_in), &out);
+    ck_assert_uint_eq(n, strlen(ol_error_out));
+    n = llmgw_ollama_sse_feed(s, "{\"message\":{\"content\":\"x\"}}\n", 28,
+                              &out);
+    ck_assert_uint_eq(n, 0);
+}
+END_TEST
+
+START_TEST(sse_broken_stream_gets_the_error_tail)
+{
+    result_t r;
+    const char *out, *ref_tail;
+    llmgw_sse_t *ref = llmgw_sse_create(test_pool, 0);
+    llmgw_error_t err;
+    apr_size_t n;
+    static const char cut[] = "{\"message\":{\"content\":\"Hi\"},"
+                              "\"done\":false}\n{\"message\":{\"cont";
+
+    /* A line cut short is held back, never half forwarded. */
+    out = run_sse(LLMGW_EP_CHAT, 0, cut, 0, 3, 0, &r);
+    ck_assert_ptr_null(strstr(out, "cont\""));
+    ck_assert_ptr_nonnull(strstr(out, "\"delta\":{\"content\":\"Hi\"}"));
+    ck_assert_int_eq(r.done, 0);
+    ck_assert_int_eq(r.failed, 0);
+    /* The same bytes as llmgw_sse_error_tail for the same stream. */
+    ref->id = "chatcmpl-abc";
+    ref->object = "chat.completion.chunk";
+    ref->model = "gpt-x";
+    ref->created = 1700000000;
+    llmgw_error_set(&err, 502, "server_error", NULL, "upstream_stream_error",
+                    "broke");
+    ref_tail = llmgw_sse_error_tail(ref, test_pool, LLMGW_EP_CHAT, &err, &n);
+    ck_assert_str_eq(r.tail, ref_tail);
+    /* At the end the cut line is read: not JSON, so the stream fails. */
+    out = run_sse(LLMGW_EP_CHAT, 0, cut, 0, 3, 1, &r);
+    ck_assert_int_eq(r.failed, 1);
+    ck_assert_ptr_nonnull(strstr(out, "\"finish_reason\":\"error\""));
+    ck_assert_ptr_nonnull(strstr(out, "not a JSON object"));
+    /* A whole last line without its newline still counts. */
+    out = run_sse(LLMGW_EP_COMPLETIONS, 0, "{\"response\":\"a\",\"done\":"
+                  "true,\"eval_count\":1}", 0, 4, 1, &r);
+    ck_assert_int_eq(r.done, 1);
+    ck_assert_ptr_nonnull(strstr(out, "data: [DONE]\n\n"));
+    ck_assert_int_eq(r.usage.completion, 1);
+    /* Completions tails carry text, as llmgw_sse_error_tail's do. */
+    run_sse(LLMGW_EP_COMPLETIONS, 0, "", 0, 1, 0, &r);
+    ck_assert_ptr_nonnull(strstr(r.tail, "\"object\":\"text_completion\""));
+    ck_assert_ptr_nonnull(strstr(r.tail, "\"text\":\"\""));
+}
+END_TEST
+
+START_TEST(sse_long_stream_does_not_grow_the_pool)
+{
+    apr_pool_t *p;
+    llmgw_ollama_sse_t *s;
+    const char *out;
+    apr_size_t n, before, i;
+    static const char line[] = "{\"message\":{\"role\":\"assistant\","
+                               "\"content\":\"token \"},\"done\":false}\n";
+
+    apr_pool_create(&p, test_pool);
+    s = llmgw_ollama_sse_create(p, LLMGW_EP_CHAT, "abc", "m", 1, 1);
+    for (i = 0; i < 100; i++) {
+        llmgw_ollama_sse_feed(s, line, sizeof(line) - 1, &out);
+    }
+    /* Pool memory only grows by blocks: fill what is left of the
+     * current one, and see that 10000 more lines take no new block. */
+    before = (apr_size_t)apr_palloc(p, 1);
+    for (i = 0; i < 10000; i++) {
+        n = llmgw_ollama_sse_feed(s, line, sizeof(line) - 1, &out);
+        ck_assert_uint_gt(n, 0);
+    }
+    ck_assert_uint_eq((apr_size_t)apr_palloc(p, 1), before + 8);
+    ck_assert_int_eq(s->content_events, 10100);
+    apr_pool_destroy(p);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * B.4 Ollama requests to OpenAI
+ */
+
+START_TEST(front_chat_request)
+{
+    llmgw_request_t req;
+    llmgw_error_t err;
+    const char *out, *up;
+    apr_size_t len;
+    int strip;
+
+    /* Images as data: URLs of the right type, tool calls with ids and
+     * string arguments, tool answers matched to them by name (in
+     * another order), options, format, think; keep_alive and num_ctx
+     * dropped; a stream by default, with usage. */
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, f_chat_in, &req, &out,
+                           &err), 0);
+    ck_assert_str_eq(out, f_chat_out);
+    ck_assert_int_eq(req.ep, LLMGW_EP_CHAT);
+    ck_assert_str_eq(req.model, "llama3");
+    ck_assert_int_eq(req.stream, 1);
+    ck_assert_int_eq(req.wants_usage, 1);
+    ck_assert_ptr_nonnull(req.body);
+    /* Routing goes on as for OpenAI clients: renamed, nothing to strip. */
+    up = llmgw_request_upstream_body(&req, "Qwen/Qwen2.5-7B", out,
+                                     strlen(out), &len, &strip);
+    ck_assert_int_eq(strip, 0);
+    ck_assert_ptr_nonnull(strstr(up, "{\"model\":\"Qwen/Qwen2.5-7B\","));
+    ck_assert_ptr_nonnull(strstr(up, "\"include_usage\":true"));
+}
+END_TEST
+
+START_TEST(front_tool_answers_matched)
+{
+    llmgw_request_t req;
+    llmgw_error_t err;
+    const char *out;
+    llmgw_json_t *msgs;
+
+    /* Ids the client kept win; a tool answer without a name takes the
+     * first open call; calls of an earlier turn are closed. */
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
+        "\"stream\":false,\"messages\":[{\"role\":\"assistant\","
+        "\"tool_calls\":[{\"id\":\"x1\",\"function\":{\"name\":\"a\","
+        "\"arguments\":{}}}]},{\"role\":\"tool\",\"tool_name\":\"a\","
+        "\"content\":\"1\"},{\"role\":\"assistant\",\"tool_calls\":[{"
+        "\"function\":{\"name\":\"b\",\"arguments\":{}}},{\"function\":{"
+        "\"name\":\"c\",\"arguments\":\"{\\\"q\\\":1}\"}}]},{\"role\":"
+        "\"tool\",\"content\":\"2\"},{\"role\":\"tool\",\"tool_call_id\":"
+        "\"mine\",\"content\":\"3\"},{\"role\":\"tool\",\"tool_name\":\"c\","
+        "\"content\":\"4\"}]}", &req, &out, &err), 0);
+    msgs = llmgw_json_getj(json(out), "messages", NULL);
+    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 1),
+                                     "tool_call_id", NULL), "x1");
+    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 3),
+                                     "tool_call_id", NULL), "call_1");
+    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 4),
+                                     "tool_call_id", NULL), "mine");
+    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 5),
+                                     "tool_call_id", NULL), "call_2");
+    ck_assert_str_eq(llmgw_json_write(llmgw_json_getj(
+        llmgw_json_array_get(msgs, 2), "tool_calls", NULL), NULL),
+        "[{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":"
+        "\"b\",\"arguments\":\"{}\"}},{\"id\":\"call_2\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"c\",\"arguments\":"
+        "\"{\\\"q\\\":1}\"}}]");
+    ck_assert_ptr_null(strstr(out, "stream_options"));
+    ck_assert_int_eq(req.stream, 0);
+    ck_assert_int_eq(req.wants_usage, 0);
+}
+END_TEST
+
+START_TEST(front_images_typed)
+{
+    llmgw_request_t req;
+    llmgw_error_t err;
+    const char *out;
+
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
+        "\"messages\":[{\"role\":\"user\",\"images\":[\"R0lGODlh\","
+        "\"UklGRh4A\",\"AAAA\",\"data:image/jpeg;base64,/9j/\"]}]}", &req,
+        &out, &err), 0);
+    ck_assert_ptr_nonnull(strstr(out, "\"content\":[{\"type\":\"image_url\","
+        "\"image_url\":{\"url\":\"data:image/gif;base64,R0lGODlh\"}},{"
+        "\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/webp;"
+        "base64,UklGRh4A\"}},{\"type\":\"image_url\",\"image_url\":{\"url\":"
+        "\"data:image/png;base64,AAAA\"}},{\"type\":\"image_url\","
+        "\"image_url\":{\"url\":\"data:image/jpeg;base64,/9j/\"}}]"));
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
+        "\"messages\":[{\"role\":\"user\",\"images\":[5]}]}", &req, &out,
+        &err), 400);
+}
+END_TEST
+
+START_TEST(front_generate_and_embed_requests)
+{
+    llmgw_request_t req;
+    llmgw_error_t err;
+    const char *out;
+
+    /* A schema, no stream, num_predict -1 (no limit) left out. */
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE, f_gen_in, &req, &out,
+                           &err), 0);
+    ck_assert_str_eq(out, f_gen_out);
+    ck_assert_int_eq(req.ep, LLMGW_EP_COMPLETIONS);
+    ck_assert_int_eq(req.stream, 0);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\","
+        "\"prompt\":\"p\",\"raw\":true,\"system\":\"\",\"options\":{"
+        "\"num_predict\":7,\"stop\":[\"\\n\"],\"seed\":3}}", &req, &out,
+        &err), 0);
+    ck_assert_str_eq(out, "{\"model\":\"m\",\"prompt\":\"p\",\"seed\":3,"
+                          "\"max_tokens\":7,\"stop\":[\"\\n\"],\"stream\":"
+                          "true,\"stream_options\":{\"include_usage\":"
+                          "true}}");
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_EMBED, "{\"model\":\"nomic\","
+        "\"input\":[\"a\",\"b\"],\"truncate\":true,\"dimensions\":64,"
+        "\"keep_alive\":\"1m\"}", &req, &out, &err), 0);
+    ck_assert_str_eq(out, "{\"model\":\"nomic\",\"input\":[\"a\",\"b\"],"
+                          "\"dimensions\":64,\"encoding_format\":\"float\"}");
+    ck_assert_int_eq(req.ep, LLMGW_EP_EMBEDDINGS);
+    ck_assert_int_eq(req.stream, 0);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_EMBEDDINGS, "{\"model\":\"nomic\","
+        "\"prompt\":\"a\"}", &req, &out, &err), 0);
+    ck_assert_str_eq(out, "{\"model\":\"nomic\",\"input\":\"a\","
+                          "\"encoding_format\":\"float\"}");
+}
+END_TEST
+
+START_TEST(front_request_errors)
+{
+    llmgw_request_t req;
+    llmgw_error_t err;
+    const char *out;
+
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"messages\":[]}", &req,
+                           &out, &err), 400);
+    ck_assert_str_eq(llmgw_ollama_error_json(test_pool, err.message),
+                     "{\"error\":\"model is required\"}");
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":", &req, &out,
+                           &err), 400);
+    ck_assert_int_eq(strncmp(err.message, "invalid JSON", 12), 0);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "[]", &req, &out, &err),
+                     400);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\"}", &req,
+                           &out, &err), 400);
+    ck_assert_ptr_nonnull(strstr(err.message, "messages is required"));
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
+        "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":"
+        "\"no\"}", &req, &out, &err), 400);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
+        "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"options\":"
+        "{\"temperature\":\"hot\"}}", &req, &out, &err), 400);
+    ck_assert_str_eq(err.message, "option \"temperature\" must be a number");
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
+        "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"format\":"
+        "\"yaml\"}", &req, &out, &err), 400);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
+        "\"messages\":[{\"content\":\"x\"}]}", &req, &out, &err), 400);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\","
+        "\"prompt\":\"p\",\"system\":\"be brief\"}", &req, &out, &err), 400);
+    ck_assert_ptr_nonnull(strstr(err.message, "/api/chat"));
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\","
+        "\"prompt\":\"p\",\"images\":[\"AAAA\"]}", &req, &out, &err), 400);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\"}",
+                           &req, &out, &err), 400);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_EMBED, "{\"model\":\"m\","
+        "\"input\":[1]}", &req, &out, &err), 400);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_NONE, "{}", &req, &out, &err),
+                     404);
+    ck_assert_str_eq(llmgw_ollama_error_json(test_pool, "a \"b\""),
+                     "{\"error\":\"a \\\"b\\\"\"}");
+}
+END_TEST
+
+START_TEST(front_endpoints)
+{
+    ck_assert_int_eq(llmgw_ollama_endpoint_parse("/api/chat"),
+                     LLMGW_OLLAMA_EP_CHAT);
+    ck_assert_int_eq(llmgw_ollama_endpoint_parse("/generate"),
+                     LLMGW_OLLAMA_EP_GENERATE);
+    ck_assert_int_eq(llmgw_ollama_endpoint_parse("/api/embed"),
+                     LLMGW_OLLAMA_EP_EMBED);
+    ck_assert_int_eq(llmgw_ollama_endpoint_parse("/api/embeddings"),
+                     LLMGW_OLLAMA_EP_EMBEDDINGS);
+    ck_assert_int_eq(llmgw_ollama_endpoint_parse("/api/tags"),
+                     LLMGW_OLLAMA_EP_NONE);
+    ck_assert_int_eq(llmgw_ollama_openai_endpoint(LLMGW_OLLAMA_EP_EMBEDDINGS),
+                     LLMGW_EP_EMBEDDINGS);
+    ck_assert_int_eq(llmgw_ollama_openai_endpoint(LLMGW_OLLAMA_EP_GENERATE),
+                     LLMGW_EP_COMPLETIONS);
+}
+END_TEST
+
+START_TEST(round_trip_keeps_the_meaning)
+{
+    const char *path, *ollama, *back;
+    llmgw_request_t req;
+    llmgw_error_t err;
+    llmgw_json_t *j;
+
+    /* OpenAI -> Ollama -> OpenAI gives back what matters. */
+    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, a_chat_in, "llava", &path,
+                               &ollama, &err), 0);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, ollama, &req, &back, &err),
+                     0);
+    j = json(back);
+    ck_assert_int_eq(llmgw_json_getb(j, 1, "stream", NULL), 0);
+    ck_assert_int_eq(llmgw_json_getl(j, 0, "max_tokens", NULL), 50);
+    ck_assert_str_eq(llmgw_json_gets(j, "response_format", "type", NULL),
+                     "json_object");
+    ck_assert_str_eq(llmgw_json_write(llmgw_json_getj(j, "stop", NULL),
+                                      NULL), "[\"END\"]");
+    ck_assert_ptr_nonnull(strstr(back, "\"tool_calls\":[{\"id\":\"call_9\","
+                                 "\"type\":\"function\",\"function\":{"
+                                 "\"name\":\"look\",\"arguments\":"
+                                 "\"{\\\"x\\\":1}\"}}]"));
+    ck_assert_ptr_nonnull(strstr(back, "{\"role\":\"tool\",\"content\":"
+                                 "\"a cat\",\"tool_call_id\":\"call_9\"}"));
+    ck_assert_ptr_nonnull(strstr(back, "\"url\":\"data:image/png;base64,"
+                                 "iVBORw0KGgo=\""));
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * B.5 OpenAI answers to Ollama
+ */
+
+START_TEST(front_answers)
+{
+    llmgw_error_t err;
+    llmgw_usage_t u;
+    const char *out;
+
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, b_chat_oa,
+                                  &out, &u, &err), 0);
+    ck_assert_str_eq(out, b_chat_out);
+    ck_assert_int_eq(u.found, 1);
+    ck_assert_int_eq(u.total, 4);
+    /* Arguments back to an object; "tool_calls" is Ollama's "stop". */
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, b_tools_oa,
+                                  &out, &u, &err), 0);
+    ck_assert_str_eq(out, b_tools_out);
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_GENERATE, 200,
+        "{\"choices\":[{\"index\":0,\"text\":\"abc\",\"finish_reason\":"
+        "\"length\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":"
+        "1,\"total_tokens\":4}}", &out, &u, &err), 0);
+    ck_assert_str_eq(out, b_gen_out);
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_EMBED, 200,
+        "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":"
+        "0,\"embedding\":[0.1,0.2]},{\"object\":\"embedding\",\"index\":1,"
+        "\"embedding\":[0.3,0.4]}],\"model\":\"m\",\"usage\":{"
+        "\"prompt_tokens\":2,\"total_tokens\":2}}", &out, &u, &err), 0);
+    ck_assert_str_eq(out, b_embed_out);
+    ck_assert_int_eq(u.prompt, 2);
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_EMBEDDINGS, 200,
+        "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":"
+        "0,\"embedding\":[0.1,0.2]}],\"model\":\"m\"}", &out, &u, &err), 0);
+    ck_assert_str_eq(out, "{\"embedding\":[0.1,0.2]}");
+    ck_assert_int_eq(u.found, 0);
+    /* No usage: counts 0, as Ollama sends when it did not count. */
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, "{\"choices\":"
+        "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+        "\"x\",\"reasoning\":\"r\"},\"finish_reason\":\"content_filter\"}]}",
+        &out, &u, &err), 0);
+    ck_assert_ptr_nonnull(strstr(out, "\"thinking\":\"r\""));
+    ck_assert_ptr_nonnull(strstr(out, "\"done_reason\":\"stop\""));
+    ck_assert_ptr_nonnull(strstr(out, "\"eval_count\":0"));
+}
+END_TEST
+
+START_TEST(front_answer_errors)
+{
+    llmgw_error_t err;
+    llmgw_usage_t u;
+    const char *out;
+
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 404, "{\"error\":{"
+        "\"message\":\"The model does not exist\",\"type\":"
+        "\"invalid_request_error\",\"param\":\"model\",\"code\":"
+        "\"model_not_found\"}}", &out, &u, &err), 404);
+    ck_assert_str_eq(llmgw_ollama_error_json(test_pool, err.message),
+                     "{\"error\":\"The model does not exist\"}");
+    /* vLLM's own shape, FastAPI's detail, a bare status. */
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 400, "{\"object\":"
+        "\"error\",\"message\":\"too long\",\"type\":\"BadRequestError\","
+        "\"code\":400}", &out, &u, &err), 400);
+    ck_assert_str_eq(err.message, "too long");
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 422, "{\"detail\":"
+        "\"bad\"}", &out, &u, &err), 422);
+    ck_assert_str_eq(err.message, "bad");
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 503, "<html>", &out,
+                                  &u, &err), 503);
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, "{\"error\":"
+        "{\"message\":\"late\"}}", &out, &u, &err), 502);
+    ck_assert_str_eq(err.message, "late");
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, "{}", &out, &u,
+                                  &err), 502);
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_EMBED, 200, "{\"data\":[{"
+        "\"embedding\":\"AAAA\"}]}", &out, &u, &err), 502);
+    /* A model's broken arguments are not passed off as an object. */
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, "{\"choices\":"
+        "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,"
+        "\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":{"
+        "\"name\":\"f\",\"arguments\":\"{\\\"a\\\":\"}}]},\"finish_reason\":"
+        "\"tool_calls\"}]}", &out, &u, &err), 502);
+    ck_assert_ptr_nonnull(strstr(err.message, "arguments"));
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * B.6 OpenAI SSE streams to Ollama NDJSON
+ */
+
+START_TEST(ndjson_chat_at_every_boundary)
+{
+    result_t r;
+
+    /* "data:" without a space, a comment, a CRLF event; thinking; a tool
+     * call put together from three pieces, sent whole on finish; the
+     * final line with the usage chunk's counts. */
+    every_boundary_nd(LLMGW_OLLAMA_EP_CHAT, oa_chat_in, oa_chat_out, &r);
+    ck_assert_int_eq(r.done, 1);
+    ck_assert_int_eq(r.failed, 0);
+    ck_assert_int_eq(r.usage.found, 1);
+    ck_assert_int_eq(r.usage.total, 10);
+    ck_assert_str_eq(r.tail, "");
+}
+END_TEST
+
+START_TEST(ndjson_generate_without_done)
+{
+    result_t r;
+    const char *out;
+
+    /* Some servers end without [DONE]: the finish_reason is enough. */
+    every_boundary_nd(LLMGW_OLLAMA_EP_GENERATE, oa_gen_in, oa_gen_out, &r);
+    ck_assert_int_eq(r.done, 1);
+    /* Without the end call nothing final is made up. */
+    out = run_nd(LLMGW_OLLAMA_EP_GENERATE, oa_gen_in, 0, 5, 0, &r);
+    ck_assert_ptr_null(strstr(out, "\"done\":true"));
+    ck_assert_int_eq(r.done, 0);
+    ck_assert_str_eq(r.tail, "{\"error\":\"broke\"}\n");
+}
+END_TEST
+
+START_TEST(ndjson_error_event)
+{
+    result_t r;
+
+    every_boundary_nd(LLMGW_OLLAMA_EP_CHAT, oa_error_in, oa_error_out, &r);
+    ck_assert_int_eq(r.failed, 1);
+    ck_assert_int_eq(r.done, 0);
+    ck_assert_str_eq(r.tail, "");
+}
+END_TEST
+
+START_TEST(ndjson_broken_streams)
+{
+    result_t r;
+    const char *out;
+
+    /* Cut in the middle of an event: nothing of it goes out. */
+    out = run_nd(LLMGW_OLLAMA_EP_CHAT, "data: {\"choices\":[{\"index\":0,"
+                 "\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choi", 0, 7,
+                 1, &r);
+    ck_assert_int_eq(r.done, 0);
+    ck_assert_int_eq(r.failed, 1);
+    ck_assert_ptr_nonnull(strstr(out, "\"content\":\"a\""));
+    ck_assert_ptr_nonnull(strstr(out, "{\"error\":"));
+    /* Cut between events, no finish: the caller's tail ends it. */
+    out = run_nd(LLMGW_OLLAMA_EP_CHAT, "data: {\"choices\":[{\"index\":0,"
+                 "\"delta\":{\"content\":\"a\"}}]}\n\n", 0, 9, 1, &r);
+    ck_assert_int_eq(r.done, 0);
+    ck_assert_int_eq(r.failed, 0);
+    ck_assert_str_eq(r.tail, "{\"error\":\"broke\"}\n");
+    /* Bad arguments at the end of tool calls: an error line. */
+    out = run_nd(LLMGW_OLLAMA_EP_CHAT, "data: {\"choices\":[{\"index\":0,"
+                 "\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\","
+                 "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\"}}]},"
+                 "\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n",
+                 0, 11, 1, &r);
+    ck_assert_int_eq(r.failed, 1);
+    ck_assert_str_eq(out, "{\"error\":\"the backend sent tool call "
+                          "arguments that are not a JSON object\"}\n");
+}
+END_TEST
+
+START_TEST(ndjson_parallel_tool_calls)
+{
+    result_t r;
+    const char *out;
+
+    /* Two calls whose pieces interleave, keyed by index. */
+    out = run_nd(LLMGW_OLLAMA_EP_CHAT,
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{"
+        "\"index\":0,\"id\":\"a\",\"function\":{\"name\":\"x\","
+        "\"arguments\":\"{\\\"n\\\":\"}},{\"index\":1,\"id\":\"b\","
+        "\"function\":{\"name\":\"y\",\"arguments\":\"\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{"
+        "\"index\":1,\"function\":{\"arguments\":\"{}\"}},{\"index\":0,"
+        "\"function\":{\"arguments\":\"1}\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":"
+        "\"stop\"}]}\n\ndata: [DONE]\n\n", 0, 13, 1, &r);
+    ck_assert_ptr_nonnull(strstr(out, "\"tool_calls\":[{\"id\":\"a\","
+        "\"function\":{\"index\":0,\"name\":\"x\",\"arguments\":{\"n\":1}}},"
+        "{\"id\":\"b\",\"function\":{\"index\":1,\"name\":\"y\","
+        "\"arguments\":{}}}]"));
+    ck_assert_int_eq(r.done, 1);
+}
+END_TEST
+
+Suite *ollama_suite(void)
+{
+    Suite *s = suite_create("ollama");
+    TCase *a = tcase_create("openai-to-ollama");
+    TCase *b = tcase_create("ollama-to-openai");
+
+    tcase_add_checked_fixture(a, test_pool_setup, test_pool_teardown);
+    tcase_set_timeout(a, 60);
+    tcase_add_test(a, chat_request_maps_every_field);
+    tcase_add_test(a, chat_request_stream_always_explicit);
+    tcase_add_test(a, chat_request_images);
+    tcase_add_test(a, chat_request_tool_arguments);
+    tcase_add_test(a, chat_request_tool_names_resolved);
+    tcase_add_test(a, chat_request_rejections);
+    tcase_add_test(a, chat_request_tool_choice_none_and_effort);
+    tcase_add_test(a, completions_request);
+    tcase_add_test(a, embeddings_request);
+    tcase_add_test(a, chat_answer);
+    tcase_add_test(a, completion_and_embedding_answers);
+    tcase_add_test(a, backend_errors_in_openai_shape);
+    tcase_add_test(a, sse_chat_at_every_boundary);
+    tcase_add_test(a, sse_tool_calls_and_thinking_at_every_boundary);
+    tcase_add_test(a, sse_completions_at_every_boundary);
+    tcase_add_test(a, sse_error_line_mid_stream);
+    tcase_add_test(a, sse_broken_stream_gets_the_error_tail);
+    tcase_add_test(a, sse_long_stream_does_not_grow_the_pool);
+    suite_add_tcase(s, a);
+
+    tcase_add_checked_fixture(b, test_pool_setup, test_pool_teardown);
+    tcase_set_timeout(b, 60);
+    tcase_add_test(b, front_chat_request);
+    tcase_add_test(b, front_tool_answers_matched);
+    tcase_add_test(b, front_images_typed);
+    tcase_add_test(b, front_generate_and_embed_requests);
+    tcase_add_test(b, front_request_errors);
+    tcase_add_test(b, front_endpoints);
+    tcase_add_test(b, round_trip_keeps_the_meaning);
+    tcase_add_test(b, front_answers);
+    tcase_add_test(b, front_answer_errors);
+    tcase_add_test(b, ndjson_chat_at_every_boundary);
+    tcase_add_test(b, ndjson_generate_without_done);
+    tcase_add_test(b, ndjson_error_event);
+    tcase_add_test(b, ndjson_broken_streams);
+    tcase_add_test(b, ndjson_parallel_tool_calls);
+    suite_add_tcase(s, b);
+    return s;
+}
