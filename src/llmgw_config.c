@@ -18,6 +18,7 @@ void *llmgw_create_server_conf(apr_pool_t *p, server_rec *s)
 
     conf->router = llmgw_router_create(p);
     conf->coalesce = -1;
+    conf->cache_billing_free = -1;
     return conf;
 }
 
@@ -32,6 +33,9 @@ void *llmgw_merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     conf->store_set = add->store_set || base->store_set;
     conf->store = add->store_set ? add->store : base->store;
     conf->coalesce = add->coalesce != -1 ? add->coalesce : base->coalesce;
+    conf->cache_billing_free = add->cache_billing_free != -1
+                                   ? add->cache_billing_free
+                                   : base->cache_billing_free;
     conf->coalesce_timeout = add->coalesce_timeout ? add->coalesce_timeout
                                                    : base->coalesce_timeout;
     return conf;
@@ -250,6 +254,28 @@ static const char *set_cache(cmd_parms *cmd, void *dummy, int argc,
     return err;
 }
 
+static const char *set_cache_billing(cmd_parms *cmd, void *dummy,
+                                     const char *arg)
+{
+    llmgw_server_conf_t *conf = server_conf(cmd);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
+
+    if (err) {
+        return err;
+    }
+    if (strcasecmp(arg, "full") == 0) {
+        conf->cache_billing_free = 0;
+    }
+    else if (strcasecmp(arg, "free") == 0) {
+        conf->cache_billing_free = 1;
+    }
+    else {
+        return apr_psprintf(cmd->pool, "LLMCacheBilling: unknown mode '%s' "
+                            "(full, free)", arg);
+    }
+    return NULL;
+}
+
 static const char *set_coalesce(cmd_parms *cmd, void *dummy, int argc,
                                 char *const argv[])
 {
@@ -350,6 +376,9 @@ const command_rec llmgw_cmds[] = {
     AP_INIT_TAKE_ARGV("LLMCache", set_cache, NULL, RSRC_CONF,
                       "memcache HOST:PORT[,...] | shm | off [ttl=SECONDS] "
                       "[max-item=SIZE] [size=SIZE]: the response cache"),
+    AP_INIT_TAKE1("LLMCacheBilling", set_cache_billing, NULL, RSRC_CONF,
+                  "full | free: whether answers from the cache count the "
+                  "tokens of the original answer"),
     AP_INIT_TAKE_ARGV("LLMCoalesce", set_coalesce, NULL, RSRC_CONF,
                       "on | off [timeout=SECONDS]: share one generation "
                       "among identical requests in flight"),
@@ -488,6 +517,7 @@ int llmgw_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
             conf->store = dflt;
         }
         conf->coalesce = conf->coalesce != 0;
+        conf->cache_billing_free = conf->cache_billing_free == 1;
         if (!conf->coalesce_timeout) {
             conf->coalesce_timeout = LLMGW_DEFAULT_COALESCE_TIMEOUT;
         }

@@ -27,6 +27,7 @@ typedef struct {
     apr_off_t max_body;         /* 0: unset */
     llmgw_store_t *store;       /* NULL: no cache */
     int store_set;              /* LLMCache given (off included) */
+    int cache_billing_free;     /* -1 unset (full), 0 full, 1 free */
     int coalesce;               /* -1 unset (on), 0 off, 1 on */
     apr_interval_time_t coalesce_timeout;
 } llmgw_server_conf_t;

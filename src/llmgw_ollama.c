@@ -1,7 +1,7 @@
 /* llmgw_ollama: Ollama's native API both ways, httpd-free: bodies and
- * answers translated, and the NDJSON <-> SSE stream translators.
- *
- * The mapping. Ollama's names are those of its api/types.go (ChatRequest,
+ * answers translated, and the NDJSON <-> SSE stream translators. */
+
+/* The mapping. Ollama's names are those of its api/types.go (ChatRequest,
  * GenerateRequest, EmbedRequest, Message, ToolCall, Metrics).
  *
  * A. OpenAI client -> Ollama backend (route dialect=ollama)
@@ -19,9 +19,10 @@
  *                              arguments}}: OpenAI's arguments string is
  *                              parsed to the object Ollama wants (not a
  *                              JSON object -> 400; "" -> {})
- *     messages[].tool_call_id  tool_call_id, plus tool_name: the message's
- *                              name, else the name of the nearest earlier
- *                              assistant tool call with that id
+ *     messages[].tool_call_id  tool_call_id (newer Ollama reads it), and
+ *                              tool_name: the message's name, else the
+ *                              name of the nearest earlier assistant tool
+ *                              call with that id (older Ollama's only key)
  *     messages[].reasoning_content | reasoning      thinking
  *     tools                    tools (the same shape); left out when
  *                              tool_choice is "none"
@@ -48,7 +49,7 @@
  *     keep_alive and stream of chat; echo, best_of, logprobs dropped
  *   /v1/embeddings -> POST /api/embed
  *     input (a string or an array of strings; token arrays -> 400),
- *     dimensions (Ollama ignores it before it knew it), keep_alive;
+ *     dimensions (older Ollama ignores it), keep_alive;
  *     encoding_format "base64" is honoured on the answer; user dropped
  *
  *   Answers: message.content -> content (null when there are only tool
@@ -99,7 +100,8 @@
  *   "stop" (also for tool calls, as Ollama), prompt_eval_count,
  *   eval_count, the durations 0; reasoning_content | reasoning ->
  *   thinking; tool call arguments parsed back to objects.
- *   Streams: a line per text or thinking delta; tool calls are put
+ *   Streams: a line per text or thinking delta, every line with the
+ *   same created_at (the caller's time); tool calls are put
  *   together from their pieces and sent whole once finish_reason comes;
  *   the final done:true line is sent on [DONE] (or at the end, when a
  *   finish_reason came but [DONE] did not). An error event ends it with
@@ -274,18 +276,21 @@ static const char *args_text(const llmgw_json_t *tc)
     }
 }
 
-static const char *finish_reason(const char *done_reason, int tool_calls)
+/* OpenAI's finish_reason for Ollama's done_reason. Ollama says "stop"
+ * after tool calls too; its other reasons (load, unload) mean nothing
+ * to OpenAI clients. */
+static const char *finish_reason(const char *reason, int tool_calls)
 {
-    if (done_reason && strcmp(done_reason, "length") == 0) {
+    if (reason && strcmp(reason, "length") == 0) {
         return "length";
     }
     return tool_calls ? "tool_calls" : "stop";
 }
 
-static const char *done_reason(const char *finish_reason)
+/* Ollama's done_reason for OpenAI's finish_reason. */
+static const char *done_reason(const char *reason)
 {
-    return (finish_reason && strcmp(finish_reason, "length") == 0)
-               ? "length" : "stop";
+    return (reason && strcmp(reason, "length") == 0) ? "length" : "stop";
 }
 
 /* ---------------------------------------------------------------------
@@ -826,17 +831,18 @@ static int backend_error(apr_pool_t *p, int status, const char *message,
     if (status < 400) {
         status = 502;           /* an error is never a success */
     }
+    if (status == 404 && message) {
+        /* Ollama's JSON 404 is 'model "x" not found, try pulling it
+         * first'; a plain one is a path this Ollama does not know. */
+        return llmgw_error_set(err, status, "invalid_request_error", "model",
+                               "model_not_found", message);
+    }
     if (!message) {
         message = (status == 502)
                       ? "The backend sent an answer the gateway could not "
                         "read."
                       : apr_psprintf(p, "The backend answered with HTTP "
                                      "status %d.", status);
-    }
-    if (status == 404) {
-        /* Ollama's 404 is 'model "x" not found, try pulling it first'. */
-        return llmgw_error_set(err, status, "invalid_request_error", "model",
-                               "model_not_found", message);
     }
     return llmgw_error_set(err, status,
                            status >= 500 ? "server_error"
@@ -1104,7 +1110,9 @@ static void sse_emit(llmgw_ollama_sse_t *s, const llmgw_json_t *c)
 
     if (!buf_add(&s->out, "data: ", 6) || !buf_add(&s->out, text, n)
         || !buf_add(&s->out, "\n\n", 2)) {
-        s->failed = 1;          /* no memory: stop; the glue sees it */
+        /* Out of memory: stop here; the client sees a stream cut
+         * short, as from a backend that died. */
+        s->failed = 1;
     }
 }
 
@@ -2025,7 +2033,9 @@ static void nd_emit(llmgw_ollama_ndjson_t *s, const llmgw_json_t *o)
     const char *text = llmgw_json_write(o, &n);
 
     if (!buf_add(&s->out, text, n) || !buf_add(&s->out, "\n", 1)) {
-        s->failed = 1;          /* no memory: stop; the glue sees it */
+        /* Out of memory: stop here; the client sees a stream cut
+         * short, as from a backend that died. */
+        s->failed = 1;
     }
 }
 

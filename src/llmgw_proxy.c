@@ -880,6 +880,22 @@ static int answer_models(request_rec *r, llmgw_req_t *ctx)
     return OK;
 }
 
+/* Usage of an answer served from the cache or a shared generation: the
+ * original tokens, billed in full or not at all (LLMCacheBilling). */
+static void bill_cached(request_rec *r, const llmgw_usage_t *u)
+{
+    llmgw_server_conf_t *sconf = ap_get_module_config(r->server->module_config,
+                                                      &llm_gateway_module);
+    llmgw_usage_t none = { 0, 0, 0, 1 };
+
+    if (!u->found) {
+        return;
+    }
+    apr_table_setn(r->notes, "llm-cached-tokens",
+                   apr_off_t_toa(r->pool, u->total));
+    set_usage_notes(r, sconf->cache_billing_free ? &none : u);
+}
+
 /* A cache hit, in the shape the client asked for: a stream is replayed
  * chunk by chunk (the usage chunk only when asked), else one JSON body. */
 static int answer_hit(request_rec *r, llmgw_req_t *ctx)
@@ -889,7 +905,7 @@ static int answer_hit(request_rec *r, llmgw_req_t *ctx)
     apr_size_t len;
 
     llmgw_record_usage(ctx->hit, &u);
-    set_usage_notes(r, &u);
+    bill_cached(r, &u);
     if (!ctx->req.stream) {
         text = llmgw_record_render_json(ctx->hit, &len);
         send_json(r, HTTP_OK, text, len);
@@ -934,7 +950,7 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
             return OK;          /* the client left */
         }
     }
-    set_usage_notes(r, &sse->usage);
+    bill_cached(r, &sse->usage);
     if (rv == APR_EOF) {
         ap_rputs("data: [DONE]\n\n", r);
         return OK;

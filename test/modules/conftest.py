@@ -123,7 +123,8 @@ def gw_cache(request, workdir, ports, mocks, memcached):
 def gw_cache_b(request, workdir, ports, mocks, memcached):
     """A second node on the same memcached: one cache, one lease space."""
     extra = (f"LLMCache memcache {env.HOST}:{memcached.port} ttl=3 "
-             f"max-item=64k\nLLMCoalesce on timeout=1\n" + CACHE_ROUTES)
+             f"max-item=64k\nLLMCoalesce on timeout=1\n"
+             f"LLMCacheBilling free\n" + CACHE_ROUTES)
     yield from _gateway(request, workdir, ports, "gw-cache-b", extra)
 
 

@@ -32,10 +32,11 @@ STD_MODULES = [
 
 LOG_FIELDS = ["request", "status", "model", "route", "upstream_model", "stream",
               "prompt_tokens", "completion_tokens", "total_tokens", "ttft_ms", "error",
-              "cache"]
+              "cache", "cached_tokens"]
 LOG_FORMAT = "|".join(["%r", "%>s"] + ["%{llm-" + f + "}n" for f in (
     "model", "route", "upstream-model", "stream", "prompt-tokens",
-    "completion-tokens", "total-tokens", "ttft-ms", "error", "cache")])
+    "completion-tokens", "total-tokens", "ttft-ms", "error", "cache",
+    "cached-tokens")])
 
 # Lines in the error log that mean a child died under us.
 CRASH_MARKERS = ("exit signal", "Segmentation fault", "AH00052", "AH00060")

@@ -121,7 +121,20 @@ def test_hit_is_logged_with_tokens(gw_cache, uniq):
     mark = gw_cache.log_mark()
     ask(gw_cache, body)
     line = gw_cache.wait_log_one(lambda l: l.cache == "HIT", since=mark)
+    # LLMCacheBilling full (the default): a hit counts the original tokens.
     assert line.total_tokens == str(usage["total_tokens"])
+    assert line.cached_tokens == str(usage["total_tokens"])
+
+
+def test_free_billing_counts_no_tokens_for_hits(gw_cache_b, uniq):
+    body = det(uniq)
+    usage = ask(gw_cache_b, body).json()["usage"]
+    mark = gw_cache_b.log_mark()
+    assert ask(gw_cache_b, body).header("X-LLM-Cache") == "HIT"
+    line = gw_cache_b.wait_log_one(lambda l: l.cache == "HIT", since=mark)
+    assert (line.prompt_tokens, line.completion_tokens, line.total_tokens) == \
+        ("0", "0", "0"), line.raw
+    assert line.cached_tokens == str(usage["total_tokens"])
 
 
 def test_not_deterministic_is_bypassed(gw_cache, uniq):

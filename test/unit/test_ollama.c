@@ -1041,6 +1041,11 @@ START_TEST(backend_errors_in_openai_shape)
     ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 503, "no JSON", &out,
                                  &u, &err), 503);
     ck_assert_ptr_nonnull(strstr(err.message, "503"));
+    /* An Ollama too old for the path: no model is missing. */
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 404, "404 page not "
+                                 "found", &out, &u, &err), 404);
+    ck_assert_ptr_null(err.param);
+    ck_assert_ptr_null(err.code);
     ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
         "\"input\":\"a\"}", 200, "{\"model\":\"e\"}", &out, &u, &err), 502);
     ck_assert_int_eq(u.found, 0);
