@@ -14,6 +14,7 @@ Use build/bench, which installs what is missing and builds first.
 """
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -49,16 +50,16 @@ PROFILES = {
     "smoke": {},
     "quick": {
         "overhead": {"levels": [1, 32], "main": 32, "rounds": 1, "secs": 2,
-                     "warm_s": 1},
-        "stream": {"conns": 16, "secs": 3, "rounds": 1, "tps": 50,
+                     "warm_s": 2},
+        "stream": {"conns": 16, "secs": 2, "rounds": 1, "tps": 50,
                    "ttft_ms": 20, "tokens": 20},
-        "failover": {"conns": 16, "secs": 4, "kill_at": 1.2,
-                     "restart_after": 1.5, "ttft_ms": 20},
-        "switch": {"conns": 8, "secs": 4, "slots": 1, "load_ms": 200,
+        "failover": {"conns": 16, "secs": 3, "kill_at": 1.0,
+                     "restart_after": 1.0, "ttft_ms": 20},
+        "switch": {"conns": 8, "secs": 3, "slots": 1, "load_ms": 200,
                    "gen_ms": 50, "per_token_ms": 1, "models": 3},
-        "memory": {"streams": 250, "ramp_s": 1.0},
-        "seed": {"conns": 8, "secs": 7, "kill_at": 2.8,
-                 "restart_after": 1.5},
+        "memory": {"streams": 200, "ramp_s": 0.5},
+        "seed": {"conns": 8, "secs": 5, "kill_at": 2.0,
+                 "restart_after": 1.0},
     },
     "full": {
         "overhead": {"levels": [1, 32, 128], "main": 32, "rounds": 3,
@@ -88,6 +89,11 @@ SEED_CLAIMS = {
     "gateway": {"p95_ms": 310, "cache_hit_rate": 0.68,
                 "switch_overhead_ms": 45, "recovery_ms": 180},
 }
+
+# Members that fail in a scenario are tried again 2 s after an error (the
+# default, 60 s, would leave a balancer on one member for the rest of a run
+# once the failed member is back).
+RETRY = " retry=2"
 
 MPM_PROXY = {"StartServers": 2, "ServerLimit": 4, "ThreadsPerChild": 64,
              "MaxRequestWorkers": 256, "MinSpareThreads": 32,
@@ -352,38 +358,37 @@ def checked_subjects(run, subj, stream=True):
 
 # ---- scenario: overhead ---------------------------------------------------
 
-def scenario_overhead(run):
+def scenario_overhead(run, subj):
     k = run.knobs["overhead"]
     run.params["overhead"] = dict(k, backend="test/mockllm, zero think time,"
                                   " 16 tokens, non-streamed", tool="wrk",
                                   body="unique per request (gateway_hit: "
                                        "one repeated request)")
-    with run.stack("overhead") as st:
-        subj = checked_subjects(run, build_proxy_stack(
-            run, st, run.knobs["stream"]), stream=False)
-        names = [s for s in SUBJECTS + ["gateway_nocache"] if s in subj]
-        say("overhead: subjects %s" % ", ".join(names))
+    names = [s for s in SUBJECTS + ["gateway_nocache"] if s in subj]
+    say("overhead: subjects %s" % ", ".join(names))
 
-        def go(name, conns, secs):
-            ep = subj[name]["overhead"]
-            return lg.wrk(ep.port, conns, secs, fixed=ep.fixed,
-                          headers=ep.headers, log=run.wrklog)
+    def go(name, conns, secs, log=run.wrklog):
+        ep = subj[name]["overhead"]
+        return lg.wrk(ep.port, conns, secs, fixed=ep.fixed,
+                      headers=ep.headers, log=log)
 
-        for name in names:                      # warm every path
-            go(name, k["main"], k["warm_s"])
-        runs = {}                               # (name, c) -> [result]
-        for rnd in range(k["rounds"]):
-            for li, c in enumerate(k["levels"]):
-                shift = (rnd + li) % len(names)
-                order = names[shift:] + names[:shift]
-                for name in order:
-                    res = go(name, c, k["secs"])
-                    runs.setdefault((name, c), []).append(res)
-                    say("overhead r%d c=%d %-12s %9.0f rps  p50 %.3f ms  "
-                        "p99 %.3f ms  err %d" % (rnd + 1, c, name,
-                                                 res["rps"], res["p50_ms"],
-                                                 res["p99_ms"],
-                                                 res["errors"]))
+    # Warm every path (connection pools, the cache entry, node's JIT) at
+    # once; these numbers are thrown away.
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as ex:
+        list(ex.map(lambda n: go(n, k["main"], k["warm_s"], None), names))
+    runs = {}                                   # (name, c) -> [result]
+    for rnd in range(k["rounds"]):
+        for li, c in enumerate(k["levels"]):
+            shift = (rnd + li) % len(names)
+            order = names[shift:] + names[:shift]
+            for name in order:
+                res = go(name, c, k["secs"])
+                runs.setdefault((name, c), []).append(res)
+                say("overhead r%d c=%d %-12s %9.0f rps  p50 %.3f ms  "
+                    "p99 %.3f ms  err %d" % (rnd + 1, c, name,
+                                             res["rps"], res["p50_ms"],
+                                             res["p99_ms"],
+                                             res["errors"]))
     out = {}
     for name in SUBJECTS + ["gateway_nocache"]:
         if name not in names:
@@ -411,7 +416,7 @@ def scenario_overhead(run):
 
 # ---- scenario: stream -----------------------------------------------------
 
-def scenario_stream(run):
+def scenario_stream(run, subj):
     k = run.knobs["stream"]
     expected_gap = 1000.0 / k["tps"]
     run.params["stream"] = dict(k, backend="test/mockllm paced: ttft %d ms, "
@@ -419,33 +424,31 @@ def scenario_stream(run):
                                     k["ttft_ms"], k["tokens"], k["tps"]),
                                 tool="bench/loadgen.py stream client",
                                 expected_gap_ms=expected_gap)
-    with run.stack("stream") as st:
-        subj = checked_subjects(run, build_proxy_stack(run, st, k))
-        names = [s for s in SUBJECTS + ["gateway_nocache"] if s in subj]
-        raw = {}
-        for rnd in range(k["rounds"]):
-            shift = rnd % len(names)
-            for name in names[shift:] + names[:shift]:
-                ep = subj[name]["stream"]
-                r = lg.stream_run(ep.port, k["conns"], k["secs"],
-                                  model="mock-paced", headers=ep.headers,
-                                  raw=True, fixed=ep.fixed)
-                acc = raw.setdefault(name, {"ttft": [], "total": [],
-                                            "gaps": [], "errors": 0,
-                                            "streams": 0, "elapsed": 0.0,
-                                            "incomplete": 0, "cache": {}})
-                for key in ("ttft", "total", "gaps"):
-                    acc[key].extend(r["raw"][key])
-                for key in ("errors", "streams", "incomplete"):
-                    acc[key] += r[key]
-                acc["elapsed"] += r["elapsed"]
-                for c, n in r["cache"].items():
-                    acc["cache"][c] = acc["cache"].get(c, 0) + n
-                say("stream r%d %-12s %6.1f streams/s  ttft p50 %.2f ms  "
-                    "gap p50 %.2f p99 %.2f ms  err %d" % (
-                        rnd + 1, name, r["rps"], r["ttft_ms"] or -1,
-                        r["gap_p50_ms"] or -1, r["gap_p99_ms"] or -1,
-                        r["errors"]))
+    names = [s for s in SUBJECTS + ["gateway_nocache"] if s in subj]
+    raw = {}
+    for rnd in range(k["rounds"]):
+        shift = rnd % len(names)
+        for name in names[shift:] + names[:shift]:
+            ep = subj[name]["stream"]
+            r = lg.stream_run(ep.port, k["conns"], k["secs"],
+                              model="mock-paced", headers=ep.headers,
+                              raw=True, fixed=ep.fixed)
+            acc = raw.setdefault(name, {"ttft": [], "total": [],
+                                        "gaps": [], "errors": 0,
+                                        "streams": 0, "elapsed": 0.0,
+                                        "incomplete": 0, "cache": {}})
+            for key in ("ttft", "total", "gaps"):
+                acc[key].extend(r["raw"][key])
+            for key in ("errors", "streams", "incomplete"):
+                acc[key] += r[key]
+            acc["elapsed"] += r["elapsed"]
+            for c, n in r["cache"].items():
+                acc["cache"][c] = acc["cache"].get(c, 0) + n
+            say("stream r%d %-12s %6.1f streams/s  ttft p50 %.2f ms  "
+                "gap p50 %.2f p99 %.2f ms  err %d" % (
+                    rnd + 1, name, r["rps"], r["ttft_ms"] or -1,
+                    r["gap_p50_ms"] or -1, r["gap_p99_ms"] or -1,
+                    r["errors"]))
     out = {}
     for name in SUBJECTS + ["gateway_nocache"]:
         if name not in raw:
@@ -475,6 +478,20 @@ def scenario_stream(run):
     run.scenarios["stream"] = out
 
 
+def scenario_proxy(run, todo):
+    """overhead and stream share one stack: every subject in front of a
+    zero-think-time backend and a paced one."""
+    with run.stack("proxy") as st:
+        subj = checked_subjects(run, build_proxy_stack(
+            run, st, run.knobs["stream"]), stream="stream" in todo)
+        if "overhead" in todo:
+            say("== overhead")
+            scenario_overhead(run, subj)
+        if "stream" in todo:
+            say("== stream")
+            scenario_stream(run, subj)
+
+
 # ---- scenario: failover ---------------------------------------------------
 
 def failover_subject(run, st, name, a, b):
@@ -485,13 +502,13 @@ def failover_subject(run, st, name, a, b):
     if name == "mod_proxy":
         p = free_port()
         st.httpd("httpd", [(p, 'ProxyPass "/v1/" "balancer://be/v1/"')],
-                 MPM_PROXY, balancer("be", [a.port, b.port]))
+                 MPM_PROXY, balancer("be", [a.port, b.port], extra=RETRY))
         return [p], {}
     if name == "gateway_miss":
         p = free_port()
         st.httpd("httpd", [(p, gateway_vhost([("mock-small", "be")],
                                              cache_line(run)))],
-                 MPM_PROXY, balancer("be", [a.port, b.port]))
+                 MPM_PROXY, balancer("be", [a.port, b.port], extra=RETRY))
         return [p], {}
     if name == "nginx":
         p = free_port()
@@ -576,7 +593,7 @@ def model_names(n):
 def gateway_models_stack(run, st, name, members, models, cache_port=None):
     p = free_port()
     bal = balancer("models", [m.port for m in members],
-                   lbmethod=run.args.lbmethod)
+                   lbmethod=run.args.lbmethod, extra=RETRY)
     st.httpd(name, [(p, gateway_vhost([(m, "models") for m in models],
                                       cache_line(run, cache_port)))],
              MPM_PROXY, bal)
@@ -643,7 +660,8 @@ def scenario_switch(run):
             loads = 0
             for m in members:
                 try:
-                    _, _, b = lg.one_request(m.port, b"", path="/stats")
+                    _, _, b = lg.one_request(m.port, b"", path="/stats",
+                                             method="GET")
                 except Exception:               # noqa: BLE001
                     b = b"{}"
                 loads += json.loads(b or b"{}").get("loads", 0)
@@ -1086,21 +1104,30 @@ def main():
             run.profile, mach["cores"] or 0, mach["cpu"],
             mach["loadavg_start"]))
         todo = only or SCENARIOS
-        funcs = {"overhead": scenario_overhead, "stream": scenario_stream,
-                 "failover": scenario_failover, "switch": scenario_switch,
+        groups = []
+        both = [x for x in ("overhead", "stream") if x in todo]
+        if both:                                # one stack for the two
+            groups.append(("/".join(both), both,
+                           lambda: scenario_proxy(run, both)))
+        funcs = {"failover": scenario_failover, "switch": scenario_switch,
                  "memory": scenario_memory, "seed": scenario_seed}
         for name in SCENARIOS:
-            if name not in todo:
-                continue
+            if name in todo and name in funcs:
+                groups.append((name, [name],
+                               lambda f=funcs[name]: f(run)))
+        for label, scs, fn in groups:
             t0 = time.time()
-            say("== %s" % name)
+            if label not in ("overhead", "stream", "overhead/stream"):
+                say("== %s" % label)
             try:
-                funcs[name](run)
-            except StartError as e:
+                fn()
+            except Exception as e:              # noqa: BLE001
                 ok = False
-                run.note("scenario %s could not start: %s" % (name, e))
-                run.scenarios[name] = {s: None for s in SUBJECTS}
-            say("== %s done in %.0f s" % (name, time.time() - t0))
+                run.note("scenario %s could not start: %s" % (label, e))
+                for sc in scs:
+                    run.scenarios.setdefault(sc, {s: None
+                                                  for s in SUBJECTS})
+            say("== %s done in %.0f s" % (label, time.time() - t0))
         mach["loadavg_end"] = loadavg()
         res = write_results(run, mach, args.out)
         say("wrote %s.json and %s.md (%.0f s)" % (

@@ -207,12 +207,12 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def one_request(port, body, headers=None, path="/v1/chat/completions",
-                timeout=10.0):
-    """A single blocking POST; returns (status, headers, body)."""
+                timeout=10.0, method="POST"):
+    """A single blocking request; returns (status, headers, body)."""
     async def go():
         c = Conn(port, timeout)
         try:
-            return await c.request("POST", path,
+            return await c.request(method, path,
                                    dict(JSON_HEADERS, **(headers or {})),
                                    body)
         finally:

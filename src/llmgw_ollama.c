@@ -705,8 +705,8 @@ static int map_messages(apr_pool_t *p, const llmgw_json_t *in,
     return 0;
 }
 
-static int map_prompt(apr_pool_t *p, const llmgw_json_t *in,
-                      llmgw_json_t *out, llmgw_error_t *err)
+static int map_prompt(const llmgw_json_t *in, llmgw_json_t *out,
+                      llmgw_error_t *err)
 {
     llmgw_json_t *prompt = llmgw_json_getj(in, "prompt", NULL);
 
@@ -729,7 +729,6 @@ static int map_prompt(apr_pool_t *p, const llmgw_json_t *in,
         llmgw_json_setj(out, llmgw_json_getj(in, "suffix", NULL), "suffix",
                         NULL);
     }
-    (void)p;
     return 0;
 }
 
@@ -790,7 +789,7 @@ int llmgw_ollama_request(apr_pool_t *p, const llmgw_request_t *req,
         break;
     case LLMGW_EP_COMPLETIONS:
         *path = "/api/generate";
-        if ((rv = map_prompt(p, in, out, err)) != 0) {
+        if ((rv = map_prompt(in, out, err)) != 0) {
             return rv;
         }
         break;
@@ -1522,36 +1521,27 @@ static int front_tool_calls(apr_pool_t *p, const llmgw_json_t *m,
     return 0;
 }
 
-/* The id a tool message answers: its own, else the first open call
- * of its tool, else the first open call. */
+/* The id a tool message answers: its own, else that of the first open
+ * call of its tool, else (no name either) of the first open call. */
 static const char *front_call_id(apr_pool_t *p, const llmgw_json_t *m,
                                  apr_array_header_t *open, int *ncalls)
 {
     const char *id = llmgw_json_gets(m, "tool_call_id", NULL);
     const char *name = llmgw_json_gets(m, "tool_name", NULL);
-    open_call_t *hit = NULL;
+    open_call_t *c, *hit = NULL;
     int i;
 
-    for (i = 0; i < open->nelts; i++) {
-        open_call_t *c = &APR_ARRAY_IDX(open, i, open_call_t);
-
-        if (c->answered) {
-            continue;
-        }
-        if (id ? strcmp(c->id, id) == 0
-               : (name && strcmp(c->name, name) == 0)) {
-            hit = c;
-            break;
-        }
-        if (!hit && !id && !name) {
+    for (i = 0; i < open->nelts && !hit; i++) {
+        c = &APR_ARRAY_IDX(open, i, open_call_t);
+        if (!c->answered && (id ? strcmp(c->id, id) == 0
+                                : (name && strcmp(c->name, name) == 0))) {
             hit = c;
         }
     }
-    if (!hit && !id) {
-        for (i = 0; i < open->nelts && !hit; i++) {
-            open_call_t *c = &APR_ARRAY_IDX(open, i, open_call_t);
-
-            hit = c->answered ? NULL : c;
+    for (i = 0; i < open->nelts && !hit && !id; i++) {
+        c = &APR_ARRAY_IDX(open, i, open_call_t);
+        if (!c->answered) {
+            hit = c;
         }
     }
     if (hit) {
@@ -1644,8 +1634,8 @@ static int front_messages(apr_pool_t *p, const llmgw_json_t *in,
     return 0;
 }
 
-static int front_generate(apr_pool_t *p, const llmgw_json_t *in,
-                          llmgw_json_t *out, llmgw_error_t *err)
+static int front_generate(const llmgw_json_t *in, llmgw_json_t *out,
+                          llmgw_error_t *err)
 {
     const char *prompt = llmgw_json_gets(in, "prompt", NULL);
     const char *system = llmgw_json_gets(in, "system", NULL);
@@ -1669,7 +1659,6 @@ static int front_generate(apr_pool_t *p, const llmgw_json_t *in,
         llmgw_json_setj(out, llmgw_json_getj(in, "suffix", NULL), "suffix",
                         NULL);
     }
-    (void)p;
     return 0;
 }
 
@@ -1749,7 +1738,7 @@ int llmgw_ollama_front_request(apr_pool_t *p, llmgw_ollama_ep_t oep,
         }
         break;
     case LLMGW_OLLAMA_EP_GENERATE:
-        rv = front_generate(p, in, out, err);
+        rv = front_generate(in, out, err);
         break;
     default:
         rv = front_embed(oep, in, out, err);

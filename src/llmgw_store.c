@@ -1,4 +1,4 @@
-/* llmgw_store: memcached (apr_memcache, one client per child, keys spread
+/* llmgw_store: memcached (llmgw_memcache, one client per child, keys spread
  * over the servers) and shmcb (httpd's shared-memory socache). A store that
  * fails is logged at most every 10 s and the request goes on without it. */
 #include <httpd.h>
@@ -43,82 +43,44 @@ static apr_status_t parse_size(const char *arg, apr_size_t *out)
 static apr_status_t mc_child_init(llmgw_store_t *st, apr_pool_t *p,
                                   server_rec *s)
 {
-    char *list = apr_pstrdup(p, st->servers), *last, *hp;
-    int threads = 1, n = 0;
-    apr_status_t rv;
+    int threads = 1;
 
+    /* Idle connections: at most one per thread that may want one. */
     ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
-    for (hp = list; *hp; hp++) {
-        n += *hp == ',';
-    }
-    rv = apr_memcache_create(p, (apr_uint16_t)(n + 1), 0, &st->mc);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    for (hp = apr_strtok(list, ",", &last); hp;
-         hp = apr_strtok(NULL, ",", &last)) {
-        char *host, *scope;
-        apr_port_t port;
-        apr_memcache_server_t *ms;
+    return llmgw_mc_create(p, st->servers, st->timeout,
+                           apr_time_from_sec(2), threads > 0 ? threads : 1,
+                           &st->mc);
+}
 
-        rv = apr_parse_addr_port(&host, &scope, &port, hp, p);
-        if (rv != APR_SUCCESS || !host) {
-            return rv ? rv : APR_EINVAL;
-        }
-        /* min 0: connect lazily; one connection per thread at most. Idle
-         * connections expire after 3 s: apr_memcache retries a dead server
-         * every 5 s, and must then find fresh connections, not ones to the
-         * memcached that went away. */
-        rv = apr_memcache_server_create(p, host, port ? port : 11211, 0, 1,
-                                        threads > 0 ? threads : 1,
-                                        apr_time_from_sec(3), &ms);
-        if (rv == APR_SUCCESS) {
-            rv = apr_memcache_add_server(st->mc, ms);
-        }
-        if (rv != APR_SUCCESS) {
-            return rv;
-        }
-    }
-    return APR_SUCCESS;
+static const char *mc_key(apr_pool_t *p, const char *key)
+{
+    return apr_pstrcat(p, KEY_PREFIX, key, NULL);
 }
 
 static apr_status_t mc_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
                            char **val, apr_size_t *len)
 {
-    if (!st->mc) {
-        return APR_EINIT;
-    }
-    return apr_memcache_getp(st->mc, p, apr_pstrcat(p, KEY_PREFIX, key, NULL),
-                             val, len, NULL);
+    return st->mc ? llmgw_mc_get(st->mc, p, mc_key(p, key), val, len)
+                  : APR_EINIT;
 }
 
 static apr_status_t mc_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
                            const char *val, apr_size_t len, apr_uint32_t ttl)
 {
-    if (!st->mc) {
-        return APR_EINIT;
-    }
-    return apr_memcache_set(st->mc, apr_pstrcat(p, KEY_PREFIX, key, NULL),
-                            (char *)val, len, ttl, 0);
+    return st->mc ? llmgw_mc_set(st->mc, mc_key(p, key), val, len, ttl)
+                  : APR_EINIT;
 }
 
 static apr_status_t mc_add(llmgw_store_t *st, apr_pool_t *p, const char *key,
                            const char *val, apr_size_t len, apr_uint32_t ttl)
 {
-    if (!st->mc) {
-        return APR_EINIT;
-    }
-    return apr_memcache_add(st->mc, apr_pstrcat(p, KEY_PREFIX, key, NULL),
-                            (char *)val, len, ttl, 0);
+    return st->mc ? llmgw_mc_add(st->mc, mc_key(p, key), val, len, ttl)
+                  : APR_EINIT;
 }
 
 static apr_status_t mc_del(llmgw_store_t *st, apr_pool_t *p, const char *key)
 {
-    if (!st->mc) {
-        return APR_EINIT;
-    }
-    return apr_memcache_delete(st->mc, apr_pstrcat(p, KEY_PREFIX, key, NULL),
-                               0);
+    return st->mc ? llmgw_mc_delete(st->mc, mc_key(p, key)) : APR_EINIT;
 }
 
 static const llmgw_store_ops_t memcache_ops = {
@@ -278,6 +240,7 @@ const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
         }
         st->ops = &memcache_ops;
         st->servers = argv[1];
+        st->timeout = apr_time_from_msec(LLMGW_DEFAULT_MC_TIMEOUT_MS);
         /* memcached's default item limit is 1 MB, key and flags included */
         st->max_item = 1000 * 1000;
         i = 2;
@@ -302,6 +265,10 @@ const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
         if (strncasecmp(argv[i], "ttl=", 4) == 0) {
             st->ttl = (apr_uint32_t)n;
         }
+        else if (strncasecmp(argv[i], "timeout=", 8) == 0
+                 && st->ops == &memcache_ops) {
+            st->timeout = apr_time_from_msec(n);
+        }
         else if (strncasecmp(argv[i], "max-item=", 9) == 0) {
             st->max_item = n;
         }
@@ -311,8 +278,8 @@ const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
         }
         else {
             return apr_psprintf(p, "LLMCache: unknown option '%s' (ttl=, "
-                                "max-item=%s)", argv[i],
-                                st->ops == &shm_ops ? ", size=" : "");
+                                "max-item=, %s)", argv[i],
+                                st->ops == &shm_ops ? "size=" : "timeout=");
         }
     }
     if (st->ops == &shm_ops && st->max_item > st->shm_size / 8) {

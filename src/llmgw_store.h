@@ -1,13 +1,14 @@
-/* llmgw_store: one small interface for the shared stores (memcached via
- * apr_memcache, or httpd's shmcb socache on one node), picked by LLMCache. */
+/* llmgw_store: one small interface for the shared stores (memcached, or
+ * httpd's shmcb socache on one node), picked by LLMCache. */
 #ifndef LLMGW_STORE_H
 #define LLMGW_STORE_H
 
 #include <httpd.h>
 #include <http_config.h>
 #include <apr_global_mutex.h>
-#include <apr_memcache.h>
 #include <ap_socache.h>
+
+#include "llmgw_memcache.h"
 
 typedef struct llmgw_store llmgw_store_t;
 
@@ -40,7 +41,8 @@ struct llmgw_store {
     const char *file;           /* where LLMCache stands */
     int line;
     server_rec *s;
-    apr_memcache_t *mc;         /* per child */
+    apr_interval_time_t timeout; /* memcache: per operation */
+    llmgw_mc_t *mc;             /* per child */
     ap_socache_provider_t *sc;
     ap_socache_instance_t *sci;
     apr_global_mutex_t *mutex;  /* shmcb is not safe across processes */
@@ -49,6 +51,7 @@ struct llmgw_store {
 
 #define LLMGW_STORE_MUTEX "llmgw-cache"
 #define LLMGW_DEFAULT_TTL 3600
+#define LLMGW_DEFAULT_MC_TIMEOUT_MS 250
 #define LLMGW_DEFAULT_SHM_SIZE (16 * 1024 * 1024)
 
 /* Builds a store from "LLMCache memcache|shm ARGS..."; NULL on success. */

@@ -1,6 +1,8 @@
 # The response cache as clients see it: X-LLM-Cache MISS/HIT/BYPASS, keys that
 # change with every parameter, stream<->plain hits, TTL, size limit, policies,
 # Cache-Control, the shm default, and memcached going away and coming back.
+import os
+import signal
 import threading
 import time
 
@@ -384,3 +386,29 @@ def test_shm_coalesces_across_children(gw_shm, mocks, uniq):
     assert all(r.status == 200 for r in results), results
     assert len({r.body for r in results}) == 1
     assert generations(mocks) == before + 1
+
+
+def test_stalled_memcached_costs_a_bounded_wait(gw_cache, memcached, uniq):
+    # A memcached that accepts but never answers (SIGSTOP): each request waits
+    # at most the store timeout (250 ms) once, then skips the store.
+    body = det(uniq)
+    ask(gw_cache, body)
+    os.kill(memcached.proc.pid, signal.SIGSTOP)
+    try:
+        took = []
+        for _ in range(6):
+            t0 = time.monotonic()
+            r = gw_cache.post(CHAT, body, timeout=10)
+            took.append(time.monotonic() - t0)
+            assert r.status == 200, r.body
+        assert max(took) < 2.0, took
+    finally:
+        os.kill(memcached.proc.pid, signal.SIGCONT)
+    deadline = time.time() + 10
+    state = None
+    while time.time() < deadline:
+        state = ask(gw_cache, body).header("X-LLM-Cache")
+        if state == "HIT":
+            break
+        time.sleep(0.3)
+    assert state == "HIT"

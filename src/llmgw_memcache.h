@@ -1,0 +1,30 @@
+/* llmgw_memcache: a small memcached client (text protocol) with a timeout on
+ * every operation; apr_memcache has none, and a stalled memcached must not
+ * stall the gateway. APR only, no httpd. */
+#ifndef LLMGW_MEMCACHE_H
+#define LLMGW_MEMCACHE_H
+
+#include <apr_pools.h>
+#include <apr_time.h>
+
+typedef struct llmgw_mc llmgw_mc_t;
+
+/* servers: "host:port[,host:port...]". Keys go to one server by hash. A
+ * server that fails or times out is skipped for 'retry' before it is tried
+ * again; meanwhile its operations fail at once. */
+apr_status_t llmgw_mc_create(apr_pool_t *p, const char *servers,
+                             apr_interval_time_t timeout,
+                             apr_interval_time_t retry, int max_idle,
+                             llmgw_mc_t **mc);
+
+/* APR_NOTFOUND on a miss; *val is allocated from p. */
+apr_status_t llmgw_mc_get(llmgw_mc_t *mc, apr_pool_t *p, const char *key,
+                          char **val, apr_size_t *len);
+apr_status_t llmgw_mc_set(llmgw_mc_t *mc, const char *key, const char *val,
+                          apr_size_t len, apr_uint32_t ttl);
+/* APR_EEXIST when the key is there already. */
+apr_status_t llmgw_mc_add(llmgw_mc_t *mc, const char *key, const char *val,
+                          apr_size_t len, apr_uint32_t ttl);
+apr_status_t llmgw_mc_delete(llmgw_mc_t *mc, const char *key);
+
+#endif
