@@ -5,7 +5,9 @@
 #include <http_protocol.h>
 #include <http_request.h>
 
+#include "llmgw_answer.h"
 #include "llmgw_config.h"
+#include "llmgw_output.h"
 #include "llmgw_proxy.h"
 
 static void register_hooks(apr_pool_t *p)
@@ -26,7 +28,8 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_handler(llmgw_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_insert_error_filter(llmgw_insert_error_filter, NULL, NULL,
                                 APR_HOOK_MIDDLE);
-    llmgw_proxy_register_filters();
+    llmgw_proxy_register();
+    llmgw_output_register();
 }
 
 AP_DECLARE_MODULE(llm_gateway) = {

@@ -57,7 +57,7 @@ PROFILES = {
                      "restart_after": 1.0, "ttft_ms": 20},
         "switch": {"conns": 8, "secs": 3, "slots": 1, "load_ms": 200,
                    "gen_ms": 50, "per_token_ms": 1, "models": 3},
-        "memory": {"streams": 200, "ramp_s": 0.5},
+        "memory": {"streams": 200, "ramp_s": 0.5, "settle_s": 0.5},
         "seed": {"conns": 8, "secs": 5, "kill_at": 2.0,
                  "restart_after": 1.0},
     },
@@ -70,7 +70,7 @@ PROFILES = {
                      "restart_after": 3.0, "ttft_ms": 20},
         "switch": {"conns": 8, "secs": 10, "slots": 1, "load_ms": 200,
                    "gen_ms": 50, "per_token_ms": 1, "models": 3},
-        "memory": {"streams": 1000, "ramp_s": 3.0},
+        "memory": {"streams": 1000, "ramp_s": 3.0, "settle_s": 1.0},
         "seed": {"conns": 8, "secs": 20, "kill_at": 8.0,
                  "restart_after": 3.0},
     },
@@ -334,7 +334,8 @@ def check_subject(run, name, ends, stream=True):
         if stream:
             se = ends["stream"]
             r = lg.stream_run(se.port, 1, 10, model="mock-paced",
-                              headers=se.headers, max_requests=1)
+                              headers=se.headers, max_requests=1,
+                              max_tokens=3)
             if r["streams"] != 1:
                 return "the stream did not deliver tokens (%d errors)" \
                     % r["errors"]
@@ -542,8 +543,8 @@ def scenario_failover(run):
              "the two members, as without a gateway")
     out = {}
     names = ["direct", "mod_proxy", "nginx", "portkey", "gateway_miss"]
-    for name in SUBJECTS:
-        if name not in names or name in run.absent:
+    for name in names:
+        if name in run.absent:
             out[name] = None
             continue
         with run.stack("failover-" + name) as st:
@@ -643,10 +644,7 @@ def scenario_switch(run):
             yield lg.chat_body(models[z.draw()], "Switch %d-%d" % (i, n),
                                max_tokens=16)
 
-    for name in SUBJECTS:
-        if name not in ("direct", "gateway_miss"):
-            out[name] = None
-            continue
+    for name in ("direct", "gateway_miss"):
         with run.stack("switch-" + name) as st:
             members = [st.modelsrv("msrv-%d" % i, k["slots"], k["load_ms"],
                                    k["gen_ms"], k["per_token_ms"])
@@ -714,10 +712,7 @@ def scenario_seed(run):
             yield prompts[z.draw()]
 
     out = {}
-    for name in SUBJECTS:
-        if name not in ("direct", "gateway_miss", "gateway_hit"):
-            out[name] = None
-            continue
+    for name in ("direct", "gateway_miss", "gateway_hit"):
         if name == "gateway_hit" and not (run.cache and run.cache["ok"]):
             out[name] = None
             continue
@@ -763,9 +758,8 @@ def scenario_memory(run):
              "subject's processes (httpd: parent and children) idle and "
              "with every stream past its first token")
     out = {}
-    for name in SUBJECTS:
-        if name not in ("mod_proxy", "nginx", "portkey", "gateway_miss") \
-                or name in run.absent:
+    for name in ("mod_proxy", "nginx", "portkey", "gateway_miss"):
+        if name in run.absent:
             out[name] = None
             continue
         with run.stack("memory-" + name) as st:
@@ -791,7 +785,7 @@ def scenario_memory(run):
                 run.mark_absent(name, str(e))
                 out[name] = None
                 continue
-            time.sleep(1.0)
+            time.sleep(k["settle_s"])
             root = proc.pid
 
             def sample():
@@ -802,7 +796,7 @@ def scenario_memory(run):
                         "procs": len(pids)}
             idle = sample()
             r = lg.hold_streams(p, n, headers=hdrs, ramp_s=k["ramp_s"],
-                                sample=sample)
+                                settle_s=k["settle_s"], sample=sample)
         busy = r["sample"] or {}
         t = r["ttft"]
         d = {"rps": None, "p50_ms": lg.median(t), "p99_ms": lg.pct(t, 99),
@@ -912,15 +906,14 @@ def machine():
         "kernel": platform.release(),
         "os": osname,
         "apache2": first(cmd_out(["/usr/sbin/apache2", "-v"]),
-                         r"Server version: (\S+)"),
+                         r"Server version: Apache/(\S+)"),
         "nginx": first(cmd_out(["nginx", "-v"]) if shutil.which("nginx")
-                       else None, r"nginx version: (\S+)"),
-        "portkey": ("@portkey-ai/gateway " + portkey_version())
-        if portkey_version() else None,
+                       else None, r"nginx version: nginx/(\S+)"),
+        "portkey": portkey_version(),
         "node": cmd_out(["node", "--version"]) if shutil.which("node")
         else None,
-        "wrk": first(cmd_out(["wrk", "--version"]), r"^(wrk \S+)"),
-        "memcached": first(cmd_out(["memcached", "-V"])),
+        "wrk": first(cmd_out(["wrk", "--version"]), r"^wrk (?:debian/)?(\S+)"),
+        "memcached": first(cmd_out(["memcached", "-V"]), r"memcached (\S+)"),
         "python": platform.python_version(),
         "gateway_commit": (head + ("+local changes" if dirty else ""))
         if head else None,
@@ -1001,6 +994,13 @@ def targets(run):
             .get("rps"), rps("mod_proxy")),
         "mod_proxy_added_p99_ms": diff(c1("mod_proxy", "p99_ms"),
                                        c1("direct", "p99_ms")),
+        "gateway_nocache_added_p99_ms": diff(
+            ((((ov.get("gateway_miss") or {}).get("without_cache") or {})
+              .get("by_concurrency") or {}).get("1") or {}).get("p99_ms"),
+            c1("direct", "p99_ms")),
+        "gateway_nocache_ttft_overhead_ms": diff(
+            ((stm.get("gateway_miss") or {}).get("without_cache") or {})
+            .get("ttft_ms"), (stm.get("direct") or {}).get("ttft_ms")),
         "mod_proxy_ttft_overhead_ms": diff(
             (stm.get("mod_proxy") or {}).get("ttft_ms"),
             (stm.get("direct") or {}).get("ttft_ms")),

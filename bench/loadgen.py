@@ -269,7 +269,7 @@ async def _stream_once(conn, path, headers, body):
 
 def stream_run(port, conns, secs, model="mock-small", headers=None,
                path="/v1/chat/completions", max_requests=None, raw=False,
-               fixed=False):
+               fixed=False, max_tokens=None):
     """Closed loop of streamed chat completions for secs seconds with
     conns connections. Returns rps (streams/s), latency of whole streams,
     time to first token, and the gaps between tokens."""
@@ -284,7 +284,8 @@ def stream_run(port, conns, secs, model="mock-small", headers=None,
             budget[0] -= 1
             n += 1
             body = chat_body(model, "Stream, please." if fixed else
-                             "Stream %d-%d, please." % (i, n), stream=True)
+                             "Stream %d-%d, please." % (i, n), stream=True,
+                             max_tokens=max_tokens)
             try:
                 st, rh, timer, t0, t1 = await _stream_once(conn, path, hdrs,
                                                            body)

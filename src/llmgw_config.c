@@ -173,12 +173,17 @@ static const char *set_backend(cmd_parms *cmd, void *dummy, int argc,
 
         if (strncasecmp(argv[i], "dialect=", 8) == 0) {
             val = argv[i] + 8;
-            if (strcasecmp(val, "openai") != 0) {
-                return apr_psprintf(cmd->pool, "LLMBackend: unknown "
-                                    "dialect '%s' (supported: openai)",
-                                    val);
+            if (strcasecmp(val, "openai") == 0) {
+                route->dialect = "openai";
             }
-            route->dialect = "openai";
+            else if (strcasecmp(val, "ollama") == 0) {
+                route->dialect = "ollama";
+            }
+            else {
+                return apr_psprintf(cmd->pool, "LLMBackend: unknown "
+                                    "dialect '%s' (supported: openai, "
+                                    "ollama)", val);
+            }
         }
         else {
             return apr_psprintf(cmd->pool, "LLMBackend: unknown option "
@@ -349,12 +354,15 @@ static const char *set_api(cmd_parms *cmd, void *dconf, const char *arg)
     if (strcasecmp(arg, "openai") == 0) {
         conf->api = LLMGW_API_OPENAI;
     }
+    else if (strcasecmp(arg, "ollama") == 0) {
+        conf->api = LLMGW_API_OLLAMA;
+    }
     else if (strcasecmp(arg, "off") == 0) {
         conf->api = LLMGW_API_OFF;
     }
     else {
         return apr_psprintf(cmd->pool, "LLMApi: unknown API '%s' "
-                            "(supported: openai, off)", arg);
+                            "(supported: openai, ollama, off)", arg);
     }
     /* A plain <Location> path lets us find the endpoint below it. */
     conf->prefix = (cmd->path && cmd->path[0] == '/') ? cmd->path : NULL;
@@ -366,7 +374,7 @@ const command_rec llmgw_cmds[] = {
                      "<LLMRoute model-or-glob [alias ...]> ... "
                      "</LLMRoute>: where requests for these models go"),
     AP_INIT_TAKE_ARGV("LLMBackend", set_backend, NULL, RSRC_CONF,
-                      "balancer://NAME [dialect=openai]: the mod_proxy "
+                      "balancer://NAME [dialect=openai|ollama]: the mod_proxy "
                       "balancer serving this route"),
     AP_INIT_TAKE1("LLMUpstreamModel", set_upstream_model, NULL, RSRC_CONF,
                   "the model name sent to the backend"),
@@ -385,7 +393,7 @@ const command_rec llmgw_cmds[] = {
     AP_INIT_TAKE1("LLMMaxRequestBody", set_max_body, NULL, RSRC_CONF,
                   "largest accepted request body (bytes, or with K/M)"),
     AP_INIT_TAKE1("LLMApi", set_api, NULL, ACCESS_CONF,
-                  "openai | off: the client API served here"),
+                  "openai | ollama | off: the client API served here"),
     { NULL }
 };
 

@@ -18,7 +18,8 @@
 typedef enum {
     LLMGW_API_UNSET = -1,
     LLMGW_API_OFF = 0,
-    LLMGW_API_OPENAI = 1
+    LLMGW_API_OPENAI = 1,
+    LLMGW_API_OLLAMA = 2
 } llmgw_api_t;
 
 typedef struct {

@@ -1,0 +1,547 @@
+/* llmgw_output: the answer on its way back. Plain JSON passes untouched
+ * (usage read at the end); streams are framed event by event; answers in
+ * another dialect or for another API are translated; good answers are
+ * recorded for the cache and published to coalesced followers. */
+#include <string.h>
+
+#include <httpd.h>
+#include <apr_escape.h>
+#include <apr_strings.h>
+#include <http_core.h>
+#include <http_log.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <util_filter.h>
+
+#include "llmgw_answer.h"
+#include "llmgw_output.h"
+
+APLOG_USE_MODULE(llm_gateway);
+
+/* Response bytes kept to find "usage" in: it is the last member of an
+ * OpenAI body, followed at most by a few small fields. */
+#define LLMGW_TAIL_SIZE 8192
+/* The largest answer held whole for translation. */
+#define LLMGW_MAX_WHOLE (64 * 1024 * 1024)
+
+static ap_filter_rec_t *out_filter_handle;
+static ap_filter_rec_t *error_filter_handle;
+
+/* Each chunk of a stream being recorded or led: to the record, and to the
+ * followers tailing this generation. */
+static void on_chunk(void *baton, const char *data, apr_size_t len)
+{
+    llmgw_req_t *ctx = baton;
+
+    if (ctx->rec) {
+        llmgw_record_add_chunk(ctx->rec, data, len);
+    }
+    if (ctx->co) {
+        llmgw_coalesce_put(ctx->co, data, len);
+    }
+}
+
+/* Once the answer went out (the client never waits for this): store it,
+ * then tell the followers, who look for it in the cache. */
+static void settle(request_rec *r, llmgw_req_t *ctx)
+{
+    const char *text;
+    apr_size_t len;
+
+    if (!ctx->finished || ctx->settled) {
+        return;
+    }
+    ctx->settled = 1;
+    if (ctx->rec && ctx->complete) {
+        text = llmgw_record_serialize(ctx->rec, &len);
+        if (text) {
+            llmgw_store_set(ctx->store, r, ctx->cache_key, text, len, 0);
+        }
+    }
+    if (ctx->co) {
+        llmgw_coalesce_end(ctx->co, ctx->complete);
+    }
+}
+
+static void keep_tail(llmgw_req_t *ctx, apr_pool_t *p, const char *data,
+                      apr_size_t n)
+{
+    if (!ctx->tail) {
+        ctx->tail = apr_palloc(p, LLMGW_TAIL_SIZE);
+    }
+    if (n >= LLMGW_TAIL_SIZE) {
+        memcpy(ctx->tail, data + n - LLMGW_TAIL_SIZE, LLMGW_TAIL_SIZE);
+        ctx->tail_len = LLMGW_TAIL_SIZE;
+        return;
+    }
+    if (ctx->tail_len + n > LLMGW_TAIL_SIZE) {
+        apr_size_t drop = ctx->tail_len + n - LLMGW_TAIL_SIZE;
+
+        memmove(ctx->tail, ctx->tail + drop, ctx->tail_len - drop);
+        ctx->tail_len -= drop;
+    }
+    memcpy(ctx->tail + ctx->tail_len, data, n);
+    ctx->tail_len += n;
+}
+
+static apr_status_t keep_bucket(llmgw_req_t *ctx, apr_pool_t *p,
+                                apr_bucket *e)
+{
+    const char *data;
+    apr_size_t n;
+    apr_status_t rv = apr_bucket_read(e, &data, &n, APR_BLOCK_READ);
+
+    if (rv == APR_SUCCESS) {
+        keep_tail(ctx, p, data, n);
+    }
+    return rv;
+}
+
+/* The id of an OpenAI answer we build from another dialect's. */
+static const char *answer_id(request_rec *r, llmgw_req_t *ctx)
+{
+    unsigned char rnd[12];
+
+    if (apr_generate_random_bytes(rnd, sizeof(rnd)) != APR_SUCCESS) {
+        memset(rnd, 0, sizeof(rnd));
+    }
+    return apr_pstrcat(r->pool, ctx->ep == LLMGW_EP_COMPLETIONS
+                                    ? "cmpl-" : "chatcmpl-",
+                       apr_pescape_hex(r->pool, rnd, sizeof(rnd), 0), NULL);
+}
+
+static int is_type(request_rec *r, const char *type)
+{
+    return r->content_type
+           && strncasecmp(r->content_type, type, strlen(type)) == 0;
+}
+
+static void decide_mode(request_rec *r, llmgw_req_t *ctx)
+{
+    int translate = ctx->backend_ollama || !llmgw_front_is_openai(ctx->front);
+
+    if (r->status != HTTP_OK) {
+        ctx->rec = NULL;            /* only good answers are cached */
+    }
+    if (r->status >= 400) {
+        /* A backend's own error passes as it is, unless it must be put in
+         * the client's shape. */
+        ctx->out = translate ? OUT_WHOLE : OUT_PASS;
+        return;
+    }
+    if (is_type(r, "text/event-stream")
+        || (ctx->backend_ollama && is_type(r, "application/x-ndjson"))) {
+        ctx->out = OUT_SSE;
+        ctx->sse = llmgw_sse_create(r->pool, ctx->strip_usage);
+        if (ctx->rec || ctx->co) {
+            ctx->sse->on_data = on_chunk;
+            ctx->sse->baton = ctx;
+        }
+        if (ctx->backend_ollama) {
+            /* Usage always: the framer takes it out again if unasked. */
+            ctx->from_ollama = llmgw_ollama_sse_create(
+                r->pool, ctx->ep, answer_id(r, ctx), ctx->req.model,
+                apr_time_sec(r->request_time), 1);
+        }
+        ap_set_content_type(r, llmgw_front_stream_type(ctx->front));
+        apr_table_unset(r->headers_out, "Content-Length");
+        /* Compression would hold tokens back until a block fills. */
+        apr_table_setn(r->subprocess_env, "no-gzip", "1");
+        return;
+    }
+    ctx->out = translate ? OUT_WHOLE : OUT_JSON;
+}
+
+/* Ends a stream: a clean end passes on what is left; a broken one gets
+ * an error tail in the client's shape instead of the cut-off event. */
+static void finish_sse(request_rec *r, llmgw_req_t *ctx,
+                       apr_bucket_brigade *out, const char *why)
+{
+    llmgw_error_t err;
+    const char *tail;
+    apr_size_t n;
+
+    /* Once: a broken backend sends an error bucket, then EOS. */
+    if (ctx->stream_ended) {
+        return;
+    }
+    ctx->stream_ended = 1;
+    llmgw_set_usage_notes(r, &ctx->sse->usage);
+    if (ctx->sse->done && !why) {
+        /* An Ollama error line was already turned into an error end. */
+        ctx->complete = !(ctx->from_ollama && ctx->from_ollama->failed);
+        if ((n = llmgw_front_stream_end(ctx->front, &tail)) != 0) {
+            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_heap_create(
+                                             tail, n, NULL,
+                                             out->bucket_alloc));
+        }
+        if (!ctx->complete) {
+            apr_table_setn(r->notes, "llm-error", "upstream_error");
+        }
+        return;
+    }
+    llmgw_error_set(&err, HTTP_BAD_GATEWAY, "server_error", NULL,
+                    "upstream_stream_error",
+                    apr_psprintf(r->pool, "The backend stream failed "
+                                 "before it completed: %s.",
+                                 why ? why : "it ended without [DONE]"));
+    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, LLMGW_LOGNO(0101)
+                  "stream for model %s via %s broke after %d events: %s",
+                  ctx->req.model, ctx->route->balancer, ctx->sse->events,
+                  err.message);
+    tail = llmgw_front_stream_error(ctx->front, ctx->sse, &err, &n);
+    APR_BRIGADE_INSERT_TAIL(out, apr_bucket_heap_create(tail, n, NULL,
+                                                        out->bucket_alloc));
+    apr_table_setn(r->notes, "llm-error", "upstream_stream_error");
+}
+
+/* Backend bytes of a stream through every stage: Ollama's NDJSON to SSE,
+ * the OpenAI framer (usage, recording, followers), the client's shape. */
+static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
+                         apr_size_t n, int end, apr_bucket_brigade *out)
+{
+    const char *sse, *ready, *client;
+    apr_size_t nsse, nready, nclient;
+    int had_output = ctx->sse->content_events;
+
+    if (ctx->from_ollama) {
+        nsse = end ? llmgw_ollama_sse_end(ctx->from_ollama, &sse)
+                   : llmgw_ollama_sse_feed(ctx->from_ollama, data, n, &sse);
+    }
+    else {
+        sse = data;
+        nsse = n;
+    }
+    if (!nsse) {
+        return;
+    }
+    nready = llmgw_sse_feed(ctx->sse, sse, nsse, &ready);
+    if (!had_output && ctx->sse->content_events) {
+        llmgw_set_ttft_note(r);
+    }
+    if (!nready) {
+        return;
+    }
+    nclient = llmgw_front_stream(ctx->front, ready, nready, &client);
+    if (nclient) {
+        /* A copy: the framer's buffer is reused by the next read. */
+        APR_BRIGADE_INSERT_TAIL(out, apr_bucket_heap_create(
+                                         client, nclient, NULL,
+                                         out->bucket_alloc));
+    }
+}
+
+static apr_status_t watch_stream(ap_filter_t *f, llmgw_req_t *ctx,
+                                 apr_bucket_brigade *bb)
+{
+    request_rec *r = f->r;
+    apr_bucket *e, *next;
+    apr_status_t rv;
+
+    if (!ctx->bb) {
+        ctx->bb = apr_brigade_create(r->pool, f->c->bucket_alloc);
+    }
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = next) {
+        const char *data;
+        apr_size_t n;
+
+        next = APR_BUCKET_NEXT(e);
+        if (APR_BUCKET_IS_EOS(e)) {
+            if (ctx->from_ollama && !ctx->stream_ended) {
+                stream_bytes(r, ctx, NULL, 0, 1, ctx->bb);
+            }
+            finish_sse(r, ctx, ctx->bb, NULL);
+            ctx->finished = 1;
+            APR_BUCKET_REMOVE(e);
+            APR_BRIGADE_INSERT_TAIL(ctx->bb, e);
+            break;
+        }
+        if (AP_BUCKET_IS_ERROR(e)) {
+            /* mod_proxy's "backend broke": end the stream well-formed. */
+            finish_sse(r, ctx, ctx->bb, "the connection to the backend "
+                       "failed");
+            apr_bucket_delete(e);
+            continue;
+        }
+        if (APR_BUCKET_IS_METADATA(e)) {
+            APR_BUCKET_REMOVE(e);
+            APR_BRIGADE_INSERT_TAIL(ctx->bb, e);
+            continue;
+        }
+        if (!ctx->stream_ended) {   /* nothing may follow the end */
+            rv = apr_bucket_read(e, &data, &n, APR_BLOCK_READ);
+            if (rv != APR_SUCCESS) {
+                return rv;
+            }
+            stream_bytes(r, ctx, data, n, 0, ctx->bb);
+        }
+        apr_bucket_delete(e);
+    }
+    rv = ap_pass_brigade(f->next, ctx->bb);
+    apr_brigade_cleanup(ctx->bb);
+    apr_brigade_cleanup(bb);
+    return rv;
+}
+
+/* Copies a plain answer being recorded; 0 when it outgrows the store. */
+static int copy_answer(llmgw_req_t *ctx, apr_pool_t *p, const char *data,
+                       apr_size_t n)
+{
+    apr_size_t max = ctx->store->max_item;
+
+    if (ctx->copy_len + n > max) {
+        return 0;
+    }
+    if (!ctx->copy) {
+        ctx->copy = apr_palloc(p, max);
+    }
+    memcpy(ctx->copy + ctx->copy_len, data, n);
+    ctx->copy_len += n;
+    return 1;
+}
+
+/* A plain JSON answer passes untouched; we read its usage at the end. Every
+ * data bucket but the last goes to the tail at once; a small answer comes
+ * whole with its EOS, and then usage is read from its one bucket with no
+ * copy at all. An answer being recorded is copied whole instead. */
+static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
+                               apr_bucket_brigade *bb)
+{
+    apr_bucket *e, *last = NULL;
+    const char *data;
+    apr_size_t n;
+    apr_status_t rv;
+    llmgw_usage_t u = { 0 };
+
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+         e = APR_BUCKET_NEXT(e)) {
+        if (APR_BUCKET_IS_EOS(e)) {
+            ctx->finished = 1;
+            break;
+        }
+        if (APR_BUCKET_IS_METADATA(e)) {
+            continue;
+        }
+        if (ctx->rec) {
+            if ((rv = apr_bucket_read(e, &data, &n, APR_BLOCK_READ))) {
+                return rv;
+            }
+            if (!copy_answer(ctx, r->pool, data, n)) {
+                /* Too big to cache: carry on as for any answer. */
+                keep_tail(ctx, r->pool, ctx->copy, ctx->copy_len);
+                keep_tail(ctx, r->pool, data, n);
+                ctx->rec = NULL;
+            }
+            continue;
+        }
+        if (last && (rv = keep_bucket(ctx, r->pool, last))) {
+            return rv;
+        }
+        last = e;
+    }
+    if (ctx->rec) {
+        if (ctx->finished) {
+            llmgw_usage_find(r->pool, ctx->copy, ctx->copy_len, &u);
+            llmgw_record_set_response(ctx->rec, ctx->copy, ctx->copy_len);
+            ctx->complete = 1;
+        }
+    }
+    else if (ctx->finished && last && !ctx->tail_len) {
+        if (apr_bucket_read(last, &data, &n, APR_BLOCK_READ)
+            == APR_SUCCESS) {
+            llmgw_usage_find(r->pool, data, n, &u);
+        }
+    }
+    else {
+        if (last && (rv = keep_bucket(ctx, r->pool, last))) {
+            return rv;
+        }
+        if (ctx->finished) {
+            llmgw_usage_find(r->pool, ctx->tail, ctx->tail_len, &u);
+        }
+    }
+    llmgw_set_usage_notes(r, &u);
+    return APR_SUCCESS;
+}
+
+/* A body to translate: held whole, then turned into OpenAI (from an
+ * Ollama backend), watched as any answer, and put in the client's shape. */
+static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
+                                apr_bucket_brigade *bb)
+{
+    request_rec *r = f->r;
+    apr_bucket *e;
+    apr_off_t held = 0;
+    const char *out;
+    char *body;
+    apr_size_t len, olen;
+    apr_status_t rv;
+    llmgw_usage_t u = { 0 };
+    int status = r->status;
+
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+         e = APR_BUCKET_NEXT(e)) {
+        if (APR_BUCKET_IS_EOS(e)) {
+            ctx->finished = 1;
+            break;
+        }
+    }
+    if (!ctx->bb) {
+        ctx->bb = apr_brigade_create(r->pool, f->c->bucket_alloc);
+    }
+    if (!ctx->finished) {
+        rv = ap_save_brigade(f, &ctx->bb, &bb, r->pool);
+        apr_brigade_length(ctx->bb, 0, &held);
+        if (rv == APR_SUCCESS && held > LLMGW_MAX_WHOLE) {
+            rv = APR_ENOSPC;
+        }
+        return rv;
+    }
+    APR_BRIGADE_PREPEND(bb, ctx->bb);
+    rv = apr_brigade_pflatten(bb, &body, &len, r->pool);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    apr_brigade_cleanup(bb);
+    out = body;
+    olen = len;
+    if (ctx->backend_ollama) {
+        llmgw_error_t err;
+
+        if (llmgw_ollama_response(r->pool, &ctx->req, status, body, len,
+                                  answer_id(r, ctx), ctx->req.model,
+                                  apr_time_sec(r->request_time), &out, &olen,
+                                  &u, &err)) {
+            ctx->rec = NULL;
+            status = err.status;
+            out = llmgw_error_json(r->pool, &err);
+            olen = strlen(out);
+        }
+    }
+    if (status == HTTP_OK) {
+        llmgw_usage_find(r->pool, out, olen, &u);
+        llmgw_set_usage_notes(r, &u);
+        if (ctx->rec) {
+            llmgw_record_set_response(ctx->rec, out, olen);
+        }
+        ctx->complete = 1;
+    }
+    status = llmgw_front_body(ctx->front, status, out, olen, &out, &olen);
+    if (status != r->status) {
+        r->status = status;
+        r->status_line = NULL;
+    }
+    ap_set_content_type(r, "application/json");
+    apr_table_unset(r->headers_out, "Content-Length");
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_pool_create(out, olen, r->pool,
+                                                       f->c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(f->c->bucket_alloc));
+    return ap_pass_brigade(f->next, bb);
+}
+
+static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    request_rec *r = f->r;
+    llmgw_req_t *ctx = f->ctx;
+    apr_status_t rv;
+
+    if (ctx->finished) {
+        return ap_pass_brigade(f->next, bb);
+    }
+    if (ctx->out == OUT_UNDECIDED) {
+        decide_mode(r, ctx);
+    }
+    switch (ctx->out) {
+    case OUT_PASS:
+        ap_remove_output_filter(f);
+        return ap_pass_brigade(f->next, bb);
+    case OUT_JSON:
+        if ((rv = watch_json(r, ctx, bb)) != APR_SUCCESS) {
+            return rv;
+        }
+        rv = ap_pass_brigade(f->next, bb);
+        break;
+    case OUT_WHOLE:
+        rv = watch_whole(f, ctx, bb);
+        break;
+    default:
+        rv = watch_stream(f, ctx, bb);
+        break;
+    }
+    settle(r, ctx);
+    return rv;
+}
+
+void llmgw_output_add(request_rec *r, llmgw_req_t *ctx)
+{
+    ap_add_output_filter_handle(out_filter_handle, ctx, r, r->connection);
+}
+
+/* ---------------------------------------------------------------------
+ * Errors httpd or mod_proxy produce (502/503/504...) in the API's shape
+ */
+
+static apr_status_t error_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    request_rec *r = f->r;
+    llmgw_req_t *ctx = llmgw_req_get(r);
+    llmgw_error_t err;
+    const char *json;
+    apr_bucket *e;
+
+    if (!f->ctx) {
+        /* First call: the status is final; replace the HTML page. */
+        f->ctx = f;
+        if (r->status == HTTP_BAD_GATEWAY
+            && apr_table_get(r->notes, "proxy_timedout")) {
+            /* mod_proxy_http reports a read timeout as 502. */
+            r->status = HTTP_GATEWAY_TIME_OUT;
+            r->status_line = NULL;
+        }
+        llmgw_error_for_status(r->status, &err);
+        json = llmgw_front_error(r->pool, ctx->api == LLMGW_API_OLLAMA, &err);
+        ap_set_content_type(r, "application/json");
+        apr_table_unset(r->headers_out, "Content-Length");
+        apr_table_setn(r->notes, "llm-error",
+                       err.code ? err.code : err.type);
+        e = apr_bucket_pool_create(json, strlen(json), r->pool,
+                                   f->c->bucket_alloc);
+        for (;;) {
+            apr_bucket *b = APR_BRIGADE_FIRST(bb);
+
+            if (b == APR_BRIGADE_SENTINEL(bb) || APR_BUCKET_IS_EOS(b)) {
+                break;
+            }
+            apr_bucket_delete(b);
+        }
+        APR_BRIGADE_INSERT_HEAD(bb, e);
+        return ap_pass_brigade(f->next, bb);
+    }
+    /* Later calls: drop the rest of the page, keep EOS and metadata. */
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);) {
+        apr_bucket *next = APR_BUCKET_NEXT(e);
+
+        if (!APR_BUCKET_IS_METADATA(e)) {
+            apr_bucket_delete(e);
+        }
+        e = next;
+    }
+    return ap_pass_brigade(f->next, bb);
+}
+
+void llmgw_insert_error_filter(request_rec *r)
+{
+    if (llmgw_req_get(r) && r->status != HTTP_OK) {
+        ap_add_output_filter_handle(error_filter_handle, NULL, r,
+                                    r->connection);
+    }
+}
+
+void llmgw_output_register(void)
+{
+    out_filter_handle = ap_register_output_filter("LLMGW_OUT", out_filter,
+                                                  NULL, AP_FTYPE_RESOURCE);
+    error_filter_handle = ap_register_output_filter("LLMGW_ERROR",
+                                                    error_filter, NULL,
+                                                    AP_FTYPE_RESOURCE);
+}
