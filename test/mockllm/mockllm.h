@@ -1,5 +1,5 @@
 /* mockllm.h: declarations shared by the files of mockllm, the emulated
- * OpenAI-dialect inference server used to test mod_llm_gateway. */
+ * OpenAI/Ollama/llama.cpp inference server used to test mod_llm_gateway. */
 
 #ifndef MOCKLLM_H
 #define MOCKLLM_H
@@ -22,6 +22,25 @@
 #define MOCK_MAX_EMBED_DIM  4096L
 #define MOCK_MAX_INPUTS     2048
 #define MOCK_HANG_SECONDS   600
+#define MOCK_MAX_LOADED     1024L
+#define MOCK_MAX_SLOTS      256L
+/* Without --max-loaded the set of loaded models is still bounded, so a
+ * client inventing model names cannot grow it forever. */
+#define MOCK_LOADED_CAP     256
+
+/* The canned tool call: three "tokens" (the call, then the arguments in
+ * two pieces when streamed the OpenAI way). */
+#define MOCK_TOOL_TOKENS    3L
+#define MOCK_TOOL_ARGS      "{\"city\":\"Paris\"}"
+#define MOCK_TOOL_ARGS_A    "{\"city\":"
+#define MOCK_TOOL_ARGS_B    "\"Paris\"}"
+#define MOCK_TOOL_ID        "call_0"
+
+/* What /api/tags, /api/ps, /api/show and /slots claim about every model. */
+#define MOCK_MODEL_SIZE     776000000LL
+#define MOCK_MODEL_CTX      4096
+#define MOCK_MODIFIED_AT    1700000000
+#define MOCK_KEEP_ALIVE_S   300
 
 /* Serialization flags for everything we send: compact like vLLM's pydantic
  * output, and "a/b" model names must not come out as "a\/b". */
@@ -41,6 +60,22 @@ typedef enum {
     MOCK_EP_EMBEDDINGS
 } mock_endpoint_t;
 
+typedef enum {
+    MOCK_FLAVOR_OPENAI = 0,
+    MOCK_FLAVOR_LLAMACPP
+} mock_flavor_t;
+
+typedef enum {
+    MOCK_OL_CHAT = 0,
+    MOCK_OL_GENERATE,
+    MOCK_OL_EMBED,
+    MOCK_OL_EMBEDDINGS,
+    MOCK_OL_SHOW,
+    MOCK_OL_TAGS,
+    MOCK_OL_PS,
+    MOCK_OL_VERSION
+} mock_ollama_ep_t;
+
 typedef struct {
     const char *host;
     unsigned int port;
@@ -54,6 +89,12 @@ typedef struct {
     long embed_dim;
     mock_fault_t fault;
     int quiet;
+    mock_flavor_t flavor;
+    long load_ms;
+    long max_loaded;            /* 0: no limit but MOCK_LOADED_CAP */
+    char **preload;
+    size_t npreload;
+    long slots;
 } mock_config_t;
 
 /* The knobs of one generation request once X-Mock-* headers are applied. */
@@ -64,6 +105,23 @@ typedef struct {
     long tokens;
     int fd;                     /* client socket, to notice it going away */
 } mock_knobs_t;
+
+/* What a generation holds while it runs: the llama.cpp slot, and whether
+ * it had to wait for its model to load (for load_duration). */
+typedef struct {
+    int slot;                   /* -1: none */
+    int cold;
+} mock_job_t;
+
+/* Nominal timings of one generation, from the knobs rather than the
+ * clock, so that answers stay deterministic. */
+typedef struct {
+    long prompt_n;
+    long predicted_n;
+    double prompt_ms;
+    double predicted_ms;
+    double load_ms;
+} mock_timing_t;
 
 /* A growable byte buffer; "failed" latches the first allocation failure so
  * builders can append blindly and check once at the end. */
@@ -99,6 +157,24 @@ void mock_buf_printf(mock_buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void mock_buf_free(mock_buf_t *b);
 char *mock_json_quote(const char *s, size_t len);
+void mock_buf_jstr(mock_buf_t *b, const char *s, size_t len);
+int mock_parse_body(const char *body, size_t len, struct json_object **out,
+                    char *why, size_t whylen);
+struct json_object *mock_member(struct json_object *obj, const char *key);
+int mock_peer_gone(int fd);
+int mock_simulate_latency(double ms, int fd);
+void mock_rfc3339(char *out, size_t size, const struct timespec *ts);
+void mock_rfc3339_now(char *out, size_t size);
+enum MHD_Result mock_reply_ollama_error(struct MHD_Connection *conn,
+                                        unsigned int status,
+                                        const char *message,
+                                        const char *allow);
+enum MHD_Result mock_reply_body(struct MHD_Connection *conn,
+                                const char *ctype, const char *body,
+                                size_t len, const mock_knobs_t *k);
+enum MHD_Result mock_reply_json_k(struct MHD_Connection *conn,
+                                  struct json_object *obj,
+                                  const mock_knobs_t *k);
 
 /* gen.c */
 #define MOCK_FNV_INIT 0xcbf29ce484222325ULL
@@ -109,10 +185,91 @@ const char *mock_next_word(uint64_t *state, size_t *len);
 long mock_count_words(const char *s, size_t len);
 void mock_embedding(const char *text, size_t len, double *out, size_t dim);
 void mock_base64(mock_buf_t *b, const unsigned char *data, size_t len);
+uint64_t mock_request_hash(const char *model, size_t model_len,
+                           struct json_object *payload,
+                           struct json_object *seed);
+int mock_count_texts(struct json_object *v, long *words, size_t *ntexts);
+long mock_count_messages(struct json_object *messages);
+long mock_pieces(long n, int json_mode);
+void mock_piece(mock_buf_t *b, uint64_t *rng, long k, long n, int json_mode);
+void mock_text(mock_buf_t *b, uint64_t hash, long n, int json_mode);
+const char *mock_tool_trigger(struct json_object *req,
+                              struct json_object *messages, size_t *len);
+void mock_digest(char out[65], const char *name, size_t len);
+
+/* stream.c: paced event streams (SSE or NDJSON) shared by the dialects. */
+typedef struct mock_stream mock_stream_t;
+
+typedef struct {
+    /* Appends the event sent before the pieces (OpenAI's role chunk);
+     * NULL for none. */
+    void (*head)(mock_stream_t *s);
+    /* Appends the event carrying piece k (0-based). */
+    void (*piece)(mock_stream_t *s, long k);
+    /* Appends tail event i (0, 1, ...) after the last piece; 0 when there
+     * are no more. */
+    int (*tail)(mock_stream_t *s, int i);
+    /* Frees ctx. */
+    void (*free)(void *ctx);
+} mock_stream_ops_t;
+
+struct mock_stream {
+    const mock_stream_ops_t *ops;
+    void *ctx;                  /* the dialect's own state */
+    mock_buf_t ev;              /* event being sent */
+    size_t off;
+    int phase;
+    int tail_i;
+    long npieces;
+    long emitted;
+    long cut_after;             /* -1: no cut */
+    struct timespec t0;
+    double tps;
+    long ttft_ms;
+    int fd;
+    mock_job_t job;             /* released when the stream is freed */
+};
+
+enum MHD_Result mock_stream_start(struct MHD_Connection *conn,
+                                  const mock_stream_ops_t *ops, void *ctx,
+                                  long npieces, const mock_knobs_t *k,
+                                  const mock_job_t *job, const char *ctype);
+enum MHD_Result mock_cut_reply(struct MHD_Connection *conn,
+                               const char *ctype, const char *body,
+                               size_t len);
+
+/* models.c: which models are "loaded", cold-load delays, llama.cpp slots. */
+int mock_models_init(void);
+void mock_models_free(void);
+int mock_job_begin(mock_job_t *job, const char *model, size_t len,
+                   const mock_knobs_t *k);
+void mock_job_end(mock_job_t *job);
+int mock_model_unload(const char *model, size_t len);
+int mock_loading(void);
+void mock_models_stats(struct json_object *o);
+void mock_models_reset(void);
+struct json_object *mock_ps_json(void);
+struct json_object *mock_slots_json(void);
+void mock_timing(mock_timing_t *t, long prompt_n, long predicted_n,
+                 const mock_knobs_t *k, const mock_job_t *job);
 
 /* openai.c */
 enum MHD_Result mock_generate(struct MHD_Connection *conn,
                               mock_endpoint_t ep, const char *body,
                               size_t len, const mock_knobs_t *knobs);
+
+/* ollama.c */
+enum MHD_Result mock_ollama(struct MHD_Connection *conn, mock_ollama_ep_t ep,
+                            const char *body, size_t len,
+                            const mock_knobs_t *knobs);
+
+/* llamacpp.c */
+enum MHD_Result mock_llama_health(struct MHD_Connection *conn);
+enum MHD_Result mock_llama_slots(struct MHD_Connection *conn);
+enum MHD_Result mock_llama_completion(struct MHD_Connection *conn,
+                                      const char *body, size_t len,
+                                      const mock_knobs_t *knobs);
+void mock_timings_text(mock_buf_t *b, const mock_timing_t *t);
+struct json_object *mock_timings_json(const mock_timing_t *t);
 
 #endif /* MOCKLLM_H */

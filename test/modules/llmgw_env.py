@@ -271,6 +271,9 @@ LLMMaxRequestBody 1048576
 <Location "/v1/off">
     LLMApi off
 </Location>
+<Location "/api">
+    LLMApi ollama
+</Location>
 """.splitlines()
     if extra:
         lines += extra.rstrip("\n").splitlines()
