@@ -19,6 +19,8 @@ llmgw_install_deps() {
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null \
             | grep -q "install ok installed" || missing+=("$pkg")
     done
+    # npm comes with NodeSource's nodejs, separately with Debian's.
+    command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then
         llmgw_log "missing packages: ${missing[*]}"

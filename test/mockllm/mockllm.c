@@ -190,6 +190,128 @@ mock_json_quote(const char *s, size_t len)
     return copy;
 }
 
+/* Appends a JSON string literal for hand-built events; bytes >= 0x80 go
+ * through unchanged, as json-c does. */
+void
+mock_buf_jstr(mock_buf_t *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, run = 0;
+
+    mock_buf_put(b, "\"", 1);
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[6];
+
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+        mock_buf_put(b, s + run, i - run);
+        run = i + 1;
+        esc[0] = '\\';
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            mock_buf_put(b, esc, 6);
+            continue;
+        }
+        mock_buf_put(b, esc, 2);
+    }
+    mock_buf_put(b, s + run, len - run);
+    mock_buf_put(b, "\"", 1);
+}
+
+/* Strict, so that what vLLM's JSON parser refuses we refuse too. */
+/* 0 and *out set (NULL for a literal null) on success, -1 and why set on
+ * failure. */
+int
+mock_parse_body(const char *body, size_t len, struct json_object **out,
+                char *why, size_t whylen)
+{
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *obj;
+    enum json_tokener_error err;
+    size_t end;
+
+    *out = NULL;
+    if (tok == NULL) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    /* The body is NUL-terminated; passing the NUL tells json-c the input
+     * is complete, so a bare number or a truncated body is an error. */
+    obj = json_tokener_parse_ex(tok, body, (int)len + 1);
+    err = json_tokener_get_error(tok);
+    end = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    if (err != json_tokener_success) {
+        json_object_put(obj);
+        snprintf(why, whylen, "%s", json_tokener_error_desc(err));
+        return -1;
+    }
+    /* An embedded NUL stops json-c early; it must not hide trailing junk. */
+    for (; end < len; end++) {
+        char c = body[end];
+
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+            json_object_put(obj);
+            snprintf(why, whylen, "unexpected data after the JSON value");
+            return -1;
+        }
+    }
+    *out = obj;
+    return 0;
+}
+
+struct json_object *
+mock_member(struct json_object *obj, const char *key)
+{
+    struct json_object *v = NULL;
+
+    if (!json_object_is_type(obj, json_type_object)
+        || !json_object_object_get_ex(obj, key, &v)) {
+        return NULL;
+    }
+    return v;                   /* NULL for an explicit null as well */
+}
+
+/* RFC 3339 in UTC with microseconds, as Ollama's created_at. */
+void
+mock_rfc3339(char *out, size_t size, const struct timespec *ts)
+{
+    struct tm tm;
+    time_t t = ts->tv_sec;
+    char base[32];
+
+    if (gmtime_r(&t, &tm) == NULL
+        || strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+        snprintf(out, size, "1970-01-01T00:00:00Z");
+        return;
+    }
+    snprintf(out, size, "%s.%06ldZ", base, ts->tv_nsec / 1000);
+}
+
+void
+mock_rfc3339_now(char *out, size_t size)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    mock_rfc3339(out, size, &ts);
+}
+
 int
 mock_stopping(void)
 {
@@ -226,8 +348,8 @@ ts_before(const struct timespec *a, const struct timespec *b)
 
 /* A client that hung up should free its thread now rather than after a
  * long simulated generation or a 600 s hang. */
-static int
-peer_gone(int fd)
+int
+mock_peer_gone(int fd)
 {
     char c;
     ssize_t r;
@@ -250,7 +372,7 @@ mock_sleep_until(const struct timespec *deadline, int fd)
     for (;;) {
         struct timespec now, step;
 
-        if (mock_stopping() || peer_gone(fd)) {
+        if (mock_stopping() || mock_peer_gone(fd)) {
             return -1;
         }
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -265,6 +387,21 @@ mock_sleep_until(const struct timespec *deadline, int fd)
                == EINTR) {
         }
     }
+}
+
+/* Simulated generation time, in the connection's own thread, so a slow
+ * backend looks slow without tying up anything shared. */
+int
+mock_simulate_latency(double ms, int fd)
+{
+    struct timespec now, deadline;
+
+    if (ms <= 0.0) {
+        return 0;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    mock_deadline(&deadline, &now, ms);
+    return mock_sleep_until(&deadline, fd);
 }
 
 int
@@ -357,6 +494,47 @@ mock_reply_error(struct MHD_Connection *conn, unsigned int status,
                            code ? json_object_new_string(code) : NULL);
     json_object_object_add(o, "error", e);
     return reply_json_allow(conn, status, o, allow);
+}
+
+/* Ollama's error shape: just {"error":"..."}. */
+enum MHD_Result
+mock_reply_ollama_error(struct MHD_Connection *conn, unsigned int status,
+                        const char *message, const char *allow)
+{
+    struct json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "error", json_object_new_string(message));
+    return reply_json_allow(conn, status, o, allow);
+}
+
+/* A 200 that honours the "cut" fault: then only half of it goes out. */
+enum MHD_Result
+mock_reply_body(struct MHD_Connection *conn, const char *ctype,
+                const char *body, size_t len, const mock_knobs_t *k)
+{
+    if (k != NULL && k->fault == MOCK_FAULT_CUT) {
+        return mock_cut_reply(conn, ctype, body, len);
+    }
+    return mock_reply(conn, MHD_HTTP_OK, ctype, body, len, NULL);
+}
+
+enum MHD_Result
+mock_reply_json_k(struct MHD_Connection *conn, struct json_object *obj,
+                  const mock_knobs_t *k)
+{
+    enum MHD_Result ret = MHD_NO;
+    const char *s;
+    size_t len = 0;
+
+    if (obj == NULL) {
+        return MHD_NO;
+    }
+    s = json_object_to_json_string_length(obj, MOCK_JSON_OUT, &len);
+    if (s != NULL) {
+        ret = mock_reply_body(conn, "application/json", s, len, k);
+    }
+    json_object_put(obj);
+    return ret;
 }
 
 /* ---- statistics and /mock/last ------------------------------------------ */

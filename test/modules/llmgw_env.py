@@ -245,6 +245,11 @@ KeepAlive On
 <Proxy "balancer://slow">
     BalancerMember "http://{HOST}:{ports['slow']}" timeout=2
 </Proxy>
+# The same mocks, spoken to in Ollama's native dialect.
+<Proxy "balancer://ob">
+    BalancerMember "http://{HOST}:{ports['be_a']}"
+    BalancerMember "http://{HOST}:{ports['be_b']}"
+</Proxy>
 """.splitlines()
     if module:
         lines += """\
@@ -264,6 +269,10 @@ LLMMaxRequestBody 1048576
 </LLMRoute>
 <LLMRoute "slow-model">
     LLMBackend balancer://slow
+</LLMRoute>
+<LLMRoute "ollama-small">
+    LLMBackend balancer://ob dialect=ollama
+    LLMUpstreamModel mock-small
 </LLMRoute>
 <Location "/v1">
     LLMApi openai

@@ -100,7 +100,8 @@ def test_tags_version_ps_show(gw):
     tags = gw.get("/api/tags")
     assert tags.status == 200
     names = [m["name"] for m in tags.json()["models"]]
-    assert names == ["mock-small", "small", "mock-large", "dead-model", "slow-model"]
+    assert names == ["mock-small", "small", "mock-large", "dead-model", "slow-model",
+                     "ollama-small"]
     assert gw.get("/api/version").json()["version"]
     assert gw.get("/api/ps").json() == {"models": []}
     show = gw.post("/api/show", {"model": "small"})

@@ -2,7 +2,8 @@
 # and aliases in config order, globs resolve on lookup, other locations untouched.
 from llmgw_env import assert_openai_error, chat_body
 
-EXPECTED_IDS = ["mock-small", "small", "mock-large", "dead-model", "slow-model"]
+EXPECTED_IDS = ["mock-small", "small", "mock-large", "dead-model", "slow-model",
+                "ollama-small"]
 
 
 def test_list_models(gw):
