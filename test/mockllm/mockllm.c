@@ -33,31 +33,58 @@ typedef enum {
     R_EMBEDDINGS,
     R_STATS,
     R_RESET,
-    R_LAST
+    R_LAST,
+    R_SLOTS,
+    R_LLAMA_COMPLETION,
+    R_OLLAMA                    /* the Ollama endpoint is in .ollama */
 } route_t;
+
+/* Route flags. */
+#define RF_POST   0x01          /* POST only; else GET and HEAD */
+#define RF_GEN    0x02          /* a generation: counted, recorded */
+#define RF_BODY   0x04          /* the body is kept */
+#define RF_FAULT  0x08          /* X-Mock-* headers and faults apply */
+#define RF_LLAMA  0x10          /* only with --flavor llamacpp */
+
+#define RF_GENERATION (RF_POST | RF_GEN | RF_BODY | RF_FAULT)
 
 static const struct {
     const char *path;
     route_t route;
-    int post;                   /* else GET (and HEAD) */
+    mock_ollama_ep_t ollama;
+    int flags;
 } routes[] = {
-    { "/health",              R_HEALTH,      0 },
-    { "/v1/models",           R_MODELS,      0 },
-    { "/v1/chat/completions", R_CHAT,        1 },
-    { "/v1/completions",      R_COMPLETIONS, 1 },
-    { "/v1/embeddings",       R_EMBEDDINGS,  1 },
-    { "/mock/stats",          R_STATS,       0 },
-    { "/mock/reset",          R_RESET,       1 },
-    { "/mock/last",           R_LAST,        0 },
+    { "/health",              R_HEALTH,      0, 0 },
+    { "/v1/models",           R_MODELS,      0, 0 },
+    { "/v1/chat/completions", R_CHAT,        0, RF_GENERATION },
+    { "/v1/completions",      R_COMPLETIONS, 0, RF_GENERATION },
+    { "/v1/embeddings",       R_EMBEDDINGS,  0, RF_GENERATION },
+    { "/mock/stats",          R_STATS,       0, 0 },
+    { "/mock/reset",          R_RESET,       0, RF_POST },
+    { "/mock/last",           R_LAST,        0, 0 },
+    { "/slots",               R_SLOTS,       0, RF_LLAMA },
+    { "/completion",          R_LLAMA_COMPLETION, 0,
+      RF_GENERATION | RF_LLAMA },
+    { "/api/chat",            R_OLLAMA, MOCK_OL_CHAT,       RF_GENERATION },
+    { "/api/generate",        R_OLLAMA, MOCK_OL_GENERATE,   RF_GENERATION },
+    { "/api/embed",           R_OLLAMA, MOCK_OL_EMBED,      RF_GENERATION },
+    { "/api/embeddings",      R_OLLAMA, MOCK_OL_EMBEDDINGS, RF_GENERATION },
+    { "/api/show",            R_OLLAMA, MOCK_OL_SHOW,
+      RF_POST | RF_BODY | RF_FAULT },
+    { "/api/tags",            R_OLLAMA, MOCK_OL_TAGS,       RF_FAULT },
+    { "/api/ps",              R_OLLAMA, MOCK_OL_PS,         RF_FAULT },
+    { "/api/version",         R_OLLAMA, MOCK_OL_VERSION,    RF_FAULT },
 };
 
 /* Per-request state, from the first access-handler call to the
  * completion notification. */
 typedef struct {
     route_t route;
-    int post;
+    mock_ollama_ep_t ollama;
+    int flags;
+    int ollama_errors;          /* under /api/: Ollama's error shape */
     int allowed;
-    int buffering;              /* a generation POST: keep the body */
+    int buffering;              /* keep the body */
     int too_large;
     int answered;
     char *body;
@@ -724,6 +751,7 @@ reply_stats(struct MHD_Connection *conn)
     }
     pthread_mutex_unlock(&stats_lock);
     json_object_object_add(o, "by_path", bp);
+    mock_models_stats(o);
     return mock_reply_json(conn, MHD_HTTP_OK, o);
 }
 
@@ -852,8 +880,22 @@ get_knobs(struct MHD_Connection *conn, mock_knobs_t *k)
     return NULL;
 }
 
+/* An error in the shape of the dialect the path belongs to. */
 static enum MHD_Result
-handle_generation(struct MHD_Connection *conn, const char *url, req_t *rq)
+reply_err(struct MHD_Connection *conn, const req_t *rq, unsigned int status,
+          const char *message, const char *type, const char *code,
+          const char *allow)
+{
+    if (rq->ollama_errors) {
+        return mock_reply_ollama_error(conn, status, message, allow);
+    }
+    return mock_reply_error(conn, status, message, type, NULL, code, allow);
+}
+
+/* Everything the X-Mock-* headers and faults apply to: the generation
+ * endpoints of every dialect, and all of /api/. */
+static enum MHD_Result
+handle_faultable(struct MHD_Connection *conn, const char *url, req_t *rq)
 {
     static const char empty[] = "";
     const char *body = rq->body ? rq->body : empty;
@@ -864,16 +906,18 @@ handle_generation(struct MHD_Connection *conn, const char *url, req_t *rq)
     char msg[96];
 
     if (rq->too_large) {
-        return mock_reply_error(conn, HTTP_TOO_LARGE,
-                                "Request body too large (limit 16 MiB).",
-                                "invalid_request_error", NULL, NULL, NULL);
+        return reply_err(conn, rq, HTTP_TOO_LARGE,
+                         "Request body too large (limit 16 MiB).",
+                         "invalid_request_error", NULL, NULL);
     }
-    record_last(conn, url, body, rq->len);
+    if (rq->flags & RF_GEN) {
+        record_last(conn, url, body, rq->len);
+    }
     bad = get_knobs(conn, &k);
     if (bad != NULL) {
         snprintf(msg, sizeof(msg), "Invalid value for header %s.", bad);
-        return mock_reply_error(conn, MHD_HTTP_BAD_REQUEST, msg,
-                                "invalid_request_error", NULL, NULL, NULL);
+        return reply_err(conn, rq, MHD_HTTP_BAD_REQUEST, msg,
+                         "invalid_request_error", NULL, NULL);
     }
 
     switch (k.fault) {
@@ -886,13 +930,20 @@ handle_generation(struct MHD_Connection *conn, const char *url, req_t *rq)
         (void)mock_sleep_until(&deadline, k.fd);
         return MHD_NO;
     case MOCK_FAULT_500:
-        return mock_reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                                "mock internal error", "server_error", NULL,
-                                NULL, NULL);
+        return reply_err(conn, rq, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                         "mock internal error", "server_error", NULL, NULL);
     default:
         break;
     }
 
+    switch (rq->route) {
+    case R_OLLAMA:
+        return mock_ollama(conn, rq->ollama, body, rq->len, &k);
+    case R_LLAMA_COMPLETION:
+        return mock_llama_completion(conn, body, rq->len, &k);
+    default:
+        break;
+    }
     ep = rq->route == R_CHAT ? MOCK_EP_CHAT
          : rq->route == R_COMPLETIONS ? MOCK_EP_COMPLETIONS
          : MOCK_EP_EMBEDDINGS;
@@ -947,28 +998,34 @@ dispatch(struct MHD_Connection *conn, const char *url, const char *method,
 
     if (rq->route == R_NONE) {
         mock_buf_printf(&m, "no such endpoint: %s", url);
-        ret = mock_reply_error(conn, MHD_HTTP_NOT_FOUND,
-                               m.failed ? "no such endpoint" : m.data,
-                               "invalid_request_error", NULL,
-                               "unknown_endpoint", NULL);
+        ret = reply_err(conn, rq, MHD_HTTP_NOT_FOUND,
+                        m.failed ? "no such endpoint" : m.data,
+                        "invalid_request_error", "unknown_endpoint", NULL);
         mock_buf_free(&m);
         return ret;
     }
     if (!rq->allowed) {
         mock_buf_printf(&m, "method %s not allowed for %s", method, url);
-        ret = mock_reply_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
-                               m.failed ? "method not allowed" : m.data,
-                               "invalid_request_error", NULL,
-                               "method_not_allowed",
-                               rq->post ? "POST" : "GET, HEAD");
+        ret = reply_err(conn, rq, MHD_HTTP_METHOD_NOT_ALLOWED,
+                        m.failed ? "method not allowed" : m.data,
+                        "invalid_request_error", "method_not_allowed",
+                        (rq->flags & RF_POST) ? "POST" : "GET, HEAD");
         mock_buf_free(&m);
         return ret;
+    }
+    if (rq->flags & RF_FAULT) {
+        return handle_faultable(conn, url, rq);
     }
 
     switch (rq->route) {
     case R_HEALTH:
+        if (mock_cfg.flavor == MOCK_FLAVOR_LLAMACPP) {
+            return mock_llama_health(conn);
+        }
         return mock_reply(conn, MHD_HTTP_OK, "application/json",
                           "{\"status\":\"ok\"}", 15, NULL);
+    case R_SLOTS:
+        return mock_llama_slots(conn);
     case R_MODELS:
         return reply_models(conn);
     case R_STATS:
@@ -977,12 +1034,13 @@ dispatch(struct MHD_Connection *conn, const char *url, const char *method,
         pthread_mutex_lock(&stats_lock);
         stats_clear_locked();
         pthread_mutex_unlock(&stats_lock);
+        mock_models_reset();
         return mock_reply(conn, MHD_HTTP_OK, "application/json",
                           "{\"ok\":true}", 11, NULL);
     case R_LAST:
         return reply_last(conn);
     default:
-        return handle_generation(conn, url, rq);
+        return MHD_NO;          /* unreachable: every route is handled */
     }
 }
 
@@ -1007,19 +1065,23 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
         *con_cls = rq;
         for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
             if (strcmp(url, routes[i].path) == 0) {
+                if ((routes[i].flags & RF_LLAMA)
+                    && mock_cfg.flavor != MOCK_FLAVOR_LLAMACPP) {
+                    break;      /* not a llama.cpp server: no such path */
+                }
                 rq->route = routes[i].route;
-                rq->post = routes[i].post;
+                rq->ollama = routes[i].ollama;
+                rq->flags = routes[i].flags;
                 break;
             }
         }
-        rq->allowed = rq->post
+        rq->ollama_errors = strncmp(url, "/api/", 5) == 0;
+        rq->allowed = (rq->flags & RF_POST)
                       ? strcmp(method, MHD_HTTP_METHOD_POST) == 0
                       : (strcmp(method, MHD_HTTP_METHOD_GET) == 0
                          || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0);
-        rq->buffering = rq->allowed && (rq->route == R_CHAT
-                                        || rq->route == R_COMPLETIONS
-                                        || rq->route == R_EMBEDDINGS);
-        stats_count(url, rq->buffering);
+        rq->buffering = rq->allowed && (rq->flags & RF_BODY);
+        stats_count(url, rq->allowed && (rq->flags & RF_GEN));
 
         if (rq->buffering) {
             cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -1029,12 +1091,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
                     /* Answer before the upload: MHD then skips the body
                      * (and any 100-continue) and closes afterwards. */
                     rq->answered = 1;
-                    return mock_reply_error(conn,
-                                            HTTP_TOO_LARGE,
-                                            "Request body too large "
-                                            "(limit 16 MiB).",
-                                            "invalid_request_error", NULL,
-                                            NULL, NULL);
+                    return reply_err(conn, rq, HTTP_TOO_LARGE,
+                                     "Request body too large "
+                                     "(limit 16 MiB).",
+                                     "invalid_request_error", NULL, NULL);
                 }
                 if (len > 0) {
                     rq->body = malloc((size_t)len + 1);
