@@ -222,6 +222,21 @@ static const char *joined(apr_pool_t *p, apr_array_header_t *pieces)
     return pieces ? apr_array_pstrcat(p, pieces, 0) : "";
 }
 
+/* id, object, created and model of a response or chunk, from another. */
+static void copy_header(llmgw_json_t *dst, const llmgw_json_t *src,
+                        const char *object)
+{
+    const char *v;
+
+    llmgw_json_sets(dst, (v = llmgw_json_gets(src, "id", NULL)) ? v : "",
+                    "id", NULL);
+    llmgw_json_sets(dst, object, "object", NULL);
+    llmgw_json_setl(dst, llmgw_json_getl(src, 0, "created", NULL), "created",
+                    NULL);
+    llmgw_json_sets(dst, (v = llmgw_json_gets(src, "model", NULL)) ? v : "",
+                    "model", NULL);
+}
+
 /* The non-streamed response the chunks add up to. */
 static void assemble(llmgw_record_t *rec)
 {
@@ -231,14 +246,8 @@ static void assemble(llmgw_record_t *rec)
     int i, k;
 
     r = rec->response = llmgw_json_add_object(rec->doc, "response");
-    llmgw_json_sets(r, (v = llmgw_json_gets(rec->first, "id", NULL))
-                           ? v : "", "id", NULL);
-    llmgw_json_sets(r, chat ? "chat.completion" : "text_completion",
-                    "object", NULL);
-    llmgw_json_setl(r, llmgw_json_getl(rec->first, 0, "created", NULL),
-                    "created", NULL);
-    llmgw_json_sets(r, (v = llmgw_json_gets(rec->first, "model", NULL))
-                           ? v : "", "model", NULL);
+    copy_header(r, rec->first,
+                chat ? "chat.completion" : "text_completion");
     if ((v = llmgw_json_gets(rec->first, "system_fingerprint", NULL))) {
         llmgw_json_sets(r, v, "system_fingerprint", NULL);
     }
@@ -377,18 +386,11 @@ void llmgw_record_usage(llmgw_record_t *rec, llmgw_usage_t *usage)
 /* A chunk with the response's id, created and model, for synthesis. */
 static llmgw_json_t *new_chunk(llmgw_record_t *rec, apr_pool_t *p)
 {
-    int chat = rec->ep != LLMGW_EP_COMPLETIONS;
     llmgw_json_t *c = llmgw_json_create_object(p);
-    const char *v;
 
-    llmgw_json_sets(c, (v = llmgw_json_gets(rec->response, "id", NULL))
-                           ? v : "", "id", NULL);
-    llmgw_json_sets(c, chat ? "chat.completion.chunk" : "text_completion",
-                    "object", NULL);
-    llmgw_json_setl(c, llmgw_json_getl(rec->response, 0, "created", NULL),
-                    "created", NULL);
-    llmgw_json_sets(c, (v = llmgw_json_gets(rec->response, "model", NULL))
-                           ? v : "", "model", NULL);
+    copy_header(c, rec->response, rec->ep != LLMGW_EP_COMPLETIONS
+                                      ? "chat.completion.chunk"
+                                      : "text_completion");
     return c;
 }
 

@@ -126,37 +126,6 @@
  * Shared helpers
  */
 
-static int buf_add(llmgw_ollama_buf_t *b, const char *s, apr_size_t n)
-{
-    if (!n) {
-        return 1;
-    }
-    if (b->len + n > b->cap) {
-        apr_size_t cap = b->cap ? b->cap : 1024;
-        char *nb;
-
-        while (cap < b->len + n) {
-            cap *= 2;
-        }
-        nb = realloc(b->b, cap);
-        if (!nb) {
-            return 0;
-        }
-        b->b = nb;
-        b->cap = cap;
-    }
-    memcpy(b->b + b->len, s, n);
-    b->len += n;
-    return 1;
-}
-
-static void buf_free(llmgw_ollama_buf_t *b)
-{
-    free(b->b);
-    b->b = NULL;
-    b->len = b->cap = 0;
-}
-
 typedef void line_fn(void *baton, const char *line, apr_size_t len);
 
 static void deliver(line_fn *fn, void *baton, const char *line,
@@ -172,7 +141,7 @@ static void deliver(line_fn *fn, void *baton, const char *line,
  * the rest waits in pending for the next call. Lines need no copy
  * unless they straddle two calls. Returns 0 when the waiting line grows
  * past MAX_LINE or memory. */
-static int split_lines(llmgw_ollama_buf_t *pending, const char *in,
+static int split_lines(llmgw_buf_t *pending, const char *in,
                        apr_size_t len, line_fn *fn, void *baton)
 {
     const char *nl;
@@ -181,7 +150,7 @@ static int split_lines(llmgw_ollama_buf_t *pending, const char *in,
         apr_size_t n = (apr_size_t)(nl - in);
 
         if (pending->len) {
-            if (!buf_add(pending, in, n)) {
+            if (!llmgw_buf_add(pending, in, n)) {
                 return 0;
             }
             deliver(fn, baton, pending->b, pending->len);
@@ -194,7 +163,7 @@ static int split_lines(llmgw_ollama_buf_t *pending, const char *in,
         len -= n + 1;
     }
     if (len && (pending->len + len > MAX_LINE
-                || !buf_add(pending, in, len))) {
+                || !llmgw_buf_add(pending, in, len))) {
         return 0;
     }
     return 1;
@@ -1042,8 +1011,8 @@ static apr_status_t sse_cleanup(void *data)
 {
     llmgw_ollama_sse_t *s = data;
 
-    buf_free(&s->in);
-    buf_free(&s->out);
+    llmgw_buf_free(&s->in);
+    llmgw_buf_free(&s->out);
     return APR_SUCCESS;
 }
 
@@ -1098,7 +1067,7 @@ static void sse_fail(llmgw_ollama_sse_t *s, const char *message)
     llmgw_error_set(&err, 502, "server_error", NULL, "upstream_error",
                     message);
     tail = sse_tail(s, s->lp, &err, &n);
-    buf_add(&s->out, tail, n);
+    llmgw_buf_add(&s->out, tail, n);
     s->failed = 1;
 }
 
@@ -1107,8 +1076,8 @@ static void sse_emit(llmgw_ollama_sse_t *s, const llmgw_json_t *c)
     apr_size_t n;
     const char *text = llmgw_json_write(c, &n);
 
-    if (!buf_add(&s->out, "data: ", 6) || !buf_add(&s->out, text, n)
-        || !buf_add(&s->out, "\n\n", 2)) {
+    if (!llmgw_buf_add(&s->out, "data: ", 6) || !llmgw_buf_add(&s->out, text, n)
+        || !llmgw_buf_add(&s->out, "\n\n", 2)) {
         /* Out of memory: stop here; the client sees a stream cut
          * short, as from a backend that died. */
         s->failed = 1;
@@ -1226,7 +1195,7 @@ static void sse_translate(llmgw_ollama_sse_t *s, const llmgw_json_t *j)
         put_usage(c, &s->usage, 1);
         sse_emit(s, c);
     }
-    if (!buf_add(&s->out, "data: [DONE]\n\n", 14)) {
+    if (!llmgw_buf_add(&s->out, "data: [DONE]\n\n", 14)) {
         s->failed = 1;
     }
     s->done = 1;
@@ -1974,7 +1943,7 @@ typedef struct {
     apr_int64_t index;
     const char *id;
     const char *name;
-    llmgw_ollama_buf_t args;
+    llmgw_buf_t args;
 } part_call_t;
 
 static apr_status_t calls_cleanup(void *data)
@@ -1983,7 +1952,7 @@ static apr_status_t calls_cleanup(void *data)
     int i;
 
     for (i = 0; s->calls && i < s->calls->nelts; i++) {
-        buf_free(&APR_ARRAY_IDX(s->calls, i, part_call_t).args);
+        llmgw_buf_free(&APR_ARRAY_IDX(s->calls, i, part_call_t).args);
     }
     s->calls = NULL;
     return APR_SUCCESS;
@@ -1993,9 +1962,9 @@ static apr_status_t nd_cleanup(void *data)
 {
     llmgw_ollama_ndjson_t *s = data;
 
-    buf_free(&s->in);
-    buf_free(&s->ev);
-    buf_free(&s->out);
+    llmgw_buf_free(&s->in);
+    llmgw_buf_free(&s->ev);
+    llmgw_buf_free(&s->out);
     return APR_SUCCESS;
 }
 
@@ -2021,7 +1990,7 @@ static void nd_emit(llmgw_ollama_ndjson_t *s, const llmgw_json_t *o)
     apr_size_t n;
     const char *text = llmgw_json_write(o, &n);
 
-    if (!buf_add(&s->out, text, n) || !buf_add(&s->out, "\n", 1)) {
+    if (!llmgw_buf_add(&s->out, text, n) || !llmgw_buf_add(&s->out, "\n", 1)) {
         /* Out of memory: stop here; the client sees a stream cut
          * short, as from a backend that died. */
         s->failed = 1;
@@ -2032,8 +2001,8 @@ static void nd_fail(llmgw_ollama_ndjson_t *s, const char *message)
 {
     const char *line = llmgw_ollama_error_json(s->lp, message);
 
-    buf_add(&s->out, line, strlen(line));
-    buf_add(&s->out, "\n", 1);
+    llmgw_buf_add(&s->out, line, strlen(line));
+    llmgw_buf_add(&s->out, "\n", 1);
     s->failed = 1;
 }
 
@@ -2199,7 +2168,7 @@ static void nd_chunk(llmgw_ollama_ndjson_t *s, const llmgw_json_t *j)
         }
         v = llmgw_json_gets(tc, "function", "arguments", NULL);
         if (v && (c->args.len + strlen(v) > MAX_LINE
-                  || !buf_add(&c->args, v, strlen(v)))) {
+                  || !llmgw_buf_add(&c->args, v, strlen(v)))) {
             nd_fail(s, "the backend sent tool call arguments the gateway "
                     "cannot hold");
             return;
@@ -2265,8 +2234,8 @@ static void nd_sse_line(void *baton, const char *line, apr_size_t len)
         line++;
         len--;
     }
-    if ((s->ev.len && !buf_add(&s->ev, "\n", 1))
-        || s->ev.len + len > MAX_LINE || !buf_add(&s->ev, line, len)) {
+    if ((s->ev.len && !llmgw_buf_add(&s->ev, "\n", 1))
+        || s->ev.len + len > MAX_LINE || !llmgw_buf_add(&s->ev, line, len)) {
         nd_fail(s, "the backend sent an event the gateway cannot hold");
         apr_pool_clear(s->lp);
     }

@@ -7,13 +7,9 @@
 #include <apr_tables.h>
 
 #include "llmgw_dialect.h"
+#include "llmgw_stream.h"
 
 /* A malloc'ed byte buffer, reused so a long stream does not grow a pool. */
-typedef struct {
-    char *b;
-    apr_size_t len;
-    apr_size_t cap;
-} llmgw_ollama_buf_t;
 
 /* ---------------------------------------------------------------------
  * A. OpenAI clients, Ollama backend (<LLMRoute> ... dialect=ollama)
@@ -59,8 +55,8 @@ typedef struct llmgw_ollama_sse {
     int include_usage;
     int started;            /* the role chunk went out */
     int tool_calls;         /* tool calls sent so far */
-    llmgw_ollama_buf_t in;  /* the incomplete line held back */
-    llmgw_ollama_buf_t out;
+    llmgw_buf_t in;  /* the incomplete line held back */
+    llmgw_buf_t out;
 } llmgw_ollama_sse_t;
 
 /* ep is LLMGW_EP_CHAT or LLMGW_EP_COMPLETIONS; id, model and created
@@ -150,9 +146,9 @@ typedef struct llmgw_ollama_ndjson {
     const char *created_at;
     const char *done_reason;
     apr_array_header_t *calls;
-    llmgw_ollama_buf_t in;  /* the incomplete line held back */
-    llmgw_ollama_buf_t ev;  /* the data of the event being read */
-    llmgw_ollama_buf_t out;
+    llmgw_buf_t in;  /* the incomplete line held back */
+    llmgw_buf_t ev;  /* the data of the event being read */
+    llmgw_buf_t out;
 } llmgw_ollama_ndjson_t;
 
 /* oep is LLMGW_OLLAMA_EP_CHAT or LLMGW_OLLAMA_EP_GENERATE. */

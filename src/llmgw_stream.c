@@ -7,12 +7,40 @@
 
 #include "llmgw_stream.h"
 
+int llmgw_buf_add(llmgw_buf_t *b, const char *s, apr_size_t n)
+{
+    if (!n) {
+        return 1;
+    }
+    if (b->len + n > b->cap) {
+        apr_size_t cap = b->cap ? b->cap : 4096;
+        char *nb;
+
+        while (cap < b->len + n) {
+            cap *= 2;
+        }
+        nb = realloc(b->b, cap);
+        if (!nb) {
+            return 0;
+        }
+        b->b = nb;
+        b->cap = cap;
+    }
+    memcpy(b->b + b->len, s, n);
+    b->len += n;
+    return 1;
+}
+
+void llmgw_buf_free(llmgw_buf_t *b)
+{
+    free(b->b);
+    b->b = NULL;
+    b->len = b->cap = 0;
+}
+
 static apr_status_t sse_cleanup(void *data)
 {
-    llmgw_sse_t *s = data;
-
-    free(s->buf);
-    s->buf = NULL;
+    llmgw_buf_free(&((llmgw_sse_t *)data)->buf);
     return APR_SUCCESS;
 }
 
@@ -24,27 +52,6 @@ llmgw_sse_t *llmgw_sse_create(apr_pool_t *p, int strip_usage)
     s->strip_usage = strip_usage;
     apr_pool_cleanup_register(p, s, sse_cleanup, apr_pool_cleanup_null);
     return s;
-}
-
-static int append(llmgw_sse_t *s, const char *in, apr_size_t len)
-{
-    if (s->len + len > s->cap) {
-        apr_size_t cap = s->cap ? s->cap : 4096;
-        char *nbuf;
-
-        while (cap < s->len + len) {
-            cap *= 2;
-        }
-        nbuf = realloc(s->buf, cap);
-        if (!nbuf) {
-            return 0;
-        }
-        s->buf = nbuf;
-        s->cap = cap;
-    }
-    memcpy(s->buf + s->len, in, len);
-    s->len += len;
-    return 1;
 }
 
 /* Offset just past the blank line that ends the event starting at or
@@ -250,12 +257,12 @@ apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
     apr_size_t start, end, from;
 
     if (s->ready) {
-        memmove(s->buf, s->buf + s->ready, s->len - s->ready);
-        s->len -= s->ready;
+        memmove(s->buf.b, s->buf.b + s->ready, s->buf.len - s->ready);
+        s->buf.len -= s->ready;
         s->scanned -= s->ready;
         s->ready = 0;
     }
-    if (len && !append(s, in, len)) {
+    if (!llmgw_buf_add(&s->buf, in, len)) {
         *out = NULL;
         return 0;
     }
@@ -264,26 +271,27 @@ apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
      * straddle two reads. */
     start = 0;
     from = s->scanned > 2 ? s->scanned - 2 : 0;
-    while ((end = event_end(s->buf, from > start ? from : start,
-                            s->len)) != 0) {
-        apr_size_t keep = inspect(s, s->buf + start, end - start);
+    while ((end = event_end(s->buf.b, from > start ? from : start,
+                            s->buf.len)) != 0) {
+        apr_size_t keep = inspect(s, s->buf.b + start, end - start);
 
         if (keep < end - start) {
-            memmove(s->buf + start + keep, s->buf + end, s->len - end);
-            s->len -= end - start - keep;
+            memmove(s->buf.b + start + keep, s->buf.b + end,
+                    s->buf.len - end);
+            s->buf.len -= end - start - keep;
         }
         start += keep;
         from = start;
     }
-    s->scanned = s->len;
+    s->scanned = s->buf.len;
     s->ready = start;
-    *out = s->buf;
+    *out = s->buf.b;
     return start;
 }
 
 apr_size_t llmgw_sse_pending(const llmgw_sse_t *s)
 {
-    return s->len - s->ready;
+    return s->buf.len - s->ready;
 }
 
 const char *llmgw_sse_error_tail(const llmgw_sse_t *s, apr_pool_t *p,

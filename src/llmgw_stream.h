@@ -7,11 +7,21 @@
 
 #include "llmgw_dialect.h"
 
-typedef struct llmgw_sse {
-    apr_pool_t *p;
-    char *buf;              /* malloc'ed: a long stream must not grow p */
+/* A malloc'ed growable byte buffer: a long stream must not grow a pool.
+ * Its owner frees it (a pool cleanup, typically). */
+typedef struct {
+    char *b;
     apr_size_t len;
     apr_size_t cap;
+} llmgw_buf_t;
+
+/* Appends; 0 when memory ran out. */
+int llmgw_buf_add(llmgw_buf_t *b, const char *s, apr_size_t n);
+void llmgw_buf_free(llmgw_buf_t *b);
+
+typedef struct llmgw_sse {
+    apr_pool_t *p;
+    llmgw_buf_t buf;        /* events not yet handed out */
     apr_size_t ready;       /* front bytes handed out by the last feed */
     apr_size_t scanned;     /* bytes after 'ready' already searched */
     int strip_usage;        /* drop the usage-only chunk we asked for */

@@ -61,9 +61,8 @@ def mocks(workdir, ports):
             m.stop()
 
 
-@pytest.fixture(scope="session")
-def gw(request, workdir, ports, mocks):
-    g = env.Gateway(workdir, ports, env.module_path())
+def _gateway(request, workdir, ports, name, extra):
+    g = env.Gateway(workdir, ports, env.module_path(), name=name, extra=extra)
     g.start()
     try:
         yield g
@@ -73,6 +72,11 @@ def gw(request, workdir, ports, mocks):
     # Fails the teardown of the last test, which testsfailed does not count yet.
     request.config._llmgw_keep = bool(crashed)
     assert not crashed, "apache2 children crashed:\n" + "".join(crashed)
+
+
+@pytest.fixture(scope="session")
+def gw(request, workdir, ports, mocks):
+    yield from _gateway(request, workdir, ports, "gw", "")
 
 
 CACHE_ROUTES = """\
@@ -96,18 +100,6 @@ def memcached(workdir):
         yield m
     finally:
         m.stop()
-
-
-def _gateway(request, workdir, ports, name, extra):
-    g = env.Gateway(workdir, ports, env.module_path(), name=name, extra=extra)
-    g.start()
-    try:
-        yield g
-    finally:
-        crashed = g.crash_lines()
-        g.stop()
-    request.config._llmgw_keep = bool(crashed)
-    assert not crashed, "apache2 children crashed:\n" + "".join(crashed)
 
 
 @pytest.fixture(scope="session")
