@@ -501,8 +501,8 @@ static void canon(apr_pool_t *p, canon_buf *out, json_object *o,
                 putc1(out, ',');
             }
             first = 0;
-            s = json_object_to_json_string_ext(k, JSON_C_TO_STRING_PLAIN
-                                               | JSON_C_TO_STRING_NOSLASHESCAPE);
+            s = json_object_to_json_string_ext(
+                k, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
             put(out, s, strlen(s));
             json_object_put(k);
             putc1(out, ':');
