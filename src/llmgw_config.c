@@ -179,10 +179,15 @@ static const char *set_backend(cmd_parms *cmd, void *dummy, int argc,
             else if (strcasecmp(val, "ollama") == 0) {
                 route->dialect = "ollama";
             }
+            else if (strcasecmp(val, "llamacpp") == 0) {
+                /* llama.cpp server speaks OpenAI; its extras (timings)
+                 * pass through. */
+                route->dialect = "llamacpp";
+            }
             else {
                 return apr_psprintf(cmd->pool, "LLMBackend: unknown "
                                     "dialect '%s' (supported: openai, "
-                                    "ollama)", val);
+                                    "ollama, llamacpp)", val);
             }
         }
         else {

@@ -96,6 +96,66 @@ static const char *required_field(llmgw_endpoint_t ep,
     }
 }
 
+/* The members whose type we know; wrong ones would only fail later, less
+ * clearly, at the backend. null is accepted as "not given". */
+static int check_types(apr_pool_t *p, const llmgw_json_t *body,
+                       llmgw_error_t *err)
+{
+    enum { NUM, INT, BOOL, STR, STR_OR_ARR, ARR, OBJ };
+    static const struct {
+        const char *name;
+        int kind;
+    } known[] = {
+        { "stream", BOOL }, { "temperature", NUM }, { "top_p", NUM },
+        { "presence_penalty", NUM }, { "frequency_penalty", NUM },
+        { "max_tokens", INT }, { "max_completion_tokens", INT },
+        { "n", INT }, { "seed", INT }, { "stop", STR_OR_ARR },
+        { "tools", ARR }, { "response_format", OBJ },
+        { "stream_options", OBJ }, { "user", STR }, { NULL, 0 }
+    };
+    static const char *const names[] = {
+        "a number", "an integer", "a boolean", "a string",
+        "a string or an array", "an array", "an object"
+    };
+    int i;
+
+    for (i = 0; known[i].name; i++) {
+        llmgw_json_type_t t = llmgw_json_type(body, known[i].name, NULL);
+        int ok;
+
+        switch (known[i].kind) {
+        case NUM:
+            ok = t == LLMGW_JSON_INT || t == LLMGW_JSON_DOUBLE;
+            break;
+        case INT:
+            ok = t == LLMGW_JSON_INT;
+            break;
+        case BOOL:
+            ok = t == LLMGW_JSON_BOOL;
+            break;
+        case STR:
+            ok = t == LLMGW_JSON_STRING;
+            break;
+        case STR_OR_ARR:
+            ok = t == LLMGW_JSON_STRING || t == LLMGW_JSON_ARRAY;
+            break;
+        case ARR:
+            ok = t == LLMGW_JSON_ARRAY;
+            break;
+        default:
+            ok = t == LLMGW_JSON_OBJECT;
+            break;
+        }
+        if (!ok && t != LLMGW_JSON_MISSING && t != LLMGW_JSON_NULL) {
+            return invalid(err, known[i].name, "invalid_type",
+                           apr_psprintf(p, "Invalid type for '%s': "
+                                        "expected %s.", known[i].name,
+                                        names[known[i].kind]));
+        }
+    }
+    return 0;
+}
+
 int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
                         const char *buf, apr_size_t len,
                         llmgw_request_t *req, llmgw_error_t *err)
@@ -147,11 +207,8 @@ int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
                                         : "a string or an array"));
         }
     }
-    t = llmgw_json_type(req->body, "stream", NULL);
-    if (t != LLMGW_JSON_MISSING && t != LLMGW_JSON_NULL
-        && t != LLMGW_JSON_BOOL) {
-        return invalid(err, "stream", "invalid_type",
-                       "Invalid type for 'stream': expected a boolean.");
+    if (check_types(p, req->body, err)) {
+        return err->status;
     }
     req->stream = (ep != LLMGW_EP_EMBEDDINGS)
                   && llmgw_json_getb(req->body, 0, "stream", NULL);

@@ -59,6 +59,13 @@ def test_model_wrong_type(gw):
     assert_openai_error(r, 400, "invalid_request_error", "invalid_type", "model")
 
 
+def test_wrong_parameter_types(gw):
+    for field, value in (("temperature", "hot"), ("max_tokens", 2.5),
+                         ("stream", "yes"), ("stop", 7), ("tools", {})):
+        r = gw.post("/v1/chat/completions", chat_body(**{field: value}))
+        assert_openai_error(r, 400, "invalid_request_error", "invalid_type", field)
+
+
 def test_chat_without_messages(gw):
     r = gw.post(CHAT, {"model": "mock-small"})
     assert_openai_error(r, 400, "invalid_request_error", param="messages")

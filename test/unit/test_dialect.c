@@ -86,6 +86,21 @@ START_TEST(rejects_bad_requests_with_param)
     ck_assert_int_eq(parse(LLMGW_EP_EMBEDDINGS, "{\"model\":\"m\"}", &req,
                            &err), 400);
     ck_assert_str_eq(err.param, "input");
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
+                           "\"temperature\":\"hot\"}", &req, &err), 400);
+    ck_assert_str_eq(err.param, "temperature");
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
+                           "\"max_tokens\":1.5}", &req, &err), 400);
+    ck_assert_str_eq(err.param, "max_tokens");
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
+                           "\"stop\":5}", &req, &err), 400);
+    ck_assert_str_eq(err.param, "stop");
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
+                           "\"tools\":{}}", &req, &err), 400);
+    ck_assert_str_eq(err.param, "tools");
+    /* null means "not given"; unknown members pass. */
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
+                           "\"seed\":null,\"x-vendor\":{}}", &req, &err), 0);
 }
 END_TEST
 

@@ -415,10 +415,13 @@ static int to_ollama(llmgw_endpoint_t ep, const char *body,
     int rv;
 
     memset(err, 0, sizeof(*err));
-    ck_assert_int_eq(llmgw_request_parse(test_pool, ep, body, strlen(body),
-                                         &req, err), 0);
     *out = NULL;
     *path = NULL;
+    /* A type the gateway checks itself is refused before translation. */
+    rv = llmgw_request_parse(test_pool, ep, body, strlen(body), &req, err);
+    if (rv) {
+        return rv;
+    }
     rv = llmgw_ollama_request(test_pool, &req, upstream, path, out, &len,
                               err);
     if (!rv) {
