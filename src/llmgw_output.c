@@ -97,17 +97,16 @@ static apr_status_t keep_bucket(llmgw_req_t *ctx, apr_pool_t *p,
     return rv;
 }
 
-/* The id of an OpenAI answer we build from another dialect's. */
-static const char *answer_id(request_rec *r, llmgw_req_t *ctx)
+/* The unique part of the id of an answer we build from another dialect's
+ * (the translator adds "chatcmpl-" or "cmpl-"). */
+static const char *answer_id(request_rec *r)
 {
     unsigned char rnd[12];
 
     if (apr_generate_random_bytes(rnd, sizeof(rnd)) != APR_SUCCESS) {
         memset(rnd, 0, sizeof(rnd));
     }
-    return apr_pstrcat(r->pool, ctx->ep == LLMGW_EP_COMPLETIONS
-                                    ? "cmpl-" : "chatcmpl-",
-                       apr_pescape_hex(r->pool, rnd, sizeof(rnd), 0), NULL);
+    return apr_pescape_hex(r->pool, rnd, sizeof(rnd), 0);
 }
 
 static int is_type(request_rec *r, const char *type)
@@ -140,7 +139,7 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
         if (ctx->backend_ollama) {
             /* Usage always: the framer takes it out again if unasked. */
             ctx->from_ollama = llmgw_ollama_sse_create(
-                r->pool, ctx->ep, answer_id(r, ctx), ctx->req.model,
+                r->pool, ctx->ep, answer_id(r), ctx->upstream_model,
                 apr_time_sec(r->request_time), 1);
         }
         ap_set_content_type(r, llmgw_front_stream_type(ctx->front));
@@ -409,7 +408,7 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
         llmgw_error_t err;
 
         if (llmgw_ollama_response(r->pool, &ctx->req, status, body, len,
-                                  answer_id(r, ctx), ctx->req.model,
+                                  answer_id(r), ctx->upstream_model,
                                   apr_time_sec(r->request_time), &out, &olen,
                                   &u, &err)) {
             ctx->rec = NULL;

@@ -481,9 +481,6 @@ int llmgw_fixups(request_rec *r)
     }
     apr_table_setn(r->notes, "llm-model", ctx->req.model);
     apr_table_setn(r->notes, "llm-stream", ctx->req.stream ? "1" : "0");
-    ctx->front = llmgw_front_create(r->pool, ctx->oep, ctx->ep,
-                                    ctx->req.model,
-                                    apr_time_sec(r->request_time));
 
     ctx->route = llmgw_router_find(sconf->router, ctx->req.model);
     if (!ctx->route) {
@@ -498,10 +495,15 @@ int llmgw_fixups(request_rec *r)
         return answer_error(r, ctx);
     }
     ctx->backend_ollama = strcmp(ctx->route->dialect, "ollama") == 0;
-    upstream_model = ctx->route->upstream_model ? ctx->route->upstream_model
-                                                : ctx->req.model;
+    upstream_model = ctx->upstream_model = ctx->route->upstream_model
+                                               ? ctx->route->upstream_model
+                                               : ctx->req.model;
     apr_table_setn(r->notes, "llm-route", ctx->route->name);
     apr_table_setn(r->notes, "llm-upstream-model", upstream_model);
+    /* Answers name the model that made them, whichever API asks. */
+    ctx->front = llmgw_front_create(r->pool, ctx->oep, ctx->ep,
+                                    upstream_model,
+                                    apr_time_sec(r->request_time));
 
     if (cache_lookup(r, ctx, sconf, upstream_model)) {
         r->handler = LLMGW_HANDLER;

@@ -44,6 +44,7 @@ typedef struct {
     const char *model_id;        /* GET /models/{id}, POST /api/show */
     llmgw_request_t req;         /* always in OpenAI terms */
     const llmgw_route_t *route;
+    const char *upstream_model;  /* the name the backend is asked for */
     int backend_ollama;          /* the route's dialect is ollama */
     llmgw_error_t err;           /* err.status != 0: we answer it */
     llmgw_front_t *front;        /* the client's shape of the answer */

@@ -366,19 +366,15 @@ mock_tool_trigger(struct json_object *req, struct json_object *messages,
     return json_object_get_string(name);
 }
 
-/* 64 hex digits that look like Ollama's sha256 digests: four FNV-1a
- * hashes of NAME + "#0" .. NAME + "#3". */
+/* 64 hex digits that look like Ollama's sha256 digests: the first four
+ * xorshift64* outputs seeded with FNV-1a of the name. */
 void
 mock_digest(char out[65], const char *name, size_t len)
 {
-    char tag[2] = { '#', '0' };
+    uint64_t st = mock_rng_init(mock_fnv1a(MOCK_FNV_INIT, name, len));
     int i;
 
     for (i = 0; i < 4; i++) {
-        uint64_t h = mock_fnv1a(MOCK_FNV_INIT, name, len);
-
-        tag[1] = (char)('0' + i);
-        h = mock_fnv1a(h, tag, 2);
-        snprintf(out + 16 * i, 17, "%016" PRIx64, h);
+        snprintf(out + 16 * i, 17, "%016" PRIx64, mock_rng_next(&st));
     }
 }

@@ -1,5 +1,5 @@
-/* mockllm.c: CLI, HTTP daemon, routing, faults and introspection of
- * mockllm, the emulated LLM backend behind mod_llm_gateway's tests. */
+/* mockllm.c: CLI, HTTP daemon, routing, faults, paced streams, loaded
+ * models and introspection of mockllm, mod_llm_gateway's emulated backend. */
 
 #include <errno.h>
 #include <math.h>
@@ -755,19 +755,28 @@ reply_stats(struct MHD_Connection *conn)
     return mock_reply_json(conn, MHD_HTTP_OK, o);
 }
 
+/* --models, or the two names listed when any model is accepted. */
+const char *const *
+mock_model_names(size_t *n)
+{
+    static const char *const defaults[] = { "mock-small", "mock-large" };
+
+    if (mock_cfg.models == NULL) {
+        *n = 2;
+        return defaults;
+    }
+    *n = mock_cfg.nmodels;
+    return (const char *const *)mock_cfg.models;
+}
+
 static enum MHD_Result
 reply_models(struct MHD_Connection *conn)
 {
-    static const char *const defaults[] = { "mock-small", "mock-large" };
-    const char *const *names = (const char *const *)mock_cfg.models;
-    size_t n = mock_cfg.nmodels, i;
+    size_t n, i;
+    const char *const *names = mock_model_names(&n);
     struct json_object *o = json_object_new_object();
     struct json_object *data = json_object_new_array();
 
-    if (names == NULL) {
-        names = defaults;
-        n = 2;
-    }
     for (i = 0; i < n; i++) {
         struct json_object *m = json_object_new_object();
 
@@ -832,6 +841,7 @@ parse_fault(const char *s, mock_fault_t *out)
     } faults[] = {
         { "none", MOCK_FAULT_NONE },
         { "500", MOCK_FAULT_500 },
+        { "429", MOCK_FAULT_429 },
         { "hang", MOCK_FAULT_HANG },
         { "cut", MOCK_FAULT_CUT },
         { "reset", MOCK_FAULT_RESET },
@@ -932,6 +942,11 @@ handle_faultable(struct MHD_Connection *conn, const char *url, req_t *rq)
     case MOCK_FAULT_500:
         return reply_err(conn, rq, MHD_HTTP_INTERNAL_SERVER_ERROR,
                          "mock internal error", "server_error", NULL, NULL);
+    case MOCK_FAULT_429:
+        /* What a rate-limited backend says (vLLM behind a limiter). */
+        return reply_err(conn, rq, MHD_HTTP_TOO_MANY_REQUESTS,
+                         "mock rate limit reached", "rate_limit_error",
+                         NULL, NULL);
     default:
         break;
     }
@@ -1135,6 +1150,651 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
+/* ---- "cut": a 200 whose chunked body stops mid-way ---------------------- */
+
+typedef struct {
+    char *data;
+    size_t len;
+    size_t off;
+} cut_t;
+
+static ssize_t
+cut_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    cut_t *c = cls;
+    size_t n;
+
+    (void)pos;
+    if (c->off >= c->len) {
+        /* No terminating chunk: the client must see a broken transfer. */
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    n = c->len - c->off;
+    if (n > max) {
+        n = max;
+    }
+    memcpy(buf, c->data + c->off, n);
+    c->off += n;
+    return (ssize_t)n;
+}
+
+static void
+cut_free(void *cls)
+{
+    cut_t *c = cls;
+
+    free(c->data);
+    free(c);
+}
+
+/* Sends the first half of body (all of it if it is 1 byte), then aborts. */
+enum MHD_Result
+mock_cut_reply(struct MHD_Connection *conn, const char *ctype,
+               const char *body, size_t len)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+    cut_t *c = calloc(1, sizeof(*c));
+
+    if (c == NULL) {
+        return MHD_NO;
+    }
+    c->len = len / 2 ? len / 2 : len;
+    c->data = malloc(c->len ? c->len : 1);
+    if (c->data == NULL) {
+        free(c);
+        return MHD_NO;
+    }
+    memcpy(c->data, body, c->len);
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384,
+                                             cut_reader, c, cut_free);
+    if (resp == NULL) {
+        cut_free(c);
+        return MHD_NO;
+    }
+    mock_add_headers(resp, ctype);
+    ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- paced streams (OpenAI and llama.cpp SSE, Ollama NDJSON) ------------ */
+
+enum {
+    SP_HEAD,
+    SP_PIECES,
+    SP_TAIL,
+    SP_END
+};
+
+/* Builds the next event into s->ev, sleeping first when it is a piece
+ * that is not due yet.  1: event ready, 0: end, -1: abort. */
+static int
+next_event(mock_stream_t *s)
+{
+    struct timespec due;
+
+    switch (s->phase) {
+    case SP_HEAD:
+        s->phase = SP_PIECES;
+        if (s->ops->head != NULL) {
+            s->ops->head(s);
+            return 1;
+        }
+        /* fall through */
+
+    case SP_PIECES:
+        if (s->cut_after >= 0 && s->emitted >= s->cut_after) {
+            return -1;
+        }
+        if (s->emitted < s->npieces) {
+            /* Deadlines come from t0, not from the previous event, so
+             * slow writes do not make the whole stream drift. */
+            if (s->ttft_ms > 0 || s->tps > 0.0) {
+                mock_deadline(&due, &s->t0, (double)s->ttft_ms
+                              + (s->tps > 0.0 ? (double)s->emitted * 1000.0
+                                                / s->tps
+                                              : 0.0));
+                if (mock_sleep_until(&due, s->fd) != 0) {
+                    return -1;
+                }
+            }
+            s->ops->piece(s, s->emitted);
+            s->emitted++;
+            return 1;
+        }
+        if (s->npieces == 0 && s->ttft_ms > 0) {
+            /* Even an empty answer takes the time to first token. */
+            mock_deadline(&due, &s->t0, (double)s->ttft_ms);
+            if (mock_sleep_until(&due, s->fd) != 0) {
+                return -1;
+            }
+        }
+        s->phase = SP_TAIL;
+        /* fall through */
+
+    case SP_TAIL:
+        if (s->ops->tail(s, s->tail_i++)) {
+            return 1;
+        }
+        s->phase = SP_END;
+        /* The generation is over once the last event is out: free the
+         * llama.cpp slot now rather than when MHD gets round to it. */
+        mock_job_end(&s->job);
+        return 0;
+
+    default:
+        return 0;
+    }
+}
+
+/* One event per call: MHD turns each return into its own HTTP chunk and
+ * sends it before asking again, which is what makes tokens arrive spread
+ * over time at the client. */
+static ssize_t
+stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    mock_stream_t *s = cls;
+    size_t n;
+
+    (void)pos;
+    if (s->off >= s->ev.len) {
+        int r;
+
+        s->ev.len = 0;
+        s->off = 0;
+        r = next_event(s);
+        if (r == 0) {
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        if (r < 0 || s->ev.failed) {
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
+    n = s->ev.len - s->off;
+    if (n > max) {
+        n = max;
+    }
+    memcpy(buf, s->ev.data + s->off, n);
+    s->off += n;
+    return (ssize_t)n;
+}
+
+static void
+stream_free(void *cls)
+{
+    mock_stream_t *s = cls;
+
+    mock_job_end(&s->job);
+    if (s->ops->free != NULL) {
+        s->ops->free(s->ctx);
+    }
+    mock_buf_free(&s->ev);
+    free(s);
+}
+
+/* Takes ownership of ctx (freed through ops->free, also on failure) and
+ * of the job.  The "cut" fault stops the stream after half the pieces. */
+enum MHD_Result
+mock_stream_start(struct MHD_Connection *conn, const mock_stream_ops_t *ops,
+                  void *ctx, long npieces, const mock_knobs_t *k,
+                  const mock_job_t *job, const char *ctype)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+    mock_stream_t *s = calloc(1, sizeof(*s));
+
+    if (s == NULL) {
+        mock_job_t j = *job;
+
+        mock_job_end(&j);
+        if (ops->free != NULL) {
+            ops->free(ctx);
+        }
+        return MHD_NO;
+    }
+    s->ops = ops;
+    s->ctx = ctx;
+    s->job = *job;
+    s->phase = SP_HEAD;
+    s->npieces = npieces;
+    s->cut_after = -1;
+    if (k->fault == MOCK_FAULT_CUT) {
+        s->cut_after = npieces / 2 ? npieces / 2 : npieces;
+    }
+    s->tps = k->tps;
+    s->ttft_ms = k->ttft_ms;
+    s->fd = k->fd;
+    clock_gettime(CLOCK_MONOTONIC, &s->t0);
+
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
+                                             stream_reader, s, stream_free);
+    if (resp == NULL) {
+        stream_free(s);
+        return MHD_NO;
+    }
+    mock_add_headers(resp, ctype);
+    if (strcmp(ctype, "text/event-stream") == 0) {
+        MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    }
+    ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- loaded models and llama.cpp slots ---------------------------------- */
+
+/* A model mockllm has "loaded" (or is loading). */
+typedef struct {
+    char *name;
+    size_t len;
+    int loading;                /* a request is sleeping through its load */
+    struct timespec ready;      /* CLOCK_MONOTONIC: when that load ends */
+    time_t used;                /* wall clock of the last use */
+} resident_t;
+
+/* One lock for models and slots: both are touched once or twice per
+ * request, and a slot wait must see the stop flag promptly anyway. */
+static pthread_mutex_t models_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t slot_freed;
+static int cond_ready;
+
+/* Most recently used first, which is the order /api/ps shows. */
+static resident_t *resident;
+static size_t nresident;
+static size_t capresident;
+static size_t nloading;
+static uint64_t cold_loads;
+
+static int *slot_task;          /* -1: idle, else the task it runs */
+static uint64_t next_task;
+
+/* The list is only touched with models_lock held. */
+static long
+resident_find(const char *name, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < nresident; i++) {
+        if (resident[i].len == len
+            && memcmp(resident[i].name, name, len) == 0) {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+static void
+resident_touch(size_t i)
+{
+    resident_t m = resident[i];
+
+    memmove(resident + 1, resident, i * sizeof(*resident));
+    resident[0] = m;
+}
+
+static void
+resident_remove(size_t i)
+{
+    free(resident[i].name);
+    memmove(resident + i, resident + i + 1,
+            (nresident - i - 1) * sizeof(*resident));
+    nresident--;
+}
+
+static int
+resident_add(const char *name, size_t len, int loading)
+{
+    resident_t *grown;
+    char *copy = malloc(len + 1);
+
+    if (copy == NULL) {
+        return -1;
+    }
+    if (nresident == capresident) {
+        size_t cap = capresident ? capresident * 2 : 8;
+
+        grown = realloc(resident, cap * sizeof(*resident));
+        if (grown == NULL) {
+            free(copy);
+            return -1;
+        }
+        resident = grown;
+        capresident = cap;
+    }
+    memcpy(copy, name, len);
+    copy[len] = '\0';
+    memmove(resident + 1, resident, nresident * sizeof(*resident));
+    nresident++;
+    memset(&resident[0], 0, sizeof(resident[0]));
+    resident[0].name = copy;
+    resident[0].len = len;
+    resident[0].loading = loading;
+    resident[0].used = time(NULL);
+    return 0;
+}
+
+/* Unloads least recently used models beyond the limit; a model still
+ * loading is never the victim (its request is asleep on it). */
+static void
+resident_evict(void)
+{
+    size_t limit = mock_cfg.max_loaded > 0 ? (size_t)mock_cfg.max_loaded
+                                           : MOCK_LOADED_CAP;
+    size_t i;
+
+    while (nresident - nloading > limit) {
+        for (i = nresident; i > 0 && resident[i - 1].loading; i--) {
+        }
+        if (i == 0) {
+            return;
+        }
+        resident_remove(i - 1);
+    }
+}
+
+int
+mock_models_init(void)
+{
+    pthread_condattr_t ca;
+    size_t i;
+    long s;
+
+    /* Monotonic, so a wall clock step cannot stretch a slot wait. */
+    if (pthread_condattr_init(&ca) != 0) {
+        return -1;
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (pthread_cond_init(&slot_freed, &ca) != 0) {
+        pthread_condattr_destroy(&ca);
+        return -1;
+    }
+    pthread_condattr_destroy(&ca);
+    cond_ready = 1;
+
+    slot_task = malloc((size_t)mock_cfg.slots * sizeof(*slot_task));
+    if (slot_task == NULL) {
+        return -1;
+    }
+    for (s = 0; s < mock_cfg.slots; s++) {
+        slot_task[s] = -1;
+    }
+    /* In the order given, so the last one is the most recently used. */
+    for (i = 0; i < mock_cfg.npreload; i++) {
+        const char *name = mock_cfg.preload[i];
+        size_t len = strlen(name);
+        long at = resident_find(name, len);
+
+        if (at >= 0) {
+            resident_touch((size_t)at);
+        }
+        else if (resident_add(name, len, 0) != 0) {
+            return -1;
+        }
+        resident_evict();
+    }
+    return 0;
+}
+
+void
+mock_models_free(void)
+{
+    size_t i;
+
+    for (i = 0; i < nresident; i++) {
+        free(resident[i].name);
+    }
+    free(resident);
+    resident = NULL;
+    nresident = capresident = nloading = 0;
+    free(slot_task);
+    slot_task = NULL;
+    if (cond_ready) {
+        pthread_cond_destroy(&slot_freed);
+        cond_ready = 0;
+    }
+}
+
+/* Makes the model resident (sleeping --load-ms if it is not: a cold load;
+ * a request arriving during someone else's load waits for that one) and,
+ * for llama.cpp, takes a free slot, queueing for one as llama.cpp does.
+ * 0: go ahead; -1: the client left or we are stopping, give up. */
+int
+mock_job_begin(mock_job_t *job, const char *model, size_t len,
+               const mock_knobs_t *k)
+{
+    struct timespec now, ready;
+    long i, s;
+    int r;
+
+    job->slot = -1;
+    job->cold = 0;
+    pthread_mutex_lock(&models_lock);
+    for (;;) {
+        i = resident_find(model, len);
+        if (i >= 0 && !resident[i].loading) {
+            resident[i].used = time(NULL);
+            resident_touch((size_t)i);
+            break;
+        }
+        job->cold = 1;
+        if (i >= 0) {
+            ready = resident[i].ready;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (ready.tv_sec < now.tv_sec
+                || (ready.tv_sec == now.tv_sec
+                    && ready.tv_nsec <= now.tv_nsec)) {
+                /* Due, but its loader has not taken the lock back yet:
+                 * a short nap instead of spinning on the lock. */
+                mock_deadline(&ready, &now, 1.0);
+            }
+            pthread_mutex_unlock(&models_lock);
+            r = mock_sleep_until(&ready, k->fd);
+            pthread_mutex_lock(&models_lock);
+            if (r != 0) {
+                goto give_up;
+            }
+            continue;           /* loaded now, or its loader gave up */
+        }
+        if (resident_add(model, len, mock_cfg.load_ms > 0) != 0) {
+            goto give_up;
+        }
+        if (mock_cfg.load_ms > 0) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            mock_deadline(&ready, &now, (double)mock_cfg.load_ms);
+            resident[0].ready = ready;
+            nloading++;
+            pthread_mutex_unlock(&models_lock);
+            r = mock_sleep_until(&ready, k->fd);
+            pthread_mutex_lock(&models_lock);
+            nloading--;
+            /* Still there: only its loader removes a loading entry. */
+            i = resident_find(model, len);
+            if (r != 0) {
+                if (i >= 0) {
+                    resident_remove((size_t)i);
+                }
+                goto give_up;
+            }
+            if (i >= 0) {
+                resident[i].loading = 0;
+                resident[i].used = time(NULL);
+                resident_touch((size_t)i);
+            }
+        }
+        cold_loads++;
+        resident_evict();
+        break;
+    }
+
+    if (mock_cfg.flavor == MOCK_FLAVOR_LLAMACPP) {
+        for (;;) {
+            for (s = 0; s < mock_cfg.slots && slot_task[s] >= 0; s++) {
+            }
+            if (s < mock_cfg.slots) {
+                slot_task[s] = (int)(next_task++ & 0x7fffffff);
+                job->slot = (int)s;
+                break;
+            }
+            if (mock_stopping() || mock_peer_gone(k->fd)) {
+                goto give_up;
+            }
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            mock_deadline(&ready, &now, 100.0);
+            pthread_cond_timedwait(&slot_freed, &models_lock, &ready);
+        }
+    }
+    pthread_mutex_unlock(&models_lock);
+    return 0;
+
+give_up:
+    pthread_mutex_unlock(&models_lock);
+    return -1;
+}
+
+/* Idempotent: streams call it at their end and again when freed. */
+void
+mock_job_end(mock_job_t *job)
+{
+    if (job->slot < 0) {
+        return;
+    }
+    pthread_mutex_lock(&models_lock);
+    if (slot_task != NULL && job->slot < mock_cfg.slots) {
+        slot_task[job->slot] = -1;
+    }
+    pthread_cond_signal(&slot_freed);
+    pthread_mutex_unlock(&models_lock);
+    job->slot = -1;
+}
+
+/* Ollama's keep_alive 0; 1 if it was loaded. */
+int
+mock_model_unload(const char *model, size_t len)
+{
+    long i;
+    int found = 0;
+
+    pthread_mutex_lock(&models_lock);
+    i = resident_find(model, len);
+    if (i >= 0 && !resident[i].loading) {
+        resident_remove((size_t)i);
+        found = 1;
+    }
+    pthread_mutex_unlock(&models_lock);
+    return found;
+}
+
+int
+mock_loading(void)
+{
+    size_t n;
+
+    pthread_mutex_lock(&models_lock);
+    n = nloading;
+    pthread_mutex_unlock(&models_lock);
+    return n > 0;
+}
+
+void
+mock_models_stats(struct json_object *o)
+{
+    struct json_object *names = json_object_new_array();
+    size_t i;
+
+    pthread_mutex_lock(&models_lock);
+    json_object_object_add(o, "loads",
+                           json_object_new_int64((int64_t)cold_loads));
+    for (i = 0; i < nresident; i++) {
+        if (!resident[i].loading) {
+            json_object_array_add(names,
+                                  json_object_new_string_len(
+                                      resident[i].name, (int)resident[i].len));
+        }
+    }
+    pthread_mutex_unlock(&models_lock);
+    json_object_object_add(o, "loaded", names);
+}
+
+void
+mock_models_reset(void)
+{
+    pthread_mutex_lock(&models_lock);
+    cold_loads = 0;
+    pthread_mutex_unlock(&models_lock);
+}
+
+struct json_object *
+mock_ps_json(void)
+{
+    struct json_object *o = json_object_new_object();
+    struct json_object *list = json_object_new_array();
+    struct timespec ts;
+    char when[48];
+    size_t i;
+
+    pthread_mutex_lock(&models_lock);
+    for (i = 0; i < nresident; i++) {
+        struct json_object *m;
+
+        if (resident[i].loading) {
+            continue;
+        }
+        m = mock_ollama_model(resident[i].name, resident[i].len);
+        ts.tv_sec = resident[i].used + MOCK_KEEP_ALIVE_S;
+        ts.tv_nsec = 0;
+        mock_rfc3339(when, sizeof(when), &ts);
+        json_object_object_add(m, "expires_at", json_object_new_string(when));
+        json_object_object_add(m, "size_vram",
+                               json_object_new_int64(MOCK_MODEL_SIZE));
+        json_object_object_add(m, "context_length",
+                               json_object_new_int(MOCK_MODEL_CTX));
+        json_object_array_add(list, m);
+    }
+    pthread_mutex_unlock(&models_lock);
+    json_object_object_add(o, "models", list);
+    return o;
+}
+
+struct json_object *
+mock_slots_json(void)
+{
+    struct json_object *a = json_object_new_array();
+    long s;
+
+    pthread_mutex_lock(&models_lock);
+    for (s = 0; s < mock_cfg.slots; s++) {
+        struct json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "id", json_object_new_int((int)s));
+        json_object_object_add(o, "id_task",
+                               json_object_new_int(slot_task[s]));
+        json_object_object_add(o, "n_ctx",
+                               json_object_new_int(MOCK_MODEL_CTX));
+        json_object_object_add(o, "speculative",
+                               json_object_new_boolean(0));
+        json_object_object_add(o, "is_processing",
+                               json_object_new_boolean(slot_task[s] >= 0));
+        json_object_array_add(a, o);
+    }
+    pthread_mutex_unlock(&models_lock);
+    return a;
+}
+
+/* Nominal, from the knobs: the time the mock spends is ttft, then n/tps,
+ * and a cold load costs --load-ms. */
+void
+mock_timing(mock_timing_t *t, long prompt_n, long predicted_n,
+            const mock_knobs_t *k, const mock_job_t *job)
+{
+    t->prompt_n = prompt_n;
+    t->predicted_n = predicted_n;
+    t->prompt_ms = (double)k->ttft_ms;
+    t->predicted_ms = k->tps > 0.0 ? (double)predicted_n * 1000.0 / k->tps
+                                   : 0.0;
+    t->load_ms = job->cold ? (double)mock_cfg.load_ms : 0.0;
+}
+
 /* ---- startup and shutdown ----------------------------------------------- */
 
 static void
@@ -1144,13 +1804,17 @@ usage(FILE *out)
         "usage: mockllm --port PORT [--host 127.0.0.1] [--name NAME]\n"
         "               [--models m1,m2,...] [--tps N] [--ttft-ms N]\n"
         "               [--tokens N] [--embed-dim N]\n"
-        "               [--fault none|500|hang|cut|reset] [--quiet]\n"
-        "Emulated OpenAI-dialect LLM server for mod_llm_gateway tests.\n"
-        "See test/mockllm/README.md.\n");
+        "               [--fault none|500|429|hang|cut|reset]\n"
+        "               [--flavor openai|llamacpp] [--slots N]\n"
+        "               [--load-ms N] [--max-loaded K] [--preload m1,m2]\n"
+        "               [--quiet]\n"
+        "Emulated OpenAI/Ollama/llama.cpp LLM server for mod_llm_gateway\n"
+        "tests. See test/mockllm/README.md.\n");
 }
 
+/* A comma-separated list of names, blanks around them trimmed. */
 static int
-parse_models(const char *arg)
+parse_list(const char *arg, char ***list, size_t *count)
 {
     const char *p = arg;
 
@@ -1167,24 +1831,23 @@ parse_models(const char *arg)
             len--;
         }
         if (len > 0) {
-            grown = realloc(mock_cfg.models,
-                            (mock_cfg.nmodels + 1) * sizeof(char *));
+            grown = realloc(*list, (*count + 1) * sizeof(char *));
             if (grown == NULL) {
                 return -1;
             }
-            mock_cfg.models = grown;
-            mock_cfg.models[mock_cfg.nmodels] = strndup(p, len);
-            if (mock_cfg.models[mock_cfg.nmodels] == NULL) {
+            *list = grown;
+            (*list)[*count] = strndup(p, len);
+            if ((*list)[*count] == NULL) {
                 return -1;
             }
-            mock_cfg.nmodels++;
+            (*count)++;
         }
         if (end == NULL) {
             break;
         }
         p = end + 1;
     }
-    return mock_cfg.nmodels > 0 ? 0 : -1;
+    return *count > 0 ? 0 : -1;
 }
 
 static int
@@ -1207,7 +1870,8 @@ known_option(const char *name)
 {
     static const char *const opts[] = {
         "--port", "--host", "--name", "--models", "--tps", "--ttft-ms",
-        "--tokens", "--embed-dim", "--fault"
+        "--tokens", "--embed-dim", "--fault", "--flavor", "--load-ms",
+        "--max-loaded", "--preload", "--slots"
     };
     size_t i;
 
@@ -1229,6 +1893,7 @@ parse_args(int argc, char **argv)
     mock_cfg.name = "mock";
     mock_cfg.tokens = 16;
     mock_cfg.embed_dim = 8;
+    mock_cfg.slots = 1;
     for (i = 1; i < argc; i++) {
         const char *opt = argv[i], *val = NULL;
         const char *eq = strchr(opt, '=');
@@ -1286,7 +1951,44 @@ parse_args(int argc, char **argv)
             mock_cfg.name = val;
         }
         else if (strcmp(name, "--models") == 0) {
-            if (mock_cfg.models != NULL || parse_models(val) != 0) {
+            if (mock_cfg.models != NULL
+                || parse_list(val, &mock_cfg.models, &mock_cfg.nmodels)
+                   != 0) {
+                goto bad;
+            }
+        }
+        else if (strcmp(name, "--preload") == 0) {
+            if (mock_cfg.preload != NULL
+                || parse_list(val, &mock_cfg.preload, &mock_cfg.npreload)
+                   != 0) {
+                goto bad;
+            }
+        }
+        else if (strcmp(name, "--flavor") == 0) {
+            if (strcmp(val, "openai") == 0) {
+                mock_cfg.flavor = MOCK_FLAVOR_OPENAI;
+            }
+            else if (strcmp(val, "llamacpp") == 0) {
+                mock_cfg.flavor = MOCK_FLAVOR_LLAMACPP;
+            }
+            else {
+                goto bad;
+            }
+        }
+        else if (strcmp(name, "--load-ms") == 0) {
+            if (parse_long(val, 0, MOCK_MAX_TTFT_MS, &mock_cfg.load_ms)
+                != 0) {
+                goto bad;
+            }
+        }
+        else if (strcmp(name, "--max-loaded") == 0) {
+            if (parse_long(val, 0, MOCK_MAX_LOADED, &mock_cfg.max_loaded)
+                != 0) {
+                goto bad;
+            }
+        }
+        else if (strcmp(name, "--slots") == 0) {
+            if (parse_long(val, 1, MOCK_MAX_SLOTS, &mock_cfg.slots) != 0) {
                 goto bad;
             }
         }
@@ -1329,6 +2031,14 @@ bad:
         fprintf(stderr, "mockllm: --port is required\n");
         return -1;
     }
+    for (i = 0; (size_t)i < mock_cfg.npreload; i++) {
+        if (!mock_model_known(mock_cfg.preload[i],
+                              strlen(mock_cfg.preload[i]))) {
+            fprintf(stderr, "mockllm: --preload model '%s' is not in "
+                    "--models\n", mock_cfg.preload[i]);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -1341,6 +2051,10 @@ free_config(void)
         free(mock_cfg.models[i]);
     }
     free(mock_cfg.models);
+    for (i = 0; i < mock_cfg.npreload; i++) {
+        free(mock_cfg.preload[i]);
+    }
+    free(mock_cfg.preload);
     free(mock_cfg.fingerprint);
     memset(&mock_cfg, 0, sizeof(mock_cfg));
 }
@@ -1437,6 +2151,10 @@ main(int argc, char **argv)
         return 1;
     }
     snprintf(mock_cfg.fingerprint, fplen, "mock-%s", mock_cfg.name);
+    if (mock_models_init() != 0) {
+        free_config();
+        return 1;
+    }
 
     /* Block the stop signals before MHD creates threads so that they all
      * inherit the mask and only sigwait() below ever sees them. */
@@ -1449,6 +2167,7 @@ main(int argc, char **argv)
 
     fd = open_listener(&family);
     if (fd < 0) {
+        mock_models_free();
         free_config();
         return fd == -2 ? 2 : 1;
     }
@@ -1477,6 +2196,7 @@ main(int argc, char **argv)
         fprintf(stderr, "mockllm: cannot start the HTTP daemon on %s:%u\n",
                 mock_cfg.host, mock_cfg.port);
         close(fd);
+        mock_models_free();
         free_config();
         return 1;
     }
@@ -1500,6 +2220,7 @@ main(int argc, char **argv)
     pthread_mutex_lock(&stats_lock);
     stats_clear_locked();
     pthread_mutex_unlock(&stats_lock);
+    mock_models_free();
     free_config();
     return 0;
 }

@@ -49,6 +49,7 @@
 typedef enum {
     MOCK_FAULT_NONE = 0,
     MOCK_FAULT_500,
+    MOCK_FAULT_429,
     MOCK_FAULT_HANG,
     MOCK_FAULT_CUT,
     MOCK_FAULT_RESET
@@ -140,6 +141,7 @@ int mock_sleep_until(const struct timespec *deadline, int fd);
 void mock_deadline(struct timespec *out, const struct timespec *base,
                    double ms);
 int mock_model_known(const char *model, size_t len);
+const char *const *mock_model_names(size_t *n);
 void mock_add_headers(struct MHD_Response *resp, const char *ctype);
 enum MHD_Result mock_reply(struct MHD_Connection *conn, unsigned int status,
                            const char *ctype, const char *body, size_t len,
@@ -197,7 +199,7 @@ const char *mock_tool_trigger(struct json_object *req,
                               struct json_object *messages, size_t *len);
 void mock_digest(char out[65], const char *name, size_t len);
 
-/* stream.c: paced event streams (SSE or NDJSON) shared by the dialects. */
+/* mockllm.c: paced event streams (SSE or NDJSON) shared by the dialects. */
 typedef struct mock_stream mock_stream_t;
 
 typedef struct {
@@ -227,7 +229,7 @@ struct mock_stream {
     double tps;
     long ttft_ms;
     int fd;
-    mock_job_t job;             /* released when the stream is freed */
+    mock_job_t job;             /* released at the end, or when freed */
 };
 
 enum MHD_Result mock_stream_start(struct MHD_Connection *conn,
@@ -238,7 +240,7 @@ enum MHD_Result mock_cut_reply(struct MHD_Connection *conn,
                                const char *ctype, const char *body,
                                size_t len);
 
-/* models.c: which models are "loaded", cold-load delays, llama.cpp slots. */
+/* mockllm.c: which models are "loaded", cold-load delays, llama.cpp slots. */
 int mock_models_init(void);
 void mock_models_free(void);
 int mock_job_begin(mock_job_t *job, const char *model, size_t len,
@@ -253,17 +255,18 @@ struct json_object *mock_slots_json(void);
 void mock_timing(mock_timing_t *t, long prompt_n, long predicted_n,
                  const mock_knobs_t *k, const mock_job_t *job);
 
-/* openai.c */
+/* openai.c: OpenAI */
 enum MHD_Result mock_generate(struct MHD_Connection *conn,
                               mock_endpoint_t ep, const char *body,
                               size_t len, const mock_knobs_t *knobs);
 
-/* ollama.c */
+/* openai.c: Ollama */
+struct json_object *mock_ollama_model(const char *name, size_t len);
 enum MHD_Result mock_ollama(struct MHD_Connection *conn, mock_ollama_ep_t ep,
                             const char *body, size_t len,
                             const mock_knobs_t *knobs);
 
-/* llamacpp.c */
+/* openai.c: llama.cpp */
 enum MHD_Result mock_llama_health(struct MHD_Connection *conn);
 enum MHD_Result mock_llama_slots(struct MHD_Connection *conn);
 enum MHD_Result mock_llama_completion(struct MHD_Connection *conn,

@@ -1,5 +1,5 @@
-/* openai.c: the generation endpoints of mockllm (chat, completions,
- * embeddings): validation, responses, paced SSE streams and "cut". */
+/* openai.c: the generation dialects of mockllm: OpenAI (chat, completions,
+ * embeddings), llama.cpp's additions and Ollama's /api/ with NDJSON. */
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -8,210 +8,44 @@
 
 #include "mockllm.h"
 
+#define OLLAMA_VERSION "0.5.7-mock"
+
 typedef struct {
     int chat;
     const char *model;          /* borrowed from the parsed request */
     size_t model_len;
     char id[48];
     time_t created;
-    long n;
+    long n;                     /* completion tokens */
     int limited;
     long prompt_tokens;
     uint64_t hash;
+    int json_mode;
+    const char *tool;           /* borrowed; non-NULL: answer a tool call */
+    size_t tool_len;
 } gen_t;
 
-enum {
-    PH_ROLE,
-    PH_TOKENS,
-    PH_FINISH,
-    PH_USAGE,
-    PH_DONE,
-    PH_END
-};
-
 /* Everything a stream needs after the access handler has returned; owned
- * by the MHD response and freed by its free callback. */
+ * by the stream and freed through its ops. */
 typedef struct {
     int chat;
     int include_usage;
     int limited;
-    int phase;
+    int json_mode;
     long n;
-    long emitted;
-    long cut_after;             /* -1: no cut */
     long prompt_tokens;
     uint64_t rng;
     char *prefix;               /* 'data: {"id":..."system_fingerprint":..' */
-    mock_buf_t ev;              /* event being sent */
-    size_t off;
-    struct timespec t0;
-    double tps;
-    long ttft_ms;
-    int fd;
-} stream_t;
-
-typedef struct {
-    char *data;
-    size_t len;
-    size_t off;
-} cut_t;
+    char *qtool;                /* the tool's name as a JSON string */
+    char *timings;              /* ',"timings":{...}' (llama.cpp) or NULL */
+    mock_buf_t piece;
+} sse_t;
 
 static enum MHD_Result
 bad_request(struct MHD_Connection *conn, const char *msg, const char *param)
 {
     return mock_reply_error(conn, 400, msg, "invalid_request_error", param,
                             NULL, NULL);
-}
-
-/* Strict, so that what vLLM's JSON parser refuses we refuse too. */
-/* 0 and *out set (NULL for a literal null) on success, -1 and why set on
- * failure. */
-static int
-parse_body(const char *body, size_t len, struct json_object **out,
-           char *why, size_t whylen)
-{
-    struct json_tokener *tok = json_tokener_new();
-    struct json_object *obj;
-    enum json_tokener_error err;
-    size_t end;
-
-    *out = NULL;
-    if (tok == NULL) {
-        snprintf(why, whylen, "out of memory");
-        return -1;
-    }
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-    /* The body is NUL-terminated; passing the NUL tells json-c the input
-     * is complete, so a bare number or a truncated body is an error. */
-    obj = json_tokener_parse_ex(tok, body, (int)len + 1);
-    err = json_tokener_get_error(tok);
-    end = json_tokener_get_parse_end(tok);
-    json_tokener_free(tok);
-    if (err != json_tokener_success) {
-        json_object_put(obj);
-        snprintf(why, whylen, "%s", json_tokener_error_desc(err));
-        return -1;
-    }
-    /* An embedded NUL stops json-c early; it must not hide trailing junk. */
-    for (; end < len; end++) {
-        char c = body[end];
-
-        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-            json_object_put(obj);
-            snprintf(why, whylen, "unexpected data after the JSON value");
-            return -1;
-        }
-    }
-    *out = obj;
-    return 0;
-}
-
-static struct json_object *
-member(struct json_object *obj, const char *key)
-{
-    struct json_object *v = NULL;
-
-    if (!json_object_object_get_ex(obj, key, &v)) {
-        return NULL;
-    }
-    return v;                   /* NULL for an explicit null as well */
-}
-
-/* "string or array of strings"; adds the words and the number of texts. */
-static int
-count_texts(struct json_object *v, long *words, size_t *ntexts)
-{
-    size_t i, n;
-
-    if (json_object_is_type(v, json_type_string)) {
-        *words += mock_count_words(json_object_get_string(v),
-                                   (size_t)json_object_get_string_len(v));
-        *ntexts = 1;
-        return 0;
-    }
-    if (!json_object_is_type(v, json_type_array)) {
-        return -1;
-    }
-    n = json_object_array_length(v);
-    for (i = 0; i < n; i++) {
-        struct json_object *e = json_object_array_get_idx(v, i);
-
-        if (!json_object_is_type(e, json_type_string)) {
-            return -1;
-        }
-        *words += mock_count_words(json_object_get_string(e),
-                                   (size_t)json_object_get_string_len(e));
-    }
-    *ntexts = n;
-    return 0;
-}
-
-/* Lenient about message shape: the mock counts what it understands rather
- * than second-guessing the gateway's forwarding. */
-static long
-count_messages(struct json_object *messages)
-{
-    size_t i, j, n = json_object_array_length(messages);
-    long words = 0;
-
-    for (i = 0; i < n; i++) {
-        struct json_object *m = json_object_array_get_idx(messages, i);
-        struct json_object *c;
-
-        words += 3;
-        if (!json_object_is_type(m, json_type_object)) {
-            continue;
-        }
-        c = member(m, "content");
-        if (json_object_is_type(c, json_type_string)) {
-            words += mock_count_words(json_object_get_string(c),
-                                      (size_t)json_object_get_string_len(c));
-        }
-        else if (json_object_is_type(c, json_type_array)) {
-            size_t np = json_object_array_length(c);
-
-            for (j = 0; j < np; j++) {
-                struct json_object *p = json_object_array_get_idx(c, j);
-                struct json_object *t = member(p, "type");
-                struct json_object *x = member(p, "text");
-
-                if (json_object_is_type(p, json_type_object)
-                    && json_object_is_type(t, json_type_string)
-                    && strcmp(json_object_get_string(t), "text") == 0
-                    && json_object_is_type(x, json_type_string)) {
-                    words += mock_count_words(
-                        json_object_get_string(x),
-                        (size_t)json_object_get_string_len(x));
-                }
-            }
-        }
-    }
-    return words;
-}
-
-static uint64_t
-request_hash(const gen_t *g, struct json_object *payload,
-             struct json_object *seed)
-{
-    uint64_t h = mock_fnv1a(MOCK_FNV_INIT, g->model, g->model_len);
-    const char *s;
-    size_t len = 0;
-
-    h = mock_fnv1a(h, "\n", 1);
-    s = json_object_to_json_string_length(payload, JSON_C_TO_STRING_PLAIN,
-                                          &len);
-    if (s != NULL) {
-        h = mock_fnv1a(h, s, len);
-    }
-    h = mock_fnv1a(h, "\n", 1);
-    if (seed != NULL) {
-        s = json_object_to_json_string_length(seed, JSON_C_TO_STRING_PLAIN,
-                                              &len);
-        if (s != NULL) {
-            h = mock_fnv1a(h, s, len);
-        }
-    }
-    return h;
 }
 
 static struct json_object *
@@ -228,114 +62,69 @@ usage_json(long prompt, long completion)
 }
 
 static const char *
-finish_reason(int limited)
+finish_reason(int limited, int tool)
 {
-    return limited ? "length" : "stop";
+    return tool ? "tool_calls" : limited ? "length" : "stop";
 }
 
-/* ---- "cut": a 200 whose chunked body stops mid-way ---------------- */
-
-static ssize_t
-cut_reader(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    cut_t *c = cls;
-    size_t n;
-
-    (void)pos;
-    if (c->off >= c->len) {
-        /* No terminating chunk: the client must see a broken transfer. */
-        return MHD_CONTENT_READER_END_WITH_ERROR;
-    }
-    n = c->len - c->off;
-    if (n > max) {
-        n = max;
-    }
-    memcpy(buf, c->data + c->off, n);
-    c->off += n;
-    return (ssize_t)n;
-}
-
-static void
-cut_free(void *cls)
-{
-    cut_t *c = cls;
-
-    free(c->data);
-    free(c);
-}
-
-static enum MHD_Result
-cut_reply(struct MHD_Connection *conn, const char *body, size_t len)
-{
-    struct MHD_Response *resp;
-    enum MHD_Result ret;
-    cut_t *c = calloc(1, sizeof(*c));
-
-    if (c == NULL) {
-        return MHD_NO;
-    }
-    c->len = len / 2 ? len / 2 : len;
-    c->data = malloc(c->len ? c->len : 1);
-    if (c->data == NULL) {
-        free(c);
-        return MHD_NO;
-    }
-    memcpy(c->data, body, c->len);
-    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384,
-                                             cut_reader, c, cut_free);
-    if (resp == NULL) {
-        cut_free(c);
-        return MHD_NO;
-    }
-    mock_add_headers(resp, "application/json");
-    ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    return ret;
-}
-
-/* ---- non-streamed completions -------------------------------------- */
-
-/* Simulated generation time, in the connection's own thread, so a slow
- * backend looks slow without tying up anything shared. */
+/* response_format json_object / json_schema: JSON mode; anything else is
+ * accepted and ignored, as before. */
 static int
-simulate_latency(double ms, int fd)
+json_mode(struct json_object *req)
 {
-    struct timespec now, deadline;
+    struct json_object *t = mock_member(mock_member(req, "response_format"),
+                                        "type");
+    const char *s;
 
-    if (ms <= 0.0) {
+    if (!json_object_is_type(t, json_type_string)) {
         return 0;
     }
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    mock_deadline(&deadline, &now, ms);
-    return mock_sleep_until(&deadline, fd);
+    s = json_object_get_string(t);
+    return strcmp(s, "json_object") == 0 || strcmp(s, "json_schema") == 0;
+}
+
+/* ---- OpenAI: non-streamed completions ----------------------------------- */
+
+static struct json_object *
+tool_calls_json(const char *name, size_t len)
+{
+    struct json_object *calls = json_object_new_array();
+    struct json_object *c = json_object_new_object();
+    struct json_object *f = json_object_new_object();
+
+    json_object_object_add(c, "id", json_object_new_string(MOCK_TOOL_ID));
+    json_object_object_add(c, "type", json_object_new_string("function"));
+    json_object_object_add(f, "name", json_object_new_string_len(name,
+                                                                  (int)len));
+    json_object_object_add(f, "arguments",
+                           json_object_new_string(MOCK_TOOL_ARGS));
+    json_object_object_add(c, "function", f);
+    json_object_array_add(calls, c);
+    return calls;
 }
 
 static enum MHD_Result
-complete(struct MHD_Connection *conn, const gen_t *g, const mock_knobs_t *k)
+complete(struct MHD_Connection *conn, const gen_t *g, const mock_knobs_t *k,
+         mock_job_t *job)
 {
     struct json_object *o, *choice, *choices, *msg;
     mock_buf_t text = { 0 };
-    uint64_t rng = mock_rng_init(g->hash);
+    mock_timing_t tm;
     enum MHD_Result ret;
-    const char *s;
-    size_t len = 0;
-    long i;
 
-    if (simulate_latency(k->ttft_ms + (k->tps > 0.0
-                                       ? (double)g->n * 1000.0 / k->tps
-                                       : 0.0), k->fd) != 0) {
+    if (mock_simulate_latency(k->ttft_ms + (k->tps > 0.0
+                                            ? (double)g->n * 1000.0 / k->tps
+                                            : 0.0), k->fd) != 0) {
+        mock_job_end(job);
         return MHD_NO;
     }
-    for (i = 0; i < g->n; i++) {
-        size_t wl;
-        const char *w = mock_next_word(&rng, &wl);
-
-        mock_buf_put(&text, w, wl);
-        mock_buf_put(&text, " ", 1);
-    }
-    if (text.failed) {
-        mock_buf_free(&text);
-        return MHD_NO;
+    mock_job_end(job);
+    if (g->tool == NULL) {
+        mock_text(&text, g->hash, g->n, g->json_mode);
+        if (text.failed) {
+            mock_buf_free(&text);
+            return MHD_NO;
+        }
     }
 
     o = json_object_new_object();
@@ -355,10 +144,18 @@ complete(struct MHD_Connection *conn, const gen_t *g, const mock_knobs_t *k)
         msg = json_object_new_object();
         json_object_object_add(msg, "role",
                                json_object_new_string("assistant"));
-        json_object_object_add(msg, "content",
-                               json_object_new_string_len(
-                                   text.data ? text.data : "",
-                                   (int)text.len));
+        if (g->tool != NULL) {
+            /* OpenAI sends null content next to tool calls. */
+            json_object_object_add(msg, "content", NULL);
+            json_object_object_add(msg, "tool_calls",
+                                   tool_calls_json(g->tool, g->tool_len));
+        }
+        else {
+            json_object_object_add(msg, "content",
+                                   json_object_new_string_len(
+                                       text.data ? text.data : "",
+                                       (int)text.len));
+        }
         json_object_object_add(choice, "message", msg);
     }
     else {
@@ -369,172 +166,157 @@ complete(struct MHD_Connection *conn, const gen_t *g, const mock_knobs_t *k)
     }
     json_object_object_add(choice, "logprobs", NULL);
     json_object_object_add(choice, "finish_reason",
-                           json_object_new_string(finish_reason(g->limited)));
+                           json_object_new_string(
+                               finish_reason(g->limited, g->tool != NULL)));
     choices = json_object_new_array();
     json_object_array_add(choices, choice);
     json_object_object_add(o, "choices", choices);
     json_object_object_add(o, "usage", usage_json(g->prompt_tokens, g->n));
+    if (mock_cfg.flavor == MOCK_FLAVOR_LLAMACPP) {
+        mock_timing(&tm, g->prompt_tokens, g->n, k, job);
+        json_object_object_add(o, "timings", mock_timings_json(&tm));
+    }
     mock_buf_free(&text);
 
-    if (k->fault == MOCK_FAULT_CUT) {
-        s = json_object_to_json_string_length(o, MOCK_JSON_OUT, &len);
-        ret = s ? cut_reply(conn, s, len) : MHD_NO;
-        json_object_put(o);
-        return ret;
-    }
-    return mock_reply_json(conn, MHD_HTTP_OK, o);
+    ret = mock_reply_json_k(conn, o, k);
+    return ret;
 }
 
-/* ---- streams -------------------------------------------------------- */
+/* ---- OpenAI: streams ---------------------------------------------------- */
 
-/* Builds the next SSE event into s->ev, sleeping first when the event is
- * a token that is not due yet.  1: event ready, 0: end, -1: abort. */
-static int
-next_event(stream_t *s)
+static void
+sse_head(mock_stream_t *st)
 {
+    sse_t *s = st->ctx;
+
+    mock_buf_printf(&st->ev, "%s,\"choices\":[{\"index\":0,\"delta\":"
+                    "{\"role\":\"assistant\",\"content\":\"\"},"
+                    "\"logprobs\":null,\"finish_reason\":null}]%s}\n\n",
+                    s->prefix, s->include_usage ? ",\"usage\":null" : "");
+}
+
+/* A tool call goes out as real servers stream it: the call with its name
+ * and empty arguments, then the arguments in two fragments. */
+static void
+sse_tool_piece(mock_stream_t *st, long k)
+{
+    sse_t *s = st->ctx;
     const char *unull = s->include_usage ? ",\"usage\":null" : "";
-    struct timespec due;
-    const char *w;
-    size_t wl;
 
-    switch (s->phase) {
-    case PH_ROLE:
-        mock_buf_printf(&s->ev, "%s,\"choices\":[{\"index\":0,\"delta\":"
-                        "{\"role\":\"assistant\",\"content\":\"\"},"
-                        "\"logprobs\":null,\"finish_reason\":null}]%s}\n\n",
-                        s->prefix, unull);
-        s->phase = PH_TOKENS;
-        return 1;
+    mock_buf_printf(&st->ev, "%s,\"choices\":[{\"index\":0,\"delta\":"
+                    "{\"tool_calls\":[{\"index\":0,", s->prefix);
+    if (k == 0) {
+        mock_buf_printf(&st->ev, "\"id\":\"%s\",\"type\":\"function\","
+                        "\"function\":{\"name\":%s,\"arguments\":\"\"}",
+                        MOCK_TOOL_ID, s->qtool);
+    }
+    else {
+        mock_buf_puts(&st->ev, "\"function\":{\"arguments\":");
+        mock_buf_jstr(&st->ev, k == 1 ? MOCK_TOOL_ARGS_A : MOCK_TOOL_ARGS_B,
+                      strlen(k == 1 ? MOCK_TOOL_ARGS_A : MOCK_TOOL_ARGS_B));
+        mock_buf_puts(&st->ev, "}");
+    }
+    mock_buf_printf(&st->ev, "}]},\"logprobs\":null,\"finish_reason\":null}]"
+                    "%s}\n\n", unull);
+}
 
-    case PH_TOKENS:
-        if (s->cut_after >= 0 && s->emitted >= s->cut_after) {
-            return -1;
-        }
-        if (s->emitted < s->n) {
-            /* Deadlines come from t0, not from the previous event, so
-             * slow writes do not make the whole stream drift. */
-            if (s->ttft_ms > 0 || s->tps > 0.0) {
-                mock_deadline(&due, &s->t0, (double)s->ttft_ms
-                              + (s->tps > 0.0 ? (double)s->emitted * 1000.0
-                                                / s->tps
-                                              : 0.0));
-                if (mock_sleep_until(&due, s->fd) != 0) {
-                    return -1;
-                }
-            }
-            w = mock_next_word(&s->rng, &wl);
-            if (s->chat) {
-                mock_buf_printf(&s->ev, "%s,\"choices\":[{\"index\":0,"
-                                "\"delta\":{\"content\":\"%s \"},"
-                                "\"logprobs\":null,\"finish_reason\":null}]"
-                                "%s}\n\n", s->prefix, w, unull);
-            }
-            else {
-                mock_buf_printf(&s->ev, "%s,\"choices\":[{\"index\":0,"
-                                "\"text\":\"%s \",\"logprobs\":null,"
-                                "\"finish_reason\":null}]%s}\n\n",
-                                s->prefix, w, unull);
-            }
-            s->emitted++;
-            return 1;
-        }
-        if (s->n == 0 && s->ttft_ms > 0) {
-            /* Even an empty answer takes the time to first token. */
-            mock_deadline(&due, &s->t0, (double)s->ttft_ms);
-            if (mock_sleep_until(&due, s->fd) != 0) {
-                return -1;
-            }
-        }
-        s->phase = PH_FINISH;
-        /* fall through */
+static void
+sse_piece(mock_stream_t *st, long k)
+{
+    sse_t *s = st->ctx;
+    const char *unull = s->include_usage ? ",\"usage\":null" : "";
 
-    case PH_FINISH:
+    if (s->qtool != NULL) {
+        sse_tool_piece(st, k);
+        return;
+    }
+    s->piece.len = 0;
+    mock_piece(&s->piece, &s->rng, k, s->n, s->json_mode);
+    if (s->piece.failed) {
+        st->ev.failed = 1;
+        return;
+    }
+    mock_buf_printf(&st->ev, "%s,\"choices\":[{\"index\":0,", s->prefix);
+    mock_buf_puts(&st->ev, s->chat ? "\"delta\":{\"content\":" : "\"text\":");
+    mock_buf_jstr(&st->ev, s->piece.data, s->piece.len);
+    mock_buf_printf(&st->ev, "%s,\"logprobs\":null,\"finish_reason\":null}]"
+                    "%s}\n\n", s->chat ? "}" : "", unull);
+}
+
+/* Finish chunk, usage chunk (if asked for), [DONE].  llama.cpp puts its
+ * timings in the last JSON chunk. */
+static int
+sse_tail(mock_stream_t *st, int i)
+{
+    sse_t *s = st->ctx;
+    const char *unull = s->include_usage ? ",\"usage\":null" : "";
+    const char *fin = finish_reason(s->limited, s->qtool != NULL);
+    const char *tim = s->timings ? s->timings : "";
+
+    if (i >= 1 && !s->include_usage) {
+        i++;                    /* no usage chunk */
+    }
+    switch (i) {
+    case 0:
         if (s->chat) {
-            mock_buf_printf(&s->ev, "%s,\"choices\":[{\"index\":0,"
+            mock_buf_printf(&st->ev, "%s,\"choices\":[{\"index\":0,"
                             "\"delta\":{},\"logprobs\":null,"
-                            "\"finish_reason\":\"%s\"}]%s}\n\n",
-                            s->prefix, finish_reason(s->limited), unull);
+                            "\"finish_reason\":\"%s\"}]%s%s}\n\n",
+                            s->prefix, fin, unull,
+                            s->include_usage ? "" : tim);
         }
         else {
-            mock_buf_printf(&s->ev, "%s,\"choices\":[{\"index\":0,"
+            mock_buf_printf(&st->ev, "%s,\"choices\":[{\"index\":0,"
                             "\"text\":\"\",\"logprobs\":null,"
-                            "\"finish_reason\":\"%s\"}]%s}\n\n",
-                            s->prefix, finish_reason(s->limited), unull);
+                            "\"finish_reason\":\"%s\"}]%s%s}\n\n",
+                            s->prefix, fin, unull,
+                            s->include_usage ? "" : tim);
         }
-        s->phase = s->include_usage ? PH_USAGE : PH_DONE;
         return 1;
-
-    case PH_USAGE:
-        mock_buf_printf(&s->ev, "%s,\"choices\":[],\"usage\":"
+    case 1:
+        mock_buf_printf(&st->ev, "%s,\"choices\":[],\"usage\":"
                         "{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,"
-                        "\"total_tokens\":%ld}}\n\n", s->prefix,
-                        s->prompt_tokens, s->n, s->prompt_tokens + s->n);
-        s->phase = PH_DONE;
+                        "\"total_tokens\":%ld}%s}\n\n", s->prefix,
+                        s->prompt_tokens, s->n, s->prompt_tokens + s->n, tim);
         return 1;
-
-    case PH_DONE:
-        mock_buf_puts(&s->ev, "data: [DONE]\n\n");
-        s->phase = PH_END;
+    case 2:
+        mock_buf_puts(&st->ev, "data: [DONE]\n\n");
         return 1;
-
     default:
         return 0;
     }
 }
 
-/* One event per call: MHD turns each return into its own HTTP chunk and
- * sends it before asking again, which is what makes tokens arrive spread
- * over time at the client. */
-static ssize_t
-stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    stream_t *s = cls;
-    size_t n;
-
-    (void)pos;
-    if (s->off >= s->ev.len) {
-        int r;
-
-        s->ev.len = 0;
-        s->off = 0;
-        r = next_event(s);
-        if (r == 0) {
-            return MHD_CONTENT_READER_END_OF_STREAM;
-        }
-        if (r < 0 || s->ev.failed) {
-            return MHD_CONTENT_READER_END_WITH_ERROR;
-        }
-    }
-    n = s->ev.len - s->off;
-    if (n > max) {
-        n = max;
-    }
-    memcpy(buf, s->ev.data + s->off, n);
-    s->off += n;
-    return (ssize_t)n;
-}
-
 static void
-stream_free(void *cls)
+sse_free(void *ctx)
 {
-    stream_t *s = cls;
+    sse_t *s = ctx;
 
-    mock_buf_free(&s->ev);
     free(s->prefix);
+    free(s->qtool);
+    free(s->timings);
+    mock_buf_free(&s->piece);
     free(s);
 }
 
+static const mock_stream_ops_t chat_ops = {
+    sse_head, sse_piece, sse_tail, sse_free
+};
+static const mock_stream_ops_t text_ops = {
+    NULL, sse_piece, sse_tail, sse_free
+};
+
 static enum MHD_Result
 start_stream(struct MHD_Connection *conn, const gen_t *g, int include_usage,
-             const mock_knobs_t *k)
+             const mock_knobs_t *k, mock_job_t *job)
 {
-    struct MHD_Response *resp;
-    enum MHD_Result ret;
     mock_buf_t pb = { 0 };
     char *qmodel, *qfp;
-    stream_t *s = calloc(1, sizeof(*s));
+    sse_t *s = calloc(1, sizeof(*s));
+    long npieces;
 
     if (s == NULL) {
+        mock_job_end(job);
         return MHD_NO;
     }
     qmodel = mock_json_quote(g->model, g->model_len);
@@ -549,54 +331,61 @@ start_stream(struct MHD_Connection *conn, const gen_t *g, int include_usage,
     }
     free(qmodel);
     free(qfp);
+    s->prefix = pb.data;
     if (qmodel == NULL || qfp == NULL || pb.failed) {
-        mock_buf_free(&pb);
-        free(s);
+        sse_free(s);
+        mock_job_end(job);
         return MHD_NO;
     }
-    s->prefix = pb.data;
+    if (g->tool != NULL) {
+        s->qtool = mock_json_quote(g->tool, g->tool_len);
+        if (s->qtool == NULL) {
+            sse_free(s);
+            mock_job_end(job);
+            return MHD_NO;
+        }
+    }
+    if (mock_cfg.flavor == MOCK_FLAVOR_LLAMACPP) {
+        mock_buf_t tb = { 0 };
+        mock_timing_t tm;
+
+        mock_timing(&tm, g->prompt_tokens, g->n, k, job);
+        mock_buf_puts(&tb, ",");
+        mock_timings_text(&tb, &tm);
+        s->timings = tb.data;
+        if (tb.failed) {
+            sse_free(s);
+            mock_job_end(job);
+            return MHD_NO;
+        }
+    }
     s->chat = g->chat;
     s->include_usage = include_usage;
     s->limited = g->limited;
-    s->phase = g->chat ? PH_ROLE : PH_TOKENS;
+    s->json_mode = g->json_mode;
     s->n = g->n;
     s->prompt_tokens = g->prompt_tokens;
     s->rng = mock_rng_init(g->hash);
-    s->cut_after = -1;
-    if (k->fault == MOCK_FAULT_CUT) {
-        s->cut_after = g->n / 2 ? g->n / 2 : g->n;
-    }
-    s->tps = k->tps;
-    s->ttft_ms = k->ttft_ms;
-    s->fd = k->fd;
-    clock_gettime(CLOCK_MONOTONIC, &s->t0);
-
-    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
-                                             stream_reader, s, stream_free);
-    if (resp == NULL) {
-        stream_free(s);
-        return MHD_NO;
-    }
-    mock_add_headers(resp, "text/event-stream");
-    MHD_add_response_header(resp, "Cache-Control", "no-cache");
-    ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    npieces = g->tool != NULL ? MOCK_TOOL_TOKENS
+                              : mock_pieces(g->n, g->json_mode);
+    return mock_stream_start(conn, g->chat ? &chat_ops : &text_ops, s,
+                             npieces, k, job, "text/event-stream");
 }
 
-/* ---- embeddings ----------------------------------------------------- */
+/* ---- OpenAI: embeddings ------------------------------------------------- */
 
 static enum MHD_Result
 embeddings(struct MHD_Connection *conn, struct json_object *req,
            const gen_t *g, const mock_knobs_t *k)
 {
-    struct json_object *input = member(req, "input");
-    struct json_object *fmt = member(req, "encoding_format");
+    struct json_object *input = mock_member(req, "input");
+    struct json_object *fmt = mock_member(req, "encoding_format");
     size_t dim = (size_t)mock_cfg.embed_dim;
     size_t ntexts = 0, i, d;
     long words = 0;
     int b64 = 0;
     mock_buf_t b = { 0 };
+    mock_job_t job;
     enum MHD_Result ret;
     double *vec;
     float *fv;
@@ -606,7 +395,7 @@ embeddings(struct MHD_Connection *conn, struct json_object *req,
         return bad_request(conn, "Missing required parameter: 'input'.",
                            "input");
     }
-    if (count_texts(input, &words, &ntexts) != 0) {
+    if (mock_count_texts(input, &words, &ntexts) != 0) {
         return bad_request(conn, "Invalid type for 'input': expected a "
                            "string or an array of strings.", "input");
     }
@@ -627,10 +416,15 @@ embeddings(struct MHD_Connection *conn, struct json_object *req,
                                "'float' or 'base64'.", "encoding_format");
         }
     }
-    /* Embeddings have no tokens to pace; ttft stands for their latency. */
-    if (simulate_latency((double)k->ttft_ms, k->fd) != 0) {
+    if (mock_job_begin(&job, g->model, g->model_len, k) != 0) {
         return MHD_NO;
     }
+    /* Embeddings have no tokens to pace; ttft stands for their latency. */
+    if (mock_simulate_latency((double)k->ttft_ms, k->fd) != 0) {
+        mock_job_end(&job);
+        return MHD_NO;
+    }
+    mock_job_end(&job);
 
     vec = malloc(dim * sizeof(*vec));
     fv = malloc(dim * sizeof(*fv));
@@ -676,18 +470,12 @@ embeddings(struct MHD_Connection *conn, struct json_object *req,
         mock_buf_free(&b);
         return MHD_NO;
     }
-    if (k->fault == MOCK_FAULT_CUT) {
-        ret = cut_reply(conn, b.data, b.len);
-    }
-    else {
-        ret = mock_reply(conn, MHD_HTTP_OK, "application/json", b.data,
-                         b.len, NULL);
-    }
+    ret = mock_reply_body(conn, "application/json", b.data, b.len, k);
     mock_buf_free(&b);
     return ret;
 }
 
-/* ---- entry point ---------------------------------------------------- */
+/* ---- OpenAI: entry point ------------------------------------------------ */
 
 static enum MHD_Result
 generate(struct MHD_Connection *conn, mock_endpoint_t ep,
@@ -699,11 +487,12 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
     struct json_object *v, *payload;
     size_t ntexts, i;
     int stream = 0, include_usage = 0;
+    mock_job_t job;
     char msg[160];
     gen_t g;
 
     memset(&g, 0, sizeof(g));
-    v = member(req, "model");
+    v = mock_member(req, "model");
     if (v == NULL) {
         return bad_request(conn, "Missing required parameter: 'model'.",
                            "model");
@@ -733,7 +522,7 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
 
     g.chat = (ep == MOCK_EP_CHAT);
     if (g.chat) {
-        payload = member(req, "messages");
+        payload = mock_member(req, "messages");
         if (payload == NULL) {
             return bad_request(conn, "Missing required parameter: "
                                "'messages'.", "messages");
@@ -742,15 +531,15 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
             return bad_request(conn, "Invalid type for 'messages': expected "
                                "an array.", "messages");
         }
-        g.prompt_tokens = count_messages(payload);
+        g.prompt_tokens = mock_count_messages(payload);
     }
     else {
-        payload = member(req, "prompt");
+        payload = mock_member(req, "prompt");
         if (payload == NULL) {
             return bad_request(conn, "Missing required parameter: 'prompt'.",
                                "prompt");
         }
-        if (count_texts(payload, &g.prompt_tokens, &ntexts) != 0) {
+        if (mock_count_texts(payload, &g.prompt_tokens, &ntexts) != 0) {
             return bad_request(conn, "Invalid type for 'prompt': expected a "
                                "string or an array of strings.", "prompt");
         }
@@ -759,7 +548,7 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
     for (i = 0; i < sizeof(limit_keys) / sizeof(limit_keys[0]); i++) {
         int64_t x;
 
-        v = member(req, limit_keys[i]);
+        v = mock_member(req, limit_keys[i]);
         if (v == NULL) {
             continue;
         }
@@ -782,7 +571,7 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
         g.n = k->tokens;
     }
 
-    v = member(req, "stream");
+    v = mock_member(req, "stream");
     if (v != NULL) {
         if (!json_object_is_type(v, json_type_boolean)) {
             return bad_request(conn, "Invalid type for 'stream': expected a "
@@ -790,23 +579,34 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
         }
         stream = json_object_get_boolean(v);
     }
-    v = member(req, "stream_options");
+    v = mock_member(req, "stream_options");
     if (stream && json_object_is_type(v, json_type_object)) {
-        struct json_object *u = member(v, "include_usage");
+        struct json_object *u = mock_member(v, "include_usage");
 
         include_usage = json_object_is_type(u, json_type_boolean)
                         && json_object_get_boolean(u);
     }
 
-    g.hash = request_hash(&g, payload, member(req, "seed"));
+    g.json_mode = json_mode(req);
+    if (g.chat) {
+        g.tool = mock_tool_trigger(req, payload, &g.tool_len);
+        if (g.tool != NULL) {
+            g.n = MOCK_TOOL_TOKENS;
+        }
+    }
+    g.hash = mock_request_hash(g.model, g.model_len, payload,
+                               mock_member(req, "seed"));
     g.created = time(NULL);
     snprintf(g.id, sizeof(g.id), "%s%016" PRIx64,
              g.chat ? "chatcmpl-" : "cmpl-", g.hash);
 
-    if (stream) {
-        return start_stream(conn, &g, include_usage, k);
+    if (mock_job_begin(&job, g.model, g.model_len, k) != 0) {
+        return MHD_NO;
     }
-    return complete(conn, &g, k);
+    if (stream) {
+        return start_stream(conn, &g, include_usage, k, &job);
+    }
+    return complete(conn, &g, k, &job);
 }
 
 enum MHD_Result
@@ -817,7 +617,7 @@ mock_generate(struct MHD_Connection *conn, mock_endpoint_t ep,
     enum MHD_Result ret;
     char why[128], msg[192];
 
-    if (parse_body(body, len, &req, why, sizeof(why)) != 0) {
+    if (mock_parse_body(body, len, &req, why, sizeof(why)) != 0) {
         snprintf(msg, sizeof(msg), "Invalid JSON in request body: %s", why);
         return bad_request(conn, msg, NULL);
     }
@@ -827,6 +627,1217 @@ mock_generate(struct MHD_Connection *conn, mock_endpoint_t ep,
                            NULL);
     }
     ret = generate(conn, ep, req, knobs);
+    json_object_put(req);
+    return ret;
+}
+
+/* ---- llama.cpp (--flavor llamacpp) ------------------------------------ */
+
+/* The /completion request once validated. */
+typedef struct {
+    const char *model;          /* borrowed */
+    size_t model_len;
+    long n;
+    int limited;
+    long prompt_tokens;
+    uint64_t hash;
+} llama_gen_t;
+
+/* A /completion stream, after the access handler has returned. */
+typedef struct {
+    long n;
+    long prompt_tokens;
+    int limited;
+    int slot;
+    uint64_t rng;
+    char *qmodel;
+    char *timings;              /* '"timings":{...}' */
+    mock_buf_t piece;
+} llama_stream_t;
+
+/* llama.cpp's error shape: {"error":{"code":N,"message":..,"type":..}}. */
+static enum MHD_Result
+llama_error(struct MHD_Connection *conn, unsigned int status,
+            const char *message, const char *type)
+{
+    struct json_object *o = json_object_new_object();
+    struct json_object *e = json_object_new_object();
+
+    json_object_object_add(e, "code", json_object_new_int((int)status));
+    json_object_object_add(e, "message", json_object_new_string(message));
+    json_object_object_add(e, "type", json_object_new_string(type));
+    json_object_object_add(o, "error", e);
+    return mock_reply_json(conn, status, o);
+}
+
+enum MHD_Result
+mock_llama_health(struct MHD_Connection *conn)
+{
+    if (mock_loading()) {
+        return llama_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+                           "Loading model", "unavailable_error");
+    }
+    return mock_reply(conn, MHD_HTTP_OK, "application/json",
+                      "{\"status\":\"ok\"}", 15, NULL);
+}
+
+enum MHD_Result
+mock_llama_slots(struct MHD_Connection *conn)
+{
+    return mock_reply_json(conn, MHD_HTTP_OK, mock_slots_json());
+}
+
+/* ---- llama.cpp: timings ------------------------------------------------- */
+
+/* The derived numbers, 0 where llama.cpp would divide by zero. */
+static void
+timing_values(const mock_timing_t *t, double v[6])
+{
+    v[0] = t->prompt_ms;
+    v[1] = t->prompt_n > 0 ? t->prompt_ms / (double)t->prompt_n : 0.0;
+    v[2] = t->prompt_ms > 0.0 ? (double)t->prompt_n * 1000.0 / t->prompt_ms
+                              : 0.0;
+    v[3] = t->predicted_ms;
+    v[4] = t->predicted_n > 0 ? t->predicted_ms / (double)t->predicted_n
+                              : 0.0;
+    v[5] = t->predicted_ms > 0.0
+           ? (double)t->predicted_n * 1000.0 / t->predicted_ms : 0.0;
+}
+
+void
+mock_timings_text(mock_buf_t *b, const mock_timing_t *t)
+{
+    double v[6];
+
+    timing_values(t, v);
+    mock_buf_printf(b, "\"timings\":{\"prompt_n\":%ld,\"prompt_ms\":%.3f,"
+                    "\"prompt_per_token_ms\":%.3f,"
+                    "\"prompt_per_second\":%.3f,\"predicted_n\":%ld,"
+                    "\"predicted_ms\":%.3f,\"predicted_per_token_ms\":%.3f,"
+                    "\"predicted_per_second\":%.3f}", t->prompt_n, v[0], v[1],
+                    v[2], t->predicted_n, v[3], v[4], v[5]);
+}
+
+static struct json_object *
+fixed3(double d)
+{
+    char s[64];
+
+    snprintf(s, sizeof(s), "%.3f", d);
+    return json_object_new_double_s(d, s);
+}
+
+struct json_object *
+mock_timings_json(const mock_timing_t *t)
+{
+    struct json_object *o = json_object_new_object();
+    double v[6];
+
+    timing_values(t, v);
+    json_object_object_add(o, "prompt_n", json_object_new_int64(t->prompt_n));
+    json_object_object_add(o, "prompt_ms", fixed3(v[0]));
+    json_object_object_add(o, "prompt_per_token_ms", fixed3(v[1]));
+    json_object_object_add(o, "prompt_per_second", fixed3(v[2]));
+    json_object_object_add(o, "predicted_n",
+                           json_object_new_int64(t->predicted_n));
+    json_object_object_add(o, "predicted_ms", fixed3(v[3]));
+    json_object_object_add(o, "predicted_per_token_ms", fixed3(v[4]));
+    json_object_object_add(o, "predicted_per_second", fixed3(v[5]));
+    return o;
+}
+
+/* ---- llama.cpp: /completion --------------------------------------------- */
+
+static const char *
+stop_type(int limited)
+{
+    return limited ? "limit" : "eos";
+}
+
+static void
+ls_piece(mock_stream_t *st, long k)
+{
+    llama_stream_t *s = st->ctx;
+
+    s->piece.len = 0;
+    mock_piece(&s->piece, &s->rng, k, s->n, 0);
+    mock_buf_puts(&st->ev, "data: {\"index\":0,\"content\":");
+    mock_buf_jstr(&st->ev, s->piece.data ? s->piece.data : "", s->piece.len);
+    mock_buf_printf(&st->ev, ",\"tokens\":[],\"stop\":false,\"id_slot\":%d,"
+                    "\"tokens_predicted\":%ld,\"tokens_evaluated\":%ld}\n\n",
+                    s->slot, k + 1, s->prompt_tokens);
+    if (s->piece.failed) {
+        st->ev.failed = 1;
+    }
+}
+
+/* The final event; llama.cpp's native stream has no [DONE]. */
+static int
+ls_tail(mock_stream_t *st, int i)
+{
+    llama_stream_t *s = st->ctx;
+
+    if (i > 0) {
+        return 0;
+    }
+    mock_buf_printf(&st->ev, "data: {\"index\":0,\"content\":\"\","
+                    "\"tokens\":[],\"id_slot\":%d,\"stop\":true,"
+                    "\"model\":%s,\"tokens_predicted\":%ld,"
+                    "\"tokens_evaluated\":%ld,\"has_new_line\":false,"
+                    "\"truncated\":false,\"stop_type\":\"%s\","
+                    "\"stopping_word\":\"\",\"tokens_cached\":%ld,%s}\n\n",
+                    s->slot, s->qmodel, s->n, s->prompt_tokens,
+                    stop_type(s->limited), s->prompt_tokens, s->timings);
+    return 1;
+}
+
+static void
+ls_free(void *ctx)
+{
+    llama_stream_t *s = ctx;
+
+    free(s->qmodel);
+    free(s->timings);
+    mock_buf_free(&s->piece);
+    free(s);
+}
+
+static const mock_stream_ops_t llama_ops = {
+    NULL, ls_piece, ls_tail, ls_free
+};
+
+static enum MHD_Result
+llama_stream(struct MHD_Connection *conn, const llama_gen_t *g,
+             const mock_knobs_t *k, mock_job_t *job)
+{
+    llama_stream_t *s = calloc(1, sizeof(*s));
+    mock_buf_t tb = { 0 };
+    mock_timing_t tm;
+
+    if (s == NULL) {
+        mock_job_end(job);
+        return MHD_NO;
+    }
+    mock_timing(&tm, g->prompt_tokens, g->n, k, job);
+    mock_timings_text(&tb, &tm);
+    s->timings = tb.data;
+    s->qmodel = mock_json_quote(g->model, g->model_len);
+    if (tb.failed || s->qmodel == NULL) {
+        ls_free(s);
+        mock_job_end(job);
+        return MHD_NO;
+    }
+    s->n = g->n;
+    s->prompt_tokens = g->prompt_tokens;
+    s->limited = g->limited;
+    s->slot = job->slot;
+    s->rng = mock_rng_init(g->hash);
+    return mock_stream_start(conn, &llama_ops, s, g->n, k, job,
+                             "text/event-stream");
+}
+
+static enum MHD_Result
+llama_complete(struct MHD_Connection *conn, const llama_gen_t *g,
+               const mock_knobs_t *k, mock_job_t *job)
+{
+    struct json_object *o;
+    mock_buf_t text = { 0 };
+    mock_timing_t tm;
+    int slot = job->slot;
+
+    if (mock_simulate_latency(k->ttft_ms + (k->tps > 0.0
+                                            ? (double)g->n * 1000.0 / k->tps
+                                            : 0.0), k->fd) != 0) {
+        mock_job_end(job);
+        return MHD_NO;
+    }
+    mock_job_end(job);
+    mock_text(&text, g->hash, g->n, 0);
+    if (text.failed) {
+        mock_buf_free(&text);
+        return MHD_NO;
+    }
+    mock_timing(&tm, g->prompt_tokens, g->n, k, job);
+    o = json_object_new_object();
+    json_object_object_add(o, "index", json_object_new_int(0));
+    json_object_object_add(o, "content",
+                           json_object_new_string_len(
+                               text.data ? text.data : "", (int)text.len));
+    json_object_object_add(o, "tokens", json_object_new_array());
+    json_object_object_add(o, "id_slot", json_object_new_int(slot));
+    json_object_object_add(o, "stop", json_object_new_boolean(1));
+    json_object_object_add(o, "model",
+                           json_object_new_string_len(g->model,
+                                                      (int)g->model_len));
+    json_object_object_add(o, "tokens_predicted", json_object_new_int64(g->n));
+    json_object_object_add(o, "tokens_evaluated",
+                           json_object_new_int64(g->prompt_tokens));
+    json_object_object_add(o, "has_new_line", json_object_new_boolean(0));
+    json_object_object_add(o, "truncated", json_object_new_boolean(0));
+    json_object_object_add(o, "stop_type",
+                           json_object_new_string(stop_type(g->limited)));
+    json_object_object_add(o, "stopping_word", json_object_new_string(""));
+    json_object_object_add(o, "tokens_cached",
+                           json_object_new_int64(g->prompt_tokens));
+    json_object_object_add(o, "timings", mock_timings_json(&tm));
+    mock_buf_free(&text);
+    return mock_reply_json_k(conn, o, k);
+}
+
+static enum MHD_Result
+completion(struct MHD_Connection *conn, struct json_object *req,
+           const mock_knobs_t *k)
+{
+    struct json_object *v, *prompt;
+    size_t ntexts = 0, n;
+    const char *const *names;
+    int stream = 0;
+    mock_job_t job;
+    llama_gen_t g;
+    char msg[160];
+
+    memset(&g, 0, sizeof(g));
+    /* llama.cpp serves its one model whatever the request says; without
+     * a name we answer as the first model we list. */
+    v = mock_member(req, "model");
+    if (v != NULL && !json_object_is_type(v, json_type_string)) {
+        return llama_error(conn, MHD_HTTP_BAD_REQUEST,
+                           "\"model\" must be a string",
+                           "invalid_request_error");
+    }
+    if (v != NULL) {
+        g.model = json_object_get_string(v);
+        g.model_len = (size_t)json_object_get_string_len(v);
+        if (!mock_model_known(g.model, g.model_len)) {
+            mock_buf_t m = { 0 };
+            enum MHD_Result ret;
+
+            mock_buf_puts(&m, "model '");
+            mock_buf_put(&m, g.model, strnlen(g.model, g.model_len));
+            mock_buf_puts(&m, "' not found");
+            ret = llama_error(conn, MHD_HTTP_NOT_FOUND,
+                              m.failed ? "model not found" : m.data,
+                              "not_found_error");
+            mock_buf_free(&m);
+            return ret;
+        }
+    }
+    else {
+        names = mock_model_names(&n);
+        g.model = names[0];
+        g.model_len = strlen(names[0]);
+    }
+
+    prompt = mock_member(req, "prompt");
+    if (prompt == NULL) {
+        return llama_error(conn, MHD_HTTP_BAD_REQUEST,
+                           "\"prompt\" must be provided",
+                           "invalid_request_error");
+    }
+    if (mock_count_texts(prompt, &g.prompt_tokens, &ntexts) != 0) {
+        return llama_error(conn, MHD_HTTP_BAD_REQUEST,
+                           "\"prompt\" must be a string or an array of "
+                           "strings", "invalid_request_error");
+    }
+
+    v = mock_member(req, "n_predict");
+    if (v != NULL) {
+        int64_t x = json_object_get_int64(v);
+
+        if (!json_object_is_type(v, json_type_int)
+            || x > MOCK_MAX_TOKENS) {
+            snprintf(msg, sizeof(msg), "\"n_predict\" must be an integer "
+                     "of at most %ld", MOCK_MAX_TOKENS);
+            return llama_error(conn, MHD_HTTP_BAD_REQUEST, msg,
+                               "invalid_request_error");
+        }
+        if (x >= 0) {           /* -1: until the model stops */
+            g.n = (long)x;
+            g.limited = 1;
+        }
+    }
+    if (!g.limited) {
+        g.n = k->tokens;
+    }
+    v = mock_member(req, "stream");
+    if (v != NULL) {
+        if (!json_object_is_type(v, json_type_boolean)) {
+            return llama_error(conn, MHD_HTTP_BAD_REQUEST,
+                               "\"stream\" must be a boolean",
+                               "invalid_request_error");
+        }
+        stream = json_object_get_boolean(v);
+    }
+    g.hash = mock_request_hash(g.model, g.model_len, prompt,
+                               mock_member(req, "seed"));
+
+    if (mock_job_begin(&job, g.model, g.model_len, k) != 0) {
+        return MHD_NO;
+    }
+    if (stream) {
+        return llama_stream(conn, &g, k, &job);
+    }
+    return llama_complete(conn, &g, k, &job);
+}
+
+enum MHD_Result
+mock_llama_completion(struct MHD_Connection *conn, const char *body,
+                      size_t len, const mock_knobs_t *knobs)
+{
+    struct json_object *req;
+    enum MHD_Result ret;
+    char why[128], msg[192];
+
+    if (mock_parse_body(body, len, &req, why, sizeof(why)) != 0) {
+        snprintf(msg, sizeof(msg), "Invalid JSON in request body: %s", why);
+        return llama_error(conn, MHD_HTTP_BAD_REQUEST, msg,
+                           "invalid_request_error");
+    }
+    if (!json_object_is_type(req, json_type_object)) {
+        json_object_put(req);
+        return llama_error(conn, MHD_HTTP_BAD_REQUEST,
+                           "The request body must be a JSON object.",
+                           "invalid_request_error");
+    }
+    ret = completion(conn, req, knobs);
+    json_object_put(req);
+    return ret;
+}
+
+/* ---- Ollama: requests and errors ---------------------------------------- */
+
+/* A chat or generate request once validated. */
+typedef struct {
+    int chat;
+    const char *model;          /* borrowed from the parsed request */
+    size_t model_len;
+    long n;                     /* eval_count */
+    int limited;
+    long prompt_tokens;
+    uint64_t hash;
+    int json_mode;
+    int unload;                 /* keep_alive 0: unload after answering */
+    const char *tool;           /* borrowed; non-NULL: answer a tool call */
+    size_t tool_len;
+} ol_gen_t;
+
+/* An NDJSON stream, after the access handler has returned. */
+typedef struct {
+    int chat;
+    int limited;
+    int json_mode;
+    int unload;
+    long n;
+    uint64_t rng;
+    char *model;                /* raw copy, for keep_alive 0 */
+    size_t model_len;
+    char *qmodel;               /* as a JSON string */
+    char *qtool;
+    char *stats;                /* '"total_duration":...' */
+    mock_buf_t piece;
+} ol_stream_t;
+
+static enum MHD_Result
+ol_error(struct MHD_Connection *conn, unsigned int status, const char *msg)
+{
+    return mock_reply_ollama_error(conn, status, msg, NULL);
+}
+
+static enum MHD_Result
+ol_not_found(struct MHD_Connection *conn, const char *model, size_t len)
+{
+    mock_buf_t m = { 0 };
+    enum MHD_Result ret;
+
+    mock_buf_puts(&m, "model '");
+    mock_buf_put(&m, model, strnlen(model, len));
+    mock_buf_puts(&m, "' not found");
+    ret = ol_error(conn, MHD_HTTP_NOT_FOUND,
+                   m.failed ? "model not found" : m.data);
+    mock_buf_free(&m);
+    return ret;
+}
+
+/* The model field every endpoint needs: 0 and *model set, or the error
+ * already answered in *ret. */
+static int
+ol_get_model(struct MHD_Connection *conn, struct json_object *req,
+          const char *key, const char **model, size_t *len,
+          enum MHD_Result *ret)
+{
+    struct json_object *v = mock_member(req, key);
+
+    if (v == NULL || (json_object_is_type(v, json_type_string)
+                      && json_object_get_string_len(v) == 0)) {
+        *ret = ol_error(conn, MHD_HTTP_BAD_REQUEST, "model is required");
+        return -1;
+    }
+    if (!json_object_is_type(v, json_type_string)) {
+        *ret = ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                        "invalid model: expected a string");
+        return -1;
+    }
+    *model = json_object_get_string(v);
+    *len = (size_t)json_object_get_string_len(v);
+    if (!mock_model_known(*model, *len)) {
+        *ret = ol_not_found(conn, *model, *len);
+        return -1;
+    }
+    return 0;
+}
+
+/* keep_alive 0 (a number, or a duration string such as "0" or "0s")
+ * means "unload once answered". */
+static int
+ol_keep_alive_zero(struct json_object *v)
+{
+    const char *s;
+    char *end;
+
+    if (json_object_is_type(v, json_type_int)
+        || json_object_is_type(v, json_type_double)) {
+        return json_object_get_double(v) == 0.0;
+    }
+    if (!json_object_is_type(v, json_type_string)) {
+        return 0;
+    }
+    s = json_object_get_string(v);
+    if (*s < '0' || *s > '9') {
+        return 0;
+    }
+    return strtod(s, &end) == 0.0;
+}
+
+static void
+ol_created_at(char *out, size_t size)
+{
+    mock_rfc3339_now(out, size);
+}
+
+/* Ollama's durations, in nanoseconds, from the nominal timings. */
+static void
+ol_durations(mock_buf_t *b, const mock_timing_t *t)
+{
+    long long load = (long long)(t->load_ms * 1e6);
+    long long pe = (long long)(t->prompt_ms * 1e6);
+    long long ev = (long long)(t->predicted_ms * 1e6);
+
+    mock_buf_printf(b, "\"total_duration\":%lld,\"load_duration\":%lld,"
+                    "\"prompt_eval_count\":%ld,\"prompt_eval_duration\":%lld,"
+                    "\"eval_count\":%ld,\"eval_duration\":%lld",
+                    load + pe + ev, load, t->prompt_n, pe, t->predicted_n,
+                    ev);
+}
+
+static void
+ol_durations_json(struct json_object *o, const mock_timing_t *t)
+{
+    int64_t load = (int64_t)(t->load_ms * 1e6);
+    int64_t pe = (int64_t)(t->prompt_ms * 1e6);
+    int64_t ev = (int64_t)(t->predicted_ms * 1e6);
+
+    json_object_object_add(o, "total_duration",
+                           json_object_new_int64(load + pe + ev));
+    json_object_object_add(o, "load_duration", json_object_new_int64(load));
+    json_object_object_add(o, "prompt_eval_count",
+                           json_object_new_int64(t->prompt_n));
+    json_object_object_add(o, "prompt_eval_duration",
+                           json_object_new_int64(pe));
+    json_object_object_add(o, "eval_count",
+                           json_object_new_int64(t->predicted_n));
+    json_object_object_add(o, "eval_duration", json_object_new_int64(ev));
+}
+
+static const char *
+ol_done_reason(int limited)
+{
+    return limited ? "length" : "stop";
+}
+
+/* ---- Ollama: model descriptions ----------------------------------------- */
+
+static struct json_object *
+ol_details_json(void)
+{
+    struct json_object *d = json_object_new_object();
+    struct json_object *fam = json_object_new_array();
+
+    json_object_array_add(fam, json_object_new_string("mock"));
+    json_object_object_add(d, "parent_model", json_object_new_string(""));
+    json_object_object_add(d, "format", json_object_new_string("gguf"));
+    json_object_object_add(d, "family", json_object_new_string("mock"));
+    json_object_object_add(d, "families", fam);
+    json_object_object_add(d, "parameter_size", json_object_new_string("1B"));
+    json_object_object_add(d, "quantization_level",
+                           json_object_new_string("Q4_0"));
+    return d;
+}
+
+static void
+ol_add_digest(struct json_object *o, const char *name, size_t len)
+{
+    char digest[72];
+
+    memcpy(digest, "sha256:", 7);
+    mock_digest(digest + 7, name, len);
+    json_object_object_add(o, "digest", json_object_new_string(digest));
+}
+
+static struct json_object *
+ol_model_json(const char *name, size_t len, int with_modified)
+{
+    struct json_object *m = json_object_new_object();
+
+    json_object_object_add(m, "name",
+                           json_object_new_string_len(name, (int)len));
+    json_object_object_add(m, "model",
+                           json_object_new_string_len(name, (int)len));
+    if (with_modified) {
+        struct timespec ts = { MOCK_MODIFIED_AT, 0 };
+        char when[48];
+
+        mock_rfc3339(when, sizeof(when), &ts);
+        /* Whole seconds, as a pulled model's mtime usually prints. */
+        strcpy(when + 19, "Z");
+        json_object_object_add(m, "modified_at",
+                               json_object_new_string(when));
+    }
+    json_object_object_add(m, "size", json_object_new_int64(MOCK_MODEL_SIZE));
+    ol_add_digest(m, name, len);
+    json_object_object_add(m, "details", ol_details_json());
+    return m;
+}
+
+/* The part of an /api/ps entry that /api/tags shares. */
+struct json_object *
+mock_ollama_model(const char *name, size_t len)
+{
+    return ol_model_json(name, len, 0);
+}
+
+static enum MHD_Result
+ol_tags(struct MHD_Connection *conn, const mock_knobs_t *k)
+{
+    struct json_object *o = json_object_new_object();
+    struct json_object *list = json_object_new_array();
+    size_t n, i;
+    const char *const *names = mock_model_names(&n);
+
+    for (i = 0; i < n; i++) {
+        json_object_array_add(list, ol_model_json(names[i], strlen(names[i]),
+                                               1));
+    }
+    json_object_object_add(o, "models", list);
+    return mock_reply_json_k(conn, o, k);
+}
+
+static enum MHD_Result
+ol_show(struct MHD_Connection *conn, struct json_object *req,
+     const mock_knobs_t *k)
+{
+    struct json_object *o, *info, *caps;
+    const char *model;
+    size_t len;
+    enum MHD_Result ret;
+    mock_buf_t mf = { 0 };
+    struct timespec ts = { MOCK_MODIFIED_AT, 0 };
+    char when[48];
+
+    /* Older clients send "name". */
+    if (ol_get_model(conn, req, mock_member(req, "model") ? "model" : "name",
+                  &model, &len, &ret) != 0) {
+        return ret;
+    }
+    mock_buf_puts(&mf, "# Modelfile generated by \"ollama show\"\n"
+                  "# To build a new Modelfile based on this one, replace "
+                  "the FROM line with:\n# FROM ");
+    mock_buf_put(&mf, model, len);
+    mock_buf_puts(&mf, "\n\nFROM ");
+    mock_buf_put(&mf, model, len);
+    mock_buf_puts(&mf, "\nTEMPLATE \"\"\"{{ .Prompt }}\"\"\"\n"
+                  "PARAMETER num_ctx 4096\n");
+    if (mf.failed) {
+        mock_buf_free(&mf);
+        return MHD_NO;
+    }
+    o = json_object_new_object();
+    json_object_object_add(o, "modelfile",
+                           json_object_new_string_len(mf.data, (int)mf.len));
+    mock_buf_free(&mf);
+    json_object_object_add(o, "parameters", json_object_new_string(
+                               "num_ctx                        4096"));
+    json_object_object_add(o, "template",
+                           json_object_new_string("{{ .Prompt }}"));
+    json_object_object_add(o, "details", ol_details_json());
+    info = json_object_new_object();
+    json_object_object_add(info, "general.architecture",
+                           json_object_new_string("mock"));
+    json_object_object_add(info, "general.parameter_count",
+                           json_object_new_int64(1000000000));
+    json_object_object_add(info, "mock.context_length",
+                           json_object_new_int(MOCK_MODEL_CTX));
+    json_object_object_add(info, "mock.embedding_length",
+                           json_object_new_int64(mock_cfg.embed_dim));
+    json_object_object_add(o, "model_info", info);
+    caps = json_object_new_array();
+    json_object_array_add(caps, json_object_new_string("completion"));
+    json_object_array_add(caps, json_object_new_string("tools"));
+    json_object_object_add(o, "capabilities", caps);
+    mock_rfc3339(when, sizeof(when), &ts);
+    strcpy(when + 19, "Z");
+    json_object_object_add(o, "modified_at", json_object_new_string(when));
+    return mock_reply_json_k(conn, o, k);
+}
+
+/* ---- Ollama: embeddings ------------------------------------------------- */
+
+static void
+ol_put_vector(mock_buf_t *b, const char *text, size_t len, double *vec,
+           size_t dim)
+{
+    size_t d;
+
+    mock_embedding(text, len, vec, dim);
+    for (d = 0; d < dim; d++) {
+        mock_buf_printf(b, "%s%.6f", d ? "," : "[", vec[d]);
+    }
+    mock_buf_puts(b, "]");
+}
+
+/* /api/embed {input} and the legacy /api/embeddings {prompt}: the same
+ * vectors as /v1/embeddings for the same text.  No text at all is a
+ * "load the model" request, answered with no vectors. */
+static enum MHD_Result
+ol_embed(struct MHD_Connection *conn, struct json_object *req, int legacy,
+      const mock_knobs_t *k)
+{
+    struct json_object *input = mock_member(req, legacy ? "prompt" : "input");
+    size_t dim = (size_t)mock_cfg.embed_dim, ntexts = 0, i;
+    const char *model;
+    size_t mlen;
+    long words = 0;
+    mock_buf_t b = { 0 };
+    mock_timing_t tm;
+    mock_job_t job;
+    enum MHD_Result ret;
+    double *vec;
+    char *qmodel;
+
+    if (ol_get_model(conn, req, "model", &model, &mlen, &ret) != 0) {
+        return ret;
+    }
+    if (legacy) {
+        if (input != NULL && !json_object_is_type(input, json_type_string)) {
+            return ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                            "invalid prompt: expected a string");
+        }
+        if (input != NULL && json_object_get_string_len(input) > 0) {
+            mock_count_texts(input, &words, &ntexts);
+        }
+    }
+    else if (input != NULL) {
+        if (mock_count_texts(input, &words, &ntexts) != 0) {
+            return ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                            "invalid input type: expected a string or an "
+                            "array of strings");
+        }
+        if (ntexts > MOCK_MAX_INPUTS) {
+            return ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                            "too many inputs: at most 2048");
+        }
+    }
+    if (mock_job_begin(&job, model, mlen, k) != 0) {
+        return MHD_NO;
+    }
+    if (mock_simulate_latency((double)k->ttft_ms, k->fd) != 0) {
+        mock_job_end(&job);
+        return MHD_NO;
+    }
+    mock_job_end(&job);
+    if (ol_keep_alive_zero(mock_member(req, "keep_alive"))) {
+        mock_model_unload(model, mlen);
+    }
+
+    vec = malloc(dim * sizeof(*vec));
+    qmodel = mock_json_quote(model, mlen);
+    if (vec == NULL || qmodel == NULL) {
+        free(vec);
+        free(qmodel);
+        return MHD_NO;
+    }
+    if (legacy) {
+        mock_buf_puts(&b, "{\"embedding\":");
+        if (ntexts == 0) {
+            mock_buf_puts(&b, "[]");
+        }
+        else {
+            ol_put_vector(&b, json_object_get_string(input),
+                       (size_t)json_object_get_string_len(input), vec, dim);
+        }
+        mock_buf_puts(&b, "}");
+    }
+    else {
+        mock_buf_printf(&b, "{\"model\":%s,\"embeddings\":[", qmodel);
+        for (i = 0; i < ntexts && !b.failed; i++) {
+            struct json_object *t = json_object_is_type(input,
+                                                        json_type_array)
+                                    ? json_object_array_get_idx(input, i)
+                                    : input;
+
+            if (i > 0) {
+                mock_buf_puts(&b, ",");
+            }
+            ol_put_vector(&b, json_object_get_string(t),
+                       (size_t)json_object_get_string_len(t), vec, dim);
+        }
+        mock_timing(&tm, words, 0, k, &job);
+        mock_buf_printf(&b, "],\"total_duration\":%lld,"
+                        "\"load_duration\":%lld,\"prompt_eval_count\":%ld}",
+                        (long long)((tm.load_ms + tm.prompt_ms) * 1e6),
+                        (long long)(tm.load_ms * 1e6), words);
+    }
+    free(vec);
+    free(qmodel);
+    if (b.failed) {
+        mock_buf_free(&b);
+        return MHD_NO;
+    }
+    ret = mock_reply_body(conn, "application/json", b.data, b.len, k);
+    mock_buf_free(&b);
+    return ret;
+}
+
+/* ---- Ollama: NDJSON streams --------------------------------------------- */
+
+static void
+ol_line_start(mock_stream_t *st)
+{
+    ol_stream_t *s = st->ctx;
+    char when[48];
+
+    ol_created_at(when, sizeof(when));
+    mock_buf_printf(&st->ev, "{\"model\":%s,\"created_at\":\"%s\",",
+                    s->qmodel, when);
+}
+
+static void
+ol_piece(mock_stream_t *st, long k)
+{
+    ol_stream_t *s = st->ctx;
+
+    ol_line_start(st);
+    if (s->qtool != NULL) {
+        /* Ollama sends a tool call whole, in one line. */
+        mock_buf_printf(&st->ev, "\"message\":{\"role\":\"assistant\","
+                        "\"content\":\"\",\"tool_calls\":[{\"function\":"
+                        "{\"name\":%s,\"arguments\":%s}}]},"
+                        "\"done\":false}\n", s->qtool, MOCK_TOOL_ARGS);
+        return;
+    }
+    s->piece.len = 0;
+    mock_piece(&s->piece, &s->rng, k, s->n, s->json_mode);
+    mock_buf_puts(&st->ev, s->chat ? "\"message\":{\"role\":\"assistant\","
+                                     "\"content\":"
+                                   : "\"response\":");
+    mock_buf_jstr(&st->ev, s->piece.data ? s->piece.data : "", s->piece.len);
+    mock_buf_puts(&st->ev, s->chat ? "},\"done\":false}\n"
+                                   : ",\"done\":false}\n");
+    if (s->piece.failed) {
+        st->ev.failed = 1;
+    }
+}
+
+static int
+ol_tail(mock_stream_t *st, int i)
+{
+    ol_stream_t *s = st->ctx;
+    const char *reason = ol_done_reason(s->limited && s->qtool == NULL);
+
+    if (i > 0) {
+        return 0;
+    }
+    ol_line_start(st);
+    if (s->chat) {
+        mock_buf_printf(&st->ev, "\"message\":{\"role\":\"assistant\","
+                        "\"content\":\"\"},\"done_reason\":\"%s\","
+                        "\"done\":true,%s}\n", reason, s->stats);
+    }
+    else {
+        mock_buf_printf(&st->ev, "\"response\":\"\",\"done\":true,"
+                        "\"done_reason\":\"%s\",%s}\n", reason, s->stats);
+    }
+    if (s->unload) {
+        mock_model_unload(s->model, s->model_len);
+    }
+    return 1;
+}
+
+static void
+ol_free(void *ctx)
+{
+    ol_stream_t *s = ctx;
+
+    free(s->model);
+    free(s->qmodel);
+    free(s->qtool);
+    free(s->stats);
+    mock_buf_free(&s->piece);
+    free(s);
+}
+
+static const mock_stream_ops_t ol_ops = {
+    NULL, ol_piece, ol_tail, ol_free
+};
+
+static enum MHD_Result
+ol_start_stream(struct MHD_Connection *conn, const ol_gen_t *g,
+             const mock_knobs_t *k, mock_job_t *job)
+{
+    ol_stream_t *s = calloc(1, sizeof(*s));
+    mock_buf_t sb = { 0 };
+    mock_timing_t tm;
+    long npieces;
+
+    if (s == NULL) {
+        mock_job_end(job);
+        return MHD_NO;
+    }
+    mock_timing(&tm, g->prompt_tokens, g->n, k, job);
+    ol_durations(&sb, &tm);
+    s->stats = sb.data;
+    s->qmodel = mock_json_quote(g->model, g->model_len);
+    s->model = malloc(g->model_len + 1);
+    if (g->tool != NULL) {
+        s->qtool = mock_json_quote(g->tool, g->tool_len);
+    }
+    if (sb.failed || s->qmodel == NULL || s->model == NULL
+        || (g->tool != NULL && s->qtool == NULL)) {
+        ol_free(s);
+        mock_job_end(job);
+        return MHD_NO;
+    }
+    memcpy(s->model, g->model, g->model_len);
+    s->model[g->model_len] = '\0';
+    s->model_len = g->model_len;
+    s->chat = g->chat;
+    s->limited = g->limited;
+    s->json_mode = g->json_mode;
+    s->unload = g->unload;
+    s->n = g->n;
+    s->rng = mock_rng_init(g->hash);
+    /* The tool call is one line however many tokens it counts. */
+    npieces = g->tool != NULL ? 1 : mock_pieces(g->n, g->json_mode);
+    return mock_stream_start(conn, &ol_ops, s, npieces, k, job,
+                             "application/x-ndjson");
+}
+
+/* ---- Ollama: answers ---------------------------------------------------- */
+
+static struct json_object *
+ol_answer_head(const ol_gen_t *g)
+{
+    struct json_object *o = json_object_new_object();
+    char when[48];
+
+    ol_created_at(when, sizeof(when));
+    json_object_object_add(o, "model",
+                           json_object_new_string_len(g->model,
+                                                      (int)g->model_len));
+    json_object_object_add(o, "created_at", json_object_new_string(when));
+    return o;
+}
+
+static struct json_object *
+ol_assistant(const char *content, size_t len)
+{
+    struct json_object *m = json_object_new_object();
+
+    json_object_object_add(m, "role", json_object_new_string("assistant"));
+    json_object_object_add(m, "content",
+                           json_object_new_string_len(content, (int)len));
+    return m;
+}
+
+static enum MHD_Result
+ol_complete(struct MHD_Connection *conn, const ol_gen_t *g,
+         const mock_knobs_t *k, mock_job_t *job)
+{
+    struct json_object *o, *msg;
+    mock_buf_t text = { 0 };
+    mock_timing_t tm;
+    enum MHD_Result ret;
+    const char *reason = ol_done_reason(g->limited && g->tool == NULL);
+
+    if (mock_simulate_latency(k->ttft_ms + (k->tps > 0.0
+                                            ? (double)g->n * 1000.0 / k->tps
+                                            : 0.0), k->fd) != 0) {
+        mock_job_end(job);
+        return MHD_NO;
+    }
+    mock_job_end(job);
+    if (g->tool == NULL) {
+        mock_text(&text, g->hash, g->n, g->json_mode);
+        if (text.failed) {
+            mock_buf_free(&text);
+            return MHD_NO;
+        }
+    }
+    mock_timing(&tm, g->prompt_tokens, g->n, k, job);
+    o = ol_answer_head(g);
+    if (g->chat) {
+        msg = ol_assistant(text.data ? text.data : "", text.len);
+        if (g->tool != NULL) {
+            struct json_object *calls = json_object_new_array();
+            struct json_object *c = json_object_new_object();
+            struct json_object *f = json_object_new_object();
+            struct json_object *args = json_object_new_object();
+
+            json_object_object_add(args, "city",
+                                   json_object_new_string("Paris"));
+            json_object_object_add(f, "name",
+                                   json_object_new_string_len(
+                                       g->tool, (int)g->tool_len));
+            json_object_object_add(f, "arguments", args);
+            json_object_object_add(c, "function", f);
+            json_object_array_add(calls, c);
+            json_object_object_add(msg, "tool_calls", calls);
+        }
+        json_object_object_add(o, "message", msg);
+        json_object_object_add(o, "done_reason",
+                               json_object_new_string(reason));
+        json_object_object_add(o, "done", json_object_new_boolean(1));
+    }
+    else {
+        json_object_object_add(o, "response",
+                               json_object_new_string_len(
+                                   text.data ? text.data : "",
+                                   (int)text.len));
+        json_object_object_add(o, "done", json_object_new_boolean(1));
+        json_object_object_add(o, "done_reason",
+                               json_object_new_string(reason));
+    }
+    ol_durations_json(o, &tm);
+    mock_buf_free(&text);
+    ret = mock_reply_json_k(conn, o, k);
+    if (g->unload) {
+        mock_model_unload(g->model, g->model_len);
+    }
+    return ret;
+}
+
+/* Empty messages or prompt: Ollama loads (or with keep_alive 0 unloads)
+ * the model and answers at once with done_reason "load" / "unload". */
+static enum MHD_Result
+ol_load_request(struct MHD_Connection *conn, const ol_gen_t *g,
+             const mock_knobs_t *k)
+{
+    struct json_object *o;
+    mock_job_t job;
+
+    if (g->unload) {
+        mock_model_unload(g->model, g->model_len);
+    }
+    else {
+        if (mock_job_begin(&job, g->model, g->model_len, k) != 0) {
+            return MHD_NO;
+        }
+        mock_job_end(&job);
+    }
+    o = ol_answer_head(g);
+    if (g->chat) {
+        json_object_object_add(o, "message", ol_assistant("", 0));
+        json_object_object_add(o, "done_reason", json_object_new_string(
+                                   g->unload ? "unload" : "load"));
+        json_object_object_add(o, "done", json_object_new_boolean(1));
+    }
+    else {
+        json_object_object_add(o, "response", json_object_new_string(""));
+        json_object_object_add(o, "done", json_object_new_boolean(1));
+        json_object_object_add(o, "done_reason", json_object_new_string(
+                                   g->unload ? "unload" : "load"));
+    }
+    return mock_reply_json_k(conn, o, k);
+}
+
+/* format: "json" or a schema object turn JSON mode on; "" and null are
+ * "no format".  -1 for anything else. */
+static int
+ol_format_mode(struct json_object *f)
+{
+    if (f == NULL) {
+        return 0;
+    }
+    if (json_object_is_type(f, json_type_object)) {
+        return 1;
+    }
+    if (json_object_is_type(f, json_type_string)) {
+        const char *s = json_object_get_string(f);
+
+        if (*s == '\0') {
+            return 0;
+        }
+        if (strcmp(s, "json") == 0) {
+            return 1;
+        }
+    }
+    return -1;
+}
+
+static enum MHD_Result
+ol_generate(struct MHD_Connection *conn, struct json_object *req, int chat,
+         const mock_knobs_t *k)
+{
+    struct json_object *payload, *v, *options, *seed = NULL;
+    enum MHD_Result ret;
+    int stream = 1, empty;
+    mock_job_t job;
+    char msg[128];
+    ol_gen_t g;
+
+    memset(&g, 0, sizeof(g));
+    g.chat = chat;
+    if (ol_get_model(conn, req, "model", &g.model, &g.model_len, &ret) != 0) {
+        return ret;
+    }
+    if (chat) {
+        payload = mock_member(req, "messages");
+        if (payload != NULL
+            && !json_object_is_type(payload, json_type_array)) {
+            return ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                            "invalid messages: expected an array");
+        }
+        v = mock_member(req, "tools");
+        if (v != NULL && !json_object_is_type(v, json_type_array)) {
+            return ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                            "invalid tools: expected an array");
+        }
+        empty = payload == NULL || json_object_array_length(payload) == 0;
+    }
+    else {
+        payload = mock_member(req, "prompt");
+        if (payload != NULL
+            && !json_object_is_type(payload, json_type_string)) {
+            return ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                            "invalid prompt: expected a string");
+        }
+        empty = payload == NULL || json_object_get_string_len(payload) == 0;
+    }
+
+    g.json_mode = ol_format_mode(mock_member(req, "format"));
+    if (g.json_mode < 0) {
+        return ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                        "invalid format: expected \"json\" or a JSON "
+                        "schema");
+    }
+    options = mock_member(req, "options");
+    if (options != NULL && !json_object_is_type(options, json_type_object)) {
+        return ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                        "invalid options: expected an object");
+    }
+    v = mock_member(options, "num_predict");
+    if (v != NULL) {
+        int64_t x = json_object_get_int64(v);
+
+        if (!json_object_is_type(v, json_type_int) || x > MOCK_MAX_TOKENS) {
+            snprintf(msg, sizeof(msg), "invalid options.num_predict: "
+                     "expected an integer of at most %ld", MOCK_MAX_TOKENS);
+            return ol_error(conn, MHD_HTTP_BAD_REQUEST, msg);
+        }
+        if (x >= 0) {           /* -1 and -2: until the model stops */
+            g.n = (long)x;
+            g.limited = 1;
+        }
+    }
+    if (!g.limited) {
+        g.n = k->tokens;
+    }
+    seed = mock_member(options, "seed");
+    v = mock_member(req, "stream");
+    if (v != NULL) {
+        if (!json_object_is_type(v, json_type_boolean)) {
+            return ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                            "invalid stream: expected a boolean");
+        }
+        stream = json_object_get_boolean(v);
+    }
+    g.unload = ol_keep_alive_zero(mock_member(req, "keep_alive"));
+    if (empty) {
+        return ol_load_request(conn, &g, k);
+    }
+
+    if (chat) {
+        g.prompt_tokens = mock_count_messages(payload);
+        g.tool = mock_tool_trigger(req, payload, &g.tool_len);
+        if (g.tool != NULL) {
+            g.n = MOCK_TOOL_TOKENS;
+        }
+    }
+    else {
+        g.prompt_tokens = mock_count_words(
+            json_object_get_string(payload),
+            (size_t)json_object_get_string_len(payload));
+    }
+    g.hash = mock_request_hash(g.model, g.model_len, payload, seed);
+
+    if (mock_job_begin(&job, g.model, g.model_len, k) != 0) {
+        return MHD_NO;
+    }
+    if (stream) {
+        return ol_start_stream(conn, &g, k, &job);
+    }
+    return ol_complete(conn, &g, k, &job);
+}
+
+/* ---- Ollama: entry point ------------------------------------------------ */
+
+enum MHD_Result
+mock_ollama(struct MHD_Connection *conn, mock_ollama_ep_t ep,
+            const char *body, size_t len, const mock_knobs_t *knobs)
+{
+    struct json_object *req;
+    enum MHD_Result ret;
+    char why[128], msg[192];
+
+    switch (ep) {
+    case MOCK_OL_TAGS:
+        return ol_tags(conn, knobs);
+    case MOCK_OL_PS:
+        return mock_reply_json_k(conn, mock_ps_json(), knobs);
+    case MOCK_OL_VERSION:
+        return mock_reply_body(conn, "application/json",
+                               "{\"version\":\"" OLLAMA_VERSION "\"}",
+                               sizeof("{\"version\":\"" OLLAMA_VERSION "\"}")
+                               - 1, knobs);
+    default:
+        break;
+    }
+
+    if (mock_parse_body(body, len, &req, why, sizeof(why)) != 0) {
+        snprintf(msg, sizeof(msg), "invalid JSON in request body: %s", why);
+        return ol_error(conn, MHD_HTTP_BAD_REQUEST, msg);
+    }
+    if (!json_object_is_type(req, json_type_object)) {
+        json_object_put(req);
+        return ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                        "the request body must be a JSON object");
+    }
+    switch (ep) {
+    case MOCK_OL_CHAT:
+        ret = ol_generate(conn, req, 1, knobs);
+        break;
+    case MOCK_OL_GENERATE:
+        ret = ol_generate(conn, req, 0, knobs);
+        break;
+    case MOCK_OL_EMBED:
+        ret = ol_embed(conn, req, 0, knobs);
+        break;
+    case MOCK_OL_EMBEDDINGS:
+        ret = ol_embed(conn, req, 1, knobs);
+        break;
+    default:
+        ret = ol_show(conn, req, knobs);
+        break;
+    }
     json_object_put(req);
     return ret;
 }
