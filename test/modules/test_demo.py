@@ -66,12 +66,22 @@ def test_demo_serves_and_stops_everything():
         again = env.request(port, "POST", "/v1/chat/completions", cold)
         assert (first.header("X-LLM-Cache"), again.header("X-LLM-Cache")) == \
             ("MISS", "HIT")
+        # Every backend dialect, and the Ollama API on the same port.
+        for model in ("qwen-mock", "llama-mock"):
+            r = env.request(port, "POST", "/v1/chat/completions",
+                            chat_body(model, max_tokens=2))
+            assert r.status == 200, (model, r.body)
+        r = env.request(port, "POST", "/api/chat",
+                        dict(chat_body("qwen-mock"), stream=False))
+        assert r.status == 200 and r.json()["message"]["content"], r.body
+        tags = [m["name"] for m in env.request(port, "GET", "/api/tags").json()["models"]]
+        assert {"mock-small", "qwen-mock", "llama-mock"} <= set(tags)
         s = env.stream(port, "/v1/chat/completions",
                        chat_body("mock-small", stream=True, max_tokens=3))
         assert s.data()[-1] == "[DONE]"
         started = [cmd for _, cmd in session_processes(proc.pid)]
         assert any("apache2" in c for c in started), started
-        assert sum("mockllm" in c for c in started) == 2, started
+        assert sum("mockllm" in c for c in started) == 3, started
         assert any(c.startswith("memcached") for c in started), started
     finally:
         proc.send_signal(signal.SIGTERM)
