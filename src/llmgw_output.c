@@ -438,6 +438,59 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
     return ap_pass_brigade(f->next, bb);
 }
 
+/* mod_proxy_http gives up on a backend that failed before answering by
+ * sending an error bucket (and, on a kept-alive client connection, an EOC
+ * that closes it without a word, for the client to retry). API clients
+ * are owed an answer: the error, in their shape. Returns 1 if it was so. */
+static int answer_failed_backend(ap_filter_t *f, llmgw_req_t *ctx,
+                                 apr_bucket_brigade *bb)
+{
+    request_rec *r = f->r;
+    apr_bucket *e, *next;
+    llmgw_error_t err;
+    const char *json;
+    int status = 0;
+
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+         e = APR_BUCKET_NEXT(e)) {
+        if (AP_BUCKET_IS_ERROR(e)) {
+            status = ((ap_bucket_error *)e->data)->status;
+            break;
+        }
+        if (!APR_BUCKET_IS_METADATA(e)) {
+            return 0;
+        }
+    }
+    if (!status) {
+        return 0;
+    }
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = next) {
+        next = APR_BUCKET_NEXT(e);
+        if (!APR_BUCKET_IS_EOS(e)) {
+            apr_bucket_delete(e);
+        }
+    }
+    if (status == HTTP_BAD_GATEWAY
+        && apr_table_get(r->notes, "proxy_timedout")) {
+        status = HTTP_GATEWAY_TIME_OUT;
+    }
+    llmgw_error_for_status(status, &err);
+    json = llmgw_front_error(r->pool, ctx->api == LLMGW_API_OLLAMA, &err);
+    r->status = status;
+    r->status_line = NULL;
+    ap_set_content_type(r, "application/json");
+    apr_table_setn(r->notes, "llm-error", err.code ? err.code : err.type);
+    APR_BRIGADE_INSERT_HEAD(bb, apr_bucket_pool_create(json, strlen(json),
+                                                       r->pool,
+                                                       f->c->bucket_alloc));
+    if (!APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(bb))) {
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(
+                                        f->c->bucket_alloc));
+    }
+    ctx->finished = 1;
+    return 1;
+}
+
 static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 {
     request_rec *r = f->r;
@@ -446,6 +499,11 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 
     if (ctx->finished) {
         return ap_pass_brigade(f->next, bb);
+    }
+    if (ctx->out == OUT_UNDECIDED && answer_failed_backend(f, ctx, bb)) {
+        rv = ap_pass_brigade(f->next, bb);
+        settle(r, ctx);
+        return rv;
     }
     if (ctx->out == OUT_UNDECIDED) {
         decide_mode(r, ctx);

@@ -1,9 +1,11 @@
 # Error answers: every failure a client can provoke, or an upstream can cause,
 # comes back in the OpenAI error shape with the right status; nothing crashes.
+import http.client
 import json
 import os
 import time
 
+import llmgw_env as env
 from llmgw_env import assert_openai_error, chat_body
 
 CHAT = "/v1/chat/completions"
@@ -173,6 +175,26 @@ def test_backend_500_passes_through(gw):
 def test_backend_reset_is_502(gw):
     r = gw.post(CHAT, chat_body(), headers={"X-Mock-Fault": "reset"})
     assert_openai_error(r, 502, code="upstream_error")
+
+
+def test_backend_reset_on_kept_alive_connection_is_502(gw):
+    # mod_proxy would close a reused client connection without a word (for
+    # browsers to retry); an API client is owed the error.
+    conn = http.client.HTTPConnection(env.HOST, gw.port, timeout=10)
+    try:
+        for fault in (None, "reset", "reset"):
+            headers = {"Content-Type": "application/json"}
+            if fault:
+                headers["X-Mock-Fault"] = fault
+            conn.request("POST", "/v1/chat/completions",
+                         body=json.dumps(chat_body(max_tokens=2)), headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == (502 if fault else 200), body
+            if fault:
+                assert json.loads(body)["error"]["code"] == "upstream_error"
+    finally:
+        conn.close()
 
 
 def test_zz_still_serving_after_errors(gw):
