@@ -478,6 +478,9 @@ static int answer_failed_backend(ap_filter_t *f, llmgw_req_t *ctx,
     json = llmgw_front_error(r->pool, ctx->api == LLMGW_API_OLLAMA, &err);
     r->status = status;
     r->status_line = NULL;
+    /* mod_proxy means to drop this connection: say so, so that a client
+     * reconnects rather than reuse it. */
+    r->connection->keepalive = AP_CONN_CLOSE;
     ap_set_content_type(r, "application/json");
     apr_table_setn(r->notes, "llm-error", err.code ? err.code : err.type);
     APR_BRIGADE_INSERT_HEAD(bb, apr_bucket_pool_create(json, strlen(json),
