@@ -394,6 +394,18 @@ static llmgw_json_t *new_chunk(llmgw_record_t *rec, apr_pool_t *p)
     return c;
 }
 
+/* A chunk with one choice of index i, returned in *choice. */
+static llmgw_json_t *new_choice_chunk(llmgw_record_t *rec, apr_pool_t *p,
+                                      apr_size_t i, llmgw_json_t **choice)
+{
+    llmgw_json_t *c = new_chunk(rec, p);
+
+    *choice = llmgw_json_array_add_object(llmgw_json_add_array(c,
+                                                               "choices"));
+    llmgw_json_setl(*choice, (apr_int64_t)i, "index", NULL);
+    return c;
+}
+
 static void emit(apr_array_header_t *out, apr_pool_t *p,
                  const llmgw_json_t *chunk)
 {
@@ -417,19 +429,14 @@ static void synthesize(llmgw_record_t *rec, apr_pool_t *p,
         const char *v;
 
         if (chat) {
-            c = new_chunk(rec, p);
-            ch = llmgw_json_array_add_object(llmgw_json_add_array(c,
-                                                                  "choices"));
-            llmgw_json_setl(ch, (apr_int64_t)i, "index", NULL);
+            c = new_choice_chunk(rec, p, i, &ch);
             delta = llmgw_json_add_object(ch, "delta");
             llmgw_json_sets(delta, "assistant", "role", NULL);
             llmgw_json_sets(delta, "", "content", NULL);
             llmgw_json_setnull(ch, "finish_reason", NULL);
             emit(out, p, c);
         }
-        c = new_chunk(rec, p);
-        ch = llmgw_json_array_add_object(llmgw_json_add_array(c, "choices"));
-        llmgw_json_setl(ch, (apr_int64_t)i, "index", NULL);
+        c = new_choice_chunk(rec, p, i, &ch);
         if (chat) {
             llmgw_json_t *msg = llmgw_json_getj(src, "message", NULL);
 
@@ -469,9 +476,7 @@ static void synthesize(llmgw_record_t *rec, apr_pool_t *p,
         llmgw_json_setnull(ch, "finish_reason", NULL);
         emit(out, p, c);
 
-        c = new_chunk(rec, p);
-        ch = llmgw_json_array_add_object(llmgw_json_add_array(c, "choices"));
-        llmgw_json_setl(ch, (apr_int64_t)i, "index", NULL);
+        c = new_choice_chunk(rec, p, i, &ch);
         if (chat) {
             llmgw_json_add_object(ch, "delta");
         }

@@ -1042,20 +1042,8 @@ llmgw_ollama_sse_t *llmgw_ollama_sse_create(apr_pool_t *p,
 static const char *sse_tail(const llmgw_ollama_sse_t *s, apr_pool_t *p,
                             const llmgw_error_t *err, apr_size_t *len)
 {
-    const char *tail = apr_psprintf(
-        p,
-        "data: {\"id\":%s,\"object\":%s,\"created\":%" APR_INT64_T_FMT
-        ",\"model\":%s,\"choices\":[{\"index\":0,%s,"
-        "\"finish_reason\":\"error\"}]}\n\n"
-        "data: %s\n\n"
-        "data: [DONE]\n\n",
-        llmgw_json_quote(p, s->id), llmgw_json_quote(p, s->object),
-        s->created, llmgw_json_quote(p, s->model),
-        s->ep == LLMGW_EP_CHAT ? "\"delta\":{}" : "\"text\":\"\"",
-        llmgw_error_json(p, err));
-
-    *len = strlen(tail);
-    return tail;
+    return llmgw_sse_error_events(p, s->id, s->object, s->created, s->model,
+                                  s->ep == LLMGW_EP_CHAT, err, len);
 }
 
 static void sse_fail(llmgw_ollama_sse_t *s, const char *message)

@@ -294,13 +294,12 @@ apr_size_t llmgw_sse_pending(const llmgw_sse_t *s)
     return s->buf.len - s->ready;
 }
 
-const char *llmgw_sse_error_tail(const llmgw_sse_t *s, apr_pool_t *p,
-                                 llmgw_endpoint_t ep,
-                                 const llmgw_error_t *err,
-                                 apr_size_t *len)
+const char *llmgw_sse_error_events(apr_pool_t *p, const char *id,
+                                   const char *object, apr_int64_t created,
+                                   const char *model, int chat,
+                                   const llmgw_error_t *err,
+                                   apr_size_t *len)
 {
-    int chat = s->object ? strcmp(s->object, "text_completion") != 0
-                         : ep != LLMGW_EP_COMPLETIONS;
     const char *tail = apr_psprintf(
         p,
         "data: {\"id\":%s,\"object\":%s,\"created\":%" APR_INT64_T_FMT
@@ -308,13 +307,25 @@ const char *llmgw_sse_error_tail(const llmgw_sse_t *s, apr_pool_t *p,
         "\"finish_reason\":\"error\"}]}\n\n"
         "data: %s\n\n"
         "data: [DONE]\n\n",
-        llmgw_json_quote(p, s->id ? s->id : ""),
-        llmgw_json_quote(p, s->object ? s->object
+        llmgw_json_quote(p, id ? id : ""),
+        llmgw_json_quote(p, object ? object
                             : chat ? "chat.completion.chunk"
                                    : "text_completion"),
-        s->created, llmgw_json_quote(p, s->model ? s->model : ""),
+        created, llmgw_json_quote(p, model ? model : ""),
         chat ? "\"delta\":{}" : "\"text\":\"\"", llmgw_error_json(p, err));
 
     *len = strlen(tail);
     return tail;
+}
+
+const char *llmgw_sse_error_tail(const llmgw_sse_t *s, apr_pool_t *p,
+                                 llmgw_endpoint_t ep,
+                                 const llmgw_error_t *err,
+                                 apr_size_t *len)
+{
+    int chat = s->object ? strcmp(s->object, "text_completion") != 0
+                         : ep != LLMGW_EP_COMPLETIONS;
+
+    return llmgw_sse_error_events(p, s->id, s->object, s->created, s->model,
+                                  chat, err, len);
 }

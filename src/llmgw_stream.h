@@ -50,9 +50,16 @@ apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
 /* Bytes held back at the end of the stream (an event cut short). */
 apr_size_t llmgw_sse_pending(const llmgw_sse_t *s);
 
-/* What ends a stream that broke: a chunk with finish_reason "error", an
- * error event, and [DONE], so clients see a failure, never a silent
- * truncation. Allocated from p. */
+/* What ends a stream that broke: a chunk with finish_reason "error" (in
+ * the stream's id, object, created and model), an error event, and
+ * [DONE], so clients see a failure, never a silent truncation. From p. */
+const char *llmgw_sse_error_events(apr_pool_t *p, const char *id,
+                                   const char *object, apr_int64_t created,
+                                   const char *model, int chat,
+                                   const llmgw_error_t *err,
+                                   apr_size_t *len);
+
+/* The same for the stream the framer s has seen. */
 const char *llmgw_sse_error_tail(const llmgw_sse_t *s, apr_pool_t *p,
                                  llmgw_endpoint_t ep,
                                  const llmgw_error_t *err,
