@@ -157,9 +157,13 @@ void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok)
         return;
     }
     c->ended = 1;
-    mark = ok ? apr_psprintf(c->r->pool, "ok:%" APR_SIZE_T_FMT, c->next)
-              : "error";
-    llmgw_store_set(c->st, c->r, end_key(c), mark, strlen(mark), c->ttl);
+    /* Only followers tailing pieces read the end mark; without pieces the
+     * lease going away says it all (the answer is cached, or not). */
+    if (c->next) {
+        mark = ok ? apr_psprintf(c->r->pool, "ok:%" APR_SIZE_T_FMT, c->next)
+                  : "error";
+        llmgw_store_set(c->st, c->r, end_key(c), mark, strlen(mark), c->ttl);
+    }
     llmgw_store_del(c->st, c->r, lease_key(c));
 }
 
