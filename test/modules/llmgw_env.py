@@ -203,7 +203,7 @@ def gateway_config(d, port, ports, module, extra=""):
     """The gateway config under test; `ports` maps be_a, be_b, slow, dead1, dead2."""
     lines = [f'ServerRoot "{d}"', f"Listen {HOST}:{port}", f"ServerName {HOST}",
              f'PidFile "{d}/run/httpd.pid"', f'DefaultRuntimeDir "{d}/run"',
-             f'Mutex file:{d}/run default', f'ErrorLog "{d}/error.log"',
+             f'ErrorLog "{d}/error.log"',
              f'LogFormat "{LOG_FORMAT}" llm', f'CustomLog "{d}/access.log" llm',
              f'DocumentRoot "{d}/htdocs"']
     # Debian compiles some modules in (e.g. unixd); loading those again is an error.
@@ -245,6 +245,11 @@ KeepAlive On
 <Proxy "balancer://slow">
     BalancerMember "http://{HOST}:{ports['slow']}" timeout=2
 </Proxy>
+# Mock a again, for faults that put a member in error (mod_proxy takes a
+# member that dropped a connection out for retry= seconds).
+<Proxy "balancer://flaky">
+    BalancerMember "http://{HOST}:{ports['be_a']}" retry=1
+</Proxy>
 # The same mocks, spoken to in Ollama's native dialect.
 <Proxy "balancer://ob">
     BalancerMember "http://{HOST}:{ports['be_a']}"
@@ -269,6 +274,10 @@ LLMMaxRequestBody 1048576
 </LLMRoute>
 <LLMRoute "slow-model">
     LLMBackend balancer://slow
+</LLMRoute>
+<LLMRoute "flaky-*">
+    LLMBackend balancer://flaky
+    LLMUpstreamModel mock-small
 </LLMRoute>
 <LLMRoute "ollama-small">
     LLMBackend balancer://ob dialect=ollama
