@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import loadgen as lg                                    # noqa: E402
 import report                                           # noqa: E402
+import subjects                                         # noqa: E402
 from subjects import (Stack, StartError, free_port, children,  # noqa: E402
                       memory_kb, portkey_headers, portkey_absent_reason,
                       portkey_version, PORTKEY_MAIN, TOP)
@@ -58,7 +59,7 @@ PROFILES = {
         "switch": {"conns": 8, "secs": 3, "slots": 1, "load_ms": 200,
                    "gen_ms": 50, "per_token_ms": 1, "models": 3},
         "memory": {"streams": 200, "ramp_s": 0.5, "settle_s": 0.5},
-        "seed": {"conns": 8, "secs": 5, "kill_at": 2.0,
+        "seed": {"rate": 8, "secs": 6, "kill_at": 2.5,
                  "restart_after": 1.0},
     },
     "full": {
@@ -71,7 +72,7 @@ PROFILES = {
         "switch": {"conns": 8, "secs": 10, "slots": 1, "load_ms": 200,
                    "gen_ms": 50, "per_token_ms": 1, "models": 3},
         "memory": {"streams": 1000, "ramp_s": 3.0, "settle_s": 1.0},
-        "seed": {"conns": 8, "secs": 20, "kill_at": 8.0,
+        "seed": {"rate": 8, "secs": 30, "kill_at": 12.0,
                  "restart_after": 3.0},
     },
 }
@@ -95,7 +96,7 @@ SEED_CLAIMS = {
 # once the failed member is back).
 RETRY = " retry=2"
 
-MPM_PROXY = {"StartServers": 2, "ServerLimit": 4, "ThreadsPerChild": 64,
+MPM_PROXY = {"StartServers": 4, "ServerLimit": 4, "ThreadsPerChild": 64,
              "MaxRequestWorkers": 256, "MinSpareThreads": 32,
              "MaxSpareThreads": 256, "ThreadLimit": 64}
 MPM_MEMORY = {"StartServers": 16, "ServerLimit": 16, "ThreadsPerChild": 64,
@@ -142,9 +143,9 @@ class Run:
 
 
 def freeze_module(tmp):
-    """Copies the module into the run directory and loads it from there, so
-    that every httpd of the run loads the same build even if the tree is
-    rebuilt meanwhile. Returns its sha256."""
+    """Copies the module and the emulated backend into the run directory
+    and runs them from there, so that the whole run uses one build even if
+    the tree is rebuilt meanwhile. Returns the module's sha256."""
     import hashlib
     src = os.path.join(TOP, ".libs", "mod_llm_gateway.so")
     dst = os.path.join(tmp, "mod_llm_gateway.so")
@@ -155,6 +156,10 @@ def freeze_module(tmp):
         from subjects import default_load_modules
         load = default_load_modules()
     os.environ["LLMGW_LOAD_MODULES"] = load.replace(src, dst)
+    mock = os.path.join(tmp, "mockllm")
+    shutil.copy(subjects.MOCKLLM, mock)
+    os.chmod(mock, 0o755)
+    subjects.MOCKLLM = mock
     with open(dst, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()[:16]
 
@@ -165,11 +170,6 @@ def say(msg):
 
 def r3(x):
     return lg.rnd(x, 3)
-
-
-def pick(d, keys):
-    return {k: (r3(d.get(k)) if isinstance(d.get(k), float) else d.get(k))
-            for k in keys if k in d}
 
 
 BASE_KEYS = ("rps", "p50_ms", "p99_ms", "ttft_ms", "errors")
@@ -191,7 +191,10 @@ def entry(d, extra=()):
 # ---- the LLMCache probe ---------------------------------------------------
 
 def cache_directive(mc_port):
-    return "LLMCache memcache 127.0.0.1:%d ttl=600" % mc_port
+    # The single-node default store: a look-up is a shared-memory read.
+    # (memcached, for several nodes, adds a network round trip to each
+    # look-up and store.)
+    return "LLMCache shm size=64M ttl=600"
 
 
 def gateway_vhost(routes, cache=""):
@@ -227,7 +230,8 @@ def probe_cache(run):
     line = next((l for l in lines if "LLMCache" in l
                  or "Invalid command" in l), lines[-1])
     run.cache = {"ok": False, "why": "apache2 -t does not accept "
-                 "'LLMCache memcache HOST:PORT ttl=N': %s" % line.strip()[:200]}
+                 "'LLMCache memcache HOST:PORT ttl=N': %s"
+                 % line.strip()[:200]}
 
 
 def cache_line(run, mc_port=None):
@@ -249,8 +253,8 @@ class Endpoint:
 
 def build_proxy_stack(run, st, stream_knobs):
     """Starts: mock-fast (zero think time), mock-paced (paced tokens),
-    memcached, apache2 with bare mod_proxy and the gateway, apache2 with
-    the gateway and its cache (when the build has one), nginx, Portkey.
+    memcached (when the build has a cache), one apache2 with bare mod_proxy,
+    the gateway with its cache and the gateway without, nginx, Portkey.
     Returns {subject: {"overhead": Endpoint, "stream": Endpoint}}."""
     fast = st.mock("mock-fast", tokens=16)
     paced = st.mock("mock-paced", tps=stream_knobs["tps"],
@@ -263,7 +267,7 @@ def build_proxy_stack(run, st, stream_knobs):
     routes = [("mock-small", "fast"), ("mock-paced", "paced")]
     mp_fast, mp_paced, gw, gwn = (free_port(), free_port(), free_port(),
                                   free_port())
-    # memcached always; the gateway uses it once apache2 -t accepts LLMCache.
+    # memcached once apache2 -t accepts LLMCache (probe_cache).
     mc = None
     if run.cache["ok"]:
         try:
@@ -286,7 +290,9 @@ def build_proxy_stack(run, st, stream_knobs):
         subj["gateway_nocache"] = {"overhead": Endpoint(gwn),
                                    "stream": Endpoint(gwn)}
         run.note("gateway_miss and gateway_hit are one gateway with its "
-                 "memcached cache on: gateway_miss sends unique requests "
+                 "shared-memory cache (LLMCache shm, the single-node "
+                 "default) and coalescing on: gateway_miss sends unique "
+                 "requests "
                  "(each pays a look-up and a store), gateway_hit one "
                  "repeated request")
     else:
@@ -327,7 +333,8 @@ def check_subject(run, name, ends, stream=True):
                 return "the repeated request was not a cache hit " \
                        "(X-LLM-Cache: %s)" % h.get("x-llm-cache", "absent")
         else:
-            body = (POST_BODY % ("mock-small", "check")).encode()
+            body = (POST_BODY % ("mock-small", "check " + lg.nonce())
+                    ).encode()
             st_, h, b = lg.one_request(ep.port, body, ep.headers)
         if st_ != 200 or b'"choices"' not in b:
             return "POST answered %d: %s" % (st_, b[:160])
@@ -566,12 +573,13 @@ def scenario_failover(run):
                                      port=a.port)
 
             n = [0]
+            salt = lg.nonce()
 
             def bodies(i):
                 while True:
                     n[0] += 1
-                    yield lg.chat_body("mock-small", "Failover %d-%d"
-                                       % (i, n[0]), max_tokens=16)
+                    yield lg.chat_body("mock-small", "Failover %s-%d-%d"
+                                       % (salt, i, n[0]), max_tokens=16)
 
             log = lg.workload(ports, k["conns"], k["secs"], bodies, hdrs,
                               events=[(k["kill_at"], kill),
@@ -635,14 +643,16 @@ def scenario_switch(run):
              "members")
     out = {}
 
+    salt = lg.nonce()
+
     def bodies(i):
         rng = lg.seeded(i, 7)
         z = lg.Zipf(len(models), 1.0, rng)
         n = 0
         while True:
             n += 1
-            yield lg.chat_body(models[z.draw()], "Switch %d-%d" % (i, n),
-                               max_tokens=16)
+            yield lg.chat_body(models[z.draw()], "Switch %s-%d-%d"
+                               % (salt, i, n), max_tokens=16)
 
     for name in ("direct", "gateway_miss"):
         with run.stack("switch-" + name) as st:
@@ -697,17 +707,19 @@ def scenario_seed(run):
     models = model_names(SEED["models"])
     run.params["seed"] = dict(
         k, **SEED, backend="two bench/modelsrv.py members",
-        what="closed loop; prompts drawn Zipf(s=%.1f) from %d, each with a "
-             "fixed model and length; member A is killed at kill_at s and "
-             "restarted restart_after s later (with no model loaded); "
-             "direct: clients split over the two members; cache hit rate "
-             "from X-LLM-Cache: HIT; switch overhead: mean X-Model-Load-Ms"
-             " per request; recovery: kill to the last failed request"
+        what="open loop: requests arrive at rate per second (Poisson, the "
+             "same arrivals and prompts for every subject), latency from "
+             "the scheduled arrival; prompts drawn Zipf(s=%.1f) from %d, "
+             "each with a fixed model and length; member A is killed at "
+             "kill_at s and restarted restart_after s later (with no model "
+             "loaded); direct: requests alternate between the two members "
+             "(a client per member); cache hit rate from X-LLM-Cache: HIT; "
+             "switch overhead: mean X-Model-Load-Ms per request; recovery:"
+             " kill to the end of the last failed request"
              % (SEED["prompt_zipf_s"], SEED["prompts"]))
 
-    def bodies(i):
-        rng = lg.seeded(i, 99)
-        z = lg.Zipf(len(prompts), SEED["prompt_zipf_s"], rng)
+    def bodies():
+        z = lg.Zipf(len(prompts), SEED["prompt_zipf_s"], lg.seeded(0, 99))
         while True:
             yield prompts[z.draw()]
 
@@ -728,8 +740,8 @@ def scenario_seed(run):
                 ports = [gateway_models_stack(run, st, "httpd", [a, b],
                                               models, cache_port=mc)]
             state = {"a": a}
-            log = lg.workload(
-                ports, k["conns"], k["secs"], bodies,
+            log = lg.openloop(
+                ports, k["rate"], k["secs"], bodies(), seed=7,
                 events=[(k["kill_at"], lambda: st.kill(state["a"])),
                         (k["kill_at"] + k["restart_after"],
                          lambda: state.update(a=mk("msrv-a2", a.port)))])
@@ -992,6 +1004,9 @@ def targets(run):
         "gateway_nocache_vs_mod_proxy": ratio(
             ((ov.get("gateway_miss") or {}).get("without_cache") or {})
             .get("rps"), rps("mod_proxy")),
+        "gateway_nocache_vs_portkey": ratio(
+            ((ov.get("gateway_miss") or {}).get("without_cache") or {})
+            .get("rps"), rps("portkey")),
         "mod_proxy_added_p99_ms": diff(c1("mod_proxy", "p99_ms"),
                                        c1("direct", "p99_ms")),
         "gateway_nocache_added_p99_ms": diff(
@@ -1035,6 +1050,25 @@ def write_results(run, mach, prefix):
     return res
 
 
+def rerender(prefix):
+    """Recomputes the targets and the Markdown of an existing results file
+    (after a change to this script's summaries, without measuring again)."""
+    import types
+    with open(prefix + ".json") as f:
+        res = json.load(f)
+    fake = types.SimpleNamespace(
+        scenarios=res["scenarios"], absent=res.get("absent", {}),
+        knobs={"overhead": (res.get("params") or {}).get("overhead", {})})
+    res["targets"], res["context"] = targets(fake)
+    with open(prefix + ".json", "w") as f:
+        json.dump(res, f, indent=1, sort_keys=False)
+        f.write("\n")
+    with open(prefix + ".md", "w") as f:
+        f.write(report.markdown(res))
+    print(report.headline(res))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description="mod_llm_gateway benchmarks")
     g = ap.add_mutually_exclusive_group()
@@ -1048,6 +1082,9 @@ def main():
                     help="results path prefix (.json and .md are added)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the run directory (configurations, logs)")
+    ap.add_argument("--rerender", action="store_true",
+                    help="measure nothing: recompute the targets and the "
+                         "Markdown of the results at --out")
     ap.add_argument("--lbmethod", default=None,
                     help="lbmethod of the gateway's balancer in the switch "
                          "and seed scenarios (default: byrequests)")
@@ -1058,6 +1095,8 @@ def main():
         ap.error("unknown scenario(s) %s; known: %s" % (
             ", ".join(bad), ", ".join(SCENARIOS)))
 
+    if args.rerender:
+        return rerender(args.out)
     run = Run(args)
     limit = {"smoke": 180, "quick": 300, "full": 1500}[run.profile]
 

@@ -39,6 +39,13 @@ def median(values):
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
 
 
+def nonce():
+    """A string no earlier request of this machine used: keeps requests
+    meant to be unique from hitting a response cache filled by an earlier
+    run."""
+    return "%x%s" % (time.time_ns(), os.urandom(3).hex())
+
+
 def rnd(x, nd=3):
     return None if x is None else round(float(x), nd)
 
@@ -53,6 +60,7 @@ def wrk(port, conns, secs, model="mock-small", fixed=False, headers=None,
     env = dict(os.environ)
     env["BENCH_MODEL"] = model
     env["BENCH_FIXED"] = "1" if fixed else "0"
+    env["BENCH_NONCE"] = nonce()
     env["BENCH_HEADERS"] = "\n".join(
         "%s: %s" % kv for kv in (headers or {}).items())
     argv = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % secs,
@@ -85,10 +93,20 @@ def wrk(port, conns, secs, model="mock-small", fixed=False, headers=None,
     }
 
 
-# ---- a minimal HTTP/1.1 client -----------------------------------------------
+# ---- a minimal HTTP/1.1 client ------------------------------------------
 
 class HTTPError(Exception):
     pass
+
+
+class StaleConnection(HTTPError):
+    """The server closed a kept-alive connection before answering."""
+
+# What a reused keep-alive connection may fail with before any answer; a
+# client then tries once more on a fresh connection, as HTTP clients do.
+RETRYABLE = (StaleConnection, ConnectionResetError, BrokenPipeError)
+FAILURES = (OSError, asyncio.TimeoutError, HTTPError,
+            asyncio.IncompleteReadError)
 
 
 class Conn:
@@ -136,7 +154,7 @@ class Conn:
         r = self.r
         line = await r.readline()
         if not line:
-            raise HTTPError("connection closed before the status line")
+            raise StaleConnection("connection closed before the status line")
         parts = line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
             raise HTTPError("bad status line %r" % line[:80])
@@ -276,6 +294,7 @@ def stream_run(port, conns, secs, model="mock-small", headers=None,
     hdrs = dict(JSON_HEADERS, **(headers or {}))
     res = {"ttft": [], "total": [], "gaps": [], "errors": 0, "ok": 0,
            "incomplete": 0, "cache": {}}
+    salt = nonce()
 
     async def worker(i, deadline, budget):
         conn = Conn(port, timeout=secs + 30)
@@ -284,8 +303,8 @@ def stream_run(port, conns, secs, model="mock-small", headers=None,
             budget[0] -= 1
             n += 1
             body = chat_body(model, "Stream, please." if fixed else
-                             "Stream %d-%d, please." % (i, n), stream=True,
-                             max_tokens=max_tokens)
+                             "Stream %s-%d-%d, please." % (salt, i, n),
+                             stream=True, max_tokens=max_tokens)
             try:
                 st, rh, timer, t0, t1 = await _stream_once(conn, path, hdrs,
                                                            body)
@@ -348,6 +367,7 @@ def hold_streams(port, n, headers=None, model="mock-small", ramp_s=2.0,
     token (or max_wait_s), calls sample() while all are open, then hangs
     up. Returns what sample() returned plus the times to first token."""
     hdrs = dict(JSON_HEADERS, **(headers or {}))
+    salt = nonce()
     firsts = []
     errors = [0]
     started = []
@@ -364,7 +384,8 @@ def hold_streams(port, n, headers=None, model="mock-small", ramp_s=2.0,
             if timer.token_times and not got.done():
                 got.set_result(t)
 
-        body = chat_body(model, "Hold stream %d" % i, stream=True)
+        body = chat_body(model, "Hold stream %s-%d" % (salt, i),
+                         stream=True)
         task = asyncio.ensure_future(conn.request("POST", "/v1/chat/"
                                                   "completions", hdrs, body,
                                                   on_data=on_data))
@@ -434,6 +455,25 @@ class Zipf:
                    len(self.cum) - 1)
 
 
+async def post(conn, hdrs, body):
+    """POST on conn; once more on a fresh connection if a kept-alive one
+    turns out to be closed. Returns (status, headers); status 0: failed."""
+    for attempt in (0, 1):
+        reused = conn.w is not None
+        try:
+            st, rh, _ = await conn.request("POST", "/v1/chat/completions",
+                                           hdrs, body)
+            return st, rh
+        except RETRYABLE:
+            conn.close()
+            if not reused or attempt:
+                return 0, {}
+        except FAILURES:
+            conn.close()
+            return 0, {}
+    return 0, {}
+
+
 def workload(ports, conns, secs, requests_for, headers=None, events=(),
              retry_pause_s=0.05, timeout=30.0):
     """conns workers, worker i sending to ports[i % len(ports)] the bodies
@@ -451,13 +491,7 @@ def workload(ports, conns, secs, requests_for, headers=None, events=(),
         while time.monotonic() < deadline:
             body = next(gen)
             t0 = time.monotonic()
-            try:
-                st, rh, _ = await conn.request(
-                    "POST", "/v1/chat/completions", hdrs, body)
-            except (OSError, asyncio.TimeoutError, HTTPError,
-                    asyncio.IncompleteReadError):
-                st, rh = 0, {}
-                conn.close()
+            st, rh = await post(conn, hdrs, body)
             t1 = time.monotonic()
             log.append((t0 - t_base, t1 - t_base, st, rh))
             if st != 200:
@@ -474,6 +508,55 @@ def workload(ports, conns, secs, requests_for, headers=None, events=(),
         jobs = [worker(i, t_base, deadline) for i in range(conns)]
         jobs += [timed(t_base, at, fn) for at, fn in events]
         await asyncio.gather(*jobs)
+
+    asyncio.run(main())
+    return log
+
+
+def openloop(ports, rate, secs, bodies, headers=None, events=(),
+             max_conns=64, seed=1, timeout=30.0):
+    """Requests arrive at rate per second (Poisson, seeded) for secs
+    seconds; request k goes to ports[k % len(ports)] with the next body of
+    the iterator bodies. Latency counts from the scheduled arrival, so a
+    slow server cannot slow the arrivals down and hide its queue. At most
+    max_conns connections per port; an arrival that finds none free waits.
+    Returns a log like workload()'s."""
+    rng = random.Random(seed)
+    arrivals, t = [], 0.0
+    while True:
+        t += rng.expovariate(rate)
+        if t >= secs:
+            break
+        arrivals.append(t)
+    hdrs = dict(JSON_HEADERS, **(headers or {}))
+    log = []
+
+    async def main():
+        idle = {p: [] for p in ports}
+        sems = {p: asyncio.Semaphore(max_conns) for p in ports}
+        t_base = time.monotonic()
+
+        async def one(k, at, body):
+            port = ports[k % len(ports)]
+            await asyncio.sleep(max(0.0, t_base + at - time.monotonic()))
+            async with sems[port]:
+                conn = idle[port].pop() if idle[port] else Conn(port,
+                                                                 timeout)
+                st, rh = await post(conn, hdrs, body)
+                if conn.w is not None:
+                    idle[port].append(conn)
+            log.append((at, time.monotonic() - t_base, st, rh))
+
+        async def timed(at, fn):
+            await asyncio.sleep(max(0.0, t_base + at - time.monotonic()))
+            await asyncio.get_running_loop().run_in_executor(None, fn)
+
+        jobs = [one(k, at, next(bodies)) for k, at in enumerate(arrivals)]
+        jobs += [timed(at, fn) for at, fn in events]
+        await asyncio.gather(*jobs)
+        for conns in idle.values():
+            for c in conns:
+                c.close()
 
     asyncio.run(main())
     return log

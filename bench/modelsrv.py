@@ -101,7 +101,8 @@ class Server:
                     except ValueError:
                         req = None
                     if not isinstance(req, dict):
-                        st, out, wait = 400, b'{"error":{"message":"bad json"}}', 0
+                        st, wait = 400, 0
+                        out = b'{"error":{"message":"bad json"}}'
                     else:
                         st, out, wait = await self.generate(req)
                     extra = "X-Model-Load-Ms: %d\r\n" % round(wait)

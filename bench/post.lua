@@ -4,9 +4,11 @@
 -- Environment:
 --   BENCH_MODEL    the model asked for (default mock-small)
 --   BENCH_FIXED    "1": every request is the same bytes (cache hits);
---                  else each request is unique (a counter in the prompt),
---                  so a response cache can only miss. Both paths go through
+--                  else each request is unique (BENCH_NONCE, the thread
+--                  and a counter in the prompt), so a response cache can
+--                  only miss. Both paths go through
 --                  request(), so wrk does the same work either way.
+--   BENCH_NONCE    a string unique to this run of wrk
 --   BENCH_HEADERS  extra request headers, "Name: value" lines
 --
 -- done() prints: BENCHJSON {"requests":..,"p99_us":..,...}
@@ -14,6 +16,7 @@
 local model = os.getenv("BENCH_MODEL") or "mock-small"
 local fixed = os.getenv("BENCH_FIXED") == "1"
 local extra = os.getenv("BENCH_HEADERS") or ""
+local nonce = os.getenv("BENCH_NONCE") or "0"
 local counter = 0
 local cached = nil
 local nthreads = 0
@@ -49,7 +52,8 @@ function request()
     end
     counter = counter + 1
     return wrk.format(nil, nil, nil,
-                      body(string.format("t%d-%d", tid or 0, counter)))
+                      body(string.format("%s-t%d-%d", nonce, tid or 0,
+                                         counter)))
 end
 
 function done(summary, latency, requests)

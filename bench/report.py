@@ -83,16 +83,21 @@ def markdown(res):
     c = res.get("context") or {}
     out.append("\nFor context: mod_proxy / portkey %s×, nginx / mod_proxy "
                "%s×, mod_proxy / direct %s×, gateway_miss / nginx %s×, "
-               "the gateway without its cache / mod_proxy %s×; "
+               "the gateway without its cache / mod_proxy %s× and / "
+               "portkey %s×; "
                "bare mod_proxy adds %s ms to p99 at c=1 and %s ms to the "
-               "time to first token.\n" % (
+               "time to first token, the gateway without its cache %s ms "
+               "and %s ms.\n" % (
                    f(c.get("mod_proxy_vs_portkey"), 2),
                    f(c.get("nginx_vs_mod_proxy"), 2),
                    f(c.get("mod_proxy_vs_direct"), 2),
                    f(c.get("gateway_miss_vs_nginx"), 2),
                    f(c.get("gateway_nocache_vs_mod_proxy"), 2),
+                   f(c.get("gateway_nocache_vs_portkey"), 2),
                    f(c.get("mod_proxy_added_p99_ms"), 3),
-                   f(c.get("mod_proxy_ttft_overhead_ms"), 3)))
+                   f(c.get("mod_proxy_ttft_overhead_ms"), 3),
+                   f(c.get("gateway_nocache_added_p99_ms"), 3),
+                   f(c.get("gateway_nocache_ttft_overhead_ms"), 3)))
 
     p = res.get("params") or {}
     if sc.get("overhead"):
@@ -142,6 +147,10 @@ def markdown(res):
                 ("errors", lambda e: f(e["errors"], 0))]
         out.append(table(["subject"] + [h for h, _ in cols],
                          rows_for(sc["stream"], cols)))
+        if sc["stream"].get("gateway_hit"):
+            out.append("\n`gateway_hit`'s streams are replays from the "
+                       "cache, sent at once by design: bursts of 100 % are "
+                       "expected there, not buffering.\n")
 
     if sc.get("failover"):
         pf = p.get("failover", {})
@@ -239,12 +248,13 @@ def seed_table(res):
          col(h, "rps", lambda v: f(v, 1, " rps"))],
     ]
     s = ["\n## The seed's table, measured\n",
-         "One workload for all: %s clients for %s s; %d prompts drawn "
+         "One workload for all: %s requests/s arriving for %s s; %d "
+         "prompts drawn "
          "Zipf(s=%s), %d models (Zipf s=%s), %d model slot(s) per server, "
          "%d ms to load a model, %d ms + %d ms/token to generate "
          "(%d–%d tokens); member A killed at %s s, back %s s later. "
          "The seed article's numbers are its claims, not measured here.\n"
-         % (ps.get("conns"), ps.get("secs"), ps.get("prompts", 0),
+         % (ps.get("rate"), ps.get("secs"), ps.get("prompts", 0),
             ps.get("prompt_zipf_s"), ps.get("models", 0),
             ps.get("model_zipf_s"), ps.get("slots", 0), ps.get("load_ms", 0),
             ps.get("gen_ms", 0), ps.get("per_token_ms", 0),

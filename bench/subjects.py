@@ -189,7 +189,8 @@ class Stack:
 
     def mock(self, name, tps=0, ttft_ms=0, tokens=16, port=None):
         port = port or free_port()
-        argv = [MOCKLLM, "--port", str(port), "--name", name, "--quiet",
+        argv = [globals()["MOCKLLM"], "--port", str(port), "--name", name,
+                "--quiet",
                 "--tokens", str(tokens)]
         if tps:
             argv += ["--tps", str(tps)]
@@ -231,7 +232,6 @@ class Stack:
         lines += ["ServerName %s" % LOOPBACK,
                   'PidFile "%s/httpd.pid"' % d,
                   'DefaultRuntimeDir "%s/run"' % d,
-                  "Mutex file:%s/run default" % d,
                   'ErrorLog "%s/error.log"' % d,
                   "LogLevel warn",
                   load, user.rstrip("\n"),
@@ -270,7 +270,7 @@ class Stack:
         msg = (p.stderr + p.stdout).strip()
         return p.returncode == 0, msg
 
-    # ---- nginx ---------------------------------------------------------------
+    # ---- nginx -----------------------------------------------------------
 
     def nginx(self, name, servers, workers=2, connections=4096):
         """servers: [(port, upstream_ports, buffering)]."""
@@ -327,7 +327,7 @@ http {
                                  "-e", os.path.join(d, "error.log")],
                           servers[0][0])
 
-    # ---- Portkey --------------------------------------------------------------
+    # ---- Portkey ---------------------------------------------------------
 
     def portkey(self, name="portkey", port=None):
         if not os.path.exists(PORTKEY_MAIN):

@@ -1,6 +1,7 @@
 /* llmgw_cache: cache keys, eligibility, and records. A streamed answer is
  * kept as its chunks (replayed as they came) plus the response assembled
  * from them, so streamed and plain requests hit each other's entries. */
+#include <stdio.h>
 #include <string.h>
 
 #include <apr_strings.h>
@@ -8,7 +9,7 @@
 #include "llmgw_cache.h"
 #include "llmgw_sha256.h"
 
-#define RECORD_VERSION 1
+#define RECORD_VERSION 2
 #define MAX_CHOICES 8
 #define MAX_TOOLS 16
 
@@ -37,6 +38,10 @@ struct llmgw_record {
     llmgw_json_t *response;
     llmgw_json_t *chunks;          /* chunk objects without "usage" */
     llmgw_json_t *first;           /* the first chunk: id, created, model */
+    const char *resp_text;         /* a stored record: the response as is */
+    apr_size_t resp_len;
+    const char *chunks_text;       /* ... and its chunks, parsed on need */
+    apr_size_t chunks_len;
     llmgw_usage_t usage;
     choice_acc choice[MAX_CHOICES];
 };
@@ -329,9 +334,20 @@ void llmgw_record_set_response(llmgw_record_t *rec, const char *body,
     usage_of(rec->response, &rec->usage);
 }
 
+static const char *endpoint_name(llmgw_endpoint_t ep)
+{
+    return ep == LLMGW_EP_COMPLETIONS ? "completions"
+           : ep == LLMGW_EP_EMBEDDINGS ? "embeddings" : "chat";
+}
+
+/* Stored as "LLMGW<v> <endpoint> <n>\n" + the response (n bytes) + "\n" +
+ * the chunks (a JSON array, or null): a plain hit sends the response as
+ * it is, with no parse and no serialisation. */
 const char *llmgw_record_serialize(llmgw_record_t *rec, apr_size_t *len)
 {
-    const char *text;
+    const char *resp, *chunks = "null", *head;
+    apr_size_t rlen, clen = 4, hlen;
+    char *text;
 
     if (!rec->failed && !rec->response && rec->first) {
         assemble(rec);
@@ -340,24 +356,69 @@ const char *llmgw_record_serialize(llmgw_record_t *rec, apr_size_t *len)
     if (rec->failed || !rec->response) {
         return NULL;
     }
-    llmgw_json_sets(rec->doc, rec->ep == LLMGW_EP_COMPLETIONS ? "completions"
-                              : rec->ep == LLMGW_EP_EMBEDDINGS ? "embeddings"
-                              : "chat", "endpoint", NULL);
-    text = llmgw_json_write(rec->doc, len);
-    return *len <= rec->max ? text : NULL;
+    resp = llmgw_json_write(rec->response, &rlen);
+    if (rec->chunks) {
+        chunks = llmgw_json_write(rec->chunks, &clen);
+    }
+    head = apr_psprintf(rec->p, "LLMGW%d %s %" APR_SIZE_T_FMT "\n",
+                        RECORD_VERSION, endpoint_name(rec->ep), rlen);
+    hlen = strlen(head);
+    *len = hlen + rlen + 1 + clen;
+    if (*len > rec->max) {
+        return NULL;
+    }
+    text = apr_palloc(rec->p, *len + 1);
+    memcpy(text, head, hlen);
+    memcpy(text + hlen, resp, rlen);
+    text[hlen + rlen] = '\n';
+    memcpy(text + hlen + rlen + 1, chunks, clen);
+    text[*len] = '\0';
+    return text;
+}
+
+static int load(llmgw_record_t *rec)
+{
+    llmgw_json_err_t err;
+    const char *msg;
+
+    if (!rec->response) {
+        rec->response = llmgw_json_parse(rec->p, rec->resp_text,
+                                         rec->resp_len, &err, &msg);
+        if (!rec->response) {
+            return 0;
+        }
+        usage_of(rec->response, &rec->usage);
+    }
+    if (!rec->chunks && rec->chunks_len != 4) {
+        rec->chunks = llmgw_json_parse(rec->p, rec->chunks_text,
+                                       rec->chunks_len, &err, &msg);
+        if (llmgw_json_type(rec->chunks, NULL) != LLMGW_JSON_ARRAY) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 llmgw_record_t *llmgw_record_parse(apr_pool_t *p, const char *text,
-                                   apr_size_t len)
+                                   apr_size_t len, int full)
 {
-    llmgw_json_err_t err;
-    const char *msg, *ep;
-    llmgw_json_t *doc = llmgw_json_parse(p, text, len, &err, &msg);
+    char head[64], ep[16];
+    const char *nl = memchr(text, '\n',
+                            len < sizeof(head) ? len : sizeof(head));
+    apr_size_t n, used;
+    int v;
     llmgw_record_t *rec;
 
-    if (!doc || llmgw_json_getl(doc, 0, "v", NULL) != RECORD_VERSION
-        || llmgw_json_type(doc, "response", NULL) != LLMGW_JSON_OBJECT
-        || !(ep = llmgw_json_gets(doc, "endpoint", NULL))) {
+    /* The header, NUL-terminated: a store need not terminate values. */
+    if (!nl) {
+        return NULL;
+    }
+    used = (apr_size_t)(nl - text) + 1;
+    memcpy(head, text, used - 1);
+    head[used - 1] = '\0';
+    if (sscanf(head, "LLMGW%d %15s %" APR_SIZE_T_FMT, &v, ep, &n) != 3
+        || v != RECORD_VERSION || n >= len || used + n + 1 > len
+        || text[used + n] != '\n') {
         return NULL;
     }
     rec = apr_pcalloc(p, sizeof(*rec));
@@ -365,16 +426,26 @@ llmgw_record_t *llmgw_record_parse(apr_pool_t *p, const char *text,
     rec->ep = strcmp(ep, "completions") == 0 ? LLMGW_EP_COMPLETIONS
               : strcmp(ep, "embeddings") == 0 ? LLMGW_EP_EMBEDDINGS
               : LLMGW_EP_CHAT;
-    rec->doc = doc;
-    rec->response = llmgw_json_getj(doc, "response", NULL);
-    rec->chunks = llmgw_json_getj(doc, "chunks", NULL);
+    rec->resp_text = text + used;
+    rec->resp_len = n;
+    rec->chunks_text = text + used + n + 1;
+    rec->chunks_len = len - used - n - 1;
     rec->max = len;
-    usage_of(rec->response, &rec->usage);
+    if (full && !load(rec)) {
+        return NULL;
+    }
+    if (!full) {
+        llmgw_usage_find(p, rec->resp_text, rec->resp_len, &rec->usage);
+    }
     return rec;
 }
 
 const char *llmgw_record_render_json(llmgw_record_t *rec, apr_size_t *len)
 {
+    if (rec->resp_text) {
+        *len = rec->resp_len;
+        return rec->resp_text;
+    }
     return llmgw_json_write(rec->response, len);
 }
 
@@ -496,6 +567,9 @@ const char *llmgw_record_render_sse(llmgw_record_t *rec, apr_pool_t *p,
     const char *text;
     apr_size_t i, n;
 
+    if (!load(rec)) {
+        return NULL;
+    }
     if (rec->chunks) {
         n = llmgw_json_array_len(rec->chunks);
         for (i = 0; i < n; i++) {

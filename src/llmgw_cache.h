@@ -43,13 +43,16 @@ void llmgw_record_set_response(llmgw_record_t *rec, const char *body,
  * not understood). */
 const char *llmgw_record_serialize(llmgw_record_t *rec, apr_size_t *len);
 
-/* A stored record, or NULL when text is not one (e.g. an old version). */
+/* A stored record, or NULL when text is not one (e.g. an old version).
+ * With full, its JSON is parsed now (a stream replay needs it); else a
+ * plain hit serves the stored response bytes as they are. text must live
+ * as long as the record. */
 llmgw_record_t *llmgw_record_parse(apr_pool_t *p, const char *text,
-                                   apr_size_t len);
+                                   apr_size_t len, int full);
 /* The answer as a non-streamed JSON body. */
 const char *llmgw_record_render_json(llmgw_record_t *rec, apr_size_t *len);
 /* The answer as an SSE stream, [DONE] included; the usage chunk only
- * when the client asked for it. */
+ * when the client asked for it. NULL if the stored JSON is unreadable. */
 const char *llmgw_record_render_sse(llmgw_record_t *rec, apr_pool_t *p,
                                     int include_usage, apr_size_t *len);
 /* Usage of the recorded answer. */

@@ -306,7 +306,8 @@ static int coalesce(request_rec *r, llmgw_req_t *ctx,
     if (role == LLMGW_CO_DONE
         && llmgw_store_get(ctx->store, r, ctx->cache_key, &val, &len)
                == APR_SUCCESS
-        && (ctx->hit = llmgw_record_parse(r->pool, val, len)) != NULL) {
+        && (ctx->hit = llmgw_record_parse(r->pool, val, len,
+                                             ctx->req.stream)) != NULL) {
         ctx->rec = NULL;
         ctx->co = NULL;
         return 1;
@@ -344,7 +345,8 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
              ? APR_NOTFOUND
              : llmgw_store_get(ctx->store, r, ctx->cache_key, &val, &len);
     if (rv == APR_SUCCESS
-        && (ctx->hit = llmgw_record_parse(r->pool, val, len)) != NULL) {
+        && (ctx->hit = llmgw_record_parse(r->pool, val, len,
+                                             ctx->req.stream)) != NULL) {
         state = "HIT";
     }
     else if (rv == APR_SUCCESS || APR_STATUS_IS_NOTFOUND(rv)) {

@@ -233,9 +233,11 @@ KeepAlive On
 </Location>
 """.splitlines()
     lines += f"""\
+# retry=1: a member that dropped a connection (fault tests) is back in a
+# second, not mod_proxy's default 60 s, so later tests see both members.
 <Proxy "balancer://be">
-    BalancerMember "http://{HOST}:{ports['be_a']}"
-    BalancerMember "http://{HOST}:{ports['be_b']}"
+    BalancerMember "http://{HOST}:{ports['be_a']}" retry=1
+    BalancerMember "http://{HOST}:{ports['be_b']}" retry=1
 </Proxy>
 # Nothing listens on these ports.
 <Proxy "balancer://dead">
@@ -252,8 +254,8 @@ KeepAlive On
 </Proxy>
 # The same mocks, spoken to in Ollama's native dialect.
 <Proxy "balancer://ob">
-    BalancerMember "http://{HOST}:{ports['be_a']}"
-    BalancerMember "http://{HOST}:{ports['be_b']}"
+    BalancerMember "http://{HOST}:{ports['be_a']}" retry=1
+    BalancerMember "http://{HOST}:{ports['be_b']}" retry=1
 </Proxy>
 """.splitlines()
     if module:

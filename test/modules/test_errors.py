@@ -187,7 +187,8 @@ def test_backend_reset_on_kept_alive_connection_is_502(gw):
             if fault:
                 headers["X-Mock-Fault"] = fault
             conn.request("POST", "/v1/chat/completions",
-                         body=json.dumps(chat_body(max_tokens=2)), headers=headers)
+                         body=json.dumps(chat_body("flaky-ka", max_tokens=2)),
+                         headers=headers)
             resp = conn.getresponse()
             body = resp.read()
             assert resp.status == (502 if fault else 200), body

@@ -128,7 +128,7 @@ START_TEST(record_from_stream_roundtrip)
     text = llmgw_record_serialize(rec, &len);
     ck_assert_ptr_nonnull(text);
 
-    back = llmgw_record_parse(test_pool, text, len);
+    back = llmgw_record_parse(test_pool, text, len, 1);
     ck_assert_ptr_nonnull(back);
     llmgw_record_usage(back, &u);
     ck_assert_int_eq(u.total, 7);
@@ -164,7 +164,7 @@ START_TEST(record_from_body_replays_as_stream)
     llmgw_record_set_response(rec, body, strlen(body));
     text = llmgw_record_serialize(rec, &len);
     ck_assert_ptr_nonnull(text);
-    rec = llmgw_record_parse(test_pool, text, len);
+    rec = llmgw_record_parse(test_pool, text, len, 0);
     sse = llmgw_record_render_sse(rec, test_pool, 0, &len);
     ck_assert_ptr_nonnull(strstr(sse, "\"text\":\"abc\""));
     ck_assert_ptr_nonnull(strstr(sse, "\"finish_reason\":\"length\""));
@@ -186,13 +186,19 @@ START_TEST(record_refuses_what_it_cannot_keep)
     rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
     llmgw_record_set_response(rec, "{\"error\":{}}", 12);
     ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
-    ck_assert_ptr_null(llmgw_record_parse(test_pool, "{\"v\":99}", 8));
+    ck_assert_ptr_null(llmgw_record_parse(test_pool, "{\"v\":99}", 8, 1));
+    ck_assert_ptr_null(llmgw_record_parse(test_pool, "LLMGW1 chat 2\n{}\nnull",
+                                          20, 0));
+    ck_assert_ptr_null(llmgw_record_parse(test_pool, "LLMGW2 chat 99\n{}\nnull",
+                                          21, 0));
+    ck_assert_ptr_null(llmgw_record_parse(test_pool, "LLMGW2 chat 2\n{]\nnull",
+                                          20, 1));
     /* A stream cut before its finish_reason is no answer to keep. */
     rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
     chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":"
                "{\"content\":\"half\"},\"finish_reason\":null}]}");
     ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
-    ck_assert_ptr_null(llmgw_record_parse(test_pool, "garbage", 7));
+    ck_assert_ptr_null(llmgw_record_parse(test_pool, "garbage", 7, 0));
 }
 END_TEST
 
