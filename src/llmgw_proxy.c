@@ -331,8 +331,11 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
     if (!sconf->store) {
         return 0;
     }
+    /* llm-no-cache: the admin's per-client opt-out, e.g. by API key with
+     * SetEnvIf Authorization. */
     if (!llmgw_cache_eligible(&ctx->req, ctx->route->cache_policy)
-        || (cc && ap_strcasestr(cc, "no-store"))) {
+        || (cc && ap_strcasestr(cc, "no-store"))
+        || apr_table_get(r->subprocess_env, "llm-no-cache")) {
         goto done;
     }
     ctx->store = sconf->store;

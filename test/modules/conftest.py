@@ -80,6 +80,7 @@ def gw(request, workdir, ports, mocks):
 
 
 CACHE_ROUTES = """\
+SetEnvIf Authorization "^Bearer nocache-" llm-no-cache
 <LLMRoute "cache-all">
     LLMBackend balancer://be
     LLMUpstreamModel mock-small

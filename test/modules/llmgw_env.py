@@ -22,6 +22,7 @@ STD_MODULES = [
     ("mpm_event_module", "mod_mpm_event.so"),
     ("authz_core_module", "mod_authz_core.so"),
     ("unixd_module", "mod_unixd.so"),
+    ("setenvif_module", "mod_setenvif.so"),
     ("proxy_module", "mod_proxy.so"),
     ("proxy_http_module", "mod_proxy_http.so"),
     ("slotmem_shm_module", "mod_slotmem_shm.so"),

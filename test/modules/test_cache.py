@@ -170,6 +170,17 @@ def test_cache_control_from_client(gw_cache, mocks, uniq):
     assert ask(gw_cache, body).header("X-LLM-Cache") == "HIT"
 
 
+def test_per_key_opt_out(gw_cache, uniq):
+    # SetEnvIf Authorization "^Bearer nocache-" llm-no-cache
+    body = det(uniq)
+    ask(gw_cache, body)
+    assert ask(gw_cache, body).header("X-LLM-Cache") == "HIT"
+    r = ask(gw_cache, body, headers={"Authorization": "Bearer nocache-team-b"})
+    assert r.header("X-LLM-Cache") == "BYPASS"
+    r = ask(gw_cache, body, headers={"Authorization": "Bearer team-a"})
+    assert r.header("X-LLM-Cache") == "HIT"
+
+
 def test_embeddings_cached(gw_cache, uniq):
     body = {"model": "mock-small", "input": [f"embed {uniq}", "two"]}
     r1 = gw_cache.post("/v1/embeddings", body)
