@@ -214,28 +214,37 @@ static const char *set_upstream_model(cmd_parms *cmd, void *dummy,
     return NULL;
 }
 
+/* The position of arg among names (NULL-terminated), or -1. */
+static int keyword(const char *arg, const char *const *names)
+{
+    int i;
+
+    for (i = 0; names[i]; i++) {
+        if (strcasecmp(arg, names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
 static const char *set_cache_policy(cmd_parms *cmd, void *dummy,
                                     const char *arg)
 {
+    /* In the order of llmgw_cache_policy_t. */
+    static const char *const names[] = { "deterministic", "all", "off",
+                                         NULL };
     const char *err;
     llmgw_route_t *route = current_route(cmd, &err);
+    int v = keyword(arg, names);
 
     if (!route) {
         return err;
     }
-    if (strcasecmp(arg, "deterministic") == 0) {
-        route->cache_policy = LLMGW_CACHE_DETERMINISTIC;
-    }
-    else if (strcasecmp(arg, "all") == 0) {
-        route->cache_policy = LLMGW_CACHE_ALL;
-    }
-    else if (strcasecmp(arg, "off") == 0) {
-        route->cache_policy = LLMGW_CACHE_OFF;
-    }
-    else {
+    if (v < 0) {
         return apr_psprintf(cmd->pool, "LLMCachePolicy: unknown policy "
                             "'%s' (deterministic, all, off)", arg);
     }
+    route->cache_policy = v;
     return NULL;
 }
 
@@ -267,22 +276,19 @@ static const char *set_cache(cmd_parms *cmd, void *dummy, int argc,
 static const char *set_cache_billing(cmd_parms *cmd, void *dummy,
                                      const char *arg)
 {
+    static const char *const names[] = { "full", "free", NULL };
     llmgw_server_conf_t *conf = server_conf(cmd);
     const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
+    int v = keyword(arg, names);
 
     if (err) {
         return err;
     }
-    if (strcasecmp(arg, "full") == 0) {
-        conf->cache_billing_free = 0;
-    }
-    else if (strcasecmp(arg, "free") == 0) {
-        conf->cache_billing_free = 1;
-    }
-    else {
+    if (v < 0) {
         return apr_psprintf(cmd->pool, "LLMCacheBilling: unknown mode '%s' "
                             "(full, free)", arg);
     }
+    conf->cache_billing_free = v;
     return NULL;
 }
 
@@ -354,21 +360,16 @@ static const char *set_max_body(cmd_parms *cmd, void *dummy,
 
 static const char *set_api(cmd_parms *cmd, void *dconf, const char *arg)
 {
+    /* In the order of llmgw_api_t. */
+    static const char *const names[] = { "off", "openai", "ollama", NULL };
     llmgw_dir_conf_t *conf = dconf;
+    int v = keyword(arg, names);
 
-    if (strcasecmp(arg, "openai") == 0) {
-        conf->api = LLMGW_API_OPENAI;
-    }
-    else if (strcasecmp(arg, "ollama") == 0) {
-        conf->api = LLMGW_API_OLLAMA;
-    }
-    else if (strcasecmp(arg, "off") == 0) {
-        conf->api = LLMGW_API_OFF;
-    }
-    else {
+    if (v < 0) {
         return apr_psprintf(cmd->pool, "LLMApi: unknown API '%s' "
                             "(supported: openai, ollama, off)", arg);
     }
+    conf->api = v;
     /* A plain <Location> path lets us find the endpoint below it. */
     conf->prefix = (cmd->path && cmd->path[0] == '/') ? cmd->path : NULL;
     return NULL;
