@@ -291,8 +291,20 @@ static int copy_answer(llmgw_req_t *ctx, apr_pool_t *p, const char *data,
     if (ctx->copy_len + n > max) {
         return 0;
     }
-    if (!ctx->copy) {
-        ctx->copy = apr_palloc(p, max);
+    /* Grown as needed: most answers are a few KB, max-item is not. */
+    if (ctx->copy_len + n > ctx->copy_cap) {
+        apr_size_t cap = ctx->copy_cap ? ctx->copy_cap * 2 : 16384;
+        char *nc;
+
+        while (cap < ctx->copy_len + n) {
+            cap *= 2;
+        }
+        nc = apr_palloc(p, cap);
+        if (ctx->copy_len) {
+            memcpy(nc, ctx->copy, ctx->copy_len);
+        }
+        ctx->copy = nc;
+        ctx->copy_cap = cap;
     }
     memcpy(ctx->copy + ctx->copy_len, data, n);
     ctx->copy_len += n;

@@ -73,6 +73,7 @@ typedef struct {
     int following;
     char *copy;                  /* a plain answer being recorded */
     apr_size_t copy_len;
+    apr_size_t copy_cap;
 } llmgw_req_t;
 
 llmgw_req_t *llmgw_req_get(request_rec *r);

@@ -1,6 +1,8 @@
 /* llmgw_store: memcached (llmgw_memcache, one client per child, keys spread
  * over the servers) and shmcb (httpd's shared-memory socache). A store that
  * fails is logged at most every 10 s and the request goes on without it. */
+#include <stdlib.h>
+
 #include <httpd.h>
 #include <http_log.h>
 #include <ap_mpm.h>
@@ -141,6 +143,11 @@ static apr_status_t shm_post_config(llmgw_store_t *st, apr_pool_t *pconf,
 static apr_status_t shm_child_init(llmgw_store_t *st, apr_pool_t *p,
                                    server_rec *s)
 {
+    apr_status_t rv = apr_threadkey_private_create(&st->scratch, free, p);
+
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
     return apr_global_mutex_child_init(&st->mutex,
                                        apr_global_mutex_lockfile(st->mutex),
                                        p);
@@ -150,17 +157,29 @@ static apr_status_t shm_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
                             char **val, apr_size_t *len)
 {
     unsigned int n = (unsigned int)st->max_item;
-    unsigned char *buf = apr_palloc(p, n);
+    void *buf = NULL;
     apr_status_t rv;
 
+    /* shmcb copies into a buffer as big as the largest item: one per
+     * thread, reused, rather than max-item bytes of every request's pool
+     * (most look-ups miss, and a hit is usually small). */
+    apr_threadkey_private_get(&buf, st->scratch);
+    if (!buf) {
+        if (!(buf = malloc(n))) {
+            return APR_ENOMEM;
+        }
+        apr_threadkey_private_set(buf, st->scratch);
+    }
     if ((rv = apr_global_mutex_lock(st->mutex)) != APR_SUCCESS) {
         return rv;
     }
     rv = st->sc->retrieve(st->sci, st->s, (const unsigned char *)key,
                           (unsigned int)strlen(key), buf, &n, p);
     apr_global_mutex_unlock(st->mutex);
-    *val = (char *)buf;
-    *len = n;
+    if (rv == APR_SUCCESS) {
+        *val = apr_pmemdup(p, buf, n);
+        *len = n;
+    }
     return rv;
 }
 

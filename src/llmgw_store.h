@@ -6,6 +6,7 @@
 #include <httpd.h>
 #include <http_config.h>
 #include <apr_global_mutex.h>
+#include <apr_thread_proc.h>
 #include <ap_socache.h>
 
 #include "llmgw_memcache.h"
@@ -46,6 +47,7 @@ struct llmgw_store {
     ap_socache_provider_t *sc;
     ap_socache_instance_t *sci;
     apr_global_mutex_t *mutex;  /* shmcb is not safe across processes */
+    apr_threadkey_t *scratch;   /* per thread: shmcb's retrieve buffer */
     volatile apr_time_t quiet_until; /* rate limit for "store down" logs */
 };
 
