@@ -7,6 +7,7 @@
 
 #include "llmgw_answer.h"
 #include "llmgw_config.h"
+#include "llmgw_discover.h"
 #include "llmgw_output.h"
 #include "llmgw_proxy.h"
 
@@ -30,6 +31,7 @@ static void register_hooks(apr_pool_t *p)
                                 APR_HOOK_MIDDLE);
     llmgw_proxy_register();
     llmgw_output_register();
+    llmgw_discover_register();
 }
 
 AP_DECLARE_MODULE(llm_gateway) = {

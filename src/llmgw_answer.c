@@ -11,6 +11,7 @@
 #include <http_request.h>
 
 #include "llmgw_answer.h"
+#include "llmgw_discover.h"
 #include "llmgw_proxy.h"
 
 APLOG_USE_MODULE(llm_gateway);
@@ -86,13 +87,13 @@ static int answer_models(request_rec *r, llmgw_req_t *ctx)
         doc = llmgw_json_array_get(tmp, 0);
     }
     else {
+        apr_array_header_t *names = llmgw_model_names(r, rt);
         llmgw_json_t *data;
 
         llmgw_json_sets(doc, "list", "object", NULL);
         data = llmgw_json_add_array(doc, "data");
-        for (i = 0; i < rt->listed->nelts; i++) {
-            add_model(data, APR_ARRAY_IDX(rt->listed, i,
-                                          const char *), created);
+        for (i = 0; i < names->nelts; i++) {
+            add_model(data, APR_ARRAY_IDX(names, i, const char *), created);
         }
     }
     json = llmgw_json_write(doc, &len);
@@ -116,15 +117,17 @@ static int answer_ollama_info(request_rec *r, llmgw_req_t *ctx)
 {
     llmgw_router_t *rt = router(r);
     llmgw_json_t *doc = llmgw_json_create_object(r->pool), *list, *m;
+    apr_array_header_t *names;
     const char *json;
     apr_size_t len;
     int i;
 
     switch (ctx->info) {
     case OLLAMA_INFO_TAGS:
+        names = llmgw_model_names(r, rt);
         list = llmgw_json_add_array(doc, "models");
-        for (i = 0; i < rt->listed->nelts; i++) {
-            const char *name = APR_ARRAY_IDX(rt->listed, i, const char *);
+        for (i = 0; i < names->nelts; i++) {
+            const char *name = APR_ARRAY_IDX(names, i, const char *);
 
             m = llmgw_json_array_add_object(list);
             llmgw_json_sets(m, name, "name", NULL);

@@ -9,6 +9,7 @@
 
 #include "llmgw_cache.h"
 #include "llmgw_config.h"
+#include "llmgw_discover.h"
 
 APLOG_USE_MODULE(llm_gateway);
 
@@ -248,6 +249,47 @@ static const char *set_cache_policy(cmd_parms *cmd, void *dummy,
     return NULL;
 }
 
+static const char *set_discover(cmd_parms *cmd, void *dummy, int argc,
+                                char *const argv[])
+{
+    const char *err;
+    llmgw_route_t *route = current_route(cmd, &err);
+    struct llmgw_discover *d;
+    int i;
+
+    if (!route) {
+        return err;
+    }
+    if (argc < 1 || (strcasecmp(argv[0], "on") != 0
+                     && strcasecmp(argv[0], "off") != 0)) {
+        return "LLMDiscover takes on or off, then optionally "
+               "interval=SECONDS";
+    }
+    if (strcasecmp(argv[0], "off") == 0) {
+        route->discover = NULL;
+        return argc > 1 ? "LLMDiscover off takes no options" : NULL;
+    }
+    d = apr_pcalloc(cmd->pool, sizeof(*d));
+    d->interval = LLMGW_DEFAULT_DISCOVER_INTERVAL;
+    for (i = 1; i < argc; i++) {
+        char *end;
+        apr_int64_t n;
+
+        if (strncasecmp(argv[i], "interval=", 9) != 0) {
+            return apr_psprintf(cmd->pool, "LLMDiscover: unknown option "
+                                "'%s' (interval=)", argv[i]);
+        }
+        n = apr_strtoi64(argv[i] + 9, &end, 10);
+        if (*end || n <= 0 || n > 86400) {
+            return apr_psprintf(cmd->pool, "LLMDiscover: '%s' is not a "
+                                "number of seconds (1-86400)", argv[i] + 9);
+        }
+        d->interval = apr_time_from_sec(n);
+    }
+    route->discover = d;
+    return NULL;
+}
+
 static const char *set_cache(cmd_parms *cmd, void *dummy, int argc,
                              char *const argv[])
 {
@@ -387,6 +429,9 @@ const command_rec llmgw_cmds[] = {
     AP_INIT_TAKE1("LLMCachePolicy", set_cache_policy, NULL, RSRC_CONF,
                   "deterministic | all | off: which answers of this route "
                   "are cached"),
+    AP_INIT_TAKE_ARGV("LLMDiscover", set_discover, NULL, RSRC_CONF,
+                      "on | off [interval=SECONDS]: also list the models "
+                      "the route's backends report"),
     AP_INIT_TAKE_ARGV("LLMCache", set_cache, NULL, RSRC_CONF,
                       "memcache HOST:PORT[,...] | shm | off [ttl=SECONDS] "
                       "[max-item=SIZE] [size=SIZE]: the response cache"),
@@ -551,6 +596,7 @@ void llmgw_child_init(apr_pool_t *pchild, server_rec *s)
 {
     server_rec *vs;
 
+    llmgw_discover_child_init(pchild, s);
     for (vs = s; vs; vs = vs->next) {
         llmgw_server_conf_t *conf = ap_get_module_config(vs->module_config,
                                                          &llm_gateway_module);

@@ -16,6 +16,7 @@ typedef struct llmgw_route {
                                   * exact name; NULL for a glob route:
                                   * send the client's name */
     int cache_policy;            /* llmgw_cache_policy_t */
+    struct llmgw_discover *discover; /* LLMDiscover on: llmgw_discover.h */
     const char *file;            /* where <LLMRoute> stands */
     int line;
     const char *backend_file;    /* where LLMBackend stands */

@@ -44,7 +44,8 @@ def workdir(request):
 @pytest.fixture(scope="session")
 def ports():
     # Dead ports: allocated then released, so nothing listens there.
-    return {k: env.free_port() for k in ("be_a", "be_b", "slow", "dead1", "dead2")}
+    return {k: env.free_port() for k in ("be_a", "be_b", "slow", "dead1", "dead2",
+                                         "disc", "disc2")}
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +56,11 @@ def mocks(workdir, ports):
     try:
         for name, key in (("a", "be_a"), ("b", "be_b"), ("slow", "slow")):
             started[name] = env.MockBackend(binary, workdir, name, ports[key], common).start()
+        # Backends whose models the gateway learns from them (LLMDiscover).
+        for name, key, models in (("disc", "disc", "disc-alpha,disc-beta"),
+                                  ("disc2", "disc2", "ollama-gamma")):
+            started[name] = env.MockBackend(binary, workdir, name, ports[key],
+                                            ["--models", models]).start()
         yield started
     finally:
         for m in started.values():

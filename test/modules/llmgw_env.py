@@ -253,6 +253,12 @@ KeepAlive On
 <Proxy "balancer://flaky">
     BalancerMember "http://{HOST}:{ports['be_a']}" retry=1
 </Proxy>
+<Proxy "balancer://disc">
+    BalancerMember "http://{HOST}:{ports['disc']}"
+</Proxy>
+<Proxy "balancer://disc2">
+    BalancerMember "http://{HOST}:{ports['disc2']}"
+</Proxy>
 # The same mocks, spoken to in Ollama's native dialect.
 <Proxy "balancer://ob">
     BalancerMember "http://{HOST}:{ports['be_a']}" retry=1
@@ -285,6 +291,14 @@ LLMMaxRequestBody 1048576
 <LLMRoute "ollama-small">
     LLMBackend balancer://ob dialect=ollama
     LLMUpstreamModel mock-small
+</LLMRoute>
+<LLMRoute "disc-*">
+    LLMBackend balancer://disc
+    LLMDiscover on interval=1
+</LLMRoute>
+<LLMRoute "ollama-g*">
+    LLMBackend balancer://disc2 dialect=ollama
+    LLMDiscover on
 </LLMRoute>
 <Location "/v1">
     LLMApi openai

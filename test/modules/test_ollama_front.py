@@ -101,7 +101,7 @@ def test_tags_version_ps_show(gw):
     assert tags.status == 200
     names = [m["name"] for m in tags.json()["models"]]
     assert names == ["mock-small", "small", "mock-large", "dead-model", "slow-model",
-                     "ollama-small"]
+                     "ollama-small", "disc-alpha", "disc-beta", "ollama-gamma"]
     assert gw.get("/api/version").json()["version"]
     assert gw.get("/api/ps").json() == {"models": []}
     show = gw.post("/api/show", {"model": "small"})

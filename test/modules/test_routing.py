@@ -3,7 +3,9 @@
 from llmgw_env import assert_openai_error, chat_body
 
 EXPECTED_IDS = ["mock-small", "small", "mock-large", "dead-model", "slow-model",
-                "ollama-small"]
+                "ollama-small",
+                # learnt from the backends (LLMDiscover), after the names
+                "disc-alpha", "disc-beta", "ollama-gamma"]
 
 
 def test_list_models(gw):
@@ -15,6 +17,25 @@ def test_list_models(gw):
     assert [m["id"] for m in doc["data"]] == EXPECTED_IDS
     for m in doc["data"]:
         assert m["object"] == "model", m
+
+
+def test_discovered_models_are_served_and_refreshed(gw, mocks):
+    # disc-alpha is only known from its backend's /v1/models (OpenAI
+    # dialect), ollama-gamma from /api/tags (Ollama dialect).
+    for model in ("disc-alpha", "ollama-gamma"):
+        r = gw.post("/v1/chat/completions", chat_body(model, max_tokens=2))
+        assert r.status == 200, (model, r.body)
+    tags = [m["name"] for m in gw.get("/api/tags").json()["models"]]
+    assert tags == EXPECTED_IDS
+    # A backend that stops answering leaves the configured names listed.
+    mocks["disc"].stop()
+    try:
+        import time
+        time.sleep(1.2)         # interval=1: the next listing fetches again
+        ids = [m["id"] for m in gw.get("/v1/models").json()["data"]]
+        assert "mock-small" in ids and "ollama-gamma" in ids
+    finally:
+        mocks["disc"].start()
 
 
 def test_get_model_by_alias(gw):
