@@ -13,11 +13,13 @@ export const GATEWAY = raw.replace(/\/+$/, "");
 /**
  * The models driven through both front APIs, one per backend dialect:
  * mock-small goes to the mocks' OpenAI API (dialect=openai), ollama-small to
- * their Ollama API (dialect=ollama, upstream name mock-small).
+ * their Ollama API (dialect=ollama, upstream name mock-small), llamacpp-small
+ * to a llama.cpp-flavoured mock (dialect=llamacpp: timings, slots).
  */
 export const MODELS = [
   { model: "mock-small", dialect: "openai", upstream: "mock-small" },
   { model: "ollama-small", dialect: "ollama", upstream: "mock-small" },
+  { model: "llamacpp-small", dialect: "llamacpp", upstream: "mock-small" },
 ];
 
 /** What the mock's canned tool call passes (see test/mockllm/README.md). */

@@ -45,7 +45,7 @@ def workdir(request):
 def ports():
     # Dead ports: allocated then released, so nothing listens there.
     return {k: env.free_port() for k in ("be_a", "be_b", "slow", "dead1", "dead2",
-                                         "disc", "disc2")}
+                                         "disc", "disc2", "llama")}
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +56,10 @@ def mocks(workdir, ports):
     try:
         for name, key in (("a", "be_a"), ("b", "be_b"), ("slow", "slow")):
             started[name] = env.MockBackend(binary, workdir, name, ports[key], common).start()
+        # A llama.cpp server (dialect=llamacpp), four slots.
+        started["llama"] = env.MockBackend(
+            binary, workdir, "llama", ports["llama"],
+            common + ["--flavor", "llamacpp", "--slots", "4"]).start()
         # Backends whose models the gateway learns from them (LLMDiscover).
         for name, key, models in (("disc", "disc", "disc-alpha,disc-beta"),
                                   ("disc2", "disc2", "ollama-gamma")):

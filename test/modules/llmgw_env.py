@@ -253,6 +253,9 @@ KeepAlive On
 <Proxy "balancer://flaky">
     BalancerMember "http://{HOST}:{ports['be_a']}" retry=1
 </Proxy>
+<Proxy "balancer://llama">
+    BalancerMember "http://{HOST}:{ports['llama']}" retry=1
+</Proxy>
 <Proxy "balancer://disc">
     BalancerMember "http://{HOST}:{ports['disc']}"
 </Proxy>
@@ -290,6 +293,10 @@ LLMMaxRequestBody 1048576
 </LLMRoute>
 <LLMRoute "ollama-small">
     LLMBackend balancer://ob dialect=ollama
+    LLMUpstreamModel mock-small
+</LLMRoute>
+<LLMRoute "llamacpp-small">
+    LLMBackend balancer://llama dialect=llamacpp
     LLMUpstreamModel mock-small
 </LLMRoute>
 <LLMRoute "disc-*">

@@ -101,7 +101,8 @@ def test_tags_version_ps_show(gw):
     assert tags.status == 200
     names = [m["name"] for m in tags.json()["models"]]
     assert names == ["mock-small", "small", "mock-large", "dead-model", "slow-model",
-                     "ollama-small", "disc-alpha", "disc-beta", "ollama-gamma"]
+                     "ollama-small", "llamacpp-small", "disc-alpha", "disc-beta",
+                     "ollama-gamma"]
     assert gw.get("/api/version").json()["version"]
     assert gw.get("/api/ps").json() == {"models": []}
     show = gw.post("/api/show", {"model": "small"})

@@ -3,7 +3,7 @@
 from llmgw_env import assert_openai_error, chat_body
 
 EXPECTED_IDS = ["mock-small", "small", "mock-large", "dead-model", "slow-model",
-                "ollama-small",
+                "ollama-small", "llamacpp-small",
                 # learnt from the backends (LLMDiscover), after the names
                 "disc-alpha", "disc-beta", "ollama-gamma"]
 
