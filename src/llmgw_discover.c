@@ -13,6 +13,7 @@
 #include "llmgw_config.h"
 #include "llmgw_discover.h"
 #include "llmgw_json.h"
+#include "llmgw_proxy.h"
 
 APLOG_USE_MODULE(llm_gateway);
 
@@ -20,9 +21,7 @@ APLOG_USE_MODULE(llm_gateway);
 #define MAX_LIST (4 * 1024 * 1024)
 
 typedef struct {
-    char *buf;
-    apr_size_t len;
-    apr_size_t cap;
+    llmgw_pbuf_t body;
     int too_big;
 } capture_t;
 
@@ -42,26 +41,11 @@ static apr_status_t capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             || apr_bucket_read(e, &data, &n, APR_BLOCK_READ) != APR_SUCCESS) {
             continue;
         }
-        if (cap->len + n > MAX_LIST) {
+        if (cap->body.len + n > MAX_LIST) {
             cap->too_big = 1;
             continue;
         }
-        if (cap->len + n > cap->cap) {
-            apr_size_t ncap = cap->cap ? cap->cap * 2 : 16384;
-            char *nb;
-
-            while (ncap < cap->len + n) {
-                ncap *= 2;
-            }
-            nb = apr_palloc(f->r->main->pool, ncap);
-            if (cap->len) {
-                memcpy(nb, cap->buf, cap->len);
-            }
-            cap->buf = nb;
-            cap->cap = ncap;
-        }
-        memcpy(cap->buf + cap->len, data, n);
-        cap->len += n;
+        llmgw_pbuf_add(f->r->main->pool, &cap->body, data, n);
     }
     /* Swallowed: a subrequest's body would go to the client. */
     apr_brigade_cleanup(bb);
@@ -74,7 +58,7 @@ static apr_array_header_t *fetch(request_rec *r, const llmgw_route_t *route,
                                  apr_pool_t *p)
 {
     int ollama = strcmp(route->dialect, "ollama") == 0;
-    capture_t cap = { NULL, 0, 0, 0 };
+    capture_t cap = { { NULL, 0, 0 }, 0 };
     request_rec *rr = ap_sub_req_method_uri("GET", "/", r, NULL);
     apr_array_header_t *names = NULL;
     llmgw_json_err_t jerr;
@@ -94,14 +78,14 @@ static apr_array_header_t *fetch(request_rec *r, const llmgw_route_t *route,
     ap_run_sub_req(rr);
     status = rr->status;
     ap_destroy_sub_req(rr);
-    if (status != HTTP_OK || cap.too_big || !cap.len) {
+    if (status != HTTP_OK || cap.too_big || !cap.body.len) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, LLMGW_LOGNO(0401)
                       "discovery: %s answered %d to %s; listing its route's "
                       "configured names only", route->balancer, status,
                       ollama ? "/api/tags" : "/v1/models");
         return NULL;
     }
-    doc = llmgw_json_parse(r->pool, cap.buf, cap.len, &jerr, &msg);
+    doc = llmgw_json_parse(r->pool, cap.body.b, cap.body.len, &jerr, &msg);
     list = doc ? llmgw_json_getj(doc, ollama ? "models" : "data", NULL)
                : NULL;
     if (!list || llmgw_json_type(list, NULL) != LLMGW_JSON_ARRAY) {

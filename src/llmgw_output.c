@@ -286,28 +286,11 @@ static apr_status_t watch_stream(ap_filter_t *f, llmgw_req_t *ctx,
 static int copy_answer(llmgw_req_t *ctx, apr_pool_t *p, const char *data,
                        apr_size_t n)
 {
-    apr_size_t max = ctx->store->max_item;
-
-    if (ctx->copy_len + n > max) {
+    if (ctx->copy.len + n > ctx->store->max_item) {
         return 0;
     }
     /* Grown as needed: most answers are a few KB, max-item is not. */
-    if (ctx->copy_len + n > ctx->copy_cap) {
-        apr_size_t cap = ctx->copy_cap ? ctx->copy_cap * 2 : 16384;
-        char *nc;
-
-        while (cap < ctx->copy_len + n) {
-            cap *= 2;
-        }
-        nc = apr_palloc(p, cap);
-        if (ctx->copy_len) {
-            memcpy(nc, ctx->copy, ctx->copy_len);
-        }
-        ctx->copy = nc;
-        ctx->copy_cap = cap;
-    }
-    memcpy(ctx->copy + ctx->copy_len, data, n);
-    ctx->copy_len += n;
+    llmgw_pbuf_add(p, &ctx->copy, data, n);
     return 1;
 }
 
@@ -339,7 +322,7 @@ static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
             }
             if (!copy_answer(ctx, r->pool, data, n)) {
                 /* Too big to cache: carry on as for any answer. */
-                keep_tail(ctx, r->pool, ctx->copy, ctx->copy_len);
+                keep_tail(ctx, r->pool, ctx->copy.b, ctx->copy.len);
                 keep_tail(ctx, r->pool, data, n);
                 ctx->rec = NULL;
             }
@@ -352,8 +335,8 @@ static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
     }
     if (ctx->rec) {
         if (ctx->finished) {
-            llmgw_usage_find(r->pool, ctx->copy, ctx->copy_len, &u);
-            llmgw_record_set_response(ctx->rec, ctx->copy, ctx->copy_len);
+            llmgw_usage_find(r->pool, ctx->copy.b, ctx->copy.len, &u);
+            llmgw_record_set_response(ctx->rec, ctx->copy.b, ctx->copy.len);
             ctx->complete = 1;
         }
     }

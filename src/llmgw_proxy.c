@@ -38,6 +38,27 @@ void llmgw_set_usage_notes(request_rec *r, const llmgw_usage_t *u)
                    apr_off_t_toa(r->pool, u->total));
 }
 
+void llmgw_pbuf_add(apr_pool_t *p, llmgw_pbuf_t *b, const char *s,
+                    apr_size_t n)
+{
+    if (b->len + n > b->cap) {
+        apr_size_t cap = b->cap ? b->cap * 2 : 16384;
+        char *nb;
+
+        while (cap < b->len + n) {
+            cap *= 2;
+        }
+        nb = apr_palloc(p, cap);
+        if (b->len) {
+            memcpy(nb, b->b, b->len);
+        }
+        b->b = nb;
+        b->cap = cap;
+    }
+    memcpy(b->b + b->len, s, n);
+    b->len += n;
+}
+
 void llmgw_set_ttft_note(request_rec *r)
 {
     apr_table_setn(r->notes, "llm-ttft-ms",

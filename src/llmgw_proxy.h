@@ -19,6 +19,16 @@
 #define LLMGW_HANDLER "llm-gateway"
 #define LLMGW_VERSION "0.1.0"
 
+/* Bytes in a pool, doubling as they come (an answer held whole). */
+typedef struct {
+    char *b;
+    apr_size_t len;
+    apr_size_t cap;
+} llmgw_pbuf_t;
+
+void llmgw_pbuf_add(apr_pool_t *p, llmgw_pbuf_t *b, const char *s,
+                    apr_size_t n);
+
 typedef enum {
     OUT_UNDECIDED = 0,
     OUT_SSE,                     /* a stream, framed event by event */
@@ -71,9 +81,7 @@ typedef struct {
     int settled;                 /* stored and coalescing ended */
     llmgw_coalesce_t *co;        /* as leader, or as a stream follower */
     int following;
-    char *copy;                  /* a plain answer being recorded */
-    apr_size_t copy_len;
-    apr_size_t copy_cap;
+    llmgw_pbuf_t copy;           /* a plain answer being recorded */
 } llmgw_req_t;
 
 llmgw_req_t *llmgw_req_get(request_rec *r);
