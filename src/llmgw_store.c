@@ -91,13 +91,18 @@ static const llmgw_store_ops_t memcache_ops = {
 
 /* ---- shmcb ----------------------------------------------------------- */
 
+#define MAX_SHARDS 16
+
 static apr_status_t shm_cleanup(void *data)
 {
     llmgw_store_t *st = data;
+    int i;
 
-    if (st->sci) {
-        st->sc->destroy(st->sci, st->s);
-        st->sci = NULL;
+    for (i = 0; i < st->nshards; i++) {
+        if (st->shards[i].sci) {
+            st->sc->destroy(st->shards[i].sci, st->s);
+            st->shards[i].sci = NULL;
+        }
     }
     return APR_SUCCESS;
 }
@@ -108,6 +113,7 @@ static apr_status_t shm_post_config(llmgw_store_t *st, apr_pool_t *pconf,
     struct ap_socache_hints hints = { 64, 64 * 1024, 60 };
     const char *err, *arg;
     apr_status_t rv;
+    int i;
 
     st->s = s;
     st->sc = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, "shmcb",
@@ -118,25 +124,33 @@ static apr_status_t shm_post_config(llmgw_store_t *st, apr_pool_t *pconf,
                      "(a2enmod socache_shmcb)");
         return APR_ENOTIMPL;
     }
-    arg = apr_psprintf(ptemp, "%s(%" APR_SIZE_T_FMT ")",
-                       ap_runtime_dir_relative(ptemp, "llmgw-cache"),
-                       st->shm_size);
-    err = st->sc->create(&st->sci, arg, ptemp, pconf);
-    if (err) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, LLMGW_LOGNO(0202)
-                     "LLMCache shm: %s", err);
-        return APR_EGENERAL;
-    }
-    rv = ap_global_mutex_create(&st->mutex, NULL, LLMGW_STORE_MUTEX, NULL, s,
-                                pconf, 0);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    rv = st->sc->init(st->sci, "llmgw", &hints, s, pconf);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
+    /* As many shards as keep each one at least 8 items big. */
+    st->nshards = (int)(st->shm_size / (8 * st->max_item));
+    st->nshards = st->nshards < 1 ? 1
+                  : st->nshards > MAX_SHARDS ? MAX_SHARDS : st->nshards;
+    st->shards = apr_pcalloc(pconf, st->nshards * sizeof(*st->shards));
     apr_pool_cleanup_register(pconf, st, shm_cleanup, apr_pool_cleanup_null);
+    for (i = 0; i < st->nshards; i++) {
+        struct llmgw_shard *sh = &st->shards[i];
+
+        arg = apr_psprintf(ptemp, "%s-%d(%" APR_SIZE_T_FMT ")",
+                           ap_runtime_dir_relative(ptemp, "llmgw-cache"), i,
+                           st->shm_size / st->nshards);
+        err = st->sc->create(&sh->sci, arg, ptemp, pconf);
+        if (err) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, LLMGW_LOGNO(0202)
+                         "LLMCache shm: %s", err);
+            return APR_EGENERAL;
+        }
+        rv = ap_global_mutex_create(&sh->mutex, NULL, LLMGW_STORE_MUTEX,
+                                    apr_itoa(ptemp, i), s, pconf, 0);
+        if (rv == APR_SUCCESS) {
+            rv = st->sc->init(sh->sci, "llmgw", &hints, s, pconf);
+        }
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+    }
     return APR_SUCCESS;
 }
 
@@ -144,13 +158,29 @@ static apr_status_t shm_child_init(llmgw_store_t *st, apr_pool_t *p,
                                    server_rec *s)
 {
     apr_status_t rv = apr_threadkey_private_create(&st->scratch, free, p);
+    int i;
 
-    if (rv != APR_SUCCESS) {
-        return rv;
+    for (i = 0; rv == APR_SUCCESS && i < st->nshards; i++) {
+        rv = apr_global_mutex_child_init(
+            &st->shards[i].mutex,
+            apr_global_mutex_lockfile(st->shards[i].mutex), p);
     }
-    return apr_global_mutex_child_init(&st->mutex,
-                                       apr_global_mutex_lockfile(st->mutex),
-                                       p);
+    return rv;
+}
+
+/* The shard of a key, locked; NULL if the lock failed (*rv says why). */
+static struct llmgw_shard *lock_shard(llmgw_store_t *st, const char *key,
+                                      apr_status_t *rv)
+{
+    apr_uint32_t h = 2166136261u;
+    struct llmgw_shard *sh;
+
+    for (; *key; key++) {
+        h = (h ^ (unsigned char)*key) * 16777619u;
+    }
+    sh = &st->shards[h % (apr_uint32_t)st->nshards];
+    *rv = apr_global_mutex_lock(sh->mutex);
+    return *rv == APR_SUCCESS ? sh : NULL;
 }
 
 static apr_status_t shm_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
@@ -158,6 +188,7 @@ static apr_status_t shm_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
 {
     unsigned int n = (unsigned int)st->max_item;
     void *buf = NULL;
+    struct llmgw_shard *sh;
     apr_status_t rv;
 
     /* shmcb copies into a buffer as big as the largest item: one per
@@ -170,12 +201,12 @@ static apr_status_t shm_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
         }
         apr_threadkey_private_set(buf, st->scratch);
     }
-    if ((rv = apr_global_mutex_lock(st->mutex)) != APR_SUCCESS) {
+    if (!(sh = lock_shard(st, key, &rv))) {
         return rv;
     }
-    rv = st->sc->retrieve(st->sci, st->s, (const unsigned char *)key,
+    rv = st->sc->retrieve(sh->sci, st->s, (const unsigned char *)key,
                           (unsigned int)strlen(key), buf, &n, p);
-    apr_global_mutex_unlock(st->mutex);
+    apr_global_mutex_unlock(sh->mutex);
     if (rv == APR_SUCCESS) {
         *val = apr_pmemdup(p, buf, n);
         *len = n;
@@ -191,25 +222,26 @@ static apr_status_t shm_store(llmgw_store_t *st, apr_pool_t *p,
      * hold a whole lease (add is for leases: short values). */
     unsigned char probe[256];
     unsigned int n = sizeof(probe);
+    struct llmgw_shard *sh;
     apr_status_t rv;
 
-    if ((rv = apr_global_mutex_lock(st->mutex)) != APR_SUCCESS) {
+    if (!(sh = lock_shard(st, key, &rv))) {
         return rv;
     }
     /* Under the one lock, "absent" cannot change before we store. */
     if (only_new) {
-        rv = st->sc->retrieve(st->sci, st->s, (const unsigned char *)key,
+        rv = st->sc->retrieve(sh->sci, st->s, (const unsigned char *)key,
                               (unsigned int)strlen(key), probe, &n, p);
         if (!APR_STATUS_IS_NOTFOUND(rv)) {
-            apr_global_mutex_unlock(st->mutex);
+            apr_global_mutex_unlock(sh->mutex);
             return APR_EEXIST;
         }
     }
-    rv = st->sc->store(st->sci, st->s, (const unsigned char *)key,
+    rv = st->sc->store(sh->sci, st->s, (const unsigned char *)key,
                        (unsigned int)strlen(key),
                        apr_time_now() + apr_time_from_sec(ttl),
                        (unsigned char *)val, (unsigned int)len, p);
-    apr_global_mutex_unlock(st->mutex);
+    apr_global_mutex_unlock(sh->mutex);
     return rv;
 }
 
@@ -227,14 +259,15 @@ static apr_status_t shm_add(llmgw_store_t *st, apr_pool_t *p, const char *key,
 
 static apr_status_t shm_del(llmgw_store_t *st, apr_pool_t *p, const char *key)
 {
+    struct llmgw_shard *sh;
     apr_status_t rv;
 
-    if ((rv = apr_global_mutex_lock(st->mutex)) != APR_SUCCESS) {
+    if (!(sh = lock_shard(st, key, &rv))) {
         return rv;
     }
-    rv = st->sc->remove(st->sci, st->s, (const unsigned char *)key,
+    rv = st->sc->remove(sh->sci, st->s, (const unsigned char *)key,
                         (unsigned int)strlen(key), p);
-    apr_global_mutex_unlock(st->mutex);
+    apr_global_mutex_unlock(sh->mutex);
     return rv;
 }
 

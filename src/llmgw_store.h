@@ -45,8 +45,14 @@ struct llmgw_store {
     apr_interval_time_t timeout; /* memcache: per operation */
     llmgw_mc_t *mc;             /* per child */
     ap_socache_provider_t *sc;
-    ap_socache_instance_t *sci;
-    apr_global_mutex_t *mutex;  /* shmcb is not safe across processes */
+    /* shm: shmcb is not safe across processes, so each shard has a lock;
+     * several shards keep the threads of all children from queueing on
+     * one. A key's shard is fixed by its hash. */
+    int nshards;
+    struct llmgw_shard {
+        ap_socache_instance_t *sci;
+        apr_global_mutex_t *mutex;
+    } *shards;
     apr_threadkey_t *scratch;   /* per thread: shmcb's retrieve buffer */
     volatile apr_time_t quiet_until; /* rate limit for "store down" logs */
 };
