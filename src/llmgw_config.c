@@ -249,44 +249,61 @@ static const char *set_cache_policy(cmd_parms *cmd, void *dummy,
     return NULL;
 }
 
+/* "on|off [OPT=SECONDS]", as LLMDiscover and LLMCoalesce take it: *on, and
+ * *secs when given (else left as it is). NULL, or what is wrong. */
+static const char *on_off_seconds(cmd_parms *cmd, int argc,
+                                  char *const argv[], const char *opt,
+                                  int *on, apr_interval_time_t *secs)
+{
+    apr_size_t olen = strlen(opt);
+    int i;
+
+    if (argc < 1 || (strcasecmp(argv[0], "on") != 0
+                     && strcasecmp(argv[0], "off") != 0)) {
+        return apr_psprintf(cmd->pool, "%s takes on or off, then "
+                            "optionally %s=SECONDS", cmd->cmd->name, opt);
+    }
+    *on = strcasecmp(argv[0], "on") == 0;
+    for (i = 1; i < argc; i++) {
+        char *end;
+        apr_int64_t n;
+
+        if (strncasecmp(argv[i], opt, olen) != 0 || argv[i][olen] != '=') {
+            return apr_psprintf(cmd->pool, "%s: unknown option '%s' (%s=)",
+                                cmd->cmd->name, argv[i], opt);
+        }
+        n = apr_strtoi64(argv[i] + olen + 1, &end, 10);
+        if (*end || n <= 0 || n > 86400) {
+            return apr_psprintf(cmd->pool, "%s: '%s' is not a number of "
+                                "seconds (1-86400)", cmd->cmd->name,
+                                argv[i] + olen + 1);
+        }
+        *secs = apr_time_from_sec(n);
+    }
+    return NULL;
+}
+
 static const char *set_discover(cmd_parms *cmd, void *dummy, int argc,
                                 char *const argv[])
 {
     const char *err;
     llmgw_route_t *route = current_route(cmd, &err);
-    struct llmgw_discover *d;
-    int i;
+    apr_interval_time_t interval = LLMGW_DEFAULT_DISCOVER_INTERVAL;
+    int on;
 
     if (!route) {
         return err;
     }
-    if (argc < 1 || (strcasecmp(argv[0], "on") != 0
-                     && strcasecmp(argv[0], "off") != 0)) {
-        return "LLMDiscover takes on or off, then optionally "
-               "interval=SECONDS";
+    if ((err = on_off_seconds(cmd, argc, argv, "interval", &on,
+                              &interval)) != NULL) {
+        return err;
     }
-    if (strcasecmp(argv[0], "off") == 0) {
+    if (!on) {
         route->discover = NULL;
         return argc > 1 ? "LLMDiscover off takes no options" : NULL;
     }
-    d = apr_pcalloc(cmd->pool, sizeof(*d));
-    d->interval = LLMGW_DEFAULT_DISCOVER_INTERVAL;
-    for (i = 1; i < argc; i++) {
-        char *end;
-        apr_int64_t n;
-
-        if (strncasecmp(argv[i], "interval=", 9) != 0) {
-            return apr_psprintf(cmd->pool, "LLMDiscover: unknown option "
-                                "'%s' (interval=)", argv[i]);
-        }
-        n = apr_strtoi64(argv[i] + 9, &end, 10);
-        if (*end || n <= 0 || n > 86400) {
-            return apr_psprintf(cmd->pool, "LLMDiscover: '%s' is not a "
-                                "number of seconds (1-86400)", argv[i] + 9);
-        }
-        d->interval = apr_time_from_sec(n);
-    }
-    route->discover = d;
+    route->discover = apr_pcalloc(cmd->pool, sizeof(*route->discover));
+    route->discover->interval = interval;
     return NULL;
 }
 
@@ -339,32 +356,10 @@ static const char *set_coalesce(cmd_parms *cmd, void *dummy, int argc,
 {
     llmgw_server_conf_t *conf = server_conf(cmd);
     const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
-    int i;
 
-    if (err) {
-        return err;
-    }
-    if (argc < 1 || (strcasecmp(argv[0], "on") != 0
-                     && strcasecmp(argv[0], "off") != 0)) {
-        return "LLMCoalesce takes on or off, then optionally timeout=SECONDS";
-    }
-    conf->coalesce = strcasecmp(argv[0], "on") == 0;
-    for (i = 1; i < argc; i++) {
-        char *end;
-        apr_int64_t n;
-
-        if (strncasecmp(argv[i], "timeout=", 8) != 0) {
-            return apr_psprintf(cmd->pool, "LLMCoalesce: unknown option "
-                                "'%s' (timeout=)", argv[i]);
-        }
-        n = apr_strtoi64(argv[i] + 8, &end, 10);
-        if (*end || n <= 0 || n > 86400) {
-            return apr_psprintf(cmd->pool, "LLMCoalesce: '%s' is not a "
-                                "number of seconds (1-86400)", argv[i] + 8);
-        }
-        conf->coalesce_timeout = apr_time_from_sec(n);
-    }
-    return NULL;
+    return err ? err : on_off_seconds(cmd, argc, argv, "timeout",
+                                      &conf->coalesce,
+                                      &conf->coalesce_timeout);
 }
 
 static const char *set_max_body(cmd_parms *cmd, void *dummy,
