@@ -44,6 +44,13 @@ BAD = {
     LLMCachePolicy sometimes
 </LLMRoute>"""),
     "cache_policy_outside_route": ("LLMCachePolicy", "LLMCachePolicy all"),
+    "coalesce_bad_timeout": ("LLMCoalesce", "LLMCoalesce on timeout=0"),
+    "coalesce_unknown_option": ("LLMCoalesce", "LLMCoalesce on interval=3"),
+    "discover_bad_interval": ("LLMDiscover", """\
+<LLMRoute "bad-discover-*">
+    LLMBackend balancer://be
+    LLMDiscover on interval=soon
+</LLMRoute>"""),
 }
 
 
