@@ -348,6 +348,7 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
     char *val;
     apr_size_t len;
     apr_status_t rv;
+    int fresh;
 
     if (!sconf->store) {
         return 0;
@@ -365,8 +366,8 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
                                      ctx->route->dialect);
     apr_table_setn(r->err_headers_out, "X-LLM-Cache-Key", ctx->cache_key);
     /* no-cache: answer afresh, but the fresh answer may be kept. */
-    rv = (cc && ap_strcasestr(cc, "no-cache"))
-             ? APR_NOTFOUND
+    fresh = cc && ap_strcasestr(cc, "no-cache");
+    rv = fresh ? APR_NOTFOUND
              : llmgw_store_get(ctx->store, r, ctx->cache_key, &val, &len);
     if (rv == APR_SUCCESS
         && (ctx->hit = llmgw_record_parse(r->pool, val, len,
@@ -377,8 +378,7 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
         state = "MISS";
         ctx->rec = llmgw_record_create(r->pool, ctx->ep,
                                        ctx->store->max_item);
-        if (sconf->coalesce && !(cc && ap_strcasestr(cc, "no-cache"))
-            && coalesce(r, ctx, sconf)) {
+        if (sconf->coalesce && !fresh && coalesce(r, ctx, sconf)) {
             state = "COALESCED";
         }
     }
