@@ -91,9 +91,17 @@ llmgw_record_t *llmgw_record_create(apr_pool_t *p, llmgw_endpoint_t ep,
     rec->p = p;
     rec->ep = ep;
     rec->max = max;
-    rec->doc = llmgw_json_create_object(p);
-    llmgw_json_setl(rec->doc, RECORD_VERSION, "v", NULL);
     return rec;
+}
+
+/* The tree a streamed answer is rebuilt in; made on first need, as a
+ * plain answer is kept as the bytes it came in. */
+static llmgw_json_t *doc(llmgw_record_t *rec)
+{
+    if (!rec->doc) {
+        rec->doc = llmgw_json_create_object(rec->p);
+    }
+    return rec->doc;
 }
 
 static void usage_of(const llmgw_json_t *response, llmgw_usage_t *u)
@@ -184,7 +192,7 @@ void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
     }
     if (!rec->first) {
         rec->first = chunk;
-        rec->chunks = llmgw_json_add_array(rec->doc, "chunks");
+        rec->chunks = llmgw_json_add_array(doc(rec), "chunks");
     }
     for (i = 0; i < n; i++) {
         llmgw_json_t *ch = llmgw_json_array_get(choices, i);
@@ -250,7 +258,7 @@ static void assemble(llmgw_record_t *rec)
     const char *v;
     int i, k;
 
-    r = rec->response = llmgw_json_add_object(rec->doc, "response");
+    r = rec->response = llmgw_json_add_object(doc(rec), "response");
     copy_header(r, rec->first,
                 chat ? "chat.completion" : "text_completion");
     if ((v = llmgw_json_gets(rec->first, "system_fingerprint", NULL))) {
@@ -311,27 +319,33 @@ static void assemble(llmgw_record_t *rec)
     }
 }
 
+/* The body is kept as it came, without a parse: the backend's JSON, whole
+ * (the output filter drops a recording when mod_proxy reports the backend
+ * broke off). A body that is not an object with choices (data, for
+ * embeddings) is not an answer to replay. */
 void llmgw_record_set_response(llmgw_record_t *rec, const char *body,
                                apr_size_t len)
 {
-    llmgw_json_err_t err;
-    const char *msg;
-    llmgw_json_t *j;
+    const char *member = rec->ep == LLMGW_EP_EMBEDDINGS ? "\"data\""
+                                                         : "\"choices\"";
+    apr_size_t a = 0, b = len;
 
     if (rec->failed || !take(rec, len)) {
         return;
     }
-    j = llmgw_json_parse(rec->p, body, len, &err, &msg);
-    if (!j || llmgw_json_type(j, "choices", NULL) != LLMGW_JSON_ARRAY) {
-        if (!j || rec->ep != LLMGW_EP_EMBEDDINGS
-            || llmgw_json_type(j, "data", NULL) != LLMGW_JSON_ARRAY) {
-            rec->failed = 1;
-            return;
-        }
+    while (a < b && LLMGW_JSON_IS_WS(body[a])) {
+        a++;
     }
-    llmgw_json_setj(rec->doc, j, "response", NULL);
-    rec->response = llmgw_json_getj(rec->doc, "response", NULL);
-    usage_of(rec->response, &rec->usage);
+    while (b > a && LLMGW_JSON_IS_WS(body[b - 1])) {
+        b--;
+    }
+    if (b - a < 2 || body[a] != '{' || body[b - 1] != '}'
+        || !memmem(body + a, b - a, member, strlen(member))) {
+        rec->failed = 1;
+        return;
+    }
+    rec->resp_text = body + a;
+    rec->resp_len = b - a;
 }
 
 static const char *endpoint_name(llmgw_endpoint_t ep)
@@ -349,14 +363,14 @@ const char *llmgw_record_serialize(llmgw_record_t *rec, apr_size_t *len)
     apr_size_t rlen, clen = 4, hlen;
     char *text;
 
-    if (!rec->failed && !rec->response && rec->first) {
+    if (!rec->failed && !rec->resp_text && !rec->response && rec->first) {
         assemble(rec);
     }
     /* assemble() may have found the stream incomplete. */
-    if (rec->failed || !rec->response) {
+    if (rec->failed || (!rec->resp_text && !rec->response)) {
         return NULL;
     }
-    resp = llmgw_json_write(rec->response, &rlen);
+    resp = llmgw_record_render_json(rec, &rlen);
     if (rec->chunks) {
         chunks = llmgw_json_write(rec->chunks, &clen);
     }

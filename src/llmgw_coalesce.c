@@ -3,6 +3,9 @@
  * piece to KEY:G:N and finally KEY:G:end; followers tail that sequence. */
 #include <httpd.h>
 #include <http_log.h>
+#include <unistd.h>
+
+#include <apr_atomic.h>
 #include <apr_escape.h>
 #include <apr_strings.h>
 
@@ -55,40 +58,46 @@ static apr_status_t end_on_cleanup(void *data)
         if (apr_pool_create(&p, r->connection->pool) == APR_SUCCESS) {
             c->r = apr_pmemdup(p, r, sizeof(*r));
             c->r->pool = p;
-            llmgw_coalesce_end(c, 0);
+            llmgw_coalesce_end(c, 0, NULL, 0);
             apr_pool_destroy(p);
         }
     }
     return APR_SUCCESS;
 }
 
-static int become_leader(request_rec *r, llmgw_coalesce_t *c)
+/* Generation names: this child's random prefix and a counter (unique
+ * across children and nodes, with no system call per request). */
+static char child_seed[17];
+static apr_uint32_t child_counter;
+
+void llmgw_coalesce_child_init(apr_pool_t *pchild)
 {
     unsigned char rnd[8];
-    apr_status_t rv;
+    apr_uint64_t t = (apr_uint64_t)apr_time_now() ^ (apr_uint64_t)getpid();
 
     if (apr_generate_random_bytes(rnd, sizeof(rnd)) != APR_SUCCESS) {
-        return -1;
+        memcpy(rnd, &t, sizeof(rnd));
     }
-    c->gen = apr_pescape_hex(r->pool, rnd, sizeof(rnd), 0);
-    rv = llmgw_store_add(c->st, r, lease_key(c), c->gen, strlen(c->gen),
-                         c->ttl);
-    if (rv == APR_SUCCESS) {
-        apr_pool_cleanup_register(r->pool, c, end_on_cleanup,
-                                  apr_pool_cleanup_null);
-        return 1;
-    }
-    return APR_STATUS_IS_EEXIST(rv) ? 0 : -1;
+    apr_escape_hex(child_seed, rnd, sizeof(rnd), 0, NULL);
+    (void)pchild;
+}
+
+static const char *new_gen(apr_pool_t *p)
+{
+    return apr_psprintf(p, "%s%x", child_seed,
+                        apr_atomic_inc32(&child_counter));
 }
 
 llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
                                     const char *key, int stream,
                                     apr_interval_time_t timeout,
-                                    llmgw_coalesce_t **out)
+                                    llmgw_coalesce_t **out, char **val,
+                                    apr_size_t *len)
 {
     llmgw_coalesce_t *c = apr_pcalloc(r->pool, sizeof(*c));
+    const char *mine = new_gen(r->pool);
     apr_size_t seen = 0;
-    int lead;
+    int waited = 0;
 
     c->r = r;
     c->st = st;
@@ -97,37 +106,44 @@ llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
     c->ttl = (apr_uint32_t)apr_time_sec(timeout) + 60;
     c->deadline = apr_time_now() + timeout;
     *out = c;
-    lead = become_leader(r, c);
-    for (;;) {
-        char *val;
-        apr_size_t len;
+    for (;; waited = 1) {
+        char *v;
+        apr_size_t n;
+        apr_status_t rv = llmgw_store_claim(st, r, key, lease_key(c), mine,
+                                            strlen(mine), c->ttl, &v, &n);
 
-        if (lead) {
-            return lead > 0 ? LLMGW_CO_LEADER : LLMGW_CO_ALONE;
+        if (rv == APR_SUCCESS) {
+            *val = v;
+            *len = n;
+            return waited ? LLMGW_CO_DONE : LLMGW_CO_CACHED;
         }
-        if (llmgw_store_get(st, r, lease_key(c), &val, &len)
-            != APR_SUCCESS) {
-            /* No leader: it finished (the answer is cached) or failed and
-             * left; then one of the followers takes over. */
-            if (llmgw_store_get(st, r, key, &val, &len) == APR_SUCCESS) {
+        if (APR_STATUS_IS_NOTFOUND(rv)) {
+            c->gen = mine;
+            apr_pool_cleanup_register(r->pool, c, end_on_cleanup,
+                                      apr_pool_cleanup_null);
+            return LLMGW_CO_LEADER;
+        }
+        if (!APR_STATUS_IS_EEXIST(rv)) {
+            return LLMGW_CO_ALONE;
+        }
+        if (!v) {
+            continue;       /* the lease just went: look again */
+        }
+        /* Another leads: tail its generation. A plain follower waits for
+         * the end; the pieces show progress. A failed leader's lease goes
+         * soon after its end mark, and one of us takes over. */
+        c->gen = apr_pstrmemdup(r->pool, v, n);
+        if (llmgw_store_get(st, r, end_key(c), &v, &n) == APR_SUCCESS) {
+            if (n >= 2 && memcmp(v, "ok", 2) == 0
+                && llmgw_store_get(st, r, key, val, len) == APR_SUCCESS) {
                 return LLMGW_CO_DONE;
             }
-            lead = become_leader(r, c);
-            continue;
         }
-        c->gen = apr_pstrmemdup(r->pool, val, len);
-        if (llmgw_store_get(st, r, end_key(c), &val, &len) == APR_SUCCESS) {
-            if (len >= 2 && memcmp(val, "ok", 2) == 0) {
-                return LLMGW_CO_DONE;
-            }
-            /* It failed: wait for its lease to go, then take over. */
-        }
-        else if (llmgw_store_get(st, r, piece_key(c, seen), &val, &len)
+        else if (llmgw_store_get(st, r, piece_key(c, seen), &v, &n)
                  == APR_SUCCESS) {
             if (stream) {
                 return LLMGW_CO_FOLLOW;
             }
-            /* A plain follower waits for the end; pieces show progress. */
             seen++;
             c->deadline = apr_time_now() + timeout;
             continue;
@@ -149,7 +165,8 @@ void llmgw_coalesce_put(llmgw_coalesce_t *c, const char *data,
     llmgw_store_set(c->st, c->r, piece_key(c, c->next++), data, len, c->ttl);
 }
 
-void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok)
+void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok, const char *record,
+                        apr_size_t len)
 {
     const char *mark;
 
@@ -164,7 +181,7 @@ void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok)
                   : "error";
         llmgw_store_set(c->st, c->r, end_key(c), mark, strlen(mark), c->ttl);
     }
-    llmgw_store_del(c->st, c->r, lease_key(c));
+    llmgw_store_settle(c->st, c->r, c->key, record, len, lease_key(c));
 }
 
 apr_status_t llmgw_coalesce_next(llmgw_coalesce_t *c, char **data,

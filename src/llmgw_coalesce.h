@@ -11,26 +11,34 @@ typedef enum {
     LLMGW_CO_ALONE = 0,     /* no coalescing: ask the backend ourselves */
     LLMGW_CO_LEADER,        /* we generate; others may follow */
     LLMGW_CO_FOLLOW,        /* a stream to tail, piece by piece */
-    LLMGW_CO_DONE           /* the leader finished: look in the cache */
+    LLMGW_CO_CACHED,        /* the answer was in the cache already */
+    LLMGW_CO_DONE           /* a leader we waited for left the answer */
 } llmgw_co_role_t;
 
 typedef struct llmgw_coalesce llmgw_coalesce_t;
 
-/* After a cache miss: takes the lease and leads, or waits for a leader
- * that is under way until it has a first piece (streams) or is done. A
- * leader that fails before that is replaced by one of its followers. No
+/* Per child: what makes its generation names unique. */
+void llmgw_coalesce_child_init(apr_pool_t *pchild);
+
+/* The cache look-up of a request that may coalesce: returns the cached
+ * answer (CACHED, DONE: in *val), or takes the lease and leads, or waits
+ * for a leader under way until it has a first piece (streams) or is done.
+ * A leader that fails before that is replaced by one of its followers. No
  * progress for 'timeout' means going alone. */
 llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
                                     const char *key, int stream,
                                     apr_interval_time_t timeout,
-                                    llmgw_coalesce_t **c);
+                                    llmgw_coalesce_t **c, char **val,
+                                    apr_size_t *len);
 
 /* Leader: publish the next piece of the stream (a chunk's JSON). */
 void llmgw_coalesce_put(llmgw_coalesce_t *c, const char *data,
                         apr_size_t len);
-/* Leader: the generation ended, well or not; releases the lease. Also
- * done by a cleanup of r->pool for leaders that never get there. */
-void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok);
+/* Leader: the generation ended, well or not; stores the answer (the
+ * record, or NULL) and releases the lease. Also done by a cleanup of
+ * r->pool for leaders that never get there. */
+void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok, const char *record,
+                        apr_size_t len);
 
 /* Follower: the next piece (APR_SUCCESS), the end (APR_EOF), the leader's
  * failure (APR_EGENERAL) or no progress in time (APR_TIMEUP). */

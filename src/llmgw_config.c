@@ -9,6 +9,7 @@
 
 #include "llmgw_cache.h"
 #include "llmgw_config.h"
+#include "llmgw_coalesce.h"
 #include "llmgw_discover.h"
 
 APLOG_USE_MODULE(llm_gateway);
@@ -592,6 +593,7 @@ void llmgw_child_init(apr_pool_t *pchild, server_rec *s)
     server_rec *vs;
 
     llmgw_discover_child_init(pchild, s);
+    llmgw_coalesce_child_init(pchild);
     for (vs = s; vs; vs = vs->next) {
         llmgw_server_conf_t *conf = ap_get_module_config(vs->module_config,
                                                          &llm_gateway_module);

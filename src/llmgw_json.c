@@ -1,6 +1,7 @@
 /* llmgw_json: the one place that talks to json-c. Handles share the root's
  * tree; the root is released by a cleanup on the pool it was made in. */
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <stdarg.h>
 #include <string.h>
@@ -33,10 +34,49 @@ static llmgw_json_t *wrap(apr_pool_t *p, json_object *o, int own)
     return j;
 }
 
+/* One tokener per thread, reset between texts: making one costs a
+ * depth-sized allocation, which in a busy child also makes malloc
+ * consolidate its free lists on every request. */
+static pthread_key_t tok_key;
+static pthread_once_t tok_once = PTHREAD_ONCE_INIT;
+static int tok_key_ok;
+
+static void tok_free(void *tok)
+{
+    json_tokener_free(tok);
+}
+
+static void tok_key_create(void)
+{
+    tok_key_ok = pthread_key_create(&tok_key, tok_free) == 0;
+}
+
+static json_tokener *tokener(void)
+{
+    json_tokener *tok;
+
+    pthread_once(&tok_once, tok_key_create);
+    if (!tok_key_ok) {
+        return NULL;
+    }
+    tok = pthread_getspecific(tok_key);
+    if (!tok) {
+        tok = json_tokener_new_ex(LLMGW_JSON_MAX_DEPTH);
+        if (tok && pthread_setspecific(tok_key, tok) != 0) {
+            json_tokener_free(tok);
+            tok = NULL;
+        }
+    }
+    else {
+        json_tokener_reset(tok);
+    }
+    return tok;
+}
+
 static json_object *parse(const char *buf, apr_size_t len, int validate,
                           apr_size_t *used, llmgw_json_err_t *err)
 {
-    json_tokener *tok = json_tokener_new_ex(LLMGW_JSON_MAX_DEPTH);
+    json_tokener *tok = tokener();
     json_object *o;
     enum json_tokener_error jerr;
 
@@ -44,13 +84,10 @@ static json_object *parse(const char *buf, apr_size_t len, int validate,
         *err = LLMGW_JSON_ERR_SYNTAX;
         return NULL;
     }
-    if (validate) {
-        json_tokener_set_flags(tok, JSON_TOKENER_VALIDATE_UTF8);
-    }
+    json_tokener_set_flags(tok, validate ? JSON_TOKENER_VALIDATE_UTF8 : 0);
     o = json_tokener_parse_ex(tok, buf, (int)len);
     jerr = json_tokener_get_error(tok);
     *used = json_tokener_get_parse_end(tok);
-    json_tokener_free(tok);
     switch (jerr) {
     case json_tokener_success:
         *err = LLMGW_JSON_ERR_NONE;

@@ -52,14 +52,13 @@ static void settle(request_rec *r, llmgw_req_t *ctx)
         return;
     }
     ctx->settled = 1;
-    if (ctx->rec && ctx->complete) {
-        text = llmgw_record_serialize(ctx->rec, &len);
-        if (text) {
-            llmgw_store_set(ctx->store, r, ctx->cache_key, text, len, 0);
-        }
-    }
+    text = ctx->rec && ctx->complete ? llmgw_record_serialize(ctx->rec, &len)
+                                     : NULL;
     if (ctx->co) {
-        llmgw_coalesce_end(ctx->co, ctx->complete);
+        llmgw_coalesce_end(ctx->co, ctx->complete, text, text ? len : 0);
+    }
+    else if (text) {
+        llmgw_store_set(ctx->store, r, ctx->cache_key, text, len, 0);
     }
 }
 
@@ -312,6 +311,12 @@ static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
         if (APR_BUCKET_IS_EOS(e)) {
             ctx->finished = 1;
             break;
+        }
+        if (AP_BUCKET_IS_ERROR(e) && ctx->rec) {
+            /* mod_proxy: the backend broke off; the body is not whole. */
+            keep_tail(ctx, r->pool, ctx->copy.b, ctx->copy.len);
+            ctx->rec = NULL;
+            continue;
         }
         if (APR_BUCKET_IS_METADATA(e)) {
             continue;

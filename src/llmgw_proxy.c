@@ -304,10 +304,11 @@ static int classify_ollama(request_rec *r, llmgw_req_t *ctx,
  * Cache and requests in flight
  */
 
-/* After a miss: lead the generation, or follow one in flight. Returns 1
- * when we follow (the answer then comes from the leader). */
-static int coalesce(request_rec *r, llmgw_req_t *ctx,
-                    llmgw_server_conf_t *sconf)
+/* The look-up of a request that may coalesce: the cached answer, or lead
+ * the generation, or follow one in flight. Returns the X-LLM-Cache state;
+ * a hit or a follower is answered without the backend. */
+static const char *coalesce(request_rec *r, llmgw_req_t *ctx,
+                            llmgw_server_conf_t *sconf)
 {
     llmgw_co_role_t role;
     char *val;
@@ -315,27 +316,22 @@ static int coalesce(request_rec *r, llmgw_req_t *ctx,
 
     role = llmgw_coalesce_join(r, ctx->store, ctx->cache_key,
                                ctx->req.stream, sconf->coalesce_timeout,
-                               &ctx->co);
+                               &ctx->co, &val, &len);
     if (role == LLMGW_CO_LEADER) {
-        return 0;
+        return "MISS";
     }
     if (role == LLMGW_CO_FOLLOW) {
-        ctx->following = 1;
-        ctx->rec = NULL;
-        return 1;
+        ctx->following = 1;     /* ctx->co tails the leader's pieces */
+        return "COALESCED";
     }
-    if (role == LLMGW_CO_DONE
-        && llmgw_store_get(ctx->store, r, ctx->cache_key, &val, &len)
-               == APR_SUCCESS
+    ctx->co = NULL;
+    if ((role == LLMGW_CO_CACHED || role == LLMGW_CO_DONE)
         && (ctx->hit = llmgw_record_parse(r->pool, val, len,
                                              ctx->req.stream)) != NULL) {
-        ctx->rec = NULL;
-        ctx->co = NULL;
-        return 1;
+        return role == LLMGW_CO_CACHED ? "HIT" : "COALESCED";
     }
-    /* Alone, or the leader's answer was not kept (too big): ask. */
-    ctx->co = NULL;
-    return 0;
+    /* Alone, or an answer not kept (too big) or not readable: ask. */
+    return "MISS";
 }
 
 /* Looks the request up in the cache; returns 1 on a hit. Sets the
@@ -367,20 +363,25 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
     apr_table_setn(r->err_headers_out, "X-LLM-Cache-Key", ctx->cache_key);
     /* no-cache: answer afresh, but the fresh answer may be kept. */
     fresh = cc && ap_strcasestr(cc, "no-cache");
-    rv = fresh ? APR_NOTFOUND
-             : llmgw_store_get(ctx->store, r, ctx->cache_key, &val, &len);
-    if (rv == APR_SUCCESS
-        && (ctx->hit = llmgw_record_parse(r->pool, val, len,
-                                             ctx->req.stream)) != NULL) {
-        state = "HIT";
+    if (sconf->coalesce && !fresh) {
+        state = coalesce(r, ctx, sconf);
     }
-    else if (rv == APR_SUCCESS || APR_STATUS_IS_NOTFOUND(rv)) {
-        state = "MISS";
+    else {
+        rv = fresh ? APR_NOTFOUND
+                   : llmgw_store_get(ctx->store, r, ctx->cache_key, &val,
+                                     &len);
+        if (rv == APR_SUCCESS
+            && (ctx->hit = llmgw_record_parse(r->pool, val, len,
+                                                 ctx->req.stream)) != NULL) {
+            state = "HIT";
+        }
+        else if (rv == APR_SUCCESS || APR_STATUS_IS_NOTFOUND(rv)) {
+            state = "MISS";
+        }
+    }
+    if (!ctx->hit && !ctx->following && strcmp(state, "MISS") == 0) {
         ctx->rec = llmgw_record_create(r->pool, ctx->ep,
                                        ctx->store->max_item);
-        if (sconf->coalesce && !fresh && coalesce(r, ctx, sconf)) {
-            state = "COALESCED";
-        }
     }
 done:
     apr_table_setn(r->err_headers_out, "X-LLM-Cache", state);

@@ -86,7 +86,8 @@ static apr_status_t mc_del(llmgw_store_t *st, apr_pool_t *p, const char *key)
 }
 
 static const llmgw_store_ops_t memcache_ops = {
-    "memcache", NULL, mc_child_init, mc_get, mc_set, mc_add, mc_del
+    "memcache", NULL, mc_child_init, mc_get, mc_set, mc_add, mc_del, NULL,
+    NULL
 };
 
 /* ---- shmcb ----------------------------------------------------------- */
@@ -107,11 +108,51 @@ static apr_status_t shm_cleanup(void *data)
     return APR_SUCCESS;
 }
 
+/* shmcb cuts a segment into subcaches, a power of two of them, chosen from
+ * the number of index entries (segment / (avg_obj_size + avg_id_len) of
+ * its hints), and an item must fit one subcache. This is its arithmetic,
+ * on the safe side: the data bytes of one subcache. */
+#define SHM_KEY_LEN 64
+static apr_size_t shmcb_subcache_data(apr_size_t seg, apr_size_t avg)
+{
+    apr_size_t idx = seg / (avg + SHM_KEY_LEN), ns = 256;
+
+    if (idx < 5) {
+        return 0;               /* shmcb refuses it */
+    }
+    while (ns > 1 && idx / ns < 2 * ns) {
+        ns /= 2;
+    }
+    return seg / ns - (idx / ns) * 32 - 256;
+}
+
+/* The shards and shmcb's hint of the average item size: the most index
+ * entries (the smallest average) that still leaves at least 4 shards (as
+ * many as fit, up to 16) with a subcache for the largest item. */
+static void shm_layout(llmgw_store_t *st, apr_size_t *avg)
+{
+    apr_size_t a, best_avg = 0;
+    int n, best = 0;
+
+    for (a = 1024; a <= st->shm_size && best < 4; a *= 2) {
+        for (n = MAX_SHARDS; n > best; n--) {
+            if (shmcb_subcache_data(st->shm_size / n, a) >= st->max_item) {
+                best = n;
+                best_avg = a;
+                break;
+            }
+        }
+    }
+    st->nshards = best ? best : 1;
+    *avg = best ? best_avg : st->shm_size / 8;
+}
+
 static apr_status_t shm_post_config(llmgw_store_t *st, apr_pool_t *pconf,
                                     apr_pool_t *ptemp, server_rec *s)
 {
-    struct ap_socache_hints hints = { 64, 64 * 1024, 60 };
+    struct ap_socache_hints hints = { SHM_KEY_LEN, 0, 60 };
     const char *err, *arg;
+    apr_size_t avg;
     apr_status_t rv;
     int i;
 
@@ -124,10 +165,12 @@ static apr_status_t shm_post_config(llmgw_store_t *st, apr_pool_t *pconf,
                      "(a2enmod socache_shmcb)");
         return APR_ENOTIMPL;
     }
-    /* As many shards as keep each one at least 8 items big. */
-    st->nshards = (int)(st->shm_size / (8 * st->max_item));
-    st->nshards = st->nshards < 1 ? 1
-                  : st->nshards > MAX_SHARDS ? MAX_SHARDS : st->nshards;
+    shm_layout(st, &avg);
+    hints.avg_obj_size = (apr_size_t)avg;
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, LLMGW_LOGNO(0204)
+                 "LLMCache shm: %d shard(s) of %" APR_SIZE_T_FMT " bytes, "
+                 "shmcb sized for items of %" APR_SIZE_T_FMT " bytes",
+                 st->nshards, st->shm_size / st->nshards, avg);
     st->shards = apr_pcalloc(pconf, st->nshards * sizeof(*st->shards));
     apr_pool_cleanup_register(pconf, st, shm_cleanup, apr_pool_cleanup_null);
     for (i = 0; i < st->nshards; i++) {
@@ -168,14 +211,16 @@ static apr_status_t shm_child_init(llmgw_store_t *st, apr_pool_t *p,
     return rv;
 }
 
-/* The shard of a key, locked; NULL if the lock failed (*rv says why). */
+/* The shard of a key, locked; NULL if the lock failed (*rv says why).
+ * Only the text up to the first ':' counts: an answer, its lease and its
+ * pieces share a shard. */
 static struct llmgw_shard *lock_shard(llmgw_store_t *st, const char *key,
                                       apr_status_t *rv)
 {
     apr_uint32_t h = 2166136261u;
     struct llmgw_shard *sh;
 
-    for (; *key; key++) {
+    for (; *key && *key != ':'; key++) {
         h = (h ^ (unsigned char)*key) * 16777619u;
     }
     sh = &st->shards[h % (apr_uint32_t)st->nshards];
@@ -183,30 +228,30 @@ static struct llmgw_shard *lock_shard(llmgw_store_t *st, const char *key,
     return *rv == APR_SUCCESS ? sh : NULL;
 }
 
-static apr_status_t shm_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
-                            char **val, apr_size_t *len)
+/* shmcb copies into a buffer as big as the largest item: one per thread,
+ * reused, rather than max-item bytes of every request's pool (most
+ * look-ups miss, and a hit is usually small). */
+static void *scratch(llmgw_store_t *st)
 {
-    unsigned int n = (unsigned int)st->max_item;
     void *buf = NULL;
-    struct llmgw_shard *sh;
-    apr_status_t rv;
 
-    /* shmcb copies into a buffer as big as the largest item: one per
-     * thread, reused, rather than max-item bytes of every request's pool
-     * (most look-ups miss, and a hit is usually small). */
     apr_threadkey_private_get(&buf, st->scratch);
-    if (!buf) {
-        if (!(buf = malloc(n))) {
-            return APR_ENOMEM;
-        }
+    if (!buf && (buf = malloc(st->max_item)) != NULL) {
         apr_threadkey_private_set(buf, st->scratch);
     }
-    if (!(sh = lock_shard(st, key, &rv))) {
-        return rv;
-    }
-    rv = st->sc->retrieve(sh->sci, st->s, (const unsigned char *)key,
-                          (unsigned int)strlen(key), buf, &n, p);
-    apr_global_mutex_unlock(sh->mutex);
+    return buf;
+}
+
+/* In a locked shard: key's value, copied into p. */
+static apr_status_t sh_get(llmgw_store_t *st, struct llmgw_shard *sh,
+                           apr_pool_t *p, const char *key, void *buf,
+                           apr_size_t size, char **val, apr_size_t *len)
+{
+    unsigned int n = (unsigned int)size;
+    apr_status_t rv = st->sc->retrieve(sh->sci, st->s,
+                                       (const unsigned char *)key,
+                                       (unsigned int)strlen(key), buf, &n, p);
+
     if (rv == APR_SUCCESS) {
         *val = apr_pmemdup(p, buf, n);
         *len = n;
@@ -214,33 +259,41 @@ static apr_status_t shm_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
     return rv;
 }
 
-static apr_status_t shm_store(llmgw_store_t *st, apr_pool_t *p,
-                              const char *key, const char *val,
-                              apr_size_t len, apr_uint32_t ttl, int only_new)
+static apr_status_t sh_set(llmgw_store_t *st, struct llmgw_shard *sh,
+                           apr_pool_t *p, const char *key, const char *val,
+                           apr_size_t len, apr_uint32_t ttl)
 {
-    /* shmcb reports a value that does not fit as absent: the probe must
-     * hold a whole lease (add is for leases: short values). */
+    return st->sc->store(sh->sci, st->s, (const unsigned char *)key,
+                         (unsigned int)strlen(key),
+                         apr_time_now() + apr_time_from_sec(ttl),
+                         (unsigned char *)val, (unsigned int)len, p);
+}
+
+/* In a locked shard: a short value (a lease: at most 256 bytes). shmcb
+ * reports a value that does not fit the buffer as absent. */
+static apr_status_t sh_peek(llmgw_store_t *st, struct llmgw_shard *sh,
+                            apr_pool_t *p, const char *key, char **val,
+                            apr_size_t *len)
+{
     unsigned char probe[256];
-    unsigned int n = sizeof(probe);
+
+    return sh_get(st, sh, p, key, probe, sizeof(probe), val, len);
+}
+
+static apr_status_t shm_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                            char **val, apr_size_t *len)
+{
+    void *buf = scratch(st);
     struct llmgw_shard *sh;
     apr_status_t rv;
 
+    if (!buf) {
+        return APR_ENOMEM;
+    }
     if (!(sh = lock_shard(st, key, &rv))) {
         return rv;
     }
-    /* Under the one lock, "absent" cannot change before we store. */
-    if (only_new) {
-        rv = st->sc->retrieve(sh->sci, st->s, (const unsigned char *)key,
-                              (unsigned int)strlen(key), probe, &n, p);
-        if (!APR_STATUS_IS_NOTFOUND(rv)) {
-            apr_global_mutex_unlock(sh->mutex);
-            return APR_EEXIST;
-        }
-    }
-    rv = st->sc->store(sh->sci, st->s, (const unsigned char *)key,
-                       (unsigned int)strlen(key),
-                       apr_time_now() + apr_time_from_sec(ttl),
-                       (unsigned char *)val, (unsigned int)len, p);
+    rv = sh_get(st, sh, p, key, buf, st->max_item, val, len);
     apr_global_mutex_unlock(sh->mutex);
     return rv;
 }
@@ -248,13 +301,34 @@ static apr_status_t shm_store(llmgw_store_t *st, apr_pool_t *p,
 static apr_status_t shm_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
                             const char *val, apr_size_t len, apr_uint32_t ttl)
 {
-    return shm_store(st, p, key, val, len, ttl, 0);
+    struct llmgw_shard *sh;
+    apr_status_t rv;
+
+    if (!(sh = lock_shard(st, key, &rv))) {
+        return rv;
+    }
+    rv = sh_set(st, sh, p, key, val, len, ttl);
+    apr_global_mutex_unlock(sh->mutex);
+    return rv;
 }
 
 static apr_status_t shm_add(llmgw_store_t *st, apr_pool_t *p, const char *key,
                             const char *val, apr_size_t len, apr_uint32_t ttl)
 {
-    return shm_store(st, p, key, val, len, ttl, 1);
+    struct llmgw_shard *sh;
+    char *cur;
+    apr_size_t n;
+    apr_status_t rv;
+
+    if (!(sh = lock_shard(st, key, &rv))) {
+        return rv;
+    }
+    /* Under the one lock, "absent" cannot change before we store. */
+    rv = sh_peek(st, sh, p, key, &cur, &n);
+    rv = APR_STATUS_IS_NOTFOUND(rv) ? sh_set(st, sh, p, key, val, len, ttl)
+                                    : APR_EEXIST;
+    apr_global_mutex_unlock(sh->mutex);
+    return rv;
 }
 
 static apr_status_t shm_del(llmgw_store_t *st, apr_pool_t *p, const char *key)
@@ -271,9 +345,59 @@ static apr_status_t shm_del(llmgw_store_t *st, apr_pool_t *p, const char *key)
     return rv;
 }
 
+static apr_status_t shm_claim(llmgw_store_t *st, apr_pool_t *p,
+                              const char *key, const char *lease,
+                              const char *lval, apr_size_t llen,
+                              apr_uint32_t ttl, char **val, apr_size_t *len)
+{
+    void *buf = scratch(st);
+    struct llmgw_shard *sh;
+    apr_status_t rv;
+
+    if (!buf) {
+        return APR_ENOMEM;
+    }
+    if (!(sh = lock_shard(st, key, &rv))) {
+        return rv;
+    }
+    rv = sh_get(st, sh, p, key, buf, st->max_item, val, len);
+    if (APR_STATUS_IS_NOTFOUND(rv)) {
+        rv = sh_peek(st, sh, p, lease, val, len);
+        if (rv == APR_SUCCESS) {
+            rv = APR_EEXIST;
+        }
+        else if (APR_STATUS_IS_NOTFOUND(rv)) {
+            rv = sh_set(st, sh, p, lease, lval, llen, ttl);
+            rv = rv == APR_SUCCESS ? APR_NOTFOUND : rv;
+        }
+    }
+    apr_global_mutex_unlock(sh->mutex);
+    return rv;
+}
+
+static apr_status_t shm_settle(llmgw_store_t *st, apr_pool_t *p,
+                               const char *key, const char *val,
+                               apr_size_t len, apr_uint32_t ttl,
+                               const char *lease)
+{
+    struct llmgw_shard *sh;
+    apr_status_t rv = APR_SUCCESS;
+
+    if (!(sh = lock_shard(st, key, &rv))) {
+        return rv;
+    }
+    if (val) {
+        rv = sh_set(st, sh, p, key, val, len, ttl);
+    }
+    st->sc->remove(sh->sci, st->s, (const unsigned char *)lease,
+                   (unsigned int)strlen(lease), p);
+    apr_global_mutex_unlock(sh->mutex);
+    return rv;
+}
+
 static const llmgw_store_ops_t shm_ops = {
     "shm", shm_post_config, shm_child_init, shm_get, shm_set, shm_add,
-    shm_del
+    shm_del, shm_claim, shm_settle
 };
 
 /* ---- configuration and use ------------------------------------------ */
@@ -424,4 +548,61 @@ apr_status_t llmgw_store_del(llmgw_store_t *st, request_rec *r,
                              const char *key)
 {
     return st->ops->del(st, r->pool, key);
+}
+
+apr_status_t llmgw_store_claim(llmgw_store_t *st, request_rec *r,
+                               const char *key, const char *lease,
+                               const char *lval, apr_size_t llen,
+                               apr_uint32_t ttl, char **val,
+                               apr_size_t *len)
+{
+    apr_status_t rv;
+
+    *val = NULL;
+    if (st->ops->claim) {
+        rv = st->ops->claim(st, r->pool, key, lease, lval, llen,
+                            ttl ? ttl : st->ttl, val, len);
+        if (rv != APR_SUCCESS && !APR_STATUS_IS_NOTFOUND(rv)
+            && !APR_STATUS_IS_EEXIST(rv)) {
+            log_failure(st, r, rv, "claim");
+        }
+        return rv;
+    }
+    rv = llmgw_store_get(st, r, key, val, len);
+    if (!APR_STATUS_IS_NOTFOUND(rv)) {
+        return rv;
+    }
+    *val = NULL;
+    rv = llmgw_store_add(st, r, lease, lval, llen, ttl);
+    if (rv == APR_SUCCESS) {
+        return APR_NOTFOUND;
+    }
+    if (APR_STATUS_IS_EEXIST(rv)
+        && llmgw_store_get(st, r, lease, val, len) != APR_SUCCESS) {
+        *val = NULL;
+    }
+    return rv;
+}
+
+apr_status_t llmgw_store_settle(llmgw_store_t *st, request_rec *r,
+                                const char *key, const char *val,
+                                apr_size_t len, const char *lease)
+{
+    apr_status_t rv = APR_SUCCESS;
+
+    if (val && len > st->max_item) {
+        val = NULL;
+    }
+    if (st->ops->settle) {
+        rv = st->ops->settle(st, r->pool, key, val, len, st->ttl, lease);
+        if (rv != APR_SUCCESS) {
+            log_failure(st, r, rv, "set");
+        }
+        return rv;
+    }
+    if (val) {
+        rv = llmgw_store_set(st, r, key, val, len, 0);
+    }
+    llmgw_store_del(st, r, lease);
+    return rv;
 }

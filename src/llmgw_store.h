@@ -31,6 +31,15 @@ typedef struct {
     apr_status_t (*add)(llmgw_store_t *st, apr_pool_t *p, const char *key,
                         const char *val, apr_size_t len, apr_uint32_t ttl);
     apr_status_t (*del)(llmgw_store_t *st, apr_pool_t *p, const char *key);
+    /* Optional: llmgw_store_claim and llmgw_store_settle as one step
+     * (NULL: done with the operations above, one after the other). */
+    apr_status_t (*claim)(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                          const char *lease, const char *lval,
+                          apr_size_t llen, apr_uint32_t ttl, char **val,
+                          apr_size_t *len);
+    apr_status_t (*settle)(llmgw_store_t *st, apr_pool_t *p,
+                           const char *key, const char *val, apr_size_t len,
+                           apr_uint32_t ttl, const char *lease);
 } llmgw_store_ops_t;
 
 struct llmgw_store {
@@ -81,5 +90,20 @@ apr_status_t llmgw_store_add(llmgw_store_t *st, request_rec *r,
                              apr_size_t len, apr_uint32_t ttl);
 apr_status_t llmgw_store_del(llmgw_store_t *st, request_rec *r,
                              const char *key);
+/* The first step of a miss that may lead a generation: KEY's value
+ * (APR_SUCCESS, in *val); else the lease LEASE, taken with LVAL
+ * (APR_NOTFOUND: we lead); else APR_EEXIST: the lease is another's, its
+ * value in *val (NULL if it just went). Keys whose text up to the first
+ * ':' is the same share a shard, so that this is one locked step. */
+apr_status_t llmgw_store_claim(llmgw_store_t *st, request_rec *r,
+                               const char *key, const char *lease,
+                               const char *lval, apr_size_t llen,
+                               apr_uint32_t ttl, char **val,
+                               apr_size_t *len);
+/* The leader's last step: stores KEY (unless val is NULL), then releases
+ * LEASE, so that whoever finds no lease finds the answer. */
+apr_status_t llmgw_store_settle(llmgw_store_t *st, request_rec *r,
+                                const char *key, const char *val,
+                                apr_size_t len, const char *lease);
 
 #endif
