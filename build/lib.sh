@@ -75,7 +75,7 @@ llmgw_wait_port() {
 llmgw_load_modules() {
     local m
     for m in mpm_event authz_core authz_host proxy proxy_http slotmem_shm \
-        proxy_balancer lbmethod_byrequests status socache_shmcb; do
+        proxy_balancer lbmethod_byrequests status; do
         echo "LoadModule ${m}_module $HTTPD_MODULES/mod_$m.so"
     done
     echo "LoadModule llm_gateway_module $LLMGW_TOP/.libs/mod_llm_gateway.so"

@@ -499,16 +499,6 @@ int llmgw_check_config(apr_pool_t *pconf, apr_pool_t *plog,
                                                          &llm_gateway_module);
         apr_array_header_t *routes = conf->router->routes;
 
-        if (conf->store && conf->store->file) {
-            const char *why = llmgw_store_check(conf->store);
-
-            if (why) {
-                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
-                             LLMGW_LOGNO(0004) "%s:%d: %s", conf->store->file,
-                             conf->store->line, why);
-                failed = 1;
-            }
-        }
         /* Virtual hosts that inherit the main routes were checked there. */
         if (vs != s && conf->router == ((llmgw_server_conf_t *)
                 ap_get_module_config(s->module_config,
@@ -560,7 +550,7 @@ int llmgw_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
     llmgw_store_t *dflt = NULL;
     server_rec *vs;
 
-    /* Without LLMCache, one node still gets a cache: shmcb if loaded. */
+    /* Without LLMCache, one node still gets a cache in shared memory. */
     if (!main_conf->store_set && main_conf->router->routes->nelts) {
         dflt = llmgw_store_default(pconf);
     }

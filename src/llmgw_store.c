@@ -1,12 +1,12 @@
 /* llmgw_store: memcached (llmgw_memcache, one client per child, keys spread
- * over the servers) and shmcb (httpd's shared-memory socache). A store that
+ * over the servers) and shm (llmgw_shmtab tables in shared memory, one
+ * lock per shard). A store that
  * fails is logged at most every 10 s and the request goes on without it. */
 #include <stdlib.h>
 
 #include <httpd.h>
 #include <http_log.h>
 #include <ap_mpm.h>
-#include <ap_provider.h>
 #include <util_mutex.h>
 #include <apr_strings.h>
 
@@ -90,106 +90,50 @@ static const llmgw_store_ops_t memcache_ops = {
     NULL
 };
 
-/* ---- shmcb ----------------------------------------------------------- */
+/* ---- shm: llmgw_shmtab shards in one shared segment --------------- */
 
 #define MAX_SHARDS 16
-
-static apr_status_t shm_cleanup(void *data)
-{
-    llmgw_store_t *st = data;
-    int i;
-
-    for (i = 0; i < st->nshards; i++) {
-        if (st->shards[i].sci) {
-            st->sc->destroy(st->shards[i].sci, st->s);
-            st->shards[i].sci = NULL;
-        }
-    }
-    return APR_SUCCESS;
-}
-
-/* shmcb cuts a segment into subcaches, a power of two of them, chosen from
- * the number of index entries (segment / (avg_obj_size + avg_id_len) of
- * its hints), and an item must fit one subcache. This is its arithmetic,
- * on the safe side: the data bytes of one subcache. */
-#define SHM_KEY_LEN 64
-static apr_size_t shmcb_subcache_data(apr_size_t seg, apr_size_t avg)
-{
-    apr_size_t idx = seg / (avg + SHM_KEY_LEN), ns = 256;
-
-    if (idx < 5) {
-        return 0;               /* shmcb refuses it */
-    }
-    while (ns > 1 && idx / ns < 2 * ns) {
-        ns /= 2;
-    }
-    return seg / ns - (idx / ns) * 32 - 256;
-}
-
-/* The shards and shmcb's hint of the average item size: the most index
- * entries (the smallest average) that still leaves at least 4 shards (as
- * many as fit, up to 16) with a subcache for the largest item. */
-static void shm_layout(llmgw_store_t *st, apr_size_t *avg)
-{
-    apr_size_t a, best_avg = 0;
-    int n, best = 0;
-
-    for (a = 1024; a <= st->shm_size && best < 4; a *= 2) {
-        for (n = MAX_SHARDS; n > best; n--) {
-            if (shmcb_subcache_data(st->shm_size / n, a) >= st->max_item) {
-                best = n;
-                best_avg = a;
-                break;
-            }
-        }
-    }
-    st->nshards = best ? best : 1;
-    *avg = best ? best_avg : st->shm_size / 8;
-}
+/* One index slot per this many bytes of ring: answers are rarely
+ * smaller, and a lease or a stream piece that is costs only a slot. */
+#define SHM_AVG_ITEM 512
 
 static apr_status_t shm_post_config(llmgw_store_t *st, apr_pool_t *pconf,
                                     apr_pool_t *ptemp, server_rec *s)
 {
-    struct ap_socache_hints hints = { SHM_KEY_LEN, 0, 60 };
-    const char *err, *arg;
-    apr_size_t avg;
+    apr_size_t each;
     apr_status_t rv;
+    char *base;
     int i;
 
     st->s = s;
-    st->sc = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, "shmcb",
-                                AP_SOCACHE_PROVIDER_VERSION);
-    if (!st->sc) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, LLMGW_LOGNO(0201)
-                     "LLMCache shm needs mod_socache_shmcb: load it "
-                     "(a2enmod socache_shmcb)");
-        return APR_ENOTIMPL;
+    /* As many shards as keep each at least 8 of the largest items. */
+    st->nshards = (int)(st->shm_size / (8 * st->max_item));
+    st->nshards = st->nshards < 1 ? 1
+                  : st->nshards > MAX_SHARDS ? MAX_SHARDS : st->nshards;
+    each = (st->shm_size / st->nshards) & ~(apr_size_t)63;
+    /* Anonymous: the children inherit it; a restart starts afresh. */
+    rv = apr_shm_create(&st->shm, each * st->nshards, NULL, pconf);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, LLMGW_LOGNO(0202)
+                     "LLMCache shm: cannot get %" APR_SIZE_T_FMT " bytes of "
+                     "shared memory", each * st->nshards);
+        return rv;
     }
-    shm_layout(st, &avg);
-    hints.avg_obj_size = (apr_size_t)avg;
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, LLMGW_LOGNO(0204)
-                 "LLMCache shm: %d shard(s) of %" APR_SIZE_T_FMT " bytes, "
-                 "shmcb sized for items of %" APR_SIZE_T_FMT " bytes",
-                 st->nshards, st->shm_size / st->nshards, avg);
+    base = apr_shm_baseaddr_get(st->shm);
     st->shards = apr_pcalloc(pconf, st->nshards * sizeof(*st->shards));
-    apr_pool_cleanup_register(pconf, st, shm_cleanup, apr_pool_cleanup_null);
     for (i = 0; i < st->nshards; i++) {
         struct llmgw_shard *sh = &st->shards[i];
 
-        arg = apr_psprintf(ptemp, "%s-%d(%" APR_SIZE_T_FMT ")",
-                           ap_runtime_dir_relative(ptemp, "llmgw-cache"), i,
-                           st->shm_size / st->nshards);
-        err = st->sc->create(&sh->sci, arg, ptemp, pconf);
-        if (err) {
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, LLMGW_LOGNO(0202)
-                         "LLMCache shm: %s", err);
-            return APR_EGENERAL;
+        sh->tab = llmgw_shmtab_init(base + i * each, each, SHM_AVG_ITEM);
+        if (!sh->tab || llmgw_shmtab_max_item(sh->tab, 128) < st->max_item) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, LLMGW_LOGNO(0204)
+                         "LLMCache shm: size=%" APR_SIZE_T_FMT " is too "
+                         "small for max-item=%" APR_SIZE_T_FMT, st->shm_size,
+                         st->max_item);
+            return APR_ENOSPC;
         }
         rv = ap_global_mutex_create(&sh->mutex, NULL, LLMGW_STORE_MUTEX,
                                     apr_itoa(ptemp, i), s, pconf, 0);
-        if (rv == APR_SUCCESS) {
-            rv = st->sc->init(sh->sci, "llmgw", &hints, s, pconf);
-        }
         if (rv != APR_SUCCESS) {
             return rv;
         }
@@ -200,7 +144,7 @@ static apr_status_t shm_post_config(llmgw_store_t *st, apr_pool_t *pconf,
 static apr_status_t shm_child_init(llmgw_store_t *st, apr_pool_t *p,
                                    server_rec *s)
 {
-    apr_status_t rv = apr_threadkey_private_create(&st->scratch, free, p);
+    apr_status_t rv = APR_SUCCESS;
     int i;
 
     for (i = 0; rv == APR_SUCCESS && i < st->nshards; i++) {
@@ -228,72 +172,30 @@ static struct llmgw_shard *lock_shard(llmgw_store_t *st, const char *key,
     return *rv == APR_SUCCESS ? sh : NULL;
 }
 
-/* shmcb copies into a buffer as big as the largest item: one per thread,
- * reused, rather than max-item bytes of every request's pool (most
- * look-ups miss, and a hit is usually small). */
-static void *scratch(llmgw_store_t *st)
+static apr_status_t sh_get(struct llmgw_shard *sh, apr_pool_t *p,
+                           const char *key, char **val, apr_size_t *len)
 {
-    void *buf = NULL;
-
-    apr_threadkey_private_get(&buf, st->scratch);
-    if (!buf && (buf = malloc(st->max_item)) != NULL) {
-        apr_threadkey_private_set(buf, st->scratch);
-    }
-    return buf;
+    return llmgw_shmtab_get(sh->tab, key, strlen(key), apr_time_now(), p,
+                            val, len);
 }
 
-/* In a locked shard: key's value, copied into p. */
-static apr_status_t sh_get(llmgw_store_t *st, struct llmgw_shard *sh,
-                           apr_pool_t *p, const char *key, void *buf,
-                           apr_size_t size, char **val, apr_size_t *len)
+static apr_status_t sh_set(struct llmgw_shard *sh, const char *key,
+                           const char *val, apr_size_t len, apr_uint32_t ttl)
 {
-    unsigned int n = (unsigned int)size;
-    apr_status_t rv = st->sc->retrieve(sh->sci, st->s,
-                                       (const unsigned char *)key,
-                                       (unsigned int)strlen(key), buf, &n, p);
-
-    if (rv == APR_SUCCESS) {
-        *val = apr_pmemdup(p, buf, n);
-        *len = n;
-    }
-    return rv;
-}
-
-static apr_status_t sh_set(llmgw_store_t *st, struct llmgw_shard *sh,
-                           apr_pool_t *p, const char *key, const char *val,
-                           apr_size_t len, apr_uint32_t ttl)
-{
-    return st->sc->store(sh->sci, st->s, (const unsigned char *)key,
-                         (unsigned int)strlen(key),
-                         apr_time_now() + apr_time_from_sec(ttl),
-                         (unsigned char *)val, (unsigned int)len, p);
-}
-
-/* In a locked shard: a short value (a lease: at most 256 bytes). shmcb
- * reports a value that does not fit the buffer as absent. */
-static apr_status_t sh_peek(llmgw_store_t *st, struct llmgw_shard *sh,
-                            apr_pool_t *p, const char *key, char **val,
-                            apr_size_t *len)
-{
-    unsigned char probe[256];
-
-    return sh_get(st, sh, p, key, probe, sizeof(probe), val, len);
+    return llmgw_shmtab_set(sh->tab, key, strlen(key), val, len,
+                            apr_time_now() + apr_time_from_sec(ttl));
 }
 
 static apr_status_t shm_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
                             char **val, apr_size_t *len)
 {
-    void *buf = scratch(st);
     struct llmgw_shard *sh;
     apr_status_t rv;
 
-    if (!buf) {
-        return APR_ENOMEM;
-    }
     if (!(sh = lock_shard(st, key, &rv))) {
         return rv;
     }
-    rv = sh_get(st, sh, p, key, buf, st->max_item, val, len);
+    rv = sh_get(sh, p, key, val, len);
     apr_global_mutex_unlock(sh->mutex);
     return rv;
 }
@@ -307,8 +209,9 @@ static apr_status_t shm_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
     if (!(sh = lock_shard(st, key, &rv))) {
         return rv;
     }
-    rv = sh_set(st, sh, p, key, val, len, ttl);
+    rv = sh_set(sh, key, val, len, ttl);
     apr_global_mutex_unlock(sh->mutex);
+    (void)p;
     return rv;
 }
 
@@ -324,8 +227,8 @@ static apr_status_t shm_add(llmgw_store_t *st, apr_pool_t *p, const char *key,
         return rv;
     }
     /* Under the one lock, "absent" cannot change before we store. */
-    rv = sh_peek(st, sh, p, key, &cur, &n);
-    rv = APR_STATUS_IS_NOTFOUND(rv) ? sh_set(st, sh, p, key, val, len, ttl)
+    rv = sh_get(sh, p, key, &cur, &n);
+    rv = APR_STATUS_IS_NOTFOUND(rv) ? sh_set(sh, key, val, len, ttl)
                                     : APR_EEXIST;
     apr_global_mutex_unlock(sh->mutex);
     return rv;
@@ -339,9 +242,9 @@ static apr_status_t shm_del(llmgw_store_t *st, apr_pool_t *p, const char *key)
     if (!(sh = lock_shard(st, key, &rv))) {
         return rv;
     }
-    rv = st->sc->remove(sh->sci, st->s, (const unsigned char *)key,
-                        (unsigned int)strlen(key), p);
+    rv = llmgw_shmtab_del(sh->tab, key, strlen(key));
     apr_global_mutex_unlock(sh->mutex);
+    (void)p;
     return rv;
 }
 
@@ -350,24 +253,20 @@ static apr_status_t shm_claim(llmgw_store_t *st, apr_pool_t *p,
                               const char *lval, apr_size_t llen,
                               apr_uint32_t ttl, char **val, apr_size_t *len)
 {
-    void *buf = scratch(st);
     struct llmgw_shard *sh;
     apr_status_t rv;
 
-    if (!buf) {
-        return APR_ENOMEM;
-    }
     if (!(sh = lock_shard(st, key, &rv))) {
         return rv;
     }
-    rv = sh_get(st, sh, p, key, buf, st->max_item, val, len);
+    rv = sh_get(sh, p, key, val, len);
     if (APR_STATUS_IS_NOTFOUND(rv)) {
-        rv = sh_peek(st, sh, p, lease, val, len);
+        rv = sh_get(sh, p, lease, val, len);
         if (rv == APR_SUCCESS) {
             rv = APR_EEXIST;
         }
         else if (APR_STATUS_IS_NOTFOUND(rv)) {
-            rv = sh_set(st, sh, p, lease, lval, llen, ttl);
+            rv = sh_set(sh, lease, lval, llen, ttl);
             rv = rv == APR_SUCCESS ? APR_NOTFOUND : rv;
         }
     }
@@ -387,11 +286,11 @@ static apr_status_t shm_settle(llmgw_store_t *st, apr_pool_t *p,
         return rv;
     }
     if (val) {
-        rv = sh_set(st, sh, p, key, val, len, ttl);
+        rv = sh_set(sh, key, val, len, ttl);
     }
-    st->sc->remove(sh->sci, st->s, (const unsigned char *)lease,
-                   (unsigned int)strlen(lease), p);
+    llmgw_shmtab_del(sh->tab, lease, strlen(lease));
     apr_global_mutex_unlock(sh->mutex);
+    (void)p;
     return rv;
 }
 
@@ -465,26 +364,11 @@ const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
     return NULL;
 }
 
-const char *llmgw_store_check(llmgw_store_t *st)
-{
-    if (st->ops == &shm_ops
-        && !ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, "shmcb",
-                               AP_SOCACHE_PROVIDER_VERSION)) {
-        return "LLMCache shm needs mod_socache_shmcb: load it "
-               "(a2enmod socache_shmcb)";
-    }
-    return NULL;
-}
-
 llmgw_store_t *llmgw_store_default(apr_pool_t *p)
 {
     static char *const args[] = { "shm" };
     llmgw_store_t *st;
 
-    if (!ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, "shmcb",
-                            AP_SOCACHE_PROVIDER_VERSION)) {
-        return NULL;
-    }
     return llmgw_store_create(p, 1, args, &st) ? NULL : st;
 }
 

@@ -1,15 +1,15 @@
 /* llmgw_store: one small interface for the shared stores (memcached, or
- * httpd's shmcb socache on one node), picked by LLMCache. */
+ * shared memory on one node), picked by LLMCache. */
 #ifndef LLMGW_STORE_H
 #define LLMGW_STORE_H
 
 #include <httpd.h>
 #include <http_config.h>
 #include <apr_global_mutex.h>
-#include <apr_thread_proc.h>
-#include <ap_socache.h>
+#include <apr_shm.h>
 
 #include "llmgw_memcache.h"
+#include "llmgw_shmtab.h"
 
 typedef struct llmgw_store llmgw_store_t;
 
@@ -53,16 +53,15 @@ struct llmgw_store {
     server_rec *s;
     apr_interval_time_t timeout; /* memcache: per operation */
     llmgw_mc_t *mc;             /* per child */
-    ap_socache_provider_t *sc;
-    /* shm: shmcb is not safe across processes, so each shard has a lock;
-     * several shards keep the threads of all children from queueing on
-     * one. A key's shard is fixed by its hash. */
+    /* shm: one segment cut into shards, a table and a lock each; several
+     * keep the threads of all children from queueing on one lock. A key's
+     * shard is fixed by its hash. */
+    apr_shm_t *shm;
     int nshards;
     struct llmgw_shard {
-        ap_socache_instance_t *sci;
+        llmgw_shmtab_t *tab;
         apr_global_mutex_t *mutex;
     } *shards;
-    apr_threadkey_t *scratch;   /* per thread: shmcb's retrieve buffer */
     volatile apr_time_t quiet_until; /* rate limit for "store down" logs */
 };
 
@@ -74,9 +73,7 @@ struct llmgw_store {
 /* Builds a store from "LLMCache memcache|shm ARGS..."; NULL on success. */
 const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
                                llmgw_store_t **st);
-/* NULL, or why the store cannot work with the modules loaded. */
-const char *llmgw_store_check(llmgw_store_t *st);
-/* The default store when LLMCache is absent: shm, if shmcb is loaded. */
+/* The default store when LLMCache is absent: shm. */
 llmgw_store_t *llmgw_store_default(apr_pool_t *p);
 
 apr_status_t llmgw_store_get(llmgw_store_t *st, request_rec *r,

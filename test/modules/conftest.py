@@ -86,7 +86,8 @@ def _gateway(request, workdir, ports, name, extra):
 
 @pytest.fixture(scope="session")
 def gw(request, workdir, ports, mocks):
-    yield from _gateway(request, workdir, ports, "gw", "")
+    """The gateway without a cache: every request reaches a backend."""
+    yield from _gateway(request, workdir, ports, "gw", "LLMCache off\n")
 
 
 CACHE_ROUTES = """\
@@ -133,11 +134,9 @@ def gw_cache_b(request, workdir, ports, mocks, memcached):
 
 @pytest.fixture(scope="session")
 def gw_shm(request, workdir, ports, mocks):
-    """A gateway with no LLMCache but mod_socache_shmcb: the default
-    shared-memory cache of a single node."""
-    extra = (f'LoadModule socache_shmcb_module '
-             f'"{env.MODULES_DIR}/mod_socache_shmcb.so"\n')
-    yield from _gateway(request, workdir, ports, "gw-shm", extra)
+    """A gateway with no LLMCache: the default shared-memory cache of a
+    single node."""
+    yield from _gateway(request, workdir, ports, "gw-shm", "")
 
 
 @pytest.fixture(scope="session")

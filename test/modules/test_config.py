@@ -37,7 +37,7 @@ BAD = {
     "unknown_cache_store": ("LLMCache", "LLMCache redis 127.0.0.1:6379"),
     "memcache_without_servers": ("LLMCache", "LLMCache memcache ttl=5"),
     "cache_bad_option": ("LLMCache", "LLMCache memcache 127.0.0.1:11211 ttl=soon"),
-    "shm_without_shmcb": ("LLMCache", "LLMCache shm"),
+    "shm_item_too_big": ("LLMCache", "LLMCache shm size=1M max-item=512k"),
     "unknown_cache_policy": ("LLMCachePolicy", """\
 <LLMRoute "bad-policy">
     LLMBackend balancer://be
