@@ -4,7 +4,13 @@
  * head <= pos + ring. An index slot names a record by position, and a key
  * looks at PROBES slots from its hash, so nothing ever scans the table.
  * Nothing here points: the block may sit at another address in each
- * process. */
+ * process.
+ *
+ * Readers need no lock (llmgw_shmtab_peek): a writer moves head past the
+ * bytes it is about to overwrite before it writes them, and publishes a
+ * slot only once its record is written; a reader copies a record, then
+ * looks at head again: if head went past the record meanwhile, the copy
+ * may be torn and is thrown away. Writers hold the caller's lock. */
 #include <string.h>
 
 #include <apr_errno.h>
@@ -130,7 +136,7 @@ apr_status_t llmgw_shmtab_get(llmgw_shmtab_t *t, const char *key,
     }
     r = rec_at(t, s);
     if (r->expiry <= now) {
-        s->pos1 = 0;
+        __atomic_store_n(&s->pos1, 0, __ATOMIC_RELEASE);
         return APR_NOTFOUND;
     }
     *len = r->vlen;
@@ -138,11 +144,53 @@ apr_status_t llmgw_shmtab_get(llmgw_shmtab_t *t, const char *key,
     return APR_SUCCESS;
 }
 
+apr_status_t llmgw_shmtab_peek(llmgw_shmtab_t *t, const char *key,
+                               apr_size_t klen, apr_time_t now,
+                               apr_pool_t *p, char **val, apr_size_t *len)
+{
+    apr_uint64_t h = hash_of(key, klen), ring = t->ring;
+    slot_t *slots = SLOTS(t);
+    apr_uint32_t first = (apr_uint32_t)(h % t->nslots), i;
+
+    for (i = 0; i < PROBES; i++) {
+        slot_t *s = &slots[(first + i) % t->nslots];
+        apr_uint64_t pos1 = __atomic_load_n(&s->pos1, __ATOMIC_ACQUIRE);
+        apr_uint64_t pos = pos1 - 1, off = pos % ring;
+        rec_t rec;
+        char *copy;
+
+        if (!pos1 || s->hash != (apr_uint32_t)(h >> 32)
+            || __atomic_load_n(&t->head, __ATOMIC_ACQUIRE) > pos + ring) {
+            continue;
+        }
+        memcpy(&rec, RING(t) + off, sizeof(rec));
+        /* What a torn header could claim must stay inside the ring. */
+        if (rec.klen != klen
+            || (apr_uint64_t)rec.vlen > ring - off - sizeof(rec) - klen
+            || memcmp(RING(t) + off + sizeof(rec), key, klen) != 0) {
+            continue;
+        }
+        copy = apr_palloc(p, rec.vlen ? rec.vlen : 1);
+        memcpy(copy, RING(t) + off + sizeof(rec) + klen, rec.vlen);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&t->head, __ATOMIC_RELAXED) > pos + ring) {
+            return APR_NOTFOUND;        /* overwritten while we copied */
+        }
+        if (rec.expiry <= now) {
+            return APR_NOTFOUND;
+        }
+        *val = copy;
+        *len = rec.vlen;
+        return APR_SUCCESS;
+    }
+    return APR_NOTFOUND;
+}
+
 apr_status_t llmgw_shmtab_set(llmgw_shmtab_t *t, const char *key,
                               apr_size_t klen, const char *val,
                               apr_size_t len, apr_time_t expiry)
 {
-    apr_uint64_t h = hash_of(key, klen), off;
+    apr_uint64_t h = hash_of(key, klen), off, pos;
     apr_size_t need = ALIGN8(sizeof(rec_t) + klen + len);
     slot_t *slots = SLOTS(t), *s, *victim = NULL;
     apr_uint32_t first, i;
@@ -167,20 +215,23 @@ apr_status_t llmgw_shmtab_set(llmgw_shmtab_t *t, const char *key,
         s = victim;
     }
     /* A record is never split: skip the ring's tail if it is too short. */
-    off = t->head % t->ring;
+    pos = t->head;
+    off = pos % t->ring;
     if (off + need > t->ring) {
-        t->head += t->ring - off;
+        pos += t->ring - off;
         off = 0;
     }
+    /* Readers must see the bytes below given up before they change. */
+    __atomic_store_n(&t->head, pos + need, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     r = (rec_t *)(RING(t) + off);
     r->klen = (apr_uint32_t)klen;
     r->vlen = (apr_uint32_t)len;
     r->expiry = expiry;
     memcpy(r + 1, key, klen);
     memcpy((char *)(r + 1) + klen, val, len);
-    s->pos1 = t->head + 1;
     s->hash = (apr_uint32_t)(h >> 32);
-    t->head += need;
+    __atomic_store_n(&s->pos1, pos + 1, __ATOMIC_RELEASE);
     return APR_SUCCESS;
 }
 
@@ -193,7 +244,7 @@ apr_status_t llmgw_shmtab_del(llmgw_shmtab_t *t, const char *key,
     if (!s) {
         return APR_NOTFOUND;
     }
-    s->pos1 = 0;
+    __atomic_store_n(&s->pos1, 0, __ATOMIC_RELEASE);
     return APR_SUCCESS;
 }
 

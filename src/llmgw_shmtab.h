@@ -23,6 +23,11 @@ apr_size_t llmgw_shmtab_max_item(const llmgw_shmtab_t *t, apr_size_t klen);
 apr_status_t llmgw_shmtab_get(llmgw_shmtab_t *t, const char *key,
                               apr_size_t klen, apr_time_t now, apr_pool_t *p,
                               char **val, apr_size_t *len);
+/* The same without the caller's lock: safe beside a writer (a record
+ * overwritten while it is read counts as absent). Changes nothing. */
+apr_status_t llmgw_shmtab_peek(llmgw_shmtab_t *t, const char *key,
+                               apr_size_t klen, apr_time_t now,
+                               apr_pool_t *p, char **val, apr_size_t *len);
 /* Stores (or replaces) key until 'expiry'; APR_ENOSPC if it is larger
  * than llmgw_shmtab_max_item. Makes room by dropping the oldest. */
 apr_status_t llmgw_shmtab_set(llmgw_shmtab_t *t, const char *key,

@@ -175,19 +175,24 @@ static apr_status_t shm_child_init(llmgw_store_t *st, apr_pool_t *p,
     return rv;
 }
 
-/* The shard of a key, locked; NULL if the lock failed (*rv says why).
- * Only the text up to the first ':' counts: an answer, its lease and its
- * pieces share a shard. */
-static struct llmgw_shard *lock_shard(llmgw_store_t *st, const char *key,
-                                      apr_status_t *rv)
+/* The shard of a key. Only the text up to the first ':' counts: an
+ * answer, its lease and its pieces share a shard. */
+static struct llmgw_shard *shard_of(llmgw_store_t *st, const char *key)
 {
     apr_uint32_t h = 2166136261u;
-    struct llmgw_shard *sh;
 
     for (; *key && *key != ':'; key++) {
         h = (h ^ (unsigned char)*key) * 16777619u;
     }
-    sh = &st->shards[h % (apr_uint32_t)st->nshards];
+    return &st->shards[h % (apr_uint32_t)st->nshards];
+}
+
+/* ... locked; NULL if the lock failed (*rv says why). */
+static struct llmgw_shard *lock_shard(llmgw_store_t *st, const char *key,
+                                      apr_status_t *rv)
+{
+    struct llmgw_shard *sh = shard_of(st, key);
+
     *rv = apr_global_mutex_lock(sh->mutex);
     return *rv == APR_SUCCESS ? sh : NULL;
 }
@@ -206,18 +211,13 @@ static apr_status_t sh_set(struct llmgw_shard *sh, const char *key,
                             apr_time_now() + apr_time_from_sec(ttl));
 }
 
+/* Look-ups take no lock (see llmgw_shmtab_peek): a hot answer is read
+ * by every thread of every child at once. */
 static apr_status_t shm_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
                             char **val, apr_size_t *len)
 {
-    struct llmgw_shard *sh;
-    apr_status_t rv;
-
-    if (!(sh = lock_shard(st, key, &rv))) {
-        return rv;
-    }
-    rv = sh_get(sh, p, key, val, len);
-    apr_global_mutex_unlock(sh->mutex);
-    return rv;
+    return llmgw_shmtab_peek(shard_of(st, key)->tab, key, strlen(key),
+                             apr_time_now(), p, val, len);
 }
 
 static apr_status_t shm_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
@@ -276,6 +276,10 @@ static apr_status_t shm_claim(llmgw_store_t *st, apr_pool_t *p,
     struct llmgw_shard *sh;
     apr_status_t rv;
 
+    /* A hit, the common case of a busy cache, needs no lock. */
+    if (shm_get(st, p, key, val, len) == APR_SUCCESS) {
+        return APR_SUCCESS;
+    }
     if (!(sh = lock_shard(st, key, &rv))) {
         return rv;
     }

@@ -1,5 +1,6 @@
 /* test_shmtab.c: the shared-memory table: get/set/del, replacing,
  * expiry, the ring dropping the oldest, full probe windows, sizes. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,10 +27,20 @@ static const char *get(llmgw_shmtab_t *t, const char *key, apr_time_t now)
     char *val;
     apr_size_t len;
 
+    char *pval;
+    apr_size_t plen;
+    apr_status_t peeked = llmgw_shmtab_peek(t, key, strlen(key), now,
+                                            test_pool, &pval, &plen);
+
+    /* Without the lock or with it: the same answer. */
     if (llmgw_shmtab_get(t, key, strlen(key), now, test_pool, &val, &len)
         != APR_SUCCESS) {
+        ck_assert_int_eq(peeked, APR_NOTFOUND);
         return NULL;
     }
+    ck_assert_int_eq(peeked, APR_SUCCESS);
+    ck_assert_uint_eq(plen, len);
+    ck_assert_mem_eq(pval, val, len);
     return apr_pstrmemdup(test_pool, val, len);
 }
 
@@ -156,6 +167,93 @@ START_TEST(sizes)
 }
 END_TEST
 
+/* Readers without the lock beside a writer that keeps overwriting: a
+ * value read is always one that was stored, whole. A value is one
+ * character repeated, its length fixed by the key and that character. */
+#define RACE_KEYS 64
+#define RACE_ROUNDS 20000
+
+struct race {
+    llmgw_shmtab_t *t;
+    volatile int done;
+    long hits, torn;
+};
+
+static apr_size_t race_len(int k, char c)
+{
+    return 40 + (apr_size_t)((k * 7 + c) % 300);
+}
+
+static void *race_writer(void *arg)
+{
+    struct race *r = arg;
+    char key[16], val[400];
+    int i;
+
+    for (i = 0; i < RACE_ROUNDS; i++) {
+        int k = i % RACE_KEYS;
+        char c = (char)('a' + i % 26);
+        apr_size_t n = race_len(k, c);
+
+        snprintf(key, sizeof(key), "k%d", k);
+        memset(val, c, n);
+        llmgw_shmtab_set(r->t, key, strlen(key), val, n, LATER);
+    }
+    r->done = 1;
+    return NULL;
+}
+
+static void *race_reader(void *arg)
+{
+    struct race *r = arg;
+    apr_pool_t *p;
+    char key[16];
+    int i = 0;
+
+    apr_pool_create(&p, NULL);
+    while (!r->done) {
+        int k = i++ % RACE_KEYS;
+        char *v;
+        apr_size_t n, j;
+
+        snprintf(key, sizeof(key), "k%d", k);
+        if (llmgw_shmtab_peek(r->t, key, strlen(key), NOW, p, &v, &n)
+            == APR_SUCCESS) {
+            int ok = n == race_len(k, v[0]);
+
+            for (j = 0; ok && j < n; j++) {
+                ok = v[j] == v[0];
+            }
+            __atomic_add_fetch(ok ? &r->hits : &r->torn, 1,
+                               __ATOMIC_RELAXED);
+        }
+        if (i % 1000 == 0) {
+            apr_pool_clear(p);
+        }
+    }
+    apr_pool_destroy(p);
+    return NULL;
+}
+
+START_TEST(peek_beside_writer)
+{
+    struct race r = { table(16 * 1024, 256), 0, 0, 0 };
+    pthread_t w, rd[2];
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        ck_assert_int_eq(pthread_create(&rd[i], NULL, race_reader, &r), 0);
+    }
+    ck_assert_int_eq(pthread_create(&w, NULL, race_writer, &r), 0);
+    pthread_join(w, NULL);
+    for (i = 0; i < 2; i++) {
+        pthread_join(rd[i], NULL);
+    }
+    ck_assert_int_eq(r.torn, 0);
+    ck_assert_int_gt(r.hits, 0);
+}
+END_TEST
+
 Suite *shmtab_suite(void)
 {
     Suite *s = suite_create("shmtab");
@@ -167,6 +265,7 @@ Suite *shmtab_suite(void)
     tcase_add_test(tc, ring_drops_oldest);
     tcase_add_test(tc, full_index);
     tcase_add_test(tc, sizes);
+    tcase_add_test(tc, peek_beside_writer);
     suite_add_tcase(s, tc);
     return s;
 }
