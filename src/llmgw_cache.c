@@ -449,7 +449,7 @@ llmgw_record_t *llmgw_record_parse(apr_pool_t *p, const char *text,
         return NULL;
     }
     if (!full) {
-        llmgw_usage_find(p, rec->resp_text, rec->resp_len, &rec->usage);
+        llmgw_usage_find(rec->resp_text, rec->resp_len, &rec->usage);
     }
     return rec;
 }

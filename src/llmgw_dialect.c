@@ -258,43 +258,147 @@ static const char *find_last(const char *hay, apr_size_t len,
     return NULL;
 }
 
-int llmgw_usage_find(apr_pool_t *p, const char *text, apr_size_t len,
-                     llmgw_usage_t *usage)
+/* Past a JSON string whose opening quote is just before s; NULL if it
+ * does not end in [s, end). */
+static const char *skip_string(const char *s, const char *end)
+{
+    for (; s < end; s++) {
+        if (*s == '\\') {
+            s++;
+        }
+        else if (*s == '"') {
+            return s + 1;
+        }
+    }
+    return NULL;
+}
+
+/* Past one JSON value at s (a scalar ends where ',', '}', ']' or white
+ * space starts); NULL if it does not end in [s, end). */
+static const char *skip_value(const char *s, const char *end)
+{
+    int depth = 0;
+
+    while (s < end) {
+        switch (*s) {
+        case '"':
+            if (!(s = skip_string(s + 1, end)) || !depth) {
+                return s;
+            }
+            continue;
+        case '{':
+        case '[':
+            depth++;
+            break;
+        case '}':
+        case ']':
+            if (!depth || --depth == 0) {
+                return depth ? s : s + 1;
+            }
+            break;
+        case ',':
+            if (!depth) {
+                return s;
+            }
+            break;
+        default:
+            if (!depth && LLMGW_JSON_IS_WS(*s)) {
+                return s;
+            }
+            break;
+        }
+        s++;
+    }
+    return NULL;
+}
+
+static const char *skip_ws(const char *s, const char *end)
+{
+    while (s < end && LLMGW_JSON_IS_WS(*s)) {
+        s++;
+    }
+    return s;
+}
+
+/* The token counts of the usage object at s (its '{'): read in place, as
+ * this runs on every answer; 0 if the object is not whole. */
+static int scan_usage(const char *s, const char *end, llmgw_usage_t *u)
+{
+    static const char *const names[] = { "prompt_tokens",
+                                         "completion_tokens",
+                                         "total_tokens" };
+    apr_int64_t v[3] = { -1, -1, -1 };
+
+    for (s++;;) {
+        const char *k;
+        apr_size_t klen;
+        int i, which = -1;
+
+        s = skip_ws(s, end);
+        if (s < end && *s == '}') {
+            break;
+        }
+        if (s >= end || *s != '"') {
+            return 0;
+        }
+        k = s + 1;
+        if (!(s = skip_string(k, end))) {
+            return 0;
+        }
+        klen = (apr_size_t)(s - 1 - k);
+        s = skip_ws(s, end);
+        if (s >= end || *s++ != ':') {
+            return 0;
+        }
+        s = skip_ws(s, end);
+        for (i = 0; i < 3; i++) {
+            if (strlen(names[i]) == klen && memcmp(names[i], k, klen) == 0) {
+                which = i;
+            }
+        }
+        if (which >= 0 && s < end && *s >= '0' && *s <= '9') {
+            v[which] = 0;
+            while (s < end && *s >= '0' && *s <= '9') {
+                v[which] = v[which] * 10 + (*s++ - '0');
+            }
+        }
+        if (!(s = skip_value(s, end))) {
+            return 0;
+        }
+        s = skip_ws(s, end);
+        if (s < end && *s == ',') {
+            s++;
+        }
+        else if (s >= end || *s != '}') {
+            return 0;
+        }
+    }
+    u->prompt = v[0] >= 0 ? v[0] : 0;
+    u->completion = v[1] >= 0 ? v[1] : 0;
+    u->total = v[2] >= 0 ? v[2] : u->prompt + u->completion;
+    u->found = 1;
+    return 1;
+}
+
+int llmgw_usage_find(const char *text, apr_size_t len, llmgw_usage_t *usage)
 {
     static const char key[] = "\"usage\"";
     const char *s, *end = text + len;
-    apr_size_t n = len, used;
-    llmgw_json_t *u;
+    apr_size_t n = len;
 
     /* The usage object comes last in OpenAI bodies, and may be preceded by
      * "usage":null in earlier stream chunks; take the last real one. */
     while ((s = find_last(text, n, key, sizeof(key) - 1)) != NULL) {
-        const char *v = s + sizeof(key) - 1;
+        const char *v = skip_ws(s + sizeof(key) - 1, end);
 
         n = (apr_size_t)(s - text);
-        while (v < end && LLMGW_JSON_IS_WS(*v)) {
-            v++;
-        }
         if (v >= end || *v++ != ':') {
             continue;
         }
-        while (v < end && LLMGW_JSON_IS_WS(*v)) {
-            v++;
+        v = skip_ws(v, end);
+        if (v < end && *v == '{' && scan_usage(v, end, usage)) {
+            return 1;
         }
-        if (v >= end || *v != '{') {
-            continue;
-        }
-        u = llmgw_json_parse_prefix(p, v, (apr_size_t)(end - v), &used);
-        if (!u) {
-            continue;
-        }
-        usage->prompt = llmgw_json_getl(u, 0, "prompt_tokens", NULL);
-        usage->completion = llmgw_json_getl(u, 0, "completion_tokens",
-                                            NULL);
-        usage->total = llmgw_json_getl(u, usage->prompt + usage->completion,
-                                       "total_tokens", NULL);
-        usage->found = 1;
-        return 1;
     }
     return 0;
 }

@@ -69,7 +69,7 @@ const char *llmgw_request_upstream_body(llmgw_request_t *req,
 
 /* Finds the last "usage" object in text (a response body or an SSE event)
  * and reads its token counts. Returns 1 when found. */
-int llmgw_usage_find(apr_pool_t *p, const char *text, apr_size_t len,
+int llmgw_usage_find(const char *text, apr_size_t len,
                      llmgw_usage_t *usage);
 
 /* Fills err; returns err->status. */

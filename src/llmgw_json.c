@@ -449,16 +449,6 @@ const char *llmgw_json_write(const llmgw_json_t *j, apr_size_t *len)
     return s;
 }
 
-const char *llmgw_json_quote(apr_pool_t *p, const char *s)
-{
-    json_object *o = json_object_new_string(s ? s : "");
-    const char *out = apr_pstrdup(p, json_object_to_json_string_ext(
-        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-
-    json_object_put(o);
-    return out;
-}
-
 /* ---------------------------------------------------------------------
  * Canonical text, for cache keys: the same meaning gives the same bytes.
  */
@@ -496,9 +486,14 @@ static void putc1(canon_buf *b, char c)
     put(b, &c, 1);
 }
 
-static int cmp_keys(const void *a, const void *b)
+typedef struct {
+    const char *key;
+    json_object *val;
+} member_t;
+
+static int cmp_members(const void *a, const void *b)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+    return strcmp(((const member_t *)a)->key, ((const member_t *)b)->key);
 }
 
 static int skipped(const char *key, const char *const *skip)
@@ -511,50 +506,96 @@ static int skipped(const char *key, const char *const *skip)
     return 0;
 }
 
+/* s as a JSON string: quotes, backslashes and control characters
+ * escaped, everything else (UTF-8 included) as it is. */
+static void put_string(canon_buf *b, const char *s, apr_size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    apr_size_t i, from = 0;
+    char esc[6];
+
+    putc1(b, '"');
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        apr_size_t elen = 2;
+
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+        put(b, s + from, i - from);
+        from = i + 1;
+        esc[0] = '\\';
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            elen = 6;
+            break;
+        }
+        put(b, esc, elen);
+    }
+    put(b, s + from, n - from);
+    putc1(b, '"');
+}
+
+const char *llmgw_json_quote(apr_pool_t *p, const char *s)
+{
+    canon_buf out = { p, NULL, 0, 0 };
+
+    s = s ? s : "";
+    put_string(&out, s, strlen(s));
+    putc1(&out, '\0');
+    return out.d;
+}
+
 static void canon(apr_pool_t *p, canon_buf *out, json_object *o,
                   const char *const *skip)
 {
-    const char *s;
     char num[40];
+    int n;
 
     switch (json_object_get_type(o)) {
     case json_type_object: {
-        apr_array_header_t *keys = apr_array_make(p, 8, sizeof(char *));
-        int i, first = 1;
+        apr_array_header_t *m = apr_array_make(p, 8, sizeof(member_t));
+        int i;
 
         json_object_object_foreach(o, key, val) {
-            (void)val;
             if (!skipped(key, skip)) {
-                APR_ARRAY_PUSH(keys, const char *) = key;
+                member_t *e = apr_array_push(m);
+
+                e->key = key;
+                e->val = val;
             }
         }
-        qsort(keys->elts, keys->nelts, sizeof(char *), cmp_keys);
+        qsort(m->elts, m->nelts, sizeof(member_t), cmp_members);
         putc1(out, '{');
-        for (i = 0; i < keys->nelts; i++) {
-            const char *key = APR_ARRAY_IDX(keys, i, const char *);
-            json_object *k = json_object_new_string(key), *v = NULL;
+        for (i = 0; i < m->nelts; i++) {
+            const member_t *e = &APR_ARRAY_IDX(m, i, member_t);
 
-            if (!first) {
+            if (i) {
                 putc1(out, ',');
             }
-            first = 0;
-            s = json_object_to_json_string_ext(
-                k, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-            put(out, s, strlen(s));
-            json_object_put(k);
+            put_string(out, e->key, strlen(e->key));
             putc1(out, ':');
-            json_object_object_get_ex(o, key, &v);
             /* Only the top level has members to leave out. */
-            canon(p, out, v, NULL);
+            canon(p, out, e->val, NULL);
         }
         putc1(out, '}');
         return;
     }
     case json_type_array: {
-        size_t i, n = json_object_array_length(o);
+        size_t i, len = json_object_array_length(o);
 
         putc1(out, '[');
-        for (i = 0; i < n; i++) {
+        for (i = 0; i < len; i++) {
             if (i) {
                 putc1(out, ',');
             }
@@ -563,34 +604,41 @@ static void canon(apr_pool_t *p, canon_buf *out, json_object *o,
         putc1(out, ']');
         return;
     }
+    case json_type_string:
+        put_string(out, json_object_get_string(o),
+                   (apr_size_t)json_object_get_string_len(o));
+        return;
     case json_type_double: {
         double d = json_object_get_double(o);
 
         /* 1, 1.0 and 1e0 mean the same: integral values print as integers. */
         if (d == (double)(apr_int64_t)d && d > -9e15 && d < 9e15) {
-            apr_snprintf(num, sizeof(num), "%" APR_INT64_T_FMT,
-                         (apr_int64_t)d);
+            n = apr_snprintf(num, sizeof(num), "%" APR_INT64_T_FMT,
+                             (apr_int64_t)d);
         }
         else {
-            apr_snprintf(num, sizeof(num), "%.17g", d);
+            n = apr_snprintf(num, sizeof(num), "%.17g", d);
         }
-        s = num;
-        break;
+        put(out, num, (apr_size_t)n);
+        return;
     }
     case json_type_int:
-        apr_snprintf(num, sizeof(num), "%" APR_INT64_T_FMT,
-                     (apr_int64_t)json_object_get_int64(o));
-        s = num;
-        break;
-    case json_type_null:
-        s = "null";
-        break;
+        n = apr_snprintf(num, sizeof(num), "%" APR_INT64_T_FMT,
+                         (apr_int64_t)json_object_get_int64(o));
+        put(out, num, (apr_size_t)n);
+        return;
+    case json_type_boolean:
+        if (json_object_get_boolean(o)) {
+            put(out, "true", 4);
+        }
+        else {
+            put(out, "false", 5);
+        }
+        return;
     default:
-        s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN
-                                           | JSON_C_TO_STRING_NOSLASHESCAPE);
-        break;
+        put(out, "null", 4);
+        return;
     }
-    put(out, s, strlen(s));
 }
 
 const char *llmgw_json_write_canonical(apr_pool_t *p, const llmgw_json_t *j,

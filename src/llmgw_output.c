@@ -340,7 +340,7 @@ static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
     }
     if (ctx->rec) {
         if (ctx->finished) {
-            llmgw_usage_find(r->pool, ctx->copy.b, ctx->copy.len, &u);
+            llmgw_usage_find(ctx->copy.b, ctx->copy.len, &u);
             llmgw_record_set_response(ctx->rec, ctx->copy.b, ctx->copy.len);
             ctx->complete = 1;
         }
@@ -348,7 +348,7 @@ static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
     else if (ctx->finished && last && !ctx->tail_len) {
         if (apr_bucket_read(last, &data, &n, APR_BLOCK_READ)
             == APR_SUCCESS) {
-            llmgw_usage_find(r->pool, data, n, &u);
+            llmgw_usage_find(data, n, &u);
         }
     }
     else {
@@ -356,7 +356,7 @@ static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
             return rv;
         }
         if (ctx->finished) {
-            llmgw_usage_find(r->pool, ctx->tail, ctx->tail_len, &u);
+            llmgw_usage_find(ctx->tail, ctx->tail_len, &u);
         }
     }
     llmgw_set_usage_notes(r, &u);
@@ -418,7 +418,7 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
         }
     }
     if (status == HTTP_OK) {
-        llmgw_usage_find(r->pool, out, olen, &u);
+        llmgw_usage_find(out, olen, &u);
         llmgw_set_usage_notes(r, &u);
         if (ctx->rec) {
             llmgw_record_set_response(ctx->rec, out, olen);

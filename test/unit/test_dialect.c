@@ -150,19 +150,39 @@ START_TEST(finds_usage)
                          "\"completion_tokens\":2}}";
     llmgw_usage_t u = { 0 };
 
-    ck_assert_int_eq(llmgw_usage_find(test_pool, plain, strlen(plain), &u),
+    ck_assert_int_eq(llmgw_usage_find(plain, strlen(plain), &u),
                      1);
     ck_assert_int_eq(u.prompt, 5);
     ck_assert_int_eq(u.completion, 7);
     ck_assert_int_eq(u.total, 12);
     memset(&u, 0, sizeof(u));
-    ck_assert_int_eq(llmgw_usage_find(test_pool, nulls, strlen(nulls), &u),
+    ck_assert_int_eq(llmgw_usage_find(nulls, strlen(nulls), &u),
                      0);
-    ck_assert_int_eq(llmgw_usage_find(test_pool, nested, strlen(nested), &u),
+    ck_assert_int_eq(llmgw_usage_find(nested, strlen(nested), &u),
                      1);
     ck_assert_int_eq(u.total, 3);
+    /* Details, strings with braces and quotes, floats: skipped over. */
+    {
+        const char *rich = "{\"usage\":{\"prompt_tokens_details\":"
+                           "{\"cached_tokens\":3,\"x\":[1,{\"a\":\"}\\\"\"}]},"
+                           " \"note\" : \"usage: {\" , \"completion_tokens\" :"
+                           " 40 ,\"prompt_tokens\":9,\"cost\":1.5e-3,"
+                           "\"ok\":true,\"none\":null}}";
+        const char *cut = "{\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4";
+
+        memset(&u, 0, sizeof(u));
+        ck_assert_int_eq(llmgw_usage_find(rich, strlen(rich), &u),
+                         1);
+        ck_assert_int_eq(u.prompt, 9);
+        ck_assert_int_eq(u.completion, 40);
+        ck_assert_int_eq(u.total, 49);
+        memset(&u, 0, sizeof(u));
+        ck_assert_int_eq(llmgw_usage_find(cut, strlen(cut), &u),
+                         0);
+        ck_assert_int_eq(u.found, 0);
+    }
     /* A window that starts mid-object still finds the last usage. */
-    ck_assert_int_eq(llmgw_usage_find(test_pool, plain + 9,
+    ck_assert_int_eq(llmgw_usage_find(plain + 9,
                                       strlen(plain) - 9, &u), 1);
     ck_assert_int_eq(u.total, 12);
 }
