@@ -62,7 +62,6 @@ llmgw_shmtab_t *llmgw_shmtab_init(void *mem, apr_size_t size,
     t->nslots = (apr_uint32_t)n;
     t->ring = (size - top - n * sizeof(slot_t)) & ~(apr_uint64_t)7;
     t->head = 0;
-    memset(SLOTS(t), 0, n * sizeof(slot_t));
     return t;
 }
 

@@ -10,9 +10,9 @@
 
 typedef struct llmgw_shmtab llmgw_shmtab_t;
 
-/* Lays a table out in mem (size bytes, zeroed, 8-byte aligned), with an
- * index entry for every avg_item bytes of ring. NULL if size is too small
- * for that. */
+/* Lays a table out in mem (size bytes, 8-byte aligned, already zeroed, as
+ * fresh shared memory is), with an index entry for every avg_item bytes of
+ * ring. NULL if size is too small for that. */
 llmgw_shmtab_t *llmgw_shmtab_init(void *mem, apr_size_t size,
                                   apr_size_t avg_item);
 

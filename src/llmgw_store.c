@@ -3,9 +3,6 @@
  * lock per shard). A store that
  * fails is logged at most every 10 s and the request goes on without it. */
 #include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <httpd.h>
 #include <http_log.h>
@@ -123,9 +120,6 @@ static apr_status_t shm_post_config(llmgw_store_t *st, apr_pool_t *pconf,
         return rv;
     }
     base = apr_shm_baseaddr_get(st->shm);
-    /* Take the memory now: a page first touched by a store would cost
-     * that request a page fault (and the zeroing of a page). */
-    memset(base, 0, each * st->nshards);
     st->shards = apr_pcalloc(pconf, st->nshards * sizeof(*st->shards));
     for (i = 0; i < st->nshards; i++) {
         struct llmgw_shard *sh = &st->shards[i];
@@ -153,20 +147,6 @@ static apr_status_t shm_child_init(llmgw_store_t *st, apr_pool_t *p,
     apr_status_t rv = APR_SUCCESS;
     int i;
 
-#ifdef MADV_POPULATE_WRITE
-    /* Map the whole segment into this child at once, not a fault per
-     * page on first use (an older kernel refuses it: then lazily). APR's
-     * base address is past its own header: from the page it is on. */
-    {
-        apr_uintptr_t page = (apr_uintptr_t)sysconf(_SC_PAGESIZE);
-        apr_uintptr_t base = (apr_uintptr_t)apr_shm_baseaddr_get(st->shm);
-        apr_uintptr_t from = base & ~(page - 1);
-
-        (void)madvise((void *)from,
-                      base - from + apr_shm_size_get(st->shm),
-                      MADV_POPULATE_WRITE);
-    }
-#endif
     for (i = 0; rv == APR_SUCCESS && i < st->nshards; i++) {
         rv = apr_global_mutex_child_init(
             &st->shards[i].mutex,
