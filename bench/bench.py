@@ -191,10 +191,10 @@ def entry(d, extra=()):
 # ---- the LLMCache probe ---------------------------------------------------
 
 def cache_directive(mc_port):
-    # The single-node default store: a look-up is a shared-memory read.
-    # (memcached, for several nodes, adds a network round trip to each
-    # look-up and store.)
-    return "LLMCache shm size=64M ttl=600"
+    # The single-node default store (its default size, 16 MB): a look-up is
+    # a shared-memory read. (memcached, for several nodes, adds a network
+    # round trip to each look-up and store.)
+    return "LLMCache shm ttl=600"
 
 
 def gateway_vhost(routes, cache=""):

@@ -1,6 +1,7 @@
 /* llmgw_json: the one place that talks to json-c. Handles share the root's
  * tree; the root is released by a cleanup on the pool it was made in. */
 #include <limits.h>
+#include <locale.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <stdarg.h>
@@ -34,6 +35,12 @@ static llmgw_json_t *wrap(apr_pool_t *p, json_object *o, int own)
     return j;
 }
 
+/* json-c parses under a copy of the thread's locale with LC_NUMERIC "C":
+ * from the C locale object that copy is free, from the global locale it
+ * takes glibc's locale lock, which every thread of a busy child would
+ * queue on. So the parse runs in the C locale object. */
+static locale_t c_locale;
+
 /* One tokener per thread, reset between texts: making one costs a
  * depth-sized allocation, which in a busy child also makes malloc
  * consolidate its free lists on every request. */
@@ -49,6 +56,7 @@ static void tok_free(void *tok)
 static void tok_key_create(void)
 {
     tok_key_ok = pthread_key_create(&tok_key, tok_free) == 0;
+    c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
 }
 
 static json_tokener *tokener(void)
@@ -85,7 +93,15 @@ static json_object *parse(const char *buf, apr_size_t len, int validate,
         return NULL;
     }
     json_tokener_set_flags(tok, validate ? JSON_TOKENER_VALIDATE_UTF8 : 0);
-    o = json_tokener_parse_ex(tok, buf, (int)len);
+    if (c_locale) {
+        locale_t old = uselocale(c_locale);
+
+        o = json_tokener_parse_ex(tok, buf, (int)len);
+        uselocale(old);
+    }
+    else {
+        o = json_tokener_parse_ex(tok, buf, (int)len);
+    }
     jerr = json_tokener_get_error(tok);
     *used = json_tokener_get_parse_end(tok);
     switch (jerr) {
