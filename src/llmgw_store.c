@@ -463,6 +463,13 @@ apr_status_t llmgw_store_claim(llmgw_store_t *st, request_rec *r,
     *val = NULL;
     rv = llmgw_store_add(st, r, lease, lval, llen, ttl);
     if (rv == APR_SUCCESS) {
+        /* A leader stores its answer before it lets the lease go: if one
+         * let it go since our look-up, the answer is there now. */
+        if (llmgw_store_get(st, r, key, val, len) == APR_SUCCESS) {
+            llmgw_store_del(st, r, lease);
+            return APR_SUCCESS;
+        }
+        *val = NULL;
         return APR_NOTFOUND;
     }
     if (APR_STATUS_IS_EEXIST(rv)
