@@ -19,13 +19,12 @@
 #include "llmgw_shmtab.h"
 
 #define PROBES 8
-#define MAGIC 0x6c6c6d67u       /* "llmg" */
 #define ALIGN8(n) (((n) + 7) & ~(apr_size_t)7)
 
 typedef struct {
     apr_uint64_t pos1;          /* record position + 1; 0: empty */
     apr_uint32_t hash;          /* the key's hash, to skip most compares */
-    apr_uint32_t spare;
+    apr_uint32_t pad;
 } slot_t;
 
 typedef struct {
@@ -35,8 +34,7 @@ typedef struct {
 } rec_t;
 
 struct llmgw_shmtab {
-    apr_uint32_t magic;
-    apr_uint32_t nslots;
+    apr_uint64_t nslots;
     apr_uint64_t ring;          /* bytes of ring */
     apr_uint64_t head;          /* bytes ever written to it */
 };
@@ -58,8 +56,7 @@ llmgw_shmtab_t *llmgw_shmtab_init(void *mem, apr_size_t size,
     if (n < PROBES || n > 0xffffffffu) {
         return NULL;
     }
-    t->magic = MAGIC;
-    t->nslots = (apr_uint32_t)n;
+    t->nslots = n;
     t->ring = (size - top - n * sizeof(slot_t)) & ~(apr_uint64_t)7;
     t->head = 0;
     return t;
@@ -106,14 +103,13 @@ static slot_t *find(llmgw_shmtab_t *t, const char *key, apr_size_t klen,
                     apr_uint64_t h, apr_uint32_t *first)
 {
     slot_t *slots = SLOTS(t);
-    apr_uint32_t i, k;
+    apr_uint32_t i, k = (apr_uint32_t)(h >> 32);
 
     *first = (apr_uint32_t)(h % t->nslots);
     for (i = 0; i < PROBES; i++) {
         slot_t *s = &slots[(*first + i) % t->nslots];
         rec_t *r;
 
-        k = (apr_uint32_t)(h >> 32);
         if (s->pos1 && s->hash == k && (r = rec_at(t, s)) != NULL
             && r->klen == klen && memcmp(r + 1, key, klen) == 0) {
             return s;
