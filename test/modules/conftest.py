@@ -140,6 +140,14 @@ def gw_shm(request, workdir, ports, mocks):
 
 
 @pytest.fixture(scope="session")
+def gw_shm_small(request, workdir, ports, mocks):
+    """A shared-memory cache far smaller than what goes through it: one
+    shard whose ring is overwritten all the time."""
+    extra = "LLMCache shm size=64k max-item=8k ttl=60\n"
+    yield from _gateway(request, workdir, ports, "gw-shm-small", extra)
+
+
+@pytest.fixture(scope="session")
 def config_test(workdir, ports):
     """Run `apache2 -t` on the gateway config plus a snippet."""
     counter = iter(range(1000))

@@ -399,6 +399,41 @@ def test_shm_coalesces_across_children(gw_shm, mocks, uniq):
     assert generations(mocks) == before + 1
 
 
+def test_shm_churn_never_mixes_answers(gw_shm_small, uniq):
+    # 360 different requests, many asked twice or more, from 8 threads over
+    # all children, through a cache that holds some fifty answers: the
+    # ring is overwritten while others read it without a lock. Each answer
+    # must be its own request's: its token counts say which one it is.
+    import json
+    import random
+
+    def body(v, k):
+        return det(uniq + " w" * v, max_tokens=k)
+
+    p0 = json.loads(ask(gw_shm_small, body(0, 1)).body)["usage"]["prompt_tokens"]
+    rnd = random.Random(5)
+    todo = [(rnd.randrange(30), rnd.randrange(1, 13)) for _ in range(480)]
+    states = {}
+
+    def worker(part):
+        bad = []
+        for v, k in part:
+            r = gw_shm_small.post(CHAT, body(v, k))
+            state = r.header("X-LLM-Cache")
+            states[state] = states.get(state, 0) + 1
+            u = json.loads(r.body)["usage"] if r.status == 200 else None
+            if not u or (u["prompt_tokens"], u["completion_tokens"]) != (p0 + v, k):
+                bad.append((v, k, r.status, state, r.body[:200]))
+        return bad
+
+    results = in_threads([lambda i=i: worker(todo[i::8]) for i in range(8)])
+    assert all(isinstance(b, list) for b in results), results
+    assert [b for b in results if b] == [], "answers mixed up"
+    served = states.get("HIT", 0) + states.get("COALESCED", 0)
+    assert served > 20, states                      # repeats were served
+    assert states.get("MISS", 0) > len(set(todo)) + 50, states  # and evicted
+
+
 def test_stalled_memcached_costs_a_bounded_wait(gw_cache, memcached, uniq):
     # A memcached that accepts but never answers (SIGSTOP): each request waits
     # at most the store timeout (250 ms) once, then skips the store.
