@@ -28,9 +28,23 @@ llmgw_install_deps() {
         return 1
     fi
     llmgw_log "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    llmgw_apt_install "${missing[@]}"
+}
+
+# apt-get install, without starting the services the packages bring
+# (apache2 on port 80, memcached, nginx): every process the scripts need
+# they start themselves, on loopback. A policy-rc.d already there is kept.
+llmgw_apt_install() {
+    local policy=/usr/sbin/policy-rc.d made= rc=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" \
+            && made=1
+    fi
+    DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
+    [ -n "$made" ] && rm -f "$policy"
+    return $rc
 }
 
 # Configures on first use (or when configure.ac/Makefile.am changed), then
