@@ -1,5 +1,5 @@
-/* llmgw_sha256: a plain, portable SHA-256 written from FIPS 180-4; speed
- * matters little here (one short canonical text per cacheable request). */
+/* llmgw_sha256: a plain, portable SHA-256 written from FIPS 180-4, once
+ * per cacheable request (its canonical text, a few hundred bytes). */
 #include <string.h>
 
 #include "llmgw_sha256.h"
@@ -20,14 +20,16 @@ static const apr_uint32_t K[64] = {
 
 #define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
-static void compress(llmgw_sha256_t *c, const unsigned char *b)
+static void compress(llmgw_sha256_t *st, const unsigned char *blk)
 {
-    apr_uint32_t w[64], v[8], t1, t2;
+    apr_uint32_t w[64], a, b, c, d, e, f, g, h, t1, t2;
     int i;
 
     for (i = 0; i < 16; i++) {
-        w[i] = (apr_uint32_t)b[4 * i] << 24 | (apr_uint32_t)b[4 * i + 1] << 16
-               | (apr_uint32_t)b[4 * i + 2] << 8 | (apr_uint32_t)b[4 * i + 3];
+        w[i] = (apr_uint32_t)blk[4 * i] << 24
+               | (apr_uint32_t)blk[4 * i + 1] << 16
+               | (apr_uint32_t)blk[4 * i + 2] << 8
+               | (apr_uint32_t)blk[4 * i + 3];
     }
     for (i = 16; i < 64; i++) {
         apr_uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18)
@@ -37,19 +39,32 @@ static void compress(llmgw_sha256_t *c, const unsigned char *b)
 
         w[i] = w[i - 16] + s0 + w[i - 7] + s1;
     }
-    memcpy(v, c->h, sizeof(v));
+    /* The eight working variables in locals, not an array shifted each
+     * round: the compiler keeps them in registers. */
+    a = st->h[0], b = st->h[1], c = st->h[2], d = st->h[3];
+    e = st->h[4], f = st->h[5], g = st->h[6], h = st->h[7];
     for (i = 0; i < 64; i++) {
-        t1 = v[7] + (ROTR(v[4], 6) ^ ROTR(v[4], 11) ^ ROTR(v[4], 25))
-             + ((v[4] & v[5]) ^ (~v[4] & v[6])) + K[i] + w[i];
-        t2 = (ROTR(v[0], 2) ^ ROTR(v[0], 13) ^ ROTR(v[0], 22))
-             + ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
-        memmove(v + 1, v, 7 * sizeof(v[0]));
-        v[4] += t1;
-        v[0] = t1 + t2;
+        t1 = h + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25))
+             + ((e & f) ^ (~e & g)) + K[i] + w[i];
+        t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22))
+             + ((a & b) ^ (a & c) ^ (b & c));
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
     }
-    for (i = 0; i < 8; i++) {
-        c->h[i] += v[i];
-    }
+    st->h[0] += a;
+    st->h[1] += b;
+    st->h[2] += c;
+    st->h[3] += d;
+    st->h[4] += e;
+    st->h[5] += f;
+    st->h[6] += g;
+    st->h[7] += h;
 }
 
 void llmgw_sha256_init(llmgw_sha256_t *c)
