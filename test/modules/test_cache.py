@@ -353,6 +353,20 @@ def test_leader_failure_handed_over(gw_cache, mocks, uniq):
     assert generations(mocks) == before + 2
 
 
+def test_answer_cut_midway_is_not_cached(gw_shm, uniq):
+    # The backend stops half-way through a plain answer: mod_proxy reports
+    # it, the client gets a broken answer, and nothing is kept to replay.
+    body = det(uniq, max_tokens=10)
+    try:
+        cut = gw_shm.post(CHAT, body, headers={"X-Mock-Fault": "cut"})
+        assert cut.status != 200 or "usage" not in cut.body, cut.body
+    except Exception:                   # the body ends early: that is the cut
+        pass
+    again = ask(gw_shm, body)
+    assert again.header("X-LLM-Cache") == "MISS", again.headers
+    assert again.json()["usage"]["completion_tokens"] == 10
+
+
 def test_follower_does_not_wait_past_its_timeout(gw_cache, uniq):
     body = det(uniq)
 
