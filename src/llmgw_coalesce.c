@@ -126,27 +126,28 @@ llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
         if (!APR_STATUS_IS_EEXIST(rv)) {
             return LLMGW_CO_ALONE;
         }
-        if (!v) {
-            continue;       /* the lease just went: look again */
-        }
-        /* Another leads: tail its generation. A plain follower waits for
-         * the end; the pieces show progress. A failed leader's lease goes
-         * soon after its end mark, and one of us takes over. */
-        c->gen = apr_pstrmemdup(r->pool, v, n);
-        if (llmgw_store_get(st, r, end_key(c), &v, &n) == APR_SUCCESS) {
-            if (n >= 2 && memcmp(v, "ok", 2) == 0
-                && llmgw_store_get(st, r, key, val, len) == APR_SUCCESS) {
-                return LLMGW_CO_DONE;
+        /* Another leads (v: its generation; NULL if its lease just
+         * went): tail that generation. A plain follower waits for the end;
+         * the pieces show progress. A failed leader's lease goes soon
+         * after its end mark, and one of us takes over. */
+        if (v) {
+            c->gen = apr_pstrmemdup(r->pool, v, n);
+            if (llmgw_store_get(st, r, end_key(c), &v, &n) == APR_SUCCESS) {
+                if (n >= 2 && memcmp(v, "ok", 2) == 0
+                    && llmgw_store_get(st, r, key, val, len)
+                       == APR_SUCCESS) {
+                    return LLMGW_CO_DONE;
+                }
             }
-        }
-        else if (llmgw_store_get(st, r, piece_key(c, seen), &v, &n)
-                 == APR_SUCCESS) {
-            if (stream) {
-                return LLMGW_CO_FOLLOW;
+            else if (llmgw_store_get(st, r, piece_key(c, seen), &v, &n)
+                     == APR_SUCCESS) {
+                if (stream) {
+                    return LLMGW_CO_FOLLOW;
+                }
+                seen++;
+                c->deadline = apr_time_now() + timeout;
+                continue;
             }
-            seen++;
-            c->deadline = apr_time_now() + timeout;
-            continue;
         }
         if (apr_time_now() > c->deadline) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, LLMGW_LOGNO(0301)
