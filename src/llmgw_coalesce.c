@@ -124,7 +124,7 @@ llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
             return LLMGW_CO_LEADER;
         }
         if (!APR_STATUS_IS_EEXIST(rv)) {
-            return LLMGW_CO_ALONE;
+            return waited ? LLMGW_CO_ALONE : LLMGW_CO_NO_STORE;
         }
         /* Another leads (v: its generation; NULL if its lease just
          * went): tail that generation. A plain follower waits for the end;

@@ -12,7 +12,8 @@ typedef enum {
     LLMGW_CO_LEADER,        /* we generate; others may follow */
     LLMGW_CO_FOLLOW,        /* a stream to tail, piece by piece */
     LLMGW_CO_CACHED,        /* the answer was in the cache already */
-    LLMGW_CO_DONE           /* a leader we waited for left the answer */
+    LLMGW_CO_DONE,          /* a leader we waited for left the answer */
+    LLMGW_CO_NO_STORE       /* the store failed: ask, and keep nothing */
 } llmgw_co_role_t;
 
 typedef struct llmgw_coalesce llmgw_coalesce_t;

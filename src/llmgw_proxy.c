@@ -325,6 +325,9 @@ static const char *coalesce(request_rec *r, llmgw_req_t *ctx,
         return "COALESCED";
     }
     ctx->co = NULL;
+    if (role == LLMGW_CO_NO_STORE) {
+        return "BYPASS";
+    }
     if ((role == LLMGW_CO_CACHED || role == LLMGW_CO_DONE)
         && (ctx->hit = llmgw_record_parse(r->pool, val, len,
                                              ctx->req.stream)) != NULL) {

@@ -461,6 +461,7 @@ def test_stalled_memcached_costs_a_bounded_wait(gw_cache, memcached, uniq):
             r = gw_cache.post(CHAT, body, timeout=10)
             took.append(time.monotonic() - t0)
             assert r.status == 200, r.body
+            assert r.header("X-LLM-Cache") == "BYPASS", r.headers
         assert max(took) < 2.0, took
     finally:
         os.kill(memcached.proc.pid, signal.SIGCONT)
