@@ -85,9 +85,50 @@ static apr_status_t mc_del(llmgw_store_t *st, apr_pool_t *p, const char *key)
     return st->mc ? llmgw_mc_delete(st->mc, mc_key(p, key)) : APR_EINIT;
 }
 
+/* memcached has no multi-key step: the look-up, the add of the lease and
+ * the read of another's lease are round trips one after the other. */
+static apr_status_t mc_claim(llmgw_store_t *st, apr_pool_t *p,
+                             const char *key, const char *lease,
+                             const char *lval, apr_size_t llen,
+                             apr_uint32_t ttl, char **val, apr_size_t *len)
+{
+    apr_status_t rv = mc_get(st, p, key, val, len);
+
+    if (!APR_STATUS_IS_NOTFOUND(rv)) {
+        return rv;
+    }
+    *val = NULL;
+    rv = mc_add(st, p, lease, lval, llen, ttl);
+    if (rv == APR_SUCCESS) {
+        /* A leader stores its answer before it lets the lease go: if one
+         * let it go since our look-up, the answer is there now. */
+        if (mc_get(st, p, key, val, len) == APR_SUCCESS) {
+            mc_del(st, p, lease);
+            return APR_SUCCESS;
+        }
+        *val = NULL;
+        return APR_NOTFOUND;
+    }
+    if (APR_STATUS_IS_EEXIST(rv) && mc_get(st, p, lease, val, len)
+                                    != APR_SUCCESS) {
+        *val = NULL;
+    }
+    return rv;
+}
+
+static apr_status_t mc_settle(llmgw_store_t *st, apr_pool_t *p,
+                              const char *key, const char *val,
+                              apr_size_t len, apr_uint32_t ttl,
+                              const char *lease)
+{
+    apr_status_t rv = val ? mc_set(st, p, key, val, len, ttl) : APR_SUCCESS;
+
+    mc_del(st, p, lease);
+    return rv;
+}
+
 static const llmgw_store_ops_t memcache_ops = {
-    "memcache", NULL, mc_child_init, mc_get, mc_set, mc_add, mc_del, NULL,
-    NULL
+    "memcache", NULL, mc_child_init, mc_get, mc_set, mc_claim, mc_settle
 };
 
 /* ---- shm: llmgw_shmtab shards in one shared segment --------------- */
@@ -215,39 +256,6 @@ static apr_status_t shm_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
     return rv;
 }
 
-static apr_status_t shm_add(llmgw_store_t *st, apr_pool_t *p, const char *key,
-                            const char *val, apr_size_t len, apr_uint32_t ttl)
-{
-    struct llmgw_shard *sh;
-    char *cur;
-    apr_size_t n;
-    apr_status_t rv;
-
-    if (!(sh = lock_shard(st, key, &rv))) {
-        return rv;
-    }
-    /* Under the one lock, "absent" cannot change before we store. */
-    rv = sh_get(sh, p, key, &cur, &n);
-    rv = APR_STATUS_IS_NOTFOUND(rv) ? sh_set(sh, key, val, len, ttl)
-                                    : APR_EEXIST;
-    apr_global_mutex_unlock(sh->mutex);
-    return rv;
-}
-
-static apr_status_t shm_del(llmgw_store_t *st, apr_pool_t *p, const char *key)
-{
-    struct llmgw_shard *sh;
-    apr_status_t rv;
-
-    if (!(sh = lock_shard(st, key, &rv))) {
-        return rv;
-    }
-    rv = llmgw_shmtab_del(sh->tab, key, strlen(key));
-    apr_global_mutex_unlock(sh->mutex);
-    (void)p;
-    return rv;
-}
-
 static apr_status_t shm_claim(llmgw_store_t *st, apr_pool_t *p,
                               const char *key, const char *lease,
                               const char *lval, apr_size_t llen,
@@ -299,8 +307,8 @@ static apr_status_t shm_settle(llmgw_store_t *st, apr_pool_t *p,
 }
 
 static const llmgw_store_ops_t shm_ops = {
-    "shm", shm_post_config, shm_child_init, shm_get, shm_set, shm_add,
-    shm_del, shm_claim, shm_settle
+    "shm", shm_post_config, shm_child_init, shm_get, shm_set, shm_claim,
+    shm_settle
 };
 
 /* ---- configuration and use ------------------------------------------ */
@@ -419,25 +427,6 @@ apr_status_t llmgw_store_set(llmgw_store_t *st, request_rec *r,
     return rv;
 }
 
-apr_status_t llmgw_store_add(llmgw_store_t *st, request_rec *r,
-                             const char *key, const char *val,
-                             apr_size_t len, apr_uint32_t ttl)
-{
-    apr_status_t rv = st->ops->add(st, r->pool, key, val, len,
-                                   ttl ? ttl : st->ttl);
-
-    if (rv != APR_SUCCESS && !APR_STATUS_IS_EEXIST(rv)) {
-        log_failure(st, r, rv, "add");
-    }
-    return rv;
-}
-
-apr_status_t llmgw_store_del(llmgw_store_t *st, request_rec *r,
-                             const char *key)
-{
-    return st->ops->del(st, r->pool, key);
-}
-
 apr_status_t llmgw_store_claim(llmgw_store_t *st, request_rec *r,
                                const char *key, const char *lease,
                                const char *lval, apr_size_t llen,
@@ -447,34 +436,11 @@ apr_status_t llmgw_store_claim(llmgw_store_t *st, request_rec *r,
     apr_status_t rv;
 
     *val = NULL;
-    if (st->ops->claim) {
-        rv = st->ops->claim(st, r->pool, key, lease, lval, llen,
-                            ttl ? ttl : st->ttl, val, len);
-        if (rv != APR_SUCCESS && !APR_STATUS_IS_NOTFOUND(rv)
-            && !APR_STATUS_IS_EEXIST(rv)) {
-            log_failure(st, r, rv, "claim");
-        }
-        return rv;
-    }
-    rv = llmgw_store_get(st, r, key, val, len);
-    if (!APR_STATUS_IS_NOTFOUND(rv)) {
-        return rv;
-    }
-    *val = NULL;
-    rv = llmgw_store_add(st, r, lease, lval, llen, ttl);
-    if (rv == APR_SUCCESS) {
-        /* A leader stores its answer before it lets the lease go: if one
-         * let it go since our look-up, the answer is there now. */
-        if (llmgw_store_get(st, r, key, val, len) == APR_SUCCESS) {
-            llmgw_store_del(st, r, lease);
-            return APR_SUCCESS;
-        }
-        *val = NULL;
-        return APR_NOTFOUND;
-    }
-    if (APR_STATUS_IS_EEXIST(rv)
-        && llmgw_store_get(st, r, lease, val, len) != APR_SUCCESS) {
-        *val = NULL;
+    rv = st->ops->claim(st, r->pool, key, lease, lval, llen,
+                        ttl ? ttl : st->ttl, val, len);
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_NOTFOUND(rv)
+        && !APR_STATUS_IS_EEXIST(rv)) {
+        log_failure(st, r, rv, "claim");
     }
     return rv;
 }
@@ -483,21 +449,14 @@ apr_status_t llmgw_store_settle(llmgw_store_t *st, request_rec *r,
                                 const char *key, const char *val,
                                 apr_size_t len, const char *lease)
 {
-    apr_status_t rv = APR_SUCCESS;
+    apr_status_t rv;
 
     if (val && len > st->max_item) {
         val = NULL;
     }
-    if (st->ops->settle) {
-        rv = st->ops->settle(st, r->pool, key, val, len, st->ttl, lease);
-        if (rv != APR_SUCCESS) {
-            log_failure(st, r, rv, "set");
-        }
-        return rv;
+    rv = st->ops->settle(st, r->pool, key, val, len, st->ttl, lease);
+    if (rv != APR_SUCCESS) {
+        log_failure(st, r, rv, "set");
     }
-    if (val) {
-        rv = llmgw_store_set(st, r, key, val, len, 0);
-    }
-    llmgw_store_del(st, r, lease);
     return rv;
 }

@@ -26,13 +26,8 @@ typedef struct {
                         char **val, apr_size_t *len);
     apr_status_t (*set)(llmgw_store_t *st, apr_pool_t *p, const char *key,
                         const char *val, apr_size_t len, apr_uint32_t ttl);
-    /* Stores only if the key is absent (APR_EEXIST if not): a lease; for
-     * values of at most 256 bytes. */
-    apr_status_t (*add)(llmgw_store_t *st, apr_pool_t *p, const char *key,
-                        const char *val, apr_size_t len, apr_uint32_t ttl);
-    apr_status_t (*del)(llmgw_store_t *st, apr_pool_t *p, const char *key);
-    /* Optional: llmgw_store_claim and llmgw_store_settle as one step
-     * (NULL: done with the operations above, one after the other). */
+    /* llmgw_store_claim and llmgw_store_settle, each as few steps as the
+     * store allows. */
     apr_status_t (*claim)(llmgw_store_t *st, apr_pool_t *p, const char *key,
                           const char *lease, const char *lval,
                           apr_size_t llen, apr_uint32_t ttl, char **val,
@@ -82,11 +77,6 @@ apr_status_t llmgw_store_get(llmgw_store_t *st, request_rec *r,
 apr_status_t llmgw_store_set(llmgw_store_t *st, request_rec *r,
                              const char *key, const char *val,
                              apr_size_t len, apr_uint32_t ttl);
-apr_status_t llmgw_store_add(llmgw_store_t *st, request_rec *r,
-                             const char *key, const char *val,
-                             apr_size_t len, apr_uint32_t ttl);
-apr_status_t llmgw_store_del(llmgw_store_t *st, request_rec *r,
-                             const char *key);
 /* The first step of a miss that may lead a generation: KEY's value
  * (APR_SUCCESS, in *val); else the lease LEASE, taken with LVAL
  * (APR_NOTFOUND: we lead); else APR_EEXIST: the lease is another's, its
