@@ -190,7 +190,7 @@ def entry(d, extra=()):
 
 # ---- the LLMCache probe ---------------------------------------------------
 
-def cache_directive(mc_port):
+def cache_directive():
     # The single-node default store (its default size, 16 MB): a look-up is
     # a shared-memory read. (memcached, for several nodes, adds a network
     # round trip to each look-up and store.)
@@ -215,13 +215,12 @@ def balancer(name, ports, lbmethod=None, extra=""):
 
 
 def probe_cache(run):
-    """Does this build's apache2 -t accept an LLMCache line? (apache2 -t
-    does not connect to memcached.)"""
+    """Does this build's apache2 -t accept the LLMCache line?"""
     st = Stack(os.path.join(run.tmp, "00-probe"))
     port = free_port()
     ok, msg = st.httpd_accepts(
         "probe-cache", [(port, gateway_vhost(
-            [("mock-small", "be")], cache_directive(11211)))], MPM_PROXY,
+            [("mock-small", "be")], cache_directive()))], MPM_PROXY,
         balancer("be", [port + 1 if port < 65535 else port - 1]))
     if ok:
         run.cache = {"ok": True, "why": None}
@@ -230,16 +229,15 @@ def probe_cache(run):
     line = next((l for l in lines if "LLMCache" in l
                  or "Invalid command" in l), lines[-1])
     run.cache = {"ok": False, "why": "apache2 -t does not accept "
-                 "'LLMCache memcache HOST:PORT ttl=N': %s"
-                 % line.strip()[:200]}
+                 "'%s': %s" % (cache_directive(), line.strip()[:200])}
 
 
-def cache_line(run, mc_port=None):
-    """The LLMCache line of a gateway vhost: the memcached at mc_port, or
-    explicitly off (so a default cache cannot turn misses into hits)."""
+def cache_line(run, cached=False):
+    """The LLMCache line of a gateway vhost: the cache, or explicitly off
+    (so a default cache cannot turn misses into hits)."""
     if not (run.cache and run.cache["ok"]):
         return ""
-    return cache_directive(mc_port) if mc_port else "LLMCache off"
+    return cache_directive() if cached else "LLMCache off"
 
 
 # ---- the proxy stack: every subject in front of two emulated backends -----
@@ -253,7 +251,7 @@ class Endpoint:
 
 def build_proxy_stack(run, st, stream_knobs):
     """Starts: mock-fast (zero think time), mock-paced (paced tokens),
-    memcached (when the build has a cache), one apache2 with bare mod_proxy,
+    one apache2 with bare mod_proxy,
     the gateway with its cache and the gateway without, nginx, Portkey.
     Returns {subject: {"overhead": Endpoint, "stream": Endpoint}}."""
     fast = st.mock("mock-fast", tokens=16)
@@ -267,23 +265,18 @@ def build_proxy_stack(run, st, stream_knobs):
     routes = [("mock-small", "fast"), ("mock-paced", "paced")]
     mp_fast, mp_paced, gw, gwn = (free_port(), free_port(), free_port(),
                                   free_port())
-    # memcached once apache2 -t accepts LLMCache (probe_cache).
-    mc = None
-    if run.cache["ok"]:
-        try:
-            mc = st.memcached()
-        except StartError as e:
-            run.note("memcached did not start: %s" % e)
+    # The cache once apache2 -t accepts LLMCache (probe_cache).
+    cached = run.cache["ok"]
     st.httpd("httpd-proxy", [
         (mp_fast, 'ProxyPass "/v1/" "balancer://fast/v1/"'),
         (mp_paced, 'ProxyPass "/v1/" "balancer://paced/v1/"'),
-        (gw, gateway_vhost(routes, cache_line(run, mc and mc.port))),
-    ] + ([(gwn, gateway_vhost(routes, cache_line(run)))] if mc else []),
+        (gw, gateway_vhost(routes, cache_line(run, cached))),
+    ] + ([(gwn, gateway_vhost(routes, cache_line(run)))] if cached else []),
         MPM_PROXY, bal)
     subj["mod_proxy"] = {"overhead": Endpoint(mp_fast),
                          "stream": Endpoint(mp_paced)}
     subj["gateway_miss"] = {"overhead": Endpoint(gw), "stream": Endpoint(gw)}
-    if mc is not None:
+    if cached:
         subj["gateway_hit"] = {"overhead": Endpoint(gw, fixed=True),
                                "stream": Endpoint(gw, fixed=True)}
         # The same gateway with LLMCache off: what the cache adds to a miss.
@@ -297,8 +290,7 @@ def build_proxy_stack(run, st, stream_knobs):
                  "repeated request")
     else:
         run.mark_absent("gateway_hit", "no response cache: %s; reported as "
-                        "null, not estimated" % (
-                            run.cache["why"] or "memcached did not start"))
+                        "null, not estimated" % run.cache["why"])
         run.note("gateway_miss is the gateway without a cache")
 
     try:
@@ -599,12 +591,12 @@ def model_names(n):
     return ["model-%s" % chr(ord("a") + i) for i in range(n)]
 
 
-def gateway_models_stack(run, st, name, members, models, cache_port=None):
+def gateway_models_stack(run, st, name, members, models, cached=False):
     p = free_port()
     bal = balancer("models", [m.port for m in members],
                    lbmethod=run.args.lbmethod, extra=RETRY)
     st.httpd(name, [(p, gateway_vhost([(m, "models") for m in models],
-                                      cache_line(run, cache_port)))],
+                                      cache_line(run, cached)))],
              MPM_PROXY, bal)
     return p
 
@@ -736,9 +728,9 @@ def scenario_seed(run):
             if name == "direct":
                 ports = [a.port, b.port]
             else:
-                mc = st.memcached().port if name == "gateway_hit" else None
-                ports = [gateway_models_stack(run, st, "httpd", [a, b],
-                                              models, cache_port=mc)]
+                ports = [gateway_models_stack(
+                    run, st, "httpd", [a, b], models,
+                    cached=name == "gateway_hit")]
             state = {"a": a}
             log = lg.openloop(
                 ports, k["rate"], k["secs"], bodies(), seed=7,

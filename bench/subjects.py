@@ -205,18 +205,6 @@ class Stack:
                 "--gen-ms", str(gen_ms), "--per-token-ms", str(per_token_ms)]
         return self.spawn(name, argv, port)
 
-    def memcached(self, port=None):
-        exe = shutil.which("memcached")
-        if exe is None:
-            raise StartError("memcached is not installed")
-        port = port or free_port()
-        argv = [exe, "-l", LOOPBACK, "-p", str(port), "-U", "0", "-m", "256",
-                "-t", "1", "-c", "4096"]
-        if os.getuid() == 0:
-            argv += ["-u", "memcache" if _user_exists("memcache")
-                     else "nobody"]
-        return self.spawn("memcached", argv, port)
-
     # ---- apache2 ------------------------------------------------------------
 
     def httpd_conf(self, name, vhosts, mpm, global_lines=""):
@@ -364,15 +352,6 @@ def portkey_version():
             return json.load(f).get("version")
     except (OSError, ValueError):
         return None
-
-
-def _user_exists(name):
-    try:
-        import pwd
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False
 
 
 def default_load_modules():
