@@ -70,7 +70,7 @@ static apr_status_t end_on_cleanup(void *data)
 static char child_seed[17];
 static apr_uint32_t child_counter;
 
-void llmgw_coalesce_child_init(apr_pool_t *pchild)
+void llmgw_coalesce_child_init(void)
 {
     unsigned char rnd[8];
     apr_uint64_t t = (apr_uint64_t)apr_time_now() ^ (apr_uint64_t)getpid();
@@ -79,7 +79,6 @@ void llmgw_coalesce_child_init(apr_pool_t *pchild)
         memcpy(rnd, &t, sizeof(rnd));
     }
     apr_escape_hex(child_seed, rnd, sizeof(rnd), 0, NULL);
-    (void)pchild;
 }
 
 static const char *new_gen(apr_pool_t *p)

@@ -19,7 +19,7 @@ typedef enum {
 typedef struct llmgw_coalesce llmgw_coalesce_t;
 
 /* Per child: what makes its generation names unique. */
-void llmgw_coalesce_child_init(apr_pool_t *pchild);
+void llmgw_coalesce_child_init(void);
 
 /* The cache look-up of a request that may coalesce: returns the cached
  * answer (CACHED, DONE: in *val), or takes the lease and leads, or waits

@@ -418,8 +418,8 @@ const command_rec llmgw_cmds[] = {
                      "<LLMRoute model-or-glob [alias ...]> ... "
                      "</LLMRoute>: where requests for these models go"),
     AP_INIT_TAKE_ARGV("LLMBackend", set_backend, NULL, RSRC_CONF,
-                      "balancer://NAME [dialect=openai|ollama]: the mod_proxy "
-                      "balancer serving this route"),
+                      "balancer://NAME [dialect=openai|ollama|llamacpp]: "
+                      "the mod_proxy balancer serving this route"),
     AP_INIT_TAKE1("LLMUpstreamModel", set_upstream_model, NULL, RSRC_CONF,
                   "the model name sent to the backend"),
     AP_INIT_TAKE1("LLMCachePolicy", set_cache_policy, NULL, RSRC_CONF,
@@ -583,7 +583,7 @@ void llmgw_child_init(apr_pool_t *pchild, server_rec *s)
     server_rec *vs;
 
     llmgw_discover_child_init(pchild, s);
-    llmgw_coalesce_child_init(pchild);
+    llmgw_coalesce_child_init();
     for (vs = s; vs; vs = vs->next) {
         llmgw_server_conf_t *conf = ap_get_module_config(vs->module_config,
                                                          &llm_gateway_module);
