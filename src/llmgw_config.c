@@ -325,12 +325,7 @@ static const char *set_cache(cmd_parms *cmd, void *dummy, int argc,
     if (strcasecmp(argv[0], "off") == 0) {
         return argc > 1 ? "LLMCache off takes no options" : NULL;
     }
-    err = llmgw_store_create(cmd->pool, argc, argv, &conf->store);
-    if (!err) {
-        conf->store->file = cmd->directive->filename;
-        conf->store->line = cmd->directive->line_num;
-    }
-    return err;
+    return llmgw_store_create(cmd->pool, argc, argv, &conf->store);
 }
 
 static const char *set_cache_billing(cmd_parms *cmd, void *dummy,
@@ -592,7 +587,6 @@ void llmgw_child_init(apr_pool_t *pchild, server_rec *s)
         if (!conf->store || store_seen(s, vs, conf->store)) {
             continue;
         }
-        conf->store->s = s;
         rv = conf->store->ops->child_init(conf->store, pchild, s);
         if (rv != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, LLMGW_LOGNO(0003)

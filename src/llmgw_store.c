@@ -146,7 +146,6 @@ static apr_status_t shm_post_config(llmgw_store_t *st, apr_pool_t *pconf,
     char *base;
     int i;
 
-    st->s = s;
     /* As many shards as keep each at least 8 of the largest items. */
     st->nshards = (int)(st->shm_size / (8 * st->max_item));
     st->nshards = st->nshards < 1 ? 1

@@ -43,9 +43,6 @@ struct llmgw_store {
     apr_size_t shm_size;        /* shm: bytes of shared memory */
     apr_uint32_t ttl;           /* seconds an entry lives */
     apr_size_t max_item;        /* largest value stored; bigger: skipped */
-    const char *file;           /* where LLMCache stands */
-    int line;
-    server_rec *s;
     apr_interval_time_t timeout; /* memcache: per operation */
     llmgw_mc_t *mc;             /* per child */
     /* shm: one segment cut into shards, a table and a lock each; several
