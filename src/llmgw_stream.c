@@ -226,8 +226,7 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
     if (has_output(d, dlen)) {
         s->content_events++;
     }
-    if (mem_find(d, dlen, "\"usage\"")
-        && llmgw_usage_find(d, dlen, &s->usage) && s->strip_usage) {
+    if (llmgw_usage_find(d, dlen, &s->usage) && s->strip_usage) {
         /* Only the usage-only chunk we injected is ours to remove. */
         j = llmgw_json_parse_prefix(s->p, d, dlen, &used);
         if (j && llmgw_json_type(j, "choices", NULL) == LLMGW_JSON_ARRAY) {
