@@ -1,6 +1,7 @@
 /* llmgw_coalesce: one mechanism for threads, children and nodes. The
- * leader holds KEY:lease (an add) naming its generation G, writes each
- * piece to KEY:G:N and finally KEY:G:end; followers tail that sequence. */
+ * leader holds a lease on KEY (llmgw_store_claim) naming its generation G,
+ * writes each piece to KEY:G:N and finally KEY:G:end; followers tail that
+ * sequence. */
 #include <httpd.h>
 #include <http_log.h>
 #include <unistd.h>
@@ -28,11 +29,6 @@ struct llmgw_coalesce {
     apr_uint32_t ttl;           /* seconds the lease and pieces live */
     int ended;
 };
-
-static const char *lease_key(llmgw_coalesce_t *c)
-{
-    return apr_pstrcat(c->r->pool, c->key, ":lease", NULL);
-}
 
 static const char *piece_key(llmgw_coalesce_t *c, apr_size_t i)
 {
@@ -108,8 +104,8 @@ llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
     for (;; waited = 1) {
         char *v;
         apr_size_t n;
-        apr_status_t rv = llmgw_store_claim(st, r, key, lease_key(c), mine,
-                                            strlen(mine), c->ttl, &v, &n);
+        apr_status_t rv = llmgw_store_claim(st, r, key, mine, c->ttl, &v,
+                                            &n);
 
         if (rv == APR_SUCCESS) {
             *val = v;
@@ -181,7 +177,7 @@ void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok, const char *record,
                   : "error";
         llmgw_store_set(c->st, c->r, end_key(c), mark, strlen(mark), c->ttl);
     }
-    llmgw_store_settle(c->st, c->r, c->key, record, len, lease_key(c));
+    llmgw_store_settle(c->st, c->r, c->key, record, len);
 }
 
 apr_status_t llmgw_coalesce_next(llmgw_coalesce_t *c, char **data,

@@ -73,6 +73,29 @@ static apr_status_t mc_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
                   : APR_EINIT;
 }
 
+/* A value under an answer's key is the answer, or a lease: LEASE_MARK and
+ * the leader's generation. No answer starts so: a record starts with
+ * "LLMGW" and its version number (llmgw_record_serialize). */
+#define LEASE_MARK "LLMGW-lease "
+#define LEASE_MARK_LEN (sizeof(LEASE_MARK) - 1)
+
+static int is_lease(const char *v, apr_size_t n)
+{
+    return n >= LEASE_MARK_LEN && memcmp(v, LEASE_MARK, LEASE_MARK_LEN) == 0;
+}
+
+/* What a claim found under the key: the answer (APR_SUCCESS) or another's
+ * lease (APR_EEXIST, *val its generation). */
+static apr_status_t claimed(char **val, apr_size_t *len)
+{
+    if (!is_lease(*val, *len)) {
+        return APR_SUCCESS;
+    }
+    *val += LEASE_MARK_LEN;
+    *len -= LEASE_MARK_LEN;
+    return APR_EEXIST;
+}
+
 static apr_status_t mc_add(llmgw_store_t *st, apr_pool_t *p, const char *key,
                            const char *val, apr_size_t len, apr_uint32_t ttl)
 {
@@ -85,45 +108,42 @@ static apr_status_t mc_del(llmgw_store_t *st, apr_pool_t *p, const char *key)
     return st->mc ? llmgw_mc_delete(st->mc, mc_key(p, key)) : APR_EINIT;
 }
 
-/* memcached has no multi-key step: the look-up, the add of the lease and
- * the read of another's lease are round trips one after the other. */
+/* memcached: a look-up, then an add of the lease under the same key
+ * (the add fails if an answer or another's lease came since), then, if it
+ * failed, a look at what came. */
 static apr_status_t mc_claim(llmgw_store_t *st, apr_pool_t *p,
                              const char *key, const char *lease,
-                             const char *lval, apr_size_t llen,
                              apr_uint32_t ttl, char **val, apr_size_t *len)
 {
     apr_status_t rv = mc_get(st, p, key, val, len);
 
     if (!APR_STATUS_IS_NOTFOUND(rv)) {
-        return rv;
+        return rv == APR_SUCCESS ? claimed(val, len) : rv;
     }
-    *val = NULL;
-    rv = mc_add(st, p, lease, lval, llen, ttl);
+    rv = mc_add(st, p, key, lease, strlen(lease), ttl);
     if (rv == APR_SUCCESS) {
-        /* A leader stores its answer before it lets the lease go: if one
-         * let it go since our look-up, the answer is there now. */
-        if (mc_get(st, p, key, val, len) == APR_SUCCESS) {
-            mc_del(st, p, lease);
-            return APR_SUCCESS;
-        }
-        *val = NULL;
         return APR_NOTFOUND;
     }
-    if (APR_STATUS_IS_EEXIST(rv) && mc_get(st, p, lease, val, len)
-                                    != APR_SUCCESS) {
-        *val = NULL;
+    if (APR_STATUS_IS_EEXIST(rv)) {
+        rv = mc_get(st, p, key, val, len);
+        if (rv == APR_SUCCESS) {
+            return claimed(val, len);
+        }
+        *val = NULL;            /* the other's lease went already */
+        return APR_STATUS_IS_NOTFOUND(rv) ? APR_EEXIST : rv;
     }
     return rv;
 }
 
 static apr_status_t mc_settle(llmgw_store_t *st, apr_pool_t *p,
                               const char *key, const char *val,
-                              apr_size_t len, apr_uint32_t ttl,
-                              const char *lease)
+                              apr_size_t len, apr_uint32_t ttl)
 {
     apr_status_t rv = val ? mc_set(st, p, key, val, len, ttl) : APR_SUCCESS;
 
-    mc_del(st, p, lease);
+    if (!val || rv != APR_SUCCESS) {
+        mc_del(st, p, key);
+    }
     return rv;
 }
 
@@ -177,6 +197,7 @@ static apr_status_t shm_post_config(llmgw_store_t *st, apr_pool_t *pconf,
         if (rv != APR_SUCCESS) {
             return rv;
         }
+        sh->spin = apr_global_mutex_mech(sh->mutex) == APR_LOCK_PROC_PTHREAD;
     }
     return APR_SUCCESS;
 }
@@ -195,16 +216,41 @@ static apr_status_t shm_child_init(llmgw_store_t *st, apr_pool_t *p,
     return rv;
 }
 
-/* The shard of a key. Only the text up to the first ':' counts: an
- * answer, its lease and its pieces share a shard. */
+/* The shard of a key: by its hash, so that the threads of all children
+ * spread over the locks. */
 static struct llmgw_shard *shard_of(llmgw_store_t *st, const char *key)
 {
     apr_uint32_t h = 2166136261u;
 
-    for (; *key && *key != ':'; key++) {
+    for (; *key; key++) {
         h = (h ^ (unsigned char)*key) * 16777619u;
     }
     return &st->shards[h % (apr_uint32_t)st->nshards];
+}
+
+/* Tries before a contended shard lock sleeps. A shard is held for a
+ * look-up and a copy of one entry (about a microsecond), while a sleep on
+ * the robust, priority-inheriting pthread mutex APR makes costs a round
+ * trip through the kernel on both sides; so, as glibc's adaptive mutexes
+ * do, try a while first. Only for pthread mutexes, where a try is one
+ * atomic instruction rather than a system call. */
+#define LOCK_SPINS 100
+
+static apr_status_t lock_mutex(struct llmgw_shard *sh)
+{
+    int i;
+
+    if (sh->spin) {
+        for (i = 0; i < LOCK_SPINS; i++) {
+            if (apr_global_mutex_trylock(sh->mutex) == APR_SUCCESS) {
+                return APR_SUCCESS;
+            }
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+    }
+    return apr_global_mutex_lock(sh->mutex);
 }
 
 /* ... locked; NULL if the lock failed (*rv says why). */
@@ -213,7 +259,7 @@ static struct llmgw_shard *lock_shard(llmgw_store_t *st, const char *key,
 {
     struct llmgw_shard *sh = shard_of(st, key);
 
-    *rv = apr_global_mutex_lock(sh->mutex);
+    *rv = lock_mutex(sh);
     return *rv == APR_SUCCESS ? sh : NULL;
 }
 
@@ -257,29 +303,26 @@ static apr_status_t shm_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
 
 static apr_status_t shm_claim(llmgw_store_t *st, apr_pool_t *p,
                               const char *key, const char *lease,
-                              const char *lval, apr_size_t llen,
                               apr_uint32_t ttl, char **val, apr_size_t *len)
 {
     struct llmgw_shard *sh;
     apr_status_t rv;
 
-    /* A hit, the common case of a busy cache, needs no lock. */
+    /* A hit, the common case of a busy cache, and a follower need no
+     * lock. */
     if (shm_get(st, p, key, val, len) == APR_SUCCESS) {
-        return APR_SUCCESS;
+        return claimed(val, len);
     }
     if (!(sh = lock_shard(st, key, &rv))) {
         return rv;
     }
     rv = sh_get(sh, p, key, val, len);
-    if (APR_STATUS_IS_NOTFOUND(rv)) {
-        rv = sh_get(sh, p, lease, val, len);
-        if (rv == APR_SUCCESS) {
-            rv = APR_EEXIST;
-        }
-        else if (APR_STATUS_IS_NOTFOUND(rv)) {
-            rv = sh_set(sh, lease, lval, llen, ttl);
-            rv = rv == APR_SUCCESS ? APR_NOTFOUND : rv;
-        }
+    if (rv == APR_SUCCESS) {
+        rv = claimed(val, len);
+    }
+    else if (APR_STATUS_IS_NOTFOUND(rv)) {
+        rv = sh_set(sh, key, lease, strlen(lease), ttl);
+        rv = rv == APR_SUCCESS ? APR_NOTFOUND : rv;
     }
     apr_global_mutex_unlock(sh->mutex);
     return rv;
@@ -287,8 +330,7 @@ static apr_status_t shm_claim(llmgw_store_t *st, apr_pool_t *p,
 
 static apr_status_t shm_settle(llmgw_store_t *st, apr_pool_t *p,
                                const char *key, const char *val,
-                               apr_size_t len, apr_uint32_t ttl,
-                               const char *lease)
+                               apr_size_t len, apr_uint32_t ttl)
 {
     struct llmgw_shard *sh;
     apr_status_t rv = APR_SUCCESS;
@@ -299,7 +341,9 @@ static apr_status_t shm_settle(llmgw_store_t *st, apr_pool_t *p,
     if (val) {
         rv = sh_set(sh, key, val, len, ttl);
     }
-    llmgw_shmtab_del(sh->tab, lease, strlen(lease));
+    if (!val || rv != APR_SUCCESS) {
+        llmgw_shmtab_del(sh->tab, key, strlen(key));
+    }
     apr_global_mutex_unlock(sh->mutex);
     (void)p;
     return rv;
@@ -404,6 +448,9 @@ apr_status_t llmgw_store_get(llmgw_store_t *st, request_rec *r,
 {
     apr_status_t rv = st->ops->get(st, r->pool, key, val, len);
 
+    if (rv == APR_SUCCESS && is_lease(*val, *len)) {
+        return APR_NOTFOUND;    /* an answer on its way, not an answer */
+    }
     if (rv != APR_SUCCESS && !APR_STATUS_IS_NOTFOUND(rv)) {
         log_failure(st, r, rv, "get");
     }
@@ -427,15 +474,15 @@ apr_status_t llmgw_store_set(llmgw_store_t *st, request_rec *r,
 }
 
 apr_status_t llmgw_store_claim(llmgw_store_t *st, request_rec *r,
-                               const char *key, const char *lease,
-                               const char *lval, apr_size_t llen,
+                               const char *key, const char *gen,
                                apr_uint32_t ttl, char **val,
                                apr_size_t *len)
 {
     apr_status_t rv;
 
     *val = NULL;
-    rv = st->ops->claim(st, r->pool, key, lease, lval, llen,
+    rv = st->ops->claim(st, r->pool, key,
+                        apr_pstrcat(r->pool, LEASE_MARK, gen, NULL),
                         ttl ? ttl : st->ttl, val, len);
     if (rv != APR_SUCCESS && !APR_STATUS_IS_NOTFOUND(rv)
         && !APR_STATUS_IS_EEXIST(rv)) {
@@ -446,14 +493,14 @@ apr_status_t llmgw_store_claim(llmgw_store_t *st, request_rec *r,
 
 apr_status_t llmgw_store_settle(llmgw_store_t *st, request_rec *r,
                                 const char *key, const char *val,
-                                apr_size_t len, const char *lease)
+                                apr_size_t len)
 {
     apr_status_t rv;
 
     if (val && len > st->max_item) {
         val = NULL;
     }
-    rv = st->ops->settle(st, r->pool, key, val, len, st->ttl, lease);
+    rv = st->ops->settle(st, r->pool, key, val, len, st->ttl);
     if (rv != APR_SUCCESS) {
         log_failure(st, r, rv, "set");
     }

@@ -27,14 +27,13 @@ typedef struct {
     apr_status_t (*set)(llmgw_store_t *st, apr_pool_t *p, const char *key,
                         const char *val, apr_size_t len, apr_uint32_t ttl);
     /* llmgw_store_claim and llmgw_store_settle, each as few steps as the
-     * store allows. */
+     * store allows; lease is the whole value a lease is stored as. */
     apr_status_t (*claim)(llmgw_store_t *st, apr_pool_t *p, const char *key,
-                          const char *lease, const char *lval,
-                          apr_size_t llen, apr_uint32_t ttl, char **val,
+                          const char *lease, apr_uint32_t ttl, char **val,
                           apr_size_t *len);
     apr_status_t (*settle)(llmgw_store_t *st, apr_pool_t *p,
                            const char *key, const char *val, apr_size_t len,
-                           apr_uint32_t ttl, const char *lease);
+                           apr_uint32_t ttl);
 } llmgw_store_ops_t;
 
 struct llmgw_store {
@@ -53,6 +52,7 @@ struct llmgw_store {
     struct llmgw_shard {
         llmgw_shmtab_t *tab;
         apr_global_mutex_t *mutex;
+        int spin;               /* try the lock before sleeping on it */
     } *shards;
     volatile apr_time_t quiet_until; /* rate limit for "store down" logs */
 };
@@ -74,20 +74,21 @@ apr_status_t llmgw_store_get(llmgw_store_t *st, request_rec *r,
 apr_status_t llmgw_store_set(llmgw_store_t *st, request_rec *r,
                              const char *key, const char *val,
                              apr_size_t len, apr_uint32_t ttl);
-/* The first step of a miss that may lead a generation: KEY's value
- * (APR_SUCCESS, in *val); else the lease LEASE, taken with LVAL
- * (APR_NOTFOUND: we lead); else APR_EEXIST: the lease is another's, its
- * value in *val (NULL if it just went). Keys whose text up to the first
- * ':' is the same share a shard, so that this is one locked step. */
+/* The first step of a miss that may lead a generation: KEY's answer
+ * (APR_SUCCESS, in *val); else a lease on KEY naming our generation GEN
+ * for ttl seconds (APR_NOTFOUND: we lead); else APR_EEXIST: KEY holds
+ * another's lease, *val its generation (NULL if the lease just went).
+ * The lease is a value of KEY itself: one step, and llmgw_store_get
+ * finds no answer while it is there. */
 apr_status_t llmgw_store_claim(llmgw_store_t *st, request_rec *r,
-                               const char *key, const char *lease,
-                               const char *lval, apr_size_t llen,
+                               const char *key, const char *gen,
                                apr_uint32_t ttl, char **val,
                                apr_size_t *len);
-/* The leader's last step: stores KEY (unless val is NULL), then releases
- * LEASE, so that whoever finds no lease finds the answer. */
+/* The leader's last step: KEY's answer replaces our lease, or, with val
+ * NULL (or too big, or a store that fails), the lease is removed. Whoever
+ * finds no lease then finds the answer, or leads afresh. */
 apr_status_t llmgw_store_settle(llmgw_store_t *st, request_rec *r,
                                 const char *key, const char *val,
-                                apr_size_t len, const char *lease);
+                                apr_size_t len);
 
 #endif
