@@ -51,7 +51,7 @@ PROFILES = {
     "smoke": {},
     "quick": {
         "overhead": {"levels": [1, 32], "main": 32, "rounds": 1, "secs": 2,
-                     "warm_s": 2},
+                     "main_rounds": 3, "main_secs": 1, "warm_s": 2},
         "stream": {"conns": 16, "secs": 2, "rounds": 1, "tps": 50,
                    "ttft_ms": 20, "tokens": 20},
         "failover": {"conns": 16, "secs": 3, "kill_at": 1.0,
@@ -64,7 +64,8 @@ PROFILES = {
     },
     "full": {
         "overhead": {"levels": [1, 32, 128], "main": 32, "rounds": 3,
-                     "secs": 4, "warm_s": 2},
+                     "secs": 3, "main_rounds": 9, "main_secs": 2,
+                     "warm_s": 2},
         "stream": {"conns": 16, "secs": 6, "rounds": 2, "tps": 50,
                    "ttft_ms": 20, "tokens": 20},
         "failover": {"conns": 16, "secs": 8, "kill_at": 2.5,
@@ -358,6 +359,14 @@ def checked_subjects(run, subj, stream=True):
 
 # ---- scenario: overhead ---------------------------------------------------
 
+def paired(rs, refs):
+    """The median over rounds of rs[i].rps / refs[i].rps: each ratio is of
+    two runs minutes closer together than the medians of whole columns."""
+    ratios = [a["rps"] / b["rps"] for a, b in zip(rs, refs)
+              if a.get("rps") and b.get("rps")]
+    return lg.median(ratios) if ratios else None
+
+
 def scenario_overhead(run, subj):
     k = run.knobs["overhead"]
     run.params["overhead"] = dict(k, backend="test/mockllm, zero think time,"
@@ -376,13 +385,19 @@ def scenario_overhead(run, subj):
     # once; these numbers are thrown away.
     with concurrent.futures.ThreadPoolExecutor(len(names)) as ex:
         list(ex.map(lambda n: go(n, k["main"], k["warm_s"], None), names))
+    # The main level, whose ratios are the targets, gets more and shorter
+    # rounds: the machine's speed drifts over seconds, and a ratio is taken
+    # within each round (see paired()).
     runs = {}                                   # (name, c) -> [result]
-    for rnd in range(k["rounds"]):
+    for rnd in range(max(k["rounds"], k["main_rounds"])):
         for li, c in enumerate(k["levels"]):
+            main = c == k["main"]
+            if rnd >= (k["main_rounds"] if main else k["rounds"]):
+                continue
             shift = (rnd + li) % len(names)
             order = names[shift:] + names[:shift]
             for name in order:
-                res = go(name, c, k["secs"])
+                res = go(name, c, k["main_secs"] if main else k["secs"])
                 runs.setdefault((name, c), []).append(res)
                 say("overhead r%d c=%d %-12s %9.0f rps  p50 %.3f ms  "
                     "p99 %.3f ms  err %d" % (rnd + 1, c, name,
@@ -403,7 +418,10 @@ def scenario_overhead(run, subj):
                    "ttft_ms": None,
                    "errors": sum(r["errors"] for r in rs),
                    "rounds_rps": [round(r["rps"], 1) for r in rs]}
-            by_c[str(c)] = entry(agg, ("rounds_rps",))
+            ref = runs.get(("mod_proxy", c))
+            if ref:
+                agg["vs_mod_proxy"] = paired(rs, ref)
+            by_c[str(c)] = entry(agg, ("rounds_rps", "vs_mod_proxy"))
         e = dict(by_c[str(k["main"])])
         e["concurrency"] = k["main"]
         e["by_concurrency"] = by_c
@@ -950,6 +968,18 @@ def targets(run):
     def ratio(a, b):
         return round(a / b, 3) if a and b else None
 
+    nocache = (ov.get("gateway_miss") or {}).get("without_cache") or {}
+
+    def paired_rps(a, b):
+        """a's rps / b's (subject names, or entries), as the median of the
+        per-round ratios."""
+        ea = a if isinstance(a, dict) else ov.get(a) or {}
+        eb = b if isinstance(b, dict) else ov.get(b) or {}
+        ra, rb = ea.get("rounds_rps"), eb.get("rounds_rps")
+        if not ra or not rb:
+            return ratio(ea.get("rps"), eb.get("rps"))
+        return r3(paired([{"rps": x} for x in ra], [{"rps": y} for y in rb]))
+
     def diff(a, b):
         return round(a - b, 3) if a is not None and b is not None else None
 
@@ -965,14 +995,13 @@ def targets(run):
 
     main = (run.knobs.get("overhead") or {}).get("main")
     add("miss_vs_mod_proxy", "gateway_miss rps / mod_proxy rps (overhead, "
-        "c=%s)" % main, ratio(rps("gateway_miss"), rps("mod_proxy")), 0.9,
-        ">=")
+        "c=%s)" % main, paired_rps("gateway_miss", "mod_proxy"), 0.9, ">=")
     add("hit_vs_mod_proxy", "gateway_hit rps / mod_proxy rps (overhead, "
-        "c=%s)" % main, ratio(rps("gateway_hit"), rps("mod_proxy")), 2.0,
-        ">=", run.absent.get("gateway_hit"))
+        "c=%s)" % main, paired_rps("gateway_hit", "mod_proxy"), 2.0, ">=",
+        run.absent.get("gateway_hit"))
     add("gateway_vs_portkey", "gateway_miss rps / portkey rps (overhead, "
-        "c=%s)" % main, ratio(rps("gateway_miss"), rps("portkey")), 10.0,
-        ">=", run.absent.get("portkey"))
+        "c=%s)" % main, paired_rps("gateway_miss", "portkey"), 10.0, ">=",
+        run.absent.get("portkey"))
     add("added_p99_ms", "gateway_miss p99 - direct p99 (overhead, c=1), ms",
         diff(c1("gateway_miss", "p99_ms"), c1("direct", "p99_ms")), 1.0,
         "<=")
@@ -989,22 +1018,17 @@ def targets(run):
         "gateway_miss minus direct (0: no per-token buffering)", val, 0.02,
         "<=")
     ctx = {
-        "mod_proxy_vs_portkey": ratio(rps("mod_proxy"), rps("portkey")),
-        "nginx_vs_mod_proxy": ratio(rps("nginx"), rps("mod_proxy")),
-        "mod_proxy_vs_direct": ratio(rps("mod_proxy"), rps("direct")),
-        "gateway_miss_vs_nginx": ratio(rps("gateway_miss"), rps("nginx")),
-        "gateway_nocache_vs_mod_proxy": ratio(
-            ((ov.get("gateway_miss") or {}).get("without_cache") or {})
-            .get("rps"), rps("mod_proxy")),
-        "gateway_nocache_vs_portkey": ratio(
-            ((ov.get("gateway_miss") or {}).get("without_cache") or {})
-            .get("rps"), rps("portkey")),
+        "mod_proxy_vs_portkey": paired_rps("mod_proxy", "portkey"),
+        "nginx_vs_mod_proxy": paired_rps("nginx", "mod_proxy"),
+        "mod_proxy_vs_direct": paired_rps("mod_proxy", "direct"),
+        "gateway_miss_vs_nginx": paired_rps("gateway_miss", "nginx"),
+        "gateway_nocache_vs_mod_proxy": paired_rps(nocache, "mod_proxy"),
+        "gateway_nocache_vs_portkey": paired_rps(nocache, "portkey"),
         "mod_proxy_added_p99_ms": diff(c1("mod_proxy", "p99_ms"),
                                        c1("direct", "p99_ms")),
         "gateway_nocache_added_p99_ms": diff(
-            ((((ov.get("gateway_miss") or {}).get("without_cache") or {})
-              .get("by_concurrency") or {}).get("1") or {}).get("p99_ms"),
-            c1("direct", "p99_ms")),
+            ((nocache.get("by_concurrency") or {}).get("1") or {})
+            .get("p99_ms"), c1("direct", "p99_ms")),
         "gateway_nocache_ttft_overhead_ms": diff(
             ((stm.get("gateway_miss") or {}).get("without_cache") or {})
             .get("ttft_ms"), (stm.get("direct") or {}).get("ttft_ms")),

@@ -105,9 +105,12 @@ def markdown(res):
         levels = [str(x) for x in po.get("levels", [])]
         main = str(po.get("main"))
         out.append("\n## overhead: non-streamed, zero think time\n")
-        out.append("wrk, %s s × %s round(s) per cell, subjects interleaved; "
-                   "median of the rounds. Requests per second (2xx), "
-                   "latency in ms.\n" % (po.get("secs"), po.get("rounds")))
+        out.append("wrk, %s s × %s round(s) per cell (c=%s: %s s × %s), "
+                   "subjects interleaved; median of the rounds. Requests "
+                   "per second (2xx), latency in ms.\n"
+                   % (po.get("secs"), po.get("rounds"), main,
+                      po.get("main_secs", po.get("secs")),
+                      po.get("main_rounds", po.get("rounds"))))
         cols = []
         for lv in levels:
             cols.append(("rps c=%s" % lv, lambda e, lv=lv: f(
@@ -119,12 +122,13 @@ def markdown(res):
         cols.append(("errors", lambda e: f(e["errors"], 0)))
         out.append(table(["subject"] + [h for h, _ in cols],
                          rows_for(sc["overhead"], cols)))
-        ref = (sc["overhead"].get("mod_proxy") or {}).get("rps")
-        if ref:
-            out.append("\nRelative to bare mod_proxy at c=%s: %s.\n" % (
-                main, ", ".join("%s %.2f×" % (s, e["rps"] / ref)
-                                for s, e in sc["overhead"].items()
-                                if e and e.get("rps"))))
+        rel = [(s, e.get("vs_mod_proxy")) for s, e in sc["overhead"].items()
+               if e and e.get("vs_mod_proxy")]
+        if rel:
+            out.append("\nRelative to bare mod_proxy at c=%s (the median of "
+                       "the rounds' ratios, each of two runs close in "
+                       "time): %s.\n" % (main, ", ".join(
+                           "%s %.2f×" % (s, v) for s, v in rel)))
 
     if sc.get("stream"):
         ps = p.get("stream", {})
