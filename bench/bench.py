@@ -379,7 +379,9 @@ def scenario_overhead(run, subj):
     run.params["overhead"] = dict(k, backend="test/mockllm, zero think time,"
                                   " 16 tokens, non-streamed", tool="wrk",
                                   body="unique per request (gateway_hit: "
-                                       "one repeated request)")
+                                       "one repeated request)",
+                                  c1_cpus="every process of the run on one "
+                                          "CPU")
     names = [s for s in SUBJECTS + ["gateway_nocache"] if s in subj]
     say("overhead: subjects %s" % ", ".join(names))
 
@@ -395,7 +397,20 @@ def scenario_overhead(run, subj):
     # The main level, whose ratios are the targets, gets more and shorter
     # rounds: the machine's speed drifts over seconds, and a ratio is taken
     # within each round (see paired()).
+    # c=1 measures a path's latency: with its processes on two CPUs, the
+    # hypervisor's wake-up of an idle vCPU (tens to hundreds of µs, at
+    # random) outweighs any proxy, so those runs put every process of the
+    # run, wrk included, on one CPU.
+    all_cpus = os.sched_getaffinity(0)
     runs = {}                                   # (name, c) -> [result]
+
+    def one_cell(rnd, c, name, main):
+        res = go(name, c, k["main_secs"] if main else k["secs"])
+        runs.setdefault((name, c), []).append(res)
+        say("overhead r%d c=%d %-12s %9.0f rps  p50 %.3f ms  p99 %.3f ms  "
+            "err %d" % (rnd + 1, c, name, res["rps"], res["p50_ms"],
+                        res["p99_ms"], res["errors"]))
+
     for rnd in range(max(k["rounds"], k["main_rounds"])):
         for li, c in enumerate(k["levels"]):
             main = c == k["main"]
@@ -403,14 +418,14 @@ def scenario_overhead(run, subj):
                 continue
             shift = (rnd + li) % len(names)
             order = names[shift:] + names[:shift]
-            for name in order:
-                res = go(name, c, k["main_secs"] if main else k["secs"])
-                runs.setdefault((name, c), []).append(res)
-                say("overhead r%d c=%d %-12s %9.0f rps  p50 %.3f ms  "
-                    "p99 %.3f ms  err %d" % (rnd + 1, c, name,
-                                             res["rps"], res["p50_ms"],
-                                             res["p99_ms"],
-                                             res["errors"]))
+            if c == 1:
+                lg.pin_tree({min(all_cpus)})
+            try:
+                for name in order:
+                    one_cell(rnd, c, name, main)
+            finally:
+                if c == 1:
+                    lg.pin_tree(all_cpus)
     out = {}
     for name in SUBJECTS + ["gateway_nocache"]:
         if name not in names:

@@ -52,6 +52,34 @@ def rnd(x, nd=3):
 
 # ---- wrk ------------------------------------------------------------------
 
+def pin_tree(cpus):
+    """Sets the CPU affinity of this process and of every thread of its
+    descendants (httpd's children and their threads, nginx's workers,
+    node, the backends; the wrk started after it inherits it)."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    todo = [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                os.sched_setaffinity(int(t), cpus)
+            except OSError:
+                pass            # gone meanwhile
+        todo.extend(kids.get(pid, []))
+
+
 def wrk(port, conns, secs, model="mock-small", fixed=False, headers=None,
         threads=None, path="/v1/chat/completions", log=None):
     """One wrk run against 127.0.0.1:port. Returns a dict of numbers."""
