@@ -281,19 +281,24 @@ const char *llmgw_json_gets(const llmgw_json_t *j, ...)
                ? json_object_get_string(o) : NULL;
 }
 
+/* The number at the path, or NULL. */
+static json_object *number(const llmgw_json_t *j, va_list ap)
+{
+    json_object *o = walk(j->o, ap);
+
+    return json_object_is_type(o, json_type_int)
+           || json_object_is_type(o, json_type_double) ? o : NULL;
+}
+
 apr_int64_t llmgw_json_getl(const llmgw_json_t *j, apr_int64_t dflt, ...)
 {
     va_list ap;
     json_object *o;
 
     va_start(ap, dflt);
-    o = walk(j->o, ap);
+    o = number(j, ap);
     va_end(ap);
-    if (json_object_is_type(o, json_type_int)
-        || json_object_is_type(o, json_type_double)) {
-        return json_object_get_int64(o);
-    }
-    return dflt;
+    return o ? json_object_get_int64(o) : dflt;
 }
 
 double llmgw_json_getd(const llmgw_json_t *j, double dflt, ...)
@@ -302,13 +307,9 @@ double llmgw_json_getd(const llmgw_json_t *j, double dflt, ...)
     json_object *o;
 
     va_start(ap, dflt);
-    o = walk(j->o, ap);
+    o = number(j, ap);
     va_end(ap);
-    if (json_object_is_type(o, json_type_int)
-        || json_object_is_type(o, json_type_double)) {
-        return json_object_get_double(o);
-    }
-    return dflt;
+    return o ? json_object_get_double(o) : dflt;
 }
 
 int llmgw_json_getb(const llmgw_json_t *j, int dflt, ...)

@@ -1865,29 +1865,137 @@ valid_name(const char *s)
     return 1;
 }
 
-static int
-known_option(const char *name)
-{
-    static const char *const opts[] = {
-        "--port", "--host", "--name", "--models", "--tps", "--ttft-ms",
-        "--tokens", "--embed-dim", "--fault", "--flavor", "--load-ms",
-        "--max-loaded", "--preload", "--slots"
-    };
-    size_t i;
+/* ---- options: one table row each ------------------------------------- */
 
-    for (i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
-        if (strcmp(name, opts[i]) == 0) {
-            return 1;
-        }
+typedef struct mock_option mock_option_t;
+struct mock_option {
+    const char *name;
+    /* 0, or -1 for a bad value; numbers use min, max and field. */
+    int (*set)(const mock_option_t *o, const char *val);
+    long min, max;
+    long *field;
+};
+
+static int
+set_long(const mock_option_t *o, const char *val)
+{
+    return parse_long(val, o->min, o->max, o->field);
+}
+
+static int port_given;          /* --port 0 (any free port) counts */
+
+static int
+set_port(const mock_option_t *o, const char *val)
+{
+    long v;
+
+    if (parse_long(val, o->min, o->max, &v) != 0) {
+        return -1;
+    }
+    mock_cfg.port = (unsigned int)v;
+    port_given = 1;
+    return 0;
+}
+
+static int
+set_host(const mock_option_t *o, const char *val)
+{
+    (void)o;
+    mock_cfg.host = strcmp(val, "localhost") == 0 ? "127.0.0.1" : val;
+    return 0;
+}
+
+static int
+set_name(const mock_option_t *o, const char *val)
+{
+    (void)o;
+    if (!valid_name(val)) {
+        return -1;
+    }
+    mock_cfg.name = val;
+    return 0;
+}
+
+static int
+set_models(const mock_option_t *o, const char *val)
+{
+    (void)o;
+    return mock_cfg.models != NULL
+           ? -1 : parse_list(val, &mock_cfg.models, &mock_cfg.nmodels);
+}
+
+static int
+set_preload(const mock_option_t *o, const char *val)
+{
+    (void)o;
+    return mock_cfg.preload != NULL
+           ? -1 : parse_list(val, &mock_cfg.preload, &mock_cfg.npreload);
+}
+
+static int
+set_flavor(const mock_option_t *o, const char *val)
+{
+    (void)o;
+    if (strcmp(val, "openai") == 0) {
+        mock_cfg.flavor = MOCK_FLAVOR_OPENAI;
+    }
+    else if (strcmp(val, "llamacpp") == 0) {
+        mock_cfg.flavor = MOCK_FLAVOR_LLAMACPP;
+    }
+    else {
+        return -1;
     }
     return 0;
 }
 
 static int
+set_tps(const mock_option_t *o, const char *val)
+{
+    (void)o;
+    return parse_tps(val, &mock_cfg.tps);
+}
+
+static int
+set_fault(const mock_option_t *o, const char *val)
+{
+    (void)o;
+    return parse_fault(val, &mock_cfg.fault);
+}
+
+static const mock_option_t options[] = {
+    { "--port", set_port, 0, 65535, NULL },
+    { "--host", set_host, 0, 0, NULL },
+    { "--name", set_name, 0, 0, NULL },
+    { "--models", set_models, 0, 0, NULL },
+    { "--preload", set_preload, 0, 0, NULL },
+    { "--flavor", set_flavor, 0, 0, NULL },
+    { "--tps", set_tps, 0, 0, NULL },
+    { "--fault", set_fault, 0, 0, NULL },
+    { "--ttft-ms", set_long, 0, MOCK_MAX_TTFT_MS, &mock_cfg.ttft_ms },
+    { "--tokens", set_long, 0, MOCK_MAX_TOKENS, &mock_cfg.tokens },
+    { "--embed-dim", set_long, 1, MOCK_MAX_EMBED_DIM, &mock_cfg.embed_dim },
+    { "--load-ms", set_long, 0, MOCK_MAX_TTFT_MS, &mock_cfg.load_ms },
+    { "--max-loaded", set_long, 0, MOCK_MAX_LOADED, &mock_cfg.max_loaded },
+    { "--slots", set_long, 1, MOCK_MAX_SLOTS, &mock_cfg.slots },
+};
+
+static const mock_option_t *
+find_option(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+        if (strcmp(name, options[i].name) == 0) {
+            return &options[i];
+        }
+    }
+    return NULL;
+}
+
+static int
 parse_args(int argc, char **argv)
 {
-    int i, have_port = 0;
-    long v;
+    int i;
 
     mock_cfg.host = "127.0.0.1";
     mock_cfg.name = "mock";
@@ -1897,6 +2005,7 @@ parse_args(int argc, char **argv)
     for (i = 1; i < argc; i++) {
         const char *opt = argv[i], *val = NULL;
         const char *eq = strchr(opt, '=');
+        const mock_option_t *o;
         char name[32];
         size_t nl = eq ? (size_t)(eq - opt) : strlen(opt);
 
@@ -1918,7 +2027,7 @@ parse_args(int argc, char **argv)
             mock_cfg.quiet = 1;
             continue;
         }
-        if (!known_option(name)) {
+        if ((o = find_option(name)) == NULL) {
             fprintf(stderr, "mockllm: unknown option '%s'\n", name);
             return -1;
         }
@@ -1932,102 +2041,13 @@ parse_args(int argc, char **argv)
             fprintf(stderr, "mockllm: %s needs a value\n", name);
             return -1;
         }
-
-        if (strcmp(name, "--port") == 0) {
-            if (parse_long(val, 0, 65535, &v) != 0) {
-                goto bad;
-            }
-            mock_cfg.port = (unsigned int)v;
-            have_port = 1;
+        if (o->set(o, val) != 0) {
+            fprintf(stderr, "mockllm: invalid value for %s: '%s'\n", name,
+                    val);
+            return -1;
         }
-        else if (strcmp(name, "--host") == 0) {
-            mock_cfg.host = strcmp(val, "localhost") == 0 ? "127.0.0.1"
-                                                          : val;
-        }
-        else if (strcmp(name, "--name") == 0) {
-            if (!valid_name(val)) {
-                goto bad;
-            }
-            mock_cfg.name = val;
-        }
-        else if (strcmp(name, "--models") == 0) {
-            if (mock_cfg.models != NULL
-                || parse_list(val, &mock_cfg.models, &mock_cfg.nmodels)
-                   != 0) {
-                goto bad;
-            }
-        }
-        else if (strcmp(name, "--preload") == 0) {
-            if (mock_cfg.preload != NULL
-                || parse_list(val, &mock_cfg.preload, &mock_cfg.npreload)
-                   != 0) {
-                goto bad;
-            }
-        }
-        else if (strcmp(name, "--flavor") == 0) {
-            if (strcmp(val, "openai") == 0) {
-                mock_cfg.flavor = MOCK_FLAVOR_OPENAI;
-            }
-            else if (strcmp(val, "llamacpp") == 0) {
-                mock_cfg.flavor = MOCK_FLAVOR_LLAMACPP;
-            }
-            else {
-                goto bad;
-            }
-        }
-        else if (strcmp(name, "--load-ms") == 0) {
-            if (parse_long(val, 0, MOCK_MAX_TTFT_MS, &mock_cfg.load_ms)
-                != 0) {
-                goto bad;
-            }
-        }
-        else if (strcmp(name, "--max-loaded") == 0) {
-            if (parse_long(val, 0, MOCK_MAX_LOADED, &mock_cfg.max_loaded)
-                != 0) {
-                goto bad;
-            }
-        }
-        else if (strcmp(name, "--slots") == 0) {
-            if (parse_long(val, 1, MOCK_MAX_SLOTS, &mock_cfg.slots) != 0) {
-                goto bad;
-            }
-        }
-        else if (strcmp(name, "--tps") == 0) {
-            if (parse_tps(val, &mock_cfg.tps) != 0) {
-                goto bad;
-            }
-        }
-        else if (strcmp(name, "--ttft-ms") == 0) {
-            if (parse_long(val, 0, MOCK_MAX_TTFT_MS, &mock_cfg.ttft_ms)
-                != 0) {
-                goto bad;
-            }
-        }
-        else if (strcmp(name, "--tokens") == 0) {
-            if (parse_long(val, 0, MOCK_MAX_TOKENS, &mock_cfg.tokens) != 0) {
-                goto bad;
-            }
-        }
-        else if (strcmp(name, "--embed-dim") == 0) {
-            if (parse_long(val, 1, MOCK_MAX_EMBED_DIM, &mock_cfg.embed_dim)
-                != 0) {
-                goto bad;
-            }
-        }
-        else if (strcmp(name, "--fault") == 0) {
-            if (parse_fault(val, &mock_cfg.fault) != 0) {
-                goto bad;
-            }
-        }
-        else {
-            return -1;          /* unreachable: known_option() vetted it */
-        }
-        continue;
-bad:
-        fprintf(stderr, "mockllm: invalid value for %s: '%s'\n", name, val);
-        return -1;
     }
-    if (!have_port) {
+    if (!port_given) {
         fprintf(stderr, "mockllm: --port is required\n");
         return -1;
     }
