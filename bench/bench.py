@@ -366,11 +366,11 @@ def checked_subjects(run, subj, stream=True):
 
 # ---- scenario: overhead ---------------------------------------------------
 
-def paired(rs, refs):
-    """The median over rounds of rs[i].rps / refs[i].rps: each ratio is of
-    two runs minutes closer together than the medians of whole columns."""
-    ratios = [a["rps"] / b["rps"] for a, b in zip(rs, refs)
-              if a.get("rps") and b.get("rps")]
+def paired(a, b):
+    """The median over rounds of a[i] / b[i] (two subjects' rps in round
+    i): each ratio is of two runs seconds apart, which the machine's drift
+    moves less than it moves two columns' medians."""
+    ratios = [x / y for x, y in zip(a, b) if x and y]
     return lg.median(ratios) if ratios else None
 
 
@@ -400,11 +400,10 @@ def scenario_overhead(run, subj):
         list(ex.map(lambda n: go(n, k["main"], k["warm_s"], None), names))
     # The main level, whose ratios are the targets, gets more and shorter
     # rounds: the machine's speed drifts over seconds, and a ratio is taken
-    # within each round (see paired()).
-    # c=1 measures a path's latency: with its processes on two CPUs, the
-    # hypervisor's wake-up of an idle vCPU (tens to hundreds of µs, at
-    # random) outweighs any proxy, so those runs put every process of the
-    # run, wrk included, on one CPU.
+    # within each round (see paired()). c=1 measures a path's latency: with
+    # its processes on two CPUs, the hypervisor's wake-up of an idle vCPU
+    # (tens to hundreds of µs, at random) outweighs any proxy, so those runs
+    # put every process of the run, wrk included, on one CPU.
     all_cpus = os.sched_getaffinity(0)
     runs = {}                                   # (name, c) -> [result]
 
@@ -446,7 +445,8 @@ def scenario_overhead(run, subj):
                    "rounds_rps": [round(r["rps"], 1) for r in rs]}
             ref = runs.get(("mod_proxy", c))
             if ref:
-                agg["vs_mod_proxy"] = paired(rs, ref)
+                agg["vs_mod_proxy"] = paired([r["rps"] for r in rs],
+                                             [r["rps"] for r in ref])
             by_c[str(c)] = entry(agg, ("rounds_rps", "vs_mod_proxy"))
         e = dict(by_c[str(k["main"])])
         e["concurrency"] = k["main"]
@@ -1004,7 +1004,7 @@ def targets(run):
         ra, rb = ea.get("rounds_rps"), eb.get("rounds_rps")
         if not ra or not rb:
             return ratio(ea.get("rps"), eb.get("rps"))
-        return r3(paired([{"rps": x} for x in ra], [{"rps": y} for y in rb]))
+        return r3(paired(ra, rb))
 
     def diff(a, b):
         return round(a - b, 3) if a is not None and b is not None else None
