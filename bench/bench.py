@@ -469,6 +469,11 @@ def scenario_stream(run, subj):
                                 tool="bench/loadgen.py stream client",
                                 expected_gap_ms=expected_gap)
     names = [s for s in SUBJECTS + ["gateway_nocache"] if s in subj]
+    # The connections start spread over one stream's length: started
+    # together, streams of one length stay in step, and every wave of
+    # first requests would queue at once.
+    stagger = k["ttft_ms"] / 1000.0 + k["tokens"] / float(k["tps"])
+    run.params["stream"]["stagger_s"] = stagger
     raw = {}
     for rnd in range(k["rounds"]):
         shift = rnd % len(names)
@@ -476,7 +481,7 @@ def scenario_stream(run, subj):
             ep = subj[name]["stream"]
             r = lg.stream_run(ep.port, k["conns"], k["secs"],
                               model="mock-paced", headers=ep.headers,
-                              raw=True, fixed=ep.fixed)
+                              raw=True, fixed=ep.fixed, stagger_s=stagger)
             acc = raw.setdefault(name, {"ttft": [], "total": [],
                                         "gaps": [], "errors": 0,
                                         "streams": 0, "elapsed": 0.0,

@@ -315,10 +315,12 @@ async def _stream_once(conn, path, headers, body):
 
 def stream_run(port, conns, secs, model="mock-small", headers=None,
                path="/v1/chat/completions", max_requests=None, raw=False,
-               fixed=False, max_tokens=None):
+               fixed=False, max_tokens=None, stagger_s=0.0):
     """Closed loop of streamed chat completions for secs seconds with
     conns connections. Returns rps (streams/s), latency of whole streams,
-    time to first token, and the gaps between tokens."""
+    time to first token, and the gaps between tokens. stagger_s spreads
+    the connections' first requests over that long: streams of one length
+    started together stay in step, and each wave would queue at once."""
     hdrs = dict(JSON_HEADERS, **(headers or {}))
     res = {"ttft": [], "total": [], "gaps": [], "errors": 0, "ok": 0,
            "incomplete": 0, "cache": {}}
@@ -327,6 +329,7 @@ def stream_run(port, conns, secs, model="mock-small", headers=None,
     async def worker(i, deadline, budget):
         conn = Conn(port, timeout=secs + 30)
         n = 0
+        await asyncio.sleep(stagger_s * i / conns)
         while time.monotonic() < deadline and budget[0] > 0:
             budget[0] -= 1
             n += 1

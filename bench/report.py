@@ -133,13 +133,14 @@ def markdown(res):
     if sc.get("stream"):
         ps = p.get("stream", {})
         out.append("\n## stream: paced tokens\n")
-        out.append("%s; %s concurrent streams for %s s × %s round(s). Time "
-                   "to first token and the gaps between tokens as the "
-                   "client saw them (expected gap %.0f ms); bursts: share "
-                   "of gaps under a quarter of that, the mark of "
-                   "buffering.\n" % (ps.get("backend"), ps.get("conns"),
-                                     ps.get("secs"), ps.get("rounds"),
-                                     ps.get("expected_gap_ms", 0)))
+        out.append("%s; %s concurrent streams (their starts spread over "
+                   "%.2f s) for %s s × %s round(s). Time to first token and "
+                   "the gaps between tokens as the client saw them "
+                   "(expected gap %.0f ms); bursts: share of gaps under a "
+                   "quarter of that, the mark of buffering.\n"
+                   % (ps.get("backend"), ps.get("conns"),
+                      ps.get("stagger_s", 0), ps.get("secs"),
+                      ps.get("rounds"), ps.get("expected_gap_ms", 0)))
         cols = [("streams/s", lambda e: f(e["rps"], 1)),
                 ("ttft p50", lambda e: f(e["ttft_ms"], 2)),
                 ("ttft p99", lambda e: f(e.get("ttft_p99_ms"), 2)),
