@@ -328,24 +328,18 @@ void llmgw_record_set_response(llmgw_record_t *rec, const char *body,
 {
     const char *member = rec->ep == LLMGW_EP_EMBEDDINGS ? "\"data\""
                                                          : "\"choices\"";
-    apr_size_t a = 0, b = len;
 
     if (rec->failed || !take(rec, len)) {
         return;
     }
-    while (a < b && LLMGW_JSON_IS_WS(body[a])) {
-        a++;
-    }
-    while (b > a && LLMGW_JSON_IS_WS(body[b - 1])) {
-        b--;
-    }
-    if (b - a < 2 || body[a] != '{' || body[b - 1] != '}'
-        || !memmem(body + a, b - a, member, strlen(member))) {
+    body = llmgw_json_trim(body, &len);
+    if (len < 2 || body[0] != '{' || body[len - 1] != '}'
+        || !memmem(body, len, member, strlen(member))) {
         rec->failed = 1;
         return;
     }
-    rec->resp_text = body + a;
-    rec->resp_len = b - a;
+    rec->resp_text = body;
+    rec->resp_len = len;
 }
 
 static const char *endpoint_name(llmgw_endpoint_t ep)

@@ -312,14 +312,6 @@ static const char *skip_value(const char *s, const char *end)
     return NULL;
 }
 
-static const char *skip_ws(const char *s, const char *end)
-{
-    while (s < end && LLMGW_JSON_IS_WS(*s)) {
-        s++;
-    }
-    return s;
-}
-
 /* The token counts of the usage object at s (its '{'): read in place, as
  * this runs on every answer; 0 if the object is not whole. */
 static int scan_usage(const char *s, const char *end, llmgw_usage_t *u)
@@ -334,7 +326,7 @@ static int scan_usage(const char *s, const char *end, llmgw_usage_t *u)
         apr_size_t klen;
         int i, which = -1;
 
-        s = skip_ws(s, end);
+        s = llmgw_json_skip_ws(s, end);
         if (s < end && *s == '}') {
             break;
         }
@@ -346,11 +338,11 @@ static int scan_usage(const char *s, const char *end, llmgw_usage_t *u)
             return 0;
         }
         klen = (apr_size_t)(s - 1 - k);
-        s = skip_ws(s, end);
+        s = llmgw_json_skip_ws(s, end);
         if (s >= end || *s++ != ':') {
             return 0;
         }
-        s = skip_ws(s, end);
+        s = llmgw_json_skip_ws(s, end);
         for (i = 0; i < 3; i++) {
             if (strlen(names[i]) == klen && memcmp(names[i], k, klen) == 0) {
                 which = i;
@@ -365,7 +357,7 @@ static int scan_usage(const char *s, const char *end, llmgw_usage_t *u)
         if (!(s = skip_value(s, end))) {
             return 0;
         }
-        s = skip_ws(s, end);
+        s = llmgw_json_skip_ws(s, end);
         if (s < end && *s == ',') {
             s++;
         }
@@ -389,13 +381,13 @@ int llmgw_usage_find(const char *text, apr_size_t len, llmgw_usage_t *usage)
     /* The usage object comes last in OpenAI bodies, and may be preceded by
      * "usage":null in earlier stream chunks; take the last real one. */
     while ((s = find_last(text, n, key, sizeof(key) - 1)) != NULL) {
-        const char *v = skip_ws(s + sizeof(key) - 1, end);
+        const char *v = llmgw_json_skip_ws(s + sizeof(key) - 1, end);
 
         n = (apr_size_t)(s - text);
         if (v >= end || *v++ != ':') {
             continue;
         }
-        v = skip_ws(v, end);
+        v = llmgw_json_skip_ws(v, end);
         if (v < end && *v == '{' && scan_usage(v, end, usage)) {
             return 1;
         }

@@ -32,6 +32,30 @@ typedef enum {
 #define LLMGW_JSON_IS_WS(c) \
     ((c) == ' ' || (c) == '\t' || (c) == '\r' || (c) == '\n')
 
+/* s past white space, at most to end. */
+static APR_INLINE const char *llmgw_json_skip_ws(const char *s,
+                                                 const char *end)
+{
+    while (s < end && LLMGW_JSON_IS_WS(*s)) {
+        s++;
+    }
+    return s;
+}
+
+/* s[0..*len) without white space at either end: the new start, *len
+ * shortened. */
+static APR_INLINE const char *llmgw_json_trim(const char *s, apr_size_t *len)
+{
+    const char *end = s + *len;
+
+    s = llmgw_json_skip_ws(s, end);
+    while (end > s && LLMGW_JSON_IS_WS(end[-1])) {
+        end--;
+    }
+    *len = (apr_size_t)(end - s);
+    return s;
+}
+
 /* Deep enough for real tool schemas, shallow enough to stop abuse. */
 #define LLMGW_JSON_MAX_DEPTH 64
 

@@ -169,18 +169,6 @@ static int split_lines(llmgw_buf_t *pending, const char *in,
     return 1;
 }
 
-static const char *trim(const char *s, apr_size_t *len)
-{
-    while (*len && LLMGW_JSON_IS_WS(*s)) {
-        s++;
-        (*len)--;
-    }
-    while (*len && LLMGW_JSON_IS_WS(s[*len - 1])) {
-        (*len)--;
-    }
-    return s;
-}
-
 static int is_num(llmgw_json_type_t t)
 {
     return t == LLMGW_JSON_INT || t == LLMGW_JSON_DOUBLE;
@@ -222,7 +210,7 @@ static llmgw_json_t *args_object(apr_pool_t *p, const char *s,
     const char *msg;
     llmgw_json_t *o;
 
-    s = trim(s, &len);
+    s = llmgw_json_trim(s, &len);
     if (!len) {
         return llmgw_json_create_object(p);
     }
@@ -1196,7 +1184,7 @@ static void sse_line(void *baton, const char *line, apr_size_t len)
     const char *msg;
     llmgw_json_t *j;
 
-    line = trim(line, &len);
+    line = llmgw_json_trim(line, &len);
     if (s->done || s->failed || !len) {
         return;
     }
@@ -2178,7 +2166,7 @@ static void nd_event(llmgw_ollama_ndjson_t *s, const char *d,
     const char *msg;
     llmgw_json_t *j;
 
-    d = trim(d, &len);
+    d = llmgw_json_trim(d, &len);
     if (!len) {
         return;
     }

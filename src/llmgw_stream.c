@@ -125,17 +125,11 @@ static int has_text(const char *d, apr_size_t len, const char *key)
     const char *end = d + len, *v = d;
 
     while ((v = mem_find(v, (apr_size_t)(end - v), key)) != NULL) {
-        v += strlen(key);
-        while (v < end && LLMGW_JSON_IS_WS(*v)) {
-            v++;
-        }
+        v = llmgw_json_skip_ws(v + strlen(key), end);
         if (v >= end || *v != ':') {
             continue;
         }
-        v++;
-        while (v < end && LLMGW_JSON_IS_WS(*v)) {
-            v++;
-        }
+        v = llmgw_json_skip_ws(v + 1, end);
         if (v + 1 < end && v[0] == '"' && v[1] != '"') {
             return 1;
         }
@@ -156,8 +150,8 @@ static int has_output(const char *d, apr_size_t len)
  * backend add to every chunk); returns how many bytes went. */
 static apr_size_t drop_null_usage(char *d, apr_size_t len)
 {
-    char *end = d + len, *from, *v;
-    const char *hit = mem_find(d, len, "\"usage\"");
+    char *end = d + len, *from;
+    const char *v, *hit = mem_find(d, len, "\"usage\"");
 
     if (!hit) {
         return 0;
@@ -171,15 +165,11 @@ static apr_size_t drop_null_usage(char *d, apr_size_t len)
         return 0;
     }
     from--;
-    while (v < end && LLMGW_JSON_IS_WS(*v)) {
-        v++;
-    }
+    v = llmgw_json_skip_ws(v, end);
     if (v >= end || *v++ != ':') {
         return 0;
     }
-    while (v < end && LLMGW_JSON_IS_WS(*v)) {
-        v++;
-    }
+    v = llmgw_json_skip_ws(v, end);
     if (end - v < 4 || memcmp(v, "null", 4) != 0) {
         return 0;
     }
