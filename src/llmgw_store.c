@@ -279,11 +279,17 @@ static apr_status_t sh_set(struct llmgw_shard *sh, const char *key,
 
 /* Look-ups take no lock (see llmgw_shmtab_peek): a hot answer is read
  * by every thread of every child at once. */
+static apr_status_t sh_peek(struct llmgw_shard *sh, apr_pool_t *p,
+                            const char *key, char **val, apr_size_t *len)
+{
+    return llmgw_shmtab_peek(sh->tab, key, strlen(key), apr_time_now(), p,
+                             val, len);
+}
+
 static apr_status_t shm_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
                             char **val, apr_size_t *len)
 {
-    return llmgw_shmtab_peek(shard_of(st, key)->tab, key, strlen(key),
-                             apr_time_now(), p, val, len);
+    return sh_peek(shard_of(st, key), p, key, val, len);
 }
 
 static apr_status_t shm_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
@@ -305,15 +311,15 @@ static apr_status_t shm_claim(llmgw_store_t *st, apr_pool_t *p,
                               const char *key, const char *lease,
                               apr_uint32_t ttl, char **val, apr_size_t *len)
 {
-    struct llmgw_shard *sh;
+    struct llmgw_shard *sh = shard_of(st, key);
     apr_status_t rv;
 
     /* A hit, the common case of a busy cache, and a follower need no
      * lock. */
-    if (shm_get(st, p, key, val, len) == APR_SUCCESS) {
+    if (sh_peek(sh, p, key, val, len) == APR_SUCCESS) {
         return claimed(val, len);
     }
-    if (!(sh = lock_shard(st, key, &rv))) {
+    if ((rv = lock_mutex(sh)) != APR_SUCCESS) {
         return rv;
     }
     rv = sh_get(sh, p, key, val, len);
