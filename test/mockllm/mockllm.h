@@ -24,6 +24,7 @@
 #define MOCK_HANG_SECONDS   600
 #define MOCK_MAX_LOADED     1024L
 #define MOCK_MAX_SLOTS      256L
+#define MOCK_MAX_THREADS    256L
 /* Without --max-loaded the set of loaded models is still bounded, so a
  * client inventing model names cannot grow it forever. */
 #define MOCK_LOADED_CAP     256
@@ -96,6 +97,7 @@ typedef struct {
     char **preload;
     size_t npreload;
     long slots;
+    long threads;               /* 0: one per connection; else a pool */
 } mock_config_t;
 
 /* The knobs of one generation request once X-Mock-* headers are applied. */
