@@ -187,11 +187,14 @@ class Stack:
 
     # ---- backends -------------------------------------------------------
 
-    def mock(self, name, tps=0, ttft_ms=0, tokens=16, port=None):
+    def mock(self, name, tps=0, ttft_ms=0, tokens=16, port=None,
+             threads=0):
         port = port or free_port()
         argv = [globals()["MOCKLLM"], "--port", str(port), "--name", name,
                 "--quiet",
                 "--tokens", str(tokens)]
+        if threads:
+            argv += ["--threads", str(threads)]
         if tps:
             argv += ["--tps", str(tps)]
         if ttft_ms:
@@ -223,6 +226,12 @@ class Stack:
                   'ErrorLog "%s/error.log"' % d,
                   "LogLevel warn",
                   load, user.rstrip("\n"),
+                  # mod_status (loaded, as by the demo) turns
+                  # ExtendedStatus on: a times() call per request, for
+                  # which the kernel sums the CPU time of every thread of
+                  # the child (~5 us per request with 64 threads). Off, as
+                  # a tuned proxy has it; the same for every subject.
+                  "ExtendedStatus Off",
                   "KeepAlive On",
                   "MaxKeepAliveRequests 0",
                   "KeepAliveTimeout 30"]
