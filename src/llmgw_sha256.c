@@ -1,8 +1,15 @@
-/* llmgw_sha256: a plain, portable SHA-256 written from FIPS 180-4, once
- * per cacheable request (its canonical text, a few hundred bytes). */
+/* llmgw_sha256: SHA-256 written from FIPS 180-4, once per cacheable
+ * request (its canonical text, a few hundred bytes): portable C, and the
+ * x86-64 SHA extensions where the CPU has them (~5 x faster a block). */
 #include <string.h>
 
 #include "llmgw_sha256.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LLMGW_SHA_NI 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
 
 static const apr_uint32_t K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
@@ -20,7 +27,7 @@ static const apr_uint32_t K[64] = {
 
 #define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
-static void compress(llmgw_sha256_t *st, const unsigned char *blk)
+static void compress_c(apr_uint32_t *hs, const unsigned char *blk)
 {
     apr_uint32_t w[64], a, b, c, d, e, f, g, h, t1, t2;
     int i;
@@ -41,8 +48,8 @@ static void compress(llmgw_sha256_t *st, const unsigned char *blk)
     }
     /* The eight working variables in locals, not an array shifted each
      * round: the compiler keeps them in registers. */
-    a = st->h[0], b = st->h[1], c = st->h[2], d = st->h[3];
-    e = st->h[4], f = st->h[5], g = st->h[6], h = st->h[7];
+    a = hs[0], b = hs[1], c = hs[2], d = hs[3];
+    e = hs[4], f = hs[5], g = hs[6], h = hs[7];
     for (i = 0; i < 64; i++) {
         t1 = h + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25))
              + ((e & f) ^ (~e & g)) + K[i] + w[i];
@@ -57,14 +64,102 @@ static void compress(llmgw_sha256_t *st, const unsigned char *blk)
         b = a;
         a = t1 + t2;
     }
-    st->h[0] += a;
-    st->h[1] += b;
-    st->h[2] += c;
-    st->h[3] += d;
-    st->h[4] += e;
-    st->h[5] += f;
-    st->h[6] += g;
-    st->h[7] += h;
+    hs[0] += a;
+    hs[1] += b;
+    hs[2] += c;
+    hs[3] += d;
+    hs[4] += e;
+    hs[5] += f;
+    hs[6] += g;
+    hs[7] += h;
+}
+
+#ifdef LLMGW_SHA_NI
+/* The same with SHA-NI: the state as two registers, ABEF and CDGH (lane 3
+ * first), two rounds per sha256rnds2, the schedule four words at a time
+ * (msg1: W[t-16] + s0(W[t-15]); + W[t-7]; msg2: + s1(W[t-2])). */
+__attribute__((target("sha,sse4.1")))
+static void compress_ni(apr_uint32_t *hs, const unsigned char *blk)
+{
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL,
+                                         0x0405060700010203LL);
+    __m128i abef, cdgh, abef0, cdgh0, t, m, w[4];
+    int i;
+
+    t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)hs), 0xB1);
+    cdgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(hs + 4)),
+                             0x1B);
+    abef = _mm_alignr_epi8(t, cdgh, 8);
+    cdgh = _mm_blend_epi16(cdgh, t, 0xF0);
+    abef0 = abef;
+    cdgh0 = cdgh;
+    for (i = 0; i < 16; i++) {
+        /* w[i & 3]: words 4i..4i+3, replacing 4(i-4)..4(i-4)+3. */
+        if (i < 4) {
+            w[i] = _mm_shuffle_epi8(
+                _mm_loadu_si128((const __m128i *)(blk + 16 * i)), bswap);
+        }
+        else {
+            t = _mm_sha256msg1_epu32(w[i & 3], w[(i + 1) & 3]);
+            t = _mm_add_epi32(t, _mm_alignr_epi8(w[(i + 3) & 3],
+                                                 w[(i + 2) & 3], 4));
+            w[i & 3] = _mm_sha256msg2_epu32(t, w[(i + 3) & 3]);
+        }
+        m = _mm_add_epi32(w[i & 3],
+                          _mm_loadu_si128((const __m128i *)(K + 4 * i)));
+        cdgh = _mm_sha256rnds2_epu32(cdgh, abef, m);
+        abef = _mm_sha256rnds2_epu32(abef, cdgh,
+                                     _mm_shuffle_epi32(m, 0x0E));
+    }
+    abef = _mm_add_epi32(abef, abef0);
+    cdgh = _mm_add_epi32(cdgh, cdgh0);
+    t = _mm_shuffle_epi32(abef, 0x1B);
+    cdgh = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)hs, _mm_blend_epi16(t, cdgh, 0xF0));
+    _mm_storeu_si128((__m128i *)(hs + 4), _mm_alignr_epi8(cdgh, t, 8));
+}
+
+/* -1 not yet asked, 0 portable C, 1 SHA-NI. Every thread computes the same
+ * answer, so a race on it is harmless. */
+static int ni = -1;
+
+static int cpu_has_sha_ni(void)
+{
+    unsigned int a, b, c, d;
+
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_1)
+           && (c & bit_SSSE3) && __get_cpuid_count(7, 0, &a, &b, &c, &d)
+           && (b & bit_SHA);
+}
+#endif
+
+int llmgw_sha256_use_cpu(int on)
+{
+#ifdef LLMGW_SHA_NI
+    int mode = on && cpu_has_sha_ni();
+
+    __atomic_store_n(&ni, mode, __ATOMIC_RELAXED);
+    return mode;
+#else
+    (void)on;
+    return 0;
+#endif
+}
+
+static void compress(llmgw_sha256_t *st, const unsigned char *blk)
+{
+#ifdef LLMGW_SHA_NI
+    int mode = __atomic_load_n(&ni, __ATOMIC_RELAXED);
+
+    if (mode < 0) {
+        mode = llmgw_sha256_use_cpu(1);
+    }
+    if (mode) {
+        compress_ni(st->h, blk);
+        return;
+    }
+#endif
+    compress_c(st->h, blk);
 }
 
 void llmgw_sha256_init(llmgw_sha256_t *c)

@@ -22,8 +22,12 @@ static const char *key(const char *body)
                            "balancer://be", "openai");
 }
 
-START_TEST(sha256_vectors)
+/* FIPS 180-4's examples and a million 'a's, both with the CPU's SHA
+ * extensions (where this machine has them) and in portable C. */
+static void check_vectors(void)
 {
+    char *million = apr_palloc(test_pool, 1000000);
+
     ck_assert_str_eq(llmgw_sha256_hex(test_pool, "abc", 3),
                      "ba7816bf8f01cfea414140de5dae2223"
                      "b00361a396177a9cb410ff61f20015ad");
@@ -35,6 +39,33 @@ START_TEST(sha256_vectors)
                      56),
                      "248d6a61d20638b8e5c026930c3e6039"
                      "a33ce45964ff2167f6ecedd419db06c1");
+    memset(million, 'a', 1000000);
+    ck_assert_str_eq(llmgw_sha256_hex(test_pool, million, 1000000),
+                     "cdc76e5c9914fb9281a1c7e284d73e67"
+                     "f1809a48a497200e046d39ccc7112cd0");
+}
+
+START_TEST(sha256_vectors)
+{
+    unsigned char data[300];
+    const char *cpu[sizeof(data) + 1];
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(data); i++) {
+        data[i] = (unsigned char)(i * 131 + 7);
+    }
+    llmgw_sha256_use_cpu(1);
+    check_vectors();
+    for (i = 0; i <= sizeof(data); i++) {
+        cpu[i] = llmgw_sha256_hex(test_pool, data, i);
+    }
+    llmgw_sha256_use_cpu(0);
+    check_vectors();
+    /* Every length across several blocks: both ways agree. */
+    for (i = 0; i <= sizeof(data); i++) {
+        ck_assert_str_eq(llmgw_sha256_hex(test_pool, data, i), cpu[i]);
+    }
+    llmgw_sha256_use_cpu(1);
 }
 END_TEST
 
