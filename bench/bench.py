@@ -110,6 +110,11 @@ MPM_PROXY = {"StartServers": NCHILD, "ServerLimit": NCHILD,
 MPM_MEMORY = {"StartServers": 16, "ServerLimit": 16, "ThreadsPerChild": 64,
               "MaxRequestWorkers": 1024, "MinSpareThreads": 64,
               "MaxSpareThreads": 1024, "ThreadLimit": 64}
+# The zero-think-time backend answers from epoll threads, one per core:
+# with a thread per connection, waking the connection's thread for each
+# request cost it ~65 us of CPU per request proxied (~40 us so), CPU that
+# the subjects on this machine did not get.
+FAST_THREADS = os.cpu_count() or 2
 
 
 class Run:
@@ -262,11 +267,7 @@ def build_proxy_stack(run, st, stream_knobs):
     one apache2 with bare mod_proxy,
     the gateway with its cache and the gateway without, nginx, Portkey.
     Returns {subject: {"overhead": Endpoint, "stream": Endpoint}}."""
-    # The zero-think-time backend answers from a pool of event-driven
-    # threads, one per core: with a thread per connection, waking the
-    # connection's thread for each request cost it ~70 us of CPU per
-    # request proxied, CPU that the subjects on this machine did not get.
-    fast = st.mock("mock-fast", tokens=16, threads=os.cpu_count() or 2)
+    fast = st.mock("mock-fast", tokens=16, threads=FAST_THREADS)
     paced = st.mock("mock-paced", tps=stream_knobs["tps"],
                     ttft_ms=stream_knobs["ttft_ms"],
                     tokens=stream_knobs["tokens"])
@@ -380,8 +381,9 @@ def paired(a, b):
 
 def scenario_overhead(run, subj):
     k = run.knobs["overhead"]
-    run.params["overhead"] = dict(k, backend="test/mockllm, zero think time,"
-                                  " 16 tokens, non-streamed", tool="wrk",
+    run.params["overhead"] = dict(k, backend="test/mockllm --threads %d, "
+                                  "zero think time, 16 tokens, non-streamed"
+                                  % FAST_THREADS, tool="wrk",
                                   body="unique per request (gateway_hit: "
                                        "one repeated request)",
                                   c1_cpus="every process of the run on one "
