@@ -140,51 +140,54 @@ START_TEST(renames_and_injects_usage)
 }
 END_TEST
 
-START_TEST(finds_usage)
+/* llmgw_usage_find on text from a fresh result: found, and the counts. */
+static void check_usage(const char *text, apr_size_t len, int found,
+                        apr_int64_t prompt, apr_int64_t completion,
+                        apr_int64_t total)
 {
-    const char *plain = "{\"choices\":[],\"usage\":{\"prompt_tokens\":5,"
-                        "\"completion_tokens\":7,\"total_tokens\":12},"
-                        "\"timings\":{}}";
-    const char *nulls = "{\"usage\":null}";
-    const char *nested = "{\"usage\": {\"prompt_tokens\":1,"
-                         "\"completion_tokens\":2}}";
     llmgw_usage_t u = { 0 };
 
-    ck_assert_int_eq(llmgw_usage_find(plain, strlen(plain), &u),
-                     1);
-    ck_assert_int_eq(u.prompt, 5);
-    ck_assert_int_eq(u.completion, 7);
-    ck_assert_int_eq(u.total, 12);
-    memset(&u, 0, sizeof(u));
-    ck_assert_int_eq(llmgw_usage_find(nulls, strlen(nulls), &u),
-                     0);
-    ck_assert_int_eq(llmgw_usage_find(nested, strlen(nested), &u),
-                     1);
-    ck_assert_int_eq(u.total, 3);
-    /* Details, strings with braces and quotes, floats: skipped over. */
-    {
-        const char *rich = "{\"usage\":{\"prompt_tokens_details\":"
-                           "{\"cached_tokens\":3,\"x\":[1,{\"a\":\"}\\\"\"}]},"
-                           " \"note\" : \"usage: {\" , \"completion_tokens\" :"
-                           " 40 ,\"prompt_tokens\":9,\"cost\":1.5e-3,"
-                           "\"ok\":true,\"none\":null}}";
-        const char *cut = "{\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4";
+    ck_assert_int_eq(llmgw_usage_find(text, len, &u), found);
+    ck_assert_int_eq(u.found, found);
+    if (found) {
+        ck_assert_int_eq(u.prompt, prompt);
+        ck_assert_int_eq(u.completion, completion);
+        ck_assert_int_eq(u.total, total);
+    }
+}
 
-        memset(&u, 0, sizeof(u));
-        ck_assert_int_eq(llmgw_usage_find(rich, strlen(rich), &u),
-                         1);
-        ck_assert_int_eq(u.prompt, 9);
-        ck_assert_int_eq(u.completion, 40);
-        ck_assert_int_eq(u.total, 49);
-        memset(&u, 0, sizeof(u));
-        ck_assert_int_eq(llmgw_usage_find(cut, strlen(cut), &u),
-                         0);
-        ck_assert_int_eq(u.found, 0);
+START_TEST(finds_usage)
+{
+    static const struct {
+        const char *text;
+        int found;
+        apr_int64_t prompt, completion, total;
+    } cases[] = {
+        { "{\"choices\":[],\"usage\":{\"prompt_tokens\":5,"
+          "\"completion_tokens\":7,\"total_tokens\":12},\"timings\":{}}",
+          1, 5, 7, 12 },
+        { "{\"usage\":null}", 0, 0, 0, 0 },
+        /* no total: the sum */
+        { "{\"usage\": {\"prompt_tokens\":1,\"completion_tokens\":2}}",
+          1, 1, 2, 3 },
+        /* Details, strings with braces and quotes, floats: skipped over. */
+        { "{\"usage\":{\"prompt_tokens_details\":"
+          "{\"cached_tokens\":3,\"x\":[1,{\"a\":\"}\\\"\"}]},"
+          " \"note\" : \"usage: {\" , \"completion_tokens\" :"
+          " 40 ,\"prompt_tokens\":9,\"cost\":1.5e-3,"
+          "\"ok\":true,\"none\":null}}", 1, 9, 40, 49 },
+        /* cut short */
+        { "{\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4",
+          0, 0, 0, 0 },
+    };
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        check_usage(cases[i].text, strlen(cases[i].text), cases[i].found,
+                    cases[i].prompt, cases[i].completion, cases[i].total);
     }
     /* A window that starts mid-object still finds the last usage. */
-    ck_assert_int_eq(llmgw_usage_find(plain + 9,
-                                      strlen(plain) - 9, &u), 1);
-    ck_assert_int_eq(u.total, 12);
+    check_usage(cases[0].text + 9, strlen(cases[0].text) - 9, 1, 5, 7, 12);
 }
 END_TEST
 
