@@ -166,7 +166,7 @@ int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
 
     memset(req, 0, sizeof(*req));
     req->ep = ep;
-    req->body = llmgw_json_parse(p, buf, len, &jerr, &msg);
+    req->body = llmgw_json_read(p, buf, len, &jerr, &msg);
     if (!req->body) {
         return invalid(err, NULL, "invalid_json",
                        apr_psprintf(p, "The request body is not valid "
@@ -181,8 +181,8 @@ int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
         return invalid(err, "model", "missing_required_parameter",
                        "You must provide a model parameter.");
     }
-    /* A copy: renaming the model upstream frees json-c's string. */
-    req->model = apr_pstrdup(p, llmgw_json_gets(req->body, "model", NULL));
+    /* In p: renaming the model upstream makes json-c's own tree. */
+    req->model = llmgw_json_gets(req->body, "model", NULL);
     if (!req->model) {
         return invalid(err, "model", "invalid_type",
                        "Invalid type for 'model': expected a string.");

@@ -1,5 +1,7 @@
 /* llmgw_json: json-c behind a pool-bound handle, so request code never
- * calls json_object_put and nothing leaks on an error path. */
+ * calls json_object_put and nothing leaks on an error path; and a
+ * read-only view parsed into the pool (llmgw_json_read) behind the same
+ * handle, for request bodies. */
 #ifndef LLMGW_JSON_H
 #define LLMGW_JSON_H
 
@@ -66,6 +68,16 @@ llmgw_json_t *llmgw_json_parse(apr_pool_t *p, const char *buf,
                                apr_size_t len, llmgw_json_err_t *err,
                                const char **msg);
 
+/* The same checks as llmgw_json_parse (strict JSON), but the tree is a
+ * read-only view built in p, without json-c: no allocation outside the
+ * pool, nothing to free. Getters, writing (the text as it came) and the
+ * canonical text work on it; the first change to a handle turns that
+ * handle into json-c's tree of its text (handles taken from it before do
+ * not see the change). For request bodies, read often, changed rarely. */
+llmgw_json_t *llmgw_json_read(apr_pool_t *p, const char *buf,
+                              apr_size_t len, llmgw_json_err_t *err,
+                              const char **msg);
+
 /* Parses the first JSON value at buf (used to pick one object out of a
  * larger text); *used gets the number of bytes consumed. */
 llmgw_json_t *llmgw_json_parse_prefix(apr_pool_t *p, const char *buf,
@@ -104,7 +116,8 @@ llmgw_json_t *llmgw_json_add_array(llmgw_json_t *j, const char *key);
 llmgw_json_t *llmgw_json_add_object(llmgw_json_t *j, const char *key);
 llmgw_json_t *llmgw_json_array_add_object(llmgw_json_t *j);
 
-/* Compact text of j, valid as long as j's tree; *len may be NULL. */
+/* Compact text of j, valid as long as j's tree (for a read view: its
+ * text as it came); *len may be NULL. */
 const char *llmgw_json_write(const llmgw_json_t *j, apr_size_t *len);
 
 /* Canonical text of j: object keys sorted bytewise, no whitespace, equal
