@@ -1,6 +1,6 @@
-/* llmgw_json: the one place that talks to json-c, and the one place that
- * parses JSON. Handles share the root's tree; a json-c root is released by
- * a cleanup on the pool it was made in, a read view lives in its pool. */
+/* llmgw_json: the one place that talks to json-c or builds a JSON tree.
+ * Handles share the root's tree; a json-c root is released by a cleanup
+ * on the pool it was made in, a read view lives in its pool. */
 #include <limits.h>
 #include <locale.h>
 #include <pthread.h>
