@@ -1655,7 +1655,7 @@ int llmgw_ollama_front_request(apr_pool_t *p, llmgw_ollama_ep_t oep,
     if (req->ep == LLMGW_EP_NONE) {
         return ofail(err, 404, "not found");
     }
-    in = llmgw_json_parse(p, buf, len, &jerr, &msg);
+    in = llmgw_json_read(p, buf, len, &jerr, &msg);
     if (!in) {
         return ofail(err, 400, apr_psprintf(p, "invalid JSON: %s", msg));
     }

@@ -436,7 +436,7 @@ static int parse_show(request_rec *r, llmgw_req_t *ctx, const char *body,
 {
     llmgw_json_err_t jerr;
     const char *msg;
-    llmgw_json_t *j = llmgw_json_parse(r->pool, body, len, &jerr, &msg);
+    llmgw_json_t *j = llmgw_json_read(r->pool, body, len, &jerr, &msg);
 
     ctx->model_id = j ? llmgw_json_gets(j, "model", NULL) : NULL;
     if (j && !ctx->model_id) {
