@@ -28,6 +28,18 @@ def test_malformed_json(gw):
     assert_openai_error(r, 400, "invalid_request_error", "invalid_json")
 
 
+def test_lenient_json_is_refused(gw):
+    """Strict JSON, as OpenAI takes it: no comments, single quotes, NaN or
+    trailing commas (json-c's lenient mode took them)."""
+    for body in (b"{'model':'mock-small','messages':[]}",
+                 b'{"model":"mock-small",/* c */"messages":[]}',
+                 b'{"model":"mock-small","messages":[],"temperature":NaN}',
+                 b'{"model":"mock-small","messages":[],}'):
+        r = gw.post(CHAT, body)
+        assert_openai_error(r, 400, "invalid_request_error", "invalid_json")
+        assert "JSON syntax error" in r.json()["error"]["message"], body
+
+
 def test_json_array_body(gw):
     r = gw.post(CHAT, b'[{"model": "mock-small"}]')
     assert_openai_error(r, 400, "invalid_request_error")

@@ -113,6 +113,7 @@ def test_tags_version_ps_show(gw):
 
 def test_errors_in_ollama_shape(gw):
     assert "JSON" in ollama_error(gw.post("/api/chat", "{not json"), 400)
+    assert "JSON" in ollama_error(gw.post("/api/chat", "{'model':'mock-small'}"), 400)
     assert "nope" in ollama_error(gw.post("/api/chat", chat(model="nope")), 404)
     ollama_error(gw.post("/api/chat", chat(model="dead-model")), 503)
     ollama_error(gw.get("/api/chat"), 405)
