@@ -208,7 +208,8 @@ typedef struct {
     llmgw_json_err_t err;
 } reader_t;
 
-static const rval_t *rd_fail(reader_t *rd, llmgw_json_err_t err)
+/* NULL, with the first error kept. */
+static void *rd_fail(reader_t *rd, llmgw_json_err_t err)
 {
     if (!rd->err) {
         rd->err = err;
@@ -319,7 +320,7 @@ static const char *rd_string(reader_t *rd, apr_size_t *n)
             }
             else {
                 rd->s = s;
-                return (const char *)rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
+                return rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
             }
         }
         else if ((unsigned char)*s < 0x80) {
@@ -331,14 +332,14 @@ static const char *rd_string(reader_t *rd, apr_size_t *n)
 
             if (!k) {
                 rd->s = s;
-                return (const char *)rd_fail(rd, LLMGW_JSON_ERR_UTF8);
+                return rd_fail(rd, LLMGW_JSON_ERR_UTF8);
             }
             s += k;
         }
     }
     if (s >= end) {
         rd->s = end;
-        return (const char *)rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
+        return rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
     }
     rd->s = s + 1;
     if (!escaped) {
