@@ -464,42 +464,55 @@ static int rd_at(reader_t *rd, char c)
     return rd_ws(rd) < rd->end && *rd->s == c;
 }
 
+/* Past a container's opening character: 1 if an element follows, 0 if
+ * it closes at once (then past the close). */
+static int rd_open(reader_t *rd, char close)
+{
+    rd->s++;
+    if (rd_at(rd, close)) {
+        rd->s++;
+        return 0;
+    }
+    return 1;
+}
+
+/* After an element: 1 if another follows (past the ','), 0 at the close
+ * (past it), -1 (a syntax error) at anything else. */
+static int rd_more(reader_t *rd, char close)
+{
+    if (rd_at(rd, ',') || rd_at(rd, close)) {
+        return *rd->s++ == ',';
+    }
+    rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
+    return -1;
+}
+
 static const rval_t *rd_object(reader_t *rd, rval_t *v, int depth)
 {
     apr_array_header_t *m = apr_array_make(rd->p, 8, sizeof(rmember_t));
     rmember_t *e;
     apr_size_t klen;
+    int more = rd_open(rd, '}');
 
-    rd->s++;
-    if (rd_at(rd, '}')) {
-        rd->s++;
-    }
-    else {
-        for (;;) {
-            if (!rd_at(rd, '"')) {
-                return rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
-            }
-            e = apr_array_push(m);
-            if (!(e->key = rd_string(rd, &klen))) {
-                return NULL;
-            }
-            if (!rd_at(rd, ':')) {
-                return rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
-            }
-            rd->s++;
-            if (!(e->val = rd_value(rd, depth + 1))) {
-                return NULL;
-            }
-            if (rd_at(rd, ',')) {
-                rd->s++;
-                continue;
-            }
-            if (!rd_at(rd, '}')) {
-                return rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
-            }
-            rd->s++;
-            break;
+    while (more > 0) {
+        if (!rd_at(rd, '"')) {
+            return rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
         }
+        e = apr_array_push(m);
+        if (!(e->key = rd_string(rd, &klen))) {
+            return NULL;
+        }
+        if (!rd_at(rd, ':')) {
+            return rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
+        }
+        rd->s++;
+        if (!(e->val = rd_value(rd, depth + 1))) {
+            return NULL;
+        }
+        more = rd_more(rd, '}');
+    }
+    if (more < 0) {
+        return NULL;
     }
     v->type = LLMGW_JSON_OBJECT;
     v->u.m = (const rmember_t *)m->elts;
@@ -511,27 +524,17 @@ static const rval_t *rd_array(reader_t *rd, rval_t *v, int depth)
 {
     apr_array_header_t *a = apr_array_make(rd->p, 8, sizeof(rval_t *));
     const rval_t *e;
+    int more = rd_open(rd, ']');
 
-    rd->s++;
-    if (rd_at(rd, ']')) {
-        rd->s++;
-    }
-    else {
-        for (;;) {
-            if (!(e = rd_value(rd, depth + 1))) {
-                return NULL;
-            }
-            *(const rval_t **)apr_array_push(a) = e;
-            if (rd_at(rd, ',')) {
-                rd->s++;
-                continue;
-            }
-            if (!rd_at(rd, ']')) {
-                return rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
-            }
-            rd->s++;
-            break;
+    while (more > 0) {
+        if (!(e = rd_value(rd, depth + 1))) {
+            return NULL;
         }
+        *(const rval_t **)apr_array_push(a) = e;
+        more = rd_more(rd, ']');
+    }
+    if (more < 0) {
+        return NULL;
     }
     v->type = LLMGW_JSON_ARRAY;
     v->u.a = (const rval_t *const *)a->elts;
