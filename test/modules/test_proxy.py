@@ -1,11 +1,12 @@
 # Proxying and streaming as a client sees it: requests reach a balancer member,
 # renames happen upstream, SSE streams trickle through and end cleanly.
-import http.client
 import json
+import time
 
 from llmgw_env import chat_body, parse_sse
 
 BACKENDS = {"a", "b"}
+CHAT = "/v1/chat/completions"
 
 
 def served_by(r, mocks):
@@ -76,19 +77,80 @@ def test_client_headers_forwarded(gw, mocks):
     assert r.json()["usage"]["completion_tokens"] == 4
 
 
-def test_keepalive_connection_reused(gw):
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
-    try:
-        for i in range(3):
-            conn.request("POST", "/v1/chat/completions",
-                         body=json.dumps(chat_body(max_tokens=2 + i)),
-                         headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            doc = json.loads(resp.read())
-            assert resp.status == 200
-            assert doc["usage"]["completion_tokens"] == 2 + i
-    finally:
-        conn.close()
+def test_keepalive_connection_reused(gw_shm, uniq):
+    """One TCP connection serves every kind of API answer in turn: plain,
+    streamed, errors, cache misses and hits, both APIs. Read by hand on one
+    socket (http.client would reconnect silently), and checked on the
+    server side too: the access log shows one client port and the
+    keep-alive count going up."""
+    cached = chat_body(content=f"keep-alive {uniq}", temperature=0, max_tokens=3)
+    steps = [
+        ("POST", CHAT, chat_body(max_tokens=2), None, 200, None),
+        ("POST", CHAT, chat_body(max_tokens=2, stream=True), None, 200, None),
+        ("POST", CHAT, chat_body("no-such-model"), None, 404, None),
+        ("GET", CHAT, None, None, 405, None),
+        ("POST", "/v1/nope", chat_body(), None, 404, None),
+        ("GET", "/v1/models", None, None, 200, None),
+        ("POST", CHAT, cached, None, 200, "MISS"),
+        ("POST", CHAT, cached, None, 200, "HIT"),
+        ("POST", CHAT, dict(cached, stream=True), None, 200, "HIT"),
+        ("POST", "/v1/completions", {"model": "mock-small", "prompt": "hi",
+                                     "max_tokens": 2, "stream": True}, None, 200, None),
+        ("POST", "/v1/embeddings", {"model": "mock-small", "input": uniq}, None, 200, None),
+        ("POST", "/api/chat", dict(chat_body(max_tokens=2), stream=False), None, 200, None),
+        ("POST", "/api/chat", chat_body(), None, 200, None),
+        ("POST", "/api/chat", chat_body("no-such-model"), None, 404, None),
+        ("POST", CHAT, chat_body(), {"X-Mock-Fault": "429"}, 429, None),
+        ("POST", CHAT, chat_body(stream=True, max_tokens=6), {"X-Mock-Fault": "cut"}, 200, None),
+        ("POST", CHAT, chat_body(max_tokens=2), None, 200, None),
+    ]
+    mark = gw_shm.log_mark()
+    with gw_shm.connect() as c:
+        for i, (method, path, body, headers, status, cache) in enumerate(steps):
+            what = f"#{i} {method} {path} {headers or ''}"
+            r = c.request(method, path, body, headers)
+            assert r.status == status, (what, r.body[:300])
+            assert (r.header("Connection") or "").lower() != "close", what
+            if cache:
+                assert r.header("X-LLM-Cache") == cache, what
+            assert c.is_open(), f"connection closed after {what}"
+        port = c.local_port
+    lines = gw_shm.wait_log(lambda l: l.remote_port == str(port), since=mark,
+                            count=len(steps))
+    assert [l.keepalives for l in lines] == [str(i) for i in range(len(steps))], \
+        [l.raw for l in lines]
+    assert len({l.pid for l in lines}) == 1, [l.raw for l in lines]
+
+
+def test_error_answers_keep_or_close_the_connection_cleanly(gw):
+    """After an error the connection either serves the next request or was
+    announced closed (Connection: close; httpd ends it after a 400, 500 or
+    503, ap_status_drops_connection), with the whole answer in both cases:
+    never dropped without a word, never left half-read."""
+    big = b'{"model":"mock-small","messages":[{"role":"user","content":"' \
+        + b"x" * (1 << 21) + b'"}]}'
+    for body, headers, status in ((b"{nope", None, 400),
+                                  (chat_body(), {"X-Mock-Fault": "500"}, 500),
+                                  (chat_body(), {"X-Mock-Fault": "reset"}, 502),
+                                  (chat_body("dead-model"), None, 503),
+                                  (big, None, 413)):
+        with gw.connect() as c:
+            try:
+                r = c.request("POST", CHAT, body, headers)
+            except (BrokenPipeError, ConnectionResetError):
+                # The 413 may go out before the body is all sent.
+                assert status == 413
+                continue
+            assert r.status == status, r.body[:300]
+            assert json.loads(r.body)["error"]["message"], r.body[:300]
+            if (r.header("Connection") or "").lower() == "close":
+                deadline = time.monotonic() + 5
+                while c.is_open() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert not c.is_open(), f"{status}: said close, kept it open"
+            else:
+                again = c.request("POST", CHAT, chat_body(max_tokens=2))
+                assert again.status == 200, (status, again.body[:300])
 
 
 def test_stream_matches_non_stream(gw, mocks):
