@@ -1,6 +1,7 @@
 # The response cache as clients see it: X-LLM-Cache MISS/HIT/BYPASS, keys that
 # change with every parameter, stream<->plain hits, TTL, size limit, policies,
 # Cache-Control, the shm default, and memcached going away and coming back.
+import json
 import os
 import signal
 import threading
@@ -8,6 +9,7 @@ import time
 
 import pytest
 
+import llmgw_env as env
 from llmgw_env import chat_body
 
 CHAT = "/v1/chat/completions"
@@ -45,16 +47,25 @@ def test_miss_then_hit_without_backend(gw_cache, mocks, uniq):
     assert generations(mocks) == before, "a hit reached the backend"
 
 
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {}}}
+
+
 @pytest.mark.parametrize("change", [
-    {"temperature": 0.0, "max_tokens": 7},
+    {"max_tokens": 7},
+    {"max_completion_tokens": 7},
     {"top_p": 0.5},
     {"seed": 3},
     {"stop": ["x"]},
+    {"frequency_penalty": 0.5},
+    {"presence_penalty": 0.5},
+    {"logit_bias": {"50256": -100}},
     {"response_format": {"type": "json_object"}},
-    {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+    {"tools": [TOOL]},
     {"messages": [{"role": "user", "content": "another prompt"}]},
+    {"messages": [{"role": "system", "content": "be brief"},
+                  {"role": "user", "content": "cache test"}]},
     {"model": "mock-large"},
-])
+], ids=lambda c: "+".join(c))
 def test_every_parameter_changes_the_key(gw_cache, uniq, change):
     base = det(uniq)
     ask(gw_cache, base)
@@ -63,6 +74,53 @@ def test_every_parameter_changes_the_key(gw_cache, uniq, change):
     r = ask(gw_cache, changed)
     assert r.header("X-LLM-Cache") == "MISS", change
     assert r.header("X-LLM-Cache-Key") != ask(gw_cache, base).header("X-LLM-Cache-Key")
+
+
+# Each pair differs in one parameter only, on top of a request already
+# cacheable without it (temperature 0, or a seed).
+@pytest.mark.parametrize("base,variants", [
+    ({"seed": 1}, [{"temperature": 0.5}, {"temperature": 0.7}, {"temperature": 1},
+                   {"temperature": 1.5}, {"temperature": 0.5000001}]),
+    ({}, [{"top_p": 0.9}, {"top_p": 1}, {"max_tokens": 5}, {"max_tokens": 60},
+          {"stop": ["y"]}, {"stop": ["x", "y"]}, {"stop": "x"},
+          {"tools": [TOOL, dict(TOOL, function={"name": "g", "parameters": {}})]},
+          {"tools": [dict(TOOL, function={"name": "g", "parameters": {}})]},
+          {"tool_choice": "none", "tools": [TOOL]},
+          {"response_format": {"type": "text"}},
+          {"response_format": {"type": "json_schema", "json_schema": {"name": "s"}}}]),
+], ids=["temperature", "others"])
+def test_parameter_values_give_their_own_entries(gw_shm, uniq, base, variants):
+    """Every value of a parameter is its own cache entry: the first ask of
+    each is a miss though the others are stored, the second a hit under
+    its own key, and no two keys are alike."""
+    start = det(uniq, **base)
+    keys = []
+    for v in [{}] + variants:
+        body = dict(start, **v)
+        first = ask(gw_shm, body)
+        assert first.header("X-LLM-Cache") == "MISS", v
+        again = ask(gw_shm, body)
+        assert again.header("X-LLM-Cache") == "HIT", v
+        assert again.header("X-LLM-Cache-Key") == first.header("X-LLM-Cache-Key"), v
+        assert again.json() == first.json(), v
+        keys.append(first.header("X-LLM-Cache-Key"))
+    assert len(set(keys)) == len(keys), list(zip([{}] + variants, keys))
+
+
+def test_temperature_equal_values_share_an_entry(gw_shm, uniq):
+    """0 and 0.0, 0.5 and 0.50 are one temperature: one entry."""
+    base = det(uniq, seed=1)
+    key = ask(gw_shm, base).header("X-LLM-Cache-Key")
+    r = ask(gw_shm, dict(base, temperature=0.0))
+    assert (r.header("X-LLM-Cache"), r.header("X-LLM-Cache-Key")) == ("HIT", key)
+    half = ask(gw_shm, dict(base, temperature=0.5))
+    assert half.header("X-LLM-Cache-Key") != key
+    raw = json.dumps(dict(base, temperature=0.5)).replace('"temperature": 0.5',
+                                                          '"temperature": 0.50')
+    assert '"temperature": 0.50' in raw
+    r = ask(gw_shm, raw.encode())
+    assert (r.header("X-LLM-Cache"), r.header("X-LLM-Cache-Key")) == \
+        ("HIT", half.header("X-LLM-Cache-Key"))
 
 
 def test_equal_meaning_same_key(gw_cache, uniq):
@@ -329,6 +387,93 @@ def test_stream_follower_tails_the_leader(gw_cache, mocks, uniq):
     assert times[-1] - times[0] >= 0.2, times
 
 
+def lead_then_follow(g, lead_body, follow_bodies):
+    """A leader stream, then, once its first event (the role chunk) is in,
+    so it surely leads and is under way, FOLLOW_BODIES streamed at once.
+    The backend waits 0.4 s before the first token (well under the
+    followers' 1 s LLMCoalesce timeout) and takes 0.45 s more for the
+    rest: the followers join long before the generation ends."""
+    slow = {"X-Mock-TTFT-Ms": "400", "X-Mock-TPS": "20"}
+    started = threading.Event()
+    leader = []
+    t = threading.Thread(target=lambda: leader.append(
+        g.stream(CHAT, lead_body, headers=slow, on_event=lambda *_: started.set())))
+    t.start()
+    try:
+        assert started.wait(10), "the leader got no first event"
+        follows = in_threads([lambda b=b: g.stream(CHAT, b) for b in follow_bodies])
+    finally:
+        t.join(60)
+    assert leader, "the leader's stream failed"
+    return leader[0], follows
+
+
+def without_usage(chunks):
+    """Chunks as a client that did not ask for usage gets them: no usage-only
+    chunk, no "usage": null member."""
+    out = []
+    for c in chunks:
+        if c.get("choices") == [] and "usage" in c:
+            continue
+        assert c.get("usage", None) is None, c
+        out.append({k: v for k, v in c.items() if k != "usage"})
+    return out
+
+
+def assert_usage_tail(s, completion_tokens):
+    """The one usage-only chunk, last before [DONE], with the real counts."""
+    assert s.data()[-1] == "[DONE]"
+    usage = [c for c in s.chunks() if c.get("choices") == []]
+    assert len(usage) == 1, s.data()
+    assert s.chunks()[-1] is not None and s.chunks()[-1].get("choices") == [], s.data()[-3:]
+    u = usage[0]["usage"]
+    assert u["completion_tokens"] == completion_tokens, u
+    assert u["total_tokens"] == u["prompt_tokens"] + completion_tokens, u
+    # Every chunk before it says usage: null, as the backend sent it.
+    assert all("usage" in c and c["usage"] is None for c in s.chunks()[:-1]), s.data()
+
+
+def test_stream_followers_get_the_whole_chunk_sequence(gw_cache, mocks, uniq):
+    """A follower replays the leader's chunks from the first (the role
+    chunk) to [DONE], every field alike; the usage chunk only for a
+    follower that asked for it."""
+    body = det(uniq, stream=True, max_tokens=10)
+    asks = dict(body, stream_options={"include_usage": True})
+    before = generations(mocks)
+    leader, (plain, usage) = lead_then_follow(gw_cache, body, [body, asks])
+    assert generations(mocks) == before + 1
+    assert leader.headers.get("X-LLM-Cache") == "MISS"
+    for f in (plain, usage):
+        assert not isinstance(f, Exception), f
+        assert f.status == 200
+        assert f.headers.get("X-LLM-Cache") == "COALESCED", f.headers
+    first = leader.chunks()[0]
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}, first
+    assert leader.content() == env.mock_text("mock-small", body["messages"], 10)
+    assert not [c for c in leader.chunks() if "usage" in c], leader.data()
+    # The follower that did not ask: exactly the leader's events.
+    assert plain.data() == leader.data()
+    # The one that asked: the same chunks with usage, and the usage chunk.
+    assert_usage_tail(usage, 10)
+    assert without_usage(usage.chunks()) == leader.chunks()
+
+
+def test_stream_follower_of_a_leader_with_usage(gw_cache, mocks, uniq):
+    """The leader asked for usage, its follower did not: no usage for it."""
+    body = det(uniq, stream=True, max_tokens=10)
+    asks = dict(body, stream_options={"include_usage": True})
+    before = generations(mocks)
+    leader, (follow,) = lead_then_follow(gw_cache, asks, [body])
+    assert generations(mocks) == before + 1
+    assert not isinstance(follow, Exception), follow
+    assert follow.headers.get("X-LLM-Cache") == "COALESCED", follow.headers
+    assert_usage_tail(leader, 10)
+    assert b"usage" not in follow.raw, follow.data()
+    assert follow.chunks() == without_usage(leader.chunks())
+    assert follow.data()[-1] == "[DONE]"
+    assert follow.chunks()[0]["choices"][0]["delta"].get("role") == "assistant"
+
+
 def test_leader_failure_handed_over(gw_cache, mocks, uniq):
     body = det(uniq, max_tokens=10)
     before = generations(mocks)
@@ -353,18 +498,28 @@ def test_leader_failure_handed_over(gw_cache, mocks, uniq):
     assert generations(mocks) == before + 2
 
 
-def test_answer_cut_midway_is_not_cached(gw_shm, uniq):
+def test_answer_cut_midway_is_not_cached(gw_shm, mocks, uniq):
     # The backend stops half-way through a plain answer: mod_proxy reports
-    # it, the client gets a broken answer, and nothing is kept to replay.
+    # it, the client gets a visibly broken answer, and nothing is kept to
+    # replay.
     body = det(uniq, max_tokens=10)
-    try:
-        cut = gw_shm.post(CHAT, body, headers={"X-Mock-Fault": "cut"})
-        assert cut.status != 200 or "usage" not in cut.body, cut.body
-    except Exception:                   # the body ends early: that is the cut
-        pass
+    c = gw_shm.curl("-H", "Content-Type: application/json", "-H", "X-Mock-Fault: cut",
+                    "--data-binary", json.dumps(body), CHAT)
+    if c.status == 200:
+        # Headers were out: the chunked body ends without its last chunk.
+        assert c.rc == 18, (c.rc, c.stderr, c.body)
+        with pytest.raises(ValueError):
+            json.loads(c.body)
+    else:
+        assert c.rc == 0 and c.status >= 500, (c.rc, c.status, c.body)
+        assert json.loads(c.body)["error"]["message"], c.body
+    before = generations(mocks)
     again = ask(gw_shm, body)
     assert again.header("X-LLM-Cache") == "MISS", again.headers
+    assert generations(mocks) == before + 1
     assert again.json()["usage"]["completion_tokens"] == 10
+    assert again.json()["choices"][0]["message"]["content"] == \
+        env.mock_text("mock-small", body["messages"], 10)
 
 
 def test_follower_does_not_wait_past_its_timeout(gw_cache, uniq):
