@@ -3,6 +3,7 @@
 import json
 import time
 
+import llmgw_env as env
 from llmgw_env import chat_body, parse_sse
 
 BACKENDS = {"a", "b"}
@@ -20,7 +21,11 @@ def test_chat_completion(gw, mocks):
     assert r.status == 200, r.body
     assert r.content_type == "application/json"
     doc = r.json()
-    assert doc["choices"][0]["message"]["content"].strip()
+    assert doc["object"] == "chat.completion"
+    assert doc["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": env.mock_text("mock-small", chat_body()["messages"], 7)}
+    assert doc["choices"][0]["finish_reason"] == "length"
     assert doc["usage"]["completion_tokens"] == 7
     assert doc["usage"]["total_tokens"] == doc["usage"]["prompt_tokens"] + 7
     # Exact routes pass the model through untouched.
@@ -37,7 +42,9 @@ def test_completion(gw, mocks):
     r = gw.post("/v1/completions", {"model": "mock-large", "prompt": "once upon", "max_tokens": 5})
     assert r.status == 200, r.body
     doc = r.json()
-    assert doc["choices"][0]["text"].strip()
+    assert doc["object"] == "text_completion"
+    assert doc["choices"][0]["text"] == env.mock_text("mock-large", "once upon", 5)
+    assert doc["choices"][0]["finish_reason"] == "length"
     assert doc["usage"]["completion_tokens"] == 5
     sent = served_by(r, mocks).last()
     assert sent["path"] == "/v1/completions"
@@ -45,19 +52,25 @@ def test_completion(gw, mocks):
 
 
 def test_embeddings(gw, mocks):
-    r = gw.post("/v1/embeddings", {"model": "mock-small", "input": "embed me"})
+    body = {"model": "mock-small", "input": "embed me"}
+    r = gw.post("/v1/embeddings", body)
     assert r.status == 200, r.body
     doc = r.json()
-    assert isinstance(doc["data"][0]["embedding"], list) and doc["data"][0]["embedding"]
+    # Exactly the backend's answer.
+    direct = env.request(mocks["a"].port, "POST", "/v1/embeddings", body)
+    assert doc == direct.json()
+    assert len(doc["data"]) == 1 and len(doc["data"][0]["embedding"]) == 8
     sent = served_by(r, mocks).last()
     assert sent["path"] == "/v1/embeddings"
     assert json.loads(sent["body"])["model"] == "mock-small"
 
 
 def test_glob_route_renames_upstream(gw, mocks):
-    r = gw.post("/v1/chat/completions", chat_body("gpt-4o"))
+    r = gw.post("/v1/chat/completions", chat_body("gpt-4o", max_tokens=4))
     assert r.status == 200, r.body
     assert r.json()["model"] == "mock-large"
+    assert r.json()["choices"][0]["message"]["content"] == \
+        env.mock_text("mock-large", chat_body()["messages"], 4)
     assert json.loads(served_by(r, mocks).last()["body"])["model"] == "mock-large"
 
 
@@ -67,6 +80,8 @@ def test_alias_routes_like_name(gw, mocks):
     r = gw.post("/v1/chat/completions", chat_body("small", max_tokens=3))
     assert r.status == 200, r.body
     assert r.json()["usage"]["completion_tokens"] == 3
+    assert r.json()["choices"][0]["message"]["content"] == \
+        env.mock_text("mock-small", chat_body()["messages"], 3)
     assert json.loads(served_by(r, mocks).last()["body"])["model"] == "mock-small"
 
 
@@ -162,7 +177,9 @@ def test_stream_matches_non_stream(gw, mocks):
     assert s.content_type == "text/event-stream"
     assert s.data()[-1] == "[DONE]"
     assert s.content() == plain.json()["choices"][0]["message"]["content"]
-    assert s.chunks()[0]["choices"][0]["delta"].get("role") == "assistant"
+    assert s.content() == env.mock_text("mock-small", body["messages"], 12)
+    assert s.chunks()[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert all(c["id"] == plain.json()["id"] for c in s.chunks())
     finishes = [c["choices"][0].get("finish_reason") for c in s.chunks() if c.get("choices")]
     assert finishes[-1] in ("length", "stop"), finishes
 
@@ -202,12 +219,24 @@ def test_stream_usage_when_asked(gw):
 
 
 def test_stream_completions_endpoint(gw):
-    s = gw.stream("/v1/completions", {"model": "mock-small", "prompt": "hi",
-                                      "max_tokens": 4, "stream": True})
+    body = {"model": "mock-small", "prompt": "hi", "max_tokens": 4}
+    plain = gw.post("/v1/completions", body).json()
+    s = gw.stream("/v1/completions", dict(body, stream=True))
     assert s.status == 200
     assert s.content_type == "text/event-stream"
     assert s.data()[-1] == "[DONE]"
-    assert s.content().strip()
+    chunks = s.chunks()
+    # One text piece per token, then the finish chunk; no role chunk, no
+    # usage (not asked for).
+    assert [c["object"] for c in chunks] == ["text_completion"] * 5, s.data()
+    assert all(c["id"] == chunks[0]["id"] and c["id"].startswith("cmpl-") for c in chunks)
+    assert all(len(c["choices"]) == 1 and "delta" not in c["choices"][0] for c in chunks)
+    assert not [c for c in chunks if "usage" in c], s.data()
+    texts = [c["choices"][0]["text"] for c in chunks]
+    assert "".join(texts) == env.mock_text("mock-small", "hi", 4) == \
+        plain["choices"][0]["text"]
+    assert all(texts[:4]) and texts[4] == "", texts
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * 4 + ["length"]
 
 
 def test_stream_via_curl(gw):
@@ -217,6 +246,9 @@ def test_stream_via_curl(gw):
     assert c.rc == 0, c.stderr
     assert c.status == 200
     assert c.body.rstrip().endswith(b"data: [DONE]")
+    text = "".join(ch["delta"].get("content") or "" for e in parse_sse(c.body)[:-1]
+                   for ch in json.loads(e)["choices"])
+    assert text == env.mock_text("mock-small", chat_body()["messages"], 5)
 
 
 def test_stream_cut_midway_ends_cleanly(gw):
