@@ -76,12 +76,19 @@ class PortAllocator:
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 s.bind((HOST, 0))
                 port = s.getsockname()[1]
-                # Kept open until we are done: the kernel cannot offer it again.
-                (spare if port in self._given else socks).append(s)
-                if port not in self._given:
+                # Every socket stays open until we are done: while it is
+                # bound, the kernel cannot offer its port again.
+                if port in self._given:
+                    spare.append(s)
+                else:
+                    socks.append(s)
                     chosen.append(port)
-                    self._given.add(port)
+            self._given.update(chosen)
             return socks, chosen
+        except BaseException:
+            for s in socks:
+                s.close()
+            raise
         finally:
             for s in spare:
                 s.close()

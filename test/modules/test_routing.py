@@ -66,18 +66,26 @@ def test_discovered_models_are_served_and_refreshed(gw, mocks, workdir, ports):
     assert [m["id"] for m in gw.get("/v1/models").json()["data"]] == EXPECTED_IDS
 
 
+def listed_card(gw, name):
+    """A model's entry as /v1/models lists it, with NAME as its id."""
+    first = gw.get("/v1/models").json()["data"][0]
+    return dict(first, id=name)
+
+
 def test_get_model_by_alias(gw):
     r = gw.get("/v1/models/small")
     assert r.status == 200, r.body
-    doc = r.json()
-    assert doc["id"] == "small"
-    assert doc["object"] == "model"
+    assert r.content_type == "application/json"
+    assert r.json() == listed_card(gw, "small")
+    assert set(r.json()) == {"id", "object", "created", "owned_by"}, r.json()
+    assert r.json()["object"] == "model"
 
 
 def test_get_model_by_glob(gw):
     r = gw.get("/v1/models/gpt-4o")
     assert r.status == 200, r.body
-    assert r.json()["id"] == "gpt-4o"
+    assert r.content_type == "application/json"
+    assert r.json() == listed_card(gw, "gpt-4o")
 
 
 def test_get_unknown_model(gw):
