@@ -37,8 +37,52 @@ static void on_chunk(void *baton, const char *data, apr_size_t len)
         llmgw_record_add_chunk(ctx->rec, data, len);
     }
     if (ctx->co) {
-        llmgw_coalesce_put(ctx->co, data, len);
+        /* With the count of chunks the record holds: a follower that
+         * misses a piece goes on from there in the stored answer. */
+        llmgw_coalesce_put(ctx->co, data, len,
+                           ctx->rec ? llmgw_record_nchunks(ctx->rec) : 0);
     }
+}
+
+static apr_status_t mark_aborted(void *data)
+{
+    ((conn_rec *)data)->aborted = 1;
+    return APR_SUCCESS;
+}
+
+/* The answer, on to the client. A leader whose client left (the pass
+ * failed, or the core marked the connection aborted) finishes the
+ * generation for its followers and the cache: mod_proxy_http stops
+ * reading the backend when a pass fails or c->aborted is set, so the
+ * filter drops what that client would have got, clears the mark, and
+ * puts it back once the answer is in. Without followers to serve, a
+ * client leaving ends the request, as mod_proxy does. */
+static apr_status_t pass_on(ap_filter_t *f, llmgw_req_t *ctx,
+                            apr_bucket_brigade *bb)
+{
+    conn_rec *c = f->c;
+    apr_status_t rv = APR_SUCCESS;
+
+    if (!ctx->client_gone) {
+        rv = ap_pass_brigade(f->next, bb);
+        if ((rv != APR_SUCCESS || c->aborted) && ctx->co && !ctx->finished) {
+            ctx->client_gone = 1;
+            c->aborted = 0;
+            c->keepalive = AP_CONN_CLOSE;
+            /* Whichever way the request ends: the connection is gone. */
+            apr_pool_cleanup_register(f->r->pool, c, mark_aborted,
+                                      apr_pool_cleanup_null);
+            llmgw_coalesce_orphan(ctx->co);
+            rv = APR_SUCCESS;
+        }
+    }
+    if (ctx->client_gone) {
+        apr_brigade_cleanup(bb);
+        if (ctx->finished) {
+            c->aborted = 1;
+        }
+    }
+    return rv;
 }
 
 /* Once the answer went out (the client never waits for this): store it,
@@ -275,7 +319,7 @@ static apr_status_t watch_stream(ap_filter_t *f, llmgw_req_t *ctx,
         }
         apr_bucket_delete(e);
     }
-    rv = ap_pass_brigade(f->next, ctx->bb);
+    rv = pass_on(f, ctx, ctx->bb);
     apr_brigade_cleanup(ctx->bb);
     apr_brigade_cleanup(bb);
     return rv;
@@ -435,7 +479,7 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_pool_create(out, olen, r->pool,
                                                        f->c->bucket_alloc));
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(f->c->bucket_alloc));
-    return ap_pass_brigade(f->next, bb);
+    return pass_on(f, ctx, bb);
 }
 
 /* mod_proxy_http gives up on a backend that failed before answering by
@@ -501,7 +545,7 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     apr_status_t rv;
 
     if (ctx->finished) {
-        return ap_pass_brigade(f->next, bb);
+        return pass_on(f, ctx, bb);
     }
     if (ctx->out == OUT_UNDECIDED && answer_failed_backend(f, ctx, bb)) {
         rv = ap_pass_brigade(f->next, bb);
@@ -519,7 +563,7 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         if ((rv = watch_json(r, ctx, bb)) != APR_SUCCESS) {
             return rv;
         }
-        rv = ap_pass_brigade(f->next, bb);
+        rv = pass_on(f, ctx, bb);
         break;
     case OUT_WHOLE:
         rv = watch_whole(f, ctx, bb);
