@@ -112,15 +112,11 @@ static llmgw_json_t *doc(llmgw_record_t *rec)
 
 static void usage_of(const llmgw_json_t *response, llmgw_usage_t *u)
 {
-    if (llmgw_json_type(response, "usage", NULL) != LLMGW_JSON_OBJECT) {
-        return;
+    if (llmgw_json_type(response, "usage", NULL) == LLMGW_JSON_OBJECT) {
+        llmgw_usage_read(llmgw_json_getj(response, "usage", NULL),
+                         "prompt_tokens", "completion_tokens",
+                         "total_tokens", u);
     }
-    u->prompt = llmgw_json_getl(response, 0, "usage", "prompt_tokens", NULL);
-    u->completion = llmgw_json_getl(response, 0, "usage",
-                                    "completion_tokens", NULL);
-    u->total = llmgw_json_getl(response, u->prompt + u->completion, "usage",
-                               "total_tokens", NULL);
-    u->found = 1;
 }
 
 static int take(llmgw_record_t *rec, apr_size_t len)

@@ -393,6 +393,39 @@ START_TEST(record_never_stores_what_it_cannot_read)
 }
 END_TEST
 
+/* Usage of a recorded answer, from its stream or its body, as a hit
+ * replays and bills it: clamped, never wrapped into a negative. */
+START_TEST(record_usage_is_clamped)
+{
+    llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                              1 << 20), *back;
+    llmgw_usage_t u;
+    const char *text;
+    apr_size_t len;
+    int full;
+
+    chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":"
+               "{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}");
+    chunk(rec, "{\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":"
+               "9223372036854775807,\"completion_tokens\":"
+               "9223372036854775807}}");
+    llmgw_record_usage(rec, &u);
+    ck_assert(u.prompt == LLMGW_TOKENS_MAX && u.total == LLMGW_TOKENS_MAX);
+    text = llmgw_record_serialize(rec, &len);
+    ck_assert_ptr_nonnull(text);
+    for (full = 0; full < 2; full++) {
+        back = llmgw_record_parse(test_pool, text, len, full);
+        ck_assert_ptr_nonnull(back);
+        llmgw_record_usage(back, &u);
+        ck_assert(u.completion == LLMGW_TOKENS_MAX);
+        ck_assert(u.total == LLMGW_TOKENS_MAX);
+    }
+    ck_assert_ptr_nonnull(strstr(llmgw_record_render_sse(back, test_pool, 1,
+                                                         &len),
+                                 "\"total_tokens\":1000000000000000"));
+}
+END_TEST
+
 Suite *cache_suite(void)
 {
     Suite *s = suite_create("cache");
@@ -409,6 +442,7 @@ Suite *cache_suite(void)
     tcase_add_test(tc, record_parse_is_total);
     tcase_add_test(tc, record_parse_refuses_lying_headers);
     tcase_add_test(tc, record_never_stores_what_it_cannot_read);
+    tcase_add_test(tc, record_usage_is_clamped);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1610,6 +1610,63 @@ START_TEST(ndjson_parallel_tool_calls)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------
+ * Counts near and past 2^63, both ways: clamped, never wrapped
+ */
+
+#define HUGE_COUNT "9223372036854775807"
+
+START_TEST(huge_counts_are_clamped)
+{
+    llmgw_error_t err;
+    llmgw_usage_t u;
+    const char *out;
+    result_t r;
+
+    /* A.2: prompt_eval_count + eval_count overflowed into a negative. */
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
+        "\"messages\":[]}", 200, "{\"message\":{\"role\":\"assistant\","
+        "\"content\":\"x\"},\"done\":true,\"prompt_eval_count\":" HUGE_COUNT
+        ",\"eval_count\":" HUGE_COUNT "}", &out, &u, &err), 0);
+    ck_assert(u.prompt == LLMGW_TOKENS_MAX);
+    ck_assert(u.completion == LLMGW_TOKENS_MAX);
+    ck_assert(u.total == LLMGW_TOKENS_MAX);
+    ck_assert_ptr_nonnull(strstr(out, "\"total_tokens\":1000000000000000}"));
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
+        "\"messages\":[]}", 200, "{\"message\":{\"role\":\"assistant\","
+        "\"content\":\"x\"},\"done\":true,\"prompt_eval_count\":-4,"
+        "\"eval_count\":2.5}", &out, &u, &err), 0);
+    ck_assert(u.prompt == 0 && u.completion == 3 && u.total == 3);
+    ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
+        "\"input\":\"a\"}", 200, "{\"embeddings\":[[1]],"
+        "\"prompt_eval_count\":18446744073709551616}", &out, &u, &err), 0);
+    ck_assert(u.prompt == LLMGW_TOKENS_MAX && u.total == LLMGW_TOKENS_MAX);
+    /* A.3: the done line of a stream. */
+    run_sse(LLMGW_EP_CHAT, 1, "{\"message\":{\"content\":\"x\"},\"done\":"
+            "true,\"prompt_eval_count\":" HUGE_COUNT ",\"eval_count\":"
+            HUGE_COUNT "}\n", 0, 7, 1, &r);
+    ck_assert_int_eq(r.done, 1);
+    ck_assert(r.usage.total == LLMGW_TOKENS_MAX);
+    /* B.5 and B.6: OpenAI usage for Ollama clients. */
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, "{\"choices\":"
+        "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+        "\"x\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":"
+        HUGE_COUNT ",\"completion_tokens\":" HUGE_COUNT "}}", &out, &u,
+        &err), 0);
+    ck_assert(u.total == LLMGW_TOKENS_MAX);
+    ck_assert_ptr_nonnull(strstr(out, "\"eval_count\":1000000000000000"));
+    run_nd(LLMGW_OLLAMA_EP_CHAT, "data: {\"choices\":[{\"index\":0,"
+           "\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\n"
+           "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":-7,"
+           "\"completion_tokens\":" HUGE_COUNT ",\"total_tokens\":-2}}\n\n"
+           "data: [DONE]\n\n", 0, 11, 1, &r);
+    ck_assert_int_eq(r.done, 1);
+    ck_assert(r.usage.prompt == 0);
+    ck_assert(r.usage.completion == LLMGW_TOKENS_MAX);
+    ck_assert(r.usage.total == LLMGW_TOKENS_MAX);
+}
+END_TEST
+
 Suite *ollama_suite(void)
 {
     Suite *s = suite_create("ollama");
@@ -1654,6 +1711,7 @@ Suite *ollama_suite(void)
     tcase_add_test(b, ndjson_error_event);
     tcase_add_test(b, ndjson_broken_streams);
     tcase_add_test(b, ndjson_parallel_tool_calls);
+    tcase_add_test(b, huge_counts_are_clamped);
     suite_add_tcase(s, b);
     return s;
 }
