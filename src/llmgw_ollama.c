@@ -120,7 +120,7 @@
 
 /* A line longer than this is no stream we can serve: it would only grow
  * the buffer without end. */
-#define MAX_LINE (16 * 1024 * 1024)
+#define MAX_LINE LLMGW_STREAM_MAX_EVENT
 
 /* ---------------------------------------------------------------------
  * Shared helpers
@@ -1219,6 +1219,9 @@ apr_size_t llmgw_ollama_sse_feed(llmgw_ollama_sse_t *s, const char *in,
                  "hold.");
         apr_pool_clear(s->lp);
     }
+    if (s->failed) {
+        llmgw_buf_free(&s->in);     /* nothing more is read */
+    }
     *out = s->out.b ? s->out.b : "";
     return s->out.len;
 }
@@ -2216,6 +2219,12 @@ apr_size_t llmgw_ollama_ndjson_feed(llmgw_ollama_ndjson_t *s,
         nd_fail(s, "the backend sent a stream line the gateway cannot "
                 "hold");
         apr_pool_clear(s->lp);
+    }
+    if (s->failed) {
+        /* Nothing more is read: what was held for it goes now. */
+        llmgw_buf_free(&s->in);
+        llmgw_buf_free(&s->ev);
+        apr_pool_clear(s->tp);
     }
     *out = s->out.b ? s->out.b : "";
     return s->out.len;

@@ -217,15 +217,22 @@ static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
     if (!had_output && ctx->sse->content_events) {
         llmgw_set_ttft_note(r);
     }
-    if (!nready) {
-        return;
-    }
-    nclient = llmgw_front_stream(ctx->front, ready, nready, &client);
+    nclient = nready ? llmgw_front_stream(ctx->front, ready, nready, &client)
+                     : 0;
     if (nclient) {
         /* A copy: the framer's buffer is reused by the next read. */
         APR_BRIGADE_INSERT_TAIL(out, apr_bucket_heap_create(
                                          client, nclient, NULL,
                                          out->bucket_alloc));
+    }
+    if (ctx->sse->failed) {
+        /* One event past what a stream may hold: end it here, well. */
+        finish_sse(r, ctx, out, apr_psprintf(r->pool, "it sent an event "
+                                             "larger than the gateway "
+                                             "holds (%d MB)",
+                                             LLMGW_STREAM_MAX_EVENT
+                                             / (1024 * 1024)));
+        llmgw_sse_feed(ctx->sse, NULL, 0, &ready);  /* frees its buffer */
     }
 }
 

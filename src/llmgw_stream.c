@@ -240,11 +240,33 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
     return len;
 }
 
+/* The stream cannot go on: the events handed out last stay valid until
+ * the next call (the rest of the buffer goes now), then all of it goes. */
+static void fail(llmgw_sse_t *s, apr_size_t keep)
+{
+    char *nb;
+
+    s->failed = 1;
+    s->buf.len = s->scanned = s->ready = keep;
+    if (!keep) {
+        llmgw_buf_free(&s->buf);
+    }
+    else if ((nb = realloc(s->buf.b, keep)) != NULL) {
+        s->buf.b = nb;
+        s->buf.cap = keep;
+    }
+}
+
 apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
                           const char **out)
 {
     apr_size_t start, end, from;
 
+    *out = "";
+    if (s->failed) {
+        fail(s, 0);
+        return 0;
+    }
     if (s->ready) {
         memmove(s->buf.b, s->buf.b + s->ready, s->buf.len - s->ready);
         s->buf.len -= s->ready;
@@ -252,7 +274,7 @@ apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
         s->ready = 0;
     }
     if (!llmgw_buf_add(&s->buf, in, len)) {
-        *out = NULL;
+        fail(s, 0);
         return 0;
     }
     /* Events before 'start' are complete and kept. The search resumes
@@ -274,7 +296,10 @@ apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
     }
     s->scanned = s->buf.len;
     s->ready = start;
-    *out = s->buf.b;
+    if (s->buf.len - start > LLMGW_STREAM_MAX_EVENT) {
+        fail(s, start);
+    }
+    *out = s->buf.b ? s->buf.b : "";
     return start;
 }
 

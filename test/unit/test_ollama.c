@@ -1667,6 +1667,101 @@ START_TEST(huge_counts_are_clamped)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------
+ * The one cap on what a stream holds (LLMGW_STREAM_MAX_EVENT), both ways
+ */
+
+#define PIECE 65536
+
+/* 'len' bytes of c after head, fed in pieces; returns all the output. */
+static const char *feed_huge(int nd, void *s, const char *head, char c,
+                             apr_size_t len)
+{
+    char *junk = malloc(PIECE);
+    collect_t out = { NULL, 0, 0 };
+    const char *ready;
+    apr_size_t n, fed = 0;
+
+    memset(junk, c, PIECE);
+    n = nd ? llmgw_ollama_ndjson_feed(s, head, strlen(head), &ready)
+           : llmgw_ollama_sse_feed(s, head, strlen(head), &ready);
+    collect(test_pool, &out, ready, n);
+    while (fed < len) {
+        n = nd ? llmgw_ollama_ndjson_feed(s, junk, PIECE, &ready)
+               : llmgw_ollama_sse_feed(s, junk, PIECE, &ready);
+        collect(test_pool, &out, ready, n);
+        fed += PIECE;
+    }
+    free(junk);
+    return out.b ? out.b : "";
+}
+
+START_TEST(stream_lines_are_capped)
+{
+    llmgw_ollama_sse_t *a = llmgw_ollama_sse_create(test_pool, LLMGW_EP_CHAT,
+                                                    "abc", "m", 1, 0);
+    llmgw_ollama_ndjson_t *b;
+    const char *out;
+    char *args;
+    apr_size_t i;
+
+    /* A.3: an NDJSON line that never ends. */
+    out = feed_huge(0, a, "{\"message\":{\"content\":\"Hi\"},\"done\":false}"
+                    "\n{\"message\":{\"content\":\"", 'a',
+                    LLMGW_STREAM_MAX_EVENT + PIECE);
+    ck_assert_int_eq(a->failed, 1);
+    ck_assert_ptr_nonnull(strstr(out, "{\"content\":\"Hi\"}"));
+    ck_assert_ptr_nonnull(strstr(out, "\"finish_reason\":\"error\""));
+    ck_assert_ptr_nonnull(strstr(out, "cannot hold"));
+    ck_assert_uint_eq(a->in.cap, 0);
+    /* B.6: an SSE line, and an event of many data lines. */
+    b = llmgw_ollama_ndjson_create(test_pool, LLMGW_OLLAMA_EP_CHAT, "m", 1);
+    out = feed_huge(1, b, "data: {\"x\":\"", 'a',
+                    LLMGW_STREAM_MAX_EVENT + PIECE);
+    ck_assert_int_eq(b->failed, 1);
+    ck_assert_ptr_nonnull(strstr(out, "{\"error\":\"the backend sent a "
+                                      "stream line the gateway cannot "
+                                      "hold\"}\n"));
+    ck_assert_uint_eq(b->in.cap, 0);
+    b = llmgw_ollama_ndjson_create(test_pool, LLMGW_OLLAMA_EP_CHAT, "m", 1);
+    args = apr_palloc(test_pool, PIECE + 8);
+    memcpy(args, "data: ", 6);
+    memset(args + 6, 'x', PIECE);
+    args[PIECE] = '\n';
+    args[PIECE + 1] = '\0';
+    for (i = 0; i < LLMGW_STREAM_MAX_EVENT / PIECE + 2 && !b->failed; i++) {
+        llmgw_ollama_ndjson_feed(b, args, PIECE + 1, &out);
+    }
+    ck_assert_int_eq(b->failed, 1);
+    ck_assert_ptr_nonnull(strstr(out, "cannot hold"));
+    ck_assert_uint_eq(b->ev.cap, 0);
+    ck_assert_uint_eq(b->in.cap, 0);
+}
+END_TEST
+
+/* B.6: a tool call's arguments, piece by piece, past the cap. */
+START_TEST(tool_arguments_are_capped)
+{
+    llmgw_ollama_ndjson_t *b = llmgw_ollama_ndjson_create(
+        test_pool, LLMGW_OLLAMA_EP_CHAT, "m", 1);
+    char *junk = apr_palloc(test_pool, PIECE + 1);
+    const char *ev, *out = "";
+    apr_size_t i, n = 0;
+
+    memset(junk, 'x', PIECE);
+    junk[PIECE] = '\0';
+    ev = apr_pstrcat(test_pool, "data: {\"choices\":[{\"index\":0,\"delta\":"
+                     "{\"tool_calls\":[{\"index\":0,\"function\":{"
+                     "\"arguments\":\"", junk, "\"}}]}}]}\n\n", NULL);
+    for (i = 0; i < LLMGW_STREAM_MAX_EVENT / PIECE + 2 && !b->failed; i++) {
+        n = llmgw_ollama_ndjson_feed(b, ev, strlen(ev), &out);
+    }
+    ck_assert_int_eq(b->failed, 1);
+    ck_assert_uint_gt(n, 0);
+    ck_assert_ptr_nonnull(strstr(out, "arguments the gateway cannot hold"));
+}
+END_TEST
+
 Suite *ollama_suite(void)
 {
     Suite *s = suite_create("ollama");
@@ -1712,6 +1807,8 @@ Suite *ollama_suite(void)
     tcase_add_test(b, ndjson_broken_streams);
     tcase_add_test(b, ndjson_parallel_tool_calls);
     tcase_add_test(b, huge_counts_are_clamped);
+    tcase_add_test(b, stream_lines_are_capped);
+    tcase_add_test(b, tool_arguments_are_capped);
     suite_add_tcase(s, b);
     return s;
 }
