@@ -110,6 +110,34 @@ static llmgw_json_t *doc(llmgw_record_t *rec)
     return rec->doc;
 }
 
+/* The JSON at text as a read view of the given type, or NULL. */
+static llmgw_json_t *read_as(apr_pool_t *p, const char *text, apr_size_t len,
+                             llmgw_json_type_t type)
+{
+    llmgw_json_err_t err;
+    const char *msg;
+    llmgw_json_t *j = llmgw_json_read(p, text, len, &err, &msg);
+
+    return j && llmgw_json_type(j, NULL) == type ? j : NULL;
+}
+
+/* Whether the member key of j is absent or null. */
+static int absent(const llmgw_json_t *j, const char *key)
+{
+    llmgw_json_type_t t = llmgw_json_type(j, key, NULL);
+
+    return t == LLMGW_JSON_MISSING || t == LLMGW_JSON_NULL;
+}
+
+/* Whether a choice says the generation failed: the error finish, which
+ * backends and the gateway's own error tail end a broken stream with. */
+static int failed_choice(const llmgw_json_t *choice)
+{
+    const char *fr = llmgw_json_gets(choice, "finish_reason", NULL);
+
+    return fr && strcmp(fr, "error") == 0;
+}
+
 static void usage_of(const llmgw_json_t *response, llmgw_usage_t *u)
 {
     if (llmgw_json_type(response, "usage", NULL) == LLMGW_JSON_OBJECT) {
@@ -182,8 +210,9 @@ void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
         return;
     }
     chunk = llmgw_json_parse(rec->p, data, len, &err, &msg);
-    if (!chunk || llmgw_json_type(chunk, NULL) != LLMGW_JSON_OBJECT) {
-        rec->failed = 1;
+    if (!chunk || llmgw_json_type(chunk, NULL) != LLMGW_JSON_OBJECT
+        || !absent(chunk, "error")) {
+        rec->failed = 1;    /* not a chunk, or an error event */
         return;
     }
     usage_of(chunk, &rec->usage);
@@ -202,7 +231,7 @@ void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
         const char *fr = llmgw_json_gets(ch, "finish_reason", NULL);
         choice_acc *c;
 
-        if (idx < 0 || idx >= MAX_CHOICES) {
+        if (idx < 0 || idx >= MAX_CHOICES || failed_choice(ch)) {
             rec->failed = 1;
             return;
         }
@@ -321,22 +350,50 @@ static void assemble(llmgw_record_t *rec)
     }
 }
 
-/* The body is kept as it came, without a parse: the backend's JSON, whole
- * (the output filter drops a recording when mod_proxy reports the backend
- * broke off). A body that is not an object with choices (data, for
- * embeddings) is not an answer to replay. */
+/* Whether the body j is an answer of the record's endpoint: no error, and
+ * data (embeddings) or choices, each an object, none failed. */
+static int is_answer(const llmgw_record_t *rec, const llmgw_json_t *j)
+{
+    llmgw_json_t *choices;
+    apr_size_t i, n;
+
+    if (!absent(j, "error")) {
+        return 0;
+    }
+    if (rec->ep == LLMGW_EP_EMBEDDINGS) {
+        return llmgw_json_type(j, "data", NULL) == LLMGW_JSON_ARRAY;
+    }
+    if (llmgw_json_type(j, "choices", NULL) != LLMGW_JSON_ARRAY) {
+        return 0;
+    }
+    choices = llmgw_json_getj(j, "choices", NULL);
+    n = llmgw_json_array_len(choices);
+    for (i = 0; i < n; i++) {
+        llmgw_json_t *c = llmgw_json_array_get(choices, i);
+
+        if (llmgw_json_type(c, NULL) != LLMGW_JSON_OBJECT
+            || failed_choice(c)) {
+            return 0;
+        }
+    }
+    return n > 0;
+}
+
+/* The body is kept as the bytes that came, read once here with the reader
+ * a streamed hit reads it with (so it reads back), and only if it is the
+ * endpoint's answer. The output filter drops a recording when mod_proxy
+ * reports that the backend broke off. */
 void llmgw_record_set_response(llmgw_record_t *rec, const char *body,
                                apr_size_t len)
 {
-    const char *member = rec->ep == LLMGW_EP_EMBEDDINGS ? "\"data\""
-                                                         : "\"choices\"";
+    llmgw_json_t *j;
 
     if (rec->failed || !take(rec, len)) {
         return;
     }
     body = llmgw_json_trim(body, &len);
-    if (len < 2 || body[0] != '{' || body[len - 1] != '}'
-        || !memmem(body, len, member, strlen(member))) {
+    j = read_as(rec->p, body, len, LLMGW_JSON_OBJECT);
+    if (!j || !is_answer(rec, j)) {
         rec->failed = 1;
         return;
     }
@@ -447,17 +504,6 @@ const char *llmgw_record_serialize(llmgw_record_t *rec, apr_size_t *len)
         return NULL;
     }
     return text;
-}
-
-/* The JSON at text as a read view of the given type, or NULL. */
-static llmgw_json_t *read_as(apr_pool_t *p, const char *text, apr_size_t len,
-                             llmgw_json_type_t type)
-{
-    llmgw_json_err_t err;
-    const char *msg;
-    llmgw_json_t *j = llmgw_json_read(p, text, len, &err, &msg);
-
-    return j && llmgw_json_type(j, NULL) == type ? j : NULL;
 }
 
 /* The stored JSON, read now (a stream replay needs the trees): an object,

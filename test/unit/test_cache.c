@@ -7,6 +7,7 @@
 
 #include "llmgw_cache.h"
 #include "llmgw_sha256.h"
+#include "llmgw_stream.h"
 #include "test_core.h"
 
 static llmgw_request_t *req(llmgw_endpoint_t ep, const char *body)
@@ -426,6 +427,114 @@ START_TEST(record_usage_is_clamped)
 }
 END_TEST
 
+/* Only a complete, well-formed answer is kept: a body that is not the
+ * endpoint's JSON, an answer that says it failed, a stream that ended with
+ * the error finish (the backend's, or the gateway's own error tail). */
+START_TEST(record_keeps_only_whole_answers)
+{
+    static const char *const bad_chat[] = {
+        "{\"choices\":[}", "{\"choices\":[{}]} x", "{\"choices\":[{}]}}",
+        "{\"x\":\"\\\"choices\\\"\"}", "{\"choices\":{}}", "{\"choices\":[]}",
+        "{\"choices\":[1]}", "{\"choices\":[{}],\"error\":{\"message\":"
+        "\"x\"}}", "{\"choices\":[{\"index\":0,\"finish_reason\":"
+        "\"error\"}]}", "[{\"choices\":[{}]}]", "{\"choices\":[{}],"
+        "\"choices\":\"x\"}", "{\"choices\":[{\"a\":\"\xff\"}]}",
+        "{\"choices\":[{}]", NULL
+    };
+    static const char *const bad_emb[] = {
+        "{\"data\":{}}", "{\"data\":[],\"error\":\"x\"}", "{\"data\":[",
+        "{\"choices\":[{}]}", NULL
+    };
+    const char *deep, *text;
+    llmgw_error_t err;
+    apr_size_t len, n;
+    char *nest;
+    int i;
+
+    for (i = 0; bad_chat[i]; i++) {
+        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                                  1 << 20);
+
+        llmgw_record_set_response(rec, bad_chat[i], strlen(bad_chat[i]));
+        ck_assert_msg(!llmgw_record_serialize(rec, &len), "kept %s",
+                      bad_chat[i]);
+    }
+    for (i = 0; bad_emb[i]; i++) {
+        llmgw_record_t *rec = llmgw_record_create(test_pool,
+                                                  LLMGW_EP_EMBEDDINGS,
+                                                  1 << 20);
+
+        llmgw_record_set_response(rec, bad_emb[i], strlen(bad_emb[i]));
+        ck_assert_msg(!llmgw_record_serialize(rec, &len), "kept %s",
+                      bad_emb[i]);
+    }
+    /* Too deep to read back. */
+    nest = apr_palloc(test_pool, 140);
+    memset(nest, '[', 70);
+    memset(nest + 70, ']', 70);
+    deep = apr_pstrcat(test_pool, "{\"choices\":[{\"index\":0,\"x\":",
+                       apr_pstrmemdup(test_pool, nest, 140), "}]}", NULL);
+    {
+        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                                  1 << 20);
+
+        llmgw_record_set_response(rec, deep, strlen(deep));
+        ck_assert(!llmgw_record_serialize(rec, &len));
+    }
+    /* What is an answer is kept (error null is no error). */
+    {
+        static const char ok[] = " {\"choices\":[{\"index\":0,\"message\":"
+                                 "{\"content\":\"x\"},\"finish_reason\":"
+                                 "\"stop\"}],\"error\":null}\n";
+        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                                  1 << 20);
+
+        llmgw_record_set_response(rec, ok, sizeof(ok) - 1);
+        ck_assert_ptr_nonnull(llmgw_record_serialize(rec, &len));
+        rec = llmgw_record_create(test_pool, LLMGW_EP_EMBEDDINGS, 1 << 20);
+        llmgw_record_set_response(rec, "{\"data\":[]}", 11);
+        ck_assert_ptr_nonnull(llmgw_record_serialize(rec, &len));
+    }
+    /* Streams: the backend's error finish, an error event, our tail. */
+    {
+        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                                  1 << 20);
+
+        chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":"
+                   "{\"content\":\"half\"},\"finish_reason\":\"error\"}]}");
+        ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
+        rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
+        chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":"
+                   "{\"content\":\"half\"}}]}");
+        chunk(rec, "{\"error\":{\"message\":\"overloaded\"}}");
+        chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},"
+                   "\"finish_reason\":\"stop\"}]}");
+        ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
+    }
+    llmgw_error_set(&err, 502, "server_error", NULL, "upstream_error", "x");
+    text = llmgw_sse_error_events(test_pool, "c", NULL, 1, "m", 1, &err, &n);
+    for (i = 0; i < 2; i++) {
+        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                                  1 << 20);
+        const char *ev = text;
+
+        chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":"
+                   "{\"content\":\"half\"}}]}");
+        /* The tail's events, the first only or all. */
+        while ((ev = strstr(ev, "data: {")) != NULL) {
+            const char *end = strstr(ev, "\n\n");
+
+            llmgw_record_add_chunk(rec, ev + 6, (apr_size_t)(end - ev - 6));
+            ev = end;
+            if (!i) {
+                break;
+            }
+        }
+        ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
+    }
+}
+END_TEST
+
 Suite *cache_suite(void)
 {
     Suite *s = suite_create("cache");
@@ -443,6 +552,7 @@ Suite *cache_suite(void)
     tcase_add_test(tc, record_parse_refuses_lying_headers);
     tcase_add_test(tc, record_never_stores_what_it_cannot_read);
     tcase_add_test(tc, record_usage_is_clamped);
+    tcase_add_test(tc, record_keeps_only_whole_answers);
     suite_add_tcase(s, tc);
     return s;
 }
