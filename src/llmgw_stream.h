@@ -27,6 +27,7 @@ void llmgw_buf_free(llmgw_buf_t *b);
 
 typedef struct llmgw_sse {
     apr_pool_t *p;
+    apr_pool_t *lp;         /* one event's parse, cleared after it */
     llmgw_buf_t buf;        /* events not yet handed out */
     apr_size_t ready;       /* front bytes handed out by the last feed */
     apr_size_t scanned;     /* bytes after 'ready' already searched */

@@ -208,6 +208,37 @@ START_TEST(big_event_under_the_cap_passes)
 }
 END_TEST
 
+/* Usage chunks, however many a backend sends, are read without growing
+ * the request's pool: a long stream is held in bounded memory. */
+START_TEST(usage_chunks_do_not_grow_the_pool)
+{
+    apr_pool_t *p;
+    llmgw_sse_t *s;
+    const char *out;
+    apr_size_t before, i;
+    static const char ev[] = EV("{\"id\":\"c\",\"choices\":[],\"usage\":{"
+                                "\"prompt_tokens\":1,\"completion_tokens\":"
+                                "2,\"total_tokens\":3}}")
+                             EV("{\"id\":\"c\",\"choices\":[{\"index\":0,"
+                                "\"delta\":{\"content\":\"x\"}}],\"usage\":{"
+                                "\"prompt_tokens\":1}}");
+
+    apr_pool_create(&p, test_pool);
+    s = llmgw_sse_create(p, 1);
+    for (i = 0; i < 100; i++) {
+        llmgw_sse_feed(s, ev, sizeof(ev) - 1, &out);
+    }
+    /* As in test_ollama: 10000 more events take no new pool block. */
+    before = (apr_size_t)apr_palloc(p, 1);
+    for (i = 0; i < 10000; i++) {
+        ck_assert_uint_gt(llmgw_sse_feed(s, ev, sizeof(ev) - 1, &out), 0);
+    }
+    ck_assert_uint_eq((apr_size_t)apr_palloc(p, 1), before + 8);
+    ck_assert_int_eq(s->usage.total, 1);
+    apr_pool_destroy(p);
+}
+END_TEST
+
 Suite *stream_suite(void)
 {
     Suite *s = suite_create("stream");
@@ -222,6 +253,7 @@ Suite *stream_suite(void)
     tcase_add_test(tc, error_tail_for_completions_without_events);
     tcase_add_test(tc, unfinished_event_is_capped);
     tcase_add_test(tc, big_event_under_the_cap_passes);
+    tcase_add_test(tc, usage_chunks_do_not_grow_the_pool);
     suite_add_tcase(s, tc);
     return s;
 }
