@@ -424,6 +424,12 @@ static apr_uint64_t check64(apr_uint64_t h, const char *s, apr_size_t n)
         apr_size_t i, take = n < 8 ? n : 8;
         apr_uint64_t w = 0;
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (take == 8) {
+            memcpy(&w, u, 8);       /* one load where bytes are in order */
+        }
+        else
+#endif
         for (i = 0; i < take; i++) {
             w |= (apr_uint64_t)u[i] << (8 * i);
         }
