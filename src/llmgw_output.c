@@ -486,8 +486,13 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
 static void sniff_json(request_rec *r, llmgw_req_t *ctx,
                        apr_bucket_brigade *bb)
 {
+    const char *ce = apr_table_get(r->headers_out, "Content-Encoding");
     apr_bucket *e;
 
+    if (ce && strcasecmp(ce, "identity") != 0) {
+        ctx->sniffed = 1;       /* compressed: not ours to judge */
+        return;
+    }
     for (e = APR_BRIGADE_FIRST(bb);
          e != APR_BRIGADE_SENTINEL(bb) && !ctx->sniffed;
          e = APR_BUCKET_NEXT(e)) {
@@ -517,7 +522,6 @@ static void sniff_json(request_rec *r, llmgw_req_t *ctx,
         ctx->rec = NULL;
         ctx->out = OUT_WHOLE;   /* dropped there, and answered */
     }
-    (void)r;
 }
 
 /* mod_proxy_http gives up on a backend that failed before answering by

@@ -3,6 +3,7 @@
 # error, events without end, chunks nested to the limit, usage near 2^63)
 # and a memcached that answers wrong. The client always gets a well-formed
 # answer or error, nothing broken is cached, no child dies or balloons.
+import gzip
 import json
 import time
 
@@ -138,6 +139,21 @@ def test_200_that_is_not_json_is_502(gw_fake, fake, alive, uniq, body):
     r = gw_fake.post(CHAT, q)
     assert r.status == 200 and r.header("X-LLM-Cache") == "MISS", (r.status, r.headers)
     assert r.json()["choices"][0]["message"]["content"] == "good"
+
+
+def test_compressed_200_is_not_judged(gw_fake, fake, alive, uniq):
+    # A body the backend compressed is not the gateway's to read: it
+    # passes as it came (and is not cached), not turned into a 502.
+    model = f"fake-gzip-{uniq}"
+    raw = gzip.compress(json.dumps(fakes.chat_answer("zipped")).encode())
+    fake.script(model, lambda req: [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Encoding: gzip\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n" % len(raw) + raw])
+    r = gw_fake.post(CHAT, det(uniq, model), headers={"Accept-Encoding": "gzip"})
+    assert r.status == 200, r.body
+    assert r.header("Content-Encoding") == "gzip"
+    assert json.loads(gzip.decompress(r.body))["choices"][0]["message"]["content"] == "zipped"
 
 
 @pytest.mark.parametrize("body", [
