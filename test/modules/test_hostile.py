@@ -346,17 +346,17 @@ def test_endless_ollama_line_is_capped(gw_fake, fake, alive, uniq):
                                       "done": False}).encode() + b"\n")
         yield fakes.chunk(b'{"message":{"content":"')
         block = b"a" * (1 << 20)
-        for _ in range(EVENT_MB // 4):
+        for _ in range(EVENT_MB // 2):
             yield fakes.chunk(block)
         yield fakes.LAST_CHUNK
     fake.script(model, answer)
     before = _children_memory(gw_fake)
     s = gw_fake.stream(CHAT, det(uniq, model, stream=True), timeout=60)
+    peak, held = _grew_mb(before, _children_memory(gw_fake))
+    assert peak < 80 and held < 40, (peak, held)
     assert s.content() == "first"
     assert s.chunks()[-2]["choices"][0]["finish_reason"] == "error"
     assert "cannot hold" in s.chunks()[-1]["error"]["message"]
-    peak, held = _grew_mb(before, _children_memory(gw_fake))
-    assert peak < 80 and held < 40, (peak, held)
 
 
 # ---------------------------------------------------------------- usage
