@@ -495,9 +495,6 @@ const char *llmgw_record_serialize(llmgw_record_t *rec, apr_size_t *len)
     if (rec->chunks) {
         chunks = llmgw_json_write(rec->chunks, &clen);
     }
-    if (rlen + clen + MAX_HEAD > rec->max) {
-        return NULL;
-    }
     text = record_text(rec, resp, rlen, chunks, clen, len);
     if (*len > rec->max) {
         return NULL;
@@ -527,8 +524,8 @@ static int load(llmgw_record_t *rec)
         }
         usage_of(rec->response, &rec->usage);
     }
-    if (!rec->chunks
-        && !(rec->chunks_len == 4 && memcmp(rec->chunks_text, "null", 4) == 0)) {
+    if (!rec->chunks && !(rec->chunks_len == 4
+                          && memcmp(rec->chunks_text, "null", 4) == 0)) {
         rec->chunks = read_as(rec->p, rec->chunks_text, rec->chunks_len,
                               LLMGW_JSON_ARRAY);
         if (!rec->chunks) {
