@@ -259,6 +259,17 @@ class FakeMemcached:
         self.server.server_close()
 
 
+def reset_peaks(pids):
+    """Start the processes' VmHWM afresh (Linux: "5" to clear_refs), so that
+    a peak measured next is this test's, not an earlier one's."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
+
 def memory_kb(pids):
     """{pid: (VmHWM, VmRSS)} in kB of the processes still there."""
     out = {}
