@@ -117,6 +117,10 @@ typedef struct {
     apr_int64_t old;
 } jent_t;
 
+typedef struct {
+    apr_int64_t valid, id, start, end;
+} pcache_t;
+
 struct llmgw_limits {
     apr_uint64_t magic;
     apr_uint64_t version;
@@ -141,6 +145,7 @@ struct llmgw_limits {
     apr_int64_t rebuilding;     /* the index is being rebuilt */
     apr_int64_t recoveries;
     apr_int64_t reclaimed;
+    apr_int64_t changes;        /* locked sections that wrote */
     apr_int64_t free_subj;      /* index + 1; 0: none */
     apr_int64_t free_rec;
     apr_int64_t nsubj;
@@ -149,6 +154,7 @@ struct llmgw_limits {
     apr_int64_t rec_seq;
     apr_int64_t has_dynamic;
     apr_int64_t dyn[NCONF];
+    pcache_t pc[4];             /* the current period of each kind */
     jent_t j[JMAX];
 };
 
@@ -189,9 +195,6 @@ static void jset(tab_t *t, void *p, apr_int64_t v)
         t->j[n].old = *w;
         __atomic_store_n(&t->jn, n + 1, __ATOMIC_RELEASE);
         __atomic_thread_fence(__ATOMIC_RELEASE);
-        if (n + 1 > t->jmax_seen) {
-            t->jmax_seen = n + 1;
-        }
     }
     else {
         t->joverflow++;
@@ -211,6 +214,9 @@ static void jadd(tab_t *t, apr_int64_t *p, apr_int64_t d)
 
 static void commit(tab_t *t)
 {
+    if (t->jn > t->jmax_seen) {
+        t->jmax_seen = t->jn;
+    }
     __atomic_store_n(&t->jn, 0, __ATOMIC_RELEASE);
 }
 
@@ -241,13 +247,18 @@ static apr_status_t lock(tab_t *t)
             rebuild_index(t);
         }
         t->recoveries++;
-        rv = pthread_mutex_consistent(&t->mu.m);
+        if ((rv = pthread_mutex_consistent(&t->mu.m)) != 0) {
+            pthread_mutex_unlock(&t->mu.m);
+        }
     }
     return rv ? APR_FROM_OS_ERROR(rv) : APR_SUCCESS;
 }
 
 static void unlock(tab_t *t)
 {
+    if (t->jn) {
+        t->changes++;
+    }
     commit(t);
     pthread_mutex_unlock(&t->mu.m);
 }
@@ -324,6 +335,32 @@ apr_time_t llmgw_limits_period_start(llmgw_period_t per, apr_time_t now,
                                      int next)
 {
     return period_begin(per, period_id(per, now) + (next ? 1 : 0));
+}
+
+/* The period holding now, from the table's cache (under the lock): the
+ * calendar is worked out once a period, not once a call. Not journaled:
+ * 'valid' is cleared before the words change and set after, so a death
+ * half-way only costs working it out again. *end may be NULL. */
+static apr_int64_t cur_period(tab_t *t, int per, apr_time_t now,
+                              apr_time_t *end)
+{
+    pcache_t *c = &t->pc[per & 3];
+
+    if (!c->valid || now < c->start || now >= c->end) {
+        apr_int64_t id = period_id(per, now);
+
+        c->valid = 0;
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        c->id = id;
+        c->start = period_begin(per, id);
+        c->end = period_begin(per, id + 1);
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        c->valid = 1;
+    }
+    if (end) {
+        *end = c->end;
+    }
+    return c->id;
 }
 
 /* ---------------------------------------------------------------------
@@ -995,7 +1032,7 @@ static apr_time_t bucket_wait(const bucket_t *b, apr_int64_t n,
  * that steps back never resets a period. */
 static void roll(tab_t *t, budget_t *b, apr_time_t now)
 {
-    apr_int64_t cur = period_id(B_PER(b->conf), now);
+    apr_int64_t cur = cur_period(t, B_PER(b->conf), now, NULL);
 
     if (b->period >= cur) {
         return;
@@ -1010,17 +1047,17 @@ static void roll(tab_t *t, budget_t *b, apr_time_t now)
 }
 
 /* A budget's counts as of now, without changing it. */
-static void budget_view(const budget_t *b, apr_time_t now, apr_int64_t *used,
-                        apr_int64_t *reserved, apr_int64_t *remote,
-                        apr_int64_t *prev)
+static void budget_view(tab_t *t, const budget_t *b, apr_time_t now,
+                        apr_int64_t *used, apr_int64_t *reserved,
+                        apr_int64_t *remote, apr_int64_t *prev)
 {
-    apr_int64_t cur = period_id(B_PER(b->conf), now);
+    apr_int64_t cur = cur_period(t, B_PER(b->conf), now, NULL);
 
     if (b->period >= cur) {
         *used = b->used;
         *reserved = b->reserved;
         *remote = b->remote;
-        *prev = b->prev_used;
+        *prev = b->prev_period == b->period - 1 ? b->prev_used : 0;
     }
     else {
         *used = *reserved = *remote = 0;
@@ -1028,11 +1065,16 @@ static void budget_view(const budget_t *b, apr_time_t now, apr_int64_t *used,
     }
 }
 
-static apr_time_t budget_reset(const budget_t *b, apr_time_t now)
+/* When the period of b's counts ends. */
+static apr_time_t budget_reset(tab_t *t, const budget_t *b, apr_time_t now)
 {
     int per = B_PER(b->conf);
+    apr_time_t end;
 
-    return period_begin(per, MAX(b->period, period_id(per, now)) + 1);
+    if (b->period > cur_period(t, per, now, &end)) {
+        return period_begin(per, b->period + 1);
+    }
+    return end;
 }
 
 static apr_int64_t sat_add(apr_int64_t a, apr_int64_t b)
@@ -1109,9 +1151,11 @@ static llmgw_limit_kind_t take_budgets(tab_t *t, subj_t *s,
         roll(t, b, now);
         settled = sat_add(b->used, b->remote);
         held = sat_add(settled, b->reserved);
-        if (a > b->limit - held) {
+        /* A spent budget refuses even what costs nothing (a model with
+         * no price under a cost budget). */
+        if (a > b->limit - held || held >= b->limit) {
             r->budget = i;
-            r->spent = a > b->limit - settled;
+            r->spent = a > b->limit - settled || settled >= b->limit;
             r->too_large = a > b->limit;
             return refuse(r, unit == LLMGW_BUDGET_TOKENS
                                  ? LLMGW_LIMIT_BUDGET_TOKENS
@@ -1185,7 +1229,7 @@ static void give_budget(tab_t *t, budget_t *b, const give_t *g,
     int tokens = B_UNIT(b->conf) == LLMGW_BUDGET_TOKENS;
     apr_int64_t est = tokens ? g->est_tokens : g->est_cost;
     apr_int64_t act = tokens ? g->act_tokens : g->act_cost;
-    apr_int64_t p0 = period_id(B_PER(b->conf), g->t0);
+    apr_int64_t p0 = cur_period(t, B_PER(b->conf), g->t0, NULL);
 
     roll(t, b, now);
     if (b->period == p0) {
@@ -1263,11 +1307,11 @@ static void describe(tab_t *t, subj_t **subs, int n, apr_time_t now,
             if (B_UNIT(b->conf) != LLMGW_BUDGET_TOKENS) {
                 continue;
             }
-            budget_view(b, now, &u, &res, &rem, &prev);
+            budget_view(t, b, now, &u, &res, &rem, &prev);
             tightest(&v->limit_tokens, &v->remaining_tokens,
                      &v->reset_tokens, b->limit,
                      MAX(0, b->limit - u - res - rem),
-                     budget_reset(b, now) - now);
+                     budget_reset(t, b, now) - now);
         }
     }
     if (!r || r->kind == LLMGW_LIMIT_OK) {
@@ -1292,7 +1336,7 @@ static void describe(tab_t *t, subj_t **subs, int n, apr_time_t now,
     case LLMGW_LIMIT_BUDGET_TOKENS:
     case LLMGW_LIMIT_BUDGET_COST:
         v->per = B_PER(subs[r->place]->b[r->budget].conf);
-        wait = r->spent ? budget_reset(&subs[r->place]->b[r->budget], now)
+        wait = r->spent ? budget_reset(t, &subs[r->place]->b[r->budget], now)
                           - now
                         : APR_USEC_PER_SEC;
         break;
@@ -1662,7 +1706,7 @@ static int process_alive(apr_int64_t pid)
 
 /* A dynamic subject that holds nothing a new one would not: dropping it
  * loses no usage. */
-static int idle(const subj_t *s, apr_time_t now)
+static int idle(tab_t *t, const subj_t *s, apr_time_t now)
 {
     int i;
 
@@ -1673,7 +1717,7 @@ static int idle(const subj_t *s, apr_time_t now)
         apr_int64_t u, res, rem, prev;
 
         if (s->b[i].conf) {
-            budget_view(&s->b[i], now, &u, &res, &rem, &prev);
+            budget_view(t, &s->b[i], now, &u, &res, &rem, &prev);
             if (u || res || rem) {
                 return 0;
             }
@@ -1694,7 +1738,7 @@ static void sweep_subjects(tab_t *t, apr_time_t now)
 
         if ((st == S_RETIRED && !s->inflight)
             || (st == S_LIVE && crowded && (s->flags & SF_DYNAMIC)
-                && idle(s, now))) {
+                && idle(t, s, now))) {
             drop(t, i);
             commit(t);
         }
@@ -1803,7 +1847,7 @@ apr_int64_t llmgw_limits_headroom(llmgw_limits_t *t,
             apr_int64_t u, res, rem, prev;
 
             if (B_UNIT(s->b[k].conf) == LLMGW_BUDGET_TOKENS) {
-                budget_view(&s->b[k], now, &u, &res, &rem, &prev);
+                budget_view(t, &s->b[k], now, &u, &res, &rem, &prev);
                 left = MIN(left, MAX(0, s->b[k].limit - u - res - rem));
             }
         }
@@ -1836,12 +1880,12 @@ static void fill_usage(tab_t *t, apr_uint64_t i, apr_time_t now,
         if (!b->conf) {
             continue;
         }
-        budget_view(b, now, &u->budget[k].used, &u->budget[k].reserved,
+        budget_view(t, b, now, &u->budget[k].used, &u->budget[k].reserved,
                     &u->budget[k].remote, &u->budget[k].prev_used);
         u->budget[k].remaining = MAX(0, b->limit - u->budget[k].used
                                         - u->budget[k].reserved
                                         - u->budget[k].remote);
-        u->budget[k].reset = budget_reset(b, now);
+        u->budget[k].reset = budget_reset(t, b, now);
     }
     u->requests = s->requests;
     memcpy(u->refused, s->refused, sizeof(u->refused));
@@ -1904,6 +1948,7 @@ void llmgw_limits_stats(llmgw_limits_t *t, llmgw_limits_stats_t *st)
     st->recoveries = t->recoveries;
     st->reclaimed = t->reclaimed;
     st->journal_max = t->joverflow ? JMAX + t->joverflow : t->jmax_seen;
+    st->changes = t->changes;
     unlock(t);
 }
 
@@ -1970,16 +2015,38 @@ static apr_int64_t word_at(const void *base, apr_size_t off)
     return *(const apr_int64_t *)((const char *)base + off);
 }
 
+/* One subject's name and words at out; returns the bytes written. */
+static apr_size_t snap_write(unsigned char *out, const subj_t *s)
+{
+    apr_size_t off = 8 + ALIGN8(s->namelen), k;
+    int b;
+
+    memset(out, 0, off);
+    out[0] = (unsigned char)s->namelen;
+    out[1] = (unsigned char)(s->namelen >> 8);
+    out[2] = (unsigned char)s->flags;
+    memcpy(out + 8, s->name, s->namelen);
+    for (k = 0; k < SNAP_NW; k++, off += 8) {
+        put64(out + off, (apr_uint64_t)word_at(s, snap_words[k]));
+    }
+    for (b = 0; b < NB; b++) {
+        for (k = 0; k < SNAP_NB; k++, off += 8) {
+            put64(out + off, (apr_uint64_t)word_at(&s->b[b], snap_budget[k]));
+        }
+    }
+    return off;
+}
+
 apr_status_t llmgw_limits_snapshot(llmgw_limits_t *t, apr_pool_t *p,
                                    apr_time_t now, const char **buf,
                                    apr_size_t *len)
 {
-    apr_size_t size = SNAP_HEAD + LLMGW_SHA256_LEN, off = SNAP_HEAD, k;
+    apr_size_t size = SNAP_HEAD + LLMGW_SHA256_LEN, off = SNAP_HEAD;
     apr_uint64_t i, n = 0;
     unsigned char *out;
     llmgw_sha256_t c;
     apr_status_t rv;
-    int b;
+    subj_t copy;
 
     if ((rv = lock(t)) != APR_SUCCESS) {
         return rv;
@@ -1989,30 +2056,23 @@ apr_status_t llmgw_limits_snapshot(llmgw_limits_t *t, apr_pool_t *p,
             size += snap_rec_size(SUBJ(t, i)->namelen);
         }
     }
-    out = apr_pcalloc(p, size);
+    unlock(t);
+    out = apr_palloc(p, size);
+    /* A subject at a time: a big table never holds admissions up. One
+     * added since the count waits for the next snapshot. */
     for (i = 0; i < t->max_subjects; i++) {
-        subj_t *s = SUBJ(t, i);
-
-        if ((s->state & 0xff) == S_FREE) {
+        if ((rv = lock(t)) != APR_SUCCESS) {
+            return rv;
+        }
+        memcpy(&copy, SUBJ(t, i), sizeof(copy));
+        unlock(t);
+        if ((copy.state & 0xff) == S_FREE
+            || snap_rec_size(copy.namelen) > size - LLMGW_SHA256_LEN - off) {
             continue;
         }
-        out[off] = (unsigned char)s->namelen;
-        out[off + 1] = (unsigned char)(s->namelen >> 8);
-        out[off + 2] = (unsigned char)s->flags;
-        memcpy(out + off + 8, s->name, s->namelen);
-        off += 8 + ALIGN8(s->namelen);
-        for (k = 0; k < SNAP_NW; k++, off += 8) {
-            put64(out + off, (apr_uint64_t)word_at(s, snap_words[k]));
-        }
-        for (b = 0; b < NB; b++) {
-            for (k = 0; k < SNAP_NB; k++, off += 8) {
-                put64(out + off, (apr_uint64_t)word_at(&s->b[b],
-                                                       snap_budget[k]));
-            }
-        }
+        off += snap_write(out + off, &copy);
         n++;
     }
-    unlock(t);
     memcpy(out, SNAP_MAGIC, 8);
     put64(out + 8, VERSION | (apr_uint64_t)SNAP_REC_WORDS << 32);
     put64(out + 16, n);
@@ -2021,7 +2081,7 @@ apr_status_t llmgw_limits_snapshot(llmgw_limits_t *t, apr_pool_t *p,
     llmgw_sha256_update(&c, out, off);
     llmgw_sha256_final(&c, out + off);
     *buf = (const char *)out;
-    *len = size;
+    *len = off + LLMGW_SHA256_LEN;
     return APR_SUCCESS;
 }
 
@@ -2217,7 +2277,7 @@ static int sync_item(tab_t *t, apr_uint64_t i, int counter, apr_time_t now,
         local = b->used;
         synced = b->synced;
         it->period = b->period;
-        it->expires = budget_reset(b, now) / APR_USEC_PER_SEC
+        it->expires = budget_reset(t, b, now) / APR_USEC_PER_SEC
                       + (B_PER(b->conf) == LLMGW_PER_HOUR ? 3600 : 86400);
     }
     else {

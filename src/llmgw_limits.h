@@ -368,6 +368,8 @@ typedef struct {
     apr_int64_t recoveries;         /* locks taken over from a dead owner */
     apr_int64_t reclaimed;          /* reservations swept, ever */
     apr_int64_t journal_max;        /* the largest transaction, in words */
+    apr_int64_t changes;            /* transactions so far: a snapshot is
+                                       due only when this moved */
 } llmgw_limits_stats_t;
 
 void llmgw_limits_stats(llmgw_limits_t *t, llmgw_limits_stats_t *st);
@@ -379,7 +381,8 @@ void llmgw_limits_stats(llmgw_limits_t *t, llmgw_limits_stats_t *st);
 
 /* The table's counts as bytes from p: versioned, every subject by name,
  * with a SHA-256 of the rest at the end. Reservations in flight are kept
- * as counts, not as reservations (their processes will not be there). */
+ * as counts, not as reservations (their processes will not be there).
+ * Takes the lock a subject at a time (about 560 bytes each). */
 apr_status_t llmgw_limits_snapshot(llmgw_limits_t *t, apr_pool_t *p,
                                    apr_time_t now, const char **buf,
                                    apr_size_t *len);
