@@ -463,8 +463,9 @@ int llmgw_limits_error(apr_pool_t *p, const llmgw_limits_verdict_t *v,
 apr_time_t llmgw_limits_period_start(llmgw_period_t per, apr_time_t now,
                                      int next);
 
-/* Tests only: this process kills itself with SIGKILL at the n-th write of
- * a transaction from now on (0: never), to prove the journal. */
-void llmgw_limits_crash_after(int n);
+/* Tests only: at the n-th journaled write from now on (0: never), after
+ * its journal entry and before the word itself, this process calls fn
+ * (which stops it for the test to kill), to prove the journal. */
+void llmgw_limits_crash_after(int n, void (*fn)(void));
 
 #endif
