@@ -30,6 +30,7 @@
  * exact integers: R requests at once, then R a minute. */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/types.h>
@@ -1761,7 +1762,7 @@ int llmgw_limits_sweep(llmgw_limits_t *t, apr_pool_t *p, apr_time_t now,
                        int force)
 {
     apr_int64_t last = __atomic_load_n(&t->last_sweep, __ATOMIC_RELAXED);
-    apr_int64_t seq, n = 0, i, k, dead_n = 0;
+    apr_int64_t seq, n = 0, i, k, dead_n = 0, room;
     apr_int64_t *dead;
     cand_t *c;
     int taken = 0;
@@ -1774,16 +1775,19 @@ int llmgw_limits_sweep(llmgw_limits_t *t, apr_pool_t *p, apr_time_t now,
         && !force) {
         return 0;               /* another process is sweeping */
     }
+    /* Room for what is in flight now and some more; what comes on top
+     * waits for the next sweep. Nothing is allocated under the lock. */
+    room = MIN(ld(&t->nrec) + 64, (apr_int64_t)t->max_records);
+    c = apr_palloc(p, sizeof(*c) * (apr_size_t)room);
+    dead = apr_palloc(p, sizeof(*dead) * (apr_size_t)room);
     if (lock(t) != APR_SUCCESS) {
         return 0;
     }
-    c = apr_palloc(p, sizeof(*c) * (apr_size_t)(t->nrec + 1));
-    dead = apr_palloc(p, sizeof(*dead) * (apr_size_t)(t->nrec + 1));
     seq = t->rec_seq;
     for (i = 0; i < (apr_int64_t)t->max_records; i++) {
         rec_t *rec = REC(t, i);
 
-        if ((rec->state & 1) && n < t->nrec) {
+        if ((rec->state & 1) && n < room) {
             c[n].rec = i;
             c[n].state = rec->state;
             c[n++].owner = rec->owner;
