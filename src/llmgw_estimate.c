@@ -169,15 +169,16 @@ static int choices_of(const llmgw_request_t *req, apr_int64_t prompts,
     return 0;
 }
 
-/* The client's bound on one choice: max_completion_tokens, max_tokens,
- * or an Ollama body's options.num_predict (its -1 and -2 mean none).
- * 1 found, 0 none, -1 invalid (err filled). */
+/* The client's bound on one choice: max_completion_tokens, max_tokens.
+ * An Ollama client's options.num_predict is max_tokens by now
+ * (llmgw_ollama_front_request); an "options" member in an OpenAI body
+ * bounds nothing: no backend reads it there. 1 found, 0 none, -1 invalid
+ * (err filled). */
 static int client_max(const llmgw_request_t *req, apr_int64_t *max,
                       const char **field, llmgw_error_t *err)
 {
     static const char *const keys[] = { "max_completion_tokens",
                                         "max_tokens" };
-    llmgw_json_t *opts = llmgw_json_getj(req->body, "options", NULL);
     int i, rv;
 
     for (i = req->ep == LLMGW_EP_CHAT ? 0 : 1; i < 2; i++) {
@@ -192,11 +193,6 @@ static int client_max(const llmgw_request_t *req, apr_int64_t *max,
             *field = keys[i];
             return 1;
         }
-    }
-    if (llmgw_json_type(opts, "num_predict", NULL) == LLMGW_JSON_INT
-        && (*max = llmgw_json_getl(opts, 0, "num_predict", NULL)) > 0) {
-        *field = "options.num_predict";
-        return 1;
     }
     return 0;
 }

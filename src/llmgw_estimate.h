@@ -49,15 +49,15 @@ typedef struct {
                                    none, or more than max_cap) */
 } llmgw_estimate_t;
 
-/* Estimates req (parsed by llmgw_request_parse or
- * llmgw_ollama_front_request) for the reservation. headroom: what the
- * subjects' token limits have left (llmgw_limits_headroom), from which
- * max_tokens is set when neither the client nor the route gives one. The
- * client's max_completion_tokens wins over max_tokens, as with OpenAI,
- * and either over an Ollama body's options.num_predict; more than
- * max_cap is cut to max_cap (set = 1). Returns 0, or fills err (a 400
- * naming the param: max_tokens or n below 1, n above 128) and returns
- * its status. */
+/* Estimates req (parsed by llmgw_request_parse, or by
+ * llmgw_ollama_front_request, which makes an Ollama client's
+ * options.num_predict its max_tokens) for the reservation. headroom: what
+ * the subjects' token limits have left (llmgw_limits_headroom), from
+ * which max_tokens is set when neither the client nor the route gives
+ * one. The client's max_completion_tokens wins over max_tokens, as with
+ * OpenAI; more than max_cap is cut to max_cap (set = 1). Returns 0, or
+ * fills err (a 400 naming the param: max_tokens or n below 1, n above
+ * 128) and returns its status. */
 int llmgw_estimate(const llmgw_request_t *req, const llmgw_estimate_conf_t *c,
                    apr_int64_t headroom, llmgw_estimate_t *e,
                    llmgw_error_t *err);

@@ -148,14 +148,12 @@ START_TEST(max_tokens_from_the_client)
                                  "\"max_completion_tokens\":-3}",
                                  &c, APR_INT64_MAX, &e, &err), 400);
     ck_assert_str_eq(err.param, "max_completion_tokens");
-    /* An Ollama body's num_predict; -1 there means none. */
+    /* "options" in an OpenAI body reaches no backend: no bound. */
     e = estimate(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[" MSG "],"
                  "\"options\":{\"num_predict\":33}}");
-    ck_assert_int_eq(e.max_tokens, 33);
-    ck_assert_str_eq(e.field, "options.num_predict");
-    e = estimate(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[" MSG "],"
-                 "\"options\":{\"num_predict\":-1}}");
     ck_assert_int_eq(e.set, 1);
+    ck_assert_int_eq(e.max_tokens, LLMGW_ESTIMATE_FALLBACK_MAX);
+    ck_assert_str_eq(e.field, "max_tokens");
 }
 END_TEST
 
@@ -238,9 +236,9 @@ END_TEST
 
 START_TEST(ollama_clients_num_predict)
 {
-    static const char *body = "{\"model\":\"m\",\"messages\":[{\"role\":"
-                              "\"user\",\"content\":\"hi\"}],\"options\":"
-                              "{\"num_predict\":77}}";
+    const char *body = "{\"model\":\"m\",\"messages\":[{\"role\":"
+                       "\"user\",\"content\":\"hi\"}],\"options\":"
+                       "{\"num_predict\":77}}";
     llmgw_estimate_conf_t c = conf();
     llmgw_request_t req;
     llmgw_estimate_t e;
@@ -256,6 +254,15 @@ START_TEST(ollama_clients_num_predict)
     ck_assert_int_eq(e.max_tokens, 77);
     ck_assert_int_eq(e.set, 0);
     ck_assert_int_ge(e.prompt, 64 + 16 + 2);
+    /* -1 (no limit) in Ollama: none given, the gateway sets one. */
+    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+           "\"content\":\"hi\"}],\"options\":{\"num_predict\":-1}}";
+    ck_assert_int_eq(llmgw_ollama_front_request(test_pool,
+                                                LLMGW_OLLAMA_EP_CHAT, body,
+                                                strlen(body), &req, &out,
+                                                &len, &err), 0);
+    ck_assert_int_eq(llmgw_estimate(&req, &c, APR_INT64_MAX, &e, &err), 0);
+    ck_assert_int_eq(e.set, 1);
 }
 END_TEST
 
