@@ -184,7 +184,8 @@ typedef struct {
  * retired (no new admissions, their requests in flight still settle,
  * dropped by a sweep once none is left). dynamic (NULL: none) is the
  * limit block of subjects added at run time (llmgw_limits_find_or_add,
- * REMOTE_USER's); subjects already added take it too. APR_EINVAL (nothing
+ * REMOTE_USER's); subjects already added take it too (or, with NULL,
+ * are retired like removed keys). APR_EINVAL (nothing
  * changed) if a conf fails llmgw_limits_conf_check or a name is given
  * twice, APR_ENOSPC (nothing changed) if the table cannot hold them. Made
  * for post_config, on a new table or the one kept across a restart. */
@@ -198,8 +199,10 @@ apr_status_t llmgw_limits_configure(llmgw_limits_t *t,
 apr_status_t llmgw_limits_find(llmgw_limits_t *t, const char *name,
                                llmgw_limits_subject_t *s);
 /* The same, adding a dynamic subject when there is none: APR_NOTFOUND if
- * the table has no dynamic limits, APR_ENOSPC if it is full (the glue
- * fails open or closed as configured). */
+ * the table has no dynamic limits (or the name is a retired subject's),
+ * APR_ENOSPC if it is full (a forced sweep may make room by dropping
+ * users that hold nothing; else the glue fails open or closed as
+ * configured). */
 apr_status_t llmgw_limits_find_or_add(llmgw_limits_t *t, const char *name,
                                       apr_time_t now,
                                       llmgw_limits_subject_t *s);
