@@ -33,6 +33,8 @@ int main(void)
     srunner_add_suite(sr, ollama_suite());
     srunner_add_suite(sr, shmtab_suite());
     srunner_add_suite(sr, memcache_suite());
+    srunner_add_suite(sr, limits_suite());
+    srunner_add_suite(sr, estimate_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
