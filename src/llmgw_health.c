@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "llmgw_health.h"
+#include "llmgw_seqlock.h"
 
 /* Every process must see the same words: they must be lock-free. */
 _Static_assert(__atomic_always_lock_free(sizeof(apr_uint64_t), 0),
@@ -321,34 +322,6 @@ static int model_same(const char *a, const char *b)
 
 /* ---- the probe record (seqlock) --------------------------------------- */
 
-static void write_begin(probe_t *pr)
-{
-    apr_uint32_t s = __atomic_load_n(&pr->seq, __ATOMIC_RELAXED);
-
-    /* Odd already if a writer died half-way: stays odd, then even. */
-    __atomic_store_n(&pr->seq, s | 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-}
-
-static void write_end(probe_t *pr)
-{
-    apr_uint32_t s = __atomic_load_n(&pr->seq, __ATOMIC_RELAXED);
-
-    __atomic_store_n(&pr->seq, s + 1, __ATOMIC_RELEASE);
-}
-
-static int read_begin(const probe_t *pr, apr_uint32_t *s)
-{
-    *s = __atomic_load_n(&pr->seq, __ATOMIC_ACQUIRE);
-    return !(*s & 1);
-}
-
-static int read_end(const probe_t *pr, apr_uint32_t s)
-{
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    return __atomic_load_n(&pr->seq, __ATOMIC_RELAXED) == s;
-}
-
 static void read_summary(const member_t *mb, psum_t *out)
 {
     const probe_t *pr = &mb->probe;
@@ -356,7 +329,7 @@ static void read_summary(const member_t *mb, psum_t *out)
     int i;
 
     for (i = 0; i < READ_TRIES; i++) {
-        if (!read_begin(pr, &s)) {
+        if (!llmgw_seq_read_begin(&pr->seq, &s)) {
             continue;
         }
         out->state = pr->state;
@@ -369,7 +342,7 @@ static void read_summary(const member_t *mb, psum_t *out)
         out->running = pr->running;
         out->waiting = pr->waiting;
         out->kv_ppm = pr->kv_ppm;
-        if (read_end(pr, s)) {
+        if (llmgw_seq_read_end(&pr->seq, s)) {
             out->valid = out->nmodels <= LLMGW_HEALTH_MODELS;
             return;
         }
@@ -386,7 +359,7 @@ static int read_model_flags(const member_t *mb, const char *model,
     int tries, flags;
 
     for (tries = 0; tries < READ_TRIES; tries++) {
-        if (!read_begin(pr, &s)) {
+        if (!llmgw_seq_read_begin(&pr->seq, &s)) {
             continue;
         }
         flags = 0;
@@ -403,7 +376,7 @@ static int read_model_flags(const member_t *mb, const char *model,
                 }
             }
         }
-        if (read_end(pr, s)) {
+        if (llmgw_seq_read_end(&pr->seq, s)) {
             return flags;
         }
     }
@@ -562,7 +535,7 @@ int llmgw_health_store(llmgw_health_t *t, int m, const llmgw_probe_t *r,
         return -1;
     }
     pr = &mb->probe;
-    write_begin(pr);
+    llmgw_seq_write_begin(&pr->seq);
     pr->probed_at = now;
     pr->ok = r->ok;
     pr->state = r->state;
@@ -591,7 +564,7 @@ int llmgw_health_store(llmgw_health_t *t, int m, const llmgw_probe_t *r,
     if (r->knows & LLMGW_PK_AVAILABLE) {
         pr->at[F_AVAILABLE] = now;
     }
-    write_end(pr);
+    llmgw_seq_write_end(&pr->seq);
     return left + (int)r->models_skipped;
 }
 
@@ -850,7 +823,7 @@ int llmgw_health_models(const llmgw_health_t *t, int m,
     }
     pr = &mb->probe;
     for (tries = 0; tries < READ_TRIES; tries++) {
-        if (!read_begin(pr, &s)) {
+        if (!llmgw_seq_read_begin(&pr->seq, &s)) {
             continue;
         }
         n = (int)(pr->nmodels < LLMGW_HEALTH_MODELS ? pr->nmodels
@@ -869,7 +842,7 @@ int llmgw_health_models(const llmgw_health_t *t, int m,
             out[i].kv_usage = e->kv_ppm >= 0 ? (double)e->kv_ppm / 1e6
                                              : -1.0;
         }
-        if (read_end(pr, s)) {
+        if (llmgw_seq_read_end(&pr->seq, s)) {
             return n;
         }
     }

@@ -720,9 +720,11 @@ static double vsum_kv(const vsum_t *v)
     return v->kv >= 0.0 ? v->kv : v->gpu_kv;
 }
 
-/* The per-model sums, by name; a name too long to keep has none. */
+/* The per-model sums, by name; a name too long to keep has none. Those
+ * kept are also in sums, in the order of r->models. */
 static vsum_t *vllm_model(apr_pool_t *p, llmgw_probe_t *r, apr_hash_t *by,
-                          const char *name, apr_size_t len, int *full)
+                          apr_array_header_t *sums, const char *name,
+                          apr_size_t len, int *full)
 {
     vsum_t *v = apr_hash_get(by, name, (apr_ssize_t)len);
     char *key;
@@ -744,6 +746,7 @@ static vsum_t *vllm_model(apr_pool_t *p, llmgw_probe_t *r, apr_hash_t *by,
         return NULL;
     }
     add_model(p, r, key, len)->flags = LLMGW_PM_LOADED;
+    APR_ARRAY_PUSH(sums, vsum_t *) = v;
     return v;
 }
 
@@ -762,6 +765,7 @@ static llmgw_probe_t *vllm_metrics(apr_pool_t *p, llmgw_probe_t *r,
 {
     const char *pos = body, *end = body + len;
     apr_hash_t *by = apr_hash_make(p);
+    apr_array_header_t *sums = apr_array_make(p, 4, sizeof(vsum_t *));
     llmgw_prom_sample_t s;
     vsum_t all;
     unsigned knows = LLMGW_PK_STATE;
@@ -791,7 +795,7 @@ static llmgw_probe_t *vllm_metrics(apr_pool_t *p, llmgw_probe_t *r,
         }
         vsum_add(&all, m, s.value);
         if ((model = sample_label(&s, "model_name", &mlen))) {
-            if ((v = vllm_model(p, r, by, model, mlen, &full))) {
+            if ((v = vllm_model(p, r, by, sums, model, mlen, &full))) {
                 vsum_add(v, m, s.value);
             }
             if (full) {
@@ -808,7 +812,7 @@ static llmgw_probe_t *vllm_metrics(apr_pool_t *p, llmgw_probe_t *r,
     for (i = 0; i < r->models->nelts; i++) {
         llmgw_probe_model_t *pm = &APR_ARRAY_IDX(r->models, i,
                                                  llmgw_probe_model_t);
-        vsum_t *v = apr_hash_get(by, pm->name, APR_HASH_KEY_STRING);
+        const vsum_t *v = APR_ARRAY_IDX(sums, i, vsum_t *);
 
         pm->running = v->running;
         pm->waiting = v->waiting;

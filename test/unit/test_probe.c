@@ -530,9 +530,12 @@ START_TEST(vllm_metrics_refused)
         }
         refused(r);
     }
-    /* A NUL inside a line is no Prometheus text. */
+    /* A NUL inside a line is no Prometheus text (nor in a name). */
     refused(llmgw_probe_parse(test_pool, LLMGW_PROBE_VLLM_METRICS, 200,
                               "vllm:num_requests_running\0 1\n", 29));
+    refused(llmgw_probe_parse(test_pool, LLMGW_PROBE_VLLM_METRICS, 200,
+                              "vllm:num_requests_running{model_name=\"a\0b\"}"
+                              " 1\n", 46));
     refused(parse(LLMGW_PROBE_VLLM_METRICS, 404, "Not Found"));
     /* Values as Go reads them; other metrics may be NaN or Inf. */
     ck_assert_int_eq(parse(LLMGW_PROBE_VLLM_METRICS, 200,
