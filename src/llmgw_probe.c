@@ -576,7 +576,7 @@ static int days_in_month(int y, int m)
 
 int llmgw_probe_rfc3339(const char *s, apr_size_t len, apr_time_t *out)
 {
-    const char *end = s + len, *q;
+    const char *end, *q;
     int y, mo, d, h, mi, sec, oh = 0, om = 0, sign = 0;
     apr_int64_t usec = 0, scale = 100000, secs;
 
@@ -592,6 +592,7 @@ int llmgw_probe_rfc3339(const char *s, apr_size_t len, apr_time_t *out)
         || h > 23 || mi > 59 || sec > 60) {
         return -1;
     }
+    end = s + len;
     q = s + 19;
     if (*q == '.') {
         const char *f = ++q;
