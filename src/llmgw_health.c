@@ -1044,10 +1044,11 @@ unsigned llmgw_health_mirror_want(const llmgw_member_view_t *v,
 {
     unsigned want = 0;
 
-    if (v->br_state != LLMGW_BR_CLOSED) {
+    if (v->br_state == LLMGW_BR_OPEN) {
         want |= LLMGW_MIRROR_FAIL;
     }
-    if (drain_loading && v->state == LLMGW_HS_LOADING) {
+    else if (v->br_state == LLMGW_BR_HALF_OPEN
+             || (drain_loading && v->state == LLMGW_HS_LOADING)) {
         want |= LLMGW_MIRROR_DRAIN;
     }
     return want;

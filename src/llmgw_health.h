@@ -222,13 +222,18 @@ void llmgw_health_admit_cancel(llmgw_health_t *t, int m, int *queued);
 
 /* ---- mod_proxy's view ------------------------------------------------ */
 
-/* What the glue mirrors into the worker's status flags. */
-#define LLMGW_MIRROR_FAIL   0x1     /* breaker not closed: HC_FAIL ('C') */
-#define LLMGW_MIRROR_DRAIN  0x2     /* loading: DRAIN ('N'), if chosen */
+/* What the glue mirrors into the worker's status flags. HC_FAIL makes a
+ * worker unusable for everything (ap_proxy_acquire_connection refuses
+ * it); DRAIN only keeps the stock lbmethods away (their choice skips
+ * draining workers) while a request sent to it still connects: so the
+ * half-open member's one trial, chosen by llm_affinity or sent to it
+ * directly, can reach it and nothing else does. */
+#define LLMGW_MIRROR_FAIL   0x1     /* open: HC_FAIL ('C') */
+#define LLMGW_MIRROR_DRAIN  0x2     /* half-open, or loading: DRAIN ('N') */
 
 /* The flags member view v calls for; drain_loading: mark a loading
- * member draining, so that lbmethods other than llm_affinity route
- * around it too. */
+ * member draining too, so that lbmethods other than llm_affinity route
+ * around it. */
 unsigned llmgw_health_mirror_want(const llmgw_member_view_t *v,
                                   int drain_loading);
 

@@ -216,6 +216,7 @@ START_TEST(breaker_through_table)
     llmgw_health_member(t, 0, T0 + MS(101), &hp, &v);
     ck_assert_int_eq(v.br_state, LLMGW_BR_HALF_OPEN);
     ck_assert_int_eq(v.trial_free, 1);
+    ck_assert_uint_eq(llmgw_health_mirror_want(&v, 0), LLMGW_MIRROR_DRAIN);
     ck_assert_int_eq(llmgw_health_claim(t, 0, T0 + MS(101), &bp, &token), 1);
     ck_assert_int_eq(llmgw_health_claim(t, 0, T0 + MS(101), &bp, &token), 0);
     llmgw_health_member(t, 0, T0 + MS(102), &hp, &v);
@@ -224,6 +225,8 @@ START_TEST(breaker_through_table)
                                         T0 + MS(110), &bp, NULL, &after), 1);
     ck_assert_int_eq(after.state, LLMGW_BR_CLOSED);
     ck_assert_int_eq(llmgw_health_breaker(t, 0).state, LLMGW_BR_CLOSED);
+    llmgw_health_member(t, 0, T0 + MS(110), &hp, &v);
+    ck_assert_uint_eq(llmgw_health_mirror_want(&v, 1), 0);
 }
 END_TEST
 
