@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "llmgw_health.h"
+#include "llmgw_json.h"
 #include "llmgw_seqlock.h"
 
 /* Every process must see the same words: they must be lock-free. */
@@ -577,6 +578,22 @@ llmgw_event_t llmgw_probe_event(const llmgw_probe_t *r)
                                         : LLMGW_EV_PROBE_OK;
 }
 
+/* Ollama's 503 when its queue is full (OLLAMA_MAX_QUEUE): {"error":
+ * "server busy, please try again.  maximum pending requests exceeded"}. */
+static int ollama_busy(apr_pool_t *p, const char *body, apr_size_t len)
+{
+    llmgw_json_err_t err;
+    const char *msg, *e;
+    llmgw_json_t *j;
+
+    if (len > LLMGW_PROBE_MAX_BODY
+        || !(j = llmgw_json_parse(p, body, len, &err, &msg))) {
+        return 0;
+    }
+    e = llmgw_json_gets(j, "error", NULL);
+    return e && strncmp(e, "server busy", 11) == 0;
+}
+
 llmgw_event_t llmgw_status_event(apr_pool_t *p, int status,
                                  const char *body, apr_size_t len)
 {
@@ -589,6 +606,9 @@ llmgw_event_t llmgw_status_event(apr_pool_t *p, int status,
 
         if (r->ok && r->state == LLMGW_HS_LOADING) {
             return LLMGW_EV_LOADING;
+        }
+        if (ollama_busy(p, body, len)) {
+            return LLMGW_EV_BUSY;
         }
     }
     if (status >= 500) {

@@ -101,8 +101,9 @@ int llmgw_health_store(llmgw_health_t *t, int m, const llmgw_probe_t *r,
 llmgw_event_t llmgw_probe_event(const llmgw_probe_t *r);
 
 /* The event for a backend's answer by its status (and body, read in p):
- * 503 with llama.cpp's "Loading model" is LOADING, 429 BUSY, another 5xx
- * HTTP_5XX, another 4xx CLIENT_ERROR, else SUCCESS. */
+ * 503 with llama.cpp's "Loading model" is LOADING, 429 and Ollama's 503
+ * "server busy" BUSY, another 5xx HTTP_5XX, another 4xx CLIENT_ERROR,
+ * else SUCCESS. */
 llmgw_event_t llmgw_status_event(apr_pool_t *p, int status,
                                  const char *body, apr_size_t len);
 

@@ -853,6 +853,8 @@ START_TEST(events_for_answers)
 {
     const char *loading = "{\"error\":{\"code\":503,"
                           "\"message\":\"Loading model\"}}";
+    const char *busy = "{\"error\":\"server busy, please try again.  "
+                       "maximum pending requests exceeded\"}";
 
     ck_assert_int_eq(llmgw_status_event(test_pool, 200, NULL, 0),
                      LLMGW_EV_SUCCESS);
@@ -866,6 +868,11 @@ START_TEST(events_for_answers)
                      LLMGW_EV_HTTP_5XX);
     ck_assert_int_eq(llmgw_status_event(test_pool, 503, loading,
                                         strlen(loading)), LLMGW_EV_LOADING);
+    /* ollama/ollama server/sched.go ErrMaxQueue, answered as 503. */
+    ck_assert_int_eq(llmgw_status_event(test_pool, 503, busy, strlen(busy)),
+                     LLMGW_EV_BUSY);
+    ck_assert_int_eq(llmgw_status_event(test_pool, 503, "{\"error\":\"x\"}",
+                                        11), LLMGW_EV_HTTP_5XX);
     ck_assert_int_eq(llmgw_probe_event(probe(LLMGW_PROBE_LLAMACPP_HEALTH, 200,
                                              "{\"status\":\"ok\"}")),
                      LLMGW_EV_PROBE_OK);
