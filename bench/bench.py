@@ -56,7 +56,7 @@ PROFILES = {
     "smoke": {},
     "quick": {
         "overhead": {"levels": [1, 32], "main": 32, "rounds": 1, "secs": 2,
-                     "main_rounds": 3, "main_secs": 1, "warm_s": 2},
+                     "main_rounds": 6, "main_secs": 1, "warm_s": 2},
         "stream": {"conns": 16, "secs": 2, "rounds": 1, "tps": 50,
                    "ttft_ms": 20, "tokens": 20},
         "failover": {"conns": 16, "secs": 3, "kill_at": 1.0,
@@ -68,8 +68,12 @@ PROFILES = {
                  "restart_after": 1.0},
     },
     "full": {
+        # c=32's rounds are many and short: the ratios are taken within
+        # a round, and the closer in time its runs, the less the machine's
+        # load changed between them (--ab: 48 rounds of 1 s had about half
+        # the spread of 24 of 2 s).
         "overhead": {"levels": [1, 32, 128], "main": 32, "rounds": 3,
-                     "secs": 3, "main_rounds": 12, "main_secs": 2,
+                     "secs": 3, "main_rounds": 24, "main_secs": 1,
                      "warm_s": 2},
         "stream": {"conns": 16, "secs": 6, "rounds": 2, "tps": 50,
                    "ttft_ms": 20, "tokens": 20},
@@ -120,8 +124,10 @@ MPM_MEMORY = {"StartServers": 16, "ServerLimit": 16, "ThreadsPerChild": 64,
 # request cost it ~65 us of CPU per request proxied (~40 us so), CPU that
 # the subjects on this machine did not get.
 FAST_THREADS = os.cpu_count() or 2
-# --ab's CPU placement by default (see docs/benchmarks.md, "A/B").
-AB_PIN = "none"
+# The CPU placement by default of --ab and of the overhead scenario at c>1
+# (see docs/benchmarks.md, "Where the processes run").
+AB_PIN = "split"
+OVERHEAD_PIN = "none"
 
 
 class Run:
@@ -475,8 +481,16 @@ def scenario_overhead(run, subj):
     # put every process of the run, wrk included, on one CPU.
     all_cpus = os.sched_getaffinity(0)
     runs = {}                                   # (name, c) -> [result]
+    # --pin split: at c>1 the subject's processes on half of the CPUs, wrk
+    # and the backend on the other (for direct, the backend is the subject).
+    split = ab.split_cpus() if run.args.pin == "split" else None
+    run.params["overhead"]["pin"] = ab.describe_pin(run.args.pin, split) \
+        if split else "none at c>1"
 
     def one_cell(rnd, c, name, main):
+        if split and c != 1:
+            lg.pin_tree(split[1])
+            lg.pin_tree(split[0], root=subj[name]["overhead"].proc.pid)
         res = measured(name, c, k["main_secs"] if main else k["secs"])
         runs.setdefault((name, c), []).append(res)
         say("overhead r%d c=%d %-12s %9.0f rps  p50 %.3f ms  p99 %.3f ms  "
@@ -497,7 +511,7 @@ def scenario_overhead(run, subj):
                 for name in order:
                     one_cell(rnd, c, name, main)
             finally:
-                if c == 1:
+                if c == 1 or split:
                     lg.pin_tree(all_cpus)
     out = {}
     for name in SUBJECTS + ["gateway_nocache"]:
@@ -1339,18 +1353,20 @@ def main():
                     help="a name for A, then B (build/bench passes the "
                          "revisions)")
     ap.add_argument("--rounds", type=int, default=0,
-                    help="--ab: rounds (default 24, --quick 6)")
+                    help="--ab: rounds (default 48, --quick 12)")
     ap.add_argument("--secs", type=int, default=0,
                     help="--ab: seconds of load per build and round "
-                         "(default 2, --quick 1)")
+                         "(default 1)")
     ap.add_argument("--conns", type=int, default=32,
                     help="--ab, --malloc: wrk connections (default 32)")
     ap.add_argument("--pin", choices=("none", "split", "one"),
-                    default=AB_PIN,
-                    help="--ab: 'split' puts httpd on half of the CPUs and "
-                         "wrk, the backend and this harness on the other; "
-                         "'one' puts them all on one CPU (default %s, see "
-                         "docs/benchmarks.md)" % AB_PIN)
+                    default=None,
+                    help="where the processes run: 'split' puts the "
+                         "subject (httpd) on half of the CPUs and wrk, the "
+                         "backend and this harness on the other; 'one' (--ab "
+                         "only) puts them all on one CPU (default: --ab %s, "
+                         "the overhead scenario at c>1 %s; see "
+                         "docs/benchmarks.md)" % (AB_PIN, OVERHEAD_PIN))
     args = ap.parse_args()
     only = [s for s in args.only.split(",") if s]
     known = list(ab.AB_SCENARIOS) if args.ab else SCENARIOS
@@ -1362,6 +1378,10 @@ def main():
         ap.error("--ab, --malloc and --smoke exclude each other")
     if args.malloc and only:
         ap.error("--malloc measures its own subjects; no --only")
+    if args.pin is None:
+        args.pin = AB_PIN if args.ab else OVERHEAD_PIN
+    if args.pin == "one" and not args.ab:
+        ap.error("--pin one is for --ab")
     if args.out is None:
         args.out = os.path.join(HERE, "results", "ab" if args.ab else
                                 "malloc" if args.malloc else "latest")
