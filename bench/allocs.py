@@ -26,7 +26,13 @@ SHIM_SRC = os.path.join(HERE, "malloc_count.c")
 FIELDS = ("malloc", "calloc", "realloc", "free", "memalign", "bytes")
 MAGIC = 0x746e636f6c6c616d
 SUBJECTS = ("mod_proxy", "gateway_nocache", "gateway_miss", "gateway_hit",
-            "gateway_alias")
+            "mod_proxy_stream", "gateway_nocache_stream",
+            "gateway_miss_stream", "gateway_alias")
+# The *_stream subjects stream their answers (bench/loadgen.py's stream
+# client, 8 connections, unique prompts): a miss with the cache on asks
+# the backend for usage (stream_options.include_usage) and keeps the
+# stream for the store.
+STREAM_CONNS = 8
 # gateway_alias asks for an alias of the route, whose body the gateway
 # rewrites to the route's name with json-c (a tree of malloc'd values): a
 # path that does allocate, so that a count of 0 elsewhere is known to be
@@ -89,13 +95,14 @@ def run_malloc(run, conns):
     env = dict(os.environ, LD_PRELOAD=shim, LLMGW_MALLOC_DIR=d)
     out = {"format": "mod_llm_gateway bench malloc v1",
            "mode": "malloc-" + ("quick" if run.args.quick else "full"),
-           "params": dict(k, conns=conns, tool="wrk",
+           "params": dict(k, conns=conns, stream_conns=STREAM_CONNS,
+                          tool="wrk; streams: bench/loadgen.py",
                           counting="bench/malloc_count.c preloaded into "
                           "httpd; calls of the children during each run "
                           "/ requests answered; bytes: asked for by every "
                           "call but free",
                           backend="test/mockllm --threads %d, zero think "
-                          "time, 16 tokens, non-streamed" % b.FAST_THREADS),
+                          "time, 16 tokens" % b.FAST_THREADS),
            "subjects": {}}
     with run.stack("malloc") as st:
         fast = st.mock("mock-fast", tokens=16, threads=b.FAST_THREADS)
@@ -113,13 +120,20 @@ def run_malloc(run, conns):
                "gateway_miss": b.Endpoint(ports["gateway"]),
                "gateway_hit": b.Endpoint(ports["gateway"], fixed=True),
                "gateway_alias": b.Endpoint(ports["gateway"])}
+        for n in ("mod_proxy", "gateway_nocache", "gateway_miss"):
+            eps[n + "_stream"] = eps[n]
         model = {n: ALIAS if n == "gateway_alias" else "mock-small"
                  for n in SUBJECTS}
 
         def load(name, secs, log=None):
+            if name.endswith("_stream"):
+                r = lg.stream_run(eps[name].port, STREAM_CONNS, secs,
+                                  model=model[name])
+                return dict(r, requests=r["streams"])
             return lg.wrk(eps[name].port, conns, secs, model=model[name],
                           fixed=eps[name].fixed, log=log)
-        for name in SUBJECTS[:-1]:
+        for name in ("mod_proxy", "gateway_nocache", "gateway_miss",
+                     "gateway_hit"):
             why = b.check_subject(run, name, {"overhead": eps[name]},
                                   stream=False)
             if why:
@@ -166,10 +180,14 @@ def markdown(res):
            "this: [docs/benchmarks.md](../../docs/benchmarks.md).\n"
            % (res["date"], res["duration_s"]),
            "**Machine:** " + b.report.machine_line(res["machine"]) + "\n",
-           "%s; wrk c=%s, %s run(s) of %s s per subject after %s s of "
-           "warm-up; %s. Median of the runs.\n" % (
-               p["backend"], p["conns"], p["rounds"], p["secs"],
-               p["warm_s"], p["counting"])]
+           "%s; wrk c=%s (streams: %s connections of bench/loadgen.py), "
+           "%s run(s) of %s s per subject after %s s of warm-up; %s. "
+           "Median of the runs; allocations: malloc + calloc + realloc + "
+           "memalign (a realloc moves a block, so frees can be fewer). "
+           "`gateway_alias` asks for an alias, whose body the gateway "
+           "rewrites with json-c.\n" % (
+               p["backend"], p["conns"], p["stream_conns"], p["rounds"],
+               p["secs"], p["warm_s"], p["counting"])]
     rows = []
     for name, s in res["subjects"].items():
         rows.append(["`%s`" % name] + [b.report.f(s[f], 3) for f in (
