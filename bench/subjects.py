@@ -213,11 +213,16 @@ class CpuAccount:
             "/proc utime+stime+cutime+cstime (%s)" % self.why
 
     def new_group(self, name):
+        """A new cgroup's directory, or None (then that process's CPU time
+        is read from /proc)."""
         if not self.base:
             return None
         self.n += 1
         d = os.path.join(self.base, "%03d-%s" % (self.n, name))
-        os.mkdir(d)
+        try:
+            os.mkdir(d)
+        except OSError:
+            return None
         return d
 
     @staticmethod
