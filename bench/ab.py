@@ -38,6 +38,12 @@ AB_SCENARIOS = {
               "the module costs traffic it does not handle)"),
 }
 AB_DEFAULT = "miss"
+# A run that answered fewer requests than this was a stall of the machine
+# (a run of 1 s at c=32 has answered 0 while other sessions loaded it): its
+# CPU per request means nothing, and the round is run again, at most
+# ROUND_TRIES times; the results list the rounds run again.
+MIN_REQUESTS = 100
+ROUND_TRIES = 3
 
 # Many short rounds: a round's two runs are closer in time, and the
 # machine's load changes over seconds (48 rounds of 1 s had about half the
@@ -131,22 +137,45 @@ def measure(run, eps, k, conns, name):
     for tag in ("a", "b"):
         check_side(eps[tag], tag)
         go(tag, k["warm_s"], None)
-    rounds = []
+    rounds, redone = [], []
     for i in range(k["rounds"]):
         order = ("a", "b") if i % 2 == 0 else ("b", "a")
-        got = {}
-        for tag in order:
-            r = go(tag, k["secs"], run.wrklog)
-            if not r.get("cpu_us_per_req") or r["cpu_us_per_req"] <= 0:
+        for attempt in range(ROUND_TRIES):
+            got = one_round(go, order, k["secs"], run.wrklog, name, i)
+            stalled = [t for t in order
+                       if got[t]["requests"] < MIN_REQUESTS]
+            if not stalled:
+                break
+            redone.append(i + 1)
+            b.say("ab %s r%d: %s answered %s requests in %d s (the "
+                  "machine stalled); the round again" % (
+                      name, i + 1, "/".join(t.upper() for t in stalled),
+                      "/".join(str(got[t]["requests"]) for t in stalled),
+                      k["secs"]))
+        else:
+            raise StartError("ab %s round %d: a build answered fewer than %d "
+                             "requests in %d tries" % (name, i + 1,
+                                                       MIN_REQUESTS,
+                                                       ROUND_TRIES))
+        for t in order:
+            if not got[t].get("cpu_us_per_req") \
+                    or got[t]["cpu_us_per_req"] <= 0:
                 raise StartError("build %s: no CPU time measured (%r, %s)"
-                                 % (tag.upper(), r.get("cpu_us_per_req"),
+                                 % (t.upper(), got[t].get("cpu_us_per_req"),
                                     subjects.cpu_account().source))
-            got[tag] = r
-            b.say("ab %s r%d %s %9.0f rps  cpu %7.2f us/req  err %d" % (
-                name, i + 1, tag.upper(), r["rps"],
-                r["cpu_us_per_req"] or -1, r["errors"]))
         rounds.append(got)
-    return rounds
+    return rounds, redone
+
+
+def one_round(go, order, secs, log, name, i):
+    got = {}
+    for tag in order:
+        r = go(tag, secs, log)
+        got[tag] = r
+        b.say("ab %s r%d %s %9.0f rps  cpu %7.2f us/req  err %d" % (
+            name, i + 1, tag.upper(), r["rps"],
+            r["cpu_us_per_req"] or -1, r["errors"]))
+    return got
 
 
 def summarize(rounds, labels, params):
@@ -217,7 +246,7 @@ def run_ab(run, builds, labels, only, conns, pin_mode):
                     name, what, k["rounds"], k["secs"], conns,
                     pin_mode if split or pin_mode != "split"
                     else "none (one CPU)"))
-                rounds = measure(run, eps, k, conns, name)
+                rounds, redone = measure(run, eps, k, conns, name)
                 params = dict(k, conns=conns, what=what, order="A,B,B,A,...",
                               pin=describe_pin(pin_mode, split),
                               backend="test/mockllm --threads %d, zero "
@@ -225,6 +254,7 @@ def run_ab(run, builds, labels, only, conns, pin_mode):
                               % b.FAST_THREADS)
                 res["scenarios"][name] = summarize(
                     rounds, labels, params)
+                res["scenarios"][name]["rounds_run_again"] = redone
                 b.say(headline_one(name, res["scenarios"][name]))
         finally:
             lg.pin_tree(all_cpus)
@@ -296,6 +326,11 @@ def markdown(res):
         out.append(b.report.table(["per round", "median", "q1", "q3",
                                    "median's 95 % CI from", "to", "min",
                                    "max"], rows))
+        if sc.get("rounds_run_again"):
+            out.append("\nRun again after a stall (a build answered under "
+                       "%d requests): round(s) %s.\n" % (
+                           MIN_REQUESTS, ", ".join(
+                               map(str, sc["rounds_run_again"]))))
         rows = [[t.upper(), b.report.f(sc[t]["cpu_us_per_req"], 2),
                  b.report.f(sc[t]["rps"], 0),
                  b.report.f(sc[t]["backend_cpu_us_per_req"], 1),

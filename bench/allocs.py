@@ -17,6 +17,7 @@ import struct
 import subprocess
 import time
 
+import ab
 import bench as b
 import loadgen as lg
 from subjects import StartError, free_port
@@ -147,8 +148,18 @@ def run_malloc(run, conns):
         for name in SUBJECTS:
             rs = []
             for i in range(k["rounds"]):
-                before = read_counts(d, exclude=(hp.pid,))
-                r = load(name, k["secs"], run.wrklog)
+                for _ in range(ab.ROUND_TRIES):
+                    before = read_counts(d, exclude=(hp.pid,))
+                    r = load(name, k["secs"], run.wrklog)
+                    if r["requests"] >= ab.MIN_REQUESTS:
+                        break
+                    b.say("malloc %s r%d: %d requests in %d s (the machine "
+                          "stalled); again" % (name, i + 1, r["requests"],
+                                               k["secs"]))
+                else:
+                    raise StartError("%s answered fewer than %d requests in "
+                                     "%d tries" % (name, ab.MIN_REQUESTS,
+                                                   ab.ROUND_TRIES))
                 if r["errors"]:
                     raise StartError("%s: %d of %d requests failed under the "
                                      "malloc counter" % (name, r["errors"],

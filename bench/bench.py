@@ -439,10 +439,12 @@ def cpu_summary(rs):
     per = [r.get("cpu_us_per_req") for r in rs]
     be = [r.get("backend_cpu_us_per_req") for r in rs
           if r.get("backend_cpu_us_per_req") is not None]
-    if any(v is None for v in per):
-        return {"cpu_us_per_req": None}
-    return {"cpu_us_per_req": lg.median(per),
-            "rounds_cpu_us_per_req": [round(v, 1) for v in per],
+    # A run that answered nothing (the machine stalled) has none: its
+    # round stays in the list as null, so that rounds still pair up.
+    got = [v for v in per if v is not None]
+    return {"cpu_us_per_req": lg.median(got),
+            "rounds_cpu_us_per_req": [None if v is None else round(v, 1)
+                                      for v in per],
             "backend_cpu_us_per_req": lg.median(be) if be else None}
 
 
@@ -1293,8 +1295,12 @@ def run_ab(run, args, only):
     say("A/B run; machine: %d cores, %s; load average %s; A: %s; B: %s" % (
         mach["cores"] or 0, mach["cpu"], mach["loadavg_start"], labels["a"],
         labels["b"]))
-    res = ab.run_ab(run, builds, labels, only or [ab.AB_DEFAULT],
-                    args.conns, args.pin)
+    try:
+        res = ab.run_ab(run, builds, labels, only or [ab.AB_DEFAULT],
+                        args.conns, args.pin)
+    except StartError as e:
+        say("ab: could not measure: %s" % e)
+        return 1
     mach["loadavg_end"] = loadavg()
     ab.write(run, res, mach, args.out)
     say("wrote %s.json and %s.md" % (os.path.relpath(args.out, TOP),
@@ -1312,7 +1318,11 @@ def run_malloc(run, args):
     mach = machine()
     mach["loadavg_start"] = loadavg()
     mach["module_sha256"] = run.module
-    res = allocs.run_malloc(run, args.conns)
+    try:
+        res = allocs.run_malloc(run, args.conns)
+    except StartError as e:
+        say("malloc: could not measure: %s" % e)
+        return 1
     mach["loadavg_end"] = loadavg()
     allocs.write(run, res, mach, args.out)
     say("wrote %s.json and %s.md" % (os.path.relpath(args.out, TOP),

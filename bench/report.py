@@ -239,10 +239,10 @@ def cpu_table(ov, levels, main, mach):
             (e["by_concurrency"][lv]).get("cpu_us_per_req"), 1)))
     cols.append(("× mod_proxy c=%s" % main,
                  lambda e: f(e.get("cpu_vs_mod_proxy"), 3)))
-    cols.append(("rounds c=%s: min–max µs" % main, lambda e: "–" if not
-                 e.get("rounds_cpu_us_per_req") else "%.1f–%.1f" % (
-                     min(e["rounds_cpu_us_per_req"]),
-                     max(e["rounds_cpu_us_per_req"]))))
+    def span(e):
+        v = [x for x in e.get("rounds_cpu_us_per_req") or [] if x]
+        return "%.1f–%.1f" % (min(v), max(v)) if v else "–"
+    cols.append(("rounds c=%s: min–max µs" % main, span))
     cols.append(("backend µs/req c=%s" % main,
                  lambda e: f(e.get("backend_cpu_us_per_req"), 1)))
     return ("\nCPU time of the subject's own processes (httpd: parent and "
