@@ -5,11 +5,11 @@
 #include <http_protocol.h>
 #include <http_request.h>
 
-#include "llmgw_answer.h"
-#include "llmgw_config.h"
-#include "llmgw_discover.h"
-#include "llmgw_output.h"
-#include "llmgw_proxy.h"
+#include "mod_llmgw_answer.h"
+#include "mod_llmgw_config.h"
+#include "mod_llmgw_discover.h"
+#include "mod_llmgw_output.h"
+#include "mod_llmgw_proxy.h"
 
 static void register_hooks(apr_pool_t *p)
 {

@@ -11,8 +11,8 @@
 #include <http_request.h>
 #include <util_filter.h>
 
-#include "llmgw_output.h"
-#include "llmgw_proxy.h"
+#include "mod_llmgw_output.h"
+#include "mod_llmgw_proxy.h"
 
 APLOG_USE_MODULE(llm_gateway);
 

@@ -5,7 +5,7 @@
 
 #include <httpd.h>
 
-#include "llmgw_store.h"
+#include "mod_llmgw_store.h"
 
 typedef enum {
     LLMGW_CO_ALONE = 0,     /* no coalescing: ask the backend ourselves */

@@ -14,8 +14,8 @@
 #include <http_request.h>
 #include <util_filter.h>
 
-#include "llmgw_answer.h"
-#include "llmgw_output.h"
+#include "mod_llmgw_answer.h"
+#include "mod_llmgw_output.h"
 
 APLOG_USE_MODULE(llm_gateway);
 

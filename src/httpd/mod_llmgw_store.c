@@ -10,8 +10,8 @@
 #include <util_mutex.h>
 #include <apr_strings.h>
 
-#include "llmgw_config.h"
-#include "llmgw_store.h"
+#include "mod_llmgw_config.h"
+#include "mod_llmgw_store.h"
 
 APLOG_USE_MODULE(llm_gateway);
 

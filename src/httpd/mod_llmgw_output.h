@@ -3,7 +3,7 @@
 #ifndef LLMGW_OUTPUT_H
 #define LLMGW_OUTPUT_H
 
-#include "llmgw_proxy.h"
+#include "mod_llmgw_proxy.h"
 
 void llmgw_output_register(void);
 void llmgw_output_add(request_rec *r, llmgw_req_t *ctx);

@@ -7,7 +7,7 @@
 #include <http_config.h>
 
 #include "llmgw_route.h"
-#include "llmgw_store.h"
+#include "mod_llmgw_store.h"
 
 /* Our own log tags, in the spirit of httpd's APLOGNO. */
 #define LLMGW_LOGNO(n) "LLMGW" #n ": "

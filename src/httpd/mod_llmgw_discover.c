@@ -10,10 +10,10 @@
 #include <util_filter.h>
 #include <apr_strings.h>
 
-#include "llmgw_config.h"
-#include "llmgw_discover.h"
+#include "mod_llmgw_config.h"
+#include "mod_llmgw_discover.h"
 #include "llmgw_json.h"
-#include "llmgw_proxy.h"
+#include "mod_llmgw_proxy.h"
 
 APLOG_USE_MODULE(llm_gateway);
 

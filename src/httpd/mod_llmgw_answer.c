@@ -10,9 +10,9 @@
 #include <http_protocol.h>
 #include <http_request.h>
 
-#include "llmgw_answer.h"
-#include "llmgw_discover.h"
-#include "llmgw_proxy.h"
+#include "mod_llmgw_answer.h"
+#include "mod_llmgw_discover.h"
+#include "mod_llmgw_proxy.h"
 
 APLOG_USE_MODULE(llm_gateway);
 

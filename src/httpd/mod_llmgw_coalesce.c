@@ -11,8 +11,8 @@
 #include <apr_escape.h>
 #include <apr_strings.h>
 
-#include "llmgw_coalesce.h"
-#include "llmgw_config.h"
+#include "mod_llmgw_coalesce.h"
+#include "mod_llmgw_config.h"
 
 APLOG_USE_MODULE(llm_gateway);
 

@@ -8,9 +8,9 @@
 #include <util_mutex.h>
 
 #include "llmgw_cache.h"
-#include "llmgw_config.h"
-#include "llmgw_coalesce.h"
-#include "llmgw_discover.h"
+#include "mod_llmgw_config.h"
+#include "mod_llmgw_coalesce.h"
+#include "mod_llmgw_discover.h"
 
 APLOG_USE_MODULE(llm_gateway);
 

@@ -9,8 +9,8 @@
 #include <http_config.h>
 
 #include "llmgw_cache.h"
-#include "llmgw_coalesce.h"
-#include "llmgw_config.h"
+#include "mod_llmgw_coalesce.h"
+#include "mod_llmgw_config.h"
 #include "llmgw_dialect.h"
 #include "llmgw_front.h"
 #include "llmgw_ollama.h"
