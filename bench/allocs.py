@@ -28,17 +28,17 @@ FIELDS = ("malloc", "calloc", "realloc", "free", "memalign", "bytes")
 MAGIC = 0x746e636f6c6c616d
 SUBJECTS = ("mod_proxy", "gateway_nocache", "gateway_miss", "gateway_hit",
             "mod_proxy_stream", "gateway_nocache_stream",
-            "gateway_miss_stream", "gateway_alias")
+            "gateway_miss_stream", "gateway_ollama")
 # The *_stream subjects stream their answers (bench/loadgen.py's stream
 # client, 8 connections, unique prompts): a miss with the cache on asks
 # the backend for usage (stream_options.include_usage) and keeps the
 # stream for the store.
 STREAM_CONNS = 8
-# gateway_alias asks for an alias of the route, whose body the gateway
-# rewrites to the route's name with json-c (a tree of malloc'd values): a
+# gateway_ollama asks through Ollama's API (/api/chat), whose request and
+# answer the gateway translates with json-c (trees of malloc'd values): a
 # path that does allocate, so that a count of 0 elsewhere is known to be
-# one the shim would have seen.
-ALIAS = "mock-alias"
+# one the shim would have seen. (A body the gateway only edits, an alias
+# or include_usage, no longer does: it is spliced in the pool.)
 PROFILES = {"quick": {"rounds": 1, "secs": 1, "warm_s": 1},
             "full": {"rounds": 3, "secs": 2, "warm_s": 2}}
 
@@ -109,9 +109,10 @@ def run_malloc(run, conns):
         fast = st.mock("mock-fast", tokens=16, threads=b.FAST_THREADS)
         ports = {"mod_proxy": free_port(), "gateway": free_port(),
                  "gateway_nocache": free_port()}
-        routes = [('mock-small" "%s' % ALIAS, "fast")]
+        routes = [("mock-small", "fast")]
         hp = st.httpd("httpd-malloc", [
-            (ports["gateway"], b.gateway_vhost(routes, b.cache_directive())),
+            (ports["gateway"], b.gateway_vhost(routes, b.cache_directive())
+             + '\n<Location "/api">\n    LLMApi ollama\n</Location>'),
             (ports["gateway_nocache"], b.gateway_vhost(routes,
                                                        "LLMCache off")),
             (ports["mod_proxy"], 'ProxyPass "/v1/" "balancer://fast/v1/"'),
@@ -120,18 +121,17 @@ def run_malloc(run, conns):
                "gateway_nocache": b.Endpoint(ports["gateway_nocache"]),
                "gateway_miss": b.Endpoint(ports["gateway"]),
                "gateway_hit": b.Endpoint(ports["gateway"], fixed=True),
-               "gateway_alias": b.Endpoint(ports["gateway"])}
+               "gateway_ollama": b.Endpoint(ports["gateway"])}
         for n in ("mod_proxy", "gateway_nocache", "gateway_miss"):
             eps[n + "_stream"] = eps[n]
-        model = {n: ALIAS if n == "gateway_alias" else "mock-small"
-                 for n in SUBJECTS}
+        path = {n: "/api/chat" if n == "gateway_ollama"
+                else "/v1/chat/completions" for n in SUBJECTS}
 
         def load(name, secs, log=None):
             if name.endswith("_stream"):
-                r = lg.stream_run(eps[name].port, STREAM_CONNS, secs,
-                                  model=model[name])
+                r = lg.stream_run(eps[name].port, STREAM_CONNS, secs)
                 return dict(r, requests=r["streams"])
-            return lg.wrk(eps[name].port, conns, secs, model=model[name],
+            return lg.wrk(eps[name].port, conns, secs, path=path[name],
                           fixed=eps[name].fixed, log=log)
         for name in ("mod_proxy", "gateway_nocache", "gateway_miss",
                      "gateway_hit"):
@@ -195,8 +195,8 @@ def markdown(res):
            "%s run(s) of %s s per subject after %s s of warm-up; %s. "
            "Median of the runs; allocations: malloc + calloc + realloc + "
            "memalign (a realloc moves a block, so frees can be fewer). "
-           "`gateway_alias` asks for an alias, whose body the gateway "
-           "rewrites with json-c.\n" % (
+           "`gateway_ollama` asks through Ollama's API, whose request and "
+           "answer the gateway translates with json-c.\n" % (
                p["backend"], p["conns"], p["stream_conns"], p["rounds"],
                p["secs"], p["warm_s"], p["counting"])]
     rows = []

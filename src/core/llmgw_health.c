@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "llmgw_health.h"
+#include "llmgw_hash.h"
 #include "llmgw_json.h"
 #include "llmgw_seqlock.h"
 
@@ -141,12 +142,7 @@ static member_t *member(const llmgw_health_t *t, int m)
 
 static apr_uint32_t name_hash(const char *s)
 {
-    apr_uint32_t h = 2166136261u;
-
-    for (; *s; s++) {
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    }
-    return h;
+    return llmgw_fnv1a32(s, strlen(s));
 }
 
 int llmgw_health_find(const llmgw_health_t *t, const char *name)
@@ -305,12 +301,8 @@ static apr_size_t model_len(const char *s)
 
 static apr_uint64_t model_hash(const char *s)
 {
-    apr_size_t i, n = model_len(s);
-    apr_uint64_t h = 14695981039346656037ull;
+    apr_uint64_t h = llmgw_fnv1a64(s, model_len(s));
 
-    for (i = 0; i < n; i++) {
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    }
     return h ? h : 1;           /* 0 marks a free hint */
 }
 

@@ -14,6 +14,7 @@
 #include <apr_strings.h>
 #include <json.h>
 
+#include "llmgw_buf.h"
 #include "llmgw_json.h"
 
 /* A handle is json-c's (o) or a read-only view from the reader (v),
@@ -1238,32 +1239,16 @@ apr_size_t llmgw_json_text_len(const llmgw_json_t *j)
  * Text built in a pool: edits of a request, canonical text, quoting.
  */
 
-/* A growable pool buffer: the canonical text of a big body is one copy. */
+/* Text being built in a pool: the canonical text of a big body is one
+ * copy. */
 typedef struct {
     apr_pool_t *p;
-    char *d;
-    apr_size_t len;
-    apr_size_t cap;
+    llmgw_pbuf_t b;
 } text_buf;
 
 static void put(text_buf *b, const char *s, apr_size_t n)
 {
-    if (b->len + n > b->cap) {
-        apr_size_t cap = b->cap ? b->cap * 2 : 1024;
-        char *d;
-
-        while (cap < b->len + n) {
-            cap *= 2;
-        }
-        d = apr_palloc(b->p, cap);
-        if (b->len) {
-            memcpy(d, b->d, b->len);
-        }
-        b->d = d;
-        b->cap = cap;
-    }
-    memcpy(b->d + b->len, s, n);
-    b->len += n;
+    llmgw_pbuf_add(b->p, &b->b, s, n);
 }
 
 static void putc1(text_buf *b, char c)
@@ -1281,16 +1266,16 @@ static const char *finish(text_buf *b, apr_size_t *len)
 {
     putc1(b, '\0');
     if (len) {
-        *len = b->len - 1;
+        *len = b->b.len - 1;
     }
-    return b->d;
+    return b->b.b;
 }
 
 const char *llmgw_json_edit(const llmgw_json_t *j, const char *const *keys,
                             const char *const *vals, int n,
                             apr_size_t *len)
 {
-    text_buf out = { j->p, NULL, 0, 0 };
+    text_buf out = { j->p, { NULL, 0, 0 } };
     const rval_t *v = j->v;
     const char *from;
     char done[32] = { 0 };
@@ -1339,7 +1324,7 @@ const char *llmgw_json_utf8_clean(apr_pool_t *p, const char *s,
 {
     const unsigned char *u = (const unsigned char *)s, *end = u + n;
     apr_size_t i = 0, k;
-    text_buf out = { p, NULL, 0, 0 };
+    text_buf out = { p, { NULL, 0, 0 } };
 
     while (i < n && (u[i] < 0x80 || (k = utf8_len(u + i, end)) != 0)) {
         i += u[i] < 0x80 ? 1 : k;
@@ -1419,7 +1404,7 @@ static void put_string(text_buf *b, const char *s, apr_size_t n)
 
 const char *llmgw_json_quote(apr_pool_t *p, const char *s)
 {
-    text_buf out = { p, NULL, 0, 0 };
+    text_buf out = { p, { NULL, 0, 0 } };
     apr_size_t n;
 
     s = s ? s : "";
@@ -1546,7 +1531,7 @@ const char *llmgw_json_write_canonical(apr_pool_t *p, const llmgw_json_t *j,
                                        const char *const *skip,
                                        apr_size_t *len)
 {
-    text_buf out = { p, NULL, 0, 0 };
+    text_buf out = { p, { NULL, 0, 0 } };
     const rval_t *v = j->v;
 
     if (!v) {

@@ -39,6 +39,7 @@
 #include <apr_strings.h>
 
 #include "llmgw_limits.h"
+#include "llmgw_hash.h"
 #include "llmgw_sha256.h"
 
 #define MAGIC APR_UINT64_C(0x314d494c57474c4c)      /* "LLGWLIM1" */
@@ -496,12 +497,7 @@ static void apply_conf(tab_t *t, subj_t *s, const apr_int64_t *w)
 
 static apr_uint64_t hash_of(const char *s, apr_size_t n)
 {
-    apr_uint64_t h = APR_UINT64_C(14695981039346656037);
-
-    while (n--) {
-        h = (h ^ (unsigned char)*s++) * APR_UINT64_C(1099511628211);
-    }
-    return h;
+    return llmgw_fnv1a64(s, n);
 }
 
 static apr_uint64_t idx_entry(apr_uint64_t h, apr_uint64_t i)

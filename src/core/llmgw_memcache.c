@@ -12,6 +12,7 @@
 #include <apr_thread_mutex.h>
 
 #include "llmgw_memcache.h"
+#include "llmgw_hash.h"
 
 typedef struct mc_conn {
     apr_pool_t *pool;
@@ -272,15 +273,11 @@ static apr_status_t read_bytes(mc_conn *c, char *out, apr_size_t len)
     return APR_SUCCESS;
 }
 
-/* FNV-1a: any stable spread of keys over servers will do. */
+/* Any stable spread of keys over servers will do. */
 static mc_server *server_for(llmgw_mc_t *mc, const char *key)
 {
-    apr_uint32_t h = 2166136261u;
-
-    for (; *key; key++) {
-        h = (h ^ (unsigned char)*key) * 16777619u;
-    }
-    return &mc->servers[h % (apr_uint32_t)mc->n];
+    return &mc->servers[llmgw_fnv1a32(key, strlen(key))
+                        % (apr_uint32_t)mc->n];
 }
 
 typedef struct {

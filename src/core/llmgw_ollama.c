@@ -190,8 +190,7 @@ static llmgw_json_t *item(const llmgw_json_t *a, apr_size_t i)
     return a ? llmgw_json_array_get(a, i) : NULL;
 }
 
-/* Ollama's created_at, without the nanoseconds it has no way to know. */
-static const char *rfc3339(apr_pool_t *p, apr_int64_t secs)
+const char *llmgw_ollama_time(apr_pool_t *p, apr_int64_t secs)
 {
     apr_time_exp_t t;
 
@@ -1846,7 +1845,7 @@ int llmgw_ollama_front_response(apr_pool_t *p, llmgw_ollama_ep_t oep,
             return ofail(err, 502, unreadable);
         }
         llmgw_json_sets(o, model, "model", NULL);
-        llmgw_json_sets(o, rfc3339(p, created), "created_at", NULL);
+        llmgw_json_sets(o, llmgw_ollama_time(p, created), "created_at", NULL);
         if (oep == LLMGW_OLLAMA_EP_CHAT) {
             llmgw_json_t *m = llmgw_json_add_object(o, "message");
 
@@ -1966,7 +1965,7 @@ llmgw_ollama_ndjson_t *llmgw_ollama_ndjson_create(apr_pool_t *p,
     apr_pool_create(&s->tp, p);
     s->oep = oep == LLMGW_OLLAMA_EP_GENERATE ? oep : LLMGW_OLLAMA_EP_CHAT;
     s->model = apr_pstrdup(p, model ? model : "");
-    s->created_at = rfc3339(p, created);
+    s->created_at = llmgw_ollama_time(p, created);
     apr_pool_cleanup_register(p, s, nd_cleanup, apr_pool_cleanup_null);
     return s;
 }

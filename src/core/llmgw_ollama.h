@@ -11,6 +11,10 @@
 
 /* A malloc'ed byte buffer, reused so a long stream does not grow a pool. */
 
+/* Ollama's time stamps (created_at, modified_at): RFC 3339 in UTC, to the
+ * second. */
+const char *llmgw_ollama_time(apr_pool_t *p, apr_int64_t secs);
+
 /* ---------------------------------------------------------------------
  * A. OpenAI clients, Ollama backend (<LLMRoute> ... dialect=ollama)
  */

@@ -16,7 +16,9 @@ typedef struct llmgw_route {
                                   * exact name; NULL for a glob route:
                                   * send the client's name */
     int cache_policy;            /* llmgw_cache_policy_t */
-    struct llmgw_discover *discover; /* LLMDiscover on: llmgw_discover.h */
+    apr_interval_time_t discover; /* LLMDiscover on: how long a fetched
+                                  * list serves; 0: off */
+    void *discovered;            /* the discovery's state (its glue) */
     const char *file;            /* where <LLMRoute> stands */
     int line;
     const char *backend_file;    /* where LLMBackend stands */

@@ -17,6 +17,7 @@
 #include <apr_strings.h>
 
 #include "llmgw_shmtab.h"
+#include "llmgw_hash.h"
 
 #define PROBES 8
 #define ALIGN8(n) (((n) + 7) & ~(apr_size_t)7)
@@ -74,13 +75,7 @@ apr_size_t llmgw_shmtab_max_item(const llmgw_shmtab_t *t, apr_size_t klen)
 
 static apr_uint64_t hash_of(const char *key, apr_size_t klen)
 {
-    apr_uint64_t h = 14695981039346656037ull;
-    apr_size_t i;
-
-    for (i = 0; i < klen; i++) {
-        h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
-    }
-    return h;
+    return llmgw_fnv1a64(key, klen);
 }
 
 apr_uint64_t llmgw_shmtab_hash(const char *key, apr_size_t klen)

@@ -7,37 +7,6 @@
 
 #include "llmgw_stream.h"
 
-int llmgw_buf_add(llmgw_buf_t *b, const char *s, apr_size_t n)
-{
-    if (!n) {
-        return 1;
-    }
-    if (b->len + n > b->cap) {
-        apr_size_t cap = b->cap ? b->cap : 4096;
-        char *nb;
-
-        while (cap < b->len + n) {
-            cap *= 2;
-        }
-        nb = realloc(b->b, cap);
-        if (!nb) {
-            return 0;
-        }
-        b->b = nb;
-        b->cap = cap;
-    }
-    memcpy(b->b + b->len, s, n);
-    b->len += n;
-    return 1;
-}
-
-void llmgw_buf_free(llmgw_buf_t *b)
-{
-    free(b->b);
-    b->b = NULL;
-    b->len = b->cap = 0;
-}
-
 static apr_status_t sse_cleanup(void *data)
 {
     llmgw_buf_free(&((llmgw_sse_t *)data)->buf);

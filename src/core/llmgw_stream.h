@@ -5,6 +5,7 @@
 
 #include <apr_pools.h>
 
+#include "llmgw_buf.h"
 #include "llmgw_dialect.h"
 
 /* The most a stream translator holds of one unfinished event, line, or
@@ -12,18 +13,6 @@
  * gets its stream ended with the error tail, never buffered without end.
  * One limit for the SSE framer and the Ollama translators. */
 #define LLMGW_STREAM_MAX_EVENT (16 * 1024 * 1024)
-
-/* A malloc'ed growable byte buffer: a long stream must not grow a pool.
- * Its owner frees it (a pool cleanup, typically). */
-typedef struct {
-    char *b;
-    apr_size_t len;
-    apr_size_t cap;
-} llmgw_buf_t;
-
-/* Appends; 0 when memory ran out. */
-int llmgw_buf_add(llmgw_buf_t *b, const char *s, apr_size_t n);
-void llmgw_buf_free(llmgw_buf_t *b);
 
 typedef struct llmgw_sse {
     apr_pool_t *p;

@@ -1,6 +1,7 @@
-/* llmgw_answer: the handler for what the gateway answers itself: model
- * lists (OpenAI and Ollama), Ollama's info endpoints, cache hits, answers
- * shared from a request in flight, and errors, all in the client's API. */
+/* mod_llmgw_answer: the "llm-gateway" handler for what the gateway answers
+ * itself but model lists (mod_llmgw_models): errors, cache hits, answers
+ * shared from a request in flight, Ollama's /api/version; all in the
+ * client's API. */
 #include <string.h>
 
 #include <httpd.h>
@@ -10,167 +11,26 @@
 #include <http_protocol.h>
 #include <http_request.h>
 
+#include "mod_llmgw.h"
 #include "mod_llmgw_answer.h"
-#include "mod_llmgw_discover.h"
-#include "mod_llmgw_proxy.h"
 
 APLOG_USE_MODULE(llm_gateway);
 
-static void send_json(request_rec *r, int status, const char *json,
-                      apr_size_t len)
-{
-    r->status = status;
-    ap_set_content_type(r, "application/json");
-    ap_set_content_length(r, (apr_off_t)len);
-    if (!r->header_only) {
-        ap_rwrite(json, (int)len, r);
-    }
-}
-
 static int answer_error(request_rec *r, llmgw_req_t *ctx)
 {
-    const char *json = llmgw_front_error(r->pool, ctx->api == LLMGW_API_OLLAMA,
-                                         &ctx->err);
+    apr_size_t len;
+    const char *json = llmgw_error_answer(r, ctx->api == LLMGW_API_OLLAMA,
+                                          &ctx->err, &len);
 
-    apr_table_setn(r->notes, "llm-error",
-                   ctx->err.code ? ctx->err.code : ctx->err.type);
-    send_json(r, ctx->err.status, json, strlen(json));
+    llmgw_send_json(r, ctx->err.status, json, len);
     return OK;
 }
 
-static llmgw_router_t *router(request_rec *r)
+static int answer_version(request_rec *r)
 {
-    llmgw_server_conf_t *sconf = ap_get_module_config(r->server->module_config,
-                                                      &llm_gateway_module);
+    static const char json[] = "{\"version\":\"" LLMGW_VERSION "\"}";
 
-    return sconf->router;
-}
-
-/* ---------------------------------------------------------------------
- * Model lists
- */
-
-static void add_model(llmgw_json_t *list, const char *id,
-                      apr_int64_t created)
-{
-    llmgw_json_t *m = llmgw_json_array_add_object(list);
-
-    llmgw_json_sets(m, id, "id", NULL);
-    llmgw_json_sets(m, "model", "object", NULL);
-    llmgw_json_setl(m, created, "created", NULL);
-    llmgw_json_sets(m, "llm-gateway", "owned_by", NULL);
-}
-
-static int answer_models(request_rec *r, llmgw_req_t *ctx)
-{
-    llmgw_router_t *rt = router(r);
-    apr_int64_t created = rt->created;
-    llmgw_json_t *doc = llmgw_json_create_object(r->pool);
-    const char *json;
-    apr_size_t len;
-    int i;
-
-    if (ctx->ep == LLMGW_EP_MODEL) {
-        llmgw_json_t *tmp;
-
-        if (!llmgw_router_find(rt, ctx->model_id)) {
-            llmgw_error_set(&ctx->err, HTTP_NOT_FOUND,
-                            "invalid_request_error", "model",
-                            "model_not_found",
-                            apr_psprintf(r->pool, "The model '%s' does not "
-                                         "exist or is not served by this "
-                                         "gateway.", ctx->model_id));
-            return answer_error(r, ctx);
-        }
-        tmp = llmgw_json_add_array(doc, "data");
-        add_model(tmp, ctx->model_id, created);
-        doc = llmgw_json_array_get(tmp, 0);
-    }
-    else {
-        apr_array_header_t *names = llmgw_model_names(r, rt);
-        llmgw_json_t *data;
-
-        llmgw_json_sets(doc, "list", "object", NULL);
-        data = llmgw_json_add_array(doc, "data");
-        for (i = 0; i < names->nelts; i++) {
-            add_model(data, APR_ARRAY_IDX(names, i, const char *), created);
-        }
-    }
-    json = llmgw_json_write(doc, &len);
-    send_json(r, HTTP_OK, json, len);
-    return OK;
-}
-
-static const char *rfc3339(apr_pool_t *p, apr_int64_t secs)
-{
-    apr_time_exp_t t;
-
-    apr_time_exp_gmt(&t, apr_time_from_sec(secs));
-    return apr_psprintf(p, "%04d-%02d-%02dT%02d:%02d:%02dZ",
-                        t.tm_year + 1900, t.tm_mon + 1, t.tm_mday, t.tm_hour,
-                        t.tm_min, t.tm_sec);
-}
-
-/* Ollama's /api/tags, /api/ps, /api/show and /api/version. We know the
- * routed names; sizes, digests and what is loaded are the backends'. */
-static int answer_ollama_info(request_rec *r, llmgw_req_t *ctx)
-{
-    llmgw_router_t *rt = router(r);
-    llmgw_json_t *doc = llmgw_json_create_object(r->pool), *list, *m;
-    apr_array_header_t *names;
-    const char *json;
-    apr_size_t len;
-    int i;
-
-    switch (ctx->info) {
-    case OLLAMA_INFO_TAGS:
-        names = llmgw_model_names(r, rt);
-        list = llmgw_json_add_array(doc, "models");
-        for (i = 0; i < names->nelts; i++) {
-            const char *name = APR_ARRAY_IDX(names, i, const char *);
-
-            m = llmgw_json_array_add_object(list);
-            llmgw_json_sets(m, name, "name", NULL);
-            llmgw_json_sets(m, name, "model", NULL);
-            llmgw_json_sets(m, rfc3339(r->pool, rt->created), "modified_at",
-                            NULL);
-            llmgw_json_setl(m, 0, "size", NULL);
-            llmgw_json_sets(m, "", "digest", NULL);
-            llmgw_json_sets(m, "", "details", "format", NULL);
-            llmgw_json_sets(m, "", "details", "family", NULL);
-            llmgw_json_sets(m, "", "details", "parameter_size", NULL);
-            llmgw_json_sets(m, "", "details", "quantization_level", NULL);
-        }
-        break;
-    case OLLAMA_INFO_PS:
-        llmgw_json_add_array(doc, "models");
-        break;
-    case OLLAMA_INFO_SHOW:
-        if (!llmgw_router_find(rt, ctx->model_id)) {
-            llmgw_error_set(&ctx->err, HTTP_NOT_FOUND,
-                            "invalid_request_error", "model",
-                            "model_not_found",
-                            apr_psprintf(r->pool, "model '%s' not found",
-                                         ctx->model_id));
-            return answer_error(r, ctx);
-        }
-        llmgw_json_sets(doc, "", "modelfile", NULL);
-        llmgw_json_sets(doc, "", "parameters", NULL);
-        llmgw_json_sets(doc, "", "template", NULL);
-        llmgw_json_sets(doc, "", "details", "format", NULL);
-        llmgw_json_sets(doc, "", "details", "family", NULL);
-        llmgw_json_add_object(doc, "model_info");
-        llmgw_json_array_adds(llmgw_json_add_array(doc, "capabilities"),
-                              "completion");
-        llmgw_json_sets(doc, rfc3339(r->pool, rt->created), "modified_at",
-                        NULL);
-        break;
-    default:
-        llmgw_json_sets(doc, LLMGW_VERSION, "version", NULL);
-        break;
-    }
-    json = llmgw_json_write(doc, &len);
-    send_json(r, HTTP_OK, json, len);
+    llmgw_send_json(r, HTTP_OK, json, sizeof(json) - 1);
     return OK;
 }
 
@@ -182,16 +42,15 @@ static int answer_ollama_info(request_rec *r, llmgw_req_t *ctx)
  * original tokens, billed in full or not at all (LLMCacheBilling). */
 static void bill_cached(request_rec *r, const llmgw_usage_t *u)
 {
-    llmgw_server_conf_t *sconf = ap_get_module_config(r->server->module_config,
-                                                      &llm_gateway_module);
     llmgw_usage_t none = { 0, 0, 0, 1 };
 
     if (!u->found) {
         return;
     }
-    apr_table_setn(r->notes, "llm-cached-tokens",
+    apr_table_setn(r->notes, LLMGW_NOTE_CACHED_TOKENS,
                    apr_off_t_toa(r->pool, u->total));
-    llmgw_set_usage_notes(r, sconf->cache_billing_free ? &none : u);
+    llmgw_note_usage(r, llmgw_billing_free(llmgw_sconf(r->server)) ? &none
+                                                                    : u);
 }
 
 static void write_stream_headers(request_rec *r, llmgw_req_t *ctx)
@@ -233,7 +92,7 @@ static int answer_hit(request_rec *r, llmgw_req_t *ctx)
         text = llmgw_record_render_json(ctx->hit, &len);
         status = llmgw_front_body(ctx->front, HTTP_OK, text, len, &out,
                                   &olen);
-        send_json(r, status, out, olen);
+        llmgw_send_json(r, status, out, olen);
         return OK;
     }
     text = llmgw_record_render_sse(ctx->hit, r->pool, ctx->req.wants_usage,
@@ -309,7 +168,7 @@ static int follow_to_answer(request_rec *r, llmgw_req_t *ctx,
     }
     n = llmgw_sse_feed(sse, rest, len, &out);
     if (!had_output && sse->content_events) {
-        llmgw_set_ttft_note(r);
+        llmgw_note_ttft(r);
     }
     bill_cached(r, &u);
     write_stream(r, ctx, out, n, 1);
@@ -350,7 +209,7 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
                          "\n\n", NULL);
         n = llmgw_sse_feed(sse, ev, strlen(ev), &out);
         if (!had_output && sse->content_events) {
-            llmgw_set_ttft_note(r);
+            llmgw_note_ttft(r);
         }
         if (n && write_stream(r, ctx, out, n, 0) < 0) {
             return OK;          /* the client left */
@@ -371,7 +230,7 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
                 "the cache's max-item, or evicted too)."
               : "The shared generation failed before it completed.";
     llmgw_error_set(&err, HTTP_BAD_GATEWAY, "server_error", NULL, code, msg);
-    apr_table_setn(r->notes, "llm-error", err.code);
+    llmgw_note_error(r, &err);
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, LLMGW_LOGNO(0305)
                   "coalescing: a follower's stream ends with an error: %s",
                   msg);
@@ -380,7 +239,7 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
     return OK;
 }
 
-int llmgw_handler(request_rec *r)
+static int answer_handler(request_rec *r)
 {
     llmgw_req_t *ctx;
 
@@ -404,8 +263,14 @@ int llmgw_handler(request_rec *r)
     if (ctx->following) {
         return answer_follower(r, ctx);
     }
-    if (ctx->info) {
-        return answer_ollama_info(r, ctx);
+    if (ctx->info == OLLAMA_INFO_VERSION) {
+        return answer_version(r);
     }
-    return answer_models(r, ctx);
+    return DECLINED;            /* a model list: mod_llmgw_models */
+}
+
+void llmgw_answer_register(void)
+{
+    /* Before the model lists' handler: errors are answered here. */
+    ap_hook_handler(answer_handler, NULL, NULL, APR_HOOK_MIDDLE - 1);
 }

@@ -1,10 +1,8 @@
-/* llmgw_answer: the "llm-gateway" handler: everything the gateway answers
- * without a backend, in the client's API. */
-#ifndef LLMGW_ANSWER_H
-#define LLMGW_ANSWER_H
+/* mod_llmgw_answer: the "llm-gateway" handler for what the gateway answers
+ * without a backend, in the client's API (model lists aside). */
+#ifndef MOD_LLMGW_ANSWER_H
+#define MOD_LLMGW_ANSWER_H
 
-#include <httpd.h>
-
-int llmgw_handler(request_rec *r);
+void llmgw_answer_register(void);
 
 #endif

@@ -1,16 +1,15 @@
-/* llmgw_config: parses and validates the configuration. Errors name the
- * directive, and httpd adds the file and line (we do when it cannot). */
+/* mod_llmgw_config: the directive table, the configuration's structures
+ * made and merged, and the checks that need all of it (balancers exist).
+ * Values are parsed by llmgw_conf; errors name the directive, and httpd
+ * adds the file and line (we do when it cannot). */
 #include <httpd.h>
 #include <http_log.h>
 #include <mod_proxy.h>
 #include <apr_strings.h>
 
-#include <util_mutex.h>
-
-#include "llmgw_cache.h"
+#include "llmgw_conf.h"
+#include "mod_llmgw.h"
 #include "mod_llmgw_config.h"
-#include "mod_llmgw_coalesce.h"
-#include "mod_llmgw_discover.h"
 
 APLOG_USE_MODULE(llm_gateway);
 
@@ -67,15 +66,9 @@ void *llmgw_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     return conf;
 }
 
-apr_off_t llmgw_max_body(const llmgw_server_conf_t *conf)
-{
-    return conf->max_body ? conf->max_body : LLMGW_DEFAULT_MAX_BODY;
-}
-
 static llmgw_server_conf_t *server_conf(cmd_parms *cmd)
 {
-    return ap_get_module_config(cmd->server->module_config,
-                                &llm_gateway_module);
+    return llmgw_sconf(cmd->server);
 }
 
 static const char *route_section(cmd_parms *cmd, void *dummy,
@@ -216,19 +209,6 @@ static const char *set_upstream_model(cmd_parms *cmd, void *dummy,
     return NULL;
 }
 
-/* The position of arg among names (NULL-terminated), or -1. */
-static int keyword(const char *arg, const char *const *names)
-{
-    int i;
-
-    for (i = 0; names[i]; i++) {
-        if (strcasecmp(arg, names[i]) == 0) {
-            return i;
-        }
-    }
-    return -1;
-}
-
 static const char *set_cache_policy(cmd_parms *cmd, void *dummy,
                                     const char *arg)
 {
@@ -237,49 +217,41 @@ static const char *set_cache_policy(cmd_parms *cmd, void *dummy,
                                          NULL };
     const char *err;
     llmgw_route_t *route = current_route(cmd, &err);
-    int v = keyword(arg, names);
 
-    if (!route) {
-        return err;
-    }
-    if (v < 0) {
-        return apr_psprintf(cmd->pool, "LLMCachePolicy: unknown policy "
-                            "'%s' (deterministic, all, off)", arg);
-    }
-    route->cache_policy = v;
-    return NULL;
+    return route ? llmgw_conf_keyword(cmd->pool, "LLMCachePolicy", arg,
+                                      names, &route->cache_policy)
+                 : err;
 }
 
 /* "on|off [OPT=SECONDS]", as LLMDiscover and LLMCoalesce take it: *on, and
  * *secs when given (else left as it is). NULL, or what is wrong. */
 static const char *on_off_seconds(cmd_parms *cmd, int argc,
                                   char *const argv[], const char *opt,
-                                  int *on, apr_interval_time_t *secs)
+                                  const char *example, int *on,
+                                  apr_interval_time_t *secs)
 {
-    apr_size_t olen = strlen(opt);
-    int i;
+    const char *name = cmd->cmd->name, *names[] = { opt, NULL }, *v;
+    const char *err;
+    int i, which;
 
-    if (argc < 1 || (strcasecmp(argv[0], "on") != 0
-                     && strcasecmp(argv[0], "off") != 0)) {
+    if (argc < 1) {
         return apr_psprintf(cmd->pool, "%s takes on or off, then "
-                            "optionally %s=SECONDS", cmd->cmd->name, opt);
+                            "optionally %s=SECONDS; e.g. %s", name, opt,
+                            example);
     }
-    *on = strcasecmp(argv[0], "on") == 0;
+    if ((err = llmgw_conf_flag(cmd->pool, name, argv[0], on)) != NULL) {
+        return err;
+    }
     for (i = 1; i < argc; i++) {
-        char *end;
-        apr_int64_t n;
-
-        if (strncasecmp(argv[i], opt, olen) != 0 || argv[i][olen] != '=') {
-            return apr_psprintf(cmd->pool, "%s: unknown option '%s' (%s=)",
-                                cmd->cmd->name, argv[i], opt);
+        if ((err = llmgw_conf_option(cmd->pool, name, argv[i], names,
+                                     &which, &v)) != NULL
+            || (err = llmgw_conf_seconds(cmd->pool,
+                                         apr_pstrcat(cmd->pool, name, " ",
+                                                     opt, NULL),
+                                         v, 1, 86400, example,
+                                         secs)) != NULL) {
+            return err;
         }
-        n = apr_strtoi64(argv[i] + olen + 1, &end, 10);
-        if (*end || n <= 0 || n > 86400) {
-            return apr_psprintf(cmd->pool, "%s: '%s' is not a number of "
-                                "seconds (1-86400)", cmd->cmd->name,
-                                argv[i] + olen + 1);
-        }
-        *secs = apr_time_from_sec(n);
     }
     return NULL;
 }
@@ -289,22 +261,21 @@ static const char *set_discover(cmd_parms *cmd, void *dummy, int argc,
 {
     const char *err;
     llmgw_route_t *route = current_route(cmd, &err);
-    apr_interval_time_t interval = LLMGW_DEFAULT_DISCOVER_INTERVAL;
+    apr_interval_time_t interval = apr_time_from_sec(60);
     int on;
 
     if (!route) {
         return err;
     }
-    if ((err = on_off_seconds(cmd, argc, argv, "interval", &on,
+    if ((err = on_off_seconds(cmd, argc, argv, "interval",
+                              "LLMDiscover on interval=60", &on,
                               &interval)) != NULL) {
         return err;
     }
-    if (!on) {
-        route->discover = NULL;
-        return argc > 1 ? "LLMDiscover off takes no options" : NULL;
+    if (!on && argc > 1) {
+        return "LLMDiscover off takes no options";
     }
-    route->discover = apr_pcalloc(cmd->pool, sizeof(*route->discover));
-    route->discover->interval = interval;
+    route->discover = on ? interval : 0;
     return NULL;
 }
 
@@ -334,17 +305,9 @@ static const char *set_cache_billing(cmd_parms *cmd, void *dummy,
     static const char *const names[] = { "full", "free", NULL };
     llmgw_server_conf_t *conf = server_conf(cmd);
     const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
-    int v = keyword(arg, names);
 
-    if (err) {
-        return err;
-    }
-    if (v < 0) {
-        return apr_psprintf(cmd->pool, "LLMCacheBilling: unknown mode '%s' "
-                            "(full, free)", arg);
-    }
-    conf->cache_billing_free = v;
-    return NULL;
+    return err ? err : llmgw_conf_keyword(cmd->pool, "LLMCacheBilling", arg,
+                                          names, &conf->cache_billing_free);
 }
 
 static const char *set_coalesce(cmd_parms *cmd, void *dummy, int argc,
@@ -354,6 +317,7 @@ static const char *set_coalesce(cmd_parms *cmd, void *dummy, int argc,
     const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
 
     return err ? err : on_off_seconds(cmd, argc, argv, "timeout",
+                                      "LLMCoalesce on timeout=120",
                                       &conf->coalesce,
                                       &conf->coalesce_timeout);
 }
@@ -363,32 +327,11 @@ static const char *set_max_body(cmd_parms *cmd, void *dummy,
 {
     llmgw_server_conf_t *conf = server_conf(cmd);
     const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
-    char *end;
-    apr_off_t n;
 
-    if (err) {
-        return err;
-    }
-    if (apr_strtoff(&n, arg, &end, 10) != APR_SUCCESS || n <= 0) {
-        return apr_psprintf(cmd->pool, "LLMMaxRequestBody: '%s' is not a "
-                            "positive size", arg);
-    }
-    switch (*end) {
-    case 'k': case 'K':
-        n *= 1024;
-        end++;
-        break;
-    case 'm': case 'M':
-        n *= 1024 * 1024;
-        end++;
-        break;
-    }
-    if (*end) {
-        return apr_psprintf(cmd->pool, "LLMMaxRequestBody: '%s' is not a "
-                            "size (bytes, or a number with K or M)", arg);
-    }
-    conf->max_body = n;
-    return NULL;
+    return err ? err : llmgw_conf_size(cmd->pool, "LLMMaxRequestBody", arg,
+                                       1, (apr_off_t)1 << 40,
+                                       "LLMMaxRequestBody 8M",
+                                       &conf->max_body);
 }
 
 static const char *set_api(cmd_parms *cmd, void *dconf, const char *arg)
@@ -396,11 +339,12 @@ static const char *set_api(cmd_parms *cmd, void *dconf, const char *arg)
     /* In the order of llmgw_api_t. */
     static const char *const names[] = { "off", "openai", "ollama", NULL };
     llmgw_dir_conf_t *conf = dconf;
-    int v = keyword(arg, names);
+    int v;
+    const char *err = llmgw_conf_keyword(cmd->pool, "LLMApi", arg, names,
+                                         &v);
 
-    if (v < 0) {
-        return apr_psprintf(cmd->pool, "LLMApi: unknown API '%s' "
-                            "(supported: openai, ollama, off)", arg);
+    if (err) {
+        return err;
     }
     conf->api = v;
     /* A plain <Location> path lets us find the endpoint below it. */
@@ -433,7 +377,7 @@ const command_rec llmgw_cmds[] = {
                       "on | off [timeout=SECONDS]: share one generation "
                       "among identical requests in flight"),
     AP_INIT_TAKE1("LLMMaxRequestBody", set_max_body, NULL, RSRC_CONF,
-                  "largest accepted request body (bytes, or with K/M)"),
+                  "largest accepted request body (bytes, or with K/M/G)"),
     AP_INIT_TAKE1("LLMApi", set_api, NULL, ACCESS_CONF,
                   "openai | ollama | off: the client API served here"),
     { NULL }
@@ -459,8 +403,8 @@ static int balancer_defined(server_rec *s, module *proxy,
     return 0;
 }
 
-int llmgw_check_config(apr_pool_t *pconf, apr_pool_t *plog,
-                       apr_pool_t *ptemp, server_rec *s)
+static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
+                        apr_pool_t *ptemp, server_rec *s)
 {
     static const char *const needed[] = { "mod_proxy.c", "mod_proxy_http.c",
                                           "mod_proxy_balancer.c", NULL };
@@ -468,11 +412,8 @@ int llmgw_check_config(apr_pool_t *pconf, apr_pool_t *plog,
     int failed = 0, have_routes = 0, i;
     server_rec *vs;
 
-    for (vs = s; vs; vs = vs->next) {
-        llmgw_server_conf_t *conf = ap_get_module_config(vs->module_config,
-                                                         &llm_gateway_module);
-
-        have_routes |= conf->router->routes->nelts > 0;
+    LLMGW_EACH_SERVER(vs, s) {
+        have_routes |= llmgw_sconf(vs)->router->routes->nelts > 0;
     }
     if (!have_routes) {
         return OK;
@@ -489,15 +430,11 @@ int llmgw_check_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (failed) {
         return !OK;
     }
-    for (vs = s; vs; vs = vs->next) {
-        llmgw_server_conf_t *conf = ap_get_module_config(vs->module_config,
-                                                         &llm_gateway_module);
-        apr_array_header_t *routes = conf->router->routes;
+    LLMGW_EACH_SERVER(vs, s) {
+        apr_array_header_t *routes = llmgw_sconf(vs)->router->routes;
 
         /* Virtual hosts that inherit the main routes were checked there. */
-        if (vs != s && conf->router == ((llmgw_server_conf_t *)
-                ap_get_module_config(s->module_config,
-                                     &llm_gateway_module))->router) {
+        if (vs != s && llmgw_sconf(vs)->router == llmgw_sconf(s)->router) {
             continue;
         }
         for (i = 0; i < routes->nelts; i++) {
@@ -516,83 +453,7 @@ int llmgw_check_config(apr_pool_t *pconf, apr_pool_t *plog,
     return failed ? !OK : OK;
 }
 
-int llmgw_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+void llmgw_config_register(void)
 {
-    return ap_mutex_register(pconf, LLMGW_STORE_MUTEX, NULL,
-                             APR_LOCK_DEFAULT, 0);
-}
-
-/* Virtual hosts share the main server's store: it is set up once, by the
- * first server that has it. */
-static int store_seen(server_rec *s, server_rec *vs, llmgw_store_t *st)
-{
-    for (; s != vs; s = s->next) {
-        llmgw_server_conf_t *conf = ap_get_module_config(s->module_config,
-                                                         &llm_gateway_module);
-
-        if (conf->store == st) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-int llmgw_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
-                      server_rec *s)
-{
-    llmgw_server_conf_t *main_conf = ap_get_module_config(s->module_config,
-                                                          &llm_gateway_module);
-    llmgw_store_t *dflt = NULL;
-    server_rec *vs;
-
-    /* Without LLMCache, one node still gets a cache in shared memory. */
-    if (!main_conf->store_set && main_conf->router->routes->nelts) {
-        dflt = llmgw_store_default(pconf);
-    }
-    for (vs = s; vs; vs = vs->next) {
-        llmgw_server_conf_t *conf = ap_get_module_config(vs->module_config,
-                                                         &llm_gateway_module);
-
-        if (!conf->store_set) {
-            conf->store = dflt;
-        }
-        conf->coalesce = conf->coalesce != 0;
-        conf->cache_billing_free = conf->cache_billing_free == 1;
-        if (!conf->coalesce_timeout) {
-            conf->coalesce_timeout = LLMGW_DEFAULT_COALESCE_TIMEOUT;
-        }
-        if (!conf->store || !conf->store->ops->post_config
-            || store_seen(s, vs, conf->store)) {
-            continue;
-        }
-        if (conf->store->ops->post_config(conf->store, pconf, ptemp, s)
-            != APR_SUCCESS) {
-            return !OK;
-        }
-    }
-    return OK;
-}
-
-void llmgw_child_init(apr_pool_t *pchild, server_rec *s)
-{
-    server_rec *vs;
-
-    llmgw_discover_child_init(pchild, s);
-    llmgw_coalesce_child_init();
-    for (vs = s; vs; vs = vs->next) {
-        llmgw_server_conf_t *conf = ap_get_module_config(vs->module_config,
-                                                         &llm_gateway_module);
-        apr_status_t rv;
-
-        if (!conf->store || store_seen(s, vs, conf->store)) {
-            continue;
-        }
-        rv = conf->store->ops->child_init(conf->store, pchild, s);
-        if (rv != APR_SUCCESS) {
-            ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, LLMGW_LOGNO(0003)
-                         "cache store %s unusable in this child; requests "
-                         "go to the backends", conf->store->ops->name);
-            conf->store = NULL;
-        }
-    }
+    ap_hook_check_config(check_config, NULL, NULL, APR_HOOK_MIDDLE);
 }

@@ -1,4 +1,4 @@
-/* llmgw_output: the answer on its way back. Plain JSON passes untouched
+/* mod_llmgw_output: the answer on its way back. Plain JSON passes untouched
  * (usage read at the end); streams are framed event by event; answers in
  * another dialect or for another API are translated; good answers are
  * recorded for the cache and published to coalesced followers. */
@@ -14,7 +14,7 @@
 #include <http_request.h>
 #include <util_filter.h>
 
-#include "mod_llmgw_answer.h"
+#include "mod_llmgw.h"
 #include "mod_llmgw_output.h"
 
 APLOG_USE_MODULE(llm_gateway);
@@ -26,7 +26,6 @@ APLOG_USE_MODULE(llm_gateway);
 #define LLMGW_MAX_WHOLE (64 * 1024 * 1024)
 
 static ap_filter_rec_t *out_filter_handle;
-static ap_filter_rec_t *error_filter_handle;
 
 /* Each chunk of a stream being recorded or led: to the record, and to the
  * followers tailing this generation. */
@@ -103,7 +102,7 @@ static void settle(request_rec *r, llmgw_req_t *ctx)
         llmgw_coalesce_end(ctx->co, ctx->complete, text, text ? len : 0);
     }
     else if (text) {
-        llmgw_store_set(ctx->store, r, ctx->cache_key, text, len, 0);
+        llmgw_store_set(ctx->store, r->pool, ctx->cache_key, text, len, 0);
     }
 }
 
@@ -209,7 +208,7 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
         return;
     }
     ctx->stream_ended = 1;
-    llmgw_set_usage_notes(r, &ctx->sse->usage);
+    llmgw_note_usage(r, &ctx->sse->usage);
     if (ctx->sse->done && !why) {
         /* An Ollama error line was already turned into an error end. */
         ctx->complete = !(ctx->from_ollama && ctx->from_ollama->failed);
@@ -219,7 +218,7 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
                                              out->bucket_alloc));
         }
         if (!ctx->complete) {
-            apr_table_setn(r->notes, "llm-error", "upstream_error");
+            apr_table_setn(r->notes, LLMGW_NOTE_ERROR, "upstream_error");
         }
         return;
     }
@@ -235,7 +234,7 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
     tail = llmgw_front_stream_error(ctx->front, ctx->sse, &err, &n);
     APR_BRIGADE_INSERT_TAIL(out, apr_bucket_heap_create(tail, n, NULL,
                                                         out->bucket_alloc));
-    apr_table_setn(r->notes, "llm-error", "upstream_stream_error");
+    llmgw_note_error(r, &err);
 }
 
 /* Backend bytes of a stream through every stage: Ollama's NDJSON to SSE,
@@ -260,7 +259,7 @@ static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
     }
     nready = llmgw_sse_feed(ctx->sse, sse, nsse, &ready);
     if (!had_output && ctx->sse->content_events) {
-        llmgw_set_ttft_note(r);
+        llmgw_note_ttft(r);
     }
     nclient = nready ? llmgw_front_stream(ctx->front, ready, nready, &client)
                      : 0;
@@ -411,7 +410,7 @@ static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
             llmgw_usage_find(ctx->tail, ctx->tail_len, &u);
         }
     }
-    llmgw_set_usage_notes(r, &u);
+    llmgw_note_usage(r, &u);
     return APR_SUCCESS;
 }
 
@@ -476,7 +475,7 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, LLMGW_LOGNO(0110)
                       "answer for model %s via %s dropped: %s",
                       ctx->req.model, ctx->route->balancer, err.message);
-        apr_table_setn(r->notes, "llm-error", err.code);
+        llmgw_note_error(r, &err);
         status = err.status;
         body = (char *)llmgw_error_json(r->pool, &err);
         len = strlen(body);
@@ -504,7 +503,7 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
     }
     if (status == HTTP_OK) {
         llmgw_usage_find(out, olen, &u);
-        llmgw_set_usage_notes(r, &u);
+        llmgw_note_usage(r, &u);
         if (ctx->rec) {
             llmgw_record_set_response(ctx->rec, out, olen);
         }
@@ -577,9 +576,8 @@ static int answer_failed_backend(ap_filter_t *f, llmgw_req_t *ctx,
                                  apr_bucket_brigade *bb)
 {
     request_rec *r = f->r;
-    apr_bucket *e, *next;
+    apr_bucket *e;
     llmgw_error_t err;
-    const char *json;
     int status = 0;
 
     for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
@@ -595,32 +593,11 @@ static int answer_failed_backend(ap_filter_t *f, llmgw_req_t *ctx,
     if (!status) {
         return 0;
     }
-    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = next) {
-        next = APR_BUCKET_NEXT(e);
-        if (!APR_BUCKET_IS_EOS(e)) {
-            apr_bucket_delete(e);
-        }
-    }
-    if (status == HTTP_BAD_GATEWAY
-        && apr_table_get(r->notes, "proxy_timedout")) {
-        status = HTTP_GATEWAY_TIME_OUT;
-    }
-    llmgw_error_for_status(status, &err);
-    json = llmgw_front_error(r->pool, ctx->api == LLMGW_API_OLLAMA, &err);
-    r->status = status;
-    r->status_line = NULL;
+    llmgw_error_for_status(llmgw_proxy_status(r, status), &err);
     /* mod_proxy means to drop this connection: say so, so that a client
      * reconnects rather than reuse it. */
     r->connection->keepalive = AP_CONN_CLOSE;
-    ap_set_content_type(r, "application/json");
-    apr_table_setn(r->notes, "llm-error", err.code ? err.code : err.type);
-    APR_BRIGADE_INSERT_HEAD(bb, apr_bucket_pool_create(json, strlen(json),
-                                                       r->pool,
-                                                       f->c->bucket_alloc));
-    if (!APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(bb))) {
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(
-                                        f->c->bucket_alloc));
-    }
+    llmgw_error_brigade(r, ctx->api == LLMGW_API_OLLAMA, &err, bb, 1);
     ctx->finished = 1;
     return 1;
 }
@@ -675,189 +652,8 @@ void llmgw_output_add(request_rec *r, llmgw_req_t *ctx)
     ap_add_output_filter_handle(out_filter_handle, ctx, r, r->connection);
 }
 
-/* ---------------------------------------------------------------------
- * Errors httpd or mod_proxy produce (502/503/504...) in the API's shape,
- * also for requests httpd refuses before the gateway's hooks run
- */
-
-typedef struct {
-    int ollama;                 /* the Ollama API's shape, else OpenAI's */
-    int started;                /* the page was replaced */
-} error_filter_ctx;
-
-/* The API of a request the gateway's fixups never saw: the location walk's
- * LLMApi if it ran, else the walk done now for the request's URI (httpd
- * refuses a bad Content-Length before it, and drops its result when the
- * path has an encoded '/' or NUL), on the server the request came to. */
-static llmgw_api_t api_of_refused(request_rec *r)
-{
-    ap_conf_vector_t *saved = r->per_dir_config;
-    char *saved_uri = r->uri;
-    llmgw_dir_conf_t *dconf;
-    llmgw_api_t api;
-    char *uri;
-
-    if (r->per_dir_config != r->server->lookup_defaults) {
-        dconf = ap_get_module_config(r->per_dir_config, &llm_gateway_module);
-        return dconf->api;
-    }
-    /* A request line too broken to give a path: nothing to decide by. */
-    if (!r->uri || r->uri[0] != '/') {
-        return LLMGW_API_OFF;
-    }
-    uri = apr_pstrdup(r->pool, r->uri);
-    if (!ap_normalize_path(uri, AP_NORMALIZE_NOT_ABOVE_ROOT
-                                | AP_NORMALIZE_MERGE_SLASHES
-                                | AP_NORMALIZE_DECODE_UNRESERVED)) {
-        return LLMGW_API_OFF;
-    }
-    /* On r itself, then put back: the rest of httpd's error handling
-     * goes on with the configuration it had. */
-    r->uri = uri;
-    api = ap_location_walk(r) == OK
-              ? ((llmgw_dir_conf_t *)ap_get_module_config(
-                     r->per_dir_config, &llm_gateway_module))->api
-              : LLMGW_API_OFF;
-    r->per_dir_config = saved;
-    r->uri = saved_uri;
-    return api;
-}
-
-/* httpd's note on why it refused, as plain text: its wording up to the
- * first markup (what follows may echo the client's bytes). */
-static const char *httpd_note(request_rec *r)
-{
-    const char *note = apr_table_get(r->notes, "error-notes");
-    apr_size_t i, n;
-
-    if (!note) {
-        return NULL;
-    }
-    for (n = 0; note[n] && note[n] != '<' && note[n] != '\n'; n++) {
-        if (!apr_isprint(note[n])) {
-            return NULL;
-        }
-    }
-    for (i = 0; i < n && note[i] == ' '; i++) {
-    }
-    while (n > i && note[n - 1] == ' ') {
-        n--;
-    }
-    return n > i && n - i <= 200 ? apr_pstrmemdup(r->pool, note + i, n - i)
-                                 : NULL;
-}
-
-/* The error for a request httpd refused before the gateway saw it, with
- * the reason where it is known. */
-static void refused_error(request_rec *r, llmgw_error_t *err)
-{
-    const char *cl = apr_table_get(r->headers_in, "Content-Length");
-    const char *te = apr_table_get(r->headers_in, "Transfer-Encoding");
-    const char *raw = r->unparsed_uri ? r->unparsed_uri : "";
-    const char *note;
-    apr_off_t n;
-
-    if (r->status == HTTP_BAD_REQUEST && cl
-        && !ap_parse_strict_length(&n, cl)) {
-        llmgw_error_set(err, r->status, "invalid_request_error", NULL,
-                        "bad_request", "The Content-Length header is not "
-                        "one valid length.");
-    }
-    else if (r->status == HTTP_BAD_REQUEST && te
-             && !ap_is_chunked(r->pool, te)) {
-        llmgw_error_set(err, r->status, "invalid_request_error", NULL,
-                        "bad_request", "The Transfer-Encoding is not "
-                        "chunked.");
-    }
-    else if (r->status == HTTP_EXPECTATION_FAILED) {
-        err->message = "Only 'Expect: 100-continue' is understood.";
-    }
-    else if (r->status == HTTP_NOT_FOUND
-             && (ap_strcasestr(raw, "%2f") || strstr(raw, "%00"))) {
-        llmgw_error_set(err, r->status, "invalid_request_error", NULL,
-                        "invalid_path", "The request path has an encoded "
-                        "'/' (%2F) or NUL (%00), which this server does not "
-                        "take.");
-    }
-    else if (r->status < 500 && (note = httpd_note(r)) != NULL) {
-        err->message = note;
-    }
-}
-
-static apr_status_t error_filter(ap_filter_t *f, apr_bucket_brigade *bb)
-{
-    request_rec *r = f->r;
-    error_filter_ctx *ec = f->ctx;
-    llmgw_error_t err;
-    const char *json;
-    apr_bucket *e;
-
-    if (!ec->started) {
-        /* First call: the status is final; replace the HTML page. */
-        ec->started = 1;
-        if (r->status == HTTP_BAD_GATEWAY
-            && apr_table_get(r->notes, "proxy_timedout")) {
-            /* mod_proxy_http reports a read timeout as 502. */
-            r->status = HTTP_GATEWAY_TIME_OUT;
-            r->status_line = NULL;
-        }
-        llmgw_error_for_status(r->status, &err);
-        if (!llmgw_req_get(r)) {
-            refused_error(r, &err);
-        }
-        json = llmgw_front_error(r->pool, ec->ollama, &err);
-        ap_set_content_type(r, "application/json");
-        apr_table_unset(r->headers_out, "Content-Length");
-        apr_table_setn(r->notes, "llm-error",
-                       err.code ? err.code : err.type);
-        e = apr_bucket_pool_create(json, strlen(json), r->pool,
-                                   f->c->bucket_alloc);
-        for (;;) {
-            apr_bucket *b = APR_BRIGADE_FIRST(bb);
-
-            if (b == APR_BRIGADE_SENTINEL(bb) || APR_BUCKET_IS_EOS(b)) {
-                break;
-            }
-            apr_bucket_delete(b);
-        }
-        APR_BRIGADE_INSERT_HEAD(bb, e);
-        return ap_pass_brigade(f->next, bb);
-    }
-    /* Later calls: drop the rest of the page, keep EOS and metadata. */
-    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);) {
-        apr_bucket *next = APR_BUCKET_NEXT(e);
-
-        if (!APR_BUCKET_IS_METADATA(e)) {
-            apr_bucket_delete(e);
-        }
-        e = next;
-    }
-    return ap_pass_brigade(f->next, bb);
-}
-
-void llmgw_insert_error_filter(request_rec *r)
-{
-    llmgw_req_t *ctx = llmgw_req_get(r);
-    llmgw_api_t api;
-    error_filter_ctx *ec;
-
-    if (!ap_is_HTTP_ERROR(r->status) || r->main) {
-        return;
-    }
-    api = ctx ? ctx->api : api_of_refused(r);
-    if (api <= LLMGW_API_OFF) {
-        return;
-    }
-    ec = apr_pcalloc(r->pool, sizeof(*ec));
-    ec->ollama = api == LLMGW_API_OLLAMA;
-    ap_add_output_filter_handle(error_filter_handle, ec, r, r->connection);
-}
-
 void llmgw_output_register(void)
 {
     out_filter_handle = ap_register_output_filter("LLMGW_OUT", out_filter,
                                                   NULL, AP_FTYPE_RESOURCE);
-    error_filter_handle = ap_register_output_filter("LLMGW_ERROR",
-                                                    error_filter, NULL,
-                                                    AP_FTYPE_RESOURCE);
 }

@@ -1,12 +1,12 @@
-/* llmgw_output: the LLMGW_OUT filter on proxied answers, and the filter
- * that puts httpd's and mod_proxy's own errors in the client's API. */
-#ifndef LLMGW_OUTPUT_H
-#define LLMGW_OUTPUT_H
+/* mod_llmgw_output: the LLMGW_OUT filter on proxied answers: translated,
+ * metered, recorded for the cache and published to coalesced followers. */
+#ifndef MOD_LLMGW_OUTPUT_H
+#define MOD_LLMGW_OUTPUT_H
 
-#include "mod_llmgw_proxy.h"
+#include "mod_llmgw.h"
 
 void llmgw_output_register(void);
+/* Puts the filter on r's answer (the proxy part hands r to mod_proxy). */
 void llmgw_output_add(request_rec *r, llmgw_req_t *ctx);
-void llmgw_insert_error_filter(request_rec *r);
 
 #endif

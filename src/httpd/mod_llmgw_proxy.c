@@ -1,5 +1,5 @@
-/* llmgw_proxy: httpd glue for one API request. The fixups hook reads and
- * checks the body, routes it, consults the cache and the requests in
+/* mod_llmgw_proxy: httpd glue for one API request. The fixups hook reads
+ * and checks the body, routes it, consults the cache and the requests in
  * flight, then hands it to mod_proxy as [P] would. */
 #include <string.h>
 
@@ -11,6 +11,7 @@
 #include <http_request.h>
 #include <util_filter.h>
 
+#include "mod_llmgw.h"
 #include "mod_llmgw_output.h"
 #include "mod_llmgw_proxy.h"
 
@@ -20,58 +21,10 @@ APLOG_USE_MODULE(llm_gateway);
 
 static ap_filter_rec_t *body_filter_handle;
 
-llmgw_req_t *llmgw_req_get(request_rec *r)
-{
-    return ap_get_module_config(r->request_config, &llm_gateway_module);
-}
-
-void llmgw_set_usage_notes(request_rec *r, const llmgw_usage_t *u)
-{
-    if (!u->found) {
-        return;
-    }
-    apr_table_setn(r->notes, "llm-prompt-tokens",
-                   apr_off_t_toa(r->pool, u->prompt));
-    apr_table_setn(r->notes, "llm-completion-tokens",
-                   apr_off_t_toa(r->pool, u->completion));
-    apr_table_setn(r->notes, "llm-total-tokens",
-                   apr_off_t_toa(r->pool, u->total));
-}
-
-void llmgw_pbuf_add(apr_pool_t *p, llmgw_pbuf_t *b, const char *s,
-                    apr_size_t n)
-{
-    if (b->len + n > b->cap) {
-        apr_size_t cap = b->cap ? b->cap * 2 : 16384;
-        char *nb;
-
-        while (cap < b->len + n) {
-            cap *= 2;
-        }
-        nb = apr_palloc(p, cap);
-        if (b->len) {
-            memcpy(nb, b->b, b->len);
-        }
-        b->b = nb;
-        b->cap = cap;
-    }
-    memcpy(b->b + b->len, s, n);
-    b->len += n;
-}
-
-void llmgw_set_ttft_note(request_rec *r)
-{
-    apr_table_setn(r->notes, "llm-ttft-ms",
-                   apr_off_t_toa(r->pool, apr_time_as_msec(
-                       apr_time_now() - r->request_time)));
-}
-
 /* Our own answer for r: decided here, written by the handler. */
 static int answer_error(request_rec *r, llmgw_req_t *ctx)
 {
     r->handler = LLMGW_HANDLER;
-    apr_table_setn(r->notes, "llm-error",
-                   ctx->err.code ? ctx->err.code : ctx->err.type);
     return OK;
 }
 
@@ -85,8 +38,7 @@ static int read_body(request_rec *r, apr_off_t limit, char **out,
     const char *cl = apr_table_get(r->headers_in, "Content-Length");
     apr_bucket_brigade *bb;
     apr_off_t declared = -1;
-    apr_size_t len = 0, cap;
-    char *buf;
+    llmgw_pbuf_t buf = { NULL, 0, 0 };
     int seen_eos = 0;
 
     if (cl && (!ap_parse_strict_length(&declared, cl))) {
@@ -97,8 +49,9 @@ static int read_body(request_rec *r, apr_off_t limit, char **out,
     if (declared > limit) {
         goto too_large;
     }
-    cap = declared >= 0 ? (apr_size_t)declared : 16384;
-    buf = apr_palloc(r->pool, cap + 1);
+    /* Its whole length at once when it is known: no copy as it comes. */
+    llmgw_pbuf_reserve(r->pool, &buf, declared >= 0 ? (apr_size_t)declared
+                                                    : 16384);
     bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     while (!seen_eos) {
         apr_bucket *e;
@@ -134,27 +87,19 @@ static int read_body(request_rec *r, apr_off_t limit, char **out,
                                        "The request body could not be "
                                        "read.");
             }
-            if ((apr_off_t)(len + n) > limit) {
+            if ((apr_off_t)(buf.len + n) > limit) {
                 apr_brigade_destroy(bb);
                 goto too_large;
             }
-            if (len + n > cap) {
-                char *nbuf;
-
-                cap = (len + n > cap * 2) ? len + n : cap * 2;
-                nbuf = apr_palloc(r->pool, cap + 1);
-                memcpy(nbuf, buf, len);
-                buf = nbuf;
-            }
-            memcpy(buf + len, data, n);
-            len += n;
+            llmgw_pbuf_add(r->pool, &buf, data, n);
         }
         apr_brigade_cleanup(bb);
     }
     apr_brigade_destroy(bb);
-    buf[len] = '\0';
-    *out = buf;
-    *outlen = len;
+    llmgw_pbuf_reserve(r->pool, &buf, buf.len);
+    buf.b[buf.len] = '\0';
+    *out = buf.b;
+    *outlen = buf.len;
     return 0;
 
 too_large:
@@ -175,13 +120,10 @@ too_large:
 
 static int api_enabled(request_rec *r)
 {
-    llmgw_dir_conf_t *dconf = ap_get_module_config(r->per_dir_config,
-                                                   &llm_gateway_module);
-
-    return dconf->api > LLMGW_API_OFF && !r->main && !r->prev;
+    return llmgw_dconf(r)->api > LLMGW_API_OFF && !r->main && !r->prev;
 }
 
-int llmgw_translate_name(request_rec *r)
+static int translate_name(request_rec *r)
 {
     /* The <Location> walk has run, so LLMApi is known. Claiming the URL
      * here spares every API request the filesystem walk, as ProxyPass
@@ -193,7 +135,7 @@ int llmgw_translate_name(request_rec *r)
     return OK;
 }
 
-int llmgw_map_to_storage(request_rec *r)
+static int map_to_storage(request_rec *r)
 {
     return (r->filename && strncmp(r->filename, LLMGW_FILENAME_PREFIX,
                                    sizeof(LLMGW_FILENAME_PREFIX) - 1) == 0)
@@ -314,8 +256,8 @@ static const char *coalesce(request_rec *r, llmgw_req_t *ctx,
     char *val;
     apr_size_t len;
 
-    role = llmgw_coalesce_join(r, ctx->store, ctx->cache_key,
-                               ctx->req.stream, sconf->coalesce_timeout,
+    role = llmgw_coalesce_join(r->pool, ctx->store, ctx->cache_key,
+                               ctx->req.stream, llmgw_coalesce_timeout(sconf),
                                &ctx->co, &val, &len);
     if (role == LLMGW_CO_LEADER) {
         return "MISS";
@@ -349,29 +291,29 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
     apr_status_t rv;
     int fresh;
 
-    if (!sconf->store) {
+    if (!llmgw_conf_store(sconf)) {
         return 0;
     }
-    /* llm-no-cache: the admin's per-client opt-out, e.g. by API key with
+    /* LLMGW_ENV_NO_CACHE: the admin's per-client opt-out, e.g. by API key with
      * SetEnvIf Authorization. */
     if (!llmgw_cache_eligible(&ctx->req, ctx->route->cache_policy)
         || (cc && ap_strcasestr(cc, "no-store"))
-        || apr_table_get(r->subprocess_env, "llm-no-cache")) {
+        || apr_table_get(r->subprocess_env, LLMGW_ENV_NO_CACHE)) {
         goto done;
     }
-    ctx->store = sconf->store;
+    ctx->store = llmgw_conf_store(sconf);
     ctx->cache_key = llmgw_cache_key(r->pool, &ctx->req, upstream,
                                      ctx->route->balancer,
                                      ctx->route->dialect);
     apr_table_setn(r->err_headers_out, "X-LLM-Cache-Key", ctx->cache_key);
     /* no-cache: answer afresh, but the fresh answer may be kept. */
     fresh = cc && ap_strcasestr(cc, "no-cache");
-    if (sconf->coalesce && !fresh) {
+    if (llmgw_coalesce_on(sconf) && !fresh) {
         state = coalesce(r, ctx, sconf);
     }
     else {
         rv = fresh ? APR_NOTFOUND
-                   : llmgw_store_get(ctx->store, r, ctx->cache_key, &val,
+                   : llmgw_store_get(ctx->store, r->pool, ctx->cache_key, &val,
                                      &len);
         if (rv == APR_SUCCESS
             && (ctx->hit = llmgw_record_parse(r->pool, val, len,
@@ -388,7 +330,7 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
     }
 done:
     apr_table_setn(r->err_headers_out, "X-LLM-Cache", state);
-    apr_table_setn(r->notes, "llm-cache", state);
+    apr_table_setn(r->notes, LLMGW_NOTE_CACHE, state);
     return ctx->hit || ctx->following;
 }
 
@@ -474,10 +416,9 @@ static int upstream_request(request_rec *r, llmgw_req_t *ctx,
     return 0;
 }
 
-int llmgw_fixups(request_rec *r)
+static int fixups(request_rec *r)
 {
-    llmgw_dir_conf_t *dconf = ap_get_module_config(r->per_dir_config,
-                                                   &llm_gateway_module);
+    llmgw_dir_conf_t *dconf = llmgw_dconf(r);
     llmgw_server_conf_t *sconf;
     llmgw_req_t *ctx;
     const char *upstream_model, *openai, *path;
@@ -488,11 +429,8 @@ int llmgw_fixups(request_rec *r)
     if (!api_enabled(r)) {
         return DECLINED;
     }
-    sconf = ap_get_module_config(r->server->module_config,
-                                 &llm_gateway_module);
-    ctx = apr_pcalloc(r->pool, sizeof(*ctx));
-    ap_set_module_config(r->request_config, &llm_gateway_module, ctx);
-    ctx->api = dconf->api;
+    sconf = llmgw_sconf(r->server);
+    ctx = llmgw_req_make(r, dconf->api);
     answered = ctx->api == LLMGW_API_OLLAMA
                    ? classify_ollama(r, ctx, api_path(r, dconf))
                    : classify_openai(r, ctx, api_path(r, dconf));
@@ -515,8 +453,8 @@ int llmgw_fixups(request_rec *r)
     if (parse_request(r, ctx, body, body_len, &openai, &olen)) {
         return answer_error(r, ctx);
     }
-    apr_table_setn(r->notes, "llm-model", ctx->req.model);
-    apr_table_setn(r->notes, "llm-stream", ctx->req.stream ? "1" : "0");
+    apr_table_setn(r->notes, LLMGW_NOTE_MODEL, ctx->req.model);
+    apr_table_setn(r->notes, LLMGW_NOTE_STREAM, ctx->req.stream ? "1" : "0");
 
     ctx->route = llmgw_router_find(sconf->router, ctx->req.model);
     if (!ctx->route) {
@@ -534,8 +472,8 @@ int llmgw_fixups(request_rec *r)
     upstream_model = ctx->upstream_model = ctx->route->upstream_model
                                                ? ctx->route->upstream_model
                                                : ctx->req.model;
-    apr_table_setn(r->notes, "llm-route", ctx->route->name);
-    apr_table_setn(r->notes, "llm-upstream-model", upstream_model);
+    apr_table_setn(r->notes, LLMGW_NOTE_ROUTE, ctx->route->name);
+    apr_table_setn(r->notes, LLMGW_NOTE_UPSTREAM_MODEL, upstream_model);
     /* Answers name the model that made them, whichever API asks. */
     ctx->front = llmgw_front_create(r->pool, ctx->oep, ctx->ep,
                                     upstream_model,
@@ -587,6 +525,13 @@ static apr_status_t body_filter(ap_filter_t *f, apr_bucket_brigade *bb,
 
 void llmgw_proxy_register(void)
 {
+    /* Before mod_proxy's fixup, which canonicalises the proxy: URL we
+     * set, as mod_rewrite's [P] does. */
+    static const char *const before_proxy[] = { "mod_proxy.c", NULL };
+
+    ap_hook_translate_name(translate_name, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_map_to_storage(map_to_storage, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_fixups(fixups, NULL, before_proxy, APR_HOOK_FIRST);
     body_filter_handle = ap_register_input_filter("LLMGW_BODY", body_filter,
                                                   NULL, AP_FTYPE_RESOURCE);
 }

@@ -1,94 +1,23 @@
-/* llmgw_store: one small interface for the shared stores (memcached, or
- * shared memory on one node), picked by LLMCache. */
-#ifndef LLMGW_STORE_H
-#define LLMGW_STORE_H
+/* mod_llmgw_store: the httpd half of the cache stores (llmgw_store): the
+ * shared memory and locks made before the children start, per child the
+ * rest. */
+#ifndef MOD_LLMGW_STORE_H
+#define MOD_LLMGW_STORE_H
 
 #include <httpd.h>
-#include <http_config.h>
-#include <apr_global_mutex.h>
-#include <apr_shm.h>
 
-#include "llmgw_memcache.h"
-#include "llmgw_shmtab.h"
+#include "llmgw_store.h"
 
-typedef struct llmgw_store llmgw_store_t;
-
-typedef struct {
-    const char *name;
-    /* post_config: set up what the children inherit. */
-    apr_status_t (*post_config)(llmgw_store_t *st, apr_pool_t *pconf,
-                                apr_pool_t *ptemp, server_rec *s);
-    /* child_init: per-child clients and mutexes. */
-    apr_status_t (*child_init)(llmgw_store_t *st, apr_pool_t *pchild,
-                               server_rec *s);
-    /* APR_NOTFOUND on a miss; *val is allocated from p. */
-    apr_status_t (*get)(llmgw_store_t *st, apr_pool_t *p, const char *key,
-                        char **val, apr_size_t *len);
-    apr_status_t (*set)(llmgw_store_t *st, apr_pool_t *p, const char *key,
-                        const char *val, apr_size_t len, apr_uint32_t ttl);
-    /* llmgw_store_claim and llmgw_store_settle, each as few steps as the
-     * store allows; lease is the whole value a lease is stored as. */
-    apr_status_t (*claim)(llmgw_store_t *st, apr_pool_t *p, const char *key,
-                          const char *lease, apr_uint32_t ttl, char **val,
-                          apr_size_t *len);
-    apr_status_t (*settle)(llmgw_store_t *st, apr_pool_t *p,
-                           const char *key, const char *val, apr_size_t len,
-                           apr_uint32_t ttl);
-} llmgw_store_ops_t;
-
-struct llmgw_store {
-    const llmgw_store_ops_t *ops;
-    const char *servers;        /* memcache: "host:port,host:port" */
-    apr_size_t shm_size;        /* shm: bytes of shared memory */
-    apr_uint32_t ttl;           /* seconds an entry lives */
-    apr_size_t max_item;        /* largest value stored; bigger: skipped */
-    apr_interval_time_t timeout; /* memcache: per operation */
-    llmgw_mc_t *mc;             /* per child */
-    /* shm: one segment cut into shards, a table and a lock each; several
-     * keep the threads of all children from queueing on one lock. A key's
-     * shard is fixed by its hash. */
-    apr_shm_t *shm;
-    int nshards;
-    struct llmgw_shard {
-        llmgw_shmtab_t *tab;
-        apr_global_mutex_t *mutex;
-        int spin;               /* try the lock before sleeping on it */
-    } *shards;
-    volatile apr_time_t quiet_until; /* rate limit for "store down" logs */
-};
-
+/* The Mutex directive's name for the shm store's locks. */
 #define LLMGW_STORE_MUTEX "llmgw-cache"
-#define LLMGW_DEFAULT_TTL 3600
-#define LLMGW_DEFAULT_MC_TIMEOUT_MS 250
-#define LLMGW_DEFAULT_SHM_SIZE (16 * 1024 * 1024)
 
-/* Builds a store from "LLMCache memcache|shm ARGS..."; NULL on success. */
-const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
-                               llmgw_store_t **st);
-/* The default store when LLMCache is absent: shm. */
-llmgw_store_t *llmgw_store_default(apr_pool_t *p);
-
-apr_status_t llmgw_store_get(llmgw_store_t *st, request_rec *r,
-                             const char *key, char **val, apr_size_t *len);
-/* Stores for ttl seconds (0: the store's ttl). */
-apr_status_t llmgw_store_set(llmgw_store_t *st, request_rec *r,
-                             const char *key, const char *val,
-                             apr_size_t len, apr_uint32_t ttl);
-/* The first step of a miss that may lead a generation: KEY's answer
- * (APR_SUCCESS, in *val); else a lease on KEY naming our generation GEN
- * for ttl seconds (APR_NOTFOUND: we lead); else APR_EEXIST: KEY holds
- * another's lease, *val its generation (NULL if the lease just went).
- * The lease is a value of KEY itself: one step, and llmgw_store_get
- * finds no answer while it is there. */
-apr_status_t llmgw_store_claim(llmgw_store_t *st, request_rec *r,
-                               const char *key, const char *gen,
-                               apr_uint32_t ttl, char **val,
-                               apr_size_t *len);
-/* The leader's last step: KEY's answer replaces our lease, or, with val
- * NULL (or too big, or a store that fails), the lease is removed. Whoever
- * finds no lease then finds the answer, or leads afresh. */
-apr_status_t llmgw_store_settle(llmgw_store_t *st, request_rec *r,
-                                const char *key, const char *val,
-                                apr_size_t len);
+/* pre_config: the mutex type, for the Mutex directive. */
+apr_status_t llmgw_store_pre_config(apr_pool_t *pconf);
+/* post_config, once per store: its shared memory and locks. */
+apr_status_t llmgw_store_post_config(llmgw_store_t *st, apr_pool_t *pconf,
+                                     apr_pool_t *ptemp, server_rec *s);
+/* child_init, once per store; on failure the child goes without it. */
+apr_status_t llmgw_store_child(llmgw_store_t *st, apr_pool_t *pchild,
+                               server_rec *s);
 
 #endif

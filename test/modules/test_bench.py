@@ -128,7 +128,7 @@ def test_malloc_shim_counts_each_process_apart(tmp_path):
 def test_request_path_allocates_from_the_pool_only(tmp_path):
     """build/bench --malloc: bare mod_proxy and the gateway (miss, hit,
     without its cache) make no malloc call per non-streamed request once
-    warm; a body the gateway rewrites (an alias, through json-c) does,
+    warm; a request through Ollama's API (translated with json-c) does,
     which shows that the shim sees the children's calls. (Streams are
     reported, not asserted: today the gateway parses their events with
     json-c, see docs/benchmarks.md.)"""
@@ -141,7 +141,7 @@ def test_request_path_allocates_from_the_pool_only(tmp_path):
                  "gateway_hit"):
         assert s[name]["requests"] > 100, s[name]
         assert s[name]["allocations"] < 0.05, (name, s[name])
-    assert s["gateway_alias"]["allocations"] >= 5, s["gateway_alias"]
+    assert s["gateway_ollama"]["allocations"] >= 5, s["gateway_ollama"]
 
 
 def test_mock_threads_pool_answers_like_thread_per_connection(workdir):

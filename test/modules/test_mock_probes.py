@@ -114,8 +114,13 @@ def test_llamacpp_loading_and_slots(workdir):
         assert (slots["slots_total"], slots["slots_busy"]) == (2, 0)
         with concurrent.futures.ThreadPoolExecutor(1) as ex:
             fut = ex.submit(chat, mock, "mock-small")
-            r, loading = probe(mock, "llamacpp-health", "/health")
-            assert r.status == 503
+            # The request may not have reached the mock yet: the load is
+            # seen within its 700 ms, not necessarily at the first look.
+            seen = wait_for(lambda: (lambda rg: rg if rg[0].status == 503
+                                     else None)(
+                probe(mock, "llamacpp-health", "/health")))
+            assert seen, "/health never said the model was loading"
+            r, loading = seen
             assert (loading["ok"], loading["state"]) == (1, "loading")
             generating = wait_for(lambda: (lambda g: g if g["slots_busy"] == 1
                                            else None)(

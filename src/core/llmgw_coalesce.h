@@ -3,9 +3,9 @@
 #ifndef LLMGW_COALESCE_H
 #define LLMGW_COALESCE_H
 
-#include <httpd.h>
+#include <apr_pools.h>
 
-#include "mod_llmgw_store.h"
+#include "llmgw_store.h"
 
 typedef enum {
     LLMGW_CO_ALONE = 0,     /* no coalescing: ask the backend ourselves */
@@ -27,7 +27,7 @@ void llmgw_coalesce_child_init(void);
  * A leader that fails before that is replaced by one of its followers. No
  * progress for 'timeout' means going alone. A stream follower that comes
  * when the first piece is no longer in the store waits for the answer. */
-llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
+llmgw_co_role_t llmgw_coalesce_join(apr_pool_t *p, llmgw_store_t *st,
                                     const char *key, int stream,
                                     apr_interval_time_t timeout,
                                     llmgw_coalesce_t **c, char **val,
@@ -41,7 +41,8 @@ void llmgw_coalesce_put(llmgw_coalesce_t *c, const char *data,
 void llmgw_coalesce_orphan(llmgw_coalesce_t *c);
 /* Leader: the generation ended, well or not; stores the answer (the
  * record, or NULL) over the lease, then marks the end for the followers.
- * Also done by a cleanup of r->pool for leaders that never get there. */
+ * Also done by a cleanup of the join's pool (a request's: its parent
+ * lives on) for leaders that never get there. */
 void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok, const char *record,
                         apr_size_t len);
 

@@ -3,18 +3,15 @@
  * writes each piece to KEY:G:N, stores the answer over its lease and finally
  * writes KEY:G:end; followers tail that sequence. A store may evict pieces
  * before a follower reads them: it then takes the rest from the answer. */
-#include <httpd.h>
-#include <http_log.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <apr_atomic.h>
 #include <apr_escape.h>
 #include <apr_strings.h>
 
-#include "mod_llmgw_coalesce.h"
-#include "mod_llmgw_config.h"
-
-APLOG_USE_MODULE(llm_gateway);
+#include "llmgw_coalesce.h"
+#include "llmgw_log.h"
 
 /* How often a waiting follower looks again. */
 #define POLL_INTERVAL apr_time_from_msec(5)
@@ -29,7 +26,7 @@ APLOG_USE_MODULE(llm_gateway);
 #define PIECE_KEY_MAX 160
 
 struct llmgw_coalesce {
-    request_rec *r;
+    apr_pool_t *p;              /* the request's */
     llmgw_store_t *st;
     const char *key;
     const char *gen;
@@ -56,7 +53,7 @@ static const char *piece_key(llmgw_coalesce_t *c, apr_size_t i,
                              char buf[PIECE_KEY_MAX])
 {
     if (strlen(c->key) + strlen(c->gen) + 24 > PIECE_KEY_MAX) {
-        return apr_psprintf(c->r->pool, "%s:%s:%" APR_SIZE_T_FMT, c->key,
+        return apr_psprintf(c->p, "%s:%s:%" APR_SIZE_T_FMT, c->key,
                             c->gen, i);
     }
     apr_snprintf(buf, PIECE_KEY_MAX, "%s:%s:%" APR_SIZE_T_FMT, c->key, c->gen,
@@ -69,7 +66,7 @@ static apr_status_t get_piece(llmgw_coalesce_t *c, apr_size_t i, char **val,
 {
     char kb[PIECE_KEY_MAX];
 
-    return llmgw_store_get(c->st, c->r, piece_key(c, i, kb), val, len);
+    return llmgw_store_get(c->st, c->p, piece_key(c, i, kb), val, len);
 }
 
 /* A count written by a leader (the store's values are not trusted):
@@ -95,7 +92,7 @@ static int parse_count(const char *s, apr_size_t n, apr_size_t *out)
 static const char *end_key(llmgw_coalesce_t *c)
 {
     if (!c->end_key) {
-        c->end_key = apr_pstrcat(c->r->pool, c->key, ":", c->gen, ":end",
+        c->end_key = apr_pstrcat(c->p, c->key, ":", c->gen, ":end",
                                  NULL);
     }
     return c->end_key;
@@ -106,14 +103,14 @@ static apr_status_t end_on_cleanup(void *data)
     llmgw_coalesce_t *c = data;
 
     /* A leader that never reached its filter (mod_proxy failed): let the
-     * followers take over at once rather than wait out the lease. */
+     * followers take over at once rather than wait out the lease. Its own
+     * pool is going: the last steps run in one of the parent's. */
     if (!c->ended) {
         apr_pool_t *p;
-        request_rec *r = c->r;
 
-        if (apr_pool_create(&p, r->connection->pool) == APR_SUCCESS) {
-            c->r = apr_pmemdup(p, r, sizeof(*r));
-            c->r->pool = p;
+        if (apr_pool_create(&p, apr_pool_parent_get(c->p)) == APR_SUCCESS) {
+            c->p = p;
+            c->end_key = NULL;
             llmgw_coalesce_end(c, 0, NULL, 0);
             apr_pool_destroy(p);
         }
@@ -177,17 +174,17 @@ static int no_progress(llmgw_coalesce_t *c)
     return 1;
 }
 
-llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
+llmgw_co_role_t llmgw_coalesce_join(apr_pool_t *p, llmgw_store_t *st,
                                     const char *key, int stream,
                                     apr_interval_time_t timeout,
                                     llmgw_coalesce_t **out, char **val,
                                     apr_size_t *len)
 {
-    llmgw_coalesce_t *c = apr_pcalloc(r->pool, sizeof(*c));
-    const char *mine = new_gen(r->pool);
+    llmgw_coalesce_t *c = apr_pcalloc(p, sizeof(*c));
+    const char *mine = new_gen(p);
     int waited = 0;
 
-    c->r = r;
+    c->p = p;
     c->st = st;
     c->key = key;
     c->timeout = timeout;
@@ -197,7 +194,7 @@ llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
     for (;; waited = 1) {
         char *v;
         apr_size_t n;
-        apr_status_t rv = llmgw_store_claim(st, r, key, mine, c->ttl, &v,
+        apr_status_t rv = llmgw_store_claim(st, p, key, mine, c->ttl, &v,
                                             &n);
 
         if (rv == APR_SUCCESS) {
@@ -207,7 +204,7 @@ llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
         }
         if (APR_STATUS_IS_NOTFOUND(rv)) {
             c->gen = mine;
-            apr_pool_cleanup_register(r->pool, c, end_on_cleanup,
+            apr_pool_cleanup_register(p, c, end_on_cleanup,
                                       apr_pool_cleanup_null);
             return LLMGW_CO_LEADER;
         }
@@ -220,13 +217,13 @@ llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
          * after its end mark, and one of us takes over. */
         if (v) {
             if (!c->gen || strlen(c->gen) != n || memcmp(c->gen, v, n) != 0) {
-                c->gen = apr_pstrmemdup(r->pool, v, n);
+                c->gen = apr_pstrmemdup(p, v, n);
                 c->end_key = NULL;
                 c->ahead = 0;
             }
-            if (llmgw_store_get(st, r, end_key(c), &v, &n) == APR_SUCCESS) {
+            if (llmgw_store_get(st, p, end_key(c), &v, &n) == APR_SUCCESS) {
                 if (n >= 2 && memcmp(v, "ok", 2) == 0
-                    && llmgw_store_get(st, r, key, val, len)
+                    && llmgw_store_get(st, p, key, val, len)
                        == APR_SUCCESS) {
                     return LLMGW_CO_DONE;
                 }
@@ -246,7 +243,8 @@ llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
             }
         }
         if (no_progress(c)) {
-            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, LLMGW_LOGNO(0301)
+            LLMGW_LOG(c->p, LLMGW_LOG_INFO, 0,
+              LLMGW_LOGNO(0301)
                           "coalescing: no progress from the leader in %"
                           APR_TIME_T_FMT " ms; asking the backend",
                           apr_time_as_msec(timeout));
@@ -266,17 +264,18 @@ void llmgw_coalesce_put(llmgw_coalesce_t *c, const char *data,
     /* One buffer for all pieces: a long stream must not grow the pool. */
     if (n + len > c->cap) {
         c->cap = (n + len) * 2;
-        c->buf = apr_palloc(c->r->pool, c->cap);
+        c->buf = apr_palloc(c->p, c->cap);
     }
     memcpy(c->buf, tag, n);
     memcpy(c->buf + n, data, len);
-    llmgw_store_set(c->st, c->r, piece_key(c, c->next++, kb), c->buf,
+    llmgw_store_set(c->st, c->p, piece_key(c, c->next++, kb), c->buf,
                     n + len, c->ttl);
 }
 
 void llmgw_coalesce_orphan(llmgw_coalesce_t *c)
 {
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, c->r, LLMGW_LOGNO(0302)
+    LLMGW_LOG(c->p, LLMGW_LOG_INFO, 0,
+              LLMGW_LOGNO(0302)
                   "coalescing: the leader's client left after %"
                   APR_SIZE_T_FMT " pieces; the generation goes on for its "
                   "followers and the cache", c->next);
@@ -293,13 +292,13 @@ void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok, const char *record,
     c->ended = 1;
     /* The answer first: a follower that finds a piece gone takes the
      * rest from it once it sees the end mark. */
-    llmgw_store_settle(c->st, c->r, c->key, record, len);
+    llmgw_store_settle(c->st, c->p, c->key, record, len);
     /* Only followers tailing pieces read the end mark; without pieces the
      * lease going away says it all (the answer is cached, or not). */
     if (c->next) {
-        mark = ok ? apr_psprintf(c->r->pool, "ok:%" APR_SIZE_T_FMT, c->next)
+        mark = ok ? apr_psprintf(c->p, "ok:%" APR_SIZE_T_FMT, c->next)
                   : "error";
-        llmgw_store_set(c->st, c->r, end_key(c), mark, strlen(mark), c->ttl);
+        llmgw_store_set(c->st, c->p, end_key(c), mark, strlen(mark), c->ttl);
     }
 }
 
@@ -310,7 +309,8 @@ static apr_status_t took(llmgw_coalesce_t *c, char **data, apr_size_t *len)
     apr_size_t n;
 
     if (!sp || !parse_count(*data, (apr_size_t)(sp - *data), &n)) {
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, c->r, LLMGW_LOGNO(0303)
+        LLMGW_LOG(c->p, LLMGW_LOG_WARNING, 0,
+              LLMGW_LOGNO(0303)
                       "coalescing: piece %" APR_SIZE_T_FMT " of the shared "
                       "generation is malformed; ending the stream", c->next);
         return APR_EGENERAL;
@@ -336,7 +336,7 @@ static apr_status_t check_end(llmgw_coalesce_t *c, char **data,
     char *val;
     apr_size_t n, total;
 
-    if (llmgw_store_get(c->st, c->r, end_key(c), &val, &n) != APR_SUCCESS) {
+    if (llmgw_store_get(c->st, c->p, end_key(c), &val, &n) != APR_SUCCESS) {
         return APR_NOTFOUND;
     }
     if (n < 3 || memcmp(val, "ok:", 3) != 0
@@ -350,7 +350,8 @@ static apr_status_t check_end(llmgw_coalesce_t *c, char **data,
     if (!c->lost && get_piece(c, c->next, data, len) == APR_SUCCESS) {
         return took(c, data, len);
     }
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, c->r, LLMGW_LOGNO(0304)
+    LLMGW_LOG(c->p, LLMGW_LOG_DEBUG, 0,
+              LLMGW_LOGNO(0304)
                   "coalescing: piece %" APR_SIZE_T_FMT " of %" APR_SIZE_T_FMT
                   " left the store before this follower read it; the rest "
                   "comes from the stored answer", c->next, total);
@@ -399,5 +400,5 @@ apr_status_t llmgw_coalesce_rest(llmgw_coalesce_t *c, char **val,
 {
     c->answer_at = apr_time_now() + ANSWER_INTERVAL;
     *kept = c->kept;
-    return llmgw_store_get(c->st, c->r, c->key, val, len);
+    return llmgw_store_get(c->st, c->p, c->key, val, len);
 }

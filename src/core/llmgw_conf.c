@@ -1,0 +1,172 @@
+/* llmgw_conf: strict parsers: the whole value must be read, numbers are
+ * digits in range (no overflow), and an error shows a good value. */
+#include <string.h>
+#include <strings.h>
+
+#include <apr_strings.h>
+
+#include "llmgw_conf.h"
+
+/* names joined by ", ", each with suffix. */
+static const char *join(apr_pool_t *p, const char *const *names,
+                        const char *suffix)
+{
+    const char *out = "";
+    int i;
+
+    for (i = 0; names[i]; i++) {
+        out = apr_pstrcat(p, out, i ? ", " : "", names[i], suffix, NULL);
+    }
+    return out;
+}
+
+static const char *bad(apr_pool_t *p, const char *what, const char *arg,
+                       const char *kind, const char *example)
+{
+    return apr_psprintf(p, "%s: '%s' is not %s; e.g. %s", what, arg, kind,
+                        example);
+}
+
+/* Decimal digits (an optional '-') in [min, max]; *end past them. */
+static int digits(const char *s, const char **end, apr_int64_t min,
+                  apr_int64_t max, apr_int64_t *out)
+{
+    int neg = *s == '-';
+    apr_uint64_t v = 0, lim = neg ? (apr_uint64_t)(-(min + 1)) + 1
+                                  : (apr_uint64_t)(max < 0 ? 0 : max);
+
+    s += neg;
+    if (*s < '0' || *s > '9' || (neg && min >= 0)) {
+        return 0;
+    }
+    for (; *s >= '0' && *s <= '9'; s++) {
+        apr_uint64_t d = (apr_uint64_t)(*s - '0');
+
+        if (v > (lim - d) / 10) {
+            return 0;
+        }
+        v = v * 10 + d;
+    }
+    *out = neg ? -(apr_int64_t)(v - 1) - 1 : (apr_int64_t)v;
+    *end = s;
+    return *out >= min && *out <= max;
+}
+
+const char *llmgw_conf_int(apr_pool_t *p, const char *what, const char *arg,
+                           apr_int64_t min, apr_int64_t max,
+                           const char *example, apr_int64_t *out)
+{
+    const char *end;
+
+    if (!digits(arg, &end, min, max, out) || *end) {
+        return bad(p, what, arg,
+                   apr_psprintf(p, "a whole number from %" APR_INT64_T_FMT
+                                " to %" APR_INT64_T_FMT, min, max),
+                   example);
+    }
+    return NULL;
+}
+
+const char *llmgw_conf_size(apr_pool_t *p, const char *what,
+                            const char *arg, apr_off_t min, apr_off_t max,
+                            const char *example, apr_off_t *out)
+{
+    static const char units[] = "KMG";
+    const char *end, *u;
+    apr_int64_t n;
+    apr_off_t mul = 1;
+
+    if (digits(arg, &end, 0, APR_INT64_MAX, &n)) {
+        if (*end && (u = strchr(units, *end & ~0x20)) != NULL && !end[1]) {
+            mul = (apr_off_t)1 << (10 * (u - units + 1));
+            end++;
+        }
+        if (!*end && n <= max / mul && n * mul >= min) {
+            *out = n * mul;
+            return NULL;
+        }
+    }
+    return bad(p, what, arg,
+               apr_psprintf(p, "a size from %" APR_OFF_T_FMT " to %"
+                            APR_OFF_T_FMT " bytes (bytes, or a number with "
+                            "K, M or G)", min, max), example);
+}
+
+const char *llmgw_conf_seconds(apr_pool_t *p, const char *what,
+                               const char *arg, apr_int64_t min,
+                               apr_int64_t max, const char *example,
+                               apr_interval_time_t *out)
+{
+    apr_int64_t n;
+    const char *err = llmgw_conf_int(p, what, arg, min, max, example, &n);
+
+    if (err) {
+        return bad(p, what, arg,
+                   apr_psprintf(p, "a number of seconds from %"
+                                APR_INT64_T_FMT " to %" APR_INT64_T_FMT,
+                                min, max), example);
+    }
+    *out = apr_time_from_sec(n);
+    return NULL;
+}
+
+const char *llmgw_conf_msec(apr_pool_t *p, const char *what,
+                            const char *arg, apr_int64_t min,
+                            apr_int64_t max, const char *example,
+                            apr_interval_time_t *out)
+{
+    apr_int64_t n;
+    const char *err = llmgw_conf_int(p, what, arg, min, max, example, &n);
+
+    if (err) {
+        return bad(p, what, arg,
+                   apr_psprintf(p, "a number of milliseconds from %"
+                                APR_INT64_T_FMT " to %" APR_INT64_T_FMT,
+                                min, max), example);
+    }
+    *out = apr_time_from_msec(n);
+    return NULL;
+}
+
+const char *llmgw_conf_keyword(apr_pool_t *p, const char *what,
+                               const char *arg, const char *const *names,
+                               int *out)
+{
+    int i;
+
+    for (i = 0; names[i]; i++) {
+        if (strcasecmp(arg, names[i]) == 0) {
+            *out = i;
+            return NULL;
+        }
+    }
+    return apr_psprintf(p, "%s: unknown value '%s' (%s)", what, arg,
+                        join(p, names, ""));
+}
+
+const char *llmgw_conf_flag(apr_pool_t *p, const char *what,
+                            const char *arg, int *out)
+{
+    static const char *const names[] = { "off", "on", NULL };
+
+    return llmgw_conf_keyword(p, what, arg, names, out);
+}
+
+const char *llmgw_conf_option(apr_pool_t *p, const char *what,
+                              const char *arg, const char *const *names,
+                              int *which, const char **value)
+{
+    const char *eq = strchr(arg, '=');
+    apr_size_t n = eq ? (apr_size_t)(eq - arg) : 0;
+    int i;
+
+    for (i = 0; eq && names[i]; i++) {
+        if (strlen(names[i]) == n && strncasecmp(arg, names[i], n) == 0) {
+            *which = i;
+            *value = eq + 1;
+            return NULL;
+        }
+    }
+    return apr_psprintf(p, "%s: unknown option '%s' (%s)", what, arg,
+                        join(p, names, "="));
+}

@@ -1,0 +1,195 @@
+/* mod_llmgw: what all of the httpd glue shares: the module, the request
+ * notes, the configuration, the per-request context and how the glue
+ * answers in the client's API. It includes core headers only. */
+#ifndef MOD_LLMGW_H
+#define MOD_LLMGW_H
+
+#include <httpd.h>
+#include <http_config.h>
+#include <apr_buckets.h>
+
+#include "llmgw_buf.h"
+#include "llmgw_cache.h"
+#include "llmgw_coalesce.h"
+#include "llmgw_dialect.h"
+#include "llmgw_front.h"
+#include "llmgw_log.h"
+#include "llmgw_ollama.h"
+#include "llmgw_route.h"
+#include "llmgw_store.h"
+#include "llmgw_stream.h"
+
+extern module AP_MODULE_DECLARE_DATA llm_gateway_module;
+
+#include "mod_llmgw_version.h"
+
+/* What the Server header and the error log's start line name. */
+#define LLMGW_SERVER_COMPONENT "mod_llm_gateway/" LLMGW_VERSION
+
+#define LLMGW_HANDLER "llm-gateway"
+
+/* The request notes for mod_log_config, e.g. %{llm-model}n, one line each
+ * (docs/directives.md documents them; the tests read them from here). */
+#define LLMGW_NOTE_MODEL "llm-model"
+#define LLMGW_NOTE_ROUTE "llm-route"
+#define LLMGW_NOTE_UPSTREAM_MODEL "llm-upstream-model"
+#define LLMGW_NOTE_STREAM "llm-stream"
+#define LLMGW_NOTE_PROMPT_TOKENS "llm-prompt-tokens"
+#define LLMGW_NOTE_COMPLETION_TOKENS "llm-completion-tokens"
+#define LLMGW_NOTE_TOTAL_TOKENS "llm-total-tokens"
+#define LLMGW_NOTE_TTFT_MS "llm-ttft-ms"
+#define LLMGW_NOTE_ERROR "llm-error"
+#define LLMGW_NOTE_CACHE "llm-cache"
+#define LLMGW_NOTE_CACHED_TOKENS "llm-cached-tokens"
+
+/* The environment variable that keeps a request out of the cache (e.g.
+ * SetEnvIf Authorization "^Bearer nocache-" llm-no-cache). */
+#define LLMGW_ENV_NO_CACHE "llm-no-cache"
+
+/* ---------------------------------------------------------------------
+ * Configuration (parsed in mod_llmgw_config.c)
+ */
+
+#define LLMGW_DEFAULT_MAX_BODY (8 * 1024 * 1024)
+#define LLMGW_DEFAULT_COALESCE_TIMEOUT apr_time_from_sec(120)
+
+typedef enum {
+    LLMGW_API_UNSET = -1,
+    LLMGW_API_OFF = 0,
+    LLMGW_API_OPENAI = 1,
+    LLMGW_API_OLLAMA = 2
+} llmgw_api_t;
+
+typedef struct {
+    llmgw_router_t *router;
+    llmgw_route_t *cur_route;   /* while an <LLMRoute> body is parsed */
+    apr_off_t max_body;         /* 0: unset */
+    llmgw_store_t *store;       /* NULL: no cache */
+    int store_set;              /* LLMCache given (off included) */
+    int cache_billing_free;     /* -1 unset (full), 0 full, 1 free */
+    int coalesce;               /* -1 unset (on), 0 off, 1 on */
+    apr_interval_time_t coalesce_timeout;
+} llmgw_server_conf_t;
+
+typedef struct {
+    llmgw_api_t api;
+    const char *prefix;         /* the <Location> path LLMApi stands in */
+} llmgw_dir_conf_t;
+
+llmgw_server_conf_t *llmgw_sconf(const server_rec *s);
+llmgw_dir_conf_t *llmgw_dconf(const request_rec *r);
+
+/* Settings with their defaults (resolved here, not rewritten in the
+ * configuration). */
+apr_off_t llmgw_max_body(const llmgw_server_conf_t *conf);
+int llmgw_coalesce_on(const llmgw_server_conf_t *conf);
+apr_interval_time_t llmgw_coalesce_timeout(const llmgw_server_conf_t *conf);
+int llmgw_billing_free(const llmgw_server_conf_t *conf);
+/* The cache: LLMCache's, else (none given anywhere) the default shm store
+ * once post_config made it; NULL: none. */
+llmgw_store_t *llmgw_conf_store(const llmgw_server_conf_t *conf);
+void llmgw_set_default_store(llmgw_store_t *st);
+
+/* The servers with routes or a store of their own: s, then each virtual
+ * host whose router or store is not s's (the others share s's). */
+#define LLMGW_EACH_SERVER(vs, s) \
+    for ((vs) = (s); (vs); (vs) = llmgw_next_server((s), (vs)))
+server_rec *llmgw_next_server(server_rec *s, server_rec *vs);
+
+/* ---------------------------------------------------------------------
+ * One API request
+ */
+
+typedef enum {
+    OUT_UNDECIDED = 0,
+    OUT_SSE,                     /* a stream, framed event by event */
+    OUT_JSON,                    /* one body, passed as it comes */
+    OUT_WHOLE,                   /* one body, held and translated */
+    OUT_PASS
+} llmgw_out_mode_t;
+
+/* What an Ollama client asks that no backend is needed for. */
+typedef enum {
+    OLLAMA_INFO_NONE = 0,
+    OLLAMA_INFO_TAGS,
+    OLLAMA_INFO_PS,
+    OLLAMA_INFO_SHOW,
+    OLLAMA_INFO_VERSION
+} llmgw_ollama_info_t;
+
+typedef struct {
+    llmgw_api_t api;             /* the client's API */
+    llmgw_endpoint_t ep;         /* the OpenAI endpoint serving it */
+    llmgw_ollama_ep_t oep;       /* the Ollama endpoint asked, if any */
+    llmgw_ollama_info_t info;
+    const char *model_id;        /* GET /models/{id}, POST /api/show */
+    llmgw_request_t req;         /* always in OpenAI terms */
+    const llmgw_route_t *route;
+    const char *upstream_model;  /* the name the backend is asked for */
+    int backend_ollama;          /* the route's dialect is ollama */
+    llmgw_error_t err;           /* err.status != 0: we answer it */
+    llmgw_front_t *front;        /* the client's shape of the answer */
+    const char *body;            /* what goes upstream */
+    apr_size_t body_len;
+    apr_size_t body_sent;
+    int eos_sent;
+    int strip_usage;
+    /* the answer on its way back */
+    llmgw_out_mode_t out;
+    int finished;
+    llmgw_sse_t *sse;
+    llmgw_ollama_sse_t *from_ollama;
+    char *tail;
+    apr_size_t tail_len;
+    apr_bucket_brigade *bb;
+    /* cache and coalescing */
+    llmgw_store_t *store;        /* the cache, for an eligible request */
+    const char *cache_key;
+    llmgw_record_t *hit;         /* the answer, from the cache */
+    llmgw_record_t *rec;         /* the answer being recorded */
+    int complete;                /* the answer arrived whole and well */
+    int stream_ended;            /* the client's stream has its end */
+    int settled;                 /* stored and coalescing ended */
+    int client_gone;             /* a leader's client left: finish anyway */
+    llmgw_coalesce_t *co;        /* as leader, or as a stream follower */
+    int following;
+    llmgw_pbuf_t copy;           /* a plain answer being recorded */
+    int sniffed;                 /* a plain body's first byte was seen */
+    const char *bad_answer;      /* why the backend's body is dropped and
+                                  * the client gets a 502 instead */
+} llmgw_req_t;
+
+/* The context of an API request (made by the fixups hook), or NULL. */
+llmgw_req_t *llmgw_req_get(const request_rec *r);
+/* Makes it, for an API request; the core's log lines about its pool are
+ * then the request's (llmgw_log_glue). */
+llmgw_req_t *llmgw_req_make(request_rec *r, llmgw_api_t api);
+
+/* The core's log lines go to httpd's error log (post_config). */
+void llmgw_log_glue(void);
+
+/* ---------------------------------------------------------------------
+ * Notes and answers in the client's API
+ */
+
+void llmgw_note_usage(request_rec *r, const llmgw_usage_t *u);
+/* llm-ttft-ms: now, since the request came. */
+void llmgw_note_ttft(request_rec *r);
+/* llm-error: the error's code, else its type. */
+void llmgw_note_error(request_rec *r, const llmgw_error_t *err);
+
+/* The status mod_proxy means: it reports a backend read timeout as 502. */
+int llmgw_proxy_status(const request_rec *r, int status);
+/* The error as r's answer in the client's API: status, Content-Type and
+ * the note set, the body returned (from r->pool, *len its length). */
+const char *llmgw_error_answer(request_rec *r, int ollama,
+                               const llmgw_error_t *err, apr_size_t *len);
+/* The same in a filter: what bb holds (but EOS) replaced by the body,
+ * with EOS when end. */
+void llmgw_error_brigade(request_rec *r, int ollama, const llmgw_error_t *err,
+                         apr_bucket_brigade *bb, int end);
+/* A JSON body sent by a handler. */
+void llmgw_send_json(request_rec *r, int status, const char *json,
+                     apr_size_t len);
+
+#endif
