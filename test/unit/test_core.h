@@ -20,6 +20,8 @@ Suite *probe_suite(void);
 Suite *breaker_suite(void);
 Suite *health_suite(void);
 Suite *affinity_suite(void);
+Suite *store_suite(void);
+Suite *conf_suite(void);
 
 /* A pool per test, made in setup and destroyed in teardown. */
 extern apr_pool_t *test_pool;

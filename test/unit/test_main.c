@@ -39,6 +39,8 @@ int main(void)
     srunner_add_suite(sr, breaker_suite());
     srunner_add_suite(sr, health_suite());
     srunner_add_suite(sr, affinity_suite());
+    srunner_add_suite(sr, store_suite());
+    srunner_add_suite(sr, conf_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);

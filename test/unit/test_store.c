@@ -1,0 +1,236 @@
+/* test_store.c: the shm store's operations (get, set, the lease a claim
+ * takes and a settle ends) and coalescing's protocol over it, as the glue
+ * drives them: a leader, stream and plain followers, a failed leader, no
+ * progress, a log line through the core's callback. */
+#include <string.h>
+
+#include <apr_global_mutex.h>
+#include <apr_shm.h>
+#include <apr_strings.h>
+
+#include "llmgw_coalesce.h"
+#include "llmgw_log.h"
+#include "llmgw_store.h"
+#include "test_core.h"
+
+/* An shm store of 1 MB with its own segment and locks, as post_config and
+ * child_init make them. */
+static llmgw_store_t *shm_store(void)
+{
+    static char *const args[] = { "shm", "size=1M", "max-item=64K",
+                                  "ttl=60" };
+    llmgw_store_t *st;
+    apr_shm_t *shm;
+    apr_global_mutex_t **m;
+    int i, n;
+
+    ck_assert_ptr_null(llmgw_store_create(test_pool, 4, args, &st));
+    n = llmgw_store_shards(st);
+    ck_assert_int_ge(n, 1);
+    ck_assert_int_eq(apr_shm_create(&shm, llmgw_store_shm_bytes(st), NULL,
+                                    test_pool), APR_SUCCESS);
+    m = apr_pcalloc(test_pool, n * sizeof(*m));
+    for (i = 0; i < n; i++) {
+        ck_assert_int_eq(apr_global_mutex_create(&m[i], NULL,
+                                                 APR_LOCK_DEFAULT, test_pool),
+                         APR_SUCCESS);
+    }
+    ck_assert_ptr_null(llmgw_store_shm_attach(st, test_pool,
+                                              apr_shm_baseaddr_get(shm), m));
+    ck_assert_int_eq(llmgw_store_child_init(st, test_pool, 4), APR_SUCCESS);
+    return st;
+}
+
+START_TEST(store_claim_lease_settle)
+{
+    llmgw_store_t *st = shm_store();
+    char *val;
+    apr_size_t len;
+
+    /* Nobody has it: we lead, and the lease is no answer to anyone. */
+    ck_assert_int_eq(llmgw_store_claim(st, test_pool, "k", "gen1", 0, &val,
+                                       &len), APR_NOTFOUND);
+    ck_assert_int_eq(llmgw_store_get(st, test_pool, "k", &val, &len),
+                     APR_NOTFOUND);
+    /* Another asks: our generation's name. */
+    ck_assert_int_eq(llmgw_store_claim(st, test_pool, "k", "gen2", 0, &val,
+                                       &len), APR_EEXIST);
+    ck_assert_int_eq(len, 4);
+    ck_assert(memcmp(val, "gen1", 4) == 0);
+    /* The answer replaces the lease. */
+    ck_assert_int_eq(llmgw_store_settle(st, test_pool, "k", "answer", 6),
+                     APR_SUCCESS);
+    ck_assert_int_eq(llmgw_store_claim(st, test_pool, "k", "gen3", 0, &val,
+                                       &len), APR_SUCCESS);
+    ck_assert_int_eq(len, 6);
+    ck_assert(memcmp(val, "answer", 6) == 0);
+    /* A leader that failed removes its lease: the next one leads. */
+    llmgw_store_claim(st, test_pool, "j", "gen4", 0, &val, &len);
+    ck_assert_int_eq(llmgw_store_settle(st, test_pool, "j", NULL, 0),
+                     APR_SUCCESS);
+    ck_assert_int_eq(llmgw_store_claim(st, test_pool, "j", "gen5", 0, &val,
+                                       &len), APR_NOTFOUND);
+    /* An answer bigger than max-item is not kept, the lease goes. */
+    {
+        apr_size_t big = st->max_item + 1;
+        char *text = apr_pcalloc(test_pool, big);
+
+        ck_assert_int_eq(llmgw_store_set(st, test_pool, "b", text, big, 0),
+                         APR_ENOSPC);
+        ck_assert_int_eq(llmgw_store_settle(st, test_pool, "j", text, big),
+                         APR_SUCCESS);
+        ck_assert_int_eq(llmgw_store_claim(st, test_pool, "j", "gen6", 0,
+                                           &val, &len), APR_NOTFOUND);
+    }
+}
+END_TEST
+
+START_TEST(store_options_are_checked)
+{
+    static const struct {
+        int argc;
+        char *argv[4];
+        const char *err;
+    } bad[] = {
+        { 2, { "shm", "ttl=soon" }, "LLMCache ttl: 'soon' is not" },
+        { 2, { "shm", "ttl=0" }, "LLMCache ttl: '0' is not" },
+        { 2, { "shm", "ttl=2592001" }, "LLMCache ttl" },
+        { 2, { "shm", "size=12x" }, "LLMCache size: '12x' is not a size" },
+        { 2, { "shm", "timeout=5" }, "unknown option 'timeout=5'" },
+        { 3, { "memcache", "h:1", "size=1M" }, "unknown option 'size=1M'" },
+        { 2, { "memcache", "ttl=5" }, "needs a server list" },
+        { 3, { "shm", "size=1M", "max-item=512K" }, "an eighth of size" },
+        { 1, { "redis" }, "unknown store 'redis'" },
+    };
+    llmgw_store_t *st;
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *err = llmgw_store_create(test_pool, bad[i].argc,
+                                             bad[i].argv, &st);
+
+        ck_assert_msg(err && strstr(err, bad[i].err), "#%zu: %s", i,
+                      err ? err : "(accepted)");
+    }
+    ck_assert_ptr_null(llmgw_store_create(test_pool, 3, (char *[]){
+        "memcache", "127.0.0.1:1", "timeout=100" }, &st));
+    ck_assert_int_eq(apr_time_as_msec(st->timeout), 100);
+}
+END_TEST
+
+/* A leader with two followers: a stream one tails the pieces as they
+ * come, a plain one waits for the answer; afterwards it is cached. */
+START_TEST(coalesce_leader_and_followers)
+{
+    llmgw_store_t *st = shm_store();
+    llmgw_coalesce_t *lead, *sf, *pf;
+    char *val, *data;
+    apr_size_t len;
+
+    llmgw_coalesce_child_init();
+    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "key", 1,
+                                         apr_time_from_sec(5), &lead, &val,
+                                         &len), LLMGW_CO_LEADER);
+    llmgw_coalesce_put(lead, "{\"n\":0}", 7, 1);
+    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "key", 1,
+                                         apr_time_from_sec(5), &sf, &val,
+                                         &len), LLMGW_CO_FOLLOW);
+    ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_SUCCESS);
+    ck_assert_int_eq(len, 7);
+    ck_assert(memcmp(data, "{\"n\":0}", 7) == 0);
+    llmgw_coalesce_put(lead, "{\"n\":1}", 7, 2);
+    ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_SUCCESS);
+    ck_assert(memcmp(data, "{\"n\":1}", 7) == 0);
+    llmgw_coalesce_end(lead, 1, "RECORD", 6);
+    ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_EOF);
+    /* Late, and plain: the answer, from the cache. */
+    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "key", 0,
+                                         apr_time_from_sec(5), &pf, &val,
+                                         &len), LLMGW_CO_CACHED);
+    ck_assert_int_eq(len, 6);
+    ck_assert(memcmp(val, "RECORD", 6) == 0);
+}
+END_TEST
+
+/* A leader that fails: its followers hear of it, the next request leads. */
+START_TEST(coalesce_failed_leader)
+{
+    llmgw_store_t *st = shm_store();
+    llmgw_coalesce_t *lead, *sf, *next;
+    char *val, *data;
+    apr_size_t len;
+
+    llmgw_coalesce_child_init();
+    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "f", 1,
+                                         apr_time_from_sec(5), &lead, &val,
+                                         &len), LLMGW_CO_LEADER);
+    llmgw_coalesce_put(lead, "{}", 2, 1);
+    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "f", 1,
+                                         apr_time_from_sec(5), &sf, &val,
+                                         &len), LLMGW_CO_FOLLOW);
+    ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_SUCCESS);
+    llmgw_coalesce_end(lead, 0, NULL, 0);
+    ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_EGENERAL);
+    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "f", 1,
+                                         apr_time_from_sec(5), &next, &val,
+                                         &len), LLMGW_CO_LEADER);
+}
+END_TEST
+
+static int lines_logged;
+static char last_line[256];
+
+static int log_on(apr_pool_t *p, int level)
+{
+    return level <= LLMGW_LOG_INFO;
+}
+
+static void log_keep(apr_pool_t *p, const char *file, int line, int level,
+                     apr_status_t rv, const char *msg)
+{
+    lines_logged++;
+    apr_cpystrn(last_line, msg, sizeof(last_line));
+}
+
+/* A leader that makes no progress: a plain follower goes alone after its
+ * timeout, and says so through the core's log callback. */
+START_TEST(coalesce_no_progress_goes_alone)
+{
+    llmgw_store_t *st = shm_store();
+    llmgw_coalesce_t *lead, *pf;
+    char *val;
+    apr_size_t len;
+    apr_time_t t0;
+
+    llmgw_coalesce_child_init();
+    llmgw_log_set(log_on, log_keep);
+    lines_logged = 0;
+    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "slow", 0,
+                                         apr_time_from_sec(5), &lead, &val,
+                                         &len), LLMGW_CO_LEADER);
+    t0 = apr_time_now();
+    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "slow", 0,
+                                         apr_time_from_msec(60), &pf, &val,
+                                         &len), LLMGW_CO_ALONE);
+    ck_assert_int_ge(apr_time_now() - t0, apr_time_from_msec(60));
+    ck_assert_int_eq(lines_logged, 1);
+    ck_assert_msg(strstr(last_line, "LLMGW0301: coalescing: no progress"),
+                  "%s", last_line);
+    llmgw_log_set(NULL, NULL);
+}
+END_TEST
+
+Suite *store_suite(void)
+{
+    Suite *s = suite_create("store");
+    TCase *tc = tcase_create("shm");
+
+    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
+    tcase_add_test(tc, store_claim_lease_settle);
+    tcase_add_test(tc, store_options_are_checked);
+    tcase_add_test(tc, coalesce_leader_and_followers);
+    tcase_add_test(tc, coalesce_failed_leader);
+    tcase_add_test(tc, coalesce_no_progress_goes_alone);
+    suite_add_tcase(s, tc);
+    return s;
+}
