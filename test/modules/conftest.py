@@ -97,8 +97,8 @@ def gw(request, workdir, ports, mocks):
     yield from _gateway(request, workdir, ports, "gw", "LLMCache off\n")
 
 
-CACHE_ROUTES = """\
-SetEnvIf Authorization "^Bearer nocache-" llm-no-cache
+CACHE_ROUTES = f"""\
+SetEnvIf Authorization "^Bearer nocache-" {env.ENV_NO_CACHE}
 <LLMRoute "cache-all">
     LLMBackend balancer://be
     LLMUpstreamModel mock-small

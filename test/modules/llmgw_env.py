@@ -5,6 +5,7 @@ import http.client
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,17 +33,28 @@ STD_MODULES = [
     ("status_module", "mod_status.so"),
 ]
 
-LOG_FIELDS = ["request", "status", "model", "route", "upstream_model", "stream",
-              "prompt_tokens", "completion_tokens", "total_tokens", "ttft_ms", "error",
-              "cache", "cached_tokens", "pid", "remote_port", "keepalives"]
+def _module_names(prefix):
+    """The module's names for the tests, from where it defines them once
+    (src/httpd/mod_llmgw.h): #define LLMGW_<PREFIX><NAME> "value", in order."""
+    path = os.path.join(REPO, "src", "httpd", "mod_llmgw.h")
+    with open(path) as f:
+        return re.findall(r'^#define LLMGW_%s\w* "([^"]+)"' % prefix, f.read(),
+                          re.M)
+
+
+# The request notes (llm-model, ...), as the module names them.
+NOTES = _module_names("NOTE_")
+# The variable that keeps a request out of the cache (llm-no-cache).
+ENV_NO_CACHE = _module_names("ENV_NO_CACHE")[0]
+LOG_FIELDS = (["request", "status"]
+              + [n[len("llm-"):].replace("-", "_") for n in NOTES]
+              + ["pid", "remote_port", "keepalives"])
 # After the gateway's notes: the child that served the request (%P), the
 # client's port (%{remote}p) and the requests served before it on the same
 # connection (%k), so tests can see which process and which TCP connection
 # served what.
-LOG_FORMAT = "|".join(["%r", "%>s"] + ["%{llm-" + f + "}n" for f in (
-    "model", "route", "upstream-model", "stream", "prompt-tokens",
-    "completion-tokens", "total-tokens", "ttft-ms", "error", "cache",
-    "cached-tokens")] + ["%P", "%{remote}p", "%k"])
+LOG_FORMAT = "|".join(["%r", "%>s"] + ["%{" + n + "}n" for n in NOTES]
+                      + ["%P", "%{remote}p", "%k"])
 
 # Lines in the error log that mean a child died under us.
 CRASH_MARKERS = ("exit signal", "Segmentation fault", "AH00052", "AH00060")

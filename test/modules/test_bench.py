@@ -137,8 +137,9 @@ def test_request_path_allocates_from_the_pool_only(tmp_path):
     with open(out_prefix + ".json") as f:
         res = json.load(f)
     s = res["subjects"]
-    for name in ("mod_proxy", "gateway_nocache", "gateway_miss",
-                 "gateway_hit"):
+    # Bare mod_proxy is reported, not asserted: not ours, and its own
+    # count moves from run to run (0 to 0.4 a request seen on one commit).
+    for name in ("gateway_nocache", "gateway_miss", "gateway_hit"):
         assert s[name]["requests"] > 100, s[name]
         assert s[name]["allocations"] < 0.05, (name, s[name])
     assert s["gateway_ollama"]["allocations"] >= 5, s["gateway_ollama"]
