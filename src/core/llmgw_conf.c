@@ -92,22 +92,30 @@ const char *llmgw_conf_size(apr_pool_t *p, const char *what,
                             "K, M or G)", min, max), example);
 }
 
+/* A whole number of units (1000000 / unit a second) as an interval. */
+static const char *interval(apr_pool_t *p, const char *what, const char *arg,
+                            apr_int64_t min, apr_int64_t max,
+                            const char *example, apr_int64_t per_sec,
+                            const char *units, apr_interval_time_t *out)
+{
+    apr_int64_t n;
+
+    if (llmgw_conf_int(p, what, arg, min, max, example, &n)) {
+        return bad(p, what, arg,
+                   apr_psprintf(p, "a number of %s from %" APR_INT64_T_FMT
+                                " to %" APR_INT64_T_FMT, units, min, max),
+                   example);
+    }
+    *out = (apr_interval_time_t)n * (APR_USEC_PER_SEC / per_sec);
+    return NULL;
+}
+
 const char *llmgw_conf_seconds(apr_pool_t *p, const char *what,
                                const char *arg, apr_int64_t min,
                                apr_int64_t max, const char *example,
                                apr_interval_time_t *out)
 {
-    apr_int64_t n;
-    const char *err = llmgw_conf_int(p, what, arg, min, max, example, &n);
-
-    if (err) {
-        return bad(p, what, arg,
-                   apr_psprintf(p, "a number of seconds from %"
-                                APR_INT64_T_FMT " to %" APR_INT64_T_FMT,
-                                min, max), example);
-    }
-    *out = apr_time_from_sec(n);
-    return NULL;
+    return interval(p, what, arg, min, max, example, 1, "seconds", out);
 }
 
 const char *llmgw_conf_msec(apr_pool_t *p, const char *what,
@@ -115,17 +123,8 @@ const char *llmgw_conf_msec(apr_pool_t *p, const char *what,
                             apr_int64_t max, const char *example,
                             apr_interval_time_t *out)
 {
-    apr_int64_t n;
-    const char *err = llmgw_conf_int(p, what, arg, min, max, example, &n);
-
-    if (err) {
-        return bad(p, what, arg,
-                   apr_psprintf(p, "a number of milliseconds from %"
-                                APR_INT64_T_FMT " to %" APR_INT64_T_FMT,
-                                min, max), example);
-    }
-    *out = apr_time_from_msec(n);
-    return NULL;
+    return interval(p, what, arg, min, max, example, 1000, "milliseconds",
+                    out);
 }
 
 const char *llmgw_conf_keyword(apr_pool_t *p, const char *what,
