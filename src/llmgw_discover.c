@@ -1,6 +1,9 @@
 /* llmgw_discover: a GET of the backend's model list as a subrequest handed
  * to mod_proxy (its pooling, failover and timeouts; no client of our own),
  * its body captured by a filter; one fetch per interval per child. */
+/* Before APR: its ring macros then use offsetof, not a NULL pointer
+ * subtraction (which clang warns about). */
+#include <stddef.h>
 #include <string.h>
 
 #include <httpd.h>

@@ -79,9 +79,13 @@ def _gateway(request, workdir, ports, name, extra):
     finally:
         crashed = g.crash_lines()
         g.stop()
+    # After the stop: children write their reports until they exit.
+    found = g.sanitizer_findings()
     # Fails the teardown of the last test, which testsfailed does not count yet.
-    request.config._llmgw_keep = bool(crashed)
+    request.config._llmgw_keep = (getattr(request.config, "_llmgw_keep", False)
+                                  or bool(crashed or found))
     assert not crashed, "apache2 children crashed:\n" + "".join(crashed)
+    assert not found, "sanitizer findings (LLMGW_ASAN=1):\n" + found
 
 
 @pytest.fixture(scope="session")

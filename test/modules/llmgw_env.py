@@ -43,8 +43,54 @@ LOG_FORMAT = "|".join(["%r", "%>s"] + ["%{llm-" + f + "}n" for f in (
 CRASH_MARKERS = ("exit signal", "Segmentation fault", "AH00052", "AH00060")
 
 
+# LLMGW_ASAN=1: every apache2 runs the module built with gcc's ASan+UBSan
+# (make -f build/sanitize.mk asan-module), the runtime preloaded; findings
+# are logged in <server dir>/san/ and fail the gateway's teardown.
+ASAN = os.environ.get("LLMGW_ASAN") == "1"
+ASAN_MODULE = os.path.join(REPO, "build-san", "module", "mod_llm_gateway.so")
+
+
 def module_path():
-    return os.environ.get("LLMGW_MODULE", os.path.join(REPO, ".libs", "mod_llm_gateway.so"))
+    default = ASAN_MODULE if ASAN else os.path.join(REPO, ".libs", "mod_llm_gateway.so")
+    return os.environ.get("LLMGW_MODULE", default)
+
+
+_asan_runtime = None
+
+
+def sanitizer_env(d):
+    """The environment for an apache2 with server dir D: as it is, or in
+    ASan mode with the runtime preloaded (it must come first) and the
+    findings logged under D/san, the child going on after one so that a
+    finding is a log line, not a hang or a lost request."""
+    if not ASAN:
+        return None
+    global _asan_runtime
+    if _asan_runtime is None:
+        _asan_runtime = subprocess.run(["gcc", "-print-file-name=libasan.so"],
+                                       capture_output=True, text=True,
+                                       timeout=30).stdout.strip()
+    logdir = os.path.join(d, "san")
+    os.makedirs(logdir, exist_ok=True)
+    os.chmod(logdir, 0o777)     # children run as www-data when root starts them
+    e = dict(os.environ)
+    e["LD_PRELOAD"] = _asan_runtime
+    # detect_leaks=0: httpd exits without freeing its pools.
+    e["ASAN_OPTIONS"] = (f"detect_leaks=0:log_path={logdir}/asan:abort_on_error=0:"
+                         f"halt_on_error=0")
+    e["UBSAN_OPTIONS"] = f"print_stacktrace=1:log_path={logdir}/ubsan:halt_on_error=0"
+    return e
+
+
+def sanitizer_findings(d):
+    """The sanitizer reports apache2 with server dir D wrote, as text."""
+    logdir = os.path.join(d, "san")
+    try:
+        names = sorted(n for n in os.listdir(logdir) if n.startswith(("asan.", "ubsan.")))
+    except FileNotFoundError:
+        return ""
+    return "".join(f"--- {os.path.join(logdir, n)}:\n{tail(os.path.join(logdir, n), 200)}\n"
+                   for n in names)
 
 
 def mockllm_path():
@@ -99,10 +145,10 @@ def _stop_all_at_exit():
 atexit.register(_stop_all_at_exit)
 
 
-def spawn(args, logfile):
+def spawn(args, logfile, env=None):
     with open(logfile, "ab") as logf:
         proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, env=env)
     _started.append(proc)
     return proc
 
@@ -380,7 +426,8 @@ class Gateway:
         return [APACHE2, "-d", self.dir, "-f", self.conf, *args]
 
     def start(self):
-        self.proc = spawn(self.cmd("-DFOREGROUND"), self.stdout_log)
+        self.proc = spawn(self.cmd("-DFOREGROUND"), self.stdout_log,
+                          sanitizer_env(self.dir))
         try:
             wait_port(self.port, self.proc, [self.stdout_log, self.error_log], "apache2")
             # The parent binds before children accept: wait for a real answer.
@@ -416,6 +463,9 @@ class Gateway:
 
     def children(self):
         return child_pids(self.proc.pid)
+
+    def sanitizer_findings(self):
+        return sanitizer_findings(self.dir)
 
     def crash_lines(self):
         try:
@@ -485,7 +535,9 @@ def config_test(workdir, name, ports, module, extra=""):
     n_extra = extra.rstrip("\n").count("\n") + 1 if extra else 0
     first = total - n_extra + 1
     p = subprocess.run([APACHE2, "-t", "-d", d, "-f", conf], capture_output=True, text=True,
-                       timeout=60)
+                       timeout=60, env=sanitizer_env(d))
+    found = sanitizer_findings(d)
+    assert not found, "sanitizer findings in apache2 -t:\n" + found
     return p.returncode, p.stdout + p.stderr, conf, first, total
 
 

@@ -1,0 +1,159 @@
+/* fuzz_json: the JSON reader (llmgw_json_read) and json-c's parse
+ * (llmgw_json_parse) on any text: canonical text must round-trip. */
+#include "fuzz.h"
+
+#include "llmgw_json.h"
+
+static const char *canon(apr_pool_t *p, const llmgw_json_t *j,
+                         apr_size_t *len)
+{
+    return llmgw_json_write_canonical(p, j, NULL, len);
+}
+
+/* Canonical text c of an accepted value: both parsers take it (every
+ * text we send upstream or hash is canonical or written by us), and it
+ * is its own canonical text. */
+static void check_canonical(apr_pool_t *p, const char *c, apr_size_t n,
+                            const char *who)
+{
+    llmgw_json_err_t err;
+    const char *msg, *c2;
+    llmgw_json_t *r, *j;
+    apr_size_t n2;
+
+    r = llmgw_json_read(p, c, n, &err, &msg);
+    FUZZ_CHECK(r, "%s: canonical text %.*s refused by llmgw_json_read: %s",
+               who, (int)n, c, msg);
+    c2 = canon(p, r, &n2);
+    FUZZ_CHECK(n2 == n && memcmp(c, c2, n) == 0,
+               "%s: canonical text not idempotent (read): %.*s -> %.*s",
+               who, (int)n, c, (int)n2, c2);
+    /* json-c needs a NUL to end a bare number at the end of the text. */
+    if (*c == '{' || *c == '[') {
+        j = llmgw_json_parse(p, c, n, &err, &msg);
+        FUZZ_CHECK(j, "%s: canonical text %.*s refused by llmgw_json_parse: "
+                   "%s", who, (int)n, c, msg);
+        c2 = canon(p, j, &n2);
+        FUZZ_CHECK(n2 == n && memcmp(c, c2, n) == 0,
+                   "%s: canonical text not idempotent (parse): %.*s -> %.*s",
+                   who, (int)n, c, (int)n2, c2);
+    }
+}
+
+/* A change to a read view makes json-c's tree of its text: the other
+ * members must all be there after it. */
+static void check_change(apr_pool_t *p, llmgw_json_t *j)
+{
+    static const char *const skip[] = { "\x7f" "fuzz", NULL };
+    const char *before, *after;
+    apr_size_t nb, na;
+
+    if (llmgw_json_type(j, NULL) != LLMGW_JSON_OBJECT) {
+        return;
+    }
+    before = llmgw_json_write_canonical(p, j, skip, &nb);
+    llmgw_json_sets(j, "x", skip[0], NULL);
+    after = llmgw_json_write_canonical(p, j, skip, &na);
+    FUZZ_CHECK(na == nb && memcmp(before, after, nb) == 0,
+               "a change lost members: %.*s -> %.*s", (int)nb, before,
+               (int)na, after);
+    FUZZ_CHECK(llmgw_json_gets(j, skip[0], NULL)
+               && !strcmp(llmgw_json_gets(j, skip[0], NULL), "x"),
+               "the member set is not there");
+}
+
+/* Strings read from JSON are valid UTF-8: quoted again, they read back
+ * as the same string. */
+static void check_strings(apr_pool_t *p, const llmgw_json_t *j, int depth)
+{
+    apr_size_t i, n;
+
+    if (depth > 4) {
+        return;
+    }
+    switch (llmgw_json_type(j, NULL)) {
+    case LLMGW_JSON_STRING: {
+        const char *s = llmgw_json_gets(j, NULL), *q, *back;
+        llmgw_json_err_t err;
+        const char *msg;
+        llmgw_json_t *r;
+
+        q = llmgw_json_quote(p, s);
+        r = llmgw_json_read(p, q, strlen(q), &err, &msg);
+        FUZZ_CHECK(r, "quoted string %s refused: %s", q, msg);
+        back = llmgw_json_gets(r, NULL);
+        FUZZ_CHECK(back && !strcmp(back, s), "quote round trip: %s", q);
+        break;
+    }
+    case LLMGW_JSON_ARRAY:
+        n = llmgw_json_array_len(j);
+        for (i = 0; i < n && i < 8; i++) {
+            check_strings(p, llmgw_json_array_get(j, i), depth + 1);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* json-c's tokener is kept per thread: what one text leaves in it must
+ * not change how the next one reads (a high surrogate cut off at the end
+ * of one text, say). */
+static void check_no_carry(apr_pool_t *p, const char *buf, apr_size_t len,
+                           const char *c1, apr_size_t n1)
+{
+    static const char *const poison[] = { "\"\\ud83d", "[\"\\ud83d\\",
+                                          "{\"a\":[1,{\"b\":\"x" };
+    llmgw_json_err_t err;
+    const char *msg, *c2 = NULL;
+    llmgw_json_t *j;
+    apr_size_t i, n2 = 0;
+
+    for (i = 0; i < sizeof(poison) / sizeof(poison[0]); i++) {
+        llmgw_json_parse(p, poison[i], strlen(poison[i]), &err, &msg);
+        j = llmgw_json_parse(p, buf, len, &err, &msg);
+        FUZZ_CHECK(!j == !c1, "accepted %s after text %zu",
+                   j ? "only" : "no longer", i);
+        if (j) {
+            c2 = canon(p, j, &n2);
+            FUZZ_CHECK(n1 == n2 && memcmp(c1, c2, n1) == 0,
+                       "read differently after text %zu: %.*s vs %.*s", i,
+                       (int)n1, c1, (int)n2, c2);
+        }
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    apr_pool_t *p = fuzz_pool();
+    const char *buf = (const char *)data, *msg, *c1 = NULL, *c;
+    llmgw_json_err_t err;
+    llmgw_json_t *r, *j;
+    apr_size_t n1 = 0, n, used = 0;
+
+    r = llmgw_json_read(p, buf, size, &err, &msg);
+    FUZZ_CHECK(r || (err != LLMGW_JSON_ERR_NONE && msg),
+               "a refusal without a reason");
+    if (r) {
+        c = canon(p, r, &n);
+        check_canonical(p, c, n, "read");
+        check_strings(p, r, 0);
+        check_change(p, r);
+    }
+    j = llmgw_json_parse(p, buf, size, &err, &msg);
+    FUZZ_CHECK(j || (err != LLMGW_JSON_ERR_NONE && msg),
+               "a refusal without a reason");
+    if (j) {
+        c1 = canon(p, j, &n1);
+        check_canonical(p, c1, n1, "parse");
+        c = llmgw_json_write(j, &n);
+        FUZZ_CHECK(llmgw_json_read(p, c, n, &err, &msg),
+                   "json-c's own text %.*s refused: %s", (int)n, c, msg);
+    }
+    check_no_carry(p, buf, size, c1, n1);
+    if (llmgw_json_parse_prefix(p, buf, size, &used)) {
+        FUZZ_CHECK(used <= size, "used %zu of %zu bytes", used, size);
+    }
+    apr_pool_destroy(p);
+    return 0;
+}

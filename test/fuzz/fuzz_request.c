@@ -1,0 +1,195 @@
+/* fuzz_request: a client's request body through what the gateway does
+ * with it: reading and validation (OpenAI or Ollama API), the cache key,
+ * and the body the backend gets (OpenAI or Ollama dialect).
+ * Input: a selector byte, then the body. Selector bits: 0-2 the
+ * endpoint (0 chat, 1 completions, 2 embeddings, 3-6 Ollama's chat,
+ * generate, embed, embeddings, 7 an unknown Ollama path); 3 the backend
+ * speaks Ollama; 4 the route renames the model; 5 cache policy "all". */
+#include "fuzz.h"
+
+#include "llmgw_cache.h"
+#include "llmgw_dialect.h"
+#include "llmgw_ollama.h"
+
+static const char *const upstream_skip[] = { "model", "stream_options",
+                                             NULL };
+
+static llmgw_json_t *must_parse(apr_pool_t *p, const char *text,
+                                apr_size_t len, const char *what)
+{
+    llmgw_json_err_t err;
+    const char *msg;
+    llmgw_json_t *j = llmgw_json_parse(p, text, len, &err, &msg);
+
+    FUZZ_CHECK(j, "%s is not JSON (%s): %.*s", what, msg, (int)len, text);
+    return j;
+}
+
+static void check_error(apr_pool_t *p, const llmgw_error_t *err, int ollama)
+{
+    const char *body;
+
+    FUZZ_CHECK(err->status >= 400 && err->status < 600, "status %d",
+               err->status);
+    FUZZ_CHECK(err->message, "an error without a message");
+    body = ollama ? llmgw_ollama_error_json(p, err->message)
+                  : llmgw_error_json(p, err);
+    must_parse(p, body, strlen(body), "the error body");
+}
+
+/* One parse of the body as the client's API reads it; 0 when accepted,
+ * with *openai the OpenAI text the request became. */
+static int parse(apr_pool_t *p, unsigned ep, const char *buf, size_t len,
+                 llmgw_request_t *req, const char **openai,
+                 apr_size_t *olen, llmgw_error_t *err)
+{
+    memset(err, 0, sizeof(*err));
+    if (ep < 3) {
+        *openai = buf;
+        *olen = len;
+        return llmgw_request_parse(p, (llmgw_endpoint_t)(LLMGW_EP_CHAT + ep),
+                                   buf, len, req, err);
+    }
+    return llmgw_ollama_front_request(
+        p, ep == 7 ? LLMGW_OLLAMA_EP_NONE
+                   : (llmgw_ollama_ep_t)(LLMGW_OLLAMA_EP_CHAT + ep - 3),
+        buf, len, req, openai, olen, err);
+}
+
+/* The canonical text of an accepted body is read back as itself. */
+static void check_canonical(apr_pool_t *p, const llmgw_request_t *req)
+{
+    llmgw_json_err_t err;
+    const char *msg, *c1, *c2;
+    apr_size_t n1, n2;
+    llmgw_json_t *back;
+
+    c1 = llmgw_json_write_canonical(p, req->body, NULL, &n1);
+    back = llmgw_json_read(p, c1, n1, &err, &msg);
+    FUZZ_CHECK(back, "canonical text refused (%s): %.*s", msg, (int)n1, c1);
+    c2 = llmgw_json_write_canonical(p, back, NULL, &n2);
+    FUZZ_CHECK(n1 == n2 && memcmp(c1, c2, n1) == 0,
+               "canonical text not idempotent: %.*s -> %.*s", (int)n1, c1,
+               (int)n2, c2);
+    must_parse(p, c1, n1, "the canonical text");
+}
+
+static void check_key(const char *key)
+{
+    size_t i;
+
+    FUZZ_CHECK(key && strlen(key) == 64, "cache key %s", key ? key : "NULL");
+    for (i = 0; i < 64; i++) {
+        FUZZ_CHECK((key[i] >= '0' && key[i] <= '9')
+                   || (key[i] >= 'a' && key[i] <= 'f'), "cache key %s", key);
+    }
+}
+
+/* The Ollama dialect's body for the request. */
+static void check_ollama_upstream(apr_pool_t *p, const llmgw_request_t *req,
+                                  const char *upstream)
+{
+    const char *path, *body, *model;
+    apr_size_t len;
+    llmgw_error_t err;
+    llmgw_json_t *j;
+
+    memset(&err, 0, sizeof(err));
+    if (llmgw_ollama_request(p, req, upstream, &path, &body, &len, &err)) {
+        check_error(p, &err, 0);
+        return;
+    }
+    FUZZ_CHECK(path && (!strcmp(path, "/api/chat")
+                        || !strcmp(path, "/api/generate")
+                        || !strcmp(path, "/api/embed")), "path %s",
+               path ? path : "NULL");
+    j = must_parse(p, body, len, "the Ollama body");
+    FUZZ_CHECK(llmgw_json_type(j, NULL) == LLMGW_JSON_OBJECT,
+               "the Ollama body is no object");
+    model = llmgw_json_gets(j, "model", NULL);
+    FUZZ_CHECK(model && !strcmp(model, upstream), "upstream model %s",
+               model ? model : "NULL");
+}
+
+/* The OpenAI dialect's body: the client's members as they were, the
+ * model renamed, include_usage asked for on a stream. */
+static void check_openai_upstream(apr_pool_t *p, llmgw_request_t *req,
+                                  const char *upstream, const char *openai,
+                                  apr_size_t olen)
+{
+    const char *before, *after, *body, *model;
+    apr_size_t nb, na, len;
+    int strip;
+    llmgw_json_t *j;
+
+    before = llmgw_json_write_canonical(p, req->body, upstream_skip, &nb);
+    body = llmgw_request_upstream_body(req, upstream, openai, olen, &len,
+                                       &strip);
+    j = must_parse(p, body, len, "the upstream body");
+    FUZZ_CHECK(llmgw_json_type(j, NULL) == LLMGW_JSON_OBJECT,
+               "the upstream body is no object");
+    model = llmgw_json_gets(j, "model", NULL);
+    FUZZ_CHECK(model && !strcmp(model, upstream), "upstream model %s",
+               model ? model : "NULL");
+    FUZZ_CHECK(strip == (req->stream && !req->wants_usage), "strip_usage");
+    if (req->stream) {
+        FUZZ_CHECK(llmgw_json_getb(j, 0, "stream_options", "include_usage",
+                                   NULL), "a stream without include_usage");
+    }
+    after = llmgw_json_write_canonical(p, j, upstream_skip, &na);
+    FUZZ_CHECK(na == nb && memcmp(before, after, nb) == 0,
+               "the upstream body lost or changed members: %.*s -> %.*s",
+               (int)nb, before, (int)na, after);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    apr_pool_t *p = fuzz_pool(), *p2;
+    fuzz_in in = { data, size };
+    unsigned sel = fuzz_byte(&in), ep = sel & 7;
+    int ollama_backend = (sel & 8) != 0, rename = (sel & 16) != 0;
+    llmgw_cache_policy_t policy = (sel & 32) ? LLMGW_CACHE_ALL
+                                             : LLMGW_CACHE_DETERMINISTIC;
+    const char *buf = (const char *)in.d, *openai, *o2, *key, *upstream;
+    apr_size_t olen, o2len;
+    llmgw_request_t req, req2;
+    llmgw_error_t err, err2;
+
+    if (parse(p, ep, buf, in.n, &req, &openai, &olen, &err)) {
+        check_error(p, &err, ep >= 3);
+        apr_pool_destroy(p);
+        return 0;
+    }
+    FUZZ_CHECK(req.model && *req.model, "accepted without a model");
+    FUZZ_CHECK(llmgw_json_type(req.body, NULL) == LLMGW_JSON_OBJECT,
+               "accepted a body that is no object");
+    if (ep >= 3) {
+        must_parse(p, openai, olen, "the OpenAI text of an Ollama request");
+    }
+    check_canonical(p, &req);
+
+    upstream = rename ? "fuzz-upstream" : req.model;
+    llmgw_cache_eligible(&req, policy);
+    key = llmgw_cache_key(p, &req, upstream, "balancer://be",
+                          ollama_backend ? "ollama" : "openai");
+    check_key(key);
+    /* The same bytes give the same key, whatever came before. */
+    apr_pool_create(&p2, p);
+    FUZZ_CHECK(parse(p2, ep, buf, in.n, &req2, &o2, &o2len, &err2) == 0,
+               "accepted once, refused the second time");
+    FUZZ_CHECK(!strcmp(key, llmgw_cache_key(p2, &req2, upstream,
+                                            "balancer://be",
+                                            ollama_backend ? "ollama"
+                                                           : "openai")),
+               "two keys for one request");
+    apr_pool_destroy(p2);
+
+    if (ollama_backend) {
+        check_ollama_upstream(p, &req, upstream);
+    }
+    else {
+        check_openai_upstream(p, &req, upstream, openai, olen);
+    }
+    apr_pool_destroy(p);
+    return 0;
+}
