@@ -111,7 +111,7 @@ llmgw_fuzz_run() {
     seed=$(( $(od -An -N4 -tu4 /dev/urandom) % 2147483646 + 1 ))
     set +e
     "$bin" -seed="$seed" -max_total_time="$secs" -timeout=20 \
-        -rss_limit_mb=2048 -print_final_stats=1 \
+        -rss_limit_mb=2048 -malloc_limit_mb=256 -print_final_stats=1 \
         -artifact_prefix="$out/$name-" "${opts[@]}" \
         "$work" "$corpus" >"$out/$name.log" 2>&1
     rc=$?

@@ -40,6 +40,10 @@ BASE = $(WARN) -I$(TOP)/src $(DEPS_CFLAGS) -MMD -MP -MF $(@:.o=.d) -MT $@
 # One object per source and flavour: $(OUT)/<flavour>/<path>.o
 objs = $(patsubst %.c,$(OUT)/$(1)/%.o,$(2))
 
+# Objects made by the pattern rules are kept (make would delete them as
+# intermediate files, and rebuild everything next time).
+.SECONDARY:
+
 .PHONY: all asan-unit clang-glue fuzzers replayers asan-module
 all: asan-unit clang-glue fuzzers replayers asan-module
 asan-unit: $(OUT)/asan/test_core

@@ -96,6 +96,55 @@ static void check_strings(apr_pool_t *p, const llmgw_json_t *j, int depth)
     }
 }
 
+/* Canonical numbers are exact: an integer by its digits, any other
+ * number as a text of the same double, whichever way it was spelt. The
+ * elements of an array of numbers are looked at (or the one number). */
+static void check_numbers(apr_pool_t *p, const llmgw_json_t *j)
+{
+    apr_size_t i, n = 1;
+    int array = llmgw_json_type(j, NULL) == LLMGW_JSON_ARRAY;
+
+    if (array) {
+        n = llmgw_json_array_len(j);
+    }
+    for (i = 0; i < n && i < 16; i++) {
+        const llmgw_json_t *e = array ? llmgw_json_array_get(j, i) : j;
+        llmgw_json_type_t t = llmgw_json_type(e, NULL);
+        const char *lit, *c, *ca, *msg;
+        apr_size_t ll, cl, al;
+        llmgw_json_err_t err;
+        llmgw_json_t *a;
+        double d;
+        char spelt[40];
+
+        if (t != LLMGW_JSON_INT && t != LLMGW_JSON_DOUBLE) {
+            continue;
+        }
+        lit = llmgw_json_write(e, &ll);     /* a read view: as it came */
+        c = llmgw_json_write_canonical(p, e, NULL, &cl);
+        if (strspn(lit, "-0123456789") == ll) {
+            FUZZ_CHECK((cl == ll && !memcmp(c, lit, ll))
+                       || (!strcmp(lit, "-0") && !strcmp(c, "0")),
+                       "the integer %s written as %.*s", lit, (int)cl, c);
+            continue;
+        }
+        d = strtod(lit, NULL);
+        if (!(d > -1.7976931348623157e308 && d < 1.7976931348623157e308)) {
+            continue;           /* no JSON number is infinite */
+        }
+        FUZZ_CHECK(strtod(c, NULL) == d, "%s written as %.*s", lit, (int)cl,
+                   c);
+        /* Another spelling of the same double, the same canonical text. */
+        snprintf(spelt, sizeof(spelt), "%.17e", d);
+        a = llmgw_json_read(p, spelt, strlen(spelt), &err, &msg);
+        FUZZ_CHECK(a, "%s refused: %s", spelt, msg);
+        ca = llmgw_json_write_canonical(p, a, NULL, &al);
+        FUZZ_CHECK(al == cl && !memcmp(ca, c, cl),
+                   "one double, two canonical texts: %s as %.*s, %s as %.*s",
+                   lit, (int)cl, c, spelt, (int)al, ca);
+    }
+}
+
 /* json-c's tokener is kept per thread: what one text leaves in it must
  * not change how the next one reads (a high surrogate cut off at the end
  * of one text, say). */
@@ -151,6 +200,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                    "json-c's own text %.*s refused: %s", (int)n, c, msg);
     }
     check_no_carry(p, buf, size, c1, n1);
+    /* One meaning, one canonical text: the reader and json-c agree on
+     * every text both take (strings with NULs, numbers, duplicate keys). */
+    if (r && j) {
+        c = canon(p, r, &n);
+        FUZZ_CHECK(n == n1 && memcmp(c, c1, n) == 0,
+                   "the parsers disagree: read %.*s, parse %.*s", (int)n, c,
+                   (int)n1, c1);
+    }
+    if (r) {
+        check_numbers(p, r);
+    }
     if (llmgw_json_parse_prefix(p, buf, size, &used)) {
         FUZZ_CHECK(used <= size, "used %zu of %zu bytes", used, size);
     }

@@ -12,6 +12,27 @@
 static const llmgw_endpoint_t eps[] = { LLMGW_EP_CHAT, LLMGW_EP_COMPLETIONS,
                                         LLMGW_EP_EMBEDDINGS, LLMGW_EP_CHAT };
 
+/* A chunk whose choice finishes with "error": how the gateway (and some
+ * servers) end a stream that broke. Such an answer is no answer. */
+static int ends_in_error(apr_pool_t *p, const char *chunk, apr_size_t n)
+{
+    llmgw_json_err_t err;
+    const char *msg, *fr;
+    llmgw_json_t *j = llmgw_json_parse(p, chunk, n, &err, &msg), *choices;
+    apr_size_t i, k;
+
+    choices = j ? llmgw_json_getj(j, "choices", NULL) : NULL;
+    k = choices ? llmgw_json_array_len(choices) : 0;
+    for (i = 0; i < k; i++) {
+        fr = llmgw_json_gets(llmgw_json_array_get(choices, i),
+                             "finish_reason", NULL);
+        if (fr && !strcmp(fr, "error")) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *p = fuzz_pool();
@@ -23,6 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *text, *chunk, *j1, *j2;
     apr_size_t len, n, l1, l2;
     llmgw_usage_t u0, u1;
+    int errored = 0;
 
     if (mode & 4) {
         llmgw_record_set_response(rec, (const char *)in.d, in.n);
@@ -30,11 +52,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     else {
         while ((chunk = fuzz_until(&in, '\n', &n)) != NULL) {
             llmgw_record_add_chunk(rec, chunk, n);
+            errored |= ends_in_error(p, chunk, n);
         }
     }
     llmgw_record_usage(rec, &u0);
     text = llmgw_record_serialize(rec, &len);
     if (text) {
+        FUZZ_CHECK(!errored, "a stream that ended in an error is stored");
         FUZZ_CHECK(len <= max, "a record of %zu bytes, limit %zu", len, max);
         back = llmgw_record_parse(p, text, len, 0);
         FUZZ_CHECK(back, "a stored record does not parse: %.*s", (int)len,

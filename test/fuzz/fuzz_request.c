@@ -5,6 +5,8 @@
  * endpoint (0 chat, 1 completions, 2 embeddings, 3-6 Ollama's chat,
  * generate, embed, embeddings, 7 an unknown Ollama path); 3 the backend
  * speaks Ollama; 4 the route renames the model; 5 cache policy "all". */
+#include <apr_hash.h>
+
 #include "fuzz.h"
 
 #include "llmgw_cache.h"
@@ -85,6 +87,149 @@ static void check_key(const char *key)
     }
 }
 
+/* The backend is asked for exactly the model the gateway routed and
+ * keyed: a model string the gateway reads shorter than the backend does
+ * ("mock-small\u0000evil") would serve one model's answers as another's. */
+static void check_model(apr_pool_t *p, const llmgw_json_t *body,
+                        const char *model)
+{
+    apr_size_t n;
+    const char *sent = llmgw_json_write_canonical(
+        p, llmgw_json_getj(body, "model", NULL), NULL, &n);
+    const char *want = llmgw_json_quote(p, model);
+
+    FUZZ_CHECK(n == strlen(want) && !memcmp(sent, want, n),
+               "the backend gets model %.*s, the gateway routes %s", (int)n,
+               sent, want);
+}
+
+/* -- the members of a body as the backend reads them ------------------
+ * A strict parser on the backend's side tells "messages\u0000" from
+ * "messages"; the key must cover what it reads. So the top-level keys of
+ * the client's text are counted here, decoded with their true length,
+ * and compared with those of the canonical text the key hashes. */
+
+static const char *skip_string(const char *s, const char *end)
+{
+    for (s++; s < end && *s != '"'; s++) {
+        if (*s == '\\') {
+            s++;
+        }
+    }
+    return s + 1;
+}
+
+static const char *skip_value(const char *s, const char *end)
+{
+    int depth = 0;
+
+    do {
+        if (*s == '"') {
+            s = skip_string(s, end);
+            continue;
+        }
+        depth += (*s == '{' || *s == '[') - (*s == '}' || *s == ']');
+        s++;
+    } while (s < end && (depth > 0 || (*s != ',' && *s != '}')));
+    return s;
+}
+
+static unsigned hexval(const char *s)
+{
+    unsigned v = 0;
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        char c = s[i];
+
+        v = v * 16 + (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+    return v;
+}
+
+/* The key at s (its quote), decoded into p; *len its bytes. NULL for a
+ * key with a surrogate escape, whose reading is the parser's choice. */
+static const char *decode_key(apr_pool_t *p, const char *s, const char *end,
+                              apr_size_t *len)
+{
+    char *out = apr_palloc(p, (apr_size_t)(end - s) * 3 + 1), *o = out;
+
+    for (s++; s < end && *s != '"'; s++) {
+        unsigned cp;
+
+        if (*s != '\\') {
+            *o++ = *s;
+            continue;
+        }
+        s++;
+        if (*s != 'u') {
+            *o++ = *s == 'b' ? '\b' : *s == 'f' ? '\f' : *s == 'n' ? '\n'
+                   : *s == 'r' ? '\r' : *s == 't' ? '\t' : *s;
+            continue;
+        }
+        cp = hexval(s + 1);
+        s += 4;
+        if (cp >= 0xd800 && cp < 0xe000) {
+            return NULL;
+        }
+        if (cp < 0x80) {
+            *o++ = (char)cp;
+        }
+        else if (cp < 0x800) {
+            *o++ = (char)(0xc0 | cp >> 6);
+            *o++ = (char)(0x80 | (cp & 0x3f));
+        }
+        else {
+            *o++ = (char)(0xe0 | cp >> 12);
+            *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+            *o++ = (char)(0x80 | (cp & 0x3f));
+        }
+    }
+    *len = (apr_size_t)(o - out);
+    return out;
+}
+
+/* Distinct top-level keys of the object text (valid JSON); -1 when a key
+ * has a surrogate escape. */
+static int count_keys(apr_pool_t *p, const char *s, apr_size_t n)
+{
+    const char *end = s + n;
+    apr_hash_t *keys = apr_hash_make(p);
+
+    s = llmgw_json_skip_ws(s, end) + 1;
+    for (;;) {
+        const char *k;
+        apr_size_t klen;
+
+        s = llmgw_json_skip_ws(s, end);
+        if (s >= end || *s != '"') {
+            break;
+        }
+        if (!(k = decode_key(p, s, end, &klen))) {
+            return -1;
+        }
+        apr_hash_set(keys, k, (apr_ssize_t)klen, "");
+        s = llmgw_json_skip_ws(skip_string(s, end), end) + 1;
+        s = skip_value(llmgw_json_skip_ws(s, end), end);
+        if (s < end && *s == ',') {
+            s++;
+        }
+    }
+    return (int)apr_hash_count(keys);
+}
+
+static void check_keys(apr_pool_t *p, const char *buf, apr_size_t len,
+                       const llmgw_request_t *req)
+{
+    apr_size_t n;
+    const char *canon = llmgw_json_write_canonical(p, req->body, NULL, &n);
+    int sent = count_keys(p, buf, len), hashed = count_keys(p, canon, n);
+
+    FUZZ_CHECK(sent < 0 || hashed < 0 || sent == hashed,
+               "the backend reads %d members, the key covers %d: %.*s", sent,
+               hashed, (int)n, canon);
+}
+
 /* The Ollama dialect's body for the request. */
 static void check_ollama_upstream(apr_pool_t *p, const llmgw_request_t *req,
                                   const char *upstream)
@@ -109,6 +254,7 @@ static void check_ollama_upstream(apr_pool_t *p, const llmgw_request_t *req,
     model = llmgw_json_gets(j, "model", NULL);
     FUZZ_CHECK(model && !strcmp(model, upstream), "upstream model %s",
                model ? model : "NULL");
+    check_model(p, j, upstream);
 }
 
 /* The OpenAI dialect's body: the client's members as they were, the
@@ -131,6 +277,7 @@ static void check_openai_upstream(apr_pool_t *p, llmgw_request_t *req,
     model = llmgw_json_gets(j, "model", NULL);
     FUZZ_CHECK(model && !strcmp(model, upstream), "upstream model %s",
                model ? model : "NULL");
+    check_model(p, j, upstream);
     FUZZ_CHECK(strip == (req->stream && !req->wants_usage), "strip_usage");
     if (req->stream) {
         FUZZ_CHECK(llmgw_json_getb(j, 0, "stream_options", "include_usage",
@@ -167,6 +314,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         must_parse(p, openai, olen, "the OpenAI text of an Ollama request");
     }
     check_canonical(p, &req);
+    if (ep < 3) {
+        /* The key hashes the reader's canonical text: json-c, which
+         * rewrites bodies, must see the same request in the bytes. */
+        llmgw_json_err_t jerr;
+        const char *msg, *c1, *c2;
+        apr_size_t n1, n2;
+        llmgw_json_t *j = llmgw_json_parse(p, buf, in.n, &jerr, &msg);
+
+        FUZZ_CHECK(j, "accepted by the reader, refused by json-c: %s", msg);
+        c1 = llmgw_json_write_canonical(p, req.body, NULL, &n1);
+        c2 = llmgw_json_write_canonical(p, j, NULL, &n2);
+        FUZZ_CHECK(n1 == n2 && !memcmp(c1, c2, n1),
+                   "the parsers disagree: read %.*s, parse %.*s", (int)n1,
+                   c1, (int)n2, c2);
+        check_keys(p, buf, in.n, &req);
+    }
 
     upstream = rename ? "fuzz-upstream" : req.model;
     llmgw_cache_eligible(&req, policy);

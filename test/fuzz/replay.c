@@ -24,6 +24,16 @@
 
 static const char *volatile current;
 
+#ifdef REPLAY_ASAN
+/* As libFuzzer's -malloc_limit_mb in build/check: no input is big enough
+ * to need 256 MB at once; a size read from the input may be. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "max_allocation_size_mb=256:allocator_may_return_null=0";
+}
+#endif
+
 /* A finding ends the process; the input's name is then the useful line.
  * Called from a signal handler: write(2) only. */
 static void name_input(void)

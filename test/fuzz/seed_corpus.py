@@ -241,10 +241,11 @@ def seed(port, tool, tmp):
                 write("sse", name + "-whole", b"\x00" + split_plan(255) + answer)
                 write("ollama_ndjson", name, bytes([ep == 1]) + split_plan(13, 0, 200) + answer)
                 chunks = b"\n".join(sse_payloads(answer))
-                write("record_build", name, bytes([ep]) + chunks)
+                # Mode: the endpoint, a stream, a 64 KB limit (8 << 3).
+                write("record_build", name, bytes([ep | 8 << 3]) + chunks)
                 rec = make_record(tool, tmp, ep, "s", chunks)
             else:
-                write("record_build", name, bytes([ep | 4]) + answer)
+                write("record_build", name, bytes([ep | 4 | 8 << 3]) + answer)
                 write("json", name + "-answer", answer)
                 # An OpenAI backend answering an Ollama client.
                 if ep == 0:
