@@ -166,6 +166,7 @@ int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
 
     memset(req, 0, sizeof(*req));
     req->ep = ep;
+    req->pool = p;
     req->body = llmgw_json_read(p, buf, len, &jerr, &msg);
     if (!req->body) {
         return invalid(err, NULL, "invalid_json",
@@ -223,22 +224,33 @@ const char *llmgw_request_upstream_body(llmgw_request_t *req,
                                         apr_size_t orig_len,
                                         apr_size_t *len, int *strip_usage)
 {
-    int rename = upstream_model && strcmp(upstream_model, req->model) != 0;
-    int inject = req->stream && !req->wants_usage;
+    const char *keys[2], *vals[2];
+    llmgw_json_t *so;
+    int n = 0;
 
-    *strip_usage = inject;
-    if (!rename && !inject) {
+    *strip_usage = req->stream && !req->wants_usage;
+    if (upstream_model && strcmp(upstream_model, req->model) != 0) {
+        keys[n] = "model";
+        vals[n++] = llmgw_json_quote(req->pool, upstream_model);
+    }
+    if (*strip_usage) {
+        /* The client's other stream options stay as they are. */
+        so = llmgw_json_getj(req->body, "stream_options", NULL);
+        keys[n] = "stream_options";
+        vals[n] = llmgw_json_type(so, NULL) == LLMGW_JSON_OBJECT
+                      ? llmgw_json_edit(so, (const char *[]){
+                                            "include_usage" },
+                                        (const char *[]){ "true" }, 1, NULL)
+                      : "{\"include_usage\":true}";
+        n++;
+    }
+    if (!n) {
         *len = orig_len;
         return orig;
     }
-    if (rename) {
-        llmgw_json_sets(req->body, upstream_model, "model", NULL);
-    }
-    if (inject) {
-        llmgw_json_setb(req->body, 1, "stream_options", "include_usage",
-                        NULL);
-    }
-    return llmgw_json_write(req->body, len);
+    /* The client's bytes with only these members changed: nothing else
+     * goes through a parse and back. */
+    return llmgw_json_edit(req->body, keys, vals, n, len);
 }
 
 /* Last occurrence of needle in hay[0..len), or NULL. */

@@ -27,8 +27,9 @@ typedef struct {
 
 /* What the gateway needs to know about a generation request. */
 typedef struct {
+    apr_pool_t *pool;       /* where body and what is made of it live */
     llmgw_endpoint_t ep;
-    llmgw_json_t *body;
+    llmgw_json_t *body;     /* a read view (llmgw_json_read) */
     const char *model;
     int stream;
     int wants_usage;        /* stream_options.include_usage from client */
@@ -58,9 +59,11 @@ int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
                         llmgw_request_t *req, llmgw_error_t *err);
 
 /* The body to send upstream: the client's bytes untouched when nothing
- * changes, else the rewritten JSON (upstream model name; include_usage
- * added to streams so accounting never misses one). *strip_usage is set
- * when the usage chunk must be removed again before the client sees it. */
+ * changes, else those bytes with only the upstream model's name and
+ * stream_options.include_usage (added to streams so accounting never
+ * misses one) changed. *strip_usage is set when the usage chunk must be
+ * removed again before the client sees it. NULL if req->body is not a
+ * read view of an object (it always is after llmgw_request_parse). */
 const char *llmgw_request_upstream_body(llmgw_request_t *req,
                                         const char *upstream_model,
                                         const char *orig,

@@ -1,9 +1,12 @@
-/* llmgw_json: the one place that talks to json-c or builds a JSON tree.
- * Handles share the root's tree; a json-c root is released by a cleanup
- * on the pool it was made in, a read view lives in its pool. */
+/* llmgw_json: the one place that reads JSON or builds it. Text from outside
+ * is read by our own strict reader into a view in a pool; json-c holds
+ * what the gateway builds or changes, released by a cleanup on its pool. */
+#include <errno.h>
 #include <limits.h>
 #include <locale.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <stdarg.h>
 #include <string.h>
@@ -13,7 +16,7 @@
 
 #include "llmgw_json.h"
 
-/* A handle is json-c's (o) or a read-only view from llmgw_json_read (v),
+/* A handle is json-c's (o) or a read-only view from the reader (v),
  * never both. */
 typedef struct rval rval_t;
 
@@ -42,91 +45,20 @@ static llmgw_json_t *wrap(apr_pool_t *p, json_object *o, int own)
     return j;
 }
 
-/* json-c parses under a copy of the thread's locale with LC_NUMERIC "C":
- * from the C locale object that copy is free, from the global locale it
- * takes glibc's locale lock, which every thread of a busy child would
- * queue on. So the parse runs in the C locale object. */
+/* Numbers are read and written in the C locale object, whatever locale
+ * the process runs in: a decimal comma would change what "0.5" means. */
 static locale_t c_locale;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
 
-/* One tokener per thread, reset between texts: making one costs a
- * depth-sized allocation, which in a busy child also makes malloc
- * consolidate its free lists on every request. */
-static pthread_key_t tok_key;
-static pthread_once_t tok_once = PTHREAD_ONCE_INIT;
-static int tok_key_ok;
-
-static void tok_free(void *tok)
+static void c_locale_create(void)
 {
-    json_tokener_free(tok);
-}
-
-static void tok_key_create(void)
-{
-    tok_key_ok = pthread_key_create(&tok_key, tok_free) == 0;
     c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
 }
 
-static json_tokener *tokener(void)
+static locale_t number_locale(void)
 {
-    json_tokener *tok;
-
-    pthread_once(&tok_once, tok_key_create);
-    if (!tok_key_ok) {
-        return NULL;
-    }
-    tok = pthread_getspecific(tok_key);
-    if (!tok) {
-        tok = json_tokener_new_ex(LLMGW_JSON_MAX_DEPTH);
-        if (tok && pthread_setspecific(tok_key, tok) != 0) {
-            json_tokener_free(tok);
-            tok = NULL;
-        }
-    }
-    else {
-        json_tokener_reset(tok);
-    }
-    return tok;
-}
-
-static json_object *parse(const char *buf, apr_size_t len, int validate,
-                          apr_size_t *used, llmgw_json_err_t *err)
-{
-    json_tokener *tok = tokener();
-    json_object *o;
-    enum json_tokener_error jerr;
-
-    if (!tok) {
-        *err = LLMGW_JSON_ERR_SYNTAX;
-        return NULL;
-    }
-    json_tokener_set_flags(tok, validate ? JSON_TOKENER_VALIDATE_UTF8 : 0);
-    if (c_locale) {
-        locale_t old = uselocale(c_locale);
-
-        o = json_tokener_parse_ex(tok, buf, (int)len);
-        uselocale(old);
-    }
-    else {
-        o = json_tokener_parse_ex(tok, buf, (int)len);
-    }
-    jerr = json_tokener_get_error(tok);
-    *used = json_tokener_get_parse_end(tok);
-    switch (jerr) {
-    case json_tokener_success:
-        *err = LLMGW_JSON_ERR_NONE;
-        return o;
-    case json_tokener_error_depth:
-        *err = LLMGW_JSON_ERR_DEPTH;
-        break;
-    case json_tokener_error_parse_utf8_string:
-        *err = LLMGW_JSON_ERR_UTF8;
-        break;
-    default:
-        *err = LLMGW_JSON_ERR_SYNTAX;
-        break;
-    }
-    json_object_put(o);
-    return NULL;
+    pthread_once(&c_locale_once, c_locale_create);
+    return c_locale;
 }
 
 /* The message for a failed parse; at_end: the text ended first. */
@@ -139,51 +71,29 @@ static const char *err_text(llmgw_json_err_t err, int at_end)
         return "JSON text is not valid UTF-8";
     case LLMGW_JSON_ERR_TRAILING:
         return "unexpected data after the JSON value";
+    case LLMGW_JSON_ERR_CONTROL:
+        return "a control character in a JSON string must be escaped";
+    case LLMGW_JSON_ERR_NUL:
+        return "JSON strings must not contain U+0000";
+    case LLMGW_JSON_ERR_SURROGATE:
+        return "a JSON string holds a lone UTF-16 surrogate";
+    case LLMGW_JSON_ERR_RANGE:
+        return "a JSON number is out of range";
+    case LLMGW_JSON_ERR_DUPLICATE:
+        return "a JSON object has the same key twice";
     default:
         return at_end ? "JSON text ends early" : "JSON syntax error";
     }
 }
 
-llmgw_json_t *llmgw_json_parse(apr_pool_t *p, const char *buf,
-                               apr_size_t len, llmgw_json_err_t *err,
-                               const char **msg)
-{
-    apr_size_t used = 0, i;
-    json_object *o;
-
-    if (len > INT_MAX) {
-        *err = LLMGW_JSON_ERR_SYNTAX;
-        *msg = "JSON text too large";
-        return NULL;
-    }
-    o = parse(buf, len, 1, &used, err);
-    if (o) {
-        /* Only whitespace may follow the one value. */
-        for (i = used; i < len; i++) {
-            if (!LLMGW_JSON_IS_WS(buf[i])) {
-                json_object_put(o);
-                *err = LLMGW_JSON_ERR_TRAILING;
-                *msg = err_text(*err, 0);
-                return NULL;
-            }
-        }
-        *msg = NULL;
-        return wrap(p, o, 1);
-    }
-    *msg = err_text(*err, used >= len);
-    return NULL;
-}
-
 /* ---------------------------------------------------------------------
- * Reading without json-c. llmgw_json_read builds its tree in the pool:
- * no malloc and no free per value, which on a busy child is most of what
- * a json-c parse costs. Strict JSON (RFC 8259; raw control characters in
- * strings are let through, as json-c does), UTF-8 checked, nesting
- * limited, duplicate keys resolved as json-c does (the last one counts).
+ * The reader. It builds its tree in the pool: no malloc and no free per
+ * value, which on a busy child is most of what a json-c parse costs.
  */
 
 typedef struct {
-    const char *key;            /* decoded, NUL-terminated */
+    const char *key;            /* decoded, NUL-terminated, no NUL inside */
+    apr_size_t klen;
     const rval_t *val;
 } rmember_t;
 
@@ -192,6 +102,7 @@ struct rval {
     const char *text;           /* the value's JSON text */
     apr_size_t len;
     apr_size_t n;               /* members, elements, or string bytes */
+    int big;                    /* an integer beyond 64 bits: u.i clamped */
     union {
         const rmember_t *m;
         const rval_t *const *a;
@@ -205,6 +116,8 @@ struct rval {
 typedef struct {
     apr_pool_t *p;
     const char *s, *end;
+    int strict;
+    int max_depth;
     llmgw_json_err_t err;
 } reader_t;
 
@@ -300,20 +213,56 @@ static char *put_utf8(char *o, unsigned int cp)
     return o;
 }
 
+/* A \u escape at s (its backslash), s + 6 <= end. The code point it and,
+ * for a surrogate pair, the escape after it stand for: 6 or 12 bytes
+ * long (*n). A lone surrogate is U+FFFD, or an error when strict. */
+static int rd_escape_u(reader_t *rd, const char *s, const char *end,
+                       unsigned int *cp, apr_size_t *n)
+{
+    unsigned int lo;
+
+    *n = 6;
+    if (*cp >= 0xD800 && *cp <= 0xDBFF && end - s >= 12 && s[6] == '\\'
+        && s[7] == 'u' && hex4(s + 8, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
+        *cp = 0x10000 + ((*cp - 0xD800) << 10) + (lo - 0xDC00);
+        *n = 12;
+    }
+    else if (*cp >= 0xD800 && *cp <= 0xDFFF) {
+        if (rd->strict) {
+            rd_fail(rd, LLMGW_JSON_ERR_SURROGATE);
+            return 0;
+        }
+        *cp = 0xFFFD;
+    }
+    else if (*cp == 0) {
+        rd_fail(rd, LLMGW_JSON_ERR_NUL);
+        return 0;
+    }
+    return 1;
+}
+
 /* The string at rd->s (its opening quote), decoded into the pool. */
 static const char *rd_string(reader_t *rd, apr_size_t *n)
 {
     const char *s = rd->s + 1, *start = s, *end = rd->end;
-    unsigned int cp, lo;
+    unsigned int cp;
+    apr_size_t k;
     char *out, *o;
     int escaped = 0;
 
-    /* The extent first, checking escapes and UTF-8. */
+    /* The extent first, checking escapes and UTF-8: the decoding below
+     * cannot fail. */
     while (s < end && *s != '"') {
-        if (*s == '\\') {
+        unsigned char c = (unsigned char)*s;
+
+        if (c == '\\') {
             escaped = 1;
             if (end - s >= 6 && s[1] == 'u' && hex4(s + 2, &cp)) {
-                s += 6;
+                if (!rd_escape_u(rd, s, end, &cp, &k)) {
+                    rd->s = s;
+                    return NULL;
+                }
+                s += k;
             }
             else if (end - s >= 2 && s[1] && strchr("\"\\/bfnrt", s[1])) {
                 s += 2;
@@ -323,18 +272,21 @@ static const char *rd_string(reader_t *rd, apr_size_t *n)
                 return rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
             }
         }
-        else if ((unsigned char)*s < 0x80) {
+        else if (c < 0x20) {
+            rd->s = s;
+            return rd_fail(rd, c ? LLMGW_JSON_ERR_CONTROL
+                                 : LLMGW_JSON_ERR_NUL);
+        }
+        else if (c < 0x80) {
             s++;
         }
-        else {
-            apr_size_t k = utf8_len((const unsigned char *)s,
-                                    (const unsigned char *)end);
-
-            if (!k) {
-                rd->s = s;
-                return rd_fail(rd, LLMGW_JSON_ERR_UTF8);
-            }
+        else if ((k = utf8_len((const unsigned char *)s,
+                               (const unsigned char *)end)) != 0) {
             s += k;
+        }
+        else {
+            rd->s = s;
+            return rd_fail(rd, LLMGW_JSON_ERR_UTF8);
         }
     }
     if (s >= end) {
@@ -348,35 +300,28 @@ static const char *rd_string(reader_t *rd, apr_size_t *n)
     }
     /* Decoded, it is never longer than it was written. */
     o = out = apr_palloc(rd->p, (apr_size_t)(s - start) + 1);
-    for (end = s, s = start; s < end; s++) {
+    for (end = s, s = start; s < end;) {
         if (*s != '\\') {
-            *o++ = *s;
+            *o++ = *s++;
             continue;
         }
-        switch (*++s) {
+        switch (s[1]) {
         case 'b': *o++ = '\b'; break;
         case 'f': *o++ = '\f'; break;
         case 'n': *o++ = '\n'; break;
         case 'r': *o++ = '\r'; break;
         case 't': *o++ = '\t'; break;
         case 'u':
-            hex4(s + 1, &cp);
-            s += 4;
-            if (cp >= 0xD800 && cp <= 0xDBFF && end - s >= 7 && s[1] == '\\'
-                && s[2] == 'u' && hex4(s + 3, &lo) && lo >= 0xDC00
-                && lo <= 0xDFFF) {
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                s += 6;
-            }
-            else if (cp >= 0xD800 && cp <= 0xDFFF) {
-                cp = 0xFFFD;    /* a lone surrogate */
-            }
+            hex4(s + 2, &cp);
+            rd_escape_u(rd, s, end, &cp, &k);
             o = put_utf8(o, cp);
-            break;
+            s += k;
+            continue;
         default:                /* " \ / */
-            *o++ = *s;
+            *o++ = s[1];
             break;
         }
+        s += 2;
     }
     *o = '\0';
     *n = (apr_size_t)(o - out);
@@ -440,15 +385,22 @@ static const rval_t *rd_number(reader_t *rd, rval_t *v)
     }
     memcpy(num, rd->s, n);
     num[n] = '\0';
-    rd->s = s;
+    errno = 0;
     if (integral) {
-        /* Beyond 64 bits clamped, as json-c does. */
-        v->u.i = strtoll(num, NULL, 10);
+        /* Beyond 64 bits: the digits stay the value (canonical text,
+         * writing); getters see the nearest 64-bit number. */
         v->type = LLMGW_JSON_INT;
-        return v;
+        v->u.i = strtoll(num, NULL, 10);
+        v->big = errno == ERANGE;
     }
-    v->type = LLMGW_JSON_DOUBLE;
-    v->u.d = c_locale ? strtod_l(num, NULL, c_locale) : strtod(num, NULL);
+    else {
+        v->type = LLMGW_JSON_DOUBLE;
+        v->u.d = strtod_l(num, NULL, number_locale());
+        if (errno == ERANGE && isinf(v->u.d)) {
+            return rd_fail(rd, LLMGW_JSON_ERR_RANGE);
+        }
+    }
+    rd->s = s;
     return v;
 }
 
@@ -487,11 +439,46 @@ static int rd_more(reader_t *rd, char close)
     return -1;
 }
 
+static int cmp_keys(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Whether some key of m[0..n) is there twice: by pairs for the small
+ * objects requests are made of, sorted (n log n) for the rest. */
+static int has_duplicate(apr_pool_t *p, const rmember_t *m, apr_size_t n)
+{
+    const char **keys;
+    apr_size_t i, k;
+
+    if (n <= 16) {
+        for (i = 1; i < n; i++) {
+            for (k = 0; k < i; k++) {
+                if (m[i].klen == m[k].klen
+                    && memcmp(m[i].key, m[k].key, m[i].klen) == 0) {
+                    return 1;
+                }
+            }
+        }
+        return 0;
+    }
+    keys = apr_palloc(p, n * sizeof(*keys));
+    for (i = 0; i < n; i++) {
+        keys[i] = m[i].key;
+    }
+    qsort(keys, n, sizeof(*keys), cmp_keys);
+    for (i = 1; i < n; i++) {
+        if (strcmp(keys[i - 1], keys[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static const rval_t *rd_object(reader_t *rd, rval_t *v, int depth)
 {
     apr_array_header_t *m = apr_array_make(rd->p, 8, sizeof(rmember_t));
     rmember_t *e;
-    apr_size_t klen;
     int more = rd_open(rd, '}');
 
     while (more > 0) {
@@ -499,7 +486,7 @@ static const rval_t *rd_object(reader_t *rd, rval_t *v, int depth)
             return rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
         }
         e = apr_array_push(m);
-        if (!(e->key = rd_string(rd, &klen))) {
+        if (!(e->key = rd_string(rd, &e->klen))) {
             return NULL;
         }
         if (!rd_at(rd, ':')) {
@@ -517,6 +504,9 @@ static const rval_t *rd_object(reader_t *rd, rval_t *v, int depth)
     v->type = LLMGW_JSON_OBJECT;
     v->u.m = (const rmember_t *)m->elts;
     v->n = (apr_size_t)m->nelts;
+    if (rd->strict && has_duplicate(rd->p, v->u.m, v->n)) {
+        return rd_fail(rd, LLMGW_JSON_ERR_DUPLICATE);
+    }
     return v;
 }
 
@@ -563,7 +553,7 @@ static const rval_t *rd_value(reader_t *rd, int depth)
     switch (*rd->s) {
     case '{':
     case '[':
-        if (depth >= LLMGW_JSON_MAX_DEPTH - 1) {
+        if (depth >= rd->max_depth - 1) {
             return rd_fail(rd, LLMGW_JSON_ERR_DEPTH);
         }
         r = *rd->s == '{' ? rd_object(rd, v, depth) : rd_array(rd, v, depth);
@@ -606,15 +596,18 @@ static llmgw_json_t *wrap_read(apr_pool_t *p, const rval_t *v)
     return j;
 }
 
-llmgw_json_t *llmgw_json_read(apr_pool_t *p, const char *buf, apr_size_t len,
-                              llmgw_json_err_t *err, const char **msg)
+/* One value at buf; with used, what follows it is the caller's, else
+ * only white space may follow. */
+static llmgw_json_t *read_value(apr_pool_t *p, const char *buf,
+                                apr_size_t len, int flags, int max_depth,
+                                apr_size_t *used, llmgw_json_err_t *err,
+                                const char **msg)
 {
-    reader_t rd = { p, buf, buf + len, LLMGW_JSON_ERR_NONE };
-    const rval_t *v;
+    reader_t rd = { p, buf, buf + len, flags & LLMGW_JSON_STRICT,
+                    max_depth, LLMGW_JSON_ERR_NONE };
+    const rval_t *v = rd_value(&rd, 0);
 
-    pthread_once(&tok_once, tok_key_create);    /* c_locale, for strtod */
-    v = rd_value(&rd, 0);
-    if (v && rd_ws(&rd) < rd.end) {
+    if (v && !used && rd_ws(&rd) < rd.end) {
         v = rd_fail(&rd, LLMGW_JSON_ERR_TRAILING);
     }
     if (!v) {
@@ -622,34 +615,154 @@ llmgw_json_t *llmgw_json_read(apr_pool_t *p, const char *buf, apr_size_t len,
         *msg = err_text(rd.err, rd.s >= rd.end);
         return NULL;
     }
+    if (used) {
+        *used = (apr_size_t)(rd.s - buf);
+    }
     *err = LLMGW_JSON_ERR_NONE;
     *msg = NULL;
     return wrap_read(p, v);
 }
 
-/* json-c's copy of a read value (its text parsed), or of j's tree
- * (shared), as a new reference. */
+llmgw_json_t *llmgw_json_read_ex(apr_pool_t *p, const char *buf,
+                                 apr_size_t len, int flags, int max_depth,
+                                 llmgw_json_err_t *err, const char **msg)
+{
+    return read_value(p, buf, len, flags, max_depth, NULL, err, msg);
+}
+
+llmgw_json_t *llmgw_json_read(apr_pool_t *p, const char *buf, apr_size_t len,
+                              llmgw_json_err_t *err, const char **msg)
+{
+    return read_value(p, buf, len, LLMGW_JSON_STRICT, LLMGW_JSON_MAX_DEPTH,
+                      NULL, err, msg);
+}
+
+llmgw_json_t *llmgw_json_parse(apr_pool_t *p, const char *buf,
+                               apr_size_t len, llmgw_json_err_t *err,
+                               const char **msg)
+{
+    return read_value(p, buf, len, 0, LLMGW_JSON_MAX_DEPTH, NULL, err, msg);
+}
+
+llmgw_json_t *llmgw_json_parse_prefix(apr_pool_t *p, const char *buf,
+                                      apr_size_t len, apr_size_t *used)
+{
+    llmgw_json_err_t err;
+    const char *msg;
+
+    return read_value(p, buf, len, 0, LLMGW_JSON_MAX_DEPTH, used, &err,
+                      &msg);
+}
+
+/* ---------------------------------------------------------------------
+ * json-c trees: what is built or changed
+ */
+
+/* A double, with the text it came as: json-c writes that text back. */
+static json_object *jc_double(const rval_t *v)
+{
+    char buf[64], *text = buf;
+    json_object *o;
+
+    if (v->len >= sizeof(buf) && !(text = malloc(v->len + 1))) {
+        return NULL;
+    }
+    memcpy(text, v->text, v->len);
+    text[v->len] = '\0';
+    o = json_object_new_double_s(v->u.d, text);
+    if (text != buf) {
+        free(text);
+    }
+    return o;
+}
+
+/* json-c's tree of a read value, exactly: strings with their length,
+ * integers beyond 64 bits and every non-integer with the text they came
+ * as (so writing gives those bytes back), a key given twice once (the
+ * last, as the getters read it). JSON null is json-c's NULL, so: 0, or -1
+ * when memory ran out. */
+static int jc_from(const rval_t *v, json_object **out)
+{
+    json_object *o = NULL, *e;
+    apr_size_t i;
+
+    switch (v->type) {
+    case LLMGW_JSON_OBJECT:
+        if (!(o = json_object_new_object())) {
+            return -1;
+        }
+        for (i = 0; i < v->n; i++) {
+            if (jc_from(v->u.m[i].val, &e) != 0
+                || json_object_object_add(o, v->u.m[i].key, e) != 0) {
+                json_object_put(o);
+                return -1;
+            }
+        }
+        break;
+    case LLMGW_JSON_ARRAY:
+        if (!(o = json_object_new_array_ext((int)v->n))) {
+            return -1;
+        }
+        for (i = 0; i < v->n; i++) {
+            if (jc_from(v->u.a[i], &e) != 0
+                || json_object_array_add(o, e) != 0) {
+                json_object_put(o);
+                return -1;
+            }
+        }
+        break;
+    case LLMGW_JSON_STRING:
+        o = v->n > INT_MAX ? NULL
+                           : json_object_new_string_len(v->u.s, (int)v->n);
+        break;
+    case LLMGW_JSON_INT:
+        o = json_object_new_int64(v->u.i);
+        if (o && v->big) {
+            char *digits = strndup(v->text, v->len);
+
+            if (!digits) {
+                json_object_put(o);
+                return -1;
+            }
+            json_object_set_serializer(o, json_object_userdata_to_json_string,
+                                       digits, json_object_free_userdata);
+        }
+        break;
+    case LLMGW_JSON_DOUBLE:
+        o = jc_double(v);
+        break;
+    case LLMGW_JSON_BOOL:
+        o = json_object_new_boolean(v->u.b);
+        break;
+    default:
+        *out = NULL;
+        return 0;
+    }
+    *out = o;
+    return o ? 0 : -1;
+}
+
+/* A new reference to j's tree: json-c's shared, a view's built. There is
+ * no way to go on without it, and building it fails only when memory ran
+ * out: then the child stops, as for a pool allocation. */
 static json_object *jc_ref(const llmgw_json_t *j)
 {
-    apr_size_t used;
-    llmgw_json_err_t err;
+    json_object *o;
 
     if (!j->v) {
         return json_object_get(j->o);
     }
-    /* With its NUL: json-c ends a number only where the text ends. */
-    return parse(apr_pstrmemdup(j->p, j->v->text, j->v->len),
-                 j->v->len + 1, 0, &used, &err);
+    if (jc_from(j->v, &o) != 0) {
+        abort();
+    }
+    return o;
 }
 
-/* Before a change: a read view becomes json-c's tree of its text. */
+/* Before a change: a read view becomes json-c's tree of its values. */
 static json_object *own(llmgw_json_t *j)
 {
     if (j->v) {
         j->o = jc_ref(j);
-        if (!j->o) {
-            j->o = json_object_new_object();     /* out of memory */
-        }
         j->v = NULL;
         apr_pool_cleanup_register(j->p, j->o, json_cleanup,
                                   apr_pool_cleanup_null);
@@ -683,31 +796,27 @@ static const rval_t *rwalk(const rval_t *v, va_list ap)
     return v;
 }
 
-llmgw_json_t *llmgw_json_parse_prefix(apr_pool_t *p, const char *buf,
-                                      apr_size_t len, apr_size_t *used)
-{
-    llmgw_json_err_t err;
-    json_object *o;
-
-    if (len > INT_MAX) {
-        return NULL;
-    }
-    o = parse(buf, len, 0, used, &err);
-    return o ? wrap(p, o, 1) : NULL;
-}
-
 llmgw_json_t *llmgw_json_create_object(apr_pool_t *p)
 {
-    return wrap(p, json_object_new_object(), 1);
+    json_object *o = json_object_new_object();
+
+    if (!o) {
+        abort();
+    }
+    return wrap(p, o, 1);
 }
 
-static json_object *walk(json_object *o, va_list ap)
+/* The json-c value at the path, or NULL (missing, or not an object on
+ * the way); *exists tells a JSON null from a missing key. */
+static json_object *walk(json_object *o, va_list ap, int *exists)
 {
     const char *key;
 
+    *exists = o != NULL;
     while (o && (key = va_arg(ap, const char *)) != NULL) {
         if (!json_object_is_type(o, json_type_object)
             || !json_object_object_get_ex(o, key, &o)) {
+            *exists = 0;
             return NULL;
         }
     }
@@ -735,36 +844,8 @@ static json_object *walk_create(json_object *o, va_list ap,
     return o;
 }
 
-llmgw_json_type_t llmgw_json_type(const llmgw_json_t *j, ...)
+static llmgw_json_type_t jc_type(json_object *o)
 {
-    va_list ap;
-    json_object *o;
-    int exists;
-
-    va_start(ap, j);
-    if (j->v) {
-        const rval_t *v = rwalk(j->v, ap);
-
-        va_end(ap);
-        return v ? v->type : LLMGW_JSON_MISSING;
-    }
-    /* walk() cannot tell a JSON null from a missing key, so look again. */
-    o = j->o;
-    exists = 1;
-    {
-        const char *key;
-        while ((key = va_arg(ap, const char *)) != NULL) {
-            if (!o || !json_object_is_type(o, json_type_object)
-                || !json_object_object_get_ex(o, key, &o)) {
-                exists = 0;
-                break;
-            }
-        }
-    }
-    va_end(ap);
-    if (!exists) {
-        return LLMGW_JSON_MISSING;
-    }
     switch (json_object_get_type(o)) {
     case json_type_null:
         return LLMGW_JSON_NULL;
@@ -784,69 +865,131 @@ llmgw_json_type_t llmgw_json_type(const llmgw_json_t *j, ...)
     return LLMGW_JSON_MISSING;
 }
 
-llmgw_json_t *llmgw_json_getj(const llmgw_json_t *j, ...)
+llmgw_json_type_t llmgw_json_type(const llmgw_json_t *j, ...)
 {
     va_list ap;
-    json_object *o;
+    llmgw_json_type_t t = LLMGW_JSON_MISSING;
+    int exists;
 
+    if (!j) {
+        return t;
+    }
     va_start(ap, j);
     if (j->v) {
         const rval_t *v = rwalk(j->v, ap);
 
-        va_end(ap);
-        return v ? wrap_read(j->p, v) : NULL;
+        t = v ? v->type : LLMGW_JSON_MISSING;
     }
-    o = walk(j->o, ap);
+    else {
+        json_object *o = walk(j->o, ap, &exists);
+
+        t = exists ? jc_type(o) : LLMGW_JSON_MISSING;
+    }
     va_end(ap);
-    return o ? wrap(j->p, o, 0) : NULL;
+    return t;
+}
+
+llmgw_json_t *llmgw_json_getj(const llmgw_json_t *j, ...)
+{
+    va_list ap;
+    llmgw_json_t *out = NULL;
+    int exists;
+
+    if (!j) {
+        return NULL;
+    }
+    va_start(ap, j);
+    if (j->v) {
+        const rval_t *v = rwalk(j->v, ap);
+
+        out = v ? wrap_read(j->p, v) : NULL;
+    }
+    else {
+        json_object *o = walk(j->o, ap, &exists);
+
+        out = o ? wrap(j->p, o, 0) : NULL;
+    }
+    va_end(ap);
+    return out;
 }
 
 const char *llmgw_json_gets(const llmgw_json_t *j, ...)
 {
     va_list ap;
-    json_object *o;
+    const char *s = NULL;
+    int exists;
 
+    if (!j) {
+        return NULL;
+    }
     va_start(ap, j);
     if (j->v) {
         const rval_t *v = rwalk(j->v, ap);
 
-        va_end(ap);
-        return v && v->type == LLMGW_JSON_STRING ? v->u.s : NULL;
+        s = v && v->type == LLMGW_JSON_STRING ? v->u.s : NULL;
     }
-    o = walk(j->o, ap);
+    else {
+        json_object *o = walk(j->o, ap, &exists);
+
+        s = json_object_is_type(o, json_type_string)
+                ? json_object_get_string(o) : NULL;
+    }
     va_end(ap);
-    return json_object_is_type(o, json_type_string)
-               ? json_object_get_string(o) : NULL;
+    return s;
 }
 
-/* The number at the path as json-c gives it: 1 if there is one. */
+/* A double as the nearest 64-bit integer, without undefined behaviour for
+ * NaN, infinities and what is out of range. */
+static apr_int64_t clamp_to_int64(double d)
+{
+    if (d != d) {
+        return 0;
+    }
+    if (d >= 9223372036854775807.0) {
+        return APR_INT64_MAX;
+    }
+    if (d <= -9223372036854775808.0) {
+        return APR_INT64_MIN;
+    }
+    return (apr_int64_t)d;
+}
+
+/* The number at the path: 1 if there is one. */
 static int number(const llmgw_json_t *j, va_list ap, apr_int64_t *l,
                   double *d)
 {
+    int exists;
+
+    if (!j) {
+        return 0;
+    }
     if (j->v) {
         const rval_t *v = rwalk(j->v, ap);
 
         if (v && v->type == LLMGW_JSON_INT) {
             *l = v->u.i;
-            *d = (double)v->u.i;
+            *d = v->big ? strtod_l(v->text, NULL, number_locale())
+                        : (double)v->u.i;
             return 1;
         }
         if (v && v->type == LLMGW_JSON_DOUBLE) {
             *d = v->u.d;
-            *l = v->u.d >= (double)APR_INT64_MAX ? APR_INT64_MAX
-                 : v->u.d <= (double)APR_INT64_MIN ? APR_INT64_MIN
-                 : (apr_int64_t)v->u.d;
+            *l = clamp_to_int64(v->u.d);
             return 1;
         }
         return 0;
     }
     else {
-        json_object *o = walk(j->o, ap);
+        json_object *o = walk(j->o, ap, &exists);
 
-        if (json_object_is_type(o, json_type_int)
-            || json_object_is_type(o, json_type_double)) {
+        if (json_object_is_type(o, json_type_int)) {
             *l = json_object_get_int64(o);
+            *d = (double)*l;
+            return 1;
+        }
+        if (json_object_is_type(o, json_type_double)) {
             *d = json_object_get_double(o);
+            *l = clamp_to_int64(*d);
             return 1;
         }
         return 0;
@@ -882,23 +1025,32 @@ double llmgw_json_getd(const llmgw_json_t *j, double dflt, ...)
 int llmgw_json_getb(const llmgw_json_t *j, int dflt, ...)
 {
     va_list ap;
-    json_object *o;
+    int b = dflt, exists;
 
+    if (!j) {
+        return dflt;
+    }
     va_start(ap, dflt);
     if (j->v) {
         const rval_t *v = rwalk(j->v, ap);
 
-        va_end(ap);
-        return v && v->type == LLMGW_JSON_BOOL ? v->u.b : dflt;
+        b = v && v->type == LLMGW_JSON_BOOL ? v->u.b : dflt;
     }
-    o = walk(j->o, ap);
+    else {
+        json_object *o = walk(j->o, ap, &exists);
+
+        b = json_object_is_type(o, json_type_boolean)
+                ? json_object_get_boolean(o) : dflt;
+    }
     va_end(ap);
-    return json_object_is_type(o, json_type_boolean)
-               ? json_object_get_boolean(o) : dflt;
+    return b;
 }
 
 apr_size_t llmgw_json_array_len(const llmgw_json_t *j)
 {
+    if (!j) {
+        return 0;
+    }
     if (j->v) {
         return j->v->type == LLMGW_JSON_ARRAY ? j->v->n : 0;
     }
@@ -908,16 +1060,13 @@ apr_size_t llmgw_json_array_len(const llmgw_json_t *j)
 
 llmgw_json_t *llmgw_json_array_get(const llmgw_json_t *j, apr_size_t i)
 {
-    json_object *o;
-
     if (i >= llmgw_json_array_len(j)) {
         return NULL;
     }
     if (j->v) {
         return wrap_read(j->p, j->v->u.a[i]);
     }
-    o = json_object_array_get_idx(j->o, i);
-    return wrap(j->p, o, 0);
+    return wrap(j->p, json_object_array_get_idx(j->o, i), 0);
 }
 
 double llmgw_json_array_getd(const llmgw_json_t *j, apr_size_t i,
@@ -955,12 +1104,21 @@ static void set_leaf(llmgw_json_t *j, json_object *v, va_list ap)
     }
 }
 
+/* A json-c string of s, valid UTF-8 whatever s holds. */
+static json_object *new_string(apr_pool_t *p, const char *s)
+{
+    apr_size_t n = strlen(s);
+
+    s = llmgw_json_utf8_clean(p, s, n, &n);
+    return json_object_new_string_len(s, n > INT_MAX ? INT_MAX : (int)n);
+}
+
 void llmgw_json_sets(llmgw_json_t *j, const char *value, ...)
 {
     va_list ap;
 
     va_start(ap, value);
-    set_leaf(j, json_object_new_string(value), ap);
+    set_leaf(j, new_string(j->p, value), ap);
     va_end(ap);
 }
 
@@ -1002,12 +1160,15 @@ void llmgw_json_setj(llmgw_json_t *j, const llmgw_json_t *v, ...)
 
 void llmgw_json_del(llmgw_json_t *j, const char *key)
 {
+    if (j->v && !rmember(j->v, key)) {
+        return;
+    }
     json_object_object_del(own(j), key);
 }
 
 void llmgw_json_array_adds(llmgw_json_t *j, const char *value)
 {
-    json_object_array_add(own(j), json_object_new_string(value));
+    json_object_array_add(own(j), new_string(j->p, value));
 }
 
 void llmgw_json_array_addj(llmgw_json_t *j, const llmgw_json_t *v)
@@ -1060,7 +1221,7 @@ const char *llmgw_json_write(const llmgw_json_t *j, apr_size_t *len)
 }
 
 /* ---------------------------------------------------------------------
- * Canonical text, for cache keys: the same meaning gives the same bytes.
+ * Text built in a pool: edits of a request, canonical text, quoting.
  */
 
 /* A growable pool buffer: the canonical text of a big body is one copy. */
@@ -1069,9 +1230,9 @@ typedef struct {
     char *d;
     apr_size_t len;
     apr_size_t cap;
-} canon_buf;
+} text_buf;
 
-static void put(canon_buf *b, const char *s, apr_size_t n)
+static void put(text_buf *b, const char *s, apr_size_t n)
 {
     if (b->len + n > b->cap) {
         apr_size_t cap = b->cap ? b->cap * 2 : 1024;
@@ -1091,19 +1252,105 @@ static void put(canon_buf *b, const char *s, apr_size_t n)
     b->len += n;
 }
 
-static void putc1(canon_buf *b, char c)
+static void putc1(text_buf *b, char c)
 {
     put(b, &c, 1);
 }
 
-typedef struct {
-    const char *key;
-    json_object *val;
-} member_t;
-
-static int cmp_members(const void *a, const void *b)
+static void puts0(text_buf *b, const char *s)
 {
-    return strcmp(((const member_t *)a)->key, ((const member_t *)b)->key);
+    put(b, s, strlen(s));
+}
+
+/* The text so far, NUL-terminated; *len (may be NULL) without the NUL. */
+static const char *finish(text_buf *b, apr_size_t *len)
+{
+    putc1(b, '\0');
+    if (len) {
+        *len = b->len - 1;
+    }
+    return b->d;
+}
+
+const char *llmgw_json_edit(const llmgw_json_t *j, const char *const *keys,
+                            const char *const *vals, int n,
+                            apr_size_t *len)
+{
+    text_buf out = { j->p, NULL, 0, 0 };
+    const rval_t *v = j->v;
+    const char *from;
+    char done[32] = { 0 };
+    apr_size_t i;
+    int k, added = 0;
+
+    if (!v || v->type != LLMGW_JSON_OBJECT || n > (int)sizeof(done)) {
+        return NULL;
+    }
+    from = v->text;
+    for (i = 0; i < v->n; i++) {
+        const rval_t *val = v->u.m[i].val;
+
+        for (k = 0; k < n; k++) {
+            if (strcmp(v->u.m[i].key, keys[k]) == 0) {
+                break;
+            }
+        }
+        if (k == n) {
+            continue;
+        }
+        put(&out, from, (apr_size_t)(val->text - from));
+        puts0(&out, vals[k]);
+        from = val->text + val->len;
+        done[k] = 1;
+    }
+    /* The rest up to the closing brace, then what was not there. */
+    put(&out, from, (apr_size_t)(v->text + v->len - 1 - from));
+    for (k = 0; k < n; k++) {
+        if (done[k]) {
+            continue;
+        }
+        if (v->n || added++) {
+            putc1(&out, ',');
+        }
+        puts0(&out, llmgw_json_quote(j->p, keys[k]));
+        putc1(&out, ':');
+        puts0(&out, vals[k]);
+    }
+    putc1(&out, '}');
+    return finish(&out, len);
+}
+
+const char *llmgw_json_utf8_clean(apr_pool_t *p, const char *s,
+                                  apr_size_t n, apr_size_t *outlen)
+{
+    const unsigned char *u = (const unsigned char *)s, *end = u + n;
+    apr_size_t i = 0, k;
+    text_buf out = { p, NULL, 0, 0 };
+
+    while (i < n && (u[i] < 0x80 || (k = utf8_len(u + i, end)) != 0)) {
+        i += u[i] < 0x80 ? 1 : k;
+    }
+    if (i == n) {
+        if (outlen) {
+            *outlen = n;
+        }
+        return s;
+    }
+    put(&out, s, i);
+    while (i < n) {
+        if (u[i] < 0x80) {
+            putc1(&out, s[i++]);
+        }
+        else if ((k = utf8_len(u + i, end)) != 0) {
+            put(&out, s + i, k);
+            i += k;
+        }
+        else {
+            put(&out, "\xEF\xBF\xBD", 3);
+            i++;
+        }
+    }
+    return finish(&out, outlen);
 }
 
 static int skipped(const char *key, const char *const *skip)
@@ -1117,8 +1364,8 @@ static int skipped(const char *key, const char *const *skip)
 }
 
 /* s as a JSON string: quotes, backslashes and control characters
- * escaped, everything else (UTF-8 included) as it is. */
-static void put_string(canon_buf *b, const char *s, apr_size_t n)
+ * escaped, everything else (UTF-8, valid) as it is. */
+static void put_string(text_buf *b, const char *s, apr_size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     apr_size_t i, from = 0;
@@ -1158,149 +1405,99 @@ static void put_string(canon_buf *b, const char *s, apr_size_t n)
 
 const char *llmgw_json_quote(apr_pool_t *p, const char *s)
 {
-    canon_buf out = { p, NULL, 0, 0 };
+    text_buf out = { p, NULL, 0, 0 };
+    apr_size_t n;
 
     s = s ? s : "";
-    put_string(&out, s, strlen(s));
-    putc1(&out, '\0');
-    return out.d;
+    s = llmgw_json_utf8_clean(p, s, strlen(s), &n);
+    put_string(&out, s, n);
+    return finish(&out, NULL);
 }
 
-static void put_int(canon_buf *b, apr_int64_t i)
+/* The shortest text that reads back as d (%.17g always does, but writes
+ * 0.1 as 0.10000000000000001), in the C locale. d is finite. */
+static int shortest_double(char *buf, apr_size_t size, double d)
 {
-    char num[32];
-    int n = apr_snprintf(num, sizeof(num), "%" APR_INT64_T_FMT, i);
+    locale_t loc = number_locale(), old = loc ? uselocale(loc) : 0;
+    int prec, n = 0;
 
-    put(b, num, (apr_size_t)n);
+    for (prec = 1; prec <= 17; prec++) {
+        n = snprintf(buf, size, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d) {
+            break;
+        }
+    }
+    if (loc) {
+        uselocale(old);
+    }
+    return n;
 }
 
-/* 1, 1.0 and 1e0 mean the same: integral values print as integers. */
-static void put_double(canon_buf *b, double d)
+/* A number, one way only. An integer by its digits (a JSON integer has
+ * no leading zeros or plus sign; "-0" is 0). */
+static void put_number(text_buf *b, const rval_t *v)
 {
     char num[40];
-    int n;
 
-    if (d == (double)(apr_int64_t)d && d > -9e15 && d < 9e15) {
-        put_int(b, (apr_int64_t)d);
-        return;
-    }
-    n = apr_snprintf(num, sizeof(num), "%.17g", d);
-    put(b, num, (apr_size_t)n);
-}
-
-static void canon(apr_pool_t *p, canon_buf *out, json_object *o,
-                  const char *const *skip)
-{
-    switch (json_object_get_type(o)) {
-    case json_type_object: {
-        apr_array_header_t *m = apr_array_make(p, 8, sizeof(member_t));
-        int i;
-
-        json_object_object_foreach(o, key, val) {
-            if (!skipped(key, skip)) {
-                member_t *e = apr_array_push(m);
-
-                e->key = key;
-                e->val = val;
-            }
-        }
-        qsort(m->elts, m->nelts, sizeof(member_t), cmp_members);
-        putc1(out, '{');
-        for (i = 0; i < m->nelts; i++) {
-            const member_t *e = &APR_ARRAY_IDX(m, i, member_t);
-
-            if (i) {
-                putc1(out, ',');
-            }
-            put_string(out, e->key, strlen(e->key));
-            putc1(out, ':');
-            /* Only the top level has members to leave out. */
-            canon(p, out, e->val, NULL);
-        }
-        putc1(out, '}');
-        return;
-    }
-    case json_type_array: {
-        size_t i, len = json_object_array_length(o);
-
-        putc1(out, '[');
-        for (i = 0; i < len; i++) {
-            if (i) {
-                putc1(out, ',');
-            }
-            canon(p, out, json_object_array_get_idx(o, i), NULL);
-        }
-        putc1(out, ']');
-        return;
-    }
-    case json_type_string:
-        put_string(out, json_object_get_string(o),
-                   (apr_size_t)json_object_get_string_len(o));
-        return;
-    case json_type_double:
-        put_double(out, json_object_get_double(o));
-        return;
-    case json_type_int:
-        put_int(out, json_object_get_int64(o));
-        return;
-    case json_type_boolean:
-        if (json_object_get_boolean(o)) {
-            put(out, "true", 4);
+    if (v->type == LLMGW_JSON_INT) {
+        if (v->len == 2 && v->text[0] == '-' && v->text[1] == '0') {
+            putc1(b, '0');
         }
         else {
-            put(out, "false", 5);
+            put(b, v->text, v->len);
         }
         return;
-    default:
-        put(out, "null", 4);
+    }
+    /* 1, 1.0 and 1e0 mean the same: integral doubles that a double holds
+     * exactly as an integer print as integers. */
+    if (v->u.d == floor(v->u.d) && fabs(v->u.d) < 9007199254740992.0) {
+        apr_snprintf(num, sizeof(num), "%" APR_INT64_T_FMT,
+                     (apr_int64_t)v->u.d);
+        puts0(b, num);
         return;
     }
+    put(b, num, (apr_size_t)shortest_double(num, sizeof(num), v->u.d));
 }
 
-/* A read object's members in canonical order: by key, and of members
- * with one key only the last (the one json-c would keep). */
-typedef struct {
-    const rmember_t *m;
-    apr_size_t at;
-} rsorted_t;
-
-static int cmp_rsorted(const void *a, const void *b)
+/* A read object's members in canonical order: by key. */
+static int cmp_members(const void *a, const void *b)
 {
-    const rsorted_t *x = a, *y = b;
-    int c = strcmp(x->m->key, y->m->key);
+    const rmember_t *x = *(const rmember_t *const *)a;
+    const rmember_t *y = *(const rmember_t *const *)b;
+    int c = strcmp(x->key, y->key);
 
-    return c ? c : (x->at < y->at ? -1 : 1);
+    /* A key given twice (an answer, not strict): the last counts. */
+    return c ? c : (x < y ? -1 : 1);
 }
 
-static void rcanon(apr_pool_t *p, canon_buf *out, const rval_t *v,
-                   const char *const *skip)
+static void canon(apr_pool_t *p, text_buf *out, const rval_t *v,
+                  const char *const *skip)
 {
     apr_size_t i, n = 0;
 
     switch (v->type) {
     case LLMGW_JSON_OBJECT: {
-        rsorted_t *m = apr_palloc(p, (v->n ? v->n : 1) * sizeof(*m));
+        const rmember_t **m = apr_palloc(p, (v->n ? v->n : 1) * sizeof(*m));
         int first = 1;
 
         for (i = 0; i < v->n; i++) {
             if (!skipped(v->u.m[i].key, skip)) {
-                m[n].m = &v->u.m[i];
-                m[n++].at = i;
+                m[n++] = &v->u.m[i];
             }
         }
-        qsort(m, n, sizeof(*m), cmp_rsorted);
+        qsort(m, n, sizeof(*m), cmp_members);
         putc1(out, '{');
         for (i = 0; i < n; i++) {
-            if (i + 1 < n && strcmp(m[i].m->key, m[i + 1].m->key) == 0) {
+            if (i + 1 < n && strcmp(m[i]->key, m[i + 1]->key) == 0) {
                 continue;
             }
             if (!first) {
                 putc1(out, ',');
             }
             first = 0;
-            put_string(out, m[i].m->key, strlen(m[i].m->key));
+            put_string(out, m[i]->key, m[i]->klen);
             putc1(out, ':');
-            rcanon(p, out, m[i].m->val, NULL);
+            canon(p, out, m[i]->val, NULL);
         }
         putc1(out, '}');
         return;
@@ -1311,24 +1508,22 @@ static void rcanon(apr_pool_t *p, canon_buf *out, const rval_t *v,
             if (i) {
                 putc1(out, ',');
             }
-            rcanon(p, out, v->u.a[i], NULL);
+            canon(p, out, v->u.a[i], NULL);
         }
         putc1(out, ']');
         return;
     case LLMGW_JSON_STRING:
         put_string(out, v->u.s, v->n);
         return;
-    case LLMGW_JSON_DOUBLE:
-        put_double(out, v->u.d);
-        return;
     case LLMGW_JSON_INT:
-        put_int(out, v->u.i);
+    case LLMGW_JSON_DOUBLE:
+        put_number(out, v);
         return;
     case LLMGW_JSON_BOOL:
-        put(out, v->u.b ? "true" : "false", v->u.b ? 4 : 5);
+        puts0(out, v->u.b ? "true" : "false");
         return;
     default:
-        put(out, "null", 4);
+        puts0(out, "null");
         return;
     }
 }
@@ -1337,17 +1532,23 @@ const char *llmgw_json_write_canonical(apr_pool_t *p, const llmgw_json_t *j,
                                        const char *const *skip,
                                        apr_size_t *len)
 {
-    canon_buf out = { p, NULL, 0, 0 };
+    text_buf out = { p, NULL, 0, 0 };
+    const rval_t *v = j->v;
 
-    if (j->v) {
-        rcanon(p, &out, j->v, skip);
+    if (!v) {
+        /* A built tree: read back what it writes, so that there is one
+         * canonical form, of the bytes a backend would get. */
+        apr_size_t n;
+        const char *text = llmgw_json_write(j, &n);
+        llmgw_json_err_t err;
+        const char *msg;
+        llmgw_json_t *r = llmgw_json_parse(p, text, n, &err, &msg);
+
+        if (!r) {
+            return NULL;
+        }
+        v = r->v;
     }
-    else {
-        canon(p, &out, j->o, skip);
-    }
-    putc1(&out, '\0');
-    if (len) {
-        *len = out.len - 1;
-    }
-    return out.d;
+    canon(p, &out, v, skip);
+    return finish(&out, len);
 }

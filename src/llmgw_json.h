@@ -1,7 +1,6 @@
-/* llmgw_json: json-c behind a pool-bound handle, so request code never
- * calls json_object_put and nothing leaks on an error path; and a
- * read-only view parsed into the pool (llmgw_json_read) behind the same
- * handle, for request bodies. */
+/* llmgw_json: one strict JSON reader for everything that comes from outside
+ * (a read-only view in a pool), and json-c behind the same pool-bound
+ * handle for what the gateway builds or changes. */
 #ifndef LLMGW_JSON_H
 #define LLMGW_JSON_H
 
@@ -27,7 +26,12 @@ typedef enum {
     LLMGW_JSON_ERR_SYNTAX,
     LLMGW_JSON_ERR_DEPTH,
     LLMGW_JSON_ERR_UTF8,
-    LLMGW_JSON_ERR_TRAILING
+    LLMGW_JSON_ERR_TRAILING,
+    LLMGW_JSON_ERR_CONTROL,     /* a raw control character in a string */
+    LLMGW_JSON_ERR_NUL,         /* U+0000 in a string */
+    LLMGW_JSON_ERR_SURROGATE,   /* a lone UTF-16 surrogate (strict) */
+    LLMGW_JSON_ERR_RANGE,       /* a number beyond a double's range */
+    LLMGW_JSON_ERR_DUPLICATE    /* one key twice in an object (strict) */
 } llmgw_json_err_t;
 
 /* JSON's four whitespace characters (strchr would also match NUL). */
@@ -61,32 +65,49 @@ static APR_INLINE const char *llmgw_json_trim(const char *s, apr_size_t *len)
 /* Deep enough for real tool schemas, shallow enough to stop abuse. */
 #define LLMGW_JSON_MAX_DEPTH 64
 
-/* Parses exactly one JSON value (UTF-8 validated) filling buf[0..len).
- * The tree lives until p is cleared. Returns NULL and sets *err (and
- * *msg, a static text) on failure. */
-llmgw_json_t *llmgw_json_parse(apr_pool_t *p, const char *buf,
-                               apr_size_t len, llmgw_json_err_t *err,
-                               const char **msg);
+/* The reader's rules, always: RFC 8259 exactly (no comments, single
+ * quotes, NaN, trailing commas, leading zeros), UTF-8 checked (no
+ * overlong forms, surrogates or code points past U+10FFFF), no raw
+ * control characters in strings, no U+0000 (escaped) in strings, so that
+ * every string is also a C string; numbers within a double's range;
+ * nesting limited. Strictly (LLMGW_JSON_STRICT, for requests) also no
+ * lone UTF-16 surrogate escapes and no key twice in one object: what the
+ * gateway reads is then exactly what any backend's parser reads. Without
+ * it (answers) a lone surrogate reads as U+FFFD and of a key given twice
+ * the last counts. */
+#define LLMGW_JSON_STRICT 1
 
-/* The same checks as llmgw_json_parse (strict JSON), but the tree is a
- * read-only view built in p, without json-c: no allocation outside the
- * pool, nothing to free. Getters, writing (the text as it came) and the
- * canonical text work on it; the first change to a handle turns that
- * handle into json-c's tree of its text (handles taken from it before do
- * not see the change). For request bodies, read often, changed rarely. */
+/* Parses exactly one JSON value filling buf[0..len) into a read-only view
+ * in p (nothing to free, no allocation outside the pool), nested at most
+ * max_depth deep. Returns NULL and sets *err and *msg (a static text) on
+ * failure. Getters and writing (the text as it came) read the view; the
+ * first change to a handle turns that handle into json-c's tree of the
+ * same values (handles taken from it before do not see the change). */
+llmgw_json_t *llmgw_json_read_ex(apr_pool_t *p, const char *buf,
+                                 apr_size_t len, int flags, int max_depth,
+                                 llmgw_json_err_t *err, const char **msg);
+
+/* A request body: strictly, LLMGW_JSON_MAX_DEPTH deep. */
 llmgw_json_t *llmgw_json_read(apr_pool_t *p, const char *buf,
                               apr_size_t len, llmgw_json_err_t *err,
                               const char **msg);
 
+/* What a backend or a store sent: the reader's rules, not strictly. */
+llmgw_json_t *llmgw_json_parse(apr_pool_t *p, const char *buf,
+                               apr_size_t len, llmgw_json_err_t *err,
+                               const char **msg);
+
 /* Parses the first JSON value at buf (used to pick one object out of a
- * larger text); *used gets the number of bytes consumed. */
+ * larger text) as llmgw_json_parse does; *used gets the number of bytes
+ * it took. */
 llmgw_json_t *llmgw_json_parse_prefix(apr_pool_t *p, const char *buf,
                                       apr_size_t len, apr_size_t *used);
 
 llmgw_json_t *llmgw_json_create_object(apr_pool_t *p);
 
-/* Getters take a NULL-terminated path of object keys. A missing key or a
- * value of another type gives LLMGW_JSON_MISSING / NULL / dflt. */
+/* Getters take a NULL-terminated path of object keys. A missing key, a
+ * value of another type or a NULL handle gives LLMGW_JSON_MISSING / NULL /
+ * dflt. Integers beyond 64 bits read as the nearest 64-bit value. */
 llmgw_json_type_t llmgw_json_type(const llmgw_json_t *j, ...);
 llmgw_json_t *llmgw_json_getj(const llmgw_json_t *j, ...);
 const char *llmgw_json_gets(const llmgw_json_t *j, ...);
@@ -99,13 +120,17 @@ llmgw_json_t *llmgw_json_array_get(const llmgw_json_t *j, apr_size_t i);
 double llmgw_json_array_getd(const llmgw_json_t *j, apr_size_t i,
                              double dflt);
 
-/* Setters create intermediate objects along the path as needed. */
+/* Setters create intermediate objects along the path as needed. Strings
+ * that are not valid UTF-8 are set with U+FFFD in place of each bad
+ * sequence: what the gateway writes is always valid JSON. */
 void llmgw_json_sets(llmgw_json_t *j, const char *value, ...);
 void llmgw_json_setb(llmgw_json_t *j, int value, ...);
 void llmgw_json_setl(llmgw_json_t *j, apr_int64_t value, ...);
 void llmgw_json_setnull(llmgw_json_t *j, ...);
-/* Puts v (shared, not copied; NULL gives null) under the path. */
+/* Puts v (shared, or for a read view an exact copy: numbers keep the
+ * text they came as; NULL gives null) under the path. */
 void llmgw_json_setj(llmgw_json_t *j, const llmgw_json_t *v, ...);
+/* Removes a top-level member; a read view without it stays a view. */
 void llmgw_json_del(llmgw_json_t *j, const char *key);
 
 /* Appends to the array at j. */
@@ -120,14 +145,32 @@ llmgw_json_t *llmgw_json_array_add_object(llmgw_json_t *j);
  * text as it came); *len may be NULL. */
 const char *llmgw_json_write(const llmgw_json_t *j, apr_size_t *len);
 
-/* Canonical text of j: object keys sorted bytewise, no whitespace, equal
- * numbers written alike (1 and 1.0 both as 1). Top-level members named in
- * skip (NULL-terminated, may be NULL) are left out. From p. */
+/* The text of j, a read view of an object, with the values of the
+ * top-level members keys[0..n) (n <= 32) replaced by the JSON texts
+ * vals[0..n) (members not there are added at the end); every other byte
+ * as it came. NULL when j is not a read view of an object. From j's
+ * pool. */
+const char *llmgw_json_edit(const llmgw_json_t *j, const char *const *keys,
+                            const char *const *vals, int n,
+                            apr_size_t *len);
+
+/* Canonical text of j: object keys sorted bytewise, no whitespace, each
+ * number written one way only: integers by their digits (any size), other
+ * numbers in the shortest form that reads back as the same double, and
+ * integral doubles below 2^53 as integers (1, 1.0 and 1e0 alike). Distinct
+ * values never share a text. Top-level members named in skip
+ * (NULL-terminated, may be NULL) are left out. From p. */
 const char *llmgw_json_write_canonical(apr_pool_t *p, const llmgw_json_t *j,
                                        const char *const *skip,
                                        apr_size_t *len);
 
-/* s as a quoted JSON string literal, allocated from p. */
+/* s as a quoted JSON string literal (valid UTF-8, as for the setters),
+ * allocated from p. */
 const char *llmgw_json_quote(apr_pool_t *p, const char *s);
+
+/* s[0..n) as valid UTF-8: s itself when it is, else a copy from p with
+ * U+FFFD for each bad sequence; *outlen may be NULL. */
+const char *llmgw_json_utf8_clean(apr_pool_t *p, const char *s,
+                                  apr_size_t n, apr_size_t *outlen);
 
 #endif

@@ -1651,6 +1651,7 @@ int llmgw_ollama_front_request(apr_pool_t *p, llmgw_ollama_ep_t oep,
     int rv;
 
     memset(req, 0, sizeof(*req));
+    req->pool = p;
     req->ep = llmgw_ollama_openai_endpoint(oep);
     if (req->ep == LLMGW_EP_NONE) {
         return ofail(err, 404, "not found");
@@ -1706,7 +1707,15 @@ int llmgw_ollama_front_request(apr_pool_t *p, llmgw_ollama_ep_t oep,
             req->wants_usage = 1;
         }
     }
+    /* From here on the request is what any OpenAI client's would be: a
+     * read view of the bytes that go upstream (so that the cache key and
+     * the edits for the backend see exactly those). */
     *body = llmgw_json_write(out, blen);
+    req->body = llmgw_json_read(p, *body, *blen, &jerr, &msg);
+    if (!req->body) {
+        return ofail(err, 500, apr_psprintf(p, "the gateway could not read "
+                                            "its own translation: %s", msg));
+    }
     return 0;
 }
 

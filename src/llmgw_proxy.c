@@ -468,6 +468,12 @@ static int upstream_request(request_rec *r, llmgw_req_t *ctx,
     ctx->body = llmgw_request_upstream_body(&ctx->req, upstream_model, openai,
                                             olen, &ctx->body_len,
                                             &ctx->strip_usage);
+    if (!ctx->body) {
+        return llmgw_error_set(&ctx->err, HTTP_INTERNAL_SERVER_ERROR,
+                               "server_error", NULL, "internal_error",
+                               "The gateway could not prepare the request "
+                               "for the backend.");
+    }
     return 0;
 }
 

@@ -140,6 +140,72 @@ START_TEST(renames_and_injects_usage)
 }
 END_TEST
 
+/* What the backend gets is the client's bytes but for the two edits:
+ * numbers of any size, spacing and the other stream options as sent. */
+START_TEST(upstream_edits_keep_the_clients_bytes)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        { "{\"model\":\"gpt-4o\", \"seed\":18446744073709551617,"
+          "\"temperature\":0.70,\"messages\":[],\"stream\":true,"
+          "\"stream_options\":{\"x\":1}}",
+          "{\"model\":\"local\", \"seed\":18446744073709551617,"
+          "\"temperature\":0.70,\"messages\":[],\"stream\":true,"
+          "\"stream_options\":{\"x\":1,\"include_usage\":true}}" },
+        { "{\"model\":\"gpt-4o\",\"messages\":[],\"stream\":true,"
+          "\"stream_options\":null}",
+          "{\"model\":\"local\",\"messages\":[],\"stream\":true,"
+          "\"stream_options\":{\"include_usage\":true}}" },
+        { "{\"model\":\"gpt-4o\",\"messages\":[],\"stream\":true,"
+          "\"stream_options\":{\"include_usage\":false}}",
+          "{\"model\":\"local\",\"messages\":[],\"stream\":true,"
+          "\"stream_options\":{\"include_usage\":true}}" },
+        { "{\"model\":\"gpt-4o\",\"messages\":[{\"content\":\"\\u00e9\\n\"}]}",
+          "{\"model\":\"local\",\"messages\":[{\"content\":\"\\u00e9\\n\"}]}" },
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        llmgw_request_t req;
+        llmgw_error_t err;
+        apr_size_t len;
+        int strip;
+        const char *out;
+
+        ck_assert_int_eq(parse(LLMGW_EP_CHAT, cases[i].in, &req, &err), 0);
+        out = llmgw_request_upstream_body(&req, "local", cases[i].in,
+                                          strlen(cases[i].in), &len, &strip);
+        ck_assert_str_eq(out, cases[i].out);
+        ck_assert_int_eq(len, strlen(out));
+    }
+}
+END_TEST
+
+/* U+0000, duplicate keys, lone surrogates and control characters in a
+ * request are refused before anything routes or keys on it. */
+START_TEST(refuses_ambiguous_requests)
+{
+    static const char *const bodies[] = {
+        "{\"model\":\"mock-small\\u0000evil\",\"messages\":[]}",
+        "{\"model\":\"m\",\"messages\\u0000\":[],\"messages\":[]}",
+        "{\"model\":\"m\",\"model\":\"n\",\"messages\":[]}",
+        "{\"model\":\"m\",\"messages\":[{\"content\":\"\\udc00\"}]}",
+        "{\"model\":\"m\",\"messages\":[{\"content\":\"a\tb\"}]}",
+        "{\"model\":\"m\",\"messages\":[],\"temperature\":1e999}",
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        llmgw_request_t req;
+        llmgw_error_t err;
+
+        ck_assert_int_eq(parse(LLMGW_EP_CHAT, bodies[i], &req, &err), 400);
+        ck_assert_str_eq(err.code, "invalid_json");
+    }
+}
+END_TEST
+
 /* llmgw_usage_find on text from a fresh result: found, and the counts. */
 static void check_usage(const char *text, apr_size_t len, int found,
                         apr_int64_t prompt, apr_int64_t completion,
@@ -220,6 +286,8 @@ Suite *dialect_suite(void)
     tcase_add_test(tc, rejects_bad_requests_with_param);
     tcase_add_test(tc, keeps_body_when_nothing_changes);
     tcase_add_test(tc, renames_and_injects_usage);
+    tcase_add_test(tc, upstream_edits_keep_the_clients_bytes);
+    tcase_add_test(tc, refuses_ambiguous_requests);
     tcase_add_test(tc, finds_usage);
     tcase_add_test(tc, writes_error_shape);
     suite_add_tcase(s, tc);
