@@ -124,7 +124,7 @@ llmgw_fuzz_run() {
         return 0
     fi
     echo "fuzz_$name: seed $seed: FINDING (exit $rc), log $out/$name.log"
-    grep -E -m 5 'fuzz check failed|ERROR: |runtime error|SUMMARY' \
+    grep -E -m 5 '^fuzz: |fuzz check failed|ERROR: |runtime error|SUMMARY' \
         "$out/$name.log" | cut -c1-300 || true
     ls "$out/$name"-* 2>/dev/null | sed 's/^/  reproducer: /' || true
     return 1
