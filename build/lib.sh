@@ -101,7 +101,7 @@ llmgw_fuzz_targets() {
 # inputs in $4 (default: a scratch dir under $3, removed after), never in
 # the tree. Prints one line; the fuzzer's own output goes to $3/NAME.log.
 llmgw_fuzz_run() {
-    local name=$1 secs=$2 out=$3 seed rc execs
+    local name=$1 secs=$2 out=$3 seed rc execs f
     local bin="$LLMGW_TOP/build-san/fuzz/fuzz_$name"
     local corpus="$LLMGW_TOP/test/fuzz/corpus/$name"
     local dict="$LLMGW_TOP/test/fuzz/$name.dict" opts=()
@@ -120,13 +120,16 @@ llmgw_fuzz_run() {
         "$out/$name.log" | tail -n 1)
     [ -n "${4:-}" ] || rm -rf "$work"
     if [ "$rc" -eq 0 ]; then
-        echo "fuzz_$name: seed $seed, ${execs:-0} execs in ${secs}s, no findings"
+        echo "fuzz_$name: seed $seed, ${execs:-0} execs in ${secs}s," \
+            "no findings"
         return 0
     fi
     echo "fuzz_$name: seed $seed: FINDING (exit $rc), log $out/$name.log"
     grep -E -m 5 '^fuzz: |fuzz check failed|ERROR: |runtime error|SUMMARY' \
         "$out/$name.log" | cut -c1-300 || true
-    ls "$out/$name"-* 2>/dev/null | sed 's/^/  reproducer: /' || true
+    for f in "$out/$name"-*; do
+        [ -e "$f" ] && echo "  reproducer: $f"
+    done
     return 1
 }
 

@@ -30,7 +30,8 @@ DEPS_LIBS := $(shell pkg-config --libs apr-1 apr-util-1 json-c)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 APXS ?= $(shell command -v apxs || command -v apxs2)
-APACHE_CFLAGS = -I$(shell $(APXS) -q INCLUDEDIR) $(shell $(APXS) -q EXTRA_CPPFLAGS)
+APACHE_CFLAGS = -I$(shell $(APXS) -q INCLUDEDIR) \
+    $(shell $(APXS) -q EXTRA_CPPFLAGS)
 
 # UBSan findings fail the run (-fno-sanitize-recover) instead of scrolling by.
 SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
