@@ -19,7 +19,7 @@
 
 /* The largest value a get may return (llmgw_mc_create's cap, once it
  * takes one: pass FUZZ_MC_MAX_VALUE there). */
-#define FUZZ_MC_MAX_VALUE (64 * 1024)
+#define FUZZ_MC_MAX_VALUE ((apr_size_t)64 * 1024)
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static char *reply;             /* what a connection gets, under lock */
@@ -184,7 +184,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * length the reply only claims must not become memory. (Threads of
      * the server come and go meanwhile: a few MB.) */
     after = mapped();
-    FUZZ_CHECK(after < before + FUZZ_MC_MAX_VALUE + (64 << 20),
+    FUZZ_CHECK(after < before + FUZZ_MC_MAX_VALUE + ((apr_size_t)64 << 20),
                "a get took %zu MB for a reply of %zu bytes",
                (after - before) >> 20, size);
     if (rv == APR_SUCCESS) {

@@ -98,7 +98,7 @@ static int run_dir(const char *dir, int *count)
     DIR *d = opendir(dir);
     struct dirent *e;
     char **names = NULL;
-    size_t n = 0, cap = 0, i;
+    size_t n = 0, cap = 0, i, size;
     int ok = 1;
 
     if (!d) {
@@ -116,11 +116,12 @@ static int run_dir(const char *dir, int *count)
                 abort();
             }
         }
-        names[n] = malloc(strlen(dir) + strlen(e->d_name) + 2);
+        size = strlen(dir) + strlen(e->d_name) + 2;
+        names[n] = malloc(size);
         if (!names[n]) {
             abort();
         }
-        sprintf(names[n], "%s/%s", dir, e->d_name);
+        snprintf(names[n], size, "%s/%s", dir, e->d_name);
         n++;
     }
     closedir(d);
