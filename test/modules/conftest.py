@@ -14,6 +14,21 @@ def _require(path, what, hint):
         pytest.exit(f"{what} not found at {path}: {hint}", returncode=1)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "no_asan: measures what ASan changes (a process's memory: its "
+        "allocator keeps freed blocks in quarantine), skipped under LLMGW_ASAN=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not env.ASAN:
+        return
+    skip = pytest.mark.skip(reason="LLMGW_ASAN=1: ASan's allocator changes what this measures")
+    for item in items:
+        if "no_asan" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_sessionstart(session):
     if session.config.option.collectonly:
         return
