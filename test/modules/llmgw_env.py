@@ -83,14 +83,25 @@ def sanitizer_env(d):
 
 
 def sanitizer_findings(d):
-    """The sanitizer reports apache2 with server dir D wrote, as text."""
+    """The sanitizer reports apache2 with server dir D wrote, as text: ASan's
+    in D/san, UBSan's (beside ASan it writes to stderr) in the error log."""
+    if not ASAN:
+        return ""
     logdir = os.path.join(d, "san")
     try:
         names = sorted(n for n in os.listdir(logdir) if n.startswith(("asan.", "ubsan.")))
     except FileNotFoundError:
-        return ""
-    return "".join(f"--- {os.path.join(logdir, n)}:\n{tail(os.path.join(logdir, n), 200)}\n"
-                   for n in names)
+        names = []
+    found = "".join(f"--- {os.path.join(logdir, n)}:\n{tail(os.path.join(logdir, n), 200)}\n"
+                    for n in names)
+    try:
+        with open(os.path.join(d, "error.log"), errors="replace") as f:
+            ub = [l for l in f if "runtime error:" in l]
+    except FileNotFoundError:
+        ub = []
+    if ub:
+        found += f"--- {os.path.join(d, 'error.log')}:\n" + "".join(ub[:50])
+    return found
 
 
 def mockllm_path():
@@ -537,6 +548,8 @@ def config_test(workdir, name, ports, module, extra=""):
     p = subprocess.run([APACHE2, "-t", "-d", d, "-f", conf], capture_output=True, text=True,
                        timeout=60, env=sanitizer_env(d))
     found = sanitizer_findings(d)
+    if ASAN:
+        found += "".join(l + "\n" for l in p.stderr.splitlines() if "runtime error:" in l)
     assert not found, "sanitizer findings in apache2 -t:\n" + found
     return p.returncode, p.stdout + p.stderr, conf, first, total
 
