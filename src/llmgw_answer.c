@@ -243,25 +243,111 @@ static int answer_hit(request_rec *r, llmgw_req_t *ctx)
     return OK;
 }
 
+/* The id of the first chunk of an SSE text, or NULL. */
+static const char *first_id(request_rec *r, const char *sse, apr_size_t len)
+{
+    apr_size_t used;
+    llmgw_json_t *j;
+
+    if (len < 6 || memcmp(sse, "data: ", 6) != 0) {
+        return NULL;
+    }
+    j = llmgw_json_parse_prefix(r->pool, sse + 6, len - 6, &used);
+    return j ? llmgw_json_gets(j, "id", NULL) : NULL;
+}
+
+/* The rest of a stream whose follower found a piece gone from the store:
+ * from the answer the leader stored, which holds every chunk, from the
+ * first this client has not had (its usage chunk if asked, and [DONE]).
+ * Into *out; 0 when the answer is not there, or not that generation's. */
+static int rest_from_answer(request_rec *r, llmgw_req_t *ctx,
+                            const llmgw_sse_t *sse, const char **out,
+                            apr_size_t *n, llmgw_usage_t *u)
+{
+    llmgw_record_t *rec;
+    const char *text, *ev, *end, *id;
+    char *val;
+    apr_size_t len, kept;
+
+    if (llmgw_coalesce_rest(ctx->co, &val, &len, &kept) != APR_SUCCESS
+        || !(rec = llmgw_record_parse(r->pool, val, len, 1))
+        || llmgw_record_nchunks(rec) < kept
+        || !(text = llmgw_record_render_sse(rec, r->pool,
+                                            ctx->req.wants_usage, &len))) {
+        return 0;
+    }
+    /* Its chunks have the ids of the stream they were recorded from. */
+    id = first_id(r, text, len);
+    if (!id || !sse->id || strcmp(id, sse->id) != 0) {
+        return 0;
+    }
+    /* One event per chunk: JSON written out has no raw newline. */
+    for (ev = text, end = text + len; kept; kept--) {
+        ev = memmem(ev, (apr_size_t)(end - ev), "\n\n", 2);
+        if (!ev) {
+            return 0;
+        }
+        ev += 2;
+    }
+    *out = ev;
+    *n = (apr_size_t)(end - ev);
+    llmgw_record_usage(rec, u);
+    return 1;
+}
+
+/* Sends the rest from the stored answer; 0 if it is not there. */
+static int follow_to_answer(request_rec *r, llmgw_req_t *ctx,
+                            llmgw_sse_t *sse)
+{
+    int had_output = sse->content_events;
+    const char *rest, *out;
+    apr_size_t len, n;
+    llmgw_usage_t u;
+
+    if (!rest_from_answer(r, ctx, sse, &rest, &len, &u)) {
+        return 0;
+    }
+    n = llmgw_sse_feed(sse, rest, len, &out);
+    if (!had_output && sse->content_events) {
+        llmgw_set_ttft_note(r);
+    }
+    bill_cached(r, &u);
+    write_stream(r, ctx, out, n, 1);
+    return 1;
+}
+
 /* A stream follower: the leader's chunks as they come, framed for this
- * client (its own usage choice), ending well-formed whatever happens. */
+ * client (its own usage choice), ending well-formed whatever happens. A
+ * piece that left the store unread is made up for by the stored answer. */
 static int answer_follower(request_rec *r, llmgw_req_t *ctx)
 {
     static const char done[] = "data: [DONE]\n\n";
     llmgw_sse_t *sse = llmgw_sse_create(r->pool, !ctx->req.wants_usage);
     llmgw_error_t err;
     apr_status_t rv;
-    const char *out;
+    const char *out, *code, *msg;
     char *data;
     apr_size_t len, n;
 
     write_stream_headers(r, ctx);
-    while ((rv = llmgw_coalesce_next(ctx->co, &data, &len)) == APR_SUCCESS) {
-        const char *ev = apr_pstrcat(r->pool, "data: ",
-                                     apr_pstrmemdup(r->pool, data, len),
-                                     "\n\n", NULL);
+    for (;;) {
+        const char *ev;
         int had_output = sse->content_events;
 
+        rv = llmgw_coalesce_next(ctx->co, &data, &len);
+        if (rv == APR_EAGAIN || rv == APR_INCOMPLETE) {
+            if (follow_to_answer(r, ctx, sse)) {
+                return OK;
+            }
+            if (rv == APR_EAGAIN) {
+                continue;       /* not stored yet: the leader goes on */
+            }
+        }
+        if (rv != APR_SUCCESS) {
+            break;
+        }
+        ev = apr_pstrcat(r->pool, "data: ", apr_pstrmemdup(r->pool, data, len),
+                         "\n\n", NULL);
         n = llmgw_sse_feed(sse, ev, strlen(ev), &out);
         if (!had_output && sse->content_events) {
             llmgw_set_ttft_note(r);
@@ -276,14 +362,19 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
         write_stream(r, ctx, out, n, 1);
         return OK;
     }
-    llmgw_error_set(&err, HTTP_BAD_GATEWAY, "server_error", NULL,
-                    rv == APR_TIMEUP ? "upstream_timeout"
-                                     : "upstream_stream_error",
-                    rv == APR_TIMEUP ? "The shared generation made no "
-                                       "progress in time."
-                                     : "The shared generation failed "
-                                       "before it completed.");
+    code = rv == APR_TIMEUP ? "upstream_timeout" : "upstream_stream_error";
+    msg = rv == APR_TIMEUP
+              ? "The shared generation made no progress in time."
+          : rv == APR_INCOMPLETE
+              ? "Part of the shared generation left the cache before it "
+                "was sent, and the whole answer was not kept (larger than "
+                "the cache's max-item, or evicted too)."
+              : "The shared generation failed before it completed.";
+    llmgw_error_set(&err, HTTP_BAD_GATEWAY, "server_error", NULL, code, msg);
     apr_table_setn(r->notes, "llm-error", err.code);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, LLMGW_LOGNO(0305)
+                  "coalescing: a follower's stream ends with an error: %s",
+                  msg);
     out = llmgw_front_stream_error(ctx->front, sse, &err, &n);
     ap_rwrite(out, (int)n, r);
     return OK;

@@ -602,3 +602,8 @@ const char *llmgw_record_render_sse(llmgw_record_t *rec, apr_pool_t *p,
     *len = strlen(text);
     return text;
 }
+
+apr_size_t llmgw_record_nchunks(const llmgw_record_t *rec)
+{
+    return rec->chunks ? llmgw_json_array_len(rec->chunks) : 0;
+}

@@ -57,5 +57,9 @@ const char *llmgw_record_render_sse(llmgw_record_t *rec, apr_pool_t *p,
                                     int include_usage, apr_size_t *len);
 /* Usage of the recorded answer. */
 void llmgw_record_usage(llmgw_record_t *rec, llmgw_usage_t *usage);
+/* How many stream chunks the record holds (those with choices: what a
+ * replay sends before the usage chunk); 0 for a plain answer, and for a
+ * stored record parsed without full. */
+apr_size_t llmgw_record_nchunks(const llmgw_record_t *rec);
 
 #endif

@@ -1,7 +1,8 @@
 /* llmgw_coalesce: one mechanism for threads, children and nodes. The
  * leader holds a lease on KEY (llmgw_store_claim) naming its generation G,
- * writes each piece to KEY:G:N and finally KEY:G:end; followers tail that
- * sequence. */
+ * writes each piece to KEY:G:N, stores the answer over its lease and finally
+ * writes KEY:G:end; followers tail that sequence. A store may evict pieces
+ * before a follower reads them: it then takes the rest from the answer. */
 #include <httpd.h>
 #include <http_log.h>
 #include <unistd.h>
@@ -17,28 +18,87 @@ APLOG_USE_MODULE(llm_gateway);
 
 /* How often a waiting follower looks again. */
 #define POLL_INTERVAL apr_time_from_msec(5)
+/* How long a follower waits for a piece before it looks whether the answer
+ * is stored already (the end mark may have left the store unread). */
+#define ANSWER_INTERVAL apr_time_from_msec(200)
+/* How far past the piece it waits for a follower looks for later ones
+ * (doubling the distance each time): 2^16 pieces. */
+#define PROBES 17
+/* A piece's key: KEY (64 hex), the generation (16 hex and a counter) and
+ * its number. */
+#define PIECE_KEY_MAX 160
 
 struct llmgw_coalesce {
     request_rec *r;
     llmgw_store_t *st;
     const char *key;
     const char *gen;
+    const char *end_key;        /* KEY:GEN:end */
     apr_size_t next;            /* next piece to write or read */
+    apr_size_t kept;            /* follower: chunks of the answer's record
+                                 * that the pieces read so far hold */
+    apr_size_t ahead;           /* follower: the pieces before it exist(ed) */
+    char *held;                 /* follower: piece 0, read while joining */
+    apr_size_t held_len;
+    int lost;                   /* follower: a piece left the store unread */
+    char *buf;                  /* leader: a piece and its tag */
+    apr_size_t cap;
     apr_interval_time_t timeout;
     apr_time_t deadline;        /* no progress by then: give up */
+    apr_time_t answer_at;       /* follower: then look for the answer */
     apr_uint32_t ttl;           /* seconds the lease and pieces live */
     int ended;
 };
 
-static const char *piece_key(llmgw_coalesce_t *c, apr_size_t i)
+/* In buf (no allocation per piece: a long stream must not grow the
+ * pool), unless a key is longer than it is today. */
+static const char *piece_key(llmgw_coalesce_t *c, apr_size_t i,
+                             char buf[PIECE_KEY_MAX])
 {
-    return apr_psprintf(c->r->pool, "%s:%s:%" APR_SIZE_T_FMT, c->key, c->gen,
-                        i);
+    if (strlen(c->key) + strlen(c->gen) + 24 > PIECE_KEY_MAX) {
+        return apr_psprintf(c->r->pool, "%s:%s:%" APR_SIZE_T_FMT, c->key,
+                            c->gen, i);
+    }
+    apr_snprintf(buf, PIECE_KEY_MAX, "%s:%s:%" APR_SIZE_T_FMT, c->key, c->gen,
+                 i);
+    return buf;
 }
 
+static apr_status_t get_piece(llmgw_coalesce_t *c, apr_size_t i, char **val,
+                              apr_size_t *len)
+{
+    char kb[PIECE_KEY_MAX];
+
+    return llmgw_store_get(c->st, c->r, piece_key(c, i, kb), val, len);
+}
+
+/* A count written by a leader (the store's values are not trusted):
+ * decimal digits only, at most 18 of them. */
+static int parse_count(const char *s, apr_size_t n, apr_size_t *out)
+{
+    apr_size_t i, v = 0;
+
+    if (n == 0 || n > 18) {
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return 0;
+        }
+        v = v * 10 + (apr_size_t)(s[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* Made once per generation: a follower looks for it every poll. */
 static const char *end_key(llmgw_coalesce_t *c)
 {
-    return apr_pstrcat(c->r->pool, c->key, ":", c->gen, ":end", NULL);
+    if (!c->end_key) {
+        c->end_key = apr_pstrcat(c->r->pool, c->key, ":", c->gen, ":end",
+                                 NULL);
+    }
+    return c->end_key;
 }
 
 static apr_status_t end_on_cleanup(void *data)
@@ -83,6 +143,40 @@ static const char *new_gen(apr_pool_t *p)
                         apr_atomic_inc32(&child_counter));
 }
 
+/* Whether the leader wrote piece c->ahead or one past it, looking ever
+ * further: when the piece a follower waits for is gone, later ones show
+ * that the generation goes on (and that the one waited for was evicted). */
+static int leader_moved_on(llmgw_coalesce_t *c)
+{
+    apr_size_t d;
+    char *v;
+    apr_size_t n;
+    int i;
+
+    for (i = 0, d = 0; i < PROBES; i++, d = d ? d * 2 : 1) {
+        if (get_piece(c, c->ahead + d, &v, &n) == APR_SUCCESS) {
+            c->ahead += d + 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A follower's deadline passed: unless the leader moved on meanwhile. */
+static int no_progress(llmgw_coalesce_t *c)
+{
+    apr_time_t now = apr_time_now();
+
+    if (now <= c->deadline) {
+        return 0;
+    }
+    if (c->gen && leader_moved_on(c)) {
+        c->deadline = now + c->timeout;
+        return 0;
+    }
+    return 1;
+}
+
 llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
                                     const char *key, int stream,
                                     apr_interval_time_t timeout,
@@ -91,7 +185,6 @@ llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
 {
     llmgw_coalesce_t *c = apr_pcalloc(r->pool, sizeof(*c));
     const char *mine = new_gen(r->pool);
-    apr_size_t seen = 0;
     int waited = 0;
 
     c->r = r;
@@ -126,7 +219,11 @@ llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
          * the pieces show progress. A failed leader's lease goes soon
          * after its end mark, and one of us takes over. */
         if (v) {
-            c->gen = apr_pstrmemdup(r->pool, v, n);
+            if (!c->gen || strlen(c->gen) != n || memcmp(c->gen, v, n) != 0) {
+                c->gen = apr_pstrmemdup(r->pool, v, n);
+                c->end_key = NULL;
+                c->ahead = 0;
+            }
             if (llmgw_store_get(st, r, end_key(c), &v, &n) == APR_SUCCESS) {
                 if (n >= 2 && memcmp(v, "ok", 2) == 0
                     && llmgw_store_get(st, r, key, val, len)
@@ -134,17 +231,21 @@ llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
                     return LLMGW_CO_DONE;
                 }
             }
-            else if (llmgw_store_get(st, r, piece_key(c, seen), &v, &n)
-                     == APR_SUCCESS) {
-                if (stream) {
+            else if (get_piece(c, c->ahead, &v, &n) == APR_SUCCESS) {
+                /* A stream follower starts with piece 0, kept from here:
+                 * it may be evicted before it is asked for again. One
+                 * that comes too late for piece 0 waits for the answer. */
+                if (stream && c->ahead == 0) {
+                    c->held = v;
+                    c->held_len = n;
                     return LLMGW_CO_FOLLOW;
                 }
-                seen++;
+                c->ahead++;
                 c->deadline = apr_time_now() + timeout;
                 continue;
             }
         }
-        if (apr_time_now() > c->deadline) {
+        if (no_progress(c)) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, LLMGW_LOGNO(0301)
                           "coalescing: no progress from the leader in %"
                           APR_TIME_T_FMT " ms; asking the backend",
@@ -156,9 +257,29 @@ llmgw_co_role_t llmgw_coalesce_join(request_rec *r, llmgw_store_t *st,
 }
 
 void llmgw_coalesce_put(llmgw_coalesce_t *c, const char *data,
-                        apr_size_t len)
+                        apr_size_t len, apr_size_t kept)
 {
-    llmgw_store_set(c->st, c->r, piece_key(c, c->next++), data, len, c->ttl);
+    char kb[PIECE_KEY_MAX], tag[24];
+    apr_size_t n = (apr_size_t)apr_snprintf(tag, sizeof(tag),
+                                            "%" APR_SIZE_T_FMT " ", kept);
+
+    /* One buffer for all pieces: a long stream must not grow the pool. */
+    if (n + len > c->cap) {
+        c->cap = (n + len) * 2;
+        c->buf = apr_palloc(c->r->pool, c->cap);
+    }
+    memcpy(c->buf, tag, n);
+    memcpy(c->buf + n, data, len);
+    llmgw_store_set(c->st, c->r, piece_key(c, c->next++, kb), c->buf,
+                    n + len, c->ttl);
+}
+
+void llmgw_coalesce_orphan(llmgw_coalesce_t *c)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, c->r, LLMGW_LOGNO(0302)
+                  "coalescing: the leader's client left after %"
+                  APR_SIZE_T_FMT " pieces; the generation goes on for its "
+                  "followers and the cache", c->next);
 }
 
 void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok, const char *record,
@@ -170,6 +291,9 @@ void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok, const char *record,
         return;
     }
     c->ended = 1;
+    /* The answer first: a follower that finds a piece gone takes the
+     * rest from it once it sees the end mark. */
+    llmgw_store_settle(c->st, c->r, c->key, record, len);
     /* Only followers tailing pieces read the end mark; without pieces the
      * lease going away says it all (the answer is cached, or not). */
     if (c->next) {
@@ -177,43 +301,103 @@ void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok, const char *record,
                   : "error";
         llmgw_store_set(c->st, c->r, end_key(c), mark, strlen(mark), c->ttl);
     }
-    llmgw_store_settle(c->st, c->r, c->key, record, len);
+}
+
+/* A piece as the leader wrote it: "KEPT " and the chunk's JSON. */
+static apr_status_t took(llmgw_coalesce_t *c, char **data, apr_size_t *len)
+{
+    char *sp = memchr(*data, ' ', *len);
+    apr_size_t n;
+
+    if (!sp || !parse_count(*data, (apr_size_t)(sp - *data), &n)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, c->r, LLMGW_LOGNO(0303)
+                      "coalescing: piece %" APR_SIZE_T_FMT " of the shared "
+                      "generation is malformed; ending the stream", c->next);
+        return APR_EGENERAL;
+    }
+    c->kept = n;
+    *len -= (apr_size_t)(sp + 1 - *data);
+    *data = sp + 1;
+    c->next++;
+    if (c->ahead < c->next) {
+        c->ahead = c->next;
+    }
+    c->deadline = apr_time_now() + c->timeout;
+    c->answer_at = apr_time_now() + ANSWER_INTERVAL;
+    return APR_SUCCESS;
+}
+
+/* The end mark says how the generation ended: APR_EOF (all pieces read),
+ * APR_INCOMPLETE (it went well, but a piece left the store unread),
+ * APR_EGENERAL (it failed); APR_NOTFOUND while there is none. */
+static apr_status_t check_end(llmgw_coalesce_t *c, char **data,
+                              apr_size_t *len)
+{
+    char *val;
+    apr_size_t n, total;
+
+    if (llmgw_store_get(c->st, c->r, end_key(c), &val, &n) != APR_SUCCESS) {
+        return APR_NOTFOUND;
+    }
+    if (n < 3 || memcmp(val, "ok:", 3) != 0
+        || !parse_count(val + 3, n - 3, &total)) {
+        return APR_EGENERAL;
+    }
+    if (c->next >= total) {
+        return APR_EOF;
+    }
+    /* The end is written after the last piece: look once more. */
+    if (!c->lost && get_piece(c, c->next, data, len) == APR_SUCCESS) {
+        return took(c, data, len);
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, c->r, LLMGW_LOGNO(0304)
+                  "coalescing: piece %" APR_SIZE_T_FMT " of %" APR_SIZE_T_FMT
+                  " left the store before this follower read it; the rest "
+                  "comes from the stored answer", c->next, total);
+    return APR_INCOMPLETE;
 }
 
 apr_status_t llmgw_coalesce_next(llmgw_coalesce_t *c, char **data,
                                  apr_size_t *len)
 {
-    request_rec *r = c->r;
+    apr_status_t rv;
+    apr_time_t now;
 
-    c->deadline = apr_time_now() + c->timeout;
+    if (c->held) {
+        *data = c->held;
+        *len = c->held_len;
+        c->held = NULL;
+        return took(c, data, len);
+    }
     for (;;) {
-        char *val;
-        apr_size_t n;
-
-        if (llmgw_store_get(c->st, r, piece_key(c, c->next), data, len)
-            == APR_SUCCESS) {
-            c->next++;
-            return APR_SUCCESS;
+        if (!c->lost && get_piece(c, c->next, data, len) == APR_SUCCESS) {
+            return took(c, data, len);
         }
-        if (llmgw_store_get(c->st, r, end_key(c), &val, &n) == APR_SUCCESS) {
-            if (n < 3 || memcmp(val, "ok:", 3) != 0) {
-                return APR_EGENERAL;
-            }
-            /* The end is written after the last piece: look once more. */
-            if (c->next >= (apr_size_t)apr_atoi64(
-                               apr_pstrmemdup(r->pool, val + 3, n - 3))) {
-                return APR_EOF;
-            }
-            if (llmgw_store_get(c->st, r, piece_key(c, c->next), data, len)
-                == APR_SUCCESS) {
-                c->next++;
-                return APR_SUCCESS;
-            }
-            return APR_EGENERAL;    /* a piece went missing */
+        if ((rv = check_end(c, data, len)) != APR_NOTFOUND) {
+            return rv;
         }
-        if (apr_time_now() > c->deadline) {
-            return APR_TIMEUP;
+        now = apr_time_now();
+        if (now > c->deadline) {
+            if (!leader_moved_on(c)) {
+                return APR_TIMEUP;
+            }
+            /* A later piece: the one awaited is gone; wait for the end. */
+            c->lost = c->lost || c->ahead > c->next + 1;
+            c->deadline = now + c->timeout;
+            continue;
+        }
+        if (now > c->answer_at) {
+            c->answer_at = now + ANSWER_INTERVAL;
+            return APR_EAGAIN;
         }
         apr_sleep(POLL_INTERVAL);
     }
+}
+
+apr_status_t llmgw_coalesce_rest(llmgw_coalesce_t *c, char **val,
+                                 apr_size_t *len, apr_size_t *kept)
+{
+    c->answer_at = apr_time_now() + ANSWER_INTERVAL;
+    *kept = c->kept;
+    return llmgw_store_get(c->st, c->r, c->key, val, len);
 }

@@ -9,6 +9,7 @@
 
 #include <httpd.h>
 #include <apr_escape.h>
+#include <apr_lib.h>
 #include <apr_strings.h>
 #include <http_core.h>
 #include <http_log.h>
@@ -40,8 +41,52 @@ static void on_chunk(void *baton, const char *data, apr_size_t len)
         llmgw_record_add_chunk(ctx->rec, data, len);
     }
     if (ctx->co) {
-        llmgw_coalesce_put(ctx->co, data, len);
+        /* With the count of chunks the record holds: a follower that
+         * misses a piece goes on from there in the stored answer. */
+        llmgw_coalesce_put(ctx->co, data, len,
+                           ctx->rec ? llmgw_record_nchunks(ctx->rec) : 0);
     }
+}
+
+static apr_status_t mark_aborted(void *data)
+{
+    ((conn_rec *)data)->aborted = 1;
+    return APR_SUCCESS;
+}
+
+/* The answer, on to the client. A leader whose client left (the pass
+ * failed, or the core marked the connection aborted) finishes the
+ * generation for its followers and the cache: mod_proxy_http stops
+ * reading the backend when a pass fails or c->aborted is set, so the
+ * filter drops what that client would have got, clears the mark, and
+ * puts it back once the answer is in. Without followers to serve, a
+ * client leaving ends the request, as mod_proxy does. */
+static apr_status_t pass_on(ap_filter_t *f, llmgw_req_t *ctx,
+                            apr_bucket_brigade *bb)
+{
+    conn_rec *c = f->c;
+    apr_status_t rv = APR_SUCCESS;
+
+    if (!ctx->client_gone) {
+        rv = ap_pass_brigade(f->next, bb);
+        if ((rv != APR_SUCCESS || c->aborted) && ctx->co && !ctx->finished) {
+            ctx->client_gone = 1;
+            c->aborted = 0;
+            c->keepalive = AP_CONN_CLOSE;
+            /* Whichever way the request ends: the connection is gone. */
+            apr_pool_cleanup_register(f->r->pool, c, mark_aborted,
+                                      apr_pool_cleanup_null);
+            llmgw_coalesce_orphan(ctx->co);
+            rv = APR_SUCCESS;
+        }
+    }
+    if (ctx->client_gone) {
+        apr_brigade_cleanup(bb);
+        if (ctx->finished) {
+            c->aborted = 1;
+        }
+    }
+    return rv;
 }
 
 /* Once the answer went out (the client never waits for this): store it,
@@ -278,7 +323,7 @@ static apr_status_t watch_stream(ap_filter_t *f, llmgw_req_t *ctx,
         }
         apr_bucket_delete(e);
     }
-    rv = ap_pass_brigade(f->next, ctx->bb);
+    rv = pass_on(f, ctx, ctx->bb);
     apr_brigade_cleanup(ctx->bb);
     apr_brigade_cleanup(bb);
     return rv;
@@ -438,7 +483,7 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_pool_create(out, olen, r->pool,
                                                        f->c->bucket_alloc));
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(f->c->bucket_alloc));
-    return ap_pass_brigade(f->next, bb);
+    return pass_on(f, ctx, bb);
 }
 
 /* mod_proxy_http gives up on a backend that failed before answering by
@@ -504,7 +549,7 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     apr_status_t rv;
 
     if (ctx->finished) {
-        return ap_pass_brigade(f->next, bb);
+        return pass_on(f, ctx, bb);
     }
     if (ctx->out == OUT_UNDECIDED && answer_failed_backend(f, ctx, bb)) {
         rv = ap_pass_brigade(f->next, bb);
@@ -522,7 +567,7 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         if ((rv = watch_json(r, ctx, bb)) != APR_SUCCESS) {
             return rv;
         }
-        rv = ap_pass_brigade(f->next, bb);
+        rv = pass_on(f, ctx, bb);
         break;
     case OUT_WHOLE:
         rv = watch_whole(f, ctx, bb);
@@ -541,20 +586,125 @@ void llmgw_output_add(request_rec *r, llmgw_req_t *ctx)
 }
 
 /* ---------------------------------------------------------------------
- * Errors httpd or mod_proxy produce (502/503/504...) in the API's shape
+ * Errors httpd or mod_proxy produce (502/503/504...) in the API's shape,
+ * also for requests httpd refuses before the gateway's hooks run
  */
+
+typedef struct {
+    int ollama;                 /* the Ollama API's shape, else OpenAI's */
+    int started;                /* the page was replaced */
+} error_filter_ctx;
+
+/* The API of a request the gateway's fixups never saw: the location walk's
+ * LLMApi if it ran, else the walk done now for the request's URI (httpd
+ * refuses a bad Content-Length before it, and drops its result when the
+ * path has an encoded '/' or NUL), on the server the request came to. */
+static llmgw_api_t api_of_refused(request_rec *r)
+{
+    ap_conf_vector_t *saved = r->per_dir_config;
+    char *saved_uri = r->uri;
+    llmgw_dir_conf_t *dconf;
+    llmgw_api_t api;
+    char *uri;
+
+    if (r->per_dir_config != r->server->lookup_defaults) {
+        dconf = ap_get_module_config(r->per_dir_config, &llm_gateway_module);
+        return dconf->api;
+    }
+    /* A request line too broken to give a path: nothing to decide by. */
+    if (!r->uri || r->uri[0] != '/') {
+        return LLMGW_API_OFF;
+    }
+    uri = apr_pstrdup(r->pool, r->uri);
+    if (!ap_normalize_path(uri, AP_NORMALIZE_NOT_ABOVE_ROOT
+                                | AP_NORMALIZE_MERGE_SLASHES
+                                | AP_NORMALIZE_DECODE_UNRESERVED)) {
+        return LLMGW_API_OFF;
+    }
+    /* On r itself, then put back: the rest of httpd's error handling
+     * goes on with the configuration it had. */
+    r->uri = uri;
+    api = ap_location_walk(r) == OK
+              ? ((llmgw_dir_conf_t *)ap_get_module_config(
+                     r->per_dir_config, &llm_gateway_module))->api
+              : LLMGW_API_OFF;
+    r->per_dir_config = saved;
+    r->uri = saved_uri;
+    return api;
+}
+
+/* httpd's note on why it refused, as plain text: its wording up to the
+ * first markup (what follows may echo the client's bytes). */
+static const char *httpd_note(request_rec *r)
+{
+    const char *note = apr_table_get(r->notes, "error-notes");
+    apr_size_t i, n;
+
+    if (!note) {
+        return NULL;
+    }
+    for (n = 0; note[n] && note[n] != '<' && note[n] != '\n'; n++) {
+        if (!apr_isprint(note[n])) {
+            return NULL;
+        }
+    }
+    for (i = 0; i < n && note[i] == ' '; i++) {
+    }
+    while (n > i && note[n - 1] == ' ') {
+        n--;
+    }
+    return n > i && n - i <= 200 ? apr_pstrmemdup(r->pool, note + i, n - i)
+                                 : NULL;
+}
+
+/* The error for a request httpd refused before the gateway saw it, with
+ * the reason where it is known. */
+static void refused_error(request_rec *r, llmgw_error_t *err)
+{
+    const char *cl = apr_table_get(r->headers_in, "Content-Length");
+    const char *te = apr_table_get(r->headers_in, "Transfer-Encoding");
+    const char *raw = r->unparsed_uri ? r->unparsed_uri : "";
+    const char *note;
+    apr_off_t n;
+
+    if (r->status == HTTP_BAD_REQUEST && cl
+        && !ap_parse_strict_length(&n, cl)) {
+        llmgw_error_set(err, r->status, "invalid_request_error", NULL,
+                        "bad_request", "The Content-Length header is not "
+                        "one valid length.");
+    }
+    else if (r->status == HTTP_BAD_REQUEST && te
+             && !ap_is_chunked(r->pool, te)) {
+        llmgw_error_set(err, r->status, "invalid_request_error", NULL,
+                        "bad_request", "The Transfer-Encoding is not "
+                        "chunked.");
+    }
+    else if (r->status == HTTP_EXPECTATION_FAILED) {
+        err->message = "Only 'Expect: 100-continue' is understood.";
+    }
+    else if (r->status == HTTP_NOT_FOUND
+             && (ap_strcasestr(raw, "%2f") || strstr(raw, "%00"))) {
+        llmgw_error_set(err, r->status, "invalid_request_error", NULL,
+                        "invalid_path", "The request path has an encoded "
+                        "'/' (%2F) or NUL (%00), which this server does not "
+                        "take.");
+    }
+    else if (r->status < 500 && (note = httpd_note(r)) != NULL) {
+        err->message = note;
+    }
+}
 
 static apr_status_t error_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 {
     request_rec *r = f->r;
-    llmgw_req_t *ctx = llmgw_req_get(r);
+    error_filter_ctx *ec = f->ctx;
     llmgw_error_t err;
     const char *json;
     apr_bucket *e;
 
-    if (!f->ctx) {
+    if (!ec->started) {
         /* First call: the status is final; replace the HTML page. */
-        f->ctx = f;
+        ec->started = 1;
         if (r->status == HTTP_BAD_GATEWAY
             && apr_table_get(r->notes, "proxy_timedout")) {
             /* mod_proxy_http reports a read timeout as 502. */
@@ -562,7 +712,10 @@ static apr_status_t error_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             r->status_line = NULL;
         }
         llmgw_error_for_status(r->status, &err);
-        json = llmgw_front_error(r->pool, ctx->api == LLMGW_API_OLLAMA, &err);
+        if (!llmgw_req_get(r)) {
+            refused_error(r, &err);
+        }
+        json = llmgw_front_error(r->pool, ec->ollama, &err);
         ap_set_content_type(r, "application/json");
         apr_table_unset(r->headers_out, "Content-Length");
         apr_table_setn(r->notes, "llm-error",
@@ -594,10 +747,20 @@ static apr_status_t error_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 
 void llmgw_insert_error_filter(request_rec *r)
 {
-    if (llmgw_req_get(r) && r->status != HTTP_OK) {
-        ap_add_output_filter_handle(error_filter_handle, NULL, r,
-                                    r->connection);
+    llmgw_req_t *ctx = llmgw_req_get(r);
+    llmgw_api_t api;
+    error_filter_ctx *ec;
+
+    if (!ap_is_HTTP_ERROR(r->status) || r->main) {
+        return;
     }
+    api = ctx ? ctx->api : api_of_refused(r);
+    if (api <= LLMGW_API_OFF) {
+        return;
+    }
+    ec = apr_pcalloc(r->pool, sizeof(*ec));
+    ec->ollama = api == LLMGW_API_OLLAMA;
+    ap_add_output_filter_handle(error_filter_handle, ec, r, r->connection);
 }
 
 void llmgw_output_register(void)

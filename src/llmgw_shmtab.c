@@ -83,6 +83,11 @@ static apr_uint64_t hash_of(const char *key, apr_size_t klen)
     return h;
 }
 
+apr_uint64_t llmgw_shmtab_hash(const char *key, apr_size_t klen)
+{
+    return hash_of(key, klen);
+}
+
 /* The record a slot names, or NULL once the ring went past it. */
 static rec_t *rec_at(llmgw_shmtab_t *t, const slot_t *s)
 {

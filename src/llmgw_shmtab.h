@@ -40,4 +40,9 @@ apr_status_t llmgw_shmtab_del(llmgw_shmtab_t *t, const char *key,
 /* Live entries (expired ones still count until found or replaced). */
 apr_size_t llmgw_shmtab_count(const llmgw_shmtab_t *t);
 
+/* The hash a key is filed under: probing starts at slot hash % slots, and a
+ * slot keeps the upper 32 bits to skip most key compares. Exposed so that
+ * tests can make keys collide. */
+apr_uint64_t llmgw_shmtab_hash(const char *key, apr_size_t klen);
+
 #endif

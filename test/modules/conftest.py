@@ -56,11 +56,18 @@ def workdir(request):
         env.remove_workdir(d)
 
 
+LIVE_PORTS = ("be_a", "be_b", "slow", "disc", "disc2", "llama")
+DEAD_PORTS = ("dead1", "dead2")
+
+
 @pytest.fixture(scope="session")
 def ports():
-    # Dead ports: allocated then released, so nothing listens there.
-    return {k: env.free_port() for k in ("be_a", "be_b", "slow", "dead1", "dead2",
-                                         "disc", "disc2", "llama")}
+    """The backends' ports, all chosen together (no two alike). The dead
+    ones stay bound without listening for the whole session: a connect
+    there is refused, whatever else runs on the machine."""
+    live = env.PORTS.take(len(LIVE_PORTS))
+    dead = env.PORTS.dead(len(DEAD_PORTS))
+    return dict(zip(LIVE_PORTS + DEAD_PORTS, live + dead))
 
 
 @pytest.fixture(scope="session")

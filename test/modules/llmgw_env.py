@@ -2,6 +2,7 @@
 # apache2, writes its config, and offers small HTTP/SSE/access-log helpers.
 import atexit
 import http.client
+import io
 import json
 import os
 import shutil
@@ -33,11 +34,15 @@ STD_MODULES = [
 
 LOG_FIELDS = ["request", "status", "model", "route", "upstream_model", "stream",
               "prompt_tokens", "completion_tokens", "total_tokens", "ttft_ms", "error",
-              "cache", "cached_tokens"]
+              "cache", "cached_tokens", "pid", "remote_port", "keepalives"]
+# After the gateway's notes: the child that served the request (%P), the
+# client's port (%{remote}p) and the requests served before it on the same
+# connection (%k), so tests can see which process and which TCP connection
+# served what.
 LOG_FORMAT = "|".join(["%r", "%>s"] + ["%{llm-" + f + "}n" for f in (
     "model", "route", "upstream-model", "stream", "prompt-tokens",
     "completion-tokens", "total-tokens", "ttft-ms", "error", "cache",
-    "cached-tokens")])
+    "cached-tokens")] + ["%P", "%{remote}p", "%k"])
 
 # Lines in the error log that mean a child died under us.
 CRASH_MARKERS = ("exit signal", "Segmentation fault", "AH00052", "AH00060")
@@ -108,10 +113,65 @@ def mockllm_path():
     return os.environ.get("MOCKLLM", os.path.join(REPO, "test", "mockllm", "mockllm"))
 
 
+class PortAllocator:
+    """Loopback ports for one test session, never one twice. Ports are
+    chosen while holding a bound socket on each, so one call cannot return
+    a port twice, and a port handed out earlier (even one whose server is
+    stopped for a while) is never handed out again. Dead ports stay bound
+    for the whole session (bound, not listening: a connect is refused), so
+    neither a later call nor another program on the machine can start
+    listening there."""
+
+    def __init__(self):
+        self._given = set()
+        self._dead = []
+
+    def _bind(self, n):
+        socks, chosen, spare = [], [], []
+        try:
+            while len(chosen) < n:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind((HOST, 0))
+                port = s.getsockname()[1]
+                # Every socket stays open until we are done: while it is
+                # bound, the kernel cannot offer its port again.
+                if port in self._given:
+                    spare.append(s)
+                else:
+                    socks.append(s)
+                    chosen.append(port)
+            self._given.update(chosen)
+            return socks, chosen
+        except BaseException:
+            for s in socks:
+                s.close()
+            raise
+        finally:
+            for s in spare:
+                s.close()
+
+    def take(self, n=1):
+        """N distinct ports for servers about to bind them."""
+        socks, chosen = self._bind(n)
+        for s in socks:
+            s.close()
+        return chosen
+
+    def dead(self, n=1):
+        """N distinct ports where nothing answers, for the session."""
+        socks, chosen = self._bind(n)
+        self._dead += socks
+        return chosen
+
+    def is_dead(self, port):
+        return any(s.getsockname()[1] == port for s in self._dead)
+
+
+PORTS = PortAllocator()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    return PORTS.take(1)[0]
 
 
 def tail(path, n=40):
@@ -524,8 +584,11 @@ class Gateway:
     def get(self, path, headers=None, timeout=30):
         return self.request("GET", path, None, headers, timeout)
 
-    def stream(self, path, body, headers=None, timeout=30):
-        return stream(self.port, path, body, headers, timeout)
+    def stream(self, path, body, headers=None, timeout=30, on_event=None):
+        return stream(self.port, path, body, headers, timeout, on_event)
+
+    def connect(self, timeout=30):
+        return RawConnection(self.port, timeout)
 
     def curl(self, *args, timeout=60):
         return curl(self.port, *args, timeout=timeout)
@@ -652,9 +715,10 @@ def parse_sse(raw):
     return events
 
 
-def stream(port, path, body, headers=None, timeout=30):
+def stream(port, path, body, headers=None, timeout=30, on_event=None):
     """POST and read the SSE answer in small reads, timestamping each event
-    as it becomes complete, to see whether tokens really trickle in."""
+    as it becomes complete, to see whether tokens really trickle in.
+    ON_EVENT(seconds, data), if given, is called as each event arrives."""
     hdrs = {"Content-Type": "application/json", "Accept": "text/event-stream",
             "Connection": "close"}
     hdrs.update(headers or {})
@@ -675,9 +739,115 @@ def stream(port, path, body, headers=None, timeout=30):
                 block, buf = buf.split(b"\n\n", 1)
                 for d in parse_sse(block + b"\n\n"):
                     events.append((now, d))
+                    if on_event:
+                        on_event(now, d)
         return Stream(resp.status, resp.headers, events, raw)
     finally:
         conn.close()
+
+
+class RawConnection:
+    """Several requests on one TCP connection, HTTP/1.1 read by hand.
+    http.client silently opens a new connection when the server closed the
+    last one, which hides a server that breaks keep-alive; this one raises
+    instead, so a test knows every answer came on the same connection."""
+
+    def __init__(self, port, timeout=30):
+        self.timeout = timeout
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.local_port = self.sock.getsockname()[1]
+        self.served = 0
+        self._buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _fill(self, what):
+        piece = self.sock.recv(65536)
+        if not piece:
+            raise ConnectionError(f"server closed the connection after {self.served} "
+                                  f"answer(s), in the middle of {what}")
+        self._buf += piece
+
+    def _line(self):
+        while b"\r\n" not in self._buf:
+            self._fill("a header")
+        line, self._buf = self._buf.split(b"\r\n", 1)
+        return line
+
+    def _exactly(self, n):
+        while len(self._buf) < n:
+            self._fill("a body")
+        data, self._buf = self._buf[:n], self._buf[n:]
+        return data
+
+    def _chunked(self):
+        body = b""
+        while True:
+            size = int(self._line().split(b";")[0], 16)
+            if size == 0:
+                while self._line():         # trailers, up to the empty line
+                    pass
+                return body
+            body += self._exactly(size)
+            assert self._exactly(2) == b"\r\n", "chunk not followed by CRLF"
+
+    def request(self, method, path, body=None, headers=None):
+        """Sends one request and reads its whole answer; ConnectionError if
+        the server closed the connection instead of answering."""
+        data = _encode(body)
+        hdrs = {"Host": f"{HOST}"}
+        if data is not None:
+            hdrs["Content-Type"] = "application/json"
+            hdrs["Content-Length"] = str(len(data))
+        hdrs.update(headers or {})
+        head = f"{method} {path} HTTP/1.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+        t0 = time.monotonic()
+        self.sock.sendall(head.encode() + (data or b""))
+        while True:
+            status_line = self._line()
+            lines = []
+            while True:
+                line = self._line()
+                if not line:
+                    break
+                lines.append(line)
+            status = int(status_line.split()[1])
+            if status >= 200:
+                break                       # else 100 Continue: the answer follows
+        msg = http.client.parse_headers(io.BytesIO(b"\r\n".join(lines) + b"\r\n\r\n"))
+        if method == "HEAD" or status in (204, 304):
+            payload = b""
+        elif "chunked" in (msg.get("Transfer-Encoding") or "").lower():
+            payload = self._chunked()
+        elif msg.get("Content-Length") is not None:
+            payload = self._exactly(int(msg["Content-Length"]))
+        else:
+            raise AssertionError(f"{method} {path}: {status} without a length "
+                                 f"(the body ends with the connection)")
+        self.served += 1
+        return Response(status, msg, payload, time.monotonic() - t0)
+
+    def is_open(self):
+        """Whether the server still holds the connection open: no EOF or
+        reset waiting to be read, and no bytes it sent unasked."""
+        self.sock.setblocking(False)
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)
+            return False                    # EOF, or bytes nobody asked for
+        except BlockingIOError:
+            return not self._buf
+        except OSError:
+            return False
+        finally:
+            self.sock.settimeout(self.timeout)
 
 
 @dataclass
@@ -744,6 +914,41 @@ def new_workdir():
 
 def remove_workdir(d):
     shutil.rmtree(d, ignore_errors=True)
+
+
+# The emulated backend's generated text (test/mockllm/README.md, "Reference
+# implementation of the text"): what a given request must be answered with.
+VOCAB = ("the of and to in is that for it as with on this be are by from at "
+         "an or model token data system gateway request response stream "
+         "server client value time first next result simple quick large "
+         "small fast mock test state query cache route queue limit batch "
+         "input output layer vector text word line node point signal world "
+         "light river stone cloud").split()
+M64 = (1 << 64) - 1
+
+
+def _fnv1a(data, h=0xcbf29ce484222325):
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & M64
+    return h
+
+
+def _jc(x):
+    return json.dumps(x, separators=(',', ':'), ensure_ascii=False).replace('/', '\\/')
+
+
+def mock_text(model, messages_or_prompt, n, seed=None):
+    """The N words mockllm answers MODEL (the upstream name) with, for these
+    messages (chat) or this prompt (completions)."""
+    h = _fnv1a((model + "\n" + _jc(messages_or_prompt) + "\n"
+                + ("" if seed is None else _jc(seed))).encode())
+    s, words = h or 0x9e3779b97f4a7c15, []
+    for _ in range(n):
+        s ^= (s << 13) & M64
+        s ^= s >> 7
+        s ^= (s << 17) & M64
+        words.append(VOCAB[((s * 0x2545f4914f6cdd1d) & M64) >> 58])
+    return "".join(w + " " for w in words)
 
 
 def chat_body(model="mock-small", content="say hello to the gateway", **kw):

@@ -3,7 +3,10 @@
 import http.client
 import json
 import os
+import socket
 import time
+
+import pytest
 
 import llmgw_env as env
 from llmgw_env import assert_openai_error, chat_body
@@ -128,20 +131,41 @@ def test_unsupported_endpoints(gw):
 
 # -- body size
 
+def post_chunked(g, workdir, body):
+    """POST BODY with Transfer-Encoding: chunked (no Content-Length), so
+    the limit must be enforced while reading."""
+    path = os.path.join(workdir, f"chunked-{len(body)}.json")
+    with open(path, "wb") as f:
+        f.write(body)
+    return g.curl("-H", "Content-Type: application/json", "-H", "Transfer-Encoding: chunked",
+                  "--data-binary", f"@{path}", CHAT)
+
+
+def test_body_of_exactly_the_limit_passes(gw, mocks):
+    body = sized_body(LIMIT)
+    r = gw.post(CHAT, body)
+    assert r.status == 200, r.body[:300]
+    sent = mocks[r.header("X-Mock-Backend")].last()["body"].encode()
+    assert json.loads(sent)["messages"] == json.loads(body)["messages"]
+
+
 def test_body_over_limit_is_413(gw):
     r = gw.post(CHAT, sized_body(LIMIT + 1))
     assert_openai_error(r, 413, code="request_too_large")
 
 
+def test_chunked_body_of_exactly_the_limit_passes(gw, workdir):
+    c = post_chunked(gw, workdir, sized_body(LIMIT))
+    assert c.rc == 0, c.stderr
+    assert c.status == 200, c.body[:300]
+    assert json.loads(c.body)["usage"]["completion_tokens"] == 16
+
+
 def test_chunked_body_over_limit_is_413(gw, workdir):
-    # Without Content-Length the limit must be enforced while reading.
-    path = os.path.join(workdir, "big-chunked.json")
-    with open(path, "wb") as f:
-        f.write(sized_body(LIMIT + 4096))
-    c = gw.curl("-H", "Content-Type: application/json", "-H", "Transfer-Encoding: chunked",
-                "--data-binary", f"@{path}", CHAT)
-    assert c.status == 413, (c.rc, c.stderr, c.body[:300])
-    assert json.loads(c.body)["error"]["code"] == "request_too_large"
+    for size in (LIMIT + 1, LIMIT + 4096):
+        c = post_chunked(gw, workdir, sized_body(size))
+        assert c.status == 413, (size, c.rc, c.stderr, c.body[:300])
+        assert json.loads(c.body)["error"]["code"] == "request_too_large"
 
 
 def test_60k_body_passes_whole(gw, mocks):
@@ -163,6 +187,19 @@ def test_expect_100_continue(gw):
 
 # -- upstream failures
 
+def test_dead_ports_stay_dead(gw, ports, mocks):
+    """The harness itself: every port is its own, and the dead members'
+    ports refuse connections for the whole session (held bound, not
+    listening), so "dead" backends never answer."""
+    assert len(set(ports.values()) | {gw.port}) == len(ports) + 1, ports
+    for key in ("dead1", "dead2"):
+        assert env.PORTS.is_dead(ports[key]), key
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((env.HOST, ports[key]), timeout=2).close()
+        # A new port is never one of them.
+        assert ports[key] not in env.PORTS.take(50)
+
+
 def test_dead_balancer_is_503(gw):
     # Twice: the second time the members are already marked in error.
     for _ in range(2):
@@ -181,7 +218,8 @@ def test_backend_500_passes_through(gw):
     r = gw.post(CHAT, chat_body(), headers={"X-Mock-Fault": "500"})
     assert r.status == 500
     assert r.header("X-Mock-Backend") in ("a", "b")
-    assert b"mock internal error" in r.body
+    assert r.json() == {"error": {"message": "mock internal error", "type": "server_error",
+                                  "param": None, "code": None}}
 
 
 def test_backend_reset_is_502(gw):
@@ -216,4 +254,6 @@ def test_zz_still_serving_after_errors(gw):
     for _ in range(4):
         r = gw.post(CHAT, chat_body(max_tokens=2))
         assert r.status == 200, r.body[:300]
+        assert r.json()["choices"][0]["message"]["content"] == \
+            env.mock_text("mock-small", chat_body()["messages"], 2)
     assert gw.crash_lines() == []

@@ -3,14 +3,48 @@
 import threading
 import time
 
+import llmgw_env as env
 from llmgw_env import chat_body
 
 CHAT = "/v1/chat/completions"
 
 
-def test_several_children(gw):
-    # Shared memory (balancer state, model table) only matters across processes.
-    assert len(gw.children()) >= 2, gw.children()
+def test_several_children(gw, uniq):
+    """Requests really land in several httpd children (shared memory, the
+    balancer state and the model table, only matters across processes):
+    24 requests at once, each held 1 s by the backend, are more than one
+    child's 16 threads, so another child must take some. The access log
+    says which process served each (%P)."""
+    n = 24
+    results = [None] * n
+    start = threading.Event()
+
+    def one(i):
+        body = chat_body(f"gpt-kids-{uniq}-{i}", content=f"child {i}", max_tokens=3)
+        start.wait(10)
+        try:
+            results[i] = gw.post(CHAT, body, headers={"X-Mock-TTFT-Ms": "1000"})
+        except Exception as e:  # noqa: BLE001 - reported below with its index
+            results[i] = e
+
+    mark = gw.log_mark()
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    start.set()
+    for t in threads:
+        t.join(60)
+    for i, r in enumerate(results):
+        assert not isinstance(r, Exception) and r is not None, (i, r)
+        assert r.status == 200, (i, r.body[:200])
+        assert r.json()["choices"][0]["message"]["content"] == \
+            env.mock_text("mock-large", [{"role": "user", "content": f"child {i}"}], 3)
+    lines = gw.wait_log(lambda l: l.model.startswith(f"gpt-kids-{uniq}-"), since=mark,
+                        count=n)
+    assert len(lines) == n, [l.raw for l in lines]
+    pids = {int(l.pid) for l in lines}
+    assert len(pids) >= 2, f"all {n} requests served by one process: {pids}"
+    assert gw.proc.pid not in pids          # children, not the parent
 
 
 def test_sequential_requests_use_both_members(gw):
@@ -19,7 +53,10 @@ def test_sequential_requests_use_both_members(gw):
     for _ in range(40):
         r = gw.post(CHAT, chat_body(max_tokens=1))
         assert r.status == 200, r.body
+        assert r.json()["choices"][0]["message"]["content"] == \
+            env.mock_text("mock-small", chat_body()["messages"], 1)
         name = r.header("X-Mock-Backend")
+        assert r.json()["system_fingerprint"] == f"mock-{name}"
         seen[name] = seen.get(name, 0) + 1
     assert set(seen) == {"a", "b"}, seen
 
@@ -30,6 +67,7 @@ def test_concurrent_mixed_requests(gw, uniq):
     ref = gw.post(CHAT, chat_body("gpt-ref", max_tokens=8))
     assert ref.status == 200, ref.body
     expected = ref.json()["choices"][0]["message"]["content"]
+    assert expected == env.mock_text("mock-large", chat_body()["messages"], 8)
     results = [None] * n
     start = threading.Event()
 

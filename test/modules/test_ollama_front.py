@@ -3,10 +3,17 @@
 # Ollama's {"error": "..."} shape, and answers shared with the OpenAI API.
 import http.client
 import json
+import os
+import re
 import time
 
 import llmgw_env as env
 from llmgw_env import chat_body
+
+
+def package_version():
+    with open(os.path.join(env.REPO, "configure.ac")) as f:
+        return re.search(r"AC_INIT\(\[[^]]*\], \[([^]]+)\]", f.read()).group(1)
 
 
 def ndjson(g, path, body, headers=None):
@@ -48,11 +55,13 @@ def chat(content="hello ollama", **kw):
 
 
 def test_chat_plain(gw):
-    r = gw.post("/api/chat", chat(stream=False, options={"num_predict": 4}))
+    body = chat(stream=False, options={"num_predict": 4})
+    r = gw.post("/api/chat", body)
     assert r.status == 200, r.body
     j = r.json()
     assert j["done"] is True and j["done_reason"] == "length"
-    assert j["message"]["role"] == "assistant" and j["message"]["content"]
+    assert j["message"] == {"role": "assistant",
+                            "content": env.mock_text("mock-small", body["messages"], 4)}, j
     assert j["eval_count"] == 4 and j["prompt_eval_count"] > 0
     assert j["model"] == "mock-small"
 
@@ -80,7 +89,8 @@ def test_generate_plain_and_stream(gw):
     r = gw.post("/api/generate", dict(body, stream=False))
     assert r.status == 200, r.body
     text = r.json()["response"]
-    assert text and r.json()["done"] is True
+    assert text == env.mock_text("mock-small", "tell me", 3)
+    assert r.json()["done"] is True and r.json()["done_reason"] == "length"
     resp, lines = ndjson(gw, "/api/generate", body)
     assert "".join(o["response"] for _, o in lines) == text
     assert lines[-1][1]["done"] is True
@@ -103,12 +113,26 @@ def test_tags_version_ps_show(gw):
     assert names == ["mock-small", "small", "mock-large", "dead-model", "slow-model",
                      "ollama-small", "llamacpp-small", "disc-alpha", "disc-beta",
                      "ollama-gamma"]
-    assert gw.get("/api/version").json()["version"]
+    created = {m["modified_at"] for m in tags.json()["models"]}
+    assert len(created) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
+                                               created.pop())
+    for m in tags.json()["models"]:
+        assert m["model"] == m["name"] and m["size"] == 0, m
+    assert gw.get("/api/version").json() == {"version": package_version()}
     assert gw.get("/api/ps").json() == {"models": []}
-    show = gw.post("/api/show", {"model": "small"})
-    assert show.status == 200 and "capabilities" in show.json()
-    assert gw.post("/api/show", {"name": "gpt-anything"}).status == 200  # glob
+    # A model's card, for an exact name, an alias and a glob's name alike.
+    card = {"modelfile": "", "parameters": "", "template": "",
+            "details": {"format": "", "family": ""}, "model_info": {},
+            "capabilities": ["completion"],
+            "modified_at": tags.json()["models"][0]["modified_at"]}
+    for ask in ({"model": "small"}, {"model": "mock-small"}, {"name": "gpt-anything"},
+                {"model": "disc-anything"}):
+        show = gw.post("/api/show", ask)
+        assert show.status == 200, (ask, show.body)
+        assert show.content_type == "application/json"
+        assert show.json() == card, (ask, show.json())
     assert "nope-model" in ollama_error(gw.post("/api/show", {"model": "nope-model"}), 404)
+    assert "gpt4" in ollama_error(gw.post("/api/show", {"model": "gpt4"}), 404)  # no glob
 
 
 def test_errors_in_ollama_shape(gw):
@@ -122,10 +146,18 @@ def test_errors_in_ollama_shape(gw):
 
 
 def test_cut_stream_ends_with_error_line(gw):
-    resp, lines = ndjson(gw, "/api/chat", chat(options={"num_predict": 8}),
-                         headers={"X-Mock-Fault": "cut"})
+    body = chat(options={"num_predict": 8})
+    resp, lines = ndjson(gw, "/api/chat", body, headers={"X-Mock-Fault": "cut"})
     assert resp.status == 200
-    assert "error" in lines[-1][1], lines[-1]
+    objs = [o for _, o in lines]
+    last = objs[-1]
+    assert set(last) == {"error"} and isinstance(last["error"], str) and last["error"], last
+    # The tokens that came before the cut (the mock sends half: 4 of 8),
+    # the right ones, and no line claiming the answer was done.
+    before = objs[:-1]
+    assert before and all(o["done"] is False for o in before), objs
+    text = "".join(o["message"]["content"] for o in before)
+    assert text and env.mock_text("mock-small", body["messages"], 8).startswith(text), text
 
 
 def test_stream_tokens_logged(gw, uniq):

@@ -1,11 +1,13 @@
 # Proxying and streaming as a client sees it: requests reach a balancer member,
 # renames happen upstream, SSE streams trickle through and end cleanly.
-import http.client
 import json
+import time
 
+import llmgw_env as env
 from llmgw_env import chat_body, parse_sse
 
 BACKENDS = {"a", "b"}
+CHAT = "/v1/chat/completions"
 
 
 def served_by(r, mocks):
@@ -19,7 +21,11 @@ def test_chat_completion(gw, mocks):
     assert r.status == 200, r.body
     assert r.content_type == "application/json"
     doc = r.json()
-    assert doc["choices"][0]["message"]["content"].strip()
+    assert doc["object"] == "chat.completion"
+    assert doc["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": env.mock_text("mock-small", chat_body()["messages"], 7)}
+    assert doc["choices"][0]["finish_reason"] == "length"
     assert doc["usage"]["completion_tokens"] == 7
     assert doc["usage"]["total_tokens"] == doc["usage"]["prompt_tokens"] + 7
     # Exact routes pass the model through untouched.
@@ -36,7 +42,9 @@ def test_completion(gw, mocks):
     r = gw.post("/v1/completions", {"model": "mock-large", "prompt": "once upon", "max_tokens": 5})
     assert r.status == 200, r.body
     doc = r.json()
-    assert doc["choices"][0]["text"].strip()
+    assert doc["object"] == "text_completion"
+    assert doc["choices"][0]["text"] == env.mock_text("mock-large", "once upon", 5)
+    assert doc["choices"][0]["finish_reason"] == "length"
     assert doc["usage"]["completion_tokens"] == 5
     sent = served_by(r, mocks).last()
     assert sent["path"] == "/v1/completions"
@@ -44,19 +52,25 @@ def test_completion(gw, mocks):
 
 
 def test_embeddings(gw, mocks):
-    r = gw.post("/v1/embeddings", {"model": "mock-small", "input": "embed me"})
+    body = {"model": "mock-small", "input": "embed me"}
+    r = gw.post("/v1/embeddings", body)
     assert r.status == 200, r.body
     doc = r.json()
-    assert isinstance(doc["data"][0]["embedding"], list) and doc["data"][0]["embedding"]
+    # Exactly the backend's answer.
+    direct = env.request(mocks["a"].port, "POST", "/v1/embeddings", body)
+    assert doc == direct.json()
+    assert len(doc["data"]) == 1 and len(doc["data"][0]["embedding"]) == 8
     sent = served_by(r, mocks).last()
     assert sent["path"] == "/v1/embeddings"
     assert json.loads(sent["body"])["model"] == "mock-small"
 
 
 def test_glob_route_renames_upstream(gw, mocks):
-    r = gw.post("/v1/chat/completions", chat_body("gpt-4o"))
+    r = gw.post("/v1/chat/completions", chat_body("gpt-4o", max_tokens=4))
     assert r.status == 200, r.body
     assert r.json()["model"] == "mock-large"
+    assert r.json()["choices"][0]["message"]["content"] == \
+        env.mock_text("mock-large", chat_body()["messages"], 4)
     assert json.loads(served_by(r, mocks).last()["body"])["model"] == "mock-large"
 
 
@@ -66,6 +80,8 @@ def test_alias_routes_like_name(gw, mocks):
     r = gw.post("/v1/chat/completions", chat_body("small", max_tokens=3))
     assert r.status == 200, r.body
     assert r.json()["usage"]["completion_tokens"] == 3
+    assert r.json()["choices"][0]["message"]["content"] == \
+        env.mock_text("mock-small", chat_body()["messages"], 3)
     assert json.loads(served_by(r, mocks).last()["body"])["model"] == "mock-small"
 
 
@@ -76,19 +92,80 @@ def test_client_headers_forwarded(gw, mocks):
     assert r.json()["usage"]["completion_tokens"] == 4
 
 
-def test_keepalive_connection_reused(gw):
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
-    try:
-        for i in range(3):
-            conn.request("POST", "/v1/chat/completions",
-                         body=json.dumps(chat_body(max_tokens=2 + i)),
-                         headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            doc = json.loads(resp.read())
-            assert resp.status == 200
-            assert doc["usage"]["completion_tokens"] == 2 + i
-    finally:
-        conn.close()
+def test_keepalive_connection_reused(gw_shm, uniq):
+    """One TCP connection serves every kind of API answer in turn: plain,
+    streamed, errors, cache misses and hits, both APIs. Read by hand on one
+    socket (http.client would reconnect silently), and checked on the
+    server side too: the access log shows one client port and the
+    keep-alive count going up."""
+    cached = chat_body(content=f"keep-alive {uniq}", temperature=0, max_tokens=3)
+    steps = [
+        ("POST", CHAT, chat_body(max_tokens=2), None, 200, None),
+        ("POST", CHAT, chat_body(max_tokens=2, stream=True), None, 200, None),
+        ("POST", CHAT, chat_body("no-such-model"), None, 404, None),
+        ("GET", CHAT, None, None, 405, None),
+        ("POST", "/v1/nope", chat_body(), None, 404, None),
+        ("GET", "/v1/models", None, None, 200, None),
+        ("POST", CHAT, cached, None, 200, "MISS"),
+        ("POST", CHAT, cached, None, 200, "HIT"),
+        ("POST", CHAT, dict(cached, stream=True), None, 200, "HIT"),
+        ("POST", "/v1/completions", {"model": "mock-small", "prompt": "hi",
+                                     "max_tokens": 2, "stream": True}, None, 200, None),
+        ("POST", "/v1/embeddings", {"model": "mock-small", "input": uniq}, None, 200, None),
+        ("POST", "/api/chat", dict(chat_body(max_tokens=2), stream=False), None, 200, None),
+        ("POST", "/api/chat", chat_body(), None, 200, None),
+        ("POST", "/api/chat", chat_body("no-such-model"), None, 404, None),
+        ("POST", CHAT, chat_body(), {"X-Mock-Fault": "429"}, 429, None),
+        ("POST", CHAT, chat_body(stream=True, max_tokens=6), {"X-Mock-Fault": "cut"}, 200, None),
+        ("POST", CHAT, chat_body(max_tokens=2), None, 200, None),
+    ]
+    mark = gw_shm.log_mark()
+    with gw_shm.connect() as c:
+        for i, (method, path, body, headers, status, cache) in enumerate(steps):
+            what = f"#{i} {method} {path} {headers or ''}"
+            r = c.request(method, path, body, headers)
+            assert r.status == status, (what, r.body[:300])
+            assert (r.header("Connection") or "").lower() != "close", what
+            if cache:
+                assert r.header("X-LLM-Cache") == cache, what
+            assert c.is_open(), f"connection closed after {what}"
+        port = c.local_port
+    lines = gw_shm.wait_log(lambda l: l.remote_port == str(port), since=mark,
+                            count=len(steps))
+    assert [l.keepalives for l in lines] == [str(i) for i in range(len(steps))], \
+        [l.raw for l in lines]
+    assert len({l.pid for l in lines}) == 1, [l.raw for l in lines]
+
+
+def test_error_answers_keep_or_close_the_connection_cleanly(gw):
+    """After an error the connection either serves the next request or was
+    announced closed (Connection: close; httpd ends it after a 400, 500 or
+    503, ap_status_drops_connection), with the whole answer in both cases:
+    never dropped without a word, never left half-read."""
+    big = b'{"model":"mock-small","messages":[{"role":"user","content":"' \
+        + b"x" * (1 << 21) + b'"}]}'
+    for body, headers, status in ((b"{nope", None, 400),
+                                  (chat_body(), {"X-Mock-Fault": "500"}, 500),
+                                  (chat_body(), {"X-Mock-Fault": "reset"}, 502),
+                                  (chat_body("dead-model"), None, 503),
+                                  (big, None, 413)):
+        with gw.connect() as c:
+            try:
+                r = c.request("POST", CHAT, body, headers)
+            except (BrokenPipeError, ConnectionResetError):
+                # The 413 may go out before the body is all sent.
+                assert status == 413
+                continue
+            assert r.status == status, r.body[:300]
+            assert json.loads(r.body)["error"]["message"], r.body[:300]
+            if (r.header("Connection") or "").lower() == "close":
+                deadline = time.monotonic() + 5
+                while c.is_open() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert not c.is_open(), f"{status}: said close, kept it open"
+            else:
+                again = c.request("POST", CHAT, chat_body(max_tokens=2))
+                assert again.status == 200, (status, again.body[:300])
 
 
 def test_stream_matches_non_stream(gw, mocks):
@@ -100,7 +177,9 @@ def test_stream_matches_non_stream(gw, mocks):
     assert s.content_type == "text/event-stream"
     assert s.data()[-1] == "[DONE]"
     assert s.content() == plain.json()["choices"][0]["message"]["content"]
-    assert s.chunks()[0]["choices"][0]["delta"].get("role") == "assistant"
+    assert s.content() == env.mock_text("mock-small", body["messages"], 12)
+    assert s.chunks()[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert all(c["id"] == plain.json()["id"] for c in s.chunks())
     finishes = [c["choices"][0].get("finish_reason") for c in s.chunks() if c.get("choices")]
     assert finishes[-1] in ("length", "stop"), finishes
 
@@ -140,12 +219,24 @@ def test_stream_usage_when_asked(gw):
 
 
 def test_stream_completions_endpoint(gw):
-    s = gw.stream("/v1/completions", {"model": "mock-small", "prompt": "hi",
-                                      "max_tokens": 4, "stream": True})
+    body = {"model": "mock-small", "prompt": "hi", "max_tokens": 4}
+    plain = gw.post("/v1/completions", body).json()
+    s = gw.stream("/v1/completions", dict(body, stream=True))
     assert s.status == 200
     assert s.content_type == "text/event-stream"
     assert s.data()[-1] == "[DONE]"
-    assert s.content().strip()
+    chunks = s.chunks()
+    # One text piece per token, then the finish chunk; no role chunk, no
+    # usage (not asked for).
+    assert [c["object"] for c in chunks] == ["text_completion"] * 5, s.data()
+    assert all(c["id"] == chunks[0]["id"] and c["id"].startswith("cmpl-") for c in chunks)
+    assert all(len(c["choices"]) == 1 and "delta" not in c["choices"][0] for c in chunks)
+    assert not [c for c in chunks if "usage" in c], s.data()
+    texts = [c["choices"][0]["text"] for c in chunks]
+    assert "".join(texts) == env.mock_text("mock-small", "hi", 4) == \
+        plain["choices"][0]["text"]
+    assert all(texts[:4]) and texts[4] == "", texts
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * 4 + ["length"]
 
 
 def test_stream_via_curl(gw):
@@ -155,6 +246,9 @@ def test_stream_via_curl(gw):
     assert c.rc == 0, c.stderr
     assert c.status == 200
     assert c.body.rstrip().endswith(b"data: [DONE]")
+    text = "".join(ch["delta"].get("content") or "" for e in parse_sse(c.body)[:-1]
+                   for ch in json.loads(e)["choices"])
+    assert text == env.mock_text("mock-small", chat_body()["messages"], 5)
 
 
 def test_stream_cut_midway_ends_cleanly(gw):

@@ -1,5 +1,8 @@
 # Routing by model name and where the gateway acts: /v1/models lists exact names
 # and aliases in config order, globs resolve on lookup, other locations untouched.
+import time
+
+import llmgw_env as env
 from llmgw_env import assert_openai_error, chat_body
 
 EXPECTED_IDS = ["mock-small", "small", "mock-large", "dead-model", "slow-model",
@@ -19,37 +22,70 @@ def test_list_models(gw):
         assert m["object"] == "model", m
 
 
-def test_discovered_models_are_served_and_refreshed(gw, mocks):
+CONFIGURED = EXPECTED_IDS[:7]
+
+
+def test_discovered_models_are_served_and_refreshed(gw, mocks, workdir, ports):
     # disc-alpha is only known from its backend's /v1/models (OpenAI
     # dialect), ollama-gamma from /api/tags (Ollama dialect).
-    for model in ("disc-alpha", "ollama-gamma"):
-        r = gw.post("/v1/chat/completions", chat_body(model, max_tokens=2))
+    for model, backend in (("disc-alpha", "disc"), ("ollama-gamma", "disc2")):
+        body = chat_body(model, max_tokens=2)
+        r = gw.post("/v1/chat/completions", body)
         assert r.status == 200, (model, r.body)
+        assert r.header("X-Mock-Backend") == backend, (model, r.headers)
+        doc = r.json()
+        assert doc["model"] == model
+        assert doc["choices"][0]["message"]["content"] == \
+            env.mock_text(model, body["messages"], 2), doc
     tags = [m["name"] for m in gw.get("/api/tags").json()["models"]]
     assert tags == EXPECTED_IDS
-    # A backend that stops answering leaves the configured names listed.
+    without_disc = [m for m in EXPECTED_IDS if not m.startswith("disc-")]
+    # A backend that stops answering leaves the configured names listed,
+    # and what it said last (in each child that heard it).
     mocks["disc"].stop()
     try:
-        import time
         time.sleep(1.2)         # interval=1: the next listing fetches again
         ids = [m["id"] for m in gw.get("/v1/models").json()["data"]]
-        assert "mock-small" in ids and "ollama-gamma" in ids
+        assert ids in (EXPECTED_IDS, without_disc), ids
+        # Back with other models: every child's list is older than the
+        # interval, so whichever answers fetches the new one.
+        other = env.MockBackend(env.mockllm_path(), workdir, "disc-other", ports["disc"],
+                                ["--models", "disc-beta,disc-delta"]).start()
+        try:
+            time.sleep(1.2)
+            for path, key, field in (("/v1/models", "data", "id"),
+                                     ("/api/tags", "models", "name")):
+                listed = [m[field] for m in gw.get(path).json()[key]]
+                assert listed == CONFIGURED + ["disc-beta", "disc-delta", "ollama-gamma"], \
+                    (path, listed)
+        finally:
+            other.stop()
     finally:
         mocks["disc"].start()
+    time.sleep(1.2)
+    assert [m["id"] for m in gw.get("/v1/models").json()["data"]] == EXPECTED_IDS
+
+
+def listed_card(gw, name):
+    """A model's entry as /v1/models lists it, with NAME as its id."""
+    first = gw.get("/v1/models").json()["data"][0]
+    return dict(first, id=name)
 
 
 def test_get_model_by_alias(gw):
     r = gw.get("/v1/models/small")
     assert r.status == 200, r.body
-    doc = r.json()
-    assert doc["id"] == "small"
-    assert doc["object"] == "model"
+    assert r.content_type == "application/json"
+    assert r.json() == listed_card(gw, "small")
+    assert set(r.json()) == {"id", "object", "created", "owned_by"}, r.json()
+    assert r.json()["object"] == "model"
 
 
 def test_get_model_by_glob(gw):
     r = gw.get("/v1/models/gpt-4o")
     assert r.status == 200, r.body
-    assert r.json()["id"] == "gpt-4o"
+    assert r.content_type == "application/json"
+    assert r.json() == listed_card(gw, "gpt-4o")
 
 
 def test_get_unknown_model(gw):

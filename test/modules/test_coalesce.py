@@ -1,0 +1,194 @@
+# Coalesced generations when things go wrong around them: the leader's
+# client hanging up, and a cache so small that the pieces of shared streams
+# are evicted before their followers read them.
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+import llmgw_env as env
+from llmgw_env import chat_body
+
+CHAT = "/v1/chat/completions"
+
+
+def generations(mocks):
+    return sum(m.stats()["generations"] for m in mocks.values())
+
+
+def det(uniq, **kw):
+    kw.setdefault("temperature", 0)
+    return chat_body(content=f"coalesce test {uniq}", **kw)
+
+
+def in_threads(fns):
+    out = [None] * len(fns)
+
+    def run(i, fn):
+        try:
+            out[i] = fn()
+        except Exception as e:          # surfaced by the assertions
+            out[i] = e
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(fns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return out
+
+
+def stream_and_hang_up(port, body, headers, events=2, linger=0.0):
+    """POSTs a stream on a raw socket, reads EVENTS complete SSE events,
+    waits LINGER seconds and closes the connection: a client that leaves in
+    the middle. Returns the response head and the time it hung up."""
+    data = json.dumps(body).encode()
+    head = [f"POST {CHAT} HTTP/1.1", f"Host: {env.HOST}",
+            "Content-Type: application/json", f"Content-Length: {len(data)}"]
+    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    s = socket.create_connection((env.HOST, port), timeout=20)
+    try:
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+        buf = b""
+        while True:
+            piece = s.recv(4096)
+            assert piece, f"the stream ended before {events} events: {buf!r}"
+            buf += piece
+            resp_head, _, rest = buf.partition(b"\r\n\r\n")
+            if rest.count(b"\n\n") >= events:
+                time.sleep(linger)
+                return resp_head.decode("latin-1"), time.monotonic()
+    finally:
+        s.close()
+
+
+def assert_whole_stream(s, expected, usage_tokens=None):
+    """A follower's stream, as its client sees it: the role first, every
+    word, the finish reason, [DONE], no error event."""
+    assert not isinstance(s, Exception), s
+    assert s.status == 200, s.raw[:300]
+    assert s.data()[-1] == "[DONE]", s.data()[-3:]
+    chunks = s.chunks()
+    assert not [c for c in chunks if "error" in c], s.data()[-3:]
+    assert chunks[0]["choices"][0]["delta"].get("role") == "assistant", chunks[0]
+    finish = [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")]
+    assert finish[-1] in ("stop", "length"), finish
+    assert s.content() == expected
+    usage = [c for c in chunks if "usage" in c and c.get("choices") == []]
+    if usage_tokens is None:
+        assert not usage, usage
+    else:
+        assert len(usage) == 1 and \
+            usage[0]["usage"]["completion_tokens"] == usage_tokens, usage
+
+
+@pytest.mark.parametrize("fixture", ["gw_cache", "gw_shm"])
+def test_leader_client_leaving_does_not_end_the_followers(request, mocks, uniq,
+                                                          fixture):
+    # The leader's client reads two events and hangs up while ten followers
+    # (on other connections and children; with memcached, through the store
+    # as other nodes would) tail its stream: they still get the whole
+    # answer, from the one generation, which is also stored for later.
+    g = request.getfixturevalue(fixture)
+    body = det(uniq, stream=True, max_tokens=16)
+    slow = {"X-Mock-TPS": "20"}             # a token every 50 ms
+    expected = g.post(CHAT, dict(body, stream=False),
+                      headers={"Cache-Control": "no-store"}).json()
+    expected = expected["choices"][0]["message"]["content"]
+    before = generations(mocks)
+    mark = g.log_mark()
+
+    def follower(i):
+        time.sleep(0.1)
+        opts = {"stream_options": {"include_usage": True}} if i % 2 else {}
+        return g.stream(CHAT, dict(body, **opts), headers=slow)
+
+    fns = [lambda: stream_and_hang_up(g.port, body, slow, linger=0.3)]
+    fns += [lambda i=i: follower(i) for i in range(10)]
+    results = in_threads(fns)
+    head, _ = results[0]
+    assert "X-LLM-Cache: MISS" in head, head
+    states = [f.headers.get("X-LLM-Cache") if not isinstance(f, Exception) else f
+              for f in results[1:]]
+    assert states == ["COALESCED"] * 10, states
+    for i, f in enumerate(results[1:]):
+        assert_whole_stream(f, expected, 16 if i % 2 else None)
+    assert generations(mocks) == before + 1, "a follower asked the backend"
+    # The leader's request ends with its generation, and what it made is
+    # the cache's answer.
+    g.wait_log_one(lambda l: l.cache == "MISS" and l.stream == "1", since=mark)
+    hit = g.stream(CHAT, body)
+    assert hit.headers.get("X-LLM-Cache") == "HIT"
+    assert_whole_stream(hit, expected)
+    assert generations(mocks) == before + 1
+
+
+def test_client_leaving_alone_stops_the_generation(gw_cache, uniq):
+    # Without followers to serve (not cacheable: no temperature), a client
+    # that leaves ends the request at once: mod_proxy stops reading the
+    # backend rather than generate 40 tokens for no one.
+    model = f"gpt-{uniq}"
+    body = chat_body(model, content=f"alone {uniq}", stream=True, max_tokens=40)
+    mark = gw_cache.log_mark()
+    head, left = stream_and_hang_up(gw_cache.port, body, {"X-Mock-TPS": "10"})
+    assert "X-LLM-Cache: BYPASS" in head, head
+    gw_cache.wait_log_one(lambda l: l.model == model, since=mark, timeout=10)
+    # 40 tokens at 10/s would end 4 s after the start.
+    assert time.monotonic() - left < 2.0
+
+
+def test_shared_streams_survive_a_small_evicting_cache(gw_shm_small, uniq):
+    # LLMCache shm size=64k max-item=8k: an index of some 120 entries and a
+    # ring of 62k. Each round, eight streams with three followers each
+    # write about 150 entries (pieces, leases, end marks, answers), so
+    # pieces are pushed out while their followers are still to read them
+    # (about ten times a run: "left the store before this follower read it"
+    # in the error log). Each follower must still get its whole stream, the
+    # rest from the stored answer (eight answers of 3.5k fit in the ring),
+    # never an error, and never hang.
+    g = gw_shm_small
+    tokens, groups, followers, rounds = 12, 8, 3, 30
+    slow = {"X-Mock-TPS": "200"}        # 60 ms per stream
+    bad, states = [], {}
+
+    def lead(b):
+        return "lead", b, g.stream(CHAT, b, headers=slow)
+
+    def follow(b, i):
+        time.sleep(0.01 + 0.02 * i)
+        if i == 1:
+            return "usage", b, g.stream(CHAT, dict(b, stream_options={
+                "include_usage": True}), headers=slow)
+        return "follow", b, g.stream(CHAT, b, headers=slow)
+
+    for n in range(rounds):
+        fns = []
+        for k in range(groups):
+            b = det(f"{uniq} r{n} g{k}", stream=True, max_tokens=tokens)
+            fns.append(lambda b=b: lead(b))
+            fns += [lambda b=b, i=i: follow(b, i) for i in range(followers)]
+        contents = {}
+        for res in in_threads(fns):
+            if isinstance(res, Exception):
+                bad.append(f"round {n}: {res!r}")
+                continue
+            kind, b, s = res
+            state = s.headers.get("X-LLM-Cache")
+            states[state] = states.get(state, 0) + 1
+            try:
+                assert s.data()[-1] == "[DONE]", s.data()[-2:]
+                if kind != "lead":
+                    assert_whole_stream(s, s.content(),
+                                        tokens if kind == "usage" else None)
+                    assert len(s.content().split()) == tokens, s.content()
+                contents.setdefault(b["messages"][0]["content"],
+                                    set()).add(s.content())
+            except AssertionError as e:
+                bad.append(f"round {n} {kind} {state}: {e}")
+        bad += [f"round {n}: {k!r} got {len(v)} answers"
+                for k, v in contents.items() if len(v) != 1]
+    assert not bad, "\n".join(bad[:10])
+    # Most followers followed (the others came late or after an eviction
+    # of the lease, and asked the backend or got the stored answer).
+    assert states.get("COALESCED", 0) > rounds * groups, states
