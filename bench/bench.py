@@ -29,6 +29,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# bench/ab.py imports this file as "bench": let it find this one.
+sys.modules.setdefault("bench", sys.modules[__name__])
+
+import ab                                               # noqa: E402
+import allocs                                           # noqa: E402
 import loadgen as lg                                    # noqa: E402
 import report                                           # noqa: E402
 import subjects                                         # noqa: E402
@@ -51,7 +56,7 @@ PROFILES = {
     "smoke": {},
     "quick": {
         "overhead": {"levels": [1, 32], "main": 32, "rounds": 1, "secs": 2,
-                     "main_rounds": 3, "main_secs": 1, "warm_s": 2},
+                     "main_rounds": 6, "main_secs": 1, "warm_s": 2},
         "stream": {"conns": 16, "secs": 2, "rounds": 1, "tps": 50,
                    "ttft_ms": 20, "tokens": 20},
         "failover": {"conns": 16, "secs": 3, "kill_at": 1.0,
@@ -63,8 +68,12 @@ PROFILES = {
                  "restart_after": 1.0},
     },
     "full": {
+        # c=32's rounds are many and short: the ratios are taken within
+        # a round, and the closer in time its runs, the less the machine's
+        # load changed between them (--ab: 48 rounds of 1 s had about half
+        # the spread of 24 of 2 s).
         "overhead": {"levels": [1, 32, 128], "main": 32, "rounds": 3,
-                     "secs": 3, "main_rounds": 12, "main_secs": 2,
+                     "secs": 3, "main_rounds": 24, "main_secs": 1,
                      "warm_s": 2},
         "stream": {"conns": 16, "secs": 6, "rounds": 2, "tps": 50,
                    "ttft_ms": 20, "tokens": 20},
@@ -103,10 +112,12 @@ RETRY = " retry=2"
 # the same subject's throughput moved by up to 40 % from one run to the next
 # (two children: about 10 %).
 NCHILD = max(2, os.cpu_count() or 2)
+# No child exits during a run (httpd's default MaxConnectionsPerChild, 0,
+# said out loud): every child's CPU time stays in the counts (/proc too).
 MPM_PROXY = {"StartServers": NCHILD, "ServerLimit": NCHILD,
              "ThreadsPerChild": 64, "MaxRequestWorkers": 64 * NCHILD,
              "MinSpareThreads": 32, "MaxSpareThreads": 64 * NCHILD,
-             "ThreadLimit": 64}
+             "ThreadLimit": 64, "MaxConnectionsPerChild": 0}
 MPM_MEMORY = {"StartServers": 16, "ServerLimit": 16, "ThreadsPerChild": 64,
               "MaxRequestWorkers": 1024, "MinSpareThreads": 64,
               "MaxSpareThreads": 1024, "ThreadLimit": 64}
@@ -115,6 +126,10 @@ MPM_MEMORY = {"StartServers": 16, "ServerLimit": 16, "ThreadsPerChild": 64,
 # request cost it ~65 us of CPU per request proxied (~40 us so), CPU that
 # the subjects on this machine did not get.
 FAST_THREADS = os.cpu_count() or 2
+# The CPU placement by default of --ab and of the overhead scenario at c>1
+# (see docs/benchmarks.md, "Where the processes run").
+AB_PIN = "split"
+OVERHEAD_PIN = "none"
 
 
 class Run:
@@ -256,10 +271,37 @@ def cache_line(run, cached=False):
 # ---- the proxy stack: every subject in front of two emulated backends -----
 
 class Endpoint:
-    def __init__(self, port, headers=None, fixed=False):
+    """Where a subject listens; proc: the process tree whose CPU time is the
+    subject's (for direct, the backend itself); backend: the backend's."""
+
+    def __init__(self, port, headers=None, fixed=False, proc=None,
+                 backend=None):
         self.port = port
         self.headers = headers or {}
         self.fixed = fixed
+        self.proc = proc
+        self.backend = backend
+
+
+def cpu_window(ep, fn, count="requests"):
+    """Runs fn() (a load against ep) and adds to its result the CPU time
+    the subject's processes (cpu_us) and the backend's (backend_cpu_us)
+    spent meanwhile, and per request answered (cpu_us_per_req: from the
+    load's count of answers, res[count])."""
+    procs = [ep.proc, ep.backend if ep.backend is not ep.proc else None]
+    before = [p.cpu_us() if p else None for p in procs]
+    res = fn()
+    after = [p.cpu_us() if p else None for p in procs]
+    n = res.get(count) or 0
+    for key, b, a in zip(("cpu_us", "backend_cpu_us"), before, after):
+        if b is not None:
+            res[key] = a - b
+            res[key + "_per_req"] = (a - b) / n if n else None
+    if ep.backend is ep.proc and "cpu_us" in res:
+        res["backend_cpu_us"] = res["cpu_us"]
+        res["backend_cpu_us_per_req"] = res["cpu_us_per_req"]
+    res.setdefault("cpu_us_per_req", None)
+    return res
 
 
 def build_proxy_stack(run, st, stream_knobs):
@@ -271,8 +313,10 @@ def build_proxy_stack(run, st, stream_knobs):
     paced = st.mock("mock-paced", tps=stream_knobs["tps"],
                     ttft_ms=stream_knobs["ttft_ms"],
                     tokens=stream_knobs["tokens"])
-    subj = {"direct": {"overhead": Endpoint(fast.port),
-                       "stream": Endpoint(paced.port)}}
+    subj = {"direct": {"overhead": Endpoint(fast.port, proc=fast,
+                                            backend=fast),
+                       "stream": Endpoint(paced.port, proc=paced,
+                                          backend=paced)}}
     bal = balancer("fast", [fast.port]) + "\n" + balancer("paced",
                                                           [paced.port])
     routes = [("mock-small", "fast"), ("mock-paced", "paced")]
@@ -280,21 +324,25 @@ def build_proxy_stack(run, st, stream_knobs):
                                   free_port())
     # The cache once apache2 -t accepts LLMCache (probe_cache).
     cached = run.cache["ok"]
-    st.httpd("httpd-proxy", [
+    hp = st.httpd("httpd-proxy", [
         (mp_fast, 'ProxyPass "/v1/" "balancer://fast/v1/"'),
         (mp_paced, 'ProxyPass "/v1/" "balancer://paced/v1/"'),
         (gw, gateway_vhost(routes, cache_line(run, cached))),
     ] + ([(gwn, gateway_vhost(routes, cache_line(run)))] if cached else []),
         MPM_PROXY, bal)
-    subj["mod_proxy"] = {"overhead": Endpoint(mp_fast),
-                         "stream": Endpoint(mp_paced)}
-    subj["gateway_miss"] = {"overhead": Endpoint(gw), "stream": Endpoint(gw)}
+    # The httpd subjects are vhosts of one httpd, loaded one at a time:
+    # its CPU time during a subject's load is that subject's.
+    def on(proc, port, sport=None, fixed=False):
+        return {"overhead": Endpoint(port, fixed=fixed, proc=proc,
+                                     backend=fast),
+                "stream": Endpoint(sport or port, fixed=fixed, proc=proc,
+                                   backend=paced)}
+    subj["mod_proxy"] = on(hp, mp_fast, mp_paced)
+    subj["gateway_miss"] = on(hp, gw)
     if cached:
-        subj["gateway_hit"] = {"overhead": Endpoint(gw, fixed=True),
-                               "stream": Endpoint(gw, fixed=True)}
+        subj["gateway_hit"] = on(hp, gw, fixed=True)
         # The same gateway with LLMCache off: what the cache adds to a miss.
-        subj["gateway_nocache"] = {"overhead": Endpoint(gwn),
-                                   "stream": Endpoint(gwn)}
+        subj["gateway_nocache"] = on(hp, gwn)
         run.note("gateway_miss and gateway_hit are one gateway with its "
                  "shared-memory cache (LLMCache shm, the single-node "
                  "default) and coalescing on: gateway_miss sends unique "
@@ -308,18 +356,19 @@ def build_proxy_stack(run, st, stream_knobs):
 
     try:
         ng_fast, ng_paced = free_port(), free_port()
-        st.nginx("nginx", [(ng_fast, [fast.port], True),
-                           (ng_paced, [paced.port], False)])
-        subj["nginx"] = {"overhead": Endpoint(ng_fast),
-                         "stream": Endpoint(ng_paced)}
+        ng = st.nginx("nginx", [(ng_fast, [fast.port], True),
+                                (ng_paced, [paced.port], False)])
+        subj["nginx"] = on(ng, ng_fast, ng_paced)
     except StartError as e:
         run.mark_absent("nginx", str(e))
 
     try:
         pk = st.portkey()
         subj["portkey"] = {
-            "overhead": Endpoint(pk.port, portkey_headers(fast.port)),
-            "stream": Endpoint(pk.port, portkey_headers(paced.port))}
+            "overhead": Endpoint(pk.port, portkey_headers(fast.port),
+                                 proc=pk, backend=fast),
+            "stream": Endpoint(pk.port, portkey_headers(paced.port),
+                               proc=pk, backend=paced)}
     except StartError as e:
         run.mark_absent("portkey", str(e))
     return subj
@@ -379,6 +428,26 @@ def paired(a, b):
     return lg.median(ratios) if ratios else None
 
 
+CPU_KEYS = ("cpu_us_per_req", "rounds_cpu_us_per_req",
+            "backend_cpu_us_per_req")
+
+
+def cpu_summary(rs):
+    """The CPU figures of a subject's runs: the median over them of the
+    subject's CPU µs per request (each run's CPU time / its answers), each
+    run's, and the backend's median."""
+    per = [r.get("cpu_us_per_req") for r in rs]
+    be = [r.get("backend_cpu_us_per_req") for r in rs
+          if r.get("backend_cpu_us_per_req") is not None]
+    # A run that answered nothing (the machine stalled) has none: its
+    # round stays in the list as null, so that rounds still pair up.
+    got = [v for v in per if v is not None]
+    return {"cpu_us_per_req": lg.median(got),
+            "rounds_cpu_us_per_req": [None if v is None else round(v, 1)
+                                      for v in per],
+            "backend_cpu_us_per_req": lg.median(be) if be else None}
+
+
 def scenario_overhead(run, subj):
     k = run.knobs["overhead"]
     run.params["overhead"] = dict(k, backend="test/mockllm --threads %d, "
@@ -400,6 +469,10 @@ def scenario_overhead(run, subj):
         return lg.wrk(ep.port, conns, secs, fixed=ep.fixed,
                       headers=ep.headers, log=log)
 
+    def measured(name, conns, secs):
+        return cpu_window(subj[name]["overhead"],
+                          lambda: go(name, conns, secs))
+
     # Warm every path (connection pools, the cache entry, node's JIT) at
     # once; these numbers are thrown away.
     with concurrent.futures.ThreadPoolExecutor(len(names)) as ex:
@@ -412,13 +485,22 @@ def scenario_overhead(run, subj):
     # put every process of the run, wrk included, on one CPU.
     all_cpus = os.sched_getaffinity(0)
     runs = {}                                   # (name, c) -> [result]
+    # --pin split: at c>1 the subject's processes on half of the CPUs, wrk
+    # and the backend on the other (for direct, the backend is the subject).
+    split = ab.split_cpus() if run.args.pin == "split" else None
+    run.params["overhead"]["pin"] = ab.describe_pin(run.args.pin, split) \
+        if split else "none at c>1"
 
     def one_cell(rnd, c, name, main):
-        res = go(name, c, k["main_secs"] if main else k["secs"])
+        if split and c != 1:
+            lg.pin_tree(split[1])
+            lg.pin_tree(split[0], root=subj[name]["overhead"].proc.pid)
+        res = measured(name, c, k["main_secs"] if main else k["secs"])
         runs.setdefault((name, c), []).append(res)
         say("overhead r%d c=%d %-12s %9.0f rps  p50 %.3f ms  p99 %.3f ms  "
-            "err %d" % (rnd + 1, c, name, res["rps"], res["p50_ms"],
-                        res["p99_ms"], res["errors"]))
+            "cpu %6.1f us/req  err %d" % (
+                rnd + 1, c, name, res["rps"], res["p50_ms"], res["p99_ms"],
+                res["cpu_us_per_req"] or -1, res["errors"]))
 
     for rnd in range(max(k["rounds"], k["main_rounds"])):
         for li, c in enumerate(k["levels"]):
@@ -433,7 +515,7 @@ def scenario_overhead(run, subj):
                 for name in order:
                     one_cell(rnd, c, name, main)
             finally:
-                if c == 1:
+                if c == 1 or split:
                     lg.pin_tree(all_cpus)
     out = {}
     for name in SUBJECTS + ["gateway_nocache"]:
@@ -449,11 +531,16 @@ def scenario_overhead(run, subj):
                    "ttft_ms": None,
                    "errors": sum(r["errors"] for r in rs),
                    "rounds_rps": [round(r["rps"], 1) for r in rs]}
+            agg.update(cpu_summary(rs))
             ref = runs.get(("mod_proxy", c))
             if ref:
                 agg["vs_mod_proxy"] = paired([r["rps"] for r in rs],
                                              [r["rps"] for r in ref])
-            by_c[str(c)] = entry(agg, ("rounds_rps", "vs_mod_proxy"))
+                agg["cpu_vs_mod_proxy"] = paired(
+                    [r.get("cpu_us_per_req") for r in rs],
+                    [r.get("cpu_us_per_req") for r in ref])
+            by_c[str(c)] = entry(agg, ("rounds_rps", "vs_mod_proxy")
+                                 + CPU_KEYS + ("cpu_vs_mod_proxy",))
         e = dict(by_c[str(k["main"])])
         e["concurrency"] = k["main"]
         e["by_concurrency"] = by_c
@@ -485,17 +572,19 @@ def scenario_stream(run, subj):
         shift = rnd % len(names)
         for name in names[shift:] + names[:shift]:
             ep = subj[name]["stream"]
-            r = lg.stream_run(ep.port, k["conns"], k["secs"],
-                              model="mock-paced", headers=ep.headers,
-                              raw=True, fixed=ep.fixed, stagger_s=stagger)
+            r = cpu_window(ep, lambda: lg.stream_run(
+                ep.port, k["conns"], k["secs"], model="mock-paced",
+                headers=ep.headers, raw=True, fixed=ep.fixed,
+                stagger_s=stagger), count="streams")
             acc = raw.setdefault(name, {"ttft": [], "total": [],
                                         "gaps": [], "errors": 0,
                                         "streams": 0, "elapsed": 0.0,
-                                        "incomplete": 0, "cache": {}})
+                                        "incomplete": 0, "cache": {},
+                                        "cpu_us": 0.0})
             for key in ("ttft", "total", "gaps"):
                 acc[key].extend(r["raw"][key])
-            for key in ("errors", "streams", "incomplete"):
-                acc[key] += r[key]
+            for key in ("errors", "streams", "incomplete", "cpu_us"):
+                acc[key] += r.get(key) or 0
             acc["elapsed"] += r["elapsed"]
             for c, n in r["cache"].items():
                 acc["cache"][c] = acc["cache"].get(c, 0) + n
@@ -521,12 +610,17 @@ def scenario_stream(run, subj):
              "gap_p50_ms": lg.median(gaps), "gap_p99_ms": lg.pct(gaps, 99),
              "gap_max_ms": max(gaps) if gaps else None,
              "burst_fraction": burst, "streams": a["streams"],
-             "incomplete": a["incomplete"], "errors": a["errors"]}
+             "incomplete": a["incomplete"], "errors": a["errors"],
+             # Per stream (every round's CPU time / every round's streams):
+             # the streams' pacing, not the CPU, bounds their rate here.
+             "cpu_us_per_req": (a["cpu_us"] / a["streams"]
+                                if a["streams"] else None)}
         if a["cache"]:
             d["x_llm_cache"] = a["cache"]
         out[name] = entry(d, ("ttft_p99_ms", "gap_p50_ms", "gap_p99_ms",
                               "gap_max_ms", "burst_fraction", "streams",
-                              "incomplete", "x_llm_cache"))
+                              "incomplete", "x_llm_cache",
+                              "cpu_us_per_req"))
     nocache = out.pop("gateway_nocache")
     if nocache and out.get("gateway_miss"):
         out["gateway_miss"]["without_cache"] = nocache
@@ -883,9 +977,32 @@ def scenario_memory(run):
 
 # ---- smoke ----------------------------------------------------------------
 
+SMOKE_CPU_REQUESTS = 100
+
+
+def smoke_cpu(ep):
+    """The subject's CPU µs per request over SMOKE_CPU_REQUESTS requests
+    in a row (without a cgroup, whose time is exact, as many as fit in a
+    second: /proc counts in ticks of 10 ms), or a reason why there is
+    none."""
+    exact = subjects.cpu_account().base is not None
+    r = cpu_window(ep, lambda: lg.sequential(
+        ep.port, SMOKE_CPU_REQUESTS if exact else 1 << 30, ep.headers,
+        fixed=ep.fixed, secs=None if exact else 1.0))
+    if r["errors"]:
+        return None, "%d of %d requests failed" % (
+            r["errors"], r["errors"] + r["requests"])
+    v = r.get("cpu_us_per_req")
+    if not v or v <= 0:
+        return None, "no CPU time measured (%r)" % v
+    return v, None
+
+
 def smoke(run):
-    """Every subject starts and answers one request and one stream."""
+    """Every subject starts and answers one request and one stream, and
+    the CPU time of its processes per request is measured."""
     passed = failed = 0
+    cpu = {}
     with run.stack("smoke") as st:
         subj = build_proxy_stack(run, st, {"tps": 200, "ttft_ms": 5,
                                            "tokens": 5})
@@ -894,12 +1011,14 @@ def smoke(run):
                 print("SKIP %-12s %s" % (name, run.absent.get(name, "")))
                 continue
             why = check_subject(run, name, subj[name])
+            if not why:
+                cpu[name], why = smoke_cpu(subj[name]["overhead"])
             if why:
                 failed += 1
                 print("FAIL %-12s %s" % (name, why))
             else:
                 passed += 1
-                print("ok   %-12s" % name)
+                print("ok   %-12s cpu %.1f us/request" % (name, cpu[name]))
         try:
             m = st.modelsrv("msrv", 1, 5, 5, 0)
             s, h, _ = lg.one_request(m.port, lg.chat_body("model-a", "x"))
@@ -908,6 +1027,9 @@ def smoke(run):
             good, h = False, {"error": str(e)}
         print("%s modelsrv" % ("ok  " if good else "FAIL"))
         passed, failed = passed + good, failed + (not good)
+    print("smoke cpu_us_per_req (%s): %s" % (
+        subjects.cpu_account().source, json.dumps(
+            {k: r3(v) for k, v in cpu.items()}, sort_keys=True)))
     print("smoke: %d passed, %d failed" % (passed, failed))
     return failed == 0
 
@@ -1017,6 +1139,17 @@ def targets(run):
             return ratio(ea.get("rps"), eb.get("rps"))
         return r3(paired(ra, rb))
 
+    def paired_cpu(a, b):
+        """a's CPU µs per request / b's, the median of the per-round
+        ratios (< 1: a costs less)."""
+        ea = a if isinstance(a, dict) else ov.get(a) or {}
+        eb = b if isinstance(b, dict) else ov.get(b) or {}
+        ra = ea.get("rounds_cpu_us_per_req")
+        rb = eb.get("rounds_cpu_us_per_req")
+        if not ra or not rb:
+            return ratio(ea.get("cpu_us_per_req"), eb.get("cpu_us_per_req"))
+        return r3(paired(ra, rb))
+
     def diff(a, b):
         return round(a - b, 3) if a is not None and b is not None else None
 
@@ -1031,14 +1164,27 @@ def targets(run):
             t[key]["absent"] = why_null
 
     main = (run.knobs.get("overhead") or {}).get("main")
+    # Each throughput target is followed by the same as CPU cost: the
+    # subject's processes' CPU time per request answered against the
+    # other's, whose goal is the throughput goal's inverse (0.9 x the
+    # requests/s is 1/0.9 x the CPU a request).
     add("miss_vs_mod_proxy", "gateway_miss rps / mod_proxy rps (overhead, "
         "c=%s)" % main, paired_rps("gateway_miss", "mod_proxy"), 0.9, ">=")
+    add("miss_cpu_vs_mod_proxy", "gateway_miss CPU us/request / mod_proxy's "
+        "(overhead, c=%s)" % main, paired_cpu("gateway_miss", "mod_proxy"),
+        round(1 / 0.9, 3), "<=")
     add("hit_vs_mod_proxy", "gateway_hit rps / mod_proxy rps (overhead, "
         "c=%s)" % main, paired_rps("gateway_hit", "mod_proxy"), 2.0, ">=",
         run.absent.get("gateway_hit"))
+    add("hit_cpu_vs_mod_proxy", "gateway_hit CPU us/request / mod_proxy's "
+        "(overhead, c=%s)" % main, paired_cpu("gateway_hit", "mod_proxy"),
+        0.5, "<=", run.absent.get("gateway_hit"))
     add("gateway_vs_portkey", "gateway_miss rps / portkey rps (overhead, "
         "c=%s)" % main, paired_rps("gateway_miss", "portkey"), 10.0, ">=",
         run.absent.get("portkey"))
+    add("miss_cpu_vs_portkey", "gateway_miss CPU us/request / portkey's "
+        "(overhead, c=%s)" % main, paired_cpu("gateway_miss", "portkey"),
+        0.1, "<=", run.absent.get("portkey"))
     add("added_p99_ms", "gateway_miss p99 - direct p99 (overhead, c=1), ms",
         diff(c1("gateway_miss", "p99_ms"), c1("direct", "p99_ms")), 1.0,
         "<=")
@@ -1061,6 +1207,12 @@ def targets(run):
         "gateway_miss_vs_nginx": paired_rps("gateway_miss", "nginx"),
         "gateway_nocache_vs_mod_proxy": paired_rps(nocache, "mod_proxy"),
         "gateway_nocache_vs_portkey": paired_rps(nocache, "portkey"),
+        "nginx_cpu_vs_mod_proxy": paired_cpu("nginx", "mod_proxy"),
+        "gateway_nocache_cpu_vs_mod_proxy": paired_cpu(nocache, "mod_proxy"),
+        "mod_proxy_cpu_us_per_req": (ov.get("mod_proxy") or {}).get(
+            "cpu_us_per_req"),
+        "backend_cpu_us_per_req": (ov.get("mod_proxy") or {}).get(
+            "backend_cpu_us_per_req"),
         "mod_proxy_added_p99_ms": diff(c1("mod_proxy", "p99_ms"),
                                        c1("direct", "p99_ms")),
         "gateway_nocache_added_p99_ms": diff(
@@ -1122,6 +1274,63 @@ def rerender(prefix):
     return 0
 
 
+def run_ab(run, args, only):
+    """build/bench --ab: see bench/ab.py."""
+    if shutil.which("wrk") is None:
+        say("wrk is not installed (apt-get install wrk)")
+        return 2
+    sos = args.ab.split(",")
+    if len(sos) > 2:
+        raise SystemExit("--ab takes one or two module builds")
+    builds = {"a": sos[0], "b": sos[1] if len(sos) > 1 else os.path.join(
+        TOP, ".libs", "mod_llm_gateway.so")}
+    for t, so in builds.items():
+        if not os.path.isfile(so):
+            raise SystemExit("--ab: %s: no such module build" % so)
+    labels = {t: (args.ab_label[i] if len(args.ab_label) > i
+                  else builds[t]) for i, t in enumerate(("a", "b"))}
+    mach = machine()
+    mach["loadavg_start"] = loadavg()
+    mach["cpu_accounting"] = subjects.cpu_account().source
+    say("A/B run; machine: %d cores, %s; load average %s; A: %s; B: %s" % (
+        mach["cores"] or 0, mach["cpu"], mach["loadavg_start"], labels["a"],
+        labels["b"]))
+    try:
+        res = ab.run_ab(run, builds, labels, only or [ab.AB_DEFAULT],
+                        args.conns, args.pin)
+    except StartError as e:
+        say("ab: could not measure: %s" % e)
+        return 1
+    mach["loadavg_end"] = loadavg()
+    ab.write(run, res, mach, args.out)
+    say("wrote %s.json and %s.md" % (os.path.relpath(args.out, TOP),
+                                     os.path.relpath(args.out, TOP)))
+    for name, sc in res["scenarios"].items():
+        print(ab.headline_one(name, sc))
+    return 0
+
+
+def run_malloc(run, args):
+    """build/bench --malloc: see bench/allocs.py."""
+    if shutil.which("wrk") is None:
+        say("wrk is not installed (apt-get install wrk)")
+        return 2
+    mach = machine()
+    mach["loadavg_start"] = loadavg()
+    mach["module_sha256"] = run.module
+    try:
+        res = allocs.run_malloc(run, args.conns)
+    except StartError as e:
+        say("malloc: could not measure: %s" % e)
+        return 1
+    mach["loadavg_end"] = loadavg()
+    allocs.write(run, res, mach, args.out)
+    say("wrote %s.json and %s.md" % (os.path.relpath(args.out, TOP),
+                                     os.path.relpath(args.out, TOP)))
+    print(allocs.headline(res))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description="mod_llm_gateway benchmarks")
     g = ap.add_mutually_exclusive_group()
@@ -1131,8 +1340,10 @@ def main():
                    help="start every subject, one request each, no numbers")
     ap.add_argument("--only", default="",
                     help="comma-separated scenarios (default: all)")
-    ap.add_argument("--out", default=os.path.join(HERE, "results", "latest"),
-                    help="results path prefix (.json and .md are added)")
+    ap.add_argument("--out", default=None,
+                    help="results path prefix (.json and .md are added; "
+                         "default bench/results/latest, with --ab "
+                         "bench/results/ab)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the run directory (configurations, logs)")
     ap.add_argument("--rerender", action="store_true",
@@ -1141,17 +1352,59 @@ def main():
     ap.add_argument("--lbmethod", default=None,
                     help="lbmethod of the gateway's balancer in the switch "
                          "and seed scenarios (default: byrequests)")
+    ap.add_argument("--ab", metavar="A.so[,B.so]", default=None,
+                   help="A/B: two module builds (B default: the tree's "
+                        "build), each in its own httpd, rounds interleaved; "
+                        "--only picks of %s (default %s)" % (
+                            ",".join(ab.AB_SCENARIOS), ab.AB_DEFAULT))
+    ap.add_argument("--malloc", action="store_true",
+                    help="malloc calls per request of httpd's children for "
+                         "bare mod_proxy and the gateway (miss, hit, no "
+                         "cache), counted by a preloaded shim")
+    ap.add_argument("--ab-label", action="append", default=[],
+                    help="a name for A, then B (build/bench passes the "
+                         "revisions)")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="--ab: rounds (default 48, --quick 12)")
+    ap.add_argument("--secs", type=int, default=0,
+                    help="--ab: seconds of load per build and round "
+                         "(default 1)")
+    ap.add_argument("--conns", type=int, default=32,
+                    help="--ab, --malloc: wrk connections (default 32)")
+    ap.add_argument("--pin", choices=("none", "split", "one"),
+                    default=None,
+                    help="where the processes run: 'split' puts the "
+                         "subject (httpd) on half of the CPUs and wrk, the "
+                         "backend and this harness on the other; 'one' (--ab "
+                         "only) puts them all on one CPU (default: --ab %s, "
+                         "the overhead scenario at c>1 %s; see "
+                         "docs/benchmarks.md)" % (AB_PIN, OVERHEAD_PIN))
     args = ap.parse_args()
     only = [s for s in args.only.split(",") if s]
-    bad = [s for s in only if s not in SCENARIOS]
+    known = list(ab.AB_SCENARIOS) if args.ab else SCENARIOS
+    bad = [s for s in only if s not in known]
     if bad:
         ap.error("unknown scenario(s) %s; known: %s" % (
-            ", ".join(bad), ", ".join(SCENARIOS)))
-
+            ", ".join(bad), ", ".join(known)))
+    if sum(map(bool, (args.ab, args.smoke, args.malloc))) > 1:
+        ap.error("--ab, --malloc and --smoke exclude each other")
+    if args.malloc and only:
+        ap.error("--malloc measures its own subjects; no --only")
+    if args.pin is None:
+        args.pin = AB_PIN if args.ab else OVERHEAD_PIN
+    if args.pin == "one" and not args.ab:
+        ap.error("--pin one is for --ab")
+    if args.out is None:
+        args.out = os.path.join(HERE, "results", "ab" if args.ab else
+                                "malloc" if args.malloc else "latest")
     if args.rerender:
         return rerender(args.out)
     run = Run(args)
     limit = {"smoke": 180, "quick": 300, "full": 1500}[run.profile]
+    if args.ab:
+        k = ab.PROFILES[run.profile]
+        limit = 120 + 2 * (args.rounds or k["rounds"]) * (
+            (args.secs or k["secs"]) + 1) * max(1, len(only))
 
     def on_signal(sig, _frame):
         raise SystemExit("stopped by signal %d" % sig)
@@ -1177,6 +1430,10 @@ def main():
         run.mark_absent("nginx", "nginx is not installed")
     ok = True
     try:
+        if args.ab:
+            return run_ab(run, args, only)
+        if args.malloc:
+            return run_malloc(run, args)
         if run.profile == "smoke":
             probe_cache(run)
             ok = smoke(run)
@@ -1192,6 +1449,7 @@ def main():
         mach = machine()
         mach["loadavg_start"] = loadavg()
         mach["module_sha256"] = run.module
+        mach["cpu_accounting"] = subjects.cpu_account().source
         say("%s run; machine: %d cores, %s; load average %s" % (
             run.profile, mach["cores"] or 0, mach["cpu"],
             mach["loadavg_start"]))
@@ -1230,6 +1488,7 @@ def main():
     finally:
         signal.alarm(0)
         run.wrklog.close()
+        subjects.cpu_account_close()
         if args.keep:
             say("run directory kept: %s" % run.tmp)
         else:

@@ -39,6 +39,37 @@ def median(values):
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
 
 
+def quantile(values, q):
+    """The q-quantile (0..1) of values, interpolated between the nearest
+    ranks (the quartiles of an IQR); None if empty."""
+    if not values:
+        return None
+    s = sorted(values)
+    x = q * (len(s) - 1)
+    i = int(math.floor(x))
+    j = min(i + 1, len(s) - 1)
+    return s[i] + (s[j] - s[i]) * (x - i)
+
+
+def median_ci(values, conf=0.95):
+    """A distribution-free confidence interval of the median: the j-th
+    smallest and j-th largest of values, j the largest rank such that
+    fewer than j of n values fall below the true median with probability
+    at most (1 - conf) / 2 (binomial, p = 1/2). None for too few values."""
+    s = sorted(values)
+    n = len(s)
+    cum, j = 0.0, 0
+    for i in range(n + 1):
+        p = math.comb(n, i) / 2.0 ** n
+        if cum + p > (1 - conf) / 2:
+            break
+        cum += p
+        j = i + 1
+    if j == 0:
+        return None
+    return s[j - 1], s[n - j]
+
+
 def nonce():
     """A string no earlier request of this machine used: keeps requests
     meant to be unique from hitting a response cache filled by an earlier
@@ -52,10 +83,10 @@ def rnd(x, nd=3):
 
 # ---- wrk ------------------------------------------------------------------
 
-def pin_tree(cpus):
-    """Sets the CPU affinity of this process and of every thread of its
-    descendants (httpd's children and their threads, nginx's workers,
-    node, the backends; the wrk started after it inherits it)."""
+def pin_tree(cpus, root=None):
+    """Sets the CPU affinity of this process (or of root) and of every
+    thread of its descendants (httpd's children and their threads, nginx's
+    workers, node, the backends; the wrk started after it inherits it)."""
     kids = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -65,7 +96,7 @@ def pin_tree(cpus):
             except (OSError, ValueError, IndexError):
                 continue
             kids.setdefault(ppid, []).append(int(d))
-    todo = [os.getpid()]
+    todo = [root or os.getpid()]
     while todo:
         pid = todo.pop()
         try:
@@ -263,6 +294,40 @@ def one_request(port, body, headers=None, path="/v1/chat/completions",
                                    body)
         finally:
             c.close()
+    return asyncio.run(go())
+
+
+def sequential(port, n, headers=None, fixed=False, model="mock-small",
+               timeout=10.0, secs=None):
+    """n requests one after another on one keep-alive connection (or as
+    many as fit in secs seconds), unique (or all one body when fixed);
+    returns {"requests": answered with 200, "errors": the others}."""
+    hdrs = dict(JSON_HEADERS, **(headers or {}))
+    salt = nonce()
+    end = time.monotonic() + secs if secs else None
+
+    async def go():
+        c = Conn(port, timeout)
+        ok = bad = 0
+        try:
+            for i in range(n):
+                if end is not None and time.monotonic() > end:
+                    break
+                body = chat_body(model, "Say hello in five words. (%s)" % (
+                    "fixed" if fixed else "%s-%d" % (salt, i)),
+                    max_tokens=16)
+                try:
+                    st, _, b = await c.request("POST", "/v1/chat/"
+                                               "completions", hdrs, body)
+                except RETRYABLE:
+                    st, b = 0, b""
+                if st == 200 and b'"choices"' in b:
+                    ok += 1
+                else:
+                    bad += 1
+        finally:
+            c.close()
+        return {"requests": ok, "errors": bad}
     return asyncio.run(go())
 
 

@@ -98,6 +98,14 @@ def markdown(res):
                    f(c.get("mod_proxy_ttft_overhead_ms"), 3),
                    f(c.get("gateway_nocache_added_p99_ms"), 3),
                    f(c.get("gateway_nocache_ttft_overhead_ms"), 3)))
+    if c.get("mod_proxy_cpu_us_per_req") is not None:
+        out.append("\nIn CPU time per request: bare mod_proxy %s µs (the "
+                   "backend %s µs per request proxied to it), nginx %s× "
+                   "bare mod_proxy's, the gateway without its cache %s×.\n"
+                   % (f(c.get("mod_proxy_cpu_us_per_req"), 1),
+                      f(c.get("backend_cpu_us_per_req"), 1),
+                      f(c.get("nginx_cpu_vs_mod_proxy"), 3),
+                      f(c.get("gateway_nocache_cpu_vs_mod_proxy"), 3)))
 
     p = res.get("params") or {}
     if sc.get("overhead"):
@@ -129,6 +137,8 @@ def markdown(res):
                        "the rounds' ratios, each of two runs close in "
                        "time): %s.\n" % (main, ", ".join(
                            "%s %.2f×" % (s, v) for s, v in rel)))
+        if any(e and e.get("cpu_us_per_req") for e in sc["overhead"].values()):
+            out.append(cpu_table(sc["overhead"], levels, main, m))
 
     if sc.get("stream"):
         ps = p.get("stream", {})
@@ -149,6 +159,7 @@ def markdown(res):
                 ("gap max", lambda e: f(e.get("gap_max_ms"), 1)),
                 ("bursts", lambda e: pctf(e.get("burst_fraction"))),
                 ("stream p50", lambda e: f(e["p50_ms"], 1)),
+                ("CPU µs/stream", lambda e: f(e.get("cpu_us_per_req"), 0)),
                 ("errors", lambda e: f(e["errors"], 0))]
         out.append(table(["subject"] + [h for h, _ in cols],
                          rows_for(sc["stream"], cols)))
@@ -218,6 +229,31 @@ def markdown(res):
         for n in res["notes"]:
             out.append("- %s\n" % n)
     return "\n".join(x.rstrip("\n") + "\n" for x in out)
+
+
+def cpu_table(ov, levels, main, mach):
+    """The overhead scenario's CPU cost per request, subject by subject."""
+    cols = []
+    for lv in levels:
+        cols.append(("µs/req c=%s" % lv, lambda e, lv=lv: f(
+            (e["by_concurrency"][lv]).get("cpu_us_per_req"), 1)))
+    cols.append(("× mod_proxy c=%s" % main,
+                 lambda e: f(e.get("cpu_vs_mod_proxy"), 3)))
+    def span(e):
+        v = [x for x in e.get("rounds_cpu_us_per_req") or [] if x]
+        return "%.1f–%.1f" % (min(v), max(v)) if v else "–"
+    cols.append(("rounds c=%s: min–max µs" % main, span))
+    cols.append(("backend µs/req c=%s" % main,
+                 lambda e: f(e.get("backend_cpu_us_per_req"), 1)))
+    return ("\nCPU time of the subject's own processes (httpd: parent and "
+            "children; nginx: master and workers; Portkey: node; direct: "
+            "the backend) per request answered, in µs: user + system time "
+            "from %s over each run, divided by wrk's count of answers; "
+            "the median of the rounds. × mod_proxy: the median of the "
+            "rounds' ratios to bare mod_proxy's (lower is cheaper). The "
+            "backend's CPU per request proxied to it is for scale.\n\n"
+            % (mach.get("cpu_accounting") or "the kernel")
+            + table(["subject"] + [h for h, _ in cols], rows_for(ov, cols)))
 
 
 def seed_table(res):

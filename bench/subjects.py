@@ -5,6 +5,8 @@ the emulated backends (test/mockllm, bench/modelsrv.py), memcached, apache2
 
 Only processes started here are ever signalled, by their own id (each runs
 in a session of its own so that httpd's and nginx's children go with it).
+Each also runs in a cgroup of its own where one can be made, so that the CPU
+time of all its processes can be read (Proc.cpu_us, CpuAccount).
 """
 
 import os
@@ -84,12 +86,204 @@ def memory_kb(pids):
     return rss, pss
 
 
+# ---- CPU accounting ------------------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CG_PREFIX = "llmgw-bench."
+
+
+def cgroup2_base():
+    """This process's own cgroup v2 directory, or None: the cgroup2 mount
+    (pure or hybrid hierarchy) plus the path of the 0:: line of
+    /proc/self/cgroup."""
+    mount = None
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[2] == "cgroup2":
+                    mount = parts[1]
+                    break
+        with open("/proc/self/cgroup") as f:
+            rel = next((l.strip()[3:] for l in f if l.startswith("0::")),
+                       None)
+    except OSError:
+        return None
+    if not mount or rel is None:
+        return None
+    return os.path.normpath(mount + "/" + rel)
+
+
+def cgroup_cpu_us(d):
+    """usage_usec of a cgroup v2's cpu.stat: the CPU time, exact to the
+    microsecond (the scheduler's runtime, not ticks), of every thread that
+    ever ran in it, exited ones included."""
+    with open(os.path.join(d, "cpu.stat")) as f:
+        for line in f:
+            k, _, v = line.partition(" ")
+            if k == "usage_usec":
+                return float(v)
+    raise OSError("no usage_usec in %s/cpu.stat" % d)
+
+
+def proc_tree_cpu_us(pid):
+    """The fallback without a cgroup: utime+stime of pid and every live
+    descendant, plus cutime+cstime of each (what it reaped of children
+    that exited), in clock ticks (10 ms each, per process)."""
+    ticks = 0
+    for p in children(pid):
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                st = f.read()
+            fields = st[st.rindex(")") + 2:].split()
+            # fields[0] is field 3 (state): utime..cstime are 14..17.
+            ticks += sum(int(x) for x in fields[11:15])
+        except (OSError, ValueError, IndexError):
+            pass            # gone meanwhile: counted in its parent's cutime
+    return ticks * 1e6 / CLK_TCK
+
+
+class CpuAccount:
+    """One cgroup v2 per started process tree, under a directory of this
+    run (llmgw-bench.PID in this process's own cgroup), when one can be
+    made here (root, a cgroup2 mount: cgroup v2 or the hybrid hierarchy's
+    unified mount; no controller needs to be enabled, cpu.stat is always
+    there). Else the CPU time is read from /proc (see proc_tree_cpu_us):
+    as long as no process exits without being reaped by one that is
+    still in the tree, that loses nothing, at a tick's precision."""
+
+    def __init__(self):
+        self.base = None
+        self.why = None
+        self.n = 0
+        b = cgroup2_base()
+        if os.environ.get("BENCH_NO_CGROUP"):
+            self.why = "BENCH_NO_CGROUP is set"
+            return
+        if b is None:
+            self.why = "no cgroup2 mount"
+            return
+        self.reap_stale(b)
+        d = os.path.join(b, "%s%d" % (CG_PREFIX, os.getpid()))
+        try:
+            os.makedirs(d, exist_ok=True)
+            probe = os.path.join(d, "probe")
+            os.mkdir(probe)
+            ok = os.path.exists(os.path.join(probe, "cpu.stat")) and \
+                os.access(os.path.join(probe, "cgroup.procs"), os.W_OK)
+            os.rmdir(probe)
+        except OSError as e:
+            self.why = "cannot create a cgroup under %s: %s" % (b, e)
+            return
+        if not ok:
+            self.why = "a cgroup under %s has no cpu.stat or is not " \
+                       "writable" % b
+            os.rmdir(d)
+            return
+        self.base = d
+
+    @staticmethod
+    def reap_stale(b):
+        """Removes the empty cgroups an earlier run that died left."""
+        try:
+            names = os.listdir(b)
+        except OSError:
+            return
+        for n in names:
+            pid = n[len(CG_PREFIX):]
+            if not (n.startswith(CG_PREFIX) and pid.isdigit()):
+                continue
+            if os.path.exists("/proc/%s" % pid):
+                continue
+            d = os.path.join(b, n)
+            for sub in os.listdir(d):
+                if os.path.isdir(os.path.join(d, sub)):
+                    try:
+                        os.rmdir(os.path.join(d, sub))
+                    except OSError:
+                        pass
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+    @property
+    def source(self):
+        return "cgroup2 cpu.stat usage_usec" if self.base else \
+            "/proc utime+stime+cutime+cstime (%s)" % self.why
+
+    def new_group(self, name):
+        """A new cgroup's directory, or None (then that process's CPU time
+        is read from /proc)."""
+        if not self.base:
+            return None
+        self.n += 1
+        d = os.path.join(self.base, "%03d-%s" % (self.n, name))
+        try:
+            os.mkdir(d)
+        except OSError:
+            return None
+        return d
+
+    @staticmethod
+    def remove_group(d):
+        """rmdir once its processes are gone (they leave it as they are
+        reaped, a moment after the kill)."""
+        for _ in range(50):
+            try:
+                os.rmdir(d)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.02)
+
+    def close(self):
+        if self.base:
+            for sub in os.listdir(self.base):
+                if os.path.isdir(os.path.join(self.base, sub)):
+                    self.remove_group(os.path.join(self.base, sub))
+            self.remove_group(self.base)
+            self.base = None
+
+
+_ACCOUNT = None
+
+
+def cpu_account():
+    """The run's CpuAccount (made on first use)."""
+    global _ACCOUNT
+    if _ACCOUNT is None:
+        _ACCOUNT = CpuAccount()
+    return _ACCOUNT
+
+
+def cpu_account_close():
+    global _ACCOUNT
+    if _ACCOUNT is not None:
+        _ACCOUNT.close()
+        _ACCOUNT = None
+
+
+# The wrapper that puts a process into its cgroup before it becomes what it
+# is to run (exec keeps the pid; every child it makes starts in there too).
+CG_ENTER = 'echo $$ >"$1" || exit 125; shift; exec "$@"'
+
+
 class Proc:
-    def __init__(self, name, popen, port, logfile):
+    def __init__(self, name, popen, port, logfile, cgroup=None):
         self.name = name
         self.popen = popen
         self.port = port
         self.logfile = logfile
+        self.cgroup = cgroup
+
+    def cpu_us(self):
+        """CPU time (user + system, µs) of every process of this tree so
+        far, those that exited included."""
+        if self.cgroup:
+            return cgroup_cpu_us(self.cgroup)
+        return proc_tree_cpu_us(self.pid)
 
     @property
     def pid(self):
@@ -128,11 +322,15 @@ class Stack:
               ready=None):
         logfile = self.path("%s.log" % name)
         log = open(logfile, "ab")
+        cg = cpu_account().new_group(name)
+        if cg:
+            argv = ["/bin/sh", "-c", CG_ENTER, "sh",
+                    os.path.join(cg, "cgroup.procs")] + list(argv)
         popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, env=env,
                                  start_new_session=True, cwd=self.run)
         log.close()
-        proc = Proc(name, popen, port, logfile)
+        proc = Proc(name, popen, port, logfile, cg)
         self.procs.append(proc)
         if port is not None:
             deadline = time.monotonic() + wait_s
@@ -175,6 +373,9 @@ class Stack:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if proc.cgroup:
+            CpuAccount.remove_group(proc.cgroup)
+            proc.cgroup = None
 
     def kill(self, proc):
         """SIGKILL, as a crashing model server would go."""
@@ -210,12 +411,15 @@ class Stack:
 
     # ---- apache2 ------------------------------------------------------------
 
-    def httpd_conf(self, name, vhosts, mpm, global_lines=""):
-        """vhosts: [(port, text)]. mpm: dict of MPM directives."""
+    def httpd_conf(self, name, vhosts, mpm, global_lines="", load=None):
+        """vhosts: [(port, text)]. mpm: dict of MPM directives. load: the
+        LoadModule lines (default: build/lib.sh's, as build/bench exports
+        them)."""
         d = self.path(name)
         os.makedirs(os.path.join(d, "run"), exist_ok=True)
         os.chmod(d, 0o755)
-        load = os.environ.get("LLMGW_LOAD_MODULES") or default_load_modules()
+        load = load or os.environ.get("LLMGW_LOAD_MODULES") \
+            or default_load_modules()
         user = "User www-data\nGroup www-data\n" if os.getuid() == 0 else ""
         lines = ["# Generated by build/bench.",
                  'ServerRoot "%s"' % d]
@@ -246,10 +450,12 @@ class Stack:
             f.write("\n".join(l for l in lines if l) + "\n")
         return d, conf
 
-    def httpd(self, name, vhosts, mpm, global_lines=""):
-        d, conf = self.httpd_conf(name, vhosts, mpm, global_lines)
+    def httpd(self, name, vhosts, mpm, global_lines="", load=None,
+              env=None):
+        """env: the environment of the httpd (default this process's)."""
+        d, conf = self.httpd_conf(name, vhosts, mpm, global_lines, load)
         argv = ["/usr/sbin/apache2", "-d", d, "-f", conf, "-DFOREGROUND"]
-        proc = self.spawn(name, argv, vhosts[0][0])
+        proc = self.spawn(name, argv, vhosts[0][0], env=env)
         for p, _ in vhosts[1:]:
             deadline = time.monotonic() + 10
             while not port_open(p):
@@ -259,9 +465,9 @@ class Stack:
         proc.error_log = os.path.join(d, "error.log")
         return proc
 
-    def httpd_accepts(self, name, vhosts, mpm, global_lines):
+    def httpd_accepts(self, name, vhosts, mpm, global_lines, load=None):
         """apache2 -t on such a configuration: (ok, message)."""
-        d, conf = self.httpd_conf(name, vhosts, mpm, global_lines)
+        d, conf = self.httpd_conf(name, vhosts, mpm, global_lines, load)
         p = subprocess.run(["/usr/sbin/apache2", "-t", "-d", d, "-f", conf],
                            capture_output=True, text=True, timeout=30)
         msg = (p.stderr + p.stdout).strip()

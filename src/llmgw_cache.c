@@ -9,7 +9,13 @@
 #include "llmgw_cache.h"
 #include "llmgw_sha256.h"
 
-#define RECORD_VERSION 2
+#define RECORD_VERSION 3
+#define STR_(x) #x
+#define STR(x) STR_(x)
+/* A record's first bytes: "LLMGW" and the version, then a space. */
+#define RECORD_MAGIC "LLMGW" STR(RECORD_VERSION) " "
+/* The longest header: magic, endpoint, length, check, spaces, newline. */
+#define MAX_HEAD 64
 #define MAX_CHOICES 8
 #define MAX_TOOLS 16
 
@@ -104,17 +110,41 @@ static llmgw_json_t *doc(llmgw_record_t *rec)
     return rec->doc;
 }
 
+/* The JSON at text as a read view of the given type, or NULL. */
+static llmgw_json_t *read_as(apr_pool_t *p, const char *text, apr_size_t len,
+                             llmgw_json_type_t type)
+{
+    llmgw_json_err_t err;
+    const char *msg;
+    llmgw_json_t *j = llmgw_json_read(p, text, len, &err, &msg);
+
+    return j && llmgw_json_type(j, NULL) == type ? j : NULL;
+}
+
+/* Whether the member key of j is absent or null. */
+static int absent(const llmgw_json_t *j, const char *key)
+{
+    llmgw_json_type_t t = llmgw_json_type(j, key, NULL);
+
+    return t == LLMGW_JSON_MISSING || t == LLMGW_JSON_NULL;
+}
+
+/* Whether a choice says the generation failed: the error finish, which
+ * backends and the gateway's own error tail end a broken stream with. */
+static int failed_choice(const llmgw_json_t *choice)
+{
+    const char *fr = llmgw_json_gets(choice, "finish_reason", NULL);
+
+    return fr && strcmp(fr, "error") == 0;
+}
+
 static void usage_of(const llmgw_json_t *response, llmgw_usage_t *u)
 {
-    if (llmgw_json_type(response, "usage", NULL) != LLMGW_JSON_OBJECT) {
-        return;
+    if (llmgw_json_type(response, "usage", NULL) == LLMGW_JSON_OBJECT) {
+        llmgw_usage_read(llmgw_json_getj(response, "usage", NULL),
+                         "prompt_tokens", "completion_tokens",
+                         "total_tokens", u);
     }
-    u->prompt = llmgw_json_getl(response, 0, "usage", "prompt_tokens", NULL);
-    u->completion = llmgw_json_getl(response, 0, "usage",
-                                    "completion_tokens", NULL);
-    u->total = llmgw_json_getl(response, u->prompt + u->completion, "usage",
-                               "total_tokens", NULL);
-    u->found = 1;
 }
 
 static int take(llmgw_record_t *rec, apr_size_t len)
@@ -180,8 +210,9 @@ void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
         return;
     }
     chunk = llmgw_json_parse(rec->p, data, len, &err, &msg);
-    if (!chunk || llmgw_json_type(chunk, NULL) != LLMGW_JSON_OBJECT) {
-        rec->failed = 1;
+    if (!chunk || llmgw_json_type(chunk, NULL) != LLMGW_JSON_OBJECT
+        || !absent(chunk, "error")) {
+        rec->failed = 1;    /* not a chunk, or an error event */
         return;
     }
     usage_of(chunk, &rec->usage);
@@ -200,7 +231,7 @@ void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
         const char *fr = llmgw_json_gets(ch, "finish_reason", NULL);
         choice_acc *c;
 
-        if (idx < 0 || idx >= MAX_CHOICES) {
+        if (idx < 0 || idx >= MAX_CHOICES || failed_choice(ch)) {
             rec->failed = 1;
             return;
         }
@@ -319,22 +350,50 @@ static void assemble(llmgw_record_t *rec)
     }
 }
 
-/* The body is kept as it came, without a parse: the backend's JSON, whole
- * (the output filter drops a recording when mod_proxy reports the backend
- * broke off). A body that is not an object with choices (data, for
- * embeddings) is not an answer to replay. */
+/* Whether the body j is an answer of the record's endpoint: no error, and
+ * data (embeddings) or choices, each an object, none failed. */
+static int is_answer(const llmgw_record_t *rec, const llmgw_json_t *j)
+{
+    llmgw_json_t *choices;
+    apr_size_t i, n;
+
+    if (!absent(j, "error")) {
+        return 0;
+    }
+    if (rec->ep == LLMGW_EP_EMBEDDINGS) {
+        return llmgw_json_type(j, "data", NULL) == LLMGW_JSON_ARRAY;
+    }
+    if (llmgw_json_type(j, "choices", NULL) != LLMGW_JSON_ARRAY) {
+        return 0;
+    }
+    choices = llmgw_json_getj(j, "choices", NULL);
+    n = llmgw_json_array_len(choices);
+    for (i = 0; i < n; i++) {
+        llmgw_json_t *c = llmgw_json_array_get(choices, i);
+
+        if (llmgw_json_type(c, NULL) != LLMGW_JSON_OBJECT
+            || failed_choice(c)) {
+            return 0;
+        }
+    }
+    return n > 0;
+}
+
+/* The body is kept as the bytes that came, read once here with the reader
+ * a streamed hit reads it with (so it reads back), and only if it is the
+ * endpoint's answer. The output filter drops a recording when mod_proxy
+ * reports that the backend broke off. */
 void llmgw_record_set_response(llmgw_record_t *rec, const char *body,
                                apr_size_t len)
 {
-    const char *member = rec->ep == LLMGW_EP_EMBEDDINGS ? "\"data\""
-                                                         : "\"choices\"";
+    llmgw_json_t *j;
 
     if (rec->failed || !take(rec, len)) {
         return;
     }
     body = llmgw_json_trim(body, &len);
-    if (len < 2 || body[0] != '{' || body[len - 1] != '}'
-        || !memmem(body, len, member, strlen(member))) {
+    j = read_as(rec->p, body, len, LLMGW_JSON_OBJECT);
+    if (!j || !is_answer(rec, j)) {
         rec->failed = 1;
         return;
     }
@@ -348,14 +407,82 @@ static const char *endpoint_name(llmgw_endpoint_t ep)
            : ep == LLMGW_EP_EMBEDDINGS ? "embeddings" : "chat";
 }
 
-/* Stored as "LLMGW<v> <endpoint> <n>\n" + the response (n bytes) + "\n" +
- * the chunks (a JSON array, or null): a plain hit sends the response as
- * it is, with no parse and no serialisation. */
+/* A 64-bit check of a record against what a store may do to it (cut it,
+ * flip bits, hand back another length); not against forgery: whoever can
+ * write the store can write any answer. Each 8-byte word (little-endian
+ * on every host, as nodes share memcached) goes through a bijective mix
+ * into the state, and the state through another, so a change confined to
+ * one word always shows; any other change shows but once in 2^64. */
+static apr_uint64_t check64(apr_uint64_t h, const char *s, apr_size_t n)
+{
+    const apr_uint64_t k1 = APR_UINT64_C(0x9e3779b97f4a7c15);
+    const apr_uint64_t k2 = APR_UINT64_C(0xd6e8feb86659fd93);
+    const unsigned char *u = (const unsigned char *)s;
+
+    h ^= (apr_uint64_t)n * k1;
+    while (n) {
+        apr_size_t i, take = n < 8 ? n : 8;
+        apr_uint64_t w = 0;
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (take == 8) {
+            memcpy(&w, u, 8);       /* one load where bytes are in order */
+        }
+        else
+#endif
+        for (i = 0; i < take; i++) {
+            w |= (apr_uint64_t)u[i] << (8 * i);
+        }
+        w *= k1;
+        w ^= w >> 32;
+        h = (h ^ w) * k2;
+        h ^= h >> 29;
+        u += take;
+        n -= take;
+    }
+    h *= k1;
+    return h ^ (h >> 32);
+}
+
+/* The check of a record: its header up to the check, then the rest. */
+static apr_uint64_t record_check(const char *head, apr_size_t hlen,
+                                 const char *body, apr_size_t blen)
+{
+    return check64(check64(0, head, hlen), body, blen);
+}
+
+/* Stored as "LLMGW<v> <endpoint> <n> <check>\n" + the response (n bytes) +
+ * "\n" + the chunks (a JSON array, or null): a plain hit sends the
+ * response as it is, with no parse and no serialisation; the check
+ * (16 hex digits, record_check) catches a value the store damaged. */
+static const char *record_text(llmgw_record_t *rec, const char *resp,
+                               apr_size_t rlen, const char *chunks,
+                               apr_size_t clen, apr_size_t *len)
+{
+    const char *head = apr_psprintf(rec->p, RECORD_MAGIC "%s %"
+                                    APR_SIZE_T_FMT " ",
+                                    endpoint_name(rec->ep), rlen);
+    apr_size_t hlen = strlen(head);
+    char *text, *body;
+
+    *len = hlen + 17 + rlen + 1 + clen;
+    text = apr_palloc(rec->p, *len + 1);
+    body = text + hlen + 17;
+    memcpy(text, head, hlen);
+    memcpy(body, resp, rlen);
+    body[rlen] = '\n';
+    memcpy(body + rlen + 1, chunks, clen);
+    text[*len] = '\0';
+    apr_snprintf(text + hlen, 17, "%016" APR_UINT64_T_HEX_FMT,
+                 record_check(head, hlen, body, rlen + 1 + clen));
+    text[hlen + 16] = '\n';
+    return text;
+}
+
 const char *llmgw_record_serialize(llmgw_record_t *rec, apr_size_t *len)
 {
-    const char *resp, *chunks = "null", *head;
-    apr_size_t rlen, clen = 4, hlen;
-    char *text;
+    const char *resp, *chunks = "null", *text;
+    apr_size_t rlen, clen = 4;
 
     if (!rec->failed && !rec->resp_text && !rec->response && rec->first) {
         assemble(rec);
@@ -368,76 +495,143 @@ const char *llmgw_record_serialize(llmgw_record_t *rec, apr_size_t *len)
     if (rec->chunks) {
         chunks = llmgw_json_write(rec->chunks, &clen);
     }
-    head = apr_psprintf(rec->p, "LLMGW%d %s %" APR_SIZE_T_FMT "\n",
-                        RECORD_VERSION, endpoint_name(rec->ep), rlen);
-    hlen = strlen(head);
-    *len = hlen + rlen + 1 + clen;
+    text = record_text(rec, resp, rlen, chunks, clen, len);
     if (*len > rec->max) {
         return NULL;
     }
-    text = apr_palloc(rec->p, *len + 1);
-    memcpy(text, head, hlen);
-    memcpy(text + hlen, resp, rlen);
-    text[hlen + rlen] = '\n';
-    memcpy(text + hlen + rlen + 1, chunks, clen);
-    text[*len] = '\0';
+    /* Never store what cannot be read back: text we wrote from trees (a
+     * chunk nested near the reader's limit is one level deeper in the
+     * chunk array) is read as a streamed hit will read it. A plain body
+     * was read when it came (llmgw_record_set_response). */
+    if (!rec->resp_text && !llmgw_record_parse(rec->p, text, *len, 1)) {
+        return NULL;
+    }
     return text;
 }
 
+/* The stored JSON, read now (a stream replay needs the trees): an object,
+ * and an array of chunk objects unless the chunks are null. Read views:
+ * replayed chunks are written out as they were stored. */
 static int load(llmgw_record_t *rec)
 {
-    llmgw_json_err_t err;
-    const char *msg;
+    apr_size_t i, n;
 
     if (!rec->response) {
-        rec->response = llmgw_json_parse(rec->p, rec->resp_text,
-                                         rec->resp_len, &err, &msg);
+        rec->response = read_as(rec->p, rec->resp_text, rec->resp_len,
+                                LLMGW_JSON_OBJECT);
         if (!rec->response) {
             return 0;
         }
         usage_of(rec->response, &rec->usage);
     }
-    if (!rec->chunks && rec->chunks_len != 4) {
-        rec->chunks = llmgw_json_parse(rec->p, rec->chunks_text,
-                                       rec->chunks_len, &err, &msg);
-        if (llmgw_json_type(rec->chunks, NULL) != LLMGW_JSON_ARRAY) {
+    if (!rec->chunks && !(rec->chunks_len == 4
+                          && memcmp(rec->chunks_text, "null", 4) == 0)) {
+        rec->chunks = read_as(rec->p, rec->chunks_text, rec->chunks_len,
+                              LLMGW_JSON_ARRAY);
+        if (!rec->chunks) {
             return 0;
+        }
+        n = llmgw_json_array_len(rec->chunks);
+        for (i = 0; i < n; i++) {
+            if (llmgw_json_type(llmgw_json_array_get(rec->chunks, i), NULL)
+                != LLMGW_JSON_OBJECT) {
+                rec->chunks = NULL;
+                return 0;
+            }
         }
     }
     return 1;
 }
 
+/* s past the decimal digits at s, their value in *v; NULL if there are
+ * none, or more than max. */
+static const char *digits(const char *s, const char *end, apr_uint64_t max,
+                          apr_uint64_t *v)
+{
+    const char *start = s;
+
+    for (*v = 0; s < end && *s >= '0' && *s <= '9'; s++) {
+        apr_uint64_t d = (apr_uint64_t)(*s - '0');
+
+        if (*v > (max - d) / 10) {
+            return NULL;
+        }
+        *v = *v * 10 + d;
+    }
+    return s > start ? s : NULL;
+}
+
+/* s past the word w at s, or NULL. */
+static const char *word(const char *s, const char *end, const char *w)
+{
+    apr_size_t n = strlen(w);
+
+    return (apr_size_t)(end - s) >= n && memcmp(s, w, n) == 0 ? s + n : NULL;
+}
+
+/* The header "LLMGW<v> <endpoint> <n> <check>\n", read strictly: the
+ * endpoint in *ep, n in *n, the check in *sum; the header's length, or 0
+ * if text does not start with one. */
+static apr_size_t read_head(const char *text, apr_size_t len,
+                            llmgw_endpoint_t *ep, apr_uint64_t *n,
+                            apr_uint64_t *sum, apr_size_t *summed)
+{
+    const char *s = text, *end = text + (len < MAX_HEAD ? len : MAX_HEAD);
+    const char *t;
+    int i;
+
+    if (!(s = word(s, end, RECORD_MAGIC))) {
+        return 0;
+    }
+    if ((t = word(s, end, "chat "))) {
+        *ep = LLMGW_EP_CHAT;
+    }
+    else if ((t = word(s, end, "completions "))) {
+        *ep = LLMGW_EP_COMPLETIONS;
+    }
+    else if ((t = word(s, end, "embeddings "))) {
+        *ep = LLMGW_EP_EMBEDDINGS;
+    }
+    if (!t || !(s = digits(t, end, len, n)) || !(s = word(s, end, " "))) {
+        return 0;
+    }
+    *summed = (apr_size_t)(s - text);
+    for (*sum = 0, i = 0; i < 16; i++, s++) {
+        int d = s >= end ? -1
+                : *s >= '0' && *s <= '9' ? *s - '0'
+                : *s >= 'a' && *s <= 'f' ? *s - 'a' + 10 : -1;
+
+        if (d < 0) {
+            return 0;
+        }
+        *sum = *sum << 4 | (apr_uint64_t)d;
+    }
+    return (s = word(s, end, "\n")) ? (apr_size_t)(s - text) : 0;
+}
+
 llmgw_record_t *llmgw_record_parse(apr_pool_t *p, const char *text,
                                    apr_size_t len, int full)
 {
-    char head[64], ep[16];
-    const char *nl = memchr(text, '\n',
-                            len < sizeof(head) ? len : sizeof(head));
-    apr_size_t n, used;
-    int v;
+    llmgw_endpoint_t ep = LLMGW_EP_NONE;
+    apr_uint64_t n, sum;
+    apr_size_t used, summed;
     llmgw_record_t *rec;
 
-    /* The header, NUL-terminated: a store need not terminate values. */
-    if (!nl) {
-        return NULL;
-    }
-    used = (apr_size_t)(nl - text) + 1;
-    memcpy(head, text, used - 1);
-    head[used - 1] = '\0';
-    if (sscanf(head, "LLMGW%d %15s %" APR_SIZE_T_FMT, &v, ep, &n) != 3
-        || v != RECORD_VERSION || n >= len || used + n + 1 > len
-        || text[used + n] != '\n') {
+    /* The store need not NUL-terminate values: every read is bounded by
+     * len, and the whole text must be what was stored. */
+    if (!text || !(used = read_head(text, len, &ep, &n, &sum, &summed))
+        || n > len - used || len - used - n < 1
+        || text[used + n] != '\n'
+        || record_check(text, summed, text + used, len - used) != sum) {
         return NULL;
     }
     rec = apr_pcalloc(p, sizeof(*rec));
     rec->p = p;
-    rec->ep = strcmp(ep, "completions") == 0 ? LLMGW_EP_COMPLETIONS
-              : strcmp(ep, "embeddings") == 0 ? LLMGW_EP_EMBEDDINGS
-              : LLMGW_EP_CHAT;
+    rec->ep = ep;
     rec->resp_text = text + used;
-    rec->resp_len = n;
+    rec->resp_len = (apr_size_t)n;
     rec->chunks_text = text + used + n + 1;
-    rec->chunks_len = len - used - n - 1;
+    rec->chunks_len = len - used - (apr_size_t)n - 1;
     rec->max = len;
     if (full && !load(rec)) {
         return NULL;

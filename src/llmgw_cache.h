@@ -33,20 +33,27 @@ typedef struct llmgw_record llmgw_record_t;
  * serialised size the store takes (a bigger answer is not cached). */
 llmgw_record_t *llmgw_record_create(apr_pool_t *p, llmgw_endpoint_t ep,
                                     apr_size_t max);
-/* Feeds one SSE data payload (a chunk's JSON) of a streamed answer. */
+/* Feeds one SSE data payload (a chunk's JSON) of a streamed answer. A
+ * payload that is not a chunk, an error event, or a choice finished with
+ * "error" makes the answer one not to keep. */
 void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
                             apr_size_t len);
-/* Sets the whole body of a non-streamed answer. */
+/* Sets the whole body of a non-streamed answer: kept only if it is the
+ * endpoint's answer, strict JSON read whole: an object without an error,
+ * with choices (objects, none finished with "error") or, for embeddings,
+ * data. */
 void llmgw_record_set_response(llmgw_record_t *rec, const char *body,
                                apr_size_t len);
 /* The text to store, or NULL when the answer cannot be cached (too big,
- * not understood). */
+ * not understood, not whole, or not readable back as a record). */
 const char *llmgw_record_serialize(llmgw_record_t *rec, apr_size_t *len);
 
-/* A stored record, or NULL when text is not one (e.g. an old version).
- * With full, its JSON is parsed now (a stream replay needs it); else a
- * plain hit serves the stored response bytes as they are. text must live
- * as long as the record. */
+/* A stored record, or NULL when text[0..len) is not one, whatever it
+ * holds: another version, a cut, a changed bit, a length that lies (the
+ * header's length and check), JSON that does not read. With full, its
+ * JSON is read now (a stream replay needs it); else a plain hit serves
+ * the stored response bytes as they are. text must live as long as the
+ * record. */
 llmgw_record_t *llmgw_record_parse(apr_pool_t *p, const char *text,
                                    apr_size_t len, int full);
 /* The answer as a non-streamed JSON body. */

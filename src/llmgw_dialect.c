@@ -324,6 +324,139 @@ static const char *skip_value(const char *s, const char *end)
     return NULL;
 }
 
+apr_int64_t llmgw_tokens_of(double v)
+{
+    apr_int64_t t;
+
+    if (!(v > 0)) {
+        return 0;               /* also NaN */
+    }
+    if (v >= (double)LLMGW_TOKENS_MAX) {
+        return LLMGW_TOKENS_MAX;
+    }
+    t = (apr_int64_t)v;
+    return (double)t < v ? t + 1 : t;
+}
+
+/* A count is the number at key in j, if there is one there. */
+static apr_int64_t count_at(const llmgw_json_t *j, const char *key)
+{
+    llmgw_json_type_t t = key ? llmgw_json_type(j, key, NULL)
+                              : LLMGW_JSON_MISSING;
+
+    if (t != LLMGW_JSON_INT && t != LLMGW_JSON_DOUBLE) {
+        return -1;
+    }
+    return llmgw_tokens_of(llmgw_json_getd(j, 0, key, NULL));
+}
+
+/* The usage from counts read (-1: none): missing ones count 0, and the
+ * total is at least the sum of the parts. */
+static void usage_set(llmgw_usage_t *u, apr_int64_t prompt,
+                      apr_int64_t completion, apr_int64_t total)
+{
+    u->prompt = prompt >= 0 ? prompt : 0;
+    u->completion = completion >= 0 ? completion : 0;
+    u->total = llmgw_tokens_add(u->prompt, u->completion);
+    if (total > u->total) {
+        u->total = total;
+    }
+    u->found = 1;
+}
+
+void llmgw_usage_read(const llmgw_json_t *j, const char *prompt,
+                      const char *completion, const char *total,
+                      llmgw_usage_t *u)
+{
+    if (!j) {
+        return;
+    }
+    usage_set(u, count_at(j, prompt), count_at(j, completion),
+              count_at(j, total));
+}
+
+/* v with the digit d appended, saturated at LLMGW_TOKENS_MAX. */
+static apr_int64_t push_digit(apr_int64_t v, int d)
+{
+    return v > (LLMGW_TOKENS_MAX - d) / 10 ? LLMGW_TOKENS_MAX : v * 10 + d;
+}
+
+/* s past the decimal digits at s. */
+static const char *skip_digits(const char *s, const char *end)
+{
+    while (s < end && *s >= '0' && *s <= '9') {
+        s++;
+    }
+    return s;
+}
+
+/* The count of the JSON number at s, as llmgw_tokens_of but exactly, from
+ * its digits (a count is read on every answer: no strtod, no locale):
+ * its digits d (a[0..na) then b[0..nb)) times 10^e, rounded up. */
+static apr_int64_t decimal_count(const char *a, apr_size_t na, const char *b,
+                                 apr_size_t nb, long e)
+{
+    long point = (long)na + e, i, n = (long)(na + nb);
+    apr_int64_t v = 0;
+
+    for (i = 0; i < n || i < point; i++) {
+        int d = i < (long)na ? a[i] - '0' : i < n ? b[i - na] - '0' : 0;
+
+        if (i >= point) {
+            if (d) {
+                return llmgw_tokens_add(v, 1);      /* a fraction */
+            }
+            if (i >= n) {
+                break;
+            }
+            continue;
+        }
+        v = push_digit(v, d);
+        if (v == LLMGW_TOKENS_MAX || (i >= n && !v)) {
+            break;              /* saturated, or zeros to the end */
+        }
+    }
+    return v;
+}
+
+/* s past the JSON number at s, its count in *v; NULL if there is none. */
+static const char *scan_count(const char *s, const char *end,
+                              apr_int64_t *v)
+{
+    const char *a, *b = NULL, *t;
+    apr_size_t na, nb = 0;
+    long e = 0;
+    int neg = s < end && *s == '-', eneg = 0;
+
+    a = s + neg;
+    if ((s = skip_digits(a, end)) == a) {
+        return NULL;
+    }
+    na = (apr_size_t)(s - a);
+    if (s < end && *s == '.') {
+        b = s + 1;
+        if ((s = skip_digits(b, end)) == b) {
+            return NULL;
+        }
+        nb = (apr_size_t)(s - b);
+    }
+    if (s < end && (*s == 'e' || *s == 'E')) {
+        s++;
+        if (s < end && (*s == '+' || *s == '-')) {
+            eneg = *s++ == '-';
+        }
+        if ((t = skip_digits(s, end)) == s) {
+            return NULL;
+        }
+        /* Past 10^6 the count is 0, 1 or the clamp however far. */
+        for (; s < t; s++) {
+            e = e < 1000000 ? e * 10 + (*s - '0') : e;
+        }
+    }
+    *v = neg ? 0 : decimal_count(a, na, b, nb, eneg ? -e : e);
+    return s;
+}
+
 /* The token counts of the usage object at s (its '{'): read in place, as
  * this runs on every answer; 0 if the object is not whole. */
 static int scan_usage(const char *s, const char *end, llmgw_usage_t *u)
@@ -334,7 +467,7 @@ static int scan_usage(const char *s, const char *end, llmgw_usage_t *u)
     apr_int64_t v[3] = { -1, -1, -1 };
 
     for (s++;;) {
-        const char *k;
+        const char *k, *past;
         apr_size_t klen;
         int i, which = -1;
 
@@ -360,13 +493,10 @@ static int scan_usage(const char *s, const char *end, llmgw_usage_t *u)
                 which = i;
             }
         }
-        if (which >= 0 && s < end && *s >= '0' && *s <= '9') {
-            v[which] = 0;
-            while (s < end && *s >= '0' && *s <= '9') {
-                v[which] = v[which] * 10 + (*s++ - '0');
-            }
+        if (which >= 0 && (past = scan_count(s, end, &v[which])) != NULL) {
+            s = past;
         }
-        if (!(s = skip_value(s, end))) {
+        else if (!(s = skip_value(s, end))) {
             return 0;
         }
         s = llmgw_json_skip_ws(s, end);
@@ -377,10 +507,7 @@ static int scan_usage(const char *s, const char *end, llmgw_usage_t *u)
             return 0;
         }
     }
-    u->prompt = v[0] >= 0 ? v[0] : 0;
-    u->completion = v[1] >= 0 ? v[1] : 0;
-    u->total = v[2] >= 0 ? v[2] : u->prompt + u->completion;
-    u->found = 1;
+    usage_set(u, v[0], v[1], v[2]);
     return 1;
 }
 
@@ -462,3 +589,4 @@ void llmgw_error_for_status(int status, llmgw_error_t *err)
         break;
     }
 }
+

@@ -42,6 +42,37 @@ typedef struct {
     int found;
 } llmgw_usage_t;
 
+/* Token counts come from backends, so each is clamped: none is below 0 or
+ * above LLMGW_TOKENS_MAX (10^15: far beyond any real count, yet exact in a
+ * double, so in every JSON client), a fraction counts as the next whole
+ * token, and sums saturate there. No arithmetic on counts can overflow. */
+#define LLMGW_TOKENS_MAX APR_INT64_C(1000000000000000)
+
+/* v in [0, LLMGW_TOKENS_MAX]. */
+static APR_INLINE apr_int64_t llmgw_tokens_clamp(apr_int64_t v)
+{
+    return v < 0 ? 0 : v > LLMGW_TOKENS_MAX ? LLMGW_TOKENS_MAX : v;
+}
+
+/* a + b, saturated (a and b are clamped first). */
+static APR_INLINE apr_int64_t llmgw_tokens_add(apr_int64_t a, apr_int64_t b)
+{
+    apr_int64_t sum = llmgw_tokens_clamp(a) + llmgw_tokens_clamp(b);
+
+    return sum > LLMGW_TOKENS_MAX ? LLMGW_TOKENS_MAX : sum;
+}
+
+/* The count a JSON number v stands for: rounded up, clamped (NaN: 0). */
+apr_int64_t llmgw_tokens_of(double v);
+
+/* Usage from the object j (NULL: none found): the counts of the members
+ * named prompt, completion and total (NULL: not there), each a number
+ * read as llmgw_tokens_of (anything else counts 0); the total is never
+ * less than the sum of the other two. */
+void llmgw_usage_read(const llmgw_json_t *j, const char *prompt,
+                      const char *completion, const char *total,
+                      llmgw_usage_t *u);
+
 /* Maps the path below the API root ("/chat/completions", "/models/x",
  * with or without a leading "/v1") to an endpoint; *model_id gets the id
  * of /models/{id}. */

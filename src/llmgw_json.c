@@ -1220,6 +1220,20 @@ const char *llmgw_json_write(const llmgw_json_t *j, apr_size_t *len)
     return s;
 }
 
+apr_size_t llmgw_json_text_len(const llmgw_json_t *j)
+{
+    apr_size_t n = 0;
+
+    if (!j) {
+        return 0;
+    }
+    if (j->v) {
+        return j->v->len;
+    }
+    llmgw_json_write(j, &n);
+    return n;
+}
+
 /* ---------------------------------------------------------------------
  * Text built in a pool: edits of a request, canonical text, quoting.
  */

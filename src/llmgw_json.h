@@ -144,6 +144,9 @@ llmgw_json_t *llmgw_json_array_add_object(llmgw_json_t *j);
 /* Compact text of j, valid as long as j's tree (for a read view: its
  * text as it came); *len may be NULL. */
 const char *llmgw_json_write(const llmgw_json_t *j, apr_size_t *len);
+/* The length of that text without making it (a read view's is known);
+ * 0 for a NULL handle. */
+apr_size_t llmgw_json_text_len(const llmgw_json_t *j);
 
 /* The text of j, a read view of an object, with the values of the
  * top-level members keys[0..n) (n <= 32) replaced by the JSON texts

@@ -1,7 +1,9 @@
 /* llmgw_memcache: per server a mutex-guarded stack of idle connections;
  * each operation takes one, runs with the socket timeout set, and gives it
  * back, or closes it on any error. A stale connection (memcached restarted)
- * is retried once on a fresh one before the server counts as down. */
+ * is retried once on a fresh one before the server counts as down. Replies
+ * are parsed as untrusted input: every line bounded, every number strict,
+ * every length capped before anything is allocated. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,12 +36,16 @@ struct llmgw_mc {
     apr_interval_time_t timeout;
     apr_interval_time_t retry;
     int max_idle;
+    apr_size_t max_value;
 };
+
+/* memcached's limit on keys. */
+#define MAX_KEY 250
 
 apr_status_t llmgw_mc_create(apr_pool_t *p, const char *servers,
                              apr_interval_time_t timeout,
                              apr_interval_time_t retry, int max_idle,
-                             llmgw_mc_t **out)
+                             apr_size_t max_value, llmgw_mc_t **out)
 {
     llmgw_mc_t *mc = apr_pcalloc(p, sizeof(*mc));
     char *list = apr_pstrdup(p, servers), *last, *hp;
@@ -53,6 +59,7 @@ apr_status_t llmgw_mc_create(apr_pool_t *p, const char *servers,
     mc->timeout = timeout;
     mc->retry = retry;
     mc->max_idle = max_idle;
+    mc->max_value = max_value;
     for (hp = apr_strtok(list, ",", &last); hp;
          hp = apr_strtok(NULL, ",", &last)) {
         mc_server *s = &mc->servers[mc->n];
@@ -210,8 +217,9 @@ static apr_status_t fill(mc_conn *c)
     return (rv == APR_EOF && n) ? APR_SUCCESS : rv;
 }
 
-/* One "\r\n"-terminated line into line[0..size), NUL-terminated. Answers
- * to our commands are short; a longer line is a protocol error. */
+/* One "\r\n"-terminated line into line[0..size), NUL-terminated.
+ * Answers to our commands are short: a longer line, a bare "\n" or a NUL
+ * is a protocol error (APR_EGENERAL). */
 static apr_status_t read_line(mc_conn *c, char *line, apr_size_t size)
 {
     apr_status_t rv;
@@ -221,13 +229,13 @@ static apr_status_t read_line(mc_conn *c, char *line, apr_size_t size)
 
         if (nl) {
             apr_size_t n = (apr_size_t)(nl - (c->buf + c->bpos));
-            apr_size_t keep = n && nl[-1] == '\r' ? n - 1 : n;
 
-            if (keep >= size) {
+            if (n == 0 || nl[-1] != '\r' || n - 1 >= size
+                || memchr(c->buf + c->bpos, '\0', n - 1)) {
                 return APR_EGENERAL;
             }
-            memcpy(line, c->buf + c->bpos, keep);
-            line[keep] = '\0';
+            memcpy(line, c->buf + c->bpos, n - 1);
+            line[n - 1] = '\0';
             c->bpos += n + 1;
             return APR_SUCCESS;
         }
@@ -281,52 +289,108 @@ typedef struct {
     apr_pool_t *p;        /* for get */
     char **val;
     apr_size_t *len;
+    const char *key;      /* the key asked for */
+    apr_size_t max;       /* the longest value taken */
 } mc_op;
 
-/* Reads the answer to op; APR_EGENERAL for a protocol-level refusal, which
- * leaves the connection usable. */
+/* s past the decimal digits at s (at least one, no sign), their value at
+ * most max in *v; NULL if there are none or the value is larger. */
+static const char *number(const char *s, apr_uint64_t max, apr_uint64_t *v)
+{
+    const char *start = s;
+
+    for (*v = 0; *s >= '0' && *s <= '9'; s++) {
+        apr_uint64_t d = (apr_uint64_t)(*s - '0');
+
+        if (*v > (max - d) / 10) {
+            return NULL;
+        }
+        *v = *v * 10 + d;
+    }
+    return s > start ? s : NULL;
+}
+
+/* "VALUE <key> <flags> <bytes>", exactly: the key asked for, flags a
+ * 32-bit number, bytes in *n; APR_EGENERAL if the line is anything else,
+ * APR_ENOSPC if the value is longer than max. */
+static apr_status_t value_line(const char *line, const char *key,
+                               apr_size_t max, apr_size_t *n)
+{
+    apr_size_t klen = strlen(key);
+    apr_uint64_t flags, bytes;
+    const char *s = line;
+
+    if (strncmp(s, "VALUE ", 6) != 0 || strncmp(s + 6, key, klen) != 0
+        || s[6 + klen] != ' ') {
+        return APR_EGENERAL;
+    }
+    s += 6 + klen + 1;
+    if (!(s = number(s, APR_UINT64_C(0xffffffff), &flags)) || *s++ != ' ') {
+        return APR_EGENERAL;
+    }
+    /* The length is read whole first: a huge one is a value too big, not
+     * garbage. Past 20 digits it is no length at all. */
+    if (!(s = number(s, APR_UINT64_MAX, &bytes)) || *s) {
+        return APR_EGENERAL;
+    }
+    if (bytes > max) {
+        return APR_ENOSPC;
+    }
+    *n = (apr_size_t)bytes;
+    return APR_SUCCESS;
+}
+
+/* Reads the answer to op. *usable says whether the connection may carry
+ * the next command: after SERVER_ERROR (memcached's refusal, the data
+ * swallowed) it may; after anything unexpected, or a value left unread,
+ * it may not. */
 static apr_status_t answer(mc_conn *c, mc_op *op, int *usable)
 {
-    char line[512], *bytes, *last;
+    char line[512];
     apr_status_t rv;
-    apr_int64_t n;
+    apr_size_t n = 0;
 
     *usable = 0;
     if ((rv = read_line(c, line, sizeof(line))) != APR_SUCCESS) {
         return rv;
     }
-    *usable = 1;
     if (!op->val) {
+        *usable = 1;
         if (!strcmp(line, "STORED") || !strcmp(line, "DELETED")) {
             return APR_SUCCESS;
         }
-        if (!strcmp(line, "NOT_STORED")) {
+        if (!strcmp(line, "NOT_STORED") || !strcmp(line, "EXISTS")) {
             return APR_EEXIST;
         }
-        return !strcmp(line, "NOT_FOUND") ? APR_NOTFOUND : APR_EGENERAL;
-    }
-    if (!strcmp(line, "END")) {
-        return APR_NOTFOUND;
-    }
-    /* VALUE <key> <flags> <bytes> */
-    if (strncmp(line, "VALUE ", 6) != 0
-        || !apr_strtok(line + 6, " ", &last)
-        || !apr_strtok(NULL, " ", &last)
-        || !(bytes = apr_strtok(NULL, " ", &last))
-        || (n = apr_atoi64(bytes)) < 0) {
-        *usable = 0;
+        if (!strcmp(line, "NOT_FOUND")) {
+            return APR_NOTFOUND;
+        }
+        *usable = strncmp(line, "SERVER_ERROR ", 13) == 0;
         return APR_EGENERAL;
     }
-    *op->val = apr_palloc(op->p, (apr_size_t)n + 1);
-    *usable = 0;
-    if ((rv = read_bytes(c, *op->val, (apr_size_t)n)) != APR_SUCCESS
-        || (rv = read_line(c, line, sizeof(line))) != APR_SUCCESS || *line
-        || (rv = read_line(c, line, sizeof(line))) != APR_SUCCESS
-        || strcmp(line, "END") != 0) {
-        return rv ? rv : APR_EGENERAL;
+    if (!strcmp(line, "END")) {
+        *usable = 1;
+        return APR_NOTFOUND;
+    }
+    if ((rv = value_line(line, op->key, op->max, &n)) != APR_SUCCESS) {
+        return rv;
+    }
+    /* The data, its "\r\n", and END: nothing else. */
+    *op->val = apr_palloc(op->p, n + 2);
+    if ((rv = read_bytes(c, *op->val, n + 2)) != APR_SUCCESS) {
+        return rv;
+    }
+    if ((*op->val)[n] != '\r' || (*op->val)[n + 1] != '\n') {
+        return APR_EGENERAL;
+    }
+    if ((rv = read_line(c, line, sizeof(line))) != APR_SUCCESS) {
+        return rv;
+    }
+    if (strcmp(line, "END") != 0) {
+        return APR_EGENERAL;
     }
     (*op->val)[n] = '\0';
-    *op->len = (apr_size_t)n;
+    *op->len = n;
     *usable = 1;
     return APR_SUCCESS;
 }
@@ -357,8 +421,12 @@ static apr_status_t run(llmgw_mc_t *mc, const char *key, mc_op *op)
             }
         }
         conn_close(c);
-        if (!reused || APR_STATUS_IS_TIMEUP(rv)) {
-            /* A fresh connection failed, or the server is too slow. */
+        if (APR_STATUS_IS_ENOSPC(rv)) {
+            break;      /* a value too big: the server itself is fine */
+        }
+        if (!reused || APR_STATUS_IS_TIMEUP(rv) || rv == APR_EGENERAL) {
+            /* A fresh connection failed, the server is too slow, or it
+             * does not speak memcached's protocol. */
             drop_idle(s, apr_time_now() + mc->retry);
             break;
         }
@@ -369,11 +437,31 @@ static apr_status_t run(llmgw_mc_t *mc, const char *key, mc_op *op)
     return rv;
 }
 
+/* Whether memcached's text protocol can carry key: 1 to MAX_KEY bytes,
+ * none a space or a control character. */
+static int key_ok(const char *key)
+{
+    const unsigned char *k = (const unsigned char *)key;
+
+    for (; *k; k++) {
+        if (*k <= ' ' || *k == 0x7f || k - (const unsigned char *)key
+                                       >= MAX_KEY) {
+            return 0;
+        }
+    }
+    return *key != '\0';
+}
+
 apr_status_t llmgw_mc_get(llmgw_mc_t *mc, apr_pool_t *p, const char *key,
                           char **val, apr_size_t *len)
 {
-    mc_op op = { { { 0 } }, 1, p, val, len };
-    char *cmd = apr_pstrcat(p, "get ", key, "\r\n", NULL);
+    mc_op op = { { { 0 } }, 1, p, val, len, key, mc->max_value };
+    char *cmd;
+
+    if (!key_ok(key)) {
+        return APR_EINVAL;
+    }
+    cmd = apr_pstrcat(p, "get ", key, "\r\n", NULL);
 
     op.vec[0].iov_base = cmd;
     op.vec[0].iov_len = strlen(cmd);
@@ -384,9 +472,9 @@ static apr_status_t store(llmgw_mc_t *mc, const char *verb, const char *key,
                           const char *val, apr_size_t len, apr_uint32_t ttl)
 {
     char head[400];
-    mc_op op = { { { 0 } }, 3, NULL, NULL, NULL };
+    mc_op op = { { { 0 } }, 3, NULL, NULL, NULL, key, 0 };
 
-    if (strlen(key) > 250) {
+    if (!key_ok(key)) {
         return APR_EINVAL;
     }
     apr_snprintf(head, sizeof(head), "%s %s 0 %u %" APR_SIZE_T_FMT "\r\n",
@@ -415,9 +503,9 @@ apr_status_t llmgw_mc_add(llmgw_mc_t *mc, const char *key, const char *val,
 apr_status_t llmgw_mc_delete(llmgw_mc_t *mc, const char *key)
 {
     char cmd[300];
-    mc_op op = { { { 0 } }, 1, NULL, NULL, NULL };
+    mc_op op = { { { 0 } }, 1, NULL, NULL, NULL, key, 0 };
 
-    if (strlen(key) > 250) {
+    if (!key_ok(key)) {
         return APR_EINVAL;
     }
     apr_snprintf(cmd, sizeof(cmd), "delete %s\r\n", key);

@@ -10,14 +10,22 @@
 typedef struct llmgw_mc llmgw_mc_t;
 
 /* servers: "host:port[,host:port...]". Keys go to one server by hash. A
- * server that fails or times out is skipped for 'retry' before it is tried
- * again; meanwhile its operations fail at once. */
+ * server that fails, times out or breaks the protocol is skipped for
+ * 'retry' before it is tried again; meanwhile its operations fail at once.
+ * max_value is the largest value a get takes (the store's max-item). */
 apr_status_t llmgw_mc_create(apr_pool_t *p, const char *servers,
                              apr_interval_time_t timeout,
                              apr_interval_time_t retry, int max_idle,
-                             llmgw_mc_t **mc);
+                             apr_size_t max_value, llmgw_mc_t **mc);
 
-/* APR_NOTFOUND on a miss; *val is allocated from p. */
+/* APR_NOTFOUND on a miss; *val (NUL-terminated) is allocated from p. What
+ * answers is not trusted: a reply that is not memcached's (a bad or
+ * unbounded line, a number that is not one, another key, data short of
+ * its length or not followed by END) is APR_EGENERAL and closes the
+ * connection and marks the server down; a value longer than max_value is
+ * APR_ENOSPC and closes the connection (its bytes are left unread) but
+ * does not mark the server down. APR_EINVAL for a key memcached cannot
+ * take (empty, over 250 bytes, with a space or control character). */
 apr_status_t llmgw_mc_get(llmgw_mc_t *mc, apr_pool_t *p, const char *key,
                           char **val, apr_size_t *len);
 apr_status_t llmgw_mc_set(llmgw_mc_t *mc, const char *key, const char *val,

@@ -120,7 +120,7 @@
 
 /* A line longer than this is no stream we can serve: it would only grow
  * the buffer without end. */
-#define MAX_LINE (16 * 1024 * 1024)
+#define MAX_LINE LLMGW_STREAM_MAX_EVENT
 
 /* ---------------------------------------------------------------------
  * Shared helpers
@@ -809,10 +809,16 @@ static int backend_error(apr_pool_t *p, int status, const char *message,
 
 static void read_counts(const llmgw_json_t *j, llmgw_usage_t *usage)
 {
-    usage->prompt = llmgw_json_getl(j, 0, "prompt_eval_count", NULL);
-    usage->completion = llmgw_json_getl(j, 0, "eval_count", NULL);
-    usage->total = usage->prompt + usage->completion;
-    usage->found = 1;
+    llmgw_usage_read(j, "prompt_eval_count", "eval_count", NULL, usage);
+}
+
+/* OpenAI's usage object of j, if it has one. */
+static void openai_usage(const llmgw_json_t *j, llmgw_usage_t *usage)
+{
+    if (llmgw_json_type(j, "usage", NULL) == LLMGW_JSON_OBJECT) {
+        llmgw_usage_read(llmgw_json_getj(j, "usage", NULL), "prompt_tokens",
+                         "completion_tokens", "total_tokens", usage);
+    }
 }
 
 static void put_usage(llmgw_json_t *o, const llmgw_usage_t *u, int chat)
@@ -1212,6 +1218,9 @@ apr_size_t llmgw_ollama_sse_feed(llmgw_ollama_sse_t *s, const char *in,
         sse_fail(s, "The backend sent a stream line the gateway cannot "
                  "hold.");
         apr_pool_clear(s->lp);
+    }
+    if (s->failed) {
+        llmgw_buf_free(&s->in);     /* nothing more is read */
     }
     *out = s->out.b ? s->out.b : "";
     return s->out.len;
@@ -1825,15 +1834,7 @@ int llmgw_ollama_front_response(apr_pool_t *p, llmgw_ollama_ep_t oep,
                      msg ? msg : apr_psprintf(p, "the backend answered "
                                               "with status %d", status));
     }
-    if (llmgw_json_type(j, "usage", NULL) == LLMGW_JSON_OBJECT) {
-        usage->prompt = llmgw_json_getl(j, 0, "usage", "prompt_tokens",
-                                        NULL);
-        usage->completion = llmgw_json_getl(j, 0, "usage",
-                                            "completion_tokens", NULL);
-        usage->total = llmgw_json_getl(j, usage->prompt + usage->completion,
-                                       "usage", "total_tokens", NULL);
-        usage->found = 1;
-    }
+    openai_usage(j, usage);
     o = llmgw_json_create_object(p);
     ch = item(llmgw_json_getj(j, "choices", NULL), 0);
     switch (oep) {
@@ -2106,16 +2107,7 @@ static void nd_chunk(llmgw_ollama_ndjson_t *s, const llmgw_json_t *j)
     apr_size_t i, n;
     int output = 0;
 
-    if (llmgw_json_type(j, "usage", NULL) == LLMGW_JSON_OBJECT) {
-        s->usage.prompt = llmgw_json_getl(j, 0, "usage", "prompt_tokens",
-                                          NULL);
-        s->usage.completion = llmgw_json_getl(j, 0, "usage",
-                                              "completion_tokens", NULL);
-        s->usage.total = llmgw_json_getl(j, s->usage.prompt
-                                            + s->usage.completion,
-                                         "usage", "total_tokens", NULL);
-        s->usage.found = 1;
-    }
+    openai_usage(j, &s->usage);
     if (!ch) {
         return;
     }
@@ -2236,6 +2228,12 @@ apr_size_t llmgw_ollama_ndjson_feed(llmgw_ollama_ndjson_t *s,
         nd_fail(s, "the backend sent a stream line the gateway cannot "
                 "hold");
         apr_pool_clear(s->lp);
+    }
+    if (s->failed) {
+        /* Nothing more is read: what was held for it goes now. */
+        llmgw_buf_free(&s->in);
+        llmgw_buf_free(&s->ev);
+        apr_pool_clear(s->tp);
     }
     *out = s->out.b ? s->out.b : "";
     return s->out.len;

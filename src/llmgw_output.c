@@ -265,15 +265,22 @@ static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
     if (!had_output && ctx->sse->content_events) {
         llmgw_set_ttft_note(r);
     }
-    if (!nready) {
-        return;
-    }
-    nclient = llmgw_front_stream(ctx->front, ready, nready, &client);
+    nclient = nready ? llmgw_front_stream(ctx->front, ready, nready, &client)
+                     : 0;
     if (nclient) {
         /* A copy: the framer's buffer is reused by the next read. */
         APR_BRIGADE_INSERT_TAIL(out, apr_bucket_heap_create(
                                          client, nclient, NULL,
                                          out->bucket_alloc));
+    }
+    if (ctx->sse->failed) {
+        /* One event past what a stream may hold: end it here, well. */
+        finish_sse(r, ctx, out, apr_psprintf(r->pool, "it sent an event "
+                                             "larger than the gateway "
+                                             "holds (%d MB)",
+                                             LLMGW_STREAM_MAX_EVENT
+                                             / (1024 * 1024)));
+        llmgw_sse_feed(ctx->sse, NULL, 0, &ready);  /* frees its buffer */
     }
 }
 
@@ -412,49 +419,82 @@ static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
 }
 
 /* A body to translate: held whole, then turned into OpenAI (from an
- * Ollama backend), watched as any answer, and put in the client's shape. */
+ * Ollama backend), watched as any answer, and put in the client's shape.
+ * A body that cannot be an answer (bad_answer: cut off by the backend,
+ * bigger than LLMGW_MAX_WHOLE, not JSON) is dropped as it comes, and the
+ * client gets a 502 in its API's shape at the end. */
 static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
                                 apr_bucket_brigade *bb)
 {
     request_rec *r = f->r;
-    apr_bucket *e;
+    apr_bucket *e, *next;
     apr_off_t held = 0;
     const char *out;
     char *body;
     apr_size_t len, olen;
     apr_status_t rv;
     llmgw_usage_t u = { 0 };
+    llmgw_error_t err;
     int status = r->status;
 
-    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
-         e = APR_BUCKET_NEXT(e)) {
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = next) {
+        next = APR_BUCKET_NEXT(e);
         if (APR_BUCKET_IS_EOS(e)) {
             ctx->finished = 1;
             break;
+        }
+        if (AP_BUCKET_IS_ERROR(e)) {
+            /* mod_proxy: the backend broke off (short of its length). */
+            ctx->bad_answer = "The backend's answer broke off before it "
+                              "was complete.";
         }
     }
     if (!ctx->bb) {
         ctx->bb = apr_brigade_create(r->pool, f->c->bucket_alloc);
     }
+    if (ctx->bad_answer) {
+        apr_brigade_cleanup(ctx->bb);   /* nothing of it is kept */
+    }
     if (!ctx->finished) {
+        if (ctx->bad_answer) {
+            apr_brigade_cleanup(bb);
+            return APR_SUCCESS;
+        }
         rv = ap_save_brigade(f, &ctx->bb, &bb, r->pool);
         apr_brigade_length(ctx->bb, 0, &held);
         if (rv == APR_SUCCESS && held > LLMGW_MAX_WHOLE) {
-            rv = APR_ENOSPC;
+            ctx->bad_answer = apr_psprintf(r->pool, "The backend's answer "
+                                           "is larger than the gateway "
+                                           "translates (%d MB).",
+                                           LLMGW_MAX_WHOLE / (1024 * 1024));
+            apr_brigade_cleanup(ctx->bb);
         }
         return rv;
     }
-    APR_BRIGADE_PREPEND(bb, ctx->bb);
-    rv = apr_brigade_pflatten(bb, &body, &len, r->pool);
-    if (rv != APR_SUCCESS) {
-        return rv;
+    if (ctx->bad_answer) {
+        apr_brigade_cleanup(bb);
+        ctx->rec = NULL;
+        llmgw_error_set(&err, HTTP_BAD_GATEWAY, "server_error", NULL,
+                        "upstream_error", ctx->bad_answer);
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, LLMGW_LOGNO(0110)
+                      "answer for model %s via %s dropped: %s",
+                      ctx->req.model, ctx->route->balancer, err.message);
+        apr_table_setn(r->notes, "llm-error", err.code);
+        status = err.status;
+        body = (char *)llmgw_error_json(r->pool, &err);
+        len = strlen(body);
     }
-    apr_brigade_cleanup(bb);
+    else {
+        APR_BRIGADE_PREPEND(bb, ctx->bb);
+        rv = apr_brigade_pflatten(bb, &body, &len, r->pool);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+        apr_brigade_cleanup(bb);
+    }
     out = body;
     olen = len;
-    if (ctx->backend_ollama) {
-        llmgw_error_t err;
-
+    if (ctx->backend_ollama && !ctx->bad_answer) {
         if (llmgw_ollama_response(r->pool, &ctx->req, status, body, len,
                                   answer_id(r), ctx->upstream_model,
                                   apr_time_sec(r->request_time), &out, &olen,
@@ -484,6 +524,52 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
                                                        f->c->bucket_alloc));
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(f->c->bucket_alloc));
     return pass_on(f, ctx, bb);
+}
+
+/* A 200 answer of the OpenAI API is a JSON object: a body that starts
+ * otherwise (an HTML page, text, nothing) is the backend's failure, not a
+ * success to pass on. Decided on the first byte that is not white space,
+ * before anything went to the client; a first read of white space only
+ * passes (the answer is still never cached unless it reads as JSON). */
+static void sniff_json(request_rec *r, llmgw_req_t *ctx,
+                       apr_bucket_brigade *bb)
+{
+    const char *ce = apr_table_get(r->headers_out, "Content-Encoding");
+    apr_bucket *e;
+
+    if (ce && strcasecmp(ce, "identity") != 0) {
+        ctx->sniffed = 1;       /* compressed: not ours to judge */
+        return;
+    }
+    for (e = APR_BRIGADE_FIRST(bb);
+         e != APR_BRIGADE_SENTINEL(bb) && !ctx->sniffed;
+         e = APR_BUCKET_NEXT(e)) {
+        const char *data, *s;
+        apr_size_t n;
+
+        if (APR_BUCKET_IS_EOS(e) || AP_BUCKET_IS_ERROR(e)) {
+            ctx->sniffed = 1;
+            if (APR_BUCKET_IS_EOS(e) && !ctx->copy.len && !ctx->tail_len) {
+                ctx->bad_answer = "The backend answered with an empty "
+                                  "body.";
+            }
+        }
+        else if (!APR_BUCKET_IS_METADATA(e)
+                 && apr_bucket_read(e, &data, &n, APR_BLOCK_READ)
+                    == APR_SUCCESS && n) {
+            s = llmgw_json_skip_ws(data, data + n);
+            ctx->sniffed = s < data + n || APR_BUCKET_NEXT(e)
+                                           == APR_BRIGADE_SENTINEL(bb);
+            if (s < data + n && *s != '{') {
+                ctx->bad_answer = "The backend answered with a body that "
+                                  "is not JSON.";
+            }
+        }
+    }
+    if (ctx->bad_answer) {
+        ctx->rec = NULL;
+        ctx->out = OUT_WHOLE;   /* dropped there, and answered */
+    }
 }
 
 /* mod_proxy_http gives up on a backend that failed before answering by
@@ -564,6 +650,13 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         ap_remove_output_filter(f);
         return ap_pass_brigade(f->next, bb);
     case OUT_JSON:
+        if (!ctx->sniffed && r->status == HTTP_OK && !r->header_only) {
+            sniff_json(r, ctx, bb);
+            if (ctx->out == OUT_WHOLE) {
+                rv = watch_whole(f, ctx, bb);
+                break;
+            }
+        }
         if ((rv = watch_json(r, ctx, bb)) != APR_SUCCESS) {
             return rv;
         }

@@ -49,9 +49,10 @@ static apr_status_t mc_child_init(llmgw_store_t *st, apr_pool_t *p,
 
     /* Idle connections: at most one per thread that may want one. */
     ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
+    /* No value of ours is bigger than max-item: a bigger one is none. */
     return llmgw_mc_create(p, st->servers, st->timeout,
                            apr_time_from_sec(2), threads > 0 ? threads : 1,
-                           &st->mc);
+                           st->max_item, &st->mc);
 }
 
 static const char *mc_key(apr_pool_t *p, const char *key)

@@ -49,6 +49,7 @@ llmgw_sse_t *llmgw_sse_create(apr_pool_t *p, int strip_usage)
     llmgw_sse_t *s = apr_pcalloc(p, sizeof(*s));
 
     s->p = p;
+    apr_pool_create(&s->lp, p);
     s->strip_usage = strip_usage;
     apr_pool_cleanup_register(p, s, sse_cleanup, apr_pool_cleanup_null);
     return s;
@@ -200,7 +201,7 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
         s->on_data(s->baton, d, dlen);
     }
     if (!s->id) {
-        j = llmgw_json_parse_prefix(s->p, d, dlen, &used);
+        j = llmgw_json_parse_prefix(s->lp, d, dlen, &used);
         if (j) {
             const char *v;
 
@@ -212,19 +213,24 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
                            ? apr_pstrdup(s->p, v) : NULL;
             s->created = llmgw_json_getl(j, 0, "created", NULL);
         }
+        apr_pool_clear(s->lp);
     }
     if (has_output(d, dlen)) {
         s->content_events++;
     }
     if (llmgw_usage_find(d, dlen, &s->usage) && s->strip_usage) {
-        /* Only the usage-only chunk we injected is ours to remove. */
-        j = llmgw_json_parse_prefix(s->p, d, dlen, &used);
-        if (j && llmgw_json_type(j, "choices", NULL) == LLMGW_JSON_ARRAY) {
-            llmgw_json_t *c = llmgw_json_getj(j, "choices", NULL);
+        /* Only the usage-only chunk we injected is ours to remove. A
+         * parse of its own pool: a backend may send usage in every chunk. */
+        int usage_only = 0;
 
-            if (llmgw_json_array_len(c) == 0) {
-                return 0;
-            }
+        j = llmgw_json_parse_prefix(s->lp, d, dlen, &used);
+        if (j && llmgw_json_type(j, "choices", NULL) == LLMGW_JSON_ARRAY) {
+            usage_only = llmgw_json_array_len(llmgw_json_getj(j, "choices",
+                                                              NULL)) == 0;
+        }
+        apr_pool_clear(s->lp);
+        if (usage_only) {
+            return 0;
         }
     }
     if (s->strip_usage) {
@@ -240,11 +246,33 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
     return len;
 }
 
+/* The stream cannot go on: the events handed out last stay valid until
+ * the next call (the rest of the buffer goes now), then all of it goes. */
+static void fail(llmgw_sse_t *s, apr_size_t keep)
+{
+    char *nb;
+
+    s->failed = 1;
+    s->buf.len = s->scanned = s->ready = keep;
+    if (!keep) {
+        llmgw_buf_free(&s->buf);
+    }
+    else if ((nb = realloc(s->buf.b, keep)) != NULL) {
+        s->buf.b = nb;
+        s->buf.cap = keep;
+    }
+}
+
 apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
                           const char **out)
 {
     apr_size_t start, end, from;
 
+    *out = "";
+    if (s->failed) {
+        fail(s, 0);
+        return 0;
+    }
     if (s->ready) {
         memmove(s->buf.b, s->buf.b + s->ready, s->buf.len - s->ready);
         s->buf.len -= s->ready;
@@ -252,7 +280,7 @@ apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
         s->ready = 0;
     }
     if (!llmgw_buf_add(&s->buf, in, len)) {
-        *out = NULL;
+        fail(s, 0);
         return 0;
     }
     /* Events before 'start' are complete and kept. The search resumes
@@ -274,7 +302,10 @@ apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
     }
     s->scanned = s->buf.len;
     s->ready = start;
-    *out = s->buf.b;
+    if (s->buf.len - start > LLMGW_STREAM_MAX_EVENT) {
+        fail(s, start);
+    }
+    *out = s->buf.b ? s->buf.b : "";
     return start;
 }
 

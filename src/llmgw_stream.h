@@ -7,6 +7,12 @@
 
 #include "llmgw_dialect.h"
 
+/* The most a stream translator holds of one unfinished event, line, or
+ * tool call's arguments being put together: a backend that needs more
+ * gets its stream ended with the error tail, never buffered without end.
+ * One limit for the SSE framer and the Ollama translators. */
+#define LLMGW_STREAM_MAX_EVENT (16 * 1024 * 1024)
+
 /* A malloc'ed growable byte buffer: a long stream must not grow a pool.
  * Its owner frees it (a pool cleanup, typically). */
 typedef struct {
@@ -21,11 +27,16 @@ void llmgw_buf_free(llmgw_buf_t *b);
 
 typedef struct llmgw_sse {
     apr_pool_t *p;
+    apr_pool_t *lp;         /* one event's parse, cleared after it */
     llmgw_buf_t buf;        /* events not yet handed out */
     apr_size_t ready;       /* front bytes handed out by the last feed */
     apr_size_t scanned;     /* bytes after 'ready' already searched */
     int strip_usage;        /* drop the usage-only chunk we asked for */
     int done;               /* "data: [DONE]" seen */
+    int failed;             /* an event outgrew LLMGW_STREAM_MAX_EVENT (or
+                             * memory ran out): the stream must end with
+                             * its error tail; the buffer is freed and
+                             * further input ignored */
     int content_events;     /* events that carried generated output */
     int events;
     llmgw_usage_t usage;
@@ -43,7 +54,9 @@ llmgw_sse_t *llmgw_sse_create(apr_pool_t *p, int strip_usage);
 
 /* Takes in the next bytes of the stream. Returns how many bytes of
  * complete events are ready to forward, at *out; they stay valid until
- * the next call. Incomplete events are held back. */
+ * the next call. Incomplete events are held back, up to
+ * LLMGW_STREAM_MAX_EVENT (the memory held is at most that and one call's
+ * input); past it s->failed is set. */
 apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
                           const char **out);
 

@@ -36,6 +36,7 @@ typedef enum {
     R_LAST,
     R_SLOTS,
     R_LLAMA_COMPLETION,
+    R_METRICS,
     R_OLLAMA                    /* the Ollama endpoint is in .ollama */
 } route_t;
 
@@ -45,6 +46,7 @@ typedef enum {
 #define RF_BODY   0x04          /* the body is kept */
 #define RF_FAULT  0x08          /* X-Mock-* headers and faults apply */
 #define RF_LLAMA  0x10          /* only with --flavor llamacpp */
+#define RF_VLLM   0x20          /* only with --flavor vllm */
 
 #define RF_GENERATION (RF_POST | RF_GEN | RF_BODY | RF_FAULT)
 
@@ -65,6 +67,7 @@ static const struct {
     { "/slots",               R_SLOTS,       0, RF_LLAMA },
     { "/completion",          R_LLAMA_COMPLETION, 0,
       RF_GENERATION | RF_LLAMA },
+    { "/metrics",             R_METRICS,     0, RF_VLLM },
     { "/api/chat",            R_OLLAMA, MOCK_OL_CHAT,       RF_GENERATION },
     { "/api/generate",        R_OLLAMA, MOCK_OL_GENERATE,   RF_GENERATION },
     { "/api/embed",           R_OLLAMA, MOCK_OL_EMBED,      RF_GENERATION },
@@ -1037,10 +1040,16 @@ dispatch(struct MHD_Connection *conn, const char *url, const char *method,
         if (mock_cfg.flavor == MOCK_FLAVOR_LLAMACPP) {
             return mock_llama_health(conn);
         }
+        if (mock_cfg.flavor == MOCK_FLAVOR_VLLM) {
+            /* vLLM answers an empty 200, loaded model or not. */
+            return mock_reply(conn, MHD_HTTP_OK, "text/plain", "", 0, NULL);
+        }
         return mock_reply(conn, MHD_HTTP_OK, "application/json",
                           "{\"status\":\"ok\"}", 15, NULL);
     case R_SLOTS:
         return mock_llama_slots(conn);
+    case R_METRICS:
+        return mock_vllm_metrics(conn);
     case R_MODELS:
         return reply_models(conn);
     case R_STATS:
@@ -1083,6 +1092,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
                 if ((routes[i].flags & RF_LLAMA)
                     && mock_cfg.flavor != MOCK_FLAVOR_LLAMACPP) {
                     break;      /* not a llama.cpp server: no such path */
+                }
+                if ((routes[i].flags & RF_VLLM)
+                    && mock_cfg.flavor != MOCK_FLAVOR_VLLM) {
+                    break;
                 }
                 rq->route = routes[i].route;
                 rq->ollama = routes[i].ollama;
@@ -1409,6 +1422,19 @@ static uint64_t cold_loads;
 static int *slot_task;          /* -1: idle, else the task it runs */
 static uint64_t next_task;
 
+/* vLLM's gauges per model, for /metrics: the configured models from the
+ * start (vLLM shows its model at 0), others once asked for, bounded. */
+typedef struct {
+    char *name;
+    size_t len;
+    long running;               /* generations holding a place */
+    long waiting;               /* waiting for their model or a place */
+} gauge_t;
+
+static gauge_t *gauges;
+static size_t ngauges;
+static size_t capgauges;
+
 /* The list is only touched with models_lock held. */
 static long
 resident_find(const char *name, size_t len)
@@ -1474,6 +1500,27 @@ resident_add(const char *name, size_t len, int loading)
     return 0;
 }
 
+/* The gauges of a model (models_lock held), added if new and there is
+ * room; -1 when there is none. */
+static long
+gauge_of(const char *name, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < ngauges; i++) {
+        if (gauges[i].len == len && memcmp(gauges[i].name, name, len) == 0) {
+            return (long)i;
+        }
+    }
+    if (ngauges == capgauges || (gauges[ngauges].name = strndup(name, len))
+                                == NULL) {
+        return -1;
+    }
+    gauges[ngauges].len = len;
+    gauges[ngauges].running = gauges[ngauges].waiting = 0;
+    return (long)ngauges++;
+}
+
 /* Unloads least recently used models beyond the limit; a model still
  * loading is never the victim (its request is asleep on it). */
 static void
@@ -1516,6 +1563,20 @@ mock_models_init(void)
     if (slot_task == NULL) {
         return -1;
     }
+    if (mock_cfg.flavor == MOCK_FLAVOR_VLLM) {
+        const char *const *names = mock_model_names(&capgauges);
+
+        capgauges += MOCK_LOADED_CAP;
+        gauges = calloc(capgauges, sizeof(*gauges));
+        if (gauges == NULL) {
+            return -1;
+        }
+        for (i = 0; i + MOCK_LOADED_CAP < capgauges; i++) {
+            if (gauge_of(names[i], strlen(names[i])) < 0) {
+                return -1;
+            }
+        }
+    }
     for (s = 0; s < mock_cfg.slots; s++) {
         slot_task[s] = -1;
     }
@@ -1549,6 +1610,12 @@ mock_models_free(void)
     nresident = capresident = nloading = 0;
     free(slot_task);
     slot_task = NULL;
+    for (i = 0; i < ngauges; i++) {
+        free(gauges[i].name);
+    }
+    free(gauges);
+    gauges = NULL;
+    ngauges = capgauges = 0;
     if (cond_ready) {
         pthread_cond_destroy(&slot_freed);
         cond_ready = 0;
@@ -1564,12 +1631,17 @@ mock_job_begin(mock_job_t *job, const char *model, size_t len,
                const mock_knobs_t *k)
 {
     struct timespec now, ready;
-    long i, s;
+    long i, s, g = -1;
     int r;
 
     job->slot = -1;
     job->cold = 0;
+    job->metric = -1;
     pthread_mutex_lock(&models_lock);
+    if (mock_cfg.flavor == MOCK_FLAVOR_VLLM
+        && (g = gauge_of(model, len)) >= 0) {
+        gauges[g].waiting++;
+    }
     for (;;) {
         i = resident_find(model, len);
         if (i >= 0 && !resident[i].loading) {
@@ -1627,7 +1699,8 @@ mock_job_begin(mock_job_t *job, const char *model, size_t len,
         break;
     }
 
-    if (mock_cfg.flavor == MOCK_FLAVOR_LLAMACPP) {
+    if (mock_cfg.flavor == MOCK_FLAVOR_LLAMACPP
+        || mock_cfg.flavor == MOCK_FLAVOR_VLLM) {
         for (;;) {
             for (s = 0; s < mock_cfg.slots && slot_task[s] >= 0; s++) {
             }
@@ -1644,10 +1717,18 @@ mock_job_begin(mock_job_t *job, const char *model, size_t len,
             pthread_cond_timedwait(&slot_freed, &models_lock, &ready);
         }
     }
+    if (g >= 0) {
+        gauges[g].waiting--;
+        gauges[g].running++;
+        job->metric = g;
+    }
     pthread_mutex_unlock(&models_lock);
     return 0;
 
 give_up:
+    if (g >= 0) {
+        gauges[g].waiting--;
+    }
     pthread_mutex_unlock(&models_lock);
     return -1;
 }
@@ -1656,16 +1737,22 @@ give_up:
 void
 mock_job_end(mock_job_t *job)
 {
-    if (job->slot < 0) {
+    if (job->slot < 0 && job->metric < 0) {
         return;
     }
     pthread_mutex_lock(&models_lock);
-    if (slot_task != NULL && job->slot < mock_cfg.slots) {
-        slot_task[job->slot] = -1;
+    if (job->slot >= 0) {
+        if (slot_task != NULL && job->slot < mock_cfg.slots) {
+            slot_task[job->slot] = -1;
+        }
+        pthread_cond_signal(&slot_freed);
     }
-    pthread_cond_signal(&slot_freed);
+    if (job->metric >= 0 && (size_t)job->metric < ngauges) {
+        gauges[job->metric].running--;
+    }
     pthread_mutex_unlock(&models_lock);
     job->slot = -1;
+    job->metric = -1;
 }
 
 /* Ollama's keep_alive 0; 1 if it was loaded. */
@@ -1781,6 +1868,71 @@ mock_slots_json(void)
     return a;
 }
 
+/* A label value as Prometheus text wants it: \\, \" and \n escaped. */
+static void
+prom_label(mock_buf_t *b, const char *s, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        if (s[i] == '\\' || s[i] == '"') {
+            mock_buf_put(b, "\\", 1);
+            mock_buf_put(b, s + i, 1);
+        }
+        else if (s[i] == '\n') {
+            mock_buf_puts(b, "\\n");
+        }
+        else {
+            mock_buf_put(b, s + i, 1);
+        }
+    }
+}
+
+/* One gauge for every model, as vLLM's prometheus_client writes it (V1's
+ * labels); models_lock held. which: 0 running, 1 waiting, 2 KV cache use,
+ * nominally the running share of the batch (--slots). */
+static void
+prom_gauge(mock_buf_t *b, const char *name, const char *help, int which)
+{
+    size_t i;
+
+    mock_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+    for (i = 0; i < ngauges; i++) {
+        mock_buf_printf(b, "%s{model_name=\"", name);
+        prom_label(b, gauges[i].name, gauges[i].len);
+        if (which == 2) {
+            mock_buf_printf(b, "\",engine=\"0\"} %.6f\n",
+                            (double)gauges[i].running
+                            / (double)mock_cfg.slots);
+        }
+        else {
+            mock_buf_printf(b, "\",engine=\"0\"} %ld.0\n",
+                            which ? gauges[i].waiting : gauges[i].running);
+        }
+    }
+}
+
+void
+mock_metrics_text(mock_buf_t *b)
+{
+    mock_buf_puts(b,
+        "# HELP python_info Python platform information\n"
+        "# TYPE python_info gauge\n"
+        "python_info{implementation=\"CPython\",major=\"3\",minor=\"12\","
+        "patchlevel=\"3\",version=\"3.12.3\"} 1.0\n");
+    pthread_mutex_lock(&models_lock);
+    prom_gauge(b, "vllm:num_requests_running",
+               "Number of requests in model execution batches.", 0);
+    prom_gauge(b, "vllm:num_requests_waiting",
+               "Number of requests waiting to be processed.", 1);
+    prom_gauge(b, "vllm:gpu_cache_usage_perc",
+               "GPU KV-cache usage. 1 means 100 percent usage."
+               "DEPRECATED: Use vllm:kv_cache_usage_perc instead.", 2);
+    prom_gauge(b, "vllm:kv_cache_usage_perc",
+               "KV-cache usage. 1 means 100 percent usage.", 2);
+    pthread_mutex_unlock(&models_lock);
+}
+
 /* Nominal, from the knobs: the time the mock spends is ttft, then n/tps,
  * and a cold load costs --load-ms. */
 void
@@ -1805,10 +1957,10 @@ usage(FILE *out)
         "               [--models m1,m2,...] [--tps N] [--ttft-ms N]\n"
         "               [--tokens N] [--embed-dim N]\n"
         "               [--fault none|500|429|hang|cut|reset]\n"
-        "               [--flavor openai|llamacpp] [--slots N]\n"
+        "               [--flavor openai|llamacpp|vllm] [--slots N]\n"
         "               [--load-ms N] [--max-loaded K] [--preload m1,m2]\n"
         "               [--threads N] [--quiet]\n"
-        "Emulated OpenAI/Ollama/llama.cpp LLM server for mod_llm_gateway\n"
+        "Emulated OpenAI/Ollama/llama.cpp/vLLM server for mod_llm_gateway\n"
         "tests. See test/mockllm/README.md.\n");
 }
 
@@ -1942,10 +2094,20 @@ set_flavor(const mock_option_t *o, const char *val)
     else if (strcmp(val, "llamacpp") == 0) {
         mock_cfg.flavor = MOCK_FLAVOR_LLAMACPP;
     }
+    else if (strcmp(val, "vllm") == 0) {
+        mock_cfg.flavor = MOCK_FLAVOR_VLLM;
+    }
     else {
         return -1;
     }
     return 0;
+}
+
+static int
+set_slots(const mock_option_t *o, const char *val)
+{
+    mock_cfg.slots_given = 1;
+    return parse_long(val, o->min, o->max, &mock_cfg.slots);
 }
 
 static int
@@ -1976,7 +2138,7 @@ static const mock_option_t options[] = {
     { "--embed-dim", set_long, 1, MOCK_MAX_EMBED_DIM, &mock_cfg.embed_dim },
     { "--load-ms", set_long, 0, MOCK_MAX_TTFT_MS, &mock_cfg.load_ms },
     { "--max-loaded", set_long, 0, MOCK_MAX_LOADED, &mock_cfg.max_loaded },
-    { "--slots", set_long, 1, MOCK_MAX_SLOTS, &mock_cfg.slots },
+    { "--slots", set_slots, 1, MOCK_MAX_SLOTS, NULL },
     { "--threads", set_long, 0, MOCK_MAX_THREADS, &mock_cfg.threads },
 };
 
@@ -2051,6 +2213,9 @@ parse_args(int argc, char **argv)
     if (!port_given) {
         fprintf(stderr, "mockllm: --port is required\n");
         return -1;
+    }
+    if (mock_cfg.flavor == MOCK_FLAVOR_VLLM && !mock_cfg.slots_given) {
+        mock_cfg.slots = 256;   /* vLLM's default max_num_seqs */
     }
     for (i = 0; (size_t)i < mock_cfg.npreload; i++) {
         if (!mock_model_known(mock_cfg.preload[i],

@@ -64,7 +64,8 @@ typedef enum {
 
 typedef enum {
     MOCK_FLAVOR_OPENAI = 0,
-    MOCK_FLAVOR_LLAMACPP
+    MOCK_FLAVOR_LLAMACPP,
+    MOCK_FLAVOR_VLLM
 } mock_flavor_t;
 
 typedef enum {
@@ -96,7 +97,8 @@ typedef struct {
     long max_loaded;            /* 0: no limit but MOCK_LOADED_CAP */
     char **preload;
     size_t npreload;
-    long slots;
+    long slots;                 /* llama.cpp slots; vLLM's batch */
+    int slots_given;
     long threads;               /* 0: one per connection; else a pool */
 } mock_config_t;
 
@@ -109,11 +111,13 @@ typedef struct {
     int fd;                     /* client socket, to notice it going away */
 } mock_knobs_t;
 
-/* What a generation holds while it runs: the llama.cpp slot, and whether
- * it had to wait for its model to load (for load_duration). */
+/* What a generation holds while it runs: the llama.cpp slot (vLLM's
+ * place in its batch), whether it had to wait for its model to load (for
+ * load_duration), and the model it counts as running for /metrics. */
 typedef struct {
     int slot;                   /* -1: none */
     int cold;
+    long metric;                /* vLLM flavor: its model's gauges; -1 */
 } mock_job_t;
 
 /* Nominal timings of one generation, from the knobs rather than the
@@ -254,6 +258,7 @@ void mock_models_stats(struct json_object *o);
 void mock_models_reset(void);
 struct json_object *mock_ps_json(void);
 struct json_object *mock_slots_json(void);
+void mock_metrics_text(mock_buf_t *b);
 void mock_timing(mock_timing_t *t, long prompt_n, long predicted_n,
                  const mock_knobs_t *k, const mock_job_t *job);
 
@@ -267,6 +272,9 @@ struct json_object *mock_ollama_model(const char *name, size_t len);
 enum MHD_Result mock_ollama(struct MHD_Connection *conn, mock_ollama_ep_t ep,
                             const char *body, size_t len,
                             const mock_knobs_t *knobs);
+
+/* openai.c: vLLM */
+enum MHD_Result mock_vllm_metrics(struct MHD_Connection *conn);
 
 /* openai.c: llama.cpp */
 enum MHD_Result mock_llama_health(struct MHD_Connection *conn);

@@ -687,6 +687,26 @@ mock_llama_slots(struct MHD_Connection *conn)
     return mock_reply_json(conn, MHD_HTTP_OK, mock_slots_json());
 }
 
+/* ---- vLLM: /metrics ----------------------------------------------------- */
+
+/* Prometheus text (format 0.0.4) as prometheus_client serves it. */
+enum MHD_Result
+mock_vllm_metrics(struct MHD_Connection *conn)
+{
+    mock_buf_t b = { 0 };
+    enum MHD_Result ret;
+
+    mock_metrics_text(&b);
+    if (b.failed) {
+        mock_buf_free(&b);
+        return MHD_NO;
+    }
+    ret = mock_reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; "
+                     "charset=utf-8", b.data, b.len, NULL);
+    mock_buf_free(&b);
+    return ret;
+}
+
 /* ---- llama.cpp: timings ------------------------------------------------- */
 
 /* The derived numbers, 0 where llama.cpp would divide by zero. */

@@ -662,12 +662,31 @@ def test_shm_churn_never_mixes_answers(gw_shm_small, uniq):
     assert states.get("MISS", 0) > len(set(todo)) + 50, states  # and evicted
 
 
+def _stop(pid):
+    """SIGSTOP pid and wait until every thread of it stopped: kill() returns
+    before they do, and meanwhile a memcached thread may still answer."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        states = []
+        for t in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{t}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                pass
+        if states and all(st == "T" for st in states):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"{pid} did not stop")
+
+
 def test_stalled_memcached_costs_a_bounded_wait(gw_cache, memcached, uniq):
     # A memcached that accepts but never answers (SIGSTOP): each request waits
     # at most the store timeout (250 ms) once, then skips the store.
     body = det(uniq)
     ask(gw_cache, body)
-    os.kill(memcached.proc.pid, signal.SIGSTOP)
+    _stop(memcached.proc.pid)
     try:
         took = []
         for _ in range(6):

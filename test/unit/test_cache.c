@@ -1,9 +1,13 @@
 /* test_cache.c: SHA-256 vectors, cache keys (what changes them and what
  * does not), eligibility, and records built from streams and bodies. */
+#include <stdlib.h>
 #include <string.h>
+
+#include <apr_strings.h>
 
 #include "llmgw_cache.h"
 #include "llmgw_sha256.h"
+#include "llmgw_stream.h"
 #include "test_core.h"
 
 static llmgw_request_t *req(llmgw_endpoint_t ep, const char *body)
@@ -233,6 +237,304 @@ START_TEST(record_refuses_what_it_cannot_keep)
 }
 END_TEST
 
+/* A streamed record and a plain one, serialised, for the tests that break
+ * them. */
+static const char *stream_record(apr_size_t *len)
+{
+    llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                              1 << 20);
+
+    chunk(rec, "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
+               "\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,"
+               "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+               "\"finish_reason\":null}]}");
+    chunk(rec, "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":"
+               "{\"content\":\"Hello\"},\"finish_reason\":\"stop\"}]}");
+    chunk(rec, "{\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":"
+               "3,\"completion_tokens\":4,\"total_tokens\":7}}");
+    return llmgw_record_serialize(rec, len);
+}
+
+static const char *plain_record(apr_size_t *len)
+{
+    static const char body[] = "{\"id\":\"x\",\"object\":\"chat.completion\","
+                               "\"created\":1,\"model\":\"m\",\"choices\":[{"
+                               "\"index\":0,\"message\":{\"role\":"
+                               "\"assistant\",\"content\":\"abc\"},"
+                               "\"finish_reason\":\"stop\"}],\"usage\":{"
+                               "\"prompt_tokens\":1,\"completion_tokens\":2,"
+                               "\"total_tokens\":3}}";
+    llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                              1 << 20);
+
+    llmgw_record_set_response(rec, body, sizeof(body) - 1);
+    return llmgw_record_serialize(rec, len);
+}
+
+/* Whatever the store hands back, a record parses whole or not at all:
+ * NULL (a miss) for every cut, every flipped bit, bytes added or a length
+ * that lies, in both modes (plain hits serve the bytes unparsed, so the
+ * check must not depend on a parse). */
+static void check_total(const char *text, apr_size_t len)
+{
+    char *copy = apr_pmemdup(test_pool, text, len + 16);
+    apr_size_t i;
+    int bit, full;
+
+    for (full = 0; full < 2; full++) {
+        ck_assert_ptr_nonnull(llmgw_record_parse(test_pool, text, len, full));
+        for (i = 0; i < len; i++) {
+            ck_assert_msg(!llmgw_record_parse(test_pool, text, i, full),
+                          "cut at %d of %d parsed (full=%d)", (int)i,
+                          (int)len, full);
+        }
+        for (i = 0; i < len; i++) {
+            for (bit = 0; bit < 8; bit++) {
+                copy[i] = (char)(text[i] ^ (1 << bit));
+                ck_assert_msg(!llmgw_record_parse(test_pool, copy, len, full),
+                              "bit %d of byte %d flipped parsed (full=%d)",
+                              bit, (int)i, full);
+                copy[i] = text[i];
+            }
+        }
+        memcpy(copy + len, "]}\n null", 8);
+        for (i = 1; i <= 8; i++) {
+            ck_assert(!llmgw_record_parse(test_pool, copy, len + i, full));
+        }
+    }
+}
+
+START_TEST(record_parse_is_total)
+{
+    apr_size_t len;
+    const char *text = stream_record(&len);
+
+    ck_assert_ptr_nonnull(text);
+    check_total(text, len);
+    text = plain_record(&len);
+    ck_assert_ptr_nonnull(text);
+    check_total(text, len);
+}
+END_TEST
+
+START_TEST(record_parse_refuses_lying_headers)
+{
+    static const char *const bad[] = {
+        "", "\n", "LLMGW", "LLMGW3\n", "LLMGW3 chat\n{}\nnull",
+        "LLMGW3 chat 2\n{}\nnull",
+        "LLMGW3 chat -2 0000000000000000\n{}\nnull",
+        "LLMGW3 chat 18446744073709551618 0000000000000000\n{}\nnull",
+        "LLMGW3 chat 99999999999999999999999 0000000000000000\n{}\nnull",
+        "LLMGW3 chat 2 000000000000000\n{}\nnull",
+        "LLMGW3 chat 2 00000000000000000\n{}\nnull",
+        "LLMGW3 chat 2 000000000000000g\n{}\nnull",
+        "LLMGW3 chat  2 0000000000000000\n{}\nnull",
+        "LLMGW3 chat +2 0000000000000000\n{}\nnull",
+        "LLMGW3 bogus 2 0000000000000000\n{}\nnull",
+        "LLMGW3 chat 2 0000000000000000 \n{}\nnull",
+        "LLMGW3 chat 9 0000000000000000\n{}\nnull",
+        "LLMGW3 chat 0 0000000000000000\n\nnull",
+        NULL
+    };
+    int i;
+
+    for (i = 0; bad[i]; i++) {
+        /* Exactly sized, not terminated: valgrind sees a read past it. */
+        apr_size_t n = strlen(bad[i]);
+        char *v = malloc(n ? n : 1);
+
+        memcpy(v, bad[i], n);
+        ck_assert_msg(!llmgw_record_parse(test_pool, v, n, 0), "parsed: %s",
+                      bad[i]);
+        ck_assert_msg(!llmgw_record_parse(test_pool, v, n, 1), "parsed: %s",
+                      bad[i]);
+        free(v);
+    }
+}
+END_TEST
+
+/* A chunk nested near the parser's limit is one level deeper inside the
+ * record's chunk array: such a record must not be stored, or must read
+ * back; never one that a later streamed hit cannot read (that crashed the
+ * child on every hit). */
+START_TEST(record_never_stores_what_it_cannot_read)
+{
+    int k, stored = 0;
+
+    for (k = 0; k <= 66; k++) {
+        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                                  1 << 20), *back;
+        char *nest = apr_palloc(test_pool, 2 * k + 1);
+        const char *text, *sse;
+        apr_size_t len, n;
+
+        memset(nest, '[', k);
+        memset(nest + k, ']', k);
+        nest[2 * k] = '\0';
+        chunk(rec, apr_pstrcat(test_pool, "{\"id\":\"c\",\"choices\":[{"
+                               "\"index\":0,\"delta\":{\"content\":\"x\","
+                               "\"x\":", k ? nest : "0", "},"
+                               "\"finish_reason\":\"stop\"}]}", NULL));
+        text = llmgw_record_serialize(rec, &len);
+        if (!text) {
+            continue;
+        }
+        stored++;
+        back = llmgw_record_parse(test_pool, text, len, 1);
+        ck_assert_msg(back != NULL, "stored at depth %d, unreadable", k + 4);
+        sse = llmgw_record_render_sse(back, test_pool, 0, &n);
+        ck_assert_ptr_nonnull(sse);
+        ck_assert_ptr_nonnull(strstr(sse, "data: [DONE]"));
+        back = llmgw_record_parse(test_pool, text, len, 0);
+        ck_assert_ptr_nonnull(back);
+        ck_assert_ptr_nonnull(llmgw_record_render_sse(back, test_pool, 0,
+                                                      &n));
+    }
+    ck_assert_int_gt(stored, 50);
+}
+END_TEST
+
+/* Usage of a recorded answer, from its stream or its body, as a hit
+ * replays and bills it: clamped, never wrapped into a negative. */
+START_TEST(record_usage_is_clamped)
+{
+    llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                              1 << 20), *back;
+    llmgw_usage_t u;
+    const char *text;
+    apr_size_t len;
+    int full;
+
+    chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":"
+               "{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}");
+    chunk(rec, "{\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":"
+               "9223372036854775807,\"completion_tokens\":"
+               "9223372036854775807}}");
+    llmgw_record_usage(rec, &u);
+    ck_assert(u.prompt == LLMGW_TOKENS_MAX && u.total == LLMGW_TOKENS_MAX);
+    text = llmgw_record_serialize(rec, &len);
+    ck_assert_ptr_nonnull(text);
+    for (full = 0; full < 2; full++) {
+        back = llmgw_record_parse(test_pool, text, len, full);
+        ck_assert_ptr_nonnull(back);
+        llmgw_record_usage(back, &u);
+        ck_assert(u.completion == LLMGW_TOKENS_MAX);
+        ck_assert(u.total == LLMGW_TOKENS_MAX);
+    }
+    ck_assert_ptr_nonnull(strstr(llmgw_record_render_sse(back, test_pool, 1,
+                                                         &len),
+                                 "\"total_tokens\":1000000000000000"));
+}
+END_TEST
+
+/* Only a complete, well-formed answer is kept: a body that is not the
+ * endpoint's JSON, an answer that says it failed, a stream that ended with
+ * the error finish (the backend's, or the gateway's own error tail). */
+START_TEST(record_keeps_only_whole_answers)
+{
+    static const char *const bad_chat[] = {
+        "{\"choices\":[}", "{\"choices\":[{}]} x", "{\"choices\":[{}]}}",
+        "{\"x\":\"\\\"choices\\\"\"}", "{\"choices\":{}}", "{\"choices\":[]}",
+        "{\"choices\":[1]}", "{\"choices\":[{}],\"error\":{\"message\":"
+        "\"x\"}}", "{\"choices\":[{\"index\":0,\"finish_reason\":"
+        "\"error\"}]}", "[{\"choices\":[{}]}]", "{\"choices\":[{}],"
+        "\"choices\":\"x\"}", "{\"choices\":[{\"a\":\"\xff\"}]}",
+        "{\"choices\":[{}]", NULL
+    };
+    static const char *const bad_emb[] = {
+        "{\"data\":{}}", "{\"data\":[],\"error\":\"x\"}", "{\"data\":[",
+        "{\"choices\":[{}]}", NULL
+    };
+    const char *deep, *text;
+    llmgw_error_t err;
+    apr_size_t len, n;
+    char *nest;
+    int i;
+
+    for (i = 0; bad_chat[i]; i++) {
+        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                                  1 << 20);
+
+        llmgw_record_set_response(rec, bad_chat[i], strlen(bad_chat[i]));
+        ck_assert_msg(!llmgw_record_serialize(rec, &len), "kept %s",
+                      bad_chat[i]);
+    }
+    for (i = 0; bad_emb[i]; i++) {
+        llmgw_record_t *rec = llmgw_record_create(test_pool,
+                                                  LLMGW_EP_EMBEDDINGS,
+                                                  1 << 20);
+
+        llmgw_record_set_response(rec, bad_emb[i], strlen(bad_emb[i]));
+        ck_assert_msg(!llmgw_record_serialize(rec, &len), "kept %s",
+                      bad_emb[i]);
+    }
+    /* Too deep to read back. */
+    nest = apr_palloc(test_pool, 140);
+    memset(nest, '[', 70);
+    memset(nest + 70, ']', 70);
+    deep = apr_pstrcat(test_pool, "{\"choices\":[{\"index\":0,\"x\":",
+                       apr_pstrmemdup(test_pool, nest, 140), "}]}", NULL);
+    {
+        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                                  1 << 20);
+
+        llmgw_record_set_response(rec, deep, strlen(deep));
+        ck_assert(!llmgw_record_serialize(rec, &len));
+    }
+    /* What is an answer is kept (error null is no error). */
+    {
+        static const char ok[] = " {\"choices\":[{\"index\":0,\"message\":"
+                                 "{\"content\":\"x\"},\"finish_reason\":"
+                                 "\"stop\"}],\"error\":null}\n";
+        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                                  1 << 20);
+
+        llmgw_record_set_response(rec, ok, sizeof(ok) - 1);
+        ck_assert_ptr_nonnull(llmgw_record_serialize(rec, &len));
+        rec = llmgw_record_create(test_pool, LLMGW_EP_EMBEDDINGS, 1 << 20);
+        llmgw_record_set_response(rec, "{\"data\":[]}", 11);
+        ck_assert_ptr_nonnull(llmgw_record_serialize(rec, &len));
+    }
+    /* Streams: the backend's error finish, an error event, our tail. */
+    {
+        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                                  1 << 20);
+
+        chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":"
+                   "{\"content\":\"half\"},\"finish_reason\":\"error\"}]}");
+        ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
+        rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
+        chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":"
+                   "{\"content\":\"half\"}}]}");
+        chunk(rec, "{\"error\":{\"message\":\"overloaded\"}}");
+        chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},"
+                   "\"finish_reason\":\"stop\"}]}");
+        ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
+    }
+    llmgw_error_set(&err, 502, "server_error", NULL, "upstream_error", "x");
+    text = llmgw_sse_error_events(test_pool, "c", NULL, 1, "m", 1, &err, &n);
+    for (i = 0; i < 2; i++) {
+        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
+                                                  1 << 20);
+        const char *ev = text;
+
+        chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":"
+                   "{\"content\":\"half\"}}]}");
+        /* The tail's events, the first only or all. */
+        while ((ev = strstr(ev, "data: {")) != NULL) {
+            const char *end = strstr(ev, "\n\n");
+
+            llmgw_record_add_chunk(rec, ev + 6, (apr_size_t)(end - ev - 6));
+            ev = end;
+            if (!i) {
+                break;
+            }
+        }
+        ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
+    }
+}
+END_TEST
+
 Suite *cache_suite(void)
 {
     Suite *s = suite_create("cache");
@@ -246,6 +548,11 @@ Suite *cache_suite(void)
     tcase_add_test(tc, record_from_stream_roundtrip);
     tcase_add_test(tc, record_from_body_replays_as_stream);
     tcase_add_test(tc, record_refuses_what_it_cannot_keep);
+    tcase_add_test(tc, record_parse_is_total);
+    tcase_add_test(tc, record_parse_refuses_lying_headers);
+    tcase_add_test(tc, record_never_stores_what_it_cannot_read);
+    tcase_add_test(tc, record_usage_is_clamped);
+    tcase_add_test(tc, record_keeps_only_whole_answers);
     suite_add_tcase(s, tc);
     return s;
 }

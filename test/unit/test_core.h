@@ -13,6 +13,13 @@ Suite *stream_suite(void);
 Suite *cache_suite(void);
 Suite *ollama_suite(void);
 Suite *shmtab_suite(void);
+Suite *memcache_suite(void);
+Suite *limits_suite(void);
+Suite *estimate_suite(void);
+Suite *probe_suite(void);
+Suite *breaker_suite(void);
+Suite *health_suite(void);
+Suite *affinity_suite(void);
 
 /* A pool per test, made in setup and destroyed in teardown. */
 extern apr_pool_t *test_pool;

@@ -2,6 +2,8 @@
  * error fields, the upstream body, usage extraction and error JSON. */
 #include <string.h>
 
+#include <apr_strings.h>
+
 #include "llmgw_dialect.h"
 #include "test_core.h"
 
@@ -257,6 +259,99 @@ START_TEST(finds_usage)
 }
 END_TEST
 
+/* Counts as backends may write them, and what the gateway makes of them:
+ * clamped to [0, LLMGW_TOKENS_MAX], a fraction rounded up; the total is
+ * never below the sum of its parts (which saturates too). */
+static const struct {
+    const char *count;
+    apr_int64_t v;
+} counts[] = {
+    { "0", 0 }, { "7", 7 },
+    { "999999999999999", 999999999999999 },
+    { "1000000000000000", LLMGW_TOKENS_MAX },
+    { "1000000000000001", LLMGW_TOKENS_MAX },
+    { "9223372036854775807", LLMGW_TOKENS_MAX },    /* 2^63 - 1 */
+    { "9223372036854775808", LLMGW_TOKENS_MAX },    /* 2^63 */
+    { "18446744073709551615", LLMGW_TOKENS_MAX },   /* 2^64 - 1 */
+    { "18446744073709551616", LLMGW_TOKENS_MAX },   /* 2^64 */
+    { "123456789012345678901234567890", LLMGW_TOKENS_MAX },
+    { "1e300", LLMGW_TOKENS_MAX }, { "9.3e18", LLMGW_TOKENS_MAX },
+    { "-1", 0 }, { "-9223372036854775808", 0 }, { "-0.5", 0 },
+    { "-1e300", 0 },
+    { "12.5", 13 }, { "12.0", 12 }, { "1e3", 1000 }, { "1.5E1", 15 },
+    { "25e-1", 3 }, { "0.25", 1 }, { "100e-2", 1 }, { "0e5", 0 },
+};
+
+static void check_text(const char *text, int found, apr_int64_t prompt,
+                       apr_int64_t completion, apr_int64_t total)
+{
+    check_usage(text, strlen(text), found, prompt, completion, total);
+}
+
+static apr_int64_t twice(apr_int64_t v)
+{
+    return v > LLMGW_TOKENS_MAX / 2 ? LLMGW_TOKENS_MAX : 2 * v;
+}
+
+START_TEST(usage_counts_are_clamped)
+{
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        const char *c = counts[i].count;
+        const char *text = apr_pstrcat(test_pool, "{\"usage\":{"
+                                       "\"prompt_tokens\":", c, ","
+                                       "\"completion_tokens\":", c, ","
+                                       "\"total_tokens\":", c, "}}", NULL);
+        llmgw_usage_t u = { 0 };
+
+        ck_assert_msg(llmgw_usage_find(text, strlen(text), &u), "%s", c);
+        ck_assert_msg(u.prompt == counts[i].v && u.completion == counts[i].v
+                      && u.total == twice(counts[i].v),
+                      "%s: %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
+                      " %" APR_INT64_T_FMT, c, u.prompt, u.completion,
+                      u.total);
+    }
+    /* What is not a number is not a count; a tiny fraction is a token. */
+    check_text("{\"usage\":{\"prompt_tokens\":\"12\",\"completion_tokens\":"
+               "null,\"total_tokens\":true}}", 1, 0, 0, 0);
+    check_text("{\"usage\":{\"prompt_tokens\":1e-99999,"
+               "\"completion_tokens\":0e99999}}", 1, 1, 0, 1);
+    /* A total below the parts' sum is the sum; above it, itself. */
+    check_text("{\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":4,"
+               "\"total_tokens\":1}}", 1, 5, 4, 9);
+    check_text("{\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":4,"
+               "\"total_tokens\":11}}", 1, 5, 4, 11);
+    check_text("{\"usage\":{\"prompt_tokens\":900000000000000,"
+               "\"completion_tokens\":900000000000000}}", 1,
+               900000000000000, 900000000000000, LLMGW_TOKENS_MAX);
+}
+END_TEST
+
+START_TEST(token_helpers_saturate)
+{
+    double zero = 0;
+
+    ck_assert(llmgw_tokens_of(0) == 0);
+    ck_assert(llmgw_tokens_of(-3) == 0);
+    ck_assert(llmgw_tokens_of(0.1) == 1);
+    ck_assert(llmgw_tokens_of(41.0) == 41);
+    ck_assert(llmgw_tokens_of(41.000001) == 42);
+    ck_assert(llmgw_tokens_of(999999999999999.0) == 999999999999999);
+    ck_assert(llmgw_tokens_of(9223372036854775807.0) == LLMGW_TOKENS_MAX);
+    ck_assert(llmgw_tokens_of(1e300) == LLMGW_TOKENS_MAX);
+    ck_assert(llmgw_tokens_of(1 / zero) == LLMGW_TOKENS_MAX);
+    ck_assert(llmgw_tokens_of(-1 / zero) == 0);
+    ck_assert(llmgw_tokens_of(zero / zero) == 0);
+    ck_assert(llmgw_tokens_add(APR_INT64_MAX, APR_INT64_MAX)
+              == LLMGW_TOKENS_MAX);
+    ck_assert(llmgw_tokens_add(APR_INT64_MIN, 5) == 5);
+    ck_assert(llmgw_tokens_add(LLMGW_TOKENS_MAX - 1, 1) == LLMGW_TOKENS_MAX);
+    ck_assert(llmgw_tokens_add(LLMGW_TOKENS_MAX - 2, 1)
+              == LLMGW_TOKENS_MAX - 1);
+}
+END_TEST
+
 START_TEST(writes_error_shape)
 {
     llmgw_error_t err;
@@ -289,6 +384,8 @@ Suite *dialect_suite(void)
     tcase_add_test(tc, upstream_edits_keep_the_clients_bytes);
     tcase_add_test(tc, refuses_ambiguous_requests);
     tcase_add_test(tc, finds_usage);
+    tcase_add_test(tc, usage_counts_are_clamped);
+    tcase_add_test(tc, token_helpers_saturate);
     tcase_add_test(tc, writes_error_shape);
     suite_add_tcase(s, tc);
     return s;

@@ -32,6 +32,13 @@ int main(void)
     srunner_add_suite(sr, cache_suite());
     srunner_add_suite(sr, ollama_suite());
     srunner_add_suite(sr, shmtab_suite());
+    srunner_add_suite(sr, memcache_suite());
+    srunner_add_suite(sr, limits_suite());
+    srunner_add_suite(sr, estimate_suite());
+    srunner_add_suite(sr, probe_suite());
+    srunner_add_suite(sr, breaker_suite());
+    srunner_add_suite(sr, health_suite());
+    srunner_add_suite(sr, affinity_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -1610,6 +1610,158 @@ START_TEST(ndjson_parallel_tool_calls)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------
+ * Counts near and past 2^63, both ways: clamped, never wrapped
+ */
+
+#define HUGE_COUNT "9223372036854775807"
+
+START_TEST(huge_counts_are_clamped)
+{
+    llmgw_error_t err;
+    llmgw_usage_t u;
+    const char *out;
+    result_t r;
+
+    /* A.2: prompt_eval_count + eval_count overflowed into a negative. */
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
+        "\"messages\":[]}", 200, "{\"message\":{\"role\":\"assistant\","
+        "\"content\":\"x\"},\"done\":true,\"prompt_eval_count\":" HUGE_COUNT
+        ",\"eval_count\":" HUGE_COUNT "}", &out, &u, &err), 0);
+    ck_assert(u.prompt == LLMGW_TOKENS_MAX);
+    ck_assert(u.completion == LLMGW_TOKENS_MAX);
+    ck_assert(u.total == LLMGW_TOKENS_MAX);
+    ck_assert_ptr_nonnull(strstr(out, "\"total_tokens\":1000000000000000}"));
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
+        "\"messages\":[]}", 200, "{\"message\":{\"role\":\"assistant\","
+        "\"content\":\"x\"},\"done\":true,\"prompt_eval_count\":-4,"
+        "\"eval_count\":2.5}", &out, &u, &err), 0);
+    ck_assert(u.prompt == 0 && u.completion == 3 && u.total == 3);
+    ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
+        "\"input\":\"a\"}", 200, "{\"embeddings\":[[1]],"
+        "\"prompt_eval_count\":18446744073709551616}", &out, &u, &err), 0);
+    ck_assert(u.prompt == LLMGW_TOKENS_MAX && u.total == LLMGW_TOKENS_MAX);
+    /* A.3: the done line of a stream. */
+    run_sse(LLMGW_EP_CHAT, 1, "{\"message\":{\"content\":\"x\"},\"done\":"
+            "true,\"prompt_eval_count\":" HUGE_COUNT ",\"eval_count\":"
+            HUGE_COUNT "}\n", 0, 7, 1, &r);
+    ck_assert_int_eq(r.done, 1);
+    ck_assert(r.usage.total == LLMGW_TOKENS_MAX);
+    /* B.5 and B.6: OpenAI usage for Ollama clients. */
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, "{\"choices\":"
+        "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+        "\"x\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":"
+        HUGE_COUNT ",\"completion_tokens\":" HUGE_COUNT "}}", &out, &u,
+        &err), 0);
+    ck_assert(u.total == LLMGW_TOKENS_MAX);
+    ck_assert_ptr_nonnull(strstr(out, "\"eval_count\":1000000000000000"));
+    run_nd(LLMGW_OLLAMA_EP_CHAT, "data: {\"choices\":[{\"index\":0,"
+           "\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\n"
+           "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":-7,"
+           "\"completion_tokens\":" HUGE_COUNT ",\"total_tokens\":-2}}\n\n"
+           "data: [DONE]\n\n", 0, 11, 1, &r);
+    ck_assert_int_eq(r.done, 1);
+    ck_assert(r.usage.prompt == 0);
+    ck_assert(r.usage.completion == LLMGW_TOKENS_MAX);
+    ck_assert(r.usage.total == LLMGW_TOKENS_MAX);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * The one cap on what a stream holds (LLMGW_STREAM_MAX_EVENT), both ways
+ */
+
+#define PIECE 65536
+
+/* 'len' bytes of c after head, fed in pieces; returns all the output. */
+static const char *feed_huge(int nd, void *s, const char *head, char c,
+                             apr_size_t len)
+{
+    char *junk = malloc(PIECE);
+    collect_t out = { NULL, 0, 0 };
+    const char *ready;
+    apr_size_t n, fed = 0;
+
+    memset(junk, c, PIECE);
+    n = nd ? llmgw_ollama_ndjson_feed(s, head, strlen(head), &ready)
+           : llmgw_ollama_sse_feed(s, head, strlen(head), &ready);
+    collect(test_pool, &out, ready, n);
+    while (fed < len) {
+        n = nd ? llmgw_ollama_ndjson_feed(s, junk, PIECE, &ready)
+               : llmgw_ollama_sse_feed(s, junk, PIECE, &ready);
+        collect(test_pool, &out, ready, n);
+        fed += PIECE;
+    }
+    free(junk);
+    return out.b ? out.b : "";
+}
+
+START_TEST(stream_lines_are_capped)
+{
+    llmgw_ollama_sse_t *a = llmgw_ollama_sse_create(test_pool, LLMGW_EP_CHAT,
+                                                    "abc", "m", 1, 0);
+    llmgw_ollama_ndjson_t *b;
+    const char *out;
+    char *args;
+    apr_size_t i;
+
+    /* A.3: an NDJSON line that never ends. */
+    out = feed_huge(0, a, "{\"message\":{\"content\":\"Hi\"},\"done\":false}"
+                    "\n{\"message\":{\"content\":\"", 'a',
+                    LLMGW_STREAM_MAX_EVENT + PIECE);
+    ck_assert_int_eq(a->failed, 1);
+    ck_assert_ptr_nonnull(strstr(out, "{\"content\":\"Hi\"}"));
+    ck_assert_ptr_nonnull(strstr(out, "\"finish_reason\":\"error\""));
+    ck_assert_ptr_nonnull(strstr(out, "cannot hold"));
+    ck_assert_uint_eq(a->in.cap, 0);
+    /* B.6: an SSE line, and an event of many data lines. */
+    b = llmgw_ollama_ndjson_create(test_pool, LLMGW_OLLAMA_EP_CHAT, "m", 1);
+    out = feed_huge(1, b, "data: {\"x\":\"", 'a',
+                    LLMGW_STREAM_MAX_EVENT + PIECE);
+    ck_assert_int_eq(b->failed, 1);
+    ck_assert_ptr_nonnull(strstr(out, "{\"error\":\"the backend sent a "
+                                      "stream line the gateway cannot "
+                                      "hold\"}\n"));
+    ck_assert_uint_eq(b->in.cap, 0);
+    b = llmgw_ollama_ndjson_create(test_pool, LLMGW_OLLAMA_EP_CHAT, "m", 1);
+    args = apr_palloc(test_pool, PIECE + 8);
+    memcpy(args, "data: ", 6);
+    memset(args + 6, 'x', PIECE);
+    args[PIECE] = '\n';
+    args[PIECE + 1] = '\0';
+    for (i = 0; i < LLMGW_STREAM_MAX_EVENT / PIECE + 2 && !b->failed; i++) {
+        llmgw_ollama_ndjson_feed(b, args, PIECE + 1, &out);
+    }
+    ck_assert_int_eq(b->failed, 1);
+    ck_assert_ptr_nonnull(strstr(out, "cannot hold"));
+    ck_assert_uint_eq(b->ev.cap, 0);
+    ck_assert_uint_eq(b->in.cap, 0);
+}
+END_TEST
+
+/* B.6: a tool call's arguments, piece by piece, past the cap. */
+START_TEST(tool_arguments_are_capped)
+{
+    llmgw_ollama_ndjson_t *b = llmgw_ollama_ndjson_create(
+        test_pool, LLMGW_OLLAMA_EP_CHAT, "m", 1);
+    char *junk = apr_palloc(test_pool, PIECE + 1);
+    const char *ev, *out = "";
+    apr_size_t i, n = 0;
+
+    memset(junk, 'x', PIECE);
+    junk[PIECE] = '\0';
+    ev = apr_pstrcat(test_pool, "data: {\"choices\":[{\"index\":0,\"delta\":"
+                     "{\"tool_calls\":[{\"index\":0,\"function\":{"
+                     "\"arguments\":\"", junk, "\"}}]}}]}\n\n", NULL);
+    for (i = 0; i < LLMGW_STREAM_MAX_EVENT / PIECE + 2 && !b->failed; i++) {
+        n = llmgw_ollama_ndjson_feed(b, ev, strlen(ev), &out);
+    }
+    ck_assert_int_eq(b->failed, 1);
+    ck_assert_uint_gt(n, 0);
+    ck_assert_ptr_nonnull(strstr(out, "arguments the gateway cannot hold"));
+}
+END_TEST
+
 Suite *ollama_suite(void)
 {
     Suite *s = suite_create("ollama");
@@ -1654,6 +1806,9 @@ Suite *ollama_suite(void)
     tcase_add_test(b, ndjson_error_event);
     tcase_add_test(b, ndjson_broken_streams);
     tcase_add_test(b, ndjson_parallel_tool_calls);
+    tcase_add_test(b, huge_counts_are_clamped);
+    tcase_add_test(b, stream_lines_are_capped);
+    tcase_add_test(b, tool_arguments_are_capped);
     suite_add_tcase(s, b);
     return s;
 }

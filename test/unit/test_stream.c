@@ -141,6 +141,104 @@ START_TEST(error_tail_for_completions_without_events)
 }
 END_TEST
 
+/* The cap on what a stream holds: 16 MB, LLMGW_STREAM_MAX_EVENT. */
+#define LIMIT (16 * 1024 * 1024)
+#define PIECE 65536
+
+/* One event that never ends, fed as a backend sends it: the framer holds
+ * at most the limit and a read, then refuses it (its complete events
+ * before it still go out) and lets go of its memory. */
+START_TEST(unfinished_event_is_capped)
+{
+    llmgw_sse_t *s = llmgw_sse_create(test_pool, 0);
+    char *junk = malloc(PIECE);
+    const char *ready;
+    apr_size_t n, fed = 0, got = 0;
+    static const char first[] = EV("{\"id\":\"c\",\"choices\":[{\"index\":"
+                                   "0,\"delta\":{\"content\":\"a\"}}]}");
+    const char *head = apr_pstrcat(test_pool, first,
+                                   "data: {\"id\":\"c\",\"x\":\"", NULL);
+
+    memset(junk, 'a', PIECE);
+    n = llmgw_sse_feed(s, head, strlen(head), &ready);
+    ck_assert_uint_eq(n, sizeof(first) - 1);
+    ck_assert_int_eq(s->content_events, 1);
+    while (fed < 2 * (apr_size_t)LIMIT) {
+        got += llmgw_sse_feed(s, junk, PIECE, &ready);
+        fed += PIECE;
+        ck_assert_uint_le(s->buf.cap, 2 * (apr_size_t)(LIMIT + PIECE));
+    }
+    free(junk);
+    ck_assert_uint_eq(got, 0);
+    ck_assert_int_eq(s->failed, 1);
+    ck_assert_uint_eq(s->buf.cap, 0);
+    ck_assert_uint_eq(llmgw_sse_pending(s), 0);
+    /* Over: what comes after is not framed. */
+    ck_assert_uint_eq(llmgw_sse_feed(s, EV("{\"id\":\"c\"}"), 18, &ready),
+                      0);
+    ck_assert_int_eq(s->events, 1);
+}
+END_TEST
+
+/* Events up to the limit pass, whole, however they are cut. */
+START_TEST(big_event_under_the_cap_passes)
+{
+    llmgw_sse_t *s = llmgw_sse_create(test_pool, 0);
+    apr_size_t len = LIMIT - 64, off = 0, got = 0, n;
+    char *ev = malloc(len);
+    const char *ready;
+
+    memset(ev, 'b', len);
+    memcpy(ev, "data: {\"id\":\"c\",\"x\":\"", 22);
+    memcpy(ev + len - 4, "\"}\n\n", 4);
+    while (off < len) {
+        apr_size_t take = len - off < PIECE ? len - off : PIECE;
+
+        n = llmgw_sse_feed(s, ev + off, take, &ready);
+        if (n) {
+            ck_assert(memcmp(ready, ev, n) == 0);
+        }
+        got += n;
+        off += take;
+    }
+    free(ev);
+    ck_assert_uint_eq(got, len);
+    ck_assert_int_eq(s->failed, 0);
+    ck_assert_int_eq(s->events, 1);
+}
+END_TEST
+
+/* Usage chunks, however many a backend sends, are read without growing
+ * the request's pool: a long stream is held in bounded memory. */
+START_TEST(usage_chunks_do_not_grow_the_pool)
+{
+    apr_pool_t *p;
+    llmgw_sse_t *s;
+    const char *out;
+    apr_size_t before, i;
+    static const char ev[] = EV("{\"id\":\"c\",\"choices\":[],\"usage\":{"
+                                "\"prompt_tokens\":1,\"completion_tokens\":"
+                                "2,\"total_tokens\":3}}")
+                             EV("{\"id\":\"c\",\"choices\":[{\"index\":0,"
+                                "\"delta\":{\"content\":\"x\"}}],\"usage\":{"
+                                "\"prompt_tokens\":1}}");
+
+    apr_pool_create(&p, test_pool);
+    s = llmgw_sse_create(p, 1);
+    for (i = 0; i < 100; i++) {
+        llmgw_sse_feed(s, ev, sizeof(ev) - 1, &out);
+    }
+    /* As in test_ollama: 10000 more events take no new pool block. */
+    before = (apr_size_t)apr_palloc(p, 1);
+    for (i = 0; i < 10000; i++) {
+        ck_assert_uint_gt(llmgw_sse_feed(s, ev, sizeof(ev) - 1, &out), 0);
+    }
+    ck_assert_uint_eq((apr_size_t)apr_palloc(p, 1), before + 8);
+    ck_assert_int_eq(s->usage.total, 1);
+    apr_pool_destroy(p);
+}
+END_TEST
+
 Suite *stream_suite(void)
 {
     Suite *s = suite_create("stream");
@@ -153,6 +251,9 @@ Suite *stream_suite(void)
     tcase_add_test(tc, accepts_crlf_events);
     tcase_add_test(tc, holds_back_partial_event_and_ends_with_error);
     tcase_add_test(tc, error_tail_for_completions_without_events);
+    tcase_add_test(tc, unfinished_event_is_capped);
+    tcase_add_test(tc, big_event_under_the_cap_passes);
+    tcase_add_test(tc, usage_chunks_do_not_grow_the_pool);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,69 @@
+/* llmgw_affinity: the scoring of the llm_affinity lbmethod, as a pure
+ * function over a small array the glue fills from the balancer's workers
+ * and the health table: prefer members that have the model loaded, then
+ * the least loaded; spread a model only when its queue grows; knowing
+ * nothing, choose as mod_lbmethod_bybusyness does. */
+#ifndef LLMGW_AFFINITY_H
+#define LLMGW_AFFINITY_H
+
+#include <apr.h>
+
+#include "llmgw_probe.h"
+
+/* What a member is for the requested model. */
+typedef enum {
+    LLMGW_AFF_UNKNOWN = 0,      /* nothing known: maybe there, maybe not */
+    LLMGW_AFF_LOADED,           /* loaded (a probe) or served it lately */
+    LLMGW_AFF_LOADING,          /* being loaded there now */
+    LLMGW_AFF_COLD,             /* there, not loaded: a load first */
+    LLMGW_AFF_ABSENT            /* not there: never chosen */
+} llmgw_aff_model_t;
+
+typedef struct {
+    int usable;                 /* 0: never chosen (mod_proxy says not
+                                 * usable, draining, breaker open or
+                                 * its trial taken) */
+    llmgw_hstate_t state;       /* READY, BUSY, LOADING (DOWN: never) */
+    llmgw_aff_model_t model;
+    apr_int64_t inflight;       /* requests in flight to it */
+    apr_int64_t slots_total;    /* -1 unknown */
+    apr_int64_t slots_busy;     /* -1 unknown */
+    apr_int64_t waiting;        /* its own queue; -1 unknown */
+    apr_int64_t capacity;       /* a configured maximum; 0 none */
+    int lbfactor;               /* proxy_worker_shared's, 1..100 */
+    int lbstatus;               /* in and out: proxy_worker_shared's */
+} llmgw_aff_member_t;
+
+typedef struct {
+    /* The queue on the best member with the model loaded beyond which a
+     * less loaded member without it may take the request. */
+    apr_int64_t spread_queue;
+    /* Requests a member serves at once when nothing says (no slots, no
+     * configured maximum): Ollama's OLLAMA_NUM_PARALLEL default is 1. */
+    apr_int64_t default_capacity;
+} llmgw_aff_params_t;
+
+/* spread_queue 2, default_capacity 1. */
+void llmgw_affinity_params_default(llmgw_aff_params_t *p);
+
+/* The load of a member as a comparable number: requests in flight or in
+ * its queue per 1024ths of its capacity. */
+apr_int64_t llmgw_affinity_load(const llmgw_aff_member_t *m,
+                                const llmgw_aff_params_t *p);
+/* Requests waiting at the member (its queue, or what is in flight past
+ * its capacity). */
+apr_int64_t llmgw_affinity_queue(const llmgw_aff_member_t *m,
+                                 const llmgw_aff_params_t *p);
+
+/* The index of the member to send the request to, or -1 when none is
+ * usable. In order: a member with the model loaded, unless its queue is
+ * over spread_queue and a member without it is less loaded; else one
+ * loading it (queue within bound); else one where it is cold or unknown
+ * and that is ready; else a busy or loading member. Among equals the
+ * least loaded; among those the highest lbstatus. Every usable member's
+ * lbstatus grows by its lbfactor and the chosen one's shrinks by their
+ * sum, as bybusyness does, so that equals take turns by lbfactor. */
+int llmgw_affinity_pick(llmgw_aff_member_t *m, int n,
+                        const llmgw_aff_params_t *p);
+
+#endif
