@@ -17,8 +17,7 @@
 
 #include "llmgw_memcache.h"
 
-/* The largest value a get may return (llmgw_mc_create's cap, once it
- * takes one: pass FUZZ_MC_MAX_VALUE there). */
+/* The largest value a get may return: llmgw_mc_create's cap. */
 #define FUZZ_MC_MAX_VALUE ((apr_size_t)64 * 1024)
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -175,7 +174,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* retry -1: the server never counts as down, so every command of
          * every input is answered. */
         FUZZ_CHECK(llmgw_mc_create(mcp, servers, apr_time_from_msec(500),
-                                   -1, 1, &mc) == APR_SUCCESS, "mc_create");
+                                   -1, 1, FUZZ_MC_MAX_VALUE, &mc)
+                   == APR_SUCCESS, "mc_create");
     }
     set_reply(data, size);
     before = mapped();

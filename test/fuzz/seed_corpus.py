@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 # seed_corpus.py: writes the seed files of test/fuzz/corpus/: real requests,
-# the emulated backend's real answers and streams (test/mockllm, both
-# dialects), and cache records made by the gateway's own code from them.
+# the emulated backend's real answers, streams and probe answers
+# (test/mockllm, every flavor), cache records made by the gateway's own
+# code from them, and the limits' values.
 # Run from anywhere after the in-tree build: test/fuzz/seed_corpus.py
 import json
 import os
@@ -203,22 +204,104 @@ def make_record(tool, tmp, ep, mode, data):
         return f.read()
 
 
-def main():
+def start_mock(*args):
     port = free_port()
     mock = subprocess.Popen([MOCK, "--port", str(port), "--name", "seed", "--tokens", "6",
-                             "--quiet"], stderr=subprocess.DEVNULL)
+                             "--quiet", *args], stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return port, mock
+
+
+def get(port, path):
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def main():
+    mocks = []
+    try:
+        port, m = start_mock()
+        mocks.append(m)
         with tempfile.TemporaryDirectory() as tmp:
             seed(port, build_record_tool(tmp), tmp)
+        flavors = {}
+        for flavor in ("llamacpp", "vllm"):
+            flavors[flavor], m = start_mock("--flavor", flavor, "--preload", "mock-small")
+            mocks.append(m)
+        seed_probes(port, flavors)
     finally:
-        mock.terminate()
-        mock.wait(10)
+        for m in mocks:
+            m.terminate()
+            m.wait(10)
+
+
+# fuzz_probe's kinds and statuses (its selector byte).
+PROBE_KINDS = {"ollama-ps": 0, "ollama-tags": 1, "llamacpp-health": 2,
+               "llamacpp-slots": 3, "vllm-metrics": 4, "openai-models": 5}
+PROBE_STATUS = {200: 0, 503: 2, 429: 3, 404: 4, 500: 5}
+
+
+def probe_seed(name, kind, status, body):
+    write("probe", name, bytes([PROBE_KINDS[kind] | PROBE_STATUS[status] << 3]) + body)
+
+
+def seed_probes(port, flavors):
+    # A generation first, so the backends have a model loaded and a
+    # request counted.
+    for p in (port, flavors["llamacpp"], flavors["vllm"]):
+        post(p, "/v1/chat/completions", json.dumps(
+            {"model": "mock-small", "messages": [{"role": "user", "content": "Hi"}]}).encode())
+    for name, (p, path) in {"ollama-ps": (port, "/api/ps"), "ollama-tags": (port, "/api/tags"),
+                            "llamacpp-health": (flavors["llamacpp"], "/health"),
+                            "llamacpp-slots": (flavors["llamacpp"], "/slots"),
+                            "vllm-metrics": (flavors["vllm"], "/metrics"),
+                            "openai-models": (flavors["vllm"], "/v1/models")}.items():
+        status, body = get(p, path)
+        probe_seed(name, name, status if status in PROBE_STATUS else 200, body)
+        if name == "vllm-metrics":
+            write("prom", "vllm", body)
+    probe_seed("llamacpp-loading", "llamacpp-health", 503,
+               b'{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}')
+    probe_seed("llamacpp-slots-busy", "llamacpp-slots", 200,
+               b'[{"id":0,"is_processing":true},{"id":1,"is_processing":false,"state":0}]')
+    probe_seed("ollama-ps-expires", "ollama-ps", 200,
+               b'{"models":[{"name":"llama3:8b","model":"llama3:8b","size":5137025024,'
+               b'"size_vram":5137025024,"expires_at":"2026-12-01T21:55:03.146391+01:00"}]}')
+    probe_seed("ollama-busy", "ollama-ps", 429, b'{"error":"server busy"}')
+    write("prom", "escapes", b'# HELP x A metric.\n# TYPE x gauge\n'
+          b'x{model_name="a\\"b\\\\c\\nd",engine="0"} 1.5e3 1700000000000\n'
+          b'vllm:num_requests_running{model_name="m"} +Inf\r\n'
+          b'vllm:kv_cache_usage_perc{model_name="m"} NaN\n')
+    seed_limits()
+
+
+# fuzz_limits: a mode byte, then its input.
+def seed_limits():
+    import struct
+    cases = {
+        "rate": b"\x00rpm=600 tpm=200000",
+        "rate-concurrent": b"\x00concurrent=8",
+        "budget": b"\x01tokens=2000000 per=day|cost=12.50 per=month",
+        "budget-hour": b"\x01tokens=1000 per=hour",
+        "price": b"\x02in=0.15 out=0.60",
+        "subject-key-route": b"\x03\x02team-a\troute-x",
+        "subject-long": b"\x03\x00" + b"k" * 200,
+        "duration": b"\x04" + struct.pack("<q", 3723 * 1000000 + 4500),
+        "snapshot": b"\x05",
+        "snapshot-damaged": b"\x05\x00\x40\x01\x00\x80\xff",
+        "snapshot-unsealed": b"\x0d\x00\x10\x01",
+        "sync": b"\x06" + struct.pack("<QQQQ", 0, 10, 1 << 40, 7),
+    }
+    for name, data in cases.items():
+        write("limits", name, data)
 
 
 def seed(port, tool, tmp):
