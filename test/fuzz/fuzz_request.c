@@ -11,6 +11,8 @@
 
 #include "llmgw_cache.h"
 #include "llmgw_dialect.h"
+#include "llmgw_estimate.h"
+#include "llmgw_limits.h"
 #include "llmgw_ollama.h"
 
 static const char *const upstream_skip[] = { "model", "stream_options",
@@ -291,6 +293,35 @@ static void check_openai_upstream(apr_pool_t *p, llmgw_request_t *req,
                (int)nb, before, (int)na, after);
 }
 
+/* The reservation's bounds (llmgw_estimate) of any accepted request: a
+ * 400 naming the member, or numbers the limits' arithmetic can take. */
+static void check_estimate(const llmgw_request_t *req, int capped)
+{
+    llmgw_estimate_conf_t c;
+    llmgw_estimate_t e;
+    llmgw_error_t err;
+
+    llmgw_estimate_defaults(&c);
+    if (capped) {
+        c.default_max = 256;
+        c.max_cap = 1024;
+    }
+    memset(&err, 0, sizeof(err));
+    if (llmgw_estimate(req, &c, capped ? 5000 : APR_INT64_MAX, &e, &err)) {
+        FUZZ_CHECK(err.status == 400 && err.param && err.message,
+                   "estimate refused with %d", err.status);
+        return;
+    }
+    FUZZ_CHECK(e.prompt >= 0 && e.prompt <= LLMGW_LIMITS_TOKENS_MAX,
+               "prompt bound %lld", (long long)e.prompt);
+    FUZZ_CHECK(e.choices >= (req->ep != LLMGW_EP_EMBEDDINGS),
+               "%lld choices", (long long)e.choices);
+    FUZZ_CHECK(e.max_tokens >= 0 && e.max_out >= 0
+               && (!c.max_cap || e.max_tokens <= c.max_cap),
+               "max_tokens %lld, out %lld", (long long)e.max_tokens,
+               (long long)e.max_out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *p = fuzz_pool(), *p2;
@@ -349,6 +380,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                "two keys for one request");
     apr_pool_destroy(p2);
 
+    check_estimate(&req, rename);
     if (ollama_backend) {
         check_ollama_upstream(p, &req, upstream);
     }
