@@ -3,10 +3,13 @@
 # shellcheck shell=bash
 
 LLMGW_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# clang and its runtimes (libclang-rt-dev: libclang-rt-14-dev on Debian 12,
+# the version of clang) build the sanitizer and libFuzzer builds of
+# build/sanitize.mk.
 LLMGW_APT_PACKAGES="gcc make autoconf automake libtool pkg-config curl
     apache2 apache2-dev libapr1-dev libaprutil1-dev libjson-c-dev
     libxml2-dev libmicrohttpd-dev check valgrind python3 python3-pytest
-    memcached"
+    memcached clang libclang-rt-dev"
 HTTPD_MODULES=/usr/lib/apache2/modules
 
 llmgw_log() { printf '%s\n' "$*" >&2; }
@@ -62,6 +65,72 @@ llmgw_build() {
         make -s -j"$(nproc)" all >/dev/null
         make -s -j"$(nproc)" test/unit/test_core >/dev/null
     )
+}
+
+# The sanitizer builds beside the in-tree one (build/sanitize.mk, into
+# build-san/): the given targets, default all of them.
+llmgw_build_sanitizers() {
+    make -s -C "$LLMGW_TOP" -f build/sanitize.mk -j"$(nproc)" "${@:-all}"
+}
+
+# True when clang can link a libFuzzer target here.
+llmgw_have_libfuzzer() {
+    local d rc
+    d=$(mktemp -d)
+    printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
+        'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)' \
+        '{ return (int)(d && n) * 0; }' >"$d/t.c"
+    clang -fsanitize=fuzzer,address,undefined -o "$d/t" "$d/t.c" \
+        >/dev/null 2>&1
+    rc=$?
+    rm -rf "$d"
+    return $rc
+}
+
+# The fuzz targets, by name (test/fuzz/fuzz_NAME.c).
+llmgw_fuzz_targets() {
+    local f
+    for f in "$LLMGW_TOP"/test/fuzz/fuzz_*.c; do
+        f=${f##*/fuzz_}
+        echo "${f%.c}"
+    done
+}
+
+# Runs fuzz target $1 for $2 seconds from its committed corpus with a
+# random seed, printed. Findings are kept in $3 (made if missing), new
+# inputs in $4 (default: a scratch dir under $3, removed after), never in
+# the tree. Prints one line; the fuzzer's own output goes to $3/NAME.log.
+llmgw_fuzz_run() {
+    local name=$1 secs=$2 out=$3 seed rc execs f
+    local bin="$LLMGW_TOP/build-san/fuzz/fuzz_$name"
+    local corpus="$LLMGW_TOP/test/fuzz/corpus/$name"
+    local dict="$LLMGW_TOP/test/fuzz/$name.dict" opts=()
+    local work=${4:-$out/$name.new}
+    mkdir -p "$out" "$work"
+    [ -f "$dict" ] && opts+=("-dict=$dict")
+    seed=$(( $(od -An -N4 -tu4 /dev/urandom) % 2147483646 + 1 ))
+    set +e
+    "$bin" -seed="$seed" -max_total_time="$secs" -timeout=20 \
+        -rss_limit_mb=2048 -malloc_limit_mb=256 -print_final_stats=1 \
+        -artifact_prefix="$out/$name-" "${opts[@]}" \
+        "$work" "$corpus" >"$out/$name.log" 2>&1
+    rc=$?
+    set -e
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' \
+        "$out/$name.log" | tail -n 1)
+    [ -n "${4:-}" ] || rm -rf "$work"
+    if [ "$rc" -eq 0 ]; then
+        echo "fuzz_$name: seed $seed, ${execs:-0} execs in ${secs}s," \
+            "no findings"
+        return 0
+    fi
+    echo "fuzz_$name: seed $seed: FINDING (exit $rc), log $out/$name.log"
+    grep -E -m 5 '^fuzz: |fuzz check failed|ERROR: |runtime error|SUMMARY' \
+        "$out/$name.log" | cut -c1-300 || true
+    for f in "$out/$name"-*; do
+        [ -e "$f" ] && echo "  reproducer: $f"
+    done
+    return 1
 }
 
 # A free TCP port on 127.0.0.1.

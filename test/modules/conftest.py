@@ -14,6 +14,21 @@ def _require(path, what, hint):
         pytest.exit(f"{what} not found at {path}: {hint}", returncode=1)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "no_asan: measures what ASan changes (a process's memory: its "
+        "allocator keeps freed blocks in quarantine), skipped under LLMGW_ASAN=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not env.ASAN:
+        return
+    skip = pytest.mark.skip(reason="LLMGW_ASAN=1: ASan's allocator changes what this measures")
+    for item in items:
+        if "no_asan" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_sessionstart(session):
     if session.config.option.collectonly:
         return
@@ -86,9 +101,13 @@ def _gateway(request, workdir, ports, name, extra):
     finally:
         crashed = g.crash_lines()
         g.stop()
+    # After the stop: children write their reports until they exit.
+    found = g.sanitizer_findings()
     # Fails the teardown of the last test, which testsfailed does not count yet.
-    request.config._llmgw_keep = bool(crashed)
+    request.config._llmgw_keep = (getattr(request.config, "_llmgw_keep", False)
+                                  or bool(crashed or found))
     assert not crashed, "apache2 children crashed:\n" + "".join(crashed)
+    assert not found, "sanitizer findings (LLMGW_ASAN=1):\n" + found
 
 
 @pytest.fixture(scope="session")

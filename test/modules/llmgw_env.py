@@ -60,8 +60,65 @@ LOG_FORMAT = "|".join(["%r", "%>s"] + ["%{" + n + "}n" for n in NOTES]
 CRASH_MARKERS = ("exit signal", "Segmentation fault", "AH00052", "AH00060")
 
 
+# LLMGW_ASAN=1: every apache2 runs the module built with gcc's ASan+UBSan
+# (make -f build/sanitize.mk asan-module), the runtime preloaded; findings
+# are logged in <server dir>/san/ and fail the gateway's teardown.
+ASAN = os.environ.get("LLMGW_ASAN") == "1"
+ASAN_MODULE = os.path.join(REPO, "build-san", "module", "mod_llm_gateway.so")
+
+
 def module_path():
-    return os.environ.get("LLMGW_MODULE", os.path.join(REPO, ".libs", "mod_llm_gateway.so"))
+    default = ASAN_MODULE if ASAN else os.path.join(REPO, ".libs", "mod_llm_gateway.so")
+    return os.environ.get("LLMGW_MODULE", default)
+
+
+_asan_runtime = None
+
+
+def sanitizer_env(d):
+    """The environment for an apache2 with server dir D: as it is, or in
+    ASan mode with the runtime preloaded (it must come first) and the
+    findings logged under D/san, the child going on after one so that a
+    finding is a log line, not a hang or a lost request."""
+    if not ASAN:
+        return None
+    global _asan_runtime
+    if _asan_runtime is None:
+        _asan_runtime = subprocess.run(["gcc", "-print-file-name=libasan.so"],
+                                       capture_output=True, text=True,
+                                       timeout=30).stdout.strip()
+    logdir = os.path.join(d, "san")
+    os.makedirs(logdir, exist_ok=True)
+    os.chmod(logdir, 0o777)     # children run as www-data when root starts them
+    e = dict(os.environ)
+    e["LD_PRELOAD"] = _asan_runtime
+    # detect_leaks=0: httpd exits without freeing its pools.
+    e["ASAN_OPTIONS"] = (f"detect_leaks=0:log_path={logdir}/asan:abort_on_error=0:"
+                         f"halt_on_error=0")
+    e["UBSAN_OPTIONS"] = f"print_stacktrace=1:log_path={logdir}/ubsan:halt_on_error=0"
+    return e
+
+
+def sanitizer_findings(d):
+    """The sanitizer reports apache2 with server dir D wrote, as text: ASan's
+    in D/san, UBSan's (beside ASan it writes to stderr) in the error log."""
+    if not ASAN:
+        return ""
+    logdir = os.path.join(d, "san")
+    try:
+        names = sorted(n for n in os.listdir(logdir) if n.startswith(("asan.", "ubsan.")))
+    except FileNotFoundError:
+        names = []
+    found = "".join(f"--- {os.path.join(logdir, n)}:\n{tail(os.path.join(logdir, n), 200)}\n"
+                    for n in names)
+    try:
+        with open(os.path.join(d, "error.log"), errors="replace") as f:
+            ub = [l for l in f if "runtime error:" in l]
+    except FileNotFoundError:
+        ub = []
+    if ub:
+        found += f"--- {os.path.join(d, 'error.log')}:\n" + "".join(ub[:50])
+    return found
 
 
 def mockllm_path():
@@ -171,10 +228,10 @@ def _stop_all_at_exit():
 atexit.register(_stop_all_at_exit)
 
 
-def spawn(args, logfile):
+def spawn(args, logfile, env=None):
     with open(logfile, "ab") as logf:
         proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, env=env)
     _started.append(proc)
     return proc
 
@@ -452,7 +509,8 @@ class Gateway:
         return [APACHE2, "-d", self.dir, "-f", self.conf, *args]
 
     def start(self):
-        self.proc = spawn(self.cmd("-DFOREGROUND"), self.stdout_log)
+        self.proc = spawn(self.cmd("-DFOREGROUND"), self.stdout_log,
+                          sanitizer_env(self.dir))
         try:
             wait_port(self.port, self.proc, [self.stdout_log, self.error_log], "apache2")
             # The parent binds before children accept: wait for a real answer.
@@ -488,6 +546,9 @@ class Gateway:
 
     def children(self):
         return child_pids(self.proc.pid)
+
+    def sanitizer_findings(self):
+        return sanitizer_findings(self.dir)
 
     def crash_lines(self):
         try:
@@ -560,7 +621,11 @@ def config_test(workdir, name, ports, module, extra=""):
     n_extra = extra.rstrip("\n").count("\n") + 1 if extra else 0
     first = total - n_extra + 1
     p = subprocess.run([APACHE2, "-t", "-d", d, "-f", conf], capture_output=True, text=True,
-                       timeout=60)
+                       timeout=60, env=sanitizer_env(d))
+    found = sanitizer_findings(d)
+    if ASAN:
+        found += "".join(l + "\n" for l in p.stderr.splitlines() if "runtime error:" in l)
+    assert not found, "sanitizer findings in apache2 -t:\n" + found
     return p.returncode, p.stdout + p.stderr, conf, first, total
 
 

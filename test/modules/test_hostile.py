@@ -307,6 +307,7 @@ def _endless_event(head_chunks):
     return answer
 
 
+@pytest.mark.no_asan
 @pytest.mark.parametrize("api", ["openai", "ollama"])
 def test_endless_event_ends_the_stream_and_memory_stays_bounded(
         gw_fake, fake, alive, uniq, api):
@@ -340,6 +341,7 @@ def test_endless_event_ends_the_stream_and_memory_stays_bounded(
     assert s.headers.get("X-LLM-Cache") == "MISS"
 
 
+@pytest.mark.no_asan
 def test_endless_ollama_line_is_capped(gw_fake, fake, alive, uniq):
     model = f"fakeo-endless-{uniq}"
 

@@ -126,8 +126,8 @@ START_TEST(converts_views_exactly)
         "\"esc \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u0041\\u00e9\\u20ac\"",
         "\"pair \\ud83d\\ude00 end\"",
         "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"",
-        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
-        "\"temperature\":0,\"top_p\":0.9,\"stream\":false,\"stop\":null}",
+        ("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+         "\"temperature\":0,\"top_p\":0.9,\"stream\":false,\"stop\":null}"),
         " { \"b\" : [ 1 , { \"z\" : 1 , \"a\" : [ ] } ] , \"a\" : { } } ",
         "[[[[[[[[[[1]]]]]]]]]]", "{\"k\\u0041\":1,\"kB\":2}",
     };
