@@ -36,7 +36,9 @@ APACHE_CFLAGS = -I$(shell $(APXS) -q INCLUDEDIR) \
 # UBSan findings fail the run (-fno-sanitize-recover) instead of scrolling by.
 SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
     -fno-omit-frame-pointer -g -O1
-BASE = $(WARN) -I$(TOP)/src $(DEPS_CFLAGS) -MMD -MP -MF $(@:.o=.d) -MT $@
+BASE = $(WARN) -I$(TOP)/src/core $(DEPS_CFLAGS) -MMD -MP -MF $(@:.o=.d) -MT $@
+# The glue's own headers (and configure's mod_llmgw_version.h).
+GLUE_INC = -I$(TOP)/src/httpd
 
 # One object per source and flavour: $(OUT)/<flavour>/<path>.o
 objs = $(patsubst %.c,$(OUT)/$(1)/%.o,$(2))
@@ -64,7 +66,7 @@ $(OUT)/asan/test_core: $(call objs,asan,$(CORE_SRC) $(UNIT_SRC))
 # -- the glue through clang's warnings -----------------------------------
 $(OUT)/glue/%.o: $(TOP)/%.c
 	@mkdir -p $(@D)
-	$(CLANG) $(BASE) $(APACHE_CFLAGS) -fsyntax-only $< && touch $@
+	$(CLANG) $(BASE) $(GLUE_INC) $(APACHE_CFLAGS) -fsyntax-only $< && touch $@
 
 $(OUT)/glue/stamp: $(call objs,glue,$(GLUE_SRC))
 	@touch $@
@@ -99,7 +101,8 @@ MOD_SAN := -fsanitize=address,undefined -fsanitize-recover=address \
     -fno-omit-frame-pointer -g -O1 -fPIC
 $(OUT)/module/%.o: $(TOP)/%.c
 	@mkdir -p $(@D)
-	$(GCC) $(MOD_SAN) $(BASE) $(GCC_SAN_WARN) $(APACHE_CFLAGS) -c $< -o $@
+	$(GCC) $(MOD_SAN) $(BASE) $(GLUE_INC) $(GCC_SAN_WARN) $(APACHE_CFLAGS) \
+	    -c $< -o $@
 
 $(OUT)/module/mod_llm_gateway.so: $(call objs,module,$(CORE_SRC) $(GLUE_SRC))
 	$(GCC) $(MOD_SAN) -shared -o $@ $^ $(DEPS_LIBS)

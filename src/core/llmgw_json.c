@@ -701,7 +701,7 @@ const char *llmgw_json_utf8_clean(apr_pool_t *p, const char *s,
                                   apr_size_t n, apr_size_t *outlen)
 {
     const unsigned char *u = (const unsigned char *)s, *end = u + n;
-    apr_size_t i = 0, k;
+    apr_size_t i = 0, k = 0;
     text_buf out = { p, { NULL, 0, 0 } };
 
     while (i < n && (u[i] < 0x80 || (k = jr_utf8_len(u + i, end)) != 0)) {

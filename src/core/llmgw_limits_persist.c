@@ -141,6 +141,22 @@ apr_status_t llmgw_limits_snapshot(llmgw_limits_t *t, apr_pool_t *p,
     return APR_SUCCESS;
 }
 
+/* What a snapshot may hold (it is read back from a file anyone with the
+ * runtime directory could have written): counts far below 2^63, so that
+ * sums of a few never overflow, and period ids whose start is a time
+ * (under 2^63 microseconds: about year 200000). */
+#define SNAP_COUNT_MAX ((apr_int64_t)1 << 60)
+
+static int period_ok(apr_int64_t conf, apr_int64_t id)
+{
+    static const apr_int64_t most[] = { 0, 2000000000, 80000000, 2400000 };
+    int per = B_PER(conf);
+
+    return id >= 0 && (!conf || (per >= LLMGW_PER_HOUR
+                                 && per <= LLMGW_PER_MONTH
+                                 && id <= most[per]));
+}
+
 /* One subject of a snapshot, read and checked. */
 typedef struct {
     const char *name;
@@ -172,16 +188,20 @@ static const char *snap_read(const unsigned char *in, apr_size_t len,
     o += 8 + ALIGN8(ss->namelen);
     for (k = 0; k < SNAP_NW; k++, o += 8) {
         ss->w[k] = (apr_int64_t)get64(in + o);
-        if (ss->w[k] < 0) {
-            return "a count is negative";
+        if (ss->w[k] < 0 || ss->w[k] > SNAP_COUNT_MAX) {
+            return "a count is out of range";
         }
     }
     for (b = 0; b < NB; b++) {
         for (k = 0; k < SNAP_NB; k++, o += 8) {
             ss->b[b][k] = (apr_int64_t)get64(in + o);
-            if (ss->b[b][k] < 0) {
-                return "a count is negative";
+            if (ss->b[b][k] < 0 || (k != 0 && ss->b[b][k] > SNAP_COUNT_MAX)) {
+                return "a count is out of range";
             }
+        }
+        if (!period_ok(ss->b[b][0], ss->b[b][1])
+            || !period_ok(ss->b[b][0], ss->b[b][6])) {
+            return "a budget's period is out of range";
         }
     }
     *off = o;

@@ -259,7 +259,8 @@ const char *llmgw_limits_subject_name(apr_pool_t *p,
 
 const char *llmgw_limits_duration(char *buf, apr_size_t size, apr_time_t d)
 {
-    apr_int64_t ms = d > 0 ? (d + 999) / 1000 : 0;
+    /* Rounded up to the millisecond, without overflow near 2^63. */
+    apr_int64_t ms = d > 0 ? d / 1000 + (d % 1000 != 0) : 0;
     apr_int64_t h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60;
     int frac = (int)(ms % 1000), len = 0;
     char fb[8] = "";

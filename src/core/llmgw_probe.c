@@ -741,7 +741,10 @@ static vsum_t *vllm_model(apr_pool_t *p, llmgw_probe_t *r, apr_hash_t *by,
     vsum_init(v);
     key = apr_pstrmemdup(p, name, len);
     apr_hash_set(by, key, (apr_ssize_t)len, v);
-    if (len > LLMGW_PROBE_MAX_NAME) {
+    /* Names are promised valid UTF-8 without a NUL: a label's bytes are
+     * not (Prometheus text may hold anything). */
+    if (len > LLMGW_PROBE_MAX_NAME || memchr(name, '\0', len)
+        || llmgw_json_utf8_clean(p, name, len, NULL) != name) {
         v->running = -2;        /* marks a name left out */
         r->models_skipped++;
         return NULL;

@@ -1,6 +1,7 @@
 /* mod_llmgw: the pieces every part of the glue uses: configuration with
  * its defaults, the request context, the core's log lines in httpd's
  * error log, notes, and errors in the client's API. */
+#include <stddef.h>     /* before APR: offsetof for its ring macros */
 #include <string.h>
 
 #include <httpd.h>

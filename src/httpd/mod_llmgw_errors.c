@@ -1,6 +1,7 @@
 /* mod_llmgw_errors: errors httpd or mod_proxy produce (502, 503, 504...)
  * in the client's API, also for requests httpd refuses before the
  * gateway's hooks run: the filter that replaces httpd's HTML page. */
+#include <stddef.h>     /* before APR: offsetof for its ring macros */
 #include <string.h>
 
 #include <httpd.h>

@@ -4,6 +4,7 @@
  * subrequest handed to mod_proxy (its pooling, failover and timeouts; no
  * client of our own), captured by a filter, one fetch per interval per
  * child. */
+#include <stddef.h>     /* before APR: offsetof for its ring macros */
 #include <string.h>
 
 #include <httpd.h>

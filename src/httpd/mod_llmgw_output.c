@@ -2,9 +2,7 @@
  * (usage read at the end); streams are framed event by event; answers in
  * another dialect or for another API are translated; good answers are
  * recorded for the cache and published to coalesced followers. */
-/* Before APR: its ring macros then use offsetof, not a NULL pointer
- * subtraction (which clang warns about). */
-#include <stddef.h>
+#include <stddef.h>     /* before APR: offsetof for its ring macros */
 #include <string.h>
 
 #include <httpd.h>

@@ -1,9 +1,7 @@
 /* mod_llmgw_proxy: httpd glue for one API request. The fixups hook reads
  * and checks the body, routes it, consults the cache and the requests in
  * flight, then hands it to mod_proxy as [P] would. */
-/* Before APR: its ring macros then use offsetof, not a NULL pointer
- * subtraction (which clang warns about). */
-#include <stddef.h>
+#include <stddef.h>     /* before APR: offsetof for its ring macros */
 #include <string.h>
 
 #include <httpd.h>
