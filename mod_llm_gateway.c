@@ -24,11 +24,8 @@ static void register_hooks(apr_pool_t *p)
 }
 
 AP_DECLARE_MODULE(llm_gateway) = {
-    STANDARD20_MODULE_STUFF,
-    llmgw_create_dir_conf,
-    llmgw_merge_dir_conf,
-    llmgw_create_server_conf,
-    llmgw_merge_server_conf,
-    llmgw_cmds,
+    STANDARD20_MODULE_STUFF, llmgw_create_dir_conf,
+    llmgw_merge_dir_conf,    llmgw_create_server_conf,
+    llmgw_merge_server_conf, llmgw_cmds,
     register_hooks
 };

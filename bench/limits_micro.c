@@ -105,7 +105,8 @@ static double bench_reserve_settle(llmgw_limits_t *t, long n)
 /* What the fixups hook and the output filter would call per request. */
 static double bench_request_path(llmgw_limits_t *t, apr_pool_t *p, long n)
 {
-    static const char *body = "{\"model\":\"llama3.2\",\"messages\":["
+    static const char *body =
+        "{\"model\":\"llama3.2\",\"messages\":["
         "{\"role\":\"system\",\"content\":\"You are a helpful assistant.\"},"
         "{\"role\":\"user\",\"content\":\"Write a haiku about the sea and "
         "the wind over it, in English.\"}],\"temperature\":0}";
@@ -125,16 +126,15 @@ static double bench_request_path(llmgw_limits_t *t, apr_pool_t *p, long n)
     for (i = 0; i < n; i++) {
         apr_time_t now = clock_us += 100;
 
-        llmgw_request_parse(rp, LLMGW_EP_CHAT, body, strlen(body), &req,
-                            &err);
+        llmgw_request_parse(rp, LLMGW_EP_CHAT, body, strlen(body), &req, &err);
         start = now_ns();
         memset(&rq, 0, sizeof(rq));
         llmgw_limits_find(t, "key:team-a", &rq.subject[0]);
         llmgw_limits_find(t, "route:llama3*", &rq.subject[1]);
         llmgw_limits_find(t, "key+route:team-a\037llama3*", &rq.subject[2]);
         rq.nsubjects = 3;
-        llmgw_estimate(&req, &ec, llmgw_limits_headroom(t, rq.subject, 3,
-                                                        now), &e, &err);
+        llmgw_estimate(&req, &ec, llmgw_limits_headroom(t, rq.subject, 3, now),
+                       &e, &err);
         rq.prompt = e.prompt;
         rq.max_out = e.max_out;
         rq.owner = getpid();
@@ -168,7 +168,8 @@ static void bench_two_processes(llmgw_limits_t *t, long n)
     }
     each = (wall_ns() - start) / n;
     printf("reserve+settle, 2 processes at once (wall clock): %.0f ns per "
-           "op per process, %.2f M ops/s in all\n", each, 2e3 / each);
+           "op per process, %.2f M ops/s in all\n",
+           each, 2e3 / each);
 }
 
 int main(int argc, char **argv)
@@ -181,14 +182,16 @@ int main(int argc, char **argv)
     apr_initialize();
     apr_pool_create(&p, NULL);
     t = make_table();
-    bench_reserve_settle(t, n / 10);        /* warm up */
+    bench_reserve_settle(t, n / 10); /* warm up */
     for (round = 0; round < 3; round++) {
         printf("reserve+settle (3 subjects, rpm, tpm, 2 budgets, "
-               "concurrency): %.0f ns\n", bench_reserve_settle(t, n));
+               "concurrency): %.0f ns\n",
+               bench_reserve_settle(t, n));
     }
     for (round = 0; round < 3; round++) {
         printf("whole path (3 finds, headroom, estimate, reserve, "
-               "settle): %.0f ns\n", bench_request_path(t, p, n / 4));
+               "settle): %.0f ns\n",
+               bench_request_path(t, p, n / 4));
     }
     bench_two_processes(t, n);
     apr_terminate();

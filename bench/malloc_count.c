@@ -39,9 +39,9 @@ struct mc_counts {
     uint64_t malloc;
     uint64_t calloc;
     uint64_t realloc;
-    uint64_t free;      /* of a pointer that is not NULL */
-    uint64_t memalign;  /* posix_memalign, aligned_alloc, memalign, valloc */
-    uint64_t bytes;     /* asked for by every call but free */
+    uint64_t free;     /* of a pointer that is not NULL */
+    uint64_t memalign; /* posix_memalign, aligned_alloc, memalign, valloc */
+    uint64_t bytes;    /* asked for by every call but free */
 };
 
 /* Where the counts go before the file is mapped (the dynamic loader's own

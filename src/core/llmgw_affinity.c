@@ -6,12 +6,12 @@
 #include "llmgw_affinity.h"
 
 typedef enum {
-    T_WARM = 0,                 /* has it loaded */
-    T_WARMING,                  /* is loading it */
-    T_COLD,                     /* ready, would load it (or might) */
-    T_LAST,                     /* busy or loading something else */
+    T_WARM = 0, /* has it loaded */
+    T_WARMING,  /* is loading it */
+    T_COLD,     /* ready, would load it (or might) */
+    T_LAST,     /* busy or loading something else */
     T_TIERS,
-    T_NONE = T_TIERS            /* not a candidate */
+    T_NONE = T_TIERS /* not a candidate */
 } tier_t;
 
 void llmgw_affinity_params_default(llmgw_aff_params_t *p)
@@ -66,17 +66,15 @@ static tier_t tier(const llmgw_aff_member_t *m)
 {
     int ready = m->state == LLMGW_HS_READY || m->state == LLMGW_HS_UNKNOWN;
 
-    if (!m->usable || m->model == LLMGW_AFF_ABSENT
-        || m->state == LLMGW_HS_DOWN || m->state == LLMGW_HS_ABSENT) {
+    if (!m->usable || m->model == LLMGW_AFF_ABSENT || m->state == LLMGW_HS_DOWN
+        || m->state == LLMGW_HS_ABSENT) {
         return T_NONE;
     }
     switch (m->model) {
     case LLMGW_AFF_LOADED:
         return m->state == LLMGW_HS_LOADING ? T_WARMING : T_WARM;
-    case LLMGW_AFF_LOADING:
-        return T_WARMING;
-    default:
-        return ready ? T_COLD : T_LAST;
+    case LLMGW_AFF_LOADING: return T_WARMING;
+    default: return ready ? T_COLD : T_LAST;
     }
 }
 

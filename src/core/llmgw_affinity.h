@@ -12,26 +12,26 @@
 
 /* What a member is for the requested model. */
 typedef enum {
-    LLMGW_AFF_UNKNOWN = 0,      /* nothing known: maybe there, maybe not */
-    LLMGW_AFF_LOADED,           /* loaded (a probe) or served it lately */
-    LLMGW_AFF_LOADING,          /* being loaded there now */
-    LLMGW_AFF_COLD,             /* there, not loaded: a load first */
-    LLMGW_AFF_ABSENT            /* not there: never chosen */
+    LLMGW_AFF_UNKNOWN = 0, /* nothing known: maybe there, maybe not */
+    LLMGW_AFF_LOADED,      /* loaded (a probe) or served it lately */
+    LLMGW_AFF_LOADING,     /* being loaded there now */
+    LLMGW_AFF_COLD,        /* there, not loaded: a load first */
+    LLMGW_AFF_ABSENT       /* not there: never chosen */
 } llmgw_aff_model_t;
 
 typedef struct {
-    int usable;                 /* 0: never chosen (mod_proxy says not
+    int usable;           /* 0: never chosen (mod_proxy says not
                                  * usable, draining, breaker open or
                                  * its trial taken) */
-    llmgw_hstate_t state;       /* READY, BUSY, LOADING (DOWN: never) */
+    llmgw_hstate_t state; /* READY, BUSY, LOADING (DOWN: never) */
     llmgw_aff_model_t model;
-    apr_int64_t inflight;       /* requests in flight to it */
-    apr_int64_t slots_total;    /* -1 unknown */
-    apr_int64_t slots_busy;     /* -1 unknown */
-    apr_int64_t waiting;        /* its own queue; -1 unknown */
-    apr_int64_t capacity;       /* a configured maximum; 0 none */
-    int lbfactor;               /* proxy_worker_shared's, 1..100 */
-    int lbstatus;               /* in and out: proxy_worker_shared's */
+    apr_int64_t inflight;    /* requests in flight to it */
+    apr_int64_t slots_total; /* -1 unknown */
+    apr_int64_t slots_busy;  /* -1 unknown */
+    apr_int64_t waiting;     /* its own queue; -1 unknown */
+    apr_int64_t capacity;    /* a configured maximum; 0 none */
+    int lbfactor;            /* proxy_worker_shared's, 1..100 */
+    int lbstatus;            /* in and out: proxy_worker_shared's */
 } llmgw_aff_member_t;
 
 typedef struct {

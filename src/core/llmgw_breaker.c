@@ -4,9 +4,18 @@
 #include "llmgw_breaker.h"
 
 static const char *const event_names[LLMGW_EV_COUNT] = {
-    "success", "connect-error", "5xx", "timeout-first-byte",
-    "timeout-first-token", "timeout-between-tokens", "bad-answer",
-    "loading", "busy", "client-abort", "client-error", "probe-ok",
+    "success",
+    "connect-error",
+    "5xx",
+    "timeout-first-byte",
+    "timeout-first-token",
+    "timeout-between-tokens",
+    "bad-answer",
+    "loading",
+    "busy",
+    "client-abort",
+    "client-error",
+    "probe-ok",
     "probe-fail",
 };
 
@@ -19,10 +28,8 @@ int llmgw_event_is_failure(llmgw_event_t ev)
     case LLMGW_EV_TIMEOUT_FIRST_TOKEN:
     case LLMGW_EV_TIMEOUT_BETWEEN_TOKENS:
     case LLMGW_EV_BAD_ANSWER:
-    case LLMGW_EV_PROBE_FAIL:
-        return 1;
-    default:
-        return 0;
+    case LLMGW_EV_PROBE_FAIL: return 1;
+    default: return 0;
     }
 }
 
@@ -34,14 +41,10 @@ const char *llmgw_event_name(llmgw_event_t ev)
 const char *llmgw_br_state_name(llmgw_br_state_t s)
 {
     switch (s) {
-    case LLMGW_BR_CLOSED:
-        return "closed";
-    case LLMGW_BR_OPEN:
-        return "open";
-    case LLMGW_BR_HALF_OPEN:
-        return "half-open";
-    default:
-        return "unknown";
+    case LLMGW_BR_CLOSED: return "closed";
+    case LLMGW_BR_OPEN: return "open";
+    case LLMGW_BR_HALF_OPEN: return "half-open";
+    default: return "unknown";
     }
 }
 
@@ -85,8 +88,7 @@ apr_interval_time_t llmgw_breaker_backoff(unsigned opens,
     return d < p->backoff_max ? d : p->backoff_max;
 }
 
-llmgw_br_state_t llmgw_breaker_state(const llmgw_breaker_t *b,
-                                     apr_time_t now)
+llmgw_br_state_t llmgw_breaker_state(const llmgw_breaker_t *b, apr_time_t now)
 {
     if (b->state == LLMGW_BR_OPEN && b->at <= now) {
         return LLMGW_BR_HALF_OPEN;
@@ -159,7 +161,7 @@ static llmgw_breaker_t next_half_open(llmgw_breaker_t b, llmgw_event_t ev,
         return opened(b, now, p);
     }
     if (!b.trial || trial != (int)b.gen) {
-        return b;               /* not the trial: sent before it opened */
+        return b; /* not the trial: sent before it opened */
     }
     b.trial = 0;
     b.at = 0;
@@ -169,7 +171,7 @@ static llmgw_breaker_t next_half_open(llmgw_breaker_t b, llmgw_event_t ev,
     if (llmgw_event_is_failure(ev)) {
         return opened(b, now, p);
     }
-    return b;                   /* loading, busy, the client: nothing */
+    return b; /* loading, busy, the client: nothing */
 }
 
 llmgw_breaker_t llmgw_breaker_next(llmgw_breaker_t b, llmgw_event_t ev,
@@ -180,25 +182,21 @@ llmgw_breaker_t llmgw_breaker_next(llmgw_breaker_t b, llmgw_event_t ev,
         return b;
     }
     switch (llmgw_breaker_state(&b, now)) {
-    case LLMGW_BR_CLOSED:
-        return next_closed(b, ev, now, p);
-    case LLMGW_BR_HALF_OPEN:
-        return next_half_open(b, ev, trial, now, p);
-    default:
-        return b;               /* backing off: nothing counts */
+    case LLMGW_BR_CLOSED: return next_closed(b, ev, now, p);
+    case LLMGW_BR_HALF_OPEN: return next_half_open(b, ev, trial, now, p);
+    default: return b; /* backing off: nothing counts */
     }
 }
 
 int llmgw_breaker_claim(llmgw_breaker_t b, apr_time_t now,
-                        const llmgw_breaker_params_t *p,
-                        llmgw_breaker_t *next)
+                        const llmgw_breaker_params_t *p, llmgw_breaker_t *next)
 {
     if (llmgw_breaker_state(&b, now) != LLMGW_BR_HALF_OPEN) {
         return 0;
     }
     b = half_open(b);
     if (b.trial && b.at > now) {
-        return 0;               /* out, and not yet timed out */
+        return 0; /* out, and not yet timed out */
     }
     b.trial = 1;
     b.gen = (b.gen + 1) & 15;
@@ -219,13 +217,11 @@ apr_uint64_t llmgw_breaker_pack(const llmgw_breaker_t *b, apr_time_t base)
         at = (apr_uint64_t)(b->at - base + 999) / 1000;
         at = at > AT_MAX ? AT_MAX : at;
     }
-    return ((apr_uint64_t)b->state & 3)
-           | ((apr_uint64_t)(b->trial & 1) << 2)
+    return ((apr_uint64_t)b->state & 3) | ((apr_uint64_t)(b->trial & 1) << 2)
            | ((apr_uint64_t)(b->gen & 15) << 3)
            | ((apr_uint64_t)(b->fails & 127) << 7)
            | ((apr_uint64_t)(b->successes & 31) << 14)
-           | ((apr_uint64_t)(b->opens & 31) << 19)
-           | (at << 24);
+           | ((apr_uint64_t)(b->opens & 31) << 19) | (at << 24);
 }
 
 llmgw_breaker_t llmgw_breaker_unpack(apr_uint64_t w, apr_time_t base)
@@ -234,14 +230,14 @@ llmgw_breaker_t llmgw_breaker_unpack(apr_uint64_t w, apr_time_t base)
 
     b.state = (llmgw_br_state_t)(w & 3);
     if (b.state > LLMGW_BR_HALF_OPEN) {
-        b.state = LLMGW_BR_OPEN;        /* cannot be written; be safe */
+        b.state = LLMGW_BR_OPEN; /* cannot be written; be safe */
     }
     b.trial = (unsigned)(w >> 2) & 1;
     b.gen = (unsigned)(w >> 3) & 15;
     b.fails = (unsigned)(w >> 7) & 127;
     b.successes = (unsigned)(w >> 14) & 31;
     b.opens = (unsigned)(w >> 19) & 31;
-    b.at = b.state == LLMGW_BR_CLOSED
-               ? 0 : base + (apr_time_t)(w >> 24) * 1000;
+    b.at =
+        b.state == LLMGW_BR_CLOSED ? 0 : base + (apr_time_t)(w >> 24) * 1000;
     return b;
 }

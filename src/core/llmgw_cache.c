@@ -22,12 +22,12 @@
 typedef struct {
     const char *id;
     const char *name;
-    apr_array_header_t *args;      /* const char *: argument pieces */
+    apr_array_header_t *args; /* const char *: argument pieces */
 } tool_acc;
 
 typedef struct {
     int seen;
-    apr_array_header_t *content;   /* const char *: content pieces */
+    apr_array_header_t *content; /* const char *: content pieces */
     apr_array_header_t *reasoning;
     tool_acc tools[MAX_TOOLS];
     int ntools;
@@ -38,15 +38,15 @@ struct llmgw_record {
     apr_pool_t *p;
     llmgw_endpoint_t ep;
     apr_size_t max;
-    apr_size_t size;               /* bytes taken in so far */
-    int failed;                    /* too big or not understood */
-    llmgw_json_t *doc;             /* {"v":..,"response":..,"chunks":[..]} */
+    apr_size_t size;   /* bytes taken in so far */
+    int failed;        /* too big or not understood */
+    llmgw_json_t *doc; /* {"v":..,"response":..,"chunks":[..]} */
     llmgw_json_t *response;
-    llmgw_json_t *chunks;          /* chunk objects without "usage" */
-    llmgw_json_t *first;           /* the first chunk: id, created, model */
-    const char *resp_text;         /* a stored record: the response as is */
+    llmgw_json_t *chunks;  /* chunk objects without "usage" */
+    llmgw_json_t *first;   /* the first chunk: id, created, model */
+    const char *resp_text; /* a stored record: the response as is */
     apr_size_t resp_len;
-    const char *chunks_text;       /* ... and its chunks, parsed on need */
+    const char *chunks_text; /* ... and its chunks, parsed on need */
     apr_size_t chunks_len;
     llmgw_usage_t usage;
     choice_acc choice[MAX_CHOICES];
@@ -77,14 +77,15 @@ const char *llmgw_cache_key(apr_pool_t *p, const llmgw_request_t *req,
                             const char *upstream_model, const char *backend,
                             const char *dialect)
 {
-    static const char *const skip[] = { "model", "stream", "stream_options",
-                                        "user", "metadata", "store", NULL };
+    static const char *const skip[] = { "model", "stream",   "stream_options",
+                                        "user",  "metadata", "store",
+                                        NULL };
     apr_size_t len;
     const char *canon = llmgw_json_write_canonical(p, req->body, skip, &len);
-    const char *text = apr_psprintf(p, "llmgw-cache-v%d\n%s\n%s\n%s\n%s\n%s",
-                                    RECORD_VERSION,
-                                    llmgw_endpoint_upstream_path(req->ep),
-                                    dialect, backend, upstream_model, canon);
+    const char *text =
+        apr_psprintf(p, "llmgw-cache-v%d\n%s\n%s\n%s\n%s\n%s", RECORD_VERSION,
+                     llmgw_endpoint_upstream_path(req->ep), dialect, backend,
+                     upstream_model, canon);
 
     return llmgw_sha256_hex(p, text, strlen(text));
 }
@@ -142,8 +143,8 @@ static void usage_of(const llmgw_json_t *response, llmgw_usage_t *u)
 {
     if (llmgw_json_type(response, "usage", NULL) == LLMGW_JSON_OBJECT) {
         llmgw_usage_read(llmgw_json_getj(response, "usage", NULL),
-                         "prompt_tokens", "completion_tokens",
-                         "total_tokens", u);
+                         "prompt_tokens", "completion_tokens", "total_tokens",
+                         u);
     }
 }
 
@@ -156,8 +157,7 @@ static int take(llmgw_record_t *rec, apr_size_t len)
     return !rec->failed;
 }
 
-static void push_piece(apr_pool_t *p, apr_array_header_t **arr,
-                       const char *s)
+static void push_piece(apr_pool_t *p, apr_array_header_t **arr, const char *s)
 {
     if (!s || !*s) {
         return;
@@ -212,14 +212,14 @@ void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
     chunk = llmgw_json_parse(rec->p, data, len, &err, &msg);
     if (!chunk || llmgw_json_type(chunk, NULL) != LLMGW_JSON_OBJECT
         || !absent(chunk, "error")) {
-        rec->failed = 1;    /* not a chunk, or an error event */
+        rec->failed = 1; /* not a chunk, or an error event */
         return;
     }
     usage_of(chunk, &rec->usage);
     choices = llmgw_json_getj(chunk, "choices", NULL);
     n = choices ? llmgw_json_array_len(choices) : 0;
     if (n == 0) {
-        return;     /* the usage-only chunk: replayed only on request */
+        return; /* the usage-only chunk: replayed only on request */
     }
     if (!rec->first) {
         rec->first = chunk;
@@ -238,19 +238,18 @@ void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
         c = &rec->choice[idx];
         c->seen = 1;
         if (rec->ep == LLMGW_EP_COMPLETIONS) {
-            push_piece(rec->p, &c->content,
-                       llmgw_json_gets(ch, "text", NULL));
+            push_piece(rec->p, &c->content, llmgw_json_gets(ch, "text", NULL));
         }
         else {
             push_piece(rec->p, &c->content,
                        llmgw_json_gets(ch, "delta", "content", NULL));
-            push_piece(rec->p, &c->reasoning,
-                       llmgw_json_gets(ch, "delta", "reasoning_content",
-                                       NULL));
+            push_piece(
+                rec->p, &c->reasoning,
+                llmgw_json_gets(ch, "delta", "reasoning_content", NULL));
             if (llmgw_json_type(ch, "delta", "tool_calls", NULL)
                 == LLMGW_JSON_ARRAY) {
-                add_tool_deltas(rec, c, llmgw_json_getj(ch, "delta",
-                                                        "tool_calls", NULL));
+                add_tool_deltas(
+                    rec, c, llmgw_json_getj(ch, "delta", "tool_calls", NULL));
             }
         }
         if (fr) {
@@ -272,8 +271,8 @@ static void copy_header(llmgw_json_t *dst, const llmgw_json_t *src,
 {
     const char *v;
 
-    llmgw_json_sets(dst, (v = llmgw_json_gets(src, "id", NULL)) ? v : "",
-                    "id", NULL);
+    llmgw_json_sets(dst, (v = llmgw_json_gets(src, "id", NULL)) ? v : "", "id",
+                    NULL);
     llmgw_json_sets(dst, object, "object", NULL);
     llmgw_json_setl(dst, llmgw_json_getl(src, 0, "created", NULL), "created",
                     NULL);
@@ -290,8 +289,7 @@ static void assemble(llmgw_record_t *rec)
     int i, k;
 
     r = rec->response = llmgw_json_add_object(doc(rec), "response");
-    copy_header(r, rec->first,
-                chat ? "chat.completion" : "text_completion");
+    copy_header(r, rec->first, chat ? "chat.completion" : "text_completion");
     if ((v = llmgw_json_gets(rec->first, "system_fingerprint", NULL))) {
         llmgw_json_sets(r, v, "system_fingerprint", NULL);
     }
@@ -304,7 +302,7 @@ static void assemble(llmgw_record_t *rec)
             continue;
         }
         if (!c->finish_reason) {
-            rec->failed = 1;    /* a stream cut short is not an answer */
+            rec->failed = 1; /* a stream cut short is not an answer */
             return;
         }
         ch = llmgw_json_array_add_object(choices);
@@ -315,15 +313,13 @@ static void assemble(llmgw_record_t *rec)
         else {
             msg = llmgw_json_add_object(ch, "message");
             llmgw_json_sets(msg, "assistant", "role", NULL);
-            llmgw_json_sets(msg, joined(rec->p, c->content), "content",
-                            NULL);
+            llmgw_json_sets(msg, joined(rec->p, c->content), "content", NULL);
             if (c->reasoning) {
                 llmgw_json_sets(msg, joined(rec->p, c->reasoning),
                                 "reasoning_content", NULL);
             }
             if (c->ntools) {
-                llmgw_json_t *calls = llmgw_json_add_array(msg,
-                                                           "tool_calls");
+                llmgw_json_t *calls = llmgw_json_add_array(msg, "tool_calls");
 
                 for (k = 0; k < c->ntools; k++) {
                     llmgw_json_t *t = llmgw_json_array_add_object(calls);
@@ -331,8 +327,8 @@ static void assemble(llmgw_record_t *rec)
                     llmgw_json_sets(t, c->tools[k].id ? c->tools[k].id : "",
                                     "id", NULL);
                     llmgw_json_sets(t, "function", "type", NULL);
-                    llmgw_json_sets(t, c->tools[k].name
-                                           ? c->tools[k].name : "",
+                    llmgw_json_sets(t,
+                                    c->tools[k].name ? c->tools[k].name : "",
                                     "function", "name", NULL);
                     llmgw_json_sets(t, joined(rec->p, c->tools[k].args),
                                     "function", "arguments", NULL);
@@ -344,8 +340,8 @@ static void assemble(llmgw_record_t *rec)
     }
     if (rec->usage.found) {
         llmgw_json_setl(r, rec->usage.prompt, "usage", "prompt_tokens", NULL);
-        llmgw_json_setl(r, rec->usage.completion, "usage",
-                        "completion_tokens", NULL);
+        llmgw_json_setl(r, rec->usage.completion, "usage", "completion_tokens",
+                        NULL);
         llmgw_json_setl(r, rec->usage.total, "usage", "total_tokens", NULL);
     }
 }
@@ -403,8 +399,9 @@ void llmgw_record_set_response(llmgw_record_t *rec, const char *body,
 
 static const char *endpoint_name(llmgw_endpoint_t ep)
 {
-    return ep == LLMGW_EP_COMPLETIONS ? "completions"
-           : ep == LLMGW_EP_EMBEDDINGS ? "embeddings" : "chat";
+    return ep == LLMGW_EP_COMPLETIONS  ? "completions"
+           : ep == LLMGW_EP_EMBEDDINGS ? "embeddings"
+                                       : "chat";
 }
 
 /* A 64-bit check of a record against what a store may do to it (cut it,
@@ -426,13 +423,13 @@ static apr_uint64_t check64(apr_uint64_t h, const char *s, apr_size_t n)
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
         if (take == 8) {
-            memcpy(&w, u, 8);       /* one load where bytes are in order */
+            memcpy(&w, u, 8); /* one load where bytes are in order */
         }
         else
 #endif
-        for (i = 0; i < take; i++) {
-            w |= (apr_uint64_t)u[i] << (8 * i);
-        }
+            for (i = 0; i < take; i++) {
+                w |= (apr_uint64_t)u[i] << (8 * i);
+            }
         w *= k1;
         w ^= w >> 32;
         h = (h ^ w) * k2;
@@ -459,9 +456,9 @@ static const char *record_text(llmgw_record_t *rec, const char *resp,
                                apr_size_t rlen, const char *chunks,
                                apr_size_t clen, apr_size_t *len)
 {
-    const char *head = apr_psprintf(rec->p, RECORD_MAGIC "%s %"
-                                    APR_SIZE_T_FMT " ",
-                                    endpoint_name(rec->ep), rlen);
+    const char *head =
+        apr_psprintf(rec->p, RECORD_MAGIC "%s %" APR_SIZE_T_FMT " ",
+                     endpoint_name(rec->ep), rlen);
     apr_size_t hlen = strlen(head);
     char *text, *body;
 
@@ -517,15 +514,16 @@ static int load(llmgw_record_t *rec)
     apr_size_t i, n;
 
     if (!rec->response) {
-        rec->response = read_as(rec->p, rec->resp_text, rec->resp_len,
-                                LLMGW_JSON_OBJECT);
+        rec->response =
+            read_as(rec->p, rec->resp_text, rec->resp_len, LLMGW_JSON_OBJECT);
         if (!rec->response) {
             return 0;
         }
         usage_of(rec->response, &rec->usage);
     }
-    if (!rec->chunks && !(rec->chunks_len == 4
-                          && memcmp(rec->chunks_text, "null", 4) == 0)) {
+    if (!rec->chunks
+        && !(rec->chunks_len == 4
+             && memcmp(rec->chunks_text, "null", 4) == 0)) {
         rec->chunks = read_as(rec->p, rec->chunks_text, rec->chunks_len,
                               LLMGW_JSON_ARRAY);
         if (!rec->chunks) {
@@ -597,9 +595,10 @@ static apr_size_t read_head(const char *text, apr_size_t len,
     }
     *summed = (apr_size_t)(s - text);
     for (*sum = 0, i = 0; i < 16; i++, s++) {
-        int d = s >= end ? -1
+        int d = s >= end                 ? -1
                 : *s >= '0' && *s <= '9' ? *s - '0'
-                : *s >= 'a' && *s <= 'f' ? *s - 'a' + 10 : -1;
+                : *s >= 'a' && *s <= 'f' ? *s - 'a' + 10
+                                         : -1;
 
         if (d < 0) {
             return 0;
@@ -620,8 +619,7 @@ llmgw_record_t *llmgw_record_parse(apr_pool_t *p, const char *text,
     /* The store need not NUL-terminate values: every read is bounded by
      * len, and the whole text must be what was stored. */
     if (!text || !(used = read_head(text, len, &ep, &n, &sum, &summed))
-        || n > len - used || len - used - n < 1
-        || text[used + n] != '\n'
+        || n > len - used || len - used - n < 1 || text[used + n] != '\n'
         || record_check(text, summed, text + used, len - used) != sum) {
         return NULL;
     }
@@ -661,9 +659,9 @@ static llmgw_json_t *new_chunk(llmgw_record_t *rec, apr_pool_t *p)
 {
     llmgw_json_t *c = llmgw_json_create_object(p);
 
-    copy_header(c, rec->response, rec->ep != LLMGW_EP_COMPLETIONS
-                                      ? "chat.completion.chunk"
-                                      : "text_completion");
+    copy_header(c, rec->response,
+                rec->ep != LLMGW_EP_COMPLETIONS ? "chat.completion.chunk"
+                                                : "text_completion");
     return c;
 }
 
@@ -673,8 +671,7 @@ static llmgw_json_t *new_choice_chunk(llmgw_record_t *rec, apr_pool_t *p,
 {
     llmgw_json_t *c = new_chunk(rec, p);
 
-    *choice = llmgw_json_array_add_object(llmgw_json_add_array(c,
-                                                               "choices"));
+    *choice = llmgw_json_array_add_object(llmgw_json_add_array(c, "choices"));
     llmgw_json_setl(*choice, (apr_int64_t)i, "index", NULL);
     return c;
 }
@@ -683,8 +680,7 @@ static void emit(apr_array_header_t *out, apr_pool_t *p,
                  const llmgw_json_t *chunk)
 {
     APR_ARRAY_PUSH(out, const char *) =
-        apr_pstrcat(p, "data: ", llmgw_json_write(chunk, NULL), "\n\n",
-                    NULL);
+        apr_pstrcat(p, "data: ", llmgw_json_write(chunk, NULL), "\n\n", NULL);
 }
 
 /* Chunks for an answer that was stored from a non-streamed response: the
@@ -717,14 +713,13 @@ static void synthesize(llmgw_record_t *rec, apr_pool_t *p,
             if (msg && (v = llmgw_json_gets(msg, "content", NULL))) {
                 llmgw_json_sets(delta, v, "content", NULL);
             }
-            if (msg && (v = llmgw_json_gets(msg, "reasoning_content",
-                                            NULL))) {
+            if (msg && (v = llmgw_json_gets(msg, "reasoning_content", NULL))) {
                 llmgw_json_sets(delta, v, "reasoning_content", NULL);
             }
-            if (msg && llmgw_json_type(msg, "tool_calls", NULL)
-                           == LLMGW_JSON_ARRAY) {
-                llmgw_json_t *calls = llmgw_json_getj(msg, "tool_calls",
-                                                      NULL);
+            if (msg
+                && llmgw_json_type(msg, "tool_calls", NULL)
+                       == LLMGW_JSON_ARRAY) {
+                llmgw_json_t *calls = llmgw_json_getj(msg, "tool_calls", NULL);
                 llmgw_json_t *dc = llmgw_json_add_array(delta, "tool_calls");
                 apr_size_t k, nk = llmgw_json_array_len(calls);
 
@@ -733,11 +728,10 @@ static void synthesize(llmgw_record_t *rec, apr_pool_t *p,
                     llmgw_json_t *call = llmgw_json_array_get(calls, k);
 
                     llmgw_json_setl(t, (apr_int64_t)k, "index", NULL);
-                    llmgw_json_setj(t, llmgw_json_getj(call, "id", NULL),
-                                    "id", NULL);
+                    llmgw_json_setj(t, llmgw_json_getj(call, "id", NULL), "id",
+                                    NULL);
                     llmgw_json_sets(t, "function", "type", NULL);
-                    llmgw_json_setj(t, llmgw_json_getj(call, "function",
-                                                       NULL),
+                    llmgw_json_setj(t, llmgw_json_getj(call, "function", NULL),
                                     "function", NULL);
                 }
             }
@@ -786,8 +780,8 @@ const char *llmgw_record_render_sse(llmgw_record_t *rec, apr_pool_t *p,
 
         llmgw_json_add_array(c, "choices");
         llmgw_json_setl(c, rec->usage.prompt, "usage", "prompt_tokens", NULL);
-        llmgw_json_setl(c, rec->usage.completion, "usage",
-                        "completion_tokens", NULL);
+        llmgw_json_setl(c, rec->usage.completion, "usage", "completion_tokens",
+                        NULL);
         llmgw_json_setl(c, rec->usage.total, "usage", "total_tokens", NULL);
         emit(out, p, c);
     }

@@ -26,24 +26,24 @@
 #define PIECE_KEY_MAX 160
 
 struct llmgw_coalesce {
-    apr_pool_t *p;              /* the request's */
+    apr_pool_t *p; /* the request's */
     llmgw_store_t *st;
     const char *key;
     const char *gen;
-    const char *end_key;        /* KEY:GEN:end */
-    apr_size_t next;            /* next piece to write or read */
-    apr_size_t kept;            /* follower: chunks of the answer's record
+    const char *end_key; /* KEY:GEN:end */
+    apr_size_t next;     /* next piece to write or read */
+    apr_size_t kept;     /* follower: chunks of the answer's record
                                  * that the pieces read so far hold */
-    apr_size_t ahead;           /* follower: the pieces before it exist(ed) */
-    char *held;                 /* follower: piece 0, read while joining */
+    apr_size_t ahead;    /* follower: the pieces before it exist(ed) */
+    char *held;          /* follower: piece 0, read while joining */
     apr_size_t held_len;
-    int lost;                   /* follower: a piece left the store unread */
-    char *buf;                  /* leader: a piece and its tag */
+    int lost;  /* follower: a piece left the store unread */
+    char *buf; /* leader: a piece and its tag */
     apr_size_t cap;
     apr_interval_time_t timeout;
-    apr_time_t deadline;        /* no progress by then: give up */
-    apr_time_t answer_at;       /* follower: then look for the answer */
-    apr_uint32_t ttl;           /* seconds the lease and pieces live */
+    apr_time_t deadline;  /* no progress by then: give up */
+    apr_time_t answer_at; /* follower: then look for the answer */
+    apr_uint32_t ttl;     /* seconds the lease and pieces live */
     int ended;
 };
 
@@ -53,8 +53,7 @@ static const char *piece_key(llmgw_coalesce_t *c, apr_size_t i,
                              char buf[PIECE_KEY_MAX])
 {
     if (strlen(c->key) + strlen(c->gen) + 24 > PIECE_KEY_MAX) {
-        return apr_psprintf(c->p, "%s:%s:%" APR_SIZE_T_FMT, c->key,
-                            c->gen, i);
+        return apr_psprintf(c->p, "%s:%s:%" APR_SIZE_T_FMT, c->key, c->gen, i);
     }
     apr_snprintf(buf, PIECE_KEY_MAX, "%s:%s:%" APR_SIZE_T_FMT, c->key, c->gen,
                  i);
@@ -92,8 +91,7 @@ static int parse_count(const char *s, apr_size_t n, apr_size_t *out)
 static const char *end_key(llmgw_coalesce_t *c)
 {
     if (!c->end_key) {
-        c->end_key = apr_pstrcat(c->p, c->key, ":", c->gen, ":end",
-                                 NULL);
+        c->end_key = apr_pstrcat(c->p, c->key, ":", c->gen, ":end", NULL);
     }
     return c->end_key;
 }
@@ -194,8 +192,7 @@ llmgw_co_role_t llmgw_coalesce_join(apr_pool_t *p, llmgw_store_t *st,
     for (;; waited = 1) {
         char *v;
         apr_size_t n;
-        apr_status_t rv = llmgw_store_claim(st, p, key, mine, c->ttl, &v,
-                                            &n);
+        apr_status_t rv = llmgw_store_claim(st, p, key, mine, c->ttl, &v, &n);
 
         if (rv == APR_SUCCESS) {
             *val = v;
@@ -223,8 +220,7 @@ llmgw_co_role_t llmgw_coalesce_join(apr_pool_t *p, llmgw_store_t *st,
             }
             if (llmgw_store_get(st, p, end_key(c), &v, &n) == APR_SUCCESS) {
                 if (n >= 2 && memcmp(v, "ok", 2) == 0
-                    && llmgw_store_get(st, p, key, val, len)
-                       == APR_SUCCESS) {
+                    && llmgw_store_get(st, p, key, val, len) == APR_SUCCESS) {
                     return LLMGW_CO_DONE;
                 }
             }
@@ -244,18 +240,18 @@ llmgw_co_role_t llmgw_coalesce_join(apr_pool_t *p, llmgw_store_t *st,
         }
         if (no_progress(c)) {
             LLMGW_LOG(c->p, LLMGW_LOG_INFO, 0,
-              LLMGW_LOGNO(0301)
-                          "coalescing: no progress from the leader in %"
-                          APR_TIME_T_FMT " ms; asking the backend",
-                          apr_time_as_msec(timeout));
+                      LLMGW_LOGNO(0301) "coalescing: no progress from the "
+                                        "leader in %" APR_TIME_T_FMT
+                                        " ms; asking the backend",
+                      apr_time_as_msec(timeout));
             return LLMGW_CO_ALONE;
         }
         apr_sleep(POLL_INTERVAL);
     }
 }
 
-void llmgw_coalesce_put(llmgw_coalesce_t *c, const char *data,
-                        apr_size_t len, apr_size_t kept)
+void llmgw_coalesce_put(llmgw_coalesce_t *c, const char *data, apr_size_t len,
+                        apr_size_t kept)
 {
     char kb[PIECE_KEY_MAX], tag[24];
     apr_size_t n = (apr_size_t)apr_snprintf(tag, sizeof(tag),
@@ -268,17 +264,19 @@ void llmgw_coalesce_put(llmgw_coalesce_t *c, const char *data,
     }
     memcpy(c->buf, tag, n);
     memcpy(c->buf + n, data, len);
-    llmgw_store_set(c->st, c->p, piece_key(c, c->next++, kb), c->buf,
-                    n + len, c->ttl);
+    llmgw_store_set(c->st, c->p, piece_key(c, c->next++, kb), c->buf, n + len,
+                    c->ttl);
 }
 
 void llmgw_coalesce_orphan(llmgw_coalesce_t *c)
 {
-    LLMGW_LOG(c->p, LLMGW_LOG_INFO, 0,
-              LLMGW_LOGNO(0302)
-                  "coalescing: the leader's client left after %"
-                  APR_SIZE_T_FMT " pieces; the generation goes on for its "
-                  "followers and the cache", c->next);
+    LLMGW_LOG(
+        c->p, LLMGW_LOG_INFO, 0,
+        LLMGW_LOGNO(
+            0302) "coalescing: the leader's client left after %" APR_SIZE_T_FMT
+                  " pieces; the generation goes on for its "
+                  "followers and the cache",
+        c->next);
 }
 
 void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok, const char *record,
@@ -296,8 +294,8 @@ void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok, const char *record,
     /* Only followers tailing pieces read the end mark; without pieces the
      * lease going away says it all (the answer is cached, or not). */
     if (c->next) {
-        mark = ok ? apr_psprintf(c->p, "ok:%" APR_SIZE_T_FMT, c->next)
-                  : "error";
+        mark =
+            ok ? apr_psprintf(c->p, "ok:%" APR_SIZE_T_FMT, c->next) : "error";
         llmgw_store_set(c->st, c->p, end_key(c), mark, strlen(mark), c->ttl);
     }
 }
@@ -309,10 +307,12 @@ static apr_status_t took(llmgw_coalesce_t *c, char **data, apr_size_t *len)
     apr_size_t n;
 
     if (!sp || !parse_count(*data, (apr_size_t)(sp - *data), &n)) {
-        LLMGW_LOG(c->p, LLMGW_LOG_WARNING, 0,
-              LLMGW_LOGNO(0303)
-                      "coalescing: piece %" APR_SIZE_T_FMT " of the shared "
-                      "generation is malformed; ending the stream", c->next);
+        LLMGW_LOG(
+            c->p, LLMGW_LOG_WARNING, 0,
+            LLMGW_LOGNO(0303) "coalescing: piece %" APR_SIZE_T_FMT
+                              " of the shared "
+                              "generation is malformed; ending the stream",
+            c->next);
         return APR_EGENERAL;
     }
     c->kept = n;
@@ -350,11 +350,13 @@ static apr_status_t check_end(llmgw_coalesce_t *c, char **data,
     if (!c->lost && get_piece(c, c->next, data, len) == APR_SUCCESS) {
         return took(c, data, len);
     }
-    LLMGW_LOG(c->p, LLMGW_LOG_DEBUG, 0,
-              LLMGW_LOGNO(0304)
-                  "coalescing: piece %" APR_SIZE_T_FMT " of %" APR_SIZE_T_FMT
+    LLMGW_LOG(
+        c->p, LLMGW_LOG_DEBUG, 0,
+        LLMGW_LOGNO(
+            0304) "coalescing: piece %" APR_SIZE_T_FMT " of %" APR_SIZE_T_FMT
                   " left the store before this follower read it; the rest "
-                  "comes from the stored answer", c->next, total);
+                  "comes from the stored answer",
+        c->next, total);
     return APR_INCOMPLETE;
 }
 

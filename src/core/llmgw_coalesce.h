@@ -8,12 +8,12 @@
 #include "llmgw_store.h"
 
 typedef enum {
-    LLMGW_CO_ALONE = 0,     /* no coalescing: ask the backend ourselves */
-    LLMGW_CO_LEADER,        /* we generate; others may follow */
-    LLMGW_CO_FOLLOW,        /* a stream to tail, piece by piece */
-    LLMGW_CO_CACHED,        /* the answer was in the cache already */
-    LLMGW_CO_DONE,          /* a leader we waited for left the answer */
-    LLMGW_CO_NO_STORE       /* the store failed: ask, and keep nothing */
+    LLMGW_CO_ALONE = 0, /* no coalescing: ask the backend ourselves */
+    LLMGW_CO_LEADER,    /* we generate; others may follow */
+    LLMGW_CO_FOLLOW,    /* a stream to tail, piece by piece */
+    LLMGW_CO_CACHED,    /* the answer was in the cache already */
+    LLMGW_CO_DONE,      /* a leader we waited for left the answer */
+    LLMGW_CO_NO_STORE   /* the store failed: ask, and keep nothing */
 } llmgw_co_role_t;
 
 typedef struct llmgw_coalesce llmgw_coalesce_t;
@@ -35,8 +35,8 @@ llmgw_co_role_t llmgw_coalesce_join(apr_pool_t *p, llmgw_store_t *st,
 
 /* Leader: publish the next piece of the stream (a chunk's JSON), with
  * 'kept', how many chunks the answer's record holds once it is added. */
-void llmgw_coalesce_put(llmgw_coalesce_t *c, const char *data,
-                        apr_size_t len, apr_size_t kept);
+void llmgw_coalesce_put(llmgw_coalesce_t *c, const char *data, apr_size_t len,
+                        apr_size_t kept);
 /* Leader: its client left; the generation goes on (logs it). */
 void llmgw_coalesce_orphan(llmgw_coalesce_t *c);
 /* Leader: the generation ended, well or not; stores the answer (the

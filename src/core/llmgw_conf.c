@@ -60,16 +60,18 @@ const char *llmgw_conf_int(apr_pool_t *p, const char *what, const char *arg,
 
     if (!digits(arg, &end, min, max, out) || *end) {
         return bad(p, what, arg,
-                   apr_psprintf(p, "a whole number from %" APR_INT64_T_FMT
-                                " to %" APR_INT64_T_FMT, min, max),
+                   apr_psprintf(p,
+                                "a whole number from %" APR_INT64_T_FMT
+                                " to %" APR_INT64_T_FMT,
+                                min, max),
                    example);
     }
     return NULL;
 }
 
-const char *llmgw_conf_size(apr_pool_t *p, const char *what,
-                            const char *arg, apr_off_t min, apr_off_t max,
-                            const char *example, apr_off_t *out)
+const char *llmgw_conf_size(apr_pool_t *p, const char *what, const char *arg,
+                            apr_off_t min, apr_off_t max, const char *example,
+                            apr_off_t *out)
 {
     static const char units[] = "KMG";
     const char *end, *u;
@@ -87,9 +89,12 @@ const char *llmgw_conf_size(apr_pool_t *p, const char *what,
         }
     }
     return bad(p, what, arg,
-               apr_psprintf(p, "a size from %" APR_OFF_T_FMT " to %"
-                            APR_OFF_T_FMT " bytes (bytes, or a number with "
-                            "K, M or G)", min, max), example);
+               apr_psprintf(p,
+                            "a size from %" APR_OFF_T_FMT " to %" APR_OFF_T_FMT
+                            " bytes (bytes, or a number with "
+                            "K, M or G)",
+                            min, max),
+               example);
 }
 
 /* A whole number of units (1000000 / unit a second) as an interval. */
@@ -102,8 +107,10 @@ static const char *interval(apr_pool_t *p, const char *what, const char *arg,
 
     if (llmgw_conf_int(p, what, arg, min, max, example, &n)) {
         return bad(p, what, arg,
-                   apr_psprintf(p, "a number of %s from %" APR_INT64_T_FMT
-                                " to %" APR_INT64_T_FMT, units, min, max),
+                   apr_psprintf(p,
+                                "a number of %s from %" APR_INT64_T_FMT
+                                " to %" APR_INT64_T_FMT,
+                                units, min, max),
                    example);
     }
     *out = (apr_interval_time_t)n * (APR_USEC_PER_SEC / per_sec);
@@ -118,10 +125,9 @@ const char *llmgw_conf_seconds(apr_pool_t *p, const char *what,
     return interval(p, what, arg, min, max, example, 1, "seconds", out);
 }
 
-const char *llmgw_conf_msec(apr_pool_t *p, const char *what,
-                            const char *arg, apr_int64_t min,
-                            apr_int64_t max, const char *example,
-                            apr_interval_time_t *out)
+const char *llmgw_conf_msec(apr_pool_t *p, const char *what, const char *arg,
+                            apr_int64_t min, apr_int64_t max,
+                            const char *example, apr_interval_time_t *out)
 {
     return interval(p, what, arg, min, max, example, 1000, "milliseconds",
                     out);
@@ -143,17 +149,17 @@ const char *llmgw_conf_keyword(apr_pool_t *p, const char *what,
                         join(p, names, ""));
 }
 
-const char *llmgw_conf_flag(apr_pool_t *p, const char *what,
-                            const char *arg, int *out)
+const char *llmgw_conf_flag(apr_pool_t *p, const char *what, const char *arg,
+                            int *out)
 {
     static const char *const names[] = { "off", "on", NULL };
 
     return llmgw_conf_keyword(p, what, arg, names, out);
 }
 
-const char *llmgw_conf_option(apr_pool_t *p, const char *what,
-                              const char *arg, const char *const *names,
-                              int *which, const char **value)
+const char *llmgw_conf_option(apr_pool_t *p, const char *what, const char *arg,
+                              const char *const *names, int *which,
+                              const char **value)
 {
     const char *eq = strchr(arg, '=');
     apr_size_t n = eq ? (apr_size_t)(eq - arg) : 0;

@@ -12,9 +12,9 @@
  * ("LLMMaxRequestBody 8M"). */
 
 /* A size: bytes, or a number with K, M or G (1024-based), in [min, max]. */
-const char *llmgw_conf_size(apr_pool_t *p, const char *what,
-                            const char *arg, apr_off_t min, apr_off_t max,
-                            const char *example, apr_off_t *out);
+const char *llmgw_conf_size(apr_pool_t *p, const char *what, const char *arg,
+                            apr_off_t min, apr_off_t max, const char *example,
+                            apr_off_t *out);
 /* A whole number in [min, max] (decimal digits, an optional '-'). */
 const char *llmgw_conf_int(apr_pool_t *p, const char *what, const char *arg,
                            apr_int64_t min, apr_int64_t max,
@@ -25,21 +25,20 @@ const char *llmgw_conf_seconds(apr_pool_t *p, const char *what,
                                apr_int64_t max, const char *example,
                                apr_interval_time_t *out);
 /* Whole milliseconds in [min, max], as a time interval. */
-const char *llmgw_conf_msec(apr_pool_t *p, const char *what,
-                            const char *arg, apr_int64_t min,
-                            apr_int64_t max, const char *example,
-                            apr_interval_time_t *out);
+const char *llmgw_conf_msec(apr_pool_t *p, const char *what, const char *arg,
+                            apr_int64_t min, apr_int64_t max,
+                            const char *example, apr_interval_time_t *out);
 /* One of names (NULL-terminated, any case): *out its index. */
 const char *llmgw_conf_keyword(apr_pool_t *p, const char *what,
                                const char *arg, const char *const *names,
                                int *out);
 /* on or off. */
-const char *llmgw_conf_flag(apr_pool_t *p, const char *what,
-                            const char *arg, int *out);
+const char *llmgw_conf_flag(apr_pool_t *p, const char *what, const char *arg,
+                            int *out);
 /* NAME=VALUE, NAME one of names (NULL-terminated, any case): *which its
  * index, *value what follows the '='. */
-const char *llmgw_conf_option(apr_pool_t *p, const char *what,
-                              const char *arg, const char *const *names,
-                              int *which, const char **value);
+const char *llmgw_conf_option(apr_pool_t *p, const char *what, const char *arg,
+                              const char *const *names, int *which,
+                              const char **value);
 
 #endif

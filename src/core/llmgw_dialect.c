@@ -41,23 +41,17 @@ const char *llmgw_endpoint_method(llmgw_endpoint_t ep)
 const char *llmgw_endpoint_upstream_path(llmgw_endpoint_t ep)
 {
     switch (ep) {
-    case LLMGW_EP_CHAT:
-        return "/v1/chat/completions";
-    case LLMGW_EP_COMPLETIONS:
-        return "/v1/completions";
-    case LLMGW_EP_EMBEDDINGS:
-        return "/v1/embeddings";
+    case LLMGW_EP_CHAT: return "/v1/chat/completions";
+    case LLMGW_EP_COMPLETIONS: return "/v1/completions";
+    case LLMGW_EP_EMBEDDINGS: return "/v1/embeddings";
     case LLMGW_EP_MODELS:
-    case LLMGW_EP_MODEL:
-        return "/v1/models";
-    default:
-        return NULL;
+    case LLMGW_EP_MODEL: return "/v1/models";
+    default: return NULL;
     }
 }
 
 int llmgw_error_set(llmgw_error_t *err, int status, const char *type,
-                    const char *param, const char *code,
-                    const char *message)
+                    const char *param, const char *code, const char *message)
 {
     err->status = status;
     err->type = type;
@@ -75,14 +69,11 @@ static int invalid(llmgw_error_t *err, const char *param, const char *code,
 }
 
 /* The field a generation endpoint cannot work without. */
-static const char *required_field(llmgw_endpoint_t ep,
-                                  llmgw_json_type_t *t1,
+static const char *required_field(llmgw_endpoint_t ep, llmgw_json_type_t *t1,
                                   llmgw_json_type_t *t2)
 {
     switch (ep) {
-    case LLMGW_EP_CHAT:
-        *t1 = *t2 = LLMGW_JSON_ARRAY;
-        return "messages";
+    case LLMGW_EP_CHAT: *t1 = *t2 = LLMGW_JSON_ARRAY; return "messages";
     case LLMGW_EP_COMPLETIONS:
         *t1 = LLMGW_JSON_STRING;
         *t2 = LLMGW_JSON_ARRAY;
@@ -91,8 +82,7 @@ static const char *required_field(llmgw_endpoint_t ep,
         *t1 = LLMGW_JSON_STRING;
         *t2 = LLMGW_JSON_ARRAY;
         return "input";
-    default:
-        return NULL;
+    default: return NULL;
     }
 }
 
@@ -105,17 +95,25 @@ static int check_types(apr_pool_t *p, const llmgw_json_t *body,
     static const struct {
         const char *name;
         int kind;
-    } known[] = {
-        { "stream", BOOL }, { "temperature", NUM }, { "top_p", NUM },
-        { "presence_penalty", NUM }, { "frequency_penalty", NUM },
-        { "max_tokens", INT }, { "max_completion_tokens", INT },
-        { "n", INT }, { "seed", INT }, { "stop", STR_OR_ARR },
-        { "tools", ARR }, { "response_format", OBJ },
-        { "stream_options", OBJ }, { "user", STR }, { NULL, 0 }
-    };
+    } known[] = { { "stream", BOOL },
+                  { "temperature", NUM },
+                  { "top_p", NUM },
+                  { "presence_penalty", NUM },
+                  { "frequency_penalty", NUM },
+                  { "max_tokens", INT },
+                  { "max_completion_tokens", INT },
+                  { "n", INT },
+                  { "seed", INT },
+                  { "stop", STR_OR_ARR },
+                  { "tools", ARR },
+                  { "response_format", OBJ },
+                  { "stream_options", OBJ },
+                  { "user", STR },
+                  { NULL, 0 } };
     static const char *const names[] = {
-        "a number", "an integer", "a boolean", "a string",
-        "a string or an array", "an array", "an object"
+        "a number", "an integer",           "a boolean",
+        "a string", "a string or an array", "an array",
+        "an object"
     };
     int i;
 
@@ -124,41 +122,30 @@ static int check_types(apr_pool_t *p, const llmgw_json_t *body,
         int ok;
 
         switch (known[i].kind) {
-        case NUM:
-            ok = t == LLMGW_JSON_INT || t == LLMGW_JSON_DOUBLE;
-            break;
-        case INT:
-            ok = t == LLMGW_JSON_INT;
-            break;
-        case BOOL:
-            ok = t == LLMGW_JSON_BOOL;
-            break;
-        case STR:
-            ok = t == LLMGW_JSON_STRING;
-            break;
+        case NUM: ok = t == LLMGW_JSON_INT || t == LLMGW_JSON_DOUBLE; break;
+        case INT: ok = t == LLMGW_JSON_INT; break;
+        case BOOL: ok = t == LLMGW_JSON_BOOL; break;
+        case STR: ok = t == LLMGW_JSON_STRING; break;
         case STR_OR_ARR:
             ok = t == LLMGW_JSON_STRING || t == LLMGW_JSON_ARRAY;
             break;
-        case ARR:
-            ok = t == LLMGW_JSON_ARRAY;
-            break;
-        default:
-            ok = t == LLMGW_JSON_OBJECT;
-            break;
+        case ARR: ok = t == LLMGW_JSON_ARRAY; break;
+        default: ok = t == LLMGW_JSON_OBJECT; break;
         }
         if (!ok && t != LLMGW_JSON_MISSING && t != LLMGW_JSON_NULL) {
             return invalid(err, known[i].name, "invalid_type",
-                           apr_psprintf(p, "Invalid type for '%s': "
-                                        "expected %s.", known[i].name,
-                                        names[known[i].kind]));
+                           apr_psprintf(p,
+                                        "Invalid type for '%s': "
+                                        "expected %s.",
+                                        known[i].name, names[known[i].kind]));
         }
     }
     return 0;
 }
 
-int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
-                        const char *buf, apr_size_t len,
-                        llmgw_request_t *req, llmgw_error_t *err)
+int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep, const char *buf,
+                        apr_size_t len, llmgw_request_t *req,
+                        llmgw_error_t *err)
 {
     llmgw_json_err_t jerr;
     llmgw_json_type_t t, want1, want2;
@@ -170,8 +157,10 @@ int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
     req->body = llmgw_json_read(p, buf, len, &jerr, &msg);
     if (!req->body) {
         return invalid(err, NULL, "invalid_json",
-                       apr_psprintf(p, "The request body is not valid "
-                                    "JSON: %s.", msg));
+                       apr_psprintf(p,
+                                    "The request body is not valid "
+                                    "JSON: %s.",
+                                    msg));
     }
     if (llmgw_json_type(req->body, NULL) != LLMGW_JSON_OBJECT) {
         return invalid(err, NULL, "invalid_json",
@@ -197,15 +186,20 @@ int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
         t = llmgw_json_type(req->body, field, NULL);
         if (t == LLMGW_JSON_MISSING) {
             return invalid(err, field, "missing_required_parameter",
-                           apr_psprintf(p, "Missing required parameter: "
-                                        "'%s'.", field));
+                           apr_psprintf(p,
+                                        "Missing required parameter: "
+                                        "'%s'.",
+                                        field));
         }
         if (t != want1 && t != want2) {
             return invalid(err, field, "invalid_type",
-                           apr_psprintf(p, "Invalid type for '%s': "
-                                        "expected %s.", field,
-                                        want1 == want2 ? "an array"
-                                        : "a string or an array"));
+                           apr_psprintf(p,
+                                        "Invalid type for '%s': "
+                                        "expected %s.",
+                                        field,
+                                        want1 == want2
+                                            ? "an array"
+                                            : "a string or an array"));
         }
     }
     if (check_types(p, req->body, err)) {
@@ -213,15 +207,14 @@ int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
     }
     req->stream = (ep != LLMGW_EP_EMBEDDINGS)
                   && llmgw_json_getb(req->body, 0, "stream", NULL);
-    req->wants_usage = llmgw_json_getb(req->body, 0, "stream_options",
-                                       "include_usage", NULL);
+    req->wants_usage =
+        llmgw_json_getb(req->body, 0, "stream_options", "include_usage", NULL);
     return 0;
 }
 
 const char *llmgw_request_upstream_body(llmgw_request_t *req,
                                         const char *upstream_model,
-                                        const char *orig,
-                                        apr_size_t orig_len,
+                                        const char *orig, apr_size_t orig_len,
                                         apr_size_t *len, int *strip_usage)
 {
     const char *keys[2], *vals[2];
@@ -237,11 +230,11 @@ const char *llmgw_request_upstream_body(llmgw_request_t *req,
         /* The client's other stream options stay as they are. */
         so = llmgw_json_getj(req->body, "stream_options", NULL);
         keys[n] = "stream_options";
-        vals[n] = llmgw_json_type(so, NULL) == LLMGW_JSON_OBJECT
-                      ? llmgw_json_edit(so, (const char *[]){
-                                            "include_usage" },
-                                        (const char *[]){ "true" }, 1, NULL)
-                      : "{\"include_usage\":true}";
+        vals[n] =
+            llmgw_json_type(so, NULL) == LLMGW_JSON_OBJECT
+                ? llmgw_json_edit(so, (const char *[]){ "include_usage" },
+                                  (const char *[]){ "true" }, 1, NULL)
+                : "{\"include_usage\":true}";
         n++;
     }
     if (!n) {
@@ -299,9 +292,7 @@ static const char *skip_value(const char *s, const char *end)
             }
             continue;
         case '{':
-        case '[':
-            depth++;
-            break;
+        case '[': depth++; break;
         case '}':
         case ']':
             if (!depth || --depth == 0) {
@@ -329,7 +320,7 @@ apr_int64_t llmgw_tokens_of(double v)
     apr_int64_t t;
 
     if (!(v > 0)) {
-        return 0;               /* also NaN */
+        return 0; /* also NaN */
     }
     if (v >= (double)LLMGW_TOKENS_MAX) {
         return LLMGW_TOKENS_MAX;
@@ -341,8 +332,8 @@ apr_int64_t llmgw_tokens_of(double v)
 /* A count is the number at key in j, if there is one there. */
 static apr_int64_t count_at(const llmgw_json_t *j, const char *key)
 {
-    llmgw_json_type_t t = key ? llmgw_json_type(j, key, NULL)
-                              : LLMGW_JSON_MISSING;
+    llmgw_json_type_t t =
+        key ? llmgw_json_type(j, key, NULL) : LLMGW_JSON_MISSING;
 
     if (t != LLMGW_JSON_INT && t != LLMGW_JSON_DOUBLE) {
         return -1;
@@ -404,7 +395,7 @@ static apr_int64_t decimal_count(const char *a, apr_size_t na, const char *b,
 
         if (i >= point) {
             if (d) {
-                return llmgw_tokens_add(v, 1);      /* a fraction */
+                return llmgw_tokens_add(v, 1); /* a fraction */
             }
             if (i >= n) {
                 break;
@@ -413,15 +404,14 @@ static apr_int64_t decimal_count(const char *a, apr_size_t na, const char *b,
         }
         v = push_digit(v, d);
         if (v == LLMGW_TOKENS_MAX || (i >= n && !v)) {
-            break;              /* saturated, or zeros to the end */
+            break; /* saturated, or zeros to the end */
         }
     }
     return v;
 }
 
 /* s past the JSON number at s, its count in *v; NULL if there is none. */
-static const char *scan_count(const char *s, const char *end,
-                              apr_int64_t *v)
+static const char *scan_count(const char *s, const char *end, apr_int64_t *v)
 {
     const char *a, *b = NULL, *t;
     apr_size_t na, nb = 0;
@@ -461,8 +451,7 @@ static const char *scan_count(const char *s, const char *end,
  * this runs on every answer; 0 if the object is not whole. */
 static int scan_usage(const char *s, const char *end, llmgw_usage_t *u)
 {
-    static const char *const names[] = { "prompt_tokens",
-                                         "completion_tokens",
+    static const char *const names[] = { "prompt_tokens", "completion_tokens",
                                          "total_tokens" };
     apr_int64_t v[3] = { -1, -1, -1 };
 
@@ -536,14 +525,12 @@ int llmgw_usage_find(const char *text, apr_size_t len, llmgw_usage_t *usage)
 
 const char *llmgw_error_json(apr_pool_t *p, const llmgw_error_t *err)
 {
-    return apr_pstrcat(p, "{\"error\":{\"message\":",
-                       llmgw_json_quote(p, err->message),
-                       ",\"type\":", llmgw_json_quote(p, err->type),
-                       ",\"param\":",
-                       err->param ? llmgw_json_quote(p, err->param) : "null",
-                       ",\"code\":",
-                       err->code ? llmgw_json_quote(p, err->code) : "null",
-                       "}}", NULL);
+    return apr_pstrcat(
+        p, "{\"error\":{\"message\":", llmgw_json_quote(p, err->message),
+        ",\"type\":", llmgw_json_quote(p, err->type),
+        ",\"param\":", err->param ? llmgw_json_quote(p, err->param) : "null",
+        ",\"code\":", err->code ? llmgw_json_quote(p, err->code) : "null",
+        "}}", NULL);
 }
 
 void llmgw_error_for_status(int status, llmgw_error_t *err)
@@ -560,8 +547,7 @@ void llmgw_error_for_status(int status, llmgw_error_t *err)
                         "right now.");
         break;
     case 504:
-        llmgw_error_set(err, status, "server_error", NULL,
-                        "upstream_timeout",
+        llmgw_error_set(err, status, "server_error", NULL, "upstream_timeout",
                         "The backend did not answer in time.");
         break;
     case 400:
@@ -575,8 +561,7 @@ void llmgw_error_for_status(int status, llmgw_error_t *err)
         break;
     case 413:
         llmgw_error_set(err, status, "invalid_request_error", NULL,
-                        "request_too_large",
-                        "The request body is too large.");
+                        "request_too_large", "The request body is too large.");
         break;
     default:
         llmgw_error_set(err, status,
@@ -589,4 +574,3 @@ void llmgw_error_for_status(int status, llmgw_error_t *err)
         break;
     }
 }
-

@@ -9,30 +9,30 @@
 
 typedef enum {
     LLMGW_EP_NONE = 0,
-    LLMGW_EP_CHAT,          /* POST /v1/chat/completions */
-    LLMGW_EP_COMPLETIONS,   /* POST /v1/completions */
-    LLMGW_EP_EMBEDDINGS,    /* POST /v1/embeddings */
-    LLMGW_EP_MODELS,        /* GET  /v1/models */
-    LLMGW_EP_MODEL          /* GET  /v1/models/{id} */
+    LLMGW_EP_CHAT,        /* POST /v1/chat/completions */
+    LLMGW_EP_COMPLETIONS, /* POST /v1/completions */
+    LLMGW_EP_EMBEDDINGS,  /* POST /v1/embeddings */
+    LLMGW_EP_MODELS,      /* GET  /v1/models */
+    LLMGW_EP_MODEL        /* GET  /v1/models/{id} */
 } llmgw_endpoint_t;
 
 /* A client-visible error: status plus the four OpenAI error fields. */
 typedef struct {
     int status;
     const char *type;
-    const char *param;      /* NULL renders as JSON null */
+    const char *param; /* NULL renders as JSON null */
     const char *code;
     const char *message;
 } llmgw_error_t;
 
 /* What the gateway needs to know about a generation request. */
 typedef struct {
-    apr_pool_t *pool;       /* where body and what is made of it live */
+    apr_pool_t *pool; /* where body and what is made of it live */
     llmgw_endpoint_t ep;
-    llmgw_json_t *body;     /* a read view (llmgw_json_read) */
+    llmgw_json_t *body; /* a read view (llmgw_json_read) */
     const char *model;
     int stream;
-    int wants_usage;        /* stream_options.include_usage from client */
+    int wants_usage; /* stream_options.include_usage from client */
 } llmgw_request_t;
 
 typedef struct {
@@ -85,9 +85,9 @@ const char *llmgw_endpoint_upstream_path(llmgw_endpoint_t ep);
 
 /* Parses and validates a generation request body. Returns 0, or fills
  * err and returns its status. */
-int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
-                        const char *buf, apr_size_t len,
-                        llmgw_request_t *req, llmgw_error_t *err);
+int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep, const char *buf,
+                        apr_size_t len, llmgw_request_t *req,
+                        llmgw_error_t *err);
 
 /* The body to send upstream: the client's bytes untouched when nothing
  * changes, else those bytes with only the upstream model's name and
@@ -97,19 +97,16 @@ int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep,
  * read view of an object (it always is after llmgw_request_parse). */
 const char *llmgw_request_upstream_body(llmgw_request_t *req,
                                         const char *upstream_model,
-                                        const char *orig,
-                                        apr_size_t orig_len,
+                                        const char *orig, apr_size_t orig_len,
                                         apr_size_t *len, int *strip_usage);
 
 /* Finds the last "usage" object in text (a response body or an SSE event)
  * and reads its token counts. Returns 1 when found. */
-int llmgw_usage_find(const char *text, apr_size_t len,
-                     llmgw_usage_t *usage);
+int llmgw_usage_find(const char *text, apr_size_t len, llmgw_usage_t *usage);
 
 /* Fills err; returns err->status. */
 int llmgw_error_set(llmgw_error_t *err, int status, const char *type,
-                    const char *param, const char *code,
-                    const char *message);
+                    const char *param, const char *code, const char *message);
 /* {"error":{"message":..,"type":..,"param":..,"code":..}} */
 const char *llmgw_error_json(apr_pool_t *p, const llmgw_error_t *err);
 /* The canned error for a status the proxy produced (502, 503, 504...). */

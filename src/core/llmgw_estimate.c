@@ -30,8 +30,9 @@ static apr_int64_t mul(apr_int64_t a, apr_int64_t b)
 
 static int is_image(const char *type)
 {
-    return type && (!strcmp(type, "image_url") || !strcmp(type, "image")
-                    || !strcmp(type, "input_image"));
+    return type
+           && (!strcmp(type, "image_url") || !strcmp(type, "image")
+               || !strcmp(type, "input_image"));
 }
 
 /* A message's JSON text, each image part counted as per_image instead of
@@ -52,7 +53,8 @@ static apr_int64_t message_bound(const llmgw_json_t *m,
     for (i = 0; i < parts; i++) {
         part = llmgw_json_array_get(content, i);
         n = add(n, is_image(llmgw_json_gets(part, "type", NULL))
-                   ? c->per_image : (apr_int64_t)llmgw_json_text_len(part));
+                       ? c->per_image
+                       : (apr_int64_t)llmgw_json_text_len(part));
     }
     return n;
 }
@@ -102,7 +104,8 @@ static apr_int64_t prompts_in(const llmgw_json_t *v)
     }
     first = llmgw_json_type(llmgw_json_array_get(v, 0), NULL);
     return first == LLMGW_JSON_STRING || first == LLMGW_JSON_ARRAY
-           ? (apr_int64_t)llmgw_json_array_len(v) : 1;
+               ? (apr_int64_t)llmgw_json_array_len(v)
+               : 1;
 }
 
 /* Token arrays count too: "[1,2,3]" is longer than its three tokens. */
@@ -157,9 +160,10 @@ static int choices_of(const llmgw_request_t *req, apr_int64_t prompts,
         rv = count_member(req->body, keys[i], LLMGW_ESTIMATE_MAX_CHOICES, &v);
         if (rv < 0) {
             return bad(err, keys[i], "invalid_value",
-                       apr_psprintf(req->pool, "'%s' must be an integer "
-                                    "from 1 to %d.", keys[i],
-                                    LLMGW_ESTIMATE_MAX_CHOICES));
+                       apr_psprintf(req->pool,
+                                    "'%s' must be an integer "
+                                    "from 1 to %d.",
+                                    keys[i], LLMGW_ESTIMATE_MAX_CHOICES));
         }
         if (rv > 0 && v > most) {
             most = v;
@@ -185,8 +189,10 @@ static int client_max(const llmgw_request_t *req, apr_int64_t *max,
         rv = count_member(req->body, keys[i], APR_INT64_MAX, max);
         if (rv < 0) {
             bad(err, keys[i], "invalid_value",
-                apr_psprintf(req->pool, "'%s' must be an integer of at "
-                             "least 1.", keys[i]));
+                apr_psprintf(req->pool,
+                             "'%s' must be an integer of at "
+                             "least 1.",
+                             keys[i]));
             return -1;
         }
         if (rv > 0) {
@@ -202,8 +208,8 @@ static void choose_max(const llmgw_estimate_conf_t *c, apr_int64_t headroom,
 {
     apr_int64_t share;
 
-    e->max_tokens = c->default_max > 0 ? c->default_max
-                                       : LLMGW_ESTIMATE_FALLBACK_MAX;
+    e->max_tokens =
+        c->default_max > 0 ? c->default_max : LLMGW_ESTIMATE_FALLBACK_MAX;
     if (c->max_cap > 0 && e->max_tokens > c->max_cap) {
         e->max_tokens = c->max_cap;
     }
@@ -211,8 +217,9 @@ static void choose_max(const llmgw_estimate_conf_t *c, apr_int64_t headroom,
      * admission then says whether even that fits). */
     if (headroom < APR_INT64_MAX) {
         share = (headroom - e->prompt) / (e->choices ? e->choices : 1);
-        e->max_tokens = share < 1 ? 1 : share < e->max_tokens
-                                         ? share : e->max_tokens;
+        e->max_tokens = share < 1               ? 1
+                        : share < e->max_tokens ? share
+                                                : e->max_tokens;
     }
     e->set = 1;
 }
@@ -231,8 +238,8 @@ int llmgw_estimate(const llmgw_request_t *req, const llmgw_estimate_conf_t *c,
         return 0;
     }
     e->prompt = req->ep == LLMGW_EP_CHAT
-                ? chat_bound(req->body, c)
-                : text_bound(req->body, "prompt", c, &prompts);
+                    ? chat_bound(req->body, c)
+                    : text_bound(req->body, "prompt", c, &prompts);
     if ((rv = choices_of(req, prompts, &e->choices, err)) != 0) {
         return rv;
     }

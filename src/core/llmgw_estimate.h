@@ -37,14 +37,14 @@ void llmgw_estimate_defaults(llmgw_estimate_conf_t *c);
 #define LLMGW_ESTIMATE_MAX_CHOICES 128
 
 typedef struct {
-    apr_int64_t prompt;         /* bound on prompt tokens */
-    apr_int64_t max_tokens;     /* per choice, what the backend is told */
-    apr_int64_t choices;        /* completions generated (n, best_of,
+    apr_int64_t prompt;     /* bound on prompt tokens */
+    apr_int64_t max_tokens; /* per choice, what the backend is told */
+    apr_int64_t choices;    /* completions generated (n, best_of,
                                    prompts of a batch) */
-    apr_int64_t max_out;        /* max_tokens * choices: the reservation's
+    apr_int64_t max_out;    /* max_tokens * choices: the reservation's
                                    completion part */
-    const char *field;          /* the member that carries max_tokens */
-    int set;                    /* 1: the upstream body must carry
+    const char *field;      /* the member that carries max_tokens */
+    int set;                /* 1: the upstream body must carry
                                    field = max_tokens (the client gave
                                    none, or more than max_cap) */
 } llmgw_estimate_t;

@@ -41,14 +41,13 @@ const char *llmgw_front_stream_type(const llmgw_front_t *f)
 static llmgw_ollama_ndjson_t *ndjson(llmgw_front_t *f)
 {
     if (!f->nd) {
-        f->nd = llmgw_ollama_ndjson_create(f->p, f->oep, f->model,
-                                           f->created);
+        f->nd = llmgw_ollama_ndjson_create(f->p, f->oep, f->model, f->created);
     }
     return f->nd;
 }
 
-apr_size_t llmgw_front_stream(llmgw_front_t *f, const char *in,
-                              apr_size_t len, const char **out)
+apr_size_t llmgw_front_stream(llmgw_front_t *f, const char *in, apr_size_t len,
+                              const char **out)
 {
     if (llmgw_front_is_openai(f)) {
         *out = in;
@@ -66,16 +65,13 @@ apr_size_t llmgw_front_stream_end(llmgw_front_t *f, const char **out)
     return llmgw_ollama_ndjson_end(ndjson(f), out);
 }
 
-const char *llmgw_front_stream_error(llmgw_front_t *f,
-                                     const llmgw_sse_t *sse,
-                                     const llmgw_error_t *err,
-                                     apr_size_t *len)
+const char *llmgw_front_stream_error(llmgw_front_t *f, const llmgw_sse_t *sse,
+                                     const llmgw_error_t *err, apr_size_t *len)
 {
     if (llmgw_front_is_openai(f)) {
         return llmgw_sse_error_tail(sse, f->p, f->ep, err, len);
     }
-    return llmgw_ollama_ndjson_error_tail(ndjson(f), f->p, err->message,
-                                          len);
+    return llmgw_ollama_ndjson_error_tail(ndjson(f), f->p, err->message, len);
 }
 
 int llmgw_front_body(llmgw_front_t *f, int status, const char *in,

@@ -21,13 +21,12 @@ int llmgw_front_is_openai(const llmgw_front_t *f);
 /* The Content-Type of a streamed answer. */
 const char *llmgw_front_stream_type(const llmgw_front_t *f);
 /* OpenAI SSE bytes in, client bytes out (valid until the next call). */
-apr_size_t llmgw_front_stream(llmgw_front_t *f, const char *in,
-                              apr_size_t len, const char **out);
+apr_size_t llmgw_front_stream(llmgw_front_t *f, const char *in, apr_size_t len,
+                              const char **out);
 /* What ends a stream that ended well. */
 apr_size_t llmgw_front_stream_end(llmgw_front_t *f, const char **out);
 /* What ends a broken stream; sse is the OpenAI framer that saw it. */
-const char *llmgw_front_stream_error(llmgw_front_t *f,
-                                     const llmgw_sse_t *sse,
+const char *llmgw_front_stream_error(llmgw_front_t *f, const llmgw_sse_t *sse,
                                      const llmgw_error_t *err,
                                      apr_size_t *len);
 

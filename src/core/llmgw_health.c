@@ -15,10 +15,10 @@
 _Static_assert(__atomic_always_lock_free(sizeof(apr_uint64_t), 0),
                "64-bit atomics must be lock-free to be shared");
 
-#define MAGIC   0x6c6c6d68u     /* "llmh" */
+#define MAGIC 0x6c6c6d68u /* "llmh" */
 #define VERSION 1u
 #define ALIGN8(n) (((n) + 7) & ~(apr_size_t)7)
-#define READ_TRIES 64           /* a reader's attempts beside a writer */
+#define READ_TRIES 64 /* a reader's attempts beside a writer */
 
 /* The probe facts by their LLMGW_PK_* bit, each with its own time. */
 enum { F_STATE, F_LOADED, F_AVAILABLE, F_SLOTS, F_QUEUE, F_KV, F_FACTS };
@@ -27,15 +27,15 @@ struct llmgw_health {
     apr_uint32_t magic;
     apr_uint32_t version;
     apr_uint32_t nmax;
-    apr_uint32_t n;             /* members registered */
-    apr_int64_t base;           /* origin of the breakers' clock */
+    apr_uint32_t n;   /* members registered */
+    apr_int64_t base; /* origin of the breakers' clock */
     apr_uint64_t size;
 };
 
 typedef struct {
-    apr_uint64_t hash;          /* of the model's name; 0: free */
+    apr_uint64_t hash; /* of the model's name; 0: free */
     apr_int64_t at;
-    apr_uint32_t kind;          /* llmgw_hint_t */
+    apr_uint32_t kind; /* llmgw_hint_t */
     apr_uint32_t pad;
 } hint_t;
 
@@ -44,17 +44,17 @@ typedef struct {
     apr_int64_t expires_at;
     apr_int64_t running;
     apr_int64_t waiting;
-    apr_int64_t kv_ppm;         /* KV cache use in millionths; -1 */
+    apr_int64_t kv_ppm; /* KV cache use in millionths; -1 */
     char name[LLMGW_HEALTH_MODEL_NAME];
 } pmodel_t;
 
 typedef struct {
-    apr_uint32_t seq;           /* odd while written */
+    apr_uint32_t seq; /* odd while written */
     apr_uint32_t nmodels;
-    apr_int32_t state;          /* llmgw_hstate_t of the last probe */
+    apr_int32_t state; /* llmgw_hstate_t of the last probe */
     apr_int32_t ok;
     apr_int64_t probed_at;
-    apr_int64_t at[F_FACTS];    /* when each fact was last stored */
+    apr_int64_t at[F_FACTS]; /* when each fact was last stored */
     apr_int64_t slots_total;
     apr_int64_t slots_busy;
     apr_int64_t running;
@@ -67,10 +67,10 @@ typedef struct {
 
 typedef struct {
     char name[LLMGW_HEALTH_NAME_MAX];
-    apr_uint64_t breaker;       /* llmgw_breaker_pack */
+    apr_uint64_t breaker; /* llmgw_breaker_pack */
     apr_int64_t inflight;
     apr_int64_t waiters;
-    apr_uint32_t mirrored;      /* LLMGW_MIRROR_* the worker shows */
+    apr_uint32_t mirrored; /* LLMGW_MIRROR_* the worker shows */
     apr_uint32_t name_hash;
     hint_t hints[LLMGW_HEALTH_HINTS];
     probe_t probe;
@@ -220,13 +220,12 @@ llmgw_breaker_t llmgw_health_breaker(const llmgw_health_t *t, int m)
     if (!mb) {
         return none;
     }
-    return llmgw_breaker_unpack(__atomic_load_n(&mb->breaker,
-                                                __ATOMIC_ACQUIRE), t->base);
+    return llmgw_breaker_unpack(
+        __atomic_load_n(&mb->breaker, __ATOMIC_ACQUIRE), t->base);
 }
 
-int llmgw_health_event(llmgw_health_t *t, int m, llmgw_event_t ev,
-                       int trial, apr_time_t now,
-                       const llmgw_breaker_params_t *bp,
+int llmgw_health_event(llmgw_health_t *t, int m, llmgw_event_t ev, int trial,
+                       apr_time_t now, const llmgw_breaker_params_t *bp,
                        llmgw_breaker_t *before, llmgw_breaker_t *after)
 {
     member_t *mb = member(t, m);
@@ -278,8 +277,7 @@ int llmgw_health_claim(llmgw_health_t *t, int m, apr_time_t now,
         }
         nw = llmgw_breaker_pack(&nb, t->base);
         if (__atomic_compare_exchange_n(&mb->breaker, &old, nw, 0,
-                                        __ATOMIC_ACQ_REL,
-                                        __ATOMIC_ACQUIRE)) {
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
             *token = (int)nb.gen;
             return 1;
         }
@@ -303,7 +301,7 @@ static apr_uint64_t model_hash(const char *s)
 {
     apr_uint64_t h = llmgw_fnv1a64(s, model_len(s));
 
-    return h ? h : 1;           /* 0 marks a free hint */
+    return h ? h : 1; /* 0 marks a free hint */
 }
 
 static int model_same(const char *a, const char *b)
@@ -340,7 +338,7 @@ static void read_summary(const member_t *mb, psum_t *out)
             return;
         }
     }
-    out->valid = 0;             /* the writer kept at it: know nothing */
+    out->valid = 0; /* the writer kept at it: know nothing */
 }
 
 /* The stored flags of the model, or -1 if the record kept changing. */
@@ -402,8 +400,8 @@ static void clear_model_facts(probe_t *pr, unsigned knows)
 
     for (i = 0; i < pr->nmodels; i++) {
         if (knows & LLMGW_PK_LOADED) {
-            pr->mflags[i] &= ~(apr_uint32_t)(LLMGW_PM_LOADED
-                                             | LLMGW_PM_LOADING);
+            pr->mflags[i] &=
+                ~(apr_uint32_t)(LLMGW_PM_LOADED | LLMGW_PM_LOADING);
         }
         if (knows & LLMGW_PK_AVAILABLE) {
             pr->mflags[i] &= ~(apr_uint32_t)LLMGW_PM_AVAILABLE;
@@ -494,19 +492,20 @@ static void compact_models(probe_t *pr)
 
 static int store_models(probe_t *pr, const llmgw_probe_t *r)
 {
-    unsigned knows = r->knows & (LLMGW_PK_LOADED | LLMGW_PK_AVAILABLE
-                                 | LLMGW_PK_QUEUE | LLMGW_PK_KV);
+    unsigned knows = r->knows
+                     & (LLMGW_PK_LOADED | LLMGW_PK_AVAILABLE | LLMGW_PK_QUEUE
+                        | LLMGW_PK_KV);
     int pass, i, left = 0;
 
     clear_model_facts(pr, knows);
-    compact_models(pr);         /* room for this probe's models */
+    compact_models(pr); /* room for this probe's models */
     /* Loaded models first: when not all fit, those matter most. */
     for (pass = 0; pass < 2; pass++) {
         for (i = 0; r->models && i < r->models->nelts; i++) {
             const llmgw_probe_model_t *pm =
                 &APR_ARRAY_IDX(r->models, i, llmgw_probe_model_t);
-            int loaded = (pm->flags & (LLMGW_PM_LOADED
-                                       | LLMGW_PM_LOADING)) != 0;
+            int loaded =
+                (pm->flags & (LLMGW_PM_LOADED | LLMGW_PM_LOADING)) != 0;
 
             if (loaded == (pass == 0)) {
                 left += put_model(pr, pm, knows);
@@ -547,8 +546,9 @@ int llmgw_health_store(llmgw_health_t *t, int m, const llmgw_probe_t *r,
         pr->kv_ppm = kv_ppm(r->kv_usage);
         pr->at[F_KV] = now;
     }
-    if (r->knows & (LLMGW_PK_LOADED | LLMGW_PK_AVAILABLE | LLMGW_PK_QUEUE
-                    | LLMGW_PK_KV)) {
+    if (r->knows
+        & (LLMGW_PK_LOADED | LLMGW_PK_AVAILABLE | LLMGW_PK_QUEUE
+           | LLMGW_PK_KV)) {
         left = store_models(pr, r);
     }
     if (r->knows & LLMGW_PK_LOADED) {
@@ -566,8 +566,7 @@ llmgw_event_t llmgw_probe_event(const llmgw_probe_t *r)
     if (!r || !r->ok) {
         return LLMGW_EV_PROBE_FAIL;
     }
-    return r->state == LLMGW_HS_LOADING ? LLMGW_EV_LOADING
-                                        : LLMGW_EV_PROBE_OK;
+    return r->state == LLMGW_HS_LOADING ? LLMGW_EV_LOADING : LLMGW_EV_PROBE_OK;
 }
 
 /* Ollama's 503 when its queue is full (OLLAMA_MAX_QUEUE): {"error":
@@ -586,8 +585,8 @@ static int ollama_busy(apr_pool_t *p, const char *body, apr_size_t len)
     return e && strncmp(e, "server busy", 11) == 0;
 }
 
-llmgw_event_t llmgw_status_event(apr_pool_t *p, int status,
-                                 const char *body, apr_size_t len)
+llmgw_event_t llmgw_status_event(apr_pool_t *p, int status, const char *body,
+                                 apr_size_t len)
 {
     if (status == 429) {
         return LLMGW_EV_BUSY;
@@ -652,8 +651,8 @@ void llmgw_health_hint(llmgw_health_t *t, int m, const char *model,
 }
 
 /* LLMGW_HM_SERVED and LLMGW_PM_LOADING from the model's fresh hint. */
-static unsigned hint_flags(const member_t *mb, apr_uint64_t h,
-                           apr_time_t now, const llmgw_health_params_t *hp)
+static unsigned hint_flags(const member_t *mb, apr_uint64_t h, apr_time_t now,
+                           const llmgw_health_params_t *hp)
 {
     int i;
 
@@ -668,8 +667,7 @@ static unsigned hint_flags(const member_t *mb, apr_uint64_t h,
         /* 'at' is stored last: the kind read after it is as new. */
         at = __atomic_load_n(&e->at, __ATOMIC_ACQUIRE);
         kind = __atomic_load_n(&e->kind, __ATOMIC_ACQUIRE);
-        if (at > 0 && kind == LLMGW_HINT_SERVED
-            && now - at <= hp->hint_ttl) {
+        if (at > 0 && kind == LLMGW_HINT_SERVED && now - at <= hp->hint_ttl) {
             return LLMGW_HM_SERVED;
         }
         if (at > 0 && kind == LLMGW_HINT_LOADING
@@ -711,9 +709,8 @@ static llmgw_hstate_t probed_state(const psum_t *ps,
 
 /* The member view, and the state its probes give (*probed). */
 static int member_view(const llmgw_health_t *t, int m, apr_time_t now,
-                       const llmgw_health_params_t *hp,
-                       llmgw_member_view_t *v, llmgw_hstate_t *probed,
-                       psum_t *ps)
+                       const llmgw_health_params_t *hp, llmgw_member_view_t *v,
+                       llmgw_hstate_t *probed, psum_t *ps)
 {
     const member_t *mb = member(t, m);
 
@@ -725,8 +722,8 @@ static int member_view(const llmgw_health_t *t, int m, apr_time_t now,
     v->breaker = llmgw_health_breaker(t, m);
     v->br_state = llmgw_breaker_state(&v->breaker, now);
     v->trial_free = v->br_state == LLMGW_BR_HALF_OPEN
-                    && (v->breaker.state == LLMGW_BR_OPEN
-                        || !v->breaker.trial || v->breaker.at <= now);
+                    && (v->breaker.state == LLMGW_BR_OPEN || !v->breaker.trial
+                        || v->breaker.at <= now);
     v->inflight = __atomic_load_n(&mb->inflight, __ATOMIC_ACQUIRE);
     v->waiters = __atomic_load_n(&mb->waiters, __ATOMIC_ACQUIRE);
     v->slots_total = v->slots_busy = v->running = v->waiting = -1;
@@ -765,9 +762,9 @@ int llmgw_health_member(const llmgw_health_t *t, int m, apr_time_t now,
 }
 
 /* The fresh flags of model on member m. */
-static unsigned model_flags(const llmgw_health_t *t, int m,
-                            const char *model, const psum_t *ps,
-                            apr_time_t now, const llmgw_health_params_t *hp)
+static unsigned model_flags(const llmgw_health_t *t, int m, const char *model,
+                            const psum_t *ps, apr_time_t now,
+                            const llmgw_health_params_t *hp)
 {
     const member_t *mb = member(t, m);
     apr_uint64_t h = model_hash(model);
@@ -851,8 +848,7 @@ int llmgw_health_models(const llmgw_health_t *t, int m,
             out[i].expires_at = e->expires_at;
             out[i].running = e->running;
             out[i].waiting = e->waiting;
-            out[i].kv_usage = e->kv_ppm >= 0 ? (double)e->kv_ppm / 1e6
-                                             : -1.0;
+            out[i].kv_usage = e->kv_ppm >= 0 ? (double)e->kv_ppm / 1e6 : -1.0;
         }
         if (llmgw_seq_read_end(&pr->seq, s)) {
             return n;
@@ -861,9 +857,8 @@ int llmgw_health_models(const llmgw_health_t *t, int m,
     return -1;
 }
 
-void llmgw_health_affinity(const llmgw_health_t *t, int m,
-                           const char *model, apr_time_t now,
-                           const llmgw_health_params_t *hp,
+void llmgw_health_affinity(const llmgw_health_t *t, int m, const char *model,
+                           apr_time_t now, const llmgw_health_params_t *hp,
                            llmgw_aff_member_t *out)
 {
     llmgw_member_view_t v;
@@ -879,8 +874,8 @@ void llmgw_health_affinity(const llmgw_health_t *t, int m,
         return;
     }
     /* Half-open with the trial free: a candidate on its merits. */
-    out->state = v.br_state == LLMGW_BR_CLOSED || v.trial_free
-                     ? probed : LLMGW_HS_DOWN;
+    out->state =
+        v.br_state == LLMGW_BR_CLOSED || v.trial_free ? probed : LLMGW_HS_DOWN;
     out->inflight = v.inflight;
     out->slots_total = v.slots_total;
     out->slots_busy = v.slots_busy;
@@ -918,8 +913,8 @@ llmgw_event_t llmgw_health_classify(const llmgw_health_t *t, int m,
         return ev;
     }
     if (probed == LLMGW_HS_LOADING
-        || (model && (model_flags(t, m, model, &ps, now, hp)
-                      & LLMGW_PM_LOADING))) {
+        || (model
+            && (model_flags(t, m, model, &ps, now, hp) & LLMGW_PM_LOADING))) {
         return LLMGW_EV_LOADING;
     }
     return ev;
@@ -962,8 +957,7 @@ int llmgw_health_admit(llmgw_health_t *t, int m, apr_int64_t limit)
             return 0;
         }
     } while (!__atomic_compare_exchange_n(&mb->inflight, &cur, cur + 1, 0,
-                                          __ATOMIC_ACQ_REL,
-                                          __ATOMIC_ACQUIRE));
+                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
     return 1;
 }
 
@@ -973,9 +967,8 @@ static void decrement(apr_int64_t *c)
     apr_int64_t cur = __atomic_load_n(c, __ATOMIC_ACQUIRE);
 
     while (cur > 0
-           && !__atomic_compare_exchange_n(c, &cur, cur - 1, 0,
-                                           __ATOMIC_ACQ_REL,
-                                           __ATOMIC_ACQUIRE)) {
+           && !__atomic_compare_exchange_n(
+               c, &cur, cur - 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
     }
 }
 
@@ -998,8 +991,7 @@ static int join_queue(member_t *mb, apr_int64_t max_waiters)
             return 0;
         }
     } while (!__atomic_compare_exchange_n(&mb->waiters, &cur, cur + 1, 0,
-                                          __ATOMIC_ACQ_REL,
-                                          __ATOMIC_ACQUIRE));
+                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
     return 1;
 }
 

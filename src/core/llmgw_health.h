@@ -14,13 +14,13 @@
 #include "llmgw_breaker.h"
 #include "llmgw_probe.h"
 
-#define LLMGW_HEALTH_NAME_MAX   384 /* a worker's name_ex, with its NUL */
-#define LLMGW_HEALTH_MODELS     32  /* models kept per member */
+#define LLMGW_HEALTH_NAME_MAX 384   /* a worker's name_ex, with its NUL */
+#define LLMGW_HEALTH_MODELS 32      /* models kept per member */
 #define LLMGW_HEALTH_MODEL_NAME 160 /* longest model name kept, with NUL */
-#define LLMGW_HEALTH_HINTS      8   /* models recently seen per member */
+#define LLMGW_HEALTH_HINTS 8        /* models recently seen per member */
 
 /* A model's flags besides LLMGW_PM_* (llmgw_probe.h). */
-#define LLMGW_HM_SERVED         0x10    /* served it lately */
+#define LLMGW_HM_SERVED 0x10 /* served it lately */
 
 typedef struct llmgw_health llmgw_health_t;
 
@@ -62,9 +62,8 @@ llmgw_breaker_t llmgw_health_breaker(const llmgw_health_t *t, int m);
  * *before and *after (either may be NULL) get the states it went from
  * and to. 1 if the state (closed/open/half-open) changed, 0 if not, -1
  * for no such member. */
-int llmgw_health_event(llmgw_health_t *t, int m, llmgw_event_t ev,
-                       int trial, apr_time_t now,
-                       const llmgw_breaker_params_t *bp,
+int llmgw_health_event(llmgw_health_t *t, int m, llmgw_event_t ev, int trial,
+                       apr_time_t now, const llmgw_breaker_params_t *bp,
                        llmgw_breaker_t *before, llmgw_breaker_t *after);
 
 /* Takes member m's trial if it is half-open and the trial is free: 1 and
@@ -76,10 +75,10 @@ int llmgw_health_claim(llmgw_health_t *t, int m, apr_time_t now,
 /* ---- what probes and requests tell ---------------------------------- */
 
 typedef struct {
-    apr_interval_time_t fresh;      /* probe facts older are unknown */
-    apr_interval_time_t hint_ttl;   /* how long "served lately" holds */
+    apr_interval_time_t fresh;       /* probe facts older are unknown */
+    apr_interval_time_t hint_ttl;    /* how long "served lately" holds */
     apr_interval_time_t loading_ttl; /* how long a "loading" hint holds */
-    apr_int64_t busy_queue;         /* a queue this long makes it busy;
+    apr_int64_t busy_queue;          /* a queue this long makes it busy;
                                      * 0: only full slots do */
 } llmgw_health_params_t;
 
@@ -104,13 +103,13 @@ llmgw_event_t llmgw_probe_event(const llmgw_probe_t *r);
  * 503 with llama.cpp's "Loading model" is LOADING, 429 and Ollama's 503
  * "server busy" BUSY, another 5xx HTTP_5XX, another 4xx CLIENT_ERROR,
  * else SUCCESS. */
-llmgw_event_t llmgw_status_event(apr_pool_t *p, int status,
-                                 const char *body, apr_size_t len);
+llmgw_event_t llmgw_status_event(apr_pool_t *p, int status, const char *body,
+                                 apr_size_t len);
 
 typedef enum {
-    LLMGW_HINT_SERVED = 1,      /* it answered for the model */
-    LLMGW_HINT_LOADING,         /* a request for it waits on a load */
-    LLMGW_HINT_CLEAR            /* forget the model's hint */
+    LLMGW_HINT_SERVED = 1, /* it answered for the model */
+    LLMGW_HINT_LOADING,    /* a request for it waits on a load */
+    LLMGW_HINT_CLEAR       /* forget the model's hint */
 } llmgw_hint_t;
 
 /* Notes what a request showed of model on member m. Any process; a race
@@ -129,14 +128,14 @@ llmgw_event_t llmgw_health_classify(const llmgw_health_t *t, int m,
 /* ---- views ----------------------------------------------------------- */
 
 typedef struct {
-    llmgw_hstate_t state;       /* DOWN while the breaker is not closed;
+    llmgw_hstate_t state; /* DOWN while the breaker is not closed;
                                  * else LOADING, BUSY or READY */
     llmgw_breaker_t breaker;
-    llmgw_br_state_t br_state;  /* as of now */
-    int trial_free;             /* half-open and its trial not taken */
-    apr_int64_t inflight;       /* admitted and not yet released */
-    apr_int64_t waiters;        /* waiting for admission */
-    apr_int64_t slots_total;    /* -1: unknown or not fresh */
+    llmgw_br_state_t br_state; /* as of now */
+    int trial_free;            /* half-open and its trial not taken */
+    apr_int64_t inflight;      /* admitted and not yet released */
+    apr_int64_t waiters;       /* waiting for admission */
+    apr_int64_t slots_total;   /* -1: unknown or not fresh */
     apr_int64_t slots_busy;
     apr_int64_t running;
     apr_int64_t waiting;
@@ -144,7 +143,7 @@ typedef struct {
     apr_time_t probed_at;       /* the last probe stored; 0: none */
     llmgw_hstate_t probe_state; /* what that probe said */
     int probe_ok;
-    int models;                 /* models kept */
+    int models; /* models kept */
 } llmgw_member_view_t;
 
 /* A member as of now; 0, or -1 for no such member. */
@@ -163,12 +162,12 @@ llmgw_hstate_t llmgw_health_model(const llmgw_health_t *t, int m,
 
 typedef struct {
     char name[LLMGW_HEALTH_MODEL_NAME];
-    unsigned flags;             /* LLMGW_PM_*, as last stored */
-    apr_int64_t size_vram;      /* -1 unknown */
-    apr_time_t expires_at;      /* 0 unknown */
-    apr_int64_t running;        /* -1 unknown */
+    unsigned flags;        /* LLMGW_PM_*, as last stored */
+    apr_int64_t size_vram; /* -1 unknown */
+    apr_time_t expires_at; /* 0 unknown */
+    apr_int64_t running;   /* -1 unknown */
     apr_int64_t waiting;
-    double kv_usage;            /* -1 unknown */
+    double kv_usage; /* -1 unknown */
 } llmgw_health_model_t;
 
 /* Copies member m's models (at most max) for display; how many, or -1
@@ -182,9 +181,8 @@ int llmgw_health_models(const llmgw_health_t *t, int m,
  * with its trial taken, is DOWN; half-open with the trial free, it
  * counts by its probes: the caller claims the trial (llmgw_health_claim)
  * once it picked it, and picks again without it if the claim fails. */
-void llmgw_health_affinity(const llmgw_health_t *t, int m,
-                           const char *model, apr_time_t now,
-                           const llmgw_health_params_t *hp,
+void llmgw_health_affinity(const llmgw_health_t *t, int m, const char *model,
+                           apr_time_t now, const llmgw_health_params_t *hp,
                            llmgw_aff_member_t *out);
 
 /* ---- admission ------------------------------------------------------- */
@@ -203,10 +201,10 @@ int llmgw_health_admit(llmgw_health_t *t, int m, apr_int64_t limit);
 void llmgw_health_release(llmgw_health_t *t, int m);
 
 typedef enum {
-    LLMGW_ADMIT_GO = 0,         /* claimed: send it */
-    LLMGW_ADMIT_WAIT,           /* in the queue: sleep a little, again */
-    LLMGW_ADMIT_FULL,           /* the queue is full: 503/429 now */
-    LLMGW_ADMIT_TIMEOUT         /* waited until the deadline: 503/429 */
+    LLMGW_ADMIT_GO = 0, /* claimed: send it */
+    LLMGW_ADMIT_WAIT,   /* in the queue: sleep a little, again */
+    LLMGW_ADMIT_FULL,   /* the queue is full: 503/429 now */
+    LLMGW_ADMIT_TIMEOUT /* waited until the deadline: 503/429 */
 } llmgw_admit_t;
 
 /* One step of a bounded wait for a place on member m. *queued starts at
@@ -229,8 +227,8 @@ void llmgw_health_admit_cancel(llmgw_health_t *t, int m, int *queued);
  * draining workers) while a request sent to it still connects: so the
  * half-open member's one trial, chosen by llm_affinity or sent to it
  * directly, can reach it and nothing else does. */
-#define LLMGW_MIRROR_FAIL   0x1     /* open: HC_FAIL ('C') */
-#define LLMGW_MIRROR_DRAIN  0x2     /* half-open, or loading: DRAIN ('N') */
+#define LLMGW_MIRROR_FAIL 0x1  /* open: HC_FAIL ('C') */
+#define LLMGW_MIRROR_DRAIN 0x2 /* half-open, or loading: DRAIN ('N') */
 
 /* The flags member view v calls for; drain_loading: mark a loading
  * member draining too, so that lbmethods other than llm_affinity route

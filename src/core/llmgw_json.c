@@ -107,15 +107,9 @@ static int jc_from(const rval_t *v, json_object **out)
                                        digits, json_object_free_userdata);
         }
         break;
-    case LLMGW_JSON_DOUBLE:
-        o = jc_double(v);
-        break;
-    case LLMGW_JSON_BOOL:
-        o = json_object_new_boolean(v->u.b);
-        break;
-    default:
-        *out = NULL;
-        return 0;
+    case LLMGW_JSON_DOUBLE: o = jc_double(v); break;
+    case LLMGW_JSON_BOOL: o = json_object_new_boolean(v->u.b); break;
+    default: *out = NULL; return 0;
     }
     *out = o;
     return o ? 0 : -1;
@@ -204,8 +198,7 @@ static json_object *walk(json_object *o, va_list ap, int *exists)
 
 /* Like walk, but creates objects for missing keys; returns the parent
  * object and the last key, so the caller can set the leaf. */
-static json_object *walk_create(json_object *o, va_list ap,
-                                const char **leaf)
+static json_object *walk_create(json_object *o, va_list ap, const char **leaf)
 {
     const char *key = va_arg(ap, const char *), *next;
     json_object *child;
@@ -226,20 +219,13 @@ static json_object *walk_create(json_object *o, va_list ap,
 static llmgw_json_type_t jc_type(json_object *o)
 {
     switch (json_object_get_type(o)) {
-    case json_type_null:
-        return LLMGW_JSON_NULL;
-    case json_type_boolean:
-        return LLMGW_JSON_BOOL;
-    case json_type_int:
-        return LLMGW_JSON_INT;
-    case json_type_double:
-        return LLMGW_JSON_DOUBLE;
-    case json_type_string:
-        return LLMGW_JSON_STRING;
-    case json_type_array:
-        return LLMGW_JSON_ARRAY;
-    case json_type_object:
-        return LLMGW_JSON_OBJECT;
+    case json_type_null: return LLMGW_JSON_NULL;
+    case json_type_boolean: return LLMGW_JSON_BOOL;
+    case json_type_int: return LLMGW_JSON_INT;
+    case json_type_double: return LLMGW_JSON_DOUBLE;
+    case json_type_string: return LLMGW_JSON_STRING;
+    case json_type_array: return LLMGW_JSON_ARRAY;
+    case json_type_object: return LLMGW_JSON_OBJECT;
     }
     return LLMGW_JSON_MISSING;
 }
@@ -311,7 +297,8 @@ const char *llmgw_json_gets(const llmgw_json_t *j, ...)
         json_object *o = walk(j->o, ap, &exists);
 
         s = json_object_is_type(o, json_type_string)
-                ? json_object_get_string(o) : NULL;
+                ? json_object_get_string(o)
+                : NULL;
     }
     va_end(ap);
     return s;
@@ -334,8 +321,7 @@ static apr_int64_t clamp_to_int64(double d)
 }
 
 /* The number at the path: 1 if there is one. */
-static int number(const llmgw_json_t *j, va_list ap, apr_int64_t *l,
-                  double *d)
+static int number(const llmgw_json_t *j, va_list ap, apr_int64_t *l, double *d)
 {
     int exists;
 
@@ -419,7 +405,8 @@ int llmgw_json_getb(const llmgw_json_t *j, int dflt, ...)
         json_object *o = walk(j->o, ap, &exists);
 
         b = json_object_is_type(o, json_type_boolean)
-                ? json_object_get_boolean(o) : dflt;
+                ? json_object_get_boolean(o)
+                : dflt;
     }
     va_end(ap);
     return b;
@@ -434,7 +421,8 @@ apr_size_t llmgw_json_array_len(const llmgw_json_t *j)
         return j->v->type == LLMGW_JSON_ARRAY ? j->v->n : 0;
     }
     return json_object_is_type(j->o, json_type_array)
-               ? json_object_array_length(j->o) : 0;
+               ? json_object_array_length(j->o)
+               : 0;
 }
 
 llmgw_json_t *llmgw_json_array_get(const llmgw_json_t *j, apr_size_t i)
@@ -448,8 +436,7 @@ llmgw_json_t *llmgw_json_array_get(const llmgw_json_t *j, apr_size_t i)
     return wrap(j->p, json_object_array_get_idx(j->o, i), 0);
 }
 
-double llmgw_json_array_getd(const llmgw_json_t *j, apr_size_t i,
-                             double dflt)
+double llmgw_json_array_getd(const llmgw_json_t *j, apr_size_t i, double dflt)
 {
     json_object *o;
 
@@ -459,8 +446,9 @@ double llmgw_json_array_getd(const llmgw_json_t *j, apr_size_t i,
     if (j->v) {
         const rval_t *v = j->v->u.a[i];
 
-        return v->type == LLMGW_JSON_INT ? (double)v->u.i
-               : v->type == LLMGW_JSON_DOUBLE ? v->u.d : dflt;
+        return v->type == LLMGW_JSON_INT      ? (double)v->u.i
+               : v->type == LLMGW_JSON_DOUBLE ? v->u.d
+                                              : dflt;
     }
     o = json_object_array_get_idx(j->o, i);
     if (json_object_is_type(o, json_type_int)
@@ -650,8 +638,7 @@ static const char *finish(text_buf *b, apr_size_t *len)
 }
 
 const char *llmgw_json_edit(const llmgw_json_t *j, const char *const *keys,
-                            const char *const *vals, int n,
-                            apr_size_t *len)
+                            const char *const *vals, int n, apr_size_t *len)
 {
     text_buf out = { j->p, { NULL, 0, 0 } };
     const rval_t *v = j->v;
@@ -697,8 +684,8 @@ const char *llmgw_json_edit(const llmgw_json_t *j, const char *const *keys,
     return finish(&out, len);
 }
 
-const char *llmgw_json_utf8_clean(apr_pool_t *p, const char *s,
-                                  apr_size_t n, apr_size_t *outlen)
+const char *llmgw_json_utf8_clean(apr_pool_t *p, const char *s, apr_size_t n,
+                                  apr_size_t *outlen)
 {
     const unsigned char *u = (const unsigned char *)s, *end = u + n;
     apr_size_t i = 0, k = 0;
@@ -889,19 +876,11 @@ static void canon(apr_pool_t *p, text_buf *out, const rval_t *v,
         }
         putc1(out, ']');
         return;
-    case LLMGW_JSON_STRING:
-        put_string(out, v->u.s, v->n);
-        return;
+    case LLMGW_JSON_STRING: put_string(out, v->u.s, v->n); return;
     case LLMGW_JSON_INT:
-    case LLMGW_JSON_DOUBLE:
-        put_number(out, v);
-        return;
-    case LLMGW_JSON_BOOL:
-        puts0(out, v->u.b ? "true" : "false");
-        return;
-    default:
-        puts0(out, "null");
-        return;
+    case LLMGW_JSON_DOUBLE: put_number(out, v); return;
+    case LLMGW_JSON_BOOL: puts0(out, v->u.b ? "true" : "false"); return;
+    default: puts0(out, "null"); return;
     }
 }
 

@@ -27,11 +27,11 @@ typedef enum {
     LLMGW_JSON_ERR_DEPTH,
     LLMGW_JSON_ERR_UTF8,
     LLMGW_JSON_ERR_TRAILING,
-    LLMGW_JSON_ERR_CONTROL,     /* a raw control character in a string */
-    LLMGW_JSON_ERR_NUL,         /* U+0000 in a string */
-    LLMGW_JSON_ERR_SURROGATE,   /* a lone UTF-16 surrogate (strict) */
-    LLMGW_JSON_ERR_RANGE,       /* a number beyond a double's range */
-    LLMGW_JSON_ERR_DUPLICATE    /* one key twice in an object (strict) */
+    LLMGW_JSON_ERR_CONTROL,   /* a raw control character in a string */
+    LLMGW_JSON_ERR_NUL,       /* U+0000 in a string */
+    LLMGW_JSON_ERR_SURROGATE, /* a lone UTF-16 surrogate (strict) */
+    LLMGW_JSON_ERR_RANGE,     /* a number beyond a double's range */
+    LLMGW_JSON_ERR_DUPLICATE  /* one key twice in an object (strict) */
 } llmgw_json_err_t;
 
 /* JSON's four whitespace characters (strchr would also match NUL). */
@@ -88,14 +88,12 @@ llmgw_json_t *llmgw_json_read_ex(apr_pool_t *p, const char *buf,
                                  llmgw_json_err_t *err, const char **msg);
 
 /* A request body: strictly, LLMGW_JSON_MAX_DEPTH deep. */
-llmgw_json_t *llmgw_json_read(apr_pool_t *p, const char *buf,
-                              apr_size_t len, llmgw_json_err_t *err,
-                              const char **msg);
+llmgw_json_t *llmgw_json_read(apr_pool_t *p, const char *buf, apr_size_t len,
+                              llmgw_json_err_t *err, const char **msg);
 
 /* What a backend or a store sent: the reader's rules, not strictly. */
-llmgw_json_t *llmgw_json_parse(apr_pool_t *p, const char *buf,
-                               apr_size_t len, llmgw_json_err_t *err,
-                               const char **msg);
+llmgw_json_t *llmgw_json_parse(apr_pool_t *p, const char *buf, apr_size_t len,
+                               llmgw_json_err_t *err, const char **msg);
 
 /* Parses the first JSON value at buf (used to pick one object out of a
  * larger text) as llmgw_json_parse does; *used gets the number of bytes
@@ -117,8 +115,7 @@ int llmgw_json_getb(const llmgw_json_t *j, int dflt, ...);
 apr_size_t llmgw_json_array_len(const llmgw_json_t *j);
 llmgw_json_t *llmgw_json_array_get(const llmgw_json_t *j, apr_size_t i);
 /* Element i as a double without a handle per element (long vectors). */
-double llmgw_json_array_getd(const llmgw_json_t *j, apr_size_t i,
-                             double dflt);
+double llmgw_json_array_getd(const llmgw_json_t *j, apr_size_t i, double dflt);
 
 /* Setters create intermediate objects along the path as needed. Strings
  * that are not valid UTF-8 are set with U+FFFD in place of each bad
@@ -154,8 +151,7 @@ apr_size_t llmgw_json_text_len(const llmgw_json_t *j);
  * as it came. NULL when j is not a read view of an object. From j's
  * pool. */
 const char *llmgw_json_edit(const llmgw_json_t *j, const char *const *keys,
-                            const char *const *vals, int n,
-                            apr_size_t *len);
+                            const char *const *vals, int n, apr_size_t *len);
 
 /* Canonical text of j: object keys sorted bytewise, no whitespace, each
  * number written one way only: integers by their digits (any size), other
@@ -173,7 +169,7 @@ const char *llmgw_json_quote(apr_pool_t *p, const char *s);
 
 /* s[0..n) as valid UTF-8: s itself when it is, else a copy from p with
  * U+FFFD for each bad sequence; *outlen may be NULL. */
-const char *llmgw_json_utf8_clean(apr_pool_t *p, const char *s,
-                                  apr_size_t n, apr_size_t *outlen);
+const char *llmgw_json_utf8_clean(apr_pool_t *p, const char *s, apr_size_t n,
+                                  apr_size_t *outlen);
 
 #endif

@@ -20,21 +20,21 @@ struct llmgw_json {
 };
 
 typedef struct {
-    const char *key;            /* decoded, NUL-terminated, no NUL inside */
+    const char *key; /* decoded, NUL-terminated, no NUL inside */
     apr_size_t klen;
     const rval_t *val;
 } rmember_t;
 
 struct rval {
     llmgw_json_type_t type;
-    const char *text;           /* the value's JSON text */
+    const char *text; /* the value's JSON text */
     apr_size_t len;
-    apr_size_t n;               /* members, elements, or string bytes */
-    int big;                    /* an integer beyond 64 bits: u.i clamped */
+    apr_size_t n; /* members, elements, or string bytes */
+    int big;      /* an integer beyond 64 bits: u.i clamped */
     union {
         const rmember_t *m;
         const rval_t *const *a;
-        const char *s;          /* decoded, NUL-terminated */
+        const char *s; /* decoded, NUL-terminated */
         apr_int64_t i;
         double d;
         int b;

@@ -30,28 +30,21 @@ locale_t jr_number_locale(void)
 static const char *err_text(llmgw_json_err_t err, int at_end)
 {
     switch (err) {
-    case LLMGW_JSON_ERR_DEPTH:
-        return "JSON nested too deeply";
-    case LLMGW_JSON_ERR_UTF8:
-        return "JSON text is not valid UTF-8";
+    case LLMGW_JSON_ERR_DEPTH: return "JSON nested too deeply";
+    case LLMGW_JSON_ERR_UTF8: return "JSON text is not valid UTF-8";
     case LLMGW_JSON_ERR_TRAILING:
         return "unexpected data after the JSON value";
     case LLMGW_JSON_ERR_CONTROL:
         return "a control character in a JSON string must be escaped";
-    case LLMGW_JSON_ERR_NUL:
-        return "JSON strings must not contain U+0000";
+    case LLMGW_JSON_ERR_NUL: return "JSON strings must not contain U+0000";
     case LLMGW_JSON_ERR_SURROGATE:
         return "a JSON string holds a lone UTF-16 surrogate";
-    case LLMGW_JSON_ERR_RANGE:
-        return "a JSON number is out of range";
+    case LLMGW_JSON_ERR_RANGE: return "a JSON number is out of range";
     case LLMGW_JSON_ERR_DUPLICATE:
         return "a JSON object has the same key twice";
-    default:
-        return at_end ? "JSON text ends early" : "JSON syntax error";
+    default: return at_end ? "JSON text ends early" : "JSON syntax error";
     }
 }
-
-
 
 typedef struct {
     apr_pool_t *p;
@@ -80,13 +73,13 @@ apr_size_t jr_utf8_len(const unsigned char *s, const unsigned char *end)
     }
     else if (c >= 0xE0 && c <= 0xEF) {
         n = 3;
-        lo = c == 0xE0 ? 0xA0 : 0x80;       /* no overlong forms */
-        hi = c == 0xED ? 0x9F : 0xBF;       /* no surrogates */
+        lo = c == 0xE0 ? 0xA0 : 0x80; /* no overlong forms */
+        hi = c == 0xED ? 0x9F : 0xBF; /* no surrogates */
     }
     else if (c >= 0xF0 && c <= 0xF4) {
         n = 4;
         lo = c == 0xF0 ? 0x90 : 0x80;
-        hi = c == 0xF4 ? 0x8F : 0xBF;       /* up to U+10FFFF */
+        hi = c == 0xF4 ? 0x8F : 0xBF; /* up to U+10FFFF */
     }
     else {
         return 0;
@@ -212,14 +205,15 @@ static const char *rd_string(reader_t *rd, apr_size_t *n)
         }
         else if (c < 0x20) {
             rd->s = s;
-            return rd_fail(rd, c ? LLMGW_JSON_ERR_CONTROL
-                                 : LLMGW_JSON_ERR_NUL);
+            return rd_fail(rd,
+                           c ? LLMGW_JSON_ERR_CONTROL : LLMGW_JSON_ERR_NUL);
         }
         else if (c < 0x80) {
             s++;
         }
         else if ((k = jr_utf8_len((const unsigned char *)s,
-                               (const unsigned char *)end)) != 0) {
+                                  (const unsigned char *)end))
+                 != 0) {
             s += k;
         }
         else {
@@ -255,9 +249,7 @@ static const char *rd_string(reader_t *rd, apr_size_t *n)
             o = put_utf8(o, cp);
             s += k;
             continue;
-        default:                /* " \ / */
-            *o++ = s[1];
-            break;
+        default: /* " \ / */ *o++ = s[1]; break;
         }
         s += 2;
     }
@@ -286,7 +278,7 @@ static const rval_t *rd_number(reader_t *rd, rval_t *v)
         return rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
     }
     if (*s == '0') {
-        s++;                    /* no leading zeros */
+        s++; /* no leading zeros */
     }
     else {
         while (is_digit(rd, s)) {
@@ -514,9 +506,7 @@ static const rval_t *rd_value(reader_t *rd, int depth)
             return rd_fail(rd, LLMGW_JSON_ERR_SYNTAX);
         }
         break;
-    default:
-        r = rd_number(rd, v);
-        break;
+    default: r = rd_number(rd, v); break;
     }
     if (r) {
         v->len = (apr_size_t)(rd->s - v->text);
@@ -536,12 +526,12 @@ llmgw_json_t *jr_wrap(apr_pool_t *p, const rval_t *v)
 
 /* One value at buf; with used, what follows it is the caller's, else
  * only white space may follow. */
-static llmgw_json_t *read_value(apr_pool_t *p, const char *buf,
-                                apr_size_t len, int flags, int max_depth,
-                                apr_size_t *used, llmgw_json_err_t *err,
-                                const char **msg)
+static llmgw_json_t *read_value(apr_pool_t *p, const char *buf, apr_size_t len,
+                                int flags, int max_depth, apr_size_t *used,
+                                llmgw_json_err_t *err, const char **msg)
 {
-    reader_t rd = { p, buf, buf + len, flags & LLMGW_JSON_STRICT,
+    reader_t rd = { p,         buf,
+                    buf + len, flags & LLMGW_JSON_STRICT,
                     max_depth, LLMGW_JSON_ERR_NONE };
     const rval_t *v = rd_value(&rd, 0);
 
@@ -575,9 +565,8 @@ llmgw_json_t *llmgw_json_read(apr_pool_t *p, const char *buf, apr_size_t len,
                       NULL, err, msg);
 }
 
-llmgw_json_t *llmgw_json_parse(apr_pool_t *p, const char *buf,
-                               apr_size_t len, llmgw_json_err_t *err,
-                               const char **msg)
+llmgw_json_t *llmgw_json_parse(apr_pool_t *p, const char *buf, apr_size_t len,
+                               llmgw_json_err_t *err, const char **msg)
 {
     return read_value(p, buf, len, 0, LLMGW_JSON_MAX_DEPTH, NULL, err, msg);
 }
@@ -588,6 +577,5 @@ llmgw_json_t *llmgw_json_parse_prefix(apr_pool_t *p, const char *buf,
     llmgw_json_err_t err;
     const char *msg;
 
-    return read_value(p, buf, len, 0, LLMGW_JSON_MAX_DEPTH, used, &err,
-                      &msg);
+    return read_value(p, buf, len, 0, LLMGW_JSON_MAX_DEPTH, used, &err, &msg);
 }

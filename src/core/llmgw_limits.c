@@ -34,7 +34,7 @@
 #include "llmgw_hash.h"
 #include "llmgw_sha256.h"
 
-#define MAGIC APR_UINT64_C(0x314d494c57474c4c)      /* "LLGWLIM1" */
+#define MAGIC APR_UINT64_C(0x314d494c57474c4c) /* "LLGWLIM1" */
 #define IDX_TOMB 1
 
 /* ---------------------------------------------------------------------
@@ -132,9 +132,9 @@ const char *llmgw_limits_conf_check(const llmgw_limits_conf_t *c)
 {
     int i, k;
 
-    if (c->rpm < 0 || c->rpm > LLMGW_LIMITS_RATE_MAX
-        || c->tpm < 0 || c->tpm > LLMGW_LIMITS_RATE_MAX
-        || c->concurrent < 0 || c->concurrent > LLMGW_LIMITS_RATE_MAX) {
+    if (c->rpm < 0 || c->rpm > LLMGW_LIMITS_RATE_MAX || c->tpm < 0
+        || c->tpm > LLMGW_LIMITS_RATE_MAX || c->concurrent < 0
+        || c->concurrent > LLMGW_LIMITS_RATE_MAX) {
         return "a rate limit is out of range (1 to 1000000000)";
     }
     for (i = 0; i < NB; i++) {
@@ -263,9 +263,8 @@ static apr_uint64_t idx_entry(apr_uint64_t h, apr_uint64_t i)
 
 /* The subject of that name in one of the states in 'want', found with or
  * without the lock. */
-static int lookup(tab_t *t, const char *name, apr_size_t len,
-                  apr_uint64_t h, int want, apr_uint32_t *index,
-                  apr_uint32_t *gen)
+static int lookup(tab_t *t, const char *name, apr_size_t len, apr_uint64_t h,
+                  int want, apr_uint32_t *index, apr_uint32_t *gen)
 {
     apr_uint64_t mask = t->nidx - 1, pos = h & mask, n;
     apr_uint64_t *idx = IDX(t);
@@ -342,8 +341,8 @@ void lm_rebuild_index(tab_t *t)
     __atomic_store_n(&t->rebuilding, 0, __ATOMIC_SEQ_CST);
 }
 
-subj_t *lm_insert(tab_t *t, const char *name, apr_size_t len,
-                  apr_uint64_t h, const apr_int64_t *conf, int flags)
+subj_t *lm_insert(tab_t *t, const char *name, apr_size_t len, apr_uint64_t h,
+                  const apr_int64_t *conf, int flags)
 {
     apr_uint64_t mask = t->nidx - 1, pos = h & mask, i, n;
     apr_uint64_t *idx = IDX(t);
@@ -427,8 +426,8 @@ static apr_uint64_t nidx_for(apr_uint64_t max_subjects)
 apr_size_t llmgw_limits_size(apr_uint32_t max_subjects,
                              apr_uint32_t max_records)
 {
-    if (max_subjects < 1 || max_subjects > (1u << 24)
-        || max_records < 1 || max_records > (1u << 24)) {
+    if (max_subjects < 1 || max_subjects > (1u << 24) || max_records < 1
+        || max_records > (1u << 24)) {
         return 0;
     }
     return ALIGN8(sizeof(tab_t)) + max_subjects * sizeof(subj_t)
@@ -491,7 +490,8 @@ llmgw_limits_t *llmgw_limits_attach(void *mem, apr_size_t size)
         || __atomic_load_n(&t->magic, __ATOMIC_ACQUIRE) != MAGIC
         || t->version != VERSION || t->size != size
         || llmgw_limits_size((apr_uint32_t)t->max_subjects,
-                             (apr_uint32_t)t->max_records) > size) {
+                             (apr_uint32_t)t->max_records)
+               > size) {
         return NULL;
     }
     return t;
@@ -501,8 +501,7 @@ void llmgw_limits_tune(llmgw_limits_t *t, apr_time_t sweep_interval,
                        apr_time_t default_ttl)
 {
     if (sweep_interval > 0) {
-        __atomic_store_n(&t->sweep_interval, sweep_interval,
-                         __ATOMIC_RELAXED);
+        __atomic_store_n(&t->sweep_interval, sweep_interval, __ATOMIC_RELAXED);
     }
     if (default_ttl > 0) {
         __atomic_store_n(&t->default_ttl, default_ttl, __ATOMIC_RELAXED);
@@ -551,7 +550,8 @@ apr_int64_t lm_find_any(tab_t *t, const char *name, apr_size_t len)
     apr_uint32_t i, gen;
 
     return lookup(t, name, len, lm_hash_of(name, len), M_ANY, &i, &gen)
-           ? (apr_int64_t)i : -1;
+               ? (apr_int64_t)i
+               : -1;
 }
 
 apr_status_t llmgw_limits_configure(llmgw_limits_t *t,
@@ -595,21 +595,20 @@ apr_status_t llmgw_limits_configure(llmgw_limits_t *t,
         if (st == S_FREE) {
             continue;
         }
-        d = (s->flags & SF_DYNAMIC) ? (dynamic ? n : -1)
-                                    : def_of(defs, n, s);
+        d = (s->flags & SF_DYNAMIC) ? (dynamic ? n : -1) : def_of(defs, n, s);
         if (d >= 0) {
             if (d < n) {
                 conf_to_words(&defs[d].conf, w);
             }
             apply_conf(t, s, d < n ? w : dw);
             if (st == S_RETIRED) {
-                lm_jset(t, &s->state, (apr_int64_t)((s->state >> 8) << 8
-                                                    | S_LIVE));
+                lm_jset(t, &s->state,
+                        (apr_int64_t)((s->state >> 8) << 8 | S_LIVE));
             }
         }
         else if (st == S_LIVE) {
-            lm_jset(t, &s->state, (apr_int64_t)((s->state >> 8) << 8
-                                                | S_RETIRED));
+            lm_jset(t, &s->state,
+                    (apr_int64_t)((s->state >> 8) << 8 | S_RETIRED));
         }
         lm_commit(t);
     }
@@ -618,8 +617,8 @@ apr_status_t llmgw_limits_configure(llmgw_limits_t *t,
 
         if (lm_find_any(t, defs[k].name, len) < 0) {
             conf_to_words(&defs[k].conf, w);
-            lm_insert(t, defs[k].name, len, lm_hash_of(defs[k].name, len),
-                      w, 0);
+            lm_insert(t, defs[k].name, len, lm_hash_of(defs[k].name, len), w,
+                      0);
             lm_commit(t);
         }
     }

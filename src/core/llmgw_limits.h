@@ -27,26 +27,26 @@
 
 #include "llmgw_dialect.h"
 
-#define LLMGW_LIMITS_NAME_MAX 128   /* bytes of a subject's name */
-#define LLMGW_LIMITS_BUDGETS 4      /* budgets one subject may have */
-#define LLMGW_LIMITS_SUBJECTS 5     /* subjects one request may touch */
-#define LLMGW_LIMITS_RATE_MAX 1000000000     /* rpm, tpm, concurrent */
-#define LLMGW_LIMITS_AMOUNT_MAX (APR_INT64_C(1) << 52)  /* a budget */
-#define LLMGW_LIMITS_TOKENS_MAX (APR_INT64_C(1) << 40)  /* one request */
+#define LLMGW_LIMITS_NAME_MAX 128        /* bytes of a subject's name */
+#define LLMGW_LIMITS_BUDGETS 4           /* budgets one subject may have */
+#define LLMGW_LIMITS_SUBJECTS 5          /* subjects one request may touch */
+#define LLMGW_LIMITS_RATE_MAX 1000000000 /* rpm, tpm, concurrent */
+#define LLMGW_LIMITS_AMOUNT_MAX (APR_INT64_C(1) << 52)    /* a budget */
+#define LLMGW_LIMITS_TOKENS_MAX (APR_INT64_C(1) << 40)    /* one request */
 #define LLMGW_LIMITS_PRICE_MAX APR_INT64_C(1000000000000) /* u/Mtok */
 
 /* What refused a request (or that nothing did). The glue answers each
  * with a 429, except FULL and GONE (see llmgw_limits_reserve). */
 typedef enum {
     LLMGW_LIMIT_OK = 0,
-    LLMGW_LIMIT_RPM,                /* requests per minute */
-    LLMGW_LIMIT_TPM,                /* tokens per minute */
-    LLMGW_LIMIT_CONCURRENT,         /* requests in flight */
-    LLMGW_LIMIT_BUDGET_TOKENS,      /* a token budget of the period */
-    LLMGW_LIMIT_BUDGET_COST,        /* a cost budget of the period */
-    LLMGW_LIMIT_NKINDS,             /* refusals are counted per kind < this */
-    LLMGW_LIMIT_FULL,               /* no reservation free: table too small */
-    LLMGW_LIMIT_GONE                /* a subject handle names no subject */
+    LLMGW_LIMIT_RPM,           /* requests per minute */
+    LLMGW_LIMIT_TPM,           /* tokens per minute */
+    LLMGW_LIMIT_CONCURRENT,    /* requests in flight */
+    LLMGW_LIMIT_BUDGET_TOKENS, /* a token budget of the period */
+    LLMGW_LIMIT_BUDGET_COST,   /* a cost budget of the period */
+    LLMGW_LIMIT_NKINDS,        /* refusals are counted per kind < this */
+    LLMGW_LIMIT_FULL,          /* no reservation free: table too small */
+    LLMGW_LIMIT_GONE           /* a subject handle names no subject */
 } llmgw_limit_kind_t;
 
 /* Budget periods, calendar-aligned in UTC. */
@@ -57,14 +57,14 @@ typedef enum {
 } llmgw_period_t;
 
 typedef enum {
-    LLMGW_BUDGET_TOKENS = 1,        /* prompt + completion tokens */
-    LLMGW_BUDGET_COST               /* micro-units of a currency */
+    LLMGW_BUDGET_TOKENS = 1, /* prompt + completion tokens */
+    LLMGW_BUDGET_COST        /* micro-units of a currency */
 } llmgw_budget_unit_t;
 
 typedef struct {
-    int unit;                       /* llmgw_budget_unit_t; 0: no budget */
-    int per;                        /* llmgw_period_t */
-    apr_int64_t limit;              /* tokens, or micro-units */
+    int unit;          /* llmgw_budget_unit_t; 0: no budget */
+    int per;           /* llmgw_period_t */
+    apr_int64_t limit; /* tokens, or micro-units */
 } llmgw_budget_conf_t;
 
 /* A subject's limits; 0 means none of that kind. */
@@ -79,8 +79,8 @@ typedef struct {
  * (0.15 per million = 150000). Costs are charged rounded up to a whole
  * micro-unit per request and side: integers only, no drift. */
 typedef struct {
-    apr_int64_t in;                 /* prompt tokens */
-    apr_int64_t out;                /* completion tokens */
+    apr_int64_t in;  /* prompt tokens */
+    apr_int64_t out; /* completion tokens */
 } llmgw_price_t;
 
 /* ---------------------------------------------------------------------
@@ -115,11 +115,11 @@ const char *llmgw_limits_parse_price(apr_pool_t *p, int argc,
  */
 
 typedef enum {
-    LLMGW_SUBJECT_KEY = 1,          /* an <LLMKey> */
-    LLMGW_SUBJECT_ROUTE,            /* an <LLMRoute> */
-    LLMGW_SUBJECT_KEY_ROUTE,        /* a key on one route */
-    LLMGW_SUBJECT_USER,             /* an authenticated REMOTE_USER */
-    LLMGW_SUBJECT_MODEL             /* a model, for usage only */
+    LLMGW_SUBJECT_KEY = 1,   /* an <LLMKey> */
+    LLMGW_SUBJECT_ROUTE,     /* an <LLMRoute> */
+    LLMGW_SUBJECT_KEY_ROUTE, /* a key on one route */
+    LLMGW_SUBJECT_USER,      /* an authenticated REMOTE_USER */
+    LLMGW_SUBJECT_MODEL      /* a model, for usage only */
 } llmgw_subject_kind_t;
 
 /* The table's name of a subject: "key:A", "route:A", "key+route:A\037B",
@@ -127,8 +127,7 @@ typedef enum {
  * longer than LLMGW_LIMITS_NAME_MAX or with a control character becomes
  * "<kind>#" and the SHA-256 of the rest in hex. From p; b only for
  * LLMGW_SUBJECT_KEY_ROUTE. */
-const char *llmgw_limits_subject_name(apr_pool_t *p,
-                                      llmgw_subject_kind_t kind,
+const char *llmgw_limits_subject_name(apr_pool_t *p, llmgw_subject_kind_t kind,
                                       const char *a, const char *b);
 
 /* A subject in a table; a value, valid until the subject is dropped (the
@@ -174,7 +173,7 @@ void llmgw_limits_tune(llmgw_limits_t *t, apr_time_t sweep_interval,
 
 /* One configured subject. */
 typedef struct {
-    const char *name;               /* llmgw_limits_subject_name */
+    const char *name; /* llmgw_limits_subject_name */
     llmgw_limits_conf_t conf;
 } llmgw_limits_def_t;
 
@@ -213,22 +212,22 @@ apr_status_t llmgw_limits_find_or_add(llmgw_limits_t *t, const char *name,
 
 typedef struct {
     llmgw_limits_subject_t subject[LLMGW_LIMITS_SUBJECTS];
-    int nsubjects;                  /* 1..LLMGW_LIMITS_SUBJECTS, distinct */
-    apr_int64_t prompt;             /* bound on prompt tokens */
-    apr_int64_t max_out;            /* bound on completion tokens (all) */
-    llmgw_price_t price;            /* the model's; {0, 0} costs nothing */
-    apr_int64_t owner;              /* pid of the process that settles */
-    apr_time_t ttl;                 /* reclaimed after this even with its
+    int nsubjects;       /* 1..LLMGW_LIMITS_SUBJECTS, distinct */
+    apr_int64_t prompt;  /* bound on prompt tokens */
+    apr_int64_t max_out; /* bound on completion tokens (all) */
+    llmgw_price_t price; /* the model's; {0, 0} costs nothing */
+    apr_int64_t owner;   /* pid of the process that settles */
+    apr_time_t ttl;      /* reclaimed after this even with its
                                        owner alive; 0: the table's */
 } llmgw_limits_req_t;
 
 /* What the caller keeps between reserve and settle (in r->pool); its
  * members are the table's business. */
 typedef struct {
-    apr_uint64_t rec;               /* record index + 1, 0: none */
+    apr_uint64_t rec; /* record index + 1, 0: none */
     apr_uint64_t rec_gen;
     apr_time_t t0;
-    apr_int64_t tokens;             /* reserved per subject */
+    apr_int64_t tokens; /* reserved per subject */
     apr_int64_t cost[LLMGW_LIMITS_SUBJECTS];
     apr_int64_t seq;
     llmgw_price_t price;
@@ -239,17 +238,17 @@ typedef struct {
 
 /* Everything a 429 and OpenAI's x-ratelimit-* headers need. */
 typedef struct {
-    llmgw_limit_kind_t refused;     /* LLMGW_LIMIT_OK when admitted */
-    int subject;                    /* the refusing one's place, or -1 */
-    int spent;      /* a budget whose period's usage alone leaves no room:
+    llmgw_limit_kind_t refused; /* LLMGW_LIMIT_OK when admitted */
+    int subject;                /* the refusing one's place, or -1 */
+    int spent;     /* a budget whose period's usage alone leaves no room:
                        insufficient_quota, retry at the period's reset */
-    int too_large;  /* the request alone exceeds the limit: it will never
+    int too_large; /* the request alone exceeds the limit: it will never
                        pass as it is */
-    int per;                        /* the refusing budget's period */
-    apr_int64_t retry_after;        /* seconds, >= 1 when refused */
-    apr_int64_t limit;              /* of the refusing limit */
-    apr_int64_t used;               /* of it: in use, reserved included */
-    apr_int64_t requested;          /* what this request asked of it */
+    int per;       /* the refusing budget's period */
+    apr_int64_t retry_after; /* seconds, >= 1 when refused */
+    apr_int64_t limit;       /* of the refusing limit */
+    apr_int64_t used;        /* of it: in use, reserved included */
+    apr_int64_t requested;   /* what this request asked of it */
     /* The tightest request and token limits over the subjects (a token
      * budget counts as a token limit); limit -1 where none applies (the
      * glue leaves those headers out). Resets are durations. */
@@ -286,8 +285,7 @@ llmgw_limit_kind_t llmgw_limits_reserve(llmgw_limits_t *t,
  * hit billed free); rpm keeps counting it. A reservation a sweep took
  * back meanwhile is still charged (a "late" settlement). APR_EINVAL if tk
  * holds no reservation or was settled already (nothing changes). */
-apr_status_t llmgw_limits_settle(llmgw_limits_t *t,
-                                 llmgw_limits_ticket_t *tk,
+apr_status_t llmgw_limits_settle(llmgw_limits_t *t, llmgw_limits_ticket_t *tk,
                                  apr_int64_t prompt, apr_int64_t completion,
                                  apr_time_t now);
 
@@ -327,36 +325,35 @@ apr_int64_t llmgw_limits_headroom(llmgw_limits_t *t,
 typedef struct {
     char name[LLMGW_LIMITS_NAME_MAX + 1];
     llmgw_limits_subject_t subject;
-    int dynamic;                    /* added at run time */
-    int retired;                    /* out of the config, still settling */
+    int dynamic; /* added at run time */
+    int retired; /* out of the config, still settling */
     llmgw_limits_conf_t conf;
     apr_int64_t inflight;
-    apr_int64_t rpm_remaining;      /* -1 without rpm */
-    apr_time_t rpm_reset;           /* duration until full */
-    apr_int64_t tpm_remaining;      /* -1 without tpm */
+    apr_int64_t rpm_remaining; /* -1 without rpm */
+    apr_time_t rpm_reset;      /* duration until full */
+    apr_int64_t tpm_remaining; /* -1 without tpm */
     apr_time_t tpm_reset;
     struct {
-        apr_int64_t used;           /* this node's, this period */
-        apr_int64_t reserved;       /* this node's, in flight */
-        apr_int64_t remote;         /* other nodes', as last synced */
-        apr_int64_t remaining;      /* limit - all three, >= 0 */
-        apr_time_t reset;           /* when this period ends (absolute) */
-        apr_int64_t prev_used;      /* the period before this one */
+        apr_int64_t used;      /* this node's, this period */
+        apr_int64_t reserved;  /* this node's, in flight */
+        apr_int64_t remote;    /* other nodes', as last synced */
+        apr_int64_t remaining; /* limit - all three, >= 0 */
+        apr_time_t reset;      /* when this period ends (absolute) */
+        apr_int64_t prev_used; /* the period before this one */
     } budget[LLMGW_LIMITS_BUDGETS];
-    apr_int64_t requests;           /* admitted, ever */
-    apr_int64_t refused[LLMGW_LIMIT_NKINDS];   /* 429s by kind */
-    apr_int64_t prompt_tokens;      /* settled, ever */
+    apr_int64_t requests;                    /* admitted, ever */
+    apr_int64_t refused[LLMGW_LIMIT_NKINDS]; /* 429s by kind */
+    apr_int64_t prompt_tokens;               /* settled, ever */
     apr_int64_t completion_tokens;
-    apr_int64_t cost;               /* micro-units, ever */
-    apr_int64_t reclaimed;          /* reservations a sweep took back */
-    apr_int64_t late;               /* settlements after that */
+    apr_int64_t cost;      /* micro-units, ever */
+    apr_int64_t reclaimed; /* reservations a sweep took back */
+    apr_int64_t late;      /* settlements after that */
 } llmgw_limits_usage_t;
 
 /* The usage of the subject at *cursor or after it (start at 0), *cursor
  * moved past it: APR_NOTFOUND when there is none left. */
 apr_status_t llmgw_limits_usage_next(llmgw_limits_t *t, apr_uint32_t *cursor,
-                                     apr_time_t now,
-                                     llmgw_limits_usage_t *u);
+                                     apr_time_t now, llmgw_limits_usage_t *u);
 /* The usage of one subject; APR_NOTFOUND if s no longer names one. */
 apr_status_t llmgw_limits_usage(llmgw_limits_t *t,
                                 const llmgw_limits_subject_t *s,
@@ -364,14 +361,14 @@ apr_status_t llmgw_limits_usage(llmgw_limits_t *t,
 
 /* Table-wide counts, for the console and the tests. */
 typedef struct {
-    apr_int64_t subjects;           /* live and retired */
+    apr_int64_t subjects; /* live and retired */
     apr_int64_t max_subjects;
-    apr_int64_t records;            /* reservations in flight */
+    apr_int64_t records; /* reservations in flight */
     apr_int64_t max_records;
-    apr_int64_t recoveries;         /* locks taken over from a dead owner */
-    apr_int64_t reclaimed;          /* reservations swept, ever */
-    apr_int64_t journal_max;        /* the largest transaction, in words */
-    apr_int64_t changes;            /* transactions so far: a snapshot is
+    apr_int64_t recoveries;  /* locks taken over from a dead owner */
+    apr_int64_t reclaimed;   /* reservations swept, ever */
+    apr_int64_t journal_max; /* the largest transaction, in words */
+    apr_int64_t changes;     /* transactions so far: a snapshot is
                                        due only when this moved */
 } llmgw_limits_stats_t;
 
@@ -412,12 +409,12 @@ apr_status_t llmgw_limits_restore(llmgw_limits_t *t, const char *buf,
 #define LLMGW_LIMITS_SYNC_KEY_MAX 64
 
 typedef struct {
-    char key[LLMGW_LIMITS_SYNC_KEY_MAX];  /* printable ASCII, no spaces:
+    char key[LLMGW_LIMITS_SYNC_KEY_MAX]; /* printable ASCII, no spaces:
                                              the glue adds its prefix */
-    apr_uint64_t delta;             /* incr by this (may be 0) */
-    apr_uint64_t mark;              /* this node's whole count the total
+    apr_uint64_t delta;                  /* incr by this (may be 0) */
+    apr_uint64_t mark;                   /* this node's whole count the total
                                        includes after the incr */
-    apr_int64_t expires;            /* Unix seconds the counter should
+    apr_int64_t expires;                 /* Unix seconds the counter should
                                        live until (memcached exptime) */
     /* private */
     apr_uint32_t index, gen;

@@ -13,8 +13,8 @@
 
 #include "llmgw_limits_int.h"
 
-#define TICKS APR_INT64_C(60000000)                /* a token's debt */
-#define DEBT_CAP 16             /* minutes of debt a bucket may owe */
+#define TICKS APR_INT64_C(60000000) /* a token's debt */
+#define DEBT_CAP 16                 /* minutes of debt a bucket may owe */
 
 /* ---------------------------------------------------------------------
  * Calendar periods (UTC)
@@ -60,10 +60,8 @@ static apr_int64_t period_id(int per, apr_time_t now)
     int m;
 
     switch (per) {
-    case LLMGW_PER_HOUR:
-        return floor_div(sec, 3600);
-    case LLMGW_PER_DAY:
-        return floor_div(sec, 86400);
+    case LLMGW_PER_HOUR: return floor_div(sec, 3600);
+    case LLMGW_PER_DAY: return floor_div(sec, 86400);
     default:
         civil_from_days(floor_div(sec, 86400), &y, &m);
         return y * 12 + (m - 1);
@@ -73,13 +71,11 @@ static apr_int64_t period_id(int per, apr_time_t now)
 static apr_time_t period_begin(int per, apr_int64_t id)
 {
     switch (per) {
-    case LLMGW_PER_HOUR:
-        return id * 3600 * APR_USEC_PER_SEC;
-    case LLMGW_PER_DAY:
-        return id * 86400 * APR_USEC_PER_SEC;
+    case LLMGW_PER_HOUR: return id * 3600 * APR_USEC_PER_SEC;
+    case LLMGW_PER_DAY: return id * 86400 * APR_USEC_PER_SEC;
     default:
-        return days_from_civil(floor_div(id, 12), (int)(id - floor_div(id, 12)
-                                                         * 12) + 1, 1)
+        return days_from_civil(floor_div(id, 12),
+                               (int)(id - floor_div(id, 12) * 12) + 1, 1)
                * 86400 * APR_USEC_PER_SEC;
     }
 }
@@ -153,8 +149,7 @@ void lm_set_debt(tab_t *t, bucket_t *b, apr_int64_t d, apr_time_t now)
     }
 }
 
-void lm_add_debt(tab_t *t, bucket_t *b, apr_int64_t tokens,
-                 apr_time_t now)
+void lm_add_debt(tab_t *t, bucket_t *b, apr_int64_t tokens, apr_time_t now)
 {
     apr_int64_t d = debt_at(b, now);
 
@@ -185,8 +180,7 @@ static apr_time_t bucket_reset(const bucket_t *b, apr_time_t now)
 }
 
 /* How long until n tokens fit. */
-static apr_time_t bucket_wait(const bucket_t *b, apr_int64_t n,
-                              apr_time_t now)
+static apr_time_t bucket_wait(const bucket_t *b, apr_int64_t n, apr_time_t now)
 {
     apr_int64_t over = debt_at(b, now) - (cap_of(b) - n * TICKS);
 
@@ -257,7 +251,7 @@ static apr_int64_t cost_of(apr_int64_t n, apr_int64_t price)
     hi = (apr_uint64_t)(c >> 64);
     lo = (apr_uint64_t)c;
     return hi || lo > (apr_uint64_t)APR_INT64_MAX ? APR_INT64_MAX
-                                                   : (apr_int64_t)lo;
+                                                  : (apr_int64_t)lo;
 }
 
 static apr_int64_t request_cost(apr_int64_t prompt, apr_int64_t out,
@@ -272,7 +266,7 @@ static apr_int64_t request_cost(apr_int64_t prompt, apr_int64_t out,
 
 typedef struct {
     llmgw_limit_kind_t kind;
-    int place;                  /* in the request's subjects */
+    int place; /* in the request's subjects */
     int budget;
     int spent;
     int too_large;
@@ -281,8 +275,8 @@ typedef struct {
     apr_int64_t requested;
 } refusal_t;
 
-#define T_REQUEST 1             /* in flight, rpm */
-#define T_AMOUNTS 2             /* tpm, budgets */
+#define T_REQUEST 1 /* in flight, rpm */
+#define T_AMOUNTS 2 /* tpm, budgets */
 
 static llmgw_limit_kind_t refuse(refusal_t *r, llmgw_limit_kind_t kind,
                                  apr_int64_t limit, apr_int64_t used,
@@ -295,9 +289,9 @@ static llmgw_limit_kind_t refuse(refusal_t *r, llmgw_limit_kind_t kind,
     return kind;
 }
 
-static llmgw_limit_kind_t take_budgets(tab_t *t, subj_t *s,
-                                       apr_int64_t tokens, apr_int64_t cost,
-                                       apr_time_t now, refusal_t *r)
+static llmgw_limit_kind_t take_budgets(tab_t *t, subj_t *s, apr_int64_t tokens,
+                                       apr_int64_t cost, apr_time_t now,
+                                       refusal_t *r)
 {
     int i;
 
@@ -319,9 +313,10 @@ static llmgw_limit_kind_t take_budgets(tab_t *t, subj_t *s,
             r->budget = i;
             r->spent = a > b->limit - settled || settled >= b->limit;
             r->too_large = a > b->limit;
-            return refuse(r, unit == LLMGW_BUDGET_TOKENS
-                                 ? LLMGW_LIMIT_BUDGET_TOKENS
-                                 : LLMGW_LIMIT_BUDGET_COST,
+            return refuse(r,
+                          unit == LLMGW_BUDGET_TOKENS
+                              ? LLMGW_LIMIT_BUDGET_TOKENS
+                              : LLMGW_LIMIT_BUDGET_COST,
                           b->limit, held, a);
         }
         lm_jset(t, &b->reserved, b->reserved + a);
@@ -381,12 +376,11 @@ typedef struct {
     apr_int64_t seq;
     apr_int64_t est_tokens, est_cost;
     apr_int64_t act_tokens, act_cost;
-    int inflight;               /* end the request in flight */
+    int inflight; /* end the request in flight */
     int late;
 } give_t;
 
-static void give_budget(tab_t *t, budget_t *b, const give_t *g,
-                        apr_time_t now)
+static void give_budget(tab_t *t, budget_t *b, const give_t *g, apr_time_t now)
 {
     int tokens = B_UNIT(b->conf) == LLMGW_BUDGET_TOKENS;
     apr_int64_t est = tokens ? g->est_tokens : g->est_cost;
@@ -413,8 +407,9 @@ static void give(tab_t *t, subj_t *s, const give_t *g, apr_time_t now)
         lm_jset(t, &s->inflight, MAX(0, s->inflight - 1));
     }
     if (s->tk.limit && g->seq >= s->tk.since) {
-        lm_add_debt(t, &s->tk, g->late ? g->act_tokens
-                                       : g->act_tokens - g->est_tokens, now);
+        lm_add_debt(t, &s->tk,
+                    g->late ? g->act_tokens : g->act_tokens - g->est_tokens,
+                    now);
     }
     lm_jadd(t, &s->tk.local, g->act_tokens);
     for (i = 0; i < NB; i++) {
@@ -428,9 +423,8 @@ static void give(tab_t *t, subj_t *s, const give_t *g, apr_time_t now)
  * The verdict
  */
 
-static void tightest(apr_int64_t *limit, apr_int64_t *left,
-                     apr_time_t *reset, apr_int64_t l, apr_int64_t r,
-                     apr_time_t when)
+static void tightest(apr_int64_t *limit, apr_int64_t *left, apr_time_t *reset,
+                     apr_int64_t l, apr_int64_t r, apr_time_t when)
 {
     if (*limit < 0 || r < *left || (r == *left && when > *reset)) {
         *limit = l;
@@ -454,13 +448,13 @@ static void describe(tab_t *t, subj_t **subs, int n, apr_time_t now,
 
         if (s->rq.limit) {
             tightest(&v->limit_requests, &v->remaining_requests,
-                     &v->reset_requests, s->rq.limit,
-                     bucket_left(&s->rq, now), bucket_reset(&s->rq, now));
+                     &v->reset_requests, s->rq.limit, bucket_left(&s->rq, now),
+                     bucket_reset(&s->rq, now));
         }
         if (s->tk.limit) {
-            tightest(&v->limit_tokens, &v->remaining_tokens,
-                     &v->reset_tokens, s->tk.limit,
-                     bucket_left(&s->tk, now), bucket_reset(&s->tk, now));
+            tightest(&v->limit_tokens, &v->remaining_tokens, &v->reset_tokens,
+                     s->tk.limit, bucket_left(&s->tk, now),
+                     bucket_reset(&s->tk, now));
         }
         for (k = 0; k < NB; k++) {
             const budget_t *b = &s->b[k];
@@ -470,9 +464,8 @@ static void describe(tab_t *t, subj_t **subs, int n, apr_time_t now,
                 continue;
             }
             budget_view(t, b, now, &u, &res, &rem, &prev);
-            tightest(&v->limit_tokens, &v->remaining_tokens,
-                     &v->reset_tokens, b->limit,
-                     MAX(0, b->limit - u - res - rem),
+            tightest(&v->limit_tokens, &v->remaining_tokens, &v->reset_tokens,
+                     b->limit, MAX(0, b->limit - u - res - rem),
                      lm_budget_reset(t, b, now) - now);
         }
     }
@@ -491,20 +484,19 @@ static void describe(tab_t *t, subj_t **subs, int n, apr_time_t now,
         wait = bucket_wait(&subs[r->place]->rq, 1, now);
         break;
     case LLMGW_LIMIT_TPM:
-        wait = r->too_large ? 60 * APR_USEC_PER_SEC
-                            : bucket_wait(&subs[r->place]->tk, r->requested,
-                                          now);
+        wait = r->too_large
+                   ? 60 * APR_USEC_PER_SEC
+                   : bucket_wait(&subs[r->place]->tk, r->requested, now);
         break;
     case LLMGW_LIMIT_BUDGET_TOKENS:
     case LLMGW_LIMIT_BUDGET_COST:
         v->per = B_PER(subs[r->place]->b[r->budget].conf);
-        wait = r->spent
-               ? lm_budget_reset(t, &subs[r->place]->b[r->budget], now) - now
-               : APR_USEC_PER_SEC;
+        wait =
+            r->spent
+                ? lm_budget_reset(t, &subs[r->place]->b[r->budget], now) - now
+                : APR_USEC_PER_SEC;
         break;
-    default:
-        wait = APR_USEC_PER_SEC;
-        break;
+    default: wait = APR_USEC_PER_SEC; break;
     }
     v->retry_after = MAX(1, (wait + APR_USEC_PER_SEC - 1) / APR_USEC_PER_SEC);
 }
@@ -517,12 +509,11 @@ static int req_valid(const llmgw_limits_req_t *rq)
 {
     int i, k;
 
-    if (rq->nsubjects < 1 || rq->nsubjects > NS
-        || rq->prompt < 0 || rq->prompt > LLMGW_LIMITS_TOKENS_MAX
-        || rq->max_out < 0 || rq->max_out > LLMGW_LIMITS_TOKENS_MAX
-        || rq->price.in < 0 || rq->price.in > LLMGW_LIMITS_PRICE_MAX
-        || rq->price.out < 0 || rq->price.out > LLMGW_LIMITS_PRICE_MAX
-        || rq->ttl < 0) {
+    if (rq->nsubjects < 1 || rq->nsubjects > NS || rq->prompt < 0
+        || rq->prompt > LLMGW_LIMITS_TOKENS_MAX || rq->max_out < 0
+        || rq->max_out > LLMGW_LIMITS_TOKENS_MAX || rq->price.in < 0
+        || rq->price.in > LLMGW_LIMITS_PRICE_MAX || rq->price.out < 0
+        || rq->price.out > LLMGW_LIMITS_PRICE_MAX || rq->ttl < 0) {
         return 0;
     }
     for (i = 0; i < rq->nsubjects; i++) {
@@ -617,8 +608,8 @@ llmgw_limit_kind_t llmgw_limits_reserve(llmgw_limits_t *t,
     rec->tokens = tokens;
     rec->nsub = rq->nsubjects;
     for (i = 0; i < rq->nsubjects; i++) {
-        rec->sub[i] = (apr_int64_t)rq->subject[i].index << 32
-                      | rq->subject[i].gen;
+        rec->sub[i] =
+            (apr_int64_t)rq->subject[i].index << 32 | rq->subject[i].gen;
         rec->cost[i] = cost;
         lm_jadd(t, &subs[i]->requests, 1);
     }
@@ -662,8 +653,7 @@ static void free_rec(tab_t *t, rec_t *rec)
     lm_jset(t, &t->nrec, t->nrec - 1);
 }
 
-apr_status_t llmgw_limits_settle(llmgw_limits_t *t,
-                                 llmgw_limits_ticket_t *tk,
+apr_status_t llmgw_limits_settle(llmgw_limits_t *t, llmgw_limits_ticket_t *tk,
                                  apr_int64_t prompt, apr_int64_t completion,
                                  apr_time_t now)
 {
@@ -751,8 +741,8 @@ static void retarget_release(tab_t *t, const llmgw_limits_ticket_t *tk,
 
         if (s) {
             g.est_cost = tk->cost[i];
-            g.inflight = place_in(rq->subject, rq->nsubjects,
-                                  &tk->subject[i]) < 0;
+            g.inflight =
+                place_in(rq->subject, rq->nsubjects, &tk->subject[i]) < 0;
             give(t, s, &g, now);
         }
     }
@@ -807,8 +797,8 @@ llmgw_limit_kind_t llmgw_limits_retarget(llmgw_limits_t *t,
     lm_jset(t, &rec->tokens, tokens);
     lm_jset(t, &rec->nsub, rq->nsubjects);
     for (i = 0; i < rq->nsubjects; i++) {
-        lm_jset(t, &rec->sub[i], (apr_int64_t)rq->subject[i].index << 32
-                                 | rq->subject[i].gen);
+        lm_jset(t, &rec->sub[i],
+                (apr_int64_t)rq->subject[i].index << 32 | rq->subject[i].gen);
         lm_jset(t, &rec->cost[i], cost);
     }
     describe(t, subs, rq->nsubjects, now, NULL, v);
@@ -931,7 +921,7 @@ int llmgw_limits_sweep(llmgw_limits_t *t, apr_pool_t *p, apr_time_t now,
     if (!__atomic_compare_exchange_n(&t->last_sweep, &last, now, 0,
                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED)
         && !force) {
-        return 0;               /* another process is sweeping */
+        return 0; /* another process is sweeping */
     }
     /* Room for what is in flight now and some more; what comes on top
      * waits for the next sweep. Nothing is allocated under the lock. */
@@ -1047,9 +1037,9 @@ static void fill_usage(tab_t *t, apr_uint64_t i, apr_time_t now,
         }
         budget_view(t, b, now, &u->budget[k].used, &u->budget[k].reserved,
                     &u->budget[k].remote, &u->budget[k].prev_used);
-        u->budget[k].remaining = MAX(0, b->limit - u->budget[k].used
-                                        - u->budget[k].reserved
-                                        - u->budget[k].remote);
+        u->budget[k].remaining =
+            MAX(0, b->limit - u->budget[k].used - u->budget[k].reserved
+                       - u->budget[k].remote);
         u->budget[k].reset = lm_budget_reset(t, b, now);
     }
     u->requests = s->requests;
@@ -1062,8 +1052,7 @@ static void fill_usage(tab_t *t, apr_uint64_t i, apr_time_t now,
 }
 
 apr_status_t llmgw_limits_usage_next(llmgw_limits_t *t, apr_uint32_t *cursor,
-                                     apr_time_t now,
-                                     llmgw_limits_usage_t *u)
+                                     apr_time_t now, llmgw_limits_usage_t *u)
 {
     apr_status_t rv = APR_NOTFOUND;
     apr_uint64_t i;

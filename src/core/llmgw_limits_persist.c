@@ -18,24 +18,24 @@
 #define SNAP_HEAD 32
 
 static const apr_size_t snap_words[] = {
-    offsetof(subj_t, rq.debt), offsetof(subj_t, rq.last),
-    offsetof(subj_t, rq.local), offsetof(subj_t, rq.synced),
-    offsetof(subj_t, rq.seen), offsetof(subj_t, tk.debt),
-    offsetof(subj_t, tk.last), offsetof(subj_t, tk.local),
-    offsetof(subj_t, tk.synced), offsetof(subj_t, tk.seen),
-    offsetof(subj_t, requests), offsetof(subj_t, refused[1]),
+    offsetof(subj_t, rq.debt),    offsetof(subj_t, rq.last),
+    offsetof(subj_t, rq.local),   offsetof(subj_t, rq.synced),
+    offsetof(subj_t, rq.seen),    offsetof(subj_t, tk.debt),
+    offsetof(subj_t, tk.last),    offsetof(subj_t, tk.local),
+    offsetof(subj_t, tk.synced),  offsetof(subj_t, tk.seen),
+    offsetof(subj_t, requests),   offsetof(subj_t, refused[1]),
     offsetof(subj_t, refused[2]), offsetof(subj_t, refused[3]),
     offsetof(subj_t, refused[4]), offsetof(subj_t, refused[5]),
-    offsetof(subj_t, prompt), offsetof(subj_t, completion),
-    offsetof(subj_t, cost), offsetof(subj_t, reclaimed),
+    offsetof(subj_t, prompt),     offsetof(subj_t, completion),
+    offsetof(subj_t, cost),       offsetof(subj_t, reclaimed),
     offsetof(subj_t, late)
 };
 #define SNAP_NW (sizeof(snap_words) / sizeof(snap_words[0]))
 
 static const apr_size_t snap_budget[] = {
-    offsetof(budget_t, conf), offsetof(budget_t, period),
-    offsetof(budget_t, used), offsetof(budget_t, reserved),
-    offsetof(budget_t, remote), offsetof(budget_t, synced),
+    offsetof(budget_t, conf),        offsetof(budget_t, period),
+    offsetof(budget_t, used),        offsetof(budget_t, reserved),
+    offsetof(budget_t, remote),      offsetof(budget_t, synced),
     offsetof(budget_t, prev_period), offsetof(budget_t, prev_used)
 };
 #define SNAP_NB (sizeof(snap_budget) / sizeof(snap_budget[0]))
@@ -152,9 +152,10 @@ static int period_ok(apr_int64_t conf, apr_int64_t id)
     static const apr_int64_t most[] = { 0, 2000000000, 80000000, 2400000 };
     int per = B_PER(conf);
 
-    return id >= 0 && (!conf || (per >= LLMGW_PER_HOUR
-                                 && per <= LLMGW_PER_MONTH
-                                 && id <= most[per]));
+    return id >= 0
+           && (!conf
+               || (per >= LLMGW_PER_HOUR && per <= LLMGW_PER_MONTH
+                   && id <= most[per]));
 }
 
 /* One subject of a snapshot, read and checked. */
@@ -370,10 +371,10 @@ static int sync_item(tab_t *t, apr_uint64_t i, int counter, apr_time_t now,
     apr_snprintf(hex, sizeof(hex), "%016" APR_UINT64_T_HEX_FMT,
                  (apr_uint64_t)s->digest);
     if (counter < NB) {
-        apr_snprintf(it->key, sizeof(it->key), "lim:%s:%c%c:%" APR_INT64_T_FMT,
-                     hex, B_UNIT(s->b[counter].conf) == LLMGW_BUDGET_TOKENS
-                          ? 't' : 'c',
-                     per_code[B_PER(s->b[counter].conf)], it->period);
+        apr_snprintf(
+            it->key, sizeof(it->key), "lim:%s:%c%c:%" APR_INT64_T_FMT, hex,
+            B_UNIT(s->b[counter].conf) == LLMGW_BUDGET_TOKENS ? 't' : 'c',
+            per_code[B_PER(s->b[counter].conf)], it->period);
     }
     else {
         apr_snprintf(it->key, sizeof(it->key), "lim:%s:%s", hex,
@@ -426,10 +427,10 @@ apr_status_t llmgw_limits_sync_apply(llmgw_limits_t *t,
                                      apr_uint64_t total, apr_time_t now)
 {
     apr_int64_t mark = (apr_int64_t)MIN(it->mark, (apr_uint64_t)APR_INT64_MAX);
-    apr_int64_t others = total >= it->mark
-                         ? (apr_int64_t)MIN(total - it->mark,
-                                            (apr_uint64_t)APR_INT64_MAX)
-                         : -1;
+    apr_int64_t others =
+        total >= it->mark
+            ? (apr_int64_t)MIN(total - it->mark, (apr_uint64_t)APR_INT64_MAX)
+            : -1;
     apr_status_t rv;
     subj_t *s;
 

@@ -41,8 +41,7 @@ static int parse_micro(const char *s, apr_int64_t max, apr_int64_t *out)
             frac = 0;
             continue;
         }
-        if (*s < '0' || *s > '9' || frac >= 6
-            || v > (max - (*s - '0')) / 10) {
+        if (*s < '0' || *s > '9' || frac >= 6 || v > (max - (*s - '0')) / 10) {
             return 0;
         }
         v = v * 10 + (*s - '0');
@@ -67,8 +66,7 @@ static const char *value_of(const char *word, const char *name)
 {
     apr_size_t n = strlen(name);
 
-    return strncmp(word, name, n) == 0 && word[n] == '=' ? word + n + 1
-                                                         : NULL;
+    return strncmp(word, name, n) == 0 && word[n] == '=' ? word + n + 1 : NULL;
 }
 
 const char *llmgw_limits_parse_rate(apr_pool_t *p, int argc,
@@ -90,16 +88,19 @@ const char *llmgw_limits_parse_rate(apr_pool_t *p, int argc,
         for (k = 0; k < 3 && !value_of(argv[i], names[k]); k++) {
         }
         if (k == 3) {
-            return apr_psprintf(p, "LLMRateLimit: unknown '%s'; use rpm=N, "
+            return apr_psprintf(p,
+                                "LLMRateLimit: unknown '%s'; use rpm=N, "
                                 "tpm=N and concurrent=N, e.g. LLMRateLimit "
-                                "rpm=600 tpm=200000", argv[i]);
+                                "rpm=600 tpm=200000",
+                                argv[i]);
         }
         if (seen & 1 << k) {
             return apr_psprintf(p, "LLMRateLimit: %s given twice", names[k]);
         }
         if (!parse_count(value_of(argv[i], names[k]), LLMGW_LIMITS_RATE_MAX,
                          slot[k])) {
-            return apr_psprintf(p, "LLMRateLimit: '%s' must be a whole "
+            return apr_psprintf(p,
+                                "LLMRateLimit: '%s' must be a whole "
                                 "number from 1 to 1000000000, e.g. %s=600",
                                 argv[i], names[k]);
         }
@@ -110,9 +111,10 @@ const char *llmgw_limits_parse_rate(apr_pool_t *p, int argc,
 
 static int period_of(const char *s)
 {
-    return !strcmp(s, "hour") ? LLMGW_PER_HOUR
-           : !strcmp(s, "day") ? LLMGW_PER_DAY
-           : !strcmp(s, "month") ? LLMGW_PER_MONTH : 0;
+    return !strcmp(s, "hour")    ? LLMGW_PER_HOUR
+           : !strcmp(s, "day")   ? LLMGW_PER_DAY
+           : !strcmp(s, "month") ? LLMGW_PER_MONTH
+                                 : 0;
 }
 
 /* Puts b in c: over the budget of the same unit and period, else in the
@@ -153,23 +155,28 @@ const char *llmgw_limits_parse_budget(apr_pool_t *p, int argc,
         if ((v = value_of(argv[i], "tokens")) != NULL && !b.unit) {
             b.unit = LLMGW_BUDGET_TOKENS;
             if (!parse_count(v, LLMGW_LIMITS_AMOUNT_MAX, &b.limit)) {
-                return apr_psprintf(p, "LLMBudget: '%s' must be a whole "
+                return apr_psprintf(p,
+                                    "LLMBudget: '%s' must be a whole "
                                     "number of tokens, at least 1, e.g. "
-                                    "tokens=2000000", argv[i]);
+                                    "tokens=2000000",
+                                    argv[i]);
             }
         }
         else if ((v = value_of(argv[i], "cost")) != NULL && !b.unit) {
             b.unit = LLMGW_BUDGET_COST;
             if (!parse_micro(v, LLMGW_LIMITS_AMOUNT_MAX, &b.limit)
                 || b.limit < 1) {
-                return apr_psprintf(p, "LLMBudget: '%s' must be an amount "
+                return apr_psprintf(p,
+                                    "LLMBudget: '%s' must be an amount "
                                     "above 0 with at most 6 decimals, e.g. "
-                                    "cost=50.00", argv[i]);
+                                    "cost=50.00",
+                                    argv[i]);
             }
         }
         else if ((v = value_of(argv[i], "per")) != NULL && !b.per) {
             if (!(b.per = period_of(v))) {
-                return apr_psprintf(p, "LLMBudget: '%s': the period is "
+                return apr_psprintf(p,
+                                    "LLMBudget: '%s': the period is "
                                     "hour, day or month, e.g. per=day",
                                     argv[i]);
             }
@@ -197,15 +204,19 @@ const char *llmgw_limits_parse_price(apr_pool_t *p, int argc,
         int k = in ? 1 : out ? 2 : 0;
 
         if (!k || (seen & k)) {
-            return apr_psprintf(p, "LLMPrice: unexpected '%s'; give in= and "
+            return apr_psprintf(p,
+                                "LLMPrice: unexpected '%s'; give in= and "
                                 "out= once each, in currency units per "
                                 "million tokens, e.g. LLMPrice \"llama3*\" "
-                                "in=0.15 out=0.60", argv[i]);
+                                "in=0.15 out=0.60",
+                                argv[i]);
         }
         if (!parse_micro(in ? in : out, LLMGW_LIMITS_PRICE_MAX,
                          in ? &pr->in : &pr->out)) {
-            return apr_psprintf(p, "LLMPrice: '%s' must be an amount with at "
-                                "most 6 decimals, e.g. in=0.15", argv[i]);
+            return apr_psprintf(p,
+                                "LLMPrice: '%s' must be an amount with at "
+                                "most 6 decimals, e.g. in=0.15",
+                                argv[i]);
         }
         seen |= k;
     }
@@ -230,27 +241,27 @@ static int plain(const char *s)
     return 1;
 }
 
-const char *llmgw_limits_subject_name(apr_pool_t *p,
-                                      llmgw_subject_kind_t kind,
+const char *llmgw_limits_subject_name(apr_pool_t *p, llmgw_subject_kind_t kind,
                                       const char *a, const char *b)
 {
-    static const char *const prefix[] = {
-        "?", "key", "route", "key+route", "user", "model"
-    };
+    static const char *const prefix[] = { "?",         "key",  "route",
+                                          "key+route", "user", "model" };
     const char *pre = kind >= LLMGW_SUBJECT_KEY && kind <= LLMGW_SUBJECT_MODEL
-                      ? prefix[kind] : prefix[0];
+                          ? prefix[kind]
+                          : prefix[0];
     const char *rest;
 
     a = a ? a : "";
     rest = kind == LLMGW_SUBJECT_KEY_ROUTE
-           ? apr_pstrcat(p, a, "\037", b ? b : "", NULL) : a;
+               ? apr_pstrcat(p, a, "\037", b ? b : "", NULL)
+               : a;
     if ((kind == LLMGW_SUBJECT_KEY_ROUTE ? plain(a) && plain(b ? b : "")
                                          : plain(a))
         && strlen(pre) + 1 + strlen(rest) <= LLMGW_LIMITS_NAME_MAX) {
         return apr_pstrcat(p, pre, ":", rest, NULL);
     }
-    return apr_pstrcat(p, pre, "#",
-                       llmgw_sha256_hex(p, rest, strlen(rest)), NULL);
+    return apr_pstrcat(p, pre, "#", llmgw_sha256_hex(p, rest, strlen(rest)),
+                       NULL);
 }
 
 /* ---------------------------------------------------------------------
@@ -276,12 +287,14 @@ const char *llmgw_limits_duration(char *buf, apr_size_t size, apr_time_t d)
         fb[len] = '\0';
     }
     if (h) {
-        apr_snprintf(buf, size, "%" APR_INT64_T_FMT "h%" APR_INT64_T_FMT "m%"
-                     APR_INT64_T_FMT "%ss", h, m, s, fb);
+        apr_snprintf(buf, size,
+                     "%" APR_INT64_T_FMT "h%" APR_INT64_T_FMT
+                     "m%" APR_INT64_T_FMT "%ss",
+                     h, m, s, fb);
     }
     else if (m) {
-        apr_snprintf(buf, size, "%" APR_INT64_T_FMT "m%" APR_INT64_T_FMT
-                     "%ss", m, s, fb);
+        apr_snprintf(buf, size, "%" APR_INT64_T_FMT "m%" APR_INT64_T_FMT "%ss",
+                     m, s, fb);
     }
     else {
         apr_snprintf(buf, size, "%" APR_INT64_T_FMT "%ss", s, fb);
@@ -323,8 +336,9 @@ void llmgw_limits_headers(apr_table_t *h, const llmgw_limits_verdict_t *v)
 
 static const char *per_name(int per)
 {
-    return per == LLMGW_PER_HOUR ? "hour"
-           : per == LLMGW_PER_MONTH ? "month" : "day";
+    return per == LLMGW_PER_HOUR    ? "hour"
+           : per == LLMGW_PER_MONTH ? "month"
+                                    : "day";
 }
 
 /* Micro-units as a decimal amount: 12500000 -> "12.50". */
@@ -350,20 +364,22 @@ static const char *budget_message(apr_pool_t *p,
                            : apr_psprintf(p, "%" APR_INT64_T_FMT, v->limit);
     const char *used = cost ? money(p, v->used)
                             : apr_psprintf(p, "%" APR_INT64_T_FMT, v->used);
-    const char *req = cost ? money(p, v->requested)
-                           : apr_psprintf(p, "%" APR_INT64_T_FMT,
-                                          v->requested);
+    const char *req = cost
+                          ? money(p, v->requested)
+                          : apr_psprintf(p, "%" APR_INT64_T_FMT, v->requested);
 
     if (v->spent) {
-        return apr_psprintf(p, "You exceeded your %s budget for this %s: "
+        return apr_psprintf(p,
+                            "You exceeded your %s budget for this %s: "
                             "Limit %s, Used %s, Requested %s. It resets in "
-                            "%s.", what, per_name(v->per), lim, used, req,
-                            retry);
+                            "%s.",
+                            what, per_name(v->per), lim, used, req, retry);
     }
-    return apr_psprintf(p, "Your %s budget for this %s is held by requests "
+    return apr_psprintf(p,
+                        "Your %s budget for this %s is held by requests "
                         "in flight: Limit %s, Used %s (reserved included), "
-                        "Requested %s. Please try again in %s.", what,
-                        per_name(v->per), lim, used, req, retry);
+                        "Requested %s. Please try again in %s.",
+                        what, per_name(v->per), lim, used, req, retry);
 }
 
 int llmgw_limits_error(apr_pool_t *p, const llmgw_limits_verdict_t *v,
@@ -376,29 +392,39 @@ int llmgw_limits_error(apr_pool_t *p, const llmgw_limits_verdict_t *v,
                           v->retry_after * APR_USEC_PER_SEC);
     switch (v->refused) {
     case LLMGW_LIMIT_RPM:
-        msg = apr_psprintf(p, "Rate limit reached for requests per minute "
-                           "(RPM): Limit %" APR_INT64_T_FMT ", Used %"
-                           APR_INT64_T_FMT ", Requested 1. Please try again "
-                           "in %s.", v->limit, v->used, retry);
+        msg = apr_psprintf(p,
+                           "Rate limit reached for requests per minute "
+                           "(RPM): Limit %" APR_INT64_T_FMT
+                           ", Used %" APR_INT64_T_FMT
+                           ", Requested 1. Please try again "
+                           "in %s.",
+                           v->limit, v->used, retry);
         break;
     case LLMGW_LIMIT_TPM:
         type = "tokens";
-        msg = v->too_large
-              ? apr_psprintf(p, "Request too large for tokens per minute "
-                             "(TPM): Limit %" APR_INT64_T_FMT ", Requested %"
-                             APR_INT64_T_FMT ". The input or output tokens "
-                             "must be reduced in order to run successfully.",
-                             v->limit, v->requested)
-              : apr_psprintf(p, "Rate limit reached for tokens per minute "
-                             "(TPM): Limit %" APR_INT64_T_FMT ", Used %"
-                             APR_INT64_T_FMT ", Requested %" APR_INT64_T_FMT
-                             ". Please try again in %s.", v->limit, v->used,
-                             v->requested, retry);
+        msg =
+            v->too_large
+                ? apr_psprintf(p,
+                               "Request too large for tokens per minute "
+                               "(TPM): Limit %" APR_INT64_T_FMT
+                               ", Requested %" APR_INT64_T_FMT
+                               ". The input or output tokens "
+                               "must be reduced in order to run successfully.",
+                               v->limit, v->requested)
+                : apr_psprintf(p,
+                               "Rate limit reached for tokens per minute "
+                               "(TPM): Limit %" APR_INT64_T_FMT
+                               ", Used %" APR_INT64_T_FMT
+                               ", Requested %" APR_INT64_T_FMT
+                               ". Please try again in %s.",
+                               v->limit, v->used, v->requested, retry);
         break;
     case LLMGW_LIMIT_CONCURRENT:
-        msg = apr_psprintf(p, "Too many requests in flight: Limit %"
-                           APR_INT64_T_FMT ". Please try again in %s.",
-                           v->limit, retry);
+        msg =
+            apr_psprintf(p,
+                         "Too many requests in flight: Limit %" APR_INT64_T_FMT
+                         ". Please try again in %s.",
+                         v->limit, retry);
         break;
     case LLMGW_LIMIT_BUDGET_TOKENS:
     case LLMGW_LIMIT_BUDGET_COST:

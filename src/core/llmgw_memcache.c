@@ -87,7 +87,7 @@ apr_status_t llmgw_mc_create(apr_pool_t *p, const char *servers,
 
 static void conn_close(mc_conn *c)
 {
-    apr_pool_destroy(c->pool);      /* closes the socket too */
+    apr_pool_destroy(c->pool); /* closes the socket too */
 }
 
 static apr_status_t conn_open(llmgw_mc_t *mc, mc_server *s, mc_conn **out)
@@ -276,18 +276,17 @@ static apr_status_t read_bytes(mc_conn *c, char *out, apr_size_t len)
 /* Any stable spread of keys over servers will do. */
 static mc_server *server_for(llmgw_mc_t *mc, const char *key)
 {
-    return &mc->servers[llmgw_fnv1a32(key, strlen(key))
-                        % (apr_uint32_t)mc->n];
+    return &mc->servers[llmgw_fnv1a32(key, strlen(key)) % (apr_uint32_t)mc->n];
 }
 
 typedef struct {
     struct iovec vec[3];
     int nvec;
-    apr_pool_t *p;        /* for get */
+    apr_pool_t *p; /* for get */
     char **val;
     apr_size_t *len;
-    const char *key;      /* the key asked for */
-    apr_size_t max;       /* the longest value taken */
+    const char *key; /* the key asked for */
+    apr_size_t max;  /* the longest value taken */
 } mc_op;
 
 /* s past the decimal digits at s (at least one, no sign), their value at
@@ -403,7 +402,7 @@ static apr_status_t run(llmgw_mc_t *mc, const char *key, mc_op *op)
 
         rv = conn_get(mc, s, &c, &reused, &down);
         if (down) {
-            break;                  /* known down: fail fast */
+            break; /* known down: fail fast */
         }
         if (rv != APR_SUCCESS) {
             drop_idle(s, apr_time_now() + mc->retry);
@@ -419,7 +418,7 @@ static apr_status_t run(llmgw_mc_t *mc, const char *key, mc_op *op)
         }
         conn_close(c);
         if (APR_STATUS_IS_ENOSPC(rv)) {
-            break;      /* a value too big: the server itself is fine */
+            break; /* a value too big: the server itself is fine */
         }
         if (!reused || APR_STATUS_IS_TIMEUP(rv) || rv == APR_EGENERAL) {
             /* A fresh connection failed, the server is too slow, or it
@@ -441,8 +440,8 @@ static int key_ok(const char *key)
     const unsigned char *k = (const unsigned char *)key;
 
     for (; *k; k++) {
-        if (*k <= ' ' || *k == 0x7f || k - (const unsigned char *)key
-                                       >= MAX_KEY) {
+        if (*k <= ' ' || *k == 0x7f
+            || k - (const unsigned char *)key >= MAX_KEY) {
             return 0;
         }
     }

@@ -124,8 +124,7 @@
  * Shared helpers
  */
 
-void ol_deliver(ol_line_fn *fn, void *baton, const char *line,
-                apr_size_t len)
+void ol_deliver(ol_line_fn *fn, void *baton, const char *line, apr_size_t len)
 {
     if (len && line[len - 1] == '\r') {
         len--;
@@ -133,8 +132,8 @@ void ol_deliver(ol_line_fn *fn, void *baton, const char *line,
     fn(baton, line, len);
 }
 
-int ol_split_lines(llmgw_buf_t *pending, const char *in,
-                       apr_size_t len, ol_line_fn *fn, void *baton)
+int ol_split_lines(llmgw_buf_t *pending, const char *in, apr_size_t len,
+                   ol_line_fn *fn, void *baton)
 {
     const char *nl;
 
@@ -154,8 +153,9 @@ int ol_split_lines(llmgw_buf_t *pending, const char *in,
         in = nl + 1;
         len -= n + 1;
     }
-    if (len && (pending->len + len > MAX_LINE
-                || !llmgw_buf_add(pending, in, len))) {
+    if (len
+        && (pending->len + len > MAX_LINE
+            || !llmgw_buf_add(pending, in, len))) {
         return 0;
     }
     return 1;
@@ -186,13 +186,12 @@ const char *llmgw_ollama_time(apr_pool_t *p, apr_int64_t secs)
     apr_time_exp_t t;
 
     apr_time_exp_gmt(&t, apr_time_from_sec(secs));
-    return apr_psprintf(p, "%04d-%02d-%02dT%02d:%02d:%02dZ",
-                        t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
-                        t.tm_hour, t.tm_min, t.tm_sec);
+    return apr_psprintf(p, "%04d-%02d-%02dT%02d:%02d:%02dZ", t.tm_year + 1900,
+                        t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min,
+                        t.tm_sec);
 }
 
-llmgw_json_t *ol_args_object(apr_pool_t *p, const char *s,
-                                 apr_size_t len)
+llmgw_json_t *ol_args_object(apr_pool_t *p, const char *s, apr_size_t len)
 {
     llmgw_json_err_t jerr;
     const char *msg;
@@ -211,12 +210,11 @@ const char *ol_args_text(const llmgw_json_t *tc)
     switch (llmgw_json_type(tc, "function", "arguments", NULL)) {
     case LLMGW_JSON_OBJECT:
     case LLMGW_JSON_ARRAY:
-        return llmgw_json_write(llmgw_json_getj(tc, "function", "arguments",
-                                                NULL), NULL);
+        return llmgw_json_write(
+            llmgw_json_getj(tc, "function", "arguments", NULL), NULL);
     case LLMGW_JSON_STRING:
         return llmgw_json_gets(tc, "function", "arguments", NULL);
-    default:
-        return "{}";
+    default: return "{}";
     }
 }
 

@@ -44,32 +44,30 @@ int llmgw_ollama_response(apr_pool_t *p, const llmgw_request_t *req,
 /* Ollama's NDJSON stream as OpenAI Server-Sent Events. Callers read done,
  * failed, usage and content_events; the rest is private. */
 typedef struct llmgw_ollama_sse {
-    int done;               /* a done:true line was seen and answered */
-    int failed;             /* an error line (or bad line) ended it */
-    int content_events;     /* lines that carried generated output */
-    llmgw_usage_t usage;    /* counts of the done:true line */
+    int done;            /* a done:true line was seen and answered */
+    int failed;          /* an error line (or bad line) ended it */
+    int content_events;  /* lines that carried generated output */
+    llmgw_usage_t usage; /* counts of the done:true line */
     /* private */
     apr_pool_t *p;
-    apr_pool_t *lp;         /* one line's trees, cleared after each */
+    apr_pool_t *lp; /* one line's trees, cleared after each */
     llmgw_endpoint_t ep;
     const char *id;
     const char *object;
     const char *model;
     apr_int64_t created;
     int include_usage;
-    int started;            /* the role chunk went out */
-    int tool_calls;         /* tool calls sent so far */
-    llmgw_buf_t in;  /* the incomplete line held back */
+    int started;    /* the role chunk went out */
+    int tool_calls; /* tool calls sent so far */
+    llmgw_buf_t in; /* the incomplete line held back */
     llmgw_buf_t out;
 } llmgw_ollama_sse_t;
 
 /* ep is LLMGW_EP_CHAT or LLMGW_EP_COMPLETIONS; id, model and created
  * are as for llmgw_ollama_response; include_usage adds the usage chunk
  * (and "usage":null to every other chunk, as OpenAI does). */
-llmgw_ollama_sse_t *llmgw_ollama_sse_create(apr_pool_t *p,
-                                            llmgw_endpoint_t ep,
-                                            const char *id,
-                                            const char *model,
+llmgw_ollama_sse_t *llmgw_ollama_sse_create(apr_pool_t *p, llmgw_endpoint_t ep,
+                                            const char *id, const char *model,
                                             apr_int64_t created,
                                             int include_usage);
 
@@ -97,10 +95,10 @@ const char *llmgw_ollama_sse_error_tail(const llmgw_ollama_sse_t *s,
 
 typedef enum {
     LLMGW_OLLAMA_EP_NONE = 0,
-    LLMGW_OLLAMA_EP_CHAT,       /* POST /api/chat */
-    LLMGW_OLLAMA_EP_GENERATE,   /* POST /api/generate */
-    LLMGW_OLLAMA_EP_EMBED,      /* POST /api/embed */
-    LLMGW_OLLAMA_EP_EMBEDDINGS  /* POST /api/embeddings (legacy) */
+    LLMGW_OLLAMA_EP_CHAT,      /* POST /api/chat */
+    LLMGW_OLLAMA_EP_GENERATE,  /* POST /api/generate */
+    LLMGW_OLLAMA_EP_EMBED,     /* POST /api/embed */
+    LLMGW_OLLAMA_EP_EMBEDDINGS /* POST /api/embeddings (legacy) */
 } llmgw_ollama_ep_t;
 
 /* Maps the path below the API root ("/chat", or "/api/chat") to an
@@ -128,30 +126,29 @@ const char *llmgw_ollama_error_json(apr_pool_t *p, const char *message);
  * 0 with *out and *usage filled, or fills err (status, message) as for
  * llmgw_ollama_front_request and returns its status. */
 int llmgw_ollama_front_response(apr_pool_t *p, llmgw_ollama_ep_t oep,
-                                int status, const char *buf,
-                                apr_size_t len, const char *model,
-                                apr_int64_t created, const char **out,
-                                apr_size_t *out_len, llmgw_usage_t *usage,
-                                llmgw_error_t *err);
+                                int status, const char *buf, apr_size_t len,
+                                const char *model, apr_int64_t created,
+                                const char **out, apr_size_t *out_len,
+                                llmgw_usage_t *usage, llmgw_error_t *err);
 
 /* An OpenAI SSE stream as Ollama NDJSON lines. Callers read done,
  * failed, usage and content_events; the rest is private. */
 typedef struct llmgw_ollama_ndjson {
-    int done;               /* the final done:true line went out */
-    int failed;             /* an error event ended it */
-    int content_events;     /* events that carried generated output */
-    llmgw_usage_t usage;    /* from the usage chunk */
+    int done;            /* the final done:true line went out */
+    int failed;          /* an error event ended it */
+    int content_events;  /* events that carried generated output */
+    llmgw_usage_t usage; /* from the usage chunk */
     /* private */
     apr_pool_t *p;
-    apr_pool_t *lp;         /* one event's trees, cleared after each */
-    apr_pool_t *tp;         /* tool calls being put together */
+    apr_pool_t *lp; /* one event's trees, cleared after each */
+    apr_pool_t *tp; /* tool calls being put together */
     llmgw_ollama_ep_t oep;
     const char *model;
     const char *created_at;
     const char *done_reason;
     apr_array_header_t *calls;
-    llmgw_buf_t in;  /* the incomplete line held back */
-    llmgw_buf_t ev;  /* the data of the event being read */
+    llmgw_buf_t in; /* the incomplete line held back */
+    llmgw_buf_t ev; /* the data of the event being read */
     llmgw_buf_t out;
 } llmgw_ollama_ndjson_t;
 
@@ -162,21 +159,18 @@ llmgw_ollama_ndjson_t *llmgw_ollama_ndjson_create(apr_pool_t *p,
                                                   apr_int64_t created);
 
 /* As llmgw_ollama_sse_feed, giving NDJSON lines. */
-apr_size_t llmgw_ollama_ndjson_feed(llmgw_ollama_ndjson_t *s,
-                                    const char *in, apr_size_t len,
-                                    const char **out);
+apr_size_t llmgw_ollama_ndjson_feed(llmgw_ollama_ndjson_t *s, const char *in,
+                                    apr_size_t len, const char **out);
 
 /* At the end of the input: reads an event left without its blank line,
  * and ends the stream well when the backend gave a finish_reason but no
  * [DONE]. Returns bytes to forward as for feed. */
-apr_size_t llmgw_ollama_ndjson_end(llmgw_ollama_ndjson_t *s,
-                                   const char **out);
+apr_size_t llmgw_ollama_ndjson_end(llmgw_ollama_ndjson_t *s, const char **out);
 
 /* The line that ends a broken stream, {"error":"message"}\n; empty when
  * the stream already ended. From p. */
 const char *llmgw_ollama_ndjson_error_tail(const llmgw_ollama_ndjson_t *s,
-                                           apr_pool_t *p,
-                                           const char *message,
+                                           apr_pool_t *p, const char *message,
                                            apr_size_t *len);
 
 #endif

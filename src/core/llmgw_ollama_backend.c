@@ -31,9 +31,8 @@ static llmgw_json_t *options_of(llmgw_json_t *out)
 }
 
 /* Copies the number in[key] to out.options[opt]; null is no value. */
-static int copy_option(apr_pool_t *p, const llmgw_json_t *in,
-                       const char *key, llmgw_json_t *out, const char *opt,
-                       llmgw_error_t *err)
+static int copy_option(apr_pool_t *p, const llmgw_json_t *in, const char *key,
+                       llmgw_json_t *out, const char *opt, llmgw_error_t *err)
 {
     llmgw_json_type_t t = llmgw_json_type(in, key, NULL);
 
@@ -42,8 +41,10 @@ static int copy_option(apr_pool_t *p, const llmgw_json_t *in,
     }
     if (!ol_is_num(t)) {
         return bad(err, key, "invalid_type",
-                   apr_psprintf(p, "Invalid type for '%s': expected a "
-                                "number.", key));
+                   apr_psprintf(p,
+                                "Invalid type for '%s': expected a "
+                                "number.",
+                                key));
     }
     llmgw_json_setj(options_of(out), llmgw_json_getj(in, key, NULL), opt,
                     NULL);
@@ -54,7 +55,7 @@ static int map_sampling(apr_pool_t *p, const llmgw_json_t *in,
                         llmgw_json_t *out, llmgw_error_t *err)
 {
     static const char *const same[] = {
-        "temperature", "top_p", "top_k", "seed", "presence_penalty",
+        "temperature",       "top_p", "top_k", "seed", "presence_penalty",
         "frequency_penalty", NULL
     };
     const char *const *k;
@@ -98,7 +99,8 @@ static int map_sampling(apr_pool_t *p, const llmgw_json_t *in,
         llmgw_json_setj(options_of(out), stop, "stop", NULL);
     }
     else if (!ol_absent(t)) {
-        return bad(err, "stop", "invalid_type", "Invalid type for 'stop': "
+        return bad(err, "stop", "invalid_type",
+                   "Invalid type for 'stop': "
                    "expected a string or an array of strings.");
     }
     return 0;
@@ -128,10 +130,12 @@ static int map_format(const llmgw_json_t *in, llmgw_json_t *out,
     }
     if (strcmp(type, "json_schema") == 0) {
         if (llmgw_json_type(in, "response_format", "json_schema", "schema",
-                            NULL) == LLMGW_JSON_OBJECT) {
-            llmgw_json_setj(out, llmgw_json_getj(in, "response_format",
-                                                 "json_schema", "schema",
-                                                 NULL), "format", NULL);
+                            NULL)
+            == LLMGW_JSON_OBJECT) {
+            llmgw_json_setj(out,
+                            llmgw_json_getj(in, "response_format",
+                                            "json_schema", "schema", NULL),
+                            "format", NULL);
         }
         else {
             /* A schema-less json_schema still asks for JSON. */
@@ -197,11 +201,12 @@ static int map_content(apr_pool_t *p, const llmgw_json_t *m, apr_size_t i,
         return 0;
     }
     if (t != LLMGW_JSON_ARRAY) {
-        const char *param = apr_psprintf(p, "messages[%" APR_SIZE_T_FMT
-                                         "].content", i);
+        const char *param =
+            apr_psprintf(p, "messages[%" APR_SIZE_T_FMT "].content", i);
 
         return bad(err, param, "invalid_type",
-                   apr_psprintf(p, "Invalid type for '%s': expected a "
+                   apr_psprintf(p,
+                                "Invalid type for '%s': expected a "
                                 "string or an array of content parts.",
                                 param));
     }
@@ -211,32 +216,36 @@ static int map_content(apr_pool_t *p, const llmgw_json_t *m, apr_size_t i,
     for (k = 0; k < n; k++) {
         llmgw_json_t *part = llmgw_json_array_get(parts, k);
         const char *type = llmgw_json_gets(part, "type", NULL);
-        const char *at = apr_psprintf(p, "messages[%" APR_SIZE_T_FMT
-                                      "].content[%" APR_SIZE_T_FMT "]",
-                                      i, k);
+        const char *at = apr_psprintf(
+            p, "messages[%" APR_SIZE_T_FMT "].content[%" APR_SIZE_T_FMT "]", i,
+            k);
         const char *v, *data;
 
         if (!type) {
             return bad(err, apr_pstrcat(p, at, ".type", NULL),
                        "missing_required_parameter",
-                       apr_psprintf(p, "Missing required parameter: "
-                                    "'%s.type'.", at));
+                       apr_psprintf(p,
+                                    "Missing required parameter: "
+                                    "'%s.type'.",
+                                    at));
         }
         if (strcmp(type, "text") == 0 || strcmp(type, "refusal") == 0) {
             /* A refusal in the history is what the assistant said. */
             if (!(v = llmgw_json_gets(part, type, NULL))) {
                 return bad(err, apr_pstrcat(p, at, ".", type, NULL),
                            "invalid_type",
-                           apr_psprintf(p, "Invalid type for '%s.%s': "
-                                        "expected a string.", at, type));
+                           apr_psprintf(p,
+                                        "Invalid type for '%s.%s': "
+                                        "expected a string.",
+                                        at, type));
             }
             APR_ARRAY_PUSH(texts, const char *) = v;
             continue;
         }
         if (strcmp(type, "image_url") != 0) {
-            return bad(err, apr_pstrcat(p, at, ".type", NULL),
-                       "invalid_value",
-                       apr_psprintf(p, "Content parts of type '%s' are not "
+            return bad(err, apr_pstrcat(p, at, ".type", NULL), "invalid_value",
+                       apr_psprintf(p,
+                                    "Content parts of type '%s' are not "
                                     "supported by the ollama dialect.",
                                     type));
         }
@@ -247,8 +256,10 @@ static int map_content(apr_pool_t *p, const llmgw_json_t *m, apr_size_t i,
         if (!v) {
             return bad(err, apr_pstrcat(p, at, ".image_url.url", NULL),
                        "missing_required_parameter",
-                       apr_psprintf(p, "Missing required parameter: "
-                                    "'%s.image_url.url'.", at));
+                       apr_psprintf(p,
+                                    "Missing required parameter: "
+                                    "'%s.image_url.url'.",
+                                    at));
         }
         if (!(data = data_url_base64(v))) {
             return bad(err, apr_pstrcat(p, at, ".image_url.url", NULL),
@@ -266,9 +277,8 @@ static int map_content(apr_pool_t *p, const llmgw_json_t *m, apr_size_t i,
     return 0;
 }
 
-static int map_tool_calls(apr_pool_t *p, const llmgw_json_t *m,
-                          apr_size_t i, llmgw_json_t *om,
-                          llmgw_error_t *err)
+static int map_tool_calls(apr_pool_t *p, const llmgw_json_t *m, apr_size_t i,
+                          llmgw_json_t *om, llmgw_error_t *err)
 {
     llmgw_json_type_t t = llmgw_json_type(m, "tool_calls", NULL);
     llmgw_json_t *calls = llmgw_json_getj(m, "tool_calls", NULL), *out;
@@ -278,9 +288,11 @@ static int map_tool_calls(apr_pool_t *p, const llmgw_json_t *m,
         return 0;
     }
     if (t != LLMGW_JSON_ARRAY) {
-        return bad(err, apr_psprintf(p, "messages[%" APR_SIZE_T_FMT
-                                     "].tool_calls", i), "invalid_type",
-                   "Invalid type for 'tool_calls': expected an array.");
+        return bad(
+            err,
+            apr_psprintf(p, "messages[%" APR_SIZE_T_FMT "].tool_calls", i),
+            "invalid_type",
+            "Invalid type for 'tool_calls': expected an array.");
     }
     if (!(n = ol_len_of(calls))) {
         return 0;
@@ -290,15 +302,19 @@ static int map_tool_calls(apr_pool_t *p, const llmgw_json_t *m,
         llmgw_json_t *tc = llmgw_json_array_get(calls, k), *ot, *args;
         const char *name = llmgw_json_gets(tc, "function", "name", NULL);
         const char *id = llmgw_json_gets(tc, "id", NULL);
-        const char *at = apr_psprintf(p, "messages[%" APR_SIZE_T_FMT
-                                      "].tool_calls[%" APR_SIZE_T_FMT
-                                      "].function", i, k);
+        const char *at =
+            apr_psprintf(p,
+                         "messages[%" APR_SIZE_T_FMT
+                         "].tool_calls[%" APR_SIZE_T_FMT "].function",
+                         i, k);
 
         if (!name) {
             return bad(err, apr_pstrcat(p, at, ".name", NULL),
                        "missing_required_parameter",
-                       apr_psprintf(p, "Missing required parameter: "
-                                    "'%s.name'.", at));
+                       apr_psprintf(p,
+                                    "Missing required parameter: "
+                                    "'%s.name'.",
+                                    at));
         }
         ot = llmgw_json_array_add_object(out);
         if (id) {
@@ -310,8 +326,7 @@ static int map_tool_calls(apr_pool_t *p, const llmgw_json_t *m,
             args = llmgw_json_getj(tc, "function", "arguments", NULL);
         }
         else if (t == LLMGW_JSON_STRING) {
-            const char *s = llmgw_json_gets(tc, "function", "arguments",
-                                            NULL);
+            const char *s = llmgw_json_gets(tc, "function", "arguments", NULL);
 
             args = ol_args_object(p, s, strlen(s));
         }
@@ -324,9 +339,11 @@ static int map_tool_calls(apr_pool_t *p, const llmgw_json_t *m,
         if (!args) {
             return bad(err, apr_pstrcat(p, at, ".arguments", NULL),
                        "invalid_value",
-                       apr_psprintf(p, "'%s.arguments' is not a valid JSON "
+                       apr_psprintf(p,
+                                    "'%s.arguments' is not a valid JSON "
                                     "object: Ollama needs the arguments of "
-                                    "a tool call as an object.", at));
+                                    "a tool call as an object.",
+                                    at));
         }
         llmgw_json_setj(ot, args, "function", "arguments", NULL);
     }
@@ -339,8 +356,8 @@ static const char *tool_name_for(const llmgw_json_t *msgs, apr_size_t i,
                                  const char *id)
 {
     while (i-- > 0) {
-        llmgw_json_t *calls = llmgw_json_getj(llmgw_json_array_get(msgs, i),
-                                              "tool_calls", NULL);
+        llmgw_json_t *calls =
+            llmgw_json_getj(llmgw_json_array_get(msgs, i), "tool_calls", NULL);
         apr_size_t k, n = ol_len_of(calls);
 
         for (k = 0; k < n; k++) {
@@ -368,15 +385,15 @@ static int map_messages(apr_pool_t *p, const llmgw_json_t *in,
         const char *role = llmgw_json_gets(m, "role", NULL), *v;
 
         if (!role) {
-            const char *param = apr_psprintf(p, "messages[%" APR_SIZE_T_FMT
-                                             "].role", i);
+            const char *param =
+                apr_psprintf(p, "messages[%" APR_SIZE_T_FMT "].role", i);
 
-            return bad(err, param, "missing_required_parameter",
-                       apr_psprintf(p, "Missing required parameter: '%s'.",
-                                    param));
+            return bad(
+                err, param, "missing_required_parameter",
+                apr_psprintf(p, "Missing required parameter: '%s'.", param));
         }
         if (strcmp(role, "developer") == 0) {
-            role = "system";        /* Ollama's templates know no other */
+            role = "system"; /* Ollama's templates know no other */
         }
         else if (strcmp(role, "function") == 0) {
             role = "tool";
@@ -384,10 +401,10 @@ static int map_messages(apr_pool_t *p, const llmgw_json_t *in,
         else if (strcmp(role, "system") != 0 && strcmp(role, "user") != 0
                  && strcmp(role, "assistant") != 0
                  && strcmp(role, "tool") != 0) {
-            return bad(err, apr_psprintf(p, "messages[%" APR_SIZE_T_FMT
-                                         "].role", i), "invalid_value",
-                       apr_psprintf(p, "Invalid value for role: '%s'.",
-                                    role));
+            return bad(
+                err, apr_psprintf(p, "messages[%" APR_SIZE_T_FMT "].role", i),
+                "invalid_value",
+                apr_psprintf(p, "Invalid value for role: '%s'.", role));
         }
         om = llmgw_json_array_add_object(omsgs);
         llmgw_json_sets(om, role, "role", NULL);
@@ -431,8 +448,9 @@ static int map_prompt(const llmgw_json_t *in, llmgw_json_t *out,
 
     if (llmgw_json_type(in, "prompt", NULL) == LLMGW_JSON_ARRAY) {
         /* A batch of prompts is an array of strings; tokens are not. */
-        if (ol_len_of(prompt) > 1 && llmgw_json_type(ol_item(prompt, 0), NULL)
-                                  == LLMGW_JSON_STRING) {
+        if (ol_len_of(prompt) > 1
+            && llmgw_json_type(ol_item(prompt, 0), NULL)
+                   == LLMGW_JSON_STRING) {
             return bad(err, "prompt", "unsupported_value",
                        "The ollama dialect takes one prompt per request.");
         }
@@ -491,8 +509,8 @@ int llmgw_ollama_request(apr_pool_t *p, const llmgw_request_t *req,
     const char *choice;
     int rv;
 
-    llmgw_json_sets(out, upstream_model ? upstream_model : req->model,
-                    "model", NULL);
+    llmgw_json_sets(out, upstream_model ? upstream_model : req->model, "model",
+                    NULL);
     switch (req->ep) {
     case LLMGW_EP_CHAT:
         *path = "/api/chat";
@@ -520,7 +538,8 @@ int llmgw_ollama_request(apr_pool_t *p, const llmgw_request_t *req,
         break;
     default:
         return llmgw_error_set(err, 404, "invalid_request_error", NULL,
-                               "unknown_url", "This endpoint is not served "
+                               "unknown_url",
+                               "This endpoint is not served "
                                "by the ollama dialect.");
     }
     if (req->ep != LLMGW_EP_EMBEDDINGS) {
@@ -547,7 +566,7 @@ static int backend_error(apr_pool_t *p, int status, const char *message,
                          llmgw_error_t *err)
 {
     if (status < 400) {
-        status = 502;           /* an error is never a success */
+        status = 502; /* an error is never a success */
     }
     if (status == 404 && message) {
         /* Ollama's JSON 404 is 'model "x" not found, try pulling it
@@ -559,14 +578,14 @@ static int backend_error(apr_pool_t *p, int status, const char *message,
         message = (status == 502)
                       ? "The backend sent an answer the gateway could not "
                         "read."
-                      : apr_psprintf(p, "The backend answered with HTTP "
-                                     "status %d.", status);
+                      : apr_psprintf(p,
+                                     "The backend answered with HTTP "
+                                     "status %d.",
+                                     status);
     }
-    return llmgw_error_set(err, status,
-                           status >= 500 ? "server_error"
-                                         : "invalid_request_error",
-                           NULL, status >= 500 ? "upstream_error" : NULL,
-                           message);
+    return llmgw_error_set(
+        err, status, status >= 500 ? "server_error" : "invalid_request_error",
+        NULL, status >= 500 ? "upstream_error" : NULL, message);
 }
 
 static void read_counts(const llmgw_json_t *j, llmgw_usage_t *usage)
@@ -578,8 +597,7 @@ static void put_usage(llmgw_json_t *o, const llmgw_usage_t *u, int chat)
 {
     llmgw_json_setl(o, u->prompt, "usage", "prompt_tokens", NULL);
     if (chat) {
-        llmgw_json_setl(o, u->completion, "usage", "completion_tokens",
-                        NULL);
+        llmgw_json_setl(o, u->completion, "usage", "completion_tokens", NULL);
     }
     llmgw_json_setl(o, u->total, "usage", "total_tokens", NULL);
 }
@@ -606,13 +624,12 @@ static const char *floats_base64(apr_pool_t *p, const llmgw_json_t *v)
     return out;
 }
 
-static void chat_answer(apr_pool_t *p, const llmgw_json_t *j,
-                        llmgw_json_t *o)
+static void chat_answer(apr_pool_t *p, const llmgw_json_t *j, llmgw_json_t *o)
 {
-    llmgw_json_t *ch = llmgw_json_array_add_object(
-        llmgw_json_add_array(o, "choices"));
-    llmgw_json_t *msg, *calls = llmgw_json_getj(j, "message", "tool_calls",
-                                                NULL), *oc;
+    llmgw_json_t *ch =
+        llmgw_json_array_add_object(llmgw_json_add_array(o, "choices"));
+    llmgw_json_t *msg,
+        *calls = llmgw_json_getj(j, "message", "tool_calls", NULL), *oc;
     const char *content = llmgw_json_gets(j, "message", "content", NULL);
     const char *thinking = llmgw_json_gets(j, "message", "thinking", NULL);
     apr_size_t i, n = ol_len_of(calls);
@@ -638,18 +655,20 @@ static void chat_answer(apr_pool_t *p, const llmgw_json_t *j,
             const char *name = llmgw_json_gets(tc, "function", "name", NULL);
 
             /* Ollama before tool call ids sends none: make one up. */
-            llmgw_json_sets(t, id && *id ? id
-                            : apr_psprintf(p, "call_%" APR_SIZE_T_FMT, i),
-                            "id", NULL);
+            llmgw_json_sets(
+                t,
+                id && *id ? id : apr_psprintf(p, "call_%" APR_SIZE_T_FMT, i),
+                "id", NULL);
             llmgw_json_sets(t, "function", "type", NULL);
             llmgw_json_sets(t, name ? name : "", "function", "name", NULL);
-            llmgw_json_sets(t, ol_args_text(tc), "function", "arguments", NULL);
+            llmgw_json_sets(t, ol_args_text(tc), "function", "arguments",
+                            NULL);
         }
     }
     llmgw_json_setnull(ch, "logprobs", NULL);
-    llmgw_json_sets(ch, ol_finish_reason(llmgw_json_gets(j, "done_reason",
-                                                      NULL), n > 0),
-                    "finish_reason", NULL);
+    llmgw_json_sets(
+        ch, ol_finish_reason(llmgw_json_gets(j, "done_reason", NULL), n > 0),
+        "finish_reason", NULL);
 }
 
 int llmgw_ollama_response(apr_pool_t *p, const llmgw_request_t *req,
@@ -677,10 +696,10 @@ int llmgw_ollama_response(apr_pool_t *p, const llmgw_request_t *req,
     /* Another endpoint's answer, or none of Ollama's, is the backend's
      * fault, and counts nothing. */
     if (req->ep == LLMGW_EP_CHAT
-        ? llmgw_json_type(j, "message", NULL) != LLMGW_JSON_OBJECT
+            ? llmgw_json_type(j, "message", NULL) != LLMGW_JSON_OBJECT
         : req->ep == LLMGW_EP_COMPLETIONS
-        ? llmgw_json_type(j, "response", NULL) != LLMGW_JSON_STRING
-        : llmgw_json_type(j, "embeddings", NULL) != LLMGW_JSON_ARRAY) {
+            ? llmgw_json_type(j, "response", NULL) != LLMGW_JSON_STRING
+            : llmgw_json_type(j, "embeddings", NULL) != LLMGW_JSON_ARRAY) {
         return backend_error(p, status, NULL, err);
     }
     read_counts(j, usage);
@@ -690,8 +709,9 @@ int llmgw_ollama_response(apr_pool_t *p, const llmgw_request_t *req,
     case LLMGW_EP_COMPLETIONS: {
         int chat = req->ep == LLMGW_EP_CHAT;
 
-        llmgw_json_sets(o, apr_pstrcat(p, chat ? "chatcmpl-" : "cmpl-", id,
-                                       NULL), "id", NULL);
+        llmgw_json_sets(o,
+                        apr_pstrcat(p, chat ? "chatcmpl-" : "cmpl-", id, NULL),
+                        "id", NULL);
         llmgw_json_sets(o, chat ? "chat.completion" : "text_completion",
                         "object", NULL);
         llmgw_json_setl(o, created, "created", NULL);
@@ -707,17 +727,17 @@ int llmgw_ollama_response(apr_pool_t *p, const llmgw_request_t *req,
             llmgw_json_sets(ch, text ? text : "", "text", NULL);
             llmgw_json_setl(ch, 0, "index", NULL);
             llmgw_json_setnull(ch, "logprobs", NULL);
-            llmgw_json_sets(ch, ol_finish_reason(llmgw_json_gets(
-                                j, "done_reason", NULL), 0),
-                            "finish_reason", NULL);
+            llmgw_json_sets(
+                ch,
+                ol_finish_reason(llmgw_json_gets(j, "done_reason", NULL), 0),
+                "finish_reason", NULL);
         }
         put_usage(o, usage, 1);
         break;
     }
     case LLMGW_EP_EMBEDDINGS: {
         llmgw_json_t *embs = llmgw_json_getj(j, "embeddings", NULL), *data;
-        const char *fmt = llmgw_json_gets(req->body, "encoding_format",
-                                          NULL);
+        const char *fmt = llmgw_json_gets(req->body, "encoding_format", NULL);
         int b64 = fmt && strcmp(fmt, "base64") == 0;
         apr_size_t i, n = ol_len_of(embs);
 
@@ -743,8 +763,10 @@ int llmgw_ollama_response(apr_pool_t *p, const llmgw_request_t *req,
         break;
     }
     default:
-        return backend_error(p, 502, "The ollama dialect does not serve "
-                             "this endpoint.", err);
+        return backend_error(p, 502,
+                             "The ollama dialect does not serve "
+                             "this endpoint.",
+                             err);
     }
     *out = llmgw_json_write(o, out_len);
     return 0;
@@ -763,10 +785,8 @@ static apr_status_t sse_cleanup(void *data)
     return APR_SUCCESS;
 }
 
-llmgw_ollama_sse_t *llmgw_ollama_sse_create(apr_pool_t *p,
-                                            llmgw_endpoint_t ep,
-                                            const char *id,
-                                            const char *model,
+llmgw_ollama_sse_t *llmgw_ollama_sse_create(apr_pool_t *p, llmgw_endpoint_t ep,
+                                            const char *id, const char *model,
                                             apr_int64_t created,
                                             int include_usage)
 {
@@ -776,8 +796,7 @@ llmgw_ollama_sse_t *llmgw_ollama_sse_create(apr_pool_t *p,
     s->p = p;
     apr_pool_create(&s->lp, p);
     s->ep = chat ? LLMGW_EP_CHAT : LLMGW_EP_COMPLETIONS;
-    s->id = apr_pstrcat(p, chat ? "chatcmpl-" : "cmpl-", id ? id : "",
-                        NULL);
+    s->id = apr_pstrcat(p, chat ? "chatcmpl-" : "cmpl-", id ? id : "", NULL);
     s->object = chat ? "chat.completion.chunk" : "text_completion";
     s->model = apr_pstrdup(p, model ? model : "");
     s->created = created;
@@ -811,7 +830,8 @@ static void sse_emit(llmgw_ollama_sse_t *s, const llmgw_json_t *c)
     apr_size_t n;
     const char *text = llmgw_json_write(c, &n);
 
-    if (!llmgw_buf_add(&s->out, "data: ", 6) || !llmgw_buf_add(&s->out, text, n)
+    if (!llmgw_buf_add(&s->out, "data: ", 6)
+        || !llmgw_buf_add(&s->out, text, n)
         || !llmgw_buf_add(&s->out, "\n\n", 2)) {
         /* Out of memory: stop here; the client sees a stream cut
          * short, as from a backend that died. */
@@ -850,8 +870,8 @@ static void sse_tool_calls(llmgw_ollama_sse_t *s, const llmgw_json_t *calls)
     llmgw_json_t *ch, *c = sse_chunk(s, &ch), *arr;
     apr_size_t i, n = ol_len_of(calls);
 
-    arr = llmgw_json_add_array(llmgw_json_getj(ch, "delta", NULL),
-                               "tool_calls");
+    arr =
+        llmgw_json_add_array(llmgw_json_getj(ch, "delta", NULL), "tool_calls");
     for (i = 0; i < n; i++) {
         llmgw_json_t *tc = llmgw_json_array_get(calls, i);
         llmgw_json_t *o = llmgw_json_array_add_object(arr);
@@ -859,9 +879,9 @@ static void sse_tool_calls(llmgw_ollama_sse_t *s, const llmgw_json_t *calls)
         const char *name = llmgw_json_gets(tc, "function", "name", NULL);
 
         llmgw_json_setl(o, s->tool_calls, "index", NULL);
-        llmgw_json_sets(o, id && *id ? id
-                        : apr_psprintf(s->lp, "call_%d", s->tool_calls),
-                        "id", NULL);
+        llmgw_json_sets(
+            o, id && *id ? id : apr_psprintf(s->lp, "call_%d", s->tool_calls),
+            "id", NULL);
         llmgw_json_sets(o, "function", "type", NULL);
         llmgw_json_sets(o, name ? name : "", "function", "name", NULL);
         llmgw_json_sets(o, ol_args_text(tc), "function", "arguments", NULL);
@@ -875,10 +895,10 @@ static void sse_translate(llmgw_ollama_sse_t *s, const llmgw_json_t *j)
     int chat = s->ep == LLMGW_EP_CHAT, output = 0;
     const char *text = chat ? llmgw_json_gets(j, "message", "content", NULL)
                             : llmgw_json_gets(j, "response", NULL);
-    const char *thinking = chat ? llmgw_json_gets(j, "message", "thinking",
-                                                  NULL) : NULL;
-    llmgw_json_t *calls = chat ? llmgw_json_getj(j, "message", "tool_calls",
-                                                 NULL) : NULL;
+    const char *thinking =
+        chat ? llmgw_json_gets(j, "message", "thinking", NULL) : NULL;
+    llmgw_json_t *calls =
+        chat ? llmgw_json_getj(j, "message", "tool_calls", NULL) : NULL;
     llmgw_json_t *c, *ch;
 
     if (chat && !s->started) {
@@ -914,9 +934,9 @@ static void sse_translate(llmgw_ollama_sse_t *s, const llmgw_json_t *j)
         return;
     }
     c = sse_chunk(s, &ch);
-    llmgw_json_sets(ch, ol_finish_reason(llmgw_json_gets(j, "done_reason",
-                                                      NULL),
-                                      s->tool_calls > 0),
+    llmgw_json_sets(ch,
+                    ol_finish_reason(llmgw_json_gets(j, "done_reason", NULL),
+                                     s->tool_calls > 0),
                     "finish_reason", NULL);
     sse_emit(s, c);
     read_counts(j, &s->usage);
@@ -950,7 +970,7 @@ static void sse_line(void *baton, const char *line, apr_size_t len)
     j = llmgw_json_parse(s->lp, line, len, &jerr, &msg);
     if (!j || llmgw_json_type(j, NULL) != LLMGW_JSON_OBJECT) {
         sse_fail(s, "The backend sent a stream line that is not a JSON "
-                 "object.");
+                    "object.");
     }
     else if (!ol_absent(llmgw_json_type(j, "error", NULL))) {
         msg = llmgw_json_gets(j, "error", NULL);
@@ -969,11 +989,11 @@ apr_size_t llmgw_ollama_sse_feed(llmgw_ollama_sse_t *s, const char *in,
     if (!s->done && !s->failed && len
         && !ol_split_lines(&s->in, in, len, sse_line, s)) {
         sse_fail(s, "The backend sent a stream line the gateway cannot "
-                 "hold.");
+                    "hold.");
         apr_pool_clear(s->lp);
     }
     if (s->failed) {
-        llmgw_buf_free(&s->in);     /* nothing more is read */
+        llmgw_buf_free(&s->in); /* nothing more is read */
     }
     *out = s->out.b ? s->out.b : "";
     return s->out.len;

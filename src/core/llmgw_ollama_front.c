@@ -39,15 +39,11 @@ llmgw_ollama_ep_t llmgw_ollama_endpoint_parse(const char *path)
 llmgw_endpoint_t llmgw_ollama_openai_endpoint(llmgw_ollama_ep_t oep)
 {
     switch (oep) {
-    case LLMGW_OLLAMA_EP_CHAT:
-        return LLMGW_EP_CHAT;
-    case LLMGW_OLLAMA_EP_GENERATE:
-        return LLMGW_EP_COMPLETIONS;
+    case LLMGW_OLLAMA_EP_CHAT: return LLMGW_EP_CHAT;
+    case LLMGW_OLLAMA_EP_GENERATE: return LLMGW_EP_COMPLETIONS;
     case LLMGW_OLLAMA_EP_EMBED:
-    case LLMGW_OLLAMA_EP_EMBEDDINGS:
-        return LLMGW_EP_EMBEDDINGS;
-    default:
-        return LLMGW_EP_NONE;
+    case LLMGW_OLLAMA_EP_EMBEDDINGS: return LLMGW_EP_EMBEDDINGS;
+    default: return LLMGW_EP_NONE;
     }
 }
 
@@ -60,10 +56,9 @@ const char *llmgw_ollama_error_json(apr_pool_t *p, const char *message)
 /* Ollama's errors are one message; the other fields serve the logs. */
 static int ofail(llmgw_error_t *err, int status, const char *message)
 {
-    return llmgw_error_set(err, status,
-                           status >= 500 ? "server_error"
-                                         : "invalid_request_error",
-                           NULL, NULL, message);
+    return llmgw_error_set(
+        err, status, status >= 500 ? "server_error" : "invalid_request_error",
+        NULL, NULL, message);
 }
 
 /* An image of Ollama's (bare base64) as a data: URL. The type is read
@@ -91,7 +86,7 @@ static int front_options(apr_pool_t *p, const llmgw_json_t *in,
                          llmgw_json_t *out, llmgw_error_t *err)
 {
     static const char *const same[] = {
-        "temperature", "top_p", "top_k", "seed", "presence_penalty",
+        "temperature",       "top_p", "top_k", "seed", "presence_penalty",
         "frequency_penalty", NULL
     };
     const char *const *k;
@@ -111,8 +106,11 @@ static int front_options(apr_pool_t *p, const llmgw_json_t *in,
             llmgw_json_setj(out, llmgw_json_getj(opts, *k, NULL), *k, NULL);
         }
         else if (!ol_absent(t)) {
-            return ofail(err, 400, apr_psprintf(p, "option \"%s\" must be "
-                                                "a number", *k));
+            return ofail(err, 400,
+                         apr_psprintf(p,
+                                      "option \"%s\" must be "
+                                      "a number",
+                                      *k));
         }
     }
     t = llmgw_json_type(opts, "num_predict", NULL);
@@ -133,7 +131,8 @@ static int front_options(apr_pool_t *p, const llmgw_json_t *in,
         for (i = 0, n = ol_len_of(stop); i < n; i++) {
             if (llmgw_json_type(llmgw_json_array_get(stop, i), NULL)
                 != LLMGW_JSON_STRING) {
-                return ofail(err, 400, "option \"stop\" must be an array "
+                return ofail(err, 400,
+                             "option \"stop\" must be an array "
                              "of strings");
             }
         }
@@ -145,7 +144,8 @@ static int front_options(apr_pool_t *p, const llmgw_json_t *in,
         llmgw_json_setj(out, stop, "stop", NULL);
     }
     else if (!ol_absent(t)) {
-        return ofail(err, 400, "option \"stop\" must be an array of "
+        return ofail(err, 400,
+                     "option \"stop\" must be an array of "
                      "strings");
     }
     return 0;
@@ -172,7 +172,8 @@ static int front_format(const llmgw_json_t *in, llmgw_json_t *out,
                         "response_format", "json_schema", "schema", NULL);
         return 0;
     }
-    return ofail(err, 400, "invalid format: expected \"json\" or a JSON "
+    return ofail(err, 400,
+                 "invalid format: expected \"json\" or a JSON "
                  "schema");
 }
 
@@ -181,7 +182,7 @@ static void front_think(const llmgw_json_t *in, llmgw_json_t *out)
     const char *t = llmgw_json_gets(in, "think", NULL);
 
     if (!t) {
-        return;                 /* a boolean: OpenAI has no switch */
+        return; /* a boolean: OpenAI has no switch */
     }
     if (strcmp(t, "low") == 0 || strcmp(t, "medium") == 0
         || strcmp(t, "high") == 0) {
@@ -250,8 +251,9 @@ static const char *front_call_id(apr_pool_t *p, const llmgw_json_t *m,
 
     for (i = 0; i < open->nelts && !hit; i++) {
         c = &APR_ARRAY_IDX(open, i, open_call_t);
-        if (!c->answered && (id ? strcmp(c->id, id) == 0
-                                : (name && strcmp(c->name, name) == 0))) {
+        if (!c->answered
+            && (id ? strcmp(c->id, id) == 0
+                   : (name && strcmp(c->name, name) == 0))) {
             hit = c;
         }
     }
@@ -277,7 +279,8 @@ static int front_messages(apr_pool_t *p, const llmgw_json_t *in,
     int ncalls = 0, rv;
 
     if (llmgw_json_type(in, "messages", NULL) != LLMGW_JSON_ARRAY || !n) {
-        return ofail(err, 400, "messages is required: loading a model "
+        return ofail(err, 400,
+                     "messages is required: loading a model "
                      "without a chat is not supported by this gateway");
     }
     omsgs = llmgw_json_add_array(out, "messages");
@@ -289,14 +292,18 @@ static int front_messages(apr_pool_t *p, const llmgw_json_t *in,
         char *r;
 
         if (!role || !*role) {
-            return ofail(err, 400, apr_psprintf(p, "messages[%"
-                                                APR_SIZE_T_FMT "].role is "
-                                                "required", i));
+            return ofail(err, 400,
+                         apr_psprintf(p,
+                                      "messages[%" APR_SIZE_T_FMT "].role is "
+                                      "required",
+                                      i));
         }
         if (t != LLMGW_JSON_STRING && !ol_absent(t)) {
-            return ofail(err, 400, apr_psprintf(p, "messages[%"
-                                                APR_SIZE_T_FMT "].content "
-                                                "must be a string", i));
+            return ofail(err, 400,
+                         apr_psprintf(p,
+                                      "messages[%" APR_SIZE_T_FMT "].content "
+                                      "must be a string",
+                                      i));
         }
         /* Ollama reads roles in any case. */
         r = apr_pstrdup(p, role);
@@ -326,8 +333,8 @@ static int front_messages(apr_pool_t *p, const llmgw_json_t *in,
                 llmgw_json_sets(pt, text, "text", NULL);
             }
             for (k = 0; k < nimg; k++) {
-                const char *b64 = llmgw_json_gets(llmgw_json_array_get(
-                                                      imgs, k), NULL);
+                const char *b64 =
+                    llmgw_json_gets(llmgw_json_array_get(imgs, k), NULL);
 
                 if (!b64) {
                     return ofail(err, 400, "images must be base64 strings");
@@ -358,19 +365,21 @@ static int front_generate(const llmgw_json_t *in, llmgw_json_t *out,
     const char *system = llmgw_json_gets(in, "system", NULL);
 
     if (!prompt || !*prompt) {
-        return ofail(err, 400, "prompt is required: loading a model "
+        return ofail(err, 400,
+                     "prompt is required: loading a model "
                      "without a prompt is not supported by this gateway");
     }
     if (system && *system) {
-        return ofail(err, 400, "system is not supported by /api/generate "
+        return ofail(err, 400,
+                     "system is not supported by /api/generate "
                      "through this gateway: use /api/chat");
     }
     if (ol_len_of(llmgw_json_getj(in, "images", NULL))) {
-        return ofail(err, 400, "images are not supported by /api/generate "
+        return ofail(err, 400,
+                     "images are not supported by /api/generate "
                      "through this gateway: use /api/chat");
     }
-    llmgw_json_setj(out, llmgw_json_getj(in, "prompt", NULL), "prompt",
-                    NULL);
+    llmgw_json_setj(out, llmgw_json_getj(in, "prompt", NULL), "prompt", NULL);
     if (llmgw_json_type(in, "suffix", NULL) == LLMGW_JSON_STRING
         && *llmgw_json_gets(in, "suffix", NULL)) {
         llmgw_json_setj(out, llmgw_json_getj(in, "suffix", NULL), "suffix",
@@ -391,16 +400,18 @@ static int front_embed(llmgw_ollama_ep_t oep, const llmgw_json_t *in,
         for (i = 0; i < n; i++) {
             if (llmgw_json_type(llmgw_json_array_get(v, i), NULL)
                 != LLMGW_JSON_STRING) {
-                return ofail(err, 400, "input must be a string or an "
+                return ofail(err, 400,
+                             "input must be a string or an "
                              "array of strings");
             }
         }
     }
     else if (t != LLMGW_JSON_STRING) {
-        return ofail(err, 400, oep == LLMGW_OLLAMA_EP_EMBED
-                                   ? "input must be a string or an array "
-                                     "of strings"
-                                   : "prompt is required");
+        return ofail(err, 400,
+                     oep == LLMGW_OLLAMA_EP_EMBED
+                         ? "input must be a string or an array "
+                           "of strings"
+                         : "prompt is required");
     }
     llmgw_json_setj(out, v, "input", NULL);
     if (ol_is_num(llmgw_json_type(in, "dimensions", NULL))) {
@@ -455,12 +466,8 @@ int llmgw_ollama_front_request(apr_pool_t *p, llmgw_ollama_ep_t oep,
                             NULL);
         }
         break;
-    case LLMGW_OLLAMA_EP_GENERATE:
-        rv = front_generate(in, out, err);
-        break;
-    default:
-        rv = front_embed(oep, in, out, err);
-        break;
+    case LLMGW_OLLAMA_EP_GENERATE: rv = front_generate(in, out, err); break;
+    default: rv = front_embed(oep, in, out, err); break;
     }
     if (rv) {
         return rv;
@@ -485,8 +492,11 @@ int llmgw_ollama_front_request(apr_pool_t *p, llmgw_ollama_ep_t oep,
     *body = llmgw_json_write(out, blen);
     req->body = llmgw_json_read(p, *body, *blen, &jerr, &msg);
     if (!req->body) {
-        return ofail(err, 500, apr_psprintf(p, "the gateway could not read "
-                                            "its own translation: %s", msg));
+        return ofail(err, 500,
+                     apr_psprintf(p,
+                                  "the gateway could not read "
+                                  "its own translation: %s",
+                                  msg));
     }
     return 0;
 }
@@ -552,7 +562,7 @@ static int ollama_tool_calls(apr_pool_t *p, const llmgw_json_t *calls,
         const char *text = ol_args_text(tc);
 
         args = llmgw_json_type(tc, "function", "arguments", NULL)
-                   == LLMGW_JSON_OBJECT
+                       == LLMGW_JSON_OBJECT
                    ? llmgw_json_getj(tc, "function", "arguments", NULL)
                    : ol_args_object(p, text, strlen(text));
         if (!args) {
@@ -569,11 +579,10 @@ static int ollama_tool_calls(apr_pool_t *p, const llmgw_json_t *calls,
 }
 
 int llmgw_ollama_front_response(apr_pool_t *p, llmgw_ollama_ep_t oep,
-                                int status, const char *buf,
-                                apr_size_t len, const char *model,
-                                apr_int64_t created, const char **out,
-                                apr_size_t *out_len, llmgw_usage_t *usage,
-                                llmgw_error_t *err)
+                                int status, const char *buf, apr_size_t len,
+                                const char *model, apr_int64_t created,
+                                const char **out, apr_size_t *out_len,
+                                llmgw_usage_t *usage, llmgw_error_t *err)
 {
     llmgw_json_err_t jerr;
     const char *msg;
@@ -583,19 +592,24 @@ int llmgw_ollama_front_response(apr_pool_t *p, llmgw_ollama_ep_t oep,
 
     memset(usage, 0, sizeof(*usage));
     if (!j || llmgw_json_type(j, NULL) != LLMGW_JSON_OBJECT) {
-        return status >= 400
-                   ? ofail(err, status, apr_psprintf(p, "the backend "
-                                                     "answered with status "
-                                                     "%d", status))
-                   : ofail(err, 502, unreadable);
+        return status >= 400 ? ofail(err, status,
+                                     apr_psprintf(p,
+                                                  "the backend "
+                                                  "answered with status "
+                                                  "%d",
+                                                  status))
+                             : ofail(err, 502, unreadable);
     }
     if ((msg = openai_error(j)) != NULL || status >= 400) {
         if (!msg) {
             msg = llmgw_json_gets(j, "detail", NULL);
         }
         return ofail(err, status >= 400 ? status : 502,
-                     msg ? msg : apr_psprintf(p, "the backend answered "
-                                              "with status %d", status));
+                     msg ? msg
+                         : apr_psprintf(p,
+                                        "the backend answered "
+                                        "with status %d",
+                                        status));
     }
     ol_openai_usage(j, usage);
     o = llmgw_json_create_object(p);
@@ -614,8 +628,8 @@ int llmgw_ollama_front_response(apr_pool_t *p, llmgw_ollama_ep_t oep,
             llmgw_json_t *m = llmgw_json_add_object(o, "message");
 
             text = llmgw_json_gets(ch, "message", "content", NULL);
-            thinking = llmgw_json_gets(ch, "message", "reasoning_content",
-                                       NULL);
+            thinking =
+                llmgw_json_gets(ch, "message", "reasoning_content", NULL);
             if (!thinking) {
                 thinking = llmgw_json_gets(ch, "message", "reasoning", NULL);
             }
@@ -624,10 +638,11 @@ int llmgw_ollama_front_response(apr_pool_t *p, llmgw_ollama_ep_t oep,
             if (thinking && *thinking) {
                 llmgw_json_sets(m, thinking, "thinking", NULL);
             }
-            if (!ollama_tool_calls(p, llmgw_json_getj(ch, "message",
-                                                      "tool_calls", NULL),
-                                   m)) {
-                return ofail(err, 502, "the backend sent tool call "
+            if (!ollama_tool_calls(
+                    p, llmgw_json_getj(ch, "message", "tool_calls", NULL),
+                    m)) {
+                return ofail(err, 502,
+                             "the backend sent tool call "
                              "arguments that are not a JSON object");
             }
         }
@@ -635,8 +650,9 @@ int llmgw_ollama_front_response(apr_pool_t *p, llmgw_ollama_ep_t oep,
             text = llmgw_json_gets(ch, "text", NULL);
             llmgw_json_sets(o, text ? text : "", "response", NULL);
         }
-        ollama_done(o, ol_done_reason(llmgw_json_gets(ch, "finish_reason",
-                                                   NULL)), usage);
+        ollama_done(o,
+                    ol_done_reason(llmgw_json_gets(ch, "finish_reason", NULL)),
+                    usage);
         break;
     }
     default: {
@@ -780,8 +796,9 @@ static void nd_text(llmgw_ollama_ndjson_t *s, const char *text,
     llmgw_json_t *m, *o = nd_line(s, &m);
 
     if (text) {
-        llmgw_json_sets(m, text, s->oep == LLMGW_OLLAMA_EP_CHAT
-                                     ? "content" : "response", NULL);
+        llmgw_json_sets(
+            m, text, s->oep == LLMGW_OLLAMA_EP_CHAT ? "content" : "response",
+            NULL);
     }
     if (thinking) {
         llmgw_json_sets(m, thinking, "thinking", NULL);
@@ -804,12 +821,12 @@ static void nd_flush_calls(llmgw_ollama_ndjson_t *s)
     for (i = 0; i < s->calls->nelts; i++) {
         part_call_t *c = &APR_ARRAY_IDX(s->calls, i, part_call_t);
         llmgw_json_t *tc = llmgw_json_array_add_object(arr);
-        llmgw_json_t *args = ol_args_object(s->lp, c->args.b ? c->args.b : "",
-                                         c->args.len);
+        llmgw_json_t *args =
+            ol_args_object(s->lp, c->args.b ? c->args.b : "", c->args.len);
 
         if (!args) {
             nd_fail(s, "the backend sent tool call arguments that are not "
-                    "a JSON object");
+                       "a JSON object");
             apr_pool_clear(s->tp);
             return;
         }
@@ -817,8 +834,7 @@ static void nd_flush_calls(llmgw_ollama_ndjson_t *s)
             llmgw_json_sets(tc, c->id, "id", NULL);
         }
         llmgw_json_setl(tc, i, "function", "index", NULL);
-        llmgw_json_sets(tc, c->name ? c->name : "", "function", "name",
-                        NULL);
+        llmgw_json_sets(tc, c->name ? c->name : "", "function", "name", NULL);
         llmgw_json_setj(tc, args, "function", "arguments", NULL);
     }
     llmgw_json_setb(o, 0, "done", NULL);
@@ -895,8 +911,8 @@ static void nd_chunk(llmgw_ollama_ndjson_t *s, const llmgw_json_t *j)
     calls = llmgw_json_getj(ch, "delta", "tool_calls", NULL);
     for (i = 0, n = ol_len_of(calls); i < n; i++) {
         llmgw_json_t *tc = llmgw_json_array_get(calls, i);
-        part_call_t *c = nd_call(s, llmgw_json_getl(tc, (apr_int64_t)i,
-                                                    "index", NULL));
+        part_call_t *c =
+            nd_call(s, llmgw_json_getl(tc, (apr_int64_t)i, "index", NULL));
         const char *v;
 
         if (!c->id && (v = llmgw_json_gets(tc, "id", NULL)) != NULL) {
@@ -907,10 +923,11 @@ static void nd_chunk(llmgw_ollama_ndjson_t *s, const llmgw_json_t *j)
             c->name = apr_pstrdup(s->tp, v);
         }
         v = llmgw_json_gets(tc, "function", "arguments", NULL);
-        if (v && (c->args.len + strlen(v) > MAX_LINE
-                  || !llmgw_buf_add(&c->args, v, strlen(v)))) {
+        if (v
+            && (c->args.len + strlen(v) > MAX_LINE
+                || !llmgw_buf_add(&c->args, v, strlen(v)))) {
             nd_fail(s, "the backend sent tool call arguments the gateway "
-                    "cannot hold");
+                       "cannot hold");
             return;
         }
         output = 1;
@@ -923,8 +940,7 @@ static void nd_chunk(llmgw_ollama_ndjson_t *s, const llmgw_json_t *j)
     }
 }
 
-static void nd_event(llmgw_ollama_ndjson_t *s, const char *d,
-                     apr_size_t len)
+static void nd_event(llmgw_ollama_ndjson_t *s, const char *d, apr_size_t len)
 {
     llmgw_json_err_t jerr;
     const char *msg;
@@ -966,7 +982,7 @@ static void nd_sse_line(void *baton, const char *line, apr_size_t len)
         return;
     }
     if (len < 5 || memcmp(line, "data:", 5) != 0) {
-        return;                 /* comments, event:, id:, retry: */
+        return; /* comments, event:, id:, retry: */
     }
     line += 5;
     len -= 5;
@@ -981,15 +997,14 @@ static void nd_sse_line(void *baton, const char *line, apr_size_t len)
     }
 }
 
-apr_size_t llmgw_ollama_ndjson_feed(llmgw_ollama_ndjson_t *s,
-                                    const char *in, apr_size_t len,
-                                    const char **out)
+apr_size_t llmgw_ollama_ndjson_feed(llmgw_ollama_ndjson_t *s, const char *in,
+                                    apr_size_t len, const char **out)
 {
     s->out.len = 0;
     if (!s->done && !s->failed && len
         && !ol_split_lines(&s->in, in, len, nd_sse_line, s)) {
         nd_fail(s, "the backend sent a stream line the gateway cannot "
-                "hold");
+                   "hold");
         apr_pool_clear(s->lp);
     }
     if (s->failed) {
@@ -1002,8 +1017,7 @@ apr_size_t llmgw_ollama_ndjson_feed(llmgw_ollama_ndjson_t *s,
     return s->out.len;
 }
 
-apr_size_t llmgw_ollama_ndjson_end(llmgw_ollama_ndjson_t *s,
-                                   const char **out)
+apr_size_t llmgw_ollama_ndjson_end(llmgw_ollama_ndjson_t *s, const char **out)
 {
     s->out.len = 0;
     if (s->in.len) {
@@ -1025,8 +1039,7 @@ apr_size_t llmgw_ollama_ndjson_end(llmgw_ollama_ndjson_t *s,
 }
 
 const char *llmgw_ollama_ndjson_error_tail(const llmgw_ollama_ndjson_t *s,
-                                           apr_pool_t *p,
-                                           const char *message,
+                                           apr_pool_t *p, const char *message,
                                            apr_size_t *len)
 {
     const char *line;

@@ -13,8 +13,7 @@
 typedef void ol_line_fn(void *baton, const char *line, apr_size_t len);
 
 /* One line to fn, without a '\r' before its end. */
-void ol_deliver(ol_line_fn *fn, void *baton, const char *line,
-                apr_size_t len);
+void ol_deliver(ol_line_fn *fn, void *baton, const char *line, apr_size_t len);
 
 /* Hands each complete line of in to fn (without its "\n" or "\r\n");
  * the rest waits in pending for the next call. Lines need no copy

@@ -17,29 +17,20 @@ static const struct {
     const char *name;
     const char *path;
 } kinds[LLMGW_PROBE_KINDS] = {
-    { "ollama-ps",       "/api/ps" },
-    { "ollama-tags",     "/api/tags" },
-    { "llamacpp-health", "/health" },
-    { "llamacpp-slots",  "/slots" },
-    { "vllm-metrics",    "/metrics" },
-    { "openai-models",   "/v1/models" },
+    { "ollama-ps", "/api/ps" },       { "ollama-tags", "/api/tags" },
+    { "llamacpp-health", "/health" }, { "llamacpp-slots", "/slots" },
+    { "vllm-metrics", "/metrics" },   { "openai-models", "/v1/models" },
 };
 
 const char *llmgw_hstate_name(llmgw_hstate_t s)
 {
     switch (s) {
-    case LLMGW_HS_READY:
-        return "ready";
-    case LLMGW_HS_LOADING:
-        return "loading";
-    case LLMGW_HS_BUSY:
-        return "busy";
-    case LLMGW_HS_DOWN:
-        return "down";
-    case LLMGW_HS_ABSENT:
-        return "absent";
-    default:
-        return "unknown";
+    case LLMGW_HS_READY: return "ready";
+    case LLMGW_HS_LOADING: return "loading";
+    case LLMGW_HS_BUSY: return "busy";
+    case LLMGW_HS_DOWN: return "down";
+    case LLMGW_HS_ABSENT: return "absent";
+    default: return "unknown";
     }
 }
 
@@ -122,8 +113,7 @@ static llmgw_probe_t *take(llmgw_probe_t *r, llmgw_hstate_t state,
     return r;
 }
 
-llmgw_probe_t *llmgw_probe_unreachable(apr_pool_t *p,
-                                       llmgw_probe_kind_t kind,
+llmgw_probe_t *llmgw_probe_unreachable(apr_pool_t *p, llmgw_probe_kind_t kind,
                                        const char *why)
 {
     return refuse(result(p, kind, 0), why ? why : "no answer");
@@ -185,13 +175,11 @@ static int opt_count(const llmgw_json_t *o, const char *key, apr_int64_t *out)
 {
     switch (llmgw_json_type(o, key, NULL)) {
     case LLMGW_JSON_MISSING:
-    case LLMGW_JSON_NULL:
-        return 0;
+    case LLMGW_JSON_NULL: return 0;
     case LLMGW_JSON_INT:
         *out = llmgw_json_getl(o, -1, key, NULL);
         return *out >= 0 ? 1 : -1;
-    default:
-        return -1;
+    default: return -1;
     }
 }
 
@@ -257,16 +245,14 @@ static const char *ollama_model(apr_pool_t *p, llmgw_probe_t *r,
     }
     switch (llmgw_json_type(o, "expires_at", NULL)) {
     case LLMGW_JSON_MISSING:
-    case LLMGW_JSON_NULL:
-        break;
+    case LLMGW_JSON_NULL: break;
     case LLMGW_JSON_STRING:
         when = llmgw_json_gets(o, "expires_at", NULL);
         if (llmgw_probe_rfc3339(when, strlen(when), &expires) != 0) {
             return "expires_at is not an RFC 3339 time";
         }
         break;
-    default:
-        return "expires_at is not a string";
+    default: return "expires_at is not a string";
     }
     if (!named) {
         r->models_skipped++;
@@ -291,8 +277,8 @@ static llmgw_probe_t *ollama_list(apr_pool_t *p, llmgw_probe_t *r,
     if (r->http_status != 200) {
         return unexpected_status(r);
     }
-    if (!(j = parse_json(p, r, body, len)) || !(a = model_array(r, j,
-                                                                "models"))) {
+    if (!(j = parse_json(p, r, body, len))
+        || !(a = model_array(r, j, "models"))) {
         return r;
     }
     n = llmgw_json_array_len(a);
@@ -392,10 +378,8 @@ static int slot_busy(const llmgw_json_t *o)
     switch (llmgw_json_type(o, "is_processing", NULL)) {
     case LLMGW_JSON_BOOL:
         return llmgw_json_getb(o, 0, "is_processing", NULL) ? 1 : 0;
-    case LLMGW_JSON_MISSING:
-        break;
-    default:
-        return -1;
+    case LLMGW_JSON_MISSING: break;
+    default: return -1;
     }
     if (llmgw_json_type(o, "state", NULL) != LLMGW_JSON_INT) {
         return -1;
@@ -459,12 +443,9 @@ static int model_status(const llmgw_json_t *o, unsigned *flags)
     *flags = LLMGW_PM_AVAILABLE;
     switch (llmgw_json_type(o, "status", NULL)) {
     case LLMGW_JSON_MISSING:
-    case LLMGW_JSON_NULL:
-        return 0;
-    case LLMGW_JSON_OBJECT:
-        break;
-    default:
-        return -1;
+    case LLMGW_JSON_NULL: return 0;
+    case LLMGW_JSON_OBJECT: break;
+    default: return -1;
     }
     if (!(v = llmgw_json_gets(o, "status", "value", NULL))) {
         return -1;
@@ -492,8 +473,8 @@ static llmgw_probe_t *openai_models(apr_pool_t *p, llmgw_probe_t *r,
     if (r->http_status != 200) {
         return unexpected_status(r);
     }
-    if (!(j = parse_json(p, r, body, len)) || !(a = model_array(r, j,
-                                                                "data"))) {
+    if (!(j = parse_json(p, r, body, len))
+        || !(a = model_array(r, j, "data"))) {
         return r;
     }
     n = llmgw_json_array_len(a);
@@ -567,8 +548,8 @@ static apr_int64_t days_from_civil(apr_int64_t y, int m, int d)
 
 static int days_in_month(int y, int m)
 {
-    static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31,
-                                  30, 31 };
+    static const int days[12] = { 31, 28, 31, 30, 31, 30,
+                                  31, 31, 30, 31, 30, 31 };
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
 
     return m == 2 && leap ? 29 : days[m - 1];
@@ -623,7 +604,7 @@ int llmgw_probe_rfc3339(const char *s, apr_size_t len, apr_time_t *out)
         return -1;
     }
     if (sec == 60) {
-        sec = 59;               /* a leap second: as its last second */
+        sec = 59; /* a leap second: as its last second */
     }
     secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec
            - sign * (oh * 3600 + om * 60);
@@ -635,10 +616,10 @@ int llmgw_probe_rfc3339(const char *s, apr_size_t len, apr_time_t *out)
 
 typedef enum {
     VM_OTHER = 0,
-    VM_RUNNING,                 /* vllm:num_requests_running */
-    VM_WAITING,                 /* vllm:num_requests_waiting */
-    VM_KV,                      /* vllm:kv_cache_usage_perc (0.9 on) */
-    VM_GPU_KV                   /* vllm:gpu_cache_usage_perc (before) */
+    VM_RUNNING, /* vllm:num_requests_running */
+    VM_WAITING, /* vllm:num_requests_waiting */
+    VM_KV,      /* vllm:kv_cache_usage_perc (0.9 on) */
+    VM_GPU_KV   /* vllm:gpu_cache_usage_perc (before) */
 } vmetric_t;
 
 static vmetric_t vllm_metric(const llmgw_prom_sample_t *s)
@@ -664,8 +645,8 @@ static vmetric_t vllm_metric(const llmgw_prom_sample_t *s)
 }
 
 /* The value of label name in s, or NULL. */
-static const char *sample_label(const llmgw_prom_sample_t *s,
-                                const char *name, apr_size_t *len)
+static const char *sample_label(const llmgw_prom_sample_t *s, const char *name,
+                                apr_size_t *len)
 {
     apr_size_t n = strlen(name);
     int i;
@@ -682,8 +663,8 @@ static const char *sample_label(const llmgw_prom_sample_t *s,
 
 /* What the gauges say, per model and for the member. */
 typedef struct {
-    apr_int64_t running, waiting;   /* -1: no sample */
-    double kv, gpu_kv;              /* -1: no sample */
+    apr_int64_t running, waiting; /* -1: no sample */
+    double kv, gpu_kv;            /* -1: no sample */
 } vsum_t;
 
 static void vsum_init(vsum_t *v)
@@ -698,21 +679,16 @@ static void vsum_add(vsum_t *v, vmetric_t m, double value)
 {
     switch (m) {
     case VM_RUNNING:
-        v->running = (v->running < 0 ? 0 : v->running)
-                     + (apr_int64_t)(value + 0.5);
+        v->running =
+            (v->running < 0 ? 0 : v->running) + (apr_int64_t)(value + 0.5);
         break;
     case VM_WAITING:
-        v->waiting = (v->waiting < 0 ? 0 : v->waiting)
-                     + (apr_int64_t)(value + 0.5);
+        v->waiting =
+            (v->waiting < 0 ? 0 : v->waiting) + (apr_int64_t)(value + 0.5);
         break;
-    case VM_KV:
-        v->kv = value > v->kv ? value : v->kv;
-        break;
-    case VM_GPU_KV:
-        v->gpu_kv = value > v->gpu_kv ? value : v->gpu_kv;
-        break;
-    default:
-        break;
+    case VM_KV: v->kv = value > v->kv ? value : v->kv; break;
+    case VM_GPU_KV: v->gpu_kv = value > v->gpu_kv ? value : v->gpu_kv; break;
+    default: break;
     }
 }
 
@@ -745,7 +721,7 @@ static vsum_t *vllm_model(apr_pool_t *p, llmgw_probe_t *r, apr_hash_t *by,
      * not (Prometheus text may hold anything). */
     if (len > LLMGW_PROBE_MAX_NAME || memchr(name, '\0', len)
         || llmgw_json_utf8_clean(p, name, len, NULL) != name) {
-        v->running = -2;        /* marks a name left out */
+        v->running = -2; /* marks a name left out */
         r->models_skipped++;
         return NULL;
     }
@@ -814,8 +790,8 @@ static llmgw_probe_t *vllm_metrics(apr_pool_t *p, llmgw_probe_t *r,
         return refuse(r, "no vLLM metrics");
     }
     for (i = 0; i < r->models->nelts; i++) {
-        llmgw_probe_model_t *pm = &APR_ARRAY_IDX(r->models, i,
-                                                 llmgw_probe_model_t);
+        llmgw_probe_model_t *pm =
+            &APR_ARRAY_IDX(r->models, i, llmgw_probe_model_t);
         const vsum_t *v = APR_ARRAY_IDX(sums, i, vsum_t *);
 
         pm->running = v->running;
@@ -850,20 +826,14 @@ llmgw_probe_t *llmgw_probe_parse(apr_pool_t *p, llmgw_probe_kind_t kind,
     }
     switch (kind) {
     case LLMGW_PROBE_OLLAMA_PS:
-        return ollama_list(p, r, body, len, LLMGW_PM_LOADED,
-                           LLMGW_PK_LOADED);
+        return ollama_list(p, r, body, len, LLMGW_PM_LOADED, LLMGW_PK_LOADED);
     case LLMGW_PROBE_OLLAMA_TAGS:
         return ollama_list(p, r, body, len, LLMGW_PM_AVAILABLE,
                            LLMGW_PK_AVAILABLE);
-    case LLMGW_PROBE_LLAMACPP_HEALTH:
-        return llamacpp_health(p, r, body, len);
-    case LLMGW_PROBE_LLAMACPP_SLOTS:
-        return llamacpp_slots(p, r, body, len);
-    case LLMGW_PROBE_VLLM_METRICS:
-        return vllm_metrics(p, r, body, len);
-    case LLMGW_PROBE_OPENAI_MODELS:
-        return openai_models(p, r, body, len);
-    default:
-        return refuse(r, "no such probe");
+    case LLMGW_PROBE_LLAMACPP_HEALTH: return llamacpp_health(p, r, body, len);
+    case LLMGW_PROBE_LLAMACPP_SLOTS: return llamacpp_slots(p, r, body, len);
+    case LLMGW_PROBE_VLLM_METRICS: return vllm_metrics(p, r, body, len);
+    case LLMGW_PROBE_OPENAI_MODELS: return openai_models(p, r, body, len);
+    default: return refuse(r, "no such probe");
     }
 }

@@ -12,24 +12,24 @@
 /* Health of a member, or of a model on a member. "loading" and "busy"
  * mean "not now, but not broken": they never trip the circuit breaker. */
 typedef enum {
-    LLMGW_HS_UNKNOWN = 0,       /* nothing known yet */
+    LLMGW_HS_UNKNOWN = 0, /* nothing known yet */
     LLMGW_HS_READY,
-    LLMGW_HS_LOADING,           /* a model is being loaded */
-    LLMGW_HS_BUSY,              /* no free slot, or a queue over a bound */
-    LLMGW_HS_DOWN,              /* connect errors, 5xx, timeouts */
-    LLMGW_HS_ABSENT             /* the model is not on that member */
+    LLMGW_HS_LOADING, /* a model is being loaded */
+    LLMGW_HS_BUSY,    /* no free slot, or a queue over a bound */
+    LLMGW_HS_DOWN,    /* connect errors, 5xx, timeouts */
+    LLMGW_HS_ABSENT   /* the model is not on that member */
 } llmgw_hstate_t;
 
 /* "ready", "loading", ... ("unknown" for anything else). */
 const char *llmgw_hstate_name(llmgw_hstate_t s);
 
 typedef enum {
-    LLMGW_PROBE_OLLAMA_PS = 0,      /* GET /api/ps: loaded models */
-    LLMGW_PROBE_OLLAMA_TAGS,        /* GET /api/tags: available models */
-    LLMGW_PROBE_LLAMACPP_HEALTH,    /* GET /health: ok, loading, down */
-    LLMGW_PROBE_LLAMACPP_SLOTS,     /* GET /slots: busy and idle slots */
-    LLMGW_PROBE_VLLM_METRICS,       /* GET /metrics: running, waiting, KV */
-    LLMGW_PROBE_OPENAI_MODELS,      /* GET /v1/models: model ids */
+    LLMGW_PROBE_OLLAMA_PS = 0,   /* GET /api/ps: loaded models */
+    LLMGW_PROBE_OLLAMA_TAGS,     /* GET /api/tags: available models */
+    LLMGW_PROBE_LLAMACPP_HEALTH, /* GET /health: ok, loading, down */
+    LLMGW_PROBE_LLAMACPP_SLOTS,  /* GET /slots: busy and idle slots */
+    LLMGW_PROBE_VLLM_METRICS,    /* GET /metrics: running, waiting, KV */
+    LLMGW_PROBE_OPENAI_MODELS,   /* GET /v1/models: model ids */
     LLMGW_PROBE_KINDS
 } llmgw_probe_kind_t;
 
@@ -45,37 +45,37 @@ const char *llmgw_probe_name(llmgw_probe_kind_t kind);
 int llmgw_probe_set(const char *name, llmgw_probe_kind_t *kinds);
 
 /* Bounds on what a probe's answer may hold; beyond them it is refused. */
-#define LLMGW_PROBE_MAX_BODY    (4 * 1024 * 1024)   /* a JSON answer */
-#define LLMGW_PROBE_MAX_METRICS (8 * 1024 * 1024)   /* Prometheus text */
-#define LLMGW_PROBE_MAX_MODELS  1024
-#define LLMGW_PROBE_MAX_SLOTS   4096
+#define LLMGW_PROBE_MAX_BODY (4 * 1024 * 1024)    /* a JSON answer */
+#define LLMGW_PROBE_MAX_METRICS (8 * 1024 * 1024) /* Prometheus text */
+#define LLMGW_PROBE_MAX_MODELS 1024
+#define LLMGW_PROBE_MAX_SLOTS 4096
 /* A longer model name is left out (counted in models_skipped): it can
  * be no route's model. */
-#define LLMGW_PROBE_MAX_NAME    512
+#define LLMGW_PROBE_MAX_NAME 512
 
 /* What a result establishes. Stored, these facts replace the ones the
  * member had and leave the others as they were. */
-#define LLMGW_PK_STATE      0x01    /* the member's state */
-#define LLMGW_PK_LOADED     0x02    /* which models are loaded (complete) */
-#define LLMGW_PK_AVAILABLE  0x04    /* which models it has at all */
-#define LLMGW_PK_SLOTS      0x08    /* slots_total, slots_busy */
-#define LLMGW_PK_QUEUE      0x10    /* running, waiting */
-#define LLMGW_PK_KV         0x20    /* kv_usage */
+#define LLMGW_PK_STATE 0x01     /* the member's state */
+#define LLMGW_PK_LOADED 0x02    /* which models are loaded (complete) */
+#define LLMGW_PK_AVAILABLE 0x04 /* which models it has at all */
+#define LLMGW_PK_SLOTS 0x08     /* slots_total, slots_busy */
+#define LLMGW_PK_QUEUE 0x10     /* running, waiting */
+#define LLMGW_PK_KV 0x20        /* kv_usage */
 
 /* What a result says of one model. */
-#define LLMGW_PM_LOADED     0x01
-#define LLMGW_PM_AVAILABLE  0x02
-#define LLMGW_PM_LOADING    0x04
+#define LLMGW_PM_LOADED 0x01
+#define LLMGW_PM_AVAILABLE 0x02
+#define LLMGW_PM_LOADING 0x04
 
 typedef struct {
-    const char *name;           /* valid UTF-8, no NUL, from the pool */
-    unsigned flags;             /* LLMGW_PM_* */
-    apr_int64_t size;           /* bytes; -1 unknown */
-    apr_int64_t size_vram;      /* bytes; -1 unknown */
-    apr_time_t expires_at;      /* Ollama: when it unloads; 0 unknown */
-    apr_int64_t running;        /* vLLM: requests running; -1 unknown */
-    apr_int64_t waiting;        /* vLLM: requests queued; -1 unknown */
-    double kv_usage;            /* vLLM: 0..1; -1 unknown */
+    const char *name;      /* valid UTF-8, no NUL, from the pool */
+    unsigned flags;        /* LLMGW_PM_* */
+    apr_int64_t size;      /* bytes; -1 unknown */
+    apr_int64_t size_vram; /* bytes; -1 unknown */
+    apr_time_t expires_at; /* Ollama: when it unloads; 0 unknown */
+    apr_int64_t running;   /* vLLM: requests running; -1 unknown */
+    apr_int64_t waiting;   /* vLLM: requests queued; -1 unknown */
+    double kv_usage;       /* vLLM: 0..1; -1 unknown */
 } llmgw_probe_model_t;
 
 typedef struct {
@@ -103,8 +103,7 @@ llmgw_probe_t *llmgw_probe_parse(apr_pool_t *p, llmgw_probe_kind_t kind,
                                  apr_size_t len);
 
 /* A probe that got no answer (refused, reset, timed out): DOWN, why. */
-llmgw_probe_t *llmgw_probe_unreachable(apr_pool_t *p,
-                                       llmgw_probe_kind_t kind,
+llmgw_probe_t *llmgw_probe_unreachable(apr_pool_t *p, llmgw_probe_kind_t kind,
                                        const char *why);
 
 /* RFC 3339 text (as Ollama's expires_at) to a time; 0 on success, -1 when

@@ -61,8 +61,7 @@ static const char *read_label_value(apr_pool_t *p, const char *s,
 
     for (q = s; q < end && *q != '"' && *q != '\n'; q++) {
         if (*q == '\\') {
-            if (q + 1 >= end || (q[1] != '\\' && q[1] != '"'
-                                 && q[1] != 'n')) {
+            if (q + 1 >= end || (q[1] != '\\' && q[1] != '"' && q[1] != 'n')) {
                 return NULL;
             }
             escaped = 1;
@@ -93,8 +92,8 @@ static const char *read_label_value(apr_pool_t *p, const char *s,
     return q + 1;
 }
 
-static const char *read_labels(apr_pool_t *p, const char *s,
-                               const char *end, llmgw_prom_sample_t *out)
+static const char *read_labels(apr_pool_t *p, const char *s, const char *end,
+                               llmgw_prom_sample_t *out)
 {
     s = skip_blanks(s, end);
     while (s < end && *s != '}') {
@@ -122,7 +121,7 @@ static const char *read_labels(apr_pool_t *p, const char *s,
         out->nlabels++;
         s = skip_blanks(s, end);
         if (s < end && *s == ',') {
-            s = skip_blanks(s + 1, end);    /* a trailing comma is allowed */
+            s = skip_blanks(s + 1, end); /* a trailing comma is allowed */
         }
         else if (s < end && *s != '}') {
             return NULL;
@@ -186,7 +185,7 @@ static int read_value(const char *s, const char *e, double *out)
         for (; ex > 0 && v != 0.0; ex--) {
             v = exneg ? v / 10.0 : v * 10.0;
             if (v > 1.7976931348623157e308) {
-                break;          /* stays infinite */
+                break; /* stays infinite */
             }
         }
     }
@@ -234,7 +233,7 @@ static int read_sample(apr_pool_t *p, const char *line, const char *end,
         s = skip_blanks(s, end);
     }
     else if (s == ne) {
-        return -1;              /* a name runs into something else */
+        return -1; /* a name runs into something else */
     }
     for (v = s; s < end && !IS_BLANK(*s); s++) {
     }
@@ -280,4 +279,3 @@ int llmgw_prom_next(apr_pool_t *p, const char **pos, const char *end,
     *pos = end;
     return 0;
 }
-

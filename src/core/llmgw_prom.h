@@ -19,7 +19,7 @@ typedef struct {
     apr_size_t label_name_len[LLMGW_PROM_MAX_LABELS];
     const char *label_value[LLMGW_PROM_MAX_LABELS];
     apr_size_t label_value_len[LLMGW_PROM_MAX_LABELS];
-    double value;               /* may be NaN or infinite */
+    double value; /* may be NaN or infinite */
 } llmgw_prom_sample_t;
 
 /* Reads the next sample from *pos (up to end), skipping blank lines and

@@ -43,9 +43,11 @@ const char *llmgw_router_add(apr_pool_t *p, llmgw_router_t *rt,
         if (!llmgw_pattern_is_glob(pat)) {
             other = apr_hash_get(rt->exact, pat, APR_HASH_KEY_STRING);
             if (other) {
-                return apr_psprintf(p, "model name '%s' is already routed "
-                                    "by <LLMRoute \"%s\"> at %s:%d", pat,
-                                    other->name, other->file, other->line);
+                return apr_psprintf(p,
+                                    "model name '%s' is already routed "
+                                    "by <LLMRoute \"%s\"> at %s:%d",
+                                    pat, other->name, other->file,
+                                    other->line);
             }
             apr_hash_set(rt->exact, pat, APR_HASH_KEY_STRING, route);
             APR_ARRAY_PUSH(rt->listed, const char *) = pat;

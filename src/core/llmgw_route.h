@@ -8,29 +8,29 @@
 #include <apr_tables.h>
 
 typedef struct llmgw_route {
-    const char *name;            /* the first pattern of <LLMRoute> */
+    const char *name;             /* the first pattern of <LLMRoute> */
     apr_array_header_t *patterns; /* const char *: name and aliases */
-    const char *balancer;        /* "balancer://NAME" */
-    const char *dialect;         /* "openai" */
-    const char *upstream_model;  /* LLMUpstreamModel, else the route's
+    const char *balancer;         /* "balancer://NAME" */
+    const char *dialect;          /* "openai" */
+    const char *upstream_model;   /* LLMUpstreamModel, else the route's
                                   * exact name; NULL for a glob route:
                                   * send the client's name */
-    int cache_policy;            /* llmgw_cache_policy_t */
+    int cache_policy;             /* llmgw_cache_policy_t */
     apr_interval_time_t discover; /* LLMDiscover on: how long a fetched
                                   * list serves; 0: off */
-    void *discovered;            /* the discovery's state (its glue) */
-    const char *file;            /* where <LLMRoute> stands */
+    void *discovered;             /* the discovery's state (its glue) */
+    const char *file;             /* where <LLMRoute> stands */
     int line;
-    const char *backend_file;    /* where LLMBackend stands */
+    const char *backend_file; /* where LLMBackend stands */
     int backend_line;
 } llmgw_route_t;
 
 typedef struct llmgw_router {
-    apr_array_header_t *routes;  /* llmgw_route_t *, config order */
-    apr_hash_t *exact;           /* exact name -> llmgw_route_t * */
-    apr_array_header_t *globs;   /* const char * pattern, route pairs */
-    apr_array_header_t *listed;  /* const char *: exact names, in order */
-    apr_int64_t created;         /* config load time, for /v1/models */
+    apr_array_header_t *routes; /* llmgw_route_t *, config order */
+    apr_hash_t *exact;          /* exact name -> llmgw_route_t * */
+    apr_array_header_t *globs;  /* const char * pattern, route pairs */
+    apr_array_header_t *listed; /* const char *: exact names, in order */
+    apr_int64_t created;        /* config load time, for /v1/models */
 } llmgw_router_t;
 
 llmgw_router_t *llmgw_router_create(apr_pool_t *p);

@@ -33,16 +33,15 @@ static void compress_c(apr_uint32_t *hs, const unsigned char *blk)
     int i;
 
     for (i = 0; i < 16; i++) {
-        w[i] = (apr_uint32_t)blk[4 * i] << 24
-               | (apr_uint32_t)blk[4 * i + 1] << 16
-               | (apr_uint32_t)blk[4 * i + 2] << 8
-               | (apr_uint32_t)blk[4 * i + 3];
+        w[i] =
+            (apr_uint32_t)blk[4 * i] << 24 | (apr_uint32_t)blk[4 * i + 1] << 16
+            | (apr_uint32_t)blk[4 * i + 2] << 8 | (apr_uint32_t)blk[4 * i + 3];
     }
     for (i = 16; i < 64; i++) {
-        apr_uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18)
-                          ^ (w[i - 15] >> 3);
-        apr_uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19)
-                          ^ (w[i - 2] >> 10);
+        apr_uint32_t s0 =
+            ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        apr_uint32_t s1 =
+            ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
 
         w[i] = w[i - 16] + s0 + w[i - 7] + s1;
     }
@@ -78,17 +77,16 @@ static void compress_c(apr_uint32_t *hs, const unsigned char *blk)
 /* The same with SHA-NI: the state as two registers, ABEF and CDGH (lane 3
  * first), two rounds per sha256rnds2, the schedule four words at a time
  * (msg1: W[t-16] + s0(W[t-15]); + W[t-7]; msg2: + s1(W[t-2])). */
-__attribute__((target("sha,sse4.1")))
-static void compress_ni(apr_uint32_t *hs, const unsigned char *blk)
+__attribute__((target("sha,sse4.1"))) static void compress_ni(
+    apr_uint32_t *hs, const unsigned char *blk)
 {
-    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL,
-                                         0x0405060700010203LL);
+    const __m128i bswap =
+        _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
     __m128i abef, cdgh, abef0, cdgh0, t, m, w[4];
     int i;
 
     t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)hs), 0xB1);
-    cdgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(hs + 4)),
-                             0x1B);
+    cdgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(hs + 4)), 0x1B);
     abef = _mm_alignr_epi8(t, cdgh, 8);
     cdgh = _mm_blend_epi16(cdgh, t, 0xF0);
     abef0 = abef;
@@ -101,15 +99,14 @@ static void compress_ni(apr_uint32_t *hs, const unsigned char *blk)
         }
         else {
             t = _mm_sha256msg1_epu32(w[i & 3], w[(i + 1) & 3]);
-            t = _mm_add_epi32(t, _mm_alignr_epi8(w[(i + 3) & 3],
-                                                 w[(i + 2) & 3], 4));
+            t = _mm_add_epi32(
+                t, _mm_alignr_epi8(w[(i + 3) & 3], w[(i + 2) & 3], 4));
             w[i & 3] = _mm_sha256msg2_epu32(t, w[(i + 3) & 3]);
         }
         m = _mm_add_epi32(w[i & 3],
                           _mm_loadu_si128((const __m128i *)(K + 4 * i)));
         cdgh = _mm_sha256rnds2_epu32(cdgh, abef, m);
-        abef = _mm_sha256rnds2_epu32(abef, cdgh,
-                                     _mm_shuffle_epi32(m, 0x0E));
+        abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(m, 0x0E));
     }
     abef = _mm_add_epi32(abef, abef0);
     cdgh = _mm_add_epi32(cdgh, cdgh0);
@@ -164,10 +161,9 @@ static void compress(llmgw_sha256_t *st, const unsigned char *blk)
 
 void llmgw_sha256_init(llmgw_sha256_t *c)
 {
-    static const apr_uint32_t h0[8] = {
-        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19
-    };
+    static const apr_uint32_t h0[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372,
+                                        0xa54ff53a, 0x510e527f, 0x9b05688c,
+                                        0x1f83d9ab, 0x5be0cd19 };
 
     memcpy(c->h, h0, sizeof(h0));
     c->total = 0;
@@ -193,8 +189,7 @@ void llmgw_sha256_update(llmgw_sha256_t *c, const void *data, apr_size_t len)
     }
 }
 
-void llmgw_sha256_final(llmgw_sha256_t *c,
-                        unsigned char out[LLMGW_SHA256_LEN])
+void llmgw_sha256_final(llmgw_sha256_t *c, unsigned char out[LLMGW_SHA256_LEN])
 {
     apr_uint64_t bits = c->total * 8;
     int i;

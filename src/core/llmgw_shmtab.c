@@ -23,8 +23,8 @@
 #define ALIGN8(n) (((n) + 7) & ~(apr_size_t)7)
 
 typedef struct {
-    apr_uint64_t pos1;          /* record position + 1; 0: empty */
-    apr_uint32_t hash;          /* the key's hash, to skip most compares */
+    apr_uint64_t pos1; /* record position + 1; 0: empty */
+    apr_uint32_t hash; /* the key's hash, to skip most compares */
     apr_uint32_t pad;
 } slot_t;
 
@@ -36,8 +36,8 @@ typedef struct {
 
 struct llmgw_shmtab {
     apr_uint64_t nslots;
-    apr_uint64_t ring;          /* bytes of ring */
-    apr_uint64_t head;          /* bytes ever written to it */
+    apr_uint64_t ring; /* bytes of ring */
+    apr_uint64_t head; /* bytes ever written to it */
 };
 
 #define SLOTS(t) ((slot_t *)((char *)(t) + ALIGN8(sizeof(llmgw_shmtab_t))))
@@ -66,8 +66,7 @@ llmgw_shmtab_t *llmgw_shmtab_init(void *mem, apr_size_t size,
 apr_size_t llmgw_shmtab_max_item(const llmgw_shmtab_t *t, apr_size_t klen)
 {
     /* At most half the ring: a record never evicts most of the table. */
-    apr_uint64_t half = t->ring / 2 < 0x7fffffffu ? t->ring / 2
-                                                   : 0x7fffffffu;
+    apr_uint64_t half = t->ring / 2 < 0x7fffffffu ? t->ring / 2 : 0x7fffffffu;
     apr_size_t over = ALIGN8(sizeof(rec_t) + klen) + 8;
 
     return half > over ? (apr_size_t)half - over : 0;
@@ -140,8 +139,8 @@ apr_status_t llmgw_shmtab_get(llmgw_shmtab_t *t, const char *key,
 }
 
 apr_status_t llmgw_shmtab_peek(llmgw_shmtab_t *t, const char *key,
-                               apr_size_t klen, apr_time_t now,
-                               apr_pool_t *p, char **val, apr_size_t *len)
+                               apr_size_t klen, apr_time_t now, apr_pool_t *p,
+                               char **val, apr_size_t *len)
 {
     apr_uint64_t h = hash_of(key, klen), ring = t->ring;
     slot_t *slots = SLOTS(t);
@@ -169,7 +168,7 @@ apr_status_t llmgw_shmtab_peek(llmgw_shmtab_t *t, const char *key,
         memcpy(copy, RING(t) + off + sizeof(rec) + klen, rec.vlen);
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         if (__atomic_load_n(&t->head, __ATOMIC_RELAXED) > pos + ring) {
-            return APR_NOTFOUND;        /* overwritten while we copied */
+            return APR_NOTFOUND; /* overwritten while we copied */
         }
         if (rec.expiry <= now) {
             return APR_NOTFOUND;
@@ -182,8 +181,8 @@ apr_status_t llmgw_shmtab_peek(llmgw_shmtab_t *t, const char *key,
 }
 
 apr_status_t llmgw_shmtab_set(llmgw_shmtab_t *t, const char *key,
-                              apr_size_t klen, const char *val,
-                              apr_size_t len, apr_time_t expiry)
+                              apr_size_t klen, const char *val, apr_size_t len,
+                              apr_time_t expiry)
 {
     apr_uint64_t h = hash_of(key, klen), off, pos;
     apr_size_t need = ALIGN8(sizeof(rec_t) + klen + len);

@@ -26,13 +26,13 @@ apr_status_t llmgw_shmtab_get(llmgw_shmtab_t *t, const char *key,
 /* The same without the caller's lock: safe beside a writer (a record
  * overwritten while it is read counts as absent). Changes nothing. */
 apr_status_t llmgw_shmtab_peek(llmgw_shmtab_t *t, const char *key,
-                               apr_size_t klen, apr_time_t now,
-                               apr_pool_t *p, char **val, apr_size_t *len);
+                               apr_size_t klen, apr_time_t now, apr_pool_t *p,
+                               char **val, apr_size_t *len);
 /* Stores (or replaces) key until 'expiry'; APR_ENOSPC if it is larger
  * than llmgw_shmtab_max_item. Makes room by dropping the oldest. */
 apr_status_t llmgw_shmtab_set(llmgw_shmtab_t *t, const char *key,
-                              apr_size_t klen, const char *val,
-                              apr_size_t len, apr_time_t expiry);
+                              apr_size_t klen, const char *val, apr_size_t len,
+                              apr_time_t expiry);
 /* APR_NOTFOUND if there was nothing to remove. */
 apr_status_t llmgw_shmtab_del(llmgw_shmtab_t *t, const char *key,
                               apr_size_t klen);

@@ -45,8 +45,7 @@ static apr_status_t mc_child_init(llmgw_store_t *st, apr_pool_t *p,
 {
     /* Idle connections: at most one per thread that may want one. No
      * value of ours is bigger than max-item: a bigger one is none. */
-    return llmgw_mc_create(p, st->servers, st->timeout,
-                           apr_time_from_sec(2),
+    return llmgw_mc_create(p, st->servers, st->timeout, apr_time_from_sec(2),
                            max_threads > 0 ? max_threads : 1, st->max_item,
                            &st->mc);
 }
@@ -85,9 +84,9 @@ static apr_status_t mc_del(llmgw_store_t *st, apr_pool_t *p, const char *key)
 /* memcached: a look-up, then an add of the lease under the same key
  * (the add fails if an answer or another's lease came since), then, if it
  * failed, a look at what came. */
-static apr_status_t mc_claim(llmgw_store_t *st, apr_pool_t *p,
-                             const char *key, const char *lease,
-                             apr_uint32_t ttl, char **val, apr_size_t *len)
+static apr_status_t mc_claim(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                             const char *lease, apr_uint32_t ttl, char **val,
+                             apr_size_t *len)
 {
     apr_status_t rv = mc_get(st, p, key, val, len);
 
@@ -103,15 +102,15 @@ static apr_status_t mc_claim(llmgw_store_t *st, apr_pool_t *p,
         if (rv == APR_SUCCESS) {
             return claimed(val, len);
         }
-        *val = NULL;            /* the other's lease went already */
+        *val = NULL; /* the other's lease went already */
         return APR_STATUS_IS_NOTFOUND(rv) ? APR_EEXIST : rv;
     }
     return rv;
 }
 
 static apr_status_t mc_settle(llmgw_store_t *st, apr_pool_t *p,
-                              const char *key, const char *val,
-                              apr_size_t len, apr_uint32_t ttl)
+                              const char *key, const char *val, apr_size_t len,
+                              apr_uint32_t ttl)
 {
     apr_status_t rv = val ? mc_set(st, p, key, val, len, ttl) : APR_SUCCESS;
 
@@ -123,9 +122,9 @@ static apr_status_t mc_settle(llmgw_store_t *st, apr_pool_t *p,
 
 static const llmgw_store_ops_t shm_ops;
 
-static const llmgw_store_ops_t memcache_ops = {
-    "memcache", mc_child_init, mc_get, mc_set, mc_claim, mc_settle
-};
+static const llmgw_store_ops_t memcache_ops = { "memcache", mc_child_init,
+                                                mc_get,     mc_set,
+                                                mc_claim,   mc_settle };
 
 /* ---- shm: llmgw_shmtab shards in one shared segment --------------- */
 
@@ -168,12 +167,13 @@ const char *llmgw_store_shm_attach(llmgw_store_t *st, apr_pool_t *p,
     for (i = 0; i < st->nshards; i++) {
         struct llmgw_shard *sh = &st->shards[i];
 
-        sh->tab = llmgw_shmtab_init((char *)base + i * each, each,
-                                    SHM_AVG_ITEM);
+        sh->tab =
+            llmgw_shmtab_init((char *)base + i * each, each, SHM_AVG_ITEM);
         if (!sh->tab || llmgw_shmtab_max_item(sh->tab, 128) < st->max_item) {
-            return apr_psprintf(p, "LLMCache shm: size=%" APR_SIZE_T_FMT
-                                " is too small for max-item=%"
-                                APR_SIZE_T_FMT, st->shm_size, st->max_item);
+            return apr_psprintf(p,
+                                "LLMCache shm: size=%" APR_SIZE_T_FMT
+                                " is too small for max-item=%" APR_SIZE_T_FMT,
+                                st->shm_size, st->max_item);
         }
         sh->mutex = mutexes[i];
         sh->spin = apr_global_mutex_mech(sh->mutex) == APR_LOCK_PROC_PTHREAD;
@@ -241,8 +241,8 @@ static struct llmgw_shard *lock_shard(llmgw_store_t *st, const char *key,
 static apr_status_t sh_get(struct llmgw_shard *sh, apr_pool_t *p,
                            const char *key, char **val, apr_size_t *len)
 {
-    return llmgw_shmtab_get(sh->tab, key, strlen(key), apr_time_now(), p,
-                            val, len);
+    return llmgw_shmtab_get(sh->tab, key, strlen(key), apr_time_now(), p, val,
+                            len);
 }
 
 static apr_status_t sh_set(struct llmgw_shard *sh, const char *key,
@@ -257,8 +257,8 @@ static apr_status_t sh_set(struct llmgw_shard *sh, const char *key,
 static apr_status_t sh_peek(struct llmgw_shard *sh, apr_pool_t *p,
                             const char *key, char **val, apr_size_t *len)
 {
-    return llmgw_shmtab_peek(sh->tab, key, strlen(key), apr_time_now(), p,
-                             val, len);
+    return llmgw_shmtab_peek(sh->tab, key, strlen(key), apr_time_now(), p, val,
+                             len);
 }
 
 static apr_status_t shm_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
@@ -342,8 +342,7 @@ enum { OPT_TTL, OPT_MAX_ITEM, OPT_SIZE, OPT_TIMEOUT };
 const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
                                llmgw_store_t **out)
 {
-    static const char *const shm_opts[] = { "ttl", "max-item", "size",
-                                            NULL };
+    static const char *const shm_opts[] = { "ttl", "max-item", "size", NULL };
     static const char *const mc_opts[] = { "ttl", "max-item", "timeout",
                                            NULL };
     llmgw_store_t *st = apr_pcalloc(p, sizeof(*st));
@@ -371,8 +370,10 @@ const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
         opts = shm_opts;
     }
     else {
-        return apr_psprintf(p, "LLMCache: unknown store '%s' (use memcache, "
-                            "shm or off)", argv[0]);
+        return apr_psprintf(p,
+                            "LLMCache: unknown store '%s' (use memcache, "
+                            "shm or off)",
+                            argv[0]);
     }
     for (; i < argc; i++) {
         const char *v, *err;
@@ -380,8 +381,8 @@ const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
         apr_int64_t n;
         int which;
 
-        if ((err = llmgw_conf_option(p, "LLMCache", argv[i], opts, &which,
-                                     &v)) != NULL) {
+        if ((err = llmgw_conf_option(p, "LLMCache", argv[i], opts, &which, &v))
+            != NULL) {
             return err;
         }
         /* timeout is the memcache list's third name, size shm's. */
@@ -395,8 +396,10 @@ const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
             break;
         case OPT_MAX_ITEM:
             err = llmgw_conf_size(p, "LLMCache max-item", v, 1,
-                                  1024 * 1024 * 1024, "LLMCache shm "
-                                  "max-item=128K", &size);
+                                  1024 * 1024 * 1024,
+                                  "LLMCache shm "
+                                  "max-item=128K",
+                                  &size);
             st->max_item = (apr_size_t)size;
             break;
         case OPT_SIZE:
@@ -408,7 +411,8 @@ const char *llmgw_store_create(apr_pool_t *p, int argc, char *const argv[],
         default:
             err = llmgw_conf_int(p, "LLMCache timeout", v, 1, 60000,
                                  "LLMCache memcache 127.0.0.1:11211 "
-                                 "timeout=250", &n);
+                                 "timeout=250",
+                                 &n);
             st->timeout = apr_time_from_msec(n);
             break;
         }
@@ -453,18 +457,21 @@ static void log_failure(llmgw_store_t *st, apr_pool_t *p, apr_status_t rv,
         return;
     }
     st->quiet_until = now + apr_time_from_sec(10);
-    LLMGW_LOG(p, LLMGW_LOG_WARNING, rv, LLMGW_LOGNO(0203)
-              "cache store %s: %s failed; requests go to the backends "
-              "until it is back", st->ops->name, what);
+    LLMGW_LOG(
+        p, LLMGW_LOG_WARNING, rv,
+        LLMGW_LOGNO(
+            0203) "cache store %s: %s failed; requests go to the backends "
+                  "until it is back",
+        st->ops->name, what);
 }
 
-apr_status_t llmgw_store_get(llmgw_store_t *st, apr_pool_t *p,
-                             const char *key, char **val, apr_size_t *len)
+apr_status_t llmgw_store_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                             char **val, apr_size_t *len)
 {
     apr_status_t rv = st->ops->get(st, p, key, val, len);
 
     if (rv == APR_SUCCESS && is_lease(*val, *len)) {
-        return APR_NOTFOUND;    /* an answer on its way, not an answer */
+        return APR_NOTFOUND; /* an answer on its way, not an answer */
     }
     if (rv != APR_SUCCESS && !APR_STATUS_IS_NOTFOUND(rv)) {
         log_failure(st, p, rv, "get");
@@ -472,9 +479,8 @@ apr_status_t llmgw_store_get(llmgw_store_t *st, apr_pool_t *p,
     return rv;
 }
 
-apr_status_t llmgw_store_set(llmgw_store_t *st, apr_pool_t *p,
-                             const char *key, const char *val,
-                             apr_size_t len, apr_uint32_t ttl)
+apr_status_t llmgw_store_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                             const char *val, apr_size_t len, apr_uint32_t ttl)
 {
     apr_status_t rv;
 
@@ -490,8 +496,7 @@ apr_status_t llmgw_store_set(llmgw_store_t *st, apr_pool_t *p,
 
 apr_status_t llmgw_store_claim(llmgw_store_t *st, apr_pool_t *p,
                                const char *key, const char *gen,
-                               apr_uint32_t ttl, char **val,
-                               apr_size_t *len)
+                               apr_uint32_t ttl, char **val, apr_size_t *len)
 {
     apr_status_t rv;
 

@@ -29,19 +29,18 @@ typedef struct {
     apr_status_t (*claim)(llmgw_store_t *st, apr_pool_t *p, const char *key,
                           const char *lease, apr_uint32_t ttl, char **val,
                           apr_size_t *len);
-    apr_status_t (*settle)(llmgw_store_t *st, apr_pool_t *p,
-                           const char *key, const char *val, apr_size_t len,
-                           apr_uint32_t ttl);
+    apr_status_t (*settle)(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                           const char *val, apr_size_t len, apr_uint32_t ttl);
 } llmgw_store_ops_t;
 
 struct llmgw_store {
     const llmgw_store_ops_t *ops;
-    const char *servers;        /* memcache: "host:port,host:port" */
-    apr_size_t shm_size;        /* shm: bytes of shared memory */
-    apr_uint32_t ttl;           /* seconds an entry lives */
-    apr_size_t max_item;        /* largest value stored; bigger: skipped */
+    const char *servers;         /* memcache: "host:port,host:port" */
+    apr_size_t shm_size;         /* shm: bytes of shared memory */
+    apr_uint32_t ttl;            /* seconds an entry lives */
+    apr_size_t max_item;         /* largest value stored; bigger: skipped */
     apr_interval_time_t timeout; /* memcache: per operation */
-    llmgw_mc_t *mc;             /* per child */
+    llmgw_mc_t *mc;              /* per child */
     /* shm: one segment cut into shards, a table and a lock each; several
      * keep the threads of all children from queueing on one lock. A key's
      * shard is fixed by its hash. */
@@ -49,10 +48,10 @@ struct llmgw_store {
     struct llmgw_shard {
         llmgw_shmtab_t *tab;
         apr_global_mutex_t *mutex;
-        int spin;               /* try the lock before sleeping on it */
-    } *shards;
+        int spin; /* try the lock before sleeping on it */
+    } * shards;
     volatile apr_time_t quiet_until; /* rate limit for "store down" logs */
-    int in_child;               /* the embedder's: child_init done */
+    int in_child;                    /* the embedder's: child_init done */
 };
 
 #define LLMGW_DEFAULT_TTL 3600
@@ -79,12 +78,12 @@ const char *llmgw_store_shm_attach(llmgw_store_t *st, apr_pool_t *p,
 apr_status_t llmgw_store_child_init(llmgw_store_t *st, apr_pool_t *pchild,
                                     int max_threads);
 
-apr_status_t llmgw_store_get(llmgw_store_t *st, apr_pool_t *p,
-                             const char *key, char **val, apr_size_t *len);
+apr_status_t llmgw_store_get(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                             char **val, apr_size_t *len);
 /* Stores for ttl seconds (0: the store's ttl). */
-apr_status_t llmgw_store_set(llmgw_store_t *st, apr_pool_t *p,
-                             const char *key, const char *val,
-                             apr_size_t len, apr_uint32_t ttl);
+apr_status_t llmgw_store_set(llmgw_store_t *st, apr_pool_t *p, const char *key,
+                             const char *val, apr_size_t len,
+                             apr_uint32_t ttl);
 /* The first step of a miss that may lead a generation: KEY's answer
  * (APR_SUCCESS, in *val); else a lease on KEY naming our generation GEN
  * for ttl seconds (APR_NOTFOUND: we lead); else APR_EEXIST: KEY holds
@@ -93,8 +92,7 @@ apr_status_t llmgw_store_set(llmgw_store_t *st, apr_pool_t *p,
  * finds no answer while it is there. */
 apr_status_t llmgw_store_claim(llmgw_store_t *st, apr_pool_t *p,
                                const char *key, const char *gen,
-                               apr_uint32_t ttl, char **val,
-                               apr_size_t *len);
+                               apr_uint32_t ttl, char **val, apr_size_t *len);
 /* The leader's last step: KEY's answer replaces our lease, or, with val
  * NULL (or too big, or a store that fails), the lease is removed. Whoever
  * finds no lease then finds the answer, or leads afresh. */

@@ -45,8 +45,7 @@ static apr_size_t event_end(const char *b, apr_size_t from, apr_size_t len)
 }
 
 /* The payload of the event's first "data:" line. */
-static const char *event_data(const char *ev, apr_size_t len,
-                              apr_size_t *dlen)
+static const char *event_data(const char *ev, apr_size_t len, apr_size_t *dlen)
 {
     const char *s = ev, *end = ev + len, *eol;
 
@@ -174,12 +173,14 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
         if (j) {
             const char *v;
 
-            s->id = (v = llmgw_json_gets(j, "id", NULL))
-                        ? apr_pstrdup(s->p, v) : "";
+            s->id = (v = llmgw_json_gets(j, "id", NULL)) ? apr_pstrdup(s->p, v)
+                                                         : "";
             s->object = (v = llmgw_json_gets(j, "object", NULL))
-                            ? apr_pstrdup(s->p, v) : NULL;
+                            ? apr_pstrdup(s->p, v)
+                            : NULL;
             s->model = (v = llmgw_json_gets(j, "model", NULL))
-                           ? apr_pstrdup(s->p, v) : NULL;
+                           ? apr_pstrdup(s->p, v)
+                           : NULL;
             s->created = llmgw_json_getl(j, 0, "created", NULL);
         }
         apr_pool_clear(s->lp);
@@ -194,8 +195,8 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
 
         j = llmgw_json_parse_prefix(s->lp, d, dlen, &used);
         if (j && llmgw_json_type(j, "choices", NULL) == LLMGW_JSON_ARRAY) {
-            usage_only = llmgw_json_array_len(llmgw_json_getj(j, "choices",
-                                                              NULL)) == 0;
+            usage_only =
+                llmgw_json_array_len(llmgw_json_getj(j, "choices", NULL)) == 0;
         }
         apr_pool_clear(s->lp);
         if (usage_only) {
@@ -207,8 +208,8 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
         apr_size_t gone = drop_null_usage(d, dlen);
 
         if (gone) {
-            memmove(d + dlen - gone, d + dlen, (apr_size_t)(ev + len
-                                                            - (d + dlen)));
+            memmove(d + dlen - gone, d + dlen,
+                    (apr_size_t)(ev + len - (d + dlen)));
             len -= gone;
         }
     }
@@ -257,13 +258,12 @@ apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
      * straddle two reads. */
     start = 0;
     from = s->scanned > 2 ? s->scanned - 2 : 0;
-    while ((end = event_end(s->buf.b, from > start ? from : start,
-                            s->buf.len)) != 0) {
+    while ((end = event_end(s->buf.b, from > start ? from : start, s->buf.len))
+           != 0) {
         apr_size_t keep = inspect(s, s->buf.b + start, end - start);
 
         if (keep < end - start) {
-            memmove(s->buf.b + start + keep, s->buf.b + end,
-                    s->buf.len - end);
+            memmove(s->buf.b + start + keep, s->buf.b + end, s->buf.len - end);
             s->buf.len -= end - start - keep;
         }
         start += keep;
@@ -286,8 +286,7 @@ apr_size_t llmgw_sse_pending(const llmgw_sse_t *s)
 const char *llmgw_sse_error_events(apr_pool_t *p, const char *id,
                                    const char *object, apr_int64_t created,
                                    const char *model, int chat,
-                                   const llmgw_error_t *err,
-                                   apr_size_t *len)
+                                   const llmgw_error_t *err, apr_size_t *len)
 {
     const char *tail = apr_psprintf(
         p,
@@ -308,8 +307,7 @@ const char *llmgw_sse_error_events(apr_pool_t *p, const char *id,
 }
 
 const char *llmgw_sse_error_tail(const llmgw_sse_t *s, apr_pool_t *p,
-                                 llmgw_endpoint_t ep,
-                                 const llmgw_error_t *err,
+                                 llmgw_endpoint_t ep, const llmgw_error_t *err,
                                  apr_size_t *len)
 {
     int chat = s->object ? strcmp(s->object, "text_completion") != 0

@@ -16,20 +16,20 @@
 
 typedef struct llmgw_sse {
     apr_pool_t *p;
-    apr_pool_t *lp;         /* one event's parse, cleared after it */
-    llmgw_buf_t buf;        /* events not yet handed out */
-    apr_size_t ready;       /* front bytes handed out by the last feed */
-    apr_size_t scanned;     /* bytes after 'ready' already searched */
-    int strip_usage;        /* drop the usage-only chunk we asked for */
-    int done;               /* "data: [DONE]" seen */
-    int failed;             /* an event outgrew LLMGW_STREAM_MAX_EVENT (or
+    apr_pool_t *lp;     /* one event's parse, cleared after it */
+    llmgw_buf_t buf;    /* events not yet handed out */
+    apr_size_t ready;   /* front bytes handed out by the last feed */
+    apr_size_t scanned; /* bytes after 'ready' already searched */
+    int strip_usage;    /* drop the usage-only chunk we asked for */
+    int done;           /* "data: [DONE]" seen */
+    int failed;         /* an event outgrew LLMGW_STREAM_MAX_EVENT (or
                              * memory ran out): the stream must end with
                              * its error tail; the buffer is freed and
                              * further input ignored */
-    int content_events;     /* events that carried generated output */
+    int content_events; /* events that carried generated output */
     int events;
     llmgw_usage_t usage;
-    const char *id;         /* of the first chunk, for a final error chunk */
+    const char *id; /* of the first chunk, for a final error chunk */
     const char *object;
     const char *model;
     apr_int64_t created;
@@ -58,13 +58,11 @@ apr_size_t llmgw_sse_pending(const llmgw_sse_t *s);
 const char *llmgw_sse_error_events(apr_pool_t *p, const char *id,
                                    const char *object, apr_int64_t created,
                                    const char *model, int chat,
-                                   const llmgw_error_t *err,
-                                   apr_size_t *len);
+                                   const llmgw_error_t *err, apr_size_t *len);
 
 /* The same for the stream the framer s has seen. */
 const char *llmgw_sse_error_tail(const llmgw_sse_t *s, apr_pool_t *p,
-                                 llmgw_endpoint_t ep,
-                                 const llmgw_error_t *err,
+                                 llmgw_endpoint_t ep, const llmgw_error_t *err,
                                  apr_size_t *len);
 
 #endif

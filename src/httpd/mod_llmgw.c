@@ -1,7 +1,7 @@
 /* mod_llmgw: the pieces every part of the glue uses: configuration with
  * its defaults, the request context, the core's log lines in httpd's
  * error log, notes, and errors in the client's API. */
-#include <stddef.h>     /* before APR: offsetof for its ring macros */
+#include <stddef.h> /* before APR: offsetof for its ring macros */
 #include <string.h>
 
 #include <httpd.h>
@@ -154,9 +154,10 @@ void llmgw_note_usage(request_rec *r, const llmgw_usage_t *u)
 
 void llmgw_note_ttft(request_rec *r)
 {
-    apr_table_setn(r->notes, LLMGW_NOTE_TTFT_MS,
-                   apr_off_t_toa(r->pool, apr_time_as_msec(
-                       apr_time_now() - r->request_time)));
+    apr_table_setn(
+        r->notes, LLMGW_NOTE_TTFT_MS,
+        apr_off_t_toa(r->pool,
+                      apr_time_as_msec(apr_time_now() - r->request_time)));
 }
 
 void llmgw_note_error(request_rec *r, const llmgw_error_t *err)
@@ -169,7 +170,8 @@ int llmgw_proxy_status(const request_rec *r, int status)
 {
     return status == HTTP_BAD_GATEWAY
                    && apr_table_get(r->notes, "proxy_timedout")
-               ? HTTP_GATEWAY_TIME_OUT : status;
+               ? HTTP_GATEWAY_TIME_OUT
+               : status;
 }
 
 const char *llmgw_error_answer(request_rec *r, int ollama,
@@ -203,8 +205,8 @@ void llmgw_error_brigade(request_rec *r, int ollama, const llmgw_error_t *err,
             apr_bucket_delete(e);
         }
     }
-    APR_BRIGADE_INSERT_HEAD(bb, apr_bucket_pool_create(json, len, r->pool,
-                                                       bb->bucket_alloc));
+    APR_BRIGADE_INSERT_HEAD(
+        bb, apr_bucket_pool_create(json, len, r->pool, bb->bucket_alloc));
     if (end && !APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(bb))) {
         APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(bb->bucket_alloc));
     }

@@ -62,18 +62,18 @@ typedef enum {
 
 typedef struct {
     llmgw_router_t *router;
-    llmgw_route_t *cur_route;   /* while an <LLMRoute> body is parsed */
-    apr_off_t max_body;         /* 0: unset */
-    llmgw_store_t *store;       /* NULL: no cache */
-    int store_set;              /* LLMCache given (off included) */
-    int cache_billing_free;     /* -1 unset (full), 0 full, 1 free */
-    int coalesce;               /* -1 unset (on), 0 off, 1 on */
+    llmgw_route_t *cur_route; /* while an <LLMRoute> body is parsed */
+    apr_off_t max_body;       /* 0: unset */
+    llmgw_store_t *store;     /* NULL: no cache */
+    int store_set;            /* LLMCache given (off included) */
+    int cache_billing_free;   /* -1 unset (full), 0 full, 1 free */
+    int coalesce;             /* -1 unset (on), 0 off, 1 on */
     apr_interval_time_t coalesce_timeout;
 } llmgw_server_conf_t;
 
 typedef struct {
     llmgw_api_t api;
-    const char *prefix;         /* the <Location> path LLMApi stands in */
+    const char *prefix; /* the <Location> path LLMApi stands in */
 } llmgw_dir_conf_t;
 
 llmgw_server_conf_t *llmgw_sconf(const server_rec *s);
@@ -102,9 +102,9 @@ server_rec *llmgw_next_server(server_rec *s, server_rec *vs);
 
 typedef enum {
     OUT_UNDECIDED = 0,
-    OUT_SSE,                     /* a stream, framed event by event */
-    OUT_JSON,                    /* one body, passed as it comes */
-    OUT_WHOLE,                   /* one body, held and translated */
+    OUT_SSE,   /* a stream, framed event by event */
+    OUT_JSON,  /* one body, passed as it comes */
+    OUT_WHOLE, /* one body, held and translated */
     OUT_PASS
 } llmgw_out_mode_t;
 
@@ -118,18 +118,18 @@ typedef enum {
 } llmgw_ollama_info_t;
 
 typedef struct {
-    llmgw_api_t api;             /* the client's API */
-    llmgw_endpoint_t ep;         /* the OpenAI endpoint serving it */
-    llmgw_ollama_ep_t oep;       /* the Ollama endpoint asked, if any */
+    llmgw_api_t api;       /* the client's API */
+    llmgw_endpoint_t ep;   /* the OpenAI endpoint serving it */
+    llmgw_ollama_ep_t oep; /* the Ollama endpoint asked, if any */
     llmgw_ollama_info_t info;
-    const char *model_id;        /* GET /models/{id}, POST /api/show */
-    llmgw_request_t req;         /* always in OpenAI terms */
+    const char *model_id; /* GET /models/{id}, POST /api/show */
+    llmgw_request_t req;  /* always in OpenAI terms */
     const llmgw_route_t *route;
-    const char *upstream_model;  /* the name the backend is asked for */
-    int backend_ollama;          /* the route's dialect is ollama */
-    llmgw_error_t err;           /* err.status != 0: we answer it */
-    llmgw_front_t *front;        /* the client's shape of the answer */
-    const char *body;            /* what goes upstream */
+    const char *upstream_model; /* the name the backend is asked for */
+    int backend_ollama;         /* the route's dialect is ollama */
+    llmgw_error_t err;          /* err.status != 0: we answer it */
+    llmgw_front_t *front;       /* the client's shape of the answer */
+    const char *body;           /* what goes upstream */
     apr_size_t body_len;
     apr_size_t body_sent;
     int eos_sent;
@@ -143,19 +143,19 @@ typedef struct {
     apr_size_t tail_len;
     apr_bucket_brigade *bb;
     /* cache and coalescing */
-    llmgw_store_t *store;        /* the cache, for an eligible request */
+    llmgw_store_t *store; /* the cache, for an eligible request */
     const char *cache_key;
-    llmgw_record_t *hit;         /* the answer, from the cache */
-    llmgw_record_t *rec;         /* the answer being recorded */
-    int complete;                /* the answer arrived whole and well */
-    int stream_ended;            /* the client's stream has its end */
-    int settled;                 /* stored and coalescing ended */
-    int client_gone;             /* a leader's client left: finish anyway */
-    llmgw_coalesce_t *co;        /* as leader, or as a stream follower */
+    llmgw_record_t *hit;  /* the answer, from the cache */
+    llmgw_record_t *rec;  /* the answer being recorded */
+    int complete;         /* the answer arrived whole and well */
+    int stream_ended;     /* the client's stream has its end */
+    int settled;          /* stored and coalescing ended */
+    int client_gone;      /* a leader's client left: finish anyway */
+    llmgw_coalesce_t *co; /* as leader, or as a stream follower */
     int following;
-    llmgw_pbuf_t copy;           /* a plain answer being recorded */
-    int sniffed;                 /* a plain body's first byte was seen */
-    const char *bad_answer;      /* why the backend's body is dropped and
+    llmgw_pbuf_t copy;      /* a plain answer being recorded */
+    int sniffed;            /* a plain body's first byte was seen */
+    const char *bad_answer; /* why the backend's body is dropped and
                                   * the client gets a 502 instead */
 } llmgw_req_t;
 

@@ -19,8 +19,8 @@ APLOG_USE_MODULE(llm_gateway);
 static int answer_error(request_rec *r, llmgw_req_t *ctx)
 {
     apr_size_t len;
-    const char *json = llmgw_error_answer(r, ctx->api == LLMGW_API_OLLAMA,
-                                          &ctx->err, &len);
+    const char *json =
+        llmgw_error_answer(r, ctx->api == LLMGW_API_OLLAMA, &ctx->err, &len);
 
     llmgw_send_json(r, ctx->err.status, json, len);
     return OK;
@@ -49,8 +49,8 @@ static void bill_cached(request_rec *r, const llmgw_usage_t *u)
     }
     apr_table_setn(r->notes, LLMGW_NOTE_CACHED_TOKENS,
                    apr_off_t_toa(r->pool, u->total));
-    llmgw_note_usage(r, llmgw_billing_free(llmgw_sconf(r->server)) ? &none
-                                                                    : u);
+    llmgw_note_usage(r,
+                     llmgw_billing_free(llmgw_sconf(r->server)) ? &none : u);
 }
 
 static void write_stream_headers(request_rec *r, llmgw_req_t *ctx)
@@ -90,13 +90,12 @@ static int answer_hit(request_rec *r, llmgw_req_t *ctx)
     bill_cached(r, &u);
     if (!ctx->req.stream) {
         text = llmgw_record_render_json(ctx->hit, &len);
-        status = llmgw_front_body(ctx->front, HTTP_OK, text, len, &out,
-                                  &olen);
+        status = llmgw_front_body(ctx->front, HTTP_OK, text, len, &out, &olen);
         llmgw_send_json(r, status, out, olen);
         return OK;
     }
-    text = llmgw_record_render_sse(ctx->hit, r->pool, ctx->req.wants_usage,
-                                   &len);
+    text =
+        llmgw_record_render_sse(ctx->hit, r->pool, ctx->req.wants_usage, &len);
     write_stream_headers(r, ctx);
     write_stream(r, ctx, text, len, 1);
     return OK;
@@ -131,8 +130,8 @@ static int rest_from_answer(request_rec *r, llmgw_req_t *ctx,
     if (llmgw_coalesce_rest(ctx->co, &val, &len, &kept) != APR_SUCCESS
         || !(rec = llmgw_record_parse(r->pool, val, len, 1))
         || llmgw_record_nchunks(rec) < kept
-        || !(text = llmgw_record_render_sse(rec, r->pool,
-                                            ctx->req.wants_usage, &len))) {
+        || !(text = llmgw_record_render_sse(rec, r->pool, ctx->req.wants_usage,
+                                            &len))) {
         return 0;
     }
     /* Its chunks have the ids of the stream they were recorded from. */
@@ -155,8 +154,7 @@ static int rest_from_answer(request_rec *r, llmgw_req_t *ctx,
 }
 
 /* Sends the rest from the stored answer; 0 if it is not there. */
-static int follow_to_answer(request_rec *r, llmgw_req_t *ctx,
-                            llmgw_sse_t *sse)
+static int follow_to_answer(request_rec *r, llmgw_req_t *ctx, llmgw_sse_t *sse)
 {
     int had_output = sse->content_events;
     const char *rest, *out;
@@ -199,7 +197,7 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
                 return OK;
             }
             if (rv == APR_EAGAIN) {
-                continue;       /* not stored yet: the leader goes on */
+                continue; /* not stored yet: the leader goes on */
             }
         }
         if (rv != APR_SUCCESS) {
@@ -212,7 +210,7 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
             llmgw_note_ttft(r);
         }
         if (n && write_stream(r, ctx, out, n, 0) < 0) {
-            return OK;          /* the client left */
+            return OK; /* the client left */
         }
     }
     bill_cached(r, &sse->usage);
@@ -222,8 +220,7 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
         return OK;
     }
     code = rv == APR_TIMEUP ? "upstream_timeout" : "upstream_stream_error";
-    msg = rv == APR_TIMEUP
-              ? "The shared generation made no progress in time."
+    msg = rv == APR_TIMEUP ? "The shared generation made no progress in time."
           : rv == APR_INCOMPLETE
               ? "Part of the shared generation left the cache before it "
                 "was sent, and the whole answer was not kept (larger than "
@@ -231,9 +228,11 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
               : "The shared generation failed before it completed.";
     llmgw_error_set(&err, HTTP_BAD_GATEWAY, "server_error", NULL, code, msg);
     llmgw_note_error(r, &err);
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, LLMGW_LOGNO(0305)
-                  "coalescing: a follower's stream ends with an error: %s",
-                  msg);
+    ap_log_rerror(
+        APLOG_MARK, APLOG_INFO, 0, r,
+        LLMGW_LOGNO(
+            0305) "coalescing: a follower's stream ends with an error: %s",
+        msg);
     out = llmgw_front_stream_error(ctx->front, sse, &err, &n);
     ap_rwrite(out, (int)n, r);
     return OK;
@@ -266,7 +265,7 @@ static int answer_handler(request_rec *r)
     if (ctx->info == OLLAMA_INFO_VERSION) {
         return answer_version(r);
     }
-    return DECLINED;            /* a model list: mod_llmgw_models */
+    return DECLINED; /* a model list: mod_llmgw_models */
 }
 
 void llmgw_answer_register(void)

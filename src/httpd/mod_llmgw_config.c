@@ -37,8 +37,8 @@ void *llmgw_merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     conf->cache_billing_free = add->cache_billing_free != -1
                                    ? add->cache_billing_free
                                    : base->cache_billing_free;
-    conf->coalesce_timeout = add->coalesce_timeout ? add->coalesce_timeout
-                                                   : base->coalesce_timeout;
+    conf->coalesce_timeout =
+        add->coalesce_timeout ? add->coalesce_timeout : base->coalesce_timeout;
     return conf;
 }
 
@@ -71,8 +71,7 @@ static llmgw_server_conf_t *server_conf(cmd_parms *cmd)
     return llmgw_sconf(cmd->server);
 }
 
-static const char *route_section(cmd_parms *cmd, void *dummy,
-                                 const char *arg)
+static const char *route_section(cmd_parms *cmd, void *dummy, const char *arg)
 {
     llmgw_server_conf_t *conf = server_conf(cmd);
     const char *err, *endp, *word;
@@ -105,15 +104,16 @@ static const char *route_section(cmd_parms *cmd, void *dummy,
     route->name = APR_ARRAY_IDX(route->patterns, 0, const char *);
 
     conf->cur_route = route;
-    err = ap_walk_config(cmd->directive->first_child, cmd,
-                         cmd->context);
+    err = ap_walk_config(cmd->directive->first_child, cmd, cmd->context);
     conf->cur_route = NULL;
     if (err) {
         return err;
     }
     if (!route->balancer) {
-        return apr_psprintf(cmd->pool, "<LLMRoute \"%s\"> needs an "
-                            "LLMBackend directive", route->name);
+        return apr_psprintf(cmd->pool,
+                            "<LLMRoute \"%s\"> needs an "
+                            "LLMBackend directive",
+                            route->name);
     }
     /* Aliases name the route's model: the backend knows only the name. */
     if (!route->upstream_model && !llmgw_pattern_is_glob(route->name)) {
@@ -128,8 +128,10 @@ static llmgw_route_t *current_route(cmd_parms *cmd, const char **err)
     llmgw_route_t *route = server_conf(cmd)->cur_route;
 
     *err = route ? NULL
-                 : apr_psprintf(cmd->pool, "%s is only allowed inside "
-                                "<LLMRoute>", cmd->cmd->name);
+                 : apr_psprintf(cmd->pool,
+                                "%s is only allowed inside "
+                                "<LLMRoute>",
+                                cmd->cmd->name);
     return route;
 }
 
@@ -153,7 +155,8 @@ static const char *set_backend(cmd_parms *cmd, void *dummy, int argc,
     }
     if (strncasecmp(argv[0], "balancer://", 11) != 0 || !argv[0][11]
         || ap_strchr_c(argv[0] + 11, '/')) {
-        return apr_psprintf(cmd->pool, "LLMBackend: '%s' is not a "
+        return apr_psprintf(cmd->pool,
+                            "LLMBackend: '%s' is not a "
                             "balancer URL; use balancer://NAME and define "
                             "its members in <Proxy \"balancer://NAME\">",
                             argv[0]);
@@ -180,14 +183,18 @@ static const char *set_backend(cmd_parms *cmd, void *dummy, int argc,
                 route->dialect = "llamacpp";
             }
             else {
-                return apr_psprintf(cmd->pool, "LLMBackend: unknown "
+                return apr_psprintf(cmd->pool,
+                                    "LLMBackend: unknown "
                                     "dialect '%s' (supported: openai, "
-                                    "ollama, llamacpp)", val);
+                                    "ollama, llamacpp)",
+                                    val);
             }
         }
         else {
-            return apr_psprintf(cmd->pool, "LLMBackend: unknown option "
-                                "'%s' (supported: dialect=)", argv[i]);
+            return apr_psprintf(cmd->pool,
+                                "LLMBackend: unknown option "
+                                "'%s' (supported: dialect=)",
+                                argv[i]);
         }
     }
     return NULL;
@@ -213,43 +220,42 @@ static const char *set_cache_policy(cmd_parms *cmd, void *dummy,
                                     const char *arg)
 {
     /* In the order of llmgw_cache_policy_t. */
-    static const char *const names[] = { "deterministic", "all", "off",
-                                         NULL };
+    static const char *const names[] = { "deterministic", "all", "off", NULL };
     const char *err;
     llmgw_route_t *route = current_route(cmd, &err);
 
-    return route ? llmgw_conf_keyword(cmd->pool, "LLMCachePolicy", arg,
-                                      names, &route->cache_policy)
+    return route ? llmgw_conf_keyword(cmd->pool, "LLMCachePolicy", arg, names,
+                                      &route->cache_policy)
                  : err;
 }
 
 /* "on|off [OPT=SECONDS]", as LLMDiscover and LLMCoalesce take it: *on, and
  * *secs when given (else left as it is). NULL, or what is wrong. */
-static const char *on_off_seconds(cmd_parms *cmd, int argc,
-                                  char *const argv[], const char *opt,
-                                  const char *example, int *on,
-                                  apr_interval_time_t *secs)
+static const char *on_off_seconds(cmd_parms *cmd, int argc, char *const argv[],
+                                  const char *opt, const char *example,
+                                  int *on, apr_interval_time_t *secs)
 {
     const char *name = cmd->cmd->name, *names[] = { opt, NULL }, *v;
     const char *err;
     int i, which;
 
     if (argc < 1) {
-        return apr_psprintf(cmd->pool, "%s takes on or off, then "
-                            "optionally %s=SECONDS; e.g. %s", name, opt,
-                            example);
+        return apr_psprintf(cmd->pool,
+                            "%s takes on or off, then "
+                            "optionally %s=SECONDS; e.g. %s",
+                            name, opt, example);
     }
     if ((err = llmgw_conf_flag(cmd->pool, name, argv[0], on)) != NULL) {
         return err;
     }
     for (i = 1; i < argc; i++) {
-        if ((err = llmgw_conf_option(cmd->pool, name, argv[i], names,
-                                     &which, &v)) != NULL
-            || (err = llmgw_conf_seconds(cmd->pool,
-                                         apr_pstrcat(cmd->pool, name, " ",
-                                                     opt, NULL),
-                                         v, 1, 86400, example,
-                                         secs)) != NULL) {
+        if ((err = llmgw_conf_option(cmd->pool, name, argv[i], names, &which,
+                                     &v))
+                != NULL
+            || (err = llmgw_conf_seconds(
+                    cmd->pool, apr_pstrcat(cmd->pool, name, " ", opt, NULL), v,
+                    1, 86400, example, secs))
+                   != NULL) {
             return err;
         }
     }
@@ -268,8 +274,8 @@ static const char *set_discover(cmd_parms *cmd, void *dummy, int argc,
         return err;
     }
     if ((err = on_off_seconds(cmd, argc, argv, "interval",
-                              "LLMDiscover on interval=60", &on,
-                              &interval)) != NULL) {
+                              "LLMDiscover on interval=60", &on, &interval))
+        != NULL) {
         return err;
     }
     if (!on && argc > 1) {
@@ -306,8 +312,9 @@ static const char *set_cache_billing(cmd_parms *cmd, void *dummy,
     llmgw_server_conf_t *conf = server_conf(cmd);
     const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
 
-    return err ? err : llmgw_conf_keyword(cmd->pool, "LLMCacheBilling", arg,
-                                          names, &conf->cache_billing_free);
+    return err ? err
+               : llmgw_conf_keyword(cmd->pool, "LLMCacheBilling", arg, names,
+                                    &conf->cache_billing_free);
 }
 
 static const char *set_coalesce(cmd_parms *cmd, void *dummy, int argc,
@@ -316,22 +323,21 @@ static const char *set_coalesce(cmd_parms *cmd, void *dummy, int argc,
     llmgw_server_conf_t *conf = server_conf(cmd);
     const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
 
-    return err ? err : on_off_seconds(cmd, argc, argv, "timeout",
-                                      "LLMCoalesce on timeout=120",
-                                      &conf->coalesce,
-                                      &conf->coalesce_timeout);
+    return err ? err
+               : on_off_seconds(cmd, argc, argv, "timeout",
+                                "LLMCoalesce on timeout=120", &conf->coalesce,
+                                &conf->coalesce_timeout);
 }
 
-static const char *set_max_body(cmd_parms *cmd, void *dummy,
-                                const char *arg)
+static const char *set_max_body(cmd_parms *cmd, void *dummy, const char *arg)
 {
     llmgw_server_conf_t *conf = server_conf(cmd);
     const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
 
-    return err ? err : llmgw_conf_size(cmd->pool, "LLMMaxRequestBody", arg,
-                                       1, (apr_off_t)1 << 40,
-                                       "LLMMaxRequestBody 8M",
-                                       &conf->max_body);
+    return err ? err
+               : llmgw_conf_size(cmd->pool, "LLMMaxRequestBody", arg, 1,
+                                 (apr_off_t)1 << 40, "LLMMaxRequestBody 8M",
+                                 &conf->max_body);
 }
 
 static const char *set_api(cmd_parms *cmd, void *dconf, const char *arg)
@@ -340,8 +346,7 @@ static const char *set_api(cmd_parms *cmd, void *dconf, const char *arg)
     static const char *const names[] = { "off", "openai", "ollama", NULL };
     llmgw_dir_conf_t *conf = dconf;
     int v;
-    const char *err = llmgw_conf_keyword(cmd->pool, "LLMApi", arg, names,
-                                         &v);
+    const char *err = llmgw_conf_keyword(cmd->pool, "LLMApi", arg, names, &v);
 
     if (err) {
         return err;
@@ -383,11 +388,9 @@ const command_rec llmgw_cmds[] = {
     { NULL }
 };
 
-static int balancer_defined(server_rec *s, module *proxy,
-                            const char *name)
+static int balancer_defined(server_rec *s, module *proxy, const char *name)
 {
-    proxy_server_conf *pconf = ap_get_module_config(s->module_config,
-                                                    proxy);
+    proxy_server_conf *pconf = ap_get_module_config(s->module_config, proxy);
     proxy_balancer *b;
     int i;
 
@@ -403,8 +406,8 @@ static int balancer_defined(server_rec *s, module *proxy,
     return 0;
 }
 
-static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
-                        apr_pool_t *ptemp, server_rec *s)
+static int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                        server_rec *s)
 {
     static const char *const needed[] = { "mod_proxy.c", "mod_proxy_http.c",
                                           "mod_proxy_balancer.c", NULL };
@@ -412,7 +415,8 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
     int failed = 0, have_routes = 0, i;
     server_rec *vs;
 
-    LLMGW_EACH_SERVER(vs, s) {
+    LLMGW_EACH_SERVER(vs, s)
+    {
         have_routes |= llmgw_sconf(vs)->router->routes->nelts > 0;
     }
     if (!have_routes) {
@@ -420,17 +424,19 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
     }
     for (i = 0; needed[i]; i++) {
         if (!ap_find_linked_module(needed[i])) {
-            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
-                         LLMGW_LOGNO(0001) "<LLMRoute> needs %s: load it "
-                         "(a2enmod proxy proxy_http proxy_balancer)",
-                         needed[i]);
+            ap_log_error(
+                APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
+                LLMGW_LOGNO(0001) "<LLMRoute> needs %s: load it "
+                                  "(a2enmod proxy proxy_http proxy_balancer)",
+                needed[i]);
             failed = 1;
         }
     }
     if (failed) {
         return !OK;
     }
-    LLMGW_EACH_SERVER(vs, s) {
+    LLMGW_EACH_SERVER(vs, s)
+    {
         apr_array_header_t *routes = llmgw_sconf(vs)->router->routes;
 
         /* Virtual hosts that inherit the main routes were checked there. */
@@ -441,11 +447,14 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog,
             llmgw_route_t *r = APR_ARRAY_IDX(routes, i, llmgw_route_t *);
 
             if (!balancer_defined(vs, proxy, r->balancer)) {
-                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
-                             LLMGW_LOGNO(0002) "%s:%d: LLMBackend %s: no "
-                             "such balancer; define it with <Proxy \"%s\"> "
-                             "and BalancerMember lines", r->backend_file,
-                             r->backend_line, r->balancer, r->balancer);
+                ap_log_error(
+                    APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
+                    LLMGW_LOGNO(
+                        0002) "%s:%d: LLMBackend %s: no "
+                              "such balancer; define it with <Proxy \"%s\"> "
+                              "and BalancerMember lines",
+                    r->backend_file, r->backend_line, r->balancer,
+                    r->balancer);
                 failed = 1;
             }
         }

@@ -1,7 +1,7 @@
 /* mod_llmgw_errors: errors httpd or mod_proxy produce (502, 503, 504...)
  * in the client's API, also for requests httpd refuses before the
  * gateway's hooks run: the filter that replaces httpd's HTML page. */
-#include <stddef.h>     /* before APR: offsetof for its ring macros */
+#include <stddef.h> /* before APR: offsetof for its ring macros */
 #include <string.h>
 
 #include <httpd.h>
@@ -20,8 +20,8 @@ APLOG_USE_MODULE(llm_gateway);
 static ap_filter_rec_t *error_filter_handle;
 
 typedef struct {
-    int ollama;                 /* the Ollama API's shape, else OpenAI's */
-    int started;                /* the page was replaced */
+    int ollama;  /* the Ollama API's shape, else OpenAI's */
+    int started; /* the page was replaced */
 } error_filter_ctx;
 
 /* The API of a request the gateway's fixups never saw: the location walk's
@@ -46,16 +46,17 @@ static llmgw_api_t api_of_refused(request_rec *r)
     }
     uri = apr_pstrdup(r->pool, r->uri);
     if (!ap_normalize_path(uri, AP_NORMALIZE_NOT_ABOVE_ROOT
-                                | AP_NORMALIZE_MERGE_SLASHES
-                                | AP_NORMALIZE_DECODE_UNRESERVED)) {
+                                    | AP_NORMALIZE_MERGE_SLASHES
+                                    | AP_NORMALIZE_DECODE_UNRESERVED)) {
         return LLMGW_API_OFF;
     }
     /* On r itself, then put back: the rest of httpd's error handling
      * goes on with the configuration it had. */
     r->uri = uri;
     api = ap_location_walk(r) == OK
-              ? ((llmgw_dir_conf_t *)ap_get_module_config(
-                     r->per_dir_config, &llm_gateway_module))->api
+              ? ((llmgw_dir_conf_t *)ap_get_module_config(r->per_dir_config,
+                                                          &llm_gateway_module))
+                    ->api
               : LLMGW_API_OFF;
     r->per_dir_config = saved;
     r->uri = saved_uri;
@@ -99,13 +100,15 @@ static void refused_error(request_rec *r, llmgw_error_t *err)
     if (r->status == HTTP_BAD_REQUEST && cl
         && !ap_parse_strict_length(&n, cl)) {
         llmgw_error_set(err, r->status, "invalid_request_error", NULL,
-                        "bad_request", "The Content-Length header is not "
+                        "bad_request",
+                        "The Content-Length header is not "
                         "one valid length.");
     }
     else if (r->status == HTTP_BAD_REQUEST && te
              && !ap_is_chunked(r->pool, te)) {
         llmgw_error_set(err, r->status, "invalid_request_error", NULL,
-                        "bad_request", "The Transfer-Encoding is not "
+                        "bad_request",
+                        "The Transfer-Encoding is not "
                         "chunked.");
     }
     else if (r->status == HTTP_EXPECTATION_FAILED) {
@@ -114,7 +117,8 @@ static void refused_error(request_rec *r, llmgw_error_t *err)
     else if (r->status == HTTP_NOT_FOUND
              && (ap_strcasestr(raw, "%2f") || strstr(raw, "%00"))) {
         llmgw_error_set(err, r->status, "invalid_request_error", NULL,
-                        "invalid_path", "The request path has an encoded "
+                        "invalid_path",
+                        "The request path has an encoded "
                         "'/' (%2F) or NUL (%00), which this server does not "
                         "take.");
     }
@@ -172,9 +176,8 @@ static void insert_error_filter(request_rec *r)
 
 void llmgw_errors_register(void)
 {
-    error_filter_handle = ap_register_output_filter("LLMGW_ERROR",
-                                                    error_filter, NULL,
-                                                    AP_FTYPE_RESOURCE);
+    error_filter_handle = ap_register_output_filter(
+        "LLMGW_ERROR", error_filter, NULL, AP_FTYPE_RESOURCE);
     ap_hook_insert_error_filter(insert_error_filter, NULL, NULL,
                                 APR_HOOK_MIDDLE);
 }

@@ -12,15 +12,14 @@
 
 APLOG_USE_MODULE(llm_gateway);
 
-static int pre_config(apr_pool_t *pconf, apr_pool_t *plog,
-                      apr_pool_t *ptemp)
+static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     return llmgw_store_pre_config(pconf) == APR_SUCCESS ? OK : !OK;
 }
 
 /* Every store once: virtual hosts share the main server's. */
-static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
-                       apr_pool_t *ptemp, server_rec *s)
+static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                       server_rec *s)
 {
     llmgw_server_conf_t *main = llmgw_sconf(s);
     server_rec *vs;
@@ -29,8 +28,10 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog,
     ap_add_version_component(pconf, LLMGW_SERVER_COMPONENT);
     /* Without LLMCache, one node still gets a cache in shared memory. */
     llmgw_set_default_store(!main->store_set && main->router->routes->nelts
-                                ? llmgw_store_default(pconf) : NULL);
-    LLMGW_EACH_SERVER(vs, s) {
+                                ? llmgw_store_default(pconf)
+                                : NULL);
+    LLMGW_EACH_SERVER(vs, s)
+    {
         llmgw_store_t *st = llmgw_conf_store(llmgw_sconf(vs));
 
         if (st && !st->nshards && llmgw_store_is_shm(st)
@@ -47,7 +48,8 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
 
     llmgw_coalesce_child_init();
     llmgw_models_child_init(pchild, s);
-    LLMGW_EACH_SERVER(vs, s) {
+    LLMGW_EACH_SERVER(vs, s)
+    {
         llmgw_store_t *st = llmgw_conf_store(llmgw_sconf(vs));
 
         /* A store that fails here answers every operation with an error:

@@ -4,7 +4,7 @@
  * subrequest handed to mod_proxy (its pooling, failover and timeouts; no
  * client of our own), captured by a filter, one fetch per interval per
  * child. */
-#include <stddef.h>     /* before APR: offsetof for its ring macros */
+#include <stddef.h> /* before APR: offsetof for its ring macros */
 #include <string.h>
 
 #include <httpd.h>
@@ -24,8 +24,8 @@ APLOG_USE_MODULE(llm_gateway);
 /* A route's discovered names, per child. */
 typedef struct {
     apr_thread_mutex_t *lock;
-    apr_pool_t *pool;               /* the names below */
-    apr_array_header_t *names;      /* const char *, as last fetched */
+    apr_pool_t *pool;          /* the names below */
+    apr_array_header_t *names; /* const char *, as last fetched */
     apr_time_t fetched;
 } discovered_t;
 
@@ -91,15 +91,16 @@ static apr_array_header_t *fetch(request_rec *r, const llmgw_route_t *route,
     status = rr->status;
     ap_destroy_sub_req(rr);
     if (status != HTTP_OK || cap.too_big || !cap.body.len) {
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, LLMGW_LOGNO(0401)
-                      "discovery: %s answered %d to %s; listing its route's "
-                      "configured names only", route->balancer, status,
-                      ollama ? "/api/tags" : "/v1/models");
+        ap_log_rerror(
+            APLOG_MARK, APLOG_WARNING, 0, r,
+            LLMGW_LOGNO(
+                0401) "discovery: %s answered %d to %s; listing its route's "
+                      "configured names only",
+            route->balancer, status, ollama ? "/api/tags" : "/v1/models");
         return NULL;
     }
     doc = llmgw_json_parse(r->pool, cap.body.b, cap.body.len, &jerr, &msg);
-    list = doc ? llmgw_json_getj(doc, ollama ? "models" : "data", NULL)
-               : NULL;
+    list = doc ? llmgw_json_getj(doc, ollama ? "models" : "data", NULL) : NULL;
     if (!list || llmgw_json_type(list, NULL) != LLMGW_JSON_ARRAY) {
         return NULL;
     }
@@ -124,8 +125,7 @@ static apr_array_header_t *discovered(request_rec *r,
                                       const llmgw_route_t *route)
 {
     discovered_t *d = route->discovered;
-    apr_array_header_t *out = apr_array_make(r->pool, 8,
-                                             sizeof(const char *));
+    apr_array_header_t *out = apr_array_make(r->pool, 8, sizeof(const char *));
     int i;
 
     if (!d) {
@@ -160,8 +160,7 @@ static apr_array_header_t *discovered(request_rec *r,
     return out;
 }
 
-apr_array_header_t *llmgw_model_names(request_rec *r,
-                                      const llmgw_router_t *rt)
+apr_array_header_t *llmgw_model_names(request_rec *r, const llmgw_router_t *rt)
 {
     apr_array_header_t *out = apr_array_copy(r->pool, rt->listed);
     apr_hash_t *seen = apr_hash_make(r->pool);
@@ -172,8 +171,8 @@ apr_array_header_t *llmgw_model_names(request_rec *r,
                      APR_HASH_KEY_STRING, "");
     }
     for (i = 0; i < rt->routes->nelts; i++) {
-        const llmgw_route_t *route = APR_ARRAY_IDX(rt->routes, i,
-                                                   llmgw_route_t *);
+        const llmgw_route_t *route =
+            APR_ARRAY_IDX(rt->routes, i, llmgw_route_t *);
         apr_array_header_t *names;
 
         if (!route->discover) {
@@ -200,13 +199,14 @@ void llmgw_models_child_init(apr_pool_t *pchild, server_rec *s)
 {
     server_rec *vs;
 
-    LLMGW_EACH_SERVER(vs, s) {
+    LLMGW_EACH_SERVER(vs, s)
+    {
         llmgw_router_t *rt = llmgw_sconf(vs)->router;
         int i;
 
         for (i = 0; i < rt->routes->nelts; i++) {
-            llmgw_route_t *route = APR_ARRAY_IDX(rt->routes, i,
-                                                 llmgw_route_t *);
+            llmgw_route_t *route =
+                APR_ARRAY_IDX(rt->routes, i, llmgw_route_t *);
             discovered_t *d;
 
             if (!route->discover || route->discovered) {
@@ -225,8 +225,7 @@ void llmgw_models_child_init(apr_pool_t *pchild, server_rec *s)
  * The answers
  */
 
-static void add_model(llmgw_json_t *list, const char *id,
-                      apr_int64_t created)
+static void add_model(llmgw_json_t *list, const char *id, apr_int64_t created)
 {
     llmgw_json_t *m = llmgw_json_array_add_object(list);
 
@@ -243,8 +242,8 @@ static int not_found(request_rec *r, llmgw_req_t *ctx, const char *msg)
 
     llmgw_error_set(&ctx->err, HTTP_NOT_FOUND, "invalid_request_error",
                     "model", "model_not_found", msg);
-    json = llmgw_error_answer(r, ctx->api == LLMGW_API_OLLAMA, &ctx->err,
-                              &len);
+    json =
+        llmgw_error_answer(r, ctx->api == LLMGW_API_OLLAMA, &ctx->err, &len);
     llmgw_send_json(r, ctx->err.status, json, len);
     return OK;
 }
@@ -269,9 +268,11 @@ static int answer_models(request_rec *r, llmgw_req_t *ctx,
     if (ctx->ep == LLMGW_EP_MODEL) {
         if (!llmgw_router_find(rt, ctx->model_id)) {
             return not_found(r, ctx,
-                             apr_psprintf(r->pool, "The model '%s' does not "
+                             apr_psprintf(r->pool,
+                                          "The model '%s' does not "
                                           "exist or is not served by this "
-                                          "gateway.", ctx->model_id));
+                                          "gateway.",
+                                          ctx->model_id));
         }
         data = llmgw_json_add_array(doc, "data");
         add_model(data, ctx->model_id, rt->created);
@@ -315,13 +316,14 @@ static int answer_ollama(request_rec *r, llmgw_req_t *ctx,
             llmgw_json_sets(m, "", "details", "quantization_level", NULL);
         }
         break;
-    case OLLAMA_INFO_PS:
-        llmgw_json_add_array(doc, "models");
-        break;
+    case OLLAMA_INFO_PS: llmgw_json_add_array(doc, "models"); break;
     default:
         if (!llmgw_router_find(rt, ctx->model_id)) {
-            return not_found(r, ctx, apr_psprintf(r->pool, "model '%s' not "
-                                                  "found", ctx->model_id));
+            return not_found(r, ctx,
+                             apr_psprintf(r->pool,
+                                          "model '%s' not "
+                                          "found",
+                                          ctx->model_id));
         }
         llmgw_json_sets(doc, "", "modelfile", NULL);
         llmgw_json_sets(doc, "", "parameters", NULL);
@@ -360,8 +362,7 @@ static int models_handler(request_rec *r)
 
 void llmgw_models_register(void)
 {
-    capture_handle = ap_register_output_filter("LLMGW_CAPTURE",
-                                               capture_filter, NULL,
-                                               AP_FTYPE_RESOURCE);
+    capture_handle = ap_register_output_filter("LLMGW_CAPTURE", capture_filter,
+                                               NULL, AP_FTYPE_RESOURCE);
     ap_hook_handler(models_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }

@@ -2,7 +2,7 @@
  * (usage read at the end); streams are framed event by event; answers in
  * another dialect or for another API are translated; good answers are
  * recorded for the cache and published to coalesced followers. */
-#include <stddef.h>     /* before APR: offsetof for its ring macros */
+#include <stddef.h> /* before APR: offsetof for its ring macros */
 #include <string.h>
 
 #include <httpd.h>
@@ -128,8 +128,7 @@ static void keep_tail(llmgw_req_t *ctx, apr_pool_t *p, const char *data,
     ctx->tail_len += n;
 }
 
-static apr_status_t keep_bucket(llmgw_req_t *ctx, apr_pool_t *p,
-                                apr_bucket *e)
+static apr_status_t keep_bucket(llmgw_req_t *ctx, apr_pool_t *p, apr_bucket *e)
 {
     const char *data;
     apr_size_t n;
@@ -164,7 +163,7 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
     int translate = ctx->backend_ollama || !llmgw_front_is_openai(ctx->front);
 
     if (r->status != HTTP_OK) {
-        ctx->rec = NULL;            /* only good answers are cached */
+        ctx->rec = NULL; /* only good answers are cached */
     }
     if (r->status >= 400) {
         /* A backend's own error passes as it is, unless it must be put in
@@ -214,9 +213,8 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
         /* An Ollama error line was already turned into an error end. */
         ctx->complete = !(ctx->from_ollama && ctx->from_ollama->failed);
         if ((n = llmgw_front_stream_end(ctx->front, &tail)) != 0) {
-            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_heap_create(
-                                             tail, n, NULL,
-                                             out->bucket_alloc));
+            APR_BRIGADE_INSERT_TAIL(
+                out, apr_bucket_heap_create(tail, n, NULL, out->bucket_alloc));
         }
         if (!ctx->complete) {
             apr_table_setn(r->notes, LLMGW_NOTE_ERROR, "upstream_error");
@@ -225,16 +223,18 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
     }
     llmgw_error_set(&err, HTTP_BAD_GATEWAY, "server_error", NULL,
                     "upstream_stream_error",
-                    apr_psprintf(r->pool, "The backend stream failed "
+                    apr_psprintf(r->pool,
+                                 "The backend stream failed "
                                  "before it completed: %s.",
                                  why ? why : "it ended without [DONE]"));
-    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, LLMGW_LOGNO(0101)
-                  "stream for model %s via %s broke after %d events: %s",
-                  ctx->req.model, ctx->route->balancer, ctx->sse->events,
-                  err.message);
+    ap_log_rerror(
+        APLOG_MARK, APLOG_WARNING, 0, r,
+        LLMGW_LOGNO(
+            0101) "stream for model %s via %s broke after %d events: %s",
+        ctx->req.model, ctx->route->balancer, ctx->sse->events, err.message);
     tail = llmgw_front_stream_error(ctx->front, ctx->sse, &err, &n);
-    APR_BRIGADE_INSERT_TAIL(out, apr_bucket_heap_create(tail, n, NULL,
-                                                        out->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(
+        out, apr_bucket_heap_create(tail, n, NULL, out->bucket_alloc));
     llmgw_note_error(r, &err);
 }
 
@@ -262,22 +262,23 @@ static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
     if (!had_output && ctx->sse->content_events) {
         llmgw_note_ttft(r);
     }
-    nclient = nready ? llmgw_front_stream(ctx->front, ready, nready, &client)
-                     : 0;
+    nclient =
+        nready ? llmgw_front_stream(ctx->front, ready, nready, &client) : 0;
     if (nclient) {
         /* A copy: the framer's buffer is reused by the next read. */
-        APR_BRIGADE_INSERT_TAIL(out, apr_bucket_heap_create(
-                                         client, nclient, NULL,
-                                         out->bucket_alloc));
+        APR_BRIGADE_INSERT_TAIL(
+            out,
+            apr_bucket_heap_create(client, nclient, NULL, out->bucket_alloc));
     }
     if (ctx->sse->failed) {
         /* One event past what a stream may hold: end it here, well. */
-        finish_sse(r, ctx, out, apr_psprintf(r->pool, "it sent an event "
-                                             "larger than the gateway "
-                                             "holds (%d MB)",
-                                             LLMGW_STREAM_MAX_EVENT
-                                             / (1024 * 1024)));
-        llmgw_sse_feed(ctx->sse, NULL, 0, &ready);  /* frees its buffer */
+        finish_sse(r, ctx, out,
+                   apr_psprintf(r->pool,
+                                "it sent an event "
+                                "larger than the gateway "
+                                "holds (%d MB)",
+                                LLMGW_STREAM_MAX_EVENT / (1024 * 1024)));
+        llmgw_sse_feed(ctx->sse, NULL, 0, &ready); /* frees its buffer */
     }
 }
 
@@ -308,7 +309,8 @@ static apr_status_t watch_stream(ap_filter_t *f, llmgw_req_t *ctx,
         }
         if (AP_BUCKET_IS_ERROR(e)) {
             /* mod_proxy's "backend broke": end the stream well-formed. */
-            finish_sse(r, ctx, ctx->bb, "the connection to the backend "
+            finish_sse(r, ctx, ctx->bb,
+                       "the connection to the backend "
                        "failed");
             apr_bucket_delete(e);
             continue;
@@ -318,7 +320,7 @@ static apr_status_t watch_stream(ap_filter_t *f, llmgw_req_t *ctx,
             APR_BRIGADE_INSERT_TAIL(ctx->bb, e);
             continue;
         }
-        if (!ctx->stream_ended) {   /* nothing may follow the end */
+        if (!ctx->stream_ended) { /* nothing may follow the end */
             rv = apr_bucket_read(e, &data, &n, APR_BLOCK_READ);
             if (rv != APR_SUCCESS) {
                 return rv;
@@ -398,8 +400,7 @@ static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
         }
     }
     else if (ctx->finished && last && !ctx->tail_len) {
-        if (apr_bucket_read(last, &data, &n, APR_BLOCK_READ)
-            == APR_SUCCESS) {
+        if (apr_bucket_read(last, &data, &n, APR_BLOCK_READ) == APR_SUCCESS) {
             llmgw_usage_find(data, n, &u);
         }
     }
@@ -450,7 +451,7 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
         ctx->bb = apr_brigade_create(r->pool, f->c->bucket_alloc);
     }
     if (ctx->bad_answer) {
-        apr_brigade_cleanup(ctx->bb);   /* nothing of it is kept */
+        apr_brigade_cleanup(ctx->bb); /* nothing of it is kept */
     }
     if (!ctx->finished) {
         if (ctx->bad_answer) {
@@ -460,7 +461,8 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
         rv = ap_save_brigade(f, &ctx->bb, &bb, r->pool);
         apr_brigade_length(ctx->bb, 0, &held);
         if (rv == APR_SUCCESS && held > LLMGW_MAX_WHOLE) {
-            ctx->bad_answer = apr_psprintf(r->pool, "The backend's answer "
+            ctx->bad_answer = apr_psprintf(r->pool,
+                                           "The backend's answer "
                                            "is larger than the gateway "
                                            "translates (%d MB).",
                                            LLMGW_MAX_WHOLE / (1024 * 1024));
@@ -473,9 +475,10 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
         ctx->rec = NULL;
         llmgw_error_set(&err, HTTP_BAD_GATEWAY, "server_error", NULL,
                         "upstream_error", ctx->bad_answer);
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, LLMGW_LOGNO(0110)
-                      "answer for model %s via %s dropped: %s",
-                      ctx->req.model, ctx->route->balancer, err.message);
+        ap_log_rerror(
+            APLOG_MARK, APLOG_WARNING, 0, r,
+            LLMGW_LOGNO(0110) "answer for model %s via %s dropped: %s",
+            ctx->req.model, ctx->route->balancer, err.message);
         llmgw_note_error(r, &err);
         status = err.status;
         body = (char *)llmgw_error_json(r->pool, &err);
@@ -517,8 +520,8 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
     }
     ap_set_content_type(r, "application/json");
     apr_table_unset(r->headers_out, "Content-Length");
-    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_pool_create(out, olen, r->pool,
-                                                       f->c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(
+        bb, apr_bucket_pool_create(out, olen, r->pool, f->c->bucket_alloc));
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(f->c->bucket_alloc));
     return pass_on(f, ctx, bb);
 }
@@ -535,7 +538,7 @@ static void sniff_json(request_rec *r, llmgw_req_t *ctx,
     apr_bucket *e;
 
     if (ce && strcasecmp(ce, "identity") != 0) {
-        ctx->sniffed = 1;       /* compressed: not ours to judge */
+        ctx->sniffed = 1; /* compressed: not ours to judge */
         return;
     }
     for (e = APR_BRIGADE_FIRST(bb);
@@ -553,10 +556,11 @@ static void sniff_json(request_rec *r, llmgw_req_t *ctx,
         }
         else if (!APR_BUCKET_IS_METADATA(e)
                  && apr_bucket_read(e, &data, &n, APR_BLOCK_READ)
-                    == APR_SUCCESS && n) {
+                        == APR_SUCCESS
+                 && n) {
             s = llmgw_json_skip_ws(data, data + n);
-            ctx->sniffed = s < data + n || APR_BUCKET_NEXT(e)
-                                           == APR_BRIGADE_SENTINEL(bb);
+            ctx->sniffed =
+                s < data + n || APR_BUCKET_NEXT(e) == APR_BRIGADE_SENTINEL(bb);
             if (s < data + n && *s != '{') {
                 ctx->bad_answer = "The backend answered with a body that "
                                   "is not JSON.";
@@ -565,7 +569,7 @@ static void sniff_json(request_rec *r, llmgw_req_t *ctx,
     }
     if (ctx->bad_answer) {
         ctx->rec = NULL;
-        ctx->out = OUT_WHOLE;   /* dropped there, and answered */
+        ctx->out = OUT_WHOLE; /* dropped there, and answered */
     }
 }
 
@@ -637,12 +641,8 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         }
         rv = pass_on(f, ctx, bb);
         break;
-    case OUT_WHOLE:
-        rv = watch_whole(f, ctx, bb);
-        break;
-    default:
-        rv = watch_stream(f, ctx, bb);
-        break;
+    case OUT_WHOLE: rv = watch_whole(f, ctx, bb); break;
+    default: rv = watch_stream(f, ctx, bb); break;
     }
     settle(r, ctx);
     return rv;

@@ -1,7 +1,7 @@
 /* mod_llmgw_proxy: httpd glue for one API request. The fixups hook reads
  * and checks the body, routes it, consults the cache and the requests in
  * flight, then hands it to mod_proxy as [P] would. */
-#include <stddef.h>     /* before APR: offsetof for its ring macros */
+#include <stddef.h> /* before APR: offsetof for its ring macros */
 #include <string.h>
 
 #include <httpd.h>
@@ -43,22 +43,21 @@ static int read_body(request_rec *r, apr_off_t limit, char **out,
     int seen_eos = 0;
 
     if (cl && (!ap_parse_strict_length(&declared, cl))) {
-        return llmgw_error_set(err, HTTP_BAD_REQUEST,
-                               "invalid_request_error", NULL, "bad_request",
-                               "Invalid Content-Length.");
+        return llmgw_error_set(err, HTTP_BAD_REQUEST, "invalid_request_error",
+                               NULL, "bad_request", "Invalid Content-Length.");
     }
     if (declared > limit) {
         goto too_large;
     }
     /* Its whole length at once when it is known: no copy as it comes. */
-    llmgw_pbuf_reserve(r->pool, &buf, declared >= 0 ? (apr_size_t)declared
-                                                    : 16384);
+    llmgw_pbuf_reserve(r->pool, &buf,
+                       declared >= 0 ? (apr_size_t)declared : 16384);
     bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     while (!seen_eos) {
         apr_bucket *e;
-        apr_status_t rv = ap_get_brigade(r->input_filters, bb,
-                                         AP_MODE_READBYTES, APR_BLOCK_READ,
-                                         HUGE_STRING_LEN * 8);
+        apr_status_t rv =
+            ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
+                           APR_BLOCK_READ, HUGE_STRING_LEN * 8);
         if (rv != APR_SUCCESS) {
             int status = ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
 
@@ -107,9 +106,9 @@ too_large:
     /* Don't read the rest of a body we refuse: close after answering. */
     r->connection->keepalive = AP_CONN_CLOSE;
     return llmgw_error_set(err, HTTP_REQUEST_ENTITY_TOO_LARGE,
-                           "invalid_request_error", NULL,
-                           "request_too_large",
-                           apr_psprintf(r->pool, "The request body is "
+                           "invalid_request_error", NULL, "request_too_large",
+                           apr_psprintf(r->pool,
+                                        "The request body is "
                                         "larger than the %" APR_OFF_T_FMT
                                         " bytes this gateway accepts.",
                                         limit));
@@ -138,9 +137,12 @@ static int translate_name(request_rec *r)
 
 static int map_to_storage(request_rec *r)
 {
-    return (r->filename && strncmp(r->filename, LLMGW_FILENAME_PREFIX,
-                                   sizeof(LLMGW_FILENAME_PREFIX) - 1) == 0)
-               ? OK : DECLINED;
+    return (r->filename
+            && strncmp(r->filename, LLMGW_FILENAME_PREFIX,
+                       sizeof(LLMGW_FILENAME_PREFIX) - 1)
+                   == 0)
+               ? OK
+               : DECLINED;
 }
 
 /* ---------------------------------------------------------------------
@@ -180,21 +182,22 @@ static int wrong_method(request_rec *r, llmgw_req_t *ctx, const char *method)
 static void unknown_endpoint(request_rec *r, llmgw_req_t *ctx,
                              const char *served)
 {
-    llmgw_error_set(&ctx->err, HTTP_NOT_FOUND, "invalid_request_error",
-                    NULL, "unknown_endpoint",
-                    apr_psprintf(r->pool, "Unknown endpoint: %s %s. This "
-                                 "gateway serves %s.", r->method, r->uri,
-                                 served));
+    llmgw_error_set(&ctx->err, HTTP_NOT_FOUND, "invalid_request_error", NULL,
+                    "unknown_endpoint",
+                    apr_psprintf(r->pool,
+                                 "Unknown endpoint: %s %s. This "
+                                 "gateway serves %s.",
+                                 r->method, r->uri, served));
 }
 
 /* OpenAI: returns 1 when the request is answered without a backend (or
  * refused), 0 for a generation request. */
-static int classify_openai(request_rec *r, llmgw_req_t *ctx,
-                           const char *path)
+static int classify_openai(request_rec *r, llmgw_req_t *ctx, const char *path)
 {
     ctx->ep = llmgw_endpoint_parse(r->pool, path, &ctx->model_id);
     if (ctx->ep == LLMGW_EP_NONE) {
-        unknown_endpoint(r, ctx, "POST /v1/chat/completions, POST "
+        unknown_endpoint(r, ctx,
+                         "POST /v1/chat/completions, POST "
                          "/v1/completions, POST /v1/embeddings and GET "
                          "/v1/models");
         return 1;
@@ -206,20 +209,17 @@ static int classify_openai(request_rec *r, llmgw_req_t *ctx,
 }
 
 /* Ollama's native API, below its <Location> with or without "/api". */
-static int classify_ollama(request_rec *r, llmgw_req_t *ctx,
-                           const char *path)
+static int classify_ollama(request_rec *r, llmgw_req_t *ctx, const char *path)
 {
     static const struct {
         const char *path;
         const char *method;
         llmgw_ollama_info_t info;
-    } infos[] = {
-        { "/tags", "GET", OLLAMA_INFO_TAGS },
-        { "/ps", "GET", OLLAMA_INFO_PS },
-        { "/show", "POST", OLLAMA_INFO_SHOW },
-        { "/version", "GET", OLLAMA_INFO_VERSION },
-        { NULL, NULL, OLLAMA_INFO_NONE }
-    };
+    } infos[] = { { "/tags", "GET", OLLAMA_INFO_TAGS },
+                  { "/ps", "GET", OLLAMA_INFO_PS },
+                  { "/show", "POST", OLLAMA_INFO_SHOW },
+                  { "/version", "GET", OLLAMA_INFO_VERSION },
+                  { NULL, NULL, OLLAMA_INFO_NONE } };
     int i;
 
     if (strncmp(path, "/api/", 5) == 0) {
@@ -237,7 +237,8 @@ static int classify_ollama(request_rec *r, llmgw_req_t *ctx,
             return 1;
         }
     }
-    unknown_endpoint(r, ctx, "POST /api/chat, /api/generate, /api/embed, "
+    unknown_endpoint(r, ctx,
+                     "POST /api/chat, /api/generate, /api/embed, "
                      "/api/embeddings, /api/show and GET /api/tags, "
                      "/api/ps, /api/version");
     return 1;
@@ -264,7 +265,7 @@ static const char *coalesce(request_rec *r, llmgw_req_t *ctx,
         return "MISS";
     }
     if (role == LLMGW_CO_FOLLOW) {
-        ctx->following = 1;     /* ctx->co tails the leader's pieces */
+        ctx->following = 1; /* ctx->co tails the leader's pieces */
         return "COALESCED";
     }
     ctx->co = NULL;
@@ -272,8 +273,8 @@ static const char *coalesce(request_rec *r, llmgw_req_t *ctx,
         return "BYPASS";
     }
     if ((role == LLMGW_CO_CACHED || role == LLMGW_CO_DONE)
-        && (ctx->hit = llmgw_record_parse(r->pool, val, len,
-                                             ctx->req.stream)) != NULL) {
+        && (ctx->hit = llmgw_record_parse(r->pool, val, len, ctx->req.stream))
+               != NULL) {
         return role == LLMGW_CO_CACHED ? "HIT" : "COALESCED";
     }
     /* Alone, or an answer not kept (too big) or not readable: ask. */
@@ -303,9 +304,9 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
         goto done;
     }
     ctx->store = llmgw_conf_store(sconf);
-    ctx->cache_key = llmgw_cache_key(r->pool, &ctx->req, upstream,
-                                     ctx->route->balancer,
-                                     ctx->route->dialect);
+    ctx->cache_key =
+        llmgw_cache_key(r->pool, &ctx->req, upstream, ctx->route->balancer,
+                        ctx->route->dialect);
     apr_table_setn(r->err_headers_out, "X-LLM-Cache-Key", ctx->cache_key);
     /* no-cache: answer afresh, but the fresh answer may be kept. */
     fresh = cc && ap_strcasestr(cc, "no-cache");
@@ -317,8 +318,9 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
                    : llmgw_store_get(ctx->store, r->pool, ctx->cache_key, &val,
                                      &len);
         if (rv == APR_SUCCESS
-            && (ctx->hit = llmgw_record_parse(r->pool, val, len,
-                                                 ctx->req.stream)) != NULL) {
+            && (ctx->hit =
+                    llmgw_record_parse(r->pool, val, len, ctx->req.stream))
+                   != NULL) {
             state = "HIT";
         }
         else if (rv == APR_SUCCESS || APR_STATUS_IS_NOTFOUND(rv)) {
@@ -326,8 +328,7 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
         }
     }
     if (!ctx->hit && !ctx->following && strcmp(state, "MISS") == 0) {
-        ctx->rec = llmgw_record_create(r->pool, ctx->ep,
-                                       ctx->store->max_item);
+        ctx->rec = llmgw_record_create(r->pool, ctx->ep, ctx->store->max_item);
     }
 done:
     apr_table_setn(r->err_headers_out, "X-LLM-Cache", state);
@@ -341,8 +342,8 @@ done:
 
 static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path)
 {
-    r->filename = apr_pstrcat(r->pool, "proxy:", ctx->route->balancer, path,
-                              NULL);
+    r->filename =
+        apr_pstrcat(r->pool, "proxy:", ctx->route->balancer, path, NULL);
     r->handler = "proxy-server";
     r->proxyreq = PROXYREQ_REVERSE;
 
@@ -359,13 +360,11 @@ static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path)
 
 /* The client's body as an OpenAI request, whatever the client's API. */
 static int parse_request(request_rec *r, llmgw_req_t *ctx, const char *body,
-                         apr_size_t len, const char **openai,
-                         apr_size_t *olen)
+                         apr_size_t len, const char **openai, apr_size_t *olen)
 {
     if (ctx->api == LLMGW_API_OLLAMA) {
         return llmgw_ollama_front_request(r->pool, ctx->oep, body, len,
-                                          &ctx->req, openai, olen,
-                                          &ctx->err);
+                                          &ctx->req, openai, olen, &ctx->err);
     }
     *openai = body;
     *olen = len;
@@ -386,10 +385,9 @@ static int parse_show(request_rec *r, llmgw_req_t *ctx, const char *body,
         ctx->model_id = llmgw_json_gets(j, "name", NULL);
     }
     if (!ctx->model_id) {
-        return llmgw_error_set(&ctx->err, HTTP_BAD_REQUEST,
-                               "invalid_request_error", "model",
-                               "missing_required_parameter",
-                               j ? "model is required" : msg);
+        return llmgw_error_set(
+            &ctx->err, HTTP_BAD_REQUEST, "invalid_request_error", "model",
+            "missing_required_parameter", j ? "model is required" : msg);
     }
     return 0;
 }
@@ -405,9 +403,9 @@ static int upstream_request(request_rec *r, llmgw_req_t *ctx,
                                     &ctx->body, &ctx->body_len, &ctx->err);
     }
     *path = llmgw_endpoint_upstream_path(ctx->ep);
-    ctx->body = llmgw_request_upstream_body(&ctx->req, upstream_model, openai,
-                                            olen, &ctx->body_len,
-                                            &ctx->strip_usage);
+    ctx->body =
+        llmgw_request_upstream_body(&ctx->req, upstream_model, openai, olen,
+                                    &ctx->body_len, &ctx->strip_usage);
     if (!ctx->body) {
         return llmgw_error_set(&ctx->err, HTTP_INTERNAL_SERVER_ERROR,
                                "server_error", NULL, "internal_error",
@@ -448,8 +446,7 @@ static int fixups(request_rec *r)
     }
     if (answered) {
         r->handler = LLMGW_HANDLER;
-        return parse_show(r, ctx, body, body_len) ? answer_error(r, ctx)
-                                                  : OK;
+        return parse_show(r, ctx, body, body_len) ? answer_error(r, ctx) : OK;
     }
     if (parse_request(r, ctx, body, body_len, &openai, &olen)) {
         return answer_error(r, ctx);
@@ -459,14 +456,15 @@ static int fixups(request_rec *r)
 
     ctx->route = llmgw_router_find(sconf->router, ctx->req.model);
     if (!ctx->route) {
-        llmgw_error_set(&ctx->err, HTTP_NOT_FOUND, "invalid_request_error",
-                        "model", "model_not_found",
-                        apr_psprintf(r->pool, "The model '%s' does not "
-                                     "exist or is not served by this "
-                                     "gateway. Available models: %s.",
-                                     ctx->req.model,
-                                     llmgw_router_names(r->pool,
-                                                        sconf->router)));
+        llmgw_error_set(
+            &ctx->err, HTTP_NOT_FOUND, "invalid_request_error", "model",
+            "model_not_found",
+            apr_psprintf(r->pool,
+                         "The model '%s' does not "
+                         "exist or is not served by this "
+                         "gateway. Available models: %s.",
+                         ctx->req.model,
+                         llmgw_router_names(r->pool, sconf->router)));
         return answer_error(r, ctx);
     }
     ctx->backend_ollama = strcmp(ctx->route->dialect, "ollama") == 0;
@@ -476,8 +474,7 @@ static int fixups(request_rec *r)
     apr_table_setn(r->notes, LLMGW_NOTE_ROUTE, ctx->route->name);
     apr_table_setn(r->notes, LLMGW_NOTE_UPSTREAM_MODEL, upstream_model);
     /* Answers name the model that made them, whichever API asks. */
-    ctx->front = llmgw_front_create(r->pool, ctx->oep, ctx->ep,
-                                    upstream_model,
+    ctx->front = llmgw_front_create(r->pool, ctx->oep, ctx->ep, upstream_model,
                                     apr_time_sec(r->request_time));
 
     if (cache_lookup(r, ctx, sconf, upstream_model)) {
@@ -496,8 +493,8 @@ static int fixups(request_rec *r)
  */
 
 static apr_status_t body_filter(ap_filter_t *f, apr_bucket_brigade *bb,
-                                ap_input_mode_t mode,
-                                apr_read_type_e block, apr_off_t readbytes)
+                                ap_input_mode_t mode, apr_read_type_e block,
+                                apr_off_t readbytes)
 {
     llmgw_req_t *ctx = f->ctx;
     apr_size_t n;
@@ -511,14 +508,13 @@ static apr_status_t body_filter(ap_filter_t *f, apr_bucket_brigade *bb,
     }
     if (n) {
         /* The body lives in r->pool for the whole request: no copy. */
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_immortal_create(
-                                        ctx->body + ctx->body_sent, n,
-                                        f->c->bucket_alloc));
+        APR_BRIGADE_INSERT_TAIL(
+            bb, apr_bucket_immortal_create(ctx->body + ctx->body_sent, n,
+                                           f->c->bucket_alloc));
         ctx->body_sent += n;
     }
     if (ctx->body_sent == ctx->body_len) {
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(
-                                        f->c->bucket_alloc));
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(f->c->bucket_alloc));
         ctx->eos_sent = 1;
     }
     return APR_SUCCESS;

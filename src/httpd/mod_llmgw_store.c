@@ -15,8 +15,8 @@ APLOG_USE_MODULE(llm_gateway);
 
 apr_status_t llmgw_store_pre_config(apr_pool_t *pconf)
 {
-    return ap_mutex_register(pconf, LLMGW_STORE_MUTEX, NULL,
-                             APR_LOCK_DEFAULT, 0);
+    return ap_mutex_register(pconf, LLMGW_STORE_MUTEX, NULL, APR_LOCK_DEFAULT,
+                             0);
 }
 
 apr_status_t llmgw_store_post_config(llmgw_store_t *st, apr_pool_t *pconf,
@@ -34,9 +34,12 @@ apr_status_t llmgw_store_post_config(llmgw_store_t *st, apr_pool_t *pconf,
     }
     rv = apr_shm_create(&shm, bytes, NULL, pconf);
     if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, LLMGW_LOGNO(0202)
-                     "LLMCache shm: cannot get %" APR_SIZE_T_FMT " bytes of "
-                     "shared memory", bytes);
+        ap_log_error(
+            APLOG_MARK, APLOG_ERR, rv, s,
+            LLMGW_LOGNO(0202) "LLMCache shm: cannot get %" APR_SIZE_T_FMT
+                              " bytes of "
+                              "shared memory",
+            bytes);
         return rv;
     }
     mutexes = apr_pcalloc(ptemp, n * sizeof(*mutexes));
@@ -47,11 +50,10 @@ apr_status_t llmgw_store_post_config(llmgw_store_t *st, apr_pool_t *pconf,
             return rv;
         }
     }
-    err = llmgw_store_shm_attach(st, pconf, apr_shm_baseaddr_get(shm),
-                                 mutexes);
+    err =
+        llmgw_store_shm_attach(st, pconf, apr_shm_baseaddr_get(shm), mutexes);
     if (err) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, LLMGW_LOGNO(0204) "%s",
-                     err);
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, LLMGW_LOGNO(0204) "%s", err);
         return APR_ENOSPC;
     }
     return APR_SUCCESS;
@@ -66,9 +68,12 @@ apr_status_t llmgw_store_child(llmgw_store_t *st, apr_pool_t *pchild,
     ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
     rv = llmgw_store_child_init(st, pchild, threads);
     if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, LLMGW_LOGNO(0003)
-                     "cache store %s unusable in this child; requests go "
-                     "to the backends", st->ops->name);
+        ap_log_error(
+            APLOG_MARK, APLOG_ERR, rv, s,
+            LLMGW_LOGNO(
+                0003) "cache store %s unusable in this child; requests go "
+                      "to the backends",
+            st->ops->name);
     }
     return rv;
 }

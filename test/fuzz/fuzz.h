@@ -18,15 +18,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* A broken invariant: say which, then abort so libFuzzer (or the
  * replayer under ASan) keeps the input and fails. */
-#define FUZZ_CHECK(cond, ...)                                            \
-    do {                                                                 \
-        if (!(cond)) {                                                   \
-            fprintf(stderr, "fuzz check failed at %s:%d: %s: ",          \
-                    __FILE__, __LINE__, #cond);                          \
-            fprintf(stderr, __VA_ARGS__);                                \
-            fputc('\n', stderr);                                         \
-            abort();                                                     \
-        }                                                                \
+#define FUZZ_CHECK(cond, ...)                                             \
+    do {                                                                  \
+        if (!(cond)) {                                                    \
+            fprintf(stderr, "fuzz check failed at %s:%d: %s: ", __FILE__, \
+                    __LINE__, #cond);                                     \
+            fprintf(stderr, __VA_ARGS__);                                 \
+            fputc('\n', stderr);                                          \
+            abort();                                                      \
+        }                                                                 \
     } while (0)
 
 /* httpd's pools abort the child when memory runs out (an allocation of a
@@ -70,8 +70,7 @@ static APR_INLINE unsigned fuzz_byte(fuzz_in *in)
 }
 
 /* The next n bytes (fewer at the end); *len gets how many. */
-static APR_INLINE const char *fuzz_bytes(fuzz_in *in, size_t n,
-                                         size_t *len)
+static APR_INLINE const char *fuzz_bytes(fuzz_in *in, size_t n, size_t *len)
 {
     const char *s = (const char *)in->d;
 
@@ -83,8 +82,7 @@ static APR_INLINE const char *fuzz_bytes(fuzz_in *in, size_t n,
 
 /* Up to the next sep (not included) or the end; NULL when nothing is
  * left. */
-static APR_INLINE const char *fuzz_until(fuzz_in *in, char sep,
-                                         size_t *len)
+static APR_INLINE const char *fuzz_until(fuzz_in *in, char sep, size_t *len)
 {
     const uint8_t *e;
     const char *s = (const char *)in->d;
@@ -119,7 +117,7 @@ static APR_INLINE void fuzz_splits_read(fuzz_in *in, fuzz_splits *sp)
         any |= sp->len[i];
     }
     if (!any) {
-        sp->len[0] = 1;     /* always progress */
+        sp->len[0] = 1; /* always progress */
     }
 }
 
@@ -197,7 +195,7 @@ static APR_INLINE void fuzz_check_sse(apr_pool_t *p, const char *sse,
             }
         }
         FUZZ_CHECK(e && e - s >= 6 && !memcmp(s, "data: ", 6)
-                   && !memchr(s, '\n', (size_t)(e - s)),
+                       && !memchr(s, '\n', (size_t)(e - s)),
                    "an SSE event that is not one data line: %.*s",
                    (int)(end - s), s);
         FUZZ_CHECK(!done, "events after [DONE]");

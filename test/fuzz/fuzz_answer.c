@@ -40,8 +40,8 @@ static void check_object(apr_pool_t *p, const char *text, apr_size_t len,
 
 static void check_usage(const llmgw_usage_t *u)
 {
-    FUZZ_CHECK(!u->found || (u->prompt >= 0 && u->completion >= 0
-                             && u->total >= 0),
+    FUZZ_CHECK(!u->found
+                   || (u->prompt >= 0 && u->completion >= 0 && u->total >= 0),
                "negative usage %lld+%lld=%lld", (long long)u->prompt,
                (long long)u->completion, (long long)u->total);
 }
@@ -60,8 +60,10 @@ static void openai_client(apr_pool_t *p, unsigned which, int status,
     llmgw_usage_t usage = { 0 };
     apr_size_t olen;
 
-    FUZZ_CHECK(llmgw_request_parse(p, eps[which], body, strlen(body), &req,
-                                   &err) == 0, "request %u", which);
+    FUZZ_CHECK(
+        llmgw_request_parse(p, eps[which], body, strlen(body), &req, &err)
+            == 0,
+        "request %u", which);
     memset(&err, 0, sizeof(err));
     if (llmgw_ollama_response(p, &req, status, buf, len, "fuzz", NULL,
                               1700000000, &out, &olen, &usage, &err)) {
@@ -88,8 +90,7 @@ static void ollama_client(apr_pool_t *p, unsigned which, int status,
 
     memset(&err, 0, sizeof(err));
     if (llmgw_ollama_front_response(p, oep, status, buf, len, "mock-small",
-                                    1700000000, &out, &olen, &usage,
-                                    &err)) {
+                                    1700000000, &out, &olen, &usage, &err)) {
         FUZZ_CHECK(err.status >= 400 && err.status < 600 && err.message,
                    "error %d", err.status);
         e = llmgw_ollama_error_json(p, err.message);

@@ -5,8 +5,7 @@
 
 #include "llmgw_json.h"
 
-static const char *canon(apr_pool_t *p, const llmgw_json_t *j,
-                         apr_size_t *len)
+static const char *canon(apr_pool_t *p, const llmgw_json_t *j, apr_size_t *len)
 {
     return llmgw_json_write_canonical(p, j, NULL, len);
 }
@@ -27,22 +26,24 @@ static void check_canonical(apr_pool_t *p, const char *c, apr_size_t n,
                who, (int)n, c, msg);
     c2 = canon(p, r, &n2);
     FUZZ_CHECK(n2 == n && memcmp(c, c2, n) == 0,
-               "%s: canonical text not idempotent (read): %.*s -> %.*s",
-               who, (int)n, c, (int)n2, c2);
+               "%s: canonical text not idempotent (read): %.*s -> %.*s", who,
+               (int)n, c, (int)n2, c2);
     j = llmgw_json_parse(p, c, n, &err, &msg);
     FUZZ_CHECK(j, "%s: canonical text %.*s refused by llmgw_json_parse: %s",
                who, (int)n, c, msg);
     c2 = canon(p, j, &n2);
     FUZZ_CHECK(n2 == n && memcmp(c, c2, n) == 0,
-               "%s: canonical text not idempotent (parse): %.*s -> %.*s",
-               who, (int)n, c, (int)n2, c2);
+               "%s: canonical text not idempotent (parse): %.*s -> %.*s", who,
+               (int)n, c, (int)n2, c2);
 }
 
 /* A change to a read view makes json-c's tree of its values: the other
  * members must all be there after it. */
 static void check_change(apr_pool_t *p, llmgw_json_t *j)
 {
-    static const char *const skip[] = { "\x7f" "fuzz", NULL };
+    static const char *const skip[] = { "\x7f"
+                                        "fuzz",
+                                        NULL };
     const char *before, *after;
     apr_size_t nb, na;
 
@@ -53,10 +54,10 @@ static void check_change(apr_pool_t *p, llmgw_json_t *j)
     llmgw_json_sets(j, "x", skip[0], NULL);
     after = llmgw_json_write_canonical(p, j, skip, &na);
     FUZZ_CHECK(na == nb && memcmp(before, after, nb) == 0,
-               "a change lost members: %.*s -> %.*s", (int)nb, before,
-               (int)na, after);
+               "a change lost members: %.*s -> %.*s", (int)nb, before, (int)na,
+               after);
     FUZZ_CHECK(llmgw_json_gets(j, skip[0], NULL)
-               && !strcmp(llmgw_json_gets(j, skip[0], NULL), "x"),
+                   && !strcmp(llmgw_json_gets(j, skip[0], NULL), "x"),
                "the member set is not there");
 }
 
@@ -89,8 +90,7 @@ static void check_strings(apr_pool_t *p, const llmgw_json_t *j, int depth)
             check_strings(p, llmgw_json_array_get(j, i), depth + 1);
         }
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -118,17 +118,17 @@ static void check_numbers(apr_pool_t *p, const llmgw_json_t *j)
         if (t != LLMGW_JSON_INT && t != LLMGW_JSON_DOUBLE) {
             continue;
         }
-        lit = llmgw_json_write(e, &ll);     /* a read view: as it came */
+        lit = llmgw_json_write(e, &ll); /* a read view: as it came */
         c = llmgw_json_write_canonical(p, e, NULL, &cl);
         if (strspn(lit, "-0123456789") == ll) {
             FUZZ_CHECK((cl == ll && !memcmp(c, lit, ll))
-                       || (!strcmp(lit, "-0") && !strcmp(c, "0")),
+                           || (!strcmp(lit, "-0") && !strcmp(c, "0")),
                        "the integer %s written as %.*s", lit, (int)cl, c);
             continue;
         }
         d = strtod(lit, NULL);
         if (!(d > -1.7976931348623157e308 && d < 1.7976931348623157e308)) {
-            continue;           /* no JSON number is infinite */
+            continue; /* no JSON number is infinite */
         }
         FUZZ_CHECK(strtod(c, NULL) == d, "%s written as %.*s", lit, (int)cl,
                    c);

@@ -45,14 +45,14 @@ static void check_conf(const llmgw_limits_conf_t *c)
 
     FUZZ_CHECK(!llmgw_limits_conf_check(c), "parsed, then refused: %s",
                llmgw_limits_conf_check(c));
-    FUZZ_CHECK(c->rpm >= 0 && c->rpm <= LLMGW_LIMITS_RATE_MAX
-               && c->tpm >= 0 && c->tpm <= LLMGW_LIMITS_RATE_MAX
-               && c->concurrent >= 0
-               && c->concurrent <= LLMGW_LIMITS_RATE_MAX, "a rate");
+    FUZZ_CHECK(c->rpm >= 0 && c->rpm <= LLMGW_LIMITS_RATE_MAX && c->tpm >= 0
+                   && c->tpm <= LLMGW_LIMITS_RATE_MAX && c->concurrent >= 0
+                   && c->concurrent <= LLMGW_LIMITS_RATE_MAX,
+               "a rate");
     for (i = 0; i < LLMGW_LIMITS_BUDGETS; i++) {
         FUZZ_CHECK(!c->budget[i].unit
-                   || (c->budget[i].limit > 0
-                       && c->budget[i].limit <= LLMGW_LIMITS_AMOUNT_MAX),
+                       || (c->budget[i].limit > 0
+                           && c->budget[i].limit <= LLMGW_LIMITS_AMOUNT_MAX),
                    "a budget of %lld", (long long)c->budget[i].limit);
     }
 }
@@ -89,8 +89,8 @@ static void values(apr_pool_t *p, unsigned mode, fuzz_in *in)
     argc = words(p, (const char *)in->d, in->n, argv);
     memset(&pr, 0, sizeof(pr));
     if (!(err = llmgw_limits_parse_price(p, argc, argv, &pr))) {
-        FUZZ_CHECK(pr.in >= 0 && pr.in <= LLMGW_LIMITS_PRICE_MAX
-                   && pr.out >= 0 && pr.out <= LLMGW_LIMITS_PRICE_MAX,
+        FUZZ_CHECK(pr.in >= 0 && pr.in <= LLMGW_LIMITS_PRICE_MAX && pr.out >= 0
+                       && pr.out <= LLMGW_LIMITS_PRICE_MAX,
                    "price %lld/%lld", (long long)pr.in, (long long)pr.out);
     }
     FUZZ_CHECK(!err || *err, "an empty error");
@@ -98,8 +98,7 @@ static void values(apr_pool_t *p, unsigned mode, fuzz_in *in)
 
 static void subject_name(apr_pool_t *p, fuzz_in *in)
 {
-    llmgw_subject_kind_t kind = (llmgw_subject_kind_t)(fuzz_byte(in) % 5
-                                                       + 1);
+    llmgw_subject_kind_t kind = (llmgw_subject_kind_t)(fuzz_byte(in) % 5 + 1);
     size_t n, i, len;
     const char *a = fuzz_until(in, '\t', &n), *name;
     char *ac = apr_pstrmemdup(p, a ? a : "", a ? n : 0), *bc;
@@ -108,13 +107,13 @@ static void subject_name(apr_pool_t *p, fuzz_in *in)
     bc = apr_pstrmemdup(p, a ? a : "", a ? n : 0);
     name = llmgw_limits_subject_name(p, kind, ac, bc);
     FUZZ_CHECK(name && (len = strlen(name)) > 0
-               && len <= LLMGW_LIMITS_NAME_MAX, "a name of %zu bytes",
-               name ? strlen(name) : 0);
+                   && len <= LLMGW_LIMITS_NAME_MAX,
+               "a name of %zu bytes", name ? strlen(name) : 0);
     for (i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)name[i];
 
         FUZZ_CHECK((ch >= 0x20 && ch != 0x7f)
-                   || (kind == LLMGW_SUBJECT_KEY_ROUTE && ch == 037),
+                       || (kind == LLMGW_SUBJECT_KEY_ROUTE && ch == 037),
                    "a control character in the name %s", name);
     }
 }
@@ -129,7 +128,8 @@ static void duration(fuzz_in *in)
     memcpy(&d, b, n);
     s = llmgw_limits_duration(buf, sizeof(buf), d);
     FUZZ_CHECK(s && strlen(s) < sizeof(buf) && strlen(s) > 1
-               && s[strlen(s) - 1] == 's', "duration %s", s ? s : "NULL");
+                   && s[strlen(s) - 1] == 's',
+               "duration %s", s ? s : "NULL");
 }
 
 /* ---- a table with some of everything ------------------------------- */
@@ -175,8 +175,8 @@ static void table_make(table_t *tb)
     dyn.budget[0].unit = LLMGW_BUDGET_TOKENS;
     dyn.budget[0].per = LLMGW_PER_DAY;
     dyn.budget[0].limit = 500;
-    FUZZ_CHECK(llmgw_limits_configure(tb->t, d, 2, &dyn, T0)
-               == APR_SUCCESS, "configure");
+    FUZZ_CHECK(llmgw_limits_configure(tb->t, d, 2, &dyn, T0) == APR_SUCCESS,
+               "configure");
 }
 
 /* Traffic: settled requests on each subject, one still in flight. */
@@ -188,9 +188,10 @@ static void table_use(table_t *tb)
     llmgw_limits_req_t rq;
 
     FUZZ_CHECK(llmgw_limits_find(tb->t, "key:a", &a) == APR_SUCCESS
-               && llmgw_limits_find(tb->t, "key:b", &b) == APR_SUCCESS
-               && llmgw_limits_find_or_add(tb->t, "user:carol", T0, &u)
-                  == APR_SUCCESS, "subjects");
+                   && llmgw_limits_find(tb->t, "key:b", &b) == APR_SUCCESS
+                   && llmgw_limits_find_or_add(tb->t, "user:carol", T0, &u)
+                          == APR_SUCCESS,
+               "subjects");
     memset(&rq, 0, sizeof(rq));
     rq.nsubjects = 1;
     rq.owner = getpid();
@@ -221,8 +222,7 @@ static void table_check(table_t *tb)
     int i;
 
     while (llmgw_limits_usage_next(tb->t, &cursor, T0, &u) == APR_SUCCESS) {
-        FUZZ_CHECK(u.inflight >= 0 && u.requests >= 0, "%s: counts",
-                   u.name);
+        FUZZ_CHECK(u.inflight >= 0 && u.requests >= 0, "%s: counts", u.name);
         for (i = 0; i < LLMGW_LIMITS_BUDGETS; i++) {
             FUZZ_CHECK(u.budget[i].remaining >= 0, "%s: budget %d has %lld",
                        u.name, i, (long long)u.budget[i].remaining);
@@ -255,11 +255,12 @@ static void restores(apr_pool_t *p, table_t *from)
     table_t to;
 
     FUZZ_CHECK(llmgw_limits_snapshot(from->t, p, T0, &snap, &len)
-               == APR_SUCCESS, "snapshot");
+                   == APR_SUCCESS,
+               "snapshot");
     table_make(&to);
     FUZZ_CHECK(llmgw_limits_restore(to.t, snap, len, T0, NULL, NULL, &why)
-               == APR_SUCCESS, "its own snapshot refused: %s",
-               why ? why : "");
+                   == APR_SUCCESS,
+               "its own snapshot refused: %s", why ? why : "");
     table_check(&to);
     table_free(&to);
 }
@@ -283,7 +284,8 @@ static void snapshot(apr_pool_t *p, unsigned sel, fuzz_in *in)
     }
     else {
         FUZZ_CHECK(llmgw_limits_snapshot(tb.t, p, T0, &own, &len)
-                   == APR_SUCCESS, "snapshot");
+                       == APR_SUCCESS,
+                   "snapshot");
         snap = apr_pmemdup(p, own, len);
         while (in->n >= 3 && len) {
             size_t at = ((size_t)fuzz_byte(in) << 8 | fuzz_byte(in)) % len;
@@ -323,8 +325,8 @@ static void sync_totals(fuzz_in *in)
             const char *b = fuzz_bytes(in, sizeof(total), &got);
 
             memcpy(&total, b, got);
-            FUZZ_CHECK(items[i].key[0] && memchr(items[i].key, '\0',
-                                                 sizeof(items[i].key)),
+            FUZZ_CHECK(items[i].key[0]
+                           && memchr(items[i].key, '\0', sizeof(items[i].key)),
                        "a sync key");
             llmgw_limits_sync_apply(tb.t, &items[i], total, T0);
         }
@@ -344,21 +346,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     switch (mode) {
     case 0:
     case 1:
-    case 2:
-        values(p, mode, &in);
-        break;
-    case 3:
-        subject_name(p, &in);
-        break;
-    case 4:
-        duration(&in);
-        break;
-    case 5:
-        snapshot(p, sel, &in);
-        break;
-    default:
-        sync_totals(&in);
-        break;
+    case 2: values(p, mode, &in); break;
+    case 3: subject_name(p, &in); break;
+    case 4: duration(&in); break;
+    case 5: snapshot(p, sel, &in); break;
+    default: sync_totals(&in); break;
     }
     apr_pool_destroy(p);
     return 0;

@@ -21,7 +21,7 @@
 #define FUZZ_MC_MAX_VALUE ((apr_size_t)64 * 1024)
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static char *reply;             /* what a connection gets, under lock */
+static char *reply; /* what a connection gets, under lock */
 static size_t reply_len;
 static int listener = -1;
 static char servers[32];
@@ -104,10 +104,11 @@ static void start_server(void)
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     listener = socket(AF_INET, SOCK_STREAM, 0);
     FUZZ_CHECK(listener >= 0
-               && bind(listener, (struct sockaddr *)&sa, sizeof(sa)) == 0
-               && listen(listener, 16) == 0
-               && getsockname(listener, (struct sockaddr *)&sa,
-                              &salen) == 0, "no loopback listener");
+                   && bind(listener, (struct sockaddr *)&sa, sizeof(sa)) == 0
+                   && listen(listener, 16) == 0
+                   && getsockname(listener, (struct sockaddr *)&sa, &salen)
+                          == 0,
+               "no loopback listener");
     snprintf(servers, sizeof(servers), "127.0.0.1:%u",
              (unsigned)ntohs(sa.sin_port));
     FUZZ_CHECK(pthread_create(&t, NULL, acceptor, NULL) == 0, "no thread");
@@ -173,9 +174,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         apr_pool_create(&mcp, NULL);
         /* retry -1: the server never counts as down, so every command of
          * every input is answered. */
-        FUZZ_CHECK(llmgw_mc_create(mcp, servers, apr_time_from_msec(500),
-                                   -1, 1, FUZZ_MC_MAX_VALUE, &mc)
-                   == APR_SUCCESS, "mc_create");
+        FUZZ_CHECK(llmgw_mc_create(mcp, servers, apr_time_from_msec(500), -1,
+                                   1, FUZZ_MC_MAX_VALUE, &mc)
+                       == APR_SUCCESS,
+                   "mc_create");
     }
     set_reply(data, size);
     before = mapped();
@@ -189,8 +191,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                (after - before) >> 20, size);
     if (rv == APR_SUCCESS) {
         FUZZ_CHECK(val && len < size && len <= FUZZ_MC_MAX_VALUE
-                   && val[len] == '\0', "a value of %zu bytes from a "
-                   "reply of %zu", len, size);
+                       && val[len] == '\0',
+                   "a value of %zu bytes from a "
+                   "reply of %zu",
+                   len, size);
     }
     rv = llmgw_mc_set(mc, "fuzz:key", "value", 5, 60);
     FUZZ_CHECK(rv != APR_SUCCESS || size >= 7, "stored without a reply");

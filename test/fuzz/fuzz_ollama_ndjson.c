@@ -22,10 +22,9 @@ static void add(run_t *r, const char *ready, apr_size_t n)
 static void start(run_t *r, apr_pool_t *p, unsigned flags)
 {
     memset(r, 0, sizeof(*r));
-    r->s = llmgw_ollama_ndjson_create(p, (flags & 1)
-                                             ? LLMGW_OLLAMA_EP_GENERATE
-                                             : LLMGW_OLLAMA_EP_CHAT,
-                                      "mock-small", 1700000000);
+    r->s = llmgw_ollama_ndjson_create(
+        p, (flags & 1) ? LLMGW_OLLAMA_EP_GENERATE : LLMGW_OLLAMA_EP_CHAT,
+        "mock-small", 1700000000);
 }
 
 static void end(run_t *r)
@@ -52,7 +51,7 @@ static void check_ndjson(apr_pool_t *p, const fuzz_out *o)
                    msg ? msg : "not an object", (int)(nl - s), s);
     }
     FUZZ_CHECK(llmgw_json_getb(j, 0, "done", NULL)
-               || llmgw_json_type(j, "error", NULL) == LLMGW_JSON_STRING,
+                   || llmgw_json_type(j, "error", NULL) == LLMGW_JSON_STRING,
                "the last line is neither done nor an error");
 }
 
@@ -87,16 +86,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     y = cut.s;
     FUZZ_CHECK(fuzz_out_eq(&whole.out, &cut.out),
                "output differs at byte %zu (%zu vs %zu bytes)",
-               fuzz_diff_at(&whole.out, &cut.out), whole.out.len,
-               cut.out.len);
+               fuzz_diff_at(&whole.out, &cut.out), whole.out.len, cut.out.len);
     FUZZ_CHECK(x->done == y->done && x->failed == y->failed
-               && x->content_events == y->content_events,
+                   && x->content_events == y->content_events,
                "done %d/%d failed %d/%d content %d/%d", x->done, y->done,
                x->failed, y->failed, x->content_events, y->content_events);
     FUZZ_CHECK(x->usage.found == y->usage.found
-               && x->usage.prompt == y->usage.prompt
-               && x->usage.completion == y->usage.completion
-               && x->usage.total == y->usage.total, "usage differs");
+                   && x->usage.prompt == y->usage.prompt
+                   && x->usage.completion == y->usage.completion
+                   && x->usage.total == y->usage.total,
+               "usage differs");
     FUZZ_CHECK(!(x->done && x->failed), "both done and failed");
 
     tail = llmgw_ollama_ndjson_error_tail(x, p, "the backend broke off", &n);

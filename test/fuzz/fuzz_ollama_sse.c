@@ -22,10 +22,9 @@ static void add(run_t *r, const char *ready, apr_size_t n)
 static void start(run_t *r, apr_pool_t *p, unsigned flags)
 {
     memset(r, 0, sizeof(*r));
-    r->s = llmgw_ollama_sse_create(p, (flags & 1) ? LLMGW_EP_COMPLETIONS
-                                                  : LLMGW_EP_CHAT,
-                                   "fuzz", "mock-small", 1700000000,
-                                   (flags & 2) != 0);
+    r->s = llmgw_ollama_sse_create(
+        p, (flags & 1) ? LLMGW_EP_COMPLETIONS : LLMGW_EP_CHAT, "fuzz",
+        "mock-small", 1700000000, (flags & 2) != 0);
 }
 
 static void end(run_t *r)
@@ -68,16 +67,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     y = cut.s;
     FUZZ_CHECK(fuzz_out_eq(&whole.out, &cut.out),
                "output differs at byte %zu (%zu vs %zu bytes)",
-               fuzz_diff_at(&whole.out, &cut.out), whole.out.len,
-               cut.out.len);
+               fuzz_diff_at(&whole.out, &cut.out), whole.out.len, cut.out.len);
     FUZZ_CHECK(x->done == y->done && x->failed == y->failed
-               && x->content_events == y->content_events,
+                   && x->content_events == y->content_events,
                "done %d/%d failed %d/%d content %d/%d", x->done, y->done,
                x->failed, y->failed, x->content_events, y->content_events);
     FUZZ_CHECK(x->usage.found == y->usage.found
-               && x->usage.prompt == y->usage.prompt
-               && x->usage.completion == y->usage.completion
-               && x->usage.total == y->usage.total, "usage differs");
+                   && x->usage.prompt == y->usage.prompt
+                   && x->usage.completion == y->usage.completion
+                   && x->usage.total == y->usage.total,
+               "usage differs");
     FUZZ_CHECK(!(x->done && x->failed), "both done and failed");
 
     /* With the tail a broken stream gets, the client sees SSE to [DONE]. */

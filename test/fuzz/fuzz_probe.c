@@ -28,18 +28,16 @@ static void check_name(apr_pool_t *p, const char *name)
     q = llmgw_json_quote(p, name);
     j = llmgw_json_read(p, q, strlen(q), &err, &msg);
     back = j ? llmgw_json_gets(j, NULL) : NULL;
-    FUZZ_CHECK(back && !strcmp(back, name), "a name that is not UTF-8: %s",
-               q);
+    FUZZ_CHECK(back && !strcmp(back, name), "a name that is not UTF-8: %s", q);
 }
 
 static void check_counts(apr_int64_t slots_total, apr_int64_t slots_busy,
-                         apr_int64_t running, apr_int64_t waiting,
-                         double kv)
+                         apr_int64_t running, apr_int64_t waiting, double kv)
 {
     FUZZ_CHECK((slots_total == -1 && slots_busy == -1)
-               || (slots_total >= 0 && slots_busy >= 0
-                   && slots_busy <= slots_total
-                   && slots_total <= LLMGW_PROBE_MAX_SLOTS),
+                   || (slots_total >= 0 && slots_busy >= 0
+                       && slots_busy <= slots_total
+                       && slots_total <= LLMGW_PROBE_MAX_SLOTS),
                "slots %lld of %lld busy", (long long)slots_busy,
                (long long)slots_total);
     FUZZ_CHECK(running >= -1 && waiting >= -1, "running %lld waiting %lld",
@@ -52,8 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     apr_pool_t *p = fuzz_pool();
     fuzz_in in = { data, size };
     unsigned sel = fuzz_byte(&in);
-    llmgw_probe_kind_t kind = (llmgw_probe_kind_t)((sel & 7)
-                                                   % LLMGW_PROBE_KINDS);
+    llmgw_probe_kind_t kind =
+        (llmgw_probe_kind_t)((sel & 7) % LLMGW_PROBE_KINDS);
     int status = statuses[(sel >> 3) & 7], i;
     const char *body = (const char *)in.d;
     llmgw_probe_t *r = llmgw_probe_parse(p, kind, status, body, in.n);
@@ -61,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     FUZZ_CHECK(r && r->kind == kind && r->http_status == status, "result");
     FUZZ_CHECK(r->state == LLMGW_HS_READY || r->state == LLMGW_HS_LOADING
-               || r->state == LLMGW_HS_BUSY || r->state == LLMGW_HS_DOWN,
+                   || r->state == LLMGW_HS_BUSY || r->state == LLMGW_HS_DOWN,
                "state %d", (int)r->state);
     FUZZ_CHECK(r->ok || (r->knows == 0 && r->why), "refused without why");
     FUZZ_CHECK(r->ok || r->state != LLMGW_HS_READY, "refused but ready");
@@ -71,8 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(r->models && r->models->nelts <= LLMGW_PROBE_MAX_MODELS,
                "%d models", r->models ? r->models->nelts : -1);
     for (i = 0; i < r->models->nelts; i++) {
-        const llmgw_probe_model_t *m = &APR_ARRAY_IDX(r->models, i,
-                                                      llmgw_probe_model_t);
+        const llmgw_probe_model_t *m =
+            &APR_ARRAY_IDX(r->models, i, llmgw_probe_model_t);
 
         check_name(p, m->name);
         FUZZ_CHECK(!(m->flags & ~7u), "model flags %x", m->flags);
@@ -80,8 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_counts(-1, -1, m->running, m->waiting, m->kv_usage);
     }
     if (llmgw_probe_rfc3339(body, in.n, &t) == 0) {
-        FUZZ_CHECK(t >= YEAR1 && t < YEAR10000, "time %lld",
-                   (long long)t);
+        FUZZ_CHECK(t >= YEAR1 && t < YEAR10000, "time %lld", (long long)t);
     }
     apr_pool_destroy(p);
     return 0;

@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(rc == 1 || rc == -1, "rc %d", rc);
         FUZZ_CHECK(pos >= before && pos <= end, "pos moved back or out");
         if (rc == -1) {
-            break;          /* the probe refuses the whole answer */
+            break; /* the probe refuses the whole answer */
         }
         FUZZ_CHECK(pos > before && ++rounds <= size, "no progress");
         FUZZ_CHECK(s.name_len > 0 && inside(s.name, s.name_len, text, end),
@@ -38,9 +38,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(s.nlabels >= 0 && s.nlabels <= LLMGW_PROM_MAX_LABELS,
                    "%d labels", s.nlabels);
         for (i = 0; i < s.nlabels; i++) {
-            FUZZ_CHECK(s.label_name_len[i] > 0
-                       && inside(s.label_name[i], s.label_name_len[i], text,
-                                 end), "a label name outside the text");
+            FUZZ_CHECK(
+                s.label_name_len[i] > 0
+                    && inside(s.label_name[i], s.label_name_len[i], text, end),
+                "a label name outside the text");
             FUZZ_CHECK(s.label_value[i] || !s.label_value_len[i],
                        "a label value at NULL");
             if (s.label_value_len[i]) {

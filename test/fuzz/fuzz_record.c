@@ -19,8 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rec = llmgw_record_parse(p, text, in.n, flags & 1);
     if (rec) {
         json = llmgw_record_render_json(rec, &jlen);
-        FUZZ_CHECK(json && jlen < in.n
-                   && json >= text && json + jlen <= text + in.n,
+        FUZZ_CHECK(json && jlen < in.n && json >= text
+                       && json + jlen <= text + in.n,
                    "the stored response is not inside the value");
         llmgw_record_usage(rec, &u);
         sse = llmgw_record_render_sse(rec, p, (flags & 2) != 0, &slen);

@@ -24,8 +24,8 @@ static int ends_in_error(apr_pool_t *p, const char *chunk, apr_size_t n)
     choices = j ? llmgw_json_getj(j, "choices", NULL) : NULL;
     k = choices ? llmgw_json_array_len(choices) : 0;
     for (i = 0; i < k; i++) {
-        fr = llmgw_json_gets(llmgw_json_array_get(choices, i),
-                             "finish_reason", NULL);
+        fr = llmgw_json_gets(llmgw_json_array_get(choices, i), "finish_reason",
+                             NULL);
         if (fr && !strcmp(fr, "error")) {
             return 1;
         }
@@ -69,22 +69,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         j1 = llmgw_record_render_json(rec, &l1);
         j2 = llmgw_record_render_json(full, &l2);
         FUZZ_CHECK(l1 == l2 && !memcmp(j1, j2, l1),
-                   "the response read back differs: %.*s vs %.*s", (int)l1,
-                   j1, (int)l2, j2);
+                   "the response read back differs: %.*s vs %.*s", (int)l1, j1,
+                   (int)l2, j2);
         FUZZ_CHECK(llmgw_record_render_sse(full, p, 1, &n),
-                   "a stored record that cannot replay: %.*s", (int)len,
-                   text);
+                   "a stored record that cannot replay: %.*s", (int)len, text);
         if (!(mode & 4)) {
             /* Usage counted from the chunks is what a hit reports. */
             llmgw_record_usage(full, &u1);
-            FUZZ_CHECK(u0.found == u1.found && u0.prompt == u1.prompt
-                       && u0.completion == u1.completion
-                       && u0.total == u1.total,
-                       "usage %d %lld+%lld=%lld stored as %d "
-                       "%lld+%lld=%lld", u0.found, (long long)u0.prompt,
-                       (long long)u0.completion, (long long)u0.total,
-                       u1.found, (long long)u1.prompt,
-                       (long long)u1.completion, (long long)u1.total);
+            FUZZ_CHECK(
+                u0.found == u1.found && u0.prompt == u1.prompt
+                    && u0.completion == u1.completion && u0.total == u1.total,
+                "usage %d %lld+%lld=%lld stored as %d "
+                "%lld+%lld=%lld",
+                u0.found, (long long)u0.prompt, (long long)u0.completion,
+                (long long)u0.total, u1.found, (long long)u1.prompt,
+                (long long)u1.completion, (long long)u1.total);
         }
     }
     apr_pool_destroy(p);

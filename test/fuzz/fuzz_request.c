@@ -15,8 +15,7 @@
 #include "llmgw_limits.h"
 #include "llmgw_ollama.h"
 
-static const char *const upstream_skip[] = { "model", "stream_options",
-                                             NULL };
+static const char *const upstream_skip[] = { "model", "stream_options", NULL };
 
 /* What the gateway writes for a client or a backend reads strictly: any
  * parser reads it as the gateway meant it. */
@@ -46,8 +45,8 @@ static void check_error(apr_pool_t *p, const llmgw_error_t *err, int ollama)
 /* One parse of the body as the client's API reads it; 0 when accepted,
  * with *openai the OpenAI text the request became. */
 static int parse(apr_pool_t *p, unsigned ep, const char *buf, size_t len,
-                 llmgw_request_t *req, const char **openai,
-                 apr_size_t *olen, llmgw_error_t *err)
+                 llmgw_request_t *req, const char **openai, apr_size_t *olen,
+                 llmgw_error_t *err)
 {
     memset(err, 0, sizeof(*err));
     if (ep < 3) {
@@ -57,8 +56,9 @@ static int parse(apr_pool_t *p, unsigned ep, const char *buf, size_t len,
                                    buf, len, req, err);
     }
     return llmgw_ollama_front_request(
-        p, ep == 7 ? LLMGW_OLLAMA_EP_NONE
-                   : (llmgw_ollama_ep_t)(LLMGW_OLLAMA_EP_CHAT + ep - 3),
+        p,
+        ep == 7 ? LLMGW_OLLAMA_EP_NONE
+                : (llmgw_ollama_ep_t)(LLMGW_OLLAMA_EP_CHAT + ep - 3),
         buf, len, req, openai, olen, err);
 }
 
@@ -87,7 +87,8 @@ static void check_key(const char *key)
     FUZZ_CHECK(key && strlen(key) == 64, "cache key %s", key ? key : "NULL");
     for (i = 0; i < 64; i++) {
         FUZZ_CHECK((key[i] >= '0' && key[i] <= '9')
-                   || (key[i] >= 'a' && key[i] <= 'f'), "cache key %s", key);
+                       || (key[i] >= 'a' && key[i] <= 'f'),
+                   "cache key %s", key);
     }
 }
 
@@ -167,8 +168,12 @@ static const char *decode_key(apr_pool_t *p, const char *s, const char *end,
         }
         s++;
         if (*s != 'u') {
-            *o++ = *s == 'b' ? '\b' : *s == 'f' ? '\f' : *s == 'n' ? '\n'
-                   : *s == 'r' ? '\r' : *s == 't' ? '\t' : *s;
+            *o++ = *s == 'b'   ? '\b'
+                   : *s == 'f' ? '\f'
+                   : *s == 'n' ? '\n'
+                   : *s == 'r' ? '\r'
+                   : *s == 't' ? '\t'
+                               : *s;
             continue;
         }
         cp = hexval(s + 1);
@@ -248,10 +253,11 @@ static void check_ollama_upstream(apr_pool_t *p, const llmgw_request_t *req,
         check_error(p, &err, 0);
         return;
     }
-    FUZZ_CHECK(path && (!strcmp(path, "/api/chat")
-                        || !strcmp(path, "/api/generate")
-                        || !strcmp(path, "/api/embed")), "path %s",
-               path ? path : "NULL");
+    FUZZ_CHECK(path
+                   && (!strcmp(path, "/api/chat")
+                       || !strcmp(path, "/api/generate")
+                       || !strcmp(path, "/api/embed")),
+               "path %s", path ? path : "NULL");
     j = must_parse(p, body, len, "the Ollama body");
     FUZZ_CHECK(llmgw_json_type(j, NULL) == LLMGW_JSON_OBJECT,
                "the Ollama body is no object");
@@ -273,8 +279,8 @@ static void check_openai_upstream(apr_pool_t *p, llmgw_request_t *req,
     llmgw_json_t *j;
 
     before = llmgw_json_write_canonical(p, req->body, upstream_skip, &nb);
-    body = llmgw_request_upstream_body(req, upstream, openai, olen, &len,
-                                       &strip);
+    body =
+        llmgw_request_upstream_body(req, upstream, openai, olen, &len, &strip);
     j = must_parse(p, body, len, "the upstream body");
     FUZZ_CHECK(llmgw_json_type(j, NULL) == LLMGW_JSON_OBJECT,
                "the upstream body is no object");
@@ -284,8 +290,9 @@ static void check_openai_upstream(apr_pool_t *p, llmgw_request_t *req,
     check_model(p, j, upstream);
     FUZZ_CHECK(strip == (req->stream && !req->wants_usage), "strip_usage");
     if (req->stream) {
-        FUZZ_CHECK(llmgw_json_getb(j, 0, "stream_options", "include_usage",
-                                   NULL), "a stream without include_usage");
+        FUZZ_CHECK(
+            llmgw_json_getb(j, 0, "stream_options", "include_usage", NULL),
+            "a stream without include_usage");
     }
     after = llmgw_json_write_canonical(p, j, upstream_skip, &na);
     FUZZ_CHECK(na == nb && memcmp(before, after, nb) == 0,
@@ -314,10 +321,10 @@ static void check_estimate(const llmgw_request_t *req, int capped)
     }
     FUZZ_CHECK(e.prompt >= 0 && e.prompt <= LLMGW_LIMITS_TOKENS_MAX,
                "prompt bound %lld", (long long)e.prompt);
-    FUZZ_CHECK(e.choices >= (req->ep != LLMGW_EP_EMBEDDINGS),
-               "%lld choices", (long long)e.choices);
+    FUZZ_CHECK(e.choices >= (req->ep != LLMGW_EP_EMBEDDINGS), "%lld choices",
+               (long long)e.choices);
     FUZZ_CHECK(e.max_tokens >= 0 && e.max_out >= 0
-               && (!c.max_cap || e.max_tokens <= c.max_cap),
+                   && (!c.max_cap || e.max_tokens <= c.max_cap),
                "max_tokens %lld, out %lld", (long long)e.max_tokens,
                (long long)e.max_out);
 }
@@ -328,8 +335,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_in in = { data, size };
     unsigned sel = fuzz_byte(&in), ep = sel & 7;
     int ollama_backend = (sel & 8) != 0, rename = (sel & 16) != 0;
-    llmgw_cache_policy_t policy = (sel & 32) ? LLMGW_CACHE_ALL
-                                             : LLMGW_CACHE_DETERMINISTIC;
+    llmgw_cache_policy_t policy =
+        (sel & 32) ? LLMGW_CACHE_ALL : LLMGW_CACHE_DETERMINISTIC;
     const char *buf = (const char *)in.d, *openai, *o2, *key, *upstream;
     apr_size_t olen, o2len;
     llmgw_request_t req, req2;
@@ -359,8 +366,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         c1 = llmgw_json_write_canonical(p, req.body, NULL, &n1);
         c2 = llmgw_json_write_canonical(p, j, NULL, &n2);
         FUZZ_CHECK(n1 == n2 && !memcmp(c1, c2, n1),
-                   "the parsers disagree: read %.*s, parse %.*s", (int)n1,
-                   c1, (int)n2, c2);
+                   "the parsers disagree: read %.*s, parse %.*s", (int)n1, c1,
+                   (int)n2, c2);
         check_keys(p, buf, in.n, &req);
     }
 
@@ -373,11 +380,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     apr_pool_create(&p2, p);
     FUZZ_CHECK(parse(p2, ep, buf, in.n, &req2, &o2, &o2len, &err2) == 0,
                "accepted once, refused the second time");
-    FUZZ_CHECK(!strcmp(key, llmgw_cache_key(p2, &req2, upstream,
-                                            "balancer://be",
-                                            ollama_backend ? "ollama"
-                                                           : "openai")),
-               "two keys for one request");
+    FUZZ_CHECK(
+        !strcmp(key, llmgw_cache_key(p2, &req2, upstream, "balancer://be",
+                                     ollama_backend ? "ollama" : "openai")),
+        "two keys for one request");
     apr_pool_destroy(p2);
 
     check_estimate(&req, rename);

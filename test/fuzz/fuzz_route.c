@@ -21,8 +21,8 @@ static const llmgw_route_t *expected(llmgw_route_t *const *routes, int n,
 
     for (i = 0; i < n; i++) {
         for (k = 0; added[i] && k < routes[i]->patterns->nelts; k++) {
-            const char *pat = APR_ARRAY_IDX(routes[i]->patterns, k,
-                                            const char *);
+            const char *pat =
+                APR_ARRAY_IDX(routes[i]->patterns, k, const char *);
 
             if (!llmgw_pattern_is_glob(pat) && !strcmp(pat, model)) {
                 return routes[i];
@@ -31,8 +31,8 @@ static const llmgw_route_t *expected(llmgw_route_t *const *routes, int n,
     }
     for (i = 0; i < n; i++) {
         for (k = 0; added[i] && k < routes[i]->patterns->nelts; k++) {
-            const char *pat = APR_ARRAY_IDX(routes[i]->patterns, k,
-                                            const char *);
+            const char *pat =
+                APR_ARRAY_IDX(routes[i]->patterns, k, const char *);
 
             if (llmgw_pattern_is_glob(pat)
                 && apr_fnmatch(pat, model, 0) == APR_SUCCESS) {
@@ -96,8 +96,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int k;
 
         for (k = 0; added[i] && k < routes[i]->patterns->nelts; k++) {
-            const char *pat = APR_ARRAY_IDX(routes[i]->patterns, k,
-                                            const char *);
+            const char *pat =
+                APR_ARRAY_IDX(routes[i]->patterns, k, const char *);
 
             if (!llmgw_pattern_is_glob(pat)) {
                 FUZZ_CHECK(llmgw_router_find(rt, pat) == routes[i],

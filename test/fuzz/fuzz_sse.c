@@ -9,8 +9,8 @@
 
 typedef struct {
     llmgw_sse_t *s;
-    fuzz_out out;       /* bytes forwarded */
-    fuzz_out data;      /* payloads handed to on_data, NUL-separated */
+    fuzz_out out;  /* bytes forwarded */
+    fuzz_out data; /* payloads handed to on_data, NUL-separated */
 } run_t;
 
 static void on_data(void *baton, const char *d, apr_size_t len)
@@ -55,15 +55,16 @@ static void compare(const run_t *a, const run_t *b)
                fuzz_diff_at(&a->data, &b->data));
     FUZZ_CHECK(llmgw_sse_pending(x) == llmgw_sse_pending(y), "pending");
     FUZZ_CHECK(x->done == y->done && x->events == y->events
-               && x->content_events == y->content_events,
+                   && x->content_events == y->content_events,
                "done %d/%d events %d/%d content %d/%d", x->done, y->done,
                x->events, y->events, x->content_events, y->content_events);
     FUZZ_CHECK(x->usage.found == y->usage.found
-               && x->usage.prompt == y->usage.prompt
-               && x->usage.completion == y->usage.completion
-               && x->usage.total == y->usage.total, "usage differs");
+                   && x->usage.prompt == y->usage.prompt
+                   && x->usage.completion == y->usage.completion
+                   && x->usage.total == y->usage.total,
+               "usage differs");
     FUZZ_CHECK(same_str(x->id, y->id) && same_str(x->object, y->object)
-               && same_str(x->model, y->model) && x->created == y->created,
+                   && same_str(x->model, y->model) && x->created == y->created,
                "the stream's id, object, model or created differ");
 }
 

@@ -43,8 +43,8 @@ static void name_input(void)
     if (c) {
         static const char head[] = "replay: the failing input: ";
 
-        if (write(2, head, sizeof(head) - 1) < 0
-            || write(2, c, strlen(c)) < 0 || write(2, "\n", 1) < 0) {
+        if (write(2, head, sizeof(head) - 1) < 0 || write(2, c, strlen(c)) < 0
+            || write(2, "\n", 1) < 0) {
             return;
         }
     }

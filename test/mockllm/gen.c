@@ -13,19 +13,19 @@
  * lowercase ASCII so chunks never need JSON escaping and tests can split
  * the text on spaces. */
 static const char *const vocab[64] = {
-    "the", "of", "and", "to", "in", "is", "that", "for",
-    "it", "as", "with", "on", "this", "be", "are", "by",
-    "from", "at", "an", "or", "model", "token", "data", "system",
-    "gateway", "request", "response", "stream", "server", "client",
-    "value", "time",
-    "first", "next", "result", "simple", "quick", "large", "small", "fast",
-    "mock", "test", "state", "query", "cache", "route", "queue", "limit",
-    "batch", "input", "output", "layer", "vector", "text", "word", "line",
-    "node", "point", "signal", "world", "light", "river", "stone", "cloud"
+    "the",    "of",     "and",    "to",      "in",      "is",       "that",
+    "for",    "it",     "as",     "with",    "on",      "this",     "be",
+    "are",    "by",     "from",   "at",      "an",      "or",       "model",
+    "token",  "data",   "system", "gateway", "request", "response", "stream",
+    "server", "client", "value",  "time",    "first",   "next",     "result",
+    "simple", "quick",  "large",  "small",   "fast",    "mock",     "test",
+    "state",  "query",  "cache",  "route",   "queue",   "limit",    "batch",
+    "input",  "output", "layer",  "vector",  "text",    "word",     "line",
+    "node",   "point",  "signal", "world",   "light",   "river",    "stone",
+    "cloud"
 };
 
-uint64_t
-mock_fnv1a(uint64_t h, const void *data, size_t len)
+uint64_t mock_fnv1a(uint64_t h, const void *data, size_t len)
 {
     const unsigned char *p = data;
     size_t i;
@@ -37,8 +37,7 @@ mock_fnv1a(uint64_t h, const void *data, size_t len)
     return h;
 }
 
-uint64_t
-mock_rng_init(uint64_t hash)
+uint64_t mock_rng_init(uint64_t hash)
 {
     /* xorshift has an all-zero fixed point. */
     return hash ? hash : 0x9e3779b97f4a7c15ULL;
@@ -46,8 +45,7 @@ mock_rng_init(uint64_t hash)
 
 /* xorshift64* : tiny, fast, and trivially reimplemented by a test that
  * wants to predict the text. */
-uint64_t
-mock_rng_next(uint64_t *state)
+uint64_t mock_rng_next(uint64_t *state)
 {
     uint64_t x = *state;
 
@@ -58,8 +56,7 @@ mock_rng_next(uint64_t *state)
     return x * 0x2545f4914f6cdd1dULL;
 }
 
-const char *
-mock_next_word(uint64_t *state, size_t *len)
+const char *mock_next_word(uint64_t *state, size_t *len)
 {
     const char *w = vocab[mock_rng_next(state) >> 58];
 
@@ -68,8 +65,7 @@ mock_next_word(uint64_t *state, size_t *len)
 }
 
 /* Locale-independent on purpose: the count must not change with LC_ALL. */
-long
-mock_count_words(const char *s, size_t len)
+long mock_count_words(const char *s, size_t len)
 {
     long n = 0;
     int in_word = 0;
@@ -90,8 +86,7 @@ mock_count_words(const char *s, size_t len)
 
 /* Unit length so cosine similarity behaves like real embeddings; the seed
  * is the text alone so the same text embeds the same under any model. */
-void
-mock_embedding(const char *text, size_t len, double *out, size_t dim)
+void mock_embedding(const char *text, size_t len, double *out, size_t dim)
 {
     uint64_t st = mock_rng_init(mock_fnv1a(MOCK_FNV_INIT, text, len));
     double norm = 0.0;
@@ -111,8 +106,7 @@ mock_embedding(const char *text, size_t len, double *out, size_t dim)
     }
 }
 
-void
-mock_base64(mock_buf_t *b, const unsigned char *data, size_t len)
+void mock_base64(mock_buf_t *b, const unsigned char *data, size_t len)
 {
     static const char tab[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -143,9 +137,9 @@ mock_base64(mock_buf_t *b, const unsigned char *data, size_t len)
     }
 }
 
-uint64_t
-mock_request_hash(const char *model, size_t model_len,
-                  struct json_object *payload, struct json_object *seed)
+uint64_t mock_request_hash(const char *model, size_t model_len,
+                           struct json_object *payload,
+                           struct json_object *seed)
 {
     uint64_t h = mock_fnv1a(MOCK_FNV_INIT, model, model_len);
     const char *s;
@@ -169,8 +163,7 @@ mock_request_hash(const char *model, size_t model_len,
 }
 
 /* "string or array of strings"; adds the words and the number of texts. */
-int
-mock_count_texts(struct json_object *v, long *words, size_t *ntexts)
+int mock_count_texts(struct json_object *v, long *words, size_t *ntexts)
 {
     size_t i, n;
 
@@ -199,9 +192,9 @@ mock_count_texts(struct json_object *v, long *words, size_t *ntexts)
 
 /* Calls fn on every text of a message's content: a string, or the "text"
  * parts of an array (OpenAI); anything else has no text we understand. */
-static void
-content_texts(struct json_object *c,
-              void (*fn)(const char *s, size_t len, void *arg), void *arg)
+static void content_texts(struct json_object *c,
+                          void (*fn)(const char *s, size_t len, void *arg),
+                          void *arg)
 {
     size_t j, np;
 
@@ -229,16 +222,14 @@ content_texts(struct json_object *c,
     }
 }
 
-static void
-add_words(const char *s, size_t len, void *arg)
+static void add_words(const char *s, size_t len, void *arg)
 {
     *(long *)arg += mock_count_words(s, len);
 }
 
 /* Lenient about message shape: the mock counts what it understands rather
  * than second-guessing the gateway's forwarding. */
-long
-mock_count_messages(struct json_object *messages)
+long mock_count_messages(struct json_object *messages)
 {
     size_t i, n = json_object_array_length(messages);
     long words = 0;
@@ -256,8 +247,7 @@ mock_count_messages(struct json_object *messages)
 
 /* JSON mode wraps the words in {"answer":"..."}; an empty answer still
  * needs one piece to carry the braces. */
-long
-mock_pieces(long n, int json_mode)
+long mock_pieces(long n, int json_mode)
 {
     return json_mode && n == 0 ? 1 : n;
 }
@@ -265,8 +255,7 @@ mock_pieces(long n, int json_mode)
 /* Piece k of a text of n words.  Plain: "word " (the last word too).
  * JSON mode: '{"answer":"' opens the first piece, words are separated by
  * one space, '"}' closes the last piece; the words never need escaping. */
-void
-mock_piece(mock_buf_t *b, uint64_t *rng, long k, long n, int json_mode)
+void mock_piece(mock_buf_t *b, uint64_t *rng, long k, long n, int json_mode)
 {
     const char *w;
     size_t wl;
@@ -286,8 +275,7 @@ mock_piece(mock_buf_t *b, uint64_t *rng, long k, long n, int json_mode)
     }
 }
 
-void
-mock_text(mock_buf_t *b, uint64_t hash, long n, int json_mode)
+void mock_text(mock_buf_t *b, uint64_t hash, long n, int json_mode)
 {
     uint64_t rng = mock_rng_init(hash);
     long k, np = mock_pieces(n, json_mode);
@@ -297,15 +285,13 @@ mock_text(mock_buf_t *b, uint64_t hash, long n, int json_mode)
     }
 }
 
-static int
-word_char(char c)
+static int word_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
            || (c >= '0' && c <= '9') || c == '_';
 }
 
-static void
-find_weather(const char *s, size_t len, void *arg)
+static void find_weather(const char *s, size_t len, void *arg)
 {
     static const char word[] = "weather";
     size_t i, wl = sizeof(word) - 1;
@@ -324,9 +310,8 @@ find_weather(const char *s, size_t len, void *arg)
  * message asks about the weather, the "model" calls the first tool.  Once
  * a tool result follows that message it answers in text again, so a test
  * can run the whole round trip.  Returns the tool's name, or NULL. */
-const char *
-mock_tool_trigger(struct json_object *req, struct json_object *messages,
-                  size_t *len)
+const char *mock_tool_trigger(struct json_object *req,
+                              struct json_object *messages, size_t *len)
 {
     struct json_object *tools = mock_member(req, "tools");
     struct json_object *name, *m, *role;
@@ -338,8 +323,8 @@ mock_tool_trigger(struct json_object *req, struct json_object *messages,
         || !json_object_is_type(messages, json_type_array)) {
         return NULL;
     }
-    name = mock_member(mock_member(json_object_array_get_idx(tools, 0),
-                                   "function"), "name");
+    name = mock_member(
+        mock_member(json_object_array_get_idx(tools, 0), "function"), "name");
     if (!json_object_is_type(name, json_type_string)
         || json_object_get_string_len(name) == 0) {
         return NULL;
@@ -368,8 +353,7 @@ mock_tool_trigger(struct json_object *req, struct json_object *messages,
 
 /* 64 hex digits that look like Ollama's sha256 digests: the first four
  * xorshift64* outputs seeded with FNV-1a of the name. */
-void
-mock_digest(char out[65], const char *name, size_t len)
+void mock_digest(char out[65], const char *name, size_t len)
 {
     uint64_t st = mock_rng_init(mock_fnv1a(MOCK_FNV_INIT, name, len));
     int i;

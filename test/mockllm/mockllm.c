@@ -18,11 +18,11 @@
 
 #include "mockllm.h"
 
-#define CONNECTION_LIMIT   2000
-#define MAX_STAT_PATHS     256
-#define OTHER_PATHS        "(other)"
+#define CONNECTION_LIMIT 2000
+#define MAX_STAT_PATHS 256
+#define OTHER_PATHS "(other)"
 /* Spelled out: MHD renamed its constant for 413 between releases. */
-#define HTTP_TOO_LARGE     413
+#define HTTP_TOO_LARGE 413
 
 typedef enum {
     R_NONE = 0,
@@ -37,16 +37,16 @@ typedef enum {
     R_SLOTS,
     R_LLAMA_COMPLETION,
     R_METRICS,
-    R_OLLAMA                    /* the Ollama endpoint is in .ollama */
+    R_OLLAMA /* the Ollama endpoint is in .ollama */
 } route_t;
 
 /* Route flags. */
-#define RF_POST   0x01          /* POST only; else GET and HEAD */
-#define RF_GEN    0x02          /* a generation: counted, recorded */
-#define RF_BODY   0x04          /* the body is kept */
-#define RF_FAULT  0x08          /* X-Mock-* headers and faults apply */
-#define RF_LLAMA  0x10          /* only with --flavor llamacpp */
-#define RF_VLLM   0x20          /* only with --flavor vllm */
+#define RF_POST 0x01  /* POST only; else GET and HEAD */
+#define RF_GEN 0x02   /* a generation: counted, recorded */
+#define RF_BODY 0x04  /* the body is kept */
+#define RF_FAULT 0x08 /* X-Mock-* headers and faults apply */
+#define RF_LLAMA 0x10 /* only with --flavor llamacpp */
+#define RF_VLLM 0x20  /* only with --flavor vllm */
 
 #define RF_GENERATION (RF_POST | RF_GEN | RF_BODY | RF_FAULT)
 
@@ -56,27 +56,25 @@ static const struct {
     mock_ollama_ep_t ollama;
     int flags;
 } routes[] = {
-    { "/health",              R_HEALTH,      0, 0 },
-    { "/v1/models",           R_MODELS,      0, 0 },
-    { "/v1/chat/completions", R_CHAT,        0, RF_GENERATION },
-    { "/v1/completions",      R_COMPLETIONS, 0, RF_GENERATION },
-    { "/v1/embeddings",       R_EMBEDDINGS,  0, RF_GENERATION },
-    { "/mock/stats",          R_STATS,       0, 0 },
-    { "/mock/reset",          R_RESET,       0, RF_POST },
-    { "/mock/last",           R_LAST,        0, 0 },
-    { "/slots",               R_SLOTS,       0, RF_LLAMA },
-    { "/completion",          R_LLAMA_COMPLETION, 0,
-      RF_GENERATION | RF_LLAMA },
-    { "/metrics",             R_METRICS,     0, RF_VLLM },
-    { "/api/chat",            R_OLLAMA, MOCK_OL_CHAT,       RF_GENERATION },
-    { "/api/generate",        R_OLLAMA, MOCK_OL_GENERATE,   RF_GENERATION },
-    { "/api/embed",           R_OLLAMA, MOCK_OL_EMBED,      RF_GENERATION },
-    { "/api/embeddings",      R_OLLAMA, MOCK_OL_EMBEDDINGS, RF_GENERATION },
-    { "/api/show",            R_OLLAMA, MOCK_OL_SHOW,
-      RF_POST | RF_BODY | RF_FAULT },
-    { "/api/tags",            R_OLLAMA, MOCK_OL_TAGS,       RF_FAULT },
-    { "/api/ps",              R_OLLAMA, MOCK_OL_PS,         RF_FAULT },
-    { "/api/version",         R_OLLAMA, MOCK_OL_VERSION,    RF_FAULT },
+    { "/health", R_HEALTH, 0, 0 },
+    { "/v1/models", R_MODELS, 0, 0 },
+    { "/v1/chat/completions", R_CHAT, 0, RF_GENERATION },
+    { "/v1/completions", R_COMPLETIONS, 0, RF_GENERATION },
+    { "/v1/embeddings", R_EMBEDDINGS, 0, RF_GENERATION },
+    { "/mock/stats", R_STATS, 0, 0 },
+    { "/mock/reset", R_RESET, 0, RF_POST },
+    { "/mock/last", R_LAST, 0, 0 },
+    { "/slots", R_SLOTS, 0, RF_LLAMA },
+    { "/completion", R_LLAMA_COMPLETION, 0, RF_GENERATION | RF_LLAMA },
+    { "/metrics", R_METRICS, 0, RF_VLLM },
+    { "/api/chat", R_OLLAMA, MOCK_OL_CHAT, RF_GENERATION },
+    { "/api/generate", R_OLLAMA, MOCK_OL_GENERATE, RF_GENERATION },
+    { "/api/embed", R_OLLAMA, MOCK_OL_EMBED, RF_GENERATION },
+    { "/api/embeddings", R_OLLAMA, MOCK_OL_EMBEDDINGS, RF_GENERATION },
+    { "/api/show", R_OLLAMA, MOCK_OL_SHOW, RF_POST | RF_BODY | RF_FAULT },
+    { "/api/tags", R_OLLAMA, MOCK_OL_TAGS, RF_FAULT },
+    { "/api/ps", R_OLLAMA, MOCK_OL_PS, RF_FAULT },
+    { "/api/version", R_OLLAMA, MOCK_OL_VERSION, RF_FAULT },
 };
 
 /* Per-request state, from the first access-handler call to the
@@ -85,9 +83,9 @@ typedef struct {
     route_t route;
     mock_ollama_ep_t ollama;
     int flags;
-    int ollama_errors;          /* under /api/: Ollama's error shape */
+    int ollama_errors; /* under /api/: Ollama's error shape */
     int allowed;
-    int buffering;              /* keep the body */
+    int buffering; /* keep the body */
     int too_large;
     int answered;
     char *body;
@@ -110,14 +108,13 @@ static struct {
 } stat_paths[MAX_STAT_PATHS + 1];
 static size_t stat_npaths;
 static char *last_path;
-static char *last_headers;      /* JSON object text */
+static char *last_headers; /* JSON object text */
 static char *last_body;
 static size_t last_body_len;
 
 /* ---- small utilities -------------------------------------------------- */
 
-static void
-buf_grow(mock_buf_t *b, size_t extra)
+static void buf_grow(mock_buf_t *b, size_t extra)
 {
     size_t cap;
     char *p;
@@ -145,8 +142,7 @@ buf_grow(mock_buf_t *b, size_t extra)
     b->cap = cap;
 }
 
-void
-mock_buf_put(mock_buf_t *b, const void *data, size_t len)
+void mock_buf_put(mock_buf_t *b, const void *data, size_t len)
 {
     buf_grow(b, len);
     if (b->failed) {
@@ -157,14 +153,12 @@ mock_buf_put(mock_buf_t *b, const void *data, size_t len)
     b->data[b->len] = '\0';
 }
 
-void
-mock_buf_puts(mock_buf_t *b, const char *s)
+void mock_buf_puts(mock_buf_t *b, const char *s)
 {
     mock_buf_put(b, s, strlen(s));
 }
 
-void
-mock_buf_printf(mock_buf_t *b, const char *fmt, ...)
+void mock_buf_printf(mock_buf_t *b, const char *fmt, ...)
 {
     va_list ap;
     int n;
@@ -192,8 +186,7 @@ mock_buf_printf(mock_buf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void
-mock_buf_free(mock_buf_t *b)
+void mock_buf_free(mock_buf_t *b)
 {
     free(b->data);
     memset(b, 0, sizeof(*b));
@@ -201,8 +194,7 @@ mock_buf_free(mock_buf_t *b)
 
 /* A JSON string literal, quotes included, for hand-built JSON (the SSE
  * chunks): json-c does the escaping so a hostile model name stays inert. */
-char *
-mock_json_quote(const char *s, size_t len)
+char *mock_json_quote(const char *s, size_t len)
 {
     struct json_object *o = json_object_new_string_len(s, (int)len);
     const char *t;
@@ -222,8 +214,7 @@ mock_json_quote(const char *s, size_t len)
 
 /* Appends a JSON string literal for hand-built events; bytes >= 0x80 go
  * through unchanged, as json-c does. */
-void
-mock_buf_jstr(mock_buf_t *b, const char *s, size_t len)
+void mock_buf_jstr(mock_buf_t *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     size_t i, run = 0;
@@ -265,9 +256,8 @@ mock_buf_jstr(mock_buf_t *b, const char *s, size_t len)
 /* Strict, so that what vLLM's JSON parser refuses we refuse too. */
 /* 0 and *out set (NULL for a literal null) on success, -1 and why set on
  * failure. */
-int
-mock_parse_body(const char *body, size_t len, struct json_object **out,
-                char *why, size_t whylen)
+int mock_parse_body(const char *body, size_t len, struct json_object **out,
+                    char *why, size_t whylen)
 {
     struct json_tokener *tok = json_tokener_new();
     struct json_object *obj;
@@ -305,8 +295,7 @@ mock_parse_body(const char *body, size_t len, struct json_object **out,
     return 0;
 }
 
-struct json_object *
-mock_member(struct json_object *obj, const char *key)
+struct json_object *mock_member(struct json_object *obj, const char *key)
 {
     struct json_object *v = NULL;
 
@@ -314,12 +303,11 @@ mock_member(struct json_object *obj, const char *key)
         || !json_object_object_get_ex(obj, key, &v)) {
         return NULL;
     }
-    return v;                   /* NULL for an explicit null as well */
+    return v; /* NULL for an explicit null as well */
 }
 
 /* RFC 3339 in UTC with microseconds, as Ollama's created_at. */
-void
-mock_rfc3339(char *out, size_t size, const struct timespec *ts)
+void mock_rfc3339(char *out, size_t size, const struct timespec *ts)
 {
     struct tm tm;
     time_t t = ts->tv_sec;
@@ -333,8 +321,7 @@ mock_rfc3339(char *out, size_t size, const struct timespec *ts)
     snprintf(out, size, "%s.%06ldZ", base, ts->tv_nsec / 1000);
 }
 
-void
-mock_rfc3339_now(char *out, size_t size)
+void mock_rfc3339_now(char *out, size_t size)
 {
     struct timespec ts;
 
@@ -342,14 +329,13 @@ mock_rfc3339_now(char *out, size_t size)
     mock_rfc3339(out, size, &ts);
 }
 
-int
-mock_stopping(void)
+int mock_stopping(void)
 {
     return atomic_load(&stopping);
 }
 
-void
-mock_deadline(struct timespec *out, const struct timespec *base, double ms)
+void mock_deadline(struct timespec *out, const struct timespec *base,
+                   double ms)
 {
     int64_t sec, nsec;
 
@@ -369,8 +355,7 @@ mock_deadline(struct timespec *out, const struct timespec *base, double ms)
     out->tv_nsec = (long)nsec;
 }
 
-static int
-ts_before(const struct timespec *a, const struct timespec *b)
+static int ts_before(const struct timespec *a, const struct timespec *b)
 {
     return a->tv_sec < b->tv_sec
            || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
@@ -378,8 +363,7 @@ ts_before(const struct timespec *a, const struct timespec *b)
 
 /* A client that hung up should free its thread now rather than after a
  * long simulated generation or a 600 s hang. */
-int
-mock_peer_gone(int fd)
+int mock_peer_gone(int fd)
 {
     char c;
     ssize_t r;
@@ -396,8 +380,7 @@ mock_peer_gone(int fd)
 
 /* Sleeps in steps of at most 100 ms so that neither shutdown nor a
  * vanished client waits on us.  0: deadline reached, -1: give up. */
-int
-mock_sleep_until(const struct timespec *deadline, int fd)
+int mock_sleep_until(const struct timespec *deadline, int fd)
 {
     for (;;) {
         struct timespec now, step;
@@ -421,8 +404,7 @@ mock_sleep_until(const struct timespec *deadline, int fd)
 
 /* Simulated generation time, in the connection's own thread, so a slow
  * backend looks slow without tying up anything shared. */
-int
-mock_simulate_latency(double ms, int fd)
+int mock_simulate_latency(double ms, int fd)
 {
     struct timespec now, deadline;
 
@@ -434,8 +416,7 @@ mock_simulate_latency(double ms, int fd)
     return mock_sleep_until(&deadline, fd);
 }
 
-int
-mock_model_known(const char *model, size_t len)
+int mock_model_known(const char *model, size_t len)
 {
     size_t i;
 
@@ -453,17 +434,15 @@ mock_model_known(const char *model, size_t len)
 
 /* ---- responses ---------------------------------------------------------- */
 
-void
-mock_add_headers(struct MHD_Response *resp, const char *ctype)
+void mock_add_headers(struct MHD_Response *resp, const char *ctype)
 {
     MHD_add_response_header(resp, "X-Mock-Backend", mock_cfg.name);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
 }
 
-enum MHD_Result
-mock_reply(struct MHD_Connection *conn, unsigned int status,
-           const char *ctype, const char *body, size_t len,
-           const char *allow)
+enum MHD_Result mock_reply(struct MHD_Connection *conn, unsigned int status,
+                           const char *ctype, const char *body, size_t len,
+                           const char *allow)
 {
     struct MHD_Response *resp;
     enum MHD_Result ret;
@@ -482,9 +461,10 @@ mock_reply(struct MHD_Connection *conn, unsigned int status,
     return ret;
 }
 
-static enum MHD_Result
-reply_json_allow(struct MHD_Connection *conn, unsigned int status,
-                 struct json_object *obj, const char *allow)
+static enum MHD_Result reply_json_allow(struct MHD_Connection *conn,
+                                        unsigned int status,
+                                        struct json_object *obj,
+                                        const char *allow)
 {
     enum MHD_Result ret = MHD_NO;
     const char *s;
@@ -501,17 +481,16 @@ reply_json_allow(struct MHD_Connection *conn, unsigned int status,
     return ret;
 }
 
-enum MHD_Result
-mock_reply_json(struct MHD_Connection *conn, unsigned int status,
-                struct json_object *obj)
+enum MHD_Result mock_reply_json(struct MHD_Connection *conn,
+                                unsigned int status, struct json_object *obj)
 {
     return reply_json_allow(conn, status, obj, NULL);
 }
 
-enum MHD_Result
-mock_reply_error(struct MHD_Connection *conn, unsigned int status,
-                 const char *message, const char *type, const char *param,
-                 const char *code, const char *allow)
+enum MHD_Result mock_reply_error(struct MHD_Connection *conn,
+                                 unsigned int status, const char *message,
+                                 const char *type, const char *param,
+                                 const char *code, const char *allow)
 {
     struct json_object *o = json_object_new_object();
     struct json_object *e = json_object_new_object();
@@ -527,9 +506,9 @@ mock_reply_error(struct MHD_Connection *conn, unsigned int status,
 }
 
 /* Ollama's error shape: just {"error":"..."}. */
-enum MHD_Result
-mock_reply_ollama_error(struct MHD_Connection *conn, unsigned int status,
-                        const char *message, const char *allow)
+enum MHD_Result mock_reply_ollama_error(struct MHD_Connection *conn,
+                                        unsigned int status,
+                                        const char *message, const char *allow)
 {
     struct json_object *o = json_object_new_object();
 
@@ -538,9 +517,9 @@ mock_reply_ollama_error(struct MHD_Connection *conn, unsigned int status,
 }
 
 /* A 200 that honours the "cut" fault: then only half of it goes out. */
-enum MHD_Result
-mock_reply_body(struct MHD_Connection *conn, const char *ctype,
-                const char *body, size_t len, const mock_knobs_t *k)
+enum MHD_Result mock_reply_body(struct MHD_Connection *conn, const char *ctype,
+                                const char *body, size_t len,
+                                const mock_knobs_t *k)
 {
     if (k != NULL && k->fault == MOCK_FAULT_CUT) {
         return mock_cut_reply(conn, ctype, body, len);
@@ -548,9 +527,9 @@ mock_reply_body(struct MHD_Connection *conn, const char *ctype,
     return mock_reply(conn, MHD_HTTP_OK, ctype, body, len, NULL);
 }
 
-enum MHD_Result
-mock_reply_json_k(struct MHD_Connection *conn, struct json_object *obj,
-                  const mock_knobs_t *k)
+enum MHD_Result mock_reply_json_k(struct MHD_Connection *conn,
+                                  struct json_object *obj,
+                                  const mock_knobs_t *k)
 {
     enum MHD_Result ret = MHD_NO;
     const char *s;
@@ -569,8 +548,7 @@ mock_reply_json_k(struct MHD_Connection *conn, struct json_object *obj,
 
 /* ---- statistics and /mock/last ------------------------------------------ */
 
-static void
-stats_count(const char *url, int generation)
+static void stats_count(const char *url, int generation)
 {
     size_t i;
 
@@ -611,8 +589,7 @@ stats_count(const char *url, int generation)
 }
 
 /* Caller holds stats_lock. */
-static void
-stats_clear_locked(void)
+static void stats_clear_locked(void)
 {
     size_t i;
 
@@ -630,9 +607,8 @@ stats_clear_locked(void)
     last_body_len = 0;
 }
 
-static enum MHD_Result
-collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
-               const char *value)
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind,
+                                      const char *key, const char *value)
 {
     struct json_object *h = cls, *old = NULL;
 
@@ -649,9 +625,8 @@ collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
 
         mock_buf_printf(&b, "%s, %s", json_object_get_string(old), value);
         if (!b.failed) {
-            json_object_object_add(h, key,
-                                   json_object_new_string_len(b.data,
-                                                              (int)b.len));
+            json_object_object_add(
+                h, key, json_object_new_string_len(b.data, (int)b.len));
         }
         mock_buf_free(&b);
     }
@@ -663,9 +638,8 @@ collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
 
 /* Keeps raw copies; the body is escaped only if /mock/last is asked for,
  * so benchmarks do not pay for it on every request. */
-static void
-record_last(struct MHD_Connection *conn, const char *url, const char *body,
-            size_t len)
+static void record_last(struct MHD_Connection *conn, const char *url,
+                        const char *body, size_t len)
 {
     struct json_object *h = json_object_new_object();
     char *path = strdup(url), *hdrs = NULL, *copy = malloc(len + 1);
@@ -702,8 +676,7 @@ record_last(struct MHD_Connection *conn, const char *url, const char *body,
     pthread_mutex_unlock(&stats_lock);
 }
 
-static enum MHD_Result
-reply_last(struct MHD_Connection *conn)
+static enum MHD_Result reply_last(struct MHD_Connection *conn)
 {
     mock_buf_t b = { 0 };
     enum MHD_Result ret;
@@ -728,14 +701,13 @@ reply_last(struct MHD_Connection *conn)
         mock_buf_free(&b);
         return MHD_NO;
     }
-    ret = mock_reply(conn, MHD_HTTP_OK, "application/json", b.data, b.len,
-                     NULL);
+    ret =
+        mock_reply(conn, MHD_HTTP_OK, "application/json", b.data, b.len, NULL);
     mock_buf_free(&b);
     return ret;
 }
 
-static enum MHD_Result
-reply_stats(struct MHD_Connection *conn)
+static enum MHD_Result reply_stats(struct MHD_Connection *conn)
 {
     struct json_object *o = json_object_new_object();
     struct json_object *bp = json_object_new_object();
@@ -748,9 +720,9 @@ reply_stats(struct MHD_Connection *conn)
     json_object_object_add(o, "generations",
                            json_object_new_int64((int64_t)stat_generations));
     for (i = 0; i < stat_npaths; i++) {
-        json_object_object_add(bp, stat_paths[i].path,
-                               json_object_new_int64(
-                                   (int64_t)stat_paths[i].n));
+        json_object_object_add(
+            bp, stat_paths[i].path,
+            json_object_new_int64((int64_t)stat_paths[i].n));
     }
     pthread_mutex_unlock(&stats_lock);
     json_object_object_add(o, "by_path", bp);
@@ -759,8 +731,7 @@ reply_stats(struct MHD_Connection *conn)
 }
 
 /* --models, or the two names listed when any model is accepted. */
-const char *const *
-mock_model_names(size_t *n)
+const char *const *mock_model_names(size_t *n)
 {
     static const char *const defaults[] = { "mock-small", "mock-large" };
 
@@ -772,8 +743,7 @@ mock_model_names(size_t *n)
     return (const char *const *)mock_cfg.models;
 }
 
-static enum MHD_Result
-reply_models(struct MHD_Connection *conn)
+static enum MHD_Result reply_models(struct MHD_Connection *conn)
 {
     size_t n, i;
     const char *const *names = mock_model_names(&n);
@@ -798,8 +768,7 @@ reply_models(struct MHD_Connection *conn)
 
 /* ---- per-request knobs and faults --------------------------------------- */
 
-static int
-parse_long(const char *s, long min, long max, long *out)
+static int parse_long(const char *s, long min, long max, long *out)
 {
     char *end;
     long v;
@@ -816,8 +785,7 @@ parse_long(const char *s, long min, long max, long *out)
     return 0;
 }
 
-static int
-parse_tps(const char *s, double *out)
+static int parse_tps(const char *s, double *out)
 {
     char *end;
     double v;
@@ -835,19 +803,15 @@ parse_tps(const char *s, double *out)
     return 0;
 }
 
-static int
-parse_fault(const char *s, mock_fault_t *out)
+static int parse_fault(const char *s, mock_fault_t *out)
 {
     static const struct {
         const char *name;
         mock_fault_t fault;
     } faults[] = {
-        { "none", MOCK_FAULT_NONE },
-        { "500", MOCK_FAULT_500 },
-        { "429", MOCK_FAULT_429 },
-        { "hang", MOCK_FAULT_HANG },
-        { "cut", MOCK_FAULT_CUT },
-        { "reset", MOCK_FAULT_RESET },
+        { "none", MOCK_FAULT_NONE }, { "500", MOCK_FAULT_500 },
+        { "429", MOCK_FAULT_429 },   { "hang", MOCK_FAULT_HANG },
+        { "cut", MOCK_FAULT_CUT },   { "reset", MOCK_FAULT_RESET },
     };
     size_t i;
 
@@ -861,8 +825,7 @@ parse_fault(const char *s, mock_fault_t *out)
 }
 
 /* Returns the name of the first malformed X-Mock-* header, or NULL. */
-static const char *
-get_knobs(struct MHD_Connection *conn, mock_knobs_t *k)
+static const char *get_knobs(struct MHD_Connection *conn, mock_knobs_t *k)
 {
     const union MHD_ConnectionInfo *ci;
     const char *v;
@@ -894,10 +857,10 @@ get_knobs(struct MHD_Connection *conn, mock_knobs_t *k)
 }
 
 /* An error in the shape of the dialect the path belongs to. */
-static enum MHD_Result
-reply_err(struct MHD_Connection *conn, const req_t *rq, unsigned int status,
-          const char *message, const char *type, const char *code,
-          const char *allow)
+static enum MHD_Result reply_err(struct MHD_Connection *conn, const req_t *rq,
+                                 unsigned int status, const char *message,
+                                 const char *type, const char *code,
+                                 const char *allow)
 {
     if (rq->ollama_errors) {
         return mock_reply_ollama_error(conn, status, message, allow);
@@ -907,8 +870,8 @@ reply_err(struct MHD_Connection *conn, const req_t *rq, unsigned int status,
 
 /* Everything the X-Mock-* headers and faults apply to: the generation
  * endpoints of every dialect, and all of /api/. */
-static enum MHD_Result
-handle_faultable(struct MHD_Connection *conn, const char *url, req_t *rq)
+static enum MHD_Result handle_faultable(struct MHD_Connection *conn,
+                                        const char *url, req_t *rq)
 {
     static const char empty[] = "";
     const char *body = rq->body ? rq->body : empty;
@@ -948,30 +911,26 @@ handle_faultable(struct MHD_Connection *conn, const char *url, req_t *rq)
     case MOCK_FAULT_429:
         /* What a rate-limited backend says (vLLM behind a limiter). */
         return reply_err(conn, rq, MHD_HTTP_TOO_MANY_REQUESTS,
-                         "mock rate limit reached", "rate_limit_error",
-                         NULL, NULL);
-    default:
-        break;
+                         "mock rate limit reached", "rate_limit_error", NULL,
+                         NULL);
+    default: break;
     }
 
     switch (rq->route) {
-    case R_OLLAMA:
-        return mock_ollama(conn, rq->ollama, body, rq->len, &k);
+    case R_OLLAMA: return mock_ollama(conn, rq->ollama, body, rq->len, &k);
     case R_LLAMA_COMPLETION:
         return mock_llama_completion(conn, body, rq->len, &k);
-    default:
-        break;
+    default: break;
     }
-    ep = rq->route == R_CHAT ? MOCK_EP_CHAT
+    ep = rq->route == R_CHAT          ? MOCK_EP_CHAT
          : rq->route == R_COMPLETIONS ? MOCK_EP_COMPLETIONS
-         : MOCK_EP_EMBEDDINGS;
+                                      : MOCK_EP_EMBEDDINGS;
     return mock_generate(conn, ep, body, rq->len, &k);
 }
 
 /* ---- the access handler ------------------------------------------------- */
 
-static int
-body_append(req_t *rq, const char *data, size_t n)
+static int body_append(req_t *rq, const char *data, size_t n)
 {
     if (rq->too_large) {
         return 0;
@@ -1007,9 +966,8 @@ body_append(req_t *rq, const char *data, size_t n)
     return 0;
 }
 
-static enum MHD_Result
-dispatch(struct MHD_Connection *conn, const char *url, const char *method,
-         req_t *rq)
+static enum MHD_Result dispatch(struct MHD_Connection *conn, const char *url,
+                                const char *method, req_t *rq)
 {
     mock_buf_t m = { 0 };
     enum MHD_Result ret;
@@ -1046,14 +1004,10 @@ dispatch(struct MHD_Connection *conn, const char *url, const char *method,
         }
         return mock_reply(conn, MHD_HTTP_OK, "application/json",
                           "{\"status\":\"ok\"}", 15, NULL);
-    case R_SLOTS:
-        return mock_llama_slots(conn);
-    case R_METRICS:
-        return mock_vllm_metrics(conn);
-    case R_MODELS:
-        return reply_models(conn);
-    case R_STATS:
-        return reply_stats(conn);
+    case R_SLOTS: return mock_llama_slots(conn);
+    case R_METRICS: return mock_vllm_metrics(conn);
+    case R_MODELS: return reply_models(conn);
+    case R_STATS: return reply_stats(conn);
     case R_RESET:
         pthread_mutex_lock(&stats_lock);
         stats_clear_locked();
@@ -1061,17 +1015,15 @@ dispatch(struct MHD_Connection *conn, const char *url, const char *method,
         mock_models_reset();
         return mock_reply(conn, MHD_HTTP_OK, "application/json",
                           "{\"ok\":true}", 11, NULL);
-    case R_LAST:
-        return reply_last(conn);
-    default:
-        return MHD_NO;          /* unreachable: every route is handled */
+    case R_LAST: return reply_last(conn);
+    default: return MHD_NO; /* unreachable: every route is handled */
     }
 }
 
-static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *conn, const char *url,
-           const char *method, const char *version, const char *upload,
-           size_t *upload_size, void **con_cls)
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+                                  const char *url, const char *method,
+                                  const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
 {
     req_t *rq = *con_cls;
     size_t i;
@@ -1091,7 +1043,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
             if (strcmp(url, routes[i].path) == 0) {
                 if ((routes[i].flags & RF_LLAMA)
                     && mock_cfg.flavor != MOCK_FLAVOR_LLAMACPP) {
-                    break;      /* not a llama.cpp server: no such path */
+                    break; /* not a llama.cpp server: no such path */
                 }
                 if ((routes[i].flags & RF_VLLM)
                     && mock_cfg.flavor != MOCK_FLAVOR_VLLM) {
@@ -1105,9 +1057,9 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
         }
         rq->ollama_errors = strncmp(url, "/api/", 5) == 0;
         rq->allowed = (rq->flags & RF_POST)
-                      ? strcmp(method, MHD_HTTP_METHOD_POST) == 0
-                      : (strcmp(method, MHD_HTTP_METHOD_GET) == 0
-                         || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0);
+                          ? strcmp(method, MHD_HTTP_METHOD_POST) == 0
+                          : (strcmp(method, MHD_HTTP_METHOD_GET) == 0
+                             || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0);
         rq->buffering = rq->allowed && (rq->flags & RF_BODY);
         stats_count(url, rq->allowed && (rq->flags & RF_GEN));
 
@@ -1147,9 +1099,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
     return dispatch(conn, url, method, rq);
 }
 
-static void
-on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-             enum MHD_RequestTerminationCode toe)
+static void on_completed(void *cls, struct MHD_Connection *conn,
+                         void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     req_t *rq = *con_cls;
 
@@ -1171,8 +1122,7 @@ typedef struct {
     size_t off;
 } cut_t;
 
-static ssize_t
-cut_reader(void *cls, uint64_t pos, char *buf, size_t max)
+static ssize_t cut_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     cut_t *c = cls;
     size_t n;
@@ -1191,8 +1141,7 @@ cut_reader(void *cls, uint64_t pos, char *buf, size_t max)
     return (ssize_t)n;
 }
 
-static void
-cut_free(void *cls)
+static void cut_free(void *cls)
 {
     cut_t *c = cls;
 
@@ -1201,9 +1150,8 @@ cut_free(void *cls)
 }
 
 /* Sends the first half of body (all of it if it is 1 byte), then aborts. */
-enum MHD_Result
-mock_cut_reply(struct MHD_Connection *conn, const char *ctype,
-               const char *body, size_t len)
+enum MHD_Result mock_cut_reply(struct MHD_Connection *conn, const char *ctype,
+                               const char *body, size_t len)
 {
     struct MHD_Response *resp;
     enum MHD_Result ret;
@@ -1233,17 +1181,11 @@ mock_cut_reply(struct MHD_Connection *conn, const char *ctype,
 
 /* ---- paced streams (OpenAI and llama.cpp SSE, Ollama NDJSON) ------------ */
 
-enum {
-    SP_HEAD,
-    SP_PIECES,
-    SP_TAIL,
-    SP_END
-};
+enum { SP_HEAD, SP_PIECES, SP_TAIL, SP_END };
 
 /* Builds the next event into s->ev, sleeping first when it is a piece
  * that is not due yet.  1: event ready, 0: end, -1: abort. */
-static int
-next_event(mock_stream_t *s)
+static int next_event(mock_stream_t *s)
 {
     struct timespec due;
 
@@ -1264,10 +1206,11 @@ next_event(mock_stream_t *s)
             /* Deadlines come from t0, not from the previous event, so
              * slow writes do not make the whole stream drift. */
             if (s->ttft_ms > 0 || s->tps > 0.0) {
-                mock_deadline(&due, &s->t0, (double)s->ttft_ms
-                              + (s->tps > 0.0 ? (double)s->emitted * 1000.0
-                                                / s->tps
-                                              : 0.0));
+                mock_deadline(&due, &s->t0,
+                              (double)s->ttft_ms
+                                  + (s->tps > 0.0
+                                         ? (double)s->emitted * 1000.0 / s->tps
+                                         : 0.0));
                 if (mock_sleep_until(&due, s->fd) != 0) {
                     return -1;
                 }
@@ -1296,16 +1239,14 @@ next_event(mock_stream_t *s)
         mock_job_end(&s->job);
         return 0;
 
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
 /* One event per call: MHD turns each return into its own HTTP chunk and
  * sends it before asking again, which is what makes tokens arrive spread
  * over time at the client. */
-static ssize_t
-stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     mock_stream_t *s = cls;
     size_t n;
@@ -1333,8 +1274,7 @@ stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     return (ssize_t)n;
 }
 
-static void
-stream_free(void *cls)
+static void stream_free(void *cls)
 {
     mock_stream_t *s = cls;
 
@@ -1348,10 +1288,10 @@ stream_free(void *cls)
 
 /* Takes ownership of ctx (freed through ops->free, also on failure) and
  * of the job.  The "cut" fault stops the stream after half the pieces. */
-enum MHD_Result
-mock_stream_start(struct MHD_Connection *conn, const mock_stream_ops_t *ops,
-                  void *ctx, long npieces, const mock_knobs_t *k,
-                  const mock_job_t *job, const char *ctype)
+enum MHD_Result mock_stream_start(struct MHD_Connection *conn,
+                                  const mock_stream_ops_t *ops, void *ctx,
+                                  long npieces, const mock_knobs_t *k,
+                                  const mock_job_t *job, const char *ctype)
 {
     struct MHD_Response *resp;
     enum MHD_Result ret;
@@ -1401,9 +1341,9 @@ mock_stream_start(struct MHD_Connection *conn, const mock_stream_ops_t *ops,
 typedef struct {
     char *name;
     size_t len;
-    int loading;                /* a request is sleeping through its load */
-    struct timespec ready;      /* CLOCK_MONOTONIC: when that load ends */
-    time_t used;                /* wall clock of the last use */
+    int loading;           /* a request is sleeping through its load */
+    struct timespec ready; /* CLOCK_MONOTONIC: when that load ends */
+    time_t used;           /* wall clock of the last use */
 } resident_t;
 
 /* One lock for models and slots: both are touched once or twice per
@@ -1419,7 +1359,7 @@ static size_t capresident;
 static size_t nloading;
 static uint64_t cold_loads;
 
-static int *slot_task;          /* -1: idle, else the task it runs */
+static int *slot_task; /* -1: idle, else the task it runs */
 static uint64_t next_task;
 
 /* vLLM's gauges per model, for /metrics: the configured models from the
@@ -1427,8 +1367,8 @@ static uint64_t next_task;
 typedef struct {
     char *name;
     size_t len;
-    long running;               /* generations holding a place */
-    long waiting;               /* waiting for their model or a place */
+    long running; /* generations holding a place */
+    long waiting; /* waiting for their model or a place */
 } gauge_t;
 
 static gauge_t *gauges;
@@ -1436,8 +1376,7 @@ static size_t ngauges;
 static size_t capgauges;
 
 /* The list is only touched with models_lock held. */
-static long
-resident_find(const char *name, size_t len)
+static long resident_find(const char *name, size_t len)
 {
     size_t i;
 
@@ -1450,8 +1389,7 @@ resident_find(const char *name, size_t len)
     return -1;
 }
 
-static void
-resident_touch(size_t i)
+static void resident_touch(size_t i)
 {
     resident_t m = resident[i];
 
@@ -1459,8 +1397,7 @@ resident_touch(size_t i)
     resident[0] = m;
 }
 
-static void
-resident_remove(size_t i)
+static void resident_remove(size_t i)
 {
     free(resident[i].name);
     memmove(resident + i, resident + i + 1,
@@ -1468,8 +1405,7 @@ resident_remove(size_t i)
     nresident--;
 }
 
-static int
-resident_add(const char *name, size_t len, int loading)
+static int resident_add(const char *name, size_t len, int loading)
 {
     resident_t *grown;
     char *copy = malloc(len + 1);
@@ -1502,8 +1438,7 @@ resident_add(const char *name, size_t len, int loading)
 
 /* The gauges of a model (models_lock held), added if new and there is
  * room; -1 when there is none. */
-static long
-gauge_of(const char *name, size_t len)
+static long gauge_of(const char *name, size_t len)
 {
     size_t i;
 
@@ -1512,8 +1447,8 @@ gauge_of(const char *name, size_t len)
             return (long)i;
         }
     }
-    if (ngauges == capgauges || (gauges[ngauges].name = strndup(name, len))
-                                == NULL) {
+    if (ngauges == capgauges
+        || (gauges[ngauges].name = strndup(name, len)) == NULL) {
         return -1;
     }
     gauges[ngauges].len = len;
@@ -1523,8 +1458,7 @@ gauge_of(const char *name, size_t len)
 
 /* Unloads least recently used models beyond the limit; a model still
  * loading is never the victim (its request is asleep on it). */
-static void
-resident_evict(void)
+static void resident_evict(void)
 {
     size_t limit = mock_cfg.max_loaded > 0 ? (size_t)mock_cfg.max_loaded
                                            : MOCK_LOADED_CAP;
@@ -1540,8 +1474,7 @@ resident_evict(void)
     }
 }
 
-int
-mock_models_init(void)
+int mock_models_init(void)
 {
     pthread_condattr_t ca;
     size_t i;
@@ -1597,8 +1530,7 @@ mock_models_init(void)
     return 0;
 }
 
-void
-mock_models_free(void)
+void mock_models_free(void)
 {
     size_t i;
 
@@ -1626,9 +1558,8 @@ mock_models_free(void)
  * a request arriving during someone else's load waits for that one) and,
  * for llama.cpp, takes a free slot, queueing for one as llama.cpp does.
  * 0: go ahead; -1: the client left or we are stopping, give up. */
-int
-mock_job_begin(mock_job_t *job, const char *model, size_t len,
-               const mock_knobs_t *k)
+int mock_job_begin(mock_job_t *job, const char *model, size_t len,
+                   const mock_knobs_t *k)
 {
     struct timespec now, ready;
     long i, s, g = -1;
@@ -1666,7 +1597,7 @@ mock_job_begin(mock_job_t *job, const char *model, size_t len,
             if (r != 0) {
                 goto give_up;
             }
-            continue;           /* loaded now, or its loader gave up */
+            continue; /* loaded now, or its loader gave up */
         }
         if (resident_add(model, len, mock_cfg.load_ms > 0) != 0) {
             goto give_up;
@@ -1734,8 +1665,7 @@ give_up:
 }
 
 /* Idempotent: streams call it at their end and again when freed. */
-void
-mock_job_end(mock_job_t *job)
+void mock_job_end(mock_job_t *job)
 {
     if (job->slot < 0 && job->metric < 0) {
         return;
@@ -1756,8 +1686,7 @@ mock_job_end(mock_job_t *job)
 }
 
 /* Ollama's keep_alive 0; 1 if it was loaded. */
-int
-mock_model_unload(const char *model, size_t len)
+int mock_model_unload(const char *model, size_t len)
 {
     long i;
     int found = 0;
@@ -1772,8 +1701,7 @@ mock_model_unload(const char *model, size_t len)
     return found;
 }
 
-int
-mock_loading(void)
+int mock_loading(void)
 {
     size_t n;
 
@@ -1783,8 +1711,7 @@ mock_loading(void)
     return n > 0;
 }
 
-void
-mock_models_stats(struct json_object *o)
+void mock_models_stats(struct json_object *o)
 {
     struct json_object *names = json_object_new_array();
     size_t i;
@@ -1794,25 +1721,23 @@ mock_models_stats(struct json_object *o)
                            json_object_new_int64((int64_t)cold_loads));
     for (i = 0; i < nresident; i++) {
         if (!resident[i].loading) {
-            json_object_array_add(names,
-                                  json_object_new_string_len(
-                                      resident[i].name, (int)resident[i].len));
+            json_object_array_add(
+                names, json_object_new_string_len(resident[i].name,
+                                                  (int)resident[i].len));
         }
     }
     pthread_mutex_unlock(&models_lock);
     json_object_object_add(o, "loaded", names);
 }
 
-void
-mock_models_reset(void)
+void mock_models_reset(void)
 {
     pthread_mutex_lock(&models_lock);
     cold_loads = 0;
     pthread_mutex_unlock(&models_lock);
 }
 
-struct json_object *
-mock_ps_json(void)
+struct json_object *mock_ps_json(void)
 {
     struct json_object *o = json_object_new_object();
     struct json_object *list = json_object_new_array();
@@ -1843,8 +1768,7 @@ mock_ps_json(void)
     return o;
 }
 
-struct json_object *
-mock_slots_json(void)
+struct json_object *mock_slots_json(void)
 {
     struct json_object *a = json_object_new_array();
     long s;
@@ -1858,8 +1782,7 @@ mock_slots_json(void)
                                json_object_new_int(slot_task[s]));
         json_object_object_add(o, "n_ctx",
                                json_object_new_int(MOCK_MODEL_CTX));
-        json_object_object_add(o, "speculative",
-                               json_object_new_boolean(0));
+        json_object_object_add(o, "speculative", json_object_new_boolean(0));
         json_object_object_add(o, "is_processing",
                                json_object_new_boolean(slot_task[s] >= 0));
         json_object_array_add(a, o);
@@ -1869,8 +1792,7 @@ mock_slots_json(void)
 }
 
 /* A label value as Prometheus text wants it: \\, \" and \n escaped. */
-static void
-prom_label(mock_buf_t *b, const char *s, size_t len)
+static void prom_label(mock_buf_t *b, const char *s, size_t len)
 {
     size_t i;
 
@@ -1891,8 +1813,8 @@ prom_label(mock_buf_t *b, const char *s, size_t len)
 /* One gauge for every model, as vLLM's prometheus_client writes it (V1's
  * labels); models_lock held. which: 0 running, 1 waiting, 2 KV cache use,
  * nominally the running share of the batch (--slots). */
-static void
-prom_gauge(mock_buf_t *b, const char *name, const char *help, int which)
+static void prom_gauge(mock_buf_t *b, const char *name, const char *help,
+                       int which)
 {
     size_t i;
 
@@ -1903,7 +1825,7 @@ prom_gauge(mock_buf_t *b, const char *name, const char *help, int which)
         if (which == 2) {
             mock_buf_printf(b, "\",engine=\"0\"} %.6f\n",
                             (double)gauges[i].running
-                            / (double)mock_cfg.slots);
+                                / (double)mock_cfg.slots);
         }
         else {
             mock_buf_printf(b, "\",engine=\"0\"} %ld.0\n",
@@ -1912,14 +1834,13 @@ prom_gauge(mock_buf_t *b, const char *name, const char *help, int which)
     }
 }
 
-void
-mock_metrics_text(mock_buf_t *b)
+void mock_metrics_text(mock_buf_t *b)
 {
-    mock_buf_puts(b,
-        "# HELP python_info Python platform information\n"
-        "# TYPE python_info gauge\n"
-        "python_info{implementation=\"CPython\",major=\"3\",minor=\"12\","
-        "patchlevel=\"3\",version=\"3.12.3\"} 1.0\n");
+    mock_buf_puts(
+        b, "# HELP python_info Python platform information\n"
+           "# TYPE python_info gauge\n"
+           "python_info{implementation=\"CPython\",major=\"3\",minor=\"12\","
+           "patchlevel=\"3\",version=\"3.12.3\"} 1.0\n");
     pthread_mutex_lock(&models_lock);
     prom_gauge(b, "vllm:num_requests_running",
                "Number of requests in model execution batches.", 0);
@@ -1927,7 +1848,8 @@ mock_metrics_text(mock_buf_t *b)
                "Number of requests waiting to be processed.", 1);
     prom_gauge(b, "vllm:gpu_cache_usage_perc",
                "GPU KV-cache usage. 1 means 100 percent usage."
-               "DEPRECATED: Use vllm:kv_cache_usage_perc instead.", 2);
+               "DEPRECATED: Use vllm:kv_cache_usage_perc instead.",
+               2);
     prom_gauge(b, "vllm:kv_cache_usage_perc",
                "KV-cache usage. 1 means 100 percent usage.", 2);
     pthread_mutex_unlock(&models_lock);
@@ -1935,24 +1857,23 @@ mock_metrics_text(mock_buf_t *b)
 
 /* Nominal, from the knobs: the time the mock spends is ttft, then n/tps,
  * and a cold load costs --load-ms. */
-void
-mock_timing(mock_timing_t *t, long prompt_n, long predicted_n,
-            const mock_knobs_t *k, const mock_job_t *job)
+void mock_timing(mock_timing_t *t, long prompt_n, long predicted_n,
+                 const mock_knobs_t *k, const mock_job_t *job)
 {
     t->prompt_n = prompt_n;
     t->predicted_n = predicted_n;
     t->prompt_ms = (double)k->ttft_ms;
-    t->predicted_ms = k->tps > 0.0 ? (double)predicted_n * 1000.0 / k->tps
-                                   : 0.0;
+    t->predicted_ms =
+        k->tps > 0.0 ? (double)predicted_n * 1000.0 / k->tps : 0.0;
     t->load_ms = job->cold ? (double)mock_cfg.load_ms : 0.0;
 }
 
 /* ---- startup and shutdown ----------------------------------------------- */
 
-static void
-usage(FILE *out)
+static void usage(FILE *out)
 {
-    fprintf(out,
+    fprintf(
+        out,
         "usage: mockllm --port PORT [--host 127.0.0.1] [--name NAME]\n"
         "               [--models m1,m2,...] [--tps N] [--ttft-ms N]\n"
         "               [--tokens N] [--embed-dim N]\n"
@@ -1965,8 +1886,7 @@ usage(FILE *out)
 }
 
 /* A comma-separated list of names, blanks around them trimmed. */
-static int
-parse_list(const char *arg, char ***list, size_t *count)
+static int parse_list(const char *arg, char ***list, size_t *count)
 {
     const char *p = arg;
 
@@ -2002,8 +1922,7 @@ parse_list(const char *arg, char ***list, size_t *count)
     return *count > 0 ? 0 : -1;
 }
 
-static int
-valid_name(const char *s)
+static int valid_name(const char *s)
 {
     /* It goes verbatim into a response header. */
     if (*s == '\0') {
@@ -2028,16 +1947,14 @@ struct mock_option {
     long *field;
 };
 
-static int
-set_long(const mock_option_t *o, const char *val)
+static int set_long(const mock_option_t *o, const char *val)
 {
     return parse_long(val, o->min, o->max, o->field);
 }
 
-static int port_given;          /* --port 0 (any free port) counts */
+static int port_given; /* --port 0 (any free port) counts */
 
-static int
-set_port(const mock_option_t *o, const char *val)
+static int set_port(const mock_option_t *o, const char *val)
 {
     long v;
 
@@ -2049,16 +1966,14 @@ set_port(const mock_option_t *o, const char *val)
     return 0;
 }
 
-static int
-set_host(const mock_option_t *o, const char *val)
+static int set_host(const mock_option_t *o, const char *val)
 {
     (void)o;
     mock_cfg.host = strcmp(val, "localhost") == 0 ? "127.0.0.1" : val;
     return 0;
 }
 
-static int
-set_name(const mock_option_t *o, const char *val)
+static int set_name(const mock_option_t *o, const char *val)
 {
     (void)o;
     if (!valid_name(val)) {
@@ -2068,24 +1983,23 @@ set_name(const mock_option_t *o, const char *val)
     return 0;
 }
 
-static int
-set_models(const mock_option_t *o, const char *val)
+static int set_models(const mock_option_t *o, const char *val)
 {
     (void)o;
     return mock_cfg.models != NULL
-           ? -1 : parse_list(val, &mock_cfg.models, &mock_cfg.nmodels);
+               ? -1
+               : parse_list(val, &mock_cfg.models, &mock_cfg.nmodels);
 }
 
-static int
-set_preload(const mock_option_t *o, const char *val)
+static int set_preload(const mock_option_t *o, const char *val)
 {
     (void)o;
     return mock_cfg.preload != NULL
-           ? -1 : parse_list(val, &mock_cfg.preload, &mock_cfg.npreload);
+               ? -1
+               : parse_list(val, &mock_cfg.preload, &mock_cfg.npreload);
 }
 
-static int
-set_flavor(const mock_option_t *o, const char *val)
+static int set_flavor(const mock_option_t *o, const char *val)
 {
     (void)o;
     if (strcmp(val, "openai") == 0) {
@@ -2103,22 +2017,19 @@ set_flavor(const mock_option_t *o, const char *val)
     return 0;
 }
 
-static int
-set_slots(const mock_option_t *o, const char *val)
+static int set_slots(const mock_option_t *o, const char *val)
 {
     mock_cfg.slots_given = 1;
     return parse_long(val, o->min, o->max, &mock_cfg.slots);
 }
 
-static int
-set_tps(const mock_option_t *o, const char *val)
+static int set_tps(const mock_option_t *o, const char *val)
 {
     (void)o;
     return parse_tps(val, &mock_cfg.tps);
 }
 
-static int
-set_fault(const mock_option_t *o, const char *val)
+static int set_fault(const mock_option_t *o, const char *val)
 {
     (void)o;
     return parse_fault(val, &mock_cfg.fault);
@@ -2142,8 +2053,7 @@ static const mock_option_t options[] = {
     { "--threads", set_long, 0, MOCK_MAX_THREADS, &mock_cfg.threads },
 };
 
-static const mock_option_t *
-find_option(const char *name)
+static const mock_option_t *find_option(const char *name)
 {
     size_t i;
 
@@ -2155,8 +2065,7 @@ find_option(const char *name)
     return NULL;
 }
 
-static int
-parse_args(int argc, char **argv)
+static int parse_args(int argc, char **argv)
 {
     int i;
 
@@ -2215,21 +2124,22 @@ parse_args(int argc, char **argv)
         return -1;
     }
     if (mock_cfg.flavor == MOCK_FLAVOR_VLLM && !mock_cfg.slots_given) {
-        mock_cfg.slots = 256;   /* vLLM's default max_num_seqs */
+        mock_cfg.slots = 256; /* vLLM's default max_num_seqs */
     }
     for (i = 0; (size_t)i < mock_cfg.npreload; i++) {
         if (!mock_model_known(mock_cfg.preload[i],
                               strlen(mock_cfg.preload[i]))) {
-            fprintf(stderr, "mockllm: --preload model '%s' is not in "
-                    "--models\n", mock_cfg.preload[i]);
+            fprintf(stderr,
+                    "mockllm: --preload model '%s' is not in "
+                    "--models\n",
+                    mock_cfg.preload[i]);
             return -1;
         }
     }
     return 0;
 }
 
-static void
-free_config(void)
+static void free_config(void)
 {
     size_t i;
 
@@ -2247,8 +2157,7 @@ free_config(void)
 
 /* We bind ourselves rather than let MHD do it, to tell "port in use"
  * apart from other failures and to learn the port when 0 was asked. */
-static int
-open_listener(int *family)
+static int open_listener(int *family)
 {
     struct addrinfo hints, *ai = NULL;
     struct sockaddr_storage ss;
@@ -2277,8 +2186,7 @@ open_listener(int *family)
     if (ai->ai_family == AF_INET6) {
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     }
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0
-        || listen(fd, 1024) != 0) {
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
         int err = errno;
 
         if (err == EADDRINUSE) {
@@ -2297,16 +2205,15 @@ open_listener(int *family)
     freeaddrinfo(ai);
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
         mock_cfg.port = ntohs(ss.ss_family == AF_INET6
-                              ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                              : ((struct sockaddr_in *)&ss)->sin_port);
+                                  ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                  : ((struct sockaddr_in *)&ss)->sin_port);
     }
     return fd;
 }
 
 /* Thread-per-connection needs a descriptor per client; the default soft
  * limit of 1024 would cap us below the 2000 connections we promise. */
-static void
-raise_fd_limit(void)
+static void raise_fd_limit(void)
 {
     struct rlimit rl;
 
@@ -2316,8 +2223,7 @@ raise_fd_limit(void)
     }
 }
 
-int
-main(int argc, char **argv)
+int main(int argc, char **argv)
 {
     struct MHD_Daemon *d;
     unsigned int flags;
@@ -2373,20 +2279,16 @@ main(int argc, char **argv)
     if (family == AF_INET6) {
         flags |= MHD_USE_IPv6;
     }
-    d = MHD_start_daemon(flags, (uint16_t)mock_cfg.port, NULL, NULL,
-                         on_request, NULL,
-                         MHD_OPTION_LISTEN_SOCKET, fd,
-                         MHD_OPTION_CONNECTION_LIMIT,
-                         (unsigned int)CONNECTION_LIMIT,
-                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-                         MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                         (size_t)(64 * 1024),
-                         MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
-                         /* A pool only for two or more threads. */
-                         mock_cfg.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE
-                                              : MHD_OPTION_END,
-                         (unsigned int)mock_cfg.threads,
-                         MHD_OPTION_END);
+    d = MHD_start_daemon(
+        flags, (uint16_t)mock_cfg.port, NULL, NULL, on_request, NULL,
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)CONNECTION_LIMIT, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(64 * 1024), MHD_OPTION_THREAD_STACK_SIZE,
+        (size_t)(512 * 1024),
+        /* A pool only for two or more threads. */
+        mock_cfg.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+        (unsigned int)mock_cfg.threads, MHD_OPTION_END);
     if (d == NULL) {
         fprintf(stderr, "mockllm: cannot start the HTTP daemon on %s:%u\n",
                 mock_cfg.host, mock_cfg.port);
@@ -2395,9 +2297,9 @@ main(int argc, char **argv)
         free_config();
         return 1;
     }
-    fprintf(stderr, family == AF_INET6
-                    ? "mockllm %s listening on [%s]:%u\n"
-                    : "mockllm %s listening on %s:%u\n",
+    fprintf(stderr,
+            family == AF_INET6 ? "mockllm %s listening on [%s]:%u\n"
+                               : "mockllm %s listening on %s:%u\n",
             mock_cfg.name, mock_cfg.host, mock_cfg.port);
     fflush(stderr);
 

@@ -15,33 +15,33 @@
 
 /* Limits keep a misbehaving client (or a typo in a test) from turning the
  * mock into a memory or CPU hog; they are documented in README.md. */
-#define MOCK_MAX_BODY       ((size_t)16 * 1024 * 1024)
-#define MOCK_MAX_TOKENS     131072L
-#define MOCK_MAX_TTFT_MS    3600000L
-#define MOCK_MAX_TPS        1000000.0
-#define MOCK_MAX_EMBED_DIM  4096L
-#define MOCK_MAX_INPUTS     2048
-#define MOCK_HANG_SECONDS   600
-#define MOCK_MAX_LOADED     1024L
-#define MOCK_MAX_SLOTS      256L
-#define MOCK_MAX_THREADS    256L
+#define MOCK_MAX_BODY ((size_t)16 * 1024 * 1024)
+#define MOCK_MAX_TOKENS 131072L
+#define MOCK_MAX_TTFT_MS 3600000L
+#define MOCK_MAX_TPS 1000000.0
+#define MOCK_MAX_EMBED_DIM 4096L
+#define MOCK_MAX_INPUTS 2048
+#define MOCK_HANG_SECONDS 600
+#define MOCK_MAX_LOADED 1024L
+#define MOCK_MAX_SLOTS 256L
+#define MOCK_MAX_THREADS 256L
 /* Without --max-loaded the set of loaded models is still bounded, so a
  * client inventing model names cannot grow it forever. */
-#define MOCK_LOADED_CAP     256
+#define MOCK_LOADED_CAP 256
 
 /* The canned tool call: three "tokens" (the call, then the arguments in
  * two pieces when streamed the OpenAI way). */
-#define MOCK_TOOL_TOKENS    3L
-#define MOCK_TOOL_ARGS      "{\"city\":\"Paris\"}"
-#define MOCK_TOOL_ARGS_A    "{\"city\":"
-#define MOCK_TOOL_ARGS_B    "\"Paris\"}"
-#define MOCK_TOOL_ID        "call_0"
+#define MOCK_TOOL_TOKENS 3L
+#define MOCK_TOOL_ARGS "{\"city\":\"Paris\"}"
+#define MOCK_TOOL_ARGS_A "{\"city\":"
+#define MOCK_TOOL_ARGS_B "\"Paris\"}"
+#define MOCK_TOOL_ID "call_0"
 
 /* What /api/tags, /api/ps, /api/show and /slots claim about every model. */
-#define MOCK_MODEL_SIZE     776000000LL
-#define MOCK_MODEL_CTX      4096
-#define MOCK_MODIFIED_AT    1700000000
-#define MOCK_KEEP_ALIVE_S   300
+#define MOCK_MODEL_SIZE 776000000LL
+#define MOCK_MODEL_CTX 4096
+#define MOCK_MODIFIED_AT 1700000000
+#define MOCK_KEEP_ALIVE_S 300
 
 /* Serialization flags for everything we send: compact like vLLM's pydantic
  * output, and "a/b" model names must not come out as "a\/b". */
@@ -83,8 +83,8 @@ typedef struct {
     const char *host;
     unsigned int port;
     const char *name;
-    char *fingerprint;          /* "mock-NAME" */
-    char **models;              /* NULL when --models was not given */
+    char *fingerprint; /* "mock-NAME" */
+    char **models;     /* NULL when --models was not given */
     size_t nmodels;
     double tps;
     long ttft_ms;
@@ -94,12 +94,12 @@ typedef struct {
     int quiet;
     mock_flavor_t flavor;
     long load_ms;
-    long max_loaded;            /* 0: no limit but MOCK_LOADED_CAP */
+    long max_loaded; /* 0: no limit but MOCK_LOADED_CAP */
     char **preload;
     size_t npreload;
-    long slots;                 /* llama.cpp slots; vLLM's batch */
+    long slots; /* llama.cpp slots; vLLM's batch */
     int slots_given;
-    long threads;               /* 0: one per connection; else a pool */
+    long threads; /* 0: one per connection; else a pool */
 } mock_config_t;
 
 /* The knobs of one generation request once X-Mock-* headers are applied. */
@@ -108,16 +108,16 @@ typedef struct {
     double tps;
     long ttft_ms;
     long tokens;
-    int fd;                     /* client socket, to notice it going away */
+    int fd; /* client socket, to notice it going away */
 } mock_knobs_t;
 
 /* What a generation holds while it runs: the llama.cpp slot (vLLM's
  * place in its batch), whether it had to wait for its model to load (for
  * load_duration), and the model it counts as running for /metrics. */
 typedef struct {
-    int slot;                   /* -1: none */
+    int slot; /* -1: none */
     int cold;
-    long metric;                /* vLLM flavor: its model's gauges; -1 */
+    long metric; /* vLLM flavor: its model's gauges; -1 */
 } mock_job_t;
 
 /* Nominal timings of one generation, from the knobs rather than the
@@ -177,9 +177,9 @@ enum MHD_Result mock_reply_ollama_error(struct MHD_Connection *conn,
                                         unsigned int status,
                                         const char *message,
                                         const char *allow);
-enum MHD_Result mock_reply_body(struct MHD_Connection *conn,
-                                const char *ctype, const char *body,
-                                size_t len, const mock_knobs_t *k);
+enum MHD_Result mock_reply_body(struct MHD_Connection *conn, const char *ctype,
+                                const char *body, size_t len,
+                                const mock_knobs_t *k);
 enum MHD_Result mock_reply_json_k(struct MHD_Connection *conn,
                                   struct json_object *obj,
                                   const mock_knobs_t *k);
@@ -223,28 +223,27 @@ typedef struct {
 
 struct mock_stream {
     const mock_stream_ops_t *ops;
-    void *ctx;                  /* the dialect's own state */
-    mock_buf_t ev;              /* event being sent */
+    void *ctx;     /* the dialect's own state */
+    mock_buf_t ev; /* event being sent */
     size_t off;
     int phase;
     int tail_i;
     long npieces;
     long emitted;
-    long cut_after;             /* -1: no cut */
+    long cut_after; /* -1: no cut */
     struct timespec t0;
     double tps;
     long ttft_ms;
     int fd;
-    mock_job_t job;             /* released at the end, or when freed */
+    mock_job_t job; /* released at the end, or when freed */
 };
 
 enum MHD_Result mock_stream_start(struct MHD_Connection *conn,
                                   const mock_stream_ops_t *ops, void *ctx,
                                   long npieces, const mock_knobs_t *k,
                                   const mock_job_t *job, const char *ctype);
-enum MHD_Result mock_cut_reply(struct MHD_Connection *conn,
-                               const char *ctype, const char *body,
-                               size_t len);
+enum MHD_Result mock_cut_reply(struct MHD_Connection *conn, const char *ctype,
+                               const char *body, size_t len);
 
 /* mockllm.c: which models are "loaded", cold-load delays, llama.cpp slots. */
 int mock_models_init(void);
@@ -263,9 +262,9 @@ void mock_timing(mock_timing_t *t, long prompt_n, long predicted_n,
                  const mock_knobs_t *k, const mock_job_t *job);
 
 /* openai.c: OpenAI */
-enum MHD_Result mock_generate(struct MHD_Connection *conn,
-                              mock_endpoint_t ep, const char *body,
-                              size_t len, const mock_knobs_t *knobs);
+enum MHD_Result mock_generate(struct MHD_Connection *conn, mock_endpoint_t ep,
+                              const char *body, size_t len,
+                              const mock_knobs_t *knobs);
 
 /* openai.c: Ollama */
 struct json_object *mock_ollama_model(const char *name, size_t len);

@@ -12,16 +12,16 @@
 
 typedef struct {
     int chat;
-    const char *model;          /* borrowed from the parsed request */
+    const char *model; /* borrowed from the parsed request */
     size_t model_len;
     char id[48];
     time_t created;
-    long n;                     /* completion tokens */
+    long n; /* completion tokens */
     int limited;
     long prompt_tokens;
     uint64_t hash;
     int json_mode;
-    const char *tool;           /* borrowed; non-NULL: answer a tool call */
+    const char *tool; /* borrowed; non-NULL: answer a tool call */
     size_t tool_len;
 } gen_t;
 
@@ -35,21 +35,20 @@ typedef struct {
     long n;
     long prompt_tokens;
     uint64_t rng;
-    char *prefix;               /* 'data: {"id":..."system_fingerprint":..' */
-    char *qtool;                /* the tool's name as a JSON string */
-    char *timings;              /* ',"timings":{...}' (llama.cpp) or NULL */
+    char *prefix;  /* 'data: {"id":..."system_fingerprint":..' */
+    char *qtool;   /* the tool's name as a JSON string */
+    char *timings; /* ',"timings":{...}' (llama.cpp) or NULL */
     mock_buf_t piece;
 } sse_t;
 
-static enum MHD_Result
-bad_request(struct MHD_Connection *conn, const char *msg, const char *param)
+static enum MHD_Result bad_request(struct MHD_Connection *conn,
+                                   const char *msg, const char *param)
 {
     return mock_reply_error(conn, 400, msg, "invalid_request_error", param,
                             NULL, NULL);
 }
 
-static struct json_object *
-usage_json(long prompt, long completion)
+static struct json_object *usage_json(long prompt, long completion)
 {
     struct json_object *u = json_object_new_object();
 
@@ -61,19 +60,17 @@ usage_json(long prompt, long completion)
     return u;
 }
 
-static const char *
-finish_reason(int limited, int tool)
+static const char *finish_reason(int limited, int tool)
 {
     return tool ? "tool_calls" : limited ? "length" : "stop";
 }
 
 /* response_format json_object / json_schema: JSON mode; anything else is
  * accepted and ignored, as before. */
-static int
-json_mode(struct json_object *req)
+static int json_mode(struct json_object *req)
 {
-    struct json_object *t = mock_member(mock_member(req, "response_format"),
-                                        "type");
+    struct json_object *t =
+        mock_member(mock_member(req, "response_format"), "type");
     const char *s;
 
     if (!json_object_is_type(t, json_type_string)) {
@@ -85,8 +82,7 @@ json_mode(struct json_object *req)
 
 /* ---- OpenAI: non-streamed completions ----------------------------------- */
 
-static struct json_object *
-tool_calls_json(const char *name, size_t len)
+static struct json_object *tool_calls_json(const char *name, size_t len)
 {
     struct json_object *calls = json_object_new_array();
     struct json_object *c = json_object_new_object();
@@ -94,8 +90,8 @@ tool_calls_json(const char *name, size_t len)
 
     json_object_object_add(c, "id", json_object_new_string(MOCK_TOOL_ID));
     json_object_object_add(c, "type", json_object_new_string("function"));
-    json_object_object_add(f, "name", json_object_new_string_len(name,
-                                                                  (int)len));
+    json_object_object_add(f, "name",
+                           json_object_new_string_len(name, (int)len));
     json_object_object_add(f, "arguments",
                            json_object_new_string(MOCK_TOOL_ARGS));
     json_object_object_add(c, "function", f);
@@ -103,18 +99,18 @@ tool_calls_json(const char *name, size_t len)
     return calls;
 }
 
-static enum MHD_Result
-complete(struct MHD_Connection *conn, const gen_t *g, const mock_knobs_t *k,
-         mock_job_t *job)
+static enum MHD_Result complete(struct MHD_Connection *conn, const gen_t *g,
+                                const mock_knobs_t *k, mock_job_t *job)
 {
     struct json_object *o, *choice, *choices, *msg;
     mock_buf_t text = { 0 };
     mock_timing_t tm;
     enum MHD_Result ret;
 
-    if (mock_simulate_latency(k->ttft_ms + (k->tps > 0.0
-                                            ? (double)g->n * 1000.0 / k->tps
-                                            : 0.0), k->fd) != 0) {
+    if (mock_simulate_latency(
+            k->ttft_ms + (k->tps > 0.0 ? (double)g->n * 1000.0 / k->tps : 0.0),
+            k->fd)
+        != 0) {
         mock_job_end(job);
         return MHD_NO;
     }
@@ -129,13 +125,13 @@ complete(struct MHD_Connection *conn, const gen_t *g, const mock_knobs_t *k,
 
     o = json_object_new_object();
     json_object_object_add(o, "id", json_object_new_string(g->id));
-    json_object_object_add(o, "object", json_object_new_string(
-                               g->chat ? "chat.completion"
-                                       : "text_completion"));
+    json_object_object_add(o, "object",
+                           json_object_new_string(g->chat
+                                                      ? "chat.completion"
+                                                      : "text_completion"));
     json_object_object_add(o, "created", json_object_new_int64(g->created));
-    json_object_object_add(o, "model",
-                           json_object_new_string_len(g->model,
-                                                      (int)g->model_len));
+    json_object_object_add(
+        o, "model", json_object_new_string_len(g->model, (int)g->model_len));
     json_object_object_add(o, "system_fingerprint",
                            json_object_new_string(mock_cfg.fingerprint));
     choice = json_object_new_object();
@@ -151,23 +147,22 @@ complete(struct MHD_Connection *conn, const gen_t *g, const mock_knobs_t *k,
                                    tool_calls_json(g->tool, g->tool_len));
         }
         else {
-            json_object_object_add(msg, "content",
-                                   json_object_new_string_len(
-                                       text.data ? text.data : "",
-                                       (int)text.len));
+            json_object_object_add(
+                msg, "content",
+                json_object_new_string_len(text.data ? text.data : "",
+                                           (int)text.len));
         }
         json_object_object_add(choice, "message", msg);
     }
     else {
         json_object_object_add(choice, "text",
                                json_object_new_string_len(
-                                   text.data ? text.data : "",
-                                   (int)text.len));
+                                   text.data ? text.data : "", (int)text.len));
     }
     json_object_object_add(choice, "logprobs", NULL);
-    json_object_object_add(choice, "finish_reason",
-                           json_object_new_string(
-                               finish_reason(g->limited, g->tool != NULL)));
+    json_object_object_add(
+        choice, "finish_reason",
+        json_object_new_string(finish_reason(g->limited, g->tool != NULL)));
     choices = json_object_new_array();
     json_object_array_add(choices, choice);
     json_object_object_add(o, "choices", choices);
@@ -184,12 +179,12 @@ complete(struct MHD_Connection *conn, const gen_t *g, const mock_knobs_t *k,
 
 /* ---- OpenAI: streams ---------------------------------------------------- */
 
-static void
-sse_head(mock_stream_t *st)
+static void sse_head(mock_stream_t *st)
 {
     sse_t *s = st->ctx;
 
-    mock_buf_printf(&st->ev, "%s,\"choices\":[{\"index\":0,\"delta\":"
+    mock_buf_printf(&st->ev,
+                    "%s,\"choices\":[{\"index\":0,\"delta\":"
                     "{\"role\":\"assistant\",\"content\":\"\"},"
                     "\"logprobs\":null,\"finish_reason\":null}]%s}\n\n",
                     s->prefix, s->include_usage ? ",\"usage\":null" : "");
@@ -197,16 +192,18 @@ sse_head(mock_stream_t *st)
 
 /* A tool call goes out as real servers stream it: the call with its name
  * and empty arguments, then the arguments in two fragments. */
-static void
-sse_tool_piece(mock_stream_t *st, long k)
+static void sse_tool_piece(mock_stream_t *st, long k)
 {
     sse_t *s = st->ctx;
     const char *unull = s->include_usage ? ",\"usage\":null" : "";
 
-    mock_buf_printf(&st->ev, "%s,\"choices\":[{\"index\":0,\"delta\":"
-                    "{\"tool_calls\":[{\"index\":0,", s->prefix);
+    mock_buf_printf(&st->ev,
+                    "%s,\"choices\":[{\"index\":0,\"delta\":"
+                    "{\"tool_calls\":[{\"index\":0,",
+                    s->prefix);
     if (k == 0) {
-        mock_buf_printf(&st->ev, "\"id\":\"%s\",\"type\":\"function\","
+        mock_buf_printf(&st->ev,
+                        "\"id\":\"%s\",\"type\":\"function\","
                         "\"function\":{\"name\":%s,\"arguments\":\"\"}",
                         MOCK_TOOL_ID, s->qtool);
     }
@@ -216,12 +213,13 @@ sse_tool_piece(mock_stream_t *st, long k)
                       strlen(k == 1 ? MOCK_TOOL_ARGS_A : MOCK_TOOL_ARGS_B));
         mock_buf_puts(&st->ev, "}");
     }
-    mock_buf_printf(&st->ev, "}]},\"logprobs\":null,\"finish_reason\":null}]"
-                    "%s}\n\n", unull);
+    mock_buf_printf(&st->ev,
+                    "}]},\"logprobs\":null,\"finish_reason\":null}]"
+                    "%s}\n\n",
+                    unull);
 }
 
-static void
-sse_piece(mock_stream_t *st, long k)
+static void sse_piece(mock_stream_t *st, long k)
 {
     sse_t *s = st->ctx;
     const char *unull = s->include_usage ? ",\"usage\":null" : "";
@@ -239,14 +237,15 @@ sse_piece(mock_stream_t *st, long k)
     mock_buf_printf(&st->ev, "%s,\"choices\":[{\"index\":0,", s->prefix);
     mock_buf_puts(&st->ev, s->chat ? "\"delta\":{\"content\":" : "\"text\":");
     mock_buf_jstr(&st->ev, s->piece.data, s->piece.len);
-    mock_buf_printf(&st->ev, "%s,\"logprobs\":null,\"finish_reason\":null}]"
-                    "%s}\n\n", s->chat ? "}" : "", unull);
+    mock_buf_printf(&st->ev,
+                    "%s,\"logprobs\":null,\"finish_reason\":null}]"
+                    "%s}\n\n",
+                    s->chat ? "}" : "", unull);
 }
 
 /* Finish chunk, usage chunk (if asked for), [DONE].  llama.cpp puts its
  * timings in the last JSON chunk. */
-static int
-sse_tail(mock_stream_t *st, int i)
+static int sse_tail(mock_stream_t *st, int i)
 {
     sse_t *s = st->ctx;
     const char *unull = s->include_usage ? ",\"usage\":null" : "";
@@ -254,19 +253,21 @@ sse_tail(mock_stream_t *st, int i)
     const char *tim = s->timings ? s->timings : "";
 
     if (i >= 1 && !s->include_usage) {
-        i++;                    /* no usage chunk */
+        i++; /* no usage chunk */
     }
     switch (i) {
     case 0:
         if (s->chat) {
-            mock_buf_printf(&st->ev, "%s,\"choices\":[{\"index\":0,"
+            mock_buf_printf(&st->ev,
+                            "%s,\"choices\":[{\"index\":0,"
                             "\"delta\":{},\"logprobs\":null,"
                             "\"finish_reason\":\"%s\"}]%s%s}\n\n",
                             s->prefix, fin, unull,
                             s->include_usage ? "" : tim);
         }
         else {
-            mock_buf_printf(&st->ev, "%s,\"choices\":[{\"index\":0,"
+            mock_buf_printf(&st->ev,
+                            "%s,\"choices\":[{\"index\":0,"
                             "\"text\":\"\",\"logprobs\":null,"
                             "\"finish_reason\":\"%s\"}]%s%s}\n\n",
                             s->prefix, fin, unull,
@@ -274,21 +275,19 @@ sse_tail(mock_stream_t *st, int i)
         }
         return 1;
     case 1:
-        mock_buf_printf(&st->ev, "%s,\"choices\":[],\"usage\":"
+        mock_buf_printf(&st->ev,
+                        "%s,\"choices\":[],\"usage\":"
                         "{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,"
-                        "\"total_tokens\":%ld}%s}\n\n", s->prefix,
-                        s->prompt_tokens, s->n, s->prompt_tokens + s->n, tim);
+                        "\"total_tokens\":%ld}%s}\n\n",
+                        s->prefix, s->prompt_tokens, s->n,
+                        s->prompt_tokens + s->n, tim);
         return 1;
-    case 2:
-        mock_buf_puts(&st->ev, "data: [DONE]\n\n");
-        return 1;
-    default:
-        return 0;
+    case 2: mock_buf_puts(&st->ev, "data: [DONE]\n\n"); return 1;
+    default: return 0;
     }
 }
 
-static void
-sse_free(void *ctx)
+static void sse_free(void *ctx)
 {
     sse_t *s = ctx;
 
@@ -299,16 +298,14 @@ sse_free(void *ctx)
     free(s);
 }
 
-static const mock_stream_ops_t chat_ops = {
-    sse_head, sse_piece, sse_tail, sse_free
-};
-static const mock_stream_ops_t text_ops = {
-    NULL, sse_piece, sse_tail, sse_free
-};
+static const mock_stream_ops_t chat_ops = { sse_head, sse_piece, sse_tail,
+                                            sse_free };
+static const mock_stream_ops_t text_ops = { NULL, sse_piece, sse_tail,
+                                            sse_free };
 
-static enum MHD_Result
-start_stream(struct MHD_Connection *conn, const gen_t *g, int include_usage,
-             const mock_knobs_t *k, mock_job_t *job)
+static enum MHD_Result start_stream(struct MHD_Connection *conn,
+                                    const gen_t *g, int include_usage,
+                                    const mock_knobs_t *k, mock_job_t *job)
 {
     mock_buf_t pb = { 0 };
     char *qmodel, *qfp;
@@ -322,11 +319,12 @@ start_stream(struct MHD_Connection *conn, const gen_t *g, int include_usage,
     qmodel = mock_json_quote(g->model, g->model_len);
     qfp = mock_json_quote(mock_cfg.fingerprint, strlen(mock_cfg.fingerprint));
     if (qmodel != NULL && qfp != NULL) {
-        mock_buf_printf(&pb, "data: {\"id\":\"%s\",\"object\":\"%s\","
+        mock_buf_printf(&pb,
+                        "data: {\"id\":\"%s\",\"object\":\"%s\","
                         "\"created\":%lld,\"model\":%s,"
-                        "\"system_fingerprint\":%s", g->id,
-                        g->chat ? "chat.completion.chunk"
-                                : "text_completion",
+                        "\"system_fingerprint\":%s",
+                        g->id,
+                        g->chat ? "chat.completion.chunk" : "text_completion",
                         (long long)g->created, qmodel, qfp);
     }
     free(qmodel);
@@ -366,17 +364,17 @@ start_stream(struct MHD_Connection *conn, const gen_t *g, int include_usage,
     s->n = g->n;
     s->prompt_tokens = g->prompt_tokens;
     s->rng = mock_rng_init(g->hash);
-    npieces = g->tool != NULL ? MOCK_TOOL_TOKENS
-                              : mock_pieces(g->n, g->json_mode);
-    return mock_stream_start(conn, g->chat ? &chat_ops : &text_ops, s,
-                             npieces, k, job, "text/event-stream");
+    npieces =
+        g->tool != NULL ? MOCK_TOOL_TOKENS : mock_pieces(g->n, g->json_mode);
+    return mock_stream_start(conn, g->chat ? &chat_ops : &text_ops, s, npieces,
+                             k, job, "text/event-stream");
 }
 
 /* ---- OpenAI: embeddings ------------------------------------------------- */
 
-static enum MHD_Result
-embeddings(struct MHD_Connection *conn, struct json_object *req,
-           const gen_t *g, const mock_knobs_t *k)
+static enum MHD_Result embeddings(struct MHD_Connection *conn,
+                                  struct json_object *req, const gen_t *g,
+                                  const mock_knobs_t *k)
 {
     struct json_object *input = mock_member(req, "input");
     struct json_object *fmt = mock_member(req, "encoding_format");
@@ -396,12 +394,16 @@ embeddings(struct MHD_Connection *conn, struct json_object *req,
                            "input");
     }
     if (mock_count_texts(input, &words, &ntexts) != 0) {
-        return bad_request(conn, "Invalid type for 'input': expected a "
-                           "string or an array of strings.", "input");
+        return bad_request(conn,
+                           "Invalid type for 'input': expected a "
+                           "string or an array of strings.",
+                           "input");
     }
     if (ntexts == 0 || ntexts > MOCK_MAX_INPUTS) {
-        return bad_request(conn, "Invalid 'input': expected between 1 and "
-                           "2048 items.", "input");
+        return bad_request(conn,
+                           "Invalid 'input': expected between 1 and "
+                           "2048 items.",
+                           "input");
     }
     if (fmt != NULL) {
         const char *f = json_object_get_string(fmt);
@@ -412,8 +414,10 @@ embeddings(struct MHD_Connection *conn, struct json_object *req,
         }
         else if (!json_object_is_type(fmt, json_type_string)
                  || strcmp(f, "float") != 0) {
-            return bad_request(conn, "Invalid 'encoding_format': expected "
-                               "'float' or 'base64'.", "encoding_format");
+            return bad_request(conn,
+                               "Invalid 'encoding_format': expected "
+                               "'float' or 'base64'.",
+                               "encoding_format");
         }
     }
     if (mock_job_begin(&job, g->model, g->model_len, k) != 0) {
@@ -438,13 +442,15 @@ embeddings(struct MHD_Connection *conn, struct json_object *req,
     mock_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
     for (i = 0; i < ntexts && !b.failed; i++) {
         struct json_object *t = json_object_is_type(input, json_type_array)
-                                ? json_object_array_get_idx(input, i)
-                                : input;
+                                    ? json_object_array_get_idx(input, i)
+                                    : input;
 
         mock_embedding(json_object_get_string(t),
                        (size_t)json_object_get_string_len(t), vec, dim);
-        mock_buf_printf(&b, "%s{\"object\":\"embedding\",\"index\":%zu,"
-                        "\"embedding\":", i ? "," : "", i);
+        mock_buf_printf(&b,
+                        "%s{\"object\":\"embedding\",\"index\":%zu,"
+                        "\"embedding\":",
+                        i ? "," : "", i);
         if (b64) {
             /* OpenAI's base64 is little-endian float32; so is x86/arm. */
             for (d = 0; d < dim; d++) {
@@ -461,8 +467,10 @@ embeddings(struct MHD_Connection *conn, struct json_object *req,
             mock_buf_puts(&b, "]}");
         }
     }
-    mock_buf_printf(&b, "],\"model\":%s,\"usage\":{\"prompt_tokens\":%ld,"
-                    "\"total_tokens\":%ld}}", qmodel, words, words);
+    mock_buf_printf(&b,
+                    "],\"model\":%s,\"usage\":{\"prompt_tokens\":%ld,"
+                    "\"total_tokens\":%ld}}",
+                    qmodel, words, words);
     free(vec);
     free(fv);
     free(qmodel);
@@ -477,13 +485,13 @@ embeddings(struct MHD_Connection *conn, struct json_object *req,
 
 /* ---- OpenAI: entry point ------------------------------------------------ */
 
-static enum MHD_Result
-generate(struct MHD_Connection *conn, mock_endpoint_t ep,
-         struct json_object *req, const mock_knobs_t *k)
+static enum MHD_Result generate(struct MHD_Connection *conn,
+                                mock_endpoint_t ep, struct json_object *req,
+                                const mock_knobs_t *k)
 {
-    static const char *const limit_keys[] = {
-        "max_tokens", "max_completion_tokens", "n_predict"
-    };
+    static const char *const limit_keys[] = { "max_tokens",
+                                              "max_completion_tokens",
+                                              "n_predict" };
     struct json_object *v, *payload;
     size_t ntexts, i;
     int stream = 0, include_usage = 0;
@@ -498,8 +506,10 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
                            "model");
     }
     if (!json_object_is_type(v, json_type_string)) {
-        return bad_request(conn, "Invalid type for 'model': expected a "
-                           "string.", "model");
+        return bad_request(conn,
+                           "Invalid type for 'model': expected a "
+                           "string.",
+                           "model");
     }
     g.model = json_object_get_string(v);
     g.model_len = (size_t)json_object_get_string_len(v);
@@ -509,8 +519,7 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
 
         mock_buf_printf(&m, "The model `%s` does not exist.", g.model);
         ret = mock_reply_error(conn, MHD_HTTP_NOT_FOUND,
-                               m.failed ? "The model does not exist."
-                                        : m.data,
+                               m.failed ? "The model does not exist." : m.data,
                                "NotFoundError", "model", "model_not_found",
                                NULL);
         mock_buf_free(&m);
@@ -524,12 +533,16 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
     if (g.chat) {
         payload = mock_member(req, "messages");
         if (payload == NULL) {
-            return bad_request(conn, "Missing required parameter: "
-                               "'messages'.", "messages");
+            return bad_request(conn,
+                               "Missing required parameter: "
+                               "'messages'.",
+                               "messages");
         }
         if (!json_object_is_type(payload, json_type_array)) {
-            return bad_request(conn, "Invalid type for 'messages': expected "
-                               "an array.", "messages");
+            return bad_request(conn,
+                               "Invalid type for 'messages': expected "
+                               "an array.",
+                               "messages");
         }
         g.prompt_tokens = mock_count_messages(payload);
     }
@@ -540,8 +553,10 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
                                "prompt");
         }
         if (mock_count_texts(payload, &g.prompt_tokens, &ntexts) != 0) {
-            return bad_request(conn, "Invalid type for 'prompt': expected a "
-                               "string or an array of strings.", "prompt");
+            return bad_request(conn,
+                               "Invalid type for 'prompt': expected a "
+                               "string or an array of strings.",
+                               "prompt");
         }
     }
 
@@ -555,7 +570,7 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
         if (json_object_is_type(v, json_type_int)) {
             x = json_object_get_int64(v);
             if (x < 0 && i == 2) {
-                continue;       /* llama.cpp: n_predict -1 = "until stop" */
+                continue; /* llama.cpp: n_predict -1 = "until stop" */
             }
             if (x >= 0 && x <= MOCK_MAX_TOKENS) {
                 g.n = (long)x;
@@ -563,8 +578,10 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
                 break;
             }
         }
-        snprintf(msg, sizeof(msg), "Invalid '%s': expected an integer "
-                 "between 0 and %ld.", limit_keys[i], MOCK_MAX_TOKENS);
+        snprintf(msg, sizeof(msg),
+                 "Invalid '%s': expected an integer "
+                 "between 0 and %ld.",
+                 limit_keys[i], MOCK_MAX_TOKENS);
         return bad_request(conn, msg, limit_keys[i]);
     }
     if (!g.limited) {
@@ -574,8 +591,10 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
     v = mock_member(req, "stream");
     if (v != NULL) {
         if (!json_object_is_type(v, json_type_boolean)) {
-            return bad_request(conn, "Invalid type for 'stream': expected a "
-                               "boolean.", "stream");
+            return bad_request(conn,
+                               "Invalid type for 'stream': expected a "
+                               "boolean.",
+                               "stream");
         }
         stream = json_object_get_boolean(v);
     }
@@ -609,9 +628,9 @@ generate(struct MHD_Connection *conn, mock_endpoint_t ep,
     return complete(conn, &g, k, &job);
 }
 
-enum MHD_Result
-mock_generate(struct MHD_Connection *conn, mock_endpoint_t ep,
-              const char *body, size_t len, const mock_knobs_t *knobs)
+enum MHD_Result mock_generate(struct MHD_Connection *conn, mock_endpoint_t ep,
+                              const char *body, size_t len,
+                              const mock_knobs_t *knobs)
 {
     struct json_object *req;
     enum MHD_Result ret;
@@ -635,7 +654,7 @@ mock_generate(struct MHD_Connection *conn, mock_endpoint_t ep,
 
 /* The /completion request once validated. */
 typedef struct {
-    const char *model;          /* borrowed */
+    const char *model; /* borrowed */
     size_t model_len;
     long n;
     int limited;
@@ -651,14 +670,14 @@ typedef struct {
     int slot;
     uint64_t rng;
     char *qmodel;
-    char *timings;              /* '"timings":{...}' */
+    char *timings; /* '"timings":{...}' */
     mock_buf_t piece;
 } llama_stream_t;
 
 /* llama.cpp's error shape: {"error":{"code":N,"message":..,"type":..}}. */
-static enum MHD_Result
-llama_error(struct MHD_Connection *conn, unsigned int status,
-            const char *message, const char *type)
+static enum MHD_Result llama_error(struct MHD_Connection *conn,
+                                   unsigned int status, const char *message,
+                                   const char *type)
 {
     struct json_object *o = json_object_new_object();
     struct json_object *e = json_object_new_object();
@@ -670,19 +689,17 @@ llama_error(struct MHD_Connection *conn, unsigned int status,
     return mock_reply_json(conn, status, o);
 }
 
-enum MHD_Result
-mock_llama_health(struct MHD_Connection *conn)
+enum MHD_Result mock_llama_health(struct MHD_Connection *conn)
 {
     if (mock_loading()) {
-        return llama_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
-                           "Loading model", "unavailable_error");
+        return llama_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "Loading model",
+                           "unavailable_error");
     }
     return mock_reply(conn, MHD_HTTP_OK, "application/json",
                       "{\"status\":\"ok\"}", 15, NULL);
 }
 
-enum MHD_Result
-mock_llama_slots(struct MHD_Connection *conn)
+enum MHD_Result mock_llama_slots(struct MHD_Connection *conn)
 {
     return mock_reply_json(conn, MHD_HTTP_OK, mock_slots_json());
 }
@@ -690,8 +707,7 @@ mock_llama_slots(struct MHD_Connection *conn)
 /* ---- vLLM: /metrics ----------------------------------------------------- */
 
 /* Prometheus text (format 0.0.4) as prometheus_client serves it. */
-enum MHD_Result
-mock_vllm_metrics(struct MHD_Connection *conn)
+enum MHD_Result mock_vllm_metrics(struct MHD_Connection *conn)
 {
     mock_buf_t b = { 0 };
     enum MHD_Result ret;
@@ -701,8 +717,10 @@ mock_vllm_metrics(struct MHD_Connection *conn)
         mock_buf_free(&b);
         return MHD_NO;
     }
-    ret = mock_reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; "
-                     "charset=utf-8", b.data, b.len, NULL);
+    ret = mock_reply(conn, MHD_HTTP_OK,
+                     "text/plain; version=0.0.4; "
+                     "charset=utf-8",
+                     b.data, b.len, NULL);
     mock_buf_free(&b);
     return ret;
 }
@@ -710,36 +728,35 @@ mock_vllm_metrics(struct MHD_Connection *conn)
 /* ---- llama.cpp: timings ------------------------------------------------- */
 
 /* The derived numbers, 0 where llama.cpp would divide by zero. */
-static void
-timing_values(const mock_timing_t *t, double v[6])
+static void timing_values(const mock_timing_t *t, double v[6])
 {
     v[0] = t->prompt_ms;
     v[1] = t->prompt_n > 0 ? t->prompt_ms / (double)t->prompt_n : 0.0;
-    v[2] = t->prompt_ms > 0.0 ? (double)t->prompt_n * 1000.0 / t->prompt_ms
-                              : 0.0;
+    v[2] =
+        t->prompt_ms > 0.0 ? (double)t->prompt_n * 1000.0 / t->prompt_ms : 0.0;
     v[3] = t->predicted_ms;
-    v[4] = t->predicted_n > 0 ? t->predicted_ms / (double)t->predicted_n
-                              : 0.0;
+    v[4] = t->predicted_n > 0 ? t->predicted_ms / (double)t->predicted_n : 0.0;
     v[5] = t->predicted_ms > 0.0
-           ? (double)t->predicted_n * 1000.0 / t->predicted_ms : 0.0;
+               ? (double)t->predicted_n * 1000.0 / t->predicted_ms
+               : 0.0;
 }
 
-void
-mock_timings_text(mock_buf_t *b, const mock_timing_t *t)
+void mock_timings_text(mock_buf_t *b, const mock_timing_t *t)
 {
     double v[6];
 
     timing_values(t, v);
-    mock_buf_printf(b, "\"timings\":{\"prompt_n\":%ld,\"prompt_ms\":%.3f,"
+    mock_buf_printf(b,
+                    "\"timings\":{\"prompt_n\":%ld,\"prompt_ms\":%.3f,"
                     "\"prompt_per_token_ms\":%.3f,"
                     "\"prompt_per_second\":%.3f,\"predicted_n\":%ld,"
                     "\"predicted_ms\":%.3f,\"predicted_per_token_ms\":%.3f,"
-                    "\"predicted_per_second\":%.3f}", t->prompt_n, v[0], v[1],
-                    v[2], t->predicted_n, v[3], v[4], v[5]);
+                    "\"predicted_per_second\":%.3f}",
+                    t->prompt_n, v[0], v[1], v[2], t->predicted_n, v[3], v[4],
+                    v[5]);
 }
 
-static struct json_object *
-fixed3(double d)
+static struct json_object *fixed3(double d)
 {
     char s[64];
 
@@ -747,8 +764,7 @@ fixed3(double d)
     return json_object_new_double_s(d, s);
 }
 
-struct json_object *
-mock_timings_json(const mock_timing_t *t)
+struct json_object *mock_timings_json(const mock_timing_t *t)
 {
     struct json_object *o = json_object_new_object();
     double v[6];
@@ -768,14 +784,12 @@ mock_timings_json(const mock_timing_t *t)
 
 /* ---- llama.cpp: /completion --------------------------------------------- */
 
-static const char *
-stop_type(int limited)
+static const char *stop_type(int limited)
 {
     return limited ? "limit" : "eos";
 }
 
-static void
-ls_piece(mock_stream_t *st, long k)
+static void ls_piece(mock_stream_t *st, long k)
 {
     llama_stream_t *s = st->ctx;
 
@@ -783,7 +797,8 @@ ls_piece(mock_stream_t *st, long k)
     mock_piece(&s->piece, &s->rng, k, s->n, 0);
     mock_buf_puts(&st->ev, "data: {\"index\":0,\"content\":");
     mock_buf_jstr(&st->ev, s->piece.data ? s->piece.data : "", s->piece.len);
-    mock_buf_printf(&st->ev, ",\"tokens\":[],\"stop\":false,\"id_slot\":%d,"
+    mock_buf_printf(&st->ev,
+                    ",\"tokens\":[],\"stop\":false,\"id_slot\":%d,"
                     "\"tokens_predicted\":%ld,\"tokens_evaluated\":%ld}\n\n",
                     s->slot, k + 1, s->prompt_tokens);
     if (s->piece.failed) {
@@ -792,15 +807,15 @@ ls_piece(mock_stream_t *st, long k)
 }
 
 /* The final event; llama.cpp's native stream has no [DONE]. */
-static int
-ls_tail(mock_stream_t *st, int i)
+static int ls_tail(mock_stream_t *st, int i)
 {
     llama_stream_t *s = st->ctx;
 
     if (i > 0) {
         return 0;
     }
-    mock_buf_printf(&st->ev, "data: {\"index\":0,\"content\":\"\","
+    mock_buf_printf(&st->ev,
+                    "data: {\"index\":0,\"content\":\"\","
                     "\"tokens\":[],\"id_slot\":%d,\"stop\":true,"
                     "\"model\":%s,\"tokens_predicted\":%ld,"
                     "\"tokens_evaluated\":%ld,\"has_new_line\":false,"
@@ -811,8 +826,7 @@ ls_tail(mock_stream_t *st, int i)
     return 1;
 }
 
-static void
-ls_free(void *ctx)
+static void ls_free(void *ctx)
 {
     llama_stream_t *s = ctx;
 
@@ -822,13 +836,12 @@ ls_free(void *ctx)
     free(s);
 }
 
-static const mock_stream_ops_t llama_ops = {
-    NULL, ls_piece, ls_tail, ls_free
-};
+static const mock_stream_ops_t llama_ops = { NULL, ls_piece, ls_tail,
+                                             ls_free };
 
-static enum MHD_Result
-llama_stream(struct MHD_Connection *conn, const llama_gen_t *g,
-             const mock_knobs_t *k, mock_job_t *job)
+static enum MHD_Result llama_stream(struct MHD_Connection *conn,
+                                    const llama_gen_t *g,
+                                    const mock_knobs_t *k, mock_job_t *job)
 {
     llama_stream_t *s = calloc(1, sizeof(*s));
     mock_buf_t tb = { 0 };
@@ -856,18 +869,19 @@ llama_stream(struct MHD_Connection *conn, const llama_gen_t *g,
                              "text/event-stream");
 }
 
-static enum MHD_Result
-llama_complete(struct MHD_Connection *conn, const llama_gen_t *g,
-               const mock_knobs_t *k, mock_job_t *job)
+static enum MHD_Result llama_complete(struct MHD_Connection *conn,
+                                      const llama_gen_t *g,
+                                      const mock_knobs_t *k, mock_job_t *job)
 {
     struct json_object *o;
     mock_buf_t text = { 0 };
     mock_timing_t tm;
     int slot = job->slot;
 
-    if (mock_simulate_latency(k->ttft_ms + (k->tps > 0.0
-                                            ? (double)g->n * 1000.0 / k->tps
-                                            : 0.0), k->fd) != 0) {
+    if (mock_simulate_latency(
+            k->ttft_ms + (k->tps > 0.0 ? (double)g->n * 1000.0 / k->tps : 0.0),
+            k->fd)
+        != 0) {
         mock_job_end(job);
         return MHD_NO;
     }
@@ -880,15 +894,14 @@ llama_complete(struct MHD_Connection *conn, const llama_gen_t *g,
     mock_timing(&tm, g->prompt_tokens, g->n, k, job);
     o = json_object_new_object();
     json_object_object_add(o, "index", json_object_new_int(0));
-    json_object_object_add(o, "content",
-                           json_object_new_string_len(
-                               text.data ? text.data : "", (int)text.len));
+    json_object_object_add(
+        o, "content",
+        json_object_new_string_len(text.data ? text.data : "", (int)text.len));
     json_object_object_add(o, "tokens", json_object_new_array());
     json_object_object_add(o, "id_slot", json_object_new_int(slot));
     json_object_object_add(o, "stop", json_object_new_boolean(1));
-    json_object_object_add(o, "model",
-                           json_object_new_string_len(g->model,
-                                                      (int)g->model_len));
+    json_object_object_add(
+        o, "model", json_object_new_string_len(g->model, (int)g->model_len));
     json_object_object_add(o, "tokens_predicted", json_object_new_int64(g->n));
     json_object_object_add(o, "tokens_evaluated",
                            json_object_new_int64(g->prompt_tokens));
@@ -904,9 +917,9 @@ llama_complete(struct MHD_Connection *conn, const llama_gen_t *g,
     return mock_reply_json_k(conn, o, k);
 }
 
-static enum MHD_Result
-completion(struct MHD_Connection *conn, struct json_object *req,
-           const mock_knobs_t *k)
+static enum MHD_Result completion(struct MHD_Connection *conn,
+                                  struct json_object *req,
+                                  const mock_knobs_t *k)
 {
     struct json_object *v, *prompt;
     size_t ntexts = 0, n;
@@ -957,21 +970,23 @@ completion(struct MHD_Connection *conn, struct json_object *req,
     if (mock_count_texts(prompt, &g.prompt_tokens, &ntexts) != 0) {
         return llama_error(conn, MHD_HTTP_BAD_REQUEST,
                            "\"prompt\" must be a string or an array of "
-                           "strings", "invalid_request_error");
+                           "strings",
+                           "invalid_request_error");
     }
 
     v = mock_member(req, "n_predict");
     if (v != NULL) {
         int64_t x = json_object_get_int64(v);
 
-        if (!json_object_is_type(v, json_type_int)
-            || x > MOCK_MAX_TOKENS) {
-            snprintf(msg, sizeof(msg), "\"n_predict\" must be an integer "
-                     "of at most %ld", MOCK_MAX_TOKENS);
+        if (!json_object_is_type(v, json_type_int) || x > MOCK_MAX_TOKENS) {
+            snprintf(msg, sizeof(msg),
+                     "\"n_predict\" must be an integer "
+                     "of at most %ld",
+                     MOCK_MAX_TOKENS);
             return llama_error(conn, MHD_HTTP_BAD_REQUEST, msg,
                                "invalid_request_error");
         }
-        if (x >= 0) {           /* -1: until the model stops */
+        if (x >= 0) { /* -1: until the model stops */
             g.n = (long)x;
             g.limited = 1;
         }
@@ -1000,9 +1015,9 @@ completion(struct MHD_Connection *conn, struct json_object *req,
     return llama_complete(conn, &g, k, &job);
 }
 
-enum MHD_Result
-mock_llama_completion(struct MHD_Connection *conn, const char *body,
-                      size_t len, const mock_knobs_t *knobs)
+enum MHD_Result mock_llama_completion(struct MHD_Connection *conn,
+                                      const char *body, size_t len,
+                                      const mock_knobs_t *knobs)
 {
     struct json_object *req;
     enum MHD_Result ret;
@@ -1029,15 +1044,15 @@ mock_llama_completion(struct MHD_Connection *conn, const char *body,
 /* A chat or generate request once validated. */
 typedef struct {
     int chat;
-    const char *model;          /* borrowed from the parsed request */
+    const char *model; /* borrowed from the parsed request */
     size_t model_len;
-    long n;                     /* eval_count */
+    long n; /* eval_count */
     int limited;
     long prompt_tokens;
     uint64_t hash;
     int json_mode;
-    int unload;                 /* keep_alive 0: unload after answering */
-    const char *tool;           /* borrowed; non-NULL: answer a tool call */
+    int unload;       /* keep_alive 0: unload after answering */
+    const char *tool; /* borrowed; non-NULL: answer a tool call */
     size_t tool_len;
 } ol_gen_t;
 
@@ -1049,22 +1064,22 @@ typedef struct {
     int unload;
     long n;
     uint64_t rng;
-    char *model;                /* raw copy, for keep_alive 0 */
+    char *model; /* raw copy, for keep_alive 0 */
     size_t model_len;
-    char *qmodel;               /* as a JSON string */
+    char *qmodel; /* as a JSON string */
     char *qtool;
-    char *stats;                /* '"total_duration":...' */
+    char *stats; /* '"total_duration":...' */
     mock_buf_t piece;
 } ol_stream_t;
 
-static enum MHD_Result
-ol_error(struct MHD_Connection *conn, unsigned int status, const char *msg)
+static enum MHD_Result ol_error(struct MHD_Connection *conn,
+                                unsigned int status, const char *msg)
 {
     return mock_reply_ollama_error(conn, status, msg, NULL);
 }
 
-static enum MHD_Result
-ol_not_found(struct MHD_Connection *conn, const char *model, size_t len)
+static enum MHD_Result ol_not_found(struct MHD_Connection *conn,
+                                    const char *model, size_t len)
 {
     mock_buf_t m = { 0 };
     enum MHD_Result ret;
@@ -1080,15 +1095,15 @@ ol_not_found(struct MHD_Connection *conn, const char *model, size_t len)
 
 /* The model field every endpoint needs: 0 and *model set, or the error
  * already answered in *ret. */
-static int
-ol_get_model(struct MHD_Connection *conn, struct json_object *req,
-          const char *key, const char **model, size_t *len,
-          enum MHD_Result *ret)
+static int ol_get_model(struct MHD_Connection *conn, struct json_object *req,
+                        const char *key, const char **model, size_t *len,
+                        enum MHD_Result *ret)
 {
     struct json_object *v = mock_member(req, key);
 
-    if (v == NULL || (json_object_is_type(v, json_type_string)
-                      && json_object_get_string_len(v) == 0)) {
+    if (v == NULL
+        || (json_object_is_type(v, json_type_string)
+            && json_object_get_string_len(v) == 0)) {
         *ret = ol_error(conn, MHD_HTTP_BAD_REQUEST, "model is required");
         return -1;
     }
@@ -1108,8 +1123,7 @@ ol_get_model(struct MHD_Connection *conn, struct json_object *req,
 
 /* keep_alive 0 (a number, or a duration string such as "0" or "0s")
  * means "unload once answered". */
-static int
-ol_keep_alive_zero(struct json_object *v)
+static int ol_keep_alive_zero(struct json_object *v)
 {
     const char *s;
     char *end;
@@ -1128,29 +1142,26 @@ ol_keep_alive_zero(struct json_object *v)
     return strtod(s, &end) == 0.0;
 }
 
-static void
-ol_created_at(char *out, size_t size)
+static void ol_created_at(char *out, size_t size)
 {
     mock_rfc3339_now(out, size);
 }
 
 /* Ollama's durations, in nanoseconds, from the nominal timings. */
-static void
-ol_durations(mock_buf_t *b, const mock_timing_t *t)
+static void ol_durations(mock_buf_t *b, const mock_timing_t *t)
 {
     long long load = (long long)(t->load_ms * 1e6);
     long long pe = (long long)(t->prompt_ms * 1e6);
     long long ev = (long long)(t->predicted_ms * 1e6);
 
-    mock_buf_printf(b, "\"total_duration\":%lld,\"load_duration\":%lld,"
+    mock_buf_printf(b,
+                    "\"total_duration\":%lld,\"load_duration\":%lld,"
                     "\"prompt_eval_count\":%ld,\"prompt_eval_duration\":%lld,"
                     "\"eval_count\":%ld,\"eval_duration\":%lld",
-                    load + pe + ev, load, t->prompt_n, pe, t->predicted_n,
-                    ev);
+                    load + pe + ev, load, t->prompt_n, pe, t->predicted_n, ev);
 }
 
-static void
-ol_durations_json(struct json_object *o, const mock_timing_t *t)
+static void ol_durations_json(struct json_object *o, const mock_timing_t *t)
 {
     int64_t load = (int64_t)(t->load_ms * 1e6);
     int64_t pe = (int64_t)(t->prompt_ms * 1e6);
@@ -1168,16 +1179,14 @@ ol_durations_json(struct json_object *o, const mock_timing_t *t)
     json_object_object_add(o, "eval_duration", json_object_new_int64(ev));
 }
 
-static const char *
-ol_done_reason(int limited)
+static const char *ol_done_reason(int limited)
 {
     return limited ? "length" : "stop";
 }
 
 /* ---- Ollama: model descriptions ----------------------------------------- */
 
-static struct json_object *
-ol_details_json(void)
+static struct json_object *ol_details_json(void)
 {
     struct json_object *d = json_object_new_object();
     struct json_object *fam = json_object_new_array();
@@ -1193,8 +1202,7 @@ ol_details_json(void)
     return d;
 }
 
-static void
-ol_add_digest(struct json_object *o, const char *name, size_t len)
+static void ol_add_digest(struct json_object *o, const char *name, size_t len)
 {
     char digest[72];
 
@@ -1203,8 +1211,8 @@ ol_add_digest(struct json_object *o, const char *name, size_t len)
     json_object_object_add(o, "digest", json_object_new_string(digest));
 }
 
-static struct json_object *
-ol_model_json(const char *name, size_t len, int with_modified)
+static struct json_object *ol_model_json(const char *name, size_t len,
+                                         int with_modified)
 {
     struct json_object *m = json_object_new_object();
 
@@ -1219,8 +1227,7 @@ ol_model_json(const char *name, size_t len, int with_modified)
         mock_rfc3339(when, sizeof(when), &ts);
         /* Whole seconds, as a pulled model's mtime usually prints. */
         strcpy(when + 19, "Z");
-        json_object_object_add(m, "modified_at",
-                               json_object_new_string(when));
+        json_object_object_add(m, "modified_at", json_object_new_string(when));
     }
     json_object_object_add(m, "size", json_object_new_int64(MOCK_MODEL_SIZE));
     ol_add_digest(m, name, len);
@@ -1229,14 +1236,13 @@ ol_model_json(const char *name, size_t len, int with_modified)
 }
 
 /* The part of an /api/ps entry that /api/tags shares. */
-struct json_object *
-mock_ollama_model(const char *name, size_t len)
+struct json_object *mock_ollama_model(const char *name, size_t len)
 {
     return ol_model_json(name, len, 0);
 }
 
-static enum MHD_Result
-ol_tags(struct MHD_Connection *conn, const mock_knobs_t *k)
+static enum MHD_Result ol_tags(struct MHD_Connection *conn,
+                               const mock_knobs_t *k)
 {
     struct json_object *o = json_object_new_object();
     struct json_object *list = json_object_new_array();
@@ -1244,16 +1250,15 @@ ol_tags(struct MHD_Connection *conn, const mock_knobs_t *k)
     const char *const *names = mock_model_names(&n);
 
     for (i = 0; i < n; i++) {
-        json_object_array_add(list, ol_model_json(names[i], strlen(names[i]),
-                                               1));
+        json_object_array_add(list,
+                              ol_model_json(names[i], strlen(names[i]), 1));
     }
     json_object_object_add(o, "models", list);
     return mock_reply_json_k(conn, o, k);
 }
 
-static enum MHD_Result
-ol_show(struct MHD_Connection *conn, struct json_object *req,
-     const mock_knobs_t *k)
+static enum MHD_Result ol_show(struct MHD_Connection *conn,
+                               struct json_object *req, const mock_knobs_t *k)
 {
     struct json_object *o, *info, *caps;
     const char *model;
@@ -1265,17 +1270,18 @@ ol_show(struct MHD_Connection *conn, struct json_object *req,
 
     /* Older clients send "name". */
     if (ol_get_model(conn, req, mock_member(req, "model") ? "model" : "name",
-                  &model, &len, &ret) != 0) {
+                     &model, &len, &ret)
+        != 0) {
         return ret;
     }
     mock_buf_puts(&mf, "# Modelfile generated by \"ollama show\"\n"
-                  "# To build a new Modelfile based on this one, replace "
-                  "the FROM line with:\n# FROM ");
+                       "# To build a new Modelfile based on this one, replace "
+                       "the FROM line with:\n# FROM ");
     mock_buf_put(&mf, model, len);
     mock_buf_puts(&mf, "\n\nFROM ");
     mock_buf_put(&mf, model, len);
     mock_buf_puts(&mf, "\nTEMPLATE \"\"\"{{ .Prompt }}\"\"\"\n"
-                  "PARAMETER num_ctx 4096\n");
+                       "PARAMETER num_ctx 4096\n");
     if (mf.failed) {
         mock_buf_free(&mf);
         return MHD_NO;
@@ -1284,8 +1290,9 @@ ol_show(struct MHD_Connection *conn, struct json_object *req,
     json_object_object_add(o, "modelfile",
                            json_object_new_string_len(mf.data, (int)mf.len));
     mock_buf_free(&mf);
-    json_object_object_add(o, "parameters", json_object_new_string(
-                               "num_ctx                        4096"));
+    json_object_object_add(
+        o, "parameters",
+        json_object_new_string("num_ctx                        4096"));
     json_object_object_add(o, "template",
                            json_object_new_string("{{ .Prompt }}"));
     json_object_object_add(o, "details", ol_details_json());
@@ -1311,9 +1318,8 @@ ol_show(struct MHD_Connection *conn, struct json_object *req,
 
 /* ---- Ollama: embeddings ------------------------------------------------- */
 
-static void
-ol_put_vector(mock_buf_t *b, const char *text, size_t len, double *vec,
-           size_t dim)
+static void ol_put_vector(mock_buf_t *b, const char *text, size_t len,
+                          double *vec, size_t dim)
 {
     size_t d;
 
@@ -1327,9 +1333,9 @@ ol_put_vector(mock_buf_t *b, const char *text, size_t len, double *vec,
 /* /api/embed {input} and the legacy /api/embeddings {prompt}: the same
  * vectors as /v1/embeddings for the same text.  No text at all is a
  * "load the model" request, answered with no vectors. */
-static enum MHD_Result
-ol_embed(struct MHD_Connection *conn, struct json_object *req, int legacy,
-      const mock_knobs_t *k)
+static enum MHD_Result ol_embed(struct MHD_Connection *conn,
+                                struct json_object *req, int legacy,
+                                const mock_knobs_t *k)
 {
     struct json_object *input = mock_member(req, legacy ? "prompt" : "input");
     size_t dim = (size_t)mock_cfg.embed_dim, ntexts = 0, i;
@@ -1392,26 +1398,26 @@ ol_embed(struct MHD_Connection *conn, struct json_object *req, int legacy,
         }
         else {
             ol_put_vector(&b, json_object_get_string(input),
-                       (size_t)json_object_get_string_len(input), vec, dim);
+                          (size_t)json_object_get_string_len(input), vec, dim);
         }
         mock_buf_puts(&b, "}");
     }
     else {
         mock_buf_printf(&b, "{\"model\":%s,\"embeddings\":[", qmodel);
         for (i = 0; i < ntexts && !b.failed; i++) {
-            struct json_object *t = json_object_is_type(input,
-                                                        json_type_array)
-                                    ? json_object_array_get_idx(input, i)
-                                    : input;
+            struct json_object *t = json_object_is_type(input, json_type_array)
+                                        ? json_object_array_get_idx(input, i)
+                                        : input;
 
             if (i > 0) {
                 mock_buf_puts(&b, ",");
             }
             ol_put_vector(&b, json_object_get_string(t),
-                       (size_t)json_object_get_string_len(t), vec, dim);
+                          (size_t)json_object_get_string_len(t), vec, dim);
         }
         mock_timing(&tm, words, 0, k, &job);
-        mock_buf_printf(&b, "],\"total_duration\":%lld,"
+        mock_buf_printf(&b,
+                        "],\"total_duration\":%lld,"
                         "\"load_duration\":%lld,\"prompt_eval_count\":%ld}",
                         (long long)((tm.load_ms + tm.prompt_ms) * 1e6),
                         (long long)(tm.load_ms * 1e6), words);
@@ -1429,29 +1435,29 @@ ol_embed(struct MHD_Connection *conn, struct json_object *req, int legacy,
 
 /* ---- Ollama: NDJSON streams --------------------------------------------- */
 
-static void
-ol_line_start(mock_stream_t *st)
+static void ol_line_start(mock_stream_t *st)
 {
     ol_stream_t *s = st->ctx;
     char when[48];
 
     ol_created_at(when, sizeof(when));
-    mock_buf_printf(&st->ev, "{\"model\":%s,\"created_at\":\"%s\",",
-                    s->qmodel, when);
+    mock_buf_printf(&st->ev, "{\"model\":%s,\"created_at\":\"%s\",", s->qmodel,
+                    when);
 }
 
-static void
-ol_piece(mock_stream_t *st, long k)
+static void ol_piece(mock_stream_t *st, long k)
 {
     ol_stream_t *s = st->ctx;
 
     ol_line_start(st);
     if (s->qtool != NULL) {
         /* Ollama sends a tool call whole, in one line. */
-        mock_buf_printf(&st->ev, "\"message\":{\"role\":\"assistant\","
+        mock_buf_printf(&st->ev,
+                        "\"message\":{\"role\":\"assistant\","
                         "\"content\":\"\",\"tool_calls\":[{\"function\":"
                         "{\"name\":%s,\"arguments\":%s}}]},"
-                        "\"done\":false}\n", s->qtool, MOCK_TOOL_ARGS);
+                        "\"done\":false}\n",
+                        s->qtool, MOCK_TOOL_ARGS);
         return;
     }
     s->piece.len = 0;
@@ -1460,15 +1466,14 @@ ol_piece(mock_stream_t *st, long k)
                                      "\"content\":"
                                    : "\"response\":");
     mock_buf_jstr(&st->ev, s->piece.data ? s->piece.data : "", s->piece.len);
-    mock_buf_puts(&st->ev, s->chat ? "},\"done\":false}\n"
-                                   : ",\"done\":false}\n");
+    mock_buf_puts(&st->ev,
+                  s->chat ? "},\"done\":false}\n" : ",\"done\":false}\n");
     if (s->piece.failed) {
         st->ev.failed = 1;
     }
 }
 
-static int
-ol_tail(mock_stream_t *st, int i)
+static int ol_tail(mock_stream_t *st, int i)
 {
     ol_stream_t *s = st->ctx;
     const char *reason = ol_done_reason(s->limited && s->qtool == NULL);
@@ -1478,13 +1483,17 @@ ol_tail(mock_stream_t *st, int i)
     }
     ol_line_start(st);
     if (s->chat) {
-        mock_buf_printf(&st->ev, "\"message\":{\"role\":\"assistant\","
+        mock_buf_printf(&st->ev,
+                        "\"message\":{\"role\":\"assistant\","
                         "\"content\":\"\"},\"done_reason\":\"%s\","
-                        "\"done\":true,%s}\n", reason, s->stats);
+                        "\"done\":true,%s}\n",
+                        reason, s->stats);
     }
     else {
-        mock_buf_printf(&st->ev, "\"response\":\"\",\"done\":true,"
-                        "\"done_reason\":\"%s\",%s}\n", reason, s->stats);
+        mock_buf_printf(&st->ev,
+                        "\"response\":\"\",\"done\":true,"
+                        "\"done_reason\":\"%s\",%s}\n",
+                        reason, s->stats);
     }
     if (s->unload) {
         mock_model_unload(s->model, s->model_len);
@@ -1492,8 +1501,7 @@ ol_tail(mock_stream_t *st, int i)
     return 1;
 }
 
-static void
-ol_free(void *ctx)
+static void ol_free(void *ctx)
 {
     ol_stream_t *s = ctx;
 
@@ -1505,13 +1513,11 @@ ol_free(void *ctx)
     free(s);
 }
 
-static const mock_stream_ops_t ol_ops = {
-    NULL, ol_piece, ol_tail, ol_free
-};
+static const mock_stream_ops_t ol_ops = { NULL, ol_piece, ol_tail, ol_free };
 
-static enum MHD_Result
-ol_start_stream(struct MHD_Connection *conn, const ol_gen_t *g,
-             const mock_knobs_t *k, mock_job_t *job)
+static enum MHD_Result ol_start_stream(struct MHD_Connection *conn,
+                                       const ol_gen_t *g,
+                                       const mock_knobs_t *k, mock_job_t *job)
 {
     ol_stream_t *s = calloc(1, sizeof(*s));
     mock_buf_t sb = { 0 };
@@ -1553,22 +1559,19 @@ ol_start_stream(struct MHD_Connection *conn, const ol_gen_t *g,
 
 /* ---- Ollama: answers ---------------------------------------------------- */
 
-static struct json_object *
-ol_answer_head(const ol_gen_t *g)
+static struct json_object *ol_answer_head(const ol_gen_t *g)
 {
     struct json_object *o = json_object_new_object();
     char when[48];
 
     ol_created_at(when, sizeof(when));
-    json_object_object_add(o, "model",
-                           json_object_new_string_len(g->model,
-                                                      (int)g->model_len));
+    json_object_object_add(
+        o, "model", json_object_new_string_len(g->model, (int)g->model_len));
     json_object_object_add(o, "created_at", json_object_new_string(when));
     return o;
 }
 
-static struct json_object *
-ol_assistant(const char *content, size_t len)
+static struct json_object *ol_assistant(const char *content, size_t len)
 {
     struct json_object *m = json_object_new_object();
 
@@ -1578,9 +1581,9 @@ ol_assistant(const char *content, size_t len)
     return m;
 }
 
-static enum MHD_Result
-ol_complete(struct MHD_Connection *conn, const ol_gen_t *g,
-         const mock_knobs_t *k, mock_job_t *job)
+static enum MHD_Result ol_complete(struct MHD_Connection *conn,
+                                   const ol_gen_t *g, const mock_knobs_t *k,
+                                   mock_job_t *job)
 {
     struct json_object *o, *msg;
     mock_buf_t text = { 0 };
@@ -1588,9 +1591,10 @@ ol_complete(struct MHD_Connection *conn, const ol_gen_t *g,
     enum MHD_Result ret;
     const char *reason = ol_done_reason(g->limited && g->tool == NULL);
 
-    if (mock_simulate_latency(k->ttft_ms + (k->tps > 0.0
-                                            ? (double)g->n * 1000.0 / k->tps
-                                            : 0.0), k->fd) != 0) {
+    if (mock_simulate_latency(
+            k->ttft_ms + (k->tps > 0.0 ? (double)g->n * 1000.0 / k->tps : 0.0),
+            k->fd)
+        != 0) {
         mock_job_end(job);
         return MHD_NO;
     }
@@ -1614,9 +1618,9 @@ ol_complete(struct MHD_Connection *conn, const ol_gen_t *g,
 
             json_object_object_add(args, "city",
                                    json_object_new_string("Paris"));
-            json_object_object_add(f, "name",
-                                   json_object_new_string_len(
-                                       g->tool, (int)g->tool_len));
+            json_object_object_add(
+                f, "name",
+                json_object_new_string_len(g->tool, (int)g->tool_len));
             json_object_object_add(f, "arguments", args);
             json_object_object_add(c, "function", f);
             json_object_array_add(calls, c);
@@ -1630,8 +1634,7 @@ ol_complete(struct MHD_Connection *conn, const ol_gen_t *g,
     else {
         json_object_object_add(o, "response",
                                json_object_new_string_len(
-                                   text.data ? text.data : "",
-                                   (int)text.len));
+                                   text.data ? text.data : "", (int)text.len));
         json_object_object_add(o, "done", json_object_new_boolean(1));
         json_object_object_add(o, "done_reason",
                                json_object_new_string(reason));
@@ -1647,9 +1650,9 @@ ol_complete(struct MHD_Connection *conn, const ol_gen_t *g,
 
 /* Empty messages or prompt: Ollama loads (or with keep_alive 0 unloads)
  * the model and answers at once with done_reason "load" / "unload". */
-static enum MHD_Result
-ol_load_request(struct MHD_Connection *conn, const ol_gen_t *g,
-             const mock_knobs_t *k)
+static enum MHD_Result ol_load_request(struct MHD_Connection *conn,
+                                       const ol_gen_t *g,
+                                       const mock_knobs_t *k)
 {
     struct json_object *o;
     mock_job_t job;
@@ -1666,23 +1669,24 @@ ol_load_request(struct MHD_Connection *conn, const ol_gen_t *g,
     o = ol_answer_head(g);
     if (g->chat) {
         json_object_object_add(o, "message", ol_assistant("", 0));
-        json_object_object_add(o, "done_reason", json_object_new_string(
-                                   g->unload ? "unload" : "load"));
+        json_object_object_add(
+            o, "done_reason",
+            json_object_new_string(g->unload ? "unload" : "load"));
         json_object_object_add(o, "done", json_object_new_boolean(1));
     }
     else {
         json_object_object_add(o, "response", json_object_new_string(""));
         json_object_object_add(o, "done", json_object_new_boolean(1));
-        json_object_object_add(o, "done_reason", json_object_new_string(
-                                   g->unload ? "unload" : "load"));
+        json_object_object_add(
+            o, "done_reason",
+            json_object_new_string(g->unload ? "unload" : "load"));
     }
     return mock_reply_json_k(conn, o, k);
 }
 
 /* format: "json" or a schema object turn JSON mode on; "" and null are
  * "no format".  -1 for anything else. */
-static int
-ol_format_mode(struct json_object *f)
+static int ol_format_mode(struct json_object *f)
 {
     if (f == NULL) {
         return 0;
@@ -1703,9 +1707,9 @@ ol_format_mode(struct json_object *f)
     return -1;
 }
 
-static enum MHD_Result
-ol_generate(struct MHD_Connection *conn, struct json_object *req, int chat,
-         const mock_knobs_t *k)
+static enum MHD_Result ol_generate(struct MHD_Connection *conn,
+                                   struct json_object *req, int chat,
+                                   const mock_knobs_t *k)
 {
     struct json_object *payload, *v, *options, *seed = NULL;
     enum MHD_Result ret;
@@ -1759,11 +1763,13 @@ ol_generate(struct MHD_Connection *conn, struct json_object *req, int chat,
         int64_t x = json_object_get_int64(v);
 
         if (!json_object_is_type(v, json_type_int) || x > MOCK_MAX_TOKENS) {
-            snprintf(msg, sizeof(msg), "invalid options.num_predict: "
-                     "expected an integer of at most %ld", MOCK_MAX_TOKENS);
+            snprintf(msg, sizeof(msg),
+                     "invalid options.num_predict: "
+                     "expected an integer of at most %ld",
+                     MOCK_MAX_TOKENS);
             return ol_error(conn, MHD_HTTP_BAD_REQUEST, msg);
         }
-        if (x >= 0) {           /* -1 and -2: until the model stops */
+        if (x >= 0) { /* -1 and -2: until the model stops */
             g.n = (long)x;
             g.limited = 1;
         }
@@ -1793,9 +1799,9 @@ ol_generate(struct MHD_Connection *conn, struct json_object *req, int chat,
         }
     }
     else {
-        g.prompt_tokens = mock_count_words(
-            json_object_get_string(payload),
-            (size_t)json_object_get_string_len(payload));
+        g.prompt_tokens =
+            mock_count_words(json_object_get_string(payload),
+                             (size_t)json_object_get_string_len(payload));
     }
     g.hash = mock_request_hash(g.model, g.model_len, payload, seed);
 
@@ -1810,26 +1816,22 @@ ol_generate(struct MHD_Connection *conn, struct json_object *req, int chat,
 
 /* ---- Ollama: entry point ------------------------------------------------ */
 
-enum MHD_Result
-mock_ollama(struct MHD_Connection *conn, mock_ollama_ep_t ep,
-            const char *body, size_t len, const mock_knobs_t *knobs)
+enum MHD_Result mock_ollama(struct MHD_Connection *conn, mock_ollama_ep_t ep,
+                            const char *body, size_t len,
+                            const mock_knobs_t *knobs)
 {
     struct json_object *req;
     enum MHD_Result ret;
     char why[128], msg[192];
 
     switch (ep) {
-    case MOCK_OL_TAGS:
-        return ol_tags(conn, knobs);
-    case MOCK_OL_PS:
-        return mock_reply_json_k(conn, mock_ps_json(), knobs);
+    case MOCK_OL_TAGS: return ol_tags(conn, knobs);
+    case MOCK_OL_PS: return mock_reply_json_k(conn, mock_ps_json(), knobs);
     case MOCK_OL_VERSION:
-        return mock_reply_body(conn, "application/json",
-                               "{\"version\":\"" OLLAMA_VERSION "\"}",
-                               sizeof("{\"version\":\"" OLLAMA_VERSION "\"}")
-                               - 1, knobs);
-    default:
-        break;
+        return mock_reply_body(
+            conn, "application/json", "{\"version\":\"" OLLAMA_VERSION "\"}",
+            sizeof("{\"version\":\"" OLLAMA_VERSION "\"}") - 1, knobs);
+    default: break;
     }
 
     if (mock_parse_body(body, len, &req, why, sizeof(why)) != 0) {
@@ -1842,21 +1844,11 @@ mock_ollama(struct MHD_Connection *conn, mock_ollama_ep_t ep,
                         "the request body must be a JSON object");
     }
     switch (ep) {
-    case MOCK_OL_CHAT:
-        ret = ol_generate(conn, req, 1, knobs);
-        break;
-    case MOCK_OL_GENERATE:
-        ret = ol_generate(conn, req, 0, knobs);
-        break;
-    case MOCK_OL_EMBED:
-        ret = ol_embed(conn, req, 0, knobs);
-        break;
-    case MOCK_OL_EMBEDDINGS:
-        ret = ol_embed(conn, req, 1, knobs);
-        break;
-    default:
-        ret = ol_show(conn, req, knobs);
-        break;
+    case MOCK_OL_CHAT: ret = ol_generate(conn, req, 1, knobs); break;
+    case MOCK_OL_GENERATE: ret = ol_generate(conn, req, 0, knobs); break;
+    case MOCK_OL_EMBED: ret = ol_embed(conn, req, 0, knobs); break;
+    case MOCK_OL_EMBEDDINGS: ret = ol_embed(conn, req, 1, knobs); break;
+    default: ret = ol_show(conn, req, knobs); break;
     }
     json_object_put(req);
     return ret;

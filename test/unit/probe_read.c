@@ -54,24 +54,25 @@ static void print_result(apr_pool_t *p, const llmgw_probe_t *r)
 {
     int i;
 
-    printf("{\"ok\":%d,\"state\":\"%s\",\"knows\":%s,\"slots_total\":%"
-           APR_INT64_T_FMT ",\"slots_busy\":%" APR_INT64_T_FMT
-           ",\"running\":%" APR_INT64_T_FMT ",\"waiting\":%"
-           APR_INT64_T_FMT ",\"kv_usage\":%.6f,\"why\":%s,\"models\":[",
+    printf("{\"ok\":%d,\"state\":\"%s\",\"knows\":%s,\"slots_total\":"
+           "%" APR_INT64_T_FMT ",\"slots_busy\":%" APR_INT64_T_FMT
+           ",\"running\":%" APR_INT64_T_FMT ",\"waiting\":%" APR_INT64_T_FMT
+           ",\"kv_usage\":%.6f,\"why\":%s,\"models\":[",
            r->ok, llmgw_hstate_name(r->state), flags_text(p, r->knows, 0),
-           r->slots_total, r->slots_busy, r->running, r->waiting,
-           r->kv_usage, r->why ? llmgw_json_quote(p, r->why) : "null");
+           r->slots_total, r->slots_busy, r->running, r->waiting, r->kv_usage,
+           r->why ? llmgw_json_quote(p, r->why) : "null");
     for (i = 0; i < r->models->nelts; i++) {
         const llmgw_probe_model_t *m =
             &APR_ARRAY_IDX(r->models, i, llmgw_probe_model_t);
 
         printf("%s{\"name\":%s,\"flags\":%s,\"size_vram\":%" APR_INT64_T_FMT
-               ",\"expires_at\":%" APR_INT64_T_FMT ",\"running\":%"
-               APR_INT64_T_FMT ",\"waiting\":%" APR_INT64_T_FMT
-               ",\"kv_usage\":%.6f}", i ? "," : "",
-               llmgw_json_quote(p, m->name), flags_text(p, m->flags, 1),
-               m->size_vram, (apr_int64_t)apr_time_sec(m->expires_at),
-               m->running, m->waiting, m->kv_usage);
+               ",\"expires_at\":%" APR_INT64_T_FMT
+               ",\"running\":%" APR_INT64_T_FMT
+               ",\"waiting\":%" APR_INT64_T_FMT ",\"kv_usage\":%.6f}",
+               i ? "," : "", llmgw_json_quote(p, m->name),
+               flags_text(p, m->flags, 1), m->size_vram,
+               (apr_int64_t)apr_time_sec(m->expires_at), m->running,
+               m->waiting, m->kv_usage);
     }
     printf("]}\n");
 }
@@ -89,8 +90,7 @@ int main(int argc, char **argv)
         return 2;
     }
     for (kind = 0; kind < LLMGW_PROBE_KINDS; kind++) {
-        if (strcmp(argv[1], llmgw_probe_name((llmgw_probe_kind_t)kind))
-            == 0) {
+        if (strcmp(argv[1], llmgw_probe_name((llmgw_probe_kind_t)kind)) == 0) {
             break;
         }
     }
@@ -113,8 +113,8 @@ int main(int argc, char **argv)
     } while (n > 0);
     apr_initialize();
     apr_pool_create(&p, NULL);
-    print_result(p, llmgw_probe_parse(p, (llmgw_probe_kind_t)kind, status,
-                                      body, len));
+    print_result(
+        p, llmgw_probe_parse(p, (llmgw_probe_kind_t)kind, status, body, len));
     apr_pool_destroy(p);
     apr_terminate();
     free(body);

@@ -19,9 +19,14 @@
 
 /* usable, state, model, inflight, slots total, slots busy, waiting,
  * capacity, lbfactor, lbstatus */
-#define M(u, st, mo, in, tot, bu, wa, cap) \
-    { u, st, mo, in, tot, bu, wa, cap, 1, 0 }
-#define END { -1, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+#define M(u, st, mo, in, tot, bu, wa, cap)    \
+    {                                         \
+        u, st, mo, in, tot, bu, wa, cap, 1, 0 \
+    }
+#define END                           \
+    {                                 \
+        -1, 0, 0, 0, 0, 0, 0, 0, 0, 0 \
+    }
 
 static const struct {
     const char *why;
@@ -29,68 +34,75 @@ static const struct {
     int want;
 } cases[] = {
     { "loaded beats an idle cold member",
-      { M(1, R, COLD, 0, -1, -1, -1, 0), M(1, R, HOT, 1, -1, -1, -1, 0),
-        END }, 1 },
+      { M(1, R, COLD, 0, -1, -1, -1, 0), M(1, R, HOT, 1, -1, -1, -1, 0), END },
+      1 },
     { "loaded, queue at the bound: stays",
-      { M(1, R, HOT, 3, -1, -1, -1, 0), M(1, R, COLD, 0, -1, -1, -1, 0),
-        END }, 0 },
+      { M(1, R, HOT, 3, -1, -1, -1, 0), M(1, R, COLD, 0, -1, -1, -1, 0), END },
+      0 },
     { "loaded, queue past the bound: a less loaded cold member",
-      { M(1, R, HOT, 4, -1, -1, -1, 0), M(1, R, COLD, 0, -1, -1, -1, 0),
-        END }, 1 },
+      { M(1, R, HOT, 4, -1, -1, -1, 0), M(1, R, COLD, 0, -1, -1, -1, 0), END },
+      1 },
     { "queue past the bound, but the other is more loaded",
-      { M(1, R, HOT, 4, -1, -1, -1, 0), M(1, R, COLD, 5, -1, -1, -1, 0),
-        END }, 0 },
+      { M(1, R, HOT, 4, -1, -1, -1, 0), M(1, R, COLD, 5, -1, -1, -1, 0), END },
+      0 },
     { "past the bound: one already loading it beats cold on a tie",
       { M(1, R, HOT, 9, -1, -1, -1, 0), M(1, R, COLD, 1, -1, -1, -1, 0),
-        M(1, R, WARMING, 1, -1, -1, -1, 0), END }, 2 },
+        M(1, R, WARMING, 1, -1, -1, -1, 0), END },
+      2 },
     { "two loaded: the less loaded",
-      { M(1, R, HOT, 2, -1, -1, -1, 0), M(1, R, HOT, 1, -1, -1, -1, 0),
-        END }, 1 },
+      { M(1, R, HOT, 2, -1, -1, -1, 0), M(1, R, HOT, 1, -1, -1, -1, 0), END },
+      1 },
     { "slots: the lower share of slots in use",
-      { M(1, R, HOT, 0, 1, 1, -1, 0), M(1, R, HOT, 0, 4, 2, -1, 0),
-        END }, 1 },
+      { M(1, R, HOT, 0, 1, 1, -1, 0), M(1, R, HOT, 0, 4, 2, -1, 0), END },
+      1 },
     { "slots busy by other clients count as load",
-      { M(1, R, HOT, 0, 2, 2, -1, 0), M(1, R, HOT, 1, 2, 0, -1, 0),
-        END }, 1 },
+      { M(1, R, HOT, 0, 2, 2, -1, 0), M(1, R, HOT, 1, 2, 0, -1, 0), END },
+      1 },
     { "a busy loaded member within the bound beats a cold load",
-      { M(1, B, HOT, 1, 1, 1, -1, 0), M(1, R, COLD, 0, -1, -1, -1, 0),
-        END }, 0 },
+      { M(1, B, HOT, 1, 1, 1, -1, 0), M(1, R, COLD, 0, -1, -1, -1, 0), END },
+      0 },
     { "vLLM: its own queue past the bound spreads",
-      { M(1, R, HOT, 10, -1, -1, 5, 0), M(1, R, UNK, 0, -1, -1, 0, 0),
-        END }, 1 },
+      { M(1, R, HOT, 10, -1, -1, 5, 0), M(1, R, UNK, 0, -1, -1, 0, 0), END },
+      1 },
     { "vLLM: a queue within the bound stays, whatever is in flight",
-      { M(1, R, HOT, 40, -1, -1, 2, 0), M(1, R, UNK, 0, -1, -1, 0, 0),
-        END }, 0 },
+      { M(1, R, HOT, 40, -1, -1, 2, 0), M(1, R, UNK, 0, -1, -1, 0, 0), END },
+      0 },
     { "a configured capacity: no queue yet",
-      { M(1, R, HOT, 3, -1, -1, -1, 4), M(1, R, COLD, 0, -1, -1, -1, 0),
-        END }, 0 },
+      { M(1, R, HOT, 3, -1, -1, -1, 4), M(1, R, COLD, 0, -1, -1, -1, 0), END },
+      0 },
     { "one loading it beats a cold member",
       { M(1, R, COLD, 0, -1, -1, -1, 0), M(1, R, WARMING, 1, -1, -1, -1, 0),
-        END }, 1 },
+        END },
+      1 },
     { "one loading it with a long queue: cold instead",
       { M(1, R, COLD, 0, -1, -1, -1, 0), M(1, R, WARMING, 5, -1, -1, -1, 0),
-        END }, 0 },
+        END },
+      0 },
     { "loaded on a member that is loading (llama.cpp restart): warming",
-      { M(1, L, HOT, 0, -1, -1, -1, 0), M(1, R, HOT, 2, -1, -1, -1, 0),
-        END }, 1 },
+      { M(1, L, HOT, 0, -1, -1, -1, 0), M(1, R, HOT, 2, -1, -1, -1, 0), END },
+      1 },
     { "absent is never chosen",
-      { M(1, R, ABS, 0, -1, -1, -1, 0), M(1, R, COLD, 9, -1, -1, -1, 0),
-        END }, 1 },
+      { M(1, R, ABS, 0, -1, -1, -1, 0), M(1, R, COLD, 9, -1, -1, -1, 0), END },
+      1 },
     { "unusable and down are never chosen",
       { M(0, R, HOT, 0, -1, -1, -1, 0), M(1, D, HOT, 0, -1, -1, -1, 0),
-        M(1, R, COLD, 7, -1, -1, -1, 0), END }, 2 },
+        M(1, R, COLD, 7, -1, -1, -1, 0), END },
+      2 },
     { "busy or loading something else: last",
       { M(1, B, COLD, 0, -1, -1, -1, 0), M(1, L, UNK, 0, -1, -1, -1, 0),
-        M(1, R, UNK, 3, -1, -1, -1, 0), END }, 2 },
+        M(1, R, UNK, 3, -1, -1, -1, 0), END },
+      2 },
     { "only busy and loading ones: the less loaded",
-      { M(1, B, COLD, 2, -1, -1, -1, 0), M(1, L, UNK, 1, -1, -1, -1, 0),
-        END }, 1 },
+      { M(1, B, COLD, 2, -1, -1, -1, 0), M(1, L, UNK, 1, -1, -1, -1, 0), END },
+      1 },
     { "none usable",
       { M(0, R, HOT, 0, -1, -1, -1, 0), M(1, R, ABS, 0, -1, -1, -1, 0),
-        M(1, D, UNK, 0, -1, -1, -1, 0), END }, -1 },
+        M(1, D, UNK, 0, -1, -1, -1, 0), END },
+      -1 },
     { "nothing known: the least busy",
       { M(1, R, UNK, 2, -1, -1, -1, 0), M(1, R, UNK, 0, -1, -1, -1, 0),
-        M(1, R, UNK, 1, -1, -1, -1, 0), END }, 1 },
+        M(1, R, UNK, 1, -1, -1, -1, 0), END },
+      1 },
     { "no members", { END }, -1 },
 };
 
@@ -212,7 +224,8 @@ START_TEST(equals_share_by_lbfactor)
 {
     llmgw_aff_params_t p;
     llmgw_aff_member_t m[3] = {
-        M(1, R, HOT, 0, -1, -1, -1, 0), M(1, R, HOT, 0, -1, -1, -1, 0),
+        M(1, R, HOT, 0, -1, -1, -1, 0),
+        M(1, R, HOT, 0, -1, -1, -1, 0),
         M(1, R, HOT, 0, -1, -1, -1, 0),
     };
     int got[3] = { 0, 0, 0 }, i;

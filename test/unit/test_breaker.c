@@ -7,7 +7,7 @@
 #include "test_core.h"
 
 #define T0 APR_INT64_C(1700000000000000)
-#define MS(n) ((apr_time_t)(n) * 1000)
+#define MS(n) ((apr_time_t)(n)*1000)
 #define SEC(n) apr_time_from_sec(n)
 
 static llmgw_breaker_params_t params(unsigned n, unsigned m)
@@ -69,9 +69,12 @@ END_TEST
 START_TEST(closed_counts_failures)
 {
     static const llmgw_event_t failures[] = {
-        LLMGW_EV_CONNECT_ERROR, LLMGW_EV_HTTP_5XX,
-        LLMGW_EV_TIMEOUT_FIRST_BYTE, LLMGW_EV_TIMEOUT_FIRST_TOKEN,
-        LLMGW_EV_TIMEOUT_BETWEEN_TOKENS, LLMGW_EV_BAD_ANSWER,
+        LLMGW_EV_CONNECT_ERROR,
+        LLMGW_EV_HTTP_5XX,
+        LLMGW_EV_TIMEOUT_FIRST_BYTE,
+        LLMGW_EV_TIMEOUT_FIRST_TOKEN,
+        LLMGW_EV_TIMEOUT_BETWEEN_TOKENS,
+        LLMGW_EV_BAD_ANSWER,
         LLMGW_EV_PROBE_FAIL,
     };
     llmgw_breaker_params_t p = params(3, 1);
@@ -102,7 +105,7 @@ END_TEST
 START_TEST(neutral_events_never_count)
 {
     static const llmgw_event_t neutral[] = {
-        LLMGW_EV_LOADING, LLMGW_EV_BUSY, LLMGW_EV_CLIENT_ABORT,
+        LLMGW_EV_LOADING,      LLMGW_EV_BUSY,     LLMGW_EV_CLIENT_ABORT,
         LLMGW_EV_CLIENT_ERROR, LLMGW_EV_PROBE_OK,
     };
     llmgw_breaker_params_t p = params(2, 1);
@@ -122,8 +125,7 @@ START_TEST(neutral_events_never_count)
     /* Not an event at all: nothing changes. */
     b = feed(b, LLMGW_EV_COUNT, T0, &p);
     ck_assert_uint_eq(b.fails, 1);
-    ck_assert_str_eq(llmgw_event_name(LLMGW_EV_CLIENT_ABORT),
-                     "client-abort");
+    ck_assert_str_eq(llmgw_event_name(LLMGW_EV_CLIENT_ABORT), "client-abort");
     ck_assert_str_eq(llmgw_event_name(LLMGW_EV_COUNT), "unknown");
 }
 END_TEST
@@ -221,7 +223,9 @@ END_TEST
 START_TEST(trial_outcomes)
 {
     static const llmgw_event_t neutral[] = {
-        LLMGW_EV_CLIENT_ABORT, LLMGW_EV_LOADING, LLMGW_EV_BUSY,
+        LLMGW_EV_CLIENT_ABORT,
+        LLMGW_EV_LOADING,
+        LLMGW_EV_BUSY,
         LLMGW_EV_CLIENT_ERROR,
     };
     llmgw_breaker_params_t p = params(1, 1);
@@ -261,8 +265,7 @@ START_TEST(trial_times_out)
     b = llmgw_breaker_next(n, LLMGW_EV_SUCCESS, first, now + SEC(6), &p);
     ck_assert_int_eq(b.state, LLMGW_BR_HALF_OPEN);
     ck_assert_uint_eq(b.trial, 1);
-    b = llmgw_breaker_next(b, LLMGW_EV_SUCCESS, (int)n.gen, now + SEC(6),
-                           &p);
+    b = llmgw_breaker_next(b, LLMGW_EV_SUCCESS, (int)n.gen, now + SEC(6), &p);
     ck_assert_int_eq(b.state, LLMGW_BR_CLOSED);
 }
 END_TEST
@@ -295,8 +298,8 @@ START_TEST(scripted_transitions)
 {
     enum { CLAIM = LLMGW_EV_COUNT + 1 };
     static const struct {
-        int ev;                 /* an event, or CLAIM */
-        int trial;              /* report with the last claim's token */
+        int ev;    /* an event, or CLAIM */
+        int trial; /* report with the last claim's token */
         int at_ms;
         llmgw_br_state_t want;
     } steps[] = {
@@ -306,16 +309,16 @@ START_TEST(scripted_transitions)
         { LLMGW_EV_TIMEOUT_FIRST_BYTE, 0, 3, LLMGW_BR_OPEN }, /* to 103 */
         { LLMGW_EV_SUCCESS, 0, 50, LLMGW_BR_OPEN },
         { CLAIM, 0, 103, LLMGW_BR_HALF_OPEN },
-        { LLMGW_EV_HTTP_5XX, 0, 104, LLMGW_BR_HALF_OPEN },   /* not it */
-        { LLMGW_EV_BAD_ANSWER, 1, 105, LLMGW_BR_OPEN },      /* to 305 */
+        { LLMGW_EV_HTTP_5XX, 0, 104, LLMGW_BR_HALF_OPEN }, /* not it */
+        { LLMGW_EV_BAD_ANSWER, 1, 105, LLMGW_BR_OPEN },    /* to 305 */
         { LLMGW_EV_PROBE_OK, 0, 304, LLMGW_BR_OPEN },
-        { LLMGW_EV_PROBE_OK, 0, 305, LLMGW_BR_HALF_OPEN },   /* 1 of 2 */
+        { LLMGW_EV_PROBE_OK, 0, 305, LLMGW_BR_HALF_OPEN }, /* 1 of 2 */
         { CLAIM, 0, 306, LLMGW_BR_HALF_OPEN },
-        { LLMGW_EV_SUCCESS, 1, 307, LLMGW_BR_CLOSED },       /* 2 of 2 */
+        { LLMGW_EV_SUCCESS, 1, 307, LLMGW_BR_CLOSED }, /* 2 of 2 */
         { LLMGW_EV_CONNECT_ERROR, 0, 308, LLMGW_BR_CLOSED },
         { LLMGW_EV_LOADING, 0, 309, LLMGW_BR_CLOSED },
-        { LLMGW_EV_CONNECT_ERROR, 0, 310, LLMGW_BR_OPEN },   /* to 410 */
-        { LLMGW_EV_PROBE_FAIL, 0, 410, LLMGW_BR_OPEN },      /* to 610 */
+        { LLMGW_EV_CONNECT_ERROR, 0, 310, LLMGW_BR_OPEN }, /* to 410 */
+        { LLMGW_EV_PROBE_FAIL, 0, 410, LLMGW_BR_OPEN },    /* to 610 */
         { LLMGW_EV_COUNT, 0, 609, LLMGW_BR_OPEN },
         { LLMGW_EV_COUNT, 0, 610, LLMGW_BR_HALF_OPEN },
     };
@@ -334,8 +337,7 @@ START_TEST(scripted_transitions)
         }
         else {
             b = llmgw_breaker_next(b, (llmgw_event_t)steps[i].ev,
-                                   steps[i].trial ? token
-                                                  : LLMGW_BR_NO_TRIAL,
+                                   steps[i].trial ? token : LLMGW_BR_NO_TRIAL,
                                    now, &p);
         }
         if (llmgw_breaker_state(&b, now) != steps[i].want) {
@@ -364,7 +366,8 @@ START_TEST(pack_roundtrip)
         b.successes = (rnd >> 35) & 31;
         b.opens = (rnd >> 40) & 31;
         b.at = b.state == LLMGW_BR_CLOSED
-                   ? 0 : T0 + (apr_time_t)((rnd >> 8) % SEC(86400 * 365));
+                   ? 0
+                   : T0 + (apr_time_t)((rnd >> 8) % SEC(86400 * 365));
         u = llmgw_breaker_unpack(llmgw_breaker_pack(&b, T0), T0);
         ck_assert_int_eq(u.state, b.state);
         ck_assert_uint_eq(u.trial, b.trial);

@@ -15,8 +15,8 @@ static llmgw_request_t *req(llmgw_endpoint_t ep, const char *body)
     llmgw_request_t *r = apr_pcalloc(test_pool, sizeof(*r));
     llmgw_error_t err;
 
-    ck_assert_int_eq(llmgw_request_parse(test_pool, ep, body, strlen(body),
-                                         r, &err), 0);
+    ck_assert_int_eq(
+        llmgw_request_parse(test_pool, ep, body, strlen(body), r, &err), 0);
     return r;
 }
 
@@ -38,11 +38,12 @@ static void check_vectors(void)
     ck_assert_str_eq(llmgw_sha256_hex(test_pool, "", 0),
                      "e3b0c44298fc1c149afbf4c8996fb924"
                      "27ae41e4649b934ca495991b7852b855");
-    ck_assert_str_eq(llmgw_sha256_hex(test_pool,
-                     "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
-                     56),
-                     "248d6a61d20638b8e5c026930c3e6039"
-                     "a33ce45964ff2167f6ecedd419db06c1");
+    ck_assert_str_eq(
+        llmgw_sha256_hex(
+            test_pool,
+            "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 56),
+        "248d6a61d20638b8e5c026930c3e6039"
+        "a33ce45964ff2167f6ecedd419db06c1");
     memset(million, 'a', 1000000);
     ck_assert_str_eq(llmgw_sha256_hex(test_pool, million, 1000000),
                      "cdc76e5c9914fb9281a1c7e284d73e67"
@@ -99,27 +100,34 @@ START_TEST(key_changes_with_every_parameter)
                                "\"temperature\":0}"));
     ck_assert_str_ne(base, key("{\"model\":\"a\",\"messages\":[],"
                                "\"temperature\":0,\"unknown\":null}"));
-    ck_assert_str_ne(base, llmgw_cache_key(test_pool, req(LLMGW_EP_CHAT,
-                     "{\"model\":\"a\",\"messages\":[],\"temperature\":0}"),
-                     "other-model", "balancer://be", "openai"));
-    ck_assert_str_ne(base, llmgw_cache_key(test_pool, req(LLMGW_EP_CHAT,
-                     "{\"model\":\"a\",\"messages\":[],\"temperature\":0}"),
-                     "m", "balancer://other", "openai"));
+    ck_assert_str_ne(
+        base, llmgw_cache_key(
+                  test_pool,
+                  req(LLMGW_EP_CHAT,
+                      "{\"model\":\"a\",\"messages\":[],\"temperature\":0}"),
+                  "other-model", "balancer://be", "openai"));
+    ck_assert_str_ne(
+        base, llmgw_cache_key(
+                  test_pool,
+                  req(LLMGW_EP_CHAT,
+                      "{\"model\":\"a\",\"messages\":[],\"temperature\":0}"),
+                  "m", "balancer://other", "openai"));
 }
 END_TEST
 
 START_TEST(eligibility_by_policy)
 {
     llmgw_request_t *cold = req(LLMGW_EP_CHAT, "{\"model\":\"a\",\"messages\""
-                                ":[],\"temperature\":0.0}");
-    llmgw_request_t *seeded = req(LLMGW_EP_CHAT, "{\"model\":\"a\","
-                                  "\"messages\":[],\"seed\":4}");
+                                               ":[],\"temperature\":0.0}");
+    llmgw_request_t *seeded =
+        req(LLMGW_EP_CHAT, "{\"model\":\"a\","
+                           "\"messages\":[],\"seed\":4}");
     llmgw_request_t *hot = req(LLMGW_EP_CHAT, "{\"model\":\"a\",\"messages\":"
-                               "[],\"temperature\":0.2}");
+                                              "[],\"temperature\":0.2}");
     llmgw_request_t *plain = req(LLMGW_EP_CHAT, "{\"model\":\"a\","
-                                 "\"messages\":[]}");
+                                                "\"messages\":[]}");
     llmgw_request_t *emb = req(LLMGW_EP_EMBEDDINGS, "{\"model\":\"a\","
-                               "\"input\":\"x\"}");
+                                                    "\"input\":\"x\"}");
 
     ck_assert(llmgw_cache_eligible(cold, LLMGW_CACHE_DETERMINISTIC));
     ck_assert(llmgw_cache_eligible(seeded, LLMGW_CACHE_DETERMINISTIC));
@@ -138,8 +146,8 @@ static void chunk(llmgw_record_t *rec, const char *json)
 
 START_TEST(record_from_stream_roundtrip)
 {
-    llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
-                                              1 << 20);
+    llmgw_record_t *rec =
+        llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
     llmgw_record_t *back;
     llmgw_usage_t u;
     const char *text, *json, *sse;
@@ -151,10 +159,11 @@ START_TEST(record_from_stream_roundtrip)
                "\"finish_reason\":null}],\"usage\":null}");
     chunk(rec, "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":"
                "{\"content\":\"Hel\"}}],\"usage\":null}");
-    chunk(rec, "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":"
-               "{\"content\":\"lo\",\"tool_calls\":[{\"index\":0,\"id\":"
-               "\"t1\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\"\""
-               "}}]}}]}");
+    chunk(rec,
+          "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":"
+          "{\"content\":\"lo\",\"tool_calls\":[{\"index\":0,\"id\":"
+          "\"t1\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\"\""
+          "}}]}}]}");
     chunk(rec, "{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":"
                "{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":"
                "\":1}\"}}]},\"finish_reason\":\"tool_calls\"}]}");
@@ -191,8 +200,8 @@ START_TEST(record_from_body_replays_as_stream)
                        "0,\"text\":\"abc\",\"finish_reason\":\"length\"}],"
                        "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":"
                        "2,\"total_tokens\":3}}";
-    llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_COMPLETIONS,
-                                              1 << 20);
+    llmgw_record_t *rec =
+        llmgw_record_create(test_pool, LLMGW_EP_COMPLETIONS, 1 << 20);
     const char *text, *sse;
     apr_size_t len;
 
@@ -222,12 +231,12 @@ START_TEST(record_refuses_what_it_cannot_keep)
     llmgw_record_set_response(rec, "{\"error\":{}}", 12);
     ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
     ck_assert_ptr_null(llmgw_record_parse(test_pool, "{\"v\":99}", 8, 1));
-    ck_assert_ptr_null(llmgw_record_parse(test_pool, "LLMGW1 chat 2\n{}\nnull",
-                                          20, 0));
-    ck_assert_ptr_null(llmgw_record_parse(test_pool, "LLMGW2 chat 99\n{}\nnull",
-                                          21, 0));
-    ck_assert_ptr_null(llmgw_record_parse(test_pool, "LLMGW2 chat 2\n{]\nnull",
-                                          20, 1));
+    ck_assert_ptr_null(
+        llmgw_record_parse(test_pool, "LLMGW1 chat 2\n{}\nnull", 20, 0));
+    ck_assert_ptr_null(
+        llmgw_record_parse(test_pool, "LLMGW2 chat 99\n{}\nnull", 21, 0));
+    ck_assert_ptr_null(
+        llmgw_record_parse(test_pool, "LLMGW2 chat 2\n{]\nnull", 20, 1));
     /* A stream cut before its finish_reason is no answer to keep. */
     rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
     chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":"
@@ -241,8 +250,8 @@ END_TEST
  * them. */
 static const char *stream_record(apr_size_t *len)
 {
-    llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
-                                              1 << 20);
+    llmgw_record_t *rec =
+        llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
 
     chunk(rec, "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
                "\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,"
@@ -264,8 +273,8 @@ static const char *plain_record(apr_size_t *len)
                                "\"finish_reason\":\"stop\"}],\"usage\":{"
                                "\"prompt_tokens\":1,\"completion_tokens\":2,"
                                "\"total_tokens\":3}}";
-    llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
-                                              1 << 20);
+    llmgw_record_t *rec =
+        llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
 
     llmgw_record_set_response(rec, body, sizeof(body) - 1);
     return llmgw_record_serialize(rec, len);
@@ -286,8 +295,8 @@ static void check_total(const char *text, apr_size_t len)
         ck_assert_ptr_nonnull(llmgw_record_parse(test_pool, text, len, full));
         for (i = 0; i < len; i++) {
             ck_assert_msg(!llmgw_record_parse(test_pool, text, i, full),
-                          "cut at %d of %d parsed (full=%d)", (int)i,
-                          (int)len, full);
+                          "cut at %d of %d parsed (full=%d)", (int)i, (int)len,
+                          full);
         }
         for (i = 0; i < len; i++) {
             for (bit = 0; bit < 8; bit++) {
@@ -321,7 +330,11 @@ END_TEST
 START_TEST(record_parse_refuses_lying_headers)
 {
     static const char *const bad[] = {
-        "", "\n", "LLMGW", "LLMGW3\n", "LLMGW3 chat\n{}\nnull",
+        "",
+        "\n",
+        "LLMGW",
+        "LLMGW3\n",
+        "LLMGW3 chat\n{}\nnull",
         "LLMGW3 chat 2\n{}\nnull",
         "LLMGW3 chat -2 0000000000000000\n{}\nnull",
         "LLMGW3 chat 18446744073709551618 0000000000000000\n{}\nnull",
@@ -364,7 +377,8 @@ START_TEST(record_never_stores_what_it_cannot_read)
 
     for (k = 0; k <= 66; k++) {
         llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
-                                                  1 << 20), *back;
+                                                  1 << 20),
+                       *back;
         char *nest = apr_palloc(test_pool, 2 * k + 1);
         const char *text, *sse;
         apr_size_t len, n;
@@ -372,10 +386,14 @@ START_TEST(record_never_stores_what_it_cannot_read)
         memset(nest, '[', k);
         memset(nest + k, ']', k);
         nest[2 * k] = '\0';
-        chunk(rec, apr_pstrcat(test_pool, "{\"id\":\"c\",\"choices\":[{"
+        chunk(rec, apr_pstrcat(test_pool,
+                               "{\"id\":\"c\",\"choices\":[{"
                                "\"index\":0,\"delta\":{\"content\":\"x\","
-                               "\"x\":", k ? nest : "0", "},"
-                               "\"finish_reason\":\"stop\"}]}", NULL));
+                               "\"x\":",
+                               k ? nest : "0",
+                               "},"
+                               "\"finish_reason\":\"stop\"}]}",
+                               NULL));
         text = llmgw_record_serialize(rec, &len);
         if (!text) {
             continue;
@@ -388,8 +406,7 @@ START_TEST(record_never_stores_what_it_cannot_read)
         ck_assert_ptr_nonnull(strstr(sse, "data: [DONE]"));
         back = llmgw_record_parse(test_pool, text, len, 0);
         ck_assert_ptr_nonnull(back);
-        ck_assert_ptr_nonnull(llmgw_record_render_sse(back, test_pool, 0,
-                                                      &n));
+        ck_assert_ptr_nonnull(llmgw_record_render_sse(back, test_pool, 0, &n));
     }
     ck_assert_int_gt(stored, 50);
 }
@@ -399,8 +416,9 @@ END_TEST
  * replays and bills it: clamped, never wrapped into a negative. */
 START_TEST(record_usage_is_clamped)
 {
-    llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
-                                              1 << 20), *back;
+    llmgw_record_t *rec =
+                       llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20),
+                   *back;
     llmgw_usage_t u;
     const char *text;
     apr_size_t len;
@@ -422,9 +440,9 @@ START_TEST(record_usage_is_clamped)
         ck_assert(u.completion == LLMGW_TOKENS_MAX);
         ck_assert(u.total == LLMGW_TOKENS_MAX);
     }
-    ck_assert_ptr_nonnull(strstr(llmgw_record_render_sse(back, test_pool, 1,
-                                                         &len),
-                                 "\"total_tokens\":1000000000000000"));
+    ck_assert_ptr_nonnull(
+        strstr(llmgw_record_render_sse(back, test_pool, 1, &len),
+               "\"total_tokens\":1000000000000000"));
 }
 END_TEST
 
@@ -434,18 +452,28 @@ END_TEST
 START_TEST(record_keeps_only_whole_answers)
 {
     static const char *const bad_chat[] = {
-        "{\"choices\":[}", "{\"choices\":[{}]} x", "{\"choices\":[{}]}}",
-        "{\"x\":\"\\\"choices\\\"\"}", "{\"choices\":{}}", "{\"choices\":[]}",
-        "{\"choices\":[1]}", "{\"choices\":[{}],\"error\":{\"message\":"
-        "\"x\"}}", "{\"choices\":[{\"index\":0,\"finish_reason\":"
-        "\"error\"}]}", "[{\"choices\":[{}]}]", "{\"choices\":[{}],"
-        "\"choices\":\"x\"}", "{\"choices\":[{\"a\":\"\xff\"}]}",
-        "{\"choices\":[{}]", NULL
+        "{\"choices\":[}",
+        "{\"choices\":[{}]} x",
+        "{\"choices\":[{}]}}",
+        "{\"x\":\"\\\"choices\\\"\"}",
+        "{\"choices\":{}}",
+        "{\"choices\":[]}",
+        "{\"choices\":[1]}",
+        "{\"choices\":[{}],\"error\":{\"message\":"
+        "\"x\"}}",
+        "{\"choices\":[{\"index\":0,\"finish_reason\":"
+        "\"error\"}]}",
+        "[{\"choices\":[{}]}]",
+        "{\"choices\":[{}],"
+        "\"choices\":\"x\"}",
+        "{\"choices\":[{\"a\":\"\xff\"}]}",
+        "{\"choices\":[{}]",
+        NULL
     };
-    static const char *const bad_emb[] = {
-        "{\"data\":{}}", "{\"data\":[],\"error\":\"x\"}", "{\"data\":[",
-        "{\"choices\":[{}]}", NULL
-    };
+    static const char *const bad_emb[] = { "{\"data\":{}}",
+                                           "{\"data\":[],\"error\":\"x\"}",
+                                           "{\"data\":[", "{\"choices\":[{}]}",
+                                           NULL };
     const char *deep, *text;
     llmgw_error_t err;
     apr_size_t len, n;
@@ -453,17 +481,16 @@ START_TEST(record_keeps_only_whole_answers)
     int i;
 
     for (i = 0; bad_chat[i]; i++) {
-        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
-                                                  1 << 20);
+        llmgw_record_t *rec =
+            llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
 
         llmgw_record_set_response(rec, bad_chat[i], strlen(bad_chat[i]));
         ck_assert_msg(!llmgw_record_serialize(rec, &len), "kept %s",
                       bad_chat[i]);
     }
     for (i = 0; bad_emb[i]; i++) {
-        llmgw_record_t *rec = llmgw_record_create(test_pool,
-                                                  LLMGW_EP_EMBEDDINGS,
-                                                  1 << 20);
+        llmgw_record_t *rec =
+            llmgw_record_create(test_pool, LLMGW_EP_EMBEDDINGS, 1 << 20);
 
         llmgw_record_set_response(rec, bad_emb[i], strlen(bad_emb[i]));
         ck_assert_msg(!llmgw_record_serialize(rec, &len), "kept %s",
@@ -476,8 +503,8 @@ START_TEST(record_keeps_only_whole_answers)
     deep = apr_pstrcat(test_pool, "{\"choices\":[{\"index\":0,\"x\":",
                        apr_pstrmemdup(test_pool, nest, 140), "}]}", NULL);
     {
-        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
-                                                  1 << 20);
+        llmgw_record_t *rec =
+            llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
 
         llmgw_record_set_response(rec, deep, strlen(deep));
         ck_assert(!llmgw_record_serialize(rec, &len));
@@ -487,8 +514,8 @@ START_TEST(record_keeps_only_whole_answers)
         static const char ok[] = " {\"choices\":[{\"index\":0,\"message\":"
                                  "{\"content\":\"x\"},\"finish_reason\":"
                                  "\"stop\"}],\"error\":null}\n";
-        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
-                                                  1 << 20);
+        llmgw_record_t *rec =
+            llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
 
         llmgw_record_set_response(rec, ok, sizeof(ok) - 1);
         ck_assert_ptr_nonnull(llmgw_record_serialize(rec, &len));
@@ -498,8 +525,8 @@ START_TEST(record_keeps_only_whole_answers)
     }
     /* Streams: the backend's error finish, an error event, our tail. */
     {
-        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
-                                                  1 << 20);
+        llmgw_record_t *rec =
+            llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
 
         chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":"
                    "{\"content\":\"half\"},\"finish_reason\":\"error\"}]}");
@@ -515,8 +542,8 @@ START_TEST(record_keeps_only_whole_answers)
     llmgw_error_set(&err, 502, "server_error", NULL, "upstream_error", "x");
     text = llmgw_sse_error_events(test_pool, "c", NULL, 1, "m", 1, &err, &n);
     for (i = 0; i < 2; i++) {
-        llmgw_record_t *rec = llmgw_record_create(test_pool, LLMGW_EP_CHAT,
-                                                  1 << 20);
+        llmgw_record_t *rec =
+            llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
         const char *ev = text;
 
         chunk(rec, "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":"

@@ -18,8 +18,8 @@ START_TEST(maps_endpoints)
 {
     const char *id;
 
-    ck_assert_int_eq(llmgw_endpoint_parse(test_pool, "/chat/completions",
-                                          &id), LLMGW_EP_CHAT);
+    ck_assert_int_eq(llmgw_endpoint_parse(test_pool, "/chat/completions", &id),
+                     LLMGW_EP_CHAT);
     ck_assert_int_eq(llmgw_endpoint_parse(test_pool, "/v1/completions", &id),
                      LLMGW_EP_COMPLETIONS);
     ck_assert_int_eq(llmgw_endpoint_parse(test_pool, "/embeddings", &id),
@@ -29,8 +29,9 @@ START_TEST(maps_endpoints)
     ck_assert_int_eq(llmgw_endpoint_parse(test_pool, "/models/org/m:1", &id),
                      LLMGW_EP_MODEL);
     ck_assert_str_eq(id, "org/m:1");
-    ck_assert_int_eq(llmgw_endpoint_parse(test_pool, "/images/generations",
-                                          &id), LLMGW_EP_NONE);
+    ck_assert_int_eq(
+        llmgw_endpoint_parse(test_pool, "/images/generations", &id),
+        LLMGW_EP_NONE);
     ck_assert_str_eq(llmgw_endpoint_method(LLMGW_EP_CHAT), "POST");
     ck_assert_str_eq(llmgw_endpoint_method(LLMGW_EP_MODELS), "GET");
     ck_assert_str_eq(llmgw_endpoint_upstream_path(LLMGW_EP_EMBEDDINGS),
@@ -43,17 +44,25 @@ START_TEST(accepts_valid_requests)
     llmgw_request_t req;
     llmgw_error_t err;
 
-    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
-                           "\"stream\":true}", &req, &err), 0);
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT,
+                           "{\"model\":\"m\",\"messages\":[],"
+                           "\"stream\":true}",
+                           &req, &err),
+                     0);
     ck_assert_str_eq(req.model, "m");
     ck_assert_int_eq(req.stream, 1);
     ck_assert_int_eq(req.wants_usage, 0);
-    ck_assert_int_eq(parse(LLMGW_EP_COMPLETIONS, "{\"model\":\"m\","
+    ck_assert_int_eq(parse(LLMGW_EP_COMPLETIONS,
+                           "{\"model\":\"m\","
                            "\"prompt\":\"hi\",\"stream_options\":"
-                           "{\"include_usage\":true}}", &req, &err), 0);
+                           "{\"include_usage\":true}}",
+                           &req, &err),
+                     0);
     ck_assert_int_eq(req.wants_usage, 1);
-    ck_assert_int_eq(parse(LLMGW_EP_EMBEDDINGS, "{\"model\":\"m\","
-                           "\"input\":[\"a\"],\"stream\":true}", &req, &err),
+    ck_assert_int_eq(parse(LLMGW_EP_EMBEDDINGS,
+                           "{\"model\":\"m\","
+                           "\"input\":[\"a\"],\"stream\":true}",
+                           &req, &err),
                      0);
     ck_assert_int_eq(req.stream, 0);
 }
@@ -72,37 +81,59 @@ START_TEST(rejects_bad_requests_with_param)
                      400);
     ck_assert_str_eq(err.param, "model");
     ck_assert_str_eq(err.code, "missing_required_parameter");
-    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":5,\"messages\":[]}",
-                           &req, &err), 400);
+    ck_assert_int_eq(
+        parse(LLMGW_EP_CHAT, "{\"model\":5,\"messages\":[]}", &req, &err),
+        400);
     ck_assert_str_eq(err.code, "invalid_type");
     ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\"}", &req, &err),
                      400);
     ck_assert_str_eq(err.param, "messages");
-    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":"
-                           "\"hi\"}", &req, &err), 400);
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT,
+                           "{\"model\":\"m\",\"messages\":"
+                           "\"hi\"}",
+                           &req, &err),
+                     400);
     ck_assert_str_eq(err.param, "messages");
     ck_assert_str_eq(err.code, "invalid_type");
-    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
-                           "\"stream\":\"yes\"}", &req, &err), 400);
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT,
+                           "{\"model\":\"m\",\"messages\":[],"
+                           "\"stream\":\"yes\"}",
+                           &req, &err),
+                     400);
     ck_assert_str_eq(err.param, "stream");
-    ck_assert_int_eq(parse(LLMGW_EP_EMBEDDINGS, "{\"model\":\"m\"}", &req,
-                           &err), 400);
+    ck_assert_int_eq(
+        parse(LLMGW_EP_EMBEDDINGS, "{\"model\":\"m\"}", &req, &err), 400);
     ck_assert_str_eq(err.param, "input");
-    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
-                           "\"temperature\":\"hot\"}", &req, &err), 400);
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT,
+                           "{\"model\":\"m\",\"messages\":[],"
+                           "\"temperature\":\"hot\"}",
+                           &req, &err),
+                     400);
     ck_assert_str_eq(err.param, "temperature");
-    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
-                           "\"max_tokens\":1.5}", &req, &err), 400);
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT,
+                           "{\"model\":\"m\",\"messages\":[],"
+                           "\"max_tokens\":1.5}",
+                           &req, &err),
+                     400);
     ck_assert_str_eq(err.param, "max_tokens");
-    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
-                           "\"stop\":5}", &req, &err), 400);
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT,
+                           "{\"model\":\"m\",\"messages\":[],"
+                           "\"stop\":5}",
+                           &req, &err),
+                     400);
     ck_assert_str_eq(err.param, "stop");
-    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
-                           "\"tools\":{}}", &req, &err), 400);
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT,
+                           "{\"model\":\"m\",\"messages\":[],"
+                           "\"tools\":{}}",
+                           &req, &err),
+                     400);
     ck_assert_str_eq(err.param, "tools");
     /* null means "not given"; unknown members pass. */
-    ck_assert_int_eq(parse(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[],"
-                           "\"seed\":null,\"x-vendor\":{}}", &req, &err), 0);
+    ck_assert_int_eq(parse(LLMGW_EP_CHAT,
+                           "{\"model\":\"m\",\"messages\":[],"
+                           "\"seed\":null,\"x-vendor\":{}}",
+                           &req, &err),
+                     0);
 }
 END_TEST
 
@@ -115,8 +146,8 @@ START_TEST(keeps_body_when_nothing_changes)
     int strip;
 
     ck_assert_int_eq(parse(LLMGW_EP_CHAT, body, &req, &err), 0);
-    ck_assert_ptr_eq(llmgw_request_upstream_body(&req, "m", body,
-                                                 strlen(body), &len, &strip),
+    ck_assert_ptr_eq(llmgw_request_upstream_body(&req, "m", body, strlen(body),
+                                                 &len, &strip),
                      body);
     ck_assert_int_eq(strip, 0);
 }
@@ -164,7 +195,8 @@ START_TEST(upstream_edits_keep_the_clients_bytes)
           "{\"model\":\"local\",\"messages\":[],\"stream\":true,"
           "\"stream_options\":{\"include_usage\":true}}" },
         { "{\"model\":\"gpt-4o\",\"messages\":[{\"content\":\"\\u00e9\\n\"}]}",
-          "{\"model\":\"local\",\"messages\":[{\"content\":\"\\u00e9\\n\"}]}" },
+          "{\"model\":\"local\",\"messages\":[{\"content\":\"\\u00e9\\n\"}]"
+          "}" },
     };
     size_t i;
 
@@ -236,17 +268,18 @@ START_TEST(finds_usage)
           1, 5, 7, 12 },
         { "{\"usage\":null}", 0, 0, 0, 0 },
         /* no total: the sum */
-        { "{\"usage\": {\"prompt_tokens\":1,\"completion_tokens\":2}}",
-          1, 1, 2, 3 },
+        { "{\"usage\": {\"prompt_tokens\":1,\"completion_tokens\":2}}", 1, 1,
+          2, 3 },
         /* Details, strings with braces and quotes, floats: skipped over. */
         { "{\"usage\":{\"prompt_tokens_details\":"
           "{\"cached_tokens\":3,\"x\":[1,{\"a\":\"}\\\"\"}]},"
           " \"note\" : \"usage: {\" , \"completion_tokens\" :"
           " 40 ,\"prompt_tokens\":9,\"cost\":1.5e-3,"
-          "\"ok\":true,\"none\":null}}", 1, 9, 40, 49 },
+          "\"ok\":true,\"none\":null}}",
+          1, 9, 40, 49 },
         /* cut short */
-        { "{\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4",
-          0, 0, 0, 0 },
+        { "{\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4", 0, 0, 0,
+          0 },
     };
     apr_size_t i;
 
@@ -266,20 +299,30 @@ static const struct {
     const char *count;
     apr_int64_t v;
 } counts[] = {
-    { "0", 0 }, { "7", 7 },
+    { "0", 0 },
+    { "7", 7 },
     { "999999999999999", 999999999999999 },
     { "1000000000000000", LLMGW_TOKENS_MAX },
     { "1000000000000001", LLMGW_TOKENS_MAX },
-    { "9223372036854775807", LLMGW_TOKENS_MAX },    /* 2^63 - 1 */
-    { "9223372036854775808", LLMGW_TOKENS_MAX },    /* 2^63 */
-    { "18446744073709551615", LLMGW_TOKENS_MAX },   /* 2^64 - 1 */
-    { "18446744073709551616", LLMGW_TOKENS_MAX },   /* 2^64 */
+    { "9223372036854775807", LLMGW_TOKENS_MAX },  /* 2^63 - 1 */
+    { "9223372036854775808", LLMGW_TOKENS_MAX },  /* 2^63 */
+    { "18446744073709551615", LLMGW_TOKENS_MAX }, /* 2^64 - 1 */
+    { "18446744073709551616", LLMGW_TOKENS_MAX }, /* 2^64 */
     { "123456789012345678901234567890", LLMGW_TOKENS_MAX },
-    { "1e300", LLMGW_TOKENS_MAX }, { "9.3e18", LLMGW_TOKENS_MAX },
-    { "-1", 0 }, { "-9223372036854775808", 0 }, { "-0.5", 0 },
+    { "1e300", LLMGW_TOKENS_MAX },
+    { "9.3e18", LLMGW_TOKENS_MAX },
+    { "-1", 0 },
+    { "-9223372036854775808", 0 },
+    { "-0.5", 0 },
     { "-1e300", 0 },
-    { "12.5", 13 }, { "12.0", 12 }, { "1e3", 1000 }, { "1.5E1", 15 },
-    { "25e-1", 3 }, { "0.25", 1 }, { "100e-2", 1 }, { "0e5", 0 },
+    { "12.5", 13 },
+    { "12.0", 12 },
+    { "1e3", 1000 },
+    { "1.5E1", 15 },
+    { "25e-1", 3 },
+    { "0.25", 1 },
+    { "100e-2", 1 },
+    { "0e5", 0 },
 };
 
 static void check_text(const char *text, int found, apr_int64_t prompt,
@@ -299,32 +342,42 @@ START_TEST(usage_counts_are_clamped)
 
     for (i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
         const char *c = counts[i].count;
-        const char *text = apr_pstrcat(test_pool, "{\"usage\":{"
-                                       "\"prompt_tokens\":", c, ","
-                                       "\"completion_tokens\":", c, ","
-                                       "\"total_tokens\":", c, "}}", NULL);
+        const char *text = apr_pstrcat(test_pool,
+                                       "{\"usage\":{"
+                                       "\"prompt_tokens\":",
+                                       c,
+                                       ","
+                                       "\"completion_tokens\":",
+                                       c,
+                                       ","
+                                       "\"total_tokens\":",
+                                       c, "}}", NULL);
         llmgw_usage_t u = { 0 };
 
         ck_assert_msg(llmgw_usage_find(text, strlen(text), &u), "%s", c);
         ck_assert_msg(u.prompt == counts[i].v && u.completion == counts[i].v
-                      && u.total == twice(counts[i].v),
+                          && u.total == twice(counts[i].v),
                       "%s: %" APR_INT64_T_FMT " %" APR_INT64_T_FMT
-                      " %" APR_INT64_T_FMT, c, u.prompt, u.completion,
-                      u.total);
+                      " %" APR_INT64_T_FMT,
+                      c, u.prompt, u.completion, u.total);
     }
     /* What is not a number is not a count; a tiny fraction is a token. */
     check_text("{\"usage\":{\"prompt_tokens\":\"12\",\"completion_tokens\":"
-               "null,\"total_tokens\":true}}", 1, 0, 0, 0);
+               "null,\"total_tokens\":true}}",
+               1, 0, 0, 0);
     check_text("{\"usage\":{\"prompt_tokens\":1e-99999,"
-               "\"completion_tokens\":0e99999}}", 1, 1, 0, 1);
+               "\"completion_tokens\":0e99999}}",
+               1, 1, 0, 1);
     /* A total below the parts' sum is the sum; above it, itself. */
     check_text("{\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":4,"
-               "\"total_tokens\":1}}", 1, 5, 4, 9);
+               "\"total_tokens\":1}}",
+               1, 5, 4, 9);
     check_text("{\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":4,"
-               "\"total_tokens\":11}}", 1, 5, 4, 11);
+               "\"total_tokens\":11}}",
+               1, 5, 4, 11);
     check_text("{\"usage\":{\"prompt_tokens\":900000000000000,"
-               "\"completion_tokens\":900000000000000}}", 1,
-               900000000000000, 900000000000000, LLMGW_TOKENS_MAX);
+               "\"completion_tokens\":900000000000000}}",
+               1, 900000000000000, 900000000000000, LLMGW_TOKENS_MAX);
 }
 END_TEST
 

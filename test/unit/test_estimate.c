@@ -23,8 +23,8 @@ static int estimate_ex(llmgw_endpoint_t ep, const char *body,
 {
     llmgw_request_t req;
 
-    ck_assert_int_eq(llmgw_request_parse(test_pool, ep, body, strlen(body),
-                                         &req, err), 0);
+    ck_assert_int_eq(
+        llmgw_request_parse(test_pool, ep, body, strlen(body), &req, err), 0);
     return llmgw_estimate(&req, c, headroom, e, err);
 }
 
@@ -42,8 +42,8 @@ static llmgw_estimate_t estimate(llmgw_endpoint_t ep, const char *body)
 
 START_TEST(chat_prompt_is_its_bytes_and_the_template)
 {
-    llmgw_estimate_t e = estimate(LLMGW_EP_CHAT,
-                                  "{\"model\":\"m\",\"messages\":[" MSG "]}");
+    llmgw_estimate_t e =
+        estimate(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[" MSG "]}");
 
     ck_assert_int_eq(e.prompt, 64 + 16 + (apr_int64_t)strlen(MSG));
     ck_assert_int_eq(e.choices, 1);
@@ -51,8 +51,8 @@ START_TEST(chat_prompt_is_its_bytes_and_the_template)
     ck_assert_int_eq(e.max_out, LLMGW_ESTIMATE_FALLBACK_MAX);
     ck_assert_int_eq(e.set, 1);
     ck_assert_str_eq(e.field, "max_tokens");
-    e = estimate(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[" MSG ","
-                 MSG "," MSG "]}");
+    e = estimate(LLMGW_EP_CHAT,
+                 "{\"model\":\"m\",\"messages\":[" MSG "," MSG "," MSG "]}");
     ck_assert_int_eq(e.prompt, 64 + 3 * (16 + (apr_int64_t)strlen(MSG)));
 }
 END_TEST
@@ -68,9 +68,11 @@ START_TEST(escapes_and_multibyte_text_are_never_under_counted)
     apr_int64_t utf8 = 6 + 1 + 6 + 1 + 1;
 
     ck_assert_int_ge(e.prompt - 64 - 16, utf8);
-    ck_assert_int_eq(e.prompt, 64 + 16 + (apr_int64_t)strlen(
-                         "{\"role\":\"user\",\"content\":\"h\\u00e9llo "
-                         "\xe6\x97\xa5\xe6\x9c\xac \\n\"}"));
+    ck_assert_int_eq(e.prompt,
+                     64 + 16
+                         + (apr_int64_t)strlen(
+                             "{\"role\":\"user\",\"content\":\"h\\u00e9llo "
+                             "\xe6\x97\xa5\xe6\x9c\xac \\n\"}"));
 }
 END_TEST
 
@@ -82,17 +84,19 @@ START_TEST(images_count_per_image_not_their_bytes)
 
     memset(url, 'A', 20000);
     url[20000] = '\0';
-    body = apr_pstrcat(test_pool, "{\"model\":\"m\",\"messages\":[{\"role\":"
+    body = apr_pstrcat(test_pool,
+                       "{\"model\":\"m\",\"messages\":[{\"role\":"
                        "\"user\",\"content\":[{\"type\":\"text\",\"text\":"
                        "\"what is it?\"},{\"type\":\"image_url\","
                        "\"image_url\":{\"url\":\"data:image/png;base64,",
                        url, "\"}}]}]}", NULL);
     e = estimate(LLMGW_EP_CHAT, body);
-    ck_assert_int_eq(e.prompt,
-                     64 + 16 + (apr_int64_t)strlen(
-                         "{\"role\":\"user\",\"content\":}")
-                     + (apr_int64_t)strlen("{\"type\":\"text\",\"text\":"
-                                           "\"what is it?\"}") + 2048);
+    ck_assert_int_eq(
+        e.prompt, 64 + 16
+                      + (apr_int64_t)strlen("{\"role\":\"user\",\"content\":}")
+                      + (apr_int64_t)strlen("{\"type\":\"text\",\"text\":"
+                                            "\"what is it?\"}")
+                      + 2048);
 }
 END_TEST
 
@@ -100,12 +104,14 @@ START_TEST(tools_add_their_text_and_the_template_words)
 {
     static const char *tools = "[{\"type\":\"function\",\"function\":"
                                "{\"name\":\"f\",\"parameters\":{}}}]";
-    llmgw_estimate_t e = estimate(LLMGW_EP_CHAT, apr_pstrcat(test_pool,
-                                  "{\"model\":\"m\",\"messages\":[" MSG
-                                  "],\"tools\":", tools, "}", NULL));
+    llmgw_estimate_t e = estimate(
+        LLMGW_EP_CHAT,
+        apr_pstrcat(test_pool,
+                    "{\"model\":\"m\",\"messages\":[" MSG "],\"tools\":",
+                    tools, "}", NULL));
 
     ck_assert_int_eq(e.prompt, 64 + 16 + (apr_int64_t)strlen(MSG)
-                               + (apr_int64_t)strlen(tools) + 512);
+                                   + (apr_int64_t)strlen(tools) + 512);
 }
 END_TEST
 
@@ -116,41 +122,50 @@ START_TEST(max_tokens_from_the_client)
     llmgw_error_t err;
 
     e = estimate(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[" MSG "],"
-                 "\"max_tokens\":100}");
+                                "\"max_tokens\":100}");
     ck_assert_int_eq(e.max_tokens, 100);
     ck_assert_int_eq(e.max_out, 100);
     ck_assert_int_eq(e.set, 0);
     /* max_completion_tokens wins, as with OpenAI. */
-    e = estimate(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[" MSG "],"
+    e = estimate(LLMGW_EP_CHAT,
+                 "{\"model\":\"m\",\"messages\":[" MSG "],"
                  "\"max_tokens\":100,\"max_completion_tokens\":50}");
     ck_assert_int_eq(e.max_tokens, 50);
     ck_assert_str_eq(e.field, "max_completion_tokens");
     /* More than the route allows is cut, and the body must say so. */
     c.max_cap = 64;
-    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT, "{\"model\":\"m\","
+    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT,
+                                 "{\"model\":\"m\","
                                  "\"messages\":[" MSG "],\"max_tokens\":"
-                                 "100000000000000}", &c, APR_INT64_MAX, &e,
-                                 &err), 0);
+                                 "100000000000000}",
+                                 &c, APR_INT64_MAX, &e, &err),
+                     0);
     ck_assert_int_eq(e.max_tokens, 64);
     ck_assert_int_eq(e.set, 1);
     ck_assert_str_eq(e.field, "max_tokens");
     /* Without a cap a huge ask stays huge (and will not fit a limit). */
     c.max_cap = 0;
-    estimate_ex(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[" MSG "],"
-                "\"max_tokens\":9223372036854775807}", &c, 10, &e, &err);
+    estimate_ex(LLMGW_EP_CHAT,
+                "{\"model\":\"m\",\"messages\":[" MSG "],"
+                "\"max_tokens\":9223372036854775807}",
+                &c, 10, &e, &err);
     ck_assert_int_eq(e.max_out, APR_INT64_C(1) << 40);
-    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT, "{\"model\":\"m\","
+    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT,
+                                 "{\"model\":\"m\","
                                  "\"messages\":[" MSG "],\"max_tokens\":0}",
-                                 &c, APR_INT64_MAX, &e, &err), 400);
+                                 &c, APR_INT64_MAX, &e, &err),
+                     400);
     ck_assert_str_eq(err.param, "max_tokens");
-    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT, "{\"model\":\"m\","
+    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT,
+                                 "{\"model\":\"m\","
                                  "\"messages\":[" MSG "],"
                                  "\"max_completion_tokens\":-3}",
-                                 &c, APR_INT64_MAX, &e, &err), 400);
+                                 &c, APR_INT64_MAX, &e, &err),
+                     400);
     ck_assert_str_eq(err.param, "max_completion_tokens");
     /* "options" in an OpenAI body reaches no backend: no bound. */
     e = estimate(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[" MSG "],"
-                 "\"options\":{\"num_predict\":33}}");
+                                "\"options\":{\"num_predict\":33}}");
     ck_assert_int_eq(e.set, 1);
     ck_assert_int_eq(e.max_tokens, LLMGW_ESTIMATE_FALLBACK_MAX);
     ck_assert_str_eq(e.field, "max_tokens");
@@ -188,26 +203,32 @@ START_TEST(choices_multiply_the_answer)
     llmgw_error_t err;
 
     e = estimate(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[" MSG "],"
-                 "\"n\":3,\"max_tokens\":10}");
+                                "\"n\":3,\"max_tokens\":10}");
     ck_assert_int_eq(e.choices, 3);
     ck_assert_int_eq(e.max_out, 30);
-    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT, "{\"model\":\"m\","
-                                 "\"messages\":[" MSG "],\"n\":0}", &c,
-                                 APR_INT64_MAX, &e, &err), 400);
+    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT,
+                                 "{\"model\":\"m\","
+                                 "\"messages\":[" MSG "],\"n\":0}",
+                                 &c, APR_INT64_MAX, &e, &err),
+                     400);
     ck_assert_str_eq(err.param, "n");
-    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT, "{\"model\":\"m\","
-                                 "\"messages\":[" MSG "],\"n\":129}", &c,
-                                 APR_INT64_MAX, &e, &err), 400);
+    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT,
+                                 "{\"model\":\"m\","
+                                 "\"messages\":[" MSG "],\"n\":129}",
+                                 &c, APR_INT64_MAX, &e, &err),
+                     400);
     /* Completions: every prompt of a batch times max(n, best_of). */
-    e = estimate(LLMGW_EP_COMPLETIONS, "{\"model\":\"m\",\"prompt\":[\"a\","
+    e = estimate(LLMGW_EP_COMPLETIONS,
+                 "{\"model\":\"m\",\"prompt\":[\"a\","
                  "\"b\"],\"n\":2,\"best_of\":3,\"max_tokens\":5}");
     ck_assert_int_eq(e.choices, 6);
     ck_assert_int_eq(e.max_out, 30);
     ck_assert_int_eq(e.prompt, 64 + 2 * 16 + 9);
     /* The headroom is shared by the choices. */
-    estimate_ex(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[" MSG "],"
-                "\"n\":4}", &c, 64 + 16 + (apr_int64_t)strlen(MSG) + 400,
-                &e, &err);
+    estimate_ex(LLMGW_EP_CHAT,
+                "{\"model\":\"m\",\"messages\":[" MSG "],"
+                "\"n\":4}",
+                &c, 64 + 16 + (apr_int64_t)strlen(MSG) + 400, &e, &err);
     ck_assert_int_eq(e.max_tokens, 100);
     ck_assert_int_eq(e.max_out, 400);
 }
@@ -218,16 +239,16 @@ START_TEST(completions_and_embeddings)
     llmgw_estimate_t e;
 
     e = estimate(LLMGW_EP_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"abc\","
-                 "\"suffix\":\"xy\",\"max_tokens\":7}");
+                                       "\"suffix\":\"xy\",\"max_tokens\":7}");
     ck_assert_int_eq(e.prompt, 64 + 16 + 5 + 4);
     ck_assert_int_eq(e.max_out, 7);
     /* A token array is one prompt, its text longer than its tokens. */
     e = estimate(LLMGW_EP_COMPLETIONS, "{\"model\":\"m\",\"prompt\":[1,2,3],"
-                 "\"max_tokens\":7}");
+                                       "\"max_tokens\":7}");
     ck_assert_int_eq(e.choices, 1);
     ck_assert_int_ge(e.prompt - 64 - 16, 3);
     e = estimate(LLMGW_EP_EMBEDDINGS, "{\"model\":\"m\",\"input\":[\"a\","
-                 "\"bb\"]}");
+                                      "\"bb\"]}");
     ck_assert_int_eq(e.prompt, 64 + 2 * 16 + 10);
     ck_assert_int_eq(e.max_out, 0);
     ck_assert_int_eq(e.set, 0);
@@ -246,10 +267,10 @@ START_TEST(ollama_clients_num_predict)
     const char *out;
     apr_size_t len;
 
-    ck_assert_int_eq(llmgw_ollama_front_request(test_pool,
-                                                LLMGW_OLLAMA_EP_CHAT, body,
-                                                strlen(body), &req, &out,
-                                                &len, &err), 0);
+    ck_assert_int_eq(
+        llmgw_ollama_front_request(test_pool, LLMGW_OLLAMA_EP_CHAT, body,
+                                   strlen(body), &req, &out, &len, &err),
+        0);
     ck_assert_int_eq(llmgw_estimate(&req, &c, APR_INT64_MAX, &e, &err), 0);
     ck_assert_int_eq(e.max_tokens, 77);
     ck_assert_int_eq(e.set, 0);
@@ -257,10 +278,10 @@ START_TEST(ollama_clients_num_predict)
     /* -1 (no limit) in Ollama: none given, the gateway sets one. */
     body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
            "\"content\":\"hi\"}],\"options\":{\"num_predict\":-1}}";
-    ck_assert_int_eq(llmgw_ollama_front_request(test_pool,
-                                                LLMGW_OLLAMA_EP_CHAT, body,
-                                                strlen(body), &req, &out,
-                                                &len, &err), 0);
+    ck_assert_int_eq(
+        llmgw_ollama_front_request(test_pool, LLMGW_OLLAMA_EP_CHAT, body,
+                                   strlen(body), &req, &out, &len, &err),
+        0);
     ck_assert_int_eq(llmgw_estimate(&req, &c, APR_INT64_MAX, &e, &err), 0);
     ck_assert_int_eq(e.set, 1);
 }

@@ -18,7 +18,7 @@
 #include "test_core.h"
 
 #define T0 APR_INT64_C(1700000000000000)
-#define MS(n) ((apr_time_t)(n) * 1000)
+#define MS(n) ((apr_time_t)(n)*1000)
 #define SEC(n) apr_time_from_sec(n)
 
 static llmgw_health_params_t hparams(void)
@@ -45,8 +45,8 @@ static llmgw_breaker_params_t bparams(unsigned n, unsigned m)
 static llmgw_health_t *table(unsigned n)
 {
     apr_size_t size = llmgw_health_size(n);
-    llmgw_health_t *t = llmgw_health_init(apr_pcalloc(test_pool, size),
-                                          size, n, T0);
+    llmgw_health_t *t =
+        llmgw_health_init(apr_pcalloc(test_pool, size), size, n, T0);
 
     ck_assert_ptr_nonnull(t);
     return t;
@@ -55,16 +55,15 @@ static llmgw_health_t *table(unsigned n)
 static llmgw_probe_t *probe(llmgw_probe_kind_t kind, int status,
                             const char *body)
 {
-    llmgw_probe_t *r = llmgw_probe_parse(test_pool, kind, status, body,
-                                         strlen(body));
+    llmgw_probe_t *r =
+        llmgw_probe_parse(test_pool, kind, status, body, strlen(body));
 
     ck_assert_ptr_nonnull(r);
     return r;
 }
 
 /* A table in memory shared with forked children. */
-static llmgw_health_t *shared_table(unsigned n, void **mem,
-                                    apr_size_t *size)
+static llmgw_health_t *shared_table(unsigned n, void **mem, apr_size_t *size)
 {
     llmgw_health_t *t;
 
@@ -94,8 +93,8 @@ typedef struct {
     long violations;
     long admitted;
     long active;
-    long canary;                /* bumped without atomics */
-    long ticks;                 /* the same bumps, atomically */
+    long canary; /* bumped without atomics */
+    long ticks;  /* the same bumps, atomically */
 } race_t;
 
 /* A race proves something only if two children ran at the same time,
@@ -122,8 +121,7 @@ static race_t *race_area(void *mem, apr_size_t size)
     return (race_t *)((char *)mem + size - 4096);
 }
 
-static void run_children(int n, void (*fn)(int, void *), void *arg,
-                         race_t *r)
+static void run_children(int n, void (*fn)(int, void *), void *arg, race_t *r)
 {
     pid_t pids[16];
     int i, status;
@@ -157,8 +155,8 @@ START_TEST(members_by_name)
     t = llmgw_health_init(mem, size, 2, T0);
     ck_assert_ptr_eq(llmgw_health_attach(mem, size), t);
     ck_assert_ptr_null(llmgw_health_attach(mem, size - 1));
-    ck_assert_ptr_null(llmgw_health_attach(apr_pcalloc(test_pool, size),
-                                           size));
+    ck_assert_ptr_null(
+        llmgw_health_attach(apr_pcalloc(test_pool, size), size));
     ck_assert_int_eq(llmgw_health_add(t, "http://127.0.0.1:11434"), 0);
     ck_assert_int_eq(llmgw_health_add(t, "http://127.0.0.1:11435"), 1);
     ck_assert_int_eq(llmgw_health_add(t, "http://127.0.0.1:11434"), 0);
@@ -193,15 +191,18 @@ START_TEST(breaker_through_table)
     llmgw_health_add(t, "b");
     ck_assert_int_eq(llmgw_health_event(t, 0, LLMGW_EV_HTTP_5XX,
                                         LLMGW_BR_NO_TRIAL, T0, &bp, &before,
-                                        &after), 0);
+                                        &after),
+                     0);
     ck_assert_uint_eq(after.fails, 1);
     ck_assert_int_eq(llmgw_health_event(t, 0, LLMGW_EV_HTTP_5XX,
                                         LLMGW_BR_NO_TRIAL, T0 + 1, &bp,
-                                        &before, &after), 1);
+                                        &before, &after),
+                     1);
     ck_assert_int_eq(after.state, LLMGW_BR_OPEN);
     ck_assert_int_eq(llmgw_health_event(t, 5, LLMGW_EV_HTTP_5XX,
                                         LLMGW_BR_NO_TRIAL, T0, &bp, NULL,
-                                        NULL), -1);
+                                        NULL),
+                     -1);
     ck_assert_int_eq(llmgw_health_member(t, 0, T0 + MS(50), &hp, &v), 0);
     ck_assert_int_eq(v.state, LLMGW_HS_DOWN);
     ck_assert_int_eq(v.br_state, LLMGW_BR_OPEN);
@@ -222,7 +223,8 @@ START_TEST(breaker_through_table)
     llmgw_health_member(t, 0, T0 + MS(102), &hp, &v);
     ck_assert_int_eq(v.trial_free, 0);
     ck_assert_int_eq(llmgw_health_event(t, 0, LLMGW_EV_SUCCESS, token,
-                                        T0 + MS(110), &bp, NULL, &after), 1);
+                                        T0 + MS(110), &bp, NULL, &after),
+                     1);
     ck_assert_int_eq(after.state, LLMGW_BR_CLOSED);
     ck_assert_int_eq(llmgw_health_breaker(t, 0).state, LLMGW_BR_CLOSED);
     llmgw_health_member(t, 0, T0 + MS(110), &hp, &v);
@@ -255,20 +257,19 @@ static void race_for_trial(int i, void *arg)
         if (a->hand_back) {
             /* News from a request sent before it opened: ignored, and
              * it must not undo a claim made meanwhile. */
-            llmgw_health_event(a->t, 0, k % 2 ? LLMGW_EV_SUCCESS
-                                              : LLMGW_EV_HTTP_5XX,
+            llmgw_health_event(a->t, 0,
+                               k % 2 ? LLMGW_EV_SUCCESS : LLMGW_EV_HTTP_5XX,
                                LLMGW_BR_NO_TRIAL, now, &bp, NULL, NULL);
         }
         if (!llmgw_health_claim(a->t, 0, now, &bp, &token)) {
             continue;
         }
         __atomic_add_fetch(&a->r->claims, 1, __ATOMIC_RELAXED);
-        if (__atomic_add_fetch(&a->r->outstanding, 1, __ATOMIC_ACQ_REL)
-            > 1) {
+        if (__atomic_add_fetch(&a->r->outstanding, 1, __ATOMIC_ACQ_REL) > 1) {
             __atomic_add_fetch(&a->r->violations, 1, __ATOMIC_RELAXED);
         }
         if (!a->hand_back) {
-            continue;           /* keeps it: nobody else may get one */
+            continue; /* keeps it: nobody else may get one */
         }
         /* Held a moment, as a request holds it: a second holder shows,
          * and so does a report that undid the claim meanwhile. */
@@ -327,8 +328,7 @@ START_TEST(one_trial_across_processes)
         ck_assert_int_gt(r->claims, 100);
         ck_assert_int_eq(r->violations, 0);
         /* Every holder handed it back: free, and nothing counted. */
-        ck_assert_int_eq(llmgw_health_breaker(t, 0).state,
-                         LLMGW_BR_HALF_OPEN);
+        ck_assert_int_eq(llmgw_health_breaker(t, 0).state, LLMGW_BR_HALF_OPEN);
         ck_assert_uint_eq(llmgw_health_breaker(t, 0).trial, 0);
         ck_assert_uint_eq(llmgw_health_breaker(t, 0).successes, 0);
         if (overlapped(r)) {
@@ -477,8 +477,7 @@ static void queue_often(int i, void *arg)
             __atomic_add_fetch(&a->r->admitted, 1, __ATOMIC_RELAXED);
             held = 1 + k % 3;
             break;
-        default:
-            break;
+        default: break;
         }
         llmgw_health_member(a->t, 0, now, &hp, &v);
         if (v.waiters > 3 || v.inflight > 2) {
@@ -540,19 +539,20 @@ START_TEST(queue_steps)
     ck_assert_int_eq(llmgw_health_admit_step(t, 0, 1, 1, T0 + 10, T0, &qc),
                      LLMGW_ADMIT_FULL);
     ck_assert_int_eq(qc, 0);
-    ck_assert_int_eq(llmgw_health_admit_step(t, 0, 1, 1, T0 + 10, T0 + 1,
-                                             &qb), LLMGW_ADMIT_WAIT);
+    ck_assert_int_eq(llmgw_health_admit_step(t, 0, 1, 1, T0 + 10, T0 + 1, &qb),
+                     LLMGW_ADMIT_WAIT);
     llmgw_health_release(t, 0);
     /* A newcomer does not jump the queue (and it is full). */
-    ck_assert_int_eq(llmgw_health_admit_step(t, 0, 1, 1, T0 + 10, T0 + 2,
-                                             &qd), LLMGW_ADMIT_FULL);
-    ck_assert_int_eq(llmgw_health_admit_step(t, 0, 1, 1, T0 + 10, T0 + 2,
-                                             &qb), LLMGW_ADMIT_GO);
+    ck_assert_int_eq(llmgw_health_admit_step(t, 0, 1, 1, T0 + 10, T0 + 2, &qd),
+                     LLMGW_ADMIT_FULL);
+    ck_assert_int_eq(llmgw_health_admit_step(t, 0, 1, 1, T0 + 10, T0 + 2, &qb),
+                     LLMGW_ADMIT_GO);
     ck_assert_int_eq(qb, 0);
-    ck_assert_int_eq(llmgw_health_admit_step(t, 0, 1, 1, T0 + 10, T0 + 3,
-                                             &qc), LLMGW_ADMIT_WAIT);
-    ck_assert_int_eq(llmgw_health_admit_step(t, 0, 1, 1, T0 + 10, T0 + 10,
-                                             &qc), LLMGW_ADMIT_TIMEOUT);
+    ck_assert_int_eq(llmgw_health_admit_step(t, 0, 1, 1, T0 + 10, T0 + 3, &qc),
+                     LLMGW_ADMIT_WAIT);
+    ck_assert_int_eq(
+        llmgw_health_admit_step(t, 0, 1, 1, T0 + 10, T0 + 10, &qc),
+        LLMGW_ADMIT_TIMEOUT);
     ck_assert_int_eq(qc, 0);
     llmgw_health_member(t, 0, T0, &hp, &v);
     ck_assert_int_eq(v.waiters, 0);
@@ -595,12 +595,21 @@ START_TEST(probe_facts)
     llmgw_health_add(t, "ollama");
     llmgw_health_add(t, "llamacpp");
     llmgw_health_add(t, "vllm");
-    ck_assert_int_eq(llmgw_health_store(t, 0, probe(LLMGW_PROBE_OLLAMA_PS,
-        200, "{\"models\":[{\"name\":\"llama3:latest\",\"size_vram\":5,"
-        "\"expires_at\":\"2024-06-04T14:38:31Z\"}]}"), T0), 0);
-    ck_assert_int_eq(llmgw_health_store(t, 0, probe(LLMGW_PROBE_OLLAMA_TAGS,
-        200, "{\"models\":[{\"name\":\"llama3:latest\"},{\"name\":\"qwen\"}]}"),
-        T0), 0);
+    ck_assert_int_eq(
+        llmgw_health_store(
+            t, 0,
+            probe(LLMGW_PROBE_OLLAMA_PS, 200,
+                  "{\"models\":[{\"name\":\"llama3:latest\",\"size_vram\":5,"
+                  "\"expires_at\":\"2024-06-04T14:38:31Z\"}]}"),
+            T0),
+        0);
+    ck_assert_int_eq(
+        llmgw_health_store(t, 0,
+                           probe(LLMGW_PROBE_OLLAMA_TAGS, 200,
+                                 "{\"models\":[{\"name\":\"llama3:latest\"},{"
+                                 "\"name\":\"qwen\"}]}"),
+                           T0),
+        0);
     ck_assert_int_eq(llmgw_health_model(t, 0, "llama3", T0, &hp, &f),
                      LLMGW_HS_READY);
     ck_assert_uint_eq(f, LLMGW_PM_LOADED | LLMGW_PM_AVAILABLE);
@@ -610,47 +619,57 @@ START_TEST(probe_facts)
     ck_assert_int_eq(llmgw_health_model(t, 0, "mistral", T0, &hp, &f),
                      LLMGW_HS_ABSENT);
     ck_assert_uint_eq(f, 0);
-    ck_assert_int_eq(llmgw_health_models(t, 0, list, LLMGW_HEALTH_MODELS),
-                     2);
+    ck_assert_int_eq(llmgw_health_models(t, 0, list, LLMGW_HEALTH_MODELS), 2);
     ck_assert_str_eq(list[0].name, "llama3:latest");
     ck_assert_int_eq(list[0].size_vram, 5);
     ck_assert_int_eq(list[0].expires_at, SEC(1717511911));
     /* Unloaded (a new /api/ps without it): still available. */
-    llmgw_health_store(t, 0, probe(LLMGW_PROBE_OLLAMA_PS, 200,
-                                   "{\"models\":[]}"), T0 + SEC(1));
+    llmgw_health_store(t, 0,
+                       probe(LLMGW_PROBE_OLLAMA_PS, 200, "{\"models\":[]}"),
+                       T0 + SEC(1));
     llmgw_health_model(t, 0, "llama3", T0 + SEC(1), &hp, &f);
     ck_assert_uint_eq(f, LLMGW_PM_AVAILABLE);
     /* Stale: nothing known, nothing absent. */
-    ck_assert_int_eq(llmgw_health_model(t, 0, "mistral", T0 + SEC(32), &hp,
-                                        &f), LLMGW_HS_READY);
+    ck_assert_int_eq(
+        llmgw_health_model(t, 0, "mistral", T0 + SEC(32), &hp, &f),
+        LLMGW_HS_READY);
     ck_assert_uint_eq(f, 0);
 
     /* llama.cpp: loading, then slots, busy when all are taken. */
-    llmgw_health_store(t, 1, probe(LLMGW_PROBE_LLAMACPP_HEALTH, 503,
-        "{\"error\":{\"code\":503,\"message\":\"Loading model\","
-        "\"type\":\"unavailable_error\"}}"), T0);
+    llmgw_health_store(
+        t, 1,
+        probe(LLMGW_PROBE_LLAMACPP_HEALTH, 503,
+              "{\"error\":{\"code\":503,\"message\":\"Loading model\","
+              "\"type\":\"unavailable_error\"}}"),
+        T0);
     llmgw_health_member(t, 1, T0, &hp, &v);
     ck_assert_int_eq(v.state, LLMGW_HS_LOADING);
     ck_assert_uint_eq(llmgw_health_mirror_want(&v, 1), LLMGW_MIRROR_DRAIN);
     ck_assert_uint_eq(llmgw_health_mirror_want(&v, 0), 0);
-    llmgw_health_store(t, 1, probe(LLMGW_PROBE_LLAMACPP_SLOTS, 200,
-        "[{\"id\":0,\"is_processing\":true},"
-        "{\"id\":1,\"is_processing\":false}]"), T0 + 1);
+    llmgw_health_store(t, 1,
+                       probe(LLMGW_PROBE_LLAMACPP_SLOTS, 200,
+                             "[{\"id\":0,\"is_processing\":true},"
+                             "{\"id\":1,\"is_processing\":false}]"),
+                       T0 + 1);
     llmgw_health_member(t, 1, T0 + 1, &hp, &v);
     ck_assert_int_eq(v.state, LLMGW_HS_READY);
     ck_assert_int_eq(v.slots_total, 2);
     ck_assert_int_eq(v.slots_busy, 1);
     ck_assert_int_eq(llmgw_health_limit(t, 1, 0, T0 + 1, &hp), 2);
     ck_assert_int_eq(llmgw_health_limit(t, 1, 7, T0 + 1, &hp), 7);
-    llmgw_health_store(t, 1, probe(LLMGW_PROBE_LLAMACPP_SLOTS, 200,
-        "[{\"id\":0,\"is_processing\":true},"
-        "{\"id\":1,\"is_processing\":true}]"), T0 + 2);
+    llmgw_health_store(t, 1,
+                       probe(LLMGW_PROBE_LLAMACPP_SLOTS, 200,
+                             "[{\"id\":0,\"is_processing\":true},"
+                             "{\"id\":1,\"is_processing\":true}]"),
+                       T0 + 2);
     llmgw_health_member(t, 1, T0 + 2, &hp, &v);
     ck_assert_int_eq(v.state, LLMGW_HS_BUSY);
     /* A failed probe does not make it down (the breaker does); its
      * slots stay known. */
-    llmgw_health_store(t, 1, llmgw_probe_unreachable(test_pool,
-        LLMGW_PROBE_LLAMACPP_SLOTS, "refused"), T0 + 3);
+    llmgw_health_store(t, 1,
+                       llmgw_probe_unreachable(
+                           test_pool, LLMGW_PROBE_LLAMACPP_SLOTS, "refused"),
+                       T0 + 3);
     llmgw_health_member(t, 1, T0 + 3, &hp, &v);
     ck_assert_int_eq(v.probe_ok, 0);
     ck_assert_int_eq(v.probe_state, LLMGW_HS_DOWN);
@@ -662,10 +681,13 @@ START_TEST(probe_facts)
     ck_assert_int_eq(llmgw_health_limit(t, 1, 0, T0 + SEC(31), &hp), 0);
 
     /* vLLM: a queue at the busy bound, KV use, its model loaded. */
-    llmgw_health_store(t, 2, probe(LLMGW_PROBE_VLLM_METRICS, 200,
-        "vllm:num_requests_running{model_name=\"q\"} 8\n"
-        "vllm:num_requests_waiting{model_name=\"q\"} 4\n"
-        "vllm:kv_cache_usage_perc{model_name=\"q\"} 0.75\n"), T0);
+    llmgw_health_store(
+        t, 2,
+        probe(LLMGW_PROBE_VLLM_METRICS, 200,
+              "vllm:num_requests_running{model_name=\"q\"} 8\n"
+              "vllm:num_requests_waiting{model_name=\"q\"} 4\n"
+              "vllm:kv_cache_usage_perc{model_name=\"q\"} 0.75\n"),
+        T0);
     llmgw_health_member(t, 2, T0, &hp, &v);
     ck_assert_int_eq(v.state, LLMGW_HS_BUSY);
     ck_assert_int_eq(v.running, 8);
@@ -683,8 +705,10 @@ START_TEST(probe_facts)
     /* Only what is loaded is known: another model is not absent. */
     ck_assert_int_eq(llmgw_health_model(t, 2, "other", T0, &hp, &f),
                      LLMGW_HS_BUSY);
-    ck_assert_int_eq(llmgw_health_store(t, 7, probe(LLMGW_PROBE_VLLM_METRICS,
-                                        200, "x 1\n"), T0), -1);
+    ck_assert_int_eq(
+        llmgw_health_store(t, 7, probe(LLMGW_PROBE_VLLM_METRICS, 200, "x 1\n"),
+                           T0),
+        -1);
 }
 END_TEST
 
@@ -694,8 +718,8 @@ START_TEST(models_that_do_not_fit)
 {
     llmgw_health_t *t = table(1);
     llmgw_health_params_t hp = hparams();
-    char *list = "", *name = apr_pcalloc(test_pool,
-                                         LLMGW_HEALTH_MODEL_NAME + 1);
+    char *list = "",
+         *name = apr_pcalloc(test_pool, LLMGW_HEALTH_MODEL_NAME + 1);
     llmgw_probe_t *r;
     unsigned f;
     int i;
@@ -703,8 +727,10 @@ START_TEST(models_that_do_not_fit)
     llmgw_health_add(t, "m");
     /* m0..m31 unloaded, m32..m36 loaded: 37 for 32 places. */
     for (i = 0; i < LLMGW_HEALTH_MODELS + 5; i++) {
-        list = apr_psprintf(test_pool, "%s%s{\"id\":\"m%d\",\"status\":"
-                            "{\"value\":\"%s\"}}", list, i ? "," : "", i,
+        list = apr_psprintf(test_pool,
+                            "%s%s{\"id\":\"m%d\",\"status\":"
+                            "{\"value\":\"%s\"}}",
+                            list, i ? "," : "", i,
                             i >= LLMGW_HEALTH_MODELS ? "loaded" : "unloaded");
     }
     r = probe(LLMGW_PROBE_OPENAI_MODELS, 200,
@@ -715,7 +741,7 @@ START_TEST(models_that_do_not_fit)
     llmgw_health_model(t, 0, "m36", T0, &hp, &f);
     ck_assert_uint_eq(f, LLMGW_PM_LOADED | LLMGW_PM_AVAILABLE);
     ck_assert_int_eq(llmgw_health_model(t, 0, "m31", T0, &hp, &f),
-                     LLMGW_HS_ABSENT);        /* did not fit */
+                     LLMGW_HS_ABSENT); /* did not fit */
     ck_assert_int_eq(llmgw_health_model(t, 0, "m26", T0, &hp, &f),
                      LLMGW_HS_READY);
     ck_assert_uint_eq(f, LLMGW_PM_AVAILABLE);
@@ -723,8 +749,10 @@ START_TEST(models_that_do_not_fit)
     r = probe(LLMGW_PROBE_OPENAI_MODELS, 200,
               "{\"data\":[{\"id\":\"fresh\",\"status\":"
               "{\"value\":\"loaded\"}}]}");
-    ck_assert_int_eq(llmgw_health_store(llmgw_health_attach(t,
-                     llmgw_health_size(1)), 0, r, T0), 0);
+    ck_assert_int_eq(
+        llmgw_health_store(llmgw_health_attach(t, llmgw_health_size(1)), 0, r,
+                           T0),
+        0);
     llmgw_health_model(t, 0, "fresh", T0, &hp, &f);
     ck_assert_uint_eq(f, LLMGW_PM_LOADED | LLMGW_PM_AVAILABLE);
     ck_assert_int_eq(llmgw_health_model(t, 0, "m36", T0, &hp, &f),
@@ -735,8 +763,10 @@ START_TEST(models_that_do_not_fit)
     /* A name too long to keep is left out and counted. */
     memset(name, 'n', LLMGW_HEALTH_MODEL_NAME);
     r = probe(LLMGW_PROBE_OLLAMA_TAGS, 200,
-              apr_psprintf(test_pool, "{\"models\":[{\"name\":\"%s\"},"
-                           "{\"name\":\"short\"}]}", name));
+              apr_psprintf(test_pool,
+                           "{\"models\":[{\"name\":\"%s\"},"
+                           "{\"name\":\"short\"}]}",
+                           name));
     ck_assert_int_eq(llmgw_health_store(t, 0, r, T0 + 1), 1);
     ck_assert_int_eq(llmgw_health_model(t, 0, "short", T0 + 1, &hp, &f),
                      LLMGW_HS_READY);
@@ -775,8 +805,7 @@ START_TEST(hints_and_classify)
     ck_assert_int_eq(llmgw_health_classify(t, 0, LLMGW_EV_TIMEOUT_FIRST_BYTE,
                                            "llama3", T0, &hp),
                      LLMGW_EV_LOADING);
-    ck_assert_int_eq(llmgw_health_classify(t, 0,
-                                           LLMGW_EV_TIMEOUT_FIRST_TOKEN,
+    ck_assert_int_eq(llmgw_health_classify(t, 0, LLMGW_EV_TIMEOUT_FIRST_TOKEN,
                                            "llama3", T0, &hp),
                      LLMGW_EV_LOADING);
     ck_assert_int_eq(llmgw_health_classify(t, 0,
@@ -809,16 +838,19 @@ START_TEST(hints_and_classify)
                           LLMGW_HINT_SERVED, T0 + 10 + i);
     }
     for (i = 0; i < 3 * LLMGW_HEALTH_HINTS; i++) {
-        llmgw_health_model(t, 0, apr_psprintf(test_pool, "m%d", i),
-                           T0 + 100, &hp, &f);
-        ck_assert_uint_eq(f, i >= 2 * LLMGW_HEALTH_HINTS ? LLMGW_HM_SERVED
-                                                         : 0);
+        llmgw_health_model(t, 0, apr_psprintf(test_pool, "m%d", i), T0 + 100,
+                           &hp, &f);
+        ck_assert_uint_eq(f,
+                          i >= 2 * LLMGW_HEALTH_HINTS ? LLMGW_HM_SERVED : 0);
     }
     /* A loading member (llama.cpp) makes a first-token timeout loading. */
-    llmgw_health_store(t, 0, probe(LLMGW_PROBE_LLAMACPP_HEALTH, 503,
-                                   "{\"status\":\"loading model\"}"), T0);
+    llmgw_health_store(t, 0,
+                       probe(LLMGW_PROBE_LLAMACPP_HEALTH, 503,
+                             "{\"status\":\"loading model\"}"),
+                       T0);
     ck_assert_int_eq(llmgw_health_classify(t, 0, LLMGW_EV_TIMEOUT_FIRST_BYTE,
-                                           NULL, T0, &hp), LLMGW_EV_LOADING);
+                                           NULL, T0, &hp),
+                     LLMGW_EV_LOADING);
 }
 END_TEST
 
@@ -831,8 +863,10 @@ START_TEST(affinity_fill_by_breaker)
     int token;
 
     llmgw_health_add(t, "m");
-    llmgw_health_store(t, 0, probe(LLMGW_PROBE_OLLAMA_TAGS, 200,
-                                   "{\"models\":[{\"name\":\"a\"}]}"), T0);
+    llmgw_health_store(
+        t, 0,
+        probe(LLMGW_PROBE_OLLAMA_TAGS, 200, "{\"models\":[{\"name\":\"a\"}]}"),
+        T0);
     llmgw_health_affinity(t, 0, "a", T0, &hp, &am);
     ck_assert_int_eq(am.model, LLMGW_AFF_COLD);
     llmgw_health_affinity(t, 0, "b", T0, &hp, &am);
@@ -842,10 +876,10 @@ START_TEST(affinity_fill_by_breaker)
     llmgw_health_affinity(t, 0, "a", T0 + MS(50), &hp, &am);
     ck_assert_int_eq(am.state, LLMGW_HS_DOWN);
     llmgw_health_affinity(t, 0, "a", T0 + MS(100), &hp, &am);
-    ck_assert_int_eq(am.state, LLMGW_HS_READY);        /* trial free */
+    ck_assert_int_eq(am.state, LLMGW_HS_READY); /* trial free */
     ck_assert_int_eq(llmgw_health_claim(t, 0, T0 + MS(100), &bp, &token), 1);
     llmgw_health_affinity(t, 0, "a", T0 + MS(100), &hp, &am);
-    ck_assert_int_eq(am.state, LLMGW_HS_DOWN);         /* trial taken */
+    ck_assert_int_eq(am.state, LLMGW_HS_DOWN); /* trial taken */
 }
 END_TEST
 
@@ -866,19 +900,22 @@ START_TEST(events_for_answers)
                      LLMGW_EV_HTTP_5XX);
     ck_assert_int_eq(llmgw_status_event(test_pool, 503, "x", 1),
                      LLMGW_EV_HTTP_5XX);
-    ck_assert_int_eq(llmgw_status_event(test_pool, 503, loading,
-                                        strlen(loading)), LLMGW_EV_LOADING);
+    ck_assert_int_eq(
+        llmgw_status_event(test_pool, 503, loading, strlen(loading)),
+        LLMGW_EV_LOADING);
     /* ollama/ollama server/sched.go ErrMaxQueue, answered as 503. */
     ck_assert_int_eq(llmgw_status_event(test_pool, 503, busy, strlen(busy)),
                      LLMGW_EV_BUSY);
-    ck_assert_int_eq(llmgw_status_event(test_pool, 503, "{\"error\":\"x\"}",
-                                        11), LLMGW_EV_HTTP_5XX);
+    ck_assert_int_eq(
+        llmgw_status_event(test_pool, 503, "{\"error\":\"x\"}", 11),
+        LLMGW_EV_HTTP_5XX);
     ck_assert_int_eq(llmgw_probe_event(probe(LLMGW_PROBE_LLAMACPP_HEALTH, 200,
                                              "{\"status\":\"ok\"}")),
                      LLMGW_EV_PROBE_OK);
-    ck_assert_int_eq(llmgw_probe_event(probe(LLMGW_PROBE_LLAMACPP_HEALTH, 503,
-                                             "{\"status\":\"loading model\"}")),
-                     LLMGW_EV_LOADING);
+    ck_assert_int_eq(
+        llmgw_probe_event(probe(LLMGW_PROBE_LLAMACPP_HEALTH, 503,
+                                "{\"status\":\"loading model\"}")),
+        LLMGW_EV_LOADING);
     ck_assert_int_eq(llmgw_probe_event(probe(LLMGW_PROBE_OLLAMA_PS, 429, "")),
                      LLMGW_EV_PROBE_OK);
     ck_assert_int_eq(llmgw_probe_event(probe(LLMGW_PROBE_OLLAMA_PS, 200, "x")),
@@ -893,8 +930,8 @@ START_TEST(mirror_deltas)
     unsigned set, clear;
 
     llmgw_health_add(t, "m");
-    ck_assert_uint_eq(llmgw_health_mirror_swap(t, 0, LLMGW_MIRROR_FAIL, &set,
-                                               &clear), 0);
+    ck_assert_uint_eq(
+        llmgw_health_mirror_swap(t, 0, LLMGW_MIRROR_FAIL, &set, &clear), 0);
     ck_assert_uint_eq(set, LLMGW_MIRROR_FAIL);
     ck_assert_uint_eq(clear, 0);
     llmgw_health_mirror_swap(t, 0, LLMGW_MIRROR_FAIL, &set, &clear);
@@ -964,7 +1001,8 @@ static void *seq_writer(void *arg)
     /* On until the readers have read enough (a loaded machine may
      * schedule them late), within bounds. */
     for (i = 0; (racing(start) || r->reads < 1000)
-                && apr_time_now() - start < SEC(10); i++) {
+                && apr_time_now() - start < SEC(10);
+         i++) {
         llmgw_health_store(r->t, 0, r->probes[i % LLMGW_HEALTH_MODELS],
                            T0 + i);
         /* A pause, so that readers start between stores and are still
@@ -1001,8 +1039,7 @@ static void *seq_reader(void *arg)
             ok = ok && strcmp(list[i].name, want) == 0;
         }
         if (n > 0 || !ok) {
-            __atomic_add_fetch(ok ? &r->reads : &r->torn, 1,
-                               __ATOMIC_RELAXED);
+            __atomic_add_fetch(ok ? &r->reads : &r->torn, 1, __ATOMIC_RELAXED);
         }
     }
     return NULL;
@@ -1025,9 +1062,10 @@ START_TEST(readers_beside_writer)
         for (i = 0; i <= k; i++) {
             slots = apr_psprintf(test_pool, "%s%s{\"is_processing\":true}",
                                  slots, i ? "," : "");
-            ps = apr_psprintf(test_pool, "%s%s{\"id\":\"m%d-of-%d\","
-                              "\"status\":{\"value\":\"loaded\"}}", ps,
-                              i ? "," : "", i, k + 1);
+            ps = apr_psprintf(test_pool,
+                              "%s%s{\"id\":\"m%d-of-%d\","
+                              "\"status\":{\"value\":\"loaded\"}}",
+                              ps, i ? "," : "", i, k + 1);
         }
         a = probe(LLMGW_PROBE_LLAMACPP_SLOTS, 200,
                   apr_pstrcat(test_pool, slots, "]", NULL));

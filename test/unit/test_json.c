@@ -19,7 +19,8 @@ START_TEST(parses_and_reads_paths)
 {
     llmgw_json_err_t err;
     llmgw_json_t *j = parse("{\"a\":{\"b\":\"x\",\"n\":42,\"t\":true},"
-                            "\"arr\":[1,2,3],\"z\":null}", &err);
+                            "\"arr\":[1,2,3],\"z\":null}",
+                            &err);
 
     ck_assert_ptr_nonnull(j);
     ck_assert_str_eq(llmgw_json_gets(j, "a", "b", NULL), "x");
@@ -31,8 +32,7 @@ START_TEST(parses_and_reads_paths)
     ck_assert_int_eq(llmgw_json_type(j, "nope", NULL), LLMGW_JSON_MISSING);
     ck_assert_int_eq(llmgw_json_type(j, "z", "deeper", NULL),
                      LLMGW_JSON_MISSING);
-    ck_assert_int_eq(llmgw_json_array_len(llmgw_json_getj(j, "arr", NULL)),
-                     3);
+    ck_assert_int_eq(llmgw_json_array_len(llmgw_json_getj(j, "arr", NULL)), 3);
 }
 END_TEST
 
@@ -81,8 +81,7 @@ END_TEST
 
 START_TEST(quotes_strings)
 {
-    ck_assert_str_eq(llmgw_json_quote(test_pool, "a\"b\n/"),
-                     "\"a\\\"b\\n/\"");
+    ck_assert_str_eq(llmgw_json_quote(test_pool, "a\"b\n/"), "\"a\\\"b\\n/\"");
     ck_assert_str_eq(llmgw_json_quote(test_pool, NULL), "\"\"");
 }
 END_TEST
@@ -118,18 +117,28 @@ static const char *canon_of(const llmgw_json_t *j)
 START_TEST(converts_views_exactly)
 {
     static const char *const docs[] = {
-        "{}", "[]", "[0]", "[-0]", "[12,-7]", "[1.5,1e3,-2.5E-3,1.0,1.10]",
+        "{}",
+        "[]",
+        "[0]",
+        "[-0]",
+        "[12,-7]",
+        "[1.5,1e3,-2.5E-3,1.0,1.10]",
         "[9223372036854775807,-9223372036854775808]",
         "[123456789012345678901,-99999999999999999999999]",
-        "[18446744073709551616]", "[1e-320,4.9e-324,1.7976931348623157e308]",
-        "[true,false,null]", "\"\"", "\"plain\"",
+        "[18446744073709551616]",
+        "[1e-320,4.9e-324,1.7976931348623157e308]",
+        "[true,false,null]",
+        "\"\"",
+        "\"plain\"",
         "\"esc \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u0041\\u00e9\\u20ac\"",
         "\"pair \\ud83d\\ude00 end\"",
         "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"",
-        ("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+        ("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+         "\"hi\"}],"
          "\"temperature\":0,\"top_p\":0.9,\"stream\":false,\"stop\":null}"),
         " { \"b\" : [ 1 , { \"z\" : 1 , \"a\" : [ ] } ] , \"a\" : { } } ",
-        "[[[[[[[[[[1]]]]]]]]]]", "{\"k\\u0041\":1,\"kB\":2}",
+        "[[[[[[[[[[1]]]]]]]]]]",
+        "{\"k\\u0041\":1,\"kB\":2}",
     };
     size_t i;
 
@@ -146,8 +155,8 @@ START_TEST(converts_views_exactly)
         ck_assert_msg(back != NULL, "doc %zu: wrote %s", i, text);
         ck_assert_msg(strcmp(canon_of(v), canon_of(back)) == 0,
                       "doc %zu: %s vs %s", i, canon_of(v), canon_of(back));
-        ck_assert_int_eq(llmgw_json_type(v, NULL), llmgw_json_type(back,
-                                                                   NULL));
+        ck_assert_int_eq(llmgw_json_type(v, NULL),
+                         llmgw_json_type(back, NULL));
     }
 }
 END_TEST
@@ -158,7 +167,8 @@ START_TEST(read_view_gets_paths)
     const char *msg;
     llmgw_json_t *j = readj("{\"a\":{\"b\":\"x\",\"n\":42,\"t\":true},"
                             "\"arr\":[1,2.5,\"s\"],\"z\":null,\"n\":2}",
-                            &err), *arr;
+                            &err),
+                 *arr;
 
     ck_assert_ptr_nonnull(j);
     ck_assert_str_eq(llmgw_json_gets(j, "a", "b", NULL), "x");
@@ -172,8 +182,7 @@ START_TEST(read_view_gets_paths)
     ck_assert_int_eq(llmgw_json_array_len(arr), 3);
     ck_assert(llmgw_json_array_getd(arr, 1, 0) == 2.5);
     ck_assert(llmgw_json_array_getd(arr, 2, -1) == -1);
-    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(arr, 2), NULL),
-                     "s");
+    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(arr, 2), NULL), "s");
     ck_assert_str_eq(llmgw_json_write(arr, NULL), "[1,2.5,\"s\"]");
     /* An answer may name a key twice: the last counts, as for json-c. */
     j = llmgw_json_parse(test_pool, "{\"n\":1,\"x\":0,\"n\":2}", 19, &err,
@@ -191,7 +200,7 @@ END_TEST
 /* What is refused: a length, since some texts hold a NUL byte. */
 static const struct {
     const char *text;
-    apr_size_t len;             /* 0: strlen */
+    apr_size_t len; /* 0: strlen */
     int strict_only;
     llmgw_json_err_t err;
     const char *msg;
@@ -216,12 +225,14 @@ static const struct {
       "unexpected data after the JSON value" },
     { "\"\xff\xfe\"", 0, 0, LLMGW_JSON_ERR_UTF8,
       "JSON text is not valid UTF-8" },
-    { "\"\xc0\xaf\"", 0, 0, LLMGW_JSON_ERR_UTF8, NULL },    /* overlong */
+    { "\"\xc0\xaf\"", 0, 0, LLMGW_JSON_ERR_UTF8, NULL },     /* overlong */
     { "\"\xed\xa0\x80\"", 0, 0, LLMGW_JSON_ERR_UTF8, NULL }, /* surrogate */
     { "\"\xf4\x90\x80\x80\"", 0, 0, LLMGW_JSON_ERR_UTF8, NULL },
-    { "\"\xe2\x82\"", 0, 0, LLMGW_JSON_ERR_UTF8, NULL },     /* cut short */
+    { "\"\xe2\x82\"", 0, 0, LLMGW_JSON_ERR_UTF8, NULL }, /* cut short */
     /* RFC 8259: control characters in strings must be escaped. */
-    { "\"a\x01" "b\"", 0, 0, LLMGW_JSON_ERR_CONTROL,
+    { "\"a\x01"
+      "b\"",
+      0, 0, LLMGW_JSON_ERR_CONTROL,
       "a control character in a JSON string must be escaped" },
     { "\"line\nbreak\"", 0, 0, LLMGW_JSON_ERR_CONTROL, NULL },
     { "{\"k\x1f\":1}", 0, 0, LLMGW_JSON_ERR_CONTROL, NULL },
@@ -232,8 +243,7 @@ static const struct {
       NULL },
     { "{\"messages\\u0000\":[]}", 0, 0, LLMGW_JSON_ERR_NUL, NULL },
     /* Out of a double's range. */
-    { "[1e999]", 0, 0, LLMGW_JSON_ERR_RANGE,
-      "a JSON number is out of range" },
+    { "[1e999]", 0, 0, LLMGW_JSON_ERR_RANGE, "a JSON number is out of range" },
     { "{\"temperature\":-1e400}", 0, 0, LLMGW_JSON_ERR_RANGE, NULL },
     /* Strictly: lone surrogates, and a key twice. */
     { "\"\\ud800\"", 0, 1, LLMGW_JSON_ERR_SURROGATE,
@@ -246,7 +256,8 @@ static const struct {
       LLMGW_JSON_ERR_DUPLICATE, NULL },
     { "{\"a\":1,\"b\":1,\"c\":1,\"d\":1,\"e\":1,\"f\":1,\"g\":1,\"h\":1,"
       "\"i\":1,\"j\":1,\"k\":1,\"l\":1,\"m\":1,\"n\":1,\"o\":1,\"p\":1,"
-      "\"q\":1,\"r\":1,\"c\":2}", 0, 1, LLMGW_JSON_ERR_DUPLICATE, NULL },
+      "\"q\":1,\"r\":1,\"c\":2}",
+      0, 1, LLMGW_JSON_ERR_DUPLICATE, NULL },
 };
 
 START_TEST(read_view_reports_error_kinds)
@@ -274,9 +285,10 @@ START_TEST(read_view_reports_error_kinds)
     ck_assert_int_eq(err, LLMGW_JSON_ERR_DEPTH);
     ck_assert_ptr_nonnull(readj("  {\"ok\":1}\n", &err));
     /* No NUL needed after the text: a number ends where the text does. */
-    ck_assert_int_eq(llmgw_json_getl(llmgw_json_read(test_pool, "12345", 3,
-                                                     &err, &msg),
-                                     0, NULL), 123);
+    ck_assert_int_eq(
+        llmgw_json_getl(llmgw_json_read(test_pool, "12345", 3, &err, &msg), 0,
+                        NULL),
+        123);
     /* Escaped control characters are fine; an underflow reads as 0. */
     ck_assert_ptr_nonnull(readj("\"\\u0001\\n\\u001f\"", &err));
     ck_assert(llmgw_json_getd(readj("[1e-400]", &err), -1, NULL) == -1);
@@ -293,13 +305,14 @@ START_TEST(lone_surrogates_in_answers)
     const char *msg;
     llmgw_json_t *j;
 
-    ck_assert_ptr_null(llmgw_json_parse(test_pool, "\"\\ud83d", 7, &err,
-                                        &msg));
+    ck_assert_ptr_null(
+        llmgw_json_parse(test_pool, "\"\\ud83d", 7, &err, &msg));
     j = llmgw_json_parse(test_pool, "\"\\ude00\"", 8, &err, &msg);
     ck_assert_ptr_nonnull(j);
     ck_assert_str_eq(llmgw_json_gets(j, NULL), "\xef\xbf\xbd");
     j = llmgw_json_parse(test_pool, "\"a\\ud800b\"", 10, &err, &msg);
-    ck_assert_str_eq(llmgw_json_gets(j, NULL), "a\xef\xbf\xbd" "b");
+    ck_assert_str_eq(llmgw_json_gets(j, NULL), "a\xef\xbf\xbd"
+                                               "b");
     j = llmgw_json_parse(test_pool, "\"\\ud83d\\ude00\"", 14, &err, &msg);
     ck_assert_str_eq(llmgw_json_gets(j, NULL), "\xf0\x9f\x98\x80");
 }
@@ -309,18 +322,26 @@ END_TEST
 START_TEST(canonical_numbers_are_exact)
 {
     static const char *const differ[][2] = {
-        { "1e100", "1e300" }, { "1e100", "5e300" }, { "1.5e200", "2.5e200" },
+        { "1e100", "1e300" },
+        { "1e100", "5e300" },
+        { "1.5e200", "2.5e200" },
         { "9223372036854775807", "9223372036854775808" },
         { "9223372036854775808", "18446744073709551616" },
         { "18446744073709551616", "18446744073709551617" },
         { "-9223372036854775809", "-9223372036854775808" },
         { "0.1", "0.10000000000000002" },
-        { "100000000000000000000", "1e20" }, { "1", "1.0000000000000002" },
+        { "100000000000000000000", "1e20" },
+        { "1", "1.0000000000000002" },
     };
     static const char *const same[][2] = {
-        { "1", "1.0" }, { "1", "1e0" }, { "100", "1e2" }, { "0", "-0" },
-        { "0", "-0.0" }, { "0.1", "0.1000000000000000055511151231257827" },
-        { "1e100", "1E+100" }, { "0.5", "5e-1" },
+        { "1", "1.0" },
+        { "1", "1e0" },
+        { "100", "1e2" },
+        { "0", "-0" },
+        { "0", "-0.0" },
+        { "0.1", "0.1000000000000000055511151231257827" },
+        { "1e100", "1E+100" },
+        { "0.5", "5e-1" },
     };
     llmgw_json_err_t err;
     double d = 0.0;
@@ -383,8 +404,8 @@ START_TEST(edits_keep_the_rest)
     ck_assert_str_eq(out, "{\"x\":1,\"include_usage\":true}");
     out = llmgw_json_edit(readj(" {  } ", &err), keys, vals, 2, NULL);
     ck_assert_str_eq(out, "{  \"model\":\"b\",\"extra\":[1]}");
-    ck_assert_ptr_null(llmgw_json_edit(readj("[1]", &err), keys, vals, 1,
-                                       NULL));
+    ck_assert_ptr_null(
+        llmgw_json_edit(readj("[1]", &err), keys, vals, 1, NULL));
 }
 END_TEST
 
@@ -393,9 +414,10 @@ END_TEST
 START_TEST(read_view_changes_through_json_c)
 {
     llmgw_json_err_t err;
-    llmgw_json_t *j = readj("{\"model\":\"a\",\"n\":1.50,\"tools\":[{\"t\":1}],"
-                            "\"seed\":99999999999999999999,\"stream\":true}",
-                            &err);
+    llmgw_json_t *j =
+        readj("{\"model\":\"a\",\"n\":1.50,\"tools\":[{\"t\":1}],"
+              "\"seed\":99999999999999999999,\"stream\":true}",
+              &err);
     llmgw_json_t *out = llmgw_json_create_object(test_pool);
 
     llmgw_json_setj(out, llmgw_json_getj(j, "tools", NULL), "copied", NULL);
@@ -425,11 +447,13 @@ START_TEST(writes_only_valid_utf8)
     llmgw_json_t *j = llmgw_json_create_object(test_pool);
     apr_size_t n;
 
-    ck_assert_ptr_eq(llmgw_json_utf8_clean(test_pool, ok, strlen(ok), &n),
-                     ok);
-    ck_assert_str_eq(llmgw_json_utf8_clean(test_pool, "a\xff" "b\xe2\x82",
+    ck_assert_ptr_eq(llmgw_json_utf8_clean(test_pool, ok, strlen(ok), &n), ok);
+    ck_assert_str_eq(llmgw_json_utf8_clean(test_pool,
+                                           "a\xff"
+                                           "b\xe2\x82",
                                            5, &n),
-                     "a\xef\xbf\xbd" "b\xef\xbf\xbd\xef\xbf\xbd");
+                     "a\xef\xbf\xbd"
+                     "b\xef\xbf\xbd\xef\xbf\xbd");
     ck_assert_str_eq(llmgw_json_quote(test_pool, "mock-\xff"),
                      "\"mock-\xef\xbf\xbd\"");
     llmgw_json_sets(j, "x\xc0\xaf", "id", NULL);

@@ -24,14 +24,14 @@
 #define SEC APR_USEC_PER_SEC
 #define DAY (86400 * SEC)
 
-static llmgw_limits_t *table_flags(apr_uint32_t subjects,
-                                   apr_uint32_t records, int flags)
+static llmgw_limits_t *table_flags(apr_uint32_t subjects, apr_uint32_t records,
+                                   int flags)
 {
     apr_size_t size = llmgw_limits_size(subjects, records);
     void *mem = apr_palloc(test_pool, size);
     llmgw_limits_t *t;
 
-    memset(mem, 0xa5, size);    /* init takes any content */
+    memset(mem, 0xa5, size); /* init takes any content */
     t = llmgw_limits_init(mem, size, subjects, records, flags);
     ck_assert_ptr_nonnull(t);
     return t;
@@ -71,8 +71,7 @@ static llmgw_limits_subject_t one(llmgw_limits_t *t,
 
     d.name = "key:a";
     d.conf = *c;
-    ck_assert_int_eq(llmgw_limits_configure(t, &d, 1, NULL, T0),
-                     APR_SUCCESS);
+    ck_assert_int_eq(llmgw_limits_configure(t, &d, 1, NULL, T0), APR_SUCCESS);
     ck_assert_int_eq(llmgw_limits_find(t, "key:a", &s), APR_SUCCESS);
     return s;
 }
@@ -105,8 +104,8 @@ static llmgw_limit_kind_t reserve(llmgw_limits_t *t,
     return llmgw_limits_reserve(t, &rq, now, tk, v);
 }
 
-static llmgw_limits_usage_t usage(llmgw_limits_t *t,
-                                  llmgw_limits_subject_t s, apr_time_t now)
+static llmgw_limits_usage_t usage(llmgw_limits_t *t, llmgw_limits_subject_t s,
+                                  apr_time_t now)
 {
     llmgw_limits_usage_t u;
 
@@ -136,8 +135,7 @@ START_TEST(rpm_admits_the_limit_then_refills)
         ck_assert_int_eq(llmgw_limits_settle(t, &tk, 5, 5, T0), APR_SUCCESS);
     }
     ck_assert_int_eq(v.reset_requests, 60 * SEC);
-    ck_assert_int_eq(reserve(t, &s, 1, 10, 10, T0, &tk, &v),
-                     LLMGW_LIMIT_RPM);
+    ck_assert_int_eq(reserve(t, &s, 1, 10, 10, T0, &tk, &v), LLMGW_LIMIT_RPM);
     ck_assert_int_eq(v.retry_after, 20);
     ck_assert_int_eq(v.remaining_requests, 0);
     ck_assert_int_eq(v.limit, 3);
@@ -191,8 +189,7 @@ START_TEST(rpm_of_seven_admits_seven)
     int i, n = 0;
 
     for (i = 0; i < 7; i++) {
-        ck_assert_int_eq(reserve(t, &s, 1, 1, 1, T0, &tk, &v),
-                         LLMGW_LIMIT_OK);
+        ck_assert_int_eq(reserve(t, &s, 1, 1, 1, T0, &tk, &v), LLMGW_LIMIT_OK);
         llmgw_limits_settle(t, &tk, 1, 1, T0);
     }
     ck_assert_int_eq(reserve(t, &s, 1, 1, 1, T0, &tk, &v), LLMGW_LIMIT_RPM);
@@ -203,7 +200,7 @@ START_TEST(rpm_of_seven_admits_seven)
             n++;
         }
     }
-    ck_assert_int_eq(n, 69);    /* the 70th falls due at T0 + 600 s */
+    ck_assert_int_eq(n, 69); /* the 70th falls due at T0 + 600 s */
 }
 END_TEST
 
@@ -215,12 +212,10 @@ START_TEST(tpm_reserves_then_refunds)
     llmgw_limits_ticket_t a, b;
     llmgw_limits_verdict_t v;
 
-    ck_assert_int_eq(reserve(t, &s, 1, 400, 300, T0, &a, &v),
-                     LLMGW_LIMIT_OK);
+    ck_assert_int_eq(reserve(t, &s, 1, 400, 300, T0, &a, &v), LLMGW_LIMIT_OK);
     ck_assert_int_eq(v.limit_tokens, 1000);
     ck_assert_int_eq(v.remaining_tokens, 300);
-    ck_assert_int_eq(reserve(t, &s, 1, 400, 300, T0, &b, &v),
-                     LLMGW_LIMIT_TPM);
+    ck_assert_int_eq(reserve(t, &s, 1, 400, 300, T0, &b, &v), LLMGW_LIMIT_TPM);
     ck_assert_int_eq(v.requested, 700);
     ck_assert_int_eq(v.used, 700);
     ck_assert_int_eq(v.too_large, 0);
@@ -229,8 +224,7 @@ START_TEST(tpm_reserves_then_refunds)
     /* A short answer gives back what it did not use. */
     ck_assert_int_eq(llmgw_limits_settle(t, &a, 80, 20, T0), APR_SUCCESS);
     ck_assert_int_eq(usage(t, s, T0).tpm_remaining, 900);
-    ck_assert_int_eq(reserve(t, &s, 1, 400, 300, T0, &b, &v),
-                     LLMGW_LIMIT_OK);
+    ck_assert_int_eq(reserve(t, &s, 1, 400, 300, T0, &b, &v), LLMGW_LIMIT_OK);
     ck_assert_int_eq(v.remaining_tokens, 200);
     /* More than the whole minute's tokens never fits. */
     ck_assert_int_eq(reserve(t, &s, 1, 1000, 1, T0 + DAY, &a, &v),
@@ -346,9 +340,10 @@ START_TEST(periods_are_calendar_aligned_in_utc)
     ck_assert_int_eq(llmgw_limits_period_start(LLMGW_PER_MONTH, T0 - 1, 0),
                      APR_INT64_C(1764547200) * SEC);
     /* 2100 is not a leap year: March 2100 starts 28 days after Feb 1. */
-    ck_assert_int_eq(llmgw_limits_period_start(LLMGW_PER_MONTH,
-                     APR_INT64_C(4105123200) * SEC, 1)
-                     - APR_INT64_C(4105123200) * SEC, 28 * DAY);
+    ck_assert_int_eq(llmgw_limits_period_start(
+                         LLMGW_PER_MONTH, APR_INT64_C(4105123200) * SEC, 1)
+                         - APR_INT64_C(4105123200) * SEC,
+                     28 * DAY);
 }
 END_TEST
 
@@ -410,21 +405,20 @@ START_TEST(cost_budget_in_micro_units)
     llmgw_error_t err;
     llmgw_limits_usage_t u;
 
-    budget(&c, 0, LLMGW_BUDGET_COST, LLMGW_PER_MONTH, 10000);   /* 0.01 */
+    budget(&c, 0, LLMGW_BUDGET_COST, LLMGW_PER_MONTH, 10000); /* 0.01 */
     s = one(t, &c);
     rq = request(&s, 1, 1000, 2000);
-    rq.price.in = 1000000;      /* 1.00 a million */
+    rq.price.in = 1000000; /* 1.00 a million */
     rq.price.out = 2000000;
     /* 1000 * 1 + 2000 * 2 = 5000 micro-units reserved each. */
-    ck_assert_int_eq(llmgw_limits_reserve(t, &rq, T0, &a, &v),
-                     LLMGW_LIMIT_OK);
-    ck_assert_int_eq(llmgw_limits_reserve(t, &rq, T0, &b, &v),
-                     LLMGW_LIMIT_OK);
+    ck_assert_int_eq(llmgw_limits_reserve(t, &rq, T0, &a, &v), LLMGW_LIMIT_OK);
+    ck_assert_int_eq(llmgw_limits_reserve(t, &rq, T0, &b, &v), LLMGW_LIMIT_OK);
     ck_assert_int_eq(llmgw_limits_reserve(t, &rq, T0, &x, &v),
                      LLMGW_LIMIT_BUDGET_COST);
     ck_assert_int_eq(v.requested, 5000);
     llmgw_limits_error(test_pool, &v, &err);
-    ck_assert_str_eq(err.message, "Your cost budget for this month is held "
+    ck_assert_str_eq(err.message,
+                     "Your cost budget for this month is held "
                      "by requests in flight: Limit 0.01, Used 0.01 "
                      "(reserved included), Requested 0.005. Please try "
                      "again in 1s.");
@@ -436,9 +430,8 @@ START_TEST(cost_budget_in_micro_units)
     /* A price below a micro-unit a token is charged rounded up, once a
      * request and side, never less than what it costs. */
     rq = request(&s, 1, 1, 0);
-    rq.price.in = 150000;       /* 0.15 a million */
-    ck_assert_int_eq(llmgw_limits_reserve(t, &rq, T0, &x, &v),
-                     LLMGW_LIMIT_OK);
+    rq.price.in = 150000; /* 0.15 a million */
+    ck_assert_int_eq(llmgw_limits_reserve(t, &rq, T0, &x, &v), LLMGW_LIMIT_OK);
     llmgw_limits_settle(t, &x, 1, 0, T0);
     ck_assert_int_eq(usage(t, s, T0).budget[0].used, 2001);
     rq = request(&s, 1, 10000000, 0);
@@ -453,8 +446,7 @@ START_TEST(cost_budget_in_micro_units)
     /* Spent to the last micro-unit: even a model with no price waits. */
     rq = request(&s, 1, 7999, 0);
     rq.price.in = 1000000;
-    ck_assert_int_eq(llmgw_limits_reserve(t, &rq, T0, &x, &v),
-                     LLMGW_LIMIT_OK);
+    ck_assert_int_eq(llmgw_limits_reserve(t, &rq, T0, &x, &v), LLMGW_LIMIT_OK);
     llmgw_limits_settle(t, &x, 7999, 0, T0);
     ck_assert_int_eq(usage(t, s, T0).budget[0].remaining, 0);
     rq.price.in = 0;
@@ -488,7 +480,7 @@ START_TEST(refunds_after_short_answers_disconnects_failures)
     ck_assert_int_eq(u.budget[0].used, 610);
     ck_assert_int_eq(u.budget[0].reserved, 0);
     ck_assert_int_eq(u.tpm_remaining, 10000 - 610);
-    ck_assert_int_eq(u.rpm_remaining, 97);      /* requests still count */
+    ck_assert_int_eq(u.rpm_remaining, 97); /* requests still count */
     ck_assert_int_eq(u.prompt_tokens, 300);
     ck_assert_int_eq(u.completion_tokens, 310);
     /* Settling twice, or what was never reserved, changes nothing. */
@@ -532,8 +524,7 @@ static void three(llmgw_limits_t *t, llmgw_limits_subject_t *s)
     d[2].conf.concurrent = 1;
     d[3].name = "route:q";
     d[3].conf.tpm = 500;
-    ck_assert_int_eq(llmgw_limits_configure(t, d, 4, NULL, T0),
-                     APR_SUCCESS);
+    ck_assert_int_eq(llmgw_limits_configure(t, d, 4, NULL, T0), APR_SUCCESS);
     s[0] = find(t, "key:a");
     s[1] = find(t, "route:r");
     s[2] = find(t, "key+route:a\037r");
@@ -550,7 +541,7 @@ START_TEST(all_subjects_or_none)
 
     three(t, s);
     ck_assert_int_eq(reserve(t, s, 3, 100, 100, T0, &a, &v), LLMGW_LIMIT_OK);
-    ck_assert_int_eq(v.limit_requests, 2);      /* the route's: tightest */
+    ck_assert_int_eq(v.limit_requests, 2); /* the route's: tightest */
     ck_assert_int_eq(v.remaining_requests, 1);
     ck_assert_int_eq(v.limit_tokens, 1000);
     ck_assert_int_eq(v.remaining_tokens, 800);
@@ -638,13 +629,19 @@ START_TEST(durations_as_openai_writes_them)
     static const struct {
         apr_time_t d;
         const char *text;
-    } cases[] = {
-        { 0, "0s" }, { -5, "0s" }, { 1, "1ms" }, { 17000, "17ms" },
-        { 999999, "1s" }, { SEC, "1s" }, { 1500 * 1000, "1.5s" },
-        { 2040 * 1000, "2.04s" }, { 360 * SEC, "6m0s" },
-        { 61 * SEC + 200 * 1000, "1m1.2s" }, { 3723 * SEC, "1h2m3s" },
-        { 7200 * SEC, "2h0m0s" }, { 30 * DAY, "720h0m0s" }
-    };
+    } cases[] = { { 0, "0s" },
+                  { -5, "0s" },
+                  { 1, "1ms" },
+                  { 17000, "17ms" },
+                  { 999999, "1s" },
+                  { SEC, "1s" },
+                  { 1500 * 1000, "1.5s" },
+                  { 2040 * 1000, "2.04s" },
+                  { 360 * SEC, "6m0s" },
+                  { 61 * SEC + 200 * 1000, "1m1.2s" },
+                  { 3723 * SEC, "1h2m3s" },
+                  { 7200 * SEC, "2h0m0s" },
+                  { 30 * DAY, "720h0m0s" } };
     char buf[32];
     apr_size_t i;
 
@@ -689,7 +686,8 @@ START_TEST(headers_and_429s)
     ck_assert_str_eq(err.type, "requests");
     ck_assert_str_eq(err.code, "rate_limit_exceeded");
     ck_assert_ptr_null(err.param);
-    ck_assert_str_eq(err.message, "Rate limit reached for requests per "
+    ck_assert_str_eq(err.message,
+                     "Rate limit reached for requests per "
                      "minute (RPM): Limit 2, Used 2, Requested 1. Please "
                      "try again in 30s.");
     ck_assert_ptr_null(strstr(err.message, "key:a"));
@@ -736,16 +734,19 @@ static const char *budget_words(const char *words, llmgw_limits_conf_t *c)
 START_TEST(parses_rate_budget_and_price)
 {
     static const char *const bad_rates[] = {
-        "rpm=0", "rpm=-1", "rpm=1.5", "rpm=", "rpm=10x", "rpm=007",
-        "rpm=1000000001", "rpm=99999999999999999999", "foo=1",
-        "rpm=1 rpm=2", "rpm 10", "RPM=10", ""
+        "rpm=0",   "rpm=-1",      "rpm=1.5",        "rpm=",
+        "rpm=10x", "rpm=007",     "rpm=1000000001", "rpm=99999999999999999999",
+        "foo=1",   "rpm=1 rpm=2", "rpm 10",         "RPM=10",
+        ""
     };
     static const char *const bad_budgets[] = {
-        "tokens=0 per=day", "tokens=-5 per=day", "tokens=1.5 per=day",
-        "tokens=10 per=week", "tokens=10", "per=day", "cost=0 per=day",
-        "cost=1.1234567 per=day", "cost=abc per=day", "cost=1. per=day",
-        "cost=.5 per=day", "tokens=1 cost=1 per=day", "tokens=1 per=day x",
-        "tokens=1 per=day per=hour"
+        "tokens=0 per=day",   "tokens=-5 per=day",
+        "tokens=1.5 per=day", "tokens=10 per=week",
+        "tokens=10",          "per=day",
+        "cost=0 per=day",     "cost=1.1234567 per=day",
+        "cost=abc per=day",   "cost=1. per=day",
+        "cost=.5 per=day",    "tokens=1 cost=1 per=day",
+        "tokens=1 per=day x", "tokens=1 per=day per=hour"
     };
     const char *const price_ok[] = { "in=0.15", "out=0.6" };
     const char *const price_bad[] = { "in=-1", "out=1" };
@@ -767,7 +768,7 @@ START_TEST(parses_rate_budget_and_price)
     memset(&c, 0, sizeof(c));
     ck_assert_ptr_null(budget_words("tokens=2000000 per=day", &c));
     ck_assert_ptr_null(budget_words("per=month cost=12.5", &c));
-    ck_assert_ptr_null(budget_words("tokens=5 per=day", &c));   /* replaces */
+    ck_assert_ptr_null(budget_words("tokens=5 per=day", &c)); /* replaces */
     ck_assert_ptr_null(budget_words("tokens=9 per=hour", &c));
     ck_assert_int_eq(c.budget[0].unit, LLMGW_BUDGET_TOKENS);
     ck_assert_int_eq(c.budget[0].limit, 5);
@@ -777,7 +778,7 @@ START_TEST(parses_rate_budget_and_price)
     ck_assert_int_eq(c.budget[2].per, LLMGW_PER_HOUR);
     ck_assert_ptr_null(llmgw_limits_conf_check(&c));
     ck_assert_ptr_null(budget_words("cost=1 per=hour", &c));
-    ck_assert_ptr_nonnull(budget_words("cost=1 per=day", &c));  /* fifth */
+    ck_assert_ptr_nonnull(budget_words("cost=1 per=day", &c)); /* fifth */
     for (i = 0; i < sizeof(bad_budgets) / sizeof(bad_budgets[0]); i++) {
         memset(&c, 0, sizeof(c));
         ck_assert_msg(budget_words(bad_budgets[i], &c) != NULL,
@@ -786,10 +787,10 @@ START_TEST(parses_rate_budget_and_price)
     ck_assert_ptr_null(llmgw_limits_parse_price(test_pool, 2, price_ok, &pr));
     ck_assert_int_eq(pr.in, 150000);
     ck_assert_int_eq(pr.out, 600000);
-    ck_assert_ptr_nonnull(llmgw_limits_parse_price(test_pool, 2, price_bad,
-                                                   &pr));
-    ck_assert_ptr_nonnull(llmgw_limits_parse_price(test_pool, 1, price_ok,
-                                                   &pr));
+    ck_assert_ptr_nonnull(
+        llmgw_limits_parse_price(test_pool, 2, price_bad, &pr));
+    ck_assert_ptr_nonnull(
+        llmgw_limits_parse_price(test_pool, 1, price_ok, &pr));
     /* What the parsers cannot make, the check still refuses. */
     memset(&c, 0, sizeof(c));
     budget(&c, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 5);
@@ -806,7 +807,8 @@ START_TEST(subject_names_by_kind)
     const char *n;
 
     ck_assert_str_eq(llmgw_limits_subject_name(test_pool, LLMGW_SUBJECT_KEY,
-                                               "team-a", NULL), "key:team-a");
+                                               "team-a", NULL),
+                     "key:team-a");
     ck_assert_str_eq(llmgw_limits_subject_name(test_pool,
                                                LLMGW_SUBJECT_KEY_ROUTE,
                                                "team-a", "llama3*"),
@@ -815,10 +817,9 @@ START_TEST(subject_names_by_kind)
                                                "alice@example.com", NULL),
                      "user:alice@example.com");
     /* A key and a user of one name are two subjects. */
-    ck_assert_str_ne(llmgw_limits_subject_name(test_pool, LLMGW_SUBJECT_USER,
-                                               "x", NULL),
-                     llmgw_limits_subject_name(test_pool, LLMGW_SUBJECT_KEY,
-                                               "x", NULL));
+    ck_assert_str_ne(
+        llmgw_limits_subject_name(test_pool, LLMGW_SUBJECT_USER, "x", NULL),
+        llmgw_limits_subject_name(test_pool, LLMGW_SUBJECT_KEY, "x", NULL));
     memset(long_name, 'u', sizeof(long_name) - 1);
     long_name[sizeof(long_name) - 1] = '\0';
     n = llmgw_limits_subject_name(test_pool, LLMGW_SUBJECT_USER, long_name,
@@ -828,9 +829,11 @@ START_TEST(subject_names_by_kind)
     n = llmgw_limits_subject_name(test_pool, LLMGW_SUBJECT_USER, "a\nb", NULL);
     ck_assert_int_eq(strncmp(n, "user#", 5), 0);
     /* A separator inside a part cannot forge another pair. */
-    ck_assert_int_eq(strncmp(llmgw_limits_subject_name(
-                                 test_pool, LLMGW_SUBJECT_KEY_ROUTE,
-                                 "a\037b", "c"), "key+route#", 10), 0);
+    ck_assert_int_eq(
+        strncmp(llmgw_limits_subject_name(test_pool, LLMGW_SUBJECT_KEY_ROUTE,
+                                          "a\037b", "c"),
+                "key+route#", 10),
+        0);
 }
 END_TEST
 
@@ -904,7 +907,7 @@ START_TEST(dynamic_subjects_fill_and_make_room)
     int i;
 
     ck_assert_int_eq(llmgw_limits_find_or_add(t, "user:u0", T0, &x),
-                     APR_NOTFOUND);     /* no dynamic limits configured */
+                     APR_NOTFOUND); /* no dynamic limits configured */
     budget(&dyn, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 100);
     ck_assert_int_eq(llmgw_limits_configure(t, NULL, 0, &dyn, T0),
                      APR_SUCCESS);
@@ -933,8 +936,7 @@ START_TEST(dynamic_subjects_fill_and_make_room)
     /* New dynamic limits reach the subjects already there. */
     dyn.budget[0].limit = 50;
     llmgw_limits_configure(t, NULL, 0, &dyn, T0);
-    ck_assert_int_eq(usage(t, find(t, "user:u0"), T0).budget[0].remaining,
-                     30);
+    ck_assert_int_eq(usage(t, find(t, "user:u0"), T0).budget[0].remaining, 30);
 }
 END_TEST
 
@@ -953,14 +955,15 @@ START_TEST(full_record_table_and_bad_requests)
     ck_assert_int_eq(reserve(t, &s, 1, 1, 1, T0, &x, &v), LLMGW_LIMIT_OK);
     ck_assert_int_eq(reserve(t, &s, 0, 1, 1, T0, &x, &v), LLMGW_LIMIT_GONE);
     ck_assert_int_eq(reserve(t, &s, 1, -1, 1, T0, &x, &v), LLMGW_LIMIT_GONE);
-    ck_assert_int_eq(reserve(t, &s, 1, 1, LLMGW_LIMITS_TOKENS_MAX + 1, T0,
-                             &x, &v), LLMGW_LIMIT_GONE);
+    ck_assert_int_eq(
+        reserve(t, &s, 1, 1, LLMGW_LIMITS_TOKENS_MAX + 1, T0, &x, &v),
+        LLMGW_LIMIT_GONE);
     two[0] = two[1] = s;
     ck_assert_int_eq(reserve(t, two, 2, 1, 1, T0, &x, &v), LLMGW_LIMIT_GONE);
     ck_assert_int_eq(llmgw_limits_size(0, 1), 0);
     ck_assert_int_eq(llmgw_limits_size(1, 0), 0);
-    ck_assert_ptr_null(llmgw_limits_init(apr_palloc(test_pool, 64), 64, 4, 2,
-                                         0));
+    ck_assert_ptr_null(
+        llmgw_limits_init(apr_palloc(test_pool, 64), 64, 4, 2, 0));
 }
 END_TEST
 
@@ -993,8 +996,7 @@ START_TEST(one_table_at_two_addresses)
     ck_assert_ptr_nonnull(t2);
     budget(&c, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 100);
     s = one(t1, &c);
-    ck_assert_int_eq(reserve(t2, &s, 1, 30, 30, T0, &tk, &v),
-                     LLMGW_LIMIT_OK);
+    ck_assert_int_eq(reserve(t2, &s, 1, 30, 30, T0, &tk, &v), LLMGW_LIMIT_OK);
     ck_assert_int_eq(llmgw_limits_settle(t1, &tk, 10, 10, T0), APR_SUCCESS);
     ck_assert_int_eq(usage(t2, find(t2, "key:a"), T0).budget[0].used, 20);
     ck_assert_int_eq(reserve(t1, &s, 1, 40, 41, T0, &tk, &v),
@@ -1037,7 +1039,7 @@ static llmgw_limits_t *used_table(const char **snap, apr_size_t *len)
     rq.price.in = rq.price.out = 1000000;
     llmgw_limits_reserve(t, &rq, T0, &tk, &v);
     llmgw_limits_settle(t, &tk, 100, 20, T0);
-    llmgw_limits_reserve(t, &rq, T0, &open, &v);      /* still in flight */
+    llmgw_limits_reserve(t, &rq, T0, &open, &v); /* still in flight */
     reserve(t, &b, 1, 1, 1, T0, &tk, &v);
     llmgw_limits_settle(t, &tk, 1, 1, T0);
     reserve(t, &u, 1, 50, 50, T0, &tk, &v);
@@ -1069,19 +1071,20 @@ START_TEST(snapshot_restores_by_name)
     budget(&dyn, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 500);
     ck_assert_int_eq(llmgw_limits_configure(t, d, 2, &dyn, T0), APR_SUCCESS);
     ck_assert_int_eq(llmgw_limits_restore(t, snap, len, T0 + SEC, &restored,
-                                          &dropped, &why), APR_SUCCESS);
+                                          &dropped, &why),
+                     APR_SUCCESS);
     ck_assert_ptr_null(why);
     ck_assert_int_eq(restored, 2);
     ck_assert_int_eq(dropped, 1);
     u = usage(t, find(t, "key:a"), T0 + SEC);
     ck_assert_int_eq(u.conf.budget[0].limit, 3000);
     ck_assert_int_eq(u.budget[0].used, 120);
-    ck_assert_int_eq(u.budget[0].reserved, 0);  /* refunded: owner gone */
+    ck_assert_int_eq(u.budget[0].reserved, 0); /* refunded: owner gone */
     ck_assert_int_eq(u.budget[1].used, 120);
     ck_assert_int_eq(u.cost, 120);
     ck_assert_int_eq(u.requests, 2);
     ck_assert_int_eq(u.prompt_tokens, 100);
-    ck_assert_int_eq(u.rpm_remaining, 18);      /* 2 of 20, a second on */
+    ck_assert_int_eq(u.rpm_remaining, 18); /* 2 of 20, a second on */
     ck_assert_int_eq(u.tpm_remaining, 5000 - 120 - 200 + 5000 / 60);
     u = usage(t, find(t, "user:carol"), T0 + SEC);
     ck_assert_int_eq(u.dynamic, 1);
@@ -1128,16 +1131,18 @@ START_TEST(corrupt_snapshots_are_refused_whole)
     /* Every length short of whole: refused. */
     for (i = 0; i < len; i++) {
         why = NULL;
-        ck_assert_int_eq(llmgw_limits_restore(t, snap, i, T0, &restored,
-                                              NULL, &why), APR_EINVAL);
+        ck_assert_int_eq(
+            llmgw_limits_restore(t, snap, i, T0, &restored, NULL, &why),
+            APR_EINVAL);
         ck_assert_ptr_nonnull(why);
     }
     /* Any byte changed: refused, the checksum or the header says so. */
     bad = apr_pmemdup(test_pool, snap, len);
     for (i = 0; i < len; i++) {
         bad[i] ^= 0x40;
-        ck_assert_int_eq(llmgw_limits_restore(t, bad, len, T0, &restored,
-                                              NULL, &why), APR_EINVAL);
+        ck_assert_int_eq(
+            llmgw_limits_restore(t, bad, len, T0, &restored, NULL, &why),
+            APR_EINVAL);
         bad[i] ^= 0x40;
     }
     ck_assert_int_eq(restored, -1);
@@ -1146,8 +1151,9 @@ START_TEST(corrupt_snapshots_are_refused_whole)
     ck_assert_int_eq(llmgw_limits_restore(t, NULL, 0, T0, NULL, NULL, &why),
                      APR_EINVAL);
     /* The same bytes whole are fine. */
-    ck_assert_int_eq(llmgw_limits_restore(t, bad, len, T0, &restored, NULL,
-                                          &why), APR_SUCCESS);
+    ck_assert_int_eq(
+        llmgw_limits_restore(t, bad, len, T0, &restored, NULL, &why),
+        APR_SUCCESS);
     ck_assert_int_eq(usage(t, a, T0).budget[0].used, 120);
 }
 END_TEST
@@ -1291,7 +1297,7 @@ START_TEST(sweep_takes_back_what_outlived_its_ttl)
     rq.ttl = 60 * SEC;
     ck_assert_int_eq(llmgw_limits_reserve(t, &rq, T0, &tk, &v),
                      LLMGW_LIMIT_OK);
-    rq.ttl = 0;                 /* the table's: an hour */
+    rq.ttl = 0; /* the table's: an hour */
     ck_assert_int_eq(llmgw_limits_reserve(t, &rq, T0, &other, &v),
                      LLMGW_LIMIT_OK);
     ck_assert_int_eq(llmgw_limits_sweep(t, test_pool, T0 + 59 * SEC, 1), 0);
@@ -1334,8 +1340,9 @@ static llmgw_limits_usage_t *all_usage(llmgw_limits_t *t, apr_time_t now,
     apr_uint32_t cursor = 0;
 
     *n = 0;
-    while (*n < 16 && llmgw_limits_usage_next(t, &cursor, now, &u[*n])
-                      == APR_SUCCESS) {
+    while (*n < 16
+           && llmgw_limits_usage_next(t, &cursor, now, &u[*n])
+                  == APR_SUCCESS) {
         (*n)++;
     }
     return u;
@@ -1361,12 +1368,8 @@ static int die_in(llmgw_limits_t *t, int op, int k, llmgw_limits_subject_t *s,
         rq.price.in = rq.price.out = 2000000;
         llmgw_limits_crash_after(k, stop_here);
         switch (op) {
-        case OP_RESERVE:
-            llmgw_limits_reserve(t, &rq, now, &mine, &v);
-            break;
-        case OP_SETTLE:
-            llmgw_limits_settle(t, tk, 20, 30, now);
-            break;
+        case OP_RESERVE: llmgw_limits_reserve(t, &rq, now, &mine, &v); break;
+        case OP_SETTLE: llmgw_limits_settle(t, tk, 20, 30, now); break;
         case OP_RETARGET:
             rq = request(&s[1], 3, 40, 40);
             llmgw_limits_retarget(t, tk, &rq, now, &v);
@@ -1427,8 +1430,7 @@ static void crash_everywhere(int op)
         after = all_usage(t, now, &na);
         ck_assert_int_eq(na, nb);
         ck_assert_msg(memcmp(before, after, nb * sizeof(*before)) == 0,
-                      "state changed by a transaction killed at write %d",
-                      k);
+                      "state changed by a transaction killed at write %d", k);
         llmgw_limits_stats(t, &st);
         ck_assert_int_eq(st.recoveries, died);
         ck_assert_int_eq(st.records, op == OP_RESERVE ? 0 : 1);
@@ -1479,17 +1481,17 @@ END_TEST
 #define MAX_IN_FLIGHT 3
 
 typedef struct {
-    apr_int64_t charged[WORKERS];   /* settled, by worker */
-    apr_int64_t pending[WORKERS];   /* about to be settled */
-    apr_int64_t ops[WORKERS];       /* settled */
-    apr_int64_t tries[WORKERS];     /* reserve calls */
+    apr_int64_t charged[WORKERS]; /* settled, by worker */
+    apr_int64_t pending[WORKERS]; /* about to be settled */
+    apr_int64_t ops[WORKERS];     /* settled */
+    apr_int64_t tries[WORKERS];   /* reserve calls */
     apr_int64_t admitted;
     apr_int64_t refused;
-    apr_int64_t active;             /* admitted, not yet settled */
+    apr_int64_t active; /* admitted, not yet settled */
     apr_int64_t most_active;
-    apr_int64_t bad;                /* something a worker saw wrong */
-    apr_int64_t ready;              /* workers at the start line */
-    int done[WORKERS];              /* child_done's answers */
+    apr_int64_t bad;   /* something a worker saw wrong */
+    apr_int64_t ready; /* workers at the start line */
+    int done[WORKERS]; /* child_done's answers */
     volatile int stop;
 } board_t;
 
@@ -1625,7 +1627,7 @@ START_TEST(processes_never_overshoot_a_budget)
     ck_assert_int_eq(usage(t, s[1], T0).requests, b->admitted);
     /* Every refusal counted once, on the subject that refused. */
     ck_assert_int_eq(u.refused[LLMGW_LIMIT_BUDGET_TOKENS]
-                     + usage(t, s[1], T0).refused[LLMGW_LIMIT_CONCURRENT],
+                         + usage(t, s[1], T0).refused[LLMGW_LIMIT_CONCURRENT],
                      b->refused);
     llmgw_limits_stats(t, &st);
     ck_assert_int_eq(st.records, 0);
@@ -1746,9 +1748,9 @@ static void sync_node(llmgw_limits_t *t, apr_hash_t *mc, apr_time_t now)
 
     while ((n = llmgw_limits_sync_collect(t, &cursor, now, it, 4)) > 0) {
         for (i = 0; i < n; i++) {
-            ck_assert_int_eq(llmgw_limits_sync_apply(t, &it[i],
-                                                     mc_incr(mc, &it[i]),
-                                                     now), APR_SUCCESS);
+            ck_assert_int_eq(
+                llmgw_limits_sync_apply(t, &it[i], mc_incr(mc, &it[i]), now),
+                APR_SUCCESS);
         }
     }
 }
@@ -1862,8 +1864,7 @@ START_TEST(usage_lists_every_subject)
 
     three(t, s);
     while (llmgw_limits_usage_next(t, &cursor, T0, &u) == APR_SUCCESS) {
-        seen |= !strcmp(u.name, "key:a") << 0
-                | !strcmp(u.name, "route:r") << 1
+        seen |= !strcmp(u.name, "key:a") << 0 | !strcmp(u.name, "route:r") << 1
                 | !strcmp(u.name, "key+route:a\037r") << 2
                 | !strcmp(u.name, "route:q") << 3;
         ck_assert_int_eq(u.retired, 0);

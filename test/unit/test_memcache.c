@@ -29,12 +29,12 @@ typedef struct {
     int port;
     pthread_t thread;
     pthread_mutex_t lock;
-    const char *reply;          /* the answer to the next get */
+    const char *reply; /* the answer to the next get */
     apr_size_t reply_len;
-    int close_after;            /* close the connection after it */
-    int conns;                  /* connections accepted */
-    int gets;                   /* get commands seen */
-    int closed_by_client;       /* connections the client closed */
+    int close_after;      /* close the connection after it */
+    int conns;            /* connections accepted */
+    int gets;             /* get commands seen */
+    int closed_by_client; /* connections the client closed */
     char last_key[300];
     volatile int stop;
 } fake_mc;
@@ -47,7 +47,7 @@ static void send_all(int fd, const char *s, apr_size_t n)
         ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
 
         if (w <= 0) {
-            return;             /* the client went: fine */
+            return; /* the client went: fine */
         }
         s += w;
         n -= (apr_size_t)w;
@@ -218,8 +218,8 @@ static llmgw_mc_t *client(void)
     const char *server = apr_psprintf(test_pool, "127.0.0.1:%d", fake.port);
 
     ck_assert_int_eq(llmgw_mc_create(test_pool, server, TIMEOUT,
-                                     apr_time_from_sec(30), 2, MAX_VALUE,
-                                     &mc), APR_SUCCESS);
+                                     apr_time_from_sec(30), 2, MAX_VALUE, &mc),
+                     APR_SUCCESS);
     return mc;
 }
 
@@ -391,14 +391,12 @@ START_TEST(keys_are_bounded)
 
     memset(key, 'a', 299);
     key[299] = '\0';
-    ck_assert_int_eq(llmgw_mc_get(mc, test_pool, key, &val, &len),
-                     APR_EINVAL);
+    ck_assert_int_eq(llmgw_mc_get(mc, test_pool, key, &val, &len), APR_EINVAL);
     ck_assert_int_eq(llmgw_mc_get(mc, test_pool, "a b", &val, &len),
                      APR_EINVAL);
-    ck_assert_int_eq(llmgw_mc_get(mc, test_pool, "a\r\nflush_all", &val,
-                                  &len), APR_EINVAL);
-    ck_assert_int_eq(llmgw_mc_get(mc, test_pool, "", &val, &len),
+    ck_assert_int_eq(llmgw_mc_get(mc, test_pool, "a\r\nflush_all", &val, &len),
                      APR_EINVAL);
+    ck_assert_int_eq(llmgw_mc_get(mc, test_pool, "", &val, &len), APR_EINVAL);
     ck_assert_int_eq(counter(&fake.conns), 0);
 }
 END_TEST

@@ -390,7 +390,6 @@ static const char oa_error_out[] =
     "\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n"
     "{\"error\":\"overloaded\"}\n";
 
-
 /* ---------------------------------------------------------------------
  * Helpers
  */
@@ -407,8 +406,8 @@ static llmgw_json_t *json(const char *s)
 
 /* A.1: an OpenAI body through llmgw_request_parse, then to Ollama. */
 static int to_ollama(llmgw_endpoint_t ep, const char *body,
-                     const char *upstream, const char **path,
-                     const char **out, llmgw_error_t *err)
+                     const char *upstream, const char **path, const char **out,
+                     llmgw_error_t *err)
 {
     llmgw_request_t req;
     apr_size_t len = 0;
@@ -422,8 +421,7 @@ static int to_ollama(llmgw_endpoint_t ep, const char *body,
     if (rv) {
         return rv;
     }
-    rv = llmgw_ollama_request(test_pool, &req, upstream, path, out, &len,
-                              err);
+    rv = llmgw_ollama_request(test_pool, &req, upstream, path, out, &len, err);
     if (!rv) {
         ck_assert_uint_eq(len, strlen(*out));
     }
@@ -439,8 +437,8 @@ static int chat_error(const char *body, llmgw_error_t *err)
 
 /* A.2: an Ollama answer for the OpenAI request 'request'. */
 static int from_ollama(llmgw_endpoint_t ep, const char *request, int status,
-                       const char *answer, const char **out,
-                       llmgw_usage_t *u, llmgw_error_t *err)
+                       const char *answer, const char **out, llmgw_usage_t *u,
+                       llmgw_error_t *err)
 {
     llmgw_request_t req;
     apr_size_t len = 0;
@@ -448,11 +446,11 @@ static int from_ollama(llmgw_endpoint_t ep, const char *request, int status,
 
     memset(err, 0, sizeof(*err));
     ck_assert_int_eq(llmgw_request_parse(test_pool, ep, request,
-                                         strlen(request), &req, err), 0);
+                                         strlen(request), &req, err),
+                     0);
     *out = NULL;
-    rv = llmgw_ollama_response(test_pool, &req, status, answer,
-                               strlen(answer), "abc", NULL, 1700000000, out,
-                               &len, u, err);
+    rv = llmgw_ollama_response(test_pool, &req, status, answer, strlen(answer),
+                               "abc", NULL, 1700000000, out, &len, u, err);
     if (!rv) {
         ck_assert_uint_eq(len, strlen(*out));
     }
@@ -460,8 +458,8 @@ static int from_ollama(llmgw_endpoint_t ep, const char *request, int status,
 }
 
 /* B.4 */
-static int front(llmgw_ollama_ep_t oep, const char *body,
-                 llmgw_request_t *req, const char **out, llmgw_error_t *err)
+static int front(llmgw_ollama_ep_t oep, const char *body, llmgw_request_t *req,
+                 const char **out, llmgw_error_t *err)
 {
     apr_size_t len = 0;
     int rv;
@@ -477,9 +475,8 @@ static int front(llmgw_ollama_ep_t oep, const char *body,
 }
 
 /* B.5 */
-static int front_answer(llmgw_ollama_ep_t oep, int status,
-                        const char *answer, const char **out,
-                        llmgw_usage_t *u, llmgw_error_t *err)
+static int front_answer(llmgw_ollama_ep_t oep, int status, const char *answer,
+                        const char **out, llmgw_usage_t *u, llmgw_error_t *err)
 {
     apr_size_t len = 0;
     int rv;
@@ -487,8 +484,8 @@ static int front_answer(llmgw_ollama_ep_t oep, int status,
     memset(err, 0, sizeof(*err));
     *out = NULL;
     rv = llmgw_ollama_front_response(test_pool, oep, status, answer,
-                                     strlen(answer), "llama3", 1700000000,
-                                     out, &len, u, err);
+                                     strlen(answer), "llama3", 1700000000, out,
+                                     &len, u, err);
     if (!rv) {
         ck_assert_uint_eq(len, strlen(*out));
     }
@@ -501,7 +498,7 @@ typedef struct {
     int failed;
     int content_events;
     llmgw_usage_t usage;
-    const char *tail;       /* its error tail for a made-up error */
+    const char *tail; /* its error tail for a made-up error */
 } result_t;
 
 typedef struct {
@@ -534,8 +531,8 @@ static void collect(apr_pool_t *p, collect_t *c, const char *s, apr_size_t n)
 /* The input in pieces: the first 'first' bytes (0: none), then pieces of
  * 'step' bytes. end: call the end function, as at a clean EOS. */
 static const char *run_sse(llmgw_endpoint_t ep, int include_usage,
-                           const char *in, apr_size_t first,
-                           apr_size_t step, int end, result_t *r)
+                           const char *in, apr_size_t first, apr_size_t step,
+                           int end, result_t *r)
 {
     apr_pool_t *p;
     llmgw_ollama_sse_t *s;
@@ -565,8 +562,8 @@ static const char *run_sse(llmgw_endpoint_t ep, int include_usage,
     r->usage = s->usage;
     llmgw_error_set(&err, 502, "server_error", NULL, "upstream_stream_error",
                     "broke");
-    r->tail = apr_pstrdup(test_pool, llmgw_ollama_sse_error_tail(
-                                         s, p, &err, &n));
+    r->tail =
+        apr_pstrdup(test_pool, llmgw_ollama_sse_error_tail(s, p, &err, &n));
     res = apr_pstrmemdup(test_pool, c.b ? c.b : "", c.len);
     apr_pool_destroy(p);
     return res;
@@ -600,8 +597,8 @@ static const char *run_nd(llmgw_ollama_ep_t oep, const char *in,
     r->failed = s->failed;
     r->content_events = s->content_events;
     r->usage = s->usage;
-    r->tail = apr_pstrdup(test_pool, llmgw_ollama_ndjson_error_tail(
-                                         s, p, "broke", &n));
+    r->tail = apr_pstrdup(test_pool,
+                          llmgw_ollama_ndjson_error_tail(s, p, "broke", &n));
     res = apr_pstrmemdup(test_pool, c.b ? c.b : "", c.len);
     apr_pool_destroy(p);
     return res;
@@ -610,8 +607,7 @@ static const char *run_nd(llmgw_ollama_ep_t oep, const char *in,
 /* Every way of cutting the input: pieces of 1..len bytes, and two
  * pieces cut at every offset. All must give the same bytes. */
 static void every_boundary_sse(llmgw_endpoint_t ep, int include_usage,
-                               const char *in, const char *want,
-                               result_t *r)
+                               const char *in, const char *want, result_t *r)
 {
     apr_size_t k, len = strlen(in);
 
@@ -653,14 +649,14 @@ START_TEST(chat_request_maps_every_field)
 
     /* Roles, parts, image, tool call and tool answer, every option;
      * logprobs and user dropped; the route's model name upstream. */
-    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, a_chat_in, "llava:7b", &path,
-                               &out, &err), 0);
+    ck_assert_int_eq(
+        to_ollama(LLMGW_EP_CHAT, a_chat_in, "llava:7b", &path, &out, &err), 0);
     ck_assert_str_eq(path, "/api/chat");
     ck_assert_str_eq(out, a_chat_out);
     /* Stream on, json_schema, stop array, max_completion_tokens first,
      * reasoning effort; the client's model name when no upstream one. */
-    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, a_chat2_in, NULL, &path, &out,
-                               &err), 0);
+    ck_assert_int_eq(
+        to_ollama(LLMGW_EP_CHAT, a_chat2_in, NULL, &path, &out, &err), 0);
     ck_assert_str_eq(out, a_chat2_out);
 }
 END_TEST
@@ -672,9 +668,11 @@ START_TEST(chat_request_stream_always_explicit)
 
     /* Ollama streams by default: a client that did not ask must not get
      * NDJSON. */
-    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\""
+    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT,
+                               "{\"model\":\"m\",\"messages\""
                                ":[{\"role\":\"user\",\"content\":\"hi\"}]}",
-                               NULL, &path, &out, &err), 0);
+                               NULL, &path, &out, &err),
+                     0);
     ck_assert_ptr_nonnull(strstr(out, "\"stream\":false"));
     ck_assert_ptr_null(strstr(out, "options"));
     ck_assert_ptr_null(strstr(out, "format"));
@@ -689,38 +687,60 @@ START_TEST(chat_request_images)
     llmgw_error_t err;
     llmgw_json_t *j;
 
-    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\""
-        ":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
-        "\"image_url\":{\"url\":\"DATA:image/jpeg;BASE64,/9j/4AA=\","
-        "\"detail\":\"low\"}},{\"type\":\"image_url\",\"image_url\":"
-        "\"data:;base64,R0lGOD\"},{\"type\":\"text\",\"text\":\"both?\"}]}]}",
-        NULL, &path, &out, &err), 0);
+    ck_assert_int_eq(
+        to_ollama(LLMGW_EP_CHAT,
+                  "{\"model\":\"m\",\"messages\""
+                  ":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+                  "\"image_url\":{\"url\":\"DATA:image/jpeg;BASE64,/9j/4AA=\","
+                  "\"detail\":\"low\"}},{\"type\":\"image_url\",\"image_url\":"
+                  "\"data:;base64,R0lGOD\"},{\"type\":\"text\",\"text\":"
+                  "\"both?\"}]}]}",
+                  NULL, &path, &out, &err),
+        0);
     j = json(out);
-    ck_assert_str_eq(llmgw_json_write(llmgw_json_getj(
-        llmgw_json_array_get(llmgw_json_getj(j, "messages", NULL), 0), NULL),
-        NULL), "{\"role\":\"user\",\"content\":\"both?\",\"images\":"
+    ck_assert_str_eq(
+        llmgw_json_write(
+            llmgw_json_getj(
+                llmgw_json_array_get(llmgw_json_getj(j, "messages", NULL), 0),
+                NULL),
+            NULL),
+        "{\"role\":\"user\",\"content\":\"both?\",\"images\":"
         "[\"/9j/4AA=\",\"R0lGOD\"]}");
     /* Ollama cannot fetch: a remote image is the client's to inline. */
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-        "\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":[{"
-        "\"type\":\"text\",\"text\":\"see\"},{\"type\":\"image_url\","
-        "\"image_url\":{\"url\":\"https://example.com/cat.png\"}}]}]}", &err),
+    ck_assert_int_eq(
+        chat_error(
+            "{\"model\":\"m\",\"messages\":[{\"role\":"
+            "\"system\",\"content\":\"s\"},{\"role\":\"user\",\"content\":[{"
+            "\"type\":\"text\",\"text\":\"see\"},{\"type\":\"image_url\","
+            "\"image_url\":{\"url\":\"https://example.com/cat.png\"}}]}]}",
+            &err),
         400);
     ck_assert_str_eq(err.param, "messages[1].content[1].image_url.url");
     ck_assert_str_eq(err.type, "invalid_request_error");
     ck_assert_str_eq(err.code, "unsupported_value");
     ck_assert_ptr_nonnull(strstr(err.message, "cannot fetch"));
     /* A data: URL that is not base64 is no image for Ollama either. */
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-        "\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{"
-        "\"url\":\"data:image/svg+xml,<svg/>\"}}]}]}", &err), 400);
+    ck_assert_int_eq(
+        chat_error(
+            "{\"model\":\"m\",\"messages\":[{\"role\":"
+            "\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{"
+            "\"url\":\"data:image/svg+xml,<svg/>\"}}]}]}",
+            &err),
+        400);
     ck_assert_str_eq(err.param, "messages[0].content[0].image_url.url");
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-        "\"user\",\"content\":[{\"type\":\"input_audio\",\"input_audio\":"
-        "{}}]}]}", &err), 400);
+    ck_assert_int_eq(
+        chat_error(
+            "{\"model\":\"m\",\"messages\":[{\"role\":"
+            "\"user\",\"content\":[{\"type\":\"input_audio\",\"input_audio\":"
+            "{}}]}]}",
+            &err),
+        400);
     ck_assert_str_eq(err.param, "messages[0].content[0].type");
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-        "\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", &err), 400);
+    ck_assert_int_eq(
+        chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
+                   "\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
+                   &err),
+        400);
     ck_assert_str_eq(err.param, "messages[0].content[0].image_url.url");
 }
 END_TEST
@@ -732,38 +752,56 @@ START_TEST(chat_request_tool_arguments)
     llmgw_json_t *j, *calls;
 
     /* "" means no arguments; an object is taken as it is. */
-    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\""
-        ":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"a\",\"type\":"
-        "\"function\",\"function\":{\"name\":\"now\",\"arguments\":\"\"}},"
-        "{\"id\":\"b\",\"type\":\"function\",\"function\":{\"name\":\"f\","
-        "\"arguments\":{\"k\":[1,2]}}},{\"id\":\"c\",\"type\":\"function\","
-        "\"function\":{\"name\":\"g\",\"arguments\":\" {\\\"s\\\": "
-        "\\\"\\\\u00e9\\\"} \"}}]}]}", NULL, &path, &out, &err), 0);
+    ck_assert_int_eq(
+        to_ollama(
+            LLMGW_EP_CHAT,
+            "{\"model\":\"m\",\"messages\""
+            ":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"a\",\"type\":"
+            "\"function\",\"function\":{\"name\":\"now\",\"arguments\":\"\"}},"
+            "{\"id\":\"b\",\"type\":\"function\",\"function\":{\"name\":\"f\","
+            "\"arguments\":{\"k\":[1,2]}}},{\"id\":\"c\",\"type\":"
+            "\"function\","
+            "\"function\":{\"name\":\"g\",\"arguments\":\" {\\\"s\\\": "
+            "\\\"\\\\u00e9\\\"} \"}}]}]}",
+            NULL, &path, &out, &err),
+        0);
     j = json(out);
-    calls = llmgw_json_getj(llmgw_json_array_get(llmgw_json_getj(
-        j, "messages", NULL), 0), "tool_calls", NULL);
-    ck_assert_str_eq(llmgw_json_write(calls, NULL),
+    calls = llmgw_json_getj(
+        llmgw_json_array_get(llmgw_json_getj(j, "messages", NULL), 0),
+        "tool_calls", NULL);
+    ck_assert_str_eq(
+        llmgw_json_write(calls, NULL),
         "[{\"id\":\"a\",\"function\":{\"name\":\"now\",\"arguments\":{}}},"
         "{\"id\":\"b\",\"function\":{\"name\":\"f\",\"arguments\":{\"k\":"
         "[1,2]}}},{\"id\":\"c\",\"function\":{\"name\":\"g\",\"arguments\":"
         "{\"s\":\"\xc3\xa9\"}}}]");
     /* Broken JSON, or JSON that is no object, cannot reach Ollama. */
     ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-        "\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"tool_calls\":"
-        "[{\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"f\","
-        "\"arguments\":\"{\\\"x\\\":\"}}]}]}", &err), 400);
+                                "\"user\",\"content\":\"x\"},{\"role\":"
+                                "\"assistant\",\"tool_calls\":"
+                                "[{\"id\":\"a\",\"type\":\"function\","
+                                "\"function\":{\"name\":\"f\","
+                                "\"arguments\":\"{\\\"x\\\":\"}}]}]}",
+                                &err),
+                     400);
     ck_assert_str_eq(err.param, "messages[1].tool_calls[0].function."
-                     "arguments");
+                                "arguments");
     ck_assert_str_eq(err.code, "invalid_value");
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-        "\"assistant\",\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\","
-        "\"function\":{\"name\":\"f\",\"arguments\":\"[1]\"}}]}]}", &err),
+    ck_assert_int_eq(
+        chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
+                   "\"assistant\",\"tool_calls\":[{\"id\":\"a\",\"type\":"
+                   "\"function\","
+                   "\"function\":{\"name\":\"f\",\"arguments\":\"[1]\"}}]}]}",
+                   &err),
         400);
     ck_assert_str_eq(err.param, "messages[0].tool_calls[0].function."
-                     "arguments");
+                                "arguments");
     ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-        "\"assistant\",\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\","
-        "\"function\":{\"arguments\":\"{}\"}}]}]}", &err), 400);
+                                "\"assistant\",\"tool_calls\":[{\"id\":\"a\","
+                                "\"type\":\"function\","
+                                "\"function\":{\"arguments\":\"{}\"}}]}]}",
+                                &err),
+                     400);
     ck_assert_str_eq(err.param, "messages[0].tool_calls[0].function.name");
 }
 END_TEST
@@ -777,30 +815,41 @@ START_TEST(chat_request_tool_names_resolved)
     /* Ids repeat across turns ("call_0" twice): each tool answer takes
      * the name of the nearest call before it. A legacy function
      * message keeps its own name; an unknown id has no name. */
-    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\""
-        ":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"call_0\","
-        "\"type\":\"function\",\"function\":{\"name\":\"weather\","
-        "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":"
-        "\"call_0\",\"content\":\"sun\"},{\"role\":\"assistant\","
-        "\"tool_calls\":[{\"id\":\"call_0\",\"type\":\"function\","
-        "\"function\":{\"name\":\"time\",\"arguments\":\"{}\"}}]},"
-        "{\"role\":\"tool\",\"tool_call_id\":\"call_0\",\"content\":\"9h\"},"
-        "{\"role\":\"function\",\"name\":\"legacy\",\"content\":\"1\"},"
-        "{\"role\":\"tool\",\"tool_call_id\":\"nope\",\"content\":\"?\"}]}",
-        NULL, &path, &out, &err), 0);
+    ck_assert_int_eq(
+        to_ollama(
+            LLMGW_EP_CHAT,
+            "{\"model\":\"m\",\"messages\""
+            ":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"call_0\","
+            "\"type\":\"function\",\"function\":{\"name\":\"weather\","
+            "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":"
+            "\"call_0\",\"content\":\"sun\"},{\"role\":\"assistant\","
+            "\"tool_calls\":[{\"id\":\"call_0\",\"type\":\"function\","
+            "\"function\":{\"name\":\"time\",\"arguments\":\"{}\"}}]},"
+            "{\"role\":\"tool\",\"tool_call_id\":\"call_0\",\"content\":"
+            "\"9h\"},"
+            "{\"role\":\"function\",\"name\":\"legacy\",\"content\":\"1\"},"
+            "{\"role\":\"tool\",\"tool_call_id\":\"nope\",\"content\":\"?\"}]"
+            "}",
+            NULL, &path, &out, &err),
+        0);
     msgs = llmgw_json_getj(json(out), "messages", NULL);
-    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 1),
-                                     "tool_name", NULL), "weather");
-    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 1),
-                                     "tool_call_id", NULL), "call_0");
-    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 3),
-                                     "tool_name", NULL), "time");
-    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 4),
-                                     "role", NULL), "tool");
-    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 4),
-                                     "tool_name", NULL), "legacy");
-    ck_assert_int_eq(llmgw_json_type(llmgw_json_array_get(msgs, 5),
-                                     "tool_name", NULL), LLMGW_JSON_MISSING);
+    ck_assert_str_eq(
+        llmgw_json_gets(llmgw_json_array_get(msgs, 1), "tool_name", NULL),
+        "weather");
+    ck_assert_str_eq(
+        llmgw_json_gets(llmgw_json_array_get(msgs, 1), "tool_call_id", NULL),
+        "call_0");
+    ck_assert_str_eq(
+        llmgw_json_gets(llmgw_json_array_get(msgs, 3), "tool_name", NULL),
+        "time");
+    ck_assert_str_eq(
+        llmgw_json_gets(llmgw_json_array_get(msgs, 4), "role", NULL), "tool");
+    ck_assert_str_eq(
+        llmgw_json_gets(llmgw_json_array_get(msgs, 4), "tool_name", NULL),
+        "legacy");
+    ck_assert_int_eq(
+        llmgw_json_type(llmgw_json_array_get(msgs, 5), "tool_name", NULL),
+        LLMGW_JSON_MISSING);
 }
 END_TEST
 
@@ -809,36 +858,51 @@ START_TEST(chat_request_rejections)
     llmgw_error_t err;
     const char *path, *out;
 
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],\"n\":2}",
-                                &err), 400);
+    ck_assert_int_eq(
+        chat_error("{\"model\":\"m\",\"messages\":[],\"n\":2}", &err), 400);
     ck_assert_str_eq(err.param, "n");
     ck_assert_str_eq(err.message, "n>1 is not supported by the ollama "
-                     "dialect.");
-    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\""
-                               ":[],\"n\":1}", NULL, &path, &out, &err), 0);
+                                  "dialect.");
+    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT,
+                               "{\"model\":\"m\",\"messages\""
+                               ":[],\"n\":1}",
+                               NULL, &path, &out, &err),
+                     0);
     ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],\"stop\":"
-                                "[\"a\",1]}", &err), 400);
+                                "[\"a\",1]}",
+                                &err),
+                     400);
     ck_assert_str_eq(err.param, "stop");
     ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],"
-                                "\"temperature\":\"hot\"}", &err), 400);
+                                "\"temperature\":\"hot\"}",
+                                &err),
+                     400);
     ck_assert_str_eq(err.param, "temperature");
     ck_assert_str_eq(err.code, "invalid_type");
     ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],"
-                                "\"max_tokens\":\"5\"}", &err), 400);
+                                "\"max_tokens\":\"5\"}",
+                                &err),
+                     400);
     ck_assert_str_eq(err.param, "max_tokens");
     ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],"
                                 "\"response_format\":{\"type\":\"xml\"}}",
-                                &err), 400);
+                                &err),
+                     400);
     ck_assert_str_eq(err.param, "response_format.type");
     ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-                                "\"wizard\",\"content\":\"x\"}]}", &err),
+                                "\"wizard\",\"content\":\"x\"}]}",
+                                &err),
                      400);
     ck_assert_str_eq(err.param, "messages[0].role");
     ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{"
-                                "\"content\":\"x\"}]}", &err), 400);
+                                "\"content\":\"x\"}]}",
+                                &err),
+                     400);
     ck_assert_str_eq(err.code, "missing_required_parameter");
     ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-                                "\"user\",\"content\":5}]}", &err), 400);
+                                "\"user\",\"content\":5}]}",
+                                &err),
+                     400);
     ck_assert_str_eq(err.param, "messages[0].content");
 }
 END_TEST
@@ -851,16 +915,26 @@ START_TEST(chat_request_tool_choice_none_and_effort)
                                 "\"function\":{\"name\":\"f\"}}]";
 
     /* Ollama has no tool_choice: "none" is kept by sending no tools. */
-    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, apr_pstrcat(test_pool,
-        "{\"model\":\"m\",\"messages\":[],", tools, ",\"tool_choice\":"
-        "\"none\",\"reasoning_effort\":\"none\"}", NULL), NULL, &path, &out,
-        &err), 0);
+    ck_assert_int_eq(
+        to_ollama(LLMGW_EP_CHAT,
+                  apr_pstrcat(test_pool, "{\"model\":\"m\",\"messages\":[],",
+                              tools,
+                              ",\"tool_choice\":"
+                              "\"none\",\"reasoning_effort\":\"none\"}",
+                              NULL),
+                  NULL, &path, &out, &err),
+        0);
     ck_assert_ptr_null(strstr(out, "tools"));
     ck_assert_ptr_nonnull(strstr(out, "\"think\":false"));
-    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, apr_pstrcat(test_pool,
-        "{\"model\":\"m\",\"messages\":[],", tools, ",\"tool_choice\":"
-        "\"auto\",\"reasoning_effort\":\"high\"}", NULL), NULL, &path, &out,
-        &err), 0);
+    ck_assert_int_eq(
+        to_ollama(LLMGW_EP_CHAT,
+                  apr_pstrcat(test_pool, "{\"model\":\"m\",\"messages\":[],",
+                              tools,
+                              ",\"tool_choice\":"
+                              "\"auto\",\"reasoning_effort\":\"high\"}",
+                              NULL),
+                  NULL, &path, &out, &err),
+        0);
     ck_assert_ptr_nonnull(strstr(out, tools));
     ck_assert_ptr_nonnull(strstr(out, "\"think\":\"high\""));
 }
@@ -871,26 +945,34 @@ START_TEST(completions_request)
     const char *path, *out;
     llmgw_error_t err;
 
-    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS, a_gen_in, "m", &path,
-                               &out, &err), 0);
+    ck_assert_int_eq(
+        to_ollama(LLMGW_EP_COMPLETIONS, a_gen_in, "m", &path, &out, &err), 0);
     ck_assert_str_eq(path, "/api/generate");
     ck_assert_str_eq(out, a_gen_out);
-    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS, "{\"model\":\"g\","
-                               "\"prompt\":[\"a\",\"b\"]}", NULL, &path,
-                               &out, &err), 400);
+    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS,
+                               "{\"model\":\"g\","
+                               "\"prompt\":[\"a\",\"b\"]}",
+                               NULL, &path, &out, &err),
+                     400);
     ck_assert_str_eq(err.param, "prompt");
     ck_assert_str_eq(err.code, "unsupported_value");
-    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS, "{\"model\":\"g\","
-                               "\"prompt\":[1,2,3]}", NULL, &path, &out,
-                               &err), 400);
+    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS,
+                               "{\"model\":\"g\","
+                               "\"prompt\":[1,2,3]}",
+                               NULL, &path, &out, &err),
+                     400);
     ck_assert_str_eq(err.param, "prompt");
     ck_assert_str_eq(err.code, "invalid_type");
-    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS, "{\"model\":\"g\","
-                               "\"prompt\":[[1,2]]}", NULL, &path, &out,
-                               &err), 400);
-    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS, "{\"model\":\"g\","
-                               "\"prompt\":\"x\",\"n\":3}", NULL, &path,
-                               &out, &err), 400);
+    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS,
+                               "{\"model\":\"g\","
+                               "\"prompt\":[[1,2]]}",
+                               NULL, &path, &out, &err),
+                     400);
+    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS,
+                               "{\"model\":\"g\","
+                               "\"prompt\":\"x\",\"n\":3}",
+                               NULL, &path, &out, &err),
+                     400);
     ck_assert_str_eq(err.param, "n");
 }
 END_TEST
@@ -900,18 +982,23 @@ START_TEST(embeddings_request)
     const char *path, *out;
     llmgw_error_t err;
 
-    ck_assert_int_eq(to_ollama(LLMGW_EP_EMBEDDINGS, a_emb_in, "nomic", &path,
-                               &out, &err), 0);
+    ck_assert_int_eq(
+        to_ollama(LLMGW_EP_EMBEDDINGS, a_emb_in, "nomic", &path, &out, &err),
+        0);
     ck_assert_str_eq(path, "/api/embed");
     ck_assert_str_eq(out, a_emb_out);
-    ck_assert_int_eq(to_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
-                               "\"input\":\"one\",\"keep_alive\":0}", NULL,
-                               &path, &out, &err), 0);
+    ck_assert_int_eq(to_ollama(LLMGW_EP_EMBEDDINGS,
+                               "{\"model\":\"e\","
+                               "\"input\":\"one\",\"keep_alive\":0}",
+                               NULL, &path, &out, &err),
+                     0);
     ck_assert_str_eq(out, "{\"model\":\"e\",\"input\":\"one\","
                           "\"keep_alive\":0}");
-    ck_assert_int_eq(to_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
-                               "\"input\":[[1,2]]}", NULL, &path, &out,
-                               &err), 400);
+    ck_assert_int_eq(to_ollama(LLMGW_EP_EMBEDDINGS,
+                               "{\"model\":\"e\","
+                               "\"input\":[[1,2]]}",
+                               NULL, &path, &out, &err),
+                     400);
     ck_assert_str_eq(err.param, "input");
 }
 END_TEST
@@ -926,45 +1013,69 @@ START_TEST(chat_answer)
     llmgw_usage_t u;
     const char *out;
 
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
-        "\"messages\":[]}", 200, "{\"model\":\"llama3\",\"created_at\":"
-        "\"2024-01-01T00:00:00.1Z\",\"message\":{\"role\":\"assistant\","
-        "\"content\":\"Hello!\"},\"done\":true,\"done_reason\":\"stop\","
-        "\"total_duration\":5,\"prompt_eval_count\":26,\"eval_count\":3}",
-        &out, &u, &err), 0);
+    ck_assert_int_eq(
+        from_ollama(
+            LLMGW_EP_CHAT,
+            "{\"model\":\"gpt\","
+            "\"messages\":[]}",
+            200,
+            "{\"model\":\"llama3\",\"created_at\":"
+            "\"2024-01-01T00:00:00.1Z\",\"message\":{\"role\":\"assistant\","
+            "\"content\":\"Hello!\"},\"done\":true,\"done_reason\":\"stop\","
+            "\"total_duration\":5,\"prompt_eval_count\":26,\"eval_count\":3}",
+            &out, &u, &err),
+        0);
     ck_assert_str_eq(out, r_chat_out);
     ck_assert_int_eq(u.found, 1);
     ck_assert_int_eq(u.prompt, 26);
     ck_assert_int_eq(u.completion, 3);
     ck_assert_int_eq(u.total, 29);
     /* Thinking, tool calls without and with an id of Ollama's. */
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
-                                 "\"messages\":[]}", 200, r_tools_ol, &out,
-                                 &u, &err), 0);
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT,
+                                 "{\"model\":\"gpt\","
+                                 "\"messages\":[]}",
+                                 200, r_tools_ol, &out, &u, &err),
+                     0);
     ck_assert_str_eq(out, r_tools_out);
     ck_assert_int_eq(u.total, 14);
     /* Cut short with tool calls is still "length"; a prompt Ollama had
      * cached counts 0 (it leaves prompt_eval_count out). */
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
-        "\"messages\":[]}", 200, "{\"message\":{\"role\":\"assistant\","
-        "\"content\":\"partial\",\"tool_calls\":[{\"function\":{\"name\":"
-        "\"f\",\"arguments\":{}}}]},\"done\":true,\"done_reason\":"
-        "\"length\",\"eval_count\":8}", &out, &u, &err), 0);
+    ck_assert_int_eq(
+        from_ollama(
+            LLMGW_EP_CHAT,
+            "{\"model\":\"gpt\","
+            "\"messages\":[]}",
+            200,
+            "{\"message\":{\"role\":\"assistant\","
+            "\"content\":\"partial\",\"tool_calls\":[{\"function\":{\"name\":"
+            "\"f\",\"arguments\":{}}}]},\"done\":true,\"done_reason\":"
+            "\"length\",\"eval_count\":8}",
+            &out, &u, &err),
+        0);
     ck_assert_ptr_nonnull(strstr(out, "\"content\":\"partial\""));
     ck_assert_ptr_nonnull(strstr(out, "\"finish_reason\":\"length\""));
     ck_assert_int_eq(u.prompt, 0);
     ck_assert_int_eq(u.total, 8);
     /* Reasons Ollama has that OpenAI does not (load, unload): stop. */
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
-        "\"messages\":[]}", 200, "{\"message\":{\"role\":\"assistant\","
-        "\"content\":\"\"},\"done\":true,\"done_reason\":\"load\"}", &out,
-        &u, &err), 0);
+    ck_assert_int_eq(
+        from_ollama(
+            LLMGW_EP_CHAT,
+            "{\"model\":\"gpt\","
+            "\"messages\":[]}",
+            200,
+            "{\"message\":{\"role\":\"assistant\","
+            "\"content\":\"\"},\"done\":true,\"done_reason\":\"load\"}",
+            &out, &u, &err),
+        0);
     ck_assert_ptr_nonnull(strstr(out, "\"content\":\"\"}"));
     ck_assert_ptr_nonnull(strstr(out, "\"finish_reason\":\"stop\""));
     /* A generate answer to a chat request is no chat answer. */
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
-        "\"messages\":[]}", 200, "{\"response\":\"x\",\"done\":true}",
-        &out, &u, &err), 502);
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT,
+                                 "{\"model\":\"gpt\","
+                                 "\"messages\":[]}",
+                                 200, "{\"response\":\"x\",\"done\":true}",
+                                 &out, &u, &err),
+                     502);
     ck_assert_int_eq(u.found, 0);
 }
 END_TEST
@@ -979,33 +1090,48 @@ START_TEST(completion_and_embedding_answers)
     unsigned char raw[16];
     float f[2];
 
-    ck_assert_int_eq(from_ollama(LLMGW_EP_COMPLETIONS, "{\"model\":\"gpt\","
-        "\"prompt\":\"x\"}", 200, "{\"model\":\"llama3\",\"response\":"
-        "\"yes\",\"done\":true,\"done_reason\":\"length\",\"context\":"
-        "[1,2],\"prompt_eval_count\":2,\"eval_count\":1}", &out, &u, &err),
+    ck_assert_int_eq(
+        from_ollama(
+            LLMGW_EP_COMPLETIONS,
+            "{\"model\":\"gpt\","
+            "\"prompt\":\"x\"}",
+            200,
+            "{\"model\":\"llama3\",\"response\":"
+            "\"yes\",\"done\":true,\"done_reason\":\"length\",\"context\":"
+            "[1,2],\"prompt_eval_count\":2,\"eval_count\":1}",
+            &out, &u, &err),
         0);
     ck_assert_str_eq(out, r_gen_out);
-    ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
-        "\"input\":[\"a\",\"b\"]}", 200, "{\"model\":\"nomic\","
-        "\"embeddings\":[[0.5,-1],[2,0.25]],\"prompt_eval_count\":4}", &out,
-        &u, &err), 0);
+    ck_assert_int_eq(
+        from_ollama(
+            LLMGW_EP_EMBEDDINGS,
+            "{\"model\":\"e\","
+            "\"input\":[\"a\",\"b\"]}",
+            200,
+            "{\"model\":\"nomic\","
+            "\"embeddings\":[[0.5,-1],[2,0.25]],\"prompt_eval_count\":4}",
+            &out, &u, &err),
+        0);
     ck_assert_str_eq(out, r_emb_out);
     ck_assert_int_eq(u.prompt, 4);
     ck_assert_int_eq(u.completion, 0);
     ck_assert_int_eq(u.total, 4);
     /* base64 as OpenAI sends it: little-endian float32s. */
-    ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
-        "\"input\":\"a\",\"encoding_format\":\"base64\"}", 200,
-        "{\"model\":\"nomic\",\"embeddings\":[[1.5,-2]]}", &out, &u, &err),
+    ck_assert_int_eq(
+        from_ollama(LLMGW_EP_EMBEDDINGS,
+                    "{\"model\":\"e\","
+                    "\"input\":\"a\",\"encoding_format\":\"base64\"}",
+                    200, "{\"model\":\"nomic\",\"embeddings\":[[1.5,-2]]}",
+                    &out, &u, &err),
         0);
     j = json(out);
-    b64 = llmgw_json_gets(llmgw_json_array_get(llmgw_json_getj(j, "data",
-                                                               NULL), 0),
-                          "embedding", NULL);
+    b64 = llmgw_json_gets(
+        llmgw_json_array_get(llmgw_json_getj(j, "data", NULL), 0), "embedding",
+        NULL);
     ck_assert_ptr_nonnull(b64);
     ck_assert_int_eq(apr_base64_decode_len(b64) >= 8, 1);
     ck_assert_int_eq(apr_base64_decode_binary(raw, b64), 8);
-    ck_assert_int_eq(raw[3], 0x3f);     /* 1.5f = 0x3fc00000, LE */
+    ck_assert_int_eq(raw[3], 0x3f); /* 1.5f = 0x3fc00000, LE */
     ck_assert_int_eq(raw[2], 0xc0);
     memcpy(f, raw, sizeof(f));
     ck_assert(f[0] == 1.5f && f[1] == -2.0f);
@@ -1019,38 +1145,58 @@ START_TEST(backend_errors_in_openai_shape)
     const char *out;
     static const char chat[] = "{\"model\":\"gpt\",\"messages\":[]}";
 
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 404, "{\"error\":"
-        "\"model \\\"llama3\\\" not found, try pulling it first\"}", &out,
-        &u, &err), 404);
-    ck_assert_str_eq(llmgw_error_json(test_pool, &err),
+    ck_assert_int_eq(
+        from_ollama(
+            LLMGW_EP_CHAT, chat, 404,
+            "{\"error\":"
+            "\"model \\\"llama3\\\" not found, try pulling it first\"}",
+            &out, &u, &err),
+        404);
+    ck_assert_str_eq(
+        llmgw_error_json(test_pool, &err),
         "{\"error\":{\"message\":\"model \\\"llama3\\\" not found, try "
         "pulling it first\",\"type\":\"invalid_request_error\",\"param\":"
         "\"model\",\"code\":\"model_not_found\"}}");
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 400, "{\"error\":"
-        "\"invalid options\"}", &out, &u, &err), 400);
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 400,
+                                 "{\"error\":"
+                                 "\"invalid options\"}",
+                                 &out, &u, &err),
+                     400);
     ck_assert_str_eq(err.type, "invalid_request_error");
     ck_assert_str_eq(err.message, "invalid options");
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 500, "{\"error\":"
-        "\"llama runner process has terminated\"}", &out, &u, &err), 500);
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 500,
+                                 "{\"error\":"
+                                 "\"llama runner process has terminated\"}",
+                                 &out, &u, &err),
+                     500);
     ck_assert_str_eq(err.type, "server_error");
     ck_assert_str_eq(err.code, "upstream_error");
     /* An error never passes as a success, and junk is the backend's. */
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 200, "{\"error\":"
-        "\"busy\"}", &out, &u, &err), 502);
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 200,
+                                 "{\"error\":"
+                                 "\"busy\"}",
+                                 &out, &u, &err),
+                     502);
     ck_assert_str_eq(err.message, "busy");
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 200, "<html>", &out,
-                                 &u, &err), 502);
+    ck_assert_int_eq(
+        from_ollama(LLMGW_EP_CHAT, chat, 200, "<html>", &out, &u, &err), 502);
     ck_assert_str_eq(err.code, "upstream_error");
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 503, "no JSON", &out,
-                                 &u, &err), 503);
+    ck_assert_int_eq(
+        from_ollama(LLMGW_EP_CHAT, chat, 503, "no JSON", &out, &u, &err), 503);
     ck_assert_ptr_nonnull(strstr(err.message, "503"));
     /* An Ollama too old for the path: no model is missing. */
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 404, "404 page not "
-                                 "found", &out, &u, &err), 404);
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 404,
+                                 "404 page not "
+                                 "found",
+                                 &out, &u, &err),
+                     404);
     ck_assert_ptr_null(err.param);
     ck_assert_ptr_null(err.code);
-    ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
-        "\"input\":\"a\"}", 200, "{\"model\":\"e\"}", &out, &u, &err), 502);
+    ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS,
+                                 "{\"model\":\"e\","
+                                 "\"input\":\"a\"}",
+                                 200, "{\"model\":\"e\"}", &out, &u, &err),
+                     502);
     ck_assert_int_eq(u.found, 0);
 }
 END_TEST
@@ -1159,8 +1305,10 @@ START_TEST(sse_broken_stream_gets_the_error_tail)
     ck_assert_ptr_nonnull(strstr(out, "\"finish_reason\":\"error\""));
     ck_assert_ptr_nonnull(strstr(out, "not a JSON object"));
     /* A whole last line without its newline still counts. */
-    out = run_sse(LLMGW_EP_COMPLETIONS, 0, "{\"response\":\"a\",\"done\":"
-                  "true,\"eval_count\":1}", 0, 4, 1, &r);
+    out = run_sse(LLMGW_EP_COMPLETIONS, 0,
+                  "{\"response\":\"a\",\"done\":"
+                  "true,\"eval_count\":1}",
+                  0, 4, 1, &r);
     ck_assert_int_eq(r.done, 1);
     ck_assert_ptr_nonnull(strstr(out, "data: [DONE]\n\n"));
     ck_assert_int_eq(r.usage.completion, 1);
@@ -1214,8 +1362,8 @@ START_TEST(front_chat_request)
      * string arguments, tool answers matched to them by name (in
      * another order), options, format, think; keep_alive and num_ctx
      * dropped; a stream by default, with usage. */
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, f_chat_in, &req, &out,
-                           &err), 0);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, f_chat_in, &req, &out, &err),
+                     0);
     ck_assert_str_eq(out, f_chat_out);
     ck_assert_int_eq(req.ep, LLMGW_EP_CHAT);
     ck_assert_str_eq(req.model, "llama3");
@@ -1223,8 +1371,8 @@ START_TEST(front_chat_request)
     ck_assert_int_eq(req.wants_usage, 1);
     ck_assert_ptr_nonnull(req.body);
     /* Routing goes on as for OpenAI clients: renamed, nothing to strip. */
-    up = llmgw_request_upstream_body(&req, "Qwen/Qwen2.5-7B", out,
-                                     strlen(out), &len, &strip);
+    up = llmgw_request_upstream_body(&req, "Qwen/Qwen2.5-7B", out, strlen(out),
+                                     &len, &strip);
     ck_assert_int_eq(strip, 0);
     ck_assert_ptr_nonnull(strstr(up, "{\"model\":\"Qwen/Qwen2.5-7B\","));
     ck_assert_ptr_nonnull(strstr(up, "\"include_usage\":true"));
@@ -1240,27 +1388,39 @@ START_TEST(front_tool_answers_matched)
 
     /* Ids the client kept win; a tool answer without a name takes the
      * first open call; calls of an earlier turn are closed. */
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
-        "\"stream\":false,\"messages\":[{\"role\":\"assistant\","
-        "\"tool_calls\":[{\"id\":\"x1\",\"function\":{\"name\":\"a\","
-        "\"arguments\":{}}}]},{\"role\":\"tool\",\"tool_name\":\"a\","
-        "\"content\":\"1\"},{\"role\":\"assistant\",\"tool_calls\":[{"
-        "\"function\":{\"name\":\"b\",\"arguments\":{}}},{\"function\":{"
-        "\"name\":\"c\",\"arguments\":\"{\\\"q\\\":1}\"}}]},{\"role\":"
-        "\"tool\",\"content\":\"2\"},{\"role\":\"tool\",\"tool_call_id\":"
-        "\"mine\",\"content\":\"3\"},{\"role\":\"tool\",\"tool_name\":\"c\","
-        "\"content\":\"4\"}]}", &req, &out, &err), 0);
+    ck_assert_int_eq(
+        front(
+            LLMGW_OLLAMA_EP_CHAT,
+            "{\"model\":\"m\","
+            "\"stream\":false,\"messages\":[{\"role\":\"assistant\","
+            "\"tool_calls\":[{\"id\":\"x1\",\"function\":{\"name\":\"a\","
+            "\"arguments\":{}}}]},{\"role\":\"tool\",\"tool_name\":\"a\","
+            "\"content\":\"1\"},{\"role\":\"assistant\",\"tool_calls\":[{"
+            "\"function\":{\"name\":\"b\",\"arguments\":{}}},{\"function\":{"
+            "\"name\":\"c\",\"arguments\":\"{\\\"q\\\":1}\"}}]},{\"role\":"
+            "\"tool\",\"content\":\"2\"},{\"role\":\"tool\",\"tool_call_id\":"
+            "\"mine\",\"content\":\"3\"},{\"role\":\"tool\",\"tool_name\":"
+            "\"c\","
+            "\"content\":\"4\"}]}",
+            &req, &out, &err),
+        0);
     msgs = llmgw_json_getj(json(out), "messages", NULL);
-    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 1),
-                                     "tool_call_id", NULL), "x1");
-    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 3),
-                                     "tool_call_id", NULL), "call_1");
-    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 4),
-                                     "tool_call_id", NULL), "mine");
-    ck_assert_str_eq(llmgw_json_gets(llmgw_json_array_get(msgs, 5),
-                                     "tool_call_id", NULL), "call_2");
-    ck_assert_str_eq(llmgw_json_write(llmgw_json_getj(
-        llmgw_json_array_get(msgs, 2), "tool_calls", NULL), NULL),
+    ck_assert_str_eq(
+        llmgw_json_gets(llmgw_json_array_get(msgs, 1), "tool_call_id", NULL),
+        "x1");
+    ck_assert_str_eq(
+        llmgw_json_gets(llmgw_json_array_get(msgs, 3), "tool_call_id", NULL),
+        "call_1");
+    ck_assert_str_eq(
+        llmgw_json_gets(llmgw_json_array_get(msgs, 4), "tool_call_id", NULL),
+        "mine");
+    ck_assert_str_eq(
+        llmgw_json_gets(llmgw_json_array_get(msgs, 5), "tool_call_id", NULL),
+        "call_2");
+    ck_assert_str_eq(
+        llmgw_json_write(
+            llmgw_json_getj(llmgw_json_array_get(msgs, 2), "tool_calls", NULL),
+            NULL),
         "[{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":"
         "\"b\",\"arguments\":\"{}\"}},{\"id\":\"call_2\",\"type\":"
         "\"function\",\"function\":{\"name\":\"c\",\"arguments\":"
@@ -1277,19 +1437,27 @@ START_TEST(front_images_typed)
     llmgw_error_t err;
     const char *out;
 
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
-        "\"messages\":[{\"role\":\"user\",\"images\":[\"R0lGODlh\","
-        "\"UklGRh4A\",\"AAAA\",\"data:image/jpeg;base64,/9j/\"]}]}", &req,
-        &out, &err), 0);
-    ck_assert_ptr_nonnull(strstr(out, "\"content\":[{\"type\":\"image_url\","
+    ck_assert_int_eq(
+        front(LLMGW_OLLAMA_EP_CHAT,
+              "{\"model\":\"m\","
+              "\"messages\":[{\"role\":\"user\",\"images\":[\"R0lGODlh\","
+              "\"UklGRh4A\",\"AAAA\",\"data:image/jpeg;base64,/9j/\"]}]}",
+              &req, &out, &err),
+        0);
+    ck_assert_ptr_nonnull(strstr(
+        out,
+        "\"content\":[{\"type\":\"image_url\","
         "\"image_url\":{\"url\":\"data:image/gif;base64,R0lGODlh\"}},{"
         "\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/webp;"
         "base64,UklGRh4A\"}},{\"type\":\"image_url\",\"image_url\":{\"url\":"
         "\"data:image/png;base64,AAAA\"}},{\"type\":\"image_url\","
         "\"image_url\":{\"url\":\"data:image/jpeg;base64,/9j/\"}}]"));
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
-        "\"messages\":[{\"role\":\"user\",\"images\":[5]}]}", &req, &out,
-        &err), 400);
+    ck_assert_int_eq(
+        front(LLMGW_OLLAMA_EP_CHAT,
+              "{\"model\":\"m\","
+              "\"messages\":[{\"role\":\"user\",\"images\":[5]}]}",
+              &req, &out, &err),
+        400);
 }
 END_TEST
 
@@ -1300,28 +1468,38 @@ START_TEST(front_generate_and_embed_requests)
     const char *out;
 
     /* A schema, no stream, num_predict -1 (no limit) left out. */
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE, f_gen_in, &req, &out,
-                           &err), 0);
+    ck_assert_int_eq(
+        front(LLMGW_OLLAMA_EP_GENERATE, f_gen_in, &req, &out, &err), 0);
     ck_assert_str_eq(out, f_gen_out);
     ck_assert_int_eq(req.ep, LLMGW_EP_COMPLETIONS);
     ck_assert_int_eq(req.stream, 0);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\","
-        "\"prompt\":\"p\",\"raw\":true,\"system\":\"\",\"options\":{"
-        "\"num_predict\":7,\"stop\":[\"\\n\"],\"seed\":3}}", &req, &out,
-        &err), 0);
+    ck_assert_int_eq(
+        front(LLMGW_OLLAMA_EP_GENERATE,
+              "{\"model\":\"m\","
+              "\"prompt\":\"p\",\"raw\":true,\"system\":\"\",\"options\":{"
+              "\"num_predict\":7,\"stop\":[\"\\n\"],\"seed\":3}}",
+              &req, &out, &err),
+        0);
     ck_assert_str_eq(out, "{\"model\":\"m\",\"prompt\":\"p\",\"seed\":3,"
                           "\"max_tokens\":7,\"stop\":[\"\\n\"],\"stream\":"
                           "true,\"stream_options\":{\"include_usage\":"
                           "true}}");
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_EMBED, "{\"model\":\"nomic\","
-        "\"input\":[\"a\",\"b\"],\"truncate\":true,\"dimensions\":64,"
-        "\"keep_alive\":\"1m\"}", &req, &out, &err), 0);
+    ck_assert_int_eq(
+        front(LLMGW_OLLAMA_EP_EMBED,
+              "{\"model\":\"nomic\","
+              "\"input\":[\"a\",\"b\"],\"truncate\":true,\"dimensions\":64,"
+              "\"keep_alive\":\"1m\"}",
+              &req, &out, &err),
+        0);
     ck_assert_str_eq(out, "{\"model\":\"nomic\",\"input\":[\"a\",\"b\"],"
                           "\"dimensions\":64,\"encoding_format\":\"float\"}");
     ck_assert_int_eq(req.ep, LLMGW_EP_EMBEDDINGS);
     ck_assert_int_eq(req.stream, 0);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_EMBEDDINGS, "{\"model\":\"nomic\","
-        "\"prompt\":\"a\"}", &req, &out, &err), 0);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_EMBEDDINGS,
+                           "{\"model\":\"nomic\","
+                           "\"prompt\":\"a\"}",
+                           &req, &out, &err),
+                     0);
     ck_assert_str_eq(out, "{\"model\":\"nomic\",\"input\":\"a\","
                           "\"encoding_format\":\"float\"}");
 }
@@ -1333,41 +1511,69 @@ START_TEST(front_request_errors)
     llmgw_error_t err;
     const char *out;
 
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"messages\":[]}", &req,
-                           &out, &err), 400);
+    ck_assert_int_eq(
+        front(LLMGW_OLLAMA_EP_CHAT, "{\"messages\":[]}", &req, &out, &err),
+        400);
     ck_assert_str_eq(llmgw_ollama_error_json(test_pool, err.message),
                      "{\"error\":\"model is required\"}");
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":", &req, &out,
-                           &err), 400);
+    ck_assert_int_eq(
+        front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":", &req, &out, &err), 400);
     ck_assert_int_eq(strncmp(err.message, "invalid JSON", 12), 0);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "[]", &req, &out, &err),
-                     400);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\"}", &req,
-                           &out, &err), 400);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "[]", &req, &out, &err), 400);
+    ck_assert_int_eq(
+        front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\"}", &req, &out, &err),
+        400);
     ck_assert_ptr_nonnull(strstr(err.message, "messages is required"));
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
-        "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":"
-        "\"no\"}", &req, &out, &err), 400);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
-        "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"options\":"
-        "{\"temperature\":\"hot\"}}", &req, &out, &err), 400);
+    ck_assert_int_eq(
+        front(
+            LLMGW_OLLAMA_EP_CHAT,
+            "{\"model\":\"m\","
+            "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":"
+            "\"no\"}",
+            &req, &out, &err),
+        400);
+    ck_assert_int_eq(
+        front(
+            LLMGW_OLLAMA_EP_CHAT,
+            "{\"model\":\"m\","
+            "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"options\":"
+            "{\"temperature\":\"hot\"}}",
+            &req, &out, &err),
+        400);
     ck_assert_str_eq(err.message, "option \"temperature\" must be a number");
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
-        "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"format\":"
-        "\"yaml\"}", &req, &out, &err), 400);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\","
-        "\"messages\":[{\"content\":\"x\"}]}", &req, &out, &err), 400);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\","
-        "\"prompt\":\"p\",\"system\":\"be brief\"}", &req, &out, &err), 400);
+    ck_assert_int_eq(
+        front(
+            LLMGW_OLLAMA_EP_CHAT,
+            "{\"model\":\"m\","
+            "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"format\":"
+            "\"yaml\"}",
+            &req, &out, &err),
+        400);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT,
+                           "{\"model\":\"m\","
+                           "\"messages\":[{\"content\":\"x\"}]}",
+                           &req, &out, &err),
+                     400);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE,
+                           "{\"model\":\"m\","
+                           "\"prompt\":\"p\",\"system\":\"be brief\"}",
+                           &req, &out, &err),
+                     400);
     ck_assert_ptr_nonnull(strstr(err.message, "/api/chat"));
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\","
-        "\"prompt\":\"p\",\"images\":[\"AAAA\"]}", &req, &out, &err), 400);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\"}",
-                           &req, &out, &err), 400);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_EMBED, "{\"model\":\"m\","
-        "\"input\":[1]}", &req, &out, &err), 400);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_NONE, "{}", &req, &out, &err),
-                     404);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE,
+                           "{\"model\":\"m\","
+                           "\"prompt\":\"p\",\"images\":[\"AAAA\"]}",
+                           &req, &out, &err),
+                     400);
+    ck_assert_int_eq(
+        front(LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\"}", &req, &out, &err),
+        400);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_EMBED,
+                           "{\"model\":\"m\","
+                           "\"input\":[1]}",
+                           &req, &out, &err),
+                     400);
+    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_NONE, "{}", &req, &out, &err), 404);
     ck_assert_str_eq(llmgw_ollama_error_json(test_pool, "a \"b\""),
                      "{\"error\":\"a \\\"b\\\"\"}");
 }
@@ -1400,8 +1606,8 @@ START_TEST(round_trip_keeps_the_meaning)
     llmgw_json_t *j;
 
     /* OpenAI -> Ollama -> OpenAI gives back what matters. */
-    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT, a_chat_in, "llava", &path,
-                               &ollama, &err), 0);
+    ck_assert_int_eq(
+        to_ollama(LLMGW_EP_CHAT, a_chat_in, "llava", &path, &ollama, &err), 0);
     ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, ollama, &req, &back, &err),
                      0);
     j = json(back);
@@ -1409,16 +1615,17 @@ START_TEST(round_trip_keeps_the_meaning)
     ck_assert_int_eq(llmgw_json_getl(j, 0, "max_tokens", NULL), 50);
     ck_assert_str_eq(llmgw_json_gets(j, "response_format", "type", NULL),
                      "json_object");
-    ck_assert_str_eq(llmgw_json_write(llmgw_json_getj(j, "stop", NULL),
-                                      NULL), "[\"END\"]");
+    ck_assert_str_eq(llmgw_json_write(llmgw_json_getj(j, "stop", NULL), NULL),
+                     "[\"END\"]");
     ck_assert_ptr_nonnull(strstr(back, "\"tool_calls\":[{\"id\":\"call_9\","
-                                 "\"type\":\"function\",\"function\":{"
-                                 "\"name\":\"look\",\"arguments\":"
-                                 "\"{\\\"x\\\":1}\"}}]"));
-    ck_assert_ptr_nonnull(strstr(back, "{\"role\":\"tool\",\"content\":"
+                                       "\"type\":\"function\",\"function\":{"
+                                       "\"name\":\"look\",\"arguments\":"
+                                       "\"{\\\"x\\\":1}\"}}]"));
+    ck_assert_ptr_nonnull(strstr(back,
+                                 "{\"role\":\"tool\",\"content\":"
                                  "\"a cat\",\"tool_call_id\":\"call_9\"}"));
     ck_assert_ptr_nonnull(strstr(back, "\"url\":\"data:image/png;base64,"
-                                 "iVBORw0KGgo=\""));
+                                       "iVBORw0KGgo=\""));
 }
 END_TEST
 
@@ -1432,37 +1639,57 @@ START_TEST(front_answers)
     llmgw_usage_t u;
     const char *out;
 
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, b_chat_oa,
-                                  &out, &u, &err), 0);
+    ck_assert_int_eq(
+        front_answer(LLMGW_OLLAMA_EP_CHAT, 200, b_chat_oa, &out, &u, &err), 0);
     ck_assert_str_eq(out, b_chat_out);
     ck_assert_int_eq(u.found, 1);
     ck_assert_int_eq(u.total, 4);
     /* Arguments back to an object; "tool_calls" is Ollama's "stop". */
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, b_tools_oa,
-                                  &out, &u, &err), 0);
+    ck_assert_int_eq(
+        front_answer(LLMGW_OLLAMA_EP_CHAT, 200, b_tools_oa, &out, &u, &err),
+        0);
     ck_assert_str_eq(out, b_tools_out);
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_GENERATE, 200,
-        "{\"choices\":[{\"index\":0,\"text\":\"abc\",\"finish_reason\":"
-        "\"length\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":"
-        "1,\"total_tokens\":4}}", &out, &u, &err), 0);
+    ck_assert_int_eq(
+        front_answer(
+            LLMGW_OLLAMA_EP_GENERATE, 200,
+            "{\"choices\":[{\"index\":0,\"text\":\"abc\",\"finish_reason\":"
+            "\"length\"}],\"usage\":{\"prompt_tokens\":3,\"completion_"
+            "tokens\":"
+            "1,\"total_tokens\":4}}",
+            &out, &u, &err),
+        0);
     ck_assert_str_eq(out, b_gen_out);
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_EMBED, 200,
-        "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":"
-        "0,\"embedding\":[0.1,0.2]},{\"object\":\"embedding\",\"index\":1,"
-        "\"embedding\":[0.3,0.4]}],\"model\":\"m\",\"usage\":{"
-        "\"prompt_tokens\":2,\"total_tokens\":2}}", &out, &u, &err), 0);
+    ck_assert_int_eq(
+        front_answer(
+            LLMGW_OLLAMA_EP_EMBED, 200,
+            "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\","
+            "\"index\":"
+            "0,\"embedding\":[0.1,0.2]},{\"object\":\"embedding\",\"index\":1,"
+            "\"embedding\":[0.3,0.4]}],\"model\":\"m\",\"usage\":{"
+            "\"prompt_tokens\":2,\"total_tokens\":2}}",
+            &out, &u, &err),
+        0);
     ck_assert_str_eq(out, b_embed_out);
     ck_assert_int_eq(u.prompt, 2);
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_EMBEDDINGS, 200,
-        "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":"
-        "0,\"embedding\":[0.1,0.2]}],\"model\":\"m\"}", &out, &u, &err), 0);
+    ck_assert_int_eq(
+        front_answer(LLMGW_OLLAMA_EP_EMBEDDINGS, 200,
+                     "{\"object\":\"list\",\"data\":[{\"object\":"
+                     "\"embedding\",\"index\":"
+                     "0,\"embedding\":[0.1,0.2]}],\"model\":\"m\"}",
+                     &out, &u, &err),
+        0);
     ck_assert_str_eq(out, "{\"embedding\":[0.1,0.2]}");
     ck_assert_int_eq(u.found, 0);
     /* No usage: counts 0, as Ollama sends when it did not count. */
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, "{\"choices\":"
-        "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
-        "\"x\",\"reasoning\":\"r\"},\"finish_reason\":\"content_filter\"}]}",
-        &out, &u, &err), 0);
+    ck_assert_int_eq(
+        front_answer(
+            LLMGW_OLLAMA_EP_CHAT, 200,
+            "{\"choices\":"
+            "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+            "\"x\",\"reasoning\":\"r\"},\"finish_reason\":\"content_filter\"}]"
+            "}",
+            &out, &u, &err),
+        0);
     ck_assert_ptr_nonnull(strstr(out, "\"thinking\":\"r\""));
     ck_assert_ptr_nonnull(strstr(out, "\"done_reason\":\"stop\""));
     ck_assert_ptr_nonnull(strstr(out, "\"eval_count\":0"));
@@ -1475,35 +1702,60 @@ START_TEST(front_answer_errors)
     llmgw_usage_t u;
     const char *out;
 
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 404, "{\"error\":{"
-        "\"message\":\"The model does not exist\",\"type\":"
-        "\"invalid_request_error\",\"param\":\"model\",\"code\":"
-        "\"model_not_found\"}}", &out, &u, &err), 404);
+    ck_assert_int_eq(
+        front_answer(LLMGW_OLLAMA_EP_CHAT, 404,
+                     "{\"error\":{"
+                     "\"message\":\"The model does not exist\",\"type\":"
+                     "\"invalid_request_error\",\"param\":\"model\",\"code\":"
+                     "\"model_not_found\"}}",
+                     &out, &u, &err),
+        404);
     ck_assert_str_eq(llmgw_ollama_error_json(test_pool, err.message),
                      "{\"error\":\"The model does not exist\"}");
     /* vLLM's own shape, FastAPI's detail, a bare status. */
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 400, "{\"object\":"
-        "\"error\",\"message\":\"too long\",\"type\":\"BadRequestError\","
-        "\"code\":400}", &out, &u, &err), 400);
+    ck_assert_int_eq(
+        front_answer(
+            LLMGW_OLLAMA_EP_CHAT, 400,
+            "{\"object\":"
+            "\"error\",\"message\":\"too long\",\"type\":\"BadRequestError\","
+            "\"code\":400}",
+            &out, &u, &err),
+        400);
     ck_assert_str_eq(err.message, "too long");
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 422, "{\"detail\":"
-        "\"bad\"}", &out, &u, &err), 422);
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 422,
+                                  "{\"detail\":"
+                                  "\"bad\"}",
+                                  &out, &u, &err),
+                     422);
     ck_assert_str_eq(err.message, "bad");
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 503, "<html>", &out,
-                                  &u, &err), 503);
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, "{\"error\":"
-        "{\"message\":\"late\"}}", &out, &u, &err), 502);
+    ck_assert_int_eq(
+        front_answer(LLMGW_OLLAMA_EP_CHAT, 503, "<html>", &out, &u, &err),
+        503);
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200,
+                                  "{\"error\":"
+                                  "{\"message\":\"late\"}}",
+                                  &out, &u, &err),
+                     502);
     ck_assert_str_eq(err.message, "late");
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, "{}", &out, &u,
-                                  &err), 502);
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_EMBED, 200, "{\"data\":[{"
-        "\"embedding\":\"AAAA\"}]}", &out, &u, &err), 502);
+    ck_assert_int_eq(
+        front_answer(LLMGW_OLLAMA_EP_CHAT, 200, "{}", &out, &u, &err), 502);
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_EMBED, 200,
+                                  "{\"data\":[{"
+                                  "\"embedding\":\"AAAA\"}]}",
+                                  &out, &u, &err),
+                     502);
     /* A model's broken arguments are not passed off as an object. */
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, "{\"choices\":"
-        "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,"
-        "\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":{"
-        "\"name\":\"f\",\"arguments\":\"{\\\"a\\\":\"}}]},\"finish_reason\":"
-        "\"tool_calls\"}]}", &out, &u, &err), 502);
+    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200,
+                                  "{\"choices\":"
+                                  "[{\"index\":0,\"message\":{\"role\":"
+                                  "\"assistant\",\"content\":null,"
+                                  "\"tool_calls\":[{\"id\":\"c\",\"type\":"
+                                  "\"function\",\"function\":{"
+                                  "\"name\":\"f\",\"arguments\":\"{\\\"a\\\":"
+                                  "\"}}]},\"finish_reason\":"
+                                  "\"tool_calls\"}]}",
+                                  &out, &u, &err),
+                     502);
     ck_assert_ptr_nonnull(strstr(err.message, "arguments"));
 }
 END_TEST
@@ -1561,21 +1813,25 @@ START_TEST(ndjson_broken_streams)
     const char *out;
 
     /* Cut in the middle of an event: nothing of it goes out. */
-    out = run_nd(LLMGW_OLLAMA_EP_CHAT, "data: {\"choices\":[{\"index\":0,"
-                 "\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choi", 0, 7,
-                 1, &r);
+    out = run_nd(LLMGW_OLLAMA_EP_CHAT,
+                 "data: {\"choices\":[{\"index\":0,"
+                 "\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choi",
+                 0, 7, 1, &r);
     ck_assert_int_eq(r.done, 0);
     ck_assert_int_eq(r.failed, 1);
     ck_assert_ptr_nonnull(strstr(out, "\"content\":\"a\""));
     ck_assert_ptr_nonnull(strstr(out, "{\"error\":"));
     /* Cut between events, no finish: the caller's tail ends it. */
-    out = run_nd(LLMGW_OLLAMA_EP_CHAT, "data: {\"choices\":[{\"index\":0,"
-                 "\"delta\":{\"content\":\"a\"}}]}\n\n", 0, 9, 1, &r);
+    out = run_nd(LLMGW_OLLAMA_EP_CHAT,
+                 "data: {\"choices\":[{\"index\":0,"
+                 "\"delta\":{\"content\":\"a\"}}]}\n\n",
+                 0, 9, 1, &r);
     ck_assert_int_eq(r.done, 0);
     ck_assert_int_eq(r.failed, 0);
     ck_assert_str_eq(r.tail, "{\"error\":\"broke\"}\n");
     /* Bad arguments at the end of tool calls: an error line. */
-    out = run_nd(LLMGW_OLLAMA_EP_CHAT, "data: {\"choices\":[{\"index\":0,"
+    out = run_nd(LLMGW_OLLAMA_EP_CHAT,
+                 "data: {\"choices\":[{\"index\":0,"
                  "\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\","
                  "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\"}}]},"
                  "\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n",
@@ -1592,7 +1848,8 @@ START_TEST(ndjson_parallel_tool_calls)
     const char *out;
 
     /* Two calls whose pieces interleave, keyed by index. */
-    out = run_nd(LLMGW_OLLAMA_EP_CHAT,
+    out = run_nd(
+        LLMGW_OLLAMA_EP_CHAT,
         "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{"
         "\"index\":0,\"id\":\"a\",\"function\":{\"name\":\"x\","
         "\"arguments\":\"{\\\"n\\\":\"}},{\"index\":1,\"id\":\"b\","
@@ -1601,8 +1858,11 @@ START_TEST(ndjson_parallel_tool_calls)
         "\"index\":1,\"function\":{\"arguments\":\"{}\"}},{\"index\":0,"
         "\"function\":{\"arguments\":\"1}\"}}]}}]}\n\n"
         "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":"
-        "\"stop\"}]}\n\ndata: [DONE]\n\n", 0, 13, 1, &r);
-    ck_assert_ptr_nonnull(strstr(out, "\"tool_calls\":[{\"id\":\"a\","
+        "\"stop\"}]}\n\ndata: [DONE]\n\n",
+        0, 13, 1, &r);
+    ck_assert_ptr_nonnull(strstr(
+        out,
+        "\"tool_calls\":[{\"id\":\"a\","
         "\"function\":{\"index\":0,\"name\":\"x\",\"arguments\":{\"n\":1}}},"
         "{\"id\":\"b\",\"function\":{\"index\":1,\"name\":\"y\","
         "\"arguments\":{}}}]"));
@@ -1624,42 +1884,68 @@ START_TEST(huge_counts_are_clamped)
     result_t r;
 
     /* A.2: prompt_eval_count + eval_count overflowed into a negative. */
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
-        "\"messages\":[]}", 200, "{\"message\":{\"role\":\"assistant\","
-        "\"content\":\"x\"},\"done\":true,\"prompt_eval_count\":" HUGE_COUNT
-        ",\"eval_count\":" HUGE_COUNT "}", &out, &u, &err), 0);
+    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT,
+                                 "{\"model\":\"gpt\","
+                                 "\"messages\":[]}",
+                                 200,
+                                 "{\"message\":{\"role\":\"assistant\","
+                                 "\"content\":\"x\"},\"done\":true,\"prompt_"
+                                 "eval_count\":" HUGE_COUNT
+                                 ",\"eval_count\":" HUGE_COUNT "}",
+                                 &out, &u, &err),
+                     0);
     ck_assert(u.prompt == LLMGW_TOKENS_MAX);
     ck_assert(u.completion == LLMGW_TOKENS_MAX);
     ck_assert(u.total == LLMGW_TOKENS_MAX);
     ck_assert_ptr_nonnull(strstr(out, "\"total_tokens\":1000000000000000}"));
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, "{\"model\":\"gpt\","
-        "\"messages\":[]}", 200, "{\"message\":{\"role\":\"assistant\","
-        "\"content\":\"x\"},\"done\":true,\"prompt_eval_count\":-4,"
-        "\"eval_count\":2.5}", &out, &u, &err), 0);
+    ck_assert_int_eq(
+        from_ollama(
+            LLMGW_EP_CHAT,
+            "{\"model\":\"gpt\","
+            "\"messages\":[]}",
+            200,
+            "{\"message\":{\"role\":\"assistant\","
+            "\"content\":\"x\"},\"done\":true,\"prompt_eval_count\":-4,"
+            "\"eval_count\":2.5}",
+            &out, &u, &err),
+        0);
     ck_assert(u.prompt == 0 && u.completion == 3 && u.total == 3);
-    ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS, "{\"model\":\"e\","
-        "\"input\":\"a\"}", 200, "{\"embeddings\":[[1]],"
-        "\"prompt_eval_count\":18446744073709551616}", &out, &u, &err), 0);
+    ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS,
+                                 "{\"model\":\"e\","
+                                 "\"input\":\"a\"}",
+                                 200,
+                                 "{\"embeddings\":[[1]],"
+                                 "\"prompt_eval_count\":18446744073709551616}",
+                                 &out, &u, &err),
+                     0);
     ck_assert(u.prompt == LLMGW_TOKENS_MAX && u.total == LLMGW_TOKENS_MAX);
     /* A.3: the done line of a stream. */
-    run_sse(LLMGW_EP_CHAT, 1, "{\"message\":{\"content\":\"x\"},\"done\":"
-            "true,\"prompt_eval_count\":" HUGE_COUNT ",\"eval_count\":"
-            HUGE_COUNT "}\n", 0, 7, 1, &r);
+    run_sse(LLMGW_EP_CHAT, 1,
+            "{\"message\":{\"content\":\"x\"},\"done\":"
+            "true,\"prompt_eval_count\":" HUGE_COUNT
+            ",\"eval_count\":" HUGE_COUNT "}\n",
+            0, 7, 1, &r);
     ck_assert_int_eq(r.done, 1);
     ck_assert(r.usage.total == LLMGW_TOKENS_MAX);
     /* B.5 and B.6: OpenAI usage for Ollama clients. */
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200, "{\"choices\":"
-        "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
-        "\"x\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":"
-        HUGE_COUNT ",\"completion_tokens\":" HUGE_COUNT "}}", &out, &u,
-        &err), 0);
+    ck_assert_int_eq(
+        front_answer(
+            LLMGW_OLLAMA_EP_CHAT, 200,
+            "{\"choices\":"
+            "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+            "\"x\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_"
+            "tokens\":" HUGE_COUNT ",\"completion_tokens\":" HUGE_COUNT "}}",
+            &out, &u, &err),
+        0);
     ck_assert(u.total == LLMGW_TOKENS_MAX);
     ck_assert_ptr_nonnull(strstr(out, "\"eval_count\":1000000000000000"));
-    run_nd(LLMGW_OLLAMA_EP_CHAT, "data: {\"choices\":[{\"index\":0,"
+    run_nd(LLMGW_OLLAMA_EP_CHAT,
+           "data: {\"choices\":[{\"index\":0,"
            "\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\n"
            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":-7,"
            "\"completion_tokens\":" HUGE_COUNT ",\"total_tokens\":-2}}\n\n"
-           "data: [DONE]\n\n", 0, 11, 1, &r);
+           "data: [DONE]\n\n",
+           0, 11, 1, &r);
     ck_assert_int_eq(r.done, 1);
     ck_assert(r.usage.prompt == 0);
     ck_assert(r.usage.completion == LLMGW_TOKENS_MAX);
@@ -1698,17 +1984,18 @@ static const char *feed_huge(int nd, void *s, const char *head, char c,
 
 START_TEST(stream_lines_are_capped)
 {
-    llmgw_ollama_sse_t *a = llmgw_ollama_sse_create(test_pool, LLMGW_EP_CHAT,
-                                                    "abc", "m", 1, 0);
+    llmgw_ollama_sse_t *a =
+        llmgw_ollama_sse_create(test_pool, LLMGW_EP_CHAT, "abc", "m", 1, 0);
     llmgw_ollama_ndjson_t *b;
     const char *out;
     char *args;
     apr_size_t i;
 
     /* A.3: an NDJSON line that never ends. */
-    out = feed_huge(0, a, "{\"message\":{\"content\":\"Hi\"},\"done\":false}"
-                    "\n{\"message\":{\"content\":\"", 'a',
-                    LLMGW_STREAM_MAX_EVENT + PIECE);
+    out = feed_huge(0, a,
+                    "{\"message\":{\"content\":\"Hi\"},\"done\":false}"
+                    "\n{\"message\":{\"content\":\"",
+                    'a', LLMGW_STREAM_MAX_EVENT + PIECE);
     ck_assert_int_eq(a->failed, 1);
     ck_assert_ptr_nonnull(strstr(out, "{\"content\":\"Hi\"}"));
     ck_assert_ptr_nonnull(strstr(out, "\"finish_reason\":\"error\""));
@@ -1742,17 +2029,19 @@ END_TEST
 /* B.6: a tool call's arguments, piece by piece, past the cap. */
 START_TEST(tool_arguments_are_capped)
 {
-    llmgw_ollama_ndjson_t *b = llmgw_ollama_ndjson_create(
-        test_pool, LLMGW_OLLAMA_EP_CHAT, "m", 1);
+    llmgw_ollama_ndjson_t *b =
+        llmgw_ollama_ndjson_create(test_pool, LLMGW_OLLAMA_EP_CHAT, "m", 1);
     char *junk = apr_palloc(test_pool, PIECE + 1);
     const char *ev, *out = "";
     apr_size_t i, n = 0;
 
     memset(junk, 'x', PIECE);
     junk[PIECE] = '\0';
-    ev = apr_pstrcat(test_pool, "data: {\"choices\":[{\"index\":0,\"delta\":"
+    ev = apr_pstrcat(test_pool,
+                     "data: {\"choices\":[{\"index\":0,\"delta\":"
                      "{\"tool_calls\":[{\"index\":0,\"function\":{"
-                     "\"arguments\":\"", junk, "\"}}]}}]}\n\n", NULL);
+                     "\"arguments\":\"",
+                     junk, "\"}}]}}]}\n\n", NULL);
     for (i = 0; i < LLMGW_STREAM_MAX_EVENT / PIECE + 2 && !b->failed; i++) {
         n = llmgw_ollama_ndjson_feed(b, ev, strlen(ev), &out);
     }

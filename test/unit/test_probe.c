@@ -308,8 +308,14 @@ END_TEST
 START_TEST(ollama_refuses_what_does_not_read)
 {
     static const char *const bad[] = {
-        "", "null", "[]", "{}", "{\"models\":{}}", "{\"models\":[1]}",
-        "{\"models\":[{}]}", "{\"models\":[{\"name\":\"\"}]}",
+        "",
+        "null",
+        "[]",
+        "{}",
+        "{\"models\":{}}",
+        "{\"models\":[1]}",
+        "{\"models\":[{}]}",
+        "{\"models\":[{\"name\":\"\"}]}",
         "{\"models\":[{\"name\":7}]}",
         "{\"models\":[{\"name\":\"a\",\"size\":-1}]}",
         "{\"models\":[{\"name\":\"a\",\"size\":\"5\"}]}",
@@ -329,8 +335,10 @@ START_TEST(ollama_refuses_what_does_not_read)
         refused(parse(LLMGW_PROBE_OLLAMA_TAGS, 200, bad[i]));
     }
     /* "model" stands in for a missing "name". */
-    ck_assert_int_eq(parse(LLMGW_PROBE_OLLAMA_PS, 200,
-                           "{\"models\":[{\"model\":\"m\"}]}")->ok, 1);
+    ck_assert_int_eq(
+        parse(LLMGW_PROBE_OLLAMA_PS, 200, "{\"models\":[{\"model\":\"m\"}]}")
+            ->ok,
+        1);
     refused(parse(LLMGW_PROBE_OLLAMA_PS, 500, "{\"error\":\"boom\"}"));
     refused(parse(LLMGW_PROBE_OLLAMA_PS, 404, "404 page not found"));
     ck_assert_int_eq(parse(LLMGW_PROBE_OLLAMA_PS, 429, "")->state,
@@ -387,8 +395,7 @@ END_TEST
 
 START_TEST(llamacpp_slots_over_versions)
 {
-    llmgw_probe_t *r = parse(LLMGW_PROBE_LLAMACPP_SLOTS, 200,
-                             llamacpp_slots);
+    llmgw_probe_t *r = parse(LLMGW_PROBE_LLAMACPP_SLOTS, 200, llamacpp_slots);
 
     ck_assert_int_eq(r->ok, 1);
     ck_assert_int_eq(r->state, LLMGW_HS_READY);
@@ -426,8 +433,8 @@ START_TEST(llamacpp_slots_over_versions)
     refused(parse(LLMGW_PROBE_LLAMACPP_SLOTS, 200, "[{\"id\":0}]"));
     refused(parse(LLMGW_PROBE_LLAMACPP_SLOTS, 200,
                   "[{\"id\":0,\"is_processing\":1}]"));
-    refused(parse(LLMGW_PROBE_LLAMACPP_SLOTS, 200,
-                  "[{\"id\":0,\"state\":-1}]"));
+    refused(
+        parse(LLMGW_PROBE_LLAMACPP_SLOTS, 200, "[{\"id\":0,\"state\":-1}]"));
     refused(parse(LLMGW_PROBE_LLAMACPP_SLOTS, 200,
                   "[{\"id\":0,\"state\":\"idle\"}]"));
     refused(parse(LLMGW_PROBE_LLAMACPP_SLOTS, 200, "[0]"));
@@ -445,8 +452,8 @@ START_TEST(too_many_slots_refused)
         n += (apr_size_t)sprintf(body + n, "%s{\"state\":0}", i ? "," : "");
     }
     body[n++] = ']';
-    refused(llmgw_probe_parse(test_pool, LLMGW_PROBE_LLAMACPP_SLOTS, 200,
-                              body, n));
+    refused(llmgw_probe_parse(test_pool, LLMGW_PROBE_LLAMACPP_SLOTS, 200, body,
+                              n));
     free(body);
 }
 END_TEST
@@ -456,11 +463,11 @@ START_TEST(vllm_metrics_v1_and_v0)
     llmgw_probe_t *r = parse(LLMGW_PROBE_VLLM_METRICS, 200, vllm_v1);
 
     ck_assert_int_eq(r->ok, 1);
-    ck_assert_uint_eq(r->knows, LLMGW_PK_STATE | LLMGW_PK_QUEUE
-                                | LLMGW_PK_KV | LLMGW_PK_LOADED);
-    ck_assert_int_eq(r->running, 5);           /* both engines */
+    ck_assert_uint_eq(r->knows, LLMGW_PK_STATE | LLMGW_PK_QUEUE | LLMGW_PK_KV
+                                    | LLMGW_PK_LOADED);
+    ck_assert_int_eq(r->running, 5); /* both engines */
     ck_assert_int_eq(r->waiting, 1);
-    ck_assert_double_eq_tol(r->kv_usage, 0.5, 1e-9);   /* new name wins */
+    ck_assert_double_eq_tol(r->kv_usage, 0.5, 1e-9); /* new name wins */
     ck_assert_int_eq(r->models->nelts, 1);
     ck_assert_str_eq(model(r, 0)->name, "Qwen/Qwen3-0.6B");
     ck_assert_uint_eq(model(r, 0)->flags, LLMGW_PM_LOADED);
@@ -482,8 +489,8 @@ START_TEST(vllm_metrics_v1_and_v0)
               "vllm:num_requests_waiting 4 1700000000000\n"
               "  \t\n");
     ck_assert_int_eq(r->ok, 1);
-    ck_assert_uint_eq(r->knows, LLMGW_PK_STATE | LLMGW_PK_QUEUE
-                                | LLMGW_PK_LOADED);
+    ck_assert_uint_eq(r->knows,
+                      LLMGW_PK_STATE | LLMGW_PK_QUEUE | LLMGW_PK_LOADED);
     ck_assert_int_eq(r->running, 3);
     ck_assert_int_eq(r->waiting, 4);
     ck_assert_double_eq(r->kv_usage, -1.0);
@@ -498,7 +505,7 @@ START_TEST(vllm_metrics_refused)
     static const char *const bad[] = {
         "",
         "# only comments\n",
-        "process_cpu_seconds_total 1.5\n",      /* no vLLM gauges */
+        "process_cpu_seconds_total 1.5\n", /* no vLLM gauges */
         "vllm:num_requests_running{model_name=\"a\"}\n",
         "vllm:num_requests_running{model_name=\"a\" 1\n",
         "vllm:num_requests_running{model_name=a} 1\n",
@@ -535,12 +542,15 @@ START_TEST(vllm_metrics_refused)
                               "vllm:num_requests_running\0 1\n", 29));
     refused(llmgw_probe_parse(test_pool, LLMGW_PROBE_VLLM_METRICS, 200,
                               "vllm:num_requests_running{model_name=\"a\0b\"}"
-                              " 1\n", 46));
+                              " 1\n",
+                              46));
     refused(parse(LLMGW_PROBE_VLLM_METRICS, 404, "Not Found"));
     /* Values as Go reads them; other metrics may be NaN or Inf. */
     ck_assert_int_eq(parse(LLMGW_PROBE_VLLM_METRICS, 200,
                            "x NaN\ny -Inf\nvllm:num_requests_waiting +2.5e0"
-                           "\n")->waiting, 3);
+                           "\n")
+                         ->waiting,
+                     3);
 }
 END_TEST
 
@@ -596,8 +606,8 @@ START_TEST(prom_bounds)
         ln += (apr_size_t)sprintf(line + ln, "l%d=\"v\",", i);
     }
     ln += (apr_size_t)sprintf(line + ln, "} 1\nvllm:num_requests_running 1\n");
-    refused(llmgw_probe_parse(test_pool, LLMGW_PROBE_VLLM_METRICS, 200,
-                              line, ln));
+    refused(
+        llmgw_probe_parse(test_pool, LLMGW_PROBE_VLLM_METRICS, 200, line, ln));
 
     /* Just under the limit of other metrics, then one gauge: read. */
     while (n + 64 < LLMGW_PROBE_MAX_METRICS) {
@@ -618,10 +628,11 @@ START_TEST(prom_bounds)
     for (n = 0, i = 0; i <= LLMGW_PROBE_MAX_MODELS; i++) {
         n += (apr_size_t)sprintf(big + n,
                                  "vllm:num_requests_running{model_name="
-                                 "\"m%d\"} 1\n", i);
+                                 "\"m%d\"} 1\n",
+                                 i);
     }
-    refused(llmgw_probe_parse(test_pool, LLMGW_PROBE_VLLM_METRICS, 200, big,
-                              n));
+    refused(
+        llmgw_probe_parse(test_pool, LLMGW_PROBE_VLLM_METRICS, 200, big, n));
     free(big);
 }
 END_TEST
@@ -643,8 +654,8 @@ START_TEST(openai_models_shapes)
 
     r = parse(LLMGW_PROBE_OPENAI_MODELS, 200, llamacpp_router);
     ck_assert_int_eq(r->ok, 1);
-    ck_assert_uint_eq(r->knows, LLMGW_PK_STATE | LLMGW_PK_AVAILABLE
-                                | LLMGW_PK_LOADED);
+    ck_assert_uint_eq(r->knows,
+                      LLMGW_PK_STATE | LLMGW_PK_AVAILABLE | LLMGW_PK_LOADED);
     ck_assert_int_eq(r->models->nelts, 4);
     ck_assert_uint_eq(model(r, 0)->flags,
                       LLMGW_PM_AVAILABLE | LLMGW_PM_LOADED);
@@ -662,12 +673,13 @@ START_TEST(openai_models_shapes)
     refused(parse(LLMGW_PROBE_OPENAI_MODELS, 200, "{\"data\":{}}"));
     refused(parse(LLMGW_PROBE_OPENAI_MODELS, 200, "{\"object\":\"list\"}"));
     refused(parse(LLMGW_PROBE_OPENAI_MODELS, 200, "{\"data\":[{}]}"));
-    refused(parse(LLMGW_PROBE_OPENAI_MODELS, 200,
-                  "{\"data\":[{\"id\":null}]}"));
+    refused(
+        parse(LLMGW_PROBE_OPENAI_MODELS, 200, "{\"data\":[{\"id\":null}]}"));
     refused(parse(LLMGW_PROBE_OPENAI_MODELS, 200,
                   "{\"data\":[{\"id\":\"a\",\"status\":\"loaded\"}]}"));
-    refused(parse(LLMGW_PROBE_OPENAI_MODELS, 200,
-                  "{\"data\":[{\"id\":\"a\",\"status\":{\"value\":\"ok\"}}]}"));
+    refused(
+        parse(LLMGW_PROBE_OPENAI_MODELS, 200,
+              "{\"data\":[{\"id\":\"a\",\"status\":{\"value\":\"ok\"}}]}"));
     refused(parse(LLMGW_PROBE_OPENAI_MODELS, 401,
                   "{\"error\":{\"message\":\"Invalid API Key\"}}"));
 }
@@ -686,12 +698,14 @@ START_TEST(json_bounds)
     memset(name, 'x', LLMGW_PROBE_MAX_NAME + 1);
     name[LLMGW_PROBE_MAX_NAME + 1] = '\0';
     r = parse(LLMGW_PROBE_OLLAMA_TAGS, 200,
-              apr_psprintf(test_pool, "{\"models\":[{\"name\":\"%s\"},"
-                           "{\"name\":\"ok\"}]}", name));
+              apr_psprintf(test_pool,
+                           "{\"models\":[{\"name\":\"%s\"},"
+                           "{\"name\":\"ok\"}]}",
+                           name));
     ck_assert_int_eq(r->ok, 1);
     ck_assert_int_eq(r->models->nelts, 1);
     ck_assert_uint_eq(r->models_skipped, 1);
-    name[LLMGW_PROBE_MAX_NAME] = '\0';          /* exactly the bound */
+    name[LLMGW_PROBE_MAX_NAME] = '\0'; /* exactly the bound */
     r = parse(LLMGW_PROBE_OPENAI_MODELS, 200,
               apr_psprintf(test_pool, "{\"data\":[{\"id\":\"%s\"}]}", name));
     ck_assert_int_eq(r->models->nelts, 1);
@@ -705,21 +719,22 @@ START_TEST(json_bounds)
                                  i ? "," : "", i);
     }
     n += (apr_size_t)sprintf(body + n, "]}");
-    refused(llmgw_probe_parse(test_pool, LLMGW_PROBE_OLLAMA_TAGS, 200,
-                              body, n));
+    refused(
+        llmgw_probe_parse(test_pool, LLMGW_PROBE_OLLAMA_TAGS, 200, body, n));
     /* Too large, even when it would read. */
     memset(body, ' ', cap);
     memcpy(body, "{\"models\":[]}", 13);
     refused(llmgw_probe_parse(test_pool, LLMGW_PROBE_OLLAMA_PS, 200, body,
                               LLMGW_PROBE_MAX_BODY + 1));
-    ck_assert_int_eq(llmgw_probe_parse(test_pool, LLMGW_PROBE_OLLAMA_PS,
-                                       200, body,
-                                       LLMGW_PROBE_MAX_BODY)->ok, 1);
+    ck_assert_int_eq(llmgw_probe_parse(test_pool, LLMGW_PROBE_OLLAMA_PS, 200,
+                                       body, LLMGW_PROBE_MAX_BODY)
+                         ->ok,
+                     1);
     /* Deeper than the reader allows. */
     memset(body, '[', 1000);
     memset(body + 1000, ']', 1000);
-    refused(llmgw_probe_parse(test_pool, LLMGW_PROBE_LLAMACPP_SLOTS, 200,
-                              body, 2000));
+    refused(llmgw_probe_parse(test_pool, LLMGW_PROBE_LLAMACPP_SLOTS, 200, body,
+                              2000));
     free(body);
 }
 END_TEST
@@ -780,7 +795,10 @@ END_TEST
 START_TEST(garbage_never_crashes)
 {
     static const char *const seeds[] = {
-        ollama_ps, llamacpp_slots, vllm_v1, llamacpp_router,
+        ollama_ps,
+        llamacpp_slots,
+        vllm_v1,
+        llamacpp_router,
     };
     unsigned long rnd = 12345;
     char buf[4096];
@@ -799,10 +817,9 @@ START_TEST(garbage_never_crashes)
             buf[(rnd >> 33) % len] = (char)(rnd >> 17);
         }
         for (kind = 0; kind < LLMGW_PROBE_KINDS; kind++) {
-            llmgw_probe_t *r = llmgw_probe_parse(test_pool,
-                                                 (llmgw_probe_kind_t)kind,
-                                                 round % 3 ? 200 : 503, buf,
-                                                 len);
+            llmgw_probe_t *r =
+                llmgw_probe_parse(test_pool, (llmgw_probe_kind_t)kind,
+                                  round % 3 ? 200 : 503, buf, len);
 
             ck_assert_ptr_nonnull(r);
             ck_assert(r->ok || r->state == LLMGW_HS_DOWN);
@@ -818,8 +835,7 @@ START_TEST(rfc3339)
         apr_time_t want;
     } good[] = {
         { "1970-01-01T00:00:00Z", 0 },
-        { "2024-06-04T14:38:31.83753-07:00",
-          APR_INT64_C(1717537111837530) },
+        { "2024-06-04T14:38:31.83753-07:00", APR_INT64_C(1717537111837530) },
         { "2025-05-10T08:06:48.639712648-07:00",
           APR_INT64_C(1746889608639712) },
         { "2000-02-29t23:59:60z", APR_INT64_C(951868799000000) },
@@ -829,21 +845,31 @@ START_TEST(rfc3339)
         { "0001-01-01T00:00:00Z", APR_INT64_C(-62135596800000000) },
     };
     static const char *const bad[] = {
-        "", "2024-06-04", "2024-06-04T14:38:31", "2024-06-04 14:38:31Z",
-        "2024-13-04T14:38:31Z", "2023-02-29T00:00:00Z",
-        "2024-06-31T00:00:00Z", "2024-06-04T24:00:00Z",
-        "2024-06-04T14:60:00Z", "2024-06-04T14:38:61Z",
-        "2024-06-04T14:38:31.Z", "2024-06-04T14:38:31+0700",
-        "2024-06-04T14:38:31+24:00", "2024-06-04T14:38:31Zjunk",
-        "0000-01-01T00:00:00Z", "2024-06-04T14:38:31.5",
-        "+2024-06-04T14:38:31Z", "2024-6-04T14:38:31Z",
+        "",
+        "2024-06-04",
+        "2024-06-04T14:38:31",
+        "2024-06-04 14:38:31Z",
+        "2024-13-04T14:38:31Z",
+        "2023-02-29T00:00:00Z",
+        "2024-06-31T00:00:00Z",
+        "2024-06-04T24:00:00Z",
+        "2024-06-04T14:60:00Z",
+        "2024-06-04T14:38:61Z",
+        "2024-06-04T14:38:31.Z",
+        "2024-06-04T14:38:31+0700",
+        "2024-06-04T14:38:31+24:00",
+        "2024-06-04T14:38:31Zjunk",
+        "0000-01-01T00:00:00Z",
+        "2024-06-04T14:38:31.5",
+        "+2024-06-04T14:38:31Z",
+        "2024-6-04T14:38:31Z",
     };
     apr_size_t i;
     apr_time_t t;
 
     for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-        ck_assert_int_eq(llmgw_probe_rfc3339(good[i].text,
-                                             strlen(good[i].text), &t), 0);
+        ck_assert_int_eq(
+            llmgw_probe_rfc3339(good[i].text, strlen(good[i].text), &t), 0);
         ck_assert_int_eq(t, good[i].want);
     }
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -47,8 +47,7 @@ START_TEST(no_match_and_empty_names)
     llmgw_router_t *rt = llmgw_router_create(test_pool);
 
     ck_assert_str_eq(llmgw_router_names(test_pool, rt), "(none)");
-    ck_assert_ptr_null(llmgw_router_add(test_pool, rt, route("qwen?",
-                                                             NULL)));
+    ck_assert_ptr_null(llmgw_router_add(test_pool, rt, route("qwen?", NULL)));
     ck_assert_ptr_null(llmgw_router_find(rt, "qwen"));
     ck_assert_ptr_nonnull(llmgw_router_find(rt, "qwen2"));
 }

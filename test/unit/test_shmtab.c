@@ -34,8 +34,8 @@ static const char *get(llmgw_shmtab_t *t, const char *key, apr_time_t now)
 
     char *pval;
     apr_size_t plen;
-    apr_status_t peeked = llmgw_shmtab_peek(t, key, strlen(key), now,
-                                            test_pool, &pval, &plen);
+    apr_status_t peeked =
+        llmgw_shmtab_peek(t, key, strlen(key), now, test_pool, &pval, &plen);
 
     /* Without the lock or with it: the same answer. */
     if (llmgw_shmtab_get(t, key, strlen(key), now, test_pool, &val, &len)
@@ -111,7 +111,7 @@ START_TEST(ring_drops_oldest)
             kept++;
         }
         else {
-            ck_assert_int_lt(i, 1990);      /* the newest are all there */
+            ck_assert_int_lt(i, 1990); /* the newest are all there */
         }
     }
     ck_assert_int_gt(kept, 20);
@@ -152,8 +152,8 @@ START_TEST(sizes)
     apr_size_t max = llmgw_shmtab_max_item(t, 1);
     char *big = malloc(max + 2);
 
-    ck_assert_ptr_null(llmgw_shmtab_init(apr_pcalloc(test_pool, 256), 256,
-                                         64));
+    ck_assert_ptr_null(
+        llmgw_shmtab_init(apr_pcalloc(test_pool, 256), 256, 64));
     ck_assert_uint_gt(max, 20 * 1024);
     ck_assert_uint_lt(max, 32 * 1024);
     memset(big, 'x', max + 1);
@@ -164,8 +164,9 @@ START_TEST(sizes)
     ck_assert_uint_eq(strlen(get(t, "k", NOW)), max);
     /* Big items in turn: each fits, the ring wraps around them. */
     for (int i = 0; i < 10; i++) {
-        ck_assert_int_eq(llmgw_shmtab_set(t, "k", 1, big, max - i * 100,
-                                          LATER), APR_SUCCESS);
+        ck_assert_int_eq(
+            llmgw_shmtab_set(t, "k", 1, big, max - i * 100, LATER),
+            APR_SUCCESS);
         ck_assert_uint_eq(strlen(get(t, "k", NOW)), max - i * 100);
     }
     free(big);
@@ -186,8 +187,7 @@ static void key_of(char *key, apr_size_t size, apr_uint32_t i)
 
 static void colliding_keys(char *a, char *b, apr_size_t size)
 {
-    apr_uint32_t *seen = calloc((apr_size_t)1 << COLLIDE_BITS,
-                                sizeof(*seen));
+    apr_uint32_t *seen = calloc((apr_size_t)1 << COLLIDE_BITS, sizeof(*seen));
     apr_uint32_t mask = ((apr_uint32_t)1 << COLLIDE_BITS) - 1, i;
     char key[32];
 
@@ -204,8 +204,8 @@ static void colliding_keys(char *a, char *b, apr_size_t size)
             char other[32];
 
             key_of(other, sizeof(other), seen[at] - 1);
-            if ((apr_uint32_t)(llmgw_shmtab_hash(other, strlen(other))
-                               >> 32) == h) {
+            if ((apr_uint32_t)(llmgw_shmtab_hash(other, strlen(other)) >> 32)
+                == h) {
                 snprintf(a, size, "%s", other);
                 snprintf(b, size, "%s", key);
                 free(seen);
@@ -280,8 +280,8 @@ struct tear {
     char *page;
     long pagesize;
     int faults;
-    int wrap;               /* the writer goes past the record, or not */
-    char *fill;             /* the writer's values, made beforehand */
+    int wrap;   /* the writer goes past the record, or not */
+    char *fill; /* the writer's values, made beforehand */
     apr_size_t fill_len;
 };
 
@@ -294,7 +294,7 @@ static void tear_writer(int sig, siginfo_t *si, void *uctx)
 
     (void)uctx;
     if (tear.faults || at < tear.page || at >= tear.page + tear.pagesize) {
-        signal(sig, SIG_DFL);       /* a real fault: crash on return */
+        signal(sig, SIG_DFL); /* a real fault: crash on return */
         return;
     }
     tear.faults++;
@@ -340,7 +340,8 @@ static void peek_with_writer_inside(int wrap)
     ck_assert_ptr_nonnull(at);
     at += 6;
     tear.page = (char *)(((apr_uintptr_t)at + (apr_uintptr_t)ps - 1)
-                         & ~((apr_uintptr_t)ps - 1)) + ps;
+                         & ~((apr_uintptr_t)ps - 1))
+                + ps;
     ck_assert(tear.page + ps <= at + vlen);
 
     memset(&sa, 0, sizeof(sa));
@@ -352,12 +353,13 @@ static void peek_with_writer_inside(int wrap)
     rv = llmgw_shmtab_peek(tear.t, "victim", 6, NOW, test_pool, &v, &n);
     sigaction(SIGSEGV, &old, NULL);
 
-    ck_assert_int_eq(tear.faults, 1);       /* the writer did run inside */
+    ck_assert_int_eq(tear.faults, 1); /* the writer did run inside */
     if (wrap) {
         ck_assert_msg(rv == APR_NOTFOUND, "a torn copy was returned");
         /* The table goes on: the writer's newest value is whole. */
-        ck_assert_int_eq(llmgw_shmtab_peek(tear.t, "w2", 2, NOW, test_pool,
-                                           &v, &n), APR_SUCCESS);
+        ck_assert_int_eq(
+            llmgw_shmtab_peek(tear.t, "w2", 2, NOW, test_pool, &v, &n),
+            APR_SUCCESS);
         ck_assert_uint_eq(n, tear.fill_len);
         ck_assert_int_eq(v[0], 'b');
         ck_assert_int_eq(v[n - 1], 'b');
@@ -395,7 +397,7 @@ END_TEST
 #define RACE_KEYS 64
 #define RACE_ROUNDS 20000
 #define RACE_READERS 2
-#define RACE_SYNC 1000          /* writes between waits for the readers */
+#define RACE_SYNC 1000 /* writes between waits for the readers */
 
 struct race {
     llmgw_shmtab_t *t;

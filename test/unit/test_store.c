@@ -17,8 +17,7 @@
  * child_init make them. */
 static llmgw_store_t *shm_store(void)
 {
-    static char *const args[] = { "shm", "size=1M", "max-item=64K",
-                                  "ttl=60" };
+    static char *const args[] = { "shm", "size=1M", "max-item=64K", "ttl=60" };
     llmgw_store_t *st;
     apr_shm_t *shm;
     apr_global_mutex_t **m;
@@ -27,16 +26,17 @@ static llmgw_store_t *shm_store(void)
     ck_assert_ptr_null(llmgw_store_create(test_pool, 4, args, &st));
     n = llmgw_store_shards(st);
     ck_assert_int_ge(n, 1);
-    ck_assert_int_eq(apr_shm_create(&shm, llmgw_store_shm_bytes(st), NULL,
-                                    test_pool), APR_SUCCESS);
+    ck_assert_int_eq(
+        apr_shm_create(&shm, llmgw_store_shm_bytes(st), NULL, test_pool),
+        APR_SUCCESS);
     m = apr_pcalloc(test_pool, n * sizeof(*m));
     for (i = 0; i < n; i++) {
-        ck_assert_int_eq(apr_global_mutex_create(&m[i], NULL,
-                                                 APR_LOCK_DEFAULT, test_pool),
-                         APR_SUCCESS);
+        ck_assert_int_eq(
+            apr_global_mutex_create(&m[i], NULL, APR_LOCK_DEFAULT, test_pool),
+            APR_SUCCESS);
     }
-    ck_assert_ptr_null(llmgw_store_shm_attach(st, test_pool,
-                                              apr_shm_baseaddr_get(shm), m));
+    ck_assert_ptr_null(
+        llmgw_store_shm_attach(st, test_pool, apr_shm_baseaddr_get(shm), m));
     ck_assert_int_eq(llmgw_store_child_init(st, test_pool, 4), APR_SUCCESS);
     return st;
 }
@@ -48,28 +48,32 @@ START_TEST(store_claim_lease_settle)
     apr_size_t len;
 
     /* Nobody has it: we lead, and the lease is no answer to anyone. */
-    ck_assert_int_eq(llmgw_store_claim(st, test_pool, "k", "gen1", 0, &val,
-                                       &len), APR_NOTFOUND);
+    ck_assert_int_eq(
+        llmgw_store_claim(st, test_pool, "k", "gen1", 0, &val, &len),
+        APR_NOTFOUND);
     ck_assert_int_eq(llmgw_store_get(st, test_pool, "k", &val, &len),
                      APR_NOTFOUND);
     /* Another asks: our generation's name. */
-    ck_assert_int_eq(llmgw_store_claim(st, test_pool, "k", "gen2", 0, &val,
-                                       &len), APR_EEXIST);
+    ck_assert_int_eq(
+        llmgw_store_claim(st, test_pool, "k", "gen2", 0, &val, &len),
+        APR_EEXIST);
     ck_assert_int_eq(len, 4);
     ck_assert(memcmp(val, "gen1", 4) == 0);
     /* The answer replaces the lease. */
     ck_assert_int_eq(llmgw_store_settle(st, test_pool, "k", "answer", 6),
                      APR_SUCCESS);
-    ck_assert_int_eq(llmgw_store_claim(st, test_pool, "k", "gen3", 0, &val,
-                                       &len), APR_SUCCESS);
+    ck_assert_int_eq(
+        llmgw_store_claim(st, test_pool, "k", "gen3", 0, &val, &len),
+        APR_SUCCESS);
     ck_assert_int_eq(len, 6);
     ck_assert(memcmp(val, "answer", 6) == 0);
     /* A leader that failed removes its lease: the next one leads. */
     llmgw_store_claim(st, test_pool, "j", "gen4", 0, &val, &len);
     ck_assert_int_eq(llmgw_store_settle(st, test_pool, "j", NULL, 0),
                      APR_SUCCESS);
-    ck_assert_int_eq(llmgw_store_claim(st, test_pool, "j", "gen5", 0, &val,
-                                       &len), APR_NOTFOUND);
+    ck_assert_int_eq(
+        llmgw_store_claim(st, test_pool, "j", "gen5", 0, &val, &len),
+        APR_NOTFOUND);
     /* An answer bigger than max-item is not kept, the lease goes. */
     {
         apr_size_t big = st->max_item + 1;
@@ -79,8 +83,9 @@ START_TEST(store_claim_lease_settle)
                          APR_ENOSPC);
         ck_assert_int_eq(llmgw_store_settle(st, test_pool, "j", text, big),
                          APR_SUCCESS);
-        ck_assert_int_eq(llmgw_store_claim(st, test_pool, "j", "gen6", 0,
-                                           &val, &len), APR_NOTFOUND);
+        ck_assert_int_eq(
+            llmgw_store_claim(st, test_pool, "j", "gen6", 0, &val, &len),
+            APR_NOTFOUND);
     }
 }
 END_TEST
@@ -106,14 +111,15 @@ START_TEST(store_options_are_checked)
     size_t i;
 
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        const char *err = llmgw_store_create(test_pool, bad[i].argc,
-                                             bad[i].argv, &st);
+        const char *err =
+            llmgw_store_create(test_pool, bad[i].argc, bad[i].argv, &st);
 
         ck_assert_msg(err && strstr(err, bad[i].err), "#%zu: %s", i,
                       err ? err : "(accepted)");
     }
-    ck_assert_ptr_null(llmgw_store_create(test_pool, 3, (char *[]){
-        "memcache", "127.0.0.1:1", "timeout=100" }, &st));
+    ck_assert_ptr_null(llmgw_store_create(
+        test_pool, 3, (char *[]){ "memcache", "127.0.0.1:1", "timeout=100" },
+        &st));
     ck_assert_int_eq(apr_time_as_msec(st->timeout), 100);
 }
 END_TEST
@@ -130,11 +136,13 @@ START_TEST(coalesce_leader_and_followers)
     llmgw_coalesce_child_init();
     ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "key", 1,
                                          apr_time_from_sec(5), &lead, &val,
-                                         &len), LLMGW_CO_LEADER);
+                                         &len),
+                     LLMGW_CO_LEADER);
     llmgw_coalesce_put(lead, "{\"n\":0}", 7, 1);
     ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "key", 1,
                                          apr_time_from_sec(5), &sf, &val,
-                                         &len), LLMGW_CO_FOLLOW);
+                                         &len),
+                     LLMGW_CO_FOLLOW);
     ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_SUCCESS);
     ck_assert_int_eq(len, 7);
     ck_assert(memcmp(data, "{\"n\":0}", 7) == 0);
@@ -146,7 +154,8 @@ START_TEST(coalesce_leader_and_followers)
     /* Late, and plain: the answer, from the cache. */
     ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "key", 0,
                                          apr_time_from_sec(5), &pf, &val,
-                                         &len), LLMGW_CO_CACHED);
+                                         &len),
+                     LLMGW_CO_CACHED);
     ck_assert_int_eq(len, 6);
     ck_assert(memcmp(val, "RECORD", 6) == 0);
 }
@@ -163,17 +172,20 @@ START_TEST(coalesce_failed_leader)
     llmgw_coalesce_child_init();
     ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "f", 1,
                                          apr_time_from_sec(5), &lead, &val,
-                                         &len), LLMGW_CO_LEADER);
+                                         &len),
+                     LLMGW_CO_LEADER);
     llmgw_coalesce_put(lead, "{}", 2, 1);
     ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "f", 1,
                                          apr_time_from_sec(5), &sf, &val,
-                                         &len), LLMGW_CO_FOLLOW);
+                                         &len),
+                     LLMGW_CO_FOLLOW);
     ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_SUCCESS);
     llmgw_coalesce_end(lead, 0, NULL, 0);
     ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_EGENERAL);
     ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "f", 1,
                                          apr_time_from_sec(5), &next, &val,
-                                         &len), LLMGW_CO_LEADER);
+                                         &len),
+                     LLMGW_CO_LEADER);
 }
 END_TEST
 
@@ -207,11 +219,13 @@ START_TEST(coalesce_no_progress_goes_alone)
     lines_logged = 0;
     ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "slow", 0,
                                          apr_time_from_sec(5), &lead, &val,
-                                         &len), LLMGW_CO_LEADER);
+                                         &len),
+                     LLMGW_CO_LEADER);
     t0 = apr_time_now();
     ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "slow", 0,
                                          apr_time_from_msec(60), &pf, &val,
-                                         &len), LLMGW_CO_ALONE);
+                                         &len),
+                     LLMGW_CO_ALONE);
     ck_assert_int_ge(apr_time_now() - t0, apr_time_from_msec(60));
     ck_assert_int_eq(lines_logged, 1);
     ck_assert_msg(strstr(last_line, "LLMGW0301: coalescing: no progress"),

@@ -10,17 +10,16 @@
 
 #define EV(s) "data: " s "\n\n"
 
-static const char *stream =
-    EV("{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":9,"
-       "\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
-       "\"assistant\",\"content\":\"\"}}],\"usage\":null}")
+static const char *stream = EV(
+    "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":9,"
+    "\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+    "\"assistant\",\"content\":\"\"}}],\"usage\":null}")
     EV("{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
        "\"hi \"}}],\"usage\":null}")
-    EV("{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},"
-       "\"finish_reason\":\"stop\"}],\"usage\":null}")
-    EV("{\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,"
-       "\"completion_tokens\":1,\"total_tokens\":4}}")
-    EV("[DONE]");
+        EV("{\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},"
+           "\"finish_reason\":\"stop\"}],\"usage\":null}")
+            EV("{\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,"
+               "\"completion_tokens\":1,\"total_tokens\":4}}") EV("[DONE]");
 
 /* Feeds the stream in pieces of 'step' bytes, collecting the output. */
 static char *run(const char *in, apr_size_t step, int strip,
@@ -85,8 +84,8 @@ START_TEST(counts_output_with_spaced_json)
 
     run(EV("{\"choices\": [{\"delta\": {\"role\": \"assistant\", "
            "\"content\": \"\"}}]}")
-        EV("{\"choices\": [{\"delta\": {\"content\": \"w \"}}]}"), 4, 0,
-        &s);
+            EV("{\"choices\": [{\"delta\": {\"content\": \"w \"}}]}"),
+        4, 0, &s);
     ck_assert_int_eq(s->content_events, 1);
 }
 END_TEST
@@ -94,8 +93,8 @@ END_TEST
 START_TEST(accepts_crlf_events)
 {
     llmgw_sse_t *s;
-    char *out = run("data: {\"id\":\"x\"}\r\n\r\ndata: [DONE]\r\n\r\n", 3, 0,
-                    &s);
+    char *out =
+        run("data: {\"id\":\"x\"}\r\n\r\ndata: [DONE]\r\n\r\n", 3, 0, &s);
 
     ck_assert_str_eq(out, "data: {\"id\":\"x\"}\r\n\r\ndata: [DONE]\r\n\r\n");
     ck_assert_int_eq(s->done, 1);
@@ -106,9 +105,11 @@ START_TEST(holds_back_partial_event_and_ends_with_error)
 {
     llmgw_sse_t *s;
     llmgw_error_t err;
-    const char *cut = EV("{\"id\":\"c9\",\"object\":\"chat.completion.chunk\","
-                         "\"created\":5,\"model\":\"m\",\"choices\":[]}")
-                      "data: {\"id\":\"c9\",\"choi";
+    const char *cut =
+        EV("{\"id\":\"c9\",\"object\":\"chat.completion.chunk\","
+           "\"created\":5,\"model\":\"m\",\"choices\":[]}") "data: "
+                                                            "{\"id\":\"c9\","
+                                                            "\"choi";
     char *out = run(cut, 5, 0, &s);
     const char *tail;
     apr_size_t n;
@@ -156,8 +157,8 @@ START_TEST(unfinished_event_is_capped)
     apr_size_t n, fed = 0, got = 0;
     static const char first[] = EV("{\"id\":\"c\",\"choices\":[{\"index\":"
                                    "0,\"delta\":{\"content\":\"a\"}}]}");
-    const char *head = apr_pstrcat(test_pool, first,
-                                   "data: {\"id\":\"c\",\"x\":\"", NULL);
+    const char *head =
+        apr_pstrcat(test_pool, first, "data: {\"id\":\"c\",\"x\":\"", NULL);
 
     memset(junk, 'a', PIECE);
     n = llmgw_sse_feed(s, head, strlen(head), &ready);
@@ -174,8 +175,7 @@ START_TEST(unfinished_event_is_capped)
     ck_assert_uint_eq(s->buf.cap, 0);
     ck_assert_uint_eq(llmgw_sse_pending(s), 0);
     /* Over: what comes after is not framed. */
-    ck_assert_uint_eq(llmgw_sse_feed(s, EV("{\"id\":\"c\"}"), 18, &ready),
-                      0);
+    ck_assert_uint_eq(llmgw_sse_feed(s, EV("{\"id\":\"c\"}"), 18, &ready), 0);
     ck_assert_int_eq(s->events, 1);
 }
 END_TEST
@@ -219,9 +219,9 @@ START_TEST(usage_chunks_do_not_grow_the_pool)
     static const char ev[] = EV("{\"id\":\"c\",\"choices\":[],\"usage\":{"
                                 "\"prompt_tokens\":1,\"completion_tokens\":"
                                 "2,\"total_tokens\":3}}")
-                             EV("{\"id\":\"c\",\"choices\":[{\"index\":0,"
-                                "\"delta\":{\"content\":\"x\"}}],\"usage\":{"
-                                "\"prompt_tokens\":1}}");
+        EV("{\"id\":\"c\",\"choices\":[{\"index\":0,"
+           "\"delta\":{\"content\":\"x\"}}],\"usage\":{"
+           "\"prompt_tokens\":1}}");
 
     apr_pool_create(&p, test_pool);
     s = llmgw_sse_create(p, 1);
