@@ -565,22 +565,13 @@ END_TEST
 
 Suite *cache_suite(void)
 {
-    Suite *s = suite_create("cache");
-    TCase *tc = tcase_create("keys-records");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
-    tcase_add_test(tc, sha256_vectors);
-    tcase_add_test(tc, key_ignores_what_cannot_change_the_answer);
-    tcase_add_test(tc, key_changes_with_every_parameter);
-    tcase_add_test(tc, eligibility_by_policy);
-    tcase_add_test(tc, record_from_stream_roundtrip);
-    tcase_add_test(tc, record_from_body_replays_as_stream);
-    tcase_add_test(tc, record_refuses_what_it_cannot_keep);
-    tcase_add_test(tc, record_parse_is_total);
-    tcase_add_test(tc, record_parse_refuses_lying_headers);
-    tcase_add_test(tc, record_never_stores_what_it_cannot_read);
-    tcase_add_test(tc, record_usage_is_clamped);
-    tcase_add_test(tc, record_keeps_only_whole_answers);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite(
+        "cache", "keys-records", 0,
+        TESTS(sha256_vectors, key_ignores_what_cannot_change_the_answer,
+              key_changes_with_every_parameter, eligibility_by_policy,
+              record_from_stream_roundtrip, record_from_body_replays_as_stream,
+              record_refuses_what_it_cannot_keep, record_parse_is_total,
+              record_parse_refuses_lying_headers,
+              record_never_stores_what_it_cannot_read, record_usage_is_clamped,
+              record_keeps_only_whole_answers));
 }

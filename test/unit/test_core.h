@@ -28,4 +28,22 @@ extern apr_pool_t *test_pool;
 void test_pool_setup(void);
 void test_pool_teardown(void);
 
+/* A NULL-ended list of Check tests (START_TEST names), in run order. */
+#define TESTS(...) ((const TTest *const[]){ __VA_ARGS__, NULL })
+
+/* Adds to s a TCase called name that runs tests between setup and
+ * teardown (a checked fixture, so around each test and in its process),
+ * each under timeout seconds (0 keeps Check's default of 4 s). Returns
+ * the TCase, for a caller with more to add to it. */
+TCase *test_case_with(Suite *s, const char *name, SFun setup, SFun teardown,
+                      double timeout, const TTest *const *tests);
+
+/* The same with a fresh test_pool around each test. */
+TCase *test_case_add(Suite *s, const char *name, double timeout,
+                     const TTest *const *tests);
+
+/* A suite called suite of one such TCase, called tcase. */
+Suite *test_suite(const char *suite, const char *tcase, double timeout,
+                  const TTest *const *tests);
+
 #endif

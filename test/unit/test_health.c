@@ -1092,26 +1092,12 @@ END_TEST
 
 Suite *health_suite(void)
 {
-    Suite *s = suite_create("health");
-    TCase *tc = tcase_create("core");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, members_by_name);
-    tcase_add_test(tc, breaker_through_table);
-    tcase_add_test(tc, one_trial_across_processes);
-    tcase_add_test(tc, admission_across_processes);
-    tcase_add_test(tc, admission_is_exact);
-    tcase_add_test(tc, queue_across_processes);
-    tcase_add_test(tc, queue_steps);
-    tcase_add_test(tc, probe_facts);
-    tcase_add_test(tc, models_that_do_not_fit);
-    tcase_add_test(tc, hints_and_classify);
-    tcase_add_test(tc, affinity_fill_by_breaker);
-    tcase_add_test(tc, events_for_answers);
-    tcase_add_test(tc, mirror_deltas);
-    tcase_add_test(tc, seqlock_protocol);
-    tcase_add_test(tc, readers_beside_writer);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite(
+        "health", "core", 120,
+        TESTS(members_by_name, breaker_through_table,
+              one_trial_across_processes, admission_across_processes,
+              admission_is_exact, queue_across_processes, queue_steps,
+              probe_facts, models_that_do_not_fit, hints_and_classify,
+              affinity_fill_by_breaker, events_for_answers, mirror_deltas,
+              seqlock_protocol, readers_beside_writer));
 }

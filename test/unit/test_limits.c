@@ -1878,50 +1878,36 @@ END_TEST
 Suite *limits_suite(void)
 {
     Suite *s = suite_create("limits");
-    TCase *c = tcase_create("limits");
-    TCase *p = tcase_create("processes");
 
-    tcase_add_checked_fixture(c, test_pool_setup, test_pool_teardown);
-    tcase_add_test(c, rpm_admits_the_limit_then_refills);
-    tcase_add_test(c, rpm_of_seven_admits_seven);
-    tcase_add_test(c, changes_tell_when_a_snapshot_is_due);
-    tcase_add_test(c, tpm_reserves_then_refunds);
-    tcase_add_test(c, concurrency_counts_requests_in_flight);
-    tcase_add_test(c, token_budget_holds_and_tells_spent_from_held);
-    tcase_add_test(c, periods_are_calendar_aligned_in_utc);
-    tcase_add_test(c, rollover_with_reservations_in_flight);
-    tcase_add_test(c, cost_budget_in_micro_units);
-    tcase_add_test(c, refunds_after_short_answers_disconnects_failures);
-    tcase_add_test(c, all_subjects_or_none);
-    tcase_add_test(c, retarget_moves_a_reservation);
-    tcase_add_test(c, headroom_is_the_least_left);
-    tcase_add_test(c, durations_as_openai_writes_them);
-    tcase_add_test(c, headers_and_429s);
-    tcase_add_test(c, parses_rate_budget_and_price);
-    tcase_add_test(c, subject_names_by_kind);
-    tcase_add_test(c, config_changes_keep_usage);
-    tcase_add_test(c, dynamic_subjects_fill_and_make_room);
-    tcase_add_test(c, full_record_table_and_bad_requests);
-    tcase_add_test(c, one_table_at_two_addresses);
-    tcase_add_test(c, snapshot_restores_by_name);
-    tcase_add_test(c, snapshot_charges_in_flight_when_told);
-    tcase_add_test(c, corrupt_snapshots_are_refused_whole);
-    tcase_add_test(c, sweep_takes_back_what_outlived_its_ttl);
-    tcase_add_test(c, two_nodes_one_budget);
-    tcase_add_test(c, unsynced_nodes_overshoot_by_the_unseen_usage);
-    tcase_add_test(c, usage_lists_every_subject);
-    suite_add_tcase(s, c);
+    test_case_add(
+        s, "limits", 0,
+        TESTS(rpm_admits_the_limit_then_refills, rpm_of_seven_admits_seven,
+              changes_tell_when_a_snapshot_is_due, tpm_reserves_then_refunds,
+              concurrency_counts_requests_in_flight,
+              token_budget_holds_and_tells_spent_from_held,
+              periods_are_calendar_aligned_in_utc,
+              rollover_with_reservations_in_flight, cost_budget_in_micro_units,
+              refunds_after_short_answers_disconnects_failures,
+              all_subjects_or_none, retarget_moves_a_reservation,
+              headroom_is_the_least_left, durations_as_openai_writes_them,
+              headers_and_429s, parses_rate_budget_and_price,
+              subject_names_by_kind, config_changes_keep_usage,
+              dynamic_subjects_fill_and_make_room,
+              full_record_table_and_bad_requests, one_table_at_two_addresses,
+              snapshot_restores_by_name, snapshot_charges_in_flight_when_told,
+              corrupt_snapshots_are_refused_whole,
+              sweep_takes_back_what_outlived_its_ttl, two_nodes_one_budget,
+              unsynced_nodes_overshoot_by_the_unseen_usage,
+              usage_lists_every_subject));
     /* Forks, kills, shared maps; slow under valgrind. */
-    tcase_add_checked_fixture(p, test_pool_setup, test_pool_teardown);
-    tcase_set_timeout(p, 120);
-    tcase_add_test(p, sweep_refunds_a_dead_owner);
-    tcase_add_test(p, sweep_charges_a_dead_owner_when_told);
-    tcase_add_test(p, killed_mid_reserve_leaves_no_trace);
-    tcase_add_test(p, killed_mid_settle_leaves_no_trace);
-    tcase_add_test(p, killed_mid_retarget_leaves_no_trace);
-    tcase_add_test(p, killed_mid_sync_leaves_no_trace);
-    tcase_add_test(p, processes_never_overshoot_a_budget);
-    tcase_add_test(p, a_killed_process_does_not_wedge_the_table);
-    suite_add_tcase(s, p);
+    test_case_add(s, "processes", 120,
+                  TESTS(sweep_refunds_a_dead_owner,
+                        sweep_charges_a_dead_owner_when_told,
+                        killed_mid_reserve_leaves_no_trace,
+                        killed_mid_settle_leaves_no_trace,
+                        killed_mid_retarget_leaves_no_trace,
+                        killed_mid_sync_leaves_no_trace,
+                        processes_never_overshoot_a_budget,
+                        a_killed_process_does_not_wedge_the_table));
     return s;
 }

@@ -19,6 +19,38 @@ void test_pool_teardown(void)
     test_pool = NULL;
 }
 
+TCase *test_case_with(Suite *s, const char *name, SFun setup, SFun teardown,
+                      double timeout, const TTest *const *tests)
+{
+    TCase *tc = tcase_create(name);
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    if (timeout > 0) {
+        tcase_set_timeout(tc, timeout);
+    }
+    for (; *tests; tests++) {
+        tcase_add_test(tc, *tests);
+    }
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+TCase *test_case_add(Suite *s, const char *name, double timeout,
+                     const TTest *const *tests)
+{
+    return test_case_with(s, name, test_pool_setup, test_pool_teardown,
+                          timeout, tests);
+}
+
+Suite *test_suite(const char *suite, const char *tcase, double timeout,
+                  const TTest *const *tests)
+{
+    Suite *s = suite_create(suite);
+
+    test_case_add(s, tcase, timeout, tests);
+    return s;
+}
+
 int main(void)
 {
     SRunner *sr;

@@ -2054,50 +2054,29 @@ END_TEST
 Suite *ollama_suite(void)
 {
     Suite *s = suite_create("ollama");
-    TCase *a = tcase_create("openai-to-ollama");
-    TCase *b = tcase_create("ollama-to-openai");
 
-    tcase_add_checked_fixture(a, test_pool_setup, test_pool_teardown);
-    tcase_set_timeout(a, 60);
-    tcase_add_test(a, chat_request_maps_every_field);
-    tcase_add_test(a, chat_request_stream_always_explicit);
-    tcase_add_test(a, chat_request_images);
-    tcase_add_test(a, chat_request_tool_arguments);
-    tcase_add_test(a, chat_request_tool_names_resolved);
-    tcase_add_test(a, chat_request_rejections);
-    tcase_add_test(a, chat_request_tool_choice_none_and_effort);
-    tcase_add_test(a, completions_request);
-    tcase_add_test(a, embeddings_request);
-    tcase_add_test(a, chat_answer);
-    tcase_add_test(a, completion_and_embedding_answers);
-    tcase_add_test(a, backend_errors_in_openai_shape);
-    tcase_add_test(a, sse_chat_at_every_boundary);
-    tcase_add_test(a, sse_tool_calls_and_thinking_at_every_boundary);
-    tcase_add_test(a, sse_completions_at_every_boundary);
-    tcase_add_test(a, sse_error_line_mid_stream);
-    tcase_add_test(a, sse_broken_stream_gets_the_error_tail);
-    tcase_add_test(a, sse_long_stream_does_not_grow_the_pool);
-    suite_add_tcase(s, a);
-
-    tcase_add_checked_fixture(b, test_pool_setup, test_pool_teardown);
-    tcase_set_timeout(b, 60);
-    tcase_add_test(b, front_chat_request);
-    tcase_add_test(b, front_tool_answers_matched);
-    tcase_add_test(b, front_images_typed);
-    tcase_add_test(b, front_generate_and_embed_requests);
-    tcase_add_test(b, front_request_errors);
-    tcase_add_test(b, front_endpoints);
-    tcase_add_test(b, round_trip_keeps_the_meaning);
-    tcase_add_test(b, front_answers);
-    tcase_add_test(b, front_answer_errors);
-    tcase_add_test(b, ndjson_chat_at_every_boundary);
-    tcase_add_test(b, ndjson_generate_without_done);
-    tcase_add_test(b, ndjson_error_event);
-    tcase_add_test(b, ndjson_broken_streams);
-    tcase_add_test(b, ndjson_parallel_tool_calls);
-    tcase_add_test(b, huge_counts_are_clamped);
-    tcase_add_test(b, stream_lines_are_capped);
-    tcase_add_test(b, tool_arguments_are_capped);
-    suite_add_tcase(s, b);
+    test_case_add(
+        s, "openai-to-ollama", 60,
+        TESTS(
+            chat_request_maps_every_field, chat_request_stream_always_explicit,
+            chat_request_images, chat_request_tool_arguments,
+            chat_request_tool_names_resolved, chat_request_rejections,
+            chat_request_tool_choice_none_and_effort, completions_request,
+            embeddings_request, chat_answer, completion_and_embedding_answers,
+            backend_errors_in_openai_shape, sse_chat_at_every_boundary,
+            sse_tool_calls_and_thinking_at_every_boundary,
+            sse_completions_at_every_boundary, sse_error_line_mid_stream,
+            sse_broken_stream_gets_the_error_tail,
+            sse_long_stream_does_not_grow_the_pool));
+    test_case_add(s, "ollama-to-openai", 60,
+                  TESTS(front_chat_request, front_tool_answers_matched,
+                        front_images_typed, front_generate_and_embed_requests,
+                        front_request_errors, front_endpoints,
+                        round_trip_keeps_the_meaning, front_answers,
+                        front_answer_errors, ndjson_chat_at_every_boundary,
+                        ndjson_generate_without_done, ndjson_error_event,
+                        ndjson_broken_streams, ndjson_parallel_tool_calls,
+                        huge_counts_are_clamped, stream_lines_are_capped,
+                        tool_arguments_are_capped));
     return s;
 }

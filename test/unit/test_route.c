@@ -68,13 +68,8 @@ END_TEST
 
 Suite *route_suite(void)
 {
-    Suite *s = suite_create("route");
-    TCase *tc = tcase_create("router");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
-    tcase_add_test(tc, routes_exact_alias_and_glob);
-    tcase_add_test(tc, no_match_and_empty_names);
-    tcase_add_test(tc, refuses_duplicate_names);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite("route", "router", 0,
+                      TESTS(routes_exact_alias_and_glob,
+                            no_match_and_empty_names,
+                            refuses_duplicate_names));
 }

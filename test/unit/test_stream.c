@@ -241,19 +241,12 @@ END_TEST
 
 Suite *stream_suite(void)
 {
-    Suite *s = suite_create("stream");
-    TCase *tc = tcase_create("sse");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
-    tcase_add_test(tc, frames_at_every_boundary);
-    tcase_add_test(tc, strips_injected_usage_chunk);
-    tcase_add_test(tc, counts_output_with_spaced_json);
-    tcase_add_test(tc, accepts_crlf_events);
-    tcase_add_test(tc, holds_back_partial_event_and_ends_with_error);
-    tcase_add_test(tc, error_tail_for_completions_without_events);
-    tcase_add_test(tc, unfinished_event_is_capped);
-    tcase_add_test(tc, big_event_under_the_cap_passes);
-    tcase_add_test(tc, usage_chunks_do_not_grow_the_pool);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite(
+        "stream", "sse", 0,
+        TESTS(frames_at_every_boundary, strips_injected_usage_chunk,
+              counts_output_with_spaced_json, accepts_crlf_events,
+              holds_back_partial_event_and_ends_with_error,
+              error_tail_for_completions_without_events,
+              unfinished_event_is_capped, big_event_under_the_cap_passes,
+              usage_chunks_do_not_grow_the_pool));
 }
