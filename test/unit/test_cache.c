@@ -177,17 +177,14 @@ START_TEST(record_from_stream_roundtrip)
     llmgw_record_usage(back, &u);
     ck_assert_int_eq(u.total, 7);
     json = llmgw_record_render_json(back, &len);
-    ck_assert_ptr_nonnull(strstr(json, "\"object\":\"chat.completion\""));
-    ck_assert_ptr_nonnull(strstr(json, "\"content\":\"Hello\""));
-    ck_assert_ptr_nonnull(strstr(json, "\"arguments\":\"{\\\"a\\\":1}\""));
-    ck_assert_ptr_nonnull(strstr(json, "\"finish_reason\":\"tool_calls\""));
-    ck_assert_ptr_nonnull(strstr(json, "\"total_tokens\":7"));
+    ck_assert_has(json, "\"object\":\"chat.completion\"",
+                  "\"content\":\"Hello\"", "\"arguments\":\"{\\\"a\\\":1}\"",
+                  "\"finish_reason\":\"tool_calls\"", "\"total_tokens\":7");
 
     /* The replay is the original chunks, usage only on request. */
     sse = llmgw_record_render_sse(back, test_pool, 0, &len);
     ck_assert_ptr_null(strstr(sse, "usage"));
-    ck_assert_ptr_nonnull(strstr(sse, "{\"content\":\"Hel\"}"));
-    ck_assert_ptr_nonnull(strstr(sse, "data: [DONE]\n\n"));
+    ck_assert_has(sse, "{\"content\":\"Hel\"}", "data: [DONE]\n\n");
     sse = llmgw_record_render_sse(back, test_pool, 1, &len);
     ck_assert_ptr_nonnull(strstr(sse, "\"choices\":[],\"usage\":"));
 }
@@ -210,9 +207,8 @@ START_TEST(record_from_body_replays_as_stream)
     ck_assert_ptr_nonnull(text);
     rec = llmgw_record_parse(test_pool, text, len, 0);
     sse = llmgw_record_render_sse(rec, test_pool, 0, &len);
-    ck_assert_ptr_nonnull(strstr(sse, "\"text\":\"abc\""));
-    ck_assert_ptr_nonnull(strstr(sse, "\"finish_reason\":\"length\""));
-    ck_assert_ptr_nonnull(strstr(sse, "\"object\":\"text_completion\""));
+    ck_assert_has(sse, "\"text\":\"abc\"", "\"finish_reason\":\"length\"",
+                  "\"object\":\"text_completion\"");
     ck_assert_int_eq(len, strlen(sse));
 }
 END_TEST

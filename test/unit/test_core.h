@@ -28,6 +28,17 @@ extern apr_pool_t *test_pool;
 void test_pool_setup(void);
 void test_pool_teardown(void);
 
+/* Fail the test (at the caller's line) unless s holds each of the
+ * strings after it, or holds none of them. */
+#define ck_assert_has(s, ...)                                  \
+    test_assert_parts(__FILE__, __LINE__, 1, (s), __VA_ARGS__, \
+                      (const char *)NULL)
+#define ck_assert_lacks(s, ...)                                \
+    test_assert_parts(__FILE__, __LINE__, 0, (s), __VA_ARGS__, \
+                      (const char *)NULL)
+void test_assert_parts(const char *file, int line, int held, const char *s,
+                       ...);
+
 /* A NULL-ended list of Check tests (START_TEST names), in run order. */
 #define TESTS(...) ((const TTest *const[]){ __VA_ARGS__, NULL })
 

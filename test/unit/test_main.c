@@ -1,6 +1,8 @@
 /* test_main.c: runs every Check suite of the core (make check), printing
  * Check's own summary line. */
+#include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <apr_general.h>
 
@@ -17,6 +19,25 @@ void test_pool_teardown(void)
 {
     apr_pool_destroy(test_pool);
     test_pool = NULL;
+}
+
+void test_assert_parts(const char *file, int line, int held, const char *s,
+                       ...)
+{
+    va_list ap;
+    const char *part;
+
+    ck_assert_msg(s != NULL, "%s:%d: no string to look in", file, line);
+    va_start(ap, s);
+    while ((part = va_arg(ap, const char *)) != NULL) {
+        if ((strstr(s, part) != NULL) != held) {
+            va_end(ap);
+            _ck_assert_failed(
+                file, line, held ? "ck_assert_has" : "ck_assert_lacks",
+                "\"%s\" %s in: %s", part, held ? "not" : "is", s);
+        }
+    }
+    va_end(ap);
 }
 
 TCase *test_case_with(Suite *s, const char *name, SFun setup, SFun teardown,

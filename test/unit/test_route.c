@@ -61,8 +61,7 @@ START_TEST(refuses_duplicate_names)
     ck_assert_ptr_null(llmgw_router_add(test_pool, rt, route("a", NULL)));
     err = llmgw_router_add(test_pool, rt, route("b", "a", NULL));
     ck_assert_ptr_nonnull(err);
-    ck_assert_ptr_nonnull(strstr(err, "'a'"));
-    ck_assert_ptr_nonnull(strstr(err, "test.conf:1"));
+    ck_assert_has(err, "'a'", "test.conf:1");
 }
 END_TEST
 

@@ -69,10 +69,8 @@ START_TEST(strips_injected_usage_chunk)
         llmgw_sse_t *s;
         char *out = run(stream, step, 1, &s);
 
-        ck_assert_ptr_null(strstr(out, "\"choices\":[]"));
-        ck_assert_ptr_null(strstr(out, "\"usage\""));
-        ck_assert_ptr_nonnull(strstr(out, "\"content\":\"hi \"}}]}\n\n"));
-        ck_assert_ptr_nonnull(strstr(out, "data: [DONE]\n\n"));
+        ck_assert_lacks(out, "\"choices\":[]", "\"usage\"");
+        ck_assert_has(out, "\"content\":\"hi \"}}]}\n\n", "data: [DONE]\n\n");
         ck_assert_int_eq(s->usage.total, 4);
     }
 }
@@ -121,10 +119,8 @@ START_TEST(holds_back_partial_event_and_ends_with_error)
                     "broke");
     tail = llmgw_sse_error_tail(s, test_pool, LLMGW_EP_CHAT, &err, &n);
     ck_assert_int_eq(n, strlen(tail));
-    ck_assert_ptr_nonnull(strstr(tail, "\"id\":\"c9\""));
-    ck_assert_ptr_nonnull(strstr(tail, "\"finish_reason\":\"error\""));
-    ck_assert_ptr_nonnull(strstr(tail, "\"code\":\"upstream_stream_error\""));
-    ck_assert_ptr_nonnull(strstr(tail, "data: [DONE]\n\n"));
+    ck_assert_has(tail, "\"id\":\"c9\"", "\"finish_reason\":\"error\"",
+                  "\"code\":\"upstream_stream_error\"", "data: [DONE]\n\n");
 }
 END_TEST
 
@@ -137,8 +133,7 @@ START_TEST(error_tail_for_completions_without_events)
 
     llmgw_error_set(&err, 502, "server_error", NULL, "x", "y");
     tail = llmgw_sse_error_tail(s, test_pool, LLMGW_EP_COMPLETIONS, &err, &n);
-    ck_assert_ptr_nonnull(strstr(tail, "\"object\":\"text_completion\""));
-    ck_assert_ptr_nonnull(strstr(tail, "\"text\":\"\""));
+    ck_assert_has(tail, "\"object\":\"text_completion\"", "\"text\":\"\"");
 }
 END_TEST
 
