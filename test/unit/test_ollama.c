@@ -6,6 +6,7 @@
 #include <apr_base64.h>
 #include <apr_strings.h>
 
+#include "llmgw_buf.h"
 #include "llmgw_ollama.h"
 #include "llmgw_stream.h"
 #include "test_core.h"
@@ -435,83 +436,102 @@ static int chat_error(const char *body, llmgw_error_t *err)
     return to_ollama(LLMGW_EP_CHAT, body, NULL, &path, &out, err);
 }
 
+/* What a translation gave: its output (NULL if none), its error, the
+ * usage it counted and, from an Ollama request, the OpenAI request. */
+typedef struct {
+    const char *out;
+    llmgw_error_t err;
+    llmgw_usage_t u;
+    llmgw_request_t req;
+} got_t;
+
+/* Before a translation: no output, no error. The usage and request
+ * stay as they are, so that a test sees what the translation set. */
+static void fresh(got_t *g)
+{
+    memset(&g->err, 0, sizeof(g->err));
+    g->out = NULL;
+}
+
 /* The translation's own checks: it returned want, and with 0 an output
- * of the length it gave; returns the output (NULL if none). */
-static const char *translation(int rv, int want, const char *out,
-                               apr_size_t len)
+ * of the length it gave. Returns the output. */
+static const char *translation(got_t *g, int rv, int want, apr_size_t len)
 {
     ck_assert_int_eq(rv, want);
     if (!rv) {
-        ck_assert_uint_eq(len, strlen(out));
+        ck_assert_uint_eq(len, strlen(g->out));
     }
-    return out;
+    return g->out;
 }
 
 /* The OpenAI request most answers here are for. */
 static const char chat_req[] = "{\"model\":\"gpt\",\"messages\":[]}";
 
 /* A.2: the answer to the OpenAI request 'request' for Ollama's answer
- * (status, answer), which must translate with want; u and err: what
- * the translation fills. */
-static const char *from_ollama(llmgw_endpoint_t ep, const char *request,
-                               int status, const char *answer, int want,
-                               llmgw_usage_t *u, llmgw_error_t *err)
+ * (status, answer), which must translate with want. */
+static const char *from_ollama(got_t *g, llmgw_endpoint_t ep,
+                               const char *request, int status,
+                               const char *answer, int want)
 {
     llmgw_request_t req;
     apr_size_t len = 0;
-    const char *out = NULL;
     int rv;
 
-    memset(err, 0, sizeof(*err));
+    fresh(g);
     ck_assert_int_eq(llmgw_request_parse(test_pool, ep, request,
-                                         strlen(request), &req, err),
+                                         strlen(request), &req, &g->err),
                      0);
     rv = llmgw_ollama_response(test_pool, &req, status, answer, strlen(answer),
-                               "abc", NULL, 1700000000, &out, &len, u, err);
-    return translation(rv, want, out, len);
+                               "abc", NULL, 1700000000, &g->out, &len, &g->u,
+                               &g->err);
+    return translation(g, rv, want, len);
 }
 
 /* B.4: an Ollama request for OpenAI, which must translate with want. */
-static const char *front(llmgw_ollama_ep_t oep, const char *body, int want,
-                         llmgw_request_t *req, llmgw_error_t *err)
+static const char *front(got_t *g, llmgw_ollama_ep_t oep, const char *body,
+                         int want)
 {
     apr_size_t len = 0;
-    const char *out = NULL;
     int rv;
 
-    memset(err, 0, sizeof(*err));
-    rv = llmgw_ollama_front_request(test_pool, oep, body, strlen(body), req,
-                                    &out, &len, err);
-    return translation(rv, want, out, len);
+    fresh(g);
+    rv = llmgw_ollama_front_request(test_pool, oep, body, strlen(body),
+                                    &g->req, &g->out, &len, &g->err);
+    return translation(g, rv, want, len);
 }
 
 /* B.5: an OpenAI answer (status, answer) for an Ollama client, which
  * must translate with want. */
-static const char *front_answer(llmgw_ollama_ep_t oep, int status,
-                                const char *answer, int want, llmgw_usage_t *u,
-                                llmgw_error_t *err)
+static const char *front_answer(got_t *g, llmgw_ollama_ep_t oep, int status,
+                                const char *answer, int want)
 {
     apr_size_t len = 0;
-    const char *out = NULL;
     int rv;
 
-    memset(err, 0, sizeof(*err));
+    fresh(g);
     rv = llmgw_ollama_front_response(test_pool, oep, status, answer,
                                      strlen(answer), "llama3", 1700000000,
-                                     &out, &len, u, err);
-    return translation(rv, want, out, len);
+                                     &g->out, &len, &g->u, &g->err);
+    return translation(g, rv, want, len);
 }
 
-/* What a failed translation's error must hold (NULL: not looked at): its
- * type, code and message, and a part of the message. */
+/* A translation that must fail with want: of body, a request or an
+ * answer (with the backend's status) for the endpoint ep (an
+ * llmgw_endpoint_t or an llmgw_ollama_ep_t); and what its error must
+ * hold (NULL: not looked at): its type, code and message, and a part of
+ * the message. */
 typedef struct {
+    int ep;
+    int status;
+    const char *body;
+    int want;
     const char *type;
     const char *code;
     const char *message;
     const char *has;
-} error_want_t;
+} bad_t;
 
-static void error_is(const llmgw_error_t *err, const error_want_t *w)
+static void error_is(const llmgw_error_t *err, const bad_t *w)
 {
     if (w->type) {
         ck_assert_str_eq(err->type, w->type);
@@ -557,31 +577,12 @@ typedef struct {
     const char *tail; /* its error tail for a made-up error */
 } result_t;
 
-typedef struct {
-    char *b;
-    apr_size_t len;
-    apr_size_t cap;
-} collect_t;
-
-static void collect(apr_pool_t *p, collect_t *c, const char *s, apr_size_t n)
+/* r is of a stream that did (1) or did not (0) end, and that did or did
+ * not fail. */
+static void ended(const result_t *r, int done, int failed)
 {
-    if (c->len + n + 1 > c->cap) {
-        apr_size_t cap = c->cap ? c->cap * 2 : 4096;
-        char *nb;
-
-        while (cap < c->len + n + 1) {
-            cap *= 2;
-        }
-        nb = apr_palloc(p, cap);
-        if (c->len) {
-            memcpy(nb, c->b, c->len);
-        }
-        c->b = nb;
-        c->cap = cap;
-    }
-    memcpy(c->b + c->len, s, n);
-    c->len += n;
-    c->b[c->len] = '\0';
+    ck_assert_int_eq(r->done, done);
+    ck_assert_int_eq(r->failed, failed);
 }
 
 /* One call into a stream translator, either way: feeds it in[0..len),
@@ -610,7 +611,7 @@ static const char *feed_pieces(apr_pool_t *p, feed_fn feed, void *s,
                                const char *in, apr_size_t first,
                                apr_size_t step, int end)
 {
-    collect_t c = { NULL, 0, 0 };
+    llmgw_pbuf_t c = { NULL, 0, 0 };
     apr_size_t len = strlen(in), off = 0, n;
     const char *ready;
 
@@ -619,12 +620,12 @@ static const char *feed_pieces(apr_pool_t *p, feed_fn feed, void *s,
 
         take = len - off < take ? len - off : take;
         n = feed(s, in + off, take, &ready);
-        collect(p, &c, ready, n);
+        llmgw_pbuf_add(p, &c, ready, n);
         off += take;
     }
     if (end) {
         n = feed(s, NULL, 0, &ready);
-        collect(p, &c, ready, n);
+        llmgw_pbuf_add(p, &c, ready, n);
     }
     return apr_pstrmemdup(test_pool, c.b ? c.b : "", c.len);
 }
@@ -714,20 +715,28 @@ static void every_boundary_nd(llmgw_ollama_ep_t oep, const char *in,
  * A.1 OpenAI requests to Ollama
  */
 
-/* body as an ep request, which must translate, for Ollama (upstream:
- * the model name there, NULL: the client's). Returns Ollama's body, and
- * its path in *path unless path is NULL. */
-static const char *translated(llmgw_endpoint_t ep, const char *body,
-                              const char *upstream, const char **path)
+/* body as an ep request, which must translate, for Ollama (with the
+ * client's model name). Returns Ollama's body. */
+static const char *translated(llmgw_endpoint_t ep, const char *body)
 {
-    const char *at, *out;
+    const char *path, *out;
     llmgw_error_t err;
 
-    ck_assert_int_eq(to_ollama(ep, body, upstream, &at, &out, &err), 0);
-    if (path) {
-        *path = at;
-    }
+    ck_assert_int_eq(to_ollama(ep, body, NULL, &path, &out, &err), 0);
     return out;
+}
+
+/* in as an ep request goes to Ollama at path as out, with upstream as
+ * the model name there. */
+static void goes_to(llmgw_endpoint_t ep, const char *in, const char *upstream,
+                    const char *path, const char *out)
+{
+    const char *at, *got;
+    llmgw_error_t err;
+
+    ck_assert_int_eq(to_ollama(ep, in, upstream, &at, &got, &err), 0);
+    ck_assert_str_eq(got, out);
+    ck_assert_str_eq(at, path);
 }
 
 /* A request refused with a 400, and what the error must name (NULL: not
@@ -761,17 +770,12 @@ static void refused(llmgw_endpoint_t ep, const refusal_t *t, apr_size_t n)
 
 START_TEST(chat_request_maps_every_field)
 {
-    const char *path;
-
     /* Roles, parts, image, tool call and tool answer, every option;
      * logprobs and user dropped; the route's model name upstream. */
-    ck_assert_str_eq(translated(LLMGW_EP_CHAT, a_chat_in, "llava:7b", &path),
-                     a_chat_out);
-    ck_assert_str_eq(path, "/api/chat");
+    goes_to(LLMGW_EP_CHAT, a_chat_in, "llava:7b", "/api/chat", a_chat_out);
     /* Stream on, json_schema, stop array, max_completion_tokens first,
      * reasoning effort; the client's model name when no upstream one. */
-    ck_assert_str_eq(translated(LLMGW_EP_CHAT, a_chat2_in, NULL, NULL),
-                     a_chat2_out);
+    ck_assert_str_eq(translated(LLMGW_EP_CHAT, a_chat2_in), a_chat2_out);
 }
 END_TEST
 
@@ -781,8 +785,7 @@ START_TEST(chat_request_stream_always_explicit)
      * NDJSON. */
     const char *out = translated(LLMGW_EP_CHAT,
                                  "{\"model\":\"m\",\"messages\""
-                                 ":[{\"role\":\"user\",\"content\":\"hi\"}]}",
-                                 NULL, NULL);
+                                 ":[{\"role\":\"user\",\"content\":\"hi\"}]}");
 
     ck_assert_ptr_nonnull(strstr(out, "\"stream\":false"));
     ck_assert_lacks(out, "options", "format", "tools", "think");
@@ -815,8 +818,7 @@ START_TEST(chat_request_images)
         "\"image_url\":{\"url\":\"DATA:image/jpeg;BASE64,/9j/4AA=\","
         "\"detail\":\"low\"}},{\"type\":\"image_url\",\"image_url\":"
         "\"data:;base64,R0lGOD\"},{\"type\":\"text\",\"text\":"
-        "\"both?\"}]}]}",
-        NULL, NULL));
+        "\"both?\"}]}]}"));
     ck_assert_str_eq(
         llmgw_json_write(
             llmgw_json_getj(
@@ -879,8 +881,7 @@ START_TEST(chat_request_tool_arguments)
                     "\"function\":{\"name\":\"f\",\"arguments\":{\"k\":[1,2]}"
                     "}},{\"id\":\"c\",\"type\":\"function\",\"function\":{"
                     "\"name\":\"g\",\"arguments\":\" {\\\"s\\\": "
-                    "\\\"\\\\u00e9\\\"} \"}}]}]}",
-                    NULL, NULL)),
+                    "\\\"\\\\u00e9\\\"} \"}}]}]}")),
                 "messages", NULL),
             0),
         "tool_calls", NULL);
@@ -921,8 +922,7 @@ START_TEST(chat_request_tool_names_resolved)
             "\"9h\"},"
             "{\"role\":\"function\",\"name\":\"legacy\",\"content\":\"1\"},"
             "{\"role\":\"tool\",\"tool_call_id\":\"nope\",\"content\":\"?\"}]"
-            "}",
-            NULL, NULL)),
+            "}")),
         "messages", NULL);
     ck_assert_str_eq(member(msgs, 1, "tool_name"), "weather");
     ck_assert_str_eq(member(msgs, 1, "tool_call_id"), "call_0");
@@ -967,10 +967,8 @@ START_TEST(chat_request_rejections)
     ck_assert_str_eq(err.param, "n");
     ck_assert_str_eq(err.message, "n>1 is not supported by the ollama "
                                   "dialect.");
-    translated(LLMGW_EP_CHAT,
-               "{\"model\":\"m\",\"messages\""
-               ":[],\"n\":1}",
-               NULL, NULL);
+    translated(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\""
+                              ":[],\"n\":1}");
     REFUSED(LLMGW_EP_CHAT, bad);
 }
 END_TEST
@@ -987,8 +985,7 @@ START_TEST(chat_request_tool_choice_none_and_effort)
                                  "{\"model\":\"m\",\"messages\":[],", tools,
                                  ",\"tool_choice\":"
                                  "\"none\",\"reasoning_effort\":\"none\"}",
-                                 NULL),
-                     NULL, NULL);
+                                 NULL));
     ck_assert_ptr_null(strstr(out, "tools"));
     ck_assert_ptr_nonnull(strstr(out, "\"think\":false"));
     out = translated(LLMGW_EP_CHAT,
@@ -996,8 +993,7 @@ START_TEST(chat_request_tool_choice_none_and_effort)
                                  "{\"model\":\"m\",\"messages\":[],", tools,
                                  ",\"tool_choice\":"
                                  "\"auto\",\"reasoning_effort\":\"high\"}",
-                                 NULL),
-                     NULL, NULL);
+                                 NULL));
     ck_assert_has(out, tools, "\"think\":\"high\"");
 }
 END_TEST
@@ -1018,11 +1014,8 @@ START_TEST(completions_request)
           "\"prompt\":\"x\",\"n\":3}",
           "n", NULL },
     };
-    const char *path;
 
-    ck_assert_str_eq(translated(LLMGW_EP_COMPLETIONS, a_gen_in, "m", &path),
-                     a_gen_out);
-    ck_assert_str_eq(path, "/api/generate");
+    goes_to(LLMGW_EP_COMPLETIONS, a_gen_in, "m", "/api/generate", a_gen_out);
     REFUSED(LLMGW_EP_COMPLETIONS, bad);
 }
 END_TEST
@@ -1034,15 +1027,11 @@ START_TEST(embeddings_request)
           "\"input\":[[1,2]]}",
           "input", NULL },
     };
-    const char *path;
 
-    ck_assert_str_eq(translated(LLMGW_EP_EMBEDDINGS, a_emb_in, "nomic", &path),
-                     a_emb_out);
-    ck_assert_str_eq(path, "/api/embed");
+    goes_to(LLMGW_EP_EMBEDDINGS, a_emb_in, "nomic", "/api/embed", a_emb_out);
     ck_assert_str_eq(translated(LLMGW_EP_EMBEDDINGS,
                                 "{\"model\":\"e\","
-                                "\"input\":\"one\",\"keep_alive\":0}",
-                                NULL, NULL),
+                                "\"input\":\"one\",\"keep_alive\":0}"),
                      "{\"model\":\"e\",\"input\":\"one\","
                      "\"keep_alive\":0}");
     REFUSED(LLMGW_EP_EMBEDDINGS, bad);
@@ -1055,89 +1044,79 @@ END_TEST
 
 START_TEST(chat_answer)
 {
-    llmgw_error_t err;
-    llmgw_usage_t u;
-    const char *out;
+    got_t g;
 
-    out = from_ollama(
-        LLMGW_EP_CHAT, chat_req, 200,
+    from_ollama(
+        &g, LLMGW_EP_CHAT, chat_req, 200,
         "{\"model\":\"llama3\",\"created_at\":"
         "\"2024-01-01T00:00:00.1Z\",\"message\":{\"role\":\"assistant\","
         "\"content\":\"Hello!\"},\"done\":true,\"done_reason\":\"stop\","
         "\"total_duration\":5,\"prompt_eval_count\":26,\"eval_count\":3}",
-        0, &u, &err);
-    ck_assert_str_eq(out, r_chat_out);
-    usage_is(&u, 1, 26, 3, 29);
+        0);
+    ck_assert_str_eq(g.out, r_chat_out);
+    usage_is(&g.u, 1, 26, 3, 29);
     /* Thinking, tool calls without and with an id of Ollama's. */
-    out = from_ollama(LLMGW_EP_CHAT, chat_req, 200, r_tools_ol, 0, &u, &err);
-    ck_assert_str_eq(out, r_tools_out);
-    ck_assert_int_eq(u.total, 14);
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 200, r_tools_ol, 0);
+    ck_assert_str_eq(g.out, r_tools_out);
+    ck_assert_int_eq(g.u.total, 14);
     /* Cut short with tool calls is still "length"; a prompt Ollama had
      * cached counts 0 (it leaves prompt_eval_count out). */
-    out = from_ollama(
-        LLMGW_EP_CHAT, chat_req, 200,
+    from_ollama(
+        &g, LLMGW_EP_CHAT, chat_req, 200,
         "{\"message\":{\"role\":\"assistant\","
         "\"content\":\"partial\",\"tool_calls\":[{\"function\":{\"name\":"
         "\"f\",\"arguments\":{}}}]},\"done\":true,\"done_reason\":"
         "\"length\",\"eval_count\":8}",
-        0, &u, &err);
-    ck_assert_has(out, "\"content\":\"partial\"",
+        0);
+    ck_assert_has(g.out, "\"content\":\"partial\"",
                   "\"finish_reason\":\"length\"");
-    usage_is(&u, ANY, 0, ANY, 8);
+    usage_is(&g.u, ANY, 0, ANY, 8);
     /* Reasons Ollama has that OpenAI does not (load, unload): stop. */
-    out = from_ollama(
-        LLMGW_EP_CHAT, chat_req, 200,
-        "{\"message\":{\"role\":\"assistant\","
-        "\"content\":\"\"},\"done\":true,\"done_reason\":\"load\"}",
-        0, &u, &err);
-    ck_assert_has(out, "\"content\":\"\"}", "\"finish_reason\":\"stop\"");
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 200,
+                "{\"message\":{\"role\":\"assistant\","
+                "\"content\":\"\"},\"done\":true,\"done_reason\":\"load\"}",
+                0);
+    ck_assert_has(g.out, "\"content\":\"\"}", "\"finish_reason\":\"stop\"");
     /* A generate answer to a chat request is no chat answer. */
-    out = from_ollama(LLMGW_EP_CHAT, chat_req, 200,
-                      "{\"response\":\"x\",\"done\":true}", 502, &u, &err);
-    ck_assert_int_eq(u.found, 0);
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 200,
+                "{\"response\":\"x\",\"done\":true}", 502);
+    ck_assert_int_eq(g.u.found, 0);
 }
 END_TEST
 
 START_TEST(completion_and_embedding_answers)
 {
-    llmgw_error_t err;
-    llmgw_usage_t u;
-    const char *out;
-    llmgw_json_t *j;
+    got_t g;
     const char *b64;
     unsigned char raw[16];
     float f[2];
 
-    out = from_ollama(
-        LLMGW_EP_COMPLETIONS,
-        "{\"model\":\"gpt\","
-        "\"prompt\":\"x\"}",
-        200,
-        "{\"model\":\"llama3\",\"response\":"
-        "\"yes\",\"done\":true,\"done_reason\":\"length\",\"context\":"
-        "[1,2],\"prompt_eval_count\":2,\"eval_count\":1}",
-        0, &u, &err);
-    ck_assert_str_eq(out, r_gen_out);
-    out = from_ollama(
-        LLMGW_EP_EMBEDDINGS,
-        "{\"model\":\"e\","
-        "\"input\":[\"a\",\"b\"]}",
-        200,
-        "{\"model\":\"nomic\","
-        "\"embeddings\":[[0.5,-1],[2,0.25]],\"prompt_eval_count\":4}",
-        0, &u, &err);
-    ck_assert_str_eq(out, r_emb_out);
-    usage_is(&u, ANY, 4, 0, 4);
+    from_ollama(&g, LLMGW_EP_COMPLETIONS,
+                "{\"model\":\"gpt\","
+                "\"prompt\":\"x\"}",
+                200,
+                "{\"model\":\"llama3\",\"response\":"
+                "\"yes\",\"done\":true,\"done_reason\":\"length\",\"context\":"
+                "[1,2],\"prompt_eval_count\":2,\"eval_count\":1}",
+                0);
+    ck_assert_str_eq(g.out, r_gen_out);
+    from_ollama(&g, LLMGW_EP_EMBEDDINGS,
+                "{\"model\":\"e\","
+                "\"input\":[\"a\",\"b\"]}",
+                200,
+                "{\"model\":\"nomic\","
+                "\"embeddings\":[[0.5,-1],[2,0.25]],\"prompt_eval_count\":4}",
+                0);
+    ck_assert_str_eq(g.out, r_emb_out);
+    usage_is(&g.u, ANY, 4, 0, 4);
     /* base64 as OpenAI sends it: little-endian float32s. */
-    out = from_ollama(LLMGW_EP_EMBEDDINGS,
-                      "{\"model\":\"e\","
-                      "\"input\":\"a\",\"encoding_format\":\"base64\"}",
-                      200, "{\"model\":\"nomic\",\"embeddings\":[[1.5,-2]]}",
-                      0, &u, &err);
-    j = json(out);
+    from_ollama(&g, LLMGW_EP_EMBEDDINGS,
+                "{\"model\":\"e\","
+                "\"input\":\"a\",\"encoding_format\":\"base64\"}",
+                200, "{\"model\":\"nomic\",\"embeddings\":[[1.5,-2]]}", 0);
     b64 = llmgw_json_gets(
-        llmgw_json_array_get(llmgw_json_getj(j, "data", NULL), 0), "embedding",
-        NULL);
+        llmgw_json_array_get(llmgw_json_getj(json(g.out), "data", NULL), 0),
+        "embedding", NULL);
     ck_assert_ptr_nonnull(b64);
     ck_assert_int_eq(apr_base64_decode_len(b64) >= 8, 1);
     ck_assert_int_eq(apr_base64_decode_binary(raw, b64), 8);
@@ -1151,53 +1130,44 @@ END_TEST
 START_TEST(backend_errors_in_openai_shape)
 {
     /* Ollama's errors for a chat request, and what the client sees. */
-    static const struct {
-        int status;
-        const char *answer;
-        int want;
-        error_want_t e;
-    } bad[] = {
-        { 400,
-          "{\"error\":\"invalid options\"}",
-          400,
-          { "invalid_request_error", NULL, "invalid options", NULL } },
-        { 500,
-          "{\"error\":\"llama runner process has terminated\"}",
-          500,
-          { "server_error", "upstream_error", NULL, NULL } },
+    static const bad_t bad[] = {
+        { LLMGW_EP_CHAT, 400, "{\"error\":\"invalid options\"}", 400,
+          "invalid_request_error", NULL, "invalid options" },
+        { LLMGW_EP_CHAT, 500,
+          "{\"error\":\"llama runner process has terminated\"}", 500,
+          "server_error", "upstream_error" },
         /* An error never passes as a success, and junk is the backend's. */
-        { 200, "{\"error\":\"busy\"}", 502, { NULL, NULL, "busy", NULL } },
-        { 200, "<html>", 502, { NULL, "upstream_error", NULL, NULL } },
-        { 503, "no JSON", 503, { NULL, NULL, NULL, "503" } },
+        { LLMGW_EP_CHAT, 200, "{\"error\":\"busy\"}", 502, NULL, NULL,
+          "busy" },
+        { LLMGW_EP_CHAT, 200, "<html>", 502, NULL, "upstream_error" },
+        { LLMGW_EP_CHAT, 503, "no JSON", 503, NULL, NULL, NULL, "503" },
     };
-    llmgw_error_t err;
-    llmgw_usage_t u;
+    got_t g;
     apr_size_t i;
 
-    from_ollama(LLMGW_EP_CHAT, chat_req, 404,
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 404,
                 "{\"error\":"
                 "\"model \\\"llama3\\\" not found, try pulling it first\"}",
-                404, &u, &err);
+                404);
     ck_assert_str_eq(
-        llmgw_error_json(test_pool, &err),
+        llmgw_error_json(test_pool, &g.err),
         "{\"error\":{\"message\":\"model \\\"llama3\\\" not found, try "
         "pulling it first\",\"type\":\"invalid_request_error\",\"param\":"
         "\"model\",\"code\":\"model_not_found\"}}");
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        from_ollama(LLMGW_EP_CHAT, chat_req, bad[i].status, bad[i].answer,
-                    bad[i].want, &u, &err);
-        error_is(&err, &bad[i].e);
+        from_ollama(&g, bad[i].ep, chat_req, bad[i].status, bad[i].body,
+                    bad[i].want);
+        error_is(&g.err, &bad[i]);
     }
     /* An Ollama too old for the path: no model is missing. */
-    from_ollama(LLMGW_EP_CHAT, chat_req, 404, "404 page not found", 404, &u,
-                &err);
-    ck_assert_ptr_null(err.param);
-    ck_assert_ptr_null(err.code);
-    from_ollama(LLMGW_EP_EMBEDDINGS,
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 404, "404 page not found", 404);
+    ck_assert_ptr_null(g.err.param);
+    ck_assert_ptr_null(g.err.code);
+    from_ollama(&g, LLMGW_EP_EMBEDDINGS,
                 "{\"model\":\"e\","
                 "\"input\":\"a\"}",
-                200, "{\"model\":\"e\"}", 502, &u, &err);
-    ck_assert_int_eq(u.found, 0);
+                200, "{\"model\":\"e\"}", 502);
+    ck_assert_int_eq(g.u.found, 0);
 }
 END_TEST
 
@@ -1212,8 +1182,7 @@ START_TEST(sse_chat_at_every_boundary)
     /* Role chunk, text (the empty line sends nothing, CRLF is a line
      * end), finish, usage chunk, [DONE]. */
     every_boundary_sse(LLMGW_EP_CHAT, 1, ol_chat_in, ol_chat_out, &r);
-    ck_assert_int_eq(r.done, 1);
-    ck_assert_int_eq(r.failed, 0);
+    ended(&r, 1, 0);
     ck_assert_int_eq(r.content_events, 2);
     usage_is(&r.usage, 1, 5, 2, 7);
     ck_assert_str_eq(r.tail, "");
@@ -1257,8 +1226,7 @@ START_TEST(sse_error_line_mid_stream)
     /* The error ends the stream in the error tail's shape; what comes
      * after is not forwarded, and no second tail follows. */
     every_boundary_sse(LLMGW_EP_CHAT, 0, ol_error_in, ol_error_out, &r);
-    ck_assert_int_eq(r.failed, 1);
-    ck_assert_int_eq(r.done, 0);
+    ended(&r, 0, 1);
     ck_assert_str_eq(r.tail, "");
     s = llmgw_ollama_sse_create(test_pool, LLMGW_EP_CHAT, "abc", "gpt-x",
                                 1700000000, 0);
@@ -1284,8 +1252,7 @@ START_TEST(sse_broken_stream_gets_the_error_tail)
     out = run_sse(LLMGW_EP_CHAT, 0, cut, 0, 3, 0, &r);
     ck_assert_ptr_null(strstr(out, "cont\""));
     ck_assert_ptr_nonnull(strstr(out, "\"delta\":{\"content\":\"Hi\"}"));
-    ck_assert_int_eq(r.done, 0);
-    ck_assert_int_eq(r.failed, 0);
+    ended(&r, 0, 0);
     /* The same bytes as llmgw_sse_error_tail for the same stream. */
     ref->id = "chatcmpl-abc";
     ref->object = "chat.completion.chunk";
@@ -1346,9 +1313,8 @@ END_TEST
 
 START_TEST(front_chat_request)
 {
-    llmgw_request_t req;
-    llmgw_error_t err;
-    const char *out, *up;
+    got_t g;
+    const char *up;
     apr_size_t len;
     int strip;
 
@@ -1356,16 +1322,16 @@ START_TEST(front_chat_request)
      * string arguments, tool answers matched to them by name (in
      * another order), options, format, think; keep_alive and num_ctx
      * dropped; a stream by default, with usage. */
-    out = front(LLMGW_OLLAMA_EP_CHAT, f_chat_in, 0, &req, &err);
-    ck_assert_str_eq(out, f_chat_out);
-    ck_assert_int_eq(req.ep, LLMGW_EP_CHAT);
-    ck_assert_str_eq(req.model, "llama3");
-    ck_assert_int_eq(req.stream, 1);
-    ck_assert_int_eq(req.wants_usage, 1);
-    ck_assert_ptr_nonnull(req.body);
+    front(&g, LLMGW_OLLAMA_EP_CHAT, f_chat_in, 0);
+    ck_assert_str_eq(g.out, f_chat_out);
+    ck_assert_int_eq(g.req.ep, LLMGW_EP_CHAT);
+    ck_assert_str_eq(g.req.model, "llama3");
+    ck_assert_int_eq(g.req.stream, 1);
+    ck_assert_int_eq(g.req.wants_usage, 1);
+    ck_assert_ptr_nonnull(g.req.body);
     /* Routing goes on as for OpenAI clients: renamed, nothing to strip. */
-    up = llmgw_request_upstream_body(&req, "Qwen/Qwen2.5-7B", out, strlen(out),
-                                     &len, &strip);
+    up = llmgw_request_upstream_body(&g.req, "Qwen/Qwen2.5-7B", g.out,
+                                     strlen(g.out), &len, &strip);
     ck_assert_int_eq(strip, 0);
     ck_assert_has(up, "{\"model\":\"Qwen/Qwen2.5-7B\",",
                   "\"include_usage\":true");
@@ -1374,40 +1340,29 @@ END_TEST
 
 START_TEST(front_tool_answers_matched)
 {
-    llmgw_request_t req;
-    llmgw_error_t err;
-    const char *out;
+    got_t g;
     llmgw_json_t *msgs;
 
     /* Ids the client kept win; a tool answer without a name takes the
      * first open call; calls of an earlier turn are closed. */
-    out = front(
-        LLMGW_OLLAMA_EP_CHAT,
-        "{\"model\":\"m\","
-        "\"stream\":false,\"messages\":[{\"role\":\"assistant\","
-        "\"tool_calls\":[{\"id\":\"x1\",\"function\":{\"name\":\"a\","
-        "\"arguments\":{}}}]},{\"role\":\"tool\",\"tool_name\":\"a\","
-        "\"content\":\"1\"},{\"role\":\"assistant\",\"tool_calls\":[{"
-        "\"function\":{\"name\":\"b\",\"arguments\":{}}},{\"function\":{"
-        "\"name\":\"c\",\"arguments\":\"{\\\"q\\\":1}\"}}]},{\"role\":"
-        "\"tool\",\"content\":\"2\"},{\"role\":\"tool\",\"tool_call_id\":"
-        "\"mine\",\"content\":\"3\"},{\"role\":\"tool\",\"tool_name\":"
-        "\"c\","
-        "\"content\":\"4\"}]}",
-        0, &req, &err);
-    msgs = llmgw_json_getj(json(out), "messages", NULL);
-    ck_assert_str_eq(
-        llmgw_json_gets(llmgw_json_array_get(msgs, 1), "tool_call_id", NULL),
-        "x1");
-    ck_assert_str_eq(
-        llmgw_json_gets(llmgw_json_array_get(msgs, 3), "tool_call_id", NULL),
-        "call_1");
-    ck_assert_str_eq(
-        llmgw_json_gets(llmgw_json_array_get(msgs, 4), "tool_call_id", NULL),
-        "mine");
-    ck_assert_str_eq(
-        llmgw_json_gets(llmgw_json_array_get(msgs, 5), "tool_call_id", NULL),
-        "call_2");
+    front(&g, LLMGW_OLLAMA_EP_CHAT,
+          "{\"model\":\"m\","
+          "\"stream\":false,\"messages\":[{\"role\":\"assistant\","
+          "\"tool_calls\":[{\"id\":\"x1\",\"function\":{\"name\":\"a\","
+          "\"arguments\":{}}}]},{\"role\":\"tool\",\"tool_name\":\"a\","
+          "\"content\":\"1\"},{\"role\":\"assistant\",\"tool_calls\":[{"
+          "\"function\":{\"name\":\"b\",\"arguments\":{}}},{\"function\":{"
+          "\"name\":\"c\",\"arguments\":\"{\\\"q\\\":1}\"}}]},{\"role\":"
+          "\"tool\",\"content\":\"2\"},{\"role\":\"tool\",\"tool_call_id\":"
+          "\"mine\",\"content\":\"3\"},{\"role\":\"tool\",\"tool_name\":"
+          "\"c\","
+          "\"content\":\"4\"}]}",
+          0);
+    msgs = llmgw_json_getj(json(g.out), "messages", NULL);
+    ck_assert_str_eq(member(msgs, 1, "tool_call_id"), "x1");
+    ck_assert_str_eq(member(msgs, 3, "tool_call_id"), "call_1");
+    ck_assert_str_eq(member(msgs, 4, "tool_call_id"), "mine");
+    ck_assert_str_eq(member(msgs, 5, "tool_call_id"), "call_2");
     ck_assert_str_eq(
         llmgw_json_write(
             llmgw_json_getj(llmgw_json_array_get(msgs, 2), "tool_calls", NULL),
@@ -1416,142 +1371,124 @@ START_TEST(front_tool_answers_matched)
         "\"b\",\"arguments\":\"{}\"}},{\"id\":\"call_2\",\"type\":"
         "\"function\",\"function\":{\"name\":\"c\",\"arguments\":"
         "\"{\\\"q\\\":1}\"}}]");
-    ck_assert_ptr_null(strstr(out, "stream_options"));
-    ck_assert_int_eq(req.stream, 0);
-    ck_assert_int_eq(req.wants_usage, 0);
+    ck_assert_ptr_null(strstr(g.out, "stream_options"));
+    ck_assert_int_eq(g.req.stream, 0);
+    ck_assert_int_eq(g.req.wants_usage, 0);
 }
 END_TEST
 
 START_TEST(front_images_typed)
 {
-    llmgw_request_t req;
-    llmgw_error_t err;
-    const char *out;
+    got_t g;
 
-    out = front(LLMGW_OLLAMA_EP_CHAT,
-                "{\"model\":\"m\","
-                "\"messages\":[{\"role\":\"user\",\"images\":[\"R0lGODlh\","
-                "\"UklGRh4A\",\"AAAA\",\"data:image/jpeg;base64,/9j/\"]}]}",
-                0, &req, &err);
+    front(&g, LLMGW_OLLAMA_EP_CHAT,
+          "{\"model\":\"m\","
+          "\"messages\":[{\"role\":\"user\",\"images\":[\"R0lGODlh\","
+          "\"UklGRh4A\",\"AAAA\",\"data:image/jpeg;base64,/9j/\"]}]}",
+          0);
     ck_assert_ptr_nonnull(strstr(
-        out,
+        g.out,
         "\"content\":[{\"type\":\"image_url\","
         "\"image_url\":{\"url\":\"data:image/gif;base64,R0lGODlh\"}},{"
         "\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/webp;"
         "base64,UklGRh4A\"}},{\"type\":\"image_url\",\"image_url\":{\"url\":"
         "\"data:image/png;base64,AAAA\"}},{\"type\":\"image_url\","
         "\"image_url\":{\"url\":\"data:image/jpeg;base64,/9j/\"}}]"));
-    out = front(LLMGW_OLLAMA_EP_CHAT,
-                "{\"model\":\"m\","
-                "\"messages\":[{\"role\":\"user\",\"images\":[5]}]}",
-                400, &req, &err);
+    front(&g, LLMGW_OLLAMA_EP_CHAT,
+          "{\"model\":\"m\","
+          "\"messages\":[{\"role\":\"user\",\"images\":[5]}]}",
+          400);
 }
 END_TEST
 
 START_TEST(front_generate_and_embed_requests)
 {
-    llmgw_request_t req;
-    llmgw_error_t err;
-    const char *out;
+    got_t g;
 
     /* A schema, no stream, num_predict -1 (no limit) left out. */
-    out = front(LLMGW_OLLAMA_EP_GENERATE, f_gen_in, 0, &req, &err);
-    ck_assert_str_eq(out, f_gen_out);
-    ck_assert_int_eq(req.ep, LLMGW_EP_COMPLETIONS);
-    ck_assert_int_eq(req.stream, 0);
-    out = front(LLMGW_OLLAMA_EP_GENERATE,
-                "{\"model\":\"m\","
-                "\"prompt\":\"p\",\"raw\":true,\"system\":\"\",\"options\":{"
-                "\"num_predict\":7,\"stop\":[\"\\n\"],\"seed\":3}}",
-                0, &req, &err);
-    ck_assert_str_eq(out, "{\"model\":\"m\",\"prompt\":\"p\",\"seed\":3,"
-                          "\"max_tokens\":7,\"stop\":[\"\\n\"],\"stream\":"
-                          "true,\"stream_options\":{\"include_usage\":"
-                          "true}}");
-    out = front(LLMGW_OLLAMA_EP_EMBED,
-                "{\"model\":\"nomic\","
-                "\"input\":[\"a\",\"b\"],\"truncate\":true,\"dimensions\":64,"
-                "\"keep_alive\":\"1m\"}",
-                0, &req, &err);
-    ck_assert_str_eq(out, "{\"model\":\"nomic\",\"input\":[\"a\",\"b\"],"
-                          "\"dimensions\":64,\"encoding_format\":\"float\"}");
-    ck_assert_int_eq(req.ep, LLMGW_EP_EMBEDDINGS);
-    ck_assert_int_eq(req.stream, 0);
-    out = front(LLMGW_OLLAMA_EP_EMBEDDINGS,
-                "{\"model\":\"nomic\","
-                "\"prompt\":\"a\"}",
-                0, &req, &err);
-    ck_assert_str_eq(out, "{\"model\":\"nomic\",\"input\":\"a\","
-                          "\"encoding_format\":\"float\"}");
+    front(&g, LLMGW_OLLAMA_EP_GENERATE, f_gen_in, 0);
+    ck_assert_str_eq(g.out, f_gen_out);
+    ck_assert_int_eq(g.req.ep, LLMGW_EP_COMPLETIONS);
+    ck_assert_int_eq(g.req.stream, 0);
+    front(&g, LLMGW_OLLAMA_EP_GENERATE,
+          "{\"model\":\"m\","
+          "\"prompt\":\"p\",\"raw\":true,\"system\":\"\",\"options\":{"
+          "\"num_predict\":7,\"stop\":[\"\\n\"],\"seed\":3}}",
+          0);
+    ck_assert_str_eq(g.out, "{\"model\":\"m\",\"prompt\":\"p\",\"seed\":3,"
+                            "\"max_tokens\":7,\"stop\":[\"\\n\"],\"stream\":"
+                            "true,\"stream_options\":{\"include_usage\":"
+                            "true}}");
+    front(&g, LLMGW_OLLAMA_EP_EMBED,
+          "{\"model\":\"nomic\","
+          "\"input\":[\"a\",\"b\"],\"truncate\":true,\"dimensions\":64,"
+          "\"keep_alive\":\"1m\"}",
+          0);
+    ck_assert_str_eq(g.out,
+                     "{\"model\":\"nomic\",\"input\":[\"a\",\"b\"],"
+                     "\"dimensions\":64,\"encoding_format\":\"float\"}");
+    ck_assert_int_eq(g.req.ep, LLMGW_EP_EMBEDDINGS);
+    ck_assert_int_eq(g.req.stream, 0);
+    front(&g, LLMGW_OLLAMA_EP_EMBEDDINGS,
+          "{\"model\":\"nomic\","
+          "\"prompt\":\"a\"}",
+          0);
+    ck_assert_str_eq(g.out, "{\"model\":\"nomic\",\"input\":\"a\","
+                            "\"encoding_format\":\"float\"}");
 }
 END_TEST
 
 START_TEST(front_request_errors)
 {
-    static const struct {
-        llmgw_ollama_ep_t oep;
-        const char *body;
-        int want;
-        error_want_t e;
-    } bad[] = {
-        { LLMGW_OLLAMA_EP_CHAT, "[]", 400, { NULL } },
-        { LLMGW_OLLAMA_EP_CHAT,
-          "{\"model\":\"m\"}",
-          400,
-          { NULL, NULL, NULL, "messages is required" } },
-        { LLMGW_OLLAMA_EP_CHAT,
+    static const bad_t bad[] = {
+        { LLMGW_OLLAMA_EP_CHAT, 0, "[]", 400 },
+        { LLMGW_OLLAMA_EP_CHAT, 0, "{\"model\":\"m\"}", 400, NULL, NULL, NULL,
+          "messages is required" },
+        { LLMGW_OLLAMA_EP_CHAT, 0,
           "{\"model\":\"m\","
           "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":"
           "\"no\"}",
-          400,
-          { NULL } },
-        { LLMGW_OLLAMA_EP_CHAT,
+          400 },
+        { LLMGW_OLLAMA_EP_CHAT, 0,
           "{\"model\":\"m\","
           "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"options\":"
           "{\"temperature\":\"hot\"}}",
-          400,
-          { NULL, NULL, "option \"temperature\" must be a number" } },
-        { LLMGW_OLLAMA_EP_CHAT,
+          400, NULL, NULL, "option \"temperature\" must be a number" },
+        { LLMGW_OLLAMA_EP_CHAT, 0,
           "{\"model\":\"m\","
           "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"format\":"
           "\"yaml\"}",
-          400,
-          { NULL } },
-        { LLMGW_OLLAMA_EP_CHAT,
+          400 },
+        { LLMGW_OLLAMA_EP_CHAT, 0,
           "{\"model\":\"m\","
           "\"messages\":[{\"content\":\"x\"}]}",
-          400,
-          { NULL } },
-        { LLMGW_OLLAMA_EP_GENERATE,
+          400 },
+        { LLMGW_OLLAMA_EP_GENERATE, 0,
           "{\"model\":\"m\","
           "\"prompt\":\"p\",\"system\":\"be brief\"}",
-          400,
-          { NULL, NULL, NULL, "/api/chat" } },
-        { LLMGW_OLLAMA_EP_GENERATE,
+          400, NULL, NULL, NULL, "/api/chat" },
+        { LLMGW_OLLAMA_EP_GENERATE, 0,
           "{\"model\":\"m\","
           "\"prompt\":\"p\",\"images\":[\"AAAA\"]}",
-          400,
-          { NULL } },
-        { LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\"}", 400, { NULL } },
-        { LLMGW_OLLAMA_EP_EMBED,
+          400 },
+        { LLMGW_OLLAMA_EP_GENERATE, 0, "{\"model\":\"m\"}", 400 },
+        { LLMGW_OLLAMA_EP_EMBED, 0,
           "{\"model\":\"m\","
           "\"input\":[1]}",
-          400,
-          { NULL } },
-        { LLMGW_OLLAMA_EP_NONE, "{}", 404, { NULL } },
+          400 },
+        { LLMGW_OLLAMA_EP_NONE, 0, "{}", 404 },
     };
-    llmgw_request_t req;
-    llmgw_error_t err;
+    got_t g;
     apr_size_t i;
 
-    front(LLMGW_OLLAMA_EP_CHAT, "{\"messages\":[]}", 400, &req, &err);
-    ck_assert_str_eq(llmgw_ollama_error_json(test_pool, err.message),
+    front(&g, LLMGW_OLLAMA_EP_CHAT, "{\"messages\":[]}", 400);
+    ck_assert_str_eq(llmgw_ollama_error_json(test_pool, g.err.message),
                      "{\"error\":\"model is required\"}");
-    front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":", 400, &req, &err);
-    ck_assert_int_eq(strncmp(err.message, "invalid JSON", 12), 0);
+    front(&g, LLMGW_OLLAMA_EP_CHAT, "{\"model\":", 400);
+    ck_assert_int_eq(strncmp(g.err.message, "invalid JSON", 12), 0);
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        front(bad[i].oep, bad[i].body, bad[i].want, &req, &err);
-        error_is(&err, &bad[i].e);
+        front(&g, bad[i].ep, bad[i].body, bad[i].want);
+        error_is(&g.err, &bad[i]);
     }
     ck_assert_str_eq(llmgw_ollama_error_json(test_pool, "a \"b\""),
                      "{\"error\":\"a \\\"b\\\"\"}");
@@ -1579,15 +1516,15 @@ END_TEST
 
 START_TEST(round_trip_keeps_the_meaning)
 {
+    got_t g;
     const char *path, *ollama, *back;
-    llmgw_request_t req;
-    llmgw_error_t err;
     llmgw_json_t *j;
 
     /* OpenAI -> Ollama -> OpenAI gives back what matters. */
     ck_assert_int_eq(
-        to_ollama(LLMGW_EP_CHAT, a_chat_in, "llava", &path, &ollama, &err), 0);
-    back = front(LLMGW_OLLAMA_EP_CHAT, ollama, 0, &req, &err);
+        to_ollama(LLMGW_EP_CHAT, a_chat_in, "llava", &path, &ollama, &g.err),
+        0);
+    back = front(&g, LLMGW_OLLAMA_EP_CHAT, ollama, 0);
     j = json(back);
     ck_assert_int_eq(llmgw_json_getb(j, 1, "stream", NULL), 0);
     ck_assert_int_eq(llmgw_json_getl(j, 0, "max_tokens", NULL), 50);
@@ -1613,91 +1550,71 @@ END_TEST
 
 START_TEST(front_answers)
 {
-    llmgw_error_t err;
-    llmgw_usage_t u;
-    const char *out;
+    got_t g;
 
-    out = front_answer(LLMGW_OLLAMA_EP_CHAT, 200, b_chat_oa, 0, &u, &err);
-    ck_assert_str_eq(out, b_chat_out);
-    usage_is(&u, 1, ANY, ANY, 4);
+    front_answer(&g, LLMGW_OLLAMA_EP_CHAT, 200, b_chat_oa, 0);
+    ck_assert_str_eq(g.out, b_chat_out);
+    usage_is(&g.u, 1, ANY, ANY, 4);
     /* Arguments back to an object; "tool_calls" is Ollama's "stop". */
-    out = front_answer(LLMGW_OLLAMA_EP_CHAT, 200, b_tools_oa, 0, &u, &err);
-    ck_assert_str_eq(out, b_tools_out);
-    out = front_answer(
-        LLMGW_OLLAMA_EP_GENERATE, 200,
+    front_answer(&g, LLMGW_OLLAMA_EP_CHAT, 200, b_tools_oa, 0);
+    ck_assert_str_eq(g.out, b_tools_out);
+    front_answer(
+        &g, LLMGW_OLLAMA_EP_GENERATE, 200,
         "{\"choices\":[{\"index\":0,\"text\":\"abc\",\"finish_reason\":"
         "\"length\"}],\"usage\":{\"prompt_tokens\":3,\"completion_"
         "tokens\":"
         "1,\"total_tokens\":4}}",
-        0, &u, &err);
-    ck_assert_str_eq(out, b_gen_out);
-    out = front_answer(
-        LLMGW_OLLAMA_EP_EMBED, 200,
+        0);
+    ck_assert_str_eq(g.out, b_gen_out);
+    front_answer(
+        &g, LLMGW_OLLAMA_EP_EMBED, 200,
         "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\","
         "\"index\":"
         "0,\"embedding\":[0.1,0.2]},{\"object\":\"embedding\",\"index\":1,"
         "\"embedding\":[0.3,0.4]}],\"model\":\"m\",\"usage\":{"
         "\"prompt_tokens\":2,\"total_tokens\":2}}",
-        0, &u, &err);
-    ck_assert_str_eq(out, b_embed_out);
-    ck_assert_int_eq(u.prompt, 2);
-    out = front_answer(LLMGW_OLLAMA_EP_EMBEDDINGS, 200,
-                       "{\"object\":\"list\",\"data\":[{\"object\":"
-                       "\"embedding\",\"index\":"
-                       "0,\"embedding\":[0.1,0.2]}],\"model\":\"m\"}",
-                       0, &u, &err);
-    ck_assert_str_eq(out, "{\"embedding\":[0.1,0.2]}");
-    ck_assert_int_eq(u.found, 0);
+        0);
+    ck_assert_str_eq(g.out, b_embed_out);
+    ck_assert_int_eq(g.u.prompt, 2);
+    front_answer(&g, LLMGW_OLLAMA_EP_EMBEDDINGS, 200,
+                 "{\"object\":\"list\",\"data\":[{\"object\":"
+                 "\"embedding\",\"index\":"
+                 "0,\"embedding\":[0.1,0.2]}],\"model\":\"m\"}",
+                 0);
+    ck_assert_str_eq(g.out, "{\"embedding\":[0.1,0.2]}");
+    ck_assert_int_eq(g.u.found, 0);
     /* No usage: counts 0, as Ollama sends when it did not count. */
-    out = front_answer(
-        LLMGW_OLLAMA_EP_CHAT, 200,
+    front_answer(
+        &g, LLMGW_OLLAMA_EP_CHAT, 200,
         "{\"choices\":"
         "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
         "\"x\",\"reasoning\":\"r\"},\"finish_reason\":\"content_filter\"}]"
         "}",
-        0, &u, &err);
-    ck_assert_has(out, "\"thinking\":\"r\"", "\"done_reason\":\"stop\"",
+        0);
+    ck_assert_has(g.out, "\"thinking\":\"r\"", "\"done_reason\":\"stop\"",
                   "\"eval_count\":0");
 }
 END_TEST
 
 START_TEST(front_answer_errors)
 {
-    static const struct {
-        llmgw_ollama_ep_t oep;
-        int status;
-        const char *answer;
-        int want;
-        error_want_t e;
-    } bad[] = {
+    static const bad_t bad[] = {
         /* vLLM's own shape, FastAPI's detail, a bare status. */
-        { LLMGW_OLLAMA_EP_CHAT,
-          400,
+        { LLMGW_OLLAMA_EP_CHAT, 400,
           "{\"object\":"
           "\"error\",\"message\":\"too long\",\"type\":\"BadRequestError\","
           "\"code\":400}",
-          400,
-          { NULL, NULL, "too long" } },
-        { LLMGW_OLLAMA_EP_CHAT,
-          422,
-          "{\"detail\":\"bad\"}",
-          422,
-          { NULL, NULL, "bad" } },
-        { LLMGW_OLLAMA_EP_CHAT, 503, "<html>", 503, { NULL } },
-        { LLMGW_OLLAMA_EP_CHAT,
-          200,
-          "{\"error\":{\"message\":\"late\"}}",
-          502,
-          { NULL, NULL, "late" } },
-        { LLMGW_OLLAMA_EP_CHAT, 200, "{}", 502, { NULL } },
-        { LLMGW_OLLAMA_EP_EMBED,
-          200,
-          "{\"data\":[{\"embedding\":\"AAAA\"}]}",
-          502,
-          { NULL } },
+          400, NULL, NULL, "too long" },
+        { LLMGW_OLLAMA_EP_CHAT, 422, "{\"detail\":\"bad\"}", 422, NULL, NULL,
+          "bad" },
+        { LLMGW_OLLAMA_EP_CHAT, 503, "<html>", 503 },
+        { LLMGW_OLLAMA_EP_CHAT, 200, "{\"error\":{\"message\":\"late\"}}", 502,
+          NULL, NULL, "late" },
+        { LLMGW_OLLAMA_EP_CHAT, 200, "{}", 502 },
+        { LLMGW_OLLAMA_EP_EMBED, 200, "{\"data\":[{\"embedding\":\"AAAA\"}]}",
+          502 },
         /* A model's broken arguments are not passed off as an object. */
-        { LLMGW_OLLAMA_EP_CHAT,
-          200,
+        { LLMGW_OLLAMA_EP_CHAT, 200,
           "{\"choices\":"
           "[{\"index\":0,\"message\":{\"role\":"
           "\"assistant\",\"content\":null,"
@@ -1706,25 +1623,22 @@ START_TEST(front_answer_errors)
           "\"name\":\"f\",\"arguments\":\"{\\\"a\\\":"
           "\"}}]},\"finish_reason\":"
           "\"tool_calls\"}]}",
-          502,
-          { NULL, NULL, NULL, "arguments" } },
+          502, NULL, NULL, NULL, "arguments" },
     };
-    llmgw_error_t err;
-    llmgw_usage_t u;
+    got_t g;
     apr_size_t i;
 
-    front_answer(LLMGW_OLLAMA_EP_CHAT, 404,
+    front_answer(&g, LLMGW_OLLAMA_EP_CHAT, 404,
                  "{\"error\":{"
                  "\"message\":\"The model does not exist\",\"type\":"
                  "\"invalid_request_error\",\"param\":\"model\",\"code\":"
                  "\"model_not_found\"}}",
-                 404, &u, &err);
-    ck_assert_str_eq(llmgw_ollama_error_json(test_pool, err.message),
+                 404);
+    ck_assert_str_eq(llmgw_ollama_error_json(test_pool, g.err.message),
                      "{\"error\":\"The model does not exist\"}");
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        front_answer(bad[i].oep, bad[i].status, bad[i].answer, bad[i].want, &u,
-                     &err);
-        error_is(&err, &bad[i].e);
+        front_answer(&g, bad[i].ep, bad[i].status, bad[i].body, bad[i].want);
+        error_is(&g.err, &bad[i]);
     }
 }
 END_TEST
@@ -1741,8 +1655,7 @@ START_TEST(ndjson_chat_at_every_boundary)
      * call put together from three pieces, sent whole on finish; the
      * final line with the usage chunk's counts. */
     every_boundary_nd(LLMGW_OLLAMA_EP_CHAT, oa_chat_in, oa_chat_out, &r);
-    ck_assert_int_eq(r.done, 1);
-    ck_assert_int_eq(r.failed, 0);
+    ended(&r, 1, 0);
     usage_is(&r.usage, 1, ANY, ANY, 10);
     ck_assert_str_eq(r.tail, "");
 }
@@ -1769,8 +1682,7 @@ START_TEST(ndjson_error_event)
     result_t r;
 
     every_boundary_nd(LLMGW_OLLAMA_EP_CHAT, oa_error_in, oa_error_out, &r);
-    ck_assert_int_eq(r.failed, 1);
-    ck_assert_int_eq(r.done, 0);
+    ended(&r, 0, 1);
     ck_assert_str_eq(r.tail, "");
 }
 END_TEST
@@ -1785,16 +1697,14 @@ START_TEST(ndjson_broken_streams)
                  "data: {\"choices\":[{\"index\":0,"
                  "\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choi",
                  0, 7, 1, &r);
-    ck_assert_int_eq(r.done, 0);
-    ck_assert_int_eq(r.failed, 1);
+    ended(&r, 0, 1);
     ck_assert_has(out, "\"content\":\"a\"", "{\"error\":");
     /* Cut between events, no finish: the caller's tail ends it. */
     out = run_nd(LLMGW_OLLAMA_EP_CHAT,
                  "data: {\"choices\":[{\"index\":0,"
                  "\"delta\":{\"content\":\"a\"}}]}\n\n",
                  0, 9, 1, &r);
-    ck_assert_int_eq(r.done, 0);
-    ck_assert_int_eq(r.failed, 0);
+    ended(&r, 0, 0);
     ck_assert_str_eq(r.tail, "{\"error\":\"broke\"}\n");
     /* Bad arguments at the end of tool calls: an error line. */
     out = run_nd(LLMGW_OLLAMA_EP_CHAT,
@@ -1845,37 +1755,33 @@ END_TEST
 
 START_TEST(huge_counts_are_clamped)
 {
-    llmgw_error_t err;
-    llmgw_usage_t u;
-    const char *out;
+    got_t g;
     result_t r;
 
     /* A.2: prompt_eval_count + eval_count overflowed into a negative. */
-    out = from_ollama(LLMGW_EP_CHAT, chat_req, 200,
-                      "{\"message\":{\"role\":\"assistant\","
-                      "\"content\":\"x\"},\"done\":true,\"prompt_"
-                      "eval_count\":" HUGE_COUNT ",\"eval_count\":" HUGE_COUNT
-                      "}",
-                      0, &u, &err);
-    ck_assert(u.prompt == LLMGW_TOKENS_MAX);
-    ck_assert(u.completion == LLMGW_TOKENS_MAX);
-    ck_assert(u.total == LLMGW_TOKENS_MAX);
-    ck_assert_ptr_nonnull(strstr(out, "\"total_tokens\":1000000000000000}"));
-    out = from_ollama(
-        LLMGW_EP_CHAT, chat_req, 200,
-        "{\"message\":{\"role\":\"assistant\","
-        "\"content\":\"x\"},\"done\":true,\"prompt_eval_count\":-4,"
-        "\"eval_count\":2.5}",
-        0, &u, &err);
-    ck_assert(u.prompt == 0 && u.completion == 3 && u.total == 3);
-    out = from_ollama(LLMGW_EP_EMBEDDINGS,
-                      "{\"model\":\"e\","
-                      "\"input\":\"a\"}",
-                      200,
-                      "{\"embeddings\":[[1]],"
-                      "\"prompt_eval_count\":18446744073709551616}",
-                      0, &u, &err);
-    ck_assert(u.prompt == LLMGW_TOKENS_MAX && u.total == LLMGW_TOKENS_MAX);
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 200,
+                "{\"message\":{\"role\":\"assistant\","
+                "\"content\":\"x\"},\"done\":true,\"prompt_"
+                "eval_count\":" HUGE_COUNT ",\"eval_count\":" HUGE_COUNT "}",
+                0);
+    ck_assert(g.u.prompt == LLMGW_TOKENS_MAX);
+    ck_assert(g.u.completion == LLMGW_TOKENS_MAX);
+    ck_assert(g.u.total == LLMGW_TOKENS_MAX);
+    ck_assert_ptr_nonnull(strstr(g.out, "\"total_tokens\":1000000000000000}"));
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 200,
+                "{\"message\":{\"role\":\"assistant\","
+                "\"content\":\"x\"},\"done\":true,\"prompt_eval_count\":-4,"
+                "\"eval_count\":2.5}",
+                0);
+    ck_assert(g.u.prompt == 0 && g.u.completion == 3 && g.u.total == 3);
+    from_ollama(&g, LLMGW_EP_EMBEDDINGS,
+                "{\"model\":\"e\","
+                "\"input\":\"a\"}",
+                200,
+                "{\"embeddings\":[[1]],"
+                "\"prompt_eval_count\":18446744073709551616}",
+                0);
+    ck_assert(g.u.prompt == LLMGW_TOKENS_MAX && g.u.total == LLMGW_TOKENS_MAX);
     /* A.3: the done line of a stream. */
     run_sse(LLMGW_EP_CHAT, 1,
             "{\"message\":{\"content\":\"x\"},\"done\":"
@@ -1885,15 +1791,15 @@ START_TEST(huge_counts_are_clamped)
     ck_assert_int_eq(r.done, 1);
     ck_assert(r.usage.total == LLMGW_TOKENS_MAX);
     /* B.5 and B.6: OpenAI usage for Ollama clients. */
-    out = front_answer(
-        LLMGW_OLLAMA_EP_CHAT, 200,
+    front_answer(
+        &g, LLMGW_OLLAMA_EP_CHAT, 200,
         "{\"choices\":"
         "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
         "\"x\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_"
         "tokens\":" HUGE_COUNT ",\"completion_tokens\":" HUGE_COUNT "}}",
-        0, &u, &err);
-    ck_assert(u.total == LLMGW_TOKENS_MAX);
-    ck_assert_ptr_nonnull(strstr(out, "\"eval_count\":1000000000000000"));
+        0);
+    ck_assert(g.u.total == LLMGW_TOKENS_MAX);
+    ck_assert_ptr_nonnull(strstr(g.out, "\"eval_count\":1000000000000000"));
     run_nd(LLMGW_OLLAMA_EP_CHAT,
            "data: {\"choices\":[{\"index\":0,"
            "\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\n"
@@ -1919,20 +1825,20 @@ static const char *feed_huge(feed_fn feed, void *s, const char *head, char c,
                              apr_size_t len)
 {
     char *junk = malloc(PIECE);
-    collect_t out = { NULL, 0, 0 };
+    llmgw_pbuf_t out = { NULL, 0, 0 };
     const char *ready;
     apr_size_t n, fed = 0;
 
     memset(junk, c, PIECE);
     n = feed(s, head, strlen(head), &ready);
-    collect(test_pool, &out, ready, n);
+    llmgw_pbuf_add(test_pool, &out, ready, n);
     while (fed < len) {
         n = feed(s, junk, PIECE, &ready);
-        collect(test_pool, &out, ready, n);
+        llmgw_pbuf_add(test_pool, &out, ready, n);
         fed += PIECE;
     }
     free(junk);
-    return out.b ? out.b : "";
+    return apr_pstrmemdup(test_pool, out.b ? out.b : "", out.len);
 }
 
 START_TEST(stream_lines_are_capped)
