@@ -12,15 +12,7 @@
 
 static llmgw_breaker_params_t params(unsigned n, unsigned m)
 {
-    llmgw_breaker_params_t p;
-
-    llmgw_breaker_params_default(&p);
-    p.fails_to_open = n;
-    p.successes_to_close = m;
-    p.backoff = MS(100);
-    p.backoff_max = MS(1000);
-    p.trial_timeout = SEC(5);
-    return p;
+    return test_breaker_params(n, m, SEC(5));
 }
 
 static llmgw_breaker_t fresh(void)

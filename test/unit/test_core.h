@@ -6,6 +6,8 @@
 #include <check.h>
 #include <apr_pools.h>
 
+#include "llmgw_breaker.h"
+
 Suite *json_suite(void);
 Suite *dialect_suite(void);
 Suite *route_suite(void);
@@ -27,6 +29,12 @@ Suite *conf_suite(void);
 extern apr_pool_t *test_pool;
 void test_pool_setup(void);
 void test_pool_teardown(void);
+
+/* Breaker parameters for the breaker and health tests: n failures open
+ * it, m successes close it, back-off from 100 ms doubling to 1 s, and a
+ * trial not reported in trial_timeout is given up. */
+llmgw_breaker_params_t test_breaker_params(unsigned n, unsigned m,
+                                           apr_interval_time_t trial_timeout);
 
 /* Fail the test (at the caller's line) unless s holds each of the
  * strings after it, or holds none of them. */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <apr_general.h>
+#include <apr_time.h>
 
 #include "test_core.h"
 
@@ -19,6 +20,20 @@ void test_pool_teardown(void)
 {
     apr_pool_destroy(test_pool);
     test_pool = NULL;
+}
+
+llmgw_breaker_params_t test_breaker_params(unsigned n, unsigned m,
+                                           apr_interval_time_t trial_timeout)
+{
+    llmgw_breaker_params_t p;
+
+    llmgw_breaker_params_default(&p);
+    p.fails_to_open = n;
+    p.successes_to_close = m;
+    p.backoff = apr_time_from_msec(100);
+    p.backoff_max = apr_time_from_sec(1);
+    p.trial_timeout = trial_timeout;
+    return p;
 }
 
 void test_assert_parts(const char *file, int line, int held, const char *s,
