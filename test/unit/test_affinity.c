@@ -246,13 +246,8 @@ END_TEST
 
 Suite *affinity_suite(void)
 {
-    Suite *s = suite_create("affinity");
-    TCase *tc = tcase_create("core");
-
-    tcase_add_test(tc, table_of_choices);
-    tcase_add_test(tc, load_and_queue);
-    tcase_add_test(tc, nothing_known_is_bybusyness);
-    tcase_add_test(tc, equals_share_by_lbfactor);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite("affinity", "core", 0,
+                      TESTS(table_of_choices, load_and_queue,
+                            nothing_known_is_bybusyness,
+                            equals_share_by_lbfactor));
 }

@@ -12,15 +12,7 @@
 
 static llmgw_breaker_params_t params(unsigned n, unsigned m)
 {
-    llmgw_breaker_params_t p;
-
-    llmgw_breaker_params_default(&p);
-    p.fails_to_open = n;
-    p.successes_to_close = m;
-    p.backoff = MS(100);
-    p.backoff_max = MS(1000);
-    p.trial_timeout = SEC(5);
-    return p;
+    return test_breaker_params(n, m, SEC(5));
 }
 
 static llmgw_breaker_t fresh(void)
@@ -394,20 +386,11 @@ END_TEST
 
 Suite *breaker_suite(void)
 {
-    Suite *s = suite_create("breaker");
-    TCase *tc = tcase_create("core");
-
-    tcase_add_test(tc, params_checked);
-    tcase_add_test(tc, closed_counts_failures);
-    tcase_add_test(tc, neutral_events_never_count);
-    tcase_add_test(tc, open_backs_off);
-    tcase_add_test(tc, backoff_doubles_to_cap);
-    tcase_add_test(tc, half_open_single_trial);
-    tcase_add_test(tc, trial_outcomes);
-    tcase_add_test(tc, trial_times_out);
-    tcase_add_test(tc, probes_in_half_open);
-    tcase_add_test(tc, scripted_transitions);
-    tcase_add_test(tc, pack_roundtrip);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite("breaker", "core", 0,
+                      TESTS(params_checked, closed_counts_failures,
+                            neutral_events_never_count, open_backs_off,
+                            backoff_doubles_to_cap, half_open_single_trial,
+                            trial_outcomes, trial_times_out,
+                            probes_in_half_open, scripted_transitions,
+                            pack_roundtrip));
 }

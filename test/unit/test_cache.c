@@ -177,17 +177,14 @@ START_TEST(record_from_stream_roundtrip)
     llmgw_record_usage(back, &u);
     ck_assert_int_eq(u.total, 7);
     json = llmgw_record_render_json(back, &len);
-    ck_assert_ptr_nonnull(strstr(json, "\"object\":\"chat.completion\""));
-    ck_assert_ptr_nonnull(strstr(json, "\"content\":\"Hello\""));
-    ck_assert_ptr_nonnull(strstr(json, "\"arguments\":\"{\\\"a\\\":1}\""));
-    ck_assert_ptr_nonnull(strstr(json, "\"finish_reason\":\"tool_calls\""));
-    ck_assert_ptr_nonnull(strstr(json, "\"total_tokens\":7"));
+    ck_assert_has(json, "\"object\":\"chat.completion\"",
+                  "\"content\":\"Hello\"", "\"arguments\":\"{\\\"a\\\":1}\"",
+                  "\"finish_reason\":\"tool_calls\"", "\"total_tokens\":7");
 
     /* The replay is the original chunks, usage only on request. */
     sse = llmgw_record_render_sse(back, test_pool, 0, &len);
     ck_assert_ptr_null(strstr(sse, "usage"));
-    ck_assert_ptr_nonnull(strstr(sse, "{\"content\":\"Hel\"}"));
-    ck_assert_ptr_nonnull(strstr(sse, "data: [DONE]\n\n"));
+    ck_assert_has(sse, "{\"content\":\"Hel\"}", "data: [DONE]\n\n");
     sse = llmgw_record_render_sse(back, test_pool, 1, &len);
     ck_assert_ptr_nonnull(strstr(sse, "\"choices\":[],\"usage\":"));
 }
@@ -210,9 +207,8 @@ START_TEST(record_from_body_replays_as_stream)
     ck_assert_ptr_nonnull(text);
     rec = llmgw_record_parse(test_pool, text, len, 0);
     sse = llmgw_record_render_sse(rec, test_pool, 0, &len);
-    ck_assert_ptr_nonnull(strstr(sse, "\"text\":\"abc\""));
-    ck_assert_ptr_nonnull(strstr(sse, "\"finish_reason\":\"length\""));
-    ck_assert_ptr_nonnull(strstr(sse, "\"object\":\"text_completion\""));
+    ck_assert_has(sse, "\"text\":\"abc\"", "\"finish_reason\":\"length\"",
+                  "\"object\":\"text_completion\"");
     ck_assert_int_eq(len, strlen(sse));
 }
 END_TEST
@@ -565,22 +561,13 @@ END_TEST
 
 Suite *cache_suite(void)
 {
-    Suite *s = suite_create("cache");
-    TCase *tc = tcase_create("keys-records");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
-    tcase_add_test(tc, sha256_vectors);
-    tcase_add_test(tc, key_ignores_what_cannot_change_the_answer);
-    tcase_add_test(tc, key_changes_with_every_parameter);
-    tcase_add_test(tc, eligibility_by_policy);
-    tcase_add_test(tc, record_from_stream_roundtrip);
-    tcase_add_test(tc, record_from_body_replays_as_stream);
-    tcase_add_test(tc, record_refuses_what_it_cannot_keep);
-    tcase_add_test(tc, record_parse_is_total);
-    tcase_add_test(tc, record_parse_refuses_lying_headers);
-    tcase_add_test(tc, record_never_stores_what_it_cannot_read);
-    tcase_add_test(tc, record_usage_is_clamped);
-    tcase_add_test(tc, record_keeps_only_whole_answers);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite(
+        "cache", "keys-records", 0,
+        TESTS(sha256_vectors, key_ignores_what_cannot_change_the_answer,
+              key_changes_with_every_parameter, eligibility_by_policy,
+              record_from_stream_roundtrip, record_from_body_replays_as_stream,
+              record_refuses_what_it_cannot_keep, record_parse_is_total,
+              record_parse_refuses_lying_headers,
+              record_never_stores_what_it_cannot_read, record_usage_is_clamped,
+              record_keeps_only_whole_answers));
 }

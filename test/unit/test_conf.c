@@ -118,13 +118,6 @@ END_TEST
 
 Suite *conf_suite(void)
 {
-    Suite *s = suite_create("conf");
-    TCase *tc = tcase_create("values");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
-    tcase_add_test(tc, sizes);
-    tcase_add_test(tc, numbers_and_times);
-    tcase_add_test(tc, keywords_and_options);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite("conf", "values", 0,
+                      TESTS(sizes, numbers_and_times, keywords_and_options));
 }

@@ -6,6 +6,8 @@
 #include <check.h>
 #include <apr_pools.h>
 
+#include "llmgw_breaker.h"
+
 Suite *json_suite(void);
 Suite *dialect_suite(void);
 Suite *route_suite(void);
@@ -27,5 +29,40 @@ Suite *conf_suite(void);
 extern apr_pool_t *test_pool;
 void test_pool_setup(void);
 void test_pool_teardown(void);
+
+/* Breaker parameters for the breaker and health tests: n failures open
+ * it, m successes close it, back-off from 100 ms doubling to 1 s, and a
+ * trial not reported in trial_timeout is given up. */
+llmgw_breaker_params_t test_breaker_params(unsigned n, unsigned m,
+                                           apr_interval_time_t trial_timeout);
+
+/* Fail the test (at the caller's line) unless s holds each of the
+ * strings after it, or holds none of them. */
+#define ck_assert_has(s, ...)                                  \
+    test_assert_parts(__FILE__, __LINE__, 1, (s), __VA_ARGS__, \
+                      (const char *)NULL)
+#define ck_assert_lacks(s, ...)                                \
+    test_assert_parts(__FILE__, __LINE__, 0, (s), __VA_ARGS__, \
+                      (const char *)NULL)
+void test_assert_parts(const char *file, int line, int held, const char *s,
+                       ...);
+
+/* A NULL-ended list of Check tests (START_TEST names), in run order. */
+#define TESTS(...) ((const TTest *const[]){ __VA_ARGS__, NULL })
+
+/* Adds to s a TCase called name that runs tests between setup and
+ * teardown (a checked fixture, so around each test and in its process),
+ * each under timeout seconds (0 keeps Check's default of 4 s). Returns
+ * the TCase, for a caller with more to add to it. */
+TCase *test_case_with(Suite *s, const char *name, SFun setup, SFun teardown,
+                      double timeout, const TTest *const *tests);
+
+/* The same with a fresh test_pool around each test. */
+TCase *test_case_add(Suite *s, const char *name, double timeout,
+                     const TTest *const *tests);
+
+/* A suite called suite of one such TCase, called tcase. */
+Suite *test_suite(const char *suite, const char *tcase, double timeout,
+                  const TTest *const *tests);
 
 #endif

@@ -425,21 +425,12 @@ END_TEST
 
 Suite *dialect_suite(void)
 {
-    Suite *s = suite_create("dialect");
-    TCase *tc = tcase_create("openai");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
-    tcase_add_test(tc, maps_endpoints);
-    tcase_add_test(tc, accepts_valid_requests);
-    tcase_add_test(tc, rejects_bad_requests_with_param);
-    tcase_add_test(tc, keeps_body_when_nothing_changes);
-    tcase_add_test(tc, renames_and_injects_usage);
-    tcase_add_test(tc, upstream_edits_keep_the_clients_bytes);
-    tcase_add_test(tc, refuses_ambiguous_requests);
-    tcase_add_test(tc, finds_usage);
-    tcase_add_test(tc, usage_counts_are_clamped);
-    tcase_add_test(tc, token_helpers_saturate);
-    tcase_add_test(tc, writes_error_shape);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite(
+        "dialect", "openai", 0,
+        TESTS(maps_endpoints, accepts_valid_requests,
+              rejects_bad_requests_with_param, keeps_body_when_nothing_changes,
+              renames_and_injects_usage, upstream_edits_keep_the_clients_bytes,
+              refuses_ambiguous_requests, finds_usage,
+              usage_counts_are_clamped, token_helpers_saturate,
+              writes_error_shape));
 }

@@ -298,20 +298,14 @@ END_TEST
 
 Suite *estimate_suite(void)
 {
-    Suite *s = suite_create("estimate");
-    TCase *c = tcase_create("estimate");
-
-    tcase_add_checked_fixture(c, test_pool_setup, test_pool_teardown);
-    tcase_add_test(c, chat_prompt_is_its_bytes_and_the_template);
-    tcase_add_test(c, escapes_and_multibyte_text_are_never_under_counted);
-    tcase_add_test(c, images_count_per_image_not_their_bytes);
-    tcase_add_test(c, tools_add_their_text_and_the_template_words);
-    tcase_add_test(c, max_tokens_from_the_client);
-    tcase_add_test(c, max_tokens_when_the_client_gives_none);
-    tcase_add_test(c, choices_multiply_the_answer);
-    tcase_add_test(c, completions_and_embeddings);
-    tcase_add_test(c, ollama_clients_num_predict);
-    tcase_add_test(c, completion_of_a_cut_stream);
-    suite_add_tcase(s, c);
-    return s;
+    return test_suite(
+        "estimate", "estimate", 0,
+        TESTS(chat_prompt_is_its_bytes_and_the_template,
+              escapes_and_multibyte_text_are_never_under_counted,
+              images_count_per_image_not_their_bytes,
+              tools_add_their_text_and_the_template_words,
+              max_tokens_from_the_client,
+              max_tokens_when_the_client_gives_none,
+              choices_multiply_the_answer, completions_and_embeddings,
+              ollama_clients_num_predict, completion_of_a_cut_stream));
 }

@@ -31,15 +31,7 @@ static llmgw_health_params_t hparams(void)
 
 static llmgw_breaker_params_t bparams(unsigned n, unsigned m)
 {
-    llmgw_breaker_params_t p;
-
-    llmgw_breaker_params_default(&p);
-    p.fails_to_open = n;
-    p.successes_to_close = m;
-    p.backoff = MS(100);
-    p.backoff_max = SEC(1);
-    p.trial_timeout = SEC(60);
-    return p;
+    return test_breaker_params(n, m, SEC(60));
 }
 
 static llmgw_health_t *table(unsigned n)
@@ -60,6 +52,36 @@ static llmgw_probe_t *probe(llmgw_probe_kind_t kind, int status,
 
     ck_assert_ptr_nonnull(r);
     return r;
+}
+
+/* What the table tells of member i at now (default parameters). */
+static llmgw_member_view_t member(llmgw_health_t *t, int i, apr_time_t now)
+{
+    llmgw_health_params_t hp = hparams();
+    llmgw_member_view_t v;
+
+    llmgw_health_member(t, i, now, &hp, &v);
+    return v;
+}
+
+/* Stores p as member i's latest probe at now, and returns what the
+ * table then tells of the member. */
+static llmgw_member_view_t stored(llmgw_health_t *t, int i, llmgw_probe_t *p,
+                                  apr_time_t now)
+{
+    llmgw_health_store(t, i, p, now);
+    return member(t, i, now);
+}
+
+/* llama.cpp's /slots answer for two slots, each busy or not. */
+static llmgw_probe_t *two_slots(int busy0, int busy1)
+{
+    return probe(LLMGW_PROBE_LLAMACPP_SLOTS, 200,
+                 apr_psprintf(test_pool,
+                              "[{\"id\":0,\"is_processing\":%s},"
+                              "{\"id\":1,\"is_processing\":%s}]",
+                              busy0 ? "true" : "false",
+                              busy1 ? "true" : "false"));
 }
 
 /* A table in memory shared with forked children. */
@@ -286,56 +308,76 @@ static void race_for_trial(int i, void *arg)
     }
 }
 
+/* A table in mem with one member, "m". */
+static llmgw_health_t *one_member(void *mem)
+{
+    llmgw_health_t *t = llmgw_health_init(mem, llmgw_health_size(1), 1, T0);
+
+    llmgw_health_add(t, "m");
+    return t;
+}
+
 /* A table with member "m" half-open (as of T0 + 10 s) in mem. */
 static llmgw_health_t *half_open_table(void *mem)
 {
     llmgw_breaker_params_t bp = bparams(1, 31);
-    llmgw_health_t *t = llmgw_health_init(mem, llmgw_health_size(1), 1, T0);
+    llmgw_health_t *t = one_member(mem);
 
-    llmgw_health_add(t, "m");
     llmgw_health_event(t, 0, LLMGW_EV_HTTP_5XX, LLMGW_BR_NO_TRIAL, T0, &bp,
                        NULL, NULL);
     return t;
 }
 
-START_TEST(one_trial_across_processes)
+/* Rounds of a race until one in which two children overlapped (at most
+ * RACE_ROUNDS): each on a table fresh from make in memory shared with
+ * the children, n of them running fn (told hand_back), then the test's
+ * checks on what they left. */
+static void race(int n, llmgw_health_t *(*make)(void *mem),
+                 void (*fn)(int, void *), int hand_back,
+                 void (*check)(const trial_arg_t *a))
 {
     void *mem;
     apr_size_t size;
-    llmgw_health_t *t = shared_table(1, &mem, &size);
-    race_t *r = race_area(mem, size);
-    trial_arg_t a = { t, r, 0 };
+    trial_arg_t a = { NULL, NULL, hand_back };
     int round;
 
-    /* Nobody hands it back: exactly one claim, whoever made it. */
+    shared_table(1, &mem, &size);
+    a.r = race_area(mem, size);
     for (round = 0; round < RACE_ROUNDS; round++) {
-        memset(r, 0, sizeof(*r));
-        a.t = t = half_open_table(mem);
-        run_children(8, race_for_trial, &a, r);
-        ck_assert_int_eq(r->claims, 1);
-        ck_assert_int_eq(r->violations, 0);
-        ck_assert_uint_eq(llmgw_health_breaker(t, 0).trial, 1);
-        if (overlapped(r)) {
-            break;
-        }
-    }
-    /* Handed back at once: many claims, never two at a time. */
-    a.hand_back = 1;
-    for (round = 0; round < RACE_ROUNDS; round++) {
-        memset(r, 0, sizeof(*r));
-        a.t = t = half_open_table(mem);
-        run_children(8, race_for_trial, &a, r);
-        ck_assert_int_gt(r->claims, 100);
-        ck_assert_int_eq(r->violations, 0);
-        /* Every holder handed it back: free, and nothing counted. */
-        ck_assert_int_eq(llmgw_health_breaker(t, 0).state, LLMGW_BR_HALF_OPEN);
-        ck_assert_uint_eq(llmgw_health_breaker(t, 0).trial, 0);
-        ck_assert_uint_eq(llmgw_health_breaker(t, 0).successes, 0);
-        if (overlapped(r)) {
+        memset(a.r, 0, sizeof(*a.r));
+        a.t = make(mem);
+        run_children(n, fn, &a, a.r);
+        check(&a);
+        if (overlapped(a.r)) {
             break;
         }
     }
     munmap(mem, size);
+}
+
+/* Nobody hands it back: exactly one claim, whoever made it. */
+static void trial_kept(const trial_arg_t *a)
+{
+    ck_assert_int_eq(a->r->claims, 1);
+    ck_assert_int_eq(a->r->violations, 0);
+    ck_assert_uint_eq(llmgw_health_breaker(a->t, 0).trial, 1);
+}
+
+/* Handed back at once: many claims, never two at a time. */
+static void trial_handed_back(const trial_arg_t *a)
+{
+    ck_assert_int_gt(a->r->claims, 100);
+    ck_assert_int_eq(a->r->violations, 0);
+    /* Every holder handed it back: free, and nothing counted. */
+    ck_assert_int_eq(llmgw_health_breaker(a->t, 0).state, LLMGW_BR_HALF_OPEN);
+    ck_assert_uint_eq(llmgw_health_breaker(a->t, 0).trial, 0);
+    ck_assert_uint_eq(llmgw_health_breaker(a->t, 0).successes, 0);
+}
+
+START_TEST(one_trial_across_processes)
+{
+    race(8, half_open_table, race_for_trial, 0, trial_kept);
+    race(8, half_open_table, race_for_trial, 1, trial_handed_back);
 }
 END_TEST
 
@@ -368,32 +410,16 @@ static void admit_often(int i, void *arg)
     }
 }
 
+static void admitted_within_limit(const trial_arg_t *a)
+{
+    ck_assert_int_gt(a->r->admitted, 1000);
+    ck_assert_int_eq(a->r->violations, 0);
+    ck_assert_int_eq(member(a->t, 0, T0).inflight, 0);
+}
+
 START_TEST(admission_across_processes)
 {
-    void *mem;
-    apr_size_t size;
-    llmgw_health_t *t = shared_table(1, &mem, &size);
-    race_t *r = race_area(mem, size);
-    trial_arg_t a = { t, r, 0 };
-    llmgw_health_params_t hp = hparams();
-    llmgw_member_view_t v;
-
-    int round;
-
-    for (round = 0; round < RACE_ROUNDS; round++) {
-        memset(r, 0, sizeof(*r));
-        a.t = t = llmgw_health_init(mem, llmgw_health_size(1), 1, T0);
-        llmgw_health_add(t, "m");
-        run_children(8, admit_often, &a, r);
-        ck_assert_int_gt(r->admitted, 1000);
-        ck_assert_int_eq(r->violations, 0);
-        llmgw_health_member(t, 0, T0, &hp, &v);
-        ck_assert_int_eq(v.inflight, 0);
-        if (overlapped(r)) {
-            break;
-        }
-    }
-    munmap(mem, size);
+    race(8, one_member, admit_often, 0, admitted_within_limit);
 }
 END_TEST
 
@@ -414,36 +440,21 @@ static void admit_all(int i, void *arg)
     __atomic_add_fetch(&a->r->admitted, mine, __ATOMIC_RELAXED);
 }
 
+static void admitted_exactly(const trial_arg_t *a)
+{
+    long k;
+
+    ck_assert_int_eq(a->r->admitted, EXACT_LIMIT);
+    ck_assert_int_eq(member(a->t, 0, T0).inflight, EXACT_LIMIT);
+    for (k = 0; k < EXACT_LIMIT; k++) {
+        llmgw_health_release(a->t, 0);
+    }
+    ck_assert_int_eq(member(a->t, 0, T0).inflight, 0);
+}
+
 START_TEST(admission_is_exact)
 {
-    void *mem;
-    apr_size_t size;
-    llmgw_health_t *t = shared_table(1, &mem, &size);
-    race_t *r = race_area(mem, size);
-    trial_arg_t a = { t, r, 0 };
-    llmgw_health_params_t hp = hparams();
-    llmgw_member_view_t v;
-    long k;
-    int round;
-
-    for (round = 0; round < RACE_ROUNDS; round++) {
-        memset(r, 0, sizeof(*r));
-        a.t = t = llmgw_health_init(mem, llmgw_health_size(1), 1, T0);
-        llmgw_health_add(t, "m");
-        run_children(8, admit_all, &a, r);
-        ck_assert_int_eq(r->admitted, EXACT_LIMIT);
-        llmgw_health_member(t, 0, T0, &hp, &v);
-        ck_assert_int_eq(v.inflight, EXACT_LIMIT);
-        for (k = 0; k < EXACT_LIMIT; k++) {
-            llmgw_health_release(t, 0);
-        }
-        llmgw_health_member(t, 0, T0, &hp, &v);
-        ck_assert_int_eq(v.inflight, 0);
-        if (overlapped(r)) {
-            break;
-        }
-    }
-    munmap(mem, size);
+    race(8, one_member, admit_all, 0, admitted_exactly);
 }
 END_TEST
 
@@ -491,33 +502,19 @@ static void queue_often(int i, void *arg)
     llmgw_health_admit_cancel(a->t, 0, &queued);
 }
 
+static void queue_emptied(const trial_arg_t *a)
+{
+    llmgw_member_view_t v = member(a->t, 0, T0);
+
+    ck_assert_int_gt(a->r->admitted, 100);
+    ck_assert_int_eq(a->r->violations, 0);
+    ck_assert_int_eq(v.inflight, 0);
+    ck_assert_int_eq(v.waiters, 0);
+}
+
 START_TEST(queue_across_processes)
 {
-    void *mem;
-    apr_size_t size;
-    llmgw_health_t *t = shared_table(1, &mem, &size);
-    race_t *r = race_area(mem, size);
-    trial_arg_t a = { t, r, 0 };
-    llmgw_health_params_t hp = hparams();
-    llmgw_member_view_t v;
-
-    int round;
-
-    for (round = 0; round < RACE_ROUNDS; round++) {
-        memset(r, 0, sizeof(*r));
-        a.t = t = llmgw_health_init(mem, llmgw_health_size(1), 1, T0);
-        llmgw_health_add(t, "m");
-        run_children(6, queue_often, &a, r);
-        ck_assert_int_gt(r->admitted, 100);
-        ck_assert_int_eq(r->violations, 0);
-        llmgw_health_member(t, 0, T0, &hp, &v);
-        ck_assert_int_eq(v.inflight, 0);
-        ck_assert_int_eq(v.waiters, 0);
-        if (overlapped(r)) {
-            break;
-        }
-    }
-    munmap(mem, size);
+    race(6, one_member, queue_often, 0, queue_emptied);
 }
 END_TEST
 
@@ -636,41 +633,28 @@ START_TEST(probe_facts)
     ck_assert_uint_eq(f, 0);
 
     /* llama.cpp: loading, then slots, busy when all are taken. */
-    llmgw_health_store(
-        t, 1,
-        probe(LLMGW_PROBE_LLAMACPP_HEALTH, 503,
-              "{\"error\":{\"code\":503,\"message\":\"Loading model\","
-              "\"type\":\"unavailable_error\"}}"),
-        T0);
-    llmgw_health_member(t, 1, T0, &hp, &v);
+    v = stored(t, 1,
+               probe(LLMGW_PROBE_LLAMACPP_HEALTH, 503,
+                     "{\"error\":{\"code\":503,\"message\":\"Loading model\","
+                     "\"type\":\"unavailable_error\"}}"),
+               T0);
     ck_assert_int_eq(v.state, LLMGW_HS_LOADING);
     ck_assert_uint_eq(llmgw_health_mirror_want(&v, 1), LLMGW_MIRROR_DRAIN);
     ck_assert_uint_eq(llmgw_health_mirror_want(&v, 0), 0);
-    llmgw_health_store(t, 1,
-                       probe(LLMGW_PROBE_LLAMACPP_SLOTS, 200,
-                             "[{\"id\":0,\"is_processing\":true},"
-                             "{\"id\":1,\"is_processing\":false}]"),
-                       T0 + 1);
-    llmgw_health_member(t, 1, T0 + 1, &hp, &v);
+    v = stored(t, 1, two_slots(1, 0), T0 + 1);
     ck_assert_int_eq(v.state, LLMGW_HS_READY);
     ck_assert_int_eq(v.slots_total, 2);
     ck_assert_int_eq(v.slots_busy, 1);
     ck_assert_int_eq(llmgw_health_limit(t, 1, 0, T0 + 1, &hp), 2);
     ck_assert_int_eq(llmgw_health_limit(t, 1, 7, T0 + 1, &hp), 7);
-    llmgw_health_store(t, 1,
-                       probe(LLMGW_PROBE_LLAMACPP_SLOTS, 200,
-                             "[{\"id\":0,\"is_processing\":true},"
-                             "{\"id\":1,\"is_processing\":true}]"),
-                       T0 + 2);
-    llmgw_health_member(t, 1, T0 + 2, &hp, &v);
+    v = stored(t, 1, two_slots(1, 1), T0 + 2);
     ck_assert_int_eq(v.state, LLMGW_HS_BUSY);
     /* A failed probe does not make it down (the breaker does); its
      * slots stay known. */
-    llmgw_health_store(t, 1,
-                       llmgw_probe_unreachable(
-                           test_pool, LLMGW_PROBE_LLAMACPP_SLOTS, "refused"),
-                       T0 + 3);
-    llmgw_health_member(t, 1, T0 + 3, &hp, &v);
+    v = stored(t, 1,
+               llmgw_probe_unreachable(test_pool, LLMGW_PROBE_LLAMACPP_SLOTS,
+                                       "refused"),
+               T0 + 3);
     ck_assert_int_eq(v.probe_ok, 0);
     ck_assert_int_eq(v.probe_state, LLMGW_HS_DOWN);
     ck_assert_int_eq(v.slots_total, 2);
@@ -681,14 +665,12 @@ START_TEST(probe_facts)
     ck_assert_int_eq(llmgw_health_limit(t, 1, 0, T0 + SEC(31), &hp), 0);
 
     /* vLLM: a queue at the busy bound, KV use, its model loaded. */
-    llmgw_health_store(
-        t, 2,
-        probe(LLMGW_PROBE_VLLM_METRICS, 200,
-              "vllm:num_requests_running{model_name=\"q\"} 8\n"
-              "vllm:num_requests_waiting{model_name=\"q\"} 4\n"
-              "vllm:kv_cache_usage_perc{model_name=\"q\"} 0.75\n"),
-        T0);
-    llmgw_health_member(t, 2, T0, &hp, &v);
+    v = stored(t, 2,
+               probe(LLMGW_PROBE_VLLM_METRICS, 200,
+                     "vllm:num_requests_running{model_name=\"q\"} 8\n"
+                     "vllm:num_requests_waiting{model_name=\"q\"} 4\n"
+                     "vllm:kv_cache_usage_perc{model_name=\"q\"} 0.75\n"),
+               T0);
     ck_assert_int_eq(v.state, LLMGW_HS_BUSY);
     ck_assert_int_eq(v.running, 8);
     ck_assert_int_eq(v.waiting, 4);
@@ -1092,26 +1074,12 @@ END_TEST
 
 Suite *health_suite(void)
 {
-    Suite *s = suite_create("health");
-    TCase *tc = tcase_create("core");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, members_by_name);
-    tcase_add_test(tc, breaker_through_table);
-    tcase_add_test(tc, one_trial_across_processes);
-    tcase_add_test(tc, admission_across_processes);
-    tcase_add_test(tc, admission_is_exact);
-    tcase_add_test(tc, queue_across_processes);
-    tcase_add_test(tc, queue_steps);
-    tcase_add_test(tc, probe_facts);
-    tcase_add_test(tc, models_that_do_not_fit);
-    tcase_add_test(tc, hints_and_classify);
-    tcase_add_test(tc, affinity_fill_by_breaker);
-    tcase_add_test(tc, events_for_answers);
-    tcase_add_test(tc, mirror_deltas);
-    tcase_add_test(tc, seqlock_protocol);
-    tcase_add_test(tc, readers_beside_writer);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite(
+        "health", "core", 120,
+        TESTS(members_by_name, breaker_through_table,
+              one_trial_across_processes, admission_across_processes,
+              admission_is_exact, queue_across_processes, queue_steps,
+              probe_facts, models_that_do_not_fit, hints_and_classify,
+              affinity_fill_by_breaker, events_for_answers, mirror_deltas,
+              seqlock_protocol, readers_beside_writer));
 }

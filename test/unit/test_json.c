@@ -466,23 +466,12 @@ END_TEST
 
 Suite *json_suite(void)
 {
-    Suite *s = suite_create("json");
-    TCase *tc = tcase_create("core");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
-    tcase_add_test(tc, parses_and_reads_paths);
-    tcase_add_test(tc, reports_error_kinds);
-    tcase_add_test(tc, sets_paths_and_writes);
-    tcase_add_test(tc, quotes_strings);
-    tcase_add_test(tc, parses_a_prefix);
-    tcase_add_test(tc, converts_views_exactly);
-    tcase_add_test(tc, read_view_gets_paths);
-    tcase_add_test(tc, read_view_reports_error_kinds);
-    tcase_add_test(tc, lone_surrogates_in_answers);
-    tcase_add_test(tc, canonical_numbers_are_exact);
-    tcase_add_test(tc, edits_keep_the_rest);
-    tcase_add_test(tc, read_view_changes_through_json_c);
-    tcase_add_test(tc, writes_only_valid_utf8);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite(
+        "json", "core", 0,
+        TESTS(parses_and_reads_paths, reports_error_kinds,
+              sets_paths_and_writes, quotes_strings, parses_a_prefix,
+              converts_views_exactly, read_view_gets_paths,
+              read_view_reports_error_kinds, lone_surrogates_in_answers,
+              canonical_numbers_are_exact, edits_keep_the_rest,
+              read_view_changes_through_json_c, writes_only_valid_utf8));
 }

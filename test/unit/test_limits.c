@@ -62,6 +62,22 @@ static void budget(llmgw_limits_conf_t *c, int i, int unit, int per,
     c->budget[i].limit = limit;
 }
 
+/* c with a budget of limit tokens a day, its first. */
+static llmgw_limits_conf_t tokens_a_day(llmgw_limits_conf_t c,
+                                        apr_int64_t limit)
+{
+    budget(&c, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, limit);
+    return c;
+}
+
+/* Budget i of u has used and reserved so much. */
+static void held(const llmgw_limits_usage_t *u, int i, apr_int64_t used,
+                 apr_int64_t reserved)
+{
+    ck_assert_int_eq(u->budget[i].used, used);
+    ck_assert_int_eq(u->budget[i].reserved, reserved);
+}
+
 /* Configures the table with one subject "key:a" of limits c. */
 static llmgw_limits_subject_t one(llmgw_limits_t *t,
                                   const llmgw_limits_conf_t *c)
@@ -74,6 +90,16 @@ static llmgw_limits_subject_t one(llmgw_limits_t *t,
     ck_assert_int_eq(llmgw_limits_configure(t, &d, 1, NULL, T0), APR_SUCCESS);
     ck_assert_int_eq(llmgw_limits_find(t, "key:a", &s), APR_SUCCESS);
     return s;
+}
+
+/* A fresh table with one subject "key:a" of limits c, in *s. */
+static llmgw_limits_t *table_one(llmgw_limits_conf_t c,
+                                 llmgw_limits_subject_t *s)
+{
+    llmgw_limits_t *t = table();
+
+    *s = one(t, &c);
+    return t;
 }
 
 static llmgw_limits_req_t request(const llmgw_limits_subject_t *s, int n,
@@ -119,9 +145,8 @@ static llmgw_limits_usage_t usage(llmgw_limits_t *t, llmgw_limits_subject_t s,
 
 START_TEST(rpm_admits_the_limit_then_refills)
 {
-    llmgw_limits_t *t = table();
-    llmgw_limits_conf_t c = conf_of(3, 0, 0);
-    llmgw_limits_subject_t s = one(t, &c);
+    llmgw_limits_subject_t s;
+    llmgw_limits_t *t = table_one(conf_of(3, 0, 0), &s);
     llmgw_limits_ticket_t tk;
     llmgw_limits_verdict_t v;
     int i;
@@ -157,9 +182,8 @@ END_TEST
 
 START_TEST(changes_tell_when_a_snapshot_is_due)
 {
-    llmgw_limits_t *t = table();
-    llmgw_limits_conf_t c = conf_of(3, 0, 0);
-    llmgw_limits_subject_t s = one(t, &c);
+    llmgw_limits_subject_t s;
+    llmgw_limits_t *t = table_one(conf_of(3, 0, 0), &s);
     llmgw_limits_ticket_t tk;
     llmgw_limits_verdict_t v;
     llmgw_limits_stats_t a, b;
@@ -180,9 +204,8 @@ END_TEST
 START_TEST(rpm_of_seven_admits_seven)
 {
     /* 60 s / 7 is not a whole number of microseconds: exact ticks. */
-    llmgw_limits_t *t = table();
-    llmgw_limits_conf_t c = conf_of(7, 0, 0);
-    llmgw_limits_subject_t s = one(t, &c);
+    llmgw_limits_subject_t s;
+    llmgw_limits_t *t = table_one(conf_of(7, 0, 0), &s);
     llmgw_limits_ticket_t tk;
     llmgw_limits_verdict_t v;
     apr_time_t now;
@@ -206,9 +229,8 @@ END_TEST
 
 START_TEST(tpm_reserves_then_refunds)
 {
-    llmgw_limits_t *t = table();
-    llmgw_limits_conf_t c = conf_of(0, 1000, 0);
-    llmgw_limits_subject_t s = one(t, &c);
+    llmgw_limits_subject_t s;
+    llmgw_limits_t *t = table_one(conf_of(0, 1000, 0), &s);
     llmgw_limits_ticket_t a, b;
     llmgw_limits_verdict_t v;
 
@@ -236,9 +258,8 @@ END_TEST
 
 START_TEST(concurrency_counts_requests_in_flight)
 {
-    llmgw_limits_t *t = table();
-    llmgw_limits_conf_t c = conf_of(0, 0, 2);
-    llmgw_limits_subject_t s = one(t, &c);
+    llmgw_limits_subject_t s;
+    llmgw_limits_t *t = table_one(conf_of(0, 0, 2), &s);
     llmgw_limits_ticket_t a, b, x;
     llmgw_limits_verdict_t v;
 
@@ -260,16 +281,13 @@ END_TEST
 
 START_TEST(token_budget_holds_and_tells_spent_from_held)
 {
-    llmgw_limits_t *t = table();
-    llmgw_limits_conf_t c = conf_of(0, 0, 0);
     llmgw_limits_subject_t s;
+    llmgw_limits_t *t = table_one(tokens_a_day(conf_of(0, 0, 0), 1000), &s);
     llmgw_limits_ticket_t a, b;
     llmgw_limits_verdict_t v;
     llmgw_error_t err;
     llmgw_limits_usage_t u;
 
-    budget(&c, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 1000);
-    s = one(t, &c);
     ck_assert_int_eq(reserve(t, &s, 1, 100, 500, T0 + 3600 * SEC, &a, &v),
                      LLMGW_LIMIT_OK);
     ck_assert_int_eq(v.limit_tokens, 1000);
@@ -285,8 +303,7 @@ START_TEST(token_budget_holds_and_tells_spent_from_held)
     ck_assert_int_eq(llmgw_limits_settle(t, &a, 100, 350, T0 + 3600 * SEC),
                      APR_SUCCESS);
     u = usage(t, s, T0 + 3600 * SEC);
-    ck_assert_int_eq(u.budget[0].used, 450);
-    ck_assert_int_eq(u.budget[0].reserved, 0);
+    held(&u, 0, 450, 0);
     ck_assert_int_eq(u.budget[0].remaining, 550);
     ck_assert_int_eq(u.budget[0].reset, T0 + DAY);
     ck_assert_int_eq(reserve(t, &s, 1, 100, 450, T0 + 3600 * SEC, &b, &v),
@@ -318,27 +335,34 @@ END_TEST
 START_TEST(periods_are_calendar_aligned_in_utc)
 {
     /* 2024-02-29T13:45:10Z: a leap day. */
-    apr_time_t leap = APR_INT64_C(1709214310) * SEC;
+    const apr_time_t leap = APR_INT64_C(1709214310) * SEC;
+    /* The period of 'now' (next 0) or the next one (1) starts at start. */
+    const struct {
+        llmgw_period_t per;
+        apr_time_t now;
+        int next;
+        apr_time_t start;
+    } starts[] = {
+        { LLMGW_PER_HOUR, leap, 0, APR_INT64_C(1709211600) * SEC },
+        { LLMGW_PER_HOUR, leap, 1, APR_INT64_C(1709215200) * SEC },
+        { LLMGW_PER_DAY, leap, 0, APR_INT64_C(1709164800) * SEC },
+        { LLMGW_PER_DAY, leap, 1, APR_INT64_C(1709251200) * SEC },
+        /* February 2024 has 29 days: March starts on day 29 after it. */
+        { LLMGW_PER_MONTH, leap, 0, APR_INT64_C(1706745600) * SEC },
+        { LLMGW_PER_MONTH, leap, 1, APR_INT64_C(1709251200) * SEC },
+        /* December to January, and the first microsecond of a month. */
+        { LLMGW_PER_MONTH, T0 - 1, 1, T0 },
+        { LLMGW_PER_MONTH, T0, 0, T0 },
+        { LLMGW_PER_MONTH, T0 - 1, 0, APR_INT64_C(1764547200) * SEC },
+    };
+    unsigned i;
 
-    ck_assert_int_eq(llmgw_limits_period_start(LLMGW_PER_HOUR, leap, 0),
-                     APR_INT64_C(1709211600) * SEC);
-    ck_assert_int_eq(llmgw_limits_period_start(LLMGW_PER_HOUR, leap, 1),
-                     APR_INT64_C(1709215200) * SEC);
-    ck_assert_int_eq(llmgw_limits_period_start(LLMGW_PER_DAY, leap, 0),
-                     APR_INT64_C(1709164800) * SEC);
-    ck_assert_int_eq(llmgw_limits_period_start(LLMGW_PER_DAY, leap, 1),
-                     APR_INT64_C(1709251200) * SEC);
-    /* February 2024 has 29 days: March starts on day 29 after it. */
-    ck_assert_int_eq(llmgw_limits_period_start(LLMGW_PER_MONTH, leap, 0),
-                     APR_INT64_C(1706745600) * SEC);
-    ck_assert_int_eq(llmgw_limits_period_start(LLMGW_PER_MONTH, leap, 1),
-                     APR_INT64_C(1709251200) * SEC);
-    /* December to January, and the first microsecond of a month. */
-    ck_assert_int_eq(llmgw_limits_period_start(LLMGW_PER_MONTH, T0 - 1, 1),
-                     T0);
-    ck_assert_int_eq(llmgw_limits_period_start(LLMGW_PER_MONTH, T0, 0), T0);
-    ck_assert_int_eq(llmgw_limits_period_start(LLMGW_PER_MONTH, T0 - 1, 0),
-                     APR_INT64_C(1764547200) * SEC);
+    for (i = 0; i < sizeof(starts) / sizeof(starts[0]); i++) {
+        apr_time_t got = llmgw_limits_period_start(
+            starts[i].per, starts[i].now, starts[i].next);
+
+        ck_assert_msg(got == starts[i].start, "%u: %" APR_INT64_T_FMT, i, got);
+    }
     /* 2100 is not a leap year: March 2100 starts 28 days after Feb 1. */
     ck_assert_int_eq(llmgw_limits_period_start(
                          LLMGW_PER_MONTH, APR_INT64_C(4105123200) * SEC, 1)
@@ -349,9 +373,9 @@ END_TEST
 
 START_TEST(rollover_with_reservations_in_flight)
 {
-    llmgw_limits_t *t = table();
     llmgw_limits_conf_t c = conf_of(0, 0, 0);
     llmgw_limits_subject_t s;
+    llmgw_limits_t *t;
     llmgw_limits_ticket_t old, fresh;
     llmgw_limits_verdict_t v;
     llmgw_limits_usage_t u;
@@ -359,7 +383,7 @@ START_TEST(rollover_with_reservations_in_flight)
 
     budget(&c, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 1000);
     budget(&c, 1, LLMGW_BUDGET_TOKENS, LLMGW_PER_MONTH, 100000);
-    s = one(t, &c);
+    t = table_one(c, &s);
     ck_assert_int_eq(reserve(t, &s, 1, 100, 500, eve, &old, &v),
                      LLMGW_LIMIT_OK);
     /* A new day: the reservation of yesterday does not hold today. */
@@ -372,18 +396,14 @@ START_TEST(rollover_with_reservations_in_flight)
     ck_assert_int_eq(llmgw_limits_settle(t, &old, 100, 300, morning),
                      APR_SUCCESS);
     u = usage(t, s, morning);
-    ck_assert_int_eq(u.budget[0].used, 0);
-    ck_assert_int_eq(u.budget[0].reserved, 1000);
+    held(&u, 0, 0, 1000);
     ck_assert_int_eq(u.budget[0].prev_used, 400);
-    ck_assert_int_eq(u.budget[1].used, 400);
-    ck_assert_int_eq(u.budget[1].reserved, 1000);
+    held(&u, 1, 400, 1000);
     ck_assert_int_eq(llmgw_limits_settle(t, &fresh, 100, 100, morning),
                      APR_SUCCESS);
     u = usage(t, s, morning);
-    ck_assert_int_eq(u.budget[0].used, 200);
-    ck_assert_int_eq(u.budget[0].reserved, 0);
-    ck_assert_int_eq(u.budget[1].used, 600);
-    ck_assert_int_eq(u.budget[1].reserved, 0);
+    held(&u, 0, 200, 0);
+    held(&u, 1, 600, 0);
     /* A clock that steps back never reopens yesterday. */
     ck_assert_int_eq(usage(t, s, eve).budget[0].used, 200);
     /* Two days on, the day before shows nothing, not the last one. */
@@ -396,9 +416,9 @@ END_TEST
 
 START_TEST(cost_budget_in_micro_units)
 {
-    llmgw_limits_t *t = table();
     llmgw_limits_conf_t c = conf_of(0, 0, 0);
     llmgw_limits_subject_t s;
+    llmgw_limits_t *t;
     llmgw_limits_ticket_t a, b, x;
     llmgw_limits_verdict_t v;
     llmgw_limits_req_t rq;
@@ -406,7 +426,7 @@ START_TEST(cost_budget_in_micro_units)
     llmgw_limits_usage_t u;
 
     budget(&c, 0, LLMGW_BUDGET_COST, LLMGW_PER_MONTH, 10000); /* 0.01 */
-    s = one(t, &c);
+    t = table_one(c, &s);
     rq = request(&s, 1, 1000, 2000);
     rq.price.in = 1000000; /* 1.00 a million */
     rq.price.out = 2000000;
@@ -424,8 +444,7 @@ START_TEST(cost_budget_in_micro_units)
                      "again in 1s.");
     ck_assert_int_eq(llmgw_limits_settle(t, &a, 1000, 500, T0), APR_SUCCESS);
     u = usage(t, s, T0);
-    ck_assert_int_eq(u.budget[0].used, 2000);
-    ck_assert_int_eq(u.budget[0].reserved, 5000);
+    held(&u, 0, 2000, 5000);
     ck_assert_int_eq(u.cost, 2000);
     /* A price below a micro-unit a token is charged rounded up, once a
      * request and side, never less than what it costs. */
@@ -458,15 +477,13 @@ END_TEST
 
 START_TEST(refunds_after_short_answers_disconnects_failures)
 {
-    llmgw_limits_t *t = table();
-    llmgw_limits_conf_t c = conf_of(100, 10000, 0);
     llmgw_limits_subject_t s;
+    llmgw_limits_t *t =
+        table_one(tokens_a_day(conf_of(100, 10000, 0), 5000), &s);
     llmgw_limits_ticket_t tk;
     llmgw_limits_verdict_t v;
     llmgw_limits_usage_t u;
 
-    budget(&c, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 5000);
-    s = one(t, &c);
     /* short answer */
     reserve(t, &s, 1, 200, 1000, T0, &tk, &v);
     llmgw_limits_settle(t, &tk, 150, 10, T0);
@@ -477,8 +494,7 @@ START_TEST(refunds_after_short_answers_disconnects_failures)
     reserve(t, &s, 1, 200, 1000, T0, &tk, &v);
     llmgw_limits_settle(t, &tk, 0, 0, T0);
     u = usage(t, s, T0);
-    ck_assert_int_eq(u.budget[0].used, 610);
-    ck_assert_int_eq(u.budget[0].reserved, 0);
+    held(&u, 0, 610, 0);
     ck_assert_int_eq(u.tpm_remaining, 10000 - 610);
     ck_assert_int_eq(u.rpm_remaining, 97); /* requests still count */
     ck_assert_int_eq(u.prompt_tokens, 300);
@@ -705,29 +721,33 @@ END_TEST
  * Config values and names
  */
 
-static const char *rate(const char *words, llmgw_limits_conf_t *c)
+/* words split at spaces into argv (8 at the most), as httpd hands a
+ * directive its arguments; returns how many. */
+static int split(const char *words, const char **argv)
 {
     char *last, *w, *copy = apr_pstrdup(test_pool, words);
-    const char *argv[8];
     int argc = 0;
 
     for (w = apr_strtok(copy, " ", &last); w && argc < 8;
          w = apr_strtok(NULL, " ", &last)) {
         argv[argc++] = w;
     }
+    return argc;
+}
+
+static const char *rate(const char *words, llmgw_limits_conf_t *c)
+{
+    const char *argv[8];
+    int argc = split(words, argv);
+
     return llmgw_limits_parse_rate(test_pool, argc, argv, c);
 }
 
 static const char *budget_words(const char *words, llmgw_limits_conf_t *c)
 {
-    char *last, *w, *copy = apr_pstrdup(test_pool, words);
     const char *argv[8];
-    int argc = 0;
+    int argc = split(words, argv);
 
-    for (w = apr_strtok(copy, " ", &last); w && argc < 8;
-         w = apr_strtok(NULL, " ", &last)) {
-        argv[argc++] = w;
-    }
     return llmgw_limits_parse_budget(test_pool, argc, argv, c);
 }
 
@@ -1011,26 +1031,34 @@ END_TEST
  * Snapshots
  */
 
+/* Configures key:a (rpm, tpm 5000, tokens a day, a month's cost of
+ * 1.00) and the key other (other_rpm); subjects added on the fly get
+ * 500 tokens a day. */
+static void two_keys(llmgw_limits_t *t, apr_int64_t rpm, apr_int64_t tokens,
+                     const char *other, apr_int64_t other_rpm)
+{
+    llmgw_limits_def_t d[2];
+    llmgw_limits_conf_t dyn = tokens_a_day(conf_of(0, 0, 0), 500);
+
+    memset(d, 0, sizeof(d));
+    d[0].name = "key:a";
+    d[0].conf = tokens_a_day(conf_of(rpm, 5000, 0), tokens);
+    budget(&d[0].conf, 1, LLMGW_BUDGET_COST, LLMGW_PER_MONTH, 1000000);
+    d[1].name = other;
+    d[1].conf = conf_of(other_rpm, 0, 0);
+    ck_assert_int_eq(llmgw_limits_configure(t, d, 2, &dyn, T0), APR_SUCCESS);
+}
+
 /* A table with some of everything, its snapshot in *snap. */
 static llmgw_limits_t *used_table(const char **snap, apr_size_t *len)
 {
     llmgw_limits_t *t = table();
-    llmgw_limits_def_t d[2];
-    llmgw_limits_conf_t dyn = conf_of(0, 0, 0);
     llmgw_limits_subject_t a, b, u;
     llmgw_limits_ticket_t tk, open;
     llmgw_limits_verdict_t v;
     llmgw_limits_req_t rq;
 
-    memset(d, 0, sizeof(d));
-    d[0].name = "key:a";
-    d[0].conf = conf_of(10, 5000, 0);
-    budget(&d[0].conf, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 1000);
-    budget(&d[0].conf, 1, LLMGW_BUDGET_COST, LLMGW_PER_MONTH, 1000000);
-    d[1].name = "key:b";
-    d[1].conf = conf_of(3, 0, 0);
-    budget(&dyn, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 500);
-    ck_assert_int_eq(llmgw_limits_configure(t, d, 2, &dyn, T0), APR_SUCCESS);
+    two_keys(t, 10, 1000, "key:b", 3);
     a = find(t, "key:a");
     b = find(t, "key:b");
     ck_assert_int_eq(llmgw_limits_find_or_add(t, "user:carol", T0, &u),
@@ -1054,22 +1082,12 @@ START_TEST(snapshot_restores_by_name)
     const char *snap, *why;
     apr_size_t len;
     llmgw_limits_t *t = table();
-    llmgw_limits_def_t d[2];
-    llmgw_limits_conf_t dyn = conf_of(0, 0, 0);
     llmgw_limits_usage_t u;
     int restored, dropped;
 
     used_table(&snap, &len);
     /* The new config: a's day budget raised, b gone, c new. */
-    memset(d, 0, sizeof(d));
-    d[0].name = "key:a";
-    d[0].conf = conf_of(20, 5000, 0);
-    budget(&d[0].conf, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 3000);
-    budget(&d[0].conf, 1, LLMGW_BUDGET_COST, LLMGW_PER_MONTH, 1000000);
-    d[1].name = "key:c";
-    d[1].conf = conf_of(1, 0, 0);
-    budget(&dyn, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 500);
-    ck_assert_int_eq(llmgw_limits_configure(t, d, 2, &dyn, T0), APR_SUCCESS);
+    two_keys(t, 20, 3000, "key:c", 1);
     ck_assert_int_eq(llmgw_limits_restore(t, snap, len, T0 + SEC, &restored,
                                           &dropped, &why),
                      APR_SUCCESS);
@@ -1239,15 +1257,13 @@ static void sweep_case(int flags, apr_int64_t used_after)
 {
     apr_size_t size;
     llmgw_limits_t *t = shared_table(8, 8, flags, &size);
-    llmgw_limits_conf_t c = conf_of(0, 0, 1);
-    llmgw_limits_subject_t s;
+    llmgw_limits_conf_t c = tokens_a_day(conf_of(0, 0, 1), 1000);
+    llmgw_limits_subject_t s = one(t, &c);
     llmgw_limits_ticket_t tk;
     llmgw_limits_verdict_t v;
     llmgw_limits_usage_t u;
     llmgw_limits_stats_t st;
 
-    budget(&c, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 1000);
-    s = one(t, &c);
     leak_from_child(t, s);
     /* Its process is gone; until a sweep, the key is pinned. */
     ck_assert_int_eq(reserve(t, &s, 1, 1, 1, T0, &tk, &v),
@@ -1282,16 +1298,13 @@ END_TEST
 
 START_TEST(sweep_takes_back_what_outlived_its_ttl)
 {
-    llmgw_limits_t *t = table();
-    llmgw_limits_conf_t c = conf_of(0, 1000, 0);
     llmgw_limits_subject_t s;
+    llmgw_limits_t *t = table_one(tokens_a_day(conf_of(0, 1000, 0), 1000), &s);
     llmgw_limits_ticket_t tk, other;
     llmgw_limits_verdict_t v;
     llmgw_limits_req_t rq;
     llmgw_limits_usage_t u;
 
-    budget(&c, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 1000);
-    s = one(t, &c);
     llmgw_limits_tune(t, 30 * SEC, 0);
     rq = request(&s, 1, 100, 200);
     rq.ttl = 60 * SEC;
@@ -1618,8 +1631,7 @@ START_TEST(processes_never_overshoot_a_budget)
     ck_assert_int_eq(b->bad, 0);
     ck_assert_int_gt(b->refused, 0);
     ck_assert_int_le(u.budget[0].used, BUDGET);
-    ck_assert_int_eq(u.budget[0].used, charged);
-    ck_assert_int_eq(u.budget[0].reserved, 0);
+    held(&u, 0, charged, 0);
     ck_assert_int_eq(u.inflight, 0);
     ck_assert_int_eq(u.requests, b->admitted);
     ck_assert_int_le(b->most_active, MAX_IN_FLIGHT);
@@ -1771,38 +1783,50 @@ static int use_up(llmgw_limits_t *t, llmgw_limits_subject_t s, int tries,
     return n;
 }
 
+/* Two nodes, a and b, each with key:a of the same limits (sa, sb), and
+ * the memcached they share. */
+typedef struct {
+    apr_hash_t *mc;
+    llmgw_limits_t *a, *b;
+    llmgw_limits_subject_t sa, sb;
+} cluster_t;
+
+static cluster_t cluster(llmgw_limits_conf_t c)
+{
+    cluster_t k;
+
+    k.mc = apr_hash_make(test_pool);
+    k.a = table_one(c, &k.sa);
+    k.b = table_one(c, &k.sb);
+    return k;
+}
+
 START_TEST(two_nodes_one_budget)
 {
-    apr_hash_t *mc = apr_hash_make(test_pool);
-    llmgw_limits_t *a = table(), *b = table();
-    llmgw_limits_conf_t c = conf_of(10, 0, 0);
-    llmgw_limits_subject_t sa, sb;
+    cluster_t k = cluster(tokens_a_day(conf_of(10, 0, 0), 1000));
     llmgw_limits_sync_t it[8];
     apr_uint32_t cursor = 0;
     int n;
 
-    budget(&c, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 1000);
-    sa = one(a, &c);
-    sb = one(b, &c);
     /* Each node alone would admit 10 requests of 100. */
-    ck_assert_int_eq(use_up(a, sa, 6, T0), 6);
-    sync_node(a, mc, T0);
-    sync_node(b, mc, T0);
-    ck_assert_int_eq(usage(b, sb, T0).budget[0].remote, 600);
+    ck_assert_int_eq(use_up(k.a, k.sa, 6, T0), 6);
+    sync_node(k.a, k.mc, T0);
+    sync_node(k.b, k.mc, T0);
+    ck_assert_int_eq(usage(k.b, k.sb, T0).budget[0].remote, 600);
     /* B knows A's 600 tokens and 6 requests: 4 more, cluster-wide. */
-    ck_assert_int_eq(use_up(b, sb, 10, T0), 4);
-    ck_assert_int_eq(usage(b, sb, T0).rpm_remaining, 0);
-    sync_node(b, mc, T0);
-    sync_node(a, mc, T0);
-    ck_assert_int_eq(usage(a, sa, T0).budget[0].remote, 400);
-    ck_assert_int_eq(use_up(a, sa, 10, T0 + 300 * SEC), 0);
+    ck_assert_int_eq(use_up(k.b, k.sb, 10, T0), 4);
+    ck_assert_int_eq(usage(k.b, k.sb, T0).rpm_remaining, 0);
+    sync_node(k.b, k.mc, T0);
+    sync_node(k.a, k.mc, T0);
+    ck_assert_int_eq(usage(k.a, k.sa, T0).budget[0].remote, 400);
+    ck_assert_int_eq(use_up(k.a, k.sa, 10, T0 + 300 * SEC), 0);
     /* Syncing again adds nothing twice. */
-    sync_node(a, mc, T0 + 300 * SEC);
-    sync_node(b, mc, T0 + 300 * SEC);
-    ck_assert_int_eq(usage(a, sa, T0).budget[0].remote, 400);
-    ck_assert_int_eq(usage(b, sb, T0).budget[0].remote, 600);
+    sync_node(k.a, k.mc, T0 + 300 * SEC);
+    sync_node(k.b, k.mc, T0 + 300 * SEC);
+    ck_assert_int_eq(usage(k.a, k.sa, T0).budget[0].remote, 400);
+    ck_assert_int_eq(usage(k.b, k.sb, T0).budget[0].remote, 600);
     /* The items: a budget of this day, requests; the next day a new key. */
-    n = llmgw_limits_sync_collect(a, &cursor, T0, it, 8);
+    n = llmgw_limits_sync_collect(k.a, &cursor, T0, it, 8);
     ck_assert_int_eq(n, 2);
     ck_assert_int_eq(strncmp(it[0].key, "lim:", 4), 0);
     ck_assert_ptr_nonnull(strstr(it[0].key, ":td:20454"));
@@ -1810,47 +1834,41 @@ START_TEST(two_nodes_one_budget)
     ck_assert_int_eq(it[0].mark, 600);
     ck_assert_int_eq(it[0].expires, 1767225600 + 2 * 86400);
     ck_assert_ptr_nonnull(strstr(it[1].key, ":rq"));
-    ck_assert_int_eq(llmgw_limits_sync_collect(a, &cursor, T0, it, 8), 0);
-    n = llmgw_limits_sync_collect(a, &cursor, T0 + DAY, it, 8);
+    ck_assert_int_eq(llmgw_limits_sync_collect(k.a, &cursor, T0, it, 8), 0);
+    n = llmgw_limits_sync_collect(k.a, &cursor, T0 + DAY, it, 8);
     ck_assert_ptr_nonnull(strstr(it[0].key, ":td:20455"));
     ck_assert_int_eq(it[0].mark, 0);
     /* A total of a day gone by changes nothing today. */
     it[0].period = 20454;
-    llmgw_limits_sync_apply(a, &it[0], 99999, T0 + DAY);
-    ck_assert_int_eq(usage(a, sa, T0 + DAY).budget[0].remote, 0);
+    llmgw_limits_sync_apply(k.a, &it[0], 99999, T0 + DAY);
+    ck_assert_int_eq(usage(k.a, k.sa, T0 + DAY).budget[0].remote, 0);
 }
 END_TEST
 
 START_TEST(unsynced_nodes_overshoot_by_the_unseen_usage)
 {
-    apr_hash_t *mc = apr_hash_make(test_pool);
-    llmgw_limits_t *a = table(), *b = table();
-    llmgw_limits_conf_t c = conf_of(0, 0, 0);
-    llmgw_limits_subject_t sa, sb;
+    cluster_t k = cluster(tokens_a_day(conf_of(0, 0, 0), 1000));
     llmgw_limits_sync_t it[2];
     apr_uint32_t cursor = 0;
     int na, nb;
 
-    budget(&c, 0, LLMGW_BUDGET_TOKENS, LLMGW_PER_DAY, 1000);
-    sa = one(a, &c);
-    sb = one(b, &c);
     /* Between two syncs both spend: the cluster goes over by exactly
      * what one node did not see yet, never more. */
-    na = use_up(a, sa, 3, T0);
-    nb = use_up(b, sb, 10, T0);
+    na = use_up(k.a, k.sa, 3, T0);
+    nb = use_up(k.b, k.sb, 10, T0);
     ck_assert_int_eq(na + nb, 13);
-    sync_node(a, mc, T0);
-    sync_node(b, mc, T0);
-    sync_node(a, mc, T0);
-    ck_assert_int_eq(use_up(a, sa, 10, T0) + use_up(b, sb, 10, T0), 0);
+    sync_node(k.a, k.mc, T0);
+    sync_node(k.b, k.mc, T0);
+    sync_node(k.a, k.mc, T0);
+    ck_assert_int_eq(use_up(k.a, k.sa, 10, T0) + use_up(k.b, k.sb, 10, T0), 0);
     /* memcached lost the counter: what a node learned is kept, whether
      * the new total is below its own count or only below what it knew. */
-    apr_hash_clear(mc);
-    ck_assert_int_eq(llmgw_limits_sync_collect(b, &cursor, T0, it, 2), 1);
-    llmgw_limits_sync_apply(b, &it[0], 3, T0);
-    ck_assert_int_eq(usage(b, sb, T0).budget[0].remote, 300);
-    llmgw_limits_sync_apply(b, &it[0], it[0].mark + 100, T0);
-    ck_assert_int_eq(usage(b, sb, T0).budget[0].remote, 300);
+    apr_hash_clear(k.mc);
+    ck_assert_int_eq(llmgw_limits_sync_collect(k.b, &cursor, T0, it, 2), 1);
+    llmgw_limits_sync_apply(k.b, &it[0], 3, T0);
+    ck_assert_int_eq(usage(k.b, k.sb, T0).budget[0].remote, 300);
+    llmgw_limits_sync_apply(k.b, &it[0], it[0].mark + 100, T0);
+    ck_assert_int_eq(usage(k.b, k.sb, T0).budget[0].remote, 300);
 }
 END_TEST
 
@@ -1878,50 +1896,36 @@ END_TEST
 Suite *limits_suite(void)
 {
     Suite *s = suite_create("limits");
-    TCase *c = tcase_create("limits");
-    TCase *p = tcase_create("processes");
 
-    tcase_add_checked_fixture(c, test_pool_setup, test_pool_teardown);
-    tcase_add_test(c, rpm_admits_the_limit_then_refills);
-    tcase_add_test(c, rpm_of_seven_admits_seven);
-    tcase_add_test(c, changes_tell_when_a_snapshot_is_due);
-    tcase_add_test(c, tpm_reserves_then_refunds);
-    tcase_add_test(c, concurrency_counts_requests_in_flight);
-    tcase_add_test(c, token_budget_holds_and_tells_spent_from_held);
-    tcase_add_test(c, periods_are_calendar_aligned_in_utc);
-    tcase_add_test(c, rollover_with_reservations_in_flight);
-    tcase_add_test(c, cost_budget_in_micro_units);
-    tcase_add_test(c, refunds_after_short_answers_disconnects_failures);
-    tcase_add_test(c, all_subjects_or_none);
-    tcase_add_test(c, retarget_moves_a_reservation);
-    tcase_add_test(c, headroom_is_the_least_left);
-    tcase_add_test(c, durations_as_openai_writes_them);
-    tcase_add_test(c, headers_and_429s);
-    tcase_add_test(c, parses_rate_budget_and_price);
-    tcase_add_test(c, subject_names_by_kind);
-    tcase_add_test(c, config_changes_keep_usage);
-    tcase_add_test(c, dynamic_subjects_fill_and_make_room);
-    tcase_add_test(c, full_record_table_and_bad_requests);
-    tcase_add_test(c, one_table_at_two_addresses);
-    tcase_add_test(c, snapshot_restores_by_name);
-    tcase_add_test(c, snapshot_charges_in_flight_when_told);
-    tcase_add_test(c, corrupt_snapshots_are_refused_whole);
-    tcase_add_test(c, sweep_takes_back_what_outlived_its_ttl);
-    tcase_add_test(c, two_nodes_one_budget);
-    tcase_add_test(c, unsynced_nodes_overshoot_by_the_unseen_usage);
-    tcase_add_test(c, usage_lists_every_subject);
-    suite_add_tcase(s, c);
+    test_case_add(
+        s, "limits", 0,
+        TESTS(rpm_admits_the_limit_then_refills, rpm_of_seven_admits_seven,
+              changes_tell_when_a_snapshot_is_due, tpm_reserves_then_refunds,
+              concurrency_counts_requests_in_flight,
+              token_budget_holds_and_tells_spent_from_held,
+              periods_are_calendar_aligned_in_utc,
+              rollover_with_reservations_in_flight, cost_budget_in_micro_units,
+              refunds_after_short_answers_disconnects_failures,
+              all_subjects_or_none, retarget_moves_a_reservation,
+              headroom_is_the_least_left, durations_as_openai_writes_them,
+              headers_and_429s, parses_rate_budget_and_price,
+              subject_names_by_kind, config_changes_keep_usage,
+              dynamic_subjects_fill_and_make_room,
+              full_record_table_and_bad_requests, one_table_at_two_addresses,
+              snapshot_restores_by_name, snapshot_charges_in_flight_when_told,
+              corrupt_snapshots_are_refused_whole,
+              sweep_takes_back_what_outlived_its_ttl, two_nodes_one_budget,
+              unsynced_nodes_overshoot_by_the_unseen_usage,
+              usage_lists_every_subject));
     /* Forks, kills, shared maps; slow under valgrind. */
-    tcase_add_checked_fixture(p, test_pool_setup, test_pool_teardown);
-    tcase_set_timeout(p, 120);
-    tcase_add_test(p, sweep_refunds_a_dead_owner);
-    tcase_add_test(p, sweep_charges_a_dead_owner_when_told);
-    tcase_add_test(p, killed_mid_reserve_leaves_no_trace);
-    tcase_add_test(p, killed_mid_settle_leaves_no_trace);
-    tcase_add_test(p, killed_mid_retarget_leaves_no_trace);
-    tcase_add_test(p, killed_mid_sync_leaves_no_trace);
-    tcase_add_test(p, processes_never_overshoot_a_budget);
-    tcase_add_test(p, a_killed_process_does_not_wedge_the_table);
-    suite_add_tcase(s, p);
+    test_case_add(s, "processes", 120,
+                  TESTS(sweep_refunds_a_dead_owner,
+                        sweep_charges_a_dead_owner_when_told,
+                        killed_mid_reserve_leaves_no_trace,
+                        killed_mid_settle_leaves_no_trace,
+                        killed_mid_retarget_leaves_no_trace,
+                        killed_mid_sync_leaves_no_trace,
+                        processes_never_overshoot_a_budget,
+                        a_killed_process_does_not_wedge_the_table));
     return s;
 }

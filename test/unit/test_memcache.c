@@ -404,16 +404,12 @@ END_TEST
 Suite *memcache_suite(void)
 {
     Suite *s = suite_create("memcache");
-    TCase *tc = tcase_create("client");
+    TCase *tc =
+        test_case_with(s, "client", fake_start, fake_stop, 30,
+                       TESTS(good_replies, too_big_is_refused_without_reading,
+                             endless_line_is_bounded, keys_are_bounded));
 
-    tcase_add_checked_fixture(tc, fake_start, fake_stop);
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, good_replies);
-    tcase_add_test(tc, too_big_is_refused_without_reading);
     tcase_add_loop_test(tc, hostile_replies_fail_fast, 0,
                         (int)(sizeof(hostile) / sizeof(hostile[0])));
-    tcase_add_test(tc, endless_line_is_bounded);
-    tcase_add_test(tc, keys_are_bounded);
-    suite_add_tcase(s, tc);
     return s;
 }

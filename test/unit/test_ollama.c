@@ -6,6 +6,7 @@
 #include <apr_base64.h>
 #include <apr_strings.h>
 
+#include "llmgw_buf.h"
 #include "llmgw_ollama.h"
 #include "llmgw_stream.h"
 #include "test_core.h"
@@ -213,6 +214,14 @@ static const char ol_chat_out[] =
     "\"total_tokens\":7}}\n\n"
     "data: [DONE]\n\n";
 
+/* The first chunk of a chat stream as run_sse's translator writes it
+ * (id "abc", model "gpt-x", no usage asked for): the role alone. */
+#define SSE_ROLE_CHUNK                                                       \
+    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","   \
+    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"  \
+    "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null," \
+    "\"finish_reason\":null}]}\n\n"
+
 static const char ol_tools_in[] =
     "{\"model\":\"llama3\",\"created_at\":\"2024-05-01T10:00:00.123456789Z\","
     "\"message\":{\"role\":\"assistant\",\"content\":\"\","
@@ -228,11 +237,7 @@ static const char ol_tools_in[] =
     "{\"model\":\"llama3\",\"message\":{\"role\":\"assistant\","
     "\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\","
     "\"prompt_eval_count\":9,\"eval_count\":4}\n";
-static const char ol_tools_out[] =
-    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
-    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
-    "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
-    "\"finish_reason\":null}]}\n\n"
+static const char ol_tools_out[] = SSE_ROLE_CHUNK
     "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
     "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
     "\"delta\":{\"reasoning_content\":\"let me\"},\"logprobs\":null,"
@@ -259,11 +264,7 @@ static const char ol_error_in[] =
     "{\"error\":\"CUDA out of memory\"}\n"
     "{\"model\":\"llama3\",\"created_at\":\"2024-05-01T10:00:00.123456789Z\","
     "\"message\":{\"role\":\"assistant\",\"content\":\"b\"},\"done\":false}\n";
-static const char ol_error_out[] =
-    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
-    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
-    "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
-    "\"finish_reason\":null}]}\n\n"
+static const char ol_error_out[] = SSE_ROLE_CHUNK
     "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
     "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
     "\"delta\":{\"content\":\"a\"},\"logprobs\":null,"
@@ -435,61 +436,136 @@ static int chat_error(const char *body, llmgw_error_t *err)
     return to_ollama(LLMGW_EP_CHAT, body, NULL, &path, &out, err);
 }
 
-/* A.2: an Ollama answer for the OpenAI request 'request'. */
-static int from_ollama(llmgw_endpoint_t ep, const char *request, int status,
-                       const char *answer, const char **out, llmgw_usage_t *u,
-                       llmgw_error_t *err)
+/* What a translation gave: its output (NULL if none), its error, the
+ * usage it counted and, from an Ollama request, the OpenAI request. */
+typedef struct {
+    const char *out;
+    llmgw_error_t err;
+    llmgw_usage_t u;
+    llmgw_request_t req;
+} got_t;
+
+/* Before a translation: no output, no error. The usage and request
+ * stay as they are, so that a test sees what the translation set. */
+static void fresh(got_t *g)
+{
+    memset(&g->err, 0, sizeof(g->err));
+    g->out = NULL;
+}
+
+/* The translation's own checks: it returned want, and with 0 an output
+ * of the length it gave. Returns the output. */
+static const char *translation(got_t *g, int rv, int want, apr_size_t len)
+{
+    ck_assert_int_eq(rv, want);
+    if (!rv) {
+        ck_assert_uint_eq(len, strlen(g->out));
+    }
+    return g->out;
+}
+
+/* The OpenAI request most answers here are for. */
+static const char chat_req[] = "{\"model\":\"gpt\",\"messages\":[]}";
+
+/* A.2: the answer to the OpenAI request 'request' for Ollama's answer
+ * (status, answer), which must translate with want. */
+static const char *from_ollama(got_t *g, llmgw_endpoint_t ep,
+                               const char *request, int status,
+                               const char *answer, int want)
 {
     llmgw_request_t req;
     apr_size_t len = 0;
     int rv;
 
-    memset(err, 0, sizeof(*err));
+    fresh(g);
     ck_assert_int_eq(llmgw_request_parse(test_pool, ep, request,
-                                         strlen(request), &req, err),
+                                         strlen(request), &req, &g->err),
                      0);
-    *out = NULL;
     rv = llmgw_ollama_response(test_pool, &req, status, answer, strlen(answer),
-                               "abc", NULL, 1700000000, out, &len, u, err);
-    if (!rv) {
-        ck_assert_uint_eq(len, strlen(*out));
-    }
-    return rv;
+                               "abc", NULL, 1700000000, &g->out, &len, &g->u,
+                               &g->err);
+    return translation(g, rv, want, len);
 }
 
-/* B.4 */
-static int front(llmgw_ollama_ep_t oep, const char *body, llmgw_request_t *req,
-                 const char **out, llmgw_error_t *err)
+/* B.4: an Ollama request for OpenAI, which must translate with want. */
+static const char *front(got_t *g, llmgw_ollama_ep_t oep, const char *body,
+                         int want)
 {
     apr_size_t len = 0;
     int rv;
 
-    memset(err, 0, sizeof(*err));
-    *out = NULL;
-    rv = llmgw_ollama_front_request(test_pool, oep, body, strlen(body), req,
-                                    out, &len, err);
-    if (!rv) {
-        ck_assert_uint_eq(len, strlen(*out));
-    }
-    return rv;
+    fresh(g);
+    rv = llmgw_ollama_front_request(test_pool, oep, body, strlen(body),
+                                    &g->req, &g->out, &len, &g->err);
+    return translation(g, rv, want, len);
 }
 
-/* B.5 */
-static int front_answer(llmgw_ollama_ep_t oep, int status, const char *answer,
-                        const char **out, llmgw_usage_t *u, llmgw_error_t *err)
+/* B.5: an OpenAI answer (status, answer) for an Ollama client, which
+ * must translate with want. */
+static const char *front_answer(got_t *g, llmgw_ollama_ep_t oep, int status,
+                                const char *answer, int want)
 {
     apr_size_t len = 0;
     int rv;
 
-    memset(err, 0, sizeof(*err));
-    *out = NULL;
+    fresh(g);
     rv = llmgw_ollama_front_response(test_pool, oep, status, answer,
-                                     strlen(answer), "llama3", 1700000000, out,
-                                     &len, u, err);
-    if (!rv) {
-        ck_assert_uint_eq(len, strlen(*out));
+                                     strlen(answer), "llama3", 1700000000,
+                                     &g->out, &len, &g->u, &g->err);
+    return translation(g, rv, want, len);
+}
+
+/* A translation that must fail with want: of body, a request or an
+ * answer (with the backend's status) for the endpoint ep (an
+ * llmgw_endpoint_t or an llmgw_ollama_ep_t); and what its error must
+ * hold (NULL: not looked at): its type, code and message, and a part of
+ * the message. */
+typedef struct {
+    int ep;
+    int status;
+    const char *body;
+    int want;
+    const char *type;
+    const char *code;
+    const char *message;
+    const char *has;
+} bad_t;
+
+static void error_is(const llmgw_error_t *err, const bad_t *w)
+{
+    if (w->type) {
+        ck_assert_str_eq(err->type, w->type);
     }
-    return rv;
+    if (w->code) {
+        ck_assert_str_eq(err->code, w->code);
+    }
+    if (w->message) {
+        ck_assert_str_eq(err->message, w->message);
+    }
+    if (w->has) {
+        ck_assert_ptr_nonnull(strstr(err->message, w->has));
+    }
+}
+
+/* A count or flag not looked at. */
+#define ANY (-1)
+
+/* u holds these counts (each of them ANY: not looked at). */
+static void usage_is(const llmgw_usage_t *u, int found, apr_int64_t prompt,
+                     apr_int64_t completion, apr_int64_t total)
+{
+    if (found != ANY) {
+        ck_assert_int_eq(u->found, found);
+    }
+    if (prompt != ANY) {
+        ck_assert_int_eq(u->prompt, prompt);
+    }
+    if (completion != ANY) {
+        ck_assert_int_eq(u->completion, completion);
+    }
+    if (total != ANY) {
+        ck_assert_int_eq(u->total, total);
+    }
 }
 
 /* What a stream translator left behind, read before its pool goes. */
@@ -501,70 +577,84 @@ typedef struct {
     const char *tail; /* its error tail for a made-up error */
 } result_t;
 
-typedef struct {
-    char *b;
-    apr_size_t len;
-    apr_size_t cap;
-} collect_t;
-
-static void collect(apr_pool_t *p, collect_t *c, const char *s, apr_size_t n)
+/* r is of a stream that did (1) or did not (0) end, and that did or did
+ * not fail. */
+static void ended(const result_t *r, int done, int failed)
 {
-    if (c->len + n + 1 > c->cap) {
-        apr_size_t cap = c->cap ? c->cap * 2 : 4096;
-        char *nb;
+    ck_assert_int_eq(r->done, done);
+    ck_assert_int_eq(r->failed, failed);
+}
 
-        while (cap < c->len + n + 1) {
-            cap *= 2;
-        }
-        nb = apr_palloc(p, cap);
-        if (c->len) {
-            memcpy(nb, c->b, c->len);
-        }
-        c->b = nb;
-        c->cap = cap;
-    }
-    memcpy(c->b + c->len, s, n);
-    c->len += n;
-    c->b[c->len] = '\0';
+/* One call into a stream translator, either way: feeds it in[0..len),
+ * or ends it (as at a clean EOS) when in is NULL. */
+typedef apr_size_t (*feed_fn)(void *s, const char *in, apr_size_t len,
+                              const char **ready);
+
+static apr_size_t sse_feed(void *s, const char *in, apr_size_t len,
+                           const char **ready)
+{
+    return in ? llmgw_ollama_sse_feed(s, in, len, ready)
+              : llmgw_ollama_sse_end(s, ready);
+}
+
+static apr_size_t nd_feed(void *s, const char *in, apr_size_t len,
+                          const char **ready)
+{
+    return in ? llmgw_ollama_ndjson_feed(s, in, len, ready)
+              : llmgw_ollama_ndjson_end(s, ready);
 }
 
 /* The input in pieces: the first 'first' bytes (0: none), then pieces of
- * 'step' bytes. end: call the end function, as at a clean EOS. */
+ * 'step' bytes. end: call the end function, as at a clean EOS. Returns
+ * all the output, from test_pool. */
+static const char *feed_pieces(apr_pool_t *p, feed_fn feed, void *s,
+                               const char *in, apr_size_t first,
+                               apr_size_t step, int end)
+{
+    llmgw_pbuf_t c = { NULL, 0, 0 };
+    apr_size_t len = strlen(in), off = 0, n;
+    const char *ready;
+
+    while (off < len) {
+        apr_size_t take = first && !off ? first : step;
+
+        take = len - off < take ? len - off : take;
+        n = feed(s, in + off, take, &ready);
+        llmgw_pbuf_add(p, &c, ready, n);
+        off += take;
+    }
+    if (end) {
+        n = feed(s, NULL, 0, &ready);
+        llmgw_pbuf_add(p, &c, ready, n);
+    }
+    return apr_pstrmemdup(test_pool, c.b ? c.b : "", c.len);
+}
+
+/* What translator s (of either kind: the members have the same names)
+ * left behind, with its error tail. */
+#define RESULT_OF(s, tail)                                                \
+    ((result_t){ (s)->done, (s)->failed, (s)->content_events, (s)->usage, \
+                 (tail) })
+
 static const char *run_sse(llmgw_endpoint_t ep, int include_usage,
                            const char *in, apr_size_t first, apr_size_t step,
                            int end, result_t *r)
 {
     apr_pool_t *p;
     llmgw_ollama_sse_t *s;
-    collect_t c = { NULL, 0, 0 };
-    apr_size_t len = strlen(in), off = 0, n;
-    const char *ready, *res;
+    const char *res;
     llmgw_error_t err;
+    apr_size_t n;
 
     apr_pool_create(&p, test_pool);
     s = llmgw_ollama_sse_create(p, ep, "abc", "gpt-x", 1700000000,
                                 include_usage);
-    while (off < len) {
-        apr_size_t take = first && !off ? first : step;
-
-        take = len - off < take ? len - off : take;
-        n = llmgw_ollama_sse_feed(s, in + off, take, &ready);
-        collect(p, &c, ready, n);
-        off += take;
-    }
-    if (end) {
-        n = llmgw_ollama_sse_end(s, &ready);
-        collect(p, &c, ready, n);
-    }
-    r->done = s->done;
-    r->failed = s->failed;
-    r->content_events = s->content_events;
-    r->usage = s->usage;
+    res = feed_pieces(p, sse_feed, s, in, first, step, end);
     llmgw_error_set(&err, 502, "server_error", NULL, "upstream_stream_error",
                     "broke");
-    r->tail =
-        apr_pstrdup(test_pool, llmgw_ollama_sse_error_tail(s, p, &err, &n));
-    res = apr_pstrmemdup(test_pool, c.b ? c.b : "", c.len);
+    *r =
+        RESULT_OF(s, apr_pstrdup(test_pool,
+                                 llmgw_ollama_sse_error_tail(s, p, &err, &n)));
     apr_pool_destroy(p);
     return res;
 }
@@ -575,31 +665,14 @@ static const char *run_nd(llmgw_ollama_ep_t oep, const char *in,
 {
     apr_pool_t *p;
     llmgw_ollama_ndjson_t *s;
-    collect_t c = { NULL, 0, 0 };
-    apr_size_t len = strlen(in), off = 0, n;
-    const char *ready, *res;
+    const char *res;
+    apr_size_t n;
 
     apr_pool_create(&p, test_pool);
     s = llmgw_ollama_ndjson_create(p, oep, "llama3", 1700000000);
-    while (off < len) {
-        apr_size_t take = first && !off ? first : step;
-
-        take = len - off < take ? len - off : take;
-        n = llmgw_ollama_ndjson_feed(s, in + off, take, &ready);
-        collect(p, &c, ready, n);
-        off += take;
-    }
-    if (end) {
-        n = llmgw_ollama_ndjson_end(s, &ready);
-        collect(p, &c, ready, n);
-    }
-    r->done = s->done;
-    r->failed = s->failed;
-    r->content_events = s->content_events;
-    r->usage = s->usage;
-    r->tail = apr_pstrdup(test_pool,
-                          llmgw_ollama_ndjson_error_tail(s, p, "broke", &n));
-    res = apr_pstrmemdup(test_pool, c.b ? c.b : "", c.len);
+    res = feed_pieces(p, nd_feed, s, in, first, step, end);
+    *r = RESULT_OF(s, apr_pstrdup(test_pool, llmgw_ollama_ndjson_error_tail(
+                                                 s, p, "broke", &n)));
     apr_pool_destroy(p);
     return res;
 }
@@ -642,62 +715,110 @@ static void every_boundary_nd(llmgw_ollama_ep_t oep, const char *in,
  * A.1 OpenAI requests to Ollama
  */
 
-START_TEST(chat_request_maps_every_field)
+/* body as an ep request, which must translate, for Ollama (with the
+ * client's model name). Returns Ollama's body. */
+static const char *translated(llmgw_endpoint_t ep, const char *body)
 {
     const char *path, *out;
     llmgw_error_t err;
 
+    ck_assert_int_eq(to_ollama(ep, body, NULL, &path, &out, &err), 0);
+    return out;
+}
+
+/* in as an ep request goes to Ollama at path as out, with upstream as
+ * the model name there. */
+static void goes_to(llmgw_endpoint_t ep, const char *in, const char *upstream,
+                    const char *path, const char *out)
+{
+    const char *at, *got;
+    llmgw_error_t err;
+
+    ck_assert_int_eq(to_ollama(ep, in, upstream, &at, &got, &err), 0);
+    ck_assert_str_eq(got, out);
+    ck_assert_str_eq(at, path);
+}
+
+/* A request refused with a 400, and what the error must name (NULL: not
+ * looked at). */
+typedef struct {
+    const char *body;
+    const char *param;
+    const char *code;
+} refusal_t;
+
+static void refused(llmgw_endpoint_t ep, const refusal_t *t, apr_size_t n)
+{
+    apr_size_t i;
+
+    for (i = 0; i < n; i++) {
+        const char *path, *out;
+        llmgw_error_t err;
+        int rv = to_ollama(ep, t[i].body, NULL, &path, &out, &err);
+
+        ck_assert_msg(rv == 400, "%d for %s", rv, t[i].body);
+        if (t[i].param) {
+            ck_assert_str_eq(err.param, t[i].param);
+        }
+        if (t[i].code) {
+            ck_assert_str_eq(err.code, t[i].code);
+        }
+    }
+}
+
+#define REFUSED(ep, t) refused(ep, t, sizeof(t) / sizeof(t[0]))
+
+START_TEST(chat_request_maps_every_field)
+{
     /* Roles, parts, image, tool call and tool answer, every option;
      * logprobs and user dropped; the route's model name upstream. */
-    ck_assert_int_eq(
-        to_ollama(LLMGW_EP_CHAT, a_chat_in, "llava:7b", &path, &out, &err), 0);
-    ck_assert_str_eq(path, "/api/chat");
-    ck_assert_str_eq(out, a_chat_out);
+    goes_to(LLMGW_EP_CHAT, a_chat_in, "llava:7b", "/api/chat", a_chat_out);
     /* Stream on, json_schema, stop array, max_completion_tokens first,
      * reasoning effort; the client's model name when no upstream one. */
-    ck_assert_int_eq(
-        to_ollama(LLMGW_EP_CHAT, a_chat2_in, NULL, &path, &out, &err), 0);
-    ck_assert_str_eq(out, a_chat2_out);
+    ck_assert_str_eq(translated(LLMGW_EP_CHAT, a_chat2_in), a_chat2_out);
 }
 END_TEST
 
 START_TEST(chat_request_stream_always_explicit)
 {
-    const char *path, *out;
-    llmgw_error_t err;
-
     /* Ollama streams by default: a client that did not ask must not get
      * NDJSON. */
-    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT,
-                               "{\"model\":\"m\",\"messages\""
-                               ":[{\"role\":\"user\",\"content\":\"hi\"}]}",
-                               NULL, &path, &out, &err),
-                     0);
+    const char *out = translated(LLMGW_EP_CHAT,
+                                 "{\"model\":\"m\",\"messages\""
+                                 ":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+
     ck_assert_ptr_nonnull(strstr(out, "\"stream\":false"));
-    ck_assert_ptr_null(strstr(out, "options"));
-    ck_assert_ptr_null(strstr(out, "format"));
-    ck_assert_ptr_null(strstr(out, "tools"));
-    ck_assert_ptr_null(strstr(out, "think"));
+    ck_assert_lacks(out, "options", "format", "tools", "think");
 }
 END_TEST
 
 START_TEST(chat_request_images)
 {
-    const char *path, *out;
+    static const refusal_t bad[] = {
+        /* A data: URL that is not base64 is no image for Ollama either. */
+        { "{\"model\":\"m\",\"messages\":[{\"role\":"
+          "\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{"
+          "\"url\":\"data:image/svg+xml,<svg/>\"}}]}]}",
+          "messages[0].content[0].image_url.url", NULL },
+        { "{\"model\":\"m\",\"messages\":[{\"role\":"
+          "\"user\",\"content\":[{\"type\":\"input_audio\",\"input_audio\":"
+          "{}}]}]}",
+          "messages[0].content[0].type", NULL },
+        { "{\"model\":\"m\",\"messages\":[{\"role\":"
+          "\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
+          "messages[0].content[0].image_url.url", NULL },
+    };
     llmgw_error_t err;
     llmgw_json_t *j;
 
-    ck_assert_int_eq(
-        to_ollama(LLMGW_EP_CHAT,
-                  "{\"model\":\"m\",\"messages\""
-                  ":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
-                  "\"image_url\":{\"url\":\"DATA:image/jpeg;BASE64,/9j/4AA=\","
-                  "\"detail\":\"low\"}},{\"type\":\"image_url\",\"image_url\":"
-                  "\"data:;base64,R0lGOD\"},{\"type\":\"text\",\"text\":"
-                  "\"both?\"}]}]}",
-                  NULL, &path, &out, &err),
-        0);
-    j = json(out);
+    j = json(translated(
+        LLMGW_EP_CHAT,
+        "{\"model\":\"m\",\"messages\""
+        ":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+        "\"image_url\":{\"url\":\"DATA:image/jpeg;BASE64,/9j/4AA=\","
+        "\"detail\":\"low\"}},{\"type\":\"image_url\",\"image_url\":"
+        "\"data:;base64,R0lGOD\"},{\"type\":\"text\",\"text\":"
+        "\"both?\"}]}]}"));
     ck_assert_str_eq(
         llmgw_json_write(
             llmgw_json_getj(
@@ -719,55 +840,50 @@ START_TEST(chat_request_images)
     ck_assert_str_eq(err.type, "invalid_request_error");
     ck_assert_str_eq(err.code, "unsupported_value");
     ck_assert_ptr_nonnull(strstr(err.message, "cannot fetch"));
-    /* A data: URL that is not base64 is no image for Ollama either. */
-    ck_assert_int_eq(
-        chat_error(
-            "{\"model\":\"m\",\"messages\":[{\"role\":"
-            "\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{"
-            "\"url\":\"data:image/svg+xml,<svg/>\"}}]}]}",
-            &err),
-        400);
-    ck_assert_str_eq(err.param, "messages[0].content[0].image_url.url");
-    ck_assert_int_eq(
-        chat_error(
-            "{\"model\":\"m\",\"messages\":[{\"role\":"
-            "\"user\",\"content\":[{\"type\":\"input_audio\",\"input_audio\":"
-            "{}}]}]}",
-            &err),
-        400);
-    ck_assert_str_eq(err.param, "messages[0].content[0].type");
-    ck_assert_int_eq(
-        chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-                   "\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
-                   &err),
-        400);
-    ck_assert_str_eq(err.param, "messages[0].content[0].image_url.url");
+    REFUSED(LLMGW_EP_CHAT, bad);
 }
 END_TEST
 
 START_TEST(chat_request_tool_arguments)
 {
-    const char *path, *out;
-    llmgw_error_t err;
-    llmgw_json_t *j, *calls;
+    /* Broken JSON, or JSON that is no object, cannot reach Ollama. */
+    static const refusal_t bad[] = {
+        { "{\"model\":\"m\",\"messages\":[{\"role\":"
+          "\"user\",\"content\":\"x\"},{\"role\":"
+          "\"assistant\",\"tool_calls\":"
+          "[{\"id\":\"a\",\"type\":\"function\","
+          "\"function\":{\"name\":\"f\","
+          "\"arguments\":\"{\\\"x\\\":\"}}]}]}",
+          "messages[1].tool_calls[0].function.arguments", "invalid_value" },
+        { "{\"model\":\"m\",\"messages\":[{\"role\":"
+          "\"assistant\",\"tool_calls\":[{\"id\":\"a\",\"type\":"
+          "\"function\","
+          "\"function\":{\"name\":\"f\",\"arguments\":\"[1]\"}}]}]}",
+          "messages[0].tool_calls[0].function.arguments", NULL },
+        { "{\"model\":\"m\",\"messages\":[{\"role\":"
+          "\"assistant\",\"tool_calls\":[{\"id\":\"a\","
+          "\"type\":\"function\","
+          "\"function\":{\"arguments\":\"{}\"}}]}]}",
+          "messages[0].tool_calls[0].function.name", NULL },
+    };
+    llmgw_json_t *calls;
 
     /* "" means no arguments; an object is taken as it is. */
-    ck_assert_int_eq(
-        to_ollama(
-            LLMGW_EP_CHAT,
-            "{\"model\":\"m\",\"messages\""
-            ":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"a\",\"type\":"
-            "\"function\",\"function\":{\"name\":\"now\",\"arguments\":\"\"}},"
-            "{\"id\":\"b\",\"type\":\"function\",\"function\":{\"name\":\"f\","
-            "\"arguments\":{\"k\":[1,2]}}},{\"id\":\"c\",\"type\":"
-            "\"function\","
-            "\"function\":{\"name\":\"g\",\"arguments\":\" {\\\"s\\\": "
-            "\\\"\\\\u00e9\\\"} \"}}]}]}",
-            NULL, &path, &out, &err),
-        0);
-    j = json(out);
     calls = llmgw_json_getj(
-        llmgw_json_array_get(llmgw_json_getj(j, "messages", NULL), 0),
+        llmgw_json_array_get(
+            llmgw_json_getj(
+                json(translated(
+                    LLMGW_EP_CHAT,
+                    "{\"model\":\"m\",\"messages\""
+                    ":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"a\","
+                    "\"type\":\"function\",\"function\":{\"name\":\"now\","
+                    "\"arguments\":\"\"}},{\"id\":\"b\",\"type\":\"function\","
+                    "\"function\":{\"name\":\"f\",\"arguments\":{\"k\":[1,2]}"
+                    "}},{\"id\":\"c\",\"type\":\"function\",\"function\":{"
+                    "\"name\":\"g\",\"arguments\":\" {\\\"s\\\": "
+                    "\\\"\\\\u00e9\\\"} \"}}]}]}")),
+                "messages", NULL),
+            0),
         "tool_calls", NULL);
     ck_assert_str_eq(
         llmgw_json_write(calls, NULL),
@@ -775,48 +891,25 @@ START_TEST(chat_request_tool_arguments)
         "{\"id\":\"b\",\"function\":{\"name\":\"f\",\"arguments\":{\"k\":"
         "[1,2]}}},{\"id\":\"c\",\"function\":{\"name\":\"g\",\"arguments\":"
         "{\"s\":\"\xc3\xa9\"}}}]");
-    /* Broken JSON, or JSON that is no object, cannot reach Ollama. */
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-                                "\"user\",\"content\":\"x\"},{\"role\":"
-                                "\"assistant\",\"tool_calls\":"
-                                "[{\"id\":\"a\",\"type\":\"function\","
-                                "\"function\":{\"name\":\"f\","
-                                "\"arguments\":\"{\\\"x\\\":\"}}]}]}",
-                                &err),
-                     400);
-    ck_assert_str_eq(err.param, "messages[1].tool_calls[0].function."
-                                "arguments");
-    ck_assert_str_eq(err.code, "invalid_value");
-    ck_assert_int_eq(
-        chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-                   "\"assistant\",\"tool_calls\":[{\"id\":\"a\",\"type\":"
-                   "\"function\","
-                   "\"function\":{\"name\":\"f\",\"arguments\":\"[1]\"}}]}]}",
-                   &err),
-        400);
-    ck_assert_str_eq(err.param, "messages[0].tool_calls[0].function."
-                                "arguments");
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-                                "\"assistant\",\"tool_calls\":[{\"id\":\"a\","
-                                "\"type\":\"function\","
-                                "\"function\":{\"arguments\":\"{}\"}}]}]}",
-                                &err),
-                     400);
-    ck_assert_str_eq(err.param, "messages[0].tool_calls[0].function.name");
+    REFUSED(LLMGW_EP_CHAT, bad);
 }
 END_TEST
 
+/* Member key of message i of msgs (a JSON array). */
+static const char *member(llmgw_json_t *msgs, int i, const char *key)
+{
+    return llmgw_json_gets(llmgw_json_array_get(msgs, i), key, NULL);
+}
+
 START_TEST(chat_request_tool_names_resolved)
 {
-    const char *path, *out;
-    llmgw_error_t err;
     llmgw_json_t *msgs;
 
     /* Ids repeat across turns ("call_0" twice): each tool answer takes
      * the name of the nearest call before it. A legacy function
      * message keeps its own name; an unknown id has no name. */
-    ck_assert_int_eq(
-        to_ollama(
+    msgs = llmgw_json_getj(
+        json(translated(
             LLMGW_EP_CHAT,
             "{\"model\":\"m\",\"messages\""
             ":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"call_0\","
@@ -829,24 +922,13 @@ START_TEST(chat_request_tool_names_resolved)
             "\"9h\"},"
             "{\"role\":\"function\",\"name\":\"legacy\",\"content\":\"1\"},"
             "{\"role\":\"tool\",\"tool_call_id\":\"nope\",\"content\":\"?\"}]"
-            "}",
-            NULL, &path, &out, &err),
-        0);
-    msgs = llmgw_json_getj(json(out), "messages", NULL);
-    ck_assert_str_eq(
-        llmgw_json_gets(llmgw_json_array_get(msgs, 1), "tool_name", NULL),
-        "weather");
-    ck_assert_str_eq(
-        llmgw_json_gets(llmgw_json_array_get(msgs, 1), "tool_call_id", NULL),
-        "call_0");
-    ck_assert_str_eq(
-        llmgw_json_gets(llmgw_json_array_get(msgs, 3), "tool_name", NULL),
-        "time");
-    ck_assert_str_eq(
-        llmgw_json_gets(llmgw_json_array_get(msgs, 4), "role", NULL), "tool");
-    ck_assert_str_eq(
-        llmgw_json_gets(llmgw_json_array_get(msgs, 4), "tool_name", NULL),
-        "legacy");
+            "}")),
+        "messages", NULL);
+    ck_assert_str_eq(member(msgs, 1, "tool_name"), "weather");
+    ck_assert_str_eq(member(msgs, 1, "tool_call_id"), "call_0");
+    ck_assert_str_eq(member(msgs, 3, "tool_name"), "time");
+    ck_assert_str_eq(member(msgs, 4, "role"), "tool");
+    ck_assert_str_eq(member(msgs, 4, "tool_name"), "legacy");
     ck_assert_int_eq(
         llmgw_json_type(llmgw_json_array_get(msgs, 5), "tool_name", NULL),
         LLMGW_JSON_MISSING);
@@ -855,151 +937,104 @@ END_TEST
 
 START_TEST(chat_request_rejections)
 {
+    static const refusal_t bad[] = {
+        { "{\"model\":\"m\",\"messages\":[],\"stop\":"
+          "[\"a\",1]}",
+          "stop", NULL },
+        { "{\"model\":\"m\",\"messages\":[],"
+          "\"temperature\":\"hot\"}",
+          "temperature", "invalid_type" },
+        { "{\"model\":\"m\",\"messages\":[],"
+          "\"max_tokens\":\"5\"}",
+          "max_tokens", NULL },
+        { "{\"model\":\"m\",\"messages\":[],"
+          "\"response_format\":{\"type\":\"xml\"}}",
+          "response_format.type", NULL },
+        { "{\"model\":\"m\",\"messages\":[{\"role\":"
+          "\"wizard\",\"content\":\"x\"}]}",
+          "messages[0].role", NULL },
+        { "{\"model\":\"m\",\"messages\":[{"
+          "\"content\":\"x\"}]}",
+          NULL, "missing_required_parameter" },
+        { "{\"model\":\"m\",\"messages\":[{\"role\":"
+          "\"user\",\"content\":5}]}",
+          "messages[0].content", NULL },
+    };
     llmgw_error_t err;
-    const char *path, *out;
 
     ck_assert_int_eq(
         chat_error("{\"model\":\"m\",\"messages\":[],\"n\":2}", &err), 400);
     ck_assert_str_eq(err.param, "n");
     ck_assert_str_eq(err.message, "n>1 is not supported by the ollama "
                                   "dialect.");
-    ck_assert_int_eq(to_ollama(LLMGW_EP_CHAT,
-                               "{\"model\":\"m\",\"messages\""
-                               ":[],\"n\":1}",
-                               NULL, &path, &out, &err),
-                     0);
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],\"stop\":"
-                                "[\"a\",1]}",
-                                &err),
-                     400);
-    ck_assert_str_eq(err.param, "stop");
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],"
-                                "\"temperature\":\"hot\"}",
-                                &err),
-                     400);
-    ck_assert_str_eq(err.param, "temperature");
-    ck_assert_str_eq(err.code, "invalid_type");
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],"
-                                "\"max_tokens\":\"5\"}",
-                                &err),
-                     400);
-    ck_assert_str_eq(err.param, "max_tokens");
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[],"
-                                "\"response_format\":{\"type\":\"xml\"}}",
-                                &err),
-                     400);
-    ck_assert_str_eq(err.param, "response_format.type");
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-                                "\"wizard\",\"content\":\"x\"}]}",
-                                &err),
-                     400);
-    ck_assert_str_eq(err.param, "messages[0].role");
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{"
-                                "\"content\":\"x\"}]}",
-                                &err),
-                     400);
-    ck_assert_str_eq(err.code, "missing_required_parameter");
-    ck_assert_int_eq(chat_error("{\"model\":\"m\",\"messages\":[{\"role\":"
-                                "\"user\",\"content\":5}]}",
-                                &err),
-                     400);
-    ck_assert_str_eq(err.param, "messages[0].content");
+    translated(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\""
+                              ":[],\"n\":1}");
+    REFUSED(LLMGW_EP_CHAT, bad);
 }
 END_TEST
 
 START_TEST(chat_request_tool_choice_none_and_effort)
 {
-    const char *path, *out;
-    llmgw_error_t err;
     static const char tools[] = "\"tools\":[{\"type\":\"function\","
                                 "\"function\":{\"name\":\"f\"}}]";
+    const char *out;
 
     /* Ollama has no tool_choice: "none" is kept by sending no tools. */
-    ck_assert_int_eq(
-        to_ollama(LLMGW_EP_CHAT,
-                  apr_pstrcat(test_pool, "{\"model\":\"m\",\"messages\":[],",
-                              tools,
-                              ",\"tool_choice\":"
-                              "\"none\",\"reasoning_effort\":\"none\"}",
-                              NULL),
-                  NULL, &path, &out, &err),
-        0);
+    out = translated(LLMGW_EP_CHAT,
+                     apr_pstrcat(test_pool,
+                                 "{\"model\":\"m\",\"messages\":[],", tools,
+                                 ",\"tool_choice\":"
+                                 "\"none\",\"reasoning_effort\":\"none\"}",
+                                 NULL));
     ck_assert_ptr_null(strstr(out, "tools"));
     ck_assert_ptr_nonnull(strstr(out, "\"think\":false"));
-    ck_assert_int_eq(
-        to_ollama(LLMGW_EP_CHAT,
-                  apr_pstrcat(test_pool, "{\"model\":\"m\",\"messages\":[],",
-                              tools,
-                              ",\"tool_choice\":"
-                              "\"auto\",\"reasoning_effort\":\"high\"}",
-                              NULL),
-                  NULL, &path, &out, &err),
-        0);
-    ck_assert_ptr_nonnull(strstr(out, tools));
-    ck_assert_ptr_nonnull(strstr(out, "\"think\":\"high\""));
+    out = translated(LLMGW_EP_CHAT,
+                     apr_pstrcat(test_pool,
+                                 "{\"model\":\"m\",\"messages\":[],", tools,
+                                 ",\"tool_choice\":"
+                                 "\"auto\",\"reasoning_effort\":\"high\"}",
+                                 NULL));
+    ck_assert_has(out, tools, "\"think\":\"high\"");
 }
 END_TEST
 
 START_TEST(completions_request)
 {
-    const char *path, *out;
-    llmgw_error_t err;
+    static const refusal_t bad[] = {
+        { "{\"model\":\"g\","
+          "\"prompt\":[\"a\",\"b\"]}",
+          "prompt", "unsupported_value" },
+        { "{\"model\":\"g\","
+          "\"prompt\":[1,2,3]}",
+          "prompt", "invalid_type" },
+        { "{\"model\":\"g\","
+          "\"prompt\":[[1,2]]}",
+          NULL, NULL },
+        { "{\"model\":\"g\","
+          "\"prompt\":\"x\",\"n\":3}",
+          "n", NULL },
+    };
 
-    ck_assert_int_eq(
-        to_ollama(LLMGW_EP_COMPLETIONS, a_gen_in, "m", &path, &out, &err), 0);
-    ck_assert_str_eq(path, "/api/generate");
-    ck_assert_str_eq(out, a_gen_out);
-    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS,
-                               "{\"model\":\"g\","
-                               "\"prompt\":[\"a\",\"b\"]}",
-                               NULL, &path, &out, &err),
-                     400);
-    ck_assert_str_eq(err.param, "prompt");
-    ck_assert_str_eq(err.code, "unsupported_value");
-    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS,
-                               "{\"model\":\"g\","
-                               "\"prompt\":[1,2,3]}",
-                               NULL, &path, &out, &err),
-                     400);
-    ck_assert_str_eq(err.param, "prompt");
-    ck_assert_str_eq(err.code, "invalid_type");
-    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS,
-                               "{\"model\":\"g\","
-                               "\"prompt\":[[1,2]]}",
-                               NULL, &path, &out, &err),
-                     400);
-    ck_assert_int_eq(to_ollama(LLMGW_EP_COMPLETIONS,
-                               "{\"model\":\"g\","
-                               "\"prompt\":\"x\",\"n\":3}",
-                               NULL, &path, &out, &err),
-                     400);
-    ck_assert_str_eq(err.param, "n");
+    goes_to(LLMGW_EP_COMPLETIONS, a_gen_in, "m", "/api/generate", a_gen_out);
+    REFUSED(LLMGW_EP_COMPLETIONS, bad);
 }
 END_TEST
 
 START_TEST(embeddings_request)
 {
-    const char *path, *out;
-    llmgw_error_t err;
+    static const refusal_t bad[] = {
+        { "{\"model\":\"e\","
+          "\"input\":[[1,2]]}",
+          "input", NULL },
+    };
 
-    ck_assert_int_eq(
-        to_ollama(LLMGW_EP_EMBEDDINGS, a_emb_in, "nomic", &path, &out, &err),
-        0);
-    ck_assert_str_eq(path, "/api/embed");
-    ck_assert_str_eq(out, a_emb_out);
-    ck_assert_int_eq(to_ollama(LLMGW_EP_EMBEDDINGS,
-                               "{\"model\":\"e\","
-                               "\"input\":\"one\",\"keep_alive\":0}",
-                               NULL, &path, &out, &err),
-                     0);
-    ck_assert_str_eq(out, "{\"model\":\"e\",\"input\":\"one\","
-                          "\"keep_alive\":0}");
-    ck_assert_int_eq(to_ollama(LLMGW_EP_EMBEDDINGS,
-                               "{\"model\":\"e\","
-                               "\"input\":[[1,2]]}",
-                               NULL, &path, &out, &err),
-                     400);
-    ck_assert_str_eq(err.param, "input");
+    goes_to(LLMGW_EP_EMBEDDINGS, a_emb_in, "nomic", "/api/embed", a_emb_out);
+    ck_assert_str_eq(translated(LLMGW_EP_EMBEDDINGS,
+                                "{\"model\":\"e\","
+                                "\"input\":\"one\",\"keep_alive\":0}"),
+                     "{\"model\":\"e\",\"input\":\"one\","
+                     "\"keep_alive\":0}");
+    REFUSED(LLMGW_EP_EMBEDDINGS, bad);
 }
 END_TEST
 
@@ -1009,125 +1044,79 @@ END_TEST
 
 START_TEST(chat_answer)
 {
-    llmgw_error_t err;
-    llmgw_usage_t u;
-    const char *out;
+    got_t g;
 
-    ck_assert_int_eq(
-        from_ollama(
-            LLMGW_EP_CHAT,
-            "{\"model\":\"gpt\","
-            "\"messages\":[]}",
-            200,
-            "{\"model\":\"llama3\",\"created_at\":"
-            "\"2024-01-01T00:00:00.1Z\",\"message\":{\"role\":\"assistant\","
-            "\"content\":\"Hello!\"},\"done\":true,\"done_reason\":\"stop\","
-            "\"total_duration\":5,\"prompt_eval_count\":26,\"eval_count\":3}",
-            &out, &u, &err),
+    from_ollama(
+        &g, LLMGW_EP_CHAT, chat_req, 200,
+        "{\"model\":\"llama3\",\"created_at\":"
+        "\"2024-01-01T00:00:00.1Z\",\"message\":{\"role\":\"assistant\","
+        "\"content\":\"Hello!\"},\"done\":true,\"done_reason\":\"stop\","
+        "\"total_duration\":5,\"prompt_eval_count\":26,\"eval_count\":3}",
         0);
-    ck_assert_str_eq(out, r_chat_out);
-    ck_assert_int_eq(u.found, 1);
-    ck_assert_int_eq(u.prompt, 26);
-    ck_assert_int_eq(u.completion, 3);
-    ck_assert_int_eq(u.total, 29);
+    ck_assert_str_eq(g.out, r_chat_out);
+    usage_is(&g.u, 1, 26, 3, 29);
     /* Thinking, tool calls without and with an id of Ollama's. */
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT,
-                                 "{\"model\":\"gpt\","
-                                 "\"messages\":[]}",
-                                 200, r_tools_ol, &out, &u, &err),
-                     0);
-    ck_assert_str_eq(out, r_tools_out);
-    ck_assert_int_eq(u.total, 14);
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 200, r_tools_ol, 0);
+    ck_assert_str_eq(g.out, r_tools_out);
+    ck_assert_int_eq(g.u.total, 14);
     /* Cut short with tool calls is still "length"; a prompt Ollama had
      * cached counts 0 (it leaves prompt_eval_count out). */
-    ck_assert_int_eq(
-        from_ollama(
-            LLMGW_EP_CHAT,
-            "{\"model\":\"gpt\","
-            "\"messages\":[]}",
-            200,
-            "{\"message\":{\"role\":\"assistant\","
-            "\"content\":\"partial\",\"tool_calls\":[{\"function\":{\"name\":"
-            "\"f\",\"arguments\":{}}}]},\"done\":true,\"done_reason\":"
-            "\"length\",\"eval_count\":8}",
-            &out, &u, &err),
+    from_ollama(
+        &g, LLMGW_EP_CHAT, chat_req, 200,
+        "{\"message\":{\"role\":\"assistant\","
+        "\"content\":\"partial\",\"tool_calls\":[{\"function\":{\"name\":"
+        "\"f\",\"arguments\":{}}}]},\"done\":true,\"done_reason\":"
+        "\"length\",\"eval_count\":8}",
         0);
-    ck_assert_ptr_nonnull(strstr(out, "\"content\":\"partial\""));
-    ck_assert_ptr_nonnull(strstr(out, "\"finish_reason\":\"length\""));
-    ck_assert_int_eq(u.prompt, 0);
-    ck_assert_int_eq(u.total, 8);
+    ck_assert_has(g.out, "\"content\":\"partial\"",
+                  "\"finish_reason\":\"length\"");
+    usage_is(&g.u, ANY, 0, ANY, 8);
     /* Reasons Ollama has that OpenAI does not (load, unload): stop. */
-    ck_assert_int_eq(
-        from_ollama(
-            LLMGW_EP_CHAT,
-            "{\"model\":\"gpt\","
-            "\"messages\":[]}",
-            200,
-            "{\"message\":{\"role\":\"assistant\","
-            "\"content\":\"\"},\"done\":true,\"done_reason\":\"load\"}",
-            &out, &u, &err),
-        0);
-    ck_assert_ptr_nonnull(strstr(out, "\"content\":\"\"}"));
-    ck_assert_ptr_nonnull(strstr(out, "\"finish_reason\":\"stop\""));
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 200,
+                "{\"message\":{\"role\":\"assistant\","
+                "\"content\":\"\"},\"done\":true,\"done_reason\":\"load\"}",
+                0);
+    ck_assert_has(g.out, "\"content\":\"\"}", "\"finish_reason\":\"stop\"");
     /* A generate answer to a chat request is no chat answer. */
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT,
-                                 "{\"model\":\"gpt\","
-                                 "\"messages\":[]}",
-                                 200, "{\"response\":\"x\",\"done\":true}",
-                                 &out, &u, &err),
-                     502);
-    ck_assert_int_eq(u.found, 0);
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 200,
+                "{\"response\":\"x\",\"done\":true}", 502);
+    ck_assert_int_eq(g.u.found, 0);
 }
 END_TEST
 
 START_TEST(completion_and_embedding_answers)
 {
-    llmgw_error_t err;
-    llmgw_usage_t u;
-    const char *out;
-    llmgw_json_t *j;
+    got_t g;
     const char *b64;
     unsigned char raw[16];
     float f[2];
 
-    ck_assert_int_eq(
-        from_ollama(
-            LLMGW_EP_COMPLETIONS,
-            "{\"model\":\"gpt\","
-            "\"prompt\":\"x\"}",
-            200,
-            "{\"model\":\"llama3\",\"response\":"
-            "\"yes\",\"done\":true,\"done_reason\":\"length\",\"context\":"
-            "[1,2],\"prompt_eval_count\":2,\"eval_count\":1}",
-            &out, &u, &err),
-        0);
-    ck_assert_str_eq(out, r_gen_out);
-    ck_assert_int_eq(
-        from_ollama(
-            LLMGW_EP_EMBEDDINGS,
-            "{\"model\":\"e\","
-            "\"input\":[\"a\",\"b\"]}",
-            200,
-            "{\"model\":\"nomic\","
-            "\"embeddings\":[[0.5,-1],[2,0.25]],\"prompt_eval_count\":4}",
-            &out, &u, &err),
-        0);
-    ck_assert_str_eq(out, r_emb_out);
-    ck_assert_int_eq(u.prompt, 4);
-    ck_assert_int_eq(u.completion, 0);
-    ck_assert_int_eq(u.total, 4);
+    from_ollama(&g, LLMGW_EP_COMPLETIONS,
+                "{\"model\":\"gpt\","
+                "\"prompt\":\"x\"}",
+                200,
+                "{\"model\":\"llama3\",\"response\":"
+                "\"yes\",\"done\":true,\"done_reason\":\"length\",\"context\":"
+                "[1,2],\"prompt_eval_count\":2,\"eval_count\":1}",
+                0);
+    ck_assert_str_eq(g.out, r_gen_out);
+    from_ollama(&g, LLMGW_EP_EMBEDDINGS,
+                "{\"model\":\"e\","
+                "\"input\":[\"a\",\"b\"]}",
+                200,
+                "{\"model\":\"nomic\","
+                "\"embeddings\":[[0.5,-1],[2,0.25]],\"prompt_eval_count\":4}",
+                0);
+    ck_assert_str_eq(g.out, r_emb_out);
+    usage_is(&g.u, ANY, 4, 0, 4);
     /* base64 as OpenAI sends it: little-endian float32s. */
-    ck_assert_int_eq(
-        from_ollama(LLMGW_EP_EMBEDDINGS,
-                    "{\"model\":\"e\","
-                    "\"input\":\"a\",\"encoding_format\":\"base64\"}",
-                    200, "{\"model\":\"nomic\",\"embeddings\":[[1.5,-2]]}",
-                    &out, &u, &err),
-        0);
-    j = json(out);
+    from_ollama(&g, LLMGW_EP_EMBEDDINGS,
+                "{\"model\":\"e\","
+                "\"input\":\"a\",\"encoding_format\":\"base64\"}",
+                200, "{\"model\":\"nomic\",\"embeddings\":[[1.5,-2]]}", 0);
     b64 = llmgw_json_gets(
-        llmgw_json_array_get(llmgw_json_getj(j, "data", NULL), 0), "embedding",
-        NULL);
+        llmgw_json_array_get(llmgw_json_getj(json(g.out), "data", NULL), 0),
+        "embedding", NULL);
     ck_assert_ptr_nonnull(b64);
     ck_assert_int_eq(apr_base64_decode_len(b64) >= 8, 1);
     ck_assert_int_eq(apr_base64_decode_binary(raw, b64), 8);
@@ -1140,64 +1129,45 @@ END_TEST
 
 START_TEST(backend_errors_in_openai_shape)
 {
-    llmgw_error_t err;
-    llmgw_usage_t u;
-    const char *out;
-    static const char chat[] = "{\"model\":\"gpt\",\"messages\":[]}";
+    /* Ollama's errors for a chat request, and what the client sees. */
+    static const bad_t bad[] = {
+        { LLMGW_EP_CHAT, 400, "{\"error\":\"invalid options\"}", 400,
+          "invalid_request_error", NULL, "invalid options" },
+        { LLMGW_EP_CHAT, 500,
+          "{\"error\":\"llama runner process has terminated\"}", 500,
+          "server_error", "upstream_error" },
+        /* An error never passes as a success, and junk is the backend's. */
+        { LLMGW_EP_CHAT, 200, "{\"error\":\"busy\"}", 502, NULL, NULL,
+          "busy" },
+        { LLMGW_EP_CHAT, 200, "<html>", 502, NULL, "upstream_error" },
+        { LLMGW_EP_CHAT, 503, "no JSON", 503, NULL, NULL, NULL, "503" },
+    };
+    got_t g;
+    apr_size_t i;
 
-    ck_assert_int_eq(
-        from_ollama(
-            LLMGW_EP_CHAT, chat, 404,
-            "{\"error\":"
-            "\"model \\\"llama3\\\" not found, try pulling it first\"}",
-            &out, &u, &err),
-        404);
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 404,
+                "{\"error\":"
+                "\"model \\\"llama3\\\" not found, try pulling it first\"}",
+                404);
     ck_assert_str_eq(
-        llmgw_error_json(test_pool, &err),
+        llmgw_error_json(test_pool, &g.err),
         "{\"error\":{\"message\":\"model \\\"llama3\\\" not found, try "
         "pulling it first\",\"type\":\"invalid_request_error\",\"param\":"
         "\"model\",\"code\":\"model_not_found\"}}");
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 400,
-                                 "{\"error\":"
-                                 "\"invalid options\"}",
-                                 &out, &u, &err),
-                     400);
-    ck_assert_str_eq(err.type, "invalid_request_error");
-    ck_assert_str_eq(err.message, "invalid options");
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 500,
-                                 "{\"error\":"
-                                 "\"llama runner process has terminated\"}",
-                                 &out, &u, &err),
-                     500);
-    ck_assert_str_eq(err.type, "server_error");
-    ck_assert_str_eq(err.code, "upstream_error");
-    /* An error never passes as a success, and junk is the backend's. */
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 200,
-                                 "{\"error\":"
-                                 "\"busy\"}",
-                                 &out, &u, &err),
-                     502);
-    ck_assert_str_eq(err.message, "busy");
-    ck_assert_int_eq(
-        from_ollama(LLMGW_EP_CHAT, chat, 200, "<html>", &out, &u, &err), 502);
-    ck_assert_str_eq(err.code, "upstream_error");
-    ck_assert_int_eq(
-        from_ollama(LLMGW_EP_CHAT, chat, 503, "no JSON", &out, &u, &err), 503);
-    ck_assert_ptr_nonnull(strstr(err.message, "503"));
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        from_ollama(&g, bad[i].ep, chat_req, bad[i].status, bad[i].body,
+                    bad[i].want);
+        error_is(&g.err, &bad[i]);
+    }
     /* An Ollama too old for the path: no model is missing. */
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT, chat, 404,
-                                 "404 page not "
-                                 "found",
-                                 &out, &u, &err),
-                     404);
-    ck_assert_ptr_null(err.param);
-    ck_assert_ptr_null(err.code);
-    ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS,
-                                 "{\"model\":\"e\","
-                                 "\"input\":\"a\"}",
-                                 200, "{\"model\":\"e\"}", &out, &u, &err),
-                     502);
-    ck_assert_int_eq(u.found, 0);
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 404, "404 page not found", 404);
+    ck_assert_ptr_null(g.err.param);
+    ck_assert_ptr_null(g.err.code);
+    from_ollama(&g, LLMGW_EP_EMBEDDINGS,
+                "{\"model\":\"e\","
+                "\"input\":\"a\"}",
+                200, "{\"model\":\"e\"}", 502);
+    ck_assert_int_eq(g.u.found, 0);
 }
 END_TEST
 
@@ -1212,13 +1182,9 @@ START_TEST(sse_chat_at_every_boundary)
     /* Role chunk, text (the empty line sends nothing, CRLF is a line
      * end), finish, usage chunk, [DONE]. */
     every_boundary_sse(LLMGW_EP_CHAT, 1, ol_chat_in, ol_chat_out, &r);
-    ck_assert_int_eq(r.done, 1);
-    ck_assert_int_eq(r.failed, 0);
+    ended(&r, 1, 0);
     ck_assert_int_eq(r.content_events, 2);
-    ck_assert_int_eq(r.usage.found, 1);
-    ck_assert_int_eq(r.usage.prompt, 5);
-    ck_assert_int_eq(r.usage.completion, 2);
-    ck_assert_int_eq(r.usage.total, 7);
+    usage_is(&r.usage, 1, 5, 2, 7);
     ck_assert_str_eq(r.tail, "");
 }
 END_TEST
@@ -1235,8 +1201,7 @@ START_TEST(sse_tool_calls_and_thinking_at_every_boundary)
     ck_assert_int_eq(r.done, 1);
     ck_assert_int_eq(r.content_events, 3);
     /* Metered all the same. */
-    ck_assert_int_eq(r.usage.found, 1);
-    ck_assert_int_eq(r.usage.total, 13);
+    usage_is(&r.usage, 1, ANY, ANY, 13);
 }
 END_TEST
 
@@ -1261,8 +1226,7 @@ START_TEST(sse_error_line_mid_stream)
     /* The error ends the stream in the error tail's shape; what comes
      * after is not forwarded, and no second tail follows. */
     every_boundary_sse(LLMGW_EP_CHAT, 0, ol_error_in, ol_error_out, &r);
-    ck_assert_int_eq(r.failed, 1);
-    ck_assert_int_eq(r.done, 0);
+    ended(&r, 0, 1);
     ck_assert_str_eq(r.tail, "");
     s = llmgw_ollama_sse_create(test_pool, LLMGW_EP_CHAT, "abc", "gpt-x",
                                 1700000000, 0);
@@ -1288,8 +1252,7 @@ START_TEST(sse_broken_stream_gets_the_error_tail)
     out = run_sse(LLMGW_EP_CHAT, 0, cut, 0, 3, 0, &r);
     ck_assert_ptr_null(strstr(out, "cont\""));
     ck_assert_ptr_nonnull(strstr(out, "\"delta\":{\"content\":\"Hi\"}"));
-    ck_assert_int_eq(r.done, 0);
-    ck_assert_int_eq(r.failed, 0);
+    ended(&r, 0, 0);
     /* The same bytes as llmgw_sse_error_tail for the same stream. */
     ref->id = "chatcmpl-abc";
     ref->object = "chat.completion.chunk";
@@ -1302,8 +1265,7 @@ START_TEST(sse_broken_stream_gets_the_error_tail)
     /* At the end the cut line is read: not JSON, so the stream fails. */
     out = run_sse(LLMGW_EP_CHAT, 0, cut, 0, 3, 1, &r);
     ck_assert_int_eq(r.failed, 1);
-    ck_assert_ptr_nonnull(strstr(out, "\"finish_reason\":\"error\""));
-    ck_assert_ptr_nonnull(strstr(out, "not a JSON object"));
+    ck_assert_has(out, "\"finish_reason\":\"error\"", "not a JSON object");
     /* A whole last line without its newline still counts. */
     out = run_sse(LLMGW_EP_COMPLETIONS, 0,
                   "{\"response\":\"a\",\"done\":"
@@ -1314,8 +1276,7 @@ START_TEST(sse_broken_stream_gets_the_error_tail)
     ck_assert_int_eq(r.usage.completion, 1);
     /* Completions tails carry text, as llmgw_sse_error_tail's do. */
     run_sse(LLMGW_EP_COMPLETIONS, 0, "", 0, 1, 0, &r);
-    ck_assert_ptr_nonnull(strstr(r.tail, "\"object\":\"text_completion\""));
-    ck_assert_ptr_nonnull(strstr(r.tail, "\"text\":\"\""));
+    ck_assert_has(r.tail, "\"object\":\"text_completion\"", "\"text\":\"\"");
 }
 END_TEST
 
@@ -1352,9 +1313,8 @@ END_TEST
 
 START_TEST(front_chat_request)
 {
-    llmgw_request_t req;
-    llmgw_error_t err;
-    const char *out, *up;
+    got_t g;
+    const char *up;
     apr_size_t len;
     int strip;
 
@@ -1362,61 +1322,47 @@ START_TEST(front_chat_request)
      * string arguments, tool answers matched to them by name (in
      * another order), options, format, think; keep_alive and num_ctx
      * dropped; a stream by default, with usage. */
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, f_chat_in, &req, &out, &err),
-                     0);
-    ck_assert_str_eq(out, f_chat_out);
-    ck_assert_int_eq(req.ep, LLMGW_EP_CHAT);
-    ck_assert_str_eq(req.model, "llama3");
-    ck_assert_int_eq(req.stream, 1);
-    ck_assert_int_eq(req.wants_usage, 1);
-    ck_assert_ptr_nonnull(req.body);
+    front(&g, LLMGW_OLLAMA_EP_CHAT, f_chat_in, 0);
+    ck_assert_str_eq(g.out, f_chat_out);
+    ck_assert_int_eq(g.req.ep, LLMGW_EP_CHAT);
+    ck_assert_str_eq(g.req.model, "llama3");
+    ck_assert_int_eq(g.req.stream, 1);
+    ck_assert_int_eq(g.req.wants_usage, 1);
+    ck_assert_ptr_nonnull(g.req.body);
     /* Routing goes on as for OpenAI clients: renamed, nothing to strip. */
-    up = llmgw_request_upstream_body(&req, "Qwen/Qwen2.5-7B", out, strlen(out),
-                                     &len, &strip);
+    up = llmgw_request_upstream_body(&g.req, "Qwen/Qwen2.5-7B", g.out,
+                                     strlen(g.out), &len, &strip);
     ck_assert_int_eq(strip, 0);
-    ck_assert_ptr_nonnull(strstr(up, "{\"model\":\"Qwen/Qwen2.5-7B\","));
-    ck_assert_ptr_nonnull(strstr(up, "\"include_usage\":true"));
+    ck_assert_has(up, "{\"model\":\"Qwen/Qwen2.5-7B\",",
+                  "\"include_usage\":true");
 }
 END_TEST
 
 START_TEST(front_tool_answers_matched)
 {
-    llmgw_request_t req;
-    llmgw_error_t err;
-    const char *out;
+    got_t g;
     llmgw_json_t *msgs;
 
     /* Ids the client kept win; a tool answer without a name takes the
      * first open call; calls of an earlier turn are closed. */
-    ck_assert_int_eq(
-        front(
-            LLMGW_OLLAMA_EP_CHAT,
-            "{\"model\":\"m\","
-            "\"stream\":false,\"messages\":[{\"role\":\"assistant\","
-            "\"tool_calls\":[{\"id\":\"x1\",\"function\":{\"name\":\"a\","
-            "\"arguments\":{}}}]},{\"role\":\"tool\",\"tool_name\":\"a\","
-            "\"content\":\"1\"},{\"role\":\"assistant\",\"tool_calls\":[{"
-            "\"function\":{\"name\":\"b\",\"arguments\":{}}},{\"function\":{"
-            "\"name\":\"c\",\"arguments\":\"{\\\"q\\\":1}\"}}]},{\"role\":"
-            "\"tool\",\"content\":\"2\"},{\"role\":\"tool\",\"tool_call_id\":"
-            "\"mine\",\"content\":\"3\"},{\"role\":\"tool\",\"tool_name\":"
-            "\"c\","
-            "\"content\":\"4\"}]}",
-            &req, &out, &err),
-        0);
-    msgs = llmgw_json_getj(json(out), "messages", NULL);
-    ck_assert_str_eq(
-        llmgw_json_gets(llmgw_json_array_get(msgs, 1), "tool_call_id", NULL),
-        "x1");
-    ck_assert_str_eq(
-        llmgw_json_gets(llmgw_json_array_get(msgs, 3), "tool_call_id", NULL),
-        "call_1");
-    ck_assert_str_eq(
-        llmgw_json_gets(llmgw_json_array_get(msgs, 4), "tool_call_id", NULL),
-        "mine");
-    ck_assert_str_eq(
-        llmgw_json_gets(llmgw_json_array_get(msgs, 5), "tool_call_id", NULL),
-        "call_2");
+    front(&g, LLMGW_OLLAMA_EP_CHAT,
+          "{\"model\":\"m\","
+          "\"stream\":false,\"messages\":[{\"role\":\"assistant\","
+          "\"tool_calls\":[{\"id\":\"x1\",\"function\":{\"name\":\"a\","
+          "\"arguments\":{}}}]},{\"role\":\"tool\",\"tool_name\":\"a\","
+          "\"content\":\"1\"},{\"role\":\"assistant\",\"tool_calls\":[{"
+          "\"function\":{\"name\":\"b\",\"arguments\":{}}},{\"function\":{"
+          "\"name\":\"c\",\"arguments\":\"{\\\"q\\\":1}\"}}]},{\"role\":"
+          "\"tool\",\"content\":\"2\"},{\"role\":\"tool\",\"tool_call_id\":"
+          "\"mine\",\"content\":\"3\"},{\"role\":\"tool\",\"tool_name\":"
+          "\"c\","
+          "\"content\":\"4\"}]}",
+          0);
+    msgs = llmgw_json_getj(json(g.out), "messages", NULL);
+    ck_assert_str_eq(member(msgs, 1, "tool_call_id"), "x1");
+    ck_assert_str_eq(member(msgs, 3, "tool_call_id"), "call_1");
+    ck_assert_str_eq(member(msgs, 4, "tool_call_id"), "mine");
+    ck_assert_str_eq(member(msgs, 5, "tool_call_id"), "call_2");
     ck_assert_str_eq(
         llmgw_json_write(
             llmgw_json_getj(llmgw_json_array_get(msgs, 2), "tool_calls", NULL),
@@ -1425,155 +1371,125 @@ START_TEST(front_tool_answers_matched)
         "\"b\",\"arguments\":\"{}\"}},{\"id\":\"call_2\",\"type\":"
         "\"function\",\"function\":{\"name\":\"c\",\"arguments\":"
         "\"{\\\"q\\\":1}\"}}]");
-    ck_assert_ptr_null(strstr(out, "stream_options"));
-    ck_assert_int_eq(req.stream, 0);
-    ck_assert_int_eq(req.wants_usage, 0);
+    ck_assert_ptr_null(strstr(g.out, "stream_options"));
+    ck_assert_int_eq(g.req.stream, 0);
+    ck_assert_int_eq(g.req.wants_usage, 0);
 }
 END_TEST
 
 START_TEST(front_images_typed)
 {
-    llmgw_request_t req;
-    llmgw_error_t err;
-    const char *out;
+    got_t g;
 
-    ck_assert_int_eq(
-        front(LLMGW_OLLAMA_EP_CHAT,
-              "{\"model\":\"m\","
-              "\"messages\":[{\"role\":\"user\",\"images\":[\"R0lGODlh\","
-              "\"UklGRh4A\",\"AAAA\",\"data:image/jpeg;base64,/9j/\"]}]}",
-              &req, &out, &err),
-        0);
+    front(&g, LLMGW_OLLAMA_EP_CHAT,
+          "{\"model\":\"m\","
+          "\"messages\":[{\"role\":\"user\",\"images\":[\"R0lGODlh\","
+          "\"UklGRh4A\",\"AAAA\",\"data:image/jpeg;base64,/9j/\"]}]}",
+          0);
     ck_assert_ptr_nonnull(strstr(
-        out,
+        g.out,
         "\"content\":[{\"type\":\"image_url\","
         "\"image_url\":{\"url\":\"data:image/gif;base64,R0lGODlh\"}},{"
         "\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/webp;"
         "base64,UklGRh4A\"}},{\"type\":\"image_url\",\"image_url\":{\"url\":"
         "\"data:image/png;base64,AAAA\"}},{\"type\":\"image_url\","
         "\"image_url\":{\"url\":\"data:image/jpeg;base64,/9j/\"}}]"));
-    ck_assert_int_eq(
-        front(LLMGW_OLLAMA_EP_CHAT,
-              "{\"model\":\"m\","
-              "\"messages\":[{\"role\":\"user\",\"images\":[5]}]}",
-              &req, &out, &err),
-        400);
+    front(&g, LLMGW_OLLAMA_EP_CHAT,
+          "{\"model\":\"m\","
+          "\"messages\":[{\"role\":\"user\",\"images\":[5]}]}",
+          400);
 }
 END_TEST
 
 START_TEST(front_generate_and_embed_requests)
 {
-    llmgw_request_t req;
-    llmgw_error_t err;
-    const char *out;
+    got_t g;
 
     /* A schema, no stream, num_predict -1 (no limit) left out. */
-    ck_assert_int_eq(
-        front(LLMGW_OLLAMA_EP_GENERATE, f_gen_in, &req, &out, &err), 0);
-    ck_assert_str_eq(out, f_gen_out);
-    ck_assert_int_eq(req.ep, LLMGW_EP_COMPLETIONS);
-    ck_assert_int_eq(req.stream, 0);
-    ck_assert_int_eq(
-        front(LLMGW_OLLAMA_EP_GENERATE,
-              "{\"model\":\"m\","
-              "\"prompt\":\"p\",\"raw\":true,\"system\":\"\",\"options\":{"
-              "\"num_predict\":7,\"stop\":[\"\\n\"],\"seed\":3}}",
-              &req, &out, &err),
-        0);
-    ck_assert_str_eq(out, "{\"model\":\"m\",\"prompt\":\"p\",\"seed\":3,"
-                          "\"max_tokens\":7,\"stop\":[\"\\n\"],\"stream\":"
-                          "true,\"stream_options\":{\"include_usage\":"
-                          "true}}");
-    ck_assert_int_eq(
-        front(LLMGW_OLLAMA_EP_EMBED,
-              "{\"model\":\"nomic\","
-              "\"input\":[\"a\",\"b\"],\"truncate\":true,\"dimensions\":64,"
-              "\"keep_alive\":\"1m\"}",
-              &req, &out, &err),
-        0);
-    ck_assert_str_eq(out, "{\"model\":\"nomic\",\"input\":[\"a\",\"b\"],"
-                          "\"dimensions\":64,\"encoding_format\":\"float\"}");
-    ck_assert_int_eq(req.ep, LLMGW_EP_EMBEDDINGS);
-    ck_assert_int_eq(req.stream, 0);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_EMBEDDINGS,
-                           "{\"model\":\"nomic\","
-                           "\"prompt\":\"a\"}",
-                           &req, &out, &err),
-                     0);
-    ck_assert_str_eq(out, "{\"model\":\"nomic\",\"input\":\"a\","
-                          "\"encoding_format\":\"float\"}");
+    front(&g, LLMGW_OLLAMA_EP_GENERATE, f_gen_in, 0);
+    ck_assert_str_eq(g.out, f_gen_out);
+    ck_assert_int_eq(g.req.ep, LLMGW_EP_COMPLETIONS);
+    ck_assert_int_eq(g.req.stream, 0);
+    front(&g, LLMGW_OLLAMA_EP_GENERATE,
+          "{\"model\":\"m\","
+          "\"prompt\":\"p\",\"raw\":true,\"system\":\"\",\"options\":{"
+          "\"num_predict\":7,\"stop\":[\"\\n\"],\"seed\":3}}",
+          0);
+    ck_assert_str_eq(g.out, "{\"model\":\"m\",\"prompt\":\"p\",\"seed\":3,"
+                            "\"max_tokens\":7,\"stop\":[\"\\n\"],\"stream\":"
+                            "true,\"stream_options\":{\"include_usage\":"
+                            "true}}");
+    front(&g, LLMGW_OLLAMA_EP_EMBED,
+          "{\"model\":\"nomic\","
+          "\"input\":[\"a\",\"b\"],\"truncate\":true,\"dimensions\":64,"
+          "\"keep_alive\":\"1m\"}",
+          0);
+    ck_assert_str_eq(g.out,
+                     "{\"model\":\"nomic\",\"input\":[\"a\",\"b\"],"
+                     "\"dimensions\":64,\"encoding_format\":\"float\"}");
+    ck_assert_int_eq(g.req.ep, LLMGW_EP_EMBEDDINGS);
+    ck_assert_int_eq(g.req.stream, 0);
+    front(&g, LLMGW_OLLAMA_EP_EMBEDDINGS,
+          "{\"model\":\"nomic\","
+          "\"prompt\":\"a\"}",
+          0);
+    ck_assert_str_eq(g.out, "{\"model\":\"nomic\",\"input\":\"a\","
+                            "\"encoding_format\":\"float\"}");
 }
 END_TEST
 
 START_TEST(front_request_errors)
 {
-    llmgw_request_t req;
-    llmgw_error_t err;
-    const char *out;
+    static const bad_t bad[] = {
+        { LLMGW_OLLAMA_EP_CHAT, 0, "[]", 400 },
+        { LLMGW_OLLAMA_EP_CHAT, 0, "{\"model\":\"m\"}", 400, NULL, NULL, NULL,
+          "messages is required" },
+        { LLMGW_OLLAMA_EP_CHAT, 0,
+          "{\"model\":\"m\","
+          "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":"
+          "\"no\"}",
+          400 },
+        { LLMGW_OLLAMA_EP_CHAT, 0,
+          "{\"model\":\"m\","
+          "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"options\":"
+          "{\"temperature\":\"hot\"}}",
+          400, NULL, NULL, "option \"temperature\" must be a number" },
+        { LLMGW_OLLAMA_EP_CHAT, 0,
+          "{\"model\":\"m\","
+          "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"format\":"
+          "\"yaml\"}",
+          400 },
+        { LLMGW_OLLAMA_EP_CHAT, 0,
+          "{\"model\":\"m\","
+          "\"messages\":[{\"content\":\"x\"}]}",
+          400 },
+        { LLMGW_OLLAMA_EP_GENERATE, 0,
+          "{\"model\":\"m\","
+          "\"prompt\":\"p\",\"system\":\"be brief\"}",
+          400, NULL, NULL, NULL, "/api/chat" },
+        { LLMGW_OLLAMA_EP_GENERATE, 0,
+          "{\"model\":\"m\","
+          "\"prompt\":\"p\",\"images\":[\"AAAA\"]}",
+          400 },
+        { LLMGW_OLLAMA_EP_GENERATE, 0, "{\"model\":\"m\"}", 400 },
+        { LLMGW_OLLAMA_EP_EMBED, 0,
+          "{\"model\":\"m\","
+          "\"input\":[1]}",
+          400 },
+        { LLMGW_OLLAMA_EP_NONE, 0, "{}", 404 },
+    };
+    got_t g;
+    apr_size_t i;
 
-    ck_assert_int_eq(
-        front(LLMGW_OLLAMA_EP_CHAT, "{\"messages\":[]}", &req, &out, &err),
-        400);
-    ck_assert_str_eq(llmgw_ollama_error_json(test_pool, err.message),
+    front(&g, LLMGW_OLLAMA_EP_CHAT, "{\"messages\":[]}", 400);
+    ck_assert_str_eq(llmgw_ollama_error_json(test_pool, g.err.message),
                      "{\"error\":\"model is required\"}");
-    ck_assert_int_eq(
-        front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":", &req, &out, &err), 400);
-    ck_assert_int_eq(strncmp(err.message, "invalid JSON", 12), 0);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, "[]", &req, &out, &err), 400);
-    ck_assert_int_eq(
-        front(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\"}", &req, &out, &err),
-        400);
-    ck_assert_ptr_nonnull(strstr(err.message, "messages is required"));
-    ck_assert_int_eq(
-        front(
-            LLMGW_OLLAMA_EP_CHAT,
-            "{\"model\":\"m\","
-            "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":"
-            "\"no\"}",
-            &req, &out, &err),
-        400);
-    ck_assert_int_eq(
-        front(
-            LLMGW_OLLAMA_EP_CHAT,
-            "{\"model\":\"m\","
-            "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"options\":"
-            "{\"temperature\":\"hot\"}}",
-            &req, &out, &err),
-        400);
-    ck_assert_str_eq(err.message, "option \"temperature\" must be a number");
-    ck_assert_int_eq(
-        front(
-            LLMGW_OLLAMA_EP_CHAT,
-            "{\"model\":\"m\","
-            "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"format\":"
-            "\"yaml\"}",
-            &req, &out, &err),
-        400);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT,
-                           "{\"model\":\"m\","
-                           "\"messages\":[{\"content\":\"x\"}]}",
-                           &req, &out, &err),
-                     400);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE,
-                           "{\"model\":\"m\","
-                           "\"prompt\":\"p\",\"system\":\"be brief\"}",
-                           &req, &out, &err),
-                     400);
-    ck_assert_ptr_nonnull(strstr(err.message, "/api/chat"));
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_GENERATE,
-                           "{\"model\":\"m\","
-                           "\"prompt\":\"p\",\"images\":[\"AAAA\"]}",
-                           &req, &out, &err),
-                     400);
-    ck_assert_int_eq(
-        front(LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\"}", &req, &out, &err),
-        400);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_EMBED,
-                           "{\"model\":\"m\","
-                           "\"input\":[1]}",
-                           &req, &out, &err),
-                     400);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_NONE, "{}", &req, &out, &err), 404);
+    front(&g, LLMGW_OLLAMA_EP_CHAT, "{\"model\":", 400);
+    ck_assert_int_eq(strncmp(g.err.message, "invalid JSON", 12), 0);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        front(&g, bad[i].ep, bad[i].body, bad[i].want);
+        error_is(&g.err, &bad[i]);
+    }
     ck_assert_str_eq(llmgw_ollama_error_json(test_pool, "a \"b\""),
                      "{\"error\":\"a \\\"b\\\"\"}");
 }
@@ -1600,16 +1516,15 @@ END_TEST
 
 START_TEST(round_trip_keeps_the_meaning)
 {
+    got_t g;
     const char *path, *ollama, *back;
-    llmgw_request_t req;
-    llmgw_error_t err;
     llmgw_json_t *j;
 
     /* OpenAI -> Ollama -> OpenAI gives back what matters. */
     ck_assert_int_eq(
-        to_ollama(LLMGW_EP_CHAT, a_chat_in, "llava", &path, &ollama, &err), 0);
-    ck_assert_int_eq(front(LLMGW_OLLAMA_EP_CHAT, ollama, &req, &back, &err),
-                     0);
+        to_ollama(LLMGW_EP_CHAT, a_chat_in, "llava", &path, &ollama, &g.err),
+        0);
+    back = front(&g, LLMGW_OLLAMA_EP_CHAT, ollama, 0);
     j = json(back);
     ck_assert_int_eq(llmgw_json_getb(j, 1, "stream", NULL), 0);
     ck_assert_int_eq(llmgw_json_getl(j, 0, "max_tokens", NULL), 50);
@@ -1617,15 +1532,15 @@ START_TEST(round_trip_keeps_the_meaning)
                      "json_object");
     ck_assert_str_eq(llmgw_json_write(llmgw_json_getj(j, "stop", NULL), NULL),
                      "[\"END\"]");
-    ck_assert_ptr_nonnull(strstr(back, "\"tool_calls\":[{\"id\":\"call_9\","
-                                       "\"type\":\"function\",\"function\":{"
-                                       "\"name\":\"look\",\"arguments\":"
-                                       "\"{\\\"x\\\":1}\"}}]"));
-    ck_assert_ptr_nonnull(strstr(back,
-                                 "{\"role\":\"tool\",\"content\":"
-                                 "\"a cat\",\"tool_call_id\":\"call_9\"}"));
-    ck_assert_ptr_nonnull(strstr(back, "\"url\":\"data:image/png;base64,"
-                                       "iVBORw0KGgo=\""));
+    ck_assert_has(back,
+                  "\"tool_calls\":[{\"id\":\"call_9\","
+                  "\"type\":\"function\",\"function\":{"
+                  "\"name\":\"look\",\"arguments\":"
+                  "\"{\\\"x\\\":1}\"}}]",
+                  "{\"role\":\"tool\",\"content\":"
+                  "\"a cat\",\"tool_call_id\":\"call_9\"}",
+                  "\"url\":\"data:image/png;base64,"
+                  "iVBORw0KGgo=\"");
 }
 END_TEST
 
@@ -1635,128 +1550,96 @@ END_TEST
 
 START_TEST(front_answers)
 {
-    llmgw_error_t err;
-    llmgw_usage_t u;
-    const char *out;
+    got_t g;
 
-    ck_assert_int_eq(
-        front_answer(LLMGW_OLLAMA_EP_CHAT, 200, b_chat_oa, &out, &u, &err), 0);
-    ck_assert_str_eq(out, b_chat_out);
-    ck_assert_int_eq(u.found, 1);
-    ck_assert_int_eq(u.total, 4);
+    front_answer(&g, LLMGW_OLLAMA_EP_CHAT, 200, b_chat_oa, 0);
+    ck_assert_str_eq(g.out, b_chat_out);
+    usage_is(&g.u, 1, ANY, ANY, 4);
     /* Arguments back to an object; "tool_calls" is Ollama's "stop". */
-    ck_assert_int_eq(
-        front_answer(LLMGW_OLLAMA_EP_CHAT, 200, b_tools_oa, &out, &u, &err),
+    front_answer(&g, LLMGW_OLLAMA_EP_CHAT, 200, b_tools_oa, 0);
+    ck_assert_str_eq(g.out, b_tools_out);
+    front_answer(
+        &g, LLMGW_OLLAMA_EP_GENERATE, 200,
+        "{\"choices\":[{\"index\":0,\"text\":\"abc\",\"finish_reason\":"
+        "\"length\"}],\"usage\":{\"prompt_tokens\":3,\"completion_"
+        "tokens\":"
+        "1,\"total_tokens\":4}}",
         0);
-    ck_assert_str_eq(out, b_tools_out);
-    ck_assert_int_eq(
-        front_answer(
-            LLMGW_OLLAMA_EP_GENERATE, 200,
-            "{\"choices\":[{\"index\":0,\"text\":\"abc\",\"finish_reason\":"
-            "\"length\"}],\"usage\":{\"prompt_tokens\":3,\"completion_"
-            "tokens\":"
-            "1,\"total_tokens\":4}}",
-            &out, &u, &err),
+    ck_assert_str_eq(g.out, b_gen_out);
+    front_answer(
+        &g, LLMGW_OLLAMA_EP_EMBED, 200,
+        "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\","
+        "\"index\":"
+        "0,\"embedding\":[0.1,0.2]},{\"object\":\"embedding\",\"index\":1,"
+        "\"embedding\":[0.3,0.4]}],\"model\":\"m\",\"usage\":{"
+        "\"prompt_tokens\":2,\"total_tokens\":2}}",
         0);
-    ck_assert_str_eq(out, b_gen_out);
-    ck_assert_int_eq(
-        front_answer(
-            LLMGW_OLLAMA_EP_EMBED, 200,
-            "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\","
-            "\"index\":"
-            "0,\"embedding\":[0.1,0.2]},{\"object\":\"embedding\",\"index\":1,"
-            "\"embedding\":[0.3,0.4]}],\"model\":\"m\",\"usage\":{"
-            "\"prompt_tokens\":2,\"total_tokens\":2}}",
-            &out, &u, &err),
-        0);
-    ck_assert_str_eq(out, b_embed_out);
-    ck_assert_int_eq(u.prompt, 2);
-    ck_assert_int_eq(
-        front_answer(LLMGW_OLLAMA_EP_EMBEDDINGS, 200,
-                     "{\"object\":\"list\",\"data\":[{\"object\":"
-                     "\"embedding\",\"index\":"
-                     "0,\"embedding\":[0.1,0.2]}],\"model\":\"m\"}",
-                     &out, &u, &err),
-        0);
-    ck_assert_str_eq(out, "{\"embedding\":[0.1,0.2]}");
-    ck_assert_int_eq(u.found, 0);
+    ck_assert_str_eq(g.out, b_embed_out);
+    ck_assert_int_eq(g.u.prompt, 2);
+    front_answer(&g, LLMGW_OLLAMA_EP_EMBEDDINGS, 200,
+                 "{\"object\":\"list\",\"data\":[{\"object\":"
+                 "\"embedding\",\"index\":"
+                 "0,\"embedding\":[0.1,0.2]}],\"model\":\"m\"}",
+                 0);
+    ck_assert_str_eq(g.out, "{\"embedding\":[0.1,0.2]}");
+    ck_assert_int_eq(g.u.found, 0);
     /* No usage: counts 0, as Ollama sends when it did not count. */
-    ck_assert_int_eq(
-        front_answer(
-            LLMGW_OLLAMA_EP_CHAT, 200,
-            "{\"choices\":"
-            "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
-            "\"x\",\"reasoning\":\"r\"},\"finish_reason\":\"content_filter\"}]"
-            "}",
-            &out, &u, &err),
+    front_answer(
+        &g, LLMGW_OLLAMA_EP_CHAT, 200,
+        "{\"choices\":"
+        "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+        "\"x\",\"reasoning\":\"r\"},\"finish_reason\":\"content_filter\"}]"
+        "}",
         0);
-    ck_assert_ptr_nonnull(strstr(out, "\"thinking\":\"r\""));
-    ck_assert_ptr_nonnull(strstr(out, "\"done_reason\":\"stop\""));
-    ck_assert_ptr_nonnull(strstr(out, "\"eval_count\":0"));
+    ck_assert_has(g.out, "\"thinking\":\"r\"", "\"done_reason\":\"stop\"",
+                  "\"eval_count\":0");
 }
 END_TEST
 
 START_TEST(front_answer_errors)
 {
-    llmgw_error_t err;
-    llmgw_usage_t u;
-    const char *out;
+    static const bad_t bad[] = {
+        /* vLLM's own shape, FastAPI's detail, a bare status. */
+        { LLMGW_OLLAMA_EP_CHAT, 400,
+          "{\"object\":"
+          "\"error\",\"message\":\"too long\",\"type\":\"BadRequestError\","
+          "\"code\":400}",
+          400, NULL, NULL, "too long" },
+        { LLMGW_OLLAMA_EP_CHAT, 422, "{\"detail\":\"bad\"}", 422, NULL, NULL,
+          "bad" },
+        { LLMGW_OLLAMA_EP_CHAT, 503, "<html>", 503 },
+        { LLMGW_OLLAMA_EP_CHAT, 200, "{\"error\":{\"message\":\"late\"}}", 502,
+          NULL, NULL, "late" },
+        { LLMGW_OLLAMA_EP_CHAT, 200, "{}", 502 },
+        { LLMGW_OLLAMA_EP_EMBED, 200, "{\"data\":[{\"embedding\":\"AAAA\"}]}",
+          502 },
+        /* A model's broken arguments are not passed off as an object. */
+        { LLMGW_OLLAMA_EP_CHAT, 200,
+          "{\"choices\":"
+          "[{\"index\":0,\"message\":{\"role\":"
+          "\"assistant\",\"content\":null,"
+          "\"tool_calls\":[{\"id\":\"c\",\"type\":"
+          "\"function\",\"function\":{"
+          "\"name\":\"f\",\"arguments\":\"{\\\"a\\\":"
+          "\"}}]},\"finish_reason\":"
+          "\"tool_calls\"}]}",
+          502, NULL, NULL, NULL, "arguments" },
+    };
+    got_t g;
+    apr_size_t i;
 
-    ck_assert_int_eq(
-        front_answer(LLMGW_OLLAMA_EP_CHAT, 404,
-                     "{\"error\":{"
-                     "\"message\":\"The model does not exist\",\"type\":"
-                     "\"invalid_request_error\",\"param\":\"model\",\"code\":"
-                     "\"model_not_found\"}}",
-                     &out, &u, &err),
-        404);
-    ck_assert_str_eq(llmgw_ollama_error_json(test_pool, err.message),
+    front_answer(&g, LLMGW_OLLAMA_EP_CHAT, 404,
+                 "{\"error\":{"
+                 "\"message\":\"The model does not exist\",\"type\":"
+                 "\"invalid_request_error\",\"param\":\"model\",\"code\":"
+                 "\"model_not_found\"}}",
+                 404);
+    ck_assert_str_eq(llmgw_ollama_error_json(test_pool, g.err.message),
                      "{\"error\":\"The model does not exist\"}");
-    /* vLLM's own shape, FastAPI's detail, a bare status. */
-    ck_assert_int_eq(
-        front_answer(
-            LLMGW_OLLAMA_EP_CHAT, 400,
-            "{\"object\":"
-            "\"error\",\"message\":\"too long\",\"type\":\"BadRequestError\","
-            "\"code\":400}",
-            &out, &u, &err),
-        400);
-    ck_assert_str_eq(err.message, "too long");
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 422,
-                                  "{\"detail\":"
-                                  "\"bad\"}",
-                                  &out, &u, &err),
-                     422);
-    ck_assert_str_eq(err.message, "bad");
-    ck_assert_int_eq(
-        front_answer(LLMGW_OLLAMA_EP_CHAT, 503, "<html>", &out, &u, &err),
-        503);
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200,
-                                  "{\"error\":"
-                                  "{\"message\":\"late\"}}",
-                                  &out, &u, &err),
-                     502);
-    ck_assert_str_eq(err.message, "late");
-    ck_assert_int_eq(
-        front_answer(LLMGW_OLLAMA_EP_CHAT, 200, "{}", &out, &u, &err), 502);
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_EMBED, 200,
-                                  "{\"data\":[{"
-                                  "\"embedding\":\"AAAA\"}]}",
-                                  &out, &u, &err),
-                     502);
-    /* A model's broken arguments are not passed off as an object. */
-    ck_assert_int_eq(front_answer(LLMGW_OLLAMA_EP_CHAT, 200,
-                                  "{\"choices\":"
-                                  "[{\"index\":0,\"message\":{\"role\":"
-                                  "\"assistant\",\"content\":null,"
-                                  "\"tool_calls\":[{\"id\":\"c\",\"type\":"
-                                  "\"function\",\"function\":{"
-                                  "\"name\":\"f\",\"arguments\":\"{\\\"a\\\":"
-                                  "\"}}]},\"finish_reason\":"
-                                  "\"tool_calls\"}]}",
-                                  &out, &u, &err),
-                     502);
-    ck_assert_ptr_nonnull(strstr(err.message, "arguments"));
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        front_answer(&g, bad[i].ep, bad[i].status, bad[i].body, bad[i].want);
+        error_is(&g.err, &bad[i]);
+    }
 }
 END_TEST
 
@@ -1772,10 +1655,8 @@ START_TEST(ndjson_chat_at_every_boundary)
      * call put together from three pieces, sent whole on finish; the
      * final line with the usage chunk's counts. */
     every_boundary_nd(LLMGW_OLLAMA_EP_CHAT, oa_chat_in, oa_chat_out, &r);
-    ck_assert_int_eq(r.done, 1);
-    ck_assert_int_eq(r.failed, 0);
-    ck_assert_int_eq(r.usage.found, 1);
-    ck_assert_int_eq(r.usage.total, 10);
+    ended(&r, 1, 0);
+    usage_is(&r.usage, 1, ANY, ANY, 10);
     ck_assert_str_eq(r.tail, "");
 }
 END_TEST
@@ -1801,8 +1682,7 @@ START_TEST(ndjson_error_event)
     result_t r;
 
     every_boundary_nd(LLMGW_OLLAMA_EP_CHAT, oa_error_in, oa_error_out, &r);
-    ck_assert_int_eq(r.failed, 1);
-    ck_assert_int_eq(r.done, 0);
+    ended(&r, 0, 1);
     ck_assert_str_eq(r.tail, "");
 }
 END_TEST
@@ -1817,17 +1697,14 @@ START_TEST(ndjson_broken_streams)
                  "data: {\"choices\":[{\"index\":0,"
                  "\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choi",
                  0, 7, 1, &r);
-    ck_assert_int_eq(r.done, 0);
-    ck_assert_int_eq(r.failed, 1);
-    ck_assert_ptr_nonnull(strstr(out, "\"content\":\"a\""));
-    ck_assert_ptr_nonnull(strstr(out, "{\"error\":"));
+    ended(&r, 0, 1);
+    ck_assert_has(out, "\"content\":\"a\"", "{\"error\":");
     /* Cut between events, no finish: the caller's tail ends it. */
     out = run_nd(LLMGW_OLLAMA_EP_CHAT,
                  "data: {\"choices\":[{\"index\":0,"
                  "\"delta\":{\"content\":\"a\"}}]}\n\n",
                  0, 9, 1, &r);
-    ck_assert_int_eq(r.done, 0);
-    ck_assert_int_eq(r.failed, 0);
+    ended(&r, 0, 0);
     ck_assert_str_eq(r.tail, "{\"error\":\"broke\"}\n");
     /* Bad arguments at the end of tool calls: an error line. */
     out = run_nd(LLMGW_OLLAMA_EP_CHAT,
@@ -1878,47 +1755,33 @@ END_TEST
 
 START_TEST(huge_counts_are_clamped)
 {
-    llmgw_error_t err;
-    llmgw_usage_t u;
-    const char *out;
+    got_t g;
     result_t r;
 
     /* A.2: prompt_eval_count + eval_count overflowed into a negative. */
-    ck_assert_int_eq(from_ollama(LLMGW_EP_CHAT,
-                                 "{\"model\":\"gpt\","
-                                 "\"messages\":[]}",
-                                 200,
-                                 "{\"message\":{\"role\":\"assistant\","
-                                 "\"content\":\"x\"},\"done\":true,\"prompt_"
-                                 "eval_count\":" HUGE_COUNT
-                                 ",\"eval_count\":" HUGE_COUNT "}",
-                                 &out, &u, &err),
-                     0);
-    ck_assert(u.prompt == LLMGW_TOKENS_MAX);
-    ck_assert(u.completion == LLMGW_TOKENS_MAX);
-    ck_assert(u.total == LLMGW_TOKENS_MAX);
-    ck_assert_ptr_nonnull(strstr(out, "\"total_tokens\":1000000000000000}"));
-    ck_assert_int_eq(
-        from_ollama(
-            LLMGW_EP_CHAT,
-            "{\"model\":\"gpt\","
-            "\"messages\":[]}",
-            200,
-            "{\"message\":{\"role\":\"assistant\","
-            "\"content\":\"x\"},\"done\":true,\"prompt_eval_count\":-4,"
-            "\"eval_count\":2.5}",
-            &out, &u, &err),
-        0);
-    ck_assert(u.prompt == 0 && u.completion == 3 && u.total == 3);
-    ck_assert_int_eq(from_ollama(LLMGW_EP_EMBEDDINGS,
-                                 "{\"model\":\"e\","
-                                 "\"input\":\"a\"}",
-                                 200,
-                                 "{\"embeddings\":[[1]],"
-                                 "\"prompt_eval_count\":18446744073709551616}",
-                                 &out, &u, &err),
-                     0);
-    ck_assert(u.prompt == LLMGW_TOKENS_MAX && u.total == LLMGW_TOKENS_MAX);
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 200,
+                "{\"message\":{\"role\":\"assistant\","
+                "\"content\":\"x\"},\"done\":true,\"prompt_"
+                "eval_count\":" HUGE_COUNT ",\"eval_count\":" HUGE_COUNT "}",
+                0);
+    ck_assert(g.u.prompt == LLMGW_TOKENS_MAX);
+    ck_assert(g.u.completion == LLMGW_TOKENS_MAX);
+    ck_assert(g.u.total == LLMGW_TOKENS_MAX);
+    ck_assert_ptr_nonnull(strstr(g.out, "\"total_tokens\":1000000000000000}"));
+    from_ollama(&g, LLMGW_EP_CHAT, chat_req, 200,
+                "{\"message\":{\"role\":\"assistant\","
+                "\"content\":\"x\"},\"done\":true,\"prompt_eval_count\":-4,"
+                "\"eval_count\":2.5}",
+                0);
+    ck_assert(g.u.prompt == 0 && g.u.completion == 3 && g.u.total == 3);
+    from_ollama(&g, LLMGW_EP_EMBEDDINGS,
+                "{\"model\":\"e\","
+                "\"input\":\"a\"}",
+                200,
+                "{\"embeddings\":[[1]],"
+                "\"prompt_eval_count\":18446744073709551616}",
+                0);
+    ck_assert(g.u.prompt == LLMGW_TOKENS_MAX && g.u.total == LLMGW_TOKENS_MAX);
     /* A.3: the done line of a stream. */
     run_sse(LLMGW_EP_CHAT, 1,
             "{\"message\":{\"content\":\"x\"},\"done\":"
@@ -1928,17 +1791,15 @@ START_TEST(huge_counts_are_clamped)
     ck_assert_int_eq(r.done, 1);
     ck_assert(r.usage.total == LLMGW_TOKENS_MAX);
     /* B.5 and B.6: OpenAI usage for Ollama clients. */
-    ck_assert_int_eq(
-        front_answer(
-            LLMGW_OLLAMA_EP_CHAT, 200,
-            "{\"choices\":"
-            "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
-            "\"x\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_"
-            "tokens\":" HUGE_COUNT ",\"completion_tokens\":" HUGE_COUNT "}}",
-            &out, &u, &err),
+    front_answer(
+        &g, LLMGW_OLLAMA_EP_CHAT, 200,
+        "{\"choices\":"
+        "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+        "\"x\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_"
+        "tokens\":" HUGE_COUNT ",\"completion_tokens\":" HUGE_COUNT "}}",
         0);
-    ck_assert(u.total == LLMGW_TOKENS_MAX);
-    ck_assert_ptr_nonnull(strstr(out, "\"eval_count\":1000000000000000"));
+    ck_assert(g.u.total == LLMGW_TOKENS_MAX);
+    ck_assert_ptr_nonnull(strstr(g.out, "\"eval_count\":1000000000000000"));
     run_nd(LLMGW_OLLAMA_EP_CHAT,
            "data: {\"choices\":[{\"index\":0,"
            "\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\n"
@@ -1960,26 +1821,24 @@ END_TEST
 #define PIECE 65536
 
 /* 'len' bytes of c after head, fed in pieces; returns all the output. */
-static const char *feed_huge(int nd, void *s, const char *head, char c,
+static const char *feed_huge(feed_fn feed, void *s, const char *head, char c,
                              apr_size_t len)
 {
     char *junk = malloc(PIECE);
-    collect_t out = { NULL, 0, 0 };
+    llmgw_pbuf_t out = { NULL, 0, 0 };
     const char *ready;
     apr_size_t n, fed = 0;
 
     memset(junk, c, PIECE);
-    n = nd ? llmgw_ollama_ndjson_feed(s, head, strlen(head), &ready)
-           : llmgw_ollama_sse_feed(s, head, strlen(head), &ready);
-    collect(test_pool, &out, ready, n);
+    n = feed(s, head, strlen(head), &ready);
+    llmgw_pbuf_add(test_pool, &out, ready, n);
     while (fed < len) {
-        n = nd ? llmgw_ollama_ndjson_feed(s, junk, PIECE, &ready)
-               : llmgw_ollama_sse_feed(s, junk, PIECE, &ready);
-        collect(test_pool, &out, ready, n);
+        n = feed(s, junk, PIECE, &ready);
+        llmgw_pbuf_add(test_pool, &out, ready, n);
         fed += PIECE;
     }
     free(junk);
-    return out.b ? out.b : "";
+    return apr_pstrmemdup(test_pool, out.b ? out.b : "", out.len);
 }
 
 START_TEST(stream_lines_are_capped)
@@ -1992,18 +1851,17 @@ START_TEST(stream_lines_are_capped)
     apr_size_t i;
 
     /* A.3: an NDJSON line that never ends. */
-    out = feed_huge(0, a,
+    out = feed_huge(sse_feed, a,
                     "{\"message\":{\"content\":\"Hi\"},\"done\":false}"
                     "\n{\"message\":{\"content\":\"",
                     'a', LLMGW_STREAM_MAX_EVENT + PIECE);
     ck_assert_int_eq(a->failed, 1);
-    ck_assert_ptr_nonnull(strstr(out, "{\"content\":\"Hi\"}"));
-    ck_assert_ptr_nonnull(strstr(out, "\"finish_reason\":\"error\""));
-    ck_assert_ptr_nonnull(strstr(out, "cannot hold"));
+    ck_assert_has(out, "{\"content\":\"Hi\"}", "\"finish_reason\":\"error\"",
+                  "cannot hold");
     ck_assert_uint_eq(a->in.cap, 0);
     /* B.6: an SSE line, and an event of many data lines. */
     b = llmgw_ollama_ndjson_create(test_pool, LLMGW_OLLAMA_EP_CHAT, "m", 1);
-    out = feed_huge(1, b, "data: {\"x\":\"", 'a',
+    out = feed_huge(nd_feed, b, "data: {\"x\":\"", 'a',
                     LLMGW_STREAM_MAX_EVENT + PIECE);
     ck_assert_int_eq(b->failed, 1);
     ck_assert_ptr_nonnull(strstr(out, "{\"error\":\"the backend sent a "
@@ -2054,50 +1912,29 @@ END_TEST
 Suite *ollama_suite(void)
 {
     Suite *s = suite_create("ollama");
-    TCase *a = tcase_create("openai-to-ollama");
-    TCase *b = tcase_create("ollama-to-openai");
 
-    tcase_add_checked_fixture(a, test_pool_setup, test_pool_teardown);
-    tcase_set_timeout(a, 60);
-    tcase_add_test(a, chat_request_maps_every_field);
-    tcase_add_test(a, chat_request_stream_always_explicit);
-    tcase_add_test(a, chat_request_images);
-    tcase_add_test(a, chat_request_tool_arguments);
-    tcase_add_test(a, chat_request_tool_names_resolved);
-    tcase_add_test(a, chat_request_rejections);
-    tcase_add_test(a, chat_request_tool_choice_none_and_effort);
-    tcase_add_test(a, completions_request);
-    tcase_add_test(a, embeddings_request);
-    tcase_add_test(a, chat_answer);
-    tcase_add_test(a, completion_and_embedding_answers);
-    tcase_add_test(a, backend_errors_in_openai_shape);
-    tcase_add_test(a, sse_chat_at_every_boundary);
-    tcase_add_test(a, sse_tool_calls_and_thinking_at_every_boundary);
-    tcase_add_test(a, sse_completions_at_every_boundary);
-    tcase_add_test(a, sse_error_line_mid_stream);
-    tcase_add_test(a, sse_broken_stream_gets_the_error_tail);
-    tcase_add_test(a, sse_long_stream_does_not_grow_the_pool);
-    suite_add_tcase(s, a);
-
-    tcase_add_checked_fixture(b, test_pool_setup, test_pool_teardown);
-    tcase_set_timeout(b, 60);
-    tcase_add_test(b, front_chat_request);
-    tcase_add_test(b, front_tool_answers_matched);
-    tcase_add_test(b, front_images_typed);
-    tcase_add_test(b, front_generate_and_embed_requests);
-    tcase_add_test(b, front_request_errors);
-    tcase_add_test(b, front_endpoints);
-    tcase_add_test(b, round_trip_keeps_the_meaning);
-    tcase_add_test(b, front_answers);
-    tcase_add_test(b, front_answer_errors);
-    tcase_add_test(b, ndjson_chat_at_every_boundary);
-    tcase_add_test(b, ndjson_generate_without_done);
-    tcase_add_test(b, ndjson_error_event);
-    tcase_add_test(b, ndjson_broken_streams);
-    tcase_add_test(b, ndjson_parallel_tool_calls);
-    tcase_add_test(b, huge_counts_are_clamped);
-    tcase_add_test(b, stream_lines_are_capped);
-    tcase_add_test(b, tool_arguments_are_capped);
-    suite_add_tcase(s, b);
+    test_case_add(
+        s, "openai-to-ollama", 60,
+        TESTS(
+            chat_request_maps_every_field, chat_request_stream_always_explicit,
+            chat_request_images, chat_request_tool_arguments,
+            chat_request_tool_names_resolved, chat_request_rejections,
+            chat_request_tool_choice_none_and_effort, completions_request,
+            embeddings_request, chat_answer, completion_and_embedding_answers,
+            backend_errors_in_openai_shape, sse_chat_at_every_boundary,
+            sse_tool_calls_and_thinking_at_every_boundary,
+            sse_completions_at_every_boundary, sse_error_line_mid_stream,
+            sse_broken_stream_gets_the_error_tail,
+            sse_long_stream_does_not_grow_the_pool));
+    test_case_add(s, "ollama-to-openai", 60,
+                  TESTS(front_chat_request, front_tool_answers_matched,
+                        front_images_typed, front_generate_and_embed_requests,
+                        front_request_errors, front_endpoints,
+                        round_trip_keeps_the_meaning, front_answers,
+                        front_answer_errors, ndjson_chat_at_every_boundary,
+                        ndjson_generate_without_done, ndjson_error_event,
+                        ndjson_broken_streams, ndjson_parallel_tool_calls,
+                        huge_counts_are_clamped, stream_lines_are_capped,
+                        tool_arguments_are_capped));
     return s;
 }

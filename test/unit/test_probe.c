@@ -902,26 +902,12 @@ END_TEST
 
 Suite *probe_suite(void)
 {
-    Suite *s = suite_create("probe");
-    TCase *tc = tcase_create("core");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, ollama_ps_and_tags);
-    tcase_add_test(tc, ollama_refuses_what_does_not_read);
-    tcase_add_test(tc, llamacpp_health_states);
-    tcase_add_test(tc, llamacpp_slots_over_versions);
-    tcase_add_test(tc, too_many_slots_refused);
-    tcase_add_test(tc, vllm_metrics_v1_and_v0);
-    tcase_add_test(tc, vllm_metrics_refused);
-    tcase_add_test(tc, prom_escapes_and_shapes);
-    tcase_add_test(tc, prom_bounds);
-    tcase_add_test(tc, openai_models_shapes);
-    tcase_add_test(tc, json_bounds);
-    tcase_add_test(tc, truncated_answers);
-    tcase_add_test(tc, garbage_never_crashes);
-    tcase_add_test(tc, rfc3339);
-    tcase_add_test(tc, names_and_sets);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite(
+        "probe", "core", 60,
+        TESTS(ollama_ps_and_tags, ollama_refuses_what_does_not_read,
+              llamacpp_health_states, llamacpp_slots_over_versions,
+              too_many_slots_refused, vllm_metrics_v1_and_v0,
+              vllm_metrics_refused, prom_escapes_and_shapes, prom_bounds,
+              openai_models_shapes, json_bounds, truncated_answers,
+              garbage_never_crashes, rfc3339, names_and_sets));
 }

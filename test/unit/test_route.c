@@ -61,20 +61,14 @@ START_TEST(refuses_duplicate_names)
     ck_assert_ptr_null(llmgw_router_add(test_pool, rt, route("a", NULL)));
     err = llmgw_router_add(test_pool, rt, route("b", "a", NULL));
     ck_assert_ptr_nonnull(err);
-    ck_assert_ptr_nonnull(strstr(err, "'a'"));
-    ck_assert_ptr_nonnull(strstr(err, "test.conf:1"));
+    ck_assert_has(err, "'a'", "test.conf:1");
 }
 END_TEST
 
 Suite *route_suite(void)
 {
-    Suite *s = suite_create("route");
-    TCase *tc = tcase_create("router");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
-    tcase_add_test(tc, routes_exact_alias_and_glob);
-    tcase_add_test(tc, no_match_and_empty_names);
-    tcase_add_test(tc, refuses_duplicate_names);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite("route", "router", 0,
+                      TESTS(routes_exact_alias_and_glob,
+                            no_match_and_empty_names,
+                            refuses_duplicate_names));
 }

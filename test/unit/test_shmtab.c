@@ -508,22 +508,10 @@ END_TEST
 
 Suite *shmtab_suite(void)
 {
-    Suite *s = suite_create("shmtab");
-    TCase *tc = tcase_create("core");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
     /* Threads and a search of some 60000 keys: slow on a loaded machine,
      * not a measure of anything. */
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, set_get_del);
-    tcase_add_test(tc, expiry);
-    tcase_add_test(tc, ring_drops_oldest);
-    tcase_add_test(tc, full_index);
-    tcase_add_test(tc, sizes);
-    tcase_add_test(tc, hash_collision);
-    tcase_add_test(tc, peek_torn_by_writer);
-    tcase_add_test(tc, peek_beside_unrelated_write);
-    tcase_add_test(tc, peek_beside_writer);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite("shmtab", "core", 60,
+                      TESTS(set_get_del, expiry, ring_drops_oldest, full_index,
+                            sizes, hash_collision, peek_torn_by_writer,
+                            peek_beside_unrelated_write, peek_beside_writer));
 }

@@ -236,15 +236,9 @@ END_TEST
 
 Suite *store_suite(void)
 {
-    Suite *s = suite_create("store");
-    TCase *tc = tcase_create("shm");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
-    tcase_add_test(tc, store_claim_lease_settle);
-    tcase_add_test(tc, store_options_are_checked);
-    tcase_add_test(tc, coalesce_leader_and_followers);
-    tcase_add_test(tc, coalesce_failed_leader);
-    tcase_add_test(tc, coalesce_no_progress_goes_alone);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite(
+        "store", "shm", 0,
+        TESTS(store_claim_lease_settle, store_options_are_checked,
+              coalesce_leader_and_followers, coalesce_failed_leader,
+              coalesce_no_progress_goes_alone));
 }

@@ -69,10 +69,8 @@ START_TEST(strips_injected_usage_chunk)
         llmgw_sse_t *s;
         char *out = run(stream, step, 1, &s);
 
-        ck_assert_ptr_null(strstr(out, "\"choices\":[]"));
-        ck_assert_ptr_null(strstr(out, "\"usage\""));
-        ck_assert_ptr_nonnull(strstr(out, "\"content\":\"hi \"}}]}\n\n"));
-        ck_assert_ptr_nonnull(strstr(out, "data: [DONE]\n\n"));
+        ck_assert_lacks(out, "\"choices\":[]", "\"usage\"");
+        ck_assert_has(out, "\"content\":\"hi \"}}]}\n\n", "data: [DONE]\n\n");
         ck_assert_int_eq(s->usage.total, 4);
     }
 }
@@ -121,10 +119,8 @@ START_TEST(holds_back_partial_event_and_ends_with_error)
                     "broke");
     tail = llmgw_sse_error_tail(s, test_pool, LLMGW_EP_CHAT, &err, &n);
     ck_assert_int_eq(n, strlen(tail));
-    ck_assert_ptr_nonnull(strstr(tail, "\"id\":\"c9\""));
-    ck_assert_ptr_nonnull(strstr(tail, "\"finish_reason\":\"error\""));
-    ck_assert_ptr_nonnull(strstr(tail, "\"code\":\"upstream_stream_error\""));
-    ck_assert_ptr_nonnull(strstr(tail, "data: [DONE]\n\n"));
+    ck_assert_has(tail, "\"id\":\"c9\"", "\"finish_reason\":\"error\"",
+                  "\"code\":\"upstream_stream_error\"", "data: [DONE]\n\n");
 }
 END_TEST
 
@@ -137,8 +133,7 @@ START_TEST(error_tail_for_completions_without_events)
 
     llmgw_error_set(&err, 502, "server_error", NULL, "x", "y");
     tail = llmgw_sse_error_tail(s, test_pool, LLMGW_EP_COMPLETIONS, &err, &n);
-    ck_assert_ptr_nonnull(strstr(tail, "\"object\":\"text_completion\""));
-    ck_assert_ptr_nonnull(strstr(tail, "\"text\":\"\""));
+    ck_assert_has(tail, "\"object\":\"text_completion\"", "\"text\":\"\"");
 }
 END_TEST
 
@@ -241,19 +236,12 @@ END_TEST
 
 Suite *stream_suite(void)
 {
-    Suite *s = suite_create("stream");
-    TCase *tc = tcase_create("sse");
-
-    tcase_add_checked_fixture(tc, test_pool_setup, test_pool_teardown);
-    tcase_add_test(tc, frames_at_every_boundary);
-    tcase_add_test(tc, strips_injected_usage_chunk);
-    tcase_add_test(tc, counts_output_with_spaced_json);
-    tcase_add_test(tc, accepts_crlf_events);
-    tcase_add_test(tc, holds_back_partial_event_and_ends_with_error);
-    tcase_add_test(tc, error_tail_for_completions_without_events);
-    tcase_add_test(tc, unfinished_event_is_capped);
-    tcase_add_test(tc, big_event_under_the_cap_passes);
-    tcase_add_test(tc, usage_chunks_do_not_grow_the_pool);
-    suite_add_tcase(s, tc);
-    return s;
+    return test_suite(
+        "stream", "sse", 0,
+        TESTS(frames_at_every_boundary, strips_injected_usage_chunk,
+              counts_output_with_spaced_json, accepts_crlf_events,
+              holds_back_partial_event_and_ends_with_error,
+              error_tail_for_completions_without_events,
+              unfinished_event_is_capped, big_event_under_the_cap_passes,
+              usage_chunks_do_not_grow_the_pool));
 }
