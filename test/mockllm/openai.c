@@ -107,20 +107,10 @@ static enum MHD_Result complete(struct MHD_Connection *conn, const gen_t *g,
     mock_timing_t tm;
     enum MHD_Result ret;
 
-    if (mock_simulate_latency(
-            k->ttft_ms + (k->tps > 0.0 ? (double)g->n * 1000.0 / k->tps : 0.0),
-            k->fd)
+    if (mock_whole_answer(k, job, g->hash, g->n, g->json_mode,
+                          g->tool == NULL ? &text : NULL)
         != 0) {
-        mock_job_end(job);
         return MHD_NO;
-    }
-    mock_job_end(job);
-    if (g->tool == NULL) {
-        mock_text(&text, g->hash, g->n, g->json_mode);
-        if (text.failed) {
-            mock_buf_free(&text);
-            return MHD_NO;
-        }
     }
 
     o = json_object_new_object();
@@ -313,8 +303,7 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn,
     long npieces;
 
     if (s == NULL) {
-        mock_job_end(job);
-        return MHD_NO;
+        return mock_stream_abort(&chat_ops, NULL, job);
     }
     qmodel = mock_json_quote(g->model, g->model_len);
     qfp = mock_json_quote(mock_cfg.fingerprint, strlen(mock_cfg.fingerprint));
@@ -331,16 +320,12 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn,
     free(qfp);
     s->prefix = pb.data;
     if (qmodel == NULL || qfp == NULL || pb.failed) {
-        sse_free(s);
-        mock_job_end(job);
-        return MHD_NO;
+        return mock_stream_abort(&chat_ops, s, job);
     }
     if (g->tool != NULL) {
         s->qtool = mock_json_quote(g->tool, g->tool_len);
         if (s->qtool == NULL) {
-            sse_free(s);
-            mock_job_end(job);
-            return MHD_NO;
+            return mock_stream_abort(&chat_ops, s, job);
         }
     }
     if (mock_cfg.flavor == MOCK_FLAVOR_LLAMACPP) {
@@ -352,9 +337,7 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn,
         mock_timings_text(&tb, &tm);
         s->timings = tb.data;
         if (tb.failed) {
-            sse_free(s);
-            mock_job_end(job);
-            return MHD_NO;
+            return mock_stream_abort(&chat_ops, s, job);
         }
     }
     s->chat = g->chat;
@@ -384,7 +367,6 @@ static enum MHD_Result embeddings(struct MHD_Connection *conn,
     int b64 = 0;
     mock_buf_t b = { 0 };
     mock_job_t job;
-    enum MHD_Result ret;
     double *vec;
     float *fv;
     char *qmodel;
@@ -474,13 +456,7 @@ static enum MHD_Result embeddings(struct MHD_Connection *conn,
     free(vec);
     free(fv);
     free(qmodel);
-    if (b.failed) {
-        mock_buf_free(&b);
-        return MHD_NO;
-    }
-    ret = mock_reply_body(conn, "application/json", b.data, b.len, k);
-    mock_buf_free(&b);
-    return ret;
+    return mock_reply_json_buf(conn, &b, k);
 }
 
 /* ---- OpenAI: entry point ------------------------------------------------ */
@@ -588,15 +564,11 @@ static enum MHD_Result generate(struct MHD_Connection *conn,
         g.n = k->tokens;
     }
 
-    v = mock_member(req, "stream");
-    if (v != NULL) {
-        if (!json_object_is_type(v, json_type_boolean)) {
-            return bad_request(conn,
-                               "Invalid type for 'stream': expected a "
-                               "boolean.",
-                               "stream");
-        }
-        stream = json_object_get_boolean(v);
+    if (mock_member_bool(req, "stream", &stream) != 0) {
+        return bad_request(conn,
+                           "Invalid type for 'stream': expected a "
+                           "boolean.",
+                           "stream");
     }
     v = mock_member(req, "stream_options");
     if (stream && json_object_is_type(v, json_type_object)) {
@@ -848,17 +820,14 @@ static enum MHD_Result llama_stream(struct MHD_Connection *conn,
     mock_timing_t tm;
 
     if (s == NULL) {
-        mock_job_end(job);
-        return MHD_NO;
+        return mock_stream_abort(&llama_ops, NULL, job);
     }
     mock_timing(&tm, g->prompt_tokens, g->n, k, job);
     mock_timings_text(&tb, &tm);
     s->timings = tb.data;
     s->qmodel = mock_json_quote(g->model, g->model_len);
     if (tb.failed || s->qmodel == NULL) {
-        ls_free(s);
-        mock_job_end(job);
-        return MHD_NO;
+        return mock_stream_abort(&llama_ops, s, job);
     }
     s->n = g->n;
     s->prompt_tokens = g->prompt_tokens;
@@ -878,17 +847,7 @@ static enum MHD_Result llama_complete(struct MHD_Connection *conn,
     mock_timing_t tm;
     int slot = job->slot;
 
-    if (mock_simulate_latency(
-            k->ttft_ms + (k->tps > 0.0 ? (double)g->n * 1000.0 / k->tps : 0.0),
-            k->fd)
-        != 0) {
-        mock_job_end(job);
-        return MHD_NO;
-    }
-    mock_job_end(job);
-    mock_text(&text, g->hash, g->n, 0);
-    if (text.failed) {
-        mock_buf_free(&text);
+    if (mock_whole_answer(k, job, g->hash, g->n, 0, &text) != 0) {
         return MHD_NO;
     }
     mock_timing(&tm, g->prompt_tokens, g->n, k, job);
@@ -974,34 +933,21 @@ static enum MHD_Result completion(struct MHD_Connection *conn,
                            "invalid_request_error");
     }
 
-    v = mock_member(req, "n_predict");
-    if (v != NULL) {
-        int64_t x = json_object_get_int64(v);
-
-        if (!json_object_is_type(v, json_type_int) || x > MOCK_MAX_TOKENS) {
-            snprintf(msg, sizeof(msg),
-                     "\"n_predict\" must be an integer "
-                     "of at most %ld",
-                     MOCK_MAX_TOKENS);
-            return llama_error(conn, MHD_HTTP_BAD_REQUEST, msg,
-                               "invalid_request_error");
-        }
-        if (x >= 0) { /* -1: until the model stops */
-            g.n = (long)x;
-            g.limited = 1;
-        }
+    /* -1: until the model stops */
+    if (mock_token_limit(mock_member(req, "n_predict"), k->tokens, &g.n,
+                         &g.limited)
+        != 0) {
+        snprintf(msg, sizeof(msg),
+                 "\"n_predict\" must be an integer "
+                 "of at most %ld",
+                 MOCK_MAX_TOKENS);
+        return llama_error(conn, MHD_HTTP_BAD_REQUEST, msg,
+                           "invalid_request_error");
     }
-    if (!g.limited) {
-        g.n = k->tokens;
-    }
-    v = mock_member(req, "stream");
-    if (v != NULL) {
-        if (!json_object_is_type(v, json_type_boolean)) {
-            return llama_error(conn, MHD_HTTP_BAD_REQUEST,
-                               "\"stream\" must be a boolean",
-                               "invalid_request_error");
-        }
-        stream = json_object_get_boolean(v);
+    if (mock_member_bool(req, "stream", &stream) != 0) {
+        return llama_error(conn, MHD_HTTP_BAD_REQUEST,
+                           "\"stream\" must be a boolean",
+                           "invalid_request_error");
     }
     g.hash = mock_request_hash(g.model, g.model_len, prompt,
                                mock_member(req, "seed"));
@@ -1424,13 +1370,7 @@ static enum MHD_Result ol_embed(struct MHD_Connection *conn,
     }
     free(vec);
     free(qmodel);
-    if (b.failed) {
-        mock_buf_free(&b);
-        return MHD_NO;
-    }
-    ret = mock_reply_body(conn, "application/json", b.data, b.len, k);
-    mock_buf_free(&b);
-    return ret;
+    return mock_reply_json_buf(conn, &b, k);
 }
 
 /* ---- Ollama: NDJSON streams --------------------------------------------- */
@@ -1525,8 +1465,7 @@ static enum MHD_Result ol_start_stream(struct MHD_Connection *conn,
     long npieces;
 
     if (s == NULL) {
-        mock_job_end(job);
-        return MHD_NO;
+        return mock_stream_abort(&ol_ops, NULL, job);
     }
     mock_timing(&tm, g->prompt_tokens, g->n, k, job);
     ol_durations(&sb, &tm);
@@ -1538,9 +1477,7 @@ static enum MHD_Result ol_start_stream(struct MHD_Connection *conn,
     }
     if (sb.failed || s->qmodel == NULL || s->model == NULL
         || (g->tool != NULL && s->qtool == NULL)) {
-        ol_free(s);
-        mock_job_end(job);
-        return MHD_NO;
+        return mock_stream_abort(&ol_ops, s, job);
     }
     memcpy(s->model, g->model, g->model_len);
     s->model[g->model_len] = '\0';
@@ -1591,20 +1528,10 @@ static enum MHD_Result ol_complete(struct MHD_Connection *conn,
     enum MHD_Result ret;
     const char *reason = ol_done_reason(g->limited && g->tool == NULL);
 
-    if (mock_simulate_latency(
-            k->ttft_ms + (k->tps > 0.0 ? (double)g->n * 1000.0 / k->tps : 0.0),
-            k->fd)
+    if (mock_whole_answer(k, job, g->hash, g->n, g->json_mode,
+                          g->tool == NULL ? &text : NULL)
         != 0) {
-        mock_job_end(job);
         return MHD_NO;
-    }
-    mock_job_end(job);
-    if (g->tool == NULL) {
-        mock_text(&text, g->hash, g->n, g->json_mode);
-        if (text.failed) {
-            mock_buf_free(&text);
-            return MHD_NO;
-        }
     }
     mock_timing(&tm, g->prompt_tokens, g->n, k, job);
     o = ol_answer_head(g);
@@ -1758,33 +1685,20 @@ static enum MHD_Result ol_generate(struct MHD_Connection *conn,
         return ol_error(conn, MHD_HTTP_BAD_REQUEST,
                         "invalid options: expected an object");
     }
-    v = mock_member(options, "num_predict");
-    if (v != NULL) {
-        int64_t x = json_object_get_int64(v);
-
-        if (!json_object_is_type(v, json_type_int) || x > MOCK_MAX_TOKENS) {
-            snprintf(msg, sizeof(msg),
-                     "invalid options.num_predict: "
-                     "expected an integer of at most %ld",
-                     MOCK_MAX_TOKENS);
-            return ol_error(conn, MHD_HTTP_BAD_REQUEST, msg);
-        }
-        if (x >= 0) { /* -1 and -2: until the model stops */
-            g.n = (long)x;
-            g.limited = 1;
-        }
-    }
-    if (!g.limited) {
-        g.n = k->tokens;
+    /* -1 and -2: until the model stops */
+    if (mock_token_limit(mock_member(options, "num_predict"), k->tokens, &g.n,
+                         &g.limited)
+        != 0) {
+        snprintf(msg, sizeof(msg),
+                 "invalid options.num_predict: "
+                 "expected an integer of at most %ld",
+                 MOCK_MAX_TOKENS);
+        return ol_error(conn, MHD_HTTP_BAD_REQUEST, msg);
     }
     seed = mock_member(options, "seed");
-    v = mock_member(req, "stream");
-    if (v != NULL) {
-        if (!json_object_is_type(v, json_type_boolean)) {
-            return ol_error(conn, MHD_HTTP_BAD_REQUEST,
-                            "invalid stream: expected a boolean");
-        }
-        stream = json_object_get_boolean(v);
+    if (mock_member_bool(req, "stream", &stream) != 0) {
+        return ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                        "invalid stream: expected a boolean");
     }
     g.unload = ol_keep_alive_zero(mock_member(req, "keep_alive"));
     if (empty) {
