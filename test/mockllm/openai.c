@@ -48,6 +48,28 @@ static enum MHD_Result bad_request(struct MHD_Connection *conn,
                             NULL, NULL);
 }
 
+/* OpenAI's 400 for a required parameter that is not there. */
+static enum MHD_Result missing_param(struct MHD_Connection *conn,
+                                     const char *param)
+{
+    char msg[96];
+
+    snprintf(msg, sizeof(msg), "Missing required parameter: '%s'.", param);
+    return bad_request(conn, msg, param);
+}
+
+/* OpenAI's 400 for a parameter that is not what it must be (expected:
+ * "a string", "an array", ...). */
+static enum MHD_Result wrong_type(struct MHD_Connection *conn,
+                                  const char *param, const char *expected)
+{
+    char msg[160];
+
+    snprintf(msg, sizeof(msg), "Invalid type for '%s': expected %s.", param,
+             expected);
+    return bad_request(conn, msg, param);
+}
+
 static struct json_object *usage_json(long prompt, long completion)
 {
     struct json_object *u = json_object_new_object();
@@ -372,14 +394,10 @@ static enum MHD_Result embeddings(struct MHD_Connection *conn,
     char *qmodel;
 
     if (input == NULL) {
-        return bad_request(conn, "Missing required parameter: 'input'.",
-                           "input");
+        return missing_param(conn, "input");
     }
     if (mock_count_texts(input, &words, &ntexts) != 0) {
-        return bad_request(conn,
-                           "Invalid type for 'input': expected a "
-                           "string or an array of strings.",
-                           "input");
+        return wrong_type(conn, "input", "a string or an array of strings");
     }
     if (ntexts == 0 || ntexts > MOCK_MAX_INPUTS) {
         return bad_request(conn,
@@ -478,14 +496,10 @@ static enum MHD_Result generate(struct MHD_Connection *conn,
     memset(&g, 0, sizeof(g));
     v = mock_member(req, "model");
     if (v == NULL) {
-        return bad_request(conn, "Missing required parameter: 'model'.",
-                           "model");
+        return missing_param(conn, "model");
     }
     if (!json_object_is_type(v, json_type_string)) {
-        return bad_request(conn,
-                           "Invalid type for 'model': expected a "
-                           "string.",
-                           "model");
+        return wrong_type(conn, "model", "a string");
     }
     g.model = json_object_get_string(v);
     g.model_len = (size_t)json_object_get_string_len(v);
@@ -509,30 +523,21 @@ static enum MHD_Result generate(struct MHD_Connection *conn,
     if (g.chat) {
         payload = mock_member(req, "messages");
         if (payload == NULL) {
-            return bad_request(conn,
-                               "Missing required parameter: "
-                               "'messages'.",
-                               "messages");
+            return missing_param(conn, "messages");
         }
         if (!json_object_is_type(payload, json_type_array)) {
-            return bad_request(conn,
-                               "Invalid type for 'messages': expected "
-                               "an array.",
-                               "messages");
+            return wrong_type(conn, "messages", "an array");
         }
         g.prompt_tokens = mock_count_messages(payload);
     }
     else {
         payload = mock_member(req, "prompt");
         if (payload == NULL) {
-            return bad_request(conn, "Missing required parameter: 'prompt'.",
-                               "prompt");
+            return missing_param(conn, "prompt");
         }
         if (mock_count_texts(payload, &g.prompt_tokens, &ntexts) != 0) {
-            return bad_request(conn,
-                               "Invalid type for 'prompt': expected a "
-                               "string or an array of strings.",
-                               "prompt");
+            return wrong_type(conn, "prompt",
+                              "a string or an array of strings");
         }
     }
 
@@ -565,10 +570,7 @@ static enum MHD_Result generate(struct MHD_Connection *conn,
     }
 
     if (mock_member_bool(req, "stream", &stream) != 0) {
-        return bad_request(conn,
-                           "Invalid type for 'stream': expected a "
-                           "boolean.",
-                           "stream");
+        return wrong_type(conn, "stream", "a boolean");
     }
     v = mock_member(req, "stream_options");
     if (stream && json_object_is_type(v, json_type_object)) {
