@@ -11,12 +11,9 @@ says how far the median can be trusted: with identical builds it is the
 noise floor (docs/benchmarks.md quotes one).
 """
 
-import datetime
-import json
 import os
 import re
 import shutil
-import time
 
 import bench as b
 import loadgen as lg
@@ -297,11 +294,8 @@ def headline_one(name, sc):
 def markdown(res):
     m = res["machine"]
     bl = res["builds"]
-    out = ["# mod_llm_gateway A/B benchmark\n",
-           "Written by `build/bench --ab` on %s in %.0f s; how to read "
-           "this: [docs/benchmarks.md](../../docs/benchmarks.md).\n"
-           % (res["date"], res["duration_s"]),
-           "**Machine:** " + b.report.machine_line(m) + "\n",
+    out = b.report.heading(res, "mod_llm_gateway A/B benchmark",
+                           "build/bench --ab") + [
            "**A:** %s (module sha256 %s)  \n**B:** %s (module sha256 %s)\n"
            % (bl["a"]["label"], bl["a"]["module_sha256"], bl["b"]["label"],
               bl["b"]["module_sha256"])]
@@ -342,16 +336,6 @@ def markdown(res):
 
 
 def write(run, res, mach, prefix):
-    res["date"] = datetime.datetime.now(datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")
-    res["duration_s"] = round(time.time() - run.t0, 1)
-    res["machine"] = mach
-    os.makedirs(os.path.dirname(prefix), exist_ok=True)
-    order = {k: res[k] for k in ("format", "mode", "date", "duration_s",
-                                 "machine", "builds", "scenarios")}
-    with open(prefix + ".json", "w") as f:
-        json.dump(order, f, indent=1)
-        f.write("\n")
-    with open(prefix + ".md", "w") as f:
-        f.write(markdown(order))
-    shutil.copy(prefix + ".json", os.path.join(run.raw, "ab.json"))
+    b.write_run(run, res, mach, prefix,
+                ("format", "mode", "date", "duration_s", "machine", "builds", "scenarios"),
+                markdown, "ab.json")

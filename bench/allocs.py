@@ -9,13 +9,9 @@ after a warm-up that lets every thread's pools and the connection pools
 grow to their steady size.
 """
 
-import datetime
-import json
 import os
-import shutil
 import struct
 import subprocess
-import time
 
 import ab
 import bench as b
@@ -186,11 +182,8 @@ def summarize(rs):
 
 def markdown(res):
     p = res["params"]
-    out = ["# mod_llm_gateway allocations per request\n",
-           "Written by `build/bench --malloc` on %s in %.0f s; how to read "
-           "this: [docs/benchmarks.md](../../docs/benchmarks.md).\n"
-           % (res["date"], res["duration_s"]),
-           "**Machine:** " + b.report.machine_line(res["machine"]) + "\n",
+    out = b.report.heading(res, "mod_llm_gateway allocations per request",
+                           "build/bench --malloc") + [
            "%s; wrk c=%s (streams: %s connections of bench/loadgen.py), "
            "%s run(s) of %s s per subject after %s s of warm-up; %s. "
            "Median of the runs; allocations: malloc + calloc + realloc + "
@@ -217,16 +210,6 @@ def headline(res):
 
 
 def write(run, res, mach, prefix):
-    res["date"] = datetime.datetime.now(datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")
-    res["duration_s"] = round(time.time() - run.t0, 1)
-    res["machine"] = mach
-    order = {k: res[k] for k in ("format", "mode", "date", "duration_s",
-                                 "machine", "params", "subjects")}
-    os.makedirs(os.path.dirname(prefix), exist_ok=True)
-    with open(prefix + ".json", "w") as f:
-        json.dump(order, f, indent=1)
-        f.write("\n")
-    with open(prefix + ".md", "w") as f:
-        f.write(markdown(order))
-    shutil.copy(prefix + ".json", os.path.join(run.raw, "malloc.json"))
+    b.write_run(run, res, mach, prefix,
+                ("format", "mode", "date", "duration_s", "machine", "params", "subjects"),
+                markdown, "malloc.json")

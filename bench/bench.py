@@ -1228,15 +1228,37 @@ def targets(run):
     return t, ctx
 
 
+def save_results(res, prefix, markdown, raw_copy=None):
+    """Writes RES as PREFIX.json and, as MARKDOWN renders it, PREFIX.md; a
+    copy of the JSON goes to RAW_COPY when given."""
+    os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    with open(prefix + ".json", "w") as f:
+        json.dump(res, f, indent=1, sort_keys=False)
+        f.write("\n")
+    with open(prefix + ".md", "w") as f:
+        f.write(markdown(res))
+    if raw_copy:
+        shutil.copy(prefix + ".json", raw_copy)
+
+
+def write_run(run, res, mach, prefix, keys, markdown, raw_name):
+    """A run's results: RES with the date, the run's duration and the
+    machine MACH, its members KEYS in that order, saved (save_results) with
+    a copy in the run's raw directory as RAW_NAME. Returns what was saved."""
+    res["date"] = datetime.datetime.now(datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    res["duration_s"] = round(time.time() - run.t0, 1)
+    res["machine"] = mach
+    order = {k: res[k] for k in keys}
+    save_results(order, prefix, markdown, os.path.join(run.raw, raw_name))
+    return order
+
+
 def write_results(run, mach, prefix):
     t, ctx = targets(run)
     res = {
         "format": "mod_llm_gateway bench results v1",
         "mode": run.profile,
-        "date": datetime.datetime.now(datetime.timezone.utc)
-        .strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "duration_s": round(time.time() - run.t0, 1),
-        "machine": mach,
         "targets": t,
         "context": ctx,
         "absent": run.absent,
@@ -1245,14 +1267,11 @@ def write_results(run, mach, prefix):
         "seed_claims": SEED_CLAIMS,
         "scenarios": run.scenarios,
     }
-    os.makedirs(os.path.dirname(prefix), exist_ok=True)
-    with open(prefix + ".json", "w") as f:
-        json.dump(res, f, indent=1, sort_keys=False)
-        f.write("\n")
-    with open(prefix + ".md", "w") as f:
-        f.write(report.markdown(res))
-    shutil.copy(prefix + ".json", os.path.join(run.raw, "results.json"))
-    return res
+    return write_run(run, res, mach, prefix,
+                     ("format", "mode", "date", "duration_s", "machine",
+                      "targets", "context", "absent", "notes", "params",
+                      "seed_claims", "scenarios"),
+                     report.markdown, "results.json")
 
 
 def rerender(prefix):
@@ -1265,11 +1284,7 @@ def rerender(prefix):
         scenarios=res["scenarios"], absent=res.get("absent", {}),
         knobs={"overhead": (res.get("params") or {}).get("overhead", {})})
     res["targets"], res["context"] = targets(fake)
-    with open(prefix + ".json", "w") as f:
-        json.dump(res, f, indent=1, sort_keys=False)
-        f.write("\n")
-    with open(prefix + ".md", "w") as f:
-        f.write(report.markdown(res))
+    save_results(res, prefix, report.markdown)
     print(report.headline(res))
     return 0
 

@@ -59,15 +59,24 @@ def rows_for(sc, cols):
     return rows
 
 
+def heading(res, title, command, how="how to read this"):
+    """The first lines of a results page: its TITLE, the COMMAND that wrote
+    it, when and in how long, a pointer to the docs (HOW they help), and the
+    machine."""
+    return ["# %s\n" % title,
+            "Written by `%s` on %s in %.0f s; %s: "
+            "[docs/benchmarks.md](../../docs/benchmarks.md).\n"
+            % (command, res["date"], res["duration_s"], how),
+            "**Machine:** " + machine_line(res["machine"]) + "\n"]
+
+
 def markdown(res):
     m = res["machine"]
     sc = res["scenarios"]
-    out = ["# mod_llm_gateway benchmarks\n",
-           "Written by `build/bench%s` on %s in %.0f s; method and how to "
-           "read this: [docs/benchmarks.md](../../docs/benchmarks.md).\n"
-           % ("" if res["mode"] == "full" else " --" + res["mode"],
-              res["date"], res["duration_s"]),
-           "**Machine:** " + machine_line(m) + "\n"]
+    out = heading(res, "mod_llm_gateway benchmarks",
+                  "build/bench" + ("" if res["mode"] == "full"
+                                   else " --" + res["mode"]),
+                  "method and how to read this")
 
     out.append("## Targets\n")
     out.append("Each is a ratio or a difference between subjects measured "

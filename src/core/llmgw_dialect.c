@@ -533,44 +533,40 @@ const char *llmgw_error_json(apr_pool_t *p, const llmgw_error_t *err)
         "}}", NULL);
 }
 
+/* The errors that httpd's and mod_proxy's statuses stand for. */
+static const struct {
+    int status;
+    const char *type, *code, *message;
+} status_errors[] = {
+    { 502, "server_error", "upstream_error",
+      "The backend failed to answer the request." },
+    { 503, "server_error", "no_backend_available",
+      "No backend is available to serve this model right now." },
+    { 504, "server_error", "upstream_timeout",
+      "The backend did not answer in time." },
+    { 400, "invalid_request_error", "bad_request",
+      "The request could not be read." },
+    { 408, "invalid_request_error", "request_timeout",
+      "The request body was not received in time." },
+    { 413, "invalid_request_error", "request_too_large",
+      "The request body is too large." },
+};
+
 void llmgw_error_for_status(int status, llmgw_error_t *err)
 {
-    switch (status) {
-    case 502:
-        llmgw_error_set(err, status, "server_error", NULL, "upstream_error",
-                        "The backend failed to answer the request.");
-        break;
-    case 503:
-        llmgw_error_set(err, status, "server_error", NULL,
-                        "no_backend_available",
-                        "No backend is available to serve this model "
-                        "right now.");
-        break;
-    case 504:
-        llmgw_error_set(err, status, "server_error", NULL, "upstream_timeout",
-                        "The backend did not answer in time.");
-        break;
-    case 400:
-        llmgw_error_set(err, status, "invalid_request_error", NULL,
-                        "bad_request", "The request could not be read.");
-        break;
-    case 408:
-        llmgw_error_set(err, status, "invalid_request_error", NULL,
-                        "request_timeout",
-                        "The request body was not received in time.");
-        break;
-    case 413:
-        llmgw_error_set(err, status, "invalid_request_error", NULL,
-                        "request_too_large", "The request body is too large.");
-        break;
-    default:
-        llmgw_error_set(err, status,
-                        status >= 500 ? "server_error"
-                                      : "invalid_request_error",
-                        NULL, status >= 500 ? "internal_error" : NULL,
-                        status >= 500 ? "The gateway failed to process "
-                                        "the request."
-                                      : "The request was rejected.");
-        break;
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(status_errors) / sizeof(status_errors[0]); i++) {
+        if (status_errors[i].status == status) {
+            llmgw_error_set(err, status, status_errors[i].type, NULL,
+                            status_errors[i].code, status_errors[i].message);
+            return;
+        }
     }
+    llmgw_error_set(err, status,
+                    status >= 500 ? "server_error" : "invalid_request_error",
+                    NULL, status >= 500 ? "internal_error" : NULL,
+                    status >= 500 ? "The gateway failed to process "
+                                    "the request."
+                                  : "The request was rejected.");
 }

@@ -230,78 +230,70 @@ static llmgw_json_type_t jc_type(json_object *o)
     return LLMGW_JSON_MISSING;
 }
 
+/* Where a path leads, in either kind of handle: the type there
+ * (LLMGW_JSON_MISSING when it leads nowhere), and the read value (v) or
+ * the json-c value (o; NULL for a JSON null) that holds it. */
+typedef struct {
+    llmgw_json_type_t type;
+    const rval_t *v;
+    json_object *o;
+} found_t;
+
+static void find(const llmgw_json_t *j, va_list ap, found_t *f)
+{
+    int exists = 0;
+
+    f->type = LLMGW_JSON_MISSING;
+    f->v = NULL;
+    f->o = NULL;
+    if (j && j->v) {
+        f->v = rwalk(j->v, ap);
+        f->type = f->v ? f->v->type : LLMGW_JSON_MISSING;
+    }
+    else if (j) {
+        f->o = walk(j->o, ap, &exists);
+        f->type = exists ? jc_type(f->o) : LLMGW_JSON_MISSING;
+    }
+}
+
+/* find() for a getter: its path is the arguments after LAST. */
+#define FIND_PATH(j, last, f) \
+    do {                      \
+        va_list ap_;          \
+                              \
+        va_start(ap_, last);  \
+        find(j, ap_, f);      \
+        va_end(ap_);          \
+    } while (0)
+
 llmgw_json_type_t llmgw_json_type(const llmgw_json_t *j, ...)
 {
-    va_list ap;
-    llmgw_json_type_t t = LLMGW_JSON_MISSING;
-    int exists;
+    found_t f;
 
-    if (!j) {
-        return t;
-    }
-    va_start(ap, j);
-    if (j->v) {
-        const rval_t *v = rwalk(j->v, ap);
-
-        t = v ? v->type : LLMGW_JSON_MISSING;
-    }
-    else {
-        json_object *o = walk(j->o, ap, &exists);
-
-        t = exists ? jc_type(o) : LLMGW_JSON_MISSING;
-    }
-    va_end(ap);
-    return t;
+    FIND_PATH(j, j, &f);
+    return f.type;
 }
 
 llmgw_json_t *llmgw_json_getj(const llmgw_json_t *j, ...)
 {
-    va_list ap;
-    llmgw_json_t *out = NULL;
-    int exists;
+    found_t f;
 
-    if (!j) {
-        return NULL;
+    FIND_PATH(j, j, &f);
+    if (f.v) {
+        return jr_wrap(j->p, f.v);
     }
-    va_start(ap, j);
-    if (j->v) {
-        const rval_t *v = rwalk(j->v, ap);
-
-        out = v ? jr_wrap(j->p, v) : NULL;
-    }
-    else {
-        json_object *o = walk(j->o, ap, &exists);
-
-        out = o ? wrap(j->p, o, 0) : NULL;
-    }
-    va_end(ap);
-    return out;
+    return f.o ? wrap(j->p, f.o, 0) : NULL;
 }
 
 const char *llmgw_json_gets(const llmgw_json_t *j, ...)
 {
-    va_list ap;
-    const char *s = NULL;
-    int exists;
+    found_t f;
 
-    if (!j) {
+    FIND_PATH(j, j, &f);
+    if (f.type != LLMGW_JSON_STRING) {
         return NULL;
     }
-    va_start(ap, j);
-    if (j->v) {
-        const rval_t *v = rwalk(j->v, ap);
-
-        s = v && v->type == LLMGW_JSON_STRING ? v->u.s : NULL;
-    }
-    else {
-        json_object *o = walk(j->o, ap, &exists);
-
-        s = json_object_is_type(o, json_type_string)
-                ? json_object_get_string(o)
-                : NULL;
-    }
-    va_end(ap);
-    return s;
+    return f.v ? f.v->u.s : json_object_get_string(f.o);
 }
 
 /* A double as the nearest 64-bit integer, without undefined behaviour for
@@ -320,96 +312,57 @@ static apr_int64_t clamp_to_int64(double d)
     return (apr_int64_t)d;
 }
 
-/* The number at the path: 1 if there is one. */
-static int number(const llmgw_json_t *j, va_list ap, apr_int64_t *l, double *d)
+/* A number as both an integer and a double. */
+typedef struct {
+    apr_int64_t l;
+    double d;
+} number_t;
+
+/* The number found: 1 if there is one. */
+static int number(const found_t *f, number_t *n)
 {
-    int exists;
-
-    if (!j) {
-        return 0;
+    if (f->type == LLMGW_JSON_INT) {
+        n->l = f->v ? f->v->u.i : json_object_get_int64(f->o);
+        n->d = f->v && f->v->big
+                   ? strtod_l(f->v->text, NULL, jr_number_locale())
+                   : (double)n->l;
+        return 1;
     }
-    if (j->v) {
-        const rval_t *v = rwalk(j->v, ap);
-
-        if (v && v->type == LLMGW_JSON_INT) {
-            *l = v->u.i;
-            *d = v->big ? strtod_l(v->text, NULL, jr_number_locale())
-                        : (double)v->u.i;
-            return 1;
-        }
-        if (v && v->type == LLMGW_JSON_DOUBLE) {
-            *d = v->u.d;
-            *l = clamp_to_int64(v->u.d);
-            return 1;
-        }
-        return 0;
+    if (f->type == LLMGW_JSON_DOUBLE) {
+        n->d = f->v ? f->v->u.d : json_object_get_double(f->o);
+        n->l = clamp_to_int64(n->d);
+        return 1;
     }
-    else {
-        json_object *o = walk(j->o, ap, &exists);
-
-        if (json_object_is_type(o, json_type_int)) {
-            *l = json_object_get_int64(o);
-            *d = (double)*l;
-            return 1;
-        }
-        if (json_object_is_type(o, json_type_double)) {
-            *d = json_object_get_double(o);
-            *l = clamp_to_int64(*d);
-            return 1;
-        }
-        return 0;
-    }
+    return 0;
 }
 
 apr_int64_t llmgw_json_getl(const llmgw_json_t *j, apr_int64_t dflt, ...)
 {
-    va_list ap;
-    apr_int64_t l;
-    double d;
-    int found;
+    found_t f;
+    number_t n;
 
-    va_start(ap, dflt);
-    found = number(j, ap, &l, &d);
-    va_end(ap);
-    return found ? l : dflt;
+    FIND_PATH(j, dflt, &f);
+    return number(&f, &n) ? n.l : dflt;
 }
 
 double llmgw_json_getd(const llmgw_json_t *j, double dflt, ...)
 {
-    va_list ap;
-    apr_int64_t l;
-    double d;
-    int found;
+    found_t f;
+    number_t n;
 
-    va_start(ap, dflt);
-    found = number(j, ap, &l, &d);
-    va_end(ap);
-    return found ? d : dflt;
+    FIND_PATH(j, dflt, &f);
+    return number(&f, &n) ? n.d : dflt;
 }
 
 int llmgw_json_getb(const llmgw_json_t *j, int dflt, ...)
 {
-    va_list ap;
-    int b = dflt, exists;
+    found_t f;
 
-    if (!j) {
+    FIND_PATH(j, dflt, &f);
+    if (f.type != LLMGW_JSON_BOOL) {
         return dflt;
     }
-    va_start(ap, dflt);
-    if (j->v) {
-        const rval_t *v = rwalk(j->v, ap);
-
-        b = v && v->type == LLMGW_JSON_BOOL ? v->u.b : dflt;
-    }
-    else {
-        json_object *o = walk(j->o, ap, &exists);
-
-        b = json_object_is_type(o, json_type_boolean)
-                ? json_object_get_boolean(o)
-                : dflt;
-    }
-    va_end(ap);
-    return b;
+    return f.v ? f.v->u.b : json_object_get_boolean(f.o);
 }
 
 apr_size_t llmgw_json_array_len(const llmgw_json_t *j)

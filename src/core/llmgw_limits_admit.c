@@ -380,6 +380,17 @@ typedef struct {
     int late;
 } give_t;
 
+/* A give of the reservation of tokens at t0 by record seq, nothing used
+ * yet: the caller sets what else applies. */
+static void give_init(give_t *g, apr_time_t t0, apr_int64_t seq,
+                      apr_int64_t tokens)
+{
+    memset(g, 0, sizeof(*g));
+    g->t0 = t0;
+    g->seq = seq;
+    g->est_tokens = tokens;
+}
+
 static void give_budget(tab_t *t, budget_t *b, const give_t *g, apr_time_t now)
 {
     int tokens = B_UNIT(b->conf) == LLMGW_BUDGET_TOKENS;
@@ -540,10 +551,38 @@ static int subjects_of(tab_t *t, const llmgw_limits_req_t *rq, subj_t **subs)
     return 1;
 }
 
-static void count_refusal(tab_t *t, subj_t *s, llmgw_limit_kind_t kind)
+/* A refusal, under the lock: what the taking did is undone, the refusing
+ * subject counts it, v describes it; the lock is released. */
+static llmgw_limit_kind_t refused(tab_t *t, subj_t **subs, int n,
+                                  apr_time_t now, const refusal_t *r,
+                                  llmgw_limits_verdict_t *v)
 {
-    if (kind > LLMGW_LIMIT_OK && kind < LLMGW_LIMIT_NKINDS) {
-        lm_jset(t, &s->refused[kind], s->refused[kind] + 1);
+    subj_t *s = subs[r->place];
+
+    lm_undo(t);
+    if (r->kind > LLMGW_LIMIT_OK && r->kind < LLMGW_LIMIT_NKINDS) {
+        lm_jset(t, &s->refused[r->kind], s->refused[r->kind] + 1);
+    }
+    describe(t, subs, n, now, r, v);
+    lm_unlock(t);
+    return r->kind;
+}
+
+/* What a ticket says of the reservation just made of rq for rec. */
+static void ticket_fill(llmgw_limits_ticket_t *tk, const rec_t *rec,
+                        const llmgw_limits_req_t *rq, apr_int64_t tokens,
+                        apr_int64_t cost, apr_time_t now)
+{
+    int i;
+
+    tk->t0 = now;
+    tk->seq = rec->seq;
+    tk->tokens = tokens;
+    tk->price = rq->price;
+    tk->nsubjects = rq->nsubjects;
+    for (i = 0; i < rq->nsubjects; i++) {
+        tk->subject[i] = rq->subject[i];
+        tk->cost[i] = cost;
     }
 }
 
@@ -592,11 +631,7 @@ llmgw_limit_kind_t llmgw_limits_reserve(llmgw_limits_t *t,
         take(t, subs[i], T_REQUEST | T_AMOUNTS, tokens, cost, now, &r);
     }
     if (r.kind != LLMGW_LIMIT_OK) {
-        lm_undo(t);
-        count_refusal(t, subs[r.place], r.kind);
-        describe(t, subs, rq->nsubjects, now, &r, v);
-        lm_unlock(t);
-        return r.kind;
+        return refused(t, subs, rq->nsubjects, now, &r, v);
     }
     /* The record: free until its state says otherwise. */
     ri = (apr_uint64_t)t->free_rec - 1;
@@ -620,15 +655,7 @@ llmgw_limit_kind_t llmgw_limits_reserve(llmgw_limits_t *t,
     describe(t, subs, rq->nsubjects, now, NULL, v);
     tk->rec = ri + 1;
     tk->rec_gen = (apr_uint64_t)rec->state;
-    tk->t0 = now;
-    tk->tokens = tokens;
-    tk->seq = rec->seq;
-    tk->price = rq->price;
-    tk->nsubjects = rq->nsubjects;
-    for (i = 0; i < rq->nsubjects; i++) {
-        tk->subject[i] = rq->subject[i];
-        tk->cost[i] = cost;
-    }
+    ticket_fill(tk, rec, rq, tokens, cost, now);
     lm_unlock(t);
     return LLMGW_LIMIT_OK;
 }
@@ -674,10 +701,7 @@ apr_status_t llmgw_limits_settle(llmgw_limits_t *t, llmgw_limits_ticket_t *tk,
     }
     rec = ticket_rec(t, tk);
     charged = !rec && (t->flags & LLMGW_LIMITS_LEAK_CHARGE);
-    memset(&g, 0, sizeof(g));
-    g.t0 = tk->t0;
-    g.seq = tk->seq;
-    g.est_tokens = tk->tokens;
+    give_init(&g, tk->t0, tk->seq, tk->tokens);
     g.act_tokens = prompt + completion;
     g.inflight = rec != NULL;
     g.late = rec == NULL;
@@ -732,10 +756,7 @@ static void retarget_release(tab_t *t, const llmgw_limits_ticket_t *tk,
     give_t g;
     int i;
 
-    memset(&g, 0, sizeof(g));
-    g.t0 = tk->t0;
-    g.seq = tk->seq;
-    g.est_tokens = tk->tokens;
+    give_init(&g, tk->t0, tk->seq, tk->tokens);
     for (i = 0; i < tk->nsubjects; i++) {
         subj_t *s = lm_handle(t, tk->subject[i].index, tk->subject[i].gen);
 
@@ -784,11 +805,7 @@ llmgw_limit_kind_t llmgw_limits_retarget(llmgw_limits_t *t,
         }
     }
     if (r.kind != LLMGW_LIMIT_OK) {
-        lm_undo(t);
-        count_refusal(t, subs[r.place], r.kind);
-        describe(t, subs, rq->nsubjects, now, &r, v);
-        lm_unlock(t);
-        return r.kind;
+        return refused(t, subs, rq->nsubjects, now, &r, v);
     }
     /* The record now describes a reservation made now. */
     lm_jset(t, &rec->seq, t->rec_seq);
@@ -802,15 +819,7 @@ llmgw_limit_kind_t llmgw_limits_retarget(llmgw_limits_t *t,
         lm_jset(t, &rec->cost[i], cost);
     }
     describe(t, subs, rq->nsubjects, now, NULL, v);
-    tk->t0 = now;
-    tk->seq = rec->seq;
-    tk->tokens = tokens;
-    tk->price = rq->price;
-    tk->nsubjects = rq->nsubjects;
-    for (i = 0; i < rq->nsubjects; i++) {
-        tk->subject[i] = rq->subject[i];
-        tk->cost[i] = cost;
-    }
+    ticket_fill(tk, rec, rq, tokens, cost, now);
     lm_unlock(t);
     return LLMGW_LIMIT_OK;
 }
@@ -826,10 +835,7 @@ static void reclaim(tab_t *t, rec_t *rec, apr_time_t now)
     give_t g;
     int i;
 
-    memset(&g, 0, sizeof(g));
-    g.t0 = rec->t0;
-    g.seq = rec->seq;
-    g.est_tokens = rec->tokens;
+    give_init(&g, rec->t0, rec->seq, rec->tokens);
     g.act_tokens = charge ? rec->tokens : 0;
     g.inflight = 1;
     for (i = 0; i < rec->nsub && i < NS; i++) {

@@ -124,6 +124,11 @@
  * Shared helpers
  */
 
+const char *const ol_same_options[] = {
+    "temperature",       "top_p", "top_k", "seed", "presence_penalty",
+    "frequency_penalty", NULL
+};
+
 void ol_deliver(ol_line_fn *fn, void *baton, const char *line, apr_size_t len)
 {
     if (len && line[len - 1] == '\r') {
@@ -159,6 +164,29 @@ int ol_split_lines(llmgw_buf_t *pending, const char *in, apr_size_t len,
         return 0;
     }
     return 1;
+}
+
+int ol_feed(llmgw_buf_t *pending, llmgw_buf_t *out, int over, const char *in,
+            apr_size_t len, ol_line_fn *fn, void *baton)
+{
+    out->len = 0;
+    return over || !len || ol_split_lines(pending, in, len, fn, baton);
+}
+
+void ol_end(llmgw_buf_t *pending, llmgw_buf_t *out, ol_line_fn *fn,
+            void *baton)
+{
+    out->len = 0;
+    if (pending->len) {
+        ol_deliver(fn, baton, pending->b, pending->len);
+        pending->len = 0;
+    }
+}
+
+apr_size_t ol_output(const llmgw_buf_t *out, const char **o)
+{
+    *o = out->b ? out->b : "";
+    return out->len;
 }
 
 int ol_is_num(llmgw_json_type_t t)
@@ -216,6 +244,15 @@ const char *ol_args_text(const llmgw_json_t *tc)
         return llmgw_json_gets(tc, "function", "arguments", NULL);
     default: return "{}";
     }
+}
+
+void ol_openai_call(llmgw_json_t *o, const char *id, const char *name,
+                    const llmgw_json_t *tc)
+{
+    llmgw_json_sets(o, id, "id", NULL);
+    llmgw_json_sets(o, "function", "type", NULL);
+    llmgw_json_sets(o, name, "function", "name", NULL);
+    llmgw_json_sets(o, ol_args_text(tc), "function", "arguments", NULL);
 }
 
 const char *ol_finish_reason(const char *reason, int tool_calls)

@@ -23,6 +23,13 @@ static int bad(llmgw_error_t *err, const char *param, const char *code,
                            message);
 }
 
+/* The required parameter param is missing. */
+static int missing(apr_pool_t *p, const char *param, llmgw_error_t *err)
+{
+    return bad(err, param, "missing_required_parameter",
+               apr_psprintf(p, "Missing required parameter: '%s'.", param));
+}
+
 static llmgw_json_t *options_of(llmgw_json_t *out)
 {
     return llmgw_json_type(out, "options", NULL) == LLMGW_JSON_OBJECT
@@ -54,10 +61,6 @@ static int copy_option(apr_pool_t *p, const llmgw_json_t *in, const char *key,
 static int map_sampling(apr_pool_t *p, const llmgw_json_t *in,
                         llmgw_json_t *out, llmgw_error_t *err)
 {
-    static const char *const same[] = {
-        "temperature",       "top_p", "top_k", "seed", "presence_penalty",
-        "frequency_penalty", NULL
-    };
     const char *const *k;
     const char *max = "max_completion_tokens";
     llmgw_json_t *stop;
@@ -70,7 +73,7 @@ static int map_sampling(apr_pool_t *p, const llmgw_json_t *in,
         return bad(err, "n", "unsupported_value",
                    "n>1 is not supported by the ollama dialect.");
     }
-    for (k = same; *k; k++) {
+    for (k = ol_same_options; *k; k++) {
         if ((rv = copy_option(p, in, *k, out, *k, err)) != 0) {
             return rv;
         }
@@ -222,12 +225,7 @@ static int map_content(apr_pool_t *p, const llmgw_json_t *m, apr_size_t i,
         const char *v, *data;
 
         if (!type) {
-            return bad(err, apr_pstrcat(p, at, ".type", NULL),
-                       "missing_required_parameter",
-                       apr_psprintf(p,
-                                    "Missing required parameter: "
-                                    "'%s.type'.",
-                                    at));
+            return missing(p, apr_pstrcat(p, at, ".type", NULL), err);
         }
         if (strcmp(type, "text") == 0 || strcmp(type, "refusal") == 0) {
             /* A refusal in the history is what the assistant said. */
@@ -254,12 +252,7 @@ static int map_content(apr_pool_t *p, const llmgw_json_t *m, apr_size_t i,
             v = llmgw_json_gets(part, "image_url", NULL);
         }
         if (!v) {
-            return bad(err, apr_pstrcat(p, at, ".image_url.url", NULL),
-                       "missing_required_parameter",
-                       apr_psprintf(p,
-                                    "Missing required parameter: "
-                                    "'%s.image_url.url'.",
-                                    at));
+            return missing(p, apr_pstrcat(p, at, ".image_url.url", NULL), err);
         }
         if (!(data = data_url_base64(v))) {
             return bad(err, apr_pstrcat(p, at, ".image_url.url", NULL),
@@ -309,12 +302,7 @@ static int map_tool_calls(apr_pool_t *p, const llmgw_json_t *m, apr_size_t i,
                          i, k);
 
         if (!name) {
-            return bad(err, apr_pstrcat(p, at, ".name", NULL),
-                       "missing_required_parameter",
-                       apr_psprintf(p,
-                                    "Missing required parameter: "
-                                    "'%s.name'.",
-                                    at));
+            return missing(p, apr_pstrcat(p, at, ".name", NULL), err);
         }
         ot = llmgw_json_array_add_object(out);
         if (id) {
@@ -388,9 +376,7 @@ static int map_messages(apr_pool_t *p, const llmgw_json_t *in,
             const char *param =
                 apr_psprintf(p, "messages[%" APR_SIZE_T_FMT "].role", i);
 
-            return bad(
-                err, param, "missing_required_parameter",
-                apr_psprintf(p, "Missing required parameter: '%s'.", param));
+            return missing(p, param, err);
         }
         if (strcmp(role, "developer") == 0) {
             role = "system"; /* Ollama's templates know no other */
@@ -655,14 +641,10 @@ static void chat_answer(apr_pool_t *p, const llmgw_json_t *j, llmgw_json_t *o)
             const char *name = llmgw_json_gets(tc, "function", "name", NULL);
 
             /* Ollama before tool call ids sends none: make one up. */
-            llmgw_json_sets(
+            ol_openai_call(
                 t,
                 id && *id ? id : apr_psprintf(p, "call_%" APR_SIZE_T_FMT, i),
-                "id", NULL);
-            llmgw_json_sets(t, "function", "type", NULL);
-            llmgw_json_sets(t, name ? name : "", "function", "name", NULL);
-            llmgw_json_sets(t, ol_args_text(tc), "function", "arguments",
-                            NULL);
+                name ? name : "", tc);
         }
     }
     llmgw_json_setnull(ch, "logprobs", NULL);
@@ -879,12 +861,9 @@ static void sse_tool_calls(llmgw_ollama_sse_t *s, const llmgw_json_t *calls)
         const char *name = llmgw_json_gets(tc, "function", "name", NULL);
 
         llmgw_json_setl(o, s->tool_calls, "index", NULL);
-        llmgw_json_sets(
+        ol_openai_call(
             o, id && *id ? id : apr_psprintf(s->lp, "call_%d", s->tool_calls),
-            "id", NULL);
-        llmgw_json_sets(o, "function", "type", NULL);
-        llmgw_json_sets(o, name ? name : "", "function", "name", NULL);
-        llmgw_json_sets(o, ol_args_text(tc), "function", "arguments", NULL);
+            name ? name : "", tc);
         s->tool_calls++;
     }
     sse_emit(s, c);
@@ -985,9 +964,8 @@ static void sse_line(void *baton, const char *line, apr_size_t len)
 apr_size_t llmgw_ollama_sse_feed(llmgw_ollama_sse_t *s, const char *in,
                                  apr_size_t len, const char **out)
 {
-    s->out.len = 0;
-    if (!s->done && !s->failed && len
-        && !ol_split_lines(&s->in, in, len, sse_line, s)) {
+    if (!ol_feed(&s->in, &s->out, s->done || s->failed, in, len, sse_line,
+                 s)) {
         sse_fail(s, "The backend sent a stream line the gateway cannot "
                     "hold.");
         apr_pool_clear(s->lp);
@@ -995,19 +973,13 @@ apr_size_t llmgw_ollama_sse_feed(llmgw_ollama_sse_t *s, const char *in,
     if (s->failed) {
         llmgw_buf_free(&s->in); /* nothing more is read */
     }
-    *out = s->out.b ? s->out.b : "";
-    return s->out.len;
+    return ol_output(&s->out, out);
 }
 
 apr_size_t llmgw_ollama_sse_end(llmgw_ollama_sse_t *s, const char **out)
 {
-    s->out.len = 0;
-    if (s->in.len) {
-        ol_deliver(sse_line, s, s->in.b, s->in.len);
-        s->in.len = 0;
-    }
-    *out = s->out.b ? s->out.b : "";
-    return s->out.len;
+    ol_end(&s->in, &s->out, sse_line, s);
+    return ol_output(&s->out, out);
 }
 
 const char *llmgw_ollama_sse_error_tail(const llmgw_ollama_sse_t *s,

@@ -85,10 +85,6 @@ static const char *image_url(apr_pool_t *p, const char *b64)
 static int front_options(apr_pool_t *p, const llmgw_json_t *in,
                          llmgw_json_t *out, llmgw_error_t *err)
 {
-    static const char *const same[] = {
-        "temperature",       "top_p", "top_k", "seed", "presence_penalty",
-        "frequency_penalty", NULL
-    };
     const char *const *k;
     llmgw_json_type_t t = llmgw_json_type(in, "options", NULL);
     llmgw_json_t *opts = llmgw_json_getj(in, "options", NULL), *stop;
@@ -100,7 +96,7 @@ static int front_options(apr_pool_t *p, const llmgw_json_t *in,
     if (t != LLMGW_JSON_OBJECT) {
         return ofail(err, 400, "options must be an object");
     }
-    for (k = same; *k; k++) {
+    for (k = ol_same_options; *k; k++) {
         t = llmgw_json_type(opts, *k, NULL);
         if (ol_is_num(t)) {
             llmgw_json_setj(out, llmgw_json_getj(opts, *k, NULL), *k, NULL);
@@ -227,10 +223,7 @@ static int front_tool_calls(apr_pool_t *p, const llmgw_json_t *m,
             id = apr_psprintf(p, "call_%d", *ncalls);
         }
         (*ncalls)++;
-        llmgw_json_sets(o, id, "id", NULL);
-        llmgw_json_sets(o, "function", "type", NULL);
-        llmgw_json_sets(o, name, "function", "name", NULL);
-        llmgw_json_sets(o, ol_args_text(tc), "function", "arguments", NULL);
+        ol_openai_call(o, id, name, tc);
         call = apr_array_push(open);
         call->id = id;
         call->name = name;
@@ -1000,9 +993,8 @@ static void nd_sse_line(void *baton, const char *line, apr_size_t len)
 apr_size_t llmgw_ollama_ndjson_feed(llmgw_ollama_ndjson_t *s, const char *in,
                                     apr_size_t len, const char **out)
 {
-    s->out.len = 0;
-    if (!s->done && !s->failed && len
-        && !ol_split_lines(&s->in, in, len, nd_sse_line, s)) {
+    if (!ol_feed(&s->in, &s->out, s->done || s->failed, in, len, nd_sse_line,
+                 s)) {
         nd_fail(s, "the backend sent a stream line the gateway cannot "
                    "hold");
         apr_pool_clear(s->lp);
@@ -1013,17 +1005,12 @@ apr_size_t llmgw_ollama_ndjson_feed(llmgw_ollama_ndjson_t *s, const char *in,
         llmgw_buf_free(&s->ev);
         apr_pool_clear(s->tp);
     }
-    *out = s->out.b ? s->out.b : "";
-    return s->out.len;
+    return ol_output(&s->out, out);
 }
 
 apr_size_t llmgw_ollama_ndjson_end(llmgw_ollama_ndjson_t *s, const char **out)
 {
-    s->out.len = 0;
-    if (s->in.len) {
-        ol_deliver(nd_sse_line, s, s->in.b, s->in.len);
-        s->in.len = 0;
-    }
+    ol_end(&s->in, &s->out, nd_sse_line, s);
     if (!s->done && !s->failed && s->ev.len) {
         nd_event(s, s->ev.b, s->ev.len);
     }
@@ -1034,8 +1021,7 @@ apr_size_t llmgw_ollama_ndjson_end(llmgw_ollama_ndjson_t *s, const char **out)
         nd_finish(s);
         apr_pool_clear(s->lp);
     }
-    *out = s->out.b ? s->out.b : "";
-    return s->out.len;
+    return ol_output(&s->out, out);
 }
 
 const char *llmgw_ollama_ndjson_error_tail(const llmgw_ollama_ndjson_t *s,

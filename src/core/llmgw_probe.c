@@ -44,34 +44,46 @@ const char *llmgw_probe_name(llmgw_probe_kind_t kind)
     return (unsigned)kind < LLMGW_PROBE_KINDS ? kinds[kind].name : NULL;
 }
 
+/* The probes of each backend type (LLMProbe's names). */
+static const struct {
+    const char *name;
+    int n;
+    llmgw_probe_kind_t kinds[2];
+} sets[] = {
+    { "ollama", 2, { LLMGW_PROBE_OLLAMA_PS, LLMGW_PROBE_OLLAMA_TAGS } },
+    { "llamacpp",
+      2,
+      { LLMGW_PROBE_LLAMACPP_HEALTH, LLMGW_PROBE_LLAMACPP_SLOTS } },
+    { "vllm", 2, { LLMGW_PROBE_VLLM_METRICS, LLMGW_PROBE_OPENAI_MODELS } },
+    { "openai", 1, { LLMGW_PROBE_OPENAI_MODELS } },
+};
+
 int llmgw_probe_set(const char *name, llmgw_probe_kind_t *out)
 {
-    if (!name) {
-        return 0;
-    }
-    if (strcmp(name, "ollama") == 0) {
-        out[0] = LLMGW_PROBE_OLLAMA_PS;
-        out[1] = LLMGW_PROBE_OLLAMA_TAGS;
-        return 2;
-    }
-    if (strcmp(name, "llamacpp") == 0) {
-        out[0] = LLMGW_PROBE_LLAMACPP_HEALTH;
-        out[1] = LLMGW_PROBE_LLAMACPP_SLOTS;
-        return 2;
-    }
-    if (strcmp(name, "vllm") == 0) {
-        out[0] = LLMGW_PROBE_VLLM_METRICS;
-        out[1] = LLMGW_PROBE_OPENAI_MODELS;
-        return 2;
-    }
-    if (strcmp(name, "openai") == 0) {
-        out[0] = LLMGW_PROBE_OPENAI_MODELS;
-        return 1;
+    apr_size_t i;
+    int k;
+
+    for (i = 0; name && i < sizeof(sets) / sizeof(sets[0]); i++) {
+        if (strcmp(name, sets[i].name) == 0) {
+            for (k = 0; k < sets[i].n; k++) {
+                out[k] = sets[i].kinds[k];
+            }
+            return sets[i].n;
+        }
     }
     return 0;
 }
 
 /* ---- results ---------------------------------------------------------- */
+
+/* Down, with no counts (-1): what a probe says until it is read. */
+static void know_nothing(llmgw_probe_t *r)
+{
+    r->state = LLMGW_HS_DOWN;
+    r->slots_total = r->slots_busy = -1;
+    r->running = r->waiting = -1;
+    r->kv_usage = -1.0;
+}
 
 static llmgw_probe_t *result(apr_pool_t *p, llmgw_probe_kind_t kind,
                              int status)
@@ -80,10 +92,7 @@ static llmgw_probe_t *result(apr_pool_t *p, llmgw_probe_kind_t kind,
 
     r->kind = kind;
     r->http_status = status;
-    r->state = LLMGW_HS_DOWN;
-    r->slots_total = r->slots_busy = -1;
-    r->running = r->waiting = -1;
-    r->kv_usage = -1.0;
+    know_nothing(r);
     r->models = apr_array_make(p, 4, sizeof(llmgw_probe_model_t));
     return r;
 }
@@ -92,11 +101,8 @@ static llmgw_probe_t *result(apr_pool_t *p, llmgw_probe_kind_t kind,
 static llmgw_probe_t *refuse(llmgw_probe_t *r, const char *why)
 {
     r->ok = 0;
-    r->state = LLMGW_HS_DOWN;
     r->knows = 0;
-    r->slots_total = r->slots_busy = -1;
-    r->running = r->waiting = -1;
-    r->kv_usage = -1.0;
+    know_nothing(r);
     apr_array_clear(r->models);
     r->models_skipped = 0;
     r->why = why;
@@ -197,11 +203,21 @@ static int model_name(const llmgw_json_t *o, const char *key,
 }
 
 /* The array under key of the object j, bounded; NULL refuses r. */
-static llmgw_json_t *model_array(llmgw_probe_t *r, const llmgw_json_t *j,
-                                 const char *key)
+/* The model list at key of a 200 answer that is a JSON object; NULL when
+ * there is none (r then says why). */
+static llmgw_json_t *model_list(apr_pool_t *p, llmgw_probe_t *r,
+                                const char *body, apr_size_t len,
+                                const char *key)
 {
-    llmgw_json_t *a;
+    llmgw_json_t *j, *a;
 
+    if (r->http_status != 200) {
+        unexpected_status(r);
+        return NULL;
+    }
+    if (!(j = parse_json(p, r, body, len))) {
+        return NULL;
+    }
     if (llmgw_json_type(j, NULL) != LLMGW_JSON_OBJECT
         || llmgw_json_type(j, key, NULL) != LLMGW_JSON_ARRAY) {
         refuse(r, "no model list");
@@ -270,15 +286,11 @@ static llmgw_probe_t *ollama_list(apr_pool_t *p, llmgw_probe_t *r,
                                   const char *body, apr_size_t len,
                                   unsigned flag, unsigned knows)
 {
-    llmgw_json_t *j, *a;
+    llmgw_json_t *a;
     apr_size_t i, n;
     const char *why;
 
-    if (r->http_status != 200) {
-        return unexpected_status(r);
-    }
-    if (!(j = parse_json(p, r, body, len))
-        || !(a = model_array(r, j, "models"))) {
+    if (!(a = model_list(p, r, body, len, "models"))) {
         return r;
     }
     n = llmgw_json_array_len(a);
@@ -466,15 +478,11 @@ static int model_status(const llmgw_json_t *o, unsigned *flags)
 static llmgw_probe_t *openai_models(apr_pool_t *p, llmgw_probe_t *r,
                                     const char *body, apr_size_t len)
 {
-    llmgw_json_t *j, *a;
+    llmgw_json_t *a;
     apr_size_t i, n, nlen;
     unsigned knows = LLMGW_PK_STATE | LLMGW_PK_AVAILABLE;
 
-    if (r->http_status != 200) {
-        return unexpected_status(r);
-    }
-    if (!(j = parse_json(p, r, body, len))
-        || !(a = model_array(r, j, "data"))) {
+    if (!(a = model_list(p, r, body, len, "data"))) {
         return r;
     }
     n = llmgw_json_array_len(a);

@@ -52,6 +52,17 @@ export const WEATHER_TOOL = {
   },
 };
 
+/** The error a promise rejects with (fails when it resolves). */
+export async function rejection(promise) {
+  try {
+    const value = await promise;
+    assert.fail(`expected an error, got ${JSON.stringify(value).slice(0, 300)}`);
+  } catch (e) {
+    if (e instanceof assert.AssertionError) throw e;
+    return e;
+  }
+}
+
 /** A JSON object (not an array, not null). */
 export function assertObject(v, what) {
   assert.equal(typeof v, "object", `${what}: expected an object, got ${JSON.stringify(v)}`);

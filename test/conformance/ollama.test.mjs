@@ -7,21 +7,10 @@ import { Ollama } from "ollama";
 
 import {
   GATEWAY, MODELS, N_TOKENS, SEED, UNKNOWN_MODEL, WEATHER_ARGS, WEATHER_TOOL,
-  assertClose, assertEmbedding, assertObject, mockLacksFault, userMessages,
+  assertClose, assertEmbedding, assertObject, mockLacksFault, rejection, userMessages,
 } from "./lib.mjs";
 
 const ollama = new Ollama({ host: GATEWAY });
-
-/** The error a promise rejects with (fails when it resolves). */
-async function rejection(promise) {
-  try {
-    const value = await promise;
-    assert.fail(`expected an error, got ${JSON.stringify(value).slice(0, 300)}`);
-  } catch (e) {
-    if (e instanceof assert.AssertionError) throw e;
-    return e;
-  }
-}
 
 /** The SDK's ResponseError (not exported by name: recognised by its shape). */
 function assertResponseError(e, status) {

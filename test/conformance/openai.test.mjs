@@ -8,7 +8,7 @@ import OpenAI, {
 
 import {
   GATEWAY, MODELS, N_TOKENS, SEED, TIMEOUT_MS, UNKNOWN_MODEL, WEATHER_ARGS, WEATHER_TOOL,
-  assertClose, assertEmbedding, assertObject, mockLacksFault, userMessages,
+  assertClose, assertEmbedding, assertObject, mockLacksFault, rejection, userMessages,
 } from "./lib.mjs";
 
 // No retries: a retried request would hide the status the gateway answered.
@@ -41,17 +41,6 @@ async function collectChat(stream) {
 function assertId(id, prefix) {
   assert.equal(typeof id, "string");
   assert.match(id, new RegExp(`^${prefix}-(?!${prefix}-)\\S+$`), `id ${JSON.stringify(id)}`);
-}
-
-/** The error a promise rejects with (fails when it resolves). */
-async function rejection(promise) {
-  try {
-    const value = await promise;
-    assert.fail(`expected an error, got ${JSON.stringify(value).slice(0, 300)}`);
-  } catch (e) {
-    if (e instanceof assert.AssertionError) throw e;
-    return e;
-  }
 }
 
 test("models.list() lists both routes' models", async () => {

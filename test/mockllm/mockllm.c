@@ -306,6 +306,40 @@ struct json_object *mock_member(struct json_object *obj, const char *key)
     return v; /* NULL for an explicit null as well */
 }
 
+int mock_member_bool(struct json_object *obj, const char *key, int *out)
+{
+    struct json_object *v = mock_member(obj, key);
+
+    if (v == NULL) {
+        return 0;
+    }
+    if (!json_object_is_type(v, json_type_boolean)) {
+        return -1;
+    }
+    *out = json_object_get_boolean(v);
+    return 0;
+}
+
+int mock_token_limit(struct json_object *v, long dflt, long *n, int *limited)
+{
+    int64_t x;
+
+    *n = dflt;
+    *limited = 0;
+    if (v == NULL) {
+        return 0;
+    }
+    x = json_object_get_int64(v);
+    if (!json_object_is_type(v, json_type_int) || x > MOCK_MAX_TOKENS) {
+        return -1;
+    }
+    if (x >= 0) {
+        *n = (long)x;
+        *limited = 1;
+    }
+    return 0;
+}
+
 /* RFC 3339 in UTC with microseconds, as Ollama's created_at. */
 void mock_rfc3339(char *out, size_t size, const struct timespec *ts)
 {
@@ -416,6 +450,27 @@ int mock_simulate_latency(double ms, int fd)
     return mock_sleep_until(&deadline, fd);
 }
 
+int mock_whole_answer(const mock_knobs_t *k, mock_job_t *job, uint64_t hash,
+                      long n, int json_mode, mock_buf_t *text)
+{
+    int gone = mock_simulate_latency(
+        k->ttft_ms + (k->tps > 0.0 ? (double)n * 1000.0 / k->tps : 0.0),
+        k->fd);
+
+    mock_job_end(job);
+    if (gone != 0) {
+        return -1;
+    }
+    if (text != NULL) {
+        mock_text(text, hash, n, json_mode);
+        if (text->failed) {
+            mock_buf_free(text);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int mock_model_known(const char *model, size_t len)
 {
     size_t i;
@@ -461,10 +516,13 @@ enum MHD_Result mock_reply(struct MHD_Connection *conn, unsigned int status,
     return ret;
 }
 
-static enum MHD_Result reply_json_allow(struct MHD_Connection *conn,
-                                        unsigned int status,
-                                        struct json_object *obj,
-                                        const char *allow)
+/* Sends obj as JSON, then releases it: with k, a 200 that honours k's
+ * "cut" fault (mock_reply_body); without, status and allow as mock_reply
+ * takes them. */
+static enum MHD_Result reply_json_obj(struct MHD_Connection *conn,
+                                      unsigned int status,
+                                      struct json_object *obj,
+                                      const char *allow, const mock_knobs_t *k)
 {
     enum MHD_Result ret = MHD_NO;
     const char *s;
@@ -475,10 +533,20 @@ static enum MHD_Result reply_json_allow(struct MHD_Connection *conn,
     }
     s = json_object_to_json_string_length(obj, MOCK_JSON_OUT, &len);
     if (s != NULL) {
-        ret = mock_reply(conn, status, "application/json", s, len, allow);
+        ret = k != NULL ? mock_reply_body(conn, "application/json", s, len, k)
+                        : mock_reply(conn, status, "application/json", s, len,
+                                     allow);
     }
     json_object_put(obj);
     return ret;
+}
+
+static enum MHD_Result reply_json_allow(struct MHD_Connection *conn,
+                                        unsigned int status,
+                                        struct json_object *obj,
+                                        const char *allow)
+{
+    return reply_json_obj(conn, status, obj, allow, NULL);
 }
 
 enum MHD_Result mock_reply_json(struct MHD_Connection *conn,
@@ -531,18 +599,18 @@ enum MHD_Result mock_reply_json_k(struct MHD_Connection *conn,
                                   struct json_object *obj,
                                   const mock_knobs_t *k)
 {
-    enum MHD_Result ret = MHD_NO;
-    const char *s;
-    size_t len = 0;
+    return reply_json_obj(conn, MHD_HTTP_OK, obj, NULL, k);
+}
 
-    if (obj == NULL) {
-        return MHD_NO;
+enum MHD_Result mock_reply_json_buf(struct MHD_Connection *conn, mock_buf_t *b,
+                                    const mock_knobs_t *k)
+{
+    enum MHD_Result ret = MHD_NO;
+
+    if (!b->failed) {
+        ret = mock_reply_body(conn, "application/json", b->data, b->len, k);
     }
-    s = json_object_to_json_string_length(obj, MOCK_JSON_OUT, &len);
-    if (s != NULL) {
-        ret = mock_reply_body(conn, "application/json", s, len, k);
-    }
-    json_object_put(obj);
+    mock_buf_free(b);
     return ret;
 }
 
@@ -1288,6 +1356,16 @@ static void stream_free(void *cls)
 
 /* Takes ownership of ctx (freed through ops->free, also on failure) and
  * of the job.  The "cut" fault stops the stream after half the pieces. */
+enum MHD_Result mock_stream_abort(const mock_stream_ops_t *ops, void *ctx,
+                                  mock_job_t *job)
+{
+    mock_job_end(job);
+    if (ctx != NULL && ops->free != NULL) {
+        ops->free(ctx);
+    }
+    return MHD_NO;
+}
+
 enum MHD_Result mock_stream_start(struct MHD_Connection *conn,
                                   const mock_stream_ops_t *ops, void *ctx,
                                   long npieces, const mock_knobs_t *k,
@@ -1300,11 +1378,7 @@ enum MHD_Result mock_stream_start(struct MHD_Connection *conn,
     if (s == NULL) {
         mock_job_t j = *job;
 
-        mock_job_end(&j);
-        if (ops->free != NULL) {
-            ops->free(ctx);
-        }
-        return MHD_NO;
+        return mock_stream_abort(ops, ctx, &j);
     }
     s->ops = ops;
     s->ctx = ctx;

@@ -169,8 +169,22 @@ void mock_buf_jstr(mock_buf_t *b, const char *s, size_t len);
 int mock_parse_body(const char *body, size_t len, struct json_object **out,
                     char *why, size_t whylen);
 struct json_object *mock_member(struct json_object *obj, const char *key);
+/* *out = the boolean member key of obj, if there is one (else *out is
+ * left as it is); -1 when the member is there and not a boolean. */
+int mock_member_bool(struct json_object *obj, const char *key, int *out);
+/* A token limit as llama.cpp's n_predict and Ollama's num_predict take it
+ * (v, NULL when absent): *limited and *n = v when it is 0 or more; when
+ * absent or negative ("until the model stops"), *limited 0 and *n =
+ * dflt. -1 when v is not an integer of at most MOCK_MAX_TOKENS. */
+int mock_token_limit(struct json_object *v, long dflt, long *n, int *limited);
 int mock_peer_gone(int fd);
 int mock_simulate_latency(double ms, int fd);
+/* A whole (non-stream) answer's generation: its time passes (k's first
+ * token delay, then n tokens at k's pace), the job ends, and text, unless
+ * NULL, gets the n tokens. -1 when the client went away or memory ran
+ * out (text is then freed). */
+int mock_whole_answer(const mock_knobs_t *k, mock_job_t *job, uint64_t hash,
+                      long n, int json_mode, mock_buf_t *text);
 void mock_rfc3339(char *out, size_t size, const struct timespec *ts);
 void mock_rfc3339_now(char *out, size_t size);
 enum MHD_Result mock_reply_ollama_error(struct MHD_Connection *conn,
@@ -183,6 +197,10 @@ enum MHD_Result mock_reply_body(struct MHD_Connection *conn, const char *ctype,
 enum MHD_Result mock_reply_json_k(struct MHD_Connection *conn,
                                   struct json_object *obj,
                                   const mock_knobs_t *k);
+/* b (JSON text) as mock_reply_body sends a 200, then freed; MHD_NO when
+ * b ran out of memory. */
+enum MHD_Result mock_reply_json_buf(struct MHD_Connection *conn, mock_buf_t *b,
+                                    const mock_knobs_t *k);
 
 /* gen.c */
 #define MOCK_FNV_INIT 0xcbf29ce484222325ULL
@@ -238,6 +256,10 @@ struct mock_stream {
     mock_job_t job; /* released at the end, or when freed */
 };
 
+/* A stream that could not be set up: the job ends, ctx (NULL: none yet)
+ * is freed with ops->free. Returns MHD_NO. */
+enum MHD_Result mock_stream_abort(const mock_stream_ops_t *ops, void *ctx,
+                                  mock_job_t *job);
 enum MHD_Result mock_stream_start(struct MHD_Connection *conn,
                                   const mock_stream_ops_t *ops, void *ctx,
                                   long npieces, const mock_knobs_t *k,

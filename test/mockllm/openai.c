@@ -48,6 +48,28 @@ static enum MHD_Result bad_request(struct MHD_Connection *conn,
                             NULL, NULL);
 }
 
+/* OpenAI's 400 for a required parameter that is not there. */
+static enum MHD_Result missing_param(struct MHD_Connection *conn,
+                                     const char *param)
+{
+    char msg[96];
+
+    snprintf(msg, sizeof(msg), "Missing required parameter: '%s'.", param);
+    return bad_request(conn, msg, param);
+}
+
+/* OpenAI's 400 for a parameter that is not what it must be (expected:
+ * "a string", "an array", ...). */
+static enum MHD_Result wrong_type(struct MHD_Connection *conn,
+                                  const char *param, const char *expected)
+{
+    char msg[160];
+
+    snprintf(msg, sizeof(msg), "Invalid type for '%s': expected %s.", param,
+             expected);
+    return bad_request(conn, msg, param);
+}
+
 static struct json_object *usage_json(long prompt, long completion)
 {
     struct json_object *u = json_object_new_object();
@@ -107,20 +129,10 @@ static enum MHD_Result complete(struct MHD_Connection *conn, const gen_t *g,
     mock_timing_t tm;
     enum MHD_Result ret;
 
-    if (mock_simulate_latency(
-            k->ttft_ms + (k->tps > 0.0 ? (double)g->n * 1000.0 / k->tps : 0.0),
-            k->fd)
+    if (mock_whole_answer(k, job, g->hash, g->n, g->json_mode,
+                          g->tool == NULL ? &text : NULL)
         != 0) {
-        mock_job_end(job);
         return MHD_NO;
-    }
-    mock_job_end(job);
-    if (g->tool == NULL) {
-        mock_text(&text, g->hash, g->n, g->json_mode);
-        if (text.failed) {
-            mock_buf_free(&text);
-            return MHD_NO;
-        }
     }
 
     o = json_object_new_object();
@@ -313,8 +325,7 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn,
     long npieces;
 
     if (s == NULL) {
-        mock_job_end(job);
-        return MHD_NO;
+        return mock_stream_abort(&chat_ops, NULL, job);
     }
     qmodel = mock_json_quote(g->model, g->model_len);
     qfp = mock_json_quote(mock_cfg.fingerprint, strlen(mock_cfg.fingerprint));
@@ -331,16 +342,12 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn,
     free(qfp);
     s->prefix = pb.data;
     if (qmodel == NULL || qfp == NULL || pb.failed) {
-        sse_free(s);
-        mock_job_end(job);
-        return MHD_NO;
+        return mock_stream_abort(&chat_ops, s, job);
     }
     if (g->tool != NULL) {
         s->qtool = mock_json_quote(g->tool, g->tool_len);
         if (s->qtool == NULL) {
-            sse_free(s);
-            mock_job_end(job);
-            return MHD_NO;
+            return mock_stream_abort(&chat_ops, s, job);
         }
     }
     if (mock_cfg.flavor == MOCK_FLAVOR_LLAMACPP) {
@@ -352,9 +359,7 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn,
         mock_timings_text(&tb, &tm);
         s->timings = tb.data;
         if (tb.failed) {
-            sse_free(s);
-            mock_job_end(job);
-            return MHD_NO;
+            return mock_stream_abort(&chat_ops, s, job);
         }
     }
     s->chat = g->chat;
@@ -384,20 +389,15 @@ static enum MHD_Result embeddings(struct MHD_Connection *conn,
     int b64 = 0;
     mock_buf_t b = { 0 };
     mock_job_t job;
-    enum MHD_Result ret;
     double *vec;
     float *fv;
     char *qmodel;
 
     if (input == NULL) {
-        return bad_request(conn, "Missing required parameter: 'input'.",
-                           "input");
+        return missing_param(conn, "input");
     }
     if (mock_count_texts(input, &words, &ntexts) != 0) {
-        return bad_request(conn,
-                           "Invalid type for 'input': expected a "
-                           "string or an array of strings.",
-                           "input");
+        return wrong_type(conn, "input", "a string or an array of strings");
     }
     if (ntexts == 0 || ntexts > MOCK_MAX_INPUTS) {
         return bad_request(conn,
@@ -474,13 +474,7 @@ static enum MHD_Result embeddings(struct MHD_Connection *conn,
     free(vec);
     free(fv);
     free(qmodel);
-    if (b.failed) {
-        mock_buf_free(&b);
-        return MHD_NO;
-    }
-    ret = mock_reply_body(conn, "application/json", b.data, b.len, k);
-    mock_buf_free(&b);
-    return ret;
+    return mock_reply_json_buf(conn, &b, k);
 }
 
 /* ---- OpenAI: entry point ------------------------------------------------ */
@@ -502,14 +496,10 @@ static enum MHD_Result generate(struct MHD_Connection *conn,
     memset(&g, 0, sizeof(g));
     v = mock_member(req, "model");
     if (v == NULL) {
-        return bad_request(conn, "Missing required parameter: 'model'.",
-                           "model");
+        return missing_param(conn, "model");
     }
     if (!json_object_is_type(v, json_type_string)) {
-        return bad_request(conn,
-                           "Invalid type for 'model': expected a "
-                           "string.",
-                           "model");
+        return wrong_type(conn, "model", "a string");
     }
     g.model = json_object_get_string(v);
     g.model_len = (size_t)json_object_get_string_len(v);
@@ -533,30 +523,21 @@ static enum MHD_Result generate(struct MHD_Connection *conn,
     if (g.chat) {
         payload = mock_member(req, "messages");
         if (payload == NULL) {
-            return bad_request(conn,
-                               "Missing required parameter: "
-                               "'messages'.",
-                               "messages");
+            return missing_param(conn, "messages");
         }
         if (!json_object_is_type(payload, json_type_array)) {
-            return bad_request(conn,
-                               "Invalid type for 'messages': expected "
-                               "an array.",
-                               "messages");
+            return wrong_type(conn, "messages", "an array");
         }
         g.prompt_tokens = mock_count_messages(payload);
     }
     else {
         payload = mock_member(req, "prompt");
         if (payload == NULL) {
-            return bad_request(conn, "Missing required parameter: 'prompt'.",
-                               "prompt");
+            return missing_param(conn, "prompt");
         }
         if (mock_count_texts(payload, &g.prompt_tokens, &ntexts) != 0) {
-            return bad_request(conn,
-                               "Invalid type for 'prompt': expected a "
-                               "string or an array of strings.",
-                               "prompt");
+            return wrong_type(conn, "prompt",
+                              "a string or an array of strings");
         }
     }
 
@@ -588,15 +569,8 @@ static enum MHD_Result generate(struct MHD_Connection *conn,
         g.n = k->tokens;
     }
 
-    v = mock_member(req, "stream");
-    if (v != NULL) {
-        if (!json_object_is_type(v, json_type_boolean)) {
-            return bad_request(conn,
-                               "Invalid type for 'stream': expected a "
-                               "boolean.",
-                               "stream");
-        }
-        stream = json_object_get_boolean(v);
+    if (mock_member_bool(req, "stream", &stream) != 0) {
+        return wrong_type(conn, "stream", "a boolean");
     }
     v = mock_member(req, "stream_options");
     if (stream && json_object_is_type(v, json_type_object)) {
@@ -848,17 +822,14 @@ static enum MHD_Result llama_stream(struct MHD_Connection *conn,
     mock_timing_t tm;
 
     if (s == NULL) {
-        mock_job_end(job);
-        return MHD_NO;
+        return mock_stream_abort(&llama_ops, NULL, job);
     }
     mock_timing(&tm, g->prompt_tokens, g->n, k, job);
     mock_timings_text(&tb, &tm);
     s->timings = tb.data;
     s->qmodel = mock_json_quote(g->model, g->model_len);
     if (tb.failed || s->qmodel == NULL) {
-        ls_free(s);
-        mock_job_end(job);
-        return MHD_NO;
+        return mock_stream_abort(&llama_ops, s, job);
     }
     s->n = g->n;
     s->prompt_tokens = g->prompt_tokens;
@@ -878,17 +849,7 @@ static enum MHD_Result llama_complete(struct MHD_Connection *conn,
     mock_timing_t tm;
     int slot = job->slot;
 
-    if (mock_simulate_latency(
-            k->ttft_ms + (k->tps > 0.0 ? (double)g->n * 1000.0 / k->tps : 0.0),
-            k->fd)
-        != 0) {
-        mock_job_end(job);
-        return MHD_NO;
-    }
-    mock_job_end(job);
-    mock_text(&text, g->hash, g->n, 0);
-    if (text.failed) {
-        mock_buf_free(&text);
+    if (mock_whole_answer(k, job, g->hash, g->n, 0, &text) != 0) {
         return MHD_NO;
     }
     mock_timing(&tm, g->prompt_tokens, g->n, k, job);
@@ -974,34 +935,21 @@ static enum MHD_Result completion(struct MHD_Connection *conn,
                            "invalid_request_error");
     }
 
-    v = mock_member(req, "n_predict");
-    if (v != NULL) {
-        int64_t x = json_object_get_int64(v);
-
-        if (!json_object_is_type(v, json_type_int) || x > MOCK_MAX_TOKENS) {
-            snprintf(msg, sizeof(msg),
-                     "\"n_predict\" must be an integer "
-                     "of at most %ld",
-                     MOCK_MAX_TOKENS);
-            return llama_error(conn, MHD_HTTP_BAD_REQUEST, msg,
-                               "invalid_request_error");
-        }
-        if (x >= 0) { /* -1: until the model stops */
-            g.n = (long)x;
-            g.limited = 1;
-        }
+    /* -1: until the model stops */
+    if (mock_token_limit(mock_member(req, "n_predict"), k->tokens, &g.n,
+                         &g.limited)
+        != 0) {
+        snprintf(msg, sizeof(msg),
+                 "\"n_predict\" must be an integer "
+                 "of at most %ld",
+                 MOCK_MAX_TOKENS);
+        return llama_error(conn, MHD_HTTP_BAD_REQUEST, msg,
+                           "invalid_request_error");
     }
-    if (!g.limited) {
-        g.n = k->tokens;
-    }
-    v = mock_member(req, "stream");
-    if (v != NULL) {
-        if (!json_object_is_type(v, json_type_boolean)) {
-            return llama_error(conn, MHD_HTTP_BAD_REQUEST,
-                               "\"stream\" must be a boolean",
-                               "invalid_request_error");
-        }
-        stream = json_object_get_boolean(v);
+    if (mock_member_bool(req, "stream", &stream) != 0) {
+        return llama_error(conn, MHD_HTTP_BAD_REQUEST,
+                           "\"stream\" must be a boolean",
+                           "invalid_request_error");
     }
     g.hash = mock_request_hash(g.model, g.model_len, prompt,
                                mock_member(req, "seed"));
@@ -1424,13 +1372,7 @@ static enum MHD_Result ol_embed(struct MHD_Connection *conn,
     }
     free(vec);
     free(qmodel);
-    if (b.failed) {
-        mock_buf_free(&b);
-        return MHD_NO;
-    }
-    ret = mock_reply_body(conn, "application/json", b.data, b.len, k);
-    mock_buf_free(&b);
-    return ret;
+    return mock_reply_json_buf(conn, &b, k);
 }
 
 /* ---- Ollama: NDJSON streams --------------------------------------------- */
@@ -1525,8 +1467,7 @@ static enum MHD_Result ol_start_stream(struct MHD_Connection *conn,
     long npieces;
 
     if (s == NULL) {
-        mock_job_end(job);
-        return MHD_NO;
+        return mock_stream_abort(&ol_ops, NULL, job);
     }
     mock_timing(&tm, g->prompt_tokens, g->n, k, job);
     ol_durations(&sb, &tm);
@@ -1538,9 +1479,7 @@ static enum MHD_Result ol_start_stream(struct MHD_Connection *conn,
     }
     if (sb.failed || s->qmodel == NULL || s->model == NULL
         || (g->tool != NULL && s->qtool == NULL)) {
-        ol_free(s);
-        mock_job_end(job);
-        return MHD_NO;
+        return mock_stream_abort(&ol_ops, s, job);
     }
     memcpy(s->model, g->model, g->model_len);
     s->model[g->model_len] = '\0';
@@ -1591,20 +1530,10 @@ static enum MHD_Result ol_complete(struct MHD_Connection *conn,
     enum MHD_Result ret;
     const char *reason = ol_done_reason(g->limited && g->tool == NULL);
 
-    if (mock_simulate_latency(
-            k->ttft_ms + (k->tps > 0.0 ? (double)g->n * 1000.0 / k->tps : 0.0),
-            k->fd)
+    if (mock_whole_answer(k, job, g->hash, g->n, g->json_mode,
+                          g->tool == NULL ? &text : NULL)
         != 0) {
-        mock_job_end(job);
         return MHD_NO;
-    }
-    mock_job_end(job);
-    if (g->tool == NULL) {
-        mock_text(&text, g->hash, g->n, g->json_mode);
-        if (text.failed) {
-            mock_buf_free(&text);
-            return MHD_NO;
-        }
     }
     mock_timing(&tm, g->prompt_tokens, g->n, k, job);
     o = ol_answer_head(g);
@@ -1758,33 +1687,20 @@ static enum MHD_Result ol_generate(struct MHD_Connection *conn,
         return ol_error(conn, MHD_HTTP_BAD_REQUEST,
                         "invalid options: expected an object");
     }
-    v = mock_member(options, "num_predict");
-    if (v != NULL) {
-        int64_t x = json_object_get_int64(v);
-
-        if (!json_object_is_type(v, json_type_int) || x > MOCK_MAX_TOKENS) {
-            snprintf(msg, sizeof(msg),
-                     "invalid options.num_predict: "
-                     "expected an integer of at most %ld",
-                     MOCK_MAX_TOKENS);
-            return ol_error(conn, MHD_HTTP_BAD_REQUEST, msg);
-        }
-        if (x >= 0) { /* -1 and -2: until the model stops */
-            g.n = (long)x;
-            g.limited = 1;
-        }
-    }
-    if (!g.limited) {
-        g.n = k->tokens;
+    /* -1 and -2: until the model stops */
+    if (mock_token_limit(mock_member(options, "num_predict"), k->tokens, &g.n,
+                         &g.limited)
+        != 0) {
+        snprintf(msg, sizeof(msg),
+                 "invalid options.num_predict: "
+                 "expected an integer of at most %ld",
+                 MOCK_MAX_TOKENS);
+        return ol_error(conn, MHD_HTTP_BAD_REQUEST, msg);
     }
     seed = mock_member(options, "seed");
-    v = mock_member(req, "stream");
-    if (v != NULL) {
-        if (!json_object_is_type(v, json_type_boolean)) {
-            return ol_error(conn, MHD_HTTP_BAD_REQUEST,
-                            "invalid stream: expected a boolean");
-        }
-        stream = json_object_get_boolean(v);
+    if (mock_member_bool(req, "stream", &stream) != 0) {
+        return ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                        "invalid stream: expected a boolean");
     }
     g.unload = ol_keep_alive_zero(mock_member(req, "keep_alive"));
     if (empty) {

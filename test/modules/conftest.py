@@ -93,27 +93,10 @@ def mocks(workdir, ports):
             m.stop()
 
 
-def _gateway(request, workdir, ports, name, extra):
-    g = env.Gateway(workdir, ports, env.module_path(), name=name, extra=extra)
-    g.start()
-    try:
-        yield g
-    finally:
-        crashed = g.crash_lines()
-        g.stop()
-    # After the stop: children write their reports until they exit.
-    found = g.sanitizer_findings()
-    # Fails the teardown of the last test, which testsfailed does not count yet.
-    request.config._llmgw_keep = (getattr(request.config, "_llmgw_keep", False)
-                                  or bool(crashed or found))
-    assert not crashed, "apache2 children crashed:\n" + "".join(crashed)
-    assert not found, "sanitizer findings (LLMGW_ASAN=1):\n" + found
-
-
 @pytest.fixture(scope="session")
 def gw(request, workdir, ports, mocks):
     """The gateway without a cache: every request reaches a backend."""
-    yield from _gateway(request, workdir, ports, "gw", "LLMCache off\n")
+    yield from env.serve_gateway(request, workdir, ports, "gw", "LLMCache off\n")
 
 
 CACHE_ROUTES = f"""\
@@ -146,7 +129,7 @@ def gw_cache(request, workdir, ports, mocks, memcached):
     tests can see entries expire and big answers skipped."""
     extra = (f"LLMCache memcache {env.HOST}:{memcached.port} ttl=3 "
              f"max-item=64k\nLLMCoalesce on timeout=1\n" + CACHE_ROUTES)
-    yield from _gateway(request, workdir, ports, "gw-cache", extra)
+    yield from env.serve_gateway(request, workdir, ports, "gw-cache", extra)
 
 
 @pytest.fixture(scope="session")
@@ -155,14 +138,14 @@ def gw_cache_b(request, workdir, ports, mocks, memcached):
     extra = (f"LLMCache memcache {env.HOST}:{memcached.port} ttl=3 "
              f"max-item=64k\nLLMCoalesce on timeout=1\n"
              f"LLMCacheBilling free\n" + CACHE_ROUTES)
-    yield from _gateway(request, workdir, ports, "gw-cache-b", extra)
+    yield from env.serve_gateway(request, workdir, ports, "gw-cache-b", extra)
 
 
 @pytest.fixture(scope="session")
 def gw_shm(request, workdir, ports, mocks):
     """A gateway with no LLMCache: the default shared-memory cache of a
     single node."""
-    yield from _gateway(request, workdir, ports, "gw-shm", "")
+    yield from env.serve_gateway(request, workdir, ports, "gw-shm", "")
 
 
 @pytest.fixture(scope="session")
@@ -170,7 +153,7 @@ def gw_shm_small(request, workdir, ports, mocks):
     """A shared-memory cache far smaller than what goes through it: one
     shard whose ring is overwritten all the time."""
     extra = "LLMCache shm size=64k max-item=8k ttl=60\n"
-    yield from _gateway(request, workdir, ports, "gw-shm-small", extra)
+    yield from env.serve_gateway(request, workdir, ports, "gw-shm-small", extra)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -249,7 +250,13 @@ def stop_process(proc, timeout=10.0):
 
 
 def child_pids(ppid):
-    pids = []
+    return [pid for pid, fields in proc_stats() if int(fields[1]) == ppid]
+
+
+def proc_stats():
+    """(pid, fields) of each live process: the fields of /proc/PID/stat after
+    the command name (which may hold spaces and parens: those after the last
+    ')' are fixed). fields[0] is the state, [1] the parent, [3] the session."""
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -258,11 +265,7 @@ def child_pids(ppid):
                 stat = f.read()
         except OSError:
             continue
-        # comm may contain spaces/parens: fields after the last ')' are fixed.
-        rest = stat[stat.rfind(")") + 2:].split()
-        if int(rest[1]) == ppid:
-            pids.append(int(d))
-    return pids
+        yield int(d), stat.rsplit(")", 1)[1].split()
 
 
 # ---------------------------------------------------------------- backends
@@ -607,6 +610,26 @@ class Gateway:
 
     def url(self, path):
         return f"http://{HOST}:{self.port}{path}"
+
+
+def serve_gateway(request, workdir, ports, name, extra):
+    """A pytest fixture's body: yields a started Gateway; at teardown stops it,
+    fails on crashed children or (LLMGW_ASAN=1) sanitizer findings, and
+    then asks the session to keep the work dir."""
+    g = Gateway(workdir, ports, module_path(), name=name, extra=extra)
+    g.start()
+    try:
+        yield g
+    finally:
+        crashed = g.crash_lines()
+        g.stop()
+    # After the stop: children write their reports until they exit.
+    found = g.sanitizer_findings()
+    # Fails the teardown of the last test, which testsfailed does not count yet.
+    request.config._llmgw_keep = (getattr(request.config, "_llmgw_keep", False)
+                                  or bool(crashed or found))
+    assert not crashed, "apache2 children crashed:\n" + "".join(crashed)
+    assert not found, "sanitizer findings (LLMGW_ASAN=1):\n" + found
 
 
 def config_test(workdir, name, ports, module, extra=""):
@@ -961,6 +984,25 @@ def mock_text(model, messages_or_prompt, n, seed=None):
         s ^= (s << 17) & M64
         words.append(VOCAB[((s * 0x2545f4914f6cdd1d) & M64) >> 58])
     return "".join(w + " " for w in words)
+
+
+def in_threads(fns, timeout=60):
+    """Calls each of FNS at once, each in a thread of its own, and gives
+    their results in order; a call that raised gives its exception (for the
+    caller's assertions). Waits up to TIMEOUT seconds for each thread."""
+    out = [None] * len(fns)
+
+    def run(i, fn):
+        try:
+            out[i] = fn()
+        except Exception as e:
+            out[i] = e
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(fns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return out
 
 
 def chat_body(model="mock-small", content="say hello to the gateway", **kw):

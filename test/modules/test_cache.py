@@ -10,7 +10,7 @@ import time
 import pytest
 
 import llmgw_env as env
-from llmgw_env import chat_body
+from llmgw_env import chat_body, in_threads
 
 CHAT = "/v1/chat/completions"
 
@@ -23,6 +23,19 @@ def ask(g, body, headers=None):
     r = g.post(CHAT, body, headers=headers)
     assert r.status == 200, r.body
     return r
+
+
+def wait_for_hit(g, body, timeout, pause):
+    """The cache's answer to BODY, asked every PAUSE seconds until it is HIT
+    or TIMEOUT seconds have passed."""
+    deadline = time.time() + timeout
+    state = None
+    while time.time() < deadline:
+        state = ask(g, body).header("X-LLM-Cache")
+        if state == "HIT":
+            break
+        time.sleep(pause)
+    return state
 
 
 def det(uniq, **kw):
@@ -318,14 +331,7 @@ def test_memcached_outage_loses_no_request(gw_cache, memcached, uniq):
     assert any(r[2] != "HIT" for r in results), {r[2] for r in results}
     # apr_memcache retries a dead server after a few seconds: the cache
     # comes back by itself.
-    deadline = time.time() + 15
-    state = None
-    while time.time() < deadline:
-        state = ask(gw_cache, body).header("X-LLM-Cache")
-        if state == "HIT":
-            break
-        time.sleep(0.5)
-    assert state == "HIT"
+    assert wait_for_hit(gw_cache, body, 15, 0.5) == "HIT"
 
 
 def test_shm_default_cache_shared_by_children(gw_shm, mocks, uniq):
@@ -374,22 +380,6 @@ def test_shm_default_cache_shared_by_children(gw_shm, mocks, uniq):
 
 
 # ---- coalescing: identical requests in flight share one generation ----
-
-def in_threads(fns):
-    out = [None] * len(fns)
-
-    def run(i, fn):
-        try:
-            out[i] = fn()
-        except Exception as e:          # surfaced by the assertions below
-            out[i] = e
-    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(fns)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return out
-
 
 def test_identical_requests_in_flight_generate_once(gw_cache, mocks, uniq):
     body = det(uniq, max_tokens=8)
@@ -700,11 +690,4 @@ def test_stalled_memcached_costs_a_bounded_wait(gw_cache, memcached, uniq):
         assert max(took) < 2.0, took
     finally:
         os.kill(memcached.proc.pid, signal.SIGCONT)
-    deadline = time.time() + 10
-    state = None
-    while time.time() < deadline:
-        state = ask(gw_cache, body).header("X-LLM-Cache")
-        if state == "HIT":
-            break
-        time.sleep(0.3)
-    assert state == "HIT"
+    assert wait_for_hit(gw_cache, body, 10, 0.3) == "HIT"

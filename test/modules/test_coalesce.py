@@ -3,13 +3,12 @@
 # are evicted before their followers read them.
 import json
 import socket
-import threading
 import time
 
 import pytest
 
 import llmgw_env as env
-from llmgw_env import chat_body
+from llmgw_env import chat_body, in_threads
 
 CHAT = "/v1/chat/completions"
 
@@ -36,22 +35,6 @@ def wait_cache_up(g, uniq):
         if state != "BYPASS" or time.monotonic() > deadline:
             return state
         time.sleep(0.2)
-
-
-def in_threads(fns):
-    out = [None] * len(fns)
-
-    def run(i, fn):
-        try:
-            out[i] = fn()
-        except Exception as e:          # surfaced by the assertions
-            out[i] = e
-    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(fns)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return out
 
 
 def stream_and_hang_up(port, body, headers, events=2, linger=0.0):
@@ -122,7 +105,7 @@ def test_leader_client_leaving_does_not_end_the_followers(request, mocks, uniq,
 
     fns = [lambda: stream_and_hang_up(g.port, body, slow, linger=0.3)]
     fns += [lambda i=i: follower(i) for i in range(10)]
-    results = in_threads(fns)
+    results = in_threads(fns, timeout=120)
     head, _ = results[0]
     assert "X-LLM-Cache: MISS" in head, head
     states = [f.headers.get("X-LLM-Cache") if not isinstance(f, Exception) else f
@@ -185,7 +168,7 @@ def test_shared_streams_survive_a_small_evicting_cache(gw_shm_small, uniq):
             fns.append(lambda b=b: lead(b))
             fns += [lambda b=b, i=i: follow(b, i) for i in range(followers)]
         contents = {}
-        for res in in_threads(fns):
+        for res in in_threads(fns, timeout=120):
             if isinstance(res, Exception):
                 bad.append(f"round {n}: {res!r}")
                 continue

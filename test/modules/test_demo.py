@@ -15,19 +15,15 @@ def session_processes(sid):
     """Live processes of session sid: the demo runs in its own session, so
     everything it started (httpd and its children, mock backends) is here."""
     found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+    for pid, fields in env.proc_stats():
+        if int(fields[3]) != sid or fields[0] == "Z":
             continue
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        # fields[0] is the state, fields[3] the session id.
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append((int(pid), cmd))
+        found.append((pid, cmd))
     return found
 
 

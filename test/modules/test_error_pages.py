@@ -211,20 +211,12 @@ def test_refusals_keep_httpds_connection_handling(gw, api, headers, status, word
 
 
 @pytest.fixture(scope="module")
-def gw_locked(workdir, ports, mocks):
+def gw_locked(request, workdir, ports, mocks):
     """The gateway with access control on parts of both APIs."""
     extra = "LLMCache off\n" + "".join(
         f'<Location "{p}/locked">\n    Require all denied\n</Location>\n'
         for p in ("/v1", "/api"))
-    g = env.Gateway(workdir, ports, env.module_path(), name="gw-locked",
-                    extra=extra)
-    g.start()
-    try:
-        yield g
-    finally:
-        crashed = g.crash_lines()
-        g.stop()
-    assert not crashed, "".join(crashed)
+    yield from env.serve_gateway(request, workdir, ports, "gw-locked", extra)
 
 
 @pytest.mark.parametrize("api", APIS)

@@ -38,22 +38,10 @@ def _routes(fake):
 """
 
 
-def _start(request, workdir, ports, name, extra):
-    g = env.Gateway(workdir, ports, env.module_path(), name=name, extra=extra)
-    g.start()
-    try:
-        yield g
-    finally:
-        crashed = g.crash_lines()
-        g.stop()
-        request.config._llmgw_keep = bool(crashed)
-        assert not crashed, "apache2 children crashed:\n" + "".join(crashed)
-
-
 @pytest.fixture(scope="module")
 def gw_fake(request, workdir, ports, fake):
     """The gateway with its default shm cache in front of the fake backend."""
-    yield from _start(request, workdir, ports, "gw-hostile", _routes(fake))
+    yield from env.serve_gateway(request, workdir, ports, "gw-hostile", _routes(fake))
 
 
 @pytest.fixture
@@ -426,7 +414,7 @@ def fake_mc():
 def gw_fake_mc(request, workdir, ports, mocks, fake_mc):
     """The gateway with its cache on a memcached that may answer wrong."""
     extra = f"LLMCache memcache {env.HOST}:{fake_mc.port} max-item=64k timeout=1000\n"
-    yield from _start(request, workdir, ports, "gw-hostile-mc", extra)
+    yield from env.serve_gateway(request, workdir, ports, "gw-hostile-mc", extra)
 
 
 MC_MODES = ["huge", "big", "negative", "nondigit", "wrongkey", "short", "noend",

@@ -11,11 +11,17 @@ def assert_tokens(line, usage):
         str(usage["total_tokens"])), line.raw
 
 
-def test_log_plain_request(gw):
+def logged_chat(gw, model, **kw):
+    """A chat with MODEL that succeeds, and the access log line it left."""
     mark = gw.log_mark()
-    r = gw.post(CHAT, chat_body(content="count my words please", max_tokens=5))
+    r = gw.post(CHAT, chat_body(model, **kw))
     assert r.status == 200, r.body
-    line = gw.wait_log_one(lambda l: l.model == "mock-small", since=mark)
+    return r, gw.wait_log_one(lambda l: l.model == model, since=mark)
+
+
+def test_log_plain_request(gw):
+    r, line = logged_chat(gw, "mock-small", content="count my words please",
+                          max_tokens=5)
     assert line.request.startswith("POST /v1/chat/completions ")
     assert line.status == "200"
     assert line.route == "mock-small"
@@ -28,22 +34,14 @@ def test_log_plain_request(gw):
 def test_log_large_response_tokens(gw, uniq):
     # ~40 KB of answer arrives in many pieces: usage is still read from
     # the end of the body.
-    model = f"gpt-large-{uniq}"
-    mark = gw.log_mark()
-    r = gw.post(CHAT, chat_body(model, max_tokens=5000))
-    assert r.status == 200, r.body
+    r, line = logged_chat(gw, f"gpt-large-{uniq}", max_tokens=5000)
     assert len(r.body) > 20000
     assert r.json()["usage"]["completion_tokens"] == 5000
-    line = gw.wait_log_one(lambda l: l.model == model, since=mark)
     assert_tokens(line, r.json()["usage"])
 
 
 def test_log_glob_route_and_rename(gw, uniq):
-    model = f"gpt-log-{uniq}"
-    mark = gw.log_mark()
-    r = gw.post(CHAT, chat_body(model, max_tokens=4))
-    assert r.status == 200, r.body
-    line = gw.wait_log_one(lambda l: l.model == model, since=mark)
+    r, line = logged_chat(gw, f"gpt-log-{uniq}", max_tokens=4)
     assert line.route == "gpt-*"
     assert line.upstream_model == "mock-large"
     assert_tokens(line, r.json()["usage"])
