@@ -191,3 +191,41 @@ def test_shared_streams_survive_a_small_evicting_cache(gw_shm_small, uniq):
     # Most followers followed (the others came late or after an eviction
     # of the lease, and asked the backend or got the stored answer).
     assert states.get("COALESCED", 0) > rounds * groups, states
+
+
+def test_stalled_leader_ends_a_started_follower_with_the_error_event(gw_cache,
+                                                                    uniq):
+    # LLMCoalesce timeout=1: the leader's backend sends the role chunk, then
+    # nothing for 3 s. A streaming follower that joined after the role chunk
+    # has sent it to its client, so it cannot start again on its own: after
+    # 1 s without progress its stream ends with the error chunk, the error
+    # event (upstream_timeout) and [DONE] (docs/directives.md, LLMCoalesce),
+    # long before the leader's first token.
+    assert wait_cache_up(gw_cache, uniq) == "MISS"
+    body = det(uniq, stream=True, max_tokens=4)
+    stall = {"X-Mock-TTFT-Ms": "3000"}
+    role = []
+
+    def leader():
+        return gw_cache.stream(CHAT, body, headers=stall,
+                               on_event=lambda t, d: role.append(t))
+
+    def follower():
+        deadline = time.monotonic() + 10
+        while not role and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)             # the leader has published its first piece
+        t0 = time.monotonic()
+        return t0, gw_cache.stream(CHAT, body, headers=stall)
+
+    lead, (t0, f) = in_threads([leader, follower], timeout=60)
+    assert lead.status == 200 and lead.data()[-1] == "[DONE]", lead.raw[-300:]
+    assert "X-LLM-Cache: MISS" in str(lead.headers), lead.headers
+    assert f.status == 200, f.raw[:300]
+    assert f.headers.get("X-LLM-Cache") == "COALESCED", f.headers
+    chunks = f.chunks()
+    assert chunks[0]["choices"][0]["delta"].get("role") == "assistant", chunks
+    errors = [c["error"] for c in chunks if "error" in c]
+    assert [e["code"] for e in errors] == ["upstream_timeout"], f.data()
+    assert f.data()[-1] == "[DONE]", f.data()[-3:]
+    assert f.content() == "", f.data()     # not a token: it ended first
