@@ -6,6 +6,7 @@
 
 #include <apr_strings.h>
 
+#include "llmgw_buf.h"
 #include "llmgw_cache.h"
 #include "llmgw_sha256.h"
 
@@ -38,13 +39,14 @@ struct llmgw_record {
     apr_pool_t *p;
     llmgw_endpoint_t ep;
     apr_size_t max;
-    apr_size_t size;   /* bytes taken in so far */
-    int failed;        /* too big or not understood */
-    llmgw_json_t *doc; /* {"v":..,"response":..,"chunks":[..]} */
+    apr_size_t size; /* bytes taken in so far */
+    int failed;      /* too big or not understood */
     llmgw_json_t *response;
-    llmgw_json_t *chunks;  /* chunk objects without "usage" */
-    llmgw_json_t *first;   /* the first chunk: id, created, model */
-    const char *resp_text; /* a stored record: the response as is */
+    llmgw_json_t *chunks;     /* a stored record's chunk objects */
+    llmgw_pbuf_t chunks_made; /* a stream being recorded: "[c0,c1,..." */
+    apr_size_t nchunks;       /* ... how many so far */
+    llmgw_json_t *first;      /* the first chunk: id, created, model */
+    const char *resp_text;    /* a stored record: the response as is */
     apr_size_t resp_len;
     const char *chunks_text; /* ... and its chunks, parsed on need */
     apr_size_t chunks_len;
@@ -99,16 +101,6 @@ llmgw_record_t *llmgw_record_create(apr_pool_t *p, llmgw_endpoint_t ep,
     rec->ep = ep;
     rec->max = max;
     return rec;
-}
-
-/* The tree a streamed answer is rebuilt in; made on first need, as a
- * plain answer is kept as the bytes it came in. */
-static llmgw_json_t *doc(llmgw_record_t *rec)
-{
-    if (!rec->doc) {
-        rec->doc = llmgw_json_create_object(rec->p);
-    }
-    return rec->doc;
 }
 
 /* The JSON at text as a read view of the given type, or NULL. */
@@ -198,6 +190,25 @@ static void add_tool_deltas(llmgw_record_t *rec, choice_acc *c,
     }
 }
 
+/* The chunk's text as the record keeps it: as it came, without "usage"
+ * (replayed on request only, from the record's usage); compact where it
+ * came over several lines, as an SSE event's data must be one line. */
+static void keep_chunk(llmgw_record_t *rec, const llmgw_json_t *chunk,
+                       const char *data, apr_size_t len)
+{
+    static const char *const usage[] = { "usage", NULL };
+    static const char *const none[] = { NULL };
+
+    if (memchr(data, '\n', len) || memchr(data, '\r', len)) {
+        data = llmgw_json_write_canonical(rec->p, chunk, usage, &len);
+    }
+    else if (llmgw_json_type(chunk, "usage", NULL) != LLMGW_JSON_MISSING) {
+        data = llmgw_json_edit(chunk, usage, none, 1, &len);
+    }
+    llmgw_pbuf_add(rec->p, &rec->chunks_made, rec->nchunks++ ? "," : "[", 1);
+    llmgw_pbuf_add(rec->p, &rec->chunks_made, data, len);
+}
+
 void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
                             apr_size_t len)
 {
@@ -209,6 +220,7 @@ void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
     if (rec->failed || !take(rec, len)) {
         return;
     }
+    data = llmgw_json_trim(data, &len);
     chunk = llmgw_json_parse(rec->p, data, len, &err, &msg);
     if (!chunk || llmgw_json_type(chunk, NULL) != LLMGW_JSON_OBJECT
         || !absent(chunk, "error")) {
@@ -222,8 +234,7 @@ void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
         return; /* the usage-only chunk: replayed only on request */
     }
     if (!rec->first) {
-        rec->first = chunk;
-        rec->chunks = llmgw_json_add_array(doc(rec), "chunks");
+        rec->first = chunk; /* its getters read what the reader decoded */
     }
     for (i = 0; i < n; i++) {
         llmgw_json_t *ch = llmgw_json_array_get(choices, i);
@@ -256,8 +267,7 @@ void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
             c->finish_reason = fr;
         }
     }
-    llmgw_json_del(chunk, "usage");
-    llmgw_json_array_addj(rec->chunks, chunk);
+    keep_chunk(rec, chunk, data, len);
 }
 
 static const char *joined(apr_pool_t *p, apr_array_header_t *pieces)
@@ -288,7 +298,7 @@ static void assemble(llmgw_record_t *rec)
     const char *v;
     int i, k;
 
-    r = rec->response = llmgw_json_add_object(doc(rec), "response");
+    r = rec->response = llmgw_json_create_object(rec->p);
     copy_header(r, rec->first, chat ? "chat.completion" : "text_completion");
     if ((v = llmgw_json_gets(rec->first, "system_fingerprint", NULL))) {
         llmgw_json_sets(r, v, "system_fingerprint", NULL);
@@ -489,8 +499,13 @@ const char *llmgw_record_serialize(llmgw_record_t *rec, apr_size_t *len)
         return NULL;
     }
     resp = llmgw_record_render_json(rec, &rlen);
-    if (rec->chunks) {
-        chunks = llmgw_json_write(rec->chunks, &clen);
+    if (rec->nchunks) {
+        /* Closed past its end: a record may be written more than once. */
+        llmgw_pbuf_reserve(rec->p, &rec->chunks_made,
+                           rec->chunks_made.len + 1);
+        rec->chunks_made.b[rec->chunks_made.len] = ']';
+        chunks = rec->chunks_made.b;
+        clen = rec->chunks_made.len + 1;
     }
     text = record_text(rec, resp, rlen, chunks, clen, len);
     if (*len > rec->max) {
@@ -793,5 +808,5 @@ const char *llmgw_record_render_sse(llmgw_record_t *rec, apr_pool_t *p,
 
 apr_size_t llmgw_record_nchunks(const llmgw_record_t *rec)
 {
-    return rec->chunks ? llmgw_json_array_len(rec->chunks) : 0;
+    return rec->chunks ? llmgw_json_array_len(rec->chunks) : rec->nchunks;
 }

@@ -590,6 +590,31 @@ static const char *finish(text_buf *b, apr_size_t *len)
     return b->b.b;
 }
 
+/* Leaves member i of the object v out of the text being written, which
+ * has come up to from; returns where the text goes on. After a member that
+ * stays, the member goes with the comma before it (the text resumes after
+ * its value); else with the comma after it, if any. */
+static const char *cut_member(const rval_t *v, apr_size_t i, int kept_before,
+                              const char *from, text_buf *out)
+{
+    const rval_t *val = v->u.m[i].val;
+    const char *end = v->text + v->len - 1, *next = val->text + val->len;
+    const char *to;
+
+    if (kept_before) {
+        to = v->u.m[i - 1].val->text + v->u.m[i - 1].val->len;
+    }
+    else {
+        to = v->text + 1; /* just the brace */
+        next = llmgw_json_skip_ws(next, end);
+        next += next < end && *next == ',';
+    }
+    if (to > from) {
+        put(out, from, (apr_size_t)(to - from));
+    }
+    return next;
+}
+
 const char *llmgw_json_edit(const llmgw_json_t *j, const char *const *keys,
                             const char *const *vals, int n, apr_size_t *len)
 {
@@ -598,7 +623,7 @@ const char *llmgw_json_edit(const llmgw_json_t *j, const char *const *keys,
     const char *from;
     char done[32] = { 0 };
     apr_size_t i;
-    int k, added = 0;
+    int k, added = 0, kept = 0;
 
     if (!v || v->type != LLMGW_JSON_OBJECT || n > (int)sizeof(done)) {
         return NULL;
@@ -613,20 +638,26 @@ const char *llmgw_json_edit(const llmgw_json_t *j, const char *const *keys,
             }
         }
         if (k == n) {
+            kept = 1;
             continue;
         }
+        done[k] = 1;
+        if (!vals[k]) {
+            from = cut_member(v, i, kept, from, &out);
+            continue;
+        }
+        kept = 1;
         put(&out, from, (apr_size_t)(val->text - from));
         puts0(&out, vals[k]);
         from = val->text + val->len;
-        done[k] = 1;
     }
     /* The rest up to the closing brace, then what was not there. */
     put(&out, from, (apr_size_t)(v->text + v->len - 1 - from));
     for (k = 0; k < n; k++) {
-        if (done[k]) {
+        if (done[k] || !vals[k]) {
             continue;
         }
-        if (v->n || added++) {
+        if (kept || added++) {
             putc1(&out, ',');
         }
         puts0(&out, llmgw_json_quote(j->p, keys[k]));

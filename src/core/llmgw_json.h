@@ -147,9 +147,9 @@ apr_size_t llmgw_json_text_len(const llmgw_json_t *j);
 
 /* The text of j, a read view of an object, with the values of the
  * top-level members keys[0..n) (n <= 32) replaced by the JSON texts
- * vals[0..n) (members not there are added at the end); every other byte
- * as it came. NULL when j is not a read view of an object. From j's
- * pool. */
+ * vals[0..n) (members not there are added at the end); a NULL value
+ * leaves its member out (with its comma). Every other byte as it came.
+ * NULL when j is not a read view of an object. From j's pool. */
 const char *llmgw_json_edit(const llmgw_json_t *j, const char *const *keys,
                             const char *const *vals, int n, apr_size_t *len);
 

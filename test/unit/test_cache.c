@@ -190,6 +190,54 @@ START_TEST(record_from_stream_roundtrip)
 }
 END_TEST
 
+/* Chunks are kept as the bytes they came in, from the stream's buffer
+ * that is used again for the next event: every one without its usage,
+ * each replayed on one line of data (an event that came over several is
+ * written compact), the first one's id, created and model in the answer. */
+START_TEST(record_keeps_chunks_as_they_came)
+{
+    static const char *const in[] = {
+        "{ \"id\":\"c9\", \"object\":\"chat.completion.chunk\",\"created\":5,"
+        "\"model\":\"m2\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+        "\"assistant\"}}] }",
+        "{\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1,"
+        "\"total_tokens\":3},\"id\":\"c9\",\"choices\":[{\"index\":0,"
+        "\"delta\":{\"content\":\"Hi\"}}]}",
+        "{\"id\":\"c9\",\n\"choices\":[{\"index\":0,\"delta\":{},\n"
+        "\"finish_reason\":\"stop\"}]}",
+    };
+    llmgw_record_t *rec =
+        llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
+    char buf[512];
+    const char *text, *json, *sse;
+    apr_size_t i, len;
+
+    for (i = 0; i < 3; i++) {
+        strcpy(buf, in[i]);
+        llmgw_record_add_chunk(rec, buf, strlen(buf));
+        memset(buf, 'x', sizeof(buf)); /* the buffer, used again */
+    }
+    ck_assert_int_eq(llmgw_record_nchunks(rec), 3);
+    text = llmgw_record_serialize(rec, &len);
+    ck_assert_ptr_nonnull(text);
+    /* Written again, the record is the same. */
+    ck_assert_str_eq(llmgw_record_serialize(rec, &i), text);
+    ck_assert_int_eq(i, len);
+    rec = llmgw_record_parse(test_pool, text, len, 1);
+    ck_assert_ptr_nonnull(rec);
+    json = llmgw_record_render_json(rec, &len);
+    ck_assert_has(json, "\"id\":\"c9\"", "\"created\":5", "\"model\":\"m2\"",
+                  "\"content\":\"Hi\"", "\"total_tokens\":3");
+    sse = llmgw_record_render_sse(rec, test_pool, 0, &len);
+    ck_assert_has(sse, apr_pstrcat(test_pool, "data: ", in[0], "\n\n", NULL),
+                  "data: {\"id\":\"c9\",\"choices\":[{\"index\":0,\"delta\":"
+                  "{\"content\":\"Hi\"}}]}\n\n",
+                  "data: {\"choices\":[{\"delta\":{},\"finish_reason\":"
+                  "\"stop\",\"index\":0}],\"id\":\"c9\"}\n\n");
+    ck_assert_ptr_null(strstr(sse, "usage"));
+}
+END_TEST
+
 START_TEST(record_from_body_replays_as_stream)
 {
     const char *body = "{\"id\":\"x\",\"object\":\"text_completion\","
@@ -565,7 +613,8 @@ Suite *cache_suite(void)
         "cache", "keys-records", 0,
         TESTS(sha256_vectors, key_ignores_what_cannot_change_the_answer,
               key_changes_with_every_parameter, eligibility_by_policy,
-              record_from_stream_roundtrip, record_from_body_replays_as_stream,
+              record_from_stream_roundtrip, record_keeps_chunks_as_they_came,
+              record_from_body_replays_as_stream,
               record_refuses_what_it_cannot_keep, record_parse_is_total,
               record_parse_refuses_lying_headers,
               record_never_stores_what_it_cannot_read, record_usage_is_clamped,

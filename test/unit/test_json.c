@@ -409,6 +409,43 @@ START_TEST(edits_keep_the_rest)
 }
 END_TEST
 
+/* A NULL value leaves the member out with one of its commas, wherever it
+ * stands and however often (an answer may give a key twice); the rest is
+ * every byte as it came. */
+START_TEST(edits_leave_members_out)
+{
+    static const struct {
+        const char *in, *out;
+    } t[] = {
+        { "{\"usage\":null}", "{}" },
+        { "{ \"usage\" : 1 , \"a\":2}", "{ \"a\":2}" },
+        { "{\"a\":1, \"usage\":{\"b\":[]} ,\"c\":3}", "{\"a\":1 ,\"c\":3}" },
+        { "{\"a\":1,\"usage\":null}", "{\"a\":1}" },
+        { "{\"usage\":1,\"usage\":2,\"a\":3}", "{\"a\":3}" },
+        { "{\"a\":1,\"usage\":1,\"usage\":2,\"b\":2}", "{\"a\":1,\"b\":2}" },
+        { "{\"usage\":1,\"a\":2,\"usage\":3}", "{\"a\":2}" },
+        { "{\"a\":1}", "{\"a\":1}" },
+    };
+    const char *keys[] = { "usage", "x" }, *vals[] = { NULL, "1" };
+    llmgw_json_err_t err;
+    const char *msg, *out;
+    apr_size_t i, len;
+
+    for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        llmgw_json_t *j =
+            llmgw_json_parse(test_pool, t[i].in, strlen(t[i].in), &err, &msg);
+
+        ck_assert_ptr_nonnull(j);
+        out = llmgw_json_edit(j, keys, vals, 1, &len);
+        ck_assert_str_eq(out, t[i].out);
+        ck_assert_int_eq(len, strlen(out));
+    }
+    /* A member added after every other one left: no stray comma. */
+    out = llmgw_json_edit(readj("{\"usage\":1}", &err), keys, vals, 2, NULL);
+    ck_assert_str_eq(out, "{\"x\":1}");
+}
+END_TEST
+
 /* A change turns the view into json-c's tree: the change and the rest,
  * numbers as they came. */
 START_TEST(read_view_changes_through_json_c)
@@ -473,5 +510,6 @@ Suite *json_suite(void)
               converts_views_exactly, read_view_gets_paths,
               read_view_reports_error_kinds, lone_surrogates_in_answers,
               canonical_numbers_are_exact, edits_keep_the_rest,
-              read_view_changes_through_json_c, writes_only_valid_utf8));
+              edits_leave_members_out, read_view_changes_through_json_c,
+              writes_only_valid_utf8));
 }
