@@ -353,6 +353,10 @@ static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path)
                    apr_off_t_toa(r->pool, (apr_off_t)ctx->body_len));
     apr_table_unset(r->headers_in, "Transfer-Encoding");
     apr_table_unset(r->headers_in, "Expect");
+    /* The gateway reads every answer (usage, the cache, errors): the
+     * backend must not compress it. The client's Accept-Encoding is for
+     * httpd's own output filters. */
+    apr_table_unset(r->headers_in, "Accept-Encoding");
     apr_table_setn(r->subprocess_env, "proxy-sendunchangedcl", "1");
     ap_add_input_filter_handle(body_filter_handle, ctx, r, r->connection);
     llmgw_output_add(r, ctx);

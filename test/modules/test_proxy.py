@@ -92,6 +92,21 @@ def test_client_headers_forwarded(gw, mocks):
     assert r.json()["usage"]["completion_tokens"] == 4
 
 
+def test_client_accept_encoding_not_forwarded(gw, mocks):
+    # The gateway reads every answer (usage, the cache, errors): a backend
+    # must not gzip it, whatever the client accepts. The client's own
+    # Accept-Encoding is for httpd's output filters, not for the backend.
+    for api, path, body in (("openai", CHAT, chat_body(max_tokens=3)),
+                            ("ollama", "/api/chat",
+                             {"model": "mock-small", "stream": False,
+                              "messages": [{"role": "user", "content": "hi"}]})):
+        r = gw.post(path, body, headers={"Accept-Encoding": "gzip, br"})
+        assert r.status == 200, (api, r.body)
+        sent = {k.lower(): v for k, v in served_by(r, mocks).last()["headers"].items()}
+        assert "accept-encoding" not in sent, (api, sent)
+        assert r.header("Content-Encoding") is None, (api, r.headers)
+
+
 def test_keepalive_connection_reused(gw_shm, uniq):
     """One TCP connection serves every kind of API answer in turn: plain,
     streamed, errors, cache misses and hits, both APIs. Read by hand on one
