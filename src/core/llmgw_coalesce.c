@@ -26,7 +26,9 @@
 #define PIECE_KEY_MAX 160
 
 struct llmgw_coalesce {
-    apr_pool_t *p; /* the request's */
+    apr_pool_t *p;   /* the request's */
+    apr_pool_t *tmp; /* p's, cleared before each piece and each look: a
+                      * long stream or a long wait must not grow p */
     llmgw_store_t *st;
     const char *key;
     const char *gen;
@@ -53,11 +55,23 @@ static const char *piece_key(llmgw_coalesce_t *c, apr_size_t i,
                              char buf[PIECE_KEY_MAX])
 {
     if (strlen(c->key) + strlen(c->gen) + 24 > PIECE_KEY_MAX) {
-        return apr_psprintf(c->p, "%s:%s:%" APR_SIZE_T_FMT, c->key, c->gen, i);
+        return apr_psprintf(c->tmp, "%s:%s:%" APR_SIZE_T_FMT, c->key, c->gen,
+                            i);
     }
     apr_snprintf(buf, PIECE_KEY_MAX, "%s:%s:%" APR_SIZE_T_FMT, c->key, c->gen,
                  i);
     return buf;
+}
+
+/* A copy in p of what was read into the scratch pool, NUL-terminated as
+ * the store's values are. */
+static char *keep(apr_pool_t *p, const char *v, apr_size_t n)
+{
+    char *k = apr_palloc(p, n + 1);
+
+    memcpy(k, v, n);
+    k[n] = '\0';
+    return k;
 }
 
 static apr_status_t get_piece(llmgw_coalesce_t *c, apr_size_t i, char **val,
@@ -65,7 +79,7 @@ static apr_status_t get_piece(llmgw_coalesce_t *c, apr_size_t i, char **val,
 {
     char kb[PIECE_KEY_MAX];
 
-    return llmgw_store_get(c->st, c->p, piece_key(c, i, kb), val, len);
+    return llmgw_store_get(c->st, c->tmp, piece_key(c, i, kb), val, len);
 }
 
 /* A count written by a leader (the store's values are not trusted):
@@ -189,13 +203,18 @@ llmgw_co_role_t llmgw_coalesce_join(apr_pool_t *p, llmgw_store_t *st,
     c->ttl = (apr_uint32_t)apr_time_sec(timeout) + 60;
     c->deadline = apr_time_now() + timeout;
     *out = c;
+    if (apr_pool_create(&c->tmp, p) != APR_SUCCESS) {
+        return LLMGW_CO_NO_STORE;
+    }
     for (;; waited = 1) {
         char *v;
         apr_size_t n;
-        apr_status_t rv = llmgw_store_claim(st, p, key, mine, c->ttl, &v, &n);
+        apr_status_t rv;
 
+        apr_pool_clear(c->tmp);
+        rv = llmgw_store_claim(st, c->tmp, key, mine, c->ttl, &v, &n);
         if (rv == APR_SUCCESS) {
-            *val = v;
+            *val = keep(p, v, n);
             *len = n;
             return waited ? LLMGW_CO_DONE : LLMGW_CO_CACHED;
         }
@@ -218,7 +237,8 @@ llmgw_co_role_t llmgw_coalesce_join(apr_pool_t *p, llmgw_store_t *st,
                 c->end_key = NULL;
                 c->ahead = 0;
             }
-            if (llmgw_store_get(st, p, end_key(c), &v, &n) == APR_SUCCESS) {
+            if (llmgw_store_get(st, c->tmp, end_key(c), &v, &n)
+                == APR_SUCCESS) {
                 if (n >= 2 && memcmp(v, "ok", 2) == 0
                     && llmgw_store_get(st, p, key, val, len) == APR_SUCCESS) {
                     return LLMGW_CO_DONE;
@@ -229,7 +249,7 @@ llmgw_co_role_t llmgw_coalesce_join(apr_pool_t *p, llmgw_store_t *st,
                  * it may be evicted before it is asked for again. One
                  * that comes too late for piece 0 waits for the answer. */
                 if (stream && c->ahead == 0) {
-                    c->held = v;
+                    c->held = keep(p, v, n);
                     c->held_len = n;
                     return LLMGW_CO_FOLLOW;
                 }
@@ -264,8 +284,9 @@ void llmgw_coalesce_put(llmgw_coalesce_t *c, const char *data, apr_size_t len,
     }
     memcpy(c->buf, tag, n);
     memcpy(c->buf + n, data, len);
-    llmgw_store_set(c->st, c->p, piece_key(c, c->next++, kb), c->buf, n + len,
-                    c->ttl);
+    apr_pool_clear(c->tmp);
+    llmgw_store_set(c->st, c->tmp, piece_key(c, c->next++, kb), c->buf,
+                    n + len, c->ttl);
 }
 
 void llmgw_coalesce_orphan(llmgw_coalesce_t *c)
@@ -336,7 +357,7 @@ static apr_status_t check_end(llmgw_coalesce_t *c, char **data,
     char *val;
     apr_size_t n, total;
 
-    if (llmgw_store_get(c->st, c->p, end_key(c), &val, &n) != APR_SUCCESS) {
+    if (llmgw_store_get(c->st, c->tmp, end_key(c), &val, &n) != APR_SUCCESS) {
         return APR_NOTFOUND;
     }
     if (n < 3 || memcmp(val, "ok:", 3) != 0
@@ -373,6 +394,7 @@ apr_status_t llmgw_coalesce_next(llmgw_coalesce_t *c, char **data,
         return took(c, data, len);
     }
     for (;;) {
+        apr_pool_clear(c->tmp); /* the piece returned before goes */
         if (!c->lost && get_piece(c, c->next, data, len) == APR_SUCCESS) {
             return took(c, data, len);
         }

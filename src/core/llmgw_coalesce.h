@@ -53,7 +53,8 @@ void llmgw_coalesce_end(llmgw_coalesce_t *c, int ok, const char *record,
  * leader writes later pieces, a lost one does not count as no progress.
  * APR_EAGAIN now and then while it waits: the answer may be stored with
  * its end mark gone; if llmgw_coalesce_rest has not this generation's
- * answer, call again. */
+ * answer, call again. A piece is valid until the next call: a long stream
+ * does not grow the pool. */
 apr_status_t llmgw_coalesce_next(llmgw_coalesce_t *c, char **data,
                                  apr_size_t *len);
 /* Follower, after APR_INCOMPLETE or APR_EAGAIN: the stored answer (as

@@ -173,6 +173,19 @@ static int follow_to_answer(request_rec *r, llmgw_req_t *ctx, llmgw_sse_t *sse)
     return 1;
 }
 
+/* "data: " PIECE "\n\n" in b, reused for every piece (grown in the
+ * request's pool only for a piece longer than all before). */
+static const char *frame_event(request_rec *r, llmgw_pbuf_t *b,
+                               const char *data, apr_size_t len, apr_size_t *n)
+{
+    b->len = 0;
+    llmgw_pbuf_add(r->pool, b, "data: ", 6);
+    llmgw_pbuf_add(r->pool, b, data, len);
+    llmgw_pbuf_add(r->pool, b, "\n\n", 2);
+    *n = b->len;
+    return b->b;
+}
+
 /* A stream follower: the leader's chunks as they come, framed for this
  * client (its own usage choice), ending well-formed whatever happens. A
  * piece that left the store unread is made up for by the stored answer. */
@@ -185,6 +198,7 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
     const char *out, *code, *msg;
     char *data;
     apr_size_t len, n;
+    llmgw_pbuf_t evbuf = { NULL, 0, 0 };
 
     write_stream_headers(r, ctx);
     for (;;) {
@@ -203,9 +217,10 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
         if (rv != APR_SUCCESS) {
             break;
         }
-        ev = apr_pstrcat(r->pool, "data: ", apr_pstrmemdup(r->pool, data, len),
-                         "\n\n", NULL);
-        n = llmgw_sse_feed(sse, ev, strlen(ev), &out);
+        /* The piece is the coalescer's until the next one; the event is
+         * framed in the buffer reused for every piece. */
+        ev = frame_event(r, &evbuf, data, len, &n);
+        n = llmgw_sse_feed(sse, ev, n, &out);
         if (!had_output && sse->content_events) {
             llmgw_note_ttft(r);
         }

@@ -2,7 +2,9 @@
  * takes and a settle ends) and coalescing's protocol over it, as the glue
  * drives them: a leader, stream and plain followers, a failed leader, no
  * progress, a log line through the core's callback. */
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <apr_global_mutex.h>
 #include <apr_shm.h>
@@ -161,6 +163,60 @@ START_TEST(coalesce_leader_and_followers)
 }
 END_TEST
 
+/* The process's data memory in bytes (/proc/self/statm's data field,
+ * which counts what APR's pools take, however they take it). */
+static size_t heap_in_use(void)
+{
+    unsigned long f[6] = { 0 };
+    FILE *fp = fopen("/proc/self/statm", "r");
+
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_int_eq(fscanf(fp, "%lu %lu %lu %lu %lu %lu", &f[0], &f[1], &f[2],
+                            &f[3], &f[4], &f[5]),
+                     6);
+    fclose(fp);
+    return f[5] * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A long stream, shared: neither the leader's pool nor the follower's
+ * grows with each piece (20000 pieces of 300 bytes would be 6 MB). */
+START_TEST(coalesce_long_stream_keeps_pools_small)
+{
+    llmgw_store_t *st = shm_store();
+    llmgw_coalesce_t *lead, *sf;
+    apr_pool_t *lp, *fp;
+    char piece[300], *val, *data;
+    apr_size_t len, before;
+    int i;
+
+    llmgw_coalesce_child_init();
+    apr_pool_create(&lp, test_pool);
+    apr_pool_create(&fp, test_pool);
+    memset(piece, 'a', sizeof(piece));
+    ck_assert_int_eq(llmgw_coalesce_join(lp, st, "long", 1,
+                                         apr_time_from_sec(5), &lead, &val,
+                                         &len),
+                     LLMGW_CO_LEADER);
+    llmgw_coalesce_put(lead, piece, sizeof(piece), 1);
+    ck_assert_int_eq(llmgw_coalesce_join(fp, st, "long", 1,
+                                         apr_time_from_sec(5), &sf, &val,
+                                         &len),
+                     LLMGW_CO_FOLLOW);
+    ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_SUCCESS);
+    before = heap_in_use();
+    for (i = 0; i < 20000; i++) {
+        llmgw_coalesce_put(lead, piece, sizeof(piece), (apr_size_t)i + 2);
+        ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_SUCCESS);
+        ck_assert_int_eq(len, sizeof(piece));
+    }
+    ck_assert_msg(heap_in_use() < before + (1 << 20), "grew by %zu bytes",
+                  heap_in_use() - before);
+    llmgw_coalesce_end(lead, 1, NULL, 0);
+    apr_pool_destroy(fp);
+    apr_pool_destroy(lp);
+}
+END_TEST
+
 /* A leader that fails: its followers hear of it, the next request leads. */
 START_TEST(coalesce_failed_leader)
 {
@@ -239,6 +295,7 @@ Suite *store_suite(void)
     return test_suite(
         "store", "shm", 0,
         TESTS(store_claim_lease_settle, store_options_are_checked,
-              coalesce_leader_and_followers, coalesce_failed_leader,
+              coalesce_leader_and_followers,
+              coalesce_long_stream_keeps_pools_small, coalesce_failed_leader,
               coalesce_no_progress_goes_alone));
 }
