@@ -219,6 +219,25 @@ const char *llmgw_ollama_time(apr_pool_t *p, apr_int64_t secs)
                         t.tm_sec);
 }
 
+const char *llmgw_ollama_time_us(apr_pool_t *p, apr_time_t when)
+{
+    apr_time_exp_t t;
+    char frac[16];
+    int n;
+
+    apr_time_exp_gmt(&t, when);
+    /* Go's RFC3339Nano, as Ollama writes it: the fraction without its
+     * trailing zeros, none at all on a whole second. */
+    n = t.tm_usec ? apr_snprintf(frac, sizeof(frac), ".%06d", t.tm_usec) : 0;
+    while (n > 1 && frac[n - 1] == '0') {
+        n--;
+    }
+    frac[n] = '\0';
+    return apr_psprintf(p, "%04d-%02d-%02dT%02d:%02d:%02d%sZ",
+                        t.tm_year + 1900, t.tm_mon + 1, t.tm_mday, t.tm_hour,
+                        t.tm_min, t.tm_sec, frac);
+}
+
 llmgw_json_t *ol_args_object(apr_pool_t *p, const char *s, apr_size_t len)
 {
     llmgw_json_err_t jerr;

@@ -114,7 +114,10 @@ typedef enum {
     OLLAMA_INFO_TAGS,
     OLLAMA_INFO_PS,
     OLLAMA_INFO_SHOW,
-    OLLAMA_INFO_VERSION
+    OLLAMA_INFO_VERSION,
+    OLLAMA_INFO_ROOT,       /* GET or HEAD /: "Ollama is running" */
+    OLLAMA_INFO_LOAD,       /* a load request, for a backend not Ollama */
+    OLLAMA_INFO_MODEL_FILES /* pull, push, create, copy, delete, blobs */
 } llmgw_ollama_info_t;
 
 typedef struct {
@@ -127,6 +130,10 @@ typedef struct {
     const llmgw_route_t *route;
     const char *upstream_model; /* the name the backend is asked for */
     int backend_ollama;         /* the route's dialect is ollama */
+    int native;                 /* an Ollama client, an Ollama backend: its
+                                 * bytes both ways (a copy translated) */
+    llmgw_ollama_extra_t ox;    /* an Ollama request beyond its OpenAI view */
+    llmgw_pbuf_t held;          /* native stream: a line not yet whole */
     llmgw_error_t err;          /* err.status != 0: we answer it */
     llmgw_front_t *front;       /* the client's shape of the answer */
     const char *body;           /* what goes upstream */

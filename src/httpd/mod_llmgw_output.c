@@ -194,6 +194,40 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
     ctx->out = translate ? OUT_WHOLE : OUT_JSON;
 }
 
+/* The backend's NDJSON to an Ollama client as it came, whole lines only:
+ * a line cut short waits for its end (at the end of the stream, end set,
+ * it goes as it is), so that an error line put after a break is never
+ * glued to half a line. */
+static void native_lines(llmgw_req_t *ctx, const char *data, apr_size_t n,
+                         int end, apr_bucket_brigade *out)
+{
+    const char *nl = NULL, *p;
+    apr_size_t whole;
+
+    for (p = data + n; p > data; p--) {
+        if (p[-1] == '\n') {
+            nl = p;
+            break;
+        }
+    }
+    whole = nl ? (apr_size_t)(nl - data) : 0;
+    if ((whole || end) && ctx->held.len) {
+        APR_BRIGADE_INSERT_TAIL(
+            out, apr_bucket_heap_create(ctx->held.b, ctx->held.len, NULL,
+                                        out->bucket_alloc));
+        ctx->held.len = 0;
+    }
+    if (whole) {
+        APR_BRIGADE_INSERT_TAIL(
+            out, apr_bucket_heap_create(data, whole, NULL, out->bucket_alloc));
+    }
+    if (n > whole) {
+        /* Its translation fails a line past what a stream may hold, and
+         * the stream with it: this stays as bounded. */
+        llmgw_pbuf_add(ctx->bb->p, &ctx->held, data + whole, n - whole);
+    }
+}
+
 /* Ends a stream: a clean end passes on what is left; a broken one gets
  * an error tail in the client's shape instead of the cut-off event. */
 static void finish_sse(request_rec *r, llmgw_req_t *ctx,
@@ -212,7 +246,12 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
     if (ctx->sse->done && !why) {
         /* An Ollama error line was already turned into an error end. */
         ctx->complete = !(ctx->from_ollama && ctx->from_ollama->failed);
-        if ((n = llmgw_front_stream_end(ctx->front, &tail)) != 0) {
+        if (ctx->native) {
+            /* The backend's own end went out; a last line without its
+             * newline goes as it came. */
+            native_lines(ctx, NULL, 0, 1, out);
+        }
+        else if ((n = llmgw_front_stream_end(ctx->front, &tail)) != 0) {
             APR_BRIGADE_INSERT_TAIL(
                 out, apr_bucket_heap_create(tail, n, NULL, out->bucket_alloc));
         }
@@ -232,9 +271,24 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
         LLMGW_LOGNO(
             0101) "stream for model %s via %s broke after %d events: %s",
         ctx->req.model, ctx->route->balancer, ctx->sse->events, err.message);
-    tail = llmgw_front_stream_error(ctx->front, ctx->sse, &err, &n);
-    APR_BRIGADE_INSERT_TAIL(
-        out, apr_bucket_heap_create(tail, n, NULL, out->bucket_alloc));
+    if (ctx->native) {
+        /* What was cut off in a line is dropped: the error line is the
+         * last whole line, unless the backend's own end came. */
+        ctx->held.len = 0;
+        tail = ctx->from_ollama->done || ctx->from_ollama->failed
+                   ? ""
+                   : apr_pstrcat(r->pool,
+                                 llmgw_ollama_error_json(r->pool, err.message),
+                                 "\n", NULL);
+        n = strlen(tail);
+    }
+    else {
+        tail = llmgw_front_stream_error(ctx->front, ctx->sse, &err, &n);
+    }
+    if (n) {
+        APR_BRIGADE_INSERT_TAIL(
+            out, apr_bucket_heap_create(tail, n, NULL, out->bucket_alloc));
+    }
     llmgw_note_error(r, &err);
 }
 
@@ -255,6 +309,9 @@ static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
         sse = data;
         nsse = n;
     }
+    if (ctx->native && n) {
+        native_lines(ctx, data, n, 0, out);
+    }
     if (!nsse) {
         return;
     }
@@ -262,8 +319,11 @@ static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
     if (!had_output && ctx->sse->content_events) {
         llmgw_note_ttft(r);
     }
-    nclient =
-        nready ? llmgw_front_stream(ctx->front, ready, nready, &client) : 0;
+    /* A native stream's client has its bytes already: the translation
+     * only serves usage, the record and the followers. */
+    nclient = nready && !ctx->native
+                  ? llmgw_front_stream(ctx->front, ready, nready, &client)
+                  : 0;
     if (nclient) {
         /* A copy: the framer's buffer is reused by the next read. */
         APR_BRIGADE_INSERT_TAIL(
@@ -513,7 +573,15 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
         }
         ctx->complete = 1;
     }
-    status = llmgw_front_body(ctx->front, status, out, olen, &out, &olen);
+    if (ctx->native && status == HTTP_OK) {
+        /* Read as OpenAI for usage and the record; the client gets the
+         * backend's answer as it came. */
+        out = body;
+        olen = len;
+    }
+    else {
+        status = llmgw_front_body(ctx->front, status, out, olen, &out, &olen);
+    }
     if (status != r->status) {
         r->status = status;
         r->status_line = NULL;

@@ -220,10 +220,36 @@ static int classify_ollama(request_rec *r, llmgw_req_t *ctx, const char *path)
                   { "/show", "POST", OLLAMA_INFO_SHOW },
                   { "/version", "GET", OLLAMA_INFO_VERSION },
                   { NULL, NULL, OLLAMA_INFO_NONE } };
+    static const char *const model_files[] = { "/pull", "/push",   "/create",
+                                               "/copy", "/delete", "/blobs/",
+                                               NULL };
     int i;
 
+    /* The ollama CLI asks the root first (HEAD /, then GET /). */
+    if (!*path || strcmp(path, "/") == 0) {
+        ctx->info = OLLAMA_INFO_ROOT;
+        wrong_method(r, ctx, "GET");
+        return 1;
+    }
     if (strncmp(path, "/api/", 5) == 0) {
         path += 4;
+    }
+    for (i = 0; model_files[i]; i++) {
+        if (strncmp(path, model_files[i], strlen(model_files[i])) == 0
+            && (path[strlen(model_files[i])] == '\0'
+                || model_files[i][strlen(model_files[i]) - 1] == '/')) {
+            ctx->info = OLLAMA_INFO_MODEL_FILES;
+            llmgw_error_set(&ctx->err, HTTP_NOT_IMPLEMENTED, "server_error",
+                            NULL, "not_implemented",
+                            apr_psprintf(r->pool,
+                                         "%s is not served: this gateway "
+                                         "does not manage model files; "
+                                         "pull, create, copy, push or "
+                                         "delete models on the backend "
+                                         "servers themselves",
+                                         r->uri));
+            return 1;
+        }
     }
     ctx->oep = llmgw_ollama_endpoint_parse(path);
     if (ctx->oep != LLMGW_OLLAMA_EP_NONE) {
@@ -281,6 +307,26 @@ static const char *coalesce(request_rec *r, llmgw_req_t *ctx,
     return "MISS";
 }
 
+/* The request's cache key. An Ollama request that an Ollama backend gets
+ * as it came, with members its OpenAI view leaves out (num_ctx, raw...),
+ * is keyed by all of its body (in a dialect of its own, so that no
+ * OpenAI body can share the key); any other is keyed by its OpenAI view,
+ * which both APIs share. */
+static const char *cache_key(request_rec *r, llmgw_req_t *ctx,
+                             const char *upstream)
+{
+    llmgw_request_t whole;
+
+    if (ctx->native && ctx->ox.beyond) {
+        whole = ctx->req;
+        whole.body = ctx->ox.view;
+        return llmgw_cache_key(r->pool, &whole, upstream, ctx->route->balancer,
+                               "ollama-native");
+    }
+    return llmgw_cache_key(r->pool, &ctx->req, upstream, ctx->route->balancer,
+                           ctx->route->dialect);
+}
+
 /* Looks the request up in the cache; returns 1 on a hit. Sets the
  * X-LLM-Cache header either way, and arms recording on a miss. */
 static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
@@ -304,9 +350,7 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
         goto done;
     }
     ctx->store = llmgw_conf_store(sconf);
-    ctx->cache_key =
-        llmgw_cache_key(r->pool, &ctx->req, upstream, ctx->route->balancer,
-                        ctx->route->dialect);
+    ctx->cache_key = cache_key(r, ctx, upstream);
     apr_table_setn(r->err_headers_out, "X-LLM-Cache-Key", ctx->cache_key);
     /* no-cache: answer afresh, but the fresh answer may be kept. */
     fresh = cc && ap_strcasestr(cc, "no-cache");
@@ -363,8 +407,9 @@ static int parse_request(request_rec *r, llmgw_req_t *ctx, const char *body,
                          apr_size_t len, const char **openai, apr_size_t *olen)
 {
     if (ctx->api == LLMGW_API_OLLAMA) {
-        return llmgw_ollama_front_request(r->pool, ctx->oep, body, len,
-                                          &ctx->req, openai, olen, &ctx->err);
+        return llmgw_ollama_front_parse(r->pool, ctx->oep, body, len,
+                                        &ctx->req, openai, olen, &ctx->ox,
+                                        &ctx->err);
     }
     *openai = body;
     *olen = len;
@@ -397,6 +442,19 @@ static int upstream_request(request_rec *r, llmgw_req_t *ctx,
                             const char *upstream_model, const char *openai,
                             apr_size_t olen, const char **path)
 {
+    if (ctx->native) {
+        /* The client's own body: every field reaches Ollama. */
+        *path = llmgw_ollama_native_path(ctx->oep);
+        ctx->body = llmgw_ollama_native_body(r->pool, ctx->ox.view,
+                                             upstream_model, &ctx->body_len);
+        if (!ctx->body) {
+            return llmgw_error_set(&ctx->err, HTTP_INTERNAL_SERVER_ERROR,
+                                   "server_error", NULL, "internal_error",
+                                   "The gateway could not prepare the "
+                                   "request for the backend.");
+        }
+        return 0;
+    }
     if (ctx->backend_ollama) {
         ctx->strip_usage = ctx->req.stream && !ctx->req.wants_usage;
         return llmgw_ollama_request(r->pool, &ctx->req, upstream_model, path,
@@ -468,6 +526,10 @@ static int fixups(request_rec *r)
         return answer_error(r, ctx);
     }
     ctx->backend_ollama = strcmp(ctx->route->dialect, "ollama") == 0;
+    /* The legacy /api/embeddings goes the translated way: its answer has
+     * no OpenAI reading of its own. */
+    ctx->native = ctx->backend_ollama && ctx->api == LLMGW_API_OLLAMA
+                  && ctx->oep != LLMGW_OLLAMA_EP_EMBEDDINGS;
     upstream_model = ctx->upstream_model = ctx->route->upstream_model
                                                ? ctx->route->upstream_model
                                                : ctx->req.model;
@@ -475,9 +537,20 @@ static int fixups(request_rec *r)
     apr_table_setn(r->notes, LLMGW_NOTE_UPSTREAM_MODEL, upstream_model);
     /* Answers name the model that made them, whichever API asks. */
     ctx->front = llmgw_front_create(r->pool, ctx->oep, ctx->ep, upstream_model,
-                                    apr_time_sec(r->request_time));
+                                    r->request_time);
 
-    if (cache_lookup(r, ctx, sconf, upstream_model)) {
+    if (ctx->ox.load && !ctx->native) {
+        /* Nothing to load but on an Ollama: answered as Ollama does. */
+        ctx->info = OLLAMA_INFO_LOAD;
+        r->handler = LLMGW_HANDLER;
+        return OK;
+    }
+    if (ctx->ox.refusal.status && !ctx->native) {
+        ctx->err = ctx->ox.refusal;
+        return answer_error(r, ctx);
+    }
+    /* A load request is no answer to keep. */
+    if (!ctx->ox.load && cache_lookup(r, ctx, sconf, upstream_model)) {
         r->handler = LLMGW_HANDLER;
         return OK;
     }

@@ -24,7 +24,7 @@ static void start(run_t *r, apr_pool_t *p, unsigned flags)
     memset(r, 0, sizeof(*r));
     r->s = llmgw_ollama_ndjson_create(
         p, (flags & 1) ? LLMGW_OLLAMA_EP_GENERATE : LLMGW_OLLAMA_EP_CHAT,
-        "mock-small", 1700000000);
+        "mock-small", apr_time_from_sec(1700000000));
 }
 
 static void end(run_t *r)

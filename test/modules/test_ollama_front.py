@@ -141,7 +141,7 @@ def test_errors_in_ollama_shape(gw):
     assert "nope" in ollama_error(gw.post("/api/chat", chat(model="nope")), 404)
     ollama_error(gw.post("/api/chat", chat(model="dead-model")), 503)
     ollama_error(gw.get("/api/chat"), 405)
-    ollama_error(gw.post("/api/pull", {"model": "x"}), 404)
+    assert "model files" in ollama_error(gw.post("/api/pull", {"model": "x"}), 501)
     ollama_error(gw.post("/api/show", {}), 400)
 
 

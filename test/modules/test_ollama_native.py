@@ -1,0 +1,222 @@
+# Ollama's API as Ollama serves it: an Ollama client and a dialect=ollama
+# backend talk through the gateway natively (every field up, the answer's
+# bytes down), load requests, the root the CLI asks first, durations and
+# created_at, and the endpoints for model files the gateway does not serve.
+import json
+import re
+
+import llmgw_env as env
+from test_ollama_front import chat, ndjson, ollama_error
+
+# RFC 3339 in UTC with a fraction of a second, as Ollama writes created_at
+# (Go's RFC3339Nano: none at all on a whole second, so a single time stamp
+# is checked with RFC3339NANO, a series of them for fractions too).
+SUBSECOND = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{1,9}Z")
+RFC3339NANO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d*[1-9])?Z")
+DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
+
+# Everything real Ollama setups send that has no OpenAI equivalent.
+OLLAMA_ONLY = {"keep_alive": 0, "think": True,
+               "options": {"num_ctx": 8192, "repeat_penalty": 1.1, "repeat_last_n": 64,
+                           "min_p": 0.05, "num_gpu": 1, "num_thread": 4, "mirostat": 2,
+                           "mirostat_tau": 5.0, "mirostat_eta": 0.1, "num_predict": 3}}
+
+
+def upstream_of(mocks, marker):
+    """The raw body the Ollama mocks (balancer ob: a and b) last got that
+    holds marker."""
+    for name in ("a", "b"):
+        last = mocks[name].last()
+        if marker in last.get("body", ""):
+            return last
+    raise AssertionError(f"no backend got a body with {marker!r}")
+
+
+def generations(mocks):
+    return sum(mocks[n].stats()["generations"] for n in ("a", "b"))
+
+
+def test_every_field_reaches_an_ollama_backend(gw, mocks, uniq):
+    body = dict(chat(f"fields {uniq}", model="ollama-small", stream=False), **OLLAMA_ONLY)
+    text = json.dumps(body)
+    r = gw.post("/api/chat", text)
+    assert r.status == 200, r.body
+    last = upstream_of(mocks, uniq)
+    assert last["path"] == "/api/chat"
+    # The client's bytes, only the model renamed to the upstream's.
+    assert last["body"] == text.replace('"model": "ollama-small"', '"model": "mock-small"')
+    # /api/generate and /api/embed likewise.
+    gen = json.dumps({"model": "ollama-small", "prompt": f"gen {uniq}", "stream": False,
+                      "raw": True, "system": "be brief", "template": "{{ .Prompt }}",
+                      "options": {"num_ctx": 4096, "num_predict": 2}})
+    assert gw.post("/api/generate", gen).status == 200
+    last = upstream_of(mocks, f"gen {uniq}")
+    assert last["path"] == "/api/generate"
+    assert last["body"] == gen.replace('"ollama-small"', '"mock-small"')
+    emb = json.dumps({"model": "ollama-small", "input": [f"emb {uniq}"], "truncate": False,
+                      "keep_alive": "10m", "options": {"num_ctx": 512}})
+    assert gw.post("/api/embed", emb).status == 200
+    last = upstream_of(mocks, f"emb {uniq}")
+    assert last["path"] == "/api/embed"
+    assert last["body"] == emb.replace('"ollama-small"', '"mock-small"')
+
+
+def test_native_plain_answer_comes_as_the_backend_wrote_it(gw, uniq):
+    r = gw.post("/api/chat", chat(f"plain {uniq}", model="ollama-small", stream=False,
+                                  options={"num_predict": 4}))
+    assert r.status == 200, r.body
+    raw = r.body.decode()
+    # mockllm's own order (the gateway's translation writes done first).
+    assert raw.startswith('{"model":"mock-small","created_at":"'), raw
+    assert '"done_reason":"length","done":true,"total_duration":' in raw, raw
+    j = r.json()
+    assert SUBSECOND.fullmatch(j["created_at"]), j["created_at"]
+    # The mock's nominal durations: ttft 5 ms, 4 tokens at 1000/s.
+    assert j["prompt_eval_duration"] == 5_000_000 and j["eval_duration"] == 4_000_000, j
+    assert j["total_duration"] >= 9_000_000, j
+    assert j["message"]["content"] == env.mock_text(
+        "mock-small", [{"role": "user", "content": f"plain {uniq}"}], 4)
+
+
+def test_native_stream_lines_come_as_the_backend_wrote_them(gw, uniq):
+    model = "ollama-small"
+    mark = gw.log_mark()
+    resp, lines = ndjson(gw, "/api/chat", chat(f"stream {uniq}", model=model,
+                                               options={"num_predict": 5}),
+                         headers={"X-Mock-TPS": "50"})
+    assert resp.status == 200
+    assert resp.getheader("Content-Type").startswith("application/x-ndjson")
+    objs = [o for _, o in lines]
+    assert [o["done"] for o in objs] == [False] * 5 + [True], objs
+    # Each line its own time, to the microsecond, as Ollama writes them.
+    stamps = [o["created_at"] for o in objs]
+    assert all(SUBSECOND.fullmatch(s) for s in stamps), stamps
+    assert len(set(stamps)) == len(stamps), stamps
+    last = objs[-1]
+    assert last["eval_duration"] == 100_000_000 and last["prompt_eval_duration"] == 5_000_000
+    assert last["eval_count"] == 5 and last["done_reason"] == "length"
+    # The gateway still read the usage from its copy.
+    line = gw.wait_log_one(lambda l: l.route == model and l.stream == "1", since=mark)
+    assert line.completion_tokens == "5", line.raw
+
+
+def test_native_cut_stream_ends_with_one_error_line(gw, uniq):
+    resp, lines = ndjson(gw, "/api/chat", chat(f"cut {uniq}", model="ollama-small",
+                                               options={"num_predict": 8}),
+                         headers={"X-Mock-Fault": "cut"})
+    objs = [o for _, o in lines]
+    assert set(objs[-1]) == {"error"} and objs[-1]["error"], objs
+    assert objs[:-1] and all(o["done"] is False for o in objs[:-1]), objs
+
+
+def test_native_answers_share_the_cache(gw_cache, uniq):
+    base = chat(f"cached {uniq}", model="ollama-small", stream=False,
+                options={"temperature": 0, "num_predict": 4})
+    first = gw_cache.post("/api/chat", base)
+    assert first.status == 200 and first.header("X-LLM-Cache") == "MISS", first.body
+    again = gw_cache.post("/api/chat", base)
+    assert again.header("X-LLM-Cache") == "HIT"
+    assert again.json()["message"] == first.json()["message"]
+    # The record is OpenAI's: an OpenAI client asking the same shares it.
+    o = gw_cache.post("/v1/chat/completions",
+                      env.chat_body(model="ollama-small", content=f"cached {uniq}",
+                                    temperature=0, max_tokens=4))
+    assert o.header("X-LLM-Cache") == "HIT", o.body
+    assert o.json()["choices"][0]["message"]["content"] == first.json()["message"]["content"]
+    # What the OpenAI view leaves out still tells answers apart.
+    ctx = dict(base, options=dict(base["options"], num_ctx=2048))
+    assert gw_cache.post("/api/chat", ctx).header("X-LLM-Cache") == "MISS"
+    assert gw_cache.post("/api/chat", ctx).header("X-LLM-Cache") == "HIT"
+    # A streamed native request is recorded from its copy, and replayed.
+    s = dict(base, stream=True, messages=[{"role": "user", "content": f"st {uniq}"}])
+    resp, lines = ndjson(gw_cache, "/api/chat", s)
+    assert resp.getheader("X-LLM-Cache") == "MISS"
+    resp2, lines2 = ndjson(gw_cache, "/api/chat", s)
+    assert resp2.getheader("X-LLM-Cache") == "HIT"
+    text = lambda ls: "".join(o["message"]["content"] for _, o in ls)
+    assert text(lines2) == text(lines) and lines2[-1][1]["done"] is True
+
+
+def test_load_requests_reach_an_ollama_backend(gw, mocks):
+    before = generations(mocks)
+    for path, body in (("/api/chat", {"model": "ollama-small", "messages": []}),
+                       ("/api/chat", {"model": "ollama-small"}),
+                       ("/api/generate", {"model": "ollama-small"})):
+        for keep, reason in ((None, "load"), (0, "unload")):
+            b = dict(body) if keep is None else dict(body, keep_alive=keep)
+            r = gw.post(path, b)
+            assert r.status == 200, (path, b, r.body)
+            j = r.json()
+            assert j["done"] is True and j["done_reason"] == reason, j
+            assert j["model"] == "mock-small"
+    assert generations(mocks) == before + 6
+
+
+def test_load_requests_answered_for_other_backends(gw, mocks):
+    before = generations(mocks)
+    for path, body, part in (("/api/chat", {"model": "mock-small", "messages": []}, "message"),
+                             ("/api/chat", {"model": "mock-small", "keep_alive": 0}, "message"),
+                             ("/api/generate", {"model": "mock-small", "prompt": ""},
+                              "response"),
+                             ("/api/generate", {"model": "mock-small", "keep_alive": "0s"},
+                              "response")):
+        r = gw.post(path, body)
+        assert r.status == 200, (path, body, r.body)
+        assert r.content_type == "application/json"
+        j = r.json()
+        reason = "unload" if "keep_alive" in body else "load"
+        expect = {"model": "mock-small", "created_at": j.get("created_at"),
+                  "done": True, "done_reason": reason,
+                  part: {"role": "assistant", "content": ""} if part == "message" else ""}
+        assert j == expect, j
+        assert RFC3339NANO.fullmatch(j["created_at"]), j
+    assert gw.post("/api/embed", {"model": "mock-small", "input": []}).json()["embeddings"] == []
+    assert generations(mocks) == before
+    # Still no load for a model nobody serves.
+    assert "nope" in ollama_error(gw.post("/api/chat", {"model": "nope"}), 404)
+
+
+def test_root_answers_as_ollama(gw):
+    for method in ("GET", "HEAD"):
+        r = gw.request(method, "/")
+        assert r.status == 200, (method, r.body)
+        assert r.header("Content-Type").startswith("text/plain")
+        assert r.header("Content-Length") == str(len("Ollama is running"))
+        assert r.body == (b"Ollama is running" if method == "GET" else b"")
+    ollama_error(gw.post("/", {}), 405)
+    # Only the root: the rest of the server is not the Ollama API.
+    assert gw.get("/index.html").body.startswith(b"<html>")
+
+
+def test_model_files_are_not_managed(gw):
+    for method, path in (("POST", "/api/pull"), ("POST", "/api/push"),
+                         ("POST", "/api/create"), ("POST", "/api/copy"),
+                         ("DELETE", "/api/delete"), ("HEAD", "/api/blobs/sha256:00"),
+                         ("POST", "/api/blobs/sha256:00")):
+        r = gw.request(method, path, {"model": "mock-small"})
+        assert r.status == 501, (method, path, r.body)
+        if method != "HEAD":
+            assert "does not manage model files" in ollama_error(r, 501)
+
+
+def test_durations_measured_for_other_backends(gw):
+    r = gw.post("/api/chat", chat(stream=False, options={"num_predict": 4}),
+                headers={"X-Mock-TTFT-Ms": "30"})
+    j = r.json()
+    assert RFC3339NANO.fullmatch(j["created_at"]), j
+    assert j["total_duration"] >= 30_000_000 and j["eval_duration"] > 0, j
+    assert j["load_duration"] == 0 and j["total_duration"] < 10_000_000_000, j
+    resp, lines = ndjson(gw, "/api/generate",
+                         {"model": "mock-small", "prompt": "time me",
+                          "options": {"num_predict": 4}},
+                         headers={"X-Mock-TTFT-Ms": "30", "X-Mock-TPS": "40"})
+    objs = [o for _, o in lines]
+    last = objs[-1]
+    assert last["done"] is True
+    # Until the first token (30 ms), then 4 tokens at 40/s.
+    assert last["prompt_eval_duration"] >= 30_000_000, last
+    assert last["eval_duration"] >= 50_000_000, last
+    assert last["total_duration"] >= last["prompt_eval_duration"] + last["eval_duration"], last
+    stamps = [o["created_at"] for o in objs]
+    assert all(RFC3339NANO.fullmatch(s) for s in stamps), stamps
+    assert any(SUBSECOND.fullmatch(s) for s in stamps) and len(set(stamps)) > 1, stamps
