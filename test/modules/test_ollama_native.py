@@ -2,9 +2,13 @@
 # backend talk through the gateway natively (every field up, the answer's
 # bytes down), load requests, the root the CLI asks first, durations and
 # created_at, and the endpoints for model files the gateway does not serve.
+import http.client
 import json
 import re
 
+import pytest
+
+import fakes
 import llmgw_env as env
 from test_ollama_front import chat, ndjson, ollama_error
 
@@ -220,3 +224,79 @@ def test_durations_measured_for_other_backends(gw):
     stamps = [o["created_at"] for o in objs]
     assert all(RFC3339NANO.fullmatch(s) for s in stamps), stamps
     assert any(SUBSECOND.fullmatch(s) for s in stamps) and len(set(stamps)) > 1, stamps
+
+
+# ------------------------------------------- an Ollama backend that misbehaves
+
+@pytest.fixture(scope="module")
+def fake():
+    b = fakes.FakeBackend()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def gw_fake(request, workdir, ports, fake):
+    routes = f"""\
+<Proxy "balancer://fakeo">
+    BalancerMember "http://{env.HOST}:{fake.port}" retry=0
+</Proxy>
+<LLMRoute "fakeo-*">
+    LLMBackend balancer://fakeo dialect=ollama
+</LLMRoute>
+"""
+    yield from env.serve_gateway(request, workdir, ports, "gw-native-fake", routes)
+
+
+def ol_line(model, content, done=False, **extra):
+    o = {"model": model, "created_at": "2024-05-01T10:00:00.123456789Z",
+         "message": {"role": "assistant", "content": content}, "done": done}
+    o.update(extra)
+    return (json.dumps(o) + "\n").encode()
+
+
+def test_native_stream_cut_mid_line_ends_with_a_whole_error_line(gw_fake, fake, uniq):
+    model = f"fakeo-midline-{uniq}"
+    second = ol_line(model, "world")
+
+    def answer(req):
+        yield fakes.stream_head("application/x-ndjson")
+        yield fakes.chunk(ol_line(model, "hello ") + second[:len(second) // 2])
+        # Gone without the rest of the line, the done line or the last chunk.
+    fake.script(model, answer)
+    conn = http.client.HTTPConnection(env.HOST, gw_fake.port, timeout=30)
+    try:
+        conn.request("POST", "/api/chat", body=json.dumps(chat("x", model=model)),
+                     headers={"Content-Type": "application/json"})
+        raw = conn.getresponse().read()
+    finally:
+        conn.close()
+    lines = raw.split(b"\n")
+    assert lines[-1] == b"", raw
+    # The backend's first line as it came, then one error line: the half
+    # line is dropped, not glued to the error.
+    assert lines[0] + b"\n" == ol_line(model, "hello "), raw
+    assert len(lines) == 3, raw
+    err = json.loads(lines[1])
+    assert set(err) == {"error"} and err["error"], raw
+
+
+def test_native_stream_passes_an_unfinished_last_line(gw_fake, fake, uniq):
+    # A done line without its newline, then a clean end: it goes as it came.
+    model = f"fakeo-nonl-{uniq}"
+    done = ol_line(model, "", done=True, done_reason="stop", total_duration=7,
+                   load_duration=1, prompt_eval_count=2, prompt_eval_duration=3,
+                   eval_count=1, eval_duration=4)[:-1]
+    fake.script(model, lambda req: [fakes.stream_head("application/x-ndjson"),
+                                    fakes.chunk(ol_line(model, "hi")), fakes.chunk(done),
+                                    fakes.LAST_CHUNK])
+    r = gw_fake.post("/api/chat", chat("x", model=model))
+    assert r.status == 200
+    assert r.body == ol_line(model, "hi") + done, r.body
+
+
+def test_native_plain_answer_that_is_not_json_is_502(gw_fake, fake, uniq):
+    model = f"fakeo-html-{uniq}"
+    fake.script(model, lambda req: [fakes.response(b"<html>busy</html>", ctype="text/html")])
+    r = gw_fake.post("/api/chat", chat("x", model=model, stream=False))
+    assert "backend" in ollama_error(r, 502)
