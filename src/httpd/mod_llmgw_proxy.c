@@ -384,7 +384,10 @@ done:
  * The fixups hook
  */
 
-static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path)
+/* watch: the answer goes through LLMGW_OUT (a generation); else it passes
+ * as the backend gave it. */
+static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path,
+                          int watch)
 {
     r->filename =
         apr_pstrcat(r->pool, "proxy:", ctx->route->balancer, path, NULL);
@@ -399,7 +402,9 @@ static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path)
     apr_table_unset(r->headers_in, "Expect");
     apr_table_setn(r->subprocess_env, "proxy-sendunchangedcl", "1");
     ap_add_input_filter_handle(body_filter_handle, ctx, r, r->connection);
-    llmgw_output_add(r, ctx);
+    if (watch) {
+        llmgw_output_add(r, ctx);
+    }
 }
 
 /* The client's body as an OpenAI request, whatever the client's API. */
@@ -425,6 +430,7 @@ static int parse_show(request_rec *r, llmgw_req_t *ctx, const char *body,
     const char *msg;
     llmgw_json_t *j = llmgw_json_read(r->pool, body, len, &jerr, &msg);
 
+    ctx->ox.view = j;
     ctx->model_id = j ? llmgw_json_gets(j, "model", NULL) : NULL;
     if (j && !ctx->model_id) {
         ctx->model_id = llmgw_json_gets(j, "name", NULL);
@@ -435,6 +441,35 @@ static int parse_show(request_rec *r, llmgw_req_t *ctx, const char *body,
             "missing_required_parameter", j ? "model is required" : msg);
     }
     return 0;
+}
+
+/* /api/show of a model an Ollama backend serves: its own card (details,
+ * parameters, template, capabilities), asked with the upstream name and
+ * passed on as it comes. Any other model's card is the handler's. */
+static int show_from_backend(request_rec *r, llmgw_req_t *ctx,
+                             llmgw_server_conf_t *sconf)
+{
+    const char *key[1];
+    const char *val[1];
+
+    ctx->route = llmgw_router_find(sconf->router, ctx->model_id);
+    if (!ctx->route || strcmp(ctx->route->dialect, "ollama") != 0) {
+        return OK;
+    }
+    ctx->upstream_model = ctx->route->upstream_model
+                              ? ctx->route->upstream_model
+                              : ctx->model_id;
+    key[0] = llmgw_json_gets(ctx->ox.view, "model", NULL) ? "model" : "name";
+    val[0] = llmgw_json_quote(r->pool, ctx->upstream_model);
+    ctx->body = llmgw_json_edit(ctx->ox.view, key, val, 1, &ctx->body_len);
+    if (!ctx->body) {
+        return OK;
+    }
+    apr_table_setn(r->notes, LLMGW_NOTE_MODEL, ctx->model_id);
+    apr_table_setn(r->notes, LLMGW_NOTE_ROUTE, ctx->route->name);
+    apr_table_setn(r->notes, LLMGW_NOTE_UPSTREAM_MODEL, ctx->upstream_model);
+    hand_to_proxy(r, ctx, "/api/show", 0);
+    return OK;
 }
 
 /* The body the route's backend gets, and the path it goes to. */
@@ -504,7 +539,9 @@ static int fixups(request_rec *r)
     }
     if (answered) {
         r->handler = LLMGW_HANDLER;
-        return parse_show(r, ctx, body, body_len) ? answer_error(r, ctx) : OK;
+        return parse_show(r, ctx, body, body_len)
+                   ? answer_error(r, ctx)
+                   : show_from_backend(r, ctx, sconf);
     }
     if (parse_request(r, ctx, body, body_len, &openai, &olen)) {
         return answer_error(r, ctx);
@@ -557,7 +594,7 @@ static int fixups(request_rec *r)
     if (upstream_request(r, ctx, upstream_model, openai, olen, &path)) {
         return answer_error(r, ctx);
     }
-    hand_to_proxy(r, ctx, path);
+    hand_to_proxy(r, ctx, path, 1);
     return OK;
 }
 

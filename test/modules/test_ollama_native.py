@@ -236,13 +236,28 @@ def fake():
 
 
 @pytest.fixture(scope="module")
-def gw_fake(request, workdir, ports, fake):
+def gw_fake(request, workdir, ports, mocks, fake):
+    # Also a balancer of two Ollama servers with different models (mock a:
+    # mock-small and mock-large; disc2: ollama-gamma), and a dead member.
     routes = f"""\
 <Proxy "balancer://fakeo">
     BalancerMember "http://{env.HOST}:{fake.port}" retry=0
 </Proxy>
 <LLMRoute "fakeo-*">
     LLMBackend balancer://fakeo dialect=ollama
+</LLMRoute>
+<Proxy "balancer://mixed">
+    BalancerMember "http://{env.HOST}:{ports['be_a']}/"
+    BalancerMember "http://{env.HOST}:{ports['dead1']}"
+    BalancerMember "http://{env.HOST}:{ports['disc2']}"
+</Proxy>
+<LLMRoute "agg-small">
+    LLMBackend balancer://mixed dialect=ollama
+    LLMUpstreamModel mock-small
+</LLMRoute>
+<LLMRoute "agg-gamma">
+    LLMBackend balancer://mixed dialect=ollama
+    LLMUpstreamModel ollama-gamma
 </LLMRoute>
 """
     yield from env.serve_gateway(request, workdir, ports, "gw-native-fake", routes)
@@ -300,3 +315,56 @@ def test_native_plain_answer_that_is_not_json_is_502(gw_fake, fake, uniq):
     fake.script(model, lambda req: [fakes.response(b"<html>busy</html>", ctype="text/html")])
     r = gw_fake.post("/api/chat", chat("x", model=model, stream=False))
     assert "backend" in ollama_error(r, 502)
+
+
+# ------------------------------------------------- what the Ollama backends say
+
+def mock_tag(name):
+    """The /api/tags entry mockllm gives for a model it serves."""
+    return {"size": 776000000, "details": {"parent_model": "", "format": "gguf",
+                                           "family": "mock", "families": ["mock"],
+                                           "parameter_size": "1B",
+                                           "quantization_level": "Q4_0"}}
+
+
+def test_tags_are_the_members_own(gw_fake, ports):
+    tags = {m["name"]: m for m in gw_fake.get("/api/tags").json()["models"]}
+    # Each from the member that has it: the dead member and the one without
+    # the model do not hide it.
+    for name, up, port in (("agg-small", "mock-small", ports["be_a"]),
+                           ("agg-gamma", "ollama-gamma", ports["disc2"])):
+        own = {m["name"]: m for m in env.request(port, "GET", "/api/tags").json()["models"]}
+        want = dict(own[up], name=name, model=name)
+        assert tags[name] == want, (name, tags[name], want)
+        assert tags[name]["digest"].startswith("sha256:") and tags[name]["size"] > 0
+
+
+def test_ps_lists_what_the_members_have_loaded(gw_fake, ports):
+    # Loaded on each member directly (one each), then seen through the gateway.
+    for port, model in ((ports["be_a"], "mock-small"), (ports["disc2"], "ollama-gamma")):
+        r = env.request(port, "POST", "/api/generate", {"model": model, "keep_alive": "5m"})
+        assert r.status == 200, r.body
+    ps = {m["name"]: m for m in gw_fake.get("/api/ps").json()["models"]}
+    assert set(ps) >= {"agg-small", "agg-gamma"}, ps
+    for name, up, port in (("agg-small", "mock-small", ports["be_a"]),
+                           ("agg-gamma", "ollama-gamma", ports["disc2"])):
+        own = {m["name"]: m for m in env.request(port, "GET", "/api/ps").json()["models"]}
+        assert ps[name] == dict(own[up], name=name, model=name), (ps[name], own[up])
+    # Unloaded on its member: gone from the list.
+    env.request(ports["disc2"], "POST", "/api/generate",
+                {"model": "ollama-gamma", "keep_alive": 0})
+    ps = {m["name"] for m in gw_fake.get("/api/ps").json()["models"]}
+    assert "agg-gamma" not in ps and "agg-small" in ps, ps
+
+
+def test_show_is_the_backends_card(gw, ports):
+    r = gw.post("/api/show", {"model": "ollama-small"})
+    assert r.status == 200, r.body
+    own = env.request(ports["be_a"], "POST", "/api/show", {"model": "mock-small"})
+    assert r.json() == own.json()
+    assert "tools" in r.json()["capabilities"] and r.json()["details"]["family"] == "mock"
+    assert r.json()["template"] and r.json()["parameters"]
+    # {"name": ...} as older clients send it.
+    assert gw.post("/api/show", {"name": "ollama-small"}).json() == own.json()
+    # A name the backend does not have: its own 404, in Ollama's shape.
+    assert "not found" in ollama_error(gw.post("/api/show", {"model": "ollama-gnu"}), 404)
