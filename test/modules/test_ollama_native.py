@@ -208,7 +208,8 @@ def test_durations_measured_for_other_backends(gw):
                 headers={"X-Mock-TTFT-Ms": "30"})
     j = r.json()
     assert RFC3339NANO.fullmatch(j["created_at"]), j
-    assert j["total_duration"] >= 30_000_000 and j["eval_duration"] > 0, j
+    # The answer is whole 30 + 4 ms after the request at the earliest.
+    assert j["total_duration"] >= 34_000_000 and j["eval_duration"] > 0, j
     assert j["load_duration"] == 0 and j["total_duration"] < 10_000_000_000, j
     resp, lines = ndjson(gw, "/api/generate",
                          {"model": "mock-small", "prompt": "time me",
@@ -217,13 +218,15 @@ def test_durations_measured_for_other_backends(gw):
     objs = [o for _, o in lines]
     last = objs[-1]
     assert last["done"] is True
-    # Until the first token (30 ms), then 4 tokens at 40/s.
+    # No token before 30 ms, the last not before 30 + 3 * 25 ms; how the
+    # rest splits depends on when the gateway's thread ran (a busy machine
+    # may hand it several tokens at once).
     assert last["prompt_eval_duration"] >= 30_000_000, last
-    assert last["eval_duration"] >= 50_000_000, last
+    assert last["eval_duration"] >= 0 and last["total_duration"] >= 105_000_000, last
     assert last["total_duration"] >= last["prompt_eval_duration"] + last["eval_duration"], last
     stamps = [o["created_at"] for o in objs]
     assert all(RFC3339NANO.fullmatch(s) for s in stamps), stamps
-    assert any(SUBSECOND.fullmatch(s) for s in stamps) and len(set(stamps)) > 1, stamps
+    assert any(SUBSECOND.fullmatch(s) for s in stamps), stamps
 
 
 # ------------------------------------------- an Ollama backend that misbehaves
