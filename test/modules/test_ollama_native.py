@@ -5,6 +5,7 @@
 import http.client
 import json
 import re
+import time
 
 import pytest
 
@@ -371,3 +372,40 @@ def test_show_is_the_backends_card(gw, ports):
     assert gw.post("/api/show", {"name": "ollama-small"}).json() == own.json()
     # A name the backend does not have: its own 404, in Ollama's shape.
     assert "not found" in ollama_error(gw.post("/api/show", {"model": "ollama-gnu"}), 404)
+
+
+# ------------------------------------------------- followers of a native leader
+
+def test_native_stream_is_shared_with_followers(gw_cache, mocks, uniq):
+    # Identical native streams at once: one generation, the leader gets the
+    # backend's lines, its followers the same words from its copy, in either
+    # API.
+    body = chat(f"coalesce {uniq}", model="ollama-small",
+                options={"temperature": 0, "num_predict": 6})
+    slow = {"X-Mock-TPS": "20"}
+    before = generations(mocks)
+
+    def ollama_client(delay):
+        time.sleep(delay)  # the followers come once the leader has the lease
+        return ndjson(gw_cache, "/api/chat", body, headers=slow)
+
+    def openai_client():
+        time.sleep(0.1)
+        return gw_cache.stream("/v1/chat/completions",
+                               env.chat_body(model="ollama-small", content=f"coalesce {uniq}",
+                                             temperature=0, max_tokens=6, stream=True),
+                               headers=slow)
+    results = env.in_threads([lambda: ollama_client(0), lambda: ollama_client(0.1),
+                              lambda: ollama_client(0.1), openai_client])
+    assert not [r for r in results if isinstance(r, Exception)], results
+    words = env.mock_text("mock-small", body["messages"], 6)
+    for resp, lines in results[:3]:
+        assert "".join(o["message"]["content"] for _, o in lines) == words
+        assert lines[-1][1]["done"] is True and lines[-1][1]["eval_count"] == 6
+    # One of them led (the first, unless a busy machine held it back).
+    states = [resp.getheader("X-LLM-Cache") for resp, _ in results[:3]]
+    states.append(results[3].headers.get("X-LLM-Cache"))
+    assert sorted(states).count("MISS") == 1, states
+    assert set(states) <= {"MISS", "COALESCED", "HIT"}, states
+    assert results[3].content() == words and results[3].data()[-1] == "[DONE]"
+    assert generations(mocks) == before + 1
