@@ -409,3 +409,39 @@ def test_native_stream_is_shared_with_followers(gw_cache, mocks, uniq):
     assert set(states) <= {"MISS", "COALESCED", "HIT"}, states
     assert results[3].content() == words and results[3].data()[-1] == "[DONE]"
     assert generations(mocks) == before + 1
+
+
+# ----------------------------------------------- mockllm as strict as Ollama
+
+def test_mock_reads_keep_alive_and_think_as_ollama(mocks):
+    port = mocks["a"].port
+    gen = {"model": "mock-small", "prompt": "strict", "stream": False}
+    for good in (300, 0, -1, "5m", "1h30m", "0", "0s", "-1s", "1.5h", None):
+        r = env.request(port, "POST", "/api/generate", dict(gen, keep_alive=good))
+        assert r.status == 200, (good, r.body)
+    for bad, why in (("abc", 'time: invalid duration "abc"'), ("5", 'time: invalid duration "5"'),
+                     ("5x", 'time: invalid duration "5x"'), (True, "Unsupported type: 'bool'"),
+                     ({}, "Unsupported type: 'map[string]interface {}'")):
+        r = env.request(port, "POST", "/api/generate", dict(gen, keep_alive=bad))
+        assert r.status == 400 and r.json() == {"error": why}, (bad, r.body)
+        r = env.request(port, "POST", "/api/embed",
+                        {"model": "mock-small", "input": "x", "keep_alive": bad})
+        assert r.status == 400 and r.json() == {"error": why}, (bad, r.body)
+    for think in (True, False, "low", "medium", "high"):
+        assert env.request(port, "POST", "/api/generate", dict(gen, think=think)).status == 200
+    for think in ("max", "on", 1):
+        r = env.request(port, "POST", "/api/generate", dict(gen, think=think))
+        assert r.status == 400 and "think" in r.json()["error"], (think, r.body)
+    for method in ("GET", "HEAD"):
+        r = env.request(port, method, "/")
+        assert r.status == 200 and r.header("Content-Type").startswith("text/plain")
+    assert env.request(port, "GET", "/").body == b"Ollama is running"
+
+
+def test_native_backend_errors_reach_the_client(gw, uniq):
+    # What the Ollama backend refuses is its answer; an OpenAI-style backend
+    # never sees keep_alive (no equivalent: dropped).
+    body = chat(f"strict {uniq}", stream=False, keep_alive="soon")
+    r = gw.post("/api/chat", dict(body, model="ollama-small"))
+    assert ollama_error(r, 400) == 'time: invalid duration "soon"'
+    assert gw.post("/api/chat", body).status == 200
