@@ -46,12 +46,20 @@ int llmgw_ollama_response(apr_pool_t *p, const llmgw_request_t *req,
                           llmgw_error_t *err);
 
 /* Ollama's NDJSON stream as OpenAI Server-Sent Events. Callers read done,
- * failed, usage and content_events; the rest is private. */
+ * failed, error_line, broke, usage and content_events, and may set
+ * on_line; the rest is private. */
 typedef struct llmgw_ollama_sse {
     int done;            /* a done:true line was seen and answered */
     int failed;          /* an error line (or bad line) ended it */
+    int error_line;      /* it was the backend's own {"error":...} line */
+    const char *broke;   /* else why it failed (a static text) */
     int content_events;  /* lines that carried generated output */
     llmgw_usage_t usage; /* counts of the done:true line */
+    /* Each line that reads as a JSON object (an error line too), as it
+     * came but for its newline, before it is translated; none after the
+     * stream's end. NULL: none. */
+    void (*on_line)(void *baton, const char *line, apr_size_t len);
+    void *line_baton;
     /* private */
     apr_pool_t *p;
     apr_pool_t *lp; /* one line's trees, cleared after each */

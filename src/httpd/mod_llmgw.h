@@ -133,10 +133,10 @@ typedef struct {
     int native;                 /* an Ollama client, an Ollama backend: its
                                  * bytes both ways (a copy translated) */
     llmgw_ollama_extra_t ox;    /* an Ollama request beyond its OpenAI view */
-    llmgw_pbuf_t held;          /* native stream: a line not yet whole */
-    llmgw_error_t err;          /* err.status != 0: we answer it */
-    llmgw_front_t *front;       /* the client's shape of the answer */
-    const char *body;           /* what goes upstream */
+    apr_bucket_brigade *native_out; /* where a native stream's lines go */
+    llmgw_error_t err;              /* err.status != 0: we answer it */
+    llmgw_front_t *front;           /* the client's shape of the answer */
+    const char *body;               /* what goes upstream */
     apr_size_t body_len;
     apr_size_t body_sent;
     int eos_sent;

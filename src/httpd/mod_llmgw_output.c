@@ -152,6 +152,21 @@ static const char *answer_id(request_rec *r)
     return apr_pescape_hex(r->pool, rnd, sizeof(rnd), 0);
 }
 
+/* A native stream's line, on to its Ollama client as the backend wrote
+ * it: called by the translator for each line that reads as an object, so
+ * a line cut off, unreadable or past what a stream may hold never goes
+ * out, and nothing after the stream's end. */
+static void native_line(void *baton, const char *line, apr_size_t len)
+{
+    llmgw_req_t *ctx = baton;
+    apr_bucket_brigade *out = ctx->native_out;
+
+    APR_BRIGADE_INSERT_TAIL(
+        out, apr_bucket_heap_create(line, len, NULL, out->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(
+        out, apr_bucket_immortal_create("\n", 1, out->bucket_alloc));
+}
+
 static int is_type(request_rec *r, const char *type)
 {
     return r->content_type
@@ -184,6 +199,10 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
             ctx->from_ollama = llmgw_ollama_sse_create(
                 r->pool, ctx->ep, answer_id(r), ctx->upstream_model,
                 apr_time_sec(r->request_time), 1);
+            if (ctx->native) {
+                ctx->from_ollama->on_line = native_line;
+                ctx->from_ollama->line_baton = ctx;
+            }
         }
         ap_set_content_type(r, llmgw_front_stream_type(ctx->front));
         apr_table_unset(r->headers_out, "Content-Length");
@@ -194,38 +213,18 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
     ctx->out = translate ? OUT_WHOLE : OUT_JSON;
 }
 
-/* The backend's NDJSON to an Ollama client as it came, whole lines only:
- * a line cut short waits for its end (at the end of the stream, end set,
- * it goes as it is), so that an error line put after a break is never
- * glued to half a line. */
-static void native_lines(llmgw_req_t *ctx, const char *data, apr_size_t n,
-                         int end, apr_bucket_brigade *out)
+/* What ends a native stream: nothing when the backend ended it (its done
+ * line, or its own error line, went out), else one error line. */
+static const char *native_tail(request_rec *r, llmgw_req_t *ctx,
+                               const char *message)
 {
-    const char *nl = NULL, *p;
-    apr_size_t whole;
+    const llmgw_ollama_sse_t *o = ctx->from_ollama;
 
-    for (p = data + n; p > data; p--) {
-        if (p[-1] == '\n') {
-            nl = p;
-            break;
-        }
+    if (o->done || o->error_line) {
+        return "";
     }
-    whole = nl ? (apr_size_t)(nl - data) : 0;
-    if ((whole || end) && ctx->held.len) {
-        APR_BRIGADE_INSERT_TAIL(
-            out, apr_bucket_heap_create(ctx->held.b, ctx->held.len, NULL,
-                                        out->bucket_alloc));
-        ctx->held.len = 0;
-    }
-    if (whole) {
-        APR_BRIGADE_INSERT_TAIL(
-            out, apr_bucket_heap_create(data, whole, NULL, out->bucket_alloc));
-    }
-    if (n > whole) {
-        /* Its translation fails a line past what a stream may hold, and
-         * the stream with it: this stays as bounded. */
-        llmgw_pbuf_add(ctx->bb->p, &ctx->held, data + whole, n - whole);
-    }
+    return apr_pstrcat(r->pool, llmgw_ollama_error_json(r->pool, message),
+                       "\n", NULL);
 }
 
 /* Ends a stream: a clean end passes on what is left; a broken one gets
@@ -247,9 +246,16 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
         /* An Ollama error line was already turned into an error end. */
         ctx->complete = !(ctx->from_ollama && ctx->from_ollama->failed);
         if (ctx->native) {
-            /* The backend's own end went out; a last line without its
-             * newline goes as it came. */
-            native_lines(ctx, NULL, 0, 1, out);
+            /* A line the translator could not read ended it. */
+            tail = native_tail(r, ctx,
+                               ctx->from_ollama->broke
+                                   ? ctx->from_ollama->broke
+                                   : "The backend stream could not be read.");
+            if ((n = strlen(tail)) != 0) {
+                APR_BRIGADE_INSERT_TAIL(
+                    out,
+                    apr_bucket_heap_create(tail, n, NULL, out->bucket_alloc));
+            }
         }
         else if ((n = llmgw_front_stream_end(ctx->front, &tail)) != 0) {
             APR_BRIGADE_INSERT_TAIL(
@@ -272,14 +278,7 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
             0101) "stream for model %s via %s broke after %d events: %s",
         ctx->req.model, ctx->route->balancer, ctx->sse->events, err.message);
     if (ctx->native) {
-        /* What was cut off in a line is dropped: the error line is the
-         * last whole line, unless the backend's own end came. */
-        ctx->held.len = 0;
-        tail = ctx->from_ollama->done || ctx->from_ollama->failed
-                   ? ""
-                   : apr_pstrcat(r->pool,
-                                 llmgw_ollama_error_json(r->pool, err.message),
-                                 "\n", NULL);
+        tail = native_tail(r, ctx, err.message);
         n = strlen(tail);
     }
     else {
@@ -302,15 +301,13 @@ static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
     int had_output = ctx->sse->content_events;
 
     if (ctx->from_ollama) {
+        ctx->native_out = out; /* for native_line */
         nsse = end ? llmgw_ollama_sse_end(ctx->from_ollama, &sse)
                    : llmgw_ollama_sse_feed(ctx->from_ollama, data, n, &sse);
     }
     else {
         sse = data;
         nsse = n;
-    }
-    if (ctx->native && n) {
-        native_lines(ctx, data, n, 0, out);
     }
     if (!nsse) {
         return;

@@ -301,7 +301,8 @@ def test_native_stream_cut_mid_line_ends_with_a_whole_error_line(gw_fake, fake, 
 
 
 def test_native_stream_passes_an_unfinished_last_line(gw_fake, fake, uniq):
-    # A done line without its newline, then a clean end: it goes as it came.
+    # A done line without its newline, then a clean end: it goes as it
+    # came, a whole line (its newline added).
     model = f"fakeo-nonl-{uniq}"
     done = ol_line(model, "", done=True, done_reason="stop", total_duration=7,
                    load_duration=1, prompt_eval_count=2, prompt_eval_duration=3,
@@ -311,7 +312,36 @@ def test_native_stream_passes_an_unfinished_last_line(gw_fake, fake, uniq):
                                     fakes.LAST_CHUNK])
     r = gw_fake.post("/api/chat", chat("x", model=model))
     assert r.status == 200
+    assert r.body == ol_line(model, "hi") + done + b"\n", r.body
+
+
+def test_native_stream_never_passes_a_bad_line(gw_fake, fake, uniq):
+    # A line that is no JSON object, mid-stream: the client never gets it,
+    # and the stream ends with one error line; nothing after a done line.
+    model = f"fakeo-bad-{uniq}"
+    fake.script(model, lambda req: [fakes.stream_head("application/x-ndjson"),
+                                    fakes.chunk(ol_line(model, "one ")),
+                                    fakes.chunk(b"<html>oops</html>\n"),
+                                    fakes.chunk(ol_line(model, "two ")), fakes.LAST_CHUNK])
+    r = gw_fake.post("/api/chat", chat("x", model=model))
+    lines = r.body.split(b"\n")
+    assert lines[0] + b"\n" == ol_line(model, "one ") and lines[-1] == b"", r.body
+    assert len(lines) == 3 and "not a JSON object" in json.loads(lines[1])["error"], r.body
+    model = f"fakeo-after-{uniq}"
+    done = ol_line(model, "", done=True, done_reason="stop", eval_count=1)
+    fake.script(model, lambda req: [fakes.stream_head("application/x-ndjson"),
+                                    fakes.chunk(ol_line(model, "hi") + done),
+                                    fakes.chunk(ol_line(model, "more")), fakes.LAST_CHUNK])
+    r = gw_fake.post("/api/chat", chat("x", model=model))
     assert r.body == ol_line(model, "hi") + done, r.body
+    # The backend's own error line is the end: as it came, no second one.
+    model = f"fakeo-err-{uniq}"
+    fake.script(model, lambda req: [fakes.stream_head("application/x-ndjson"),
+                                    fakes.chunk(ol_line(model, "hi")),
+                                    fakes.chunk(b'{"error":"out of memory"}\n'),
+                                    fakes.LAST_CHUNK])
+    r = gw_fake.post("/api/chat", chat("x", model=model))
+    assert r.body == ol_line(model, "hi") + b'{"error":"out of memory"}\n', r.body
 
 
 def test_native_plain_answer_that_is_not_json_is_502(gw_fake, fake, uniq):

@@ -2077,6 +2077,53 @@ START_TEST(ndjson_durations_are_measured)
 }
 END_TEST
 
+/* C: the lines a native stream passes on, as they came: only those that
+ * read as objects, none after the end; why it failed. */
+static void keep_line(void *baton, const char *line, apr_size_t len)
+{
+    llmgw_pbuf_add(test_pool, baton, line, len);
+    llmgw_pbuf_add(test_pool, baton, "|", 1);
+}
+
+START_TEST(sse_lines_for_a_native_client)
+{
+    static const char good[] =
+        "{\"message\":{\"content\":\"a\"},\"done\":false}\n"
+        "\n"
+        " {\"message\":{\"content\":\"b\"},\"done\":true}\r\n"
+        "{\"message\":{\"content\":\"after\"},\"done\":false}\n";
+    static const char bad[] = "{\"message\":{\"content\":\"a\"}}\n"
+                              "<html>\n"
+                              "{\"message\":{\"content\":\"b\"}}\n";
+    static const char err[] = "{\"message\":{\"content\":\"a\"}}\n"
+                              "{\"error\":\"boom\"}\n";
+    const char *const ins[] = { good, bad, err };
+    const char *const want[] = {
+        "{\"message\":{\"content\":\"a\"},\"done\":false}|"
+        " {\"message\":{\"content\":\"b\"},\"done\":true}|",
+        "{\"message\":{\"content\":\"a\"}}|",
+        "{\"message\":{\"content\":\"a\"}}|{\"error\":\"boom\"}|"
+    };
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        llmgw_pbuf_t lines = { NULL, 0, 0 };
+        llmgw_ollama_sse_t *s =
+            llmgw_ollama_sse_create(test_pool, LLMGW_EP_CHAT, "x", "m", 1, 0);
+        const char *out;
+
+        s->on_line = keep_line;
+        s->line_baton = &lines;
+        llmgw_ollama_sse_feed(s, ins[i], strlen(ins[i]), &out);
+        llmgw_ollama_sse_end(s, &out);
+        ck_assert_str_eq(apr_pstrmemdup(test_pool, lines.b, lines.len),
+                         want[i]);
+        ck_assert_int_eq(s->error_line, i == 2);
+        ck_assert_int_eq(!!s->broke, i == 1);
+    }
+}
+END_TEST
+
 Suite *ollama_suite(void)
 {
     Suite *s = suite_create("ollama");
@@ -2093,7 +2140,8 @@ Suite *ollama_suite(void)
             sse_tool_calls_and_thinking_at_every_boundary,
             sse_completions_at_every_boundary, sse_error_line_mid_stream,
             sse_broken_stream_gets_the_error_tail,
-            sse_long_stream_does_not_grow_the_pool));
+            sse_long_stream_does_not_grow_the_pool,
+            sse_lines_for_a_native_client));
     test_case_add(
         s, "ollama-to-openai", 60,
         TESTS(front_chat_request, front_tool_answers_matched,
