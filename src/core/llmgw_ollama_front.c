@@ -413,28 +413,104 @@ static int front_embed(llmgw_ollama_ep_t oep, const llmgw_json_t *in,
     return 0;
 }
 
-/* Ollama's keep_alive 0 (unload now): the number 0, or a duration
- * string whose number is 0 ("0", "0s", "0m"). */
-static int keep_alive_zero(const llmgw_json_t *in)
+/* The seconds of the Go duration unit at s ("ns", "us", "µs", "ms", "s",
+ * "m", "h"), its length in *n; 0 for none. */
+static double duration_unit(const char *s, apr_size_t *n)
 {
-    const char *v = llmgw_json_gets(in, "keep_alive", NULL);
-    char *end;
-    double d;
+    static const struct {
+        const char *name;
+        double secs;
+    } units[] = { { "ns", 1e-9 },        { "us", 1e-6 }, { "\xc2\xb5s", 1e-6 },
+                  { "\xce\xbcs", 1e-6 }, { "ms", 1e-3 }, { "s", 1 },
+                  { "m", 60 },           { "h", 3600 } };
+    apr_size_t i, len = 0;
 
-    if (ol_is_num(llmgw_json_type(in, "keep_alive", NULL))) {
-        return llmgw_json_getd(in, 1, "keep_alive", NULL) == 0;
+    while (s[len] && !apr_isdigit(s[len]) && s[len] != '.') {
+        len++;
     }
-    if (!v || !*v) {
+    for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strlen(units[i].name) == len
+            && memcmp(s, units[i].name, len) == 0) {
+            *n = len;
+            return units[i].secs;
+        }
+    }
+    return 0;
+}
+
+/* A duration as Go's time.ParseDuration reads it, which is how Ollama
+ * reads keep_alive: [-+]?(number unit)+, or "0". 0 with its seconds in
+ * *secs, or -1. */
+static int go_duration(const char *s, double *secs)
+{
+    int neg = 0;
+
+    *secs = 0;
+    if (*s == '-' || *s == '+') {
+        neg = *s++ == '-';
+    }
+    if (strcmp(s, "0") == 0) {
         return 0;
     }
-    d = strtod(v, &end);
-    if (end == v || d != 0) {
+    if (!*s) {
+        return -1;
+    }
+    while (*s) {
+        const char *start = s;
+        double unit, v;
+        apr_size_t n;
+        char *end;
+
+        while (apr_isdigit(*s) || *s == '.') {
+            s++;
+        }
+        if (s == start || (s == start + 1 && *start == '.')) {
+            return -1;
+        }
+        v = strtod(start, &end);
+        if (end != s || (unit = duration_unit(s, &n)) == 0) {
+            return -1;
+        }
+        *secs += v * unit;
+        s += n;
+    }
+    *secs = neg ? -*secs : *secs;
+    return 0;
+}
+
+/* Ollama's keep_alive (api.Duration): absent or null, seconds as a
+ * number, or a duration string; anything else is a 400 with Ollama's
+ * words. *zero: it is 0, "unload now". */
+static int keep_alive(apr_pool_t *p, const llmgw_json_t *in, int *zero,
+                      llmgw_error_t *err)
+{
+    llmgw_json_type_t t = llmgw_json_type(in, "keep_alive", NULL);
+    const char *v = llmgw_json_gets(in, "keep_alive", NULL);
+    double secs;
+
+    *zero = 0;
+    if (ol_absent(t)) {
         return 0;
     }
-    while (apr_isalpha(*end)) {
-        end++;
+    if (ol_is_num(t)) {
+        *zero = llmgw_json_getd(in, 1, "keep_alive", NULL) == 0;
+        return 0;
     }
-    return *end == '\0';
+    if (!v) {
+        return ofail(err, 400,
+                     apr_psprintf(p, "Unsupported type: '%s'",
+                                  t == LLMGW_JSON_BOOL ? "bool"
+                                  : t == LLMGW_JSON_ARRAY
+                                      ? "[]interface {}"
+                                      : "map[string]interface {}"));
+    }
+    if (go_duration(v, &secs) != 0) {
+        return ofail(err, 400,
+                     apr_psprintf(p, "time: invalid duration %s",
+                                  llmgw_json_quote(p, v)));
+    }
+    *zero = secs == 0;
+    return 0;
 }
 
 /* Ollama's load request: nothing to generate from. */
@@ -578,8 +654,11 @@ int llmgw_ollama_front_parse(apr_pool_t *p, llmgw_ollama_ep_t oep,
     if (!ol_absent(t) && t != LLMGW_JSON_BOOL) {
         return ofail(err, 400, "stream must be a boolean");
     }
+    if ((rv = keep_alive(p, in, &x->unload, err)) != 0) {
+        return rv;
+    }
     x->load = is_load(oep, in);
-    x->unload = x->load && keep_alive_zero(in);
+    x->unload = x->load && x->unload;
     x->beyond = beyond_openai(oep, in);
     out = llmgw_json_create_object(p);
     req->model = apr_pstrdup(p, model);

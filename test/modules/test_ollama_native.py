@@ -468,10 +468,21 @@ def test_mock_reads_keep_alive_and_think_as_ollama(mocks):
     assert env.request(port, "GET", "/").body == b"Ollama is running"
 
 
-def test_native_backend_errors_reach_the_client(gw, uniq):
-    # What the Ollama backend refuses is its answer; an OpenAI-style backend
-    # never sees keep_alive (no equivalent: dropped).
+def test_keep_alive_read_as_ollama_reads_it(gw, uniq):
+    # Refused as Ollama refuses it, whichever backend: the gateway's front
+    # reads it as Ollama does (an OpenAI-style backend never sees it), and
+    # an Ollama backend would refuse it the same way.
     body = chat(f"strict {uniq}", stream=False, keep_alive="soon")
-    r = gw.post("/api/chat", dict(body, model="ollama-small"))
-    assert ollama_error(r, 400) == 'time: invalid duration "soon"'
-    assert gw.post("/api/chat", body).status == 200
+    for model in ("ollama-small", "mock-small"):
+        r = gw.post("/api/chat", dict(body, model=model))
+        assert ollama_error(r, 400) == 'time: invalid duration "soon"', model
+        r = gw.post("/api/chat", dict(body, model=model, keep_alive="1h30m"))
+        assert r.status == 200, (model, r.body)
+
+
+def test_native_backend_refusals_reach_the_client(gw, uniq):
+    # What the Ollama backend refuses (mockllm: think "max") is its answer,
+    # status and message as it gave them.
+    r = gw.post("/api/chat", chat(f"refused {uniq}", model="ollama-small", think="max",
+                                  stream=False))
+    assert ollama_error(r, 400).startswith("invalid think value"), r.body

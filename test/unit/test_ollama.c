@@ -1939,6 +1939,14 @@ static llmgw_ollama_extra_t parse_extra(llmgw_ollama_ep_t oep,
 START_TEST(front_parse_load_beyond_and_refusals)
 {
     static const struct {
+        const char *v, *why;
+    } bad_keep[] = { { "\"soon\"", "time: invalid duration \"soon\"" },
+                     { "\"5\"", "time: invalid duration \"5\"" },
+                     { "\"5x\"", "time: invalid duration \"5x\"" },
+                     { "\"\"", "time: invalid duration \"\"" },
+                     { "true", "Unsupported type: 'bool'" },
+                     { "[]", "Unsupported type: '[]interface {}'" } };
+    static const struct {
         llmgw_ollama_ep_t oep;
         const char *body;
         int load, unload, beyond, refused;
@@ -1984,10 +1992,11 @@ START_TEST(front_parse_load_beyond_and_refusals)
         { LLMGW_OLLAMA_EP_EMBED,
           "{\"model\":\"m\",\"input\":\"a\",\"truncate\":false}", 0, 0, 1, 0 },
     };
+    llmgw_ollama_extra_t x;
     apr_size_t i;
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        llmgw_ollama_extra_t x = parse_extra(cases[i].oep, cases[i].body, 0);
+        x = parse_extra(cases[i].oep, cases[i].body, 0);
 
         ck_assert_msg(x.load == cases[i].load && x.unload == cases[i].unload
                           && x.beyond == cases[i].beyond
@@ -1998,6 +2007,28 @@ START_TEST(front_parse_load_beyond_and_refusals)
     }
     parse_extra(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\",\"messages\":{}}",
                 400);
+    /* keep_alive as Ollama reads it: seconds, or a Go duration. */
+    x = parse_extra(LLMGW_OLLAMA_EP_CHAT,
+                    "{\"model\":\"m\",\"keep_alive\":\"1h30m\"}", 0);
+    ck_assert_int_eq(x.load && !x.unload, 1);
+    x = parse_extra(LLMGW_OLLAMA_EP_CHAT,
+                    "{\"model\":\"m\",\"keep_alive\":\"0.0m\"}", 0);
+    ck_assert_int_eq(x.unload, 1);
+    for (i = 0; i < sizeof(bad_keep) / sizeof(bad_keep[0]); i++) {
+        llmgw_request_t req;
+        llmgw_error_t err;
+        const char *out,
+            *body =
+                apr_psprintf(test_pool, "{\"model\":\"m\",\"keep_alive\":%s}",
+                             bad_keep[i].v);
+        apr_size_t n;
+
+        ck_assert_int_eq(
+            llmgw_ollama_front_parse(test_pool, LLMGW_OLLAMA_EP_CHAT, body,
+                                     strlen(body), &req, &out, &n, &x, &err),
+            400);
+        ck_assert_str_eq(err.message, bad_keep[i].why);
+    }
     parse_extra(LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\",\"prompt\":1}",
                 400);
 }
