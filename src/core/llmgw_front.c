@@ -9,13 +9,13 @@ struct llmgw_front {
     llmgw_ollama_ep_t oep;
     llmgw_endpoint_t ep;
     const char *model;
-    apr_int64_t created;
+    apr_time_t start;
     llmgw_ollama_ndjson_t *nd;
 };
 
 llmgw_front_t *llmgw_front_create(apr_pool_t *p, llmgw_ollama_ep_t oep,
                                   llmgw_endpoint_t ep, const char *model,
-                                  apr_int64_t created)
+                                  apr_time_t start)
 {
     llmgw_front_t *f = apr_pcalloc(p, sizeof(*f));
 
@@ -23,7 +23,7 @@ llmgw_front_t *llmgw_front_create(apr_pool_t *p, llmgw_ollama_ep_t oep,
     f->oep = oep;
     f->ep = ep;
     f->model = model;
-    f->created = created;
+    f->start = start;
     return f;
 }
 
@@ -41,7 +41,7 @@ const char *llmgw_front_stream_type(const llmgw_front_t *f)
 static llmgw_ollama_ndjson_t *ndjson(llmgw_front_t *f)
 {
     if (!f->nd) {
-        f->nd = llmgw_ollama_ndjson_create(f->p, f->oep, f->model, f->created);
+        f->nd = llmgw_ollama_ndjson_create(f->p, f->oep, f->model, f->start);
     }
     return f->nd;
 }
@@ -86,7 +86,8 @@ int llmgw_front_body(llmgw_front_t *f, int status, const char *in,
         return status;
     }
     if (llmgw_ollama_front_response(f->p, f->oep, status, in, len, f->model,
-                                    f->created, out, outlen, &usage, &err)) {
+                                    f->start, apr_time_now(), out, outlen,
+                                    &usage, &err)) {
         *out = llmgw_ollama_error_json(f->p, err.message);
         *outlen = strlen(*out);
         return err.status;

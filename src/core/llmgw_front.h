@@ -11,10 +11,11 @@
 
 typedef struct llmgw_front llmgw_front_t;
 
-/* oep LLMGW_OLLAMA_EP_NONE: an OpenAI client, whose bytes pass unchanged. */
+/* oep LLMGW_OLLAMA_EP_NONE: an OpenAI client, whose bytes pass unchanged.
+ * start: when the request came (an Ollama answer's durations). */
 llmgw_front_t *llmgw_front_create(apr_pool_t *p, llmgw_ollama_ep_t oep,
                                   llmgw_endpoint_t ep, const char *model,
-                                  apr_int64_t created);
+                                  apr_time_t start);
 
 int llmgw_front_is_openai(const llmgw_front_t *f);
 

@@ -615,6 +615,43 @@ static const char *cut_member(const rval_t *v, apr_size_t i, int kept_before,
     return next;
 }
 
+static int key_listed(const char *key, const char *const *allowed)
+{
+    for (; *allowed; allowed++) {
+        if (strcmp(key, *allowed) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int llmgw_json_keys_within(const llmgw_json_t *j, const char *const *allowed)
+{
+    apr_size_t i;
+
+    if (!j) {
+        return 1;
+    }
+    if (j->v) {
+        for (i = 0; j->v->type == LLMGW_JSON_OBJECT && i < j->v->n; i++) {
+            if (!key_listed(j->v->u.m[i].key, allowed)) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    if (j->o && json_object_is_type(j->o, json_type_object)) {
+        json_object_object_foreach(j->o, key, val)
+        {
+            (void)val;
+            if (!key_listed(key, allowed)) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
 const char *llmgw_json_edit(const llmgw_json_t *j, const char *const *keys,
                             const char *const *vals, int n, apr_size_t *len)
 {

@@ -138,6 +138,10 @@ llmgw_json_t *llmgw_json_add_array(llmgw_json_t *j, const char *key);
 llmgw_json_t *llmgw_json_add_object(llmgw_json_t *j, const char *key);
 llmgw_json_t *llmgw_json_array_add_object(llmgw_json_t *j);
 
+/* Whether every member of the object j is named in allowed
+ * (NULL-terminated); 1 for what is not an object, or NULL. */
+int llmgw_json_keys_within(const llmgw_json_t *j, const char *const *allowed);
+
 /* Compact text of j, valid as long as j's tree (for a read view: its
  * text as it came); *len may be NULL. */
 const char *llmgw_json_write(const llmgw_json_t *j, apr_size_t *len);

@@ -96,18 +96,28 @@
  *     .thinking, the other options (num_ctx, repeat_penalty, mirostat...,
  *     which OpenAI servers do not share), raw, template, context,
  *     truncate, shift, logprobs; /api/generate's "system" or "images"
- *     -> 400 (/v1/completions has neither); no prompt or messages ->
- *     400 (Ollama would only load the model)
- *   Answers: created_at RFC 3339 UTC, done true, done_reason "length" or
- *   "stop" (also for tool calls, as Ollama), prompt_eval_count,
- *   eval_count, the durations 0; reasoning_content | reasoning ->
- *   thinking; tool call arguments parsed back to objects.
- *   Streams: a line per text or thinking delta, every line with the
- *   same created_at (the caller's time); tool calls are put
- *   together from their pieces and sent whole once finish_reason comes;
- *   the final done:true line is sent on [DONE] (or at the end, when a
- *   finish_reason came but [DONE] did not). An error event ends it with
- *   {"error":"..."}.
+ *     -> 400 (/v1/completions has neither)
+ *   Load requests (no messages, no prompt, no input): answered by the
+ *   gateway as Ollama answers them (done_reason "load", or "unload" with
+ *   keep_alive 0), the backend not asked.
+ *   Answers: created_at RFC 3339 UTC to the microsecond (Go's
+ *   RFC3339Nano), done true, done_reason "length" or "stop" (also for
+ *   tool calls, as Ollama), prompt_eval_count, eval_count, the durations
+ *   as the gateway saw them (to the first token, from it to the end, the
+ *   whole; load_duration 0); reasoning_content | reasoning -> thinking;
+ *   tool call arguments parsed back to objects.
+ *   Streams: a line per text or thinking delta, each with its own
+ *   created_at; tool calls are put together from their pieces and sent
+ *   whole once finish_reason comes; the final done:true line is sent on
+ *   [DONE] (or at the end, when a finish_reason came but [DONE] did not).
+ *   An error event ends it with {"error":"..."}.
+ *
+ * C. Ollama client -> Ollama backend: no mapping. The client's body goes
+ *   up as it came but for its model (llmgw_ollama_native_body), and the
+ *   answer's bytes come back; a copy is read through A's translators for
+ *   the usage, the cache record and coalesced followers.
+ *
+ * docs/ollama.md has all of this as tables, with the reasons.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +227,25 @@ const char *llmgw_ollama_time(apr_pool_t *p, apr_int64_t secs)
     return apr_psprintf(p, "%04d-%02d-%02dT%02d:%02d:%02dZ", t.tm_year + 1900,
                         t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min,
                         t.tm_sec);
+}
+
+const char *llmgw_ollama_time_us(apr_pool_t *p, apr_time_t when)
+{
+    apr_time_exp_t t;
+    char frac[16];
+    int n;
+
+    apr_time_exp_gmt(&t, when);
+    /* Go's RFC3339Nano, as Ollama writes it: the fraction without its
+     * trailing zeros, none at all on a whole second. */
+    n = t.tm_usec ? apr_snprintf(frac, sizeof(frac), ".%06d", t.tm_usec) : 0;
+    while (n > 1 && frac[n - 1] == '0') {
+        n--;
+    }
+    frac[n] = '\0';
+    return apr_psprintf(p, "%04d-%02d-%02dT%02d:%02d:%02d%sZ",
+                        t.tm_year + 1900, t.tm_mon + 1, t.tm_mday, t.tm_hour,
+                        t.tm_min, t.tm_sec, frac);
 }
 
 llmgw_json_t *ol_args_object(apr_pool_t *p, const char *s, apr_size_t len)

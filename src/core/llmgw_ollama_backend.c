@@ -800,6 +800,10 @@ static void sse_fail(llmgw_ollama_sse_t *s, const char *message)
     const char *tail;
     apr_size_t n;
 
+    if (!s->error_line) {
+        s->broke = message;
+    }
+
     llmgw_error_set(&err, 502, "server_error", NULL, "upstream_error",
                     message);
     tail = sse_tail(s, s->lp, &err, &n);
@@ -941,6 +945,8 @@ static void sse_line(void *baton, const char *line, apr_size_t len)
     llmgw_json_err_t jerr;
     const char *msg;
     llmgw_json_t *j;
+    const char *raw = line;
+    apr_size_t raw_len = len;
 
     line = llmgw_json_trim(line, &len);
     if (s->done || s->failed || !len) {
@@ -950,9 +956,15 @@ static void sse_line(void *baton, const char *line, apr_size_t len)
     if (!j || llmgw_json_type(j, NULL) != LLMGW_JSON_OBJECT) {
         sse_fail(s, "The backend sent a stream line that is not a JSON "
                     "object.");
+        apr_pool_clear(s->lp);
+        return;
     }
-    else if (!ol_absent(llmgw_json_type(j, "error", NULL))) {
+    if (s->on_line) {
+        s->on_line(s->line_baton, raw, raw_len);
+    }
+    if (!ol_absent(llmgw_json_type(j, "error", NULL))) {
         msg = llmgw_json_gets(j, "error", NULL);
+        s->error_line = 1;
         sse_fail(s, msg ? msg : "The backend reported an error.");
     }
     else {

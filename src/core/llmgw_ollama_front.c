@@ -272,9 +272,7 @@ static int front_messages(apr_pool_t *p, const llmgw_json_t *in,
     int ncalls = 0, rv;
 
     if (llmgw_json_type(in, "messages", NULL) != LLMGW_JSON_ARRAY || !n) {
-        return ofail(err, 400,
-                     "messages is required: loading a model "
-                     "without a chat is not supported by this gateway");
+        return ofail(err, 400, "messages must be an array");
     }
     omsgs = llmgw_json_add_array(out, "messages");
     for (i = 0; i < n; i++) {
@@ -352,25 +350,25 @@ static int front_messages(apr_pool_t *p, const llmgw_json_t *in,
 }
 
 static int front_generate(const llmgw_json_t *in, llmgw_json_t *out,
-                          llmgw_error_t *err)
+                          llmgw_ollama_extra_t *x, llmgw_error_t *err)
 {
     const char *prompt = llmgw_json_gets(in, "prompt", NULL);
     const char *system = llmgw_json_gets(in, "system", NULL);
 
-    if (!prompt || !*prompt) {
-        return ofail(err, 400,
-                     "prompt is required: loading a model "
-                     "without a prompt is not supported by this gateway");
+    if (!prompt) {
+        return ofail(err, 400, "prompt must be a string");
     }
+    /* What /v1/completions has no place for: an Ollama backend still
+     * serves it as it came. */
     if (system && *system) {
-        return ofail(err, 400,
-                     "system is not supported by /api/generate "
-                     "through this gateway: use /api/chat");
+        ofail(&x->refusal, 400,
+              "system is not supported by /api/generate "
+              "through this gateway for this model: use /api/chat");
     }
-    if (ol_len_of(llmgw_json_getj(in, "images", NULL))) {
-        return ofail(err, 400,
-                     "images are not supported by /api/generate "
-                     "through this gateway: use /api/chat");
+    else if (ol_len_of(llmgw_json_getj(in, "images", NULL))) {
+        ofail(&x->refusal, 400,
+              "images are not supported by /api/generate "
+              "through this gateway for this model: use /api/chat");
     }
     llmgw_json_setj(out, llmgw_json_getj(in, "prompt", NULL), "prompt", NULL);
     if (llmgw_json_type(in, "suffix", NULL) == LLMGW_JSON_STRING
@@ -415,42 +413,181 @@ static int front_embed(llmgw_ollama_ep_t oep, const llmgw_json_t *in,
     return 0;
 }
 
-int llmgw_ollama_front_request(apr_pool_t *p, llmgw_ollama_ep_t oep,
-                               const char *buf, apr_size_t len,
-                               llmgw_request_t *req, const char **body,
-                               apr_size_t *blen, llmgw_error_t *err)
+/* The seconds of the Go duration unit at s ("ns", "us", "µs", "ms", "s",
+ * "m", "h"), its length in *n; 0 for none. */
+static double duration_unit(const char *s, apr_size_t *n)
 {
-    llmgw_json_err_t jerr;
-    const char *msg, *model;
-    llmgw_json_t *in, *out;
-    llmgw_json_type_t t;
+    static const struct {
+        const char *name;
+        double secs;
+    } units[] = { { "ns", 1e-9 },        { "us", 1e-6 }, { "\xc2\xb5s", 1e-6 },
+                  { "\xce\xbcs", 1e-6 }, { "ms", 1e-3 }, { "s", 1 },
+                  { "m", 60 },           { "h", 3600 } };
+    apr_size_t i, len = 0;
+
+    while (s[len] && !apr_isdigit(s[len]) && s[len] != '.') {
+        len++;
+    }
+    for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strlen(units[i].name) == len
+            && memcmp(s, units[i].name, len) == 0) {
+            *n = len;
+            return units[i].secs;
+        }
+    }
+    return 0;
+}
+
+/* A duration as Go's time.ParseDuration reads it, which is how Ollama
+ * reads keep_alive: [-+]?(number unit)+, or "0". 0 with its seconds in
+ * *secs, or -1. */
+static int go_duration(const char *s, double *secs)
+{
+    int neg = 0;
+
+    *secs = 0;
+    if (*s == '-' || *s == '+') {
+        neg = *s++ == '-';
+    }
+    if (strcmp(s, "0") == 0) {
+        return 0;
+    }
+    if (!*s) {
+        return -1;
+    }
+    while (*s) {
+        const char *start = s;
+        double unit, v;
+        apr_size_t n;
+        char *end;
+
+        while (apr_isdigit(*s) || *s == '.') {
+            s++;
+        }
+        if (s == start || (s == start + 1 && *start == '.')) {
+            return -1;
+        }
+        v = strtod(start, &end);
+        if (end != s || (unit = duration_unit(s, &n)) == 0) {
+            return -1;
+        }
+        *secs += v * unit;
+        s += n;
+    }
+    *secs = neg ? -*secs : *secs;
+    return 0;
+}
+
+/* Ollama's keep_alive (api.Duration): absent or null, seconds as a
+ * number, or a duration string; anything else is a 400 with Ollama's
+ * words. *zero: it is 0, "unload now". */
+static int keep_alive(apr_pool_t *p, const llmgw_json_t *in, int *zero,
+                      llmgw_error_t *err)
+{
+    llmgw_json_type_t t = llmgw_json_type(in, "keep_alive", NULL);
+    const char *v = llmgw_json_gets(in, "keep_alive", NULL);
+    double secs;
+
+    *zero = 0;
+    if (ol_absent(t)) {
+        return 0;
+    }
+    if (ol_is_num(t)) {
+        *zero = llmgw_json_getd(in, 1, "keep_alive", NULL) == 0;
+        return 0;
+    }
+    if (!v) {
+        return ofail(err, 400,
+                     apr_psprintf(p, "Unsupported type: '%s'",
+                                  t == LLMGW_JSON_BOOL ? "bool"
+                                  : t == LLMGW_JSON_ARRAY
+                                      ? "[]interface {}"
+                                      : "map[string]interface {}"));
+    }
+    if (go_duration(v, &secs) != 0) {
+        return ofail(err, 400,
+                     apr_psprintf(p, "time: invalid duration %s",
+                                  llmgw_json_quote(p, v)));
+    }
+    *zero = secs == 0;
+    return 0;
+}
+
+/* Ollama's load request: nothing to generate from. */
+static int is_load(llmgw_ollama_ep_t oep, const llmgw_json_t *in)
+{
+    const char *key = oep == LLMGW_OLLAMA_EP_CHAT    ? "messages"
+                      : oep == LLMGW_OLLAMA_EP_EMBED ? "input"
+                                                     : "prompt";
+    llmgw_json_type_t t = llmgw_json_type(in, key, NULL);
+    const char *str = llmgw_json_gets(in, key, NULL);
+
+    return ol_absent(t) || (str && !*str)
+           || (t == LLMGW_JSON_ARRAY
+               && !ol_len_of(llmgw_json_getj(in, key, NULL)));
+}
+
+/* Whether the request holds what its OpenAI view leaves out and that may
+ * change the answer: options other than the mapped ones, members the
+ * mapping drops (raw, template, context, system, images of generate,
+ * think as a boolean, a message's thinking, truncate...). Those go to an
+ * Ollama backend as they came, so they must count in the cache key. */
+static int beyond_openai(llmgw_ollama_ep_t oep, const llmgw_json_t *in)
+{
+    static const char *const chat[] = { "model",  "messages",   "tools",
+                                        "format", "options",    "stream",
+                                        "think",  "keep_alive", NULL };
+    static const char *const gen[] = { "model",  "prompt",     "suffix",
+                                       "format", "options",    "stream",
+                                       "think",  "keep_alive", NULL };
+    static const char *const embed[] = { "model",      "input",      "prompt",
+                                         "dimensions", "keep_alive", NULL };
+    static const char *const opts[] = { "temperature",
+                                        "top_p",
+                                        "top_k",
+                                        "seed",
+                                        "presence_penalty",
+                                        "frequency_penalty",
+                                        "num_predict",
+                                        "stop",
+                                        NULL };
+    static const char *const msg[] = {
+        "role",         "content",   "images", "tool_calls",
+        "tool_call_id", "tool_name", NULL
+    };
+    const char *think = llmgw_json_gets(in, "think", NULL);
+    llmgw_json_t *msgs = llmgw_json_getj(in, "messages", NULL);
+    apr_size_t i, n = ol_len_of(msgs);
+
+    if (!llmgw_json_keys_within(in, oep == LLMGW_OLLAMA_EP_CHAT       ? chat
+                                    : oep == LLMGW_OLLAMA_EP_GENERATE ? gen
+                                                                      : embed)
+        || !llmgw_json_keys_within(llmgw_json_getj(in, "options", NULL), opts)
+        || (!ol_absent(llmgw_json_type(in, "think", NULL))
+            && (!think || strcmp(think, "max") == 0))) {
+        return 1;
+    }
+    for (i = 0; i < n; i++) {
+        if (!llmgw_json_keys_within(llmgw_json_array_get(msgs, i), msg)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The OpenAI view of the request's members, into out. */
+static int front_translate(apr_pool_t *p, llmgw_ollama_ep_t oep,
+                           const llmgw_json_t *in, llmgw_json_t *out,
+                           llmgw_request_t *req, llmgw_ollama_extra_t *x,
+                           llmgw_error_t *err)
+{
     int rv;
 
-    memset(req, 0, sizeof(*req));
-    req->pool = p;
-    req->ep = llmgw_ollama_openai_endpoint(oep);
-    if (req->ep == LLMGW_EP_NONE) {
-        return ofail(err, 404, "not found");
+    if (x->load) {
+        /* Nothing to translate: only the model and the stream flag. */
+        req->stream = llmgw_json_getb(in, 1, "stream", NULL);
+        return 0;
     }
-    in = llmgw_json_read(p, buf, len, &jerr, &msg);
-    if (!in) {
-        return ofail(err, 400, apr_psprintf(p, "invalid JSON: %s", msg));
-    }
-    if (llmgw_json_type(in, NULL) != LLMGW_JSON_OBJECT) {
-        return ofail(err, 400, "the request body must be a JSON object");
-    }
-    model = llmgw_json_gets(in, "model", NULL);
-    if (!model || !*model) {
-        return ofail(err, 400, "model is required");
-    }
-    t = llmgw_json_type(in, "stream", NULL);
-    if (!ol_absent(t) && t != LLMGW_JSON_BOOL) {
-        return ofail(err, 400, "stream must be a boolean");
-    }
-    out = llmgw_json_create_object(p);
-    req->model = apr_pstrdup(p, model);
-    req->body = out;
-    llmgw_json_sets(out, req->model, "model", NULL);
     switch (oep) {
     case LLMGW_OLLAMA_EP_CHAT:
         rv = front_messages(p, in, out, err);
@@ -459,7 +596,7 @@ int llmgw_ollama_front_request(apr_pool_t *p, llmgw_ollama_ep_t oep,
                             NULL);
         }
         break;
-    case LLMGW_OLLAMA_EP_GENERATE: rv = front_generate(in, out, err); break;
+    case LLMGW_OLLAMA_EP_GENERATE: rv = front_generate(in, out, x, err); break;
     default: rv = front_embed(oep, in, out, err); break;
     }
     if (rv) {
@@ -479,6 +616,57 @@ int llmgw_ollama_front_request(apr_pool_t *p, llmgw_ollama_ep_t oep,
             req->wants_usage = 1;
         }
     }
+    return 0;
+}
+
+int llmgw_ollama_front_parse(apr_pool_t *p, llmgw_ollama_ep_t oep,
+                             const char *buf, apr_size_t len,
+                             llmgw_request_t *req, const char **body,
+                             apr_size_t *blen, llmgw_ollama_extra_t *x,
+                             llmgw_error_t *err)
+{
+    llmgw_json_err_t jerr;
+    const char *msg, *model;
+    llmgw_json_t *in, *out;
+    llmgw_json_type_t t;
+    int rv;
+
+    memset(req, 0, sizeof(*req));
+    memset(x, 0, sizeof(*x));
+    req->pool = p;
+    req->ep = llmgw_ollama_openai_endpoint(oep);
+    if (req->ep == LLMGW_EP_NONE) {
+        return ofail(err, 404, "not found");
+    }
+    in = llmgw_json_read(p, buf, len, &jerr, &msg);
+    if (!in) {
+        return ofail(err, 400, apr_psprintf(p, "invalid JSON: %s", msg));
+    }
+    if (llmgw_json_type(in, NULL) != LLMGW_JSON_OBJECT) {
+        return ofail(err, 400, "the request body must be a JSON object");
+    }
+    x->view = in;
+    model = llmgw_json_gets(in, "model", NULL);
+    if (!model || !*model) {
+        return ofail(err, 400, "model is required");
+    }
+    t = llmgw_json_type(in, "stream", NULL);
+    if (!ol_absent(t) && t != LLMGW_JSON_BOOL) {
+        return ofail(err, 400, "stream must be a boolean");
+    }
+    if ((rv = keep_alive(p, in, &x->unload, err)) != 0) {
+        return rv;
+    }
+    x->load = is_load(oep, in);
+    x->unload = x->load && x->unload;
+    x->beyond = beyond_openai(oep, in);
+    out = llmgw_json_create_object(p);
+    req->model = apr_pstrdup(p, model);
+    req->body = out;
+    llmgw_json_sets(out, req->model, "model", NULL);
+    if ((rv = front_translate(p, oep, in, out, req, x, err)) != 0) {
+        return rv;
+    }
     /* From here on the request is what any OpenAI client's would be: a
      * read view of the bytes that go upstream (so that the cache key and
      * the edits for the backend see exactly those). */
@@ -492,6 +680,83 @@ int llmgw_ollama_front_request(apr_pool_t *p, llmgw_ollama_ep_t oep,
                                   msg));
     }
     return 0;
+}
+
+int llmgw_ollama_front_request(apr_pool_t *p, llmgw_ollama_ep_t oep,
+                               const char *buf, apr_size_t len,
+                               llmgw_request_t *req, const char **body,
+                               apr_size_t *blen, llmgw_error_t *err)
+{
+    llmgw_ollama_extra_t x;
+    int rv =
+        llmgw_ollama_front_parse(p, oep, buf, len, req, body, blen, &x, err);
+
+    if (rv) {
+        return rv;
+    }
+    if (x.load) {
+        return ofail(err, 400,
+                     "a load request (no messages, prompt or input) is "
+                     "answered by the gateway, not translated");
+    }
+    if (x.refusal.status) {
+        *err = x.refusal;
+        return err->status;
+    }
+    return 0;
+}
+
+const char *llmgw_ollama_native_body(apr_pool_t *p, const llmgw_json_t *view,
+                                     const char *upstream_model,
+                                     apr_size_t *len)
+{
+    static const char *const key[] = { "model" };
+    const char *val[1];
+
+    val[0] = llmgw_json_quote(p, upstream_model);
+    return llmgw_json_edit(view, key, val, 1, len);
+}
+
+const char *llmgw_ollama_native_path(llmgw_ollama_ep_t oep)
+{
+    switch (oep) {
+    case LLMGW_OLLAMA_EP_CHAT: return "/api/chat";
+    case LLMGW_OLLAMA_EP_GENERATE: return "/api/generate";
+    case LLMGW_OLLAMA_EP_EMBED: return "/api/embed";
+    case LLMGW_OLLAMA_EP_EMBEDDINGS: return "/api/embeddings";
+    default: return NULL;
+    }
+}
+
+const char *llmgw_ollama_load_answer(apr_pool_t *p, llmgw_ollama_ep_t oep,
+                                     const char *model, int unload,
+                                     apr_time_t now, apr_size_t *len)
+{
+    llmgw_json_t *o = llmgw_json_create_object(p);
+
+    if (oep == LLMGW_OLLAMA_EP_EMBEDDINGS) {
+        llmgw_json_add_array(o, "embedding");
+        return llmgw_json_write(o, len);
+    }
+    llmgw_json_sets(o, model, "model", NULL);
+    if (oep == LLMGW_OLLAMA_EP_EMBED) {
+        llmgw_json_add_array(o, "embeddings");
+        llmgw_json_setl(o, 0, "total_duration", NULL);
+        llmgw_json_setl(o, 0, "load_duration", NULL);
+        llmgw_json_setl(o, 0, "prompt_eval_count", NULL);
+        return llmgw_json_write(o, len);
+    }
+    llmgw_json_sets(o, llmgw_ollama_time_us(p, now), "created_at", NULL);
+    if (oep == LLMGW_OLLAMA_EP_CHAT) {
+        llmgw_json_sets(o, "assistant", "message", "role", NULL);
+        llmgw_json_sets(o, "", "message", "content", NULL);
+    }
+    else {
+        llmgw_json_sets(o, "", "response", NULL);
+    }
+    llmgw_json_sets(o, unload ? "unload" : "load", "done_reason", NULL);
+    llmgw_json_setb(o, 1, "done", NULL);
+    return llmgw_json_write(o, len);
 }
 
 /* ---------------------------------------------------------------------
@@ -522,18 +787,31 @@ static const char *openai_error(const llmgw_json_t *j)
     return NULL;
 }
 
-/* The members that end every Ollama generation answer. */
+/* Nanoseconds from a to b (microseconds), never below 0. */
+static apr_int64_t ns_between(apr_time_t a, apr_time_t b)
+{
+    return b > a ? (apr_int64_t)(b - a) * 1000 : 0;
+}
+
+/* The members that end every Ollama generation answer. The durations are
+ * what the gateway saw: the whole request, until the first token (the
+ * prompt's evaluation, loading included: a backend that is not Ollama
+ * does not tell them apart), and from there to the end; without a first
+ * token's time (a plain answer) the whole time counts as generation. */
 static void ollama_done(llmgw_json_t *o, const char *reason,
-                        const llmgw_usage_t *u)
+                        const llmgw_usage_t *u, apr_time_t start,
+                        apr_time_t first, apr_time_t end)
 {
     llmgw_json_setb(o, 1, "done", NULL);
     llmgw_json_sets(o, reason, "done_reason", NULL);
-    llmgw_json_setl(o, 0, "total_duration", NULL);
+    llmgw_json_setl(o, ns_between(start, end), "total_duration", NULL);
     llmgw_json_setl(o, 0, "load_duration", NULL);
     llmgw_json_setl(o, u->prompt, "prompt_eval_count", NULL);
-    llmgw_json_setl(o, 0, "prompt_eval_duration", NULL);
+    llmgw_json_setl(o, first ? ns_between(start, first) : 0,
+                    "prompt_eval_duration", NULL);
     llmgw_json_setl(o, u->completion, "eval_count", NULL);
-    llmgw_json_setl(o, 0, "eval_duration", NULL);
+    llmgw_json_setl(o, ns_between(first ? first : start, end), "eval_duration",
+                    NULL);
 }
 
 /* OpenAI tool_calls as Ollama's; 0 when arguments are not an object. */
@@ -573,9 +851,10 @@ static int ollama_tool_calls(apr_pool_t *p, const llmgw_json_t *calls,
 
 int llmgw_ollama_front_response(apr_pool_t *p, llmgw_ollama_ep_t oep,
                                 int status, const char *buf, apr_size_t len,
-                                const char *model, apr_int64_t created,
-                                const char **out, apr_size_t *out_len,
-                                llmgw_usage_t *usage, llmgw_error_t *err)
+                                const char *model, apr_time_t start,
+                                apr_time_t end, const char **out,
+                                apr_size_t *out_len, llmgw_usage_t *usage,
+                                llmgw_error_t *err)
 {
     llmgw_json_err_t jerr;
     const char *msg;
@@ -616,7 +895,7 @@ int llmgw_ollama_front_response(apr_pool_t *p, llmgw_ollama_ep_t oep,
             return ofail(err, 502, unreadable);
         }
         llmgw_json_sets(o, model, "model", NULL);
-        llmgw_json_sets(o, llmgw_ollama_time(p, created), "created_at", NULL);
+        llmgw_json_sets(o, llmgw_ollama_time_us(p, end), "created_at", NULL);
         if (oep == LLMGW_OLLAMA_EP_CHAT) {
             llmgw_json_t *m = llmgw_json_add_object(o, "message");
 
@@ -645,7 +924,7 @@ int llmgw_ollama_front_response(apr_pool_t *p, llmgw_ollama_ep_t oep,
         }
         ollama_done(o,
                     ol_done_reason(llmgw_json_gets(ch, "finish_reason", NULL)),
-                    usage);
+                    usage, start, 0, end);
         break;
     }
     default: {
@@ -682,7 +961,7 @@ int llmgw_ollama_front_response(apr_pool_t *p, llmgw_ollama_ep_t oep,
             llmgw_json_sets(o, model, "model", NULL);
             llmgw_json_add_array(o, "embeddings");
         }
-        llmgw_json_setl(o, 0, "total_duration", NULL);
+        llmgw_json_setl(o, ns_between(start, end), "total_duration", NULL);
         llmgw_json_setl(o, 0, "load_duration", NULL);
         llmgw_json_setl(o, usage->prompt, "prompt_eval_count", NULL);
         break;
@@ -729,7 +1008,7 @@ static apr_status_t nd_cleanup(void *data)
 llmgw_ollama_ndjson_t *llmgw_ollama_ndjson_create(apr_pool_t *p,
                                                   llmgw_ollama_ep_t oep,
                                                   const char *model,
-                                                  apr_int64_t created)
+                                                  apr_time_t start)
 {
     llmgw_ollama_ndjson_t *s = apr_pcalloc(p, sizeof(*s));
 
@@ -738,7 +1017,8 @@ llmgw_ollama_ndjson_t *llmgw_ollama_ndjson_create(apr_pool_t *p,
     apr_pool_create(&s->tp, p);
     s->oep = oep == LLMGW_OLLAMA_EP_GENERATE ? oep : LLMGW_OLLAMA_EP_CHAT;
     s->model = apr_pstrdup(p, model ? model : "");
-    s->created_at = llmgw_ollama_time(p, created);
+    s->start = start;
+    s->now = apr_time_now;
     apr_pool_cleanup_register(p, s, nd_cleanup, apr_pool_cleanup_null);
     return s;
 }
@@ -770,7 +1050,9 @@ static llmgw_json_t *nd_line(llmgw_ollama_ndjson_t *s, llmgw_json_t **msg)
     llmgw_json_t *o = llmgw_json_create_object(s->lp);
 
     llmgw_json_sets(o, s->model, "model", NULL);
-    llmgw_json_sets(o, s->created_at, "created_at", NULL);
+    /* Each line its own time, as Ollama's. */
+    llmgw_json_sets(o, llmgw_ollama_time_us(s->lp, s->now()), "created_at",
+                    NULL);
     if (s->oep == LLMGW_OLLAMA_EP_CHAT) {
         *msg = llmgw_json_add_object(o, "message");
         llmgw_json_sets(*msg, "assistant", "role", NULL);
@@ -844,7 +1126,8 @@ static void nd_finish(llmgw_ollama_ndjson_t *s)
         return;
     }
     o = nd_line(s, &m);
-    ollama_done(o, s->done_reason ? s->done_reason : "stop", &s->usage);
+    ollama_done(o, s->done_reason ? s->done_reason : "stop", &s->usage,
+                s->start, s->first, s->now());
     nd_emit(s, o);
     s->done = 1;
 }
@@ -926,6 +1209,9 @@ static void nd_chunk(llmgw_ollama_ndjson_t *s, const llmgw_json_t *j)
         output = 1;
     }
     s->content_events += output;
+    if (output && !s->first) {
+        s->first = s->now();
+    }
     fr = llmgw_json_gets(ch, "finish_reason", NULL);
     if (fr) {
         s->done_reason = ol_done_reason(fr);

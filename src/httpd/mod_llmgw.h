@@ -114,7 +114,10 @@ typedef enum {
     OLLAMA_INFO_TAGS,
     OLLAMA_INFO_PS,
     OLLAMA_INFO_SHOW,
-    OLLAMA_INFO_VERSION
+    OLLAMA_INFO_VERSION,
+    OLLAMA_INFO_ROOT,       /* GET or HEAD /: "Ollama is running" */
+    OLLAMA_INFO_LOAD,       /* a load request, for a backend not Ollama */
+    OLLAMA_INFO_MODEL_FILES /* pull, push, create, copy, delete, blobs */
 } llmgw_ollama_info_t;
 
 typedef struct {
@@ -127,9 +130,13 @@ typedef struct {
     const llmgw_route_t *route;
     const char *upstream_model; /* the name the backend is asked for */
     int backend_ollama;         /* the route's dialect is ollama */
-    llmgw_error_t err;          /* err.status != 0: we answer it */
-    llmgw_front_t *front;       /* the client's shape of the answer */
-    const char *body;           /* what goes upstream */
+    int native;                 /* an Ollama client, an Ollama backend: its
+                                 * bytes both ways (a copy translated) */
+    llmgw_ollama_extra_t ox;    /* an Ollama request beyond its OpenAI view */
+    apr_bucket_brigade *native_out; /* where a native stream's lines go */
+    llmgw_error_t err;              /* err.status != 0: we answer it */
+    llmgw_front_t *front;           /* the client's shape of the answer */
+    const char *body;               /* what goes upstream */
     apr_size_t body_len;
     apr_size_t body_sent;
     int eos_sent;

@@ -34,6 +34,32 @@ static int answer_version(request_rec *r)
     return OK;
 }
 
+/* What Ollama answers on its root, which its CLI asks first. */
+static int answer_root(request_rec *r)
+{
+    static const char text[] = "Ollama is running";
+
+    ap_set_content_type(r, "text/plain; charset=utf-8");
+    ap_set_content_length(r, sizeof(text) - 1);
+    if (!r->header_only) {
+        ap_rwrite(text, sizeof(text) - 1, r);
+    }
+    return OK;
+}
+
+/* A load request for a backend that is not Ollama: there is nothing to
+ * load, so it is answered as Ollama answers one it has loaded. */
+static int answer_load(request_rec *r, llmgw_req_t *ctx)
+{
+    apr_size_t len;
+    const char *json =
+        llmgw_ollama_load_answer(r->pool, ctx->oep, ctx->upstream_model,
+                                 ctx->ox.unload, apr_time_now(), &len);
+
+    llmgw_send_json(r, HTTP_OK, json, len);
+    return OK;
+}
+
 /* ---------------------------------------------------------------------
  * Answers from the cache and from requests in flight
  */
@@ -279,6 +305,12 @@ static int answer_handler(request_rec *r)
     }
     if (ctx->info == OLLAMA_INFO_VERSION) {
         return answer_version(r);
+    }
+    if (ctx->info == OLLAMA_INFO_ROOT) {
+        return answer_root(r);
+    }
+    if (ctx->info == OLLAMA_INFO_LOAD) {
+        return answer_load(r, ctx);
     }
     return DECLINED; /* a model list: mod_llmgw_models */
 }

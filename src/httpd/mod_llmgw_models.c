@@ -15,6 +15,8 @@
 #include <apr_strings.h>
 #include <apr_thread_mutex.h>
 
+#include <mod_proxy.h>
+
 #include "llmgw_json.h"
 #include "mod_llmgw.h"
 #include "mod_llmgw_models.h"
@@ -64,6 +66,27 @@ static apr_status_t capture_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     return APR_SUCCESS;
 }
 
+/* GET of url ("http://member/path" or "balancer://NAME/path") through
+ * mod_proxy as a subrequest of r; the body captured into cap (from
+ * r->pool), the status returned. */
+static int proxy_get(request_rec *r, const char *url, capture_t *cap)
+{
+    request_rec *rr = ap_sub_req_method_uri("GET", "/", r, NULL);
+    int status;
+
+    rr->filename = apr_pstrcat(rr->pool, "proxy:", url, NULL);
+    rr->handler = "proxy-server";
+    rr->proxyreq = PROXYREQ_REVERSE;
+    rr->status = HTTP_OK;
+    apr_table_unset(rr->headers_in, "Content-Length");
+    apr_table_unset(rr->headers_in, "Transfer-Encoding");
+    ap_add_output_filter_handle(capture_handle, cap, rr, rr->connection);
+    ap_run_sub_req(rr);
+    status = rr->status;
+    ap_destroy_sub_req(rr);
+    return status;
+}
+
 /* The names a backend reports: OpenAI's data[].id, Ollama's models[].name,
  * allocated from p; NULL when it did not answer with a list. */
 static apr_array_header_t *fetch(request_rec *r, const llmgw_route_t *route,
@@ -71,7 +94,6 @@ static apr_array_header_t *fetch(request_rec *r, const llmgw_route_t *route,
 {
     int ollama = strcmp(route->dialect, "ollama") == 0;
     capture_t cap = { { NULL, 0, 0 }, 0 };
-    request_rec *rr = ap_sub_req_method_uri("GET", "/", r, NULL);
     apr_array_header_t *names = NULL;
     llmgw_json_err_t jerr;
     llmgw_json_t *doc, *list;
@@ -79,17 +101,10 @@ static apr_array_header_t *fetch(request_rec *r, const llmgw_route_t *route,
     int status;
     apr_size_t i;
 
-    rr->filename = apr_pstrcat(rr->pool, "proxy:", route->balancer,
-                               ollama ? "/api/tags" : "/v1/models", NULL);
-    rr->handler = "proxy-server";
-    rr->proxyreq = PROXYREQ_REVERSE;
-    rr->status = HTTP_OK;
-    apr_table_unset(rr->headers_in, "Content-Length");
-    apr_table_unset(rr->headers_in, "Transfer-Encoding");
-    ap_add_output_filter_handle(capture_handle, &cap, rr, rr->connection);
-    ap_run_sub_req(rr);
-    status = rr->status;
-    ap_destroy_sub_req(rr);
+    status = proxy_get(r,
+                       apr_pstrcat(r->pool, route->balancer,
+                                   ollama ? "/api/tags" : "/v1/models", NULL),
+                       &cap);
     if (status != HTTP_OK || cap.too_big || !cap.body.len) {
         ap_log_rerror(
             APLOG_MARK, APLOG_WARNING, 0, r,
@@ -222,6 +237,145 @@ void llmgw_models_child_init(apr_pool_t *pchild, server_rec *s)
 }
 
 /* ---------------------------------------------------------------------
+ * What the Ollama members of a balancer say: their /api/tags or /api/ps
+ */
+
+/* The balancer's members' URLs (their BalancerMember), usable ones only:
+ * mod_proxy's own view of which are in error. */
+static apr_array_header_t *members(request_rec *r, const char *balancer)
+{
+    module *proxy = ap_find_linked_module("mod_proxy.c");
+    proxy_server_conf *pconf =
+        proxy ? ap_get_module_config(r->server->module_config, proxy) : NULL;
+    apr_array_header_t *out = apr_array_make(r->pool, 4, sizeof(char *));
+    proxy_balancer *b;
+    int i, k;
+
+    if (!pconf || !pconf->balancers) {
+        return out;
+    }
+    b = (proxy_balancer *)pconf->balancers->elts;
+    for (i = 0; i < pconf->balancers->nelts; i++, b++) {
+        proxy_worker **w;
+
+        if (!b->s || strcasecmp(b->s->name, balancer) != 0) {
+            continue;
+        }
+        w = (proxy_worker **)b->workers->elts;
+        for (k = 0; k < b->workers->nelts; k++) {
+            const char *name =
+                w[k]->s->name_ex[0] ? w[k]->s->name_ex : w[k]->s->name;
+
+            if (PROXY_WORKER_IS_USABLE(w[k])) {
+                APR_ARRAY_PUSH(out, const char *) = name;
+            }
+        }
+        break;
+    }
+    return out;
+}
+
+/* Each member's models[] of GET path, by name (models[].name, else
+ * .model), the first member's entry for a name kept: name -> entry. A
+ * member that fails is left out, and logged. */
+static apr_hash_t *members_models(request_rec *r, const char *balancer,
+                                  const char *path)
+{
+    apr_array_header_t *urls = members(r, balancer);
+    apr_hash_t *by_name = apr_hash_make(r->pool);
+    int i;
+
+    for (i = 0; i < urls->nelts; i++) {
+        const char *url = APR_ARRAY_IDX(urls, i, const char *);
+        apr_size_t n = strlen(url), k;
+        capture_t cap = { { NULL, 0, 0 }, 0 };
+        llmgw_json_err_t jerr;
+        const char *msg;
+        llmgw_json_t *doc, *list;
+        int status;
+
+        while (n && url[n - 1] == '/') {
+            n--;
+        }
+        status = proxy_get(
+            r,
+            apr_pstrcat(r->pool, apr_pstrmemdup(r->pool, url, n), path, NULL),
+            &cap);
+        doc = status == HTTP_OK && !cap.too_big && cap.body.len
+                  ? llmgw_json_parse(r->pool, cap.body.b, cap.body.len, &jerr,
+                                     &msg)
+                  : NULL;
+        list = llmgw_json_getj(doc, "models", NULL);
+        if (llmgw_json_type(list, NULL) != LLMGW_JSON_ARRAY) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                          LLMGW_LOGNO(0402) "%s of %s (%s) answered %d, not "
+                                            "a model list: left out",
+                          path, url, balancer, status);
+            continue;
+        }
+        for (k = 0; k < llmgw_json_array_len(list); k++) {
+            llmgw_json_t *m = llmgw_json_array_get(list, k);
+            const char *name = llmgw_json_gets(m, "name", NULL);
+
+            if (!name) {
+                name = llmgw_json_gets(m, "model", NULL);
+            }
+            if (name && *name
+                && !apr_hash_get(by_name, name, APR_HASH_KEY_STRING)) {
+                apr_hash_set(by_name, name, APR_HASH_KEY_STRING, m);
+            }
+        }
+    }
+    return by_name;
+}
+
+/* The members' entry for the model a gateway name stands for on an
+ * Ollama route: the upstream name as it is, or with Ollama's ":latest"
+ * tag; NULL if no member has it. The lists are fetched once per
+ * balancer per answer (cache: balancer -> its name -> entry hash). */
+static const llmgw_json_t *member_entry(request_rec *r, apr_hash_t *cache,
+                                        const llmgw_route_t *route,
+                                        const char *name, const char *path)
+{
+    const char *up = route->upstream_model ? route->upstream_model : name;
+    apr_hash_t *models =
+        apr_hash_get(cache, route->balancer, APR_HASH_KEY_STRING);
+    const llmgw_json_t *m;
+
+    if (!models) {
+        models = members_models(r, route->balancer, path);
+        apr_hash_set(cache, route->balancer, APR_HASH_KEY_STRING, models);
+    }
+    m = apr_hash_get(models, up, APR_HASH_KEY_STRING);
+    if (!m && !strchr(up, ':')) {
+        m = apr_hash_get(models, apr_pstrcat(r->pool, up, ":latest", NULL),
+                         APR_HASH_KEY_STRING);
+    }
+    return m;
+}
+
+/* entry under the gateway's name: every member of it but name and model. */
+static void add_as(llmgw_json_t *list, const char *name,
+                   const llmgw_json_t *entry)
+{
+    static const char *const keep[] = { "modified_at",    "size",
+                                        "digest",         "details",
+                                        "expires_at",     "size_vram",
+                                        "context_length", NULL };
+    llmgw_json_t *m = llmgw_json_array_add_object(list);
+    int i;
+
+    llmgw_json_sets(m, name, "name", NULL);
+    llmgw_json_sets(m, name, "model", NULL);
+    for (i = 0; keep[i]; i++) {
+        if (llmgw_json_type(entry, keep[i], NULL) != LLMGW_JSON_MISSING) {
+            llmgw_json_setj(m, llmgw_json_getj(entry, keep[i], NULL), keep[i],
+                            NULL);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------
  * The answers
  */
 
@@ -297,13 +451,24 @@ static int answer_ollama(request_rec *r, llmgw_req_t *ctx,
     apr_array_header_t *names;
     int i;
 
+    apr_hash_t *cache = apr_hash_make(r->pool);
+
     switch (ctx->info) {
     case OLLAMA_INFO_TAGS:
         names = llmgw_model_names(r, rt);
         list = llmgw_json_add_array(doc, "models");
         for (i = 0; i < names->nelts; i++) {
             const char *name = APR_ARRAY_IDX(names, i, const char *);
+            const llmgw_route_t *route = llmgw_router_find(rt, name);
+            const llmgw_json_t *entry =
+                route && strcmp(route->dialect, "ollama") == 0
+                    ? member_entry(r, cache, route, name, "/api/tags")
+                    : NULL;
 
+            if (entry) {
+                add_as(list, name, entry);
+                continue;
+            }
             m = llmgw_json_array_add_object(list);
             llmgw_json_sets(m, name, "name", NULL);
             llmgw_json_sets(m, name, "model", NULL);
@@ -316,7 +481,24 @@ static int answer_ollama(request_rec *r, llmgw_req_t *ctx,
             llmgw_json_sets(m, "", "details", "quantization_level", NULL);
         }
         break;
-    case OLLAMA_INFO_PS: llmgw_json_add_array(doc, "models"); break;
+    case OLLAMA_INFO_PS:
+        /* What the Ollama members have loaded, under the names the
+         * gateway serves it by; other backends do not say. */
+        names = llmgw_model_names(r, rt);
+        list = llmgw_json_add_array(doc, "models");
+        for (i = 0; i < names->nelts; i++) {
+            const char *name = APR_ARRAY_IDX(names, i, const char *);
+            const llmgw_route_t *route = llmgw_router_find(rt, name);
+            const llmgw_json_t *entry =
+                route && strcmp(route->dialect, "ollama") == 0
+                    ? member_entry(r, cache, route, name, "/api/ps")
+                    : NULL;
+
+            if (entry) {
+                add_as(list, name, entry);
+            }
+        }
+        break;
     default:
         if (!llmgw_router_find(rt, ctx->model_id)) {
             return not_found(r, ctx,

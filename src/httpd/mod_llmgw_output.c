@@ -152,6 +152,21 @@ static const char *answer_id(request_rec *r)
     return apr_pescape_hex(r->pool, rnd, sizeof(rnd), 0);
 }
 
+/* A native stream's line, on to its Ollama client as the backend wrote
+ * it: called by the translator for each line that reads as an object, so
+ * a line cut off, unreadable or past what a stream may hold never goes
+ * out, and nothing after the stream's end. */
+static void native_line(void *baton, const char *line, apr_size_t len)
+{
+    llmgw_req_t *ctx = baton;
+    apr_bucket_brigade *out = ctx->native_out;
+
+    APR_BRIGADE_INSERT_TAIL(
+        out, apr_bucket_heap_create(line, len, NULL, out->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(
+        out, apr_bucket_immortal_create("\n", 1, out->bucket_alloc));
+}
+
 static int is_type(request_rec *r, const char *type)
 {
     return r->content_type
@@ -184,6 +199,10 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
             ctx->from_ollama = llmgw_ollama_sse_create(
                 r->pool, ctx->ep, answer_id(r), ctx->upstream_model,
                 apr_time_sec(r->request_time), 1);
+            if (ctx->native) {
+                ctx->from_ollama->on_line = native_line;
+                ctx->from_ollama->line_baton = ctx;
+            }
         }
         ap_set_content_type(r, llmgw_front_stream_type(ctx->front));
         apr_table_unset(r->headers_out, "Content-Length");
@@ -192,6 +211,20 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
         return;
     }
     ctx->out = translate ? OUT_WHOLE : OUT_JSON;
+}
+
+/* What ends a native stream: nothing when the backend ended it (its done
+ * line, or its own error line, went out), else one error line. */
+static const char *native_tail(request_rec *r, llmgw_req_t *ctx,
+                               const char *message)
+{
+    const llmgw_ollama_sse_t *o = ctx->from_ollama;
+
+    if (o->done || o->error_line) {
+        return "";
+    }
+    return apr_pstrcat(r->pool, llmgw_ollama_error_json(r->pool, message),
+                       "\n", NULL);
 }
 
 /* Ends a stream: a clean end passes on what is left; a broken one gets
@@ -212,7 +245,19 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
     if (ctx->sse->done && !why) {
         /* An Ollama error line was already turned into an error end. */
         ctx->complete = !(ctx->from_ollama && ctx->from_ollama->failed);
-        if ((n = llmgw_front_stream_end(ctx->front, &tail)) != 0) {
+        if (ctx->native) {
+            /* A line the translator could not read ended it. */
+            tail = native_tail(r, ctx,
+                               ctx->from_ollama->broke
+                                   ? ctx->from_ollama->broke
+                                   : "The backend stream could not be read.");
+            if ((n = strlen(tail)) != 0) {
+                APR_BRIGADE_INSERT_TAIL(
+                    out,
+                    apr_bucket_heap_create(tail, n, NULL, out->bucket_alloc));
+            }
+        }
+        else if ((n = llmgw_front_stream_end(ctx->front, &tail)) != 0) {
             APR_BRIGADE_INSERT_TAIL(
                 out, apr_bucket_heap_create(tail, n, NULL, out->bucket_alloc));
         }
@@ -232,9 +277,17 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
         LLMGW_LOGNO(
             0101) "stream for model %s via %s broke after %d events: %s",
         ctx->req.model, ctx->route->balancer, ctx->sse->events, err.message);
-    tail = llmgw_front_stream_error(ctx->front, ctx->sse, &err, &n);
-    APR_BRIGADE_INSERT_TAIL(
-        out, apr_bucket_heap_create(tail, n, NULL, out->bucket_alloc));
+    if (ctx->native) {
+        tail = native_tail(r, ctx, err.message);
+        n = strlen(tail);
+    }
+    else {
+        tail = llmgw_front_stream_error(ctx->front, ctx->sse, &err, &n);
+    }
+    if (n) {
+        APR_BRIGADE_INSERT_TAIL(
+            out, apr_bucket_heap_create(tail, n, NULL, out->bucket_alloc));
+    }
     llmgw_note_error(r, &err);
 }
 
@@ -248,6 +301,7 @@ static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
     int had_output = ctx->sse->content_events;
 
     if (ctx->from_ollama) {
+        ctx->native_out = out; /* for native_line */
         nsse = end ? llmgw_ollama_sse_end(ctx->from_ollama, &sse)
                    : llmgw_ollama_sse_feed(ctx->from_ollama, data, n, &sse);
     }
@@ -262,8 +316,11 @@ static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
     if (!had_output && ctx->sse->content_events) {
         llmgw_note_ttft(r);
     }
-    nclient =
-        nready ? llmgw_front_stream(ctx->front, ready, nready, &client) : 0;
+    /* A native stream's client has its bytes already: the translation
+     * only serves usage, the record and the followers. */
+    nclient = nready && !ctx->native
+                  ? llmgw_front_stream(ctx->front, ready, nready, &client)
+                  : 0;
     if (nclient) {
         /* A copy: the framer's buffer is reused by the next read. */
         APR_BRIGADE_INSERT_TAIL(
@@ -513,7 +570,15 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
         }
         ctx->complete = 1;
     }
-    status = llmgw_front_body(ctx->front, status, out, olen, &out, &olen);
+    if (ctx->native && status == HTTP_OK) {
+        /* Read as OpenAI for usage and the record; the client gets the
+         * backend's answer as it came. */
+        out = body;
+        olen = len;
+    }
+    else {
+        status = llmgw_front_body(ctx->front, status, out, olen, &out, &olen);
+    }
     if (status != r->status) {
         r->status = status;
         r->status_line = NULL;

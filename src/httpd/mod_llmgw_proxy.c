@@ -220,10 +220,36 @@ static int classify_ollama(request_rec *r, llmgw_req_t *ctx, const char *path)
                   { "/show", "POST", OLLAMA_INFO_SHOW },
                   { "/version", "GET", OLLAMA_INFO_VERSION },
                   { NULL, NULL, OLLAMA_INFO_NONE } };
+    static const char *const model_files[] = { "/pull", "/push",   "/create",
+                                               "/copy", "/delete", "/blobs/",
+                                               NULL };
     int i;
 
+    /* The ollama CLI asks the root first (HEAD /, then GET /). */
+    if (!*path || strcmp(path, "/") == 0) {
+        ctx->info = OLLAMA_INFO_ROOT;
+        wrong_method(r, ctx, "GET");
+        return 1;
+    }
     if (strncmp(path, "/api/", 5) == 0) {
         path += 4;
+    }
+    for (i = 0; model_files[i]; i++) {
+        if (strncmp(path, model_files[i], strlen(model_files[i])) == 0
+            && (path[strlen(model_files[i])] == '\0'
+                || model_files[i][strlen(model_files[i]) - 1] == '/')) {
+            ctx->info = OLLAMA_INFO_MODEL_FILES;
+            llmgw_error_set(&ctx->err, HTTP_NOT_IMPLEMENTED, "server_error",
+                            NULL, "not_implemented",
+                            apr_psprintf(r->pool,
+                                         "%s is not served: this gateway "
+                                         "does not manage model files; "
+                                         "pull, create, copy, push or "
+                                         "delete models on the backend "
+                                         "servers themselves",
+                                         r->uri));
+            return 1;
+        }
     }
     ctx->oep = llmgw_ollama_endpoint_parse(path);
     if (ctx->oep != LLMGW_OLLAMA_EP_NONE) {
@@ -281,6 +307,26 @@ static const char *coalesce(request_rec *r, llmgw_req_t *ctx,
     return "MISS";
 }
 
+/* The request's cache key. An Ollama request that an Ollama backend gets
+ * as it came, with members its OpenAI view leaves out (num_ctx, raw...),
+ * is keyed by all of its body (in a dialect of its own, so that no
+ * OpenAI body can share the key); any other is keyed by its OpenAI view,
+ * which both APIs share. */
+static const char *cache_key(request_rec *r, llmgw_req_t *ctx,
+                             const char *upstream)
+{
+    llmgw_request_t whole;
+
+    if (ctx->native && ctx->ox.beyond) {
+        whole = ctx->req;
+        whole.body = ctx->ox.view;
+        return llmgw_cache_key(r->pool, &whole, upstream, ctx->route->balancer,
+                               "ollama-native");
+    }
+    return llmgw_cache_key(r->pool, &ctx->req, upstream, ctx->route->balancer,
+                           ctx->route->dialect);
+}
+
 /* Looks the request up in the cache; returns 1 on a hit. Sets the
  * X-LLM-Cache header either way, and arms recording on a miss. */
 static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
@@ -304,9 +350,7 @@ static int cache_lookup(request_rec *r, llmgw_req_t *ctx,
         goto done;
     }
     ctx->store = llmgw_conf_store(sconf);
-    ctx->cache_key =
-        llmgw_cache_key(r->pool, &ctx->req, upstream, ctx->route->balancer,
-                        ctx->route->dialect);
+    ctx->cache_key = cache_key(r, ctx, upstream);
     apr_table_setn(r->err_headers_out, "X-LLM-Cache-Key", ctx->cache_key);
     /* no-cache: answer afresh, but the fresh answer may be kept. */
     fresh = cc && ap_strcasestr(cc, "no-cache");
@@ -340,7 +384,10 @@ done:
  * The fixups hook
  */
 
-static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path)
+/* watch: the answer goes through LLMGW_OUT (a generation); else it passes
+ * as the backend gave it. */
+static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path,
+                          int watch)
 {
     r->filename =
         apr_pstrcat(r->pool, "proxy:", ctx->route->balancer, path, NULL);
@@ -359,7 +406,9 @@ static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path)
     apr_table_unset(r->headers_in, "Accept-Encoding");
     apr_table_setn(r->subprocess_env, "proxy-sendunchangedcl", "1");
     ap_add_input_filter_handle(body_filter_handle, ctx, r, r->connection);
-    llmgw_output_add(r, ctx);
+    if (watch) {
+        llmgw_output_add(r, ctx);
+    }
 }
 
 /* The client's body as an OpenAI request, whatever the client's API. */
@@ -367,8 +416,9 @@ static int parse_request(request_rec *r, llmgw_req_t *ctx, const char *body,
                          apr_size_t len, const char **openai, apr_size_t *olen)
 {
     if (ctx->api == LLMGW_API_OLLAMA) {
-        return llmgw_ollama_front_request(r->pool, ctx->oep, body, len,
-                                          &ctx->req, openai, olen, &ctx->err);
+        return llmgw_ollama_front_parse(r->pool, ctx->oep, body, len,
+                                        &ctx->req, openai, olen, &ctx->ox,
+                                        &ctx->err);
     }
     *openai = body;
     *olen = len;
@@ -384,6 +434,7 @@ static int parse_show(request_rec *r, llmgw_req_t *ctx, const char *body,
     const char *msg;
     llmgw_json_t *j = llmgw_json_read(r->pool, body, len, &jerr, &msg);
 
+    ctx->ox.view = j;
     ctx->model_id = j ? llmgw_json_gets(j, "model", NULL) : NULL;
     if (j && !ctx->model_id) {
         ctx->model_id = llmgw_json_gets(j, "name", NULL);
@@ -396,11 +447,53 @@ static int parse_show(request_rec *r, llmgw_req_t *ctx, const char *body,
     return 0;
 }
 
+/* /api/show of a model an Ollama backend serves: its own card (details,
+ * parameters, template, capabilities), asked with the upstream name and
+ * passed on as it comes. Any other model's card is the handler's. */
+static int show_from_backend(request_rec *r, llmgw_req_t *ctx,
+                             llmgw_server_conf_t *sconf)
+{
+    const char *key[1];
+    const char *val[1];
+
+    ctx->route = llmgw_router_find(sconf->router, ctx->model_id);
+    if (!ctx->route || strcmp(ctx->route->dialect, "ollama") != 0) {
+        return OK;
+    }
+    ctx->upstream_model = ctx->route->upstream_model
+                              ? ctx->route->upstream_model
+                              : ctx->model_id;
+    key[0] = llmgw_json_gets(ctx->ox.view, "model", NULL) ? "model" : "name";
+    val[0] = llmgw_json_quote(r->pool, ctx->upstream_model);
+    ctx->body = llmgw_json_edit(ctx->ox.view, key, val, 1, &ctx->body_len);
+    if (!ctx->body) {
+        return OK;
+    }
+    apr_table_setn(r->notes, LLMGW_NOTE_MODEL, ctx->model_id);
+    apr_table_setn(r->notes, LLMGW_NOTE_ROUTE, ctx->route->name);
+    apr_table_setn(r->notes, LLMGW_NOTE_UPSTREAM_MODEL, ctx->upstream_model);
+    hand_to_proxy(r, ctx, "/api/show", 0);
+    return OK;
+}
+
 /* The body the route's backend gets, and the path it goes to. */
 static int upstream_request(request_rec *r, llmgw_req_t *ctx,
                             const char *upstream_model, const char *openai,
                             apr_size_t olen, const char **path)
 {
+    if (ctx->native) {
+        /* The client's own body: every field reaches Ollama. */
+        *path = llmgw_ollama_native_path(ctx->oep);
+        ctx->body = llmgw_ollama_native_body(r->pool, ctx->ox.view,
+                                             upstream_model, &ctx->body_len);
+        if (!ctx->body) {
+            return llmgw_error_set(&ctx->err, HTTP_INTERNAL_SERVER_ERROR,
+                                   "server_error", NULL, "internal_error",
+                                   "The gateway could not prepare the "
+                                   "request for the backend.");
+        }
+        return 0;
+    }
     if (ctx->backend_ollama) {
         ctx->strip_usage = ctx->req.stream && !ctx->req.wants_usage;
         return llmgw_ollama_request(r->pool, &ctx->req, upstream_model, path,
@@ -450,7 +543,9 @@ static int fixups(request_rec *r)
     }
     if (answered) {
         r->handler = LLMGW_HANDLER;
-        return parse_show(r, ctx, body, body_len) ? answer_error(r, ctx) : OK;
+        return parse_show(r, ctx, body, body_len)
+                   ? answer_error(r, ctx)
+                   : show_from_backend(r, ctx, sconf);
     }
     if (parse_request(r, ctx, body, body_len, &openai, &olen)) {
         return answer_error(r, ctx);
@@ -472,6 +567,10 @@ static int fixups(request_rec *r)
         return answer_error(r, ctx);
     }
     ctx->backend_ollama = strcmp(ctx->route->dialect, "ollama") == 0;
+    /* The legacy /api/embeddings goes the translated way: its answer has
+     * no OpenAI reading of its own. */
+    ctx->native = ctx->backend_ollama && ctx->api == LLMGW_API_OLLAMA
+                  && ctx->oep != LLMGW_OLLAMA_EP_EMBEDDINGS;
     upstream_model = ctx->upstream_model = ctx->route->upstream_model
                                                ? ctx->route->upstream_model
                                                : ctx->req.model;
@@ -479,16 +578,27 @@ static int fixups(request_rec *r)
     apr_table_setn(r->notes, LLMGW_NOTE_UPSTREAM_MODEL, upstream_model);
     /* Answers name the model that made them, whichever API asks. */
     ctx->front = llmgw_front_create(r->pool, ctx->oep, ctx->ep, upstream_model,
-                                    apr_time_sec(r->request_time));
+                                    r->request_time);
 
-    if (cache_lookup(r, ctx, sconf, upstream_model)) {
+    if (ctx->ox.load && !ctx->native) {
+        /* Nothing to load but on an Ollama: answered as Ollama does. */
+        ctx->info = OLLAMA_INFO_LOAD;
+        r->handler = LLMGW_HANDLER;
+        return OK;
+    }
+    if (ctx->ox.refusal.status && !ctx->native) {
+        ctx->err = ctx->ox.refusal;
+        return answer_error(r, ctx);
+    }
+    /* A load request is no answer to keep. */
+    if (!ctx->ox.load && cache_lookup(r, ctx, sconf, upstream_model)) {
         r->handler = LLMGW_HANDLER;
         return OK;
     }
     if (upstream_request(r, ctx, upstream_model, openai, olen, &path)) {
         return answer_error(r, ctx);
     }
-    hand_to_proxy(r, ctx, path);
+    hand_to_proxy(r, ctx, path, 1);
     return OK;
 }
 

@@ -52,9 +52,35 @@ test("list() lists both routes' models", async () => {
 test("version() and ps()", async () => {
   const v = await ollama.version();
   assert.equal(typeof v.version, "string");
-  assert.ok(v.version);
+  assert.match(v.version, /^\d+\.\d+\.\d+/);
+  await ollama.chat({ model: "ollama-small", options: { num_predict: 1 }, messages: userMessages("load") });
   const ps = await ollama.ps();
   assert.ok(Array.isArray(ps.models));
+  // What the Ollama backends have loaded, under the gateway's names.
+  const small = ps.models.find((m) => m.name === "ollama-small");
+  assert.ok(small, `ollama-small not in ${JSON.stringify(ps.models.map((m) => m.name))}`);
+  assert.ok(small.size > 0 && small.digest && small.expires_at, JSON.stringify(small));
+});
+
+test("list() has the Ollama backends' sizes and digests", async () => {
+  const r = await ollama.list();
+  const small = r.models.find((m) => m.name === "ollama-small");
+  assert.ok(small.size > 0 && small.digest, JSON.stringify(small));
+  assert.equal(small.details.family, "mock");
+});
+
+test("pull, push, create, copy, delete: ResponseError 501, model files are not managed", async () => {
+  for (const call of [
+    () => ollama.pull({ model: "mock-small" }),
+    () => ollama.push({ model: "mock-small" }),
+    () => ollama.create({ model: "mine", from: "mock-small" }),
+    () => ollama.copy({ source: "mock-small", destination: "mine" }),
+    () => ollama.delete({ model: "mock-small" }),
+  ]) {
+    const e = await rejection(call());
+    assertResponseError(e, 501);
+    assert.match(e.message, /does not manage model files/);
+  }
 });
 
 test("unknown model: ResponseError 404 naming the model", async () => {
@@ -85,6 +111,12 @@ for (const { model, dialect, upstream } of MODELS) {
       assertObject(r, "show");
       assert.ok(Array.isArray(r.capabilities), `no capabilities: ${JSON.stringify(r)}`);
       assert.ok(r.capabilities.includes("completion"));
+      if (dialect === "ollama") {
+        // The backend's own card: what it says of the upstream model.
+        assert.ok(r.capabilities.includes("tools"), `capabilities ${r.capabilities}`);
+        assert.equal(r.details.family, "mock");
+        assert.ok(r.template && r.parameters, `no template or parameters: ${JSON.stringify(r)}`);
+      }
     });
 
     test("chat", async () => {
@@ -239,14 +271,40 @@ for (const { model, dialect, upstream } of MODELS) {
       assert.ok(r.message.content);
     });
 
-    test("chat without messages: ResponseError 400", async () => {
-      const e = await rejection(ollama.chat({ model }));
-      assertResponseError(e, 400);
+    test("chat without messages loads the model; keep_alive 0 unloads it", async () => {
+      const r = await ollama.chat({ model, messages: [] });
+      assert.equal(r.done, true);
+      assert.equal(r.done_reason, "load");
+      assert.deepEqual(r.message, { role: "assistant", content: "" });
+      const u = await ollama.chat({ model, messages: [], keep_alive: 0 });
+      assert.equal(u.done_reason, "unload");
     });
 
-    test("generate without prompt: ResponseError 400", async () => {
-      const e = await rejection(ollama.generate({ model }));
-      assertResponseError(e, 400);
+    test("generate without prompt loads the model", async () => {
+      const r = await ollama.generate({ model, prompt: "" });
+      assert.equal(r.done, true);
+      assert.equal(r.done_reason, "load");
+      assert.equal(r.response, "");
+    });
+
+    test("durations in nanoseconds, created_at to the sub-second", async () => {
+      const slow = new Ollama({ host: GATEWAY, headers: { "X-Mock-TTFT-Ms": "20", "X-Mock-TPS": "200" } });
+      const r = await slow.chat({ model, options, messages: userMessages("time this answer") });
+      // 20 ms to the first token, then 8 tokens at 200/s: the answer is
+      // whole 60 ms after the request at the earliest.
+      assert.ok(r.total_duration >= 60e6, `total_duration ${r.total_duration}`);
+      assert.ok(r.eval_duration > 0, `eval_duration ${r.eval_duration}`);
+      assert.ok(r.total_duration < 60e9, `total_duration ${r.total_duration}`);
+      const s = await collect(await slow.chat({ model, options, stream: true,
+                                                messages: userMessages("time this stream") }), "message");
+      // Only what cannot be otherwise: no token before the 20 ms, the last
+      // not before 20 + 7 * 5 ms (how the rest is split depends on when the
+      // gateway's thread ran, on a busy machine).
+      const { prompt_eval_duration: pe, eval_duration: ev, total_duration: total } = s.last;
+      assert.ok(pe >= 20e6, `prompt_eval_duration ${pe}`);
+      assert.ok(ev >= 0 && total >= 55e6 && total >= pe + ev, `durations ${pe} ${ev} ${total}`);
+      const stamps = s.parts.map((p) => p.created_at);
+      assert.ok(stamps.some((t) => /\.\d+Z$/.test(t)), `no fraction in ${stamps}`);
     });
 
     test("backend cuts the stream: the SDK throws the gateway's error line", async () => {

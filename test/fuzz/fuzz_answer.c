@@ -90,7 +90,9 @@ static void ollama_client(apr_pool_t *p, unsigned which, int status,
 
     memset(&err, 0, sizeof(err));
     if (llmgw_ollama_front_response(p, oep, status, buf, len, "mock-small",
-                                    1700000000, &out, &olen, &usage, &err)) {
+                                    apr_time_from_sec(1700000000),
+                                    apr_time_from_sec(1700000000), &out, &olen,
+                                    &usage, &err)) {
         FUZZ_CHECK(err.status >= 400 && err.status < 600 && err.message,
                    "error %d", err.status);
         e = llmgw_ollama_error_json(p, err.message);

@@ -329,6 +329,40 @@ static void check_estimate(const llmgw_request_t *req, int capped)
                (long long)e.max_out);
 }
 
+/* An Ollama backend's body for an Ollama client (native): the client's
+ * members exactly, the model renamed, whatever the request (load
+ * requests and what an OpenAI backend refuses too). */
+static void check_native(apr_pool_t *p, unsigned ep, const char *buf,
+                         apr_size_t len, const char *upstream)
+{
+    static const char *const skip[] = { "model", NULL };
+    llmgw_ollama_ep_t oep = (llmgw_ollama_ep_t)(LLMGW_OLLAMA_EP_CHAT + ep - 3);
+    llmgw_ollama_extra_t x;
+    llmgw_request_t req;
+    llmgw_error_t err;
+    const char *openai, *body, *before, *after;
+    apr_size_t olen, n, nb, na;
+    llmgw_json_t *j;
+
+    memset(&err, 0, sizeof(err));
+    if (llmgw_ollama_front_parse(p, oep, buf, len, &req, &openai, &olen, &x,
+                                 &err)) {
+        check_error(p, &err, 1);
+        return;
+    }
+    FUZZ_CHECK(!x.unload || x.load, "an unload that is no load request");
+    FUZZ_CHECK(!x.refusal.status || x.refusal.status == 400, "refusal %d",
+               x.refusal.status);
+    body = llmgw_ollama_native_body(p, x.view, upstream, &n);
+    j = must_parse(p, body, n, "the native body");
+    check_model(p, j, upstream);
+    before = llmgw_json_write_canonical(p, x.view, skip, &nb);
+    after = llmgw_json_write_canonical(p, j, skip, &na);
+    FUZZ_CHECK(na == nb && memcmp(before, after, nb) == 0,
+               "the native body changed members: %.*s -> %.*s", (int)nb,
+               before, (int)na, after);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *p = fuzz_pool(), *p2;
@@ -342,6 +376,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     llmgw_request_t req, req2;
     llmgw_error_t err, err2;
 
+    if (ep >= 3 && ep < 7) {
+        check_native(p, ep, buf, in.n, rename ? "fuzz-upstream" : "m");
+    }
     if (parse(p, ep, buf, in.n, &req, &openai, &olen, &err)) {
         check_error(p, &err, ep >= 3);
         apr_pool_destroy(p);

@@ -37,7 +37,8 @@ typedef enum {
     R_SLOTS,
     R_LLAMA_COMPLETION,
     R_METRICS,
-    R_OLLAMA /* the Ollama endpoint is in .ollama */
+    R_OLLAMA, /* the Ollama endpoint is in .ollama */
+    R_ROOT    /* what Ollama answers on / */
 } route_t;
 
 /* Route flags. */
@@ -56,6 +57,7 @@ static const struct {
     mock_ollama_ep_t ollama;
     int flags;
 } routes[] = {
+    { "/", R_ROOT, 0, 0 },
     { "/health", R_HEALTH, 0, 0 },
     { "/v1/models", R_MODELS, 0, 0 },
     { "/v1/chat/completions", R_CHAT, 0, RF_GENERATION },
@@ -1075,6 +1077,10 @@ static enum MHD_Result dispatch(struct MHD_Connection *conn, const char *url,
     case R_SLOTS: return mock_llama_slots(conn);
     case R_METRICS: return mock_vllm_metrics(conn);
     case R_MODELS: return reply_models(conn);
+    case R_ROOT:
+        /* As Ollama, whose CLI asks this first (HEAD, then GET). */
+        return mock_reply(conn, MHD_HTTP_OK, "text/plain; charset=utf-8",
+                          "Ollama is running", 17, NULL);
     case R_STATS: return reply_stats(conn);
     case R_RESET:
         pthread_mutex_lock(&stats_lock);

@@ -1069,25 +1069,121 @@ static int ol_get_model(struct MHD_Connection *conn, struct json_object *req,
     return 0;
 }
 
-/* keep_alive 0 (a number, or a duration string such as "0" or "0s")
- * means "unload once answered". */
-static int ol_keep_alive_zero(struct json_object *v)
+/* The seconds of one Go duration unit at s ("ns", "us", "µs", "μs",
+ * "ms", "s", "m", "h"), its length in *n; 0 for none of those. */
+static double go_unit(const char *s, size_t *n)
 {
-    const char *s;
-    char *end;
+    static const struct {
+        const char *name;
+        double secs;
+    } units[] = { { "ns", 1e-9 },        { "us", 1e-6 }, { "\xc2\xb5s", 1e-6 },
+                  { "\xce\xbcs", 1e-6 }, { "ms", 1e-3 }, { "s", 1 },
+                  { "m", 60 },           { "h", 3600 } };
+    size_t i, len = 0;
 
+    while (s[len] && !(s[len] >= '0' && s[len] <= '9') && s[len] != '.') {
+        len++;
+    }
+    for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strlen(units[i].name) == len
+            && memcmp(s, units[i].name, len) == 0) {
+            *n = len;
+            return units[i].secs;
+        }
+    }
+    return 0;
+}
+
+/* Go's time.ParseDuration: [-+]?(number unit)+, or "0". Returns 0 and the
+ * value in *secs, or -1. */
+static int go_duration(const char *s, double *secs)
+{
+    int neg = 0;
+
+    *secs = 0;
+    if (*s == '-' || *s == '+') {
+        neg = *s++ == '-';
+    }
+    if (strcmp(s, "0") == 0) {
+        return 0;
+    }
+    if (!*s) {
+        return -1;
+    }
+    while (*s) {
+        const char *start = s;
+        double unit, v;
+        size_t n;
+        char *end;
+
+        while ((*s >= '0' && *s <= '9') || *s == '.') {
+            s++;
+        }
+        if (s == start || (s == start + 1 && *start == '.')) {
+            return -1;
+        }
+        v = strtod(start, &end);
+        if (end != s || (unit = go_unit(s, &n)) == 0) {
+            return -1; /* a missing or unknown unit */
+        }
+        *secs += v * unit;
+        s += n;
+    }
+    if (neg) {
+        *secs = -*secs;
+    }
+    return 0;
+}
+
+/* keep_alive as Ollama reads it (api.Duration): absent or null, a number
+ * of seconds, or a Go duration string; anything else is its 400, with
+ * the message in msg. *zero: it is 0, "unload once answered". */
+static int ol_keep_alive(struct json_object *v, int *zero, char *msg,
+                         size_t size)
+{
+    double secs;
+
+    *zero = 0;
+    if (v == NULL || json_object_is_type(v, json_type_null)) {
+        return 0;
+    }
     if (json_object_is_type(v, json_type_int)
         || json_object_is_type(v, json_type_double)) {
-        return json_object_get_double(v) == 0.0;
+        *zero = json_object_get_double(v) == 0.0;
+        return 0;
+    }
+    if (!json_object_is_type(v, json_type_string)) {
+        snprintf(msg, size, "Unsupported type: '%s'",
+                 json_object_is_type(v, json_type_boolean) ? "bool"
+                 : json_object_is_type(v, json_type_array)
+                     ? "[]interface {}"
+                     : "map[string]interface {}");
+        return -1;
+    }
+    if (go_duration(json_object_get_string(v), &secs) != 0) {
+        snprintf(msg, size, "time: invalid duration \"%.64s\"",
+                 json_object_get_string(v));
+        return -1;
+    }
+    *zero = secs == 0.0;
+    return 0;
+}
+
+/* think as Ollama reads it: a boolean, or "high", "medium", "low". */
+static int ol_think_valid(struct json_object *v)
+{
+    const char *s;
+
+    if (v == NULL || json_object_is_type(v, json_type_null)
+        || json_object_is_type(v, json_type_boolean)) {
+        return 1;
     }
     if (!json_object_is_type(v, json_type_string)) {
         return 0;
     }
     s = json_object_get_string(v);
-    if (*s < '0' || *s > '9') {
-        return 0;
-    }
-    return strtod(s, &end) == 0.0;
+    return strcmp(s, "high") == 0 || strcmp(s, "medium") == 0
+           || strcmp(s, "low") == 0;
 }
 
 static void ol_created_at(char *out, size_t size)
@@ -1295,7 +1391,8 @@ static enum MHD_Result ol_embed(struct MHD_Connection *conn,
     mock_job_t job;
     enum MHD_Result ret;
     double *vec;
-    char *qmodel;
+    char *qmodel, why[128];
+    int unload;
 
     if (ol_get_model(conn, req, "model", &model, &mlen, &ret) != 0) {
         return ret;
@@ -1320,6 +1417,11 @@ static enum MHD_Result ol_embed(struct MHD_Connection *conn,
                             "too many inputs: at most 2048");
         }
     }
+    if (ol_keep_alive(mock_member(req, "keep_alive"), &unload, why,
+                      sizeof(why))
+        != 0) {
+        return ol_error(conn, MHD_HTTP_BAD_REQUEST, why);
+    }
     if (mock_job_begin(&job, model, mlen, k) != 0) {
         return MHD_NO;
     }
@@ -1328,7 +1430,7 @@ static enum MHD_Result ol_embed(struct MHD_Connection *conn,
         return MHD_NO;
     }
     mock_job_end(&job);
-    if (ol_keep_alive_zero(mock_member(req, "keep_alive"))) {
+    if (unload) {
         mock_model_unload(model, mlen);
     }
 
@@ -1702,7 +1804,16 @@ static enum MHD_Result ol_generate(struct MHD_Connection *conn,
         return ol_error(conn, MHD_HTTP_BAD_REQUEST,
                         "invalid stream: expected a boolean");
     }
-    g.unload = ol_keep_alive_zero(mock_member(req, "keep_alive"));
+    if (ol_keep_alive(mock_member(req, "keep_alive"), &g.unload, msg,
+                      sizeof(msg))
+        != 0) {
+        return ol_error(conn, MHD_HTTP_BAD_REQUEST, msg);
+    }
+    if (!ol_think_valid(mock_member(req, "think"))) {
+        return ol_error(conn, MHD_HTTP_BAD_REQUEST,
+                        "invalid think value: expected a boolean or "
+                        "\"high\", \"medium\", \"low\"");
+    }
     if (empty) {
         return ol_load_request(conn, &g, k);
     }

@@ -448,6 +448,10 @@ LLMMaxRequestBody 1048576
 <Location "/api">
     LLMApi ollama
 </Location>
+# The server's root only, which the ollama CLI asks first.
+<LocationMatch "^/$">
+    LLMApi ollama
+</LocationMatch>
 """.splitlines()
     if extra:
         lines += extra.rstrip("\n").splitlines()

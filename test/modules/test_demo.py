@@ -72,6 +72,9 @@ def test_demo_serves_and_stops_everything():
         assert r.status == 200 and r.json()["message"]["content"], r.body
         tags = [m["name"] for m in env.request(port, "GET", "/api/tags").json()["models"]]
         assert {"mock-small", "qwen-mock", "llama-mock"} <= set(tags)
+        # What the ollama CLI asks first (OLLAMA_HOST=127.0.0.1:PORT).
+        assert env.request(port, "HEAD", "/").status == 200
+        assert env.request(port, "GET", "/").body == b"Ollama is running"
         s = env.stream(port, "/v1/chat/completions",
                        chat_body("mock-small", stream=True, max_tokens=3))
         assert s.data()[-1] == "[DONE]"

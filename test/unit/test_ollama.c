@@ -509,9 +509,10 @@ static const char *front_answer(got_t *g, llmgw_ollama_ep_t oep, int status,
     int rv;
 
     fresh(g);
-    rv = llmgw_ollama_front_response(test_pool, oep, status, answer,
-                                     strlen(answer), "llama3", 1700000000,
-                                     &g->out, &len, &g->u, &g->err);
+    rv = llmgw_ollama_front_response(
+        test_pool, oep, status, answer, strlen(answer), "llama3",
+        apr_time_from_sec(1700000000), apr_time_from_sec(1700000000), &g->out,
+        &len, &g->u, &g->err);
     return translation(g, rv, want, len);
 }
 
@@ -659,6 +660,13 @@ static const char *run_sse(llmgw_endpoint_t ep, int include_usage,
     return res;
 }
 
+/* The time every line of a translated stream is written at, so that
+ * created_at and the durations are known. */
+static apr_time_t fixed_clock(void)
+{
+    return apr_time_from_sec(1700000000);
+}
+
 static const char *run_nd(llmgw_ollama_ep_t oep, const char *in,
                           apr_size_t first, apr_size_t step, int end,
                           result_t *r)
@@ -669,7 +677,9 @@ static const char *run_nd(llmgw_ollama_ep_t oep, const char *in,
     apr_size_t n;
 
     apr_pool_create(&p, test_pool);
-    s = llmgw_ollama_ndjson_create(p, oep, "llama3", 1700000000);
+    s = llmgw_ollama_ndjson_create(p, oep, "llama3",
+                                   apr_time_from_sec(1700000000));
+    s->now = fixed_clock;
     res = feed_pieces(p, nd_feed, s, in, first, step, end);
     *r = RESULT_OF(s, apr_pstrdup(test_pool, llmgw_ollama_ndjson_error_tail(
                                                  s, p, "broke", &n)));
@@ -1443,7 +1453,7 @@ START_TEST(front_request_errors)
     static const bad_t bad[] = {
         { LLMGW_OLLAMA_EP_CHAT, 0, "[]", 400 },
         { LLMGW_OLLAMA_EP_CHAT, 0, "{\"model\":\"m\"}", 400, NULL, NULL, NULL,
-          "messages is required" },
+          "a load request" },
         { LLMGW_OLLAMA_EP_CHAT, 0,
           "{\"model\":\"m\","
           "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":"
@@ -1909,6 +1919,242 @@ START_TEST(tool_arguments_are_capped)
 }
 END_TEST
 
+/* B: what an Ollama request holds beyond its OpenAI view. */
+static llmgw_ollama_extra_t parse_extra(llmgw_ollama_ep_t oep,
+                                        const char *body, int want)
+{
+    llmgw_ollama_extra_t x;
+    llmgw_request_t req;
+    llmgw_error_t err;
+    const char *out;
+    apr_size_t n;
+
+    ck_assert_int_eq(llmgw_ollama_front_parse(test_pool, oep, body,
+                                              strlen(body), &req, &out, &n, &x,
+                                              &err),
+                     want);
+    return x;
+}
+
+START_TEST(front_parse_load_beyond_and_refusals)
+{
+    static const struct {
+        const char *v, *why;
+    } bad_keep[] = { { "\"soon\"", "time: invalid duration \"soon\"" },
+                     { "\"5\"", "time: invalid duration \"5\"" },
+                     { "\"5x\"", "time: invalid duration \"5x\"" },
+                     { "\"\"", "time: invalid duration \"\"" },
+                     { "true", "Unsupported type: 'bool'" },
+                     { "[]", "Unsupported type: '[]interface {}'" } };
+    static const struct {
+        llmgw_ollama_ep_t oep;
+        const char *body;
+        int load, unload, beyond, refused;
+    } cases[] = {
+        { LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\"}", 1, 0, 0, 0 },
+        { LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\",\"messages\":[]}", 1, 0, 0,
+          0 },
+        { LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\",\"keep_alive\":0}", 1, 1, 0,
+          0 },
+        { LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\",\"keep_alive\":\"0s\"}",
+          1, 1, 0, 0 },
+        { LLMGW_OLLAMA_EP_GENERATE,
+          "{\"model\":\"m\",\"prompt\":\"\",\"keep_alive\":\"5m\"}", 1, 0, 0,
+          0 },
+        { LLMGW_OLLAMA_EP_GENERATE,
+          "{\"model\":\"m\",\"prompt\":\"p\",\"keep_alive\":0}", 0, 0, 0, 0 },
+        { LLMGW_OLLAMA_EP_EMBED, "{\"model\":\"m\",\"input\":[]}", 1, 0, 0,
+          0 },
+        { LLMGW_OLLAMA_EP_CHAT,
+          "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+          "\"x\"}],\"options\":{\"temperature\":0,\"num_predict\":3},"
+          "\"think\":\"low\",\"keep_alive\":\"1h\"}",
+          0, 0, 0, 0 },
+        { LLMGW_OLLAMA_EP_CHAT,
+          "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+          "\"x\"}],\"options\":{\"num_ctx\":8192}}",
+          0, 0, 1, 0 },
+        { LLMGW_OLLAMA_EP_CHAT,
+          "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+          "\"x\"}],\"think\":true}",
+          0, 0, 1, 0 },
+        { LLMGW_OLLAMA_EP_CHAT,
+          "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\","
+          "\"content\":\"x\",\"thinking\":\"t\"}]}",
+          0, 0, 1, 0 },
+        { LLMGW_OLLAMA_EP_GENERATE,
+          "{\"model\":\"m\",\"prompt\":\"p\",\"raw\":true}", 0, 0, 1, 0 },
+        { LLMGW_OLLAMA_EP_GENERATE,
+          "{\"model\":\"m\",\"prompt\":\"p\",\"system\":\"s\"}", 0, 0, 1, 1 },
+        { LLMGW_OLLAMA_EP_GENERATE,
+          "{\"model\":\"m\",\"prompt\":\"p\",\"images\":[\"AAAA\"]}", 0, 0, 1,
+          1 },
+        { LLMGW_OLLAMA_EP_EMBED,
+          "{\"model\":\"m\",\"input\":\"a\",\"truncate\":false}", 0, 0, 1, 0 },
+    };
+    llmgw_ollama_extra_t x;
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        x = parse_extra(cases[i].oep, cases[i].body, 0);
+
+        ck_assert_msg(x.load == cases[i].load && x.unload == cases[i].unload
+                          && x.beyond == cases[i].beyond
+                          && !!x.refusal.status == cases[i].refused,
+                      "%s: load %d unload %d beyond %d refused %d",
+                      cases[i].body, x.load, x.unload, x.beyond,
+                      x.refusal.status);
+    }
+    parse_extra(LLMGW_OLLAMA_EP_CHAT, "{\"model\":\"m\",\"messages\":{}}",
+                400);
+    /* keep_alive as Ollama reads it: seconds, or a Go duration. */
+    x = parse_extra(LLMGW_OLLAMA_EP_CHAT,
+                    "{\"model\":\"m\",\"keep_alive\":\"1h30m\"}", 0);
+    ck_assert_int_eq(x.load && !x.unload, 1);
+    x = parse_extra(LLMGW_OLLAMA_EP_CHAT,
+                    "{\"model\":\"m\",\"keep_alive\":\"0.0m\"}", 0);
+    ck_assert_int_eq(x.unload, 1);
+    for (i = 0; i < sizeof(bad_keep) / sizeof(bad_keep[0]); i++) {
+        llmgw_request_t req;
+        llmgw_error_t err;
+        const char *out,
+            *body =
+                apr_psprintf(test_pool, "{\"model\":\"m\",\"keep_alive\":%s}",
+                             bad_keep[i].v);
+        apr_size_t n;
+
+        ck_assert_int_eq(
+            llmgw_ollama_front_parse(test_pool, LLMGW_OLLAMA_EP_CHAT, body,
+                                     strlen(body), &req, &out, &n, &x, &err),
+            400);
+        ck_assert_str_eq(err.message, bad_keep[i].why);
+    }
+    parse_extra(LLMGW_OLLAMA_EP_GENERATE, "{\"model\":\"m\",\"prompt\":1}",
+                400);
+}
+END_TEST
+
+/* B: the client's body for an Ollama backend: only the model changes. */
+START_TEST(native_body_and_load_answers)
+{
+    static const char body[] =
+        "{ \"model\" : \"m\", \"keep_alive\":0,\n"
+        "  \"options\":{\"num_ctx\":8192, \"mirostat\":2}, \"think\":true}";
+    llmgw_ollama_extra_t x = parse_extra(LLMGW_OLLAMA_EP_CHAT, body, 0);
+    apr_size_t n;
+
+    ck_assert_str_eq(llmgw_ollama_native_body(test_pool, x.view, "up\"1", &n),
+                     "{ \"model\" : \"up\\\"1\", \"keep_alive\":0,\n"
+                     "  \"options\":{\"num_ctx\":8192, \"mirostat\":2}, "
+                     "\"think\":true}");
+    ck_assert_str_eq(llmgw_ollama_native_path(LLMGW_OLLAMA_EP_GENERATE),
+                     "/api/generate");
+    ck_assert_str_eq(
+        llmgw_ollama_load_answer(test_pool, LLMGW_OLLAMA_EP_CHAT, "m", 0,
+                                 apr_time_from_sec(1700000000) + 120, &n),
+        "{\"model\":\"m\",\"created_at\":\"2023-11-14T22:13:20.00012Z\","
+        "\"message\":{\"role\":\"assistant\",\"content\":\"\"},"
+        "\"done_reason\":\"load\",\"done\":true}");
+    ck_assert_str_eq(
+        llmgw_ollama_load_answer(test_pool, LLMGW_OLLAMA_EP_GENERATE, "m", 1,
+                                 apr_time_from_sec(1700000000), &n),
+        "{\"model\":\"m\",\"created_at\":\"2023-11-14T22:13:20Z\","
+        "\"response\":\"\",\"done_reason\":\"unload\",\"done\":true}");
+    ck_assert_str_eq(llmgw_ollama_time_us(
+                         test_pool, apr_time_from_sec(1700000000) + 123456),
+                     "2023-11-14T22:13:20.123456Z");
+}
+END_TEST
+
+/* B.6: durations as the gateway saw them, each line its own time. */
+static apr_time_t ticks;
+
+static apr_time_t ticking_clock(void)
+{
+    ticks += 250000; /* a quarter of a second a call */
+    return ticks;
+}
+
+START_TEST(ndjson_durations_are_measured)
+{
+    static const char in[] =
+        "data: {\"choices\":[{\"index\":0,\"text\":\"a\"}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"text\":\"b\","
+        "\"finish_reason\":\"stop\"}]}\n\n"
+        "data: [DONE]\n\n";
+    apr_time_t start = apr_time_from_sec(1700000000);
+    llmgw_ollama_ndjson_t *s;
+    const char *out;
+    apr_size_t n;
+
+    ticks = start;
+    s = llmgw_ollama_ndjson_create(test_pool, LLMGW_OLLAMA_EP_GENERATE, "m",
+                                   start);
+    s->now = ticking_clock;
+    n = llmgw_ollama_ndjson_feed(s, in, strlen(in), &out);
+    /* The first line's time, the first token's (0.5 s), the second's, the
+     * end's: total 1.25 s, of which 0.5 s until the first token. */
+    ck_assert_str_eq(
+        apr_pstrmemdup(test_pool, out, n),
+        "{\"model\":\"m\",\"created_at\":\"2023-11-14T22:13:20.25Z\","
+        "\"response\":\"a\",\"done\":false}\n"
+        "{\"model\":\"m\",\"created_at\":\"2023-11-14T22:13:20.75Z\","
+        "\"response\":\"b\",\"done\":false}\n"
+        "{\"model\":\"m\",\"created_at\":\"2023-11-14T22:13:21Z\","
+        "\"response\":\"\",\"done\":true,\"done_reason\":\"stop\","
+        "\"total_duration\":1250000000,\"load_duration\":0,"
+        "\"prompt_eval_count\":0,\"prompt_eval_duration\":500000000,"
+        "\"eval_count\":0,\"eval_duration\":750000000}\n");
+}
+END_TEST
+
+/* C: the lines a native stream passes on, as they came: only those that
+ * read as objects, none after the end; why it failed. */
+static void keep_line(void *baton, const char *line, apr_size_t len)
+{
+    llmgw_pbuf_add(test_pool, baton, line, len);
+    llmgw_pbuf_add(test_pool, baton, "|", 1);
+}
+
+START_TEST(sse_lines_for_a_native_client)
+{
+    static const char good[] =
+        "{\"message\":{\"content\":\"a\"},\"done\":false}\n"
+        "\n"
+        " {\"message\":{\"content\":\"b\"},\"done\":true}\r\n"
+        "{\"message\":{\"content\":\"after\"},\"done\":false}\n";
+    static const char bad[] = "{\"message\":{\"content\":\"a\"}}\n"
+                              "<html>\n"
+                              "{\"message\":{\"content\":\"b\"}}\n";
+    static const char err[] = "{\"message\":{\"content\":\"a\"}}\n"
+                              "{\"error\":\"boom\"}\n";
+    const char *const ins[] = { good, bad, err };
+    const char *const want[] = {
+        "{\"message\":{\"content\":\"a\"},\"done\":false}|"
+        " {\"message\":{\"content\":\"b\"},\"done\":true}|",
+        "{\"message\":{\"content\":\"a\"}}|",
+        "{\"message\":{\"content\":\"a\"}}|{\"error\":\"boom\"}|"
+    };
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        llmgw_pbuf_t lines = { NULL, 0, 0 };
+        llmgw_ollama_sse_t *s =
+            llmgw_ollama_sse_create(test_pool, LLMGW_EP_CHAT, "x", "m", 1, 0);
+        const char *out;
+
+        s->on_line = keep_line;
+        s->line_baton = &lines;
+        llmgw_ollama_sse_feed(s, ins[i], strlen(ins[i]), &out);
+        llmgw_ollama_sse_end(s, &out);
+        ck_assert_str_eq(apr_pstrmemdup(test_pool, lines.b, lines.len),
+                         want[i]);
+        ck_assert_int_eq(s->error_line, i == 2);
+        ck_assert_int_eq(!!s->broke, i == 1);
+    }
+}
+END_TEST
+
 Suite *ollama_suite(void)
 {
     Suite *s = suite_create("ollama");
@@ -1925,16 +2171,19 @@ Suite *ollama_suite(void)
             sse_tool_calls_and_thinking_at_every_boundary,
             sse_completions_at_every_boundary, sse_error_line_mid_stream,
             sse_broken_stream_gets_the_error_tail,
-            sse_long_stream_does_not_grow_the_pool));
-    test_case_add(s, "ollama-to-openai", 60,
-                  TESTS(front_chat_request, front_tool_answers_matched,
-                        front_images_typed, front_generate_and_embed_requests,
-                        front_request_errors, front_endpoints,
-                        round_trip_keeps_the_meaning, front_answers,
-                        front_answer_errors, ndjson_chat_at_every_boundary,
-                        ndjson_generate_without_done, ndjson_error_event,
-                        ndjson_broken_streams, ndjson_parallel_tool_calls,
-                        huge_counts_are_clamped, stream_lines_are_capped,
-                        tool_arguments_are_capped));
+            sse_long_stream_does_not_grow_the_pool,
+            sse_lines_for_a_native_client));
+    test_case_add(
+        s, "ollama-to-openai", 60,
+        TESTS(front_chat_request, front_tool_answers_matched,
+              front_images_typed, front_generate_and_embed_requests,
+              front_request_errors, front_endpoints,
+              round_trip_keeps_the_meaning, front_answers, front_answer_errors,
+              ndjson_chat_at_every_boundary, ndjson_generate_without_done,
+              ndjson_error_event, ndjson_broken_streams,
+              ndjson_parallel_tool_calls, huge_counts_are_clamped,
+              stream_lines_are_capped, tool_arguments_are_capped,
+              front_parse_load_beyond_and_refusals,
+              native_body_and_load_answers, ndjson_durations_are_measured));
     return s;
 }
