@@ -20,6 +20,7 @@ llmgw_sse_t *llmgw_sse_create(apr_pool_t *p, int strip_usage)
     s->p = p;
     apr_pool_create(&s->lp, p);
     s->strip_usage = strip_usage;
+    s->choices = 1;
     apr_pool_cleanup_register(p, s, sse_cleanup, apr_pool_cleanup_null);
     return s;
 }
@@ -115,6 +116,44 @@ static int has_output(const char *d, apr_size_t len)
            || mem_find(d, len, "\"reasoning") != NULL;
 }
 
+/* Notes the choices of an event with a finish_reason string (once per
+ * choice in a stream: the parse is rare) that are not "error". */
+static void note_finish(llmgw_sse_t *s, const char *d, apr_size_t dlen)
+{
+    apr_size_t used, i, n;
+    llmgw_json_t *j = llmgw_json_parse_prefix(s->lp, d, dlen, &used);
+    llmgw_json_t *choices = j ? llmgw_json_getj(j, "choices", NULL) : NULL;
+
+    n = choices && llmgw_json_type(choices, NULL) == LLMGW_JSON_ARRAY
+            ? llmgw_json_array_len(choices)
+            : 0;
+    for (i = 0; i < n; i++) {
+        llmgw_json_t *ch = llmgw_json_array_get(choices, i);
+        apr_int64_t idx = llmgw_json_getl(ch, (apr_int64_t)i, "index", NULL);
+        const char *fr = llmgw_json_gets(ch, "finish_reason", NULL);
+
+        if (fr && strcmp(fr, "error") != 0 && idx >= 0 && idx < 64) {
+            s->finished |= APR_UINT64_C(1) << idx;
+        }
+    }
+    apr_pool_clear(s->lp);
+}
+
+int llmgw_sse_finished(const llmgw_sse_t *s, int need_usage)
+{
+    int i;
+
+    if (s->choices < 1 || s->choices > 64 || (need_usage && !s->usage.found)) {
+        return 0;
+    }
+    for (i = 0; i < s->choices; i++) {
+        if (!(s->finished & (APR_UINT64_C(1) << i))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Removes a ',"usage":null' member from d[0..len) (the one we made the
  * backend add to every chunk); returns how many bytes went. */
 static apr_size_t drop_null_usage(char *d, apr_size_t len)
@@ -187,6 +226,9 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
     }
     if (has_output(d, dlen)) {
         s->content_events++;
+    }
+    if (has_text(d, dlen, "\"finish_reason\"")) {
+        note_finish(s, d, dlen);
     }
     if (llmgw_usage_find(d, dlen, &s->usage) && s->strip_usage) {
         /* Only the usage-only chunk we injected is ours to remove. A

@@ -16,17 +16,20 @@
 
 typedef struct llmgw_sse {
     apr_pool_t *p;
-    apr_pool_t *lp;     /* one event's parse, cleared after it */
-    llmgw_buf_t buf;    /* events not yet handed out */
-    apr_size_t ready;   /* front bytes handed out by the last feed */
-    apr_size_t scanned; /* bytes after 'ready' already searched */
-    int strip_usage;    /* drop the usage-only chunk we asked for */
-    int done;           /* "data: [DONE]" seen */
-    int failed;         /* an event outgrew LLMGW_STREAM_MAX_EVENT (or
+    apr_pool_t *lp;        /* one event's parse, cleared after it */
+    llmgw_buf_t buf;       /* events not yet handed out */
+    apr_size_t ready;      /* front bytes handed out by the last feed */
+    apr_size_t scanned;    /* bytes after 'ready' already searched */
+    int strip_usage;       /* drop the usage-only chunk we asked for */
+    int done;              /* "data: [DONE]" seen */
+    int failed;            /* an event outgrew LLMGW_STREAM_MAX_EVENT (or
                              * memory ran out): the stream must end with
                              * its error tail; the buffer is freed and
                              * further input ignored */
-    int content_events; /* events that carried generated output */
+    int content_events;    /* events that carried generated output */
+    int choices;           /* how many the request asked for (n; 1) */
+    apr_uint64_t finished; /* bit i: choice i had a finish_reason other
+                            * than "error" */
     int events;
     llmgw_usage_t usage;
     const char *id; /* of the first chunk, for a final error chunk */
@@ -48,6 +51,12 @@ llmgw_sse_t *llmgw_sse_create(apr_pool_t *p, int strip_usage);
  * input); past it s->failed is set. */
 apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
                           const char **out);
+
+/* Whether the stream is whole without its [DONE]: each of the
+ * s->choices choices (at most 64) reached a finish_reason other than
+ * "error", and, when need_usage, the usage came. Some servers never send
+ * [DONE]; what they sent is the whole answer. */
+int llmgw_sse_finished(const llmgw_sse_t *s, int need_usage);
 
 /* Bytes held back at the end of the stream (an event cut short). */
 apr_size_t llmgw_sse_pending(const llmgw_sse_t *s);

@@ -171,10 +171,14 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
         ctx->out = translate ? OUT_WHOLE : OUT_PASS;
         return;
     }
+    /* A good answer to a stream request is a stream whatever the backend
+     * calls it (or does not): framed, it always ends well. */
     if (is_type(r, "text/event-stream")
-        || (ctx->backend_ollama && is_type(r, "application/x-ndjson"))) {
+        || (ctx->backend_ollama && is_type(r, "application/x-ndjson"))
+        || (ctx->req.stream && r->status == HTTP_OK)) {
         ctx->out = OUT_SSE;
         ctx->sse = llmgw_sse_create(r->pool, ctx->strip_usage);
+        ctx->sse->choices = (int)llmgw_json_getl(ctx->req.body, 1, "n", NULL);
         if (ctx->rec || ctx->co) {
             ctx->sse->on_data = on_chunk;
             ctx->sse->baton = ctx;
@@ -194,6 +198,9 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
     ctx->out = translate ? OUT_WHOLE : OUT_JSON;
 }
 
+static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
+                         apr_size_t n, int end, apr_bucket_brigade *out);
+
 /* Ends a stream: a clean end passes on what is left; a broken one gets
  * an error tail in the client's shape instead of the cut-off event. */
 static void finish_sse(request_rec *r, llmgw_req_t *ctx,
@@ -209,6 +216,12 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
     }
     ctx->stream_ended = 1;
     llmgw_note_usage(r, &ctx->sse->usage);
+    if (!why && !ctx->sse->done && !ctx->from_ollama
+        && !llmgw_sse_pending(ctx->sse)
+        && llmgw_sse_finished(ctx->sse, ctx->req.wants_usage)) {
+        /* Whole but for its [DONE], which some servers never send. */
+        stream_bytes(r, ctx, "data: [DONE]\n\n", 14, 0, out);
+    }
     if (ctx->sse->done && !why) {
         /* An Ollama error line was already turned into an error end. */
         ctx->complete = !(ctx->from_ollama && ctx->from_ollama->failed);

@@ -234,6 +234,50 @@ START_TEST(usage_chunks_do_not_grow_the_pool)
 }
 END_TEST
 
+/* A stream is whole without [DONE] once every choice asked for has a
+ * finish_reason other than "error" (and the usage, when it is needed). */
+START_TEST(finished_without_done)
+{
+    static const char two[] =
+        EV("{\"id\":\"c\",\"choices\":[{\"index\":1,\"delta\":{},"
+           "\"finish_reason\":\"length\"}]}")
+            EV("{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},"
+               "\"finish_reason\":null}]}");
+    static const char err[] =
+        EV("{\"id\":\"c\",\"choices\":[{\"index\":0,"
+           "\"delta\":{},\"finish_reason\":\"error\"}]}");
+    static const char zero[] =
+        EV("{\"id\":\"c\",\"choices\":[{\"index\":0,"
+           "\"delta\":{},\"finish_reason\":\"stop\"}]}");
+    llmgw_sse_t *s;
+    const char *ready;
+    apr_size_t cut = strstr(stream, "data: [DONE]") - stream;
+    char *no_done = apr_pstrndup(test_pool, stream, cut);
+    char *no_usage = apr_pstrndup(
+        test_pool, stream,
+        strstr(stream, "data: {\"id\":\"c1\",\"choices\":[]") - stream);
+
+    run(no_done, 7, 0, &s);
+    ck_assert_int_eq(s->done, 0);
+    ck_assert(llmgw_sse_finished(s, 1));
+    run(no_usage, 7, 0, &s);
+    ck_assert(llmgw_sse_finished(s, 0));
+    ck_assert(!llmgw_sse_finished(s, 1));
+    /* Until its first finish_reason. */
+    run(apr_pstrndup(test_pool, stream,
+                     strstr(stream, "\"finish_reason\"") - stream),
+        1000, 0, &s);
+    ck_assert(!llmgw_sse_finished(s, 0));
+    run(two, 5, 0, &s);
+    s->choices = 2;
+    ck_assert(!llmgw_sse_finished(s, 0)); /* choice 0 has no finish */
+    llmgw_sse_feed(s, zero, sizeof(zero) - 1, &ready);
+    ck_assert(llmgw_sse_finished(s, 0));
+    run(err, 5, 0, &s);
+    ck_assert(!llmgw_sse_finished(s, 0));
+}
+END_TEST
+
 Suite *stream_suite(void)
 {
     return test_suite(
@@ -243,5 +287,5 @@ Suite *stream_suite(void)
               holds_back_partial_event_and_ends_with_error,
               error_tail_for_completions_without_events,
               unfinished_event_is_capped, big_event_under_the_cap_passes,
-              usage_chunks_do_not_grow_the_pool));
+              usage_chunks_do_not_grow_the_pool, finished_without_done));
 }
