@@ -382,13 +382,22 @@ static int is_answer(const llmgw_record_t *rec, const llmgw_json_t *j)
 void llmgw_record_set_response(llmgw_record_t *rec, const char *body,
                                apr_size_t len)
 {
-    llmgw_json_t *j;
+    llmgw_record_set_read_response(rec, body, len, NULL);
+}
 
+void llmgw_record_set_read_response(llmgw_record_t *rec, const char *body,
+                                    apr_size_t len, const llmgw_json_t *j)
+{
     if (rec->failed || !take(rec, len)) {
         return;
     }
     body = llmgw_json_trim(body, &len);
-    j = read_as(rec->p, body, len, LLMGW_JSON_OBJECT);
+    if (!j) {
+        j = read_as(rec->p, body, len, LLMGW_JSON_OBJECT);
+    }
+    else if (llmgw_json_type(j, NULL) != LLMGW_JSON_OBJECT) {
+        j = NULL;
+    }
     if (!j || !is_answer(rec, j)) {
         rec->failed = 1;
         return;

@@ -154,7 +154,6 @@ typedef struct {
     llmgw_coalesce_t *co; /* as leader, or as a stream follower */
     int following;
     llmgw_pbuf_t copy;      /* a plain answer being recorded */
-    int sniffed;            /* a plain body's first byte was seen */
     const char *bad_answer; /* why the backend's body is dropped and
                                   * the client gets a 502 instead */
 } llmgw_req_t;

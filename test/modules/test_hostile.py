@@ -105,11 +105,14 @@ def test_cut_short_from_ollama_backend_is_502(gw_fake, fake, alive, uniq):
 
 @pytest.mark.parametrize("body", [b"<html><body>busy</body></html>", b"",
                                   b"\n  Internal Server Error\n", b"[1,2]",
-                                  b"null"])
+                                  b"null", b'{"choices":[}', b'{"id":"x"',
+                                  b'{"choices":[]} trailing', b'{"a":1}{"a":1}',
+                                  b'{"a":"\xff"}'])
 def test_200_that_is_not_json_is_502(gw_fake, fake, alive, uniq, body):
     # An OpenAI backend's 200 whose body cannot be an answer: a 502 in
     # OpenAI's shape (as /api already did), never passed off as a success
-    # or cached.
+    # or cached. Held whole and read strictly: a body that starts as JSON
+    # but is not (cut, followed by more, not UTF-8) is no answer either.
     model = f"fake-notjson-{uniq}"
     calls = []
 
@@ -123,7 +126,7 @@ def test_200_that_is_not_json_is_502(gw_fake, fake, alive, uniq, body):
     q = det(uniq, model)
     err = assert_openai_error(gw_fake.post(CHAT, q), 502, "server_error",
                               "upstream_error")
-    assert "not JSON" in err["message"] or "empty" in err["message"], err
+    assert "not a JSON object" in err["message"] or "empty" in err["message"], err
     r = gw_fake.post(CHAT, q)
     assert r.status == 200 and r.header("X-LLM-Cache") == "MISS", (r.status, r.headers)
     assert r.json()["choices"][0]["message"]["content"] == "good"
@@ -145,16 +148,14 @@ def test_compressed_200_is_not_judged(gw_fake, fake, alive, uniq):
 
 
 @pytest.mark.parametrize("body", [
-    b'{"choices":[}',
-    b'{"choices":[{"index":0,"message":{"content":"x"},"finish_reason":"stop"}]} trailing',
     b'{"id":"x","object":"chat.completion","choices":[]}',
     b'{"error":{"message":"overloaded"},"choices":[{"index":0,"message":{}}]}',
     b'{"choices":[{"index":0,"message":{"content":"x"},"finish_reason":"error"}]}',
     b'{"x":"\\"choices\\""}',
 ])
 def test_invalid_200_answer_is_not_cached(gw_fake, fake, alive, uniq, body):
-    # A body that starts as JSON passes to an OpenAI client as it came (the
-    # gateway does not hold plain answers), but is no answer to replay.
+    # A JSON object passes to an OpenAI client as it came, but is no
+    # answer to replay.
     model = f"fake-invalid-{uniq}"
     fake.script(model, lambda req: [fakes.response(body)])
     q = det(uniq, model)
