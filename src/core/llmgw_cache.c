@@ -29,6 +29,7 @@ typedef struct {
     int seen;
     apr_array_header_t *content; /* const char *: content pieces */
     apr_array_header_t *reasoning;
+    apr_array_header_t *refusal;
     tool_acc tools[MAX_TOOLS];
     int ntools;
     const char *finish_reason;
@@ -246,6 +247,8 @@ void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
             push_piece(
                 rec->p, &c->reasoning,
                 llmgw_json_gets(ch, "delta", "reasoning_content", NULL));
+            push_piece(rec->p, &c->refusal,
+                       llmgw_json_gets(ch, "delta", "refusal", NULL));
             if (llmgw_json_type(ch, "delta", "tool_calls", NULL)
                 == LLMGW_JSON_ARRAY) {
                 add_tool_deltas(
@@ -314,6 +317,14 @@ static void assemble(llmgw_record_t *rec)
             msg = llmgw_json_add_object(ch, "message");
             llmgw_json_sets(msg, "assistant", "role", NULL);
             llmgw_json_sets(msg, joined(rec->p, c->content), "content", NULL);
+            /* Required by OpenAI's schema, null unless the model refused. */
+            if (c->refusal) {
+                llmgw_json_sets(msg, joined(rec->p, c->refusal), "refusal",
+                                NULL);
+            }
+            else {
+                llmgw_json_setnull(msg, "refusal", NULL);
+            }
             if (c->reasoning) {
                 llmgw_json_sets(msg, joined(rec->p, c->reasoning),
                                 "reasoning_content", NULL);

@@ -189,7 +189,7 @@ static apr_size_t drop_null_usage(char *d, apr_size_t len)
 /* Looks at one complete event; returns its new length (0: drop it). */
 static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
 {
-    apr_size_t dlen = 0, used;
+    apr_size_t dlen = 0, used, gone;
     char *d = (char *)event_data(ev, len, &dlen);
     llmgw_json_t *j;
 
@@ -210,17 +210,9 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
     if (!s->id) {
         j = llmgw_json_parse_prefix(s->lp, d, dlen, &used);
         if (j) {
-            const char *v;
+            const char *v = llmgw_json_gets(j, "id", NULL);
 
-            s->id = (v = llmgw_json_gets(j, "id", NULL)) ? apr_pstrdup(s->p, v)
-                                                         : "";
-            s->object = (v = llmgw_json_gets(j, "object", NULL))
-                            ? apr_pstrdup(s->p, v)
-                            : NULL;
-            s->model = (v = llmgw_json_gets(j, "model", NULL))
-                           ? apr_pstrdup(s->p, v)
-                           : NULL;
-            s->created = llmgw_json_getl(j, 0, "created", NULL);
+            s->id = v ? apr_pstrdup(s->p, v) : "";
         }
         apr_pool_clear(s->lp);
     }
@@ -245,15 +237,14 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
             return 0;
         }
     }
-    if (s->strip_usage) {
-        /* The data line shrinks in place; the rest of the event follows. */
-        apr_size_t gone = drop_null_usage(d, dlen);
-
-        if (gone) {
-            memmove(d + dlen - gone, d + dlen,
-                    (apr_size_t)(ev + len - (d + dlen)));
-            len -= gone;
-        }
+    /* "usage":null (OpenAI's and vLLM's in every chunk but the last when
+     * usage is asked for, and in all when we asked) is not valid in
+     * OpenAI's own schema, whose usage is an object when present: it goes.
+     * The data line shrinks in place; the rest of the event follows. */
+    if ((gone = drop_null_usage(d, dlen)) != 0) {
+        memmove(d + dlen - gone, d + dlen,
+                (apr_size_t)(ev + len - (d + dlen)));
+        len -= gone;
     }
     return len;
 }
@@ -325,36 +316,14 @@ apr_size_t llmgw_sse_pending(const llmgw_sse_t *s)
     return s->buf.len - s->ready;
 }
 
-const char *llmgw_sse_error_events(apr_pool_t *p, const char *id,
-                                   const char *object, apr_int64_t created,
-                                   const char *model, int chat,
-                                   const llmgw_error_t *err, apr_size_t *len)
+const char *llmgw_sse_error_events(apr_pool_t *p, const llmgw_error_t *err,
+                                   apr_size_t *len)
 {
-    const char *tail = apr_psprintf(
-        p,
-        "data: {\"id\":%s,\"object\":%s,\"created\":%" APR_INT64_T_FMT
-        ",\"model\":%s,\"choices\":[{\"index\":0,%s,"
-        "\"finish_reason\":\"error\"}]}\n\n"
-        "data: %s\n\n"
-        "data: [DONE]\n\n",
-        llmgw_json_quote(p, id ? id : ""),
-        llmgw_json_quote(p, object ? object
-                            : chat ? "chat.completion.chunk"
-                                   : "text_completion"),
-        created, llmgw_json_quote(p, model ? model : ""),
-        chat ? "\"delta\":{}" : "\"text\":\"\"", llmgw_error_json(p, err));
+    const char *tail = apr_pstrcat(p, "data: ", llmgw_error_json(p, err),
+                                   "\n\n"
+                                   "data: [DONE]\n\n",
+                                   NULL);
 
     *len = strlen(tail);
     return tail;
-}
-
-const char *llmgw_sse_error_tail(const llmgw_sse_t *s, apr_pool_t *p,
-                                 llmgw_endpoint_t ep, const llmgw_error_t *err,
-                                 apr_size_t *len)
-{
-    int chat = s->object ? strcmp(s->object, "text_completion") != 0
-                         : ep != LLMGW_EP_COMPLETIONS;
-
-    return llmgw_sse_error_events(p, s->id, s->object, s->created, s->model,
-                                  chat, err, len);
 }

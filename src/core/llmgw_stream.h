@@ -32,10 +32,7 @@ typedef struct llmgw_sse {
                             * than "error" */
     int events;
     llmgw_usage_t usage;
-    const char *id; /* of the first chunk, for a final error chunk */
-    const char *object;
-    const char *model;
-    apr_int64_t created;
+    const char *id; /* of the first chunk: which generation it is */
     /* Called with each event's JSON data, before it is changed (the
      * cache records streams through it); may be NULL. */
     void (*on_data)(void *baton, const char *data, apr_size_t len);
@@ -61,17 +58,12 @@ int llmgw_sse_finished(const llmgw_sse_t *s, int need_usage);
 /* Bytes held back at the end of the stream (an event cut short). */
 apr_size_t llmgw_sse_pending(const llmgw_sse_t *s);
 
-/* What ends a stream that broke: a chunk with finish_reason "error" (in
- * the stream's id, object, created and model), an error event, and
- * [DONE], so clients see a failure, never a silent truncation. From p. */
-const char *llmgw_sse_error_events(apr_pool_t *p, const char *id,
-                                   const char *object, apr_int64_t created,
-                                   const char *model, int chat,
-                                   const llmgw_error_t *err, apr_size_t *len);
-
-/* The same for the stream the framer s has seen. */
-const char *llmgw_sse_error_tail(const llmgw_sse_t *s, apr_pool_t *p,
-                                 llmgw_endpoint_t ep, const llmgw_error_t *err,
-                                 apr_size_t *len);
+/* What ends a stream that broke: an error event {"error":{...}} and
+ * [DONE], so clients see a failure, never a silent truncation. No chunk
+ * with an "error" finish_reason: that value is not in OpenAI's schema,
+ * and clients with closed enums would fail on the very chunk that says
+ * what went wrong. From p. */
+const char *llmgw_sse_error_events(apr_pool_t *p, const llmgw_error_t *err,
+                                   apr_size_t *len);
 
 #endif

@@ -233,7 +233,7 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
         LLMGW_LOGNO(
             0305) "coalescing: a follower's stream ends with an error: %s",
         msg);
-    out = llmgw_front_stream_error(ctx->front, sse, &err, &n);
+    out = llmgw_front_stream_error(ctx->front, &err, &n);
     ap_rwrite(out, (int)n, r);
     return OK;
 }

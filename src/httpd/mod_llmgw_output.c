@@ -258,7 +258,7 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
         LLMGW_LOGNO(
             0101) "stream for model %s via %s broke after %d events: %s",
         ctx->req.model, ctx->route->balancer, ctx->sse->events, err.message);
-    tail = llmgw_front_stream_error(ctx->front, ctx->sse, &err, &n);
+    tail = llmgw_front_stream_error(ctx->front, &err, &n);
     APR_BRIGADE_INSERT_TAIL(
         out, apr_bucket_heap_create(tail, n, NULL, out->bucket_alloc));
     llmgw_note_error(r, &err);

@@ -164,6 +164,11 @@ static enum MHD_Result complete(struct MHD_Connection *conn, const gen_t *g,
                 json_object_new_string_len(text.data ? text.data : "",
                                            (int)text.len));
         }
+        if (mock_cfg.flavor != MOCK_FLAVOR_LLAMACPP) {
+            /* OpenAI and vLLM always send it (null: no refusal);
+             * llama.cpp's server does not. */
+            json_object_object_add(msg, "refusal", NULL);
+        }
         json_object_object_add(choice, "message", msg);
     }
     else {

@@ -536,7 +536,7 @@ START_TEST(record_keeps_only_whole_answers)
         ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
     }
     llmgw_error_set(&err, 502, "server_error", NULL, "upstream_error", "x");
-    text = llmgw_sse_error_events(test_pool, "c", NULL, 1, "m", 1, &err, &n);
+    text = llmgw_sse_error_events(test_pool, &err, &n);
     for (i = 0; i < 2; i++) {
         llmgw_record_t *rec =
             llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
