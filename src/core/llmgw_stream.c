@@ -107,6 +107,44 @@ static int has_text(const char *d, apr_size_t len, const char *key)
     return 0;
 }
 
+/* The bytes of every string value of "key" in d, as written (escapes
+ * count as their text: a bound, not a count). */
+static apr_int64_t text_of(const char *d, apr_size_t len, const char *key)
+{
+    const char *end = d + len, *v = d;
+    apr_int64_t n = 0;
+
+    while ((v = mem_find(v, (apr_size_t)(end - v), key)) != NULL) {
+        const char *s;
+
+        v = llmgw_json_skip_ws(v + strlen(key), end);
+        if (v >= end || *v != ':') {
+            continue;
+        }
+        v = llmgw_json_skip_ws(v + 1, end);
+        if (v >= end || *v != '"') {
+            continue;
+        }
+        for (s = ++v; s < end && *s != '"'; s++) {
+            if (*s == '\\' && s + 1 < end) {
+                s++;
+            }
+        }
+        n += s - v;
+        v = s;
+    }
+    return n;
+}
+
+/* What a chunk generated, in bytes: content (chat), text (completions),
+ * reasoning and tool call arguments. */
+static apr_int64_t generated_bytes(const char *d, apr_size_t len)
+{
+    return text_of(d, len, "\"content\"") + text_of(d, len, "\"text\"")
+           + text_of(d, len, "\"reasoning_content\"")
+           + text_of(d, len, "\"arguments\"");
+}
+
 /* True when a chunk carries generated output rather than just a role:
  * non-empty content or text, a tool call, or reasoning. */
 static int has_output(const char *d, apr_size_t len)
@@ -218,6 +256,7 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
     }
     if (has_output(d, dlen)) {
         s->content_events++;
+        s->text_bytes += generated_bytes(d, dlen);
     }
     if (has_text(d, dlen, "\"finish_reason\"")) {
         note_finish(s, d, dlen);

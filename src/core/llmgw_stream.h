@@ -16,19 +16,22 @@
 
 typedef struct llmgw_sse {
     apr_pool_t *p;
-    apr_pool_t *lp;        /* one event's parse, cleared after it */
-    llmgw_buf_t buf;       /* events not yet handed out */
-    apr_size_t ready;      /* front bytes handed out by the last feed */
-    apr_size_t scanned;    /* bytes after 'ready' already searched */
-    int strip_usage;       /* drop the usage-only chunk we asked for */
-    int done;              /* "data: [DONE]" seen */
-    int failed;            /* an event outgrew LLMGW_STREAM_MAX_EVENT (or
+    apr_pool_t *lp;         /* one event's parse, cleared after it */
+    llmgw_buf_t buf;        /* events not yet handed out */
+    apr_size_t ready;       /* front bytes handed out by the last feed */
+    apr_size_t scanned;     /* bytes after 'ready' already searched */
+    int strip_usage;        /* drop the usage-only chunk we asked for */
+    int done;               /* "data: [DONE]" seen */
+    int failed;             /* an event outgrew LLMGW_STREAM_MAX_EVENT (or
                              * memory ran out): the stream must end with
                              * its error tail; the buffer is freed and
                              * further input ignored */
-    int content_events;    /* events that carried generated output */
-    int choices;           /* how many the request asked for (n; 1) */
-    apr_uint64_t finished; /* bit i: choice i had a finish_reason other
+    int content_events;     /* events that carried generated output */
+    apr_int64_t text_bytes; /* of the generated strings, as sent (escapes
+                             * included): what bounds the completion's
+                             * tokens when no usage comes */
+    int choices;            /* how many the request asked for (n; 1) */
+    apr_uint64_t finished;  /* bit i: choice i had a finish_reason other
                             * than "error" */
     int events;
     llmgw_usage_t usage;

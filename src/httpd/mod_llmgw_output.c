@@ -15,6 +15,7 @@
 #include <http_request.h>
 #include <util_filter.h>
 
+#include "llmgw_estimate.h"
 #include "mod_llmgw.h"
 #include "mod_llmgw_output.h"
 
@@ -45,6 +46,59 @@ static void on_chunk(void *baton, const char *data, apr_size_t len)
     }
 }
 
+/* What a stream whose client left had generated: the usage chunk's counts
+ * if it came, else the estimate's bound on the prompt and the bytes of the
+ * text generated so far (llmgw_estimate_completion). */
+static void note_left_usage(request_rec *r, llmgw_req_t *ctx)
+{
+    llmgw_estimate_conf_t conf;
+    llmgw_estimate_t e;
+    llmgw_error_t err;
+    llmgw_usage_t u = { 0 };
+
+    if (!ctx->sse || ctx->sse->usage.found) {
+        if (ctx->sse) {
+            llmgw_note_usage(r, &ctx->sse->usage);
+        }
+        return;
+    }
+    llmgw_estimate_defaults(&conf);
+    if (llmgw_estimate(&ctx->req, &conf, 0, &e, &err)) {
+        return;
+    }
+    u.prompt = e.prompt;
+    u.completion = llmgw_estimate_completion(ctx->sse->text_bytes, e.max_out);
+    u.total = llmgw_tokens_add(u.prompt, u.completion);
+    u.found = 1;
+    llmgw_note_usage(r, &u);
+}
+
+/* The client hung up before its answer was whole: its doing, not the
+ * backend's (the breaker and the logs must not count it as a backend
+ * failure). Noted once, at info. */
+static void client_left(request_rec *r, llmgw_req_t *ctx)
+{
+    llmgw_error_t err;
+
+    if (ctx->client_closed || ctx->finished) {
+        return;
+    }
+    ctx->client_closed = 1;
+    llmgw_error_set(&err, 499, "client_error", NULL, "client_closed",
+                    "The client closed the connection.");
+    llmgw_note_error(r, &err);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  LLMGW_LOGNO(0102) "client left the answer for model %s via "
+                                    "%s after %d events; %s",
+                  ctx->req.model, ctx->route->balancer,
+                  ctx->sse ? ctx->sse->events : 0,
+                  ctx->co ? "the generation goes on for its followers"
+                          : "the backend request is cancelled");
+    if (!ctx->co) {
+        note_left_usage(r, ctx);
+    }
+}
+
 static apr_status_t mark_aborted(void *data)
 {
     ((conn_rec *)data)->aborted = 1;
@@ -66,6 +120,11 @@ static apr_status_t pass_on(ap_filter_t *f, llmgw_req_t *ctx,
 
     if (!ctx->client_gone) {
         rv = ap_pass_brigade(f->next, bb);
+        if (rv != APR_SUCCESS || c->aborted) {
+            /* Without followers, the error goes back to mod_proxy_http,
+             * which stops reading and closes the backend connection. */
+            client_left(f->r, ctx);
+        }
         if ((rv != APR_SUCCESS || c->aborted) && ctx->co && !ctx->finished) {
             ctx->client_gone = 1;
             c->aborted = 0;
@@ -223,8 +282,10 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
     const char *tail;
     apr_size_t n;
 
-    /* Once: a broken backend sends an error bucket, then EOS. */
-    if (ctx->stream_ended) {
+    /* Once: a broken backend sends an error bucket, then EOS. A client
+     * that left (but a leader's) gets nothing more: what it cost was
+     * noted when it left, and the backend did not fail. */
+    if (ctx->stream_ended || (ctx->client_closed && !ctx->co)) {
         return;
     }
     ctx->stream_ended = 1;

@@ -8,7 +8,8 @@ import pytest
 
 import fakes
 import llmgw_env as env
-from llmgw_env import chat_body, parse_sse
+from llmgw_env import chat_body
+from test_coalesce import stream_and_hang_up
 
 CHAT = "/v1/chat/completions"
 
@@ -166,3 +167,84 @@ def test_stream_without_done_nor_asked_usage_is_broken(gw_fake, fake, uniq):
     s = gw_fake.stream(CHAT, det(uniq, model, stream=True,
                                  stream_options={"include_usage": True}))
     assert_error_end(s)
+
+
+# ---------------------------------------------------------------- a client that leaves
+
+def error_log(g):
+    with open(g.error_log, errors="replace") as f:
+        return f.read()
+
+
+def test_client_leaving_is_its_doing_and_is_counted(gw, uniq):
+    # Not cacheable (no temperature): the backend request is cancelled, the
+    # request is logged as the client's doing (not the backend's), at info,
+    # and what was generated is counted: no usage chunk came, so the prompt
+    # estimate and the bytes of the text sent bound the tokens.
+    model = f"gpt-{uniq}"
+    body = chat_body(model, content=f"leaving {uniq}", stream=True, max_tokens=200)
+    mark = gw.log_mark()
+    head, left = stream_and_hang_up(gw.port, body, {"X-Mock-TPS": "10"}, events=3)
+    line = gw.wait_log_one(lambda l: l.model == model, since=mark, timeout=10)
+    # 200 tokens at 10/s would take 20 s: the backend was let go at once.
+    assert time.monotonic() - left < 3.0
+    assert line.error == "client_closed", line.raw
+    prompt, completion = int(line.prompt_tokens), int(line.completion_tokens)
+    assert prompt > 0 and 3 <= completion < 200, line.raw
+    assert int(line.total_tokens) == prompt + completion, line.raw
+    log = [l for l in error_log(gw).splitlines() if model in l]
+    assert not [l for l in log if "LLMGW0101" in l or ":warn" in l], log
+    assert [l for l in log if "LLMGW0102" in l and ":info" in l], log
+
+
+def usage_chunk(completion):
+    return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+            "model": "fake", "choices": [{"index": 0, "delta": {"content": "word "},
+                                          "finish_reason": None}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": completion,
+                      "total_tokens": 7 + completion}}
+
+
+def test_client_leaving_counts_the_usage_that_came(gw_fake, fake, uniq):
+    # A backend that sends usage in every chunk: that count, not an estimate.
+    model = f"fid-left-{uniq}"
+
+    def slow(req):
+        yield fakes.stream_head()
+        for i in range(1, 100):
+            yield from fakes.sse(usage_chunk(i))
+            time.sleep(0.05)
+    fake.script(model, slow)
+    body = {"model": model, "stream": True,
+            "messages": [{"role": "user", "content": f"left {uniq}"}]}
+    mark = gw_fake.log_mark()
+    stream_and_hang_up(gw_fake.port, body, {}, events=3)
+    line = gw_fake.wait_log_one(lambda l: l.model == model, since=mark, timeout=10)
+    assert line.error == "client_closed", line.raw
+    assert line.prompt_tokens == "7", line.raw
+    assert 3 <= int(line.completion_tokens) < 99, line.raw
+    assert int(line.total_tokens) == 7 + int(line.completion_tokens)
+
+
+def test_leader_whose_client_leaves_finishes_and_says_why(gw_fake, fake, uniq):
+    # A coalescing leader (cacheable) goes on for the cache and its
+    # followers, and the log still says that its client left.
+    model = f"fid-leader-{uniq}"
+
+    def slow(req):
+        yield fakes.stream_head()
+        for i in range(8):
+            yield from fakes.sse(fakes.chat_chunk(f"w{i} "))
+            time.sleep(0.05)
+        yield from fakes.sse(fakes.chat_chunk(finish="stop"), b"[DONE]")
+        yield fakes.LAST_CHUNK
+    fake.script(model, slow)
+    q = det(uniq, model, stream=True)
+    mark = gw_fake.log_mark()
+    stream_and_hang_up(gw_fake.port, q, {}, events=2)
+    line = gw_fake.wait_log_one(lambda l: l.model == model, since=mark, timeout=10)
+    assert line.error == "client_closed", line.raw
+    s = gw_fake.stream(CHAT, q)
+    assert s.headers.get("X-LLM-Cache") == "HIT", s.headers
+    assert s.content() == "".join(f"w{i} " for i in range(8))
+    assert fake.count(model) == 1
