@@ -592,6 +592,11 @@ enum MHD_Result mock_reply_body(struct MHD_Connection *conn, const char *ctype,
     if (k != NULL && k->fault == MOCK_FAULT_CUT) {
         return mock_cut_reply(conn, ctype, body, len);
     }
+    if (k != NULL && k->fault == MOCK_FAULT_BADJSON) {
+        /* A server that broke while writing its JSON but ended the HTTP
+         * body cleanly: the first half, as a whole 200. */
+        return mock_reply(conn, MHD_HTTP_OK, ctype, body, len / 2, NULL);
+    }
     return mock_reply(conn, MHD_HTTP_OK, ctype, body, len, NULL);
 }
 
@@ -877,9 +882,10 @@ static int parse_fault(const char *s, mock_fault_t *out)
         const char *name;
         mock_fault_t fault;
     } faults[] = {
-        { "none", MOCK_FAULT_NONE }, { "500", MOCK_FAULT_500 },
-        { "429", MOCK_FAULT_429 },   { "hang", MOCK_FAULT_HANG },
-        { "cut", MOCK_FAULT_CUT },   { "reset", MOCK_FAULT_RESET },
+        { "none", MOCK_FAULT_NONE },     { "500", MOCK_FAULT_500 },
+        { "429", MOCK_FAULT_429 },       { "hang", MOCK_FAULT_HANG },
+        { "cut", MOCK_FAULT_CUT },       { "reset", MOCK_FAULT_RESET },
+        { "nodone", MOCK_FAULT_NODONE }, { "badjson", MOCK_FAULT_BADJSON },
     };
     size_t i;
 
@@ -1993,7 +1999,7 @@ static void usage(FILE *out)
         "usage: mockllm --port PORT [--host 127.0.0.1] [--name NAME]\n"
         "               [--models m1,m2,...] [--tps N] [--ttft-ms N]\n"
         "               [--tokens N] [--embed-dim N]\n"
-        "               [--fault none|500|429|hang|cut|reset]\n"
+        "               [--fault none|500|429|hang|cut|reset|nodone|badjson]\n"
         "               [--flavor openai|llamacpp|vllm] [--slots N]\n"
         "               [--load-ms N] [--max-loaded K] [--preload m1,m2]\n"
         "               [--threads N] [--quiet]\n"
