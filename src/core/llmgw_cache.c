@@ -30,6 +30,7 @@ typedef struct {
     int seen;
     apr_array_header_t *content; /* const char *: content pieces */
     apr_array_header_t *reasoning;
+    apr_array_header_t *refusal;
     tool_acc tools[MAX_TOOLS];
     int ntools;
     const char *finish_reason;
@@ -257,6 +258,8 @@ void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
             push_piece(
                 rec->p, &c->reasoning,
                 llmgw_json_gets(ch, "delta", "reasoning_content", NULL));
+            push_piece(rec->p, &c->refusal,
+                       llmgw_json_gets(ch, "delta", "refusal", NULL));
             if (llmgw_json_type(ch, "delta", "tool_calls", NULL)
                 == LLMGW_JSON_ARRAY) {
                 add_tool_deltas(
@@ -324,6 +327,14 @@ static void assemble(llmgw_record_t *rec)
             msg = llmgw_json_add_object(ch, "message");
             llmgw_json_sets(msg, "assistant", "role", NULL);
             llmgw_json_sets(msg, joined(rec->p, c->content), "content", NULL);
+            /* Required by OpenAI's schema, null unless the model refused. */
+            if (c->refusal) {
+                llmgw_json_sets(msg, joined(rec->p, c->refusal), "refusal",
+                                NULL);
+            }
+            else {
+                llmgw_json_setnull(msg, "refusal", NULL);
+            }
             if (c->reasoning) {
                 llmgw_json_sets(msg, joined(rec->p, c->reasoning),
                                 "reasoning_content", NULL);
@@ -392,13 +403,22 @@ static int is_answer(const llmgw_record_t *rec, const llmgw_json_t *j)
 void llmgw_record_set_response(llmgw_record_t *rec, const char *body,
                                apr_size_t len)
 {
-    llmgw_json_t *j;
+    llmgw_record_set_read_response(rec, body, len, NULL);
+}
 
+void llmgw_record_set_read_response(llmgw_record_t *rec, const char *body,
+                                    apr_size_t len, const llmgw_json_t *j)
+{
     if (rec->failed || !take(rec, len)) {
         return;
     }
     body = llmgw_json_trim(body, &len);
-    j = read_as(rec->p, body, len, LLMGW_JSON_OBJECT);
+    if (!j) {
+        j = read_as(rec->p, body, len, LLMGW_JSON_OBJECT);
+    }
+    else if (llmgw_json_type(j, NULL) != LLMGW_JSON_OBJECT) {
+        j = NULL;
+    }
     if (!j || !is_answer(rec, j)) {
         rec->failed = 1;
         return;

@@ -44,6 +44,10 @@ void llmgw_record_add_chunk(llmgw_record_t *rec, const char *data,
  * data. */
 void llmgw_record_set_response(llmgw_record_t *rec, const char *body,
                                apr_size_t len);
+/* The same for a body already read whole (llmgw_json_read of body[0..len),
+ * in a pool that outlives rec): the answer is not read again. */
+void llmgw_record_set_read_response(llmgw_record_t *rec, const char *body,
+                                    apr_size_t len, const llmgw_json_t *j);
 /* The text to store, or NULL when the answer cannot be cached (too big,
  * not understood, not whole, or not readable back as a record). */
 const char *llmgw_record_serialize(llmgw_record_t *rec, apr_size_t *len);

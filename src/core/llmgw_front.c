@@ -65,11 +65,11 @@ apr_size_t llmgw_front_stream_end(llmgw_front_t *f, const char **out)
     return llmgw_ollama_ndjson_end(ndjson(f), out);
 }
 
-const char *llmgw_front_stream_error(llmgw_front_t *f, const llmgw_sse_t *sse,
+const char *llmgw_front_stream_error(llmgw_front_t *f,
                                      const llmgw_error_t *err, apr_size_t *len)
 {
     if (llmgw_front_is_openai(f)) {
-        return llmgw_sse_error_tail(sse, f->p, f->ep, err, len);
+        return llmgw_sse_error_events(f->p, err, len);
     }
     return llmgw_ollama_ndjson_error_tail(ndjson(f), f->p, err->message, len);
 }

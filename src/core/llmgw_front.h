@@ -26,8 +26,8 @@ apr_size_t llmgw_front_stream(llmgw_front_t *f, const char *in, apr_size_t len,
                               const char **out);
 /* What ends a stream that ended well. */
 apr_size_t llmgw_front_stream_end(llmgw_front_t *f, const char **out);
-/* What ends a broken stream; sse is the OpenAI framer that saw it. */
-const char *llmgw_front_stream_error(llmgw_front_t *f, const llmgw_sse_t *sse,
+/* What ends a broken stream. */
+const char *llmgw_front_stream_error(llmgw_front_t *f,
                                      const llmgw_error_t *err,
                                      apr_size_t *len);
 

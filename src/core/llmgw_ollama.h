@@ -94,8 +94,7 @@ apr_size_t llmgw_ollama_sse_feed(llmgw_ollama_sse_t *s, const char *in,
 apr_size_t llmgw_ollama_sse_end(llmgw_ollama_sse_t *s, const char **out);
 
 /* What ends a stream that broke (neither done nor failed): the shape of
- * llmgw_sse_error_tail: a chunk with finish_reason "error", an error
- * event, [DONE]. Empty when the stream already ended. From p. */
+ * llmgw_sse_error_events: an error event, [DONE]. Empty when the stream already ended. From p. */
 const char *llmgw_ollama_sse_error_tail(const llmgw_ollama_sse_t *s,
                                         apr_pool_t *p,
                                         const llmgw_error_t *err,

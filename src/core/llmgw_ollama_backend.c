@@ -629,6 +629,8 @@ static void chat_answer(apr_pool_t *p, const llmgw_json_t *j, llmgw_json_t *o)
     else {
         llmgw_json_sets(msg, content ? content : "", "content", NULL);
     }
+    /* Required by OpenAI's schema (nullable); Ollama has no refusals. */
+    llmgw_json_setnull(msg, "refusal", NULL);
     if (thinking && *thinking) {
         llmgw_json_sets(msg, thinking, "reasoning_content", NULL);
     }
@@ -787,13 +789,6 @@ llmgw_ollama_sse_t *llmgw_ollama_sse_create(apr_pool_t *p, llmgw_endpoint_t ep,
     return s;
 }
 
-static const char *sse_tail(const llmgw_ollama_sse_t *s, apr_pool_t *p,
-                            const llmgw_error_t *err, apr_size_t *len)
-{
-    return llmgw_sse_error_events(p, s->id, s->object, s->created, s->model,
-                                  s->ep == LLMGW_EP_CHAT, err, len);
-}
-
 static void sse_fail(llmgw_ollama_sse_t *s, const char *message)
 {
     llmgw_error_t err;
@@ -806,7 +801,7 @@ static void sse_fail(llmgw_ollama_sse_t *s, const char *message)
 
     llmgw_error_set(&err, 502, "server_error", NULL, "upstream_error",
                     message);
-    tail = sse_tail(s, s->lp, &err, &n);
+    tail = llmgw_sse_error_events(s->lp, &err, &n);
     llmgw_buf_add(&s->out, tail, n);
     s->failed = 1;
 }
@@ -1003,5 +998,5 @@ const char *llmgw_ollama_sse_error_tail(const llmgw_ollama_sse_t *s,
         *len = 0;
         return "";
     }
-    return sse_tail(s, p, err, len);
+    return llmgw_sse_error_events(p, err, len);
 }

@@ -20,6 +20,7 @@ llmgw_sse_t *llmgw_sse_create(apr_pool_t *p, int strip_usage)
     s->p = p;
     apr_pool_create(&s->lp, p);
     s->strip_usage = strip_usage;
+    s->choices = 1;
     apr_pool_cleanup_register(p, s, sse_cleanup, apr_pool_cleanup_null);
     return s;
 }
@@ -106,6 +107,44 @@ static int has_text(const char *d, apr_size_t len, const char *key)
     return 0;
 }
 
+/* The bytes of every string value of "key" in d, as written (escapes
+ * count as their text: a bound, not a count). */
+static apr_int64_t text_of(const char *d, apr_size_t len, const char *key)
+{
+    const char *end = d + len, *v = d;
+    apr_int64_t n = 0;
+
+    while ((v = mem_find(v, (apr_size_t)(end - v), key)) != NULL) {
+        const char *s;
+
+        v = llmgw_json_skip_ws(v + strlen(key), end);
+        if (v >= end || *v != ':') {
+            continue;
+        }
+        v = llmgw_json_skip_ws(v + 1, end);
+        if (v >= end || *v != '"') {
+            continue;
+        }
+        for (s = ++v; s < end && *s != '"'; s++) {
+            if (*s == '\\' && s + 1 < end) {
+                s++;
+            }
+        }
+        n += s - v;
+        v = s;
+    }
+    return n;
+}
+
+/* What a chunk generated, in bytes: content (chat), text (completions),
+ * reasoning and tool call arguments. */
+static apr_int64_t generated_bytes(const char *d, apr_size_t len)
+{
+    return text_of(d, len, "\"content\"") + text_of(d, len, "\"text\"")
+           + text_of(d, len, "\"reasoning_content\"")
+           + text_of(d, len, "\"arguments\"");
+}
+
 /* True when a chunk carries generated output rather than just a role:
  * non-empty content or text, a tool call, or reasoning. */
 static int has_output(const char *d, apr_size_t len)
@@ -113,6 +152,44 @@ static int has_output(const char *d, apr_size_t len)
     return has_text(d, len, "\"content\"") || has_text(d, len, "\"text\"")
            || mem_find(d, len, "\"tool_calls\"") != NULL
            || mem_find(d, len, "\"reasoning") != NULL;
+}
+
+/* Notes the choices of an event with a finish_reason string (once per
+ * choice in a stream: the parse is rare) that are not "error". */
+static void note_finish(llmgw_sse_t *s, const char *d, apr_size_t dlen)
+{
+    apr_size_t used, i, n;
+    llmgw_json_t *j = llmgw_json_parse_prefix(s->lp, d, dlen, &used);
+    llmgw_json_t *choices = j ? llmgw_json_getj(j, "choices", NULL) : NULL;
+
+    n = choices && llmgw_json_type(choices, NULL) == LLMGW_JSON_ARRAY
+            ? llmgw_json_array_len(choices)
+            : 0;
+    for (i = 0; i < n; i++) {
+        llmgw_json_t *ch = llmgw_json_array_get(choices, i);
+        apr_int64_t idx = llmgw_json_getl(ch, (apr_int64_t)i, "index", NULL);
+        const char *fr = llmgw_json_gets(ch, "finish_reason", NULL);
+
+        if (fr && strcmp(fr, "error") != 0 && idx >= 0 && idx < 64) {
+            s->finished |= APR_UINT64_C(1) << idx;
+        }
+    }
+    apr_pool_clear(s->lp);
+}
+
+int llmgw_sse_finished(const llmgw_sse_t *s, int need_usage)
+{
+    int i;
+
+    if (s->choices < 1 || s->choices > 64 || (need_usage && !s->usage.found)) {
+        return 0;
+    }
+    for (i = 0; i < s->choices; i++) {
+        if (!(s->finished & (APR_UINT64_C(1) << i))) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 /* Removes a ',"usage":null' member from d[0..len) (the one we made the
@@ -150,7 +227,7 @@ static apr_size_t drop_null_usage(char *d, apr_size_t len)
 /* Looks at one complete event; returns its new length (0: drop it). */
 static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
 {
-    apr_size_t dlen = 0, used;
+    apr_size_t dlen = 0, used, gone;
     char *d = (char *)event_data(ev, len, &dlen);
     llmgw_json_t *j;
 
@@ -171,22 +248,18 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
     if (!s->id) {
         j = llmgw_json_parse_prefix(s->lp, d, dlen, &used);
         if (j) {
-            const char *v;
+            const char *v = llmgw_json_gets(j, "id", NULL);
 
-            s->id = (v = llmgw_json_gets(j, "id", NULL)) ? apr_pstrdup(s->p, v)
-                                                         : "";
-            s->object = (v = llmgw_json_gets(j, "object", NULL))
-                            ? apr_pstrdup(s->p, v)
-                            : NULL;
-            s->model = (v = llmgw_json_gets(j, "model", NULL))
-                           ? apr_pstrdup(s->p, v)
-                           : NULL;
-            s->created = llmgw_json_getl(j, 0, "created", NULL);
+            s->id = v ? apr_pstrdup(s->p, v) : "";
         }
         apr_pool_clear(s->lp);
     }
     if (has_output(d, dlen)) {
         s->content_events++;
+        s->text_bytes += generated_bytes(d, dlen);
+    }
+    if (has_text(d, dlen, "\"finish_reason\"")) {
+        note_finish(s, d, dlen);
     }
     if (llmgw_usage_find(d, dlen, &s->usage) && s->strip_usage) {
         /* Only the usage-only chunk we injected is ours to remove. A
@@ -203,15 +276,14 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
             return 0;
         }
     }
-    if (s->strip_usage) {
-        /* The data line shrinks in place; the rest of the event follows. */
-        apr_size_t gone = drop_null_usage(d, dlen);
-
-        if (gone) {
-            memmove(d + dlen - gone, d + dlen,
-                    (apr_size_t)(ev + len - (d + dlen)));
-            len -= gone;
-        }
+    /* "usage":null (OpenAI's and vLLM's in every chunk but the last when
+     * usage is asked for, and in all when we asked) is not valid in
+     * OpenAI's own schema, whose usage is an object when present: it goes.
+     * The data line shrinks in place; the rest of the event follows. */
+    if ((gone = drop_null_usage(d, dlen)) != 0) {
+        memmove(d + dlen - gone, d + dlen,
+                (apr_size_t)(ev + len - (d + dlen)));
+        len -= gone;
     }
     return len;
 }
@@ -283,36 +355,14 @@ apr_size_t llmgw_sse_pending(const llmgw_sse_t *s)
     return s->buf.len - s->ready;
 }
 
-const char *llmgw_sse_error_events(apr_pool_t *p, const char *id,
-                                   const char *object, apr_int64_t created,
-                                   const char *model, int chat,
-                                   const llmgw_error_t *err, apr_size_t *len)
+const char *llmgw_sse_error_events(apr_pool_t *p, const llmgw_error_t *err,
+                                   apr_size_t *len)
 {
-    const char *tail = apr_psprintf(
-        p,
-        "data: {\"id\":%s,\"object\":%s,\"created\":%" APR_INT64_T_FMT
-        ",\"model\":%s,\"choices\":[{\"index\":0,%s,"
-        "\"finish_reason\":\"error\"}]}\n\n"
-        "data: %s\n\n"
-        "data: [DONE]\n\n",
-        llmgw_json_quote(p, id ? id : ""),
-        llmgw_json_quote(p, object ? object
-                            : chat ? "chat.completion.chunk"
-                                   : "text_completion"),
-        created, llmgw_json_quote(p, model ? model : ""),
-        chat ? "\"delta\":{}" : "\"text\":\"\"", llmgw_error_json(p, err));
+    const char *tail = apr_pstrcat(p, "data: ", llmgw_error_json(p, err),
+                                   "\n\n"
+                                   "data: [DONE]\n\n",
+                                   NULL);
 
     *len = strlen(tail);
     return tail;
-}
-
-const char *llmgw_sse_error_tail(const llmgw_sse_t *s, apr_pool_t *p,
-                                 llmgw_endpoint_t ep, const llmgw_error_t *err,
-                                 apr_size_t *len)
-{
-    int chat = s->object ? strcmp(s->object, "text_completion") != 0
-                         : ep != LLMGW_EP_COMPLETIONS;
-
-    return llmgw_sse_error_events(p, s->id, s->object, s->created, s->model,
-                                  chat, err, len);
 }

@@ -16,23 +16,26 @@
 
 typedef struct llmgw_sse {
     apr_pool_t *p;
-    apr_pool_t *lp;     /* one event's parse, cleared after it */
-    llmgw_buf_t buf;    /* events not yet handed out */
-    apr_size_t ready;   /* front bytes handed out by the last feed */
-    apr_size_t scanned; /* bytes after 'ready' already searched */
-    int strip_usage;    /* drop the usage-only chunk we asked for */
-    int done;           /* "data: [DONE]" seen */
-    int failed;         /* an event outgrew LLMGW_STREAM_MAX_EVENT (or
+    apr_pool_t *lp;         /* one event's parse, cleared after it */
+    llmgw_buf_t buf;        /* events not yet handed out */
+    apr_size_t ready;       /* front bytes handed out by the last feed */
+    apr_size_t scanned;     /* bytes after 'ready' already searched */
+    int strip_usage;        /* drop the usage-only chunk we asked for */
+    int done;               /* "data: [DONE]" seen */
+    int failed;             /* an event outgrew LLMGW_STREAM_MAX_EVENT (or
                              * memory ran out): the stream must end with
                              * its error tail; the buffer is freed and
                              * further input ignored */
-    int content_events; /* events that carried generated output */
+    int content_events;     /* events that carried generated output */
+    apr_int64_t text_bytes; /* of the generated strings, as sent (escapes
+                             * included): what bounds the completion's
+                             * tokens when no usage comes */
+    int choices;            /* how many the request asked for (n; 1) */
+    apr_uint64_t finished;  /* bit i: choice i had a finish_reason other
+                            * than "error" */
     int events;
     llmgw_usage_t usage;
-    const char *id; /* of the first chunk, for a final error chunk */
-    const char *object;
-    const char *model;
-    apr_int64_t created;
+    const char *id; /* of the first chunk: which generation it is */
     /* Called with each event's JSON data, before it is changed (the
      * cache records streams through it); may be NULL. */
     void (*on_data)(void *baton, const char *data, apr_size_t len);
@@ -49,20 +52,21 @@ llmgw_sse_t *llmgw_sse_create(apr_pool_t *p, int strip_usage);
 apr_size_t llmgw_sse_feed(llmgw_sse_t *s, const char *in, apr_size_t len,
                           const char **out);
 
+/* Whether the stream is whole without its [DONE]: each of the
+ * s->choices choices (at most 64) reached a finish_reason other than
+ * "error", and, when need_usage, the usage came. Some servers never send
+ * [DONE]; what they sent is the whole answer. */
+int llmgw_sse_finished(const llmgw_sse_t *s, int need_usage);
+
 /* Bytes held back at the end of the stream (an event cut short). */
 apr_size_t llmgw_sse_pending(const llmgw_sse_t *s);
 
-/* What ends a stream that broke: a chunk with finish_reason "error" (in
- * the stream's id, object, created and model), an error event, and
- * [DONE], so clients see a failure, never a silent truncation. From p. */
-const char *llmgw_sse_error_events(apr_pool_t *p, const char *id,
-                                   const char *object, apr_int64_t created,
-                                   const char *model, int chat,
-                                   const llmgw_error_t *err, apr_size_t *len);
-
-/* The same for the stream the framer s has seen. */
-const char *llmgw_sse_error_tail(const llmgw_sse_t *s, apr_pool_t *p,
-                                 llmgw_endpoint_t ep, const llmgw_error_t *err,
-                                 apr_size_t *len);
+/* What ends a stream that broke: an error event {"error":{...}} and
+ * [DONE], so clients see a failure, never a silent truncation. No chunk
+ * with an "error" finish_reason: that value is not in OpenAI's schema,
+ * and clients with closed enums would fail on the very chunk that says
+ * what went wrong. From p. */
+const char *llmgw_sse_error_events(apr_pool_t *p, const llmgw_error_t *err,
+                                   apr_size_t *len);
 
 #endif

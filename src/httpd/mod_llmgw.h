@@ -158,10 +158,10 @@ typedef struct {
     int stream_ended;     /* the client's stream has its end */
     int settled;          /* stored and coalescing ended */
     int client_gone;      /* a leader's client left: finish anyway */
+    int client_closed;    /* the client left mid-answer (noted) */
     llmgw_coalesce_t *co; /* as leader, or as a stream follower */
     int following;
     llmgw_pbuf_t copy;      /* a plain answer being recorded */
-    int sniffed;            /* a plain body's first byte was seen */
     const char *bad_answer; /* why the backend's body is dropped and
                                   * the client gets a 502 instead */
 } llmgw_req_t;

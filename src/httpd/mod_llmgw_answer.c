@@ -142,7 +142,10 @@ static const char *first_id(request_rec *r, const char *sse, apr_size_t len)
 
 /* The rest of a stream whose follower found a piece gone from the store:
  * from the answer the leader stored, which holds every chunk, from the
- * first this client has not had (its usage chunk if asked, and [DONE]).
+ * first this client has not had (its usage chunk if asked and not sent
+ * yet: the usage chunk is no chunk of the record, so a follower that read
+ * it as a piece and then found the end mark missing has had it), and
+ * [DONE].
  * Into *out; 0 when the answer is not there, or not that generation's. */
 static int rest_from_answer(request_rec *r, llmgw_req_t *ctx,
                             const llmgw_sse_t *sse, const char **out,
@@ -156,8 +159,9 @@ static int rest_from_answer(request_rec *r, llmgw_req_t *ctx,
     if (llmgw_coalesce_rest(ctx->co, &val, &len, &kept) != APR_SUCCESS
         || !(rec = llmgw_record_parse(r->pool, val, len, 1))
         || llmgw_record_nchunks(rec) < kept
-        || !(text = llmgw_record_render_sse(rec, r->pool, ctx->req.wants_usage,
-                                            &len))) {
+        || !(text = llmgw_record_render_sse(
+                 rec, r->pool, ctx->req.wants_usage && !sse->usage.found,
+                 &len))) {
         return 0;
     }
     /* Its chunks have the ids of the stream they were recorded from. */
@@ -274,7 +278,7 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
         LLMGW_LOGNO(
             0305) "coalescing: a follower's stream ends with an error: %s",
         msg);
-    out = llmgw_front_stream_error(ctx->front, sse, &err, &n);
+    out = llmgw_front_stream_error(ctx->front, &err, &n);
     ap_rwrite(out, (int)n, r);
     return OK;
 }

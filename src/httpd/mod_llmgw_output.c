@@ -15,6 +15,7 @@
 #include <http_request.h>
 #include <util_filter.h>
 
+#include "llmgw_estimate.h"
 #include "mod_llmgw.h"
 #include "mod_llmgw_output.h"
 
@@ -45,6 +46,59 @@ static void on_chunk(void *baton, const char *data, apr_size_t len)
     }
 }
 
+/* What a stream whose client left had generated: the usage chunk's counts
+ * if it came, else the estimate's bound on the prompt and the bytes of the
+ * text generated so far (llmgw_estimate_completion). */
+static void note_left_usage(request_rec *r, llmgw_req_t *ctx)
+{
+    llmgw_estimate_conf_t conf;
+    llmgw_estimate_t e;
+    llmgw_error_t err;
+    llmgw_usage_t u = { 0 };
+
+    if (!ctx->sse || ctx->sse->usage.found) {
+        if (ctx->sse) {
+            llmgw_note_usage(r, &ctx->sse->usage);
+        }
+        return;
+    }
+    llmgw_estimate_defaults(&conf);
+    if (llmgw_estimate(&ctx->req, &conf, 0, &e, &err)) {
+        return;
+    }
+    u.prompt = e.prompt;
+    u.completion = llmgw_estimate_completion(ctx->sse->text_bytes, e.max_out);
+    u.total = llmgw_tokens_add(u.prompt, u.completion);
+    u.found = 1;
+    llmgw_note_usage(r, &u);
+}
+
+/* The client hung up before its answer was whole: its doing, not the
+ * backend's (the breaker and the logs must not count it as a backend
+ * failure). Noted once, at info. */
+static void client_left(request_rec *r, llmgw_req_t *ctx)
+{
+    llmgw_error_t err;
+
+    if (ctx->client_closed || ctx->finished) {
+        return;
+    }
+    ctx->client_closed = 1;
+    llmgw_error_set(&err, 499, "client_error", NULL, "client_closed",
+                    "The client closed the connection.");
+    llmgw_note_error(r, &err);
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  LLMGW_LOGNO(0102) "client left the answer for model %s via "
+                                    "%s after %d events; %s",
+                  ctx->req.model, ctx->route->balancer,
+                  ctx->sse ? ctx->sse->events : 0,
+                  ctx->co ? "the generation goes on for its followers"
+                          : "the backend request is cancelled");
+    if (!ctx->co) {
+        note_left_usage(r, ctx);
+    }
+}
+
 static apr_status_t mark_aborted(void *data)
 {
     ((conn_rec *)data)->aborted = 1;
@@ -66,6 +120,11 @@ static apr_status_t pass_on(ap_filter_t *f, llmgw_req_t *ctx,
 
     if (!ctx->client_gone) {
         rv = ap_pass_brigade(f->next, bb);
+        if (rv != APR_SUCCESS || c->aborted) {
+            /* Without followers, the error goes back to mod_proxy_http,
+             * which stops reading and closes the backend connection. */
+            client_left(f->r, ctx);
+        }
         if ((rv != APR_SUCCESS || c->aborted) && ctx->co && !ctx->finished) {
             ctx->client_gone = 1;
             c->aborted = 0;
@@ -173,6 +232,19 @@ static int is_type(request_rec *r, const char *type)
            && strncasecmp(r->content_type, type, strlen(type)) == 0;
 }
 
+/* A 200 answer of the OpenAI API is a JSON object, whole: the backend's
+ * body is held (up to LLMGW_MAX_WHOLE) and read before anything of it goes
+ * to the client, so that a body that is not one (an HTML page, text, JSON
+ * cut short or followed by junk) is a 502, never a 200. A compressed body
+ * is not ours to judge, and passes as it comes. */
+static int held_to_check(request_rec *r)
+{
+    const char *ce = apr_table_get(r->headers_out, "Content-Encoding");
+
+    return r->status == HTTP_OK && !r->header_only
+           && (!ce || strcasecmp(ce, "identity") == 0);
+}
+
 static void decide_mode(request_rec *r, llmgw_req_t *ctx)
 {
     int translate = ctx->backend_ollama || !llmgw_front_is_openai(ctx->front);
@@ -186,10 +258,14 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
         ctx->out = translate ? OUT_WHOLE : OUT_PASS;
         return;
     }
+    /* A good answer to a stream request is a stream whatever the backend
+     * calls it (or does not): framed, it always ends well. */
     if (is_type(r, "text/event-stream")
-        || (ctx->backend_ollama && is_type(r, "application/x-ndjson"))) {
+        || (ctx->backend_ollama && is_type(r, "application/x-ndjson"))
+        || (ctx->req.stream && r->status == HTTP_OK)) {
         ctx->out = OUT_SSE;
         ctx->sse = llmgw_sse_create(r->pool, ctx->strip_usage);
+        ctx->sse->choices = (int)llmgw_json_getl(ctx->req.body, 1, "n", NULL);
         if (ctx->rec || ctx->co) {
             ctx->sse->on_data = on_chunk;
             ctx->sse->baton = ctx;
@@ -210,7 +286,7 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
         apr_table_setn(r->subprocess_env, "no-gzip", "1");
         return;
     }
-    ctx->out = translate ? OUT_WHOLE : OUT_JSON;
+    ctx->out = translate || held_to_check(r) ? OUT_WHOLE : OUT_JSON;
 }
 
 /* What ends a native stream: nothing when the backend ended it (its done
@@ -227,6 +303,9 @@ static const char *native_tail(request_rec *r, llmgw_req_t *ctx,
                        "\n", NULL);
 }
 
+static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
+                         apr_size_t n, int end, apr_bucket_brigade *out);
+
 /* Ends a stream: a clean end passes on what is left; a broken one gets
  * an error tail in the client's shape instead of the cut-off event. */
 static void finish_sse(request_rec *r, llmgw_req_t *ctx,
@@ -236,12 +315,20 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
     const char *tail;
     apr_size_t n;
 
-    /* Once: a broken backend sends an error bucket, then EOS. */
-    if (ctx->stream_ended) {
+    /* Once: a broken backend sends an error bucket, then EOS. A client
+     * that left (but a leader's) gets nothing more: what it cost was
+     * noted when it left, and the backend did not fail. */
+    if (ctx->stream_ended || (ctx->client_closed && !ctx->co)) {
         return;
     }
     ctx->stream_ended = 1;
     llmgw_note_usage(r, &ctx->sse->usage);
+    if (!why && !ctx->sse->done && !ctx->from_ollama
+        && !llmgw_sse_pending(ctx->sse)
+        && llmgw_sse_finished(ctx->sse, ctx->req.wants_usage)) {
+        /* Whole but for its [DONE], which some servers never send. */
+        stream_bytes(r, ctx, "data: [DONE]\n\n", 14, 0, out);
+    }
     if (ctx->sse->done && !why) {
         /* An Ollama error line was already turned into an error end. */
         ctx->complete = !(ctx->from_ollama && ctx->from_ollama->failed);
@@ -282,7 +369,7 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
         n = strlen(tail);
     }
     else {
-        tail = llmgw_front_stream_error(ctx->front, ctx->sse, &err, &n);
+        tail = llmgw_front_stream_error(ctx->front, &err, &n);
     }
     if (n) {
         APR_BRIGADE_INSERT_TAIL(
@@ -473,6 +560,36 @@ static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
     return APR_SUCCESS;
 }
 
+/* The view of a plain OpenAI answer, or NULL when it is not a JSON
+ * object read whole (strictly, as a request is): then the 502 is in *err,
+ * noted and logged. */
+static const llmgw_json_t *read_answer(request_rec *r, llmgw_req_t *ctx,
+                                       const char *body, apr_size_t len,
+                                       llmgw_error_t *err)
+{
+    llmgw_json_err_t jerr;
+    const char *msg = "it is not an object";
+    llmgw_json_t *j = llmgw_json_read(r->pool, body, len, &jerr, &msg);
+
+    if (j && llmgw_json_type(j, NULL) == LLMGW_JSON_OBJECT) {
+        return j;
+    }
+    ctx->rec = NULL;
+    llmgw_json_trim(body, &len);
+    llmgw_error_set(
+        err, HTTP_BAD_GATEWAY, "server_error", NULL, "upstream_error",
+        len ? apr_psprintf(r->pool,
+                           "The backend answered with a body that is "
+                           "not a JSON object: %s.",
+                           msg)
+            : "The backend answered with an empty body.");
+    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                  LLMGW_LOGNO(0111) "answer for model %s via %s dropped: %s",
+                  ctx->req.model, ctx->route->balancer, err->message);
+    llmgw_note_error(r, err);
+    return NULL;
+}
+
 /* A body to translate: held whole, then turned into OpenAI (from an
  * Ollama backend), watched as any answer, and put in the client's shape.
  * A body that cannot be an answer (bad_answer: cut off by the backend,
@@ -490,6 +607,7 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
     apr_status_t rv;
     llmgw_usage_t u = { 0 };
     llmgw_error_t err;
+    const llmgw_json_t *view = NULL;
     int status = r->status;
 
     for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = next) {
@@ -551,6 +669,13 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
     }
     out = body;
     olen = len;
+    if (!ctx->backend_ollama && !ctx->bad_answer && status == HTTP_OK
+        && llmgw_front_is_openai(ctx->front)
+        && !(view = read_answer(r, ctx, body, len, &err))) {
+        status = err.status;
+        out = body = (char *)llmgw_error_json(r->pool, &err);
+        olen = strlen(out);
+    }
     if (ctx->backend_ollama && !ctx->bad_answer) {
         if (llmgw_ollama_response(r->pool, &ctx->req, status, body, len,
                                   answer_id(r), ctx->upstream_model,
@@ -566,7 +691,7 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
         llmgw_usage_find(out, olen, &u);
         llmgw_note_usage(r, &u);
         if (ctx->rec) {
-            llmgw_record_set_response(ctx->rec, out, olen);
+            llmgw_record_set_read_response(ctx->rec, out, olen, view);
         }
         ctx->complete = 1;
     }
@@ -589,53 +714,6 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
         bb, apr_bucket_pool_create(out, olen, r->pool, f->c->bucket_alloc));
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(f->c->bucket_alloc));
     return pass_on(f, ctx, bb);
-}
-
-/* A 200 answer of the OpenAI API is a JSON object: a body that starts
- * otherwise (an HTML page, text, nothing) is the backend's failure, not a
- * success to pass on. Decided on the first byte that is not white space,
- * before anything went to the client; a first read of white space only
- * passes (the answer is still never cached unless it reads as JSON). */
-static void sniff_json(request_rec *r, llmgw_req_t *ctx,
-                       apr_bucket_brigade *bb)
-{
-    const char *ce = apr_table_get(r->headers_out, "Content-Encoding");
-    apr_bucket *e;
-
-    if (ce && strcasecmp(ce, "identity") != 0) {
-        ctx->sniffed = 1; /* compressed: not ours to judge */
-        return;
-    }
-    for (e = APR_BRIGADE_FIRST(bb);
-         e != APR_BRIGADE_SENTINEL(bb) && !ctx->sniffed;
-         e = APR_BUCKET_NEXT(e)) {
-        const char *data, *s;
-        apr_size_t n;
-
-        if (APR_BUCKET_IS_EOS(e) || AP_BUCKET_IS_ERROR(e)) {
-            ctx->sniffed = 1;
-            if (APR_BUCKET_IS_EOS(e) && !ctx->copy.len && !ctx->tail_len) {
-                ctx->bad_answer = "The backend answered with an empty "
-                                  "body.";
-            }
-        }
-        else if (!APR_BUCKET_IS_METADATA(e)
-                 && apr_bucket_read(e, &data, &n, APR_BLOCK_READ)
-                        == APR_SUCCESS
-                 && n) {
-            s = llmgw_json_skip_ws(data, data + n);
-            ctx->sniffed =
-                s < data + n || APR_BUCKET_NEXT(e) == APR_BRIGADE_SENTINEL(bb);
-            if (s < data + n && *s != '{') {
-                ctx->bad_answer = "The backend answered with a body that "
-                                  "is not JSON.";
-            }
-        }
-    }
-    if (ctx->bad_answer) {
-        ctx->rec = NULL;
-        ctx->out = OUT_WHOLE; /* dropped there, and answered */
-    }
 }
 
 /* mod_proxy_http gives up on a backend that failed before answering by
@@ -694,13 +772,6 @@ static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         ap_remove_output_filter(f);
         return ap_pass_brigade(f->next, bb);
     case OUT_JSON:
-        if (!ctx->sniffed && r->status == HTTP_OK && !r->header_only) {
-            sniff_json(r, ctx, bb);
-            if (ctx->out == OUT_WHOLE) {
-                rv = watch_whole(f, ctx, bb);
-                break;
-            }
-        }
         if ((rv = watch_json(r, ctx, bb)) != APR_SUCCESS) {
             return rv;
         }

@@ -398,6 +398,9 @@ static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path,
      * from the filter rather than spooled. */
     apr_table_setn(r->headers_in, "Content-Length",
                    apr_off_t_toa(r->pool, (apr_off_t)ctx->body_len));
+    /* What goes upstream is JSON whatever the client labelled it (a curl
+     * -d without -H says form data, which FastAPI servers do not read). */
+    apr_table_setn(r->headers_in, "Content-Type", "application/json");
     apr_table_unset(r->headers_in, "Transfer-Encoding");
     apr_table_unset(r->headers_in, "Expect");
     /* The gateway reads every answer (usage, the cache, errors): the

@@ -325,6 +325,34 @@ for (const { model, dialect, upstream } of MODELS) {
       assert.ok(text.length > 0, "no content before the cut");
     });
 
+    test("backend ends the stream after its finish without [DONE]: all of it, no error", async () => {
+      const req = { ...base, messages: userMessages("never says done") };
+      const plain = await client.chat.completions.create(req);
+      const stream = await client.chat.completions.create(
+        { ...req, stream: true, stream_options: { include_usage: true } },
+        { headers: { "X-Mock-Fault": "nodone" } },
+      );
+      let text = "", usage = null, finish = null;
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta?.content ?? "";
+        finish = chunk.choices[0]?.finish_reason ?? finish;
+        usage = chunk.usage ?? usage;
+      }
+      assert.equal(text, plain.choices[0].message.content);
+      assert.equal(finish, plain.choices[0].finish_reason);
+      assert.equal(usage?.completion_tokens, plain.usage.completion_tokens);
+    });
+
+    test("backend 200 with JSON cut short: InternalServerError 502, not a SyntaxError", async () => {
+      const e = await rejection(client.chat.completions.create(
+        { ...base, messages: userMessages("half an answer") },
+        { headers: { "X-Mock-Fault": "badjson" } },
+      ));
+      assert.ok(e instanceof InternalServerError, `expected InternalServerError, got ${e?.constructor?.name}: ${e}`);
+      assert.equal(e.status, 502);
+      assert.equal(e.code, "upstream_error");
+    });
+
     test("backend 500: InternalServerError with the backend's message", async () => {
       const e = await rejection(client.chat.completions.create(
         { ...base, messages: userMessages("fail me") },

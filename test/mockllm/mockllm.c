@@ -594,6 +594,11 @@ enum MHD_Result mock_reply_body(struct MHD_Connection *conn, const char *ctype,
     if (k != NULL && k->fault == MOCK_FAULT_CUT) {
         return mock_cut_reply(conn, ctype, body, len);
     }
+    if (k != NULL && k->fault == MOCK_FAULT_BADJSON) {
+        /* A server that broke while writing its JSON but ended the HTTP
+         * body cleanly: the first half, as a whole 200. */
+        return mock_reply(conn, MHD_HTTP_OK, ctype, body, len / 2, NULL);
+    }
     return mock_reply(conn, MHD_HTTP_OK, ctype, body, len, NULL);
 }
 
@@ -879,9 +884,10 @@ static int parse_fault(const char *s, mock_fault_t *out)
         const char *name;
         mock_fault_t fault;
     } faults[] = {
-        { "none", MOCK_FAULT_NONE }, { "500", MOCK_FAULT_500 },
-        { "429", MOCK_FAULT_429 },   { "hang", MOCK_FAULT_HANG },
-        { "cut", MOCK_FAULT_CUT },   { "reset", MOCK_FAULT_RESET },
+        { "none", MOCK_FAULT_NONE },     { "500", MOCK_FAULT_500 },
+        { "429", MOCK_FAULT_429 },       { "hang", MOCK_FAULT_HANG },
+        { "cut", MOCK_FAULT_CUT },       { "reset", MOCK_FAULT_RESET },
+        { "nodone", MOCK_FAULT_NODONE }, { "badjson", MOCK_FAULT_BADJSON },
     };
     size_t i;
 
@@ -938,6 +944,41 @@ static enum MHD_Result reply_err(struct MHD_Connection *conn, const req_t *rq,
     return mock_reply_error(conn, status, message, type, NULL, code, allow);
 }
 
+/* Whether a body with this Content-Type is read as JSON, as FastAPI
+ * (vLLM, most Python servers) decides: no Content-Type, or a media type
+ * application/json or application/...+json. */
+static int json_content_type(const char *ct)
+{
+    size_t n;
+
+    if (ct == NULL) {
+        return 1;
+    }
+    while (*ct == ' ' || *ct == '\t') {
+        ct++;
+    }
+    n = strcspn(ct, "; \t");
+    if (n < 12 || strncasecmp(ct, "application/", 12) != 0) {
+        return 0;
+    }
+    return (n == 16 && strncasecmp(ct + 12, "json", 4) == 0)
+           || (n > 17 && strncasecmp(ct + n - 5, "+json", 5) == 0);
+}
+
+/* FastAPI-based servers (the openai and vllm flavors) do not read a body
+ * sent as another type (a curl -d without -H is form data): the request
+ * fails validation. llama.cpp's server and Ollama read the body as JSON
+ * whatever its type, and so do those flavors and /api/ here. */
+static int refuses_body_type(struct MHD_Connection *conn, const req_t *rq)
+{
+    if (rq->route == R_OLLAMA || rq->route == R_LLAMA_COMPLETION
+        || mock_cfg.flavor == MOCK_FLAVOR_LLAMACPP || !(rq->flags & RF_GEN)) {
+        return 0;
+    }
+    return !json_content_type(MHD_lookup_connection_value(
+        conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE));
+}
+
 /* Everything the X-Mock-* headers and faults apply to: the generation
  * endpoints of every dialect, and all of /api/. */
 static enum MHD_Result handle_faultable(struct MHD_Connection *conn,
@@ -958,6 +999,13 @@ static enum MHD_Result handle_faultable(struct MHD_Connection *conn,
     }
     if (rq->flags & RF_GEN) {
         record_last(conn, url, body, rq->len);
+    }
+    if (refuses_body_type(conn, rq)) {
+        return reply_err(conn, rq, MHD_HTTP_BAD_REQUEST,
+                         "Input should be a valid dictionary or object to "
+                         "extract fields from: the body's Content-Type is "
+                         "not application/json.",
+                         "invalid_request_error", NULL, NULL);
     }
     bad = get_knobs(conn, &k);
     if (bad != NULL) {
@@ -1957,7 +2005,7 @@ static void usage(FILE *out)
         "usage: mockllm --port PORT [--host 127.0.0.1] [--name NAME]\n"
         "               [--models m1,m2,...] [--tps N] [--ttft-ms N]\n"
         "               [--tokens N] [--embed-dim N]\n"
-        "               [--fault none|500|429|hang|cut|reset]\n"
+        "               [--fault none|500|429|hang|cut|reset|nodone|badjson]\n"
         "               [--flavor openai|llamacpp|vllm] [--slots N]\n"
         "               [--load-ms N] [--max-loaded K] [--preload m1,m2]\n"
         "               [--threads N] [--quiet]\n"

@@ -30,6 +30,7 @@ typedef struct {
 typedef struct {
     int chat;
     int include_usage;
+    int no_done; /* the nodone fault: no [DONE] at the end */
     int limited;
     int json_mode;
     long n;
@@ -164,6 +165,11 @@ static enum MHD_Result complete(struct MHD_Connection *conn, const gen_t *g,
                 json_object_new_string_len(text.data ? text.data : "",
                                            (int)text.len));
         }
+        if (mock_cfg.flavor != MOCK_FLAVOR_LLAMACPP) {
+            /* OpenAI and vLLM always send it (null: no refusal);
+             * llama.cpp's server does not. */
+            json_object_object_add(msg, "refusal", NULL);
+        }
         json_object_object_add(choice, "message", msg);
     }
     else {
@@ -294,7 +300,12 @@ static int sse_tail(mock_stream_t *st, int i)
                         s->prefix, s->prompt_tokens, s->n,
                         s->prompt_tokens + s->n, tim);
         return 1;
-    case 2: mock_buf_puts(&st->ev, "data: [DONE]\n\n"); return 1;
+    case 2:
+        if (s->no_done) {
+            return 0; /* some servers never send it */
+        }
+        mock_buf_puts(&st->ev, "data: [DONE]\n\n");
+        return 1;
     default: return 0;
     }
 }
@@ -364,6 +375,7 @@ static enum MHD_Result start_stream(struct MHD_Connection *conn,
     }
     s->chat = g->chat;
     s->include_usage = include_usage;
+    s->no_done = k->fault == MOCK_FAULT_NODONE;
     s->limited = g->limited;
     s->json_mode = g->json_mode;
     s->n = g->n;

@@ -148,7 +148,7 @@ START_TEST(record_from_stream_roundtrip)
 {
     llmgw_record_t *rec =
         llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
-    llmgw_record_t *back;
+    llmgw_record_t *back, *refused, *back2;
     llmgw_usage_t u;
     const char *text, *json, *sse;
     apr_size_t len;
@@ -180,6 +180,21 @@ START_TEST(record_from_stream_roundtrip)
     ck_assert_has(json, "\"object\":\"chat.completion\"",
                   "\"content\":\"Hello\"", "\"arguments\":\"{\\\"a\\\":1}\"",
                   "\"finish_reason\":\"tool_calls\"", "\"total_tokens\":7");
+    /* refusal: required by OpenAI's schema, null when none came. */
+    ck_assert_has(json, "\"refusal\":null");
+
+    /* A refusal streamed in pieces is the message's refusal. */
+    refused = llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
+    chunk(refused, "{\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":"
+                   "{\"role\":\"assistant\",\"refusal\":\"I can\"}}]}");
+    chunk(refused, "{\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":"
+                   "{\"refusal\":\"not.\"},\"finish_reason\":\"stop\"}]}");
+    text = llmgw_record_serialize(refused, &len);
+    ck_assert_ptr_nonnull(text);
+    back2 = llmgw_record_parse(test_pool, text, len, 0);
+    ck_assert_ptr_nonnull(back2);
+    ck_assert_has(llmgw_record_render_json(back2, &len),
+                  "\"content\":\"\",\"refusal\":\"I cannot.\"");
 
     /* The replay is the original chunks, usage only on request. */
     sse = llmgw_record_render_sse(back, test_pool, 0, &len);
@@ -584,7 +599,7 @@ START_TEST(record_keeps_only_whole_answers)
         ck_assert_ptr_null(llmgw_record_serialize(rec, &len));
     }
     llmgw_error_set(&err, 502, "server_error", NULL, "upstream_error", "x");
-    text = llmgw_sse_error_events(test_pool, "c", NULL, 1, "m", 1, &err, &n);
+    text = llmgw_sse_error_events(test_pool, &err, &n);
     for (i = 0; i < 2; i++) {
         llmgw_record_t *rec =
             llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);

@@ -104,7 +104,8 @@ static const char a_emb_out[] =
 static const char r_chat_out[] =
     "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion\","
     "\"created\":1700000000,\"model\":\"gpt\",\"choices\":[{\"index\":0,"
-    "\"message\":{\"role\":\"assistant\",\"content\":\"Hello!\"},"
+    "\"message\":{\"role\":\"assistant\",\"content\":\"Hello!\","
+    "\"refusal\":null},"
     "\"logprobs\":null,\"finish_reason\":\"stop\"}],"
     "\"usage\":{\"prompt_tokens\":26,\"completion_tokens\":3,"
     "\"total_tokens\":29}}";
@@ -112,7 +113,8 @@ static const char r_tools_out[] =
     "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion\","
     "\"created\":1700000000,\"model\":\"gpt\",\"choices\":[{\"index\":0,"
     "\"message\":{\"role\":\"assistant\",\"content\":null,"
-    "\"reasoning_content\":\"hmm\",\"tool_calls\":[{\"id\":\"call_0\","
+    "\"refusal\":null,\"reasoning_content\":\"hmm\",\"tool_calls\":[{\"id\":"
+    "\"call_0\","
     "\"type\":\"function\",\"function\":{\"name\":\"a\","
     "\"arguments\":\"{\\\"q\\\":\\\"x\\\"}\"}},{\"id\":\"own\","
     "\"type\":\"function\",\"function\":{\"name\":\"b\","
@@ -269,9 +271,6 @@ static const char ol_error_out[] = SSE_ROLE_CHUNK
     "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
     "\"delta\":{\"content\":\"a\"},\"logprobs\":null,"
     "\"finish_reason\":null}]}\n\n"
-    "data: {\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion.chunk\","
-    "\"created\":1700000000,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,"
-    "\"delta\":{},\"finish_reason\":\"error\"}]}\n\n"
     "data: {\"error\":{\"message\":\"CUDA out of memory\","
     "\"type\":\"server_error\",\"param\":null,"
     "\"code\":\"upstream_error\"}}\n\n"
@@ -1086,7 +1085,8 @@ START_TEST(chat_answer)
                 "{\"message\":{\"role\":\"assistant\","
                 "\"content\":\"\"},\"done\":true,\"done_reason\":\"load\"}",
                 0);
-    ck_assert_has(g.out, "\"content\":\"\"}", "\"finish_reason\":\"stop\"");
+    ck_assert_has(g.out, "\"content\":\"\",\"refusal\":null}",
+                  "\"finish_reason\":\"stop\"");
     /* A generate answer to a chat request is no chat answer. */
     from_ollama(&g, LLMGW_EP_CHAT, chat_req, 200,
                 "{\"response\":\"x\",\"done\":true}", 502);
@@ -1252,7 +1252,6 @@ START_TEST(sse_broken_stream_gets_the_error_tail)
 {
     result_t r;
     const char *out, *ref_tail;
-    llmgw_sse_t *ref = llmgw_sse_create(test_pool, 0);
     llmgw_error_t err;
     apr_size_t n;
     static const char cut[] = "{\"message\":{\"content\":\"Hi\"},"
@@ -1263,19 +1262,16 @@ START_TEST(sse_broken_stream_gets_the_error_tail)
     ck_assert_ptr_null(strstr(out, "cont\""));
     ck_assert_ptr_nonnull(strstr(out, "\"delta\":{\"content\":\"Hi\"}"));
     ended(&r, 0, 0);
-    /* The same bytes as llmgw_sse_error_tail for the same stream. */
-    ref->id = "chatcmpl-abc";
-    ref->object = "chat.completion.chunk";
-    ref->model = "gpt-x";
-    ref->created = 1700000000;
+    /* The same bytes as the OpenAI framer's error end. */
     llmgw_error_set(&err, 502, "server_error", NULL, "upstream_stream_error",
                     "broke");
-    ref_tail = llmgw_sse_error_tail(ref, test_pool, LLMGW_EP_CHAT, &err, &n);
+    ref_tail = llmgw_sse_error_events(test_pool, &err, &n);
     ck_assert_str_eq(r.tail, ref_tail);
     /* At the end the cut line is read: not JSON, so the stream fails. */
     out = run_sse(LLMGW_EP_CHAT, 0, cut, 0, 3, 1, &r);
     ck_assert_int_eq(r.failed, 1);
-    ck_assert_has(out, "\"finish_reason\":\"error\"", "not a JSON object");
+    ck_assert_has(out, "not a JSON object", "data: [DONE]\n\n");
+    ck_assert_ptr_null(strstr(out, "\"finish_reason\":\"error\""));
     /* A whole last line without its newline still counts. */
     out = run_sse(LLMGW_EP_COMPLETIONS, 0,
                   "{\"response\":\"a\",\"done\":"
@@ -1284,9 +1280,9 @@ START_TEST(sse_broken_stream_gets_the_error_tail)
     ck_assert_int_eq(r.done, 1);
     ck_assert_ptr_nonnull(strstr(out, "data: [DONE]\n\n"));
     ck_assert_int_eq(r.usage.completion, 1);
-    /* Completions tails carry text, as llmgw_sse_error_tail's do. */
+    /* Completions end the same way. */
     run_sse(LLMGW_EP_COMPLETIONS, 0, "", 0, 1, 0, &r);
-    ck_assert_has(r.tail, "\"object\":\"text_completion\"", "\"text\":\"\"");
+    ck_assert_has(r.tail, "data: {\"error\":", "data: [DONE]\n\n");
 }
 END_TEST
 
@@ -1866,8 +1862,7 @@ START_TEST(stream_lines_are_capped)
                     "\n{\"message\":{\"content\":\"",
                     'a', LLMGW_STREAM_MAX_EVENT + PIECE);
     ck_assert_int_eq(a->failed, 1);
-    ck_assert_has(out, "{\"content\":\"Hi\"}", "\"finish_reason\":\"error\"",
-                  "cannot hold");
+    ck_assert_has(out, "{\"content\":\"Hi\"}", "cannot hold", "data: [DONE]");
     ck_assert_uint_eq(a->in.cap, 0);
     /* B.6: an SSE line, and an event of many data lines. */
     b = llmgw_ollama_ndjson_create(test_pool, LLMGW_OLLAMA_EP_CHAT, "m", 1);

@@ -43,6 +43,16 @@ static char *run(const char *in, apr_size_t step, int strip,
     return out;
 }
 
+static const char *without_null_usage(const char *in)
+{
+    char *out = apr_pstrdup(test_pool, in), *at;
+
+    while ((at = strstr(out, ",\"usage\":null")) != NULL) {
+        memmove(at, at + 13, strlen(at + 13) + 1);
+    }
+    return out;
+}
+
 START_TEST(frames_at_every_boundary)
 {
     apr_size_t step;
@@ -51,7 +61,9 @@ START_TEST(frames_at_every_boundary)
         llmgw_sse_t *s;
         char *out = run(stream, step, 0, &s);
 
-        ck_assert_str_eq(out, stream);
+        /* As it came but for "usage":null, which OpenAI's schema has not:
+         * the usage chunk the client asked for stays. */
+        ck_assert_str_eq(out, without_null_usage(stream));
         ck_assert_int_eq(s->done, 1);
         ck_assert_int_eq(s->usage.found, 1);
         ck_assert_int_eq(s->usage.total, 4);
@@ -117,23 +129,14 @@ START_TEST(holds_back_partial_event_and_ends_with_error)
     ck_assert_int_eq(s->done, 0);
     llmgw_error_set(&err, 502, "server_error", NULL, "upstream_stream_error",
                     "broke");
-    tail = llmgw_sse_error_tail(s, test_pool, LLMGW_EP_CHAT, &err, &n);
+    tail = llmgw_sse_error_events(test_pool, &err, &n);
     ck_assert_int_eq(n, strlen(tail));
-    ck_assert_has(tail, "\"id\":\"c9\"", "\"finish_reason\":\"error\"",
-                  "\"code\":\"upstream_stream_error\"", "data: [DONE]\n\n");
-}
-END_TEST
-
-START_TEST(error_tail_for_completions_without_events)
-{
-    llmgw_sse_t *s = llmgw_sse_create(test_pool, 0);
-    llmgw_error_t err;
-    apr_size_t n;
-    const char *tail;
-
-    llmgw_error_set(&err, 502, "server_error", NULL, "x", "y");
-    tail = llmgw_sse_error_tail(s, test_pool, LLMGW_EP_COMPLETIONS, &err, &n);
-    ck_assert_has(tail, "\"object\":\"text_completion\"", "\"text\":\"\"");
+    /* The error event and [DONE], no chunk: "error" is no finish_reason
+     * of OpenAI's schema. */
+    ck_assert_str_eq(tail, "data: {\"error\":{\"message\":\"broke\",\"type\":"
+                           "\"server_error\",\"param\":null,\"code\":"
+                           "\"upstream_stream_error\"}}\n\ndata: [DONE]\n\n");
+    ck_assert_str_eq(s->id, "c9");
 }
 END_TEST
 
@@ -234,6 +237,50 @@ START_TEST(usage_chunks_do_not_grow_the_pool)
 }
 END_TEST
 
+/* A stream is whole without [DONE] once every choice asked for has a
+ * finish_reason other than "error" (and the usage, when it is needed). */
+START_TEST(finished_without_done)
+{
+    static const char two[] =
+        EV("{\"id\":\"c\",\"choices\":[{\"index\":1,\"delta\":{},"
+           "\"finish_reason\":\"length\"}]}")
+            EV("{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},"
+               "\"finish_reason\":null}]}");
+    static const char err[] =
+        EV("{\"id\":\"c\",\"choices\":[{\"index\":0,"
+           "\"delta\":{},\"finish_reason\":\"error\"}]}");
+    static const char zero[] =
+        EV("{\"id\":\"c\",\"choices\":[{\"index\":0,"
+           "\"delta\":{},\"finish_reason\":\"stop\"}]}");
+    llmgw_sse_t *s;
+    const char *ready;
+    apr_size_t cut = strstr(stream, "data: [DONE]") - stream;
+    char *no_done = apr_pstrndup(test_pool, stream, cut);
+    char *no_usage = apr_pstrndup(
+        test_pool, stream,
+        strstr(stream, "data: {\"id\":\"c1\",\"choices\":[]") - stream);
+
+    run(no_done, 7, 0, &s);
+    ck_assert_int_eq(s->done, 0);
+    ck_assert(llmgw_sse_finished(s, 1));
+    run(no_usage, 7, 0, &s);
+    ck_assert(llmgw_sse_finished(s, 0));
+    ck_assert(!llmgw_sse_finished(s, 1));
+    /* Until its first finish_reason. */
+    run(apr_pstrndup(test_pool, stream,
+                     strstr(stream, "\"finish_reason\"") - stream),
+        1000, 0, &s);
+    ck_assert(!llmgw_sse_finished(s, 0));
+    run(two, 5, 0, &s);
+    s->choices = 2;
+    ck_assert(!llmgw_sse_finished(s, 0)); /* choice 0 has no finish */
+    llmgw_sse_feed(s, zero, sizeof(zero) - 1, &ready);
+    ck_assert(llmgw_sse_finished(s, 0));
+    run(err, 5, 0, &s);
+    ck_assert(!llmgw_sse_finished(s, 0));
+}
+END_TEST
+
 Suite *stream_suite(void)
 {
     return test_suite(
@@ -241,7 +288,6 @@ Suite *stream_suite(void)
         TESTS(frames_at_every_boundary, strips_injected_usage_chunk,
               counts_output_with_spaced_json, accepts_crlf_events,
               holds_back_partial_event_and_ends_with_error,
-              error_tail_for_completions_without_events,
               unfinished_event_is_capped, big_event_under_the_cap_passes,
-              usage_chunks_do_not_grow_the_pool));
+              usage_chunks_do_not_grow_the_pool, finished_without_done));
 }
