@@ -238,3 +238,25 @@ def test_demo_stops_everything_when_httpd_dies():
     assert "httpd exited" in rest and "demo stopped" in rest, demo.text()
     assert not left, left
     assert not os.path.exists(demo.run_dir), demo.text()
+
+
+def test_demo_stops_everything_when_httpd_cannot_start(tmp_path):
+    """httpd refuses to start (here a stand-in that says why and exits 1):
+    the demo shows its log, exits 1 and stops what it had started."""
+    fake = tmp_path / "apache2"
+    fake.write_text("#!/bin/sh\necho 'AH00526: Syntax error (a stand-in)' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    demo = Demo(extra_env={"APACHE2": str(fake), "TMPDIR": str(tmp)})
+    try:
+        rest = demo.finish(timeout=120)
+        left = demo.leftovers()
+    finally:
+        demo.kill_all()
+    assert demo.proc.returncode == 1, demo.text()
+    assert "httpd did not start; its log:" in rest, demo.text()
+    assert "AH00526: Syntax error (a stand-in)" in rest, demo.text()
+    assert "ready:" not in rest and "demo stopped" in rest, demo.text()
+    assert not left, left
+    assert not os.listdir(tmp), os.listdir(tmp)
