@@ -371,6 +371,18 @@ class Tour:
                                  f"test cannot check; mark it")
 
 
+def demo_suggestions(text):
+    """The commands the demo prints under "try:", continuation lines joined."""
+    lines = text.split("\ntry:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    found = []
+    for line in (l.strip() for l in lines):
+        if found and found[-1].endswith("\\"):
+            found[-1] += "\n" + line
+        elif line and not line.startswith("#"):
+            found.append(line)
+    return found
+
+
 def conformance_demo_models():
     """The models test/conformance/README.md says the demo serves."""
     with open(os.path.join(CONFORMANCE, "README.md")) as f:
@@ -389,6 +401,11 @@ def test_readme_tour_against_the_demo(tmp_path):
         demo.wait_ready()
         for block in tour_blocks:
             tour.block(block, str(tmp_path))
+        # What the demo itself suggests is true as well.
+        suggested = demo_suggestions(demo.text())
+        assert len(suggested) >= 4, demo.text()
+        for cmd in suggested:
+            check_answer(cmd, tour.run(cmd, True))
         served = [m["id"] for m in env.request(demo.port, "GET", "/v1/models").json()["data"]]
         assert conformance_demo_models() == served
     finally:
