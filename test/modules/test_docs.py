@@ -109,6 +109,8 @@ def test_every_fence_is_closed(path):
 # ---------------------------------------------------------------- configtest
 
 def load_lines(names):
+    """LoadModule lines for the modules NAMES (of env.STD_MODULES, or
+    authz_host) that this apache2 does not have built in."""
     lines, builtin = [], env.compiled_in_modules()
     known = dict(env.STD_MODULES + [("authz_host_module", "mod_authz_host.so")])
     for name in names:
@@ -157,17 +159,16 @@ def test_apache_block_passes_configtest(block, tmp_path):
     assert (rc, out) == (0, "Syntax OK"), f"{block}: {out}\n--- {conf}:\n{open(conf).read()}"
 
 
-def debian_modules(name, seen=None):
-    """NAME's LoadModule lines as a2enmod enables it: its Depends first,
-    recursively, from Debian's mods-available."""
-    seen = [] if seen is None else seen
-    path = os.path.join(MODS_AVAILABLE, f"{name}.load")
-    with open(path) as f:
-        text = f.read()
-    return modules_of(text, seen)
+def debian_modules(name, seen):
+    """Module NAME's LoadModule lines as a2enmod enables it, from Debian's
+    mods-available; SEEN: the modules enabled so far (grows)."""
+    with open(os.path.join(MODS_AVAILABLE, f"{name}.load")) as f:
+        return modules_of(f.read(), seen)
 
 
 def modules_of(load_text, seen):
+    """The LoadModule lines of a .load file, after those of its Depends
+    (recursively) that are not in SEEN yet."""
     lines = []
     m = re.search(r"^# Depends:(.*)$", load_text, re.M)
     for dep in (m.group(1).split() if m else []):
