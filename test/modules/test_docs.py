@@ -108,16 +108,30 @@ def test_every_fence_is_closed(path):
 
 # ---------------------------------------------------------------- configtest
 
-def load_lines(names):
-    """LoadModule lines for the modules NAMES (of env.STD_MODULES, or
-    authz_host) that this apache2 does not have built in."""
-    lines, builtin = [], env.compiled_in_modules()
-    known = dict(env.STD_MODULES + [("authz_host_module", "mod_authz_host.so")])
-    for name in names:
-        so = known[name]
-        if so.replace(".so", ".c") not in builtin:
-            lines.append(f'LoadModule {name} "{env.MODULES_DIR}/{so}"')
-    return lines
+# What `apt-get install apache2` enables on Debian (12): the modules a block
+# may use without saying so (Require ip, AuthType Basic, SetEnvIf, ...).
+DEBIAN_DEFAULT = ("mpm_event access_compat alias auth_basic authn_core authn_file "
+                  "authz_core authz_host authz_user autoindex deflate dir env "
+                  "filter mime negotiation reqtimeout setenvif status").split()
+
+
+def block_modules():
+    """LoadModule lines of a stock Debian apache2 after `a2enmod
+    llm_gateway`; elsewhere those of the gateway's tests."""
+    if not os.path.isdir(MODS_AVAILABLE):
+        builtin = env.compiled_in_modules()
+        return [f'LoadModule {name} "{env.MODULES_DIR}/{so}"'
+                for name, so in env.STD_MODULES if so.replace(".so", ".c") not in builtin] + \
+            [f'LoadModule llm_gateway_module "{env.module_path()}"']
+    seen = list(DEBIAN_DEFAULT)
+    lines = [l for name in DEBIAN_DEFAULT for l in debian_modules(name, seen)]
+    return lines + modules_of(gateway_load(), seen)
+
+
+def gateway_load():
+    """conf/llm_gateway.load, naming the module the build made."""
+    with open(os.path.join(TOP, "conf", "llm_gateway.load.in")) as f:
+        return f.read().replace("@APACHE_LIBEXECDIR@/mod_llm_gateway.so", env.module_path())
 
 
 def server_config(d, port, body):
@@ -138,24 +152,31 @@ def configtest(d, text):
     return p.returncode, (p.stdout + p.stderr).strip(), conf
 
 
+def supplied(text):
+    """What block TEXT names but does not define: each balancer (one member,
+    where nothing listens) and each route (route=NAME), on a balancer of
+    its own."""
+    balancers = set(re.findall(r"balancer://([\w.-]+)", text)) - \
+        set(re.findall(r'<Proxy\s+"?balancer://([\w.-]+)', text))
+    routes = set(re.findall(r"\broute=([^\s,\"]+)", text)) - \
+        set(re.findall(r'<LLMRoute\s+"?([^\s">]+)', text))
+    if routes:
+        balancers.add("doctest")
+    dead = env.PORTS.dead(1)[0]
+    return "".join(f'<Proxy "balancer://{b}">\n    BalancerMember '
+                   f'"http://{env.HOST}:{dead}"\n</Proxy>\n' for b in sorted(balancers)) + \
+        "".join(f'<LLMRoute "{r}">\n    LLMBackend balancer://doctest\n</LLMRoute>\n'
+                for r in sorted(routes))
+
+
 @pytest.mark.parametrize("block", apache_blocks(), ids=repr)
 def test_apache_block_passes_configtest(block, tmp_path):
-    """Each block alone, with what it needs and does not show: the modules
-    (those the gateway's tests load, and mod_authz_host for Require ip) and
-    a definition of each balancer it names but does not define (one
-    member, where nothing listens)."""
+    """Each block alone, in a stock Debian apache2 after `a2enmod
+    llm_gateway`, with what it names and does not show (supplied())."""
     d = str(tmp_path)
     text = block.text()
-    defined = set(re.findall(r'<Proxy\s+"?balancer://([\w.-]+)', text))
-    named = set(re.findall(r"balancer://([\w.-]+)", text))
-    dead = env.PORTS.dead(1)[0]
-    balancers = "".join(f'<Proxy "balancer://{b}">\n    BalancerMember '
-                        f'"http://{env.HOST}:{dead}"\n</Proxy>\n'
-                        for b in sorted(named - defined))
-    modules = load_lines([n for n, _ in env.STD_MODULES] + ["authz_host_module"])
-    modules.append(f'LoadModule llm_gateway_module "{env.module_path()}"')
     rc, out, conf = configtest(d, server_config(d, env.free_port(), "\n".join(
-        modules) + "\n" + balancers + "# --- the block\n" + text))
+        block_modules()) + "\n" + supplied(text) + "# --- the block\n" + text))
     assert (rc, out) == (0, "Syntax OK"), f"{block}: {out}\n--- {conf}:\n{open(conf).read()}"
 
 
@@ -184,11 +205,9 @@ def installed_config(d, port, uncomment):
     module where the build put it, and its Depends) and conf/llm_gateway.conf;
     UNCOMMENT: with its example turned on (the commented lines that are
     configuration: those starting with <, LLM or BalancerMember)."""
-    with open(os.path.join(TOP, "conf", "llm_gateway.load.in")) as f:
-        load = f.read().replace("@APACHE_LIBEXECDIR@/mod_llm_gateway.so", env.module_path())
     seen = ["mpm_event", "authz_core"]
     mods = debian_modules("mpm_event", seen) + debian_modules("authz_core", seen)
-    mods += modules_of(load, seen)
+    mods += modules_of(gateway_load(), seen)
     with open(os.path.join(TOP, "conf", "llm_gateway.conf")) as f:
         conf = f.read()
     if uncomment:
