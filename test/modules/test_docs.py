@@ -4,10 +4,14 @@
 #
 # What the Markdown can say to this test, in an HTML comment on the line
 # before a block (and nothing else is needed):
-#   <!-- doctest: skip: REASON -->   the block is not run (say why)
+#   <!-- doctest: skip: REASON -->   the block is not run or configtested
+#                                    (say why)
 #   <!-- doctest: needs CMD -->      run only where CMD is installed
 #   <!-- doctest: access-log -->     the block's lines are the last lines of
 #                                    the demo's access log at that point
+# An ```apache block is configtested alone, with what it names but does not
+# define (balancers, routes) supplied, in the section its directive's
+# Context row names (<LLMRoute>, <Location>) when it does not show one.
 # In a ```sh block of the tour, a line "$ CMD" is a command whose output
 # follows (up to the next "$ " line); a block without "$ " lines is all
 # commands, each of which must succeed. In a shown output, a line "..."
@@ -78,6 +82,33 @@ def section(path, heading):
     last = next((n for n in range(first, len(text)) if text[n].startswith("## ")),
                 len(text))
     return [b for b in blocks(path) if first < b.line <= last]
+
+
+def context(block):
+    """The Context row of the directive section BLOCK is in, or ""."""
+    with open(block.path) as f:
+        lines = f.read().splitlines()[:block.line]
+    for line in reversed(lines):
+        m = re.match(r"^\| Context \| (.*) \|$", line)
+        if m:
+            return m.group(1)
+        if line.startswith("## "):
+            return ""
+    return ""
+
+
+def in_context(block):
+    """BLOCK's text, in the section that the Context row of its directive
+    says it goes in when the block does not show it: an example of a
+    directive inside <LLMRoute> may be that directive alone."""
+    text, where = block.text(), context(block)
+    if where.startswith("inside `<LLMRoute>`") and not re.search(r"^\s*<LLMRoute", text, re.M):
+        backend = "" if re.search(r"^\s*LLMBackend", text, re.M) else \
+            "    LLMBackend balancer://doctest\n"
+        return f'<LLMRoute "doctest-route">\n{backend}{text}</LLMRoute>\n'
+    if where.startswith("directory") and not re.search(r"^\s*<(Location|Directory)", text, re.M):
+        return f'<Location "/doctest">\n{text}</Location>\n'
+    return text
 
 
 def apache_blocks():
@@ -172,9 +203,12 @@ def supplied(text):
 @pytest.mark.parametrize("block", apache_blocks(), ids=repr)
 def test_apache_block_passes_configtest(block, tmp_path):
     """Each block alone, in a stock Debian apache2 after `a2enmod
-    llm_gateway`, with what it names and does not show (supplied())."""
+    llm_gateway`, in its directive's context (in_context()), with what it
+    names and does not show (supplied())."""
+    if (block.marker or "").startswith("skip"):
+        pytest.skip(f"{block}: {block.marker}")
     d = str(tmp_path)
-    text = block.text()
+    text = in_context(block)
     rc, out, conf = configtest(d, server_config(d, env.free_port(), "\n".join(
         block_modules()) + "\n" + supplied(text) + "# --- the block\n" + text))
     assert (rc, out) == (0, "Syntax OK"), f"{block}: {out}\n--- {conf}:\n{open(conf).read()}"
