@@ -150,7 +150,8 @@ try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
     s.listen(1)
 except OSError as e:
-    sys.exit(print(e.strerror or e) or 1)' "$1"
+    print(e.strerror or e)
+    sys.exit(1)' "$1"
 }
 
 # Waits until something accepts connections on 127.0.0.1:$1; gives up
