@@ -139,6 +139,21 @@ llmgw_free_port() {
 s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
+# Whether a server can listen on 127.0.0.1:$1, tried as httpd does it
+# (SO_REUSEADDR: a port with connections in TIME_WAIT is usable); if not,
+# prints why (e.g. "Address already in use") and fails.
+llmgw_port_usable() {
+    /usr/bin/python3 -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.listen(1)
+except OSError as e:
+    print(e.strerror or e)
+    sys.exit(1)' "$1"
+}
+
 # Waits until something accepts connections on 127.0.0.1:$1; gives up
 # after $2 tenths of a second, or at once when process $3 has died.
 llmgw_wait_port() {

@@ -21,7 +21,7 @@ def test_make_install_into_destdir(tmp_path):
     so = dest + os.path.join(libexec, "mod_llm_gateway.so")
     assert os.path.isfile(so)
     load = open(dest + os.path.join(sysconf, "mods-available", "llm_gateway.load")).read()
-    assert "# Depends: proxy proxy_http proxy_balancer" in load
+    assert "# Depends: proxy proxy_http proxy_balancer lbmethod_byrequests\n" in load
     assert f"LoadModule llm_gateway_module {libexec}/mod_llm_gateway.so" in load
     conf = dest + os.path.join(sysconf, "mods-available", "llm_gateway.conf")
     assert "<IfModule llm_gateway_module>" in open(conf).read()
