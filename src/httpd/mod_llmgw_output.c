@@ -16,6 +16,7 @@
 #include <util_filter.h>
 
 #include "mod_llmgw.h"
+#include "mod_llmgw_limits.h"
 #include "mod_llmgw_output.h"
 
 APLOG_USE_MODULE(llm_gateway);
@@ -97,6 +98,7 @@ static void settle(request_rec *r, llmgw_req_t *ctx)
         return;
     }
     ctx->settled = 1;
+    llmgw_limits_end(r, ctx);
     text = ctx->rec && ctx->complete ? llmgw_record_serialize(ctx->rec, &len)
                                      : NULL;
     if (ctx->co) {
@@ -259,6 +261,7 @@ static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
         return;
     }
     nready = llmgw_sse_feed(ctx->sse, sse, nsse, &ready);
+    ctx->generated += (apr_int64_t)nready;
     if (!had_output && ctx->sse->content_events) {
         llmgw_note_ttft(r);
     }

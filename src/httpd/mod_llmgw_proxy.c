@@ -13,6 +13,7 @@
 #include <util_filter.h>
 
 #include "mod_llmgw.h"
+#include "mod_llmgw_limits.h"
 #include "mod_llmgw_output.h"
 #include "mod_llmgw_proxy.h"
 
@@ -430,6 +431,9 @@ static int fixups(request_rec *r)
     }
     sconf = llmgw_sconf(r->server);
     ctx = llmgw_req_make(r, dconf->api);
+    if (llmgw_limits_auth(r, ctx)) {
+        return answer_error(r, ctx);
+    }
     answered = ctx->api == LLMGW_API_OLLAMA
                    ? classify_ollama(r, ctx, api_path(r, dconf))
                    : classify_openai(r, ctx, api_path(r, dconf));
@@ -477,6 +481,9 @@ static int fixups(request_rec *r)
     ctx->front = llmgw_front_create(r->pool, ctx->oep, ctx->ep, upstream_model,
                                     apr_time_sec(r->request_time));
 
+    if (llmgw_limits_admit(r, ctx)) {
+        return answer_error(r, ctx);
+    }
     if (cache_lookup(r, ctx, sconf, upstream_model)) {
         r->handler = LLMGW_HANDLER;
         return OK;
