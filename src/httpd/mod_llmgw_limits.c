@@ -963,8 +963,9 @@ int llmgw_limits_admit(request_rec *r, llmgw_req_t *ctx)
         != 0) {
         return rv;
     }
-    if (e.prompt > LLMGW_LIMITS_TOKENS_MAX
-        || e.max_out > LLMGW_LIMITS_TOKENS_MAX) {
+    /* The estimate saturates there: such a request is out of range. */
+    if (e.prompt >= LLMGW_LIMITS_TOKENS_MAX
+        || e.max_out >= LLMGW_LIMITS_TOKENS_MAX) {
         return llmgw_error_set(&ctx->err, HTTP_BAD_REQUEST,
                                "invalid_request_error", e.field,
                                "invalid_value",

@@ -297,3 +297,229 @@ def test_user_budget_from_remote_user(gw_keys):
                         headers=other).status == 200
     # No user, no answer from the gateway (mod_auth_basic's 401).
     assert gw_keys.post("/u/v1/chat/completions", env.chat_body()).status == 401
+
+
+# ---------------------------------------------------------------- budgets
+
+def assert_refusal(r):
+    """A 429 as OpenAI writes it, with its headers."""
+    err = env.assert_openai_error(r, 429)
+    assert err["code"] in ("rate_limit_exceeded", "insufficient_quota"), err
+    assert int(r.header("Retry-After")) >= 1
+    for h in RATE_HEADERS:
+        assert r.header(h) is not None, (h, dict(r.headers))
+    return err
+
+
+def test_200_concurrent_requests_never_pass_the_budget(gw_keys):
+    mark = gw_keys.log_mark()
+    rs = env.in_threads([lambda: chat(gw_keys, "budget", max_tokens=16)
+                         for _ in range(200)], timeout=120)
+    ok = [r for r in rs if not isinstance(r, Exception) and r.status == 200]
+    no = [r for r in rs if not isinstance(r, Exception) and r.status == 429]
+    assert len(ok) + len(no) == 200, [r for r in rs if r not in ok and r not in no][:3]
+    assert ok and no
+    for r in no:
+        assert_refusal(r)
+    for r in ok:
+        assert int(r.header("x-ratelimit-limit-tokens")) == BUDGET
+        assert int(r.header("x-ratelimit-remaining-tokens")) >= 0
+    row = settled(gw_keys, "key:budget")
+    charged = sum(r.json()["usage"]["total_tokens"] for r in ok)
+    assert row["used"] == charged <= BUDGET
+    gw_keys.wait_log(lambda l: l.status in ("200", "429") and "/k/v1/" in l.request,
+                     mark, count=200)
+    # The budget is spent for good: a spent budget says so (insufficient_quota)
+    # once nothing is in flight and what is left cannot hold a request.
+    while True:
+        r = chat(gw_keys, "budget", max_tokens=16)
+        if r.status == 429:
+            break
+    assert assert_refusal(r)["code"] == "insufficient_quota"
+
+
+def test_200_concurrent_streams_are_charged_their_usage_chunks(gw_keys):
+    mark = gw_keys.log_mark()
+
+    def one(i):
+        body = env.chat_body(max_tokens=16, stream=True)
+        if i % 2:
+            body["stream_options"] = {"include_usage": True}
+        return gw_keys.stream(CHAT, body, headers=bearer("budget-stream"), timeout=60)
+    rs = env.in_threads([lambda i=i: one(i) for i in range(200)], timeout=120)
+    assert not [r for r in rs if isinstance(r, Exception)], rs
+    ok = [r for r in rs if r.status == 200]
+    assert ok and len(ok) < 200
+    assert all(r.status == 429 for r in rs if r.status != 200)
+    for r in ok:
+        assert r.events[-1][1] == "[DONE]"
+    # Those that asked see the usage chunk; the others do not, yet are
+    # charged it all the same: the table matches the usage the gateway
+    # read from every stream (the access log's notes).
+    asked = [r for r in ok if any(c.get("usage") for c in r.chunks())]
+    assert asked and len(asked) < len(ok)
+    row = settled(gw_keys, "key:budget-stream")
+    lines = gw_keys.wait_log(lambda l: "/k/v1/" in l.request and l.status == "200",
+                             mark, count=len(ok))
+    assert len(lines) == len(ok)
+    assert all(l.total_tokens not in ("", "-") for l in lines)
+    assert row["used"] == sum(int(l.total_tokens) for l in lines) <= BUDGET
+
+
+def test_short_answer_refunds_the_rest(gw_keys):
+    before = settled(gw_keys, "key:refund")["used"]
+    r = chat(gw_keys, "refund", max_tokens=20)
+    assert r.status == 200
+    u = r.json()["usage"]
+    # Reserved: the prompt's bound (its bytes and the template's share)
+    # and all 20; charged: what it took.
+    reserved = 1000000 - before - int(r.header("x-ratelimit-remaining-tokens"))
+    assert reserved > u["total_tokens"]
+    assert settled(gw_keys, "key:refund")["used"] - before == u["total_tokens"]
+
+
+def test_backend_failure_charges_nothing(gw_keys):
+    before = settled(gw_keys, "key:refund")["used"]
+    for fault in ("500", "reset"):
+        r = chat(gw_keys, "refund", headers={"X-Mock-Fault": fault})
+        assert r.status >= 500
+    assert settled(gw_keys, "key:refund")["used"] == before
+
+
+def test_cut_stream_is_charged_what_was_generated(gw_keys):
+    before = settled(gw_keys, "key:refund")["used"]
+    body = env.chat_body(max_tokens=400, stream=True)
+    s = gw_keys.stream(CHAT, body, headers={**bearer("refund"), "X-Mock-Fault": "cut",
+                                            "X-Mock-Tokens": "40"})
+    assert s.status == 200
+    got = len([c for c in s.chunks() if c.get("choices") and
+               (c["choices"][0].get("delta") or {}).get("content")])
+    charged = settled(gw_keys, "key:refund")["used"] - before
+    # At least the tokens it sent; at most the bytes it sent (a token is at
+    # least a byte) plus the prompt's bound; never the whole 400 when less
+    # came.
+    assert got >= 1
+    assert got <= charged <= len(s.raw) + 200
+    assert charged < 400 + 200 or len(s.raw) >= 400
+
+
+def test_client_that_leaves_is_charged_what_was_generated(gw_keys):
+    before = settled(gw_keys, "key:refund")["used"]
+    body = json.dumps(env.chat_body(max_tokens=2000, stream=True)).encode()
+    sock = socket.create_connection((env.HOST, gw_keys.port))
+    sock.sendall((f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"Authorization: Bearer {SECRETS['refund']}\r\nX-Mock-Tokens: 2000\r\n"
+                  f"X-Mock-TPS: 50\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+    got = b""
+    while got.count(b"data: ") < 5:
+        got += sock.recv(65536)
+    sock.close()
+    charged = settled(gw_keys, "key:refund", timeout=20)["used"] - before
+    # Something was generated; far from all 2000 (it left within ~0.1 s of
+    # a 40 s answer).
+    assert 0 < charged < 2000
+
+
+def test_huge_max_tokens(gw_keys):
+    r = chat(gw_keys, "huge", max_tokens=10 ** 9)
+    err = assert_refusal(r)
+    assert "token budget" in err["message"]
+    r = chat(gw_keys, "huge", max_tokens=10 ** 15)
+    env.assert_openai_error(r, 400, param="max_tokens")
+    assert settled(gw_keys, "key:huge")["used"] == 0
+
+
+def test_cost_budget(gw_keys):
+    # in=1 out=2 per million tokens and 0.002 a month: 2000 micro-units,
+    # about 60 requests of 16 words and 16 tokens.
+    statuses = []
+    for _ in range(200):
+        r = chat(gw_keys, "cost", model="mock-small", max_tokens=16)
+        statuses.append(r.status)
+        if r.status == 429:
+            break
+    assert statuses[-1] == 429 and statuses.count(200) > 10
+    row = limits(gw_keys)["key:cost"]
+    assert row["budget0"]["limit"] == 2000
+    assert row["cost"] <= 2000 and row["budget0"]["used"] == row["cost"]
+
+
+# ---------------------------------------------------------------- max_tokens
+
+def test_gateway_sets_max_tokens_where_client_gives_none(gw_keys, mocks):
+    for m in mocks.values():
+        pass
+    r = chat(gw_keys, "alpha", model="lim-small", max_tokens=None)
+    assert r.status == 200
+    assert r.json()["usage"]["completion_tokens"] == 5     # LLMMaxTokens default=5
+    r = chat(gw_keys, "alpha", model="lim-small", max_tokens=100)
+    assert r.json()["usage"]["completion_tokens"] == 8     # cap=8
+    # Ollama backends get it as options.num_predict.
+    r = chat(gw_keys, "alpha", model="lim-ollama", max_tokens=None)
+    assert r.status == 200, r.body[:300]
+    assert r.json()["usage"]["completion_tokens"] == 6
+
+
+# ---------------------------------------------------------------- rate limits
+
+def test_rpm_holds_under_concurrency_and_refills(gw_keys):
+    rs = env.in_threads([lambda: chat(gw_keys, "rpm", max_tokens=2) for _ in range(31)])
+    assert sorted(r.status for r in rs) == [200] * 30 + [429]
+    no = [r for r in rs if r.status == 429][0]
+    err = assert_refusal_requests(no)
+    assert err["code"] == "rate_limit_exceeded" and err["type"] == "requests"
+    assert int(no.header("Retry-After")) == 2       # one request every 60/30 s
+    t0 = time.monotonic()
+    while chat(gw_keys, "rpm", max_tokens=2).status != 200:
+        time.sleep(0.2)
+    # Back after one request's refill (2 s), not a minute.
+    assert 1.0 < time.monotonic() - t0 < 4.5
+    assert chat(gw_keys, "rpm", max_tokens=2).status == 429
+
+
+def assert_refusal_requests(r):
+    err = env.assert_openai_error(r, 429)
+    assert int(r.header("Retry-After")) >= 1
+    assert int(r.header("x-ratelimit-limit-requests")) == 30
+    assert int(r.header("x-ratelimit-remaining-requests")) == 0
+    assert r.header("x-ratelimit-reset-requests").endswith("s")
+    return err
+
+
+def test_tpm_holds_under_concurrency(gw_keys):
+    rs = env.in_threads([lambda: chat(gw_keys, "tpm", max_tokens=16) for _ in range(40)])
+    ok = [r for r in rs if r.status == 200]
+    no = [r for r in rs if r.status == 429]
+    assert ok and no and len(ok) + len(no) == 40
+    for r in no:
+        err = env.assert_openai_error(r, 429, code="rate_limit_exceeded")
+        assert err["type"] == "tokens"
+        assert int(r.header("x-ratelimit-limit-tokens")) == 1500
+    row = limits(gw_keys)["key:tpm"]
+    assert row["prompt"] + row["completion"] <= 1500
+
+
+def test_concurrency_limit(gw_keys):
+    slow = {"X-Mock-TTFT-Ms": "600"}
+    rs = env.in_threads([lambda: chat(gw_keys, "conc", headers=slow, max_tokens=2)
+                         for _ in range(8)])
+    assert sorted(r.status for r in rs) == [200] * 3 + [429] * 5
+    for r in rs:
+        if r.status == 429:
+            err = env.assert_openai_error(r, 429, code="rate_limit_exceeded")
+            assert r.header("Retry-After") == "1"
+    assert limits(gw_keys)["key:conc"]["inflight"] == 0
+    rs = env.in_threads([lambda: chat(gw_keys, "conc", max_tokens=2) for _ in range(3)])
+    assert [r.status for r in rs] == [200] * 3
+
+
+def test_key_route_limit(gw_keys):
+    slow = {"X-Mock-TTFT-Ms": "500"}
+    rs = env.in_threads([lambda: chat(gw_keys, "kr", headers=slow, model="mock-large")
+                         for _ in range(3)])
+    assert sorted(r.status for r in rs) == [200, 429, 429]
+    # Another route is not held by it.
+    rs = env.in_threads([lambda: chat(gw_keys, "kr", headers=slow, model="mock-small")
+                         for _ in range(3)])
+    assert [r.status for r in rs] == [200] * 3
+    assert limits(gw_keys)["key+route:kr/mock-large"]["requests"] == 1
