@@ -2,7 +2,9 @@
  * lives in an apr_shm segment kept across graceful restarts; the parent
  * (on mod_watchdog) sweeps it, snapshots it and syncs it with other nodes;
  * the fixups authenticate and admit, the end of the answer settles. */
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <httpd.h>
 #include <apr_shm.h>
@@ -18,6 +20,7 @@
 #include <mpm_common.h>
 #include <mod_status.h>
 #include <mod_watchdog.h>
+#include <unixd.h>
 
 #include "llmgw_estimate.h"
 #include "llmgw_memcache.h"
@@ -32,8 +35,11 @@ APLOG_USE_MODULE(llm_gateway);
 #define LIMITS_USERS 10000
 /* The longest key we take: anything longer is not one of ours. */
 #define KEY_MAX 512
-/* The snapshot file, under DefaultRuntimeDir, and the largest we read. */
-#define SNAP_NAME "llm_gateway-limits.snap"
+/* The snapshot file, in a directory of its own under DefaultRuntimeDir
+ * that the children's user may write (mod_watchdog runs the work in a
+ * child), and the largest we read. */
+#define SNAP_DIR "llm_gateway"
+#define SNAP_NAME "limits.snap"
 #define SNAP_MAX (256 * 1024 * 1024)
 /* The parent's work: every tick (sweeps, sync), a snapshot at most every
  * second. */
@@ -450,6 +456,34 @@ static int monitor(apr_pool_t *p, server_rec *s)
     return DECLINED;
 }
 
+/* The snapshot's directory, the children's user's (when started as
+ * root): the singleton watchdog writes there, the parent at its exit. */
+static const char *snap_file(apr_pool_t *pconf, apr_pool_t *ptemp,
+                             server_rec *s)
+{
+    const char *dir = ap_runtime_dir_relative(pconf, SNAP_DIR);
+    apr_status_t rv = apr_dir_make(
+        dir, APR_FPROT_UREAD | APR_FPROT_UWRITE | APR_FPROT_UEXECUTE, ptemp);
+
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_EEXIST(rv)) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
+                     LLMGW_LOGNO(0512) "limits: cannot make %s: no "
+                                       "snapshots",
+                     dir);
+    }
+    else if (geteuid() == 0
+             && chown(dir, ap_unixd_config.user_id, ap_unixd_config.group_id)
+                    != 0) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, APR_FROM_OS_ERROR(errno), s,
+                     LLMGW_LOGNO(0513) "limits: cannot give %s to the "
+                                       "children's user",
+                     dir);
+    }
+    return apr_pstrcat(pconf, dir, "/" SNAP_NAME, NULL);
+}
+
+/* The periodic work in one child at a time (mod_watchdog's singleton),
+ * else the parent's monitor hook. */
 static void start_ticks(apr_pool_t *pconf, server_rec *s,
                         apr_interval_time_t every)
 {
@@ -461,14 +495,14 @@ static void start_ticks(apr_pool_t *pconf, server_rec *s,
 
     use_watchdog =
         get && reg
-        && get(&wd, "llm_gateway-limits", 1, 0, pconf) == APR_SUCCESS
+        && get(&wd, "llm_gateway-limits", 0, 1, pconf) == APR_SUCCESS
         && reg(wd, every, NULL, watchdog_tick) == APR_SUCCESS;
     if (!use_watchdog) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                     LLMGW_LOGNO(0509) "limits: mod_watchdog is not loaded: "
-                                       "snapshots and cluster sync run only "
-                                       "about every ten seconds (a2enmod "
-                                       "watchdog)");
+                     LLMGW_LOGNO(0509) "limits: mod_watchdog is not loaded "
+                                       "(LoadModule watchdog_module): "
+                                       "snapshots and the cluster sync run "
+                                       "only about every ten seconds");
     }
 }
 
@@ -570,7 +604,7 @@ int llmgw_limits_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
     }
     subjects =
         (apr_uint32_t)sj.defs->nelts + (sj.users ? LIMITS_USERS : 0) + 64;
-    snap_path = ap_runtime_dir_relative(pconf, SNAP_NAME);
+    snap_path = snap_file(pconf, ptemp, s);
     if (!rd) {
         rd = ap_retained_data_create(key, sizeof(*rd));
     }

@@ -523,3 +523,118 @@ def test_key_route_limit(gw_keys):
                          for _ in range(3)])
     assert [r.status for r in rs] == [200] * 3
     assert limits(gw_keys)["key+route:kr/mock-large"]["requests"] == 1
+
+
+# ---------------------------------------------------------------- persistence
+
+PERSIST_LIMIT = 10 ** 6
+
+
+@pytest.fixture
+def gw_persist(request, workdir, ports, mocks, uniq):
+    """A gateway of its own, to restart and kill."""
+    yield from env.serve_gateway(
+        request, workdir, ports, f"gw-persist-{uniq}",
+        key_block("persist", f"LLMBudget tokens={PERSIST_LIMIT} per=day"))
+
+
+def load(g, n):
+    """N requests one after the other; the tokens they were charged."""
+    total = 0
+    for _ in range(n):
+        r = chat(g, "persist", path="/v1/chat/completions", max_tokens=8)
+        assert r.status == 200, r.body[:300]
+        total += r.json()["usage"]["total_tokens"]
+    return total
+
+
+def new_generation(g, old, timeout=20):
+    """Waits until none of the children OLD serves any more and the
+    gateway answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        kids = set(g.children())
+        if kids and not kids & old:
+            try:
+                if g.get("/server-status?auto", timeout=2).status == 200:
+                    return
+            except OSError:
+                pass
+        assert time.monotonic() < deadline, "no new generation of children"
+        time.sleep(0.1)
+
+
+def snap_path(g):
+    return os.path.join(g.dir, "run", "llm_gateway", "limits.snap")
+
+
+def test_usage_survives_graceful_restart_and_config_change(gw_persist):
+    g = gw_persist
+    used = load(g, 10)
+    assert settled(g, "key:persist")["used"] == used
+    # A new limit in the config: the usage stays.
+    with open(g.conf) as f:
+        text = f.read()
+    with open(g.conf, "w") as f:
+        f.write(text.replace(f"tokens={PERSIST_LIMIT}", f"tokens={2 * PERSIST_LIMIT}"))
+    old = set(g.children())
+    os.kill(g.proc.pid, signal.SIGUSR1)
+    new_generation(g, old)
+    row = settled(g, "key:persist")
+    assert row["used"] == used and row["limit"] == 2 * PERSIST_LIMIT
+    used += load(g, 3)
+    assert settled(g, "key:persist")["used"] == used
+
+
+def test_usage_survives_stop_and_start(gw_persist):
+    g = gw_persist
+    used = load(g, 10)
+    assert settled(g, "key:persist")["used"] == used
+    g.stop()
+    assert os.path.exists(snap_path(g))
+    g.start()
+    row = settled(g, "key:persist")
+    assert row["used"] == used
+    assert "restored" in open(g.error_log).read()
+
+
+def test_kill_9_during_load_loses_at_most_a_second(gw_persist):
+    g = gw_persist
+    done = []                       # (time it completed, tokens)
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                r = chat(g, "persist", path="/v1/chat/completions", max_tokens=8)
+            except OSError:
+                return
+            if r.status == 200:
+                done.append((time.monotonic(), r.json()["usage"]["total_tokens"]))
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    kids = g.children()
+    t_kill = time.monotonic()
+    os.kill(g.proc.pid, signal.SIGKILL)
+    for pid in kids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    g.proc.wait(10)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    g.start()
+    row = settled(g, "key:persist")
+    # Every request in flight at the kill may have been charged before its
+    # client saw the answer: three at most, 8 + a prompt of a few words each.
+    seen = sum(tok for _, tok in done)
+    assert row["used"] <= seen + 3 * 40
+    # What settled more than the snapshot interval (1 s) and one tick of
+    # the parent's (250 ms) before the kill is all there.
+    early = sum(tok for t, tok in done if t < t_kill - 1.5)
+    assert early > 0 and row["used"] >= early
+    assert row["reserved"] == 0
