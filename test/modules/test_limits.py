@@ -638,3 +638,92 @@ def test_kill_9_during_load_loses_at_most_a_second(gw_persist):
     early = sum(tok for t, tok in done if t < t_kill - 1.5)
     assert early > 0 and row["used"] >= early
     assert row["reserved"] == 0
+
+
+# ---------------------------------------------------------------- two nodes
+
+CLUSTER_LIMIT = 3000
+SYNC_MS = 100
+
+
+@pytest.fixture(scope="module")
+def limits_mc(workdir):
+    m = env.Memcached(workdir, name="memcached-limits").start()
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+def cluster_node(request, workdir, ports, name, mc, extra=""):
+    conf = (key_block("cluster", f"LLMBudget tokens={CLUSTER_LIMIT} per=day")
+            + f"LLMLimitStore memcache {env.HOST}:{mc.port} interval={SYNC_MS}{extra}\n")
+    return env.serve_gateway(request, workdir, ports, name, conf)
+
+
+@pytest.fixture(scope="module")
+def node_a(request, workdir, ports, mocks, limits_mc):
+    yield from cluster_node(request, workdir, ports, "gw-node-a", limits_mc)
+
+
+@pytest.fixture(scope="module")
+def node_b(request, workdir, ports, mocks, limits_mc):
+    yield from cluster_node(request, workdir, ports, "gw-node-b", limits_mc,
+                            " fail=closed stale=1")
+
+
+def test_two_nodes_share_one_budget(node_a, node_b):
+    done = {"a": [], "b": []}
+    threads_per_node = 2
+
+    def client(g, name):
+        misses = 0
+        while misses < 5:
+            r = chat(g, "cluster", path="/v1/chat/completions", max_tokens=16)
+            if r.status == 200:
+                done[name].append(r.json()["usage"]["total_tokens"])
+                misses = 0
+            else:
+                assert r.status == 429, r.body[:300]
+                misses += 1
+                time.sleep(0.05)
+    t0 = time.monotonic()
+    env.in_threads([lambda g=g, n=n: client(g, n)
+                    for g, n in ((node_a, "a"), (node_b, "b"))
+                    for _ in range(threads_per_node)], timeout=120)
+    took = time.monotonic() - t0
+    a = settled(node_a, "key:cluster")
+    b = settled(node_b, "key:cluster")
+    assert a["used"] == sum(done["a"]) and b["used"] == sum(done["b"])
+    # The bound (docs/limits.md): the reservations in flight (two per node,
+    # each the prompt's bound and 16) plus what the cluster settled in two
+    # sync intervals.
+    reservation = 200
+    rate = (a["used"] + b["used"]) / took
+    bound = 2 * threads_per_node * reservation + rate * 2 * SYNC_MS / 1000 + 16
+    assert a["used"] + b["used"] <= CLUSTER_LIMIT + bound
+    assert bound < CLUSTER_LIMIT / 2          # far below two budgets' worth
+    # Each node saw the other's usage, and both served.
+    assert a["used"] > 0 and b["used"] > 0 and a["remote"] > 0 and b["remote"] > 0
+
+
+def test_memcached_outage_fails_open_or_closed_never_hangs(node_a, node_b, limits_mc):
+    limits_mc.stop()
+    try:
+        time.sleep(1.6)                 # past node b's stale=1
+        t0 = time.monotonic()
+        ra = chat(node_a, "cluster", path="/v1/chat/completions", max_tokens=1,
+                  model="mock-small")
+        rb = chat(node_b, "cluster", path="/v1/chat/completions", max_tokens=1)
+        assert time.monotonic() - t0 < 2
+        # a fails open: it answers as its last view allows (the budget is
+        # spent by the test before: a 429, not a 503); b fails closed.
+        assert ra.status in (200, 429)
+        env.assert_openai_error(rb, 503, code="limits_unavailable")
+    finally:
+        limits_mc.start()
+    deadline = time.monotonic() + 10
+    while chat(node_b, "cluster", path="/v1/chat/completions",
+               max_tokens=1).status == 503:
+        assert time.monotonic() < deadline, "node b never came back"
+        time.sleep(0.2)
