@@ -727,3 +727,82 @@ def test_memcached_outage_fails_open_or_closed_never_hangs(node_a, node_b, limit
                max_tokens=1).status == 503:
         assert time.monotonic() < deadline, "node b never came back"
         time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- configuration
+
+H = sha("sk-config-test")
+BAD_CONF = {
+    "rpm_zero": ("LLMRateLimit", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMRateLimit rpm=0\n</LLMKey>'),
+    "rpm_negative": ("LLMRateLimit", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMRateLimit rpm=-5\n</LLMKey>'),
+    "rpm_fraction": ("LLMRateLimit", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMRateLimit rpm=1.5\n</LLMKey>'),
+    "rate_unknown": ("LLMRateLimit", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMRateLimit rph=5\n</LLMKey>'),
+    "rate_twice": ("LLMRateLimit", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMRateLimit rpm=5\nLLMRateLimit tpm=5\n</LLMKey>'),
+    "tokens_zero": ("LLMBudget", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMBudget tokens=0 per=day\n</LLMKey>'),
+    "tokens_text": ("LLMBudget", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMBudget tokens=lots per=day\n</LLMKey>'),
+    "budget_period": ("LLMBudget", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMBudget tokens=5 per=week\n</LLMKey>'),
+    "budget_twice": ("LLMBudget", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMBudget tokens=5 per=day\nLLMBudget tokens=6 per=day\n</LLMKey>'),
+    "cost_negative": ("LLMBudget", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMBudget cost=-1 per=day\n</LLMKey>'),
+    "hash_short": ("LLMKeyHash", f'<LLMKey "c">\nLLMKeyHash sha256:{H[:-1]}\n</LLMKey>'),
+    "hash_not_hex": ("LLMKeyHash", f'<LLMKey "c">\nLLMKeyHash sha256:{H[:-1]}g\n</LLMKey>'),
+    "hash_no_prefix": ("LLMKeyHash", f'<LLMKey "c">\nLLMKeyHash {H}\n</LLMKey>'),
+    "no_hash": ("LLMKeyHash", '<LLMKey "c">\nLLMRateLimit rpm=5\n</LLMKey>'),
+    "duplicate_name": ("LLMKey", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\n</LLMKey>\n'
+                                 f'<LLMKey "c">\nLLMKeyHash sha256:{sha("other")}\n</LLMKey>'),
+    "duplicate_hash": ("LLMKey", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\n</LLMKey>\n'
+                                 f'<LLMKey "d">\nLLMKeyHash sha256:{H.upper()}\n</LLMKey>'),
+    "limit_outside": ("LLMRateLimit", "LLMRateLimit rpm=5"),
+    "route_unknown": ("route=", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\n'
+                                f'LLMRateLimit rpm=5 route=nope\n</LLMKey>'),
+    "price_bad": ("LLMPrice", "LLMPrice mock-small in=cheap out=1"),
+    "price_half": ("LLMPrice", "LLMPrice mock-small in=1"),
+    "require_bad": ("LLMRequireKey", '<Location "/x">\nLLMRequireKey maybe\n</Location>'),
+    "key_from_bad": ("LLMKeyFrom", '<Location "/x">\nLLMKeyFrom cookie\n</Location>'),
+    "max_tokens_zero": ("LLMMaxTokens", '<LLMRoute "mt">\nLLMBackend balancer://be\n'
+                                        'LLMMaxTokens default=0\n</LLMRoute>'),
+    "store_bad": ("LLMLimitStore", "LLMLimitStore redis 127.0.0.1:1"),
+    "store_interval": ("LLMLimitStore", "LLMLimitStore memcache 127.0.0.1:1 interval=5"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONF))
+def test_bad_limit_config_names_file_and_line(config_test, case):
+    directive, snippet = BAD_CONF[case]
+    rc, out, conf, first, last = config_test(snippet)
+    assert rc != 0 and "Syntax OK" not in out, f"accepted:\n{snippet}\n{out}"
+    assert directive in out and conf in out, out
+    mentioned = {int(n) for n in re.findall(r"\bline (\d+)\b", out)}
+    mentioned |= {int(n) for n in re.findall(re.escape(conf) + r":(\d+)", out)}
+    assert mentioned & set(range(first, last + 1)), out
+    assert "sk-config-test" not in out
+
+
+def test_good_limit_config(config_test):
+    rc, out, *_ = config_test(KEYS_CONF)
+    assert rc == 0, out
+
+
+# ---------------------------------------------------------------- secrets
+
+def test_keys_never_in_logs_status_or_headers(gw_keys):
+    # A request with each kind of key, good and bad, then every place a key
+    # could leak to is searched for every secret.
+    seen_headers = []
+    for name in SECRETS:
+        for h in (bearer(name), {"x-api-key": SECRETS[name]}):
+            r = chat(gw_keys, headers=h, max_tokens=2)
+            seen_headers.append(str(r.headers) + r.body.decode(errors="replace"))
+        r = gw_keys.post(f"{CHAT}?api_key={SECRETS[name]}", env.chat_body(max_tokens=2))
+        seen_headers.append(str(r.headers) + r.body.decode(errors="replace"))
+    status = gw_keys.get("/server-status").body.decode() \
+        + gw_keys.get("/server-status?auto").body.decode()
+    time.sleep(0.5)                 # the access log is written after the answer
+    texts = {"status": status, "headers": "".join(seen_headers)}
+    for f in os.listdir(gw_keys.dir):
+        if f.endswith((".log", ".out")):
+            texts[f] = open(os.path.join(gw_keys.dir, f), errors="replace").read()
+    for where, text in texts.items():
+        for name, secret in SECRETS.items():
+            assert secret not in text, f"{name}'s key in {where}"
+            assert sha(secret) not in text, f"{name}'s hash in {where}"
+    assert "key:alpha" in status     # the status does show the subjects
