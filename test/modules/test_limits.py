@@ -22,7 +22,7 @@ import llmgw_env as env
 SECRETS = {name: f"sk-test-{name}-{hashlib.sha256(name.encode()).hexdigest()[:24]}"
            for name in ("alpha", "models", "disabled", "budget", "budget-stream",
                         "refund", "rpm", "tpm", "conc", "kr", "cost", "huge",
-                        "persist", "cluster")}
+                        "persist", "cluster", "hits")}
 USERS = {"carol": "carol-pw", "dave": "dave-pw"}
 
 
@@ -55,6 +55,7 @@ KEYS_CONF = (
                 "LLMRateLimit concurrent=1 route=mock-large")
     + key_block("cost", "LLMBudget cost=0.002 per=month")
     + key_block("huge", "LLMBudget tokens=100000 per=day")
+    + key_block("hits", "LLMBudget tokens=1000000 per=day")
     + "LLMPrice mock-small in=1 out=2\n"
 )
 
@@ -655,15 +656,18 @@ def limits_mc(workdir):
         m.stop()
 
 
-def cluster_node(request, workdir, ports, name, mc, extra=""):
+def cluster_node(request, workdir, ports, name, mc, extra="", more=""):
     conf = (key_block("cluster", f"LLMBudget tokens={CLUSTER_LIMIT} per=day")
-            + f"LLMLimitStore memcache {env.HOST}:{mc.port} interval={SYNC_MS}{extra}\n")
+            + key_block("hits", "LLMBudget tokens=1000000 per=day")
+            + f"LLMLimitStore memcache {env.HOST}:{mc.port} interval={SYNC_MS}{extra}\n"
+            + more)
     return env.serve_gateway(request, workdir, ports, name, conf)
 
 
 @pytest.fixture(scope="module")
 def node_a(request, workdir, ports, mocks, limits_mc):
-    yield from cluster_node(request, workdir, ports, "gw-node-a", limits_mc)
+    yield from cluster_node(request, workdir, ports, "gw-node-a", limits_mc,
+                            more="LLMCacheBilling free\n")
 
 
 @pytest.fixture(scope="module")
@@ -806,3 +810,35 @@ def test_keys_never_in_logs_status_or_headers(gw_keys):
             assert secret not in text, f"{name}'s key in {where}"
             assert sha(secret) not in text, f"{name}'s hash in {where}"
     assert "key:alpha" in status     # the status does show the subjects
+
+
+# ---------------------------------------------------------------- cache hits
+
+def cached_pair(g, uniq, path=CHAT, stream=False):
+    """The same deterministic request twice: a miss, then a hit; the
+    tokens the subject was charged for each."""
+    out = []
+    for want in ("MISS", "HIT"):
+        before = settled(g, "key:hits")["used"]
+        body = env.chat_body(model="mock-small", content=f"cache me {uniq}",
+                             temperature=0, max_tokens=12, stream=stream)
+        if stream:
+            r = g.stream(path, body, headers=bearer("hits"))
+        else:
+            r = g.post(path, body, headers=bearer("hits"))
+        assert r.status == 200 and r.headers.get("X-LLM-Cache") == want, \
+            (want, r.headers.get("X-LLM-Cache"))
+        out.append(settled(g, "key:hits")["used"] - before)
+    return out
+
+
+def test_cache_hit_is_billed_in_full_by_default(gw_keys, uniq):
+    miss, hit = cached_pair(gw_keys, uniq)
+    assert miss > 0 and hit == miss
+    miss, hit = cached_pair(gw_keys, uniq + "s", stream=True)
+    assert miss > 0 and hit == miss
+
+
+def test_cache_hit_is_free_with_llmcachebilling_free(node_a, uniq):
+    miss, hit = cached_pair(node_a, uniq, path="/v1/chat/completions")
+    assert miss > 0 and hit == 0
