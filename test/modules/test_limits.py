@@ -578,9 +578,22 @@ def test_usage_survives_graceful_restart_and_config_change(gw_persist):
         text = f.read()
     with open(g.conf, "w") as f:
         f.write(text.replace(f"tokens={PERSIST_LIMIT}", f"tokens={2 * PERSIST_LIMIT}"))
+    # A request in flight across the restart settles in the table the new
+    # generation uses: the segment is kept, not copied.
+    slow = {}
+
+    def straddle():
+        slow["r"] = chat(g, "persist", path="/v1/chat/completions", max_tokens=8,
+                         headers={"X-Mock-TTFT-Ms": "1500"})
+    t = threading.Thread(target=straddle)
+    t.start()
+    time.sleep(0.5)
     old = set(g.children())
     os.kill(g.proc.pid, signal.SIGUSR1)
     new_generation(g, old)
+    t.join(30)
+    assert slow["r"].status == 200
+    used += slow["r"].json()["usage"]["total_tokens"]
     row = settled(g, "key:persist")
     assert row["used"] == used and row["limit"] == 2 * PERSIST_LIMIT
     used += load(g, 3)
