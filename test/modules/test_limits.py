@@ -22,7 +22,7 @@ import llmgw_env as env
 SECRETS = {name: f"sk-test-{name}-{hashlib.sha256(name.encode()).hexdigest()[:24]}"
            for name in ("alpha", "models", "disabled", "budget", "budget-stream",
                         "refund", "rpm", "tpm", "conc", "kr", "cost", "huge",
-                        "persist", "cluster", "hits")}
+                        "persist", "cluster", "hits", "tiny")}
 USERS = {"carol": "carol-pw", "dave": "dave-pw"}
 
 
@@ -56,6 +56,7 @@ KEYS_CONF = (
     + key_block("cost", "LLMBudget cost=0.002 per=month")
     + key_block("huge", "LLMBudget tokens=100000 per=day")
     + key_block("hits", "LLMBudget tokens=1000000 per=day")
+    + key_block("tiny", "LLMBudget tokens=10 per=hour")
     + "LLMPrice mock-small in=1 out=2\n"
 )
 
@@ -256,6 +257,15 @@ def test_ollama_api_refuses_in_its_shape(gw_keys):
     r = gw_keys.post("/kollama/api/chat", {"model": "mock-small", "messages": [
         {"role": "user", "content": "hi"}], "stream": False}, headers=bearer("alpha"))
     assert r.status == 200, r.body[:300]
+
+
+def test_ollama_api_429_in_its_shape_with_headers(gw_keys):
+    r = gw_keys.post("/kollama/api/chat", {"model": "mock-small", "messages": [
+        {"role": "user", "content": "hi"}], "stream": False}, headers=bearer("tiny"))
+    assert r.status == 429 and r.content_type == "application/json"
+    assert isinstance(r.json()["error"], str) and "budget" in r.json()["error"]
+    assert int(r.header("Retry-After")) >= 1
+    assert r.header("x-ratelimit-limit-tokens") == "10"
 
 
 @pytest.mark.parametrize("query", ["api_key={k}", "key={k}", "x=1&token={k}",
