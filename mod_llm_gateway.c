@@ -8,6 +8,7 @@
 #include "mod_llmgw_config.h"
 #include "mod_llmgw_errors.h"
 #include "mod_llmgw_lifecycle.h"
+#include "mod_llmgw_limits.h"
 #include "mod_llmgw_models.h"
 #include "mod_llmgw_output.h"
 #include "mod_llmgw_proxy.h"
@@ -21,6 +22,7 @@ static void register_hooks(apr_pool_t *p)
     llmgw_errors_register();
     llmgw_answer_register();
     llmgw_models_register();
+    llmgw_limits_register();
 }
 
 AP_DECLARE_MODULE(llm_gateway) = {

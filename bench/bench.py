@@ -235,6 +235,22 @@ def gateway_vhost(routes, cache=""):
     return "\n".join(out)
 
 
+# gateway_keyed: the gateway_miss vhost with a key that has every kind of
+# limit (none of which refuses), required on its API: what authentication,
+# admission and settlement add to a miss.
+BENCH_KEY = "llmgw-bench-key-0123456789abcdef0123456789abcdef"
+
+
+def keyed_lines():
+    import hashlib
+    return ('<LLMKey "bench">\n    LLMKeyHash sha256:%s\n'
+            '    LLMRateLimit rpm=1000000000 tpm=1000000000 '
+            'concurrent=100000\n'
+            '    LLMBudget tokens=4000000000000000 per=day\n'
+            '</LLMKey>\n<Location "/v1">\n    LLMRequireKey on\n</Location>'
+            % hashlib.sha256(BENCH_KEY.encode()).hexdigest())
+
+
 def balancer(name, ports, lbmethod=None, extra=""):
     members = "".join('    BalancerMember "http://127.0.0.1:%d"%s\n'
                       % (p, extra) for p in ports)
@@ -320,14 +336,16 @@ def build_proxy_stack(run, st, stream_knobs):
     bal = balancer("fast", [fast.port]) + "\n" + balancer("paced",
                                                           [paced.port])
     routes = [("mock-small", "fast"), ("mock-paced", "paced")]
-    mp_fast, mp_paced, gw, gwn = (free_port(), free_port(), free_port(),
-                                  free_port())
+    mp_fast, mp_paced, gw, gwn, gwk = (free_port(), free_port(),
+                                       free_port(), free_port(), free_port())
     # The cache once apache2 -t accepts LLMCache (probe_cache).
     cached = run.cache["ok"]
     hp = st.httpd("httpd-proxy", [
         (mp_fast, 'ProxyPass "/v1/" "balancer://fast/v1/"'),
         (mp_paced, 'ProxyPass "/v1/" "balancer://paced/v1/"'),
         (gw, gateway_vhost(routes, cache_line(run, cached))),
+        (gwk, gateway_vhost(routes, cache_line(run, cached)) + "\n"
+         + keyed_lines()),
     ] + ([(gwn, gateway_vhost(routes, cache_line(run)))] if cached else []),
         MPM_PROXY, bal)
     # The httpd subjects are vhosts of one httpd, loaded one at a time:
@@ -339,6 +357,10 @@ def build_proxy_stack(run, st, stream_knobs):
                                    backend=paced)}
     subj["mod_proxy"] = on(hp, mp_fast, mp_paced)
     subj["gateway_miss"] = on(hp, gw)
+    key = {"Authorization": "Bearer " + BENCH_KEY}
+    subj["gateway_keyed"] = {
+        "overhead": Endpoint(gwk, key, proc=hp, backend=fast),
+        "stream": Endpoint(gwk, key, proc=hp, backend=paced)}
     if cached:
         subj["gateway_hit"] = on(hp, gw, fixed=True)
         # The same gateway with LLMCache off: what the cache adds to a miss.
@@ -407,7 +429,7 @@ def check_subject(run, name, ends, stream=True):
 
 def checked_subjects(run, subj, stream=True):
     ok = {}
-    for name in SUBJECTS + ["gateway_nocache"]:
+    for name in SUBJECTS + ["gateway_nocache", "gateway_keyed"]:
         if name not in subj:
             continue
         why = check_subject(run, name, subj[name], stream)
@@ -460,7 +482,8 @@ def scenario_overhead(run, subj):
     # The order of a round puts the subjects of each target ratio next to
     # each other (hit, mod_proxy, miss, portkey); rotating it keeps them so.
     names = [s for s in ("direct", "nginx", "gateway_hit", "mod_proxy",
-                         "gateway_miss", "portkey", "gateway_nocache")
+                         "gateway_miss", "gateway_keyed", "portkey",
+                         "gateway_nocache")
              if s in subj]
     say("overhead: subjects %s" % ", ".join(names))
 
@@ -518,7 +541,7 @@ def scenario_overhead(run, subj):
                 if c == 1 or split:
                     lg.pin_tree(all_cpus)
     out = {}
-    for name in SUBJECTS + ["gateway_nocache"]:
+    for name in SUBJECTS + ["gateway_nocache", "gateway_keyed"]:
         if name not in names:
             out[name] = None
             continue
@@ -548,6 +571,9 @@ def scenario_overhead(run, subj):
     nocache = out.pop("gateway_nocache")
     if nocache and out.get("gateway_miss"):
         out["gateway_miss"]["without_cache"] = nocache
+    keyed = out.pop("gateway_keyed")
+    if keyed and out.get("gateway_miss"):
+        out["gateway_miss"]["with_key"] = keyed
     run.scenarios["overhead"] = out
 
 
@@ -1173,6 +1199,15 @@ def targets(run):
     add("miss_cpu_vs_mod_proxy", "gateway_miss CPU us/request / mod_proxy's "
         "(overhead, c=%s)" % main, paired_cpu("gateway_miss", "mod_proxy"),
         round(1 / 0.9, 3), "<=")
+    keyed = (ov.get("gateway_miss") or {}).get("with_key")
+    add("keyed_vs_miss", "gateway_keyed rps / gateway_miss rps (a key "
+        "with limits, overhead, c=%s)" % main,
+        paired_rps(keyed, ov.get("gateway_miss") or {}) if keyed else None,
+        0.95, ">=")
+    add("keyed_cpu_vs_miss", "gateway_keyed CPU us/request / gateway_miss's "
+        "(overhead, c=%s)" % main,
+        paired_cpu(keyed, ov.get("gateway_miss") or {}) if keyed else None,
+        1.05, "<=")
     add("hit_vs_mod_proxy", "gateway_hit rps / mod_proxy rps (overhead, "
         "c=%s)" % main, paired_rps("gateway_hit", "mod_proxy"), 2.0, ">=",
         run.absent.get("gateway_hit"))

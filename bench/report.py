@@ -56,6 +56,9 @@ def rows_for(sc, cols):
         if e.get("without_cache"):
             rows.append(["`%s` without cache" % s]
                         + [fn(e["without_cache"]) for _, fn in cols])
+        if e.get("with_key"):
+            rows.append(["`gateway_keyed` (a key with limits)"]
+                        + [fn(e["with_key"]) for _, fn in cols])
     return rows
 
 

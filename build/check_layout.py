@@ -22,8 +22,12 @@ HTTPD = re.compile(r"^(httpd|http_\w+|ap_\w+|util_\w+|mod_\w+|mpm\w*|"
                    r"scoreboard|unixd|os|apreq\w*|heartbeat)\.h$")
 # glue file -> other parts' headers it may include, and why.
 ALLOWED = {
-    "mod_llmgw_proxy.c": {"mod_llmgw_output.h": "adds the output filter"},
+    "mod_llmgw_proxy.c": {"mod_llmgw_output.h": "adds the output filter",
+                          "mod_llmgw_limits.h": "authenticates and admits"},
+    "mod_llmgw_output.c": {"mod_llmgw_limits.h": "settles at the answer's end"},
+    "mod_llmgw_answer.c": {"mod_llmgw_limits.h": "settles cache hits"},
     "mod_llmgw_lifecycle.c": {
+        "mod_llmgw_limits.h": "the lifecycle calls each part's steps",
         "mod_llmgw_models.h": "the lifecycle calls each part's steps",
         "mod_llmgw_store.h": "the lifecycle calls each part's steps"},
 }

@@ -217,7 +217,7 @@ const char *llmgw_request_upstream_body(llmgw_request_t *req,
                                         const char *orig, apr_size_t orig_len,
                                         apr_size_t *len, int *strip_usage)
 {
-    const char *keys[2], *vals[2];
+    const char *keys[3], *vals[3];
     llmgw_json_t *so;
     int n = 0;
 
@@ -236,6 +236,11 @@ const char *llmgw_request_upstream_body(llmgw_request_t *req,
                                   (const char *[]){ "true" }, 1, NULL)
                 : "{\"include_usage\":true}";
         n++;
+    }
+    if (req->max_tokens > 0) {
+        keys[n] = req->max_tokens_field ? req->max_tokens_field : "max_tokens";
+        vals[n++] =
+            apr_psprintf(req->pool, "%" APR_INT64_T_FMT, req->max_tokens);
     }
     if (!n) {
         *len = orig_len;

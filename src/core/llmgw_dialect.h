@@ -33,6 +33,11 @@ typedef struct {
     const char *model;
     int stream;
     int wants_usage; /* stream_options.include_usage from client */
+    /* Set by the gateway's limits (llmgw_estimate): the body upstream
+     * carries max_tokens_field = max_tokens (an Ollama backend gets it
+     * as options.num_predict); 0: as the client sent it. */
+    apr_int64_t max_tokens;
+    const char *max_tokens_field;
 } llmgw_request_t;
 
 typedef struct {
@@ -90,9 +95,10 @@ int llmgw_request_parse(apr_pool_t *p, llmgw_endpoint_t ep, const char *buf,
                         llmgw_error_t *err);
 
 /* The body to send upstream: the client's bytes untouched when nothing
- * changes, else those bytes with only the upstream model's name and
+ * changes, else those bytes with only the upstream model's name,
  * stream_options.include_usage (added to streams so accounting never
- * misses one) changed. *strip_usage is set when the usage chunk must be
+ * misses one) and the max_tokens the gateway set (req->max_tokens)
+ * changed. *strip_usage is set when the usage chunk must be
  * removed again before the client sees it. NULL if req->body is not a
  * read view of an object (it always is after llmgw_request_parse). */
 const char *llmgw_request_upstream_body(llmgw_request_t *req,

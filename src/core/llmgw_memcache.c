@@ -285,8 +285,9 @@ typedef struct {
     apr_pool_t *p; /* for get */
     char **val;
     apr_size_t *len;
-    const char *key; /* the key asked for */
-    apr_size_t max;  /* the longest value taken */
+    const char *key;   /* the key asked for */
+    apr_size_t max;    /* the longest value taken */
+    apr_uint64_t *num; /* incr/decr: the counter's new value */
 } mc_op;
 
 /* s past the decimal digits at s (at least one, no sign), their value at
@@ -336,6 +337,30 @@ static apr_status_t value_line(const char *line, const char *key,
     return APR_SUCCESS;
 }
 
+/* The answer to incr or decr: the new value (digits, nothing else),
+ * NOT_FOUND, or memcached's refusal (a value that is not a number). */
+static apr_status_t counter_line(const char *line, apr_uint64_t *num,
+                                 int *usable)
+{
+    const char *end;
+
+    *usable = 1;
+    if (!strcmp(line, "NOT_FOUND")) {
+        return APR_NOTFOUND;
+    }
+    if ((end = number(line, APR_UINT64_MAX, num)) != NULL) {
+        while (*end == ' ') { /* old memcacheds pad a decr's answer */
+            end++;
+        }
+        if (!*end) {
+            return APR_SUCCESS;
+        }
+    }
+    *usable = strncmp(line, "CLIENT_ERROR ", 13) == 0
+              || strncmp(line, "SERVER_ERROR ", 13) == 0;
+    return APR_EGENERAL;
+}
+
 /* Reads the answer to op. *usable says whether the connection may carry
  * the next command: after SERVER_ERROR (memcached's refusal, the data
  * swallowed) it may; after anything unexpected, or a value left unread,
@@ -349,6 +374,9 @@ static apr_status_t answer(mc_conn *c, mc_op *op, int *usable)
     *usable = 0;
     if ((rv = read_line(c, line, sizeof(line))) != APR_SUCCESS) {
         return rv;
+    }
+    if (op->num) {
+        return counter_line(line, op->num, usable);
     }
     if (!op->val) {
         *usable = 1;
@@ -508,4 +536,41 @@ apr_status_t llmgw_mc_delete(llmgw_mc_t *mc, const char *key)
     op.vec[0].iov_base = cmd;
     op.vec[0].iov_len = strlen(cmd);
     return run(mc, key, &op);
+}
+
+apr_status_t llmgw_mc_add_number(llmgw_mc_t *mc, const char *key,
+                                 apr_uint64_t value, apr_uint32_t ttl)
+{
+    char text[24];
+
+    apr_snprintf(text, sizeof(text), "%" APR_UINT64_T_FMT, value);
+    return store(mc, "add", key, text, strlen(text), ttl);
+}
+
+static apr_status_t count(llmgw_mc_t *mc, const char *verb, const char *key,
+                          apr_uint64_t delta, apr_uint64_t *value)
+{
+    char cmd[320];
+    mc_op op = { { { 0 } }, 1, NULL, NULL, NULL, key, 0, value };
+
+    if (!key_ok(key)) {
+        return APR_EINVAL;
+    }
+    apr_snprintf(cmd, sizeof(cmd), "%s %s %" APR_UINT64_T_FMT "\r\n", verb,
+                 key, delta);
+    op.vec[0].iov_base = cmd;
+    op.vec[0].iov_len = strlen(cmd);
+    return run(mc, key, &op);
+}
+
+apr_status_t llmgw_mc_incr(llmgw_mc_t *mc, const char *key, apr_uint64_t delta,
+                           apr_uint64_t *value)
+{
+    return count(mc, "incr", key, delta, value);
+}
+
+apr_status_t llmgw_mc_decr(llmgw_mc_t *mc, const char *key, apr_uint64_t delta,
+                           apr_uint64_t *value)
+{
+    return count(mc, "decr", key, delta, value);
 }

@@ -35,4 +35,17 @@ apr_status_t llmgw_mc_add(llmgw_mc_t *mc, const char *key, const char *val,
                           apr_size_t len, apr_uint32_t ttl);
 apr_status_t llmgw_mc_delete(llmgw_mc_t *mc, const char *key);
 
+/* A counter: add stores value as its decimal text (APR_EEXIST when the
+ * key is there already); incr and decr change it by delta (memcached
+ * wraps incr at 2^64 and stops decr at 0) and give its new value.
+ * APR_NOTFOUND when there is no such key; APR_EGENERAL for a value that
+ * is not a number (memcached's CLIENT_ERROR) or an answer that is not a
+ * counter's (the connection is then closed). */
+apr_status_t llmgw_mc_add_number(llmgw_mc_t *mc, const char *key,
+                                 apr_uint64_t value, apr_uint32_t ttl);
+apr_status_t llmgw_mc_incr(llmgw_mc_t *mc, const char *key, apr_uint64_t delta,
+                           apr_uint64_t *value);
+apr_status_t llmgw_mc_decr(llmgw_mc_t *mc, const char *key, apr_uint64_t delta,
+                           apr_uint64_t *value);
+
 #endif

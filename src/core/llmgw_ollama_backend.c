@@ -533,6 +533,11 @@ int llmgw_ollama_request(apr_pool_t *p, const llmgw_request_t *req,
             || (rv = map_sampling(p, in, out, err)) != 0) {
             return rv;
         }
+        if (req->max_tokens > 0) {
+            /* The limits' bound, where the client gave none. */
+            llmgw_json_setl(options_of(out), req->max_tokens, "num_predict",
+                            NULL);
+        }
         map_effort(in, out);
         llmgw_json_setb(out, req->stream, "stream", NULL);
     }

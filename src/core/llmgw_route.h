@@ -19,6 +19,8 @@ typedef struct llmgw_route {
     apr_interval_time_t discover; /* LLMDiscover on: how long a fetched
                                   * list serves; 0: off */
     void *discovered;             /* the discovery's state (its glue) */
+    void *limits;                 /* its limits and max_tokens (the
+                                   * limits' glue), or NULL */
     const char *file;             /* where <LLMRoute> stands */
     int line;
     const char *backend_file; /* where LLMBackend stands */

@@ -141,8 +141,13 @@ void llmgw_log_glue(void)
 
 void llmgw_note_usage(request_rec *r, const llmgw_usage_t *u)
 {
+    llmgw_req_t *ctx;
+
     if (!u->found) {
         return;
+    }
+    if ((ctx = llmgw_req_get(r)) != NULL) {
+        ctx->usage = *u; /* what the limits settle with */
     }
     apr_table_setn(r->notes, LLMGW_NOTE_PROMPT_TOKENS,
                    apr_off_t_toa(r->pool, u->prompt));

@@ -13,6 +13,7 @@
 #include "llmgw_coalesce.h"
 #include "llmgw_dialect.h"
 #include "llmgw_front.h"
+#include "llmgw_limits.h"
 #include "llmgw_log.h"
 #include "llmgw_ollama.h"
 #include "llmgw_route.h"
@@ -41,6 +42,7 @@ extern module AP_MODULE_DECLARE_DATA llm_gateway_module;
 #define LLMGW_NOTE_ERROR "llm-error"
 #define LLMGW_NOTE_CACHE "llm-cache"
 #define LLMGW_NOTE_CACHED_TOKENS "llm-cached-tokens"
+#define LLMGW_NOTE_KEY_TEAM "llm-key-team"
 
 /* The environment variable that keeps a request out of the cache (e.g.
  * SetEnvIf Authorization "^Bearer nocache-" llm-no-cache). */
@@ -60,20 +62,72 @@ typedef enum {
     LLMGW_API_OLLAMA = 2
 } llmgw_api_t;
 
+/* An <LLMKey> (or the <LLMUserLimits> block every REMOTE_USER gets). */
+typedef struct llmgw_key {
+    const char *name;
+    const char *subject;    /* its subject's name in the table */
+    unsigned char hash[32]; /* SHA-256 of the key (LLMKeyHash) */
+    int has_hash;
+    int disabled;               /* LLMKeyDisabled */
+    const char *team;           /* LLMKeyTeam, or NULL */
+    apr_array_header_t *models; /* const char * globs; NULL: any */
+    llmgw_limits_conf_t conf;   /* LLMRateLimit, LLMBudget */
+    int rate_set;
+    apr_hash_t *per_route; /* route name -> llmgw_key_route_t * */
+    const char *file;
+    int line;
+} llmgw_key_t;
+
+/* A key's limits on one route (LLMRateLimit/LLMBudget route=NAME). */
+typedef struct {
+    const char *route;
+    const char *subject;
+    llmgw_limits_conf_t conf;
+    int rate_set;
+} llmgw_key_route_t;
+
+/* A route's limits (route->limits): LLMRateLimit, LLMBudget and
+ * LLMMaxTokens inside <LLMRoute>. */
+typedef struct {
+    const char *subject; /* NULL: the route has no limits */
+    llmgw_limits_conf_t conf;
+    int rate_set;
+    apr_int64_t default_max; /* LLMMaxTokens N: 0 none */
+    apr_int64_t max_cap;     /* LLMMaxTokens cap=N: 0 none */
+} llmgw_route_limits_t;
+
+/* LLMPrice MODEL in= out=. */
+typedef struct {
+    const char *model; /* a name or glob */
+    llmgw_price_t price;
+} llmgw_model_price_t;
+
 typedef struct {
     llmgw_router_t *router;
-    llmgw_route_t *cur_route; /* while an <LLMRoute> body is parsed */
-    apr_off_t max_body;       /* 0: unset */
-    llmgw_store_t *store;     /* NULL: no cache */
-    int store_set;            /* LLMCache given (off included) */
-    int cache_billing_free;   /* -1 unset (full), 0 full, 1 free */
-    int coalesce;             /* -1 unset (on), 0 off, 1 on */
+    llmgw_route_t *cur_route;   /* while an <LLMRoute> body is parsed */
+    llmgw_key_t *cur_key;       /* while an <LLMKey> body is parsed */
+    apr_array_header_t *keys;   /* llmgw_key_t *, config order; NULL none */
+    llmgw_key_t *users;         /* <LLMUserLimits>, or NULL */
+    apr_array_header_t *prices; /* llmgw_model_price_t, config order */
+    /* LLMLimitStore: memcache servers to sync through ("" off, NULL
+     * unset: LLMCache's memcached, if any) */
+    const char *limit_servers;
+    apr_interval_time_t limit_interval; /* 0: default */
+    int limit_fail_closed;              /* -1 unset (open) */
+    apr_interval_time_t limit_stale;    /* fail=closed after this */
+    apr_off_t max_body;                 /* 0: unset */
+    llmgw_store_t *store;               /* NULL: no cache */
+    int store_set;                      /* LLMCache given (off included) */
+    int cache_billing_free;             /* -1 unset (full), 0 full, 1 free */
+    int coalesce;                       /* -1 unset (on), 0 off, 1 on */
     apr_interval_time_t coalesce_timeout;
 } llmgw_server_conf_t;
 
 typedef struct {
     llmgw_api_t api;
     const char *prefix; /* the <Location> path LLMApi stands in */
+    int require_key;    /* LLMRequireKey: -1 unset (off), 0, 1 */
+    int key_from_user;  /* LLMKeyFrom: -1 unset (key), 0 key, 1 user */
 } llmgw_dir_conf_t;
 
 llmgw_server_conf_t *llmgw_sconf(const server_rec *s);
@@ -164,6 +218,12 @@ typedef struct {
     llmgw_pbuf_t copy;      /* a plain answer being recorded */
     const char *bad_answer; /* why the backend's body is dropped and
                                   * the client gets a 502 instead */
+    /* keys and limits (mod_llmgw_limits.c) */
+    const llmgw_key_t *key;        /* the client's key (or user), or NULL */
+    struct llmgw_admission *admit; /* the reservation, or NULL */
+    llmgw_usage_t usage;           /* the last llmgw_note_usage */
+    apr_int64_t generated;         /* stream bytes that reached the client
+                                    * side: bound a cut stream's tokens */
 } llmgw_req_t;
 
 /* The context of an API request (made by the fixups hook), or NULL. */

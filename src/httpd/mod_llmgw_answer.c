@@ -13,6 +13,7 @@
 
 #include "mod_llmgw.h"
 #include "mod_llmgw_answer.h"
+#include "mod_llmgw_limits.h"
 
 APLOG_USE_MODULE(llm_gateway);
 
@@ -286,6 +287,7 @@ static int answer_follower(request_rec *r, llmgw_req_t *ctx)
 static int answer_handler(request_rec *r)
 {
     llmgw_req_t *ctx;
+    int rv;
 
     if (!r->handler || strcmp(r->handler, LLMGW_HANDLER) != 0) {
         return DECLINED;
@@ -301,11 +303,10 @@ static int answer_handler(request_rec *r)
     if (ctx->err.status) {
         return answer_error(r, ctx);
     }
-    if (ctx->hit) {
-        return answer_hit(r, ctx);
-    }
-    if (ctx->following) {
-        return answer_follower(r, ctx);
+    if (ctx->hit || ctx->following) {
+        rv = ctx->hit ? answer_hit(r, ctx) : answer_follower(r, ctx);
+        llmgw_limits_end(r, ctx); /* billed per LLMCacheBilling */
+        return rv;
     }
     if (ctx->info == OLLAMA_INFO_VERSION) {
         return answer_version(r);

@@ -20,6 +20,7 @@ void *llmgw_create_server_conf(apr_pool_t *p, server_rec *s)
     conf->router = llmgw_router_create(p);
     conf->coalesce = -1;
     conf->cache_billing_free = -1;
+    conf->limit_fail_closed = -1;
     return conf;
 }
 
@@ -39,6 +40,20 @@ void *llmgw_merge_server_conf(apr_pool_t *p, void *basev, void *addv)
                                    : base->cache_billing_free;
     conf->coalesce_timeout =
         add->coalesce_timeout ? add->coalesce_timeout : base->coalesce_timeout;
+    /* Keys, like routes: a virtual host with keys of its own uses only
+     * those. */
+    conf->keys = add->keys ? add->keys : base->keys;
+    conf->users = add->users ? add->users : base->users;
+    conf->prices = add->prices ? add->prices : base->prices;
+    conf->limit_servers =
+        add->limit_servers ? add->limit_servers : base->limit_servers;
+    conf->limit_interval =
+        add->limit_interval ? add->limit_interval : base->limit_interval;
+    conf->limit_fail_closed = add->limit_fail_closed != -1
+                                  ? add->limit_fail_closed
+                                  : base->limit_fail_closed;
+    conf->limit_stale =
+        add->limit_stale ? add->limit_stale : base->limit_stale;
     return conf;
 }
 
@@ -47,6 +62,8 @@ void *llmgw_create_dir_conf(apr_pool_t *p, char *dir)
     llmgw_dir_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
 
     conf->api = LLMGW_API_UNSET;
+    conf->require_key = -1;
+    conf->key_from_user = -1;
     return conf;
 }
 
@@ -63,6 +80,10 @@ void *llmgw_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
         conf->api = base->api;
         conf->prefix = base->prefix;
     }
+    conf->require_key =
+        add->require_key != -1 ? add->require_key : base->require_key;
+    conf->key_from_user =
+        add->key_from_user != -1 ? add->key_from_user : base->key_from_user;
     return conf;
 }
 
@@ -357,6 +378,544 @@ static const char *set_api(cmd_parms *cmd, void *dconf, const char *arg)
     return NULL;
 }
 
+/* ---------------------------------------------------------------------
+ * Keys and limits: <LLMKey>, <LLMUserLimits>, the limits in them and in
+ * <LLMRoute>, prices
+ */
+
+/* The directives of a limit block, run over its body; what they set is
+ * checked as a whole at its end. */
+static const char *limit_block_end(cmd_parms *cmd, const char *what,
+                                   const llmgw_limits_conf_t *c)
+{
+    const char *why = llmgw_limits_conf_check(c);
+
+    return why ? apr_psprintf(cmd->pool, "%s: %s", what, why) : NULL;
+}
+
+static const char *section_args(cmd_parms *cmd, const char *arg,
+                                const char *what, char **args)
+{
+    const char *endp = ap_strrchr_c(arg, '>');
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
+
+    if (err) {
+        return err;
+    }
+    if (!endp) {
+        return apr_pstrcat(cmd->pool, what, " directive missing closing '>'",
+                           NULL);
+    }
+    if (server_conf(cmd)->cur_key || server_conf(cmd)->cur_route) {
+        return apr_pstrcat(cmd->pool, what,
+                           " cannot be inside <LLMKey>, "
+                           "<LLMUserLimits> or <LLMRoute>",
+                           NULL);
+    }
+    *args = apr_pstrmemdup(cmd->temp_pool, arg, endp - arg);
+    return NULL;
+}
+
+static llmgw_key_t *key_new(cmd_parms *cmd, const char *name)
+{
+    llmgw_key_t *key = apr_pcalloc(cmd->pool, sizeof(*key));
+
+    key->name = name;
+    key->file = cmd->directive->filename;
+    key->line = cmd->directive->line_num;
+    key->per_route = apr_hash_make(cmd->pool);
+    return key;
+}
+
+/* Walks the block's body with key as the current one. */
+static const char *key_body(cmd_parms *cmd, llmgw_key_t *key)
+{
+    llmgw_server_conf_t *conf = server_conf(cmd);
+    const char *err;
+
+    conf->cur_key = key;
+    err = ap_walk_config(cmd->directive->first_child, cmd, cmd->context);
+    conf->cur_key = NULL;
+    return err;
+}
+
+/* A second key of that name or hash in this server. */
+static const char *key_clash(cmd_parms *cmd, const llmgw_key_t *key)
+{
+    apr_array_header_t *keys = server_conf(cmd)->keys;
+    int i;
+
+    for (i = 0; keys && i < keys->nelts; i++) {
+        const llmgw_key_t *k = APR_ARRAY_IDX(keys, i, const llmgw_key_t *);
+
+        if (strcmp(k->name, key->name) == 0) {
+            return apr_psprintf(cmd->pool,
+                                "<LLMKey \"%s\">: a key of that name "
+                                "is already defined at %s:%d",
+                                key->name, k->file, k->line);
+        }
+        if (memcmp(k->hash, key->hash, sizeof(k->hash)) == 0) {
+            return apr_psprintf(cmd->pool,
+                                "<LLMKey \"%s\">: its LLMKeyHash is "
+                                "already the hash of <LLMKey \"%s\"> at "
+                                "%s:%d; every key needs a secret of its own",
+                                key->name, k->name, k->file, k->line);
+        }
+    }
+    return NULL;
+}
+
+static const char *key_limits_end(cmd_parms *cmd, llmgw_key_t *key,
+                                  const char *what)
+{
+    apr_hash_index_t *hi;
+    const char *err = limit_block_end(cmd, what, &key->conf);
+
+    for (hi = apr_hash_first(cmd->temp_pool, key->per_route); hi && !err;
+         hi = apr_hash_next(hi)) {
+        llmgw_key_route_t *kr = apr_hash_this_val(hi);
+
+        err = limit_block_end(
+            cmd, apr_psprintf(cmd->pool, "%s route=%s", what, kr->route),
+            &kr->conf);
+    }
+    return err;
+}
+
+static const char *key_section(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    llmgw_server_conf_t *conf = server_conf(cmd);
+    const char *err, *name, *what;
+    char *args;
+    llmgw_key_t *key;
+
+    if ((err = section_args(cmd, arg, "<LLMKey>", &args)) != NULL) {
+        return err;
+    }
+    name = ap_getword_conf(cmd->pool, (const char **)&args);
+    if (!*name || *ap_getword_conf(cmd->temp_pool, (const char **)&args)) {
+        return "<LLMKey> takes one name, e.g. <LLMKey \"team-a\">";
+    }
+    key = key_new(cmd, name);
+    key->subject =
+        llmgw_limits_subject_name(cmd->pool, LLMGW_SUBJECT_KEY, name, NULL);
+    what = apr_psprintf(cmd->pool, "<LLMKey \"%s\">", name);
+    if ((err = key_body(cmd, key)) != NULL
+        || (err = key_limits_end(cmd, key, what)) != NULL) {
+        return err;
+    }
+    if (!key->has_hash) {
+        return apr_psprintf(cmd->pool,
+                            "%s needs an LLMKeyHash line, e.g. "
+                            "LLMKeyHash sha256:<64 hex digits> (build/"
+                            "llmgw-key prints a new key and its line)",
+                            what);
+    }
+    if ((err = key_clash(cmd, key)) != NULL) {
+        return err;
+    }
+    if (!conf->keys) {
+        conf->keys = apr_array_make(cmd->pool, 4, sizeof(llmgw_key_t *));
+    }
+    APR_ARRAY_PUSH(conf->keys, llmgw_key_t *) = key;
+    return NULL;
+}
+
+static const char *users_section(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    llmgw_server_conf_t *conf = server_conf(cmd);
+    const char *err;
+    char *args;
+    llmgw_key_t *key;
+
+    if ((err = section_args(cmd, arg, "<LLMUserLimits>", &args)) != NULL) {
+        return err;
+    }
+    if (*ap_getword_conf(cmd->temp_pool, (const char **)&args)) {
+        return "<LLMUserLimits> takes no arguments";
+    }
+    if (conf->users) {
+        return apr_psprintf(cmd->pool,
+                            "<LLMUserLimits> is already defined "
+                            "at %s:%d",
+                            conf->users->file, conf->users->line);
+    }
+    key = key_new(cmd, "*");
+    if ((err = key_body(cmd, key)) != NULL
+        || (err = key_limits_end(cmd, key, "<LLMUserLimits>")) != NULL) {
+        return err;
+    }
+    if (apr_hash_count(key->per_route)) {
+        return "<LLMUserLimits>: route= limits are for <LLMKey> only";
+    }
+    conf->users = key;
+    return NULL;
+}
+
+/* The key (or user block) being read; err says where the directive may
+ * stand otherwise. */
+static llmgw_key_t *current_key(cmd_parms *cmd, int users_too,
+                                const char **err)
+{
+    llmgw_key_t *key = server_conf(cmd)->cur_key;
+
+    if (key && (users_too || key->subject)) {
+        *err = NULL;
+        return key;
+    }
+    *err =
+        apr_psprintf(cmd->pool, "%s is only allowed inside <LLMKey>%s",
+                     cmd->cmd->name, users_too ? " or <LLMUserLimits>" : "");
+    return NULL;
+}
+
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+static const char *set_key_hash(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err;
+    llmgw_key_t *key = current_key(cmd, 0, &err);
+    const char *hex = arg + 7;
+    int i;
+
+    if (!key) {
+        return err;
+    }
+    if (key->has_hash) {
+        return "LLMKeyHash: one hash per <LLMKey>";
+    }
+    if (strncasecmp(arg, "sha256:", 7) != 0 || strlen(hex) != 64) {
+        goto bad;
+    }
+    for (i = 0; i < 32; i++) {
+        int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+
+        if (hi < 0 || lo < 0) {
+            goto bad;
+        }
+        key->hash[i] = (unsigned char)(hi << 4 | lo);
+    }
+    key->has_hash = 1;
+    return NULL;
+bad:
+    return "LLMKeyHash: give the key's SHA-256 as sha256: and 64 hex "
+           "digits, e.g. LLMKeyHash sha256:9f86d081884c7d659a2feaa0c55ad015"
+           "a3bf4f1b2b0b822cd15d6c15b0f00a08 (printf %s KEY | sha256sum)";
+}
+
+static const char *set_key_models(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err;
+    llmgw_key_t *key = current_key(cmd, 1, &err);
+
+    if (!key) {
+        return err;
+    }
+    if (!*arg) {
+        return "LLMKeyModels: a model name or glob, e.g. LLMKeyModels "
+               "\"llama3*\" mock-small";
+    }
+    if (!key->models) {
+        key->models = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(key->models, const char *) = arg;
+    return NULL;
+}
+
+static const char *set_key_disabled(cmd_parms *cmd, void *dummy, int argc,
+                                    char *const argv[])
+{
+    const char *err;
+    llmgw_key_t *key = current_key(cmd, 0, &err);
+
+    if (!key) {
+        return err;
+    }
+    if (argc > 1) {
+        return "LLMKeyDisabled takes nothing, on or off, e.g. "
+               "LLMKeyDisabled on";
+    }
+    key->disabled = 1;
+    return argc ? llmgw_conf_flag(cmd->pool, "LLMKeyDisabled", argv[0],
+                                  &key->disabled)
+                : NULL;
+}
+
+static const char *set_key_team(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err;
+    llmgw_key_t *key = current_key(cmd, 0, &err);
+    const char *c;
+
+    if (!key) {
+        return err;
+    }
+    for (c = arg; *c; c++) {
+        if ((unsigned char)*c < 0x21 || *c == 0x7f) {
+            break;
+        }
+    }
+    if (!*arg || *c || c - arg > 128) {
+        return "LLMKeyTeam: a name of 1 to 128 printable characters "
+               "without spaces, e.g. LLMKeyTeam research";
+    }
+    key->team = arg;
+    return NULL;
+}
+
+/* Where LLMRateLimit/LLMBudget put their limits: the current key's (its
+ * limits on one route with route=NAME, taken out of argv), the user
+ * block's or the route's. */
+static const char *limits_target(cmd_parms *cmd, int *argc, const char **argv,
+                                 llmgw_limits_conf_t **c, int **rate_set)
+{
+    llmgw_server_conf_t *conf = server_conf(cmd);
+    llmgw_key_route_t *kr;
+    llmgw_route_limits_t *rl;
+    const char *route = NULL;
+    int i, n = 0;
+
+    for (i = 0; i < *argc; i++) {
+        if (strncmp(argv[i], "route=", 6) == 0 && conf->cur_key) {
+            if (route || !argv[i][6]) {
+                return apr_psprintf(
+                    cmd->pool,
+                    "%s: route=NAME once, "
+                    "naming an <LLMRoute>, e.g. %s route=llama3",
+                    cmd->cmd->name, cmd->cmd->name);
+            }
+            route = argv[i] + 6;
+            continue;
+        }
+        argv[n++] = argv[i];
+    }
+    *argc = n;
+    if (conf->cur_key && route) {
+        if (!conf->cur_key->subject) {
+            return "route= limits are for <LLMKey> only";
+        }
+        kr =
+            apr_hash_get(conf->cur_key->per_route, route, APR_HASH_KEY_STRING);
+        if (!kr) {
+            kr = apr_pcalloc(cmd->pool, sizeof(*kr));
+            kr->route = route;
+            kr->subject =
+                llmgw_limits_subject_name(cmd->pool, LLMGW_SUBJECT_KEY_ROUTE,
+                                          conf->cur_key->name, route);
+            apr_hash_set(conf->cur_key->per_route, route, APR_HASH_KEY_STRING,
+                         kr);
+        }
+        *c = &kr->conf;
+        *rate_set = &kr->rate_set;
+    }
+    else if (conf->cur_key) {
+        *c = &conf->cur_key->conf;
+        *rate_set = &conf->cur_key->rate_set;
+    }
+    else if (conf->cur_route) {
+        if (!(rl = conf->cur_route->limits)) {
+            rl = conf->cur_route->limits = apr_pcalloc(cmd->pool, sizeof(*rl));
+        }
+        rl->subject = llmgw_limits_subject_name(cmd->pool, LLMGW_SUBJECT_ROUTE,
+                                                conf->cur_route->name, NULL);
+        *c = &rl->conf;
+        *rate_set = &rl->rate_set;
+    }
+    else {
+        return apr_psprintf(cmd->pool,
+                            "%s is only allowed inside <LLMKey>, "
+                            "<LLMUserLimits> or <LLMRoute>",
+                            cmd->cmd->name);
+    }
+    return NULL;
+}
+
+static const char *set_rate_limit(cmd_parms *cmd, void *dummy, int argc,
+                                  char *const argv[])
+{
+    llmgw_limits_conf_t *c;
+    int *rate_set;
+    const char *err =
+        limits_target(cmd, &argc, (const char **)argv, &c, &rate_set);
+
+    if (err) {
+        return err;
+    }
+    if (*rate_set) {
+        return "LLMRateLimit: given twice for one subject; put its limits "
+               "on one line, e.g. LLMRateLimit rpm=600 tpm=200000 "
+               "concurrent=8";
+    }
+    *rate_set = 1;
+    return llmgw_limits_parse_rate(cmd->pool, argc, (const char **)argv, c);
+}
+
+static int budgets_of(const llmgw_limits_conf_t *c)
+{
+    int i, n = 0;
+
+    for (i = 0; i < LLMGW_LIMITS_BUDGETS; i++) {
+        n += c->budget[i].unit != 0;
+    }
+    return n;
+}
+
+static const char *set_budget(cmd_parms *cmd, void *dummy, int argc,
+                              char *const argv[])
+{
+    llmgw_limits_conf_t *c;
+    int *rate_set, before;
+    const char *err =
+        limits_target(cmd, &argc, (const char **)argv, &c, &rate_set);
+
+    if (err) {
+        return err;
+    }
+    before = budgets_of(c);
+    if ((err = llmgw_limits_parse_budget(cmd->pool, argc, (const char **)argv,
+                                         c))
+        != NULL) {
+        return err;
+    }
+    /* The parser replaces a budget of the same unit and period: in one
+     * block that is a mistake. */
+    return budgets_of(c) == before
+               ? "LLMBudget: two budgets of the same unit and period "
+                 "for one subject"
+               : NULL;
+}
+
+static const char *set_max_tokens(cmd_parms *cmd, void *dummy, int argc,
+                                  char *const argv[])
+{
+    static const char *const names[] = { "default", "cap", NULL };
+    const char *err, *v;
+    llmgw_route_t *route = current_route(cmd, &err);
+    llmgw_route_limits_t *rl;
+    int i, which;
+
+    if (!route) {
+        return err;
+    }
+    if (argc < 1) {
+        return "LLMMaxTokens: default=N and/or cap=N, e.g. LLMMaxTokens "
+               "default=512 cap=4096";
+    }
+    if (!(rl = route->limits)) {
+        rl = route->limits = apr_pcalloc(cmd->pool, sizeof(*rl));
+    }
+    for (i = 0; i < argc; i++) {
+        if ((err = llmgw_conf_option(cmd->pool, "LLMMaxTokens", argv[i], names,
+                                     &which, &v))
+                != NULL
+            || (err = llmgw_conf_int(cmd->pool,
+                                     apr_pstrcat(cmd->pool, "LLMMaxTokens ",
+                                                 names[which], NULL),
+                                     v, 1, LLMGW_LIMITS_TOKENS_MAX,
+                                     "LLMMaxTokens default=512 cap=4096",
+                                     which ? &rl->max_cap : &rl->default_max))
+                   != NULL) {
+            return err;
+        }
+    }
+    return NULL;
+}
+
+static const char *set_price(cmd_parms *cmd, void *dummy, int argc,
+                             char *const argv[])
+{
+    llmgw_server_conf_t *conf = server_conf(cmd);
+    llmgw_model_price_t *mp;
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
+
+    if (err) {
+        return err;
+    }
+    if (conf->cur_key || conf->cur_route) {
+        return "LLMPrice stands outside <LLMKey> and <LLMRoute>";
+    }
+    if (argc < 1 || !*argv[0]) {
+        return "LLMPrice: a model (name or glob), then in= and out=, e.g. "
+               "LLMPrice \"llama3*\" in=0.15 out=0.60";
+    }
+    if (!conf->prices) {
+        conf->prices =
+            apr_array_make(cmd->pool, 4, sizeof(llmgw_model_price_t));
+    }
+    mp = apr_array_push(conf->prices);
+    mp->model = argv[0];
+    return llmgw_limits_parse_price(cmd->pool, argc - 1,
+                                    (const char **)argv + 1, &mp->price);
+}
+
+static const char *set_require_key(cmd_parms *cmd, void *dconf, int on)
+{
+    ((llmgw_dir_conf_t *)dconf)->require_key = on;
+    return NULL;
+}
+
+static const char *set_key_from(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    static const char *const names[] = { "key", "user", NULL };
+
+    return llmgw_conf_keyword(cmd->pool, "LLMKeyFrom", arg, names,
+                              &((llmgw_dir_conf_t *)dconf)->key_from_user);
+}
+
+static const char *set_limit_store(cmd_parms *cmd, void *dummy, int argc,
+                                   char *const argv[])
+{
+    static const char *const names[] = { "interval", "fail", "stale", NULL };
+    static const char *const fails[] = { "open", "closed", NULL };
+    llmgw_server_conf_t *conf = server_conf(cmd);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT), *v;
+    int i, which;
+
+    if (err) {
+        return err;
+    }
+    if (argc == 1 && strcasecmp(argv[0], "off") == 0) {
+        conf->limit_servers = "";
+        return NULL;
+    }
+    if (argc < 2 || strcasecmp(argv[0], "memcache") != 0) {
+        return "LLMLimitStore: memcache HOST:PORT[,...] [interval=MS] "
+               "[fail=open|closed] [stale=SECONDS], or off; e.g. "
+               "LLMLimitStore memcache 127.0.0.1:11211 interval=250";
+    }
+    conf->limit_servers = argv[1];
+    for (i = 2; i < argc; i++) {
+        if ((err = llmgw_conf_option(cmd->pool, "LLMLimitStore", argv[i],
+                                     names, &which, &v))
+            != NULL) {
+            return err;
+        }
+        err = which == 0 ? llmgw_conf_msec(cmd->pool, "LLMLimitStore interval",
+                                           v, 10, 60000,
+                                           "LLMLimitStore memcache "
+                                           "127.0.0.1:11211 interval=250",
+                                           &conf->limit_interval)
+              : which == 1
+                  ? llmgw_conf_keyword(cmd->pool, "LLMLimitStore fail", v,
+                                       fails, &conf->limit_fail_closed)
+                  : llmgw_conf_seconds(cmd->pool, "LLMLimitStore stale", v, 1,
+                                       86400,
+                                       "LLMLimitStore memcache "
+                                       "127.0.0.1:11211 fail=closed stale=10",
+                                       &conf->limit_stale);
+        if (err) {
+            return err;
+        }
+    }
+    return NULL;
+}
+
 const command_rec llmgw_cmds[] = {
     AP_INIT_RAW_ARGS("<LLMRoute", route_section, NULL, RSRC_CONF,
                      "<LLMRoute model-or-glob [alias ...]> ... "
@@ -385,6 +944,38 @@ const command_rec llmgw_cmds[] = {
                   "largest accepted request body (bytes, or with K/M/G)"),
     AP_INIT_TAKE1("LLMApi", set_api, NULL, ACCESS_CONF,
                   "openai | ollama | off: the client API served here"),
+    AP_INIT_RAW_ARGS("<LLMKey", key_section, NULL, RSRC_CONF,
+                     "<LLMKey name> ... </LLMKey>: an API key (its hash), "
+                     "its models and limits"),
+    AP_INIT_RAW_ARGS("<LLMUserLimits", users_section, NULL, RSRC_CONF,
+                     "<LLMUserLimits> ... </LLMUserLimits>: the limits of "
+                     "each REMOTE_USER (LLMKeyFrom user)"),
+    AP_INIT_TAKE1("LLMKeyHash", set_key_hash, NULL, RSRC_CONF,
+                  "sha256:HEX: the SHA-256 of the key"),
+    AP_INIT_ITERATE("LLMKeyModels", set_key_models, NULL, RSRC_CONF,
+                    "the models (names or globs) the key may ask for"),
+    AP_INIT_TAKE_ARGV("LLMKeyDisabled", set_key_disabled, NULL, RSRC_CONF,
+                      "[on|off]: the key is refused (401)"),
+    AP_INIT_TAKE1("LLMKeyTeam", set_key_team, NULL, RSRC_CONF,
+                  "the key's team, for the logs (llm-key-team note)"),
+    AP_INIT_TAKE_ARGV("LLMRateLimit", set_rate_limit, NULL, RSRC_CONF,
+                      "rpm=N tpm=N concurrent=N [route=NAME]"),
+    AP_INIT_TAKE_ARGV("LLMBudget", set_budget, NULL, RSRC_CONF,
+                      "tokens=N|cost=AMOUNT per=hour|day|month [route=NAME]"),
+    AP_INIT_TAKE_ARGV("LLMMaxTokens", set_max_tokens, NULL, RSRC_CONF,
+                      "default=N cap=N: the route's max_tokens when the "
+                      "client gives none, and the most it may ask"),
+    AP_INIT_TAKE_ARGV("LLMPrice", set_price, NULL, RSRC_CONF,
+                      "MODEL in=AMOUNT out=AMOUNT: price per million "
+                      "prompt and completion tokens"),
+    AP_INIT_FLAG("LLMRequireKey", set_require_key, NULL, ACCESS_CONF,
+                 "on | off: API requests here need a key (or a user)"),
+    AP_INIT_TAKE1("LLMKeyFrom", set_key_from, NULL, ACCESS_CONF,
+                  "key | user: whose limits apply, the API key's or "
+                  "REMOTE_USER's"),
+    AP_INIT_TAKE_ARGV("LLMLimitStore", set_limit_store, NULL, RSRC_CONF,
+                      "memcache SERVERS [interval=MS] [fail=open|closed] "
+                      "[stale=SECONDS] | off: where nodes sync limits"),
     { NULL }
 };
 

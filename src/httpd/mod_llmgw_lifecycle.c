@@ -7,6 +7,7 @@
 
 #include "mod_llmgw.h"
 #include "mod_llmgw_lifecycle.h"
+#include "mod_llmgw_limits.h"
 #include "mod_llmgw_models.h"
 #include "mod_llmgw_store.h"
 
@@ -39,7 +40,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
             return !OK;
         }
     }
-    return OK;
+    return llmgw_limits_post_config(pconf, ptemp, s);
 }
 
 static void child_init(apr_pool_t *pchild, server_rec *s)
@@ -47,6 +48,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     server_rec *vs;
 
     llmgw_coalesce_child_init();
+    llmgw_limits_child_init(pchild, s);
     llmgw_models_child_init(pchild, s);
     LLMGW_EACH_SERVER(vs, s)
     {

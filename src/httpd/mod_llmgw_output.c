@@ -17,6 +17,7 @@
 
 #include "llmgw_estimate.h"
 #include "mod_llmgw.h"
+#include "mod_llmgw_limits.h"
 #include "mod_llmgw_output.h"
 
 APLOG_USE_MODULE(llm_gateway);
@@ -156,6 +157,7 @@ static void settle(request_rec *r, llmgw_req_t *ctx)
         return;
     }
     ctx->settled = 1;
+    llmgw_limits_end(r, ctx);
     text = ctx->rec && ctx->complete ? llmgw_record_serialize(ctx->rec, &len)
                                      : NULL;
     if (ctx->co) {
@@ -400,6 +402,7 @@ static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
         return;
     }
     nready = llmgw_sse_feed(ctx->sse, sse, nsse, &ready);
+    ctx->generated += (apr_int64_t)nready;
     if (!had_output && ctx->sse->content_events) {
         llmgw_note_ttft(r);
     }

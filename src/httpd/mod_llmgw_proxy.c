@@ -13,6 +13,7 @@
 #include <util_filter.h>
 
 #include "mod_llmgw.h"
+#include "mod_llmgw_limits.h"
 #include "mod_llmgw_output.h"
 #include "mod_llmgw_proxy.h"
 
@@ -530,6 +531,9 @@ static int fixups(request_rec *r)
     }
     sconf = llmgw_sconf(r->server);
     ctx = llmgw_req_make(r, dconf->api);
+    if (llmgw_limits_auth(r, ctx)) {
+        return answer_error(r, ctx);
+    }
     answered = ctx->api == LLMGW_API_OLLAMA
                    ? classify_ollama(r, ctx, api_path(r, dconf))
                    : classify_openai(r, ctx, api_path(r, dconf));
@@ -591,6 +595,9 @@ static int fixups(request_rec *r)
     }
     if (ctx->ox.refusal.status && !ctx->native) {
         ctx->err = ctx->ox.refusal;
+        return answer_error(r, ctx);
+    }
+    if (llmgw_limits_admit(r, ctx)) {
         return answer_error(r, ctx);
     }
     /* A load request is no answer to keep. */

@@ -2,8 +2,8 @@
  * loopback connection: whatever answers on the memcached port is not
  * trusted. A server (started once, on 127.0.0.1) answers every
  * connection with the input's bytes, then ends its side and reads what
- * comes until the client leaves; the client runs get, set, add and
- * delete against it, with one idle connection kept between commands, so
+ * comes until the client leaves; the client runs get, set, add, incr,
+ * decr, a numeric add and delete against it, with one idle connection kept between commands, so
  * what a reply leaves over meets the next command.
  * Input: the reply bytes. */
 #include <arpa/inet.h>
@@ -199,6 +199,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rv = llmgw_mc_set(mc, "fuzz:key", "value", 5, 60);
     FUZZ_CHECK(rv != APR_SUCCESS || size >= 7, "stored without a reply");
     llmgw_mc_add(mc, "fuzz:lease", "1", 1, 60);
+    {
+        apr_uint64_t n = 0;
+
+        rv = llmgw_mc_incr(mc, "fuzz:n", 1, &n);
+        FUZZ_CHECK(rv != APR_SUCCESS || size >= 3, "a count without a reply");
+        llmgw_mc_decr(mc, "fuzz:n", 1, &n);
+        llmgw_mc_add_number(mc, "fuzz:n", 7, 60);
+    }
     llmgw_mc_get(mc, p, "fuzz:other", &val, &len);
     llmgw_mc_delete(mc, "fuzz:key");
     drop_idle(size);

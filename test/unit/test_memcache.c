@@ -97,12 +97,15 @@ static void serve(int fd)
     char line[600];
 
     while (read_cmd(fd, line, sizeof(line))) {
-        if (strncmp(line, "get ", 4) == 0) {
+        /* Reads and counters: the scripted answer. */
+        if (strncmp(line, "get ", 4) == 0 || strncmp(line, "incr ", 5) == 0
+            || strncmp(line, "decr ", 5) == 0) {
             int close_it;
 
             pthread_mutex_lock(&fake.lock);
             fake.gets++;
-            apr_cpystrn(fake.last_key, line + 4, sizeof(fake.last_key));
+            apr_cpystrn(fake.last_key, strchr(line, ' ') + 1,
+                        sizeof(fake.last_key));
             send_all(fd, fake.reply, fake.reply_len);
             close_it = fake.close_after;
             pthread_mutex_unlock(&fake.lock);
@@ -401,15 +404,69 @@ START_TEST(keys_are_bounded)
 }
 END_TEST
 
+/* Counters (the limits' cluster sync): incr and decr answer a number,
+ * NOT_FOUND or memcached's refusal, each on a connection that goes on;
+ * anything else fails fast and closes it. add_number stores the text. */
+START_TEST(counters)
+{
+    llmgw_mc_t *mc = client();
+    apr_uint64_t v = 0;
+
+    script(S("42\r\n"), 0);
+    ck_assert_int_eq(llmgw_mc_incr(mc, "n", 5, &v), APR_SUCCESS);
+    ck_assert_uint_eq(v, 42);
+    ck_assert_str_eq(fake.last_key, "n 5");
+    script(S("18446744073709551615\r\n"), 0);
+    ck_assert_int_eq(llmgw_mc_incr(mc, "n", 0, &v), APR_SUCCESS);
+    ck_assert(v == APR_UINT64_MAX);
+    script(S("7  \r\n"), 0); /* a decr's answer, padded */
+    ck_assert_int_eq(llmgw_mc_decr(mc, "n", 1, &v), APR_SUCCESS);
+    ck_assert_uint_eq(v, 7);
+    ck_assert_str_eq(fake.last_key, "n 1");
+    script(S("NOT_FOUND\r\n"), 0);
+    ck_assert_int_eq(llmgw_mc_incr(mc, "n", 1, &v), APR_NOTFOUND);
+    script(S("CLIENT_ERROR cannot increment or decrement non-numeric "
+             "value\r\n"),
+           0);
+    ck_assert_int_eq(llmgw_mc_incr(mc, "n", 1, &v), APR_EGENERAL);
+    ck_assert_int_eq(llmgw_mc_add_number(mc, "n", 12345, 60), APR_SUCCESS);
+    ck_assert_int_eq(counter(&fake.conns), 1);
+    ck_assert_int_eq(llmgw_mc_incr(mc, "a b", 1, &v), APR_EINVAL);
+}
+END_TEST
+
+static const char *const bad_counters[] = {
+    "-1\r\n",     "12a\r\n", "99999999999999999999999\r\n",
+    " 5\r\n",     "\r\n",    "VALUE n 0 1\r\n1\r\nEND\r\n",
+    "STORED\r\n", "5",       "",
+};
+
+START_TEST(hostile_counters_fail_fast)
+{
+    llmgw_mc_t *mc = client();
+    apr_uint64_t v = 0;
+    apr_time_t t0 = apr_time_now();
+    apr_status_t rv;
+
+    script(bad_counters[_i], strlen(bad_counters[_i]), 1);
+    rv = llmgw_mc_incr(mc, "n", 1, &v);
+    ck_assert_msg(rv != APR_SUCCESS && rv != APR_NOTFOUND, "reply %d passed",
+                  _i);
+    ck_assert_msg(apr_time_now() - t0 < TIMEOUT / 2, "reply %d waited", _i);
+}
+END_TEST
+
 Suite *memcache_suite(void)
 {
     Suite *s = suite_create("memcache");
-    TCase *tc =
-        test_case_with(s, "client", fake_start, fake_stop, 30,
-                       TESTS(good_replies, too_big_is_refused_without_reading,
-                             endless_line_is_bounded, keys_are_bounded));
+    TCase *tc = test_case_with(
+        s, "client", fake_start, fake_stop, 30,
+        TESTS(good_replies, too_big_is_refused_without_reading,
+              endless_line_is_bounded, keys_are_bounded, counters));
 
     tcase_add_loop_test(tc, hostile_replies_fail_fast, 0,
                         (int)(sizeof(hostile) / sizeof(hostile[0])));
+    tcase_add_loop_test(tc, hostile_counters_fail_fast, 0,
+                        (int)(sizeof(bad_counters) / sizeof(bad_counters[0])));
     return s;
 }
