@@ -23,9 +23,12 @@ HTTPD = re.compile(r"^(httpd|http_\w+|ap_\w+|util_\w+|mod_\w+|mpm\w*|"
 # glue file -> other parts' headers it may include, and why.
 ALLOWED = {
     "mod_llmgw_proxy.c": {"mod_llmgw_output.h": "adds the output filter"},
+    "mod_llmgw_config.c": {
+        "mod_llmgw_health.h": "the directive table names the health part's"},
     "mod_llmgw_lifecycle.c": {
         "mod_llmgw_models.h": "the lifecycle calls each part's steps",
-        "mod_llmgw_store.h": "the lifecycle calls each part's steps"},
+        "mod_llmgw_store.h": "the lifecycle calls each part's steps",
+        "mod_llmgw_health.h": "the lifecycle calls each part's steps"},
 }
 TOP_FILE = "mod_llm_gateway.c"   # the module record: every part's register
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)

@@ -6,6 +6,7 @@
 #include <http_log.h>
 
 #include "mod_llmgw.h"
+#include "mod_llmgw_health.h"
 #include "mod_llmgw_lifecycle.h"
 #include "mod_llmgw_models.h"
 #include "mod_llmgw_store.h"
@@ -14,6 +15,7 @@ APLOG_USE_MODULE(llm_gateway);
 
 static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
+    llmgw_health_pre_config(pconf);
     return llmgw_store_pre_config(pconf) == APR_SUCCESS ? OK : !OK;
 }
 
@@ -39,7 +41,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
             return !OK;
         }
     }
-    return OK;
+    return llmgw_health_post_config(pconf, ptemp, s);
 }
 
 static void child_init(apr_pool_t *pchild, server_rec *s)

@@ -1,0 +1,140 @@
+# Backend health: passive checks open a member's breaker (mod_proxy's worker
+# flags, seen by balancer-manager), the member comes back through half-open.
+import re
+import time
+
+import pytest
+
+import llmgw_env as env
+from llmgw_env import chat_body
+
+BACKOFF_MS = 1000
+
+
+def health_config(p1, p2, lbmethod="byrequests", extra=""):
+    return f"""\
+LLMCache off
+LLMBreaker on fails=3 successes=2 backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}
+<Proxy "balancer://hb">
+    BalancerMember "http://{env.HOST}:{p1}" retry=0
+    BalancerMember "http://{env.HOST}:{p2}" retry=0
+    ProxySet lbmethod={lbmethod}
+</Proxy>
+<LLMRoute "h-small">
+    LLMBackend balancer://hb
+    LLMUpstreamModel mock-small
+</LLMRoute>
+<Location "/balancer-manager">
+    SetHandler balancer-manager
+</Location>
+{extra}"""
+
+
+@pytest.fixture
+def pair(workdir):
+    """Two mocks of one balancer, restartable on their ports."""
+    p1, p2 = env.PORTS.take(2)
+    started = {}
+
+    def start(name, port, *args):
+        if name in started:
+            started[name].stop()
+        started[name] = env.MockBackend(
+            env.mockllm_path(), workdir, f"{name}-{port}", port,
+            ["--models", "mock-small,mock-large", *args]).start()
+        return started[name]
+
+    try:
+        yield start, p1, p2
+    finally:
+        for m in started.values():
+            m.stop()
+
+
+@pytest.fixture
+def gateway(request, workdir, ports):
+    made = []
+
+    def make(name, extra):
+        gen = env.serve_gateway(request, workdir, ports, name, extra)
+        made.append(gen)
+        return next(gen)
+
+    yield make
+    for gen in made:
+        for _ in gen:       # its teardown: stop, check for crashes
+            pass
+
+
+def worker_flags(gw, port, balancer="hb"):
+    """The status balancer-manager shows for the member on PORT."""
+    r = gw.get("/balancer-manager")
+    assert r.status == 200, r.body[:300]
+    text = r.body.decode()
+    section = text[text.index(f">balancer://{balancer}</a>"):]
+    m = re.search(rf">http://{env.HOST}:{port}</a></td>((?:<td>[^<]*</td>){{6}})", section)
+    assert m, section[:3000]
+    return re.findall(r"<td>([^<]*)</td>", m.group(1))[4].split()
+
+
+def served_by(r):
+    return r.header("X-Mock-Backend", "").split("-")[0]
+
+
+def chat(gw, n=1):
+    return [gw.post("/v1/chat/completions", chat_body("h-small", max_tokens=2))
+            for _ in range(n)]
+
+
+def test_failing_member_opens_and_others_serve(pair, gateway):
+    start, p1, p2 = pair
+    bad = start("bad", p1, "--fault", "500")
+    start("good", p2)
+    gw = gateway("gw-health-open", health_config(p1, p2))
+    first = chat(gw, 6)
+    # byrequests alternates: the bad member fails its three in a row.
+    assert sorted(r.status for r in first) == [200] * 3 + [500] * 3, \
+        [(r.status, served_by(r)) for r in first]
+    assert "HcFl" in worker_flags(gw, p1)
+    assert "HcFl" not in worker_flags(gw, p2)
+    gens = bad.stats()["generations"]
+    after = chat(gw, 6)
+    assert [(r.status, served_by(r)) for r in after] == [(200, "good")] * 6
+    assert bad.stats()["generations"] == gens, "the open member was sent requests"
+
+
+def test_member_recovers_half_open_then_closed(pair, gateway):
+    start, p1, p2 = pair
+    start("bad", p1, "--fault", "500")
+    start("good", p2)
+    gw = gateway("gw-health-recover", health_config(p1, p2))
+    chat(gw, 6)
+    assert "HcFl" in worker_flags(gw, p1)
+    # Still failing after the back-off: its trial opens it again.
+    time.sleep(BACKOFF_MS / 1000 + 0.2)
+    got = [(r.status, served_by(r)) for r in chat(gw, 4)]
+    assert got.count((500, "bad")) == 1, got
+    assert "HcFl" in worker_flags(gw, p1)
+    # Back healthy: after the back-off, two trial successes close it.
+    start("bad", p1)
+    time.sleep(BACKOFF_MS / 1000 + 0.2)
+    got = [(r.status, served_by(r)) for r in chat(gw, 8)]
+    assert all(s == 200 for s, _ in got), got
+    assert got.count((200, "bad")) >= 3, got
+    assert "HcFl" not in worker_flags(gw, p1)
+    with open(gw.error_log) as f:
+        log = f.read()
+    name = f"http://{env.HOST}:{p1}"
+    assert re.search(rf"member {re.escape(name)}: breaker closed -> open", log), log[-3000:]
+    assert re.search(rf"member {re.escape(name)}: breaker half-open -> open", log), log[-3000:]
+    assert re.search(rf"member {re.escape(name)}: breaker half-open -> closed", log), log[-3000:]
+
+
+def test_busy_member_never_opens(pair, gateway):
+    start, p1, p2 = pair
+    start("busy", p1, "--fault", "429")
+    start("good", p2)
+    gw = gateway("gw-health-busy", health_config(p1, p2))
+    got = [(r.status, served_by(r)) for r in chat(gw, 8)]
+    assert got.count((429, "busy")) == 4, got
+    assert "HcFl" not in worker_flags(gw, p1)
