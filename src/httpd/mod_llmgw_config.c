@@ -384,6 +384,11 @@ const command_rec llmgw_cmds[] = {
                       "among identical requests in flight"),
     AP_INIT_TAKE1("LLMMaxRequestBody", set_max_body, NULL, RSRC_CONF,
                   "largest accepted request body (bytes, or with K/M/G)"),
+    AP_INIT_TAKE_ARGV("LLMHealthCheck", llmgw_health_set_check, NULL,
+                      RSRC_CONF,
+                      "on | off [probe=auto|ollama|llamacpp|vllm|openai] "
+                      "[interval=MS] [timeout=MS]: active probes of the "
+                      "route's balancer members"),
     AP_INIT_TAKE_ARGV("LLMBreaker", llmgw_health_set_breaker, NULL, RSRC_CONF,
                       "on | off [fails=N] [successes=N] [backoff=MS] "
                       "[backoff-max=MS] [trial-timeout=MS]: what opens and "

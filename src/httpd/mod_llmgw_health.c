@@ -1,6 +1,7 @@
 /* mod_llmgw_health: the health table in shared memory, what each proxied
- * request tells of its member, and the breaker's state in mod_proxy's
- * worker flags (so every child, lbmethod and balancer-manager see it). */
+ * request tells of its member, active probes on mod_watchdog, and the
+ * breaker's state in mod_proxy's worker flags (so every child, lbmethod
+ * and balancer-manager see it). */
 #include <dlfcn.h>
 #include <string.h>
 
@@ -10,6 +11,8 @@
 #include <http_request.h>
 #include <util_filter.h>
 #include <mod_proxy.h>
+#include <mod_watchdog.h>
+#include <apr_date.h>
 #include <apr_hash.h>
 #include <apr_shm.h>
 #include <apr_strings.h>
@@ -29,6 +32,19 @@ APLOG_USE_MODULE(llm_gateway);
 #define SWEEP_EVERY apr_time_from_msec(50)
 /* Room for members a graceful restart adds without a new table. */
 #define SPARE_MEMBERS 16
+/* The probes' watchdog (one thread in one child: one writer per member). */
+#define PROBE_WATCHDOG "_llmgw_probes_"
+#define PROBE_UA "mod_llm_gateway-probe"
+#define LLMGW_LBMETHOD "llm_affinity"
+
+/* LLMHealthCheck of a route: its balancer's probes. */
+typedef struct {
+    const llmgw_route_t *route;
+    llmgw_probe_kind_t kinds[LLMGW_PROBE_SET_MAX];
+    int nkinds; /* 0: those of the route's dialect */
+    apr_interval_time_t interval;
+    apr_interval_time_t timeout;
+} check_t;
 
 /* ---- configuration (one per generation, the table is global) ------- */
 
@@ -36,6 +52,7 @@ static struct {
     int breaker; /* LLMBreaker on: passive checks feed the breakers */
     llmgw_breaker_params_t bp;
     llmgw_health_params_t hp;
+    apr_array_header_t *checks; /* check_t */
 } cf;
 
 /* What this process knows of a member besides the table. */
@@ -43,6 +60,12 @@ typedef struct {
     apr_array_header_t *workers; /* proxy_worker *, one per balancer */
     int drain;                   /* half-open shows as draining: only
                                   * where something sends its trial */
+    const check_t *check;        /* its probes, or NULL */
+    llmgw_probe_kind_t kinds[LLMGW_PROBE_SET_MAX];
+    int nkinds;
+    /* the watchdog's */
+    proxy_worker *hc; /* the probes' own worker (connections) */
+    apr_time_t next_probe;
 } member_t;
 
 static llmgw_health_t *table;
@@ -107,6 +130,7 @@ void llmgw_health_pre_config(apr_pool_t *pconf)
 {
     proxy_hooks();
     cf.breaker = 0;
+    cf.checks = apr_array_make(pconf, 4, sizeof(check_t));
     llmgw_breaker_params_default(&cf.bp);
     llmgw_health_params_default(&cf.hp);
     table = NULL;
@@ -140,7 +164,8 @@ static void mirror(int m, apr_time_t now)
     if (llmgw_health_member(table, m, now, &cf.hp, &v) != 0) {
         return;
     }
-    want = llmgw_health_mirror_want(&v, 0);
+    /* Probes tell loading apart: route around it, without a failure. */
+    want = llmgw_health_mirror_want(&v, members[m].check != NULL);
     if (!members[m].drain) {
         want &= ~LLMGW_MIRROR_DRAIN;
     }
@@ -459,10 +484,485 @@ const char *llmgw_health_set_breaker(cmd_parms *cmd, void *dummy, int argc,
     return NULL;
 }
 
+const char *llmgw_health_set_check(cmd_parms *cmd, void *dummy, int argc,
+                                   char *const argv[])
+{
+    static const char *const names[] = { "probe", "interval", "timeout",
+                                         NULL };
+    static const char example[] =
+        "LLMHealthCheck on probe=llamacpp interval=5000 timeout=2000";
+    llmgw_route_t *route = llmgw_sconf(cmd->server)->cur_route;
+    check_t ck = {
+        route, { 0 }, 0, apr_time_from_sec(5), apr_time_from_sec(2)
+    };
+    const char *err, *v;
+    int i, which, on;
+
+    if (!route) {
+        return "LLMHealthCheck is only allowed inside <LLMRoute>";
+    }
+    if (argc < 1) {
+        return apr_psprintf(cmd->pool,
+                            "LLMHealthCheck takes on or off, then "
+                            "options; e.g. %s",
+                            example);
+    }
+    if ((err = llmgw_conf_flag(cmd->pool, "LLMHealthCheck", argv[0], &on))) {
+        return err;
+    }
+    for (i = 1; i < argc; i++) {
+        if ((err = llmgw_conf_option(cmd->pool, "LLMHealthCheck", argv[i],
+                                     names, &which, &v))) {
+            return err;
+        }
+        if (which == 0 && strcasecmp(v, "auto") != 0
+            && !(ck.nkinds = llmgw_probe_set(v, ck.kinds))) {
+            return apr_psprintf(cmd->pool,
+                                "LLMHealthCheck probe: unknown '%s' "
+                                "(auto, ollama, llamacpp, vllm, openai); "
+                                "e.g. %s",
+                                v, example);
+        }
+        if (which > 0
+            && (err = llmgw_conf_msec(cmd->pool,
+                                      which == 1 ? "LLMHealthCheck interval"
+                                                 : "LLMHealthCheck timeout",
+                                      v, 10, 3600 * 1000, example,
+                                      which == 1 ? &ck.interval
+                                                 : &ck.timeout))) {
+            return err;
+        }
+    }
+    if (on) {
+        APR_ARRAY_PUSH(cf.checks, check_t) = ck;
+    }
+    return NULL;
+}
+
+/* ---- probes, on the watchdog --------------------------------------- */
+
+/* mod_proxy's connection functions, as mod_proxy_hcheck uses them. */
+static struct {
+    __typeof__(ap_proxy_define_worker) *define_worker;
+    __typeof__(ap_proxy_initialize_worker) *initialize_worker;
+    __typeof__(ap_proxy_hashfunc) *hashfunc;
+    __typeof__(ap_proxy_acquire_connection) *acquire;
+    __typeof__(ap_proxy_determine_address) *determine_address;
+    __typeof__(ap_proxy_connect_backend) *connect;
+    __typeof__(ap_proxy_connection_create_ex) *connection_create;
+    __typeof__(ap_proxy_pre_http_request) *pre_http_request;
+    __typeof__(ap_proxy_release_connection) *release;
+} px;
+
+static int find_proxy_fns(void)
+{
+    *(void **)&px.define_worker = proxy_fn("ap_proxy_define_worker");
+    *(void **)&px.initialize_worker = proxy_fn("ap_proxy_initialize_worker");
+    *(void **)&px.hashfunc = proxy_fn("ap_proxy_hashfunc");
+    *(void **)&px.acquire = proxy_fn("ap_proxy_acquire_connection");
+    *(void **)&px.determine_address = proxy_fn("ap_proxy_determine_address");
+    *(void **)&px.connect = proxy_fn("ap_proxy_connect_backend");
+    *(void **)&px.connection_create =
+        proxy_fn("ap_proxy_connection_create_ex");
+    *(void **)&px.pre_http_request = proxy_fn("ap_proxy_pre_http_request");
+    *(void **)&px.release = proxy_fn("ap_proxy_release_connection");
+    return px.define_worker && px.initialize_worker && px.hashfunc
+           && px.acquire && px.determine_address && px.connect
+           && px.connection_create && px.pre_http_request && px.release;
+}
+
+/* The probes' own worker for w (as hcheck's): errors never mark it, and
+ * it reaches a member whose worker shows HcFl. */
+static proxy_worker *probe_worker(proxy_worker *w, server_rec *s,
+                                  apr_pool_t *p)
+{
+    proxy_worker *hc = NULL;
+
+    if (px.define_worker(p, &hc, NULL, NULL, w->s->name_ex, 0) || !hc) {
+        return NULL;
+    }
+    apr_snprintf(hc->s->name, sizeof(hc->s->name), "llmgw-%pp", w);
+    apr_snprintf(hc->s->name_ex, sizeof(hc->s->name_ex), "llmgw-%pp", w);
+    hc->hash.def = hc->s->hash.def =
+        px.hashfunc(hc->s->name_ex, PROXY_HASHFUNC_DEFAULT);
+    hc->hash.fnv = hc->s->hash.fnv =
+        px.hashfunc(hc->s->name_ex, PROXY_HASHFUNC_FNV);
+    PROXY_STRNCPY(hc->s->hostname, w->s->hostname);
+    PROXY_STRNCPY(hc->s->hostname_ex, w->s->hostname_ex);
+    PROXY_STRNCPY(hc->s->scheme, w->s->scheme);
+    hc->s->port = w->s->port;
+    hc->s->conn_timeout_set = w->s->conn_timeout_set;
+    hc->s->conn_timeout = w->s->conn_timeout;
+    hc->s->status |= PROXY_WORKER_IGNORE_ERRORS | PROXY_WORKER_GENERIC;
+    if (px.initialize_worker(hc, s, p) != APR_SUCCESS) {
+        return NULL;
+    }
+    hc->s->is_address_reusable = w->s->is_address_reusable;
+    hc->s->disablereuse = 1; /* a probe's connection is closed */
+    return hc;
+}
+
+/* A request_rec for the probe's connection, as hcheck's. */
+static request_rec *probe_request(apr_pool_t *p, server_rec *s)
+{
+    request_rec *r = apr_pcalloc(p, sizeof(*r));
+
+    r->pool = p;
+    r->server = s;
+    r->per_dir_config = s->lookup_defaults;
+    r->proxyreq = PROXYREQ_RESPONSE;
+    r->allowed_methods = ap_make_method_list(p, 2);
+    r->headers_in = apr_table_make(p, 1);
+    r->trailers_in = apr_table_make(p, 1);
+    r->subprocess_env = apr_table_make(p, 4);
+    r->headers_out = apr_table_make(p, 12);
+    r->err_headers_out = apr_table_make(p, 1);
+    r->trailers_out = apr_table_make(p, 1);
+    r->notes = apr_table_make(p, 4);
+    r->request_config = ap_create_request_config(p);
+    r->read_body = REQUEST_NO_BODY;
+    r->status = HTTP_OK;
+    r->used_path_info = AP_REQ_DEFAULT_PATH_INFO;
+    r->method = "GET";
+    r->method_number = M_GET;
+    r->protocol = "HTTP/1.1";
+    r->proto_num = HTTP_VERSION(1, 1);
+    return r;
+}
+
+static void probe_connection(request_rec *r, conn_rec *c)
+{
+    c->bucket_alloc = apr_bucket_alloc_create(r->pool);
+    r->connection = c;
+    r->kept_body = apr_brigade_create(r->pool, c->bucket_alloc);
+    r->output_filters = r->proto_output_filters = c->output_filters;
+    r->input_filters = r->proto_input_filters = c->input_filters;
+    r->useragent_addr = c->client_addr;
+    r->useragent_ip = c->client_ip;
+}
+
+static const char *send_get(request_rec *r, const char *path,
+                            const proxy_worker *hc)
+{
+    conn_rec *c = r->connection;
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    const char *req = apr_psprintf(r->pool,
+                                   "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
+                                   "User-Agent: " PROBE_UA "\r\n"
+                                   "Accept: */*\r\nConnection: close\r\n\r\n",
+                                   path, hc->s->hostname_ex, hc->s->port);
+
+    APR_BRIGADE_INSERT_TAIL(
+        bb,
+        apr_bucket_pool_create(req, strlen(req), r->pool, c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+    return ap_pass_brigade(c->output_filters, bb) == APR_SUCCESS
+               ? NULL
+               : "the request could not be sent";
+}
+
+/* The status line and headers of the answer; NULL, or why not. */
+static const char *read_head(request_rec *r)
+{
+    char line[HUGE_STRING_LEN];
+    char *v;
+    int len = ap_getline(line, sizeof(line), r, 1);
+
+    if (len <= 0) {
+        return "no answer";
+    }
+    if (!apr_date_checkmask(line, "HTTP/#.# ###*") || line[5] != '1') {
+        return "not an HTTP/1 answer";
+    }
+    r->status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + line[11] - '0';
+    while ((len = ap_getline(line, sizeof(line), r, 1)) > 0) {
+        if (!(v = strchr(line, ':'))) {
+            return "a header line without a colon";
+        }
+        *v++ = '\0';
+        while (*v == ' ' || *v == '\t') {
+            v++;
+        }
+        apr_table_add(r->headers_out, line, v);
+    }
+    return len < 0 ? "headers too long" : NULL;
+}
+
+/* The body, at most max bytes; NULL, or why not. */
+static const char *read_body(request_rec *r, apr_size_t max,
+                             llmgw_pbuf_t *body)
+{
+    apr_bucket_brigade *bb =
+        apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    apr_table_t *saved = r->headers_in;
+    const char *why = NULL;
+    int eos = 0;
+
+    /* HTTP_IN reads the answer by its own headers (length, chunks). */
+    r->headers_in = apr_table_copy(r->pool, r->headers_out);
+    px.pre_http_request(r->connection, r);
+    while (!eos && !why) {
+        apr_bucket *e;
+        apr_status_t rv =
+            ap_get_brigade(r->proto_input_filters, bb, AP_MODE_READBYTES,
+                           APR_BLOCK_READ, HUGE_STRING_LEN);
+
+        if (APR_STATUS_IS_EOF(rv)) {
+            break;
+        }
+        if (rv != APR_SUCCESS) {
+            why = "the body could not be read";
+            break;
+        }
+        for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb) && !why;
+             e = APR_BUCKET_NEXT(e)) {
+            const char *data;
+            apr_size_t n;
+
+            if (APR_BUCKET_IS_EOS(e)) {
+                eos = 1;
+                break;
+            }
+            if (APR_BUCKET_IS_METADATA(e)) {
+                continue;
+            }
+            if (apr_bucket_read(e, &data, &n, APR_BLOCK_READ) != APR_SUCCESS) {
+                why = "the body could not be read";
+            }
+            else if (body->len + n > max) {
+                why = "the body is larger than a probe reads";
+            }
+            else {
+                llmgw_pbuf_add(r->pool, body, data, n);
+            }
+        }
+        apr_brigade_cleanup(bb);
+    }
+    r->headers_in = saved;
+    return why;
+}
+
+/* One probe of member m: GET the kind's path over mod_proxy's connection,
+ * the answer bounded, read by llmgw_probe. */
+static llmgw_probe_t *probe(server_rec *s, int m, llmgw_probe_kind_t kind,
+                            apr_pool_t *p)
+{
+    member_t *mb = &members[m];
+    proxy_worker *hc = mb->hc;
+    proxy_conn_rec *backend = NULL;
+    llmgw_pbuf_t body = { NULL, 0, 0 };
+    request_rec *r = probe_request(p, s);
+    const char *why = NULL;
+    apr_size_t max = kind == LLMGW_PROBE_VLLM_METRICS ? LLMGW_PROBE_MAX_METRICS
+                                                      : LLMGW_PROBE_MAX_BODY;
+
+    if (px.acquire("LLMGW", &backend, hc, s) != OK) {
+        why = "no connection to be had";
+    }
+    else if (px.determine_address("LLMGW", backend, hc->s->hostname_ex,
+                                  hc->s->port, 0, NULL, s)
+             != APR_SUCCESS) {
+        why = "its address does not resolve";
+    }
+    else if (px.connect("LLMGW", backend, hc, s) != OK) {
+        why = "the connection failed";
+    }
+    else if (px.connection_create("LLMGW", backend, r) != OK) {
+        why = "the connection could not be set up";
+    }
+    else {
+        probe_connection(r, backend->connection);
+        apr_socket_timeout_set(backend->sock, mb->check->timeout);
+        if (!(why = send_get(r, llmgw_probe_path(kind), hc))
+            && !(why = read_head(r))) {
+            why = read_body(r, max, &body);
+        }
+    }
+    if (backend) {
+        backend->close = 1;
+        px.release("LLMGW", backend, s);
+    }
+    return why ? llmgw_probe_unreachable(p, kind, why)
+               : llmgw_probe_parse(p, kind, r->status, body.b, body.len);
+}
+
+/* A probe's verdict, into the breaker (probes hold no trial: their answer
+ * counts as the half-open member's success). */
+static void probe_event(server_rec *s, int m, const llmgw_probe_t *res,
+                        apr_time_t now)
+{
+    llmgw_event_t ev = llmgw_probe_event(res);
+    llmgw_breaker_t before, after;
+
+    if (llmgw_health_event(table, m, ev, LLMGW_BR_NO_TRIAL, now, &cf.bp,
+                           &before, &after)
+        == 1) {
+        ap_log_error(
+            APLOG_MARK,
+            after.state == LLMGW_BR_OPEN ? APLOG_WARNING : APLOG_INFO, 0, s,
+            LLMGW_LOGNO(0703) "member %s: breaker %s -> %s after probe %s: %s",
+            llmgw_health_name(table, m), llmgw_br_state_name(before.state),
+            llmgw_br_state_name(after.state), llmgw_probe_name(res->kind),
+            res->why ? res->why : llmgw_hstate_name(res->state));
+    }
+}
+
+/* How bad a probe's state is: each result says the member's state, and
+ * the worst of a round's is stored last, so that it holds (llama.cpp's
+ * /slots answers while /health says it is loading). */
+static int severity(llmgw_hstate_t st)
+{
+    switch (st) {
+    case LLMGW_HS_READY: return 0;
+    case LLMGW_HS_BUSY: return 1;
+    case LLMGW_HS_LOADING: return 2;
+    default: return 3;
+    }
+}
+
+static void probe_member(server_rec *s, int m, apr_pool_t *p, apr_time_t now)
+{
+    member_t *mb = &members[m];
+    llmgw_probe_t *res[LLMGW_PROBE_SET_MAX];
+    int i, j, sev;
+
+    if (!mb->hc && mb->workers->nelts) {
+        mb->hc = probe_worker(APR_ARRAY_IDX(mb->workers, 0, proxy_worker *), s,
+                              s->process->pconf);
+    }
+    if (!mb->hc) {
+        return;
+    }
+    for (i = 0; i < mb->nkinds; i++) {
+        res[i] = probe(s, m, mb->kinds[i], p);
+        ap_log_error(
+            APLOG_MARK, APLOG_TRACE1, 0, s, "probe %s of %s: %d %s%s%s",
+            llmgw_probe_name(res[i]->kind), llmgw_health_name(table, m),
+            res[i]->http_status, llmgw_hstate_name(res[i]->state),
+            res[i]->why ? ": " : "", res[i]->why ? res[i]->why : "");
+    }
+    for (sev = 0; sev < 4; sev++) {
+        for (j = 0; j < mb->nkinds; j++) {
+            if (severity(res[j]->state) == sev) {
+                llmgw_health_store(table, m, res[j], apr_time_now());
+                probe_event(s, m, res[j], apr_time_now());
+            }
+        }
+    }
+    mb->next_probe = now + mb->check->interval;
+}
+
+/* Every tick: the members whose probes are due, one after the other, then
+ * the flags of all (the tick asserts them again). */
+static apr_status_t probe_tick(int state, void *data, apr_pool_t *pool)
+{
+    server_rec *s = data;
+    apr_pool_t *p;
+    int m;
+
+    if (state != AP_WATCHDOG_STATE_RUNNING || !table) {
+        return APR_SUCCESS;
+    }
+    for (m = 0; m < nmembers; m++) {
+        apr_time_t now = apr_time_now();
+
+        if (!members[m].check || now < members[m].next_probe) {
+            continue;
+        }
+        apr_pool_create(&p, pool);
+        probe_member(s, m, p, now);
+        apr_pool_destroy(p);
+    }
+    for (m = 0; m < nmembers; m++) {
+        mirror(m, apr_time_now());
+    }
+    return APR_SUCCESS;
+}
+
+static int probes_post_config(apr_pool_t *pconf, server_rec *s)
+{
+    APR_OPTIONAL_FN_TYPE(ap_watchdog_get_instance) *get_instance =
+        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_get_instance);
+    APR_OPTIONAL_FN_TYPE(ap_watchdog_register_callback) *register_cb =
+        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_register_callback);
+    ap_watchdog_t *wd;
+    apr_status_t rv;
+
+    if (!get_instance || !register_cb) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
+                     LLMGW_LOGNO(0704) "LLMHealthCheck needs mod_watchdog: "
+                                       "load it (LoadModule watchdog_module "
+                                       "modules/mod_watchdog.so)");
+        return !OK;
+    }
+    if (!find_proxy_fns()) {
+        ap_log_error(
+            APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
+            LLMGW_LOGNO(0705) "LLMHealthCheck needs mod_proxy's "
+                              "connection functions (mod_proxy 2.4.52 "
+                              "or later)");
+        return !OK;
+    }
+    if ((rv = get_instance(&wd, PROBE_WATCHDOG, 0, 1, pconf)) != APR_SUCCESS
+        || (rv = register_cb(wd, AP_WD_TM_SLICE, s, probe_tick))
+               != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                     LLMGW_LOGNO(0706) "LLMHealthCheck: cannot start the "
+                                       "probes' watchdog");
+        return !OK;
+    }
+    return OK;
+}
+
 /* ---- the table ----------------------------------------------------- */
 
-/* Every balancer member a route of any server uses, by name, with its
- * workers (a member in several balancers has one worker in each). */
+/* A member as the configuration has it. */
+typedef struct {
+    apr_array_header_t *workers; /* proxy_worker *, one per balancer */
+    const check_t *check;        /* the first check of its balancers */
+    int affinity;                /* every one of them is llm_affinity's */
+} found_t;
+
+static const check_t *check_of(const char *balancer)
+{
+    int i;
+
+    for (i = 0; i < cf.checks->nelts; i++) {
+        const check_t *ck = &APR_ARRAY_IDX(cf.checks, i, check_t);
+
+        if (strcasecmp(ck->route->balancer, balancer) == 0) {
+            return ck;
+        }
+    }
+    return NULL;
+}
+
+static void found_worker(apr_hash_t *found, apr_pool_t *p, proxy_balancer *b,
+                         proxy_worker *w)
+{
+    found_t *f = apr_hash_get(found, w->s->name_ex, APR_HASH_KEY_STRING);
+    int i;
+
+    if (!f) {
+        f = apr_pcalloc(p, sizeof(*f));
+        f->workers = apr_array_make(p, 2, sizeof(proxy_worker *));
+        f->affinity = 1;
+        apr_hash_set(found, w->s->name_ex, APR_HASH_KEY_STRING, f);
+    }
+    for (i = 0; i < f->workers->nelts; i++) {
+        if (APR_ARRAY_IDX(f->workers, i, proxy_worker *) == w) {
+            return;
+        }
+    }
+    APR_ARRAY_PUSH(f->workers, proxy_worker *) = w;
+    f->affinity &=
+        b->lbmethod && strcmp(b->lbmethod->name, LLMGW_LBMETHOD) == 0;
+    if (!f->check) {
+        f->check = check_of(b->s->name);
+    }
+}
+
+/* Every balancer member a route of any server uses, by name. */
 static apr_hash_t *route_members(apr_pool_t *p, server_rec *s)
 {
     module *proxy = ap_find_linked_module("mod_proxy.c");
@@ -484,23 +984,8 @@ static apr_hash_t *route_members(apr_pool_t *p, server_rec *s)
                     continue;
                 }
                 for (k = 0; k < b->workers->nelts; k++) {
-                    proxy_worker *w =
-                        APR_ARRAY_IDX(b->workers, k, proxy_worker *);
-                    apr_array_header_t *ws = apr_hash_get(found, w->s->name_ex,
-                                                          APR_HASH_KEY_STRING);
-                    int l, dup = 0;
-
-                    if (!ws) {
-                        ws = apr_array_make(p, 2, sizeof(proxy_worker *));
-                        apr_hash_set(found, w->s->name_ex, APR_HASH_KEY_STRING,
-                                     ws);
-                    }
-                    for (l = 0; l < ws->nelts; l++) {
-                        dup |= APR_ARRAY_IDX(ws, l, proxy_worker *) == w;
-                    }
-                    if (!dup) {
-                        APR_ARRAY_PUSH(ws, proxy_worker *) = w;
-                    }
+                    found_worker(found, p, b,
+                                 APR_ARRAY_IDX(b->workers, k, proxy_worker *));
                 }
             }
         }
@@ -575,7 +1060,7 @@ int llmgw_health_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
 {
     apr_hash_t *found;
     apr_hash_index_t *hi;
-    int m;
+    int m, probes = 0;
 
     /* The first of httpd's two passes at start-up only checks. */
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
@@ -591,15 +1076,29 @@ int llmgw_health_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
     nmembers = (int)llmgw_health_count(table);
     members = apr_pcalloc(pconf, nmembers * sizeof(*members));
     for (hi = apr_hash_first(ptemp, found); hi; hi = apr_hash_next(hi)) {
-        m = llmgw_health_find(table, apr_hash_this_key(hi));
-        members[m].workers = apr_array_copy(pconf, apr_hash_this_val(hi));
+        const found_t *f = apr_hash_this_val(hi);
+        member_t *mb =
+            &members[llmgw_health_find(table, apr_hash_this_key(hi))];
+
+        mb->workers = apr_array_copy(pconf, f->workers);
+        mb->check = f->check;
+        mb->drain = f->check || f->affinity;
+        if (f->check && f->check->nkinds) {
+            mb->nkinds = f->check->nkinds;
+            memcpy(mb->kinds, f->check->kinds, sizeof(mb->kinds));
+        }
+        else if (f->check) {
+            /* The dialects are the probe sets' names. */
+            mb->nkinds = llmgw_probe_set(f->check->route->dialect, mb->kinds);
+        }
+        probes |= f->check != NULL;
     }
     for (m = 0; m < nmembers; m++) {
         if (!members[m].workers) { /* the last generation's */
             members[m].workers = apr_array_make(pconf, 1, sizeof(void *));
         }
     }
-    return OK;
+    return probes ? probes_post_config(pconf, s) : OK;
 }
 
 void llmgw_health_register(void)

@@ -35,6 +35,8 @@ int llmgw_health_usable(request_rec *r, const char *member);
 
 const char *llmgw_health_set_breaker(cmd_parms *cmd, void *dummy, int argc,
                                      char *const argv[]);
+const char *llmgw_health_set_check(cmd_parms *cmd, void *dummy, int argc,
+                                   char *const argv[]);
 
 /* ---- lifecycle ------------------------------------------------------ */
 

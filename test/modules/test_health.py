@@ -1,6 +1,7 @@
 # Backend health: passive checks open a member's breaker (mod_proxy's worker
 # flags, seen by balancer-manager), the member comes back through half-open.
 import re
+import threading
 import time
 
 import pytest
@@ -138,3 +139,93 @@ def test_busy_member_never_opens(pair, gateway):
     got = [(r.status, served_by(r)) for r in chat(gw, 8)]
     assert got.count((429, "busy")) == 4, got
     assert "HcFl" not in worker_flags(gw, p1)
+
+
+def probe_config(p1, p2, extra=""):
+    """Probes of a llama.cpp balancer, no passive checks (LLMBreaker off)."""
+    return f"""\
+LLMCache off
+<Proxy "balancer://hb">
+    BalancerMember "http://{env.HOST}:{p1}" retry=0
+    BalancerMember "http://{env.HOST}:{p2}" retry=0
+</Proxy>
+<LLMRoute "h-small">
+    LLMBackend balancer://hb dialect=llamacpp
+    LLMUpstreamModel mock-small
+    LLMHealthCheck on interval=100 timeout=1000
+</LLMRoute>
+<Location "/balancer-manager">
+    SetHandler balancer-manager
+</Location>
+{extra}"""
+
+
+def wait_for(pred, timeout=5.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def test_loading_member_is_routed_around_not_down(pair, gateway):
+    start, p1, p2 = pair
+    llama = ["--flavor", "llamacpp", "--slots", "4", "--preload", "mock-small"]
+    loading = start("loading", p1, *llama, "--load-ms", "2500")
+    start("ready", p2, *llama)
+    gw = gateway("gw-health-loading", probe_config(p1, p2))
+    assert wait_for(lambda: {served_by(r) for r in chat(gw, 4)} == {"loading", "ready"})
+    # A cold load of another model: llama.cpp's /health says 503 meanwhile.
+    t = threading.Thread(target=lambda: env.request(
+        p1, "POST", "/v1/chat/completions", chat_body("mock-large", max_tokens=1), timeout=30))
+    t.start()
+    try:
+        assert wait_for(lambda: "Drn" in worker_flags(gw, p1)), worker_flags(gw, p1)
+        assert "HcFl" not in worker_flags(gw, p1)
+        gens = loading.stats()["generations"]
+        got = [(r.status, served_by(r)) for r in chat(gw, 6)]
+        assert got == [(200, "ready")] * 6, got
+        assert loading.stats()["generations"] == gens
+        assert "HcFl" not in worker_flags(gw, p1), "a loading member was marked down"
+    finally:
+        t.join(30)
+    # Loaded: it is back.
+    assert wait_for(lambda: "Drn" not in worker_flags(gw, p1)), worker_flags(gw, p1)
+    assert {served_by(r) for r in chat(gw, 4)} == {"loading", "ready"}
+
+
+def test_probes_take_a_dead_member_out_and_back(pair, gateway):
+    start, p1, p2 = pair
+    llama = ["--flavor", "llamacpp", "--slots", "4"]
+    dead = start("dead", p1, *llama)
+    start("alive", p2, *llama)
+    gw = gateway("gw-health-probes", probe_config(p1, p2))
+    dead.stop()
+    # Three failed probes (100 ms apart) open it: no request is sent there.
+    assert wait_for(lambda: "HcFl" in worker_flags(gw, p1)), worker_flags(gw, p1)
+    got = [(r.status, served_by(r)) for r in chat(gw, 6)]
+    assert got == [(200, "alive")] * 6, got
+    # Back: after the back-off (1 s) the probes' answers close it.
+    start("dead", p1, *llama)
+    assert wait_for(lambda: worker_flags(gw, p1) == ["Init", "Ok"], timeout=8), \
+        worker_flags(gw, p1)
+    assert "dead" in {served_by(r) for r in chat(gw, 4)}
+    with open(gw.error_log) as f:
+        log = f.read()
+    assert f"member http://{env.HOST}:{p1}: breaker half-open -> closed after probe" in log, \
+        log[-3000:]
+
+
+@pytest.mark.parametrize("snippet, message", [
+    ("LLMHealthCheck on\n", "only allowed inside <LLMRoute>"),
+    ('<LLMRoute "hc-x">\n    LLMBackend balancer://be\n    LLMHealthCheck on probe=nope\n'
+     '</LLMRoute>\n', "LLMHealthCheck probe: unknown 'nope'"),
+    ('<LLMRoute "hc-y">\n    LLMBackend balancer://be\n    LLMHealthCheck on interval=0\n'
+     '</LLMRoute>\n', "LLMHealthCheck interval"),
+    ("LLMBreaker on fails=0\n", "LLMBreaker fails"),
+    ("LLMBreaker maybe\n", "LLMBreaker"),
+])
+def test_health_directives_refused(config_test, snippet, message):
+    rc, out, _, _, _ = config_test(snippet)
+    assert rc != 0 and message in out, out
