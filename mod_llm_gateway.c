@@ -22,7 +22,7 @@ static void register_hooks(apr_pool_t *p)
     llmgw_errors_register();
     llmgw_answer_register();
     llmgw_models_register();
-    llmgw_health_register();
+    llmgw_health_register(p);
 }
 
 AP_DECLARE_MODULE(llm_gateway) = {

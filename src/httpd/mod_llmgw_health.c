@@ -1,7 +1,7 @@
 /* mod_llmgw_health: the health table in shared memory, what each proxied
- * request tells of its member, active probes on mod_watchdog, and the
+ * request tells of its member, active probes on mod_watchdog, the
  * breaker's state in mod_proxy's worker flags (so every child, lbmethod
- * and balancer-manager see it). */
+ * and balancer-manager see it), and the llm_affinity lbmethod. */
 #include <dlfcn.h>
 #include <string.h>
 
@@ -16,6 +16,7 @@
 #include <apr_hash.h>
 #include <apr_shm.h>
 #include <apr_strings.h>
+#include <ap_provider.h>
 
 #include "llmgw_conf.h"
 #include "llmgw_health.h"
@@ -52,6 +53,7 @@ static struct {
     int breaker; /* LLMBreaker on: passive checks feed the breakers */
     llmgw_breaker_params_t bp;
     llmgw_health_params_t hp;
+    llmgw_aff_params_t ap;
     apr_array_header_t *checks; /* check_t */
 } cf;
 
@@ -133,6 +135,7 @@ void llmgw_health_pre_config(apr_pool_t *pconf)
     cf.checks = apr_array_make(pconf, 4, sizeof(check_t));
     llmgw_breaker_params_default(&cf.bp);
     llmgw_health_params_default(&cf.hp);
+    llmgw_affinity_params_default(&cf.ap);
     table = NULL;
     members = NULL;
     nmembers = 0;
@@ -418,6 +421,117 @@ static int post_request(proxy_worker *worker, proxy_balancer *balancer,
     }
     return DECLINED;
 }
+
+/* ---- the llm_affinity lbmethod -------------------------------------- */
+
+/* Whether w's draining is the gateway's own (half-open, or loading by its
+ * probes): llm_affinity may still choose it, the stock lbmethods not. */
+static int our_drain(int m, apr_time_t now)
+{
+    llmgw_member_view_t v;
+
+    return llmgw_health_member(table, m, now, &cf.hp, &v) == 0
+           && (llmgw_health_mirror_want(&v, members[m].check != NULL)
+               & LLMGW_MIRROR_DRAIN);
+}
+
+/* What the choice needs of worker w: mod_proxy's say (usable, busy,
+ * lbfactor, lbstatus) and the table's (state, the model, slots, queue).
+ * *m gets its member, -1 for one the table does not know. */
+static void affinity_member(proxy_worker *w, const char *model, apr_time_t now,
+                            llmgw_aff_member_t *a, int *m)
+{
+    apr_int64_t busy = (apr_int64_t)w->s->busy;
+    int usable = PROXY_WORKER_IS_USABLE(w) && !PROXY_WORKER_IS_STANDBY(w)
+                 && !PROXY_WORKER_IS_SPARE(w);
+
+    *m = table ? member_of(w->s->name_ex) : -1;
+    if (usable && PROXY_WORKER_IS_DRAINING(w)) {
+        usable = *m >= 0 && our_drain(*m, now);
+    }
+    if (*m >= 0) {
+        llmgw_health_affinity(table, *m, model, now, &cf.hp, a);
+    }
+    else {
+        a->state = LLMGW_HS_UNKNOWN;
+        a->model = LLMGW_AFF_UNKNOWN;
+        a->inflight = 0;
+        a->slots_total = a->slots_busy = a->waiting = -1;
+    }
+    a->usable = usable;
+    a->inflight = a->inflight > busy ? a->inflight : busy;
+    a->capacity = 0;
+    a->lbfactor = w->s->lbfactor;
+    a->lbstatus = w->s->lbstatus;
+}
+
+/* The finder (under the balancer's thread lock, as every lbmethod's): the
+ * core scores the members; a half-open one chosen gets the request as its
+ * trial if it can claim it, else it is left out and the choice made
+ * again. */
+static proxy_worker *find_affinity(proxy_balancer *balancer, request_rec *r)
+{
+    int n = balancer->workers->nelts, i, pick, token;
+    proxy_worker **ws = (proxy_worker **)balancer->workers->elts;
+    llmgw_req_t *ctx = req_ctx(r);
+    const char *model = ctx ? ctx->upstream_model : NULL;
+    hreq_t *hr = hreq(r);
+    apr_time_t now = apr_time_now();
+    llmgw_aff_member_t *am;
+    int *mi;
+
+    if (n <= 0) {
+        return NULL;
+    }
+    am = apr_pcalloc(r->pool, n * sizeof(*am));
+    mi = apr_palloc(r->pool, n * sizeof(*mi));
+    for (i = 0; i < n; i++) {
+        affinity_member(ws[i], model, now, &am[i], &mi[i]);
+    }
+    for (;;) {
+        llmgw_breaker_t b;
+
+        if ((pick = llmgw_affinity_pick(am, n, &cf.ap)) < 0) {
+            return NULL;
+        }
+        if (mi[pick] < 0) {
+            break;
+        }
+        b = llmgw_health_breaker(table, mi[pick]);
+        if (llmgw_breaker_state(&b, now) != LLMGW_BR_HALF_OPEN) {
+            break;
+        }
+        if (hr && hr->trial == LLMGW_BR_NO_TRIAL
+            && llmgw_health_claim(table, mi[pick], now, &cf.bp, &token)) {
+            hr->trial = token;
+            break;
+        }
+        am[pick].usable = 0;
+    }
+    for (i = 0; i < n; i++) {
+        ws[i]->s->lbstatus = am[i].lbstatus;
+    }
+    return ws[pick];
+}
+
+static apr_status_t affinity_reset(proxy_balancer *balancer, server_rec *s)
+{
+    int i;
+
+    for (i = 0; i < balancer->workers->nelts; i++) {
+        APR_ARRAY_IDX(balancer->workers, i, proxy_worker *)->s->lbstatus = 0;
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t affinity_age(proxy_balancer *balancer, server_rec *s)
+{
+    return APR_SUCCESS;
+}
+
+static const proxy_balancer_method affinity_method = {
+    LLMGW_LBMETHOD, find_affinity, NULL, affinity_reset, affinity_age, NULL
+};
 
 /* ---- directives ---------------------------------------------------- */
 
@@ -1101,8 +1215,10 @@ int llmgw_health_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
     return probes ? probes_post_config(pconf, s) : OK;
 }
 
-void llmgw_health_register(void)
+void llmgw_health_register(apr_pool_t *p)
 {
+    ap_register_provider(p, PROXY_LBMETHOD, LLMGW_LBMETHOD, "0",
+                         &affinity_method);
     watch_handle = ap_register_output_filter("LLMGW_HEALTH", watch_filter,
                                              NULL, AP_FTYPE_RESOURCE - 1);
 }

@@ -50,8 +50,9 @@ void llmgw_health_pre_config(apr_pool_t *pconf);
 int llmgw_health_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
                              server_rec *s);
 
-/* The filter that watches the backend's answer (mod_proxy's hooks are
+/* The lbmethod provider llm_affinity (ProxySet lbmethod=llm_affinity) and
+ * the filter that watches the backend's answer (mod_proxy's hooks are
  * added at pre_config). */
-void llmgw_health_register(void);
+void llmgw_health_register(apr_pool_t *p);
 
 #endif

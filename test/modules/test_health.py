@@ -229,3 +229,81 @@ def test_probes_take_a_dead_member_out_and_back(pair, gateway):
 def test_health_directives_refused(config_test, snippet, message):
     rc, out, _, _, _ = config_test(snippet)
     assert rc != 0 and message in out, out
+
+
+def affinity_config(p1, p2, lbmethod):
+    return f"""\
+LLMCache off
+<Proxy "balancer://aff">
+    BalancerMember "http://{env.HOST}:{p1}" retry=0
+    BalancerMember "http://{env.HOST}:{p2}" retry=0
+    ProxySet lbmethod={lbmethod}
+</Proxy>
+<LLMRoute "aff-small">
+    LLMBackend balancer://aff
+    LLMUpstreamModel mock-small
+</LLMRoute>
+<LLMRoute "aff-large">
+    LLMBackend balancer://aff
+    LLMUpstreamModel mock-large
+</LLMRoute>
+"""
+
+
+def test_affinity_keeps_a_model_where_it_is_loaded(pair, gateway):
+    # Each member holds one model at a time; a cold load costs 200 ms.
+    start, p1, p2 = pair
+    cold = ["--load-ms", "200", "--max-loaded", "1"]
+    a, b = start("a", p1, *cold), start("b", p2, *cold)
+    gw = gateway("gw-affinity", affinity_config(p1, p2, "llm_affinity"))
+    where = {"aff-small": set(), "aff-large": set()}
+    for model in ["aff-small", "aff-small", "aff-large", "aff-large"] * 4:
+        r = gw.post("/v1/chat/completions", chat_body(model, max_tokens=2))
+        assert r.status == 200, r.body
+        where[model].add(served_by(r))
+    # Each model stayed on one member: one cold load each, no switching.
+    assert len(where["aff-small"]) == 1 and len(where["aff-large"]) == 1, where
+    assert where["aff-small"] != where["aff-large"], where
+    assert a.stats()["loads"] + b.stats()["loads"] == 2, (a.stats(), b.stats())
+
+
+def test_affinity_sends_the_half_open_trial(pair, gateway):
+    start, p1, p2 = pair
+    start("bad", p1, "--fault", "500")
+    start("other", p2)
+    gw = gateway("gw-affinity-trial", f"""\
+LLMCache off
+LLMBreaker on fails=3 successes=2 backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}
+<Proxy "balancer://one">
+    BalancerMember "http://{env.HOST}:{p1}" retry=0
+    ProxySet lbmethod=llm_affinity
+</Proxy>
+<Proxy "balancer://two">
+    BalancerMember "http://{env.HOST}:{p2}" retry=0
+</Proxy>
+<LLMRoute "h-one">
+    LLMBackend balancer://one
+    LLMUpstreamModel mock-small
+</LLMRoute>
+<LLMRoute "h-two">
+    LLMBackend balancer://two
+    LLMUpstreamModel mock-small
+</LLMRoute>
+<Location "/balancer-manager">
+    SetHandler balancer-manager
+</Location>
+""")
+    one = lambda: gw.post("/v1/chat/completions", chat_body("h-one", max_tokens=2))
+    two = lambda: gw.post("/v1/chat/completions", chat_body("h-two", max_tokens=2))
+    assert [one().status for _ in range(3)] == [500] * 3
+    assert worker_flags(gw, p1, "one") == ["Init", "HcFl"]
+    assert one().status == 503      # no usable member
+    start("bad", p1)
+    time.sleep(BACKOFF_MS / 1000 + 0.2)
+    assert two().status == 200      # a request brings the flags up to date
+    # Half-open: drained for the stock lbmethods, the trial for llm_affinity.
+    assert worker_flags(gw, p1, "one") == ["Init", "Drn", "Ok"]
+    assert one().status == 200
+    assert worker_flags(gw, p1, "one") == ["Init", "Drn", "Ok"]
+    assert one().status == 200
+    assert worker_flags(gw, p1, "one") == ["Init", "Ok"]
