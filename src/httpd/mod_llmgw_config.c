@@ -389,6 +389,11 @@ const command_rec llmgw_cmds[] = {
                       "on | off [probe=auto|ollama|llamacpp|vllm|openai] "
                       "[interval=MS] [timeout=MS]: active probes of the "
                       "route's balancer members"),
+    AP_INIT_TAKE_ARGV("LLMCapacity", llmgw_health_set_capacity, NULL,
+                      RSRC_CONF,
+                      "max=N|auto [queue=N] [wait=MS]: requests each member "
+                      "of the route's balancer is sent at once; the rest "
+                      "wait in a bounded queue, then 429"),
     AP_INIT_TAKE_ARGV("LLMBreaker", llmgw_health_set_breaker, NULL, RSRC_CONF,
                       "on | off [fails=N] [successes=N] [backoff=MS] "
                       "[backoff-max=MS] [trial-timeout=MS]: what opens and "

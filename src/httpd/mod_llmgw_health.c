@@ -47,6 +47,18 @@ typedef struct {
     apr_interval_time_t timeout;
 } check_t;
 
+/* LLMCapacity of a route: how many requests each member of its balancer
+ * is sent at once, and how the rest wait. */
+typedef struct {
+    const llmgw_route_t *route;
+    apr_int64_t max;          /* 0: as its probes count its slots */
+    apr_int64_t queue;        /* waiting requests per member, at most */
+    apr_interval_time_t wait; /* how long one waits, at most */
+} cap_t;
+
+/* How often a waiting request looks for a place again. */
+#define ADMIT_POLL apr_time_from_msec(5)
+
 /* ---- configuration (one per generation, the table is global) ------- */
 
 static struct {
@@ -55,6 +67,7 @@ static struct {
     llmgw_health_params_t hp;
     llmgw_aff_params_t ap;
     apr_array_header_t *checks; /* check_t */
+    apr_array_header_t *caps;   /* cap_t */
 } cf;
 
 /* What this process knows of a member besides the table. */
@@ -63,6 +76,8 @@ typedef struct {
     int drain;                   /* half-open shows as draining: only
                                   * where something sends its trial */
     const check_t *check;        /* its probes, or NULL */
+    const cap_t *cap;            /* its capacity, or NULL */
+    apr_array_header_t *models;  /* const char *: its routes' models */
     llmgw_probe_kind_t kinds[LLMGW_PROBE_SET_MAX];
     int nkinds;
     /* the watchdog's */
@@ -83,6 +98,7 @@ typedef struct {
     int err_status; /* mod_proxy's error bucket before an answer */
     int broke;      /* the answer broke off after it began */
     int observed;   /* its outcome went to the table */
+    int admitted;   /* the member it holds a place of; -1: none */
     char body[BODY_KEPT];
     apr_size_t len;
 } hreq_t;
@@ -109,6 +125,8 @@ static int pre_request(proxy_worker **worker, proxy_balancer **balancer,
                        request_rec *r, proxy_server_conf *conf, char **url);
 static int post_request(proxy_worker *worker, proxy_balancer *balancer,
                         request_rec *r, proxy_server_conf *conf);
+static int admit(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
+                 char *url, const char *proxyhost, apr_port_t proxyport);
 
 /* mod_proxy's pre_request and post_request hooks, before
  * mod_proxy_balancer's (which end them); httpd sorts the hooks again once
@@ -119,12 +137,17 @@ static void proxy_hooks(void)
                      const char *const *, int);
     void (*hook_post)(proxy_HOOK_post_request_t *, const char *const *,
                       const char *const *, int);
+    void (*hook_scheme)(proxy_HOOK_scheme_handler_t *, const char *const *,
+                        const char *const *, int);
 
     *(void **)&hook_pre = proxy_fn("proxy_hook_pre_request");
     *(void **)&hook_post = proxy_fn("proxy_hook_post_request");
-    if (hook_pre && hook_post) {
+    *(void **)&hook_scheme = proxy_fn("proxy_hook_scheme_handler");
+    if (hook_pre && hook_post && hook_scheme) {
         hook_pre(pre_request, NULL, NULL, APR_HOOK_REALLY_FIRST);
         hook_post(post_request, NULL, NULL, APR_HOOK_REALLY_FIRST);
+        /* Before mod_proxy_http's: a request waits for its member. */
+        hook_scheme(admit, NULL, NULL, APR_HOOK_REALLY_FIRST);
     }
 }
 
@@ -133,6 +156,7 @@ void llmgw_health_pre_config(apr_pool_t *pconf)
     proxy_hooks();
     cf.breaker = 0;
     cf.checks = apr_array_make(pconf, 4, sizeof(check_t));
+    cf.caps = apr_array_make(pconf, 4, sizeof(cap_t));
     llmgw_breaker_params_default(&cf.bp);
     llmgw_health_params_default(&cf.hp);
     llmgw_affinity_params_default(&cf.ap);
@@ -354,6 +378,7 @@ static int pre_request(proxy_worker **worker, proxy_balancer **balancer,
     if (!(hr = hreq(r))) {
         hr = apr_pcalloc(r->pool, sizeof(*hr));
         hr->trial = LLMGW_BR_NO_TRIAL;
+        hr->admitted = -1;
         apr_pool_userdata_setn(hr, hreq_key, NULL, r->pool);
         if (!r->main) {
             ap_add_output_filter_handle(watch_handle, hr, r, r->connection);
@@ -368,6 +393,67 @@ static int pre_request(proxy_worker **worker, proxy_balancer **balancer,
         }
     }
     return DECLINED;
+}
+
+/* ---- capacity ------------------------------------------------------ */
+
+static apr_status_t release_place(void *data)
+{
+    hreq_t *hr = data;
+
+    if (hr->admitted >= 0 && table) {
+        llmgw_health_release(table, hr->admitted);
+        hr->admitted = -1;
+    }
+    return APR_SUCCESS;
+}
+
+/* The refusal of a request that found no place: 429 (mod_proxy passes it
+ * on as it is, where a 503 would mark the member in error), in the
+ * client's API by the error filter, with a hint when to come back. */
+static int refuse(request_rec *r, int m, const char *why)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  LLMGW_LOGNO(0707) "member %s: %s; refused with 429",
+                  llmgw_health_name(table, m), why);
+    apr_table_setn(r->err_headers_out, "Retry-After", "1");
+    return HTTP_TOO_MANY_REQUESTS;
+}
+
+/* mod_proxy's scheme handler, first: a request for a member with a
+ * capacity waits for a place (its queue bounded in count and time) and
+ * holds it until the request's pool goes; then mod_proxy_http sends it. */
+static int admit(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
+                 char *url, const char *proxyhost, apr_port_t proxyport)
+{
+    hreq_t *hr = table ? hreq(r) : NULL;
+    int m = hr ? member_of(worker->s->name_ex) : -1, queued = 0;
+    const cap_t *cap = m >= 0 ? members[m].cap : NULL;
+    apr_time_t now = apr_time_now(), deadline;
+    apr_int64_t limit;
+
+    if (!cap || hr->admitted == m) {
+        return DECLINED;
+    }
+    release_place(hr); /* mod_proxy tries another member */
+    deadline = now + cap->wait;
+    for (;;) {
+        limit = llmgw_health_limit(table, m, cap->max, now, &cf.hp);
+        switch (llmgw_health_admit_step(table, m, limit, cap->queue, deadline,
+                                        now, &queued)) {
+        case LLMGW_ADMIT_GO:
+            hr->admitted = m; /* counted even without a limit */
+            apr_pool_cleanup_register(r->pool, hr, release_place,
+                                      apr_pool_cleanup_null);
+            return DECLINED;
+        case LLMGW_ADMIT_FULL: return refuse(r, m, "its queue is full");
+        case LLMGW_ADMIT_TIMEOUT:
+            return refuse(r, m, "no place within the wait");
+        default: break;
+        }
+        apr_sleep(ADMIT_POLL);
+        now = apr_time_now();
+    }
 }
 
 /* The outcome of the last try, as mod_proxy ends: no answer at all (its
@@ -460,7 +546,7 @@ static void affinity_member(proxy_worker *w, const char *model, apr_time_t now,
     }
     a->usable = usable;
     a->inflight = a->inflight > busy ? a->inflight : busy;
-    a->capacity = 0;
+    a->capacity = *m >= 0 && members[*m].cap ? members[*m].cap->max : 0;
     a->lbfactor = w->s->lbfactor;
     a->lbstatus = w->s->lbstatus;
 }
@@ -510,6 +596,13 @@ static proxy_worker *find_affinity(proxy_balancer *balancer, request_rec *r)
     }
     for (i = 0; i < n; i++) {
         ws[i]->s->lbstatus = am[i].lbstatus;
+    }
+    /* Sent where the model is not loaded, it loads there now: the next
+     * request for it waits for that load rather than start another. */
+    if (model && mi[pick] >= 0
+        && (am[pick].model == LLMGW_AFF_COLD
+            || am[pick].model == LLMGW_AFF_UNKNOWN)) {
+        llmgw_health_hint(table, mi[pick], model, LLMGW_HINT_LOADING, now);
     }
     return ws[pick];
 }
@@ -650,6 +743,50 @@ const char *llmgw_health_set_check(cmd_parms *cmd, void *dummy, int argc,
     if (on) {
         APR_ARRAY_PUSH(cf.checks, check_t) = ck;
     }
+    return NULL;
+}
+
+const char *llmgw_health_set_capacity(cmd_parms *cmd, void *dummy, int argc,
+                                      char *const argv[])
+{
+    static const char *const names[] = { "max", "queue", "wait", NULL };
+    static const char example[] = "LLMCapacity max=4 queue=16 wait=10000";
+    llmgw_route_t *route = llmgw_sconf(cmd->server)->cur_route;
+    cap_t cap = { route, 0, 16, apr_time_from_sec(10) };
+    const char *err, *v;
+    int i, which;
+
+    if (!route) {
+        return "LLMCapacity is only allowed inside <LLMRoute>";
+    }
+    if (argc < 1) {
+        return apr_psprintf(cmd->pool,
+                            "LLMCapacity needs max=N or max=auto; "
+                            "e.g. %s",
+                            example);
+    }
+    for (i = 0; i < argc; i++) {
+        if ((err = llmgw_conf_option(cmd->pool, "LLMCapacity", argv[i], names,
+                                     &which, &v))) {
+            return err;
+        }
+        if (which == 0 && strcasecmp(v, "auto") == 0) {
+            cap.max = 0;
+        }
+        else if (which < 2) {
+            err = llmgw_conf_int(
+                cmd->pool, which ? "LLMCapacity queue" : "LLMCapacity max", v,
+                which ? 0 : 1, 100000, example, which ? &cap.queue : &cap.max);
+        }
+        else {
+            err = llmgw_conf_msec(cmd->pool, "LLMCapacity wait", v, 0,
+                                  3600 * 1000, example, &cap.wait);
+        }
+        if (err) {
+            return err;
+        }
+    }
+    APR_ARRAY_PUSH(cf.caps, cap_t) = cap;
     return NULL;
 }
 
@@ -921,6 +1058,32 @@ static void probe_event(server_rec *s, int m, const llmgw_probe_t *res,
     }
 }
 
+/* A complete list of what member m has loaded ends the "served lately"
+ * hints of its routes' models that are not on it: the member unloaded
+ * them (a server with room for one model loads the next in its place). */
+static void forget_unloaded(int m, const llmgw_probe_t *res, apr_time_t now)
+{
+    const apr_array_header_t *models = members[m].models;
+    int i, j, loaded;
+
+    if (!res->ok || !(res->knows & LLMGW_PK_LOADED) || !res->models) {
+        return;
+    }
+    for (i = 0; i < models->nelts; i++) {
+        const char *name = APR_ARRAY_IDX(models, i, const char *);
+
+        for (j = loaded = 0; j < res->models->nelts && !loaded; j++) {
+            const llmgw_probe_model_t *pm =
+                &APR_ARRAY_IDX(res->models, j, llmgw_probe_model_t);
+
+            loaded = (pm->flags & LLMGW_PM_LOADED) && !strcmp(pm->name, name);
+        }
+        if (!loaded) {
+            llmgw_health_hint(table, m, name, LLMGW_HINT_CLEAR, now);
+        }
+    }
+}
+
 /* How bad a probe's state is: each result says the member's state, and
  * the worst of a round's is stored last, so that it holds (llama.cpp's
  * /slots answers while /health says it is loading). */
@@ -959,6 +1122,7 @@ static void probe_member(server_rec *s, int m, apr_pool_t *p, apr_time_t now)
         for (j = 0; j < mb->nkinds; j++) {
             if (severity(res[j]->state) == sev) {
                 llmgw_health_store(table, m, res[j], apr_time_now());
+                forget_unloaded(m, res[j], apr_time_now());
                 probe_event(s, m, res[j], apr_time_now());
             }
         }
@@ -1033,7 +1197,9 @@ static int probes_post_config(apr_pool_t *pconf, server_rec *s)
 /* A member as the configuration has it. */
 typedef struct {
     apr_array_header_t *workers; /* proxy_worker *, one per balancer */
+    apr_array_header_t *models;  /* const char *: its routes' models */
     const check_t *check;        /* the first check of its balancers */
+    const cap_t *cap;            /* the first capacity of its balancers */
     int affinity;                /* every one of them is llm_affinity's */
 } found_t;
 
@@ -1051,8 +1217,36 @@ static const check_t *check_of(const char *balancer)
     return NULL;
 }
 
+static const cap_t *cap_of(const char *balancer)
+{
+    int i;
+
+    for (i = 0; i < cf.caps->nelts; i++) {
+        const cap_t *cap = &APR_ARRAY_IDX(cf.caps, i, cap_t);
+
+        if (strcasecmp(cap->route->balancer, balancer) == 0) {
+            return cap;
+        }
+    }
+    return NULL;
+}
+
+static void found_model(found_t *f, const char *model)
+{
+    int i;
+
+    for (i = 0; model && i < f->models->nelts; i++) {
+        if (strcmp(APR_ARRAY_IDX(f->models, i, const char *), model) == 0) {
+            return;
+        }
+    }
+    if (model) {
+        APR_ARRAY_PUSH(f->models, const char *) = model;
+    }
+}
+
 static void found_worker(apr_hash_t *found, apr_pool_t *p, proxy_balancer *b,
-                         proxy_worker *w)
+                         proxy_worker *w, const llmgw_route_t *rt)
 {
     found_t *f = apr_hash_get(found, w->s->name_ex, APR_HASH_KEY_STRING);
     int i;
@@ -1060,9 +1254,11 @@ static void found_worker(apr_hash_t *found, apr_pool_t *p, proxy_balancer *b,
     if (!f) {
         f = apr_pcalloc(p, sizeof(*f));
         f->workers = apr_array_make(p, 2, sizeof(proxy_worker *));
+        f->models = apr_array_make(p, 2, sizeof(const char *));
         f->affinity = 1;
         apr_hash_set(found, w->s->name_ex, APR_HASH_KEY_STRING, f);
     }
+    found_model(f, rt->upstream_model);
     for (i = 0; i < f->workers->nelts; i++) {
         if (APR_ARRAY_IDX(f->workers, i, proxy_worker *) == w) {
             return;
@@ -1073,6 +1269,9 @@ static void found_worker(apr_hash_t *found, apr_pool_t *p, proxy_balancer *b,
         b->lbmethod && strcmp(b->lbmethod->name, LLMGW_LBMETHOD) == 0;
     if (!f->check) {
         f->check = check_of(b->s->name);
+    }
+    if (!f->cap) {
+        f->cap = cap_of(b->s->name);
     }
 }
 
@@ -1099,7 +1298,8 @@ static apr_hash_t *route_members(apr_pool_t *p, server_rec *s)
                 }
                 for (k = 0; k < b->workers->nelts; k++) {
                     found_worker(found, p, b,
-                                 APR_ARRAY_IDX(b->workers, k, proxy_worker *));
+                                 APR_ARRAY_IDX(b->workers, k, proxy_worker *),
+                                 rt);
                 }
             }
         }
@@ -1195,7 +1395,9 @@ int llmgw_health_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
             &members[llmgw_health_find(table, apr_hash_this_key(hi))];
 
         mb->workers = apr_array_copy(pconf, f->workers);
+        mb->models = apr_array_copy(pconf, f->models);
         mb->check = f->check;
+        mb->cap = f->cap;
         mb->drain = f->check || f->affinity;
         if (f->check && f->check->nkinds) {
             mb->nkinds = f->check->nkinds;
@@ -1210,6 +1412,7 @@ int llmgw_health_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
     for (m = 0; m < nmembers; m++) {
         if (!members[m].workers) { /* the last generation's */
             members[m].workers = apr_array_make(pconf, 1, sizeof(void *));
+            members[m].models = apr_array_make(pconf, 1, sizeof(void *));
         }
     }
     return probes ? probes_post_config(pconf, s) : OK;

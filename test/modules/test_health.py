@@ -307,3 +307,65 @@ LLMBreaker on fails=3 successes=2 backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}
     assert worker_flags(gw, p1, "one") == ["Init", "Drn", "Ok"]
     assert one().status == 200
     assert worker_flags(gw, p1, "one") == ["Init", "Ok"]
+
+
+def capacity_config(p1, cap):
+    return f"""\
+LLMCache off
+<Proxy "balancer://cap">
+    BalancerMember "http://{env.HOST}:{p1}" retry=0
+</Proxy>
+<LLMRoute "cap-small">
+    LLMBackend balancer://cap
+    LLMUpstreamModel mock-small
+    LLMCapacity {cap}
+</LLMRoute>
+"""
+
+
+def slow_chats(gw, n, api="openai"):
+    """N requests at once for a member that takes 1 s each; (response,
+    seconds) in the order they were sent."""
+    def one(_):
+        t0 = time.monotonic()
+        if api == "openai":
+            r = gw.post("/v1/chat/completions", chat_body("cap-small", max_tokens=1))
+        else:
+            r = gw.post("/api/chat", {"model": "cap-small", "stream": False,
+                                      "messages": [{"role": "user", "content": "hi"}]})
+        return r, time.monotonic() - t0
+    out = [None] * n
+    ts = []
+    for i in range(n):
+        ts.append(threading.Thread(target=lambda i=i: out.__setitem__(i, one(i))))
+        ts[-1].start()
+        time.sleep(0.1)             # in this order
+    for t in ts:
+        t.join(30)
+    return out
+
+
+def test_capacity_queue_is_bounded_in_count(pair, gateway):
+    start, p1, _ = pair
+    member = start("slow", p1, "--ttft-ms", "1000")
+    gw = gateway("gw-capacity-count", capacity_config(p1, "max=1 queue=1 wait=5000"))
+    (first, t1), (second, t2), (third, t3) = slow_chats(gw, 3)
+    assert first.status == 200 and second.status == 200, (first.body, second.body)
+    assert t2 > 1.5, "the second request did not wait for the first"
+    # No room in the queue: refused at once, in the API's shape.
+    env.assert_openai_error(third, 429, code="backend_busy")
+    assert third.header("Retry-After") == "1"
+    assert t3 < 0.5, t3
+    assert member.stats()["generations"] == 2
+
+
+def test_capacity_queue_is_bounded_in_time(pair, gateway):
+    start, p1, _ = pair
+    member = start("slow", p1, "--ttft-ms", "1000")
+    gw = gateway("gw-capacity-time", capacity_config(p1, "max=1 queue=4 wait=300"))
+    (first, _), (second, t2) = slow_chats(gw, 2, api="ollama")
+    assert first.status == 200, first.body
+    assert second.status == 429, second.body
+    assert "error" in second.json() and isinstance(second.json()["error"], str), second.body
+    assert 0.25 < t2 < 0.9, t2
+    assert member.stats()["generations"] == 1
