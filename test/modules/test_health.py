@@ -369,3 +369,22 @@ def test_capacity_queue_is_bounded_in_time(pair, gateway):
     assert "error" in second.json() and isinstance(second.json()["error"], str), second.body
     assert 0.25 < t2 < 0.9, t2
     assert member.stats()["generations"] == 1
+
+
+def test_affinity_goes_where_the_probes_saw_the_model(pair, gateway):
+    start, p1, p2 = pair
+    cold = ["--load-ms", "300", "--max-loaded", "1"]
+    a = start("a", p1, *cold, "--preload", "mock-large")
+    b = start("b", p2, *cold, "--preload", "mock-small")
+    conf = affinity_config(p1, p2, "llm_affinity").replace(
+        "    LLMUpstreamModel mock-small\n",
+        "    LLMUpstreamModel mock-small\n"
+        "    LLMHealthCheck on probe=ollama interval=100\n")
+    gw = gateway("gw-affinity-probed", conf)
+    assert wait_for(lambda: a.stats()["by_path"].get("/api/ps", 0) >= 2
+                    and b.stats()["by_path"].get("/api/ps", 0) >= 2)
+    for model, member in (("aff-small", "b"), ("aff-large", "a")) * 3:
+        r = gw.post("/v1/chat/completions", chat_body(model, max_tokens=2))
+        assert r.status == 200, r.body
+        assert served_by(r) == member, (model, served_by(r))
+    assert a.stats()["loads"] + b.stats()["loads"] == 0
