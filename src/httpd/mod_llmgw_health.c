@@ -99,12 +99,13 @@ typedef struct {
     int broke;      /* the answer broke off after it began */
     int observed;   /* its outcome went to the table */
     int admitted;   /* the member it holds a place of; -1: none */
-    char body[BODY_KEPT];
+    char *body;     /* BODY_KEPT bytes, for an error answer only */
     apr_size_t len;
 } hreq_t;
 
 static const char hreq_key[] = "llmgw-health-req";
 static ap_filter_rec_t *watch_handle;
+static int any_cap; /* a member has LLMCapacity */
 
 /* A function of mod_proxy's, found when the configuration has been read:
  * mod_proxy may load after this module (Debian loads mods-enabled/ in
@@ -161,6 +162,7 @@ void llmgw_health_pre_config(apr_pool_t *pconf)
     llmgw_health_params_default(&cf.hp);
     llmgw_affinity_params_default(&cf.ap);
     table = NULL;
+    any_cap = 0;
     members = NULL;
     nmembers = 0;
 }
@@ -354,6 +356,9 @@ static apr_status_t watch_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         if (hr->status >= 400 && hr->len < BODY_KEPT
             && !APR_BUCKET_IS_METADATA(e)
             && apr_bucket_read(e, &data, &n, APR_BLOCK_READ) == APR_SUCCESS) {
+            if (!hr->body) {
+                hr->body = apr_palloc(f->r->pool, BODY_KEPT);
+            }
             n = n < BODY_KEPT - hr->len ? n : BODY_KEPT - hr->len;
             memcpy(hr->body + hr->len, data, n);
             hr->len += n;
@@ -426,7 +431,7 @@ static int refuse(request_rec *r, int m, const char *why)
 static int admit(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
                  char *url, const char *proxyhost, apr_port_t proxyport)
 {
-    hreq_t *hr = table ? hreq(r) : NULL;
+    hreq_t *hr = table && any_cap ? hreq(r) : NULL;
     int m = hr ? member_of(worker->s->name_ex) : -1, queued = 0;
     const cap_t *cap = m >= 0 ? members[m].cap : NULL;
     apr_time_t now = apr_time_now(), deadline;
@@ -1398,6 +1403,7 @@ int llmgw_health_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
         mb->models = apr_array_copy(pconf, f->models);
         mb->check = f->check;
         mb->cap = f->cap;
+        any_cap |= f->cap != NULL;
         mb->drain = f->check || f->affinity;
         if (f->check && f->check->nkinds) {
             mb->nkinds = f->check->nkinds;

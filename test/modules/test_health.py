@@ -1,6 +1,8 @@
 # Backend health: passive checks open a member's breaker (mod_proxy's worker
 # flags, seen by balancer-manager), the member comes back through half-open.
+import os
 import re
+import signal
 import threading
 import time
 
@@ -388,3 +390,23 @@ def test_affinity_goes_where_the_probes_saw_the_model(pair, gateway):
         assert r.status == 200, r.body
         assert served_by(r) == member, (model, served_by(r))
     assert a.stats()["loads"] + b.stats()["loads"] == 0
+
+
+def test_graceful_restart_keeps_an_open_breaker(pair, gateway):
+    start, p1, p2 = pair
+    bad = start("bad", p1, "--fault", "500")
+    start("good", p2)
+    conf = health_config(p1, p2).replace(
+        f"backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}", "backoff=20000 backoff-max=20000")
+    gw = gateway("gw-health-graceful", conf)
+    chat(gw, 6)
+    assert "HcFl" in worker_flags(gw, p1)
+    before = set(gw.children())
+    os.kill(gw.proc.pid, signal.SIGUSR1)
+    assert wait_for(lambda: not (set(gw.children()) & before), timeout=15), \
+        "the old generation did not go"
+    gens = bad.stats()["generations"]
+    got = [(r.status, served_by(r)) for r in chat(gw, 6)]
+    assert got == [(200, "good")] * 6, got
+    assert bad.stats()["generations"] == gens
+    assert "HcFl" in worker_flags(gw, p1)
