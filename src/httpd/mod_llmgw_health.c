@@ -3,6 +3,7 @@
  * breaker's state in mod_proxy's worker flags (so every child, lbmethod
  * and balancer-manager see it), and the llm_affinity lbmethod. */
 #include <dlfcn.h>
+#include <stddef.h> /* before APR: offsetof for its ring macros */
 #include <string.h>
 
 #include <httpd.h>

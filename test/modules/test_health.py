@@ -84,8 +84,18 @@ def served_by(r):
     return r.header("X-Mock-Backend", "").split("-")[0]
 
 
-def chat(gw, n=1):
-    return [gw.post("/v1/chat/completions", chat_body("h-small", max_tokens=2))
+def settled(gw, path, body):
+    """A request, once its outcome is in the health table: the gateway
+    notes it before the access log line (the client has the answer a
+    moment before either), so the next request sees it."""
+    mark = gw.log_mark()
+    r = gw.post(path, body)
+    assert gw.wait_log(lambda l: True, since=mark, count=1), "no access log line"
+    return r
+
+
+def chat(gw, n=1, model="h-small"):
+    return [settled(gw, "/v1/chat/completions", chat_body(model, max_tokens=2))
             for _ in range(n)]
 
 
@@ -174,7 +184,7 @@ def wait_for(pred, timeout=5.0, step=0.05):
 def test_loading_member_is_routed_around_not_down(pair, gateway):
     start, p1, p2 = pair
     llama = ["--flavor", "llamacpp", "--slots", "4", "--preload", "mock-small"]
-    loading = start("loading", p1, *llama, "--load-ms", "2500")
+    loading = start("loading", p1, *llama, "--load-ms", "4000")
     start("ready", p2, *llama)
     gw = gateway("gw-health-loading", probe_config(p1, p2))
     assert wait_for(lambda: {served_by(r) for r in chat(gw, 4)} == {"loading", "ready"})
@@ -260,7 +270,7 @@ def test_affinity_keeps_a_model_where_it_is_loaded(pair, gateway):
     gw = gateway("gw-affinity", affinity_config(p1, p2, "llm_affinity"))
     where = {"aff-small": set(), "aff-large": set()}
     for model in ["aff-small", "aff-small", "aff-large", "aff-large"] * 4:
-        r = gw.post("/v1/chat/completions", chat_body(model, max_tokens=2))
+        r, = chat(gw, 1, model)
         assert r.status == 200, r.body
         where[model].add(served_by(r))
     # Each model stayed on one member: one cold load each, no switching.
@@ -295,8 +305,8 @@ LLMBreaker on fails=3 successes=2 backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}
     SetHandler balancer-manager
 </Location>
 """)
-    one = lambda: gw.post("/v1/chat/completions", chat_body("h-one", max_tokens=2))
-    two = lambda: gw.post("/v1/chat/completions", chat_body("h-two", max_tokens=2))
+    one = lambda: chat(gw, 1, "h-one")[0]      # noqa: E731
+    two = lambda: chat(gw, 1, "h-two")[0]      # noqa: E731
     assert [one().status for _ in range(3)] == [500] * 3
     assert worker_flags(gw, p1, "one") == ["Init", "HcFl"]
     assert one().status == 503      # no usable member
@@ -386,7 +396,7 @@ def test_affinity_goes_where_the_probes_saw_the_model(pair, gateway):
     assert wait_for(lambda: a.stats()["by_path"].get("/api/ps", 0) >= 2
                     and b.stats()["by_path"].get("/api/ps", 0) >= 2)
     for model, member in (("aff-small", "b"), ("aff-large", "a")) * 3:
-        r = gw.post("/v1/chat/completions", chat_body(model, max_tokens=2))
+        r, = chat(gw, 1, model)
         assert r.status == 200, r.body
         assert served_by(r) == member, (model, served_by(r))
     assert a.stats()["loads"] + b.stats()["loads"] == 0
