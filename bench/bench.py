@@ -225,12 +225,13 @@ def cache_directive():
     return "LLMCache shm ttl=600"
 
 
-def gateway_vhost(routes, cache=""):
-    """routes: [(model, balancer)]; cache: an LLMCache line or ""."""
+def gateway_vhost(routes, cache="", route_extra=""):
+    """routes: [(model, balancer)]; cache: an LLMCache line or "";
+    route_extra: lines in every <LLMRoute>."""
     out = [cache] if cache else []
     for model, bal in routes:
-        out.append('<LLMRoute "%s">\n    LLMBackend balancer://%s\n'
-                   '</LLMRoute>' % (model, bal))
+        out.append('<LLMRoute "%s">\n    LLMBackend balancer://%s\n%s'
+                   '</LLMRoute>' % (model, bal, route_extra))
     out.append('<Location "/v1">\n    LLMApi openai\n</Location>')
     return "\n".join(out)
 
@@ -766,12 +767,28 @@ def model_names(n):
     return ["model-%s" % chr(ord("a") + i) for i in range(n)]
 
 
-def gateway_models_stack(run, st, name, members, models, cached=False):
+# gateway_affinity: the gateway as it is meant for models that load: its
+# llm_affinity lbmethod, probes of what each member has loaded (Ollama's
+# /api/ps, which mockllm answers), what each member serves at once (the
+# emulated members run any number of generations together; 8 is every
+# client of switch), and its breaker.
+AFFINITY = "llm_affinity"
+BREAKER = "LLMBreaker on fails=3 successes=2 backoff=1000 backoff-max=8000"
+PROBES = ("    LLMHealthCheck on probe=ollama interval=100 timeout=1000\n"
+          "    LLMCapacity max=8 queue=64 wait=30000\n")
+
+
+def gateway_models_stack(run, st, name, members, models, cached=False,
+                         affinity=False):
     p = free_port()
     bal = balancer("models", [m.port for m in members],
-                   lbmethod=run.args.lbmethod, extra=RETRY)
+                   lbmethod=AFFINITY if affinity else run.args.lbmethod,
+                   extra=RETRY)
+    if affinity:
+        bal = BREAKER + "\n" + bal
     st.httpd(name, [(p, gateway_vhost([(m, "models") for m in models],
-                                      cache_line(run, cached)))],
+                                      cache_line(run, cached),
+                                      PROBES if affinity else ""))],
              MPM_PROXY, bal)
     return p
 
@@ -786,7 +803,7 @@ def load_stats(log):
         if h.get("x-llm-cache", "").upper() == "HIT":
             hits += 1
         try:
-            waits.append(float(h.get("x-model-load-ms", 0)))
+            waits.append(float(h.get("x-mock-load-ms", 0)))
         except ValueError:
             waits.append(0.0)
     return {"switch_overhead_ms": (sum(waits) / len(waits)) if waits
@@ -800,14 +817,14 @@ def scenario_switch(run):
     k = run.knobs["switch"]
     models = model_names(k["models"])
     run.params["switch"] = dict(
-        k, backend="two bench/modelsrv.py members: %d model slot(s) each, "
+        k, backend="two test/mockllm members: %d model slot(s) each, "
         "%d ms to load a model, %d ms + %d ms/token to generate" % (
             k["slots"], k["load_ms"], k["gen_ms"], k["per_token_ms"]),
         models=models, mix="Zipf s=1 over the models, every prompt unique",
         lbmethod=run.args.lbmethod or "byrequests (round robin)",
         what="switch_overhead_ms: mean time a request waited for a model "
-             "load (X-Model-Load-Ms); direct: clients split over the two "
-             "members")
+             "load (X-Mock-Load-Ms); direct: clients split over the two "
+             "members; gateway_affinity: lbmethod=llm_affinity")
     out = {}
 
     salt = lg.nonce()
@@ -821,21 +838,22 @@ def scenario_switch(run):
             yield lg.chat_body(models[z.draw()], "Switch %s-%d-%d"
                                % (salt, i, n), max_tokens=16)
 
-    for name in ("direct", "gateway_miss"):
+    for name in ("direct", "gateway_miss", "gateway_affinity"):
         with run.stack("switch-" + name) as st:
             members = [st.modelsrv("msrv-%d" % i, k["slots"], k["load_ms"],
-                                   k["gen_ms"], k["per_token_ms"])
+                                   k["gen_ms"], k["per_token_ms"], models)
                        for i in range(2)]
             if name == "direct":
                 ports = [m.port for m in members]
             else:
-                ports = [gateway_models_stack(run, st, "httpd", members,
-                                              models)]
+                ports = [gateway_models_stack(
+                    run, st, "httpd", members, models,
+                    affinity=name == "gateway_affinity")]
             log = lg.workload(ports, k["conns"], k["secs"], bodies)
             loads = 0
             for m in members:
                 try:
-                    _, _, b = lg.one_request(m.port, b"", path="/stats",
+                    _, _, b = lg.one_request(m.port, b"", path="/mock/stats",
                                              method="GET")
                 except Exception:               # noqa: BLE001
                     b = b"{}"
@@ -873,7 +891,8 @@ def scenario_seed(run):
     prompts = seed_prompts()
     models = model_names(SEED["models"])
     run.params["seed"] = dict(
-        k, **SEED, backend="two bench/modelsrv.py members",
+        k, **SEED, backend="two test/mockllm members (--max-loaded, "
+        "--load-ms)",
         what="open loop: requests arrive at rate per second (Poisson, the "
              "same arrivals and prompts for every subject), latency from "
              "the scheduled arrival; prompts drawn Zipf(s=%.1f) from %d, "
@@ -881,8 +900,10 @@ def scenario_seed(run):
              "kill_at s and restarted restart_after s later (with no model "
              "loaded); direct: requests alternate between the two members "
              "(a client per member); cache hit rate from X-LLM-Cache: HIT; "
-             "switch overhead: mean X-Model-Load-Ms per request; recovery:"
-             " kill to the end of the last failed request"
+             "switch overhead: mean X-Mock-Load-Ms per request; recovery:"
+             " kill to the end of the last failed request; "
+             "gateway_affinity: lbmethod=llm_affinity, LLMBreaker on and "
+             "the cache on (the whole gateway)"
              % (SEED["prompt_zipf_s"], SEED["prompts"]))
 
     def bodies():
@@ -891,21 +912,24 @@ def scenario_seed(run):
             yield prompts[z.draw()]
 
     out = {}
-    for name in ("direct", "gateway_miss", "gateway_hit"):
+    for name in ("direct", "gateway_miss", "gateway_hit", "gateway_affinity"):
         if name == "gateway_hit" and not (run.cache and run.cache["ok"]):
             out[name] = None
             continue
         with run.stack("seed-" + name) as st:
             mk = lambda nm, port=None: st.modelsrv(  # noqa: E731
                 nm, SEED["slots"], SEED["load_ms"], SEED["gen_ms"],
-                SEED["per_token_ms"], port=port)
+                SEED["per_token_ms"], models, port=port)
             a, b = mk("msrv-a"), mk("msrv-b")
             if name == "direct":
                 ports = [a.port, b.port]
             else:
+                cached = name == "gateway_hit" or (
+                    name == "gateway_affinity" and run.cache
+                    and run.cache["ok"])
                 ports = [gateway_models_stack(
-                    run, st, "httpd", [a, b], models,
-                    cached=name == "gateway_hit")]
+                    run, st, "httpd", [a, b], models, cached=bool(cached),
+                    affinity=name == "gateway_affinity")]
             state = {"a": a}
             log = lg.openloop(
                 ports, k["rate"], k["secs"], bodies(), seed=7,
@@ -1046,9 +1070,9 @@ def smoke(run):
                 passed += 1
                 print("ok   %-12s cpu %.1f us/request" % (name, cpu[name]))
         try:
-            m = st.modelsrv("msrv", 1, 5, 5, 0)
+            m = st.modelsrv("msrv", 1, 5, 5, 0, model_names(1))
             s, h, _ = lg.one_request(m.port, lg.chat_body("model-a", "x"))
-            good = s == 200 and "x-model-load-ms" in h
+            good = s == 200 and "x-mock-load-ms" in h
         except Exception as e:                  # noqa: BLE001
             good, h = False, {"error": str(e)}
         print("%s modelsrv" % ("ok  " if good else "FAIL"))
@@ -1235,6 +1259,30 @@ def targets(run):
     add("token_bursts", "share of token gaps < 1/4 of the paced gap, "
         "gateway_miss minus direct (0: no per-token buffering)", val, 0.02,
         "<=")
+    sw, sd = sc.get("switch") or {}, sc.get("seed") or {}
+
+    def of(scen, subject, key):
+        return (scen.get(subject) or {}).get(key)
+
+    def share(a, b):        # as ratio, but 0 over something is 0
+        return round(a / b, 3) if a is not None and b else None
+
+    if sw.get("gateway_affinity"):
+        add("affinity_switch_vs_direct", "gateway_affinity switch overhead "
+            "/ direct's (switch)",
+            share(of(sw, "gateway_affinity", "switch_overhead_ms"),
+                  of(sw, "direct", "switch_overhead_ms")), 0.2, "<=")
+    if sd.get("gateway_affinity"):
+        for key, what, goal, cmp in (
+                ("p95_ms", "p95", 0.37, "<="),
+                ("switch_overhead_ms", "switch overhead", 0.21, "<="),
+                ("recovery_ms", "recovery", 0.043, "<=")):
+            add("seed_%s_vs_direct" % key.split("_")[0], "gateway_affinity "
+                "%s / direct's (seed)" % what,
+                share(of(sd, "gateway_affinity", key), of(sd, "direct", key)),
+                goal, cmp)
+        add("seed_hit_rate", "gateway_affinity cache hit rate (seed)",
+            of(sd, "gateway_affinity", "cache_hit_rate"), 0.68, ">=")
     ctx = {
         "mod_proxy_vs_portkey": paired_rps("mod_proxy", "portkey"),
         "nginx_vs_mod_proxy": paired_rps("nginx", "mod_proxy"),

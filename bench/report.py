@@ -2,7 +2,7 @@
 closing summary of build/bench, both made from the results JSON."""
 
 SUBJECTS = ["direct", "mod_proxy", "nginx", "portkey", "gateway_miss",
-            "gateway_hit"]
+            "gateway_hit", "gateway_affinity"]
 
 
 def f(v, nd=1, unit=""):
@@ -273,6 +273,7 @@ def seed_table(res):
     claims = res.get("seed_claims") or {}
     ps = (res.get("params") or {}).get("seed", {})
     d, g, h = sd.get("direct"), sd.get("gateway_miss"), sd.get("gateway_hit")
+    a = sd.get("gateway_affinity")
     cd, cg = claims.get("direct", {}), claims.get("gateway", {})
 
     def col(e, key, fmt):
@@ -281,25 +282,36 @@ def seed_table(res):
     ms = lambda v: f(v, 0, " ms")               # noqa: E731
     rows = [
         ["p95 latency", ms(cd.get("p95_ms")), ms(cg.get("p95_ms")),
-         col(d, "p95_ms", ms), col(g, "p95_ms", ms), col(h, "p95_ms", ms)],
+         col(d, "p95_ms", ms), col(g, "p95_ms", ms), col(h, "p95_ms", ms),
+         col(a, "p95_ms", ms)],
         ["cache hit rate", pctf(cd.get("cache_hit_rate")),
          pctf(cg.get("cache_hit_rate")), col(d, "cache_hit_rate", pctf),
-         col(g, "cache_hit_rate", pctf), col(h, "cache_hit_rate", pctf)],
+         col(g, "cache_hit_rate", pctf), col(h, "cache_hit_rate", pctf),
+         col(a, "cache_hit_rate", pctf)],
         ["model switch overhead (per request)",
          ms(cd.get("switch_overhead_ms")), ms(cg.get("switch_overhead_ms")),
          col(d, "switch_overhead_ms", lambda v: f(v, 1, " ms")),
          col(g, "switch_overhead_ms", lambda v: f(v, 1, " ms")),
-         col(h, "switch_overhead_ms", lambda v: f(v, 1, " ms"))],
+         col(h, "switch_overhead_ms", lambda v: f(v, 1, " ms")),
+         col(a, "switch_overhead_ms", lambda v: f(v, 1, " ms"))],
         ["error recovery time", ms(cd.get("recovery_ms")),
          ms(cg.get("recovery_ms")), col(d, "recovery_ms", ms),
-         col(g, "recovery_ms", ms), col(h, "recovery_ms", ms)],
+         col(g, "recovery_ms", ms), col(h, "recovery_ms", ms),
+         col(a, "recovery_ms", ms)],
         ["failed requests", "–", "–", col(d, "errors", lambda v: f(v, 0)),
          col(g, "errors", lambda v: f(v, 0)),
-         col(h, "errors", lambda v: f(v, 0))],
+         col(h, "errors", lambda v: f(v, 0)),
+         col(a, "errors", lambda v: f(v, 0))],
         ["throughput", "–", "–", col(d, "rps", lambda v: f(v, 1, " rps")),
          col(g, "rps", lambda v: f(v, 1, " rps")),
-         col(h, "rps", lambda v: f(v, 1, " rps"))],
+         col(h, "rps", lambda v: f(v, 1, " rps")),
+         col(a, "rps", lambda v: f(v, 1, " rps"))],
     ]
+    heads = ["", "seed: direct", "seed: gateway", "measured: direct",
+             "measured: gateway, no cache", "measured: gateway, cache on",
+             "measured: gateway, cache on, llm_affinity"]
+    if "gateway_affinity" not in sd:    # results from before it
+        heads, rows = heads[:-1], [r[:-1] for r in rows]
     s = ["\n## The seed's table, measured\n",
          "One workload for all: %s requests/s arriving for %s s; %d "
          "prompts drawn "
@@ -313,9 +325,7 @@ def seed_table(res):
             ps.get("gen_ms", 0), ps.get("per_token_ms", 0),
             ps.get("tokens_min", 0), ps.get("tokens_max", 0),
             ps.get("kill_at"), ps.get("restart_after")),
-         table(["", "seed: direct", "seed: gateway", "measured: direct",
-                "measured: gateway, no cache",
-                "measured: gateway, cache on"], rows)]
+         table(heads, rows)]
     return "\n".join(s)
 
 

@@ -1,6 +1,6 @@
 """bench/subjects.py: starts and stops what build/bench measures, each on
 its own 127.0.0.1 port, with configurations written to a run directory:
-the emulated backends (test/mockllm, bench/modelsrv.py), memcached, apache2
+the emulated backends (test/mockllm), memcached, apache2
 (bare mod_proxy_http and mod_llm_gateway), nginx and the Portkey gateway.
 
 Only processes started here are ever signalled, by their own id (each runs
@@ -20,7 +20,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 LOOPBACK = "127.0.0.1"
 MOCKLLM = os.path.join(TOP, "test", "mockllm", "mockllm")
-MODELSRV = os.path.join(HERE, "modelsrv.py")
 PORTKEY_DIR = os.path.join(HERE, ".node", "node_modules", "@portkey-ai",
                            "gateway")
 PORTKEY_MAIN = os.path.join(PORTKEY_DIR, "build", "start-server.js")
@@ -402,11 +401,20 @@ class Stack:
             argv += ["--ttft-ms", str(ttft_ms)]
         return self.spawn(name, argv, port)
 
-    def modelsrv(self, name, slots, load_ms, gen_ms, per_token_ms, port=None):
+    def modelsrv(self, name, slots, load_ms, gen_ms, per_token_ms, models,
+                 port=None):
+        """A server that has to load models, as Ollama or llama.cpp's
+        server: mockllm keeping SLOTS of MODELS loaded (least recently used
+        out first), LOAD_MS to load one, GEN_MS + PER_TOKEN_MS a token to
+        answer; each answer's X-Mock-Load-Ms says how long it waited for a
+        load, GET /mock/stats counts the loads."""
         port = port or free_port()
-        argv = [PYTHON, MODELSRV, "--port", str(port), "--name", name,
-                "--slots", str(slots), "--load-ms", str(load_ms),
-                "--gen-ms", str(gen_ms), "--per-token-ms", str(per_token_ms)]
+        argv = [globals()["MOCKLLM"], "--port", str(port), "--name", name,
+                "--quiet", "--models", ",".join(models),
+                "--max-loaded", str(slots), "--load-ms", str(load_ms),
+                "--ttft-ms", str(gen_ms)]
+        if per_token_ms:
+            argv += ["--tps", "%g" % (1000.0 / per_token_ms)]
         return self.spawn(name, argv, port)
 
     # ---- apache2 ------------------------------------------------------------

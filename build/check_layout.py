@@ -26,10 +26,13 @@ ALLOWED = {
                           "mod_llmgw_limits.h": "authenticates and admits"},
     "mod_llmgw_output.c": {"mod_llmgw_limits.h": "settles at the answer's end"},
     "mod_llmgw_answer.c": {"mod_llmgw_limits.h": "settles cache hits"},
+    "mod_llmgw_config.c": {
+        "mod_llmgw_health.h": "the directive table names the health part's"},
     "mod_llmgw_lifecycle.c": {
         "mod_llmgw_limits.h": "the lifecycle calls each part's steps",
         "mod_llmgw_models.h": "the lifecycle calls each part's steps",
-        "mod_llmgw_store.h": "the lifecycle calls each part's steps"},
+        "mod_llmgw_store.h": "the lifecycle calls each part's steps",
+        "mod_llmgw_health.h": "the lifecycle calls each part's steps"},
 }
 TOP_FILE = "mod_llm_gateway.c"   # the module record: every part's register
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)

@@ -549,6 +549,8 @@ static const struct {
       "No backend is available to serve this model right now." },
     { 504, "server_error", "upstream_timeout",
       "The backend did not answer in time." },
+    { 429, "server_error", "backend_busy",
+      "Every backend for this model is busy; try again shortly." },
     { 400, "invalid_request_error", "bad_request",
       "The request could not be read." },
     { 408, "invalid_request_error", "request_timeout",

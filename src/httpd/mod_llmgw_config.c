@@ -10,6 +10,7 @@
 #include "llmgw_conf.h"
 #include "mod_llmgw.h"
 #include "mod_llmgw_config.h"
+#include "mod_llmgw_health.h"
 
 APLOG_USE_MODULE(llm_gateway);
 
@@ -942,6 +943,20 @@ const command_rec llmgw_cmds[] = {
                       "among identical requests in flight"),
     AP_INIT_TAKE1("LLMMaxRequestBody", set_max_body, NULL, RSRC_CONF,
                   "largest accepted request body (bytes, or with K/M/G)"),
+    AP_INIT_TAKE_ARGV("LLMHealthCheck", llmgw_health_set_check, NULL,
+                      RSRC_CONF,
+                      "on | off [probe=auto|ollama|llamacpp|vllm|openai] "
+                      "[interval=MS] [timeout=MS]: active probes of the "
+                      "route's balancer members"),
+    AP_INIT_TAKE_ARGV("LLMCapacity", llmgw_health_set_capacity, NULL,
+                      RSRC_CONF,
+                      "max=N|auto [queue=N] [wait=MS]: requests each member "
+                      "of the route's balancer is sent at once; the rest "
+                      "wait in a bounded queue, then 429"),
+    AP_INIT_TAKE_ARGV("LLMBreaker", llmgw_health_set_breaker, NULL, RSRC_CONF,
+                      "on | off [fails=N] [successes=N] [backoff=MS] "
+                      "[backoff-max=MS] [trial-timeout=MS]: what opens and "
+                      "closes a member's circuit breaker"),
     AP_INIT_TAKE1("LLMApi", set_api, NULL, ACCESS_CONF,
                   "openai | ollama | off: the client API served here"),
     AP_INIT_RAW_ARGS("<LLMKey", key_section, NULL, RSRC_CONF,

@@ -6,6 +6,7 @@
 #include <http_log.h>
 
 #include "mod_llmgw.h"
+#include "mod_llmgw_health.h"
 #include "mod_llmgw_lifecycle.h"
 #include "mod_llmgw_limits.h"
 #include "mod_llmgw_models.h"
@@ -15,6 +16,7 @@ APLOG_USE_MODULE(llm_gateway);
 
 static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
+    llmgw_health_pre_config(pconf);
     return llmgw_store_pre_config(pconf) == APR_SUCCESS ? OK : !OK;
 }
 
@@ -24,6 +26,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
 {
     llmgw_server_conf_t *main = llmgw_sconf(s);
     server_rec *vs;
+    int rv;
 
     llmgw_log_glue();
     ap_add_version_component(pconf, LLMGW_SERVER_COMPONENT);
@@ -40,7 +43,8 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
             return !OK;
         }
     }
-    return llmgw_limits_post_config(pconf, ptemp, s);
+    rv = llmgw_limits_post_config(pconf, ptemp, s);
+    return rv != OK ? rv : llmgw_health_post_config(pconf, ptemp, s);
 }
 
 static void child_init(apr_pool_t *pchild, server_rec *s)

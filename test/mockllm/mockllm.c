@@ -491,9 +491,22 @@ int mock_model_known(const char *model, size_t len)
 
 /* ---- responses ---------------------------------------------------------- */
 
+/* How long the request being answered waited for its model to load, for
+ * its answer's X-Mock-Load-Ms (build/bench's switch overhead); -1: not a
+ * generation. Per thread: a request waits and is answered on its
+ * connection's thread. */
+static __thread double load_waited_ms = -1.0;
+
 void mock_add_headers(struct MHD_Response *resp, const char *ctype)
 {
     MHD_add_response_header(resp, "X-Mock-Backend", mock_cfg.name);
+    if (load_waited_ms >= 0.0) {
+        char v[32];
+
+        snprintf(v, sizeof(v), "%.1f", load_waited_ms);
+        MHD_add_response_header(resp, "X-Mock-Load-Ms", v);
+        load_waited_ms = -1.0;
+    }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
 }
 
@@ -1689,10 +1702,12 @@ void mock_models_free(void)
 int mock_job_begin(mock_job_t *job, const char *model, size_t len,
                    const mock_knobs_t *k)
 {
-    struct timespec now, ready;
+    struct timespec now, ready, t0;
     long i, s, g = -1;
     int r;
 
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    load_waited_ms = -1.0;
     job->slot = -1;
     job->cold = 0;
     job->metric = -1;
@@ -1757,6 +1772,10 @@ int mock_job_begin(mock_job_t *job, const char *model, size_t len,
         resident_evict();
         break;
     }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    load_waited_ms = job->cold ? (double)(now.tv_sec - t0.tv_sec) * 1e3
+                                     + (double)(now.tv_nsec - t0.tv_nsec) / 1e6
+                               : 0.0;
 
     if (mock_cfg.flavor == MOCK_FLAVOR_LLAMACPP
         || mock_cfg.flavor == MOCK_FLAVOR_VLLM) {

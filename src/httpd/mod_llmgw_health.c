@@ -1,0 +1,1434 @@
+/* mod_llmgw_health: the health table in shared memory, what each proxied
+ * request tells of its member, active probes on mod_watchdog, the
+ * breaker's state in mod_proxy's worker flags (so every child, lbmethod
+ * and balancer-manager see it), and the llm_affinity lbmethod. */
+#include <dlfcn.h>
+#include <stddef.h> /* before APR: offsetof for its ring macros */
+#include <string.h>
+
+#include <httpd.h>
+#include <http_config.h>
+#include <http_log.h>
+#include <http_request.h>
+#include <util_filter.h>
+#include <mod_proxy.h>
+#include <mod_watchdog.h>
+#include <apr_date.h>
+#include <apr_hash.h>
+#include <apr_shm.h>
+#include <apr_strings.h>
+#include <ap_provider.h>
+
+#include "llmgw_conf.h"
+#include "llmgw_health.h"
+#include "mod_llmgw.h"
+#include "mod_llmgw_health.h"
+
+APLOG_USE_MODULE(llm_gateway);
+
+/* The start of an error answer kept to tell "loading" or "busy" from a
+ * failure (llama.cpp's and Ollama's say so in a few dozen bytes). */
+#define BODY_KEPT 1024
+/* How often a child brings the workers' flags up to date with the
+ * breakers (an open breaker turns half-open by time alone). */
+#define SWEEP_EVERY apr_time_from_msec(50)
+/* Room for members a graceful restart adds without a new table. */
+#define SPARE_MEMBERS 16
+/* The probes' watchdog (one thread in one child: one writer per member). */
+#define PROBE_WATCHDOG "_llmgw_probes_"
+#define PROBE_UA "mod_llm_gateway-probe"
+#define LLMGW_LBMETHOD "llm_affinity"
+
+/* LLMHealthCheck of a route: its balancer's probes. */
+typedef struct {
+    const llmgw_route_t *route;
+    llmgw_probe_kind_t kinds[LLMGW_PROBE_SET_MAX];
+    int nkinds; /* 0: those of the route's dialect */
+    apr_interval_time_t interval;
+    apr_interval_time_t timeout;
+} check_t;
+
+/* LLMCapacity of a route: how many requests each member of its balancer
+ * is sent at once, and how the rest wait. */
+typedef struct {
+    const llmgw_route_t *route;
+    apr_int64_t max;          /* 0: as its probes count its slots */
+    apr_int64_t queue;        /* waiting requests per member, at most */
+    apr_interval_time_t wait; /* how long one waits, at most */
+} cap_t;
+
+/* How often a waiting request looks for a place again. */
+#define ADMIT_POLL apr_time_from_msec(5)
+
+/* ---- configuration (one per generation, the table is global) ------- */
+
+static struct {
+    int breaker; /* LLMBreaker on: passive checks feed the breakers */
+    llmgw_breaker_params_t bp;
+    llmgw_health_params_t hp;
+    llmgw_aff_params_t ap;
+    apr_array_header_t *checks; /* check_t */
+    apr_array_header_t *caps;   /* cap_t */
+} cf;
+
+/* What this process knows of a member besides the table. */
+typedef struct {
+    apr_array_header_t *workers; /* proxy_worker *, one per balancer */
+    int drain;                   /* half-open shows as draining: only
+                                  * where something sends its trial */
+    const check_t *check;        /* its probes, or NULL */
+    const cap_t *cap;            /* its capacity, or NULL */
+    apr_array_header_t *models;  /* const char *: its routes' models */
+    llmgw_probe_kind_t kinds[LLMGW_PROBE_SET_MAX];
+    int nkinds;
+    /* the watchdog's */
+    proxy_worker *hc; /* the probes' own worker (connections) */
+    apr_time_t next_probe;
+} member_t;
+
+static llmgw_health_t *table;
+static member_t *members; /* by the table's index */
+static int nmembers;
+static apr_time_t next_sweep;
+
+/* What a proxied request showed of its member so far. */
+typedef struct {
+    int attempts;   /* mod_proxy's tries at members */
+    int trial;      /* the breaker's trial token it holds */
+    int status;     /* the backend's status; 0: no answer yet */
+    int err_status; /* mod_proxy's error bucket before an answer */
+    int broke;      /* the answer broke off after it began */
+    int observed;   /* its outcome went to the table */
+    int admitted;   /* the member it holds a place of; -1: none */
+    char *body;     /* BODY_KEPT bytes, for an error answer only */
+    apr_size_t len;
+} hreq_t;
+
+static const char hreq_key[] = "llmgw-health-req";
+static ap_filter_rec_t *watch_handle;
+static int any_cap; /* a member has LLMCapacity */
+
+/* A function of mod_proxy's, found when the configuration has been read:
+ * mod_proxy may load after this module (Debian loads mods-enabled/ in
+ * alphabetical order), and without it this module must still load, for
+ * check_config to say what is missing. NULL if it is not loaded. */
+static void *proxy_fn(const char *name)
+{
+    void *self = dlopen(NULL, RTLD_NOW), *fn = NULL;
+
+    if (self) {
+        fn = dlsym(self, name);
+        dlclose(self);
+    }
+    return fn;
+}
+
+static int pre_request(proxy_worker **worker, proxy_balancer **balancer,
+                       request_rec *r, proxy_server_conf *conf, char **url);
+static int post_request(proxy_worker *worker, proxy_balancer *balancer,
+                        request_rec *r, proxy_server_conf *conf);
+static int admit(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
+                 char *url, const char *proxyhost, apr_port_t proxyport);
+
+/* mod_proxy's pre_request and post_request hooks, before
+ * mod_proxy_balancer's (which end them); httpd sorts the hooks again once
+ * the configuration is read. */
+static void proxy_hooks(void)
+{
+    void (*hook_pre)(proxy_HOOK_pre_request_t *, const char *const *,
+                     const char *const *, int);
+    void (*hook_post)(proxy_HOOK_post_request_t *, const char *const *,
+                      const char *const *, int);
+    void (*hook_scheme)(proxy_HOOK_scheme_handler_t *, const char *const *,
+                        const char *const *, int);
+
+    *(void **)&hook_pre = proxy_fn("proxy_hook_pre_request");
+    *(void **)&hook_post = proxy_fn("proxy_hook_post_request");
+    *(void **)&hook_scheme = proxy_fn("proxy_hook_scheme_handler");
+    if (hook_pre && hook_post && hook_scheme) {
+        hook_pre(pre_request, NULL, NULL, APR_HOOK_REALLY_FIRST);
+        hook_post(post_request, NULL, NULL, APR_HOOK_REALLY_FIRST);
+        /* Before mod_proxy_http's: a request waits for its member. */
+        hook_scheme(admit, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    }
+}
+
+void llmgw_health_pre_config(apr_pool_t *pconf)
+{
+    proxy_hooks();
+    cf.breaker = 0;
+    cf.checks = apr_array_make(pconf, 4, sizeof(check_t));
+    cf.caps = apr_array_make(pconf, 4, sizeof(cap_t));
+    llmgw_breaker_params_default(&cf.bp);
+    llmgw_health_params_default(&cf.hp);
+    llmgw_affinity_params_default(&cf.ap);
+    table = NULL;
+    any_cap = 0;
+    members = NULL;
+    nmembers = 0;
+}
+
+/* ---- the worker flags ---------------------------------------------- */
+
+/* One of mod_proxy's status bits on w, as ap_proxy_set_wstatus sets it
+ * (a plain read-modify-write: each sweep asserts it again). */
+static void set_flag(proxy_worker *w, unsigned int bit, int on)
+{
+    if (on && !(w->s->status & bit)) {
+        w->s->status |= bit;
+    }
+    else if (!on && (w->s->status & bit)) {
+        w->s->status &= ~bit;
+    }
+}
+
+/* The flags member m's breaker calls for, on each of its workers: what
+ * the table's record says changed is set or cleared, and what is wanted
+ * is asserted again (another writer may have lost it). */
+static void mirror(int m, apr_time_t now)
+{
+    llmgw_member_view_t v;
+    unsigned want, set, clear;
+    int i;
+
+    if (llmgw_health_member(table, m, now, &cf.hp, &v) != 0) {
+        return;
+    }
+    /* Probes tell loading apart: route around it, without a failure. */
+    want = llmgw_health_mirror_want(&v, members[m].check != NULL);
+    if (!members[m].drain) {
+        want &= ~LLMGW_MIRROR_DRAIN;
+    }
+    llmgw_health_mirror_swap(table, m, want, &set, &clear);
+    for (i = 0; i < members[m].workers->nelts; i++) {
+        proxy_worker *w = APR_ARRAY_IDX(members[m].workers, i, proxy_worker *);
+
+        if ((want | clear) & LLMGW_MIRROR_FAIL) {
+            set_flag(w, PROXY_WORKER_HC_FAIL, want & LLMGW_MIRROR_FAIL);
+        }
+        if ((want | clear) & LLMGW_MIRROR_DRAIN) {
+            set_flag(w, PROXY_WORKER_DRAIN, want & LLMGW_MIRROR_DRAIN);
+        }
+    }
+}
+
+static void sweep(apr_time_t now)
+{
+    int m;
+
+    if (now < next_sweep) {
+        return;
+    }
+    next_sweep = now + SWEEP_EVERY;
+    for (m = 0; m < nmembers; m++) {
+        mirror(m, now);
+    }
+}
+
+/* ---- what requests tell -------------------------------------------- */
+
+static llmgw_req_t *req_ctx(request_rec *r)
+{
+    llmgw_req_t *ctx = llmgw_req_get(r);
+
+    return ctx || !r->main ? ctx : llmgw_req_get(r->main);
+}
+
+static hreq_t *hreq(request_rec *r)
+{
+    void *hr = NULL;
+
+    apr_pool_userdata_get(&hr, hreq_key, r->pool);
+    return hr;
+}
+
+static int member_of(const char *name)
+{
+    int m = name ? llmgw_health_find(table, name) : -1;
+
+    return m < nmembers ? m : -1;
+}
+
+static void log_change(request_rec *r, int m, llmgw_event_t ev,
+                       const llmgw_breaker_t *before,
+                       const llmgw_breaker_t *after)
+{
+    ap_log_rerror(
+        APLOG_MARK, after->state == LLMGW_BR_OPEN ? APLOG_WARNING : APLOG_INFO,
+        0, r, LLMGW_LOGNO(0701) "member %s: breaker %s -> %s after %s",
+        llmgw_health_name(table, m), llmgw_br_state_name(before->state),
+        llmgw_br_state_name(after->state), llmgw_event_name(ev));
+}
+
+/* Event ev of r's attempt on member m, into the table. A request that
+ * holds no trial may still take a half-open member's where nothing
+ * sends trials (no llm_affinity, no probes): its outcome tells. */
+static void feed(request_rec *r, hreq_t *hr, int m, llmgw_event_t ev)
+{
+    llmgw_req_t *ctx = req_ctx(r);
+    const char *model = ctx ? ctx->upstream_model : NULL;
+    apr_time_t now = apr_time_now();
+    llmgw_breaker_t before, after;
+    int trial = hr ? hr->trial : LLMGW_BR_NO_TRIAL;
+
+    if (hr) {
+        hr->trial = LLMGW_BR_NO_TRIAL;
+    }
+    ev = llmgw_health_classify(table, m, ev, model, now, &cf.hp);
+    if (model && (ev == LLMGW_EV_SUCCESS || ev == LLMGW_EV_LOADING)) {
+        llmgw_health_hint(table, m, model,
+                          ev == LLMGW_EV_SUCCESS ? LLMGW_HINT_SERVED
+                                                 : LLMGW_HINT_LOADING,
+                          now);
+    }
+    if (!cf.breaker) {
+        return;
+    }
+    if (trial == LLMGW_BR_NO_TRIAL && !members[m].drain) {
+        llmgw_health_claim(table, m, now, &cf.bp, &trial);
+    }
+    if (llmgw_health_event(table, m, ev, trial, now, &cf.bp, &before, &after)
+        == 1) {
+        log_change(r, m, ev, &before, &after);
+        mirror(m, now);
+    }
+}
+
+void llmgw_health_observe(request_rec *r, const char *member, llmgw_event_t ev)
+{
+    int m = table ? member_of(member) : -1;
+
+    if (m >= 0 && ev < LLMGW_EV_COUNT) {
+        feed(r, hreq(r), m, ev);
+    }
+}
+
+int llmgw_health_usable(request_rec *r, const char *member)
+{
+    int m = table ? member_of(member) : -1, i;
+    llmgw_member_view_t v;
+
+    if (m < 0 || llmgw_health_member(table, m, apr_time_now(), &cf.hp, &v)) {
+        return 1;
+    }
+    if (v.br_state == LLMGW_BR_OPEN
+        || (v.br_state == LLMGW_BR_HALF_OPEN && !v.trial_free)) {
+        return 0;
+    }
+    for (i = 0; i < members[m].workers->nelts; i++) {
+        proxy_worker *w = APR_ARRAY_IDX(members[m].workers, i, proxy_worker *);
+
+        if (!(w->s->status
+              & (PROXY_WORKER_NOT_USABLE_BITMAP & ~PROXY_WORKER_HC_FAIL))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* What the backend's answer was, as it passes (the first bytes of an
+ * error answer kept): before LLMGW_OUT, which may change the status. */
+static apr_status_t watch_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    hreq_t *hr = f->ctx;
+    apr_bucket *e;
+
+    if (hr->observed) {
+        ap_remove_output_filter(f); /* what follows is our own error */
+        return ap_pass_brigade(f->next, bb);
+    }
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+         e = APR_BUCKET_NEXT(e)) {
+        const char *data;
+        apr_size_t n;
+
+        if (AP_BUCKET_IS_ERROR(e)) {
+            if (hr->status) {
+                hr->broke = 1;
+            }
+            else {
+                hr->err_status = ((ap_bucket_error *)e->data)->status;
+            }
+            continue;
+        }
+        if (!hr->status) {
+            hr->status = f->r->status;
+        }
+        if (hr->status >= 400 && hr->len < BODY_KEPT
+            && !APR_BUCKET_IS_METADATA(e)
+            && apr_bucket_read(e, &data, &n, APR_BLOCK_READ) == APR_SUCCESS) {
+            if (!hr->body) {
+                hr->body = apr_palloc(f->r->pool, BODY_KEPT);
+            }
+            n = n < BODY_KEPT - hr->len ? n : BODY_KEPT - hr->len;
+            memcpy(hr->body + hr->len, data, n);
+            hr->len += n;
+        }
+    }
+    return ap_pass_brigade(f->next, bb);
+}
+
+/* Each try of mod_proxy at a member: a try after the first means the one
+ * before could not connect (mod_proxy tries again only then), and
+ * mod_proxy_balancer's BALANCER_WORKER_NAME still names it. */
+static int pre_request(proxy_worker **worker, proxy_balancer **balancer,
+                       request_rec *r, proxy_server_conf *conf, char **url)
+{
+    hreq_t *hr;
+
+    if (!table || !*url || strncasecmp(*url, "balancer:", 9) != 0
+        || !req_ctx(r)) {
+        return DECLINED;
+    }
+    sweep(apr_time_now());
+    if (!(hr = hreq(r))) {
+        hr = apr_pcalloc(r->pool, sizeof(*hr));
+        hr->trial = LLMGW_BR_NO_TRIAL;
+        hr->admitted = -1;
+        apr_pool_userdata_setn(hr, hreq_key, NULL, r->pool);
+        if (!r->main) {
+            ap_add_output_filter_handle(watch_handle, hr, r, r->connection);
+        }
+    }
+    if (hr->attempts++ > 0) {
+        int m = member_of(
+            apr_table_get(r->subprocess_env, "BALANCER_WORKER_NAME"));
+
+        if (m >= 0) {
+            feed(r, hr, m, LLMGW_EV_CONNECT_ERROR);
+        }
+    }
+    return DECLINED;
+}
+
+/* ---- capacity ------------------------------------------------------ */
+
+static apr_status_t release_place(void *data)
+{
+    hreq_t *hr = data;
+
+    if (hr->admitted >= 0 && table) {
+        llmgw_health_release(table, hr->admitted);
+        hr->admitted = -1;
+    }
+    return APR_SUCCESS;
+}
+
+/* The refusal of a request that found no place: 429 (mod_proxy passes it
+ * on as it is, where a 503 would mark the member in error), in the
+ * client's API by the error filter, with a hint when to come back. */
+static int refuse(request_rec *r, int m, const char *why)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  LLMGW_LOGNO(0707) "member %s: %s; refused with 429",
+                  llmgw_health_name(table, m), why);
+    apr_table_setn(r->err_headers_out, "Retry-After", "1");
+    return HTTP_TOO_MANY_REQUESTS;
+}
+
+/* mod_proxy's scheme handler, first: a request for a member with a
+ * capacity waits for a place (its queue bounded in count and time) and
+ * holds it until the request's pool goes; then mod_proxy_http sends it. */
+static int admit(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
+                 char *url, const char *proxyhost, apr_port_t proxyport)
+{
+    hreq_t *hr = table && any_cap ? hreq(r) : NULL;
+    int m = hr ? member_of(worker->s->name_ex) : -1, queued = 0;
+    const cap_t *cap = m >= 0 ? members[m].cap : NULL;
+    apr_time_t now = apr_time_now(), deadline;
+    apr_int64_t limit;
+
+    if (!cap || hr->admitted == m) {
+        return DECLINED;
+    }
+    release_place(hr); /* mod_proxy tries another member */
+    deadline = now + cap->wait;
+    for (;;) {
+        limit = llmgw_health_limit(table, m, cap->max, now, &cf.hp);
+        switch (llmgw_health_admit_step(table, m, limit, cap->queue, deadline,
+                                        now, &queued)) {
+        case LLMGW_ADMIT_GO:
+            hr->admitted = m; /* counted even without a limit */
+            apr_pool_cleanup_register(r->pool, hr, release_place,
+                                      apr_pool_cleanup_null);
+            return DECLINED;
+        case LLMGW_ADMIT_FULL: return refuse(r, m, "its queue is full");
+        case LLMGW_ADMIT_TIMEOUT:
+            return refuse(r, m, "no place within the wait");
+        default: break;
+        }
+        apr_sleep(ADMIT_POLL);
+        now = apr_time_now();
+    }
+}
+
+/* The outcome of the last try, as mod_proxy ends: no answer at all (its
+ * status is mod_proxy's), an answer by its status and body, or one that
+ * broke off. */
+static llmgw_event_t outcome(request_rec *r, const hreq_t *hr)
+{
+    const llmgw_req_t *ctx = req_ctx(r);
+    int timedout = apr_table_get(r->notes, "proxy_timedout") != NULL;
+    int status = hr->err_status ? hr->err_status : r->status;
+
+    if (r->connection->aborted) {
+        return LLMGW_EV_CLIENT_ABORT;
+    }
+    if (!hr->status) {
+        switch (status) {
+        case HTTP_SERVICE_UNAVAILABLE: return LLMGW_EV_CONNECT_ERROR;
+        case HTTP_GATEWAY_TIME_OUT: return LLMGW_EV_TIMEOUT_FIRST_BYTE;
+        case HTTP_BAD_GATEWAY:
+            return timedout ? LLMGW_EV_TIMEOUT_FIRST_BYTE
+                            : LLMGW_EV_CONNECT_ERROR;
+        default: return LLMGW_EV_COUNT; /* not the member's doing */
+        }
+    }
+    if (hr->broke) {
+        return timedout ? LLMGW_EV_TIMEOUT_BETWEEN_TOKENS
+                        : LLMGW_EV_BAD_ANSWER;
+    }
+    if (ctx && ctx->bad_answer) {
+        return LLMGW_EV_BAD_ANSWER;
+    }
+    return llmgw_status_event(r->pool, hr->status, hr->body, hr->len);
+}
+
+static int post_request(proxy_worker *worker, proxy_balancer *balancer,
+                        request_rec *r, proxy_server_conf *conf)
+{
+    hreq_t *hr;
+    llmgw_event_t ev;
+    int m;
+
+    if (!table || !worker || !balancer || r->main || !(hr = hreq(r))
+        || hr->observed) {
+        return DECLINED;
+    }
+    hr->observed = 1;
+    ev = outcome(r, hr);
+    m = member_of(worker->s->name_ex);
+    if (m >= 0 && ev != LLMGW_EV_COUNT) {
+        feed(r, hr, m, ev);
+    }
+    return DECLINED;
+}
+
+/* ---- the llm_affinity lbmethod -------------------------------------- */
+
+/* Whether w's draining is the gateway's own (half-open, or loading by its
+ * probes): llm_affinity may still choose it, the stock lbmethods not. */
+static int our_drain(int m, apr_time_t now)
+{
+    llmgw_member_view_t v;
+
+    return llmgw_health_member(table, m, now, &cf.hp, &v) == 0
+           && (llmgw_health_mirror_want(&v, members[m].check != NULL)
+               & LLMGW_MIRROR_DRAIN);
+}
+
+/* What the choice needs of worker w: mod_proxy's say (usable, busy,
+ * lbfactor, lbstatus) and the table's (state, the model, slots, queue).
+ * *m gets its member, -1 for one the table does not know. */
+static void affinity_member(proxy_worker *w, const char *model, apr_time_t now,
+                            llmgw_aff_member_t *a, int *m)
+{
+    apr_int64_t busy = (apr_int64_t)w->s->busy;
+    int usable = PROXY_WORKER_IS_USABLE(w) && !PROXY_WORKER_IS_STANDBY(w)
+                 && !PROXY_WORKER_IS_SPARE(w);
+
+    *m = table ? member_of(w->s->name_ex) : -1;
+    if (usable && PROXY_WORKER_IS_DRAINING(w)) {
+        usable = *m >= 0 && our_drain(*m, now);
+    }
+    if (*m >= 0) {
+        llmgw_health_affinity(table, *m, model, now, &cf.hp, a);
+    }
+    else {
+        a->state = LLMGW_HS_UNKNOWN;
+        a->model = LLMGW_AFF_UNKNOWN;
+        a->inflight = 0;
+        a->slots_total = a->slots_busy = a->waiting = -1;
+    }
+    a->usable = usable;
+    a->inflight = a->inflight > busy ? a->inflight : busy;
+    a->capacity = *m >= 0 && members[*m].cap ? members[*m].cap->max : 0;
+    a->lbfactor = w->s->lbfactor;
+    a->lbstatus = w->s->lbstatus;
+}
+
+/* The finder (under the balancer's thread lock, as every lbmethod's): the
+ * core scores the members; a half-open one chosen gets the request as its
+ * trial if it can claim it, else it is left out and the choice made
+ * again. */
+static proxy_worker *find_affinity(proxy_balancer *balancer, request_rec *r)
+{
+    int n = balancer->workers->nelts, i, pick, token;
+    proxy_worker **ws = (proxy_worker **)balancer->workers->elts;
+    llmgw_req_t *ctx = req_ctx(r);
+    const char *model = ctx ? ctx->upstream_model : NULL;
+    hreq_t *hr = hreq(r);
+    apr_time_t now = apr_time_now();
+    llmgw_aff_member_t *am;
+    int *mi;
+
+    if (n <= 0) {
+        return NULL;
+    }
+    am = apr_pcalloc(r->pool, n * sizeof(*am));
+    mi = apr_palloc(r->pool, n * sizeof(*mi));
+    for (i = 0; i < n; i++) {
+        affinity_member(ws[i], model, now, &am[i], &mi[i]);
+    }
+    for (;;) {
+        llmgw_breaker_t b;
+
+        if ((pick = llmgw_affinity_pick(am, n, &cf.ap)) < 0) {
+            return NULL;
+        }
+        if (mi[pick] < 0) {
+            break;
+        }
+        b = llmgw_health_breaker(table, mi[pick]);
+        if (llmgw_breaker_state(&b, now) != LLMGW_BR_HALF_OPEN) {
+            break;
+        }
+        if (hr && hr->trial == LLMGW_BR_NO_TRIAL
+            && llmgw_health_claim(table, mi[pick], now, &cf.bp, &token)) {
+            hr->trial = token;
+            break;
+        }
+        am[pick].usable = 0;
+    }
+    for (i = 0; i < n; i++) {
+        ws[i]->s->lbstatus = am[i].lbstatus;
+    }
+    /* Sent where the model is not loaded, it loads there now: the next
+     * request for it waits for that load rather than start another. */
+    if (model && mi[pick] >= 0
+        && (am[pick].model == LLMGW_AFF_COLD
+            || am[pick].model == LLMGW_AFF_UNKNOWN)) {
+        llmgw_health_hint(table, mi[pick], model, LLMGW_HINT_LOADING, now);
+    }
+    return ws[pick];
+}
+
+static apr_status_t affinity_reset(proxy_balancer *balancer, server_rec *s)
+{
+    int i;
+
+    for (i = 0; i < balancer->workers->nelts; i++) {
+        APR_ARRAY_IDX(balancer->workers, i, proxy_worker *)->s->lbstatus = 0;
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t affinity_age(proxy_balancer *balancer, server_rec *s)
+{
+    return APR_SUCCESS;
+}
+
+static const proxy_balancer_method affinity_method = {
+    LLMGW_LBMETHOD, find_affinity, NULL, affinity_reset, affinity_age, NULL
+};
+
+/* ---- directives ---------------------------------------------------- */
+
+const char *llmgw_health_set_breaker(cmd_parms *cmd, void *dummy, int argc,
+                                     char *const argv[])
+{
+    static const char *const names[] = { "fails",         "successes",
+                                         "backoff",       "backoff-max",
+                                         "trial-timeout", NULL };
+    static const char example[] =
+        "LLMBreaker on fails=3 successes=2 backoff=1 backoff-max=60";
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY), *v, *bad;
+    llmgw_breaker_params_t bp = cf.bp;
+    int i, which;
+
+    if (err) {
+        return err;
+    }
+    if (argc < 1) {
+        return apr_psprintf(cmd->pool,
+                            "LLMBreaker takes on or off, then "
+                            "options; e.g. %s",
+                            example);
+    }
+    if ((err = llmgw_conf_flag(cmd->pool, "LLMBreaker", argv[0], &cf.breaker))
+        != NULL) {
+        return err;
+    }
+    for (i = 1; i < argc; i++) {
+        apr_int64_t n;
+        apr_interval_time_t t;
+        const char *what;
+
+        if ((err = llmgw_conf_option(cmd->pool, "LLMBreaker", argv[i], names,
+                                     &which, &v))
+            != NULL) {
+            return err;
+        }
+        what = apr_pstrcat(cmd->pool, "LLMBreaker ", names[which], NULL);
+        if (which < 2) {
+            err = llmgw_conf_int(cmd->pool, what, v, 1,
+                                 which ? LLMGW_BR_MAX_SUCCESSES
+                                       : LLMGW_BR_MAX_FAILS,
+                                 example, &n);
+            *(which ? &bp.successes_to_close : &bp.fails_to_open) =
+                (unsigned)n;
+        }
+        else {
+            err = llmgw_conf_msec(cmd->pool, what, v, 1, 86400 * 1000,
+                                  "LLMBreaker on backoff=1000ms", &t);
+            *(which == 2   ? &bp.backoff
+              : which == 3 ? &bp.backoff_max
+                           : &bp.trial_timeout) = t;
+        }
+        if (err) {
+            return err;
+        }
+    }
+    if ((bad = llmgw_breaker_params_check(&bp)) != NULL) {
+        return apr_psprintf(cmd->pool, "LLMBreaker: %s; e.g. %s", bad,
+                            example);
+    }
+    cf.bp = bp;
+    return NULL;
+}
+
+const char *llmgw_health_set_check(cmd_parms *cmd, void *dummy, int argc,
+                                   char *const argv[])
+{
+    static const char *const names[] = { "probe", "interval", "timeout",
+                                         NULL };
+    static const char example[] =
+        "LLMHealthCheck on probe=llamacpp interval=5000 timeout=2000";
+    llmgw_route_t *route = llmgw_sconf(cmd->server)->cur_route;
+    check_t ck = {
+        route, { 0 }, 0, apr_time_from_sec(5), apr_time_from_sec(2)
+    };
+    const char *err, *v;
+    int i, which, on;
+
+    if (!route) {
+        return "LLMHealthCheck is only allowed inside <LLMRoute>";
+    }
+    if (argc < 1) {
+        return apr_psprintf(cmd->pool,
+                            "LLMHealthCheck takes on or off, then "
+                            "options; e.g. %s",
+                            example);
+    }
+    if ((err = llmgw_conf_flag(cmd->pool, "LLMHealthCheck", argv[0], &on))) {
+        return err;
+    }
+    for (i = 1; i < argc; i++) {
+        if ((err = llmgw_conf_option(cmd->pool, "LLMHealthCheck", argv[i],
+                                     names, &which, &v))) {
+            return err;
+        }
+        if (which == 0 && strcasecmp(v, "auto") != 0
+            && !(ck.nkinds = llmgw_probe_set(v, ck.kinds))) {
+            return apr_psprintf(cmd->pool,
+                                "LLMHealthCheck probe: unknown '%s' "
+                                "(auto, ollama, llamacpp, vllm, openai); "
+                                "e.g. %s",
+                                v, example);
+        }
+        if (which > 0
+            && (err = llmgw_conf_msec(cmd->pool,
+                                      which == 1 ? "LLMHealthCheck interval"
+                                                 : "LLMHealthCheck timeout",
+                                      v, 10, 3600 * 1000, example,
+                                      which == 1 ? &ck.interval
+                                                 : &ck.timeout))) {
+            return err;
+        }
+    }
+    if (on) {
+        APR_ARRAY_PUSH(cf.checks, check_t) = ck;
+    }
+    return NULL;
+}
+
+const char *llmgw_health_set_capacity(cmd_parms *cmd, void *dummy, int argc,
+                                      char *const argv[])
+{
+    static const char *const names[] = { "max", "queue", "wait", NULL };
+    static const char example[] = "LLMCapacity max=4 queue=16 wait=10000";
+    llmgw_route_t *route = llmgw_sconf(cmd->server)->cur_route;
+    cap_t cap = { route, 0, 16, apr_time_from_sec(10) };
+    const char *err, *v;
+    int i, which;
+
+    if (!route) {
+        return "LLMCapacity is only allowed inside <LLMRoute>";
+    }
+    if (argc < 1) {
+        return apr_psprintf(cmd->pool,
+                            "LLMCapacity needs max=N or max=auto; "
+                            "e.g. %s",
+                            example);
+    }
+    for (i = 0; i < argc; i++) {
+        if ((err = llmgw_conf_option(cmd->pool, "LLMCapacity", argv[i], names,
+                                     &which, &v))) {
+            return err;
+        }
+        if (which == 0 && strcasecmp(v, "auto") == 0) {
+            cap.max = 0;
+        }
+        else if (which < 2) {
+            err = llmgw_conf_int(
+                cmd->pool, which ? "LLMCapacity queue" : "LLMCapacity max", v,
+                which ? 0 : 1, 100000, example, which ? &cap.queue : &cap.max);
+        }
+        else {
+            err = llmgw_conf_msec(cmd->pool, "LLMCapacity wait", v, 0,
+                                  3600 * 1000, example, &cap.wait);
+        }
+        if (err) {
+            return err;
+        }
+    }
+    APR_ARRAY_PUSH(cf.caps, cap_t) = cap;
+    return NULL;
+}
+
+/* ---- probes, on the watchdog --------------------------------------- */
+
+/* mod_proxy's connection functions, as mod_proxy_hcheck uses them. */
+static struct {
+    __typeof__(ap_proxy_define_worker) *define_worker;
+    __typeof__(ap_proxy_initialize_worker) *initialize_worker;
+    __typeof__(ap_proxy_hashfunc) *hashfunc;
+    __typeof__(ap_proxy_acquire_connection) *acquire;
+    __typeof__(ap_proxy_determine_address) *determine_address;
+    __typeof__(ap_proxy_connect_backend) *connect;
+    __typeof__(ap_proxy_connection_create_ex) *connection_create;
+    __typeof__(ap_proxy_pre_http_request) *pre_http_request;
+    __typeof__(ap_proxy_release_connection) *release;
+} px;
+
+static int find_proxy_fns(void)
+{
+    *(void **)&px.define_worker = proxy_fn("ap_proxy_define_worker");
+    *(void **)&px.initialize_worker = proxy_fn("ap_proxy_initialize_worker");
+    *(void **)&px.hashfunc = proxy_fn("ap_proxy_hashfunc");
+    *(void **)&px.acquire = proxy_fn("ap_proxy_acquire_connection");
+    *(void **)&px.determine_address = proxy_fn("ap_proxy_determine_address");
+    *(void **)&px.connect = proxy_fn("ap_proxy_connect_backend");
+    *(void **)&px.connection_create =
+        proxy_fn("ap_proxy_connection_create_ex");
+    *(void **)&px.pre_http_request = proxy_fn("ap_proxy_pre_http_request");
+    *(void **)&px.release = proxy_fn("ap_proxy_release_connection");
+    return px.define_worker && px.initialize_worker && px.hashfunc
+           && px.acquire && px.determine_address && px.connect
+           && px.connection_create && px.pre_http_request && px.release;
+}
+
+/* The probes' own worker for w (as hcheck's): errors never mark it, and
+ * it reaches a member whose worker shows HcFl. */
+static proxy_worker *probe_worker(proxy_worker *w, server_rec *s,
+                                  apr_pool_t *p)
+{
+    proxy_worker *hc = NULL;
+
+    if (px.define_worker(p, &hc, NULL, NULL, w->s->name_ex, 0) || !hc) {
+        return NULL;
+    }
+    apr_snprintf(hc->s->name, sizeof(hc->s->name), "llmgw-%pp", w);
+    apr_snprintf(hc->s->name_ex, sizeof(hc->s->name_ex), "llmgw-%pp", w);
+    hc->hash.def = hc->s->hash.def =
+        px.hashfunc(hc->s->name_ex, PROXY_HASHFUNC_DEFAULT);
+    hc->hash.fnv = hc->s->hash.fnv =
+        px.hashfunc(hc->s->name_ex, PROXY_HASHFUNC_FNV);
+    PROXY_STRNCPY(hc->s->hostname, w->s->hostname);
+    PROXY_STRNCPY(hc->s->hostname_ex, w->s->hostname_ex);
+    PROXY_STRNCPY(hc->s->scheme, w->s->scheme);
+    hc->s->port = w->s->port;
+    hc->s->conn_timeout_set = w->s->conn_timeout_set;
+    hc->s->conn_timeout = w->s->conn_timeout;
+    hc->s->status |= PROXY_WORKER_IGNORE_ERRORS | PROXY_WORKER_GENERIC;
+    if (px.initialize_worker(hc, s, p) != APR_SUCCESS) {
+        return NULL;
+    }
+    hc->s->is_address_reusable = w->s->is_address_reusable;
+    hc->s->disablereuse = 1; /* a probe's connection is closed */
+    return hc;
+}
+
+/* A request_rec for the probe's connection, as hcheck's. */
+static request_rec *probe_request(apr_pool_t *p, server_rec *s)
+{
+    request_rec *r = apr_pcalloc(p, sizeof(*r));
+
+    r->pool = p;
+    r->server = s;
+    r->per_dir_config = s->lookup_defaults;
+    r->proxyreq = PROXYREQ_RESPONSE;
+    r->allowed_methods = ap_make_method_list(p, 2);
+    r->headers_in = apr_table_make(p, 1);
+    r->trailers_in = apr_table_make(p, 1);
+    r->subprocess_env = apr_table_make(p, 4);
+    r->headers_out = apr_table_make(p, 12);
+    r->err_headers_out = apr_table_make(p, 1);
+    r->trailers_out = apr_table_make(p, 1);
+    r->notes = apr_table_make(p, 4);
+    r->request_config = ap_create_request_config(p);
+    r->read_body = REQUEST_NO_BODY;
+    r->status = HTTP_OK;
+    r->used_path_info = AP_REQ_DEFAULT_PATH_INFO;
+    r->method = "GET";
+    r->method_number = M_GET;
+    r->protocol = "HTTP/1.1";
+    r->proto_num = HTTP_VERSION(1, 1);
+    return r;
+}
+
+static void probe_connection(request_rec *r, conn_rec *c)
+{
+    c->bucket_alloc = apr_bucket_alloc_create(r->pool);
+    r->connection = c;
+    r->kept_body = apr_brigade_create(r->pool, c->bucket_alloc);
+    r->output_filters = r->proto_output_filters = c->output_filters;
+    r->input_filters = r->proto_input_filters = c->input_filters;
+    r->useragent_addr = c->client_addr;
+    r->useragent_ip = c->client_ip;
+}
+
+static const char *send_get(request_rec *r, const char *path,
+                            const proxy_worker *hc)
+{
+    conn_rec *c = r->connection;
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    const char *req = apr_psprintf(r->pool,
+                                   "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
+                                   "User-Agent: " PROBE_UA "\r\n"
+                                   "Accept: */*\r\nConnection: close\r\n\r\n",
+                                   path, hc->s->hostname_ex, hc->s->port);
+
+    APR_BRIGADE_INSERT_TAIL(
+        bb,
+        apr_bucket_pool_create(req, strlen(req), r->pool, c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+    return ap_pass_brigade(c->output_filters, bb) == APR_SUCCESS
+               ? NULL
+               : "the request could not be sent";
+}
+
+/* The status line and headers of the answer; NULL, or why not. */
+static const char *read_head(request_rec *r)
+{
+    char line[HUGE_STRING_LEN];
+    char *v;
+    int len = ap_getline(line, sizeof(line), r, 1);
+
+    if (len <= 0) {
+        return "no answer";
+    }
+    if (!apr_date_checkmask(line, "HTTP/#.# ###*") || line[5] != '1') {
+        return "not an HTTP/1 answer";
+    }
+    r->status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + line[11] - '0';
+    while ((len = ap_getline(line, sizeof(line), r, 1)) > 0) {
+        if (!(v = strchr(line, ':'))) {
+            return "a header line without a colon";
+        }
+        *v++ = '\0';
+        while (*v == ' ' || *v == '\t') {
+            v++;
+        }
+        apr_table_add(r->headers_out, line, v);
+    }
+    return len < 0 ? "headers too long" : NULL;
+}
+
+/* The body, at most max bytes; NULL, or why not. */
+static const char *read_body(request_rec *r, apr_size_t max,
+                             llmgw_pbuf_t *body)
+{
+    apr_bucket_brigade *bb =
+        apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    apr_table_t *saved = r->headers_in;
+    const char *why = NULL;
+    int eos = 0;
+
+    /* HTTP_IN reads the answer by its own headers (length, chunks). */
+    r->headers_in = apr_table_copy(r->pool, r->headers_out);
+    px.pre_http_request(r->connection, r);
+    while (!eos && !why) {
+        apr_bucket *e;
+        apr_status_t rv =
+            ap_get_brigade(r->proto_input_filters, bb, AP_MODE_READBYTES,
+                           APR_BLOCK_READ, HUGE_STRING_LEN);
+
+        if (APR_STATUS_IS_EOF(rv)) {
+            break;
+        }
+        if (rv != APR_SUCCESS) {
+            why = "the body could not be read";
+            break;
+        }
+        for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb) && !why;
+             e = APR_BUCKET_NEXT(e)) {
+            const char *data;
+            apr_size_t n;
+
+            if (APR_BUCKET_IS_EOS(e)) {
+                eos = 1;
+                break;
+            }
+            if (APR_BUCKET_IS_METADATA(e)) {
+                continue;
+            }
+            if (apr_bucket_read(e, &data, &n, APR_BLOCK_READ) != APR_SUCCESS) {
+                why = "the body could not be read";
+            }
+            else if (body->len + n > max) {
+                why = "the body is larger than a probe reads";
+            }
+            else {
+                llmgw_pbuf_add(r->pool, body, data, n);
+            }
+        }
+        apr_brigade_cleanup(bb);
+    }
+    r->headers_in = saved;
+    return why;
+}
+
+/* One probe of member m: GET the kind's path over mod_proxy's connection,
+ * the answer bounded, read by llmgw_probe. */
+static llmgw_probe_t *probe(server_rec *s, int m, llmgw_probe_kind_t kind,
+                            apr_pool_t *p)
+{
+    member_t *mb = &members[m];
+    proxy_worker *hc = mb->hc;
+    proxy_conn_rec *backend = NULL;
+    llmgw_pbuf_t body = { NULL, 0, 0 };
+    request_rec *r = probe_request(p, s);
+    const char *why = NULL;
+    apr_size_t max = kind == LLMGW_PROBE_VLLM_METRICS ? LLMGW_PROBE_MAX_METRICS
+                                                      : LLMGW_PROBE_MAX_BODY;
+
+    if (px.acquire("LLMGW", &backend, hc, s) != OK) {
+        why = "no connection to be had";
+    }
+    else if (px.determine_address("LLMGW", backend, hc->s->hostname_ex,
+                                  hc->s->port, 0, NULL, s)
+             != APR_SUCCESS) {
+        why = "its address does not resolve";
+    }
+    else if (px.connect("LLMGW", backend, hc, s) != OK) {
+        why = "the connection failed";
+    }
+    else if (px.connection_create("LLMGW", backend, r) != OK) {
+        why = "the connection could not be set up";
+    }
+    else {
+        probe_connection(r, backend->connection);
+        apr_socket_timeout_set(backend->sock, mb->check->timeout);
+        if (!(why = send_get(r, llmgw_probe_path(kind), hc))
+            && !(why = read_head(r))) {
+            why = read_body(r, max, &body);
+        }
+    }
+    if (backend) {
+        backend->close = 1;
+        px.release("LLMGW", backend, s);
+    }
+    return why ? llmgw_probe_unreachable(p, kind, why)
+               : llmgw_probe_parse(p, kind, r->status, body.b, body.len);
+}
+
+/* A probe's verdict, into the breaker (probes hold no trial: their answer
+ * counts as the half-open member's success). */
+static void probe_event(server_rec *s, int m, const llmgw_probe_t *res,
+                        apr_time_t now)
+{
+    llmgw_event_t ev = llmgw_probe_event(res);
+    llmgw_breaker_t before, after;
+
+    if (llmgw_health_event(table, m, ev, LLMGW_BR_NO_TRIAL, now, &cf.bp,
+                           &before, &after)
+        == 1) {
+        ap_log_error(
+            APLOG_MARK,
+            after.state == LLMGW_BR_OPEN ? APLOG_WARNING : APLOG_INFO, 0, s,
+            LLMGW_LOGNO(0703) "member %s: breaker %s -> %s after probe %s: %s",
+            llmgw_health_name(table, m), llmgw_br_state_name(before.state),
+            llmgw_br_state_name(after.state), llmgw_probe_name(res->kind),
+            res->why ? res->why : llmgw_hstate_name(res->state));
+    }
+}
+
+/* A complete list of what member m has loaded ends the "served lately"
+ * hints of its routes' models that are not on it: the member unloaded
+ * them (a server with room for one model loads the next in its place). */
+static void forget_unloaded(int m, const llmgw_probe_t *res, apr_time_t now)
+{
+    const apr_array_header_t *models = members[m].models;
+    int i, j, loaded;
+
+    if (!res->ok || !(res->knows & LLMGW_PK_LOADED) || !res->models) {
+        return;
+    }
+    for (i = 0; i < models->nelts; i++) {
+        const char *name = APR_ARRAY_IDX(models, i, const char *);
+
+        for (j = loaded = 0; j < res->models->nelts && !loaded; j++) {
+            const llmgw_probe_model_t *pm =
+                &APR_ARRAY_IDX(res->models, j, llmgw_probe_model_t);
+
+            loaded = (pm->flags & LLMGW_PM_LOADED) && !strcmp(pm->name, name);
+        }
+        if (!loaded) {
+            llmgw_health_hint(table, m, name, LLMGW_HINT_CLEAR, now);
+        }
+    }
+}
+
+/* How bad a probe's state is: each result says the member's state, and
+ * the worst of a round's is stored last, so that it holds (llama.cpp's
+ * /slots answers while /health says it is loading). */
+static int severity(llmgw_hstate_t st)
+{
+    switch (st) {
+    case LLMGW_HS_READY: return 0;
+    case LLMGW_HS_BUSY: return 1;
+    case LLMGW_HS_LOADING: return 2;
+    default: return 3;
+    }
+}
+
+static void probe_member(server_rec *s, int m, apr_pool_t *p, apr_time_t now)
+{
+    member_t *mb = &members[m];
+    llmgw_probe_t *res[LLMGW_PROBE_SET_MAX];
+    int i, j, sev;
+
+    if (!mb->hc && mb->workers->nelts) {
+        mb->hc = probe_worker(APR_ARRAY_IDX(mb->workers, 0, proxy_worker *), s,
+                              s->process->pconf);
+    }
+    if (!mb->hc) {
+        return;
+    }
+    for (i = 0; i < mb->nkinds; i++) {
+        res[i] = probe(s, m, mb->kinds[i], p);
+        ap_log_error(
+            APLOG_MARK, APLOG_TRACE1, 0, s, "probe %s of %s: %d %s%s%s",
+            llmgw_probe_name(res[i]->kind), llmgw_health_name(table, m),
+            res[i]->http_status, llmgw_hstate_name(res[i]->state),
+            res[i]->why ? ": " : "", res[i]->why ? res[i]->why : "");
+    }
+    for (sev = 0; sev < 4; sev++) {
+        for (j = 0; j < mb->nkinds; j++) {
+            if (severity(res[j]->state) == sev) {
+                llmgw_health_store(table, m, res[j], apr_time_now());
+                forget_unloaded(m, res[j], apr_time_now());
+                probe_event(s, m, res[j], apr_time_now());
+            }
+        }
+    }
+    mb->next_probe = now + mb->check->interval;
+}
+
+/* Every tick: the members whose probes are due, one after the other, then
+ * the flags of all (the tick asserts them again). */
+static apr_status_t probe_tick(int state, void *data, apr_pool_t *pool)
+{
+    server_rec *s = data;
+    apr_pool_t *p;
+    int m;
+
+    if (state != AP_WATCHDOG_STATE_RUNNING || !table) {
+        return APR_SUCCESS;
+    }
+    for (m = 0; m < nmembers; m++) {
+        apr_time_t now = apr_time_now();
+
+        if (!members[m].check || now < members[m].next_probe) {
+            continue;
+        }
+        apr_pool_create(&p, pool);
+        probe_member(s, m, p, now);
+        apr_pool_destroy(p);
+    }
+    for (m = 0; m < nmembers; m++) {
+        mirror(m, apr_time_now());
+    }
+    return APR_SUCCESS;
+}
+
+static int probes_post_config(apr_pool_t *pconf, server_rec *s)
+{
+    APR_OPTIONAL_FN_TYPE(ap_watchdog_get_instance) *get_instance =
+        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_get_instance);
+    APR_OPTIONAL_FN_TYPE(ap_watchdog_register_callback) *register_cb =
+        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_register_callback);
+    ap_watchdog_t *wd;
+    apr_status_t rv;
+
+    if (!get_instance || !register_cb) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
+                     LLMGW_LOGNO(0704) "LLMHealthCheck needs mod_watchdog: "
+                                       "load it (LoadModule watchdog_module "
+                                       "modules/mod_watchdog.so)");
+        return !OK;
+    }
+    if (!find_proxy_fns()) {
+        ap_log_error(
+            APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
+            LLMGW_LOGNO(0705) "LLMHealthCheck needs mod_proxy's "
+                              "connection functions (mod_proxy 2.4.52 "
+                              "or later)");
+        return !OK;
+    }
+    if ((rv = get_instance(&wd, PROBE_WATCHDOG, 0, 1, pconf)) != APR_SUCCESS
+        || (rv = register_cb(wd, AP_WD_TM_SLICE, s, probe_tick))
+               != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                     LLMGW_LOGNO(0706) "LLMHealthCheck: cannot start the "
+                                       "probes' watchdog");
+        return !OK;
+    }
+    return OK;
+}
+
+/* ---- the table ----------------------------------------------------- */
+
+/* A member as the configuration has it. */
+typedef struct {
+    apr_array_header_t *workers; /* proxy_worker *, one per balancer */
+    apr_array_header_t *models;  /* const char *: its routes' models */
+    const check_t *check;        /* the first check of its balancers */
+    const cap_t *cap;            /* the first capacity of its balancers */
+    int affinity;                /* every one of them is llm_affinity's */
+} found_t;
+
+static const check_t *check_of(const char *balancer)
+{
+    int i;
+
+    for (i = 0; i < cf.checks->nelts; i++) {
+        const check_t *ck = &APR_ARRAY_IDX(cf.checks, i, check_t);
+
+        if (strcasecmp(ck->route->balancer, balancer) == 0) {
+            return ck;
+        }
+    }
+    return NULL;
+}
+
+static const cap_t *cap_of(const char *balancer)
+{
+    int i;
+
+    for (i = 0; i < cf.caps->nelts; i++) {
+        const cap_t *cap = &APR_ARRAY_IDX(cf.caps, i, cap_t);
+
+        if (strcasecmp(cap->route->balancer, balancer) == 0) {
+            return cap;
+        }
+    }
+    return NULL;
+}
+
+static void found_model(found_t *f, const char *model)
+{
+    int i;
+
+    for (i = 0; model && i < f->models->nelts; i++) {
+        if (strcmp(APR_ARRAY_IDX(f->models, i, const char *), model) == 0) {
+            return;
+        }
+    }
+    if (model) {
+        APR_ARRAY_PUSH(f->models, const char *) = model;
+    }
+}
+
+static void found_worker(apr_hash_t *found, apr_pool_t *p, proxy_balancer *b,
+                         proxy_worker *w, const llmgw_route_t *rt)
+{
+    found_t *f = apr_hash_get(found, w->s->name_ex, APR_HASH_KEY_STRING);
+    int i;
+
+    if (!f) {
+        f = apr_pcalloc(p, sizeof(*f));
+        f->workers = apr_array_make(p, 2, sizeof(proxy_worker *));
+        f->models = apr_array_make(p, 2, sizeof(const char *));
+        f->affinity = 1;
+        apr_hash_set(found, w->s->name_ex, APR_HASH_KEY_STRING, f);
+    }
+    found_model(f, rt->upstream_model);
+    for (i = 0; i < f->workers->nelts; i++) {
+        if (APR_ARRAY_IDX(f->workers, i, proxy_worker *) == w) {
+            return;
+        }
+    }
+    APR_ARRAY_PUSH(f->workers, proxy_worker *) = w;
+    f->affinity &=
+        b->lbmethod && strcmp(b->lbmethod->name, LLMGW_LBMETHOD) == 0;
+    if (!f->check) {
+        f->check = check_of(b->s->name);
+    }
+    if (!f->cap) {
+        f->cap = cap_of(b->s->name);
+    }
+}
+
+/* Every balancer member a route of any server uses, by name. */
+static apr_hash_t *route_members(apr_pool_t *p, server_rec *s)
+{
+    module *proxy = ap_find_linked_module("mod_proxy.c");
+    apr_hash_t *found = apr_hash_make(p);
+    server_rec *vs;
+    int i, j, k;
+
+    for (vs = s; proxy && vs; vs = vs->next) {
+        apr_array_header_t *routes = llmgw_sconf(vs)->router->routes;
+        proxy_server_conf *pc = ap_get_module_config(vs->module_config, proxy);
+
+        for (i = 0; pc && pc->balancers && i < routes->nelts; i++) {
+            const llmgw_route_t *rt =
+                APR_ARRAY_IDX(routes, i, llmgw_route_t *);
+            proxy_balancer *b = (proxy_balancer *)pc->balancers->elts;
+
+            for (j = 0; j < pc->balancers->nelts; j++, b++) {
+                if (!b->s || strcasecmp(b->s->name, rt->balancer) != 0) {
+                    continue;
+                }
+                for (k = 0; k < b->workers->nelts; k++) {
+                    found_worker(found, p, b,
+                                 APR_ARRAY_IDX(b->workers, k, proxy_worker *),
+                                 rt);
+                }
+            }
+        }
+    }
+    return found;
+}
+
+/* The table kept in the process pool: a graceful restart keeps every
+ * breaker and what the workers' flags show, as long as the members fit. */
+typedef struct {
+    apr_shm_t *shm;
+    llmgw_health_t *t;
+} kept_t;
+
+static const char kept_key[] = "llmgw-health-shm";
+
+static int add_all(llmgw_health_t *t, apr_hash_t *found, apr_pool_t *p)
+{
+    apr_hash_index_t *hi;
+
+    for (hi = apr_hash_first(p, found); hi; hi = apr_hash_next(hi)) {
+        if (llmgw_health_add(t, apr_hash_this_key(hi)) < 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static llmgw_health_t *get_table(server_rec *s, apr_hash_t *found,
+                                 apr_pool_t *ptemp)
+{
+    apr_pool_t *pp = s->process->pool;
+    kept_t *k = NULL;
+    unsigned n = apr_hash_count(found) + SPARE_MEMBERS;
+    apr_size_t size = llmgw_health_size(n);
+    apr_status_t rv;
+
+    apr_pool_userdata_get((void **)&k, kept_key, pp);
+    if (k && add_all(k->t, found, ptemp)) {
+        /* No request of this generation is in flight yet. */
+        llmgw_health_reset_counts(k->t);
+        return k->t;
+    }
+    if (k) {
+        apr_shm_destroy(k->shm); /* the old children keep their mapping */
+    }
+    else {
+        k = apr_pcalloc(pp, sizeof(*k));
+        apr_pool_userdata_setn(k, kept_key, NULL, pp);
+    }
+    rv = apr_shm_create(&k->shm, size, NULL, pp);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(
+            APLOG_MARK, APLOG_ERR, rv, s,
+            LLMGW_LOGNO(0702) "health table: cannot get %" APR_SIZE_T_FMT
+                              " bytes of shared memory",
+            size);
+        k->t = NULL;
+        return NULL;
+    }
+    memset(apr_shm_baseaddr_get(k->shm), 0, size);
+    k->t = llmgw_health_init(apr_shm_baseaddr_get(k->shm), size, n,
+                             apr_time_now());
+    if (k->t) {
+        add_all(k->t, found, ptemp);
+    }
+    return k->t;
+}
+
+int llmgw_health_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
+                             server_rec *s)
+{
+    apr_hash_t *found;
+    apr_hash_index_t *hi;
+    int m, probes = 0;
+
+    /* The first of httpd's two passes at start-up only checks. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return OK;
+    }
+    found = route_members(ptemp, s);
+    if (!apr_hash_count(found)) {
+        return OK;
+    }
+    if (!(table = get_table(s, found, ptemp))) {
+        return !OK;
+    }
+    nmembers = (int)llmgw_health_count(table);
+    members = apr_pcalloc(pconf, nmembers * sizeof(*members));
+    for (hi = apr_hash_first(ptemp, found); hi; hi = apr_hash_next(hi)) {
+        const found_t *f = apr_hash_this_val(hi);
+        member_t *mb =
+            &members[llmgw_health_find(table, apr_hash_this_key(hi))];
+
+        mb->workers = apr_array_copy(pconf, f->workers);
+        mb->models = apr_array_copy(pconf, f->models);
+        mb->check = f->check;
+        mb->cap = f->cap;
+        any_cap |= f->cap != NULL;
+        mb->drain = f->check || f->affinity;
+        if (f->check && f->check->nkinds) {
+            mb->nkinds = f->check->nkinds;
+            memcpy(mb->kinds, f->check->kinds, sizeof(mb->kinds));
+        }
+        else if (f->check) {
+            /* The dialects are the probe sets' names. */
+            mb->nkinds = llmgw_probe_set(f->check->route->dialect, mb->kinds);
+        }
+        probes |= f->check != NULL;
+    }
+    for (m = 0; m < nmembers; m++) {
+        if (!members[m].workers) { /* the last generation's */
+            members[m].workers = apr_array_make(pconf, 1, sizeof(void *));
+            members[m].models = apr_array_make(pconf, 1, sizeof(void *));
+        }
+    }
+    return probes ? probes_post_config(pconf, s) : OK;
+}
+
+void llmgw_health_register(apr_pool_t *p)
+{
+    ap_register_provider(p, PROXY_LBMETHOD, LLMGW_LBMETHOD, "0",
+                         &affinity_method);
+    watch_handle = ap_register_output_filter("LLMGW_HEALTH", watch_filter,
+                                             NULL, AP_FTYPE_RESOURCE - 1);
+}

@@ -1,0 +1,60 @@
+/* mod_llmgw_health: the httpd half of backend health (llmgw_health): the
+ * shared table of every balancer member a route uses, what each request
+ * tells of its member (passive checks), the breaker's verdicts in
+ * mod_proxy's worker flags, active probes on mod_watchdog, and the
+ * llm_affinity lbmethod. */
+#ifndef MOD_LLMGW_HEALTH_H
+#define MOD_LLMGW_HEALTH_H
+
+#include <httpd.h>
+#include <http_config.h>
+
+#include "llmgw_breaker.h"
+
+/* ---- for the failover part: one call per attempt ------------------- */
+
+/* Reports what happened to one attempt of request r on member (a worker's
+ * name, proxy_worker_shared.name_ex, as mod_proxy_balancer puts it in
+ * BALANCER_WORKER_NAME): classified (a timeout while the model loads
+ * there is LOADING), fed to the member's breaker with the trial token r
+ * holds if llm_affinity gave it one, mirrored into the worker's flags,
+ * and a SUCCESS notes that the member served r's model. r is the request
+ * (or the subrequest) the attempt ran as. The plain path (a request
+ * proxied once, not a subrequest) is observed by this part itself: call
+ * this for subrequests' attempts only, once each. A member the table does
+ * not know is ignored. */
+void llmgw_health_observe(request_rec *r, const char *member,
+                          llmgw_event_t ev);
+
+/* 1 if member may be sent a request now: its breaker is closed, or
+ * half-open with its trial not taken (and mod_proxy finds its worker
+ * usable); 0 if not; 1 for a member the table does not know. */
+int llmgw_health_usable(request_rec *r, const char *member);
+
+/* ---- directives (the table is mod_llmgw_config.c's) --------------- */
+
+const char *llmgw_health_set_breaker(cmd_parms *cmd, void *dummy, int argc,
+                                     char *const argv[]);
+const char *llmgw_health_set_check(cmd_parms *cmd, void *dummy, int argc,
+                                   char *const argv[]);
+const char *llmgw_health_set_capacity(cmd_parms *cmd, void *dummy, int argc,
+                                      char *const argv[]);
+
+/* ---- lifecycle ------------------------------------------------------ */
+
+/* pre_config: mod_proxy's hooks (once per generation: the modules were
+ * loaded again); forgets the last generation's health configuration. */
+void llmgw_health_pre_config(apr_pool_t *pconf);
+/* post_config: the table (kept across restarts while its members fit),
+ * one row per member of every balancer a route uses; the probes'
+ * watchdog. Not OK (logged) when probes need mod_watchdog and it is not
+ * loaded. */
+int llmgw_health_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
+                             server_rec *s);
+
+/* The lbmethod provider llm_affinity (ProxySet lbmethod=llm_affinity) and
+ * the filter that watches the backend's answer (mod_proxy's hooks are
+ * added at pre_config). */
+void llmgw_health_register(apr_pool_t *p);
+
+#endif

@@ -1,0 +1,422 @@
+# Backend health: passive checks open a member's breaker (mod_proxy's worker
+# flags, seen by balancer-manager), the member comes back through half-open.
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+
+import llmgw_env as env
+from llmgw_env import chat_body
+
+BACKOFF_MS = 1000
+
+
+def health_config(p1, p2, lbmethod="byrequests", extra=""):
+    return f"""\
+LLMCache off
+LLMBreaker on fails=3 successes=2 backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}
+<Proxy "balancer://hb">
+    BalancerMember "http://{env.HOST}:{p1}" retry=0
+    BalancerMember "http://{env.HOST}:{p2}" retry=0
+    ProxySet lbmethod={lbmethod}
+</Proxy>
+<LLMRoute "h-small">
+    LLMBackend balancer://hb
+    LLMUpstreamModel mock-small
+</LLMRoute>
+<Location "/balancer-manager">
+    SetHandler balancer-manager
+</Location>
+{extra}"""
+
+
+@pytest.fixture
+def pair(workdir):
+    """Two mocks of one balancer, restartable on their ports."""
+    p1, p2 = env.PORTS.take(2)
+    started = {}
+
+    def start(name, port, *args):
+        if name in started:
+            started[name].stop()
+        started[name] = env.MockBackend(
+            env.mockllm_path(), workdir, f"{name}-{port}", port,
+            ["--models", "mock-small,mock-large", *args]).start()
+        return started[name]
+
+    try:
+        yield start, p1, p2
+    finally:
+        for m in started.values():
+            m.stop()
+
+
+@pytest.fixture
+def gateway(request, workdir, ports):
+    made = []
+
+    def make(name, extra):
+        gen = env.serve_gateway(request, workdir, ports, name, extra)
+        made.append(gen)
+        return next(gen)
+
+    yield make
+    for gen in made:
+        for _ in gen:       # its teardown: stop, check for crashes
+            pass
+
+
+def worker_flags(gw, port, balancer="hb"):
+    """The status balancer-manager shows for the member on PORT."""
+    r = gw.get("/balancer-manager")
+    assert r.status == 200, r.body[:300]
+    text = r.body.decode()
+    section = text[text.index(f">balancer://{balancer}</a>"):]
+    m = re.search(rf">http://{env.HOST}:{port}</a></td>((?:<td>[^<]*</td>){{6}})", section)
+    assert m, section[:3000]
+    return re.findall(r"<td>([^<]*)</td>", m.group(1))[4].split()
+
+
+def served_by(r):
+    return r.header("X-Mock-Backend", "").split("-")[0]
+
+
+def settled(gw, path, body):
+    """A request, once its outcome is in the health table: the gateway
+    notes it before the access log line (the client has the answer a
+    moment before either), so the next request sees it."""
+    mark = gw.log_mark()
+    r = gw.post(path, body)
+    assert gw.wait_log(lambda l: True, since=mark, count=1), "no access log line"
+    return r
+
+
+def chat(gw, n=1, model="h-small"):
+    return [settled(gw, "/v1/chat/completions", chat_body(model, max_tokens=2))
+            for _ in range(n)]
+
+
+def test_failing_member_opens_and_others_serve(pair, gateway):
+    start, p1, p2 = pair
+    bad = start("bad", p1, "--fault", "500")
+    start("good", p2)
+    gw = gateway("gw-health-open", health_config(p1, p2))
+    first = chat(gw, 6)
+    # byrequests alternates: the bad member fails its three in a row.
+    assert sorted(r.status for r in first) == [200] * 3 + [500] * 3, \
+        [(r.status, served_by(r)) for r in first]
+    assert "HcFl" in worker_flags(gw, p1)
+    assert "HcFl" not in worker_flags(gw, p2)
+    gens = bad.stats()["generations"]
+    after = chat(gw, 6)
+    assert [(r.status, served_by(r)) for r in after] == [(200, "good")] * 6
+    assert bad.stats()["generations"] == gens, "the open member was sent requests"
+
+
+def test_member_recovers_half_open_then_closed(pair, gateway):
+    start, p1, p2 = pair
+    start("bad", p1, "--fault", "500")
+    start("good", p2)
+    gw = gateway("gw-health-recover", health_config(p1, p2))
+    chat(gw, 6)
+    assert "HcFl" in worker_flags(gw, p1)
+    # Still failing after the back-off: its trial opens it again.
+    time.sleep(BACKOFF_MS / 1000 + 0.2)
+    got = [(r.status, served_by(r)) for r in chat(gw, 4)]
+    assert got.count((500, "bad")) == 1, got
+    assert "HcFl" in worker_flags(gw, p1)
+    # Back healthy: after the back-off, two trial successes close it.
+    start("bad", p1)
+    time.sleep(BACKOFF_MS / 1000 + 0.2)
+    got = [(r.status, served_by(r)) for r in chat(gw, 8)]
+    assert all(s == 200 for s, _ in got), got
+    assert got.count((200, "bad")) >= 3, got
+    assert "HcFl" not in worker_flags(gw, p1)
+    with open(gw.error_log) as f:
+        log = f.read()
+    name = f"http://{env.HOST}:{p1}"
+    assert re.search(rf"member {re.escape(name)}: breaker closed -> open", log), log[-3000:]
+    assert re.search(rf"member {re.escape(name)}: breaker half-open -> open", log), log[-3000:]
+    assert re.search(rf"member {re.escape(name)}: breaker half-open -> closed", log), log[-3000:]
+
+
+def test_busy_member_never_opens(pair, gateway):
+    start, p1, p2 = pair
+    start("busy", p1, "--fault", "429")
+    start("good", p2)
+    gw = gateway("gw-health-busy", health_config(p1, p2))
+    got = [(r.status, served_by(r)) for r in chat(gw, 8)]
+    assert got.count((429, "busy")) == 4, got
+    assert "HcFl" not in worker_flags(gw, p1)
+
+
+def probe_config(p1, p2, extra=""):
+    """Probes of a llama.cpp balancer, no passive checks (LLMBreaker off)."""
+    return f"""\
+LLMCache off
+<Proxy "balancer://hb">
+    BalancerMember "http://{env.HOST}:{p1}" retry=0
+    BalancerMember "http://{env.HOST}:{p2}" retry=0
+</Proxy>
+<LLMRoute "h-small">
+    LLMBackend balancer://hb dialect=llamacpp
+    LLMUpstreamModel mock-small
+    LLMHealthCheck on interval=100 timeout=1000
+</LLMRoute>
+<Location "/balancer-manager">
+    SetHandler balancer-manager
+</Location>
+{extra}"""
+
+
+def wait_for(pred, timeout=5.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def test_loading_member_is_routed_around_not_down(pair, gateway):
+    start, p1, p2 = pair
+    llama = ["--flavor", "llamacpp", "--slots", "4", "--preload", "mock-small"]
+    loading = start("loading", p1, *llama, "--load-ms", "4000")
+    start("ready", p2, *llama)
+    gw = gateway("gw-health-loading", probe_config(p1, p2))
+    assert wait_for(lambda: {served_by(r) for r in chat(gw, 4)} == {"loading", "ready"})
+    # A cold load of another model: llama.cpp's /health says 503 meanwhile.
+    t = threading.Thread(target=lambda: env.request(
+        p1, "POST", "/v1/chat/completions", chat_body("mock-large", max_tokens=1), timeout=30))
+    t.start()
+    try:
+        assert wait_for(lambda: "Drn" in worker_flags(gw, p1)), worker_flags(gw, p1)
+        assert "HcFl" not in worker_flags(gw, p1)
+        gens = loading.stats()["generations"]
+        got = [(r.status, served_by(r)) for r in chat(gw, 6)]
+        assert got == [(200, "ready")] * 6, got
+        assert loading.stats()["generations"] == gens
+        assert "HcFl" not in worker_flags(gw, p1), "a loading member was marked down"
+    finally:
+        t.join(30)
+    # Loaded: it is back.
+    assert wait_for(lambda: "Drn" not in worker_flags(gw, p1)), worker_flags(gw, p1)
+    assert {served_by(r) for r in chat(gw, 4)} == {"loading", "ready"}
+
+
+def test_probes_take_a_dead_member_out_and_back(pair, gateway):
+    start, p1, p2 = pair
+    llama = ["--flavor", "llamacpp", "--slots", "4"]
+    dead = start("dead", p1, *llama)
+    start("alive", p2, *llama)
+    gw = gateway("gw-health-probes", probe_config(p1, p2))
+    dead.stop()
+    # Three failed probes (100 ms apart) open it: no request is sent there.
+    assert wait_for(lambda: "HcFl" in worker_flags(gw, p1)), worker_flags(gw, p1)
+    got = [(r.status, served_by(r)) for r in chat(gw, 6)]
+    assert got == [(200, "alive")] * 6, got
+    # Back: after the back-off (1 s) the probes' answers close it.
+    start("dead", p1, *llama)
+    assert wait_for(lambda: worker_flags(gw, p1) == ["Init", "Ok"], timeout=8), \
+        worker_flags(gw, p1)
+    assert "dead" in {served_by(r) for r in chat(gw, 4)}
+    with open(gw.error_log) as f:
+        log = f.read()
+    assert f"member http://{env.HOST}:{p1}: breaker half-open -> closed after probe" in log, \
+        log[-3000:]
+
+
+@pytest.mark.parametrize("snippet, message", [
+    ("LLMHealthCheck on\n", "only allowed inside <LLMRoute>"),
+    ('<LLMRoute "hc-x">\n    LLMBackend balancer://be\n    LLMHealthCheck on probe=nope\n'
+     '</LLMRoute>\n', "LLMHealthCheck probe: unknown 'nope'"),
+    ('<LLMRoute "hc-y">\n    LLMBackend balancer://be\n    LLMHealthCheck on interval=0\n'
+     '</LLMRoute>\n', "LLMHealthCheck interval"),
+    ("LLMBreaker on fails=0\n", "LLMBreaker fails"),
+    ("LLMBreaker maybe\n", "LLMBreaker"),
+])
+def test_health_directives_refused(config_test, snippet, message):
+    rc, out, _, _, _ = config_test(snippet)
+    assert rc != 0 and message in out, out
+
+
+def affinity_config(p1, p2, lbmethod):
+    return f"""\
+LLMCache off
+<Proxy "balancer://aff">
+    BalancerMember "http://{env.HOST}:{p1}" retry=0
+    BalancerMember "http://{env.HOST}:{p2}" retry=0
+    ProxySet lbmethod={lbmethod}
+</Proxy>
+<LLMRoute "aff-small">
+    LLMBackend balancer://aff
+    LLMUpstreamModel mock-small
+</LLMRoute>
+<LLMRoute "aff-large">
+    LLMBackend balancer://aff
+    LLMUpstreamModel mock-large
+</LLMRoute>
+"""
+
+
+def test_affinity_keeps_a_model_where_it_is_loaded(pair, gateway):
+    # Each member holds one model at a time; a cold load costs 200 ms.
+    start, p1, p2 = pair
+    cold = ["--load-ms", "200", "--max-loaded", "1"]
+    a, b = start("a", p1, *cold), start("b", p2, *cold)
+    gw = gateway("gw-affinity", affinity_config(p1, p2, "llm_affinity"))
+    where = {"aff-small": set(), "aff-large": set()}
+    for model in ["aff-small", "aff-small", "aff-large", "aff-large"] * 4:
+        r, = chat(gw, 1, model)
+        assert r.status == 200, r.body
+        where[model].add(served_by(r))
+    # Each model stayed on one member: one cold load each, no switching.
+    assert len(where["aff-small"]) == 1 and len(where["aff-large"]) == 1, where
+    assert where["aff-small"] != where["aff-large"], where
+    assert a.stats()["loads"] + b.stats()["loads"] == 2, (a.stats(), b.stats())
+
+
+def test_affinity_sends_the_half_open_trial(pair, gateway):
+    start, p1, p2 = pair
+    start("bad", p1, "--fault", "500")
+    start("other", p2)
+    gw = gateway("gw-affinity-trial", f"""\
+LLMCache off
+LLMBreaker on fails=3 successes=2 backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}
+<Proxy "balancer://one">
+    BalancerMember "http://{env.HOST}:{p1}" retry=0
+    ProxySet lbmethod=llm_affinity
+</Proxy>
+<Proxy "balancer://two">
+    BalancerMember "http://{env.HOST}:{p2}" retry=0
+</Proxy>
+<LLMRoute "h-one">
+    LLMBackend balancer://one
+    LLMUpstreamModel mock-small
+</LLMRoute>
+<LLMRoute "h-two">
+    LLMBackend balancer://two
+    LLMUpstreamModel mock-small
+</LLMRoute>
+<Location "/balancer-manager">
+    SetHandler balancer-manager
+</Location>
+""")
+    one = lambda: chat(gw, 1, "h-one")[0]      # noqa: E731
+    two = lambda: chat(gw, 1, "h-two")[0]      # noqa: E731
+    assert [one().status for _ in range(3)] == [500] * 3
+    assert worker_flags(gw, p1, "one") == ["Init", "HcFl"]
+    assert one().status == 503      # no usable member
+    start("bad", p1)
+    time.sleep(BACKOFF_MS / 1000 + 0.2)
+    assert two().status == 200      # a request brings the flags up to date
+    # Half-open: drained for the stock lbmethods, the trial for llm_affinity.
+    assert worker_flags(gw, p1, "one") == ["Init", "Drn", "Ok"]
+    assert one().status == 200
+    assert worker_flags(gw, p1, "one") == ["Init", "Drn", "Ok"]
+    assert one().status == 200
+    assert worker_flags(gw, p1, "one") == ["Init", "Ok"]
+
+
+def capacity_config(p1, cap):
+    return f"""\
+LLMCache off
+<Proxy "balancer://cap">
+    BalancerMember "http://{env.HOST}:{p1}" retry=0
+</Proxy>
+<LLMRoute "cap-small">
+    LLMBackend balancer://cap
+    LLMUpstreamModel mock-small
+    LLMCapacity {cap}
+</LLMRoute>
+"""
+
+
+def slow_chats(gw, n, api="openai"):
+    """N requests at once for a member that takes 1 s each; (response,
+    seconds) in the order they were sent."""
+    def one(_):
+        t0 = time.monotonic()
+        if api == "openai":
+            r = gw.post("/v1/chat/completions", chat_body("cap-small", max_tokens=1))
+        else:
+            r = gw.post("/api/chat", {"model": "cap-small", "stream": False,
+                                      "messages": [{"role": "user", "content": "hi"}]})
+        return r, time.monotonic() - t0
+    out = [None] * n
+    ts = []
+    for i in range(n):
+        ts.append(threading.Thread(target=lambda i=i: out.__setitem__(i, one(i))))
+        ts[-1].start()
+        time.sleep(0.1)             # in this order
+    for t in ts:
+        t.join(30)
+    return out
+
+
+def test_capacity_queue_is_bounded_in_count(pair, gateway):
+    start, p1, _ = pair
+    member = start("slow", p1, "--ttft-ms", "1000")
+    gw = gateway("gw-capacity-count", capacity_config(p1, "max=1 queue=1 wait=5000"))
+    (first, t1), (second, t2), (third, t3) = slow_chats(gw, 3)
+    assert first.status == 200 and second.status == 200, (first.body, second.body)
+    assert t2 > 1.5, "the second request did not wait for the first"
+    # No room in the queue: refused at once, in the API's shape.
+    env.assert_openai_error(third, 429, code="backend_busy")
+    assert third.header("Retry-After") == "1"
+    assert t3 < 0.5, t3
+    assert member.stats()["generations"] == 2
+
+
+def test_capacity_queue_is_bounded_in_time(pair, gateway):
+    start, p1, _ = pair
+    member = start("slow", p1, "--ttft-ms", "1000")
+    gw = gateway("gw-capacity-time", capacity_config(p1, "max=1 queue=4 wait=300"))
+    (first, _), (second, t2) = slow_chats(gw, 2, api="ollama")
+    assert first.status == 200, first.body
+    assert second.status == 429, second.body
+    assert "error" in second.json() and isinstance(second.json()["error"], str), second.body
+    assert 0.25 < t2 < 0.9, t2
+    assert member.stats()["generations"] == 1
+
+
+def test_affinity_goes_where_the_probes_saw_the_model(pair, gateway):
+    start, p1, p2 = pair
+    cold = ["--load-ms", "300", "--max-loaded", "1"]
+    a = start("a", p1, *cold, "--preload", "mock-large")
+    b = start("b", p2, *cold, "--preload", "mock-small")
+    conf = affinity_config(p1, p2, "llm_affinity").replace(
+        "    LLMUpstreamModel mock-small\n",
+        "    LLMUpstreamModel mock-small\n"
+        "    LLMHealthCheck on probe=ollama interval=100\n")
+    gw = gateway("gw-affinity-probed", conf)
+    assert wait_for(lambda: a.stats()["by_path"].get("/api/ps", 0) >= 2
+                    and b.stats()["by_path"].get("/api/ps", 0) >= 2)
+    for model, member in (("aff-small", "b"), ("aff-large", "a")) * 3:
+        r, = chat(gw, 1, model)
+        assert r.status == 200, r.body
+        assert served_by(r) == member, (model, served_by(r))
+    assert a.stats()["loads"] + b.stats()["loads"] == 0
+
+
+def test_graceful_restart_keeps_an_open_breaker(pair, gateway):
+    start, p1, p2 = pair
+    bad = start("bad", p1, "--fault", "500")
+    start("good", p2)
+    conf = health_config(p1, p2).replace(
+        f"backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}", "backoff=20000 backoff-max=20000")
+    gw = gateway("gw-health-graceful", conf)
+    chat(gw, 6)
+    assert "HcFl" in worker_flags(gw, p1)
+    before = set(gw.children())
+    os.kill(gw.proc.pid, signal.SIGUSR1)
+    assert wait_for(lambda: not (set(gw.children()) & before), timeout=15), \
+        "the old generation did not go"
+    gens = bad.stats()["generations"]
+    got = [(r.status, served_by(r)) for r in chat(gw, 6)]
+    assert got == [(200, "good")] * 6, got
+    assert bad.stats()["generations"] == gens
+    assert "HcFl" in worker_flags(gw, p1)
