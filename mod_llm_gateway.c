@@ -7,6 +7,7 @@
 #include "mod_llmgw_answer.h"
 #include "mod_llmgw_config.h"
 #include "mod_llmgw_errors.h"
+#include "mod_llmgw_failover.h"
 #include "mod_llmgw_lifecycle.h"
 #include "mod_llmgw_models.h"
 #include "mod_llmgw_output.h"
@@ -21,6 +22,7 @@ static void register_hooks(apr_pool_t *p)
     llmgw_errors_register();
     llmgw_answer_register();
     llmgw_models_register();
+    llmgw_failover_register();
 }
 
 AP_DECLARE_MODULE(llm_gateway) = {

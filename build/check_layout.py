@@ -22,8 +22,14 @@ HTTPD = re.compile(r"^(httpd|http_\w+|ap_\w+|util_\w+|mod_\w+|mpm\w*|"
                    r"scoreboard|unixd|os|apreq\w*|heartbeat)\.h$")
 # glue file -> other parts' headers it may include, and why.
 ALLOWED = {
-    "mod_llmgw_proxy.c": {"mod_llmgw_output.h": "adds the output filter"},
+    "mod_llmgw_proxy.c": {"mod_llmgw_output.h": "adds the output filter",
+                          "mod_llmgw_failover.h": "arms the attempts"},
+    "mod_llmgw_output.c": {"mod_llmgw_failover.h":
+                           "holds the answer until its commit point"},
+    "mod_llmgw_failover.c": {"mod_llmgw_proxy.h":
+                             "re-dispatches to a fallback route"},
     "mod_llmgw_lifecycle.c": {
+        "mod_llmgw_failover.h": "the lifecycle calls each part's steps",
         "mod_llmgw_models.h": "the lifecycle calls each part's steps",
         "mod_llmgw_store.h": "the lifecycle calls each part's steps"},
 }

@@ -6,6 +6,7 @@
 #include <http_log.h>
 
 #include "mod_llmgw.h"
+#include "mod_llmgw_failover.h"
 #include "mod_llmgw_lifecycle.h"
 #include "mod_llmgw_models.h"
 #include "mod_llmgw_store.h"
@@ -14,6 +15,7 @@ APLOG_USE_MODULE(llm_gateway);
 
 static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
+    llmgw_failover_pre_config();
     return llmgw_store_pre_config(pconf) == APR_SUCCESS ? OK : !OK;
 }
 

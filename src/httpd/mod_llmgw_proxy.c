@@ -13,6 +13,7 @@
 #include <util_filter.h>
 
 #include "mod_llmgw.h"
+#include "mod_llmgw_failover.h"
 #include "mod_llmgw_output.h"
 #include "mod_llmgw_proxy.h"
 
@@ -340,10 +341,15 @@ done:
  * The fixups hook
  */
 
-static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path)
+void llmgw_proxy_target(request_rec *r, llmgw_req_t *ctx, const char *path)
 {
     r->filename =
         apr_pstrcat(r->pool, "proxy:", ctx->route->balancer, path, NULL);
+}
+
+static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path)
+{
+    llmgw_proxy_target(r, ctx, path);
     r->handler = "proxy-server";
     r->proxyreq = PROXYREQ_REVERSE;
 
@@ -356,6 +362,7 @@ static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path)
     apr_table_setn(r->subprocess_env, "proxy-sendunchangedcl", "1");
     ap_add_input_filter_handle(body_filter_handle, ctx, r, r->connection);
     llmgw_output_add(r, ctx);
+    llmgw_failover_arm(r, ctx, path);
 }
 
 /* The client's body as an OpenAI request, whatever the client's API. */
@@ -415,12 +422,39 @@ static int upstream_request(request_rec *r, llmgw_req_t *ctx,
     return 0;
 }
 
+/* The route's names for the answer: the model the backend is asked
+ * for, the notes, the client's shape of the answer. */
+static void use_route(request_rec *r, llmgw_req_t *ctx,
+                      const llmgw_route_t *route)
+{
+    ctx->route = route;
+    ctx->backend_ollama = strcmp(route->dialect, "ollama") == 0;
+    ctx->upstream_model =
+        route->upstream_model ? route->upstream_model : ctx->req.model;
+    apr_table_setn(r->notes, LLMGW_NOTE_ROUTE, route->name);
+    apr_table_setn(r->notes, LLMGW_NOTE_UPSTREAM_MODEL, ctx->upstream_model);
+    /* Answers name the model that made them, whichever API asks. */
+    ctx->front =
+        llmgw_front_create(r->pool, ctx->oep, ctx->ep, ctx->upstream_model,
+                           apr_time_sec(r->request_time));
+}
+
+int llmgw_proxy_reroute(request_rec *r, llmgw_req_t *ctx,
+                        const llmgw_route_t *route, const char **path)
+{
+    use_route(r, ctx, route);
+    ctx->body_sent = 0;
+    ctx->eos_sent = 0;
+    return upstream_request(r, ctx, ctx->upstream_model, ctx->openai,
+                            ctx->openai_len, path);
+}
+
 static int fixups(request_rec *r)
 {
     llmgw_dir_conf_t *dconf = llmgw_dconf(r);
     llmgw_server_conf_t *sconf;
     llmgw_req_t *ctx;
-    const char *upstream_model, *openai, *path;
+    const char *openai, *path;
     char *body = NULL;
     apr_size_t body_len = 0, olen = 0;
     int answered;
@@ -467,21 +501,15 @@ static int fixups(request_rec *r)
                          llmgw_router_names(r->pool, sconf->router)));
         return answer_error(r, ctx);
     }
-    ctx->backend_ollama = strcmp(ctx->route->dialect, "ollama") == 0;
-    upstream_model = ctx->upstream_model = ctx->route->upstream_model
-                                               ? ctx->route->upstream_model
-                                               : ctx->req.model;
-    apr_table_setn(r->notes, LLMGW_NOTE_ROUTE, ctx->route->name);
-    apr_table_setn(r->notes, LLMGW_NOTE_UPSTREAM_MODEL, upstream_model);
-    /* Answers name the model that made them, whichever API asks. */
-    ctx->front = llmgw_front_create(r->pool, ctx->oep, ctx->ep, upstream_model,
-                                    apr_time_sec(r->request_time));
+    use_route(r, ctx, ctx->route);
+    ctx->openai = openai;
+    ctx->openai_len = olen;
 
-    if (cache_lookup(r, ctx, sconf, upstream_model)) {
+    if (cache_lookup(r, ctx, sconf, ctx->upstream_model)) {
         r->handler = LLMGW_HANDLER;
         return OK;
     }
-    if (upstream_request(r, ctx, upstream_model, openai, olen, &path)) {
+    if (upstream_request(r, ctx, ctx->upstream_model, openai, olen, &path)) {
         return answer_error(r, ctx);
     }
     hand_to_proxy(r, ctx, path);
