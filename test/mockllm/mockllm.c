@@ -589,7 +589,8 @@ enum MHD_Result mock_reply_body(struct MHD_Connection *conn, const char *ctype,
                                 const char *body, size_t len,
                                 const mock_knobs_t *k)
 {
-    if (k != NULL && k->fault == MOCK_FAULT_CUT) {
+    if (k != NULL
+        && (k->fault == MOCK_FAULT_CUT || k->fault == MOCK_FAULT_CUT_FIRST)) {
         return mock_cut_reply(conn, ctype, body, len);
     }
     return mock_reply(conn, MHD_HTTP_OK, ctype, body, len, NULL);
@@ -877,9 +878,13 @@ static int parse_fault(const char *s, mock_fault_t *out)
         const char *name;
         mock_fault_t fault;
     } faults[] = {
-        { "none", MOCK_FAULT_NONE }, { "500", MOCK_FAULT_500 },
-        { "429", MOCK_FAULT_429 },   { "hang", MOCK_FAULT_HANG },
-        { "cut", MOCK_FAULT_CUT },   { "reset", MOCK_FAULT_RESET },
+        { "none", MOCK_FAULT_NONE },
+        { "500", MOCK_FAULT_500 },
+        { "429", MOCK_FAULT_429 },
+        { "hang", MOCK_FAULT_HANG },
+        { "cut", MOCK_FAULT_CUT },
+        { "reset", MOCK_FAULT_RESET },
+        { "cut-first", MOCK_FAULT_CUT_FIRST },
     };
     size_t i;
 
@@ -1388,6 +1393,9 @@ enum MHD_Result mock_stream_start(struct MHD_Connection *conn,
     s->cut_after = -1;
     if (k->fault == MOCK_FAULT_CUT) {
         s->cut_after = npieces / 2 ? npieces / 2 : npieces;
+    }
+    else if (k->fault == MOCK_FAULT_CUT_FIRST) {
+        s->cut_after = 0; /* the role chunk (chat) and nothing else */
     }
     s->tps = k->tps;
     s->ttft_ms = k->ttft_ms;

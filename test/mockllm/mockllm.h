@@ -53,7 +53,8 @@ typedef enum {
     MOCK_FAULT_429,
     MOCK_FAULT_HANG,
     MOCK_FAULT_CUT,
-    MOCK_FAULT_RESET
+    MOCK_FAULT_RESET,
+    MOCK_FAULT_CUT_FIRST
 } mock_fault_t;
 
 typedef enum {
