@@ -292,9 +292,13 @@ void llmgw_failover_commit(request_rec *r, llmgw_req_t *ctx)
         return;
     }
     fo->committed = 1;
-    fo->succeeded = 1;
+    fo->succeeded = r->status < 400;
     set_timeout(fo, ctx->route->token_timeout);
-    attempt_outcome(r, current_member(r), LLMGW_EV_SUCCESS);
+    /* A client's error (a 4xx the backend gave, in the client's shape) is
+     * the request's fault, not the member's. */
+    attempt_outcome(r, current_member(r),
+                    r->status < 400 ? LLMGW_EV_SUCCESS
+                                    : LLMGW_EV_CLIENT_ERROR);
 }
 
 void llmgw_failover_broke(request_rec *r, llmgw_req_t *ctx, llmgw_event_t ev)
@@ -504,7 +508,10 @@ static int run_attempts(request_rec *r)
             break;
         }
         if (!next_attempt(r, ctx)) {
-            /* Members went away since the attempt failed: none left. */
+            /* Members went away since the attempt failed: none left, and
+             * the error answer must get through the output filter. */
+            reset_answer(r, ctx);
+            fo->committed = 1;
             status = HTTP_SERVICE_UNAVAILABLE;
             break;
         }
