@@ -48,6 +48,8 @@ struct llmgw_failover {
                                  * mod_proxy holds its connection */
     apr_interval_time_t sock_timeout; /* as mod_proxy set it */
     apr_time_t started;               /* this attempt's start */
+    apr_time_t last_read;             /* the stream's last bytes (with
+                                       * LLMTokenTimeout only) */
 };
 
 static module *proxy_module_p;
@@ -112,7 +114,17 @@ static int usable(const proxy_worker *w)
     return PROXY_WORKER_IS_USABLE(w) && !PROXY_WORKER_IS_DRAINING(w);
 }
 
-/* The least busy usable member of b not tried yet, or NULL. */
+/* 1 when a is the better next member than b: hot standbys (status=+H)
+ * last, as the balancer keeps them, then the least busy. */
+static int better(const proxy_worker *a, const proxy_worker *b)
+{
+    int sa = PROXY_WORKER_IS_STANDBY(a) != 0,
+        sb = PROXY_WORKER_IS_STANDBY(b) != 0;
+
+    return sa != sb ? sa < sb : a->s->busy < b->s->busy;
+}
+
+/* The best usable member of b not tried yet, or NULL. */
 static proxy_worker *untried_member(const llmgw_failover_t *fo,
                                     proxy_balancer *b)
 {
@@ -125,7 +137,7 @@ static proxy_worker *untried_member(const llmgw_failover_t *fo,
     ws = (proxy_worker **)b->workers->elts;
     for (i = 0; i < b->workers->nelts; i++) {
         if (usable(ws[i]) && !was_tried(fo, ws[i])
-            && (!best || ws[i]->s->busy < best->s->busy)) {
+            && (!best || better(ws[i], best))) {
             best = ws[i];
         }
     }
@@ -303,8 +315,23 @@ void llmgw_failover_commit(request_rec *r, llmgw_req_t *ctx)
 
 void llmgw_failover_broke(request_rec *r, llmgw_req_t *ctx, llmgw_event_t ev)
 {
-    if (ctx->fo && ctx->fo->succeeded) {
-        attempt_outcome(r, current_member(r), refine(ctx, ev));
+    llmgw_failover_t *fo = ctx->fo;
+    apr_interval_time_t t = ctx->route->token_timeout;
+
+    if (!fo || !fo->succeeded) {
+        return;
+    }
+    if (t && fo->last_read
+        && apr_time_now() - fo->last_read >= t - apr_time_from_msec(50)) {
+        ev = LLMGW_EV_TIMEOUT_BETWEEN_TOKENS;
+    }
+    attempt_outcome(r, current_member(r), ev);
+}
+
+void llmgw_failover_read(llmgw_req_t *ctx)
+{
+    if (ctx->fo && ctx->fo->committed && ctx->route->token_timeout) {
+        ctx->fo->last_read = apr_time_now();
     }
 }
 
@@ -399,6 +426,7 @@ static void reset_answer(request_rec *r, llmgw_req_t *ctx)
     fo->succeeded = 0;
     fo->failed = 0;
     fo->sock = NULL;
+    fo->last_read = 0;
     if (fo->held) {
         apr_brigade_cleanup(fo->held);
     }

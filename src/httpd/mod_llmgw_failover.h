@@ -43,7 +43,10 @@ void llmgw_failover_commit(request_rec *r, llmgw_req_t *ctx);
 /* The response headers came (r->status set): the first-token timeout
  * starts. */
 void llmgw_failover_headers(request_rec *r, llmgw_req_t *ctx);
-/* After the commit point: the answer broke (ev); the member is charged. */
+/* A stream's bytes were taken in (the between-token clock). */
+void llmgw_failover_read(llmgw_req_t *ctx);
+/* After the commit point: the answer broke (ev, or the between-token
+ * timeout when it ran out); the member is charged. */
 void llmgw_failover_broke(request_rec *r, llmgw_req_t *ctx, llmgw_event_t ev);
 
 /* A piece of the stream for the record and followers: kept back while

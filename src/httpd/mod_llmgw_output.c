@@ -375,6 +375,7 @@ static apr_status_t watch_stream(ap_filter_t *f, llmgw_req_t *ctx,
     if (ctx->sse->content_events) {
         commit(r, ctx); /* the first token */
     }
+    llmgw_failover_read(ctx);
     rv = pass_on(f, ctx, ctx->bb);
     apr_brigade_cleanup(ctx->bb);
     apr_brigade_cleanup(bb);

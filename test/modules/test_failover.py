@@ -23,6 +23,7 @@ FAULTY = {
     "fcut0": ["--fault", "cut-first"],
     "fcut": ["--fault", "cut"],
     "victim": ["--ttft-ms", "400"],    # killed while requests are in flight
+    "fslow": ["--tps", "0.5"],         # a token every 2 s
 }
 HEALTHY = ("ok1", "ok2")
 
@@ -62,9 +63,17 @@ def config(m, dead):
     for name in FAULTY:
         out += balancer("fo-" + name, m[name].port, ok1)
         out += route("fo-" + name, "fo-" + name,
-                     "    LLMFirstTokenTimeout 1\n" if name in ("fhang", "fstall") else "")
+                     "    LLMFirstTokenTimeout 1\n" if name in ("fhang", "fstall")
+                     else "    LLMTokenTimeout 1\n" if name == "fslow" else "")
     out += balancer("fo-ok", ok1, ok2, standby=False)
     out += route("fo-ok", "fo-ok")
+    # Two faulty members and a standby: two attempts reach only the faulty.
+    out += (f'<Proxy "balancer://fo-two-bad">\n'
+            f'    BalancerMember "http://{H}:{m["f500"].port}" retry=1\n'
+            f'    BalancerMember "http://{H}:{m["f429"].port}" retry=1\n'
+            f'    BalancerMember "http://{H}:{ok1}" retry=1 status=+H\n</Proxy>\n')
+    out += route("fo-two-bad", "fo-two-bad", "    LLMFailover attempts=2\n")
+    out += route("fo-three", "fo-two-bad", "    LLMFailover attempts=3 time=10\n")
     out += balancer("fo-dead", dead[0], dead[1], standby=False)
     out += f'<Proxy "balancer://fo-dead2">\n    BalancerMember "http://{H}:{dead[2]}" retry=5\n</Proxy>\n'
     out += f'<Proxy "balancer://fo-fb">\n    BalancerMember "http://{H}:{ok2}"\n</Proxy>\n'
@@ -381,3 +390,40 @@ def test_member_killed_under_load(gw, fo_mocks):
             assert_clean_stream(r)
     lines = gw.wait_log(lambda l: getattr(l, "model", None) == "fo-victim", mark, count=12)
     assert sum(1 for l in lines if l.attempts == "2") >= 1, [l.raw for l in lines]
+
+
+def test_token_timeout_after_first_delta_ends_the_stream(gw, fo_mocks):
+    """Past the commit point a stall is not retried: LLMTokenTimeout ends
+    the stream with its error event, and the member is charged a timeout."""
+    mark = gw.log_mark()
+    t0 = time.monotonic()
+    s = gw.stream("/v1/chat/completions", chat("fo-fslow", stream=True))
+    took = time.monotonic() - t0
+    assert s.status == 200
+    assert s.content(), "the first token went out"
+    last = s.chunks()[-1]
+    assert last.get("error", {}).get("code") == "upstream_stream_error", last
+    assert took < 1.9, took
+    assert generations(fo_mocks["ok1"]) == 0
+    assert last_line(gw, "fo-fslow", mark).attempts == "1"
+    member = f"http://{H}:{fo_mocks['fslow'].port}"
+    with open(gw.error_log) as f:
+        assert f"attempt on member {member}: timeout-between-tokens" in f.read()
+
+
+def test_attempts_are_bounded(gw, fo_mocks):
+    """attempts=2 over two faulty members and a healthy standby: the
+    standby is never asked, and the last attempt's error is the answer;
+    attempts=3 reaches it."""
+    mark = gw.log_mark()
+    r = gw.post("/v1/chat/completions", chat("fo-two-bad"))
+    assert r.status in (500, 429), r.body[:300]
+    assert generations(fo_mocks["f500"]) == 1
+    assert generations(fo_mocks["f429"]) == 1
+    assert generations(fo_mocks["ok1"]) == 0
+    assert last_line(gw, "fo-two-bad", mark).attempts == "2"
+    r = gw.post("/v1/chat/completions", chat("fo-three"))
+    assert r.status == 200, r.body[:300]
+    assert r.header("X-Mock-Backend") == "fo-ok1"
+    assert last_line(gw, "fo-three", mark).attempts == "3"
+
