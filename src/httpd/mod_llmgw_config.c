@@ -2,6 +2,8 @@
  * made and merged, and the checks that need all of it (balancers exist).
  * Values are parsed by llmgw_conf; errors name the directive, and httpd
  * adds the file and line (we do when it cannot). */
+#include <stddef.h>
+
 #include <httpd.h>
 #include <http_log.h>
 #include <mod_proxy.h>
@@ -471,18 +473,17 @@ const command_rec llmgw_cmds[] = {
                       "off | attempts=N [time=SECONDS]: how many attempts "
                       "a request gets, and how long new ones may start"),
     AP_INIT_TAKE1("LLMFirstByteTimeout", set_route_timeout,
-                  (void *)APR_OFFSETOF(llmgw_route_t, first_byte_timeout),
+                  (void *)offsetof(llmgw_route_t, first_byte_timeout),
                   RSRC_CONF,
                   "SECONDS: a member that sends no response headers by "
                   "then fails over"),
     AP_INIT_TAKE1("LLMFirstTokenTimeout", set_route_timeout,
-                  (void *)APR_OFFSETOF(llmgw_route_t, first_token_timeout),
+                  (void *)offsetof(llmgw_route_t, first_token_timeout),
                   RSRC_CONF,
                   "SECONDS: a member that sends no first token by then "
                   "fails over"),
     AP_INIT_TAKE1("LLMTokenTimeout", set_route_timeout,
-                  (void *)APR_OFFSETOF(llmgw_route_t, token_timeout),
-                  RSRC_CONF,
+                  (void *)offsetof(llmgw_route_t, token_timeout), RSRC_CONF,
                   "SECONDS: the longest wait between tokens once a "
                   "stream started (then it ends with its error event)"),
     AP_INIT_TAKE_ARGV("LLMCache", set_cache, NULL, RSRC_CONF,

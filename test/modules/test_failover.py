@@ -74,6 +74,8 @@ def config(m, dead):
             f'    BalancerMember "http://{H}:{ok1}" retry=1 status=+H\n</Proxy>\n')
     out += route("fo-two-bad", "fo-two-bad", "    LLMFailover attempts=2\n")
     out += route("fo-three", "fo-two-bad", "    LLMFailover attempts=3 time=10\n")
+    out += route("fo-late", "fo-fhang",
+                 "    LLMFirstTokenTimeout 2\n    LLMFailover attempts=3 time=1\n")
     out += balancer("fo-dead", dead[0], dead[1], standby=False)
     out += f'<Proxy "balancer://fo-dead2">\n    BalancerMember "http://{H}:{dead[2]}" retry=5\n</Proxy>\n'
     out += f'<Proxy "balancer://fo-fb">\n    BalancerMember "http://{H}:{ok2}"\n</Proxy>\n'
@@ -427,3 +429,14 @@ def test_attempts_are_bounded(gw, fo_mocks):
     assert r.header("X-Mock-Backend") == "fo-ok1"
     assert last_line(gw, "fo-three", mark).attempts == "3"
 
+
+
+def test_no_attempt_starts_after_the_time_bound(gw, fo_mocks):
+    """time=1: the first attempt timed out after 2 s, so no other starts;
+    the client gets the gateway's timeout in the API's shape."""
+    mark = gw.log_mark()
+    r = gw.post("/v1/chat/completions", chat("fo-late"))
+    assert r.status == 504, r.body[:300]
+    assert r.json()["error"]["type"]
+    assert generations(fo_mocks["ok1"]) == 0
+    assert last_line(gw, "fo-late", mark).attempts == "1"
