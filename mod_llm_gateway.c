@@ -8,6 +8,7 @@
 #include "mod_llmgw_config.h"
 #include "mod_llmgw_errors.h"
 #include "mod_llmgw_health.h"
+#include "mod_llmgw_failover.h"
 #include "mod_llmgw_lifecycle.h"
 #include "mod_llmgw_limits.h"
 #include "mod_llmgw_models.h"
@@ -25,6 +26,7 @@ static void register_hooks(apr_pool_t *p)
     llmgw_models_register();
     llmgw_limits_register();
     llmgw_health_register(p);
+    llmgw_failover_register();
 }
 
 AP_DECLARE_MODULE(llm_gateway) = {

@@ -23,13 +23,19 @@ HTTPD = re.compile(r"^(httpd|http_\w+|ap_\w+|util_\w+|mod_\w+|mpm\w*|"
 # glue file -> other parts' headers it may include, and why.
 ALLOWED = {
     "mod_llmgw_proxy.c": {"mod_llmgw_output.h": "adds the output filter",
-                          "mod_llmgw_limits.h": "authenticates and admits"},
-    "mod_llmgw_output.c": {"mod_llmgw_limits.h": "settles at the answer's end"},
+                          "mod_llmgw_limits.h": "authenticates and admits",
+                          "mod_llmgw_failover.h": "arms the attempts"},
+    "mod_llmgw_output.c": {"mod_llmgw_limits.h": "settles at the answer's end",
+                           "mod_llmgw_failover.h":
+                           "holds the answer until its commit point"},
     "mod_llmgw_answer.c": {"mod_llmgw_limits.h": "settles cache hits"},
     "mod_llmgw_config.c": {
         "mod_llmgw_health.h": "the directive table names the health part's"},
+    "mod_llmgw_failover.c": {"mod_llmgw_proxy.h":
+                             "re-dispatches to a fallback route"},
     "mod_llmgw_lifecycle.c": {
         "mod_llmgw_limits.h": "the lifecycle calls each part's steps",
+        "mod_llmgw_failover.h": "the lifecycle calls each part's steps",
         "mod_llmgw_models.h": "the lifecycle calls each part's steps",
         "mod_llmgw_store.h": "the lifecycle calls each part's steps",
         "mod_llmgw_health.h": "the lifecycle calls each part's steps"},

@@ -25,6 +25,18 @@ typedef struct llmgw_route {
     int line;
     const char *backend_file; /* where LLMBackend stands */
     int backend_line;
+    /* Failover (mod_llmgw_failover.c): LLMFallback's model names, tried
+     * in order once the route's own members failed (NULL: none); the
+     * bounds of LLMFailover (0: the defaults); the timeouts that fail an
+     * attempt over (0: mod_proxy's timeout alone). */
+    apr_array_header_t *fallbacks; /* const char * */
+    int max_attempts;
+    apr_interval_time_t failover_time;
+    apr_interval_time_t first_byte_timeout;
+    apr_interval_time_t first_token_timeout;
+    apr_interval_time_t token_timeout;
+    const char *fallback_file; /* where LLMFallback stands */
+    int fallback_line;
 } llmgw_route_t;
 
 typedef struct llmgw_router {

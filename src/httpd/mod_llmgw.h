@@ -43,6 +43,11 @@ extern module AP_MODULE_DECLARE_DATA llm_gateway_module;
 #define LLMGW_NOTE_CACHE "llm-cache"
 #define LLMGW_NOTE_CACHED_TOKENS "llm-cached-tokens"
 #define LLMGW_NOTE_KEY_TEAM "llm-key-team"
+/* Failover: how many attempts the request took, and the balancer member
+ * (its URL, as BalancerMember names it) that made the answer; llm-route
+ * is then the route that answered (a fallback's, after LLMFallback). */
+#define LLMGW_NOTE_ATTEMPTS "llm-attempts"
+#define LLMGW_NOTE_MEMBER "llm-member"
 
 /* The environment variable that keeps a request out of the cache (e.g.
  * SetEnvIf Authorization "^Bearer nocache-" llm-no-cache). */
@@ -54,6 +59,11 @@ extern module AP_MODULE_DECLARE_DATA llm_gateway_module;
 
 #define LLMGW_DEFAULT_MAX_BODY (8 * 1024 * 1024)
 #define LLMGW_DEFAULT_COALESCE_TIMEOUT apr_time_from_sec(120)
+/* LLMFailover: attempts per request, and how long after the request came
+ * a new attempt may still start. */
+#define LLMGW_DEFAULT_FAILOVER_ATTEMPTS 3
+#define LLMGW_FAILOVER_MAX_ATTEMPTS 16
+#define LLMGW_DEFAULT_FAILOVER_TIME apr_time_from_sec(30)
 
 typedef enum {
     LLMGW_API_UNSET = -1,
@@ -224,6 +234,11 @@ typedef struct {
     llmgw_usage_t usage;           /* the last llmgw_note_usage */
     apr_int64_t generated;         /* stream bytes that reached the client
                                     * side: bound a cut stream's tokens */
+    /* failover (mod_llmgw_failover.c): the attempts' state, NULL when the
+     * request goes to mod_proxy once */
+    struct llmgw_failover *fo;
+    const char *openai; /* the request in OpenAI terms, for a fallback */
+    apr_size_t openai_len;
 } llmgw_req_t;
 
 /* The context of an API request (made by the fixups hook), or NULL. */

@@ -2,6 +2,8 @@
  * made and merged, and the checks that need all of it (balancers exist).
  * Values are parsed by llmgw_conf; errors name the directive, and httpd
  * adds the file and line (we do when it cannot). */
+#include <stddef.h>
+
 #include <httpd.h>
 #include <http_log.h>
 #include <mod_proxy.h>
@@ -305,6 +307,98 @@ static const char *set_discover(cmd_parms *cmd, void *dummy, int argc,
     }
     route->discover = on ? interval : 0;
     return NULL;
+}
+
+/* LLMFallback MODEL...: the routes tried, in order, once this route's
+ * members failed before the commit point (checked in check_config). */
+static const char *set_fallback(cmd_parms *cmd, void *dummy, int argc,
+                                char *const argv[])
+{
+    const char *err;
+    llmgw_route_t *route = current_route(cmd, &err);
+    int i;
+
+    if (!route) {
+        return err;
+    }
+    if (argc < 1) {
+        return "LLMFallback needs one or more model names, e.g. "
+               "LLMFallback mock-small";
+    }
+    if (route->fallbacks) {
+        return "LLMFallback: only one per <LLMRoute>; name every model "
+               "of the chain on it, e.g. LLMFallback model-b model-c";
+    }
+    route->fallbacks = apr_array_make(cmd->pool, argc, sizeof(const char *));
+    for (i = 0; i < argc; i++) {
+        APR_ARRAY_PUSH(route->fallbacks, const char *) =
+            apr_pstrdup(cmd->pool, argv[i]);
+    }
+    route->fallback_file = cmd->directive->filename;
+    route->fallback_line = cmd->directive->line_num;
+    return NULL;
+}
+
+/* LLMFailover attempts=N [time=SECONDS], or off (one attempt). */
+static const char *set_failover(cmd_parms *cmd, void *dummy, int argc,
+                                char *const argv[])
+{
+    static const char *const names[] = { "attempts", "time", NULL };
+    static const char *const example = "LLMFailover attempts=3 time=30";
+    const char *err, *v;
+    llmgw_route_t *route = current_route(cmd, &err);
+    apr_int64_t n;
+    int i, which;
+
+    if (!route) {
+        return err;
+    }
+    if (argc == 1 && strcasecmp(argv[0], "off") == 0) {
+        route->max_attempts = 1;
+        return NULL;
+    }
+    if (argc < 1) {
+        return apr_psprintf(cmd->pool,
+                            "LLMFailover takes off, or attempts=N and "
+                            "optionally time=SECONDS; e.g. %s",
+                            example);
+    }
+    for (i = 0; i < argc; i++) {
+        if ((err = llmgw_conf_option(cmd->pool, "LLMFailover", argv[i], names,
+                                     &which, &v))
+            != NULL) {
+            return err;
+        }
+        err = which == 0
+                  ? llmgw_conf_int(cmd->pool, "LLMFailover attempts", v, 1,
+                                   LLMGW_FAILOVER_MAX_ATTEMPTS, example, &n)
+                  : llmgw_conf_seconds(cmd->pool, "LLMFailover time", v, 1,
+                                       3600, example, &route->failover_time);
+        if (err) {
+            return err;
+        }
+        if (which == 0) {
+            route->max_attempts = (int)n;
+        }
+    }
+    return NULL;
+}
+
+/* LLMFirstByteTimeout, LLMFirstTokenTimeout, LLMTokenTimeout: SECONDS,
+ * each into the route's field cmd->info names. */
+static const char *set_route_timeout(cmd_parms *cmd, void *dummy,
+                                     const char *arg)
+{
+    const char *err;
+    llmgw_route_t *route = current_route(cmd, &err);
+
+    if (!route) {
+        return err;
+    }
+    return llmgw_conf_seconds(
+        cmd->pool, cmd->cmd->name, arg, 1, 86400,
+        apr_pstrcat(cmd->pool, cmd->cmd->name, " 10", NULL),
+        (apr_interval_time_t *)((char *)route + (apr_size_t)cmd->info));
 }
 
 static const char *set_cache(cmd_parms *cmd, void *dummy, int argc,
@@ -932,6 +1026,26 @@ const command_rec llmgw_cmds[] = {
     AP_INIT_TAKE_ARGV("LLMDiscover", set_discover, NULL, RSRC_CONF,
                       "on | off [interval=SECONDS]: also list the models "
                       "the route's backends report"),
+    AP_INIT_TAKE_ARGV("LLMFallback", set_fallback, NULL, RSRC_CONF,
+                      "MODEL [MODEL ...]: the routes tried in order when "
+                      "this route's members fail before the answer starts"),
+    AP_INIT_TAKE_ARGV("LLMFailover", set_failover, NULL, RSRC_CONF,
+                      "off | attempts=N [time=SECONDS]: how many attempts "
+                      "a request gets, and how long new ones may start"),
+    AP_INIT_TAKE1("LLMFirstByteTimeout", set_route_timeout,
+                  (void *)offsetof(llmgw_route_t, first_byte_timeout),
+                  RSRC_CONF,
+                  "SECONDS: a member that sends no response headers by "
+                  "then fails over"),
+    AP_INIT_TAKE1("LLMFirstTokenTimeout", set_route_timeout,
+                  (void *)offsetof(llmgw_route_t, first_token_timeout),
+                  RSRC_CONF,
+                  "SECONDS: a member that sends no first token by then "
+                  "fails over"),
+    AP_INIT_TAKE1("LLMTokenTimeout", set_route_timeout,
+                  (void *)offsetof(llmgw_route_t, token_timeout), RSRC_CONF,
+                  "SECONDS: the longest wait between tokens once a "
+                  "stream started (then it ends with its error event)"),
     AP_INIT_TAKE_ARGV("LLMCache", set_cache, NULL, RSRC_CONF,
                       "memcache HOST:PORT[,...] | shm | off [ttl=SECONDS] "
                       "[max-item=SIZE] [size=SIZE]: the response cache"),
@@ -1012,6 +1126,29 @@ static int balancer_defined(server_rec *s, module *proxy, const char *name)
     return 0;
 }
 
+/* Each LLMFallback model has a route, not the route itself. */
+static int check_fallbacks(server_rec *s, const llmgw_router_t *router,
+                           const llmgw_route_t *r)
+{
+    int i, failed = 0;
+
+    for (i = 0; r->fallbacks && i < r->fallbacks->nelts; i++) {
+        const char *m = APR_ARRAY_IDX(r->fallbacks, i, const char *);
+        const llmgw_route_t *to = llmgw_router_find(router, m);
+
+        if (!to || to == r) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
+                         LLMGW_LOGNO(0003) "%s:%d: LLMFallback %s: %s",
+                         r->fallback_file, r->fallback_line, m,
+                         to ? "is this route's own model; name another "
+                              "route's"
+                            : "no <LLMRoute> serves this model");
+            failed = 1;
+        }
+    }
+    return failed;
+}
+
 static int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                         server_rec *s)
 {
@@ -1052,6 +1189,9 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
         for (i = 0; i < routes->nelts; i++) {
             llmgw_route_t *r = APR_ARRAY_IDX(routes, i, llmgw_route_t *);
 
+            if (check_fallbacks(s, llmgw_sconf(vs)->router, r)) {
+                failed = 1;
+            }
             if (!balancer_defined(vs, proxy, r->balancer)) {
                 ap_log_error(
                     APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,

@@ -7,6 +7,7 @@
 
 #include "mod_llmgw.h"
 #include "mod_llmgw_health.h"
+#include "mod_llmgw_failover.h"
 #include "mod_llmgw_lifecycle.h"
 #include "mod_llmgw_limits.h"
 #include "mod_llmgw_models.h"
@@ -17,6 +18,7 @@ APLOG_USE_MODULE(llm_gateway);
 static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     llmgw_health_pre_config(pconf);
+    llmgw_failover_pre_config();
     return llmgw_store_pre_config(pconf) == APR_SUCCESS ? OK : !OK;
 }
 

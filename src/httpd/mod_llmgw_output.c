@@ -18,6 +18,7 @@
 #include "llmgw_estimate.h"
 #include "mod_llmgw.h"
 #include "mod_llmgw_limits.h"
+#include "mod_llmgw_failover.h"
 #include "mod_llmgw_output.h"
 
 APLOG_USE_MODULE(llm_gateway);
@@ -32,7 +33,7 @@ static ap_filter_rec_t *out_filter_handle;
 
 /* Each chunk of a stream being recorded or led: to the record, and to the
  * followers tailing this generation. */
-static void on_chunk(void *baton, const char *data, apr_size_t len)
+static void on_chunk_now(void *baton, const char *data, apr_size_t len)
 {
     llmgw_req_t *ctx = baton;
 
@@ -100,6 +101,25 @@ static void client_left(request_rec *r, llmgw_req_t *ctx)
     }
 }
 
+/* Before the commit point a chunk is kept back: the attempt may still be
+ * dropped, and then no follower or record may have seen it. */
+static void on_chunk(void *baton, const char *data, apr_size_t len)
+{
+    llmgw_req_t *ctx = baton;
+
+    if (!llmgw_failover_defer_chunk(ctx, data, len)) {
+        llmgw_failover_flush_chunks(ctx, on_chunk_now, ctx);
+        on_chunk_now(ctx, data, len);
+    }
+}
+
+/* The commit point: from here this answer is the client's. */
+static void commit(request_rec *r, llmgw_req_t *ctx)
+{
+    llmgw_failover_commit(r, ctx);
+    llmgw_failover_flush_chunks(ctx, on_chunk_now, ctx);
+}
+
 static apr_status_t mark_aborted(void *data)
 {
     ((conn_rec *)data)->aborted = 1;
@@ -119,6 +139,19 @@ static apr_status_t pass_on(ap_filter_t *f, llmgw_req_t *ctx,
     conn_rec *c = f->c;
     apr_status_t rv = APR_SUCCESS;
 
+    if (ctx->fo) {
+        /* Nothing goes out before the commit point. */
+        if (ctx->finished) {
+            commit(f->r, ctx);
+        }
+        if (llmgw_failover_holding(ctx)) {
+            if (llmgw_failover_hold(f, ctx, bb, LLMGW_MAX_WHOLE)) {
+                return APR_SUCCESS;
+            }
+            commit(f->r, ctx);
+        }
+        llmgw_failover_unhold(ctx, bb);
+    }
     if (!ctx->client_gone) {
         rv = ap_pass_brigade(f->next, bb);
         if (rv != APR_SUCCESS || c->aborted) {
@@ -324,6 +357,7 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
         return;
     }
     ctx->stream_ended = 1;
+    llmgw_failover_flush_chunks(ctx, on_chunk_now, ctx);
     llmgw_note_usage(r, &ctx->sse->usage);
     if (!why && !ctx->sse->done && !ctx->from_ollama
         && !llmgw_sse_pending(ctx->sse)
@@ -366,6 +400,7 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
         LLMGW_LOGNO(
             0101) "stream for model %s via %s broke after %d events: %s",
         ctx->req.model, ctx->route->balancer, ctx->sse->events, err.message);
+    llmgw_failover_broke(r, ctx, LLMGW_EV_BAD_ANSWER);
     if (ctx->native) {
         tail = native_tail(r, ctx, err.message);
         n = strlen(tail);
@@ -448,6 +483,14 @@ static apr_status_t watch_stream(ap_filter_t *f, llmgw_req_t *ctx,
             if (ctx->from_ollama && !ctx->stream_ended) {
                 stream_bytes(r, ctx, NULL, 0, 1, ctx->bb);
             }
+            if (!ctx->sse->done && !ctx->stream_ended
+                && llmgw_failover_retry(r, ctx, LLMGW_EV_BAD_ANSWER,
+                                        "the stream ended before its "
+                                        "answer started")) {
+                apr_brigade_cleanup(ctx->bb);
+                apr_brigade_cleanup(bb);
+                return APR_SUCCESS;
+            }
             finish_sse(r, ctx, ctx->bb, NULL);
             ctx->finished = 1;
             APR_BUCKET_REMOVE(e);
@@ -476,6 +519,10 @@ static apr_status_t watch_stream(ap_filter_t *f, llmgw_req_t *ctx,
         }
         apr_bucket_delete(e);
     }
+    if (ctx->sse->content_events) {
+        commit(r, ctx); /* the first token */
+    }
+    llmgw_failover_read(ctx);
     rv = pass_on(f, ctx, ctx->bb);
     apr_brigade_cleanup(ctx->bb);
     apr_brigade_cleanup(bb);
@@ -648,6 +695,12 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
         }
         return rv;
     }
+    if (ctx->bad_answer
+        && llmgw_failover_retry(r, ctx, LLMGW_EV_BAD_ANSWER,
+                                ctx->bad_answer)) {
+        apr_brigade_cleanup(bb);
+        return APR_SUCCESS;
+    }
     if (ctx->bad_answer) {
         apr_brigade_cleanup(bb);
         ctx->rec = NULL;
@@ -753,12 +806,51 @@ static int answer_failed_backend(ap_filter_t *f, llmgw_req_t *ctx,
     return 1;
 }
 
+/* Before the commit point: a backend's 5xx or 429, or a connection that
+ * broke, fails the attempt over when another may follow (1: dropped). */
+static int attempt_failed(request_rec *r, llmgw_req_t *ctx,
+                          apr_bucket_brigade *bb)
+{
+    apr_bucket *e;
+
+    if (ctx->out == OUT_UNDECIDED) {
+        llmgw_failover_headers(r, ctx);
+        if ((r->status >= 500 || r->status == HTTP_TOO_MANY_REQUESTS)
+            && llmgw_failover_retry(
+                r, ctx,
+                r->status == HTTP_TOO_MANY_REQUESTS ? LLMGW_EV_BUSY
+                                                    : LLMGW_EV_HTTP_5XX,
+                apr_psprintf(r->pool, "the backend answered %d", r->status))) {
+            return 1;
+        }
+    }
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+         e = APR_BUCKET_NEXT(e)) {
+        if (AP_BUCKET_IS_ERROR(e)) {
+            return llmgw_failover_retry(r, ctx,
+                                        ctx->out == OUT_UNDECIDED
+                                            ? LLMGW_EV_CONNECT_ERROR
+                                            : LLMGW_EV_BAD_ANSWER,
+                                        "the connection to the backend "
+                                        "failed");
+        }
+    }
+    return 0;
+}
+
 static apr_status_t out_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 {
     request_rec *r = f->r;
     llmgw_req_t *ctx = f->ctx;
     apr_status_t rv;
 
+    if (llmgw_failover_dropping(ctx)
+        || (llmgw_failover_before_commit(ctx) && !ctx->finished
+            && attempt_failed(r, ctx, bb))) {
+        /* An attempt given up: mod_proxy stops reading it. */
+        apr_brigade_cleanup(bb);
+        return APR_EGENERAL;
+    }
     if (ctx->finished) {
         return pass_on(f, ctx, bb);
     }

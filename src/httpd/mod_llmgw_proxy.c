@@ -14,6 +14,7 @@
 
 #include "mod_llmgw.h"
 #include "mod_llmgw_limits.h"
+#include "mod_llmgw_failover.h"
 #include "mod_llmgw_output.h"
 #include "mod_llmgw_proxy.h"
 
@@ -385,13 +386,18 @@ done:
  * The fixups hook
  */
 
+void llmgw_proxy_target(request_rec *r, llmgw_req_t *ctx, const char *path)
+{
+    r->filename =
+        apr_pstrcat(r->pool, "proxy:", ctx->route->balancer, path, NULL);
+}
+
 /* watch: the answer goes through LLMGW_OUT (a generation); else it passes
  * as the backend gave it. */
 static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path,
                           int watch)
 {
-    r->filename =
-        apr_pstrcat(r->pool, "proxy:", ctx->route->balancer, path, NULL);
+    llmgw_proxy_target(r, ctx, path);
     r->handler = "proxy-server";
     r->proxyreq = PROXYREQ_REVERSE;
 
@@ -412,6 +418,7 @@ static void hand_to_proxy(request_rec *r, llmgw_req_t *ctx, const char *path,
     ap_add_input_filter_handle(body_filter_handle, ctx, r, r->connection);
     if (watch) {
         llmgw_output_add(r, ctx);
+        llmgw_failover_arm(r, ctx, path);
     }
 }
 
@@ -516,12 +523,42 @@ static int upstream_request(request_rec *r, llmgw_req_t *ctx,
     return 0;
 }
 
+/* The route's names for the answer: the model the backend is asked
+ * for, the notes, the client's shape of the answer. */
+static void use_route(request_rec *r, llmgw_req_t *ctx,
+                      const llmgw_route_t *route)
+{
+    ctx->route = route;
+    ctx->backend_ollama = strcmp(route->dialect, "ollama") == 0;
+    /* The legacy /api/embeddings goes the translated way: its answer has
+     * no OpenAI reading of its own. */
+    ctx->native = ctx->backend_ollama && ctx->api == LLMGW_API_OLLAMA
+                  && ctx->oep != LLMGW_OLLAMA_EP_EMBEDDINGS;
+    ctx->upstream_model =
+        route->upstream_model ? route->upstream_model : ctx->req.model;
+    apr_table_setn(r->notes, LLMGW_NOTE_ROUTE, route->name);
+    apr_table_setn(r->notes, LLMGW_NOTE_UPSTREAM_MODEL, ctx->upstream_model);
+    /* Answers name the model that made them, whichever API asks. */
+    ctx->front = llmgw_front_create(r->pool, ctx->oep, ctx->ep,
+                                    ctx->upstream_model, r->request_time);
+}
+
+int llmgw_proxy_reroute(request_rec *r, llmgw_req_t *ctx,
+                        const llmgw_route_t *route, const char **path)
+{
+    use_route(r, ctx, route);
+    ctx->body_sent = 0;
+    ctx->eos_sent = 0;
+    return upstream_request(r, ctx, ctx->upstream_model, ctx->openai,
+                            ctx->openai_len, path);
+}
+
 static int fixups(request_rec *r)
 {
     llmgw_dir_conf_t *dconf = llmgw_dconf(r);
     llmgw_server_conf_t *sconf;
     llmgw_req_t *ctx;
-    const char *upstream_model, *openai, *path;
+    const char *openai, *path;
     char *body = NULL;
     apr_size_t body_len = 0, olen = 0;
     int answered;
@@ -573,19 +610,9 @@ static int fixups(request_rec *r)
                          llmgw_router_names(r->pool, sconf->router)));
         return answer_error(r, ctx);
     }
-    ctx->backend_ollama = strcmp(ctx->route->dialect, "ollama") == 0;
-    /* The legacy /api/embeddings goes the translated way: its answer has
-     * no OpenAI reading of its own. */
-    ctx->native = ctx->backend_ollama && ctx->api == LLMGW_API_OLLAMA
-                  && ctx->oep != LLMGW_OLLAMA_EP_EMBEDDINGS;
-    upstream_model = ctx->upstream_model = ctx->route->upstream_model
-                                               ? ctx->route->upstream_model
-                                               : ctx->req.model;
-    apr_table_setn(r->notes, LLMGW_NOTE_ROUTE, ctx->route->name);
-    apr_table_setn(r->notes, LLMGW_NOTE_UPSTREAM_MODEL, upstream_model);
-    /* Answers name the model that made them, whichever API asks. */
-    ctx->front = llmgw_front_create(r->pool, ctx->oep, ctx->ep, upstream_model,
-                                    r->request_time);
+    use_route(r, ctx, ctx->route);
+    ctx->openai = openai;
+    ctx->openai_len = olen;
 
     if (ctx->ox.load && !ctx->native) {
         /* Nothing to load but on an Ollama: answered as Ollama does. */
@@ -601,11 +628,11 @@ static int fixups(request_rec *r)
         return answer_error(r, ctx);
     }
     /* A load request is no answer to keep. */
-    if (!ctx->ox.load && cache_lookup(r, ctx, sconf, upstream_model)) {
+    if (!ctx->ox.load && cache_lookup(r, ctx, sconf, ctx->upstream_model)) {
         r->handler = LLMGW_HANDLER;
         return OK;
     }
-    if (upstream_request(r, ctx, upstream_model, openai, olen, &path)) {
+    if (upstream_request(r, ctx, ctx->upstream_model, openai, olen, &path)) {
         return answer_error(r, ctx);
     }
     hand_to_proxy(r, ctx, path, 1);

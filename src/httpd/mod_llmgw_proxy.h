@@ -4,6 +4,18 @@
 #ifndef MOD_LLMGW_PROXY_H
 #define MOD_LLMGW_PROXY_H
 
+#include "mod_llmgw.h"
+
 void llmgw_proxy_register(void);
+
+/* Failover's re-dispatch (mod_llmgw_failover.c). */
+/* r->filename for mod_proxy: path on ctx->route's balancer. */
+void llmgw_proxy_target(request_rec *r, llmgw_req_t *ctx, const char *path);
+/* ctx made over for another route (LLMFallback's): its upstream model,
+ * notes, the client's shape of the answer and the backend's body, served
+ * again from its start; *path where it goes. Nonzero (ctx->err set) when
+ * the body cannot be made for that route. */
+int llmgw_proxy_reroute(request_rec *r, llmgw_req_t *ctx,
+                        const llmgw_route_t *route, const char **path);
 
 #endif

@@ -604,7 +604,8 @@ enum MHD_Result mock_reply_body(struct MHD_Connection *conn, const char *ctype,
                                 const char *body, size_t len,
                                 const mock_knobs_t *k)
 {
-    if (k != NULL && k->fault == MOCK_FAULT_CUT) {
+    if (k != NULL
+        && (k->fault == MOCK_FAULT_CUT || k->fault == MOCK_FAULT_CUT_FIRST)) {
         return mock_cut_reply(conn, ctype, body, len);
     }
     if (k != NULL && k->fault == MOCK_FAULT_BADJSON) {
@@ -897,10 +898,15 @@ static int parse_fault(const char *s, mock_fault_t *out)
         const char *name;
         mock_fault_t fault;
     } faults[] = {
-        { "none", MOCK_FAULT_NONE },     { "500", MOCK_FAULT_500 },
-        { "429", MOCK_FAULT_429 },       { "hang", MOCK_FAULT_HANG },
-        { "cut", MOCK_FAULT_CUT },       { "reset", MOCK_FAULT_RESET },
-        { "nodone", MOCK_FAULT_NODONE }, { "badjson", MOCK_FAULT_BADJSON },
+        { "none", MOCK_FAULT_NONE },
+        { "500", MOCK_FAULT_500 },
+        { "429", MOCK_FAULT_429 },
+        { "hang", MOCK_FAULT_HANG },
+        { "cut", MOCK_FAULT_CUT },
+        { "reset", MOCK_FAULT_RESET },
+        { "nodone", MOCK_FAULT_NODONE },
+        { "badjson", MOCK_FAULT_BADJSON },
+        { "cut-first", MOCK_FAULT_CUT_FIRST },
     };
     size_t i;
 
@@ -1455,6 +1461,9 @@ enum MHD_Result mock_stream_start(struct MHD_Connection *conn,
     s->cut_after = -1;
     if (k->fault == MOCK_FAULT_CUT) {
         s->cut_after = npieces / 2 ? npieces / 2 : npieces;
+    }
+    else if (k->fault == MOCK_FAULT_CUT_FIRST) {
+        s->cut_after = 0; /* the role chunk (chat) and nothing else */
     }
     s->tps = k->tps;
     s->ttft_ms = k->ttft_ms;

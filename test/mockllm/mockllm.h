@@ -54,8 +54,9 @@ typedef enum {
     MOCK_FAULT_HANG,
     MOCK_FAULT_CUT,
     MOCK_FAULT_RESET,
-    MOCK_FAULT_NODONE, /* OpenAI streams end cleanly, without [DONE] */
-    MOCK_FAULT_BADJSON /* a plain 200 whose JSON is cut, sent whole */
+    MOCK_FAULT_NODONE,   /* OpenAI streams end cleanly, without [DONE] */
+    MOCK_FAULT_BADJSON,  /* a plain 200 whose JSON is cut, sent whole */
+    MOCK_FAULT_CUT_FIRST /* a stream cut before its first content */
 } mock_fault_t;
 
 typedef enum {

@@ -51,6 +51,32 @@ BAD = {
     LLMBackend balancer://be
     LLMDiscover on interval=soon
 </LLMRoute>"""),
+    "fallback_unknown_model": ("LLMFallback", """\
+<LLMRoute "bad-fallback">
+    LLMBackend balancer://be
+    LLMFallback no-such-model
+</LLMRoute>"""),
+    "fallback_to_itself": ("LLMFallback", """\
+<LLMRoute "bad-fallback-self">
+    LLMBackend balancer://be
+    LLMFallback bad-fallback-self
+</LLMRoute>"""),
+    "fallback_outside_route": ("LLMFallback", "LLMFallback mock-small"),
+    "failover_zero_attempts": ("LLMFailover", """\
+<LLMRoute "bad-failover">
+    LLMBackend balancer://be
+    LLMFailover attempts=0
+</LLMRoute>"""),
+    "failover_unknown_option": ("LLMFailover", """\
+<LLMRoute "bad-failover-opt">
+    LLMBackend balancer://be
+    LLMFailover tries=2
+</LLMRoute>"""),
+    "first_token_timeout_zero": ("LLMFirstTokenTimeout", """\
+<LLMRoute "bad-ttft">
+    LLMBackend balancer://be
+    LLMFirstTokenTimeout 0
+</LLMRoute>"""),
 }
 
 
