@@ -6,8 +6,10 @@
 
 #include "mod_llmgw_answer.h"
 #include "mod_llmgw_config.h"
+#include "mod_llmgw_console.h"
 #include "mod_llmgw_errors.h"
 #include "mod_llmgw_lifecycle.h"
+#include "mod_llmgw_metrics.h"
 #include "mod_llmgw_models.h"
 #include "mod_llmgw_output.h"
 #include "mod_llmgw_proxy.h"
@@ -21,6 +23,8 @@ static void register_hooks(apr_pool_t *p)
     llmgw_errors_register();
     llmgw_answer_register();
     llmgw_models_register();
+    llmgw_metrics_register();
+    llmgw_console_register();
 }
 
 AP_DECLARE_MODULE(llm_gateway) = {

@@ -9,7 +9,7 @@ LLMGW_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LLMGW_APT_PACKAGES="gcc make autoconf automake libtool pkg-config curl
     apache2 apache2-dev libapr1-dev libaprutil1-dev libjson-c-dev
     libxml2-dev libmicrohttpd-dev check valgrind python3 python3-pytest
-    memcached clang libclang-rt-dev clang-format"
+    memcached clang libclang-rt-dev clang-format python3-prometheus-client"
 HTTPD_MODULES=/usr/lib/apache2/modules
 
 llmgw_log() { printf '%s\n' "$*" >&2; }

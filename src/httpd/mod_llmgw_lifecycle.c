@@ -7,6 +7,7 @@
 
 #include "mod_llmgw.h"
 #include "mod_llmgw_lifecycle.h"
+#include "mod_llmgw_metrics.h"
 #include "mod_llmgw_models.h"
 #include "mod_llmgw_store.h"
 
@@ -26,6 +27,9 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
 
     llmgw_log_glue();
     ap_add_version_component(pconf, LLMGW_SERVER_COMPONENT);
+    if (llmgw_metrics_post_config(pconf, s) != APR_SUCCESS) {
+        return !OK;
+    }
     /* Without LLMCache, one node still gets a cache in shared memory. */
     llmgw_set_default_store(!main->store_set && main->router->routes->nelts
                                 ? llmgw_store_default(pconf)

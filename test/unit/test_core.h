@@ -24,6 +24,7 @@ Suite *health_suite(void);
 Suite *affinity_suite(void);
 Suite *store_suite(void);
 Suite *conf_suite(void);
+Suite *metrics_suite(void);
 
 /* A pool per test, made in setup and destroyed in teardown. */
 extern apr_pool_t *test_pool;

@@ -1,0 +1,215 @@
+# The admin console's machine-readable views against a gateway with traffic:
+# /llm-admin/metrics (read with prometheus_client's text parser) and
+# /llm-admin/status.json count exactly what the clients sent and got; the
+# counters survive a graceful restart; Require keeps other clients out.
+import os
+import signal
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import llmgw_env as env
+from llmgw_env import chat_body
+
+CHAT = "/v1/chat/completions"
+ADMIN = "/llm-admin"
+
+
+def _authz_host():
+    if "mod_authz_host.c" in env.compiled_in_modules():
+        return ""
+    return f'LoadModule authz_host_module "{env.MODULES_DIR}/mod_authz_host.so"\n'
+
+
+CONSOLE = f"""\
+<Location "{ADMIN}">
+    SetHandler llm-admin
+    Require ip 127.0.0.1
+</Location>
+<Location "/llm-admin-locked">
+    SetHandler llm-admin
+    Require ip 192.0.2.1
+</Location>
+<Location "/balancer-manager">
+    SetHandler balancer-manager
+    Require ip 127.0.0.1
+</Location>
+"""
+
+
+@pytest.fixture(scope="module")
+def gwc(request, workdir, ports, mocks):
+    """A gateway with the default shm cache and the console."""
+    yield from env.serve_gateway(request, workdir, ports, "gw-console",
+                                 _authz_host() + CONSOLE)
+
+
+def metrics(g):
+    """The metrics page parsed: {(name, frozenset(labels)): value}, and the
+    families' types."""
+    r = g.get(f"{ADMIN}/metrics")
+    assert r.status == 200, r.body
+    assert r.header("Content-Type").startswith("text/plain; version=0.0.4")
+    samples, types = {}, {}
+    for fam in text_string_to_metric_families(r.body.decode()):
+        types[fam.name] = fam.type
+        for s in fam.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in samples, f"sample twice: {key}"
+            samples[key] = s.value
+    return samples, types
+
+
+def pick(samples, name, **labels):
+    """The sum of NAME's samples whose labels include LABELS."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+def status(g):
+    r = g.get(f"{ADMIN}/status.json")
+    assert r.status == 200, r.body
+    assert r.content_type == "application/json"
+    assert r.header("Cache-Control") == "no-store"
+    return r.json()
+
+
+def series(st, route, model):
+    found = [m for m in st["models"] if m["route"] == route and m["model"] == model]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def usage_sum(answers):
+    return (sum(a["usage"]["prompt_tokens"] for a in answers),
+            sum(a["usage"]["completion_tokens"] for a in answers))
+
+
+def traffic(g, model, uniq):
+    """Sends a known mix for MODEL: two answers afresh, one miss and its hit,
+    one refused request and one stream. Returns what the clients got."""
+    got = []
+    for i in range(2):
+        r = g.post(CHAT, chat_body(model=model, content=f"afresh {uniq} {i}",
+                                   temperature=1, max_tokens=5))
+        assert r.status == 200, r.body
+        got.append(r)
+    det = chat_body(model=model, content=f"cached {uniq}", temperature=0,
+                    max_tokens=7)
+    miss = g.post(CHAT, det)
+    hit = g.post(CHAT, det)
+    assert (miss.header("X-LLM-Cache"), hit.header("X-LLM-Cache")) == ("MISS", "HIT")
+    bad = g.post(CHAT, {"model": model, "messages": "not a list"})
+    assert bad.status == 400, bad.body
+    s = g.stream(CHAT, chat_body(model=model, content=f"stream {uniq}",
+                                 stream=True, temperature=1, max_tokens=4,
+                                 stream_options={"include_usage": True}))
+    assert s.status == 200
+    usage = [c for c in s.chunks() if c.get("usage")]
+    assert usage, s.events
+    return {"fresh": [r.json() for r in got] + [miss.json()],
+            "hit": hit.json(), "stream_usage": usage[-1]["usage"]}
+
+
+def test_metrics_and_status_count_what_clients_got(gwc, uniq):
+    model = f"gpt-{uniq}"
+    before, _ = metrics(gwc)
+    st0 = status(gwc)
+    got = traffic(gwc, model, uniq)
+    prompt, completion = usage_sum(got["fresh"] + [got["hit"]])
+    prompt += got["stream_usage"]["prompt_tokens"]
+    completion += got["stream_usage"]["completion_tokens"]
+
+    after, types = metrics(gwc)
+    lab = {"route": "gpt-*", "model": model}
+    assert pick(after, "llmgw_requests_total", status="200", **lab) == 5
+    # Refused before its model was read, the 400 counts with empty labels.
+    unread = {"route": "", "model": "", "status": "400"}
+    assert (pick(after, "llmgw_requests_total", **unread)
+            - pick(before, "llmgw_requests_total", **unread)) == 1
+    assert pick(after, "llmgw_tokens_total", kind="prompt", **lab) == prompt
+    assert pick(after, "llmgw_tokens_total", kind="completion", **lab) == completion
+    assert pick(after, "llmgw_request_duration_seconds_count", **lab) == 5
+    assert pick(after, "llmgw_request_duration_seconds_bucket", le="+Inf", **lab) == 5
+    assert pick(after, "llmgw_ttft_seconds_count", **lab) == 1
+    assert types["llmgw_request_duration_seconds"] == "histogram"
+    assert types["llmgw_ttft_seconds"] == "histogram"
+    assert types["llmgw_tokens"] == "counter"   # the parser drops _total
+    for result, n in (("hit", 1), ("miss", 1), ("bypass", 3)):
+        key = ("llmgw_cache_requests_total", frozenset({("result", result)}))
+        assert after[key] - before.get(key, 0) == n, result
+    saved = ("llmgw_cache_saved_tokens_total", frozenset())
+    assert after[saved] - before.get(saved, 0) == got["hit"]["usage"]["total_tokens"]
+    # Both members of balancer://be are up; their requests are the ones
+    # that reached a backend: the 4 that were not the hit or the 400.
+    for port in ("be_a", "be_b"):
+        member = f"http://{env.HOST}:{gwc.ports[port]}"
+        up = ("llmgw_backend_up",
+              frozenset({("balancer", "balancer://be"), ("member", member)}))
+        assert after[up] == 1
+    served = (pick(after, "llmgw_member_requests_total", balancer="balancer://be")
+              - pick(before, "llmgw_member_requests_total", balancer="balancer://be"))
+    assert served == 4
+
+    st = status(gwc)
+    s = series(st, "gpt-*", model)
+    assert s is not None and series(st0, "gpt-*", model) is None
+    assert s["requests"] == 5 and s["errors"] == 0
+    assert s["statuses"] == {"200": 5}
+    assert (s["prompt_tokens"], s["completion_tokens"]) == (prompt, completion)
+    assert s["cache"]["hit"] == 1 and s["cache"]["miss"] == 1
+    assert s["saved_tokens"] == got["hit"]["usage"]["total_tokens"]
+    assert st["total"]["requests"] - st0["total"]["requests"] == 6
+    assert st["total"]["errors"] - st0["total"]["errors"] == 1
+    assert st["last_minute"]["requests"] >= 6
+    assert sum(st["chart"]["requests"]) >= 6
+    route = [r for r in st["routes"] if r["name"] == "gpt-*"][0]
+    assert route["backend"] == "balancer://be"
+    assert route["traffic"]["requests"] >= 5
+    be = [b for b in st["balancers"] if b["name"] == "balancer://be"][0]
+    assert len(be["members"]) == 2
+    assert all(m["usable"] and not m["drained"] for m in be["members"])
+    assert st["cache"]["store"] == "shm"
+    assert st["keys"] is None
+
+
+def test_counters_survive_graceful_restart(gwc, uniq):
+    model = f"gpt-{uniq}"
+    r = gwc.post(CHAT, chat_body(model=model, temperature=1, max_tokens=3))
+    assert r.status == 200
+    st0 = status(gwc)
+    with open(gwc.error_log) as f:
+        resumed = f.read().count("resuming normal operations")
+    os.kill(gwc.proc.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 20
+    while True:
+        with open(gwc.error_log) as f:
+            if f.read().count("resuming normal operations") > resumed:
+                break
+        assert time.monotonic() < deadline, env.tail(gwc.error_log)
+        time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            st = status(gwc)
+            break
+        except (OSError, AssertionError):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert st["restarts"] == st0["restarts"] + 1
+    assert st["started"] == st0["started"]
+    assert st["total"]["requests"] >= st0["total"]["requests"]
+    assert series(st, "gpt-*", model)["requests"] == 1
+
+
+def test_outside_require_is_refused(gwc):
+    for page in ("/metrics", "/status.json", "/"):
+        r = gwc.get(f"/llm-admin-locked{page}")
+        assert r.status == 403, page
+
+
+def test_unknown_page_and_method(gwc):
+    assert gwc.get(f"{ADMIN}/nope").status == 404
+    r = gwc.request("PUT", f"{ADMIN}/status.json", b"{}")
+    assert r.status == 405
