@@ -10,8 +10,10 @@
 #include <http_protocol.h>
 #include <http_request.h>
 #include <mod_proxy.h>
+#include <mod_status.h>
 #include <apr_strings.h>
 
+#include "llmgw_render.h"
 #include "llmgw_status.h"
 #include "mod_llmgw.h"
 #include "mod_llmgw_console.h"
@@ -297,6 +299,65 @@ static int send_json(request_rec *r)
     return OK;
 }
 
+static int send_xml(request_rec *r)
+{
+    json_object *st = llmgw_console_model(r);
+    apr_size_t len = 0;
+    char *xml = llmgw_render_xml(r->pool, st, &len);
+
+    json_object_put(st);
+    if (!xml) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ap_set_content_type(r, "application/xml; charset=utf-8");
+    ap_set_content_length(r, (apr_off_t)len);
+    if (!r->header_only) {
+        ap_rwrite(xml, (int)len, r);
+    }
+    return OK;
+}
+
+/* The console's own URL: the request's path up to its last '/'. */
+static const char *base_of(const request_rec *r)
+{
+    const char *slash = strrchr(r->uri, '/');
+
+    return apr_pstrmemdup(r->pool, r->uri,
+                          slash ? (apr_size_t)(slash - r->uri) + 1 : 0);
+}
+
+static int send_page(request_rec *r, llmgw_page_t page, const char *nonce,
+                     const char *message)
+{
+    json_object *st = llmgw_console_model(r);
+    llmgw_render_opts_t opts;
+    apr_size_t len = 0;
+    char *html;
+
+    opts.base = base_of(r);
+    opts.nonce = nonce;
+    opts.message = message;
+    html = llmgw_render_html(r->pool, st, page, &opts, &len);
+    json_object_put(st);
+    if (!html) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    /* Nothing inline and nothing from elsewhere: a value that slipped
+     * through as markup could still run nothing. */
+    apr_table_setn(r->headers_out, "Content-Security-Policy",
+                   "default-src 'none'; script-src 'self'; "
+                   "style-src 'self'; img-src 'self'; connect-src 'self'; "
+                   "form-action 'self'; frame-ancestors 'none'; "
+                   "base-uri 'none'");
+    apr_table_setn(r->headers_out, "Referrer-Policy", "same-origin");
+    ap_set_content_type(r, "text/html; charset=utf-8");
+    ap_set_content_length(r, (apr_off_t)len);
+    if (!r->header_only) {
+        ap_rwrite(html, (int)len, r);
+    }
+    return OK;
+}
+
 /* The page asked for: the path's last segment ("" for the console). */
 static const char *page_of(const request_rec *r)
 {
@@ -308,6 +369,7 @@ static const char *page_of(const request_rec *r)
 static int console_handler(request_rec *r)
 {
     const char *page;
+    int html;
 
     if (!r->handler || strcmp(r->handler, LLMGW_ADMIN_HANDLER) != 0) {
         return DECLINED;
@@ -325,10 +387,67 @@ static int console_handler(request_rec *r)
     if (strcmp(page, "status.json") == 0) {
         return send_json(r);
     }
-    return HTTP_NOT_FOUND;
+    if (strcmp(page, "status.xml") == 0) {
+        return send_xml(r);
+    }
+    html = llmgw_render_page(page);
+    if (html < 0) {
+        return HTTP_NOT_FOUND;
+    }
+    return send_page(r, (llmgw_page_t)html, NULL, NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * mod_status
+ */
+
+static int status_section(request_rec *r, int flags)
+{
+    llmgw_metrics_counts_t t, m;
+    llmgw_metrics_t *mt = llmgw_metrics();
+
+    if (!mt) {
+        return OK;
+    }
+    llmgw_metrics_total(mt, &t);
+    llmgw_metrics_window(mt, apr_time_now(), 60, NULL, &m);
+    if (flags & AP_STATUS_SHORT) {
+        ap_rprintf(r,
+                   "LLMRequests: %" APR_UINT64_T_FMT "\n"
+                   "LLMErrors: %" APR_UINT64_T_FMT "\n"
+                   "LLMPromptTokens: %" APR_UINT64_T_FMT "\n"
+                   "LLMCompletionTokens: %" APR_UINT64_T_FMT "\n"
+                   "LLMCacheHits: %" APR_UINT64_T_FMT "\n"
+                   "LLMCacheMisses: %" APR_UINT64_T_FMT "\n"
+                   "LLMSavedTokens: %" APR_UINT64_T_FMT "\n"
+                   "LLMRequestsLastMinute: %" APR_UINT64_T_FMT "\n",
+                   t.requests, t.errors, t.prompt, t.completion,
+                   t.cache[LLMGW_CR_HIT] + t.cache[LLMGW_CR_COALESCED],
+                   t.cache[LLMGW_CR_MISS], t.saved, m.requests);
+        return OK;
+    }
+    /* Numbers only: nothing here needs escaping. */
+    ap_rprintf(r,
+               "<hr><h2>mod_llm_gateway</h2>\n<table>"
+               "<tr><th>Requests</th><td>%" APR_UINT64_T_FMT "</td></tr>"
+               "<tr><th>Errors</th><td>%" APR_UINT64_T_FMT "</td></tr>"
+               "<tr><th>Prompt tokens</th><td>%" APR_UINT64_T_FMT "</td></tr>"
+               "<tr><th>Completion tokens</th><td>%" APR_UINT64_T_FMT
+               "</td></tr>"
+               "<tr><th>Cache hits</th><td>%" APR_UINT64_T_FMT "</td></tr>"
+               "<tr><th>Cache misses</th><td>%" APR_UINT64_T_FMT "</td></tr>"
+               "<tr><th>Tokens saved</th><td>%" APR_UINT64_T_FMT "</td></tr>"
+               "<tr><th>Requests, last minute</th><td>%" APR_UINT64_T_FMT
+               "</td></tr></table>\n",
+               t.requests, t.errors, t.prompt, t.completion,
+               t.cache[LLMGW_CR_HIT] + t.cache[LLMGW_CR_COALESCED],
+               t.cache[LLMGW_CR_MISS], t.saved, m.requests);
+    return OK;
 }
 
 void llmgw_console_register(void)
 {
     ap_hook_handler(console_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ap, status_hook, status_section, NULL, NULL,
+                      APR_HOOK_MIDDLE);
 }

@@ -5,6 +5,8 @@
 import os
 import signal
 import time
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,16 +18,26 @@ CHAT = "/v1/chat/completions"
 ADMIN = "/llm-admin"
 
 
-def _authz_host():
-    if "mod_authz_host.c" in env.compiled_in_modules():
-        return ""
-    return f'LoadModule authz_host_module "{env.MODULES_DIR}/mod_authz_host.so"\n'
+HTDOCS = os.path.join(env.REPO, "htdocs")
+
+
+def _load(*mods):
+    builtin = env.compiled_in_modules()
+    return "".join(f'LoadModule {m}_module "{env.MODULES_DIR}/mod_{m}.so"\n'
+                   for m in mods if f"mod_{m}.c" not in builtin)
 
 
 CONSOLE = f"""\
+Alias "{ADMIN}/assets" "{HTDOCS}"
+<Directory "{HTDOCS}">
+    Require all granted
+</Directory>
 <Location "{ADMIN}">
     SetHandler llm-admin
     Require ip 127.0.0.1
+</Location>
+<Location "{ADMIN}/assets">
+    SetHandler none
 </Location>
 <Location "/llm-admin-locked">
     SetHandler llm-admin
@@ -42,7 +54,7 @@ CONSOLE = f"""\
 def gwc(request, workdir, ports, mocks):
     """A gateway with the default shm cache and the console."""
     yield from env.serve_gateway(request, workdir, ports, "gw-console",
-                                 _authz_host() + CONSOLE)
+                                 _load("authz_host", "alias") + CONSOLE)
 
 
 def metrics(g):
@@ -213,3 +225,97 @@ def test_unknown_page_and_method(gwc):
     assert gwc.get(f"{ADMIN}/nope").status == 404
     r = gwc.request("PUT", f"{ADMIN}/status.json", b"{}")
     assert r.status == 405
+
+
+class Texts(HTMLParser):
+    """The text of a page, its elements' data-k values and its scripts."""
+
+    def __init__(self):
+        super().__init__()
+        self.text, self.live, self.scripts, self.forms = [], {}, [], []
+        self._k = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script":
+            self.scripts.append(a.get("src"))
+        if tag == "form":
+            self.forms.append(a)
+        self._k = a.get("data-k")
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._k:
+            self.live[self._k] = data
+            self._k = None
+
+
+def page(g, path):
+    r = g.get(f"{ADMIN}/{path}")
+    assert r.status == 200, r.body
+    assert r.content_type == "text/html"
+    assert "script-src 'self'" in r.header("Content-Security-Policy")
+    p = Texts()
+    p.feed(r.body.decode())
+    return r, p
+
+
+def test_pages_show_members_routes_and_names_as_text(gwc, uniq):
+    evil = f"gpt-<script>alert('{uniq}')</script>"
+    r = gwc.post(CHAT, chat_body(model=evil, temperature=1, max_tokens=3))
+    assert r.status == 200, r.body
+    st = status(gwc)
+    for path in ("", "backends", "routes", "keys", "cache", "index.html"):
+        resp, p = page(gwc, path)
+        assert b"<script>alert" not in resp.body, path
+        assert p.scripts == [f"{ADMIN}/assets/console.js"], path
+    _, p = page(gwc, "")
+    assert evil in p.text
+    i = [n for n, m in enumerate(st["models"]) if m["model"] == evil][0]
+    assert p.live[f"models.{i}.model"] == evil
+    assert p.live[f"models.{i}.requests"] == "1"
+    _, p = page(gwc, "backends")
+    for port in ("be_a", "be_b"):
+        assert f"http://{env.HOST}:{gwc.ports[port]}" in p.text
+    assert "balancer://be" in p.text and "ready" in p.text
+    _, p = page(gwc, "routes")
+    assert "gpt-*" in p.text and "mock-small, small" in p.text
+    _, p = page(gwc, "keys")
+    assert "No keys configured." in p.text
+    # The assets are served from htdocs/ through the Alias.
+    for asset in ("console.js", "console.css"):
+        a = gwc.get(f"{ADMIN}/assets/{asset}")
+        assert a.status == 200
+        with open(os.path.join(HTDOCS, asset), "rb") as f:
+            assert a.body == f.read()
+
+
+def test_status_xml_is_the_model(gwc, uniq):
+    model = f"gpt-{uniq}-x&y"
+    assert gwc.post(CHAT, chat_body(model=model, temperature=1,
+                                    max_tokens=3)).status == 200
+    st = status(gwc)
+    r = gwc.get(f"{ADMIN}/status.xml")
+    assert r.status == 200
+    assert r.content_type == "application/xml"
+    root = ET.fromstring(r.body)
+    ns = "{urn:mod_llm_gateway:status:1}"
+    assert root.tag == f"{ns}status"
+    got = {m.find(f"{ns}model").text: m for m in root.find(f"{ns}models")}
+    assert got[model].find(f"{ns}requests").text == "1"
+    assert (int(root.find(f"{ns}total/{ns}requests").text)
+            >= st["total"]["requests"])
+    names = [b.find(f"{ns}name").text for b in root.find(f"{ns}balancers")]
+    assert names == [b["name"] for b in st["balancers"]]
+
+
+def test_server_status_section(gwc):
+    st = status(gwc)
+    r = gwc.get("/server-status?auto")
+    assert r.status == 200
+    fields = dict(l.split(": ", 1) for l in r.body.decode().splitlines()
+                  if ": " in l)
+    assert int(fields["LLMRequests"]) >= st["total"]["requests"]
+    assert "LLMCacheHits" in fields and "LLMSavedTokens" in fields
+    r = gwc.get("/server-status")
+    assert b"<h2>mod_llm_gateway</h2>" in r.body

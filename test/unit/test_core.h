@@ -25,6 +25,7 @@ Suite *affinity_suite(void);
 Suite *store_suite(void);
 Suite *conf_suite(void);
 Suite *metrics_suite(void);
+Suite *render_suite(void);
 
 /* A pool per test, made in setup and destroyed in teardown. */
 extern apr_pool_t *test_pool;
