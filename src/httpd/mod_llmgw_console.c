@@ -12,7 +12,10 @@
 #include <mod_proxy.h>
 #include <mod_status.h>
 #include <apr_strings.h>
+#include <apr_escape.h>
+#include <util_cookies.h>
 
+#include "llmgw_form.h"
 #include "llmgw_render.h"
 #include "llmgw_status.h"
 #include "mod_llmgw.h"
@@ -38,6 +41,55 @@ static const llmgw_health_t *health_table(void)
 static llmgw_limits_t *limits_table(void)
 {
     return NULL;
+}
+
+/* ---------------------------------------------------------------------
+ * What all children share: the secret the session nonces are made with
+ * and the cache's generations, kept across restarts
+ */
+
+#define SECRET_LEN 32
+#define SESSION_COOKIE "llmgw_admin"
+
+typedef struct {
+    unsigned char secret[SECRET_LEN];
+    int secret_set;
+} console_shared_t;
+
+static console_shared_t *shared;
+static llmgw_cache_gens_t *gens;
+
+apr_status_t llmgw_console_post_config(apr_pool_t *pconf, server_rec *s)
+{
+    apr_size_t size = sizeof(console_shared_t) + llmgw_cache_gens_size();
+    char *mem;
+    int fresh;
+
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return APR_SUCCESS;
+    }
+    mem = llmgw_kept_shm(s, "llmgw-console-shm", size, &fresh);
+    if (!mem) {
+        return APR_ENOMEM;
+    }
+    shared = (console_shared_t *)mem;
+    if (fresh) {
+        memset(shared, 0, sizeof(*shared));
+        gens = llmgw_cache_gens_init(mem + sizeof(*shared),
+                                     llmgw_cache_gens_size());
+    }
+    else {
+        gens = (llmgw_cache_gens_t *)(mem + sizeof(*shared));
+    }
+    if (!shared->secret_set) {
+        if (apr_generate_random_bytes(shared->secret, SECRET_LEN)
+            != APR_SUCCESS) {
+            return APR_EGENERAL;
+        }
+        shared->secret_set = 1;
+    }
+    llmgw_cache_use_gens(gens);
+    return APR_SUCCESS;
 }
 
 /* ---------------------------------------------------------------------
@@ -200,6 +252,10 @@ static json_object *cache_json(request_rec *r)
         json_object_object_add(o, "traffic",
                                llmgw_metrics_counts_json(&total));
     }
+    json_object_object_add(
+        o, "flushes",
+        json_object_new_int64(gens ? (apr_int64_t)llmgw_cache_flushes(gens)
+                                   : 0));
     return o;
 }
 
@@ -358,6 +414,230 @@ static int send_page(request_rec *r, llmgw_page_t page, const char *nonce,
     return OK;
 }
 
+/* ---------------------------------------------------------------------
+ * Sessions and actions
+ */
+
+/* The session of r: its cookie's, else a new one (set on the answer).
+ * NULL without the shared secret. */
+static const char *session_of(request_rec *r, const char *base, int make)
+{
+    const char *id = NULL;
+    unsigned char raw[16];
+
+    ap_cookie_read(r, SESSION_COOKIE, &id, 0);
+    if (id && llmgw_form_session_ok(id)) {
+        return id;
+    }
+    if (!make || !shared
+        || apr_generate_random_bytes(raw, sizeof(raw)) != APR_SUCCESS) {
+        return NULL;
+    }
+    id = apr_pescape_hex(r->pool, raw, sizeof(raw), 0);
+    apr_table_addn(
+        r->err_headers_out, "Set-Cookie",
+        apr_pstrcat(r->pool, SESSION_COOKIE, "=", id, "; Path=", base,
+                    "; HttpOnly; SameSite=Strict",
+                    strcmp(ap_http_scheme(r), "https") == 0 ? "; Secure" : "",
+                    NULL));
+    return id;
+}
+
+static const char *nonce_of(request_rec *r, const char *session)
+{
+    char *n = apr_palloc(r->pool, LLMGW_NONCE_LEN + 1);
+
+    llmgw_form_nonce(shared->secret, SECRET_LEN, session, n);
+    return n;
+}
+
+/* Whether the POST comes from a page of this server: its Origin, or
+ * without one its Referer, names this scheme, host and port. */
+static int same_origin(request_rec *r)
+{
+    const char *self = ap_construct_url(r->pool, "/", r);
+    apr_size_t n = strlen(self) - 1; /* without its '/' */
+    const char *origin = apr_table_get(r->headers_in, "Origin");
+    const char *ref = apr_table_get(r->headers_in, "Referer");
+
+    if (origin) {
+        return strlen(origin) == n && strncasecmp(origin, self, n) == 0;
+    }
+    return ref && strncasecmp(ref, self, n + 1) == 0;
+}
+
+/* The body, at most LLMGW_FORM_BODY_MAX bytes: NULL with *status set
+ * when it is longer or cannot be read. */
+static char *read_form(request_rec *r, apr_size_t *len, int *status)
+{
+    char *buf = apr_palloc(r->pool, LLMGW_FORM_BODY_MAX + 1);
+    apr_size_t got = 0;
+    long n;
+
+    *status = ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK);
+    if (*status != OK) {
+        return NULL;
+    }
+    while (
+        (n = ap_get_client_block(r, buf + got, LLMGW_FORM_BODY_MAX + 1 - got))
+        > 0) {
+        got += (apr_size_t)n;
+        if (got > LLMGW_FORM_BODY_MAX) {
+            *status = HTTP_REQUEST_ENTITY_TOO_LARGE;
+            return NULL;
+        }
+    }
+    if (n < 0) {
+        *status = HTTP_BAD_REQUEST;
+        return NULL;
+    }
+    *len = got;
+    return buf;
+}
+
+static proxy_worker *member_named(request_rec *r, const llmgw_action_t *a)
+{
+    proxy_server_conf *pc = proxy_conf(r->server);
+    proxy_balancer *b;
+    int i, j;
+
+    b = pc && pc->balancers ? (proxy_balancer *)pc->balancers->elts : NULL;
+    for (i = 0; b && i < pc->balancers->nelts; i++, b++) {
+        proxy_worker **w = (proxy_worker **)b->workers->elts;
+
+        if (strcmp(b->s->name, a->balancer) != 0) {
+            continue;
+        }
+        for (j = 0; j < b->workers->nelts; j++) {
+            if (strcmp(worker_name(w[j]), a->member) == 0) {
+                return w[j];
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Does a member action through mod_proxy's own worker state, as
+ * balancer-manager does: both show the same. */
+static const char *member_action(request_rec *r, const llmgw_action_t *a)
+{
+    proxy_worker *w = member_named(r, a);
+
+    if (!w) {
+        return "no such member";
+    }
+    switch (a->kind) {
+    case LLMGW_ACT_DRAIN:
+        ap_proxy_set_wstatus(PROXY_WORKER_DRAIN_FLAG, 1, w);
+        break;
+    case LLMGW_ACT_DISABLE:
+        ap_proxy_set_wstatus(PROXY_WORKER_DISABLED_FLAG, 1, w);
+        break;
+    default:
+        ap_proxy_set_wstatus(PROXY_WORKER_DRAIN_FLAG, 0, w);
+        ap_proxy_set_wstatus(PROXY_WORKER_DISABLED_FLAG, 0, w);
+        ap_proxy_set_wstatus(PROXY_WORKER_STOPPED_FLAG, 0, w);
+    }
+    return NULL;
+}
+
+static const char *do_action(request_rec *r, const llmgw_action_t *a)
+{
+    switch (a->kind) {
+    case LLMGW_ACT_DRAIN:
+    case LLMGW_ACT_DISABLE:
+    case LLMGW_ACT_ENABLE: return member_action(r, a);
+    case LLMGW_ACT_FLUSH:
+        if (!gens) {
+            return "no cache generations";
+        }
+        llmgw_cache_flush(gens, a->model);
+        return NULL;
+    default:
+        /* TODO(lead, with H15's table): llmgw_limits reset of a->subject. */
+        return limits_table() ? "reset is not there yet"
+                              : "no keys configured";
+    }
+}
+
+static const char *target_of(const llmgw_action_t *a)
+{
+    return a->member    ? a->member
+           : a->subject ? a->subject
+           : a->model   ? a->model
+                        : "(all)";
+}
+
+/* Writes the audit line: who, from where, what, and how it went. */
+static void audit(request_rec *r, const llmgw_action_t *a, const char *what,
+                  const char *why)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r,
+                  LLMGW_LOGNO(0610) "console action %s by %s from %s: %s %s%s",
+                  why ? "refused" : "done", r->user ? r->user : "-",
+                  r->useragent_ip, what,
+                  a ? ap_escape_logitem(r->pool, target_of(a)) : "",
+                  why ? apr_pstrcat(r->pool, ": ", why, NULL) : "");
+}
+
+static int refuse(request_rec *r, int status, const char *why)
+{
+    audit(r, NULL, "POST", why);
+    return status;
+}
+
+static int post_action(request_rec *r, const char *base)
+{
+    const char *type = apr_table_get(r->headers_in, "Content-Type");
+    const char *why, *session;
+    llmgw_form_t f;
+    llmgw_action_t a;
+    apr_size_t len = 0;
+    char *body;
+    int status;
+
+    if (!same_origin(r)) {
+        return refuse(r, HTTP_FORBIDDEN,
+                      "not from this server's pages "
+                      "(Origin or Referer)");
+    }
+    if (!type || strncasecmp(type, "application/x-www-form-urlencoded", 33)) {
+        return refuse(r, HTTP_UNSUPPORTED_MEDIA_TYPE, "not a form");
+    }
+    if (!(body = read_form(r, &len, &status))) {
+        return refuse(r, status, "the body is too long or unreadable");
+    }
+    why = llmgw_form_parse(r->pool, body, len, llmgw_action_fields, &f);
+    if (why) {
+        return refuse(r, HTTP_BAD_REQUEST, why);
+    }
+    session = session_of(r, base, 0);
+    if (!shared || !session
+        || !llmgw_form_nonce_ok(shared->secret, SECRET_LEN, session,
+                                llmgw_form_get(&f, "nonce"))) {
+        return refuse(r, HTTP_FORBIDDEN, "no valid nonce for the session");
+    }
+    why = llmgw_form_action(r->pool, &f, &a);
+    if (!why) {
+        why = do_action(r, &a);
+    }
+    audit(r, &a, llmgw_action_name(a.kind), why);
+    if (why) {
+        return HTTP_CONFLICT;
+    }
+    /* Back to the page the action belongs to, with a GET. */
+    apr_table_setn(
+        r->headers_out, "Location",
+        ap_construct_url(r->pool,
+                         apr_pstrcat(r->pool, base,
+                                     a.kind == LLMGW_ACT_FLUSH   ? "cache"
+                                     : a.kind == LLMGW_ACT_RESET ? "keys"
+                                                                 : "backends",
+                                     NULL),
+                         r));
+    return HTTP_SEE_OTHER;
+}
+
 /* The page asked for: the path's last segment ("" for the console). */
 static const char *page_of(const request_rec *r)
 {
@@ -368,19 +648,29 @@ static const char *page_of(const request_rec *r)
 
 static int console_handler(request_rec *r)
 {
-    const char *page;
+    const char *page, *base, *session;
     int html;
 
     if (!r->handler || strcmp(r->handler, LLMGW_ADMIN_HANDLER) != 0) {
         return DECLINED;
     }
     r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
+    apr_table_setn(r->err_headers_out, "Cache-Control", "no-store");
+    apr_table_setn(r->err_headers_out, "X-Content-Type-Options", "nosniff");
+    page = page_of(r);
+    base = base_of(r);
+    if (r->method_number == M_POST) {
+        return strcmp(page, "action") == 0 ? post_action(r, base)
+                                           : HTTP_METHOD_NOT_ALLOWED;
+    }
     if (r->method_number != M_GET) {
         return HTTP_METHOD_NOT_ALLOWED;
     }
-    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    apr_table_setn(r->headers_out, "X-Content-Type-Options", "nosniff");
-    page = page_of(r);
+    /* GET never changes anything: one with parameters (an action asked
+     * the wrong way, or a forged link) is refused whole. */
+    if (r->args) {
+        return HTTP_BAD_REQUEST;
+    }
     if (strcmp(page, "metrics") == 0) {
         return send_metrics(r);
     }
@@ -394,7 +684,9 @@ static int console_handler(request_rec *r)
     if (html < 0) {
         return HTTP_NOT_FOUND;
     }
-    return send_page(r, (llmgw_page_t)html, NULL, NULL);
+    session = session_of(r, base, 1);
+    return send_page(r, (llmgw_page_t)html,
+                     session ? nonce_of(r, session) : NULL, NULL);
 }
 
 /* ---------------------------------------------------------------------

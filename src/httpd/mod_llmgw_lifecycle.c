@@ -6,6 +6,7 @@
 #include <http_log.h>
 
 #include "mod_llmgw.h"
+#include "mod_llmgw_console.h"
 #include "mod_llmgw_lifecycle.h"
 #include "mod_llmgw_metrics.h"
 #include "mod_llmgw_models.h"
@@ -27,7 +28,8 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
 
     llmgw_log_glue();
     ap_add_version_component(pconf, LLMGW_SERVER_COMPONENT);
-    if (llmgw_metrics_post_config(pconf, s) != APR_SUCCESS) {
+    if (llmgw_metrics_post_config(pconf, s) != APR_SUCCESS
+        || llmgw_console_post_config(pconf, s) != APR_SUCCESS) {
         return !OK;
     }
     /* Without LLMCache, one node still gets a cache in shared memory. */

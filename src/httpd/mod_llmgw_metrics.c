@@ -25,36 +25,50 @@ llmgw_metrics_t *llmgw_metrics(void)
     return metrics;
 }
 
-apr_status_t llmgw_metrics_post_config(apr_pool_t *pconf, server_rec *s)
+void *llmgw_kept_shm(server_rec *s, const char *key, apr_size_t size,
+                     int *fresh)
 {
     apr_pool_t *pproc = s->process->pool;
-    apr_size_t size = llmgw_metrics_size();
     apr_shm_t *shm = NULL;
     apr_status_t rv;
+
+    *fresh = 0;
+    apr_pool_userdata_get((void **)&shm, key, pproc);
+    if (shm && apr_shm_size_get(shm) >= size) {
+        return apr_shm_baseaddr_get(shm);
+    }
+    rv = apr_shm_create(&shm, size, NULL, pproc);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                     LLMGW_LOGNO(0601) "%s: cannot get %" APR_SIZE_T_FMT
+                                       " bytes of shared memory",
+                     key, size);
+        return NULL;
+    }
+    apr_pool_userdata_set(shm, key, apr_pool_cleanup_null, pproc);
+    *fresh = 1;
+    return apr_shm_baseaddr_get(shm);
+}
+
+apr_status_t llmgw_metrics_post_config(apr_pool_t *pconf, server_rec *s)
+{
+    apr_size_t size = llmgw_metrics_size();
+    void *mem;
+    int fresh;
 
     /* The first pass of the configuration, before httpd detaches, makes
      * nothing that would outlive it. */
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return APR_SUCCESS;
     }
-    apr_pool_userdata_get((void **)&shm, SHM_KEY, pproc);
-    if (shm) {
-        metrics = llmgw_metrics_attach(apr_shm_baseaddr_get(shm), size);
-        if (metrics) {
-            return APR_SUCCESS;
-        }
+    mem = llmgw_kept_shm(s, SHM_KEY, size, &fresh);
+    if (!mem) {
+        return APR_ENOMEM;
     }
-    rv = apr_shm_create(&shm, size, NULL, pproc);
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
-                     LLMGW_LOGNO(0601) "metrics: cannot get %" APR_SIZE_T_FMT
-                                       " bytes of shared memory",
-                     size);
-        return rv;
+    metrics = fresh ? NULL : llmgw_metrics_attach(mem, size);
+    if (!metrics) {
+        metrics = llmgw_metrics_init(mem, size, apr_time_now());
     }
-    apr_pool_userdata_set(shm, SHM_KEY, apr_pool_cleanup_null, pproc);
-    metrics =
-        llmgw_metrics_init(apr_shm_baseaddr_get(shm), size, apr_time_now());
     return APR_SUCCESS;
 }
 

@@ -7,6 +7,7 @@ import signal
 import time
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
+from urllib.parse import urlencode
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -233,6 +234,7 @@ class Texts(HTMLParser):
     def __init__(self):
         super().__init__()
         self.text, self.live, self.scripts, self.forms = [], {}, [], []
+        self.inputs = []
         self._k = None
 
     def handle_starttag(self, tag, attrs):
@@ -241,6 +243,8 @@ class Texts(HTMLParser):
             self.scripts.append(a.get("src"))
         if tag == "form":
             self.forms.append(a)
+        if tag == "input":
+            self.inputs.append((a.get("name"), a.get("value")))
         self._k = a.get("data-k")
 
     def handle_data(self, data):
@@ -319,3 +323,189 @@ def test_server_status_section(gwc):
     assert "LLMCacheHits" in fields and "LLMSavedTokens" in fields
     r = gwc.get("/server-status")
     assert b"<h2>mod_llm_gateway</h2>" in r.body
+
+
+# ------------------------------------------------------------------ actions
+
+class Session:
+    """A console session: the cookie and the nonce its pages carry."""
+
+    def __init__(self, g, page="backends"):
+        r = g.get(f"{ADMIN}/{page}")
+        assert r.status == 200
+        cookie = r.header("Set-Cookie")
+        assert cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        self.cookie = cookie.split(";", 1)[0]
+        p = Texts()
+        p.feed(r.body.decode())
+        nonces = {v for k, v in p.inputs if k == "nonce"}
+        assert len(nonces) == 1, nonces
+        self.nonce = nonces.pop()
+        self.g = g
+
+    def post(self, fields, origin=True, cookie=None, referer=None):
+        headers = {"Content-Type": "application/x-www-form-urlencoded",
+                   "Cookie": cookie if cookie is not None else self.cookie}
+        if origin is True:
+            headers["Origin"] = f"http://{env.HOST}:{self.g.port}"
+        elif origin:
+            headers["Origin"] = origin
+        if referer:
+            headers["Referer"] = referer
+        return self.g.request("POST", f"{ADMIN}/action",
+                              urlencode(fields).encode(), headers)
+
+
+def member_of(g, port):
+    return f"http://{env.HOST}:{g.ports[port]}"
+
+
+def be_member(g, port):
+    st = status(g)
+    be = [b for b in st["balancers"] if b["name"] == "balancer://be"][0]
+    return [m for m in be["members"] if m["name"] == member_of(g, port)][0]
+
+
+def manager_status(g, port):
+    """What balancer-manager's XML says of the member's status."""
+    r = g.get("/balancer-manager?xml=1", headers={"Referer": g.url("/balancer-manager")})
+    assert r.status == 200
+    root = ET.fromstring(r.body)
+    ns = "{http://httpd.apache.org}"
+    for w in root.iter(f"{ns}worker"):
+        if w.find(f"{ns}name").text == member_of(g, port):
+            return w.find(f"{ns}status").text
+    raise AssertionError(r.body)
+
+
+def generations(mocks, name):
+    return mocks[name].stats()["generations"]
+
+
+def test_drain_is_mod_proxys_and_routes_around(gwc, mocks, uniq):
+    s = Session(gwc)
+    target = {"b": "balancer://be", "w": member_of(gwc, "be_a")}
+    mark = open(gwc.error_log).read().count("console action done")
+    try:
+        r = s.post({"do": "drain", "nonce": s.nonce, **target})
+        assert r.status == 303, r.body
+        assert r.header("Location") == gwc.url(f"{ADMIN}/backends")
+        m = be_member(gwc, "be_a")
+        assert m["drained"]
+        assert "Drn" in manager_status(gwc, "be_a")
+        assert "Drn" not in manager_status(gwc, "be_b")
+        _, p = page(gwc, "backends")
+        assert "drained" in p.text
+        a0, b0 = generations(mocks, "a"), generations(mocks, "b")
+        for i in range(6):
+            r = gwc.post(CHAT, chat_body(model=f"gpt-{uniq}",
+                                         content=f"drain {i}", temperature=1,
+                                         max_tokens=2))
+            assert r.status == 200
+        assert generations(mocks, "a") == a0, "a drained member got requests"
+        assert generations(mocks, "b") == b0 + 6
+        with open(gwc.error_log) as f:
+            log = f.read()
+        assert log.count("console action done") == mark + 1
+        assert f"console action done by - from 127.0.0.1: drain {target['w']}" in log
+    finally:
+        r = s.post({"do": "enable", "nonce": s.nonce, **target})
+    assert r.status == 303
+    assert not be_member(gwc, "be_a")["drained"]
+    assert "Drn" not in manager_status(gwc, "be_a")
+
+
+def test_disable_and_enable(gwc):
+    s = Session(gwc)
+    target = {"b": "balancer://be", "w": member_of(gwc, "be_b")}
+    try:
+        assert s.post({"do": "disable", "nonce": s.nonce, **target}).status == 303
+        m = be_member(gwc, "be_b")
+        assert m["disabled"] and not m["usable"]
+        assert "Dis" in manager_status(gwc, "be_b")
+    finally:
+        assert s.post({"do": "enable", "nonce": s.nonce, **target}).status == 303
+    m = be_member(gwc, "be_b")
+    assert m["usable"] and not m["disabled"]
+
+
+def unchanged_after(gwc, attempt):
+    before = be_member(gwc, "be_a")
+    r = attempt()
+    after = be_member(gwc, "be_a")
+    assert (after["drained"], after["disabled"]) == (before["drained"], before["disabled"])
+    return r
+
+
+def test_csrf_refusals_change_nothing(gwc):
+    s = Session(gwc)
+    other = Session(gwc)
+    assert other.cookie != s.cookie and other.nonce != s.nonce
+    target = {"do": "drain", "b": "balancer://be", "w": member_of(gwc, "be_a")}
+    cases = [
+        ("no nonce", lambda: s.post(target), 403),
+        ("a wrong nonce", lambda: s.post({**target, "nonce": "0" * 64}), 403),
+        ("another session's nonce",
+         lambda: s.post({**target, "nonce": other.nonce}), 403),
+        ("no session", lambda: s.post({**target, "nonce": s.nonce}, cookie=""), 403),
+        ("a foreign Origin",
+         lambda: s.post({**target, "nonce": s.nonce}, origin="http://evil.example"), 403),
+        ("no Origin nor Referer",
+         lambda: s.post({**target, "nonce": s.nonce}, origin=None), 403),
+        ("a foreign Referer",
+         lambda: s.post({**target, "nonce": s.nonce}, origin=None,
+                        referer="http://evil.example/llm-admin/"), 403),
+        ("a field not the console's",
+         lambda: s.post({**target, "nonce": s.nonce, "x": "1"}), 400),
+        ("GET with the action's parameters",
+         lambda: gwc.get(f"{ADMIN}/backends?" + urlencode({**target, "nonce": s.nonce}),
+                         headers={"Cookie": s.cookie}), 400),
+        ("GET of the action",
+         lambda: gwc.get(f"{ADMIN}/action?" + urlencode({**target, "nonce": s.nonce}),
+                         headers={"Cookie": s.cookie}), 400),
+    ]
+    for what, attempt, code in cases:
+        r = unchanged_after(gwc, attempt)
+        assert r.status == code, (what, r.status, r.body)
+    # The Referer of one of our pages will do without an Origin.
+    r = s.post({**target, "nonce": s.nonce, "do": "enable"}, origin=None,
+               referer=gwc.url(f"{ADMIN}/backends"))
+    assert r.status == 303
+    with open(gwc.error_log) as f:
+        assert "console action refused by - from 127.0.0.1" in f.read()
+
+
+def test_outside_require_cannot_post(gwc):
+    r = gwc.request("POST", "/llm-admin-locked/action", b"do=flush",
+                    {"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status == 403
+
+
+def test_flush_one_model_and_all(gwc, uniq):
+    s = Session(gwc, "cache")
+    mine = chat_body(model=f"gpt-{uniq}", content="flush me", temperature=0,
+                     max_tokens=3)
+    other = chat_body(model=f"gpt-{uniq}-other", content="keep me",
+                      temperature=0, max_tokens=3)
+
+    def cache_of(body):
+        r = gwc.post(CHAT, body)
+        assert r.status == 200
+        return r.header("X-LLM-Cache")
+
+    assert [cache_of(mine), cache_of(mine)] == ["MISS", "HIT"]
+    assert [cache_of(other), cache_of(other)] == ["MISS", "HIT"]
+    flushes = status(gwc)["cache"]["flushes"]
+    r = s.post({"do": "flush", "model": f"gpt-{uniq}", "nonce": s.nonce})
+    assert r.status == 303 and r.header("Location").endswith(f"{ADMIN}/cache")
+    assert status(gwc)["cache"]["flushes"] == flushes + 1
+    assert [cache_of(mine), cache_of(mine)] == ["MISS", "HIT"]
+    assert cache_of(other) == "HIT"
+    assert s.post({"do": "flush", "nonce": s.nonce}).status == 303
+    assert [cache_of(mine), cache_of(other)] == ["MISS", "MISS"]
+
+
+def test_reset_without_keys_is_refused(gwc):
+    s = Session(gwc)
+    r = s.post({"do": "reset", "kind": "key", "key": "team-a", "nonce": s.nonce})
+    assert r.status == 409
