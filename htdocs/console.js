@@ -42,10 +42,14 @@
             return v ? "yes" : "no";
         }
         if (typeof v === "string") {
-            return v;
+            return v === "" ? DASH : v;
         }
         if (typeof v !== "number") {
             return DASH;
+        }
+        if (f === "time") {
+            return new Date(v * 1000).toISOString().slice(0, 19)
+                .replace("T", " ") + " UTC";
         }
         if (f === "ms") {
             return (v * 1000).toFixed(1) + " ms";

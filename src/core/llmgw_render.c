@@ -120,6 +120,17 @@ static const char *grouped(apr_pool_t *p, apr_int64_t v)
     return apr_pstrdup(p, out);
 }
 
+/* Unix seconds as "2026-01-01 00:00:00 UTC". */
+static const char *stamp(apr_pool_t *p, apr_time_t sec)
+{
+    apr_time_exp_t tm;
+
+    apr_time_exp_gmt(&tm, apr_time_from_sec(sec));
+    return apr_psprintf(p, "%04d-%02d-%02d %02d:%02d:%02d UTC",
+                        tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                        tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
 const char *llmgw_render_value(apr_pool_t *p, json_object *v, const char *fmt)
 {
     double d;
@@ -131,13 +142,16 @@ const char *llmgw_render_value(apr_pool_t *p, json_object *v, const char *fmt)
         return json_object_get_boolean(v) ? "yes" : "no";
     }
     if (json_object_is_type(v, json_type_string)) {
-        return json_object_get_string(v);
+        return *json_object_get_string(v) ? json_object_get_string(v) : DASH;
     }
     if (!json_object_is_type(v, json_type_int)
         && !json_object_is_type(v, json_type_double)) {
         return DASH;
     }
     d = json_object_get_double(v);
+    if (strcmp(fmt, "time") == 0) {
+        return stamp(p, (apr_time_t)d);
+    }
     if (strcmp(fmt, "ms") == 0) {
         return apr_psprintf(p, "%.1f ms", d * 1000);
     }
@@ -433,7 +447,8 @@ static const char *member_state(ctx_t *c, const char *mp)
     if (*h && strcmp(h, "unknown") != 0) {
         return h;
     }
-    return json_object_get_boolean(at(m, "usable")) ? "ready" : "down";
+    /* Only mod_proxy's word: it may take requests, not that it is ready. */
+    return json_object_get_boolean(at(m, "usable")) ? "up" : "down";
 }
 
 static const char *loaded_models(ctx_t *c, json_object *m)
@@ -509,7 +524,7 @@ static void balancer(ctx_t *c, xmlNodePtr main, int b)
         live(c, tr, "td", apr_pstrcat(c->p, mp, ".traffic.ttft_p50", NULL),
              "ms");
         text_el(c, tr, "td",
-                llmgw_render_value(c->p, at(m, "health.last_probe"), ""));
+                llmgw_render_value(c->p, at(m, "health.last_probe"), "time"));
         member_actions(c, el(tr, "td"),
                        str(c->m, apr_pstrcat(c->p, bp, ".name", NULL)), m);
     }
@@ -583,24 +598,18 @@ static void budget_cell(ctx_t *c, xmlNodePtr td, json_object *b)
 {
     xmlNodePtr meter = el(td, "meter");
     double limit = num(b, "limit"), used = num(b, "used");
-    char stamp[80];
-    apr_time_exp_t tm;
 
     attr(c, meter, "min", "0");
     attr(c, meter, "max", apr_psprintf(c->p, "%.0f", limit));
     attr(c, meter, "value", apr_psprintf(c->p, "%.0f", used));
     attr(c, meter, "high", apr_psprintf(c->p, "%.0f", limit * 0.9));
-    apr_time_exp_gmt(&tm, apr_time_from_sec((apr_time_t)num(b, "resets")));
-    snprintf(stamp, sizeof(stamp), "%04d-%02d-%02d %02d:%02d UTC",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min);
     text_el(c, td, "span",
-            apr_psprintf(c->p,
-                         " %s used, %s reserved of %s %s a %s; resets %s",
-                         grouped(c->p, (apr_int64_t)used),
-                         grouped(c->p, (apr_int64_t)num(b, "reserved")),
-                         grouped(c->p, (apr_int64_t)limit), str(b, "unit"),
-                         str(b, "period"), stamp));
+            apr_psprintf(
+                c->p, " %s used, %s reserved of %s %s a %s; resets %s",
+                grouped(c->p, (apr_int64_t)used),
+                grouped(c->p, (apr_int64_t)num(b, "reserved")),
+                grouped(c->p, (apr_int64_t)limit), str(b, "unit"),
+                str(b, "period"), stamp(c->p, (apr_time_t)num(b, "resets"))));
 }
 
 static const char *rate_text(ctx_t *c, json_object *k, const char *name)
@@ -707,6 +716,10 @@ static void head(ctx_t *c, xmlNodePtr html, llmgw_page_t page)
     attr(c, n, "rel", "stylesheet");
     attr(c, n, "href",
          apr_pstrcat(c->p, c->o->base, "assets/console.css", NULL));
+    n = el(h, "link");
+    attr(c, n, "rel", "icon");
+    attr(c, n, "href",
+         apr_pstrcat(c->p, c->o->base, "assets/favicon.svg", NULL));
     n = el(h, "script");
     attr(c, n, "src",
          apr_pstrcat(c->p, c->o->base, "assets/console.js", NULL));
@@ -745,7 +758,7 @@ static void footer(ctx_t *c, xmlNodePtr body)
         a = text_el(c, f, "a", links[i]);
         attr(c, a, "href", apr_pstrcat(c->p, c->o->base, links[i], NULL));
     }
-    live(c, f, "span", "time", "");
+    live(c, f, "span", "time", "time");
 }
 
 static void (*const bodies[LLMGW_PAGE_N])(ctx_t *, xmlNodePtr) = {

@@ -42,7 +42,8 @@ char *llmgw_render_xml(apr_pool_t *p, json_object *model, apr_size_t *len);
 
 /* How the console shows a value: fmt "n" (a count: 1234567 as
  * 1,234,567), "ms" (seconds as milliseconds), "pct" (a ratio), "rate" (a
- * per-second rate), "" (as it is); null as an en dash. From p. The
+ * per-second rate), "time" (Unix seconds as "2026-01-01 00:00:00 UTC"),
+ * "" (as it is); null and "" as an en dash. From p. The
  * console's script formats alike. */
 const char *llmgw_render_value(apr_pool_t *p, json_object *v, const char *fmt);
 

@@ -2,8 +2,11 @@
 # /llm-admin/metrics (read with prometheus_client's text parser) and
 # /llm-admin/status.json count exactly what the clients sent and got; the
 # counters survive a graceful restart; Require keeps other clients out.
+import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
@@ -281,7 +284,7 @@ def test_pages_show_members_routes_and_names_as_text(gwc, uniq):
     _, p = page(gwc, "backends")
     for port in ("be_a", "be_b"):
         assert f"http://{env.HOST}:{gwc.ports[port]}" in p.text
-    assert "balancer://be" in p.text and "ready" in p.text
+    assert "balancer://be" in p.text and "up" in p.text
     _, p = page(gwc, "routes")
     assert "gpt-*" in p.text and "mock-small, small" in p.text
     _, p = page(gwc, "keys")
@@ -509,3 +512,51 @@ def test_reset_without_keys_is_refused(gwc):
     s = Session(gwc)
     r = s.post({"do": "reset", "kind": "key", "key": "team-a", "nonce": s.nonce})
     assert r.status == 409
+
+
+# ------------------------------------------------------------------ browser
+
+BROWSER = os.path.join(env.REPO, "test", "browser")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    """node, with test/browser's pinned playwright-core (npm ci when it is
+    missing); Debian's chromium (build/lib.sh installs it)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    assert node and npm, "the browser tests need Node.js and npm"
+    assert os.access(CHROMIUM, os.X_OK), f"no chromium at {CHROMIUM}"
+    with open(os.path.join(BROWSER, "package.json")) as f:
+        pinned = json.load(f)["dependencies"]["playwright-core"]
+    try:
+        with open(os.path.join(BROWSER, "node_modules", "playwright-core",
+                               "package.json")) as f:
+            have = json.load(f)["version"]
+    except OSError:
+        have = None
+    if have != pinned:
+        p = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=BROWSER,
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
+    return node
+
+
+def test_console_in_browser(gwc, mocks, playwright, uniq):
+    evil = f"gpt-<script>window.pwned=1</script>{uniq}"
+    assert gwc.post(CHAT, chat_body(model=evil, temperature=1,
+                                    max_tokens=2)).status == 200
+    run_env = dict(os.environ, LLMGW_URL=gwc.url("").rstrip("/"),
+                   LLMGW_ADMIN=f"{ADMIN}/", LLMGW_MEMBER=member_of(gwc, "be_a"),
+                   LLMGW_MOCKS=" ".join(f"http://{env.HOST}:{gwc.ports[p]}/mock/stats"
+                                        for p in ("be_a", "be_b")),
+                   LLMGW_MODEL=f"gpt-{uniq}", LLMGW_EVIL=evil, CHROMIUM=CHROMIUM,
+                   NO_COLOR="1")
+    if os.environ.get("LLMGW_SCREENSHOTS") == "1":
+        run_env["LLMGW_SHOTS"] = os.path.join(env.REPO, "docs")
+    p = subprocess.run([playwright, "--test", "--test-reporter=spec",
+                        "--test-timeout=120000", "console.test.mjs"],
+                       cwd=BROWSER, env=run_env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "# fail 0" in p.stdout or "\u2139 fail 0" in p.stdout, p.stdout

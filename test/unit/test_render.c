@@ -107,12 +107,13 @@ START_TEST(names_are_text)
                   "|gpt-" EVIL "|", "|gw&co \xc2\xb7 0.1|", "|1,234,567|",
                   "|12.3 ms|", "|1.50|");
     ck_assert_has(parsed_text(page(m, LLMGW_PAGE_KEYS, NULL)), "|" EVIL "|",
-                  "120 used, 5 reserved of 1,000 tokens a day",
+                  "120 used, 5 reserved of 1,000 tokens a day; resets "
+                  "2026-01-02 00:00:00 UTC",
                   "|9 left of 10|");
     ck_assert_has(parsed_text(page(m, LLMGW_PAGE_ROUTES, NULL)),
                   "|gpt-*, a&b|");
     ck_assert_has(parsed_text(page(m, LLMGW_PAGE_BACKENDS, NULL)),
-                  "|balancer://be|", "|http://127.0.0.1:1|", "|ready|");
+                  "|balancer://be|", "|http://127.0.0.1:1|", "|up|");
     json_object_put(m);
 }
 END_TEST
@@ -208,6 +209,13 @@ START_TEST(values_and_pages)
     ck_assert_str_eq(llmgw_render_value(test_pool, v, "pct"), "25.0 %");
     ck_assert_str_eq(llmgw_render_value(test_pool, v, "ms"), "250.0 ms");
     ck_assert_str_eq(llmgw_render_value(test_pool, v, "rate"), "0.25");
+    json_object_put(v);
+    v = json_object_new_int64(1767225661);
+    ck_assert_str_eq(llmgw_render_value(test_pool, v, "time"),
+                     "2026-01-01 00:01:01 UTC");
+    json_object_put(v);
+    v = json_object_new_string("");
+    ck_assert_str_eq(llmgw_render_value(test_pool, v, ""), "\xe2\x80\x93");
     json_object_put(v);
 }
 END_TEST
