@@ -6,11 +6,13 @@
 
 #include "mod_llmgw_answer.h"
 #include "mod_llmgw_config.h"
+#include "mod_llmgw_console.h"
 #include "mod_llmgw_errors.h"
 #include "mod_llmgw_health.h"
 #include "mod_llmgw_failover.h"
 #include "mod_llmgw_lifecycle.h"
 #include "mod_llmgw_limits.h"
+#include "mod_llmgw_metrics.h"
 #include "mod_llmgw_models.h"
 #include "mod_llmgw_output.h"
 #include "mod_llmgw_proxy.h"
@@ -27,6 +29,8 @@ static void register_hooks(apr_pool_t *p)
     llmgw_limits_register();
     llmgw_health_register(p);
     llmgw_failover_register();
+    llmgw_metrics_register();
+    llmgw_console_register();
 }
 
 AP_DECLARE_MODULE(llm_gateway) = {

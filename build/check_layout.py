@@ -38,7 +38,12 @@ ALLOWED = {
         "mod_llmgw_failover.h": "the lifecycle calls each part's steps",
         "mod_llmgw_models.h": "the lifecycle calls each part's steps",
         "mod_llmgw_store.h": "the lifecycle calls each part's steps",
-        "mod_llmgw_health.h": "the lifecycle calls each part's steps"},
+        "mod_llmgw_health.h": "the lifecycle calls each part's steps",
+        "mod_llmgw_metrics.h": "the lifecycle calls each part's steps",
+        "mod_llmgw_console.h": "the lifecycle calls each part's steps"},
+    "mod_llmgw_console.c": {
+        "mod_llmgw_metrics.h": "the console shows the counters and keeps "
+                               "its shared memory the same way"},
 }
 TOP_FILE = "mod_llm_gateway.c"   # the module record: every part's register
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)

@@ -5,11 +5,13 @@
 LLMGW_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # clang and its runtimes (libclang-rt-dev: libclang-rt-14-dev on Debian 12,
 # the version of clang) build the sanitizer and libFuzzer builds of
-# build/sanitize.mk.
+# build/sanitize.mk. python3-prometheus-client's parser reads the console's
+# metrics; chromium (and a font) runs its browser tests.
 LLMGW_APT_PACKAGES="gcc make autoconf automake libtool pkg-config curl
     apache2 apache2-dev libapr1-dev libaprutil1-dev libjson-c-dev
     libxml2-dev libmicrohttpd-dev check valgrind python3 python3-pytest
-    memcached clang libclang-rt-dev clang-format"
+    memcached clang libclang-rt-dev clang-format python3-prometheus-client
+    chromium fonts-dejavu-core"
 HTTPD_MODULES=/usr/lib/apache2/modules
 
 llmgw_log() { printf '%s\n' "$*" >&2; }

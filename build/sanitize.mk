@@ -25,8 +25,8 @@ WARN := $(shell sed -n 's/^WARN_CFLAGS="\(.*\)"/\1/p' $(TOP)/configure.ac)
 FUZZ_SRC := $(sort $(wildcard $(TOP)/test/fuzz/fuzz_*.c))
 FUZZ_NAMES := $(patsubst $(TOP)/test/fuzz/%.c,%,$(FUZZ_SRC))
 
-DEPS_CFLAGS := $(shell pkg-config --cflags apr-1 apr-util-1 json-c)
-DEPS_LIBS := $(shell pkg-config --libs apr-1 apr-util-1 json-c)
+DEPS_CFLAGS := $(shell pkg-config --cflags apr-1 apr-util-1 json-c libxml-2.0)
+DEPS_LIBS := $(shell pkg-config --libs apr-1 apr-util-1 json-c libxml-2.0) -lm
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 APXS ?= $(shell command -v apxs || command -v apxs2)

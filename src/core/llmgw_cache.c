@@ -8,6 +8,7 @@
 
 #include "llmgw_buf.h"
 #include "llmgw_cache.h"
+#include "llmgw_hash.h"
 #include "llmgw_sha256.h"
 
 #define RECORD_VERSION 3
@@ -76,6 +77,73 @@ int llmgw_cache_eligible(const llmgw_request_t *req,
            && llmgw_json_getd(req->body, 1, "temperature", NULL) == 0;
 }
 
+struct llmgw_cache_gens {
+    apr_uint64_t all;
+    apr_uint64_t flushes;
+    apr_uint64_t model[LLMGW_CACHE_GENS];
+};
+
+static llmgw_cache_gens_t *gens;
+
+apr_size_t llmgw_cache_gens_size(void)
+{
+    return sizeof(llmgw_cache_gens_t);
+}
+
+llmgw_cache_gens_t *llmgw_cache_gens_init(void *mem, apr_size_t size)
+{
+    if (!mem || size < sizeof(llmgw_cache_gens_t)) {
+        return NULL;
+    }
+    memset(mem, 0, sizeof(llmgw_cache_gens_t));
+    return mem;
+}
+
+void llmgw_cache_use_gens(llmgw_cache_gens_t *g)
+{
+    gens = g;
+}
+
+static apr_uint64_t *gen_of(llmgw_cache_gens_t *g, const char *model)
+{
+    return &g->model[llmgw_fnv1a32(model, strlen(model)) % LLMGW_CACHE_GENS];
+}
+
+apr_uint64_t llmgw_cache_flush(llmgw_cache_gens_t *g, const char *model)
+{
+    __atomic_fetch_add(model ? gen_of(g, model) : &g->all, 1,
+                       __ATOMIC_RELEASE);
+    return __atomic_add_fetch(&g->flushes, 1, __ATOMIC_RELAXED);
+}
+
+apr_uint64_t llmgw_cache_flushes(const llmgw_cache_gens_t *g)
+{
+    return __atomic_load_n(&g->flushes, __ATOMIC_RELAXED);
+}
+
+/* The key's part for the generations: "" until something was flushed, so
+ * keys stay as they were. */
+static const char *generations(apr_pool_t *p, const char *model,
+                               const char *upstream)
+{
+    apr_uint64_t all, a, b;
+
+    if (!gens) {
+        return "";
+    }
+    all = __atomic_load_n(&gens->all, __ATOMIC_ACQUIRE);
+    a = model ? __atomic_load_n(gen_of(gens, model), __ATOMIC_ACQUIRE) : 0;
+    b = upstream ? __atomic_load_n(gen_of(gens, upstream), __ATOMIC_ACQUIRE)
+                 : 0;
+    if (!(all | a | b)) {
+        return "";
+    }
+    return apr_psprintf(p,
+                        "\ngen %" APR_UINT64_T_FMT " %" APR_UINT64_T_FMT
+                        " %" APR_UINT64_T_FMT,
+                        all, a, b);
+}
+
 const char *llmgw_cache_key(apr_pool_t *p, const llmgw_request_t *req,
                             const char *upstream_model, const char *backend,
                             const char *dialect)
@@ -85,10 +153,10 @@ const char *llmgw_cache_key(apr_pool_t *p, const llmgw_request_t *req,
                                         NULL };
     apr_size_t len;
     const char *canon = llmgw_json_write_canonical(p, req->body, skip, &len);
-    const char *text =
-        apr_psprintf(p, "llmgw-cache-v%d\n%s\n%s\n%s\n%s\n%s", RECORD_VERSION,
-                     llmgw_endpoint_upstream_path(req->ep), dialect, backend,
-                     upstream_model, canon);
+    const char *text = apr_psprintf(
+        p, "llmgw-cache-v%d\n%s\n%s\n%s\n%s\n%s%s", RECORD_VERSION,
+        llmgw_endpoint_upstream_path(req->ep), dialect, backend,
+        upstream_model, canon, generations(p, req->model, upstream_model));
 
     return llmgw_sha256_hex(p, text, strlen(text));
 }

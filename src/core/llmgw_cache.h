@@ -27,6 +27,26 @@ const char *llmgw_cache_key(apr_pool_t *p, const llmgw_request_t *req,
                             const char *upstream_model, const char *backend,
                             const char *dialect);
 
+/* Flushing the cache in O(1): a generation per model name (a fixed table
+ * of LLMGW_CACHE_GENS counters by the name's hash; two names that share
+ * one flush together) and one for everything, in memory the caller
+ * shares. A key made while any of its generations is not 0 includes
+ * them, so what was stored before a flush is never found again (the
+ * store ages it out). The generations are this node's. */
+#define LLMGW_CACHE_GENS 1024
+
+typedef struct llmgw_cache_gens llmgw_cache_gens_t;
+
+apr_size_t llmgw_cache_gens_size(void);
+/* Laid out in mem (zeroed: nothing flushed), or NULL if size is short. */
+llmgw_cache_gens_t *llmgw_cache_gens_init(void *mem, apr_size_t size);
+/* The generations the keys of this process include (NULL: none). */
+void llmgw_cache_use_gens(llmgw_cache_gens_t *g);
+/* Flushes model (by the name the client asked for or the upstream one),
+ * or everything for NULL; returns the flushes so far. */
+apr_uint64_t llmgw_cache_flush(llmgw_cache_gens_t *g, const char *model);
+apr_uint64_t llmgw_cache_flushes(const llmgw_cache_gens_t *g);
+
 typedef struct llmgw_record llmgw_record_t;
 
 /* A record being built from an upstream answer; max is the largest

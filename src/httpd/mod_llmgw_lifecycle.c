@@ -6,10 +6,12 @@
 #include <http_log.h>
 
 #include "mod_llmgw.h"
-#include "mod_llmgw_health.h"
+#include "mod_llmgw_console.h"
 #include "mod_llmgw_failover.h"
+#include "mod_llmgw_health.h"
 #include "mod_llmgw_lifecycle.h"
 #include "mod_llmgw_limits.h"
+#include "mod_llmgw_metrics.h"
 #include "mod_llmgw_models.h"
 #include "mod_llmgw_store.h"
 
@@ -32,6 +34,10 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
 
     llmgw_log_glue();
     ap_add_version_component(pconf, LLMGW_SERVER_COMPONENT);
+    if (llmgw_metrics_post_config(pconf, s) != APR_SUCCESS
+        || llmgw_console_post_config(pconf, s) != APR_SUCCESS) {
+        return !OK;
+    }
     /* Without LLMCache, one node still gets a cache in shared memory. */
     llmgw_set_default_store(!main->store_set && main->router->routes->nelts
                                 ? llmgw_store_default(pconf)

@@ -87,6 +87,35 @@ START_TEST(key_ignores_what_cannot_change_the_answer)
 }
 END_TEST
 
+/* A flush moves the keys of its model (by either name) or of all, at
+ * once, and keys stay as they were until something is flushed. */
+START_TEST(key_moves_with_a_flush)
+{
+    const char *a = "{\"model\":\"a\",\"messages\":[{\"role\":\"user\","
+                    "\"content\":\"hi\"}],\"temperature\":0}";
+    const char *b = "{\"model\":\"b\",\"messages\":[{\"role\":\"user\","
+                    "\"content\":\"hi\"}],\"temperature\":0}";
+    const char *ka = key(a), *kb = key(b), *ka1;
+    void *mem = apr_palloc(test_pool, llmgw_cache_gens_size());
+    llmgw_cache_gens_t *g =
+        llmgw_cache_gens_init(mem, llmgw_cache_gens_size());
+
+    ck_assert_ptr_null(llmgw_cache_gens_init(mem, 8));
+    llmgw_cache_use_gens(g);
+    ck_assert_str_eq(key(a), ka);
+    ck_assert_uint_eq(llmgw_cache_flush(g, "a"), 1);
+    ka1 = key(a);
+    ck_assert_str_ne(ka1, ka);
+    ck_assert_str_eq(key(b), kb);
+    ck_assert_uint_eq(llmgw_cache_flush(g, NULL), 2);
+    ck_assert_str_ne(key(a), ka1);
+    ck_assert_str_ne(key(b), kb);
+    ck_assert_uint_eq(llmgw_cache_flushes(g), 2);
+    llmgw_cache_use_gens(NULL);
+    ck_assert_str_eq(key(a), ka);
+}
+END_TEST
+
 START_TEST(key_changes_with_every_parameter)
 {
     const char *base = key("{\"model\":\"a\",\"messages\":[],"
@@ -627,8 +656,9 @@ Suite *cache_suite(void)
     return test_suite(
         "cache", "keys-records", 0,
         TESTS(sha256_vectors, key_ignores_what_cannot_change_the_answer,
-              key_changes_with_every_parameter, eligibility_by_policy,
-              record_from_stream_roundtrip, record_keeps_chunks_as_they_came,
+              key_moves_with_a_flush, key_changes_with_every_parameter,
+              eligibility_by_policy, record_from_stream_roundtrip,
+              record_keeps_chunks_as_they_came,
               record_from_body_replays_as_stream,
               record_refuses_what_it_cannot_keep, record_parse_is_total,
               record_parse_refuses_lying_headers,

@@ -24,6 +24,9 @@ Suite *health_suite(void);
 Suite *affinity_suite(void);
 Suite *store_suite(void);
 Suite *conf_suite(void);
+Suite *metrics_suite(void);
+Suite *render_suite(void);
+Suite *form_suite(void);
 
 /* A pool per test, made in setup and destroyed in teardown. */
 extern apr_pool_t *test_pool;

@@ -109,6 +109,9 @@ int main(void)
     srunner_add_suite(sr, affinity_suite());
     srunner_add_suite(sr, store_suite());
     srunner_add_suite(sr, conf_suite());
+    srunner_add_suite(sr, metrics_suite());
+    srunner_add_suite(sr, render_suite());
+    srunner_add_suite(sr, form_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);

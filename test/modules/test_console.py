@@ -1,0 +1,562 @@
+# The admin console's machine-readable views against a gateway with traffic:
+# /llm-admin/metrics (read with prometheus_client's text parser) and
+# /llm-admin/status.json count exactly what the clients sent and got; the
+# counters survive a graceful restart; Require keeps other clients out.
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from urllib.parse import urlencode
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import llmgw_env as env
+from llmgw_env import chat_body
+
+CHAT = "/v1/chat/completions"
+ADMIN = "/llm-admin"
+
+
+HTDOCS = os.path.join(env.REPO, "htdocs")
+
+
+def _load(*mods):
+    builtin = env.compiled_in_modules()
+    return "".join(f'LoadModule {m}_module "{env.MODULES_DIR}/mod_{m}.so"\n'
+                   for m in mods if f"mod_{m}.c" not in builtin)
+
+
+CONSOLE = f"""\
+Alias "{ADMIN}/assets" "{HTDOCS}"
+<Directory "{HTDOCS}">
+    Require all granted
+</Directory>
+<Location "{ADMIN}">
+    SetHandler llm-admin
+    Require ip 127.0.0.1
+</Location>
+<Location "{ADMIN}/assets">
+    SetHandler none
+</Location>
+<Location "/llm-admin-locked">
+    SetHandler llm-admin
+    Require ip 192.0.2.1
+</Location>
+<Location "/balancer-manager">
+    SetHandler balancer-manager
+    Require ip 127.0.0.1
+</Location>
+"""
+
+
+@pytest.fixture(scope="module")
+def gwc(request, workdir, ports, mocks):
+    """A gateway with the default shm cache and the console."""
+    yield from env.serve_gateway(request, workdir, ports, "gw-console",
+                                 _load("authz_host", "alias") + CONSOLE)
+
+
+def metrics(g):
+    """The metrics page parsed: {(name, frozenset(labels)): value}, and the
+    families' types."""
+    r = g.get(f"{ADMIN}/metrics")
+    assert r.status == 200, r.body
+    assert r.header("Content-Type").startswith("text/plain; version=0.0.4")
+    samples, types = {}, {}
+    for fam in text_string_to_metric_families(r.body.decode()):
+        types[fam.name] = fam.type
+        for s in fam.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in samples, f"sample twice: {key}"
+            samples[key] = s.value
+    return samples, types
+
+
+def pick(samples, name, **labels):
+    """The sum of NAME's samples whose labels include LABELS."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+def status(g):
+    r = g.get(f"{ADMIN}/status.json")
+    assert r.status == 200, r.body
+    assert r.content_type == "application/json"
+    assert r.header("Cache-Control") == "no-store"
+    return r.json()
+
+
+def series(st, route, model):
+    found = [m for m in st["models"] if m["route"] == route and m["model"] == model]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def usage_sum(answers):
+    return (sum(a["usage"]["prompt_tokens"] for a in answers),
+            sum(a["usage"]["completion_tokens"] for a in answers))
+
+
+def traffic(g, model, uniq):
+    """Sends a known mix for MODEL: two answers afresh, one miss and its hit,
+    one refused request and one stream. Returns what the clients got."""
+    got = []
+    for i in range(2):
+        r = g.post(CHAT, chat_body(model=model, content=f"afresh {uniq} {i}",
+                                   temperature=1, max_tokens=5))
+        assert r.status == 200, r.body
+        got.append(r)
+    det = chat_body(model=model, content=f"cached {uniq}", temperature=0,
+                    max_tokens=7)
+    miss = g.post(CHAT, det)
+    hit = g.post(CHAT, det)
+    assert (miss.header("X-LLM-Cache"), hit.header("X-LLM-Cache")) == ("MISS", "HIT")
+    bad = g.post(CHAT, {"model": model, "messages": "not a list"})
+    assert bad.status == 400, bad.body
+    s = g.stream(CHAT, chat_body(model=model, content=f"stream {uniq}",
+                                 stream=True, temperature=1, max_tokens=4,
+                                 stream_options={"include_usage": True}))
+    assert s.status == 200
+    usage = [c for c in s.chunks() if c.get("usage")]
+    assert usage, s.events
+    return {"fresh": [r.json() for r in got] + [miss.json()],
+            "hit": hit.json(), "stream_usage": usage[-1]["usage"]}
+
+
+def test_metrics_and_status_count_what_clients_got(gwc, uniq):
+    model = f"gpt-{uniq}"
+    before, _ = metrics(gwc)
+    st0 = status(gwc)
+    got = traffic(gwc, model, uniq)
+    prompt, completion = usage_sum(got["fresh"] + [got["hit"]])
+    prompt += got["stream_usage"]["prompt_tokens"]
+    completion += got["stream_usage"]["completion_tokens"]
+
+    after, types = metrics(gwc)
+    lab = {"route": "gpt-*", "model": model}
+    assert pick(after, "llmgw_requests_total", status="200", **lab) == 5
+    # Refused before its model was read, the 400 counts with empty labels.
+    unread = {"route": "", "model": "", "status": "400"}
+    assert (pick(after, "llmgw_requests_total", **unread)
+            - pick(before, "llmgw_requests_total", **unread)) == 1
+    assert pick(after, "llmgw_tokens_total", kind="prompt", **lab) == prompt
+    assert pick(after, "llmgw_tokens_total", kind="completion", **lab) == completion
+    assert pick(after, "llmgw_request_duration_seconds_count", **lab) == 5
+    assert pick(after, "llmgw_request_duration_seconds_bucket", le="+Inf", **lab) == 5
+    assert pick(after, "llmgw_ttft_seconds_count", **lab) == 1
+    assert types["llmgw_request_duration_seconds"] == "histogram"
+    assert types["llmgw_ttft_seconds"] == "histogram"
+    assert types["llmgw_tokens"] == "counter"   # the parser drops _total
+    for result, n in (("hit", 1), ("miss", 1), ("bypass", 3)):
+        key = ("llmgw_cache_requests_total", frozenset({("result", result)}))
+        assert after[key] - before.get(key, 0) == n, result
+    saved = ("llmgw_cache_saved_tokens_total", frozenset())
+    assert after[saved] - before.get(saved, 0) == got["hit"]["usage"]["total_tokens"]
+    # Both members of balancer://be are up; their requests are the ones
+    # that reached a backend: the 4 that were not the hit or the 400.
+    for port in ("be_a", "be_b"):
+        member = f"http://{env.HOST}:{gwc.ports[port]}"
+        up = ("llmgw_backend_up",
+              frozenset({("balancer", "balancer://be"), ("member", member)}))
+        assert after[up] == 1
+    served = (pick(after, "llmgw_member_requests_total", balancer="balancer://be")
+              - pick(before, "llmgw_member_requests_total", balancer="balancer://be"))
+    assert served == 4
+
+    st = status(gwc)
+    s = series(st, "gpt-*", model)
+    assert s is not None and series(st0, "gpt-*", model) is None
+    assert s["requests"] == 5 and s["errors"] == 0
+    assert s["statuses"] == {"200": 5}
+    assert (s["prompt_tokens"], s["completion_tokens"]) == (prompt, completion)
+    assert s["cache"]["hit"] == 1 and s["cache"]["miss"] == 1
+    assert s["saved_tokens"] == got["hit"]["usage"]["total_tokens"]
+    assert st["total"]["requests"] - st0["total"]["requests"] == 6
+    assert st["total"]["errors"] - st0["total"]["errors"] == 1
+    assert st["last_minute"]["requests"] >= 6
+    assert sum(st["chart"]["requests"]) >= 6
+    route = [r for r in st["routes"] if r["name"] == "gpt-*"][0]
+    assert route["backend"] == "balancer://be"
+    assert route["traffic"]["requests"] >= 5
+    be = [b for b in st["balancers"] if b["name"] == "balancer://be"][0]
+    assert len(be["members"]) == 2
+    assert all(m["usable"] and not m["drained"] for m in be["members"])
+    assert st["cache"]["store"] == "shm"
+    assert st["keys"] is None
+
+
+def test_counters_survive_graceful_restart(gwc, uniq):
+    model = f"gpt-{uniq}"
+    r = gwc.post(CHAT, chat_body(model=model, temperature=1, max_tokens=3))
+    assert r.status == 200
+    st0 = status(gwc)
+    with open(gwc.error_log) as f:
+        resumed = f.read().count("resuming normal operations")
+    os.kill(gwc.proc.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 20
+    while True:
+        with open(gwc.error_log) as f:
+            if f.read().count("resuming normal operations") > resumed:
+                break
+        assert time.monotonic() < deadline, env.tail(gwc.error_log)
+        time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            st = status(gwc)
+            break
+        except (OSError, AssertionError):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert st["restarts"] == st0["restarts"] + 1
+    assert st["started"] == st0["started"]
+    assert st["total"]["requests"] >= st0["total"]["requests"]
+    assert series(st, "gpt-*", model)["requests"] == 1
+
+
+def test_outside_require_is_refused(gwc):
+    for page in ("/metrics", "/status.json", "/"):
+        r = gwc.get(f"/llm-admin-locked{page}")
+        assert r.status == 403, page
+
+
+def test_unknown_page_and_method(gwc):
+    assert gwc.get(f"{ADMIN}/nope").status == 404
+    r = gwc.request("PUT", f"{ADMIN}/status.json", b"{}")
+    assert r.status == 405
+
+
+class Texts(HTMLParser):
+    """The text of a page, its elements' data-k values and its scripts."""
+
+    def __init__(self):
+        super().__init__()
+        self.text, self.live, self.scripts, self.forms = [], {}, [], []
+        self.inputs = []
+        self._k = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script":
+            self.scripts.append(a.get("src"))
+        if tag == "form":
+            self.forms.append(a)
+        if tag == "input":
+            self.inputs.append((a.get("name"), a.get("value")))
+        self._k = a.get("data-k")
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._k:
+            self.live[self._k] = data
+            self._k = None
+
+
+def page(g, path):
+    r = g.get(f"{ADMIN}/{path}")
+    assert r.status == 200, r.body
+    assert r.content_type == "text/html"
+    assert "script-src 'self'" in r.header("Content-Security-Policy")
+    p = Texts()
+    p.feed(r.body.decode())
+    return r, p
+
+
+def test_pages_show_members_routes_and_names_as_text(gwc, uniq):
+    evil = f"gpt-<script>alert('{uniq}')</script>"
+    r = gwc.post(CHAT, chat_body(model=evil, temperature=1, max_tokens=3))
+    assert r.status == 200, r.body
+    st = status(gwc)
+    for path in ("", "backends", "routes", "keys", "cache", "index.html"):
+        resp, p = page(gwc, path)
+        assert b"<script>alert" not in resp.body, path
+        assert p.scripts == [f"{ADMIN}/assets/console.js"], path
+    _, p = page(gwc, "")
+    assert evil in p.text
+    i = [n for n, m in enumerate(st["models"]) if m["model"] == evil][0]
+    assert p.live[f"models.{i}.model"] == evil
+    assert p.live[f"models.{i}.requests"] == "1"
+    _, p = page(gwc, "backends")
+    for port in ("be_a", "be_b"):
+        assert f"http://{env.HOST}:{gwc.ports[port]}" in p.text
+    assert "balancer://be" in p.text and "up" in p.text
+    _, p = page(gwc, "routes")
+    assert "gpt-*" in p.text and "mock-small, small" in p.text
+    _, p = page(gwc, "keys")
+    assert "No keys configured." in p.text
+    # The assets are served from htdocs/ through the Alias.
+    for asset in ("console.js", "console.css"):
+        a = gwc.get(f"{ADMIN}/assets/{asset}")
+        assert a.status == 200
+        with open(os.path.join(HTDOCS, asset), "rb") as f:
+            assert a.body == f.read()
+
+
+def test_status_xml_is_the_model(gwc, uniq):
+    model = f"gpt-{uniq}-x&y"
+    assert gwc.post(CHAT, chat_body(model=model, temperature=1,
+                                    max_tokens=3)).status == 200
+    st = status(gwc)
+    r = gwc.get(f"{ADMIN}/status.xml")
+    assert r.status == 200
+    assert r.content_type == "application/xml"
+    root = ET.fromstring(r.body)
+    ns = "{urn:mod_llm_gateway:status:1}"
+    assert root.tag == f"{ns}status"
+    got = {m.find(f"{ns}model").text: m for m in root.find(f"{ns}models")}
+    assert got[model].find(f"{ns}requests").text == "1"
+    assert (int(root.find(f"{ns}total/{ns}requests").text)
+            >= st["total"]["requests"])
+    names = [b.find(f"{ns}name").text for b in root.find(f"{ns}balancers")]
+    assert names == [b["name"] for b in st["balancers"]]
+
+
+def test_server_status_section(gwc):
+    st = status(gwc)
+    r = gwc.get("/server-status?auto")
+    assert r.status == 200
+    fields = dict(l.split(": ", 1) for l in r.body.decode().splitlines()
+                  if ": " in l)
+    assert int(fields["LLMRequests"]) >= st["total"]["requests"]
+    assert "LLMCacheHits" in fields and "LLMSavedTokens" in fields
+    r = gwc.get("/server-status")
+    assert b"<h2>mod_llm_gateway</h2>" in r.body
+
+
+# ------------------------------------------------------------------ actions
+
+class Session:
+    """A console session: the cookie and the nonce its pages carry."""
+
+    def __init__(self, g, page="backends"):
+        r = g.get(f"{ADMIN}/{page}")
+        assert r.status == 200
+        cookie = r.header("Set-Cookie")
+        assert cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        self.cookie = cookie.split(";", 1)[0]
+        p = Texts()
+        p.feed(r.body.decode())
+        nonces = {v for k, v in p.inputs if k == "nonce"}
+        assert len(nonces) == 1, nonces
+        self.nonce = nonces.pop()
+        self.g = g
+
+    def post(self, fields, origin=True, cookie=None, referer=None):
+        headers = {"Content-Type": "application/x-www-form-urlencoded",
+                   "Cookie": cookie if cookie is not None else self.cookie}
+        if origin is True:
+            headers["Origin"] = f"http://{env.HOST}:{self.g.port}"
+        elif origin:
+            headers["Origin"] = origin
+        if referer:
+            headers["Referer"] = referer
+        return self.g.request("POST", f"{ADMIN}/action",
+                              urlencode(fields).encode(), headers)
+
+
+def member_of(g, port):
+    return f"http://{env.HOST}:{g.ports[port]}"
+
+
+def be_member(g, port):
+    st = status(g)
+    be = [b for b in st["balancers"] if b["name"] == "balancer://be"][0]
+    return [m for m in be["members"] if m["name"] == member_of(g, port)][0]
+
+
+def manager_status(g, port):
+    """What balancer-manager's XML says of the member's status."""
+    r = g.get("/balancer-manager?xml=1", headers={"Referer": g.url("/balancer-manager")})
+    assert r.status == 200
+    root = ET.fromstring(r.body)
+    ns = "{http://httpd.apache.org}"
+    for w in root.iter(f"{ns}worker"):
+        if w.find(f"{ns}name").text == member_of(g, port):
+            return w.find(f"{ns}status").text
+    raise AssertionError(r.body)
+
+
+def generations(mocks, name):
+    return mocks[name].stats()["generations"]
+
+
+def test_drain_is_mod_proxys_and_routes_around(gwc, mocks, uniq):
+    s = Session(gwc)
+    target = {"b": "balancer://be", "w": member_of(gwc, "be_a")}
+    mark = open(gwc.error_log).read().count("console action done")
+    try:
+        r = s.post({"do": "drain", "nonce": s.nonce, **target})
+        assert r.status == 303, r.body
+        assert r.header("Location") == gwc.url(f"{ADMIN}/backends")
+        m = be_member(gwc, "be_a")
+        assert m["drained"]
+        assert "Drn" in manager_status(gwc, "be_a")
+        assert "Drn" not in manager_status(gwc, "be_b")
+        _, p = page(gwc, "backends")
+        assert "drained" in p.text
+        a0, b0 = generations(mocks, "a"), generations(mocks, "b")
+        for i in range(6):
+            r = gwc.post(CHAT, chat_body(model=f"gpt-{uniq}",
+                                         content=f"drain {i}", temperature=1,
+                                         max_tokens=2))
+            assert r.status == 200
+        assert generations(mocks, "a") == a0, "a drained member got requests"
+        assert generations(mocks, "b") == b0 + 6
+        with open(gwc.error_log) as f:
+            log = f.read()
+        assert log.count("console action done") == mark + 1
+        assert f"console action done by - from 127.0.0.1: drain {target['w']}" in log
+    finally:
+        r = s.post({"do": "enable", "nonce": s.nonce, **target})
+    assert r.status == 303
+    assert not be_member(gwc, "be_a")["drained"]
+    assert "Drn" not in manager_status(gwc, "be_a")
+
+
+def test_disable_and_enable(gwc):
+    s = Session(gwc)
+    target = {"b": "balancer://be", "w": member_of(gwc, "be_b")}
+    try:
+        assert s.post({"do": "disable", "nonce": s.nonce, **target}).status == 303
+        m = be_member(gwc, "be_b")
+        assert m["disabled"] and not m["usable"]
+        assert "Dis" in manager_status(gwc, "be_b")
+    finally:
+        assert s.post({"do": "enable", "nonce": s.nonce, **target}).status == 303
+    m = be_member(gwc, "be_b")
+    assert m["usable"] and not m["disabled"]
+
+
+def unchanged_after(gwc, attempt):
+    before = be_member(gwc, "be_a")
+    r = attempt()
+    after = be_member(gwc, "be_a")
+    assert (after["drained"], after["disabled"]) == (before["drained"], before["disabled"])
+    return r
+
+
+def test_csrf_refusals_change_nothing(gwc):
+    s = Session(gwc)
+    other = Session(gwc)
+    assert other.cookie != s.cookie and other.nonce != s.nonce
+    target = {"do": "drain", "b": "balancer://be", "w": member_of(gwc, "be_a")}
+    cases = [
+        ("no nonce", lambda: s.post(target), 403),
+        ("a wrong nonce", lambda: s.post({**target, "nonce": "0" * 64}), 403),
+        ("another session's nonce",
+         lambda: s.post({**target, "nonce": other.nonce}), 403),
+        ("no session", lambda: s.post({**target, "nonce": s.nonce}, cookie=""), 403),
+        ("a foreign Origin",
+         lambda: s.post({**target, "nonce": s.nonce}, origin="http://evil.example"), 403),
+        ("no Origin nor Referer",
+         lambda: s.post({**target, "nonce": s.nonce}, origin=None), 403),
+        ("a foreign Referer",
+         lambda: s.post({**target, "nonce": s.nonce}, origin=None,
+                        referer="http://evil.example/llm-admin/"), 403),
+        ("a field not the console's",
+         lambda: s.post({**target, "nonce": s.nonce, "x": "1"}), 400),
+        ("GET with the action's parameters",
+         lambda: gwc.get(f"{ADMIN}/backends?" + urlencode({**target, "nonce": s.nonce}),
+                         headers={"Cookie": s.cookie}), 400),
+        ("GET of the action",
+         lambda: gwc.get(f"{ADMIN}/action?" + urlencode({**target, "nonce": s.nonce}),
+                         headers={"Cookie": s.cookie}), 400),
+    ]
+    for what, attempt, code in cases:
+        r = unchanged_after(gwc, attempt)
+        assert r.status == code, (what, r.status, r.body)
+    # The Referer of one of our pages will do without an Origin.
+    r = s.post({**target, "nonce": s.nonce, "do": "enable"}, origin=None,
+               referer=gwc.url(f"{ADMIN}/backends"))
+    assert r.status == 303
+    with open(gwc.error_log) as f:
+        assert "console action refused by - from 127.0.0.1" in f.read()
+
+
+def test_outside_require_cannot_post(gwc):
+    r = gwc.request("POST", "/llm-admin-locked/action", b"do=flush",
+                    {"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status == 403
+
+
+def test_flush_one_model_and_all(gwc, uniq):
+    s = Session(gwc, "cache")
+    mine = chat_body(model=f"gpt-{uniq}", content="flush me", temperature=0,
+                     max_tokens=3)
+    other = chat_body(model=f"gpt-{uniq}-other", content="keep me",
+                      temperature=0, max_tokens=3)
+
+    def cache_of(body):
+        r = gwc.post(CHAT, body)
+        assert r.status == 200
+        return r.header("X-LLM-Cache")
+
+    assert [cache_of(mine), cache_of(mine)] == ["MISS", "HIT"]
+    assert [cache_of(other), cache_of(other)] == ["MISS", "HIT"]
+    flushes = status(gwc)["cache"]["flushes"]
+    r = s.post({"do": "flush", "model": f"gpt-{uniq}", "nonce": s.nonce})
+    assert r.status == 303 and r.header("Location").endswith(f"{ADMIN}/cache")
+    assert status(gwc)["cache"]["flushes"] == flushes + 1
+    assert [cache_of(mine), cache_of(mine)] == ["MISS", "HIT"]
+    assert cache_of(other) == "HIT"
+    assert s.post({"do": "flush", "nonce": s.nonce}).status == 303
+    assert [cache_of(mine), cache_of(other)] == ["MISS", "MISS"]
+
+
+def test_reset_without_keys_is_refused(gwc):
+    s = Session(gwc)
+    r = s.post({"do": "reset", "kind": "key", "key": "team-a", "nonce": s.nonce})
+    assert r.status == 409
+
+
+# ------------------------------------------------------------------ browser
+
+BROWSER = os.path.join(env.REPO, "test", "browser")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    """node, with test/browser's pinned playwright-core (npm ci when it is
+    missing); Debian's chromium (build/lib.sh installs it)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    assert node and npm, "the browser tests need Node.js and npm"
+    assert os.access(CHROMIUM, os.X_OK), f"no chromium at {CHROMIUM}"
+    with open(os.path.join(BROWSER, "package.json")) as f:
+        pinned = json.load(f)["dependencies"]["playwright-core"]
+    try:
+        with open(os.path.join(BROWSER, "node_modules", "playwright-core",
+                               "package.json")) as f:
+            have = json.load(f)["version"]
+    except OSError:
+        have = None
+    if have != pinned:
+        p = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=BROWSER,
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
+    return node
+
+
+def test_console_in_browser(gwc, mocks, playwright, uniq):
+    evil = f"gpt-<script>window.pwned=1</script>{uniq}"
+    assert gwc.post(CHAT, chat_body(model=evil, temperature=1,
+                                    max_tokens=2)).status == 200
+    run_env = dict(os.environ, LLMGW_URL=gwc.url("").rstrip("/"),
+                   LLMGW_ADMIN=f"{ADMIN}/", LLMGW_MEMBER=member_of(gwc, "be_a"),
+                   LLMGW_MOCKS=" ".join(f"http://{env.HOST}:{gwc.ports[p]}/mock/stats"
+                                        for p in ("be_a", "be_b")),
+                   LLMGW_MODEL=f"gpt-{uniq}", LLMGW_EVIL=evil, CHROMIUM=CHROMIUM,
+                   NO_COLOR="1")
+    if os.environ.get("LLMGW_SCREENSHOTS") == "1":
+        run_env["LLMGW_SHOTS"] = os.path.join(env.REPO, "docs")
+    p = subprocess.run([playwright, "--test", "--test-reporter=spec",
+                        "--test-timeout=120000", "console.test.mjs"],
+                       cwd=BROWSER, env=run_env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "# fail 0" in p.stdout or "\u2139 fail 0" in p.stdout, p.stdout

@@ -1,0 +1,228 @@
+/* test_render.c: the console's HTML pages and XML from a status model:
+ * every value escaped by construction (read back with libxml2's own
+ * parsers, a <script> name is text), text that is not UTF-8 replaced,
+ * forms only with a nonce, and the values formatted as the script does. */
+#include <string.h>
+
+#include <apr_strings.h>
+#include <libxml/HTMLparser.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "llmgw_buf.h"
+#include "llmgw_render.h"
+#include "test_core.h"
+
+#define EVIL "<script>alert(1)</script>"
+
+static json_object *model(void)
+{
+    const char *text =
+        "{\"version\":\"0.1\",\"time\":1767225600,\"server\":\"gw&co\","
+        "\"total\":{\"requests\":1234567,\"errors\":2,\"hit_rate\":0.5},"
+        "\"last_minute\":{\"requests_per_s\":1.5,\"duration_p50\":0.0123,"
+        "\"ttft_p50\":null},"
+        "\"chart\":{\"requests\":[0,1,2,1],\"tokens\":[0,0,0,0]},"
+        "\"models\":[{\"route\":\"gpt-*\",\"model\":\"gpt-" EVIL "\","
+        "\"requests\":3,\"statuses\":{\"200\":3},\"cache\":{\"hit\":1}}],"
+        "\"balancers\":[{\"name\":\"balancer://"
+        "be\",\"lbmethod\":\"byrequests\","
+        "\"members\":[{\"name\":\"http://127.0.0.1:1\",\"status\":\"Init Ok "
+        "\","
+        "\"usable\":true,\"drained\":false,\"disabled\":false,"
+        "\"traffic\":null,\"health\":null}]}],"
+        "\"routes\":[{\"name\":\"gpt-*\",\"patterns\":[\"gpt-*\",\"a&b\"],"
+        "\"backend\":\"balancer://be\",\"dialect\":\"openai\","
+        "\"upstream_model\":null,\"cache_policy\":\"all\",\"fallbacks\":[]}],"
+        "\"cache\":{\"store\":\"shm\"},"
+        "\"keys\":[{\"kind\":\"key\",\"name\":\"" EVIL "\",\"budgets\":["
+        "{\"unit\":\"tokens\",\"period\":\"day\",\"limit\":1000,\"used\":120,"
+        "\"reserved\":5,\"resets\":1767312000}],\"rpm\":{\"limit\":10,"
+        "\"remaining\":9},\"tpm\":null,\"requests\":1,\"ratelimited\":2}]}";
+    json_object *m = json_tokener_parse(text);
+
+    ck_assert_ptr_nonnull(m);
+    return m;
+}
+
+static const char *page(json_object *m, llmgw_page_t pg, const char *nonce)
+{
+    llmgw_render_opts_t o = { "/llm-admin/", nonce, NULL };
+    apr_size_t len = 0;
+    char *html = llmgw_render_html(test_pool, m, pg, &o, &len);
+
+    ck_assert_ptr_nonnull(html);
+    ck_assert_uint_eq(strlen(html), len);
+    return html;
+}
+
+/* The text of every element in doc, joined by '|'. */
+static void texts(xmlNodePtr n, llmgw_pbuf_t *b)
+{
+    for (; n; n = n->next) {
+        if (n->type == XML_TEXT_NODE) {
+            llmgw_pbuf_add(test_pool, b, (const char *)n->content,
+                           strlen((const char *)n->content));
+            llmgw_pbuf_add(test_pool, b, "|", 1);
+        }
+        if (n->type == XML_ELEMENT_NODE
+            && strcmp((const char *)n->name, "script") == 0) {
+            /* The page has one script element: the console's own, empty. */
+            ck_assert_ptr_null(n->children);
+        }
+        texts(n->children, b);
+    }
+}
+
+static const char *parsed_text(const char *html)
+{
+    htmlDocPtr doc = htmlReadMemory(html, (int)strlen(html), NULL, "UTF-8",
+                                    HTML_PARSE_NOERROR | HTML_PARSE_NONET);
+    llmgw_pbuf_t b = { 0 };
+
+    ck_assert_ptr_nonnull(doc);
+    llmgw_pbuf_add(test_pool, &b, "", 0);
+    texts(xmlDocGetRootElement(doc), &b);
+    xmlFreeDoc(doc);
+    b.b[b.len] = '\0';
+    return b.b;
+}
+
+START_TEST(names_are_text)
+{
+    json_object *m = model();
+    llmgw_page_t pg;
+
+    for (pg = 0; pg < LLMGW_PAGE_N; pg++) {
+        const char *html = page(m, pg, "n0nce");
+
+        ck_assert_lacks(html, "<script>alert");
+        ck_assert_has(html, "<!DOCTYPE html>", "assets/console.js",
+                      "assets/console.css");
+    }
+    ck_assert_has(page(m, LLMGW_PAGE_OVERVIEW, NULL),
+                  "gpt-&lt;script&gt;alert(1)&lt;/script&gt;", "gw&amp;co",
+                  "data-k=\"models.0.model\"");
+    ck_assert_has(parsed_text(page(m, LLMGW_PAGE_OVERVIEW, NULL)),
+                  "|gpt-" EVIL "|", "|gw&co \xc2\xb7 0.1|", "|1,234,567|",
+                  "|12.3 ms|", "|1.50|");
+    ck_assert_has(parsed_text(page(m, LLMGW_PAGE_KEYS, NULL)), "|" EVIL "|",
+                  "120 used, 5 reserved of 1,000 tokens a day; resets "
+                  "2026-01-02 00:00:00 UTC",
+                  "|9 left of 10|");
+    ck_assert_has(parsed_text(page(m, LLMGW_PAGE_ROUTES, NULL)),
+                  "|gpt-*, a&b|");
+    ck_assert_has(parsed_text(page(m, LLMGW_PAGE_BACKENDS, NULL)),
+                  "|balancer://be|", "|http://127.0.0.1:1|", "|up|");
+    json_object_put(m);
+}
+END_TEST
+
+START_TEST(forms_need_a_nonce)
+{
+    json_object *m = model();
+    const char *html = page(m, LLMGW_PAGE_BACKENDS, NULL);
+
+    ck_assert_lacks(html, "<form");
+    html = page(m, LLMGW_PAGE_BACKENDS, "abc\"def");
+    ck_assert_has(html,
+                  "<form class=\"action\" method=\"post\" "
+                  "action=\"/llm-admin/action\">",
+                  "name=\"nonce\" value='abc\"def'",
+                  "name=\"do\" value=\"drain\"",
+                  "name=\"do\" value=\"disable\"",
+                  "name=\"w\" value=\"http://127.0.0.1:1\"");
+    ck_assert_lacks(html, "value=\"enable\"");
+    ck_assert_has(page(m, LLMGW_PAGE_KEYS, "x"),
+                  "name=\"do\" value=\"reset\"");
+    ck_assert_has(page(m, LLMGW_PAGE_CACHE, "x"),
+                  "name=\"do\" value=\"flush\"",
+                  "name=\"model\" value=\"gpt-&lt;script&gt;");
+    json_object_put(m);
+}
+END_TEST
+
+START_TEST(xml_reads_back)
+{
+    json_object *m = model();
+    apr_size_t len = 0;
+    char *xml = llmgw_render_xml(test_pool, m, &len);
+    xmlDocPtr doc;
+    xmlNodePtr root, n;
+    int models = 0;
+
+    ck_assert_ptr_nonnull(xml);
+    ck_assert_has(xml, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+                  "<status xmlns=\"urn:mod_llm_gateway:status:1\">",
+                  "<entry key=\"200\">3</entry>",
+                  "<model>gpt-&lt;script&gt;alert(1)&lt;/script&gt;</model>");
+    doc = xmlReadMemory(xml, (int)len, NULL, NULL, XML_PARSE_NONET);
+    ck_assert_ptr_nonnull(doc);
+    root = xmlDocGetRootElement(doc);
+    ck_assert_str_eq((const char *)root->name, "status");
+    for (n = root->children; n; n = n->next) {
+        if (n->type == XML_ELEMENT_NODE
+            && strcmp((const char *)n->name, "models") == 0) {
+            xmlChar *t = xmlNodeGetContent(n->children->children->next);
+
+            ck_assert_str_eq((const char *)t, "gpt-" EVIL);
+            xmlFree(t);
+            models++;
+        }
+    }
+    ck_assert_int_eq(models, 1);
+    xmlFreeDoc(doc);
+    json_object_put(m);
+}
+END_TEST
+
+START_TEST(not_utf8_is_replaced)
+{
+    json_object *m = model();
+    const char *html;
+
+    json_object_object_add(m, "server", json_object_new_string("a\xff\xfe"));
+    html = page(m, LLMGW_PAGE_OVERVIEW, NULL);
+    ck_assert_msg(strstr(html, "a?? &middot;") != NULL, "%.200s",
+                  strstr(html, "<span"));
+    ck_assert_lacks(html, "\xff");
+    json_object_put(m);
+}
+END_TEST
+
+START_TEST(values_and_pages)
+{
+    json_object *v;
+
+    ck_assert_int_eq(llmgw_render_page(""), LLMGW_PAGE_OVERVIEW);
+    ck_assert_int_eq(llmgw_render_page("index.html"), LLMGW_PAGE_OVERVIEW);
+    ck_assert_int_eq(llmgw_render_page("backends"), LLMGW_PAGE_BACKENDS);
+    ck_assert_int_eq(llmgw_render_page("keys"), LLMGW_PAGE_KEYS);
+    ck_assert_int_eq(llmgw_render_page("Keys"), -1);
+    ck_assert_int_eq(llmgw_render_page("../etc"), -1);
+    ck_assert_str_eq(llmgw_render_value(test_pool, NULL, "n"), "\xe2\x80\x93");
+    v = json_object_new_int64(-1234567);
+    ck_assert_str_eq(llmgw_render_value(test_pool, v, "n"), "-1,234,567");
+    ck_assert_str_eq(llmgw_render_value(test_pool, v, ""), "-1234567");
+    json_object_put(v);
+    v = json_object_new_double(0.25);
+    ck_assert_str_eq(llmgw_render_value(test_pool, v, "pct"), "25.0 %");
+    ck_assert_str_eq(llmgw_render_value(test_pool, v, "ms"), "250.0 ms");
+    ck_assert_str_eq(llmgw_render_value(test_pool, v, "rate"), "0.25");
+    json_object_put(v);
+    v = json_object_new_int64(1767225661);
+    ck_assert_str_eq(llmgw_render_value(test_pool, v, "time"),
+                     "2026-01-01 00:01:01 UTC");
+    json_object_put(v);
+    v = json_object_new_string("");
+    ck_assert_str_eq(llmgw_render_value(test_pool, v, ""), "\xe2\x80\x93");
+    json_object_put(v);
+}
+END_TEST
+
+Suite *render_suite(void)
+{
+    return test_suite("render", "core", 0,
+                      TESTS(names_are_text, forms_need_a_nonce, xml_reads_back,
+                            not_utf8_is_replaced, values_and_pages));
+}
