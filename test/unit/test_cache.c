@@ -241,14 +241,14 @@ END_TEST
 START_TEST(record_keeps_chunks_as_they_came)
 {
     static const char *const in[] = {
-        "{ \"id\":\"c9\", \"object\":\"chat.completion.chunk\",\"created\":5,"
-        "\"model\":\"m2\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
-        "\"assistant\"}}] }",
-        "{\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1,"
-        "\"total_tokens\":3},\"id\":\"c9\",\"choices\":[{\"index\":0,"
-        "\"delta\":{\"content\":\"Hi\"}}]}",
-        "{\"id\":\"c9\",\n\"choices\":[{\"index\":0,\"delta\":{},\n"
-        "\"finish_reason\":\"stop\"}]}",
+        ("{ \"id\":\"c9\", \"object\":\"chat.completion.chunk\",\"created\":5,"
+         "\"model\":\"m2\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+         "\"assistant\"}}] }"),
+        ("{\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1,"
+         "\"total_tokens\":3},\"id\":\"c9\",\"choices\":[{\"index\":0,"
+         "\"delta\":{\"content\":\"Hi\"}}]}"),
+        ("{\"id\":\"c9\",\n\"choices\":[{\"index\":0,\"delta\":{},\n"
+         "\"finish_reason\":\"stop\"}]}"),
     };
     llmgw_record_t *rec =
         llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);

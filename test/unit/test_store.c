@@ -163,6 +163,21 @@ START_TEST(coalesce_leader_and_followers)
 }
 END_TEST
 
+/* ASan's quarantine keeps what pools free for a while: there the data
+ * size grows whatever the pools do, and is not checked. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#elif defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#endif
+#ifdef UNDER_ASAN
+#define GROWTH_CHECKED 0
+#else
+#define GROWTH_CHECKED 1
+#endif
+
 /* The process's data memory in bytes (/proc/self/statm's data field,
  * which counts what APR's pools take, however they take it). */
 static size_t heap_in_use(void)
@@ -209,8 +224,8 @@ START_TEST(coalesce_long_stream_keeps_pools_small)
         ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_SUCCESS);
         ck_assert_int_eq(len, sizeof(piece));
     }
-    ck_assert_msg(heap_in_use() < before + (1 << 20), "grew by %zu bytes",
-                  heap_in_use() - before);
+    ck_assert_msg(!GROWTH_CHECKED || heap_in_use() < before + (1 << 20),
+                  "grew by %zu bytes", heap_in_use() - before);
     llmgw_coalesce_end(lead, 1, NULL, 0);
     apr_pool_destroy(fp);
     apr_pool_destroy(lp);
