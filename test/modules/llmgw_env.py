@@ -122,6 +122,10 @@ def sanitizer_findings(d):
     return found
 
 
+# Children httpd starts with: a test that counts them waits for all.
+START_SERVERS = 2
+
+
 def mockllm_path():
     return os.environ.get("MOCKLLM", os.path.join(REPO, "test", "mockllm", "mockllm"))
 
@@ -351,8 +355,8 @@ def gateway_config(d, port, ports, module, extra=""):
     if os.geteuid() == 0:
         # Root starts children as www-data: they must still reach the tmp dir.
         lines += ["User www-data", "Group www-data"]
-    lines += """\
-StartServers 2
+    lines += f"""\
+StartServers {START_SERVERS}
 ServerLimit 4
 ThreadsPerChild 16
 ThreadLimit 16
@@ -524,7 +528,11 @@ class Gateway:
             deadline = time.monotonic() + 10
             while True:
                 try:
-                    if request(self.port, "GET", "/server-status?auto", timeout=2).status == 200:
+                    # Serving, with every child it starts with: a test
+                    # that sees the children change then knows why.
+                    if (request(self.port, "GET", "/server-status?auto",
+                                timeout=2).status == 200
+                            and len(self.children()) >= START_SERVERS):
                         break
                 except OSError:
                     pass

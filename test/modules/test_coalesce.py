@@ -3,6 +3,7 @@
 # are evicted before their followers read them.
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -37,10 +38,12 @@ def wait_cache_up(g, uniq):
         time.sleep(0.2)
 
 
-def stream_and_hang_up(port, body, headers, events=2, linger=0.0):
+def stream_and_hang_up(port, body, headers, events=2, linger=0.0,
+                       answered=None):
     """POSTs a stream on a raw socket, reads EVENTS complete SSE events,
     waits LINGER seconds and closes the connection: a client that leaves in
-    the middle. Returns the response head and the time it hung up."""
+    the middle. Sets the event ANSWERED (if given) once the response head
+    came. Returns the response head and the time it hung up."""
     data = json.dumps(body).encode()
     head = [f"POST {CHAT} HTTP/1.1", f"Host: {env.HOST}",
             "Content-Type: application/json", f"Content-Length: {len(data)}"]
@@ -53,7 +56,9 @@ def stream_and_hang_up(port, body, headers, events=2, linger=0.0):
             piece = s.recv(4096)
             assert piece, f"the stream ended before {events} events: {buf!r}"
             buf += piece
-            resp_head, _, rest = buf.partition(b"\r\n\r\n")
+            resp_head, sep, rest = buf.partition(b"\r\n\r\n")
+            if sep and answered:
+                answered.set()
             if rest.count(b"\n\n") >= events:
                 time.sleep(linger)
                 return resp_head.decode("latin-1"), time.monotonic()
@@ -98,12 +103,18 @@ def test_leader_client_leaving_does_not_end_the_followers(request, mocks, uniq,
     before = generations(mocks)
     mark = g.log_mark()
 
+    # The leader has its lease once its answer began (the lease is taken
+    # before the backend is asked): only then do the followers come, so
+    # that none of them can lead, however slow the machine.
+    answered = threading.Event()
+
     def follower(i):
-        time.sleep(0.1)
+        assert answered.wait(20), "the leader got no answer"
         opts = {"stream_options": {"include_usage": True}} if i % 2 else {}
         return g.stream(CHAT, dict(body, **opts), headers=slow)
 
-    fns = [lambda: stream_and_hang_up(g.port, body, slow, linger=0.3)]
+    fns = [lambda: stream_and_hang_up(g.port, body, slow, linger=0.3,
+                                      answered=answered)]
     fns += [lambda i=i: follower(i) for i in range(10)]
     results = in_threads(fns, timeout=120)
     head, _ = results[0]

@@ -46,11 +46,12 @@ def gw_fake(request, workdir, ports, fake):
 
 @pytest.fixture
 def alive(gw_fake):
-    """The same children before and after the test, none crashed."""
+    """Every child there before the test is still there after it (httpd
+    may start more under load), none crashed."""
     before = set(gw_fake.children())
     yield
     assert not gw_fake.crash_lines(), "".join(gw_fake.crash_lines())
-    assert set(gw_fake.children()) == before, "a child died"
+    assert before <= set(gw_fake.children()), "a child died"
 
 
 def assert_no_error_finish(s):
