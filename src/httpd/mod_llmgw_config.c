@@ -1067,6 +1067,9 @@ const command_rec llmgw_cmds[] = {
                       "max=N|auto [queue=N] [wait=MS]: requests each member "
                       "of the route's balancer is sent at once; the rest "
                       "wait in a bounded queue, then 429"),
+    AP_INIT_TAKE_ARGV("LLMWarmup", llmgw_health_set_warmup, NULL, RSRC_CONF,
+                      "on | off [keep-alive=DURATION]: keep the route's "
+                      "model loaded on one of its Ollama members"),
     AP_INIT_TAKE_ARGV("LLMBreaker", llmgw_health_set_breaker, NULL, RSRC_CONF,
                       "on | off [fails=N] [successes=N] [backoff=MS] "
                       "[backoff-max=MS] [trial-timeout=MS]: what opens and "

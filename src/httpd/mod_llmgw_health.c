@@ -21,6 +21,7 @@
 
 #include "llmgw_conf.h"
 #include "llmgw_health.h"
+#include "llmgw_json.h"
 #include "mod_llmgw.h"
 #include "mod_llmgw_health.h"
 
@@ -57,6 +58,17 @@ typedef struct {
     apr_interval_time_t wait; /* how long one waits, at most */
 } cap_t;
 
+/* LLMWarmup of a route: its model kept loaded on one of its members. */
+typedef struct {
+    const llmgw_route_t *route;
+    const char *keep_alive;      /* Ollama's keep_alive for the load */
+    apr_array_header_t *members; /* int: its balancer's, in the table */
+    apr_time_t next;             /* the watchdog's: when to look again */
+} warm_t;
+
+/* A load waits for the model to be loaded, longer than a probe. */
+#define WARM_TIMEOUT apr_time_from_sec(120)
+
 /* How often a waiting request looks for a place again. */
 #define ADMIT_POLL apr_time_from_msec(5)
 
@@ -69,6 +81,7 @@ static struct {
     llmgw_aff_params_t ap;
     apr_array_header_t *checks; /* check_t */
     apr_array_header_t *caps;   /* cap_t */
+    apr_array_header_t *warms;  /* warm_t */
 } cf;
 
 /* What this process knows of a member besides the table. */
@@ -159,6 +172,7 @@ void llmgw_health_pre_config(apr_pool_t *pconf)
     cf.breaker = 0;
     cf.checks = apr_array_make(pconf, 4, sizeof(check_t));
     cf.caps = apr_array_make(pconf, 4, sizeof(cap_t));
+    cf.warms = apr_array_make(pconf, 4, sizeof(warm_t));
     llmgw_breaker_params_default(&cf.bp);
     llmgw_health_params_default(&cf.hp);
     llmgw_affinity_params_default(&cf.ap);
@@ -796,6 +810,45 @@ const char *llmgw_health_set_capacity(cmd_parms *cmd, void *dummy, int argc,
     return NULL;
 }
 
+const char *llmgw_health_set_warmup(cmd_parms *cmd, void *dummy, int argc,
+                                    char *const argv[])
+{
+    static const char *const names[] = { "keep-alive", NULL };
+    static const char example[] = "LLMWarmup on keep-alive=30m";
+    llmgw_route_t *route = llmgw_sconf(cmd->server)->cur_route;
+    warm_t w = { route, "30m", NULL, 0 };
+    const char *err, *v;
+    int i, which, on;
+
+    if (!route) {
+        return "LLMWarmup is only allowed inside <LLMRoute>";
+    }
+    if (argc < 1) {
+        return apr_psprintf(cmd->pool, "LLMWarmup takes on or off; e.g. %s",
+                            example);
+    }
+    if ((err = llmgw_conf_flag(cmd->pool, "LLMWarmup", argv[0], &on))) {
+        return err;
+    }
+    for (i = 1; i < argc; i++) {
+        if ((err = llmgw_conf_option(cmd->pool, "LLMWarmup", argv[i], names,
+                                     &which, &v))) {
+            return err;
+        }
+        if (!*v || strlen(v) > 32 || strspn(v, "0123456789hms") != strlen(v)) {
+            return apr_psprintf(cmd->pool,
+                                "LLMWarmup keep-alive: '%s' is not a "
+                                "duration such as 30m or 1h; e.g. %s",
+                                v, example);
+        }
+        w.keep_alive = v;
+    }
+    if (on) {
+        APR_ARRAY_PUSH(cf.warms, warm_t) = w;
+    }
+    return NULL;
+}
+
 /* ---- probes, on the watchdog --------------------------------------- */
 
 /* mod_proxy's connection functions, as mod_proxy_hcheck uses them. */
@@ -898,16 +951,23 @@ static void probe_connection(request_rec *r, conn_rec *c)
     r->useragent_ip = c->client_ip;
 }
 
-static const char *send_get(request_rec *r, const char *path,
-                            const proxy_worker *hc)
+/* A GET, or with a body a POST of JSON. */
+static const char *send_request(request_rec *r, const char *path,
+                                const char *body, const proxy_worker *hc)
 {
     conn_rec *c = r->connection;
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
-    const char *req = apr_psprintf(r->pool,
-                                   "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
-                                   "User-Agent: " PROBE_UA "\r\n"
-                                   "Accept: */*\r\nConnection: close\r\n\r\n",
-                                   path, hc->s->hostname_ex, hc->s->port);
+    const char *req = apr_psprintf(
+        r->pool,
+        "%s %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: " PROBE_UA "\r\n"
+        "Accept: */*\r\nConnection: close\r\n%s\r\n%s",
+        body ? "POST" : "GET", path, hc->s->hostname_ex, hc->s->port,
+        body ? apr_psprintf(r->pool,
+                            "Content-Type: application/json\r\n"
+                            "Content-Length: %" APR_SIZE_T_FMT "\r\n",
+                            strlen(body))
+             : "",
+        body ? body : "");
 
     APR_BRIGADE_INSERT_TAIL(
         bb,
@@ -999,19 +1059,17 @@ static const char *read_body(request_rec *r, apr_size_t max,
     return why;
 }
 
-/* One probe of member m: GET the kind's path over mod_proxy's connection,
- * the answer bounded, read by llmgw_probe. */
-static llmgw_probe_t *probe(server_rec *s, int m, llmgw_probe_kind_t kind,
-                            apr_pool_t *p)
+/* One request of the watchdog's to member m over mod_proxy's connection,
+ * its answer bounded by max: NULL and *status, *out, or why not. */
+static const char *exchange(server_rec *s, int m, const char *path,
+                            const char *send, apr_interval_time_t timeout,
+                            apr_size_t max, apr_pool_t *p, int *status,
+                            llmgw_pbuf_t *out)
 {
-    member_t *mb = &members[m];
-    proxy_worker *hc = mb->hc;
+    proxy_worker *hc = members[m].hc;
     proxy_conn_rec *backend = NULL;
-    llmgw_pbuf_t body = { NULL, 0, 0 };
     request_rec *r = probe_request(p, s);
     const char *why = NULL;
-    apr_size_t max = kind == LLMGW_PROBE_VLLM_METRICS ? LLMGW_PROBE_MAX_METRICS
-                                                      : LLMGW_PROBE_MAX_BODY;
 
     if (px.acquire("LLMGW", &backend, hc, s) != OK) {
         why = "no connection to be had";
@@ -1029,18 +1087,113 @@ static llmgw_probe_t *probe(server_rec *s, int m, llmgw_probe_kind_t kind,
     }
     else {
         probe_connection(r, backend->connection);
-        apr_socket_timeout_set(backend->sock, mb->check->timeout);
-        if (!(why = send_get(r, llmgw_probe_path(kind), hc))
+        apr_socket_timeout_set(backend->sock, timeout);
+        if (!(why = send_request(r, path, send, hc))
             && !(why = read_head(r))) {
-            why = read_body(r, max, &body);
+            why = read_body(r, max, out);
         }
     }
     if (backend) {
         backend->close = 1;
         px.release("LLMGW", backend, s);
     }
+    *status = r->status;
+    return why;
+}
+
+/* One probe of member m: GET the kind's path, read by llmgw_probe. */
+static llmgw_probe_t *probe(server_rec *s, int m, llmgw_probe_kind_t kind,
+                            apr_pool_t *p)
+{
+    llmgw_pbuf_t body = { NULL, 0, 0 };
+    apr_size_t max = kind == LLMGW_PROBE_VLLM_METRICS ? LLMGW_PROBE_MAX_METRICS
+                                                      : LLMGW_PROBE_MAX_BODY;
+    int status = 0;
+    const char *why =
+        exchange(s, m, llmgw_probe_path(kind), NULL, members[m].check->timeout,
+                 max, p, &status, &body);
+
     return why ? llmgw_probe_unreachable(p, kind, why)
-               : llmgw_probe_parse(p, kind, r->status, body.b, body.len);
+               : llmgw_probe_parse(p, kind, status, body.b, body.len);
+}
+
+/* ---- warm-up --------------------------------------------------------- */
+
+/* Whether the route's model is loaded, or loading, on a member. */
+static int warm_somewhere(const warm_t *w, apr_time_t now)
+{
+    int i;
+
+    for (i = 0; i < w->members->nelts; i++) {
+        unsigned f = 0;
+
+        llmgw_health_model(table, APR_ARRAY_IDX(w->members, i, int),
+                           w->route->upstream_model, now, &cf.hp, &f);
+        if (f & (LLMGW_PM_LOADED | LLMGW_PM_LOADING | LLMGW_HM_SERVED)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The member to load it on: the first ready one that has it (or may). */
+static int warm_member(const warm_t *w, apr_time_t now)
+{
+    int i;
+
+    for (i = 0; i < w->members->nelts; i++) {
+        int m = APR_ARRAY_IDX(w->members, i, int);
+        llmgw_member_view_t v;
+
+        if (members[m].hc
+            && llmgw_health_member(table, m, now, &cf.hp, &v) == 0
+            && v.state == LLMGW_HS_READY
+            && llmgw_health_model(table, m, w->route->upstream_model, now,
+                                  &cf.hp, NULL)
+                   != LLMGW_HS_ABSENT) {
+            return m;
+        }
+    }
+    return -1;
+}
+
+/* Loads a warm route's model where no member has it (Ollama's load
+ * request: a generate without a prompt), once per probe interval. The
+ * watchdog waits for the load: the other probes wait meanwhile. */
+static void warm_up(server_rec *s, apr_pool_t *pool)
+{
+    int i;
+
+    for (i = 0; i < cf.warms->nelts; i++) {
+        warm_t *w = &APR_ARRAY_IDX(cf.warms, i, warm_t);
+        apr_time_t now = apr_time_now();
+        llmgw_pbuf_t out = { NULL, 0, 0 };
+        const char *why, *body;
+        apr_pool_t *p;
+        int m, status = 0;
+
+        if (now < w->next || warm_somewhere(w, now)
+            || (m = warm_member(w, now)) < 0) {
+            continue;
+        }
+        w->next = now + members[m].check->interval;
+        apr_pool_create(&p, pool);
+        body = apr_psprintf(p, "{\"model\":%s,\"keep_alive\":%s}",
+                            llmgw_json_quote(p, w->route->upstream_model),
+                            llmgw_json_quote(p, w->keep_alive));
+        why = exchange(s, m, "/api/generate", body, WARM_TIMEOUT,
+                       LLMGW_PROBE_MAX_BODY, p, &status, &out);
+        if (!why && status == HTTP_OK) {
+            llmgw_health_hint(table, m, w->route->upstream_model,
+                              LLMGW_HINT_SERVED, apr_time_now());
+        }
+        ap_log_error(APLOG_MARK,
+                     why || status != HTTP_OK ? APLOG_WARNING : APLOG_INFO, 0,
+                     s, LLMGW_LOGNO(0708) "warm-up: %s on %s: %s",
+                     w->route->upstream_model, llmgw_health_name(table, m),
+                     why ? why : apr_itoa(p, status));
+        apr_pool_destroy(p);
+    }
 }
 
 /* A probe's verdict, into the breaker (probes hold no trial: their answer
@@ -1160,6 +1313,7 @@ static apr_status_t probe_tick(int state, void *data, apr_pool_t *pool)
     for (m = 0; m < nmembers; m++) {
         mirror(m, apr_time_now());
     }
+    warm_up(s, pool);
     return APR_SUCCESS;
 }
 
@@ -1313,6 +1467,59 @@ static apr_hash_t *route_members(apr_pool_t *p, server_rec *s)
     return found;
 }
 
+/* check_config: a warm route needs Ollama's dialect (a load request), one
+ * model and probes (what is loaded). */
+static int warm_check(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                      server_rec *s)
+{
+    int i, j, probed;
+
+    for (i = 0; i < cf.warms->nelts; i++) {
+        const llmgw_route_t *rt = APR_ARRAY_IDX(cf.warms, i, warm_t).route;
+
+        for (j = probed = 0; j < cf.checks->nelts; j++) {
+            probed |= APR_ARRAY_IDX(cf.checks, j, check_t).route == rt;
+        }
+        if (strcmp(rt->dialect, "ollama") != 0 || !rt->upstream_model
+            || !probed) {
+            ap_log_error(
+                APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
+                LLMGW_LOGNO(0709) "%s:%d: LLMWarmup needs "
+                                  "LLMBackend ... dialect=ollama, one "
+                                  "model (not a pattern) and "
+                                  "LLMHealthCheck on in its <LLMRoute>",
+                rt->file, rt->line);
+            return !OK;
+        }
+    }
+    return OK;
+}
+
+/* Each warm route's members, in the table. */
+static void warm_members(apr_pool_t *pconf)
+{
+    int i, m, j;
+
+    for (i = 0; i < cf.warms->nelts; i++) {
+        warm_t *w = &APR_ARRAY_IDX(cf.warms, i, warm_t);
+
+        w->members = apr_array_make(pconf, 2, sizeof(int));
+        for (m = 0; m < nmembers; m++) {
+            for (j = 0; j < members[m].workers->nelts; j++) {
+                proxy_worker *wk =
+                    APR_ARRAY_IDX(members[m].workers, j, proxy_worker *);
+
+                if (wk->balancer && wk->balancer->s
+                    && strcasecmp(wk->balancer->s->name, w->route->balancer)
+                           == 0) {
+                    APR_ARRAY_PUSH(w->members, int) = m;
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /* The table kept in the process pool: a graceful restart keeps every
  * breaker and what the workers' flags show, as long as the members fit. */
 typedef struct {
@@ -1422,6 +1629,7 @@ int llmgw_health_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
             members[m].models = apr_array_make(pconf, 1, sizeof(void *));
         }
     }
+    warm_members(pconf);
     return probes ? probes_post_config(pconf, s) : OK;
 }
 
@@ -1429,6 +1637,7 @@ void llmgw_health_register(apr_pool_t *p)
 {
     ap_register_provider(p, PROXY_LBMETHOD, LLMGW_LBMETHOD, "0",
                          &affinity_method);
+    ap_hook_check_config(warm_check, NULL, NULL, APR_HOOK_MIDDLE);
     watch_handle = ap_register_output_filter("LLMGW_HEALTH", watch_filter,
                                              NULL, AP_FTYPE_RESOURCE - 1);
 }

@@ -39,6 +39,8 @@ const char *llmgw_health_set_check(cmd_parms *cmd, void *dummy, int argc,
                                    char *const argv[]);
 const char *llmgw_health_set_capacity(cmd_parms *cmd, void *dummy, int argc,
                                       char *const argv[]);
+const char *llmgw_health_set_warmup(cmd_parms *cmd, void *dummy, int argc,
+                                    char *const argv[]);
 
 /* ---- lifecycle ------------------------------------------------------ */
 

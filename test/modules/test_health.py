@@ -1,5 +1,6 @@
 # Backend health: passive checks open a member's breaker (mod_proxy's worker
 # flags, seen by balancer-manager), the member comes back through half-open.
+import json
 import os
 import re
 import signal
@@ -420,3 +421,42 @@ def test_graceful_restart_keeps_an_open_breaker(pair, gateway):
     assert got == [(200, "good")] * 6, got
     assert bad.stats()["generations"] == gens
     assert "HcFl" in worker_flags(gw, p1)
+
+
+def test_warmup_loads_the_model_before_any_request(pair, gateway):
+    start, p1, p2 = pair
+    cold = ["--load-ms", "300", "--max-loaded", "1"]
+    a, b = start("a", p1, *cold), start("b", p2, *cold)
+    gw = gateway("gw-warmup", f"""\
+LLMCache off
+<Proxy "balancer://warm">
+    BalancerMember "http://{env.HOST}:{p1}" retry=0
+    BalancerMember "http://{env.HOST}:{p2}" retry=0
+    ProxySet lbmethod=llm_affinity
+</Proxy>
+<LLMRoute "warm-small">
+    LLMBackend balancer://warm dialect=ollama
+    LLMUpstreamModel mock-small
+    LLMHealthCheck on interval=100
+    LLMWarmup on keep-alive=10m
+</LLMRoute>
+""")
+    # Loaded on one member, and only once, with no request for it yet.
+    assert wait_for(lambda: a.stats()["loaded"] + b.stats()["loaded"] == ["mock-small"])
+    time.sleep(0.5)
+    assert a.stats()["loads"] + b.stats()["loads"] == 1
+    assert a.stats()["generations"] + b.stats()["generations"] == 1
+    warm = a if a.stats()["loaded"] else b
+    assert json.loads(warm.last()["body"]) == {"model": "mock-small", "keep_alive": "10m"}
+    # The first request finds it loaded there.
+    r, = chat(gw, 1, "warm-small")
+    assert r.status == 200, r.body
+    assert served_by(r) == warm.name.split("-")[0]
+    assert a.stats()["loads"] + b.stats()["loads"] == 1
+
+
+def test_warmup_needs_the_ollama_dialect(config_test):
+    rc, out, _, _, _ = config_test(
+        '<LLMRoute "wx">\n    LLMBackend balancer://be\n    LLMUpstreamModel mock-small\n'
+        '    LLMHealthCheck on\n    LLMWarmup on\n</LLMRoute>\n')
+    assert rc != 0 and "LLMWarmup needs" in out, out
