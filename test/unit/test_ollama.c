@@ -2130,8 +2130,8 @@ START_TEST(sse_lines_for_a_native_client)
                               "{\"error\":\"boom\"}\n";
     const char *const ins[] = { good, bad, err };
     const char *const want[] = {
-        "{\"message\":{\"content\":\"a\"},\"done\":false}|"
-        " {\"message\":{\"content\":\"b\"},\"done\":true}|",
+        ("{\"message\":{\"content\":\"a\"},\"done\":false}|"
+         " {\"message\":{\"content\":\"b\"},\"done\":true}|"),
         "{\"message\":{\"content\":\"a\"}}|",
         "{\"message\":{\"content\":\"a\"}}|{\"error\":\"boom\"}|"
     };
