@@ -353,14 +353,6 @@ def test_native_plain_answer_that_is_not_json_is_502(gw_fake, fake, uniq):
 
 # ------------------------------------------------- what the Ollama backends say
 
-def mock_tag(name):
-    """The /api/tags entry mockllm gives for a model it serves."""
-    return {"size": 776000000, "details": {"parent_model": "", "format": "gguf",
-                                           "family": "mock", "families": ["mock"],
-                                           "parameter_size": "1B",
-                                           "quantization_level": "Q4_0"}}
-
-
 def test_tags_are_the_members_own(gw_fake, ports):
     tags = {m["name"]: m for m in gw_fake.get("/api/tags").json()["models"]}
     # Each from the member that has it: the dead member and the one without
