@@ -478,3 +478,19 @@ def test_native_backend_refusals_reach_the_client(gw, uniq):
     r = gw.post("/api/chat", chat(f"refused {uniq}", model="ollama-small", think="max",
                                   stream=False))
     assert ollama_error(r, 400).startswith("invalid think value"), r.body
+
+
+def test_ps_lists_what_glob_routes_have_loaded(gw_fake, fake):
+    # fakeo-* (dialect=ollama, no LLMDiscover): what its member has loaded
+    # under names the glob serves is listed, the rest is not.
+    entry = {"size": 5, "digest": "abc", "details": {"family": "fake"},
+             "expires_at": "2030-01-01T00:00:00Z", "size_vram": 5}
+    loaded = {"models": [dict(entry, name=n, model=n)
+                         for n in ("fakeo-zeta", "unrouted-x", "fakeo-alpha")]}
+    fake.script("", lambda req: [fakes.response(json.dumps(loaded).encode())])
+    ps = gw_fake.get("/api/ps").json()["models"]
+    names = [m["name"] for m in ps]
+    assert [n for n in names if n.startswith("fakeo-")] == ["fakeo-alpha", "fakeo-zeta"], names
+    assert "unrouted-x" not in names
+    assert [m for m in ps if m["name"] == "fakeo-zeta"] == [dict(entry, name="fakeo-zeta",
+                                                                  model="fakeo-zeta")]
