@@ -92,9 +92,15 @@
  *                              first unanswered call of the last assistant
  *                              message with the same tool_name
  *     think "low"|"medium"|"high"   reasoning_effort ("max" -> "high")
+ *     options.repeat_penalty, repeat_last_n, min_p, typical_p, tfs_z,
+ *     mirostat, mirostat_tau, mirostat_eta, num_keep (n_keep),
+ *     penalize_newline (penalize_nl)
+ *                              the top level, to dialect=llamacpp only
+ *                              (llmgw_ollama_llamacpp_options)
  *     dropped on purpose: think as a boolean, keep_alive, messages[]
- *     .thinking, the other options (num_ctx, repeat_penalty, mirostat...,
- *     which OpenAI servers do not share), raw, template, context,
+ *     .thinking, the other options (num_ctx, num_gpu...; and to OpenAI
+ *     servers repeat_penalty, mirostat..., which they do not share), raw,
+ *     template, context,
  *     truncate, shift, logprobs; /api/generate's "system" or "images"
  *     -> 400 (/v1/completions has neither)
  *   Load requests (no messages, no prompt, no input): answered by the

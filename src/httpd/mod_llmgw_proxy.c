@@ -586,6 +586,12 @@ static int fixups(request_rec *r)
         ctx->err = ctx->ox.refusal;
         return answer_error(r, ctx);
     }
+    if (ctx->api == LLMGW_API_OLLAMA
+        && strcmp(ctx->route->dialect, "llamacpp") == 0
+        && llmgw_ollama_llamacpp_options(r->pool, &ctx->ox, &ctx->req, &openai,
+                                         &olen, &ctx->err)) {
+        return answer_error(r, ctx);
+    }
     /* A load request is no answer to keep. */
     if (!ctx->ox.load && cache_lookup(r, ctx, sconf, upstream_model)) {
         r->handler = LLMGW_HANDLER;

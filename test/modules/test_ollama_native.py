@@ -494,3 +494,28 @@ def test_ps_lists_what_glob_routes_have_loaded(gw_fake, fake):
     assert "unrouted-x" not in names
     assert [m for m in ps if m["name"] == "fakeo-zeta"] == [dict(entry, name="fakeo-zeta",
                                                                   model="fakeo-zeta")]
+
+
+# ---------------------------------------- llama.cpp shares some of the options
+
+def test_llamacpp_gets_the_options_it_shares(gw, mocks, uniq):
+    opts = {"repeat_penalty": 1.1, "repeat_last_n": 64, "min_p": 0.05, "typical_p": 0.9,
+            "mirostat": 2, "mirostat_tau": 5.0, "mirostat_eta": 0.1, "num_keep": 5,
+            "penalize_newline": False, "num_ctx": 4096, "num_predict": 2}
+    r = gw.post("/api/chat", chat(f"llama opts {uniq}", model="llamacpp-small",
+                                  stream=False, options=opts))
+    assert r.status == 200, r.body
+    sent = mocks["llama"].last_body()
+    assert sent["messages"][0]["content"] == f"llama opts {uniq}"
+    for k in ("repeat_penalty", "repeat_last_n", "min_p", "typical_p", "mirostat",
+              "mirostat_tau", "mirostat_eta"):
+        assert sent[k] == opts[k], (k, sent)
+    assert sent["n_keep"] == 5 and sent["penalize_nl"] is False, sent
+    assert sent["max_tokens"] == 2 and "num_ctx" not in sent and "options" not in sent, sent
+    # An OpenAI server gets none of them (they are no OpenAI parameters).
+    r = gw.post("/api/chat", chat(f"openai opts {uniq}", stream=False, options=opts))
+    assert r.status == 200, r.body
+    sent = json.loads(upstream_of(mocks, f"openai opts {uniq}")["body"])
+    assert not set(sent) & {"repeat_penalty", "min_p", "mirostat", "n_keep"}, sent
+    bad = chat(f"bad {uniq}", model="llamacpp-small", options={"min_p": "low"})
+    assert "min_p" in ollama_error(gw.post("/api/chat", bad), 400)
