@@ -33,6 +33,9 @@
  *     temperature, top_p, top_k, seed, presence_penalty,
  *     frequency_penalty        options.<the same name>
  *     stop (string | array)    options.stop (an array)
+ *     min_p, repeat_penalty | repetition_penalty (vLLM), repeat_last_n,
+ *     typical_p, mirostat, mirostat_tau, mirostat_eta (llama.cpp's and
+ *     vLLM's extensions)       options.<Ollama's name>
  *     max_completion_tokens | max_tokens            options.num_predict
  *     reasoning_effort         think: "none" -> false, "minimal" | "low"
  *                              -> "low", "medium", "high"

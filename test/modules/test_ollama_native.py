@@ -519,3 +519,20 @@ def test_llamacpp_gets_the_options_it_shares(gw, mocks, uniq):
     assert not set(sent) & {"repeat_penalty", "min_p", "mirostat", "n_keep"}, sent
     bad = chat(f"bad {uniq}", model="llamacpp-small", options={"min_p": "low"})
     assert "min_p" in ollama_error(gw.post("/api/chat", bad), 400)
+
+
+def test_openai_clients_extensions_reach_ollama_options(gw, mocks, uniq):
+    # llama.cpp's and vLLM's extensions of OpenAI's body that Ollama has as
+    # options; a wrong type is OpenAI's 400 naming it.
+    body = env.chat_body(model="ollama-small", content=f"ext {uniq}", max_tokens=2,
+                         min_p=0.05, repetition_penalty=1.2, repeat_last_n=32,
+                         mirostat=2, mirostat_tau=4.0, typical_p=0.9)
+    r = gw.post("/v1/chat/completions", body)
+    assert r.status == 200, r.body
+    opts = json.loads(upstream_of(mocks, f"ext {uniq}")["body"])["options"]
+    assert opts == {"min_p": 0.05, "repeat_penalty": 1.2, "repeat_last_n": 32,
+                    "mirostat": 2, "mirostat_tau": 4.0, "typical_p": 0.9,
+                    "num_predict": 2}, opts
+    r = gw.post("/v1/chat/completions", dict(body, min_p="low"))
+    env.assert_openai_error(r, 400, "invalid_request_error", "invalid_type")
+    assert r.json()["error"]["param"] == "min_p"
