@@ -33,6 +33,9 @@
  *     temperature, top_p, top_k, seed, presence_penalty,
  *     frequency_penalty        options.<the same name>
  *     stop (string | array)    options.stop (an array)
+ *     min_p, repeat_penalty | repetition_penalty (vLLM), repeat_last_n,
+ *     typical_p, mirostat, mirostat_tau, mirostat_eta (llama.cpp's and
+ *     vLLM's extensions)       options.<Ollama's name>
  *     max_completion_tokens | max_tokens            options.num_predict
  *     reasoning_effort         think: "none" -> false, "minimal" | "low"
  *                              -> "low", "medium", "high"
@@ -92,9 +95,15 @@
  *                              first unanswered call of the last assistant
  *                              message with the same tool_name
  *     think "low"|"medium"|"high"   reasoning_effort ("max" -> "high")
+ *     options.repeat_penalty, repeat_last_n, min_p, typical_p, tfs_z,
+ *     mirostat, mirostat_tau, mirostat_eta, num_keep (n_keep),
+ *     penalize_newline (penalize_nl)
+ *                              the top level, to dialect=llamacpp only
+ *                              (llmgw_ollama_llamacpp_options)
  *     dropped on purpose: think as a boolean, keep_alive, messages[]
- *     .thinking, the other options (num_ctx, repeat_penalty, mirostat...,
- *     which OpenAI servers do not share), raw, template, context,
+ *     .thinking, the other options (num_ctx, num_gpu...; and to OpenAI
+ *     servers repeat_penalty, mirostat..., which they do not share), raw,
+ *     template, context,
  *     truncate, shift, logprobs; /api/generate's "system" or "images"
  *     -> 400 (/v1/completions has neither)
  *   Load requests (no messages, no prompt, no input): answered by the

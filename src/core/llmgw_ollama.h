@@ -160,6 +160,17 @@ const char *llmgw_ollama_native_body(apr_pool_t *p, const llmgw_json_t *view,
                                      apr_size_t *len);
 const char *llmgw_ollama_native_path(llmgw_ollama_ep_t oep);
 
+/* For a llama.cpp server (dialect=llamacpp), whose OpenAI endpoints also
+ * take its own sampling parameters: the Ollama options that are the same
+ * (repeat_penalty, repeat_last_n, min_p, typical_p, tfs_z, mirostat,
+ * mirostat_tau, mirostat_eta; num_keep as n_keep, penalize_newline as
+ * penalize_nl) added to req's OpenAI view and its text (*body, *blen),
+ * so that the cache key covers them too. Returns 0 (nothing changed when
+ * there are none), or a 400 in err for one of the wrong type. */
+int llmgw_ollama_llamacpp_options(apr_pool_t *p, const llmgw_ollama_extra_t *x,
+                                  llmgw_request_t *req, const char **body,
+                                  apr_size_t *blen, llmgw_error_t *err);
+
 /* Ollama's answer to a load request (unload: keep_alive 0), as Ollama
  * gives it (chat: message, generate: response, both with done_reason
  * "load" or "unload"; embed: no embeddings), at the time now. */

@@ -61,6 +61,16 @@ static int copy_option(apr_pool_t *p, const llmgw_json_t *in, const char *key,
 static int map_sampling(apr_pool_t *p, const llmgw_json_t *in,
                         llmgw_json_t *out, llmgw_error_t *err)
 {
+    static const char *const extensions[][2] = {
+        { "min_p", "min_p" },
+        { "repeat_penalty", "repeat_penalty" },
+        { "repetition_penalty", "repeat_penalty" }, /* vLLM's name */
+        { "repeat_last_n", "repeat_last_n" },
+        { "typical_p", "typical_p" },
+        { "mirostat", "mirostat" },
+        { "mirostat_tau", "mirostat_tau" },
+        { "mirostat_eta", "mirostat_eta" },
+    };
     const char *const *k;
     const char *max = "max_completion_tokens";
     llmgw_json_t *stop;
@@ -75,6 +85,14 @@ static int map_sampling(apr_pool_t *p, const llmgw_json_t *in,
     }
     for (k = ol_same_options; *k; k++) {
         if ((rv = copy_option(p, in, *k, out, *k, err)) != 0) {
+            return rv;
+        }
+    }
+    /* Not OpenAI's, but what llama.cpp's and vLLM's OpenAI endpoints take
+     * (clients written for them send it): Ollama has the same options. */
+    for (i = 0; i < sizeof(extensions) / sizeof(extensions[0]); i++) {
+        rv = copy_option(p, in, extensions[i][0], out, extensions[i][1], err);
+        if (rv != 0) {
             return rv;
         }
     }

@@ -717,6 +717,62 @@ const char *llmgw_ollama_native_body(apr_pool_t *p, const llmgw_json_t *view,
     return llmgw_json_edit(view, key, val, 1, len);
 }
 
+int llmgw_ollama_llamacpp_options(apr_pool_t *p, const llmgw_ollama_extra_t *x,
+                                  llmgw_request_t *req, const char **body,
+                                  apr_size_t *blen, llmgw_error_t *err)
+{
+    /* Ollama's option, llama.cpp's parameter of the same meaning. */
+    static const char *const names[][2] = {
+        { "repeat_penalty", "repeat_penalty" },
+        { "repeat_last_n", "repeat_last_n" },
+        { "min_p", "min_p" },
+        { "typical_p", "typical_p" },
+        { "tfs_z", "tfs_z" },
+        { "mirostat", "mirostat" },
+        { "mirostat_tau", "mirostat_tau" },
+        { "mirostat_eta", "mirostat_eta" },
+        { "num_keep", "n_keep" },
+        { "penalize_newline", "penalize_nl" },
+    };
+    const llmgw_json_t *opts = llmgw_json_getj(x->view, "options", NULL);
+    const char *keys[sizeof(names) / sizeof(names[0])];
+    const char *vals[sizeof(names) / sizeof(names[0])];
+    llmgw_json_err_t jerr;
+    const char *msg, *text;
+    apr_size_t i, len;
+    int n = 0;
+
+    for (i = 0; opts && i < sizeof(names) / sizeof(names[0]); i++) {
+        llmgw_json_type_t t = llmgw_json_type(opts, names[i][0], NULL);
+        int flag = strcmp(names[i][0], "penalize_newline") == 0;
+
+        if (ol_absent(t)) {
+            continue;
+        }
+        if (flag ? t != LLMGW_JSON_BOOL : !ol_is_num(t)) {
+            return ofail(err, 400,
+                         apr_psprintf(p, "option \"%s\" must be a %s",
+                                      names[i][0],
+                                      flag ? "boolean" : "number"));
+        }
+        keys[n] = names[i][1];
+        vals[n++] =
+            llmgw_json_write(llmgw_json_getj(opts, names[i][0], NULL), NULL);
+    }
+    if (!n) {
+        return 0;
+    }
+    text = llmgw_json_edit(req->body, keys, vals, n, &len);
+    if (!text || !(req->body = llmgw_json_read(p, text, len, &jerr, &msg))) {
+        return ofail(err, 500,
+                     "the gateway could not add llama.cpp's options to "
+                     "the request");
+    }
+    *body = text;
+    *blen = len;
+    return 0;
+}
+
 const char *llmgw_ollama_native_path(llmgw_ollama_ep_t oep)
 {
     switch (oep) {

@@ -375,6 +375,55 @@ static void add_as(llmgw_json_t *list, const char *name,
     }
 }
 
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* What the members of glob routes (the client's name is the upstream's)
+ * have loaded under names those routes serve, unless listed already
+ * (seen), in the order of their names. */
+static void loaded_by_globs(request_rec *r, const llmgw_router_t *rt,
+                            apr_hash_t *cache, apr_hash_t *seen,
+                            llmgw_json_t *list)
+{
+    apr_array_header_t *names = apr_array_make(r->pool, 8, sizeof(char *));
+    apr_hash_t *entries = apr_hash_make(r->pool);
+    apr_hash_index_t *hi;
+    int i;
+
+    for (i = 0; i < rt->routes->nelts; i++) {
+        const llmgw_route_t *route =
+            APR_ARRAY_IDX(rt->routes, i, llmgw_route_t *);
+        apr_hash_t *models;
+
+        if (route->upstream_model || strcmp(route->dialect, "ollama") != 0) {
+            continue;
+        }
+        member_entry(r, cache, route, "", "/api/ps"); /* fills the cache */
+        models = apr_hash_get(cache, route->balancer, APR_HASH_KEY_STRING);
+        for (hi = apr_hash_first(r->pool, models); hi;
+             hi = apr_hash_next(hi)) {
+            const void *key;
+            void *val;
+
+            apr_hash_this(hi, &key, NULL, &val);
+            if (!apr_hash_get(seen, key, APR_HASH_KEY_STRING)
+                && !apr_hash_get(entries, key, APR_HASH_KEY_STRING)
+                && llmgw_router_find(rt, key) == route) {
+                apr_hash_set(entries, key, APR_HASH_KEY_STRING, val);
+                APR_ARRAY_PUSH(names, const char *) = key;
+            }
+        }
+    }
+    qsort(names->elts, (size_t)names->nelts, sizeof(char *), cmp_names);
+    for (i = 0; i < names->nelts; i++) {
+        const char *name = APR_ARRAY_IDX(names, i, const char *);
+
+        add_as(list, name, apr_hash_get(entries, name, APR_HASH_KEY_STRING));
+    }
+}
+
 /* ---------------------------------------------------------------------
  * The answers
  */
@@ -452,6 +501,7 @@ static int answer_ollama(request_rec *r, llmgw_req_t *ctx,
     int i;
 
     apr_hash_t *cache = apr_hash_make(r->pool);
+    apr_hash_t *seen = apr_hash_make(r->pool);
 
     switch (ctx->info) {
     case OLLAMA_INFO_TAGS:
@@ -496,8 +546,10 @@ static int answer_ollama(request_rec *r, llmgw_req_t *ctx,
 
             if (entry) {
                 add_as(list, name, entry);
+                apr_hash_set(seen, name, APR_HASH_KEY_STRING, "");
             }
         }
+        loaded_by_globs(r, rt, cache, seen, list);
         break;
     default:
         if (!llmgw_router_find(rt, ctx->model_id)) {

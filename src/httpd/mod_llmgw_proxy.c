@@ -611,8 +611,6 @@ static int fixups(request_rec *r)
         return answer_error(r, ctx);
     }
     use_route(r, ctx, ctx->route);
-    ctx->openai = openai;
-    ctx->openai_len = olen;
 
     if (ctx->ox.load && !ctx->native) {
         /* Nothing to load but on an Ollama: answered as Ollama does. */
@@ -624,6 +622,15 @@ static int fixups(request_rec *r)
         ctx->err = ctx->ox.refusal;
         return answer_error(r, ctx);
     }
+    if (ctx->api == LLMGW_API_OLLAMA
+        && strcmp(ctx->route->dialect, "llamacpp") == 0
+        && llmgw_ollama_llamacpp_options(r->pool, &ctx->ox, &ctx->req, &openai,
+                                         &olen, &ctx->err)) {
+        return answer_error(r, ctx);
+    }
+    /* The request as a fallback route would get it (LLMFallback). */
+    ctx->openai = openai;
+    ctx->openai_len = olen;
     if (llmgw_limits_admit(r, ctx)) {
         return answer_error(r, ctx);
     }

@@ -353,14 +353,6 @@ def test_native_plain_answer_that_is_not_json_is_502(gw_fake, fake, uniq):
 
 # ------------------------------------------------- what the Ollama backends say
 
-def mock_tag(name):
-    """The /api/tags entry mockllm gives for a model it serves."""
-    return {"size": 776000000, "details": {"parent_model": "", "format": "gguf",
-                                           "family": "mock", "families": ["mock"],
-                                           "parameter_size": "1B",
-                                           "quantization_level": "Q4_0"}}
-
-
 def test_tags_are_the_members_own(gw_fake, ports):
     tags = {m["name"]: m for m in gw_fake.get("/api/tags").json()["models"]}
     # Each from the member that has it: the dead member and the one without
@@ -486,3 +478,61 @@ def test_native_backend_refusals_reach_the_client(gw, uniq):
     r = gw.post("/api/chat", chat(f"refused {uniq}", model="ollama-small", think="max",
                                   stream=False))
     assert ollama_error(r, 400).startswith("invalid think value"), r.body
+
+
+def test_ps_lists_what_glob_routes_have_loaded(gw_fake, fake):
+    # fakeo-* (dialect=ollama, no LLMDiscover): what its member has loaded
+    # under names the glob serves is listed, the rest is not.
+    entry = {"size": 5, "digest": "abc", "details": {"family": "fake"},
+             "expires_at": "2030-01-01T00:00:00Z", "size_vram": 5}
+    loaded = {"models": [dict(entry, name=n, model=n)
+                         for n in ("fakeo-zeta", "unrouted-x", "fakeo-alpha")]}
+    fake.script("", lambda req: [fakes.response(json.dumps(loaded).encode())])
+    ps = gw_fake.get("/api/ps").json()["models"]
+    names = [m["name"] for m in ps]
+    assert [n for n in names if n.startswith("fakeo-")] == ["fakeo-alpha", "fakeo-zeta"], names
+    assert "unrouted-x" not in names
+    assert [m for m in ps if m["name"] == "fakeo-zeta"] == [dict(entry, name="fakeo-zeta",
+                                                                  model="fakeo-zeta")]
+
+
+# ---------------------------------------- llama.cpp shares some of the options
+
+def test_llamacpp_gets_the_options_it_shares(gw, mocks, uniq):
+    opts = {"repeat_penalty": 1.1, "repeat_last_n": 64, "min_p": 0.05, "typical_p": 0.9,
+            "mirostat": 2, "mirostat_tau": 5.0, "mirostat_eta": 0.1, "num_keep": 5,
+            "penalize_newline": False, "num_ctx": 4096, "num_predict": 2}
+    r = gw.post("/api/chat", chat(f"llama opts {uniq}", model="llamacpp-small",
+                                  stream=False, options=opts))
+    assert r.status == 200, r.body
+    sent = mocks["llama"].last_body()
+    assert sent["messages"][0]["content"] == f"llama opts {uniq}"
+    for k in ("repeat_penalty", "repeat_last_n", "min_p", "typical_p", "mirostat",
+              "mirostat_tau", "mirostat_eta"):
+        assert sent[k] == opts[k], (k, sent)
+    assert sent["n_keep"] == 5 and sent["penalize_nl"] is False, sent
+    assert sent["max_tokens"] == 2 and "num_ctx" not in sent and "options" not in sent, sent
+    # An OpenAI server gets none of them (they are no OpenAI parameters).
+    r = gw.post("/api/chat", chat(f"openai opts {uniq}", stream=False, options=opts))
+    assert r.status == 200, r.body
+    sent = json.loads(upstream_of(mocks, f"openai opts {uniq}")["body"])
+    assert not set(sent) & {"repeat_penalty", "min_p", "mirostat", "n_keep"}, sent
+    bad = chat(f"bad {uniq}", model="llamacpp-small", options={"min_p": "low"})
+    assert "min_p" in ollama_error(gw.post("/api/chat", bad), 400)
+
+
+def test_openai_clients_extensions_reach_ollama_options(gw, mocks, uniq):
+    # llama.cpp's and vLLM's extensions of OpenAI's body that Ollama has as
+    # options; a wrong type is OpenAI's 400 naming it.
+    body = env.chat_body(model="ollama-small", content=f"ext {uniq}", max_tokens=2,
+                         min_p=0.05, repetition_penalty=1.2, repeat_last_n=32,
+                         mirostat=2, mirostat_tau=4.0, typical_p=0.9)
+    r = gw.post("/v1/chat/completions", body)
+    assert r.status == 200, r.body
+    opts = json.loads(upstream_of(mocks, f"ext {uniq}")["body"])["options"]
+    assert opts == {"min_p": 0.05, "repeat_penalty": 1.2, "repeat_last_n": 32,
+                    "mirostat": 2, "mirostat_tau": 4.0, "typical_p": 0.9,
+                    "num_predict": 2}, opts
+    r = gw.post("/v1/chat/completions", dict(body, min_p="low"))
+    env.assert_openai_error(r, 400, "invalid_request_error", "invalid_type")
+    assert r.json()["error"]["param"] == "min_p"

@@ -501,6 +501,33 @@ START_TEST(writes_only_valid_utf8)
 }
 END_TEST
 
+/* Whether an object's members are all named, for a read view and a
+ * json-c tree alike. */
+START_TEST(keys_within_a_list)
+{
+    static const char *const allowed[] = { "model", "options", NULL };
+    static const char body[] = "{\"model\":\"m\",\"options\":{}}";
+    llmgw_json_err_t err;
+    const char *msg;
+    llmgw_json_t *view =
+        llmgw_json_read(test_pool, body, strlen(body), &err, &msg);
+    llmgw_json_t *built = llmgw_json_create_object(test_pool);
+
+    ck_assert_int_eq(llmgw_json_keys_within(view, allowed), 1);
+    ck_assert_int_eq(llmgw_json_keys_within(NULL, allowed), 1);
+    llmgw_json_sets(built, "m", "model", NULL);
+    ck_assert_int_eq(llmgw_json_keys_within(built, allowed), 1);
+    llmgw_json_sets(built, "x", "raw", NULL);
+    ck_assert_int_eq(llmgw_json_keys_within(built, allowed), 0);
+    view = llmgw_json_read(test_pool, "{\"model\":1,\"raw\":true}", 22, &err,
+                           &msg);
+    ck_assert_ptr_nonnull(view);
+    ck_assert_int_eq(llmgw_json_keys_within(view, allowed), 0);
+    view = llmgw_json_read(test_pool, "[1]", 3, &err, &msg);
+    ck_assert_int_eq(llmgw_json_keys_within(view, allowed), 1);
+}
+END_TEST
+
 Suite *json_suite(void)
 {
     return test_suite(
@@ -511,5 +538,5 @@ Suite *json_suite(void)
               read_view_reports_error_kinds, lone_surrogates_in_answers,
               canonical_numbers_are_exact, edits_keep_the_rest,
               edits_leave_members_out, read_view_changes_through_json_c,
-              writes_only_valid_utf8));
+              writes_only_valid_utf8, keys_within_a_list));
 }

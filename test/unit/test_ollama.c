@@ -7,6 +7,7 @@
 #include <apr_strings.h>
 
 #include "llmgw_buf.h"
+#include "llmgw_cache.h"
 #include "llmgw_ollama.h"
 #include "llmgw_stream.h"
 #include "test_core.h"
@@ -2150,6 +2151,47 @@ START_TEST(sse_lines_for_a_native_client)
 }
 END_TEST
 
+/* B: a llama.cpp server's own sampling parameters, from Ollama's options,
+ * in the OpenAI view (so in the cache key) and its text. */
+START_TEST(llamacpp_options_in_the_view)
+{
+    static const char body[] =
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]"
+        ","
+        "\"stream\":false,\"options\":{\"min_p\":0.05,\"num_ctx\":8,"
+        "\"penalize_newline\":true,\"num_keep\":4}}";
+    llmgw_ollama_extra_t x;
+    llmgw_request_t req;
+    llmgw_error_t err;
+    const char *out, *key;
+    apr_size_t n;
+
+    ck_assert_int_eq(llmgw_ollama_front_parse(test_pool, LLMGW_OLLAMA_EP_CHAT,
+                                              body, strlen(body), &req, &out,
+                                              &n, &x, &err),
+                     0);
+    key = llmgw_cache_key(test_pool, &req, "m", "balancer://b", "llamacpp");
+    ck_assert_int_eq(
+        llmgw_ollama_llamacpp_options(test_pool, &x, &req, &out, &n, &err), 0);
+    ck_assert_str_eq(apr_pstrmemdup(test_pool, out, n),
+                     "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                     "\"content\":\"x\"}],\"stream\":false,\"min_p\":0.05,"
+                     "\"n_keep\":4,\"penalize_nl\":true}");
+    ck_assert_str_eq(llmgw_json_write(req.body, NULL), out);
+    ck_assert_str_ne(
+        llmgw_cache_key(test_pool, &req, "m", "balancer://b", "llamacpp"),
+        key);
+    x = parse_extra(LLMGW_OLLAMA_EP_CHAT,
+                    "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                    "\"content\":\"x\"}],\"options\":{\"mirostat\":\"2\"}}",
+                    0);
+    ck_assert_int_eq(
+        llmgw_ollama_llamacpp_options(test_pool, &x, &req, &out, &n, &err),
+        400);
+    ck_assert_str_eq(err.message, "option \"mirostat\" must be a number");
+}
+END_TEST
+
 Suite *ollama_suite(void)
 {
     Suite *s = suite_create("ollama");
@@ -2179,6 +2221,7 @@ Suite *ollama_suite(void)
               ndjson_parallel_tool_calls, huge_counts_are_clamped,
               stream_lines_are_capped, tool_arguments_are_capped,
               front_parse_load_beyond_and_refusals,
-              native_body_and_load_answers, ndjson_durations_are_measured));
+              native_body_and_load_answers, ndjson_durations_are_measured,
+              llamacpp_options_in_the_view));
     return s;
 }
