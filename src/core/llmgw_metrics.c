@@ -2,6 +2,7 @@
  * read without a lock; series claimed once by compare-and-swap; the
  * ring's snapshots under a sequence counter; and their renderers. */
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +19,12 @@ _Static_assert(__atomic_always_lock_free(sizeof(apr_uint64_t), 0),
 #define MAGIC 0x6c6c6d6du /* "llmm" */
 #define VERSION 1u
 #define RING (LLMGW_METRICS_SECONDS + 1)
-#define PROBES 256       /* slots a series is looked for in: all */
-#define CLAIM_SPINS 4096 /* waits for another process's claim */
+#define PROBES 256 /* slots a series is looked for in: all */
+/* Waits for another process's claim: it takes a few stores, but that
+ * process may be preempted in between, so past a few spins the waiter
+ * yields the CPU to it; only a claimer that died half-way runs this out. */
+#define CLAIM_SPINS 65536
+#define CLAIM_SPINS_BUSY 64
 #define READ_TRIES 64
 #define NWORDS (sizeof(llmgw_metrics_counts_t) / sizeof(apr_uint64_t))
 
@@ -203,6 +208,9 @@ static series_t *series_get(series_t *tab, unsigned n, const char *a,
             return s;
         }
         for (spins = 0; st == S_CLAIMED && spins < CLAIM_SPINS; spins++) {
+            if (spins >= CLAIM_SPINS_BUSY) {
+                sched_yield();
+            }
             st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
         }
         if (st != S_READY) {
