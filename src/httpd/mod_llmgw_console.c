@@ -20,6 +20,7 @@
 #include "llmgw_status.h"
 #include "mod_llmgw.h"
 #include "mod_llmgw_console.h"
+#include "mod_llmgw_limits.h"
 #include "mod_llmgw_metrics.h"
 
 APLOG_USE_MODULE(llm_gateway);
@@ -37,10 +38,10 @@ static const llmgw_health_t *health_table(void)
     return NULL;
 }
 
-/* TODO(lead, at the merge of H15): the limits table's getter. */
+/* The keys' usage: the limits part's table (NULL without keys). */
 static llmgw_limits_t *limits_table(void)
 {
-    return NULL;
+    return llmgw_limits_table();
 }
 
 /* ---------------------------------------------------------------------
@@ -56,12 +57,15 @@ typedef struct {
     int secret_set;
 } console_shared_t;
 
+/* The generations after it, aligned for their 64-bit atomics. */
+#define GENS_AT APR_ALIGN_DEFAULT(sizeof(console_shared_t))
+
 static console_shared_t *shared;
 static llmgw_cache_gens_t *gens;
 
 apr_status_t llmgw_console_post_config(apr_pool_t *pconf, server_rec *s)
 {
-    apr_size_t size = sizeof(console_shared_t) + llmgw_cache_gens_size();
+    apr_size_t size = GENS_AT + llmgw_cache_gens_size();
     char *mem;
     int fresh;
 
@@ -75,11 +79,10 @@ apr_status_t llmgw_console_post_config(apr_pool_t *pconf, server_rec *s)
     shared = (console_shared_t *)mem;
     if (fresh) {
         memset(shared, 0, sizeof(*shared));
-        gens = llmgw_cache_gens_init(mem + sizeof(*shared),
-                                     llmgw_cache_gens_size());
+        gens = llmgw_cache_gens_init(mem + GENS_AT, llmgw_cache_gens_size());
     }
     else {
-        gens = (llmgw_cache_gens_t *)(mem + sizeof(*shared));
+        gens = (llmgw_cache_gens_t *)(mem + GENS_AT);
     }
     if (!shared->secret_set) {
         if (apr_generate_random_bytes(shared->secret, SECRET_LEN)
