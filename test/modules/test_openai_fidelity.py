@@ -29,6 +29,15 @@ def test_mock_refuses_form_body_as_fastapi_does(mocks):
     assert json.loads(c.body)["error"]["type"] == "invalid_request_error"
     assert env.curl(mocks["a"].port, "-H", "Content-Type: application/json",
                     "-d", body, CHAT).status == 200
+    assert env.curl(mocks["a"].port, "-H", "Content-Type: application/json; charset=utf-8",
+                    "-d", body, CHAT).status == 200
+    assert env.curl(mocks["a"].port, "-H", "Content-Type: text/plain",
+                    "-d", body, CHAT).status == 400
+    # llama.cpp's server and Ollama read the body whatever its type.
+    assert env.curl(mocks["llama"].port, "-d", body, CHAT).status == 200
+    obody = json.dumps({"model": "mock-small", "stream": False,
+                        "messages": chat_body()["messages"]})
+    assert env.curl(mocks["a"].port, "-d", obody, "/api/chat").status == 200
 
 
 def test_curl_d_without_content_type_openai(gw, mocks):
