@@ -24,7 +24,7 @@ APLOG_USE_MODULE(llm_gateway);
 /* Response bytes kept to find "usage" in: it is the last member of an
  * OpenAI body, followed at most by a few small fields. */
 #define LLMGW_TAIL_SIZE 8192
-/* The largest answer held whole for translation. */
+/* The largest answer held whole: to translate it, or to check it. */
 #define LLMGW_MAX_WHOLE (64 * 1024 * 1024)
 
 static ap_filter_rec_t *out_filter_handle;
@@ -596,11 +596,12 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
         rv = ap_save_brigade(f, &ctx->bb, &bb, r->pool);
         apr_brigade_length(ctx->bb, 0, &held);
         if (rv == APR_SUCCESS && held > LLMGW_MAX_WHOLE) {
-            ctx->bad_answer = apr_psprintf(r->pool,
-                                           "The backend's answer "
-                                           "is larger than the gateway "
-                                           "translates (%d MB).",
-                                           LLMGW_MAX_WHOLE / (1024 * 1024));
+            ctx->bad_answer =
+                apr_psprintf(r->pool,
+                             "The backend's answer "
+                             "is larger than the gateway "
+                             "holds to check or translate (%d MB).",
+                             LLMGW_MAX_WHOLE / (1024 * 1024));
             apr_brigade_cleanup(ctx->bb);
         }
         return rv;
