@@ -146,11 +146,10 @@ static apr_int64_t generated_bytes(const char *d, apr_size_t len)
 }
 
 /* True when a chunk carries generated output rather than just a role:
- * non-empty content or text, a tool call, or reasoning. */
-static int has_output(const char *d, apr_size_t len)
+ * text (bytes, from generated_bytes), a tool call, or reasoning. */
+static int has_output(const char *d, apr_size_t len, apr_int64_t bytes)
 {
-    return has_text(d, len, "\"content\"") || has_text(d, len, "\"text\"")
-           || mem_find(d, len, "\"tool_calls\"") != NULL
+    return bytes > 0 || mem_find(d, len, "\"tool_calls\"") != NULL
            || mem_find(d, len, "\"reasoning") != NULL;
 }
 
@@ -228,6 +227,7 @@ static apr_size_t drop_null_usage(char *d, apr_size_t len)
 static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
 {
     apr_size_t dlen = 0, used, gone;
+    apr_int64_t gen;
     char *d = (char *)event_data(ev, len, &dlen);
     llmgw_json_t *j;
 
@@ -254,9 +254,10 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
         }
         apr_pool_clear(s->lp);
     }
-    if (has_output(d, dlen)) {
+    gen = generated_bytes(d, dlen);
+    if (has_output(d, dlen, gen)) {
         s->content_events++;
-        s->text_bytes += generated_bytes(d, dlen);
+        s->text_bytes += gen;
     }
     if (has_text(d, dlen, "\"finish_reason\"")) {
         note_finish(s, d, dlen);

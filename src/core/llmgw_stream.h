@@ -30,7 +30,7 @@ typedef struct llmgw_sse {
     apr_int64_t text_bytes; /* of the generated strings, as sent (escapes
                              * included): what bounds the completion's
                              * tokens when no usage comes */
-    int choices;            /* how many the request asked for (n; 1) */
+    int choices;            /* the stream's choices (1; the glue sets it) */
     apr_uint64_t finished;  /* bit i: choice i had a finish_reason other
                             * than "error" */
     int events;

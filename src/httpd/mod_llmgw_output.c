@@ -26,7 +26,7 @@ APLOG_USE_MODULE(llm_gateway);
 /* Response bytes kept to find "usage" in: it is the last member of an
  * OpenAI body, followed at most by a few small fields. */
 #define LLMGW_TAIL_SIZE 8192
-/* The largest answer held whole for translation. */
+/* The largest answer held whole: to translate it, or to check it. */
 #define LLMGW_MAX_WHOLE (64 * 1024 * 1024)
 
 static ap_filter_rec_t *out_filter_handle;
@@ -300,7 +300,6 @@ static void decide_mode(request_rec *r, llmgw_req_t *ctx)
         || (ctx->req.stream && r->status == HTTP_OK)) {
         ctx->out = OUT_SSE;
         ctx->sse = llmgw_sse_create(r->pool, ctx->strip_usage);
-        ctx->sse->choices = (int)llmgw_json_getl(ctx->req.body, 1, "n", NULL);
         if (ctx->rec || ctx->co) {
             ctx->sse->on_data = on_chunk;
             ctx->sse->baton = ctx;
@@ -341,6 +340,23 @@ static const char *native_tail(request_rec *r, llmgw_req_t *ctx,
 static void stream_bytes(request_rec *r, llmgw_req_t *ctx, const char *data,
                          apr_size_t n, int end, apr_bucket_brigade *out);
 
+/* The choices a stream carries (n, times the prompts of a completions
+ * batch), as the estimate counts them; 0 if it cannot say. Asked only of
+ * a stream that ended without [DONE]. */
+static int stream_choices(llmgw_req_t *ctx)
+{
+    llmgw_estimate_conf_t conf;
+    llmgw_estimate_t e;
+    llmgw_error_t err;
+
+    llmgw_estimate_defaults(&conf);
+    if (llmgw_estimate(&ctx->req, &conf, APR_INT64_MAX, &e, &err)
+        || e.choices > 64) {
+        return 0;
+    }
+    return (int)e.choices;
+}
+
 /* Ends a stream: a clean end passes on what is left; a broken one gets
  * an error tail in the client's shape instead of the cut-off event. */
 static void finish_sse(request_rec *r, llmgw_req_t *ctx,
@@ -361,6 +377,7 @@ static void finish_sse(request_rec *r, llmgw_req_t *ctx,
     llmgw_note_usage(r, &ctx->sse->usage);
     if (!why && !ctx->sse->done && !ctx->from_ollama
         && !llmgw_sse_pending(ctx->sse)
+        && (ctx->sse->choices = stream_choices(ctx)) > 0
         && llmgw_sse_finished(ctx->sse, ctx->req.wants_usage)) {
         /* Whole but for its [DONE], which some servers never send. */
         stream_bytes(r, ctx, "data: [DONE]\n\n", 14, 0, out);
@@ -686,11 +703,12 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
         rv = ap_save_brigade(f, &ctx->bb, &bb, r->pool);
         apr_brigade_length(ctx->bb, 0, &held);
         if (rv == APR_SUCCESS && held > LLMGW_MAX_WHOLE) {
-            ctx->bad_answer = apr_psprintf(r->pool,
-                                           "The backend's answer "
-                                           "is larger than the gateway "
-                                           "translates (%d MB).",
-                                           LLMGW_MAX_WHOLE / (1024 * 1024));
+            ctx->bad_answer =
+                apr_psprintf(r->pool,
+                             "The backend's answer "
+                             "is larger than the gateway "
+                             "holds to check or translate (%d MB).",
+                             LLMGW_MAX_WHOLE / (1024 * 1024));
             apr_brigade_cleanup(ctx->bb);
         }
         return rv;

@@ -225,15 +225,21 @@ def test_ollama_error_line_is_not_cached(gw_fake, fake, alive, uniq):
     assert fake.count(model) == 2
 
 
-def test_answer_too_big_to_translate_is_502(gw_fake, fake, alive, uniq):
-    # Held whole to be translated, an answer has a bound (64 MB): past it
+@pytest.mark.parametrize("route", ["fakeo", "fake"])
+def test_answer_too_big_to_translate_is_502(gw_fake, fake, alive, uniq, route):
+    # Held whole to be translated (fakeo: an Ollama backend) or checked
+    # (fake: a plain OpenAI 200), an answer has a bound (64 MB): past it
     # the rest is dropped as it comes and the client gets a 502, in time.
-    model = f"fakeo-huge-{uniq}"
+    model = f"{route}-huge-{uniq}"
     n = 70 << 20
 
     def answer(req):
-        head = b'{"message":{"role":"assistant","content":"'
-        tail = b'"},"done":true}'
+        if route == "fake":
+            head = b'{"choices":[{"index":0,"message":{"content":"'
+            tail = b'"},"finish_reason":"stop"}]}'
+        else:
+            head = b'{"message":{"role":"assistant","content":"'
+            tail = b'"},"done":true}'
         yield (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                b"Content-Length: %d\r\nConnection: close\r\n\r\n"
                % (len(head) + n + len(tail)) + head)

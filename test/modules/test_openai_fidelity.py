@@ -29,6 +29,15 @@ def test_mock_refuses_form_body_as_fastapi_does(mocks):
     assert json.loads(c.body)["error"]["type"] == "invalid_request_error"
     assert env.curl(mocks["a"].port, "-H", "Content-Type: application/json",
                     "-d", body, CHAT).status == 200
+    assert env.curl(mocks["a"].port, "-H", "Content-Type: application/json; charset=utf-8",
+                    "-d", body, CHAT).status == 200
+    assert env.curl(mocks["a"].port, "-H", "Content-Type: text/plain",
+                    "-d", body, CHAT).status == 400
+    # llama.cpp's server and Ollama read the body whatever its type.
+    assert env.curl(mocks["llama"].port, "-d", body, CHAT).status == 200
+    obody = json.dumps({"model": "mock-small", "stream": False,
+                        "messages": chat_body()["messages"]})
+    assert env.curl(mocks["a"].port, "-d", obody, "/api/chat").status == 200
 
 
 def test_curl_d_without_content_type_openai(gw, mocks):
@@ -248,3 +257,28 @@ def test_leader_whose_client_leaves_finishes_and_says_why(gw_fake, fake, uniq):
     assert s.headers.get("X-LLM-Cache") == "HIT", s.headers
     assert s.content() == "".join(f"w{i} " for i in range(8))
     assert fake.count(model) == 1
+
+
+def text_chunk(index, text, finish=None):
+    return {"id": "cmpl-fake", "object": "text_completion", "created": 1,
+            "model": "fake", "choices": [{"index": index, "text": text,
+                                          "finish_reason": finish}]}
+
+
+@pytest.mark.parametrize("finished", [[0], [0, 1]])
+def test_batch_stream_without_done_is_complete_only_when_all_finish(
+        gw_fake, fake, uniq, finished):
+    # Two prompts make two choices: the stream is whole without [DONE] only
+    # once both reached their finish_reason.
+    model = f"fid-batch-{len(finished)}-{uniq}"
+    events = [text_chunk(0, "a"), text_chunk(1, "b")]
+    events += [text_chunk(i, "", "stop") for i in finished]
+    fake.script(model, lambda req: [fakes.stream_head(), *fakes.sse(*events),
+                                    fakes.LAST_CHUNK])
+    s = gw_fake.stream("/v1/completions", {"model": model, "prompt": ["x", "y"],
+                                           "stream": True})
+    if finished == [0, 1]:
+        assert s.data()[-1] == "[DONE]"
+        assert not any("error" in c for c in s.chunks()), s.data()
+    else:
+        assert_error_end(s)

@@ -68,6 +68,7 @@ START_TEST(frames_at_every_boundary)
         ck_assert_int_eq(s->usage.found, 1);
         ck_assert_int_eq(s->usage.total, 4);
         ck_assert_int_eq(s->content_events, 1);
+        ck_assert_int_eq(s->text_bytes, 3); /* "hi " */
         ck_assert_int_eq(llmgw_sse_pending(s), 0);
     }
 }
@@ -281,6 +282,26 @@ START_TEST(finished_without_done)
 }
 END_TEST
 
+/* What bounds a completion whose usage never comes: the bytes of the
+ * strings it generated, as written, whatever the keys' spacing. */
+START_TEST(counts_generated_bytes)
+{
+    llmgw_sse_t *s;
+
+    run(EV("{\"choices\":[{\"index\":0,\"delta\":{\"content\" : "
+           "\"a\\\"b\",\"reasoning_content\":\"think\"}}]}")
+            EV("{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":"
+               "[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}")
+                EV("{\"choices\":[{\"index\":0,\"text\":\"xyz\"}]}")
+                    EV("{\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+                       "\"assistant\",\"content\":\"\"}}]}"),
+        9, 0, &s);
+    /* a\"b (4), think (5), {} (2), xyz (3); the role chunk none. */
+    ck_assert_int_eq(s->text_bytes, 14);
+    ck_assert_int_eq(s->content_events, 3);
+}
+END_TEST
+
 Suite *stream_suite(void)
 {
     return test_suite(
@@ -289,5 +310,6 @@ Suite *stream_suite(void)
               counts_output_with_spaced_json, accepts_crlf_events,
               holds_back_partial_event_and_ends_with_error,
               unfinished_event_is_capped, big_event_under_the_cap_passes,
-              usage_chunks_do_not_grow_the_pool, finished_without_done));
+              usage_chunks_do_not_grow_the_pool, finished_without_done,
+              counts_generated_bytes));
 }
