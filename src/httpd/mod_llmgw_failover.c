@@ -511,6 +511,33 @@ static const char *retry_after(request_rec *r, const llmgw_route_t *route)
                     soonest ? (long)apr_time_sec(soonest - now) + 1 : 1);
 }
 
+/* A route with no usable member (all in error, open, draining or
+ * disabled) goes to its first fallback with one at once: no attempt, no
+ * timeout to wait, on members known to be down. */
+static void skip_unusable_route(request_rec *r, llmgw_req_t *ctx)
+{
+    llmgw_failover_t *fo = ctx->fo;
+    const llmgw_route_t *to;
+    const char *path;
+    int index;
+
+    if (!fo->first->fallbacks
+        || has_usable(find_balancer(r, ctx->route->balancer))
+        || !(to = next_fallback(r, fo, &index))) {
+        return;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  LLMGW_LOGNO(0122) "no usable member on %s for model %s: "
+                                    "route %s serves it",
+                  ctx->route->balancer, ctx->req.model, to->name);
+    fo->next_fallback = index + 1;
+    if (llmgw_proxy_reroute(r, ctx, to, &path) == 0) {
+        fo->path = path;
+        reset_answer(r, ctx);
+        llmgw_proxy_target(r, ctx, path);
+    }
+}
+
 /* The handler around mod_proxy's: each attempt is mod_proxy's handler run
  * on r; one that failed before its commit point is run again. */
 static int run_attempts(request_rec *r)
@@ -523,6 +550,7 @@ static int run_attempts(request_rec *r)
         || !(ctx = llmgw_req_get(r)) || !(fo = ctx->fo) || fo->running) {
         return DECLINED;
     }
+    skip_unusable_route(r, ctx);
     for (;;) {
         fo->running = 1;
         status = ap_run_handler(r);

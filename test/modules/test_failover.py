@@ -80,6 +80,12 @@ def config(m, dead):
     out += f'<Proxy "balancer://fo-dead2">\n    BalancerMember "http://{H}:{dead[2]}" retry=5\n</Proxy>\n'
     out += f'<Proxy "balancer://fo-fb">\n    BalancerMember "http://{H}:{ok2}"\n</Proxy>\n'
     out += route("fo-dead", "fo-dead", "    LLMFallback fo-fallback\n")
+    # Live members, both disabled (as a breaker's open state takes them
+    # out): not one of them may be asked.
+    out += (f'<Proxy "balancer://fo-disabled">\n'
+            f'    BalancerMember "http://{H}:{m["f500"].port}" status=+D\n'
+            f'    BalancerMember "http://{H}:{m["f429"].port}" status=+D\n</Proxy>\n')
+    out += route("fo-disabled", "fo-disabled", "    LLMFallback fo-fallback\n")
     out += route("fo-fallback", "fo-fb", model="mock-large")
     out += route("fo-nothing", "fo-dead", "    LLMFallback fo-dead2\n")
     out += route("fo-dead2", "fo-dead2")
@@ -440,3 +446,14 @@ def test_no_attempt_starts_after_the_time_bound(gw, fo_mocks):
     assert r.json()["error"]["type"]
     assert generations(fo_mocks["ok1"]) == 0
     assert last_line(gw, "fo-late", mark).attempts == "1"
+
+
+def test_route_without_usable_member_goes_to_fallback_at_once(gw, fo_mocks):
+    mark = gw.log_mark()
+    r = gw.post("/v1/chat/completions", chat("fo-disabled"))
+    assert r.status == 200, r.body[:300]
+    assert r.header("X-Mock-Backend") == "fo-ok2"
+    assert generations(fo_mocks["f500"]) + generations(fo_mocks["f429"]) == 0
+    line = last_line(gw, "fo-disabled", mark)
+    # Straight to the fallback: its first attempt is the request's first.
+    assert (line.route, line.attempts) == ("fo-fallback", "1")
