@@ -107,11 +107,21 @@ static int was_tried(const llmgw_failover_t *fo, const proxy_worker *w)
     return 0;
 }
 
-/* Usable as mod_proxy and the health part see it: not in error, not open
- * (HC_FAIL), not draining. */
+/* Usable as mod_proxy and the health part see it: not open (HC_FAIL),
+ * draining, disabled or stopped; in error only until its retry= is over
+ * (mod_proxy then tries it again, ap_proxy_retry_worker: without this a
+ * route all in error would never be tried again). */
 static int usable(const proxy_worker *w)
 {
-    return PROXY_WORKER_IS_USABLE(w) && !PROXY_WORKER_IS_DRAINING(w);
+    if (PROXY_WORKER_IS_DRAINING(w) || !PROXY_WORKER_IS_INITIALIZED(w)) {
+        return 0;
+    }
+    if (PROXY_WORKER_IS_USABLE(w)) {
+        return 1;
+    }
+    return (w->s->status & PROXY_WORKER_NOT_USABLE_BITMAP)
+               == PROXY_WORKER_IN_ERROR
+           && apr_time_now() > w->s->error_time + w->s->retry;
 }
 
 /* 1 when a is the better next member than b: hot standbys (status=+H)

@@ -57,9 +57,12 @@ def route(name, bal, extra="", model="mock-small", dialect="openai"):
             f'    LLMUpstreamModel {model}\n{extra}</LLMRoute>\n')
 
 
-def config(m, dead):
+def config(m, dead, later):
     ok1, ok2 = m["ok1"].port, m["ok2"].port
     out = ""
+    # A member that comes up only during its test.
+    out += f'<Proxy "balancer://fo-later">\n    BalancerMember "http://{H}:{later}" retry=1\n</Proxy>\n'
+    out += route("fo-later", "fo-later", "    LLMFallback fo-fallback\n")
     for name in FAULTY:
         out += balancer("fo-" + name, m[name].port, ok1)
         out += route("fo-" + name, "fo-" + name,
@@ -100,10 +103,15 @@ def config(m, dead):
 
 
 @pytest.fixture(scope="module")
-def gw(request, workdir, ports, fo_mocks):
+def later_port():
+    return env.PORTS.take(1)[0]
+
+
+@pytest.fixture(scope="module")
+def gw(request, workdir, ports, fo_mocks, later_port):
     dead = env.PORTS.dead(3)
     yield from env.serve_gateway(request, workdir, ports, "gw-failover",
-                                 config(fo_mocks, dead))
+                                 config(fo_mocks, dead, later_port))
 
 
 @pytest.fixture(autouse=True)
@@ -457,3 +465,18 @@ def test_route_without_usable_member_goes_to_fallback_at_once(gw, fo_mocks):
     line = last_line(gw, "fo-disabled", mark)
     # Straight to the fallback: its first attempt is the request's first.
     assert (line.route, line.attempts) == ("fo-fallback", "1")
+
+
+def test_route_back_once_its_member_is(gw, fo_mocks, workdir, later_port):
+    """A route whose one member was down goes to its fallback; once the
+    member listens again and its retry= is over, the route is its own."""
+    r = gw.post("/v1/chat/completions", chat("fo-later"))
+    assert (r.status, r.header("X-Mock-Backend")) == (200, "fo-ok2")
+    m = env.MockBackend(env.mockllm_path(), workdir, "fo-later", later_port,
+                        MOCK_ARGS).start()
+    try:
+        time.sleep(1.2)
+        r = gw.post("/v1/chat/completions", chat("fo-later"))
+        assert (r.status, r.header("X-Mock-Backend")) == (200, "fo-later")
+    finally:
+        m.stop()
