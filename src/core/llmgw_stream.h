@@ -27,6 +27,9 @@ typedef struct llmgw_sse {
                              * its error tail; the buffer is freed and
                              * further input ignored */
     int content_events; /* events that carried generated output */
+    int malformed;      /* events whose data is neither [DONE] nor a JSON
+                         * object (the first object is parsed whole; the
+                         * others' first byte is looked at) */
     int events;
     llmgw_usage_t usage;
     const char *id; /* of the first chunk, for a final error chunk */

@@ -593,6 +593,12 @@ enum MHD_Result mock_reply_body(struct MHD_Connection *conn, const char *ctype,
         && (k->fault == MOCK_FAULT_CUT || k->fault == MOCK_FAULT_CUT_FIRST)) {
         return mock_cut_reply(conn, ctype, body, len);
     }
+    if (k != NULL && k->fault == MOCK_FAULT_GARBAGE) {
+        static const char garbage[] = "mock garbage, not JSON";
+
+        return mock_reply(conn, MHD_HTTP_OK, ctype, garbage,
+                          sizeof(garbage) - 1, NULL);
+    }
     return mock_reply(conn, MHD_HTTP_OK, ctype, body, len, NULL);
 }
 
@@ -885,6 +891,7 @@ static int parse_fault(const char *s, mock_fault_t *out)
         { "cut", MOCK_FAULT_CUT },
         { "reset", MOCK_FAULT_RESET },
         { "cut-first", MOCK_FAULT_CUT_FIRST },
+        { "garbage", MOCK_FAULT_GARBAGE },
     };
     size_t i;
 
@@ -1275,6 +1282,11 @@ static int next_event(mock_stream_t *s)
         if (s->cut_after >= 0 && s->emitted >= s->cut_after) {
             return -1;
         }
+        if (s->garbage) {
+            s->garbage = 0;
+            mock_buf_puts(&s->ev, "data: mock garbage, not JSON\n\n");
+            return 1;
+        }
         if (s->emitted < s->npieces) {
             /* Deadlines come from t0, not from the previous event, so
              * slow writes do not make the whole stream drift. */
@@ -1397,6 +1409,8 @@ enum MHD_Result mock_stream_start(struct MHD_Connection *conn,
     else if (k->fault == MOCK_FAULT_CUT_FIRST) {
         s->cut_after = 0; /* the role chunk (chat) and nothing else */
     }
+    s->garbage = k->fault == MOCK_FAULT_GARBAGE
+                 && strcmp(ctype, "text/event-stream") == 0;
     s->tps = k->tps;
     s->ttft_ms = k->ttft_ms;
     s->fd = k->fd;

@@ -54,7 +54,8 @@ typedef enum {
     MOCK_FAULT_HANG,
     MOCK_FAULT_CUT,
     MOCK_FAULT_RESET,
-    MOCK_FAULT_CUT_FIRST
+    MOCK_FAULT_CUT_FIRST,
+    MOCK_FAULT_GARBAGE
 } mock_fault_t;
 
 typedef enum {
@@ -250,6 +251,7 @@ struct mock_stream {
     long npieces;
     long emitted;
     long cut_after; /* -1: no cut */
+    int garbage;    /* an SSE event that is not JSON before the pieces */
     struct timespec t0;
     double tps;
     long ttft_ms;

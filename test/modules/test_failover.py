@@ -22,6 +22,7 @@ FAULTY = {
     "fstall": ["--ttft-ms", "5000"],   # headers and role chunk, then nothing
     "fcut0": ["--fault", "cut-first"],
     "fcut": ["--fault", "cut"],
+    "fgarbage": ["--fault", "garbage"],   # an event that is not JSON
     "victim": ["--ttft-ms", "400"],    # killed while requests are in flight
     "fslow": ["--tps", "0.5"],         # a token every 2 s
 }
@@ -147,7 +148,7 @@ def assert_clean_stream(s):
     assert s.content()
 
 
-@pytest.mark.parametrize("fault", ["f500", "f429", "freset", "fcut0"])
+@pytest.mark.parametrize("fault", ["f500", "f429", "freset", "fcut0", "fgarbage"])
 def test_plain_answer_fails_over(gw, fo_mocks, fault):
     mark = gw.log_mark()
     r = gw.post("/v1/chat/completions", chat("fo-" + fault))
@@ -161,7 +162,7 @@ def test_plain_answer_fails_over(gw, fo_mocks, fault):
     assert line.member == f"http://{H}:{fo_mocks['ok1'].port}"
 
 
-@pytest.mark.parametrize("fault", ["f500", "f429", "freset", "fcut0"])
+@pytest.mark.parametrize("fault", ["f500", "f429", "freset", "fcut0", "fgarbage"])
 def test_stream_fails_over(gw, fo_mocks, fault):
     mark = gw.log_mark()
     s = gw.stream("/v1/chat/completions", chat("fo-" + fault, stream=True))
