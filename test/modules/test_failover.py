@@ -5,6 +5,7 @@
 # standby (status=+H), so mod_proxy's balancer always picks the faulty one
 # and only the gateway's failover can reach the other.
 import json
+import subprocess
 import threading
 import time
 
@@ -481,3 +482,20 @@ def test_route_back_once_its_member_is(gw, fo_mocks, workdir, later_port):
         assert (r.status, r.header("X-Mock-Backend")) == (200, "fo-later")
     finally:
         m.stop()
+
+
+def test_failover_after_graceful_restart(gw, fo_mocks):
+    """mod_proxy's pre_request hook is looked up again in each generation
+    (mod_proxy is loaded again on a restart)."""
+    before = set(gw.children())
+    subprocess.run(gw.cmd("-k", "graceful"), check=True, capture_output=True)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        kids = set(gw.children())
+        if kids and not kids & before:
+            break
+        time.sleep(0.1)
+    assert not set(gw.children()) & before, "the children were not replaced"
+    for fault in ("f500", "fcut0"):
+        r = gw.post("/v1/chat/completions", chat("fo-" + fault))
+        assert (r.status, r.header("X-Mock-Backend")) == (200, "fo-ok1"), r.body[:200]
