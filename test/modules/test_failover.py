@@ -488,7 +488,8 @@ def test_failover_after_graceful_restart(gw, fo_mocks):
     """mod_proxy's pre_request hook is looked up again in each generation
     (mod_proxy is loaded again on a restart)."""
     before = set(gw.children())
-    subprocess.run(gw.cmd("-k", "graceful"), check=True, capture_output=True)
+    subprocess.run(gw.cmd("-k", "graceful"), check=True, capture_output=True,
+                   env=env.sanitizer_env(gw.dir))
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         kids = set(gw.children())
