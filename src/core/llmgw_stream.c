@@ -240,6 +240,7 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
         return len;
     }
     if (!dlen || *d != '{') {
+        s->malformed += dlen > 0;
         return len;
     }
     if (s->on_data) {
@@ -247,6 +248,7 @@ static apr_size_t inspect(llmgw_sse_t *s, char *ev, apr_size_t len)
     }
     if (!s->id) {
         j = llmgw_json_parse_prefix(s->lp, d, dlen, &used);
+        s->malformed += j == NULL;
         if (j) {
             const char *v = llmgw_json_gets(j, "id", NULL);
 

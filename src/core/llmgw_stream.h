@@ -33,6 +33,9 @@ typedef struct llmgw_sse {
     int choices;            /* the stream's choices (1; the glue sets it) */
     apr_uint64_t finished;  /* bit i: choice i had a finish_reason other
                             * than "error" */
+    int malformed;          /* events whose data is neither [DONE] nor a
+                             * JSON object (the first object is parsed
+                             * whole; the others' first byte is looked at) */
     int events;
     llmgw_usage_t usage;
     const char *id; /* of the first chunk: which generation it is */

@@ -107,11 +107,21 @@ static int was_tried(const llmgw_failover_t *fo, const proxy_worker *w)
     return 0;
 }
 
-/* Usable as mod_proxy and the health part see it: not in error, not open
- * (HC_FAIL), not draining. */
+/* Usable as mod_proxy and the health part see it: not open (HC_FAIL),
+ * draining, disabled or stopped; in error only until its retry= is over
+ * (mod_proxy then tries it again, ap_proxy_retry_worker: without this a
+ * route all in error would never be tried again). */
 static int usable(const proxy_worker *w)
 {
-    return PROXY_WORKER_IS_USABLE(w) && !PROXY_WORKER_IS_DRAINING(w);
+    if (PROXY_WORKER_IS_DRAINING(w) || !PROXY_WORKER_IS_INITIALIZED(w)) {
+        return 0;
+    }
+    if (PROXY_WORKER_IS_USABLE(w)) {
+        return 1;
+    }
+    return (w->s->status & PROXY_WORKER_NOT_USABLE_BITMAP)
+               == PROXY_WORKER_IN_ERROR
+           && apr_time_now() > w->s->error_time + w->s->retry;
 }
 
 /* 1 when a is the better next member than b: hot standbys (status=+H)
@@ -510,6 +520,33 @@ static const char *retry_after(request_rec *r, const llmgw_route_t *route)
                     soonest ? (long)apr_time_sec(soonest - now) + 1 : 1);
 }
 
+/* A route with no usable member (all in error, open, draining or
+ * disabled) goes to its first fallback with one at once: no attempt, no
+ * timeout to wait, on members known to be down. */
+static void skip_unusable_route(request_rec *r, llmgw_req_t *ctx)
+{
+    llmgw_failover_t *fo = ctx->fo;
+    const llmgw_route_t *to;
+    const char *path;
+    int index;
+
+    if (!fo->first->fallbacks
+        || has_usable(find_balancer(r, ctx->route->balancer))
+        || !(to = next_fallback(r, fo, &index))) {
+        return;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  LLMGW_LOGNO(0122) "no usable member on %s for model %s: "
+                                    "route %s serves it",
+                  ctx->route->balancer, ctx->req.model, to->name);
+    fo->next_fallback = index + 1;
+    if (llmgw_proxy_reroute(r, ctx, to, &path) == 0) {
+        fo->path = path;
+        reset_answer(r, ctx);
+        llmgw_proxy_target(r, ctx, path);
+    }
+}
+
 /* The handler around mod_proxy's: each attempt is mod_proxy's handler run
  * on r; one that failed before its commit point is run again. */
 static int run_attempts(request_rec *r)
@@ -522,6 +559,7 @@ static int run_attempts(request_rec *r)
         || !(ctx = llmgw_req_get(r)) || !(fo = ctx->fo) || fo->running) {
         return DECLINED;
     }
+    skip_unusable_route(r, ctx);
     for (;;) {
         fo->running = 1;
         status = ap_run_handler(r);

@@ -536,6 +536,13 @@ static apr_status_t watch_stream(ap_filter_t *f, llmgw_req_t *ctx,
         }
         apr_bucket_delete(e);
     }
+    if (ctx->sse->malformed
+        && llmgw_failover_retry(r, ctx, LLMGW_EV_BAD_ANSWER,
+                                "it sent an event that is not JSON")) {
+        apr_brigade_cleanup(ctx->bb);
+        apr_brigade_cleanup(bb);
+        return APR_EGENERAL;
+    }
     if (ctx->sse->content_events) {
         commit(r, ctx); /* the first token */
     }

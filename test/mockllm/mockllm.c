@@ -613,6 +613,12 @@ enum MHD_Result mock_reply_body(struct MHD_Connection *conn, const char *ctype,
          * body cleanly: the first half, as a whole 200. */
         return mock_reply(conn, MHD_HTTP_OK, ctype, body, len / 2, NULL);
     }
+    if (k != NULL && k->fault == MOCK_FAULT_GARBAGE) {
+        static const char garbage[] = "mock garbage, not JSON";
+
+        return mock_reply(conn, MHD_HTTP_OK, ctype, garbage,
+                          sizeof(garbage) - 1, NULL);
+    }
     return mock_reply(conn, MHD_HTTP_OK, ctype, body, len, NULL);
 }
 
@@ -907,6 +913,7 @@ static int parse_fault(const char *s, mock_fault_t *out)
         { "nodone", MOCK_FAULT_NODONE },
         { "badjson", MOCK_FAULT_BADJSON },
         { "cut-first", MOCK_FAULT_CUT_FIRST },
+        { "garbage", MOCK_FAULT_GARBAGE },
     };
     size_t i;
 
@@ -1343,6 +1350,11 @@ static int next_event(mock_stream_t *s)
         if (s->cut_after >= 0 && s->emitted >= s->cut_after) {
             return -1;
         }
+        if (s->garbage) {
+            s->garbage = 0;
+            mock_buf_puts(&s->ev, "data: mock garbage, not JSON\n\n");
+            return 1;
+        }
         if (s->emitted < s->npieces) {
             /* Deadlines come from t0, not from the previous event, so
              * slow writes do not make the whole stream drift. */
@@ -1465,6 +1477,8 @@ enum MHD_Result mock_stream_start(struct MHD_Connection *conn,
     else if (k->fault == MOCK_FAULT_CUT_FIRST) {
         s->cut_after = 0; /* the role chunk (chat) and nothing else */
     }
+    s->garbage = k->fault == MOCK_FAULT_GARBAGE
+                 && strcmp(ctype, "text/event-stream") == 0;
     s->tps = k->tps;
     s->ttft_ms = k->ttft_ms;
     s->fd = k->fd;

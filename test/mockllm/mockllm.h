@@ -54,9 +54,10 @@ typedef enum {
     MOCK_FAULT_HANG,
     MOCK_FAULT_CUT,
     MOCK_FAULT_RESET,
-    MOCK_FAULT_NODONE,   /* OpenAI streams end cleanly, without [DONE] */
-    MOCK_FAULT_BADJSON,  /* a plain 200 whose JSON is cut, sent whole */
-    MOCK_FAULT_CUT_FIRST /* a stream cut before its first content */
+    MOCK_FAULT_NODONE,    /* OpenAI streams end cleanly, without [DONE] */
+    MOCK_FAULT_BADJSON,   /* a plain 200 whose JSON is cut, sent whole */
+    MOCK_FAULT_CUT_FIRST, /* a stream cut before its first content */
+    MOCK_FAULT_GARBAGE    /* an answer that is not JSON */
 } mock_fault_t;
 
 typedef enum {
@@ -252,6 +253,7 @@ struct mock_stream {
     long npieces;
     long emitted;
     long cut_after; /* -1: no cut */
+    int garbage;    /* an SSE event that is not JSON before the pieces */
     struct timespec t0;
     double tps;
     long ttft_ms;

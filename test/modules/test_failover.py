@@ -5,6 +5,7 @@
 # standby (status=+H), so mod_proxy's balancer always picks the faulty one
 # and only the gateway's failover can reach the other.
 import json
+import subprocess
 import threading
 import time
 
@@ -22,6 +23,7 @@ FAULTY = {
     "fstall": ["--ttft-ms", "5000"],   # headers and role chunk, then nothing
     "fcut0": ["--fault", "cut-first"],
     "fcut": ["--fault", "cut"],
+    "fgarbage": ["--fault", "garbage"],   # an event that is not JSON
     "victim": ["--ttft-ms", "400"],    # killed while requests are in flight
     "fslow": ["--tps", "0.5"],         # a token every 2 s
 }
@@ -57,9 +59,12 @@ def route(name, bal, extra="", model="mock-small", dialect="openai"):
             f'    LLMUpstreamModel {model}\n{extra}</LLMRoute>\n')
 
 
-def config(m, dead):
+def config(m, dead, later):
     ok1, ok2 = m["ok1"].port, m["ok2"].port
     out = ""
+    # A member that comes up only during its test.
+    out += f'<Proxy "balancer://fo-later">\n    BalancerMember "http://{H}:{later}" retry=1\n</Proxy>\n'
+    out += route("fo-later", "fo-later", "    LLMFallback fo-fallback\n")
     for name in FAULTY:
         out += balancer("fo-" + name, m[name].port, ok1)
         out += route("fo-" + name, "fo-" + name,
@@ -80,6 +85,12 @@ def config(m, dead):
     out += f'<Proxy "balancer://fo-dead2">\n    BalancerMember "http://{H}:{dead[2]}" retry=5\n</Proxy>\n'
     out += f'<Proxy "balancer://fo-fb">\n    BalancerMember "http://{H}:{ok2}"\n</Proxy>\n'
     out += route("fo-dead", "fo-dead", "    LLMFallback fo-fallback\n")
+    # Live members, both disabled (as a breaker's open state takes them
+    # out): not one of them may be asked.
+    out += (f'<Proxy "balancer://fo-disabled">\n'
+            f'    BalancerMember "http://{H}:{m["f500"].port}" status=+D\n'
+            f'    BalancerMember "http://{H}:{m["f429"].port}" status=+D\n</Proxy>\n')
+    out += route("fo-disabled", "fo-disabled", "    LLMFallback fo-fallback\n")
     out += route("fo-fallback", "fo-fb", model="mock-large")
     out += route("fo-nothing", "fo-dead", "    LLMFallback fo-dead2\n")
     out += route("fo-dead2", "fo-dead2")
@@ -94,10 +105,15 @@ def config(m, dead):
 
 
 @pytest.fixture(scope="module")
-def gw(request, workdir, ports, fo_mocks):
+def later_port():
+    return env.PORTS.take(1)[0]
+
+
+@pytest.fixture(scope="module")
+def gw(request, workdir, ports, fo_mocks, later_port):
     dead = env.PORTS.dead(3)
     yield from env.serve_gateway(request, workdir, ports, "gw-failover",
-                                 config(fo_mocks, dead))
+                                 config(fo_mocks, dead, later_port))
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +149,7 @@ def assert_clean_stream(s):
     assert s.content()
 
 
-@pytest.mark.parametrize("fault", ["f500", "f429", "freset", "fcut0"])
+@pytest.mark.parametrize("fault", ["f500", "f429", "freset", "fcut0", "fgarbage"])
 def test_plain_answer_fails_over(gw, fo_mocks, fault):
     mark = gw.log_mark()
     r = gw.post("/v1/chat/completions", chat("fo-" + fault))
@@ -147,7 +163,7 @@ def test_plain_answer_fails_over(gw, fo_mocks, fault):
     assert line.member == f"http://{H}:{fo_mocks['ok1'].port}"
 
 
-@pytest.mark.parametrize("fault", ["f500", "f429", "freset", "fcut0"])
+@pytest.mark.parametrize("fault", ["f500", "f429", "freset", "fcut0", "fgarbage"])
 def test_stream_fails_over(gw, fo_mocks, fault):
     mark = gw.log_mark()
     s = gw.stream("/v1/chat/completions", chat("fo-" + fault, stream=True))
@@ -440,3 +456,47 @@ def test_no_attempt_starts_after_the_time_bound(gw, fo_mocks):
     assert r.json()["error"]["type"]
     assert generations(fo_mocks["ok1"]) == 0
     assert last_line(gw, "fo-late", mark).attempts == "1"
+
+
+def test_route_without_usable_member_goes_to_fallback_at_once(gw, fo_mocks):
+    mark = gw.log_mark()
+    r = gw.post("/v1/chat/completions", chat("fo-disabled"))
+    assert r.status == 200, r.body[:300]
+    assert r.header("X-Mock-Backend") == "fo-ok2"
+    assert generations(fo_mocks["f500"]) + generations(fo_mocks["f429"]) == 0
+    line = last_line(gw, "fo-disabled", mark)
+    # Straight to the fallback: its first attempt is the request's first.
+    assert (line.route, line.attempts) == ("fo-fallback", "1")
+
+
+def test_route_back_once_its_member_is(gw, fo_mocks, workdir, later_port):
+    """A route whose one member was down goes to its fallback; once the
+    member listens again and its retry= is over, the route is its own."""
+    r = gw.post("/v1/chat/completions", chat("fo-later"))
+    assert (r.status, r.header("X-Mock-Backend")) == (200, "fo-ok2")
+    m = env.MockBackend(env.mockllm_path(), workdir, "fo-later", later_port,
+                        MOCK_ARGS).start()
+    try:
+        time.sleep(1.2)
+        r = gw.post("/v1/chat/completions", chat("fo-later"))
+        assert (r.status, r.header("X-Mock-Backend")) == (200, "fo-later")
+    finally:
+        m.stop()
+
+
+def test_failover_after_graceful_restart(gw, fo_mocks):
+    """mod_proxy's pre_request hook is looked up again in each generation
+    (mod_proxy is loaded again on a restart)."""
+    before = set(gw.children())
+    subprocess.run(gw.cmd("-k", "graceful"), check=True, capture_output=True,
+                   env=env.sanitizer_env(gw.dir))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        kids = set(gw.children())
+        if kids and not kids & before:
+            break
+        time.sleep(0.1)
+    assert not set(gw.children()) & before, "the children were not replaced"
+    for fault in ("f500", "fcut0"):
+        r = gw.post("/v1/chat/completions", chat("fo-" + fault))
+        assert (r.status, r.header("X-Mock-Backend")) == (200, "fo-ok1"), r.body[:200]

@@ -101,6 +101,22 @@ START_TEST(counts_output_with_spaced_json)
 }
 END_TEST
 
+START_TEST(counts_malformed_events)
+{
+    llmgw_sse_t *s;
+
+    run(EV("{\"id\":\"c1\",\"choices\":[]}")
+            EV("not json") ": a comment, no data\n\n" EV("{\"choices\":[]}")
+                EV("[DONE]"),
+        5, 0, &s);
+    ck_assert_int_eq(s->malformed, 1);
+    run(EV("{\"id\":\"c1\",") EV("{\"choices\":[]}"), 5, 0, &s);
+    ck_assert_int_eq(s->malformed, 1); /* a first object cut short */
+    run(stream, 3, 0, &s);
+    ck_assert_int_eq(s->malformed, 0);
+}
+END_TEST
+
 START_TEST(accepts_crlf_events)
 {
     llmgw_sse_t *s;
@@ -307,7 +323,8 @@ Suite *stream_suite(void)
     return test_suite(
         "stream", "sse", 0,
         TESTS(frames_at_every_boundary, strips_injected_usage_chunk,
-              counts_output_with_spaced_json, accepts_crlf_events,
+              counts_output_with_spaced_json, counts_malformed_events,
+              accepts_crlf_events,
               holds_back_partial_event_and_ends_with_error,
               unfinished_event_is_capped, big_event_under_the_cap_passes,
               usage_chunks_do_not_grow_the_pool, finished_without_done,
