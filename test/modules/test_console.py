@@ -31,9 +31,25 @@ def _load(*mods):
                    for m in mods if f"mod_{m}.c" not in builtin)
 
 
-CONSOLE = f"""\
-Alias "{ADMIN}/assets" "{HTDOCS}"
-<Directory "{HTDOCS}">
+def served_assets(workdir):
+    """A copy of htdocs/ in the test's directory: httpd's children (run as
+    www-data when root starts them) may not reach the checkout, which can
+    sit below a directory only root may enter."""
+    d = os.path.join(workdir, "console-htdocs")
+    if not os.path.isdir(d):
+        shutil.copytree(HTDOCS, d)
+        for root, dirs, files in os.walk(d):
+            os.chmod(root, 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+    return d
+
+
+def console_conf(htdocs):
+    """The console's configuration, its assets served from HTDOCS."""
+    return f"""\
+Alias "{ADMIN}/assets" "{htdocs}"
+<Directory "{htdocs}">
     Require all granted
 </Directory>
 <Location "{ADMIN}">
@@ -58,7 +74,8 @@ Alias "{ADMIN}/assets" "{HTDOCS}"
 def gwc(request, workdir, ports, mocks):
     """A gateway with the default shm cache and the console."""
     yield from env.serve_gateway(request, workdir, ports, "gw-console",
-                                 _load("authz_host", "alias") + CONSOLE)
+                                 _load("authz_host", "alias")
+                                 + console_conf(served_assets(workdir)))
 
 
 def metrics(g):
