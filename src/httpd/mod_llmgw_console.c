@@ -56,12 +56,15 @@ typedef struct {
     int secret_set;
 } console_shared_t;
 
+/* The generations follow, 8-byte aligned as their counters need. */
+#define SHARED_SIZE APR_ALIGN_DEFAULT(sizeof(console_shared_t))
+
 static console_shared_t *shared;
 static llmgw_cache_gens_t *gens;
 
 apr_status_t llmgw_console_post_config(apr_pool_t *pconf, server_rec *s)
 {
-    apr_size_t size = sizeof(console_shared_t) + llmgw_cache_gens_size();
+    apr_size_t size = SHARED_SIZE + llmgw_cache_gens_size();
     char *mem;
     int fresh;
 
@@ -75,11 +78,11 @@ apr_status_t llmgw_console_post_config(apr_pool_t *pconf, server_rec *s)
     shared = (console_shared_t *)mem;
     if (fresh) {
         memset(shared, 0, sizeof(*shared));
-        gens = llmgw_cache_gens_init(mem + sizeof(*shared),
-                                     llmgw_cache_gens_size());
+        gens =
+            llmgw_cache_gens_init(mem + SHARED_SIZE, llmgw_cache_gens_size());
     }
     else {
-        gens = (llmgw_cache_gens_t *)(mem + sizeof(*shared));
+        gens = (llmgw_cache_gens_t *)(mem + SHARED_SIZE);
     }
     if (!shared->secret_set) {
         if (apr_generate_random_bytes(shared->secret, SECRET_LEN)

@@ -97,6 +97,18 @@ def series(st, route, model):
     return found[0] if found else None
 
 
+def counted(g, total):
+    """Waits until the gateway counted TOTAL requests in all: a request is
+    counted at its end, after its client has the answer (as httpd logs it),
+    so a client's next request may come first. Returns the status then."""
+    deadline = time.monotonic() + 10
+    while True:
+        st = status(g)
+        if st["total"]["requests"] >= total or time.monotonic() > deadline:
+            return st
+        time.sleep(0.05)
+
+
 def usage_sum(answers):
     return (sum(a["usage"]["prompt_tokens"] for a in answers),
             sum(a["usage"]["completion_tokens"] for a in answers))
@@ -137,6 +149,7 @@ def test_metrics_and_status_count_what_clients_got(gwc, uniq):
     prompt += got["stream_usage"]["prompt_tokens"]
     completion += got["stream_usage"]["completion_tokens"]
 
+    counted(gwc, st0["total"]["requests"] + 6)
     after, types = metrics(gwc)
     lab = {"route": "gpt-*", "model": model}
     assert pick(after, "llmgw_requests_total", status="200", **lab) == 5
@@ -192,9 +205,10 @@ def test_metrics_and_status_count_what_clients_got(gwc, uniq):
 
 def test_counters_survive_graceful_restart(gwc, uniq):
     model = f"gpt-{uniq}"
+    n = status(gwc)["total"]["requests"]
     r = gwc.post(CHAT, chat_body(model=model, temperature=1, max_tokens=3))
     assert r.status == 200
-    st0 = status(gwc)
+    st0 = counted(gwc, n + 1)
     with open(gwc.error_log) as f:
         resumed = f.read().count("resuming normal operations")
     os.kill(gwc.proc.pid, signal.SIGUSR1)
@@ -269,9 +283,10 @@ def page(g, path):
 
 def test_pages_show_members_routes_and_names_as_text(gwc, uniq):
     evil = f"gpt-<script>alert('{uniq}')</script>"
+    n = status(gwc)["total"]["requests"]
     r = gwc.post(CHAT, chat_body(model=evil, temperature=1, max_tokens=3))
     assert r.status == 200, r.body
-    st = status(gwc)
+    st = counted(gwc, n + 1)
     for path in ("", "backends", "routes", "keys", "cache", "index.html"):
         resp, p = page(gwc, path)
         assert b"<script>alert" not in resp.body, path
@@ -299,9 +314,10 @@ def test_pages_show_members_routes_and_names_as_text(gwc, uniq):
 
 def test_status_xml_is_the_model(gwc, uniq):
     model = f"gpt-{uniq}-x&y"
+    n = status(gwc)["total"]["requests"]
     assert gwc.post(CHAT, chat_body(model=model, temperature=1,
                                     max_tokens=3)).status == 200
-    st = status(gwc)
+    st = counted(gwc, n + 1)
     r = gwc.get(f"{ADMIN}/status.xml")
     assert r.status == 200
     assert r.content_type == "application/xml"
@@ -544,8 +560,10 @@ def playwright():
 
 def test_console_in_browser(gwc, mocks, playwright, uniq):
     evil = f"gpt-<script>window.pwned=1</script>{uniq}"
+    n = status(gwc)["total"]["requests"]
     assert gwc.post(CHAT, chat_body(model=evil, temperature=1,
                                     max_tokens=2)).status == 200
+    counted(gwc, n + 1)
     run_env = dict(os.environ, LLMGW_URL=gwc.url("").rstrip("/"),
                    LLMGW_ADMIN=f"{ADMIN}/", LLMGW_MEMBER=member_of(gwc, "be_a"),
                    LLMGW_MOCKS=" ".join(f"http://{env.HOST}:{gwc.ports[p]}/mock/stats"
