@@ -649,6 +649,16 @@ static const char *page_of(const request_rec *r)
     return slash ? slash + 1 : r->uri;
 }
 
+/* The console's own URL without its slash (the <Location> itself): where
+ * the relative links of its pages would not resolve. */
+static int is_location_root(const request_rec *r)
+{
+    const core_dir_config *d = ap_get_core_module_config(r->per_dir_config);
+
+    return d && d->d && *r->uri && strcmp(r->uri, d->d) == 0
+           && r->uri[strlen(r->uri) - 1] != '/';
+}
+
 static int console_handler(request_rec *r)
 {
     const char *page, *base, *session;
@@ -660,6 +670,13 @@ static int console_handler(request_rec *r)
     r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
     apr_table_setn(r->err_headers_out, "Cache-Control", "no-store");
     apr_table_setn(r->err_headers_out, "X-Content-Type-Options", "nosniff");
+    if (is_location_root(r)) {
+        apr_table_setn(
+            r->headers_out, "Location",
+            ap_construct_url(r->pool, apr_pstrcat(r->pool, r->uri, "/", NULL),
+                             r));
+        return HTTP_MOVED_PERMANENTLY;
+    }
     page = page_of(r);
     base = base_of(r);
     if (r->method_number == M_POST) {

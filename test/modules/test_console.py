@@ -241,6 +241,8 @@ def test_outside_require_is_refused(gwc):
 
 def test_unknown_page_and_method(gwc):
     assert gwc.get(f"{ADMIN}/nope").status == 404
+    r = gwc.get(ADMIN)
+    assert r.status == 301 and r.header("Location") == gwc.url(f"{ADMIN}/")
     r = gwc.request("PUT", f"{ADMIN}/status.json", b"{}")
     assert r.status == 405
 
