@@ -203,6 +203,37 @@ def test_metrics_and_status_count_what_clients_got(gwc, uniq):
     assert st["keys"] is None
 
 
+def test_children_count_into_one_table(gwc, uniq):
+    """Requests at once, over many connections, land in several children
+    (ServerLimit 4): each is counted once, in one shared table. Bursts of
+    40 until two children or more served them (the access log's %P)."""
+    model = f"gpt-{uniq}"
+    n0 = status(gwc)["total"]["requests"]
+    mark = gwc.log_mark()
+    tokens, sent, pids = 0, 0, set()
+
+    def one(i):
+        return lambda: gwc.post(CHAT, chat_body(model=model, content=f"c{i}",
+                                                temperature=1, max_tokens=2))
+    for burst in range(3):
+        got = env.in_threads([one(i) for i in range(40)])
+        assert all(not isinstance(r, Exception) and r.status == 200
+                   for r in got), got
+        tokens += sum(r.json()["usage"]["completion_tokens"] for r in got)
+        sent += 40
+        lines = gwc.wait_log(lambda l: l.fields.get("model") == model,
+                             since=mark, count=sent)
+        pids = {l.fields["pid"] for l in lines}
+        if len(pids) >= 2:
+            break
+    assert len(pids) >= 2, f"{sent} requests, all in child {pids}"
+    st = counted(gwc, n0 + sent)
+    s = series(st, "gpt-*", model)
+    assert s["requests"] == sent and s["statuses"] == {"200": sent}
+    assert s["completion_tokens"] == tokens
+    assert st["total"]["requests"] == n0 + sent
+
+
 def test_counters_survive_graceful_restart(gwc, uniq):
     model = f"gpt-{uniq}"
     n = status(gwc)["total"]["requests"]
