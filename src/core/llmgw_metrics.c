@@ -2,6 +2,7 @@
  * read without a lock; series claimed once by compare-and-swap; the
  * ring's snapshots under a sequence counter; and their renderers. */
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +19,9 @@ _Static_assert(__atomic_always_lock_free(sizeof(apr_uint64_t), 0),
 #define MAGIC 0x6c6c6d6du /* "llmm" */
 #define VERSION 1u
 #define RING (LLMGW_METRICS_SECONDS + 1)
-#define PROBES 256       /* slots a series is looked for in: all */
-#define CLAIM_SPINS 4096 /* waits for another process's claim */
+#define PROBES 256        /* slots a series is looked for in: all */
+#define CLAIM_SPINS 64    /* looks at another process's claim, */
+#define CLAIM_YIELDS 2000 /* then gives it the CPU, so many times */
 #define READ_TRIES 64
 #define NWORDS (sizeof(llmgw_metrics_counts_t) / sizeof(apr_uint64_t))
 
@@ -202,11 +204,17 @@ static series_t *series_get(series_t *tab, unsigned n, const char *a,
             __atomic_store_n(&s->state, S_READY, __ATOMIC_RELEASE);
             return s;
         }
-        for (spins = 0; st == S_CLAIMED && spins < CLAIM_SPINS; spins++) {
+        /* A claim is two string copies: its claimer, unless it was
+         * descheduled in between (then it needs the CPU) or died. */
+        for (spins = 0; st == S_CLAIMED && spins < CLAIM_SPINS + CLAIM_YIELDS;
+             spins++) {
+            if (spins >= CLAIM_SPINS) {
+                sched_yield();
+            }
             st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
         }
         if (st != S_READY) {
-            break; /* a claimer stopped half-way: never a second copy */
+            break; /* a claimer died half-way: never a second copy */
         }
         if (series_is(s, h, a, b)) {
             return s;

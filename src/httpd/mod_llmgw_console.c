@@ -544,6 +544,22 @@ static const char *member_action(request_rec *r, const llmgw_action_t *a)
     return NULL;
 }
 
+/* The console's reset of a key's (route's, user's) budgets. */
+static const char *reset_subject(const char *subject)
+{
+    llmgw_limits_t *t = limits_table();
+    llmgw_limits_subject_t s;
+
+    if (!t) {
+        return "no keys configured";
+    }
+    if (llmgw_limits_find(t, subject, &s) != APR_SUCCESS
+        || llmgw_limits_reset(t, &s, apr_time_now()) != APR_SUCCESS) {
+        return "no such key";
+    }
+    return NULL;
+}
+
 static const char *do_action(request_rec *r, const llmgw_action_t *a)
 {
     switch (a->kind) {
@@ -556,10 +572,7 @@ static const char *do_action(request_rec *r, const llmgw_action_t *a)
         }
         llmgw_cache_flush(gens, a->model);
         return NULL;
-    default:
-        /* TODO(lead, with H15's table): llmgw_limits reset of a->subject. */
-        return limits_table() ? "reset is not there yet"
-                              : "no keys configured";
+    default: return reset_subject(a->subject);
     }
 }
 

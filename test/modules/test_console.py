@@ -559,7 +559,7 @@ def test_flush_one_model_and_all(gwc, uniq):
 
 def test_reset_without_keys_is_refused(gwc):
     s = Session(gwc)
-    r = s.post({"do": "reset", "kind": "key", "key": "team-a", "nonce": s.nonce})
+    r = s.post({"do": "reset", "key": "key:team-a", "nonce": s.nonce})
     assert r.status == 409
 
 
