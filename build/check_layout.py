@@ -44,7 +44,8 @@ ALLOWED = {
     "mod_llmgw_console.c": {
         "mod_llmgw_metrics.h": "the console shows the counters and keeps "
                                "its shared memory the same way",
-        "mod_llmgw_limits.h": "the console shows the keys' usage"},
+        "mod_llmgw_limits.h": "the console shows the keys' usage",
+        "mod_llmgw_health.h": "the console shows the members' health"},
 }
 TOP_FILE = "mod_llm_gateway.c"   # the module record: every part's register
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)

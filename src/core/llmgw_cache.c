@@ -92,7 +92,7 @@ apr_size_t llmgw_cache_gens_size(void)
 
 llmgw_cache_gens_t *llmgw_cache_gens_init(void *mem, apr_size_t size)
 {
-    if (!mem || size < sizeof(llmgw_cache_gens_t)) {
+    if (!mem || size < sizeof(llmgw_cache_gens_t) || (apr_uintptr_t)mem % 8) {
         return NULL;
     }
     memset(mem, 0, sizeof(llmgw_cache_gens_t));

@@ -38,7 +38,8 @@ const char *llmgw_cache_key(apr_pool_t *p, const llmgw_request_t *req,
 typedef struct llmgw_cache_gens llmgw_cache_gens_t;
 
 apr_size_t llmgw_cache_gens_size(void);
-/* Laid out in mem (zeroed: nothing flushed), or NULL if size is short. */
+/* Laid out in mem (8-byte aligned; zeroed: nothing flushed), or NULL if
+ * size is short or mem is not aligned. */
 llmgw_cache_gens_t *llmgw_cache_gens_init(void *mem, apr_size_t size);
 /* The generations the keys of this process include (NULL: none). */
 void llmgw_cache_use_gens(llmgw_cache_gens_t *g);

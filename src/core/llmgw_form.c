@@ -202,12 +202,15 @@ const char *llmgw_form_action(apr_pool_t *p, const llmgw_form_t *f,
     case LLMGW_ACT_DISABLE:
     case LLMGW_ACT_ENABLE: return member_of(f, a);
     case LLMGW_ACT_RESET:
+        /* kind and key ("key", "team-a"), or key alone the table's name
+         * ("key:team-a", or "key#" and a digest for an odd name). */
         kind = llmgw_form_get(f, "kind");
         key = llmgw_form_get(f, "key");
-        if (!kind || !key || !*key || strchr(kind, ':')) {
-            return "reset needs kind and key";
+        if (!key || !*key || (kind && (!*kind || strchr(kind, ':')))
+            || (!kind && !strpbrk(key, ":#"))) {
+            return "reset needs key (and kind)";
         }
-        a->subject = apr_pstrcat(p, kind, ":", key, NULL);
+        a->subject = kind ? apr_pstrcat(p, kind, ":", key, NULL) : key;
         return NULL;
     case LLMGW_ACT_FLUSH:
         a->model = llmgw_form_get(f, "model");

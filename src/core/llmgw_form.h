@@ -41,7 +41,8 @@ typedef struct {
     llmgw_action_kind_t kind;
     const char *balancer; /* drain, disable, enable: "balancer://NAME" */
     const char *member;   /* the worker's name */
-    const char *subject;  /* reset: the table's name ("key:A") */
+    const char *subject;  /* reset: the table's name ("key:A"), from kind
+                           * and key, or key alone when it is that name */
     const char *model;    /* flush: NULL for all */
 } llmgw_action_t;
 

@@ -359,6 +359,16 @@ apr_status_t llmgw_limits_usage(llmgw_limits_t *t,
                                 const llmgw_limits_subject_t *s,
                                 apr_time_t now, llmgw_limits_usage_t *u);
 
+/* An operator's reset (the console's action): every budget of the
+ * subject s names has used nothing of its period from now on; what is in
+ * flight stays reserved and settles as usual (its tokens then count), the
+ * rates, request and 429 counters are not touched. This node's counts: a
+ * cluster's synced counters of the period keep what they hold (see
+ * docs/limits.md). APR_NOTFOUND if s no longer names a subject. */
+apr_status_t llmgw_limits_reset(llmgw_limits_t *t,
+                                const llmgw_limits_subject_t *s,
+                                apr_time_t now);
+
 /* Table-wide counts, for the console and the tests. */
 typedef struct {
     apr_int64_t subjects; /* live and retired */

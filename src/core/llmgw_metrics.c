@@ -19,12 +19,9 @@ _Static_assert(__atomic_always_lock_free(sizeof(apr_uint64_t), 0),
 #define MAGIC 0x6c6c6d6du /* "llmm" */
 #define VERSION 1u
 #define RING (LLMGW_METRICS_SECONDS + 1)
-#define PROBES 256 /* slots a series is looked for in: all */
-/* Waits for another process's claim: it takes a few stores, but that
- * process may be preempted in between, so past a few spins the waiter
- * yields the CPU to it; only a claimer that died half-way runs this out. */
-#define CLAIM_SPINS 65536
-#define CLAIM_SPINS_BUSY 64
+#define PROBES 256        /* slots a series is looked for in: all */
+#define CLAIM_SPINS 64    /* looks at another process's claim, */
+#define CLAIM_YIELDS 2000 /* then gives it the CPU, so many times */
 #define READ_TRIES 64
 #define NWORDS (sizeof(llmgw_metrics_counts_t) / sizeof(apr_uint64_t))
 
@@ -207,14 +204,17 @@ static series_t *series_get(series_t *tab, unsigned n, const char *a,
             __atomic_store_n(&s->state, S_READY, __ATOMIC_RELEASE);
             return s;
         }
-        for (spins = 0; st == S_CLAIMED && spins < CLAIM_SPINS; spins++) {
-            if (spins >= CLAIM_SPINS_BUSY) {
+        /* A claim is two string copies: its claimer, unless it was
+         * descheduled in between (then it needs the CPU) or died. */
+        for (spins = 0; st == S_CLAIMED && spins < CLAIM_SPINS + CLAIM_YIELDS;
+             spins++) {
+            if (spins >= CLAIM_SPINS) {
                 sched_yield();
             }
             st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
         }
         if (st != S_READY) {
-            break; /* a claimer stopped half-way: never a second copy */
+            break; /* a claimer died half-way: never a second copy */
         }
         if (series_is(s, h, a, b)) {
             return s;

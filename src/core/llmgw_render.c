@@ -645,8 +645,7 @@ static void keys(ctx_t *c, xmlNodePtr main)
         json_object *k = json_object_array_get_idx(keys, i);
         const char *kp = apr_psprintf(c->p, "keys.%d", i);
         xmlNodePtr tr = el(tb, "tr"), td;
-        const char *f[] = { "kind", str(k, "kind"), "key", str(k, "name"),
-                            NULL };
+        const char *f[] = { "key", str(k, "subject"), NULL };
 
         text_el(c, tr, "td", str(k, "kind"));
         text_el(c, tr, "td", str(k, "name"));

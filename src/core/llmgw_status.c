@@ -82,6 +82,7 @@ static json_object *usage_json(apr_pool_t *p, const llmgw_limits_usage_t *u)
     apr_int64_t refused = 0;
     int i;
 
+    json_object_object_add(o, "subject", json_object_new_string(u->name));
     json_object_object_add(o, "kind", json_object_new_string(kind));
     json_object_object_add(o, "name", json_object_new_string(shown));
     json_object_object_add(o, "dynamic", json_object_new_boolean(u->dynamic));

@@ -20,6 +20,7 @@
 #include "llmgw_status.h"
 #include "mod_llmgw.h"
 #include "mod_llmgw_console.h"
+#include "mod_llmgw_health.h"
 #include "mod_llmgw_limits.h"
 #include "mod_llmgw_metrics.h"
 
@@ -32,13 +33,11 @@ APLOG_USE_MODULE(llm_gateway);
  * The tables other parts own; NULL until they are there.
  */
 
-/* TODO(lead, at the merge of H14a): the health table's getter. */
 static const llmgw_health_t *health_table(void)
 {
-    return NULL;
+    return llmgw_health_table();
 }
 
-/* The keys' usage: the limits part's table (NULL without keys). */
 static llmgw_limits_t *limits_table(void)
 {
     return llmgw_limits_table();
@@ -57,15 +56,15 @@ typedef struct {
     int secret_set;
 } console_shared_t;
 
-/* The generations after it, aligned for their 64-bit atomics. */
-#define GENS_AT APR_ALIGN_DEFAULT(sizeof(console_shared_t))
+/* The generations follow, 8-byte aligned as their counters need. */
+#define SHARED_SIZE APR_ALIGN_DEFAULT(sizeof(console_shared_t))
 
 static console_shared_t *shared;
 static llmgw_cache_gens_t *gens;
 
 apr_status_t llmgw_console_post_config(apr_pool_t *pconf, server_rec *s)
 {
-    apr_size_t size = GENS_AT + llmgw_cache_gens_size();
+    apr_size_t size = SHARED_SIZE + llmgw_cache_gens_size();
     char *mem;
     int fresh;
 
@@ -79,10 +78,11 @@ apr_status_t llmgw_console_post_config(apr_pool_t *pconf, server_rec *s)
     shared = (console_shared_t *)mem;
     if (fresh) {
         memset(shared, 0, sizeof(*shared));
-        gens = llmgw_cache_gens_init(mem + GENS_AT, llmgw_cache_gens_size());
+        gens =
+            llmgw_cache_gens_init(mem + SHARED_SIZE, llmgw_cache_gens_size());
     }
     else {
-        gens = (llmgw_cache_gens_t *)(mem + GENS_AT);
+        gens = (llmgw_cache_gens_t *)(mem + SHARED_SIZE);
     }
     if (!shared->secret_set) {
         if (apr_generate_random_bytes(shared->secret, SECRET_LEN)
@@ -544,6 +544,22 @@ static const char *member_action(request_rec *r, const llmgw_action_t *a)
     return NULL;
 }
 
+/* The console's reset of a key's (route's, user's) budgets. */
+static const char *reset_subject(const char *subject)
+{
+    llmgw_limits_t *t = limits_table();
+    llmgw_limits_subject_t s;
+
+    if (!t) {
+        return "no keys configured";
+    }
+    if (llmgw_limits_find(t, subject, &s) != APR_SUCCESS
+        || llmgw_limits_reset(t, &s, apr_time_now()) != APR_SUCCESS) {
+        return "no such key";
+    }
+    return NULL;
+}
+
 static const char *do_action(request_rec *r, const llmgw_action_t *a)
 {
     switch (a->kind) {
@@ -556,10 +572,7 @@ static const char *do_action(request_rec *r, const llmgw_action_t *a)
         }
         llmgw_cache_flush(gens, a->model);
         return NULL;
-    default:
-        /* TODO(lead, with H15's table): llmgw_limits reset of a->subject. */
-        return limits_table() ? "reset is not there yet"
-                              : "no keys configured";
+    default: return reset_subject(a->subject);
     }
 }
 
@@ -649,6 +662,16 @@ static const char *page_of(const request_rec *r)
     return slash ? slash + 1 : r->uri;
 }
 
+/* The console's own URL without its slash (the <Location> itself): where
+ * the relative links of its pages would not resolve. */
+static int is_location_root(const request_rec *r)
+{
+    const core_dir_config *d = ap_get_core_module_config(r->per_dir_config);
+
+    return d && d->d && *r->uri && strcmp(r->uri, d->d) == 0
+           && r->uri[strlen(r->uri) - 1] != '/';
+}
+
 static int console_handler(request_rec *r)
 {
     const char *page, *base, *session;
@@ -660,6 +683,13 @@ static int console_handler(request_rec *r)
     r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
     apr_table_setn(r->err_headers_out, "Cache-Control", "no-store");
     apr_table_setn(r->err_headers_out, "X-Content-Type-Options", "nosniff");
+    if (is_location_root(r)) {
+        apr_table_setn(
+            r->headers_out, "Location",
+            ap_construct_url(r->pool, apr_pstrcat(r->pool, r->uri, "/", NULL),
+                             r));
+        return HTTP_MOVED_PERMANENTLY;
+    }
     page = page_of(r);
     base = base_of(r);
     if (r->method_number == M_POST) {

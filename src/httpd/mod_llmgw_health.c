@@ -104,6 +104,11 @@ static member_t *members; /* by the table's index */
 static int nmembers;
 static apr_time_t next_sweep;
 
+const llmgw_health_t *llmgw_health_table(void)
+{
+    return table;
+}
+
 /* What a proxied request showed of its member so far. */
 typedef struct {
     int attempts;   /* mod_proxy's tries at members */

@@ -10,6 +10,7 @@
 #include <http_config.h>
 
 #include "llmgw_breaker.h"
+#include "llmgw_health.h"
 
 /* ---- for the failover part: one call per attempt ------------------- */
 
@@ -30,6 +31,10 @@ void llmgw_health_observe(request_rec *r, const char *member,
  * half-open with its trial not taken (and mod_proxy finds its worker
  * usable); 0 if not; 1 for a member the table does not know. */
 int llmgw_health_usable(request_rec *r, const char *member);
+
+/* The health table, for readers such as the console (read only); NULL
+ * when no route's balancer has members. */
+const llmgw_health_t *llmgw_health_table(void);
 
 /* ---- directives (the table is mod_llmgw_config.c's) --------------- */
 

@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(a.balancer && a.member && *a.member, "no member");
         }
         if (a.kind == LLMGW_ACT_RESET) {
-            FUZZ_CHECK(a.subject && strchr(a.subject, ':'), "no subject");
+            FUZZ_CHECK(a.subject && strpbrk(a.subject, ":#"), "no subject");
         }
     }
     free(body);

@@ -114,6 +114,18 @@ def series(st, route, model):
     return found[0] if found else None
 
 
+def counted(g, total):
+    """Waits until the gateway counted TOTAL requests in all: a request is
+    counted at its end, after its client has the answer (as httpd logs it),
+    so a client's next request may come first. Returns the status then."""
+    deadline = time.monotonic() + 10
+    while True:
+        st = status(g)
+        if st["total"]["requests"] >= total or time.monotonic() > deadline:
+            return st
+        time.sleep(0.05)
+
+
 def usage_sum(answers):
     return (sum(a["usage"]["prompt_tokens"] for a in answers),
             sum(a["usage"]["completion_tokens"] for a in answers))
@@ -154,6 +166,7 @@ def test_metrics_and_status_count_what_clients_got(gwc, uniq):
     prompt += got["stream_usage"]["prompt_tokens"]
     completion += got["stream_usage"]["completion_tokens"]
 
+    counted(gwc, st0["total"]["requests"] + 6)
     after, types = metrics(gwc)
     lab = {"route": "gpt-*", "model": model}
     assert pick(after, "llmgw_requests_total", status="200", **lab) == 5
@@ -207,11 +220,43 @@ def test_metrics_and_status_count_what_clients_got(gwc, uniq):
     assert st["keys"] is None
 
 
+def test_children_count_into_one_table(gwc, uniq):
+    """Requests at once, over many connections, land in several children
+    (ServerLimit 4): each is counted once, in one shared table. Bursts of
+    40 until two children or more served them (the access log's %P)."""
+    model = f"gpt-{uniq}"
+    n0 = status(gwc)["total"]["requests"]
+    mark = gwc.log_mark()
+    tokens, sent, pids = 0, 0, set()
+
+    def one(i):
+        return lambda: gwc.post(CHAT, chat_body(model=model, content=f"c{i}",
+                                                temperature=1, max_tokens=2))
+    for burst in range(3):
+        got = env.in_threads([one(i) for i in range(40)])
+        assert all(not isinstance(r, Exception) and r.status == 200
+                   for r in got), got
+        tokens += sum(r.json()["usage"]["completion_tokens"] for r in got)
+        sent += 40
+        lines = gwc.wait_log(lambda l: l.fields.get("model") == model,
+                             since=mark, count=sent)
+        pids = {l.fields["pid"] for l in lines}
+        if len(pids) >= 2:
+            break
+    assert len(pids) >= 2, f"{sent} requests, all in child {pids}"
+    st = counted(gwc, n0 + sent)
+    s = series(st, "gpt-*", model)
+    assert s["requests"] == sent and s["statuses"] == {"200": sent}
+    assert s["completion_tokens"] == tokens
+    assert st["total"]["requests"] == n0 + sent
+
+
 def test_counters_survive_graceful_restart(gwc, uniq):
     model = f"gpt-{uniq}"
+    n = status(gwc)["total"]["requests"]
     r = gwc.post(CHAT, chat_body(model=model, temperature=1, max_tokens=3))
     assert r.status == 200
-    st0 = status(gwc)
+    st0 = counted(gwc, n + 1)
     with open(gwc.error_log) as f:
         resumed = f.read().count("resuming normal operations")
     os.kill(gwc.proc.pid, signal.SIGUSR1)
@@ -244,6 +289,8 @@ def test_outside_require_is_refused(gwc):
 
 def test_unknown_page_and_method(gwc):
     assert gwc.get(f"{ADMIN}/nope").status == 404
+    r = gwc.get(ADMIN)
+    assert r.status == 301 and r.header("Location") == gwc.url(f"{ADMIN}/")
     r = gwc.request("PUT", f"{ADMIN}/status.json", b"{}")
     assert r.status == 405
 
@@ -286,9 +333,10 @@ def page(g, path):
 
 def test_pages_show_members_routes_and_names_as_text(gwc, uniq):
     evil = f"gpt-<script>alert('{uniq}')</script>"
+    n = status(gwc)["total"]["requests"]
     r = gwc.post(CHAT, chat_body(model=evil, temperature=1, max_tokens=3))
     assert r.status == 200, r.body
-    st = status(gwc)
+    st = counted(gwc, n + 1)
     for path in ("", "backends", "routes", "keys", "cache", "index.html"):
         resp, p = page(gwc, path)
         assert b"<script>alert" not in resp.body, path
@@ -316,9 +364,10 @@ def test_pages_show_members_routes_and_names_as_text(gwc, uniq):
 
 def test_status_xml_is_the_model(gwc, uniq):
     model = f"gpt-{uniq}-x&y"
+    n = status(gwc)["total"]["requests"]
     assert gwc.post(CHAT, chat_body(model=model, temperature=1,
                                     max_tokens=3)).status == 200
-    st = status(gwc)
+    st = counted(gwc, n + 1)
     r = gwc.get(f"{ADMIN}/status.xml")
     assert r.status == 200
     assert r.content_type == "application/xml"
@@ -527,7 +576,7 @@ def test_flush_one_model_and_all(gwc, uniq):
 
 def test_reset_without_keys_is_refused(gwc):
     s = Session(gwc)
-    r = s.post({"do": "reset", "kind": "key", "key": "team-a", "nonce": s.nonce})
+    r = s.post({"do": "reset", "key": "key:team-a", "nonce": s.nonce})
     assert r.status == 409
 
 
@@ -561,8 +610,10 @@ def playwright():
 
 def test_console_in_browser(gwc, mocks, playwright, uniq):
     evil = f"gpt-<script>window.pwned=1</script>{uniq}"
+    n = status(gwc)["total"]["requests"]
     assert gwc.post(CHAT, chat_body(model=evil, temperature=1,
                                     max_tokens=2)).status == 200
+    counted(gwc, n + 1)
     run_env = dict(os.environ, LLMGW_URL=gwc.url("").rstrip("/"),
                    LLMGW_ADMIN=f"{ADMIN}/", LLMGW_MEMBER=member_of(gwc, "be_a"),
                    LLMGW_MOCKS=" ".join(f"http://{env.HOST}:{gwc.ports[p]}/mock/stats"

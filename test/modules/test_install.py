@@ -1,6 +1,7 @@
 # `make install` as a packager runs it (into DESTDIR): the module lands where
 # apxs says modules go, and a2enmod finds its .load (with its dependencies)
-# and .conf in mods-available.
+# and .conf in mods-available, and the console's assets are under $(datadir).
+import glob
 import os
 import subprocess
 
@@ -25,3 +26,9 @@ def test_make_install_into_destdir(tmp_path):
     assert f"LoadModule llm_gateway_module {libexec}/mod_llm_gateway.so" in load
     conf = dest + os.path.join(sysconf, "mods-available", "llm_gateway.conf")
     assert "<IfModule llm_gateway_module>" in open(conf).read()
+    # The console's assets, under $(datadir) wherever the prefix put it.
+    for asset in ("console.js", "console.css", "favicon.svg"):
+        found = glob.glob(f"{dest}/**/mod_llm_gateway/htdocs/{asset}", recursive=True)
+        assert len(found) == 1, asset
+        with open(found[0], "rb") as a, open(os.path.join(TOP, "htdocs", asset), "rb") as b:
+            assert a.read() == b.read()

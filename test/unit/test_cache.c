@@ -101,6 +101,8 @@ START_TEST(key_moves_with_a_flush)
         llmgw_cache_gens_init(mem, llmgw_cache_gens_size());
 
     ck_assert_ptr_null(llmgw_cache_gens_init(mem, 8));
+    ck_assert_ptr_null(
+        llmgw_cache_gens_init((char *)mem + 4, llmgw_cache_gens_size()));
     llmgw_cache_use_gens(g);
     ck_assert_str_eq(key(a), ka);
     ck_assert_uint_eq(llmgw_cache_flush(g, "a"), 1);

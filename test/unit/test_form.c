@@ -96,6 +96,12 @@ START_TEST(actions)
     ck_assert_str_eq(a.subject, "key:team-a");
     ck_assert_ptr_nonnull(action("do=reset&kind=key%3Aroute&key=a", &a));
     ck_assert_ptr_nonnull(action("do=reset&kind=key", &a));
+    ck_assert_ptr_nonnull(action("do=reset&kind=&key=a", &a));
+    ck_assert_ptr_null(action("do=reset&key=key%3Ateam-a", &a));
+    ck_assert_str_eq(a.subject, "key:team-a");
+    ck_assert_ptr_null(action("do=reset&key=key%23abc", &a));
+    ck_assert_str_eq(a.subject, "key#abc");
+    ck_assert_ptr_nonnull(action("do=reset&key=team-a", &a));
     ck_assert_ptr_null(action("do=flush", &a));
     ck_assert_int_eq(a.kind, LLMGW_ACT_FLUSH);
     ck_assert_ptr_null(a.model);

@@ -466,7 +466,8 @@ START_TEST(keys_view)
     ck_assert_int_eq(json_object_array_length(keys), 2);
     k = json_object_array_get_idx(keys, 0);
     txt = json_object_to_json_string_ext(k, JSON_C_TO_STRING_PLAIN);
-    ck_assert_has(txt, "\"kind\":\"key\"", "\"name\":\"team-a\"",
+    ck_assert_has(txt, "\"subject\":\"key:team-a\"", "\"kind\":\"key\"",
+                  "\"name\":\"team-a\"",
                   "\"rpm\":{\"limit\":1,\"remaining\":0}", "\"tpm\":null",
                   "\"budgets\":[{\"unit\":\"tokens\",\"period\":\"day\","
                   "\"limit\":1000,\"used\":120,\"reserved\":0,"
@@ -496,6 +497,57 @@ START_TEST(keys_prometheus)
                   "llmgw_ratelimited_total{key=team-a} 2\n",
                   "llmgw_ratelimited_total{key=<script>} 0\n");
     ck_assert_lacks(got, "llmgw_budget_used_tokens{key=<script>");
+}
+END_TEST
+
+/* The console's reset: the budget's period starts afresh, a request in
+ * flight still settles (its tokens count after the reset), the counters
+ * of requests and 429s stay, a spent budget admits again. */
+START_TEST(reset_keeps_what_is_in_flight)
+{
+    llmgw_limits_t *t = two_keys();
+    llmgw_limits_subject_t s, gone;
+    llmgw_limits_usage_t u;
+    llmgw_limits_req_t rq;
+    llmgw_limits_ticket_t tk;
+    llmgw_limits_verdict_t v;
+    apr_time_t later = T0 + 120 * SEC; /* rpm has room again */
+
+    ck_assert_int_eq(llmgw_limits_find(t, "key:team-a", &s), APR_SUCCESS);
+    memset(&rq, 0, sizeof(rq));
+    rq.subject[0] = s;
+    rq.nsubjects = 1;
+    rq.prompt = 800;
+    rq.max_out = 100;
+    rq.owner = getpid();
+    /* 120 used of 1000: 900 more is refused by the budget. */
+    ck_assert_int_eq(llmgw_limits_reserve(t, &rq, later, &tk, &v),
+                     LLMGW_LIMIT_BUDGET_TOKENS);
+    rq.prompt = 40;
+    rq.max_out = 10;
+    ck_assert_int_eq(llmgw_limits_reserve(t, &rq, later, &tk, &v),
+                     LLMGW_LIMIT_OK);
+    ck_assert_int_eq(llmgw_limits_reset(t, &s, later + SEC), APR_SUCCESS);
+    ck_assert_int_eq(llmgw_limits_usage(t, &s, later + SEC, &u), APR_SUCCESS);
+    ck_assert_int_eq(u.budget[0].used, 0);
+    ck_assert_int_eq(u.budget[0].reserved, 50);
+    ck_assert_int_eq(u.budget[0].remaining, 950);
+    ck_assert_int_eq(u.requests, 2);
+    ck_assert_int_eq(u.refused[LLMGW_LIMIT_RPM], 2);
+    ck_assert_int_eq(u.refused[LLMGW_LIMIT_BUDGET_TOKENS], 1);
+    ck_assert_int_eq(llmgw_limits_settle(t, &tk, 30, 5, later + SEC),
+                     APR_SUCCESS);
+    ck_assert_int_eq(llmgw_limits_usage(t, &s, later + SEC, &u), APR_SUCCESS);
+    ck_assert_int_eq(u.budget[0].used, 35);
+    ck_assert_int_eq(u.budget[0].reserved, 0);
+    /* What was refused before passes now (past rpm's minute). */
+    rq.prompt = 800;
+    rq.max_out = 100;
+    ck_assert_int_eq(llmgw_limits_reserve(t, &rq, later + 120 * SEC, &tk, &v),
+                     LLMGW_LIMIT_OK);
+    gone = s;
+    gone.gen++;
+    ck_assert_int_eq(llmgw_limits_reset(t, &gone, later), APR_NOTFOUND);
 }
 END_TEST
 
@@ -531,5 +583,5 @@ Suite *metrics_suite(void)
                             window_by_second, quantiles, attach_keeps_counts,
                             exact_across_processes, prometheus_text,
                             status_json, keys_view, keys_prometheus,
-                            health_view));
+                            reset_keeps_what_is_in_flight, health_view));
 }

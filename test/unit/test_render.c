@@ -35,7 +35,8 @@ static json_object *model(void)
         "\"backend\":\"balancer://be\",\"dialect\":\"openai\","
         "\"upstream_model\":null,\"cache_policy\":\"all\",\"fallbacks\":[]}],"
         "\"cache\":{\"store\":\"shm\"},"
-        "\"keys\":[{\"kind\":\"key\",\"name\":\"" EVIL "\",\"budgets\":["
+        "\"keys\":[{\"subject\":\"key:" EVIL "\",\"kind\":\"key\","
+        "\"name\":\"" EVIL "\",\"budgets\":["
         "{\"unit\":\"tokens\",\"period\":\"day\",\"limit\":1000,\"used\":120,"
         "\"reserved\":5,\"resets\":1767312000}],\"rpm\":{\"limit\":10,"
         "\"remaining\":9},\"tpm\":null,\"requests\":1,\"ratelimited\":2}]}";
@@ -133,8 +134,8 @@ START_TEST(forms_need_a_nonce)
                   "name=\"do\" value=\"disable\"",
                   "name=\"w\" value=\"http://127.0.0.1:1\"");
     ck_assert_lacks(html, "value=\"enable\"");
-    ck_assert_has(page(m, LLMGW_PAGE_KEYS, "x"),
-                  "name=\"do\" value=\"reset\"");
+    ck_assert_has(page(m, LLMGW_PAGE_KEYS, "x"), "name=\"do\" value=\"reset\"",
+                  "name=\"key\" value=\"key:&lt;script&gt;");
     ck_assert_has(page(m, LLMGW_PAGE_CACHE, "x"),
                   "name=\"do\" value=\"flush\"",
                   "name=\"model\" value=\"gpt-&lt;script&gt;");
