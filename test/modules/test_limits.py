@@ -22,7 +22,7 @@ import llmgw_env as env
 SECRETS = {name: f"sk-test-{name}-{hashlib.sha256(name.encode()).hexdigest()[:24]}"
            for name in ("alpha", "models", "disabled", "budget", "budget-stream",
                         "refund", "rpm", "tpm", "conc", "kr", "cost", "huge",
-                        "persist", "cluster", "hits", "tiny")}
+                        "persist", "cluster", "hits", "tiny", "gossip")}
 USERS = {"carol": "carol-pw", "dave": "dave-pw"}
 
 
@@ -865,3 +865,27 @@ def test_cache_hit_is_billed_in_full_by_default(gw_keys, uniq):
 def test_cache_hit_is_free_with_llmcachebilling_free(node_a, uniq):
     miss, hit = cached_pair(node_a, uniq, path="/v1/chat/completions")
     assert miss > 0 and hit == 0
+
+
+def test_llmcache_memcache_syncs_limits_by_default(request, workdir, ports, mocks,
+                                                   limits_mc, uniq):
+    """Without LLMLimitStore, nodes whose cache is memcached sync through it."""
+    conf = (key_block("gossip", "LLMBudget tokens=100000 per=day")
+            + f"LLMCache memcache {env.HOST}:{limits_mc.port}\n")
+    c = env.serve_gateway(request, workdir, ports, f"gw-node-c-{uniq}", conf)
+    d = env.serve_gateway(request, workdir, ports, f"gw-node-d-{uniq}", conf)
+    gc, gd = next(c), next(d)
+    try:
+        used = 0
+        for _ in range(5):
+            r = chat(gc, "gossip", path="/v1/chat/completions", max_tokens=4)
+            assert r.status == 200
+            used += r.json()["usage"]["total_tokens"]
+        deadline = time.monotonic() + 5
+        while settled(gd, "key:gossip")["remote"] < used:
+            assert time.monotonic() < deadline, limits(gd)
+            time.sleep(0.1)
+        assert settled(gd, "key:gossip")["remote"] == used
+    finally:
+        for gen in (c, d):
+            next(gen, None)
