@@ -158,6 +158,14 @@ const char *llmgw_cache_key(apr_pool_t *p, const llmgw_request_t *req,
         llmgw_endpoint_upstream_path(req->ep), dialect, backend,
         upstream_model, canon, generations(p, req->model, upstream_model));
 
+    /* A bound the gateway set (a key's budget left, a route's default) is
+     * part of what the backend was asked: an answer cut by it must not
+     * serve a request asked without it. */
+    if (req->max_tokens > 0) {
+        text = apr_psprintf(p, "%s\nmax_tokens=%" APR_INT64_T_FMT, text,
+                            req->max_tokens);
+    }
+
     return llmgw_sha256_hex(p, text, strlen(text));
 }
 

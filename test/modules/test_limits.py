@@ -22,7 +22,7 @@ import llmgw_env as env
 SECRETS = {name: f"sk-test-{name}-{hashlib.sha256(name.encode()).hexdigest()[:24]}"
            for name in ("alpha", "models", "disabled", "budget", "budget-stream",
                         "refund", "rpm", "tpm", "conc", "kr", "cost", "huge",
-                        "persist", "cluster", "hits", "tiny")}
+                        "persist", "cluster", "hits", "tiny", "gossip", "tpm2")}
 USERS = {"carol": "carol-pw", "dave": "dave-pw"}
 
 
@@ -50,6 +50,7 @@ KEYS_CONF = (
     + key_block("refund", "LLMBudget tokens=1000000 per=day")
     + key_block("rpm", "LLMRateLimit rpm=30")
     + key_block("tpm", "LLMRateLimit tpm=1500")
+    + key_block("tpm2", "LLMRateLimit tpm=12000")
     + key_block("conc", "LLMRateLimit concurrent=3")
     + key_block("kr", "LLMBudget tokens=1000000 per=day",
                 "LLMRateLimit concurrent=1 route=mock-large")
@@ -342,7 +343,7 @@ def test_200_concurrent_requests_never_pass_the_budget(gw_keys):
                      mark, count=200)
     # The budget is spent for good: a spent budget says so (insufficient_quota)
     # once nothing is in flight and what is left cannot hold a request.
-    while True:
+    for _ in range(BUDGET):
         r = chat(gw_keys, "budget", max_tokens=16)
         if r.status == 429:
             break
@@ -417,7 +418,7 @@ def test_cut_stream_is_charged_what_was_generated(gw_keys):
 def test_client_that_leaves_is_charged_what_was_generated(gw_keys):
     before = settled(gw_keys, "key:refund")["used"]
     body = json.dumps(env.chat_body(max_tokens=2000, stream=True)).encode()
-    sock = socket.create_connection((env.HOST, gw_keys.port))
+    sock = socket.create_connection((env.HOST, gw_keys.port), timeout=30)
     sock.sendall((f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   f"Authorization: Bearer {SECRETS['refund']}\r\nX-Mock-Tokens: 2000\r\n"
                   f"X-Mock-TPS: 50\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
@@ -482,6 +483,7 @@ def test_rpm_holds_under_concurrency_and_refills(gw_keys):
     assert int(no.header("Retry-After")) == 2       # one request every 60/30 s
     t0 = time.monotonic()
     while chat(gw_keys, "rpm", max_tokens=2).status != 200:
+        assert time.monotonic() - t0 < 4.5, "rpm did not refill in time"
         time.sleep(0.2)
     # Back after one request's refill (2 s), not a minute.
     assert 1.0 < time.monotonic() - t0 < 4.5
@@ -508,6 +510,25 @@ def test_tpm_holds_under_concurrency(gw_keys):
         assert int(r.header("x-ratelimit-limit-tokens")) == 1500
     row = limits(gw_keys)["key:tpm"]
     assert row["prompt"] + row["completion"] <= 1500
+
+
+def test_tpm_refills_on_time(gw_keys):
+    # tpm=12000 refills 200 tokens a second: spend it (unpaced answers of
+    # 64 tokens), then a request passes again within its Retry-After.
+    fast = {"X-Mock-TPS": "0"}
+    for _ in range(300):
+        r = chat(gw_keys, "tpm2", headers=fast, max_tokens=64)
+        if r.status == 429:
+            break
+        assert r.status == 200
+    err = env.assert_openai_error(r, 429, code="rate_limit_exceeded")
+    assert err["type"] == "tokens"
+    retry = int(r.header("Retry-After"))
+    assert 1 <= retry <= 3
+    t0 = time.monotonic()
+    while chat(gw_keys, "tpm2", headers=fast, max_tokens=64).status != 200:
+        assert time.monotonic() - t0 < retry + 1.5, "tpm did not refill in time"
+        time.sleep(0.1)
 
 
 def test_concurrency_limit(gw_keys):
@@ -865,3 +886,27 @@ def test_cache_hit_is_billed_in_full_by_default(gw_keys, uniq):
 def test_cache_hit_is_free_with_llmcachebilling_free(node_a, uniq):
     miss, hit = cached_pair(node_a, uniq, path="/v1/chat/completions")
     assert miss > 0 and hit == 0
+
+
+def test_llmcache_memcache_syncs_limits_by_default(request, workdir, ports, mocks,
+                                                   limits_mc, uniq):
+    """Without LLMLimitStore, nodes whose cache is memcached sync through it."""
+    conf = (key_block("gossip", "LLMBudget tokens=100000 per=day")
+            + f"LLMCache memcache {env.HOST}:{limits_mc.port}\n")
+    c = env.serve_gateway(request, workdir, ports, f"gw-node-c-{uniq}", conf)
+    d = env.serve_gateway(request, workdir, ports, f"gw-node-d-{uniq}", conf)
+    gc, gd = next(c), next(d)
+    try:
+        used = 0
+        for _ in range(5):
+            r = chat(gc, "gossip", path="/v1/chat/completions", max_tokens=4)
+            assert r.status == 200
+            used += r.json()["usage"]["total_tokens"]
+        deadline = time.monotonic() + 5
+        while settled(gd, "key:gossip")["remote"] < used:
+            assert time.monotonic() < deadline, limits(gd)
+            time.sleep(0.1)
+        assert settled(gd, "key:gossip")["remote"] == used
+    finally:
+        for gen in (c, d):
+            next(gen, None)

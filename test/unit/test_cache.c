@@ -143,6 +143,20 @@ START_TEST(key_changes_with_every_parameter)
                   req(LLMGW_EP_CHAT,
                       "{\"model\":\"a\",\"messages\":[],\"temperature\":0}"),
                   "m", "balancer://other", "openai"));
+    /* The max_tokens the gateway's limits put in the upstream body. */
+    {
+        llmgw_request_t *r =
+            req(LLMGW_EP_CHAT,
+                "{\"model\":\"a\",\"messages\":[],\"temperature\":0}");
+        const char *k5, *k6;
+
+        r->max_tokens = 5;
+        k5 = llmgw_cache_key(test_pool, r, "m", "balancer://be", "openai");
+        r->max_tokens = 6;
+        k6 = llmgw_cache_key(test_pool, r, "m", "balancer://be", "openai");
+        ck_assert_str_ne(base, k5);
+        ck_assert_str_ne(k5, k6);
+    }
 }
 END_TEST
 
