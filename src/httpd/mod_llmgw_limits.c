@@ -1020,6 +1020,35 @@ int llmgw_limits_admit(request_rec *r, llmgw_req_t *ctx)
     return reserve(r, ctx, &rq, a);
 }
 
+int llmgw_limits_reroute(request_rec *r, llmgw_req_t *ctx)
+{
+    const llmgw_limits_subject_t none = { 0, 0 };
+    llmgw_limits_req_t rq = { { none } };
+    struct llmgw_admission *a = ctx->admit;
+    llmgw_limits_verdict_t v;
+    llmgw_limit_kind_t kind;
+
+    if (!a || a->tk.settled) {
+        /* Nothing reserved on the route before: admitted on this one as
+         * any request (its own limits, if it has any). */
+        return llmgw_limits_admit(r, ctx);
+    }
+    if ((rq.nsubjects = find_subjects(r, ctx, rq.subject)) < 0) {
+        return refused(r, ctx, NULL, LLMGW_LIMIT_FULL);
+    }
+    rq.prompt = a->prompt;
+    rq.max_out = a->max_out;
+    rq.price =
+        price_of(llmgw_sconf(r->server), ctx->req.model, ctx->upstream_model);
+    rq.owner = getpid();
+    kind = llmgw_limits_retarget(table, &a->tk, &rq, apr_time_now(), &v);
+    if (kind != LLMGW_LIMIT_OK) {
+        return refused(r, ctx, &v, kind);
+    }
+    llmgw_limits_headers(r->err_headers_out, &v);
+    return 0;
+}
+
 void llmgw_limits_end(request_rec *r, llmgw_req_t *ctx)
 {
     struct llmgw_admission *a = ctx->admit;

@@ -27,6 +27,13 @@ int llmgw_limits_auth(request_rec *r, llmgw_req_t *ctx);
  * must bound the answer), or fills ctx->err and returns its status. */
 int llmgw_limits_admit(request_rec *r, llmgw_req_t *ctx);
 
+/* A failover moved the request to another route (ctx->route, its
+ * upstream model set): its reservation moves with it to that route's
+ * subjects and price (llmgw_limits_retarget), or, if it held none, it is
+ * admitted there. Returns 0, or fills ctx->err (429, 503) and returns its
+ * status: the request then ends with the error it had. */
+int llmgw_limits_reroute(request_rec *r, llmgw_req_t *ctx);
+
 /* Ends the request's reservation with the usage the answer carried
  * (ctx->usage), else what it generated; no-op without one or when done
  * already. Called at the end of the answer; a cleanup of r->pool calls it

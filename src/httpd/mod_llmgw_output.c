@@ -635,8 +635,8 @@ static apr_status_t watch_json(request_rec *r, llmgw_req_t *ctx,
 }
 
 /* The view of a plain OpenAI answer, or NULL when it is not a JSON
- * object read whole (strictly, as a request is): then the 502 is in *err,
- * noted and logged. */
+ * object read whole (strictly, as a request is): then the 502 is in
+ * *err. */
 static const llmgw_json_t *read_answer(request_rec *r, llmgw_req_t *ctx,
                                        const char *body, apr_size_t len,
                                        llmgw_error_t *err)
@@ -657,10 +657,6 @@ static const llmgw_json_t *read_answer(request_rec *r, llmgw_req_t *ctx,
                            "not a JSON object: %s.",
                            msg)
             : "The backend answered with an empty body.");
-    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
-                  LLMGW_LOGNO(0111) "answer for model %s via %s dropped: %s",
-                  ctx->req.model, ctx->route->balancer, err->message);
-    llmgw_note_error(r, err);
     return NULL;
 }
 
@@ -753,6 +749,14 @@ static apr_status_t watch_whole(ap_filter_t *f, llmgw_req_t *ctx,
     if (!ctx->backend_ollama && !ctx->bad_answer && status == HTTP_OK
         && llmgw_front_is_openai(ctx->front)
         && !(view = read_answer(r, ctx, body, len, &err))) {
+        if (llmgw_failover_retry(r, ctx, LLMGW_EV_BAD_ANSWER, err.message)) {
+            return APR_SUCCESS; /* another member answers instead */
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                      LLMGW_LOGNO(0111) "answer for model %s via %s "
+                                        "dropped: %s",
+                      ctx->req.model, ctx->route->balancer, err.message);
+        llmgw_note_error(r, &err);
         status = err.status;
         out = body = (char *)llmgw_error_json(r->pool, &err);
         olen = strlen(out);

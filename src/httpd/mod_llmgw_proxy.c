@@ -549,6 +549,9 @@ int llmgw_proxy_reroute(request_rec *r, llmgw_req_t *ctx,
     use_route(r, ctx, route);
     ctx->body_sent = 0;
     ctx->eos_sent = 0;
+    if (llmgw_limits_reroute(r, ctx)) {
+        return -1;
+    }
     return upstream_request(r, ctx, ctx->upstream_model, ctx->openai,
                             ctx->openai_len, path);
 }

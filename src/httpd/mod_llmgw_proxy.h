@@ -13,8 +13,9 @@ void llmgw_proxy_register(void);
 void llmgw_proxy_target(request_rec *r, llmgw_req_t *ctx, const char *path);
 /* ctx made over for another route (LLMFallback's): its upstream model,
  * notes, the client's shape of the answer and the backend's body, served
- * again from its start; *path where it goes. Nonzero (ctx->err set) when
- * the body cannot be made for that route. */
+ * again from its start, its reservation moved to that route's limits;
+ * *path where it goes. Nonzero (ctx->err set) when the body cannot be
+ * made for that route, or its limits refuse the request. */
 int llmgw_proxy_reroute(request_rec *r, llmgw_req_t *ctx,
                         const llmgw_route_t *route, const char **path);
 

@@ -22,7 +22,7 @@ import llmgw_env as env
 SECRETS = {name: f"sk-test-{name}-{hashlib.sha256(name.encode()).hexdigest()[:24]}"
            for name in ("alpha", "models", "disabled", "budget", "budget-stream",
                         "refund", "rpm", "tpm", "conc", "kr", "cost", "huge",
-                        "persist", "cluster", "hits", "tiny", "gossip", "tpm2")}
+                        "persist", "cluster", "hits", "tiny", "gossip", "tpm2", "fo")}
 USERS = {"carol": "carol-pw", "dave": "dave-pw"}
 
 
@@ -58,14 +58,17 @@ KEYS_CONF = (
     + key_block("huge", "LLMBudget tokens=100000 per=day")
     + key_block("hits", "LLMBudget tokens=1000000 per=day")
     + key_block("tiny", "LLMBudget tokens=10 per=hour")
+    + key_block("fo", "LLMBudget tokens=1000000 per=day")
     + "LLMPrice mock-small in=1 out=2\n"
 )
 
 
-def keys_extra(d):
+def keys_extra(d, dead_port):
     """The keyed gateway's configuration: the keys, a route with limits and
-    max_tokens, APIs that need a key (OpenAI and Ollama) and one whose
-    budget subject is the Basic-authenticated user."""
+    max_tokens, a route whose only member is down with a fallback route
+    that has a budget of its own, APIs that need a key (OpenAI and
+    Ollama) and one whose budget subject is the Basic-authenticated
+    user."""
     with open(os.path.join(d, "htpasswd"), "w") as f:
         for u, pw in USERS.items():
             digest = base64.b64encode(hashlib.sha1(pw.encode()).digest()).decode()
@@ -86,6 +89,19 @@ CustomLog "{d}/keyed.log" keyed
     LLMUpstreamModel mock-small
     LLMMaxTokens default=6
     LLMRateLimit concurrent=64
+</LLMRoute>
+<Proxy "balancer://lim-down">
+    BalancerMember "http://{env.HOST}:{dead_port}" retry=1
+</Proxy>
+<LLMRoute "lim-down">
+    LLMBackend balancer://lim-down
+    LLMUpstreamModel mock-small
+    LLMFallback lim-fb
+</LLMRoute>
+<LLMRoute "lim-fb">
+    LLMBackend balancer://be
+    LLMUpstreamModel mock-large
+    LLMBudget tokens=1000000 per=day
 </LLMRoute>
 <LLMUserLimits>
     LLMBudget tokens=400 per=day
@@ -114,7 +130,8 @@ CustomLog "{d}/keyed.log" keyed
 def gw_keys(request, workdir, ports, mocks):
     name = "gw-keys"
     d = env.make_server_dir(workdir, name)
-    yield from env.serve_gateway(request, workdir, ports, name, keys_extra(d))
+    yield from env.serve_gateway(request, workdir, ports, name,
+                                 keys_extra(d, ports["dead1"]))
 
 
 CHAT = "/k/v1/chat/completions"
@@ -910,3 +927,18 @@ def test_llmcache_memcache_syncs_limits_by_default(request, workdir, ports, mock
     finally:
         for gen in (c, d):
             next(gen, None)
+
+
+def test_failover_to_a_fallback_route_moves_the_reservation(gw_keys):
+    # lim-down's only member refuses connections: the request fails over
+    # to LLMFallback's lim-fb, which answers. Its reservation moved along
+    # (llmgw_limits_retarget): the key and the fallback route are charged
+    # the answer's usage once, and nothing stays reserved.
+    before = budget_of(gw_keys, "route:lim-fb")["used"]
+    key_before = budget_of(gw_keys, "key:fo")["used"]
+    r = chat(gw_keys, "fo", model="lim-down", max_tokens=4)
+    assert r.status == 200, r.body[:300]
+    assert r.json()["model"] == "mock-large", r.body[:300]
+    total = r.json()["usage"]["total_tokens"]
+    assert settled(gw_keys, "route:lim-fb")["used"] == before + total
+    assert settled(gw_keys, "key:fo")["used"] == key_before + total
