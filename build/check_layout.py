@@ -32,7 +32,10 @@ ALLOWED = {
     "mod_llmgw_config.c": {
         "mod_llmgw_health.h": "the directive table names the health part's"},
     "mod_llmgw_failover.c": {"mod_llmgw_proxy.h":
-                             "re-dispatches to a fallback route"},
+                             "re-dispatches to a fallback route",
+                             "mod_llmgw_health.h":
+                             "reports each attempt's outcome and skips "
+                             "members the breaker keeps out"},
     "mod_llmgw_lifecycle.c": {
         "mod_llmgw_limits.h": "the lifecycle calls each part's steps",
         "mod_llmgw_failover.h": "the lifecycle calls each part's steps",

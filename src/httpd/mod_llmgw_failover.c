@@ -19,6 +19,7 @@
 
 #include "mod_llmgw.h"
 #include "mod_llmgw_failover.h"
+#include "mod_llmgw_health.h"
 #include "mod_llmgw_proxy.h"
 
 APLOG_USE_MODULE(llm_gateway);
@@ -55,14 +56,15 @@ struct llmgw_failover {
 static module *proxy_module_p;
 
 /* The single place an attempt's outcome is known: it feeds the health
- * part (H14a's llmgw_health_observe(r, member, ev) once it lands; until
- * then the error log at debug level). */
+ * part, which counts each attempt from here, once; its own hooks count
+ * only what this part does not see (see llmgw_health_observe). */
 static void attempt_outcome(request_rec *r, const char *member,
                             llmgw_event_t ev)
 {
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
                   LLMGW_LOGNO(0120) "attempt on member %s: %s",
                   member ? member : "(none)", llmgw_event_name(ev));
+    llmgw_health_observe(r, member, ev);
 }
 
 static const char *current_member(request_rec *r)
@@ -124,6 +126,13 @@ static int usable(const proxy_worker *w)
            && apr_time_now() > w->s->error_time + w->s->retry;
 }
 
+/* usable(), and not open nor half-open with its trial out in the health
+ * part's table (ahead of the worker flags it mirrors). */
+static int usable_now(const proxy_worker *w)
+{
+    return usable(w) && llmgw_health_usable(w->s->name_ex);
+}
+
 /* 1 when a is the better next member than b: hot standbys (status=+H)
  * last, as the balancer keeps them, then the least busy. */
 static int better(const proxy_worker *a, const proxy_worker *b)
@@ -146,7 +155,7 @@ static proxy_worker *untried_member(const llmgw_failover_t *fo,
     }
     ws = (proxy_worker **)b->workers->elts;
     for (i = 0; i < b->workers->nelts; i++) {
-        if (usable(ws[i]) && !was_tried(fo, ws[i])
+        if (usable_now(ws[i]) && !was_tried(fo, ws[i])
             && (!best || better(ws[i], best))) {
             best = ws[i];
         }
@@ -161,7 +170,7 @@ static int has_usable(proxy_balancer *b)
 
     ws = b ? (proxy_worker **)b->workers->elts : NULL;
     for (i = 0; ws && i < b->workers->nelts; i++) {
-        if (usable(ws[i])) {
+        if (usable_now(ws[i])) {
             return 1;
         }
     }

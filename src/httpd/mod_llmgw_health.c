@@ -118,7 +118,12 @@ typedef struct {
     int broke;      /* the answer broke off after it began */
     int observed;   /* its outcome went to the table */
     int admitted;   /* the member it holds a place of; -1: none */
-    char *body;     /* BODY_KEPT bytes, for an error answer only */
+    /* With failover, mod_proxy's handler runs once per attempt: */
+    int ended;    /* post_request ran: a next run is another attempt */
+    int reported; /* the failover part told this attempt's outcome */
+    int success;  /* the member of its reported success, fed once the
+                   * attempt ends (a failure after it replaces it); -1 */
+    char *body;   /* BODY_KEPT bytes, for an error answer only */
     apr_size_t len;
 } hreq_t;
 
@@ -313,16 +318,28 @@ static void feed(request_rec *r, hreq_t *hr, int m, llmgw_event_t ev)
     }
 }
 
+/* An attempt of r's is one outcome: a success (its commit point) waits
+ * for the attempt's end, where a break after it stands instead. */
 void llmgw_health_observe(request_rec *r, const char *member, llmgw_event_t ev)
 {
     int m = table ? member_of(member) : -1;
+    hreq_t *hr = hreq(r);
 
-    if (m >= 0 && ev < LLMGW_EV_COUNT) {
-        feed(r, hreq(r), m, ev);
+    if (m < 0 || ev >= LLMGW_EV_COUNT) {
+        return;
     }
+    if (hr && !r->main) {
+        hr->reported = 1;
+        if (ev == LLMGW_EV_SUCCESS && !hr->ended) {
+            hr->success = m;
+            return;
+        }
+        hr->success = -1;
+    }
+    feed(r, hr, m, ev);
 }
 
-int llmgw_health_usable(request_rec *r, const char *member)
+int llmgw_health_usable(const char *member)
 {
     int m = table ? member_of(member) : -1, i;
     llmgw_member_view_t v;
@@ -387,6 +404,18 @@ static apr_status_t watch_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     return ap_pass_brigade(f->next, bb);
 }
 
+/* Failover runs mod_proxy's handler again on the request: what the last
+ * run showed is forgotten (the filter stays: nothing passed it since). */
+static void new_attempt(hreq_t *hr)
+{
+    hr->attempts = 0;
+    hr->status = hr->err_status = 0;
+    hr->broke = 0;
+    hr->observed = hr->ended = hr->reported = 0;
+    hr->success = -1;
+    hr->len = 0;
+}
+
 /* Each try of mod_proxy at a member: a try after the first means the one
  * before could not connect (mod_proxy tries again only then), and
  * mod_proxy_balancer's BALANCER_WORKER_NAME still names it. */
@@ -404,10 +433,14 @@ static int pre_request(proxy_worker **worker, proxy_balancer **balancer,
         hr = apr_pcalloc(r->pool, sizeof(*hr));
         hr->trial = LLMGW_BR_NO_TRIAL;
         hr->admitted = -1;
+        hr->success = -1;
         apr_pool_userdata_setn(hr, hreq_key, NULL, r->pool);
         if (!r->main) {
             ap_add_output_filter_handle(watch_handle, hr, r, r->connection);
         }
+    }
+    else if (hr->ended) {
+        new_attempt(hr);
     }
     if (hr->attempts++ > 0) {
         int m = member_of(
@@ -520,13 +553,30 @@ static int post_request(proxy_worker *worker, proxy_balancer *balancer,
     llmgw_event_t ev;
     int m;
 
-    if (!table || !worker || !balancer || r->main || !(hr = hreq(r))
-        || hr->observed) {
+    if (!table || r->main || !(hr = hreq(r))) {
+        return DECLINED;
+    }
+    hr->ended = 1; /* even without a member: its tries were counted */
+    if (!worker || !balancer || hr->observed) {
         return DECLINED;
     }
     hr->observed = 1;
     ev = outcome(r, hr);
     m = member_of(worker->s->name_ex);
+    if (req_ctx(r) && req_ctx(r)->fo) {
+        /* An attempt of failover's: its outcome is the failover part's to
+         * tell (now, or when mod_proxy's handler has returned), bar what
+         * it does not report and is no failure (a client's error or
+         * abort: a trial handed back). */
+        if (hr->success >= 0) {
+            m = hr->success;
+            ev = LLMGW_EV_SUCCESS;
+            hr->success = -1;
+        }
+        else if (hr->reported || llmgw_event_is_failure(ev)) {
+            return DECLINED;
+        }
+    }
     if (m >= 0 && ev != LLMGW_EV_COUNT) {
         feed(r, hr, m, ev);
     }

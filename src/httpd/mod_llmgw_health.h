@@ -20,17 +20,21 @@
  * there is LOADING), fed to the member's breaker with the trial token r
  * holds if llm_affinity gave it one, mirrored into the worker's flags,
  * and a SUCCESS notes that the member served r's model. r is the request
- * (or the subrequest) the attempt ran as. The plain path (a request
- * proxied once, not a subrequest) is observed by this part itself: call
- * this for subrequests' attempts only, once each. A member the table does
- * not know is ignored. */
+ * (or the subrequest) the attempt ran as. A request proxied once (no
+ * failover) is observed by this part itself. For a request with failover
+ * (ctx->fo), each run of mod_proxy's handler is one attempt: report its
+ * outcome here, once (a SUCCESS at its commit point may be followed by
+ * the failure that broke it: the failure stands); this part's own hooks
+ * then count only the connect errors inside a run (mod_proxy trying
+ * another member) and, where nothing was reported, a client's error or
+ * abort. A member the table does not know is ignored. */
 void llmgw_health_observe(request_rec *r, const char *member,
                           llmgw_event_t ev);
 
 /* 1 if member may be sent a request now: its breaker is closed, or
  * half-open with its trial not taken (and mod_proxy finds its worker
  * usable); 0 if not; 1 for a member the table does not know. */
-int llmgw_health_usable(request_rec *r, const char *member);
+int llmgw_health_usable(const char *member);
 
 /* The health table, for readers such as the console (read only); NULL
  * when no route's balancer has members. */

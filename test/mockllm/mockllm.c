@@ -936,6 +936,7 @@ static const char *get_knobs(struct MHD_Connection *conn, mock_knobs_t *k)
     k->tps = mock_cfg.tps;
     k->ttft_ms = mock_cfg.ttft_ms;
     k->tokens = mock_cfg.tokens;
+    k->pause_ms = 0;
     ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     k->fd = ci != NULL ? ci->connect_fd : -1;
 
@@ -954,6 +955,10 @@ static const char *get_knobs(struct MHD_Connection *conn, mock_knobs_t *k)
     v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Mock-Tokens");
     if (v != NULL && parse_long(v, 0, MOCK_MAX_TOKENS, &k->tokens) != 0) {
         return "X-Mock-Tokens";
+    }
+    v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Mock-Pause-Ms");
+    if (v != NULL && parse_long(v, 0, MOCK_MAX_TTFT_MS, &k->pause_ms) != 0) {
+        return "X-Mock-Pause-Ms";
     }
     return NULL;
 }
@@ -1331,6 +1336,24 @@ enum MHD_Result mock_cut_reply(struct MHD_Connection *conn, const char *ctype,
 
 enum { SP_HEAD, SP_PIECES, SP_TAIL, SP_END };
 
+/* X-Mock-Pause-Ms: the stall after the first piece, from now (the piece
+ * may have gone out late); the pieces after it keep their pace, later by
+ * as much. 0, or -1 when the client left or the mock stops. */
+static int stall_after_first(mock_stream_t *s)
+{
+    struct timespec now, due, t0 = s->t0;
+    double ms = (double)s->pause_ms;
+
+    s->pause_ms = 0;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    mock_deadline(&due, &now, ms);
+    if (mock_sleep_until(&due, s->fd) != 0) {
+        return -1;
+    }
+    mock_deadline(&s->t0, &t0, ms);
+    return 0;
+}
+
 /* Builds the next event into s->ev, sleeping first when it is a piece
  * that is not due yet.  1: event ready, 0: end, -1: abort. */
 static int next_event(mock_stream_t *s)
@@ -1347,6 +1370,9 @@ static int next_event(mock_stream_t *s)
         /* fall through */
 
     case SP_PIECES:
+        if (s->emitted == 1 && s->pause_ms > 0 && stall_after_first(s) != 0) {
+            return -1;
+        }
         if (s->cut_after >= 0 && s->emitted >= s->cut_after) {
             return -1;
         }
@@ -1481,6 +1507,7 @@ enum MHD_Result mock_stream_start(struct MHD_Connection *conn,
                  && strcmp(ctype, "text/event-stream") == 0;
     s->tps = k->tps;
     s->ttft_ms = k->ttft_ms;
+    s->pause_ms = k->pause_ms;
     s->fd = k->fd;
     clock_gettime(CLOCK_MONOTONIC, &s->t0);
 

@@ -112,7 +112,8 @@ typedef struct {
     double tps;
     long ttft_ms;
     long tokens;
-    int fd; /* client socket, to notice it going away */
+    long pause_ms; /* a stream's stall after its first piece; 0: none */
+    int fd;        /* client socket, to notice it going away */
 } mock_knobs_t;
 
 /* What a generation holds while it runs: the llama.cpp slot (vLLM's
@@ -257,6 +258,7 @@ struct mock_stream {
     struct timespec t0;
     double tps;
     long ttft_ms;
+    long pause_ms; /* still to stall after the first piece */
     int fd;
     mock_job_t job; /* released at the end, or when freed */
 };

@@ -206,32 +206,42 @@ def test_shared_streams_survive_a_small_evicting_cache(gw_shm_small, uniq):
 
 def test_stalled_leader_ends_a_started_follower_with_the_error_event(gw_cache,
                                                                     uniq):
-    # LLMCoalesce timeout=1: the leader's backend sends the role chunk, then
-    # nothing for 3 s. A streaming follower that joined after the role chunk
-    # has sent it to its client, so it cannot start again on its own: after
-    # 1 s without progress its stream ends with the error chunk, the error
-    # event (upstream_timeout) and [DONE] (docs/directives.md, LLMCoalesce),
-    # long before the leader's first token.
+    # LLMCoalesce timeout=1: the leader's backend sends the role chunk and
+    # the first content piece, then nothing for 3 s (X-Mock-Pause-Ms): the
+    # leader is past its commit point (the first delta), so what it got is
+    # published. A streaming follower that joined then has sent that to its
+    # client, so it cannot start again on its own: after 1 s without
+    # progress its stream ends with the error chunk, the error event
+    # (upstream_timeout) and [DONE] (docs/directives.md, LLMCoalesce), long
+    # before the leader's second token.
     assert wait_cache_up(gw_cache, uniq) == "MISS"
     body = det(uniq, stream=True, max_tokens=4)
-    stall = {"X-Mock-TTFT-Ms": "3000"}
-    role = []
+    stall = {"X-Mock-Pause-Ms": "3000"}
+    first = []
 
     def leader():
-        return gw_cache.stream(CHAT, body, headers=stall,
-                               on_event=lambda t, d: role.append(t))
+        def seen(t, d):
+            try:
+                c = json.loads(d)["choices"][0]["delta"].get("content")
+            except (ValueError, KeyError, IndexError, TypeError):
+                return
+            if c:
+                first.append((t, c))
+        return gw_cache.stream(CHAT, body, headers=stall, on_event=seen)
 
     def follower():
         deadline = time.monotonic() + 10
-        while not role and time.monotonic() < deadline:
+        while not first and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.2)             # the leader has published its first piece
         t0 = time.monotonic()
-        return t0, gw_cache.stream(CHAT, body, headers=stall)
+        f = gw_cache.stream(CHAT, body, headers=stall)
+        return t0, time.monotonic(), f
 
-    lead, (t0, f) = in_threads([leader, follower], timeout=60)
+    lead, (t0, t1, f) = in_threads([leader, follower], timeout=60)
     assert lead.status == 200 and lead.data()[-1] == "[DONE]", lead.raw[-300:]
     assert "X-LLM-Cache: MISS" in str(lead.headers), lead.headers
+    assert first, lead.raw[:500]
     assert f.status == 200, f.raw[:300]
     assert f.headers.get("X-LLM-Cache") == "COALESCED", f.headers
     chunks = f.chunks()
@@ -239,4 +249,7 @@ def test_stalled_leader_ends_a_started_follower_with_the_error_event(gw_cache,
     errors = [c["error"] for c in chunks if "error" in c]
     assert [e["code"] for e in errors] == ["upstream_timeout"], f.data()
     assert f.data()[-1] == "[DONE]", f.data()[-3:]
-    assert f.content() == "", f.data()     # not a token: it ended first
+    # It had sent the first piece, and ended before the second came.
+    assert f.content() == first[0][1], (f.data(), first)
+    assert lead.content().startswith(first[0][1]) and lead.content() != first[0][1]
+    assert t1 - t0 < 2.5, t1 - t0

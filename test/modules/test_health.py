@@ -100,41 +100,144 @@ def chat(gw, n=1, model="h-small"):
             for _ in range(n)]
 
 
+def tried(gw, n, model="h-small", **kw):
+    """N requests one after the other: (status, the mock that served,
+    attempts) of each, the attempts from the access log. Failover retries
+    a failing member's answer on the other one, so the client sees 200
+    either way: the attempts say whether the balancer sent it to the
+    failing member first (2) or the breaker kept it away (1)."""
+    out = []
+    for _ in range(n):
+        mark = gw.log_mark()
+        r = gw.post("/v1/chat/completions", chat_body(model, max_tokens=2, **kw))
+        line = gw.wait_log_one(lambda l: True, since=mark)
+        out.append((r.status, served_by(r), line.attempts))
+    return out
+
+
 def test_failing_member_opens_and_others_serve(pair, gateway):
     start, p1, p2 = pair
     bad = start("bad", p1, "--fault", "500")
     start("good", p2)
     gw = gateway("gw-health-open", health_config(p1, p2))
-    first = chat(gw, 6)
-    # byrequests alternates: the bad member fails its three in a row.
-    assert sorted(r.status for r in first) == [200] * 3 + [500] * 3, \
-        [(r.status, served_by(r)) for r in first]
+    first = tried(gw, 6)
+    # byrequests alternates: the bad member fails its three in a row (each
+    # counted once: failover's report, not mod_proxy's hooks too), every
+    # one of them served by the good member on a second attempt; then it
+    # is open and the balancer no longer picks it.
+    assert first == [(200, "good", "2"), (200, "good", "1")] * 3 \
+        or first == [(200, "good", "1"), (200, "good", "2")] * 3, first
     assert "HcFl" in worker_flags(gw, p1)
     assert "HcFl" not in worker_flags(gw, p2)
-    gens = bad.stats()["generations"]
-    after = chat(gw, 6)
-    assert [(r.status, served_by(r)) for r in after] == [(200, "good")] * 6
-    assert bad.stats()["generations"] == gens, "the open member was sent requests"
+    gens = bad.stats()["by_path"].get("/v1/chat/completions", 0)
+    assert gens == 3, bad.stats()
+    after = tried(gw, 6)
+    assert after == [(200, "good", "1")] * 6, after
+    assert bad.stats()["by_path"].get("/v1/chat/completions", 0) == gens, \
+        "the open member was sent requests"
+
+
+@pytest.mark.parametrize("fault, stream", [
+    ("reset", False),       # seen by mod_proxy: no answer
+    ("cut-first", True),    # seen by failover only: cut before the delta
+    ("500", True),          # seen by both: a 5xx before the stream
+])
+def test_an_attempt_failure_counts_once(pair, gateway, fault, stream):
+    """Whichever part sees the failure, the breaker counts it once: with
+    fails=3 the member opens after its third failed attempt, not before."""
+    start, p1, p2 = pair
+    bad = start("bad", p1, "--fault", fault)
+    start("good", p2)
+    gw = gateway("gw-health-once", health_config(p1, p2))
+    got = tried(gw, 8, stream=stream)
+    assert all(g[:2] == (200, "good") for g in got), got
+    # The balancer alternates while the bad member is closed.
+    assert [a for *_, a in got] in (["2", "1"] * 3 + ["1", "1"],
+                                   ["1", "2"] * 3 + ["1", "1"]), got
+    assert bad.stats()["by_path"].get("/v1/chat/completions", 0) == 3
+    assert "HcFl" in worker_flags(gw, p1)
+
+
+def test_a_stream_cut_after_its_first_delta_counts_as_a_failure(pair, gateway):
+    """Past its commit point an attempt is the client's (not retried), and
+    a break after it is the attempt's one outcome: not the success of its
+    commit point too (that would reset the count each time)."""
+    start, p1, p2 = pair
+    start("bad", p1, "--fault", "cut")
+    start("good", p2)
+    gw = gateway("gw-health-cut", health_config(p1, p2))
+    got = tried(gw, 10, stream=True)
+    assert all(g[0] == 200 and g[2] == "1" for g in got), got
+    assert [m for _, m, _ in got] in (["bad", "good"] * 3 + ["good"] * 4,
+                                     ["good", "bad"] * 3 + ["good"] * 4), got
+    assert "HcFl" in worker_flags(gw, p1)
+
+
+def test_route_all_open_goes_to_its_fallback(pair, gateway):
+    """A route whose only member is open is served by its LLMFallback
+    route at once: the open member is not asked, nor waited for."""
+    start, p1, p2 = pair
+    bad = start("bad", p1, "--fault", "500")
+    start("good", p2)
+    gw = gateway("gw-health-fallback", f"""\
+LLMCache off
+LLMBreaker on fails=3 successes=2 backoff=20000 backoff-max=20000
+<Proxy "balancer://one">
+    BalancerMember "http://{env.HOST}:{p1}" retry=0
+</Proxy>
+<Proxy "balancer://fb">
+    BalancerMember "http://{env.HOST}:{p2}" retry=0
+</Proxy>
+<LLMRoute "h-one">
+    LLMBackend balancer://one
+    LLMUpstreamModel mock-small
+    LLMFallback h-fb
+</LLMRoute>
+<LLMRoute "h-fb">
+    LLMBackend balancer://fb
+    LLMUpstreamModel mock-large
+</LLMRoute>
+<Location "/balancer-manager">
+    SetHandler balancer-manager
+</Location>
+""")
+    lines = []
+    for i in range(6):
+        mark = gw.log_mark()
+        t0 = time.monotonic()
+        r = gw.post("/v1/chat/completions", chat_body("h-one", max_tokens=2))
+        took = time.monotonic() - t0
+        assert (r.status, served_by(r)) == (200, "good"), r.body[:300]
+        lines.append(gw.wait_log_one(lambda l: True, since=mark))
+        assert took < 1.0, (i, took)
+    assert all(l.route == "h-fb" for l in lines), [l.raw for l in lines]
+    # Three failures open it; from then on nothing reaches it.
+    assert bad.stats()["by_path"].get("/v1/chat/completions", 0) == 3
+    assert worker_flags(gw, p1, "one") == ["Init", "HcFl"]
 
 
 def test_member_recovers_half_open_then_closed(pair, gateway):
     start, p1, p2 = pair
-    start("bad", p1, "--fault", "500")
+    bad = start("bad", p1, "--fault", "500")
     start("good", p2)
     gw = gateway("gw-health-recover", health_config(p1, p2))
-    chat(gw, 6)
+    tried(gw, 6)
     assert "HcFl" in worker_flags(gw, p1)
-    # Still failing after the back-off: its trial opens it again.
+    # Still failing after the back-off: its trial (the one request that
+    # reached it, retried on the good member) opens it again.
     time.sleep(BACKOFF_MS / 1000 + 0.2)
-    got = [(r.status, served_by(r)) for r in chat(gw, 4)]
-    assert got.count((500, "bad")) == 1, got
+    sent = bad.stats()["by_path"].get("/v1/chat/completions", 0)
+    got = tried(gw, 4)
+    assert all(g[:2] == (200, "good") for g in got), got
+    assert [a for *_, a in got].count("2") == 1, got
+    assert bad.stats()["by_path"].get("/v1/chat/completions", 0) == sent + 1
     assert "HcFl" in worker_flags(gw, p1)
     # Back healthy: after the back-off, two trial successes close it.
     start("bad", p1)
     time.sleep(BACKOFF_MS / 1000 + 0.2)
-    got = [(r.status, served_by(r)) for r in chat(gw, 8)]
-    assert all(s == 200 for s, _ in got), got
-    assert got.count((200, "bad")) >= 3, got
+    got = tried(gw, 8)
+    assert all(s == 200 and a == "1" for s, _, a in got), got
+    assert [m for _, m, _ in got].count("bad") >= 3, got
     assert "HcFl" not in worker_flags(gw, p1)
     with open(gw.error_log) as f:
         log = f.read()
@@ -146,11 +249,15 @@ def test_member_recovers_half_open_then_closed(pair, gateway):
 
 def test_busy_member_never_opens(pair, gateway):
     start, p1, p2 = pair
-    start("busy", p1, "--fault", "429")
+    busy = start("busy", p1, "--fault", "429")
     start("good", p2)
     gw = gateway("gw-health-busy", health_config(p1, p2))
-    got = [(r.status, served_by(r)) for r in chat(gw, 8)]
-    assert got.count((429, "busy")) == 4, got
+    got = tried(gw, 8)
+    # Its 429s are retried on the other member, and it stays in: the
+    # balancer keeps sending it every other request.
+    assert all(g[:2] == (200, "good") for g in got), got
+    assert [a for *_, a in got].count("2") == 4, got
+    assert busy.stats()["by_path"].get("/v1/chat/completions", 0) == 4
     assert "HcFl" not in worker_flags(gw, p1)
 
 
