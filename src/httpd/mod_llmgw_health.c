@@ -1616,7 +1616,10 @@ static llmgw_health_t *get_table(server_rec *s, apr_hash_t *found,
     }
     else {
         k = apr_pcalloc(pp, sizeof(*k));
-        apr_pool_userdata_setn(k, kept_key, NULL, pp);
+        /* _set, which copies the key: the process pool outlives this
+         * module's mapping (a restart unloads and maps it again, maybe
+         * elsewhere), so a key in its rodata would dangle. */
+        apr_pool_userdata_set(k, kept_key, NULL, pp);
     }
     rv = apr_shm_create(&k->shm, size, NULL, pp);
     if (rv != APR_SUCCESS) {
