@@ -2,6 +2,7 @@
 # /llm-admin/metrics (read with prometheus_client's text parser) and
 # /llm-admin/status.json count exactly what the clients sent and got; the
 # counters survive a graceful restart; Require keeps other clients out.
+import hashlib
 import json
 import os
 import shutil
@@ -580,6 +581,58 @@ def test_reset_without_keys_is_refused(gwc):
     s = Session(gwc)
     r = s.post({"do": "reset", "key": "key:team-a", "nonce": s.nonce})
     assert r.status == 409
+
+
+KEY_SECRET = "sk-console-test-0123456789abcdef"
+KEY_BUDGET = 100000
+
+
+@pytest.fixture(scope="module")
+def gwk(request, workdir, ports, mocks):
+    """A console in front of a key with a budget and a rate limit."""
+    digest = hashlib.sha256(KEY_SECRET.encode()).hexdigest()
+    keys = (f'<LLMKey "team-a">\n    LLMKeyHash sha256:{digest}\n'
+            f"    LLMBudget tokens={KEY_BUDGET} per=day\n"
+            f"    LLMRateLimit rpm=600\n</LLMKey>\n")
+    yield from env.serve_gateway(request, workdir, ports, "gw-console-keys",
+                                 _load("authz_host", "alias") + keys
+                                 + console_conf(served_assets(workdir)))
+
+
+def key_view(g):
+    found = [k for k in status(g)["keys"] or [] if k["name"] == "team-a"]
+    assert len(found) == 1, status(g)["keys"]
+    return found[0]
+
+
+def test_keys_view_and_budget_metrics_are_what_the_key_used(gwk):
+    # What the key was charged is what its clients got in usage: in
+    # status.json, in the metrics and on the keys page; a reset starts its
+    # budget afresh. The key itself is shown nowhere.
+    auth = {"Authorization": f"Bearer {KEY_SECRET}"}
+    n = status(gwk)["total"]["requests"]
+    got = [gwk.post(CHAT, chat_body(max_tokens=3 + i), headers=auth)
+           for i in range(3)]
+    assert [r.status for r in got] == [200] * 3, got[0].body
+    used = sum(r.json()["usage"]["total_tokens"] for r in got)
+    counted(gwk, n + 3)
+    deadline = time.monotonic() + 10
+    while key_view(gwk)["budgets"][0]["reserved"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    k = key_view(gwk)
+    assert (k["budgets"][0]["used"], k["budgets"][0]["limit"]) == (used, KEY_BUDGET)
+    assert k["requests"] == 3 and k["rpm"]["limit"] == 600
+    samples, _ = metrics(gwk)
+    assert pick(samples, "llmgw_budget_used_tokens", key="team-a") == used
+    assert pick(samples, "llmgw_budget_limit_tokens", key="team-a") == KEY_BUDGET
+    _, p = page(gwk, "keys")
+    assert "team-a" in p.text
+    for path in ("", "keys", "status.json", "status.xml", "metrics"):
+        assert KEY_SECRET not in gwk.get(f"{ADMIN}/{path}").body.decode(), path
+    s = Session(gwk, "keys")
+    r = s.post({"do": "reset", "key": "key:team-a", "nonce": s.nonce})
+    assert r.status == 303, r.body
+    assert key_view(gwk)["budgets"][0]["used"] == 0
 
 
 # ------------------------------------------------------------------ browser
