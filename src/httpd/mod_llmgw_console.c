@@ -217,7 +217,7 @@ static json_object *route_json(const llmgw_route_t *rt)
 
 static json_object *routes_json(request_rec *r)
 {
-    const llmgw_router_t *rt = llmgw_sconf(r->server)->router;
+    const llmgw_router_t *rt = llmgw_routes(r);
     json_object *arr = json_object_new_array();
     int i;
 

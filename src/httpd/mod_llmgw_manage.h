@@ -1,0 +1,30 @@
+/* mod_llmgw_manage: members and routes changed at run time, from httpd:
+ * the state file (LLMManageFile) read at start, its shared-memory copy that
+ * every child reads when its generation moves, the routes a request sees. */
+#ifndef MOD_LLMGW_MANAGE_H
+#define MOD_LLMGW_MANAGE_H
+
+#include <httpd.h>
+#include <http_config.h>
+
+#include "llmgw_manage.h"
+
+/* LLMManageFile PATH (server config). */
+const char *llmgw_manage_set_file(cmd_parms *cmd, void *dconf,
+                                  const char *arg);
+
+apr_status_t llmgw_manage_pre_config(apr_pool_t *pconf);
+
+/* Reads the state file against httpd.conf (a damaged one is moved aside,
+ * logged, and httpd.conf alone holds) and makes the shared copy. */
+apr_status_t llmgw_manage_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
+                                      server_rec *s);
+
+void llmgw_manage_child_init(apr_pool_t *pchild, server_rec *s);
+
+/* Applies c (checked whole first) for every child: under the global
+ * mutex, to the shared state, written to the state file, then the
+ * generation moved. NULL, or why it is refused (for the console). */
+const char *llmgw_manage_commit(request_rec *r, const llmgw_change_t *c);
+
+#endif

@@ -1,0 +1,172 @@
+# Run-time changes (LLMManageFile): the state file read at start changes the
+# routes every child serves (/v1/models, /api/tags, routing); a damaged file
+# is moved aside whole and httpd.conf alone holds; a change httpd.conf no
+# longer allows is left out with a warning and the rest kept.
+import glob
+import json
+import os
+
+import pytest
+
+import llmgw_env as env
+from llmgw_env import assert_openai_error, chat_body
+
+# The gateway's configured names (test_routing.py), then what LLMDiscover
+# learns from the backends.
+CONFIGURED = ["mock-small", "small", "mock-large", "dead-model", "slow-model",
+              "ollama-small", "llamacpp-small"]
+DISCOVERED = ["disc-alpha", "disc-beta", "ollama-gamma"]
+
+HEADER = '{"llmgw_manage":1}'
+
+# "small" out of mock-small's route, "big" into mock-large's; a new route on
+# balancer://mgr (a mock of its own, in httpd.conf but used by no route).
+CHANGES = [
+    {"op": "name_remove", "route": "mock-small", "name": "small"},
+    {"op": "name_add", "route": "mock-large", "name": "big"},
+    {"op": "route_add", "route": "fresh-model", "balancer": "balancer://mgr",
+     "dialect": "ollama"},
+    {"op": "name_add", "route": "fresh-model", "name": "fresh-alias"},
+]
+CHANGED = ["mock-small", "mock-large", "big", "dead-model", "slow-model",
+           "ollama-small", "llamacpp-small", "fresh-model", "fresh-alias"]
+
+
+@pytest.fixture(scope="module")
+def mgr(workdir):
+    """A mock that serves any model name, for balancer://mgr."""
+    m = env.MockBackend(env.mockllm_path(), workdir, "mgr").start()
+    yield m
+    m.stop()
+
+
+def state_dir(workdir, name):
+    d = os.path.join(workdir, name + "-state")
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o777)      # the children (www-data) write it
+    return d
+
+
+def write_state(path, lines):
+    with open(path, "w") as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+def start(request, workdir, ports, mgr, name, lines):
+    """A gateway whose LLMManageFile holds LINES (None: no file)."""
+    path = os.path.join(state_dir(workdir, name), "state.jsonl")
+    for old in glob.glob(path + "*"):
+        os.unlink(old)
+    if lines is not None:
+        write_state(path, lines)
+    gen = env.serve_gateway(request, workdir, ports, name,
+                            f'LLMCache off\nLLMManageFile "{path}"\n'
+                            f'<Proxy "balancer://mgr">\n'
+                            f'    BalancerMember "http://{env.HOST}:{mgr.port}"\n'
+                            f'</Proxy>\n')
+    return gen, next(gen), path
+
+
+def stop(gen):
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+def error_log(gw, tag):
+    with open(gw.error_log, errors="replace") as f:
+        return [l for l in f if tag in l]
+
+
+def ids(gw):
+    r = gw.get("/v1/models")
+    assert r.status == 200, r.body
+    return [m["id"] for m in r.json()["data"]]
+
+
+def tags(gw):
+    r = gw.get("/api/tags")
+    assert r.status == 200, r.body
+    return [m["name"] for m in r.json()["models"]]
+
+
+def test_state_at_start_changes_lists_and_routing(request, workdir, ports, mocks, mgr):
+    gen, gw, _ = start(request, workdir, ports, mgr, "manage-start",
+                       [HEADER] + [json.dumps(c) for c in CHANGES])
+    try:
+        # Every child: each of several requests may land on either one.
+        for _ in range(6):
+            assert ids(gw) == CHANGED + DISCOVERED
+            assert tags(gw) == CHANGED + DISCOVERED
+        r = gw.post("/v1/chat/completions", chat_body("small"))
+        assert_openai_error(r, 404, code="model_not_found")
+        assert "small" not in r.json()["error"]["message"].split(": ")[-1] \
+            .rstrip(".").split(", "), r.body
+        # An alias added: the route's own upstream name, its dialect.
+        mocks["a"].reset()
+        mocks["b"].reset()
+        r = gw.post("/v1/chat/completions", chat_body("big", max_tokens=2))
+        assert r.status == 200, r.body
+        last = [m.last() for m in (mocks["a"], mocks["b"])
+                if m.stats().get("requests")]
+        assert len(last) == 1, last
+        assert last[0]["path"] == "/v1/chat/completions", last
+        assert json.loads(last[0]["body"])["model"] == "mock-large"
+        # A route added, on Ollama's native API: its name and its alias go
+        # upstream as the route's name.
+        for name in ("fresh-model", "fresh-alias"):
+            mgr.reset()
+            r = gw.post("/v1/chat/completions", chat_body(name, max_tokens=2))
+            assert r.status == 200, r.body
+            assert r.json()["model"] == "fresh-model", r.body
+            last = mgr.last()
+            assert last["path"] == "/api/chat", last
+            assert json.loads(last["body"])["model"] == "fresh-model", last
+        r = gw.post("/api/chat", {"model": "fresh-alias", "stream": False,
+                                  "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status == 200, r.body
+    finally:
+        stop(gen)
+
+
+def test_damaged_state_moved_aside_config_holds(request, workdir, ports, mocks, mgr):
+    lines = [HEADER, json.dumps(CHANGES[0]), '{"op":"name_add","route":']
+    gen, gw, path = start(request, workdir, ports, mgr, "manage-bad", lines)
+    try:
+        assert ids(gw) == CONFIGURED + DISCOVERED
+        assert not os.path.exists(path)
+        aside = glob.glob(path + ".bad-*")
+        assert len(aside) == 1, aside
+        with open(aside[0]) as f:
+            assert f.read() == "".join(l + "\n" for l in lines)
+        logged = error_log(gw, "LLMGW1802")
+        assert len(logged) >= 1 and "line 3" in logged[0], logged
+    finally:
+        stop(gen)
+
+
+def test_change_config_no_longer_allows_left_out(request, workdir, ports, mocks, mgr):
+    lines = [HEADER,
+             json.dumps({"op": "route_add", "route": "gone-route",
+                         "balancer": "balancer://gone"}),
+             json.dumps({"op": "name_add", "route": "mock-small", "name": "tiny"})]
+    gen, gw, path = start(request, workdir, ports, mgr, "manage-drop", lines)
+    try:
+        listed = ids(gw)
+        assert listed == ["mock-small", "small", "tiny"] + CONFIGURED[2:] + DISCOVERED
+        logged = error_log(gw, "LLMGW1801")
+        assert len(logged) >= 1, logged
+        assert "line 2" in logged[0] and "balancer://gone" in logged[0], logged
+        # The file stays as it was: a later change writes it anew.
+        with open(path) as f:
+            assert f.read() == "".join(l + "\n" for l in lines)
+    finally:
+        stop(gen)
+
+
+def test_without_a_file_config_alone(request, workdir, ports, mocks, mgr):
+    gen, gw, path = start(request, workdir, ports, mgr, "manage-none", None)
+    try:
+        assert ids(gw) == CONFIGURED + DISCOVERED
+        assert not os.path.exists(path)
+    finally:
+        stop(gen)
