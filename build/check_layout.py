@@ -45,7 +45,9 @@ ALLOWED = {
         "mod_llmgw_manage.h": "the lifecycle calls each part's steps"},
     "mod_llmgw_console.c": {
         "mod_llmgw_metrics.h": "the console shows the counters and keeps "
-                               "its shared memory the same way"},
+                               "its shared memory the same way",
+        "mod_llmgw_manage.h": "the console's forms make the run-time "
+                              "changes"},
 }
 TOP_FILE = "mod_llm_gateway.c"   # the module record: every part's register
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)

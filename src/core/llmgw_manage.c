@@ -63,6 +63,62 @@ llmgw_manage_t *llmgw_manage_create(apr_pool_t *p)
 }
 
 /* ---------------------------------------------------------------------
+ * A change from the console's form.
+ */
+
+/* A form's whole number of at most 6 digits into *v (empty: 0); 0 if it
+ * is not one: a value that does not read is refused, never taken as 0. */
+static int form_int(const llmgw_form_t *f, const char *name, int *v)
+{
+    const char *s = llmgw_form_get(f, name);
+    int n = 0, i;
+
+    *v = 0;
+    for (i = 0; s && s[i]; i++) {
+        if (!apr_isdigit(s[i]) || i >= 6) {
+            return 0;
+        }
+        n = n * 10 + (s[i] - '0');
+    }
+    *v = n;
+    return 1;
+}
+
+const char *llmgw_manage_from_form(apr_pool_t *p, const llmgw_form_t *f,
+                                   llmgw_change_t *c)
+{
+    const char *probe = llmgw_form_get(f, "probe");
+    int k;
+
+    memset(c, 0, sizeof(*c));
+    c->kind = llmgw_change_kind_parse(llmgw_form_get(f, "do"));
+    if (c->kind == LLMGW_CHANGE_NONE) {
+        return NULL;
+    }
+    c->balancer = llmgw_form_get(f, "b");
+    c->url = llmgw_form_get(f, "w");
+    c->route = llmgw_form_get(f, "route");
+    c->name = llmgw_form_get(f, "name");
+    c->dialect = llmgw_form_get(f, "dialect");
+    if (c->dialect && !*c->dialect) {
+        c->dialect = NULL;
+    }
+    if (!form_int(f, "lbfactor", &c->lbfactor)) {
+        return "lbfactor is not a whole number";
+    }
+    if (!form_int(f, "timeout", &c->timeout)) {
+        return "timeout is not a whole number of seconds";
+    }
+    k = probe && *probe ? llmgw_manage_probe_parse(probe) : 0;
+    if (k < 0) {
+        return apr_psprintf(p, "the probe kind is not one of none, ollama, "
+                               "llamacpp, vllm, openai");
+    }
+    c->probe = (llmgw_manage_probe_t)k;
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------
  * What a change may name: URLs and model names.
  */
 

@@ -9,6 +9,7 @@
 #include <apr_tables.h>
 #include <apr_time.h>
 
+#include "llmgw_form.h"
 #include "llmgw_route.h"
 
 /* Bounds on what a change may carry and on what the state may hold: the
@@ -165,6 +166,15 @@ const char *llmgw_change_kind_name(llmgw_change_kind_t k);
 llmgw_change_kind_t llmgw_change_kind_parse(const char *s);
 const char *llmgw_manage_probe_name(llmgw_manage_probe_t k);
 int llmgw_manage_probe_parse(const char *s);
+
+/* The console's form fields of a change: do (its kind's name), b (the
+ * balancer), w (a member's URL), lbfactor, timeout, probe, route, name,
+ * dialect. */
+/* The change a console form asks for, into c: NULL, or why it is refused
+ * (a number that is not one, an unknown probe kind). c->kind is NONE when
+ * the form's do is not a change's. Strings are the form's. */
+const char *llmgw_manage_from_form(apr_pool_t *p, const llmgw_form_t *f,
+                                   llmgw_change_t *c);
 
 /* A member's URL written one way (scheme and host in lower case, no "/"
  * at the end), or NULL and *why when it is not an http(s) URL of a plain

@@ -20,6 +20,7 @@
 #include "llmgw_status.h"
 #include "mod_llmgw.h"
 #include "mod_llmgw_console.h"
+#include "mod_llmgw_manage.h"
 #include "mod_llmgw_metrics.h"
 
 APLOG_USE_MODULE(llm_gateway);
@@ -589,12 +590,12 @@ static int refuse(request_rec *r, int status, const char *why)
 static int post_action(request_rec *r, const char *base)
 {
     const char *type = apr_table_get(r->headers_in, "Content-Type");
-    const char *why, *session;
+    const char *why, *session, *what;
     llmgw_form_t f;
     llmgw_action_t a;
     apr_size_t len = 0;
     char *body;
-    int status;
+    int status, changed = 0;
 
     if (!same_origin(r)) {
         return refuse(r, HTTP_FORBIDDEN,
@@ -618,10 +619,14 @@ static int post_action(request_rec *r, const char *base)
         return refuse(r, HTTP_FORBIDDEN, "no valid nonce for the session");
     }
     why = llmgw_form_action(r->pool, &f, &a);
-    if (!why) {
+    what = llmgw_action_name(a.kind);
+    if (why && llmgw_manage_action(r, &f, &a, &what, &why)) {
+        changed = 1; /* routes changed at run time, or refused */
+    }
+    else if (!why) {
         why = do_action(r, &a);
     }
-    audit(r, &a, llmgw_action_name(a.kind), why);
+    audit(r, &a, what, why);
     if (why) {
         return HTTP_CONFLICT;
     }
@@ -630,7 +635,8 @@ static int post_action(request_rec *r, const char *base)
         r->headers_out, "Location",
         ap_construct_url(r->pool,
                          apr_pstrcat(r->pool, base,
-                                     a.kind == LLMGW_ACT_FLUSH   ? "cache"
+                                     changed                     ? "routes"
+                                     : a.kind == LLMGW_ACT_FLUSH ? "cache"
                                      : a.kind == LLMGW_ACT_RESET ? "keys"
                                                                  : "backends",
                                      NULL),

@@ -283,3 +283,33 @@ const char *llmgw_manage_commit(request_rec *r, const llmgw_change_t *c)
     apr_global_mutex_unlock(mg.mutex);
     return err;
 }
+
+/* What a change is about, for the audit line. */
+static const char *target(apr_pool_t *p, const llmgw_change_t *c)
+{
+    if (c->url || c->kind == LLMGW_CHANGE_MEMBER_ADD) {
+        return apr_pstrcat(p, c->balancer ? c->balancer : "", " ",
+                           c->url ? c->url : "", NULL);
+    }
+    return apr_pstrcat(p, c->route ? c->route : "",
+                       c->name ? apr_pstrcat(p, " ", c->name, NULL) : "",
+                       NULL);
+}
+
+int llmgw_manage_action(request_rec *r, const llmgw_form_t *f,
+                        llmgw_action_t *a, const char **what, const char **why)
+{
+    llmgw_change_t c;
+    const char *err = llmgw_manage_from_form(r->pool, f, &c);
+
+    if (!err && c.kind == LLMGW_CHANGE_NONE) {
+        return 0;
+    }
+    *what = llmgw_change_kind_name(c.kind);
+    a->model = target(r->pool, &c);
+    if (!err && c.kind <= LLMGW_CHANGE_MEMBER_REMOVE) {
+        err = "members are changed through balancer-manager for now";
+    }
+    *why = err ? err : llmgw_manage_commit(r, &c);
+    return 1;
+}

@@ -27,4 +27,11 @@ void llmgw_manage_child_init(apr_pool_t *pchild, server_rec *s);
  * generation moved. NULL, or why it is refused (for the console). */
 const char *llmgw_manage_commit(request_rec *r, const llmgw_change_t *c);
 
+/* The console's form f, if it asks for a run-time change (its do is one):
+ * 1, with *what its name, a->model what it changes (for the audit line)
+ * and *why NULL (done) or why it is refused; 0 for any other form. */
+int llmgw_manage_action(request_rec *r, const llmgw_form_t *f,
+                        llmgw_action_t *a, const char **what,
+                        const char **why);
+
 #endif

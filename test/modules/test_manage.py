@@ -5,6 +5,9 @@
 import glob
 import json
 import os
+import signal
+import threading
+import time
 
 import pytest
 
@@ -170,3 +173,174 @@ def test_without_a_file_config_alone(request, workdir, ports, mocks, mgr):
         assert not os.path.exists(path)
     finally:
         stop(gen)
+
+
+# ------------------------------------------------------- from the console
+
+from test_console import ADMIN, CONSOLE, Session, _load  # noqa: E402
+
+
+@pytest.fixture
+def gwm(request, workdir, ports, mocks, mgr, uniq):
+    """A gateway of its own with the console and an empty LLMManageFile."""
+    name = f"manage-console-{uniq}"
+    path = os.path.join(state_dir(workdir, name), "state.jsonl")
+    gen = env.serve_gateway(request, workdir, ports, name,
+                            _load("authz_host", "alias") + CONSOLE
+                            + f'LLMCache off\nLLMManageFile "{path}"\n'
+                            f'<Proxy "balancer://mgr">\n'
+                            f'    BalancerMember "http://{env.HOST}:{mgr.port}"\n'
+                            f'</Proxy>\n')
+    g = next(gen)
+    g.state = path
+    yield g
+    stop(gen)
+
+
+def audit(g, since=0):
+    with open(g.error_log, errors="replace") as f:
+        return [l for l in f.read().splitlines()[since:] if "LLMGW0610" in l]
+
+
+def listed_everywhere(g, want, lacks=(), n=40):
+    """N /v1/models on N connections at once: every answer lists WANT and
+    none of LACKS; returns the children that answered."""
+    mark = g.log_mark()
+    answers = [None] * n
+
+    def one(i):
+        answers[i] = ids(g)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for a in answers:
+        assert a is not None
+        assert all(w in a for w in want), (want, a)
+        assert not any(w in a for w in lacks), (lacks, a)
+    lines = g.wait_log(lambda l: "/v1/models" in l.request, since=mark, count=n)
+    return {l.pid for l in lines}
+
+
+def test_change_shown_at_once_in_every_child(gwm, mgr):
+    s = Session(gwm)
+    r = s.post({"do": "name_add", "nonce": s.nonce, "route": "mock-small",
+                "name": "runtime-alias"})
+    assert r.status == 303, r.body
+    assert r.header("Location").endswith(f"{ADMIN}/routes")
+    # Right after the answer, on whichever child: no child lags behind.
+    pids = listed_everywhere(gwm, ["runtime-alias"])
+    assert len(pids) >= 2, pids
+    assert "runtime-alias" in tags(gwm)
+    r = gwm.post("/v1/chat/completions", chat_body("runtime-alias", max_tokens=2))
+    assert r.status == 200, r.body
+    assert audit(gwm)[-1].endswith("name_add mock-small runtime-alias"), audit(gwm)
+    # A route of its own, then taken out again: gone everywhere.
+    r = s.post({"do": "route_add", "nonce": s.nonce, "route": "fresh-model",
+                "b": "balancer://mgr", "dialect": "openai"})
+    assert r.status == 303, r.body
+    listed_everywhere(gwm, ["runtime-alias", "fresh-model"])
+    mgr.reset()
+    r = gwm.post("/v1/chat/completions", chat_body("fresh-model", max_tokens=2))
+    assert r.status == 200, r.body
+    assert mgr.last()["path"] == "/v1/chat/completions"
+    assert s.post({"do": "route_remove", "nonce": s.nonce,
+                   "route": "fresh-model"}).status == 303
+    listed_everywhere(gwm, ["runtime-alias"], lacks=["fresh-model"])
+    r = gwm.post("/v1/chat/completions", chat_body("fresh-model", max_tokens=2))
+    assert_openai_error(r, 404, code="model_not_found")
+    with open(gwm.state) as f:
+        assert f.read() == (HEADER + "\n" + json.dumps(
+            {"op": "name_add", "route": "mock-small", "name": "runtime-alias"},
+            separators=(",", ":")) + "\n")
+
+
+def test_post_without_nonce_changes_nothing(gwm):
+    s = Session(gwm)
+    fields = {"do": "name_add", "route": "mock-small", "name": "no-nonce"}
+    assert s.post(fields).status == 403
+    assert s.post({**fields, "nonce": "0" * 64}).status == 403
+    assert s.post({**fields, "nonce": s.nonce}, origin="http://evil.example").status == 403
+    listed_everywhere(gwm, ["mock-small"], lacks=["no-nonce"], n=8)
+    assert not os.path.exists(gwm.state)
+
+
+BAD = [
+    ({"do": "name_add", "route": "mock-small", "name": "bad\x1b[31mname"},
+     "control character"),
+    ({"do": "name_add", "route": "mock-small", "name": "gpt-4x"},
+     "would shadow that route"),
+    ({"do": "name_add", "route": "mock-large", "name": "small"},
+     "is routed by route 'mock-small' already"),
+    ({"do": "name_add", "route": "nope", "name": "x"}, "there is no route 'nope'"),
+    ({"do": "name_add", "route": "mock-small", "name": "x" * 129}, "longer than 128"),
+    ({"do": "name_remove", "route": "mock-small", "name": "mock-large"},
+     "has no model name 'mock-large'"),
+    ({"do": "route_add", "route": "r1", "b": "balancer://nope"},
+     "no balancer 'balancer://nope'"),
+    ({"do": "route_add", "route": "mock-large", "b": "balancer://mgr"},
+     "there is a route 'mock-large' already"),
+    ({"do": "route_remove", "route": "mock-small"}, "is in httpd.conf"),
+    ({"do": "member_add", "b": "balancer://mgr", "w": "http://127.0.0.1:1",
+      "lbfactor": "2x"}, "lbfactor is not a whole number"),
+]
+
+
+def test_bad_input_refused_nothing_changed(gwm):
+    s = Session(gwm)
+    before = ids(gwm)
+    for fields, why in BAD:
+        mark = len(audit(gwm))
+        r = s.post({**fields, "nonce": s.nonce})
+        assert r.status == 409, (fields, r.status, r.body)
+        line = audit(gwm)[mark:]
+        assert len(line) == 1 and "refused" in line[0] and why in line[0], \
+            (fields, line)
+        assert "\x1b" not in line[0]
+    assert ids(gwm) == before
+    assert not os.path.exists(gwm.state)
+
+
+def wait_restarted(g, resumed):
+    deadline = time.monotonic() + 20
+    while True:
+        with open(g.error_log) as f:
+            if f.read().count("resuming normal operations") > resumed:
+                break
+        assert time.monotonic() < deadline, env.tail(g.error_log)
+        time.sleep(0.1)
+
+
+def test_changes_kept_across_restarts(gwm):
+    s = Session(gwm)
+    for fields in ({"do": "route_add", "route": "kept-route", "b": "balancer://mgr",
+                    "dialect": "ollama"},
+                   {"do": "name_add", "route": "kept-route", "name": "kept-alias"},
+                   {"do": "name_remove", "route": "mock-small", "name": "small"}):
+        assert s.post({**fields, "nonce": s.nonce}).status == 303, fields
+    want, lacks = ["kept-route", "kept-alias"], ["small"]
+    listed_everywhere(gwm, want, lacks, n=8)
+    # graceful
+    with open(gwm.error_log) as f:
+        resumed = f.read().count("resuming normal operations")
+    os.kill(gwm.proc.pid, signal.SIGUSR1)
+    wait_restarted(gwm, resumed)
+    listed_everywhere(gwm, want, lacks, n=8)
+    # stop, start
+    gwm.stop()
+    gwm.start()
+    listed_everywhere(gwm, want, lacks, n=8)
+    # kill -9 of the parent and every child
+    kids = gwm.children()
+    os.kill(gwm.proc.pid, signal.SIGKILL)
+    for pid in kids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    gwm.proc.wait(10)
+    gwm.start()
+    listed_everywhere(gwm, want, lacks, n=8)
+    r = gwm.post("/v1/chat/completions", chat_body("kept-alias", max_tokens=2))
+    assert r.status == 200, r.body

@@ -611,6 +611,49 @@ START_TEST(conf_lines_to_paste)
 }
 END_TEST
 
+static const char *from_form(const char *body, llmgw_change_t *c)
+{
+    llmgw_form_t f;
+    const char *err = llmgw_form_parse(test_pool, body, strlen(body),
+                                       llmgw_action_fields, &f);
+
+    ck_assert_msg(err == NULL, "%s: %s", body, err);
+    return llmgw_manage_from_form(test_pool, &f, c);
+}
+
+START_TEST(changes_from_console_forms)
+{
+    llmgw_change_t c;
+
+    ck_assert_ptr_null(from_form("do=member_add&b=balancer%3A%2F%2Fone&w=http"
+                                 "%3A%2F%2F127.0.0.1%3A9003&lbfactor=12&"
+                                 "timeout=30&probe=vllm",
+                                 &c));
+    ck_assert_int_eq(c.kind, LLMGW_CHANGE_MEMBER_ADD);
+    ck_assert_str_eq(c.balancer, "balancer://one");
+    ck_assert_str_eq(c.url, "http://127.0.0.1:9003");
+    ck_assert_int_eq(c.lbfactor, 12);
+    ck_assert_int_eq(c.timeout, 30);
+    ck_assert_int_eq(c.probe, LLMGW_MANAGE_PROBE_VLLM);
+    ck_assert_ptr_null(from_form("do=route_add&route=q&b=x&dialect=", &c));
+    ck_assert_int_eq(c.kind, LLMGW_CHANGE_ROUTE_ADD);
+    ck_assert_ptr_null(c.dialect);
+    ck_assert_int_eq(c.lbfactor, 0);
+    ck_assert_ptr_null(from_form("do=name_remove&route=big&name=a+b", &c));
+    ck_assert_str_eq(c.name, "a b");
+    ck_assert_has(from_form("do=member_weight&lbfactor=1x", &c),
+                  "lbfactor is not a whole number", NULL);
+    ck_assert_has(from_form("do=member_weight&lbfactor=-1", &c), "lbfactor",
+                  NULL);
+    ck_assert_has(from_form("do=member_add&timeout=1234567", &c), "timeout",
+                  NULL);
+    ck_assert_has(from_form("do=member_add&probe=ping", &c), "probe kind",
+                  NULL);
+    ck_assert_ptr_null(from_form("do=drain&b=x&w=y", &c));
+    ck_assert_int_eq(c.kind, LLMGW_CHANGE_NONE);
+}
+END_TEST
+
 Suite *manage_suite(void)
 {
     return test_suite(
@@ -620,5 +663,5 @@ Suite *manage_suite(void)
               configured_name_put_back_under_a_glob, routes_added_and_removed,
               entries_bounded, state_written_and_read_back,
               damaged_state_refused_whole, state_file_saved_atomically,
-              conf_lines_to_paste));
+              conf_lines_to_paste, changes_from_console_forms));
 }
