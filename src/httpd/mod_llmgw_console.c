@@ -279,6 +279,7 @@ json_object *llmgw_console_model(request_rec *r)
     json_object_object_add(st, "balancers", balancers_json(r, now));
     json_object_object_add(st, "routes", routes_json(r));
     json_object_object_add(st, "cache", cache_json(r));
+    json_object_object_add(st, "manage", llmgw_manage_status(r));
     llmgw_status_keys(st, limits_table(), now);
     return st;
 }
@@ -685,6 +686,9 @@ static int console_handler(request_rec *r)
     }
     if (strcmp(page, "status.xml") == 0) {
         return send_xml(r);
+    }
+    if (strcmp(page, "changes.conf") == 0) {
+        return llmgw_manage_send_conf(r);
     }
     html = llmgw_render_page(page);
     if (html < 0) {

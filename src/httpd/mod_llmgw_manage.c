@@ -6,6 +6,7 @@
 #include <httpd.h>
 #include <http_config.h>
 #include <http_log.h>
+#include <http_protocol.h>
 #include <mod_proxy.h>
 #include <util_mutex.h>
 #include <apr_file_io.h>
@@ -312,4 +313,75 @@ int llmgw_manage_action(request_rec *r, const llmgw_form_t *f,
     }
     *why = err ? err : llmgw_manage_commit(r, &c);
     return 1;
+}
+
+/* The shared state now, read into p (NULL without LLMManageFile). */
+static llmgw_manage_t *state_now(apr_pool_t *p)
+{
+    const char *text, *err;
+    apr_uint32_t gen;
+    apr_size_t len;
+
+    text = mg.seg ? seg_copy(p, &len, &gen) : NULL;
+    return text ? llmgw_manage_read(p, mg.base, text, len, NULL, &err) : NULL;
+}
+
+static void add_str(json_object *o, const char *k, const char *v)
+{
+    if (v) {
+        json_object_object_add(o, k, json_object_new_string(v));
+    }
+}
+
+static json_object *entry_json(const llmgw_manage_entry_t *e)
+{
+    static const char *const kinds[] = { "", "member", "name", "route" };
+    json_object *o = json_object_new_object();
+
+    add_str(o, "kind", kinds[e->kind]);
+    add_str(o, "balancer", e->balancer);
+    add_str(o, "url", e->url);
+    add_str(o, "route", e->route);
+    add_str(o, "name", e->name);
+    add_str(o, "dialect", e->dialect);
+    json_object_object_add(o, "configured",
+                           json_object_new_boolean(e->configured));
+    json_object_object_add(o, "removed", json_object_new_boolean(e->removed));
+    if (e->lbfactor) {
+        json_object_object_add(o, "lbfactor",
+                               json_object_new_int(e->lbfactor));
+    }
+    return o;
+}
+
+json_object *llmgw_manage_status(request_rec *r)
+{
+    json_object *o = json_object_new_object(), *arr = json_object_new_array();
+    llmgw_manage_t *m = state_now(r->pool);
+    int i;
+
+    json_object_object_add(o, "file",
+                           mg.seg ? json_object_new_string(mg.file) : NULL);
+    for (i = 0; m && i < m->entries->nelts; i++) {
+        json_object_array_add(arr, entry_json(&APR_ARRAY_IDX(
+                                       m->entries, i, llmgw_manage_entry_t)));
+    }
+    json_object_object_add(o, "changes", arr);
+    json_object_object_add(
+        o, "conf",
+        json_object_new_string(m ? llmgw_manage_conf_lines(r->pool, m) : ""));
+    return o;
+}
+
+int llmgw_manage_send_conf(request_rec *r)
+{
+    llmgw_manage_t *m = state_now(r->pool);
+    const char *text = m ? llmgw_manage_conf_lines(r->pool, m) : "";
+
+    ap_set_content_type(r, "text/plain; charset=utf-8");
+    ap_set_content_length(r, (apr_off_t)strlen(text));
+    if (!r->header_only) {
+        ap_rputs(text, r);
+    }
+    return OK;
 }

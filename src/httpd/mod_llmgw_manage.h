@@ -6,6 +6,7 @@
 
 #include <httpd.h>
 #include <http_config.h>
+#include <json.h>
 
 #include "llmgw_manage.h"
 
@@ -33,5 +34,13 @@ const char *llmgw_manage_commit(request_rec *r, const llmgw_change_t *c);
 int llmgw_manage_action(request_rec *r, const llmgw_form_t *f,
                         llmgw_action_t *a, const char **what,
                         const char **why);
+
+/* The changes for the console's status model: {"file": LLMManageFile or
+ * null, "changes": [each difference from httpd.conf], "conf": the lines
+ * that make them permanent}. */
+json_object *llmgw_manage_status(request_rec *r);
+
+/* GET .../changes.conf: those lines as text/plain. */
+int llmgw_manage_send_conf(request_rec *r);
 
 #endif

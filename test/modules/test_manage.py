@@ -344,3 +344,33 @@ def test_changes_kept_across_restarts(gwm):
     listed_everywhere(gwm, want, lacks, n=8)
     r = gwm.post("/v1/chat/completions", chat_body("kept-alias", max_tokens=2))
     assert r.status == 200, r.body
+
+
+def test_console_shows_what_differs_and_the_lines(gwm):
+    s = Session(gwm)
+    for fields in ({"do": "name_remove", "route": "mock-small", "name": "small"},
+                   {"do": "route_add", "route": "shown-route", "b": "balancer://mgr"},
+                   {"do": "name_add", "route": "shown-route", "name": "shown-alias"},
+                   {"do": "name_add", "route": "mock-large", "name": "large-alias"}):
+        assert s.post({**fields, "nonce": s.nonce}).status == 303, fields
+    r = gwm.get(f"{ADMIN}/status.json")
+    assert r.status == 200
+    st = r.json()["manage"]
+    assert st["file"] == gwm.state
+    assert [(c["kind"], c.get("route"), c.get("name"), c["configured"], c["removed"])
+            for c in st["changes"]] == [
+        ("name", "mock-small", "small", True, True),
+        ("route", "shown-route", None, False, False),
+        ("name", "shown-route", "shown-alias", False, False),
+        ("name", "mock-large", "large-alias", False, False)]
+    r = gwm.get(f"{ADMIN}/changes.conf")
+    assert r.status == 200 and r.content_type.startswith("text/plain")
+    text = r.body.decode()
+    assert text == st["conf"]
+    assert text == (
+        '# in <LLMRoute "mock-small" ...>: delete the argument "small"\n'
+        '<LLMRoute "shown-route" "shown-alias">\n'
+        '    LLMBackend balancer://mgr dialect=openai\n'
+        '</LLMRoute>\n'
+        '# in <LLMRoute "mock-large" ...>: add the argument "large-alias"\n')
+    assert gwm.get(f"{ADMIN}/status.xml").status == 200
