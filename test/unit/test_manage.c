@@ -502,8 +502,8 @@ START_TEST(damaged_state_refused_whole)
         "{\"llmgw_manage\": 1}\n",
         "{\"llmgw_manage\":1}\n\n",
         "{\"llmgw_manage\":1}\n{\"op\":\"name_add\",\"route\":\"big\"",
-        "{\"llmgw_manage\":1}\n{\"op\":\"name_add\",\"route\":\"big\","
-        "\"name\":\"x\",\"extra\":1}\n",
+        ("{\"llmgw_manage\":1}\n{\"op\":\"name_add\",\"route\":\"big\","
+         "\"name\":\"x\",\"extra\":1}\n"),
         "{\"llmgw_manage\":1}\n{\"op\":\"name_add\",\"route\":7}\n",
         "{\"llmgw_manage\":1}\n{\"op\":\"rename\"}\n",
         "{\"llmgw_manage\":1}\n[]\n",
