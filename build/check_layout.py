@@ -30,7 +30,8 @@ ALLOWED = {
                            "holds the answer until its commit point"},
     "mod_llmgw_answer.c": {"mod_llmgw_limits.h": "settles cache hits"},
     "mod_llmgw_config.c": {
-        "mod_llmgw_health.h": "the directive table names the health part's"},
+        "mod_llmgw_health.h": "the directive table names the health part's",
+        "mod_llmgw_manage.h": "the directive table names the manage part's"},
     "mod_llmgw_failover.c": {"mod_llmgw_proxy.h":
                              "re-dispatches to a fallback route",
                              "mod_llmgw_health.h":
@@ -43,12 +44,15 @@ ALLOWED = {
         "mod_llmgw_store.h": "the lifecycle calls each part's steps",
         "mod_llmgw_health.h": "the lifecycle calls each part's steps",
         "mod_llmgw_metrics.h": "the lifecycle calls each part's steps",
-        "mod_llmgw_console.h": "the lifecycle calls each part's steps"},
+        "mod_llmgw_console.h": "the lifecycle calls each part's steps",
+        "mod_llmgw_manage.h": "the lifecycle calls each part's steps"},
     "mod_llmgw_console.c": {
         "mod_llmgw_metrics.h": "the console shows the counters and keeps "
                                "its shared memory the same way",
         "mod_llmgw_limits.h": "the console shows the keys' usage",
-        "mod_llmgw_health.h": "the console shows the members' health"},
+        "mod_llmgw_health.h": "the console shows the members' health",
+        "mod_llmgw_manage.h": "the console's forms make the run-time "
+                              "changes"},
 }
 TOP_FILE = "mod_llm_gateway.c"   # the module record: every part's register
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)

@@ -8,8 +8,11 @@
 #include "llmgw_form.h"
 #include "llmgw_sha256.h"
 
-const char *const llmgw_action_fields[] = { "do",   "nonce", "b",     "w",
-                                            "kind", "key",   "model", NULL };
+/* route ... probe: the run-time changes' (llmgw_manage_from_form). */
+const char *const llmgw_action_fields[] = {
+    "do",    "nonce", "b",       "w",        "kind",    "key",   "model",
+    "route", "name",  "dialect", "lbfactor", "timeout", "probe", NULL
+};
 
 static int hexval(char c)
 {

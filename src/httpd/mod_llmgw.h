@@ -133,6 +133,11 @@ typedef struct {
     apr_interval_time_t coalesce_timeout;
 } llmgw_server_conf_t;
 
+/* The routes a request sees: its server's, with the run-time changes of
+ * LLMManageFile for the main server's (mod_llmgw_manage.c, which keeps
+ * them current in every child: one word read per request). */
+const llmgw_router_t *llmgw_routes(const request_rec *r);
+
 typedef struct {
     llmgw_api_t api;
     const char *prefix; /* the <Location> path LLMApi stands in */

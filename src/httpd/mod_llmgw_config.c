@@ -13,6 +13,7 @@
 #include "mod_llmgw.h"
 #include "mod_llmgw_config.h"
 #include "mod_llmgw_health.h"
+#include "mod_llmgw_manage.h"
 
 APLOG_USE_MODULE(llm_gateway);
 
@@ -1055,6 +1056,8 @@ const command_rec llmgw_cmds[] = {
     AP_INIT_TAKE_ARGV("LLMCoalesce", set_coalesce, NULL, RSRC_CONF,
                       "on | off [timeout=SECONDS]: share one generation "
                       "among identical requests in flight"),
+    AP_INIT_TAKE1("LLMManageFile", llmgw_manage_set_file, NULL, RSRC_CONF,
+                  "the file that keeps the console's run-time changes"),
     AP_INIT_TAKE1("LLMMaxRequestBody", set_max_body, NULL, RSRC_CONF,
                   "largest accepted request body (bytes, or with K/M/G)"),
     AP_INIT_TAKE_ARGV("LLMHealthCheck", llmgw_health_set_check, NULL,

@@ -22,6 +22,7 @@
 #include "mod_llmgw_console.h"
 #include "mod_llmgw_health.h"
 #include "mod_llmgw_limits.h"
+#include "mod_llmgw_manage.h"
 #include "mod_llmgw_metrics.h"
 
 APLOG_USE_MODULE(llm_gateway);
@@ -220,7 +221,7 @@ static json_object *route_json(const llmgw_route_t *rt)
 
 static json_object *routes_json(request_rec *r)
 {
-    const llmgw_router_t *rt = llmgw_sconf(r->server)->router;
+    const llmgw_router_t *rt = llmgw_routes(r);
     json_object *arr = json_object_new_array();
     int i;
 
@@ -281,6 +282,7 @@ json_object *llmgw_console_model(request_rec *r)
     json_object_object_add(st, "balancers", balancers_json(r, now));
     json_object_object_add(st, "routes", routes_json(r));
     json_object_object_add(st, "cache", cache_json(r));
+    json_object_object_add(st, "manage", llmgw_manage_status(r));
     llmgw_status_keys(st, limits_table(), now);
     return st;
 }
@@ -605,12 +607,12 @@ static int refuse(request_rec *r, int status, const char *why)
 static int post_action(request_rec *r, const char *base)
 {
     const char *type = apr_table_get(r->headers_in, "Content-Type");
-    const char *why, *session;
+    const char *why, *session, *what;
     llmgw_form_t f;
     llmgw_action_t a;
     apr_size_t len = 0;
     char *body;
-    int status;
+    int status, changed = 0;
 
     if (!same_origin(r)) {
         return refuse(r, HTTP_FORBIDDEN,
@@ -634,10 +636,14 @@ static int post_action(request_rec *r, const char *base)
         return refuse(r, HTTP_FORBIDDEN, "no valid nonce for the session");
     }
     why = llmgw_form_action(r->pool, &f, &a);
-    if (!why) {
+    what = llmgw_action_name(a.kind);
+    if (why && llmgw_manage_action(r, &f, &a, &what, &why)) {
+        changed = 1; /* routes changed at run time, or refused */
+    }
+    else if (!why) {
         why = do_action(r, &a);
     }
-    audit(r, &a, llmgw_action_name(a.kind), why);
+    audit(r, &a, what, why);
     if (why) {
         return HTTP_CONFLICT;
     }
@@ -646,7 +652,8 @@ static int post_action(request_rec *r, const char *base)
         r->headers_out, "Location",
         ap_construct_url(r->pool,
                          apr_pstrcat(r->pool, base,
-                                     a.kind == LLMGW_ACT_FLUSH   ? "cache"
+                                     changed                     ? "routes"
+                                     : a.kind == LLMGW_ACT_FLUSH ? "cache"
                                      : a.kind == LLMGW_ACT_RESET ? "keys"
                                                                  : "backends",
                                      NULL),
@@ -712,6 +719,9 @@ static int console_handler(request_rec *r)
     }
     if (strcmp(page, "status.xml") == 0) {
         return send_xml(r);
+    }
+    if (strcmp(page, "changes.conf") == 0) {
+        return llmgw_manage_send_conf(r);
     }
     html = llmgw_render_page(page);
     if (html < 0) {

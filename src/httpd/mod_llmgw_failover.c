@@ -201,7 +201,7 @@ static const llmgw_route_t *next_fallback(request_rec *r,
                                           const llmgw_failover_t *fo,
                                           int *index)
 {
-    const llmgw_router_t *router = llmgw_sconf(r->server)->router;
+    const llmgw_router_t *router = llmgw_routes(r);
     const apr_array_header_t *fb = fo->first->fallbacks;
     int i;
 

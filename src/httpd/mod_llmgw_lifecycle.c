@@ -11,6 +11,7 @@
 #include "mod_llmgw_health.h"
 #include "mod_llmgw_lifecycle.h"
 #include "mod_llmgw_limits.h"
+#include "mod_llmgw_manage.h"
 #include "mod_llmgw_metrics.h"
 #include "mod_llmgw_models.h"
 #include "mod_llmgw_store.h"
@@ -21,7 +22,10 @@ static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     llmgw_health_pre_config(pconf);
     llmgw_failover_pre_config();
-    return llmgw_store_pre_config(pconf) == APR_SUCCESS ? OK : !OK;
+    return llmgw_store_pre_config(pconf) == APR_SUCCESS
+                   && llmgw_manage_pre_config(pconf) == APR_SUCCESS
+               ? OK
+               : !OK;
 }
 
 /* Every store once: virtual hosts share the main server's. */
@@ -35,7 +39,8 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
     llmgw_log_glue();
     ap_add_version_component(pconf, LLMGW_SERVER_COMPONENT);
     if (llmgw_metrics_post_config(pconf, s) != APR_SUCCESS
-        || llmgw_console_post_config(pconf, s) != APR_SUCCESS) {
+        || llmgw_console_post_config(pconf, s) != APR_SUCCESS
+        || llmgw_manage_post_config(pconf, ptemp, s) != APR_SUCCESS) {
         return !OK;
     }
     /* Without LLMCache, one node still gets a cache in shared memory. */
@@ -62,6 +67,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     llmgw_coalesce_child_init();
     llmgw_limits_child_init(pchild, s);
     llmgw_models_child_init(pchild, s);
+    llmgw_manage_child_init(pchild, s);
     LLMGW_EACH_SERVER(vs, s)
     {
         llmgw_store_t *st = llmgw_conf_store(llmgw_sconf(vs));

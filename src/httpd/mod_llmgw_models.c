@@ -583,7 +583,7 @@ static int models_handler(request_rec *r)
         || !(ctx = llmgw_req_get(r)) || ctx->err.status) {
         return DECLINED;
     }
-    rt = llmgw_sconf(r->server)->router;
+    rt = llmgw_routes(r);
     if (ctx->ep == LLMGW_EP_MODELS || ctx->ep == LLMGW_EP_MODEL) {
         return answer_models(r, ctx, rt);
     }

@@ -467,7 +467,7 @@ static int show_from_backend(request_rec *r, llmgw_req_t *ctx,
     const char *key[1];
     const char *val[1];
 
-    ctx->route = llmgw_router_find(sconf->router, ctx->model_id);
+    ctx->route = llmgw_router_find(llmgw_routes(r), ctx->model_id);
     if (!ctx->route || strcmp(ctx->route->dialect, "ollama") != 0) {
         return OK;
     }
@@ -600,7 +600,7 @@ static int fixups(request_rec *r)
     apr_table_setn(r->notes, LLMGW_NOTE_MODEL, ctx->req.model);
     apr_table_setn(r->notes, LLMGW_NOTE_STREAM, ctx->req.stream ? "1" : "0");
 
-    ctx->route = llmgw_router_find(sconf->router, ctx->req.model);
+    ctx->route = llmgw_router_find(llmgw_routes(r), ctx->req.model);
     if (!ctx->route) {
         llmgw_error_set(
             &ctx->err, HTTP_NOT_FOUND, "invalid_request_error", "model",
@@ -610,7 +610,7 @@ static int fixups(request_rec *r)
                          "exist or is not served by this "
                          "gateway. Available models: %s.",
                          ctx->req.model,
-                         llmgw_router_names(r->pool, sconf->router)));
+                         llmgw_router_names(r->pool, llmgw_routes(r))));
         return answer_error(r, ctx);
     }
     use_route(r, ctx, ctx->route);

@@ -27,6 +27,7 @@ Suite *conf_suite(void);
 Suite *metrics_suite(void);
 Suite *render_suite(void);
 Suite *form_suite(void);
+Suite *manage_suite(void);
 
 /* A pool per test, made in setup and destroyed in teardown. */
 extern apr_pool_t *test_pool;

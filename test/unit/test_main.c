@@ -112,6 +112,7 @@ int main(void)
     srunner_add_suite(sr, metrics_suite());
     srunner_add_suite(sr, render_suite());
     srunner_add_suite(sr, form_suite());
+    srunner_add_suite(sr, manage_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
