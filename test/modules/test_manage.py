@@ -177,7 +177,8 @@ def test_without_a_file_config_alone(request, workdir, ports, mocks, mgr):
 
 # ------------------------------------------------------- from the console
 
-from test_console import ADMIN, CONSOLE, Session, _load  # noqa: E402
+from test_console import (ADMIN, Session, _load, console_conf,  # noqa: E402
+                          served_assets)
 
 
 @pytest.fixture
@@ -186,7 +187,8 @@ def gwm(request, workdir, ports, mocks, mgr, uniq):
     name = f"manage-console-{uniq}"
     path = os.path.join(state_dir(workdir, name), "state.jsonl")
     gen = env.serve_gateway(request, workdir, ports, name,
-                            _load("authz_host", "alias") + CONSOLE
+                            _load("authz_host", "alias")
+                            + console_conf(served_assets(workdir))
                             + f'LLMCache off\nLLMManageFile "{path}"\n'
                             f'<Proxy "balancer://mgr">\n'
                             f'    BalancerMember "http://{env.HOST}:{mgr.port}"\n'
