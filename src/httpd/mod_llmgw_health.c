@@ -341,25 +341,16 @@ void llmgw_health_observe(request_rec *r, const char *member, llmgw_event_t ev)
 
 int llmgw_health_usable(const char *member)
 {
-    int m = table ? member_of(member) : -1, i;
+    int m = table ? member_of(member) : -1;
     llmgw_member_view_t v;
 
     if (m < 0 || llmgw_health_member(table, m, apr_time_now(), &cf.hp, &v)) {
         return 1;
     }
-    if (v.br_state == LLMGW_BR_OPEN
-        || (v.br_state == LLMGW_BR_HALF_OPEN && !v.trial_free)) {
-        return 0;
-    }
-    for (i = 0; i < members[m].workers->nelts; i++) {
-        proxy_worker *w = APR_ARRAY_IDX(members[m].workers, i, proxy_worker *);
-
-        if (!(w->s->status
-              & (PROXY_WORKER_NOT_USABLE_BITMAP & ~PROXY_WORKER_HC_FAIL))) {
-            return 1;
-        }
-    }
-    return 0;
+    /* The breaker's verdict only: mod_proxy's own flags (an error state
+     * whose retry= is over counts again) are the caller's to read. */
+    return !(v.br_state == LLMGW_BR_OPEN
+             || (v.br_state == LLMGW_BR_HALF_OPEN && !v.trial_free));
 }
 
 /* What the backend's answer was, as it passes (the first bytes of an

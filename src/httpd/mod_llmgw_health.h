@@ -31,9 +31,10 @@
 void llmgw_health_observe(request_rec *r, const char *member,
                           llmgw_event_t ev);
 
-/* 1 if member may be sent a request now: its breaker is closed, or
- * half-open with its trial not taken (and mod_proxy finds its worker
- * usable); 0 if not; 1 for a member the table does not know. */
+/* 1 if member's breaker lets a request through now: closed, or
+ * half-open with its trial not taken; 0 if not; 1 for a member the table
+ * does not know. mod_proxy's own worker flags are the caller's to check
+ * (a member in error whose retry= is over is usable again). */
 int llmgw_health_usable(const char *member);
 
 /* The health table, for readers such as the console (read only); NULL
