@@ -13,24 +13,37 @@ import llmgw_env as env
 from llmgw_env import chat_body
 
 BACKOFF_MS = 1000
+MANAGER = """<Location "/balancer-manager">
+    SetHandler balancer-manager
+</Location>"""
+
+
+def proxy(name, *ports, lbmethod=None):
+    """A balancer of the mocks on these ports, none held back on an error."""
+    lines = [f'<Proxy "balancer://{name}">']
+    lines += [f'    BalancerMember "http://{env.HOST}:{p}" retry=0'
+              for p in ports]
+    if lbmethod:
+        lines.append(f"    ProxySet lbmethod={lbmethod}")
+    return "\n".join(lines + ["</Proxy>"])
+
+
+def route(name, backend, *directives, model="mock-small"):
+    """<LLMRoute name> on balancer://backend (and its options), then the
+    directives."""
+    lines = [f'<LLMRoute "{name}">', f"    LLMBackend balancer://{backend}",
+             f"    LLMUpstreamModel {model}"]
+    lines += ["    " + d for d in directives]
+    return "\n".join(lines + ["</LLMRoute>"])
 
 
 def health_config(p1, p2, lbmethod="byrequests", extra=""):
     return f"""\
 LLMCache off
 LLMBreaker on fails=3 successes=2 backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}
-<Proxy "balancer://hb">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-    BalancerMember "http://{env.HOST}:{p2}" retry=0
-    ProxySet lbmethod={lbmethod}
-</Proxy>
-<LLMRoute "h-small">
-    LLMBackend balancer://hb
-    LLMUpstreamModel mock-small
-</LLMRoute>
-<Location "/balancer-manager">
-    SetHandler balancer-manager
-</Location>
+{proxy("hb", p1, p2, lbmethod=lbmethod)}
+{route("h-small", "hb")}
+{MANAGER}
 {extra}"""
 
 
@@ -182,24 +195,11 @@ def test_route_all_open_goes_to_its_fallback(pair, gateway):
     gw = gateway("gw-health-fallback", f"""\
 LLMCache off
 LLMBreaker on fails=3 successes=2 backoff=20000 backoff-max=20000
-<Proxy "balancer://one">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-</Proxy>
-<Proxy "balancer://fb">
-    BalancerMember "http://{env.HOST}:{p2}" retry=0
-</Proxy>
-<LLMRoute "h-one">
-    LLMBackend balancer://one
-    LLMUpstreamModel mock-small
-    LLMFallback h-fb
-</LLMRoute>
-<LLMRoute "h-fb">
-    LLMBackend balancer://fb
-    LLMUpstreamModel mock-large
-</LLMRoute>
-<Location "/balancer-manager">
-    SetHandler balancer-manager
-</Location>
+{proxy("one", p1)}
+{proxy("fb", p2)}
+{route("h-one", "one", "LLMFallback h-fb")}
+{route("h-fb", "fb", model="mock-large")}
+{MANAGER}
 """)
     lines = []
     for i in range(6):
@@ -265,18 +265,10 @@ def probe_config(p1, p2, extra=""):
     """Probes of a llama.cpp balancer, no passive checks (LLMBreaker off)."""
     return f"""\
 LLMCache off
-<Proxy "balancer://hb">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-    BalancerMember "http://{env.HOST}:{p2}" retry=0
-</Proxy>
-<LLMRoute "h-small">
-    LLMBackend balancer://hb dialect=llamacpp
-    LLMUpstreamModel mock-small
-    LLMHealthCheck on interval=100 timeout=1000
-</LLMRoute>
-<Location "/balancer-manager">
-    SetHandler balancer-manager
-</Location>
+{proxy("hb", p1, p2)}
+{route("h-small", "hb dialect=llamacpp",
+       "LLMHealthCheck on interval=100 timeout=1000")}
+{MANAGER}
 {extra}"""
 
 
@@ -354,19 +346,9 @@ def test_health_directives_refused(config_test, snippet, message):
 def affinity_config(p1, p2, lbmethod):
     return f"""\
 LLMCache off
-<Proxy "balancer://aff">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-    BalancerMember "http://{env.HOST}:{p2}" retry=0
-    ProxySet lbmethod={lbmethod}
-</Proxy>
-<LLMRoute "aff-small">
-    LLMBackend balancer://aff
-    LLMUpstreamModel mock-small
-</LLMRoute>
-<LLMRoute "aff-large">
-    LLMBackend balancer://aff
-    LLMUpstreamModel mock-large
-</LLMRoute>
+{proxy("aff", p1, p2, lbmethod=lbmethod)}
+{route("aff-small", "aff")}
+{route("aff-large", "aff", model="mock-large")}
 """
 
 
@@ -394,24 +376,11 @@ def test_affinity_sends_the_half_open_trial(pair, gateway):
     gw = gateway("gw-affinity-trial", f"""\
 LLMCache off
 LLMBreaker on fails=3 successes=2 backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}
-<Proxy "balancer://one">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-    ProxySet lbmethod=llm_affinity
-</Proxy>
-<Proxy "balancer://two">
-    BalancerMember "http://{env.HOST}:{p2}" retry=0
-</Proxy>
-<LLMRoute "h-one">
-    LLMBackend balancer://one
-    LLMUpstreamModel mock-small
-</LLMRoute>
-<LLMRoute "h-two">
-    LLMBackend balancer://two
-    LLMUpstreamModel mock-small
-</LLMRoute>
-<Location "/balancer-manager">
-    SetHandler balancer-manager
-</Location>
+{proxy("one", p1, lbmethod="llm_affinity")}
+{proxy("two", p2)}
+{route("h-one", "one")}
+{route("h-two", "two")}
+{MANAGER}
 """)
     one = lambda: chat(gw, 1, "h-one")[0]      # noqa: E731
     two = lambda: chat(gw, 1, "h-two")[0]      # noqa: E731
@@ -432,14 +401,8 @@ LLMBreaker on fails=3 successes=2 backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}
 def capacity_config(p1, cap):
     return f"""\
 LLMCache off
-<Proxy "balancer://cap">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-</Proxy>
-<LLMRoute "cap-small">
-    LLMBackend balancer://cap
-    LLMUpstreamModel mock-small
-    LLMCapacity {cap}
-</LLMRoute>
+{proxy("cap", p1)}
+{route("cap-small", "cap", f"LLMCapacity {cap}")}
 """
 
 
@@ -536,17 +499,9 @@ def test_warmup_loads_the_model_before_any_request(pair, gateway):
     a, b = start("a", p1, *cold), start("b", p2, *cold)
     gw = gateway("gw-warmup", f"""\
 LLMCache off
-<Proxy "balancer://warm">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-    BalancerMember "http://{env.HOST}:{p2}" retry=0
-    ProxySet lbmethod=llm_affinity
-</Proxy>
-<LLMRoute "warm-small">
-    LLMBackend balancer://warm dialect=ollama
-    LLMUpstreamModel mock-small
-    LLMHealthCheck on interval=100
-    LLMWarmup on keep-alive=10m
-</LLMRoute>
+{proxy("warm", p1, p2, lbmethod="llm_affinity")}
+{route("warm-small", "warm dialect=ollama", "LLMHealthCheck on interval=100",
+       "LLMWarmup on keep-alive=10m")}
 """)
     # Loaded on one member, and only once, with no request for it yet.
     assert wait_for(lambda: a.stats()["loaded"] + b.stats()["loaded"] == ["mock-small"])
