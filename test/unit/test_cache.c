@@ -554,6 +554,20 @@ START_TEST(record_usage_is_clamped)
 }
 END_TEST
 
+/* None of the answers bad (NULL ends it) to ep is kept. */
+static void none_kept(llmgw_endpoint_t ep, const char *const *bad)
+{
+    apr_size_t len;
+    int i;
+
+    for (i = 0; bad[i]; i++) {
+        llmgw_record_t *rec = llmgw_record_create(test_pool, ep, 1 << 20);
+
+        llmgw_record_set_response(rec, bad[i], strlen(bad[i]));
+        ck_assert_msg(!llmgw_record_serialize(rec, &len), "kept %s", bad[i]);
+    }
+}
+
 /* Only a complete, well-formed answer is kept: a body that is not the
  * endpoint's JSON, an answer that says it failed, a stream that ended with
  * the error finish (the backend's, or the gateway's own error tail). */
@@ -588,22 +602,8 @@ START_TEST(record_keeps_only_whole_answers)
     char *nest;
     int i;
 
-    for (i = 0; bad_chat[i]; i++) {
-        llmgw_record_t *rec =
-            llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
-
-        llmgw_record_set_response(rec, bad_chat[i], strlen(bad_chat[i]));
-        ck_assert_msg(!llmgw_record_serialize(rec, &len), "kept %s",
-                      bad_chat[i]);
-    }
-    for (i = 0; bad_emb[i]; i++) {
-        llmgw_record_t *rec =
-            llmgw_record_create(test_pool, LLMGW_EP_EMBEDDINGS, 1 << 20);
-
-        llmgw_record_set_response(rec, bad_emb[i], strlen(bad_emb[i]));
-        ck_assert_msg(!llmgw_record_serialize(rec, &len), "kept %s",
-                      bad_emb[i]);
-    }
+    none_kept(LLMGW_EP_CHAT, bad_chat);
+    none_kept(LLMGW_EP_EMBEDDINGS, bad_emb);
     /* Too deep to read back. */
     nest = apr_palloc(test_pool, 140);
     memset(nest, '[', 70);
