@@ -10,31 +10,12 @@ import time
 import pytest
 
 import llmgw_env as env
-from llmgw_env import chat_body
+from llmgw_env import chat_body, proxy, route
 
 BACKOFF_MS = 1000
 MANAGER = """<Location "/balancer-manager">
     SetHandler balancer-manager
 </Location>"""
-
-
-def proxy(name, *ports, lbmethod=None):
-    """A balancer of the mocks on these ports, none held back on an error."""
-    lines = [f'<Proxy "balancer://{name}">']
-    lines += [f'    BalancerMember "http://{env.HOST}:{p}" retry=0'
-              for p in ports]
-    if lbmethod:
-        lines.append(f"    ProxySet lbmethod={lbmethod}")
-    return "\n".join(lines + ["</Proxy>"])
-
-
-def route(name, backend, *directives, model="mock-small"):
-    """<LLMRoute name> on balancer://backend (and its options), then the
-    directives."""
-    lines = [f'<LLMRoute "{name}">', f"    LLMBackend balancer://{backend}",
-             f"    LLMUpstreamModel {model}"]
-    lines += ["    " + d for d in directives]
-    return "\n".join(lines + ["</LLMRoute>"])
 
 
 def health_config(p1, p2, lbmethod="byrequests", extra=""):
