@@ -109,11 +109,18 @@ def tried(gw, n, model="h-small", **kw):
     return out
 
 
+def bad_and_good(pair, gateway, gw_name, fault, name="bad"):
+    """The pair's first mock (NAME) answers with FAULT, its second ("good")
+    well, behind a gateway of health_config: (the first mock, the gateway)."""
+    start, p1, p2 = pair
+    bad = start(name, p1, "--fault", fault)
+    start("good", p2)
+    return bad, gateway(gw_name, health_config(p1, p2))
+
+
 def test_failing_member_opens_and_others_serve(pair, gateway):
     start, p1, p2 = pair
-    bad = start("bad", p1, "--fault", "500")
-    start("good", p2)
-    gw = gateway("gw-health-open", health_config(p1, p2))
+    bad, gw = bad_and_good(pair, gateway, "gw-health-open", "500")
     first = tried(gw, 6)
     # byrequests alternates: the bad member fails its three in a row (each
     # counted once: failover's report, not mod_proxy's hooks too), every
@@ -140,9 +147,7 @@ def test_an_attempt_failure_counts_once(pair, gateway, fault, stream):
     """Whichever part sees the failure, the breaker counts it once: with
     fails=3 the member opens after its third failed attempt, not before."""
     start, p1, p2 = pair
-    bad = start("bad", p1, "--fault", fault)
-    start("good", p2)
-    gw = gateway("gw-health-once", health_config(p1, p2))
+    bad, gw = bad_and_good(pair, gateway, "gw-health-once", fault)
     got = tried(gw, 8, stream=stream)
     assert all(g[:2] == (200, "good") for g in got), got
     # The balancer alternates while the bad member is closed.
@@ -157,9 +162,7 @@ def test_a_stream_cut_after_its_first_delta_counts_as_a_failure(pair, gateway):
     a break after it is the attempt's one outcome: not the success of its
     commit point too (that would reset the count each time)."""
     start, p1, p2 = pair
-    start("bad", p1, "--fault", "cut")
-    start("good", p2)
-    gw = gateway("gw-health-cut", health_config(p1, p2))
+    _, gw = bad_and_good(pair, gateway, "gw-health-cut", "cut")
     got = tried(gw, 10, stream=True)
     assert all(g[0] == 200 and g[2] == "1" for g in got), got
     assert [m for _, m, _ in got] in (["bad", "good"] * 3 + ["good"] * 4,
@@ -199,9 +202,7 @@ LLMBreaker on fails=3 successes=2 backoff=20000 backoff-max=20000
 
 def test_member_recovers_half_open_then_closed(pair, gateway):
     start, p1, p2 = pair
-    bad = start("bad", p1, "--fault", "500")
-    start("good", p2)
-    gw = gateway("gw-health-recover", health_config(p1, p2))
+    bad, gw = bad_and_good(pair, gateway, "gw-health-recover", "500")
     tried(gw, 6)
     assert "HcFl" in worker_flags(gw, p1)
     # Still failing after the back-off: its trial (the one request that
@@ -230,9 +231,7 @@ def test_member_recovers_half_open_then_closed(pair, gateway):
 
 def test_busy_member_never_opens(pair, gateway):
     start, p1, p2 = pair
-    busy = start("busy", p1, "--fault", "429")
-    start("good", p2)
-    gw = gateway("gw-health-busy", health_config(p1, p2))
+    busy, gw = bad_and_good(pair, gateway, "gw-health-busy", "429", "busy")
     got = tried(gw, 8)
     # Its 429s are retried on the other member, and it stays in: the
     # balancer keeps sending it every other request.
