@@ -19,8 +19,6 @@ static apr_size_t ndjson_end(void *s, const char **ready)
     return llmgw_ollama_ndjson_end(s, ready);
 }
 
-static const fuzz_stream_ops ops = { ndjson_feed, ndjson_end };
-
 /* Lines carry the time they are written: one time for every line, so
  * that the whole and the cut run can be compared byte for byte. */
 static apr_time_t fixed_clock(void)
@@ -28,7 +26,7 @@ static apr_time_t fixed_clock(void)
     return apr_time_from_sec(1700000000) + 123456;
 }
 
-static llmgw_ollama_ndjson_t *start(apr_pool_t *p, unsigned flags)
+static void *start(apr_pool_t *p, unsigned flags)
 {
     llmgw_ollama_ndjson_t *s = llmgw_ollama_ndjson_create(
         p, (flags & 1) ? LLMGW_OLLAMA_EP_GENERATE : LLMGW_OLLAMA_EP_CHAT,
@@ -58,30 +56,23 @@ static void check_ndjson(apr_pool_t *p, const fuzz_out *o)
                "the last line is neither done nor an error");
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void check(apr_pool_t *p, void *whole, void *cut, fuzz_out *out)
 {
-    apr_pool_t *p = fuzz_pool();
-    fuzz_in in = { data, size };
-    unsigned flags = fuzz_byte(&in);
-    fuzz_splits sp;
-    fuzz_out whole = { 0 }, cut = { 0 };
-    const char *tail;
+    const llmgw_ollama_ndjson_t *x = whole, *y = cut;
     apr_size_t n;
-    llmgw_ollama_ndjson_t *x, *y;
+    const char *tail;
 
-    fuzz_splits_read(&in, &sp);
-    x = start(p, flags);
-    y = start(p, flags);
-    fuzz_whole_and_cut(&ops, &in, &sp, x, &whole, y, &cut);
     FUZZ_SAME_END(x, y);
-
     tail = llmgw_ollama_ndjson_error_tail(x, p, "the backend broke off", &n);
     FUZZ_CHECK((x->done || x->failed) == !n, "a tail after the end");
-    fuzz_out_add(&whole, tail, n);
-    check_ndjson(p, &whole);
+    fuzz_out_add(out, tail, n);
+    check_ndjson(p, out);
+}
 
-    fuzz_out_free(&whole);
-    fuzz_out_free(&cut);
-    apr_pool_destroy(p);
-    return 0;
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const fuzz_stream_ops ops = { start, ndjson_feed, ndjson_end,
+                                         check };
+
+    return fuzz_stream_run(&ops, data, size);
 }

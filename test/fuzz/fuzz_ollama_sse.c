@@ -19,42 +19,32 @@ static apr_size_t sse_end(void *s, const char **ready)
     return llmgw_ollama_sse_end(s, ready);
 }
 
-static const fuzz_stream_ops ops = { sse_feed, sse_end };
-
-static llmgw_ollama_sse_t *start(apr_pool_t *p, unsigned flags)
+static void *start(apr_pool_t *p, unsigned flags)
 {
     return llmgw_ollama_sse_create(
         p, (flags & 1) ? LLMGW_EP_COMPLETIONS : LLMGW_EP_CHAT, "fuzz",
         "mock-small", 1700000000, (flags & 2) != 0);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* With the tail a broken stream gets, the client sees SSE to [DONE]. */
+static void check(apr_pool_t *p, void *whole, void *cut, fuzz_out *out)
 {
-    apr_pool_t *p = fuzz_pool();
-    fuzz_in in = { data, size };
-    unsigned flags = fuzz_byte(&in);
-    fuzz_splits sp;
-    fuzz_out whole = { 0 }, cut = { 0 };
+    const llmgw_ollama_sse_t *x = whole, *y = cut;
+    llmgw_error_t err;
     const char *tail;
     apr_size_t n;
-    llmgw_error_t err;
-    llmgw_ollama_sse_t *x, *y;
 
-    fuzz_splits_read(&in, &sp);
-    x = start(p, flags);
-    y = start(p, flags);
-    fuzz_whole_and_cut(&ops, &in, &sp, x, &whole, y, &cut);
     FUZZ_SAME_END(x, y);
-
-    /* With the tail a broken stream gets, the client sees SSE to [DONE]. */
     llmgw_error_for_status(502, &err);
     tail = llmgw_ollama_sse_error_tail(x, p, &err, &n);
     FUZZ_CHECK((x->done || x->failed) == !n, "a tail after the end");
-    fuzz_out_add(&whole, tail, n);
-    fuzz_check_sse(p, whole.b, whole.len);
+    fuzz_out_add(out, tail, n);
+    fuzz_check_sse(p, out->b, out->len);
+}
 
-    fuzz_out_free(&whole);
-    fuzz_out_free(&cut);
-    apr_pool_destroy(p);
-    return 0;
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const fuzz_stream_ops ops = { start, sse_feed, sse_end, check };
+
+    return fuzz_stream_run(&ops, data, size);
 }
