@@ -6,6 +6,7 @@
 #include <apr_strings.h>
 
 #include "llmgw_form.h"
+#include "llmgw_json.h"
 #include "llmgw_sha256.h"
 
 /* route ... probe: the run-time changes' (llmgw_manage_from_form). */
@@ -54,28 +55,13 @@ static long decode(const char *s, apr_size_t n, char *out)
     return o;
 }
 
-static int utf8_ok(const unsigned char *s)
+static int utf8_ok(const unsigned char *s, apr_size_t len)
 {
-    while (*s) {
-        int n = s[0] < 0x80                    ? 1
-                : s[0] >= 0xc2 && s[0] <= 0xdf ? 2
-                : s[0] >= 0xe0 && s[0] <= 0xef ? 3
-                : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
-                                               : 0;
-        int i;
+    const unsigned char *end = s + len;
+    apr_size_t n;
 
-        if (!n) {
-            return 0;
-        }
-        for (i = 1; i < n; i++) {
-            if ((s[i] & 0xc0) != 0x80) {
-                return 0;
-            }
-        }
-        if ((n == 3 && s[0] == 0xe0 && s[1] < 0xa0)
-            || (n == 3 && s[0] == 0xed && s[1] >= 0xa0)
-            || (n == 4 && s[0] == 0xf0 && s[1] < 0x90)
-            || (n == 4 && s[0] == 0xf4 && s[1] >= 0x90)) {
+    while (s < end) {
+        if ((n = llmgw_utf8_len(s, end)) == 0) {
             return 0;
         }
         s += n;
@@ -117,7 +103,8 @@ static const char *field(apr_pool_t *p, const char *s, apr_size_t n,
     if (llmgw_form_get(f, name)) {
         return "a field is given twice";
     }
-    if (strlen(value) > LLMGW_FORM_VALUE_MAX || !utf8_ok((void *)value)) {
+    if (strlen(value) > LLMGW_FORM_VALUE_MAX
+        || !utf8_ok((void *)value, strlen(value))) {
         return "a value is too long or not UTF-8";
     }
     if (f->n == LLMGW_FORM_FIELDS) {

@@ -171,6 +171,11 @@ const char *llmgw_json_write_canonical(apr_pool_t *p, const llmgw_json_t *j,
  * allocated from p. */
 const char *llmgw_json_quote(apr_pool_t *p, const char *s);
 
+/* The length of the well-formed UTF-8 sequence at s, before end (shortest
+ * form, no surrogates, at most U+10FFFF; an ASCII byte is 1), or 0: the
+ * one UTF-8 check of the core. */
+apr_size_t llmgw_utf8_len(const unsigned char *s, const unsigned char *end);
+
 /* s[0..n) as valid UTF-8: s itself when it is, else a copy from p with
  * U+FFFD for each bad sequence; *outlen may be NULL. */
 const char *llmgw_json_utf8_clean(apr_pool_t *p, const char *s, apr_size_t n,

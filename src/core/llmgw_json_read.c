@@ -63,6 +63,11 @@ static void *rd_fail(reader_t *rd, llmgw_json_err_t err)
     return NULL;
 }
 
+apr_size_t llmgw_utf8_len(const unsigned char *s, const unsigned char *end)
+{
+    return s < end && s[0] < 0x80 ? 1 : jr_utf8_len(s, end);
+}
+
 apr_size_t jr_utf8_len(const unsigned char *s, const unsigned char *end)
 {
     unsigned char c = s[0], lo = 0x80, hi = 0xBF;

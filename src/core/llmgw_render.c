@@ -11,6 +11,7 @@
 #include <libxml/HTMLtree.h>
 #include <libxml/tree.h>
 
+#include "llmgw_json.h"
 #include "llmgw_render.h"
 
 #define DASH "\xe2\x80\x93" /* an en dash: no value */
@@ -173,49 +174,25 @@ const char *llmgw_render_value(apr_pool_t *p, json_object *v, const char *fmt)
  * Building the tree
  */
 
-/* The length of the UTF-8 sequence at s (well-formed, shortest form, no
- * surrogates), or 0. */
-static int utf8_seq(const unsigned char *s)
-{
-    int n = s[0] < 0x80                    ? 1
-            : s[0] >= 0xc2 && s[0] <= 0xdf ? 2
-            : s[0] >= 0xe0 && s[0] <= 0xef ? 3
-            : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
-                                           : 0;
-    int i;
-
-    for (i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-    }
-    if ((n == 3 && s[0] == 0xe0 && s[1] < 0xa0)
-        || (n == 3 && s[0] == 0xed && s[1] >= 0xa0)
-        || (n == 4 && s[0] == 0xf0 && s[1] < 0x90)
-        || (n == 4 && s[0] == 0xf4 && s[1] >= 0x90)) {
-        return 0;
-    }
-    return n;
-}
-
 /* s as UTF-8 libxml2 accepts: each byte of a bad sequence becomes '?'. */
 static const xmlChar *utf8(apr_pool_t *p, const char *s)
 {
     unsigned char *c;
-    apr_size_t i = 0;
+    apr_size_t i = 0, len;
 
     if (xmlCheckUTF8(X(s))) {
         return X(s);
     }
-    c = (unsigned char *)apr_pstrdup(p, s);
+    len = strlen(s);
+    c = (unsigned char *)apr_pstrndup(p, s, len);
     while (c[i]) {
-        int n = utf8_seq(c + i);
+        apr_size_t n = llmgw_utf8_len(c + i, c + len);
 
         if (!n) {
             c[i] = '?';
             n = 1;
         }
-        i += (apr_size_t)n;
+        i += n;
     }
     return c;
 }

@@ -492,63 +492,67 @@ static int answer_models(request_rec *r, llmgw_req_t *ctx,
 
 /* Ollama's /api/tags, /api/ps and /api/show. We know the routed names;
  * sizes, digests and what is loaded are the backends'. */
+/* Adds to list each served name's entry at path from its Ollama member,
+ * under that name, and marks the name in seen; with when, a name with no
+ * such entry gets one made up (as /api/tags lists every model), else none
+ * (only the members know what is loaded). */
+static void add_member_entries(request_rec *r, const llmgw_router_t *rt,
+                               apr_hash_t *cache, const char *path,
+                               llmgw_json_t *list, apr_hash_t *seen,
+                               const char *when)
+{
+    apr_array_header_t *names = llmgw_model_names(r, rt);
+    int i;
+
+    for (i = 0; i < names->nelts; i++) {
+        const char *name = APR_ARRAY_IDX(names, i, const char *);
+        const llmgw_route_t *route = llmgw_router_find(rt, name);
+        const llmgw_json_t *entry =
+            route && strcmp(route->dialect, "ollama") == 0
+                ? member_entry(r, cache, route, name, path)
+                : NULL;
+        llmgw_json_t *m;
+
+        if (entry) {
+            add_as(list, name, entry);
+            apr_hash_set(seen, name, APR_HASH_KEY_STRING, "");
+            continue;
+        }
+        if (!when) {
+            continue;
+        }
+        m = llmgw_json_array_add_object(list);
+        llmgw_json_sets(m, name, "name", NULL);
+        llmgw_json_sets(m, name, "model", NULL);
+        llmgw_json_sets(m, when, "modified_at", NULL);
+        llmgw_json_setl(m, 0, "size", NULL);
+        llmgw_json_sets(m, "", "digest", NULL);
+        llmgw_json_sets(m, "", "details", "format", NULL);
+        llmgw_json_sets(m, "", "details", "family", NULL);
+        llmgw_json_sets(m, "", "details", "parameter_size", NULL);
+        llmgw_json_sets(m, "", "details", "quantization_level", NULL);
+    }
+}
+
 static int answer_ollama(request_rec *r, llmgw_req_t *ctx,
                          const llmgw_router_t *rt)
 {
-    llmgw_json_t *doc = llmgw_json_create_object(r->pool), *list, *m;
+    llmgw_json_t *doc = llmgw_json_create_object(r->pool), *list;
     const char *when = llmgw_ollama_time(r->pool, rt->created);
-    apr_array_header_t *names;
-    int i;
 
     apr_hash_t *cache = apr_hash_make(r->pool);
     apr_hash_t *seen = apr_hash_make(r->pool);
 
     switch (ctx->info) {
     case OLLAMA_INFO_TAGS:
-        names = llmgw_model_names(r, rt);
         list = llmgw_json_add_array(doc, "models");
-        for (i = 0; i < names->nelts; i++) {
-            const char *name = APR_ARRAY_IDX(names, i, const char *);
-            const llmgw_route_t *route = llmgw_router_find(rt, name);
-            const llmgw_json_t *entry =
-                route && strcmp(route->dialect, "ollama") == 0
-                    ? member_entry(r, cache, route, name, "/api/tags")
-                    : NULL;
-
-            if (entry) {
-                add_as(list, name, entry);
-                continue;
-            }
-            m = llmgw_json_array_add_object(list);
-            llmgw_json_sets(m, name, "name", NULL);
-            llmgw_json_sets(m, name, "model", NULL);
-            llmgw_json_sets(m, when, "modified_at", NULL);
-            llmgw_json_setl(m, 0, "size", NULL);
-            llmgw_json_sets(m, "", "digest", NULL);
-            llmgw_json_sets(m, "", "details", "format", NULL);
-            llmgw_json_sets(m, "", "details", "family", NULL);
-            llmgw_json_sets(m, "", "details", "parameter_size", NULL);
-            llmgw_json_sets(m, "", "details", "quantization_level", NULL);
-        }
+        add_member_entries(r, rt, cache, "/api/tags", list, seen, when);
         break;
     case OLLAMA_INFO_PS:
         /* What the Ollama members have loaded, under the names the
          * gateway serves it by; other backends do not say. */
-        names = llmgw_model_names(r, rt);
         list = llmgw_json_add_array(doc, "models");
-        for (i = 0; i < names->nelts; i++) {
-            const char *name = APR_ARRAY_IDX(names, i, const char *);
-            const llmgw_route_t *route = llmgw_router_find(rt, name);
-            const llmgw_json_t *entry =
-                route && strcmp(route->dialect, "ollama") == 0
-                    ? member_entry(r, cache, route, name, "/api/ps")
-                    : NULL;
-
-            if (entry) {
-                add_as(list, name, entry);
-                apr_hash_set(seen, name, APR_HASH_KEY_STRING, "");
-            }
-        }
+        add_member_entries(r, rt, cache, "/api/ps", list, seen, NULL);
         loaded_by_globs(r, rt, cache, seen, list);
         break;
     default:

@@ -173,6 +173,93 @@ static APR_INLINE size_t fuzz_diff_at(const fuzz_out *a, const fuzz_out *b)
     return i;
 }
 
+/* A stream converter of the core (s: its state): start makes one (flags:
+ * the input's flag byte), feed and end give the bytes ready for the
+ * client; check looks at the whole run x (its output in whole) and the
+ * cut run y once both ended. */
+typedef struct {
+    void *(*start)(apr_pool_t *p, unsigned flags);
+    apr_size_t (*feed)(void *s, const char *in, apr_size_t len,
+                       const char **ready);
+    apr_size_t (*end)(void *s, const char **ready);
+    void (*check)(apr_pool_t *p, void *x, void *y, fuzz_out *whole);
+} fuzz_stream_ops;
+
+static APR_INLINE void fuzz_ready(fuzz_out *o, const char *ready, apr_size_t n)
+{
+    FUZZ_CHECK(ready || !n, "bytes ready at NULL");
+    fuzz_out_add(o, ready, n);
+}
+
+/* The rest of in fed whole to s (its output in *ws) and in the pieces of
+ * sp to c (in *wc), each then ended: the client must get the same bytes
+ * wherever the network cut the stream. */
+static APR_INLINE void fuzz_whole_and_cut(const fuzz_stream_ops *ops,
+                                          fuzz_in *in, fuzz_splits *sp,
+                                          void *s, fuzz_out *ws, void *c,
+                                          fuzz_out *wc)
+{
+    const char *ready;
+    apr_size_t n;
+
+    n = ops->feed(s, (const char *)in->d, in->n, &ready);
+    fuzz_ready(ws, ready, n);
+    n = ops->end(s, &ready);
+    fuzz_ready(ws, ready, n);
+    while (in->n) {
+        size_t len;
+        const char *piece = fuzz_bytes(in, fuzz_splits_next(sp), &len);
+
+        n = ops->feed(c, piece, len, &ready);
+        fuzz_ready(wc, ready, n);
+    }
+    n = ops->end(c, &ready);
+    fuzz_ready(wc, ready, n);
+    FUZZ_CHECK(fuzz_out_eq(ws, wc),
+               "output differs at byte %zu (%zu vs %zu bytes)",
+               fuzz_diff_at(ws, wc), ws->len, wc->len);
+}
+
+/* A target's run: a flag byte, the split plan, then the stream, fed
+ * whole and in pieces, then checked. */
+static APR_INLINE int fuzz_stream_run(const fuzz_stream_ops *ops,
+                                      const uint8_t *data, size_t size)
+{
+    apr_pool_t *p = fuzz_pool();
+    fuzz_in in = { data, size };
+    unsigned flags = fuzz_byte(&in);
+    fuzz_splits sp;
+    fuzz_out whole = { 0 }, cut = { 0 };
+    void *x, *y;
+
+    fuzz_splits_read(&in, &sp);
+    x = ops->start(p, flags);
+    y = ops->start(p, flags);
+    fuzz_whole_and_cut(ops, &in, &sp, x, &whole, y, &cut);
+    ops->check(p, x, y, &whole);
+    fuzz_out_free(&whole);
+    fuzz_out_free(&cut);
+    apr_pool_destroy(p);
+    return 0;
+}
+
+/* The whole run x and the cut run y of an Ollama stream converter (their
+ * types differ, their fields are named alike) ended the same way. */
+#define FUZZ_SAME_END(x, y)                                                  \
+    do {                                                                     \
+        FUZZ_CHECK((x)->done == (y)->done && (x)->failed == (y)->failed      \
+                       && (x)->content_events == (y)->content_events,        \
+                   "done %d/%d failed %d/%d content %d/%d", (x)->done,       \
+                   (y)->done, (x)->failed, (y)->failed, (x)->content_events, \
+                   (y)->content_events);                                     \
+        FUZZ_CHECK((x)->usage.found == (y)->usage.found                      \
+                       && (x)->usage.prompt == (y)->usage.prompt             \
+                       && (x)->usage.completion == (y)->usage.completion     \
+                       && (x)->usage.total == (y)->usage.total,              \
+                   "usage differs");                                         \
+        FUZZ_CHECK(!((x)->done && (x)->failed), "both done and failed");     \
+    } while (0)
+
 /* SSE as the gateway sends it to a client: every event one "data: "
  * line of a JSON object, the last one [DONE]. */
 static APR_INLINE void fuzz_check_sse(apr_pool_t *p, const char *sse,

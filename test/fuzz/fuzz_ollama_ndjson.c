@@ -8,15 +8,15 @@
 
 #include "llmgw_ollama.h"
 
-typedef struct {
-    llmgw_ollama_ndjson_t *s;
-    fuzz_out out;
-} run_t;
-
-static void add(run_t *r, const char *ready, apr_size_t n)
+static apr_size_t ndjson_feed(void *s, const char *in, apr_size_t len,
+                              const char **ready)
 {
-    FUZZ_CHECK(ready || !n, "bytes ready at NULL");
-    fuzz_out_add(&r->out, ready, n);
+    return llmgw_ollama_ndjson_feed(s, in, len, ready);
+}
+
+static apr_size_t ndjson_end(void *s, const char **ready)
+{
+    return llmgw_ollama_ndjson_end(s, ready);
 }
 
 /* Lines carry the time they are written: one time for every line, so
@@ -26,21 +26,14 @@ static apr_time_t fixed_clock(void)
     return apr_time_from_sec(1700000000) + 123456;
 }
 
-static void start(run_t *r, apr_pool_t *p, unsigned flags)
+static void *start(apr_pool_t *p, unsigned flags)
 {
-    memset(r, 0, sizeof(*r));
-    r->s = llmgw_ollama_ndjson_create(
+    llmgw_ollama_ndjson_t *s = llmgw_ollama_ndjson_create(
         p, (flags & 1) ? LLMGW_OLLAMA_EP_GENERATE : LLMGW_OLLAMA_EP_CHAT,
         "mock-small", apr_time_from_sec(1700000000));
-    r->s->now = fixed_clock;
-}
 
-static void end(run_t *r)
-{
-    const char *ready;
-    apr_size_t n = llmgw_ollama_ndjson_end(r->s, &ready);
-
-    add(r, ready, n);
+    s->now = fixed_clock;
+    return s;
 }
 
 /* Each line a JSON object; the last says done:true or carries the error. */
@@ -63,56 +56,23 @@ static void check_ndjson(apr_pool_t *p, const fuzz_out *o)
                "the last line is neither done nor an error");
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void check(apr_pool_t *p, void *whole, void *cut, fuzz_out *out)
 {
-    apr_pool_t *p = fuzz_pool();
-    fuzz_in in = { data, size };
-    unsigned flags = fuzz_byte(&in);
-    fuzz_splits sp;
-    run_t whole, cut;
-    const char *ready, *tail;
+    const llmgw_ollama_ndjson_t *x = whole, *y = cut;
     apr_size_t n;
-    const llmgw_ollama_ndjson_t *x, *y;
+    const char *tail;
 
-    fuzz_splits_read(&in, &sp);
-    start(&whole, p, flags);
-    n = llmgw_ollama_ndjson_feed(whole.s, (const char *)in.d, in.n, &ready);
-    add(&whole, ready, n);
-    end(&whole);
-
-    start(&cut, p, flags);
-    while (in.n) {
-        size_t len;
-        const char *piece = fuzz_bytes(&in, fuzz_splits_next(&sp), &len);
-
-        n = llmgw_ollama_ndjson_feed(cut.s, piece, len, &ready);
-        add(&cut, ready, n);
-    }
-    end(&cut);
-
-    x = whole.s;
-    y = cut.s;
-    FUZZ_CHECK(fuzz_out_eq(&whole.out, &cut.out),
-               "output differs at byte %zu (%zu vs %zu bytes)",
-               fuzz_diff_at(&whole.out, &cut.out), whole.out.len, cut.out.len);
-    FUZZ_CHECK(x->done == y->done && x->failed == y->failed
-                   && x->content_events == y->content_events,
-               "done %d/%d failed %d/%d content %d/%d", x->done, y->done,
-               x->failed, y->failed, x->content_events, y->content_events);
-    FUZZ_CHECK(x->usage.found == y->usage.found
-                   && x->usage.prompt == y->usage.prompt
-                   && x->usage.completion == y->usage.completion
-                   && x->usage.total == y->usage.total,
-               "usage differs");
-    FUZZ_CHECK(!(x->done && x->failed), "both done and failed");
-
+    FUZZ_SAME_END(x, y);
     tail = llmgw_ollama_ndjson_error_tail(x, p, "the backend broke off", &n);
     FUZZ_CHECK((x->done || x->failed) == !n, "a tail after the end");
-    fuzz_out_add(&whole.out, tail, n);
-    check_ndjson(p, &whole.out);
+    fuzz_out_add(out, tail, n);
+    check_ndjson(p, out);
+}
 
-    fuzz_out_free(&whole.out);
-    fuzz_out_free(&cut.out);
-    apr_pool_destroy(p);
-    return 0;
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const fuzz_stream_ops ops = { start, ndjson_feed, ndjson_end,
+                                         check };
+
+    return fuzz_stream_run(&ops, data, size);
 }

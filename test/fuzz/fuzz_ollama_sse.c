@@ -8,86 +8,43 @@
 
 #include "llmgw_ollama.h"
 
-typedef struct {
-    llmgw_ollama_sse_t *s;
-    fuzz_out out;
-} run_t;
-
-static void add(run_t *r, const char *ready, apr_size_t n)
+static apr_size_t sse_feed(void *s, const char *in, apr_size_t len,
+                           const char **ready)
 {
-    FUZZ_CHECK(ready || !n, "bytes ready at NULL");
-    fuzz_out_add(&r->out, ready, n);
+    return llmgw_ollama_sse_feed(s, in, len, ready);
 }
 
-static void start(run_t *r, apr_pool_t *p, unsigned flags)
+static apr_size_t sse_end(void *s, const char **ready)
 {
-    memset(r, 0, sizeof(*r));
-    r->s = llmgw_ollama_sse_create(
+    return llmgw_ollama_sse_end(s, ready);
+}
+
+static void *start(apr_pool_t *p, unsigned flags)
+{
+    return llmgw_ollama_sse_create(
         p, (flags & 1) ? LLMGW_EP_COMPLETIONS : LLMGW_EP_CHAT, "fuzz",
         "mock-small", 1700000000, (flags & 2) != 0);
 }
 
-static void end(run_t *r)
+/* With the tail a broken stream gets, the client sees SSE to [DONE]. */
+static void check(apr_pool_t *p, void *whole, void *cut, fuzz_out *out)
 {
-    const char *ready;
-    apr_size_t n = llmgw_ollama_sse_end(r->s, &ready);
+    const llmgw_ollama_sse_t *x = whole, *y = cut;
+    llmgw_error_t err;
+    const char *tail;
+    apr_size_t n;
 
-    add(r, ready, n);
+    FUZZ_SAME_END(x, y);
+    llmgw_error_for_status(502, &err);
+    tail = llmgw_ollama_sse_error_tail(x, p, &err, &n);
+    FUZZ_CHECK((x->done || x->failed) == !n, "a tail after the end");
+    fuzz_out_add(out, tail, n);
+    fuzz_check_sse(p, out->b, out->len);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    apr_pool_t *p = fuzz_pool();
-    fuzz_in in = { data, size };
-    unsigned flags = fuzz_byte(&in);
-    fuzz_splits sp;
-    run_t whole, cut;
-    const char *ready, *tail;
-    apr_size_t n;
-    llmgw_error_t err;
-    const llmgw_ollama_sse_t *x, *y;
+    static const fuzz_stream_ops ops = { start, sse_feed, sse_end, check };
 
-    fuzz_splits_read(&in, &sp);
-    start(&whole, p, flags);
-    n = llmgw_ollama_sse_feed(whole.s, (const char *)in.d, in.n, &ready);
-    add(&whole, ready, n);
-    end(&whole);
-
-    start(&cut, p, flags);
-    while (in.n) {
-        size_t len;
-        const char *piece = fuzz_bytes(&in, fuzz_splits_next(&sp), &len);
-
-        n = llmgw_ollama_sse_feed(cut.s, piece, len, &ready);
-        add(&cut, ready, n);
-    }
-    end(&cut);
-
-    x = whole.s;
-    y = cut.s;
-    FUZZ_CHECK(fuzz_out_eq(&whole.out, &cut.out),
-               "output differs at byte %zu (%zu vs %zu bytes)",
-               fuzz_diff_at(&whole.out, &cut.out), whole.out.len, cut.out.len);
-    FUZZ_CHECK(x->done == y->done && x->failed == y->failed
-                   && x->content_events == y->content_events,
-               "done %d/%d failed %d/%d content %d/%d", x->done, y->done,
-               x->failed, y->failed, x->content_events, y->content_events);
-    FUZZ_CHECK(x->usage.found == y->usage.found
-                   && x->usage.prompt == y->usage.prompt
-                   && x->usage.completion == y->usage.completion
-                   && x->usage.total == y->usage.total,
-               "usage differs");
-    FUZZ_CHECK(!(x->done && x->failed), "both done and failed");
-
-    /* With the tail a broken stream gets, the client sees SSE to [DONE]. */
-    llmgw_error_for_status(502, &err);
-    tail = llmgw_ollama_sse_error_tail(x, p, &err, &n);
-    FUZZ_CHECK((x->done || x->failed) == !n, "a tail after the end");
-    fuzz_out_add(&whole.out, tail, n);
-    fuzz_check_sse(p, whole.out.b, whole.out.len);
-
-    fuzz_out_free(&whole.out);
-    fuzz_out_free(&cut.out);
-    apr_pool_destroy(p);
-    return 0;
+    return fuzz_stream_run(&ops, data, size);
 }

@@ -239,14 +239,31 @@ static void check_keys(apr_pool_t *p, const char *buf, apr_size_t len,
                hashed, (int)n, canon);
 }
 
+/* The body the backend is sent (what: its name in a finding) read back:
+ * an object, of the upstream model. */
+static llmgw_json_t *upstream_object(apr_pool_t *p, const char *body,
+                                     apr_size_t len, const char *what,
+                                     const char *upstream)
+{
+    llmgw_json_t *j = must_parse(p, body, len, what);
+    const char *model;
+
+    FUZZ_CHECK(llmgw_json_type(j, NULL) == LLMGW_JSON_OBJECT,
+               "%s is no object", what);
+    model = llmgw_json_gets(j, "model", NULL);
+    FUZZ_CHECK(model && !strcmp(model, upstream), "upstream model %s",
+               model ? model : "NULL");
+    check_model(p, j, upstream);
+    return j;
+}
+
 /* The Ollama dialect's body for the request. */
 static void check_ollama_upstream(apr_pool_t *p, const llmgw_request_t *req,
                                   const char *upstream)
 {
-    const char *path, *body, *model;
+    const char *path, *body;
     apr_size_t len;
     llmgw_error_t err;
-    llmgw_json_t *j;
 
     memset(&err, 0, sizeof(err));
     if (llmgw_ollama_request(p, req, upstream, &path, &body, &len, &err)) {
@@ -258,13 +275,7 @@ static void check_ollama_upstream(apr_pool_t *p, const llmgw_request_t *req,
                        || !strcmp(path, "/api/generate")
                        || !strcmp(path, "/api/embed")),
                "path %s", path ? path : "NULL");
-    j = must_parse(p, body, len, "the Ollama body");
-    FUZZ_CHECK(llmgw_json_type(j, NULL) == LLMGW_JSON_OBJECT,
-               "the Ollama body is no object");
-    model = llmgw_json_gets(j, "model", NULL);
-    FUZZ_CHECK(model && !strcmp(model, upstream), "upstream model %s",
-               model ? model : "NULL");
-    check_model(p, j, upstream);
+    upstream_object(p, body, len, "the Ollama body", upstream);
 }
 
 /* The OpenAI dialect's body: the client's members as they were, the
@@ -273,7 +284,7 @@ static void check_openai_upstream(apr_pool_t *p, llmgw_request_t *req,
                                   const char *upstream, const char *openai,
                                   apr_size_t olen)
 {
-    const char *before, *after, *body, *model;
+    const char *before, *after, *body;
     apr_size_t nb, na, len;
     int strip;
     llmgw_json_t *j;
@@ -281,13 +292,7 @@ static void check_openai_upstream(apr_pool_t *p, llmgw_request_t *req,
     before = llmgw_json_write_canonical(p, req->body, upstream_skip, &nb);
     body =
         llmgw_request_upstream_body(req, upstream, openai, olen, &len, &strip);
-    j = must_parse(p, body, len, "the upstream body");
-    FUZZ_CHECK(llmgw_json_type(j, NULL) == LLMGW_JSON_OBJECT,
-               "the upstream body is no object");
-    model = llmgw_json_gets(j, "model", NULL);
-    FUZZ_CHECK(model && !strcmp(model, upstream), "upstream model %s",
-               model ? model : "NULL");
-    check_model(p, j, upstream);
+    j = upstream_object(p, body, len, "the upstream body", upstream);
     FUZZ_CHECK(strip == (req->stream && !req->wants_usage), "strip_usage");
     if (req->stream) {
         FUZZ_CHECK(

@@ -1021,3 +1021,31 @@ def chat_body(model="mock-small", content="say hello to the gateway", **kw):
     body = {"model": model, "messages": [{"role": "user", "content": content}]}
     body.update(kw)
     return body
+
+
+def running(make):
+    """For a fixture: the fake server MAKE starts, stopped when it is done
+    (use as `yield from env.running(fakes.FakeBackend)`)."""
+    server = make()
+    yield server
+    server.stop()
+
+
+def proxy(name, *ports, lbmethod=None):
+    """A balancer of the servers on these ports, none held back on an
+    error (retry=0)."""
+    lines = [f'<Proxy "balancer://{name}">']
+    lines += [f'    BalancerMember "http://{HOST}:{p}" retry=0' for p in ports]
+    if lbmethod:
+        lines.append(f"    ProxySet lbmethod={lbmethod}")
+    return "\n".join(lines + ["</Proxy>"])
+
+
+def route(name, backend, *directives, model="mock-small"):
+    """<LLMRoute name> on balancer://backend (and its options), of the
+    upstream model (none: model=None), then the directives."""
+    lines = [f'<LLMRoute "{name}">', f"    LLMBackend balancer://{backend}"]
+    if model:
+        lines.append(f"    LLMUpstreamModel {model}")
+    lines += ["    " + d for d in directives]
+    return "\n".join(lines + ["</LLMRoute>"])

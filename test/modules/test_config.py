@@ -4,79 +4,42 @@ import re
 
 import pytest
 
+
+def section(tag, arg, *lines):
+    """<TAG "ARG"> (no ARG: None) of these lines, each indented."""
+    head = f'<{tag} "{arg}">' if arg is not None else f"<{tag}>"
+    return "\n".join([head] + ["    " + l for l in lines] + [f"</{tag}>"])
+
+
+def be_route(name, *lines):
+    """<LLMRoute NAME> on balancer://be, then these lines."""
+    return section("LLMRoute", name, "LLMBackend balancer://be", *lines)
+
+
 BAD = {
-    "unknown_balancer": ("LLMBackend", """\
-<LLMRoute "bad-unknown-balancer">
-    LLMBackend balancer://nope
-</LLMRoute>"""),
-    "route_without_backend": ("LLMRoute", """\
-<LLMRoute "bad-no-backend">
-    LLMUpstreamModel mock-large
-</LLMRoute>"""),
-    "backend_not_balancer": ("LLMBackend", """\
-<LLMRoute "bad-not-balancer">
-    LLMBackend http://127.0.0.1:1
-</LLMRoute>"""),
-    "unknown_dialect": ("LLMBackend", """\
-<LLMRoute "bad-dialect">
-    LLMBackend balancer://be dialect=klingon
-</LLMRoute>"""),
-    "bad_llmapi": ("LLMApi", """\
-<Location "/bad">
-    LLMApi bogus
-</Location>"""),
+    "unknown_balancer": ("LLMBackend", section("LLMRoute", "bad-unknown-balancer", "LLMBackend balancer://nope")),
+    "route_without_backend": ("LLMRoute", section("LLMRoute", "bad-no-backend", "LLMUpstreamModel mock-large")),
+    "backend_not_balancer": ("LLMBackend", section("LLMRoute", "bad-not-balancer", "LLMBackend http://127.0.0.1:1")),
+    "unknown_dialect": ("LLMBackend", section("LLMRoute", "bad-dialect", "LLMBackend balancer://be dialect=klingon")),
+    "bad_llmapi": ("LLMApi", section("Location", "/bad", "LLMApi bogus")),
     "negative_body_limit": ("LLMMaxRequestBody", "LLMMaxRequestBody -5"),
-    "duplicate_model": ("LLMRoute", """\
-<LLMRoute "mock-large">
-    LLMBackend balancer://be
-</LLMRoute>"""),
-    "route_without_name": ("LLMRoute", """\
-<LLMRoute>
-    LLMBackend balancer://be
-</LLMRoute>"""),
+    "duplicate_model": ("LLMRoute", be_route("mock-large")),
+    "route_without_name": ("LLMRoute", section("LLMRoute", None, "LLMBackend balancer://be")),
     "unknown_cache_store": ("LLMCache", "LLMCache redis 127.0.0.1:6379"),
     "memcache_without_servers": ("LLMCache", "LLMCache memcache ttl=5"),
     "cache_bad_option": ("LLMCache", "LLMCache memcache 127.0.0.1:11211 ttl=soon"),
     "shm_item_too_big": ("LLMCache", "LLMCache shm size=1M max-item=512k"),
-    "unknown_cache_policy": ("LLMCachePolicy", """\
-<LLMRoute "bad-policy">
-    LLMBackend balancer://be
-    LLMCachePolicy sometimes
-</LLMRoute>"""),
+    "unknown_cache_policy": ("LLMCachePolicy", be_route("bad-policy", "LLMCachePolicy sometimes")),
     "cache_policy_outside_route": ("LLMCachePolicy", "LLMCachePolicy all"),
     "coalesce_bad_timeout": ("LLMCoalesce", "LLMCoalesce on timeout=0"),
     "coalesce_unknown_option": ("LLMCoalesce", "LLMCoalesce on interval=3"),
-    "discover_bad_interval": ("LLMDiscover", """\
-<LLMRoute "bad-discover-*">
-    LLMBackend balancer://be
-    LLMDiscover on interval=soon
-</LLMRoute>"""),
-    "fallback_unknown_model": ("LLMFallback", """\
-<LLMRoute "bad-fallback">
-    LLMBackend balancer://be
-    LLMFallback no-such-model
-</LLMRoute>"""),
-    "fallback_to_itself": ("LLMFallback", """\
-<LLMRoute "bad-fallback-self">
-    LLMBackend balancer://be
-    LLMFallback bad-fallback-self
-</LLMRoute>"""),
+    "discover_bad_interval": ("LLMDiscover", be_route("bad-discover-*", "LLMDiscover on interval=soon")),
+    "fallback_unknown_model": ("LLMFallback", be_route("bad-fallback", "LLMFallback no-such-model")),
+    "fallback_to_itself": ("LLMFallback", be_route("bad-fallback-self", "LLMFallback bad-fallback-self")),
     "fallback_outside_route": ("LLMFallback", "LLMFallback mock-small"),
-    "failover_zero_attempts": ("LLMFailover", """\
-<LLMRoute "bad-failover">
-    LLMBackend balancer://be
-    LLMFailover attempts=0
-</LLMRoute>"""),
-    "failover_unknown_option": ("LLMFailover", """\
-<LLMRoute "bad-failover-opt">
-    LLMBackend balancer://be
-    LLMFailover tries=2
-</LLMRoute>"""),
-    "first_token_timeout_zero": ("LLMFirstTokenTimeout", """\
-<LLMRoute "bad-ttft">
-    LLMBackend balancer://be
-    LLMFirstTokenTimeout 0
-</LLMRoute>"""),
+    "failover_zero_attempts": ("LLMFailover", be_route("bad-failover", "LLMFailover attempts=0")),
+    "failover_unknown_option": ("LLMFailover", be_route("bad-failover-opt", "LLMFailover tries=2")),
+    "first_token_timeout_zero": ("LLMFirstTokenTimeout", be_route("bad-ttft", "LLMFirstTokenTimeout 0")),
 }
 
 

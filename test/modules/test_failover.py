@@ -298,15 +298,13 @@ def test_ollama_dialect_fails_over(gw, fo_mocks, model):
     assert r.json()["choices"][0]["message"]["content"]
 
 
-def test_coalesced_follower_sees_the_answer_that_failed_over(gw, fo_mocks):
-    """The leader's first member hangs; a follower of the same request waits
-    on the leader, and both get the answer the healthy member made; the
-    cache keeps that answer, not the failed attempt."""
-    body = chat("fo-coal", content="coalesce me %f" % time.time(), temperature=0)
+def leader_and_follower(send, body):
+    """The same request sent twice, the second 0.3 s after the first (so
+    that it follows the first's fetch): (the leader's, the follower's)."""
     out = {}
 
     def ask(k):
-        out[k] = gw.post("/v1/chat/completions", body)
+        out[k] = send("/v1/chat/completions", body)
 
     lead = threading.Thread(target=ask, args=("leader",))
     lead.start()
@@ -315,7 +313,15 @@ def test_coalesced_follower_sees_the_answer_that_failed_over(gw, fo_mocks):
     follow.start()
     lead.join(15)
     follow.join(15)
-    a, b = out["leader"], out["follower"]
+    return out["leader"], out["follower"]
+
+
+def test_coalesced_follower_sees_the_answer_that_failed_over(gw, fo_mocks):
+    """The leader's first member hangs; a follower of the same request waits
+    on the leader, and both get the answer the healthy member made; the
+    cache keeps that answer, not the failed attempt."""
+    body = chat("fo-coal", content="coalesce me %f" % time.time(), temperature=0)
+    a, b = leader_and_follower(gw.post, body)
     assert (a.status, b.status) == (200, 200), (a.body[:200], b.body[:200])
     assert a.header("X-LLM-Cache") == "MISS"
     assert b.header("X-LLM-Cache") == "COALESCED"
@@ -332,19 +338,7 @@ def test_stream_follower_sees_no_piece_of_the_failed_attempt(gw, fo_mocks):
     chunk of the member that then stalled is never among them."""
     body = chat("fo-coal-stall", content="tail me %f" % time.time(),
                 temperature=0, stream=True)
-    out = {}
-
-    def ask(k):
-        out[k] = gw.stream("/v1/chat/completions", body)
-
-    lead = threading.Thread(target=ask, args=("leader",))
-    lead.start()
-    time.sleep(0.3)
-    follow = threading.Thread(target=ask, args=("follower",))
-    follow.start()
-    lead.join(15)
-    follow.join(15)
-    a, b = out["leader"], out["follower"]
+    a, b = leader_and_follower(gw.stream, body)
     assert b.headers.get("X-LLM-Cache") == "COALESCED"
     assert_clean_stream(a)
     assert_clean_stream(b)

@@ -10,27 +10,21 @@ import time
 import pytest
 
 import llmgw_env as env
-from llmgw_env import chat_body
+from llmgw_env import chat_body, proxy, route
 
 BACKOFF_MS = 1000
+MANAGER = """<Location "/balancer-manager">
+    SetHandler balancer-manager
+</Location>"""
 
 
 def health_config(p1, p2, lbmethod="byrequests", extra=""):
     return f"""\
 LLMCache off
 LLMBreaker on fails=3 successes=2 backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}
-<Proxy "balancer://hb">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-    BalancerMember "http://{env.HOST}:{p2}" retry=0
-    ProxySet lbmethod={lbmethod}
-</Proxy>
-<LLMRoute "h-small">
-    LLMBackend balancer://hb
-    LLMUpstreamModel mock-small
-</LLMRoute>
-<Location "/balancer-manager">
-    SetHandler balancer-manager
-</Location>
+{proxy("hb", p1, p2, lbmethod=lbmethod)}
+{route("h-small", "hb")}
+{MANAGER}
 {extra}"""
 
 
@@ -115,11 +109,18 @@ def tried(gw, n, model="h-small", **kw):
     return out
 
 
+def bad_and_good(pair, gateway, gw_name, fault, name="bad"):
+    """The pair's first mock (NAME) answers with FAULT, its second ("good")
+    well, behind a gateway of health_config: (the first mock, the gateway)."""
+    start, p1, p2 = pair
+    bad = start(name, p1, "--fault", fault)
+    start("good", p2)
+    return bad, gateway(gw_name, health_config(p1, p2))
+
+
 def test_failing_member_opens_and_others_serve(pair, gateway):
     start, p1, p2 = pair
-    bad = start("bad", p1, "--fault", "500")
-    start("good", p2)
-    gw = gateway("gw-health-open", health_config(p1, p2))
+    bad, gw = bad_and_good(pair, gateway, "gw-health-open", "500")
     first = tried(gw, 6)
     # byrequests alternates: the bad member fails its three in a row (each
     # counted once: failover's report, not mod_proxy's hooks too), every
@@ -146,9 +147,7 @@ def test_an_attempt_failure_counts_once(pair, gateway, fault, stream):
     """Whichever part sees the failure, the breaker counts it once: with
     fails=3 the member opens after its third failed attempt, not before."""
     start, p1, p2 = pair
-    bad = start("bad", p1, "--fault", fault)
-    start("good", p2)
-    gw = gateway("gw-health-once", health_config(p1, p2))
+    bad, gw = bad_and_good(pair, gateway, "gw-health-once", fault)
     got = tried(gw, 8, stream=stream)
     assert all(g[:2] == (200, "good") for g in got), got
     # The balancer alternates while the bad member is closed.
@@ -163,9 +162,7 @@ def test_a_stream_cut_after_its_first_delta_counts_as_a_failure(pair, gateway):
     a break after it is the attempt's one outcome: not the success of its
     commit point too (that would reset the count each time)."""
     start, p1, p2 = pair
-    start("bad", p1, "--fault", "cut")
-    start("good", p2)
-    gw = gateway("gw-health-cut", health_config(p1, p2))
+    _, gw = bad_and_good(pair, gateway, "gw-health-cut", "cut")
     got = tried(gw, 10, stream=True)
     assert all(g[0] == 200 and g[2] == "1" for g in got), got
     assert [m for _, m, _ in got] in (["bad", "good"] * 3 + ["good"] * 4,
@@ -182,24 +179,11 @@ def test_route_all_open_goes_to_its_fallback(pair, gateway):
     gw = gateway("gw-health-fallback", f"""\
 LLMCache off
 LLMBreaker on fails=3 successes=2 backoff=20000 backoff-max=20000
-<Proxy "balancer://one">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-</Proxy>
-<Proxy "balancer://fb">
-    BalancerMember "http://{env.HOST}:{p2}" retry=0
-</Proxy>
-<LLMRoute "h-one">
-    LLMBackend balancer://one
-    LLMUpstreamModel mock-small
-    LLMFallback h-fb
-</LLMRoute>
-<LLMRoute "h-fb">
-    LLMBackend balancer://fb
-    LLMUpstreamModel mock-large
-</LLMRoute>
-<Location "/balancer-manager">
-    SetHandler balancer-manager
-</Location>
+{proxy("one", p1)}
+{proxy("fb", p2)}
+{route("h-one", "one", "LLMFallback h-fb")}
+{route("h-fb", "fb", model="mock-large")}
+{MANAGER}
 """)
     lines = []
     for i in range(6):
@@ -218,9 +202,7 @@ LLMBreaker on fails=3 successes=2 backoff=20000 backoff-max=20000
 
 def test_member_recovers_half_open_then_closed(pair, gateway):
     start, p1, p2 = pair
-    bad = start("bad", p1, "--fault", "500")
-    start("good", p2)
-    gw = gateway("gw-health-recover", health_config(p1, p2))
+    bad, gw = bad_and_good(pair, gateway, "gw-health-recover", "500")
     tried(gw, 6)
     assert "HcFl" in worker_flags(gw, p1)
     # Still failing after the back-off: its trial (the one request that
@@ -249,9 +231,7 @@ def test_member_recovers_half_open_then_closed(pair, gateway):
 
 def test_busy_member_never_opens(pair, gateway):
     start, p1, p2 = pair
-    busy = start("busy", p1, "--fault", "429")
-    start("good", p2)
-    gw = gateway("gw-health-busy", health_config(p1, p2))
+    busy, gw = bad_and_good(pair, gateway, "gw-health-busy", "429", "busy")
     got = tried(gw, 8)
     # Its 429s are retried on the other member, and it stays in: the
     # balancer keeps sending it every other request.
@@ -265,18 +245,10 @@ def probe_config(p1, p2, extra=""):
     """Probes of a llama.cpp balancer, no passive checks (LLMBreaker off)."""
     return f"""\
 LLMCache off
-<Proxy "balancer://hb">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-    BalancerMember "http://{env.HOST}:{p2}" retry=0
-</Proxy>
-<LLMRoute "h-small">
-    LLMBackend balancer://hb dialect=llamacpp
-    LLMUpstreamModel mock-small
-    LLMHealthCheck on interval=100 timeout=1000
-</LLMRoute>
-<Location "/balancer-manager">
-    SetHandler balancer-manager
-</Location>
+{proxy("hb", p1, p2)}
+{route("h-small", "hb dialect=llamacpp",
+       "LLMHealthCheck on interval=100 timeout=1000")}
+{MANAGER}
 {extra}"""
 
 
@@ -354,19 +326,9 @@ def test_health_directives_refused(config_test, snippet, message):
 def affinity_config(p1, p2, lbmethod):
     return f"""\
 LLMCache off
-<Proxy "balancer://aff">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-    BalancerMember "http://{env.HOST}:{p2}" retry=0
-    ProxySet lbmethod={lbmethod}
-</Proxy>
-<LLMRoute "aff-small">
-    LLMBackend balancer://aff
-    LLMUpstreamModel mock-small
-</LLMRoute>
-<LLMRoute "aff-large">
-    LLMBackend balancer://aff
-    LLMUpstreamModel mock-large
-</LLMRoute>
+{proxy("aff", p1, p2, lbmethod=lbmethod)}
+{route("aff-small", "aff")}
+{route("aff-large", "aff", model="mock-large")}
 """
 
 
@@ -394,24 +356,11 @@ def test_affinity_sends_the_half_open_trial(pair, gateway):
     gw = gateway("gw-affinity-trial", f"""\
 LLMCache off
 LLMBreaker on fails=3 successes=2 backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}
-<Proxy "balancer://one">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-    ProxySet lbmethod=llm_affinity
-</Proxy>
-<Proxy "balancer://two">
-    BalancerMember "http://{env.HOST}:{p2}" retry=0
-</Proxy>
-<LLMRoute "h-one">
-    LLMBackend balancer://one
-    LLMUpstreamModel mock-small
-</LLMRoute>
-<LLMRoute "h-two">
-    LLMBackend balancer://two
-    LLMUpstreamModel mock-small
-</LLMRoute>
-<Location "/balancer-manager">
-    SetHandler balancer-manager
-</Location>
+{proxy("one", p1, lbmethod="llm_affinity")}
+{proxy("two", p2)}
+{route("h-one", "one")}
+{route("h-two", "two")}
+{MANAGER}
 """)
     one = lambda: chat(gw, 1, "h-one")[0]      # noqa: E731
     two = lambda: chat(gw, 1, "h-two")[0]      # noqa: E731
@@ -432,14 +381,8 @@ LLMBreaker on fails=3 successes=2 backoff={BACKOFF_MS} backoff-max={BACKOFF_MS}
 def capacity_config(p1, cap):
     return f"""\
 LLMCache off
-<Proxy "balancer://cap">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-</Proxy>
-<LLMRoute "cap-small">
-    LLMBackend balancer://cap
-    LLMUpstreamModel mock-small
-    LLMCapacity {cap}
-</LLMRoute>
+{proxy("cap", p1)}
+{route("cap-small", "cap", f"LLMCapacity {cap}")}
 """
 
 
@@ -536,17 +479,9 @@ def test_warmup_loads_the_model_before_any_request(pair, gateway):
     a, b = start("a", p1, *cold), start("b", p2, *cold)
     gw = gateway("gw-warmup", f"""\
 LLMCache off
-<Proxy "balancer://warm">
-    BalancerMember "http://{env.HOST}:{p1}" retry=0
-    BalancerMember "http://{env.HOST}:{p2}" retry=0
-    ProxySet lbmethod=llm_affinity
-</Proxy>
-<LLMRoute "warm-small">
-    LLMBackend balancer://warm dialect=ollama
-    LLMUpstreamModel mock-small
-    LLMHealthCheck on interval=100
-    LLMWarmup on keep-alive=10m
-</LLMRoute>
+{proxy("warm", p1, p2, lbmethod="llm_affinity")}
+{route("warm-small", "warm dialect=ollama", "LLMHealthCheck on interval=100",
+       "LLMWarmup on keep-alive=10m")}
 """)
     # Loaded on one member, and only once, with no request for it yet.
     assert wait_for(lambda: a.stats()["loaded"] + b.stats()["loaded"] == ["mock-small"])

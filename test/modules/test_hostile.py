@@ -19,9 +19,7 @@ OLLAMA_CHAT = "/api/chat"
 
 @pytest.fixture(scope="module")
 def fake():
-    b = fakes.FakeBackend()
-    yield b
-    b.stop()
+    yield from env.running(fakes.FakeBackend)
 
 
 def _routes(fake):
@@ -420,9 +418,7 @@ def test_huge_usage_is_clamped_in_the_log(gw_fake, fake, alive, uniq, kind):
 
 @pytest.fixture(scope="module")
 def fake_mc():
-    m = fakes.FakeMemcached()
-    yield m
-    m.stop()
+    yield from env.running(fakes.FakeMemcached)
 
 
 @pytest.fixture(scope="module")

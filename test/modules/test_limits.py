@@ -797,17 +797,25 @@ def test_memcached_outage_fails_open_or_closed_never_hangs(node_a, node_b, limit
 # ---------------------------------------------------------------- configuration
 
 H = sha("sk-config-test")
+
+
+def key_conf(*lines):
+    """<LLMKey "c"> of the test key's hash, with these lines."""
+    return "\n".join([f'<LLMKey "c">\nLLMKeyHash sha256:{H}', *lines,
+                      "</LLMKey>"])
+
+
 BAD_CONF = {
-    "rpm_zero": ("LLMRateLimit", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMRateLimit rpm=0\n</LLMKey>'),
-    "rpm_negative": ("LLMRateLimit", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMRateLimit rpm=-5\n</LLMKey>'),
-    "rpm_fraction": ("LLMRateLimit", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMRateLimit rpm=1.5\n</LLMKey>'),
-    "rate_unknown": ("LLMRateLimit", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMRateLimit rph=5\n</LLMKey>'),
-    "rate_twice": ("LLMRateLimit", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMRateLimit rpm=5\nLLMRateLimit tpm=5\n</LLMKey>'),
-    "tokens_zero": ("LLMBudget", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMBudget tokens=0 per=day\n</LLMKey>'),
-    "tokens_text": ("LLMBudget", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMBudget tokens=lots per=day\n</LLMKey>'),
-    "budget_period": ("LLMBudget", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMBudget tokens=5 per=week\n</LLMKey>'),
-    "budget_twice": ("LLMBudget", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMBudget tokens=5 per=day\nLLMBudget tokens=6 per=day\n</LLMKey>'),
-    "cost_negative": ("LLMBudget", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\nLLMBudget cost=-1 per=day\n</LLMKey>'),
+    "rpm_zero": ("LLMRateLimit", key_conf("LLMRateLimit rpm=0")),
+    "rpm_negative": ("LLMRateLimit", key_conf("LLMRateLimit rpm=-5")),
+    "rpm_fraction": ("LLMRateLimit", key_conf("LLMRateLimit rpm=1.5")),
+    "rate_unknown": ("LLMRateLimit", key_conf("LLMRateLimit rph=5")),
+    "rate_twice": ("LLMRateLimit", key_conf("LLMRateLimit rpm=5", "LLMRateLimit tpm=5")),
+    "tokens_zero": ("LLMBudget", key_conf("LLMBudget tokens=0 per=day")),
+    "tokens_text": ("LLMBudget", key_conf("LLMBudget tokens=lots per=day")),
+    "budget_period": ("LLMBudget", key_conf("LLMBudget tokens=5 per=week")),
+    "budget_twice": ("LLMBudget", key_conf("LLMBudget tokens=5 per=day", "LLMBudget tokens=6 per=day")),
+    "cost_negative": ("LLMBudget", key_conf("LLMBudget cost=-1 per=day")),
     "hash_short": ("LLMKeyHash", f'<LLMKey "c">\nLLMKeyHash sha256:{H[:-1]}\n</LLMKey>'),
     "hash_not_hex": ("LLMKeyHash", f'<LLMKey "c">\nLLMKeyHash sha256:{H[:-1]}g\n</LLMKey>'),
     "hash_no_prefix": ("LLMKeyHash", f'<LLMKey "c">\nLLMKeyHash {H}\n</LLMKey>'),
@@ -817,8 +825,7 @@ BAD_CONF = {
     "duplicate_hash": ("LLMKey", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\n</LLMKey>\n'
                                  f'<LLMKey "d">\nLLMKeyHash sha256:{H.upper()}\n</LLMKey>'),
     "limit_outside": ("LLMRateLimit", "LLMRateLimit rpm=5"),
-    "route_unknown": ("route=", f'<LLMKey "c">\nLLMKeyHash sha256:{H}\n'
-                                f'LLMRateLimit rpm=5 route=nope\n</LLMKey>'),
+    "route_unknown": ("route=", key_conf("LLMRateLimit rpm=5 route=nope")),
     "price_bad": ("LLMPrice", "LLMPrice mock-small in=cheap out=1"),
     "price_half": ("LLMPrice", "LLMPrice mock-small in=1"),
     "require_bad": ("LLMRequireKey", '<Location "/x">\nLLMRequireKey maybe\n</Location>'),

@@ -234,9 +234,7 @@ def test_durations_measured_for_other_backends(gw):
 
 @pytest.fixture(scope="module")
 def fake():
-    b = fakes.FakeBackend()
-    yield b
-    b.stop()
+    yield from env.running(fakes.FakeBackend)
 
 
 @pytest.fixture(scope="module")
@@ -244,25 +242,15 @@ def gw_fake(request, workdir, ports, mocks, fake):
     # Also a balancer of two Ollama servers with different models (mock a:
     # mock-small and mock-large; disc2: ollama-gamma), and a dead member.
     routes = f"""\
-<Proxy "balancer://fakeo">
-    BalancerMember "http://{env.HOST}:{fake.port}" retry=0
-</Proxy>
-<LLMRoute "fakeo-*">
-    LLMBackend balancer://fakeo dialect=ollama
-</LLMRoute>
+{env.proxy("fakeo", fake.port)}
+{env.route("fakeo-*", "fakeo dialect=ollama", model=None)}
 <Proxy "balancer://mixed">
     BalancerMember "http://{env.HOST}:{ports['be_a']}/"
     BalancerMember "http://{env.HOST}:{ports['dead1']}"
     BalancerMember "http://{env.HOST}:{ports['disc2']}"
 </Proxy>
-<LLMRoute "agg-small">
-    LLMBackend balancer://mixed dialect=ollama
-    LLMUpstreamModel mock-small
-</LLMRoute>
-<LLMRoute "agg-gamma">
-    LLMBackend balancer://mixed dialect=ollama
-    LLMUpstreamModel ollama-gamma
-</LLMRoute>
+{env.route("agg-small", "mixed dialect=ollama")}
+{env.route("agg-gamma", "mixed dialect=ollama", model="ollama-gamma")}
 """
     yield from env.serve_gateway(request, workdir, ports, "gw-native-fake", routes)
 

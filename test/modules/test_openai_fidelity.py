@@ -82,9 +82,7 @@ def test_curl_d_without_content_type_ollama_dialect(gw, mocks):
 
 @pytest.fixture(scope="module")
 def fake():
-    b = fakes.FakeBackend()
-    yield b
-    b.stop()
+    yield from env.running(fakes.FakeBackend)
 
 
 @pytest.fixture(scope="module")

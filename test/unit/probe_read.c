@@ -12,40 +12,36 @@
 #include "llmgw_json.h"
 #include "llmgw_probe.h"
 
+typedef struct {
+    unsigned bit;
+    const char *name;
+} flag_name_t;
+
+/* In the order they are printed; a NULL name ends each. */
+static const flag_name_t model_flags[] = { { LLMGW_PM_LOADED, "loaded" },
+                                           { LLMGW_PM_AVAILABLE, "available" },
+                                           { LLMGW_PM_LOADING, "loading" },
+                                           { 0, NULL } };
+static const flag_name_t knows_flags[] = { { LLMGW_PK_STATE, "state" },
+                                           { LLMGW_PK_LOADED, "loaded" },
+                                           { LLMGW_PK_AVAILABLE, "available" },
+                                           { LLMGW_PK_SLOTS, "slots" },
+                                           { LLMGW_PK_QUEUE, "queue" },
+                                           { LLMGW_PK_KV, "kv" },
+                                           { 0, NULL } };
+
+/* The names of the bits of f (a model's flags, or what a probe knows) as a
+ * JSON array. */
 static const char *flags_text(apr_pool_t *p, unsigned f, int model)
 {
+    const flag_name_t *t = model ? model_flags : knows_flags;
     const char *s = "[";
     const char *sep = "";
 
-    if (model) {
-        if (f & LLMGW_PM_LOADED) {
-            s = apr_pstrcat(p, s, sep, "\"loaded\"", NULL), sep = ",";
+    for (; t->name; t++) {
+        if (f & t->bit) {
+            s = apr_pstrcat(p, s, sep, "\"", t->name, "\"", NULL), sep = ",";
         }
-        if (f & LLMGW_PM_AVAILABLE) {
-            s = apr_pstrcat(p, s, sep, "\"available\"", NULL), sep = ",";
-        }
-        if (f & LLMGW_PM_LOADING) {
-            s = apr_pstrcat(p, s, sep, "\"loading\"", NULL), sep = ",";
-        }
-        return apr_pstrcat(p, s, "]", NULL);
-    }
-    if (f & LLMGW_PK_STATE) {
-        s = apr_pstrcat(p, s, sep, "\"state\"", NULL), sep = ",";
-    }
-    if (f & LLMGW_PK_LOADED) {
-        s = apr_pstrcat(p, s, sep, "\"loaded\"", NULL), sep = ",";
-    }
-    if (f & LLMGW_PK_AVAILABLE) {
-        s = apr_pstrcat(p, s, sep, "\"available\"", NULL), sep = ",";
-    }
-    if (f & LLMGW_PK_SLOTS) {
-        s = apr_pstrcat(p, s, sep, "\"slots\"", NULL), sep = ",";
-    }
-    if (f & LLMGW_PK_QUEUE) {
-        s = apr_pstrcat(p, s, sep, "\"queue\"", NULL), sep = ",";
-    }
-    if (f & LLMGW_PK_KV) {
-        s = apr_pstrcat(p, s, sep, "\"kv\"", NULL);
     }
     return apr_pstrcat(p, s, "]", NULL);
 }

@@ -189,13 +189,26 @@ static void chunk(llmgw_record_t *rec, const char *json)
     llmgw_record_add_chunk(rec, json, strlen(json));
 }
 
+/* rec as the cache keeps it, then read back (full: all of it). */
+static llmgw_record_t *stored_and_read(llmgw_record_t *rec, int full)
+{
+    apr_size_t len;
+    const char *text = llmgw_record_serialize(rec, &len);
+    llmgw_record_t *back;
+
+    ck_assert_ptr_nonnull(text);
+    back = llmgw_record_parse(test_pool, text, len, full);
+    ck_assert_ptr_nonnull(back);
+    return back;
+}
+
 START_TEST(record_from_stream_roundtrip)
 {
     llmgw_record_t *rec =
         llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
     llmgw_record_t *back, *refused, *back2;
     llmgw_usage_t u;
-    const char *text, *json, *sse;
+    const char *json, *sse;
     apr_size_t len;
 
     chunk(rec, "{\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
@@ -214,11 +227,7 @@ START_TEST(record_from_stream_roundtrip)
                "\":1}\"}}]},\"finish_reason\":\"tool_calls\"}]}");
     chunk(rec, "{\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":"
                "3,\"completion_tokens\":4,\"total_tokens\":7}}");
-    text = llmgw_record_serialize(rec, &len);
-    ck_assert_ptr_nonnull(text);
-
-    back = llmgw_record_parse(test_pool, text, len, 1);
-    ck_assert_ptr_nonnull(back);
+    back = stored_and_read(rec, 1);
     llmgw_record_usage(back, &u);
     ck_assert_int_eq(u.total, 7);
     json = llmgw_record_render_json(back, &len);
@@ -234,10 +243,7 @@ START_TEST(record_from_stream_roundtrip)
                    "{\"role\":\"assistant\",\"refusal\":\"I can\"}}]}");
     chunk(refused, "{\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":"
                    "{\"refusal\":\"not.\"},\"finish_reason\":\"stop\"}]}");
-    text = llmgw_record_serialize(refused, &len);
-    ck_assert_ptr_nonnull(text);
-    back2 = llmgw_record_parse(test_pool, text, len, 0);
-    ck_assert_ptr_nonnull(back2);
+    back2 = stored_and_read(refused, 0);
     ck_assert_has(llmgw_record_render_json(back2, &len),
                   "\"content\":\"\",\"refusal\":\"I cannot.\"");
 
@@ -307,13 +313,11 @@ START_TEST(record_from_body_replays_as_stream)
                        "2,\"total_tokens\":3}}";
     llmgw_record_t *rec =
         llmgw_record_create(test_pool, LLMGW_EP_COMPLETIONS, 1 << 20);
-    const char *text, *sse;
+    const char *sse;
     apr_size_t len;
 
     llmgw_record_set_response(rec, body, strlen(body));
-    text = llmgw_record_serialize(rec, &len);
-    ck_assert_ptr_nonnull(text);
-    rec = llmgw_record_parse(test_pool, text, len, 0);
+    rec = stored_and_read(rec, 0);
     sse = llmgw_record_render_sse(rec, test_pool, 0, &len);
     ck_assert_has(sse, "\"text\":\"abc\"", "\"finish_reason\":\"length\"",
                   "\"object\":\"text_completion\"");
@@ -550,6 +554,20 @@ START_TEST(record_usage_is_clamped)
 }
 END_TEST
 
+/* None of the answers bad (NULL ends it) to ep is kept. */
+static void none_kept(llmgw_endpoint_t ep, const char *const *bad)
+{
+    apr_size_t len;
+    int i;
+
+    for (i = 0; bad[i]; i++) {
+        llmgw_record_t *rec = llmgw_record_create(test_pool, ep, 1 << 20);
+
+        llmgw_record_set_response(rec, bad[i], strlen(bad[i]));
+        ck_assert_msg(!llmgw_record_serialize(rec, &len), "kept %s", bad[i]);
+    }
+}
+
 /* Only a complete, well-formed answer is kept: a body that is not the
  * endpoint's JSON, an answer that says it failed, a stream that ended with
  * the error finish (the backend's, or the gateway's own error tail). */
@@ -584,22 +602,8 @@ START_TEST(record_keeps_only_whole_answers)
     char *nest;
     int i;
 
-    for (i = 0; bad_chat[i]; i++) {
-        llmgw_record_t *rec =
-            llmgw_record_create(test_pool, LLMGW_EP_CHAT, 1 << 20);
-
-        llmgw_record_set_response(rec, bad_chat[i], strlen(bad_chat[i]));
-        ck_assert_msg(!llmgw_record_serialize(rec, &len), "kept %s",
-                      bad_chat[i]);
-    }
-    for (i = 0; bad_emb[i]; i++) {
-        llmgw_record_t *rec =
-            llmgw_record_create(test_pool, LLMGW_EP_EMBEDDINGS, 1 << 20);
-
-        llmgw_record_set_response(rec, bad_emb[i], strlen(bad_emb[i]));
-        ck_assert_msg(!llmgw_record_serialize(rec, &len), "kept %s",
-                      bad_emb[i]);
-    }
+    none_kept(LLMGW_EP_CHAT, bad_chat);
+    none_kept(LLMGW_EP_EMBEDDINGS, bad_emb);
     /* Too deep to read back. */
     nest = apr_palloc(test_pool, 140);
     memset(nest, '[', 70);

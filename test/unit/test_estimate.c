@@ -39,6 +39,21 @@ static llmgw_estimate_t estimate(llmgw_endpoint_t ep, const char *body)
 }
 
 #define MSG "{\"role\":\"user\",\"content\":\"hello\"}"
+/* A chat body of MSG with these members too. */
+#define CHAT_WITH(members) \
+    "{\"model\":\"m\",\"messages\":[" MSG "]," members "}"
+
+/* The chat body is refused with a 400 that names param. */
+static void refused_naming(const llmgw_estimate_conf_t *c, const char *body,
+                           const char *param)
+{
+    llmgw_estimate_t e;
+    llmgw_error_t err;
+
+    ck_assert_int_eq(
+        estimate_ex(LLMGW_EP_CHAT, body, c, APR_INT64_MAX, &e, &err), 400);
+    ck_assert_str_eq(err.param, param);
+}
 
 START_TEST(chat_prompt_is_its_bytes_and_the_template)
 {
@@ -121,23 +136,19 @@ START_TEST(max_tokens_from_the_client)
     llmgw_estimate_t e;
     llmgw_error_t err;
 
-    e = estimate(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[" MSG "],"
-                                "\"max_tokens\":100}");
+    e = estimate(LLMGW_EP_CHAT, CHAT_WITH("\"max_tokens\":100"));
     ck_assert_int_eq(e.max_tokens, 100);
     ck_assert_int_eq(e.max_out, 100);
     ck_assert_int_eq(e.set, 0);
     /* max_completion_tokens wins, as with OpenAI. */
     e = estimate(LLMGW_EP_CHAT,
-                 "{\"model\":\"m\",\"messages\":[" MSG "],"
-                 "\"max_tokens\":100,\"max_completion_tokens\":50}");
+                 CHAT_WITH("\"max_tokens\":100,\"max_completion_tokens\":50"));
     ck_assert_int_eq(e.max_tokens, 50);
     ck_assert_str_eq(e.field, "max_completion_tokens");
     /* More than the route allows is cut, and the body must say so. */
     c.max_cap = 64;
     ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT,
-                                 "{\"model\":\"m\","
-                                 "\"messages\":[" MSG "],\"max_tokens\":"
-                                 "100000000000000}",
+                                 CHAT_WITH("\"max_tokens\":100000000000000"),
                                  &c, APR_INT64_MAX, &e, &err),
                      0);
     ck_assert_int_eq(e.max_tokens, 64);
@@ -145,27 +156,14 @@ START_TEST(max_tokens_from_the_client)
     ck_assert_str_eq(e.field, "max_tokens");
     /* Without a cap a huge ask stays huge (and will not fit a limit). */
     c.max_cap = 0;
-    estimate_ex(LLMGW_EP_CHAT,
-                "{\"model\":\"m\",\"messages\":[" MSG "],"
-                "\"max_tokens\":9223372036854775807}",
+    estimate_ex(LLMGW_EP_CHAT, CHAT_WITH("\"max_tokens\":9223372036854775807"),
                 &c, 10, &e, &err);
     ck_assert_int_eq(e.max_out, APR_INT64_C(1) << 40);
-    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT,
-                                 "{\"model\":\"m\","
-                                 "\"messages\":[" MSG "],\"max_tokens\":0}",
-                                 &c, APR_INT64_MAX, &e, &err),
-                     400);
-    ck_assert_str_eq(err.param, "max_tokens");
-    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT,
-                                 "{\"model\":\"m\","
-                                 "\"messages\":[" MSG "],"
-                                 "\"max_completion_tokens\":-3}",
-                                 &c, APR_INT64_MAX, &e, &err),
-                     400);
-    ck_assert_str_eq(err.param, "max_completion_tokens");
+    refused_naming(&c, CHAT_WITH("\"max_tokens\":0"), "max_tokens");
+    refused_naming(&c, CHAT_WITH("\"max_completion_tokens\":-3"),
+                   "max_completion_tokens");
     /* "options" in an OpenAI body reaches no backend: no bound. */
-    e = estimate(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[" MSG "],"
-                                "\"options\":{\"num_predict\":33}}");
+    e = estimate(LLMGW_EP_CHAT, CHAT_WITH("\"options\":{\"num_predict\":33}"));
     ck_assert_int_eq(e.set, 1);
     ck_assert_int_eq(e.max_tokens, LLMGW_ESTIMATE_FALLBACK_MAX);
     ck_assert_str_eq(e.field, "max_tokens");
@@ -202,21 +200,11 @@ START_TEST(choices_multiply_the_answer)
     llmgw_estimate_t e;
     llmgw_error_t err;
 
-    e = estimate(LLMGW_EP_CHAT, "{\"model\":\"m\",\"messages\":[" MSG "],"
-                                "\"n\":3,\"max_tokens\":10}");
+    e = estimate(LLMGW_EP_CHAT, CHAT_WITH("\"n\":3,\"max_tokens\":10"));
     ck_assert_int_eq(e.choices, 3);
     ck_assert_int_eq(e.max_out, 30);
-    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT,
-                                 "{\"model\":\"m\","
-                                 "\"messages\":[" MSG "],\"n\":0}",
-                                 &c, APR_INT64_MAX, &e, &err),
-                     400);
-    ck_assert_str_eq(err.param, "n");
-    ck_assert_int_eq(estimate_ex(LLMGW_EP_CHAT,
-                                 "{\"model\":\"m\","
-                                 "\"messages\":[" MSG "],\"n\":129}",
-                                 &c, APR_INT64_MAX, &e, &err),
-                     400);
+    refused_naming(&c, CHAT_WITH("\"n\":0"), "n");
+    refused_naming(&c, CHAT_WITH("\"n\":129"), "n");
     /* Completions: every prompt of a batch times max(n, best_of). */
     e = estimate(LLMGW_EP_COMPLETIONS,
                  "{\"model\":\"m\",\"prompt\":[\"a\","
@@ -225,10 +213,8 @@ START_TEST(choices_multiply_the_answer)
     ck_assert_int_eq(e.max_out, 30);
     ck_assert_int_eq(e.prompt, 64 + 2 * 16 + 9);
     /* The headroom is shared by the choices. */
-    estimate_ex(LLMGW_EP_CHAT,
-                "{\"model\":\"m\",\"messages\":[" MSG "],"
-                "\"n\":4}",
-                &c, 64 + 16 + (apr_int64_t)strlen(MSG) + 400, &e, &err);
+    estimate_ex(LLMGW_EP_CHAT, CHAT_WITH("\"n\":4"), &c,
+                64 + 16 + (apr_int64_t)strlen(MSG) + 400, &e, &err);
     ck_assert_int_eq(e.max_tokens, 100);
     ck_assert_int_eq(e.max_out, 400);
 }

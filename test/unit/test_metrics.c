@@ -414,6 +414,18 @@ END_TEST
  * The keys and health views
  */
 
+/* A request of this process charged to subject s alone. */
+static void one_subject(llmgw_limits_req_t *rq, llmgw_limits_subject_t s,
+                        apr_int64_t prompt, apr_int64_t max_out)
+{
+    memset(rq, 0, sizeof(*rq));
+    rq->subject[0] = s;
+    rq->nsubjects = 1;
+    rq->prompt = prompt;
+    rq->max_out = max_out;
+    rq->owner = getpid();
+}
+
 static llmgw_limits_t *two_keys(void)
 {
     apr_size_t size = llmgw_limits_size(8, 8);
@@ -436,12 +448,7 @@ static llmgw_limits_t *two_keys(void)
     d[1].conf.tpm = 500;
     ck_assert_int_eq(llmgw_limits_configure(t, d, 2, NULL, T0), APR_SUCCESS);
     ck_assert_int_eq(llmgw_limits_find(t, "key:team-a", &s), APR_SUCCESS);
-    memset(&rq, 0, sizeof(rq));
-    rq.subject[0] = s;
-    rq.nsubjects = 1;
-    rq.prompt = 100;
-    rq.max_out = 50;
-    rq.owner = getpid();
+    one_subject(&rq, s, 100, 50);
     ck_assert_int_eq(llmgw_limits_reserve(t, &rq, T0, &tk, &v),
                      LLMGW_LIMIT_OK);
     ck_assert_int_eq(llmgw_limits_settle(t, &tk, 90, 30, T0), APR_SUCCESS);
@@ -514,12 +521,7 @@ START_TEST(reset_keeps_what_is_in_flight)
     apr_time_t later = T0 + 120 * SEC; /* rpm has room again */
 
     ck_assert_int_eq(llmgw_limits_find(t, "key:team-a", &s), APR_SUCCESS);
-    memset(&rq, 0, sizeof(rq));
-    rq.subject[0] = s;
-    rq.nsubjects = 1;
-    rq.prompt = 800;
-    rq.max_out = 100;
-    rq.owner = getpid();
+    one_subject(&rq, s, 800, 100);
     /* 120 used of 1000: 900 more is refused by the budget. */
     ck_assert_int_eq(llmgw_limits_reserve(t, &rq, later, &tk, &v),
                      LLMGW_LIMIT_BUDGET_TOKENS);

@@ -273,14 +273,20 @@ static void refused(const llmgw_probe_t *r)
     ck_assert_ptr_nonnull(r->why);
 }
 
+/* r is a good answer of a ready backend that tells what knows says. */
+static void ready_knowing(const llmgw_probe_t *r, unsigned knows)
+{
+    ck_assert_int_eq(r->ok, 1);
+    ck_assert_int_eq(r->state, LLMGW_HS_READY);
+    ck_assert_uint_eq(r->knows, knows);
+}
+
 START_TEST(ollama_ps_and_tags)
 {
     llmgw_probe_t *r = parse(LLMGW_PROBE_OLLAMA_PS, 200, ollama_ps);
     apr_time_t want;
 
-    ck_assert_int_eq(r->ok, 1);
-    ck_assert_int_eq(r->state, LLMGW_HS_READY);
-    ck_assert_uint_eq(r->knows, LLMGW_PK_STATE | LLMGW_PK_LOADED);
+    ready_knowing(r, LLMGW_PK_STATE | LLMGW_PK_LOADED);
     ck_assert_int_eq(r->models->nelts, 1);
     ck_assert_str_eq(model(r, 0)->name, "mistral:latest");
     ck_assert_uint_eq(model(r, 0)->flags, LLMGW_PM_LOADED);
@@ -352,9 +358,7 @@ START_TEST(llamacpp_health_states)
 
     /* tools/server/README.md: 200 {"status": "ok" }, 503 loading. */
     r = parse(LLMGW_PROBE_LLAMACPP_HEALTH, 200, "{\"status\": \"ok\" }");
-    ck_assert_int_eq(r->ok, 1);
-    ck_assert_int_eq(r->state, LLMGW_HS_READY);
-    ck_assert_uint_eq(r->knows, LLMGW_PK_STATE);
+    ready_knowing(r, LLMGW_PK_STATE);
     r = parse(LLMGW_PROBE_LLAMACPP_HEALTH, 503,
               "{\"error\": {\"code\": 503, \"message\": \"Loading model\", "
               "\"type\": \"unavailable_error\"}}");
@@ -397,9 +401,7 @@ START_TEST(llamacpp_slots_over_versions)
 {
     llmgw_probe_t *r = parse(LLMGW_PROBE_LLAMACPP_SLOTS, 200, llamacpp_slots);
 
-    ck_assert_int_eq(r->ok, 1);
-    ck_assert_int_eq(r->state, LLMGW_HS_READY);
-    ck_assert_uint_eq(r->knows, LLMGW_PK_STATE | LLMGW_PK_SLOTS);
+    ready_knowing(r, LLMGW_PK_STATE | LLMGW_PK_SLOTS);
     ck_assert_int_eq(r->slots_total, 2);
     ck_assert_int_eq(r->slots_busy, 1);
 
@@ -423,9 +425,7 @@ START_TEST(llamacpp_slots_over_versions)
     r = parse(LLMGW_PROBE_LLAMACPP_SLOTS, 501,
               "{\"error\":{\"code\":501,\"message\":\"This server does not "
               "support slots endpoint.\",\"type\":\"not_supported_error\"}}");
-    ck_assert_int_eq(r->ok, 1);
-    ck_assert_int_eq(r->state, LLMGW_HS_READY);
-    ck_assert_uint_eq(r->knows, LLMGW_PK_STATE);
+    ready_knowing(r, LLMGW_PK_STATE);
     ck_assert_int_eq(r->slots_total, -1);
 
     refused(parse(LLMGW_PROBE_LLAMACPP_SLOTS, 200, "[]"));

@@ -126,6 +126,33 @@ START_TEST(store_options_are_checked)
 }
 END_TEST
 
+/* Joins the request of key for at most 5 s (*val, *len: the cached answer
+ * when it is LLMGW_CO_CACHED). */
+static llmgw_co_role_t join5(apr_pool_t *p, llmgw_store_t *st, const char *key,
+                             int stream, llmgw_coalesce_t **co, char **val,
+                             apr_size_t *len)
+{
+    return llmgw_coalesce_join(p, st, key, stream, apr_time_from_sec(5), co,
+                               val, len);
+}
+
+/* key's leader (in lp) puts its first piece; a stream follower (in fp)
+ * comes and is handed that piece. */
+static void lead_then_follow(apr_pool_t *lp, apr_pool_t *fp, llmgw_store_t *st,
+                             const char *key, const char *piece, apr_size_t n,
+                             llmgw_coalesce_t **lead, llmgw_coalesce_t **sf)
+{
+    char *val, *data;
+    apr_size_t len;
+
+    ck_assert_int_eq(join5(lp, st, key, 1, lead, &val, &len), LLMGW_CO_LEADER);
+    llmgw_coalesce_put(*lead, piece, n, 1);
+    ck_assert_int_eq(join5(fp, st, key, 1, sf, &val, &len), LLMGW_CO_FOLLOW);
+    ck_assert_int_eq(llmgw_coalesce_next(*sf, &data, &len), APR_SUCCESS);
+    ck_assert_int_eq(len, n);
+    ck_assert(memcmp(data, piece, n) == 0);
+}
+
 /* A leader with two followers: a stream one tails the pieces as they
  * come, a plain one waits for the answer; afterwards it is cached. */
 START_TEST(coalesce_leader_and_followers)
@@ -136,27 +163,15 @@ START_TEST(coalesce_leader_and_followers)
     apr_size_t len;
 
     llmgw_coalesce_child_init();
-    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "key", 1,
-                                         apr_time_from_sec(5), &lead, &val,
-                                         &len),
-                     LLMGW_CO_LEADER);
-    llmgw_coalesce_put(lead, "{\"n\":0}", 7, 1);
-    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "key", 1,
-                                         apr_time_from_sec(5), &sf, &val,
-                                         &len),
-                     LLMGW_CO_FOLLOW);
-    ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_SUCCESS);
-    ck_assert_int_eq(len, 7);
-    ck_assert(memcmp(data, "{\"n\":0}", 7) == 0);
+    lead_then_follow(test_pool, test_pool, st, "key", "{\"n\":0}", 7, &lead,
+                     &sf);
     llmgw_coalesce_put(lead, "{\"n\":1}", 7, 2);
     ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_SUCCESS);
     ck_assert(memcmp(data, "{\"n\":1}", 7) == 0);
     llmgw_coalesce_end(lead, 1, "RECORD", 6);
     ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_EOF);
     /* Late, and plain: the answer, from the cache. */
-    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "key", 0,
-                                         apr_time_from_sec(5), &pf, &val,
-                                         &len),
+    ck_assert_int_eq(join5(test_pool, st, "key", 0, &pf, &val, &len),
                      LLMGW_CO_CACHED);
     ck_assert_int_eq(len, 6);
     ck_assert(memcmp(val, "RECORD", 6) == 0);
@@ -200,7 +215,7 @@ START_TEST(coalesce_long_stream_keeps_pools_small)
     llmgw_store_t *st = shm_store();
     llmgw_coalesce_t *lead, *sf;
     apr_pool_t *lp, *fp;
-    char piece[300], *val, *data;
+    char piece[300], *data;
     apr_size_t len, before;
     int i;
 
@@ -208,16 +223,7 @@ START_TEST(coalesce_long_stream_keeps_pools_small)
     apr_pool_create(&lp, test_pool);
     apr_pool_create(&fp, test_pool);
     memset(piece, 'a', sizeof(piece));
-    ck_assert_int_eq(llmgw_coalesce_join(lp, st, "long", 1,
-                                         apr_time_from_sec(5), &lead, &val,
-                                         &len),
-                     LLMGW_CO_LEADER);
-    llmgw_coalesce_put(lead, piece, sizeof(piece), 1);
-    ck_assert_int_eq(llmgw_coalesce_join(fp, st, "long", 1,
-                                         apr_time_from_sec(5), &sf, &val,
-                                         &len),
-                     LLMGW_CO_FOLLOW);
-    ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_SUCCESS);
+    lead_then_follow(lp, fp, st, "long", piece, sizeof(piece), &lead, &sf);
     before = heap_in_use();
     for (i = 0; i < 20000; i++) {
         llmgw_coalesce_put(lead, piece, sizeof(piece), (apr_size_t)i + 2);
@@ -241,21 +247,10 @@ START_TEST(coalesce_failed_leader)
     apr_size_t len;
 
     llmgw_coalesce_child_init();
-    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "f", 1,
-                                         apr_time_from_sec(5), &lead, &val,
-                                         &len),
-                     LLMGW_CO_LEADER);
-    llmgw_coalesce_put(lead, "{}", 2, 1);
-    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "f", 1,
-                                         apr_time_from_sec(5), &sf, &val,
-                                         &len),
-                     LLMGW_CO_FOLLOW);
-    ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_SUCCESS);
+    lead_then_follow(test_pool, test_pool, st, "f", "{}", 2, &lead, &sf);
     llmgw_coalesce_end(lead, 0, NULL, 0);
     ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_EGENERAL);
-    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "f", 1,
-                                         apr_time_from_sec(5), &next, &val,
-                                         &len),
+    ck_assert_int_eq(join5(test_pool, st, "f", 1, &next, &val, &len),
                      LLMGW_CO_LEADER);
 }
 END_TEST
@@ -288,9 +283,7 @@ START_TEST(coalesce_no_progress_goes_alone)
     llmgw_coalesce_child_init();
     llmgw_log_set(log_on, log_keep);
     lines_logged = 0;
-    ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "slow", 0,
-                                         apr_time_from_sec(5), &lead, &val,
-                                         &len),
+    ck_assert_int_eq(join5(test_pool, st, "slow", 0, &lead, &val, &len),
                      LLMGW_CO_LEADER);
     t0 = apr_time_now();
     ck_assert_int_eq(llmgw_coalesce_join(test_pool, st, "slow", 0,
