@@ -683,3 +683,30 @@ def test_console_in_browser(gwc, mocks, playwright, uniq):
                        timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "# fail 0" in p.stdout or "\u2139 fail 0" in p.stdout, p.stdout
+
+
+def test_keys_in_browser(gwk, playwright):
+    """The Keys page in headless Chromium: the budget's bar is what the key
+    used, and a Reset clicked there empties it (console_keys.test.mjs)."""
+    auth = {"Authorization": f"Bearer {KEY_SECRET}"}
+    n = status(gwk)["total"]["requests"]
+    assert gwk.post(CHAT, chat_body(max_tokens=4), headers=auth).status == 200
+    counted(gwk, n + 1)
+    deadline = time.monotonic() + 10
+    while key_view(gwk)["budgets"][0]["reserved"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    used = key_view(gwk)["budgets"][0]["used"]
+    assert used > 0
+    run_env = dict(os.environ, LLMGW_URL=gwk.url("").rstrip("/"),
+                   LLMGW_ADMIN=f"{ADMIN}/", LLMGW_KEY="team-a",
+                   LLMGW_USED=str(used), LLMGW_LIMIT=str(KEY_BUDGET),
+                   CHROMIUM=CHROMIUM, NO_COLOR="1")
+    if os.environ.get("LLMGW_SCREENSHOTS") == "1":
+        run_env["LLMGW_SHOTS"] = os.path.join(env.REPO, "docs")
+    p = subprocess.run([playwright, "--test", "--test-reporter=spec",
+                        "--test-timeout=120000", "console_keys.test.mjs"],
+                       cwd=BROWSER, env=run_env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "# fail 0" in p.stdout or "\u2139 fail 0" in p.stdout, p.stdout
+    assert key_view(gwk)["budgets"][0]["used"] == 0
