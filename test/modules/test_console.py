@@ -585,24 +585,40 @@ def test_reset_without_keys_is_refused(gwc):
 
 KEY_SECRET = "sk-console-test-0123456789abcdef"
 KEY_BUDGET = 100000
+TINY_SECRET = "sk-console-test-tiny-0123456789ab"
 
 
 @pytest.fixture(scope="module")
 def gwk(request, workdir, ports, mocks):
     """A console in front of a key with a budget and a rate limit."""
     digest = hashlib.sha256(KEY_SECRET.encode()).hexdigest()
+    tiny = hashlib.sha256(TINY_SECRET.encode()).hexdigest()
     keys = (f'<LLMKey "team-a">\n    LLMKeyHash sha256:{digest}\n'
             f"    LLMBudget tokens={KEY_BUDGET} per=day\n"
-            f"    LLMRateLimit rpm=600\n</LLMKey>\n")
+            f"    LLMRateLimit rpm=600\n</LLMKey>\n"
+            f'<LLMKey "tiny">\n    LLMKeyHash sha256:{tiny}\n'
+            f"    LLMBudget tokens=10 per=hour\n</LLMKey>\n")
     yield from env.serve_gateway(request, workdir, ports, "gw-console-keys",
                                  _load("authz_host", "alias") + keys
                                  + console_conf(served_assets(workdir)))
 
 
-def key_view(g):
-    found = [k for k in status(g)["keys"] or [] if k["name"] == "team-a"]
+def key_view(g, name="team-a"):
+    found = [k for k in status(g)["keys"] or [] if k["name"] == name]
     assert len(found) == 1, status(g)["keys"]
     return found[0]
+
+
+def test_refusals_are_counted_per_key(gwk):
+    # A key whose budget cannot hold the request is refused with a 429:
+    # status.json, the metrics and the keys page count it.
+    before = key_view(gwk, "tiny")["ratelimited"]
+    r = gwk.post(CHAT, chat_body(max_tokens=16),
+                 headers={"Authorization": f"Bearer {TINY_SECRET}"})
+    assert r.status == 429, r.body
+    assert key_view(gwk, "tiny")["ratelimited"] == before + 1
+    samples, _ = metrics(gwk)
+    assert pick(samples, "llmgw_ratelimited_total", key="tiny") == before + 1
 
 
 def test_keys_view_and_budget_metrics_are_what_the_key_used(gwk):
