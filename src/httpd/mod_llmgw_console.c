@@ -188,6 +188,18 @@ static const char *policy_name(int policy)
                                        : "deterministic";
 }
 
+/* LLMFallback's model names, in the order they are tried. */
+static json_object *fallbacks_json(const llmgw_route_t *rt)
+{
+    json_object *a = json_object_new_array();
+    int i;
+
+    for (i = 0; rt->fallbacks && i < rt->fallbacks->nelts; i++) {
+        json_object_array_add(a, json_object_new_string(APR_ARRAY_IDX(
+                                     rt->fallbacks, i, const char *)));
+    }
+    return a;
+}
 static json_object *route_json(const llmgw_route_t *rt)
 {
     json_object *o = json_object_new_object(), *pats = json_object_new_array();
@@ -211,7 +223,7 @@ static json_object *route_json(const llmgw_route_t *rt)
         json_object_new_string(policy_name(rt->cache_policy)));
     json_object_object_add(o, "discover",
                            json_object_new_boolean(rt->discover > 0));
-    json_object_object_add(o, "fallbacks", json_object_new_array());
+    json_object_object_add(o, "fallbacks", fallbacks_json(rt));
     if (llmgw_metrics()) {
         llmgw_metrics_sum(llmgw_metrics(), LLMGW_MT_MODELS, rt->name, &c);
         json_object_object_add(o, "traffic", llmgw_metrics_counts_json(&c));

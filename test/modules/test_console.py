@@ -597,7 +597,9 @@ def gwk(request, workdir, ports, mocks):
             f"    LLMBudget tokens={KEY_BUDGET} per=day\n"
             f"    LLMRateLimit rpm=600\n</LLMKey>\n"
             f'<LLMKey "tiny">\n    LLMKeyHash sha256:{tiny}\n'
-            f"    LLMBudget tokens=10 per=hour\n</LLMKey>\n")
+            f"    LLMBudget tokens=10 per=hour\n</LLMKey>\n"
+            '<LLMRoute "fb-main">\n    LLMBackend balancer://be\n'
+            "    LLMFallback mock-small\n</LLMRoute>\n")
     yield from env.serve_gateway(request, workdir, ports, "gw-console-keys",
                                  _load("authz_host", "alias") + keys
                                  + console_conf(served_assets(workdir)))
@@ -607,6 +609,13 @@ def key_view(g, name="team-a"):
     found = [k for k in status(g)["keys"] or [] if k["name"] == name]
     assert len(found) == 1, status(g)["keys"]
     return found[0]
+
+
+def test_routes_show_their_fallbacks(gwk):
+    route = [r for r in status(gwk)["routes"] if r["name"] == "fb-main"]
+    assert [r["fallbacks"] for r in route] == [["mock-small"]], route
+    _, p = page(gwk, "routes")
+    assert "fb-main" in p.text and "mock-small" in p.text
 
 
 def test_refusals_are_counted_per_key(gwk):
