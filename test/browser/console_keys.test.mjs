@@ -12,10 +12,8 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { ADMIN, URL_, launch, open } from "./lib.mjs";
 
-const URL_ = process.env.LLMGW_URL;
-const ADMIN = process.env.LLMGW_ADMIN || "/llm-admin/";
 const KEY = process.env.LLMGW_KEY;
 const USED = Number(process.env.LLMGW_USED);
 const LIMIT = Number(process.env.LLMGW_LIMIT);
@@ -24,10 +22,7 @@ const SHOTS = process.env.LLMGW_SHOTS;
 let browser;
 
 before(async () => {
-    browser = await chromium.launch({
-        executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-        args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-    });
+    browser = await launch();
 });
 
 after(async () => {
@@ -36,16 +31,10 @@ after(async () => {
 
 test("a key's budget shows what it used, and a reset starts it afresh", async () => {
     const ctx = await browser.newContext();
-    const page = await ctx.newPage();
-    const problems = [];
-    page.on("console", (m) => {
-        if (m.type() === "error" || m.type() === "warning") {
-            problems.push(`console ${m.type()}: ${m.text()}`);
-        }
-    });
-    page.on("pageerror", (e) => problems.push(`exception: ${e.message}`));
-    const resp = await page.goto(URL_ + ADMIN + "keys", { waitUntil: "load" });
-    assert.equal(resp.status(), 200);
+    const { page, problems } = await open(ctx, "keys");
+    // The script's first refresh from status.json done: leaving the page
+    // with it in flight would abort it (a failed request).
+    await page.waitForLoadState("networkidle");
     const row = () => page.locator("tr", { hasText: KEY }).first();
     const meter = row().locator("meter").first();
     assert.equal(Number(await meter.getAttribute("value")), USED);
@@ -60,6 +49,7 @@ test("a key's budget shows what it used, and a reset starts it afresh", async ()
         page.waitForURL((u) => u.pathname.startsWith(ADMIN)),
         row().getByRole("button", { name: "Reset usage" }).click(),
     ]);
+    await page.waitForLoadState("networkidle");
     await page.goto(URL_ + ADMIN + "keys", { waitUntil: "load" });
     assert.equal(Number(await meter.getAttribute("value")), 0);
     assert.deepEqual(problems, []);

@@ -1,0 +1,37 @@
+// What the console's browser tests share: the browser, and a page opened
+// with what went wrong on it collected (console errors and warnings,
+// uncaught exceptions, requests that failed or left the gateway).
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+
+export const URL_ = process.env.LLMGW_URL;
+export const ADMIN = process.env.LLMGW_ADMIN || "/llm-admin/";
+
+// Debian's chromium (CHROMIUM, default /usr/bin/chromium), headless.
+export function launch() {
+    return chromium.launch({
+        executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+        args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+    });
+}
+
+// The console's page NAME in ctx, answered 200, and its problems so far.
+export async function open(ctx, name) {
+    const page = await ctx.newPage();
+    const problems = [];
+    page.on("console", (m) => {
+        if (m.type() === "error" || m.type() === "warning") {
+            problems.push(`console ${m.type()}: ${m.text()}`);
+        }
+    });
+    page.on("pageerror", (e) => problems.push(`exception: ${e.message}`));
+    page.on("requestfailed", (r) => problems.push(`failed: ${r.url()}`));
+    page.on("request", (r) => {
+        if (!r.url().startsWith(URL_)) {
+            problems.push(`left the gateway: ${r.url()}`);
+        }
+    });
+    const resp = await page.goto(URL_ + ADMIN + name, { waitUntil: "load" });
+    assert.equal(resp.status(), 200, `${name}: ${resp.status()}`);
+    return { page, problems };
+}
