@@ -6,7 +6,10 @@
 #include <check.h>
 #include <apr_pools.h>
 
+#include <stdarg.h>
+
 #include "llmgw_breaker.h"
+#include "llmgw_route.h"
 
 Suite *json_suite(void);
 Suite *dialect_suite(void);
@@ -39,6 +42,10 @@ void test_pool_teardown(void);
  * trial not reported in trial_timeout is given up. */
 llmgw_breaker_params_t test_breaker_params(unsigned n, unsigned m,
                                            apr_interval_time_t trial_timeout);
+
+/* A route named first whose patterns are first and the strings in ap
+ * (NULL-terminated), configured at test.conf:line; in test_pool. */
+llmgw_route_t *test_route_v(int line, const char *first, va_list ap);
 
 /* Fail the test (at the caller's line) unless s holds each of the
  * strings after it, or holds none of them. */

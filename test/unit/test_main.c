@@ -22,6 +22,21 @@ void test_pool_teardown(void)
     test_pool = NULL;
 }
 
+llmgw_route_t *test_route_v(int line, const char *first, va_list ap)
+{
+    llmgw_route_t *r = apr_pcalloc(test_pool, sizeof(*r));
+    const char *p;
+
+    r->patterns = apr_array_make(test_pool, 2, sizeof(const char *));
+    for (p = first; p; p = va_arg(ap, const char *)) {
+        APR_ARRAY_PUSH(r->patterns, const char *) = p;
+    }
+    r->name = first;
+    r->file = "test.conf";
+    r->line = line;
+    return r;
+}
+
 llmgw_breaker_params_t test_breaker_params(unsigned n, unsigned m,
                                            apr_interval_time_t trial_timeout)
 {

@@ -16,21 +16,14 @@
 
 static llmgw_route_t *route(const char *first, ...)
 {
-    llmgw_route_t *r = apr_pcalloc(test_pool, sizeof(*r));
+    llmgw_route_t *r;
     va_list ap;
-    const char *p;
 
-    r->patterns = apr_array_make(test_pool, 2, sizeof(const char *));
     va_start(ap, first);
-    for (p = first; p; p = va_arg(ap, const char *)) {
-        APR_ARRAY_PUSH(r->patterns, const char *) = p;
-    }
+    r = test_route_v(7, first, ap);
     va_end(ap);
-    r->name = first;
     r->balancer = "balancer://one";
     r->dialect = "openai";
-    r->file = "test.conf";
-    r->line = 7;
     return r;
 }
 
