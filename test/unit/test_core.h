@@ -43,9 +43,9 @@ void test_pool_teardown(void);
 llmgw_breaker_params_t test_breaker_params(unsigned n, unsigned m,
                                            apr_interval_time_t trial_timeout);
 
-/* A route named first whose patterns are first and the strings in ap
+/* A route named first whose patterns are first and the strings after it
  * (NULL-terminated), configured at test.conf:line; in test_pool. */
-llmgw_route_t *test_route_v(int line, const char *first, va_list ap);
+llmgw_route_t *test_route(int line, const char *first, ...);
 
 /* Fail the test (at the caller's line) unless s holds each of the
  * strings after it, or holds none of them. */

@@ -45,13 +45,9 @@ static llmgw_limits_t *table(void)
 static llmgw_limits_conf_t conf_of(apr_int64_t rpm, apr_int64_t tpm,
                                    apr_int64_t concurrent)
 {
-    llmgw_limits_conf_t c;
-
-    memset(&c, 0, sizeof(c));
-    c.rpm = rpm;
-    c.tpm = tpm;
-    c.concurrent = concurrent;
-    return c;
+    return (llmgw_limits_conf_t){ .rpm = rpm,
+                                  .tpm = tpm,
+                                  .concurrent = concurrent };
 }
 
 static void budget(llmgw_limits_conf_t *c, int i, int unit, int per,

@@ -22,15 +22,18 @@ void test_pool_teardown(void)
     test_pool = NULL;
 }
 
-llmgw_route_t *test_route_v(int line, const char *first, va_list ap)
+llmgw_route_t *test_route(int line, const char *first, ...)
 {
     llmgw_route_t *r = apr_pcalloc(test_pool, sizeof(*r));
     const char *p;
+    va_list ap;
 
+    va_start(ap, first);
     r->patterns = apr_array_make(test_pool, 2, sizeof(const char *));
     for (p = first; p; p = va_arg(ap, const char *)) {
         APR_ARRAY_PUSH(r->patterns, const char *) = p;
     }
+    va_end(ap);
     r->name = first;
     r->file = "test.conf";
     r->line = line;

@@ -1,7 +1,6 @@
 /* test_manage.c: run-time changes to members and routes: each refusal with
  * its reason and nothing changed, the routes they make, the state file read
  * back exactly (and refused whole when damaged), the httpd.conf lines. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,18 +13,16 @@
 #include "llmgw_manage.h"
 #include "test_core.h"
 
-static llmgw_route_t *route(const char *first, ...)
+/* r, served by balancer://one in OpenAI's dialect. */
+static llmgw_route_t *on_one(llmgw_route_t *r)
 {
-    llmgw_route_t *r;
-    va_list ap;
-
-    va_start(ap, first);
-    r = test_route_v(7, first, ap);
-    va_end(ap);
     r->balancer = "balancer://one";
     r->dialect = "openai";
     return r;
 }
+
+/* A route of the tests' httpd.conf, at test.conf:7. */
+#define route(...) on_one(test_route(7, __VA_ARGS__))
 
 /* httpd.conf of the tests: balancer://one (two members, two growth
  * slots) and balancer://two (one member, none); routes "small" (alias
@@ -60,26 +57,15 @@ static llmgw_manage_base_t *base(void)
 static llmgw_change_t member(llmgw_change_kind_t k, const char *bal,
                              const char *url, int lbfactor)
 {
-    llmgw_change_t c;
-
-    memset(&c, 0, sizeof(c));
-    c.kind = k;
-    c.balancer = bal;
-    c.url = url;
-    c.lbfactor = lbfactor;
-    return c;
+    return (llmgw_change_t){
+        .kind = k, .balancer = bal, .url = url, .lbfactor = lbfactor
+    };
 }
 
 static llmgw_change_t named(llmgw_change_kind_t k, const char *route,
                             const char *name)
 {
-    llmgw_change_t c;
-
-    memset(&c, 0, sizeof(c));
-    c.kind = k;
-    c.route = route;
-    c.name = name;
-    return c;
+    return (llmgw_change_t){ .kind = k, .route = route, .name = name };
 }
 
 /* Applies c, which must be refused with a message holding want, and

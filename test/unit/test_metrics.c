@@ -38,17 +38,13 @@ static llmgw_metrics_obs_t obs(const char *route, const char *model,
                                int status, apr_int64_t prompt,
                                apr_int64_t completion)
 {
-    llmgw_metrics_obs_t o;
-
-    memset(&o, 0, sizeof(o));
-    o.route = route;
-    o.model = model;
-    o.status = status;
-    o.prompt = prompt;
-    o.completion = completion;
-    o.duration = 30 * MS;
-    o.ttft = -1;
-    return o;
+    return (llmgw_metrics_obs_t){ .route = route,
+                                  .model = model,
+                                  .status = status,
+                                  .prompt = prompt,
+                                  .completion = completion,
+                                  .duration = 30 * MS,
+                                  .ttft = -1 };
 }
 
 static llmgw_metrics_series_t found(llmgw_metrics_t *m, int table,

@@ -1,21 +1,12 @@
 /* test_route.c: exact names before globs, config order among globs, and
  * duplicate names refused with the place of the first claim. */
-#include <stdarg.h>
 #include <string.h>
 
 #include "llmgw_route.h"
 #include "test_core.h"
 
-static llmgw_route_t *route(const char *first, ...)
-{
-    llmgw_route_t *r;
-    va_list ap;
-
-    va_start(ap, first);
-    r = test_route_v(1, first, ap);
-    va_end(ap);
-    return r;
-}
+/* Every route of these tests stands at test.conf:1. */
+#define route(...) test_route(1, __VA_ARGS__)
 
 START_TEST(routes_exact_alias_and_glob)
 {
