@@ -24,16 +24,25 @@ const char *llmgw_change_kind_name(llmgw_change_kind_t k)
     return (unsigned)k < KIND_N ? kind_names[k] : "none";
 }
 
-llmgw_change_kind_t llmgw_change_kind_parse(const char *s)
+/* Where s stands in names[from] to names[n - 1], or -1. */
+static int index_of(const char *const *names, unsigned from, unsigned n,
+                    const char *s)
 {
     unsigned i;
 
-    for (i = 1; s && i < KIND_N; i++) {
-        if (!strcmp(s, kind_names[i])) {
-            return (llmgw_change_kind_t)i;
+    for (i = from; s && i < n; i++) {
+        if (!strcmp(s, names[i])) {
+            return (int)i;
         }
     }
-    return LLMGW_CHANGE_NONE;
+    return -1;
+}
+
+llmgw_change_kind_t llmgw_change_kind_parse(const char *s)
+{
+    int i = index_of(kind_names, 1, KIND_N, s);
+
+    return i < 0 ? LLMGW_CHANGE_NONE : (llmgw_change_kind_t)i;
 }
 
 const char *llmgw_manage_probe_name(llmgw_manage_probe_t k)
@@ -43,14 +52,7 @@ const char *llmgw_manage_probe_name(llmgw_manage_probe_t k)
 
 int llmgw_manage_probe_parse(const char *s)
 {
-    unsigned i;
-
-    for (i = 0; s && i < PROBE_N; i++) {
-        if (!strcmp(s, probe_names[i])) {
-            return (int)i;
-        }
-    }
-    return -1;
+    return index_of(probe_names, 0, PROBE_N, s);
 }
 
 llmgw_manage_t *llmgw_manage_create(apr_pool_t *p)
@@ -332,51 +334,29 @@ static const llmgw_route_t *base_route(const llmgw_manage_base_t *base,
 
 #define ENTRY(m, i) (&APR_ARRAY_IDX((m)->entries, (i), llmgw_manage_entry_t))
 
-static int find_member(const llmgw_manage_t *m, const char *balancer,
-                       const char *url)
+/* The entry of a member (of balancer at, its URL what), a name (of route
+ * at, the name what) or a route (at; what NULL), or -1. */
+static int find_entry(const llmgw_manage_t *m, llmgw_entry_kind_t kind,
+                      const char *at, const char *what)
 {
-    int i;
+    int member = kind == LLMGW_ENTRY_MEMBER, i;
 
     for (i = 0; i < m->entries->nelts; i++) {
         const llmgw_manage_entry_t *e = ENTRY(m, i);
 
-        if (e->kind == LLMGW_ENTRY_MEMBER && !strcasecmp(e->balancer, balancer)
-            && !strcmp(e->url, url)) {
+        if (e->kind == kind
+            && !(member ? strcasecmp(e->balancer, at) : strcmp(e->route, at))
+            && (!what || !strcmp(member ? e->url : e->name, what))) {
             return i;
         }
     }
     return -1;
 }
 
-static int find_name(const llmgw_manage_t *m, const char *route,
-                     const char *name)
-{
-    int i;
-
-    for (i = 0; i < m->entries->nelts; i++) {
-        const llmgw_manage_entry_t *e = ENTRY(m, i);
-
-        if (e->kind == LLMGW_ENTRY_NAME && !strcmp(e->route, route)
-            && !strcmp(e->name, name)) {
-            return i;
-        }
-    }
-    return -1;
-}
-
-static int find_route(const llmgw_manage_t *m, const char *route)
-{
-    int i;
-
-    for (i = 0; i < m->entries->nelts; i++) {
-        const llmgw_manage_entry_t *e = ENTRY(m, i);
-
-        if (e->kind == LLMGW_ENTRY_ROUTE && !strcmp(e->route, route)) {
-            return i;
-        }
-    }
-    return -1;
-}
+#define find_member(m, balancer, url) \
+    find_entry(m, LLMGW_ENTRY_MEMBER, balancer, url)
+#define find_name(m, route, name) find_entry(m, LLMGW_ENTRY_NAME, route, name)
+#define find_route(m, route) find_entry(m, LLMGW_ENTRY_ROUTE, route, NULL)
 
 /* Members added at run time to the balancer: each holds a growth slot
  * for the process's life, removed or not (mod_proxy cannot free one). */
@@ -406,32 +386,52 @@ static void del_entry(llmgw_manage_t *m, int i)
  * Checks, one kind of change after the other.
  */
 
-static const char *full(apr_pool_t *p)
+/* A change being checked, and what it is checked against. */
+typedef struct {
+    apr_pool_t *p;
+    const llmgw_manage_base_t *base;
+    const llmgw_manage_t *m;
+    const llmgw_change_t *c;
+} check_t;
+
+/* Why a change that adds an entry (adds) may not, the state being full;
+ * else NULL. */
+static const char *room(const check_t *k, int adds)
 {
-    return apr_psprintf(p,
-                        "there are %d run-time changes already, the most "
-                        "kept: put some into httpd.conf first",
-                        LLMGW_MANAGE_ENTRIES_MAX);
+    if (adds && k->m->entries->nelts >= LLMGW_MANAGE_ENTRIES_MAX) {
+        return apr_psprintf(k->p,
+                            "there are %d run-time changes already, the most "
+                            "kept: put some into httpd.conf first",
+                            LLMGW_MANAGE_ENTRIES_MAX);
+    }
+    return NULL;
+}
+
+/* The change's balancer, or why not. */
+static const char *balancer_target(const check_t *k,
+                                   const llmgw_manage_balancer_t **b)
+{
+    const char *name = k->c->balancer;
+
+    if (!name || !(*b = base_balancer(k->base, name))) {
+        return apr_psprintf(k->p, "there is no balancer '%s' in httpd.conf",
+                            name ? name : "");
+    }
+    return NULL;
 }
 
 /* The member's balancer and normalised URL, or why not. */
-static const char *member_target(apr_pool_t *p,
-                                 const llmgw_manage_base_t *base,
-                                 const llmgw_change_t *c,
+static const char *member_target(const check_t *k,
                                  const llmgw_manage_balancer_t **b,
                                  const char **url)
 {
-    const char *why;
+    const char *why, *err = balancer_target(k, b);
 
-    if (!c->balancer || !(*b = base_balancer(base, c->balancer))) {
-        return apr_psprintf(p, "there is no balancer '%s' in httpd.conf",
-                            c->balancer ? c->balancer : "");
+    if (!err && !(*url = llmgw_manage_url_norm(k->p, k->c->url, &why))) {
+        return apr_psprintf(k->p, "the member URL '%s' is refused: %s",
+                            k->c->url ? k->c->url : "", why);
     }
-    if (!(*url = llmgw_manage_url_norm(p, c->url, &why))) {
-        return apr_psprintf(p, "the member URL '%s' is refused: %s",
-                            c->url ? c->url : "", why);
-    }
-    return NULL;
+    return err;
 }
 
 static const char *check_lbfactor(apr_pool_t *p, int v, int needed)
@@ -443,115 +443,102 @@ static const char *check_lbfactor(apr_pool_t *p, int v, int needed)
     return NULL;
 }
 
-static const char *check_member_add(apr_pool_t *p,
-                                    const llmgw_manage_base_t *base,
-                                    const llmgw_manage_t *m,
-                                    const llmgw_change_t *c)
+static const char *check_member_add(const check_t *k)
 {
     const llmgw_manage_balancer_t *b;
     const char *url, *err;
     int i;
 
-    if ((err = member_target(p, base, c, &b, &url))
-        || (err = check_lbfactor(p, c->lbfactor, 0))) {
+    if ((err = member_target(k, &b, &url))
+        || (err = check_lbfactor(k->p, k->c->lbfactor, 0))) {
         return err;
     }
-    if (c->timeout < 0 || c->timeout > LLMGW_MANAGE_TIMEOUT_MAX) {
+    if (k->c->timeout < 0 || k->c->timeout > LLMGW_MANAGE_TIMEOUT_MAX) {
         return "timeout must be a number of seconds from 1 to 86400 (or "
                "empty: the balancer's)";
     }
-    if ((unsigned)c->probe >= PROBE_N) {
+    if ((unsigned)k->c->probe >= PROBE_N) {
         return "the probe kind is not one of none, ollama, llamacpp, vllm, "
                "openai";
     }
-    i = find_member(m, b->name, url);
-    if (i >= 0 && ENTRY(m, i)->removed) {
+    i = find_member(k->m, b->name, url);
+    if (i >= 0 && ENTRY(k->m, i)->removed) {
         return NULL; /* taken back: its worker is there still */
     }
-    if (i >= 0 || base_has_member(p, b, url)) {
-        return apr_psprintf(p, "%s is a member of %s already", url, b->name);
+    if (i >= 0 || base_has_member(k->p, b, url)) {
+        return apr_psprintf(k->p, "%s is a member of %s already", url,
+                            b->name);
     }
-    if (slots_used(m, b->name) >= b->growth) {
-        return apr_psprintf(p,
+    if (slots_used(k->m, b->name) >= b->growth) {
+        return apr_psprintf(k->p,
                             "%s has no free BalancerGrowth slot (%d, used "
                             "by members added since the start): raise "
                             "BalancerGrowth in its <Proxy> and restart",
                             b->name, b->growth);
     }
-    if (m->entries->nelts >= LLMGW_MANAGE_ENTRIES_MAX) {
-        return full(p);
-    }
-    return NULL;
+    return room(k, 1);
 }
 
 /* A member's weight or its removal: it must be there, not removed. */
-static const char *check_member_change(apr_pool_t *p,
-                                       const llmgw_manage_base_t *base,
-                                       const llmgw_manage_t *m,
-                                       const llmgw_change_t *c)
+static const char *check_member_change(const check_t *k)
 {
     const llmgw_manage_balancer_t *b;
     const char *url, *err;
     int i;
 
-    if ((err = member_target(p, base, c, &b, &url))) {
+    if ((err = member_target(k, &b, &url))
+        || (k->c->kind == LLMGW_CHANGE_MEMBER_WEIGHT
+            && (err = check_lbfactor(k->p, k->c->lbfactor, 1)))) {
         return err;
     }
-    if (c->kind == LLMGW_CHANGE_MEMBER_WEIGHT
-        && (err = check_lbfactor(p, c->lbfactor, 1))) {
-        return err;
+    i = find_member(k->m, b->name, url);
+    if (i < 0 && !base_has_member(k->p, b, url)) {
+        return apr_psprintf(k->p, "%s is not a member of %s", url, b->name);
     }
-    i = find_member(m, b->name, url);
-    if (i < 0 && !base_has_member(p, b, url)) {
-        return apr_psprintf(p, "%s is not a member of %s", url, b->name);
-    }
-    if (i >= 0 && ENTRY(m, i)->removed) {
-        return apr_psprintf(p, "%s was removed from %s: add it again first",
+    if (i >= 0 && ENTRY(k->m, i)->removed) {
+        return apr_psprintf(k->p, "%s was removed from %s: add it again first",
                             url, b->name);
     }
-    if (i < 0 && m->entries->nelts >= LLMGW_MANAGE_ENTRIES_MAX) {
-        return full(p);
-    }
-    return NULL;
+    return room(k, i < 0);
 }
 
-/* A route by its name, configured or added; *added says which. */
-static const char *route_target(apr_pool_t *p, const llmgw_manage_base_t *base,
-                                const llmgw_manage_t *m, const char *route,
-                                int *added)
+/* The change's route by its name, configured or added; *added says
+ * which. */
+static const char *route_target(const check_t *k, int *added)
 {
+    const char *route = k->c->route;
+
     *added = 0;
-    if (route && base_route(base, route)) {
+    if (route && base_route(k->base, route)) {
         return NULL;
     }
-    if (route && find_route(m, route) >= 0) {
+    if (route && find_route(k->m, route) >= 0) {
         *added = 1;
         return NULL;
     }
-    return apr_psprintf(p, "there is no route '%s'", route ? route : "");
+    return apr_psprintf(k->p, "there is no route '%s'", route ? route : "");
 }
 
 /* Whether name may be routed by route (NULL: a new route): not routed
  * already, and not served now by a glob route other than route, whose
  * requests for it would move (the new name would shadow that route),
  * unless the name is route's own in httpd.conf, put back. */
-static const char *name_free(apr_pool_t *p, const llmgw_manage_base_t *base,
-                             const llmgw_manage_t *m, const char *route,
+static const char *name_free(const check_t *k, const char *route,
                              const char *name, int restoring)
 {
-    llmgw_router_t *rt = llmgw_manage_router(p, base, m);
+    llmgw_router_t *rt = llmgw_manage_router(k->p, k->base, k->m);
     const llmgw_route_t *r;
 
     r = apr_hash_get(rt->exact, name, APR_HASH_KEY_STRING);
     if (r) {
-        return apr_psprintf(p,
+        return apr_psprintf(k->p,
                             "the model name '%s' is routed by route '%s' "
                             "already",
                             name, r->name);
     }
     r = llmgw_router_find(rt, name);
     if (r && !restoring && (!route || strcmp(r->name, route))) {
-        return apr_psprintf(p,
+        return apr_psprintf(k->p,
                             "the model name '%s' is served now by the glob "
                             "route '%s': routing it elsewhere would shadow "
                             "that route",
@@ -560,105 +547,81 @@ static const char *name_free(apr_pool_t *p, const llmgw_manage_base_t *base,
     return NULL;
 }
 
-static const char *check_name_add(apr_pool_t *p,
-                                  const llmgw_manage_base_t *base,
-                                  const llmgw_manage_t *m,
-                                  const llmgw_change_t *c)
+static const char *check_name_add(const check_t *k)
 {
     const char *err;
     int added, i;
 
-    if ((err = route_target(p, base, m, c->route, &added))
-        || (err = name_invalid(p, "model name", c->name))) {
+    if ((err = route_target(k, &added))
+        || (err = name_invalid(k->p, "model name", k->c->name))) {
         return err;
     }
-    i = find_name(m, c->route, c->name);
-    if ((err = name_free(p, base, m, c->route, c->name,
-                         i >= 0 && ENTRY(m, i)->removed))) {
+    i = find_name(k->m, k->c->route, k->c->name);
+    if ((err = name_free(k, k->c->route, k->c->name,
+                         i >= 0 && ENTRY(k->m, i)->removed))) {
         return err;
     }
-    if (i < 0 && m->entries->nelts >= LLMGW_MANAGE_ENTRIES_MAX) {
-        return full(p);
-    }
-    return NULL;
+    return room(k, i < 0);
 }
 
-static const char *check_name_remove(apr_pool_t *p,
-                                     const llmgw_manage_base_t *base,
-                                     const llmgw_manage_t *m,
-                                     const llmgw_change_t *c)
+static const char *check_name_remove(const check_t *k)
 {
+    const char *route = k->c->route, *name = k->c->name, *err;
     llmgw_router_t *rt;
     const llmgw_route_t *r;
-    const char *err;
     int added;
 
-    if ((err = route_target(p, base, m, c->route, &added))) {
+    if ((err = route_target(k, &added))) {
         return err;
     }
-    if (added && c->name && !strcmp(c->name, c->route)) {
-        return apr_psprintf(p, "'%s' names the route: remove the route",
-                            c->name);
+    if (added && name && !strcmp(name, route)) {
+        return apr_psprintf(k->p, "'%s' names the route: remove the route",
+                            name);
     }
-    rt = llmgw_manage_router(p, base, m);
-    r = c->name ? apr_hash_get(rt->exact, c->name, APR_HASH_KEY_STRING) : NULL;
-    if (!r || strcmp(r->name, c->route)) {
-        return apr_psprintf(p, "route '%s' has no model name '%s'", c->route,
-                            c->name ? c->name : "");
+    rt = llmgw_manage_router(k->p, k->base, k->m);
+    r = name ? apr_hash_get(rt->exact, name, APR_HASH_KEY_STRING) : NULL;
+    if (!r || strcmp(r->name, route)) {
+        return apr_psprintf(k->p, "route '%s' has no model name '%s'", route,
+                            name ? name : "");
     }
-    if (!added && find_name(m, c->route, c->name) < 0
-        && m->entries->nelts >= LLMGW_MANAGE_ENTRIES_MAX) {
-        return full(p);
-    }
-    return NULL;
+    return room(k, !added && find_name(k->m, route, name) < 0);
 }
 
-static const char *check_route_add(apr_pool_t *p,
-                                   const llmgw_manage_base_t *base,
-                                   const llmgw_manage_t *m,
-                                   const llmgw_change_t *c)
+static const char *check_route_add(const check_t *k)
 {
-    const char *err;
+    const char *route = k->c->route, *dialect = k->c->dialect, *err;
+    const llmgw_manage_balancer_t *b;
 
-    if ((err = name_invalid(p, "route name", c->route))) {
+    if ((err = name_invalid(k->p, "route name", route))
+        || (err = balancer_target(k, &b))) {
         return err;
     }
-    if (!c->balancer || !base_balancer(base, c->balancer)) {
-        return apr_psprintf(p, "there is no balancer '%s' in httpd.conf",
-                            c->balancer ? c->balancer : "");
-    }
-    if (c->dialect && strcmp(c->dialect, "openai")
-        && strcmp(c->dialect, "ollama")) {
+    if (dialect && strcmp(dialect, "openai") && strcmp(dialect, "ollama")) {
         return "the dialect is not openai or ollama";
     }
-    if (base_route(base, c->route) || find_route(m, c->route) >= 0) {
-        return apr_psprintf(p, "there is a route '%s' already", c->route);
+    if (base_route(k->base, route) || find_route(k->m, route) >= 0) {
+        return apr_psprintf(k->p, "there is a route '%s' already", route);
     }
-    if ((err = name_free(p, base, m, NULL, c->route, 0))) {
+    if ((err = name_free(k, NULL, route, 0))) {
         return err;
     }
-    if (m->entries->nelts >= LLMGW_MANAGE_ENTRIES_MAX) {
-        return full(p);
-    }
-    return NULL;
+    return room(k, 1);
 }
 
-static const char *check_route_remove(apr_pool_t *p,
-                                      const llmgw_manage_base_t *base,
-                                      const llmgw_manage_t *m,
-                                      const llmgw_change_t *c)
+static const char *check_route_remove(const check_t *k)
 {
-    const llmgw_route_t *r = c->route ? base_route(base, c->route) : NULL;
+    const char *route = k->c->route;
+    const llmgw_route_t *r = route ? base_route(k->base, route) : NULL;
 
     if (r) {
-        return apr_psprintf(p,
+        return apr_psprintf(k->p,
                             "route '%s' is in httpd.conf (%s:%d): take its "
                             "names out one by one, or edit httpd.conf",
                             r->name, r->file ? r->file : "?", r->line);
     }
-    if (!c->route || find_route(m, c->route) < 0) {
-        return apr_psprintf(p, "there is no route '%s' added at run time",
-                            c->route ? c->route : "");
+    if (!route || find_route(k->m, route) < 0) {
+        return apr_psprintf(k->p, "there is no route '%s' added at run time",
+                            route ? route : "");
     }
     return NULL;
 }
@@ -667,14 +630,16 @@ const char *llmgw_manage_check(apr_pool_t *p, const llmgw_manage_base_t *base,
                                const llmgw_manage_t *m,
                                const llmgw_change_t *c)
 {
+    const check_t k = { p, base, m, c };
+
     switch (c->kind) {
-    case LLMGW_CHANGE_MEMBER_ADD: return check_member_add(p, base, m, c);
+    case LLMGW_CHANGE_MEMBER_ADD: return check_member_add(&k);
     case LLMGW_CHANGE_MEMBER_WEIGHT:
-    case LLMGW_CHANGE_MEMBER_REMOVE: return check_member_change(p, base, m, c);
-    case LLMGW_CHANGE_NAME_ADD: return check_name_add(p, base, m, c);
-    case LLMGW_CHANGE_NAME_REMOVE: return check_name_remove(p, base, m, c);
-    case LLMGW_CHANGE_ROUTE_ADD: return check_route_add(p, base, m, c);
-    case LLMGW_CHANGE_ROUTE_REMOVE: return check_route_remove(p, base, m, c);
+    case LLMGW_CHANGE_MEMBER_REMOVE: return check_member_change(&k);
+    case LLMGW_CHANGE_NAME_ADD: return check_name_add(&k);
+    case LLMGW_CHANGE_NAME_REMOVE: return check_name_remove(&k);
+    case LLMGW_CHANGE_ROUTE_ADD: return check_route_add(&k);
+    case LLMGW_CHANGE_ROUTE_REMOVE: return check_route_remove(&k);
     default: return "no such change";
     }
 }
