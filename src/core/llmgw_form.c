@@ -216,12 +216,30 @@ const char *llmgw_form_action(apr_pool_t *p, const llmgw_form_t *f,
  * The nonce
  */
 
+/* SHA-256 of the block k with each byte XOR x, then of msg (n bytes):
+ * one of HMAC's two passes. */
+static void padded_hash(const unsigned char k[64], unsigned char x,
+                        const void *msg, apr_size_t n,
+                        unsigned char out[LLMGW_SHA256_LEN])
+{
+    unsigned char pad[64];
+    llmgw_sha256_t c;
+    int i;
+
+    for (i = 0; i < 64; i++) {
+        pad[i] = k[i] ^ x;
+    }
+    llmgw_sha256_init(&c);
+    llmgw_sha256_update(&c, pad, sizeof(pad));
+    llmgw_sha256_update(&c, msg, n);
+    llmgw_sha256_final(&c, out);
+}
+
 static void hmac(const unsigned char *key, apr_size_t klen, const char *msg,
                  unsigned char out[LLMGW_SHA256_LEN])
 {
-    unsigned char k[64], pad[64], inner[LLMGW_SHA256_LEN];
+    unsigned char k[64], inner[LLMGW_SHA256_LEN];
     llmgw_sha256_t c;
-    int i;
 
     memset(k, 0, sizeof(k));
     if (klen > sizeof(k)) {
@@ -232,20 +250,8 @@ static void hmac(const unsigned char *key, apr_size_t klen, const char *msg,
     else {
         memcpy(k, key, klen);
     }
-    for (i = 0; i < 64; i++) {
-        pad[i] = k[i] ^ 0x36;
-    }
-    llmgw_sha256_init(&c);
-    llmgw_sha256_update(&c, pad, sizeof(pad));
-    llmgw_sha256_update(&c, msg, strlen(msg));
-    llmgw_sha256_final(&c, inner);
-    for (i = 0; i < 64; i++) {
-        pad[i] = k[i] ^ 0x5c;
-    }
-    llmgw_sha256_init(&c);
-    llmgw_sha256_update(&c, pad, sizeof(pad));
-    llmgw_sha256_update(&c, inner, sizeof(inner));
-    llmgw_sha256_final(&c, out);
+    padded_hash(k, 0x36, msg, strlen(msg), inner);
+    padded_hash(k, 0x5c, inner, sizeof(inner), out);
 }
 
 void llmgw_form_nonce(const unsigned char *secret, apr_size_t secret_len,
