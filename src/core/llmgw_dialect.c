@@ -53,11 +53,11 @@ const char *llmgw_endpoint_upstream_path(llmgw_endpoint_t ep)
 int llmgw_error_set(llmgw_error_t *err, int status, const char *type,
                     const char *param, const char *code, const char *message)
 {
-    err->status = status;
-    err->type = type;
-    err->param = param;
-    err->code = code;
-    err->message = message;
+    *err = (llmgw_error_t){ .status = status,
+                            .type = type,
+                            .param = param,
+                            .code = code,
+                            .message = message };
     return status;
 }
 

@@ -17,13 +17,11 @@ llmgw_front_t *llmgw_front_create(apr_pool_t *p, llmgw_ollama_ep_t oep,
                                   llmgw_endpoint_t ep, const char *model,
                                   apr_time_t start)
 {
-    llmgw_front_t *f = apr_pcalloc(p, sizeof(*f));
+    llmgw_front_t *f = apr_palloc(p, sizeof(*f));
 
-    f->p = p;
-    f->oep = oep;
-    f->ep = ep;
-    f->model = model;
-    f->start = start;
+    *f = (llmgw_front_t){
+        .p = p, .oep = oep, .ep = ep, .model = model, .start = start
+    };
     return f;
 }
 

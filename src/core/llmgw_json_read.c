@@ -523,9 +523,7 @@ llmgw_json_t *jr_wrap(apr_pool_t *p, const rval_t *v)
 {
     llmgw_json_t *j = apr_palloc(p, sizeof(*j));
 
-    j->p = p;
-    j->o = NULL;
-    j->v = v;
+    *j = (llmgw_json_t){ .p = p, .v = v };
     return j;
 }
 
