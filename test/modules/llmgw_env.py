@@ -241,6 +241,15 @@ def spawn(args, logfile, env=None):
     return proc
 
 
+def kill_pids(pids):
+    """SIGKILL each of pids that is still there."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def stop_process(proc, timeout=10.0):
     """SIGTERM, then SIGKILL after TIMEOUT; returns the exit code."""
     if proc is None or proc.poll() is not None:
@@ -552,12 +561,30 @@ class Gateway:
         kids = child_pids(self.proc.pid)
         rc = stop_process(self.proc)
         # A SIGKILLed parent leaves its children behind; they are ours to reap.
-        for pid in kids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_pids(kids)
         return rc
+
+    def kill_all(self):
+        """kill -9 of the parent and every child, as a crash of the whole
+        server would leave things; start() brings it back."""
+        kids = self.children()
+        os.kill(self.proc.pid, signal.SIGKILL)
+        kill_pids(kids)
+        self.proc.wait(10)
+
+    def graceful_restart(self):
+        """SIGUSR1, then wait (20 s at most) until the error log says the
+        new generation is serving."""
+        with open(self.error_log) as f:
+            resumed = f.read().count("resuming normal operations")
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 20
+        while True:
+            with open(self.error_log) as f:
+                if f.read().count("resuming normal operations") > resumed:
+                    break
+            assert time.monotonic() < deadline, tail(self.error_log)
+            time.sleep(0.1)
 
     def children(self):
         return child_pids(self.proc.pid)

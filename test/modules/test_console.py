@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -258,16 +257,7 @@ def test_counters_survive_graceful_restart(gwc, uniq):
     r = gwc.post(CHAT, chat_body(model=model, temperature=1, max_tokens=3))
     assert r.status == 200
     st0 = counted(gwc, n + 1)
-    with open(gwc.error_log) as f:
-        resumed = f.read().count("resuming normal operations")
-    os.kill(gwc.proc.pid, signal.SIGUSR1)
-    deadline = time.monotonic() + 20
-    while True:
-        with open(gwc.error_log) as f:
-            if f.read().count("resuming normal operations") > resumed:
-                break
-        assert time.monotonic() < deadline, env.tail(gwc.error_log)
-        time.sleep(0.1)
+    gwc.graceful_restart()
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -688,6 +678,19 @@ def playwright():
     return node
 
 
+def run_browser_test(playwright, script, run_env):
+    """Runs test/browser/SCRIPT (node's test runner, headless Chromium)
+    with run_env; with LLMGW_SCREENSHOTS=1 its screenshots go to docs/."""
+    if os.environ.get("LLMGW_SCREENSHOTS") == "1":
+        run_env = dict(run_env, LLMGW_SHOTS=os.path.join(env.REPO, "docs"))
+    p = subprocess.run([playwright, "--test", "--test-reporter=spec",
+                        "--test-timeout=120000", script],
+                       cwd=BROWSER, env=run_env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "# fail 0" in p.stdout or "\u2139 fail 0" in p.stdout, p.stdout
+
+
 def test_console_in_browser(gwc, mocks, playwright, uniq):
     evil = f"gpt-<script>window.pwned=1</script>{uniq}"
     n = status(gwc)["total"]["requests"]
@@ -700,14 +703,7 @@ def test_console_in_browser(gwc, mocks, playwright, uniq):
                                         for p in ("be_a", "be_b")),
                    LLMGW_MODEL=f"gpt-{uniq}", LLMGW_EVIL=evil, CHROMIUM=CHROMIUM,
                    NO_COLOR="1")
-    if os.environ.get("LLMGW_SCREENSHOTS") == "1":
-        run_env["LLMGW_SHOTS"] = os.path.join(env.REPO, "docs")
-    p = subprocess.run([playwright, "--test", "--test-reporter=spec",
-                        "--test-timeout=120000", "console.test.mjs"],
-                       cwd=BROWSER, env=run_env, capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "# fail 0" in p.stdout or "\u2139 fail 0" in p.stdout, p.stdout
+    run_browser_test(playwright, "console.test.mjs", run_env)
 
 
 def test_keys_in_browser(gwk, playwright):
@@ -726,12 +722,5 @@ def test_keys_in_browser(gwk, playwright):
                    LLMGW_ADMIN=f"{ADMIN}/", LLMGW_KEY="team-a",
                    LLMGW_USED=str(used), LLMGW_LIMIT=str(KEY_BUDGET),
                    CHROMIUM=CHROMIUM, NO_COLOR="1")
-    if os.environ.get("LLMGW_SCREENSHOTS") == "1":
-        run_env["LLMGW_SHOTS"] = os.path.join(env.REPO, "docs")
-    p = subprocess.run([playwright, "--test", "--test-reporter=spec",
-                        "--test-timeout=120000", "console_keys.test.mjs"],
-                       cwd=BROWSER, env=run_env, capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "# fail 0" in p.stdout or "\u2139 fail 0" in p.stdout, p.stdout
+    run_browser_test(playwright, "console_keys.test.mjs", run_env)
     assert key_view(gwk)["budgets"][0]["used"] == 0

@@ -677,15 +677,8 @@ def test_kill_9_during_load_loses_at_most_a_second(gw_persist):
     for t in threads:
         t.start()
     time.sleep(3)
-    kids = g.children()
     t_kill = time.monotonic()
-    os.kill(g.proc.pid, signal.SIGKILL)
-    for pid in kids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    g.proc.wait(10)
+    g.kill_all()
     stop.set()
     for t in threads:
         t.join(30)

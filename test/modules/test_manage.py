@@ -5,9 +5,7 @@
 import glob
 import json
 import os
-import signal
 import threading
-import time
 
 import pytest
 
@@ -304,16 +302,6 @@ def test_bad_input_refused_nothing_changed(gwm):
     assert not os.path.exists(gwm.state)
 
 
-def wait_restarted(g, resumed):
-    deadline = time.monotonic() + 20
-    while True:
-        with open(g.error_log) as f:
-            if f.read().count("resuming normal operations") > resumed:
-                break
-        assert time.monotonic() < deadline, env.tail(g.error_log)
-        time.sleep(0.1)
-
-
 def test_changes_kept_across_restarts(gwm):
     s = Session(gwm)
     for fields in ({"do": "route_add", "route": "kept-route", "b": "balancer://mgr",
@@ -324,24 +312,14 @@ def test_changes_kept_across_restarts(gwm):
     want, lacks = ["kept-route", "kept-alias"], ["small"]
     listed_everywhere(gwm, want, lacks, n=8)
     # graceful
-    with open(gwm.error_log) as f:
-        resumed = f.read().count("resuming normal operations")
-    os.kill(gwm.proc.pid, signal.SIGUSR1)
-    wait_restarted(gwm, resumed)
+    gwm.graceful_restart()
     listed_everywhere(gwm, want, lacks, n=8)
     # stop, start
     gwm.stop()
     gwm.start()
     listed_everywhere(gwm, want, lacks, n=8)
     # kill -9 of the parent and every child
-    kids = gwm.children()
-    os.kill(gwm.proc.pid, signal.SIGKILL)
-    for pid in kids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    gwm.proc.wait(10)
+    gwm.kill_all()
     gwm.start()
     listed_everywhere(gwm, want, lacks, n=8)
     r = gwm.post("/v1/chat/completions", chat_body("kept-alias", max_tokens=2))
