@@ -62,6 +62,12 @@ static llmgw_change_t member(llmgw_change_kind_t k, const char *bal,
     };
 }
 
+/* A change to a member of balancer://one. */
+static llmgw_change_t one(llmgw_change_kind_t k, const char *url, int lbfactor)
+{
+    return member(k, "balancer://one", url, lbfactor);
+}
+
 static llmgw_change_t named(llmgw_change_kind_t k, const char *route,
                             const char *name)
 {
@@ -150,8 +156,7 @@ START_TEST(members_added_weighted_removed)
     llmgw_change_t c;
     const llmgw_manage_entry_t *e;
 
-    c = member(LLMGW_CHANGE_MEMBER_ADD, "balancer://one",
-               "http://127.0.0.1:9003/", 3);
+    c = one(LLMGW_CHANGE_MEMBER_ADD, "http://127.0.0.1:9003/", 3);
     c.timeout = 30;
     c.probe = LLMGW_MANAGE_PROBE_OLLAMA;
     applied(b, m, c);
@@ -164,24 +169,17 @@ START_TEST(members_added_weighted_removed)
     ck_assert(!e->configured);
 
     refused(b, m, c, "is a member of balancer://one already");
-    refused(b, m,
-            member(LLMGW_CHANGE_MEMBER_ADD, "balancer://one",
-                   "HTTP://127.0.0.1:9002", 0),
+    refused(b, m, one(LLMGW_CHANGE_MEMBER_ADD, "HTTP://127.0.0.1:9002", 0),
             "already");
     refused(b, m,
             member(LLMGW_CHANGE_MEMBER_ADD, "balancer://nope",
                    "http://127.0.0.1:9", 0),
             "no balancer 'balancer://nope'");
-    refused(b, m,
-            member(LLMGW_CHANGE_MEMBER_ADD, "balancer://one",
-                   "gopher://127.0.0.1:9", 0),
+    refused(b, m, one(LLMGW_CHANGE_MEMBER_ADD, "gopher://127.0.0.1:9", 0),
             "not an http:// or https:// URL");
-    refused(b, m,
-            member(LLMGW_CHANGE_MEMBER_ADD, "balancer://one",
-                   "http://127.0.0.1:9004", 101),
+    refused(b, m, one(LLMGW_CHANGE_MEMBER_ADD, "http://127.0.0.1:9004", 101),
             "lbfactor must be");
-    c = member(LLMGW_CHANGE_MEMBER_ADD, "balancer://one",
-               "http://127.0.0.1:9004", 1);
+    c = one(LLMGW_CHANGE_MEMBER_ADD, "http://127.0.0.1:9004", 1);
     c.timeout = 86401;
     refused(b, m, c, "timeout must be");
     c.timeout = 0;
@@ -193,33 +191,19 @@ START_TEST(members_added_weighted_removed)
             "no free BalancerGrowth slot");
 
     /* a configured member's weight, then its removal: one entry */
-    applied(b, m,
-            member(LLMGW_CHANGE_MEMBER_WEIGHT, "balancer://one",
-                   "http://127.0.0.1:9001", 5));
-    refused(b, m,
-            member(LLMGW_CHANGE_MEMBER_WEIGHT, "balancer://one",
-                   "http://127.0.0.1:9001", 0),
+    applied(b, m, one(LLMGW_CHANGE_MEMBER_WEIGHT, "http://127.0.0.1:9001", 5));
+    refused(b, m, one(LLMGW_CHANGE_MEMBER_WEIGHT, "http://127.0.0.1:9001", 0),
             "lbfactor must be");
-    refused(b, m,
-            member(LLMGW_CHANGE_MEMBER_WEIGHT, "balancer://one",
-                   "http://127.0.0.1:9999", 5),
+    refused(b, m, one(LLMGW_CHANGE_MEMBER_WEIGHT, "http://127.0.0.1:9999", 5),
             "is not a member of balancer://one");
-    applied(b, m,
-            member(LLMGW_CHANGE_MEMBER_REMOVE, "balancer://one",
-                   "http://127.0.0.1:9001", 0));
+    applied(b, m, one(LLMGW_CHANGE_MEMBER_REMOVE, "http://127.0.0.1:9001", 0));
     ck_assert_int_eq(m->entries->nelts, 2);
-    refused(b, m,
-            member(LLMGW_CHANGE_MEMBER_REMOVE, "balancer://one",
-                   "http://127.0.0.1:9001", 0),
+    refused(b, m, one(LLMGW_CHANGE_MEMBER_REMOVE, "http://127.0.0.1:9001", 0),
             "was removed");
-    refused(b, m,
-            member(LLMGW_CHANGE_MEMBER_WEIGHT, "balancer://one",
-                   "http://127.0.0.1:9001", 2),
+    refused(b, m, one(LLMGW_CHANGE_MEMBER_WEIGHT, "http://127.0.0.1:9001", 2),
             "add it again first");
     /* back as configured: nothing left to say about it */
-    applied(b, m,
-            member(LLMGW_CHANGE_MEMBER_ADD, "balancer://one",
-                   "http://127.0.0.1:9001", 0));
+    applied(b, m, one(LLMGW_CHANGE_MEMBER_ADD, "http://127.0.0.1:9001", 0));
     ck_assert_int_eq(m->entries->nelts, 1);
 }
 END_TEST
@@ -229,24 +213,14 @@ START_TEST(growth_slots_held_by_removed_members)
     llmgw_manage_base_t *b = base();
     llmgw_manage_t *m = llmgw_manage_create(test_pool);
 
-    applied(b, m,
-            member(LLMGW_CHANGE_MEMBER_ADD, "balancer://one",
-                   "http://127.0.0.1:9003", 0));
-    applied(b, m,
-            member(LLMGW_CHANGE_MEMBER_REMOVE, "balancer://one",
-                   "http://127.0.0.1:9003", 0));
-    applied(b, m,
-            member(LLMGW_CHANGE_MEMBER_ADD, "balancer://one",
-                   "http://127.0.0.1:9004", 0));
+    applied(b, m, one(LLMGW_CHANGE_MEMBER_ADD, "http://127.0.0.1:9003", 0));
+    applied(b, m, one(LLMGW_CHANGE_MEMBER_REMOVE, "http://127.0.0.1:9003", 0));
+    applied(b, m, one(LLMGW_CHANGE_MEMBER_ADD, "http://127.0.0.1:9004", 0));
     /* two slots, both held: 9003's worker stays, disabled */
-    refused(b, m,
-            member(LLMGW_CHANGE_MEMBER_ADD, "balancer://one",
-                   "http://127.0.0.1:9005", 0),
+    refused(b, m, one(LLMGW_CHANGE_MEMBER_ADD, "http://127.0.0.1:9005", 0),
             "no free BalancerGrowth slot (2");
     /* 9003 taken back needs no new slot */
-    applied(b, m,
-            member(LLMGW_CHANGE_MEMBER_ADD, "balancer://one",
-                   "http://127.0.0.1:9003", 4));
+    applied(b, m, one(LLMGW_CHANGE_MEMBER_ADD, "http://127.0.0.1:9003", 4));
     ck_assert_int_eq(m->entries->nelts, 2);
 }
 END_TEST
@@ -393,13 +367,9 @@ START_TEST(entries_bounded)
             "the most kept");
     refused(b, m, named(LLMGW_CHANGE_NAME_REMOVE, "small", "tiny"),
             "the most kept");
-    refused(b, m,
-            member(LLMGW_CHANGE_MEMBER_ADD, "balancer://one",
-                   "http://127.0.0.1:9003", 0),
+    refused(b, m, one(LLMGW_CHANGE_MEMBER_ADD, "http://127.0.0.1:9003", 0),
             "the most kept");
-    refused(b, m,
-            member(LLMGW_CHANGE_MEMBER_WEIGHT, "balancer://one",
-                   "http://127.0.0.1:9001", 2),
+    refused(b, m, one(LLMGW_CHANGE_MEMBER_WEIGHT, "http://127.0.0.1:9001", 2),
             "the most kept");
 }
 END_TEST
@@ -410,14 +380,11 @@ static llmgw_manage_t *full_state(llmgw_manage_base_t *b)
     llmgw_manage_t *m = llmgw_manage_create(test_pool);
     llmgw_change_t c;
 
-    c = member(LLMGW_CHANGE_MEMBER_ADD, "balancer://one",
-               "http://127.0.0.1:9003", 3);
+    c = one(LLMGW_CHANGE_MEMBER_ADD, "http://127.0.0.1:9003", 3);
     c.timeout = 30;
     c.probe = LLMGW_MANAGE_PROBE_LLAMACPP;
     applied(b, m, c);
-    applied(b, m,
-            member(LLMGW_CHANGE_MEMBER_WEIGHT, "balancer://one",
-                   "http://127.0.0.1:9002", 7));
+    applied(b, m, one(LLMGW_CHANGE_MEMBER_WEIGHT, "http://127.0.0.1:9002", 7));
     applied(b, m,
             member(LLMGW_CHANGE_MEMBER_REMOVE, "balancer://two",
                    "http://127.0.0.1:9101", 0));
