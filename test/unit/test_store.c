@@ -43,6 +43,21 @@ static llmgw_store_t *shm_store(void)
     return st;
 }
 
+/* The shm store in a child that also made its coalescing ready, as
+ * child_init leaves the two. */
+static llmgw_store_t *coalesce_store(void)
+{
+    llmgw_coalesce_child_init();
+    return shm_store();
+}
+
+/* Fail unless the len bytes at got are want's. */
+static void same(const char *got, apr_size_t len, const char *want)
+{
+    ck_assert_uint_eq(len, strlen(want));
+    ck_assert(memcmp(got, want, len) == 0);
+}
+
 START_TEST(store_claim_lease_settle)
 {
     llmgw_store_t *st = shm_store();
@@ -59,16 +74,14 @@ START_TEST(store_claim_lease_settle)
     ck_assert_int_eq(
         llmgw_store_claim(st, test_pool, "k", "gen2", 0, &val, &len),
         APR_EEXIST);
-    ck_assert_int_eq(len, 4);
-    ck_assert(memcmp(val, "gen1", 4) == 0);
+    same(val, len, "gen1");
     /* The answer replaces the lease. */
     ck_assert_int_eq(llmgw_store_settle(st, test_pool, "k", "answer", 6),
                      APR_SUCCESS);
     ck_assert_int_eq(
         llmgw_store_claim(st, test_pool, "k", "gen3", 0, &val, &len),
         APR_SUCCESS);
-    ck_assert_int_eq(len, 6);
-    ck_assert(memcmp(val, "answer", 6) == 0);
+    same(val, len, "answer");
     /* A leader that failed removes its lease: the next one leads. */
     llmgw_store_claim(st, test_pool, "j", "gen4", 0, &val, &len);
     ck_assert_int_eq(llmgw_store_settle(st, test_pool, "j", NULL, 0),
@@ -157,12 +170,11 @@ static void lead_then_follow(apr_pool_t *lp, apr_pool_t *fp, llmgw_store_t *st,
  * come, a plain one waits for the answer; afterwards it is cached. */
 START_TEST(coalesce_leader_and_followers)
 {
-    llmgw_store_t *st = shm_store();
+    llmgw_store_t *st = coalesce_store();
     llmgw_coalesce_t *lead, *sf, *pf;
     char *val, *data;
     apr_size_t len;
 
-    llmgw_coalesce_child_init();
     lead_then_follow(test_pool, test_pool, st, "key", "{\"n\":0}", 7, &lead,
                      &sf);
     llmgw_coalesce_put(lead, "{\"n\":1}", 7, 2);
@@ -173,8 +185,7 @@ START_TEST(coalesce_leader_and_followers)
     /* Late, and plain: the answer, from the cache. */
     ck_assert_int_eq(join5(test_pool, st, "key", 0, &pf, &val, &len),
                      LLMGW_CO_CACHED);
-    ck_assert_int_eq(len, 6);
-    ck_assert(memcmp(val, "RECORD", 6) == 0);
+    same(val, len, "RECORD");
 }
 END_TEST
 
@@ -212,14 +223,13 @@ static size_t heap_in_use(void)
  * grows with each piece (20000 pieces of 300 bytes would be 6 MB). */
 START_TEST(coalesce_long_stream_keeps_pools_small)
 {
-    llmgw_store_t *st = shm_store();
+    llmgw_store_t *st = coalesce_store();
     llmgw_coalesce_t *lead, *sf;
     apr_pool_t *lp, *fp;
     char piece[300], *data;
     apr_size_t len, before;
     int i;
 
-    llmgw_coalesce_child_init();
     apr_pool_create(&lp, test_pool);
     apr_pool_create(&fp, test_pool);
     memset(piece, 'a', sizeof(piece));
@@ -241,12 +251,11 @@ END_TEST
 /* A leader that fails: its followers hear of it, the next request leads. */
 START_TEST(coalesce_failed_leader)
 {
-    llmgw_store_t *st = shm_store();
+    llmgw_store_t *st = coalesce_store();
     llmgw_coalesce_t *lead, *sf, *next;
     char *val, *data;
     apr_size_t len;
 
-    llmgw_coalesce_child_init();
     lead_then_follow(test_pool, test_pool, st, "f", "{}", 2, &lead, &sf);
     llmgw_coalesce_end(lead, 0, NULL, 0);
     ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_EGENERAL);
@@ -274,13 +283,12 @@ static void log_keep(apr_pool_t *p, const char *file, int line, int level,
  * timeout, and says so through the core's log callback. */
 START_TEST(coalesce_no_progress_goes_alone)
 {
-    llmgw_store_t *st = shm_store();
+    llmgw_store_t *st = coalesce_store();
     llmgw_coalesce_t *lead, *pf;
     char *val;
     apr_size_t len;
     apr_time_t t0;
 
-    llmgw_coalesce_child_init();
     llmgw_log_set(log_on, log_keep);
     lines_logged = 0;
     ck_assert_int_eq(join5(test_pool, st, "slow", 0, &lead, &val, &len),
