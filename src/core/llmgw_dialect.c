@@ -6,31 +6,43 @@
 
 #include "llmgw_dialect.h"
 
+const char *llmgw_path_below(const char *path, const char *prefix)
+{
+    apr_size_t n = strlen(prefix);
+
+    return strncmp(path, prefix, n) == 0 && path[n] == '/' ? path + n : path;
+}
+
+int llmgw_path_ep(const char *path, const llmgw_path_ep_t *t)
+{
+    for (; t->path && strcmp(path, t->path) != 0; t++) {
+    }
+    return t->ep;
+}
+
+static const llmgw_path_ep_t openai_paths[] = {
+    { "/chat/completions", LLMGW_EP_CHAT },
+    { "/completions", LLMGW_EP_COMPLETIONS },
+    { "/embeddings", LLMGW_EP_EMBEDDINGS },
+    { "/models", LLMGW_EP_MODELS },
+    { "/models/", LLMGW_EP_MODELS },
+    { NULL, LLMGW_EP_NONE },
+};
+
 llmgw_endpoint_t llmgw_endpoint_parse(apr_pool_t *p, const char *path,
                                       const char **model_id)
 {
+    llmgw_endpoint_t ep;
+
     *model_id = NULL;
-    if (strncmp(path, "/v1/", 4) == 0) {
-        path += 3;
-    }
-    if (strcmp(path, "/chat/completions") == 0) {
-        return LLMGW_EP_CHAT;
-    }
-    if (strcmp(path, "/completions") == 0) {
-        return LLMGW_EP_COMPLETIONS;
-    }
-    if (strcmp(path, "/embeddings") == 0) {
-        return LLMGW_EP_EMBEDDINGS;
-    }
-    if (strcmp(path, "/models") == 0 || strcmp(path, "/models/") == 0) {
-        return LLMGW_EP_MODELS;
-    }
-    if (strncmp(path, "/models/", 8) == 0) {
+    path = llmgw_path_below(path, "/v1");
+    ep = llmgw_path_ep(path, openai_paths);
+    if (ep == LLMGW_EP_NONE && strncmp(path, "/models/", 8) == 0) {
         /* Model ids may hold slashes ("org/model"): the rest is the id. */
         *model_id = apr_pstrdup(p, path + 8);
         return LLMGW_EP_MODEL;
     }
-    return LLMGW_EP_NONE;
+    return ep;
 }
 
 const char *llmgw_endpoint_method(llmgw_endpoint_t ep)

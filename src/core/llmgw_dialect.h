@@ -78,6 +78,18 @@ void llmgw_usage_read(const llmgw_json_t *j, const char *prompt,
                       const char *completion, const char *total,
                       llmgw_usage_t *u);
 
+/* A path below an API's root and the endpoint it names: a table of them
+ * ends with a NULL path whose ep is what any other path names. */
+typedef struct {
+    const char *path;
+    int ep;
+} llmgw_path_ep_t;
+
+/* path without its leading prefix ("/v1" of "/v1/models"), if it has it. */
+const char *llmgw_path_below(const char *path, const char *prefix);
+/* The endpoint that t gives path (an exact match). */
+int llmgw_path_ep(const char *path, const llmgw_path_ep_t *t);
+
 /* Maps the path below the API root ("/chat/completions", "/models/x",
  * with or without a leading "/v1") to an endpoint; *model_id gets the id
  * of /models/{id}. */

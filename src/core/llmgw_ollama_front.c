@@ -16,24 +16,17 @@
  * B.4 The OpenAI request for an Ollama one
  */
 
+static const llmgw_path_ep_t ollama_paths[] = {
+    { "/chat", LLMGW_OLLAMA_EP_CHAT },
+    { "/generate", LLMGW_OLLAMA_EP_GENERATE },
+    { "/embed", LLMGW_OLLAMA_EP_EMBED },
+    { "/embeddings", LLMGW_OLLAMA_EP_EMBEDDINGS },
+    { NULL, LLMGW_OLLAMA_EP_NONE },
+};
+
 llmgw_ollama_ep_t llmgw_ollama_endpoint_parse(const char *path)
 {
-    if (strncmp(path, "/api/", 5) == 0) {
-        path += 4;
-    }
-    if (strcmp(path, "/chat") == 0) {
-        return LLMGW_OLLAMA_EP_CHAT;
-    }
-    if (strcmp(path, "/generate") == 0) {
-        return LLMGW_OLLAMA_EP_GENERATE;
-    }
-    if (strcmp(path, "/embed") == 0) {
-        return LLMGW_OLLAMA_EP_EMBED;
-    }
-    if (strcmp(path, "/embeddings") == 0) {
-        return LLMGW_OLLAMA_EP_EMBEDDINGS;
-    }
-    return LLMGW_OLLAMA_EP_NONE;
+    return llmgw_path_ep(llmgw_path_below(path, "/api"), ollama_paths);
 }
 
 llmgw_endpoint_t llmgw_ollama_openai_endpoint(llmgw_ollama_ep_t oep)
