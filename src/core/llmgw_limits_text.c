@@ -148,43 +148,37 @@ const char *llmgw_limits_parse_budget(apr_pool_t *p, int argc,
                                "per=hour|day|month, e.g. LLMBudget "
                                "tokens=2000000 per=day";
     llmgw_budget_conf_t b = { 0, 0, 0 };
-    const char *v;
+    const char *v, *why = NULL;
     int i;
 
-    for (i = 0; i < argc; i++) {
+    for (i = 0; i < argc && !why; i++) {
         if ((v = value_of(argv[i], "tokens")) != NULL && !b.unit) {
             b.unit = LLMGW_BUDGET_TOKENS;
             if (!parse_count(v, LLMGW_LIMITS_AMOUNT_MAX, &b.limit)) {
-                return apr_psprintf(p,
-                                    "LLMBudget: '%s' must be a whole "
-                                    "number of tokens, at least 1, e.g. "
-                                    "tokens=2000000",
-                                    argv[i]);
+                why = " must be a whole number of tokens, at least 1, e.g. "
+                      "tokens=2000000";
             }
         }
         else if ((v = value_of(argv[i], "cost")) != NULL && !b.unit) {
             b.unit = LLMGW_BUDGET_COST;
             if (!parse_micro(v, LLMGW_LIMITS_AMOUNT_MAX, &b.limit)
                 || b.limit < 1) {
-                return apr_psprintf(p,
-                                    "LLMBudget: '%s' must be an amount "
-                                    "above 0 with at most 6 decimals, e.g. "
-                                    "cost=50.00",
-                                    argv[i]);
+                why = " must be an amount above 0 with at most 6 decimals, "
+                      "e.g. cost=50.00";
             }
         }
         else if ((v = value_of(argv[i], "per")) != NULL && !b.per) {
             if (!(b.per = period_of(v))) {
-                return apr_psprintf(p,
-                                    "LLMBudget: '%s': the period is "
-                                    "hour, day or month, e.g. per=day",
-                                    argv[i]);
+                why = ": the period is hour, day or month, e.g. per=day";
             }
         }
         else {
             return apr_psprintf(p, "LLMBudget: unexpected '%s'; %s", argv[i],
                                 usage);
         }
+    }
+    if (why) { /* about the argument last read */
+        return apr_psprintf(p, "LLMBudget: '%s'%s", argv[i - 1], why);
     }
     if (!b.unit || !b.per) {
         return apr_psprintf(p, "LLMBudget: %s", usage);
