@@ -1,6 +1,7 @@
 /* test_manage.c: run-time changes to members and routes: each refusal with
  * its reason and nothing changed, the routes they make, the state file read
  * back exactly (and refused whole when damaged), the httpd.conf lines. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -24,6 +25,25 @@ static llmgw_route_t *on_one(llmgw_route_t *r)
 /* A route of the tests' httpd.conf, at test.conf:7. */
 #define route(...) on_one(test_route(7, __VA_ARGS__))
 
+/* Adds to b a balancer of httpd.conf: its name, growth slots and member
+ * URLs (NULL-ended). */
+static void balancer(llmgw_manage_base_t *b, const char *name, int growth, ...)
+{
+    llmgw_manage_balancer_t *bal =
+        &APR_ARRAY_PUSH(b->balancers, llmgw_manage_balancer_t);
+    const char *url;
+    va_list ap;
+
+    bal->name = name;
+    bal->growth = growth;
+    bal->members = apr_array_make(test_pool, 2, sizeof(const char *));
+    va_start(ap, growth);
+    while ((url = va_arg(ap, const char *)) != NULL) {
+        APR_ARRAY_PUSH(bal->members, const char *) = url;
+    }
+    va_end(ap);
+}
+
 /* httpd.conf of the tests: balancer://one (two members, two growth
  * slots) and balancer://two (one member, none); routes "small" (alias
  * "tiny"), the glob "llama3*" and the exact "big". */
@@ -31,7 +51,6 @@ static llmgw_manage_base_t *base(void)
 {
     llmgw_manage_base_t *b = apr_pcalloc(test_pool, sizeof(*b));
     llmgw_router_t *rt = llmgw_router_create(test_pool);
-    llmgw_manage_balancer_t *bal;
 
     ck_assert_ptr_null(
         llmgw_router_add(test_pool, rt, route("small", "tiny", NULL)));
@@ -39,18 +58,11 @@ static llmgw_manage_base_t *base(void)
         llmgw_router_add(test_pool, rt, route("llama3*", NULL)));
     ck_assert_ptr_null(llmgw_router_add(test_pool, rt, route("big", NULL)));
     b->router = rt;
-    b->balancers = apr_array_make(test_pool, 2, sizeof(*bal));
-    bal = &APR_ARRAY_PUSH(b->balancers, llmgw_manage_balancer_t);
-    bal->name = "balancer://one";
-    bal->members = apr_array_make(test_pool, 2, sizeof(const char *));
-    APR_ARRAY_PUSH(bal->members, const char *) = "http://127.0.0.1:9001";
-    APR_ARRAY_PUSH(bal->members, const char *) = "http://127.0.0.1:9002/";
-    bal->growth = 2;
-    bal = &APR_ARRAY_PUSH(b->balancers, llmgw_manage_balancer_t);
-    bal->name = "balancer://two";
-    bal->members = apr_array_make(test_pool, 1, sizeof(const char *));
-    APR_ARRAY_PUSH(bal->members, const char *) = "http://127.0.0.1:9101";
-    bal->growth = 0;
+    b->balancers =
+        apr_array_make(test_pool, 2, sizeof(llmgw_manage_balancer_t));
+    balancer(b, "balancer://one", 2, "http://127.0.0.1:9001",
+             "http://127.0.0.1:9002/", NULL);
+    balancer(b, "balancer://two", 0, "http://127.0.0.1:9101", NULL);
     return b;
 }
 
