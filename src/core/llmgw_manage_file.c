@@ -5,6 +5,7 @@
 #include <apr_file_io.h>
 #include <apr_strings.h>
 
+#include "llmgw_buf.h"
 #include "llmgw_json.h"
 #include "llmgw_manage.h"
 
@@ -267,31 +268,12 @@ llmgw_manage_t *llmgw_manage_read(apr_pool_t *p,
 const char *llmgw_manage_save(apr_pool_t *p, const char *path,
                               const llmgw_manage_t *m)
 {
-    const char *tmp = apr_pstrcat(p, path, ".tmp", NULL), *text;
-    apr_file_t *f;
     apr_size_t len;
-    apr_status_t rv;
+    const char *text = llmgw_manage_write(p, m, &len);
+    apr_status_t rv = llmgw_file_replace(p, path, text, len, 1, NULL);
     char buf[120];
 
-    text = llmgw_manage_write(p, m, &len);
-    rv = apr_file_open(&f, tmp,
-                       APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_TRUNCATE
-                           | APR_FOPEN_BINARY,
-                       APR_FPROT_UREAD | APR_FPROT_UWRITE, p);
-    if (rv == APR_SUCCESS) {
-        rv = apr_file_write_full(f, text, len, NULL);
-        if (rv == APR_SUCCESS) {
-            rv = apr_file_sync(f);
-        }
-        if (apr_file_close(f) != APR_SUCCESS && rv == APR_SUCCESS) {
-            rv = APR_EGENERAL;
-        }
-    }
-    if (rv == APR_SUCCESS) {
-        rv = apr_file_rename(tmp, path, p);
-    }
     if (rv != APR_SUCCESS) {
-        apr_file_remove(tmp, p);
         return apr_psprintf(p, "cannot write %s: %s", path,
                             apr_strerror(rv, buf, sizeof(buf)));
     }
@@ -303,38 +285,25 @@ llmgw_manage_t *llmgw_manage_load(apr_pool_t *p, const char *path,
                                   apr_array_header_t *dropped,
                                   const char **err)
 {
-    apr_file_t *f;
-    apr_finfo_t fi;
     apr_status_t rv;
     apr_size_t len;
     char *text, buf[120];
 
     *err = NULL;
-    rv = apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p);
+    rv = llmgw_file_read(p, path, LLMGW_MANAGE_FILE_MAX, &text, &len);
     if (APR_STATUS_IS_ENOENT(rv)) {
         return llmgw_manage_create(p);
     }
-    if (rv == APR_SUCCESS) {
-        rv = apr_file_info_get(&fi, APR_FINFO_SIZE, f);
-    }
-    if (rv == APR_SUCCESS && fi.size > LLMGW_MANAGE_FILE_MAX) {
-        apr_file_close(f);
+    if (rv == APR_ENOSPC) {
         *err = apr_psprintf(p, "%s is larger than its bound (%d bytes)", path,
                             LLMGW_MANAGE_FILE_MAX);
         return NULL;
-    }
-    if (rv == APR_SUCCESS) {
-        len = (apr_size_t)fi.size;
-        text = apr_palloc(p, len + 1);
-        rv = apr_file_read_full(f, text, len, &len);
-        apr_file_close(f);
     }
     if (rv != APR_SUCCESS) {
         *err = apr_psprintf(p, "cannot read %s: %s", path,
                             apr_strerror(rv, buf, sizeof(buf)));
         return NULL;
     }
-    text[len] = '\0';
     return llmgw_manage_read(p, base, text, len, dropped, err);
 }
 

@@ -22,6 +22,7 @@
 #include <mod_watchdog.h>
 #include <unixd.h>
 
+#include "llmgw_buf.h"
 #include "llmgw_estimate.h"
 #include "llmgw_memcache.h"
 #include "llmgw_sha256.h"
@@ -210,30 +211,6 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
  * The segment, the snapshot file
  */
 
-static apr_status_t read_file(apr_pool_t *p, const char *path, char **buf,
-                              apr_size_t *len)
-{
-    apr_file_t *f;
-    apr_finfo_t fi;
-    apr_status_t rv;
-
-    if ((rv = apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p))
-        != APR_SUCCESS) {
-        return rv;
-    }
-    rv = apr_file_info_get(&fi, APR_FINFO_SIZE, f);
-    if (rv == APR_SUCCESS && (fi.size < 0 || fi.size > SNAP_MAX)) {
-        rv = APR_ENOSPC;
-    }
-    if (rv == APR_SUCCESS) {
-        *len = (apr_size_t)fi.size;
-        *buf = apr_palloc(p, *len + 1);
-        rv = apr_file_read_full(f, *buf, *len, NULL);
-    }
-    apr_file_close(f);
-    return rv;
-}
-
 /* The newest snapshot the table takes: the file, else the one before. */
 static void restore(apr_pool_t *p, server_rec *s, apr_time_t now)
 {
@@ -246,7 +223,7 @@ static void restore(apr_pool_t *p, server_rec *s, apr_time_t now)
         const char *why = NULL;
         char *buf;
         apr_size_t len;
-        apr_status_t rv = read_file(p, paths[i], &buf, &len);
+        apr_status_t rv = llmgw_file_read(p, paths[i], SNAP_MAX, &buf, &len);
 
         if (rv == APR_SUCCESS
             && (rv = llmgw_limits_restore(table, buf, len, now, &restored,
@@ -272,9 +249,8 @@ static void restore(apr_pool_t *p, server_rec *s, apr_time_t now)
 static void snapshot(apr_pool_t *p, apr_time_t now, int force)
 {
     llmgw_limits_stats_t st;
-    const char *buf, *tmp, *prev;
+    const char *buf;
     apr_size_t len;
-    apr_file_t *f;
     apr_status_t rv;
 
     llmgw_limits_stats(table, &st);
@@ -286,20 +262,8 @@ static void snapshot(apr_pool_t *p, apr_time_t now, int force)
     if (llmgw_limits_snapshot(table, p, now, &buf, &len) != APR_SUCCESS) {
         return;
     }
-    tmp = apr_pstrcat(p, snap_path, ".tmp", NULL);
-    prev = apr_pstrcat(p, snap_path, ".1", NULL);
-    rv = apr_file_open(&f, tmp,
-                       APR_FOPEN_CREATE | APR_FOPEN_WRITE | APR_FOPEN_TRUNCATE
-                           | APR_FOPEN_BINARY,
-                       APR_FPROT_UREAD | APR_FPROT_UWRITE, p);
-    if (rv == APR_SUCCESS) {
-        rv = apr_file_write_full(f, buf, len, NULL);
-        apr_file_close(f);
-    }
-    if (rv == APR_SUCCESS) {
-        apr_file_rename(snap_path, prev, p); /* none yet: fine */
-        rv = apr_file_rename(tmp, snap_path, p);
-    }
+    rv = llmgw_file_replace(p, snap_path, buf, len, 0,
+                            apr_pstrcat(p, snap_path, ".1", NULL));
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, rv, ap_server_conf,
                      LLMGW_LOGNO(0506) "limits: cannot write the snapshot "
