@@ -10,6 +10,14 @@ static const char *canon(apr_pool_t *p, const llmgw_json_t *j, apr_size_t *len)
     return llmgw_json_write_canonical(p, j, NULL, len);
 }
 
+/* The two readers (they take the same arguments), by name. */
+typedef llmgw_json_t *reader_fn(apr_pool_t *p, const char *buf, apr_size_t len,
+                                llmgw_json_err_t *err, const char **msg);
+static const struct {
+    const char *name;
+    reader_fn *read;
+} readers[] = { { "read", llmgw_json_read }, { "parse", llmgw_json_parse } };
+
 /* Canonical text c of an accepted value: both parsers take it (every
  * text we send upstream or hash is canonical or written by us), and it
  * is its own canonical text. */
@@ -18,23 +26,31 @@ static void check_canonical(apr_pool_t *p, const char *c, apr_size_t n,
 {
     llmgw_json_err_t err;
     const char *msg, *c2;
-    llmgw_json_t *r, *j;
-    apr_size_t n2;
+    llmgw_json_t *j;
+    apr_size_t n2, i;
 
-    r = llmgw_json_read(p, c, n, &err, &msg);
-    FUZZ_CHECK(r, "%s: canonical text %.*s refused by llmgw_json_read: %s",
-               who, (int)n, c, msg);
-    c2 = canon(p, r, &n2);
-    FUZZ_CHECK(n2 == n && memcmp(c, c2, n) == 0,
-               "%s: canonical text not idempotent (read): %.*s -> %.*s", who,
-               (int)n, c, (int)n2, c2);
-    j = llmgw_json_parse(p, c, n, &err, &msg);
-    FUZZ_CHECK(j, "%s: canonical text %.*s refused by llmgw_json_parse: %s",
-               who, (int)n, c, msg);
-    c2 = canon(p, j, &n2);
-    FUZZ_CHECK(n2 == n && memcmp(c, c2, n) == 0,
-               "%s: canonical text not idempotent (parse): %.*s -> %.*s", who,
-               (int)n, c, (int)n2, c2);
+    for (i = 0; i < sizeof(readers) / sizeof(readers[0]); i++) {
+        j = readers[i].read(p, c, n, &err, &msg);
+        FUZZ_CHECK(j, "%s: canonical text %.*s refused by llmgw_json_%s: %s",
+                   who, (int)n, c, readers[i].name, msg);
+        c2 = canon(p, j, &n2);
+        FUZZ_CHECK(n2 == n && memcmp(c, c2, n) == 0,
+                   "%s: canonical text not idempotent (%s): %.*s -> %.*s", who,
+                   readers[i].name, (int)n, c, (int)n2, c2);
+    }
+}
+
+/* buf as read: NULL only with a reason. */
+static llmgw_json_t *read_by(apr_pool_t *p, reader_fn *read, const char *buf,
+                             apr_size_t size)
+{
+    llmgw_json_err_t err;
+    const char *msg = NULL;
+    llmgw_json_t *j = read(p, buf, size, &err, &msg);
+
+    FUZZ_CHECK(j || (err != LLMGW_JSON_ERR_NONE && msg),
+               "a refusal without a reason");
+    return j;
 }
 
 /* A change to a read view makes json-c's tree of its values: the other
@@ -177,18 +193,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     llmgw_json_t *r, *j;
     apr_size_t n1 = 0, nr = 0, n, used = 0;
 
-    r = llmgw_json_read(p, buf, size, &err, &msg);
-    FUZZ_CHECK(r || (err != LLMGW_JSON_ERR_NONE && msg),
-               "a refusal without a reason");
+    r = read_by(p, llmgw_json_read, buf, size);
     if (r) {
         cr = canon(p, r, &nr);
         check_canonical(p, cr, nr, "read");
         check_strings(p, r, 0);
         check_numbers(p, r);
     }
-    j = llmgw_json_parse(p, buf, size, &err, &msg);
-    FUZZ_CHECK(j || (err != LLMGW_JSON_ERR_NONE && msg),
-               "a refusal without a reason");
+    j = read_by(p, llmgw_json_parse, buf, size);
     if (j) {
         c1 = canon(p, j, &n1);
         check_canonical(p, c1, n1, "parse");
