@@ -11,6 +11,7 @@
 #include <apr_file_io.h>
 #include <apr_strings.h>
 
+#include "llmgw_buf.h"
 #include "llmgw_manage.h"
 #include "test_core.h"
 
@@ -546,6 +547,52 @@ START_TEST(state_file_saved_atomically)
 }
 END_TEST
 
+/* llmgw_file_replace keeps the old file as prev when asked, and leaves
+ * no .tmp; llmgw_file_read takes a file whole, NUL-terminated, and
+ * refuses one over its bound (a state file too: its own message). */
+START_TEST(files_replaced_whole_and_read_bounded)
+{
+    const char *tmp, *dir, *path, *prev, *err;
+    char *text;
+    apr_size_t len;
+    apr_finfo_t fi;
+
+    ck_assert_int_eq(apr_temp_dir_get(&tmp, test_pool), APR_SUCCESS);
+    dir = apr_psprintf(test_pool, "%s/test_file.%ld", tmp, (long)getpid());
+    ck_assert_int_eq(apr_dir_make(dir, APR_FPROT_OS_DEFAULT, test_pool),
+                     APR_SUCCESS);
+    path = apr_pstrcat(test_pool, dir, "/snap", NULL);
+    prev = apr_pstrcat(test_pool, dir, "/snap.1", NULL);
+    ck_assert_int_eq(llmgw_file_replace(test_pool, path, "one", 3, 0, prev),
+                     APR_SUCCESS);
+    ck_assert_int_eq(llmgw_file_replace(test_pool, path, "two!", 4, 1, prev),
+                     APR_SUCCESS);
+    ck_assert_int_eq(llmgw_file_read(test_pool, path, 4, &text, &len),
+                     APR_SUCCESS);
+    ck_assert_uint_eq(len, 4);
+    ck_assert_str_eq(text, "two!");
+    ck_assert_int_eq(llmgw_file_read(test_pool, prev, 4, &text, &len),
+                     APR_SUCCESS);
+    ck_assert_str_eq(text, "one");
+    ck_assert_int_ne(apr_stat(&fi, apr_pstrcat(test_pool, path, ".tmp", NULL),
+                              APR_FINFO_TYPE, test_pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(llmgw_file_read(test_pool, path, 3, &text, &len),
+                     APR_ENOSPC);
+
+    text = apr_pcalloc(test_pool, LLMGW_MANAGE_FILE_MAX + 1);
+    memset(text, '\n', LLMGW_MANAGE_FILE_MAX + 1);
+    ck_assert_int_eq(llmgw_file_replace(test_pool, path, text,
+                                        LLMGW_MANAGE_FILE_MAX + 1, 0, NULL),
+                     APR_SUCCESS);
+    ck_assert_ptr_null(llmgw_manage_load(test_pool, path, base(), NULL, &err));
+    ck_assert_has(err, "is larger than its bound", NULL);
+    apr_file_remove(path, test_pool);
+    apr_file_remove(prev, test_pool);
+    apr_dir_remove(dir, test_pool);
+}
+END_TEST
+
 START_TEST(conf_lines_to_paste)
 {
     llmgw_manage_base_t *b = base();
@@ -621,5 +668,6 @@ Suite *manage_suite(void)
               configured_name_put_back_under_a_glob, routes_added_and_removed,
               entries_bounded, state_written_and_read_back,
               damaged_state_refused_whole, state_file_saved_atomically,
-              conf_lines_to_paste, changes_from_console_forms));
+              files_replaced_whole_and_read_bounded, conf_lines_to_paste,
+              changes_from_console_forms));
 }
