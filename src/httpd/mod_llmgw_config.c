@@ -160,6 +160,47 @@ static llmgw_route_t *current_route(cmd_parms *cmd, const char **err)
     return route;
 }
 
+/* A directive that sets one field from its one argument with one of
+ * llmgw_conf's parsers (cmd->info points to it): where the field is, and
+ * how its value reads. */
+typedef struct {
+    enum { IN_SERVER, IN_ROUTE, IN_DIR } in;
+    apr_size_t offset;
+    enum { AS_KEYWORD, AS_SECONDS, AS_SIZE } as;
+    const char *const *names; /* a keyword's, in the field's order */
+    apr_int64_t min, max;     /* a number's bounds */
+    const char *example;      /* a good line, for the error */
+} field_t;
+
+static const char *set_field(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    const field_t *f = cmd->info;
+    const char *name = cmd->cmd->name, *err = NULL;
+    char *at = dconf;
+
+    if (f->in == IN_ROUTE) {
+        at = (char *)current_route(cmd, &err);
+    }
+    else if (f->in == IN_SERVER) {
+        err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
+        at = (char *)server_conf(cmd);
+    }
+    if (err) {
+        return err;
+    }
+    at += f->offset;
+    switch (f->as) {
+    case AS_KEYWORD:
+        return llmgw_conf_keyword(cmd->pool, name, arg, f->names, (int *)at);
+    case AS_SECONDS:
+        return llmgw_conf_seconds(cmd->pool, name, arg, f->min, f->max,
+                                  f->example, (apr_interval_time_t *)at);
+    default:
+        return llmgw_conf_size(cmd->pool, name, arg, f->min, f->max,
+                               f->example, (apr_off_t *)at);
+    }
+}
+
 static const char *set_backend(cmd_parms *cmd, void *dummy, int argc,
                                char *const argv[])
 {
@@ -239,19 +280,6 @@ static const char *set_upstream_model(cmd_parms *cmd, void *dummy,
     }
     route->upstream_model = name;
     return NULL;
-}
-
-static const char *set_cache_policy(cmd_parms *cmd, void *dummy,
-                                    const char *arg)
-{
-    /* In the order of llmgw_cache_policy_t. */
-    static const char *const names[] = { "deterministic", "all", "off", NULL };
-    const char *err;
-    llmgw_route_t *route = current_route(cmd, &err);
-
-    return route ? llmgw_conf_keyword(cmd->pool, "LLMCachePolicy", arg, names,
-                                      &route->cache_policy)
-                 : err;
 }
 
 /* "on|off [OPT=SECONDS]", as LLMDiscover and LLMCoalesce take it: *on, and
@@ -385,23 +413,6 @@ static const char *set_failover(cmd_parms *cmd, void *dummy, int argc,
     return NULL;
 }
 
-/* LLMFirstByteTimeout, LLMFirstTokenTimeout, LLMTokenTimeout: SECONDS,
- * each into the route's field cmd->info names. */
-static const char *set_route_timeout(cmd_parms *cmd, void *dummy,
-                                     const char *arg)
-{
-    const char *err;
-    llmgw_route_t *route = current_route(cmd, &err);
-
-    if (!route) {
-        return err;
-    }
-    return llmgw_conf_seconds(
-        cmd->pool, cmd->cmd->name, arg, 1, 86400,
-        apr_pstrcat(cmd->pool, cmd->cmd->name, " 10", NULL),
-        (apr_interval_time_t *)((char *)route + (apr_size_t)cmd->info));
-}
-
 static const char *set_cache(cmd_parms *cmd, void *dummy, int argc,
                              char *const argv[])
 {
@@ -422,18 +433,6 @@ static const char *set_cache(cmd_parms *cmd, void *dummy, int argc,
     return llmgw_store_create(cmd->pool, argc, argv, &conf->store);
 }
 
-static const char *set_cache_billing(cmd_parms *cmd, void *dummy,
-                                     const char *arg)
-{
-    static const char *const names[] = { "full", "free", NULL };
-    llmgw_server_conf_t *conf = server_conf(cmd);
-    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
-
-    return err ? err
-               : llmgw_conf_keyword(cmd->pool, "LLMCacheBilling", arg, names,
-                                    &conf->cache_billing_free);
-}
-
 static const char *set_coalesce(cmd_parms *cmd, void *dummy, int argc,
                                 char *const argv[])
 {
@@ -444,17 +443,6 @@ static const char *set_coalesce(cmd_parms *cmd, void *dummy, int argc,
                : on_off_seconds(cmd, argc, argv, "timeout",
                                 "LLMCoalesce on timeout=120", &conf->coalesce,
                                 &conf->coalesce_timeout);
-}
-
-static const char *set_max_body(cmd_parms *cmd, void *dummy, const char *arg)
-{
-    llmgw_server_conf_t *conf = server_conf(cmd);
-    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_CONTEXT);
-
-    return err ? err
-               : llmgw_conf_size(cmd->pool, "LLMMaxRequestBody", arg, 1,
-                                 (apr_off_t)1 << 40, "LLMMaxRequestBody 8M",
-                                 &conf->max_body);
 }
 
 static const char *set_api(cmd_parms *cmd, void *dconf, const char *arg)
@@ -950,20 +938,6 @@ static const char *set_price(cmd_parms *cmd, void *dummy, int argc,
                                     (const char **)argv + 1, &mp->price);
 }
 
-static const char *set_require_key(cmd_parms *cmd, void *dconf, int on)
-{
-    ((llmgw_dir_conf_t *)dconf)->require_key = on;
-    return NULL;
-}
-
-static const char *set_key_from(cmd_parms *cmd, void *dconf, const char *arg)
-{
-    static const char *const names[] = { "key", "user", NULL };
-
-    return llmgw_conf_keyword(cmd->pool, "LLMKeyFrom", arg, names,
-                              &((llmgw_dir_conf_t *)dconf)->key_from_user);
-}
-
 static const char *set_limit_store(cmd_parms *cmd, void *dummy, int argc,
                                    char *const argv[])
 {
@@ -1012,6 +986,47 @@ static const char *set_limit_store(cmd_parms *cmd, void *dummy, int argc,
     return NULL;
 }
 
+/* The fields the directives of one value set (set_field). */
+static const field_t cache_policy = {
+    .in = IN_ROUTE,
+    .offset = offsetof(llmgw_route_t, cache_policy),
+    .as = AS_KEYWORD,
+    /* In the order of llmgw_cache_policy_t. */
+    .names = (const char *const[]){ "deterministic", "all", "off", NULL },
+};
+/* A route's timeout: SECONDS, at least 1 and at most a day. */
+#define ROUTE_TIMEOUT(field, good)                                 \
+    {                                                              \
+        .in = IN_ROUTE, .offset = offsetof(llmgw_route_t, field),  \
+        .as = AS_SECONDS, .min = 1, .max = 86400, .example = good, \
+    }
+static const field_t first_byte_timeout =
+    ROUTE_TIMEOUT(first_byte_timeout, "LLMFirstByteTimeout 10");
+static const field_t first_token_timeout =
+    ROUTE_TIMEOUT(first_token_timeout, "LLMFirstTokenTimeout 10");
+static const field_t token_timeout =
+    ROUTE_TIMEOUT(token_timeout, "LLMTokenTimeout 10");
+static const field_t cache_billing = {
+    .in = IN_SERVER,
+    .offset = offsetof(llmgw_server_conf_t, cache_billing_free),
+    .as = AS_KEYWORD,
+    .names = (const char *const[]){ "full", "free", NULL },
+};
+static const field_t max_body = {
+    .in = IN_SERVER,
+    .offset = offsetof(llmgw_server_conf_t, max_body),
+    .as = AS_SIZE,
+    .min = 1,
+    .max = (apr_int64_t)1 << 40,
+    .example = "LLMMaxRequestBody 8M",
+};
+static const field_t key_from = {
+    .in = IN_DIR,
+    .offset = offsetof(llmgw_dir_conf_t, key_from_user),
+    .as = AS_KEYWORD,
+    .names = (const char *const[]){ "key", "user", NULL },
+};
+
 const command_rec llmgw_cmds[] = {
     AP_INIT_RAW_ARGS("<LLMRoute", route_section, NULL, RSRC_CONF,
                      "<LLMRoute model-or-glob [alias ...]> ... "
@@ -1021,7 +1036,8 @@ const command_rec llmgw_cmds[] = {
                       "the mod_proxy balancer serving this route"),
     AP_INIT_TAKE1("LLMUpstreamModel", set_upstream_model, NULL, RSRC_CONF,
                   "the model name sent to the backend"),
-    AP_INIT_TAKE1("LLMCachePolicy", set_cache_policy, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("LLMCachePolicy", set_field, (void *)&cache_policy,
+                  RSRC_CONF,
                   "deterministic | all | off: which answers of this route "
                   "are cached"),
     AP_INIT_TAKE_ARGV("LLMDiscover", set_discover, NULL, RSRC_CONF,
@@ -1033,24 +1049,23 @@ const command_rec llmgw_cmds[] = {
     AP_INIT_TAKE_ARGV("LLMFailover", set_failover, NULL, RSRC_CONF,
                       "off | attempts=N [time=SECONDS]: how many attempts "
                       "a request gets, and how long new ones may start"),
-    AP_INIT_TAKE1("LLMFirstByteTimeout", set_route_timeout,
-                  (void *)offsetof(llmgw_route_t, first_byte_timeout),
-                  RSRC_CONF,
+    AP_INIT_TAKE1("LLMFirstByteTimeout", set_field,
+                  (void *)&first_byte_timeout, RSRC_CONF,
                   "SECONDS: a member that sends no response headers by "
                   "then fails over"),
-    AP_INIT_TAKE1("LLMFirstTokenTimeout", set_route_timeout,
-                  (void *)offsetof(llmgw_route_t, first_token_timeout),
-                  RSRC_CONF,
+    AP_INIT_TAKE1("LLMFirstTokenTimeout", set_field,
+                  (void *)&first_token_timeout, RSRC_CONF,
                   "SECONDS: a member that sends no first token by then "
                   "fails over"),
-    AP_INIT_TAKE1("LLMTokenTimeout", set_route_timeout,
-                  (void *)offsetof(llmgw_route_t, token_timeout), RSRC_CONF,
+    AP_INIT_TAKE1("LLMTokenTimeout", set_field, (void *)&token_timeout,
+                  RSRC_CONF,
                   "SECONDS: the longest wait between tokens once a "
                   "stream started (then it ends with its error event)"),
     AP_INIT_TAKE_ARGV("LLMCache", set_cache, NULL, RSRC_CONF,
                       "memcache HOST:PORT[,...] | shm | off [ttl=SECONDS] "
                       "[max-item=SIZE] [size=SIZE]: the response cache"),
-    AP_INIT_TAKE1("LLMCacheBilling", set_cache_billing, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("LLMCacheBilling", set_field, (void *)&cache_billing,
+                  RSRC_CONF,
                   "full | free: whether answers from the cache count the "
                   "tokens of the original answer"),
     AP_INIT_TAKE_ARGV("LLMCoalesce", set_coalesce, NULL, RSRC_CONF,
@@ -1058,7 +1073,7 @@ const command_rec llmgw_cmds[] = {
                       "among identical requests in flight"),
     AP_INIT_TAKE1("LLMManageFile", llmgw_manage_set_file, NULL, RSRC_CONF,
                   "the file that keeps the console's run-time changes"),
-    AP_INIT_TAKE1("LLMMaxRequestBody", set_max_body, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("LLMMaxRequestBody", set_field, (void *)&max_body, RSRC_CONF,
                   "largest accepted request body (bytes, or with K/M/G)"),
     AP_INIT_TAKE_ARGV("LLMHealthCheck", llmgw_health_set_check, NULL,
                       RSRC_CONF,
@@ -1103,9 +1118,11 @@ const command_rec llmgw_cmds[] = {
     AP_INIT_TAKE_ARGV("LLMPrice", set_price, NULL, RSRC_CONF,
                       "MODEL in=AMOUNT out=AMOUNT: price per million "
                       "prompt and completion tokens"),
-    AP_INIT_FLAG("LLMRequireKey", set_require_key, NULL, ACCESS_CONF,
+    AP_INIT_FLAG("LLMRequireKey", ap_set_flag_slot,
+                 (void *)APR_OFFSETOF(llmgw_dir_conf_t, require_key),
+                 ACCESS_CONF,
                  "on | off: API requests here need a key (or a user)"),
-    AP_INIT_TAKE1("LLMKeyFrom", set_key_from, NULL, ACCESS_CONF,
+    AP_INIT_TAKE1("LLMKeyFrom", set_field, (void *)&key_from, ACCESS_CONF,
                   "key | user: whose limits apply, the API key's or "
                   "REMOTE_USER's"),
     AP_INIT_TAKE_ARGV("LLMLimitStore", set_limit_store, NULL, RSRC_CONF,
