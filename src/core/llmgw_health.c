@@ -16,7 +16,7 @@ _Static_assert(__atomic_always_lock_free(sizeof(apr_uint64_t), 0),
                "64-bit atomics must be lock-free to be shared");
 
 #define MAGIC 0x6c6c6d68u /* "llmh" */
-#define VERSION 1u
+#define VERSION 2u
 #define ALIGN8(n) (((n) + 7) & ~(apr_size_t)7)
 #define READ_TRIES 64 /* a reader's attempts beside a writer */
 
@@ -72,6 +72,7 @@ typedef struct {
     apr_int64_t waiters;
     apr_uint32_t mirrored; /* LLMGW_MIRROR_* the worker shows */
     apr_uint32_t name_hash;
+    llmgw_group_t group; /* its model slots (LLMCapacity models=N) */
     hint_t hints[LLMGW_HEALTH_HINTS];
     probe_t probe;
 } member_t;
@@ -207,7 +208,17 @@ void llmgw_health_reset_counts(llmgw_health_t *t)
     for (i = 0; i < n; i++) {
         __atomic_store_n(&MEMBERS(t)[i].inflight, 0, __ATOMIC_RELEASE);
         __atomic_store_n(&MEMBERS(t)[i].waiters, 0, __ATOMIC_RELEASE);
+        /* Its requests in flight are gone too (nothing else in it
+         * points anywhere). */
+        memset(&MEMBERS(t)[i].group, 0, sizeof(MEMBERS(t)[i].group));
     }
+}
+
+llmgw_group_t *llmgw_health_group(llmgw_health_t *t, int m)
+{
+    member_t *mb = member(t, m);
+
+    return mb ? &mb->group : NULL;
 }
 
 /* ---- the breaker ------------------------------------------------------ */
