@@ -4,6 +4,7 @@
  * swap (a race may cut one turn short, never lose a count). */
 #include <string.h>
 
+#include "llmgw_counter.h"
 #include "llmgw_group.h"
 #include "llmgw_hash.h"
 
@@ -260,24 +261,10 @@ int llmgw_group_would_hold(const llmgw_group_t *g, int nslots, apr_uint32_t h,
 
 int llmgw_group_hold(llmgw_group_t *g, apr_int64_t max)
 {
-    apr_int64_t cur = __atomic_load_n(&g->held, __ATOMIC_ACQUIRE);
-
-    do {
-        if (max <= 0 || cur >= max) {
-            return 0;
-        }
-    } while (!__atomic_compare_exchange_n(&g->held, &cur, cur + 1, 0,
-                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
-    return 1;
+    return llmgw_counter_up(&g->held, max);
 }
 
 void llmgw_group_unhold(llmgw_group_t *g)
 {
-    apr_int64_t cur = __atomic_load_n(&g->held, __ATOMIC_ACQUIRE);
-
-    while (cur > 0
-           && !__atomic_compare_exchange_n(&g->held, &cur, cur - 1, 0,
-                                           __ATOMIC_ACQ_REL,
-                                           __ATOMIC_ACQUIRE)) {
-    }
+    llmgw_counter_down(&g->held);
 }

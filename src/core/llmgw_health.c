@@ -6,6 +6,7 @@
  * a reader never waits and never keeps a torn copy. */
 #include <string.h>
 
+#include "llmgw_counter.h"
 #include "llmgw_health.h"
 #include "llmgw_hash.h"
 #include "llmgw_json.h"
@@ -972,38 +973,13 @@ int llmgw_health_admit(llmgw_health_t *t, int m, apr_int64_t limit)
     return 1;
 }
 
-/* Takes one off a counter, never below 0. */
-static void decrement(apr_int64_t *c)
-{
-    apr_int64_t cur = __atomic_load_n(c, __ATOMIC_ACQUIRE);
-
-    while (cur > 0
-           && !__atomic_compare_exchange_n(
-               c, &cur, cur - 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-    }
-}
-
 void llmgw_health_release(llmgw_health_t *t, int m)
 {
     member_t *mb = member(t, m);
 
     if (mb) {
-        decrement(&mb->inflight);
+        llmgw_counter_down(&mb->inflight);
     }
-}
-
-/* Joins the queue unless it holds max_waiters already. */
-static int join_queue(member_t *mb, apr_int64_t max_waiters)
-{
-    apr_int64_t cur = __atomic_load_n(&mb->waiters, __ATOMIC_ACQUIRE);
-
-    do {
-        if (max_waiters <= 0 || cur >= max_waiters) {
-            return 0;
-        }
-    } while (!__atomic_compare_exchange_n(&mb->waiters, &cur, cur + 1, 0,
-                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
-    return 1;
 }
 
 llmgw_admit_t llmgw_health_admit_step(llmgw_health_t *t, int m,
@@ -1025,7 +1001,7 @@ llmgw_admit_t llmgw_health_admit_step(llmgw_health_t *t, int m,
         if (now >= deadline) {
             return LLMGW_ADMIT_TIMEOUT;
         }
-        if (!join_queue(mb, max_waiters)) {
+        if (!llmgw_counter_up(&mb->waiters, max_waiters)) {
             return LLMGW_ADMIT_FULL;
         }
         *queued = 1;
@@ -1047,7 +1023,7 @@ void llmgw_health_admit_cancel(llmgw_health_t *t, int m, int *queued)
     member_t *mb = member(t, m);
 
     if (mb && *queued) {
-        decrement(&mb->waiters);
+        llmgw_counter_down(&mb->waiters);
     }
     *queued = 0;
 }

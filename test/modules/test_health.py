@@ -546,19 +546,27 @@ def hold_ms(r):
     return float(r.header("X-LLM-Hold-Ms", "0"))
 
 
+def grouped(pair, gateway, name, load_ms, ttft_ms, cap, plan):
+    """A one-model member (LOAD_MS to load, TTFT_MS to answer) behind a
+    gateway of grouping_config(CAP) sent PLAN (see staggered): (the
+    member, what staggered returns)."""
+    start, p1, _ = pair
+    member = start("one", p1, "--load-ms", str(load_ms), "--max-loaded", "1",
+                   "--ttft-ms", str(ttft_ms))
+    gw = gateway(name, grouping_config(p1, cap))
+    return member, staggered(gw, plan)
+
+
 def test_grouping_serves_a_batch_with_one_switch(pair, gateway):
     # X generates for 1 s; Y and X alternate meanwhile. Ungrouped, every
     # change of model is a load on the one-model member (X, Y, X, Y); the
     # gateway holds the Ys until X's last request leaves, then both Ys go
     # with one switch.
-    start, p1, _ = pair
-    member = start("one", p1, "--load-ms", "200", "--max-loaded", "1",
-                   "--ttft-ms", "1000")
-    gw = gateway("gw-grouping", grouping_config(
-        p1, "max=8 queue=8 wait=30000 models=1 hold=30000"))
     plan = [(0.0, "grp-x", "openai"), (0.3, "grp-y", "openai"),
             (0.6, "grp-x", "openai"), (0.9, "grp-y", "openai")]
-    (x1, _), (y1, ty1), (x2, _), (y2, _) = staggered(gw, plan)
+    member, got = grouped(pair, gateway, "gw-grouping", 200, 1000,
+                          "max=8 queue=8 wait=30000 models=1 hold=30000", plan)
+    (x1, _), (y1, ty1), (x2, _), (y2, _) = got
     for r in (x1, y1, x2, y2):
         assert r.status == 200, r.body[:300]
     assert member.stats()["loads"] == 2, member.stats()
@@ -575,14 +583,10 @@ def test_grouping_serves_a_batch_with_one_switch(pair, gateway):
 def test_grouping_bound_ends_a_busy_models_turn(pair, gateway):
     # X is asked for all the time; Y still gets its turn once X had the
     # member for hold (0.5 s): X's requests from then on wait for Y.
-    start, p1, _ = pair
-    member = start("one", p1, "--load-ms", "100", "--max-loaded", "1",
-                   "--ttft-ms", "400")
-    gw = gateway("gw-grouping-turn", grouping_config(
-        p1, "max=8 queue=8 wait=30000 models=1 hold=500"))
     plan = [(0.2 * i, "grp-x", "openai") for i in range(10)]
     plan.append((0.1, "grp-y", "openai"))
-    got = staggered(gw, plan)
+    member, got = grouped(pair, gateway, "gw-grouping-turn", 100, 400,
+                          "max=8 queue=8 wait=30000 models=1 hold=500", plan)
     y, ty = got[-1]
     assert y.status == 200, y.body[:300]
     assert all(r.status == 200 for r, _ in got), [r.status for r, _ in got]
@@ -597,14 +601,11 @@ def test_grouping_queue_is_bounded(pair, gateway):
     # X in flight; the first Y waits (the queue holds one) until the wait
     # ends: 429 in Ollama's shape; the second finds the queue full: 429 at
     # once, in OpenAI's.
-    start, p1, _ = pair
-    member = start("one", p1, "--load-ms", "100", "--max-loaded", "1",
-                   "--ttft-ms", "1500")
-    gw = gateway("gw-grouping-bound", grouping_config(
-        p1, "max=8 queue=1 wait=400 models=1 hold=30000"))
     plan = [(0.0, "grp-x", "openai"), (0.2, "grp-y", "ollama"),
             (0.4, "grp-y", "openai")]
-    (x, _), (y1, t1), (y2, t2) = staggered(gw, plan)
+    member, got = grouped(pair, gateway, "gw-grouping-bound", 100, 1500,
+                          "max=8 queue=1 wait=400 models=1 hold=30000", plan)
+    (x, _), (y1, t1), (y2, t2) = got
     assert x.status == 200, x.body[:300]
     assert y1.status == 429, y1.body[:300]
     assert isinstance(y1.json().get("error"), str), y1.body
