@@ -895,10 +895,9 @@ def scenario_switch(run):
                               "switch_wait_ms", "switch_wait_fraction",
                               "model_loads", "requests"))
         say("switch %-12s %6.1f rps  p50 %.0f p99 %.0f ms  switch overhead "
-            "%.1f ms/request  loads %d" % (name, s["rps"], s["p50_ms"] or -1,
-                                           s["p99_ms"] or -1,
-                                           s["switch_overhead_ms"] or -1,
-                                           loads))
+            "%.1f ms/request (+ held %.1f ms)  loads %d" % (
+                name, s["rps"], s["p50_ms"] or -1, s["p99_ms"] or -1,
+                s["switch_overhead_ms"] or -1, s["hold_ms"] or 0, loads))
     run.scenarios["switch"] = out
 
 
@@ -936,10 +935,25 @@ def scenario_seed(run):
              "the cache on (the whole gateway)"
              % (SEED["prompt_zipf_s"], SEED["prompts"]))
 
-    def bodies():
+    def draws():
         z = lg.Zipf(len(prompts), SEED["prompt_zipf_s"], lg.seeded(0, 99))
         while True:
-            yield prompts[z.draw()]
+            yield z.draw()
+
+    def bodies():
+        for i in draws():
+            yield prompts[i]
+
+    def hit_ceiling(n):
+        """The most hits any cache can have in the run's n requests: the
+        share that repeat an earlier prompt of the run (the first of each
+        must miss)."""
+        seen, repeats, d = set(), 0, draws()
+        for _ in range(n):
+            i = next(d)
+            repeats += i in seen
+            seen.add(i)
+        return repeats / n if n else 0.0
 
     out = {}
     for name in ("direct", "gateway_miss", "gateway_hit", "gateway_affinity"):
@@ -970,15 +984,17 @@ def scenario_seed(run):
             write_records(st, log)
         s = lg.summarize(log, k["secs"], kill_at=k["kill_at"])
         s.update(load_stats(log))
+        s["cache_hit_ceiling"] = hit_ceiling(len(log))
         out[name] = entry(s, ("p95_ms", "cache_hit_rate",
-                              "switch_overhead_ms", "hold_ms",
-                              "switch_wait_ms", "switch_wait_fraction",
-                              "recovery_ms", "requests"))
-        say("seed %-12s p95 %.0f ms  hit %.0f%%  switch %.1f ms  recovery "
-            "%.0f ms  errors %d" % (name, s["p95_ms"] or -1,
-                                    100 * s["cache_hit_rate"],
-                                    s["switch_overhead_ms"] or -1,
-                                    s["recovery_ms"], s["errors"]))
+                              "cache_hit_ceiling", "switch_overhead_ms",
+                              "hold_ms", "switch_wait_ms",
+                              "switch_wait_fraction", "recovery_ms",
+                              "requests"))
+        say("seed %-12s p95 %.0f ms  hit %.0f%% (at most %.0f%%)  switch "
+            "%.1f ms (+ held %.1f ms)  recovery %.0f ms  errors %d" % (
+                name, s["p95_ms"] or -1, 100 * s["cache_hit_rate"],
+                100 * s["cache_hit_ceiling"], s["switch_overhead_ms"] or -1,
+                s["hold_ms"] or 0, s["recovery_ms"], s["errors"]))
     run.scenarios["seed"] = out
 
 
