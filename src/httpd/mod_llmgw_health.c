@@ -654,9 +654,6 @@ static int our_drain(int m, apr_time_t now)
                & LLMGW_MIRROR_DRAIN);
 }
 
-/* What the choice needs of worker w: mod_proxy's say (usable, busy,
- * lbfactor, lbstatus) and the table's (state, the model, slots, queue).
- * *m gets its member, -1 for one the table does not know. */
 /* Whether member m's model slots serve hash h (or its batch is due
  * there), or would hold it (into a). */
 static void affinity_group(int m, apr_uint32_t h, apr_time_t now,
@@ -673,6 +670,10 @@ static void affinity_group(int m, apr_uint32_t h, apr_time_t now,
                                      &a->serving, &a->displaced);
 }
 
+/* What the choice needs of worker w: mod_proxy's say (usable, busy,
+ * lbfactor, lbstatus) and the table's (state, the model, slots, queue,
+ * the model slots for hash h, 0: none). *m gets its member, -1 for one
+ * the table does not know. */
 static void affinity_member(proxy_worker *w, const char *model, apr_uint32_t h,
                             apr_time_t now, llmgw_aff_member_t *a, int *m)
 {

@@ -317,6 +317,10 @@ def test_probes_take_a_dead_member_out_and_back(pair, gateway):
      '</LLMRoute>\n', "LLMHealthCheck interval"),
     ("LLMBreaker on fails=0\n", "LLMBreaker fails"),
     ("LLMBreaker maybe\n", "LLMBreaker"),
+    ('<LLMRoute "cap-m">\n    LLMBackend balancer://be\n    LLMCapacity max=2 models=9\n'
+     '</LLMRoute>\n', "LLMCapacity models"),
+    ('<LLMRoute "cap-h">\n    LLMBackend balancer://be\n    LLMCapacity max=2 hold=soon\n'
+     '</LLMRoute>\n', "LLMCapacity hold"),
 ])
 def test_health_directives_refused(config_test, snippet, message):
     rc, out, _, _, _ = config_test(snippet)
