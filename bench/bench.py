@@ -771,14 +771,16 @@ def model_names(n):
 # llm_affinity lbmethod, probes of what each member has loaded (Ollama's
 # /api/ps, which mockllm answers), what each member serves at once (the
 # emulated members run any number of generations together; 8 is every
-# client of switch), and its breaker.
+# client of switch) and how many models it holds at once (the members'
+# own --max-loaded: so the gateway groups requests by model, with its
+# default turn), and its breaker.
 AFFINITY = "llm_affinity"
 BREAKER = "LLMBreaker on fails=3 successes=2 backoff=1000 backoff-max=8000"
 PROBES = ("    LLMHealthCheck on probe=ollama interval=100 timeout=1000\n"
-          "    LLMCapacity max=8 queue=64 wait=30000\n")
+          "    LLMCapacity max=8 queue=64 wait=30000 models=%d\n")
 
 
-def gateway_models_stack(run, st, name, members, models, cached=False,
+def gateway_models_stack(run, st, name, members, models, slots, cached=False,
                          affinity=False):
     p = free_port()
     bal = balancer("models", [m.port for m in members],
@@ -788,13 +790,26 @@ def gateway_models_stack(run, st, name, members, models, cached=False,
         bal = BREAKER + "\n" + bal
     st.httpd(name, [(p, gateway_vhost([(m, "models") for m in models],
                                       cache_line(run, cached),
-                                      PROBES if affinity else ""))],
+                                      PROBES % slots if affinity else ""))],
              MPM_PROXY, bal)
     return p
 
 
+def header_ms(h, name):
+    try:
+        return float(h.get(name, 0))
+    except ValueError:
+        return 0.0
+
+
 def load_stats(log):
-    waits, hits = [], 0
+    """The model-load figures of a log: switch_overhead_ms, the mean wait
+    for a load at the member (X-Mock-Load-Ms); hold_ms, the mean time the
+    gateway held a request back to group it by model (X-LLM-Hold-Ms, 0
+    where it did not); switch_wait_ms, their sum: what a request waited
+    for models in all, so a wait moved from the member into the gateway
+    still shows."""
+    waits, holds, hits = [], [], 0
     ok = 0
     for _, _, stt, h in log:
         if stt != 200:
@@ -802,15 +817,29 @@ def load_stats(log):
         ok += 1
         if h.get("x-llm-cache", "").upper() == "HIT":
             hits += 1
-        try:
-            waits.append(float(h.get("x-mock-load-ms", 0)))
-        except ValueError:
-            waits.append(0.0)
-    return {"switch_overhead_ms": (sum(waits) / len(waits)) if waits
-            else None,
+        waits.append(header_ms(h, "x-mock-load-ms"))
+        holds.append(header_ms(h, "x-llm-hold-ms"))
+    mean = (lambda v: sum(v) / len(v)) if waits else (lambda v: None)
+    return {"switch_overhead_ms": mean(waits),
+            "hold_ms": mean(holds),
+            "switch_wait_ms": mean([w + d for w, d in zip(waits, holds)]),
             "switch_wait_fraction": (sum(1 for w in waits if w > 0)
                                      / len(waits)) if waits else None,
             "cache_hit_rate": hits / ok if ok else 0.0}
+
+
+def write_records(st, log):
+    """One JSON line per request into the stack's directory (kept with
+    --keep): times, status, model, member, load wait, hold, cache."""
+    with open(st.path("records.jsonl"), "w") as f:
+        for t0, t1, stt, h in log:
+            f.write(json.dumps({
+                "t0": round(t0, 4), "t1": round(t1, 4), "status": stt,
+                "model": h.get(lg.MODEL_KEY),
+                "backend": h.get("x-mock-backend"),
+                "load_ms": header_ms(h, "x-mock-load-ms"),
+                "hold_ms": header_ms(h, "x-llm-hold-ms"),
+                "cache": h.get("x-llm-cache")}) + "\n")
 
 
 def scenario_switch(run):
@@ -847,9 +876,10 @@ def scenario_switch(run):
                 ports = [m.port for m in members]
             else:
                 ports = [gateway_models_stack(
-                    run, st, "httpd", members, models,
+                    run, st, "httpd", members, models, k["slots"],
                     affinity=name == "gateway_affinity")]
             log = lg.workload(ports, k["conns"], k["secs"], bodies)
+            write_records(st, log)
             loads = 0
             for m in members:
                 try:
@@ -861,14 +891,13 @@ def scenario_switch(run):
         s = lg.summarize(log, k["secs"])
         s.update(load_stats(log))
         s["model_loads"] = loads
-        out[name] = entry(s, ("p95_ms", "switch_overhead_ms",
-                              "switch_wait_fraction", "model_loads",
-                              "requests"))
+        out[name] = entry(s, ("p95_ms", "switch_overhead_ms", "hold_ms",
+                              "switch_wait_ms", "switch_wait_fraction",
+                              "model_loads", "requests"))
         say("switch %-12s %6.1f rps  p50 %.0f p99 %.0f ms  switch overhead "
-            "%.1f ms/request  loads %d" % (name, s["rps"], s["p50_ms"] or -1,
-                                           s["p99_ms"] or -1,
-                                           s["switch_overhead_ms"] or -1,
-                                           loads))
+            "%.1f ms/request (+ held %.1f ms)  loads %d" % (
+                name, s["rps"], s["p50_ms"] or -1, s["p99_ms"] or -1,
+                s["switch_overhead_ms"] or -1, s["hold_ms"] or 0, loads))
     run.scenarios["switch"] = out
 
 
@@ -906,10 +935,25 @@ def scenario_seed(run):
              "the cache on (the whole gateway)"
              % (SEED["prompt_zipf_s"], SEED["prompts"]))
 
-    def bodies():
+    def draws():
         z = lg.Zipf(len(prompts), SEED["prompt_zipf_s"], lg.seeded(0, 99))
         while True:
-            yield prompts[z.draw()]
+            yield z.draw()
+
+    def bodies():
+        for i in draws():
+            yield prompts[i]
+
+    def hit_ceiling(n):
+        """The most hits any cache can have in the run's n requests: the
+        share that repeat an earlier prompt of the run (the first of each
+        must miss)."""
+        seen, repeats, d = set(), 0, draws()
+        for _ in range(n):
+            i = next(d)
+            repeats += i in seen
+            seen.add(i)
+        return repeats / n if n else 0.0
 
     out = {}
     for name in ("direct", "gateway_miss", "gateway_hit", "gateway_affinity"):
@@ -928,7 +972,8 @@ def scenario_seed(run):
                     name == "gateway_affinity" and run.cache
                     and run.cache["ok"])
                 ports = [gateway_models_stack(
-                    run, st, "httpd", [a, b], models, cached=bool(cached),
+                    run, st, "httpd", [a, b], models, SEED["slots"],
+                    cached=bool(cached),
                     affinity=name == "gateway_affinity")]
             state = {"a": a}
             log = lg.openloop(
@@ -936,16 +981,20 @@ def scenario_seed(run):
                 events=[(k["kill_at"], lambda: st.kill(state["a"])),
                         (k["kill_at"] + k["restart_after"],
                          lambda: state.update(a=mk("msrv-a2", a.port)))])
+            write_records(st, log)
         s = lg.summarize(log, k["secs"], kill_at=k["kill_at"])
         s.update(load_stats(log))
+        s["cache_hit_ceiling"] = hit_ceiling(len(log))
         out[name] = entry(s, ("p95_ms", "cache_hit_rate",
-                              "switch_overhead_ms", "switch_wait_fraction",
-                              "recovery_ms", "requests"))
-        say("seed %-12s p95 %.0f ms  hit %.0f%%  switch %.1f ms  recovery "
-            "%.0f ms  errors %d" % (name, s["p95_ms"] or -1,
-                                    100 * s["cache_hit_rate"],
-                                    s["switch_overhead_ms"] or -1,
-                                    s["recovery_ms"], s["errors"]))
+                              "cache_hit_ceiling", "switch_overhead_ms",
+                              "hold_ms", "switch_wait_ms",
+                              "switch_wait_fraction", "recovery_ms",
+                              "requests"))
+        say("seed %-12s p95 %.0f ms  hit %.0f%% (at most %.0f%%)  switch "
+            "%.1f ms (+ held %.1f ms)  recovery %.0f ms  errors %d" % (
+                name, s["p95_ms"] or -1, 100 * s["cache_hit_rate"],
+                100 * s["cache_hit_ceiling"], s["switch_overhead_ms"] or -1,
+                s["hold_ms"] or 0, s["recovery_ms"], s["errors"]))
     run.scenarios["seed"] = out
 
 

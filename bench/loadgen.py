@@ -570,6 +570,24 @@ async def post(conn, hdrs, body):
     return 0, {}
 
 
+# The key a log's headers get for the model the request asked for (no
+# server sends a header by that name: it is the load generator's own).
+MODEL_KEY = ":bench-model"
+
+
+def tagged(rh, body):
+    """The headers rh with the request body's model under MODEL_KEY, so
+    per-request records can say which model each request was for."""
+    try:
+        model = json.loads(body).get("model")
+    except (ValueError, AttributeError):
+        model = None
+    out = dict(rh)
+    if model:
+        out[MODEL_KEY] = model
+    return out
+
+
 def workload(ports, conns, secs, requests_for, headers=None, events=(),
              retry_pause_s=0.05, timeout=30.0):
     """conns workers, worker i sending to ports[i % len(ports)] the bodies
@@ -589,7 +607,7 @@ def workload(ports, conns, secs, requests_for, headers=None, events=(),
             t0 = time.monotonic()
             st, rh = await post(conn, hdrs, body)
             t1 = time.monotonic()
-            log.append((t0 - t_base, t1 - t_base, st, rh))
+            log.append((t0 - t_base, t1 - t_base, st, tagged(rh, body)))
             if st != 200:
                 await asyncio.sleep(retry_pause_s)
         conn.close()
@@ -641,7 +659,8 @@ def openloop(ports, rate, secs, bodies, headers=None, events=(),
                 st, rh = await post(conn, hdrs, body)
                 if conn.w is not None:
                     idle[port].append(conn)
-            log.append((at, time.monotonic() - t_base, st, rh))
+            log.append((at, time.monotonic() - t_base, st,
+                        tagged(rh, body)))
 
         async def timed(at, fn):
             await asyncio.sleep(max(0.0, t_base + at - time.monotonic()))

@@ -70,6 +70,12 @@ static tier_t tier(const llmgw_aff_member_t *m)
         || m->state == LLMGW_HS_ABSENT) {
         return T_NONE;
     }
+    if (m->serving) {
+        return T_WARM;
+    }
+    if (m->held) {
+        return T_LAST;
+    }
     switch (m->model) {
     case LLMGW_AFF_LOADED:
         return m->state == LLMGW_HS_LOADING ? T_WARMING : T_WARM;
@@ -90,6 +96,9 @@ static int better(const llmgw_aff_member_t *m, int a, int b,
     }
     if (a < 0) {
         return 0;
+    }
+    if (m[a].held && m[b].held && m[a].displaced != m[b].displaced) {
+        return m[a].displaced < m[b].displaced;
     }
     la = llmgw_affinity_load(&m[a], p);
     lb = llmgw_affinity_load(&m[b], p);

@@ -32,6 +32,11 @@ typedef struct {
     apr_int64_t capacity;    /* a configured maximum; 0 none */
     int lbfactor;            /* proxy_worker_shared's, 1..100 */
     int lbstatus;            /* in and out: proxy_worker_shared's */
+    /* Grouping by model (LLMCapacity models=N), else both 0: */
+    int serving;           /* its model slots serve the model now */
+    int held;              /* every slot serves another model: it would wait */
+    apr_int64_t displaced; /* held: requests a second of the model it
+                            * would switch away from */
 } llmgw_aff_member_t;
 
 typedef struct {
@@ -59,7 +64,11 @@ apr_int64_t llmgw_affinity_queue(const llmgw_aff_member_t *m,
  * usable. In order: a member with the model loaded, unless its queue is
  * over spread_queue and a member without it is less loaded; else one
  * loading it (queue within bound); else one where it is cold or unknown
- * and that is ready; else a busy or loading member. Among equals the
+ * and that is ready; else a busy or loading member, or one where the
+ * request would be held for another model's turn. A member whose slots
+ * serve the model counts as having it loaded; one that would hold it, as
+ * a last resort whatever its probes say (it is switching models); among
+ * those, the one whose model it would displace is the least asked for.  Among equals the
  * least loaded; among those the highest lbstatus. Every usable member's
  * lbstatus grows by its lbfactor and the chosen one's shrinks by their
  * sum, as bybusyness does, so that equals take turns by lbfactor. */

@@ -6,6 +6,7 @@
  * a reader never waits and never keeps a torn copy. */
 #include <string.h>
 
+#include "llmgw_counter.h"
 #include "llmgw_health.h"
 #include "llmgw_hash.h"
 #include "llmgw_json.h"
@@ -16,7 +17,7 @@ _Static_assert(__atomic_always_lock_free(sizeof(apr_uint64_t), 0),
                "64-bit atomics must be lock-free to be shared");
 
 #define MAGIC 0x6c6c6d68u /* "llmh" */
-#define VERSION 1u
+#define VERSION 2u
 #define ALIGN8(n) (((n) + 7) & ~(apr_size_t)7)
 #define READ_TRIES 64 /* a reader's attempts beside a writer */
 
@@ -72,6 +73,7 @@ typedef struct {
     apr_int64_t waiters;
     apr_uint32_t mirrored; /* LLMGW_MIRROR_* the worker shows */
     apr_uint32_t name_hash;
+    llmgw_group_t group; /* its model slots (LLMCapacity models=N) */
     hint_t hints[LLMGW_HEALTH_HINTS];
     probe_t probe;
 } member_t;
@@ -207,7 +209,17 @@ void llmgw_health_reset_counts(llmgw_health_t *t)
     for (i = 0; i < n; i++) {
         __atomic_store_n(&MEMBERS(t)[i].inflight, 0, __ATOMIC_RELEASE);
         __atomic_store_n(&MEMBERS(t)[i].waiters, 0, __ATOMIC_RELEASE);
+        /* Its requests in flight are gone too (nothing else in it
+         * points anywhere). */
+        memset(&MEMBERS(t)[i].group, 0, sizeof(MEMBERS(t)[i].group));
     }
+}
+
+llmgw_group_t *llmgw_health_group(llmgw_health_t *t, int m)
+{
+    member_t *mb = member(t, m);
+
+    return mb ? &mb->group : NULL;
 }
 
 /* ---- the breaker ------------------------------------------------------ */
@@ -961,38 +973,13 @@ int llmgw_health_admit(llmgw_health_t *t, int m, apr_int64_t limit)
     return 1;
 }
 
-/* Takes one off a counter, never below 0. */
-static void decrement(apr_int64_t *c)
-{
-    apr_int64_t cur = __atomic_load_n(c, __ATOMIC_ACQUIRE);
-
-    while (cur > 0
-           && !__atomic_compare_exchange_n(
-               c, &cur, cur - 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-    }
-}
-
 void llmgw_health_release(llmgw_health_t *t, int m)
 {
     member_t *mb = member(t, m);
 
     if (mb) {
-        decrement(&mb->inflight);
+        llmgw_counter_down(&mb->inflight);
     }
-}
-
-/* Joins the queue unless it holds max_waiters already. */
-static int join_queue(member_t *mb, apr_int64_t max_waiters)
-{
-    apr_int64_t cur = __atomic_load_n(&mb->waiters, __ATOMIC_ACQUIRE);
-
-    do {
-        if (max_waiters <= 0 || cur >= max_waiters) {
-            return 0;
-        }
-    } while (!__atomic_compare_exchange_n(&mb->waiters, &cur, cur + 1, 0,
-                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
-    return 1;
 }
 
 llmgw_admit_t llmgw_health_admit_step(llmgw_health_t *t, int m,
@@ -1014,7 +1001,7 @@ llmgw_admit_t llmgw_health_admit_step(llmgw_health_t *t, int m,
         if (now >= deadline) {
             return LLMGW_ADMIT_TIMEOUT;
         }
-        if (!join_queue(mb, max_waiters)) {
+        if (!llmgw_counter_up(&mb->waiters, max_waiters)) {
             return LLMGW_ADMIT_FULL;
         }
         *queued = 1;
@@ -1036,7 +1023,7 @@ void llmgw_health_admit_cancel(llmgw_health_t *t, int m, int *queued)
     member_t *mb = member(t, m);
 
     if (mb && *queued) {
-        decrement(&mb->waiters);
+        llmgw_counter_down(&mb->waiters);
     }
     *queued = 0;
 }

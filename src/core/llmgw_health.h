@@ -12,6 +12,7 @@
 
 #include "llmgw_affinity.h"
 #include "llmgw_breaker.h"
+#include "llmgw_group.h"
 #include "llmgw_probe.h"
 
 #define LLMGW_HEALTH_NAME_MAX 384   /* a worker's name_ex, with its NUL */
@@ -51,6 +52,9 @@ const char *llmgw_health_name(const llmgw_health_t *t, int m);
  * be in flight (a restart), since a process that died holding a claim
  * never gave it back. */
 void llmgw_health_reset_counts(llmgw_health_t *t);
+
+/* Member m's model slots (llmgw_group), or NULL for no such member. */
+llmgw_group_t *llmgw_health_group(llmgw_health_t *t, int m);
 
 /* ---- the breaker ----------------------------------------------------- */
 

@@ -56,6 +56,9 @@ typedef struct {
     apr_int64_t max;          /* 0: as its probes count its slots */
     apr_int64_t queue;        /* waiting requests per member, at most */
     apr_interval_time_t wait; /* how long one waits, at most */
+    int models;               /* models a member holds at once; 0: any
+                               * number (no grouping by model) */
+    apr_interval_time_t hold; /* a model's turn while others wait */
 } cap_t;
 
 /* LLMWarmup of a route: its model kept loaded on one of its members. */
@@ -118,6 +121,8 @@ typedef struct {
     int broke;      /* the answer broke off after it began */
     int observed;   /* its outcome went to the table */
     int admitted;   /* the member it holds a place of; -1: none */
+    int grouped;    /* the member whose model slot it holds; -1 */
+    int slot;       /* that slot */
     /* With failover, mod_proxy's handler runs once per attempt: */
     int ended;    /* post_request ran: a next run is another attempt */
     int reported; /* the failover part told this attempt's outcome */
@@ -125,11 +130,14 @@ typedef struct {
                    * attempt ends (a failure after it replaces it); -1 */
     char *body;   /* BODY_KEPT bytes, for an error answer only */
     apr_size_t len;
+    /* How long it waited for its model's turn, in all (models=N). */
+    apr_interval_time_t held;
 } hreq_t;
 
 static const char hreq_key[] = "llmgw-health-req";
 static ap_filter_rec_t *watch_handle;
-static int any_cap; /* a member has LLMCapacity */
+static int any_cap;    /* a member has LLMCapacity */
+static int any_models; /* one with models=N: grouping by model */
 
 /* A function of mod_proxy's, found when the configuration has been read:
  * mod_proxy may load after this module (Debian loads mods-enabled/ in
@@ -187,7 +195,7 @@ void llmgw_health_pre_config(apr_pool_t *pconf)
     llmgw_health_params_default(&cf.hp);
     llmgw_affinity_params_default(&cf.ap);
     table = NULL;
-    any_cap = 0;
+    any_cap = any_models = 0;
     members = NULL;
     nmembers = 0;
 }
@@ -423,7 +431,7 @@ static int pre_request(proxy_worker **worker, proxy_balancer **balancer,
     if (!(hr = hreq(r))) {
         hr = apr_pcalloc(r->pool, sizeof(*hr));
         hr->trial = LLMGW_BR_NO_TRIAL;
-        hr->admitted = -1;
+        hr->admitted = hr->grouped = -1;
         hr->success = -1;
         apr_pool_userdata_setn(hr, hreq_key, NULL, r->pool);
         if (!r->main) {
@@ -454,6 +462,11 @@ static apr_status_t release_place(void *data)
         llmgw_health_release(table, hr->admitted);
         hr->admitted = -1;
     }
+    if (hr->grouped >= 0 && table) {
+        llmgw_group_leave(llmgw_health_group(table, hr->grouped), hr->slot,
+                          apr_time_now());
+        hr->grouped = -1;
+    }
     return APR_SUCCESS;
 }
 
@@ -467,6 +480,52 @@ static int refuse(request_rec *r, int m, const char *why)
                   llmgw_health_name(table, m), why);
     apr_table_setn(r->err_headers_out, "Retry-After", "1");
     return HTTP_TOO_MANY_REQUESTS;
+}
+
+/* Where a member holds fewer models than it is asked for (models=N): the
+ * request waits for a slot of its model (llmgw_group), in the capacity
+ * queue's bounds (count and deadline), and keeps it as its place. Its
+ * wait goes to X-LLM-Hold-Ms, so that no wait moved from the member's
+ * loads into the gateway goes unseen. OK, or the refusal. */
+static int group_wait(request_rec *r, hreq_t *hr, int m, const cap_t *cap,
+                      apr_time_t deadline)
+{
+    llmgw_group_t *g = llmgw_health_group(table, m);
+    const llmgw_req_t *ctx = req_ctx(r);
+    apr_time_t start = apr_time_now(), now = start;
+    apr_uint32_t h;
+    int counted = 0, slot, st = OK;
+
+    if (!g || !ctx || !ctx->upstream_model) {
+        return OK;
+    }
+    h = llmgw_group_hash(ctx->upstream_model);
+    while (llmgw_group_enter(g, cap->models, h, cap->hold, now, &slot)
+           == LLMGW_GROUP_HELD) {
+        if (!counted && !(counted = llmgw_group_hold(g, cap->queue))) {
+            st = refuse(r, m, "its queue is full");
+            break;
+        }
+        if (now >= deadline) {
+            st = refuse(r, m, "no turn for its model within the wait");
+            break;
+        }
+        apr_sleep(ADMIT_POLL);
+        now = apr_time_now();
+    }
+    if (counted) {
+        llmgw_group_unhold(g);
+    }
+    if (st == OK) {
+        hr->grouped = m;
+        hr->slot = slot;
+        apr_pool_cleanup_register(r->pool, hr, release_place,
+                                  apr_pool_cleanup_null);
+    }
+    hr->held += now - start;
+    apr_table_setn(r->err_headers_out, "X-LLM-Hold-Ms",
+                   apr_psprintf(r->pool, "%.1f", (double)hr->held / 1000.0));
+    return st;
 }
 
 /* mod_proxy's scheme handler, first: a request for a member with a
@@ -486,6 +545,14 @@ static int admit(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
     }
     release_place(hr); /* mod_proxy tries another member */
     deadline = now + cap->wait;
+    if (cap->models > 0) {
+        int st = group_wait(r, hr, m, cap, deadline);
+
+        if (st != OK) {
+            return st;
+        }
+        now = apr_time_now();
+    }
     for (;;) {
         limit = llmgw_health_limit(table, m, cap->max, now, &cf.hp);
         switch (llmgw_health_admit_step(table, m, limit, cap->queue, deadline,
@@ -587,11 +654,28 @@ static int our_drain(int m, apr_time_t now)
                & LLMGW_MIRROR_DRAIN);
 }
 
+/* Whether member m's model slots serve hash h (or its batch is due
+ * there), or would hold it (into a). */
+static void affinity_group(int m, apr_uint32_t h, apr_time_t now,
+                           llmgw_aff_member_t *a)
+{
+    const cap_t *cap = members[m].cap;
+    llmgw_group_t *g;
+
+    if (!h || !cap || cap->models <= 0
+        || !(g = llmgw_health_group(table, m))) {
+        return;
+    }
+    a->held = llmgw_group_would_hold(g, cap->models, h, cap->hold, now,
+                                     &a->serving, &a->displaced);
+}
+
 /* What the choice needs of worker w: mod_proxy's say (usable, busy,
- * lbfactor, lbstatus) and the table's (state, the model, slots, queue).
- * *m gets its member, -1 for one the table does not know. */
-static void affinity_member(proxy_worker *w, const char *model, apr_time_t now,
-                            llmgw_aff_member_t *a, int *m)
+ * lbfactor, lbstatus) and the table's (state, the model, slots, queue,
+ * the model slots for hash h, 0: none). *m gets its member, -1 for one
+ * the table does not know. */
+static void affinity_member(proxy_worker *w, const char *model, apr_uint32_t h,
+                            apr_time_t now, llmgw_aff_member_t *a, int *m)
 {
     apr_int64_t busy = (apr_int64_t)w->s->busy;
     int usable = PROXY_WORKER_IS_USABLE(w) && !PROXY_WORKER_IS_STANDBY(w)
@@ -612,6 +696,9 @@ static void affinity_member(proxy_worker *w, const char *model, apr_time_t now,
     }
     a->usable = usable;
     a->inflight = a->inflight > busy ? a->inflight : busy;
+    if (*m >= 0) {
+        affinity_group(*m, h, now, a);
+    }
     a->capacity = *m >= 0 && members[*m].cap ? members[*m].cap->max : 0;
     a->lbfactor = w->s->lbfactor;
     a->lbstatus = w->s->lbstatus;
@@ -630,6 +717,7 @@ static proxy_worker *find_affinity(proxy_balancer *balancer, request_rec *r)
     hreq_t *hr = hreq(r);
     apr_time_t now = apr_time_now();
     llmgw_aff_member_t *am;
+    apr_uint32_t h;
     int *mi;
 
     if (n <= 0) {
@@ -637,8 +725,9 @@ static proxy_worker *find_affinity(proxy_balancer *balancer, request_rec *r)
     }
     am = apr_pcalloc(r->pool, n * sizeof(*am));
     mi = apr_palloc(r->pool, n * sizeof(*mi));
+    h = model && any_models ? llmgw_group_hash(model) : 0;
     for (i = 0; i < n; i++) {
-        affinity_member(ws[i], model, now, &am[i], &mi[i]);
+        affinity_member(ws[i], model, h, now, &am[i], &mi[i]);
     }
     for (;;) {
         llmgw_breaker_t b;
@@ -815,11 +904,20 @@ const char *llmgw_health_set_check(cmd_parms *cmd, void *dummy, int argc,
 const char *llmgw_health_set_capacity(cmd_parms *cmd, void *dummy, int argc,
                                       char *const argv[])
 {
-    static const char *const names[] = { "max", "queue", "wait", NULL };
-    static const char example[] = "LLMCapacity max=4 queue=16 wait=10000";
+    static const char *const names[] = { "max",    "queue", "wait",
+                                         "models", "hold",  NULL };
+    static const char example[] =
+        "LLMCapacity max=4 queue=16 wait=10000 models=1 hold=1000";
+    static const char *const what[] = { "LLMCapacity max", "LLMCapacity queue",
+                                        "LLMCapacity wait",
+                                        "LLMCapacity models",
+                                        "LLMCapacity hold" };
     llmgw_route_t *route = llmgw_sconf(cmd->server)->cur_route;
-    cap_t cap = { route, 0, 16, apr_time_from_sec(10) };
+    cap_t cap = {
+        route, 0, 16, apr_time_from_sec(10), 0, apr_time_from_sec(1)
+    };
     const char *err, *v;
+    apr_int64_t models = 0;
     int i, which;
 
     if (!route) {
@@ -836,17 +934,27 @@ const char *llmgw_health_set_capacity(cmd_parms *cmd, void *dummy, int argc,
                                      &which, &v))) {
             return err;
         }
-        if (which == 0 && strcasecmp(v, "auto") == 0) {
-            cap.max = 0;
-        }
-        else if (which < 2) {
-            err = llmgw_conf_int(
-                cmd->pool, which ? "LLMCapacity queue" : "LLMCapacity max", v,
-                which ? 0 : 1, 100000, example, which ? &cap.queue : &cap.max);
-        }
-        else {
-            err = llmgw_conf_msec(cmd->pool, "LLMCapacity wait", v, 0,
-                                  3600 * 1000, example, &cap.wait);
+        switch (which) {
+        case 0:
+            if (strcasecmp(v, "auto") == 0) {
+                cap.max = 0;
+                break;
+            }
+            err = llmgw_conf_int(cmd->pool, what[0], v, 1, 100000, example,
+                                 &cap.max);
+            break;
+        case 1:
+            err = llmgw_conf_int(cmd->pool, what[1], v, 0, 100000, example,
+                                 &cap.queue);
+            break;
+        case 3:
+            err = llmgw_conf_int(cmd->pool, what[3], v, 0, LLMGW_GROUP_SLOTS,
+                                 example, &models);
+            cap.models = (int)models;
+            break;
+        default:
+            err = llmgw_conf_msec(cmd->pool, what[which], v, 0, 3600 * 1000,
+                                  example, which == 2 ? &cap.wait : &cap.hold);
         }
         if (err) {
             return err;
@@ -1661,6 +1769,7 @@ int llmgw_health_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
         mb->check = f->check;
         mb->cap = f->cap;
         any_cap |= f->cap != NULL;
+        any_models |= f->cap && f->cap->models > 0;
         mb->drain = f->check || f->affinity;
         if (f->check && f->check->nkinds) {
             mb->nkinds = f->check->nkinds;

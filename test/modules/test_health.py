@@ -317,6 +317,10 @@ def test_probes_take_a_dead_member_out_and_back(pair, gateway):
      '</LLMRoute>\n', "LLMHealthCheck interval"),
     ("LLMBreaker on fails=0\n", "LLMBreaker fails"),
     ("LLMBreaker maybe\n", "LLMBreaker"),
+    ('<LLMRoute "cap-m">\n    LLMBackend balancer://be\n    LLMCapacity max=2 models=9\n'
+     '</LLMRoute>\n', "LLMCapacity models"),
+    ('<LLMRoute "cap-h">\n    LLMBackend balancer://be\n    LLMCapacity max=2 hold=soon\n'
+     '</LLMRoute>\n', "LLMCapacity hold"),
 ])
 def test_health_directives_refused(config_test, snippet, message):
     rc, out, _, _, _ = config_test(snippet)
@@ -502,3 +506,115 @@ def test_warmup_needs_the_ollama_dialect(config_test):
         '<LLMRoute "wx">\n    LLMBackend balancer://be\n    LLMUpstreamModel mock-small\n'
         '    LLMHealthCheck on\n    LLMWarmup on\n</LLMRoute>\n')
     assert rc != 0 and "LLMWarmup needs" in out, out
+
+
+# ---- grouping by model (LLMCapacity models=N) ------------------------------
+
+def grouping_config(p1, cap):
+    """One member holding one model at a time, two routes (two models) on
+    it, both with LLMCapacity CAP."""
+    return f"""\
+LLMCache off
+{proxy("grp", p1, lbmethod="llm_affinity")}
+{route("grp-x", "grp", f"LLMCapacity {cap}")}
+{route("grp-y", "grp", f"LLMCapacity {cap}", model="mock-large")}
+"""
+
+
+def staggered(gw, plan):
+    """PLAN: (seconds after the start, route, api) of requests sent each in
+    its thread; (response, seconds from its start to its answer) each, in
+    PLAN's order."""
+    out = [None] * len(plan)
+
+    def one(i, at, model, api):
+        time.sleep(max(0.0, t0 + at - time.monotonic()))
+        t = time.monotonic()
+        if api == "openai":
+            r = gw.post("/v1/chat/completions", chat_body(model, max_tokens=1))
+        else:
+            r = gw.post("/api/chat", {"model": model, "stream": False,
+                                      "messages": [{"role": "user", "content": "hi"}]})
+        out[i] = (r, time.monotonic() - t)
+
+    t0 = time.monotonic()
+    ts = [threading.Thread(target=one, args=(i, *p)) for i, p in enumerate(plan)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    return out
+
+
+def hold_ms(r):
+    return float(r.header("X-LLM-Hold-Ms", "0"))
+
+
+def grouped(pair, gateway, name, load_ms, ttft_ms, cap, plan):
+    """A one-model member (LOAD_MS to load, TTFT_MS to answer) behind a
+    gateway of grouping_config(CAP) sent PLAN (see staggered): (the
+    member, what staggered returns)."""
+    start, p1, _ = pair
+    member = start("one", p1, "--load-ms", str(load_ms), "--max-loaded", "1",
+                   "--ttft-ms", str(ttft_ms))
+    gw = gateway(name, grouping_config(p1, cap))
+    return member, staggered(gw, plan)
+
+
+def test_grouping_serves_a_batch_with_one_switch(pair, gateway):
+    # X generates for 1 s; Y and X alternate meanwhile. Ungrouped, every
+    # change of model is a load on the one-model member (X, Y, X, Y); the
+    # gateway holds the Ys until X's last request leaves, then both Ys go
+    # with one switch.
+    plan = [(0.0, "grp-x", "openai"), (0.3, "grp-y", "openai"),
+            (0.6, "grp-x", "openai"), (0.9, "grp-y", "openai")]
+    member, got = grouped(pair, gateway, "gw-grouping", 200, 1000,
+                          "max=8 queue=8 wait=30000 models=1 hold=30000", plan)
+    (x1, _), (y1, ty1), (x2, _), (y2, _) = got
+    for r in (x1, y1, x2, y2):
+        assert r.status == 200, r.body[:300]
+    assert member.stats()["loads"] == 2, member.stats()
+    # X2 joined X's turn; the Ys waited in the gateway for X2 to finish
+    # (at about 0.6 + 1.0 + 0.2 load s), released by the drain, not by
+    # the hold bound or the wait (30 s).
+    assert hold_ms(x2) == 0.0 and hold_ms(x1) == 0.0
+    assert 900 < hold_ms(y1) < 4000, hold_ms(y1)
+    assert 500 < hold_ms(y2) < hold_ms(y1), (hold_ms(y1), hold_ms(y2))
+    assert ty1 < 6.0, ty1
+    assert float(y1.header("X-Mock-Load-Ms", "0")) > 0
+
+
+def test_grouping_bound_ends_a_busy_models_turn(pair, gateway):
+    # X is asked for all the time; Y still gets its turn once X had the
+    # member for hold (0.5 s): X's requests from then on wait for Y.
+    plan = [(0.2 * i, "grp-x", "openai") for i in range(10)]
+    plan.append((0.1, "grp-y", "openai"))
+    member, got = grouped(pair, gateway, "gw-grouping-turn", 100, 400,
+                          "max=8 queue=8 wait=30000 models=1 hold=500", plan)
+    y, ty = got[-1]
+    assert y.status == 200, y.body[:300]
+    assert all(r.status == 200 for r, _ in got), [r.status for r, _ in got]
+    # Y waited its turn (hold, then X's requests in flight: at most one
+    # generation more), never the wait.
+    assert 300 < hold_ms(y) < 1500, hold_ms(y)
+    assert any(hold_ms(r) > 0 for r, _ in got[:-1]), "no X waited for Y"
+    assert member.stats()["loads"] <= 3, member.stats()
+
+
+def test_grouping_queue_is_bounded(pair, gateway):
+    # X in flight; the first Y waits (the queue holds one) until the wait
+    # ends: 429 in Ollama's shape; the second finds the queue full: 429 at
+    # once, in OpenAI's.
+    plan = [(0.0, "grp-x", "openai"), (0.2, "grp-y", "ollama"),
+            (0.4, "grp-y", "openai")]
+    member, got = grouped(pair, gateway, "gw-grouping-bound", 100, 1500,
+                          "max=8 queue=1 wait=400 models=1 hold=30000", plan)
+    (x, _), (y1, t1), (y2, t2) = got
+    assert x.status == 200, x.body[:300]
+    assert y1.status == 429, y1.body[:300]
+    assert isinstance(y1.json().get("error"), str), y1.body
+    assert 0.3 < t1 < 1.2, t1
+    env.assert_openai_error(y2, 429, code="backend_busy")
+    assert y2.header("Retry-After") == "1"
+    assert t2 < 0.3, t2
+    assert member.stats()["generations"] == 1

@@ -136,6 +136,30 @@ START_TEST(table_of_choices)
 }
 END_TEST
 
+/* Grouping by model: the member whose slots serve the model is as good as
+ * loaded; one that would hold the request for another model's turn comes
+ * after any ready member, whatever its probes say. */
+START_TEST(grouping_by_model)
+{
+    llmgw_aff_params_t p;
+    llmgw_aff_member_t m[3] = { M(1, R, COLD, 4, -1, -1, -1, 8),
+                                M(1, R, COLD, 1, -1, -1, -1, 8),
+                                M(1, R, COLD, 0, -1, -1, -1, 8) };
+
+    llmgw_affinity_params_default(&p);
+    m[0].serving = 1;
+    ck_assert_int_eq(llmgw_affinity_pick(m, 3, &p), 0);
+    m[0].serving = 0;
+    m[2].held = 1;
+    ck_assert_int_eq(llmgw_affinity_pick(m, 3, &p), 1);
+    m[1].held = 1;
+    m[1].model = HOT; /* its probe lags: it is switching away */
+    m[0].held = 1;
+    /* All would hold: the least loaded. */
+    ck_assert_int_eq(llmgw_affinity_pick(m, 3, &p), 2);
+}
+END_TEST
+
 START_TEST(load_and_queue)
 {
     llmgw_aff_params_t p;
@@ -247,7 +271,7 @@ END_TEST
 Suite *affinity_suite(void)
 {
     return test_suite("affinity", "core", 0,
-                      TESTS(table_of_choices, load_and_queue,
-                            nothing_known_is_bybusyness,
+                      TESTS(table_of_choices, grouping_by_model,
+                            load_and_queue, nothing_known_is_bybusyness,
                             equals_share_by_lbfactor));
 }

@@ -25,6 +25,7 @@ Suite *probe_suite(void);
 Suite *breaker_suite(void);
 Suite *health_suite(void);
 Suite *affinity_suite(void);
+Suite *group_suite(void);
 Suite *store_suite(void);
 Suite *conf_suite(void);
 Suite *metrics_suite(void);

@@ -125,6 +125,7 @@ int main(void)
     srunner_add_suite(sr, breaker_suite());
     srunner_add_suite(sr, health_suite());
     srunner_add_suite(sr, affinity_suite());
+    srunner_add_suite(sr, group_suite());
     srunner_add_suite(sr, store_suite());
     srunner_add_suite(sr, conf_suite());
     srunner_add_suite(sr, metrics_suite());
