@@ -569,3 +569,33 @@ def test_with_balancer_persist_the_state_file_holds(gm_persist, pool, workdir):
         assert all(a[u]["usable"] for a in members_everywhere(g, n=6)[0])
     finally:
         late.stop()
+
+
+def test_member_balancer_manager_added_is_a_duplicate(gm, pool):
+    """A member added through balancer-manager is not in httpd.conf nor in
+    the state file: the live balancer refuses it as a duplicate."""
+    import re
+    from urllib.parse import urlencode
+    page = gm.get("/balancer-manager")
+    assert page.status == 200
+    # Each balancer has a nonce of its own, in its links.
+    nonce = re.search(r"b=grow&(?:amp;)?[^'\"]*?nonce=([0-9a-fA-F-]+)",
+                      page.body.decode()).group(1)
+    r = gm.request("POST", "/balancer-manager",
+                   urlencode({"b": "grow", "nonce": nonce, "b_wyes": "1",
+                              "b_nwrkr": url(pool["m1"])}).encode(),
+                   {"Content-Type": "application/x-www-form-urlencoded",
+                    "Referer": gm.url("/balancer-manager")})
+    assert r.status in (200, 302), r.body
+    answers, _ = members_everywhere(gm, n=6)
+    assert all(url(pool["m1"]) in a for a in answers), answers
+    s = Session(gm)
+    mark = len(audit(gm))
+    assert add(s, pool["m1"]).status == 409
+    line = audit(gm)[mark:]
+    assert len(line) == 1 and "is a member of balancer://grow already" in \
+        line[0], line
+    assert not os.path.exists(gm.state)
+    answers, _ = members_everywhere(gm, n=6)
+    assert all(list(a) == [url(pool["m0"]), url(pool["m1"])]
+               for a in answers), answers
