@@ -1402,14 +1402,9 @@ static apr_status_t probe_tick(int state, void *data, apr_pool_t *pool)
 
 static int probes_post_config(apr_pool_t *pconf, server_rec *s)
 {
-    APR_OPTIONAL_FN_TYPE(ap_watchdog_get_instance) *get_instance =
-        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_get_instance);
-    APR_OPTIONAL_FN_TYPE(ap_watchdog_register_callback) *register_cb =
-        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_register_callback);
-    ap_watchdog_t *wd;
     apr_status_t rv;
 
-    if (!get_instance || !register_cb) {
+    if (!APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_get_instance)) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
                      LLMGW_LOGNO(0704) "LLMHealthCheck needs mod_watchdog: "
                                        "load it (LoadModule watchdog_module "
@@ -1424,9 +1419,9 @@ static int probes_post_config(apr_pool_t *pconf, server_rec *s)
                               "or later)");
         return !OK;
     }
-    if ((rv = get_instance(&wd, PROBE_WATCHDOG, 0, 1, pconf)) != APR_SUCCESS
-        || (rv = register_cb(wd, AP_WD_TM_SLICE, s, probe_tick))
-               != APR_SUCCESS) {
+    rv = llmgw_watchdog_every(pconf, PROBE_WATCHDOG, AP_WD_TM_SLICE, s,
+                              probe_tick);
+    if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
                      LLMGW_LOGNO(0706) "LLMHealthCheck: cannot start the "
                                        "probes' watchdog");

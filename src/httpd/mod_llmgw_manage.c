@@ -167,16 +167,9 @@ static apr_status_t members_tick(int state, void *data, apr_pool_t *pool);
 /* The members' watchdog (one child's): probes and drained members. */
 static void start_watchdog(apr_pool_t *pconf, server_rec *s)
 {
-    APR_OPTIONAL_FN_TYPE(ap_watchdog_get_instance) *get_instance =
-        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_get_instance);
-    APR_OPTIONAL_FN_TYPE(ap_watchdog_register_callback) *register_cb =
-        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_register_callback);
-    ap_watchdog_t *wd;
-
-    mg.watchdog =
-        get_instance && register_cb
-        && get_instance(&wd, MEMBERS_WATCHDOG, 0, 1, pconf) == APR_SUCCESS
-        && register_cb(wd, LLMGW_MEMBERS_TICK, s, members_tick) == APR_SUCCESS;
+    mg.watchdog = llmgw_watchdog_every(pconf, MEMBERS_WATCHDOG,
+                                       LLMGW_MEMBERS_TICK, s, members_tick)
+                  == APR_SUCCESS;
     if (!mg.watchdog) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
                      LLMGW_LOGNO(1806) "LLMManageFile: no watchdog (load "

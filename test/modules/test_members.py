@@ -2,6 +2,7 @@
 # added through mod_proxy's growth slots and probed before they take
 # traffic, reweighted, removed after a drain, seen by every child and kept
 # across graceful restart, stop/start and kill -9; bad input refused whole.
+import contextlib
 import json
 import os
 import signal
@@ -495,14 +496,10 @@ def test_member_changes_kept_across_restarts(gm, pool):
     gm.stop()
     gm.start()
     check(True)
-    # kill -9 of the parent and every child
-    kids = gm.children()
-    os.kill(gm.proc.pid, signal.SIGKILL)
-    for pid in kids:
-        try:
+    # kill -9 of the parent and every child (listed before the parent dies)
+    for pid in [gm.proc.pid] + gm.children():
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     gm.proc.wait(10)
     gm.start()
     check(True)
