@@ -345,6 +345,21 @@ static const char *add_worker(request_rec *r, llmgw_members_op_t *o,
     return NULL;
 }
 
+/* The same under b's thread lock: this child's requests read (and sync)
+ * b's list under it while the new worker is pushed onto it. */
+static const char *add_worker_locked(request_rec *r, llmgw_members_op_t *o,
+                                     const llmgw_manage_entry_t *e)
+{
+    const char *err;
+
+    if (PROXY_THREAD_LOCK(o->b) != APR_SUCCESS) {
+        return "the balancer's thread lock cannot be taken";
+    }
+    err = add_worker(r, o, e);
+    PROXY_THREAD_UNLOCK(o->b);
+    return err;
+}
+
 /* A member removed before and now added again: its worker is there. */
 static void take_back(llmgw_members_op_t *o, const llmgw_manage_entry_t *e)
 {
@@ -407,7 +422,7 @@ const char *llmgw_members_finish(request_rec *r, llmgw_members_op_t *o,
         remove_worker(r->server, o->b, o->w);
     }
     else if (!o->w) {
-        err = add_worker(r, o, e);
+        err = add_worker_locked(r, o, e);
     }
     else {
         if (PROXY_WORKER_IS(o->w, PROXY_WORKER_FREE)) {
