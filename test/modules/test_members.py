@@ -237,7 +237,7 @@ def test_member_failing_its_probe_never_gets_traffic(gm, pool):
     s = Session(gm)
     # It serves chats, but has no vLLM /metrics: a vllm probe fails.
     assert add(s, pool["vllm"], probe="vllm").status == 303
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10
     while pool["vllm"].stats()["by_path"].get("/metrics", 0) < 2:
         assert time.monotonic() < deadline, pool["vllm"].stats()
         time.sleep(0.1)
