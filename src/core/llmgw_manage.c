@@ -472,8 +472,9 @@ static const char *check_member_add(const check_t *k)
     if (slots_used(k->m, b->name) >= b->growth) {
         return apr_psprintf(k->p,
                             "%s has no free BalancerGrowth slot (%d, used "
-                            "by members added since the start): raise "
-                            "BalancerGrowth in its <Proxy> and restart",
+                            "by members added since the start): raise its "
+                            "growth (ProxySet growth=N in its <Proxy>) and "
+                            "restart",
                             b->name, b->growth);
     }
     return room(k, 1);
