@@ -25,6 +25,17 @@ def ask(g, body, headers=None):
     return r
 
 
+def ask_settled(g, body):
+    """ask(), and wait for the request's access-log line: httpd writes it
+    after the answer is stored, and the client has the last byte before
+    that, so a request sent at once could still find the first one's lease
+    (COALESCED) rather than its stored answer."""
+    mark = g.log_mark()
+    r = ask(g, body)
+    g.wait_log_one(lambda l: True, since=mark)
+    return r
+
+
 def wait_for_hit(g, body, timeout, pause):
     """The cache's answer to BODY, asked every PAUSE seconds until it is HIT
     or TIMEOUT seconds have passed."""
@@ -276,17 +287,17 @@ def test_ttl_expiry(gw_cache, uniq):
 
 def test_large_answers_skipped_not_truncated(gw_cache, uniq):
     big = det(uniq, max_tokens=15000)               # ~100 KB > max-item=64k
-    r1 = ask(gw_cache, big)
+    r1 = ask_settled(gw_cache, big)
     assert r1.header("X-LLM-Cache") == "MISS"
     assert r1.json()["usage"]["completion_tokens"] == 15000
     assert r1.json()["choices"][0]["message"]["content"] == \
         env.mock_text("mock-small", big["messages"], 15000)
-    r2 = ask(gw_cache, big)
+    r2 = ask_settled(gw_cache, big)
     assert r2.header("X-LLM-Cache") == "MISS", "a value over max-item was stored"
     assert r2.json()["choices"][0]["message"]["content"] == \
         r1.json()["choices"][0]["message"]["content"]
     small = det(uniq, max_tokens=2000)              # ~14 KB fits
-    ask(gw_cache, small)
+    ask_settled(gw_cache, small)
     assert ask(gw_cache, small).header("X-LLM-Cache") == "HIT"
 
 
