@@ -112,7 +112,7 @@ START_TEST(names_are_text)
                   "2026-01-02 00:00:00 UTC",
                   "|9 left of 10|");
     ck_assert_has(parsed_text(page(m, LLMGW_PAGE_ROUTES, NULL)),
-                  "|gpt-*, a&b|");
+                  "|gpt-*|gpt-*|a&b|balancer://be|");
     ck_assert_has(parsed_text(page(m, LLMGW_PAGE_BACKENDS, NULL)),
                   "|balancer://be|", "|http://127.0.0.1:1|", "|up|");
     json_object_put(m);
@@ -139,6 +139,135 @@ START_TEST(forms_need_a_nonce)
     ck_assert_has(page(m, LLMGW_PAGE_CACHE, "x"),
                   "name=\"do\" value=\"flush\"",
                   "name=\"model\" value=\"gpt-&lt;script&gt;");
+    json_object_put(m);
+}
+END_TEST
+
+/* The model with run-time changes: an alias added to gpt-* (a hostile
+ * one), a configured name taken out, a route and a member added, a
+ * configured member taken out. */
+static json_object *changed_model(void)
+{
+    json_object *m = model(), *routes, *members;
+    const char *text =
+        "{\"file\":\"/var/lib/llmgw/state.jsonl\",\"conf\":\"# lines\\n\","
+        "\"changes\":["
+        "{\"kind\":\"name\",\"route\":\"gpt-*\",\"name\":\"" EVIL "\","
+        "\"configured\":false,\"removed\":false},"
+        "{\"kind\":\"name\",\"route\":\"gpt-*\",\"name\":\"old-name\","
+        "\"configured\":true,\"removed\":true},"
+        "{\"kind\":\"route\",\"route\":\"fresh\",\"balancer\":\"balancer://"
+        "be\",\"dialect\":\"ollama\",\"configured\":false,\"removed\":false},"
+        "{\"kind\":\"member\",\"balancer\":\"balancer://be\",\"url\":"
+        "\"http://127.0.0.1:2\",\"configured\":false,\"removed\":false,"
+        "\"lbfactor\":3},"
+        "{\"kind\":\"member\",\"balancer\":\"balancer://be\",\"url\":"
+        "\"http://127.0.0.1:1\",\"configured\":true,\"removed\":true}]}";
+
+    json_object_object_add(m, "manage", json_tokener_parse(text));
+    routes = json_object_object_get(m, "routes");
+    json_object_array_add(
+        json_object_object_get(json_object_array_get_idx(routes, 0),
+                               "patterns"),
+        json_object_new_string(EVIL));
+    json_object_array_add(
+        routes, json_tokener_parse("{\"name\":\"fresh\",\"patterns\":"
+                                   "[\"fresh\"],\"backend\":\"balancer://"
+                                   "be\",\"dialect\":\"ollama\"}"));
+    members = json_object_object_get(
+        json_object_array_get_idx(json_object_object_get(m, "balancers"), 0),
+        "members");
+    json_object_array_add(
+        members, json_tokener_parse("{\"name\":\"http://127.0.0.1:2\","
+                                    "\"usable\":true,\"lbfactor\":3}"));
+    return m;
+}
+
+START_TEST(route_forms_post_the_changes)
+{
+    json_object *m = model();
+    const char *html = page(m, LLMGW_PAGE_ROUTES, "n0nce");
+
+    ck_assert_has(html, "name=\"do\" value=\"name_add\"",
+                  "name=\"route\" value=\"gpt-*\"",
+                  "<span>Model name or alias</span><input name=\"name\" "
+                  "type=\"text\" required=\"required\" maxlength=\"128\">",
+                  "name=\"do\" value=\"name_remove\"",
+                  "name=\"name\" value=\"a&amp;b\"",
+                  "aria-label=\"Remove a&amp;b from gpt-*\"",
+                  "name=\"do\" value=\"route_add\"",
+                  "<select name=\"b\"><option value=\"balancer://be\">",
+                  "<select name=\"dialect\"><option value=\"openai\">openai"
+                  "</option><option value=\"ollama\">ollama</option>",
+                  "name=\"nonce\" value=\"n0nce\"");
+    /* A glob stays in httpd.conf: no button takes it out. */
+    ck_assert_lacks(html, "name=\"name\" value=\"gpt-*\"", "route_remove",
+                    "changes.conf");
+    ck_assert_lacks(page(m, LLMGW_PAGE_ROUTES, NULL), "<form", "<input");
+    json_object_put(m);
+}
+END_TEST
+
+START_TEST(member_forms_post_the_changes)
+{
+    json_object *m = model();
+    const char *html = page(m, LLMGW_PAGE_BACKENDS, "n0nce");
+
+    ck_assert_has(html, "name=\"do\" value=\"member_add\"",
+                  "<input name=\"w\" type=\"url\" required=\"required\"",
+                  "<input name=\"timeout\" type=\"number\" min=\"1\" "
+                  "max=\"86400\">",
+                  "<input name=\"lbfactor\" type=\"number\" min=\"1\" "
+                  "max=\"100\" value=\"1\">",
+                  "<select name=\"probe\"><option value=\"none\">none</option>"
+                  "<option value=\"ollama\">ollama</option><option "
+                  "value=\"llamacpp\">llamacpp</option><option "
+                  "value=\"vllm\">vllm</option><option value=\"openai\">"
+                  "openai</option></select>",
+                  "name=\"do\" value=\"member_weight\"",
+                  "name=\"do\" value=\"member_remove\"",
+                  "aria-label=\"Remove http://127.0.0.1:1\"");
+    ck_assert_lacks(page(m, LLMGW_PAGE_BACKENDS, NULL), "<input");
+    json_object_put(m);
+}
+END_TEST
+
+START_TEST(changes_are_marked)
+{
+    json_object *m = changed_model();
+    const char *html = page(m, LLMGW_PAGE_ROUTES, "n0nce"), *text;
+
+    /* The added alias: text, marked, with its Remove; the hostile name
+     * escaped in its hidden field as everywhere. */
+    ck_assert_lacks(html, "<script>alert");
+    ck_assert_has(html,
+                  "<span>&lt;script&gt;alert(1)&lt;/script&gt;</span><span "
+                  "class=\"mark\">run-time</span>",
+                  "name=\"name\" value=\"&lt;script&gt;alert(1)&lt;/"
+                  "script&gt;\"",
+                  "<del>old-name</del><span class=\"mark\">removed at run "
+                  "time</span>",
+                  "aria-label=\"Put back old-name into gpt-*\"",
+                  "name=\"do\" value=\"route_remove\"",
+                  "<a href=\"/llm-admin/changes.conf\">Lines to paste into "
+                  "httpd.conf</a>");
+    text = parsed_text(html);
+    ck_assert_has(text, "|" EVIL "|run-time|", "|fresh|run-time|Remove route|",
+                  "5 changes made at run time differ from httpd.conf (kept in "
+                  "/var/lib/llmgw/state.jsonl). |");
+    /* A run-time route's own name goes with the route. */
+    ck_assert_lacks(html, "aria-label=\"Remove fresh from fresh\"");
+    html = page(m, LLMGW_PAGE_BACKENDS, NULL);
+    text = parsed_text(html);
+    ck_assert_has(html, "<del><span data-k=\"balancers.0.members.0.name\">"
+                        "http://127.0.0.1:1</span></del>");
+    ck_assert_has(text, "|http://127.0.0.1:1|removed at run time|",
+                  "|http://127.0.0.1:2|run-time|");
+    ck_assert_has(html, "href=\"/llm-admin/changes.conf\"");
+    html = page(m, LLMGW_PAGE_BACKENDS, "n");
+    ck_assert_has(html, "aria-label=\"Put back http://127.0.0.1:1\"",
+                  "<form class=\"action add\" method=\"post\"");
+    ck_assert_lacks(html, "action=\"/llm-admin/action\" class=");
     json_object_put(m);
 }
 END_TEST
@@ -223,7 +352,9 @@ END_TEST
 
 Suite *render_suite(void)
 {
-    return test_suite("render", "core", 0,
-                      TESTS(names_are_text, forms_need_a_nonce, xml_reads_back,
-                            not_utf8_is_replaced, values_and_pages));
+    return test_suite(
+        "render", "core", 0,
+        TESTS(names_are_text, forms_need_a_nonce, route_forms_post_the_changes,
+              member_forms_post_the_changes, changes_are_marked,
+              xml_reads_back, not_utf8_is_replaced, values_and_pages));
 }
