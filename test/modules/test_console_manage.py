@@ -2,15 +2,18 @@
 # each form read from the page (its hidden fields, its nonce, its labelled
 # inputs), filled in and submitted; a name added and taken out, a route added
 # and taken out, /v1/models showing each at once; without the nonce nothing
-# changes; a refusal answers 409 with a page that says why.
+# changes; a refusal answers 409 with a page that says why. The same in
+# headless Chromium (test/browser/console_manage.test.mjs).
 import os
+import subprocess
 from html.parser import HTMLParser
 from urllib.parse import urlencode
 
 import pytest
 
 import llmgw_env as env
-from test_console import ADMIN, _load, console_conf, served_assets
+from test_console import (ADMIN, BROWSER, CHROMIUM, _load,  # noqa: F401
+                          console_conf, playwright, served_assets)
 from test_manage import HEADER, ids, mgr, state_dir, stop  # noqa: F401
 
 
@@ -235,3 +238,21 @@ def test_member_forms_post_the_members_fields(gwf, mgr):  # noqa: F811
             w["inputs"]["lbfactor"]["value"]) == ("1", "100", str(now[0]))
     rm = b.form("backends", "member_remove", b="balancer://mgr", w=member)
     assert rm["button"] == f"Remove {member}"
+
+
+def test_forms_in_browser(gwf, playwright):  # noqa: F811
+    """A name added and taken out, a route added and taken out, through the
+    routes page's forms in headless Chromium (console_manage.test.mjs)."""
+    run_env = dict(os.environ, LLMGW_URL=gwf.url("").rstrip("/"),
+                   LLMGW_ADMIN=f"{ADMIN}/", LLMGW_ROUTE="mock-small",
+                   LLMGW_BALANCER="balancer://mgr", CHROMIUM=CHROMIUM,
+                   NO_COLOR="1")
+    if os.environ.get("LLMGW_SCREENSHOTS") == "1":
+        run_env["LLMGW_SHOTS"] = os.path.join(env.REPO, "docs")
+    p = subprocess.run([playwright, "--test", "--test-reporter=spec",
+                        "--test-timeout=120000", "console_manage.test.mjs"],
+                       cwd=BROWSER, env=run_env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "# fail 0" in p.stdout or "\u2139 fail 0" in p.stdout, p.stdout
+    assert state_lines(gwf) == [HEADER]
