@@ -629,7 +629,8 @@ static void weight_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
 {
     const char *name = str(row->o, "name");
     const char *f[] = { "b", str(row->owner, "name"), "w", name, NULL };
-    const char *w = llmgw_render_value(c->p, at(row->o, "lbfactor"), "");
+    json_object *lb = at(row->o, "lbfactor");
+    const char *w = llmgw_render_value(c->p, lb, "");
     xmlNodePtr fm = form(c, td, "member_weight", f), in;
 
     if (!fm) {
@@ -640,7 +641,9 @@ static void weight_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
     attr(c, in, "min", "1");
     attr(c, in, "max", "100");
     attr(c, in, "required", "required");
-    attr(c, in, "value", w);
+    if (lb) {
+        attr(c, in, "value", w);
+    }
     button(c, fm, "Set", apr_pstrcat(c->p, "Set the weight of ", name, NULL));
 }
 

@@ -11,24 +11,16 @@
 //   LLMGW_BALANCER  a balancer of httpd.conf to add a route on
 //   LLMGW_SHOTS     where to write the screenshot (unset: none)
 //   CHROMIUM        the browser (default /usr/bin/chromium)
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { ADMIN, URL_, launch, open } from "./lib.mjs";
+import { ADMIN, URL_, open, sharedBrowser } from "./lib.mjs";
 
 const ROUTE = process.env.LLMGW_ROUTE;
 const BALANCER = process.env.LLMGW_BALANCER;
 const SHOTS = process.env.LLMGW_SHOTS;
 
-let browser;
-
-before(async () => {
-    browser = await launch();
-});
-
-after(async () => {
-    await browser?.close();
-});
+const shared = sharedBrowser();
 
 async function models() {
     const r = await fetch(URL_ + "/v1/models");
@@ -49,7 +41,7 @@ async function post(page, name) {
 }
 
 test("a name added and taken out through the routes page", async () => {
-    const ctx = await browser.newContext();
+    const ctx = await shared.browser.newContext();
     const { page, problems } = await open(ctx, "routes");
     const row = page.locator("tr", { hasText: ROUTE }).first();
     await row.getByLabel("Model name or alias").fill("browser-alias");
@@ -67,7 +59,7 @@ test("a name added and taken out through the routes page", async () => {
 });
 
 test("a route added on a balancer through the routes page", async () => {
-    const ctx = await browser.newContext();
+    const ctx = await shared.browser.newContext();
     const { page, problems } = await open(ctx, "routes");
     await page.getByLabel("Route (its model name)").fill("browser-route");
     await page.getByLabel("Balancer").selectOption(BALANCER);

@@ -2,6 +2,7 @@
 // with what went wrong on it collected (console errors and warnings,
 // uncaught exceptions, requests that failed or left the gateway).
 import assert from "node:assert/strict";
+import { after, before } from "node:test";
 import { chromium } from "playwright-core";
 
 export const URL_ = process.env.LLMGW_URL;
@@ -13,6 +14,19 @@ export function launch() {
         executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
         args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
     });
+}
+
+// The browser of a test file: launched before its tests and closed after
+// them; its tests read it as shared.browser.
+export function sharedBrowser() {
+    const shared = {};
+    before(async () => {
+        shared.browser = await launch();
+    });
+    after(async () => {
+        await shared.browser?.close();
+    });
+    return shared;
 }
 
 // The console's page NAME in ctx, answered 200, and its problems so far.

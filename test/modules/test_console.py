@@ -691,26 +691,34 @@ def playwright():
     return node
 
 
+def run_browser(node, script, g, **where):
+    """Runs test/browser's SCRIPT against gateway G, WHERE (LLMGW_* names)
+    saying where things are; with LLMGW_SCREENSHOTS=1 it writes its
+    screenshots into docs/."""
+    run_env = dict(os.environ, LLMGW_URL=g.url("").rstrip("/"),
+                   LLMGW_ADMIN=f"{ADMIN}/", CHROMIUM=CHROMIUM, NO_COLOR="1",
+                   **where)
+    if os.environ.get("LLMGW_SCREENSHOTS") == "1":
+        run_env["LLMGW_SHOTS"] = os.path.join(env.REPO, "docs")
+    p = subprocess.run([node, "--test", "--test-reporter=spec",
+                        "--test-timeout=120000", script],
+                       cwd=BROWSER, env=run_env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "# fail 0" in p.stdout or "\u2139 fail 0" in p.stdout, p.stdout
+
+
 def test_console_in_browser(gwc, mocks, playwright, uniq):
     evil = f"gpt-<script>window.pwned=1</script>{uniq}"
     n = status(gwc)["total"]["requests"]
     assert gwc.post(CHAT, chat_body(model=evil, temperature=1,
                                     max_tokens=2)).status == 200
     counted(gwc, n + 1)
-    run_env = dict(os.environ, LLMGW_URL=gwc.url("").rstrip("/"),
-                   LLMGW_ADMIN=f"{ADMIN}/", LLMGW_MEMBER=member_of(gwc, "be_a"),
-                   LLMGW_MOCKS=" ".join(f"http://{env.HOST}:{gwc.ports[p]}/mock/stats"
-                                        for p in ("be_a", "be_b")),
-                   LLMGW_MODEL=f"gpt-{uniq}", LLMGW_EVIL=evil, CHROMIUM=CHROMIUM,
-                   NO_COLOR="1")
-    if os.environ.get("LLMGW_SCREENSHOTS") == "1":
-        run_env["LLMGW_SHOTS"] = os.path.join(env.REPO, "docs")
-    p = subprocess.run([playwright, "--test", "--test-reporter=spec",
-                        "--test-timeout=120000", "console.test.mjs"],
-                       cwd=BROWSER, env=run_env, capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "# fail 0" in p.stdout or "\u2139 fail 0" in p.stdout, p.stdout
+    run_browser(playwright, "console.test.mjs", gwc,
+                LLMGW_MEMBER=member_of(gwc, "be_a"),
+                LLMGW_MOCKS=" ".join(f"http://{env.HOST}:{gwc.ports[p]}/mock/stats"
+                                     for p in ("be_a", "be_b")),
+                LLMGW_MODEL=f"gpt-{uniq}", LLMGW_EVIL=evil)
 
 
 def test_keys_in_browser(gwk, playwright):
@@ -725,16 +733,6 @@ def test_keys_in_browser(gwk, playwright):
         time.sleep(0.05)
     used = key_view(gwk)["budgets"][0]["used"]
     assert used > 0
-    run_env = dict(os.environ, LLMGW_URL=gwk.url("").rstrip("/"),
-                   LLMGW_ADMIN=f"{ADMIN}/", LLMGW_KEY="team-a",
-                   LLMGW_USED=str(used), LLMGW_LIMIT=str(KEY_BUDGET),
-                   CHROMIUM=CHROMIUM, NO_COLOR="1")
-    if os.environ.get("LLMGW_SCREENSHOTS") == "1":
-        run_env["LLMGW_SHOTS"] = os.path.join(env.REPO, "docs")
-    p = subprocess.run([playwright, "--test", "--test-reporter=spec",
-                        "--test-timeout=120000", "console_keys.test.mjs"],
-                       cwd=BROWSER, env=run_env, capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "# fail 0" in p.stdout or "\u2139 fail 0" in p.stdout, p.stdout
+    run_browser(playwright, "console_keys.test.mjs", gwk, LLMGW_KEY="team-a",
+                LLMGW_USED=str(used), LLMGW_LIMIT=str(KEY_BUDGET))
     assert key_view(gwk)["budgets"][0]["used"] == 0

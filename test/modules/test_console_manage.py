@@ -4,35 +4,13 @@
 # and taken out, /v1/models showing each at once; without the nonce nothing
 # changes; a refusal answers 409 with a page that says why. The same in
 # headless Chromium (test/browser/console_manage.test.mjs).
-import os
-import subprocess
 from html.parser import HTMLParser
 from urllib.parse import urlencode
 
-import pytest
-
 import llmgw_env as env
-from test_console import (ADMIN, BROWSER, CHROMIUM, _load,  # noqa: F401
-                          console_conf, playwright, served_assets)
-from test_manage import HEADER, ids, mgr, state_dir, stop  # noqa: F401
-
-
-@pytest.fixture
-def gwf(request, workdir, ports, mocks, mgr, uniq):  # noqa: F811
-    """A gateway of its own with the console and an empty LLMManageFile."""
-    name = f"console-forms-{uniq}"
-    path = os.path.join(state_dir(workdir, name), "state.jsonl")
-    gen = env.serve_gateway(request, workdir, ports, name,
-                            _load("authz_host", "alias")
-                            + console_conf(served_assets(workdir))
-                            + f'LLMCache off\nLLMManageFile "{path}"\n'
-                            f'<Proxy "balancer://mgr">\n'
-                            f'    BalancerMember "http://{env.HOST}:{mgr.port}"\n'
-                            f'</Proxy>\n')
-    g = next(gen)
-    g.state = path
-    yield g
-    stop(gen)
+from test_console import ADMIN, playwright, run_browser  # noqa: F401
+# gwm: a gateway with the console and an empty LLMManageFile.
+from test_manage import HEADER, gwm, ids, mgr  # noqa: F401
 
 
 class Forms(HTMLParser):
@@ -129,8 +107,8 @@ def state_lines(g):
         return None
 
 
-def test_name_added_and_taken_out_through_the_forms(gwf):
-    b = Browser(gwf)
+def test_name_added_and_taken_out_through_the_forms(gwm):
+    b = Browser(gwm)
     add = b.form("routes", "name_add", route="mock-small")
     assert add["labels"] == {"name": "Model name or alias"}
     assert add["inputs"]["name"]["type"] == "text"
@@ -139,7 +117,7 @@ def test_name_added_and_taken_out_through_the_forms(gwf):
     r = b.submit(add, name="form-alias")
     assert r.status == 303, r.body
     assert r.header("Location").endswith(f"{ADMIN}/routes")
-    assert "form-alias" in ids(gwf)
+    assert "form-alias" in ids(gwm)
     # Marked as a run-time name, with the lines to paste; its Remove posts
     # the name out again.
     page = b.page("routes")
@@ -151,26 +129,26 @@ def test_name_added_and_taken_out_through_the_forms(gwf):
     assert rm["inputs"] == {}
     r = b.submit(rm)
     assert r.status == 303, r.body
-    assert "form-alias" not in ids(gwf)
-    assert state_lines(gwf) == [HEADER]
+    assert "form-alias" not in ids(gwm)
+    assert state_lines(gwm) == [HEADER]
     assert "Lines to paste into httpd.conf" not in "".join(b.page("routes").text)
 
 
-def test_configured_name_taken_out_and_put_back(gwf):
-    b = Browser(gwf)
+def test_configured_name_taken_out_and_put_back(gwm):
+    b = Browser(gwm)
     r = b.submit(b.form("routes", "name_remove", route="mock-small", name="small"))
     assert r.status == 303, r.body
-    assert "small" not in ids(gwf)
+    assert "small" not in ids(gwm)
     text = "|".join(t.strip() for t in b.page("routes").text if t.strip())
     assert "|small|removed at run time|Put back|" in text, text
     r = b.submit(b.form("routes", "name_add", route="mock-small", name="small"))
     assert r.status == 303, r.body
-    assert "small" in ids(gwf)
-    assert state_lines(gwf) == [HEADER]
+    assert "small" in ids(gwm)
+    assert state_lines(gwm) == [HEADER]
 
 
-def test_route_added_and_taken_out_through_the_forms(gwf):
-    b = Browser(gwf)
+def test_route_added_and_taken_out_through_the_forms(gwm):
+    b = Browser(gwm)
     add = b.form("routes", "route_add")
     assert add["labels"] == {"route": "Route (its model name)", "b": "Balancer",
                              "dialect": "Dialect"}
@@ -178,17 +156,17 @@ def test_route_added_and_taken_out_through_the_forms(gwf):
     assert add["inputs"]["dialect"]["options"] == ["openai", "ollama"]
     r = b.submit(add, route="form-route", b="balancer://mgr", dialect="ollama")
     assert r.status == 303, r.body
-    assert "form-route" in ids(gwf)
+    assert "form-route" in ids(gwm)
     rm = b.form("routes", "route_remove", route="form-route")
     assert rm["button"] == "Remove the route form-route"
     r = b.submit(rm)
     assert r.status == 303, r.body
-    assert "form-route" not in ids(gwf)
+    assert "form-route" not in ids(gwm)
 
 
-def test_forms_without_the_nonce_change_nothing(gwf):
-    b = Browser(gwf)
-    before = ids(gwf)
+def test_forms_without_the_nonce_change_nothing(gwm):
+    b = Browser(gwm)
+    before = ids(gwm)
     add = b.form("routes", "name_add", route="mock-small")
     assert b.submit(add, drop=("nonce",), name="no-nonce").status == 403
     assert b.submit(dict(add, hidden={**add["hidden"], "nonce": "0" * 64}),
@@ -196,12 +174,12 @@ def test_forms_without_the_nonce_change_nothing(gwf):
     route = b.form("routes", "route_add")
     assert b.submit(route, drop=("nonce",), route="no-nonce-route",
                     b="balancer://mgr").status == 403
-    assert ids(gwf) == before
-    assert state_lines(gwf) is None
+    assert ids(gwm) == before
+    assert state_lines(gwm) is None
 
 
-def test_a_refusal_is_a_page_that_says_why(gwf):
-    b = Browser(gwf)
+def test_a_refusal_is_a_page_that_says_why(gwm):
+    b = Browser(gwm)
     r = b.submit(b.form("routes", "name_add", route="mock-small"),
                  name="gpt-4x")
     assert r.status == 409
@@ -214,11 +192,11 @@ def test_a_refusal_is_a_page_that_says_why(gwf):
     # The page the form was on, its forms still this session's.
     assert any(f["hidden"].get("do") == "name_add" for f in p.forms)
     assert f'href="{ADMIN}/routes"' in r.body.decode()
-    assert "gpt-4x" not in ids(gwf)
+    assert "gpt-4x" not in ids(gwm)
 
 
-def test_member_forms_post_the_members_fields(gwf, mgr):  # noqa: F811
-    b = Browser(gwf)
+def test_member_forms_post_the_members_fields(gwm, mgr):  # noqa: F811
+    b = Browser(gwm)
     add = b.form("backends", "member_add", b="balancer://mgr")
     assert add["labels"] == {"w": "Member URL", "timeout": "Timeout (s)",
                              "lbfactor": "lbfactor", "probe": "Probe"}
@@ -231,7 +209,7 @@ def test_member_forms_post_the_members_fields(gwf, mgr):  # noqa: F811
                                                  "vllm", "openai"]
     member = f"http://{env.HOST}:{mgr.port}"
     w = b.form("backends", "member_weight", b="balancer://mgr", w=member)
-    st = gwf.get(f"{ADMIN}/status.json").json()
+    st = gwm.get(f"{ADMIN}/status.json").json()
     now = [m["lbfactor"] for bal in st["balancers"] if bal["name"] == "balancer://mgr"
            for m in bal["members"] if m["name"] == member]
     assert (w["inputs"]["lbfactor"]["min"], w["inputs"]["lbfactor"]["max"],
@@ -240,19 +218,9 @@ def test_member_forms_post_the_members_fields(gwf, mgr):  # noqa: F811
     assert rm["button"] == f"Remove {member}"
 
 
-def test_forms_in_browser(gwf, playwright):  # noqa: F811
+def test_forms_in_browser(gwm, playwright):  # noqa: F811
     """A name added and taken out, a route added and taken out, through the
     routes page's forms in headless Chromium (console_manage.test.mjs)."""
-    run_env = dict(os.environ, LLMGW_URL=gwf.url("").rstrip("/"),
-                   LLMGW_ADMIN=f"{ADMIN}/", LLMGW_ROUTE="mock-small",
-                   LLMGW_BALANCER="balancer://mgr", CHROMIUM=CHROMIUM,
-                   NO_COLOR="1")
-    if os.environ.get("LLMGW_SCREENSHOTS") == "1":
-        run_env["LLMGW_SHOTS"] = os.path.join(env.REPO, "docs")
-    p = subprocess.run([playwright, "--test", "--test-reporter=spec",
-                        "--test-timeout=120000", "console_manage.test.mjs"],
-                       cwd=BROWSER, env=run_env, capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "# fail 0" in p.stdout or "\u2139 fail 0" in p.stdout, p.stdout
-    assert state_lines(gwf) == [HEADER]
+    run_browser(playwright, "console_manage.test.mjs", gwm,
+                LLMGW_ROUTE="mock-small", LLMGW_BALANCER="balancer://mgr")
+    assert state_lines(gwm) == [HEADER]
