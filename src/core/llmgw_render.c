@@ -624,13 +624,15 @@ static void member_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
     }
 }
 
-/* The member's lbfactor, with a form to change it. */
+/* The member's loadfactor as httpd.conf writes it (the model's lbfactor
+ * is mod_proxy's, 100 times that), with a form to change it. */
 static void weight_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
 {
     const char *name = str(row->o, "name");
     const char *f[] = { "b", str(row->owner, "name"), "w", name, NULL };
-    json_object *lb = at(row->o, "lbfactor");
-    const char *w = llmgw_render_value(c->p, lb, "");
+    double lbf = num(row->o, "lbfactor");
+    int lb = lbf >= 0;
+    const char *w = lb ? apr_psprintf(c->p, "%g", lbf / 100) : DASH;
     xmlNodePtr fm = form(c, td, "member_weight", f), in;
 
     if (!fm) {

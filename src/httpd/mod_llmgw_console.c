@@ -117,14 +117,6 @@ static void add_flag(json_object *o, const char *name, int on)
     json_object_object_add(o, name, json_object_new_boolean(on != 0));
 }
 
-/* mod_proxy keeps a member's loadfactor times 100 (httpd.conf may say
- * 1.5): the model says it as httpd.conf and the console's forms do. */
-static json_object *loadfactor_json(int lbfactor)
-{
-    return lbfactor % 100 ? json_object_new_double(lbfactor / 100.0)
-                          : json_object_new_int(lbfactor / 100);
-}
-
 static json_object *member_json(request_rec *r, const proxy_balancer *b,
                                 proxy_worker *w, apr_time_t now)
 {
@@ -146,7 +138,7 @@ static json_object *member_json(request_rec *r, const proxy_balancer *b,
     add_flag(o, "standby", PROXY_WORKER_IS_STANDBY(w));
     json_object_object_add(o, "busy", json_object_new_int64(w->s->busy));
     json_object_object_add(o, "elected", json_object_new_int64(w->s->elected));
-    json_object_object_add(o, "lbfactor", loadfactor_json(w->s->lbfactor));
+    json_object_object_add(o, "lbfactor", json_object_new_int(w->s->lbfactor));
     if (llmgw_metrics()
         && llmgw_metrics_find(llmgw_metrics(), LLMGW_MT_MEMBERS, b->s->name,
                               name, &s)) {

@@ -212,9 +212,10 @@ def test_member_forms_post_the_members_fields(gwm, mgr):  # noqa: F811
     st = gwm.get(f"{ADMIN}/status.json").json()
     now = [m["lbfactor"] for bal in st["balancers"] if bal["name"] == "balancer://mgr"
            for m in bal["members"] if m["name"] == member]
-    # mod_proxy's loadfactor as httpd.conf says it (1 by default; mod_proxy
-    # keeps it times 100): the units member_weight takes.
-    assert now == [1]
+    # The loadfactor as httpd.conf says it (1 by default), the units
+    # member_weight takes; mod_proxy keeps it, and status.json says it, times
+    # 100.
+    assert now == [100]
     assert (w["inputs"]["lbfactor"]["min"], w["inputs"]["lbfactor"]["max"],
             w["inputs"]["lbfactor"]["value"]) == ("1", "100", "1")
     rm = b.form("backends", "member_remove", b="balancer://mgr", w=member)

@@ -31,7 +31,7 @@ static json_object *model(void)
         "\"members\":[{\"name\":\"http://127.0.0.1:1\",\"status\":\"Init Ok "
         "\","
         "\"usable\":true,\"drained\":false,\"disabled\":false,"
-        "\"traffic\":null,\"health\":null}]}],"
+        "\"lbfactor\":150,\"traffic\":null,\"health\":null}]}],"
         "\"routes\":[{\"name\":\"gpt-*\",\"patterns\":[\"gpt-*\",\"a&b\"],"
         "\"backend\":\"balancer://be\",\"dialect\":\"openai\","
         "\"upstream_model\":null,\"cache_policy\":\"all\",\"fallbacks\":[]}],"
@@ -212,7 +212,7 @@ static json_object *changed_model(void)
         "members");
     json_object_array_add(
         members, json_tokener_parse("{\"name\":\"http://127.0.0.1:2\","
-                                    "\"usable\":true,\"lbfactor\":3}"));
+                                    "\"usable\":true,\"lbfactor\":300}"));
     return m;
 }
 
@@ -321,7 +321,7 @@ START_TEST(forms_post_the_changes)
     ck_assert_str_eq(forms_of(backends, "member_weight"),
                      "b=balancer://be w=http://127.0.0.1:1 nonce=n0nce "
                      "do=member_weight lbfactor:number[ required=required "
-                     "min=1 max=100 ] [Set the weight of "
+                     "min=1 max=100 value=1.5 ] [Set the weight of "
                      "http://127.0.0.1:1]");
     ck_assert_str_eq(forms_of(backends, "member_remove"),
                      "b=balancer://be w=http://127.0.0.1:1 nonce=n0nce "
@@ -365,6 +365,10 @@ START_TEST(changes_are_marked)
                   "|http://127.0.0.1:2|run-time|");
     ck_assert_has(html, "href=\"/llm-admin/changes.conf\"");
     html = page(m, LLMGW_PAGE_BACKENDS, "n");
+    ck_assert_has(
+        forms_of(html, "member_weight"),
+        "w=http://127.0.0.1:2 nonce=n do=member_weight "
+        "lbfactor:number[ required=required min=1 max=100 value=3 ]");
     ck_assert_has(html, "aria-label=\"Put back http://127.0.0.1:1\"",
                   "<form class=\"action add\" method=\"post\"");
     ck_assert_lacks(html, "action=\"/llm-admin/action\" class=");
