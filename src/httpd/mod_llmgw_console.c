@@ -671,10 +671,17 @@ static int post_action(request_rec *r, const char *base)
         why = do_action(r, &a);
     }
     audit(r, &a, what, why);
-    dest = changed                     ? "routes"
-           : a.kind == LLMGW_ACT_FLUSH ? "cache"
-           : a.kind == LLMGW_ACT_RESET ? "keys"
-                                       : "backends";
+    /* A run-time change of names and routes belongs to the routes page,
+     * one of members (member_add, ...) to the backends page. */
+    if (changed) {
+        dest =
+            what && strncmp(what, "member_", 7) == 0 ? "backends" : "routes";
+    }
+    else {
+        dest = a.kind == LLMGW_ACT_FLUSH   ? "cache"
+               : a.kind == LLMGW_ACT_RESET ? "keys"
+                                           : "backends";
+    }
     if (why) {
         return refused_page(r, dest, session, why);
     }

@@ -178,7 +178,7 @@ def test_forms_without_the_nonce_change_nothing(gwm):
     assert state_lines(gwm) is None
 
 
-def test_a_refusal_is_a_page_that_says_why(gwm):
+def test_a_refusal_is_a_page_that_says_why(gwm, mgr):  # noqa: F811
     b = Browser(gwm)
     r = b.submit(b.form("routes", "name_add", route="mock-small"),
                  name="gpt-4x")
@@ -191,8 +191,15 @@ def test_a_refusal_is_a_page_that_says_why(gwm):
            "route 'gpt-*'" in text, text
     # The page the form was on, its forms still this session's.
     assert any(f["hidden"].get("do") == "name_add" for f in p.forms)
-    assert f'href="{ADMIN}/routes"' in r.body.decode()
+    assert 'data-page="routes"' in r.body.decode()
     assert "gpt-4x" not in ids(gwm)
+    # A member's refusal: the backends page, where its form was.
+    w = b.form("backends", "member_weight", b="balancer://mgr",
+               w=f"http://{env.HOST}:{mgr.port}")
+    r = b.submit(w, lbfactor="0")
+    assert r.status == 409 and r.content_type == "text/html"
+    assert 'data-page="backends"' in r.body.decode()
+    assert "Not done: " in r.body.decode()
 
 
 def test_member_forms_post_the_members_fields(gwm, mgr):  # noqa: F811
