@@ -14,7 +14,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { ADMIN, URL_, open, sharedBrowser } from "./lib.mjs";
+import { URL_, open, post, sharedBrowser } from "./lib.mjs";
 
 const ROUTE = process.env.LLMGW_ROUTE;
 const BALANCER = process.env.LLMGW_BALANCER;
@@ -28,30 +28,18 @@ async function models() {
     return (await r.json()).data.map((m) => m.id);
 }
 
-// Clicks the button named NAME and waits for the routes page the action
-// sends the browser back to. The script's refresh done first: leaving the
-// page with it in flight would abort it (a failed request).
-async function post(page, name) {
-    await page.waitForLoadState("networkidle");
-    await Promise.all([
-        page.waitForURL(URL_ + ADMIN + "routes"),
-        page.getByRole("button", { name, exact: true }).click(),
-    ]);
-    await page.waitForLoadState("networkidle");
-}
-
 test("a name added and taken out through the routes page", async () => {
     const ctx = await shared.browser.newContext();
     const { page, problems } = await open(ctx, "routes");
     const row = page.locator("tr", { hasText: ROUTE }).first();
     await row.getByLabel("Model name or alias").fill("browser-alias");
-    await post(page, `Add a name to ${ROUTE}`);
+    await post(page, `Add a name to ${ROUTE}`, "routes");
     const item = page.locator("li", { hasText: "browser-alias" });
     assert.match(await item.innerText(), /run-time/);
     assert.ok((await models()).includes("browser-alias"));
     assert.equal(await page.getByRole("link",
         { name: "Lines to paste into httpd.conf" }).count(), 1);
-    await post(page, `Remove browser-alias from ${ROUTE}`);
+    await post(page, `Remove browser-alias from ${ROUTE}`, "routes");
     assert.equal(await item.count(), 0);
     assert.ok(!(await models()).includes("browser-alias"));
     assert.deepEqual(problems, []);
@@ -64,7 +52,7 @@ test("a route added on a balancer through the routes page", async () => {
     await page.getByLabel("Route (its model name)").fill("browser-route");
     await page.getByLabel("Balancer").selectOption(BALANCER);
     await page.getByLabel("Dialect").selectOption("openai");
-    await post(page, "Add route");
+    await post(page, "Add route", "routes");
     const row = page.locator("tr", { hasText: "browser-route" }).first();
     assert.match(await row.innerText(), /run-time/);
     assert.match(await row.innerText(), new RegExp(BALANCER));
@@ -73,7 +61,7 @@ test("a route added on a balancer through the routes page", async () => {
         await page.screenshot({ path: path.join(SHOTS, "console-changes.png"),
                                 fullPage: true });
     }
-    await post(page, "Remove the route browser-route");
+    await post(page, "Remove the route browser-route", "routes");
     assert.equal(await row.count(), 0);
     assert.ok(!(await models()).includes("browser-route"));
     assert.deepEqual(problems, []);

@@ -49,3 +49,16 @@ export async function open(ctx, name) {
     assert.equal(resp.status(), 200, `${name}: ${resp.status()}`);
     return { page, problems };
 }
+
+// Clicks the button named NAME (its accessible name, exactly) and waits for
+// the console's page DEST the action sends the browser back to. The
+// script's refresh done first: leaving the page with it in flight would
+// abort it (a failed request).
+export async function post(page, name, dest) {
+    await page.waitForLoadState("networkidle");
+    await Promise.all([
+        page.waitForURL(URL_ + ADMIN + dest),
+        page.getByRole("button", { name, exact: true }).click(),
+    ]);
+    await page.waitForLoadState("networkidle");
+}
