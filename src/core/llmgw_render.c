@@ -12,9 +12,12 @@
 #include <libxml/tree.h>
 
 #include "llmgw_json.h"
+#include "llmgw_manage.h"
 #include "llmgw_render.h"
 #include "llmgw_route.h"
 
+#define STR_(n) #n
+#define STR(n) STR_(n) /* a number's macro as a string */
 #define N_OF(a) ((int)(sizeof(a) / sizeof(*(a))))
 #define DASH "\xe2\x80\x93" /* an en dash: no value */
 #define X(s) ((const xmlChar *)(s))
@@ -641,7 +644,7 @@ static void weight_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
     }
     in = input(c, fm, "lbfactor", "lbfactor", "number");
     attr(c, in, "min", "1");
-    attr(c, in, "max", "100");
+    attr(c, in, "max", STR(LLMGW_MANAGE_LBFACTOR_MAX));
     attr(c, in, "required", "required");
     if (lb) {
         attr(c, in, "value", w);
@@ -690,10 +693,10 @@ static void member_add(ctx_t *c, xmlNodePtr sec, const char *bal)
     attr(c, in, "placeholder", "http://10.0.0.21:11434");
     in = input(c, fm, "Timeout (s)", "timeout", "number");
     attr(c, in, "min", "1");
-    attr(c, in, "max", "86400");
+    attr(c, in, "max", STR(LLMGW_MANAGE_TIMEOUT_MAX));
     in = input(c, fm, "lbfactor", "lbfactor", "number");
     attr(c, in, "min", "1");
-    attr(c, in, "max", "100");
+    attr(c, in, "max", STR(LLMGW_MANAGE_LBFACTOR_MAX));
     attr(c, in, "value", "1");
     choice(c, fm, "Probe", "probe", probes, N_OF(probes));
     button(c, fm, "Add member",
@@ -770,6 +773,17 @@ static void route_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
     }
 }
 
+/* A model name's input, with the gateway's own bound for the browser to
+ * check too. */
+static void name_input(ctx_t *c, xmlNodePtr fm, const char *label,
+                       const char *name)
+{
+    xmlNodePtr in = input(c, fm, label, name, "text");
+
+    attr(c, in, "required", "required");
+    attr(c, in, "maxlength", STR(LLMGW_MANAGE_NAME_MAX));
+}
+
 /* One name of route (a pattern, or one taken out at run time), as an
  * item of list, with what it may do: remove, or put back. */
 static void name_item(ctx_t *c, xmlNodePtr list, const char *route,
@@ -808,7 +822,7 @@ static void names_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
     const char *route = str(row->o, "name");
     json_object *pats = at(row->o, "patterns"), *all;
     const char *f[] = { "route", route, NULL };
-    xmlNodePtr ul = cls(c, el(td, "ul"), "names"), fm, in;
+    xmlNodePtr ul = cls(c, el(td, "ul"), "names"), fm;
     int i, n = len_of(row->o, "patterns");
 
     for (i = 0; i < n; i++) {
@@ -827,9 +841,7 @@ static void names_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
         }
     }
     if ((fm = form(c, td, "name_add", f))) {
-        in = input(c, fm, "Model name or alias", "name", "text");
-        attr(c, in, "required", "required");
-        attr(c, in, "maxlength", "128");
+        name_input(c, fm, "Model name or alias", "name");
         button(c, fm, "Add name",
                apr_pstrcat(c->p, "Add a name to ", route, NULL));
     }
@@ -863,7 +875,7 @@ static void route_add(ctx_t *c, xmlNodePtr main)
 {
     static const char *const dialects[] = { "openai", "ollama" };
     const char **bals;
-    xmlNodePtr sec, fm, in;
+    xmlNodePtr sec, fm;
     int i, n = len_of(c->m, "balancers");
 
     if (!c->o->nonce || !n) {
@@ -876,9 +888,7 @@ static void route_add(ctx_t *c, xmlNodePtr main)
     sec = el(main, "section");
     text_el(c, sec, "h2", "Add a route");
     fm = cls(c, form(c, sec, "route_add", NULL), "action add");
-    in = input(c, fm, "Route (its model name)", "route", "text");
-    attr(c, in, "required", "required");
-    attr(c, in, "maxlength", "128");
+    name_input(c, fm, "Route (its model name)", "route");
     choice(c, fm, "Balancer", "b", bals, n);
     choice(c, fm, "Dialect", "dialect", dialects, N_OF(dialects));
     button(c, fm, "Add route", NULL);
