@@ -12,6 +12,7 @@
 #include "mod_llmgw_failover.h"
 #include "mod_llmgw_lifecycle.h"
 #include "mod_llmgw_limits.h"
+#include "mod_llmgw_manage.h"
 #include "mod_llmgw_metrics.h"
 #include "mod_llmgw_models.h"
 #include "mod_llmgw_output.h"
@@ -31,6 +32,7 @@ static void register_hooks(apr_pool_t *p)
     llmgw_failover_register();
     llmgw_metrics_register();
     llmgw_console_register();
+    llmgw_manage_register();
 }
 
 AP_DECLARE_MODULE(llm_gateway) = {

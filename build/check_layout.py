@@ -46,6 +46,12 @@ ALLOWED = {
         "mod_llmgw_metrics.h": "the lifecycle calls each part's steps",
         "mod_llmgw_console.h": "the lifecycle calls each part's steps",
         "mod_llmgw_manage.h": "the lifecycle calls each part's steps"},
+    "mod_llmgw_manage.c": {"mod_llmgw_members.h":
+                           "commits member changes to mod_proxy's "
+                           "balancers"},
+    "mod_llmgw_members.c": {"mod_llmgw_health.h":
+                            "probes a member added at run time before it "
+                            "takes traffic"},
     "mod_llmgw_console.c": {
         "mod_llmgw_metrics.h": "the console shows the counters and keeps "
                                "its shared memory the same way",

@@ -474,8 +474,9 @@ static const char *check_member_add(apr_pool_t *p,
     if (slots_used(m, b->name) >= b->growth) {
         return apr_psprintf(p,
                             "%s has no free BalancerGrowth slot (%d, used "
-                            "by members added since the start): raise "
-                            "BalancerGrowth in its <Proxy> and restart",
+                            "by members added since the start): raise its "
+                            "growth (ProxySet growth=N in its <Proxy>) and "
+                            "restart",
                             b->name, b->growth);
     }
     if (m->entries->nelts >= LLMGW_MANAGE_ENTRIES_MAX) {

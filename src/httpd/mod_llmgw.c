@@ -10,6 +10,7 @@
 #include <http_main.h>
 #include <http_protocol.h>
 #include <http_request.h>
+#include <mod_watchdog.h>
 #include <apr_strings.h>
 
 #include "mod_llmgw.h"
@@ -75,6 +76,25 @@ server_rec *llmgw_next_server(server_rec *s, server_rec *vs)
         }
     }
     return NULL;
+}
+
+apr_status_t llmgw_watchdog_every(apr_pool_t *pconf, const char *name,
+                                  apr_interval_time_t every, const void *data,
+                                  apr_status_t (*cb)(int state, void *data,
+                                                     apr_pool_t *pool))
+{
+    APR_OPTIONAL_FN_TYPE(ap_watchdog_get_instance) *get =
+        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_get_instance);
+    APR_OPTIONAL_FN_TYPE(ap_watchdog_register_callback) *reg =
+        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_register_callback);
+    ap_watchdog_t *wd;
+    apr_status_t rv;
+
+    if (!get || !reg) {
+        return APR_ENOTIMPL;
+    }
+    rv = get(&wd, name, 0, 1, pconf);
+    return rv == APR_SUCCESS ? reg(wd, every, data, cb) : rv;
 }
 
 llmgw_req_t *llmgw_req_get(const request_rec *r)

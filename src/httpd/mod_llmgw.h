@@ -165,6 +165,15 @@ void llmgw_set_default_store(llmgw_store_t *st);
     for ((vs) = (s); (vs); (vs) = llmgw_next_server((s), (vs)))
 server_rec *llmgw_next_server(server_rec *s, server_rec *vs);
 
+/* cb(state, data, pool) every `every` on mod_watchdog's watchdog named
+ * name, in one child at a time (a singleton of the children's): at
+ * post_config. APR_SUCCESS; APR_ENOTIMPL without mod_watchdog; or the
+ * watchdog's error. */
+apr_status_t llmgw_watchdog_every(apr_pool_t *pconf, const char *name,
+                                  apr_interval_time_t every, const void *data,
+                                  apr_status_t (*cb)(int state, void *data,
+                                                     apr_pool_t *pool));
+
 /* ---------------------------------------------------------------------
  * One API request
  */

@@ -721,6 +721,7 @@ static int console_handler(request_rec *r)
     r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
     apr_table_setn(r->err_headers_out, "Cache-Control", "no-store");
     apr_table_setn(r->err_headers_out, "X-Content-Type-Options", "nosniff");
+    llmgw_manage_sync(r); /* the members other children added */
     if (is_location_root(r)) {
         apr_table_setn(
             r->headers_out, "Location",

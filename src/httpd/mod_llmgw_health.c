@@ -1105,14 +1105,14 @@ static const char *read_body(request_rec *r, apr_size_t max,
     return why;
 }
 
-/* One request of the watchdog's to member m over mod_proxy's connection,
- * its answer bounded by max: NULL and *status, *out, or why not. */
-static const char *exchange(server_rec *s, int m, const char *path,
+/* One request of the watchdog's over the probe worker hc (a member's,
+ * probe_worker), its answer bounded by max: NULL and *status, *out, or why
+ * not. */
+static const char *exchange(server_rec *s, proxy_worker *hc, const char *path,
                             const char *send, apr_interval_time_t timeout,
                             apr_size_t max, apr_pool_t *p, int *status,
                             llmgw_pbuf_t *out)
 {
-    proxy_worker *hc = members[m].hc;
     proxy_conn_rec *backend = NULL;
     request_rec *r = probe_request(p, s);
     const char *why = NULL;
@@ -1147,20 +1147,57 @@ static const char *exchange(server_rec *s, int m, const char *path,
     return why;
 }
 
-/* One probe of member m: GET the kind's path, read by llmgw_probe. */
-static llmgw_probe_t *probe(server_rec *s, int m, llmgw_probe_kind_t kind,
-                            apr_pool_t *p)
+/* One probe over the probe worker hc: GET the kind's path, read by
+ * llmgw_probe. */
+static llmgw_probe_t *probe_over(server_rec *s, proxy_worker *hc,
+                                 llmgw_probe_kind_t kind,
+                                 apr_interval_time_t timeout, apr_pool_t *p)
 {
     llmgw_pbuf_t body = { NULL, 0, 0 };
     apr_size_t max = kind == LLMGW_PROBE_VLLM_METRICS ? LLMGW_PROBE_MAX_METRICS
                                                       : LLMGW_PROBE_MAX_BODY;
     int status = 0;
-    const char *why =
-        exchange(s, m, llmgw_probe_path(kind), NULL, members[m].check->timeout,
-                 max, p, &status, &body);
+    const char *why = exchange(s, hc, llmgw_probe_path(kind), NULL, timeout,
+                               max, p, &status, &body);
 
     return why ? llmgw_probe_unreachable(p, kind, why)
                : llmgw_probe_parse(p, kind, status, body.b, body.len);
+}
+
+static llmgw_probe_t *probe(server_rec *s, int m, llmgw_probe_kind_t kind,
+                            apr_pool_t *p)
+{
+    return probe_over(s, members[m].hc, kind, members[m].check->timeout, p);
+}
+
+proxy_worker *llmgw_health_probe_worker(proxy_worker *w, server_rec *s,
+                                        apr_pool_t *p)
+{
+    return find_proxy_fns() ? probe_worker(w, s, p) : NULL;
+}
+
+const char *llmgw_health_probe_ready(server_rec *s, proxy_worker *hc,
+                                     const char *set,
+                                     apr_interval_time_t timeout,
+                                     apr_pool_t *p)
+{
+    llmgw_probe_kind_t kinds[LLMGW_PROBE_SET_MAX];
+    int i, n = llmgw_probe_set(set, kinds);
+
+    if (!n) {
+        return "no such probe set";
+    }
+    for (i = 0; i < n; i++) {
+        const llmgw_probe_t *res = probe_over(s, hc, kinds[i], timeout, p);
+
+        if (!res->ok
+            || (res->state != LLMGW_HS_READY && res->state != LLMGW_HS_BUSY)) {
+            return apr_psprintf(p, "%s: %s", llmgw_probe_name(kinds[i]),
+                                res->why ? res->why
+                                         : llmgw_hstate_name(res->state));
+        }
+    }
+    return NULL;
 }
 
 /* ---- warm-up --------------------------------------------------------- */
@@ -1227,7 +1264,7 @@ static void warm_up(server_rec *s, apr_pool_t *pool)
         body = apr_psprintf(p, "{\"model\":%s,\"keep_alive\":%s}",
                             llmgw_json_quote(p, w->route->upstream_model),
                             llmgw_json_quote(p, w->keep_alive));
-        why = exchange(s, m, "/api/generate", body, WARM_TIMEOUT,
+        why = exchange(s, members[m].hc, "/api/generate", body, WARM_TIMEOUT,
                        LLMGW_PROBE_MAX_BODY, p, &status, &out);
         if (!why && status == HTTP_OK) {
             llmgw_health_hint(table, m, w->route->upstream_model,
@@ -1365,14 +1402,9 @@ static apr_status_t probe_tick(int state, void *data, apr_pool_t *pool)
 
 static int probes_post_config(apr_pool_t *pconf, server_rec *s)
 {
-    APR_OPTIONAL_FN_TYPE(ap_watchdog_get_instance) *get_instance =
-        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_get_instance);
-    APR_OPTIONAL_FN_TYPE(ap_watchdog_register_callback) *register_cb =
-        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_register_callback);
-    ap_watchdog_t *wd;
     apr_status_t rv;
 
-    if (!get_instance || !register_cb) {
+    if (!APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_get_instance)) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_ERR, 0, s,
                      LLMGW_LOGNO(0704) "LLMHealthCheck needs mod_watchdog: "
                                        "load it (LoadModule watchdog_module "
@@ -1387,9 +1419,9 @@ static int probes_post_config(apr_pool_t *pconf, server_rec *s)
                               "or later)");
         return !OK;
     }
-    if ((rv = get_instance(&wd, PROBE_WATCHDOG, 0, 1, pconf)) != APR_SUCCESS
-        || (rv = register_cb(wd, AP_WD_TM_SLICE, s, probe_tick))
-               != APR_SUCCESS) {
+    rv = llmgw_watchdog_every(pconf, PROBE_WATCHDOG, AP_WD_TM_SLICE, s,
+                              probe_tick);
+    if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
                      LLMGW_LOGNO(0706) "LLMHealthCheck: cannot start the "
                                        "probes' watchdog");

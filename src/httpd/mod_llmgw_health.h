@@ -8,6 +8,7 @@
 
 #include <httpd.h>
 #include <http_config.h>
+#include <mod_proxy.h>
 
 #include "llmgw_breaker.h"
 #include "llmgw_health.h"
@@ -40,6 +41,23 @@ int llmgw_health_usable(const char *member);
 /* The health table, for readers such as the console (read only); NULL
  * when no route's balancer has members. */
 const llmgw_health_t *llmgw_health_table(void);
+
+/* ---- for the manage part: a member added at run time --------------- */
+
+/* The probes' own worker for w, as the watchdog's (its connections, never
+ * marked in error), from p; NULL without mod_proxy's connection
+ * functions. Made once per member: it holds a connection pool. */
+proxy_worker *llmgw_health_probe_worker(proxy_worker *w, server_rec *s,
+                                        apr_pool_t *p);
+
+/* One round of the probe set named set ("ollama", "llamacpp", "vllm",
+ * "openai", as LLMHealthCheck's) over hc, each probe bounded by timeout:
+ * NULL when every one was read and says the member is ready (or busy),
+ * else why not (from p). */
+const char *llmgw_health_probe_ready(server_rec *s, proxy_worker *hc,
+                                     const char *set,
+                                     apr_interval_time_t timeout,
+                                     apr_pool_t *p);
 
 /* ---- directives (the table is mod_llmgw_config.c's) --------------- */
 

@@ -487,16 +487,9 @@ static const char *snap_file(apr_pool_t *pconf, apr_pool_t *ptemp,
 static void start_ticks(apr_pool_t *pconf, server_rec *s,
                         apr_interval_time_t every)
 {
-    APR_OPTIONAL_FN_TYPE(ap_watchdog_get_instance) *get =
-        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_get_instance);
-    APR_OPTIONAL_FN_TYPE(ap_watchdog_register_callback) *reg =
-        APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_register_callback);
-    ap_watchdog_t *wd;
-
-    use_watchdog =
-        get && reg
-        && get(&wd, "llm_gateway-limits", 0, 1, pconf) == APR_SUCCESS
-        && reg(wd, every, NULL, watchdog_tick) == APR_SUCCESS;
+    use_watchdog = llmgw_watchdog_every(pconf, "llm_gateway-limits", every,
+                                        NULL, watchdog_tick)
+                   == APR_SUCCESS;
     if (!use_watchdog) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
                      LLMGW_LOGNO(0509) "limits: mod_watchdog is not loaded "

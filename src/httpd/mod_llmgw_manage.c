@@ -1,4 +1,4 @@
-/* mod_llmgw_manage: run-time changes to routes (and, next, members) kept in
+/* mod_llmgw_manage: run-time changes to routes and members kept in
  * LLMManageFile, shared by every child through one segment and a generation
  * number each request compares with its child's routes. */
 #include <string.h>
@@ -8,6 +8,7 @@
 #include <http_log.h>
 #include <http_protocol.h>
 #include <mod_proxy.h>
+#include <mod_watchdog.h>
 #include <util_mutex.h>
 #include <apr_file_io.h>
 #include <apr_global_mutex.h>
@@ -17,10 +18,12 @@
 
 #include "mod_llmgw.h"
 #include "mod_llmgw_manage.h"
+#include "mod_llmgw_members.h"
 
 APLOG_USE_MODULE(llm_gateway);
 
 #define MANAGE_MUTEX "llmgw-manage"
+#define MEMBERS_WATCHDOG "_llmgw_members_"
 
 /* The state's text (its file's, see docs/console.md) for every child:
  * written under the global mutex, gen moved after, read under it too (a
@@ -37,6 +40,8 @@ static struct {
     manage_seg_t *seg;
     apr_global_mutex_t *mutex;
     llmgw_manage_base_t *base;
+    llmgw_manage_t *loaded; /* the state read at start */
+    int watchdog;           /* the members' watchdog runs */
 } mg;
 
 /* A child's routes for one generation of the state. A table once made is
@@ -75,19 +80,12 @@ apr_status_t llmgw_manage_pre_config(apr_pool_t *pconf)
     return ap_mutex_register(pconf, MANAGE_MUTEX, NULL, APR_LOCK_DEFAULT, 0);
 }
 
-static proxy_server_conf *proxy_conf(const server_rec *s)
-{
-    module *proxy = ap_find_linked_module("mod_proxy.c");
-
-    return proxy ? ap_get_module_config(s->module_config, proxy) : NULL;
-}
-
 /* httpd.conf as the core checks changes against: the main server's routes
  * and mod_proxy's balancers with their members. */
 static llmgw_manage_base_t *make_base(apr_pool_t *p, server_rec *s)
 {
     llmgw_manage_base_t *base = apr_pcalloc(p, sizeof(*base));
-    proxy_server_conf *pc = proxy_conf(s);
+    proxy_server_conf *pc = llmgw_members_proxy_conf(s);
     proxy_balancer *b;
     int i, k;
 
@@ -139,6 +137,71 @@ static llmgw_manage_t *load_state(apr_pool_t *p, server_rec *s)
     return llmgw_manage_create(p);
 }
 
+/* httpd.conf as it was read and the state file, once per generation, by
+ * whichever hook needs them first: before the members the state adds are
+ * defined (they are not httpd.conf's). */
+static llmgw_manage_t *loaded(apr_pool_t *pconf, server_rec *s)
+{
+    if (!mg.loaded) {
+        mg.base = make_base(pconf, s);
+        mg.loaded = load_state(pconf, s);
+    }
+    return mg.loaded;
+}
+
+/* Before mod_proxy_balancer's post_config: the members the state adds,
+ * defined as if configured (see mod_llmgw_members.h). */
+static int define_members(apr_pool_t *pconf, apr_pool_t *plog,
+                          apr_pool_t *ptemp, server_rec *s)
+{
+    (void)plog;
+    (void)ptemp;
+    if (mg.file) {
+        llmgw_members_define(pconf, s, loaded(pconf, s));
+    }
+    return OK;
+}
+
+static apr_status_t members_tick(int state, void *data, apr_pool_t *pool);
+
+/* The members' watchdog (one child's): probes and drained members. */
+static void start_watchdog(apr_pool_t *pconf, server_rec *s)
+{
+    mg.watchdog = llmgw_watchdog_every(pconf, MEMBERS_WATCHDOG,
+                                       LLMGW_MEMBERS_TICK, s, members_tick)
+                  == APR_SUCCESS;
+    if (!mg.watchdog) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     LLMGW_LOGNO(1806) "LLMManageFile: no watchdog (load "
+                                       "mod_watchdog): members added with "
+                                       "a probe are refused, drained ones "
+                                       "are disabled only when idle at once");
+    }
+}
+
+/* After it: the state's weights, removals and probes on the shared
+ * workers, over whatever BalancerPersist restored. */
+static int settle_members(apr_pool_t *pconf, apr_pool_t *plog,
+                          apr_pool_t *ptemp, server_rec *s)
+{
+    (void)plog;
+    (void)ptemp;
+    if (mg.file
+        && ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG) {
+        llmgw_members_settle(s, loaded(pconf, s));
+        start_watchdog(pconf, s);
+    }
+    return OK;
+}
+
+void llmgw_manage_register(void)
+{
+    static const char *const balancer[] = { "mod_proxy_balancer.c", NULL };
+
+    ap_hook_post_config(define_members, NULL, balancer, APR_HOOK_MIDDLE);
+    ap_hook_post_config(settle_members, balancer, NULL, APR_HOOK_MIDDLE);
+}
+
 apr_status_t llmgw_manage_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
                                       server_rec *s)
 {
@@ -150,8 +213,7 @@ apr_status_t llmgw_manage_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
     if (!mg.file) {
         return APR_SUCCESS;
     }
-    mg.base = make_base(pconf, s);
-    text = llmgw_manage_write(ptemp, load_state(ptemp, s), &len);
+    text = llmgw_manage_write(ptemp, loaded(pconf, s), &len);
     rv = apr_shm_create(&shm, sizeof(manage_seg_t), NULL, pconf);
     if (rv == APR_SUCCESS) {
         rv = ap_global_mutex_create(&mg.mutex, NULL, MANAGE_MUTEX, NULL, s,
@@ -254,32 +316,98 @@ const llmgw_router_t *llmgw_routes(const request_rec *r)
     return snap ? snap->rt : own;
 }
 
+static int is_member_change(const llmgw_change_t *c)
+{
+    return c->kind >= LLMGW_CHANGE_MEMBER_ADD
+           && c->kind <= LLMGW_CHANGE_MEMBER_REMOVE;
+}
+
+/* The state's entry of c's member after c; a configured member the state
+ * no longer names (put back as configured) as such an entry. */
+static const llmgw_manage_entry_t *entry_of(apr_pool_t *p,
+                                            const llmgw_manage_t *m,
+                                            const llmgw_change_t *c)
+{
+    const char *why, *url = llmgw_manage_url_norm(p, c->url, &why);
+    llmgw_manage_entry_t *e;
+    int i;
+
+    for (i = 0; url && i < m->entries->nelts; i++) {
+        e = &APR_ARRAY_IDX(m->entries, i, llmgw_manage_entry_t);
+        if (e->kind == LLMGW_ENTRY_MEMBER && !strcmp(e->url, url)
+            && !strcasecmp(e->balancer, c->balancer)) {
+            return e;
+        }
+    }
+    e = apr_pcalloc(p, sizeof(*e));
+    e->kind = LLMGW_ENTRY_MEMBER;
+    e->balancer = c->balancer;
+    e->url = url;
+    e->configured = 1;
+    return e;
+}
+
+/* c applied to m (read from the shared text) and written to the file;
+ * a member change also on the live balancer, checked there before the
+ * file is written and done after (should mod_proxy fail it then, the old
+ * file is written back): never half applied. Under the global mutex. */
+static const char *commit_locked(request_rec *r, const llmgw_change_t *c,
+                                 const char **text, apr_size_t *len)
+{
+    llmgw_members_op_t *op = NULL;
+    llmgw_manage_t *m, *before;
+    const char *err, *undo;
+
+    m = llmgw_manage_read(r->pool, mg.base, mg.seg->text, mg.seg->len, NULL,
+                          &err);
+    if (!m || (err = llmgw_manage_apply(r->pool, mg.base, m, c))) {
+        return err;
+    }
+    if (is_member_change(c) && (err = llmgw_members_begin(r, c, &op))) {
+        return err;
+    }
+    *text = llmgw_manage_write(r->pool, m, len);
+    err = *len > LLMGW_MANAGE_FILE_MAX
+              ? "the state would be too large"
+              : llmgw_manage_save(r->pool, mg.file, m);
+    if (op) {
+        undo = llmgw_members_finish(r, op, c,
+                                    err ? NULL : entry_of(r->pool, m, c));
+        if (undo && !err) {
+            before = llmgw_manage_read(r->pool, mg.base, mg.seg->text,
+                                       mg.seg->len, NULL, &err);
+            err = before ? llmgw_manage_save(r->pool, mg.file, before) : err;
+            err = err ? apr_pstrcat(r->pool, undo,
+                                    "; and the state file "
+                                    "could not be written back: ",
+                                    err, NULL)
+                      : undo;
+        }
+    }
+    return err;
+}
+
 const char *llmgw_manage_commit(request_rec *r, const llmgw_change_t *c)
 {
-    llmgw_manage_t *m;
-    const char *err, *text;
-    apr_size_t len;
+    const char *err, *text = NULL;
+    apr_size_t len = 0;
 
     if (!mg.seg) {
         return "run-time changes are off (no LLMManageFile)";
     }
+    if (llmgw_members_need_watchdog(c) && !mg.watchdog) {
+        return "a member with a probe needs mod_watchdog (LoadModule "
+               "watchdog_module): add it with probe=none, or load it";
+    }
     if (apr_global_mutex_lock(mg.mutex) != APR_SUCCESS) {
         return "the run-time changes' lock cannot be taken";
     }
-    m = llmgw_manage_read(r->pool, mg.base, mg.seg->text, mg.seg->len, NULL,
-                          &err);
-    if (m && !(err = llmgw_manage_apply(r->pool, mg.base, m, c))) {
-        text = llmgw_manage_write(r->pool, m, &len);
-        err = len > LLMGW_MANAGE_FILE_MAX
-                  ? "the state would be too large"
-                  : llmgw_manage_save(r->pool, mg.file, m);
-        /* Only what is kept in the file is shown: a change the file lost
-         * would be gone at the next start. */
-        if (!err) {
-            memcpy(mg.seg->text, text, len + 1);
-            mg.seg->len = (apr_uint32_t)len;
-            __atomic_store_n(&mg.seg->gen, mg.seg->gen + 1, __ATOMIC_RELEASE);
-        }
+    /* Only what is kept in the file is shown: a change the file lost
+     * would be gone at the next start. */
+    if (!(err = commit_locked(r, c, &text, &len))) {
+        memcpy(mg.seg->text, text, len + 1);
+        mg.seg->len = (apr_uint32_t)len;
+        __atomic_store_n(&mg.seg->gen, mg.seg->gen + 1, __ATOMIC_RELEASE);
     }
     apr_global_mutex_unlock(mg.mutex);
     return err;
@@ -297,20 +425,39 @@ static const char *target(apr_pool_t *p, const llmgw_change_t *c)
                        NULL);
 }
 
+/* A number the form gives as 0 is one given, out of range: the change
+ * reads 0 as "not given" (the default), which it must not become. */
+static const char *given_zero(const llmgw_form_t *f, const llmgw_change_t *c)
+{
+    const char *lbf = llmgw_form_get(f, "lbfactor");
+    const char *tmo = llmgw_form_get(f, "timeout");
+
+    if (lbf && *lbf && !c->lbfactor) {
+        return "lbfactor must be a whole number from 1 to 100 (mod_proxy's "
+               "range)";
+    }
+    if (tmo && *tmo && !c->timeout) {
+        return "timeout must be a number of seconds from 1 to 86400 (or "
+               "empty: the balancer's)";
+    }
+    return NULL;
+}
+
 int llmgw_manage_action(request_rec *r, const llmgw_form_t *f,
                         llmgw_action_t *a, const char **what, const char **why)
 {
     llmgw_change_t c;
     const char *err = llmgw_manage_from_form(r->pool, f, &c);
 
+    if (!err && is_member_change(&c)) {
+        err = given_zero(f, &c);
+    }
+
     if (!err && c.kind == LLMGW_CHANGE_NONE) {
         return 0;
     }
     *what = llmgw_change_kind_name(c.kind);
     a->model = target(r->pool, &c);
-    if (!err && c.kind <= LLMGW_CHANGE_MEMBER_REMOVE) {
-        err = "members are changed through balancer-manager for now";
-    }
     *why = err ? err : llmgw_manage_commit(r, &c);
     return 1;
 }
@@ -324,6 +471,29 @@ static llmgw_manage_t *state_now(apr_pool_t *p)
 
     text = mg.seg ? seg_copy(p, &len, &gen) : NULL;
     return text ? llmgw_manage_read(p, mg.base, text, len, NULL, &err) : NULL;
+}
+
+static apr_status_t members_tick(int state, void *data, apr_pool_t *pool)
+{
+    llmgw_manage_t *m;
+    apr_pool_t *p;
+
+    if (state != AP_WATCHDOG_STATE_RUNNING || !mg.seg) {
+        return APR_SUCCESS;
+    }
+    apr_pool_create(&p, pool);
+    if ((m = state_now(p))) {
+        llmgw_members_tick(data, m, p);
+    }
+    apr_pool_destroy(p);
+    return APR_SUCCESS;
+}
+
+void llmgw_manage_sync(request_rec *r)
+{
+    if (mg.seg) {
+        llmgw_members_sync(r->server);
+    }
 }
 
 static void add_str(json_object *o, const char *k, const char *v)

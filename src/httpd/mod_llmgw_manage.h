@@ -16,6 +16,11 @@ const char *llmgw_manage_set_file(cmd_parms *cmd, void *dconf,
 
 apr_status_t llmgw_manage_pre_config(apr_pool_t *pconf);
 
+/* The post_config steps around mod_proxy_balancer's: the members the
+ * state adds defined before it, its weights, removals and probes applied
+ * after it (mod_llmgw_members.h), and their watchdog. */
+void llmgw_manage_register(void);
+
 /* Reads the state file against httpd.conf (a damaged one is moved aside,
  * logged, and httpd.conf alone holds) and makes the shared copy. */
 apr_status_t llmgw_manage_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
@@ -39,6 +44,10 @@ int llmgw_manage_action(request_rec *r, const llmgw_form_t *f,
  * null, "changes": [each difference from httpd.conf], "conf": the lines
  * that make them permanent}. */
 json_object *llmgw_manage_status(request_rec *r);
+
+/* The console's view of the balancers: this child's lists with the
+ * members another child added (before it shows or acts on them). */
+void llmgw_manage_sync(request_rec *r);
 
 /* GET .../changes.conf: those lines as text/plain. */
 int llmgw_manage_send_conf(request_rec *r);
