@@ -604,25 +604,33 @@ static void loaded_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
     xmlNodeAddContent(td, utf8(c->p, *out ? out : DASH));
 }
 
+/* Whether the member was removed at run time: mod_proxy's Free flag (a
+ * member the gateway removed holds its slot until a restart) or the
+ * change that says so. */
+static int member_removed(ctx_t *c, const row_t *row)
+{
+    return flag(row->o, "removed")
+           || flag(change(c, "member", "balancer", str(row->owner, "name"),
+                          "url", str(row->o, "name")),
+                   "removed");
+}
+
 /* The member's name, marked when it differs from httpd.conf. */
 static void member_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
 {
-    const char *name = str(row->o, "name");
-    json_object *ch =
-        change(c, "member", "balancer", str(row->owner, "name"), "url", name);
-    xmlNodePtr n = el(td, flag(ch, "removed") ? "del" : "span");
+    json_object *ch = change(c, "member", "balancer", str(row->owner, "name"),
+                             "url", str(row->o, "name"));
+    int removed = member_removed(c, row);
 
-    live(c, n, "span", apr_pstrcat(c->p, row->path, ".name", NULL), "");
-    if (!ch) {
-        return;
-    }
-    if (flag(ch, "removed")) {
+    live(c, el(td, removed ? "del" : "span"), "span",
+         apr_pstrcat(c->p, row->path, ".name", NULL), "");
+    if (removed) {
         mark(c, td, "removed at run time");
     }
-    else if (!flag(ch, "configured")) {
+    else if (ch && !flag(ch, "configured")) {
         mark(c, td, "run-time");
     }
-    else {
+    else if (ch) {
         mark(c, td, "weight changed at run time");
     }
 }
@@ -636,8 +644,10 @@ static void weight_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
     double lbf = num(row->o, "lbfactor");
     int lb = lbf >= 0;
     const char *w = lb ? apr_psprintf(c->p, "%g", lbf / 100) : DASH;
-    xmlNodePtr fm = form(c, td, "member_weight", f), in;
+    xmlNodePtr fm, in;
 
+    /* A removed member's weight is refused: it is put back first. */
+    fm = member_removed(c, row) ? NULL : form(c, td, "member_weight", f);
     if (!fm) {
         xmlNodeAddContent(td, utf8(c->p, w));
         return;
@@ -657,7 +667,7 @@ static void member_actions(ctx_t *c, xmlNodePtr td, const row_t *row)
     const char *name = str(row->o, "name"), *bal = str(row->owner, "name");
     const char *f[] = { "b", bal, "w", name, NULL };
 
-    if (flag(change(c, "member", "balancer", bal, "url", name), "removed")) {
+    if (member_removed(c, row)) {
         action(c, td, "Put back", apr_pstrcat(c->p, "Put back ", name, NULL),
                "member_add", f);
         return;

@@ -136,6 +136,9 @@ static json_object *member_json(request_rec *r, const proxy_balancer *b,
     add_flag(o, "error", PROXY_WORKER_IS_ERROR(w));
     add_flag(o, "hcfail", PROXY_WORKER_IS_HCFAILED(w));
     add_flag(o, "standby", PROXY_WORKER_IS_STANDBY(w));
+    /* Free: mod_proxy names it, never sets it; a member removed at run
+     * time holds its slot with it (mod_llmgw_members.c). */
+    add_flag(o, "removed", PROXY_WORKER_IS(w, PROXY_WORKER_FREE));
     json_object_object_add(o, "busy", json_object_new_int64(w->s->busy));
     json_object_object_add(o, "elected", json_object_new_int64(w->s->elected));
     json_object_object_add(o, "lbfactor", json_object_new_int(w->s->lbfactor));

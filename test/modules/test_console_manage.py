@@ -3,7 +3,8 @@
 # inputs), filled in and submitted; a name added and taken out, a route added
 # and taken out, /v1/models showing each at once; without the nonce nothing
 # changes; a refusal answers 409 with a page that says why. The same in
-# headless Chromium (test/browser/console_manage.test.mjs).
+# headless Chromium: names and routes (test/browser/console_manage.test.mjs),
+# a member (console_members.test.mjs).
 from html.parser import HTMLParser
 from urllib.parse import urlencode
 
@@ -11,6 +12,8 @@ import llmgw_env as env
 from test_console import ADMIN, playwright, run_browser  # noqa: F401
 # gwm: a gateway with the console and an empty LLMManageFile.
 from test_manage import HEADER, gwm, ids, mgr  # noqa: F401
+# gm: a gateway whose balancer GROW has growth slots, pool its mocks.
+from test_members import GROW, gm, members, pool, url  # noqa: F401
 
 
 class Forms(HTMLParser):
@@ -235,3 +238,16 @@ def test_forms_in_browser(gwm, playwright):  # noqa: F811
     run_browser(playwright, "console_manage.test.mjs", gwm,
                 LLMGW_ROUTE="mock-small", LLMGW_BALANCER="balancer://mgr")
     assert state_lines(gwm) == [HEADER]
+
+
+def test_member_forms_in_browser(gm, pool, playwright):  # noqa: F811
+    """A member added and taken out through the backends page's forms in
+    headless Chromium (console_members.test.mjs)."""
+    new = url(pool["m1"])
+    assert new not in members(gm)
+    run_browser(playwright, "console_members.test.mjs", gm,
+                LLMGW_BALANCER=GROW, LLMGW_NEW=new)
+    # Added and taken out: nothing left to keep, the slot held (Free).
+    m = members(gm)[new]
+    assert m["drained"] and m["removed"], m
+    assert gm.get(f"{ADMIN}/status.json").json()["manage"]["changes"] == []

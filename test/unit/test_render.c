@@ -213,6 +213,10 @@ static json_object *changed_model(void)
     json_object_array_add(
         members, json_tokener_parse("{\"name\":\"http://127.0.0.1:2\","
                                     "\"usable\":true,\"lbfactor\":300}"));
+    /* Added and removed: no change left, mod_proxy's Free flag only. */
+    json_object_array_add(
+        members, json_tokener_parse("{\"name\":\"http://127.0.0.1:3\","
+                                    "\"removed\":true,\"lbfactor\":100}"));
     return m;
 }
 
@@ -362,7 +366,8 @@ START_TEST(changes_are_marked)
     ck_assert_has(html, "<del><span data-k=\"balancers.0.members.0.name\">"
                         "http://127.0.0.1:1</span></del>");
     ck_assert_has(text, "|http://127.0.0.1:1|removed at run time|",
-                  "|http://127.0.0.1:2|run-time|");
+                  "|http://127.0.0.1:2|run-time|",
+                  "|http://127.0.0.1:3|removed at run time|");
     ck_assert_has(html, "href=\"/llm-admin/changes.conf\"");
     html = page(m, LLMGW_PAGE_BACKENDS, "n");
     ck_assert_has(
@@ -372,6 +377,14 @@ START_TEST(changes_are_marked)
     ck_assert_has(html, "aria-label=\"Put back http://127.0.0.1:1\"",
                   "<form class=\"action add\" method=\"post\"");
     ck_assert_lacks(html, "action=\"/llm-admin/action\" class=");
+    /* A removed member is put back, not reweighted nor removed again. */
+    ck_assert_has(forms_of(html, "member_add"),
+                  "b=balancer://be w=http://127.0.0.1:3 nonce=n "
+                  "do=member_add [Put back http://127.0.0.1:3]");
+    ck_assert_lacks(forms_of(html, "member_weight"), "127.0.0.1:3",
+                    "127.0.0.1:1");
+    ck_assert_lacks(forms_of(html, "member_remove"), "127.0.0.1:3",
+                    "127.0.0.1:1");
     json_object_put(m);
 }
 END_TEST
