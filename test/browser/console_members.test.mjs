@@ -9,13 +9,16 @@
 //   LLMGW_ADMIN     the console's path (/llm-admin/)
 //   LLMGW_BALANCER  the balancer to add a member to
 //   LLMGW_NEW       the new member's URL (a mock of its own)
+//   LLMGW_SHOTS     where to write the screenshot (unset: none)
 //   CHROMIUM        the browser (default /usr/bin/chromium)
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import path from "node:path";
 import { ADMIN, URL_, open, post, sharedBrowser } from "./lib.mjs";
 
 const BALANCER = process.env.LLMGW_BALANCER;
 const NEW = process.env.LLMGW_NEW;
+const SHOTS = process.env.LLMGW_SHOTS;
 
 const shared = sharedBrowser();
 
@@ -40,6 +43,10 @@ test("a member added and taken out through the backends page", async () => {
     const row = () => section().locator("tr", { hasText: NEW });
     assert.match(await row().innerText(), /run-time/);
     assert.ok(await member(), "status.json lacks the new member");
+    if (SHOTS) {
+        await page.screenshot({ path: path.join(SHOTS, "console-members.png"),
+                                fullPage: true });
+    }
     await post(page, `Remove ${NEW}`, "backends");
     assert.match(await row().innerText(), /removed at run time/);
     assert.equal(await row().locator("del").count(), 1);
