@@ -521,6 +521,12 @@ static json_object *entry_json(const llmgw_manage_entry_t *e)
         json_object_object_add(o, "lbfactor",
                                json_object_new_int(e->lbfactor));
     }
+    if (e->timeout) {
+        json_object_object_add(o, "timeout", json_object_new_int(e->timeout));
+    }
+    if (e->kind == LLMGW_ENTRY_MEMBER && !e->configured) {
+        add_str(o, "probe", llmgw_manage_probe_name(e->probe));
+    }
     return o;
 }
 

@@ -237,7 +237,7 @@ def test_member_failing_its_probe_never_gets_traffic(gm, pool):
     s = Session(gm)
     # It serves chats, but has no vLLM /metrics: a vllm probe fails.
     assert add(s, pool["vllm"], probe="vllm").status == 303
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10
     while pool["vllm"].stats()["by_path"].get("/metrics", 0) < 2:
         assert time.monotonic() < deadline, pool["vllm"].stats()
         time.sleep(0.1)
@@ -511,21 +511,29 @@ def test_member_changes_kept_across_restarts(gm, pool):
 
 def test_changes_conf_lists_the_member_lines(gm, pool):
     s = Session(gm)
-    m0, m1 = url(pool["m0"]), url(pool["m1"])
+    m0, m1, m2 = url(pool["m0"]), url(pool["m1"]), url(pool["m2"])
     for fields in ({"do": "member_add", "b": GROW, "w": m1, "lbfactor": "7",
                     "timeout": "45", "probe": "none"},
-                   {"do": "member_weight", "b": GROW, "w": m0, "lbfactor": "3"}):
+                   {"do": "member_weight", "b": GROW, "w": m0, "lbfactor": "3"},
+                   {"do": "member_add", "b": GROW, "w": m2, "probe": "ollama"}):
         assert s.post({**fields, "nonce": s.nonce}).status == 303, fields
     text = gm.get(f"{ADMIN}/changes.conf").body.decode()
     assert text == (
         f'# in <Proxy "{GROW}">:\n'
         f'BalancerMember "{m1}" lbfactor=7 timeout=45\n'
         f'# in <Proxy "{GROW}">, the member\'s line with:\n'
-        f'BalancerMember "{m0}" lbfactor=3\n'), text
+        f'BalancerMember "{m0}" lbfactor=3\n'
+        f'# in <Proxy "{GROW}">:\n'
+        f'BalancerMember "{m2}" lbfactor=1\n'
+        f'# probe=ollama: LLMHealthCheck on probe=ollama in the routes of '
+        f'{GROW}\n'), text
     st = status_json(gm)["manage"]
-    assert [(c["kind"], c["url"], c["configured"], c["removed"], c["lbfactor"])
-            for c in st["changes"]] == [("member", m1, False, False, 7),
-                                        ("member", m0, True, False, 3)]
+    assert [(c["kind"], c["url"], c["configured"], c["removed"],
+             c["lbfactor"], c.get("timeout"), c.get("probe"))
+            for c in st["changes"]] == [
+        ("member", m1, False, False, 7, 45, "none"),
+        ("member", m0, True, False, 3, None, None),
+        ("member", m2, False, False, 1, None, "ollama")]
     assert st["conf"] == text
 
 
