@@ -12,8 +12,13 @@
 #include <libxml/tree.h>
 
 #include "llmgw_json.h"
+#include "llmgw_manage.h"
 #include "llmgw_render.h"
+#include "llmgw_route.h"
 
+#define STR_(n) #n
+#define STR(n) STR_(n) /* a number's macro as a string */
+#define N_OF(a) ((int)(sizeof(a) / sizeof(*(a))))
 #define DASH "\xe2\x80\x93" /* an en dash: no value */
 #define X(s) ((const xmlChar *)(s))
 
@@ -216,7 +221,7 @@ static xmlNodePtr text_el(ctx_t *c, xmlNodePtr parent, const char *name,
 
 static void attr(ctx_t *c, xmlNodePtr n, const char *name, const char *value)
 {
-    xmlNewProp(n, X(name), utf8(c->p, value));
+    xmlSetProp(n, X(name), utf8(c->p, value)); /* one of each name */
 }
 
 static xmlNodePtr cls(ctx_t *c, xmlNodePtr n, const char *value)
@@ -240,23 +245,6 @@ static xmlNodePtr live(ctx_t *c, xmlNodePtr parent, const char *name,
     return n;
 }
 
-static void live_cell(ctx_t *c, xmlNodePtr tr, const char *fmt,
-                      const char *pathfmt, int i, const char *leaf)
-{
-    live(c, tr, "td", apr_psprintf(c->p, pathfmt, i, leaf), fmt);
-}
-
-static xmlNodePtr table(ctx_t *c, xmlNodePtr parent, const char *const *heads)
-{
-    xmlNodePtr t = cls(c, el(parent, "table"), "grid");
-    xmlNodePtr tr = el(el(t, "thead"), "tr");
-
-    for (; *heads; heads++) {
-        text_el(c, tr, "th", *heads);
-    }
-    return el(t, "tbody");
-}
-
 static void stat(ctx_t *c, xmlNodePtr dl, const char *label, const char *path,
                  const char *fmt)
 {
@@ -266,34 +254,157 @@ static void stat(ctx_t *c, xmlNodePtr dl, const char *label, const char *path,
     live(c, d, "dd", path, fmt);
 }
 
-/* A form posting action (with its hidden fields, name=value pairs) and
- * the session's nonce; nothing without a nonce. */
-static void action(ctx_t *c, xmlNodePtr parent, const char *label,
-                   const char *act, const char *const *fields)
+/* ---------------------------------------------------------------------
+ * Tables: a row per item of one of the model's arrays, a cell per column
+ */
+
+/* A row: its path in the model ("models.3"), the item, and what holds
+ * the array (a balancer for its members; else NULL). */
+typedef struct {
+    const char *path;
+    json_object *o, *owner;
+} row_t;
+
+/* A column: its heading, then a member of the row kept fresh by the
+ * script (live) or shown as it is (leaf), as fmt says (NULL: as it is),
+ * or a cell fill makes. */
+typedef struct {
+    const char *head, *live, *leaf, *fmt;
+    void (*fill)(ctx_t *c, xmlNodePtr td, const row_t *row);
+} column_t;
+
+static void cell(ctx_t *c, xmlNodePtr tr, const column_t *col,
+                 const row_t *row)
+{
+    const char *fmt = col->fmt ? col->fmt : "";
+
+    if (col->fill) {
+        col->fill(c, el(tr, "td"), row);
+    }
+    else if (col->live) {
+        live(c, tr, "td", apr_pstrcat(c->p, row->path, ".", col->live, NULL),
+             fmt);
+    }
+    else {
+        text_el(c, tr, "td",
+                llmgw_render_value(c->p, at(row->o, col->leaf), fmt));
+    }
+}
+
+/* The table of the model's array at list (of owner), in parent. */
+static void grid(ctx_t *c, xmlNodePtr parent, const column_t *cols, int ncols,
+                 const char *list, json_object *owner)
+{
+    xmlNodePtr t = cls(c, el(parent, "table"), "grid"), tb, tr;
+    int i, k, n = len_of(c->m, list);
+
+    tr = el(el(t, "thead"), "tr");
+    for (k = 0; k < ncols; k++) {
+        text_el(c, tr, "th", cols[k].head);
+    }
+    tb = el(t, "tbody");
+    for (i = 0; i < n; i++) {
+        row_t row;
+
+        row.path = apr_psprintf(c->p, "%s.%d", list, i);
+        row.o = at(c->m, row.path);
+        row.owner = owner;
+        tr = el(tb, "tr");
+        for (k = 0; k < ncols; k++) {
+            cell(c, tr, &cols[k], &row);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------
+ * Forms: each posts to the action URL with the session's nonce
+ */
+
+/* A form for action act with its hidden fields (name=value pairs) and
+ * the nonce, to which the caller adds inputs and a button; NULL without
+ * a nonce (no forms then). */
+static xmlNodePtr form(ctx_t *c, xmlNodePtr parent, const char *act,
+                       const char *const *fields)
 {
     xmlNodePtr f, in;
+    const char *nonce[] = { "nonce", c->o->nonce, "do", act, NULL };
+    const char *const *lists[2];
+    int k;
 
     if (!c->o->nonce) {
-        return;
+        return NULL;
     }
     f = cls(c, el(parent, "form"), "action");
     attr(c, f, "method", "post");
     attr(c, f, "action", apr_pstrcat(c->p, c->o->base, "action", NULL));
-    for (; fields && *fields; fields += 2) {
-        in = el(f, "input");
-        attr(c, in, "type", "hidden");
-        attr(c, in, "name", fields[0]);
-        attr(c, in, "value", fields[1]);
+    lists[0] = fields;
+    lists[1] = nonce;
+    for (k = 0; k < 2; k++) {
+        for (fields = lists[k]; fields && *fields; fields += 2) {
+            in = el(f, "input");
+            attr(c, in, "type", "hidden");
+            attr(c, in, "name", fields[0]);
+            attr(c, in, "value", fields[1]);
+        }
     }
-    in = el(f, "input");
-    attr(c, in, "type", "hidden");
-    attr(c, in, "name", "nonce");
-    attr(c, in, "value", c->o->nonce);
-    in = el(f, "input");
-    attr(c, in, "type", "hidden");
-    attr(c, in, "name", "do");
-    attr(c, in, "value", act);
-    text_el(c, f, "button", label);
+    return f;
+}
+
+static xmlNodePtr button(ctx_t *c, xmlNodePtr f, const char *label,
+                         const char *aria)
+{
+    xmlNodePtr b = text_el(c, f, "button", label);
+
+    attr(c, b, "type", "submit");
+    if (aria) {
+        attr(c, b, "aria-label", aria);
+    }
+    return b;
+}
+
+/* A form of one button (label; aria, when not NULL, its accessible name
+ * naming what it acts on) posting act with the hidden fields. */
+static void action(ctx_t *c, xmlNodePtr parent, const char *label,
+                   const char *aria, const char *act,
+                   const char *const *fields)
+{
+    xmlNodePtr f = form(c, parent, act, fields);
+
+    if (f) {
+        button(c, f, label, aria);
+    }
+}
+
+/* A labelled input of form f (the label holds it): the input, for the
+ * caller's constraints. */
+static xmlNodePtr input(ctx_t *c, xmlNodePtr f, const char *label,
+                        const char *name, const char *type)
+{
+    xmlNodePtr l = el(f, "label"), in;
+
+    text_el(c, l, "span", label);
+    in = el(l, "input");
+    attr(c, in, "name", name);
+    attr(c, in, "type", type);
+    return in;
+}
+
+/* A labelled select of form f, of values[0..n) (values[0] selected). */
+static xmlNodePtr choice(ctx_t *c, xmlNodePtr f, const char *label,
+                         const char *name, const char *const *values, int n)
+{
+    xmlNodePtr l = el(f, "label"), s;
+    int i;
+
+    text_el(c, l, "span", label);
+    s = el(l, "select");
+    attr(c, s, "name", name);
+    for (i = 0; i < n; i++) {
+        xmlNodePtr o = text_el(c, s, "option", values[i]);
+
+        attr(c, o, "value", values[i]);
+    }
+    return s;
 }
 
 /* ---------------------------------------------------------------------
@@ -345,24 +456,80 @@ static void chart(ctx_t *c, xmlNodePtr parent, const char *title,
 }
 
 /* ---------------------------------------------------------------------
+ * What differs from httpd.conf: the model's manage.changes, the one
+ * source the marks come from
+ */
+
+/* The change of kind whose k1 is v1 (and k2 is v2, k2 not NULL); NULL. */
+static json_object *change(ctx_t *c, const char *kind, const char *k1,
+                           const char *v1, const char *k2, const char *v2)
+{
+    json_object *all = at(c->m, "manage.changes");
+    int i, n = len_of(c->m, "manage.changes");
+
+    for (i = 0; i < n; i++) {
+        json_object *ch = json_object_array_get_idx(all, i);
+
+        if (strcmp(str(ch, "kind"), kind) == 0 && strcmp(str(ch, k1), v1) == 0
+            && (!k2 || strcmp(str(ch, k2), v2) == 0)) {
+            return ch;
+        }
+    }
+    return NULL;
+}
+
+static int flag(json_object *o, const char *name)
+{
+    return json_object_get_boolean(at(o, name));
+}
+
+static void mark(ctx_t *c, xmlNodePtr parent, const char *text)
+{
+    cls(c, text_el(c, parent, "span", text), "mark");
+}
+
+/* Shown where anything differs: how many changes, the file that keeps
+ * them and the link to the lines that make them permanent. */
+static void changes_note(ctx_t *c, xmlNodePtr main)
+{
+    int n = len_of(c->m, "manage.changes");
+    xmlNodePtr p, a;
+
+    if (!n) {
+        return;
+    }
+    p = cls(c, el(main, "p"), "changes");
+    text_el(c, p, "span",
+            apr_psprintf(c->p,
+                         "%d change%s made at run time differ%s from "
+                         "httpd.conf (kept in %s). ",
+                         n, n == 1 ? "" : "s", n == 1 ? "s" : "",
+                         str(c->m, "manage.file")));
+    a = text_el(c, p, "a", "Lines to paste into httpd.conf");
+    attr(c, a, "href", apr_pstrcat(c->p, c->o->base, "changes.conf", NULL));
+}
+
+/* ---------------------------------------------------------------------
  * The pages
  */
 
 static void overview(ctx_t *c, xmlNodePtr main)
 {
-    static const char *const heads[] = { "Route",
-                                         "Model",
-                                         "Requests",
-                                         "Errors",
-                                         "Prompt tokens",
-                                         "Completion tokens",
-                                         "p50",
-                                         "p95",
-                                         "TTFT p50",
-                                         "Cache hits",
-                                         NULL };
-    xmlNodePtr sec = el(main, "section"), dl, tb;
-    int i, n = len_of(c->m, "models");
+    static const column_t cols[] = {
+        { .head = "Route", .live = "route" },
+        { .head = "Model", .live = "model" },
+        { .head = "Requests", .live = "requests", .fmt = "n" },
+        { .head = "Errors", .live = "errors", .fmt = "n" },
+        { .head = "Prompt tokens", .live = "prompt_tokens", .fmt = "n" },
+        { .head = "Completion tokens",
+          .live = "completion_tokens",
+          .fmt = "n" },
+        { .head = "p50", .live = "duration_p50", .fmt = "ms" },
+        { .head = "p95", .live = "duration_p95", .fmt = "ms" },
+        { .head = "TTFT p50", .live = "ttft_p50", .fmt = "ms" },
+        { .head = "Cache hits", .live = "cache.hit", .fmt = "n" },
+    };
+    xmlNodePtr sec = el(main, "section"), dl;
 
     text_el(c, sec, "h2", "Last minute");
     dl = cls(c, el(sec, "dl"), "stats");
@@ -390,127 +557,196 @@ static void overview(ctx_t *c, xmlNodePtr main)
     stat(c, dl, "Cache hit rate", "total.hit_rate", "pct");
     sec = el(main, "section");
     text_el(c, sec, "h2", "Models");
-    tb = table(c, sec, heads);
-    for (i = 0; i < n; i++) {
-        xmlNodePtr tr = el(tb, "tr");
-
-        live_cell(c, tr, "", "models.%d.%s", i, "route");
-        live_cell(c, tr, "", "models.%d.%s", i, "model");
-        live_cell(c, tr, "n", "models.%d.%s", i, "requests");
-        live_cell(c, tr, "n", "models.%d.%s", i, "errors");
-        live_cell(c, tr, "n", "models.%d.%s", i, "prompt_tokens");
-        live_cell(c, tr, "n", "models.%d.%s", i, "completion_tokens");
-        live_cell(c, tr, "ms", "models.%d.%s", i, "duration_p50");
-        live_cell(c, tr, "ms", "models.%d.%s", i, "duration_p95");
-        live_cell(c, tr, "ms", "models.%d.%s", i, "ttft_p50");
-        live_cell(c, tr, "n", "models.%d.%s", i, "cache.hit");
-    }
+    grid(c, sec, cols, N_OF(cols), "models", NULL);
 }
 
 /* The member's one-word state: the health table's when it knows one,
  * else what mod_proxy's flags say. */
-static const char *member_state(ctx_t *c, const char *mp)
+static const char *member_state(json_object *m)
 {
-    json_object *m = at(c->m, mp);
     const char *h = str(m, "health.state");
 
-    if (json_object_get_boolean(at(m, "disabled"))
-        || json_object_get_boolean(at(m, "stopped"))) {
+    if (flag(m, "disabled") || flag(m, "stopped")) {
         return "disabled";
     }
-    if (json_object_get_boolean(at(m, "drained"))) {
+    if (flag(m, "drained")) {
         return "drained";
     }
     if (*h && strcmp(h, "unknown") != 0) {
         return h;
     }
     /* Only mod_proxy's word: it may take requests, not that it is ready. */
-    return json_object_get_boolean(at(m, "usable")) ? "up" : "down";
+    return flag(m, "usable") ? "up" : "down";
 }
 
-static const char *loaded_models(ctx_t *c, json_object *m)
+static void state_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
 {
-    json_object *models = at(m, "health.models");
+    const char *state = member_state(row->o);
+
+    xmlNodeAddContent(td, X(state));
+    cls(c, td, apr_pstrcat(c->p, "state ", state, NULL));
+}
+
+static void loaded_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
+{
+    json_object *models = at(row->o, "health.models");
     const char *out = "";
     int i, n = models ? (int)json_object_array_length(models) : 0;
 
     for (i = 0; i < n; i++) {
         json_object *o = json_object_array_get_idx(models, i);
 
-        if (json_object_get_boolean(at(o, "loaded"))) {
+        if (flag(o, "loaded")) {
             out =
                 apr_pstrcat(c->p, out, *out ? ", " : "", str(o, "name"), NULL);
         }
     }
-    return *out ? out : DASH;
+    xmlNodeAddContent(td, utf8(c->p, *out ? out : DASH));
 }
 
-static void member_actions(ctx_t *c, xmlNodePtr td, const char *bal,
-                           json_object *m)
+/* Whether the member was removed at run time: mod_proxy's Free flag (a
+ * member the gateway removed holds its slot until a restart) or the
+ * change that says so. */
+static int member_removed(ctx_t *c, const row_t *row)
 {
-    const char *f[] = { "b", bal, "w", str(m, "name"), NULL };
+    return flag(row->o, "removed")
+           || flag(change(c, "member", "balancer", str(row->owner, "name"),
+                          "url", str(row->o, "name")),
+                   "removed");
+}
 
-    if (!json_object_get_boolean(at(m, "drained"))) {
-        action(c, td, "Drain", "drain", f);
+/* The member's name, marked when it differs from httpd.conf. */
+static void member_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
+{
+    json_object *ch = change(c, "member", "balancer", str(row->owner, "name"),
+                             "url", str(row->o, "name"));
+    int removed = member_removed(c, row);
+
+    live(c, el(td, removed ? "del" : "span"), "span",
+         apr_pstrcat(c->p, row->path, ".name", NULL), "");
+    if (removed) {
+        mark(c, td, "removed at run time");
     }
-    if (!json_object_get_boolean(at(m, "disabled"))) {
-        action(c, td, "Disable", "disable", f);
+    else if (ch && !flag(ch, "configured")) {
+        mark(c, td, "run-time");
     }
-    if (json_object_get_boolean(at(m, "drained"))
-        || json_object_get_boolean(at(m, "disabled"))) {
-        action(c, td, "Enable", "enable", f);
+    else if (ch) {
+        mark(c, td, "weight changed at run time");
     }
+}
+
+/* The member's loadfactor as httpd.conf writes it (the model's lbfactor
+ * is mod_proxy's, 100 times that), with a form to change it. */
+static void weight_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
+{
+    const char *name = str(row->o, "name");
+    const char *f[] = { "b", str(row->owner, "name"), "w", name, NULL };
+    double lbf = num(row->o, "lbfactor");
+    int lb = lbf >= 0;
+    const char *w = lb ? apr_psprintf(c->p, "%g", lbf / 100) : DASH;
+    xmlNodePtr fm, in;
+
+    /* A removed member's weight is refused: it is put back first. */
+    fm = member_removed(c, row) ? NULL : form(c, td, "member_weight", f);
+    if (!fm) {
+        xmlNodeAddContent(td, utf8(c->p, w));
+        return;
+    }
+    in = input(c, fm, "lbfactor", "lbfactor", "number");
+    attr(c, in, "min", "1");
+    attr(c, in, "max", STR(LLMGW_MANAGE_LBFACTOR_MAX));
+    attr(c, in, "required", "required");
+    if (lb) {
+        attr(c, in, "value", w);
+    }
+    button(c, fm, "Set", apr_pstrcat(c->p, "Set the weight of ", name, NULL));
+}
+
+static void member_actions(ctx_t *c, xmlNodePtr td, const row_t *row)
+{
+    const char *name = str(row->o, "name"), *bal = str(row->owner, "name");
+    const char *f[] = { "b", bal, "w", name, NULL };
+
+    if (member_removed(c, row)) {
+        action(c, td, "Put back", apr_pstrcat(c->p, "Put back ", name, NULL),
+               "member_add", f);
+        return;
+    }
+    if (!flag(row->o, "drained")) {
+        action(c, td, "Drain", NULL, "drain", f);
+    }
+    if (!flag(row->o, "disabled")) {
+        action(c, td, "Disable", NULL, "disable", f);
+    }
+    if (flag(row->o, "drained") || flag(row->o, "disabled")) {
+        action(c, td, "Enable", NULL, "enable", f);
+    }
+    action(c, td, "Remove", apr_pstrcat(c->p, "Remove ", name, NULL),
+           "member_remove", f);
+}
+
+static const char *const probes[] = { "none", "ollama", "llamacpp", "vllm",
+                                      "openai" };
+
+/* The form that adds a member to balancer bal. */
+static void member_add(ctx_t *c, xmlNodePtr sec, const char *bal)
+{
+    const char *f[] = { "b", bal, NULL };
+    xmlNodePtr fm = form(c, sec, "member_add", f), in;
+
+    if (!fm) {
+        return;
+    }
+    cls(c, fm, "action add");
+    in = input(c, fm, "Member URL", "w", "url");
+    attr(c, in, "required", "required");
+    attr(c, in, "placeholder", "http://10.0.0.21:11434");
+    in = input(c, fm, "Timeout (s)", "timeout", "number");
+    attr(c, in, "min", "1");
+    attr(c, in, "max", STR(LLMGW_MANAGE_TIMEOUT_MAX));
+    in = input(c, fm, "lbfactor", "lbfactor", "number");
+    attr(c, in, "min", "1");
+    attr(c, in, "max", STR(LLMGW_MANAGE_LBFACTOR_MAX));
+    attr(c, in, "value", "1");
+    choice(c, fm, "Probe", "probe", probes, N_OF(probes));
+    button(c, fm, "Add member",
+           apr_pstrcat(c->p, "Add a member to ", bal, NULL));
 }
 
 static void balancer(ctx_t *c, xmlNodePtr main, int b)
 {
-    static const char *const heads[] = {
-        "Member",     "State",    "Circuit", "mod_proxy", "Models loaded",
-        "In flight",  "Requests", "Errors",  "p50",       "TTFT p50",
-        "Last probe", "",         NULL
+    static const column_t cols[] = {
+        { .head = "Member", .fill = member_cell },
+        { .head = "State", .fill = state_cell },
+        { .head = "Circuit", .leaf = "health.circuit" },
+        { .head = "mod_proxy", .live = "status" },
+        { .head = "Models loaded", .fill = loaded_cell },
+        { .head = "In flight", .live = "busy", .fmt = "n" },
+        { .head = "Requests", .live = "traffic.requests", .fmt = "n" },
+        { .head = "Errors", .live = "traffic.errors", .fmt = "n" },
+        { .head = "p50", .live = "traffic.duration_p50", .fmt = "ms" },
+        { .head = "TTFT p50", .live = "traffic.ttft_p50", .fmt = "ms" },
+        { .head = "Weight", .fill = weight_cell },
+        { .head = "Last probe", .leaf = "health.last_probe", .fmt = "time" },
+        { .head = "", .fill = member_actions },
     };
     const char *bp = apr_psprintf(c->p, "balancers.%d", b);
-    xmlNodePtr sec = el(main, "section"), tb;
-    int i, n = len_of(c->m, apr_pstrcat(c->p, bp, ".members", NULL));
+    json_object *bo = at(c->m, bp);
+    xmlNodePtr sec = el(main, "section");
 
-    text_el(c, sec, "h2", str(c->m, apr_pstrcat(c->p, bp, ".name", NULL)));
+    text_el(c, sec, "h2", str(bo, "name"));
     text_el(c, sec, "p",
-            apr_pstrcat(c->p, "lbmethod ",
-                        str(c->m, apr_pstrcat(c->p, bp, ".lbmethod", NULL)),
-                        NULL));
-    tb = table(c, sec, heads);
-    for (i = 0; i < n; i++) {
-        const char *mp = apr_psprintf(c->p, "%s.members.%d", bp, i);
-        json_object *m = at(c->m, mp);
-        const char *state = member_state(c, mp);
-        xmlNodePtr tr = el(tb, "tr"), td;
-
-        live(c, tr, "td", apr_pstrcat(c->p, mp, ".name", NULL), "");
-        td = text_el(c, tr, "td", state);
-        cls(c, td, apr_pstrcat(c->p, "state ", state, NULL));
-        text_el(c, tr, "td",
-                llmgw_render_value(c->p, at(m, "health.circuit"), ""));
-        live(c, tr, "td", apr_pstrcat(c->p, mp, ".status", NULL), "");
-        text_el(c, tr, "td", loaded_models(c, m));
-        live(c, tr, "td", apr_pstrcat(c->p, mp, ".busy", NULL), "n");
-        live(c, tr, "td", apr_pstrcat(c->p, mp, ".traffic.requests", NULL),
-             "n");
-        live(c, tr, "td", apr_pstrcat(c->p, mp, ".traffic.errors", NULL), "n");
-        live(c, tr, "td", apr_pstrcat(c->p, mp, ".traffic.duration_p50", NULL),
-             "ms");
-        live(c, tr, "td", apr_pstrcat(c->p, mp, ".traffic.ttft_p50", NULL),
-             "ms");
-        text_el(c, tr, "td",
-                llmgw_render_value(c->p, at(m, "health.last_probe"), "time"));
-        member_actions(c, el(tr, "td"),
-                       str(c->m, apr_pstrcat(c->p, bp, ".name", NULL)), m);
-    }
+            apr_pstrcat(c->p, "lbmethod ", str(bo, "lbmethod"), NULL));
+    grid(c, sec, cols, N_OF(cols), apr_pstrcat(c->p, bp, ".members", NULL),
+         bo);
+    member_add(c, sec, str(bo, "name"));
 }
 
 static void backends(ctx_t *c, xmlNodePtr main)
 {
     int i, n = len_of(c->m, "balancers");
 
+    changes_note(c, main);
     for (i = 0; i < n; i++) {
         balancer(c, main, i);
     }
@@ -532,43 +768,160 @@ static const char *joined(ctx_t *c, json_object *arr)
     return *out ? out : DASH;
 }
 
-static void routes(ctx_t *c, xmlNodePtr main)
+/* The route's name; a route added at run time marked, with its Remove. */
+static void route_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
 {
-    static const char *const heads[] = { "Route",
-                                         "Patterns and aliases",
-                                         "Backend",
-                                         "Dialect",
-                                         "Upstream model",
-                                         "Cache",
-                                         "Fallbacks",
-                                         "Requests",
-                                         "Errors",
-                                         "Tokens",
-                                         NULL };
-    xmlNodePtr tb = table(c, el(main, "section"), heads);
-    int i, n = len_of(c->m, "routes");
+    const char *name = str(row->o, "name");
+    const char *f[] = { "route", name, NULL };
+
+    text_el(c, td, "span", name);
+    if (change(c, "route", "route", name, NULL, NULL)) {
+        mark(c, td, "run-time");
+        action(c, td, "Remove route",
+               apr_pstrcat(c->p, "Remove the route ", name, NULL),
+               "route_remove", f);
+    }
+}
+
+/* A model name's input, with the gateway's own bound for the browser to
+ * check too. */
+static void name_input(ctx_t *c, xmlNodePtr fm, const char *label,
+                       const char *name)
+{
+    xmlNodePtr in = input(c, fm, label, name, "text");
+
+    attr(c, in, "required", "required");
+    attr(c, in, "maxlength", STR(LLMGW_MANAGE_NAME_MAX));
+}
+
+/* One name of route (a pattern, or one taken out at run time), as an
+ * item of list, with what it may do: remove, or put back. */
+static void name_item(ctx_t *c, xmlNodePtr list, const char *route,
+                      const char *name, int removed)
+{
+    json_object *ch = change(c, "name", "route", route, "name", name);
+    const char *f[] = { "route", route, "name", name, NULL };
+    xmlNodePtr li = el(list, "li");
+
+    text_el(c, li, removed ? "del" : "span", name);
+    if (removed) {
+        mark(c, li, "removed at run time");
+        action(c, li, "Put back",
+               apr_pstrcat(c->p, "Put back ", name, " into ", route, NULL),
+               "name_add", f);
+        return;
+    }
+    if (ch && !flag(ch, "configured")) {
+        mark(c, li, "run-time");
+    }
+    /* Globs stay in httpd.conf; a run-time route's own name goes with
+     * the route. */
+    if (!llmgw_pattern_is_glob(name)
+        && !(strcmp(name, route) == 0
+             && change(c, "route", "route", route, NULL, NULL))) {
+        action(c, li, "Remove",
+               apr_pstrcat(c->p, "Remove ", name, " from ", route, NULL),
+               "name_remove", f);
+    }
+}
+
+/* The route's patterns and aliases, those taken out at run time, and the
+ * form that adds one. */
+static void names_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
+{
+    const char *route = str(row->o, "name");
+    json_object *pats = at(row->o, "patterns"), *all;
+    const char *f[] = { "route", route, NULL };
+    xmlNodePtr ul = cls(c, el(td, "ul"), "names"), fm;
+    int i, n = len_of(row->o, "patterns");
 
     for (i = 0; i < n; i++) {
-        const char *rp = apr_psprintf(c->p, "routes.%d", i);
-        json_object *r = at(c->m, rp);
-        xmlNodePtr tr = el(tb, "tr");
-
-        text_el(c, tr, "td", str(r, "name"));
-        text_el(c, tr, "td", joined(c, at(r, "patterns")));
-        text_el(c, tr, "td", str(r, "backend"));
-        text_el(c, tr, "td", str(r, "dialect"));
-        text_el(c, tr, "td",
-                llmgw_render_value(c->p, at(r, "upstream_model"), ""));
-        text_el(c, tr, "td", str(r, "cache_policy"));
-        text_el(c, tr, "td", joined(c, at(r, "fallbacks")));
-        live(c, tr, "td", apr_pstrcat(c->p, rp, ".traffic.requests", NULL),
-             "n");
-        live(c, tr, "td", apr_pstrcat(c->p, rp, ".traffic.errors", NULL), "n");
-        text_el(c, tr, "td",
-                grouped(c->p, (apr_int64_t)(num(r, "traffic.prompt_tokens")
-                                            + num(r, "traffic.completion_"
-                                                     "tokens"))));
+        name_item(c, ul, route,
+                  json_object_get_string(json_object_array_get_idx(pats, i)),
+                  0);
     }
+    all = at(c->m, "manage.changes");
+    n = len_of(c->m, "manage.changes");
+    for (i = 0; i < n; i++) {
+        json_object *ch = json_object_array_get_idx(all, i);
+
+        if (strcmp(str(ch, "kind"), "name") == 0
+            && strcmp(str(ch, "route"), route) == 0 && flag(ch, "removed")) {
+            name_item(c, ul, route, str(ch, "name"), 1);
+        }
+    }
+    if ((fm = form(c, td, "name_add", f))) {
+        name_input(c, fm, "Model name or alias", "name");
+        button(c, fm, "Add name",
+               apr_pstrcat(c->p, "Add a name to ", route, NULL));
+    }
+}
+
+static void fallbacks_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
+{
+    xmlNodeAddContent(td, utf8(c->p, joined(c, at(row->o, "fallbacks"))));
+}
+
+/* Prompt and completion tokens of counts o, together. */
+static void tokens(ctx_t *c, xmlNodePtr td, json_object *o)
+{
+    xmlNodeAddContent(
+        td, X(grouped(c->p, (apr_int64_t)(num(o, "prompt_tokens")
+                                          + num(o, "completion_tokens")))));
+}
+
+static void route_tokens_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
+{
+    tokens(c, td, at(row->o, "traffic"));
+}
+
+static void key_tokens_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
+{
+    tokens(c, td, row->o);
+}
+
+/* The form that adds a route on one of httpd.conf's balancers. */
+static void route_add(ctx_t *c, xmlNodePtr main)
+{
+    static const char *const dialects[] = { "openai", "ollama" };
+    const char **bals;
+    xmlNodePtr sec, fm;
+    int i, n = len_of(c->m, "balancers");
+
+    if (!c->o->nonce || !n) {
+        return;
+    }
+    bals = apr_palloc(c->p, sizeof(*bals) * (apr_size_t)n);
+    for (i = 0; i < n; i++) {
+        bals[i] = str(c->m, apr_psprintf(c->p, "balancers.%d.name", i));
+    }
+    sec = el(main, "section");
+    text_el(c, sec, "h2", "Add a route");
+    fm = cls(c, form(c, sec, "route_add", NULL), "action add");
+    name_input(c, fm, "Route (its model name)", "route");
+    choice(c, fm, "Balancer", "b", bals, n);
+    choice(c, fm, "Dialect", "dialect", dialects, N_OF(dialects));
+    button(c, fm, "Add route", NULL);
+}
+
+static void routes(ctx_t *c, xmlNodePtr main)
+{
+    static const column_t cols[] = {
+        { .head = "Route", .fill = route_cell },
+        { .head = "Patterns and aliases", .fill = names_cell },
+        { .head = "Backend", .leaf = "backend" },
+        { .head = "Dialect", .leaf = "dialect" },
+        { .head = "Upstream model", .leaf = "upstream_model" },
+        { .head = "Cache", .leaf = "cache_policy" },
+        { .head = "Fallbacks", .fill = fallbacks_cell },
+        { .head = "Requests", .live = "traffic.requests", .fmt = "n" },
+        { .head = "Errors", .live = "traffic.errors", .fmt = "n" },
+        { .head = "Tokens", .fill = route_tokens_cell },
+    };
+
+    changes_note(c, main);
+    grid(c, el(main, "section"), cols, N_OF(cols), "routes", NULL);
+    route_add(c, main);
 }
 
 static void budget_cell(ctx_t *c, xmlNodePtr td, json_object *b)
@@ -589,58 +942,66 @@ static void budget_cell(ctx_t *c, xmlNodePtr td, json_object *b)
                 str(b, "period"), stamp(c->p, (apr_time_t)num(b, "resets"))));
 }
 
-static const char *rate_text(ctx_t *c, json_object *k, const char *name)
+static void budgets_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
 {
-    json_object *r = at(k, name);
+    int j;
 
-    if (!r || json_object_is_type(r, json_type_null)) {
-        return DASH;
+    for (j = 0; j < len_of(row->o, "budgets"); j++) {
+        budget_cell(c, el(td, "div"),
+                    json_object_array_get_idx(at(row->o, "budgets"), j));
     }
-    return apr_psprintf(c->p, "%s left of %s",
-                        grouped(c->p, (apr_int64_t)num(r, "remaining")),
-                        grouped(c->p, (apr_int64_t)num(r, "limit")));
+}
+
+static void rate_cell(ctx_t *c, xmlNodePtr td, json_object *r)
+{
+    if (!r || json_object_is_type(r, json_type_null)) {
+        xmlNodeAddContent(td, X(DASH));
+        return;
+    }
+    xmlNodeAddContent(
+        td, X(apr_psprintf(c->p, "%s left of %s",
+                           grouped(c->p, (apr_int64_t)num(r, "remaining")),
+                           grouped(c->p, (apr_int64_t)num(r, "limit")))));
+}
+
+static void rpm_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
+{
+    rate_cell(c, td, at(row->o, "rpm"));
+}
+
+static void tpm_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
+{
+    rate_cell(c, td, at(row->o, "tpm"));
+}
+
+static void reset_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
+{
+    const char *f[] = { "key", str(row->o, "subject"), NULL };
+
+    action(c, td, "Reset usage", NULL, "reset", f);
 }
 
 static void keys(ctx_t *c, xmlNodePtr main)
 {
-    static const char *const heads[] = {
-        "Kind",       "Name",      "Budgets",  "Requests/min",
-        "Tokens/min", "In flight", "Requests", "Tokens",
-        "429s",       "",          NULL
+    static const column_t cols[] = {
+        { .head = "Kind", .leaf = "kind" },
+        { .head = "Name", .leaf = "name" },
+        { .head = "Budgets", .fill = budgets_cell },
+        { .head = "Requests/min", .fill = rpm_cell },
+        { .head = "Tokens/min", .fill = tpm_cell },
+        { .head = "In flight", .live = "inflight", .fmt = "n" },
+        { .head = "Requests", .live = "requests", .fmt = "n" },
+        { .head = "Tokens", .fill = key_tokens_cell },
+        { .head = "429s", .live = "ratelimited", .fmt = "n" },
+        { .head = "", .fill = reset_cell },
     };
     json_object *keys = at(c->m, "keys");
-    xmlNodePtr tb;
-    int i, j, n;
 
     if (!keys || json_object_is_type(keys, json_type_null)) {
         text_el(c, main, "p", "No keys configured.");
         return;
     }
-    tb = table(c, el(main, "section"), heads);
-    n = (int)json_object_array_length(keys);
-    for (i = 0; i < n; i++) {
-        json_object *k = json_object_array_get_idx(keys, i);
-        const char *kp = apr_psprintf(c->p, "keys.%d", i);
-        xmlNodePtr tr = el(tb, "tr"), td;
-        const char *f[] = { "key", str(k, "subject"), NULL };
-
-        text_el(c, tr, "td", str(k, "kind"));
-        text_el(c, tr, "td", str(k, "name"));
-        td = el(tr, "td");
-        for (j = 0; j < len_of(k, "budgets"); j++) {
-            budget_cell(c, el(td, "div"),
-                        json_object_array_get_idx(at(k, "budgets"), j));
-        }
-        text_el(c, tr, "td", rate_text(c, k, "rpm"));
-        text_el(c, tr, "td", rate_text(c, k, "tpm"));
-        live(c, tr, "td", apr_pstrcat(c->p, kp, ".inflight", NULL), "n");
-        live(c, tr, "td", apr_pstrcat(c->p, kp, ".requests", NULL), "n");
-        text_el(c, tr, "td",
-                grouped(c->p, (apr_int64_t)(num(k, "prompt_tokens")
-                                            + num(k, "completion_tokens"))));
-        live(c, tr, "td", apr_pstrcat(c->p, kp, ".ratelimited", NULL), "n");
-        action(c, el(tr, "td"), "Reset usage", "reset", f);
-    }
+    grid(c, el(main, "section"), cols, N_OF(cols), "keys", NULL);
 }
 
 static void cache(ctx_t *c, xmlNodePtr main)
@@ -663,15 +1024,15 @@ static void cache(ctx_t *c, xmlNodePtr main)
     stat(c, dl, "Flushes", "cache.flushes", "n");
     sec = el(main, "section");
     text_el(c, sec, "h2", "Flush");
-    action(c, sec, "Flush the whole cache", "flush", all);
+    action(c, sec, "Flush the whole cache", NULL, "flush", all);
     for (i = 0; i < n; i++) {
         const char *model =
             str(c->m, apr_psprintf(c->p, "models.%d.model", i));
         const char *f[] = { "model", model, NULL };
 
         if (*model) {
-            action(c, sec, apr_pstrcat(c->p, "Flush ", model, NULL), "flush",
-                   f);
+            action(c, sec, apr_pstrcat(c->p, "Flush ", model, NULL), NULL,
+                   "flush", f);
         }
     }
 }

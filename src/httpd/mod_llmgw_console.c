@@ -136,6 +136,9 @@ static json_object *member_json(request_rec *r, const proxy_balancer *b,
     add_flag(o, "error", PROXY_WORKER_IS_ERROR(w));
     add_flag(o, "hcfail", PROXY_WORKER_IS_HCFAILED(w));
     add_flag(o, "standby", PROXY_WORKER_IS_STANDBY(w));
+    /* Free: mod_proxy names it, never sets it; a member removed at run
+     * time holds its slot with it (mod_llmgw_members.c). */
+    add_flag(o, "removed", PROXY_WORKER_IS(w, PROXY_WORKER_FREE));
     json_object_object_add(o, "busy", json_object_new_int64(w->s->busy));
     json_object_object_add(o, "elected", json_object_new_int64(w->s->elected));
     json_object_object_add(o, "lbfactor", json_object_new_int(w->s->lbfactor));
@@ -616,10 +619,25 @@ static int refuse(request_rec *r, int status, const char *why)
     return status;
 }
 
+/* A refused action's answer: 409 and, for the browser that posted the
+ * form, the page it belongs to with the reason on top (its forms still
+ * work: the session is the poster's). */
+static int refused_page(request_rec *r, const char *page, const char *session,
+                        const char *why)
+{
+    int status;
+
+    r->status = HTTP_CONFLICT;
+    status = send_page(r, (llmgw_page_t)llmgw_render_page(page),
+                       nonce_of(r, session),
+                       apr_pstrcat(r->pool, "Not done: ", why, NULL));
+    return status == OK ? OK : HTTP_CONFLICT;
+}
+
 static int post_action(request_rec *r, const char *base)
 {
     const char *type = apr_table_get(r->headers_in, "Content-Type");
-    const char *why, *session, *what;
+    const char *why, *session, *what, *dest;
     llmgw_form_t f;
     llmgw_action_t a;
     apr_size_t len = 0;
@@ -656,20 +674,24 @@ static int post_action(request_rec *r, const char *base)
         why = do_action(r, &a);
     }
     audit(r, &a, what, why);
+    /* A run-time change of names and routes belongs to the routes page,
+     * one of members (member_add, ...) to the backends page. */
+    if (changed) {
+        dest =
+            what && strncmp(what, "member_", 7) == 0 ? "backends" : "routes";
+    }
+    else {
+        dest = a.kind == LLMGW_ACT_FLUSH   ? "cache"
+               : a.kind == LLMGW_ACT_RESET ? "keys"
+                                           : "backends";
+    }
     if (why) {
-        return HTTP_CONFLICT;
+        return refused_page(r, dest, session, why);
     }
     /* Back to the page the action belongs to, with a GET. */
     apr_table_setn(
         r->headers_out, "Location",
-        ap_construct_url(r->pool,
-                         apr_pstrcat(r->pool, base,
-                                     changed                     ? "routes"
-                                     : a.kind == LLMGW_ACT_FLUSH ? "cache"
-                                     : a.kind == LLMGW_ACT_RESET ? "keys"
-                                                                 : "backends",
-                                     NULL),
-                         r));
+        ap_construct_url(r->pool, apr_pstrcat(r->pool, base, dest, NULL), r));
     return HTTP_SEE_OTHER;
 }
 

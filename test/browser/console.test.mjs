@@ -13,10 +13,10 @@
 //   LLMGW_MODEL   a model the traffic may use; LLMGW_EVIL the injected name
 //   LLMGW_SHOTS   where to write screenshots (unset: none)
 //   CHROMIUM      the browser (default /usr/bin/chromium)
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { ADMIN, URL_, launch, open } from "./lib.mjs";
+import { ADMIN, URL_, open, sharedBrowser } from "./lib.mjs";
 
 const MEMBER = process.env.LLMGW_MEMBER;
 const MOCKS = (process.env.LLMGW_MOCKS || "").split(" ");
@@ -24,15 +24,7 @@ const EVIL = process.env.LLMGW_EVIL;
 const SHOTS = process.env.LLMGW_SHOTS;
 const PAGES = ["", "backends", "routes", "keys", "cache"];
 
-let browser;
-
-before(async () => {
-    browser = await launch();
-});
-
-after(async () => {
-    await browser?.close();
-});
+const shared = sharedBrowser();
 
 // The page once the script has refreshed it from status.json.
 async function refreshed(page) {
@@ -53,7 +45,7 @@ async function values(page) {
 
 test("every page loads clean, in a narrow window too", async () => {
     for (const width of [1280, 420]) {
-        const ctx = await browser.newContext({
+        const ctx = await shared.browser.newContext({
             viewport: { width, height: 900 },
         });
         for (const name of PAGES) {
@@ -79,7 +71,7 @@ test("every page loads clean, in a narrow window too", async () => {
 });
 
 test("an injected model name is text and runs nothing", async () => {
-    const ctx = await browser.newContext();
+    const ctx = await shared.browser.newContext();
     const { page, problems } = await open(ctx, "");
     await refreshed(page);
     assert.deepEqual(problems, []);
@@ -92,8 +84,8 @@ test("an injected model name is text and runs nothing", async () => {
 });
 
 test("without JavaScript the pages show the same numbers", async () => {
-    const js = await browser.newContext();
-    const plain = await browser.newContext({ javaScriptEnabled: false });
+    const js = await shared.browser.newContext();
+    const plain = await shared.browser.newContext({ javaScriptEnabled: false });
     for (const name of PAGES) {
         const a = await open(js, name);
         await refreshed(a.page);
@@ -136,7 +128,7 @@ async function managerRow(ctx) {
 }
 
 test("a drain clicked on the page is mod_proxy's and routes around", async () => {
-    const ctx = await browser.newContext();
+    const ctx = await shared.browser.newContext();
     const { page, problems } = await open(ctx, "backends");
     const row = () => page.locator("tr", { hasText: MEMBER }).first();
     try {

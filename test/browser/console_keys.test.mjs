@@ -9,28 +9,20 @@
 //                 budget
 //   LLMGW_SHOTS   where to write the keys page's screenshot (unset: none)
 //   CHROMIUM      the browser (default /usr/bin/chromium)
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { ADMIN, URL_, launch, open } from "./lib.mjs";
+import { ADMIN, URL_, open, sharedBrowser } from "./lib.mjs";
 
 const KEY = process.env.LLMGW_KEY;
 const USED = Number(process.env.LLMGW_USED);
 const LIMIT = Number(process.env.LLMGW_LIMIT);
 const SHOTS = process.env.LLMGW_SHOTS;
 
-let browser;
-
-before(async () => {
-    browser = await launch();
-});
-
-after(async () => {
-    await browser?.close();
-});
+const shared = sharedBrowser();
 
 test("a key's budget shows what it used, and a reset starts it afresh", async () => {
-    const ctx = await browser.newContext();
+    const ctx = await shared.browser.newContext();
     const { page, problems } = await open(ctx, "keys");
     // The script's first refresh from status.json done: leaving the page
     // with it in flight would abort it (a failed request).

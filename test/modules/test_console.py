@@ -344,7 +344,10 @@ def test_pages_show_members_routes_and_names_as_text(gwc, uniq):
     # health part knows nothing of yet shows mod_proxy's ("up").
     assert "balancer://be" in p.text and "ready" in p.text
     _, p = page(gwc, "routes")
-    assert "gpt-*" in p.text and "mock-small, small" in p.text
+    # A route's names, one item each, with its Remove (none for a glob).
+    names = "|".join(t for t in p.text if t.strip())
+    assert "|gpt-*|gpt-*|Model name or alias|" in names, names
+    assert "|mock-small|mock-small|Remove|small|Remove|" in names, names
     _, p = page(gwc, "keys")
     assert "No keys configured." in p.text
     # The assets are served from htdocs/ through the Alias.
@@ -678,12 +681,16 @@ def playwright():
     return node
 
 
-def run_browser_test(playwright, script, run_env):
-    """Runs test/browser/SCRIPT (node's test runner, headless Chromium)
-    with run_env; with LLMGW_SCREENSHOTS=1 its screenshots go to docs/."""
+def run_browser(node, script, g, **where):
+    """Runs test/browser's SCRIPT against gateway G, WHERE (LLMGW_* names)
+    saying where things are; with LLMGW_SCREENSHOTS=1 it writes its
+    screenshots into docs/."""
+    run_env = dict(os.environ, LLMGW_URL=g.url("").rstrip("/"),
+                   LLMGW_ADMIN=f"{ADMIN}/", CHROMIUM=CHROMIUM, NO_COLOR="1",
+                   **where)
     if os.environ.get("LLMGW_SCREENSHOTS") == "1":
-        run_env = dict(run_env, LLMGW_SHOTS=os.path.join(env.REPO, "docs"))
-    p = subprocess.run([playwright, "--test", "--test-reporter=spec",
+        run_env["LLMGW_SHOTS"] = os.path.join(env.REPO, "docs")
+    p = subprocess.run([node, "--test", "--test-reporter=spec",
                         "--test-timeout=120000", script],
                        cwd=BROWSER, env=run_env, capture_output=True, text=True,
                        timeout=300)
@@ -697,13 +704,11 @@ def test_console_in_browser(gwc, mocks, playwright, uniq):
     assert gwc.post(CHAT, chat_body(model=evil, temperature=1,
                                     max_tokens=2)).status == 200
     counted(gwc, n + 1)
-    run_env = dict(os.environ, LLMGW_URL=gwc.url("").rstrip("/"),
-                   LLMGW_ADMIN=f"{ADMIN}/", LLMGW_MEMBER=member_of(gwc, "be_a"),
-                   LLMGW_MOCKS=" ".join(f"http://{env.HOST}:{gwc.ports[p]}/mock/stats"
-                                        for p in ("be_a", "be_b")),
-                   LLMGW_MODEL=f"gpt-{uniq}", LLMGW_EVIL=evil, CHROMIUM=CHROMIUM,
-                   NO_COLOR="1")
-    run_browser_test(playwright, "console.test.mjs", run_env)
+    run_browser(playwright, "console.test.mjs", gwc,
+                LLMGW_MEMBER=member_of(gwc, "be_a"),
+                LLMGW_MOCKS=" ".join(f"http://{env.HOST}:{gwc.ports[p]}/mock/stats"
+                                     for p in ("be_a", "be_b")),
+                LLMGW_MODEL=f"gpt-{uniq}", LLMGW_EVIL=evil)
 
 
 def test_keys_in_browser(gwk, playwright):
@@ -718,9 +723,6 @@ def test_keys_in_browser(gwk, playwright):
         time.sleep(0.05)
     used = key_view(gwk)["budgets"][0]["used"]
     assert used > 0
-    run_env = dict(os.environ, LLMGW_URL=gwk.url("").rstrip("/"),
-                   LLMGW_ADMIN=f"{ADMIN}/", LLMGW_KEY="team-a",
-                   LLMGW_USED=str(used), LLMGW_LIMIT=str(KEY_BUDGET),
-                   CHROMIUM=CHROMIUM, NO_COLOR="1")
-    run_browser_test(playwright, "console_keys.test.mjs", run_env)
+    run_browser(playwright, "console_keys.test.mjs", gwk, LLMGW_KEY="team-a",
+                LLMGW_USED=str(used), LLMGW_LIMIT=str(KEY_BUDGET))
     assert key_view(gwk)["budgets"][0]["used"] == 0

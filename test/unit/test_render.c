@@ -2,6 +2,7 @@
  * every value escaped by construction (read back with libxml2's own
  * parsers, a <script> name is text), text that is not UTF-8 replaced,
  * forms only with a nonce, and the values formatted as the script does. */
+#include <stdarg.h>
 #include <string.h>
 
 #include <apr_strings.h>
@@ -30,7 +31,7 @@ static json_object *model(void)
         "\"members\":[{\"name\":\"http://127.0.0.1:1\",\"status\":\"Init Ok "
         "\","
         "\"usable\":true,\"drained\":false,\"disabled\":false,"
-        "\"traffic\":null,\"health\":null}]}],"
+        "\"lbfactor\":150,\"traffic\":null,\"health\":null}]}],"
         "\"routes\":[{\"name\":\"gpt-*\",\"patterns\":[\"gpt-*\",\"a&b\"],"
         "\"backend\":\"balancer://be\",\"dialect\":\"openai\","
         "\"upstream_model\":null,\"cache_policy\":\"all\",\"fallbacks\":[]}],"
@@ -89,6 +90,38 @@ static const char *parsed_text(const char *html)
     return b.b;
 }
 
+#define X_(s) ((const xmlChar *)(s))
+
+/* n's attribute name, "" when it has none (from test_pool). */
+static const char *prop(xmlNodePtr n, const char *name)
+{
+    xmlChar *v = xmlGetProp(n, X_(name));
+    const char *out = apr_pstrdup(test_pool, v ? (const char *)v : "");
+
+    xmlFree(v);
+    return out;
+}
+
+static void pbuf_printf(llmgw_pbuf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+
+    va_start(ap, fmt);
+    s = apr_pvsprintf(test_pool, fmt, ap);
+    va_end(ap);
+    llmgw_pbuf_add(test_pool, b, s, strlen(s));
+}
+
+/* The node after n in document order, n's children left out. */
+static xmlNodePtr next_of(xmlNodePtr n)
+{
+    while (n && !n->next) {
+        n = n->parent;
+    }
+    return n ? n->next : NULL;
+}
+
 START_TEST(names_are_text)
 {
     json_object *m = model();
@@ -112,7 +145,7 @@ START_TEST(names_are_text)
                   "2026-01-02 00:00:00 UTC",
                   "|9 left of 10|");
     ck_assert_has(parsed_text(page(m, LLMGW_PAGE_ROUTES, NULL)),
-                  "|gpt-*, a&b|");
+                  "|gpt-*|gpt-*|a&b|balancer://be|");
     ck_assert_has(parsed_text(page(m, LLMGW_PAGE_BACKENDS, NULL)),
                   "|balancer://be|", "|http://127.0.0.1:1|", "|up|");
     json_object_put(m);
@@ -139,6 +172,219 @@ START_TEST(forms_need_a_nonce)
     ck_assert_has(page(m, LLMGW_PAGE_CACHE, "x"),
                   "name=\"do\" value=\"flush\"",
                   "name=\"model\" value=\"gpt-&lt;script&gt;");
+    json_object_put(m);
+}
+END_TEST
+
+/* The model with run-time changes: an alias added to gpt-* (a hostile
+ * one), a configured name taken out, a route and a member added, a
+ * configured member taken out. */
+static json_object *changed_model(void)
+{
+    json_object *m = model(), *routes, *members;
+    const char *text =
+        "{\"file\":\"/var/lib/llmgw/state.jsonl\",\"conf\":\"# lines\\n\","
+        "\"changes\":["
+        "{\"kind\":\"name\",\"route\":\"gpt-*\",\"name\":\"" EVIL "\","
+        "\"configured\":false,\"removed\":false},"
+        "{\"kind\":\"name\",\"route\":\"gpt-*\",\"name\":\"old-name\","
+        "\"configured\":true,\"removed\":true},"
+        "{\"kind\":\"route\",\"route\":\"fresh\",\"balancer\":\"balancer://"
+        "be\",\"dialect\":\"ollama\",\"configured\":false,\"removed\":false},"
+        "{\"kind\":\"member\",\"balancer\":\"balancer://be\",\"url\":"
+        "\"http://127.0.0.1:2\",\"configured\":false,\"removed\":false,"
+        "\"lbfactor\":3},"
+        "{\"kind\":\"member\",\"balancer\":\"balancer://be\",\"url\":"
+        "\"http://127.0.0.1:1\",\"configured\":true,\"removed\":true}]}";
+
+    json_object_object_add(m, "manage", json_tokener_parse(text));
+    routes = json_object_object_get(m, "routes");
+    json_object_array_add(
+        json_object_object_get(json_object_array_get_idx(routes, 0),
+                               "patterns"),
+        json_object_new_string(EVIL));
+    json_object_array_add(
+        routes, json_tokener_parse("{\"name\":\"fresh\",\"patterns\":"
+                                   "[\"fresh\"],\"backend\":\"balancer://"
+                                   "be\",\"dialect\":\"ollama\"}"));
+    members = json_object_object_get(
+        json_object_array_get_idx(json_object_object_get(m, "balancers"), 0),
+        "members");
+    json_object_array_add(
+        members, json_tokener_parse("{\"name\":\"http://127.0.0.1:2\","
+                                    "\"usable\":true,\"lbfactor\":300}"));
+    /* Added and removed: no change left, mod_proxy's Free flag only. */
+    json_object_array_add(
+        members, json_tokener_parse("{\"name\":\"http://127.0.0.1:3\","
+                                    "\"removed\":true,\"lbfactor\":100}"));
+    return m;
+}
+
+/* What a form holds, in order: hidden fields as name=value, inputs as
+ * name:type[attributes], selects as name(options), the button as
+ * [its accessible name]. */
+static void form_fields(xmlNodePtr n, llmgw_pbuf_t *b)
+{
+    static const char *const shown[] = { "required", "min",       "max",
+                                         "value",    "maxlength", NULL };
+    int i;
+
+    for (; n; n = n->next) {
+        const char *tag = (const char *)n->name;
+        char *v;
+
+        if (n->type != XML_ELEMENT_NODE) {
+            continue;
+        }
+        v = (char *)xmlGetProp(n, X_("type"));
+        if (strcmp(tag, "input") == 0 && v && strcmp(v, "hidden") == 0) {
+            pbuf_printf(b, "%s=%s ", prop(n, "name"), prop(n, "value"));
+        }
+        else if (strcmp(tag, "input") == 0) {
+            pbuf_printf(b, "%s:%s[", prop(n, "name"), v ? v : "");
+            for (i = 0; shown[i]; i++) {
+                if (xmlHasProp(n, X_(shown[i]))) {
+                    pbuf_printf(b, " %s=%s", shown[i], prop(n, shown[i]));
+                }
+            }
+            pbuf_printf(b, " ] ");
+        }
+        else if (strcmp(tag, "option") == 0) {
+            pbuf_printf(b, "%s,", prop(n, "value"));
+        }
+        else if (strcmp(tag, "button") == 0) {
+            pbuf_printf(b, "[%s]", prop(n, "aria-label"));
+        }
+        else if (strcmp(tag, "select") == 0) {
+            pbuf_printf(b, "%s(", prop(n, "name"));
+        }
+        xmlFree(v);
+        form_fields(n->children, b);
+        if (strcmp(tag, "select") == 0) {
+            pbuf_printf(b, ") ");
+        }
+    }
+}
+
+/* The forms of html that post act, each as form_fields says, '|'
+ * between them. */
+static const char *forms_of(const char *html, const char *act)
+{
+    htmlDocPtr doc = htmlReadMemory(html, (int)strlen(html), NULL, "UTF-8",
+                                    HTML_PARSE_NOERROR | HTML_PARSE_NONET);
+    const char *want = apr_pstrcat(test_pool, "do=", act, " ", NULL);
+    const char *out = "";
+    xmlNodePtr n = xmlDocGetRootElement(doc);
+
+    ck_assert_ptr_nonnull(doc);
+    while (n) {
+        if (n->type == XML_ELEMENT_NODE
+            && strcmp((const char *)n->name, "form") == 0) {
+            llmgw_pbuf_t b = { 0 };
+
+            llmgw_pbuf_add(test_pool, &b, "", 0);
+            form_fields(n->children, &b);
+            b.b[b.len] = '\0';
+            if (strstr(b.b, want)) {
+                out = apr_pstrcat(test_pool, out, *out ? "|" : "", b.b, NULL);
+            }
+        }
+        n = n->children && strcmp((const char *)n->name, "form") ? n->children
+                                                                 : next_of(n);
+    }
+    xmlFreeDoc(doc);
+    return out;
+}
+
+START_TEST(forms_post_the_changes)
+{
+    json_object *m = model();
+    const char *routes = page(m, LLMGW_PAGE_ROUTES, "n0nce");
+    const char *backends = page(m, LLMGW_PAGE_BACKENDS, "n0nce");
+
+    ck_assert_str_eq(
+        forms_of(routes, "name_add"),
+        "route=gpt-* nonce=n0nce do=name_add name:text[ "
+        "required=required maxlength=128 ] [Add a name to gpt-*]");
+    /* A glob stays in httpd.conf: no button takes it out. */
+    ck_assert_str_eq(forms_of(routes, "name_remove"),
+                     "route=gpt-* name=a&b nonce=n0nce do=name_remove "
+                     "[Remove a&b from gpt-*]");
+    ck_assert_str_eq(forms_of(routes, "route_add"),
+                     "nonce=n0nce do=route_add route:text[ required=required "
+                     "maxlength=128 ] b(balancer://be,) dialect(openai,"
+                     "ollama,) []");
+    ck_assert_str_eq(forms_of(routes, "route_remove"), "");
+    ck_assert_lacks(routes, "changes.conf");
+    ck_assert_str_eq(forms_of(backends, "member_add"),
+                     "b=balancer://be nonce=n0nce do=member_add w:url[ "
+                     "required=required ] timeout:number[ min=1 max=86400 ] "
+                     "lbfactor:number[ min=1 max=100 value=1 ] "
+                     "probe(none,ollama,llamacpp,vllm,openai,) "
+                     "[Add a member to balancer://be]");
+    ck_assert_str_eq(forms_of(backends, "member_weight"),
+                     "b=balancer://be w=http://127.0.0.1:1 nonce=n0nce "
+                     "do=member_weight lbfactor:number[ required=required "
+                     "min=1 max=100 value=1.5 ] [Set the weight of "
+                     "http://127.0.0.1:1]");
+    ck_assert_str_eq(forms_of(backends, "member_remove"),
+                     "b=balancer://be w=http://127.0.0.1:1 nonce=n0nce "
+                     "do=member_remove [Remove http://127.0.0.1:1]");
+    ck_assert_lacks(page(m, LLMGW_PAGE_ROUTES, NULL), "<form", "<input");
+    ck_assert_lacks(page(m, LLMGW_PAGE_BACKENDS, NULL), "<form", "<input");
+    json_object_put(m);
+}
+END_TEST
+
+START_TEST(changes_are_marked)
+{
+    json_object *m = changed_model();
+    const char *html = page(m, LLMGW_PAGE_ROUTES, "n0nce"), *text;
+
+    /* The added alias: text, marked, with its Remove; the hostile name
+     * escaped in its hidden field as everywhere. */
+    ck_assert_lacks(html, "<script>alert");
+    ck_assert_has(html,
+                  "<span>&lt;script&gt;alert(1)&lt;/script&gt;</span><span "
+                  "class=\"mark\">run-time</span>",
+                  "name=\"name\" value=\"&lt;script&gt;alert(1)&lt;/"
+                  "script&gt;\"",
+                  "<del>old-name</del><span class=\"mark\">removed at run "
+                  "time</span>",
+                  "aria-label=\"Put back old-name into gpt-*\"",
+                  "name=\"do\" value=\"route_remove\"",
+                  "<a href=\"/llm-admin/changes.conf\">Lines to paste into "
+                  "httpd.conf</a>");
+    text = parsed_text(html);
+    ck_assert_has(text, "|" EVIL "|run-time|", "|fresh|run-time|Remove route|",
+                  "5 changes made at run time differ from httpd.conf (kept in "
+                  "/var/lib/llmgw/state.jsonl). |");
+    /* A run-time route's own name goes with the route. */
+    ck_assert_lacks(html, "aria-label=\"Remove fresh from fresh\"");
+    html = page(m, LLMGW_PAGE_BACKENDS, NULL);
+    text = parsed_text(html);
+    ck_assert_has(html, "<del><span data-k=\"balancers.0.members.0.name\">"
+                        "http://127.0.0.1:1</span></del>");
+    ck_assert_has(text, "|http://127.0.0.1:1|removed at run time|",
+                  "|http://127.0.0.1:2|run-time|",
+                  "|http://127.0.0.1:3|removed at run time|");
+    ck_assert_has(html, "href=\"/llm-admin/changes.conf\"");
+    html = page(m, LLMGW_PAGE_BACKENDS, "n");
+    ck_assert_has(
+        forms_of(html, "member_weight"),
+        "w=http://127.0.0.1:2 nonce=n do=member_weight "
+        "lbfactor:number[ required=required min=1 max=100 value=3 ]");
+    ck_assert_has(html, "aria-label=\"Put back http://127.0.0.1:1\"",
+                  "<form class=\"action add\" method=\"post\"");
+    ck_assert_lacks(html, "action=\"/llm-admin/action\" class=");
+    /* A removed member is put back, not reweighted nor removed again. */
+    ck_assert_has(forms_of(html, "member_add"),
+                  "b=balancer://be w=http://127.0.0.1:3 nonce=n "
+                  "do=member_add [Put back http://127.0.0.1:3]");
+    ck_assert_lacks(forms_of(html, "member_weight"), "127.0.0.1:3",
+                    "127.0.0.1:1");
+    ck_assert_lacks(forms_of(html, "member_remove"), "127.0.0.1:3",
+                    "127.0.0.1:1");
     json_object_put(m);
 }
 END_TEST
@@ -224,6 +470,8 @@ END_TEST
 Suite *render_suite(void)
 {
     return test_suite("render", "core", 0,
-                      TESTS(names_are_text, forms_need_a_nonce, xml_reads_back,
-                            not_utf8_is_replaced, values_and_pages));
+                      TESTS(names_are_text, forms_need_a_nonce,
+                            forms_post_the_changes, changes_are_marked,
+                            xml_reads_back, not_utf8_is_replaced,
+                            values_and_pages));
 }
