@@ -178,7 +178,7 @@ void llmgw_members_define(apr_pool_t *pconf, server_rec *s,
             &APR_ARRAY_IDX(m->entries, i, llmgw_manage_entry_t);
         proxy_balancer *b = balancer_named(pc, e->balancer);
         proxy_worker *w;
-        const char *err;
+        const char *err = NULL;
 
         if (!added(e) || !b) {
             continue;
