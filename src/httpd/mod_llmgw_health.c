@@ -693,6 +693,8 @@ static void affinity_member(proxy_worker *w, const char *model, apr_uint32_t h,
         a->model = LLMGW_AFF_UNKNOWN;
         a->inflight = 0;
         a->slots_total = a->slots_busy = a->waiting = -1;
+        a->others = 0;
+        a->loading_other = a->resident = 0;
     }
     a->usable = usable;
     a->inflight = a->inflight > busy ? a->inflight : busy;
@@ -700,6 +702,7 @@ static void affinity_member(proxy_worker *w, const char *model, apr_uint32_t h,
         affinity_group(*m, h, now, a);
     }
     a->capacity = *m >= 0 && members[*m].cap ? members[*m].cap->max : 0;
+    a->model_slots = *m >= 0 && members[*m].cap ? members[*m].cap->models : 0;
     a->lbfactor = w->s->lbfactor;
     a->lbstatus = w->s->lbstatus;
 }
@@ -758,6 +761,9 @@ static proxy_worker *find_affinity(proxy_balancer *balancer, request_rec *r)
         && (am[pick].model == LLMGW_AFF_COLD
             || am[pick].model == LLMGW_AFF_UNKNOWN)) {
         llmgw_health_hint(table, mi[pick], model, LLMGW_HINT_LOADING, now);
+    }
+    if (model && mi[pick] >= 0) {
+        llmgw_health_asked(table, mi[pick], model, now);
     }
     return ws[pick];
 }
