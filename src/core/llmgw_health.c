@@ -689,7 +689,7 @@ static apr_uint32_t asked_at(apr_uint64_t w, apr_uint32_t ms)
 }
 
 void llmgw_health_asked(llmgw_health_t *t, int m, const char *model,
-                        apr_time_t now)
+                        int loaded, apr_time_t now)
 {
     member_t *mb = member(t, m);
     apr_uint32_t ms = (apr_uint32_t)apr_time_as_msec(now);
@@ -707,7 +707,20 @@ void llmgw_health_asked(llmgw_health_t *t, int m, const char *model,
         }
     }
     if (!e) {
-        return; /* no hint, nothing loaded or loading there to weigh */
+        if (!loaded) {
+            return; /* nothing loaded or loading there to weigh */
+        }
+        /* Loaded by the probes alone (preloaded, or another client's):
+         * it is served now. */
+        llmgw_health_hint(t, m, model, LLMGW_HINT_SERVED, now);
+        for (i = 0; i < LLMGW_HEALTH_HINTS && !e; i++) {
+            if (__atomic_load_n(&mb->hints[i].hash, __ATOMIC_ACQUIRE) == h) {
+                e = &mb->hints[i];
+            }
+        }
+        if (!e) {
+            return;
+        }
     }
     old = __atomic_load_n(&e->asked, __ATOMIC_RELAXED);
     do {
@@ -997,13 +1010,13 @@ void llmgw_health_affinity(const llmgw_health_t *t, int m, const char *model,
     else if (f & LLMGW_PM_LOADING) {
         out->model = LLMGW_AFF_LOADING;
     }
+    else if (f & LLMGW_PM_AVAILABLE) {
+        out->model = LLMGW_AFF_COLD;
+    }
     /* llama.cpp's "Loading model" (the emulated member says it while it
      * loads any model) is a load of another one, unless of this one. */
     if (probed == LLMGW_HS_LOADING && out->model != LLMGW_AFF_LOADING) {
         out->loading_other = 1;
-    }
-    else if (f & LLMGW_PM_AVAILABLE) {
-        out->model = LLMGW_AFF_COLD;
     }
 }
 

@@ -124,12 +124,13 @@ void llmgw_health_hint(llmgw_health_t *t, int m, const char *model,
                        llmgw_hint_t kind, apr_time_t now);
 
 /* Counts one request llm_affinity sent to member m for model, in the
- * model's hint there (none: nothing counted), decayed by halves every
+ * model's hint there (none: nothing counted, unless loaded: the probes
+ * saw it there, then it gets a "served" hint), decayed by halves every
  * few seconds: what a load of another model there would displace
  * (llmgw_health_affinity's 'others'). Any process; a race may lose a
  * count. */
 void llmgw_health_asked(llmgw_health_t *t, int m, const char *model,
-                        apr_time_t now);
+                        int loaded, apr_time_t now);
 
 /* A timeout to the first byte or token while the model was loading on
  * that member (a probe or a hint says so) is LOADING, not a failure;

@@ -763,7 +763,8 @@ static proxy_worker *find_affinity(proxy_balancer *balancer, request_rec *r)
         llmgw_health_hint(table, mi[pick], model, LLMGW_HINT_LOADING, now);
     }
     if (model && mi[pick] >= 0) {
-        llmgw_health_asked(table, mi[pick], model, now);
+        llmgw_health_asked(table, mi[pick], model,
+                           am[pick].model == LLMGW_AFF_LOADED, now);
     }
     return ws[pick];
 }

@@ -848,13 +848,13 @@ START_TEST(affinity_others_from_hints)
     int i;
 
     llmgw_health_add(t, "m");
-    llmgw_health_asked(t, 0, "a", T0); /* no hint yet: not counted */
+    llmgw_health_asked(t, 0, "a", 0, T0); /* no hint yet: not counted */
     llmgw_health_hint(t, 0, "a", LLMGW_HINT_SERVED, T0);
     for (i = 0; i < 10; i++) {
-        llmgw_health_asked(t, 0, "a", T0);
+        llmgw_health_asked(t, 0, "a", 0, T0);
     }
     llmgw_health_hint(t, 0, "b", LLMGW_HINT_SERVED, T0);
-    llmgw_health_asked(t, 0, "b", T0);
+    llmgw_health_asked(t, 0, "b", 0, T0);
     llmgw_health_affinity(t, 0, "c", T0, &hp, &am);
     ck_assert_int_eq(am.others, 11 * 256);
     ck_assert_int_eq(am.resident, 2);
@@ -871,9 +871,16 @@ START_TEST(affinity_others_from_hints)
     ck_assert_int_gt(am.others, 11 * 64);
     ck_assert_int_lt(am.others, 11 * 128);
     /* Counting on decays what was there first. */
-    llmgw_health_asked(t, 0, "b", T0 + SEC(4));
+    llmgw_health_asked(t, 0, "b", 0, T0 + SEC(4));
     llmgw_health_affinity(t, 0, "a", T0 + SEC(4), &hp, &am);
     ck_assert_int_eq(am.others, 128 + 256);
+
+    /* Loaded by the probes alone: counted, as served. */
+    llmgw_health_asked(t, 0, "d", 1, T0 + SEC(4));
+    llmgw_health_affinity(t, 0, "c", T0 + SEC(4), &hp, &am);
+    ck_assert_int_eq(am.others, 11 * 128 + 256 + 256);
+    ck_assert_int_eq(am.resident, 3);
+    llmgw_health_hint(t, 0, "d", LLMGW_HINT_CLEAR, T0 + SEC(4));
 
     /* c is loading there: for a, another load; for c, its own. */
     llmgw_health_hint(t, 0, "c", LLMGW_HINT_LOADING, T0 + SEC(4));
