@@ -34,14 +34,14 @@ typedef struct {
     int lbstatus;            /* in and out: proxy_worker_shared's */
     /* What else it holds (from the health table's hints): */
     apr_int64_t others; /* requests lately for the other models it has
-                          * loaded or is loading, in 1/256ths, decayed:
-                          * what loading this one there would displace */
+                         * loaded or is loading, in 1/256ths, decayed:
+                         * what loading this one there would displace */
     int loading_other;  /* it is loading another model (a hint, its
-                          * probes, or llama.cpp's "Loading model") */
+                         * probes, or llama.cpp's "Loading model") */
     int resident;       /* models it has loaded or is loading, by the
-                          * hints; 0 unknown */
+                         * hints; 0 unknown */
     int model_slots;    /* models it holds at once (LLMCapacity
-                          * models=N); 0 unknown */
+                         * models=N); 0 unknown */
     /* Grouping by model (LLMCapacity models=N), else both 0: */
     int serving;           /* its model slots serve the model now */
     int held;              /* every slot serves another model: it would wait */
@@ -91,7 +91,8 @@ apr_int64_t llmgw_affinity_queue(const llmgw_aff_member_t *m,
  *   nowhere does not go onto the member serving the most asked model
  *   while another member can take it.
  * - Else a busy or loading member, or one where the request would be
- *   held for another model's turn.
+ *   held for another model's turn; among those first one that still has
+ *   the model loaded (no load now).
  * A member whose slots serve the model counts as having it loaded; one
  * that would hold it, as a last resort whatever its probes say (it is
  * switching models); among those, the one whose model it would displace

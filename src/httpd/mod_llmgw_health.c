@@ -756,8 +756,11 @@ static proxy_worker *find_affinity(proxy_balancer *balancer, request_rec *r)
         ws[i]->s->lbstatus = am[i].lbstatus;
     }
     /* Sent where the model is not loaded, it loads there now: the next
-     * request for it waits for that load rather than start another. */
-    if (model && mi[pick] >= 0
+     * request for it waits for that load rather than start another. Not
+     * one held for its model's turn: it loads only when the turn comes,
+     * and until then the models there are served (a "loading" hint would
+     * push their requests away from a member with one model slot). */
+    if (model && mi[pick] >= 0 && !am[pick].held
         && (am[pick].model == LLMGW_AFF_COLD
             || am[pick].model == LLMGW_AFF_UNKNOWN)) {
         llmgw_health_hint(table, mi[pick], model, LLMGW_HINT_LOADING, now);
