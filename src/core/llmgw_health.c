@@ -629,6 +629,19 @@ llmgw_event_t llmgw_status_event(apr_pool_t *p, int status, const char *body,
 
 /* ---- hints ------------------------------------------------------------ */
 
+/* Member mb's hint of the model of hash h, or NULL. */
+static hint_t *find_hint(member_t *mb, apr_uint64_t h)
+{
+    int i;
+
+    for (i = 0; i < LLMGW_HEALTH_HINTS; i++) {
+        if (__atomic_load_n(&mb->hints[i].hash, __ATOMIC_ACQUIRE) == h) {
+            return &mb->hints[i];
+        }
+    }
+    return NULL;
+}
+
 void llmgw_health_hint(llmgw_health_t *t, int m, const char *model,
                        llmgw_hint_t kind, apr_time_t now)
 {
@@ -641,11 +654,7 @@ void llmgw_health_hint(llmgw_health_t *t, int m, const char *model,
         return;
     }
     h = model_hash(model);
-    for (i = 0; i < LLMGW_HEALTH_HINTS && !e; i++) {
-        if (__atomic_load_n(&mb->hints[i].hash, __ATOMIC_ACQUIRE) == h) {
-            e = &mb->hints[i];
-        }
-    }
+    e = find_hint(mb, h);
     if (kind == LLMGW_HINT_CLEAR) {
         /* A model being loaded is not listed yet: its hint stays. */
         if (e
@@ -694,31 +703,20 @@ void llmgw_health_asked(llmgw_health_t *t, int m, const char *model,
     member_t *mb = member(t, m);
     apr_uint32_t ms = (apr_uint32_t)apr_time_as_msec(now);
     apr_uint64_t h, old, w;
-    hint_t *e = NULL;
-    int i;
+    hint_t *e;
 
     if (!mb || !model || !*model) {
         return;
     }
     h = model_hash(model);
-    for (i = 0; i < LLMGW_HEALTH_HINTS && !e; i++) {
-        if (__atomic_load_n(&mb->hints[i].hash, __ATOMIC_ACQUIRE) == h) {
-            e = &mb->hints[i];
-        }
-    }
-    if (!e) {
+    if (!(e = find_hint(mb, h))) {
         if (!loaded) {
             return; /* nothing loaded or loading there to weigh */
         }
         /* Loaded by the probes alone (preloaded, or another client's):
          * it is served now. */
         llmgw_health_hint(t, m, model, LLMGW_HINT_SERVED, now);
-        for (i = 0; i < LLMGW_HEALTH_HINTS && !e; i++) {
-            if (__atomic_load_n(&mb->hints[i].hash, __ATOMIC_ACQUIRE) == h) {
-                e = &mb->hints[i];
-            }
-        }
-        if (!e) {
+        if (!(e = find_hint(mb, h))) {
             return;
         }
     }

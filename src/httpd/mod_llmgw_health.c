@@ -702,7 +702,12 @@ static void affinity_member(proxy_worker *w, const char *model, apr_uint32_t h,
         affinity_group(*m, h, now, a);
     }
     a->capacity = *m >= 0 && members[*m].cap ? members[*m].cap->max : 0;
-    a->model_slots = *m >= 0 && members[*m].cap ? members[*m].cap->models : 0;
+    /* The only model slots known here are grouping's (models=N), whose
+     * own turns already keep a model's requests off a member switching
+     * away from it (held) or on it (serving): in between, the core's
+     * eviction rule would push the served model's requests to the other
+     * member cold. */
+    a->model_slots = 0;
     a->lbfactor = w->s->lbfactor;
     a->lbstatus = w->s->lbstatus;
 }
