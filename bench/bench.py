@@ -780,6 +780,13 @@ PROBES = ("    LLMHealthCheck on probe=ollama interval=100 timeout=1000\n"
           "    LLMCapacity max=8 queue=64 wait=30000 models=%d\n")
 
 
+def affinity_models(run, slots):
+    """LLMCapacity models= of gateway_affinity: --affinity-models, else the
+    members' own slots (grouping by model on)."""
+    m = run.args.affinity_models
+    return slots if m is None else m
+
+
 def gateway_models_stack(run, st, name, members, models, slots, cached=False,
                          affinity=False):
     p = free_port()
@@ -788,9 +795,9 @@ def gateway_models_stack(run, st, name, members, models, slots, cached=False,
                    extra=RETRY)
     if affinity:
         bal = BREAKER + "\n" + bal
+    probes = PROBES % affinity_models(run, slots) if affinity else ""
     st.httpd(name, [(p, gateway_vhost([(m, "models") for m in models],
-                                      cache_line(run, cached),
-                                      PROBES % slots if affinity else ""))],
+                                      cache_line(run, cached), probes))],
              MPM_PROXY, bal)
     return p
 
@@ -851,6 +858,7 @@ def scenario_switch(run):
             k["slots"], k["load_ms"], k["gen_ms"], k["per_token_ms"]),
         models=models, mix="Zipf s=1 over the models, every prompt unique",
         lbmethod=run.args.lbmethod or "byrequests (round robin)",
+        affinity_models=affinity_models(run, k["slots"]),
         what="switch_overhead_ms: mean time a request waited for a model "
              "load (X-Mock-Load-Ms); direct: clients split over the two "
              "members; gateway_affinity: lbmethod=llm_affinity")
@@ -922,6 +930,7 @@ def scenario_seed(run):
     run.params["seed"] = dict(
         k, **SEED, backend="two test/mockllm members (--max-loaded, "
         "--load-ms)",
+        affinity_models=affinity_models(run, SEED["slots"]),
         what="open loop: requests arrive at rate per second (Poisson, the "
              "same arrivals and prompts for every subject), latency from "
              "the scheduled arrival; prompts drawn Zipf(s=%.1f) from %d, "
@@ -1499,6 +1508,10 @@ def main():
     ap.add_argument("--lbmethod", default=None,
                     help="lbmethod of the gateway's balancer in the switch "
                          "and seed scenarios (default: byrequests)")
+    ap.add_argument("--affinity-models", type=int, default=None,
+                    help="LLMCapacity models= of gateway_affinity in the "
+                         "switch and seed scenarios (default: the members' "
+                         "model slots; 0: no grouping by model)")
     ap.add_argument("--ab", metavar="A.so[,B.so]", default=None,
                    help="A/B: two module builds (B default: the tree's "
                         "build), each in its own httpd, rounds interleaved; "

@@ -62,6 +62,16 @@ apr_int64_t llmgw_affinity_queue(const llmgw_aff_member_t *m,
     return over > 0 ? over : 0;
 }
 
+/* Whether the member's load of another model unloads this one: its model
+ * slots are known and full. Unknown slots: the server has room (Ollama
+ * and the emulated member keep a loaded model while they load another
+ * beside it, and unload only past their limit). */
+static int evicted(const llmgw_aff_member_t *m)
+{
+    return m->loading_other && m->model_slots > 0
+           && m->resident > m->model_slots;
+}
+
 static tier_t tier(const llmgw_aff_member_t *m)
 {
     int ready = m->state == LLMGW_HS_READY || m->state == LLMGW_HS_UNKNOWN;
@@ -77,8 +87,7 @@ static tier_t tier(const llmgw_aff_member_t *m)
         return T_LAST;
     }
     switch (m->model) {
-    case LLMGW_AFF_LOADED:
-        return m->state == LLMGW_HS_LOADING ? T_WARMING : T_WARM;
+    case LLMGW_AFF_LOADED: return evicted(m) ? T_LAST : T_WARM;
     case LLMGW_AFF_LOADING: return T_WARMING;
     default: return ready ? T_COLD : T_LAST;
     }
@@ -109,6 +118,34 @@ static int within(const llmgw_aff_member_t *m, int i,
                   const llmgw_aff_params_t *p)
 {
     return i >= 0 && llmgw_affinity_queue(&m[i], p) <= p->spread_queue;
+}
+
+/* a better than b within tier t: for a cold load, first a member within
+ * the queue bound, then the one that displaces the least; as a last
+ * resort, one that still has it loaded (no load now; one that would
+ * hold it is switching away whatever its probes say). */
+static int better_in(const llmgw_aff_member_t *m, int a, int b, tier_t t,
+                     const llmgw_aff_params_t *p)
+{
+    int wa, wb;
+
+    if (t == T_LAST && b >= 0 && !m[a].held && !m[b].held
+        && (m[a].model == LLMGW_AFF_LOADED)
+               != (m[b].model == LLMGW_AFF_LOADED)) {
+        return m[a].model == LLMGW_AFF_LOADED;
+    }
+
+    if (t == T_COLD && b >= 0) {
+        wa = within(m, a, p);
+        wb = within(m, b, p);
+        if (wa != wb) {
+            return wa;
+        }
+        if (m[a].others != m[b].others) {
+            return m[a].others < m[b].others;
+        }
+    }
+    return better(m, a, b, p);
 }
 
 /* The rules between the tiers' best members. */
@@ -150,7 +187,7 @@ int llmgw_affinity_pick(llmgw_aff_member_t *m, int n,
         }
         m[i].lbstatus += m[i].lbfactor > 0 ? m[i].lbfactor : 1;
         total += m[i].lbfactor > 0 ? m[i].lbfactor : 1;
-        if (better(m, i, best[t], p)) {
+        if (better_in(m, i, best[t], t, p)) {
             best[t] = i;
         }
     }

@@ -32,6 +32,16 @@ typedef struct {
     apr_int64_t capacity;    /* a configured maximum; 0 none */
     int lbfactor;            /* proxy_worker_shared's, 1..100 */
     int lbstatus;            /* in and out: proxy_worker_shared's */
+    /* What else it holds (from the health table's hints): */
+    apr_int64_t others; /* requests lately for the other models it has
+                         * loaded or is loading, in 1/256ths, decayed:
+                         * what loading this one there would displace */
+    int loading_other;  /* it is loading another model (a hint, its
+                         * probes, or llama.cpp's "Loading model") */
+    int resident;       /* models it has loaded or is loading, by the
+                         * hints; 0 unknown */
+    int model_slots;    /* models it holds at once (LLMCapacity
+                         * models=N); 0 unknown */
     /* Grouping by model (LLMCapacity models=N), else both 0: */
     int serving;           /* its model slots serve the model now */
     int held;              /* every slot serves another model: it would wait */
@@ -61,17 +71,36 @@ apr_int64_t llmgw_affinity_queue(const llmgw_aff_member_t *m,
                                  const llmgw_aff_params_t *p);
 
 /* The index of the member to send the request to, or -1 when none is
- * usable. In order: a member with the model loaded, unless its queue is
- * over spread_queue and a member without it is less loaded; else one
- * loading it (queue within bound); else one where it is cold or unknown
- * and that is ready; else a busy or loading member, or one where the
- * request would be held for another model's turn. A member whose slots
- * serve the model counts as having it loaded; one that would hold it, as
- * a last resort whatever its probes say (it is switching models); among
- * those, the one whose model it would displace is the least asked for.  Among equals the
- * least loaded; among those the highest lbstatus. Every usable member's
- * lbstatus grows by its lbfactor and the chosen one's shrinks by their
- * sum, as bybusyness does, so that equals take turns by lbfactor. */
+ * usable. The rules, in order:
+ * - A member with the model loaded, unless its queue is over spread_queue
+ *   and a member without it is less loaded (spreading: only a queue
+ *   moves a model onto a second member). That it is loading another
+ *   model X (a hint, its probes, llama.cpp's "Loading model") does not
+ *   count against it: Ollama and the emulated member serve a loaded
+ *   model while they load another beside it. Unless X has no room
+ *   beside it: when the member's model slots are known (model_slots)
+ *   and the models resident or loading there fill them, X's load
+ *   unloads the least recently used one, so the model's requests go
+ *   there only as a last resort (they would keep reloading it, evicting
+ *   X in turn).
+ * - Else one loading it (queue within bound).
+ * - Else one where it is cold or unknown and that is ready; among those
+ *   first the ones within the queue bound, then the one where it
+ *   displaces the least: whose other models were asked the least lately
+ *   (others; an idle member displaces nothing), so that a model loaded
+ *   nowhere does not go onto the member serving the most asked model
+ *   while another member can take it.
+ * - Else a busy or loading member, or one where the request would be
+ *   held for another model's turn; among those first one that still has
+ *   the model loaded (no load now).
+ * A member whose slots serve the model counts as having it loaded; one
+ * that would hold it, as a last resort whatever its probes say (it is
+ * switching models); among those, the one whose model it would displace
+ * is the least asked for. Among equals the least loaded; among those the
+ * highest lbstatus. Every usable member's lbstatus grows by its lbfactor
+ * and the chosen one's shrinks by their sum, as bybusyness does, so that
+ * equals take turns by lbfactor; knowing nothing (no hints, no probes),
+ * the choice is bybusyness's. */
 int llmgw_affinity_pick(llmgw_aff_member_t *m, int n,
                         const llmgw_aff_params_t *p);
 

@@ -17,7 +17,7 @@ _Static_assert(__atomic_always_lock_free(sizeof(apr_uint64_t), 0),
                "64-bit atomics must be lock-free to be shared");
 
 #define MAGIC 0x6c6c6d68u /* "llmh" */
-#define VERSION 2u
+#define VERSION 3u
 #define ALIGN8(n) (((n) + 7) & ~(apr_size_t)7)
 #define READ_TRIES 64 /* a reader's attempts beside a writer */
 
@@ -38,7 +38,14 @@ typedef struct {
     apr_int64_t at;
     apr_uint32_t kind; /* llmgw_hint_t */
     apr_uint32_t pad;
+    /* Requests llm_affinity sent lately for the model: the time in ms
+     * (high 32 bits, wrapping) and a count in 1/256ths halved every
+     * ASKED_HALF_MS (low 32), one word for compare-and-swap. */
+    apr_uint64_t asked;
 } hint_t;
+
+#define ASKED_HALF_MS 4000 /* "lately": a few seconds of traffic */
+#define ASKED_ONE 256
 
 typedef struct {
     apr_int64_t size_vram;
@@ -622,6 +629,19 @@ llmgw_event_t llmgw_status_event(apr_pool_t *p, int status, const char *body,
 
 /* ---- hints ------------------------------------------------------------ */
 
+/* Member mb's hint of the model of hash h, or NULL. */
+static hint_t *find_hint(member_t *mb, apr_uint64_t h)
+{
+    int i;
+
+    for (i = 0; i < LLMGW_HEALTH_HINTS; i++) {
+        if (__atomic_load_n(&mb->hints[i].hash, __ATOMIC_ACQUIRE) == h) {
+            return &mb->hints[i];
+        }
+    }
+    return NULL;
+}
+
 void llmgw_health_hint(llmgw_health_t *t, int m, const char *model,
                        llmgw_hint_t kind, apr_time_t now)
 {
@@ -634,13 +654,12 @@ void llmgw_health_hint(llmgw_health_t *t, int m, const char *model,
         return;
     }
     h = model_hash(model);
-    for (i = 0; i < LLMGW_HEALTH_HINTS && !e; i++) {
-        if (__atomic_load_n(&mb->hints[i].hash, __ATOMIC_ACQUIRE) == h) {
-            e = &mb->hints[i];
-        }
-    }
+    e = find_hint(mb, h);
     if (kind == LLMGW_HINT_CLEAR) {
-        if (e) {
+        /* A model being loaded is not listed yet: its hint stays. */
+        if (e
+            && __atomic_load_n(&e->kind, __ATOMIC_ACQUIRE)
+                   != LLMGW_HINT_LOADING) {
             __atomic_store_n(&e->at, 0, __ATOMIC_RELEASE);
         }
         return;
@@ -656,10 +675,59 @@ void llmgw_health_hint(llmgw_health_t *t, int m, const char *model,
             }
         }
         __atomic_store_n(&e->at, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&e->asked, 0, __ATOMIC_RELEASE);
         __atomic_store_n(&e->hash, h, __ATOMIC_RELEASE);
     }
     __atomic_store_n(&e->kind, (apr_uint32_t)kind, __ATOMIC_RELEASE);
     __atomic_store_n(&e->at, now, __ATOMIC_RELEASE);
+}
+
+/* The count in word w decayed to time ms. */
+static apr_uint32_t asked_at(apr_uint64_t w, apr_uint32_t ms)
+{
+    apr_uint32_t c = (apr_uint32_t)w, dt = ms - (apr_uint32_t)(w >> 32);
+
+    if (dt >= 32u * ASKED_HALF_MS) {
+        return 0;
+    }
+    c >>= dt / ASKED_HALF_MS;
+    /* Between two halvings, linearly: within 6 % of 2^-x. */
+    return c
+           - (apr_uint32_t)((apr_uint64_t)c * (dt % ASKED_HALF_MS)
+                            / (2 * ASKED_HALF_MS));
+}
+
+void llmgw_health_asked(llmgw_health_t *t, int m, const char *model,
+                        int loaded, apr_time_t now)
+{
+    member_t *mb = member(t, m);
+    apr_uint32_t ms = (apr_uint32_t)apr_time_as_msec(now);
+    apr_uint64_t h, old, w;
+    hint_t *e;
+
+    if (!mb || !model || !*model) {
+        return;
+    }
+    h = model_hash(model);
+    if (!(e = find_hint(mb, h))) {
+        if (!loaded) {
+            return; /* nothing loaded or loading there to weigh */
+        }
+        /* Loaded by the probes alone (preloaded, or another client's):
+         * it is served now. */
+        llmgw_health_hint(t, m, model, LLMGW_HINT_SERVED, now);
+        if (!(e = find_hint(mb, h))) {
+            return;
+        }
+    }
+    old = __atomic_load_n(&e->asked, __ATOMIC_RELAXED);
+    do {
+        apr_uint32_t c = asked_at(old, ms);
+
+        c = c > APR_UINT32_MAX - ASKED_ONE ? c : c + ASKED_ONE;
+        w = (apr_uint64_t)ms << 32 | c;
+    } while (!__atomic_compare_exchange_n(&e->asked, &old, w, 1,
+                                          __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
 }
 
 /* LLMGW_HM_SERVED and LLMGW_PM_LOADING from the model's fresh hint. */
@@ -869,6 +937,38 @@ int llmgw_health_models(const llmgw_health_t *t, int m,
     return -1;
 }
 
+/* What member m holds besides hash h, by the hints (into out): what the
+ * others were asked lately, whether one is loading, how many there are. */
+static void affinity_others(const member_t *mb, apr_uint64_t h, apr_time_t now,
+                            const llmgw_health_params_t *hp,
+                            llmgw_aff_member_t *out)
+{
+    apr_uint32_t ms = (apr_uint32_t)apr_time_as_msec(now);
+    int i;
+
+    for (i = 0; i < LLMGW_HEALTH_HINTS; i++) {
+        const hint_t *e = &mb->hints[i];
+        apr_uint64_t eh = __atomic_load_n(&e->hash, __ATOMIC_ACQUIRE);
+        apr_time_t at = __atomic_load_n(&e->at, __ATOMIC_ACQUIRE);
+        apr_uint32_t kind = __atomic_load_n(&e->kind, __ATOMIC_ACQUIRE);
+        int loading =
+            kind == LLMGW_HINT_LOADING && now - at <= hp->loading_ttl;
+
+        if (!eh || at <= 0
+            || (!loading
+                && (kind != LLMGW_HINT_SERVED || now - at > hp->hint_ttl))) {
+            continue;
+        }
+        out->resident++;
+        if (eh == h) {
+            continue;
+        }
+        out->loading_other |= loading;
+        out->others +=
+            asked_at(__atomic_load_n(&e->asked, __ATOMIC_RELAXED), ms);
+    }
+}
+
 void llmgw_health_affinity(const llmgw_health_t *t, int m, const char *model,
                            apr_time_t now, const llmgw_health_params_t *hp,
                            llmgw_aff_member_t *out)
@@ -882,9 +982,12 @@ void llmgw_health_affinity(const llmgw_health_t *t, int m, const char *model,
     out->model = LLMGW_AFF_UNKNOWN;
     out->inflight = 0;
     out->slots_total = out->slots_busy = out->waiting = -1;
+    out->others = 0;
+    out->loading_other = out->resident = 0;
     if (member_view(t, m, now, hp, &v, &probed, &ps) != 0) {
         return;
     }
+    affinity_others(member(t, m), model ? model_hash(model) : 0, now, hp, out);
     /* Half-open with the trial free: a candidate on its merits. */
     out->state =
         v.br_state == LLMGW_BR_CLOSED || v.trial_free ? probed : LLMGW_HS_DOWN;
@@ -907,6 +1010,11 @@ void llmgw_health_affinity(const llmgw_health_t *t, int m, const char *model,
     }
     else if (f & LLMGW_PM_AVAILABLE) {
         out->model = LLMGW_AFF_COLD;
+    }
+    /* llama.cpp's "Loading model" (the emulated member says it while it
+     * loads any model) is a load of another one, unless of this one. */
+    if (probed == LLMGW_HS_LOADING && out->model != LLMGW_AFF_LOADING) {
+        out->loading_other = 1;
     }
 }
 

@@ -113,13 +113,24 @@ llmgw_event_t llmgw_status_event(apr_pool_t *p, int status, const char *body,
 typedef enum {
     LLMGW_HINT_SERVED = 1, /* it answered for the model */
     LLMGW_HINT_LOADING,    /* a request for it waits on a load */
-    LLMGW_HINT_CLEAR       /* forget the model's hint */
+    LLMGW_HINT_CLEAR       /* forget that it served the model (a
+                            * loading hint stays: a probe does not list
+                            * a model being loaded) */
 } llmgw_hint_t;
 
 /* Notes what a request showed of model on member m. Any process; a race
  * may lose a hint, never corrupt the table. */
 void llmgw_health_hint(llmgw_health_t *t, int m, const char *model,
                        llmgw_hint_t kind, apr_time_t now);
+
+/* Counts one request llm_affinity sent to member m for model, in the
+ * model's hint there (none: nothing counted, unless loaded: the probes
+ * saw it there, then it gets a "served" hint), decayed by halves every
+ * few seconds: what a load of another model there would displace
+ * (llmgw_health_affinity's 'others'). Any process; a race may lose a
+ * count. */
+void llmgw_health_asked(llmgw_health_t *t, int m, const char *model,
+                        int loaded, apr_time_t now);
 
 /* A timeout to the first byte or token while the model was loading on
  * that member (a probe or a hint says so) is LOADING, not a failure;
@@ -180,8 +191,9 @@ int llmgw_health_models(const llmgw_health_t *t, int m,
                         llmgw_health_model_t *out, int max);
 
 /* Fills what the table knows of member m for the llm_affinity choice of
- * model: state, model, inflight, slots, waiting; usable, capacity,
- * lbfactor and lbstatus are the caller's. A member open, or half-open
+ * model: state, model, inflight, slots, waiting, and from the hints of
+ * the other models there others, loading_other and resident; usable,
+ * capacity, model_slots, lbfactor and lbstatus are the caller's. A member open, or half-open
  * with its trial taken, is DOWN; half-open with the trial free, it
  * counts by its probes: the caller claims the trial (llmgw_health_claim)
  * once it picked it, and picks again without it if the claim fails. */

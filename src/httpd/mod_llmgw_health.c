@@ -693,6 +693,8 @@ static void affinity_member(proxy_worker *w, const char *model, apr_uint32_t h,
         a->model = LLMGW_AFF_UNKNOWN;
         a->inflight = 0;
         a->slots_total = a->slots_busy = a->waiting = -1;
+        a->others = 0;
+        a->loading_other = a->resident = 0;
     }
     a->usable = usable;
     a->inflight = a->inflight > busy ? a->inflight : busy;
@@ -700,6 +702,12 @@ static void affinity_member(proxy_worker *w, const char *model, apr_uint32_t h,
         affinity_group(*m, h, now, a);
     }
     a->capacity = *m >= 0 && members[*m].cap ? members[*m].cap->max : 0;
+    /* The only model slots known here are grouping's (models=N), whose
+     * own turns already keep a model's requests off a member switching
+     * away from it (held) or on it (serving): in between, the core's
+     * eviction rule would push the served model's requests to the other
+     * member cold. */
+    a->model_slots = 0;
     a->lbfactor = w->s->lbfactor;
     a->lbstatus = w->s->lbstatus;
 }
@@ -753,11 +761,18 @@ static proxy_worker *find_affinity(proxy_balancer *balancer, request_rec *r)
         ws[i]->s->lbstatus = am[i].lbstatus;
     }
     /* Sent where the model is not loaded, it loads there now: the next
-     * request for it waits for that load rather than start another. */
-    if (model && mi[pick] >= 0
+     * request for it waits for that load rather than start another. Not
+     * one held for its model's turn: it loads only when the turn comes,
+     * and until then the models there are served (a "loading" hint would
+     * push their requests away from a member with one model slot). */
+    if (model && mi[pick] >= 0 && !am[pick].held
         && (am[pick].model == LLMGW_AFF_COLD
             || am[pick].model == LLMGW_AFF_UNKNOWN)) {
         llmgw_health_hint(table, mi[pick], model, LLMGW_HINT_LOADING, now);
+    }
+    if (model && mi[pick] >= 0) {
+        llmgw_health_asked(table, mi[pick], model,
+                           am[pick].model == LLMGW_AFF_LOADED, now);
     }
     return ws[pick];
 }

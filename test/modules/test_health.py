@@ -2,6 +2,7 @@
 # flags, seen by balancer-manager), the member comes back through half-open.
 import json
 import os
+import random
 import re
 import signal
 import threading
@@ -455,6 +456,70 @@ def test_affinity_goes_where_the_probes_saw_the_model(pair, gateway):
         assert r.status == 200, r.body
         assert served_by(r) == member, (model, served_by(r))
     assert a.stats()["loads"] + b.stats()["loads"] == 0
+
+
+def test_affinity_keeps_the_most_asked_model_on_one_member(workdir, gateway):
+    # No grouping (no models=): three models on two members that hold one
+    # model at a time, so one of them serves two models in turns, eight
+    # clients at once in a fixed mix (about 55, 27 and 18 %). The most
+    # asked (aff-small) must stay where it loaded: a model loaded nowhere
+    # goes where it displaces the least, not to the member serving
+    # aff-small because the one switching models has more requests
+    # waiting on its loads (nor while its probe does not list the model
+    # being loaded); and that load does not push aff-small's requests
+    # away. Its queue never grows (LLMCapacity max=8): it never spreads.
+    p1, p2 = env.PORTS.take(2)
+    models = "mock-small,mock-large,mock-third"
+    cold = ["--models", models, "--load-ms", "200", "--max-loaded", "1",
+            "--ttft-ms", "50"]
+    a = env.MockBackend(env.mockllm_path(), workdir, f"a-{p1}", p1,
+                        cold).start()
+    b = env.MockBackend(env.mockllm_path(), workdir, f"b-{p2}", p2,
+                        cold).start()
+    cap = "LLMCapacity max=8"
+    try:
+        gw = gateway("gw-affinity-mixed", f"""\
+LLMCache off
+{proxy("aff", p1, p2, lbmethod="llm_affinity")}
+{route("aff-small", "aff", cap, "LLMHealthCheck on probe=ollama interval=100")}
+{route("aff-large", "aff", cap, model="mock-large")}
+{route("aff-third", "aff", cap, model="mock-third")}
+""")
+        assert wait_for(lambda: a.stats()["by_path"].get("/api/ps", 0) >= 2
+                        and b.stats()["by_path"].get("/api/ps", 0) >= 2)
+        # aff-small first, alone: where it loads is then known (at once,
+        # eight clients that know nothing would go as bybusyness sends
+        # them, as requests to two children do in the same instant).
+        first = {served_by(r) for r in chat(gw, 3, "aff-small")}
+        assert len(first) == 1, first
+        where = {"aff-small": list(first)}
+        lock = threading.Lock()
+
+        def client(i):
+            rng = random.Random(i)
+            for _ in range(8):
+                model = rng.choices(["aff-small", "aff-large", "aff-third"],
+                                    [55, 27, 18])[0]
+                r = gw.post("/v1/chat/completions",
+                            chat_body(model, max_tokens=2))
+                assert r.status == 200, r.body
+                with lock:
+                    where.setdefault(model, []).append(served_by(r))
+
+        ts = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        assert sum(map(len, where.values())) == 65, where
+        small = set(where["aff-small"])
+        loads = {"a": a.stats()["loads"], "b": b.stats()["loads"]}
+        assert len(small) == 1, (where, loads)
+        # aff-small loaded once; the other two take turns on the other.
+        assert loads[small.pop()] == 1, (loads, where)
+    finally:
+        a.stop()
+        b.stop()
 
 
 def test_graceful_restart_keeps_an_open_breaker(pair, gateway):

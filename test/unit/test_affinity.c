@@ -78,9 +78,9 @@ static const struct {
       { M(1, R, COLD, 0, -1, -1, -1, 0), M(1, R, WARMING, 5, -1, -1, -1, 0),
         END },
       0 },
-    { "loaded on a member that is loading (llama.cpp restart): warming",
-      { M(1, L, HOT, 0, -1, -1, -1, 0), M(1, R, HOT, 2, -1, -1, -1, 0), END },
-      1 },
+    { "loaded on a member that is loading another: as loaded as elsewhere",
+      { M(1, L, HOT, 0, -1, -1, -1, 0), M(1, R, HOT, 1, -1, -1, -1, 0), END },
+      0 },
     { "absent is never chosen",
       { M(1, R, ABS, 0, -1, -1, -1, 0), M(1, R, COLD, 9, -1, -1, -1, 0), END },
       1 },
@@ -157,6 +157,71 @@ START_TEST(grouping_by_model)
     m[0].held = 1;
     /* All would hold: the least loaded. */
     ck_assert_int_eq(llmgw_affinity_pick(m, 3, &p), 2);
+}
+END_TEST
+
+/* Two ready members: m[0] with model a and ia in flight, m[1] with b and
+ * ib, both of capacity cap. */
+static void two(llmgw_aff_member_t *m, llmgw_aff_model_t a, apr_int64_t ia,
+                llmgw_aff_model_t b, apr_int64_t ib, apr_int64_t cap)
+{
+    m[0] = (llmgw_aff_member_t)M(1, R, a, ia, -1, -1, -1, cap);
+    m[1] = (llmgw_aff_member_t)M(1, R, b, ib, -1, -1, -1, cap);
+}
+
+#define PICKS(m, want) ck_assert_int_eq(llmgw_affinity_pick(m, 2, &p), want)
+
+/* A load of another model X on a member keeps the model loaded there
+ * warm, unless X fills its last model slot. */
+START_TEST(loading_another_model)
+{
+    llmgw_aff_params_t p;
+    llmgw_aff_member_t m[2];
+
+    llmgw_affinity_params_default(&p);
+    /* Loading X beside it (the emulated member, Ollama with room): the
+     * warm member stays first, though the other is idle. */
+    two(m, HOT, 1, COLD, 0, 0);
+    m[0].loading_other = 1;
+    m[0].resident = 2;
+    PICKS(m, 0);
+    m[0].model_slots = 2; /* room for both */
+    PICKS(m, 0);
+    /* X takes its one slot: it unloads this model, go elsewhere... */
+    m[0].model_slots = 1;
+    PICKS(m, 1);
+    /* ...unless nothing else can take it. */
+    m[1].state = LLMGW_HS_BUSY;
+    PICKS(m, 0);
+    m[1].usable = 0;
+    PICKS(m, 0);
+}
+END_TEST
+
+/* A model loaded nowhere goes where it displaces the least: not onto the
+ * member serving the most asked model (though it is the idler one), onto
+ * the one whose models were asked less. */
+START_TEST(cold_where_it_displaces_least)
+{
+    llmgw_aff_params_t p;
+    llmgw_aff_member_t m[2];
+
+    llmgw_affinity_params_default(&p);
+    two(m, COLD, 0, COLD, 3, 8);
+    m[0].others = 40 * 256;
+    m[1].others = 6 * 256;
+    PICKS(m, 1);
+    m[1].others = 0; /* idle of others (it serves only this one) */
+    PICKS(m, 1);
+    m[1].model = UNK; /* maybe there: as cold */
+    PICKS(m, 1);
+    /* Unless its queue is past the bound: the other can take it. */
+    m[1].inflight = 11;
+    PICKS(m, 0);
+    /* As much displaced on both: the less loaded (bybusyness). */
+    m[1].inflight = 3;
+    m[1].others = m[0].others;
+    PICKS(m, 0);
 }
 END_TEST
 
@@ -270,8 +335,9 @@ END_TEST
 
 Suite *affinity_suite(void)
 {
-    return test_suite("affinity", "core", 0,
-                      TESTS(table_of_choices, grouping_by_model,
-                            load_and_queue, nothing_known_is_bybusyness,
-                            equals_share_by_lbfactor));
+    return test_suite(
+        "affinity", "core", 0,
+        TESTS(table_of_choices, grouping_by_model, loading_another_model,
+              cold_where_it_displaces_least, load_and_queue,
+              nothing_known_is_bybusyness, equals_share_by_lbfactor));
 }

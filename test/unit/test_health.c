@@ -836,6 +836,70 @@ START_TEST(hints_and_classify)
 }
 END_TEST
 
+/* What a member holds besides the requested model, for llm_affinity:
+ * the requests it was sent lately for the others (halved every 4 s),
+ * whether it loads another, how many it holds; a probe's list that lacks
+ * a model being loaded leaves its loading hint. */
+START_TEST(affinity_others_from_hints)
+{
+    llmgw_health_t *t = table(1);
+    llmgw_health_params_t hp = hparams();
+    llmgw_aff_member_t am;
+    int i;
+
+    llmgw_health_add(t, "m");
+    llmgw_health_asked(t, 0, "a", 0, T0); /* no hint yet: not counted */
+    llmgw_health_hint(t, 0, "a", LLMGW_HINT_SERVED, T0);
+    for (i = 0; i < 10; i++) {
+        llmgw_health_asked(t, 0, "a", 0, T0);
+    }
+    llmgw_health_hint(t, 0, "b", LLMGW_HINT_SERVED, T0);
+    llmgw_health_asked(t, 0, "b", 0, T0);
+    llmgw_health_affinity(t, 0, "c", T0, &hp, &am);
+    ck_assert_int_eq(am.others, 11 * 256);
+    ck_assert_int_eq(am.resident, 2);
+    ck_assert_int_eq(am.loading_other, 0);
+    llmgw_health_affinity(t, 0, "a", T0, &hp, &am);
+    ck_assert_int_eq(am.others, 256);
+    ck_assert_int_eq(am.model, LLMGW_AFF_LOADED);
+    /* Halved after 4 s, a quarter after 8 s, between them in between. */
+    llmgw_health_affinity(t, 0, "c", T0 + SEC(4), &hp, &am);
+    ck_assert_int_eq(am.others, 11 * 128);
+    llmgw_health_affinity(t, 0, "c", T0 + SEC(8), &hp, &am);
+    ck_assert_int_eq(am.others, 11 * 64);
+    llmgw_health_affinity(t, 0, "c", T0 + SEC(6), &hp, &am);
+    ck_assert_int_gt(am.others, 11 * 64);
+    ck_assert_int_lt(am.others, 11 * 128);
+    /* Counting on decays what was there first. */
+    llmgw_health_asked(t, 0, "b", 0, T0 + SEC(4));
+    llmgw_health_affinity(t, 0, "a", T0 + SEC(4), &hp, &am);
+    ck_assert_int_eq(am.others, 128 + 256);
+
+    /* Loaded by the probes alone: counted, as served. */
+    llmgw_health_asked(t, 0, "d", 1, T0 + SEC(4));
+    llmgw_health_affinity(t, 0, "c", T0 + SEC(4), &hp, &am);
+    ck_assert_int_eq(am.others, 11 * 128 + 256 + 256);
+    ck_assert_int_eq(am.resident, 3);
+    llmgw_health_hint(t, 0, "d", LLMGW_HINT_CLEAR, T0 + SEC(4));
+
+    /* c is loading there: for a, another load; for c, its own. */
+    llmgw_health_hint(t, 0, "c", LLMGW_HINT_LOADING, T0 + SEC(4));
+    llmgw_health_affinity(t, 0, "a", T0 + SEC(4), &hp, &am);
+    ck_assert_int_eq(am.loading_other, 1);
+    ck_assert_int_eq(am.resident, 3);
+    llmgw_health_affinity(t, 0, "c", T0 + SEC(4), &hp, &am);
+    ck_assert_int_eq(am.loading_other, 0);
+    ck_assert_int_eq(am.model, LLMGW_AFF_LOADING);
+    /* A probe without c (being loaded) and without b (unloaded). */
+    llmgw_health_hint(t, 0, "c", LLMGW_HINT_CLEAR, T0 + SEC(4));
+    llmgw_health_hint(t, 0, "b", LLMGW_HINT_CLEAR, T0 + SEC(4));
+    llmgw_health_affinity(t, 0, "c", T0 + SEC(4), &hp, &am);
+    ck_assert_int_eq(am.model, LLMGW_AFF_LOADING);
+    ck_assert_int_eq(am.resident, 2);
+    ck_assert_int_eq(am.others, 10 * 128); /* a's alone */
+}
+END_TEST
+
 START_TEST(affinity_fill_by_breaker)
 {
     llmgw_health_t *t = table(1);
@@ -1080,6 +1144,7 @@ Suite *health_suite(void)
               one_trial_across_processes, admission_across_processes,
               admission_is_exact, queue_across_processes, queue_steps,
               probe_facts, models_that_do_not_fit, hints_and_classify,
-              affinity_fill_by_breaker, events_for_answers, mirror_deltas,
-              seqlock_protocol, readers_beside_writer));
+              affinity_others_from_hints, affinity_fill_by_breaker,
+              events_for_answers, mirror_deltas, seqlock_protocol,
+              readers_beside_writer));
 }
