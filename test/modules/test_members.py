@@ -2,10 +2,8 @@
 # added through mod_proxy's growth slots and probed before they take
 # traffic, reweighted, removed after a drain, seen by every child and kept
 # across graceful restart, stop/start and kill -9; bad input refused whole.
-import contextlib
 import json
 import os
-import signal
 import threading
 import time
 
@@ -14,7 +12,7 @@ import pytest
 import llmgw_env as env
 from llmgw_env import chat_body
 from test_console import ADMIN, Session, _load, console_conf, served_assets
-from test_manage import HEADER, audit, state_dir, stop, wait_restarted
+from test_manage import HEADER, audit, state_dir, stop
 
 MODEL = "grow-model"
 GROW = "balancer://grow"
@@ -487,20 +485,14 @@ def test_member_changes_kept_across_restarts(gm, pool):
         ("member_add", m1), ("member_weight", m0), ("member_add", m3),
         ("member_remove", t0)], kept
     # graceful
-    with open(gm.error_log) as f:
-        resumed = f.read().count("resuming normal operations")
-    os.kill(gm.proc.pid, signal.SIGUSR1)
-    wait_restarted(gm, resumed)
+    gm.graceful_restart()
     check(True)
     # stop, start
     gm.stop()
     gm.start()
     check(True)
     # kill -9 of the parent and every child (listed before the parent dies)
-    for pid in [gm.proc.pid] + gm.children():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    gm.proc.wait(10)
+    gm.kill_all()
     gm.start()
     check(True)
     # A slot m2 held is free again after a restart: one more add fits
@@ -558,10 +550,7 @@ def test_with_balancer_persist_the_state_file_holds(gm_persist, pool, workdir):
         # Its backend goes away over the restart: its probe must pass again
         # before it takes traffic, whatever mod_proxy restored.
         late.stop()
-        with open(g.error_log) as f:
-            resumed = f.read().count("resuming normal operations")
-        os.kill(g.proc.pid, signal.SIGUSR1)
-        wait_restarted(g, resumed)
+        g.graceful_restart()
         answers, _ = members_everywhere(g, n=6)
         for a in answers:
             assert list(a) == [m0, u], a
