@@ -20,6 +20,16 @@ void llmgw_affinity_params_default(llmgw_aff_params_t *p)
     p->default_capacity = 1;
 }
 
+void llmgw_affinity_unknown(llmgw_aff_member_t *m, llmgw_hstate_t st)
+{
+    m->state = st;
+    m->model = LLMGW_AFF_UNKNOWN;
+    m->inflight = 0;
+    m->slots_total = m->slots_busy = m->waiting = -1;
+    m->others = 0;
+    m->loading_other = m->resident = 0;
+}
+
 static apr_int64_t capacity(const llmgw_aff_member_t *m,
                             const llmgw_aff_params_t *p)
 {

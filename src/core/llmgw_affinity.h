@@ -30,7 +30,7 @@ typedef struct {
     apr_int64_t slots_busy;  /* -1 unknown */
     apr_int64_t waiting;     /* its own queue; -1 unknown */
     apr_int64_t capacity;    /* a configured maximum; 0 none */
-    int lbfactor;            /* proxy_worker_shared's, 1..100 */
+    int lbfactor;            /* proxy_worker_shared's: 100 x httpd.conf's */
     int lbstatus;            /* in and out: proxy_worker_shared's */
     /* What else it holds (from the health table's hints): */
     apr_int64_t others; /* requests lately for the other models it has
@@ -60,6 +60,12 @@ typedef struct {
 
 /* spread_queue 2, default_capacity 1. */
 void llmgw_affinity_params_default(llmgw_aff_params_t *p);
+
+/* What the table knows of *m when it knows nothing: state st, the model
+ * unknown, nothing in flight, slots and queue unknown, no other models.
+ * The fields mod_proxy fills (usable, capacity, lbfactor, lbstatus) are
+ * left as they are. */
+void llmgw_affinity_unknown(llmgw_aff_member_t *m, llmgw_hstate_t st);
 
 /* The load of a member as a comparable number: requests in flight or in
  * its queue per 1024ths of its capacity. */

@@ -978,12 +978,7 @@ void llmgw_health_affinity(const llmgw_health_t *t, int m, const char *model,
     psum_t ps;
     unsigned f = 0;
 
-    out->state = LLMGW_HS_DOWN;
-    out->model = LLMGW_AFF_UNKNOWN;
-    out->inflight = 0;
-    out->slots_total = out->slots_busy = out->waiting = -1;
-    out->others = 0;
-    out->loading_other = out->resident = 0;
+    llmgw_affinity_unknown(out, LLMGW_HS_DOWN);
     if (member_view(t, m, now, hp, &v, &probed, &ps) != 0) {
         return;
     }

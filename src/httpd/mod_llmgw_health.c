@@ -689,12 +689,7 @@ static void affinity_member(proxy_worker *w, const char *model, apr_uint32_t h,
         llmgw_health_affinity(table, *m, model, now, &cf.hp, a);
     }
     else {
-        a->state = LLMGW_HS_UNKNOWN;
-        a->model = LLMGW_AFF_UNKNOWN;
-        a->inflight = 0;
-        a->slots_total = a->slots_busy = a->waiting = -1;
-        a->others = 0;
-        a->loading_other = a->resident = 0;
+        llmgw_affinity_unknown(a, LLMGW_HS_UNKNOWN);
     }
     a->usable = usable;
     a->inflight = a->inflight > busy ? a->inflight : busy;
