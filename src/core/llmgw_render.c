@@ -561,10 +561,12 @@ static void overview(ctx_t *c, xmlNodePtr main)
 }
 
 /* The member's one-word state: the health table's when it knows one,
- * else what mod_proxy's flags say. */
-static const char *member_state(json_object *m)
+ * else what mod_proxy's flags say; a member added at run time that has
+ * not passed its probe yet (mod_proxy's HcFl until then) is "probing". */
+static const char *member_state(ctx_t *c, const row_t *row)
 {
-    const char *h = str(m, "health.state");
+    json_object *m = row->o, *ch;
+    const char *h = str(m, "health.state"), *probe;
 
     if (flag(m, "disabled") || flag(m, "stopped")) {
         return "disabled";
@@ -575,13 +577,23 @@ static const char *member_state(json_object *m)
     if (*h && strcmp(h, "unknown") != 0) {
         return h;
     }
-    /* Only mod_proxy's word: it may take requests, not that it is ready. */
-    return flag(m, "usable") ? "up" : "down";
+    if (flag(m, "usable")) {
+        /* Only mod_proxy's word: it may take requests, not that it is
+         * ready. */
+        return "up";
+    }
+    ch = change(c, "member", "balancer", str(row->owner, "name"), "url",
+                str(m, "name"));
+    probe = str(ch, "probe");
+    return flag(m, "hcfail") && ch && !flag(ch, "configured") && *probe
+                   && strcmp(probe, "none") != 0
+               ? "probing"
+               : "down";
 }
 
 static void state_cell(ctx_t *c, xmlNodePtr td, const row_t *row)
 {
-    const char *state = member_state(row->o);
+    const char *state = member_state(c, row);
 
     xmlNodeAddContent(td, X(state));
     cls(c, td, apr_pstrcat(c->p, "state ", state, NULL));

@@ -389,6 +389,37 @@ START_TEST(changes_are_marked)
 }
 END_TEST
 
+/* A member added at run time with a probe waits for it under mod_proxy's
+ * HcFl: "probing", not "down"; one of httpd.conf with HcFl is down. */
+START_TEST(members_waiting_for_their_probe)
+{
+    json_object *m = changed_model(), *members;
+    const char *text;
+
+    json_object_array_add(
+        json_object_object_get(json_object_object_get(m, "manage"), "changes"),
+        json_tokener_parse("{\"kind\":\"member\",\"balancer\":"
+                           "\"balancer://be\",\"url\":\"http://127.0.0.1:4\","
+                           "\"configured\":false,\"removed\":false,"
+                           "\"probe\":\"ollama\"}"));
+    members = json_object_object_get(
+        json_object_array_get_idx(json_object_object_get(m, "balancers"), 0),
+        "members");
+    json_object_array_add(
+        members, json_tokener_parse("{\"name\":\"http://127.0.0.1:4\","
+                                    "\"usable\":false,\"hcfail\":true,"
+                                    "\"lbfactor\":100}"));
+    json_object_array_add(
+        members, json_tokener_parse("{\"name\":\"http://127.0.0.1:5\","
+                                    "\"usable\":false,\"hcfail\":true,"
+                                    "\"lbfactor\":100}"));
+    text = parsed_text(page(m, LLMGW_PAGE_BACKENDS, NULL));
+    ck_assert_has(text, "|http://127.0.0.1:4|run-time|probing|",
+                  "|http://127.0.0.1:5|down|");
+    json_object_put(m);
+}
+END_TEST
+
 START_TEST(xml_reads_back)
 {
     json_object *m = model();
@@ -472,6 +503,6 @@ Suite *render_suite(void)
     return test_suite("render", "core", 0,
                       TESTS(names_are_text, forms_need_a_nonce,
                             forms_post_the_changes, changes_are_marked,
-                            xml_reads_back, not_utf8_is_replaced,
-                            values_and_pages));
+                            members_waiting_for_their_probe, xml_reads_back,
+                            not_utf8_is_replaced, values_and_pages));
 }
