@@ -780,14 +780,7 @@ PROBES = ("    LLMHealthCheck on probe=ollama interval=100 timeout=1000\n"
           "    LLMCapacity max=8 queue=64 wait=30000 models=%d\n")
 
 
-def affinity_models(run, slots):
-    """LLMCapacity models= of gateway_affinity: --affinity-models, else the
-    members' own slots (grouping by model on)."""
-    m = run.args.affinity_models
-    return slots if m is None else m
-
-
-def gateway_models_stack(run, st, name, members, models, slots, cached=False,
+def gateway_models_stack(run, st, name, members, models, cached=False,
                          affinity=False):
     p = free_port()
     bal = balancer("models", [m.port for m in members],
@@ -795,7 +788,7 @@ def gateway_models_stack(run, st, name, members, models, slots, cached=False,
                    extra=RETRY)
     if affinity:
         bal = BREAKER + "\n" + bal
-    probes = PROBES % affinity_models(run, slots) if affinity else ""
+    probes = PROBES % run.args.affinity_models if affinity else ""
     st.httpd(name, [(p, gateway_vhost([(m, "models") for m in models],
                                       cache_line(run, cached), probes))],
              MPM_PROXY, bal)
@@ -858,7 +851,7 @@ def scenario_switch(run):
             k["slots"], k["load_ms"], k["gen_ms"], k["per_token_ms"]),
         models=models, mix="Zipf s=1 over the models, every prompt unique",
         lbmethod=run.args.lbmethod or "byrequests (round robin)",
-        affinity_models=affinity_models(run, k["slots"]),
+        affinity_models=run.args.affinity_models,
         what="switch_overhead_ms: mean time a request waited for a model "
              "load (X-Mock-Load-Ms); direct: clients split over the two "
              "members; gateway_affinity: lbmethod=llm_affinity")
@@ -884,7 +877,7 @@ def scenario_switch(run):
                 ports = [m.port for m in members]
             else:
                 ports = [gateway_models_stack(
-                    run, st, "httpd", members, models, k["slots"],
+                    run, st, "httpd", members, models,
                     affinity=name == "gateway_affinity")]
             log = lg.workload(ports, k["conns"], k["secs"], bodies)
             write_records(st, log)
@@ -930,7 +923,7 @@ def scenario_seed(run):
     run.params["seed"] = dict(
         k, **SEED, backend="two test/mockllm members (--max-loaded, "
         "--load-ms)",
-        affinity_models=affinity_models(run, SEED["slots"]),
+        affinity_models=run.args.affinity_models,
         what="open loop: requests arrive at rate per second (Poisson, the "
              "same arrivals and prompts for every subject), latency from "
              "the scheduled arrival; prompts drawn Zipf(s=%.1f) from %d, "
@@ -981,7 +974,7 @@ def scenario_seed(run):
                     name == "gateway_affinity" and run.cache
                     and run.cache["ok"])
                 ports = [gateway_models_stack(
-                    run, st, "httpd", [a, b], models, SEED["slots"],
+                    run, st, "httpd", [a, b], models,
                     cached=bool(cached),
                     affinity=name == "gateway_affinity")]
             state = {"a": a}
@@ -1508,10 +1501,11 @@ def main():
     ap.add_argument("--lbmethod", default=None,
                     help="lbmethod of the gateway's balancer in the switch "
                          "and seed scenarios (default: byrequests)")
-    ap.add_argument("--affinity-models", type=int, default=None,
+    ap.add_argument("--affinity-models", type=int, default=0,
                     help="LLMCapacity models= of gateway_affinity in the "
-                         "switch and seed scenarios (default: the members' "
-                         "model slots; 0: no grouping by model)")
+                         "switch and seed scenarios (default 0, the "
+                         "directive's: no grouping by model; the members' "
+                         "model slots, 1, groups)")
     ap.add_argument("--ab", metavar="A.so[,B.so]", default=None,
                    help="A/B: two module builds (B default: the tree's "
                         "build), each in its own httpd, rounds interleaved; "
