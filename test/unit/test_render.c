@@ -179,9 +179,17 @@ END_TEST
 /* The model with run-time changes: an alias added to gpt-* (a hostile
  * one), a configured name taken out, a route and a member added, a
  * configured member taken out. */
+/* The model's members of its first balancer. */
+static json_object *members_of(json_object *m)
+{
+    return json_object_object_get(
+        json_object_array_get_idx(json_object_object_get(m, "balancers"), 0),
+        "members");
+}
+
 static json_object *changed_model(void)
 {
-    json_object *m = model(), *routes, *members;
+    json_object *m = model(), *routes, *members = members_of(m);
     const char *text =
         "{\"file\":\"/var/lib/llmgw/state.jsonl\",\"conf\":\"# lines\\n\","
         "\"changes\":["
@@ -207,9 +215,6 @@ static json_object *changed_model(void)
         routes, json_tokener_parse("{\"name\":\"fresh\",\"patterns\":"
                                    "[\"fresh\"],\"backend\":\"balancer://"
                                    "be\",\"dialect\":\"ollama\"}"));
-    members = json_object_object_get(
-        json_object_array_get_idx(json_object_object_get(m, "balancers"), 0),
-        "members");
     json_object_array_add(
         members, json_tokener_parse("{\"name\":\"http://127.0.0.1:2\","
                                     "\"usable\":true,\"lbfactor\":300}"));
@@ -393,8 +398,9 @@ END_TEST
  * HcFl: "probing", not "down"; one of httpd.conf with HcFl is down. */
 START_TEST(members_waiting_for_their_probe)
 {
-    json_object *m = changed_model(), *members;
+    json_object *m = changed_model();
     const char *text;
+    int i;
 
     json_object_array_add(
         json_object_object_get(json_object_object_get(m, "manage"), "changes"),
@@ -402,17 +408,16 @@ START_TEST(members_waiting_for_their_probe)
                            "\"balancer://be\",\"url\":\"http://127.0.0.1:4\","
                            "\"configured\":false,\"removed\":false,"
                            "\"probe\":\"ollama\"}"));
-    members = json_object_object_get(
-        json_object_array_get_idx(json_object_object_get(m, "balancers"), 0),
-        "members");
-    json_object_array_add(
-        members, json_tokener_parse("{\"name\":\"http://127.0.0.1:4\","
-                                    "\"usable\":false,\"hcfail\":true,"
-                                    "\"lbfactor\":100}"));
-    json_object_array_add(
-        members, json_tokener_parse("{\"name\":\"http://127.0.0.1:5\","
-                                    "\"usable\":false,\"hcfail\":true,"
-                                    "\"lbfactor\":100}"));
+    /* :4 added with that probe, :5 of httpd.conf: both with HcFl. */
+    for (i = 4; i <= 5; i++) {
+        json_object_array_add(
+            members_of(m),
+            json_tokener_parse(apr_psprintf(
+                test_pool,
+                "{\"name\":\"http://127.0.0.1:%d\",\"usable\":false,"
+                "\"hcfail\":true,\"lbfactor\":100}",
+                i)));
+    }
     text = parsed_text(page(m, LLMGW_PAGE_BACKENDS, NULL));
     ck_assert_has(text, "|http://127.0.0.1:4|run-time|probing|",
                   "|http://127.0.0.1:5|down|");
