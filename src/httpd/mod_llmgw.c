@@ -11,6 +11,7 @@
 #include <http_protocol.h>
 #include <http_request.h>
 #include <mod_watchdog.h>
+#include <apr_fnmatch.h>
 #include <apr_strings.h>
 
 #include "mod_llmgw.h"
@@ -95,6 +96,19 @@ apr_status_t llmgw_watchdog_every(apr_pool_t *pconf, const char *name,
     }
     rv = get(&wd, name, 0, 1, pconf);
     return rv == APR_SUCCESS ? reg(wd, every, data, cb) : rv;
+}
+
+int llmgw_key_allows(const llmgw_key_t *k, const char *model)
+{
+    int i;
+
+    for (i = 0; k && k->models && i < k->models->nelts; i++) {
+        if (apr_fnmatch(APR_ARRAY_IDX(k->models, i, const char *), model, 0)
+            == APR_SUCCESS) {
+            return 1;
+        }
+    }
+    return !k || !k->models;
 }
 
 llmgw_req_t *llmgw_req_get(const request_rec *r)

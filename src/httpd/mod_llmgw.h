@@ -88,6 +88,10 @@ typedef struct llmgw_key {
     int line;
 } llmgw_key_t;
 
+/* Whether key k (NULL: a request without one) may ask for model: its
+ * LLMKeyModels globs, or any model without them. */
+int llmgw_key_allows(const llmgw_key_t *k, const char *model);
+
 /* A key's limits on one route (LLMRateLimit/LLMBudget route=NAME). */
 typedef struct {
     const char *route;

@@ -773,22 +773,6 @@ int llmgw_limits_auth(request_rec *r, llmgw_req_t *ctx)
  * Admission and settlement
  */
 
-static int model_allowed(const llmgw_key_t *k, const char *model)
-{
-    int i;
-
-    if (!k->models) {
-        return 1;
-    }
-    for (i = 0; i < k->models->nelts; i++) {
-        if (apr_fnmatch(APR_ARRAY_IDX(k->models, i, const char *), model, 0)
-            == APR_SUCCESS) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static llmgw_price_t price_of(const llmgw_server_conf_t *c, const char *model,
                               const char *upstream)
 {
@@ -932,7 +916,7 @@ int llmgw_limits_admit(request_rec *r, llmgw_req_t *ctx)
     struct llmgw_admission *a;
     int rv;
 
-    if (ctx->key && !model_allowed(ctx->key, ctx->req.model)) {
+    if (!llmgw_key_allows(ctx->key, ctx->req.model)) {
         return llmgw_error_set(
             &ctx->err, HTTP_FORBIDDEN, "invalid_request_error", "model",
             "model_not_allowed",

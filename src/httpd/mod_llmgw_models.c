@@ -175,6 +175,32 @@ static apr_array_header_t *discovered(request_rec *r,
     return out;
 }
 
+/* Whether the request's key may ask for name: a model list shows a key
+ * only what it may use (LLMKeyModels). */
+static int shown(request_rec *r, const char *name)
+{
+    const llmgw_req_t *ctx = llmgw_req_get(r);
+
+    return llmgw_key_allows(ctx ? ctx->key : NULL, name);
+}
+
+/* The names listed, of those in the array, that the key may use. */
+static apr_array_header_t *allowed(request_rec *r, apr_array_header_t *names)
+{
+    apr_array_header_t *out =
+        apr_array_make(r->pool, names->nelts, sizeof(const char *));
+    int i;
+
+    for (i = 0; i < names->nelts; i++) {
+        const char *n = APR_ARRAY_IDX(names, i, const char *);
+
+        if (shown(r, n)) {
+            APR_ARRAY_PUSH(out, const char *) = n;
+        }
+    }
+    return out;
+}
+
 apr_array_header_t *llmgw_model_names(request_rec *r, const llmgw_router_t *rt)
 {
     apr_array_header_t *out = apr_array_copy(r->pool, rt->listed);
@@ -207,7 +233,7 @@ apr_array_header_t *llmgw_model_names(request_rec *r, const llmgw_router_t *rt)
             APR_ARRAY_PUSH(out, const char *) = n;
         }
     }
-    return out;
+    return allowed(r, out);
 }
 
 void llmgw_models_child_init(apr_pool_t *pchild, server_rec *s)
@@ -410,7 +436,7 @@ static void loaded_by_globs(request_rec *r, const llmgw_router_t *rt,
             apr_hash_this(hi, &key, NULL, &val);
             if (!apr_hash_get(seen, key, APR_HASH_KEY_STRING)
                 && !apr_hash_get(entries, key, APR_HASH_KEY_STRING)
-                && llmgw_router_find(rt, key) == route) {
+                && llmgw_router_find(rt, key) == route && shown(r, key)) {
                 apr_hash_set(entries, key, APR_HASH_KEY_STRING, val);
                 APR_ARRAY_PUSH(names, const char *) = key;
             }
@@ -469,7 +495,8 @@ static int answer_models(request_rec *r, llmgw_req_t *ctx,
     int i;
 
     if (ctx->ep == LLMGW_EP_MODEL) {
-        if (!llmgw_router_find(rt, ctx->model_id)) {
+        if (!llmgw_router_find(rt, ctx->model_id)
+            || !shown(r, ctx->model_id)) {
             return not_found(r, ctx,
                              apr_psprintf(r->pool,
                                           "The model '%s' does not "
@@ -556,7 +583,8 @@ static int answer_ollama(request_rec *r, llmgw_req_t *ctx,
         loaded_by_globs(r, rt, cache, seen, list);
         break;
     default:
-        if (!llmgw_router_find(rt, ctx->model_id)) {
+        if (!llmgw_router_find(rt, ctx->model_id)
+            || !shown(r, ctx->model_id)) {
             return not_found(r, ctx,
                              apr_psprintf(r->pool,
                                           "model '%s' not "

@@ -468,8 +468,10 @@ static int show_from_backend(request_rec *r, llmgw_req_t *ctx,
     const char *val[1];
 
     ctx->route = llmgw_router_find(llmgw_routes(r), ctx->model_id);
-    if (!ctx->route || strcmp(ctx->route->dialect, "ollama") != 0) {
-        return OK;
+    if (!ctx->route || strcmp(ctx->route->dialect, "ollama") != 0
+        || !llmgw_key_allows(ctx->key, ctx->model_id)) {
+        return OK; /* the handler's: a model the key may not use is not
+                    * found, as in the model lists */
     }
     ctx->upstream_model = ctx->route->upstream_model
                               ? ctx->route->upstream_model

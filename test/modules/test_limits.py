@@ -4,6 +4,7 @@
 # restarts and a kill -9, one budget across two nodes sharing memcached, and
 # keys never showing up in a log, a status page or a header.
 import base64
+import fnmatch
 import hashlib
 import json
 import os
@@ -264,6 +265,38 @@ def test_model_outside_the_keys_models_is_403(gw_keys, uniq):
     assert chat(gw_keys, "models", model="small").status == 200
     r = chat(gw_keys, "models", model=f"gpt-{uniq}")
     env.assert_openai_error(r, 403, code="model_not_allowed", param="model")
+
+
+def test_model_lists_show_a_key_only_its_models(gw_keys):
+    """LLMKeyModels "mock-*" small: /v1/models, /api/tags and a model's own
+    entry show that key only what it may ask for (404 as for a model not
+    served), while a key without LLMKeyModels sees every model."""
+    def ids(key):
+        r = gw_keys.get("/k/v1/models", headers=bearer(key))
+        assert r.status == 200, r.body
+        return {m["id"] for m in r.json()["data"]}
+
+    every, mine = ids("alpha"), ids("models")
+    assert {"lim-small", "mock-small", "small"} <= every
+    assert mine and mine == {n for n in every
+                             if fnmatch.fnmatchcase(n, "mock-*") or n == "small"}
+    assert gw_keys.get("/k/v1/models/lim-small",
+                       headers=bearer("alpha")).status == 200
+    env.assert_openai_error(gw_keys.get("/k/v1/models/lim-small",
+                                        headers=bearer("models")), 404)
+    assert gw_keys.get("/k/v1/models/small",
+                       headers=bearer("models")).status == 200
+    r = gw_keys.get("/kollama/api/tags", headers=bearer("models"))
+    assert r.status == 200, r.body
+    tags = {m["name"] for m in r.json()["models"]}
+    assert "small" in tags and "lim-ollama" not in tags, tags
+    assert "lim-ollama" in {m["name"] for m in gw_keys.get(
+        "/kollama/api/tags", headers=bearer("alpha")).json()["models"]}
+    r = gw_keys.post("/kollama/api/show", {"model": "lim-ollama"},
+                     headers=bearer("models"))
+    assert r.status == 404 and "not found" in r.json()["error"], r.body
+    assert gw_keys.post("/kollama/api/show", {"model": "lim-ollama"},
+                        headers=bearer("alpha")).status == 200
 
 
 def test_ollama_api_refuses_in_its_shape(gw_keys):
