@@ -66,9 +66,26 @@ static apr_size_t snap_rec_size(apr_size_t namelen)
     return 8 + ALIGN8(namelen) + 8 * SNAP_REC_WORDS;
 }
 
+/* What a snapshot may hold (it is read back from a file anyone with the
+ * runtime directory could have written): counts far below 2^63, so that
+ * sums of a few never overflow, and period ids whose start is a time
+ * (under 2^63 microseconds: about year 200000). */
+#define SNAP_COUNT_MAX ((apr_int64_t)1 << 60)
+
 static apr_int64_t word_at(const void *base, apr_size_t off)
 {
     return *(const apr_int64_t *)((const char *)base + off);
+}
+
+/* The count at base + off as a snapshot holds it: a table restored from a
+ * snapshot at the bound may count past it, and a snapshot the reader
+ * refuses would lose every count at the next start; so it is written at
+ * the bound (2^60 tokens or requests never come otherwise). */
+static apr_int64_t count_at(const void *base, apr_size_t off)
+{
+    apr_int64_t v = word_at(base, off);
+
+    return v > SNAP_COUNT_MAX ? SNAP_COUNT_MAX : v;
 }
 
 /* One subject's name and words at out; returns the bytes written. */
@@ -83,11 +100,14 @@ static apr_size_t snap_write(unsigned char *out, const subj_t *s)
     out[2] = (unsigned char)s->flags;
     memcpy(out + 8, s->name, s->namelen);
     for (k = 0; k < SNAP_NW; k++, off += 8) {
-        put64(out + off, (apr_uint64_t)word_at(s, snap_words[k]));
+        put64(out + off, (apr_uint64_t)count_at(s, snap_words[k]));
     }
     for (b = 0; b < NB; b++) {
         for (k = 0; k < SNAP_NB; k++, off += 8) {
-            put64(out + off, (apr_uint64_t)word_at(&s->b[b], snap_budget[k]));
+            /* Its first word is the budget's conf, not a count. */
+            put64(out + off,
+                  (apr_uint64_t)(k ? count_at(&s->b[b], snap_budget[k])
+                                   : word_at(&s->b[b], snap_budget[k])));
         }
     }
     return off;
@@ -140,12 +160,6 @@ apr_status_t llmgw_limits_snapshot(llmgw_limits_t *t, apr_pool_t *p,
     *len = off + LLMGW_SHA256_LEN;
     return APR_SUCCESS;
 }
-
-/* What a snapshot may hold (it is read back from a file anyone with the
- * runtime directory could have written): counts far below 2^63, so that
- * sums of a few never overflow, and period ids whose start is a time
- * (under 2^63 microseconds: about year 200000). */
-#define SNAP_COUNT_MAX ((apr_int64_t)1 << 60)
 
 static int period_ok(apr_int64_t conf, apr_int64_t id)
 {
