@@ -32,7 +32,7 @@ def ask_settled(g, body):
     (COALESCED) rather than its stored answer."""
     mark = g.log_mark()
     r = ask(g, body)
-    g.wait_log_one(lambda l: True, since=mark)
+    g.wait_log_one(lambda l: l.request.startswith(f"POST {CHAT}"), since=mark)
     return r
 
 
