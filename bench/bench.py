@@ -771,9 +771,10 @@ def model_names(n):
 # llm_affinity lbmethod, probes of what each member has loaded (Ollama's
 # /api/ps, which mockllm answers), what each member serves at once (the
 # emulated members run any number of generations together; 8 is every
-# client of switch) and how many models it holds at once (the members'
-# own --max-loaded: so the gateway groups requests by model, with its
-# default turn), and its breaker.
+# client of switch) and its breaker; with --affinity-models N also how
+# many models a member holds at once (N=1, the members' own --max-loaded:
+# the gateway then groups requests by model, with its default turn; 0, the
+# default: no grouping, as LLMCapacity's own default).
 AFFINITY = "llm_affinity"
 BREAKER = "LLMBreaker on fails=3 successes=2 backoff=1000 backoff-max=8000"
 PROBES = ("    LLMHealthCheck on probe=ollama interval=100 timeout=1000\n"

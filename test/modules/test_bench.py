@@ -177,3 +177,19 @@ def test_mock_threads_pool_answers_like_thread_per_connection(workdir):
         p = subprocess.run([binary, "--port", "0", "--threads", bad],
                            capture_output=True, text=True, timeout=10)
         assert p.returncode == 2 and "invalid value for --threads" in p.stderr
+
+
+def test_switch_model_runs_the_switch_workload():
+    # bench/switch_model.py (docs/benchmarks.md, "What any placement can
+    # reach on switch"): it runs the bench's own switch knobs, direct is
+    # its ratios' base, and placing each model where it is loaded makes
+    # fewer loads than splitting the clients over the members.
+    p = subprocess.run([sys.executable, os.path.join(TOP, "bench",
+                                                     "switch_model.py"),
+                        "--runs", "2", "--policies", "direct,affinity"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = {ln.split()[0]: ln.split() for ln in p.stdout.splitlines()[2:]}
+    assert set(rows) == {"direct", "affinity"}, p.stdout
+    assert rows["direct"][6] == "1.000", p.stdout
+    assert int(rows["affinity"][5]) < int(rows["direct"][5]), p.stdout
