@@ -593,3 +593,158 @@ def test_member_balancer_manager_added_is_a_duplicate(gm, pool):
     answers, _ = members_everywhere(gm, n=6)
     assert all(list(a) == [url(pool["m0"]), url(pool["m1"])]
                for a in answers), answers
+
+
+# ---------------------------------------------------------------- health
+
+BREAKER = ("LLMBreaker on fails=3 successes=2 backoff=3000 "
+           "backoff-max=3000\n")
+AFF = "balancer://affg"
+
+
+def health_conf(pool):
+    """The breaker on, and affg: llm_affinity over m0 (mock-large loaded),
+    probed (ollama), room for one member more."""
+    return (BREAKER
+            + f'<Proxy "{AFF}">\n'
+            f'    BalancerMember "{url(pool["m0"])}" retry=1\n'
+            f'    ProxySet growth=1 lbmethod=llm_affinity\n'
+            f'</Proxy>\n'
+            f'<LLMRoute "affg-small">\n    LLMBackend {AFF}\n'
+            f'    LLMUpstreamModel mock-small\n'
+            f'    LLMHealthCheck on probe=ollama interval=100\n'
+            f'</LLMRoute>\n'
+            f'<LLMRoute "affg-large">\n    LLMBackend {AFF}\n'
+            f'    LLMUpstreamModel mock-large\n</LLMRoute>\n')
+
+
+@pytest.fixture
+def gh(request, workdir, ports, mocks, pool, uniq):
+    """The members' gateway with the breaker and a probed llm_affinity
+    balancer."""
+    gen, g = gateway(request, workdir, ports, pool, f"members-h-{uniq}",
+                     health_conf(pool))
+    yield g
+    stop(gen)
+
+
+def health_everywhere(g, u, balancer=GROW):
+    """Member U's health in every child's status.json (at least two)."""
+    answers, pids = members_everywhere(g, n=8, balancer=balancer)
+    assert len(pids) >= 2, pids
+    return [a[u] for a in answers]
+
+
+def wait_health(g, u, ok, balancer=GROW, timeout=10):
+    """Until member U's entry satisfies OK in every child's answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = health_everywhere(g, u, balancer)
+        if all(m["health"] is not None and ok(m) for m in got):
+            return got
+        assert time.monotonic() < deadline, got
+        time.sleep(0.1)
+
+
+def test_added_member_gets_a_breaker_in_every_child(gh, pool, workdir):
+    s = Session(gh)
+    port = env.PORTS.take(1)[0]
+
+    def backend(*args):
+        return env.MockBackend(env.mockllm_path(), workdir, f"mem-br-{port}",
+                               port, ["--tps", "1000", *args]).start()
+    late = backend()
+    try:
+        u = url(late)
+        assert add(s, late, probe="none").status == 303
+        wait_health(gh, u, lambda m: m["health"]["circuit"] == "closed")
+        all_ok(chat(gh, 8, threads=1))
+        assert gens(late) >= 2, gens(late)
+        # It fails now: three failures open its breaker (mod_proxy's HcFl,
+        # in every child); the clients never see one (the other member
+        # answers), and once open it is sent nothing.
+        late.stop()
+        late = backend("--fault", "500")
+        all_ok(chat(gh, 12, threads=1))
+        got = wait_health(gh, u, lambda m: m["health"]["circuit"] == "open")
+        assert all(m["hcfail"] and not m["usable"] for m in got), got
+        failed = gens(late)
+        assert failed >= 3, failed
+        all_ok(chat(gh, 12, threads=1))
+        assert gens(late) == failed, (failed, gens(late))
+        wait_error_line(gh, "LLMGW0701", f"member {u}: breaker closed -> open")
+        # Back: half-open after the back-off, closed after two successes.
+        late.stop()
+        late = backend()
+        time.sleep(3.2)
+        all_ok(chat(gh, 12, threads=1))
+        got = wait_health(gh, u, lambda m: m["health"]["circuit"] == "closed"
+                          and m["usable"])
+        assert gens(late) >= 2, gens(late)
+        wait_error_line(gh, "LLMGW0701",
+                        f"member {u}: breaker half-open -> closed")
+    finally:
+        late.stop()
+
+
+def test_added_member_removed_and_added_again_starts_closed(gh, pool,
+                                                            workdir):
+    s = Session(gh)
+    m1 = url(pool["m1"])
+    assert add(s, pool["m1"], probe="none").status == 303
+    wait_health(gh, m1, lambda m: m["health"]["circuit"] == "closed")
+    r = s.post({"do": "member_remove", "nonce": s.nonce, "b": GROW, "w": m1})
+    assert r.status == 303, r.body
+    wait_error_line(gh, "LLMGW1813", f"{m1} of {GROW}")
+    assert add(s, pool["m1"], probe="none").status == 303
+    got = wait_health(gh, m1, lambda m: m["usable"])
+    assert all(m["health"]["circuit"] == "closed" for m in got), got
+    pool["m1"].reset()
+    all_ok(chat(gh, 10, threads=1))
+    assert gens(pool["m1"]) >= 3, gens(pool["m1"])
+
+
+def test_added_member_steers_affinity_by_its_loaded_model(
+        request, workdir, ports, mocks, pool, uniq):
+    binary = env.mockllm_path()
+    cold = ["--tps", "1000", "--load-ms", "300", "--max-loaded", "1"]
+    a = env.MockBackend(binary, workdir, f"mem-aff-a-{uniq}",
+                        extra_args=cold + ["--preload", "mock-large"]).start()
+    b = env.MockBackend(binary, workdir, f"mem-aff-b-{uniq}",
+                        extra_args=cold + ["--preload", "mock-small"]).start()
+    gen = None
+    try:
+        conf = health_conf({**pool, "m0": a})
+        gen, g = gateway(request, workdir, ports, pool, f"members-a-{uniq}",
+                         conf)
+        s = Session(g)
+        assert add(s, b, balancer=AFF, probe="ollama").status == 303
+        # Its probes (the route's, every 100 ms) saw what it has loaded.
+        got = wait_health(
+            g, url(b), lambda m: m["usable"] and any(
+                x["name"].startswith("mock-small") and x["loaded"]
+                for x in m["health"]["models"]), balancer=AFF)
+        assert b.stats()["by_path"].get("/api/ps", 0) >= 2, b.stats()
+        for model, member in (("affg-small", b), ("affg-large", a)) * 4:
+            r = g.post("/v1/chat/completions",
+                       chat_body(model, max_tokens=2))
+            assert r.status == 200, r.body
+            assert r.header("X-Mock-Backend", "").startswith(member.name), \
+                (model, r.header("X-Mock-Backend"))
+        assert a.stats()["loads"] + b.stats()["loads"] == 0, \
+            (a.stats(), b.stats())
+        # A graceful restart replays it from the state file: it has its
+        # health entry again, probed.
+        g.graceful_restart()
+        wait_health(g, url(b), lambda m: m["usable"] and any(
+            x["name"].startswith("mock-small") and x["loaded"]
+            for x in m["health"]["models"]), balancer=AFF)
+        r = g.post("/v1/chat/completions", chat_body("affg-small",
+                                                     max_tokens=2))
+        assert r.status == 200 and \
+            r.header("X-Mock-Backend", "").startswith(b.name), r.body
+    finally:
+        if gen:
+            stop(gen)
+        a.stop()
+        b.stop()
