@@ -629,20 +629,22 @@ def gh(request, workdir, ports, mocks, pool, uniq):
 
 
 def health_everywhere(g, u, balancer=GROW):
-    """Member U's health in every child's status.json (at least two)."""
-    answers, pids = members_everywhere(g, n=8, balancer=balancer)
-    assert len(pids) >= 2, pids
-    return [a[u] for a in answers]
+    """Member U's entries in status.json over new connections, and the
+    children that answered."""
+    answers, pids = members_everywhere(g, n=12, balancer=balancer)
+    return [a[u] for a in answers], pids
 
 
 def wait_health(g, u, ok, balancer=GROW, timeout=10):
-    """Until member U's entry satisfies OK in every child's answer."""
+    """Until member U's entry satisfies OK in every answer of a round that
+    at least two children answered."""
     deadline = time.monotonic() + timeout
     while True:
-        got = health_everywhere(g, u, balancer)
-        if all(m["health"] is not None and ok(m) for m in got):
+        got, pids = health_everywhere(g, u, balancer)
+        if len(pids) >= 2 and all(m["health"] is not None and ok(m)
+                                  for m in got):
             return got
-        assert time.monotonic() < deadline, got
+        assert time.monotonic() < deadline, (pids, got)
         time.sleep(0.1)
 
 
@@ -690,18 +692,34 @@ def test_added_member_gets_a_breaker_in_every_child(gh, pool, workdir):
 def test_added_member_removed_and_added_again_starts_closed(gh, pool,
                                                             workdir):
     s = Session(gh)
-    m1 = url(pool["m1"])
-    assert add(s, pool["m1"], probe="none").status == 303
-    wait_health(gh, m1, lambda m: m["health"]["circuit"] == "closed")
-    r = s.post({"do": "member_remove", "nonce": s.nonce, "b": GROW, "w": m1})
-    assert r.status == 303, r.body
-    wait_error_line(gh, "LLMGW1813", f"{m1} of {GROW}")
-    assert add(s, pool["m1"], probe="none").status == 303
-    got = wait_health(gh, m1, lambda m: m["usable"])
-    assert all(m["health"]["circuit"] == "closed" for m in got), got
-    pool["m1"].reset()
-    all_ok(chat(gh, 10, threads=1))
-    assert gens(pool["m1"]) >= 3, gens(pool["m1"])
+    port = env.PORTS.take(1)[0]
+
+    def backend(*args):
+        return env.MockBackend(env.mockllm_path(), workdir, f"mem-re-{port}",
+                               port, ["--tps", "1000", *args]).start()
+    late = backend("--fault", "500")
+    try:
+        u = url(late)
+        assert add(s, late, probe="none").status == 303
+        all_ok(chat(gh, 12, threads=1))
+        wait_health(gh, u, lambda m: m["health"]["circuit"] == "open")
+        r = s.post({"do": "member_remove", "nonce": s.nonce, "b": GROW,
+                    "w": u})
+        assert r.status == 303, r.body
+        wait_error_line(gh, "LLMGW1813", f"{u} of {GROW}")
+        late.stop()
+        late = backend()
+        # Added again well before its back-off ends: a new member, closed
+        # and taking traffic at once, in every child.
+        assert add(s, late, probe="none").status == 303
+        got, pids = health_everywhere(gh, u)
+        assert len(pids) >= 2, pids
+        assert all(m["health"]["circuit"] == "closed" and m["usable"]
+                   and not m["hcfail"] for m in got), got
+        all_ok(chat(gh, 10, threads=1))
+        assert gens(late) >= 3, gens(late)
+    finally:
+        late.stop()
 
 
 def test_added_member_steers_affinity_by_its_loaded_model(
@@ -743,6 +761,21 @@ def test_added_member_steers_affinity_by_its_loaded_model(
                                                      max_tokens=2))
         assert r.status == 200 and \
             r.header("X-Mock-Backend", "").startswith(b.name), r.body
+        # Its route's probes go on (every 100 ms), not only its first.
+        n = b.stats()["by_path"].get("/api/ps", 0)
+        time.sleep(1.0)
+        probed = b.stats()["by_path"].get("/api/ps", 0)
+        assert probed >= n + 4, (n, probed)
+        # Removed: it keeps its entry, and is probed no more.
+        r = s.post({"do": "member_remove", "nonce": s.nonce, "b": AFF,
+                    "w": url(b)})
+        assert r.status == 303, r.body
+        wait_error_line(g, "LLMGW1813", f"{url(b)} of {AFF}")
+        time.sleep(0.3)
+        n = b.stats()["by_path"].get("/api/ps", 0)
+        time.sleep(1.0)
+        assert b.stats()["by_path"].get("/api/ps", 0) == n, b.stats()
+        wait_health(g, url(b), lambda m: m["drained"], balancer=AFF)
     finally:
         if gen:
             stop(gen)
