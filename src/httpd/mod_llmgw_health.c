@@ -68,9 +68,8 @@ typedef struct {
 /* LLMWarmup of a route: its model kept loaded on one of its members. */
 typedef struct {
     const llmgw_route_t *route;
-    const char *keep_alive;      /* Ollama's keep_alive for the load */
-    apr_array_header_t *members; /* int: its balancer's, in the table */
-    apr_time_t next;             /* the watchdog's: when to look again */
+    const char *keep_alive; /* Ollama's keep_alive for the load */
+    apr_time_t next;        /* the watchdog's: when to look again */
 } warm_t;
 
 /* A load waits for the model to be loaded, longer than a probe. */
@@ -280,6 +279,18 @@ static int taken(void)
 }
 
 static void learn_due(apr_time_t now);
+static void learn(int m, unsigned e, apr_time_t now);
+
+/* A member another child added and this one has not learned yet (a
+ * request to it may come before this child's next sweep): learned now.
+ * One load for a member learned. */
+static void learn_if_new(int m, apr_time_t now)
+{
+    if (!__atomic_load_n(&members[m].epoch, __ATOMIC_ACQUIRE)
+        && now >= members[m].retry) {
+        learn(m, llmgw_health_epoch(table, m), now);
+    }
+}
 
 static void sweep(apr_time_t now)
 {
@@ -574,10 +585,14 @@ static int admit(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
 {
     hreq_t *hr = table && any_cap ? hreq(r) : NULL;
     int m = hr ? member_of(worker->s->name_ex) : -1, queued = 0;
-    const cap_t *cap = m >= 0 ? members[m].cap : NULL;
     apr_time_t now = apr_time_now(), deadline;
+    const cap_t *cap;
     apr_int64_t limit;
 
+    if (m >= 0) {
+        learn_if_new(m, now);
+    }
+    cap = m >= 0 ? members[m].cap : NULL;
     if (!cap || hr->admitted == m) {
         return DECLINED;
     }
@@ -1018,7 +1033,7 @@ const char *llmgw_health_set_warmup(cmd_parms *cmd, void *dummy, int argc,
     static const char *const names[] = { "keep-alive", NULL };
     static const char example[] = "LLMWarmup on keep-alive=30m";
     llmgw_route_t *route = llmgw_sconf(cmd->server)->cur_route;
-    warm_t w = { route, "30m", NULL, 0 };
+    warm_t w = { route, "30m", 0 };
     const char *err, *v;
     int i, which, on;
 
@@ -1359,15 +1374,38 @@ const char *llmgw_health_probe_ready(server_rec *s, proxy_worker *hc,
 /* ---- warm-up --------------------------------------------------------- */
 
 /* Whether the route's model is loaded, or loading, on a member. */
-static int warm_somewhere(const warm_t *w, apr_time_t now)
+static int removed(int m);
+
+/* Whether member m is one of warm route w's (those added at run time
+ * too), and not removed. */
+static int warm_has(const warm_t *w, int m)
 {
     int i;
 
-    for (i = 0; i < w->members->nelts; i++) {
+    for (i = 0; i < members[m].workers->nelts; i++) {
+        proxy_worker *wk =
+            APR_ARRAY_IDX(members[m].workers, i, proxy_worker *);
+
+        if (wk->balancer && wk->balancer->s
+            && strcasecmp(wk->balancer->s->name, w->route->balancer) == 0) {
+            return !removed(m);
+        }
+    }
+    return 0;
+}
+
+static int warm_somewhere(const warm_t *w, apr_time_t now)
+{
+    int m;
+
+    for (m = 0; m < taken(); m++) {
         unsigned f = 0;
 
-        llmgw_health_model(table, APR_ARRAY_IDX(w->members, i, int),
-                           w->route->upstream_model, now, &cf.hp, &f);
+        if (!warm_has(w, m)) {
+            continue;
+        }
+        llmgw_health_model(table, m, w->route->upstream_model, now, &cf.hp,
+                           &f);
         if (f & (LLMGW_PM_LOADED | LLMGW_PM_LOADING | LLMGW_HM_SERVED)) {
             return 1;
         }
@@ -1378,13 +1416,12 @@ static int warm_somewhere(const warm_t *w, apr_time_t now)
 /* The member to load it on: the first ready one that has it (or may). */
 static int warm_member(const warm_t *w, apr_time_t now)
 {
-    int i;
+    int m;
 
-    for (i = 0; i < w->members->nelts; i++) {
-        int m = APR_ARRAY_IDX(w->members, i, int);
+    for (m = 0; m < taken(); m++) {
         llmgw_member_view_t v;
 
-        if (members[m].hc
+        if (warm_has(w, m) && members[m].hc
             && llmgw_health_member(table, m, now, &cf.hp, &v) == 0
             && v.state == LLMGW_HS_READY
             && llmgw_health_model(table, m, w->route->upstream_model, now,
@@ -1786,31 +1823,6 @@ static int warm_check(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
     return OK;
 }
 
-/* Each warm route's members, in the table. */
-static void warm_members(apr_pool_t *pconf)
-{
-    int i, m, j;
-
-    for (i = 0; i < cf.warms->nelts; i++) {
-        warm_t *w = &APR_ARRAY_IDX(cf.warms, i, warm_t);
-
-        w->members = apr_array_make(pconf, 2, sizeof(int));
-        for (m = 0; m < nmembers; m++) {
-            for (j = 0; j < members[m].workers->nelts; j++) {
-                proxy_worker *wk =
-                    APR_ARRAY_IDX(members[m].workers, j, proxy_worker *);
-
-                if (wk->balancer && wk->balancer->s
-                    && strcasecmp(wk->balancer->s->name, w->route->balancer)
-                           == 0) {
-                    APR_ARRAY_PUSH(w->members, int) = m;
-                    break;
-                }
-            }
-        }
-    }
-}
-
 /* The table kept in the process pool: a graceful restart keeps every
  * breaker and what the workers' flags show, as long as the members fit. */
 typedef struct {
@@ -2033,7 +2045,6 @@ static int health_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     }
     nmembers = (int)(llmgw_health_count(table) + llmgw_health_free(table));
     make_members(pconf);
-    warm_members(pconf);
     return any_check() ? probes_post_config(pconf, s) : OK;
 }
 

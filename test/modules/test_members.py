@@ -781,3 +781,54 @@ def test_added_member_steers_affinity_by_its_loaded_model(
             stop(gen)
         a.stop()
         b.stop()
+
+
+def test_added_member_has_its_routes_capacity(request, workdir, ports, mocks,
+                                              pool, uniq):
+    binary = env.mockllm_path()
+    slow = env.MockBackend(binary, workdir, f"mem-cap-{uniq}",
+                           extra_args=["--tps", "1000", "--ttft-ms",
+                                       "1000"]).start()
+    gen = None
+    try:
+        conf = (f'<Proxy "balancer://capg">\n'
+                f'    BalancerMember "{url(pool["m2"])}" retry=1\n'
+                f'    ProxySet growth=1\n</Proxy>\n'
+                f'<LLMRoute "capg-small">\n    LLMBackend balancer://capg\n'
+                f'    LLMCapacity max=1 queue=1 wait=5000\n</LLMRoute>\n')
+        gen, g = gateway(request, workdir, ports, pool, f"members-c-{uniq}",
+                         conf)
+        s = Session(g)
+        assert add(s, slow, balancer="balancer://capg",
+                   probe="none").status == 303
+        # Only the member added serves: the configured one is removed.
+        r = s.post({"do": "member_remove", "nonce": s.nonce,
+                    "b": "balancer://capg", "w": url(pool["m2"])})
+        assert r.status == 303, r.body
+        wait_error_line(g, "LLMGW1813", f"{url(pool['m2'])} of balancer://capg")
+        out = [None] * 3
+
+        def one(i):
+            t0 = time.monotonic()
+            r = g.post("/v1/chat/completions",
+                       chat_body("capg-small", content=f"cap {i}",
+                                 max_tokens=1))
+            out[i] = (r, time.monotonic() - t0)
+        ts = []
+        for i in range(3):
+            ts.append(threading.Thread(target=one, args=(i,)))
+            ts[-1].start()
+            time.sleep(0.1)
+        for t in ts:
+            t.join(30)
+        (first, _), (second, t2), (third, t3) = out
+        assert first.status == 200 and second.status == 200, \
+            (first.body, second.body)
+        assert t2 > 1.5, "the second request did not wait for the first"
+        env.assert_openai_error(third, 429, code="backend_busy")
+        assert t3 < 0.5, t3
+        assert gens(slow) == 2
+    finally:
+        if gen:
+            stop(gen)
+        slow.stop()
