@@ -597,8 +597,8 @@ def test_member_balancer_manager_added_is_a_duplicate(gm, pool):
 
 # ---------------------------------------------------------------- health
 
-BREAKER = ("LLMBreaker on fails=3 successes=2 backoff=3000 "
-           "backoff-max=3000\n")
+BREAKER = ("LLMBreaker on fails=3 successes=2 backoff=5000 "
+           "backoff-max=5000\n")
 AFF = "balancer://affg"
 
 
@@ -648,7 +648,12 @@ def wait_health(g, u, ok, balancer=GROW, timeout=10):
         time.sleep(0.1)
 
 
-def test_added_member_gets_a_breaker_in_every_child(gh, pool, workdir):
+# With a probe, the first probe's wait (HcFl) is over before the breaker's
+# HcFl: the member's /v1/models answers while its chats fail, and its
+# first probe must not take it back while it is open.
+@pytest.mark.parametrize("probe", ["none", "openai"])
+def test_added_member_gets_a_breaker_in_every_child(gh, pool, workdir,
+                                                    probe):
     s = Session(gh)
     port = env.PORTS.take(1)[0]
 
@@ -658,8 +663,9 @@ def test_added_member_gets_a_breaker_in_every_child(gh, pool, workdir):
     late = backend()
     try:
         u = url(late)
-        assert add(s, late, probe="none").status == 303
-        wait_health(gh, u, lambda m: m["health"]["circuit"] == "closed")
+        assert add(s, late, probe=probe).status == 303
+        wait_health(gh, u, lambda m: m["health"]["circuit"] == "closed"
+                    and m["usable"])
         all_ok(chat(gh, 8, threads=1))
         assert gens(late) >= 2, gens(late)
         # It fails now: three failures open its breaker (mod_proxy's HcFl,
@@ -673,12 +679,17 @@ def test_added_member_gets_a_breaker_in_every_child(gh, pool, workdir):
         failed = gens(late)
         assert failed >= 3, failed
         all_ok(chat(gh, 12, threads=1))
+        time.sleep(1.5)     # the members' watchdog probes once a second
+        all_ok(chat(gh, 12, threads=1))
         assert gens(late) == failed, (failed, gens(late))
+        passed = [l for l in error_lines(gh, "LLMGW1812")
+                  if u in l and "passed" in l]
+        assert len(passed) == (probe != "none"), passed
         wait_error_line(gh, "LLMGW0701", f"member {u}: breaker closed -> open")
         # Back: half-open after the back-off, closed after two successes.
         late.stop()
         late = backend()
-        time.sleep(3.2)
+        time.sleep(5.2)
         all_ok(chat(gh, 12, threads=1))
         got = wait_health(gh, u, lambda m: m["health"]["circuit"] == "closed"
                           and m["usable"])
