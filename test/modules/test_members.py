@@ -650,6 +650,17 @@ def wait_health(g, u, ok, balancer=GROW, timeout=10):
         time.sleep(0.1)
 
 
+def on_one_port(workdir, name):
+    """A function that starts a mock (its extra ARGS) on one port, the
+    same each time: a member's backend stopped and started again."""
+    port = env.PORTS.take(1)[0]
+
+    def start(*args):
+        return env.MockBackend(env.mockllm_path(), workdir, f"{name}-{port}",
+                               port, ["--tps", "1000", *args]).start()
+    return start
+
+
 # With a probe, the first probe's wait (HcFl) is over before the breaker's
 # HcFl: the member's /v1/models answers while its chats fail, and its
 # first probe must not take it back while it is open.
@@ -657,11 +668,7 @@ def wait_health(g, u, ok, balancer=GROW, timeout=10):
 def test_added_member_gets_a_breaker_in_every_child(gh, pool, workdir,
                                                     probe):
     s = Session(gh)
-    port = env.PORTS.take(1)[0]
-
-    def backend(*args):
-        return env.MockBackend(env.mockllm_path(), workdir, f"mem-br-{port}",
-                               port, ["--tps", "1000", *args]).start()
+    backend = on_one_port(workdir, "mem-br")
     late = backend()
     try:
         u = url(late)
@@ -705,11 +712,7 @@ def test_added_member_gets_a_breaker_in_every_child(gh, pool, workdir,
 def test_added_member_removed_and_added_again_starts_closed(gh, pool,
                                                             workdir):
     s = Session(gh)
-    port = env.PORTS.take(1)[0]
-
-    def backend(*args):
-        return env.MockBackend(env.mockllm_path(), workdir, f"mem-re-{port}",
-                               port, ["--tps", "1000", *args]).start()
+    backend = on_one_port(workdir, "mem-re")
     late = backend("--fault", "500")
     try:
         u = url(late)
