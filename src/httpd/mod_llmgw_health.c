@@ -124,6 +124,11 @@ typedef struct {
     apr_time_t next_probe;
 } member_t;
 
+/* How many workers member m has here: read as learning publishes them
+ * (another thread may be adding one). */
+#define WORKERS(m) \
+    __atomic_load_n(&members[m].workers->nelts, __ATOMIC_ACQUIRE)
+
 static llmgw_health_t *table;
 static member_t *members; /* by the table's index, one for each entry */
 static int nmembers;      /* entries of the table (taken or not) */
@@ -249,7 +254,8 @@ static void mirror(int m, apr_time_t now)
     unsigned want, set, clear;
     int i;
 
-    if (llmgw_health_member(table, m, now, &cf.hp, &v) != 0) {
+    /* Only a process that has its workers records what they show. */
+    if (!WORKERS(m) || llmgw_health_member(table, m, now, &cf.hp, &v) != 0) {
         return;
     }
     /* Probes tell loading apart: route around it, without a failure. */
@@ -258,7 +264,7 @@ static void mirror(int m, apr_time_t now)
         want &= ~LLMGW_MIRROR_DRAIN;
     }
     llmgw_health_mirror_swap(table, m, want, &set, &clear);
-    for (i = 0; i < members[m].workers->nelts; i++) {
+    for (i = 0; i < WORKERS(m); i++) {
         proxy_worker *w = APR_ARRAY_IDX(members[m].workers, i, proxy_worker *);
 
         if ((want | clear) & LLMGW_MIRROR_FAIL) {
@@ -1382,7 +1388,7 @@ static int warm_has(const warm_t *w, int m)
 {
     int i;
 
-    for (i = 0; i < members[m].workers->nelts; i++) {
+    for (i = 0; i < WORKERS(m); i++) {
         proxy_worker *wk =
             APR_ARRAY_IDX(members[m].workers, i, proxy_worker *);
 
@@ -1538,7 +1544,7 @@ static void probe_member(server_rec *s, int m, apr_pool_t *p, apr_time_t now)
     llmgw_probe_t *res[LLMGW_PROBE_SET_MAX];
     int i, j, sev;
 
-    if (!mb->hc && mb->workers->nelts) {
+    if (!mb->hc && WORKERS(m)) {
         mb->hc = probe_worker(APR_ARRAY_IDX(mb->workers, 0, proxy_worker *), s,
                               s->process->pconf);
     }
@@ -1569,16 +1575,16 @@ static void probe_member(server_rec *s, int m, apr_pool_t *p, apr_time_t now)
  * its entry, unprobed, until it is added again. */
 static int removed(int m)
 {
-    const apr_array_header_t *ws = members[m].workers;
-    int i;
+    int i, n = WORKERS(m);
 
-    for (i = 0; i < ws->nelts; i++) {
-        if (!PROXY_WORKER_IS(APR_ARRAY_IDX(ws, i, proxy_worker *),
-                             PROXY_WORKER_FREE)) {
+    for (i = 0; i < n; i++) {
+        if (!PROXY_WORKER_IS(
+                APR_ARRAY_IDX(members[m].workers, i, proxy_worker *),
+                PROXY_WORKER_FREE)) {
             return 0;
         }
     }
-    return ws->nelts > 0;
+    return n > 0;
 }
 
 /* Every tick: the members whose probes are due, one after the other, then
@@ -1737,7 +1743,8 @@ static void take_probes(int m)
     llmgw_probe_kind_t own[LLMGW_PROBE_SET_MAX];
     int n = llmgw_health_probes(table, m, own);
 
-    mb->drain = mb->check || !mb->other_lb;
+    /* None here yet: not its own, nothing to drain. */
+    mb->drain = mb->workers->nelts && (mb->check || !mb->other_lb);
     if (n > 0) {
         memcpy(mb->kinds, own, sizeof(mb->kinds));
         mb->nkinds = n;
