@@ -51,7 +51,11 @@ ALLOWED = {
                            "balancers"},
     "mod_llmgw_members.c": {"mod_llmgw_health.h":
                             "probes a member added at run time before it "
-                            "takes traffic"},
+                            "takes traffic, then puts it in the health "
+                            "table"},
+    "mod_llmgw_health.c": {"mod_llmgw_members.h":
+                           "finds the workers of a member another child "
+                           "added (the balancer synced under its lock)"},
     "mod_llmgw_console.c": {
         "mod_llmgw_metrics.h": "the console shows the counters and keeps "
                                "its shared memory the same way",

@@ -17,7 +17,7 @@ _Static_assert(__atomic_always_lock_free(sizeof(apr_uint64_t), 0),
                "64-bit atomics must be lock-free to be shared");
 
 #define MAGIC 0x6c6c6d68u /* "llmh" */
-#define VERSION 3u
+#define VERSION 4u
 #define ALIGN8(n) (((n) + 7) & ~(apr_size_t)7)
 #define READ_TRIES 64 /* a reader's attempts beside a writer */
 
@@ -28,7 +28,8 @@ struct llmgw_health {
     apr_uint32_t magic;
     apr_uint32_t version;
     apr_uint32_t nmax;
-    apr_uint32_t n;   /* members registered */
+    apr_uint32_t n;   /* entries taken (a name published in each, or
+                       * about to be) */
     apr_int64_t base; /* origin of the breakers' clock */
     apr_uint64_t size;
 };
@@ -79,7 +80,12 @@ typedef struct {
     apr_int64_t inflight;
     apr_int64_t waiters;
     apr_uint32_t mirrored; /* LLMGW_MIRROR_* the worker shows */
+    /* Of the name, published last (release): 0 while the name is being
+     * written, so a reader never compares half a name. */
     apr_uint32_t name_hash;
+    apr_uint32_t epoch;  /* 1 at the first join, one more at each */
+    apr_uint32_t probes; /* its own probe set: PROBES_* packing; 0 */
+    apr_int64_t renewed; /* the last join again: older probes unknown */
     llmgw_group_t group; /* its model slots (LLMCapacity models=N) */
     hint_t hints[LLMGW_HEALTH_HINTS];
     probe_t probe;
@@ -151,7 +157,9 @@ static member_t *member(const llmgw_health_t *t, int m)
 
 static apr_uint32_t name_hash(const char *s)
 {
-    return llmgw_fnv1a32(s, strlen(s));
+    apr_uint32_t h = llmgw_fnv1a32(s, strlen(s));
+
+    return h ? h : 1; /* 0: no name (yet) */
 }
 
 int llmgw_health_find(const llmgw_health_t *t, const char *name)
@@ -166,35 +174,137 @@ int llmgw_health_find(const llmgw_health_t *t, const char *name)
     for (i = 0; i < n; i++) {
         const member_t *mb = &MEMBERS(t)[i];
 
-        if (mb->name_hash == h && strcmp(mb->name, name) == 0) {
+        if (__atomic_load_n(&mb->name_hash, __ATOMIC_ACQUIRE) == h
+            && strcmp(mb->name, name) == 0) {
             return (int)i;
         }
     }
     return -1;
 }
 
+/* Takes the next free entry for name (any process: the index by
+ * compare-and-swap, the name published by its hash last); -1 if full. */
+static int take_entry(llmgw_health_t *t, const char *name, apr_size_t len,
+                      apr_time_t now)
+{
+    apr_uint32_t i = __atomic_load_n(&t->n, __ATOMIC_ACQUIRE);
+    member_t *mb;
+
+    do {
+        if (i >= t->nmax) {
+            return -1;
+        }
+    } while (!__atomic_compare_exchange_n(&t->n, &i, i + 1, 0,
+                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+    /* Never shown before: zero since the table was laid out. */
+    mb = &MEMBERS(t)[i];
+    memcpy(mb->name, name, len + 1);
+    mb->probe.state = LLMGW_HS_UNKNOWN;
+    mb->renewed = now;
+    __atomic_store_n(&mb->epoch, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&mb->name_hash, name_hash(name), __ATOMIC_RELEASE);
+    return (int)i;
+}
+
+static int valid_name(const char *name, apr_size_t *len)
+{
+    *len = name ? strlen(name) : 0;
+    return *len && *len < LLMGW_HEALTH_NAME_MAX;
+}
+
 int llmgw_health_add(llmgw_health_t *t, const char *name)
 {
-    apr_size_t len = name ? strlen(name) : 0;
-    member_t *mb;
+    apr_size_t len;
     int i;
 
-    if (!t || !len || len >= LLMGW_HEALTH_NAME_MAX) {
+    if (!t || !valid_name(name, &len)) {
         return -1;
     }
     if ((i = llmgw_health_find(t, name)) >= 0) {
         return i;
     }
-    if (t->n >= t->nmax) {
+    return take_entry(t, name, len, 0);
+}
+
+/* A member back as new: its breaker closed, its hints gone, what probes
+ * stored before now unknown (the probe record has one writer, the
+ * watchdog's, so it is not written here); its admission counters stay:
+ * requests still in flight on it give their places back. */
+static void renew(member_t *mb, apr_time_t now)
+{
+    int i;
+
+    __atomic_store_n(&mb->breaker, 0, __ATOMIC_RELEASE);
+    for (i = 0; i < LLMGW_HEALTH_HINTS; i++) {
+        __atomic_store_n(&mb->hints[i].hash, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&mb->hints[i].asked, 0, __ATOMIC_RELEASE);
+    }
+    __atomic_store_n(&mb->probes, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&mb->renewed, now, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&mb->epoch, 1, __ATOMIC_ACQ_REL);
+}
+
+int llmgw_health_join(llmgw_health_t *t, const char *name, apr_time_t now)
+{
+    apr_size_t len;
+    int i;
+
+    if (!t || !valid_name(name, &len)) {
         return -1;
     }
-    mb = &MEMBERS(t)[t->n];
-    memset(mb, 0, sizeof(*mb));
-    memcpy(mb->name, name, len + 1);
-    mb->name_hash = name_hash(name);
-    mb->probe.state = LLMGW_HS_UNKNOWN;
-    __atomic_store_n(&t->n, t->n + 1, __ATOMIC_RELEASE);
-    return (int)(t->n - 1);
+    if ((i = llmgw_health_find(t, name)) >= 0) {
+        renew(&MEMBERS(t)[i], now);
+        return i;
+    }
+    return take_entry(t, name, len, now);
+}
+
+unsigned llmgw_health_free(const llmgw_health_t *t)
+{
+    return t ? t->nmax - __atomic_load_n(&t->n, __ATOMIC_ACQUIRE) : 0;
+}
+
+unsigned llmgw_health_epoch(const llmgw_health_t *t, int m)
+{
+    const member_t *mb = member(t, m);
+
+    return mb ? __atomic_load_n(&mb->epoch, __ATOMIC_ACQUIRE) : 0;
+}
+
+/* A probe set in one word: the count in the low 4 bits, each kind in
+ * 8 bits above. */
+#define PROBES_KIND(w, i) ((int)(((w) >> (4 + 8 * (i))) & 0xff))
+
+void llmgw_health_set_probes(llmgw_health_t *t, int m,
+                             const llmgw_probe_kind_t *kinds, int n)
+{
+    member_t *mb = member(t, m);
+    apr_uint32_t w;
+    int i;
+
+    if (!mb || n < 0 || n > LLMGW_PROBE_SET_MAX) {
+        return;
+    }
+    for (i = 0, w = (apr_uint32_t)n; i < n; i++) {
+        w |= ((apr_uint32_t)kinds[i] & 0xff) << (4 + 8 * i);
+    }
+    __atomic_store_n(&mb->probes, w, __ATOMIC_RELEASE);
+}
+
+int llmgw_health_probes(const llmgw_health_t *t, int m,
+                        llmgw_probe_kind_t *kinds)
+{
+    const member_t *mb = member(t, m);
+    apr_uint32_t w = mb ? __atomic_load_n(&mb->probes, __ATOMIC_ACQUIRE) : 0;
+    int i, n = (int)(w & 0xf);
+
+    if (n > LLMGW_PROBE_SET_MAX) {
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        kinds[i] = (llmgw_probe_kind_t)PROBES_KIND(w, i);
+    }
+    return n;
 }
 
 unsigned llmgw_health_count(const llmgw_health_t *t)
@@ -206,7 +316,8 @@ const char *llmgw_health_name(const llmgw_health_t *t, int m)
 {
     const member_t *mb = member(t, m);
 
-    return mb ? mb->name : NULL;
+    return mb && __atomic_load_n(&mb->name_hash, __ATOMIC_ACQUIRE) ? mb->name
+                                                                   : NULL;
 }
 
 void llmgw_health_reset_counts(llmgw_health_t *t)
@@ -332,6 +443,15 @@ static int model_same(const char *a, const char *b)
 
 /* ---- the probe record (seqlock) --------------------------------------- */
 
+/* Whether a probe of probed_at came before the member was joined again
+ * (what it stored is another member's, as far as anyone knows). */
+static int stale(const member_t *mb, apr_time_t probed_at)
+{
+    apr_time_t renewed = __atomic_load_n(&mb->renewed, __ATOMIC_ACQUIRE);
+
+    return renewed > 0 && probed_at <= renewed;
+}
+
 static void read_summary(const member_t *mb, psum_t *out)
 {
     const probe_t *pr = &mb->probe;
@@ -353,7 +473,8 @@ static void read_summary(const member_t *mb, psum_t *out)
         out->waiting = pr->waiting;
         out->kv_ppm = pr->kv_ppm;
         if (llmgw_seq_read_end(&pr->seq, s)) {
-            out->valid = out->nmodels <= LLMGW_HEALTH_MODELS;
+            out->valid = out->nmodels <= LLMGW_HEALTH_MODELS
+                         && !stale(mb, out->probed_at);
             return;
         }
     }
@@ -918,6 +1039,7 @@ int llmgw_health_models(const llmgw_health_t *t, int m,
         n = (int)(pr->nmodels < LLMGW_HEALTH_MODELS ? pr->nmodels
                                                     : LLMGW_HEALTH_MODELS);
         n = n < max ? n : max;
+        n = stale(mb, pr->probed_at) ? 0 : n;
         for (i = 0; i < n; i++) {
             const pmodel_t *e = &pr->models[i];
 

@@ -38,15 +38,41 @@ llmgw_health_t *llmgw_health_init(void *mem, apr_size_t size,
 llmgw_health_t *llmgw_health_attach(void *mem, apr_size_t size);
 
 /* Registers a member by its worker name (proxy_worker_shared.name_ex),
- * before the children start: one process only. Its index; the same one
- * for a name already there; -1 when the table is full or the name is
- * empty or too long. */
+ * before the children start. Its index; the same one for a name already
+ * there (its state kept); -1 when the table is full or the name is empty
+ * or too long. */
 int llmgw_health_add(llmgw_health_t *t, const char *name);
+/* The same for a member added at run time, from any process at any time
+ * (the entries the table has beyond those added at start are for them):
+ * a new name takes a free entry, which every process finds from then on;
+ * a name already there (a member removed and added again) takes its
+ * entry back with the state of a new member: breaker closed, no hints,
+ * what its probes stored before now unknown, no probe set of its own.
+ * Its epoch moves either way. Two joins of one name at the same moment
+ * may take two entries: llmgw_health_find gives the first. */
+int llmgw_health_join(llmgw_health_t *t, const char *name, apr_time_t now);
+/* Entries not taken yet. */
+unsigned llmgw_health_free(const llmgw_health_t *t);
+/* How many times member m was joined (1 after its first); 0 for none:
+ * a process that keeps something of its own per member learns again
+ * when it moves. */
+unsigned llmgw_health_epoch(const llmgw_health_t *t, int m);
 /* The index of a member, or -1. */
 int llmgw_health_find(const llmgw_health_t *t, const char *name);
+/* Entries taken (some of them may not show their name yet). */
 unsigned llmgw_health_count(const llmgw_health_t *t);
-/* A member's name (in the table), NULL for no such member. */
+/* A member's name (in the table), NULL for no such member or one whose
+ * name is not published yet. */
 const char *llmgw_health_name(const llmgw_health_t *t, int m);
+
+/* Member m's own probe set (n kinds, at most LLMGW_PROBE_SET_MAX), for
+ * every process; n 0 clears it. */
+void llmgw_health_set_probes(llmgw_health_t *t, int m,
+                             const llmgw_probe_kind_t *kinds, int n);
+/* Its kinds into kinds (LLMGW_PROBE_SET_MAX of room); how many, 0 for
+ * none of its own. */
+int llmgw_health_probes(const llmgw_health_t *t, int m,
+                        llmgw_probe_kind_t *kinds);
 
 /* Zeroes the admission counters: the glue calls it when no request can
  * be in flight (a restart), since a process that died holding a claim

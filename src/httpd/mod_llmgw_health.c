@@ -24,6 +24,7 @@
 #include "llmgw_json.h"
 #include "mod_llmgw.h"
 #include "mod_llmgw_health.h"
+#include "mod_llmgw_members.h"
 
 APLOG_USE_MODULE(llm_gateway);
 
@@ -35,6 +36,9 @@ APLOG_USE_MODULE(llm_gateway);
 #define SWEEP_EVERY apr_time_from_msec(50)
 /* Room for members a graceful restart adds without a new table. */
 #define SPARE_MEMBERS 16
+/* How often a child looks again for the workers of a member another
+ * child added, while it has not found them. */
+#define LEARN_RETRY apr_time_from_sec(1)
 /* The probes' watchdog (one thread in one child: one writer per member). */
 #define PROBE_WATCHDOG "_llmgw_probes_"
 #define PROBE_UA "mod_llm_gateway-probe"
@@ -64,9 +68,8 @@ typedef struct {
 /* LLMWarmup of a route: its model kept loaded on one of its members. */
 typedef struct {
     const llmgw_route_t *route;
-    const char *keep_alive;      /* Ollama's keep_alive for the load */
-    apr_array_header_t *members; /* int: its balancer's, in the table */
-    apr_time_t next;             /* the watchdog's: when to look again */
+    const char *keep_alive; /* Ollama's keep_alive for the load */
+    apr_time_t next;        /* the watchdog's: when to look again */
 } warm_t;
 
 /* A load waits for the model to be loaded, longer than a probe. */
@@ -87,24 +90,50 @@ static struct {
     apr_array_header_t *warms;  /* warm_t */
 } cf;
 
-/* What this process knows of a member besides the table. */
+/* A balancer a route uses: its members are the table's, those added at
+ * run time too. */
+typedef struct {
+    proxy_balancer *b;
+    server_rec *s;
+    proxy_server_conf *pc;
+    apr_array_header_t *models; /* const char *: its routes' models */
+    const check_t *check;       /* the first check of its routes */
+    const cap_t *cap;           /* the first capacity of its routes */
+    int affinity;               /* llm_affinity's */
+} cover_t;
+
+/* What this process knows of a member besides the table. Learned at
+ * post_config for the members there, later (sweep) for those another
+ * child added; its arrays have room for every balancer and model, so
+ * that learning never moves them under a reader (nelts grows after the
+ * element is written). */
 typedef struct {
     apr_array_header_t *workers; /* proxy_worker *, one per balancer */
     int drain;                   /* half-open shows as draining: only
                                   * where something sends its trial */
+    int other_lb;                /* a balancer of it is not llm_affinity's */
     const check_t *check;        /* its probes, or NULL */
     const cap_t *cap;            /* its capacity, or NULL */
     apr_array_header_t *models;  /* const char *: its routes' models */
     llmgw_probe_kind_t kinds[LLMGW_PROBE_SET_MAX];
     int nkinds;
+    unsigned epoch;   /* the table's when learned; 0: not yet */
+    apr_time_t retry; /* when to look for its workers again */
     /* the watchdog's */
     proxy_worker *hc; /* the probes' own worker (connections) */
     apr_time_t next_probe;
 } member_t;
 
+/* How many workers member m has here: read as learning publishes them
+ * (another thread may be adding one). */
+#define WORKERS(m) \
+    __atomic_load_n(&members[m].workers->nelts, __ATOMIC_ACQUIRE)
+
 static llmgw_health_t *table;
-static member_t *members; /* by the table's index */
-static int nmembers;
+static member_t *members; /* by the table's index, one for each entry */
+static int nmembers;      /* entries of the table (taken or not) */
+static apr_array_header_t *covers;   /* cover_t */
+static apr_thread_mutex_t *learning; /* one thread learns at a time */
 static apr_time_t next_sweep;
 
 const llmgw_health_t *llmgw_health_table(void)
@@ -198,6 +227,8 @@ void llmgw_health_pre_config(apr_pool_t *pconf)
     any_cap = any_models = 0;
     members = NULL;
     nmembers = 0;
+    covers = NULL;
+    learning = NULL;
 }
 
 /* ---- the worker flags ---------------------------------------------- */
@@ -223,7 +254,8 @@ static void mirror(int m, apr_time_t now)
     unsigned want, set, clear;
     int i;
 
-    if (llmgw_health_member(table, m, now, &cf.hp, &v) != 0) {
+    /* Only a process that has its workers records what they show. */
+    if (!WORKERS(m) || llmgw_health_member(table, m, now, &cf.hp, &v) != 0) {
         return;
     }
     /* Probes tell loading apart: route around it, without a failure. */
@@ -232,7 +264,7 @@ static void mirror(int m, apr_time_t now)
         want &= ~LLMGW_MIRROR_DRAIN;
     }
     llmgw_health_mirror_swap(table, m, want, &set, &clear);
-    for (i = 0; i < members[m].workers->nelts; i++) {
+    for (i = 0; i < WORKERS(m); i++) {
         proxy_worker *w = APR_ARRAY_IDX(members[m].workers, i, proxy_worker *);
 
         if ((want | clear) & LLMGW_MIRROR_FAIL) {
@@ -244,15 +276,38 @@ static void mirror(int m, apr_time_t now)
     }
 }
 
+/* Entries taken so far (members joined since post_config included). */
+static int taken(void)
+{
+    int n = (int)llmgw_health_count(table);
+
+    return n < nmembers ? n : nmembers;
+}
+
+static void learn_due(apr_time_t now);
+static void learn(int m, unsigned e, apr_time_t now);
+
+/* A member another child added and this one has not learned yet (a
+ * request to it may come before this child's next sweep): learned now.
+ * One load for a member learned. */
+static void learn_if_new(int m, apr_time_t now)
+{
+    if (!__atomic_load_n(&members[m].epoch, __ATOMIC_ACQUIRE)
+        && now >= members[m].retry) {
+        learn(m, llmgw_health_epoch(table, m), now);
+    }
+}
+
 static void sweep(apr_time_t now)
 {
-    int m;
+    int m, n;
 
     if (now < next_sweep) {
         return;
     }
     next_sweep = now + SWEEP_EVERY;
-    for (m = 0; m < nmembers; m++) {
+    learn_due(now);
+    for (m = 0, n = taken(); m < n; m++) {
         mirror(m, now);
     }
 }
@@ -536,10 +591,14 @@ static int admit(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
 {
     hreq_t *hr = table && any_cap ? hreq(r) : NULL;
     int m = hr ? member_of(worker->s->name_ex) : -1, queued = 0;
-    const cap_t *cap = m >= 0 ? members[m].cap : NULL;
     apr_time_t now = apr_time_now(), deadline;
+    const cap_t *cap;
     apr_int64_t limit;
 
+    if (m >= 0) {
+        learn_if_new(m, now);
+    }
+    cap = m >= 0 ? members[m].cap : NULL;
     if (!cap || hr->admitted == m) {
         return DECLINED;
     }
@@ -980,7 +1039,7 @@ const char *llmgw_health_set_warmup(cmd_parms *cmd, void *dummy, int argc,
     static const char *const names[] = { "keep-alive", NULL };
     static const char example[] = "LLMWarmup on keep-alive=30m";
     llmgw_route_t *route = llmgw_sconf(cmd->server)->cur_route;
-    warm_t w = { route, "30m", NULL, 0 };
+    warm_t w = { route, "30m", 0 };
     const char *err, *v;
     int i, which, on;
 
@@ -1321,15 +1380,38 @@ const char *llmgw_health_probe_ready(server_rec *s, proxy_worker *hc,
 /* ---- warm-up --------------------------------------------------------- */
 
 /* Whether the route's model is loaded, or loading, on a member. */
-static int warm_somewhere(const warm_t *w, apr_time_t now)
+static int removed(int m);
+
+/* Whether member m is one of warm route w's (those added at run time
+ * too), and not removed. */
+static int warm_has(const warm_t *w, int m)
 {
     int i;
 
-    for (i = 0; i < w->members->nelts; i++) {
+    for (i = 0; i < WORKERS(m); i++) {
+        proxy_worker *wk =
+            APR_ARRAY_IDX(members[m].workers, i, proxy_worker *);
+
+        if (wk->balancer && wk->balancer->s
+            && strcasecmp(wk->balancer->s->name, w->route->balancer) == 0) {
+            return !removed(m);
+        }
+    }
+    return 0;
+}
+
+static int warm_somewhere(const warm_t *w, apr_time_t now)
+{
+    int m;
+
+    for (m = 0; m < taken(); m++) {
         unsigned f = 0;
 
-        llmgw_health_model(table, APR_ARRAY_IDX(w->members, i, int),
-                           w->route->upstream_model, now, &cf.hp, &f);
+        if (!warm_has(w, m)) {
+            continue;
+        }
+        llmgw_health_model(table, m, w->route->upstream_model, now, &cf.hp,
+                           &f);
         if (f & (LLMGW_PM_LOADED | LLMGW_PM_LOADING | LLMGW_HM_SERVED)) {
             return 1;
         }
@@ -1340,13 +1422,12 @@ static int warm_somewhere(const warm_t *w, apr_time_t now)
 /* The member to load it on: the first ready one that has it (or may). */
 static int warm_member(const warm_t *w, apr_time_t now)
 {
-    int i;
+    int m;
 
-    for (i = 0; i < w->members->nelts; i++) {
-        int m = APR_ARRAY_IDX(w->members, i, int);
+    for (m = 0; m < taken(); m++) {
         llmgw_member_view_t v;
 
-        if (members[m].hc
+        if (warm_has(w, m) && members[m].hc
             && llmgw_health_member(table, m, now, &cf.hp, &v) == 0
             && v.state == LLMGW_HS_READY
             && llmgw_health_model(table, m, w->route->upstream_model, now,
@@ -1463,7 +1544,7 @@ static void probe_member(server_rec *s, int m, apr_pool_t *p, apr_time_t now)
     llmgw_probe_t *res[LLMGW_PROBE_SET_MAX];
     int i, j, sev;
 
-    if (!mb->hc && mb->workers->nelts) {
+    if (!mb->hc && WORKERS(m)) {
         mb->hc = probe_worker(APR_ARRAY_IDX(mb->workers, 0, proxy_worker *), s,
                               s->process->pconf);
     }
@@ -1490,6 +1571,22 @@ static void probe_member(server_rec *s, int m, apr_pool_t *p, apr_time_t now)
     mb->next_probe = now + mb->check->interval;
 }
 
+/* Whether every worker of member m was removed (member_remove): it keeps
+ * its entry, unprobed, until it is added again. */
+static int removed(int m)
+{
+    int i, n = WORKERS(m);
+
+    for (i = 0; i < n; i++) {
+        if (!PROXY_WORKER_IS(
+                APR_ARRAY_IDX(members[m].workers, i, proxy_worker *),
+                PROXY_WORKER_FREE)) {
+            return 0;
+        }
+    }
+    return n > 0;
+}
+
 /* Every tick: the members whose probes are due, one after the other, then
  * the flags of all (the tick asserts them again). */
 static apr_status_t probe_tick(int state, void *data, apr_pool_t *pool)
@@ -1501,17 +1598,18 @@ static apr_status_t probe_tick(int state, void *data, apr_pool_t *pool)
     if (state != AP_WATCHDOG_STATE_RUNNING || !table) {
         return APR_SUCCESS;
     }
-    for (m = 0; m < nmembers; m++) {
+    learn_due(apr_time_now());
+    for (m = 0; m < taken(); m++) {
         apr_time_t now = apr_time_now();
 
-        if (!members[m].check || now < members[m].next_probe) {
+        if (!members[m].check || now < members[m].next_probe || removed(m)) {
             continue;
         }
         apr_pool_create(&p, pool);
         probe_member(s, m, p, now);
         apr_pool_destroy(p);
     }
-    for (m = 0; m < nmembers; m++) {
+    for (m = 0; m < taken(); m++) {
         mirror(m, apr_time_now());
     }
     warm_up(s, pool);
@@ -1550,15 +1648,6 @@ static int probes_post_config(apr_pool_t *pconf, server_rec *s)
 
 /* ---- the table ----------------------------------------------------- */
 
-/* A member as the configuration has it. */
-typedef struct {
-    apr_array_header_t *workers; /* proxy_worker *, one per balancer */
-    apr_array_header_t *models;  /* const char *: its routes' models */
-    const check_t *check;        /* the first check of its balancers */
-    const cap_t *cap;            /* the first capacity of its balancers */
-    int affinity;                /* every one of them is llm_affinity's */
-} found_t;
-
 static const check_t *check_of(const char *balancer)
 {
     int i;
@@ -1587,80 +1676,130 @@ static const cap_t *cap_of(const char *balancer)
     return NULL;
 }
 
-static void found_model(found_t *f, const char *model)
+/* Appends p to a (never beyond its room: see member_t) for readers in
+ * other threads: the element is written before nelts counts it. */
+static void publish(apr_array_header_t *a, const void *p)
 {
-    int i;
+    int n = a->nelts;
 
-    for (i = 0; model && i < f->models->nelts; i++) {
-        if (strcmp(APR_ARRAY_IDX(f->models, i, const char *), model) == 0) {
-            return;
-        }
-    }
-    if (model) {
-        APR_ARRAY_PUSH(f->models, const char *) = model;
+    if (n < a->nalloc) {
+        ((const void **)a->elts)[n] = p;
+        __atomic_store_n(&a->nelts, n + 1, __ATOMIC_RELEASE);
     }
 }
 
-static void found_worker(apr_hash_t *found, apr_pool_t *p, proxy_balancer *b,
-                         proxy_worker *w, const llmgw_route_t *rt)
+static int holds(const apr_array_header_t *a, const void *p, int by_name)
 {
-    found_t *f = apr_hash_get(found, w->s->name_ex, APR_HASH_KEY_STRING);
     int i;
 
-    if (!f) {
-        f = apr_pcalloc(p, sizeof(*f));
-        f->workers = apr_array_make(p, 2, sizeof(proxy_worker *));
-        f->models = apr_array_make(p, 2, sizeof(const char *));
-        f->affinity = 1;
-        apr_hash_set(found, w->s->name_ex, APR_HASH_KEY_STRING, f);
-    }
-    found_model(f, rt->upstream_model);
-    for (i = 0; i < f->workers->nelts; i++) {
-        if (APR_ARRAY_IDX(f->workers, i, proxy_worker *) == w) {
-            return;
+    for (i = 0; p && i < a->nelts; i++) {
+        const void *e = ((const void *const *)a->elts)[i];
+
+        if (e == p || (by_name && strcmp(e, p) == 0)) {
+            return 1;
         }
     }
-    APR_ARRAY_PUSH(f->workers, proxy_worker *) = w;
-    f->affinity &=
-        b->lbmethod && strcmp(b->lbmethod->name, LLMGW_LBMETHOD) == 0;
-    if (!f->check) {
-        f->check = check_of(b->s->name);
-    }
-    if (!f->cap) {
-        f->cap = cap_of(b->s->name);
+    return 0;
+}
+
+/* The routes' models of cover c, into a (once each). */
+static void cover_models(apr_array_header_t *a, const cover_t *c)
+{
+    int i;
+
+    for (i = 0; i < c->models->nelts; i++) {
+        const char *model = APR_ARRAY_IDX(c->models, i, const char *);
+
+        if (!holds(a, model, 1)) {
+            publish(a, model);
+        }
     }
 }
 
-/* Every balancer member a route of any server uses, by name. */
-static apr_hash_t *route_members(apr_pool_t *p, server_rec *s)
+/* Member m is worker w of cover c's balancer (or one more of its
+ * workers): its capacity and models as the balancer's routes say. */
+static void take(int m, const cover_t *c, proxy_worker *w)
 {
-    module *proxy = ap_find_linked_module("mod_proxy.c");
-    apr_hash_t *found = apr_hash_make(p);
-    server_rec *vs;
-    int i, j, k;
+    member_t *mb = &members[m];
 
-    for (vs = s; proxy && vs; vs = vs->next) {
-        apr_array_header_t *routes = llmgw_sconf(vs)->router->routes;
-        proxy_server_conf *pc = ap_get_module_config(vs->module_config, proxy);
+    if (!holds(mb->workers, w, 0)) {
+        publish(mb->workers, w);
+    }
+    cover_models(mb->models, c);
+    mb->other_lb |= !c->affinity;
+    if (!mb->check) {
+        mb->check = c->check;
+    }
+    if (!mb->cap) {
+        mb->cap = c->cap;
+    }
+}
 
-        for (i = 0; pc && pc->balancers && i < routes->nelts; i++) {
-            const llmgw_route_t *rt =
-                APR_ARRAY_IDX(routes, i, llmgw_route_t *);
-            proxy_balancer *b = (proxy_balancer *)pc->balancers->elts;
+/* Member m's probes once its workers are taken: its own probe set
+ * (member_add's probe=) over its route's. */
+static void take_probes(int m)
+{
+    member_t *mb = &members[m];
+    llmgw_probe_kind_t own[LLMGW_PROBE_SET_MAX];
+    int n = llmgw_health_probes(table, m, own);
 
-            for (j = 0; j < pc->balancers->nelts; j++, b++) {
-                if (!b->s || strcasecmp(b->s->name, rt->balancer) != 0) {
-                    continue;
-                }
-                for (k = 0; k < b->workers->nelts; k++) {
-                    found_worker(found, p, b,
-                                 APR_ARRAY_IDX(b->workers, k, proxy_worker *),
-                                 rt);
-                }
-            }
+    /* None here yet: not its own, nothing to drain. */
+    mb->drain = mb->workers->nelts && (mb->check || !mb->other_lb);
+    if (n > 0) {
+        memcpy(mb->kinds, own, sizeof(mb->kinds));
+        mb->nkinds = n;
+    }
+    else if (mb->check && mb->check->nkinds) {
+        memcpy(mb->kinds, mb->check->kinds, sizeof(mb->kinds));
+        mb->nkinds = mb->check->nkinds;
+    }
+    else if (mb->check) {
+        /* The dialects are the probe sets' names. */
+        mb->nkinds = llmgw_probe_set(mb->check->route->dialect, mb->kinds);
+    }
+}
+
+/* Member m, joined in the table by another child (or again): its workers
+ * in this child's balancers (synced first), as of the table's epoch e.
+ * Not found yet: tried again after LEARN_RETRY. */
+static void learn(int m, unsigned e, apr_time_t now)
+{
+    const char *name = llmgw_health_name(table, m);
+    int i, found = 0;
+
+    if (!name || apr_thread_mutex_lock(learning) != APR_SUCCESS) {
+        return;
+    }
+    members[m].retry = now + LEARN_RETRY;
+    for (i = 0; i < covers->nelts; i++) {
+        const cover_t *c = &APR_ARRAY_IDX(covers, i, cover_t);
+        proxy_worker *w = llmgw_members_worker(c->b, c->s, c->pc, name);
+
+        if (w) {
+            take(m, c, w);
+            found = 1;
         }
     }
-    return found;
+    if (found) {
+        take_probes(m);
+        __atomic_store_n(&members[m].epoch, e, __ATOMIC_RELEASE);
+    }
+    apr_thread_mutex_unlock(learning);
+}
+
+/* The members whose epoch moved since this process learned them. */
+static void learn_due(apr_time_t now)
+{
+    int m, n = taken();
+
+    for (m = 0; m < n; m++) {
+        unsigned e = llmgw_health_epoch(table, m);
+
+        if (e != __atomic_load_n(&members[m].epoch, __ATOMIC_ACQUIRE)
+            && now >= members[m].retry) {
+            learn(m, e, now);
+        }
+    }
 }
 
 /* check_config: a warm route needs Ollama's dialect (a load request), one
@@ -1691,31 +1830,6 @@ static int warm_check(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
     return OK;
 }
 
-/* Each warm route's members, in the table. */
-static void warm_members(apr_pool_t *pconf)
-{
-    int i, m, j;
-
-    for (i = 0; i < cf.warms->nelts; i++) {
-        warm_t *w = &APR_ARRAY_IDX(cf.warms, i, warm_t);
-
-        w->members = apr_array_make(pconf, 2, sizeof(int));
-        for (m = 0; m < nmembers; m++) {
-            for (j = 0; j < members[m].workers->nelts; j++) {
-                proxy_worker *wk =
-                    APR_ARRAY_IDX(members[m].workers, j, proxy_worker *);
-
-                if (wk->balancer && wk->balancer->s
-                    && strcasecmp(wk->balancer->s->name, w->route->balancer)
-                           == 0) {
-                    APR_ARRAY_PUSH(w->members, int) = m;
-                    break;
-                }
-            }
-        }
-    }
-}
-
 /* The table kept in the process pool: a graceful restart keeps every
  * breaker and what the workers' flags show, as long as the members fit. */
 typedef struct {
@@ -1737,17 +1851,20 @@ static int add_all(llmgw_health_t *t, apr_hash_t *found, apr_pool_t *p)
     return 1;
 }
 
+/* The table for the members named in found and reserve more added at run
+ * time. */
 static llmgw_health_t *get_table(server_rec *s, apr_hash_t *found,
-                                 apr_pool_t *ptemp)
+                                 unsigned reserve, apr_pool_t *ptemp)
 {
     apr_pool_t *pp = s->process->pool;
     kept_t *k = NULL;
-    unsigned n = apr_hash_count(found) + SPARE_MEMBERS;
+    unsigned n = apr_hash_count(found) + reserve + SPARE_MEMBERS;
     apr_size_t size = llmgw_health_size(n);
     apr_status_t rv;
 
     apr_pool_userdata_get((void **)&k, kept_key, pp);
-    if (k && add_all(k->t, found, ptemp)) {
+    if (k && add_all(k->t, found, ptemp)
+        && llmgw_health_free(k->t) >= reserve) {
         /* No request of this generation is in flight yet. */
         llmgw_health_reset_counts(k->t);
         return k->t;
@@ -1781,60 +1898,200 @@ static llmgw_health_t *get_table(server_rec *s, apr_hash_t *found,
     return k->t;
 }
 
-int llmgw_health_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
-                             server_rec *s)
+/* The cover of balancer b, made if new. */
+static cover_t *cover_of(apr_pool_t *pconf, proxy_balancer *b, server_rec *vs,
+                         proxy_server_conf *pc)
+{
+    cover_t *c;
+    int i;
+
+    for (i = 0; i < covers->nelts; i++) {
+        if ((c = &APR_ARRAY_IDX(covers, i, cover_t))->b == b) {
+            return c;
+        }
+    }
+    c = apr_array_push(covers);
+    c->b = b;
+    c->s = vs;
+    c->pc = pc;
+    c->models = apr_array_make(pconf, 2, sizeof(const char *));
+    c->check = check_of(b->s->name);
+    c->cap = cap_of(b->s->name);
+    c->affinity =
+        b->lbmethod && strcmp(b->lbmethod->name, LLMGW_LBMETHOD) == 0;
+    return c;
+}
+
+/* Every balancer a route of any server uses, with its routes' models. */
+static void find_covers(apr_pool_t *pconf, server_rec *s)
+{
+    module *proxy = ap_find_linked_module("mod_proxy.c");
+    server_rec *vs;
+    int i, j;
+
+    covers = apr_array_make(pconf, 4, sizeof(cover_t));
+    for (vs = s; proxy && vs; vs = vs->next) {
+        apr_array_header_t *routes = llmgw_sconf(vs)->router->routes;
+        proxy_server_conf *pc = ap_get_module_config(vs->module_config, proxy);
+
+        for (i = 0; pc && pc->balancers && i < routes->nelts; i++) {
+            const llmgw_route_t *rt =
+                APR_ARRAY_IDX(routes, i, llmgw_route_t *);
+            proxy_balancer *b = (proxy_balancer *)pc->balancers->elts;
+
+            for (j = 0; j < pc->balancers->nelts; j++, b++) {
+                cover_t *c;
+
+                if (!b->s || strcasecmp(b->s->name, rt->balancer) != 0) {
+                    continue;
+                }
+                c = cover_of(pconf, b, vs, pc);
+                if (rt->upstream_model
+                    && !holds(c->models, rt->upstream_model, 1)) {
+                    APR_ARRAY_PUSH(c->models, const char *) =
+                        rt->upstream_model;
+                }
+            }
+        }
+    }
+}
+
+/* The covers' members by name (into p), and *reserve the entries members
+ * added at run time may take: each balancer's growth slots left. */
+static apr_hash_t *cover_members(apr_pool_t *p, unsigned *reserve)
+{
+    apr_hash_t *names = apr_hash_make(p), *seen = apr_hash_make(p);
+    int i, k;
+
+    *reserve = 0;
+    for (i = 0; i < covers->nelts; i++) {
+        const cover_t *c = &APR_ARRAY_IDX(covers, i, cover_t);
+        proxy_worker **w = (proxy_worker **)c->b->workers->elts;
+
+        for (k = 0; k < c->b->workers->nelts; k++) {
+            apr_hash_set(names, w[k]->s->name_ex, APR_HASH_KEY_STRING, "");
+        }
+        if (!apr_hash_get(seen, c->b->s->name, APR_HASH_KEY_STRING)) {
+            apr_hash_set(seen, c->b->s->name, APR_HASH_KEY_STRING, "");
+            *reserve += c->b->growth > 0 ? (unsigned)c->b->growth : 0;
+        }
+    }
+    return names;
+}
+
+/* This process's record of every entry, with room for all covers and
+ * their models; the members there now learned. */
+static void make_members(apr_pool_t *pconf)
+{
+    int i, k, m, nmodels = 1;
+
+    for (i = 0; i < covers->nelts; i++) {
+        nmodels += APR_ARRAY_IDX(covers, i, cover_t).models->nelts;
+    }
+    members = apr_pcalloc(pconf, nmembers * sizeof(*members));
+    for (m = 0; m < nmembers; m++) {
+        members[m].workers =
+            apr_array_make(pconf, covers->nelts + 1, sizeof(void *));
+        members[m].models = apr_array_make(pconf, nmodels, sizeof(void *));
+    }
+    for (i = 0; i < covers->nelts; i++) {
+        const cover_t *c = &APR_ARRAY_IDX(covers, i, cover_t);
+        proxy_worker **w = (proxy_worker **)c->b->workers->elts;
+
+        any_cap |= c->cap != NULL;
+        any_models |= c->cap && c->cap->models > 0;
+        for (k = 0; k < c->b->workers->nelts; k++) {
+            if ((m = llmgw_health_find(table, w[k]->s->name_ex)) >= 0
+                && m < nmembers) {
+                take(m, c, w[k]);
+            }
+        }
+    }
+    for (m = 0; m < taken(); m++) {
+        take_probes(m);
+        members[m].epoch = llmgw_health_epoch(table, m);
+    }
+}
+
+static int any_check(void)
+{
+    int i;
+
+    for (i = 0; i < covers->nelts; i++) {
+        if (APR_ARRAY_IDX(covers, i, cover_t).check) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* After mod_proxy_balancer's post_config (the members LLMManageFile adds
+ * are defined before it): the table, this process's members, the probes'
+ * watchdog. */
+static int health_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                              apr_pool_t *ptemp, server_rec *s)
 {
     apr_hash_t *found;
-    apr_hash_index_t *hi;
-    int m, probes = 0;
+    unsigned reserve;
 
+    (void)plog;
     /* The first of httpd's two passes at start-up only checks. */
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;
     }
-    found = route_members(ptemp, s);
-    if (!apr_hash_count(found)) {
+    find_covers(pconf, s);
+    found = cover_members(ptemp, &reserve);
+    if (!apr_hash_count(found) && !reserve) {
         return OK;
     }
-    if (!(table = get_table(s, found, ptemp))) {
+    if (!(table = get_table(s, found, reserve, ptemp))
+        || apr_thread_mutex_create(&learning, APR_THREAD_MUTEX_DEFAULT, pconf)
+               != APR_SUCCESS) {
+        table = NULL;
         return !OK;
     }
-    nmembers = (int)llmgw_health_count(table);
-    members = apr_pcalloc(pconf, nmembers * sizeof(*members));
-    for (hi = apr_hash_first(ptemp, found); hi; hi = apr_hash_next(hi)) {
-        const found_t *f = apr_hash_this_val(hi);
-        member_t *mb =
-            &members[llmgw_health_find(table, apr_hash_this_key(hi))];
+    nmembers = (int)(llmgw_health_count(table) + llmgw_health_free(table));
+    make_members(pconf);
+    return any_check() ? probes_post_config(pconf, s) : OK;
+}
 
-        mb->workers = apr_array_copy(pconf, f->workers);
-        mb->models = apr_array_copy(pconf, f->models);
-        mb->check = f->check;
-        mb->cap = f->cap;
-        any_cap |= f->cap != NULL;
-        any_models |= f->cap && f->cap->models > 0;
-        mb->drain = f->check || f->affinity;
-        if (f->check && f->check->nkinds) {
-            mb->nkinds = f->check->nkinds;
-            memcpy(mb->kinds, f->check->kinds, sizeof(mb->kinds));
-        }
-        else if (f->check) {
-            /* The dialects are the probe sets' names. */
-            mb->nkinds = llmgw_probe_set(f->check->route->dialect, mb->kinds);
-        }
-        probes |= f->check != NULL;
+void llmgw_health_member_added(server_rec *s, proxy_worker *w,
+                               const char *probe)
+{
+    llmgw_probe_kind_t kinds[LLMGW_PROBE_SET_MAX];
+    apr_time_t now = apr_time_now();
+    int i, m, n, covered = 0;
+
+    for (i = 0; table && w->balancer && i < covers->nelts; i++) {
+        covered |= strcasecmp(APR_ARRAY_IDX(covers, i, cover_t).b->s->name,
+                              w->balancer->s->name)
+                   == 0;
     }
-    for (m = 0; m < nmembers; m++) {
-        if (!members[m].workers) { /* the last generation's */
-            members[m].workers = apr_array_make(pconf, 1, sizeof(void *));
-            members[m].models = apr_array_make(pconf, 1, sizeof(void *));
-        }
+    if (!covered) {
+        return; /* no route uses its balancer */
     }
-    warm_members(pconf);
-    return probes ? probes_post_config(pconf, s) : OK;
+    m = llmgw_health_join(table, w->s->name_ex, now);
+    if (m < 0 || m >= nmembers) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     LLMGW_LOGNO(0710) "member %s: no entry left in the "
+                                       "health table (%d): no breaker, "
+                                       "probes or affinity for it until "
+                                       "a restart",
+                     w->s->name_ex, nmembers);
+        return;
+    }
+    n = probe ? llmgw_probe_set(probe, kinds) : 0;
+    llmgw_health_set_probes(table, m, kinds, n);
+    learn(m, llmgw_health_epoch(table, m), now);
+    /* What its last life left in the worker's flags goes now. */
+    mirror(m, now);
 }
 
 void llmgw_health_register(apr_pool_t *p)
 {
+    static const char *const balancer[] = { "mod_proxy_balancer.c", NULL };
+
+    ap_hook_post_config(health_post_config, balancer, NULL, APR_HOOK_MIDDLE);
     ap_register_provider(p, PROXY_LBMETHOD, LLMGW_LBMETHOD, "0",
                          &affinity_method);
     ap_hook_check_config(warm_check, NULL, NULL, APR_HOOK_MIDDLE);

@@ -59,6 +59,16 @@ const char *llmgw_health_probe_ready(server_rec *s, proxy_worker *hc,
                                      apr_interval_time_t timeout,
                                      apr_pool_t *p);
 
+/* Member w added at run time to its balancer, or added again after its
+ * removal (before its worker's flags are set for its first probe): if a
+ * route uses the balancer, it joins the table (every child learns it at
+ * its next sweep, and this one at once) as a new member, probed with the
+ * probe set named probe (NULL: its route's) where its route has
+ * LLMHealthCheck; what the gateway set in its worker's flags before is
+ * cleared. Logged if the table has no entry left. */
+void llmgw_health_member_added(server_rec *s, proxy_worker *w,
+                               const char *probe);
+
 /* ---- directives (the table is mod_llmgw_config.c's) --------------- */
 
 const char *llmgw_health_set_breaker(cmd_parms *cmd, void *dummy, int argc,
@@ -75,16 +85,15 @@ const char *llmgw_health_set_warmup(cmd_parms *cmd, void *dummy, int argc,
 /* pre_config: mod_proxy's hooks (once per generation: the modules were
  * loaded again); forgets the last generation's health configuration. */
 void llmgw_health_pre_config(apr_pool_t *pconf);
-/* post_config: the table (kept across restarts while its members fit),
- * one row per member of every balancer a route uses; the probes'
- * watchdog. Not OK (logged) when probes need mod_watchdog and it is not
- * loaded. */
-int llmgw_health_post_config(apr_pool_t *pconf, apr_pool_t *ptemp,
-                             server_rec *s);
-
-/* The lbmethod provider llm_affinity (ProxySet lbmethod=llm_affinity) and
+/* The lbmethod provider llm_affinity (ProxySet lbmethod=llm_affinity),
  * the filter that watches the backend's answer (mod_proxy's hooks are
- * added at pre_config). */
+ * added at pre_config) and this part's own post_config, after
+ * mod_proxy_balancer's (so after the members LLMManageFile adds are
+ * defined): the table (kept across restarts while its members fit), one
+ * row per member of every balancer a route uses and rows left for the
+ * members added at run time (those balancers' growth slots); the probes'
+ * watchdog. Its post_config is not OK (logged) when probes need
+ * mod_watchdog and it is not loaded. */
 void llmgw_health_register(apr_pool_t *p);
 
 #endif

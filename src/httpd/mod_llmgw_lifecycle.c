@@ -34,7 +34,6 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
 {
     llmgw_server_conf_t *main = llmgw_sconf(s);
     server_rec *vs;
-    int rv;
 
     llmgw_log_glue();
     ap_add_version_component(pconf, LLMGW_SERVER_COMPONENT);
@@ -56,8 +55,8 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
             return !OK;
         }
     }
-    rv = llmgw_limits_post_config(pconf, ptemp, s);
-    return rv != OK ? rv : llmgw_health_post_config(pconf, ptemp, s);
+    /* The health part's comes after mod_proxy_balancer's: its own hook. */
+    return llmgw_limits_post_config(pconf, ptemp, s);
 }
 
 static void child_init(apr_pool_t *pchild, server_rec *s)

@@ -258,6 +258,26 @@ static void sync_balancer(proxy_balancer *b, server_rec *s,
     PROXY_THREAD_UNLOCK(b);
 }
 
+proxy_worker *llmgw_members_worker(proxy_balancer *b, server_rec *s,
+                                   proxy_server_conf *pc, const char *name)
+{
+    proxy_worker *found = NULL, **w;
+    int i;
+
+    if (!b->s || !b->wslot || PROXY_THREAD_LOCK(b) != APR_SUCCESS) {
+        return NULL;
+    }
+    ap_proxy_sync_balancer(b, s, pc);
+    w = (proxy_worker **)b->workers->elts;
+    for (i = 0; !found && i < b->workers->nelts; i++) {
+        if (strcmp(w[i]->s->name_ex, name) == 0) {
+            found = w[i];
+        }
+    }
+    PROXY_THREAD_UNLOCK(b);
+    return found;
+}
+
 void llmgw_members_sync(server_rec *s)
 {
     proxy_server_conf *pc = llmgw_members_proxy_conf(s);
@@ -409,6 +429,14 @@ static void set_weight(apr_pool_t *p, llmgw_members_op_t *o,
     recalc(o->b);
 }
 
+/* The probe set e names for the health part, NULL for none. */
+static const char *probe_of(const llmgw_manage_entry_t *e)
+{
+    return e->probe != LLMGW_MANAGE_PROBE_NONE
+               ? llmgw_manage_probe_name(e->probe)
+               : NULL;
+}
+
 const char *llmgw_members_finish(request_rec *r, llmgw_members_op_t *o,
                                  const llmgw_change_t *c,
                                  const llmgw_manage_entry_t *e)
@@ -423,9 +451,14 @@ const char *llmgw_members_finish(request_rec *r, llmgw_members_op_t *o,
     }
     else if (!o->w) {
         err = add_worker_locked(r, o, e);
+        if (!err) {
+            llmgw_health_member_added(r->server, o->w, probe_of(e));
+        }
     }
     else {
         if (PROXY_WORKER_IS(o->w, PROXY_WORKER_FREE)) {
+            /* First: the flags of its last life go before its probe's. */
+            llmgw_health_member_added(r->server, o->w, probe_of(e));
             take_back(o, e);
         }
         set_weight(r->pool, o, e);
@@ -496,8 +529,11 @@ void llmgw_members_tick(server_rec *s, const llmgw_manage_t *m, apr_pool_t *p)
         b = added(e) && !e->removed && e->probe != LLMGW_MANAGE_PROBE_NONE
                 ? balancer_named(pc, e->balancer)
                 : NULL;
+        /* HcFl of an open breaker is the health part's, not a first
+         * probe's wait. */
         if (b && (w = worker_of(p, b, e->url)) && PROXY_WORKER_IS_HCFAILED(w)
-            && !PROXY_WORKER_IS(w, PROXY_WORKER_FREE)) {
+            && !PROXY_WORKER_IS(w, PROXY_WORKER_FREE)
+            && llmgw_health_usable(w->s->name_ex)) {
             probe_pending(s, b, w, e, p);
         }
     }

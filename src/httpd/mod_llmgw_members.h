@@ -27,6 +27,11 @@ void llmgw_members_define(apr_pool_t *pconf, server_rec *s,
  * probe (HcFl until then). */
 void llmgw_members_settle(server_rec *s, const llmgw_manage_t *m);
 
+/* b's worker whose name_ex is name in this child (its list brought up to
+ * date first, under b's thread lock: not for a caller holding it), or
+ * NULL. */
+proxy_worker *llmgw_members_worker(proxy_balancer *b, server_rec *s,
+                                   proxy_server_conf *pc, const char *name);
 /* This child's balancers, with the members other children added. */
 void llmgw_members_sync(server_rec *s);
 

@@ -593,3 +593,258 @@ def test_member_balancer_manager_added_is_a_duplicate(gm, pool):
     answers, _ = members_everywhere(gm, n=6)
     assert all(list(a) == [url(pool["m0"]), url(pool["m1"])]
                for a in answers), answers
+
+
+# ---------------------------------------------------------------- health
+
+# A back-off long enough for the checks while it is open, on a slow run.
+BACKOFF = 8
+BREAKER = (f"LLMBreaker on fails=3 successes=2 backoff={BACKOFF * 1000} "
+           f"backoff-max={BACKOFF * 1000}\n")
+AFF = "balancer://affg"
+
+
+def health_conf(pool):
+    """The breaker on, and affg: llm_affinity over m0 (mock-large loaded),
+    probed (ollama), room for one member more."""
+    return (BREAKER
+            + f'<Proxy "{AFF}">\n'
+            f'    BalancerMember "{url(pool["m0"])}" retry=1\n'
+            f'    ProxySet growth=1 lbmethod=llm_affinity\n'
+            f'</Proxy>\n'
+            f'<LLMRoute "affg-small">\n    LLMBackend {AFF}\n'
+            f'    LLMUpstreamModel mock-small\n'
+            f'    LLMHealthCheck on probe=ollama interval=100\n'
+            f'</LLMRoute>\n'
+            f'<LLMRoute "affg-large">\n    LLMBackend {AFF}\n'
+            f'    LLMUpstreamModel mock-large\n</LLMRoute>\n')
+
+
+@pytest.fixture
+def gh(request, workdir, ports, mocks, pool, uniq):
+    """The members' gateway with the breaker and a probed llm_affinity
+    balancer."""
+    gen, g = gateway(request, workdir, ports, pool, f"members-h-{uniq}",
+                     health_conf(pool))
+    yield g
+    stop(gen)
+
+
+def health_everywhere(g, u, balancer=GROW):
+    """Member U's entries in status.json over new connections, and the
+    children that answered."""
+    answers, pids = members_everywhere(g, n=12, balancer=balancer)
+    return [a[u] for a in answers], pids
+
+
+def wait_health(g, u, ok, balancer=GROW, timeout=10):
+    """Until member U's entry satisfies OK in every answer of a round that
+    at least two children answered."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got, pids = health_everywhere(g, u, balancer)
+        if len(pids) >= 2 and all(m["health"] is not None and ok(m)
+                                  for m in got):
+            return got
+        assert time.monotonic() < deadline, (pids, got)
+        time.sleep(0.1)
+
+
+def on_one_port(workdir, name):
+    """A function that starts a mock (its extra ARGS) on one port, the
+    same each time: a member's backend stopped and started again."""
+    port = env.PORTS.take(1)[0]
+
+    def start(*args):
+        return env.MockBackend(env.mockllm_path(), workdir, f"{name}-{port}",
+                               port, ["--tps", "1000", *args]).start()
+    return start
+
+
+# With a probe, the first probe's wait (HcFl) is over before the breaker's
+# HcFl: the member's /v1/models answers while its chats fail, and its
+# first probe must not take it back while it is open.
+@pytest.mark.parametrize("probe", ["none", "openai"])
+def test_added_member_gets_a_breaker_in_every_child(gh, pool, workdir,
+                                                    probe):
+    s = Session(gh)
+    backend = on_one_port(workdir, "mem-br")
+    late = backend()
+    try:
+        u = url(late)
+        assert add(s, late, probe=probe).status == 303
+        wait_health(gh, u, lambda m: m["health"]["circuit"] == "closed"
+                    and m["usable"])
+        all_ok(chat(gh, 8, threads=1))
+        assert gens(late) >= 2, gens(late)
+        # It fails now: three failures open its breaker (mod_proxy's HcFl,
+        # in every child); the clients never see one (the other member
+        # answers), and once open it is sent nothing.
+        late.stop()
+        late = backend("--fault", "500")
+        all_ok(chat(gh, 12, threads=1))
+        got = wait_health(gh, u, lambda m: m["health"]["circuit"] == "open")
+        assert all(m["hcfail"] and not m["usable"] for m in got), got
+        failed = gens(late)
+        assert failed >= 3, failed
+        all_ok(chat(gh, 6, threads=1))
+        time.sleep(1.5)     # the members' watchdog probes once a second
+        all_ok(chat(gh, 6, threads=1))
+        assert gens(late) == failed, (failed, gens(late))
+        passed = [l for l in error_lines(gh, "LLMGW1812")
+                  if u in l and "passed" in l]
+        assert len(passed) == (probe != "none"), passed
+        wait_error_line(gh, "LLMGW0701", f"member {u}: breaker closed -> open")
+        # Back: half-open after the back-off, closed after two successes.
+        late.stop()
+        late = backend()
+        time.sleep(BACKOFF + 0.2)
+        all_ok(chat(gh, 12, threads=1))
+        got = wait_health(gh, u, lambda m: m["health"]["circuit"] == "closed"
+                          and m["usable"])
+        assert gens(late) >= 2, gens(late)
+        wait_error_line(gh, "LLMGW0701",
+                        f"member {u}: breaker half-open -> closed")
+    finally:
+        late.stop()
+
+
+def test_added_member_removed_and_added_again_starts_closed(gh, pool,
+                                                            workdir):
+    s = Session(gh)
+    backend = on_one_port(workdir, "mem-re")
+    late = backend("--fault", "500")
+    try:
+        u = url(late)
+        assert add(s, late, probe="none").status == 303
+        all_ok(chat(gh, 12, threads=1))
+        wait_health(gh, u, lambda m: m["health"]["circuit"] == "open")
+        r = s.post({"do": "member_remove", "nonce": s.nonce, "b": GROW,
+                    "w": u})
+        assert r.status == 303, r.body
+        wait_error_line(gh, "LLMGW1813", f"{u} of {GROW}")
+        late.stop()
+        late = backend()
+        # Added again well before its back-off ends: a new member, closed
+        # and taking traffic at once, in every child.
+        assert add(s, late, probe="none").status == 303
+        got, pids = health_everywhere(gh, u)
+        assert len(pids) >= 2, pids
+        assert all(m["health"]["circuit"] == "closed" and m["usable"]
+                   and not m["hcfail"] for m in got), got
+        all_ok(chat(gh, 10, threads=1))
+        assert gens(late) >= 3, gens(late)
+    finally:
+        late.stop()
+
+
+def test_added_member_steers_affinity_by_its_loaded_model(
+        request, workdir, ports, mocks, pool, uniq):
+    binary = env.mockllm_path()
+    cold = ["--tps", "1000", "--load-ms", "300", "--max-loaded", "1"]
+    a = env.MockBackend(binary, workdir, f"mem-aff-a-{uniq}",
+                        extra_args=cold + ["--preload", "mock-large"]).start()
+    b = env.MockBackend(binary, workdir, f"mem-aff-b-{uniq}",
+                        extra_args=cold + ["--preload", "mock-small"]).start()
+    gen = None
+    try:
+        conf = health_conf({**pool, "m0": a})
+        gen, g = gateway(request, workdir, ports, pool, f"members-a-{uniq}",
+                         conf)
+        s = Session(g)
+        assert add(s, b, balancer=AFF, probe="ollama").status == 303
+        # Its probes (the route's, every 100 ms) saw what it has loaded.
+        got = wait_health(
+            g, url(b), lambda m: m["usable"] and any(
+                x["name"].startswith("mock-small") and x["loaded"]
+                for x in m["health"]["models"]), balancer=AFF)
+        assert b.stats()["by_path"].get("/api/ps", 0) >= 2, b.stats()
+        for model, member in (("affg-small", b), ("affg-large", a)) * 4:
+            r = g.post("/v1/chat/completions",
+                       chat_body(model, max_tokens=2))
+            assert r.status == 200, r.body
+            assert r.header("X-Mock-Backend", "").startswith(member.name), \
+                (model, r.header("X-Mock-Backend"))
+        assert a.stats()["loads"] + b.stats()["loads"] == 0, \
+            (a.stats(), b.stats())
+        # A graceful restart replays it from the state file: it has its
+        # health entry again, probed.
+        g.graceful_restart()
+        wait_health(g, url(b), lambda m: m["usable"] and any(
+            x["name"].startswith("mock-small") and x["loaded"]
+            for x in m["health"]["models"]), balancer=AFF)
+        r = g.post("/v1/chat/completions", chat_body("affg-small",
+                                                     max_tokens=2))
+        assert r.status == 200 and \
+            r.header("X-Mock-Backend", "").startswith(b.name), r.body
+        # Its route's probes go on (every 100 ms), not only its first.
+        n = b.stats()["by_path"].get("/api/ps", 0)
+        time.sleep(2.0)
+        probed = b.stats()["by_path"].get("/api/ps", 0)
+        assert probed >= n + 4, (n, probed)
+        # Removed: it keeps its entry, and is probed no more.
+        r = s.post({"do": "member_remove", "nonce": s.nonce, "b": AFF,
+                    "w": url(b)})
+        assert r.status == 303, r.body
+        wait_error_line(g, "LLMGW1813", f"{url(b)} of {AFF}")
+        time.sleep(0.3)
+        n = b.stats()["by_path"].get("/api/ps", 0)
+        time.sleep(1.0)
+        assert b.stats()["by_path"].get("/api/ps", 0) == n, b.stats()
+        wait_health(g, url(b), lambda m: m["drained"], balancer=AFF)
+    finally:
+        if gen:
+            stop(gen)
+        a.stop()
+        b.stop()
+
+
+def test_added_member_has_its_routes_capacity(request, workdir, ports, mocks,
+                                              pool, uniq):
+    binary = env.mockllm_path()
+    slow = env.MockBackend(binary, workdir, f"mem-cap-{uniq}",
+                           extra_args=["--tps", "1000", "--ttft-ms",
+                                       "1000"]).start()
+    gen = None
+    try:
+        conf = (f'<Proxy "balancer://capg">\n'
+                f'    BalancerMember "{url(pool["m2"])}" retry=1\n'
+                f'    ProxySet growth=1\n</Proxy>\n'
+                f'<LLMRoute "capg-small">\n    LLMBackend balancer://capg\n'
+                f'    LLMCapacity max=1 queue=1 wait=5000\n</LLMRoute>\n')
+        gen, g = gateway(request, workdir, ports, pool, f"members-c-{uniq}",
+                         conf)
+        s = Session(g)
+        assert add(s, slow, balancer="balancer://capg",
+                   probe="none").status == 303
+        # Only the member added serves: the configured one is removed.
+        r = s.post({"do": "member_remove", "nonce": s.nonce,
+                    "b": "balancer://capg", "w": url(pool["m2"])})
+        assert r.status == 303, r.body
+        wait_error_line(g, "LLMGW1813", f"{url(pool['m2'])} of balancer://capg")
+        out = [None] * 3
+
+        def one(i):
+            t0 = time.monotonic()
+            r = g.post("/v1/chat/completions",
+                       chat_body("capg-small", content=f"cap {i}",
+                                 max_tokens=1))
+            out[i] = (r, time.monotonic() - t0)
+        ts = []
+        for i in range(3):
+            ts.append(threading.Thread(target=one, args=(i,)))
+            ts[-1].start()
+            time.sleep(0.1)
+        for t in ts:
+            t.join(30)
+        (first, _), (second, t2), (third, t3) = out
+        assert first.status == 200 and second.status == 200, \
+            (first.body, second.body)
+        assert t2 > 1.5, "the second request did not wait for the first"
+        env.assert_openai_error(third, 429, code="backend_busy")
+        assert t3 < 0.5, t3
+        assert gens(slow) == 2
+    finally:
+        if gen:
+            stop(gen)
+        slow.stop()

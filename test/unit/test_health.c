@@ -200,6 +200,184 @@ START_TEST(members_by_name)
 }
 END_TEST
 
+/* Members added at run time take the entries left free, and one
+ * removed and added again takes its entry back as new. */
+START_TEST(members_joined_at_run_time)
+{
+    llmgw_health_t *t = table(3);
+    llmgw_breaker_params_t bp = bparams(1, 1);
+    llmgw_health_params_t hp = hparams();
+    llmgw_probe_kind_t kinds[LLMGW_PROBE_SET_MAX] = {
+        LLMGW_PROBE_LLAMACPP_HEALTH, LLMGW_PROBE_LLAMACPP_SLOTS
+    };
+    llmgw_health_model_t models[4];
+    llmgw_member_view_t v;
+    unsigned f;
+
+    ck_assert_int_eq(llmgw_health_add(t, "conf"), 0);
+    ck_assert_uint_eq(llmgw_health_free(t), 2);
+    ck_assert_int_eq(llmgw_health_join(t, "late", T0), 1);
+    ck_assert_int_eq(llmgw_health_find(t, "late"), 1);
+    ck_assert_str_eq(llmgw_health_name(t, 1), "late");
+    ck_assert_uint_eq(llmgw_health_epoch(t, 1), 1);
+    ck_assert_int_eq(llmgw_health_join(t, "later", T0), 2);
+    ck_assert_int_eq(llmgw_health_join(t, "full", T0), -1);
+    ck_assert_int_eq(llmgw_health_join(t, "", T0), -1);
+    ck_assert_uint_eq(llmgw_health_free(t), 0);
+    /* Its own probe set, for every process. */
+    ck_assert_int_eq(llmgw_health_probes(t, 1, kinds), 0);
+    llmgw_health_set_probes(t, 1, kinds, 2);
+    kinds[0] = kinds[1] = LLMGW_PROBE_OLLAMA_PS;
+    ck_assert_int_eq(llmgw_health_probes(t, 1, kinds), 2);
+    ck_assert_int_eq(kinds[0], LLMGW_PROBE_LLAMACPP_HEALTH);
+    ck_assert_int_eq(kinds[1], LLMGW_PROBE_LLAMACPP_SLOTS);
+    /* Open, a model loaded, a hint: all of it goes with a join again. */
+    llmgw_health_store(
+        t, 1,
+        probe(LLMGW_PROBE_OLLAMA_PS, 200, "{\"models\":[{\"name\":\"m1\"}]}"),
+        T0 + MS(1));
+    llmgw_health_hint(t, 1, "m2", LLMGW_HINT_SERVED, T0 + MS(1));
+    llmgw_health_event(t, 1, LLMGW_EV_HTTP_5XX, LLMGW_BR_NO_TRIAL, T0 + MS(2),
+                       &bp, NULL, NULL);
+    ck_assert_int_eq(llmgw_health_breaker(t, 1).state, LLMGW_BR_OPEN);
+    ck_assert_int_eq(llmgw_health_models(t, 1, models, 4), 1);
+    llmgw_health_model(t, 1, "m1", T0 + MS(2), &hp, &f);
+    ck_assert_uint_eq(f, LLMGW_PM_LOADED);
+    llmgw_health_model(t, 1, "m2", T0 + MS(2), &hp, &f);
+    ck_assert_uint_eq(f, LLMGW_HM_SERVED);
+    ck_assert_int_eq(llmgw_health_join(t, "late", T0 + MS(3)), 1);
+    ck_assert_uint_eq(llmgw_health_epoch(t, 1), 2);
+    ck_assert_int_eq(llmgw_health_breaker(t, 1).state, LLMGW_BR_CLOSED);
+    ck_assert_int_eq(llmgw_health_models(t, 1, models, 4), 0);
+    ck_assert_int_eq(llmgw_health_probes(t, 1, kinds), 0);
+    llmgw_health_model(t, 1, "m1", T0 + MS(4), &hp, &f);
+    ck_assert_uint_eq(f, 0);
+    llmgw_health_model(t, 1, "m2", T0 + MS(4), &hp, &f);
+    ck_assert_uint_eq(f, 0);
+    llmgw_health_member(t, 1, T0 + MS(4), &hp, &v);
+    ck_assert_int_eq(v.probe_state, LLMGW_HS_UNKNOWN);
+    ck_assert_int_eq(v.probed_at, 0);
+    /* A probe after it counts. */
+    llmgw_health_store(
+        t, 1,
+        probe(LLMGW_PROBE_OLLAMA_PS, 200, "{\"models\":[{\"name\":\"m3\"}]}"),
+        T0 + MS(5));
+    ck_assert_int_eq(llmgw_health_models(t, 1, models, 4), 1);
+    ck_assert_str_eq(models[0].name, "m3");
+    llmgw_health_model(t, 1, "m3", T0 + MS(6), &hp, &f);
+    ck_assert_uint_eq(f, LLMGW_PM_LOADED);
+    /* add (at start) keeps the state of a name already there. */
+    llmgw_health_event(t, 1, LLMGW_EV_HTTP_5XX, LLMGW_BR_NO_TRIAL, T0 + MS(7),
+                       &bp, NULL, NULL);
+    ck_assert_int_eq(llmgw_health_add(t, "late"), 1);
+    ck_assert_int_eq(llmgw_health_breaker(t, 1).state, LLMGW_BR_OPEN);
+    ck_assert_uint_eq(llmgw_health_epoch(t, 1), 2);
+}
+END_TEST
+
+#define JOINERS 4
+#define JOINS 64
+#define JOIN_NAME 300 /* long: a torn copy has room to show */
+#define JOIN_ROUNDS 3 /* rounds run at least */
+
+/* Child i's name k: JOIN_NAME bytes of one letter, then its number. */
+static const char *join_name(char *buf, int i, int k)
+{
+    memset(buf, 'a' + i, JOIN_NAME);
+    apr_snprintf(buf + JOIN_NAME, 16, "%d", k);
+    return buf;
+}
+
+/* Whether s is one of join_name's names, not part of one. */
+static int whole_name(const char *s)
+{
+    int j;
+
+    for (j = 0; j < JOIN_NAME; j++) {
+        if (s[j] != s[0]) {
+            return 0;
+        }
+    }
+    return s[0] >= 'a' && s[0] < 'a' + JOINERS && s[JOIN_NAME] >= '0'
+           && s[JOIN_NAME] <= '9';
+}
+
+/* Even children join their names, odd ones read every name published
+ * meanwhile: whole, and found at its own index. */
+static void join_or_read(int i, void *arg)
+{
+    llmgw_health_t *t = arg;
+    race_t *r = race_area(t, llmgw_health_size(JOINERS / 2 * JOINS) + 4096);
+    char buf[JOIN_NAME + 16];
+    apr_time_t start = apr_time_now();
+    int k, m;
+
+    if (i % 2 == 0) {
+        for (k = 0; k < JOINS; k++) {
+            tick(r);
+            if (llmgw_health_join(t, join_name(buf, i, k), T0) < 0) {
+                __atomic_add_fetch(&r->violations, 1, __ATOMIC_RELAXED);
+            }
+        }
+        return;
+    }
+    /* The newest entry first: its name is the one being written. */
+    while (racing(start)) {
+        int n = (int)llmgw_health_count(t);
+
+        for (m = n - 1; m >= 0 && m >= n - 2; m--) {
+            const char *n = llmgw_health_name(t, m);
+            char copy[JOIN_NAME + 16];
+
+            tick(r);
+            if (!n) {
+                continue;
+            }
+            apr_cpystrn(copy, n, sizeof(copy));
+            if (!whole_name(copy) || llmgw_health_find(t, copy) != m) {
+                __atomic_add_fetch(&r->violations, 1, __ATOMIC_RELAXED);
+            }
+        }
+    }
+}
+
+START_TEST(joins_across_processes)
+{
+    unsigned n = JOINERS / 2 * JOINS;
+    char buf[JOIN_NAME + 16];
+    void *mem;
+    apr_size_t size;
+    llmgw_health_t *t;
+    race_t *r;
+    int round, i, k;
+
+    for (round = 0; round < RACE_ROUNDS; round++) {
+        t = shared_table(n, &mem, &size);
+        r = race_area(mem, size);
+        memset(r, 0, sizeof(*r));
+        run_children(JOINERS, join_or_read, t, r);
+        ck_assert_int_eq(r->violations, 0);
+        ck_assert_uint_eq(llmgw_health_count(t), n);
+        ck_assert_uint_eq(llmgw_health_free(t), 0);
+        for (i = 0; i < JOINERS; i += 2) {
+            for (k = 0; k < JOINS; k++) {
+                int m = llmgw_health_find(t, join_name(buf, i, k));
+
+                ck_assert_int_ge(m, 0);
+                ck_assert_str_eq(llmgw_health_name(t, m), buf);
+            }
+        }
+        /* Each round gives the window a few more chances: all of them
+         * run, but only one needs to have overlapped. */
+        k = overlapped(r);
+        munmap(mem, size);
+        if (k && round >= JOIN_ROUNDS) {
+            break;
+        }
+    }
+}
+END_TEST
+
 START_TEST(breaker_through_table)
 {
     llmgw_health_t *t = table(2);
@@ -1140,7 +1318,8 @@ Suite *health_suite(void)
 {
     return test_suite(
         "health", "core", 120,
-        TESTS(members_by_name, breaker_through_table,
+        TESTS(members_by_name, members_joined_at_run_time,
+              joins_across_processes, breaker_through_table,
               one_trial_across_processes, admission_across_processes,
               admission_is_exact, queue_across_processes, queue_steps,
               probe_facts, models_that_do_not_fit, hints_and_classify,
