@@ -1,7 +1,8 @@
 /* fuzz_conf: the directives' value parsers (llmgw_conf_*) and LLMCache's
  * arguments (llmgw_store_create): a value is taken exactly when a plain
  * reading of it (digits, one unit, in the range) takes it, as that value;
- * a refusal names the directive and the value and shows an example.
+ * a refusal names the directive and the value and shows an example; a
+ * store taken has its settings in their ranges.
  * Input: a selector byte: bits 0-2 the parser (0 int, 1 size, 2 seconds,
  * 3 msec, 4 keyword, 5 flag, 6 option, 7 LLMCache's words split by
  * spaces); bit 3 the range from the next 16 bytes (min, max; little
@@ -190,6 +191,23 @@ static void check_store(apr_pool_t *p, char *arg)
     err = llmgw_store_create(p, argc, argv, &st);
     FUZZ_CHECK(!err == !!st, "a store both taken and refused, or neither");
     FUZZ_CHECK(!err || *err, "an empty reason");
+    if (!st) {
+        return;
+    }
+    FUZZ_CHECK(st->ttl >= 1 && st->ttl <= 30 * 86400, "ttl %u", st->ttl);
+    FUZZ_CHECK(st->max_item >= 1 && st->max_item <= 1 << 30, "max-item %zu",
+               (size_t)st->max_item);
+    if (llmgw_store_is_shm(st)) {
+        FUZZ_CHECK(st->shm_size >= 64 * 1024
+                       && st->max_item <= st->shm_size / 8,
+                   "shm of %zu for items of %zu", (size_t)st->shm_size,
+                   (size_t)st->max_item);
+    }
+    else {
+        FUZZ_CHECK(st->servers && *st->servers && st->timeout > 0
+                       && st->timeout <= apr_time_from_sec(60),
+                   "memcache servers or timeout");
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
