@@ -3,7 +3,8 @@
  * node's garbage): a leader publishes the input's chunks, the store is
  * damaged, a follower joins and reads. What it takes is what the store
  * held (a piece's text after its count), in order and at most once each;
- * it always ends; untouched, it reads every chunk, then the end, and the
+ * it ends at the end mark's count or not well; it always ends;
+ * untouched, it reads every chunk, then the end, and the
  * answer's kept count is the chunks'.
  * Input: a flag byte (bit 0 the follower streams); then lines: the
  * leader's chunks up to a line "--"; changes to the store made before the
@@ -186,6 +187,16 @@ static char *piece_now(apr_pool_t *p, const char *gen, apr_size_t i,
     return k < 0 ? NULL : apr_pstrmemdup(p, slot[k].val, slot[k].len);
 }
 
+/* Whether the end mark says the leader wrote exactly n pieces. */
+static int ends_at(apr_pool_t *p, const char *gen, apr_size_t n)
+{
+    int k = find(apr_pstrcat(p, KEY ":", gen, ":end", NULL));
+    char *v = k < 0 ? NULL : apr_pstrmemdup(p, slot[k].val, slot[k].len);
+
+    return v && slot[k].len > 3 && !strncmp(v, "ok:", 3)
+           && apr_strtoi64(v + 3, NULL, 10) == (apr_int64_t)n;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static int seeded;
@@ -253,6 +264,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(rv == APR_EOF || rv == APR_INCOMPLETE || rv == APR_EGENERAL
                        || rv == APR_TIMEUP || rv == APR_EAGAIN,
                    "ended with %d", rv);
+        FUZZ_CHECK(rv != APR_EOF || ends_at(p, gen, got),
+                   "the end after %zu pieces, not the end mark's count",
+                   (size_t)got);
         FUZZ_CHECK(damaged || (rv == APR_EOF && got == (apr_size_t)nchunks),
                    "an untouched store read %zu of %d pieces, then %d",
                    (size_t)got, nchunks, rv);
