@@ -217,7 +217,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned sel = fuzz_byte(&in);
     int which = (int)(sel & 7);
     apr_int64_t min = ranges[sel >> 4][0], max = ranges[sel >> 4][1];
-    size_t n;
+    size_t n = 0;
     const char *s;
     char *arg;
 
