@@ -350,7 +350,8 @@ static apr_status_t took(llmgw_coalesce_t *c, char **data, apr_size_t *len)
 
 /* The end mark says how the generation ended: APR_EOF (all pieces read),
  * APR_INCOMPLETE (it went well, but a piece left the store unread),
- * APR_EGENERAL (it failed); APR_NOTFOUND while there is none. */
+ * APR_EGENERAL (it failed, or the mark does not read or counts fewer
+ * pieces than were read); APR_NOTFOUND while there is none. */
 static apr_status_t check_end(llmgw_coalesce_t *c, char **data,
                               apr_size_t *len)
 {
@@ -364,7 +365,12 @@ static apr_status_t check_end(llmgw_coalesce_t *c, char **data,
         || !parse_count(val + 3, n - 3, &total)) {
         return APR_EGENERAL;
     }
-    if (c->next >= total) {
+    /* More pieces read than the leader says it wrote: the pieces or the
+     * mark are not this generation's, and the stream is not known whole. */
+    if (c->next > total) {
+        return APR_EGENERAL;
+    }
+    if (c->next == total) {
         return APR_EOF;
     }
     /* The end is written after the last piece: look once more. */

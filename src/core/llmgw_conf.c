@@ -27,22 +27,24 @@ static const char *bad(apr_pool_t *p, const char *what, const char *arg,
                         example);
 }
 
-/* Decimal digits (an optional '-') in [min, max]; *end past them. */
+/* Decimal digits (an optional '-') in [min, max]; *end past them. The
+ * magnitude is bounded by the range's end on its side before each digit
+ * goes in, so it never wraps (a wrapped one could land in the range). */
 static int digits(const char *s, const char **end, apr_int64_t min,
                   apr_int64_t max, apr_int64_t *out)
 {
     int neg = *s == '-';
     apr_uint64_t v = 0, lim = neg ? (apr_uint64_t)(-(min + 1)) + 1
-                                  : (apr_uint64_t)(max < 0 ? 0 : max);
+                                  : (apr_uint64_t)max;
 
     s += neg;
-    if (*s < '0' || *s > '9' || (neg && min >= 0)) {
+    if (*s < '0' || *s > '9' || (neg ? min >= 0 : max < 0)) {
         return 0;
     }
     for (; *s >= '0' && *s <= '9'; s++) {
         apr_uint64_t d = (apr_uint64_t)(*s - '0');
 
-        if (v > (lim - d) / 10) {
+        if (v > lim / 10 || (v == lim / 10 && d > lim % 10)) {
             return 0;
         }
         v = v * 10 + d;
@@ -79,11 +81,14 @@ const char *llmgw_conf_size(apr_pool_t *p, const char *what, const char *arg,
     apr_off_t mul = 1;
 
     if (digits(arg, &end, 0, APR_INT64_MAX, &n)) {
-        if (*end && (u = strchr(units, *end & ~0x20)) != NULL && !end[1]) {
+        /* memchr, not strchr: a byte that is 0 once cased (a space) must
+         * not find the terminator and read as a fourth unit. */
+        if (*end && (u = memchr(units, *end & ~0x20, sizeof(units) - 1))
+            && !end[1]) {
             mul = (apr_off_t)1 << (10 * (u - units + 1));
             end++;
         }
-        if (!*end && n <= max / mul && n * mul >= min) {
+        if (!*end && max >= 0 && n <= max / mul && n * mul >= min) {
             *out = n * mul;
             return NULL;
         }
@@ -103,9 +108,11 @@ static const char *interval(apr_pool_t *p, const char *what, const char *arg,
                             const char *example, apr_int64_t per_sec,
                             const char *units, apr_interval_time_t *out)
 {
-    apr_int64_t n;
+    apr_int64_t n, unit = APR_USEC_PER_SEC / per_sec;
 
-    if (llmgw_conf_int(p, what, arg, min, max, example, &n)) {
+    /* A count whose microseconds do not fit is not a time. */
+    if (llmgw_conf_int(p, what, arg, min, max, example, &n)
+        || n > APR_INT64_MAX / unit || n < APR_INT64_MIN / unit) {
         return bad(p, what, arg,
                    apr_psprintf(p,
                                 "a number of %s from %" APR_INT64_T_FMT
@@ -113,7 +120,7 @@ static const char *interval(apr_pool_t *p, const char *what, const char *arg,
                                 units, min, max),
                    example);
     }
-    *out = (apr_interval_time_t)n * (APR_USEC_PER_SEC / per_sec);
+    *out = (apr_interval_time_t)n * unit;
     return NULL;
 }
 

@@ -4,12 +4,16 @@
  * taken writes back to a text that reads as itself, holds only changes
  * that pass the checks (URLs written one way, names bounded and without
  * control characters, within the entries' bound) and routes every listed
- * name to a route on a configured balancer.
- * Input: a first byte 'U': the rest is a member's URL; else the file. */
+ * name to a route on a configured balancer. The console's changes (form
+ * bodies) go through the same checks: one refused leaves the state as it
+ * was, and the state they make holds the same.
+ * Input: a first byte 'U': the rest is a member's URL; 'F': the rest is
+ * console forms, one a line, applied in turn; else the file. */
 #include <apr_strings.h>
 
 #include "fuzz.h"
 
+#include "llmgw_form.h"
 #include "llmgw_manage.h"
 
 static llmgw_route_t *route(apr_pool_t *p, const char *a, const char *b)
@@ -128,6 +132,35 @@ static void check_state(apr_pool_t *p, const llmgw_manage_base_t *b,
     FUZZ_CHECK(llmgw_manage_conf_lines(p, m) != NULL, "no lines");
 }
 
+/* The console's forms, one a line, each applied to the state from none:
+ * a form that does not read, or a change refused, changes nothing. */
+static llmgw_manage_t *apply_forms(apr_pool_t *p, const llmgw_manage_base_t *b,
+                                   const char *in, size_t size)
+{
+    llmgw_manage_t *m = llmgw_manage_create(p);
+    const char *end = in + size, *nl, *before, *why;
+    llmgw_change_t c;
+    llmgw_form_t f;
+
+    for (; in < end; in = nl + 1) {
+        nl = memchr(in, '\n', (size_t)(end - in));
+        nl = nl ? nl : end;
+        why = llmgw_form_parse(p, in, (apr_size_t)(nl - in),
+                               llmgw_action_fields, &f);
+        if (why || (why = llmgw_manage_from_form(p, &f, &c)) != NULL
+            || c.kind == LLMGW_CHANGE_NONE) {
+            FUZZ_CHECK(!why || *why, "an empty reason");
+            continue;
+        }
+        before = llmgw_manage_write(p, m, NULL);
+        why = llmgw_manage_apply(p, b, m, &c);
+        FUZZ_CHECK(!why || *why, "an empty reason");
+        FUZZ_CHECK(!why || !strcmp(before, llmgw_manage_write(p, m, NULL)),
+                   "a refused change (%s) changed the state", why);
+    }
+    return m;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *p = fuzz_pool();
@@ -147,11 +180,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         goto done;
     }
-    m = llmgw_manage_read(p, b, in, size, dropped, &err);
-    FUZZ_CHECK(!m == !!err, "a file both taken and refused, or neither");
-    if (!m) {
-        FUZZ_CHECK(*err, "an empty reason");
-        goto done;
+    if (size && in[0] == 'F') {
+        m = apply_forms(p, b, in + 1, size - 1);
+    }
+    else {
+        m = llmgw_manage_read(p, b, in, size, dropped, &err);
+        FUZZ_CHECK(!m == !!err, "a file both taken and refused, or neither");
+        if (!m) {
+            FUZZ_CHECK(*err, "an empty reason");
+            goto done;
+        }
     }
     check_state(p, b, m);
     text = llmgw_manage_write(p, m, &len);

@@ -28,6 +28,9 @@ START_TEST(sizes)
         { "M", -1 },
         { "99999999999999999999", -1 },
         { "9000000000G", -1 },
+        /* A space, once cased, is a NUL: it once found strchr's
+         * terminator and read as a fourth unit (2^40). */
+        { "1 ", -1 },
     };
     size_t i;
 
@@ -89,6 +92,34 @@ START_TEST(numbers_and_times)
 }
 END_TEST
 
+/* Ranges on one side of 0 (fuzz_conf found each): a number past the
+ * range's end never wraps into it, a size is never taken from a range of
+ * negative sizes, and a time whose microseconds overflow is refused. */
+START_TEST(edges_of_ranges)
+{
+    apr_int64_t n = 0;
+    apr_off_t size = 0;
+    apr_interval_time_t t = 0;
+
+    ck_assert_ptr_nonnull(llmgw_conf_int(test_pool, "X", "9999999999999999999",
+                                         APR_INT64_MIN, -1, "X 1", &n));
+    ck_assert_ptr_nonnull(
+        llmgw_conf_int(test_pool, "X", "0", -5, -1, "X 1", &n));
+    ck_assert_ptr_null(
+        llmgw_conf_int(test_pool, "X", "-5", -5, -1, "X 1", &n));
+    ck_assert_int_eq(n, -5);
+    ck_assert_ptr_nonnull(
+        llmgw_conf_size(test_pool, "X", "0K", -1, -1, "X 1", &size));
+    ck_assert_ptr_nonnull(llmgw_conf_seconds(test_pool, "X", "9223372036855",
+                                             1, APR_INT64_MAX, "X 1", &t));
+    ck_assert_ptr_null(llmgw_conf_seconds(test_pool, "X", "9223372036854", 1,
+                                          APR_INT64_MAX, "X 1", &t));
+    ck_assert_int_eq(t, (apr_interval_time_t)9223372036854 * 1000000);
+    ck_assert_ptr_nonnull(llmgw_conf_msec(test_pool, "X", "-9223372036854776",
+                                          APR_INT64_MIN, 0, "X 1", &t));
+}
+END_TEST
+
 START_TEST(keywords_and_options)
 {
     static const char *const names[] = { "off", "openai", "ollama", NULL };
@@ -119,5 +150,6 @@ END_TEST
 Suite *conf_suite(void)
 {
     return test_suite("conf", "values", 0,
-                      TESTS(sizes, numbers_and_times, keywords_and_options));
+                      TESTS(sizes, numbers_and_times, edges_of_ranges,
+                            keywords_and_options));
 }

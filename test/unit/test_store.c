@@ -264,6 +264,32 @@ START_TEST(coalesce_failed_leader)
 }
 END_TEST
 
+/* An end mark that counts fewer pieces than a follower read (another
+ * generation's, or damaged in the store): the stream is not known whole,
+ * and ends as a failure, not as a good end (fuzz_coalesce found it). */
+START_TEST(coalesce_end_mark_below_the_pieces_read)
+{
+    llmgw_store_t *st = coalesce_store();
+    llmgw_coalesce_t *lead, *sf;
+    char *gen, *data;
+    apr_size_t len;
+
+    lead_then_follow(test_pool, test_pool, st, "e", "{}", 2, &lead, &sf);
+    llmgw_coalesce_put(lead, "{}", 2, 2);
+    ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_SUCCESS);
+    ck_assert_int_eq(
+        llmgw_store_claim(st, test_pool, "e", "other", 0, &gen, &len),
+        APR_EEXIST);
+    ck_assert_int_eq(
+        llmgw_store_set(st, test_pool,
+                        apr_psprintf(test_pool, "e:%.*s:end", (int)len, gen),
+                        "ok:1", 4, 0),
+        APR_SUCCESS);
+    ck_assert_int_eq(llmgw_coalesce_next(sf, &data, &len), APR_EGENERAL);
+    llmgw_coalesce_end(lead, 0, NULL, 0);
+}
+END_TEST
+
 static int lines_logged;
 static char last_line[256];
 
@@ -313,5 +339,6 @@ Suite *store_suite(void)
         TESTS(store_claim_lease_settle, store_options_are_checked,
               coalesce_leader_and_followers,
               coalesce_long_stream_keeps_pools_small, coalesce_failed_leader,
+              coalesce_end_mark_below_the_pieces_read,
               coalesce_no_progress_goes_alone));
 }
