@@ -32,6 +32,15 @@ def session_processes(sid):
     return found
 
 
+def default_sigint():
+    """As a terminal starts it: with SIGINT at its default. A shell that
+    inherits SIGINT ignored (pytest run in the background of a script)
+    cannot trap it, so the Ctrl-C case would test the launcher instead:
+    the demo never sees the signal and httpd, which sets its own handler,
+    exits under it (seen once in a full run)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Demo:
     """build/demo ARGS in a session of its own, on a fresh LLMGW_PORT."""
 
@@ -41,7 +50,7 @@ class Demo:
             [DEMO, *args],
             env=dict(os.environ, LLMGW_PORT=str(self.port), **(extra_env or {})),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=default_sigint)
         self.out = []
         self.run_dir = None
 
