@@ -246,18 +246,6 @@ void llmgw_members_settle(server_rec *s, const llmgw_manage_t *m)
  * In a child.
  */
 
-/* This child's list of b's workers, with those added by other children
- * (under b's thread lock, as mod_proxy_balancer's pre_request syncs). */
-static void sync_balancer(proxy_balancer *b, server_rec *s,
-                          proxy_server_conf *pc)
-{
-    if (!b->s || !b->wslot || PROXY_THREAD_LOCK(b) != APR_SUCCESS) {
-        return;
-    }
-    ap_proxy_sync_balancer(b, s, pc);
-    PROXY_THREAD_UNLOCK(b);
-}
-
 proxy_worker *llmgw_members_worker(proxy_balancer *b, server_rec *s,
                                    proxy_server_conf *pc, const char *name)
 {
@@ -269,13 +257,21 @@ proxy_worker *llmgw_members_worker(proxy_balancer *b, server_rec *s,
     }
     ap_proxy_sync_balancer(b, s, pc);
     w = (proxy_worker **)b->workers->elts;
-    for (i = 0; !found && i < b->workers->nelts; i++) {
+    for (i = 0; name && !found && i < b->workers->nelts; i++) {
         if (strcmp(w[i]->s->name_ex, name) == 0) {
             found = w[i];
         }
     }
     PROXY_THREAD_UNLOCK(b);
     return found;
+}
+
+/* This child's list of b's workers, with those added by other children
+ * (under b's thread lock, as mod_proxy_balancer's pre_request syncs). */
+static void sync_balancer(proxy_balancer *b, server_rec *s,
+                          proxy_server_conf *pc)
+{
+    llmgw_members_worker(b, s, pc, NULL);
 }
 
 void llmgw_members_sync(server_rec *s)

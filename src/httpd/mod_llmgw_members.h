@@ -29,7 +29,7 @@ void llmgw_members_settle(server_rec *s, const llmgw_manage_t *m);
 
 /* b's worker whose name_ex is name in this child (its list brought up to
  * date first, under b's thread lock: not for a caller holding it), or
- * NULL. */
+ * NULL (always for name NULL: the list brought up to date only). */
 proxy_worker *llmgw_members_worker(proxy_balancer *b, server_rec *s,
                                    proxy_server_conf *pc, const char *name);
 /* This child's balancers, with the members other children added. */
